@@ -1,0 +1,14 @@
+"""Pick the artifact backend from settings."""
+
+from __future__ import annotations
+
+from activities.artifacts.store import ArtifactStore, FilesystemStore
+from workers.settings import Settings
+
+
+def make_store(settings: Settings) -> ArtifactStore:
+    if settings.artifact_backend == "s3":
+        from activities.artifacts.s3 import S3Store
+
+        return S3Store.from_settings(settings)
+    return FilesystemStore(settings.endpoints().artifact_dir)

@@ -1,0 +1,169 @@
+"""The S3 backend (MinIO or any S3) through the minio client.
+
+Uploads stream: the bytes go to a temporary key with multipart upload while their sha256
+is computed, then are copied server-side to ``sha256/<aa>/<bb>/<digest>``; so a 1 GiB
+artifact never sits in memory and a half-written object never carries a real address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import uuid
+from collections.abc import Iterable, Iterator
+
+from minio import Minio
+from minio.commonconfig import CopySource
+from minio.error import S3Error
+
+from activities.artifacts.store import (
+    CHUNK,
+    ArtifactNotFound,
+    StoredObject,
+    _verified,
+    check_sha,
+    chunks_of,
+)
+from workers.settings import Settings
+
+PART_SIZE = 16 * 1024 * 1024
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view over an iterator of chunks that hashes what passes through."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._buf = b""
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buf) < size:
+            try:
+                block = next(self._it)
+            except StopIteration:
+                break
+            self.digest.update(block)
+            self.size += len(block)
+            self._buf += block
+        if size < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+
+def make_client(settings: Settings) -> Minio:
+    endpoints = settings.endpoints()
+    if endpoints.s3_endpoint is None:
+        raise RuntimeError("no S3 endpoint: set VIGIL_S3_ENDPOINT or run `vigil stack up` with MinIO")
+    return Minio(
+        endpoints.s3_endpoint,
+        access_key=endpoints.s3_access_key,
+        secret_key=endpoints.s3_secret_key,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )
+
+
+def ensure_bucket(settings: Settings) -> None:
+    client = make_client(settings)
+    if not client.bucket_exists(settings.s3_bucket):
+        with contextlib.suppress(S3Error):  # a concurrent creator won the race
+            client.make_bucket(settings.s3_bucket)
+
+
+class S3Store:
+    scheme = "s3"
+
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Store:
+        return cls(make_client(settings), settings.s3_bucket)
+
+    @staticmethod
+    def key_for(sha256: str) -> str:
+        check_sha(sha256)
+        return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+    def uri(self, sha256: str) -> str:
+        return f"s3://{self.bucket}/{self.key_for(sha256)}"
+
+    def put_stream(self, chunks: Iterable[bytes]) -> StoredObject:
+        reader = _ChunkReader(chunks)
+        tmp_key = f"tmp/{uuid.uuid4().hex}"
+        self.client.put_object(self.bucket, tmp_key, reader, length=-1, part_size=PART_SIZE)
+        try:
+            sha = reader.digest.hexdigest()
+            key = self.key_for(sha)
+            if not self._exists_key(key):
+                self.client.copy_object(self.bucket, key, CopySource(self.bucket, tmp_key))
+        finally:
+            with contextlib.suppress(S3Error):
+                self.client.remove_object(self.bucket, tmp_key)
+        return StoredObject(sha, reader.size, self.uri(sha))
+
+    def put_bytes(self, data: bytes) -> StoredObject:
+        sha = hashlib.sha256(data).hexdigest()
+        key = self.key_for(sha)
+        if not self._exists_key(key):
+            if len(data) <= PART_SIZE:
+                # Small objects: one PUT straight to the final key is atomic on S3.
+                self.client.put_object(self.bucket, key, io.BytesIO(data), length=len(data))
+            else:
+                return self.put_stream(chunks_of(data))
+        return StoredObject(sha, len(data), self.uri(sha))
+
+    def _exists_key(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return False
+            raise
+        return True
+
+    def open(self, sha256: str) -> Iterator[bytes]:
+        key = self.key_for(sha256)
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ArtifactNotFound(sha256) from exc
+            raise
+
+        def stream() -> Iterator[bytes]:
+            try:
+                yield from response.stream(CHUNK)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return _verified(stream(), sha256)
+
+    def get_bytes(self, sha256: str) -> bytes:
+        return b"".join(self.open(sha256))
+
+    def exists(self, sha256: str) -> bool:
+        return self._exists_key(self.key_for(sha256))
+
+    def delete(self, sha256: str) -> None:
+        self.client.remove_object(self.bucket, self.key_for(sha256))
+
+    def list_digests(self) -> Iterator[str]:
+        for obj in self.client.list_objects(self.bucket, prefix="sha256/", recursive=True):
+            name = (obj.object_name or "").rsplit("/", 1)[-1]
+            if len(name) == 64:
+                yield name
+
+
+def store_from_settings(settings: Settings) -> S3Store:
+    return S3Store.from_settings(settings)

@@ -1,0 +1,172 @@
+"""The artifact store interface and the filesystem backend.
+
+Artifacts are content-addressed by sha256. Only the digest ever becomes a path or key,
+so names that come from agents or tools cannot reach the store's namespace at all.
+Blocking I/O: activities call these through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1024 * 1024
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArtifactError(Exception):
+    """Base of artifact store failures."""
+
+
+class ArtifactNotFound(ArtifactError):
+    pass
+
+
+class ArtifactCorrupt(ArtifactError):
+    """The bytes read back do not hash to their address."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    sha256: str
+    size: int
+    uri: str
+
+
+def check_sha(sha256: str) -> str:
+    if not _SHA.match(sha256):
+        raise ArtifactError(f"not a sha256 digest: {sha256[:80]!r}")
+    return sha256
+
+
+def chunks_of(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), CHUNK):
+        yield data[start : start + CHUNK]
+
+
+def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    while block := handle.read(CHUNK):
+        yield block
+
+
+class ArtifactStore(Protocol):
+    """One interface, two backends (filesystem, S3)."""
+
+    scheme: str
+
+    def put_stream(self, chunks: Iterable[bytes]) -> StoredObject: ...
+
+    def put_bytes(self, data: bytes) -> StoredObject: ...
+
+    def open(self, sha256: str) -> Iterator[bytes]:
+        """Yields the content in chunks; raises ArtifactCorrupt at the end on a bad digest."""
+        ...
+
+    def get_bytes(self, sha256: str) -> bytes: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def delete(self, sha256: str) -> None: ...
+
+    def list_digests(self) -> Iterator[str]: ...
+
+
+class FilesystemStore:
+    """sha256-addressed files: temp file, fsync, rename, so no partial file is ever visible."""
+
+    scheme = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self.objects = self.root / "sha256"
+        self.tmp = self.root / "tmp"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        check_sha(sha256)
+        return self.objects / sha256[:2] / sha256[2:4] / sha256
+
+    def uri(self, sha256: str) -> str:
+        return f"file://{self.path_for(sha256)}"
+
+    def put_stream(self, chunks: Iterable[bytes]) -> StoredObject:
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for block in chunks:
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            target = self.path_for(sha)
+            if target.exists() and target.stat().st_size == size:
+                os.unlink(tmp_name)  # deduplicated: the same bytes are already there
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, target)
+                _fsync_dir(target.parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        return StoredObject(sha, size, self.uri(sha))
+
+    def put_bytes(self, data: bytes) -> StoredObject:
+        return self.put_stream(chunks_of(data))
+
+    def open(self, sha256: str) -> Iterator[bytes]:
+        path = self.path_for(sha256)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise ArtifactNotFound(sha256) from exc
+        return _verified(read_chunks_closing(handle), sha256)
+
+    def get_bytes(self, sha256: str) -> bytes:
+        return b"".join(self.open(sha256))
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).exists()
+
+    def delete(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(sha256).unlink()
+
+    def list_digests(self) -> Iterator[str]:
+        for path in self.objects.glob("*/*/*"):
+            if _SHA.match(path.name):
+                yield path.name
+
+
+def read_chunks_closing(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        yield from read_chunks(handle)
+
+
+def _verified(chunks: Iterator[bytes], sha256: str) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    for block in chunks:
+        digest.update(block)
+        yield block
+    if digest.hexdigest() != sha256:
+        raise ArtifactCorrupt(f"artifact {sha256} failed its checksum on read")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""`vigil doctor`: checks each part for real and reports a table."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from workers.settings import Settings
+
+
+@dataclass
+class Check:
+    part: str
+    check: str
+    ok: bool
+    detail: str
+
+
+async def _temporal(settings: Settings) -> list[Check]:
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+    from workers.temporal import connect, missing_search_attributes
+
+    address = settings.endpoints().temporal_address
+    try:
+        client = await asyncio.wait_for(connect(address, settings.temporal_namespace), 10)
+        info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    except Exception as exc:
+        return [Check("temporal", "reachable", False, f"{address}: {exc}".splitlines()[0][:200])]
+    checks = [Check("temporal", "reachable", True, f"{address}, server {info.server_version}")]
+    try:
+        missing = await missing_search_attributes(client)
+        checks.append(
+            Check("temporal", f"namespace {settings.temporal_namespace!r} + search attributes",
+                  not missing, "all registered" if not missing else f"missing: {', '.join(missing)}")
+        )
+    except Exception as exc:
+        checks.append(Check("temporal", "search attributes", False, str(exc)[:200]))
+    return checks
+
+
+async def _postgres(settings: Settings) -> list[Check]:
+    import asyncpg
+
+    from workers.db import head_revision
+    from workers.settings import asyncpg_dsn
+
+    url = settings.endpoints().database_url
+    if url is None:
+        return [Check("postgres", "configured", False,
+                      "no DATABASE_URL and no embedded server: run `vigil stack up`")]
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(asyncpg_dsn(url)), 10)
+    except Exception as exc:
+        return [Check("postgres", "reachable", False, str(exc).splitlines()[0][:200])]
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        checks = [Check("postgres", "reachable", True, f"PostgreSQL {version}")]
+        vector = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname='vector'")
+        checks.append(Check("postgres", "pgvector", vector is not None,
+                            f"vector {vector}" if vector else "extension missing"))
+        head = head_revision()
+        try:
+            current = await conn.fetchval("SELECT version_num FROM alembic_version")
+        except asyncpg.UndefinedTableError:
+            current = None
+        checks.append(Check("postgres", "migrations at head", current == head,
+                            f"at {current}, head {head}"))
+    finally:
+        await conn.close()
+    return checks
+
+
+def _artifacts(settings: Settings) -> list[Check]:
+    from activities.artifacts.factory import make_store
+
+    try:
+        store = make_store(settings)
+        probe = f"vigil doctor probe {uuid.uuid4()}".encode()
+        obj = store.put_bytes(probe)
+        ok = store.get_bytes(obj.sha256) == probe
+        store.delete(obj.sha256)
+        return [Check("artifacts", f"{store.scheme} store writable", ok, obj.uri.rsplit("/", 1)[0])]
+    except Exception as exc:
+        return [Check("artifacts", f"{settings.artifact_backend} store writable", False,
+                      str(exc).splitlines()[0][:200])]
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    results = await asyncio.gather(_temporal(settings), _postgres(settings))
+    artifacts = await asyncio.to_thread(_artifacts, settings)
+    return [*results[0], *results[1], *artifacts]

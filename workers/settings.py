@@ -1,0 +1,183 @@
+"""vigil's one settings class.
+
+Every part points at a user's own server when configured and falls back to the
+embedded default (started by ``vigil stack up``) when not. Read by workers and
+activities only, never by workflow code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_FILE = "stack.json"
+
+
+class Settings(BaseSettings):
+    """Configuration from ``VIGIL_*`` variables (plus ``TEMPORAL_ADDRESS`` and ``DATABASE_URL``)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+
+    state_dir: Path = Path(".vigil")
+    """Folder holding all state of the embedded stack (databases, logs, artifacts, pids)."""
+
+    bin_cache: Path = Path("~/.cache/vigil/bin")
+    """Where go-built binaries (Temporal CLI, MinIO) are cached between runs."""
+
+    # Temporal
+    temporal_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("TEMPORAL_ADDRESS", "VIGIL_TEMPORAL_ADDRESS")
+    )
+    """A user's Temporal frontend (host:port); unset means the embedded dev server."""
+    temporal_namespace: str = Field(
+        default="default",
+        validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "VIGIL_TEMPORAL_NAMESPACE"),
+    )
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_ui_url: str | None = None
+    """Base URL of Temporal UI for links; derived from the embedded stack when unset."""
+    task_queue: str = "vigil"
+
+    # PostgreSQL
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "VIGIL_DATABASE_URL")
+    )
+    """A user's PostgreSQL with pgvector; unset means the embedded server (pgserver wheel)."""
+    postgres_port: int = 5433
+
+    # Artifacts
+    artifact_backend: Literal["fs", "s3"] = "fs"
+    artifact_dir: Path | None = None
+    """Filesystem store root; defaults to ``<state_dir>/artifacts``."""
+    s3_endpoint: str | None = None
+    """host:port of MinIO or any S3; unset with backend s3 means the embedded MinIO."""
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_bucket: str = "vigil"
+    s3_secure: bool = False
+    s3_region: str | None = None
+    minio_port: int = 9000
+    minio_console_port: int = 9001
+    with_minio: bool = False
+    """Start the embedded MinIO even when the artifact backend is the filesystem."""
+
+    # Models
+    model_provider: Literal["scripted", "openai", "anthropic"] = "scripted"
+    model_name: str = "scripted-1"
+    model_base_url: str | None = None
+    model_api_key: SecretStr | None = None
+    model_timeout_seconds: float = 60.0
+
+    # Limits
+    inline_limit_bytes: int = 64 * 1024
+    """Content larger than this never enters workflow history: it becomes an artifact."""
+
+    # Memory
+    embedder: Literal["hashing", "openai", "local"] = "hashing"
+    embedding_dim: int = 384
+    embedding_base_url: str | None = None
+    embedding_model: str = "text-embedding-3-small"
+
+    # Logging
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def resolved_bin_cache(self) -> Path:
+        return self.bin_cache.expanduser().resolve()
+
+    def stack_info(self) -> StackInfo | None:
+        """What the embedded stack in ``state_dir`` published about itself, if it is there."""
+        path = self.resolved_state_dir / STACK_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return StackInfo(**data)
+
+    def endpoints(self) -> Endpoints:
+        """Concrete endpoints: explicit configuration first, then the embedded stack's."""
+        info = self.stack_info()
+        temporal = self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+        if self.temporal_ui_url:
+            ui = self.temporal_ui_url.rstrip("/")
+        elif self.temporal_address is None:
+            ui = f"http://127.0.0.1:{self.temporal_ui_port}"
+        else:
+            ui = None
+        if self.database_url is not None:
+            db = self.database_url.get_secret_value()
+        elif info is not None and info.database_url:
+            db = info.database_url
+        else:
+            db = None
+        s3_endpoint = self.s3_endpoint or (info.s3_endpoint if info else None)
+        access = (
+            self.s3_access_key.get_secret_value()
+            if self.s3_access_key
+            else (info.s3_access_key if info else None)
+        )
+        secret = (
+            self.s3_secret_key.get_secret_value()
+            if self.s3_secret_key
+            else (info.s3_secret_key if info else None)
+        )
+        return Endpoints(
+            temporal_address=temporal,
+            temporal_ui=ui,
+            database_url=db,
+            s3_endpoint=s3_endpoint,
+            s3_access_key=access,
+            s3_secret_key=secret,
+            artifact_dir=(self.artifact_dir or self.resolved_state_dir / "artifacts")
+            .expanduser()
+            .resolve(),
+        )
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Published by ``vigil stack up`` into ``<state_dir>/stack.json`` (mode 0600)."""
+
+    database_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    temporal_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each part lives once configuration and the embedded stack are combined."""
+
+    temporal_address: str
+    temporal_ui: str | None
+    database_url: str | None
+    s3_endpoint: str | None
+    s3_access_key: str | None
+    s3_secret_key: str | None
+    artifact_dir: Path
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Make any ``postgres://`` / ``postgresql://`` URL use the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain libpq form of a database URL, for asyncpg.connect."""
+    if url.startswith("postgresql+asyncpg://"):
+        return "postgresql://" + url[len("postgresql+asyncpg://") :]
+    return url

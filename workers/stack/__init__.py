@@ -1,0 +1,164 @@
+"""The local stack without Docker: Temporal dev server, PostgreSQL + pgvector, MinIO.
+
+All state lives in one folder (``VIGIL_STATE_DIR``, default ``.vigil/``). Each part is
+skipped when the user points vigil at their own server (TEMPORAL_ADDRESS, DATABASE_URL,
+VIGIL_S3_ENDPOINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from workers.settings import STACK_FILE, Settings, StackInfo
+from workers.stack.postgres import EmbeddedPostgres
+from workers.stack.procs import StackError, port_answers
+from workers.stack.services import EmbeddedMinio, TemporalDevServer
+
+__all__ = ["PartStatus", "Stack", "StackError"]
+
+
+@dataclass
+class PartStatus:
+    name: str
+    mode: str
+    """embedded, external or off."""
+    running: bool
+    detail: str
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class Stack:
+    """Brings the embedded parts up and down; reuses whatever is already running."""
+
+    def __init__(self, settings: Settings, say: Callable[[str], None] = _quiet) -> None:
+        self.settings = settings
+        self.say = say
+        state = settings.resolved_state_dir
+        cache = settings.resolved_bin_cache
+        self.state_dir = state
+        self.temporal = TemporalDevServer(
+            state, cache, settings.temporal_port, settings.temporal_ui_port
+        )
+        self.postgres = EmbeddedPostgres(state, settings.postgres_port)
+        self.minio = EmbeddedMinio(
+            state, cache, settings.minio_port, settings.minio_console_port
+        )
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return self.settings.temporal_address is None
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.settings.database_url is None
+
+    @property
+    def embedded_minio(self) -> bool:
+        wants_s3 = self.settings.artifact_backend == "s3" or self.settings.with_minio
+        return wants_s3 and self.settings.s3_endpoint is None
+
+    def up(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.embedded_temporal:
+            self.temporal.start(self.say)
+        if self.embedded_minio:
+            self.minio.start(self.say)
+        if self.embedded_postgres:
+            self.postgres.start(self.say)
+        if self.embedded_temporal:
+            self.temporal.wait(self.say)
+        if self.embedded_minio:
+            self.minio.wait(self.say)
+        self._publish()
+        asyncio.run(self._prepare())
+
+    def _publish(self) -> None:
+        info = StackInfo(
+            database_url=self.postgres.url() if self.embedded_postgres else None,
+            s3_endpoint=self.minio.endpoint if self.embedded_minio else None,
+            s3_access_key=self.minio.credentials()[0] if self.embedded_minio else None,
+            s3_secret_key=self.minio.credentials()[1] if self.embedded_minio else None,
+            temporal_address=(
+                f"127.0.0.1:{self.settings.temporal_port}" if self.embedded_temporal else None
+            ),
+        )
+        path = self.state_dir / STACK_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(info), handle, indent=2)
+        os.replace(tmp, path)
+
+    async def _prepare(self) -> None:
+        """Migrations, search attributes and the bucket: idempotent, run on every `up`."""
+        from workers.db import migrate
+        from workers.temporal import connect, ensure_search_attributes
+
+        endpoints = self.settings.endpoints()
+        if endpoints.database_url is None:
+            raise StackError("no database: set DATABASE_URL or let vigil start its own")
+        self.say("applying database migrations (alembic upgrade head) ...")
+        try:
+            await migrate(endpoints.database_url)
+        except Exception as exc:  # surfaced as one line with the cause
+            raise StackError(f"database migration failed: {exc}") from exc
+        self.say("registering Temporal search attributes ...")
+        try:
+            client = await connect(endpoints.temporal_address, self.settings.temporal_namespace)
+            await ensure_search_attributes(client)
+        except Exception as exc:
+            raise StackError(
+                f"Temporal at {endpoints.temporal_address} refused the search attributes: {exc}"
+            ) from exc
+        if self.embedded_minio or self.settings.artifact_backend == "s3":
+            from activities.artifacts.s3 import ensure_bucket
+
+            self.say(f"ensuring bucket {self.settings.s3_bucket!r} ...")
+            await asyncio.to_thread(ensure_bucket, self.settings)
+
+    def down(self) -> None:
+        # Stop everything we may have started, whatever the settings say today.
+        self.temporal.stop()
+        self.minio.stop()
+        self.postgres.stop()
+
+    def status(self) -> list[PartStatus]:
+        parts: list[PartStatus] = []
+        endpoints = self.settings.endpoints()
+        if self.embedded_temporal:
+            parts.append(
+                PartStatus(
+                    "temporal", "embedded", self.temporal.running() and self.temporal.ready(),
+                    f"127.0.0.1:{self.settings.temporal_port}, UI {endpoints.temporal_ui}",
+                )
+            )
+        else:
+            host, _, port = endpoints.temporal_address.rpartition(":")
+            parts.append(
+                PartStatus("temporal", "external", port_answers(int(port), host),
+                           endpoints.temporal_address)
+            )
+        if self.embedded_postgres:
+            parts.append(
+                PartStatus("postgres", "embedded", self.postgres.ready(),
+                           f"127.0.0.1:{self.settings.postgres_port}, data {self.postgres.data}")
+            )
+        else:
+            parts.append(PartStatus("postgres", "external", True, "DATABASE_URL"))
+        if self.embedded_minio:
+            parts.append(
+                PartStatus("minio", "embedded", self.minio.running() and self.minio.ready(),
+                           self.minio.endpoint)
+            )
+        elif self.settings.artifact_backend == "s3":
+            parts.append(PartStatus("minio", "external", True, str(self.settings.s3_endpoint)))
+        else:
+            parts.append(PartStatus("artifacts", "filesystem", True, str(endpoints.artifact_dir)))
+        return parts

@@ -1,0 +1,196 @@
+"""The embedded PostgreSQL 16 + pgvector, from the binaries in the ``pgserver`` wheel."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.stack.procs import StackError, last_log_line, port_answers, port_is_free
+
+PG_SYSTEM_USER = "vigilpg"
+DB_NAME = "vigil"
+DB_USER = "postgres"
+
+
+def bin_dir() -> Path:
+    # Locate the wheel's binaries without importing pgserver (its import has side effects).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("the pgserver wheel is missing: run `uv sync`, or set DATABASE_URL")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster living in ``<state_dir>/postgres``, listening on loopback only."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.root = state_dir / "postgres"
+        self.data = self.root / "data"
+        self.log = state_dir / "logs" / "postgres.log"
+        self.password_file = self.root / "password"
+        self.port = port
+
+    # PostgreSQL refuses to run as root; a machine where we are root gets a system user.
+    def _run_as(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_SYSTEM_USER],
+                check=True,
+                capture_output=True,
+            )
+        return PG_SYSTEM_USER
+
+    def _chown(self, path: Path, user: str | None) -> None:
+        if user is None:
+            return
+        entry = pwd.getpwnam(user)
+        for dirpath, _dirs, files in os.walk(path):
+            os.chown(dirpath, entry.pw_uid, entry.pw_gid)
+            for name in files:
+                os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
+        # Every parent must be traversable by the postgres user.
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if mode & 0o005 != 0o005:
+                parent.chmod(mode | 0o005)
+
+    def _pg(self, name: str, args: list[str], user: str | None, timeout: float = 120) -> str:
+        result = subprocess.run(  # noqa: S603
+            [str(bin_dir() / name), *args],
+            capture_output=True,
+            text=True,
+            user=user,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"PostgreSQL {name} failed: {(result.stderr or result.stdout).strip()[:300]}"
+                f" (log: {self.log})"
+            )
+        return result.stdout
+
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def url(self, database: str = DB_NAME) -> str:
+        return f"postgresql://{DB_USER}:{self.password()}@127.0.0.1:{self.port}/{database}"
+
+    def pid(self) -> int | None:
+        pidfile = self.data / "postmaster.pid"
+        try:
+            return int(pidfile.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def ready(self) -> bool:
+        return self.running() and port_answers(self.port)
+
+    def start(self, say: Callable[[str], None]) -> None:
+        user = self._run_as()
+        if not (self.data / "PG_VERSION").exists():
+            say("initialising PostgreSQL cluster ...")
+            if self.data.exists():
+                shutil.rmtree(self.data)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.data.mkdir(parents=True)
+            self.data.chmod(0o700)
+            self.password_file.write_text(secrets.token_urlsafe(24))
+            self.password_file.chmod(0o600)
+            pwfile = self.root / ".initpw"
+            pwfile.write_text(self.password())
+            self._chown(self.root, user)
+            try:
+                self._pg(
+                    "initdb",
+                    [
+                        "-D", str(self.data), "-U", DB_USER, "-E", "UTF8", "--no-locale",
+                        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+                    ],
+                    user,
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
+        if self.running():
+            if port_answers(self.port):
+                return
+            raise StackError(
+                f"PostgreSQL in {self.data} runs but does not answer on 127.0.0.1:{self.port}; "
+                "run `vigil stack down` and try again."
+            )
+        if not port_is_free(self.port):
+            raise StackError(
+                f"port {self.port} (PostgreSQL) is taken by another process: stop it, or set "
+                "VIGIL_POSTGRES_PORT to a free port, or point DATABASE_URL at your own server."
+            )
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.touch()
+        self._chown(self.log.parent, user)
+        say(f"starting PostgreSQL on 127.0.0.1:{self.port} ...")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' "
+            "-c max_connections=200 -c shared_buffers=256MB -c fsync=on"
+        )
+        result = subprocess.run(  # noqa: S603
+            [str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+             "-o", options, "start"],
+            capture_output=True,
+            text=True,
+            user=user,
+            timeout=90,
+            check=False,
+            start_new_session=True,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"PostgreSQL did not start: {last_log_line(self.log)} (log: {self.log})"
+            )
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def create() -> None:
+            conn = await asyncpg.connect(self.url("postgres"))
+            try:
+                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
+                if not exists:
+                    await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+
+    def stop(self) -> None:
+        if not self.running():
+            return
+        user = self._run_as()
+        subprocess.run(  # noqa: S603
+            [str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop"],
+            capture_output=True,
+            user=user,
+            timeout=90,
+            check=False,
+        )

@@ -1,0 +1,196 @@
+"""Process plumbing for the embedded stack: ports, pid files, detached children, builds."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+
+class StackError(Exception):
+    """A stack problem with one human-readable line that names the fix."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on host:port (we can bind it ourselves)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_answers(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); look at its state.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    pid_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start a detached child (own session, output to log_path) and record its pid."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - argv is built by vigil itself
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+        )
+    pid_path.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def terminate(pid: int, *, timeout: float = 15.0) -> None:
+    """SIGTERM a process group, then SIGKILL it if it has not gone within timeout."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def last_log_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][:300] if lines else "(empty log)"
+
+
+def wait_until(
+    what: str,
+    ready: Callable[[], bool],
+    *,
+    timeout: float,
+    alive: Callable[[], bool] | None = None,
+    on_dead: Callable[[], str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """Poll ``ready`` until true; fail with one clear line on timeout or a dead process."""
+    if say:
+        say(f"waiting for {what} ...")
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return
+        if alive is not None and not alive():
+            detail = on_dead() if on_dead else ""
+            raise StackError(f"{what} exited during start-up. {detail}".strip())
+        if time.monotonic() > deadline:
+            raise StackError(f"{what} was not ready within {timeout:.0f}s.")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock, so two processes never build or start the same thing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def go_install(
+    *,
+    module: str,
+    version: str,
+    binary: str,
+    cache: Path,
+    say: Callable[[str], None] | None = None,
+) -> Path:
+    """Return a cached go-built binary, building it with ``go install`` the first time."""
+    target_dir = cache / f"{binary}-{version}"
+    target = target_dir / binary
+    if target.exists():
+        return target
+    with file_lock(cache / f".{binary}-{version}.lock"):
+        if target.exists():
+            return target
+        go = shutil.which("go")
+        if go is None:
+            raise StackError(
+                f"{binary} is not on PATH and there is no Go toolchain to build it: "
+                f"install Go (https://go.dev/dl) or put a {binary} binary on PATH."
+            )
+        target_dir.mkdir(parents=True, exist_ok=True)
+        if say:
+            say(f"building {binary} {version} with go install (first run only, a few minutes) ...")
+        log = target_dir / "build.log"
+        env = dict(os.environ, GOBIN=str(target_dir), CGO_ENABLED=os.environ.get("CGO_ENABLED", "0"))
+        with open(log, "wb") as out:
+            result = subprocess.run(  # noqa: S603
+                [go, "install", f"{module}@{version}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(target_dir),
+                check=False,
+            )
+        if result.returncode != 0 or not target.exists():
+            raise StackError(
+                f"building {binary} with `go install {module}@{version}` failed "
+                f"({last_log_line(log)}); see {log}, or put a {binary} binary on PATH."
+            )
+        return target

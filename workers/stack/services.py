@@ -1,0 +1,205 @@
+"""The Temporal dev server and MinIO of the embedded stack, both go-built and cached."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from workers.stack.procs import (
+    StackError,
+    go_install,
+    last_log_line,
+    pid_alive,
+    port_answers,
+    port_is_free,
+    read_pid,
+    spawn,
+    terminate,
+    wait_until,
+)
+
+TEMPORAL_MODULE = "github.com/temporalio/cli/cmd/temporal"
+# v1.5.1 is the newest tag without a `replace` directive, so `go install` accepts it.
+TEMPORAL_VERSION = "v1.5.1"
+MINIO_MODULE = "github.com/minio/minio"
+# MinIO publishes no semver tags on the module proxy; pin an exact pseudo-version.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+
+class _Daemon:
+    name: str
+    pid_file: Path
+    log: Path
+
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and pid_alive(pid)
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None and pid_alive(pid):
+            terminate(pid)
+        self.pid_file.unlink(missing_ok=True)
+
+    def _dead_detail(self) -> str:
+        return f"Last log line: {last_log_line(self.log)} (log: {self.log})"
+
+
+class TemporalDevServer(_Daemon):
+    """``temporal server start-dev`` with a SQLite file so workflows survive a restart."""
+
+    name = "Temporal dev server"
+
+    def __init__(self, state_dir: Path, cache: Path, port: int, ui_port: int) -> None:
+        self.root = state_dir / "temporal"
+        self.db_file = self.root / "temporal.db"
+        self.pid_file = state_dir / "run" / "temporal.pid"
+        self.log = state_dir / "logs" / "temporal.log"
+        self.cache = cache
+        self.port = port
+        self.ui_port = ui_port
+
+    def binary(self, say: Callable[[str], None]) -> Path:
+        found = shutil.which("temporal")
+        if found:
+            return Path(found)
+        return go_install(
+            module=TEMPORAL_MODULE, version=TEMPORAL_VERSION, binary="temporal",
+            cache=self.cache, say=say,
+        )
+
+    def ready(self) -> bool:
+        return port_answers(self.port) and port_answers(self.ui_port)
+
+    def start(self, say: Callable[[str], None]) -> None:
+        if self.running():
+            return
+        for port, what in ((self.port, "TEMPORAL_PORT"), (self.ui_port, "TEMPORAL_UI_PORT")):
+            if not port_is_free(port):
+                raise StackError(
+                    f"port {port} (Temporal) is taken by another process: stop it, or set "
+                    f"VIGIL_{what} to a free port, or point TEMPORAL_ADDRESS at your own server."
+                )
+        binary = self.binary(say)
+        self.root.mkdir(parents=True, exist_ok=True)
+        say(f"starting Temporal dev server on 127.0.0.1:{self.port} (UI :{self.ui_port}) ...")
+        spawn(
+            [
+                str(binary), "server", "start-dev",
+                "--ip", "127.0.0.1",
+                "--port", str(self.port),
+                "--ui-port", str(self.ui_port),
+                "--http-port", str(self.port + 10),
+                "--metrics-port", str(self.port + 20),
+                "--db-filename", str(self.db_file),
+                "--log-level", "warn",
+                "--namespace", "default",
+            ],
+            log_path=self.log,
+            pid_path=self.pid_file,
+        )
+
+    def wait(self, say: Callable[[str], None], timeout: float = 90) -> None:
+        wait_until(
+            f"{self.name} on 127.0.0.1:{self.port}",
+            self.ready,
+            timeout=timeout,
+            alive=self.running,
+            on_dead=self._dead_detail,
+            say=say,
+        )
+
+
+class EmbeddedMinio(_Daemon):
+    """A single-node MinIO on loopback with generated credentials."""
+
+    name = "MinIO"
+
+    def __init__(self, state_dir: Path, cache: Path, port: int, console_port: int) -> None:
+        self.root = state_dir / "minio"
+        self.data = self.root / "data"
+        self.creds_file = self.root / "credentials.json"
+        self.pid_file = state_dir / "run" / "minio.pid"
+        self.log = state_dir / "logs" / "minio.log"
+        self.cache = cache
+        self.port = port
+        self.console_port = console_port
+
+    def binary(self, say: Callable[[str], None]) -> Path:
+        found = shutil.which("minio")
+        if found:
+            return Path(found)
+        return go_install(
+            module=MINIO_MODULE, version=MINIO_VERSION, binary="minio", cache=self.cache, say=say
+        )
+
+    def credentials(self) -> tuple[str, str]:
+        if not self.creds_file.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.creds_file.write_text(
+                json.dumps({"access_key": "vigil-" + secrets.token_hex(6),
+                            "secret_key": secrets.token_urlsafe(24)})
+            )
+            self.creds_file.chmod(0o600)
+        data = json.loads(self.creds_file.read_text())
+        return str(data["access_key"]), str(data["secret_key"])
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            response = httpx.get(f"http://{self.endpoint}/minio/health/ready", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def start(self, say: Callable[[str], None]) -> None:
+        if self.running():
+            return
+        for port, what in ((self.port, "MINIO_PORT"), (self.console_port, "MINIO_CONSOLE_PORT")):
+            if not port_is_free(port):
+                raise StackError(
+                    f"port {port} (MinIO) is taken by another process: stop it, or set "
+                    f"VIGIL_{what} to a free port, or point VIGIL_S3_ENDPOINT at your own S3."
+                )
+        binary = self.binary(say)
+        access, secret = self.credentials()
+        self.data.mkdir(parents=True, exist_ok=True)
+        say(f"starting MinIO on {self.endpoint} ...")
+        spawn(
+            [
+                str(binary), "server", str(self.data),
+                "--address", self.endpoint,
+                "--console-address", f"127.0.0.1:{self.console_port}",
+                "--quiet",
+            ],
+            log_path=self.log,
+            pid_path=self.pid_file,
+            env={
+                "MINIO_ROOT_USER": access,
+                "MINIO_ROOT_PASSWORD": secret,
+                "MINIO_BROWSER": "on",
+                "MINIO_UPDATE": "off",
+                "MINIO_CI_CD": "1",
+            },
+        )
+
+    def wait(self, say: Callable[[str], None], timeout: float = 60) -> None:
+        wait_until(
+            f"{self.name} on {self.endpoint}",
+            self.ready,
+            timeout=timeout,
+            alive=self.running,
+            on_dead=self._dead_detail,
+            say=say,
+        )

@@ -1,0 +1,88 @@
+"""The one place that wires Temporal for both the worker and the client.
+
+Data converter, sandbox passthrough, failure types and search attributes all live here,
+so a worker and a client can never disagree on how payloads look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from schema.names import SEARCH_ATTRIBUTES
+
+# Modules handed to the workflow sandbox as they are instead of being re-imported per run.
+PASSTHROUGH_MODULES = (
+    "pydantic",  # payload models: pure data, importing it again per workflow is slow
+    "pydantic_core",  # pydantic's compiled core
+    "annotated_types",  # pydantic field constraints
+    "schema",  # vigil's payload models and names; imports no I/O library
+)
+
+DATA_CONVERTER = pydantic_data_converter
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+async def connect(address: str, namespace: str = "default") -> Client:
+    return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
+
+
+def new_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    workflows: Sequence[type],
+    activities: Sequence[Callable[..., Any]],
+    max_concurrent_activities: int = 50,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        workflow_runner=workflow_runner(),
+        max_concurrent_activities=max_concurrent_activities,
+    )
+
+
+_INDEXED = {
+    SearchAttributeIndexedValueType.KEYWORD: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    SearchAttributeIndexedValueType.INT: IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    SearchAttributeIndexedValueType.TEXT: IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
+}
+
+
+async def missing_search_attributes(client: Client) -> list[str]:
+    resp = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    return [key.name for key in SEARCH_ATTRIBUTES if key.name not in resp.custom_attributes]
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Register vigil's search attributes; returns the names that were added."""
+    missing = await missing_search_attributes(client)
+    if missing:
+        wanted = {key.name: _INDEXED[key.indexed_value_type] for key in SEARCH_ATTRIBUTES}
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={name: wanted[name] for name in missing},
+            )
+        )
+    return missing
