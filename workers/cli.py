@@ -36,7 +36,7 @@ stack_app = typer.Typer(help="The local stack without Docker.", no_args_is_help=
 app.add_typer(stack_app, name="stack")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 StateOpt = Annotated[

@@ -21,7 +21,7 @@ STACK_FILE = "stack.json"
 class Settings(BaseSettings):
     """Configuration from ``VIGIL_*`` variables (plus ``TEMPORAL_ADDRESS`` and ``DATABASE_URL``)."""
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore", populate_by_name=True)
 
     state_dir: Path = Path(".vigil")
     """Folder holding all state of the embedded stack (databases, logs, artifacts, pids)."""

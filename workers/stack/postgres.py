@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workers.stack.procs import StackError, last_log_line, port_answers, port_is_free
 
@@ -24,6 +25,14 @@ def bin_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise StackError("the pgserver wheel is missing: run `uv sync`, or set DATABASE_URL")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that drop to ``user`` with its own group (not root's)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 class EmbeddedPostgres:
@@ -69,8 +78,8 @@ class EmbeddedPostgres:
             [str(bin_dir() / name), *args],
             capture_output=True,
             text=True,
-            user=user,
             timeout=timeout,
+            **_as_user(user),
             check=False,
         )
         if result.returncode != 0:
@@ -156,10 +165,10 @@ class EmbeddedPostgres:
              "-o", options, "start"],
             capture_output=True,
             text=True,
-            user=user,
             timeout=90,
             check=False,
             start_new_session=True,
+            **_as_user(user),
         )
         if result.returncode != 0:
             raise StackError(
@@ -190,7 +199,7 @@ class EmbeddedPostgres:
         subprocess.run(  # noqa: S603
             [str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop"],
             capture_output=True,
-            user=user,
             timeout=90,
             check=False,
+            **_as_user(user),
         )

@@ -74,18 +74,27 @@ def spawn(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    pid_path.unlink(missing_ok=True)
+    # `setsid --fork` detaches the daemon from us (its parent becomes init), so it outlives
+    # the CLI, is never our zombie, and the shell records its real pid before exec.
+    script = 'echo $$ > "$0"; exec "$@"'
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by vigil itself
-            list(argv),
+        subprocess.run(  # noqa: S603 - argv is built by vigil itself
+            ["setsid", "--fork", "sh", "-c", script, str(pid_path), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=str(cwd) if cwd else None,
-            start_new_session=True,
+            check=True,
         )
-    pid_path.write_text(f"{proc.pid}\n")
-    return proc.pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = read_pid(pid_path)
+        if pid is not None:
+            return pid
+        time.sleep(0.02)
+    raise StackError(f"could not start {argv[0]}: no pid recorded in {pid_path}")
 
 
 def terminate(pid: int, *, timeout: float = 15.0) -> None:

@@ -1,0 +1,212 @@
+"""Anthropic's Messages API (``POST /v1/messages``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from activities.models.base import (
+    ChatMessage,
+    ModelReply,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    make_client,
+    malformed,
+    post_json,
+)
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+
+# Anthropic's stop reasons in the neutral (OpenAI) vocabulary; others pass through.
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+}
+
+
+class AnthropicProvider:
+    """Claude through the Messages API. One attempt per call: Temporal owns retries.
+
+    ``base_url`` is the host without the version, e.g. ``https://api.anthropic.com``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        timeout: float,
+        client: httpx.AsyncClient | None = None,
+        *,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self.default_max_tokens = default_max_tokens
+        self._api_key = api_key
+        self._owns_client = client is None
+        self._client = client if client is not None else make_client(timeout)
+
+    def __repr__(self) -> str:
+        # The key is deliberately absent.
+        return f"AnthropicProvider(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+    ) -> ModelReply:
+        system, wire_messages = messages_to_wire(messages)
+        payload: dict[str, Any] = {
+            "model": self.model,
+            # Required by the API.
+            "max_tokens": max_tokens if max_tokens is not None else self.default_max_tokens,
+            "messages": wire_messages,
+        }
+        if system:
+            payload["system"] = system
+        if tools:
+            payload["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in tools
+            ]
+        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        data, latency_ms = await post_json(
+            self._client,
+            f"{self.base_url}/v1/messages",
+            payload,
+            headers=headers,
+            timeout=self.timeout,
+            secret=self._api_key,
+        )
+        return _reply_from_wire(data, self.model, latency_ms)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def messages_to_wire(messages: list[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+    """Neutral messages -> (top-level system prompt, Anthropic ``messages``).
+
+    System messages are joined into the top-level ``system``. Tool results become
+    ``tool_result`` blocks of a ``user`` message, and consecutive messages of the same
+    wire role are merged, because the API wants user and assistant turns to alternate
+    and all results for one assistant turn in the single user message that follows it.
+    """
+    system_parts: list[str] = []
+    wire: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            if message.content:
+                system_parts.append(message.content)
+            continue
+        role, blocks = _blocks_of(message)
+        if not blocks:
+            # The API rejects empty text blocks and empty turns.
+            continue
+        if wire and wire[-1]["role"] == role:
+            wire[-1]["content"].extend(blocks)
+        else:
+            wire.append({"role": role, "content": blocks})
+    return "\n\n".join(system_parts), wire
+
+
+def _blocks_of(message: ChatMessage) -> tuple[str, list[dict[str, Any]]]:
+    if message.role == "tool":
+        return "user", [
+            {
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id or "",
+                "content": message.content,
+            }
+        ]
+    blocks: list[dict[str, Any]] = []
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    if message.role == "assistant":
+        for call in message.tool_calls:
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": _input_of(call.arguments),
+                }
+            )
+    return message.role, blocks
+
+
+def _input_of(arguments: str) -> dict[str, Any]:
+    """``tool_use.input`` must be an object. Arguments the model once sent malformed are
+    kept verbatim under one key, so the model can still see what it sent."""
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {"_unparsed_arguments": arguments}
+    if isinstance(value, dict):
+        return value
+    return {"_unparsed_arguments": arguments}
+
+
+def _reply_from_wire(data: Any, model: str, latency_ms: float) -> ModelReply:
+    if not isinstance(data, dict):
+        raise malformed(f"expected a JSON object, got {type(data).__name__}")
+    content = data.get("content")
+    if not isinstance(content, list):
+        raise malformed("no content blocks in the reply")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for index, block in enumerate(content):
+        if not isinstance(block, dict):
+            raise malformed(f"content block {index} is not an object")
+        kind = block.get("type")
+        if kind == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise malformed(f"text block {index} has no text")
+            texts.append(text)
+        elif kind == "tool_use":
+            name, call_id = block.get("name"), block.get("id")
+            if not isinstance(name, str) or not isinstance(call_id, str):
+                raise malformed(f"tool_use block {index} lacks a name or id")
+            raw_input = block.get("input", {})
+            # A string is passed through untouched: validating arguments is the tool
+            # layer's job, and it reports bad ones back to the model.
+            arguments = raw_input if isinstance(raw_input, str) else json.dumps(raw_input)
+            calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+        # Other block types (thinking, ...) carry nothing the agent loop acts on.
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    stop_reason = data.get("stop_reason")
+    if isinstance(stop_reason, str):
+        finish_reason = _FINISH.get(stop_reason, stop_reason)
+    else:
+        finish_reason = "tool_calls" if calls else "stop"
+    reported_model = data.get("model")
+    return ModelReply(
+        content="\n\n".join(texts),
+        tool_calls=calls,
+        usage=Usage(
+            input_tokens=_int(usage.get("input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+        ),
+        finish_reason=finish_reason,
+        model=reported_model if isinstance(reported_model, str) and reported_model else model,
+        latency_ms=latency_ms,
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,290 @@
+"""Provider-neutral model types, the provider error, and the HTTP plumbing providers share.
+
+Every provider speaks these types, so the rest of vigil never sees a vendor's wire format.
+Providers never retry: Temporal's retry policy owns retries, and ``ProviderError.retryable``
+tells the activity which policy branch applies.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import httpx
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """JSON Schema of the tool's arguments (an ``object`` schema)."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call requested by the model."""
+
+    id: str
+    """The provider's id for the call; a tool result answers it by ``tool_call_id``."""
+    name: str
+    arguments: str
+    """The raw JSON text exactly as the provider sent it. It may be malformed: validating
+    it is the tool layer's job, so a bad call goes back to the model as a tool error."""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a conversation, in the provider-neutral shape."""
+
+    role: Role
+    content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """For ``assistant`` messages: the tool calls the model made in that turn."""
+    tool_call_id: str | None = None
+    """For ``tool`` messages: the id of the call this message answers."""
+    name: str | None = None
+    """For ``tool`` messages: the tool's name. Informational; not sent to providers."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens billed for one model call."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What one model call produced."""
+
+    content: str
+    """The text of the reply ("" when the model only called tools)."""
+    tool_calls: list[ToolCall]
+    usage: Usage
+    finish_reason: str
+    """Normalised to OpenAI's vocabulary where a mapping exists: ``stop``, ``tool_calls``,
+    ``length``; anything else is passed through as the provider said it."""
+    model: str
+    """The model that answered, as the provider reported it."""
+    latency_ms: float
+
+
+class ProviderError(Exception):
+    """A model call failed. ``retryable`` decides whether Temporal should try again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        """The provider's own error message when it sent one, else our description."""
+        self.retryable = retryable
+        self.status = status
+        """HTTP status, or None when no response arrived (connection error, timeout)."""
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait (from Retry-After), if it said."""
+        self.error_type = error_type
+        """The provider's error type (``rate_limit_error``, ``overloaded_error``...)."""
+
+    def __str__(self) -> str:
+        prefix = f"HTTP {self.status}: " if self.status is not None else ""
+        return prefix + self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError(message={self.message!r}, retryable={self.retryable}, "
+            f"status={self.status}, retry_after={self.retry_after}, "
+            f"error_type={self.error_type!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments do not survive the default exception pickling.
+        return (
+            _rebuild_provider_error,
+            (self.message, self.retryable, self.status, self.retry_after, self.error_type),
+        )
+
+
+def _rebuild_provider_error(
+    message: str,
+    retryable: bool,
+    status: int | None,
+    retry_after: float | None,
+    error_type: str | None,
+) -> ProviderError:
+    return ProviderError(
+        message,
+        retryable=retryable,
+        status=status,
+        retry_after=retry_after,
+        error_type=error_type,
+    )
+
+
+class ModelProvider(Protocol):
+    """A chat model behind one vendor's API (or the scripted offline model)."""
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+    ) -> ModelReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------
+# Shared HTTP plumbing for the HTTP providers.
+
+MALFORMED = "malformed reply"
+_SNIPPET = 200
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delta-seconds or an HTTP-date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def is_retryable_status(status: int) -> bool:
+    """429 and 5xx (including Anthropic's 529 overloaded) are transient; 408 too."""
+    return status in (408, 429) or status >= 500
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove a secret from text a provider may have echoed back (some echo the key)."""
+    if secret:
+        return text.replace(secret, "***")
+    return text
+
+
+def error_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None
+) -> ProviderError:
+    """The ProviderError for a non-2xx response.
+
+    Both OpenAI-style ``{"error": {"message", "type"}}`` and Anthropic-style
+    ``{"type": "error", "error": {"type", "message"}}`` bodies carry ``error.message``.
+    ``headers`` must be case-insensitive (``httpx.Headers``) or use lowercase keys.
+    """
+    message: str | None = None
+    error_type: str | None = None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            if isinstance(err.get("message"), str):
+                message = err["message"]
+            if isinstance(err.get("type"), str):
+                error_type = err["type"]
+        elif isinstance(err, str):
+            message = err
+        elif isinstance(data.get("message"), str):
+            message = data["message"]
+    if message is None:
+        snippet = body[:_SNIPPET].decode("utf-8", errors="replace").strip()
+        message = snippet or f"HTTP {status}"
+    retry_after: float | None = None
+    retry_after_ms = headers.get("retry-after-ms")
+    if retry_after_ms is not None:
+        ms = parse_retry_after(retry_after_ms)
+        retry_after = ms / 1000.0 if ms is not None else None
+    if retry_after is None:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+    return ProviderError(
+        redact(message, secret),
+        retryable=is_retryable_status(status),
+        status=status,
+        retry_after=retry_after,
+        error_type=error_type,
+    )
+
+
+def malformed(detail: str, *, secret: str | None = None) -> ProviderError:
+    """A 200 whose body is not the structure the protocol promises: retry may help."""
+    return ProviderError(f"{MALFORMED}: {redact(detail, secret)}", retryable=True, status=200)
+
+
+def make_client(timeout: float) -> httpx.AsyncClient:
+    """An httpx client for a provider. It makes no retries of its own (httpx's transport
+    defaults to ``retries=0``), because Temporal's retry policy owns retries."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False)
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    secret: str | None,
+) -> tuple[Any, float]:
+    """POST JSON once and return (parsed body, latency in ms) or raise ProviderError."""
+    started = time.perf_counter()
+    try:
+        response = await client.post(
+            url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout)
+        )
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            f"no reply within {timeout}s ({type(exc).__name__})", retryable=True
+        ) from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        # A misconfigured base URL: retrying cannot fix it.
+        raise ProviderError(
+            f"bad provider URL: {redact(str(exc), secret)}", retryable=False
+        ) from exc
+    except httpx.RequestError as exc:
+        raise ProviderError(
+            f"connection failed ({type(exc).__name__}): {redact(str(exc), secret)}",
+            retryable=True,
+        ) from exc
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if not 200 <= response.status_code < 300:
+        raise error_from_response(
+            response.status_code, response.headers, response.content, secret=secret
+        )
+    try:
+        data = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        snippet = response.content[:_SNIPPET].decode("utf-8", errors="replace")
+        raise malformed(f"body is not JSON: {snippet!r}", secret=secret) from None
+    return data, latency_ms

@@ -1,0 +1,188 @@
+"""Any OpenAI-compatible chat-completions endpoint: OpenAI, Ollama, vLLM, llama.cpp."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from activities.models.base import (
+    ChatMessage,
+    ModelReply,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    make_client,
+    malformed,
+    post_json,
+)
+
+
+class OpenAIChatProvider:
+    """``POST {base_url}/chat/completions`` with function tools.
+
+    ``base_url`` includes the version prefix, e.g. ``https://api.openai.com/v1`` or
+    ``http://127.0.0.1:11434/v1``. One attempt per call: Temporal owns retries.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        timeout: float,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self._api_key = api_key
+        self._owns_client = client is None
+        self._client = client if client is not None else make_client(timeout)
+
+    def __repr__(self) -> str:
+        # The key is deliberately absent.
+        return f"OpenAIChatProvider(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+    ) -> ModelReply:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_message_to_wire(m) for m in messages],
+        }
+        if tools:
+            # An empty ``tools`` array is rejected by OpenAI, so it is only sent when used.
+            payload["tools"] = [_tool_to_wire(t) for t in tools]
+        if max_tokens is not None:
+            payload["max_tokens"] = max_tokens
+        headers = {"content-type": "application/json"}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        data, latency_ms = await post_json(
+            self._client,
+            f"{self.base_url}/chat/completions",
+            payload,
+            headers=headers,
+            timeout=self.timeout,
+            secret=self._api_key,
+        )
+        return _reply_from_wire(data, self.model, latency_ms, self._api_key)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def _message_to_wire(message: ChatMessage) -> dict[str, Any]:
+    if message.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id or "",
+            "content": message.content,
+        }
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            # OpenAI's canonical form for a tools-only turn is a null content.
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}
+
+
+def _tool_to_wire(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+def _text_of(content: Any) -> str | None:
+    """Message content is a string or null; some servers send a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(p for p in parts if isinstance(p, str))
+    return None
+
+
+def _reply_from_wire(data: Any, model: str, latency_ms: float, secret: str | None) -> ModelReply:
+    if not isinstance(data, dict):
+        raise malformed(f"expected a JSON object, got {type(data).__name__}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise malformed("no choices in the reply")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise malformed("choice has no message")
+    content = _text_of(message.get("content"))
+    if content is None:
+        raise malformed("message content is neither text nor null", secret=secret)
+
+    calls: list[ToolCall] = []
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise malformed("tool_calls is not a list")
+    for index, raw in enumerate(raw_calls):
+        function = raw.get("function") if isinstance(raw, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise malformed(f"tool call {index} has no function name")
+        arguments = function.get("arguments")
+        if arguments is None:
+            arguments = "{}"
+        elif not isinstance(arguments, str):
+            # A few compatible servers send an object; the neutral form is JSON text.
+            arguments = json.dumps(arguments)
+        call_id = raw.get("id")
+        calls.append(
+            ToolCall(
+                id=call_id if isinstance(call_id, str) and call_id else f"call_{index}",
+                name=function["name"],
+                arguments=arguments,
+            )
+        )
+
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    finish_reason = choice.get("finish_reason")
+    reported_model = data.get("model")
+    return ModelReply(
+        content=content,
+        tool_calls=calls,
+        usage=Usage(
+            input_tokens=_int(usage.get("prompt_tokens")),
+            output_tokens=_int(usage.get("completion_tokens")),
+        ),
+        finish_reason=finish_reason
+        if isinstance(finish_reason, str)
+        else ("tool_calls" if calls else "stop"),
+        model=reported_model if isinstance(reported_model, str) and reported_model else model,
+        latency_ms=latency_ms,
+    )
+
+
+def _int(value: Any) -> int:
+    # Some compatible servers omit usage; an unknown count is recorded as 0.
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,171 @@
+"""A deterministic offline model for the demo and tests: no network, no randomness.
+
+A script is a list of turns. Each turn is one of::
+
+    {"say": "text"}                                   final text, finish_reason "stop"
+    {"tool": "name", "args": {...}}                   one tool call
+    {"tools": [{"tool": "name", "args": {...}}, ...]} several tool calls
+
+The turn to play is read off the conversation: its index is the number of assistant
+messages already in ``messages``. The same conversation always gets the same reply, so
+an activity retried or replayed answers identically. Past the end of the script the
+model calls ``finish`` with the last assistant text (or "done") as the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from activities.models.base import ChatMessage, ModelReply, ToolCall, ToolSpec, Usage
+
+Turn = Mapping[str, Any]
+
+DEMO_SCRIPT: list[dict[str, Any]] = [
+    {
+        "tool": "write_artifact",
+        "args": {
+            "name": "notes.md",
+            "content": (
+                "# Notes\n\n"
+                "- Goal received and broken into steps.\n"
+                "- Next: fetch https://example.com/ to check what it serves.\n"
+            ),
+        },
+    },
+    {"tool": "http_fetch", "args": {"url": "https://example.com/"}},
+    {
+        "say": (
+            "I wrote my plan to notes.md and fetched https://example.com/ "
+            "after approval. The page is the IANA example domain."
+        )
+    },
+    {
+        "tool": "finish",
+        "args": {"summary": "Wrote notes.md and fetched https://example.com/ with approval."},
+    },
+]
+"""The demo: write an artifact, fetch a URL (a tool that waits for human approval),
+say a summary, then finish."""
+
+
+class ScriptedProvider:
+    """Plays a script; see the module docstring for the format."""
+
+    def __init__(self, script: Sequence[Turn], *, model: str = "scripted-1") -> None:
+        self.turns: list[dict[str, Any]] = [_validated(i, t) for i, t in enumerate(script)]
+        self.model = model
+
+    @classmethod
+    def from_json(cls, text: str, *, model: str = "scripted-1") -> ScriptedProvider:
+        """A provider from a JSON array of turns."""
+        try:
+            script = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"script is not valid JSON: {exc}") from exc
+        if not isinstance(script, list):
+            raise ValueError("a script is a JSON array of turns")
+        return cls(script, model=model)
+
+    def __repr__(self) -> str:
+        return f"ScriptedProvider(turns={len(self.turns)}, model={self.model!r})"
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+    ) -> ModelReply:
+        index = sum(1 for m in messages if m.role == "assistant")
+        turn = self.turns[index] if index < len(self.turns) else _finish_turn(messages)
+        if "say" in turn:
+            content: str = turn["say"]
+            calls: list[ToolCall] = []
+            finish_reason = "stop"
+        else:
+            entries = turn["tools"] if "tools" in turn else [turn]
+            content = ""
+            calls = [
+                ToolCall(
+                    id=f"call_{index}_{i}",
+                    name=entry["tool"],
+                    arguments=json.dumps(entry.get("args", {})),
+                )
+                for i, entry in enumerate(entries)
+            ]
+            finish_reason = "tool_calls"
+        output_text = " ".join([content, *(f"{c.name} {c.arguments}" for c in calls)])
+        return ModelReply(
+            content=content,
+            tool_calls=calls,
+            usage=Usage(
+                input_tokens=sum(_message_tokens(m) for m in messages),
+                output_tokens=estimate_tokens(output_text),
+            ),
+            finish_reason=finish_reason,
+            model=self.model,
+            latency_ms=0.0,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def estimate_tokens(text: str) -> int:
+    """About 4/3 tokens per whitespace-separated word: deterministic and good enough."""
+    words = len(text.split())
+    return math.ceil(words * 4 / 3)
+
+
+def _message_tokens(message: ChatMessage) -> int:
+    text = " ".join([message.content, *(f"{c.name} {c.arguments}" for c in message.tool_calls)])
+    return estimate_tokens(text)
+
+
+def _finish_turn(messages: list[ChatMessage]) -> dict[str, Any]:
+    last_text = next(
+        (m.content for m in reversed(messages) if m.role == "assistant" and m.content),
+        "done",
+    )
+    return {"tool": "finish", "args": {"summary": last_text}}
+
+
+def _validated(index: int, turn: Any) -> dict[str, Any]:
+    where = f"script turn {index}"
+    if not isinstance(turn, Mapping):
+        raise ValueError(f"{where}: a turn is an object, got {type(turn).__name__}")
+    keys = set(turn)
+    if keys == {"say"}:
+        if not isinstance(turn["say"], str):
+            raise ValueError(f"{where}: 'say' must be a string")
+    elif keys in ({"tool"}, {"tool", "args"}):
+        _check_call(where, turn)
+    elif keys == {"tools"}:
+        calls = turn["tools"]
+        if not isinstance(calls, list) or not calls:
+            raise ValueError(f"{where}: 'tools' must be a non-empty list")
+        for i, call in enumerate(calls):
+            if not isinstance(call, Mapping) or not set(call) <= {"tool", "args"}:
+                raise ValueError(f"{where}, call {i}: expected {{'tool', 'args'}}")
+            _check_call(f"{where}, call {i}", call)
+    else:
+        raise ValueError(
+            f"{where}: expected exactly one of 'say', 'tool' (+ 'args') or 'tools', "
+            f"got keys {sorted(keys)}"
+        )
+    # A private deep copy: later edits to the caller's script cannot change replies.
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(dict(turn)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: not JSON-serialisable: {exc}") from exc
+    return copied
+
+
+def _check_call(where: str, call: Mapping[str, Any]) -> None:
+    if not isinstance(call.get("tool"), str) or not call["tool"]:
+        raise ValueError(f"{where}: 'tool' must be a non-empty string")
+    if not isinstance(call.get("args", {}), Mapping):
+        raise ValueError(f"{where}: 'args' must be an object")

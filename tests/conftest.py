@@ -1,0 +1,112 @@
+"""Fixtures for the real stack: Temporal dev server, PostgreSQL + pgvector, MinIO.
+
+The test stack lives in its own state folder and on its own ports, so a developer's demo
+stack keeps running beside it. It is started once per test run (or reused when it is
+already up, e.g. started by `make test`) and stopped at the end unless it was running
+before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from temporalio.client import Client
+
+from workers.db import make_engine, make_sessionmaker, migrate_sync
+from workers.settings import Settings
+from workers.stack import Stack
+from workers.temporal import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PORTS = {
+    "temporal_port": 17233,
+    "temporal_ui_port": 18233,
+    "postgres_port": 15433,
+    "minio_port": 19000,
+    "minio_console_port": 19001,
+}
+
+
+def _base_settings(**extra: object) -> Settings:
+    state = os.environ.get("VIGIL_TEST_STATE_DIR", str(ROOT / ".vigil-test"))
+    return Settings(  # type: ignore[arg-type]
+        state_dir=Path(state),
+        with_minio=True,
+        **{**TEST_PORTS, **extra},
+    )
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    settings = _base_settings()
+    the_stack = Stack(settings)
+    was_running = all(part.running for part in the_stack.status())
+    the_stack.up()
+    yield the_stack
+    if not was_running and not os.environ.get("VIGIL_TEST_KEEP_STACK"):
+        the_stack.down()
+
+
+@pytest.fixture(scope="session")
+def database_url(stack: Stack) -> str:
+    """A fresh database for this test run, migrated by Alembic."""
+    base = stack.settings.endpoints().database_url
+    assert base is not None
+    name = f"vigil_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(base.rsplit("/", 1)[0] + "/postgres")
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(recreate())
+    url = base.rsplit("/", 1)[0] + "/" + name
+    migrate_sync(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings pointing at the test stack, with a filesystem store in a temp folder."""
+    return _base_settings(
+        database_url=database_url,
+        artifact_dir=tmp_path_factory.mktemp("artifacts"),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"artifact_backend": "s3"})
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def client(stack: Stack) -> Client:
+    return await connect(stack.settings.endpoints().temporal_address)
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4()}"
