@@ -87,7 +87,7 @@ class AnthropicProvider:
             f"{self.base_url}/v1/messages",
             payload,
             headers=headers,
-            timeout=self.timeout,
+            timeout_seconds=self.timeout,
             secret=self._api_key,
         )
         return _reply_from_wire(data, self.model, latency_ms)

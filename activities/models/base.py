@@ -254,18 +254,18 @@ async def post_json(
     payload: dict[str, Any],
     *,
     headers: Mapping[str, str],
-    timeout: float,
+    timeout_seconds: float,
     secret: str | None,
 ) -> tuple[Any, float]:
     """POST JSON once and return (parsed body, latency in ms) or raise ProviderError."""
     started = time.perf_counter()
     try:
         response = await client.post(
-            url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout)
+            url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout_seconds)
         )
     except httpx.TimeoutException as exc:
         raise ProviderError(
-            f"no reply within {timeout}s ({type(exc).__name__})", retryable=True
+            f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
         ) from exc
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         # A misconfigured base URL: retrying cannot fix it.

@@ -46,5 +46,7 @@ def make_provider(settings: Settings, *, client: httpx.AsyncClient | None = None
     url = settings.model_base_url
     if url and url.startswith("file:"):
         path = Path(url2pathname(urlparse(url).path))
-        return ScriptedProvider.from_json(path.read_text(encoding="utf-8"), model=settings.model_name)
+        return ScriptedProvider.from_json(
+            path.read_text(encoding="utf-8"), model=settings.model_name
+        )
     return ScriptedProvider(DEMO_SCRIPT, model=settings.model_name)

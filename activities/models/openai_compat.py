@@ -69,7 +69,7 @@ class OpenAIChatProvider:
             f"{self.base_url}/chat/completions",
             payload,
             headers=headers,
-            timeout=self.timeout,
+            timeout_seconds=self.timeout,
             secret=self._api_key,
         )
         return _reply_from_wire(data, self.model, latency_ms, self._api_key)

@@ -86,7 +86,7 @@ class ScriptedProvider:
             calls: list[ToolCall] = []
             finish_reason = "stop"
         else:
-            entries = turn["tools"] if "tools" in turn else [turn]
+            entries = turn.get("tools", [turn])
             content = ""
             calls = [
                 ToolCall(

@@ -1,0 +1,342 @@
+"""Queries of the session record: agents, sessions, messages, events.
+
+Every write is idempotent: messages on (session_id, seq), events on (session_id, key),
+sessions and agents on their primary keys. A retried or re-run activity therefore
+leaves no duplicate and no gap. Text passes through ``schema.textcodec`` so any Python
+string is stored and read back identical.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from schema import textcodec
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    seq: int
+    role: str
+    content: str
+    step: int = 0
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    session_id: str
+    seq: int
+    role: str
+    content: str
+    step: int
+    name: str | None
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    key: str
+    kind: str
+    step: int = 0
+    actor: str | None = None
+    reason: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    agent_id: str
+    goal: str
+    status: str
+    step: int
+    run_count: int
+    schedule_id: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    summary: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    metadata: dict[str, Any]
+
+
+def _jsonb(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(textcodec.encode_json(value))
+
+
+def _from_jsonb(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return textcodec.decode_json(value)
+
+
+async def ensure_agent(db: DbSession, agent_id: str, name: str | None = None) -> None:
+    await db.execute(
+        text("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+        {"id": agent_id, "name": name or agent_id},
+    )
+
+
+async def create_session(
+    db: DbSession,
+    *,
+    session_id: str,
+    agent_id: str,
+    goal: str,
+    status: str,
+    schedule_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> bool:
+    """Insert the session row; False when it already existed (a retry or continue-as-new)."""
+    await ensure_agent(db, agent_id)
+    stored_goal, _ = textcodec.encode(goal)
+    result = await db.execute(
+        text(
+            "INSERT INTO sessions (id, agent_id, goal, status, schedule_id, metadata) "
+            "VALUES (:id, :agent, :goal, :status, :schedule, CAST(:meta AS jsonb)) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        {
+            "id": session_id,
+            "agent": agent_id,
+            "goal": stored_goal,
+            "status": status,
+            "schedule": schedule_id,
+            "meta": _jsonb(metadata or {}),
+        },
+    )
+    return result.first() is not None
+
+
+async def update_session(
+    db: DbSession,
+    session_id: str,
+    *,
+    status: str | None = None,
+    step: int | None = None,
+    goal: str | None = None,
+    summary: str | None = None,
+    finished: bool = False,
+    run_count: int | None = None,
+) -> None:
+    sets = ["updated_at = now()"]
+    params: dict[str, Any] = {"id": session_id}
+    if status is not None:
+        sets.append("status = :status")
+        params["status"] = status
+    if step is not None:
+        sets.append("step = GREATEST(step, :step)")
+        params["step"] = step
+    if goal is not None:
+        sets.append("goal = :goal")
+        params["goal"] = textcodec.encode(goal)[0]
+    if summary is not None:
+        sets.append("summary = :summary")
+        params["summary"] = textcodec.encode(summary)[0]
+    if run_count is not None:
+        sets.append("run_count = GREATEST(run_count, :runs)")
+        params["runs"] = run_count
+    if finished:
+        sets.append("finished_at = COALESCE(finished_at, now())")
+    await db.execute(text(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
+
+
+async def add_usage(
+    db: DbSession, session_id: str, *, tokens_in: int, tokens_out: int, cost_usd: float
+) -> None:
+    await db.execute(
+        text(
+            "UPDATE sessions SET tokens_in = tokens_in + :i, tokens_out = tokens_out + :o, "
+            "cost_usd = cost_usd + :c, updated_at = now() WHERE id = :id"
+        ),
+        {"id": session_id, "i": tokens_in, "o": tokens_out, "c": cost_usd},
+    )
+
+
+async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
+    row = (
+        await db.execute(
+            text(
+                "SELECT id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, "
+                "tokens_out, cost_usd, summary, created_at, updated_at, finished_at, metadata "
+                "FROM sessions WHERE id = :id"
+            ),
+            {"id": session_id},
+        )
+    ).mappings().first()
+    if row is None:
+        return None
+    data = dict(row)
+    data["cost_usd"] = float(data["cost_usd"])
+    data["metadata"] = _from_jsonb(data["metadata"]) or {}
+    return SessionRow(**data)
+
+
+async def append_messages(
+    db: DbSession, session_id: str, agent_id: str, messages: list[NewMessage]
+) -> int:
+    """Insert messages at their seq; existing (session_id, seq) rows are kept. Returns inserts."""
+    inserted = 0
+    for msg in messages:
+        content, enc = textcodec.encode(msg.content)
+        result = await db.execute(
+            text(
+                "INSERT INTO messages (session_id, agent_id, seq, role, content, content_enc, "
+                "name, tool_calls, tool_call_id, step) VALUES (:sid, :agent, :seq, :role, "
+                ":content, :enc, :name, CAST(:calls AS jsonb), :call_id, :step) "
+                "ON CONFLICT (session_id, seq) DO NOTHING RETURNING id"
+            ),
+            {
+                "sid": session_id,
+                "agent": agent_id,
+                "seq": msg.seq,
+                "role": msg.role,
+                "content": content,
+                "enc": enc,
+                "name": msg.name,
+                "calls": _jsonb(msg.tool_calls),
+                "call_id": msg.tool_call_id,
+                "step": msg.step,
+            },
+        )
+        inserted += result.first() is not None
+    return inserted
+
+
+_MESSAGE_COLUMNS = (
+    "session_id, seq, role, content, content_enc, step, name, tool_calls, tool_call_id, created_at"
+)
+
+
+def _message(row: Any) -> StoredMessage:
+    return StoredMessage(
+        session_id=row["session_id"],
+        seq=row["seq"],
+        role=row["role"],
+        content=textcodec.decode(row["content"], row["content_enc"]),
+        step=row["step"],
+        name=row["name"],
+        tool_calls=_from_jsonb(row["tool_calls"]),
+        tool_call_id=row["tool_call_id"],
+        created_at=row["created_at"],
+    )
+
+
+async def recent_messages(db: DbSession, session_id: str, limit: int) -> list[StoredMessage]:
+    """The last ``limit`` messages, oldest first."""
+    rows = (
+        await db.execute(
+            text(
+                f"SELECT {_MESSAGE_COLUMNS} FROM (SELECT * FROM messages WHERE session_id = :sid "
+                "ORDER BY seq DESC LIMIT :lim) m ORDER BY seq"
+            ),
+            {"sid": session_id, "lim": limit},
+        )
+    ).mappings()
+    return [_message(r) for r in rows]
+
+
+async def messages_page(
+    db: DbSession, session_id: str, *, after_seq: int = -1, limit: int = 100
+) -> list[StoredMessage]:
+    """Messages with seq > after_seq, oldest first: page through a transcript of any length."""
+    rows = (
+        await db.execute(
+            text(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid AND seq > :after "
+                "ORDER BY seq LIMIT :lim"
+            ),
+            {"sid": session_id, "after": after_seq, "lim": limit},
+        )
+    ).mappings()
+    return [_message(r) for r in rows]
+
+
+async def messages_by_seq(db: DbSession, session_id: str, seqs: list[int]) -> list[StoredMessage]:
+    rows = (
+        await db.execute(
+            text(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid "
+                "AND seq = ANY(:seqs) ORDER BY seq"
+            ),
+            {"sid": session_id, "seqs": seqs},
+        )
+    ).mappings()
+    return [_message(r) for r in rows]
+
+
+async def record_events(
+    db: DbSession, session_id: str, agent_id: str, events: list[NewEvent]
+) -> int:
+    inserted = 0
+    for ev in events:
+        actor = textcodec.encode(ev.actor)[0] if ev.actor is not None else None
+        reason = textcodec.encode(ev.reason)[0] if ev.reason is not None else None
+        result = await db.execute(
+            text(
+                "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, payload) "
+                "VALUES (:sid, :agent, :key, :kind, :step, :actor, :reason, CAST(:payload AS jsonb)) "
+                "ON CONFLICT (session_id, key) DO NOTHING RETURNING id"
+            ),
+            {
+                "sid": session_id,
+                "agent": agent_id,
+                "key": ev.key,
+                "kind": ev.kind,
+                "step": ev.step,
+                "actor": actor,
+                "reason": reason,
+                "payload": _jsonb(ev.payload),
+            },
+        )
+        inserted += result.first() is not None
+    return inserted
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    key: str
+    kind: str
+    step: int
+    actor: str | None
+    reason: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+async def list_events(
+    db: DbSession, session_id: str, *, kind: str | None = None
+) -> list[StoredEvent]:
+    rows = (
+        await db.execute(
+            text(
+                "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
+                "WHERE session_id = :sid AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
+                "ORDER BY id"
+            ),
+            {"sid": session_id, "kind": kind},
+        )
+    ).mappings()
+    return [
+        StoredEvent(
+            key=r["key"], kind=r["kind"], step=r["step"], actor=r["actor"], reason=r["reason"],
+            payload=_from_jsonb(r["payload"]) or {}, created_at=r["created_at"],
+        )
+        for r in rows
+    ]

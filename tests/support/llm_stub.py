@@ -1,0 +1,503 @@
+"""A real local HTTP server that speaks the LLM providers' protocols, for tests and benches.
+
+One server answers both OpenAI chat completions (``POST /v1/chat/completions``) and
+Anthropic Messages (``POST /v1/messages``). What it answers is programmed with ``Reply``
+values: a queue of planned replies first, then ``stub.default`` (a callable from the
+request JSON to a Reply; answers "ok" unless replaced). Each Reply is rendered in the
+protocol of the request that receives it::
+
+    with LLMStub() as stub:
+        stub.enqueue(Reply.tool_call("search", {"q": "x"}), Reply.status(429, retry_after=1))
+        provider = OpenAIChatProvider(stub.url_openai, "gpt-4o", "sk-test", 5.0)
+        ...
+        assert stub.requests[0].body["tools"]
+
+The server is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1, port 0 (a free port), in a
+background thread. It keeps connections alive and logs nothing, so with the default zero
+latency it is cheap enough for benchmarks (pass ``record=False`` to keep memory flat).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+
+WireProtocol = Literal["openai", "anthropic", "unknown"]
+
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    """One tool call the stub will claim the model made."""
+
+    name: str
+    arguments: str
+    """Raw JSON text, sent verbatim (OpenAI) or as the parsed ``input`` (Anthropic; a
+    string that is not JSON is sent as a string ``input``, which the real API never does,
+    so the client's pass-through of malformed arguments can be tested on both)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One planned answer. Build it with the class methods."""
+
+    kind: Literal["message", "status", "hang", "garbage", "json"]
+    content: str = ""
+    calls: tuple[PlannedCall, ...] = ()
+    code: int = 200
+    message: str | None = None
+    retry_after: float | str | None = None
+    seconds: float = 0.0
+    then: Reply | None = None
+    body: Any = None
+    usage: tuple[int, int] | None = None
+    """(input tokens, output tokens); estimated from the sizes when None."""
+
+    @classmethod
+    def text(cls, content: str, *, usage: tuple[int, int] | None = None) -> Reply:
+        """A final text answer."""
+        return cls("message", content=content, usage=usage)
+
+    @classmethod
+    def tool_call(
+        cls,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        content: str = "",
+        usage: tuple[int, int] | None = None,
+    ) -> Reply:
+        """One tool call with well-formed JSON arguments."""
+        return cls.tool_calls((name, args), content=content, usage=usage)
+
+    @classmethod
+    def tool_call_raw(
+        cls, name: str, raw_arguments: str, *, usage: tuple[int, int] | None = None
+    ) -> Reply:
+        """One tool call whose arguments text is sent exactly as given (may be malformed)."""
+        return cls("message", calls=(PlannedCall(name, raw_arguments),), usage=usage)
+
+    @classmethod
+    def tool_calls(
+        cls,
+        *calls: tuple[str, Mapping[str, Any] | str],
+        content: str = "",
+        usage: tuple[int, int] | None = None,
+    ) -> Reply:
+        """Several tool calls in one turn; arguments as a mapping or raw text."""
+        planned = tuple(
+            PlannedCall(name, args if isinstance(args, str) else json.dumps(dict(args)))
+            for name, args in calls
+        )
+        return cls("message", content=content, calls=planned, usage=usage)
+
+    @classmethod
+    def status(
+        cls, code: int, *, retry_after: float | str | None = None, message: str | None = None
+    ) -> Reply:
+        """An error status with the protocol's error body; ``retry_after`` as seconds or
+        an HTTP-date string becomes the Retry-After header."""
+        return cls("status", code=code, retry_after=retry_after, message=message)
+
+    @classmethod
+    def hang(cls, seconds: float, then: Reply | None = None) -> Reply:
+        """Wait before answering (``then``, else "ok"), so a client with a shorter timeout
+        gives up. Stopping the stub cuts the wait short."""
+        return cls("hang", seconds=seconds, then=then)
+
+    @classmethod
+    def garbage(cls) -> Reply:
+        """200 with a body that is not JSON."""
+        return cls("garbage")
+
+    @classmethod
+    def json_body(cls, body: Any, *, code: int = 200) -> Reply:
+        """Any JSON body, sent as is whatever the protocol (e.g. a 200 lacking structure)."""
+        return cls("json", body=body, code=code)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the stub received."""
+
+    path: str
+    protocol: WireProtocol
+    headers: dict[str, str]
+    """Header names in lowercase."""
+    body: Any
+    """The parsed JSON body, or None when it was not JSON."""
+    raw: bytes = field(repr=False)
+
+
+def answer_ok(request: Any) -> Reply:
+    """The default responder."""
+    return Reply.text("ok")
+
+
+class LLMStub:
+    """The stub server. Use as a context manager or with ``start()`` / ``stop()``."""
+
+    def __init__(
+        self, *, latency: float = 0.0, record: bool = True, host: str = "127.0.0.1"
+    ) -> None:
+        self.latency = latency
+        """Seconds added before every answer (0: answer at once, for benchmarks)."""
+        self.record = record
+        self.host = host
+        self.default: Callable[[Any], Reply] = answer_ok
+        self.errors: list[str] = []
+        """Exceptions raised inside the server while handling requests (should stay empty)."""
+        self._lock = threading.Lock()
+        self._queue: deque[Reply] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._served = itertools.count(1)
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> LLMStub:
+        if self._server is not None:
+            raise RuntimeError("LLMStub is already running")
+        self._stopping.clear()
+        server = _Server((self.host, 0), _Handler, self)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"llm-stub-{server.server_address[1]}",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()  # wakes any hanging handler
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            # Idle keep-alive handlers are blocked reading; this releases them.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> LLMStub:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("LLMStub is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url_openai(self) -> str:
+        """Base URL for an OpenAI-compatible client (``.../v1``)."""
+        return f"{self.url}/v1"
+
+    @property
+    def url_anthropic(self) -> str:
+        """Base URL for an Anthropic client (the host; the client adds ``/v1/messages``)."""
+        return self.url
+
+    # -- programming and inspection ------------------------------------------------------
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Plan the next answers, in order; after them ``default`` answers."""
+        with self._lock:
+            self._queue.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """Planned replies not yet served."""
+        with self._lock:
+            return len(self._queue)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far (when ``record`` is on)."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget recorded requests, planned replies and errors."""
+        with self._lock:
+            self._requests.clear()
+            self._queue.clear()
+            self.errors.clear()
+
+    # -- used by the handler -------------------------------------------------------------
+
+    def _take(self, request: RecordedRequest) -> tuple[int, Reply]:
+        with self._lock:
+            if self.record:
+                self._requests.append(request)
+            number = next(self._served)
+            planned = self._queue.popleft() if self._queue else None
+        if planned is None:
+            # Outside the lock: the default may be slow or inspect ``requests``.
+            planned = self.default(request.body)
+        return number, planned
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        stub: LLMStub,
+    ) -> None:
+        self.stub = stub
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Quiet: a client that gave up (timeout test) is expected. Anything else is kept
+        # for the test to inspect instead of being printed.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            with self.stub._lock:
+                self.stub.errors.append(repr(exc))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so benchmarks reuse connections
+    timeout = 60  # idle keep-alive connections do not hold a thread forever
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # no per-request stderr logging
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.stub._lock:
+            self.server.stub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.stub._lock:
+            self.server.stub._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def do_GET(self) -> None:
+        self._send(404, _json_bytes({"error": {"message": f"no route for GET {self.path}"}}))
+
+    def do_POST(self) -> None:
+        stub = self.server.stub
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        path = self.path.split("?", 1)[0]
+        protocol: WireProtocol = (
+            "openai"
+            if path == OPENAI_PATH
+            else "anthropic"
+            if path == ANTHROPIC_PATH
+            else "unknown"
+        )
+        if protocol == "unknown":
+            self._send(404, _json_bytes({"error": {"message": f"no route for POST {path}"}}))
+            return
+        request = RecordedRequest(
+            path=path,
+            protocol=protocol,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            raw=raw,
+        )
+        number, reply = stub._take(request)
+        if stub.latency > 0 and stub._stopping.wait(stub.latency):
+            self.close_connection = True
+            return
+        while reply.kind == "hang":
+            if stub._stopping.wait(reply.seconds):
+                self.close_connection = True
+                return
+            reply = reply.then or Reply.text("ok")
+        self._render(reply, protocol, body if isinstance(body, dict) else {}, number)
+
+    def _render(
+        self, reply: Reply, protocol: WireProtocol, request: dict[str, Any], n: int
+    ) -> None:
+        if reply.kind == "garbage":
+            self._send(200, b"<html><body>502 upstream hiccup", "text/html")
+        elif reply.kind == "json":
+            self._send(reply.code, _json_bytes(reply.body))
+        elif reply.kind == "status":
+            self._send_error(reply, protocol)
+        elif protocol == "openai":
+            self._send(200, _json_bytes(_openai_message(reply, request, n)))
+        else:
+            self._send(200, _json_bytes(_anthropic_message(reply, request, n)))
+
+    def _send_error(self, reply: Reply, protocol: WireProtocol) -> None:
+        code = reply.code
+        error_type = _ERROR_TYPES.get(code, "api_error" if code >= 500 else "invalid_request_error")
+        message = reply.message or _default_message(code)
+        if protocol == "anthropic":
+            payload: dict[str, Any] = {
+                "type": "error",
+                "error": {"type": error_type, "message": message},
+            }
+        else:
+            payload = {
+                "error": {"message": message, "type": error_type, "param": None, "code": None}
+            }
+        headers: dict[str, str] = {}
+        if reply.retry_after is not None:
+            value = reply.retry_after
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            headers["Retry-After"] = str(value)
+        self._send(code, _json_bytes(payload), extra=headers)
+
+    def _send(
+        self,
+        code: int,
+        payload: bytes,
+        content_type: str = "application/json",
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            # The client gave up (a timeout test) or the stub is stopping.
+            self.close_connection = True
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _default_message(code: int) -> str:
+    if code == 529:
+        return "Overloaded"
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return f"HTTP {code}"
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _estimated_usage(reply: Reply, request: dict[str, Any]) -> tuple[int, int]:
+    if reply.usage is not None:
+        return reply.usage
+    prompt = len(json.dumps(request.get("messages", []))) // 4 + 1
+    completion = (len(reply.content) + sum(len(c.arguments) for c in reply.calls)) // 4 + 1
+    return prompt, completion
+
+
+def _openai_message(reply: Reply, request: dict[str, Any], n: int) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.calls:
+        message["content"] = reply.content or None
+        message["tool_calls"] = [
+            {
+                "id": f"call_stub{n}_{i}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for i, c in enumerate(reply.calls)
+        ]
+    prompt, completion = _estimated_usage(reply, request)
+    return {
+        "id": f"chatcmpl-stub{n}",
+        "object": "chat.completion",
+        "created": 1_700_000_000 + n,
+        "model": request.get("model", "stub"),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if reply.calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def _anthropic_message(reply: Reply, request: dict[str, Any], n: int) -> dict[str, Any]:
+    blocks: list[dict[str, Any]] = []
+    if reply.content:
+        blocks.append({"type": "text", "text": reply.content})
+    for i, call in enumerate(reply.calls):
+        try:
+            tool_input: Any = json.loads(call.arguments)
+        except ValueError:
+            tool_input = call.arguments
+        blocks.append(
+            {"type": "tool_use", "id": f"toolu_stub{n}_{i}", "name": call.name, "input": tool_input}
+        )
+    prompt, completion = _estimated_usage(reply, request)
+    return {
+        "id": f"msg_stub{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "stub"),
+        "content": blocks,
+        "stop_reason": "tool_use" if reply.calls else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt, "output_tokens": completion},
+    }

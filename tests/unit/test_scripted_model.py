@@ -1,0 +1,145 @@
+"""The scripted model plays its script from the conversation alone, deterministically."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from activities.models.base import ChatMessage, ModelReply, ToolCall
+from activities.models.scripted import DEMO_SCRIPT, ScriptedProvider, estimate_tokens
+
+GOAL = [
+    ChatMessage("system", "You are a careful agent."),
+    ChatMessage("user", "Take notes and check example.com"),
+]
+
+
+def as_assistant(reply: ModelReply) -> ChatMessage:
+    return ChatMessage("assistant", reply.content, tool_calls=list(reply.tool_calls))
+
+
+async def play(provider: ScriptedProvider, turns: int) -> list[ModelReply]:
+    """Run an agent loop against the provider, answering every tool call with "ok"."""
+    messages = list(GOAL)
+    replies = []
+    for _ in range(turns):
+        reply = await provider.complete(messages, [])
+        replies.append(reply)
+        messages.append(as_assistant(reply))
+        for call in reply.tool_calls:
+            messages.append(ChatMessage("tool", "ok", tool_call_id=call.id, name=call.name))
+    return replies
+
+
+async def test_demo_script_writes_fetches_says_and_finishes() -> None:
+    replies = await play(ScriptedProvider(DEMO_SCRIPT), 4)
+
+    first, second, third, fourth = replies
+    assert [c.name for c in first.tool_calls] == ["write_artifact"]
+    assert json.loads(first.tool_calls[0].arguments)["name"] == "notes.md"
+    assert first.finish_reason == "tool_calls"
+    assert second.tool_calls == [
+        ToolCall("call_1_0", "http_fetch", json.dumps({"url": "https://example.com/"}))
+    ]
+    assert third.tool_calls == [] and third.finish_reason == "stop" and third.content
+    assert [c.name for c in fourth.tool_calls] == ["finish"]
+    assert json.loads(fourth.tool_calls[0].arguments)["summary"]
+
+
+async def test_same_conversation_gets_an_identical_reply() -> None:
+    provider = ScriptedProvider(DEMO_SCRIPT)
+    history = [*GOAL, ChatMessage("assistant", "", tool_calls=[ToolCall("x", "y", "{}")])]
+
+    assert await provider.complete(history, []) == await provider.complete(history, [])
+    assert await ScriptedProvider(DEMO_SCRIPT).complete(history, []) == await provider.complete(
+        history, []
+    )
+
+
+async def test_turn_index_counts_assistant_messages_only() -> None:
+    provider = ScriptedProvider([{"say": "zero"}, {"say": "one"}])
+    many_users = [ChatMessage("user", f"message {i}") for i in range(5)]
+
+    assert (await provider.complete(many_users, [])).content == "zero"
+    with_one_answer = [*many_users, ChatMessage("assistant", "zero")]
+    assert (await provider.complete(with_one_answer, [])).content == "one"
+
+
+async def test_several_tools_in_one_turn_get_deterministic_ids() -> None:
+    script = [
+        {"say": "thinking"},
+        {"tools": [{"tool": "a", "args": {"n": 1}}, {"tool": "b"}]},
+    ]
+    replies = await play(ScriptedProvider(script), 2)
+
+    assert replies[1].tool_calls == [
+        ToolCall("call_1_0", "a", '{"n": 1}'),
+        ToolCall("call_1_1", "b", "{}"),
+    ]
+
+
+async def test_past_the_end_it_finishes_with_the_last_assistant_text() -> None:
+    replies = await play(ScriptedProvider([{"say": "all good"}, {"tool": "noop"}]), 3)
+
+    assert replies[2].tool_calls == [
+        ToolCall("call_2_0", "finish", json.dumps({"summary": "all good"}))
+    ]
+
+
+async def test_an_empty_script_finishes_at_once_with_done() -> None:
+    reply = await ScriptedProvider([]).complete(list(GOAL), [])
+
+    assert reply.finish_reason == "tool_calls"
+    assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [
+        ("finish", {"summary": "done"})
+    ]
+
+
+async def test_usage_is_a_word_count_estimate() -> None:
+    provider = ScriptedProvider([{"say": "one two three"}])
+    short = await provider.complete([ChatMessage("user", "hi")], [])
+    long = await provider.complete([ChatMessage("user", "hi " * 300)], [])
+
+    assert short.usage.output_tokens == estimate_tokens("one two three") == 4
+    assert short.usage.input_tokens == 2
+    assert long.usage.input_tokens == 400
+    assert short.latency_ms == 0.0 and short.model == "scripted-1"
+
+
+async def test_from_json_loads_a_script() -> None:
+    text = json.dumps([{"tool": "search", "args": {"q": "vigil"}}, {"say": "found it"}])
+    replies = await play(ScriptedProvider.from_json(text, model="mine"), 2)
+
+    assert replies[0].tool_calls == [ToolCall("call_0_0", "search", '{"q": "vigil"}')]
+    assert replies[1].content == "found it"
+    assert replies[1].model == "mine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        '{"say": "an object, not a list"}',
+        '[{"say": "x", "tool": "y"}]',
+        '[{"speak": "x"}]',
+        '[{"say": 3}]',
+        '[{"tool": ""}]',
+        '[{"tool": "t", "args": [1]}]',
+        '[{"tools": []}]',
+        '[{"tools": [{"tool": "t", "extra": 1}]}]',
+        '["say hi"]',
+    ],
+)
+def test_invalid_scripts_are_refused_up_front(text: str) -> None:
+    with pytest.raises(ValueError, match="script"):
+        ScriptedProvider.from_json(text)
+
+
+async def test_the_script_is_copied_so_later_edits_change_nothing() -> None:
+    script = [{"tool": "t", "args": {"k": "before"}}]
+    provider = ScriptedProvider(script)
+    script[0]["args"]["k"] = "after"
+
+    reply = await provider.complete([], [])
+    assert json.loads(reply.tool_calls[0].arguments) == {"k": "before"}
