@@ -19,3 +19,26 @@ SA_GOAL = SearchAttributeKey.for_text("VigilGoal")
 SA_SCHEDULE = SearchAttributeKey.for_keyword("VigilSchedule")
 
 SEARCH_ATTRIBUTES = (SA_AGENT, SA_STATUS, SA_STEP, SA_GOAL, SA_SCHEDULE)
+
+# Activities
+ACT_OPEN_SESSION = "vigil.open_session"
+ACT_RECORD = "vigil.record"
+ACT_CALL_MODEL = "vigil.call_model"
+ACT_RUN_TOOL = "vigil.run_tool"
+
+# Human control: signals, updates, query
+SIG_APPROVE = "approve"
+SIG_REJECT = "reject"
+SIG_PAUSE = "pause"
+SIG_RESUME = "resume"
+SIG_MESSAGE = "message"
+SIG_REDIRECT = "redirect"
+SIG_WAKE = "wake"
+UPD_APPROVE = "approve_update"
+UPD_REJECT = "reject_update"
+UPD_PAUSE = "pause_update"
+UPD_RESUME = "resume_update"
+UPD_MESSAGE = "message_update"
+UPD_REDIRECT = "redirect_update"
+UPD_WAKE = "wake_update"
+QUERY_STATE = "state"

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     model_api_key: SecretStr | None = None
     model_timeout_seconds: float = 60.0
 
+    # Tools
+    http_allow: str = ""
+    """Comma-separated hosts http_fetch may reach (``*`` for any); empty means none."""
+    http_max_bytes: int = 10 * 1024 * 1024
+    http_timeout_seconds: float = 20.0
+
     # Limits
     inline_limit_bytes: int = 64 * 1024
     """Content larger than this never enters workflow history: it becomes an artifact."""
@@ -87,6 +93,10 @@ class Settings(BaseSettings):
     # Logging
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
+
+    @property
+    def http_allowlist(self) -> list[str]:
+        return [h.strip().lower() for h in self.http_allow.split(",") if h.strip()]
 
     @property
     def resolved_state_dir(self) -> Path:

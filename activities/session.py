@@ -1,0 +1,373 @@
+"""The AgentSession's activities: open, record, call the model, run a tool.
+
+Each activity owns its transaction and is idempotent on its key (session, seq / step,
+index), so a retry or a worker killed at any instant leaves no duplicate and no gap:
+a retried ``call_model`` whose reply is already recorded returns that reply instead of
+calling the model again, and a retried ``run_tool`` returns the recorded result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.artifacts.store import ArtifactStore
+from activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
+from activities.models.pricing import cost_usd
+from activities.record import store as record
+from activities.tools import registry as tools
+from schema import names
+from schema.payloads import (
+    CallModelInput,
+    CallModelOutput,
+    OpenSessionInput,
+    OpenSessionOutput,
+    RecordInput,
+    RecordOutput,
+    RunToolInput,
+    RunToolOutput,
+    ToolCallRef,
+    ToolControl,
+    preview,
+)
+from schema.tools import BUILTIN_TOOLS
+from workers.logs import get as get_logger
+from workers.settings import Settings
+
+log = get_logger("vigil.activities")
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every: float = 2.0) -> AsyncIterator[None]:
+    """Heartbeat in the background so worker loss and cancellation are noticed quickly."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class SessionActivities:
+    """Built by the worker with its dependencies; no module globals."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[DbSession],
+        store: ArtifactStore,
+        provider: ModelProvider,
+        http: httpx.AsyncClient,
+        memory: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.store = store
+        self.provider = provider
+        self.http = http
+        self.memory = memory
+
+    def all(self) -> list[Any]:
+        return [self.open_session, self.record, self.call_model, self.run_tool]
+
+    # --- open / record ---------------------------------------------------------------
+
+    @activity.defn(name=names.ACT_OPEN_SESSION)
+    async def open_session(self, arg: OpenSessionInput) -> OpenSessionOutput:
+        """Create the session row and its first message (the goal); idempotent."""
+        async with self.sessionmaker.begin() as db:
+            created = await record.create_session(
+                db,
+                session_id=arg.session_id,
+                agent_id=arg.agent_id,
+                goal=arg.goal,
+                status="running",
+                schedule_id=arg.schedule_id,
+                metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
+            )
+            await record.append_messages(
+                db, arg.session_id, arg.agent_id,
+                [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
+            )
+            await record.record_events(
+                db, arg.session_id, arg.agent_id,
+                [record.NewEvent(key="session:opened", kind="session_opened",
+                                 payload={"schedule_id": arg.schedule_id})],
+            )
+        return OpenSessionOutput(next_seq=1, created=created)
+
+    @activity.defn(name=names.ACT_RECORD)
+    async def record(self, arg: RecordInput) -> RecordOutput:
+        async with self.sessionmaker.begin() as db:
+            inserted_messages = await record.append_messages(
+                db, arg.session_id, arg.agent_id,
+                [
+                    record.NewMessage(
+                        seq=m.seq, role=m.role, content=m.content, step=m.step, name=m.name,
+                        tool_call_id=m.tool_call_id,
+                    )
+                    for m in arg.messages
+                ],
+            )
+            inserted_events = await record.record_events(
+                db, arg.session_id, arg.agent_id,
+                [
+                    record.NewEvent(key=e.key, kind=e.kind, step=e.step, actor=e.actor,
+                                    reason=e.reason, payload=e.payload)
+                    for e in arg.events
+                ],
+            )
+            if arg.session is not None:
+                s = arg.session
+                await record.update_session(
+                    db, arg.session_id,
+                    status=s.status.value if s.status else None, step=s.step, goal=s.goal,
+                    summary=s.summary, finished=s.finished, run_count=s.run_count,
+                )
+        return RecordOutput(inserted_messages=inserted_messages, inserted_events=inserted_events)
+
+    # --- the model --------------------------------------------------------------------
+
+    async def _context(self, session_id: str, limit: int) -> list[ChatMessage]:
+        async with self.sessionmaker() as db:
+            session = await record.get_session(db, session_id)
+            recent = await record.recent_messages(db, session_id, limit)
+        messages: list[ChatMessage] = []
+        system = (session.metadata.get("system_prompt") if session else None) or (
+            "You are a careful autonomous agent run by vigil. Work towards the goal with the "
+            "tools you have; call `finish` with a summary when the goal is met."
+        )
+        messages.append(ChatMessage(role="system", content=system))
+        # A window that starts inside a tool exchange would orphan tool results.
+        while recent and recent[0].role == "tool":
+            recent.pop(0)
+        for m in recent:
+            calls = [
+                ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+                for c in (m.tool_calls or [])
+            ]
+            role = m.role if m.role in ("system", "user", "assistant", "tool") else "user"
+            messages.append(
+                ChatMessage(role=role, content=m.content, tool_calls=calls,  # type: ignore[arg-type]
+                            tool_call_id=m.tool_call_id, name=m.name)
+            )
+        return messages
+
+    @staticmethod
+    def _refs(calls: list[dict[str, Any]], allowed: list[str]) -> list[ToolCallRef]:
+        refs: list[ToolCallRef] = []
+        for index, call in enumerate(calls):
+            args, error = tools.parse_arguments(call["arguments"])
+            if args is not None:
+                error = tools.validate(call["name"], args, allowed)
+            refs.append(
+                ToolCallRef(
+                    index=index, call_id=call["id"], name=call["name"], valid=error is None,
+                    error=error, arguments_preview=preview(call["arguments"], 300),
+                )
+            )
+        return refs
+
+    @activity.defn(name=names.ACT_CALL_MODEL)
+    async def call_model(self, arg: CallModelInput) -> CallModelOutput:
+        async with self.sessionmaker() as db:
+            done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
+            if done:
+                # Recorded before a crash or a lost completion: return it, call nothing.
+                events = await record.list_events(db, arg.session_id, kind="model_call")
+                usage = next((e.payload for e in events if e.key == f"model:{arg.step}"), {})
+                msg = done[0]
+                return CallModelOutput(
+                    seq=arg.seq, content_preview=preview(msg.content),
+                    finish_reason=str(usage.get("finish_reason", "stop")),
+                    tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools),
+                    tokens_in=int(usage.get("tokens_in", 0)),
+                    tokens_out=int(usage.get("tokens_out", 0)),
+                    cost_usd=float(usage.get("cost_usd", 0.0)), replayed=True,
+                )
+        context = await self._context(arg.session_id, arg.context_messages)
+        specs = [_spec(n) for n in arg.allowed_tools if n in BUILTIN_TOOLS]
+        started = time.perf_counter()
+        try:
+            async with heartbeating():
+                reply = await self.provider.complete(context, specs, max_tokens=arg.max_tokens)
+        except ProviderError as exc:
+            raise _provider_failure(exc) from exc
+        latency_ms = reply.latency_ms or (time.perf_counter() - started) * 1000
+        cost = cost_usd(reply.model, reply.usage)
+        calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
+        usage = {
+            "tokens_in": reply.usage.input_tokens, "tokens_out": reply.usage.output_tokens,
+            "cost_usd": cost, "latency_ms": round(latency_ms, 3), "model": reply.model,
+            "finish_reason": reply.finish_reason, "tool_calls": len(calls),
+        }
+        async with self.sessionmaker.begin() as db:
+            await record.append_messages(
+                db, arg.session_id, arg.agent_id,
+                [record.NewMessage(seq=arg.seq, role="assistant", content=reply.content,
+                                   step=arg.step, tool_calls=calls or None)],
+            )
+            fresh = await record.record_events(
+                db, arg.session_id, arg.agent_id,
+                [record.NewEvent(key=f"model:{arg.step}", kind="model_call", step=arg.step,
+                                 payload=usage)],
+            )
+            if fresh:
+                await record.add_usage(
+                    db, arg.session_id, tokens_in=reply.usage.input_tokens,
+                    tokens_out=reply.usage.output_tokens, cost_usd=cost,
+                )
+            await record.update_session(db, arg.session_id, step=arg.step)
+        return CallModelOutput(
+            seq=arg.seq, content_preview=preview(reply.content),
+            finish_reason=reply.finish_reason, tool_calls=self._refs(calls, arg.allowed_tools),
+            tokens_in=reply.usage.input_tokens, tokens_out=reply.usage.output_tokens,
+            cost_usd=cost, latency_ms=latency_ms,
+        )
+
+    # --- tools ------------------------------------------------------------------------
+
+    @activity.defn(name=names.ACT_RUN_TOOL)
+    async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
+        async with self.sessionmaker() as db:
+            found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
+        by_seq = {m.seq: m for m in found}
+        key = f"tool:{arg.step}:{arg.call_index}"
+        if arg.seq in by_seq:
+            async with self.sessionmaker() as db:
+                events = await record.list_events(db, arg.session_id, kind="tool_call")
+            ev = next((e for e in events if e.key == key), None)
+            ok = bool(ev.payload.get("ok")) if ev else True
+            return RunToolOutput(seq=arg.seq, ok=ok, preview=preview(by_seq[arg.seq].content))
+        model_msg = by_seq.get(arg.model_seq)
+        calls = (model_msg.tool_calls or []) if model_msg else []
+        if arg.call_index >= len(calls):
+            raise ApplicationError(
+                f"no tool call {arg.call_index} in message {arg.model_seq}",
+                type="ToolCallMissing", non_retryable=True,
+            )
+        call = calls[arg.call_index]
+        name, call_id = str(call["name"]), str(call["id"])
+        started = time.perf_counter()
+
+        args: dict[str, Any] | None
+        if arg.rejected_reason is not None:
+            args, error = None, arg.rejected_reason
+        elif arg.edited_arguments is not None:
+            args, error = arg.edited_arguments, None
+        else:
+            args, error = tools.parse_arguments(str(call["arguments"]))
+        if args is not None and error is None:
+            error = tools.validate(name, args)
+        if error is None and args is not None and BUILTIN_TOOLS[name].handled_by == "workflow":
+            return RunToolOutput(
+                seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
+            )
+
+        data: dict[str, Any] | None = None
+        sha: str | None = None
+        if error is not None:
+            ok, text = False, f"error: {error}"
+        else:
+            assert args is not None
+            impl = tools.IMPLEMENTATIONS[name]
+            ctx = tools.ToolContext(
+                session_id=arg.session_id, agent_id=arg.agent_id, step=arg.step,
+                settings=self.settings, store=self.store, sessionmaker=self.sessionmaker,
+                http=self.http, memory=self.memory,
+            )
+            try:
+                async with heartbeating():
+                    outcome = await impl(ctx, args)
+                ok, text, data = True, outcome.text, outcome.data
+            except tools.ToolFailed as exc:
+                ok, text = False, f"error: {exc}"
+            except Exception as exc:  # a tool's bug goes back to the model, not the session
+                log.exception("tool crashed", session_id=arg.session_id, tool=name)
+                ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
+        text, sha = await self._claim_check(arg, name, text)
+        payload = {
+            "tool": name, "call_id": call_id, "ok": ok, "arguments": args,
+            "edited": arg.edited_arguments is not None, "rejected": arg.rejected_reason is not None,
+            "output_preview": preview(text, 2000), "artifact_sha256": sha, "data": data,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        async with self.sessionmaker.begin() as db:
+            await record.append_messages(
+                db, arg.session_id, arg.agent_id,
+                [record.NewMessage(seq=arg.seq, role="tool", content=text, step=arg.step,
+                                   name=name, tool_call_id=call_id)],
+            )
+            await record.record_events(
+                db, arg.session_id, arg.agent_id,
+                [record.NewEvent(key=key, kind="tool_call", step=arg.step, payload=payload)],
+            )
+        return RunToolOutput(seq=arg.seq, ok=ok, preview=preview(text), artifact_sha256=sha)
+
+    async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
+        """Outputs over the inline limit go to the artifact store; the message keeps a head."""
+        raw = text.encode("utf-8", errors="surrogatepass")
+        limit = self.settings.inline_limit_bytes
+        if len(raw) <= limit:
+            return text, None
+        from activities.artifacts.registry import put_artifact
+
+        ref = await put_artifact(
+            self.store, self.sessionmaker, agent_id=arg.agent_id, session_id=arg.session_id,
+            name=f"tool-output/{arg.step}-{arg.call_index}-{name}.txt", data=raw,
+            mime_type="text/plain; charset=utf-8",
+        )
+        head = raw[: limit // 4].decode("utf-8", errors="ignore")
+        return (
+            f"{head}\n[output truncated: {len(raw)} bytes in total, stored as artifact "
+            f"{ref.name!r} sha256 {ref.sha256}; use read_artifact to read it]",
+            ref.sha256,
+        )
+
+
+def _spec(name: str) -> Any:
+    from activities.models.base import ToolSpec
+
+    info = BUILTIN_TOOLS[name]
+    return ToolSpec(name=info.name, description=info.description, parameters=info.parameters)
+
+
+def _control(name: str, args: dict[str, Any]) -> ToolControl:
+    if name == "finish":
+        return ToolControl(kind="finish", summary=str(args.get("summary", "")))
+    if name == "ask_human":
+        return ToolControl(kind="ask_human", question=str(args["question"]))
+    seconds, when = tools.parse_wake_time(args)
+    return ToolControl(kind="wait_until", seconds=seconds, wake_at=when)
+
+
+def _provider_failure(exc: ProviderError) -> ApplicationError:
+    details = f"{exc.status or '-'}: {exc.message}"
+    if exc.retryable:
+        delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+        return ApplicationError(
+            f"model provider transient failure {details}", type="ProviderTransient",
+            next_retry_delay=delay,
+        )
+    return ApplicationError(
+        f"model provider refused the request {details}", type="ProviderRejected",
+        non_retryable=True,
+    )

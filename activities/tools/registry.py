@@ -1,0 +1,203 @@
+"""The tool registry: JSON-Schema validation and the built-in tools' implementations.
+
+Invalid arguments never crash a session: ``validate`` returns an error string that goes
+back to the model as the tool's result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+from jsonschema import Draft202012Validator, FormatChecker
+
+from schema.tools import BUILTIN_TOOLS, ToolInfo
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from activities.artifacts.store import ArtifactStore
+    from activities.memory.store import MemoryStore
+    from workers.settings import Settings
+
+
+class ToolFailed(Exception):
+    """A tool ran but could not do its job; the message goes back to the model."""
+
+
+@dataclass
+class ToolContext:
+    session_id: str
+    agent_id: str
+    step: int
+    settings: Settings
+    store: ArtifactStore
+    sessionmaker: async_sessionmaker[DbSession]
+    http: httpx.AsyncClient
+    memory: MemoryStore | None = None
+
+
+@dataclass
+class ToolOutcome:
+    text: str
+    data: dict[str, Any] | None = None
+
+
+ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolOutcome]]
+
+
+def _validator(info: ToolInfo) -> Draft202012Validator:
+    return Draft202012Validator(info.parameters, format_checker=FormatChecker())
+
+
+_VALIDATORS = {name: _validator(info) for name, info in BUILTIN_TOOLS.items()}
+
+
+def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse a model's raw argument string; (None, error) when it is not a JSON object."""
+    if raw.strip() == "":
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})"
+    if not isinstance(value, dict):
+        return None, "arguments must be a JSON object"
+    return value, None
+
+
+def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = None) -> str | None:
+    """None when the call may run; otherwise the error to send back to the model."""
+    if name not in BUILTIN_TOOLS:
+        return f"unknown tool {name!r}; available: {', '.join(sorted(BUILTIN_TOOLS))}"
+    if allowed is not None and name not in allowed:
+        return f"tool {name!r} is not allowed in this session"
+    errors = sorted(_VALIDATORS[name].iter_errors(arguments), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(root)"
+        return f"invalid arguments for {name} at {where}: {errors[0].message}"
+    return None
+
+
+def tool_specs(names: list[str]) -> list[ToolInfo]:
+    return [BUILTIN_TOOLS[n] for n in names if n in BUILTIN_TOOLS]
+
+
+# --- implementations -------------------------------------------------------------------
+
+
+async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+    url = str(args["url"])
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ToolFailed(f"only http(s) URLs with a host can be fetched, not {url[:200]!r}")
+    allow = ctx.settings.http_allowlist
+    if "*" not in allow and parts.hostname not in allow:
+        raise ToolFailed(
+            f"host {parts.hostname!r} is not on the allowlist (VIGIL_HTTP_ALLOW)"
+        )
+    limit = ctx.settings.http_max_bytes
+    body = bytearray()
+    try:
+        async with ctx.http.stream(
+            "GET", url, timeout=ctx.settings.http_timeout_seconds, follow_redirects=False
+        ) as resp:
+            async for chunk in resp.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise ToolFailed(f"response larger than the {limit}-byte limit")
+            status = resp.status_code
+            ctype = resp.headers.get("content-type", "application/octet-stream")
+    except httpx.TimeoutException as exc:
+        raise ToolFailed(f"timed out fetching {url}") from exc
+    except httpx.HTTPError as exc:
+        raise ToolFailed(f"could not fetch {url}: {exc.__class__.__name__}: {exc}") from exc
+    text = bytes(body).decode("utf-8", errors="replace")
+    return ToolOutcome(
+        f"HTTP {status} {ctype}, {len(body)} bytes\n\n{text}",
+        {"status": status, "content_type": ctype, "bytes": len(body)},
+    )
+
+
+async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+    from activities.artifacts.registry import put_artifact
+
+    data = str(args["content"]).encode("utf-8", errors="surrogatepass")
+    ref = await put_artifact(
+        ctx.store,
+        ctx.sessionmaker,
+        agent_id=ctx.agent_id,
+        session_id=ctx.session_id,
+        name=str(args["name"]),
+        data=data,
+        mime_type=str(args.get("mime_type") or "text/plain; charset=utf-8"),
+    )
+    return ToolOutcome(
+        f"stored artifact {ref.name!r} ({ref.size} bytes, sha256 {ref.sha256})",
+        {"sha256": ref.sha256, "size": ref.size, "name": ref.name},
+    )
+
+
+async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+    from activities.artifacts.registry import ArtifactLookupError, get_artifact
+
+    max_chars = int(args.get("max_chars", 20_000))
+    try:
+        data = await get_artifact(
+            ctx.store, ctx.sessionmaker, session_id=ctx.session_id, name=str(args["name"])
+        )
+    except ArtifactLookupError as exc:
+        raise ToolFailed(str(exc)) from exc
+    text = data.decode("utf-8", errors="replace")
+    more = f"\n[... {len(text) - max_chars} more characters]" if len(text) > max_chars else ""
+    return ToolOutcome(text[:max_chars] + more, {"bytes": len(data)})
+
+
+async def remember(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+    if ctx.memory is None:
+        raise ToolFailed("long-term memory is not configured on this worker")
+    result = await ctx.memory.add(
+        ctx.agent_id,
+        str(args["content"]),
+        kind=str(args.get("kind", "fact")),
+        subject=args.get("subject"),
+        importance=float(args.get("importance", 0.5)),
+        source_session_id=ctx.session_id,
+    )
+    return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
+
+
+async def recall(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+    if ctx.memory is None:
+        raise ToolFailed("long-term memory is not configured on this worker")
+    found = await ctx.memory.recall(ctx.agent_id, str(args["query"]), k=int(args.get("k", 5)))
+    if not found:
+        return ToolOutcome("no memories matched")
+    lines = [f"- [{m.kind}] {m.content}" for m in found]
+    return ToolOutcome("\n".join(lines), {"ids": [m.id for m in found]})
+
+
+IMPLEMENTATIONS: dict[str, ToolFn] = {
+    "http_fetch": http_fetch,
+    "write_artifact": write_artifact,
+    "read_artifact": read_artifact,
+    "remember": remember,
+    "recall": recall,
+}
+
+
+def parse_wake_time(args: dict[str, Any], now: datetime | None = None) -> tuple[float | None, datetime | None]:
+    """(seconds, absolute UTC time) of a wait_until call; exactly one is set."""
+    if "seconds" in args:
+        return float(args["seconds"]), None
+    raw = str(args["until"]).replace("Z", "+00:00")
+    when = datetime.fromisoformat(raw)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return None, when.astimezone(UTC)

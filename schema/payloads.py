@@ -1,0 +1,332 @@
+"""Payloads that cross the workflow/activity boundary and the public control contract.
+
+These pydantic models are durable contracts: a running workflow must still decode the
+payloads written by older code, so fields are only ever added, and added as optional.
+No SQLAlchemy, no I/O: workflow code imports this module through the sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Signal text over this size is refused (the update validator says so; a signal is recorded
+# as a rejected input), so one human message can never bloat workflow history.
+MAX_HUMAN_TEXT = 32 * 1024
+PREVIEW_CHARS = 500
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class SessionStatus(StrEnum):
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    WAITING_HUMAN = "waiting_human"
+    SLEEPING = "sleeping"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    TIMED_OUT = "timed_out"
+
+
+FINAL_STATUSES = frozenset(
+    {
+        SessionStatus.COMPLETED,
+        SessionStatus.FAILED,
+        SessionStatus.CANCELLED,
+        SessionStatus.BUDGET_EXHAUSTED,
+        SessionStatus.TIMED_OUT,
+    }
+)
+
+
+class Budget(Payload):
+    """Limits of one session; any of them ends it cleanly with a final summary."""
+
+    max_steps: int = 50
+    """Model calls allowed in the whole session (across continue-as-new)."""
+    max_tokens: int | None = None
+    """Input plus output tokens across all model calls."""
+    max_cost_usd: float | None = None
+    max_seconds: float | None = None
+    """Wall-clock limit from the session's start; becomes ``deadline``."""
+    deadline: datetime | None = None
+    """Absolute wall-clock deadline (UTC)."""
+
+
+class ToolPolicy(Payload):
+    """Which tools the session may use and which need a human's approval."""
+
+    allowed: list[str] | None = None
+    """Tool names the model may call; None means every registered tool."""
+    require_approval: list[str] | None = None
+    """Tools that wait for approval; None means the default (external effects or risky)."""
+    approval_timeout_seconds: float = 24 * 3600
+    on_approval_timeout: Literal["reject", "approve", "fail"] = "reject"
+    ask_human_timeout_seconds: float = 7 * 24 * 3600
+    max_malformed_replies: int = 3
+    """Consecutive malformed model replies tolerated before the session fails."""
+
+
+class SessionCarry(Payload):
+    """State handed from one run to the next across continue-as-new."""
+
+    step: int = 0
+    next_seq: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    run_index: int = 1
+    paused: bool = False
+    paused_by: str | None = None
+    goal: str = ""
+    deadline: datetime | None = None
+    malformed_streak: int = 0
+    last_message: str = ""
+    approvals_seen: int = 0
+
+
+class StartSessionInput(Payload):
+    """What `vigil start` / the client / a schedule sends to start an AgentSession."""
+
+    agent_id: str = Field(min_length=1, max_length=200)
+    goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
+    system_prompt: str | None = None
+    budget: Budget = Field(default_factory=Budget)
+    policy: ToolPolicy = Field(default_factory=ToolPolicy)
+    schedule_id: str | None = None
+    steps_per_run: int = 200
+    """Continue-as-new after this many steps in one run (or earlier when Temporal suggests)."""
+    context_messages: int = 40
+    """How many recent messages the model sees (older ones are summarised by memory)."""
+    heartbeat_seconds: float = 20.0
+    """How soon a lost worker's model or tool call is noticed and retried elsewhere."""
+    max_tokens_per_call: int | None = None
+    carry: SessionCarry | None = None
+    """Set by the workflow itself on continue-as-new; never by users."""
+
+
+class SessionResult(Payload):
+    session_id: str
+    status: SessionStatus
+    steps: int
+    summary: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    runs: int = 1
+
+
+# --- the human control contract (signals and updates) -------------------------------------
+
+
+class ApproveInput(Payload):
+    approval_id: str
+    by: str = "unknown"
+    note: str | None = None
+    edited_arguments: dict[str, Any] | None = None
+    """Approve with the tool call's arguments replaced by these."""
+
+
+class RejectInput(Payload):
+    approval_id: str
+    by: str = "unknown"
+    reason: str = ""
+
+
+class PauseInput(Payload):
+    by: str = "unknown"
+    reason: str = ""
+
+
+class ResumeInput(Payload):
+    by: str = "unknown"
+
+
+class MessageInput(Payload):
+    text: str
+    by: str = "unknown"
+
+
+class RedirectInput(Payload):
+    goal: str
+    by: str = "unknown"
+
+
+class WakeInput(Payload):
+    by: str = "unknown"
+    reason: str = ""
+
+
+class Ack(Payload):
+    """What an update returns."""
+
+    accepted: bool
+    status: SessionStatus
+    message: str = ""
+
+
+class PendingApproval(Payload):
+    approval_id: str
+    tool: str
+    arguments_preview: str
+    step: int
+    requested_at: datetime
+    expires_at: datetime
+
+
+class SessionState(Payload):
+    """The `state` query."""
+
+    session_id: str
+    agent_id: str
+    goal: str
+    status: SessionStatus
+    step: int
+    paused: bool
+    pending_approvals: list[PendingApproval] = Field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    budget: Budget = Field(default_factory=Budget)
+    last_message: str = ""
+    run_index: int = 1
+    rejected_inputs: int = 0
+    waiting_for: str | None = None
+
+
+# --- activity payloads ------------------------------------------------------------------
+
+
+class MessageIn(Payload):
+    seq: int
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    step: int = 0
+    name: str | None = None
+    tool_call_id: str | None = None
+
+
+class EventIn(Payload):
+    key: str
+    kind: str
+    step: int = 0
+    actor: str | None = None
+    reason: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionUpdate(Payload):
+    status: SessionStatus | None = None
+    step: int | None = None
+    goal: str | None = None
+    summary: str | None = None
+    finished: bool = False
+    run_count: int | None = None
+
+
+class OpenSessionInput(Payload):
+    session_id: str
+    agent_id: str
+    goal: str
+    system_prompt: str | None = None
+    schedule_id: str | None = None
+    run_index: int = 1
+
+
+class OpenSessionOutput(Payload):
+    next_seq: int
+    created: bool
+
+
+class RecordInput(Payload):
+    session_id: str
+    agent_id: str
+    messages: list[MessageIn] = Field(default_factory=list)
+    events: list[EventIn] = Field(default_factory=list)
+    session: SessionUpdate | None = None
+
+
+class RecordOutput(Payload):
+    inserted_messages: int
+    inserted_events: int
+
+
+class CallModelInput(Payload):
+    session_id: str
+    agent_id: str
+    step: int
+    seq: int
+    """Where the assistant reply is written; the activity is idempotent on it."""
+    allowed_tools: list[str]
+    context_messages: int = 40
+    max_tokens: int | None = None
+
+
+class ToolCallRef(Payload):
+    """A tool call as the workflow sees it: the arguments stay in PostgreSQL."""
+
+    index: int
+    call_id: str
+    name: str
+    valid: bool
+    error: str | None = None
+    arguments_preview: str = ""
+
+
+class CallModelOutput(Payload):
+    seq: int
+    content_preview: str
+    finish_reason: str
+    tool_calls: list[ToolCallRef] = Field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    replayed: bool = False
+    """True when the reply was already recorded (a retry after a crash): no new model call."""
+
+
+class RunToolInput(Payload):
+    session_id: str
+    agent_id: str
+    step: int
+    seq: int
+    """Where the tool result message is written; idempotent on it."""
+    model_seq: int
+    """The assistant message holding the call (its arguments are read from there)."""
+    call_index: int
+    edited_arguments: dict[str, Any] | None = None
+    rejected_reason: str | None = None
+    """Write this refusal as the tool's result instead of running it."""
+
+
+class ToolControl(Payload):
+    """What a workflow-handled tool asks of the workflow."""
+
+    kind: Literal["finish", "wait_until", "ask_human"]
+    summary: str | None = None
+    wake_at: datetime | None = None
+    seconds: float | None = None
+    question: str | None = None
+
+
+class RunToolOutput(Payload):
+    seq: int
+    ok: bool
+    preview: str
+    recorded: bool = True
+    """False for workflow-handled tools: the workflow records their result itself."""
+    control: ToolControl | None = None
+    artifact_sha256: str | None = None
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,89 @@
+"""The vigil worker process: builds the activities with their clients and polls Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.artifacts.factory import make_store
+from activities.models.base import ModelProvider
+from activities.models.factory import make_provider
+from activities.session import SessionActivities
+from workers.db import make_engine, make_sessionmaker
+from workers.logs import get as get_logger
+from workers.settings import Settings
+from workers.temporal import connect, new_worker
+from workflows.session import AgentSession
+
+log = get_logger("vigil.worker")
+WORKFLOWS: list[type] = [AgentSession]
+
+
+@dataclass
+class Runtime:
+    """Everything a worker's activities hold; closed together."""
+
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    provider: ModelProvider
+    activities: SessionActivities
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings, provider: ModelProvider | None = None) -> AsyncIterator[Runtime]:
+    url = settings.endpoints().database_url
+    if url is None:
+        raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
+    engine = make_engine(url)
+    sessionmaker = make_sessionmaker(engine)
+    # Tools' HTTP client: no retries of its own (Temporal retries activities).
+    http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+    model = provider or make_provider(settings)
+    memory = None
+    try:
+        from activities.memory.embedders import make_embedder
+        from activities.memory.store import MemoryStore
+
+        memory = MemoryStore(sessionmaker, make_embedder(settings))
+    except ImportError:  # memory is optional until its module lands
+        memory = None
+    acts = SessionActivities(
+        settings=settings, sessionmaker=sessionmaker, store=make_store(settings),
+        provider=model, http=http, memory=memory,
+    )
+    try:
+        yield Runtime(engine=engine, http=http, provider=model, activities=acts)
+    finally:
+        await model.aclose()
+        await http.aclose()
+        await engine.dispose()
+
+
+def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
+    return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS,
+                      activities=rt.activities.all())
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
+    endpoints = settings.endpoints()
+    client = await connect(endpoints.temporal_address, settings.temporal_namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with runtime(settings) as rt:
+        worker = build_worker(client, rt, settings.task_queue)
+        log.info("worker polling", task_queue=settings.task_queue,
+                 temporal=endpoints.temporal_address, model=settings.model_provider)
+        async with worker:
+            await stop.wait()
+    log.info("worker stopped")

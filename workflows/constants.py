@@ -1,0 +1,40 @@
+"""Retries and timeouts of the session's activities, in one place."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Error types that no retry can fix.
+NON_RETRYABLE = ["ProviderRejected", "ToolCallMissing", "InvalidInput"]
+
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=20,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+MODEL_START_TO_CLOSE = timedelta(minutes=5)
+
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+TOOL_START_TO_CLOSE = timedelta(minutes=10)
+
+# Recording only fails when PostgreSQL is away; keep trying until it is back.
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+RECORD_START_TO_CLOSE = timedelta(seconds=60)
+
+DEFAULT_HEARTBEAT = timedelta(seconds=20)

@@ -1,0 +1,666 @@
+"""AgentSession: one durable agent session (deterministic orchestration only).
+
+The loop: call the model -> policy -> (wait for a human) -> run tools -> repeat, until the
+model finishes, a budget runs out, or a human stops it. The workflow never carries the
+transcript: activities read and write PostgreSQL by reference (session id, seq), so each
+step adds a small, constant amount to history however long the conversation grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from schema import names
+from schema.payloads import (
+    FINAL_STATUSES,
+    MAX_HUMAN_TEXT,
+    Ack,
+    ApproveInput,
+    CallModelInput,
+    CallModelOutput,
+    EventIn,
+    MessageIn,
+    MessageInput,
+    OpenSessionInput,
+    OpenSessionOutput,
+    PauseInput,
+    PendingApproval,
+    RecordInput,
+    RecordOutput,
+    RedirectInput,
+    RejectInput,
+    ResumeInput,
+    RunToolInput,
+    RunToolOutput,
+    SessionCarry,
+    SessionResult,
+    SessionState,
+    SessionStatus,
+    SessionUpdate,
+    StartSessionInput,
+    ToolCallRef,
+    WakeInput,
+    preview,
+)
+from schema.tools import BUILTIN_TOOLS, needs_approval
+from workflows import constants as c
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class _Approval:
+    pending: PendingApproval
+    decision: str | None = None
+    """approve | reject"""
+    by: str | None = None
+    note: str | None = None
+    edited: dict[str, Any] | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass
+class _Inbox:
+    items: list[tuple[str, str, datetime]] = field(default_factory=list)
+    """(text, by, at) of human messages not yet in the transcript."""
+
+
+class _SessionEnded(Exception):
+    def __init__(self, status: SessionStatus, summary: str) -> None:
+        super().__init__(summary)
+        self.status = status
+        self.summary = summary
+
+
+@workflow.defn(name=names.WORKFLOW_SESSION)
+class AgentSession:
+    @workflow.init
+    def __init__(self, arg: StartSessionInput) -> None:
+        self._arg = arg
+        self._c = arg.carry.model_copy() if arg.carry else SessionCarry(goal=arg.goal)
+        self._status = SessionStatus.PAUSED if self._c.paused else SessionStatus.RUNNING
+        self._approvals: dict[str, _Approval] = {}
+        self._inbox = _Inbox()
+        self._events: list[EventIn] = []
+        self._wake_by: str | None = None
+        self._rejected_inputs = 0
+        self._waiting_for: str | None = None
+        self._run_start_step = self._c.step
+        self._session_update: SessionUpdate | None = None
+        self._msgs: list[MessageIn] = []
+
+    # --- the loop ---------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, arg: StartSessionInput) -> SessionResult:
+        info = workflow.info()
+        if arg.carry is None:
+            opened = await self._act(
+                names.ACT_OPEN_SESSION,
+                OpenSessionInput(
+                    session_id=self._sid, agent_id=arg.agent_id, goal=arg.goal,
+                    system_prompt=arg.system_prompt, schedule_id=arg.schedule_id,
+                ),
+                OpenSessionOutput, summary="open session", timeout=c.RECORD_START_TO_CLOSE,
+                retry=c.RECORD_RETRY,
+            )
+            self._c.next_seq = max(self._c.next_seq, opened.next_seq)
+            budget = arg.budget
+            if budget.deadline is not None:
+                self._c.deadline = budget.deadline
+            if budget.max_seconds is not None:
+                by_seconds = workflow.now() + timedelta(seconds=budget.max_seconds)
+                self._c.deadline = min(self._c.deadline or by_seconds, by_seconds)
+        else:
+            self._update(run_count=self._c.run_index)
+        self._publish()
+        workflow.logger.info("session run %s started at step %s", self._c.run_index, self._c.step,
+                             extra={"session_id": info.workflow_id})
+        try:
+            return await self._loop()
+        except _SessionEnded as ended:
+            return await self._finish(ended.status, ended.summary)
+        except asyncio.CancelledError:
+            await self._finish(SessionStatus.CANCELLED, "cancelled by a human")
+            raise
+        except ActivityError as exc:
+            cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause)
+            await self._finish(SessionStatus.FAILED, f"failed: {cause}")
+            raise ApplicationError(f"session failed: {cause}", type="SessionFailed",
+                                   non_retryable=True) from exc
+
+    async def _loop(self) -> SessionResult:
+        while True:
+            self._drain_inbox()
+            await self._flush()
+            self._check_budgets()
+            if self._c.paused:
+                await self._hold_while_paused()
+                continue
+            if self._should_continue_as_new():
+                await self._flush()
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                self._c.run_index += 1
+                workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
+            await self._step()
+
+    async def _step(self) -> None:
+        step = self._c.step + 1
+        model_seq = self._c.next_seq
+        allowed = self._allowed_tools()
+        out = await self._act(
+            names.ACT_CALL_MODEL,
+            CallModelInput(
+                session_id=self._sid, agent_id=self._arg.agent_id, step=step, seq=model_seq,
+                allowed_tools=allowed, context_messages=self._arg.context_messages,
+                max_tokens=self._arg.max_tokens_per_call,
+            ),
+            CallModelOutput, summary=f"step {step}: model", timeout=c.MODEL_START_TO_CLOSE,
+            retry=c.MODEL_RETRY, heartbeat=True,
+        )
+        self._c.step = step
+        self._c.next_seq = model_seq + 1
+        self._c.tokens_in += out.tokens_in
+        self._c.tokens_out += out.tokens_out
+        self._c.cost_usd += out.cost_usd
+        if out.content_preview:
+            self._c.last_message = out.content_preview
+        self._publish()
+        if not out.tool_calls:
+            raise _SessionEnded(SessionStatus.COMPLETED, out.content_preview or "done")
+        if all(not call.valid for call in out.tool_calls):
+            self._c.malformed_streak += 1
+        else:
+            self._c.malformed_streak = 0
+        for call in out.tool_calls:
+            await self._tool(step, model_seq, call)
+        if self._c.malformed_streak > self._arg.policy.max_malformed_replies:
+            raise _SessionEnded(
+                SessionStatus.FAILED,
+                f"the model sent {self._c.malformed_streak} malformed replies in a row",
+            )
+
+    async def _tool(self, step: int, model_seq: int, call: ToolCallRef) -> None:
+        seq = self._c.next_seq
+        self._c.next_seq += 1
+        edited: dict[str, Any] | None = None
+        rejected: str | None = None
+        if call.valid and needs_approval(call.name, self._arg.policy.require_approval):
+            edited, rejected = await self._approval(step, call)
+        result = await self._act(
+            names.ACT_RUN_TOOL,
+            RunToolInput(
+                session_id=self._sid, agent_id=self._arg.agent_id, step=step, seq=seq,
+                model_seq=model_seq, call_index=call.index, edited_arguments=edited,
+                rejected_reason=rejected,
+            ),
+            RunToolOutput, summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
+            timeout=c.TOOL_START_TO_CLOSE, retry=c.TOOL_RETRY, heartbeat=True,
+        )
+        control = result.control
+        if control is None:
+            return
+        if control.kind == "finish":
+            summary = control.summary or self._c.last_message or "finished"
+            self._tool_message(seq, step, call, "session finished")
+            await self._flush()
+            raise _SessionEnded(SessionStatus.COMPLETED, summary)
+        if control.kind == "wait_until":
+            now = workflow.now()
+            wake_at = control.wake_at or now + timedelta(seconds=control.seconds or 0)
+            text = await self._sleep(wake_at)
+            self._tool_message(seq, step, call, text)
+        elif control.kind == "ask_human":
+            text = await self._ask_human(control.question or "")
+            self._tool_message(seq, step, call, text)
+
+    # --- waiting for people and time ---------------------------------------------------
+
+    async def _approval(self, step: int, call: ToolCallRef) -> tuple[dict[str, Any] | None, str | None]:
+        approval_id = f"a{step}-{call.index}"
+        now = workflow.now()
+        policy = self._arg.policy
+        expires = now + timedelta(seconds=policy.approval_timeout_seconds)
+        approval = _Approval(
+            PendingApproval(
+                approval_id=approval_id, tool=call.name, arguments_preview=call.arguments_preview,
+                step=step, requested_at=now, expires_at=expires,
+            )
+        )
+        self._approvals[approval_id] = approval
+        self._event(f"approval:{approval_id}:requested", "approval_requested", step,
+                    payload={"approval_id": approval_id, "tool": call.name,
+                             "arguments": call.arguments_preview})
+        self._set_status(SessionStatus.WAITING_APPROVAL)
+        await self._flush()
+        decided = await self._wait(lambda: approval.decision is not None, until=expires)
+        if not decided:
+            if policy.on_approval_timeout == "fail" and not self._deadline_passed():
+                raise _SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
+            approval.decision = "approve" if policy.on_approval_timeout == "approve" else "reject"
+            approval.by = "policy"
+            approval.note = "approval timed out"
+            approval.decided_at = workflow.now()
+        del self._approvals[approval_id]
+        self._event(
+            f"approval:{approval_id}:decided", "approval_decided", step, actor=approval.by,
+            reason=approval.note,
+            payload={"approval_id": approval_id, "decision": approval.decision, "tool": call.name,
+                     "edited_arguments": approval.edited,
+                     "at": (approval.decided_at or workflow.now()).isoformat()},
+        )
+        self._set_status(SessionStatus.RUNNING)
+        if self._deadline_passed():
+            self._check_budgets()
+        if approval.decision == "approve":
+            return approval.edited, None
+        return None, f"rejected by {approval.by}: {approval.note or 'no reason given'}"
+
+    async def _hold_while_paused(self) -> None:
+        self._set_status(SessionStatus.PAUSED)
+        await self._flush()
+        await self._wait(lambda: not self._c.paused)
+        self._set_status(SessionStatus.RUNNING)
+
+    async def _sleep(self, wake_at: datetime) -> str:
+        self._wake_by = None
+        self._set_status(SessionStatus.SLEEPING)
+        self._waiting_for = f"timer until {wake_at.isoformat()}"
+        await self._flush()
+        await self._wait(lambda: self._wake_by is not None, until=wake_at)
+        self._waiting_for = None
+        self._set_status(SessionStatus.RUNNING)
+        if self._wake_by is not None:
+            return f"woken early by {self._wake_by} at {workflow.now().isoformat()}"
+        return f"woke at {workflow.now().isoformat()} as planned"
+
+    async def _ask_human(self, question: str) -> str:
+        self._set_status(SessionStatus.WAITING_HUMAN)
+        self._waiting_for = f"a human reply to: {preview(question, 200)}"
+        await self._flush()
+        expires = workflow.now() + timedelta(seconds=self._arg.policy.ask_human_timeout_seconds)
+        got = await self._wait(lambda: bool(self._inbox.items), until=expires)
+        self._waiting_for = None
+        self._set_status(SessionStatus.RUNNING)
+        if not got:
+            return "no human replied in time"
+        text, by, _at = self._inbox.items.pop(0)
+        self._event(f"human:{workflow.uuid4()}", "human_reply", self._c.step, actor=by,
+                    payload={"text": preview(text, 2000)})
+        return f"{by} replied: {text}"
+
+    async def _wait(self, done: Any, until: datetime | None = None) -> bool:
+        """wait_condition bounded by ``until`` and the session deadline; False on timeout."""
+        limits = [t for t in (until, self._c.deadline) if t is not None]
+        if not limits:
+            await workflow.wait_condition(done)
+            return True
+        remaining = (min(limits) - workflow.now()).total_seconds()
+        if remaining <= 0:
+            return bool(done())
+        try:
+            await workflow.wait_condition(done, timeout=timedelta(seconds=remaining))
+        except TimeoutError:
+            return bool(done())
+        return True
+
+    # --- budgets, continue-as-new, ending ------------------------------------------------
+
+    def _deadline_passed(self) -> bool:
+        return self._c.deadline is not None and workflow.now() >= self._c.deadline
+
+    def _check_budgets(self) -> None:
+        b = self._arg.budget
+        if self._deadline_passed():
+            raise _SessionEnded(SessionStatus.TIMED_OUT, "the session's deadline passed")
+        if self._c.step >= b.max_steps:
+            raise _SessionEnded(SessionStatus.BUDGET_EXHAUSTED, f"step budget of {b.max_steps} used")
+        tokens = self._c.tokens_in + self._c.tokens_out
+        if b.max_tokens is not None and tokens >= b.max_tokens:
+            raise _SessionEnded(
+                SessionStatus.BUDGET_EXHAUSTED, f"token budget used ({tokens} of {b.max_tokens})"
+            )
+        if b.max_cost_usd is not None and self._c.cost_usd >= b.max_cost_usd:
+            raise _SessionEnded(
+                SessionStatus.BUDGET_EXHAUSTED,
+                f"cost budget used (${self._c.cost_usd:.4f} of ${b.max_cost_usd:.4f})",
+            )
+
+    def _should_continue_as_new(self) -> bool:
+        if self._c.step - self._run_start_step >= self._arg.steps_per_run:
+            return True
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def _finish(self, status: SessionStatus, summary: str) -> SessionResult:
+        self._status = status
+        self._approvals.clear()
+        text = f"Session ended: {status.value}. {summary}"
+        seq = self._c.next_seq
+        self._c.next_seq += 1
+        self._update(status=status, step=self._c.step, summary=summary, finished=True,
+                     run_count=self._c.run_index)
+        self._pending_messages.append(
+            MessageIn(seq=seq, role="system", content=text, step=self._c.step, name="vigil")
+        )
+        self._event(f"session:ended:{status.value}", "session_ended", self._c.step,
+                    payload={"status": status.value, "summary": preview(summary, 2000)})
+        await self._flush(final=True)
+        self._publish()
+        return SessionResult(
+            session_id=self._sid, status=status, steps=self._c.step, summary=summary,
+            tokens_in=self._c.tokens_in, tokens_out=self._c.tokens_out,
+            cost_usd=self._c.cost_usd, runs=self._c.run_index,
+        )
+
+    # --- recording ----------------------------------------------------------------------
+
+    @property
+    def _sid(self) -> str:
+        return workflow.info().workflow_id
+
+    @property
+    def _pending_messages(self) -> list[MessageIn]:
+        return self._msgs
+
+    def _update(self, **fields: Any) -> None:
+        """Merge a change of the session row into the next record activity."""
+        base = self._session_update or SessionUpdate()
+        self._session_update = base.model_copy(update=fields)
+
+    def _tool_message(self, seq: int, step: int, call: ToolCallRef, text: str) -> None:
+        self._pending_messages.append(
+            MessageIn(seq=seq, role="tool", content=text, step=step, name=call.name,
+                      tool_call_id=call.call_id)
+        )
+
+    def _event(self, key: str, kind: str, step: int, *, actor: str | None = None,
+               reason: str | None = None, payload: dict[str, Any] | None = None) -> None:
+        self._events.append(
+            EventIn(key=key, kind=kind, step=step, actor=actor, reason=reason,
+                    payload=payload or {})
+        )
+
+    def _drain_inbox(self) -> None:
+        """Human messages join the transcript between steps, never inside a tool exchange."""
+        while self._inbox.items:
+            text, by, at = self._inbox.items.pop(0)
+            seq = self._c.next_seq
+            self._c.next_seq += 1
+            self._pending_messages.append(
+                MessageIn(seq=seq, role="user", content=text, step=self._c.step, name=by)
+            )
+            self._event(f"human:message:{seq}", "human_message", self._c.step, actor=by,
+                        payload={"seq": seq, "at": at.isoformat()})
+
+    async def _flush(self, final: bool = False) -> None:
+        """Write queued messages, events and the session row's changes in one activity."""
+        if not (self._pending_messages or self._events or self._session_update):
+            return
+        messages, events, update = list(self._pending_messages), list(self._events), self._session_update
+        self._pending_messages.clear()
+        self._events.clear()
+        self._session_update = None
+        await self._act(
+            names.ACT_RECORD,
+            RecordInput(session_id=self._sid, agent_id=self._arg.agent_id, messages=messages,
+                        events=events, session=update),
+            RecordOutput, summary=f"record {len(messages)} messages, {len(events)} events",
+            timeout=c.RECORD_START_TO_CLOSE, retry=c.RECORD_RETRY,
+        )
+
+    def _set_status(self, status: SessionStatus) -> None:
+        if status == self._status:
+            return
+        self._status = status
+        self._update(status=status, step=self._c.step)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Keep search attributes and the UI's current details in step with the session."""
+        workflow.upsert_search_attributes(
+            [
+                names.SA_AGENT.value_set(self._arg.agent_id),
+                names.SA_STATUS.value_set(self._status.value),
+                names.SA_STEP.value_set(self._c.step),
+                names.SA_GOAL.value_set(preview(self._c.goal, 1000)),
+            ]
+        )
+        workflow.set_current_details(
+            f"**{self._status.value}** at step {self._c.step} — goal: {preview(self._c.goal, 300)}"
+        )
+
+    def _allowed_tools(self) -> list[str]:
+        allowed = self._arg.policy.allowed
+        return [n for n in BUILTIN_TOOLS if allowed is None or n in allowed]
+
+    async def _act(self, name: str, arg: BaseModel, result: type[M], *, summary: str,
+                   timeout: timedelta, retry: Any, heartbeat: bool = False) -> M:
+        return await workflow.execute_activity(
+            name, arg, result_type=result, start_to_close_timeout=timeout, retry_policy=retry,
+            heartbeat_timeout=timedelta(seconds=self._arg.heartbeat_seconds) if heartbeat else None,
+            summary=summary,
+        )
+
+    # --- human control: signals (fire and forget) -----------------------------------------
+
+    def _decode(self, raw: RawValue, model: type[M], signal: str) -> M | None:
+        try:
+            value = workflow.payload_converter().from_payload(raw.payload, model)
+        except (ValidationError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            self._reject_input(signal, f"malformed payload: {preview(str(exc), 300)}")
+            return None
+        if isinstance(value, MessageInput | RedirectInput):
+            text = value.text if isinstance(value, MessageInput) else value.goal
+            if len(text) > MAX_HUMAN_TEXT:
+                self._reject_input(signal, f"text of {len(text)} chars exceeds {MAX_HUMAN_TEXT}")
+                return None
+        return value  # type: ignore[no-any-return]
+
+    def _reject_input(self, signal: str, reason: str) -> None:
+        self._rejected_inputs += 1
+        workflow.logger.warning("rejected %s signal: %s", signal, reason)
+        self._event(f"rejected:{workflow.uuid4()}", "rejected_input", self._c.step,
+                    reason=reason, payload={"signal": signal})
+
+    @workflow.signal(name=names.SIG_APPROVE)
+    def approve_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, ApproveInput, names.SIG_APPROVE)
+        if arg is not None:
+            if error := self._approve_error(arg.approval_id):
+                self._reject_input(names.SIG_APPROVE, error)
+            else:
+                self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
+
+    @workflow.signal(name=names.SIG_REJECT)
+    def reject_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, RejectInput, names.SIG_REJECT)
+        if arg is not None:
+            if error := self._approve_error(arg.approval_id):
+                self._reject_input(names.SIG_REJECT, error)
+            else:
+                self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
+
+    @workflow.signal(name=names.SIG_PAUSE)
+    def pause_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, PauseInput, names.SIG_PAUSE)
+        if arg is not None:
+            self._pause(arg)
+
+    @workflow.signal(name=names.SIG_RESUME)
+    def resume_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, ResumeInput, names.SIG_RESUME)
+        if arg is not None:
+            self._resume(arg)
+
+    @workflow.signal(name=names.SIG_MESSAGE)
+    def message_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, MessageInput, names.SIG_MESSAGE)
+        if arg is not None:
+            self._message(arg)
+
+    @workflow.signal(name=names.SIG_REDIRECT)
+    def redirect_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, RedirectInput, names.SIG_REDIRECT)
+        if arg is not None:
+            self._redirect(arg)
+
+    @workflow.signal(name=names.SIG_WAKE)
+    def wake_signal(self, raw: RawValue) -> None:
+        arg = self._decode(raw, WakeInput, names.SIG_WAKE)
+        if arg is not None:
+            self._wake(arg)
+
+    # --- human control: updates (validated, acknowledged) ---------------------------------
+
+    @workflow.update(name=names.UPD_APPROVE)
+    def approve_update(self, arg: ApproveInput) -> Ack:
+        self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
+        return self._ack(f"approved {arg.approval_id}")
+
+    @approve_update.validator
+    def _validate_approve(self, arg: ApproveInput) -> None:
+        self._refuse(self._approve_error(arg.approval_id))
+
+    @workflow.update(name=names.UPD_REJECT)
+    def reject_update(self, arg: RejectInput) -> Ack:
+        self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
+        return self._ack(f"rejected {arg.approval_id}")
+
+    @reject_update.validator
+    def _validate_reject(self, arg: RejectInput) -> None:
+        self._refuse(self._approve_error(arg.approval_id))
+
+    @workflow.update(name=names.UPD_PAUSE)
+    def pause_update(self, arg: PauseInput) -> Ack:
+        self._pause(arg)
+        return self._ack("paused")
+
+    @pause_update.validator
+    def _validate_pause(self, arg: PauseInput) -> None:
+        self._refuse(self._ended_error() or ("already paused" if self._c.paused else None))
+
+    @workflow.update(name=names.UPD_RESUME)
+    def resume_update(self, arg: ResumeInput) -> Ack:
+        self._resume(arg)
+        return self._ack("resumed")
+
+    @resume_update.validator
+    def _validate_resume(self, arg: ResumeInput) -> None:
+        self._refuse(self._ended_error() or (None if self._c.paused else "the session is not paused"))
+
+    @workflow.update(name=names.UPD_MESSAGE)
+    def message_update(self, arg: MessageInput) -> Ack:
+        self._message(arg)
+        return self._ack("message queued for the next step")
+
+    @message_update.validator
+    def _validate_message(self, arg: MessageInput) -> None:
+        self._refuse(self._ended_error() or self._text_error(arg.text))
+
+    @workflow.update(name=names.UPD_REDIRECT)
+    def redirect_update(self, arg: RedirectInput) -> Ack:
+        self._redirect(arg)
+        return self._ack("goal changed")
+
+    @redirect_update.validator
+    def _validate_redirect(self, arg: RedirectInput) -> None:
+        self._refuse(self._ended_error() or self._text_error(arg.goal))
+
+    @workflow.update(name=names.UPD_WAKE)
+    def wake_update(self, arg: WakeInput) -> Ack:
+        self._wake(arg)
+        return self._ack("woken")
+
+    @wake_update.validator
+    def _validate_wake(self, arg: WakeInput) -> None:
+        self._refuse(None if self._status == SessionStatus.SLEEPING else "the session is not sleeping")
+
+    @workflow.query(name=names.QUERY_STATE)
+    def state(self) -> SessionState:
+        return SessionState(
+            session_id=self._sid, agent_id=self._arg.agent_id, goal=self._c.goal,
+            status=self._status, step=self._c.step, paused=self._c.paused,
+            pending_approvals=[a.pending for a in self._approvals.values() if a.decision is None],
+            tokens_in=self._c.tokens_in, tokens_out=self._c.tokens_out, cost_usd=self._c.cost_usd,
+            budget=self._arg.budget, last_message=self._c.last_message,
+            run_index=self._c.run_index, rejected_inputs=self._rejected_inputs,
+            waiting_for=self._waiting_for,
+        )
+
+    # --- the effects shared by signals and updates -----------------------------------------
+
+    @staticmethod
+    def _refuse(error: str | None) -> None:
+        if error:
+            raise ApplicationError(error, type="InvalidInput", non_retryable=True)
+
+    def _ack(self, message: str) -> Ack:
+        return Ack(accepted=True, status=self._status, message=message)
+
+    def _ended_error(self) -> str | None:
+        return f"the session has ended ({self._status.value})" if self._status in FINAL_STATUSES else None
+
+    @staticmethod
+    def _text_error(text: str) -> str | None:
+        if len(text) > MAX_HUMAN_TEXT:
+            return f"text of {len(text)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
+        if not text.strip():
+            return "text is empty"
+        return None
+
+    def _approve_error(self, approval_id: str) -> str | None:
+        approval = self._approvals.get(approval_id)
+        if approval is None:
+            pending = ", ".join(self._approvals) or "none"
+            return f"unknown approval id {approval_id!r} (pending: {pending})"
+        if approval.decision is not None:
+            return f"approval {approval_id!r} was already decided ({approval.decision})"
+        return None
+
+    def _decide(self, approval_id: str, decision: str, by: str, note: str | None,
+                edited: dict[str, Any] | None) -> None:
+        approval = self._approvals[approval_id]
+        approval.decision, approval.by, approval.note = decision, by, note
+        approval.edited = edited
+        approval.decided_at = workflow.now()
+
+    def _pause(self, arg: PauseInput) -> None:
+        if self._c.paused:
+            return
+        self._c.paused = True
+        self._c.paused_by = arg.by
+        self._event(f"human:{workflow.uuid4()}", "pause", self._c.step, actor=arg.by,
+                    reason=arg.reason, payload={"at": workflow.now().isoformat()})
+
+    def _resume(self, arg: ResumeInput) -> None:
+        if not self._c.paused:
+            return
+        self._c.paused = False
+        self._event(f"human:{workflow.uuid4()}", "resume", self._c.step, actor=arg.by,
+                    payload={"at": workflow.now().isoformat()})
+
+    def _message(self, arg: MessageInput) -> None:
+        self._inbox.items.append((arg.text, arg.by, workflow.now()))
+
+    def _redirect(self, arg: RedirectInput) -> None:
+        old = self._c.goal
+        self._c.goal = arg.goal
+        self._inbox.items.append((f"New goal from {arg.by}: {arg.goal}", arg.by, workflow.now()))
+        self._event(f"human:{workflow.uuid4()}", "redirect", self._c.step, actor=arg.by,
+                    payload={"old_goal": preview(old, 2000), "new_goal": preview(arg.goal, 2000),
+                             "at": workflow.now().isoformat()})
+        self._update(goal=arg.goal)
+        self._publish()
+
+    def _wake(self, arg: WakeInput) -> None:
+        self._wake_by = arg.by
+        self._event(f"human:{workflow.uuid4()}", "wake", self._c.step, actor=arg.by,
+                    reason=arg.reason, payload={"at": workflow.now().isoformat()})
