@@ -8,17 +8,27 @@ traceback) for the errors a user can fix. Exit codes: 0 ok, 1 a check or run fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Annotated, NoReturn
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from pydantic import ValidationError
+
+from activities.record import store as record_store
+from schema.payloads import Budget, ToolPolicy
+from workers.client import VigilClient, VigilError
 from workers.settings import Settings
 from workers.stack import Stack, StackError
+
+T = TypeVar("T")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -128,6 +138,423 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
         out.print(table)
     if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_FAILED)
+
+
+
+# --- sessions -------------------------------------------------------------------------
+
+AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent id.")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who is acting (recorded).")]
+SignalOpt = Annotated[
+    bool, typer.Option("--signal", help="Send a signal (fire and forget) instead of a validated update.")
+]
+
+
+def _by_default() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"
+
+
+def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None = None) -> T:
+    """Run ``fn`` with a connected client; user-fixable errors become one line + exit code."""
+    settings = load_settings(state_dir)
+
+    async def go() -> T:
+        client = await VigilClient.connect(settings)
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except VigilError as exc:
+        fail(str(exc), exc.exit_code)
+    except ValidationError as exc:
+        fail(f"bad argument: {_first_error(exc)}", EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot reach a server: {exc}", EXIT_UNREACHABLE)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err0 = exc.errors()[0]
+    where = ".".join(str(p) for p in err0.get("loc", ()))
+    return f"{where}: {err0.get('msg')}" if where else str(err0.get("msg"))
+
+
+def _json_arg(raw: str | None, what: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        fail(f"{what} is not valid JSON: {exc.msg} at char {exc.pos}", EXIT_USAGE)
+    if not isinstance(value, dict):
+        fail(f"{what} must be a JSON object", EXIT_USAGE)
+    return value
+
+
+def _print_message(msg: Any, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(_message_dict(msg)), indent=None)
+        return
+    who = msg.role if not msg.name else f"{msg.role}:{msg.name}"
+    colour = {"user": "cyan", "assistant": "green", "tool": "yellow", "system": "magenta"}.get(
+        msg.role, "white"
+    )
+    out.print(f"[bold {colour}]#{msg.seq} {who}[/] ", end="")
+    out.print(msg.content or "", markup=False, highlight=False)
+    for call in msg.tool_calls or []:
+        out.print(f"    [dim]→ {call['name']}({call['arguments']})[/]")
+
+
+def _message_dict(msg: Any) -> dict[str, Any]:
+    return {
+        "seq": msg.seq, "role": msg.role, "name": msg.name, "content": msg.content,
+        "tool_calls": msg.tool_calls, "tool_call_id": msg.tool_call_id, "step": msg.step,
+        "created_at": msg.created_at.isoformat(),
+    }
+
+
+def _emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        out.print_json(json.dumps(value, default=str))
+    else:
+        human()
+
+
+@app.command()
+def start(
+    goal: Annotated[str, typer.Argument(help="What the agent should achieve.")],
+    agent: AgentOpt = "default",
+    session_id: Annotated[str | None, typer.Option("--id", help="Session id (workflow id).")] = None,
+    max_steps: Annotated[int, typer.Option(help="Step budget.")] = 50,
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget.")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Cost budget in USD.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
+    approve_tools: Annotated[
+        str | None, typer.Option(help="Comma-separated tools that need approval (default policy otherwise).")
+    ] = None,
+    allow_tools: Annotated[str | None, typer.Option(help="Comma-separated allowed tools.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    follow_: Annotated[bool, typer.Option("--follow", help="Stream the transcript live.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the session to end.")] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start an agent session; prints its id and Temporal UI link."""
+    policy = ToolPolicy(
+        require_approval=_csv(approve_tools), allowed=_csv(allow_tools),
+    )
+    budget = Budget(max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost,
+                    max_seconds=max_seconds)
+
+    async def go(client: VigilClient) -> None:
+        started = await client.start_session(
+            agent, goal, session_id=session_id, budget=budget, policy=policy,
+            system_prompt=system_prompt,
+        )
+        if as_json and not (follow_ or wait):
+            out.print_json(json.dumps({"id": started.id, "ui": started.ui_url}))
+            return
+        if not as_json:
+            out.print(f"started [bold]{started.id}[/]")
+            if started.ui_url:
+                out.print(f"Temporal UI: {started.ui_url}")
+        if follow_:
+            await _follow(client, started.id, as_json)
+        elif wait:
+            await _wait_end(client, started.id, as_json)
+
+    run_client(go, state_dir)
+
+
+def _csv(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+async def _follow(client: VigilClient, session_id: str, as_json: bool) -> None:
+    await client.require_session_soon(session_id)
+    announced: set[str] = set()
+    async for msg in client.follow(session_id):
+        _print_message(msg, as_json)
+        if not as_json:
+            await _announce_approvals(client, session_id, announced)
+    await _print_end(client, session_id, as_json)
+
+
+async def _announce_approvals(client: VigilClient, session_id: str, seen: set[str]) -> None:
+    with contextlib.suppress(VigilError):
+        st = await client.state(session_id)
+        for a in st.pending_approvals:
+            if a.approval_id not in seen:
+                seen.add(a.approval_id)
+                out.print(
+                    f"[bold yellow]approval needed[/] {a.approval_id}: {a.tool}({a.arguments_preview})\n"
+                    f"    vigil approve {session_id} {a.approval_id}   |   "
+                    f"vigil reject {session_id} {a.approval_id} --reason ..."
+                )
+
+
+async def _wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
+    with err.status(f"waiting for {session_id} to end ..."):
+        await client.result(session_id)
+    await _print_end(client, session_id, as_json)
+
+
+async def _print_end(client: VigilClient, session_id: str, as_json: bool) -> None:
+    row = await client.require_session(session_id)
+    if as_json:
+        out.print_json(json.dumps({"id": session_id, "status": row.status, "summary": row.summary,
+                                   "steps": row.step}))
+    else:
+        out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
+    if row.status in ("failed", "timed_out"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("list")
+def list_(
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or e.g. 2h, 3d.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sessions from the record, with Temporal's view of each."""
+    since_dt = _parse_since(since)
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.list_sessions(agent=agent, status=status, since=since_dt, limit=limit)
+
+        def human() -> None:
+            table = Table("id", "agent", "status", "step", "temporal", "created", "goal")
+            for r in rows:
+                table.add_row(r.id, r.agent_id, r.status, str(r.step), r.temporal_status or "-",
+                              r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.goal[:60])
+            out.print(table)
+
+        _emit([asdict(r) for r in rows], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def _parse_since(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if raw[-1:] in units and raw[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(raw[:-1]) * units[raw[-1]])
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        fail(f"bad --since {raw!r}: use an ISO time or a duration like 2h, 3d", EXIT_USAGE)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@app.command()
+def show(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False,
+         last: Annotated[int, typer.Option(help="How many recent messages to show.")] = 20) -> None:
+    """A session's record, live state and recent messages."""
+
+    async def go(client: VigilClient) -> None:
+        row = await client.require_session(session_id)
+        live = None
+        with contextlib.suppress(VigilError):
+            live = await client.state(session_id)
+        async with client.db() as db:
+            recent = await record_store.recent_messages(db, session_id, last)
+        if as_json:
+            out.print_json(json.dumps({
+                "session": asdict(row), "state": live.model_dump(mode="json") if live else None,
+                "messages": [_message_dict(m) for m in recent], "ui": client.ui_link(session_id),
+            }, default=str))
+            return
+        table = Table(show_header=False)
+        for k, v in [("id", row.id), ("agent", row.agent_id), ("goal", row.goal),
+                     ("status", row.status), ("step", row.step),
+                     ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
+                     ("cost", f"${row.cost_usd:.4f}"), ("summary", row.summary or "-"),
+                     ("ui", client.ui_link(session_id) or "-")]:
+            table.add_row(k, str(v))
+        if live is not None:
+            table.add_row("live", f"{live.status.value}, paused={live.paused}, run {live.run_index}")
+            for a in live.pending_approvals:
+                table.add_row("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
+            if live.waiting_for:
+                table.add_row("waiting for", live.waiting_for)
+        out.print(table)
+        for m in recent:
+            _print_message(m, False)
+
+    run_client(go, state_dir)
+
+
+@app.command()
+def follow(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Stream a session's transcript as it lands, until the session ends."""
+    run_client(lambda client: _follow(client, session_id, as_json), state_dir)
+
+
+def _ack_out(ack: Any, as_json: bool, what: str) -> None:
+    if as_json:
+        out.print_json(json.dumps(ack.model_dump(mode="json") if ack else {"sent": True}))
+    elif ack is None:
+        out.print(f"{what}: signal sent")
+    else:
+        out.print(f"{what}: {ack.message} (status {ack.status.value})")
+
+
+@app.command()
+def approve(
+    session_id: str,
+    approval_id: str,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    edit: Annotated[str | None, typer.Option("--edit", help="Replacement arguments as JSON.")] = None,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a pending tool call (optionally with edited arguments)."""
+    edited = _json_arg(edit, "--edit")
+    run_client(
+        lambda c: _ack_then(c.approve(session_id, approval_id, by=by or _by_default(), note=note,
+                                      edited_arguments=edited, wait=not signal_), as_json, "approve"),
+        state_dir,
+    )
+
+
+async def _ack_then(coro: Awaitable[Any], as_json: bool, what: str) -> None:
+    _ack_out(await coro, as_json, what)
+
+
+@app.command()
+def reject(
+    session_id: str,
+    approval_id: str,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a pending tool call; the model is told why."""
+    run_client(
+        lambda c: _ack_then(c.reject(session_id, approval_id, by=by or _by_default(), reason=reason,
+                                     wait=not signal_), as_json, "reject"),
+        state_dir,
+    )
+
+
+@app.command()
+def pause(session_id: str, reason: Annotated[str, typer.Option("--reason")] = "",
+          by: ByOpt = "", signal_: SignalOpt = False, state_dir: StateOpt = None,
+          as_json: JsonOpt = False) -> None:
+    """Hold the session between steps (no budget is spent while paused)."""
+    run_client(lambda c: _ack_then(c.pause(session_id, by=by or _by_default(), reason=reason,
+                                           wait=not signal_), as_json, "pause"), state_dir)
+
+
+@app.command()
+def resume(session_id: str, by: ByOpt = "", signal_: SignalOpt = False,
+           state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Resume a paused session exactly where it stopped."""
+    run_client(lambda c: _ack_then(c.resume(session_id, by=by or _by_default(), wait=not signal_),
+                                   as_json, "resume"), state_dir)
+
+
+@app.command()
+def say(session_id: str, text_: Annotated[str, typer.Argument(metavar="TEXT")], by: ByOpt = "",
+        signal_: SignalOpt = False, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Send the agent a message (it lands before its next step)."""
+    run_client(lambda c: _ack_then(c.say(session_id, text_, by=by or _by_default(),
+                                         wait=not signal_), as_json, "say"), state_dir)
+
+
+@app.command()
+def redirect(session_id: str, goal: str, by: ByOpt = "", signal_: SignalOpt = False,
+             state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Give the session a new goal."""
+    run_client(lambda c: _ack_then(c.redirect(session_id, goal, by=by or _by_default(),
+                                              wait=not signal_), as_json, "redirect"), state_dir)
+
+
+@app.command()
+def wake(session_id: str, by: ByOpt = "", signal_: SignalOpt = False,
+         state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Wake a session sleeping on a timer."""
+    run_client(lambda c: _ack_then(c.wake(session_id, by=by or _by_default(), wait=not signal_),
+                                   as_json, "wake"), state_dir)
+
+
+@app.command()
+def cancel(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Cancel a session (Temporal's cancel; the record says cancelled)."""
+
+    async def go(client: VigilClient) -> None:
+        await client.cancel(session_id)
+        _emit({"id": session_id, "cancel": "requested"}, as_json,
+              lambda: out.print(f"cancel requested for {session_id}"))
+
+    run_client(go, state_dir)
+
+
+@app.command()
+def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Temporal's event history of a session, one line per event."""
+
+    async def go(client: VigilClient) -> None:
+        lines = await client.history(session_id)
+
+        def human() -> None:
+            table = Table("#", "time", "event", "detail")
+            for ln in lines:
+                table.add_row(str(ln.event_id), ln.time.strftime("%H:%M:%S.%f")[:-3], ln.kind,
+                              ln.detail)
+            out.print(table)
+
+        _emit([asdict(ln) for ln in lines], as_json, human)
+
+    run_client(go, state_dir)
+
+
+@app.command()
+def worker(state_dir: StateOpt = None) -> None:
+    """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM."""
+    from workers.logs import configure
+    from workers.worker import run_worker
+
+    settings = load_settings(state_dir)
+    configure(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(run_worker(settings))
+    except (OSError, RuntimeError) as exc:
+        fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
+
+
+@app.command()
+def demo(
+    auto_approve: Annotated[bool, typer.Option("--auto-approve/--ask", help="Approve without asking.")] = True,
+    by: ByOpt = "",
+    state_dir: StateOpt = None,
+) -> None:
+    """Run a demo session on the scripted model: one approval, then finish; print the transcript."""
+    from workers.demo import run_demo
+
+    settings = load_settings(state_dir)
+    try:
+        code = asyncio.run(run_demo(settings, out, auto_approve=auto_approve, by=by or _by_default()))
+    except VigilError as exc:
+        fail(str(exc), exc.exit_code)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -1,0 +1,24 @@
+.PHONY: demo test stack-up stack-down doctor bench lint
+
+demo:        ## set up, start the embedded stack, run the demo agent session
+	./scripts/demo.sh
+
+test:        ## set up, start the test stack, run all tests, stop the stack
+	./scripts/test.sh
+
+stack-up:
+	uv run vigil stack up
+
+stack-down:
+	uv run vigil stack down
+
+doctor:
+	uv run vigil doctor
+
+lint:
+	uv run ruff check . && uv run ruff format --check . && uv run mypy
+
+bench:
+	uv run python -m bench.session_overhead
+	uv run python -m bench.storage
+	uv run python -m bench.memory_recall

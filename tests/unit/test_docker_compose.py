@@ -1,0 +1,64 @@
+"""docker-compose.yml (no engine runs here) matches vigil's settings and the embedded stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def _host_ports(service: dict[str, Any]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for spec in service.get("ports", []):
+        host_ip, host, container = str(spec).split(":")
+        assert host_ip == "127.0.0.1", f"{spec} must bind loopback only"
+        out[int(container)] = int(host)
+    return out
+
+
+def test_services_are_the_stack() -> None:
+    services = _compose()["services"]
+    assert {"temporal", "temporal-ui", "postgres", "minio", "worker"} <= set(services)
+    assert "pgvector" in services["postgres"]["image"]
+
+
+def test_ports_match_the_embedded_defaults() -> None:
+    services = _compose()["services"]
+    defaults = Settings()
+    assert _host_ports(services["temporal"])[7233] == defaults.temporal_port
+    assert defaults.temporal_ui_port in _host_ports(services["temporal-ui"]).values()
+    assert _host_ports(services["postgres"])[5432] == defaults.postgres_port
+    assert _host_ports(services["minio"])[9000] == defaults.minio_port
+
+
+def test_worker_environment_names_are_settings() -> None:
+    env = _compose()["services"]["worker"]["environment"]
+    fields = Settings.model_fields
+    for name in env:
+        if name in ("TEMPORAL_ADDRESS", "DATABASE_URL"):
+            alias = fields["temporal_address" if name == "TEMPORAL_ADDRESS" else "database_url"]
+            assert name in str(alias.validation_alias)
+            continue
+        assert name.startswith("VIGIL_"), name
+        assert name[len("VIGIL_"):].lower() in fields, f"{name} is not a vigil setting"
+
+
+def test_worker_settings_parse_from_the_compose_environment(monkeypatch: Any) -> None:
+    for name, value in _compose()["services"]["worker"]["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    s = Settings()
+    assert s.temporal_address == "temporal:7233"
+    assert s.artifact_backend == "s3" and s.s3_endpoint == "minio:9000"
+    ep = s.endpoints()
+    assert ep.database_url == "postgresql://vigil:vigil@postgres:5432/vigil"
+    assert ep.s3_access_key == "vigil"

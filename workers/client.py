@@ -1,0 +1,507 @@
+"""VigilClient: the async API over the Temporal client and the PostgreSQL record.
+
+Everything the CLI does goes through here, so scripts get the same behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleBackfill,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.record import store as record
+from schema import names
+from schema.payloads import (
+    FINAL_STATUSES,
+    Ack,
+    ApproveInput,
+    Budget,
+    MessageInput,
+    PauseInput,
+    RedirectInput,
+    RejectInput,
+    ResumeInput,
+    SessionResult,
+    SessionState,
+    SessionStatus,
+    StartSessionInput,
+    ToolPolicy,
+    WakeInput,
+)
+from workers.db import make_engine, make_sessionmaker
+from workers.settings import Settings
+from workers.temporal import connect
+
+
+class VigilError(Exception):
+    """A failure with a message meant for a person."""
+
+    exit_code = 1
+
+
+class UnknownSession(VigilError):
+    exit_code = 4
+
+
+class Refused(VigilError):
+    """The session refused a control (validator said no)."""
+
+    exit_code = 2
+
+
+class Unreachable(VigilError):
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    id: str
+    ui_url: str | None
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    id: str
+    agent_id: str
+    goal: str
+    status: str
+    step: int
+    created_at: datetime
+    updated_at: datetime
+    schedule_id: str | None
+    temporal_status: str | None
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    event_id: int
+    time: datetime
+    kind: str
+    detail: str
+
+
+OVERLAP = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer_all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
+    "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+
+
+class VigilClient:
+    def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.temporal = temporal
+        self.engine = engine
+        self.db: async_sessionmaker[DbSession] = make_sessionmaker(engine)
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> VigilClient:
+        endpoints = settings.endpoints()
+        try:
+            temporal = await asyncio.wait_for(
+                connect(endpoints.temporal_address, settings.temporal_namespace), 15
+            )
+        except Exception as exc:
+            raise Unreachable(
+                f"cannot reach Temporal at {endpoints.temporal_address}: "
+                f"{str(exc).splitlines()[0][:200]} (is the stack up? `vigil stack up`)"
+            ) from exc
+        if endpoints.database_url is None:
+            raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+        return cls(settings, temporal, make_engine(endpoints.database_url, pool_size=4))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> VigilClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def ui_link(self, session_id: str) -> str | None:
+        ui = self.settings.endpoints().temporal_ui
+        if ui is None:
+            return None
+        ns = quote(self.settings.temporal_namespace, safe="")
+        return f"{ui}/namespaces/{ns}/workflows/{quote(session_id, safe='')}"
+
+    def new_session_id(self, agent_id: str) -> str:
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in agent_id)[:60]
+        return f"{slug}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    async def start_session(
+        self,
+        agent_id: str,
+        goal: str,
+        *,
+        session_id: str | None = None,
+        budget: Budget | None = None,
+        policy: ToolPolicy | None = None,
+        system_prompt: str | None = None,
+        task_queue: str | None = None,
+        **extra: Any,
+    ) -> StartedSession:
+        arg = StartSessionInput(
+            agent_id=agent_id, goal=goal, system_prompt=system_prompt,
+            budget=budget or Budget(), policy=policy or ToolPolicy(), **extra,
+        )
+        sid = session_id or self.new_session_id(agent_id)
+        await self.temporal.start_workflow(
+            names.WORKFLOW_SESSION, arg, id=sid,
+            task_queue=task_queue or self.settings.task_queue,
+            memo={"goal": goal, "agent": agent_id},
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(names.SA_AGENT, agent_id),
+                    SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
+                    SearchAttributePair(names.SA_STEP, 0),
+                    SearchAttributePair(names.SA_GOAL, goal[:1000]),
+                ]
+            ),
+            static_summary=f"{agent_id}: {goal[:200]}",
+        )
+        return StartedSession(sid, self.ui_link(sid))
+
+    def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
+        return self.temporal.get_workflow_handle(session_id)
+
+    async def _rpc(self, session_id: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownSession(f"no session with id {session_id!r}") from exc
+            raise VigilError(f"Temporal refused: {exc.message}") from exc
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = getattr(cause, "message", None) or str(cause)
+            raise Refused(f"refused by session {session_id}: {message}") from exc
+
+    async def state(self, session_id: str) -> SessionState:
+        handle = self.handle(session_id)
+        result: SessionState = await self._rpc(
+            session_id, handle.query(names.QUERY_STATE, result_type=SessionState)
+        )
+        return result
+
+    async def _control(
+        self, session_id: str, update: str, signal: str, arg: Any, wait: bool
+    ) -> Ack | None:
+        handle = self.handle(session_id)
+        if wait:
+            ack: Ack = await self._rpc(session_id, handle.execute_update(update, arg, result_type=Ack))
+            return ack
+        await self._rpc(session_id, handle.signal(signal, arg))
+        return None
+
+    async def approve(self, session_id: str, approval_id: str, *, by: str, note: str | None = None,
+                      edited_arguments: dict[str, Any] | None = None, wait: bool = True) -> Ack | None:
+        arg = ApproveInput(approval_id=approval_id, by=by, note=note,
+                           edited_arguments=edited_arguments)
+        return await self._control(session_id, names.UPD_APPROVE, names.SIG_APPROVE, arg, wait)
+
+    async def reject(self, session_id: str, approval_id: str, *, by: str, reason: str = "",
+                     wait: bool = True) -> Ack | None:
+        arg = RejectInput(approval_id=approval_id, by=by, reason=reason)
+        return await self._control(session_id, names.UPD_REJECT, names.SIG_REJECT, arg, wait)
+
+    async def pause(self, session_id: str, *, by: str, reason: str = "", wait: bool = True) -> Ack | None:
+        return await self._control(session_id, names.UPD_PAUSE, names.SIG_PAUSE,
+                                   PauseInput(by=by, reason=reason), wait)
+
+    async def resume(self, session_id: str, *, by: str, wait: bool = True) -> Ack | None:
+        return await self._control(session_id, names.UPD_RESUME, names.SIG_RESUME,
+                                   ResumeInput(by=by), wait)
+
+    async def say(self, session_id: str, text_: str, *, by: str, wait: bool = True) -> Ack | None:
+        return await self._control(session_id, names.UPD_MESSAGE, names.SIG_MESSAGE,
+                                   MessageInput(text=text_, by=by), wait)
+
+    async def redirect(self, session_id: str, goal: str, *, by: str, wait: bool = True) -> Ack | None:
+        return await self._control(session_id, names.UPD_REDIRECT, names.SIG_REDIRECT,
+                                   RedirectInput(goal=goal, by=by), wait)
+
+    async def wake(self, session_id: str, *, by: str, reason: str = "", wait: bool = True) -> Ack | None:
+        return await self._control(session_id, names.UPD_WAKE, names.SIG_WAKE,
+                                   WakeInput(by=by, reason=reason), wait)
+
+    async def cancel(self, session_id: str) -> None:
+        await self._rpc(session_id, self.handle(session_id).cancel())
+
+    async def result(self, session_id: str, timeout: float | None = None) -> SessionResult | None:
+        """The session's result once it ends (None when it ended without one: cancel, failure)."""
+        handle = self.temporal.get_workflow_handle(session_id, result_type=SessionResult)
+        try:
+            value: SessionResult = await asyncio.wait_for(
+                self._rpc(session_id, handle.result()), timeout
+            )
+        except VigilError:
+            raise
+        except TimeoutError:
+            raise
+        except Exception:  # cancelled, failed or terminated: the record says how it ended
+            return None
+        return value
+
+    async def status(self, session_id: str) -> str:
+        """The recorded status; falls back to Temporal when the row is not there yet."""
+        async with self.db() as db:
+            row = await record.get_session(db, session_id)
+        if row is not None:
+            return row.status
+        desc = await self._rpc(session_id, self.handle(session_id).describe())
+        return str(desc.status.name).lower() if desc.status else "unknown"
+
+    async def require_session(self, session_id: str) -> record.SessionRow:
+        async with self.db() as db:
+            row = await record.get_session(db, session_id)
+        if row is None:
+            # Started but not yet recorded? Temporal knows it, or nobody does.
+            await self._rpc(session_id, self.handle(session_id).describe())
+            raise UnknownSession(f"session {session_id!r} has no record yet; try again shortly")
+        return row
+
+    async def require_session_soon(self, session_id: str, timeout: float = 15.0) -> record.SessionRow:
+        """Like require_session, but give a just-started session time to write its row."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                return await self.require_session(session_id)
+            except UnknownSession:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def list_sessions(
+        self, *, agent: str | None = None, status: str | None = None,
+        since: datetime | None = None, schedule_id: str | None = None, limit: int = 50,
+    ) -> list[SessionSummary]:
+        async with self.db() as db:
+            rows = (
+                await db.execute(
+                    text(
+                        "SELECT id, agent_id, goal, status, step, created_at, updated_at, schedule_id "
+                        "FROM sessions WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
+                        "AND (CAST(:status AS text) IS NULL OR status = :status) "
+                        "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
+                        "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
+                        "ORDER BY created_at DESC LIMIT :lim"
+                    ),
+                    {"agent": agent, "status": status, "since": since, "sched": schedule_id,
+                     "lim": limit},
+                )
+            ).mappings().all()
+        live = await self._temporal_statuses([r["id"] for r in rows])
+        return [
+            SessionSummary(
+                id=r["id"], agent_id=r["agent_id"], goal=r["goal"], status=r["status"],
+                step=r["step"], created_at=r["created_at"], updated_at=r["updated_at"],
+                schedule_id=r["schedule_id"], temporal_status=live.get(r["id"]),
+            )
+            for r in rows
+        ]
+
+    async def _temporal_statuses(self, ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        quoted = ", ".join("'" + i.replace("'", "") + "'" for i in ids[:200])
+        out: dict[str, str] = {}
+        try:
+            async for wf in self.temporal.list_workflows(f"WorkflowId IN ({quoted})"):
+                if wf.id not in out and wf.status is not None:
+                    out[wf.id] = WorkflowExecutionStatus(wf.status).name.lower()
+        except RPCError:
+            return {}
+        return out
+
+    async def transcript(self, session_id: str, *, after_seq: int = -1,
+                         limit: int = 100) -> list[record.StoredMessage]:
+        async with self.db() as db:
+            return await record.messages_page(db, session_id, after_seq=after_seq, limit=limit)
+
+    async def follow(self, session_id: str, *, after_seq: int = -1,
+                     poll_seconds: float = 0.3) -> AsyncIterator[record.StoredMessage]:
+        """New messages as they land; ends once the session has ended and all is read."""
+        last = after_seq
+        while True:
+            page = await self.transcript(session_id, after_seq=last, limit=200)
+            for msg in page:
+                last = msg.seq
+                yield msg
+            if not page:
+                status = await self.status(session_id)
+                if status in {s.value for s in FINAL_STATUSES}:
+                    tail = await self.transcript(session_id, after_seq=last, limit=200)
+                    for msg in tail:
+                        last = msg.seq
+                        yield msg
+                    if not tail:
+                        return
+                await asyncio.sleep(poll_seconds)
+
+    async def events(self, session_id: str, kind: str | None = None) -> list[record.StoredEvent]:
+        async with self.db() as db:
+            return await record.list_events(db, session_id, kind=kind)
+
+    async def history(self, session_id: str) -> list[HistoryLine]:
+        """Temporal's event history of the session, summarised one line per event."""
+        handle = self.handle(session_id)
+        history = await self._rpc(session_id, handle.fetch_history())
+        lines: list[HistoryLine] = []
+        scheduled: dict[int, str] = {}
+        for ev in history.events:
+            kind = EventType.Name(ev.event_type).removeprefix("EVENT_TYPE_").lower()
+            detail = ""
+            if ev.HasField("activity_task_scheduled_event_attributes"):
+                attrs = ev.activity_task_scheduled_event_attributes
+                scheduled[ev.event_id] = attrs.activity_type.name
+                detail = attrs.activity_type.name
+                if ev.user_metadata.HasField("summary"):
+                    detail += f" — {ev.user_metadata.summary.data.decode(errors='replace').strip(chr(34))}"
+            elif ev.HasField("activity_task_completed_event_attributes"):
+                detail = scheduled.get(ev.activity_task_completed_event_attributes.scheduled_event_id, "")
+            elif ev.HasField("activity_task_failed_event_attributes"):
+                attrs_f = ev.activity_task_failed_event_attributes
+                detail = f"{scheduled.get(attrs_f.scheduled_event_id, '')}: {attrs_f.failure.message[:120]}"
+            elif ev.HasField("workflow_execution_signaled_event_attributes"):
+                detail = ev.workflow_execution_signaled_event_attributes.signal_name
+            elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
+                detail = ev.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            elif ev.HasField("timer_started_event_attributes"):
+                secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+                detail = f"timer {secs}"
+            lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
+        return lines
+
+    # --- schedules --------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        template: StartSessionInput,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        time_zone: str | None = None,
+        jitter: timedelta | None = None,
+        overlap: str = "skip",
+        catchup_window: timedelta | None = None,
+        paused: bool = False,
+        note: str | None = None,
+    ) -> str:
+        if (cron is None) == (every is None):
+            raise VigilError("give exactly one of a cron expression or an interval")
+        if overlap not in OVERLAP:
+            raise VigilError(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
+        arg = template.model_copy(update={"schedule_id": schedule_id})
+        spec = ScheduleSpec(
+            cron_expressions=[cron] if cron else [],
+            intervals=[ScheduleIntervalSpec(every=every)] if every else [],
+            time_zone_name=time_zone, jitter=jitter,
+        )
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                names.WORKFLOW_SESSION, arg, id=f"{schedule_id}-run",
+                task_queue=self.settings.task_queue,
+                typed_search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(names.SA_AGENT, template.agent_id),
+                     SearchAttributePair(names.SA_SCHEDULE, schedule_id),
+                     SearchAttributePair(names.SA_GOAL, template.goal[:1000])]
+                ),
+                memo={"goal": template.goal, "agent": template.agent_id, "schedule": schedule_id},
+            ),
+            spec=spec,
+            policy=SchedulePolicy(
+                overlap=OVERLAP[overlap],
+                catchup_window=catchup_window or timedelta(minutes=5),
+            ),
+            state=ScheduleState(paused=paused, note=note or f"vigil goal for {template.agent_id}"),
+        )
+        try:
+            await self.temporal.create_schedule(schedule_id, schedule)
+        except Exception as exc:
+            raise VigilError(f"could not create schedule {schedule_id!r}: {exc}") from exc
+        return schedule_id
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        async for item in await self.temporal.list_schedules():
+            info = item.info
+            out.append(
+                {
+                    "id": item.id,
+                    "paused": info.paused if info else None,
+                    "next": [t.isoformat() for t in (info.next_action_times[:3] if info else [])],
+                    "recent": len(info.recent_actions) if info else 0,
+                }
+            )
+        return out
+
+    async def _schedule(self, schedule_id: str, op: Any) -> Any:
+        try:
+            return await op
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownSession(f"no schedule with id {schedule_id!r}") from exc
+            raise VigilError(f"Temporal refused: {exc.message}") from exc
+
+    async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> None:
+        await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).pause(note=note))
+
+    async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> None:
+        await self._schedule(schedule_id,
+                             self.temporal.get_schedule_handle(schedule_id).unpause(note=note))
+
+    async def trigger_schedule(self, schedule_id: str) -> None:
+        await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
+
+    async def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> None:
+        handle = self.temporal.get_schedule_handle(schedule_id)
+        await self._schedule(
+            schedule_id,
+            handle.backfill(ScheduleBackfill(start_at=start, end_at=end,
+                                             overlap=ScheduleOverlapPolicy.ALLOW_ALL)),
+        )
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).delete())
+
+    async def describe_schedule(self, schedule_id: str) -> Any:
+        return await self._schedule(
+            schedule_id, self.temporal.get_schedule_handle(schedule_id).describe()
+        )
+
+    async def schedule_runs(self, schedule_id: str, limit: int = 100) -> list[SessionSummary]:
+        """Every run of a goal: one query on the record."""
+        return await self.list_sessions(schedule_id=schedule_id, limit=limit)
