@@ -23,7 +23,7 @@ from rich.table import Table
 from pydantic import ValidationError
 
 from activities.record import store as record_store
-from schema.payloads import Budget, ToolPolicy
+from schema.payloads import Budget, StartSessionInput, ToolPolicy
 from workers.client import VigilClient, VigilError
 from workers.settings import Settings
 from workers.stack import Stack, StackError
@@ -44,6 +44,12 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local stack without Docker.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+schedule_app = typer.Typer(help="Recurring goals as Temporal Schedules.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+memory_app = typer.Typer(help="An agent's long-term memory.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+artifact_app = typer.Typer(help="Artifacts in the object store.", no_args_is_help=True)
+app.add_typer(artifact_app, name="artifact")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -555,6 +561,140 @@ def demo(
     except VigilError as exc:
         fail(str(exc), exc.exit_code)
     raise typer.Exit(code)
+
+
+# --- schedules --------------------------------------------------------------------------
+
+
+def _duration(raw: str | None, what: str) -> timedelta | None:
+    if raw is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    try:
+        if raw[-1:] in units:
+            return timedelta(seconds=float(raw[:-1]) * units[raw[-1]])
+        return timedelta(seconds=float(raw))
+    except ValueError:
+        fail(f"bad {what} {raw!r}: use seconds or a duration like 90s, 15m, 2h, 1d", EXIT_USAGE)
+
+
+@schedule_app.command("create")
+def schedule_create(
+    schedule_id: str,
+    goal: Annotated[str, typer.Option("--goal", help="The goal of every run.")],
+    agent: AgentOpt = "default",
+    cron: Annotated[str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")] = None,
+    every: Annotated[str | None, typer.Option(help="Interval, e.g. 15m, 6h, 1d.")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone for cron.")] = None,
+    jitter: Annotated[str | None, typer.Option(help="Random delay per run, e.g. 30s.")] = None,
+    overlap: Annotated[str, typer.Option(help="skip|buffer_one|buffer_all|cancel_other|terminate_other|allow_all")] = "skip",
+    catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
+    max_steps: Annotated[int, typer.Option()] = 50,
+    approve_tools: Annotated[str | None, typer.Option()] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a recurring goal: each run is an AgentSession from this template."""
+    template = StartSessionInput(
+        agent_id=agent, goal=goal, budget=Budget(max_steps=max_steps),
+        policy=ToolPolicy(require_approval=_csv(approve_tools)),
+    )
+    every_td, jitter_td, catchup_td = (_duration(every, "--every"), _duration(jitter, "--jitter"),
+                                       _duration(catchup, "--catchup"))
+
+    async def go(client: VigilClient) -> None:
+        await client.create_schedule(schedule_id, template, cron=cron, every=every_td, time_zone=tz,
+                                     jitter=jitter_td, overlap=overlap, catchup_window=catchup_td,
+                                     paused=paused)
+        _emit({"id": schedule_id, "created": True}, as_json,
+              lambda: out.print(f"schedule {schedule_id} created"))
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("list")
+def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List schedules with their next run times."""
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.list_schedules()
+
+        def human() -> None:
+            table = Table("id", "paused", "next runs", "recent")
+            for r in rows:
+                table.add_row(r["id"], str(r["paused"]), ", ".join(r["next"]), str(r["recent"]))
+            out.print(table)
+
+        _emit(rows, as_json, human)
+
+    run_client(go, state_dir)
+
+
+def _schedule_op(schedule_id: str, what: str, op: Callable[[VigilClient], Awaitable[None]],
+                 state_dir: str | None, as_json: bool) -> None:
+    async def go(client: VigilClient) -> None:
+        await op(client)
+        _emit({"id": schedule_id, what: True}, as_json, lambda: out.print(f"schedule {schedule_id}: {what}"))
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("pause")
+def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Pause a schedule (no new runs)."""
+    _schedule_op(schedule_id, "paused", lambda c: c.pause_schedule(schedule_id), state_dir, as_json)
+
+
+@schedule_app.command("resume")
+def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Unpause a schedule."""
+    _schedule_op(schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir, as_json)
+
+
+@schedule_app.command("trigger")
+def schedule_trigger(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Start one run now."""
+    _schedule_op(schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir, as_json)
+
+
+@schedule_app.command("backfill")
+def schedule_backfill(
+    schedule_id: str,
+    start_at: Annotated[str, typer.Option("--from", help="ISO start time.")],
+    end_at: Annotated[str, typer.Option("--to", help="ISO end time.")],
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the schedule for the times it would have run in a past window."""
+    start_dt, end_dt = _parse_since(start_at), _parse_since(end_at)
+    assert start_dt is not None and end_dt is not None
+    _schedule_op(schedule_id, "backfilled",
+                 lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt), state_dir, as_json)
+
+
+@schedule_app.command("delete")
+def schedule_delete(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete a schedule (its past runs stay in the record)."""
+    _schedule_op(schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir, as_json)
+
+
+@schedule_app.command("runs")
+def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Every run of a goal, from the record."""
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.schedule_runs(schedule_id)
+
+        def human() -> None:
+            table = Table("id", "status", "step", "created")
+            for r in rows:
+                table.add_row(r.id, r.status, str(r.step), r.created_at.isoformat())
+            out.print(table)
+
+        _emit([asdict(r) for r in rows], as_json, human)
+
+    run_client(go, state_dir)
 
 
 def main() -> None:
