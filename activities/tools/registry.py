@@ -145,14 +145,16 @@ async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
 
 
 async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
-    from activities.artifacts.registry import ArtifactLookupError, get_artifact
+    from activities.artifacts.registry import get_artifact
+    from activities.artifacts.store import ArtifactError
 
     max_chars = int(args.get("max_chars", 20_000))
     try:
-        data = await get_artifact(
-            ctx.store, ctx.sessionmaker, session_id=ctx.session_id, name=str(args["name"])
+        _ref, data = await get_artifact(
+            ctx.store, ctx.sessionmaker, agent_id=ctx.agent_id, session_id=ctx.session_id,
+            name=str(args["name"]),
         )
-    except ArtifactLookupError as exc:
+    except (ArtifactError, ValueError) as exc:
         raise ToolFailed(str(exc)) from exc
     text = data.decode("utf-8", errors="replace")
     more = f"\n[... {len(text) - max_chars} more characters]" if len(text) > max_chars else ""
