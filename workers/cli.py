@@ -697,12 +697,148 @@ def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
     run_client(go, state_dir)
 
 
+# --- export, search, memory, artifacts ---------------------------------------------------
+
+
+@app.command()
+def export(
+    session_id: str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or md")] = "jsonl",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Export a session's transcript as JSONL or Markdown (streamed page by page)."""
+
+    async def go(client: VigilClient) -> None:
+        handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+        try:
+            async for chunk in client.export(session_id, fmt):
+                handle.write(chunk)
+        finally:
+            if output:
+                handle.close()
+
+    run_client(go, state_dir)
+
+
+@app.command()
+def search(
+    query: str,
+    agent: AgentOpt = "default",
+    limit: Annotated[int, typer.Option()] = 20,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search across an agent's sessions."""
+
+    async def go(client: VigilClient) -> None:
+        page = await client.search(agent, query, limit=limit)
+        hits = list(getattr(page, "hits", page))
+
+        def human() -> None:
+            table = Table("session", "seq", "role", "snippet")
+            for h in hits:
+                table.add_row(h.session_id, str(h.seq), h.role, h.snippet)
+            out.print(table)
+
+        _emit([asdict(h) for h in hits], as_json, human)
+
+    run_client(go, state_dir)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str,
+    agent: AgentOpt = "default",
+    k: Annotated[int, typer.Option("-k")] = 10,
+    include_superseded: Annotated[bool, typer.Option("--all", help="Include superseded.")] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hybrid search (vector + full text) of an agent's long-term memory."""
+
+    async def go(client: VigilClient) -> None:
+        found = await client.memory_search(agent, query, k=k, include_superseded=include_superseded)
+
+        def human() -> None:
+            table = Table("id", "kind", "subject", "score", "content")
+            for m in found:
+                table.add_row(str(m.id), m.kind, m.subject or "-", f"{m.score:.4f}", m.content[:80])
+            out.print(table)
+
+        _emit([asdict(m) for m in found], as_json, human)
+
+    run_client(go, state_dir)
+
+
+@memory_app.command("add")
+def memory_add(
+    content: str,
+    agent: AgentOpt = "default",
+    kind: Annotated[str, typer.Option(help="fact, reflection or lesson")] = "fact",
+    subject: Annotated[str | None, typer.Option()] = None,
+    importance: Annotated[float, typer.Option()] = 0.5,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a memory (merged with a near-duplicate, or superseding one about the same subject)."""
+
+    async def go(client: VigilClient) -> None:
+        result = await client.memory_add(agent, content, kind=kind, subject=subject,
+                                         importance=importance)
+        _emit(asdict(result), as_json, lambda: out.print(f"memory {result.action} (id {result.id})"))
+
+    run_client(go, state_dir)
+
+
+@artifact_app.command("get")
+def artifact_get(
+    session_id: str,
+    name: str,
+    output: Annotated[str | None, typer.Option("--output", "-o")] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download an artifact of a session (checksum verified)."""
+    from pathlib import Path
+
+    dest = Path(output or Path(name).name or "artifact")
+
+    async def go(client: VigilClient) -> None:
+        ref = await client.artifact_download(session_id, name, dest)
+        _emit({"name": name, "sha256": ref.sha256, "size": ref.size, "path": str(dest)}, as_json,
+              lambda: out.print(f"wrote {dest} ({ref.size} bytes, sha256 {ref.sha256})"))
+
+    run_client(go, state_dir)
+
+
+@artifact_app.command("list")
+def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List a session's artifacts."""
+
+    async def go(client: VigilClient) -> None:
+        refs = await client.artifacts(session_id)
+
+        def human() -> None:
+            table = Table("name", "size", "sha256", "mime")
+            for r in refs:
+                table.add_row(r.name, str(r.size), r.sha256[:16], r.mime_type)
+            out.print(table)
+
+        _emit([asdict(r) for r in refs], as_json, human)
+
+    run_client(go, state_dir)
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except BrokenPipeError:  # e.g. `vigil export ... | head`
+        sys.stderr.close()
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ OVERLAP = {
 }
 
 
-class VigilClient:
+class _VigilClientCore:
     def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
         self.settings = settings
         self.temporal = temporal
@@ -123,7 +123,7 @@ class VigilClient:
         self.db: async_sessionmaker[DbSession] = make_sessionmaker(engine)
 
     @classmethod
-    async def connect(cls, settings: Settings) -> VigilClient:
+    async def connect(cls, settings: Settings) -> _VigilClientCore:
         endpoints = settings.endpoints()
         try:
             temporal = await asyncio.wait_for(
@@ -141,7 +141,7 @@ class VigilClient:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    async def __aenter__(self) -> VigilClient:
+    async def __aenter__(self) -> _VigilClientCore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -505,3 +505,94 @@ class VigilClient:
     async def schedule_runs(self, schedule_id: str, limit: int = 100) -> list[SessionSummary]:
         """Every run of a goal: one query on the record."""
         return await self.list_sessions(schedule_id=schedule_id, limit=limit)
+
+
+class _RecordExtras:
+    """Export, search, memory and artifacts (mixed into VigilClient below)."""
+
+    settings: Settings
+    db: async_sessionmaker[DbSession]
+
+    async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncIterator[str]:
+        from activities.record import reads
+
+        if fmt not in ("jsonl", "md", "markdown"):
+            raise VigilError(f"unknown export format {fmt!r}: jsonl or md")
+        async with self.db() as db:
+            try:
+                gen = reads.export_jsonl(db, session_id) if fmt == "jsonl" else reads.export_markdown(
+                    db, session_id
+                )
+                async for chunk in gen:
+                    yield chunk
+            except reads.SessionNotFound as exc:
+                raise UnknownSession(f"no session with id {session_id!r}") from exc
+
+    async def search(self, agent_id: str, query: str, limit: int = 20) -> Any:
+        from activities.record import reads
+
+        async with self.db() as db:
+            return await reads.search_messages(db, agent_id, query, limit=limit)
+
+    def _memory(self) -> Any:
+        from activities.memory.embedders import make_embedder
+        from activities.memory.store import MemoryStore
+
+        return MemoryStore(self.db, make_embedder(self.settings))
+
+    async def memory_search(self, agent_id: str, query: str, k: int = 10,
+                            include_superseded: bool = False) -> list[Any]:
+        try:
+            result: list[Any] = await self._memory().recall(
+                agent_id, query, k=k, include_superseded=include_superseded
+            )
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        return result
+
+    async def memory_add(self, agent_id: str, content: str, *, kind: str = "fact",
+                         subject: str | None = None, importance: float = 0.5) -> Any:
+        try:
+            return await self._memory().add(agent_id, content, kind=kind, subject=subject,
+                                            importance=importance)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+
+    async def artifact_download(self, session_id: str, name: str, dest: Any) -> Any:
+        """Stream an artifact to ``dest`` (a path); verified against its sha256."""
+        from pathlib import Path
+
+        from activities.artifacts.factory import make_store
+        from activities.artifacts.registry import open_artifact
+        from activities.artifacts.store import ArtifactError
+
+        row = await self.require_session(session_id)  # type: ignore[attr-defined]
+        store = make_store(self.settings)
+        target = Path(dest)
+        tmp = target.with_name(target.name + ".part")
+        try:
+            ref, chunks = await open_artifact(store, self.db, agent_id=row.agent_id,
+                                              session_id=session_id, name=name)
+            with open(tmp, "wb") as handle:
+                async for chunk in chunks:
+                    handle.write(chunk)
+        except (ArtifactError, ValueError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise VigilError(f"artifact {name!r}: {exc}") from exc
+        tmp.replace(target)
+        return ref
+
+    async def artifacts(self, session_id: str) -> list[Any]:
+        from activities.artifacts.registry import list_artifacts
+
+        row = await self.require_session(session_id)  # type: ignore[attr-defined]
+        return await list_artifacts(self.db, agent_id=row.agent_id, session_id=session_id)
+
+
+class VigilClient(_RecordExtras, _VigilClientCore):
+    """The async API over the Temporal client and the record (see module docstring)."""
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> VigilClient:
+        core = await _VigilClientCore.connect(settings)
+        return cls(core.settings, core.temporal, core.engine)
