@@ -461,7 +461,7 @@ class _VigilClientCore:
             out.append(
                 {
                     "id": item.id,
-                    "paused": info.paused if info else None,
+                    "paused": item.schedule.state.paused if item.schedule else None,
                     "next": [t.isoformat() for t in (info.next_action_times[:3] if info else [])],
                     "recent": len(info.recent_actions) if info else 0,
                 }

@@ -11,7 +11,7 @@ import uuid
 from rich.console import Console
 
 from activities.models.scripted import ScriptedProvider
-from schema.payloads import Budget, SessionStatus, ToolPolicy
+from schema.payloads import Budget, SessionState, SessionStatus, ToolPolicy
 from workers.client import VigilClient
 from workers.settings import Settings
 from workers.temporal import connect
@@ -94,7 +94,7 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             await client.close()
 
 
-async def _wait_for_approval(client: VigilClient, sid: str, console: Console) -> object:
+async def _wait_for_approval(client: VigilClient, sid: str, console: Console) -> SessionState:
     with console.status("running until the agent asks for approval ..."):
         for _ in range(600):
             with contextlib.suppress(Exception):

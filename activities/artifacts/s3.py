@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import uuid
+from typing import BinaryIO, cast
 from collections.abc import Iterable, Iterator
 
 from minio import Minio
@@ -100,7 +101,9 @@ class S3Store:
     def put_stream(self, chunks: Iterable[bytes]) -> StoredObject:
         reader = _ChunkReader(chunks)
         tmp_key = f"tmp/{uuid.uuid4().hex}"
-        self.client.put_object(self.bucket, tmp_key, reader, length=-1, part_size=PART_SIZE)
+        self.client.put_object(
+            self.bucket, tmp_key, cast(BinaryIO, reader), length=-1, part_size=PART_SIZE
+        )
         try:
             sha = reader.digest.hexdigest()
             key = self.key_for(sha)

@@ -87,7 +87,7 @@ class EmbeddedPostgres:
                 f"PostgreSQL {name} failed: {(result.stderr or result.stdout).strip()[:300]}"
                 f" (log: {self.log})"
             )
-        return result.stdout
+        return str(result.stdout)
 
     def password(self) -> str:
         return self.password_file.read_text().strip()
