@@ -137,7 +137,7 @@ class ArtifactLink(Base):
     agent_id: Mapped[str] = mapped_column(String(200), index=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"))
+    sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -36,7 +36,7 @@ class _ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._it = iter(chunks)
-        self._buf = b""
+        self._buf = bytearray()
         self.digest = hashlib.sha256()
         self.size = 0
 
@@ -44,6 +44,7 @@ class _ChunkReader(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
+        # A bytearray grows in place, so assembling a 16 MiB part copies each byte once.
         while size < 0 or len(self._buf) < size:
             try:
                 block = next(self._it)
@@ -51,11 +52,13 @@ class _ChunkReader(io.RawIOBase):
                 break
             self.digest.update(block)
             self.size += len(block)
-            self._buf += block
-        if size < 0:
-            out, self._buf = self._buf, b""
+            self._buf.extend(block)
+        if size < 0 or size >= len(self._buf):
+            out = bytes(self._buf)
+            self._buf.clear()
         else:
-            out, self._buf = self._buf[:size], self._buf[size:]
+            out = bytes(self._buf[:size])
+            del self._buf[:size]
         return out
 
 

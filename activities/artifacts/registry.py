@@ -1,0 +1,340 @@
+"""The artifacts registry: durable bytes first, then the rows that name them.
+
+``put_artifact`` writes the bytes to the object store (fsync'd file or completed S3
+PUT) before it commits the ``artifacts`` row and the session's ``artifact_links`` row,
+so a committed row always has its bytes. Rows are written acting for the agent (row-
+level security), so an agent can neither link into nor read another agent's session.
+
+Names come from agents and tools. They are validated (length, no NUL, no control or
+formatting characters) and are only ever labels in the database: the store addresses
+bytes by sha256 alone, so no name can reach a path or an object key.
+
+Versions: ``(session_id, name)`` is unique and names the latest version. Writing new
+bytes under an existing name moves the link to them and records an
+``artifact.replaced`` event with both digests; the earlier bytes and their
+``artifacts`` row are kept and stay readable by sha256. Writing the same bytes again
+is a no-op, so a retried activity changes nothing.
+
+A sweeper (``activities.artifacts.sweeper``) may delete objects that have no row. The
+two coordinate on a per-digest advisory lock: the row is committed under a shared lock
+after checking the bytes are still there, the sweeper deletes under an exclusive lock
+after checking there is still no row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar, cast
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from activities.artifacts.store import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactStore,
+    StoredObject,
+    check_sha,
+)
+from activities.record.rls import acting_for
+from activities.record.store import NewEvent, record_events
+
+MAX_NAME_CHARS = 255
+MAX_NAME_BYTES = 1024
+DEFAULT_MIME = "application/octet-stream"
+# pg_advisory_xact_lock(int4, int4): a fixed namespace ("vigA") and 32 bits of the digest.
+_LOCK_NAMESPACE = 0x76696741
+# Unicode categories refused in names: controls, format characters (bidi overrides,
+# zero-width), surrogates, private use, unassigned, line and paragraph separators.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+T = TypeVar("T")
+
+
+class InvalidArtifactName(ArtifactError, ValueError):
+    """A name an agent or tool gave is not acceptable; permanent, never retried."""
+
+
+class ArtifactBytesLost(ArtifactError):
+    """The bytes vanished before their row was committed (swept); writing again fixes it."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A session's named reference to content-addressed bytes."""
+
+    session_id: str
+    name: str
+    sha256: str
+    size: int
+    mime_type: str
+    storage_uri: str
+    created_at: datetime | None = None
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` unchanged if acceptable as an artifact label, else raise.
+
+    Slashes, dots and percent signs are allowed: a name is never used as a path.
+    """
+    if not isinstance(name, str):
+        raise InvalidArtifactName("an artifact name must be a string")
+    if not name or not name.strip():
+        raise InvalidArtifactName("an artifact name must not be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_CHARS} characters")
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category in _REFUSED_CATEGORIES:
+            raise InvalidArtifactName(
+                f"an artifact name must not contain U+{ord(ch):04X} ({category})"
+            )
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def _lock_key(sha256: str) -> int:
+    value = int(check_sha(sha256)[:8], 16)
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+async def lock_digest(db: DbSession, sha256: str, *, exclusive: bool) -> None:
+    """Take the per-digest advisory lock for the rest of ``db``'s transaction."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await db.execute(
+        text(f"SELECT {function}(:ns, :key)"), {"ns": _LOCK_NAMESPACE, "key": _lock_key(sha256)}
+    )
+
+
+async def register_object(
+    db: DbSession, store: ArtifactStore, stored: StoredObject, mime_type: str
+) -> None:
+    """Insert the ``artifacts`` row of bytes already in ``store`` (idempotent).
+
+    Raises ArtifactBytesLost if the sweeper removed the bytes since they were written.
+    """
+    await lock_digest(db, stored.sha256, exclusive=False)
+    if not await asyncio.to_thread(store.exists, stored.sha256):
+        raise ArtifactBytesLost(f"artifact {stored.sha256} vanished before it was registered")
+    # No conflict target: naming one needs SELECT on the row, and under row-level
+    # security an agent cannot see a new artifact before its link exists. The primary
+    # key is the only unique constraint, so this is ON CONFLICT (sha256) DO NOTHING.
+    await db.execute(
+        text(
+            "INSERT INTO artifacts (sha256, size, mime_type, storage_uri) "
+            "VALUES (:sha, :size, :mime, :uri) ON CONFLICT DO NOTHING"
+        ),
+        {"sha": stored.sha256, "size": stored.size, "mime": mime_type, "uri": stored.uri},
+    )
+
+
+async def put_artifact(
+    store: ArtifactStore,
+    sessionmaker: async_sessionmaker[DbSession],
+    *,
+    agent_id: str,
+    session_id: str,
+    name: str,
+    data: bytes | None = None,
+    chunks: Iterable[bytes] | None = None,
+    mime_type: str = DEFAULT_MIME,
+) -> ArtifactRef:
+    """Store bytes (``data``, or ``chunks`` streamed without holding them) under ``name``.
+
+    The iterable of chunks is consumed in a worker thread. Returns the reference the
+    session can pass around (a claim check) in place of the bytes.
+    """
+    validate_name(name)
+    if (data is None) == (chunks is None):
+        raise TypeError("put_artifact takes exactly one of data= or chunks=")
+    if data is not None:
+        stored = await asyncio.to_thread(store.put_bytes, data)
+    else:
+        assert chunks is not None
+        stored = await asyncio.to_thread(store.put_stream, chunks)
+    async with acting_for(sessionmaker, agent_id) as db:
+        await register_object(db, store, stored, mime_type)
+        await _link(db, agent_id=agent_id, session_id=session_id, name=name, sha256=stored.sha256)
+    return ArtifactRef(session_id, name, stored.sha256, stored.size, mime_type, stored.uri)
+
+
+async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha256: str) -> None:
+    for _ in range(2):
+        found = (
+            await db.execute(
+                text(
+                    "SELECT sha256, created_at FROM artifact_links "
+                    "WHERE session_id = :sid AND name = :name FOR UPDATE"
+                ),
+                {"sid": session_id, "name": name},
+            )
+        ).first()
+        current = None if found is None else str(found[0])
+        if current == sha256:
+            return
+        if found is not None:
+            # The link and its event commit together, so the key only has to be unique
+            # per version change: the replaced link's own timestamp makes it so.
+            since = found[1].isoformat()
+            await db.execute(
+                text(
+                    "UPDATE artifact_links SET sha256 = :sha, created_at = now() "
+                    "WHERE session_id = :sid AND name = :name"
+                ),
+                {"sid": session_id, "name": name, "sha": sha256},
+            )
+            await record_events(
+                db,
+                session_id,
+                agent_id,
+                [
+                    NewEvent(
+                        key=f"artifact.replaced:{current}:{sha256}:{since}:{name}",
+                        kind="artifact.replaced",
+                        actor=agent_id,
+                        payload={"name": name, "previous_sha256": current, "sha256": sha256},
+                    )
+                ],
+            )
+            return
+        inserted = (
+            await db.execute(
+                text(
+                    "INSERT INTO artifact_links (agent_id, session_id, name, sha256) "
+                    "VALUES (:agent, :sid, :name, :sha) "
+                    "ON CONFLICT (session_id, name) DO NOTHING RETURNING id"
+                ),
+                {"agent": agent_id, "sid": session_id, "name": name, "sha": sha256},
+            )
+        ).first()
+        if inserted is not None:
+            return
+        # A concurrent writer linked the name first: treat its link as the current one.
+    raise ArtifactError(f"could not link artifact {name!r} in session {session_id}")
+
+
+_REF_SELECT = (
+    "SELECT l.session_id, l.name, a.sha256, a.size, a.mime_type, a.storage_uri, l.created_at "
+    "FROM artifact_links l JOIN artifacts a ON a.sha256 = l.sha256 "
+)
+
+
+def _ref(row: object) -> ArtifactRef:
+    m = row._mapping  # type: ignore[attr-defined]
+    return ArtifactRef(
+        session_id=m["session_id"],
+        name=m["name"],
+        sha256=m["sha256"],
+        size=m["size"],
+        mime_type=m["mime_type"],
+        storage_uri=m["storage_uri"],
+        created_at=m["created_at"],
+    )
+
+
+async def resolve_artifact(
+    sessionmaker: async_sessionmaker[DbSession],
+    *,
+    agent_id: str,
+    session_id: str | None = None,
+    name: str | None = None,
+    sha256: str | None = None,
+) -> ArtifactRef:
+    """Find an artifact the agent may read: by ``session_id`` + ``name``, or by ``sha256``
+    (optionally within ``session_id``). Raises ArtifactNotFound."""
+    if name is not None:
+        validate_name(name)
+        if session_id is None:
+            raise TypeError("looking an artifact up by name needs its session_id")
+    elif sha256 is not None:
+        check_sha(sha256)
+    else:
+        raise TypeError("resolve_artifact needs name= or sha256=")
+    async with acting_for(sessionmaker, agent_id) as db:
+        row = (
+            await db.execute(
+                text(
+                    _REF_SELECT + "WHERE (CAST(:sid AS text) IS NULL OR l.session_id = :sid) "
+                    "AND (CAST(:name AS text) IS NULL OR l.name = :name) "
+                    "AND (CAST(:sha AS text) IS NULL OR l.sha256 = :sha) "
+                    "ORDER BY l.created_at DESC, l.id DESC LIMIT 1"
+                ),
+                {"sid": session_id, "name": name, "sha": sha256},
+            )
+        ).first()
+    if row is None:
+        what = f"{name!r} in session {session_id}" if name is not None else str(sha256)
+        raise ArtifactNotFound(what)
+    return _ref(row)
+
+
+async def list_artifacts(
+    sessionmaker: async_sessionmaker[DbSession], *, agent_id: str, session_id: str
+) -> list[ArtifactRef]:
+    """The session's artifacts, by name."""
+    async with acting_for(sessionmaker, agent_id) as db:
+        rows = await db.execute(
+            text(_REF_SELECT + "WHERE l.session_id = :sid ORDER BY l.name"), {"sid": session_id}
+        )
+        return [_ref(r) for r in rows]
+
+
+async def get_artifact(
+    store: ArtifactStore,
+    sessionmaker: async_sessionmaker[DbSession],
+    *,
+    agent_id: str,
+    session_id: str | None = None,
+    name: str | None = None,
+    sha256: str | None = None,
+) -> tuple[ArtifactRef, bytes]:
+    """The reference and its bytes, verified against the sha256 (ArtifactCorrupt if not).
+
+    For big artifacts use ``open_artifact``, which streams.
+    """
+    ref = await resolve_artifact(
+        sessionmaker, agent_id=agent_id, session_id=session_id, name=name, sha256=sha256
+    )
+    data = await asyncio.to_thread(store.get_bytes, ref.sha256)
+    return ref, data
+
+
+async def open_artifact(
+    store: ArtifactStore,
+    sessionmaker: async_sessionmaker[DbSession],
+    *,
+    agent_id: str,
+    session_id: str | None = None,
+    name: str | None = None,
+    sha256: str | None = None,
+) -> tuple[ArtifactRef, AsyncIterator[bytes]]:
+    """The reference and an async stream of its chunks; the stream raises
+    ArtifactCorrupt at its end if the bytes do not hash to the reference."""
+    ref = await resolve_artifact(
+        sessionmaker, agent_id=agent_id, session_id=session_id, name=name, sha256=sha256
+    )
+    chunks = await asyncio.to_thread(store.open, ref.sha256)
+    return ref, iterate_in_thread(chunks)
+
+
+async def iterate_in_thread(items: Iterator[T]) -> AsyncIterator[T]:
+    """Drive a blocking iterator from async code, one ``next`` per worker-thread hop."""
+    done = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, items, done)
+            if item is done:
+                return
+            yield cast(T, item)
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(close)

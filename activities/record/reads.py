@@ -1,0 +1,272 @@
+"""Reading the session record back: full-text search and transcript export.
+
+Search runs over every hot (not archived) message of one agent, ranked, with a snippet,
+one page at a time. Exports stream: they walk the transcript with
+``store.messages_page`` and yield one line at a time, so a session of any length is
+exported in constant memory. JSONL is lossless (text is decoded, and JSON escapes NUL
+and lone surrogates); Markdown is for reading and shows those characters visibly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from activities.record.store import StoredMessage, messages_page
+from schema import textcodec
+
+SNIPPET_START = "[["
+SNIPPET_STOP = "]]"
+_HEADLINE_OPTIONS = (
+    f"StartSel={SNIPPET_START}, StopSel={SNIPPET_STOP}, "
+    'MaxWords=35, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "'
+)
+MAX_PAGE = 200
+
+
+class SessionNotFound(LookupError):
+    """No session with that id (or not one the current agent may see)."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    session_id: str
+    seq: int
+    role: str
+    step: int
+    created_at: datetime
+    rank: float
+    snippet: str
+    """The best fragments of the message, matches between ``[[`` and ``]]``."""
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    hits: list[SearchHit]
+    next_offset: int | None
+    """Pass as ``offset`` for the next page; None when this page is the last."""
+
+
+async def search_messages(
+    db: DbSession,
+    agent_id: str,
+    query: str,
+    *,
+    session_id: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> SearchPage:
+    """Full-text search of an agent's messages (web-search syntax: "quoted", or, -not).
+
+    Ranked by ``ts_rank_cd`` (ties by session and seq, so pages are stable); snippets are
+    computed for the returned page only, since ``ts_headline`` re-parses the text.
+    """
+    limit = max(1, min(limit, MAX_PAGE))
+    offset = max(0, offset)
+    rows = (
+        (
+            await db.execute(
+                text(
+                    "WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q), "
+                    "page AS ("
+                    "  SELECT m.id, ts_rank_cd(m.tsv, q.q) AS rank FROM messages m, q "
+                    "  WHERE m.agent_id = :agent AND m.tsv @@ q.q "
+                    "  AND (CAST(:sid AS text) IS NULL OR m.session_id = :sid) "
+                    "  ORDER BY rank DESC, m.session_id, m.seq LIMIT :lim OFFSET :off) "
+                    "SELECT m.session_id, m.seq, m.role, m.step, m.created_at, m.content_enc, "
+                    "page.rank, ts_headline('english', m.content, q.q, :opts) AS snippet "
+                    "FROM page JOIN messages m ON m.id = page.id, q "
+                    "ORDER BY page.rank DESC, m.session_id, m.seq"
+                ),
+                {
+                    "query": query,
+                    "agent": agent_id,
+                    "sid": session_id,
+                    "lim": limit + 1,
+                    "off": offset,
+                    "opts": _HEADLINE_OPTIONS,
+                },
+            )
+        )
+        .mappings()
+        .all()
+    )
+    hits = [
+        SearchHit(
+            session_id=r["session_id"],
+            seq=r["seq"],
+            role=r["role"],
+            step=r["step"],
+            created_at=r["created_at"],
+            rank=float(r["rank"]),
+            snippet=textcodec.decode(r["snippet"], r["content_enc"]),
+        )
+        for r in rows[:limit]
+    ]
+    return SearchPage(hits, offset + limit if len(rows) > limit else None)
+
+
+async def _session_header(db: DbSession, session_id: str) -> dict[str, Any]:
+    row = (
+        await db.execute(
+            text("SELECT to_jsonb(s) AS s FROM sessions s WHERE s.id = :id"), {"id": session_id}
+        )
+    ).first()
+    if row is None:
+        raise SessionNotFound(session_id)
+    value = row[0]
+    header: dict[str, Any] = json.loads(value) if isinstance(value, str) else dict(value)
+    header["metadata"] = textcodec.decode_json(header.get("metadata") or {})
+    return header
+
+
+async def _pages(
+    db: DbSession, session_id: str, page_size: int
+) -> AsyncIterator[list[StoredMessage]]:
+    after = -1
+    while True:
+        page = await messages_page(db, session_id, after_seq=after, limit=page_size)
+        if not page:
+            return
+        yield page
+        after = page[-1].seq
+
+
+def message_json(message: StoredMessage) -> dict[str, Any]:
+    """One message as the JSON object of an export line (decoded text, ISO timestamps)."""
+    return {
+        "type": "message",
+        "session_id": message.session_id,
+        "seq": message.seq,
+        "step": message.step,
+        "role": message.role,
+        "name": message.name,
+        "content": message.content,
+        "tool_calls": message.tool_calls,
+        "tool_call_id": message.tool_call_id,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+async def export_jsonl(
+    db: DbSession, session_id: str, *, page_size: int = 500
+) -> AsyncIterator[str]:
+    """Yield the session as JSON Lines: a ``session`` header, then one line per message.
+
+    Each yielded string is one line ending in ``\\n``. ``json.dumps`` escapes NUL and
+    lone surrogates (``\\u0000``, ``\\udc80``), so the output is ASCII and lossless.
+    """
+    header = await _session_header(db, session_id)
+    yield json.dumps({"type": "session", "session": header}, sort_keys=True) + "\n"
+    async for page in _pages(db, session_id, page_size):
+        for message in page:
+            yield json.dumps(message_json(message)) + "\n"
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _printable(value: str) -> str:
+    """Readable text: NUL and other controls as their Unicode pictures, lone surrogates as
+    U+FFFD, so the Markdown can always be written as UTF-8."""
+
+    def repl(match: re.Match[str]) -> str:
+        ch = match.group(0)
+        code = ord(ch)
+        if code < 0x20:
+            return chr(0x2400 + code)
+        if code == 0x7F:
+            return "\u2421"
+        return "\ufffd"
+
+    return _UNPRINTABLE.sub(repl, value)
+
+
+def _fenced(body: str, info: str = "") -> str:
+    """A code block whose fence is longer than any backtick run inside it."""
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{body}\n{fence}\n"
+
+
+def _call_parts(call: Any) -> tuple[str, str, str]:
+    """(id, name, arguments text) of a stored tool call, in our shape or OpenAI's."""
+    if not isinstance(call, dict):
+        return "", "?", json.dumps(call)
+    nested = call.get("function")
+    function: dict[str, Any] = nested if isinstance(nested, dict) else {}
+    name = call.get("name") or function.get("name") or "?"
+    arguments = call.get("arguments", function.get("arguments", ""))
+    if not isinstance(arguments, str):
+        return str(call.get("id") or ""), str(name), json.dumps(arguments, ensure_ascii=False)
+    return str(call.get("id") or ""), str(name), arguments
+
+
+def _pretty_arguments(arguments: str) -> tuple[str, str]:
+    try:
+        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False), "json"
+    except ValueError:
+        return arguments, ""  # the model's malformed arguments, shown exactly as sent
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(sep=" ", timespec="milliseconds") if moment else "-"
+
+
+def _markdown_header(header: dict[str, Any]) -> str:
+    lines = [
+        f"# Session `{_printable(str(header['id']))}`",
+        "",
+        f"- **Agent:** `{_printable(str(header['agent_id']))}`",
+        f"- **Goal:** {_printable(str(header['goal']))}",
+        f"- **Status:** {header['status']} (step {header['step']})",
+        f"- **Started:** {header['created_at']}",
+        f"- **Finished:** {header.get('finished_at') or '-'}",
+        f"- **Tokens:** {header['tokens_in']} in / {header['tokens_out']} out, "
+        f"cost ${header['cost_usd']}",
+    ]
+    if header.get("summary"):
+        lines.append(f"- **Summary:** {_printable(str(header['summary']))}")
+    return "\n".join(lines) + "\n\n"
+
+
+def message_markdown(message: StoredMessage) -> str:
+    """One message as a Markdown section."""
+    title = f"### {message.seq} · {message.role}"
+    if message.role == "tool":
+        label = f" `{_printable(message.name)}`" if message.name else ""
+        answers = f" for call `{_printable(message.tool_call_id)}`" if message.tool_call_id else ""
+        title = f"### {message.seq} · tool result{label}{answers}"
+    elif message.name:
+        title += f" ({_printable(message.name)})"
+    parts = [f"{title}\n", f"*{_when(message.created_at)} · step {message.step}*\n\n"]
+    content = _printable(message.content)
+    if message.role == "tool":
+        parts.append(_fenced(content))
+    elif content:
+        parts.append(content.rstrip("\n") + "\n")
+    for call in message.tool_calls or []:
+        call_id, name, arguments = _call_parts(call)
+        body, info = _pretty_arguments(arguments)
+        ident = f" (call `{_printable(call_id)}`)" if call_id else ""
+        parts.append(f"\n**Tool call** `{_printable(name)}`{ident}:\n\n")
+        parts.append(_fenced(_printable(body), info))
+    return "".join(parts) + "\n"
+
+
+async def export_markdown(
+    db: DbSession, session_id: str, *, page_size: int = 500
+) -> AsyncIterator[str]:
+    """Yield a readable Markdown transcript, one header then one chunk per message."""
+    header = await _session_header(db, session_id)
+    yield _markdown_header(header)
+    async for page in _pages(db, session_id, page_size):
+        for message in page:
+            yield message_markdown(message)

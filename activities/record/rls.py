@@ -1,0 +1,74 @@
+"""Acting for one agent: a transaction that row-level security confines to its rows.
+
+The application connects as the owner of the tables (system work: archival, sweeping,
+migrations). Work done on behalf of an agent runs inside ``acting_for``, which switches
+the transaction to the NOLOGIN role ``vigil_agent`` and names the agent; the policies of
+migration ``20261121_02`` then hide and protect every other agent's rows, whatever the
+query. Both settings are transaction-local, so a pooled connection never keeps them.
+
+This guards vigil's own queries against mistakes; it is not a sandbox for arbitrary SQL
+written by an agent, since the session user could ``RESET ROLE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+AGENT_ROLE = "vigil_agent"
+AGENT_SETTING = "vigil.agent_id"
+
+
+async def _enter(db: DbSession, agent_id: str) -> None:
+    if not agent_id:
+        raise ValueError("acting_for needs a non-empty agent id")
+    await db.execute(text(f"SET LOCAL ROLE {AGENT_ROLE}"))
+    await db.execute(
+        text("SELECT set_config(:name, :agent, true)"), {"name": AGENT_SETTING, "agent": agent_id}
+    )
+
+
+async def _leave(db: DbSession) -> None:
+    await db.execute(text("RESET ROLE"))
+    await db.execute(text("SELECT set_config(:name, '', true)"), {"name": AGENT_SETTING})
+
+
+@asynccontextmanager
+async def acting_for(
+    source: async_sessionmaker[DbSession] | DbSession, agent_id: str
+) -> AsyncIterator[DbSession]:
+    """Yield a database session whose transaction sees and touches only ``agent_id``'s rows.
+
+    Given a sessionmaker, a new session and transaction are opened and committed on a
+    clean exit (rolled back on an error). Given a session with no transaction in
+    progress, a transaction is begun on it the same way. Given a session already inside
+    a transaction, the role is switched for the block only and switched back after it,
+    and committing stays the caller's business.
+    """
+    if isinstance(source, DbSession):
+        db = source
+        if db.in_transaction():
+            await _enter(db, agent_id)
+            try:
+                yield db
+            except BaseException:
+                # An aborted transaction refuses the switch back; the caller's rollback
+                # undoes the SET LOCAL then. A usable one is switched back right away.
+                with contextlib.suppress(DBAPIError):
+                    await _leave(db)
+                raise
+            await _leave(db)
+            return
+        async with db.begin():
+            await _enter(db, agent_id)
+            yield db
+        return
+    async with source() as db, db.begin():
+        await _enter(db, agent_id)
+        yield db

@@ -1,0 +1,281 @@
+"""The artifacts registry: bytes first, then rows; versions; lookups scoped to the agent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from activities.artifacts.factory import make_store
+from activities.artifacts.registry import (
+    InvalidArtifactName,
+    get_artifact,
+    list_artifacts,
+    open_artifact,
+    put_artifact,
+    resolve_artifact,
+    validate_name,
+)
+from activities.artifacts.store import ArtifactCorrupt, ArtifactNotFound, ArtifactStore
+from activities.record.store import create_session, list_events
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["fs", "s3"])
+def store(
+    request: pytest.FixtureRequest, settings: Settings, s3_settings: Settings
+) -> ArtifactStore:
+    return make_store(settings if request.param == "fs" else s3_settings)
+
+
+async def _session(sessionmaker: async_sessionmaker[DbSession]) -> tuple[str, str]:
+    agent, session = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await create_session(db, session_id=session, agent_id=agent, goal="g", status="running")
+    return agent, session
+
+
+async def _rows(sessionmaker: async_sessionmaker[DbSession], sha: str) -> tuple[int, int]:
+    async with sessionmaker() as db:
+        artifacts = (
+            await db.execute(text("SELECT count(*) FROM artifacts WHERE sha256 = :h"), {"h": sha})
+        ).scalar_one()
+        links = (
+            await db.execute(
+                text("SELECT count(*) FROM artifact_links WHERE sha256 = :h"), {"h": sha}
+            )
+        ).scalar_one()
+    return int(artifacts), int(links)
+
+
+async def test_put_then_get_by_name_and_by_digest(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    agent, session = await _session(sessionmaker)
+    data = os.urandom(200_000)
+    ref = await put_artifact(
+        store,
+        sessionmaker,
+        agent_id=agent,
+        session_id=session,
+        name="out/report.csv",
+        data=data,
+        mime_type="text/csv",
+    )
+    assert ref.sha256 == hashlib.sha256(data).hexdigest() and ref.size == len(data)
+    assert await _rows(sessionmaker, ref.sha256) == (1, 1)
+
+    by_name, got = await get_artifact(
+        store, sessionmaker, agent_id=agent, session_id=session, name="out/report.csv"
+    )
+    assert got == data and by_name.mime_type == "text/csv" and by_name.sha256 == ref.sha256
+    _, by_sha = await get_artifact(store, sessionmaker, agent_id=agent, sha256=ref.sha256)
+    assert by_sha == data
+    _, stream = await open_artifact(
+        store, sessionmaker, agent_id=agent, session_id=session, name="out/report.csv"
+    )
+    assert b"".join([chunk async for chunk in stream]) == data
+    assert [
+        a.name for a in await list_artifacts(sessionmaker, agent_id=agent, session_id=session)
+    ] == ["out/report.csv"]
+
+    # A retried put of the same bytes changes nothing.
+    again = await put_artifact(
+        store,
+        sessionmaker,
+        agent_id=agent,
+        session_id=session,
+        name="out/report.csv",
+        chunks=iter([data[:1000], data[1000:]]),
+        mime_type="text/csv",
+    )
+    assert again.sha256 == ref.sha256
+    assert await _rows(sessionmaker, ref.sha256) == (1, 1)
+    async with sessionmaker() as db:
+        assert await list_events(db, session, kind="artifact.replaced") == []
+
+
+async def test_a_new_version_moves_the_name_and_keeps_the_old_bytes(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    agent, session = await _session(sessionmaker)
+    v1 = await put_artifact(
+        store,
+        sessionmaker,
+        agent_id=agent,
+        session_id=session,
+        name="notes.md",
+        data=b"version one " + os.urandom(8),
+    )
+    v2 = await put_artifact(
+        store,
+        sessionmaker,
+        agent_id=agent,
+        session_id=session,
+        name="notes.md",
+        data=b"version two " + os.urandom(8),
+    )
+    ref, data = await get_artifact(
+        store, sessionmaker, agent_id=agent, session_id=session, name="notes.md"
+    )
+    assert ref.sha256 == v2.sha256 and data.startswith(b"version two")
+    # The first version is still stored, registered and readable by digest.
+    assert await _rows(sessionmaker, v1.sha256) == (1, 0)
+    assert store.get_bytes(v1.sha256).startswith(b"version one")
+    async with sessionmaker() as db:
+        events = await list_events(db, session, kind="artifact.replaced")
+    assert [(e.payload["previous_sha256"], e.payload["sha256"]) for e in events] == [
+        (v1.sha256, v2.sha256)
+    ]
+    assert len(await list_artifacts(sessionmaker, agent_id=agent, session_id=session)) == 1
+
+    # Going back and forth between versions records every change.
+    one, two = store.get_bytes(v1.sha256), store.get_bytes(v2.sha256)
+    for data in (one, two):
+        await put_artifact(
+            store, sessionmaker, agent_id=agent, session_id=session, name="notes.md", data=data
+        )
+    async with sessionmaker() as db:
+        events = await list_events(db, session, kind="artifact.replaced")
+    assert [(e.payload["previous_sha256"], e.payload["sha256"]) for e in events] == [
+        (v1.sha256, v2.sha256),
+        (v2.sha256, v1.sha256),
+        (v1.sha256, v2.sha256),
+    ]
+
+
+async def test_another_agent_can_neither_read_nor_link_into_the_session(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    agent, session = await _session(sessionmaker)
+    intruder, _ = await _session(sessionmaker)
+    ref = await put_artifact(
+        store,
+        sessionmaker,
+        agent_id=agent,
+        session_id=session,
+        name="secret.txt",
+        data=b"for agent A only " + os.urandom(8),
+    )
+    with pytest.raises(ArtifactNotFound):
+        await resolve_artifact(
+            sessionmaker, agent_id=intruder, session_id=session, name="secret.txt"
+        )
+    with pytest.raises(ArtifactNotFound):
+        await get_artifact(store, sessionmaker, agent_id=intruder, sha256=ref.sha256)
+    assert await list_artifacts(sessionmaker, agent_id=intruder, session_id=session) == []
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError, match="row-level security"):
+        await put_artifact(
+            store,
+            sessionmaker,
+            agent_id=intruder,
+            session_id=session,
+            name="planted.txt",
+            data=b"planted",
+        )
+    assert len(await list_artifacts(sessionmaker, agent_id=agent, session_id=session)) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "   ",
+        "a\x00b",
+        "line\nbreak",
+        "tab\there",
+        "esc\x1b[31m",
+        "bidi\u202eexe.txt",
+        "zero\u200bwidth",
+        "x" * 256,
+        "\udc80",
+        "sep\u2028",
+    ],
+)
+async def test_bad_names_are_refused_before_anything_is_written(
+    sessionmaker: async_sessionmaker[DbSession], settings: Settings, name: str
+) -> None:
+    store = make_store(settings)
+    agent, session = await _session(sessionmaker)
+    payload = os.urandom(64)
+    with pytest.raises(InvalidArtifactName):
+        await put_artifact(
+            store, sessionmaker, agent_id=agent, session_id=session, name=name, data=payload
+        )
+    assert not store.exists(hashlib.sha256(payload).hexdigest())
+
+
+def test_ordinary_names_are_accepted() -> None:
+    for name in (
+        "report.md",
+        "dir/sub/file.txt",
+        "../../etc/passwd",
+        "C:\\x",
+        "%2e%2e%2f",
+        "naïve résumé.pdf",
+        "日本語.txt",
+        "x" * 255,
+    ):
+        assert validate_name(name) == name
+
+
+async def test_bytes_that_fail_their_digest_are_refused_on_read(
+    sessionmaker: async_sessionmaker[DbSession], settings: Settings
+) -> None:
+    store = make_store(settings)
+    agent, session = await _session(sessionmaker)
+    ref = await put_artifact(
+        store,
+        sessionmaker,
+        agent_id=agent,
+        session_id=session,
+        name="data.bin",
+        data=os.urandom(3 * 1024 * 1024),
+    )
+    path = store.path_for(ref.sha256)  # type: ignore[attr-defined]
+    damaged = bytearray(path.read_bytes())
+    damaged[-1] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ArtifactCorrupt):
+        await get_artifact(store, sessionmaker, agent_id=agent, session_id=session, name="data.bin")
+    _, stream = await open_artifact(store, sessionmaker, agent_id=agent, sha256=ref.sha256)
+    with pytest.raises(ArtifactCorrupt):
+        async for _ in stream:
+            pass
+    store.delete(ref.sha256)
+
+
+async def test_bytes_are_durable_before_the_row_and_a_failed_row_leaves_no_row(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    """A put for a session that does not exist stores the bytes, then fails the rows:
+    the object is an orphan (for the sweeper), never a row without bytes."""
+    agent, _ = await _session(sessionmaker)
+    data = os.urandom(10_000)
+
+    def chunks() -> Iterator[bytes]:
+        yield data
+
+    with pytest.raises(Exception, match=r"row-level security|foreign key"):
+        await put_artifact(
+            store,
+            sessionmaker,
+            agent_id=agent,
+            session_id=f"s-{uuid.uuid4()}",
+            name="x",
+            chunks=chunks(),
+        )
+    sha = hashlib.sha256(data).hexdigest()
+    assert store.exists(sha)
+    assert await _rows(sessionmaker, sha) == (0, 0)
+    store.delete(sha)

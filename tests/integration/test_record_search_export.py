@@ -1,0 +1,246 @@
+"""Full-text search over an agent's sessions, and streaming JSONL / Markdown exports."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from activities.record.reads import (
+    SNIPPET_START,
+    SNIPPET_STOP,
+    SessionNotFound,
+    export_jsonl,
+    export_markdown,
+    search_messages,
+)
+from activities.record.rls import acting_for
+from activities.record.store import NewMessage, append_messages, create_session
+
+pytestmark = pytest.mark.integration
+
+
+async def _session(
+    sessionmaker: async_sessionmaker[DbSession], agent: str, messages: list[NewMessage]
+) -> str:
+    session = f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await create_session(
+            db, session_id=session, agent_id=agent, goal="research", status="running"
+        )
+        await append_messages(db, session, agent, messages)
+    return session
+
+
+async def test_search_ranks_across_sessions_of_one_agent_only(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent, other = f"agent-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
+    first = await _session(
+        sessionmaker,
+        agent,
+        [
+            NewMessage(0, "user", "Find the cheapest flight to Lisbon in March."),
+            NewMessage(
+                1,
+                "assistant",
+                "Flights to Lisbon: the cheapest flight leaves Tuesday; "
+                "another flight to Lisbon on Friday costs more.",
+            ),
+            NewMessage(2, "user", "What about hotels?"),
+        ],
+    )
+    second = await _session(
+        sessionmaker,
+        agent,
+        [
+            NewMessage(0, "user", "Book a train to Porto, not a flight."),
+            NewMessage(1, "assistant", "Trains to Porto run hourly."),
+        ],
+    )
+    await _session(sessionmaker, other, [NewMessage(0, "user", "flight to Lisbon, flight, flight")])
+
+    async with sessionmaker() as db:
+        page = await search_messages(db, agent, "flight lisbon")
+    assert [(h.session_id, h.seq) for h in page.hits] == [(first, 1), (first, 0)]
+    assert page.next_offset is None
+    assert page.hits[0].rank > page.hits[1].rank
+    assert f"{SNIPPET_START}Lisbon{SNIPPET_STOP}" in page.hits[0].snippet
+    assert f"{SNIPPET_START}flight{SNIPPET_STOP}" in page.hits[0].snippet
+
+    async with sessionmaker() as db:
+        # websearch syntax: a negated term, a quoted phrase, one session only.
+        excluded = await search_messages(db, agent, "flight -lisbon")
+        words = await search_messages(db, agent, "hourly porto")
+        phrase = await search_messages(db, agent, '"hourly porto"')
+        only_second = await search_messages(db, agent, "flight", session_id=second)
+        nothing = await search_messages(db, agent, "zanzibar")
+    assert [(h.session_id, h.seq) for h in excluded.hits] == [(second, 0)]
+    assert [(h.session_id, h.seq) for h in words.hits] == [(second, 1)]
+    assert phrase.hits == []  # the words are there, not as that phrase
+    assert [(h.session_id, h.seq) for h in only_second.hits] == [(second, 0)]
+    assert nothing.hits == [] and nothing.next_offset is None
+
+
+async def test_search_pages_are_stable_and_complete(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-{uuid.uuid4()}"
+    await _session(
+        sessionmaker,
+        agent,
+        [NewMessage(i, "assistant", "budget " * (1 + i % 4) + f"note {i}") for i in range(23)],
+    )
+    seen: list[tuple[str, int]] = []
+    offset: int | None = 0
+    pages = 0
+    async with acting_for(sessionmaker, agent) as db:  # works under row-level security too
+        while offset is not None:
+            page = await search_messages(db, agent, "budget", limit=5, offset=offset)
+            assert len(page.hits) <= 5
+            ranks = [h.rank for h in page.hits]
+            assert ranks == sorted(ranks, reverse=True)
+            seen += [(h.session_id, h.seq) for h in page.hits]
+            offset = page.next_offset
+            pages += 1
+    assert pages == 5
+    assert len(seen) == len(set(seen)) == 23
+
+
+async def test_search_snippet_of_escaped_text_is_decoded(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-{uuid.uuid4()}"
+    await _session(sessionmaker, agent, [NewMessage(0, "tool", "binary\x00output with a needle")])
+    async with sessionmaker() as db:
+        page = await search_messages(db, agent, "needle")
+    assert len(page.hits) == 1
+    assert "\x00" in page.hits[0].snippet and "\\0" not in page.hits[0].snippet
+
+
+TRICKY = "NUL \x00, lone surrogate \udc80, backslash \\0, emoji 🦉"
+CALLS = [{"id": "call_1", "name": "search_web", "arguments": '{"query": "owls", "limit": 3}'}]
+
+
+def _conversation() -> list[NewMessage]:
+    return [
+        NewMessage(0, "system", "You are careful.", step=0),
+        NewMessage(1, "user", TRICKY, step=0),
+        NewMessage(2, "assistant", "", step=1, tool_calls=CALLS),
+        NewMessage(
+            3, "tool", "```\nresults: 3 owls\n```", step=1, name="search_web", tool_call_id="call_1"
+        ),
+        NewMessage(
+            4,
+            "assistant",
+            "Three owls.",
+            step=2,
+            tool_calls=[{"id": "call_2", "name": "broken", "arguments": "{not json"}],
+        ),
+    ]
+
+
+async def test_jsonl_export_is_lossless(sessionmaker: async_sessionmaker[DbSession]) -> None:
+    agent = f"agent-{uuid.uuid4()}"
+    session = await _session(sessionmaker, agent, _conversation())
+    async with sessionmaker() as db:
+        lines = [line async for line in export_jsonl(db, session, page_size=2)]
+    assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
+    assert all(line.isascii() for line in lines)
+    records = [json.loads(line) for line in lines]
+    assert records[0]["type"] == "session"
+    assert records[0]["session"]["id"] == session
+    assert records[0]["session"]["agent_id"] == agent
+    messages = records[1:]
+    assert [m["seq"] for m in messages] == [0, 1, 2, 3, 4]
+    assert messages[1]["content"] == TRICKY
+    assert messages[2]["tool_calls"] == CALLS
+    assert messages[3]["tool_call_id"] == "call_1" and messages[3]["name"] == "search_web"
+    assert all(m["created_at"] and m["type"] == "message" for m in messages)
+
+
+async def test_markdown_export_reads_as_a_transcript(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-{uuid.uuid4()}"
+    session = await _session(sessionmaker, agent, _conversation())
+    async with sessionmaker() as db:
+        markdown = "".join([chunk async for chunk in export_markdown(db, session, page_size=2)])
+    markdown.encode("utf-8")  # always writable, whatever the content held
+    assert markdown.startswith(f"# Session `{session}`")
+    assert "### 1 · user" in markdown
+    assert "NUL \u2400, lone surrogate \ufffd" in markdown
+    assert "**Tool call** `search_web` (call `call_1`)" in markdown
+    assert '"query": "owls"' in markdown and "```json" in markdown
+    assert "### 3 · tool result `search_web` for call `call_1`" in markdown
+    # A tool result holding a fence is wrapped in a longer one, so it cannot break out.
+    assert "````\n```\nresults: 3 owls\n```\n````" in markdown
+    assert "{not json" in markdown  # malformed arguments shown exactly as sent
+    sections = markdown.split("\n### ")
+    assert len(sections) == 1 + 5
+    assert all(" · step " in section for section in sections[1:])
+
+
+async def test_export_of_unknown_session_fails(sessionmaker: async_sessionmaker[DbSession]) -> None:
+    async with sessionmaker() as db:
+        with pytest.raises(SessionNotFound):
+            async for _ in export_jsonl(db, f"s-{uuid.uuid4()}"):
+                pass
+
+
+async def test_export_streams_a_100k_message_session_page_by_page(
+    sessionmaker: async_sessionmaker[DbSession], engine: AsyncEngine
+) -> None:
+    agent, session = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    total = 100_000
+    async with sessionmaker() as db, db.begin():
+        await create_session(
+            db, session_id=session, agent_id=agent, goal="long", status="completed"
+        )
+        await db.execute(
+            text(
+                "INSERT INTO messages (session_id, agent_id, seq, role, content, step) "
+                "SELECT :s, :a, g, CASE WHEN g % 2 = 0 THEN 'user' ELSE 'assistant' END, "
+                "'message number ' || g || ' ' || repeat('lorem ipsum ', 20), g / 2 "
+                "FROM generate_series(0, :n - 1) g"
+            ),
+            {"s": session, "a": agent, "n": total},
+        )
+
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with sessionmaker() as db:
+            stream = export_jsonl(db, session, page_size=1000)
+            first = [await anext(stream), await anext(stream)]
+            # Two queries so far: the session header and the first page, not the transcript.
+            assert len(statements) == 2, statements
+            assert json.loads(first[1])["seq"] == 0
+
+            tracemalloc.start()
+            lines = 2
+            last = first[1]
+            try:
+                async for line in stream:
+                    lines += 1
+                    last = line
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert lines == 1 + total
+    assert json.loads(last)["seq"] == total - 1
+    assert len(statements) == 2 + total // 1000
+    # The exported text is ~30 MB; a page of it is a few hundred KB.
+    assert peak < 16 * 1024 * 1024, peak
