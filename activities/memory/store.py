@@ -164,7 +164,7 @@ _SAME_SUBJECT = text(
            END AS similarity
     FROM memories
     WHERE agent_id = :agent_id AND kind = :kind AND superseded_by IS NULL
-      AND lower(subject) = lower(:subject)
+      AND subject_key = lower(:subject)
     ORDER BY id
     FOR UPDATE
     """
@@ -209,7 +209,7 @@ _GET = text(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id 
 _HISTORY = text(
     f"""
     SELECT {_MEMORY_COLUMNS} FROM memories
-    WHERE agent_id = :agent_id AND lower(subject) = lower(:subject)
+    WHERE agent_id = :agent_id AND subject_key = lower(:subject)
       AND (CAST(:kind AS text) IS NULL OR kind = :kind)
     ORDER BY id
     """
