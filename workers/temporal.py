@@ -7,6 +7,7 @@ so a worker and a client can never disagree on how payloads look.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -57,6 +58,8 @@ def new_worker(
         activities=list(activities),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=max_concurrent_activities,
+        # A dead worker's cached workflows move to another worker after this long.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
 
 

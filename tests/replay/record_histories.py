@@ -1,0 +1,222 @@
+"""Record representative AgentSession histories for the replay tests.
+
+Runs a few sessions on the test stack (the same Temporal dev server, PostgreSQL and ports
+as the integration tests, started if needed) against the local LLM stub, and saves each
+workflow history as JSON under ``tests/replay/histories/<name>.json``. Re-run it after a
+deliberate, versioned change of the workflow, and commit the files::
+
+    uv run python -m tests.replay.record_histories            # every scenario
+    uv run python -m tests.replay.record_histories wait_until  # only some
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+from schema import names
+from schema.payloads import (
+    ApproveInput,
+    Budget,
+    PauseInput,
+    ResumeInput,
+    SessionStatus,
+    StartSessionInput,
+    ToolPolicy,
+)
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import eventually, running_worker, start, stub_settings
+from tests.support.teststack import ROOT, scratch_stack
+from workers.settings import Settings
+from workers.temporal import connect
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+DATABASE = "vigil_replay_record"
+
+
+@dataclass
+class Ctx:
+    client: Client
+    stub: LLMStub
+    task_queue: str
+
+    def fetch(self, path: str) -> Reply:
+        return Reply.tool_call("http_fetch", {"url": f"{self.stub.url}{path}"})
+
+    async def start(self, name: str, arg: StartSessionInput) -> WorkflowHandle[Any, Any]:
+        return await start(
+            self.client, self.task_queue, arg, session_id=f"replay-{name}-{uuid.uuid4().hex[:8]}"
+        )
+
+
+def _arg(goal: str, **extra: Any) -> StartSessionInput:
+    extra.setdefault("policy", ToolPolicy(require_approval=[]))
+    return StartSessionInput(agent_id="agent-replay", goal=goal, **extra)
+
+
+def finish(summary: str) -> Reply:
+    return Reply.tool_call("finish", {"summary": summary})
+
+
+async def tools_finish(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Two tool calls in one turn, another turn, then finish."""
+    ctx.stub.enqueue(
+        Reply.tool_calls(
+            ("http_fetch", {"url": f"{ctx.stub.url}/a"}),
+            ("http_fetch", {"url": f"{ctx.stub.url}/b"}),
+            content="Looking.",
+        ),
+        ctx.fetch("/c"),
+        finish("fetched three pages"),
+    )
+    handle = await ctx.start("tools_finish", _arg("fetch three pages"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def approval_approve(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """http_fetch needs approval by default; a human approves with edited arguments."""
+    ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched after approval"))
+    handle = await ctx.start("approval_approve", _arg("fetch with approval", policy=ToolPolicy()))
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    approval = waiting.pending_approvals[0].approval_id
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(
+            approval_id=approval,
+            by="alice",
+            note="fine, but the final page",
+            edited_arguments={"url": f"{ctx.stub.url}/final"},
+        ),
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def pause_resume(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Paused by a signal while the model thinks; resumed by a signal."""
+    ctx.stub.enqueue(Reply.hang(1.0, then=ctx.fetch("/x")), finish("done after a pause"))
+    handle = await ctx.start("pause_resume", _arg("work, pause, work"))
+    await eventually(handle, lambda s: s.step == 0 and s.status == SessionStatus.RUNNING)
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="lunch"))
+    await eventually(handle, lambda s: s.status == SessionStatus.PAUSED)
+    await asyncio.sleep(0.5)
+    await handle.signal(names.SIG_RESUME, ResumeInput(by="bob"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def continue_as_new(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Five steps at two per run: three runs. The first and the last run are recorded."""
+    ctx.stub.enqueue(*[ctx.fetch(f"/{n}") for n in range(4)], finish("five steps, three runs"))
+    handle = await ctx.start("continue_as_new", _arg("go long", steps_per_run=2))
+    result = await handle.result()  # follows the runs to the last
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs == 3, result
+    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first, ctx.client.get_workflow_handle(handle.id)]
+
+
+async def budget_exhausted(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The model never finishes; the step budget ends the session."""
+    ctx.stub.enqueue(*[ctx.fetch(f"/{n}") for n in range(5)])
+    handle = await ctx.start("budget_exhausted", _arg("never stop", budget=Budget(max_steps=2)))
+    _expect(await handle.result(), SessionStatus.BUDGET_EXHAUSTED)
+    return [handle]
+
+
+async def wait_until(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A durable timer: the session sleeps a second, then finishes."""
+    ctx.stub.enqueue(
+        Reply.tool_call("wait_until", {"seconds": 1, "reason": "let it settle"}),
+        finish("woke and finished"),
+    )
+    handle = await ctx.start("wait_until", _arg("sleep a little"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def provider_rejected(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A 400 from the provider fails the session (non-retryable)."""
+    ctx.stub.enqueue(Reply.status(400, message="max_tokens is too large"))
+    handle = await ctx.start("provider_rejected", _arg("ask too much"))
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return [handle]
+    raise AssertionError("provider_rejected: the session should have failed")
+
+
+SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
+    "tools_finish": tools_finish,
+    "approval_approve": approval_approve,
+    "pause_resume": pause_resume,
+    "continue_as_new": continue_as_new,
+    "budget_exhausted": budget_exhausted,
+    "wait_until": wait_until,
+    "provider_rejected": provider_rejected,
+}
+
+
+def _expect(result: Any, status: SessionStatus) -> None:
+    if result.status != status:
+        raise AssertionError(f"expected {status.value}, got {result}")
+
+
+def record(names_wanted: list[str]) -> list[Path]:
+    """Record the scenarios on the test stack (started here, and stopped again, if needed)."""
+    with scratch_stack(DATABASE) as settings:
+        return asyncio.run(_record(settings, names_wanted))
+
+
+async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
+    client = await connect(settings.endpoints().temporal_address)
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with LLMStub() as stub:
+        cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+        for name in names_wanted:
+            stub.clear()
+            task_queue = f"replay-record-{uuid.uuid4()}"
+            started = time.monotonic()
+            async with running_worker(client, cfg, task_queue):
+                handles = await SCENARIOS[name](Ctx(client, stub, task_queue))
+            for index, handle in enumerate(handles):
+                suffix = "" if len(handles) == 1 else ("_first_run" if index == 0 else "_last_run")
+                path = HISTORIES / f"{name}{suffix}.json"
+                history = await handle.fetch_history()
+                path.write_text(history.to_json() + "\n")
+                written.append(path)
+                print(
+                    f"{path.relative_to(ROOT)}: {len(history.events)} events, "
+                    f"{time.monotonic() - started:.1f}s"
+                )
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Record AgentSession histories for replay.")
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"default: all of {', '.join(SCENARIOS)}"
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    # The provider_rejected scenario makes the worker log a failed activity on purpose.
+    logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+    record(args.scenarios or list(SCENARIOS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

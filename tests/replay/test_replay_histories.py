@@ -1,0 +1,73 @@
+"""Every committed history replays on today's AgentSession; an incompatible one fails.
+
+No server needed: the Replayer runs the workflow code against the recorded events. A
+failure here means a change would break sessions already running; make it compatible
+(``workflow.patched``) or, for a deliberate versioned change, re-record the histories with
+``uv run python -m tests.replay.record_histories``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from tests.replay.incompatible import INCOMPATIBLE
+from workers.temporal import DATA_CONVERTER, workflow_runner
+from workflows.session import AgentSession
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+PATHS = sorted(HISTORIES.glob("*.json"))
+EXPECTED = {
+    "tools_finish",
+    "approval_approve",
+    "pause_resume",
+    "continue_as_new_first_run",
+    "continue_as_new_last_run",
+    "budget_exhausted",
+    "wait_until",
+    "provider_rejected",
+}
+
+
+def _replayer(workflow: type) -> Replayer:
+    return Replayer(
+        workflows=[workflow], data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
+    )
+
+
+def _history(path: Path) -> WorkflowHistory:
+    # The file holds the events only; the workflow id does not affect replay.
+    return WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+
+
+def test_the_recorded_scenarios_are_all_here() -> None:
+    assert {p.stem for p in PATHS} == EXPECTED
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+async def test_history_replays(path: Path) -> None:
+    result = await _replayer(AgentSession).replay_workflow(
+        _history(path), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
+
+
+# What the replay failure says for each incompatible variant.
+WHY = {
+    "TimerBeforeEachStep": "Timer machine does not handle this event",
+    "RenamedOpenActivity": "does not match activity type of activity command",
+}
+
+
+@pytest.mark.parametrize("workflow", INCOMPATIBLE, ids=[w.__name__ for w in INCOMPATIBLE])
+async def test_incompatible_change_is_caught(workflow: type) -> None:
+    history = _history(HISTORIES / "tools_finish.json")
+    result = await _replayer(workflow).replay_workflow(history, raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, NondeterminismError), repr(result.replay_failure)
+    assert WHY[workflow.__name__] in str(result.replay_failure)
+    with pytest.raises(NondeterminismError):
+        await _replayer(workflow).replay_workflow(history)

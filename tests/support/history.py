@@ -1,0 +1,39 @@
+"""Reading a session's Temporal history in tests: which activity took how many attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+
+
+@dataclass(frozen=True)
+class ActivityRun:
+    """One scheduled activity as its history records it (only the last attempt is kept)."""
+
+    name: str
+    attempt: int
+    """The attempt that started last: 1 means no retry."""
+    last_failure: str
+    """Why the attempt before it failed ("" on the first attempt)."""
+
+
+async def activity_runs(
+    handle: WorkflowHandle[Any, Any], name: str | None = None
+) -> list[ActivityRun]:
+    """Started activities of the handle's run, in order; only ``name`` when given."""
+    history = await handle.fetch_history()
+    scheduled: dict[int, str] = {}
+    runs: list[ActivityRun] = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attrs.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            kind = scheduled[started.scheduled_event_id]
+            if name is None or kind == name:
+                runs.append(ActivityRun(kind, started.attempt, started.last_failure.message))
+    return runs

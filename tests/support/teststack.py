@@ -1,0 +1,71 @@
+"""The integration tests' stack for scripts (recording histories, benches) outside pytest.
+
+Same state folder and ports as ``tests/conftest.py``, so one test stack serves both; each
+script gets a database of its own, so it never disturbs a test run's database::
+
+    with scratch_stack("vigil_bench") as settings:
+        asyncio.run(main(settings))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+
+from workers.db import migrate_sync
+from workers.settings import Settings
+from workers.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+# Keep in step with tests/conftest.py.
+TEST_PORTS = {
+    "temporal_port": 17233,
+    "temporal_ui_port": 18233,
+    "postgres_port": 15433,
+    "minio_port": 19000,
+    "minio_console_port": 19001,
+}
+
+
+def test_stack_settings(database_url: str | None = None, **extra: object) -> Settings:
+    state = Path(os.environ.get("VIGIL_TEST_STATE_DIR", str(ROOT / ".vigil-test")))
+    return Settings(  # type: ignore[arg-type]
+        state_dir=state, with_minio=True, database_url=database_url, **{**TEST_PORTS, **extra}
+    )
+
+
+async def _recreate(base_url: str, name: str) -> str:
+    server = base_url.rsplit("/", 1)[0]
+    conn = await asyncpg.connect(server + "/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{server}/{name}"
+
+
+@contextlib.contextmanager
+def scratch_stack(database: str) -> Iterator[Settings]:
+    """Start the test stack if needed, give it a fresh migrated ``database``, yield settings
+    pointing at both; stop the stack afterwards if it was not running before. Synchronous:
+    call it outside any event loop."""
+    stack = Stack(test_stack_settings())
+    was_running = all(part.running for part in stack.status())
+    stack.up()
+    try:
+        base = stack.settings.endpoints().database_url
+        if base is None:
+            raise RuntimeError("the test stack has no database")
+        url = asyncio.run(_recreate(base, database))
+        migrate_sync(url)
+        state = stack.settings.resolved_state_dir
+        yield test_stack_settings(url, artifact_dir=state / f"{database}-artifacts")
+    finally:
+        if not was_running and not os.environ.get("VIGIL_TEST_KEEP_STACK"):
+            stack.down()
