@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -17,18 +18,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from activities.record import store as record_store
-from schema.payloads import Budget, StartSessionInput, ToolPolicy
-from workers.client import VigilClient, VigilError
+from schema.payloads import FINAL_STATUSES, Budget, StartSessionInput, ToolPolicy
+from workers.client import OVERLAP, VigilClient, VigilError
 from workers.settings import Settings
 from workers.stack import Stack, StackError
 
 T = TypeVar("T")
+FINAL = {s.value for s in FINAL_STATUSES}
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -59,12 +62,15 @@ StateOpt = Annotated[
     str | None, typer.Option("--state-dir", help="Stack state folder (VIGIL_STATE_DIR).")
 ]
 S3Opt = Annotated[
-    bool, typer.Option("--with-minio", help="Also start MinIO (always with VIGIL_ARTIFACT_BACKEND=s3).")
+    bool,
+    typer.Option("--with-minio",
+                 help="Also start MinIO (always with VIGIL_ARTIFACT_BACKEND=s3)."),
 ]
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    # Escaped: a message quoting user input ("[/x]", "[bold]") must not be read as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -80,12 +86,19 @@ def load_settings(state_dir: str | None = None, with_minio: bool = False) -> Set
         fail(f"bad configuration: {exc}".splitlines()[0], EXIT_USAGE)
 
 
+def _plain(*cells: object) -> list[Text]:
+    """Table cells shown as they are: data (goals, snippets with [[matches]], tool
+    arguments) must not be read as rich markup, which would hide or choke on brackets."""
+    return [Text(str(cell)) for cell in cells]
+
+
 def _say(message: str) -> None:
     err.print(f"[dim]·[/] {message}")
 
 
 @stack_app.command("up")
-def stack_up(state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False) -> None:
+def stack_up(state_dir: StateOpt = None, with_minio: S3Opt = False,
+             as_json: JsonOpt = False) -> None:
     """Start Temporal, PostgreSQL (+pgvector) and, when asked, MinIO; migrate; wait until ready."""
     settings = load_settings(state_dir, with_minio)
     stack = Stack(settings, say=_say)
@@ -105,7 +118,8 @@ def stack_down(state_dir: StateOpt = None) -> None:
 
 
 @stack_app.command("status")
-def stack_status(state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False) -> None:
+def stack_status(state_dir: StateOpt = None, with_minio: S3Opt = False,
+                 as_json: JsonOpt = False) -> None:
     """Show each part and whether it answers."""
     stack = Stack(load_settings(state_dir, with_minio))
     if not _print_status(stack, as_json):
@@ -152,7 +166,9 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent id.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who is acting (recorded).")]
 SignalOpt = Annotated[
-    bool, typer.Option("--signal", help="Send a signal (fire and forget) instead of a validated update.")
+    bool,
+    typer.Option("--signal",
+                 help="Send a signal (fire and forget) instead of a validated update."),
 ]
 
 
@@ -182,7 +198,11 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
         fail(str(exc), exc.exit_code)
     except ValidationError as exc:
         fail(f"bad argument: {_first_error(exc)}", EXIT_USAGE)
+    except BrokenPipeError:
+        raise  # the reader went away (`vigil export ... | head`): main() exits quietly
     except OSError as exc:
+        if exc.filename is not None:  # a local file (e.g. --output), not a server
+            fail(f"{exc.strerror or exc}: {exc.filename}", EXIT_FAILED)
         fail(f"cannot reach a server: {exc}", EXIT_UNREACHABLE)
 
 
@@ -212,10 +232,10 @@ def _print_message(msg: Any, as_json: bool) -> None:
     colour = {"user": "cyan", "assistant": "green", "tool": "yellow", "system": "magenta"}.get(
         msg.role, "white"
     )
-    out.print(f"[bold {colour}]#{msg.seq} {who}[/] ", end="")
+    out.print(f"[bold {colour}]#{msg.seq} {escape(who)}[/] ", end="")
     out.print(msg.content or "", markup=False, highlight=False)
     for call in msg.tool_calls or []:
-        out.print(f"    [dim]→ {call['name']}({call['arguments']})[/]")
+        out.print(f"    [dim]→ {escape(str(call['name']))}({escape(str(call['arguments']))})[/]")
 
 
 def _message_dict(msg: Any) -> dict[str, Any]:
@@ -237,13 +257,16 @@ def _emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
 def start(
     goal: Annotated[str, typer.Argument(help="What the agent should achieve.")],
     agent: AgentOpt = "default",
-    session_id: Annotated[str | None, typer.Option("--id", help="Session id (workflow id).")] = None,
+    session_id: Annotated[
+        str | None, typer.Option("--id", help="Session id (workflow id).")
+    ] = None,
     max_steps: Annotated[int, typer.Option(help="Step budget.")] = 50,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget.")] = None,
     max_cost: Annotated[float | None, typer.Option(help="Cost budget in USD.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
     approve_tools: Annotated[
-        str | None, typer.Option(help="Comma-separated tools that need approval (default policy otherwise).")
+        str | None,
+        typer.Option(help="Comma-separated tools that need approval (default policy otherwise)."),
     ] = None,
     allow_tools: Annotated[str | None, typer.Option(help="Comma-separated allowed tools.")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
@@ -268,7 +291,7 @@ def start(
             out.print_json(json.dumps({"id": started.id, "ui": started.ui_url}))
             return
         if not as_json:
-            out.print(f"started [bold]{started.id}[/]")
+            out.print(f"started [bold]{escape(started.id)}[/]")
             if started.ui_url:
                 out.print(f"Temporal UI: {started.ui_url}")
         if follow_:
@@ -302,7 +325,8 @@ async def _announce_approvals(client: VigilClient, session_id: str, seen: set[st
             if a.approval_id not in seen:
                 seen.add(a.approval_id)
                 out.print(
-                    f"[bold yellow]approval needed[/] {a.approval_id}: {a.tool}({a.arguments_preview})\n"
+                    f"[bold yellow]approval needed[/] {a.approval_id}: "
+                    f"{a.tool}({escape(a.arguments_preview)})\n"
                     f"    vigil approve {session_id} {a.approval_id}   |   "
                     f"vigil reject {session_id} {a.approval_id} --reason ..."
                 )
@@ -316,9 +340,9 @@ async def _wait_end(client: VigilClient, session_id: str, as_json: bool) -> None
 
 async def _print_end(client: VigilClient, session_id: str, as_json: bool) -> None:
     row = await client.require_session(session_id)
-    if as_json:
+    if as_json:  # one line, so `follow --json` prints JSON Lines throughout
         out.print_json(json.dumps({"id": session_id, "status": row.status, "summary": row.summary,
-                                   "steps": row.step}))
+                                   "steps": row.step}), indent=None)
     else:
         out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
     if row.status in ("failed", "timed_out"):
@@ -343,8 +367,8 @@ def list_(
         def human() -> None:
             table = Table("id", "agent", "status", "step", "temporal", "created", "goal")
             for r in rows:
-                table.add_row(r.id, r.agent_id, r.status, str(r.step), r.temporal_status or "-",
-                              r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.goal[:60])
+                table.add_row(*_plain(r.id, r.agent_id, r.status, r.step, r.temporal_status or "-",
+                              r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.goal[:60]))
             out.print(table)
 
         _emit([asdict(r) for r in rows], as_json, human)
@@ -352,7 +376,7 @@ def list_(
     run_client(go, state_dir)
 
 
-def _parse_since(raw: str | None) -> datetime | None:
+def _parse_since(raw: str | None, what: str = "--since") -> datetime | None:
     if raw is None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -361,7 +385,7 @@ def _parse_since(raw: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        fail(f"bad --since {raw!r}: use an ISO time or a duration like 2h, 3d", EXIT_USAGE)
+        fail(f"bad {what} {raw!r}: use an ISO time or a duration like 2h, 3d", EXIT_USAGE)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -373,8 +397,9 @@ def show(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False,
     async def go(client: VigilClient) -> None:
         row = await client.require_session(session_id)
         live = None
-        with contextlib.suppress(VigilError):
-            live = await client.state(session_id)
+        if row.status not in FINAL:  # an ended session's query would wait for a worker
+            with contextlib.suppress(VigilError):
+                live = await client.state(session_id)
         async with client.db() as db:
             recent = await record_store.recent_messages(db, session_id, last)
         if as_json:
@@ -389,13 +414,15 @@ def show(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False,
                      ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
                      ("cost", f"${row.cost_usd:.4f}"), ("summary", row.summary or "-"),
                      ("ui", client.ui_link(session_id) or "-")]:
-            table.add_row(k, str(v))
+            table.add_row(*_plain(k, v))
         if live is not None:
-            table.add_row("live", f"{live.status.value}, paused={live.paused}, run {live.run_index}")
+            table.add_row(*_plain("live", f"{live.status.value}, paused={live.paused}, "
+                                          f"run {live.run_index}"))
             for a in live.pending_approvals:
-                table.add_row("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
+                table.add_row(*_plain("approval",
+                                      f"{a.approval_id}: {a.tool}({a.arguments_preview})"))
             if live.waiting_for:
-                table.add_row("waiting for", live.waiting_for)
+                table.add_row(*_plain("waiting for", live.waiting_for))
         out.print(table)
         for m in recent:
             _print_message(m, False)
@@ -423,7 +450,9 @@ def approve(
     session_id: str,
     approval_id: str,
     note: Annotated[str | None, typer.Option("--note")] = None,
-    edit: Annotated[str | None, typer.Option("--edit", help="Replacement arguments as JSON.")] = None,
+    edit: Annotated[
+        str | None, typer.Option("--edit", help="Replacement arguments as JSON.")
+    ] = None,
     by: ByOpt = "",
     signal_: SignalOpt = False,
     state_dir: StateOpt = None,
@@ -433,7 +462,8 @@ def approve(
     edited = _json_arg(edit, "--edit")
     run_client(
         lambda c: _ack_then(c.approve(session_id, approval_id, by=by or _by_default(), note=note,
-                                      edited_arguments=edited, wait=not signal_), as_json, "approve"),
+                                      edited_arguments=edited, wait=not signal_),
+                            as_json, "approve"),
         state_dir,
     )
 
@@ -523,8 +553,8 @@ def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
         def human() -> None:
             table = Table("#", "time", "event", "detail")
             for ln in lines:
-                table.add_row(str(ln.event_id), ln.time.strftime("%H:%M:%S.%f")[:-3], ln.kind,
-                              ln.detail)
+                table.add_row(*_plain(ln.event_id, ln.time.strftime("%H:%M:%S.%f")[:-3],
+                                      ln.kind, ln.detail))
             out.print(table)
 
         _emit([asdict(ln) for ln in lines], as_json, human)
@@ -548,7 +578,9 @@ def worker(state_dir: StateOpt = None) -> None:
 
 @app.command()
 def demo(
-    auto_approve: Annotated[bool, typer.Option("--auto-approve/--ask", help="Approve without asking.")] = True,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve/--ask", help="Approve without asking.")
+    ] = True,
     by: ByOpt = "",
     state_dir: StateOpt = None,
 ) -> None:
@@ -557,7 +589,8 @@ def demo(
 
     settings = load_settings(state_dir)
     try:
-        code = asyncio.run(run_demo(settings, out, auto_approve=auto_approve, by=by or _by_default()))
+        code = asyncio.run(run_demo(settings, out, auto_approve=auto_approve,
+                                    by=by or _by_default()))
     except VigilError as exc:
         fail(str(exc), exc.exit_code)
     raise typer.Exit(code)
@@ -583,11 +616,13 @@ def schedule_create(
     schedule_id: str,
     goal: Annotated[str, typer.Option("--goal", help="The goal of every run.")],
     agent: AgentOpt = "default",
-    cron: Annotated[str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")] = None,
+    cron: Annotated[
+        str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")
+    ] = None,
     every: Annotated[str | None, typer.Option(help="Interval, e.g. 15m, 6h, 1d.")] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone for cron.")] = None,
     jitter: Annotated[str | None, typer.Option(help="Random delay per run, e.g. 30s.")] = None,
-    overlap: Annotated[str, typer.Option(help="skip|buffer_one|buffer_all|cancel_other|terminate_other|allow_all")] = "skip",
+    overlap: Annotated[str, typer.Option(help="|".join(OVERLAP))] = "skip",
     catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
     max_steps: Annotated[int, typer.Option()] = 50,
@@ -596,10 +631,17 @@ def schedule_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a recurring goal: each run is an AgentSession from this template."""
-    template = StartSessionInput(
-        agent_id=agent, goal=goal, budget=Budget(max_steps=max_steps),
-        policy=ToolPolicy(require_approval=_csv(approve_tools)),
-    )
+    if overlap not in OVERLAP:
+        fail(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}", EXIT_USAGE)
+    if (cron is None) == (every is None):
+        fail("give exactly one of --cron or --every", EXIT_USAGE)
+    try:
+        template = StartSessionInput(
+            agent_id=agent, goal=goal, budget=Budget(max_steps=max_steps),
+            policy=ToolPolicy(require_approval=_csv(approve_tools)),
+        )
+    except ValidationError as exc:
+        fail(f"bad argument: {_first_error(exc)}", EXIT_USAGE)
     every_td, jitter_td, catchup_td = (_duration(every, "--every"), _duration(jitter, "--jitter"),
                                        _duration(catchup, "--catchup"))
 
@@ -623,7 +665,7 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
         def human() -> None:
             table = Table("id", "paused", "next runs", "recent")
             for r in rows:
-                table.add_row(r["id"], str(r["paused"]), ", ".join(r["next"]), str(r["recent"]))
+                table.add_row(*_plain(r["id"], r["paused"], ", ".join(r["next"]), r["recent"]))
             out.print(table)
 
         _emit(rows, as_json, human)
@@ -635,7 +677,8 @@ def _schedule_op(schedule_id: str, what: str, op: Callable[[VigilClient], Awaita
                  state_dir: str | None, as_json: bool) -> None:
     async def go(client: VigilClient) -> None:
         await op(client)
-        _emit({"id": schedule_id, what: True}, as_json, lambda: out.print(f"schedule {schedule_id}: {what}"))
+        _emit({"id": schedule_id, what: True}, as_json,
+              lambda: out.print(f"schedule {schedule_id}: {what}"))
 
     run_client(go, state_dir)
 
@@ -649,13 +692,16 @@ def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOp
 @schedule_app.command("resume")
 def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Unpause a schedule."""
-    _schedule_op(schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir, as_json)
+    _schedule_op(schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir,
+                 as_json)
 
 
 @schedule_app.command("trigger")
-def schedule_trigger(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+def schedule_trigger(schedule_id: str, state_dir: StateOpt = None,
+                     as_json: JsonOpt = False) -> None:
     """Start one run now."""
-    _schedule_op(schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir, as_json)
+    _schedule_op(schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir,
+                 as_json)
 
 
 @schedule_app.command("backfill")
@@ -667,7 +713,7 @@ def schedule_backfill(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the schedule for the times it would have run in a past window."""
-    start_dt, end_dt = _parse_since(start_at), _parse_since(end_at)
+    start_dt, end_dt = _parse_since(start_at, "--from"), _parse_since(end_at, "--to")
     assert start_dt is not None and end_dt is not None
     _schedule_op(schedule_id, "backfilled",
                  lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt), state_dir, as_json)
@@ -676,7 +722,8 @@ def schedule_backfill(
 @schedule_app.command("delete")
 def schedule_delete(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Delete a schedule (its past runs stay in the record)."""
-    _schedule_op(schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir, as_json)
+    _schedule_op(schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir,
+                 as_json)
 
 
 @schedule_app.command("runs")
@@ -689,7 +736,7 @@ def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
         def human() -> None:
             table = Table("id", "status", "step", "created")
             for r in rows:
-                table.add_row(r.id, r.status, str(r.step), r.created_at.isoformat())
+                table.add_row(*_plain(r.id, r.status, r.step, r.created_at.isoformat()))
             out.print(table)
 
         _emit([asdict(r) for r in rows], as_json, human)
@@ -704,13 +751,18 @@ def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
 def export(
     session_id: str,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or md")] = "jsonl",
-    output: Annotated[str | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Export a session's transcript as JSONL or Markdown (streamed page by page)."""
+    if fmt not in ("jsonl", "md", "markdown"):
+        fail(f"unknown export format {fmt!r}: jsonl or md", EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
-        handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+        # A local file written line by line as the export streams: blocking is fine here.
+        handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115, ASYNC230
         try:
             async for chunk in client.export(session_id, fmt):
                 handle.write(chunk)
@@ -738,7 +790,7 @@ def search(
         def human() -> None:
             table = Table("session", "seq", "role", "snippet")
             for h in hits:
-                table.add_row(h.session_id, str(h.seq), h.role, h.snippet)
+                table.add_row(*_plain(h.session_id, h.seq, h.role, h.snippet))
             out.print(table)
 
         _emit([asdict(h) for h in hits], as_json, human)
@@ -763,7 +815,8 @@ def memory_search(
         def human() -> None:
             table = Table("id", "kind", "subject", "score", "content")
             for m in found:
-                table.add_row(str(m.id), m.kind, m.subject or "-", f"{m.score:.4f}", m.content[:80])
+                table.add_row(*_plain(m.id, m.kind, m.subject or "-", f"{m.score:.4f}",
+                                      m.content[:80]))
             out.print(table)
 
         _emit([asdict(m) for m in found], as_json, human)
@@ -786,7 +839,8 @@ def memory_add(
     async def go(client: VigilClient) -> None:
         result = await client.memory_add(agent, content, kind=kind, subject=subject,
                                          importance=importance)
-        _emit(asdict(result), as_json, lambda: out.print(f"memory {result.action} (id {result.id})"))
+        _emit(asdict(result), as_json,
+              lambda: out.print(f"memory {result.action} (id {result.id})"))
 
     run_client(go, state_dir)
 
@@ -822,7 +876,7 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
         def human() -> None:
             table = Table("name", "size", "sha256", "mime")
             for r in refs:
-                table.add_row(r.name, str(r.size), r.sha256[:16], r.mime_type)
+                table.add_row(*_plain(r.name, r.size, r.sha256[:16], r.mime_type))
             out.print(table)
 
         _emit([asdict(r) for r in refs], as_json, human)
@@ -831,14 +885,39 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
 
 
 def main() -> None:
+    _exit(_run_app())
+
+
+def _run_app() -> int:
     try:
-        app()
+        # Not standalone: a usage mistake (bad option value, unknown option, missing
+        # argument) is caught below and told in one line instead of typer's panel.
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `vigil schedule`: help shown
+            return EXIT_USAGE
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Abort:
+        err.print("aborted")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        return 130
     except BrokenPipeError:  # e.g. `vigil export ... | head`
-        sys.stderr.close()
-        sys.exit(0)
+        return 0
+    return code if isinstance(code, int) else 0
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without interpreter teardown: the Temporal client's Rust threads may still be
+    alive then, and CPython's finalisation can abort the process under them
+    (temporalio/sdk-python#300), turning a finished command into SIGABRT."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
     ScheduleBackfill,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
@@ -29,9 +30,12 @@ from temporalio.client import (
     ScheduleState,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.record import store as record
@@ -64,12 +68,32 @@ class VigilError(Exception):
     exit_code = 1
 
 
-class UnknownSession(VigilError):
+class NotFound(VigilError):
+    """No such session or schedule."""
+
     exit_code = 4
 
 
+class UnknownSession(NotFound):
+    pass
+
+
+class UnknownSchedule(NotFound):
+    pass
+
+
+class NotRecordedYet(UnknownSession):
+    """Temporal knows the session but its record row is not written yet."""
+
+
 class Refused(VigilError):
-    """The session refused a control (validator said no)."""
+    """The session refused a control (validator said no, or it has ended)."""
+
+    exit_code = 2
+
+
+class BadArgument(VigilError):
+    """An argument the caller can fix (a format, a policy name, a taken id)."""
 
     exit_code = 2
 
@@ -149,8 +173,23 @@ class _VigilClientCore:
 
     # --- sessions ---------------------------------------------------------------------
 
+    def ui_base(self) -> str | None:
+        """Temporal UI's base URL: configured, or the embedded dev server's when
+        TEMPORAL_ADDRESS names that server (as the test stack and scripts do)."""
+        endpoints = self.settings.endpoints()
+        if endpoints.temporal_ui is not None:
+            return endpoints.temporal_ui
+        info = self.settings.stack_info()
+        port = self.settings.temporal_port
+        embedded = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        if info is not None and info.temporal_address:
+            embedded.add(info.temporal_address)
+        if endpoints.temporal_address in embedded:
+            return f"http://127.0.0.1:{self.settings.temporal_ui_port}"
+        return None
+
     def ui_link(self, session_id: str) -> str | None:
-        ui = self.settings.endpoints().temporal_ui
+        ui = self.ui_base()
         if ui is None:
             return None
         ns = quote(self.settings.temporal_namespace, safe="")
@@ -177,20 +216,33 @@ class _VigilClientCore:
             budget=budget or Budget(), policy=policy or ToolPolicy(), **extra,
         )
         sid = session_id or self.new_session_id(agent_id)
-        await self.temporal.start_workflow(
-            names.WORKFLOW_SESSION, arg, id=sid,
-            task_queue=task_queue or self.settings.task_queue,
-            memo={"goal": goal, "agent": agent_id},
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(names.SA_AGENT, agent_id),
-                    SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
-                    SearchAttributePair(names.SA_STEP, 0),
-                    SearchAttributePair(names.SA_GOAL, goal[:1000]),
-                ]
-            ),
-            static_summary=f"{agent_id}: {goal[:200]}",
-        )
+        if session_id is not None:
+            # A session id names one session for good: a new run under an ended session's
+            # id would append to that session's record as if it were the same session.
+            async with self.db() as db:
+                taken = await record.get_session(db, session_id)
+            if taken is not None:
+                raise BadArgument(f"a session with id {session_id!r} already exists "
+                                  f"({taken.status}); choose another --id")
+        try:
+            await self.temporal.start_workflow(
+                names.WORKFLOW_SESSION, arg, id=sid,
+                task_queue=task_queue or self.settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={"goal": goal, "agent": agent_id},
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(names.SA_AGENT, agent_id),
+                        SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
+                        SearchAttributePair(names.SA_STEP, 0),
+                        SearchAttributePair(names.SA_GOAL, goal[:1000]),
+                    ]
+                ),
+                static_summary=f"{agent_id}: {goal[:200]}",
+            )
+        except WorkflowAlreadyStartedError as exc:
+            raise BadArgument(f"a session with id {sid!r} already exists; choose another --id"
+                              ) from exc
         return StartedSession(sid, self.ui_link(sid))
 
     def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
@@ -201,12 +253,23 @@ class _VigilClientCore:
             return await coro
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                raise UnknownSession(f"no session with id {session_id!r}") from exc
+                # Temporal says NOT_FOUND both for an id it never saw and for a control
+                # sent to a session that has ended; the record tells them apart.
+                async with self.db() as db:
+                    row = await record.get_session(db, session_id)
+                if row is None:
+                    raise UnknownSession(f"no session with id {session_id!r}") from exc
+                raise Refused(f"session {session_id!r} is not running ({row.status}): "
+                              f"{exc.message}") from exc
+            if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
             raise VigilError(f"Temporal refused: {exc.message}") from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = getattr(cause, "message", None) or str(cause)
             raise Refused(f"refused by session {session_id}: {message}") from exc
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
 
     async def state(self, session_id: str) -> SessionState:
         handle = self.handle(session_id)
@@ -220,13 +283,15 @@ class _VigilClientCore:
     ) -> Ack | None:
         handle = self.handle(session_id)
         if wait:
-            ack: Ack = await self._rpc(session_id, handle.execute_update(update, arg, result_type=Ack))
+            ack: Ack = await self._rpc(session_id,
+                                       handle.execute_update(update, arg, result_type=Ack))
             return ack
         await self._rpc(session_id, handle.signal(signal, arg))
         return None
 
     async def approve(self, session_id: str, approval_id: str, *, by: str, note: str | None = None,
-                      edited_arguments: dict[str, Any] | None = None, wait: bool = True) -> Ack | None:
+                      edited_arguments: dict[str, Any] | None = None,
+                      wait: bool = True) -> Ack | None:
         arg = ApproveInput(approval_id=approval_id, by=by, note=note,
                            edited_arguments=edited_arguments)
         return await self._control(session_id, names.UPD_APPROVE, names.SIG_APPROVE, arg, wait)
@@ -236,7 +301,8 @@ class _VigilClientCore:
         arg = RejectInput(approval_id=approval_id, by=by, reason=reason)
         return await self._control(session_id, names.UPD_REJECT, names.SIG_REJECT, arg, wait)
 
-    async def pause(self, session_id: str, *, by: str, reason: str = "", wait: bool = True) -> Ack | None:
+    async def pause(self, session_id: str, *, by: str, reason: str = "",
+                    wait: bool = True) -> Ack | None:
         return await self._control(session_id, names.UPD_PAUSE, names.SIG_PAUSE,
                                    PauseInput(by=by, reason=reason), wait)
 
@@ -248,18 +314,28 @@ class _VigilClientCore:
         return await self._control(session_id, names.UPD_MESSAGE, names.SIG_MESSAGE,
                                    MessageInput(text=text_, by=by), wait)
 
-    async def redirect(self, session_id: str, goal: str, *, by: str, wait: bool = True) -> Ack | None:
+    async def redirect(self, session_id: str, goal: str, *, by: str,
+                       wait: bool = True) -> Ack | None:
         return await self._control(session_id, names.UPD_REDIRECT, names.SIG_REDIRECT,
                                    RedirectInput(goal=goal, by=by), wait)
 
-    async def wake(self, session_id: str, *, by: str, reason: str = "", wait: bool = True) -> Ack | None:
+    async def wake(self, session_id: str, *, by: str, reason: str = "",
+                   wait: bool = True) -> Ack | None:
         return await self._control(session_id, names.UPD_WAKE, names.SIG_WAKE,
                                    WakeInput(by=by, reason=reason), wait)
 
     async def cancel(self, session_id: str) -> None:
-        await self._rpc(session_id, self.handle(session_id).cancel())
+        handle = self.handle(session_id)
+        # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
+        desc = await self._rpc(session_id, handle.describe())
+        if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
+            raise Refused(f"session {session_id!r} has already ended "
+                          f"({WorkflowExecutionStatus(desc.status).name.lower()})")
+        await self._rpc(session_id, handle.cancel())
 
-    async def result(self, session_id: str, timeout: float | None = None) -> SessionResult | None:
+    async def result(
+        self, session_id: str, timeout: float | None = None  # noqa: ASYNC109 - public API
+    ) -> SessionResult | None:
         """The session's result once it ends (None when it ended without one: cancel, failure)."""
         handle = self.temporal.get_workflow_handle(session_id, result_type=SessionResult)
         try:
@@ -289,16 +365,18 @@ class _VigilClientCore:
         if row is None:
             # Started but not yet recorded? Temporal knows it, or nobody does.
             await self._rpc(session_id, self.handle(session_id).describe())
-            raise UnknownSession(f"session {session_id!r} has no record yet; try again shortly")
+            raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
         return row
 
-    async def require_session_soon(self, session_id: str, timeout: float = 15.0) -> record.SessionRow:
+    async def require_session_soon(
+        self, session_id: str, timeout: float = 15.0  # noqa: ASYNC109 - a polling budget
+    ) -> record.SessionRow:
         """Like require_session, but give a just-started session time to write its row."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
                 return await self.require_session(session_id)
-            except UnknownSession:
+            except NotRecordedYet:  # an id nobody knows fails at once
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.2)
@@ -311,7 +389,8 @@ class _VigilClientCore:
             rows = (
                 await db.execute(
                     text(
-                        "SELECT id, agent_id, goal, status, step, created_at, updated_at, schedule_id "
+                        "SELECT id, agent_id, goal, status, step, created_at, updated_at, "
+                        "schedule_id "
                         "FROM sessions WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
                         "AND (CAST(:status AS text) IS NULL OR status = :status) "
                         "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
@@ -388,21 +467,32 @@ class _VigilClientCore:
                 scheduled[ev.event_id] = attrs.activity_type.name
                 detail = attrs.activity_type.name
                 if ev.user_metadata.HasField("summary"):
-                    detail += f" — {ev.user_metadata.summary.data.decode(errors='replace').strip(chr(34))}"
+                    detail += f" — {self._summary_text(ev.user_metadata.summary)}"
             elif ev.HasField("activity_task_completed_event_attributes"):
-                detail = scheduled.get(ev.activity_task_completed_event_attributes.scheduled_event_id, "")
+                done_id = ev.activity_task_completed_event_attributes.scheduled_event_id
+                detail = scheduled.get(done_id, "")
             elif ev.HasField("activity_task_failed_event_attributes"):
                 attrs_f = ev.activity_task_failed_event_attributes
-                detail = f"{scheduled.get(attrs_f.scheduled_event_id, '')}: {attrs_f.failure.message[:120]}"
+                name = scheduled.get(attrs_f.scheduled_event_id, "")
+                detail = f"{name}: {attrs_f.failure.message[:120]}"
             elif ev.HasField("workflow_execution_signaled_event_attributes"):
                 detail = ev.workflow_execution_signaled_event_attributes.signal_name
             elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
-                detail = ev.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+                accepted = ev.workflow_execution_update_accepted_event_attributes
+                detail = accepted.accepted_request.input.name
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = f"timer {secs}"
             lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
         return lines
+
+    def _summary_text(self, payload: Any) -> str:
+        """An activity summary as text (it is a payload: JSON-encoded, quotes escaped)."""
+        try:
+            value = self.temporal.data_converter.payload_converter.from_payload(payload, str)
+        except Exception:  # not a string payload: show the raw bytes
+            return str(payload.data.decode(errors="replace"))
+        return str(value)
 
     # --- schedules --------------------------------------------------------------------
 
@@ -421,9 +511,9 @@ class _VigilClientCore:
         note: str | None = None,
     ) -> str:
         if (cron is None) == (every is None):
-            raise VigilError("give exactly one of a cron expression or an interval")
+            raise BadArgument("give exactly one of a cron expression or an interval")
         if overlap not in OVERLAP:
-            raise VigilError(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
+            raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
         arg = template.model_copy(update={"schedule_id": schedule_id})
         spec = ScheduleSpec(
             cron_expressions=[cron] if cron else [],
@@ -450,8 +540,14 @@ class _VigilClientCore:
         )
         try:
             await self.temporal.create_schedule(schedule_id, schedule)
-        except Exception as exc:
-            raise VigilError(f"could not create schedule {schedule_id!r}: {exc}") from exc
+        except ScheduleAlreadyRunningError as exc:
+            raise BadArgument(f"a schedule with id {schedule_id!r} already exists") from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
+                raise BadArgument(f"could not create schedule {schedule_id!r}: {exc.message}"
+                                  ) from exc
+            raise VigilError(f"could not create schedule {schedule_id!r}: {exc.message}"
+                             ) from exc
         return schedule_id
 
     async def list_schedules(self) -> list[dict[str, Any]]:
@@ -473,11 +569,12 @@ class _VigilClientCore:
             return await op
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                raise UnknownSession(f"no schedule with id {schedule_id!r}") from exc
+                raise UnknownSchedule(f"no schedule with id {schedule_id!r}") from exc
             raise VigilError(f"Temporal refused: {exc.message}") from exc
 
     async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> None:
-        await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).pause(note=note))
+        await self._schedule(schedule_id,
+                             self.temporal.get_schedule_handle(schedule_id).pause(note=note))
 
     async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> None:
         await self._schedule(schedule_id,
@@ -503,8 +600,11 @@ class _VigilClientCore:
         )
 
     async def schedule_runs(self, schedule_id: str, limit: int = 100) -> list[SessionSummary]:
-        """Every run of a goal: one query on the record."""
-        return await self.list_sessions(schedule_id=schedule_id, limit=limit)
+        """Every run of a goal: one query on the record (a deleted schedule's runs too)."""
+        runs = await self.list_sessions(schedule_id=schedule_id, limit=limit)
+        if not runs:
+            await self.describe_schedule(schedule_id)  # UnknownSchedule when there is none
+        return runs
 
 
 class _RecordExtras:
@@ -517,12 +617,11 @@ class _RecordExtras:
         from activities.record import reads
 
         if fmt not in ("jsonl", "md", "markdown"):
-            raise VigilError(f"unknown export format {fmt!r}: jsonl or md")
+            raise BadArgument(f"unknown export format {fmt!r}: jsonl or md")
         async with self.db() as db:
             try:
-                gen = reads.export_jsonl(db, session_id) if fmt == "jsonl" else reads.export_markdown(
-                    db, session_id
-                )
+                gen = (reads.export_jsonl(db, session_id) if fmt == "jsonl"
+                       else reads.export_markdown(db, session_id))
                 async for chunk in gen:
                     yield chunk
             except reads.SessionNotFound as exc:
@@ -573,7 +672,8 @@ class _RecordExtras:
         try:
             ref, chunks = await open_artifact(store, self.db, agent_id=row.agent_id,
                                               session_id=session_id, name=name)
-            with open(tmp, "wb") as handle:
+            # A local file written chunk by chunk as the download streams.
+            with open(tmp, "wb") as handle:  # noqa: ASYNC230
                 async for chunk in chunks:
                     handle.write(chunk)
         except (ArtifactError, ValueError) as exc:

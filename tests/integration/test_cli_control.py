@@ -1,0 +1,107 @@
+"""Steering a running session through the `vigil` CLI: pause holds it before its next model
+call, `say` and `redirect` reach the model, `resume` continues it, `reject` tells the model
+why, `cancel` ends it; every action is recorded with who and why."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import (
+    explain,
+    one_error_line,
+    poll,
+    read_record,
+    requests_for,
+    wait_approval,
+    wait_recorded,
+)
+from tests.support.llm_stub import Reply
+
+pytestmark = pytest.mark.integration
+
+
+def agent() -> str:
+    return f"ops-{uuid.uuid4().hex[:8]}"
+
+
+def test_pause_say_redirect_resume(cli: CLIStack) -> None:
+    """A paused session holds before its next model call; what was said and the new goal
+    reach the model once it is resumed; every action is recorded with who and why."""
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "counted"}),
+    )
+    sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    wait_approval(cli.database_url, sid, "a1-0")
+
+    ack = cli.vigil.json("pause", sid, "--reason", "lunch", "--by", "ana")
+    assert ack["accepted"] is True and ack["message"] == "paused"
+    assert cli.vigil.json("say", sid, "also check disk usage", "--by", "ana")["accepted"]
+    assert cli.vigil.json("redirect", sid, "count the files instead", "--by", "ana")["accepted"]
+    cli.vigil.ok("approve", sid, "a1-0", "--by", "ana")
+
+    wait_recorded(cli.database_url, sid, "paused")
+    shown = cli.vigil.json("show", sid)
+    assert shown["state"]["paused"] is True and shown["state"]["status"] == "paused"
+    assert shown["session"]["goal"] == "count the files instead"
+    assert len(requests_for(cli.stub, goal)) == 1, "a paused session called the model"
+
+    ack = cli.vigil.json("resume", sid, "--by", "ana")
+    assert ack["accepted"] is True and ack["message"] == "resumed"
+    wait_recorded(cli.database_url, sid, "completed")
+
+    second = requests_for(cli.stub, goal)[1].body["messages"]
+    users = [m["content"] for m in second if m["role"] == "user"]
+    assert users == [goal, "also check disk usage", "New goal from ana: count the files instead"]
+    _, _, events = read_record(cli.database_url, sid)
+    by_kind = {e.kind: e for e in events}
+    assert by_kind["pause"].actor == "ana" and by_kind["pause"].reason == "lunch"
+    assert by_kind["resume"].actor == "ana"
+    assert by_kind["redirect"].payload["new_goal"] == "count the files instead"
+    assert by_kind["human_message"].actor == "ana"
+
+
+def test_reject_with_reason(cli: CLIStack) -> None:
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": "http://127.0.0.1:9/nope"}),
+        Reply.text("understood, not fetching"),
+    )
+    sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    wait_approval(cli.database_url, sid, "a1-0")
+    ack = cli.vigil.json("reject", sid, "a1-0", "--reason", "not that host", "--by", "ana")
+    assert ack["accepted"] is True and ack["message"] == "rejected a1-0"
+    wait_recorded(cli.database_url, sid, "completed")
+    _, transcript, _ = read_record(cli.database_url, sid)
+    tool = next(m for m in transcript if m.role == "tool")
+    assert tool.content == "error: rejected by ana: not that host"
+    # The model was told why on its next call.
+    second = requests_for(cli.stub, goal)[1].body["messages"]
+    assert second[-1]["role"] == "tool" and second[-1]["content"] == tool.content
+
+
+def test_cancel(cli: CLIStack) -> None:
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
+    who = agent()
+    sid = cli.vigil.json("start", goal, "--agent", who, "--approve-tools", "http_fetch")["id"]
+    wait_approval(cli.database_url, sid, "a1-0")
+    assert cli.vigil.json("cancel", sid) == {"id": sid, "cancel": "requested"}
+    wait_recorded(cli.database_url, sid, "cancelled")
+    listed = poll(
+        lambda: [
+            r for r in cli.vigil.json("list", "--agent", who) if r["temporal_status"] == "canceled"
+        ],
+        30,
+        "Temporal says canceled",
+    )
+    assert [r["id"] for r in listed] == [sid]
+    _, transcript, _ = read_record(cli.database_url, sid)
+    assert transcript[-1].content.startswith("Session ended: cancelled")
+    # The tool call left open by the cancel is answered, so the transcript stays whole.
+    assert transcript[-2].role == "tool" and "not run" in transcript[-2].content
+
+    again = cli.vigil("cancel", sid)
+    assert again.returncode == 2, explain(again)
+    assert "has already ended (canceled)" in one_error_line(again)

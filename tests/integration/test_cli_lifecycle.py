@@ -1,0 +1,122 @@
+"""A session's life through the `vigil` CLI, as a user lives it: start (id and UI link),
+follow (streamed live until the end), list, show, approve (an edited update and a plain
+signal), start --wait and history."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import LineReader, explain, poll, read_record, wait_approval
+from tests.support.llm_stub import Reply
+
+pytestmark = pytest.mark.integration
+
+
+def agent() -> str:
+    return f"ops-{uuid.uuid4().hex[:8]}"
+
+
+def test_start_follow_and_approve(cli: CLIStack) -> None:
+    """`start` prints the id and UI link; `follow` streams while the session waits; an
+    edited approval (update) and a plain one (signal) let it finish; `follow` then ends."""
+    url = cli.stub.url
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{url}/first"}),
+        Reply.tool_call("http_fetch", {"url": f"{url}/second"}),
+        Reply.tool_call("finish", {"summary": "fetched both"}),
+    )
+    who = agent()
+    started = cli.vigil.json("start", goal, "--agent", who, "--approve-tools", "http_fetch")
+    sid = started["id"]
+    assert sid.startswith(f"{who}-")
+    assert started["ui"] == f"http://127.0.0.1:18233/namespaces/default/workflows/{sid}"
+
+    with LineReader(cli.vigil.popen("follow", sid, "--json")) as follow:
+        wait_approval(cli.database_url, sid, "a1-0")
+        state = cli.vigil.json("show", sid)["state"]
+        assert state["status"] == "waiting_approval"
+        [approval] = state["pending_approvals"]
+        assert approval["approval_id"] == "a1-0" and approval["tool"] == "http_fetch"
+        assert "/first" in approval["arguments_preview"]
+
+        # Live: the tool call is streamed while the session still waits for a human.
+        poll(
+            lambda: any(json.loads(ln).get("seq") == 1 for ln in follow.snapshot()),
+            30,
+            "follow prints the assistant's tool call",
+        )
+        assert follow.proc.poll() is None, "follow ended before the session did"
+        listed = cli.vigil.json("list", "--agent", who, "--status", "waiting_approval")
+        assert [r["id"] for r in listed] == [sid]
+        assert listed[0]["temporal_status"] == "running"
+
+        edit = json.dumps({"url": f"{url}/edited"})
+        ack = cli.vigil.json(
+            "approve", sid, "a1-0", "--edit", edit, "--by", "ana", "--note", "use the edited page"
+        )
+        assert ack == {"accepted": True, "status": "waiting_approval", "message": "approved a1-0"}
+        wait_approval(cli.database_url, sid, "a2-0")
+        assert cli.vigil.json("approve", sid, "a2-0", "--signal", "--by", "bob") == {"sent": True}
+
+        code, lines, stderr = follow.finish(60)
+        assert code == 0, stderr
+        *messages, end = [json.loads(ln) for ln in lines]
+        assert end == {"id": sid, "status": "completed", "summary": "fetched both", "steps": 3}
+        assert [m["seq"] for m in messages] == list(range(len(messages)))
+        tools = [m for m in messages if m["role"] == "tool"]
+        assert "GET /edited" in tools[0]["content"], tools[0]  # the edited arguments ran
+        assert "GET /second" in tools[1]["content"], tools[1]
+        assert messages[-1]["content"] == "Session ended: completed. fetched both"
+
+    row, transcript, events = read_record(cli.database_url, sid)
+    assert row.status == "completed"
+    assert [(m.seq, m.role, m.content) for m in transcript] == [
+        (m["seq"], m["role"], m["content"]) for m in messages
+    ]
+    decided = {e.payload["approval_id"]: e for e in events if e.kind == "approval_decided"}
+    assert decided["a1-0"].actor == "ana" and decided["a1-0"].reason == "use the edited page"
+    assert decided["a1-0"].payload["edited_arguments"] == {"url": f"{url}/edited"}
+    assert decided["a2-0"].actor == "bob" and decided["a2-0"].payload["decision"] == "approve"
+
+
+def test_start_wait_show_and_history(cli: CLIStack) -> None:
+    goal = cli.plan(Reply.tool_call("recall", {"query": "disk"}), Reply.text("all good"))
+    done = cli.vigil("start", goal, "--agent", agent(), "--wait", "--json")
+    assert done.returncode == 0, explain(done)
+    end = json.loads(done.stdout)
+    sid = end["id"]
+    assert end == {"id": sid, "status": "completed", "summary": "all good", "steps": 2}
+
+    show_json, show, history_json, history = cli.vigil.many(
+        ("show", sid, "--json"), ("show", sid), ("history", sid, "--json"), ("history", sid)
+    )
+    for done in (show_json, show, history_json, history):
+        assert done.returncode == 0, explain(done)
+    shown = json.loads(show_json.stdout)
+    assert shown["session"]["status"] == "completed" and shown["session"]["step"] == 2
+    assert shown["state"] is None  # an ended session is shown from the record
+    assert [m["role"] for m in shown["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "system",
+    ]
+    assert "completed" in show.stdout and "all good" in show.stdout
+
+    lines = json.loads(history_json.stdout)
+    details = [ln["detail"] for ln in lines]
+    assert lines[0]["kind"] == "workflow_execution_started"
+    assert lines[-1]["kind"] == "workflow_execution_completed"
+    for summary in (
+        "vigil.open_session — open session",
+        "vigil.call_model — step 1: model",
+        'vigil.run_tool — step 1: recall {"query": "disk"}',
+        "vigil.call_model — step 2: model",
+    ):
+        assert summary in details, (summary, details)
+    assert "step 1: model" in history.stdout

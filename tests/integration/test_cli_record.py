@@ -1,0 +1,190 @@
+"""What a session leaves behind, read back through the `vigil` CLI: `export` (JSONL and
+Markdown, checked against PostgreSQL), `artifact list` / `artifact get` (the bytes the
+model wrote, checksum verified), full-text `search` across an agent's sessions, and
+`memory add` / `memory search`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import explain, one_error_line, read_record
+from tests.support.llm_stub import Reply
+
+pytestmark = pytest.mark.integration
+
+REPORT = "# Zebra census\n\nCounted 42 zebras — ünïcode ✓, [bold] and [/x] stay text.\n"
+
+
+@pytest.fixture(scope="module")
+def sessions(cli: CLIStack) -> dict[str, str]:
+    """Three finished sessions: two of one agent (one wrote an artifact), one of another."""
+    agent, other = f"rec-{uuid.uuid4().hex[:8]}", f"rec-other-{uuid.uuid4().hex[:8]}"
+    report = cli.plan(
+        Reply.tool_call(
+            "write_artifact", {"name": "report.md", "content": REPORT, "mime_type": "text/markdown"}
+        ),
+        Reply.tool_call("finish", {"summary": "the zebra census is in report.md"}),
+        label="count the zebras",
+    )
+    crossing = cli.plan(Reply.text("zebra crossings are striped"), label="look at roads")
+    elsewhere = cli.plan(Reply.text("a zebra of another agent"), label="elsewhere")
+    runs = cli.vigil.many(
+        ("start", report, "--agent", agent, "--wait", "--json"),
+        ("start", crossing, "--agent", agent, "--wait", "--json"),
+        ("start", elsewhere, "--agent", other, "--wait", "--json"),
+    )
+    ends = []
+    for done in runs:
+        assert done.returncode == 0, explain(done)
+        ends.append(json.loads(done.stdout))
+    assert [e["status"] for e in ends] == ["completed"] * 3
+    return {
+        "agent": agent,
+        "other": other,
+        "report": ends[0]["id"],
+        "crossing": ends[1]["id"],
+        "elsewhere": ends[2]["id"],
+    }
+
+
+def test_export_jsonl_and_markdown_match_the_record(
+    cli: CLIStack, sessions: dict[str, str], tmp_path: Path
+) -> None:
+    sid = sessions["report"]
+    md_file = tmp_path / "session.md"
+    jsonl, md = cli.vigil.many(
+        ("export", sid, "-f", "jsonl"), ("export", sid, "-f", "md", "-o", str(md_file))
+    )
+    assert jsonl.returncode == 0, explain(jsonl)
+    assert md.returncode == 0 and md.stdout == "", explain(md)
+    row, transcript, _ = read_record(cli.database_url, sid)
+
+    header, *lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert header["type"] == "session"
+    assert header["session"]["id"] == sid and header["session"]["status"] == "completed"
+    assert header["session"]["summary"] == row.summary == "the zebra census is in report.md"
+    assert [
+        (m["seq"], m["role"], m["name"], m["content"], m["tool_calls"], m["tool_call_id"])
+        for m in lines
+    ] == [(m.seq, m.role, m.name, m.content, m.tool_calls, m.tool_call_id) for m in transcript]
+    call = lines[1]["tool_calls"][0]
+    assert call["name"] == "write_artifact" and json.loads(call["arguments"])["content"] == REPORT
+
+    text = md_file.read_text(encoding="utf-8")
+    assert text.startswith(f"# Session `{sid}`\n")
+    assert "- **Status:** completed (step 2)" in text
+    assert "**Tool call** `write_artifact`" in text
+    assert "Counted 42 zebras — ünïcode ✓, [bold] and [/x] stay text." in text  # the arguments
+    for m in transcript:
+        assert f"### {m.seq} · " in text
+        assert m.content in text
+    assert text.index("### 0 · user") < text.index("### 1 · assistant") < text.index("### 4 · ")
+
+
+def test_artifact_list_and_get(cli: CLIStack, sessions: dict[str, str], tmp_path: Path) -> None:
+    sid = sessions["report"]
+    dest = tmp_path / "downloaded.md"
+    listed, got, missing = cli.vigil.many(
+        ("artifact", "list", sid, "--json"),
+        ("artifact", "get", sid, "report.md", "-o", str(dest), "--json"),
+        ("artifact", "get", sid, "nope.md", "-o", str(tmp_path / "nope")),
+    )
+    body = REPORT.encode()
+    digest = hashlib.sha256(body).hexdigest()
+    assert listed.returncode == 0, explain(listed)
+    [ref] = json.loads(listed.stdout)
+    assert (ref["name"], ref["size"], ref["sha256"]) == ("report.md", len(body), digest)
+    assert ref["mime_type"].startswith("text/markdown")
+    assert got.returncode == 0, explain(got)
+    assert json.loads(got.stdout) == {
+        "name": "report.md",
+        "sha256": digest,
+        "size": len(body),
+        "path": str(dest),
+    }
+    assert dest.read_bytes() == body
+    assert missing.returncode == 1, explain(missing)
+    assert "nope.md" in one_error_line(missing)
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.part").exists()
+
+
+def test_search_across_an_agents_sessions(cli: CLIStack, sessions: dict[str, str]) -> None:
+    found, human, other = cli.vigil.many(
+        ("search", "zebra", "--agent", sessions["agent"], "--json"),
+        ("search", "zebra", "--agent", sessions["agent"]),
+        ("search", "zebra", "--agent", sessions["other"], "--json"),
+    )
+    for done in (found, human, other):
+        assert done.returncode == 0, explain(done)
+    hits = json.loads(found.stdout)
+    assert {h["session_id"] for h in hits} == {sessions["report"], sessions["crossing"]}
+    assert all("[[zebra" in h["snippet"].lower() for h in hits), hits
+    crossing = next(h for h in hits if h["session_id"] == sessions["crossing"])
+    assert crossing["role"] == "assistant" and "crossings are striped" in crossing["snippet"]
+    # The readable table shows the match markers as text (not swallowed as markup).
+    assert "[[zebra]]" in human.stdout
+    assert {h["session_id"] for h in json.loads(other.stdout)} == {sessions["elsewhere"]}
+
+
+def test_memory_add_and_search(cli: CLIStack) -> None:
+    agent = f"mem-{uuid.uuid4().hex[:8]}"
+    first = cli.vigil.json(
+        "memory",
+        "add",
+        "The deploy key rotates every Friday",
+        "--agent",
+        agent,
+        "--subject",
+        "deploy key",
+        "--importance",
+        "0.9",
+    )
+    assert first["action"] == "inserted"
+    again = cli.vigil.json(
+        "memory",
+        "add",
+        "The deploy key rotates every Friday",
+        "--agent",
+        agent,
+        "--subject",
+        "deploy key",
+    )
+    assert again["action"] == "merged" and again["id"] == first["id"]
+    newer = cli.vigil.json(
+        "memory",
+        "add",
+        "The deploy key now rotates every Monday",
+        "--agent",
+        agent,
+        "--subject",
+        "deploy key",
+    )
+    assert newer["action"] == "superseded" and newer["superseded_ids"] == [first["id"]]
+
+    live, everything, stranger = cli.vigil.many(
+        ("memory", "search", "when does the deploy key rotate", "--agent", agent, "--json"),
+        (
+            "memory",
+            "search",
+            "when does the deploy key rotate",
+            "--agent",
+            agent,
+            "--all",
+            "--json",
+        ),
+        ("memory", "search", "deploy key", "--agent", f"{agent}-x", "--json"),
+    )
+    for done in (live, everything, stranger):
+        assert done.returncode == 0, explain(done)
+    assert [(m["id"], m["content"]) for m in json.loads(live.stdout)] == [
+        (newer["id"], "The deploy key now rotates every Monday")
+    ]
+    both = {m["id"]: m["superseded"] for m in json.loads(everything.stdout)}
+    assert both == {newer["id"]: False, first["id"]: True}
+    assert json.loads(stranger.stdout) == []  # another agent sees none of it

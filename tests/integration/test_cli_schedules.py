@@ -1,0 +1,205 @@
+"""Goals over time through `vigil schedule ...`: each run of a schedule is an AgentSession
+whose record names the schedule; pause/resume show in list and describe; trigger and
+backfill start runs; overlap policy skip is the default; delete leaves past runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
+
+from schema import names
+from schema.payloads import StartSessionInput
+from tests.integration.conftest import CLIStack
+from tests.support.cli import explain, one_error_line, poll, query
+from workers.client import NotFound, VigilClient
+
+pytestmark = pytest.mark.integration
+
+
+def describe(cli: CLIStack, schedule_id: str) -> Any:
+    async def go() -> Any:
+        client = await VigilClient.connect(cli.settings)
+        try:
+            return await client.describe_schedule(schedule_id)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def schedule_id(cli: CLIStack) -> Iterator[str]:
+    """A fresh schedule id. At the end the schedule is deleted whatever happened, and its
+    runs still in flight are let finish while the module's worker is still there."""
+    sid = f"cli-sched-{uuid.uuid4().hex[:8]}"
+    yield sid
+
+    async def delete() -> None:
+        client = await VigilClient.connect(cli.settings)
+        try:
+            with contextlib.suppress(NotFound):
+                await client.delete_schedule(sid)
+            deadline = asyncio.get_running_loop().time() + 30
+            running = f"{names.SA_SCHEDULE.name} = '{sid}' AND ExecutionStatus = 'Running'"
+            while [wf async for wf in client.temporal.list_workflows(running)]:
+                assert asyncio.get_running_loop().time() < deadline, f"runs of {sid} still run"
+                await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+
+    asyncio.run(delete())
+
+
+def runs(
+    cli: CLIStack, schedule_id: str, at_least: int, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Poll the record until the schedule has started ``at_least`` sessions (all of them
+    with ``status`` when given)."""
+
+    def probe() -> list[dict[str, Any]] | None:
+        rows = query(
+            cli.database_url,
+            "SELECT id, agent_id, goal, status, schedule_id FROM sessions "
+            "WHERE schedule_id = :s ORDER BY created_at",
+            s=schedule_id,
+        )
+        enough = len(rows) >= at_least
+        return rows if enough and all(status in (None, r["status"]) for r in rows) else None
+
+    return poll(probe, 45, f"{at_least} runs of {schedule_id} ({status or 'any status'})")
+
+
+def listed(cli: CLIStack, schedule_id: str, paused: bool) -> dict[str, Any]:
+    """Poll `schedule list --json` (visibility lags a little) for the schedule's state."""
+
+    def probe() -> dict[str, Any] | None:
+        rows = [r for r in cli.vigil.json("schedule", "list") if r["id"] == schedule_id]
+        return rows[0] if rows and rows[0]["paused"] is paused else None
+
+    return poll(probe, 30, f"{schedule_id} listed with paused={paused}", every=0.5)
+
+
+def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedule_id: str) -> None:
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    created = cli.vigil.json(
+        "schedule",
+        "create",
+        schedule_id,
+        "--goal",
+        "check the queue",
+        "--agent",
+        agent,
+        "--every",
+        "2s",
+    )
+    assert created == {"id": schedule_id, "created": True}
+    again = cli.vigil("schedule", "create", schedule_id, "--goal", "x", "--every", "1h")
+    assert again.returncode == 2, explain(again)
+    assert one_error_line(again) == f"error: a schedule with id {schedule_id!r} already exists"
+
+    desc = describe(cli, schedule_id)
+    assert desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP  # the default
+    assert [i.every for i in desc.schedule.spec.intervals] == [timedelta(seconds=2)]
+    action = desc.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    assert action.workflow == names.WORKFLOW_SESSION
+    assert action.task_queue == cli.settings.task_queue
+    assert action.id == f"{schedule_id}-run"
+
+    first = runs(cli, schedule_id, 1)[0]
+    assert first["id"].startswith(f"{schedule_id}-run-")
+    assert (first["agent_id"], first["goal"]) == (agent, "check the queue")
+    from_cli = cli.vigil.json("schedule", "runs", schedule_id)
+    assert first["id"] in [r["id"] for r in from_cli]
+    assert {r["schedule_id"] for r in from_cli} == {schedule_id}
+
+    assert cli.vigil.json("schedule", "pause", schedule_id) == {"id": schedule_id, "paused": True}
+    listed(cli, schedule_id, paused=True)
+    state = describe(cli, schedule_id).schedule.state
+    assert state.paused is True and state.note == "paused from vigil"
+
+    cli.vigil.ok("schedule", "resume", schedule_id)
+    assert listed(cli, schedule_id, paused=False)["next"], "a resumed schedule has next runs"
+    assert describe(cli, schedule_id).schedule.state.paused is False
+
+    cli.vigil.ok("schedule", "delete", schedule_id)
+    poll(
+        lambda: schedule_id not in [r["id"] for r in cli.vigil.json("schedule", "list")],
+        30,
+        "the deleted schedule leaves the list",
+        every=0.5,
+    )
+    gone, kept = cli.vigil.many(
+        ("schedule", "trigger", schedule_id), ("schedule", "runs", schedule_id, "--json")
+    )
+    assert gone.returncode == 4 and "no schedule with id" in one_error_line(gone), explain(gone)
+    assert kept.returncode == 0, explain(kept)  # its past runs stay in the record
+    assert first["id"] in kept.stdout
+
+
+def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedule_id: str) -> None:
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    paris = ZoneInfo("Europe/Paris")
+    cli.vigil.ok(
+        "schedule",
+        "create",
+        schedule_id,
+        "--goal",
+        "triage new issues",
+        "--agent",
+        agent,
+        "--cron",
+        "0 3 * * *",
+        "--tz",
+        "Europe/Paris",
+        "--max-steps",
+        "5",
+    )
+    desc = describe(cli, schedule_id)
+    assert desc.schedule.spec.time_zone_name == "Europe/Paris"
+    assert desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+    template = desc.schedule.action.args[0]
+    arg = StartSessionInput.model_validate_json(template.data)
+    assert (arg.agent_id, arg.goal, arg.schedule_id, arg.budget.max_steps) == (
+        agent,
+        "triage new issues",
+        schedule_id,
+        5,
+    )
+    upcoming = listed(cli, schedule_id, paused=False)["next"]
+    assert upcoming and all(
+        datetime.fromisoformat(t).astimezone(paris).strftime("%H:%M") == "03:00" for t in upcoming
+    ), upcoming
+
+    assert cli.vigil.json("schedule", "trigger", schedule_id) == {
+        "id": schedule_id,
+        "triggered": True,
+    }
+    [triggered] = runs(cli, schedule_id, 1)
+    assert triggered["agent_id"] == agent and triggered["id"].startswith(f"{schedule_id}-run-")
+
+    # A two-day window holds exactly two 03:00 Paris times: two more runs.
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, end = now - timedelta(days=3), now - timedelta(days=1)
+    cli.vigil.ok(
+        "schedule", "backfill", schedule_id, "--from", start.isoformat(), "--to", end.isoformat()
+    )
+    every = runs(cli, schedule_id, 3)
+    backfilled = sorted(r["id"] for r in every if r["id"] != triggered["id"])
+    expected = []
+    day = start.astimezone(paris).replace(hour=3, minute=0, second=0)
+    while day <= end:
+        if day >= start:
+            expected.append(f"{schedule_id}-run-{day.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}")
+        day += timedelta(days=1)
+    assert len(expected) == 2 and backfilled == expected
+    done = runs(cli, schedule_id, 3, status="completed")
+    assert len(done) == 3 and {r["goal"] for r in done} == {"triage new issues"}

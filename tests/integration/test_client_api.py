@@ -1,0 +1,167 @@
+"""VigilClient used directly, as a script would: start, state, controls (acknowledged or
+refused), list with Temporal's status, transcript paging, follow, and UnknownSession."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from schema.payloads import SessionStatus, ToolPolicy
+from tests.integration.conftest import CLIStack
+from tests.support.llm_stub import Reply
+from workers.client import Refused, UnknownSchedule, UnknownSession, VigilClient
+
+pytestmark = pytest.mark.integration
+NEEDS_APPROVAL = ToolPolicy(require_approval=["http_fetch"])
+
+
+@pytest.fixture
+async def client(cli: CLIStack) -> AsyncIterator[VigilClient]:
+    vigil = await VigilClient.connect(cli.settings)
+    try:
+        yield vigil
+    finally:
+        await vigil.close()
+
+
+async def until_pending(client: VigilClient, session_id: str, approval_id: str) -> None:
+    async def waiting() -> bool:
+        try:
+            current = await client.state(session_id)
+        except UnknownSession:  # started, not yet picked up
+            return False
+        return approval_id in [a.approval_id for a in current.pending_approvals]
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await waiting():
+        assert asyncio.get_running_loop().time() < deadline, f"{session_id}: no {approval_id}"
+        await asyncio.sleep(0.1)
+
+
+def agent() -> str:
+    return f"api-{uuid.uuid4().hex[:8]}"
+
+
+async def test_state_controls_and_list(cli: CLIStack, client: VigilClient) -> None:
+    who = agent()
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}), Reply.text("understood")
+    )
+    started = await client.start_session(who, goal, policy=NEEDS_APPROVAL)
+    assert started.ui_url == f"http://127.0.0.1:18233/namespaces/default/workflows/{started.id}"
+    sid = started.id
+    await until_pending(client, sid, "a1-0")
+
+    current = await client.state(sid)
+    assert (current.status, current.step, current.goal) == (SessionStatus.WAITING_APPROVAL, 1, goal)
+    with pytest.raises(Refused, match=r"unknown approval id 'a7-7' \(pending: a1-0\)") as refused:
+        await client.approve(sid, "a7-7", by="ana")
+    assert refused.value.exit_code == 2
+    with pytest.raises(Refused, match="the session is not paused"):
+        await client.resume(sid, by="ana")
+
+    ack = await client.pause(sid, by="ana", reason="look first")
+    assert ack is not None and ack.accepted and ack.message == "paused"
+    assert (await client.state(sid)).paused is True
+    with pytest.raises(Refused, match="already paused"):
+        await client.pause(sid, by="ana")
+    ack = await client.say(sid, "the host is down anyway", by="ana")
+    assert ack is not None and ack.message == "message queued for the next step"
+    ack = await client.reject(sid, "a1-0", by="ana", reason="host is down")
+    assert ack is not None and ack.message == "rejected a1-0"
+    assert await client.resume(sid, by="ana", wait=False) is None  # a signal: no ack
+
+    result = await client.result(sid, timeout=60)
+    assert result is not None
+    assert (result.status, result.steps, result.summary) == (
+        SessionStatus.COMPLETED,
+        2,
+        "understood",
+    )
+    [row] = await client.list_sessions(agent=who)
+    assert (row.id, row.status, row.temporal_status) == (sid, "completed", "completed")
+    assert await client.list_sessions(agent=who, status="running") == []
+    kinds = [e.kind for e in await client.events(sid)]
+    for kind in ("pause", "human_message", "approval_decided", "resume", "session_ended"):
+        assert kind in kinds, kinds
+
+
+async def test_follow_yields_messages_as_they_land(cli: CLIStack, client: VigilClient) -> None:
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "followed"}),
+    )
+    sid = (await client.start_session(agent(), goal, policy=NEEDS_APPROVAL)).id
+    seen: list[tuple[int, str]] = []
+    first_two = asyncio.Event()
+
+    async def follow() -> None:
+        async for msg in client.follow(sid, poll_seconds=0.1):
+            seen.append((msg.seq, msg.role))
+            if len(seen) == 2:
+                first_two.set()
+
+    task = asyncio.create_task(follow())
+    async with asyncio.timeout(30):
+        await first_two.wait()
+    # Streamed while the session still waits: nothing has ended, follow keeps going.
+    await until_pending(client, sid, "a1-0")
+    assert not task.done() and seen == [(0, "user"), (1, "assistant")]
+
+    ack = await client.approve(sid, "a1-0", by="ana")
+    assert ack is not None and ack.accepted and ack.message == "approved a1-0"
+    async with asyncio.timeout(60):
+        await task  # ends by itself once the session has ended and all is read
+    assert [s for s, _ in seen] == list(range(len(seen)))
+    assert [r for _, r in seen] == ["user", "assistant", "tool", "assistant", "tool", "system"]
+    assert len(await client.transcript(sid)) == len(seen)
+
+
+async def test_transcript_paging(cli: CLIStack, client: VigilClient) -> None:
+    goal = cli.plan(
+        *[Reply.tool_call("recall", {"query": f"q{i}"}) for i in range(4)], Reply.text("paged")
+    )
+    sid = (await client.start_session(agent(), goal)).id
+    result = await client.result(sid, timeout=60)
+    assert result is not None and result.status == SessionStatus.COMPLETED
+
+    whole = await client.transcript(sid)
+    assert len(whole) == 11  # goal, 4 x (call, result), the answer, the end
+    pages, after = [], -1
+    while page := await client.transcript(sid, after_seq=after, limit=3):
+        pages.append(page)
+        after = page[-1].seq
+    assert [len(p) for p in pages] == [3, 3, 3, 2]
+    assert [m.seq for p in pages for m in p] == [m.seq for m in whole] == list(range(11))
+    assert await client.transcript(sid, after_seq=10) == []
+    assert (await client.transcript(sid, after_seq=4, limit=2))[0].seq == 5
+
+
+async def test_unknown_ids(client: VigilClient) -> None:
+    sid = f"missing-{uuid.uuid4().hex[:8]}"
+    for call in (
+        client.state(sid),
+        client.approve(sid, "a1-0", by="x"),
+        client.pause(sid, by="x"),
+        client.say(sid, "hi", by="x", wait=False),
+        client.cancel(sid),
+        client.history(sid),
+        client.require_session(sid),
+        client.result(sid),
+    ):
+        with pytest.raises(UnknownSession, match=f"no session with id '{sid}'") as info:
+            await call
+        assert info.value.exit_code == 4
+    with pytest.raises(UnknownSession):
+        async for _ in client.export(sid):
+            pass
+    for op in (
+        client.describe_schedule(sid),
+        client.trigger_schedule(sid),
+        client.schedule_runs(sid),
+    ):
+        with pytest.raises(UnknownSchedule, match=f"no schedule with id '{sid}'"):
+            await op
