@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from activities.models.base import ChatMessage, ToolCall
 from activities.record import store as record
 
+Role = Literal["system", "user", "assistant", "tool"]
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 DEFAULT_SYSTEM = (
     "You are a careful autonomous agent run by vigil. Work towards the goal with the tools "
@@ -81,10 +82,17 @@ def summarise(previous: str | None, older: list[record.StoredMessage], limit_tok
 
 
 def _to_chat(m: record.StoredMessage) -> ChatMessage:
-    calls = [ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in (m.tool_calls or [])]
-    role = m.role if m.role in ("system", "user", "assistant", "tool") else "user"
-    return ChatMessage(role=role, content=m.content, tool_calls=calls,  # type: ignore[arg-type]
-                       tool_call_id=m.tool_call_id, name=m.name)
+    calls = [
+        ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in (m.tool_calls or [])
+    ]
+    role: Role = m.role if m.role in ("system", "assistant", "tool") else "user"  # type: ignore[assignment]
+    return ChatMessage(
+        role=role,
+        content=m.content,
+        tool_calls=calls,
+        tool_call_id=m.tool_call_id,
+        name=m.name,
+    )
 
 
 async def assemble(
@@ -159,25 +167,40 @@ async def assemble(
             summary_upto = older[-1].seq
             async with sessionmaker.begin() as db:
                 await record.record_events(
-                    db, session_id, agent_id,
-                    [record.NewEvent(key=f"summary:{summary_upto}", kind="context_summary",
-                                     payload={"upto_seq": summary_upto, "text": summary_text})],
+                    db,
+                    session_id,
+                    agent_id,
+                    [
+                        record.NewEvent(
+                            key=f"summary:{summary_upto}",
+                            kind="context_summary",
+                            payload={"upto_seq": summary_upto, "text": summary_text},
+                        )
+                    ],
                 )
 
     note_parts: list[str] = []
     if summary_text:
-        note_parts.append(f"Summary of earlier turns (up to message #{summary_upto}):\n{summary_text}")
+        note_parts.append(
+            f"Summary of earlier turns (up to message #{summary_upto}):\n{summary_text}"
+        )
     if memory_lines:
         note_parts.append("Relevant long-term memories:\n" + "\n".join(memory_lines))
     if artifact_lines:
-        note_parts.append("Artifacts of this session (read_artifact by name):\n" + "\n".join(artifact_lines))
+        note_parts.append(
+            "Artifacts of this session (read_artifact by name):\n" + "\n".join(artifact_lines)
+        )
     messages = [system]
     if note_parts:
         messages.append(ChatMessage(role="system", content="\n\n".join(note_parts)))
     messages.extend(_to_chat(m) for m in window)
     tokens = sum(message_tokens(m) for m in messages)
     return Assembled(
-        messages=messages, tokens=tokens, recent_from_seq=start_seq, summary_upto_seq=summary_upto,
-        memories=len(memory_lines), artifacts=len(artifact_lines),
+        messages=messages,
+        tokens=tokens,
+        recent_from_seq=start_seq,
+        summary_upto_seq=summary_upto,
+        memories=len(memory_lines),
+        artifacts=len(artifact_lines),
         dropped_for_budget=len(recent) - len(window),
     )

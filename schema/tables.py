@@ -68,9 +68,7 @@ class Session(Base):
     cost_usd: Mapped[float] = mapped_column(Numeric(14, 6), default=0, server_default="0")
     summary: Mapped[str | None] = mapped_column(Text)
     archive_uri: Mapped[str | None] = mapped_column(Text)
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", default=dict, server_default="{}"
-    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -160,7 +158,5 @@ class Memory(Base):
     source_session_id: Mapped[str | None] = mapped_column(String(200))
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("memories.id"))
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", default=dict, server_default="{}"
-    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

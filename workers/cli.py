@@ -63,8 +63,7 @@ StateOpt = Annotated[
 ]
 S3Opt = Annotated[
     bool,
-    typer.Option("--with-minio",
-                 help="Also start MinIO (always with VIGIL_ARTIFACT_BACKEND=s3)."),
+    typer.Option("--with-minio", help="Also start MinIO (always with VIGIL_ARTIFACT_BACKEND=s3)."),
 ]
 
 
@@ -97,8 +96,9 @@ def _say(message: str) -> None:
 
 
 @stack_app.command("up")
-def stack_up(state_dir: StateOpt = None, with_minio: S3Opt = False,
-             as_json: JsonOpt = False) -> None:
+def stack_up(
+    state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False
+) -> None:
     """Start Temporal, PostgreSQL (+pgvector) and, when asked, MinIO; migrate; wait until ready."""
     settings = load_settings(state_dir, with_minio)
     stack = Stack(settings, say=_say)
@@ -118,8 +118,9 @@ def stack_down(state_dir: StateOpt = None) -> None:
 
 
 @stack_app.command("status")
-def stack_status(state_dir: StateOpt = None, with_minio: S3Opt = False,
-                 as_json: JsonOpt = False) -> None:
+def stack_status(
+    state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False
+) -> None:
     """Show each part and whether it answers."""
     stack = Stack(load_settings(state_dir, with_minio))
     if not _print_status(stack, as_json):
@@ -160,15 +161,13 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-
 # --- sessions -------------------------------------------------------------------------
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent id.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who is acting (recorded).")]
 SignalOpt = Annotated[
     bool,
-    typer.Option("--signal",
-                 help="Send a signal (fire and forget) instead of a validated update."),
+    typer.Option("--signal", help="Send a signal (fire and forget) instead of a validated update."),
 ]
 
 
@@ -240,8 +239,13 @@ def _print_message(msg: Any, as_json: bool) -> None:
 
 def _message_dict(msg: Any) -> dict[str, Any]:
     return {
-        "seq": msg.seq, "role": msg.role, "name": msg.name, "content": msg.content,
-        "tool_calls": msg.tool_calls, "tool_call_id": msg.tool_call_id, "step": msg.step,
+        "seq": msg.seq,
+        "role": msg.role,
+        "name": msg.name,
+        "content": msg.content,
+        "tool_calls": msg.tool_calls,
+        "tool_call_id": msg.tool_call_id,
+        "step": msg.step,
         "created_at": msg.created_at.isoformat(),
     }
 
@@ -277,14 +281,20 @@ def start(
 ) -> None:
     """Start an agent session; prints its id and Temporal UI link."""
     policy = ToolPolicy(
-        require_approval=_csv(approve_tools), allowed=_csv(allow_tools),
+        require_approval=_csv(approve_tools),
+        allowed=_csv(allow_tools),
     )
-    budget = Budget(max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost,
-                    max_seconds=max_seconds)
+    budget = Budget(
+        max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost, max_seconds=max_seconds
+    )
 
     async def go(client: VigilClient) -> None:
         started = await client.start_session(
-            agent, goal, session_id=session_id, budget=budget, policy=policy,
+            agent,
+            goal,
+            session_id=session_id,
+            budget=budget,
+            policy=policy,
             system_prompt=system_prompt,
         )
         if as_json and not (follow_ or wait):
@@ -341,8 +351,12 @@ async def _wait_end(client: VigilClient, session_id: str, as_json: bool) -> None
 async def _print_end(client: VigilClient, session_id: str, as_json: bool) -> None:
     row = await client.require_session(session_id)
     if as_json:  # one line, so `follow --json` prints JSON Lines throughout
-        out.print_json(json.dumps({"id": session_id, "status": row.status, "summary": row.summary,
-                                   "steps": row.step}), indent=None)
+        out.print_json(
+            json.dumps(
+                {"id": session_id, "status": row.status, "summary": row.summary, "steps": row.step}
+            ),
+            indent=None,
+        )
     else:
         out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
     if row.status in ("failed", "timed_out"):
@@ -367,8 +381,17 @@ def list_(
         def human() -> None:
             table = Table("id", "agent", "status", "step", "temporal", "created", "goal")
             for r in rows:
-                table.add_row(*_plain(r.id, r.agent_id, r.status, r.step, r.temporal_status or "-",
-                              r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.goal[:60]))
+                table.add_row(
+                    *_plain(
+                        r.id,
+                        r.agent_id,
+                        r.status,
+                        r.step,
+                        r.temporal_status or "-",
+                        r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        r.goal[:60],
+                    )
+                )
             out.print(table)
 
         _emit([asdict(r) for r in rows], as_json, human)
@@ -390,8 +413,12 @@ def _parse_since(raw: str | None, what: str = "--since") -> datetime | None:
 
 
 @app.command()
-def show(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False,
-         last: Annotated[int, typer.Option(help="How many recent messages to show.")] = 20) -> None:
+def show(
+    session_id: str,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+    last: Annotated[int, typer.Option(help="How many recent messages to show.")] = 20,
+) -> None:
     """A session's record, live state and recent messages."""
 
     async def go(client: VigilClient) -> None:
@@ -403,24 +430,39 @@ def show(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False,
         async with client.db() as db:
             recent = await record_store.recent_messages(db, session_id, last)
         if as_json:
-            out.print_json(json.dumps({
-                "session": asdict(row), "state": live.model_dump(mode="json") if live else None,
-                "messages": [_message_dict(m) for m in recent], "ui": client.ui_link(session_id),
-            }, default=str))
+            out.print_json(
+                json.dumps(
+                    {
+                        "session": asdict(row),
+                        "state": live.model_dump(mode="json") if live else None,
+                        "messages": [_message_dict(m) for m in recent],
+                        "ui": client.ui_link(session_id),
+                    },
+                    default=str,
+                )
+            )
             return
         table = Table(show_header=False)
-        for k, v in [("id", row.id), ("agent", row.agent_id), ("goal", row.goal),
-                     ("status", row.status), ("step", row.step),
-                     ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
-                     ("cost", f"${row.cost_usd:.4f}"), ("summary", row.summary or "-"),
-                     ("ui", client.ui_link(session_id) or "-")]:
+        for k, v in [
+            ("id", row.id),
+            ("agent", row.agent_id),
+            ("goal", row.goal),
+            ("status", row.status),
+            ("step", row.step),
+            ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
+            ("cost", f"${row.cost_usd:.4f}"),
+            ("summary", row.summary or "-"),
+            ("ui", client.ui_link(session_id) or "-"),
+        ]:
             table.add_row(*_plain(k, v))
         if live is not None:
-            table.add_row(*_plain("live", f"{live.status.value}, paused={live.paused}, "
-                                          f"run {live.run_index}"))
+            table.add_row(
+                *_plain("live", f"{live.status.value}, paused={live.paused}, run {live.run_index}")
+            )
             for a in live.pending_approvals:
-                table.add_row(*_plain("approval",
-                                      f"{a.approval_id}: {a.tool}({a.arguments_preview})"))
+                table.add_row(
+                    *_plain("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
+                )
             if live.waiting_for:
                 table.add_row(*_plain("waiting for", live.waiting_for))
         out.print(table)
@@ -461,9 +503,18 @@ def approve(
     """Approve a pending tool call (optionally with edited arguments)."""
     edited = _json_arg(edit, "--edit")
     run_client(
-        lambda c: _ack_then(c.approve(session_id, approval_id, by=by or _by_default(), note=note,
-                                      edited_arguments=edited, wait=not signal_),
-                            as_json, "approve"),
+        lambda c: _ack_then(
+            c.approve(
+                session_id,
+                approval_id,
+                by=by or _by_default(),
+                note=note,
+                edited_arguments=edited,
+                wait=not signal_,
+            ),
+            as_json,
+            "approve",
+        ),
         state_dir,
     )
 
@@ -484,51 +535,107 @@ def reject(
 ) -> None:
     """Reject a pending tool call; the model is told why."""
     run_client(
-        lambda c: _ack_then(c.reject(session_id, approval_id, by=by or _by_default(), reason=reason,
-                                     wait=not signal_), as_json, "reject"),
+        lambda c: _ack_then(
+            c.reject(
+                session_id, approval_id, by=by or _by_default(), reason=reason, wait=not signal_
+            ),
+            as_json,
+            "reject",
+        ),
         state_dir,
     )
 
 
 @app.command()
-def pause(session_id: str, reason: Annotated[str, typer.Option("--reason")] = "",
-          by: ByOpt = "", signal_: SignalOpt = False, state_dir: StateOpt = None,
-          as_json: JsonOpt = False) -> None:
+def pause(
+    session_id: str,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Hold the session between steps (no budget is spent while paused)."""
-    run_client(lambda c: _ack_then(c.pause(session_id, by=by or _by_default(), reason=reason,
-                                           wait=not signal_), as_json, "pause"), state_dir)
+    run_client(
+        lambda c: _ack_then(
+            c.pause(session_id, by=by or _by_default(), reason=reason, wait=not signal_),
+            as_json,
+            "pause",
+        ),
+        state_dir,
+    )
 
 
 @app.command()
-def resume(session_id: str, by: ByOpt = "", signal_: SignalOpt = False,
-           state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+def resume(
+    session_id: str,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Resume a paused session exactly where it stopped."""
-    run_client(lambda c: _ack_then(c.resume(session_id, by=by or _by_default(), wait=not signal_),
-                                   as_json, "resume"), state_dir)
+    run_client(
+        lambda c: _ack_then(
+            c.resume(session_id, by=by or _by_default(), wait=not signal_), as_json, "resume"
+        ),
+        state_dir,
+    )
 
 
 @app.command()
-def say(session_id: str, text_: Annotated[str, typer.Argument(metavar="TEXT")], by: ByOpt = "",
-        signal_: SignalOpt = False, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+def say(
+    session_id: str,
+    text_: Annotated[str, typer.Argument(metavar="TEXT")],
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Send the agent a message (it lands before its next step)."""
-    run_client(lambda c: _ack_then(c.say(session_id, text_, by=by or _by_default(),
-                                         wait=not signal_), as_json, "say"), state_dir)
+    run_client(
+        lambda c: _ack_then(
+            c.say(session_id, text_, by=by or _by_default(), wait=not signal_), as_json, "say"
+        ),
+        state_dir,
+    )
 
 
 @app.command()
-def redirect(session_id: str, goal: str, by: ByOpt = "", signal_: SignalOpt = False,
-             state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+def redirect(
+    session_id: str,
+    goal: str,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Give the session a new goal."""
-    run_client(lambda c: _ack_then(c.redirect(session_id, goal, by=by or _by_default(),
-                                              wait=not signal_), as_json, "redirect"), state_dir)
+    run_client(
+        lambda c: _ack_then(
+            c.redirect(session_id, goal, by=by or _by_default(), wait=not signal_),
+            as_json,
+            "redirect",
+        ),
+        state_dir,
+    )
 
 
 @app.command()
-def wake(session_id: str, by: ByOpt = "", signal_: SignalOpt = False,
-         state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+def wake(
+    session_id: str,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Wake a session sleeping on a timer."""
-    run_client(lambda c: _ack_then(c.wake(session_id, by=by or _by_default(), wait=not signal_),
-                                   as_json, "wake"), state_dir)
+    run_client(
+        lambda c: _ack_then(
+            c.wake(session_id, by=by or _by_default(), wait=not signal_), as_json, "wake"
+        ),
+        state_dir,
+    )
 
 
 @app.command()
@@ -537,8 +644,11 @@ def cancel(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False
 
     async def go(client: VigilClient) -> None:
         await client.cancel(session_id)
-        _emit({"id": session_id, "cancel": "requested"}, as_json,
-              lambda: out.print(f"cancel requested for {session_id}"))
+        _emit(
+            {"id": session_id, "cancel": "requested"},
+            as_json,
+            lambda: out.print(f"cancel requested for {session_id}"),
+        )
 
     run_client(go, state_dir)
 
@@ -553,8 +663,9 @@ def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
         def human() -> None:
             table = Table("#", "time", "event", "detail")
             for ln in lines:
-                table.add_row(*_plain(ln.event_id, ln.time.strftime("%H:%M:%S.%f")[:-3],
-                                      ln.kind, ln.detail))
+                table.add_row(
+                    *_plain(ln.event_id, ln.time.strftime("%H:%M:%S.%f")[:-3], ln.kind, ln.detail)
+                )
             out.print(table)
 
         _emit([asdict(ln) for ln in lines], as_json, human)
@@ -589,8 +700,9 @@ def demo(
 
     settings = load_settings(state_dir)
     try:
-        code = asyncio.run(run_demo(settings, out, auto_approve=auto_approve,
-                                    by=by or _by_default()))
+        code = asyncio.run(
+            run_demo(settings, out, auto_approve=auto_approve, by=by or _by_default())
+        )
     except VigilError as exc:
         fail(str(exc), exc.exit_code)
     raise typer.Exit(code)
@@ -637,20 +749,36 @@ def schedule_create(
         fail("give exactly one of --cron or --every", EXIT_USAGE)
     try:
         template = StartSessionInput(
-            agent_id=agent, goal=goal, budget=Budget(max_steps=max_steps),
+            agent_id=agent,
+            goal=goal,
+            budget=Budget(max_steps=max_steps),
             policy=ToolPolicy(require_approval=_csv(approve_tools)),
         )
     except ValidationError as exc:
         fail(f"bad argument: {_first_error(exc)}", EXIT_USAGE)
-    every_td, jitter_td, catchup_td = (_duration(every, "--every"), _duration(jitter, "--jitter"),
-                                       _duration(catchup, "--catchup"))
+    every_td, jitter_td, catchup_td = (
+        _duration(every, "--every"),
+        _duration(jitter, "--jitter"),
+        _duration(catchup, "--catchup"),
+    )
 
     async def go(client: VigilClient) -> None:
-        await client.create_schedule(schedule_id, template, cron=cron, every=every_td, time_zone=tz,
-                                     jitter=jitter_td, overlap=overlap, catchup_window=catchup_td,
-                                     paused=paused)
-        _emit({"id": schedule_id, "created": True}, as_json,
-              lambda: out.print(f"schedule {schedule_id} created"))
+        await client.create_schedule(
+            schedule_id,
+            template,
+            cron=cron,
+            every=every_td,
+            time_zone=tz,
+            jitter=jitter_td,
+            overlap=overlap,
+            catchup_window=catchup_td,
+            paused=paused,
+        )
+        _emit(
+            {"id": schedule_id, "created": True},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id} created"),
+        )
 
     run_client(go, state_dir)
 
@@ -673,12 +801,20 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     run_client(go, state_dir)
 
 
-def _schedule_op(schedule_id: str, what: str, op: Callable[[VigilClient], Awaitable[None]],
-                 state_dir: str | None, as_json: bool) -> None:
+def _schedule_op(
+    schedule_id: str,
+    what: str,
+    op: Callable[[VigilClient], Awaitable[None]],
+    state_dir: str | None,
+    as_json: bool,
+) -> None:
     async def go(client: VigilClient) -> None:
         await op(client)
-        _emit({"id": schedule_id, what: True}, as_json,
-              lambda: out.print(f"schedule {schedule_id}: {what}"))
+        _emit(
+            {"id": schedule_id, what: True},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id}: {what}"),
+        )
 
     run_client(go, state_dir)
 
@@ -692,16 +828,19 @@ def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOp
 @schedule_app.command("resume")
 def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Unpause a schedule."""
-    _schedule_op(schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir,
-                 as_json)
+    _schedule_op(
+        schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir, as_json
+    )
 
 
 @schedule_app.command("trigger")
-def schedule_trigger(schedule_id: str, state_dir: StateOpt = None,
-                     as_json: JsonOpt = False) -> None:
+def schedule_trigger(
+    schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False
+) -> None:
     """Start one run now."""
-    _schedule_op(schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir,
-                 as_json)
+    _schedule_op(
+        schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir, as_json
+    )
 
 
 @schedule_app.command("backfill")
@@ -715,15 +854,21 @@ def schedule_backfill(
     """Run the schedule for the times it would have run in a past window."""
     start_dt, end_dt = _parse_since(start_at, "--from"), _parse_since(end_at, "--to")
     assert start_dt is not None and end_dt is not None
-    _schedule_op(schedule_id, "backfilled",
-                 lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt), state_dir, as_json)
+    _schedule_op(
+        schedule_id,
+        "backfilled",
+        lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt),
+        state_dir,
+        as_json,
+    )
 
 
 @schedule_app.command("delete")
 def schedule_delete(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Delete a schedule (its past runs stay in the record)."""
-    _schedule_op(schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir,
-                 as_json)
+    _schedule_op(
+        schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir, as_json
+    )
 
 
 @schedule_app.command("runs")
@@ -815,8 +960,9 @@ def memory_search(
         def human() -> None:
             table = Table("id", "kind", "subject", "score", "content")
             for m in found:
-                table.add_row(*_plain(m.id, m.kind, m.subject or "-", f"{m.score:.4f}",
-                                      m.content[:80]))
+                table.add_row(
+                    *_plain(m.id, m.kind, m.subject or "-", f"{m.score:.4f}", m.content[:80])
+                )
             out.print(table)
 
         _emit([asdict(m) for m in found], as_json, human)
@@ -837,10 +983,12 @@ def memory_add(
     """Add a memory (merged with a near-duplicate, or superseding one about the same subject)."""
 
     async def go(client: VigilClient) -> None:
-        result = await client.memory_add(agent, content, kind=kind, subject=subject,
-                                         importance=importance)
-        _emit(asdict(result), as_json,
-              lambda: out.print(f"memory {result.action} (id {result.id})"))
+        result = await client.memory_add(
+            agent, content, kind=kind, subject=subject, importance=importance
+        )
+        _emit(
+            asdict(result), as_json, lambda: out.print(f"memory {result.action} (id {result.id})")
+        )
 
     run_client(go, state_dir)
 
@@ -860,8 +1008,11 @@ def artifact_get(
 
     async def go(client: VigilClient) -> None:
         ref = await client.artifact_download(session_id, name, dest)
-        _emit({"name": name, "sha256": ref.sha256, "size": ref.size, "path": str(dest)}, as_json,
-              lambda: out.print(f"wrote {dest} ({ref.size} bytes, sha256 {ref.sha256})"))
+        _emit(
+            {"name": name, "sha256": ref.sha256, "size": ref.size, "path": str(dest)},
+            as_json,
+            lambda: out.print(f"wrote {dest} ({ref.size} bytes, sha256 {ref.sha256})"),
+        )
 
     run_client(go, state_dir)
 

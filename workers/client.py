@@ -212,8 +212,12 @@ class _VigilClientCore:
         **extra: Any,
     ) -> StartedSession:
         arg = StartSessionInput(
-            agent_id=agent_id, goal=goal, system_prompt=system_prompt,
-            budget=budget or Budget(), policy=policy or ToolPolicy(), **extra,
+            agent_id=agent_id,
+            goal=goal,
+            system_prompt=system_prompt,
+            budget=budget or Budget(),
+            policy=policy or ToolPolicy(),
+            **extra,
         )
         sid = session_id or self.new_session_id(agent_id)
         if session_id is not None:
@@ -222,11 +226,15 @@ class _VigilClientCore:
             async with self.db() as db:
                 taken = await record.get_session(db, session_id)
             if taken is not None:
-                raise BadArgument(f"a session with id {session_id!r} already exists "
-                                  f"({taken.status}); choose another --id")
+                raise BadArgument(
+                    f"a session with id {session_id!r} already exists "
+                    f"({taken.status}); choose another --id"
+                )
         try:
             await self.temporal.start_workflow(
-                names.WORKFLOW_SESSION, arg, id=sid,
+                names.WORKFLOW_SESSION,
+                arg,
+                id=sid,
                 task_queue=task_queue or self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 memo={"goal": goal, "agent": agent_id},
@@ -241,8 +249,9 @@ class _VigilClientCore:
                 static_summary=f"{agent_id}: {goal[:200]}",
             )
         except WorkflowAlreadyStartedError as exc:
-            raise BadArgument(f"a session with id {sid!r} already exists; choose another --id"
-                              ) from exc
+            raise BadArgument(
+                f"a session with id {sid!r} already exists; choose another --id"
+            ) from exc
         return StartedSession(sid, self.ui_link(sid))
 
     def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
@@ -259,8 +268,9 @@ class _VigilClientCore:
                     row = await record.get_session(db, session_id)
                 if row is None:
                     raise UnknownSession(f"no session with id {session_id!r}") from exc
-                raise Refused(f"session {session_id!r} is not running ({row.status}): "
-                              f"{exc.message}") from exc
+                raise Refused(
+                    f"session {session_id!r} is not running ({row.status}): {exc.message}"
+                ) from exc
             if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
                 raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
             raise VigilError(f"Temporal refused: {exc.message}") from exc
@@ -283,58 +293,84 @@ class _VigilClientCore:
     ) -> Ack | None:
         handle = self.handle(session_id)
         if wait:
-            ack: Ack = await self._rpc(session_id,
-                                       handle.execute_update(update, arg, result_type=Ack))
+            ack: Ack = await self._rpc(
+                session_id, handle.execute_update(update, arg, result_type=Ack)
+            )
             return ack
         await self._rpc(session_id, handle.signal(signal, arg))
         return None
 
-    async def approve(self, session_id: str, approval_id: str, *, by: str, note: str | None = None,
-                      edited_arguments: dict[str, Any] | None = None,
-                      wait: bool = True) -> Ack | None:
-        arg = ApproveInput(approval_id=approval_id, by=by, note=note,
-                           edited_arguments=edited_arguments)
+    async def approve(
+        self,
+        session_id: str,
+        approval_id: str,
+        *,
+        by: str,
+        note: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> Ack | None:
+        arg = ApproveInput(
+            approval_id=approval_id, by=by, note=note, edited_arguments=edited_arguments
+        )
         return await self._control(session_id, names.UPD_APPROVE, names.SIG_APPROVE, arg, wait)
 
-    async def reject(self, session_id: str, approval_id: str, *, by: str, reason: str = "",
-                     wait: bool = True) -> Ack | None:
+    async def reject(
+        self, session_id: str, approval_id: str, *, by: str, reason: str = "", wait: bool = True
+    ) -> Ack | None:
         arg = RejectInput(approval_id=approval_id, by=by, reason=reason)
         return await self._control(session_id, names.UPD_REJECT, names.SIG_REJECT, arg, wait)
 
-    async def pause(self, session_id: str, *, by: str, reason: str = "",
-                    wait: bool = True) -> Ack | None:
-        return await self._control(session_id, names.UPD_PAUSE, names.SIG_PAUSE,
-                                   PauseInput(by=by, reason=reason), wait)
+    async def pause(
+        self, session_id: str, *, by: str, reason: str = "", wait: bool = True
+    ) -> Ack | None:
+        return await self._control(
+            session_id, names.UPD_PAUSE, names.SIG_PAUSE, PauseInput(by=by, reason=reason), wait
+        )
 
     async def resume(self, session_id: str, *, by: str, wait: bool = True) -> Ack | None:
-        return await self._control(session_id, names.UPD_RESUME, names.SIG_RESUME,
-                                   ResumeInput(by=by), wait)
+        return await self._control(
+            session_id, names.UPD_RESUME, names.SIG_RESUME, ResumeInput(by=by), wait
+        )
 
     async def say(self, session_id: str, text_: str, *, by: str, wait: bool = True) -> Ack | None:
-        return await self._control(session_id, names.UPD_MESSAGE, names.SIG_MESSAGE,
-                                   MessageInput(text=text_, by=by), wait)
+        return await self._control(
+            session_id, names.UPD_MESSAGE, names.SIG_MESSAGE, MessageInput(text=text_, by=by), wait
+        )
 
-    async def redirect(self, session_id: str, goal: str, *, by: str,
-                       wait: bool = True) -> Ack | None:
-        return await self._control(session_id, names.UPD_REDIRECT, names.SIG_REDIRECT,
-                                   RedirectInput(goal=goal, by=by), wait)
+    async def redirect(
+        self, session_id: str, goal: str, *, by: str, wait: bool = True
+    ) -> Ack | None:
+        return await self._control(
+            session_id,
+            names.UPD_REDIRECT,
+            names.SIG_REDIRECT,
+            RedirectInput(goal=goal, by=by),
+            wait,
+        )
 
-    async def wake(self, session_id: str, *, by: str, reason: str = "",
-                   wait: bool = True) -> Ack | None:
-        return await self._control(session_id, names.UPD_WAKE, names.SIG_WAKE,
-                                   WakeInput(by=by, reason=reason), wait)
+    async def wake(
+        self, session_id: str, *, by: str, reason: str = "", wait: bool = True
+    ) -> Ack | None:
+        return await self._control(
+            session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
+        )
 
     async def cancel(self, session_id: str) -> None:
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
         if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
-            raise Refused(f"session {session_id!r} has already ended "
-                          f"({WorkflowExecutionStatus(desc.status).name.lower()})")
+            raise Refused(
+                f"session {session_id!r} has already ended "
+                f"({WorkflowExecutionStatus(desc.status).name.lower()})"
+            )
         await self._rpc(session_id, handle.cancel())
 
     async def result(
-        self, session_id: str, timeout: float | None = None  # noqa: ASYNC109 - public API
+        self,
+        session_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - public API
     ) -> SessionResult | None:
         """The session's result once it ends (None when it ended without one: cancel, failure)."""
         handle = self.temporal.get_workflow_handle(session_id, result_type=SessionResult)
@@ -369,7 +405,9 @@ class _VigilClientCore:
         return row
 
     async def require_session_soon(
-        self, session_id: str, timeout: float = 15.0  # noqa: ASYNC109 - a polling budget
+        self,
+        session_id: str,
+        timeout: float = 15.0,  # noqa: ASYNC109 - a polling budget
     ) -> record.SessionRow:
         """Like require_session, but give a just-started session time to write its row."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -382,31 +420,52 @@ class _VigilClientCore:
                 await asyncio.sleep(0.2)
 
     async def list_sessions(
-        self, *, agent: str | None = None, status: str | None = None,
-        since: datetime | None = None, schedule_id: str | None = None, limit: int = 50,
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
     ) -> list[SessionSummary]:
         async with self.db() as db:
             rows = (
-                await db.execute(
-                    text(
-                        "SELECT id, agent_id, goal, status, step, created_at, updated_at, "
-                        "schedule_id "
-                        "FROM sessions WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
-                        "AND (CAST(:status AS text) IS NULL OR status = :status) "
-                        "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
-                        "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
-                        "ORDER BY created_at DESC LIMIT :lim"
-                    ),
-                    {"agent": agent, "status": status, "since": since, "sched": schedule_id,
-                     "lim": limit},
+                (
+                    await db.execute(
+                        text(
+                            "SELECT id, agent_id, goal, status, step, created_at, updated_at, "
+                            "schedule_id "
+                            "FROM sessions "
+                            "WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
+                            "AND (CAST(:status AS text) IS NULL OR status = :status) "
+                            "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
+                            "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
+                            "ORDER BY created_at DESC LIMIT :lim"
+                        ),
+                        {
+                            "agent": agent,
+                            "status": status,
+                            "since": since,
+                            "sched": schedule_id,
+                            "lim": limit,
+                        },
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         live = await self._temporal_statuses([r["id"] for r in rows])
         return [
             SessionSummary(
-                id=r["id"], agent_id=r["agent_id"], goal=r["goal"], status=r["status"],
-                step=r["step"], created_at=r["created_at"], updated_at=r["updated_at"],
-                schedule_id=r["schedule_id"], temporal_status=live.get(r["id"]),
+                id=r["id"],
+                agent_id=r["agent_id"],
+                goal=r["goal"],
+                status=r["status"],
+                step=r["step"],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                schedule_id=r["schedule_id"],
+                temporal_status=live.get(r["id"]),
             )
             for r in rows
         ]
@@ -424,13 +483,15 @@ class _VigilClientCore:
             return {}
         return out
 
-    async def transcript(self, session_id: str, *, after_seq: int = -1,
-                         limit: int = 100) -> list[record.StoredMessage]:
+    async def transcript(
+        self, session_id: str, *, after_seq: int = -1, limit: int = 100
+    ) -> list[record.StoredMessage]:
         async with self.db() as db:
             return await record.messages_page(db, session_id, after_seq=after_seq, limit=limit)
 
-    async def follow(self, session_id: str, *, after_seq: int = -1,
-                     poll_seconds: float = 0.3) -> AsyncIterator[record.StoredMessage]:
+    async def follow(
+        self, session_id: str, *, after_seq: int = -1, poll_seconds: float = 0.3
+    ) -> AsyncIterator[record.StoredMessage]:
         """New messages as they land; ends once the session has ended and all is read."""
         last = after_seq
         while True:
@@ -518,16 +579,21 @@ class _VigilClientCore:
         spec = ScheduleSpec(
             cron_expressions=[cron] if cron else [],
             intervals=[ScheduleIntervalSpec(every=every)] if every else [],
-            time_zone_name=time_zone, jitter=jitter,
+            time_zone_name=time_zone,
+            jitter=jitter,
         )
         schedule = Schedule(
             action=ScheduleActionStartWorkflow(
-                names.WORKFLOW_SESSION, arg, id=f"{schedule_id}-run",
+                names.WORKFLOW_SESSION,
+                arg,
+                id=f"{schedule_id}-run",
                 task_queue=self.settings.task_queue,
                 typed_search_attributes=TypedSearchAttributes(
-                    [SearchAttributePair(names.SA_AGENT, template.agent_id),
-                     SearchAttributePair(names.SA_SCHEDULE, schedule_id),
-                     SearchAttributePair(names.SA_GOAL, template.goal[:1000])]
+                    [
+                        SearchAttributePair(names.SA_AGENT, template.agent_id),
+                        SearchAttributePair(names.SA_SCHEDULE, schedule_id),
+                        SearchAttributePair(names.SA_GOAL, template.goal[:1000]),
+                    ]
                 ),
                 memo={"goal": template.goal, "agent": template.agent_id, "schedule": schedule_id},
             ),
@@ -544,10 +610,10 @@ class _VigilClientCore:
             raise BadArgument(f"a schedule with id {schedule_id!r} already exists") from exc
         except RPCError as exc:
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
-                raise BadArgument(f"could not create schedule {schedule_id!r}: {exc.message}"
-                                  ) from exc
-            raise VigilError(f"could not create schedule {schedule_id!r}: {exc.message}"
-                             ) from exc
+                raise BadArgument(
+                    f"could not create schedule {schedule_id!r}: {exc.message}"
+                ) from exc
+            raise VigilError(f"could not create schedule {schedule_id!r}: {exc.message}") from exc
         return schedule_id
 
     async def list_schedules(self) -> list[dict[str, Any]]:
@@ -573,12 +639,14 @@ class _VigilClientCore:
             raise VigilError(f"Temporal refused: {exc.message}") from exc
 
     async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> None:
-        await self._schedule(schedule_id,
-                             self.temporal.get_schedule_handle(schedule_id).pause(note=note))
+        await self._schedule(
+            schedule_id, self.temporal.get_schedule_handle(schedule_id).pause(note=note)
+        )
 
     async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> None:
-        await self._schedule(schedule_id,
-                             self.temporal.get_schedule_handle(schedule_id).unpause(note=note))
+        await self._schedule(
+            schedule_id, self.temporal.get_schedule_handle(schedule_id).unpause(note=note)
+        )
 
     async def trigger_schedule(self, schedule_id: str) -> None:
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
@@ -587,8 +655,11 @@ class _VigilClientCore:
         handle = self.temporal.get_schedule_handle(schedule_id)
         await self._schedule(
             schedule_id,
-            handle.backfill(ScheduleBackfill(start_at=start, end_at=end,
-                                             overlap=ScheduleOverlapPolicy.ALLOW_ALL)),
+            handle.backfill(
+                ScheduleBackfill(
+                    start_at=start, end_at=end, overlap=ScheduleOverlapPolicy.ALLOW_ALL
+                )
+            ),
         )
 
     async def delete_schedule(self, schedule_id: str) -> None:
@@ -620,8 +691,11 @@ class _RecordExtras:
             raise BadArgument(f"unknown export format {fmt!r}: jsonl or md")
         async with self.db() as db:
             try:
-                gen = (reads.export_jsonl(db, session_id) if fmt == "jsonl"
-                       else reads.export_markdown(db, session_id))
+                gen = (
+                    reads.export_jsonl(db, session_id)
+                    if fmt == "jsonl"
+                    else reads.export_markdown(db, session_id)
+                )
                 async for chunk in gen:
                     yield chunk
             except reads.SessionNotFound as exc:
@@ -639,8 +713,9 @@ class _RecordExtras:
 
         return MemoryStore(self.db, make_embedder(self.settings))
 
-    async def memory_search(self, agent_id: str, query: str, k: int = 10,
-                            include_superseded: bool = False) -> list[Any]:
+    async def memory_search(
+        self, agent_id: str, query: str, k: int = 10, include_superseded: bool = False
+    ) -> list[Any]:
         try:
             result: list[Any] = await self._memory().recall(
                 agent_id, query, k=k, include_superseded=include_superseded
@@ -649,11 +724,19 @@ class _RecordExtras:
             raise Refused(str(exc)) from exc
         return result
 
-    async def memory_add(self, agent_id: str, content: str, *, kind: str = "fact",
-                         subject: str | None = None, importance: float = 0.5) -> Any:
+    async def memory_add(
+        self,
+        agent_id: str,
+        content: str,
+        *,
+        kind: str = "fact",
+        subject: str | None = None,
+        importance: float = 0.5,
+    ) -> Any:
         try:
-            return await self._memory().add(agent_id, content, kind=kind, subject=subject,
-                                            importance=importance)
+            return await self._memory().add(
+                agent_id, content, kind=kind, subject=subject, importance=importance
+            )
         except ValueError as exc:
             raise Refused(str(exc)) from exc
 
@@ -670,8 +753,9 @@ class _RecordExtras:
         target = Path(dest)
         tmp = target.with_name(target.name + ".part")
         try:
-            ref, chunks = await open_artifact(store, self.db, agent_id=row.agent_id,
-                                              session_id=session_id, name=name)
+            ref, chunks = await open_artifact(
+                store, self.db, agent_id=row.agent_id, session_id=session_id, name=name
+            )
             # A local file written chunk by chunk as the download streams.
             with open(tmp, "wb") as handle:  # noqa: ASYNC230
                 async for chunk in chunks:

@@ -22,16 +22,31 @@ def demo_script(ui_url: str | None) -> list[dict[str, object]]:
     """Notes, one approved fetch of a page on this machine (Temporal UI), a summary."""
     target = (ui_url or "http://127.0.0.1:8233") + "/"
     return [
-        {"tool": "write_artifact",
-         "args": {"name": "plan.md", "content": "# Plan\n1. Check the Temporal UI answers.\n"
-                  "2. Write down what was found.\n"}},
+        {
+            "tool": "write_artifact",
+            "args": {
+                "name": "plan.md",
+                "content": "# Plan\n1. Check the Temporal UI answers.\n"
+                "2. Write down what was found.\n",
+            },
+        },
         {"tool": "http_fetch", "args": {"url": target}},
-        {"tool": "remember",
-         "args": {"content": "The local Temporal UI answered the demo's health check.",
-                  "kind": "fact", "subject": "temporal ui health", "importance": 0.6}},
-        {"tool": "finish",
-         "args": {"summary": "Checked the local Temporal UI (fetch approved by a human), "
-                  "wrote plan.md and remembered the result."}},
+        {
+            "tool": "remember",
+            "args": {
+                "content": "The local Temporal UI answered the demo's health check.",
+                "kind": "fact",
+                "subject": "temporal ui health",
+                "importance": 0.6,
+            },
+        },
+        {
+            "tool": "finish",
+            "args": {
+                "summary": "Checked the local Temporal UI (fetch approved by a human), "
+                "wrote plan.md and remembered the result."
+            },
+        },
     ]
 
 
@@ -61,7 +76,8 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             state = await _wait_for_approval(client, sid, console)
             approval = state.pending_approvals[0]
             console.print(
-                f"\n[bold yellow]The agent wants to run[/] {approval.tool}({approval.arguments_preview})"
+                "\n[bold yellow]The agent wants to run[/] "
+                f"{approval.tool}({approval.arguments_preview})"
                 f"\n[bold]approval id[/] {approval.approval_id}\n"
                 "Approve it with vigil's CLI:\n"
                 f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
@@ -70,12 +86,15 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 f"--input '{json.dumps({'approval_id': approval.approval_id, 'by': 'you'})}'\n"
             )
             if not auto_approve and sys.stdin.isatty():
-                console.print("Press Enter to approve it from here (or approve from another shell) ...")
+                console.print(
+                    "Press Enter to approve it from here (or approve from another shell) ..."
+                )
                 await _enter_or_decided(client, sid)
             st = await client.state(sid)
             if st.pending_approvals:
-                ack = await client.approve(sid, approval.approval_id, by=by,
-                                           note="approved in the demo")
+                ack = await client.approve(
+                    sid, approval.approval_id, by=by, note="approved in the demo"
+                )
                 console.print(f"[green]approved[/] by {by}: {ack.message if ack else ''}")
             result = await client.result(sid, timeout=300)
             console.print("\n[bold]Transcript[/] (from PostgreSQL)")

@@ -32,8 +32,12 @@ async def _temporal(settings: Settings) -> list[Check]:
     try:
         missing = await missing_search_attributes(client)
         checks.append(
-            Check("temporal", f"namespace {settings.temporal_namespace!r} + search attributes",
-                  not missing, "all registered" if not missing else f"missing: {', '.join(missing)}")
+            Check(
+                "temporal",
+                f"namespace {settings.temporal_namespace!r} + search attributes",
+                not missing,
+                "all registered" if not missing else f"missing: {', '.join(missing)}",
+            )
         )
     except Exception as exc:
         checks.append(Check("temporal", "search attributes", False, str(exc)[:200]))
@@ -48,8 +52,14 @@ async def _postgres(settings: Settings) -> list[Check]:
 
     url = settings.endpoints().database_url
     if url is None:
-        return [Check("postgres", "configured", False,
-                      "no DATABASE_URL and no embedded server: run `vigil stack up`")]
+        return [
+            Check(
+                "postgres",
+                "configured",
+                False,
+                "no DATABASE_URL and no embedded server: run `vigil stack up`",
+            )
+        ]
     try:
         conn = await asyncio.wait_for(asyncpg.connect(asyncpg_dsn(url)), 10)
     except Exception as exc:
@@ -58,15 +68,22 @@ async def _postgres(settings: Settings) -> list[Check]:
         version = await conn.fetchval("SHOW server_version")
         checks = [Check("postgres", "reachable", True, f"PostgreSQL {version}")]
         vector = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname='vector'")
-        checks.append(Check("postgres", "pgvector", vector is not None,
-                            f"vector {vector}" if vector else "extension missing"))
+        checks.append(
+            Check(
+                "postgres",
+                "pgvector",
+                vector is not None,
+                f"vector {vector}" if vector else "extension missing",
+            )
+        )
         head = head_revision()
         try:
             current = await conn.fetchval("SELECT version_num FROM alembic_version")
         except asyncpg.UndefinedTableError:
             current = None
-        checks.append(Check("postgres", "migrations at head", current == head,
-                            f"at {current}, head {head}"))
+        checks.append(
+            Check("postgres", "migrations at head", current == head, f"at {current}, head {head}")
+        )
     finally:
         await conn.close()
     return checks
@@ -83,8 +100,14 @@ def _artifacts(settings: Settings) -> list[Check]:
         store.delete(obj.sha256)
         return [Check("artifacts", f"{store.scheme} store writable", ok, obj.uri.rsplit("/", 1)[0])]
     except Exception as exc:
-        return [Check("artifacts", f"{settings.artifact_backend} store writable", False,
-                      str(exc).splitlines()[0][:200])]
+        return [
+            Check(
+                "artifacts",
+                f"{settings.artifact_backend} store writable",
+                False,
+                str(exc).splitlines()[0][:200],
+            )
+        ]
 
 
 async def run_checks(settings: Settings) -> list[Check]:

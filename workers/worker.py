@@ -38,7 +38,9 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def runtime(settings: Settings, provider: ModelProvider | None = None) -> AsyncIterator[Runtime]:
+async def runtime(
+    settings: Settings, provider: ModelProvider | None = None
+) -> AsyncIterator[Runtime]:
     url = settings.endpoints().database_url
     if url is None:
         raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
@@ -56,8 +58,12 @@ async def runtime(settings: Settings, provider: ModelProvider | None = None) -> 
     except ImportError:  # memory is optional until its module lands
         memory = None
     acts = SessionActivities(
-        settings=settings, sessionmaker=sessionmaker, store=make_store(settings),
-        provider=model, http=http, memory=memory,
+        settings=settings,
+        sessionmaker=sessionmaker,
+        store=make_store(settings),
+        provider=model,
+        http=http,
+        memory=memory,
     )
     try:
         yield Runtime(engine=engine, http=http, provider=model, activities=acts)
@@ -68,8 +74,9 @@ async def runtime(settings: Settings, provider: ModelProvider | None = None) -> 
 
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
-    return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS,
-                      activities=rt.activities.all())
+    return new_worker(
+        client, task_queue=task_queue, workflows=WORKFLOWS, activities=rt.activities.all()
+    )
 
 
 async def run_worker(settings: Settings) -> None:
@@ -82,8 +89,12 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with runtime(settings) as rt:
         worker = build_worker(client, rt, settings.task_queue)
-        log.info("worker polling", task_queue=settings.task_queue,
-                 temporal=endpoints.temporal_address, model=settings.model_provider)
+        log.info(
+            "worker polling",
+            task_queue=settings.task_queue,
+            temporal=endpoints.temporal_address,
+            model=settings.model_provider,
+        )
         async with worker:
             await stop.wait()
     log.info("worker stopped")

@@ -11,8 +11,8 @@ import contextlib
 import hashlib
 import io
 import uuid
-from typing import BinaryIO, cast
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO, cast
 
 from minio import Minio
 from minio.commonconfig import CopySource
@@ -65,7 +65,9 @@ class _ChunkReader(io.RawIOBase):
 def make_client(settings: Settings) -> Minio:
     endpoints = settings.endpoints()
     if endpoints.s3_endpoint is None:
-        raise RuntimeError("no S3 endpoint: set VIGIL_S3_ENDPOINT or run `vigil stack up` with MinIO")
+        raise RuntimeError(
+            "no S3 endpoint: set VIGIL_S3_ENDPOINT or run `vigil stack up` with MinIO"
+        )
     return Minio(
         endpoints.s3_endpoint,
         access_key=endpoints.s3_access_key,

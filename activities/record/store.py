@@ -171,15 +171,19 @@ async def add_usage(
 
 async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
     row = (
-        await db.execute(
-            text(
-                "SELECT id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, "
-                "tokens_out, cost_usd, summary, created_at, updated_at, finished_at, metadata "
-                "FROM sessions WHERE id = :id"
-            ),
-            {"id": session_id},
+        (
+            await db.execute(
+                text(
+                    "SELECT id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, "
+                    "tokens_out, cost_usd, summary, created_at, updated_at, finished_at, metadata "
+                    "FROM sessions WHERE id = :id"
+                ),
+                {"id": session_id},
+            )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     data = dict(row)
@@ -290,8 +294,9 @@ async def record_events(
         reason = textcodec.encode(ev.reason)[0] if ev.reason is not None else None
         result = await db.execute(
             text(
-                "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, payload) "
-                "VALUES (:sid, :agent, :key, :kind, :step, :actor, :reason, CAST(:payload AS jsonb)) "
+                "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, "
+                "payload) VALUES (:sid, :agent, :key, :kind, :step, :actor, :reason, "
+                "CAST(:payload AS jsonb)) "
                 "ON CONFLICT (session_id, key) DO NOTHING RETURNING id"
             ),
             {
@@ -335,8 +340,13 @@ async def list_events(
     ).mappings()
     return [
         StoredEvent(
-            key=r["key"], kind=r["kind"], step=r["step"], actor=r["actor"], reason=r["reason"],
-            payload=_from_jsonb(r["payload"]) or {}, created_at=r["created_at"],
+            key=r["key"],
+            kind=r["kind"],
+            step=r["step"],
+            actor=r["actor"],
+            reason=r["reason"],
+            payload=_from_jsonb(r["payload"]) or {},
+            created_at=r["created_at"],
         )
         for r in rows
     ]

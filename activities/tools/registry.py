@@ -99,9 +99,7 @@ async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
         raise ToolFailed(f"only http(s) URLs with a host can be fetched, not {url[:200]!r}")
     allow = ctx.settings.http_allowlist
     if "*" not in allow and parts.hostname not in allow:
-        raise ToolFailed(
-            f"host {parts.hostname!r} is not on the allowlist (VIGIL_HTTP_ALLOW)"
-        )
+        raise ToolFailed(f"host {parts.hostname!r} is not on the allowlist (VIGIL_HTTP_ALLOW)")
     limit = ctx.settings.http_max_bytes
     body = bytearray()
     try:
@@ -151,7 +149,10 @@ async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     max_chars = int(args.get("max_chars", 20_000))
     try:
         _ref, data = await get_artifact(
-            ctx.store, ctx.sessionmaker, agent_id=ctx.agent_id, session_id=ctx.session_id,
+            ctx.store,
+            ctx.sessionmaker,
+            agent_id=ctx.agent_id,
+            session_id=ctx.session_id,
             name=str(args["name"]),
         )
     except (ArtifactError, ValueError) as exc:
@@ -194,7 +195,9 @@ IMPLEMENTATIONS: dict[str, ToolFn] = {
 }
 
 
-def parse_wake_time(args: dict[str, Any], now: datetime | None = None) -> tuple[float | None, datetime | None]:
+def parse_wake_time(
+    args: dict[str, Any], now: datetime | None = None
+) -> tuple[float | None, datetime | None]:
     """(seconds, absolute UTC time) of a wait_until call; exactly one is set."""
     if "seconds" in args:
         return float(args["seconds"]), None

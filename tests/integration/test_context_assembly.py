@@ -19,24 +19,43 @@ pytestmark = pytest.mark.integration
 async def _session(sm: async_sessionmaker[DbSession], n: int, start: int = 0) -> tuple[str, str]:
     sid, agent = f"ctx-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
     async with sm.begin() as db:
-        await record.create_session(db, session_id=sid, agent_id=agent, goal="measure the river",
-                                    status="running")
+        await record.create_session(
+            db, session_id=sid, agent_id=agent, goal="measure the river", status="running"
+        )
     await _append(sm, sid, agent, start, n)
     return sid, agent
 
 
-async def _append(sm: async_sessionmaker[DbSession], sid: str, agent: str, start: int, n: int) -> None:
+async def _append(
+    sm: async_sessionmaker[DbSession], sid: str, agent: str, start: int, n: int
+) -> None:
     msgs = []
     for seq in range(start, start + n):
         if seq % 3 == 1:
-            msgs.append(record.NewMessage(seq=seq, role="assistant", content=f"step {seq} thinking",
-                                          tool_calls=[{"id": f"c{seq}", "name": "recall",
-                                                       "arguments": '{"query": "depth"}'}]))
+            msgs.append(
+                record.NewMessage(
+                    seq=seq,
+                    role="assistant",
+                    content=f"step {seq} thinking",
+                    tool_calls=[
+                        {"id": f"c{seq}", "name": "recall", "arguments": '{"query": "depth"}'}
+                    ],
+                )
+            )
         elif seq % 3 == 2:
-            msgs.append(record.NewMessage(seq=seq, role="tool", content=f"depth reading {seq} " * 20,
-                                          name="recall", tool_call_id=f"c{seq - 1}"))
+            msgs.append(
+                record.NewMessage(
+                    seq=seq,
+                    role="tool",
+                    content=f"depth reading {seq} " * 20,
+                    name="recall",
+                    tool_call_id=f"c{seq - 1}",
+                )
+            )
         else:
-            msgs.append(record.NewMessage(seq=seq, role="user", content=f"note {seq} about the river"))
+            msgs.append(
+                record.NewMessage(seq=seq, role="user", content=f"note {seq} about the river")
+            )
     async with sm.begin() as db:
         await record.append_messages(db, sid, agent, msgs)
 
@@ -74,17 +93,27 @@ async def test_small_session_is_sent_whole_without_summary(
     sid, agent = await _session(sessionmaker, 6)
     got = await assemble(sessionmaker, session_id=sid, agent_id=agent, budget=ContextBudget())
     assert got.summary_upto_seq is None and got.recent_from_seq == 0
-    assert [m.role for m in got.messages] == ["system", "user", "assistant", "tool", "user",
-                                               "assistant", "tool"]
+    assert [m.role for m in got.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "user",
+        "assistant",
+        "tool",
+    ]
 
 
 async def test_recalled_memories_are_included(sessionmaker: async_sessionmaker[DbSession]) -> None:
     sid, agent = await _session(sessionmaker, 4)
     memory = MemoryStore(sessionmaker, HashingEmbedder())
-    await memory.add(agent, "The river depth gauge is at the north bridge.", subject="gauge location")
+    await memory.add(
+        agent, "The river depth gauge is at the north bridge.", subject="gauge location"
+    )
     await memory.add(agent, "Lunch is at noon.", subject="lunch")
-    got = await assemble(sessionmaker, session_id=sid, agent_id=agent, budget=ContextBudget(),
-                         memory=memory)
+    got = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=ContextBudget(), memory=memory
+    )
     assert got.memories >= 1
     assert "north bridge" in got.messages[1].content
 

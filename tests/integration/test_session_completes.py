@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from activities.record.store import messages_page
-from schema.payloads import SessionResult, SessionStatus, StartSessionInput, ToolPolicy
+from schema.payloads import SessionStatus, StartSessionInput, ToolPolicy
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
 from workers.settings import Settings
@@ -26,7 +26,10 @@ def stub() -> Iterator[LLMStub]:
 
 
 async def test_tools_then_finish(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     stub.enqueue(
@@ -36,9 +39,13 @@ async def test_tools_then_finish(
     cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
     async with running_worker(client, cfg, task_queue):
         handle = await start(
-            client, task_queue,
-            StartSessionInput(agent_id="agent-basic", goal="fetch the page",
-                              policy=ToolPolicy(require_approval=[])),
+            client,
+            task_queue,
+            StartSessionInput(
+                agent_id="agent-basic",
+                goal="fetch the page",
+                policy=ToolPolicy(require_approval=[]),
+            ),
         )
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED
@@ -46,13 +53,24 @@ async def test_tools_then_finish(
     assert result.steps == 2
     async with sessionmaker() as db:
         transcript = await messages_page(db, handle.id)
-        status = (await db.execute(text("SELECT status FROM sessions WHERE id=:i"),
-                                   {"i": handle.id})).scalar_one()
-    assert [m.role for m in transcript] == ["user", "assistant", "tool", "assistant", "tool", "system"]
+        status = (
+            await db.execute(text("SELECT status FROM sessions WHERE id=:i"), {"i": handle.id})
+        ).scalar_one()
+    assert [m.role for m in transcript] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "system",
+    ]
     assert [m.seq for m in transcript] == list(range(6))
     assert transcript[0].content == "fetch the page"
     assert transcript[2].name == "http_fetch" and transcript[2].content.startswith("HTTP ")
     assert status == "completed"
     # The model saw the tool result in the OpenAI wire format on its second call.
     second = stub.requests[1].body["messages"]
-    assert second[-1]["role"] == "tool" and second[-1]["tool_call_id"] == transcript[1].tool_calls[0]["id"]
+    assert (
+        second[-1]["role"] == "tool"
+        and second[-1]["tool_call_id"] == transcript[1].tool_calls[0]["id"]
+    )

@@ -35,7 +35,11 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
-        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=180,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=180,
     )
 
 
@@ -75,7 +79,8 @@ def test_taken_port_gives_one_clear_line(tmp_path: Path) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         result = _cli(
-            "stack", "up",
+            "stack",
+            "up",
             env={
                 "VIGIL_STATE_DIR": str(tmp_path / "state"),
                 "VIGIL_TEMPORAL_PORT": str(port),
@@ -96,8 +101,13 @@ def test_taken_postgres_port_is_refused_before_anything_starts(tmp_path: Path) -
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        stack = Stack(Settings(state_dir=tmp_path / "s", temporal_address="127.0.0.1:1",  # type: ignore[arg-type]
-                               postgres_port=port))
+        stack = Stack(
+            Settings(
+                state_dir=tmp_path / "s",
+                temporal_address="127.0.0.1:1",  # type: ignore[arg-type]
+                postgres_port=port,
+            )
+        )
         with pytest.raises(StackError, match=f"port {port} \\(PostgreSQL\\) is taken"):
             stack.up()
         stack.down()
@@ -110,7 +120,8 @@ def test_failed_go_build_names_the_fix(tmp_path: Path) -> None:
     (fake_bin / "go").write_text("#!/bin/sh\necho 'go: module lookup disabled' >&2\nexit 1\n")
     (fake_bin / "go").chmod(0o755)
     result = _cli(
-        "stack", "up",
+        "stack",
+        "up",
         env={
             "PATH": f"{fake_bin}:{Path(sys.executable).parent}:/usr/bin:/bin",
             "VIGIL_STATE_DIR": str(tmp_path / "state"),

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.integration
 async def test_workflow_runs_an_activity_on_the_dev_server(client: Client, task_queue: str) -> None:
     async with new_worker(client, task_queue=task_queue, workflows=[Greeter], activities=[greet]):
         result = await client.execute_workflow(
-            Greeter.run, Greeting(name="vigil"), id=f"greet-{uuid.uuid4()}", task_queue=task_queue,
+            Greeter.run,
+            Greeting(name="vigil"),
+            id=f"greet-{uuid.uuid4()}",
+            task_queue=task_queue,
             result_type=Greeted,
         )
     assert result == Greeted(text="hello vigil", attempt=1)

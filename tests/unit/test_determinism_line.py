@@ -7,10 +7,27 @@ from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 FORBIDDEN_MODULES = {
-    "httpx", "sqlalchemy", "asyncpg", "minio", "structlog", "time", "random", "uuid",
-    "socket", "subprocess", "requests", "os", "activities", "workers",
+    "httpx",
+    "sqlalchemy",
+    "asyncpg",
+    "minio",
+    "structlog",
+    "time",
+    "random",
+    "uuid",
+    "socket",
+    "subprocess",
+    "requests",
+    "os",
+    "activities",
+    "workers",
 }
-FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today"), ("datetime", "today")}
+FORBIDDEN_CALLS = {
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("date", "today"),
+    ("datetime", "today"),
+}
 
 
 def _violations(path: Path) -> list[str]:
@@ -45,5 +62,7 @@ def test_no_io_in_workflows() -> None:
 
 def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import httpx\nfrom datetime import datetime\nx = datetime.now()\nimport random\n")
+    bad.write_text(
+        "import httpx\nfrom datetime import datetime\nx = datetime.now()\nimport random\n"
+    )
     assert len(_violations(bad)) == 3

@@ -50,7 +50,7 @@ def test_worker_environment_names_are_settings() -> None:
             assert name in str(alias.validation_alias)
             continue
         assert name.startswith("VIGIL_"), name
-        assert name[len("VIGIL_"):].lower() in fields, f"{name} is not a vigil setting"
+        assert name[len("VIGIL_") :].lower() in fields, f"{name} is not a vigil setting"
 
 
 def test_worker_settings_parse_from_the_compose_environment(monkeypatch: Any) -> None:

@@ -17,8 +17,9 @@ odd_chars = st.one_of(
 odd_text = st.lists(odd_chars, max_size=40).map("".join)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | odd_text,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(odd_text, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(odd_text, children, max_size=4)
+    ),
     max_leaves=20,
 )
 

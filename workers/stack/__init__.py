@@ -47,9 +47,7 @@ class Stack:
             state, cache, settings.temporal_port, settings.temporal_ui_port
         )
         self.postgres = EmbeddedPostgres(state, settings.postgres_port)
-        self.minio = EmbeddedMinio(
-            state, cache, settings.minio_port, settings.minio_console_port
-        )
+        self.minio = EmbeddedMinio(state, cache, settings.minio_port, settings.minio_console_port)
 
     @property
     def embedded_temporal(self) -> bool:
@@ -135,27 +133,41 @@ class Stack:
         if self.embedded_temporal:
             parts.append(
                 PartStatus(
-                    "temporal", "embedded", self.temporal.running() and self.temporal.ready(),
+                    "temporal",
+                    "embedded",
+                    self.temporal.running() and self.temporal.ready(),
                     f"127.0.0.1:{self.settings.temporal_port}, UI {endpoints.temporal_ui}",
                 )
             )
         else:
             host, _, port = endpoints.temporal_address.rpartition(":")
             parts.append(
-                PartStatus("temporal", "external", port_answers(int(port), host),
-                           endpoints.temporal_address)
+                PartStatus(
+                    "temporal",
+                    "external",
+                    port_answers(int(port), host),
+                    endpoints.temporal_address,
+                )
             )
         if self.embedded_postgres:
             parts.append(
-                PartStatus("postgres", "embedded", self.postgres.ready(),
-                           f"127.0.0.1:{self.settings.postgres_port}, data {self.postgres.data}")
+                PartStatus(
+                    "postgres",
+                    "embedded",
+                    self.postgres.ready(),
+                    f"127.0.0.1:{self.settings.postgres_port}, data {self.postgres.data}",
+                )
             )
         else:
             parts.append(PartStatus("postgres", "external", True, "DATABASE_URL"))
         if self.embedded_minio:
             parts.append(
-                PartStatus("minio", "embedded", self.minio.running() and self.minio.ready(),
-                           self.minio.endpoint)
+                PartStatus(
+                    "minio",
+                    "embedded",
+                    self.minio.running() and self.minio.ready(),
+                    self.minio.endpoint,
+                )
             )
         elif self.settings.artifact_backend == "s3":
             parts.append(PartStatus("minio", "external", True, str(self.settings.s3_endpoint)))

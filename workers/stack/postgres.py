@@ -53,7 +53,14 @@ class EmbeddedPostgres:
             pwd.getpwnam(PG_SYSTEM_USER)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_SYSTEM_USER],
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "-s",
+                    "/usr/sbin/nologin",
+                    PG_SYSTEM_USER,
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -74,7 +81,7 @@ class EmbeddedPostgres:
                 parent.chmod(mode | 0o005)
 
     def _pg(self, name: str, args: list[str], user: str | None, timeout: float = 120) -> str:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [str(bin_dir() / name), *args],
             capture_output=True,
             text=True,
@@ -133,8 +140,16 @@ class EmbeddedPostgres:
                 self._pg(
                     "initdb",
                     [
-                        "-D", str(self.data), "-U", DB_USER, "-E", "UTF8", "--no-locale",
-                        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        DB_USER,
+                        "-E",
+                        "UTF8",
+                        "--no-locale",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        f"--pwfile={pwfile}",
                     ],
                     user,
                 )
@@ -160,9 +175,20 @@ class EmbeddedPostgres:
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' "
             "-c max_connections=200 -c shared_buffers=256MB -c fsync=on"
         )
-        result = subprocess.run(  # noqa: S603
-            [str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-             "-o", options, "start"],
+        result = subprocess.run(
+            [
+                str(bin_dir() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ],
             capture_output=True,
             text=True,
             timeout=90,
@@ -184,7 +210,9 @@ class EmbeddedPostgres:
         async def create() -> None:
             conn = await asyncpg.connect(self.url("postgres"))
             try:
-                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME
+                )
                 if not exists:
                     await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
             finally:
@@ -196,8 +224,18 @@ class EmbeddedPostgres:
         if not self.running():
             return
         user = self._run_as()
-        subprocess.run(  # noqa: S603
-            [str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop"],
+        subprocess.run(
+            [
+                str(bin_dir() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
             capture_output=True,
             timeout=90,
             check=False,

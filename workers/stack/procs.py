@@ -79,7 +79,7 @@ def spawn(
     # the CLI, is never our zombie, and the shell records its real pid before exec.
     script = 'echo $$ > "$0"; exec "$@"'
     with open(log_path, "ab") as log:
-        subprocess.run(  # noqa: S603 - argv is built by vigil itself
+        subprocess.run(
             ["setsid", "--fork", "sh", "-c", script, str(pid_path), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -187,9 +187,11 @@ def go_install(
         if say:
             say(f"building {binary} {version} with go install (first run only, a few minutes) ...")
         log = target_dir / "build.log"
-        env = dict(os.environ, GOBIN=str(target_dir), CGO_ENABLED=os.environ.get("CGO_ENABLED", "0"))
+        env = dict(
+            os.environ, GOBIN=str(target_dir), CGO_ENABLED=os.environ.get("CGO_ENABLED", "0")
+        )
         with open(log, "wb") as out:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 [go, "install", f"{module}@{version}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,

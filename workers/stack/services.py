@@ -72,8 +72,11 @@ class TemporalDevServer(_Daemon):
         if found:
             return Path(found)
         return go_install(
-            module=TEMPORAL_MODULE, version=TEMPORAL_VERSION, binary="temporal",
-            cache=self.cache, say=say,
+            module=TEMPORAL_MODULE,
+            version=TEMPORAL_VERSION,
+            binary="temporal",
+            cache=self.cache,
+            say=say,
         )
 
     def ready(self) -> bool:
@@ -93,18 +96,29 @@ class TemporalDevServer(_Daemon):
         say(f"starting Temporal dev server on 127.0.0.1:{self.port} (UI :{self.ui_port}) ...")
         spawn(
             [
-                str(binary), "server", "start-dev",
-                "--ip", "127.0.0.1",
-                "--port", str(self.port),
-                "--ui-port", str(self.ui_port),
-                "--http-port", str(self.port + 10),
-                "--metrics-port", str(self.port + 20),
-                "--db-filename", str(self.db_file),
-                "--log-level", "warn",
-                "--namespace", "default",
+                str(binary),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ui-port",
+                str(self.ui_port),
+                "--http-port",
+                str(self.port + 10),
+                "--metrics-port",
+                str(self.port + 20),
+                "--db-filename",
+                str(self.db_file),
+                "--log-level",
+                "warn",
+                "--namespace",
+                "default",
                 # Hand an activity to the worker in the reply to its workflow task instead
                 # of a round trip through matching: ~88 ms -> ~35 ms per activity here.
-                "--dynamic-config-value", "system.enableActivityEagerExecution=true",
+                "--dynamic-config-value",
+                "system.enableActivityEagerExecution=true",
             ],
             log_path=self.log,
             pid_path=self.pid_file,
@@ -148,8 +162,12 @@ class EmbeddedMinio(_Daemon):
         if not self.creds_file.exists():
             self.root.mkdir(parents=True, exist_ok=True)
             self.creds_file.write_text(
-                json.dumps({"access_key": "vigil-" + secrets.token_hex(6),
-                            "secret_key": secrets.token_urlsafe(24)})
+                json.dumps(
+                    {
+                        "access_key": "vigil-" + secrets.token_hex(6),
+                        "secret_key": secrets.token_urlsafe(24),
+                    }
+                )
             )
             self.creds_file.chmod(0o600)
         data = json.loads(self.creds_file.read_text())
@@ -181,9 +199,13 @@ class EmbeddedMinio(_Daemon):
         say(f"starting MinIO on {self.endpoint} ...")
         spawn(
             [
-                str(binary), "server", str(self.data),
-                "--address", self.endpoint,
-                "--console-address", f"127.0.0.1:{self.console_port}",
+                str(binary),
+                "server",
+                str(self.data),
+                "--address",
+                self.endpoint,
+                "--console-address",
+                f"127.0.0.1:{self.console_port}",
                 "--quiet",
             ],
             log_path=self.log,
