@@ -159,15 +159,19 @@ class SessionActivities:
         # A window that starts inside a tool exchange would orphan tool results.
         while recent and recent[0].role == "tool":
             recent.pop(0)
+        # The record holds text exactly (lone surrogates included); what goes on the wire
+        # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
         for m in recent:
             calls = [
-                ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+                ToolCall(id=_wire(c["id"]), name=_wire(c["name"]),
+                         arguments=_wire(c["arguments"]))
                 for c in (m.tool_calls or [])
             ]
             role = m.role if m.role in ("system", "user", "assistant", "tool") else "user"
             messages.append(
-                ChatMessage(role=role, content=m.content, tool_calls=calls,  # type: ignore[arg-type]
-                            tool_call_id=m.tool_call_id, name=m.name)
+                ChatMessage(role=role, content=_wire(m.content), tool_calls=calls,  # type: ignore[arg-type]
+                            tool_call_id=_wire(m.tool_call_id) if m.tool_call_id else None,
+                            name=m.name)
             )
         return messages
 
@@ -180,8 +184,9 @@ class SessionActivities:
                 error = tools.validate(call["name"], args, allowed)
             refs.append(
                 ToolCallRef(
-                    index=index, call_id=call["id"], name=call["name"], valid=error is None,
-                    error=error, arguments_preview=preview(call["arguments"], 300),
+                    index=index, call_id=_wire(call["id"]), name=_wire(call["name"]),
+                    valid=error is None, error=_wire(error) if error else None,
+                    arguments_preview=_wire(preview(call["arguments"], 300)),
                 )
             )
         return refs
@@ -196,7 +201,7 @@ class SessionActivities:
                 usage = next((e.payload for e in events if e.key == f"model:{arg.step}"), {})
                 msg = done[0]
                 return CallModelOutput(
-                    seq=arg.seq, content_preview=preview(msg.content),
+                    seq=arg.seq, content_preview=_wire(preview(msg.content)),
                     finish_reason=str(usage.get("finish_reason", "stop")),
                     tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools),
                     tokens_in=int(usage.get("tokens_in", 0)),
@@ -237,7 +242,7 @@ class SessionActivities:
                 )
             await record.update_session(db, arg.session_id, step=arg.step)
         return CallModelOutput(
-            seq=arg.seq, content_preview=preview(reply.content),
+            seq=arg.seq, content_preview=_wire(preview(reply.content)),
             finish_reason=reply.finish_reason, tool_calls=self._refs(calls, arg.allowed_tools),
             tokens_in=reply.usage.input_tokens, tokens_out=reply.usage.output_tokens,
             cost_usd=cost, latency_ms=latency_ms,
@@ -256,7 +261,9 @@ class SessionActivities:
                 events = await record.list_events(db, arg.session_id, kind="tool_call")
             ev = next((e for e in events if e.key == key), None)
             ok = bool(ev.payload.get("ok")) if ev else True
-            return RunToolOutput(seq=arg.seq, ok=ok, preview=preview(by_seq[arg.seq].content))
+            return RunToolOutput(
+                seq=arg.seq, ok=ok, preview=_wire(preview(by_seq[arg.seq].content))
+            )
         model_msg = by_seq.get(arg.model_seq)
         calls = (model_msg.tool_calls or []) if model_msg else []
         if arg.call_index >= len(calls):
@@ -266,17 +273,24 @@ class SessionActivities:
             )
         call = calls[arg.call_index]
         name, call_id = str(call["name"]), str(call["id"])
+        # The model chose this name; an unknown one may hold anything (NUL, lone
+        # surrogates) that the message's plain `name` column cannot store. The exact name
+        # stays in the assistant message and the tool_call event.
+        stored_name = name if name in BUILTIN_TOOLS else _printable(name)
         started = time.perf_counter()
 
         args: dict[str, Any] | None
-        if arg.rejected_reason is not None:
-            args, error = None, arg.rejected_reason
-        elif arg.edited_arguments is not None:
+        if arg.edited_arguments is not None:
             args, error = arg.edited_arguments, None
         else:
             args, error = tools.parse_arguments(str(call["arguments"]))
         if args is not None and error is None:
             error = tools.validate(name, args)
+        # A call the workflow refuses (a human's rejection, or a tool outside the session's
+        # policy) is never run; its own argument errors, if any, are the more useful answer.
+        rejected = error is None and arg.rejected_reason is not None
+        if rejected:
+            error = arg.rejected_reason
         if error is None and args is not None and BUILTIN_TOOLS[name].handled_by == "workflow":
             return RunToolOutput(
                 seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
@@ -306,7 +320,7 @@ class SessionActivities:
         text, sha = await self._claim_check(arg, name, text)
         payload = {
             "tool": name, "call_id": call_id, "ok": ok, "arguments": args,
-            "edited": arg.edited_arguments is not None, "rejected": arg.rejected_reason is not None,
+            "edited": arg.edited_arguments is not None, "rejected": rejected,
             "output_preview": preview(text, 2000), "artifact_sha256": sha, "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
@@ -314,13 +328,13 @@ class SessionActivities:
             await record.append_messages(
                 db, arg.session_id, arg.agent_id,
                 [record.NewMessage(seq=arg.seq, role="tool", content=text, step=arg.step,
-                                   name=name, tool_call_id=call_id)],
+                                   name=stored_name, tool_call_id=call_id)],
             )
             await record.record_events(
                 db, arg.session_id, arg.agent_id,
                 [record.NewEvent(key=key, kind="tool_call", step=arg.step, payload=payload)],
             )
-        return RunToolOutput(seq=arg.seq, ok=ok, preview=preview(text), artifact_sha256=sha)
+        return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
     async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
@@ -350,11 +364,25 @@ def _spec(name: str) -> Any:
     return ToolSpec(name=info.name, description=info.description, parameters=info.parameters)
 
 
+def _wire(text: str) -> str:
+    """Text that can cross into workflow history: the JSON payload must be valid UTF-8, so
+    lone surrogates a model may send are escaped (the record keeps them exactly)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _printable(name: str) -> str:
+    return preview(_wire(name).replace("\x00", "\\x00"), 200)
+
+
 def _control(name: str, args: dict[str, Any]) -> ToolControl:
     if name == "finish":
-        return ToolControl(kind="finish", summary=str(args.get("summary", "")))
+        return ToolControl(kind="finish", summary=_wire(str(args.get("summary", ""))))
     if name == "ask_human":
-        return ToolControl(kind="ask_human", question=str(args["question"]))
+        return ToolControl(kind="ask_human", question=_wire(str(args["question"])))
     seconds, when = tools.parse_wake_time(args)
     return ToolControl(kind="wait_until", seconds=seconds, wake_at=when)
 

@@ -9,14 +9,16 @@ step adds a small, constant amount to history however long the conversation grow
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from schema import names
 from schema.payloads import (
@@ -54,6 +56,21 @@ from schema.tools import BUILTIN_TOOLS, needs_approval
 from workflows import constants as c
 
 M = TypeVar("M", bound=BaseModel)
+
+# Bounds on the small fields of human input, so no signal can bloat history or the record.
+MAX_ACTOR = 200
+MAX_ARGUMENTS_JSON = MAX_HUMAN_TEXT
+
+# The control signals and the payload each one carries (the contract in DESIGN.md).
+SIGNAL_INPUTS: dict[str, type[BaseModel]] = {
+    names.SIG_APPROVE: ApproveInput,
+    names.SIG_REJECT: RejectInput,
+    names.SIG_PAUSE: PauseInput,
+    names.SIG_RESUME: ResumeInput,
+    names.SIG_MESSAGE: MessageInput,
+    names.SIG_REDIRECT: RedirectInput,
+    names.SIG_WAKE: WakeInput,
+}
 
 
 @dataclass
@@ -96,6 +113,11 @@ class AgentSession:
         self._run_start_step = self._c.step
         self._session_update: SessionUpdate | None = None
         self._msgs: list[MessageIn] = []
+        # What the transcript still owes if the session ends mid-step: the model reply being
+        # awaited and the tool calls without a result (with their seq once reserved).
+        self._open_model_seq: int | None = None
+        self._open_step = 0
+        self._open_calls: dict[int, tuple[ToolCallRef, int | None]] = {}
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -109,7 +131,7 @@ class AgentSession:
                     session_id=self._sid, agent_id=arg.agent_id, goal=arg.goal,
                     system_prompt=arg.system_prompt, schedule_id=arg.schedule_id,
                 ),
-                OpenSessionOutput, summary="open session", timeout=c.RECORD_START_TO_CLOSE,
+                OpenSessionOutput, summary="open session", limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
             )
             self._c.next_seq = max(self._c.next_seq, opened.next_seq)
@@ -120,7 +142,8 @@ class AgentSession:
                 by_seconds = workflow.now() + timedelta(seconds=budget.max_seconds)
                 self._c.deadline = min(self._c.deadline or by_seconds, by_seconds)
         else:
-            self._update(run_count=self._c.run_index)
+            # The status too: a pause that landed during the hand-over starts this run paused.
+            self._update(run_count=self._c.run_index, status=self._status, step=self._c.step)
         self._publish()
         workflow.logger.info("session run %s started at step %s", self._c.run_index, self._c.step,
                              extra={"session_id": info.workflow_id})
@@ -128,14 +151,24 @@ class AgentSession:
             return await self._loop()
         except _SessionEnded as ended:
             return await self._finish(ended.status, ended.summary)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActivityError) as exc:
+            if not is_cancelled_exception(exc):
+                return await self._failed(exc)
+            # Temporal's cancel: while awaiting a timer or condition it arrives as
+            # CancelledError, while awaiting an activity as ActivityError(CancelledError).
+            # Re-raising either marks the workflow Cancelled.
             await self._finish(SessionStatus.CANCELLED, "cancelled by a human")
             raise
-        except ActivityError as exc:
+
+    async def _failed(self, exc: BaseException) -> SessionResult:
+        """An activity failed for good (retries exhausted or a permanent error)."""
+        if isinstance(exc, ActivityError):
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause)
-            await self._finish(SessionStatus.FAILED, f"failed: {cause}")
-            raise ApplicationError(f"session failed: {cause}", type="SessionFailed",
-                                   non_retryable=True) from exc
+        else:
+            cause = str(exc)
+        await self._finish(SessionStatus.FAILED, f"failed: {cause}")
+        raise ApplicationError(f"session failed: {cause}", type="SessionFailed",
+                               non_retryable=True) from exc
 
     async def _loop(self) -> SessionResult:
         while True:
@@ -146,15 +179,29 @@ class AgentSession:
                 await self._hold_while_paused()
                 continue
             if self._should_continue_as_new():
-                await self._flush()
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                self._c.run_index += 1
-                workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
+                await self._hand_over()
             await self._step()
+
+    async def _hand_over(self) -> None:
+        """Continue-as-new without losing what humans sent during the last awaits."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not (self._inbox.items or self._has_unrecorded()):
+                break
+            # Signals handled while recording are recorded too before the run ends;
+            # messages join the transcript here, as they would at the top of the loop.
+            self._drain_inbox()
+            await self._flush()
+        self._c.run_index += 1
+        workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
 
     async def _step(self) -> None:
         step = self._c.step + 1
         model_seq = self._c.next_seq
+        # Reserved before the call: if the session ends while the model answers, `_finish`
+        # fills this seq, so the transcript never has a gap.
+        self._c.next_seq = model_seq + 1
+        self._open_model_seq, self._open_step = model_seq, step
         allowed = self._allowed_tools()
         out = await self._act(
             names.ACT_CALL_MODEL,
@@ -163,11 +210,12 @@ class AgentSession:
                 allowed_tools=allowed, context_messages=self._arg.context_messages,
                 max_tokens=self._arg.max_tokens_per_call,
             ),
-            CallModelOutput, summary=f"step {step}: model", timeout=c.MODEL_START_TO_CLOSE,
+            CallModelOutput, summary=f"step {step}: model", limit=c.MODEL_START_TO_CLOSE,
             retry=c.MODEL_RETRY, heartbeat=True,
         )
+        self._open_model_seq = None
+        self._open_calls = {call.index: (call, None) for call in out.tool_calls}
         self._c.step = step
-        self._c.next_seq = model_seq + 1
         self._c.tokens_in += out.tokens_in
         self._c.tokens_out += out.tokens_out
         self._c.cost_usd += out.cost_usd
@@ -191,9 +239,15 @@ class AgentSession:
     async def _tool(self, step: int, model_seq: int, call: ToolCallRef) -> None:
         seq = self._c.next_seq
         self._c.next_seq += 1
+        self._open_calls[call.index] = (call, seq)
         edited: dict[str, Any] | None = None
         rejected: str | None = None
-        if call.valid and needs_approval(call.name, self._arg.policy.require_approval):
+        if not call.valid:
+            # The activity must not run it: the call may name a tool this session's policy
+            # does not allow (only the workflow knows the policy). The error goes back to
+            # the model as the tool's result.
+            rejected = call.error or "invalid tool call"
+        elif needs_approval(call.name, self._arg.policy.require_approval):
             edited, rejected = await self._approval(step, call)
         result = await self._act(
             names.ACT_RUN_TOOL,
@@ -203,10 +257,11 @@ class AgentSession:
                 rejected_reason=rejected,
             ),
             RunToolOutput, summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
-            timeout=c.TOOL_START_TO_CLOSE, retry=c.TOOL_RETRY, heartbeat=True,
+            limit=c.TOOL_START_TO_CLOSE, retry=c.TOOL_RETRY, heartbeat=True,
         )
         control = result.control
         if control is None:
+            self._open_calls.pop(call.index, None)
             return
         if control.kind == "finish":
             summary = control.summary or self._c.last_message or "finished"
@@ -224,7 +279,9 @@ class AgentSession:
 
     # --- waiting for people and time ---------------------------------------------------
 
-    async def _approval(self, step: int, call: ToolCallRef) -> tuple[dict[str, Any] | None, str | None]:
+    async def _approval(
+        self, step: int, call: ToolCallRef
+    ) -> tuple[dict[str, Any] | None, str | None]:
         approval_id = f"a{step}-{call.index}"
         now = workflow.now()
         policy = self._arg.policy
@@ -243,12 +300,16 @@ class AgentSession:
         await self._flush()
         decided = await self._wait(lambda: approval.decision is not None, until=expires)
         if not decided:
-            if policy.on_approval_timeout == "fail" and not self._deadline_passed():
-                raise _SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
-            approval.decision = "approve" if policy.on_approval_timeout == "approve" else "reject"
-            approval.by = "policy"
-            approval.note = "approval timed out"
-            approval.decided_at = workflow.now()
+            # Nobody decided in time: the policy does, and its decision is recorded like a
+            # human's. When it is the session's deadline that passed, the call is not run.
+            approval.by, approval.decided_at = "policy", workflow.now()
+            if self._deadline_passed():
+                approval.decision, approval.note = "reject", "the session's deadline passed"
+            else:
+                approval.decision = {"approve": "approve", "fail": "fail"}.get(
+                    policy.on_approval_timeout, "reject"
+                )
+                approval.note = "approval timed out"
         del self._approvals[approval_id]
         self._event(
             f"approval:{approval_id}:decided", "approval_decided", step, actor=approval.by,
@@ -257,6 +318,8 @@ class AgentSession:
                      "edited_arguments": approval.edited,
                      "at": (approval.decided_at or workflow.now()).isoformat()},
         )
+        if approval.decision == "fail":
+            raise _SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
         self._set_status(SessionStatus.RUNNING)
         if self._deadline_passed():
             self._check_budgets()
@@ -278,9 +341,12 @@ class AgentSession:
         await self._wait(lambda: self._wake_by is not None, until=wake_at)
         self._waiting_for = None
         self._set_status(SessionStatus.RUNNING)
+        now = workflow.now().isoformat()
         if self._wake_by is not None:
-            return f"woken early by {self._wake_by} at {workflow.now().isoformat()}"
-        return f"woke at {workflow.now().isoformat()} as planned"
+            return f"woken early by {self._wake_by} at {now}"
+        if workflow.now() < wake_at and self._deadline_passed():
+            return f"woke at {now} before {wake_at.isoformat()}: the session's deadline passed"
+        return f"woke at {now} as planned"
 
     async def _ask_human(self, question: str) -> str:
         self._set_status(SessionStatus.WAITING_HUMAN)
@@ -297,20 +363,28 @@ class AgentSession:
                     payload={"text": preview(text, 2000)})
         return f"{by} replied: {text}"
 
-    async def _wait(self, done: Any, until: datetime | None = None) -> bool:
-        """wait_condition bounded by ``until`` and the session deadline; False on timeout."""
+    async def _wait(self, done: Callable[[], bool], until: datetime | None = None) -> bool:
+        """wait_condition bounded by ``until`` and the session deadline; False on timeout.
+
+        Human actions that arrive meanwhile (pause, redirect, refused input...) are recorded
+        as they come, not when the wait ends: a session may wait for days.
+        """
         limits = [t for t in (until, self._c.deadline) if t is not None]
-        if not limits:
-            await workflow.wait_condition(done)
-            return True
-        remaining = (min(limits) - workflow.now()).total_seconds()
-        if remaining <= 0:
-            return bool(done())
-        try:
-            await workflow.wait_condition(done, timeout=timedelta(seconds=remaining))
-        except TimeoutError:
-            return bool(done())
-        return True
+        while True:
+            timeout: timedelta | None = None
+            if limits:
+                remaining = (min(limits) - workflow.now()).total_seconds()
+                if remaining <= 0:
+                    return bool(done())
+                timeout = timedelta(seconds=remaining)
+            try:
+                await workflow.wait_condition(lambda: done() or self._has_unrecorded(),
+                                              timeout=timeout)
+            except TimeoutError:
+                return bool(done())
+            if done():
+                return True
+            await self._flush()
 
     # --- budgets, continue-as-new, ending ------------------------------------------------
 
@@ -322,7 +396,9 @@ class AgentSession:
         if self._deadline_passed():
             raise _SessionEnded(SessionStatus.TIMED_OUT, "the session's deadline passed")
         if self._c.step >= b.max_steps:
-            raise _SessionEnded(SessionStatus.BUDGET_EXHAUSTED, f"step budget of {b.max_steps} used")
+            raise _SessionEnded(
+                SessionStatus.BUDGET_EXHAUSTED, f"step budget of {b.max_steps} used"
+            )
         tokens = self._c.tokens_in + self._c.tokens_out
         if b.max_tokens is not None and tokens >= b.max_tokens:
             raise _SessionEnded(
@@ -342,6 +418,7 @@ class AgentSession:
     async def _finish(self, status: SessionStatus, summary: str) -> SessionResult:
         self._status = status
         self._approvals.clear()
+        self._close_open_step(status)
         text = f"Session ended: {status.value}. {summary}"
         seq = self._c.next_seq
         self._c.next_seq += 1
@@ -360,6 +437,24 @@ class AgentSession:
             cost_usd=self._c.cost_usd, runs=self._c.run_index,
         )
 
+    def _close_open_step(self, status: SessionStatus) -> None:
+        """Answer what the step left open, so the transcript stays whole: every seq filled,
+        every tool call with its result. A late activity writing the same seq is harmless
+        (the first write wins)."""
+        why = f"the session ended ({status.value}) first"
+        if self._open_model_seq is not None:
+            self._pending_messages.append(
+                MessageIn(seq=self._open_model_seq, role="assistant", step=self._open_step,
+                          content=f"[no reply recorded: {why}]")
+            )
+            self._open_model_seq = None
+        for call, seq in list(self._open_calls.values()):
+            if seq is None:
+                seq = self._c.next_seq
+                self._c.next_seq += 1
+            self._tool_message(seq, self._c.step, call, f"error: not run: {why}")
+        self._open_calls.clear()
+
     # --- recording ----------------------------------------------------------------------
 
     @property
@@ -376,6 +471,7 @@ class AgentSession:
         self._session_update = base.model_copy(update=fields)
 
     def _tool_message(self, seq: int, step: int, call: ToolCallRef, text: str) -> None:
+        self._open_calls.pop(call.index, None)
         self._pending_messages.append(
             MessageIn(seq=seq, role="tool", content=text, step=step, name=call.name,
                       tool_call_id=call.call_id)
@@ -400,21 +496,38 @@ class AgentSession:
             self._event(f"human:message:{seq}", "human_message", self._c.step, actor=by,
                         payload={"seq": seq, "at": at.isoformat()})
 
+    def _has_unrecorded(self) -> bool:
+        return bool(self._pending_messages or self._events or self._session_update)
+
     async def _flush(self, final: bool = False) -> None:
         """Write queued messages, events and the session row's changes in one activity."""
-        if not (self._pending_messages or self._events or self._session_update):
+        if not self._has_unrecorded():
             return
-        messages, events, update = list(self._pending_messages), list(self._events), self._session_update
+        messages, events = list(self._pending_messages), list(self._events)
+        update = self._session_update
         self._pending_messages.clear()
         self._events.clear()
         self._session_update = None
-        await self._act(
-            names.ACT_RECORD,
-            RecordInput(session_id=self._sid, agent_id=self._arg.agent_id, messages=messages,
-                        events=events, session=update),
-            RecordOutput, summary=f"record {len(messages)} messages, {len(events)} events",
-            timeout=c.RECORD_START_TO_CLOSE, retry=c.RECORD_RETRY,
-        )
+        try:
+            await self._act(
+                names.ACT_RECORD,
+                RecordInput(session_id=self._sid, agent_id=self._arg.agent_id, messages=messages,
+                            events=events, session=update),
+                RecordOutput, summary=f"record {len(messages)} messages, {len(events)} events",
+                limit=c.RECORD_START_TO_CLOSE, retry=c.RECORD_RETRY,
+            )
+        except BaseException:
+            # Cancelled mid-write: keep everything for the final flush (writes are
+            # idempotent, so what did land is not duplicated).
+            self._pending_messages[:0] = messages
+            self._events[:0] = events
+            if update is not None:
+                later = self._session_update
+                self._session_update = (
+                    update.model_copy(update=later.model_dump(exclude_unset=True))
+                    if later is not None else update
+                )
+            raise
 
     def _set_status(self, status: SessionStatus) -> None:
         if status == self._status:
@@ -442,146 +555,189 @@ class AgentSession:
         return [n for n in BUILTIN_TOOLS if allowed is None or n in allowed]
 
     async def _act(self, name: str, arg: BaseModel, result: type[M], *, summary: str,
-                   timeout: timedelta, retry: Any, heartbeat: bool = False) -> M:
-        return await workflow.execute_activity(
-            name, arg, result_type=result, start_to_close_timeout=timeout, retry_policy=retry,
+                   limit: timedelta, retry: Any, heartbeat: bool = False) -> M:
+        out: M = await workflow.execute_activity(
+            name, arg, result_type=result, start_to_close_timeout=limit, retry_policy=retry,
             heartbeat_timeout=timedelta(seconds=self._arg.heartbeat_seconds) if heartbeat else None,
             summary=summary,
         )
+        return out
 
-    # --- human control: signals (fire and forget) -----------------------------------------
+    # --- human control: decoding input ----------------------------------------------------
 
-    def _decode(self, raw: RawValue, model: type[M], signal: str) -> M | None:
+    @staticmethod
+    def _parse(args: Sequence[RawValue], model: type[M]) -> tuple[M | None, str | None]:
+        """Decode one control payload: (value, None) or (None, why it is refused). Pure."""
+        if len(args) != 1:
+            return None, f"expected one JSON object argument, got {len(args)}"
         try:
-            value = workflow.payload_converter().from_payload(raw.payload, model)
-        except (ValidationError, ValueError, TypeError, UnicodeDecodeError) as exc:
-            self._reject_input(signal, f"malformed payload: {preview(str(exc), 300)}")
-            return None
-        if isinstance(value, MessageInput | RedirectInput):
-            text = value.text if isinstance(value, MessageInput) else value.goal
-            if len(text) > MAX_HUMAN_TEXT:
-                self._reject_input(signal, f"text of {len(text)} chars exceeds {MAX_HUMAN_TEXT}")
-                return None
-        return value  # type: ignore[no-any-return]
+            value = workflow.payload_converter().from_payload(args[0].payload, model)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            # ValidationError (wrong types, missing fields, not an object, not JSON) is a
+            # ValueError; an unknown payload encoding a KeyError or RuntimeError.
+            return None, f"malformed {model.__name__}: {preview(str(exc), 300)}"
+        if not isinstance(value, model):
+            return None, f"malformed {model.__name__}: not a JSON object"
+        return value, AgentSession._limits_error(value)
+
+    @staticmethod
+    def _limits_error(value: BaseModel) -> str | None:
+        by = getattr(value, "by", "")
+        if isinstance(by, str) and len(by) > MAX_ACTOR:
+            return f"`by` of {len(by)} characters exceeds the limit of {MAX_ACTOR}"
+        if isinstance(by, str) and "\x00" in by:
+            # `by` names a person and is stored as an identifier, not as text: NUL is
+            # refused here (message text may hold NUL; it is stored losslessly).
+            return "`by` must not contain NUL characters"
+        if isinstance(value, MessageInput):
+            return AgentSession._text_error(value.text)
+        if isinstance(value, RedirectInput):
+            return AgentSession._text_error(value.goal)
+        for name in ("note", "reason"):
+            text = getattr(value, name, None)
+            if isinstance(text, str) and len(text) > MAX_HUMAN_TEXT:
+                return f"`{name}` of {len(text)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
+        if isinstance(value, ApproveInput) and value.edited_arguments is not None:
+            size = len(json.dumps(value.edited_arguments))
+            if size > MAX_ARGUMENTS_JSON:
+                return f"edited_arguments of {size} bytes exceed the limit of {MAX_ARGUMENTS_JSON}"
+        return None
 
     def _reject_input(self, signal: str, reason: str) -> None:
         self._rejected_inputs += 1
         workflow.logger.warning("rejected %s signal: %s", signal, reason)
         self._event(f"rejected:{workflow.uuid4()}", "rejected_input", self._c.step,
-                    reason=reason, payload={"signal": signal})
+                    reason=reason, payload={"signal": signal,
+                                            "at": workflow.now().isoformat()})
 
-    @workflow.signal(name=names.SIG_APPROVE)
-    def approve_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, ApproveInput, names.SIG_APPROVE)
-        if arg is not None:
-            if error := self._approve_error(arg.approval_id):
-                self._reject_input(names.SIG_APPROVE, error)
-            else:
-                self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
+    # --- human control: signals (fire and forget) -----------------------------------------
 
-    @workflow.signal(name=names.SIG_REJECT)
-    def reject_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, RejectInput, names.SIG_REJECT)
-        if arg is not None:
-            if error := self._approve_error(arg.approval_id):
-                self._reject_input(names.SIG_REJECT, error)
-            else:
-                self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Every control signal: one handler that receives raw payloads, so no input (a
+        wrong type, a missing or extra argument, an unknown name) can fail a workflow
+        task. What it refuses is counted in ``state.rejected_inputs`` and recorded as a
+        ``rejected_input`` event."""
+        model = SIGNAL_INPUTS.get(name)
+        if model is None:
+            self._reject_input(name, f"unknown signal {preview(name, 100)!r}; "
+                                     f"known: {', '.join(SIGNAL_INPUTS)}")
+            return
+        value, error = self._parse(args, model)
+        if value is not None and error is None:
+            error = self._state_error(value)
+        if error is not None or value is None:
+            self._reject_input(name, error or "malformed payload")
+            return
+        self._apply(value)
 
-    @workflow.signal(name=names.SIG_PAUSE)
-    def pause_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, PauseInput, names.SIG_PAUSE)
-        if arg is not None:
-            self._pause(arg)
+    def _state_error(self, value: BaseModel) -> str | None:
+        """Why the session cannot take this (well-formed) input now; None when it can."""
+        if isinstance(value, ApproveInput | RejectInput):
+            return self._approve_error(value.approval_id)
+        if isinstance(value, WakeInput) and self._status != SessionStatus.SLEEPING:
+            return "the session is not sleeping"
+        return None
 
-    @workflow.signal(name=names.SIG_RESUME)
-    def resume_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, ResumeInput, names.SIG_RESUME)
-        if arg is not None:
-            self._resume(arg)
-
-    @workflow.signal(name=names.SIG_MESSAGE)
-    def message_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, MessageInput, names.SIG_MESSAGE)
-        if arg is not None:
-            self._message(arg)
-
-    @workflow.signal(name=names.SIG_REDIRECT)
-    def redirect_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, RedirectInput, names.SIG_REDIRECT)
-        if arg is not None:
-            self._redirect(arg)
-
-    @workflow.signal(name=names.SIG_WAKE)
-    def wake_signal(self, raw: RawValue) -> None:
-        arg = self._decode(raw, WakeInput, names.SIG_WAKE)
-        if arg is not None:
-            self._wake(arg)
+    def _apply(self, value: BaseModel) -> None:
+        if isinstance(value, ApproveInput):
+            self._decide(value.approval_id, "approve", value.by, value.note,
+                         value.edited_arguments)
+        elif isinstance(value, RejectInput):
+            self._decide(value.approval_id, "reject", value.by, value.reason, None)
+        elif isinstance(value, PauseInput):
+            self._pause(value)
+        elif isinstance(value, ResumeInput):
+            self._resume(value)
+        elif isinstance(value, MessageInput):
+            self._message(value)
+        elif isinstance(value, RedirectInput):
+            self._redirect(value)
+        elif isinstance(value, WakeInput):
+            self._wake(value)
 
     # --- human control: updates (validated, acknowledged) ---------------------------------
+    # Updates take the raw payload too, so a malformed one gets the validator's clear
+    # refusal instead of a generic decoding failure.
+
+    def _valid(self, raw: RawValue, model: type[M]) -> M:
+        """Decode in a validator (refusing what is malformed) or in the handler."""
+        value, error = self._parse([raw], model)
+        self._refuse(error)
+        assert value is not None
+        return value
 
     @workflow.update(name=names.UPD_APPROVE)
-    def approve_update(self, arg: ApproveInput) -> Ack:
+    def approve_update(self, raw: RawValue) -> Ack:
+        arg = self._valid(raw, ApproveInput)
         self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
         return self._ack(f"approved {arg.approval_id}")
 
     @approve_update.validator
-    def _validate_approve(self, arg: ApproveInput) -> None:
-        self._refuse(self._approve_error(arg.approval_id))
+    def _validate_approve(self, raw: RawValue) -> None:
+        self._refuse(self._approve_error(self._valid(raw, ApproveInput).approval_id))
 
     @workflow.update(name=names.UPD_REJECT)
-    def reject_update(self, arg: RejectInput) -> Ack:
+    def reject_update(self, raw: RawValue) -> Ack:
+        arg = self._valid(raw, RejectInput)
         self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
         return self._ack(f"rejected {arg.approval_id}")
 
     @reject_update.validator
-    def _validate_reject(self, arg: RejectInput) -> None:
-        self._refuse(self._approve_error(arg.approval_id))
+    def _validate_reject(self, raw: RawValue) -> None:
+        self._refuse(self._approve_error(self._valid(raw, RejectInput).approval_id))
 
     @workflow.update(name=names.UPD_PAUSE)
-    def pause_update(self, arg: PauseInput) -> Ack:
-        self._pause(arg)
+    def pause_update(self, raw: RawValue) -> Ack:
+        self._pause(self._valid(raw, PauseInput))
         return self._ack("paused")
 
     @pause_update.validator
-    def _validate_pause(self, arg: PauseInput) -> None:
+    def _validate_pause(self, raw: RawValue) -> None:
+        self._valid(raw, PauseInput)
         self._refuse(self._ended_error() or ("already paused" if self._c.paused else None))
 
     @workflow.update(name=names.UPD_RESUME)
-    def resume_update(self, arg: ResumeInput) -> Ack:
-        self._resume(arg)
+    def resume_update(self, raw: RawValue) -> Ack:
+        self._resume(self._valid(raw, ResumeInput))
         return self._ack("resumed")
 
     @resume_update.validator
-    def _validate_resume(self, arg: ResumeInput) -> None:
-        self._refuse(self._ended_error() or (None if self._c.paused else "the session is not paused"))
+    def _validate_resume(self, raw: RawValue) -> None:
+        self._valid(raw, ResumeInput)
+        not_paused = None if self._c.paused else "the session is not paused"
+        self._refuse(self._ended_error() or not_paused)
 
     @workflow.update(name=names.UPD_MESSAGE)
-    def message_update(self, arg: MessageInput) -> Ack:
-        self._message(arg)
+    def message_update(self, raw: RawValue) -> Ack:
+        self._message(self._valid(raw, MessageInput))
         return self._ack("message queued for the next step")
 
     @message_update.validator
-    def _validate_message(self, arg: MessageInput) -> None:
-        self._refuse(self._ended_error() or self._text_error(arg.text))
+    def _validate_message(self, raw: RawValue) -> None:
+        self._valid(raw, MessageInput)
+        self._refuse(self._ended_error())
 
     @workflow.update(name=names.UPD_REDIRECT)
-    def redirect_update(self, arg: RedirectInput) -> Ack:
-        self._redirect(arg)
+    def redirect_update(self, raw: RawValue) -> Ack:
+        self._redirect(self._valid(raw, RedirectInput))
         return self._ack("goal changed")
 
     @redirect_update.validator
-    def _validate_redirect(self, arg: RedirectInput) -> None:
-        self._refuse(self._ended_error() or self._text_error(arg.goal))
+    def _validate_redirect(self, raw: RawValue) -> None:
+        self._valid(raw, RedirectInput)
+        self._refuse(self._ended_error())
 
     @workflow.update(name=names.UPD_WAKE)
-    def wake_update(self, arg: WakeInput) -> Ack:
-        self._wake(arg)
+    def wake_update(self, raw: RawValue) -> Ack:
+        self._wake(self._valid(raw, WakeInput))
         return self._ack("woken")
 
     @wake_update.validator
-    def _validate_wake(self, arg: WakeInput) -> None:
-        self._refuse(None if self._status == SessionStatus.SLEEPING else "the session is not sleeping")
+    def _validate_wake(self, raw: RawValue) -> None:
+        self._valid(raw, WakeInput)
+        asleep = self._status == SessionStatus.SLEEPING
+        self._refuse(None if asleep else "the session is not sleeping")
 
     @workflow.query(name=names.QUERY_STATE)
     def state(self) -> SessionState:
@@ -606,7 +762,9 @@ class AgentSession:
         return Ack(accepted=True, status=self._status, message=message)
 
     def _ended_error(self) -> str | None:
-        return f"the session has ended ({self._status.value})" if self._status in FINAL_STATUSES else None
+        if self._status in FINAL_STATUSES:
+            return f"the session has ended ({self._status.value})"
+        return None
 
     @staticmethod
     def _text_error(text: str) -> str | None:

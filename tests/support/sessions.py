@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, overload
 
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import RawValue
 
 from activities.models.base import ModelProvider
+from activities.record import store as record
+from activities.record.store import SessionRow, StoredEvent, StoredMessage
 from schema import names
-from schema.payloads import SessionState, StartSessionInput
+from schema.payloads import SessionState, SessionStatus, StartSessionInput
 from workers.settings import Settings
 from workers.worker import build_worker, runtime
 from workflows.session import AgentSession
 
+T = TypeVar("T")
 
-def stub_settings(settings: Settings, base_url: str, provider: str = "openai", **extra: Any) -> Settings:
+
+def stub_settings(
+    settings: Settings, base_url: str, provider: str = "openai", **extra: Any
+) -> Settings:
     return settings.model_copy(
         update={"model_provider": provider, "model_base_url": base_url, "model_name": "stub-model",
                 "model_timeout_seconds": 5.0, **extra}
@@ -29,9 +40,8 @@ def stub_settings(settings: Settings, base_url: str, provider: str = "openai", *
 async def running_worker(
     client: Client, settings: Settings, task_queue: str, provider: ModelProvider | None = None
 ) -> AsyncIterator[None]:
-    async with runtime(settings, provider) as rt:
-        async with build_worker(client, rt, task_queue):
-            yield
+    async with runtime(settings, provider) as rt, build_worker(client, rt, task_queue):
+        yield
 
 
 async def start(
@@ -44,11 +54,14 @@ async def start(
 
 
 async def state(handle: WorkflowHandle[Any, Any]) -> SessionState:
-    return await handle.query(names.QUERY_STATE, result_type=SessionState)
+    current: SessionState = await handle.query(names.QUERY_STATE, result_type=SessionState)
+    return current
 
 
 async def eventually(
-    handle: WorkflowHandle[Any, Any], check: Callable[[SessionState], bool], timeout: float = 30
+    handle: WorkflowHandle[Any, Any],
+    check: Callable[[SessionState], bool],
+    timeout: float = 30,  # noqa: ASYNC109 - a polling budget, not a cancel scope
 ) -> SessionState:
     """Poll the state query until ``check`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -59,3 +72,114 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met in {timeout}s; last state: {current}")
         await asyncio.sleep(0.1)
+
+
+# --- helpers for the session tests -------------------------------------------------------
+
+
+def session_input(
+    goal: str = "do the thing", *, agent_id: str = "agent-test", **fields: Any
+) -> StartSessionInput:
+    """A StartSessionInput with test defaults; ``fields`` are StartSessionInput fields."""
+    return StartSessionInput(agent_id=agent_id, goal=goal, **fields)
+
+
+async def wait_status(
+    handle: WorkflowHandle[Any, Any], status: SessionStatus, within: float = 30
+) -> SessionState:
+    return await eventually(handle, lambda s: s.status == status, within)
+
+
+@overload
+async def until(
+    probe: Callable[[], Awaitable[T | None]], within: float = 30, what: str = ""
+) -> T: ...
+@overload
+async def until(probe: Callable[[], T | None], within: float = 30, what: str = "") -> T: ...
+async def until(probe: Callable[[], Any], within: float = 30, what: str = "") -> Any:
+    """Poll a probe (sync or async) until it returns something truthy, and return that."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not met in {within}s: {what or probe}; last: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+async def transcript(
+    sessionmaker: async_sessionmaker[DbSession], session_id: str
+) -> list[StoredMessage]:
+    """The whole transcript from PostgreSQL, oldest first."""
+    out: list[StoredMessage] = []
+    async with sessionmaker() as db:
+        while True:
+            page = await record.messages_page(db, session_id, after_seq=out[-1].seq if out else -1)
+            if not page:
+                return out
+            out.extend(page)
+
+
+async def events(
+    sessionmaker: async_sessionmaker[DbSession], session_id: str, kind: str | None = None
+) -> list[StoredEvent]:
+    async with sessionmaker() as db:
+        return await record.list_events(db, session_id, kind=kind)
+
+
+async def session_row(sessionmaker: async_sessionmaker[DbSession], session_id: str) -> SessionRow:
+    async with sessionmaker() as db:
+        row = await record.get_session(db, session_id)
+    assert row is not None, f"no sessions row for {session_id}"
+    return row
+
+
+def raw_json(data: bytes | str, encoding: bytes = b"json/plain") -> RawValue:
+    """A payload sent exactly as given (bypassing the client's converter)."""
+    body = data.encode() if isinstance(data, str) else data
+    return RawValue(Payload(metadata={"encoding": encoding}, data=body))
+
+
+def tool_messages(messages: list[StoredMessage]) -> list[StoredMessage]:
+    return [m for m in messages if m.role == "tool"]
+
+
+def assert_whole(messages: list[StoredMessage]) -> None:
+    """seq 0..N without gap or duplicate, every assistant tool call answered by its result."""
+    assert [m.seq for m in messages] == list(range(len(messages))), [m.seq for m in messages]
+    answered = {m.tool_call_id for m in messages if m.role == "tool"}
+    asked = [c["id"] for m in messages if m.role == "assistant" for c in (m.tool_calls or [])]
+    assert len(asked) == len(set(asked)), "duplicate tool call ids"
+    missing = [cid for cid in asked if cid not in answered]
+    assert not missing, f"tool calls without a result: {missing}"
+    for i, m in enumerate(messages):
+        if m.role == "assistant" and m.tool_calls:
+            ids = [c["id"] for c in m.tool_calls]
+            following = [x.tool_call_id for x in messages[i + 1 : i + 1 + len(ids)]]
+            assert following == ids, f"results of seq {m.seq} do not follow it: {following}"
+
+
+def user_texts(request_body: Any) -> list[str]:
+    """The user messages' content of one recorded OpenAI request."""
+    return [m.get("content") or "" for m in request_body["messages"] if m["role"] == "user"]
+
+
+async def approval_pending(
+    handle: WorkflowHandle[Any, Any], sessionmaker: async_sessionmaker[DbSession],
+    approval_id: str = "a1-0",
+) -> SessionState:
+    """Wait until the session waits for ``approval_id`` and the request is in PostgreSQL."""
+    st = await eventually(
+        handle, lambda s: any(p.approval_id == approval_id for p in s.pending_approvals)
+    )
+    key = f"approval:{approval_id}:requested"
+
+    async def recorded() -> bool:
+        requested = await events(sessionmaker, handle.id, "approval_requested")
+        return any(e.key == key for e in requested)
+
+    await until(recorded, what=f"{key} in events")
+    return st

@@ -1,0 +1,93 @@
+"""`ask_human` waits for a person; their message becomes the tool's result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from schema import names
+from schema.payloads import MessageInput, SessionResult, SessionStatus, ToolPolicy
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    assert_whole,
+    events,
+    running_worker,
+    session_input,
+    session_row,
+    start,
+    stub_settings,
+    tool_messages,
+    transcript,
+    until,
+    wait_status,
+)
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stub() -> Iterator[LLMStub]:
+    with LLMStub() as s:
+        yield s
+
+
+def _ask_then_finish(stub: LLMStub) -> None:
+    stub.enqueue(
+        Reply.tool_call("ask_human", {"question": "Which colour should the report be?"}),
+        Reply.tool_call("finish", {"summary": "asked"}),
+    )
+
+
+async def test_a_message_answers_the_question(
+    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    _ask_then_finish(stub)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("make a report"))
+        st = await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        assert st.waiting_for == "a human reply to: Which colour should the report be?"
+
+        async def waiting_in_pg() -> bool:
+            return (await session_row(sessionmaker, handle.id)).status == "waiting_human"
+
+        await until(waiting_in_pg, what="status waiting_human")
+        assert len(stub.requests) == 1
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text="blue, please", by="frank"))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    (answer,) = [m for m in tool_messages(messages) if m.name == "ask_human"]
+    assert answer.content == "frank replied: blue, please"
+    # It is the tool's result, not a separate user message.
+    assert [m.content for m in messages if m.role == "user"] == ["make a report"]
+    told = stub.requests[1].body["messages"][-1]
+    assert messages[1].tool_calls is not None
+    assert told == {"role": "tool", "tool_call_id": messages[1].tool_calls[0]["id"],
+                    "content": "frank replied: blue, please"}
+    (ev,) = await events(sessionmaker, handle.id, "human_reply")
+    assert ev.actor == "frank" and ev.payload["text"] == "blue, please"
+
+
+async def test_no_answer_in_time(
+    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    _ask_then_finish(stub)
+    policy = ToolPolicy(ask_human_timeout_seconds=2)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("make a report", policy=policy))
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED
+    (answer,) = [m for m in tool_messages(await transcript(sessionmaker, handle.id))
+                 if m.name == "ask_human"]
+    assert answer.content == "no human replied in time"
