@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.artifacts.store import ArtifactStore
+from activities.context import ContextBudget, assemble
 from activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
 from activities.models.pricing import cost_usd
 from activities.record import store as record
@@ -48,8 +49,15 @@ log = get_logger("vigil.activities")
 
 
 @contextlib.asynccontextmanager
-async def heartbeating(every: float = 2.0) -> AsyncIterator[None]:
-    """Heartbeat in the background so worker loss and cancellation are noticed quickly."""
+async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
+    """Heartbeat in the background so worker loss and cancellation are noticed quickly.
+
+    The interval derives from the activity's own heartbeat timeout (a third of it), so a
+    healthy worker is never mistaken for a lost one, whatever the session configured.
+    """
+    if every is None:
+        timeout = activity.info().heartbeat_timeout
+        every = max(0.1, timeout.total_seconds() / 3) if timeout else 10.0
 
     async def beat() -> None:
         while True:
@@ -104,13 +112,22 @@ class SessionActivities:
                 metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
             )
             await record.append_messages(
-                db, arg.session_id, arg.agent_id,
+                db,
+                arg.session_id,
+                arg.agent_id,
                 [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
             )
             await record.record_events(
-                db, arg.session_id, arg.agent_id,
-                [record.NewEvent(key="session:opened", kind="session_opened",
-                                 payload={"schedule_id": arg.schedule_id})],
+                db,
+                arg.session_id,
+                arg.agent_id,
+                [
+                    record.NewEvent(
+                        key="session:opened",
+                        kind="session_opened",
+                        payload={"schedule_id": arg.schedule_id},
+                    )
+                ],
             )
         return OpenSessionOutput(next_seq=1, created=created)
 
@@ -118,62 +135,84 @@ class SessionActivities:
     async def record(self, arg: RecordInput) -> RecordOutput:
         async with self.sessionmaker.begin() as db:
             inserted_messages = await record.append_messages(
-                db, arg.session_id, arg.agent_id,
+                db,
+                arg.session_id,
+                arg.agent_id,
                 [
                     record.NewMessage(
-                        seq=m.seq, role=m.role, content=m.content, step=m.step, name=m.name,
+                        seq=m.seq,
+                        role=m.role,
+                        content=m.content,
+                        step=m.step,
+                        name=m.name,
                         tool_call_id=m.tool_call_id,
                     )
                     for m in arg.messages
                 ],
             )
             inserted_events = await record.record_events(
-                db, arg.session_id, arg.agent_id,
+                db,
+                arg.session_id,
+                arg.agent_id,
                 [
-                    record.NewEvent(key=e.key, kind=e.kind, step=e.step, actor=e.actor,
-                                    reason=e.reason, payload=e.payload)
+                    record.NewEvent(
+                        key=e.key,
+                        kind=e.kind,
+                        step=e.step,
+                        actor=e.actor,
+                        reason=e.reason,
+                        payload=e.payload,
+                    )
                     for e in arg.events
                 ],
             )
             if arg.session is not None:
                 s = arg.session
                 await record.update_session(
-                    db, arg.session_id,
-                    status=s.status.value if s.status else None, step=s.step, goal=s.goal,
-                    summary=s.summary, finished=s.finished, run_count=s.run_count,
+                    db,
+                    arg.session_id,
+                    status=s.status.value if s.status else None,
+                    step=s.step,
+                    goal=s.goal,
+                    summary=s.summary,
+                    finished=s.finished,
+                    run_count=s.run_count,
                 )
         return RecordOutput(inserted_messages=inserted_messages, inserted_events=inserted_events)
 
     # --- the model --------------------------------------------------------------------
 
-    async def _context(self, session_id: str, limit: int) -> list[ChatMessage]:
-        async with self.sessionmaker() as db:
-            session = await record.get_session(db, session_id)
-            recent = await record.recent_messages(db, session_id, limit)
-        messages: list[ChatMessage] = []
-        system = (session.metadata.get("system_prompt") if session else None) or (
-            "You are a careful autonomous agent run by vigil. Work towards the goal with the "
-            "tools you have; call `finish` with a summary when the goal is met."
+    async def _context(self, session_id: str, agent_id: str, limit: int) -> list[ChatMessage]:
+        """Recent turns, a kept summary of older ones, memories and artifact references,
+        packed into the token budget (see activities.context)."""
+        from activities.artifacts.registry import list_artifacts
+
+        artifacts = await list_artifacts(
+            self.sessionmaker, agent_id=agent_id, session_id=session_id
         )
-        messages.append(ChatMessage(role="system", content=system))
-        # A window that starts inside a tool exchange would orphan tool results.
-        while recent and recent[0].role == "tool":
-            recent.pop(0)
+        assembled = await assemble(
+            self.sessionmaker,
+            session_id=session_id,
+            agent_id=agent_id,
+            budget=ContextBudget(total_tokens=self.settings.context_tokens, max_recent=limit),
+            memory=self.memory,
+            artifacts=artifacts,
+        )
         # The record holds text exactly (lone surrogates included); what goes on the wire
         # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
-        for m in recent:
-            calls = [
-                ToolCall(id=_wire(c["id"]), name=_wire(c["name"]),
-                         arguments=_wire(c["arguments"]))
-                for c in (m.tool_calls or [])
-            ]
-            role = m.role if m.role in ("system", "user", "assistant", "tool") else "user"
-            messages.append(
-                ChatMessage(role=role, content=_wire(m.content), tool_calls=calls,  # type: ignore[arg-type]
-                            tool_call_id=_wire(m.tool_call_id) if m.tool_call_id else None,
-                            name=m.name)
+        return [
+            ChatMessage(
+                role=m.role,
+                content=_wire(m.content),
+                tool_calls=[
+                    ToolCall(id=_wire(c.id), name=_wire(c.name), arguments=_wire(c.arguments))
+                    for c in m.tool_calls
+                ],
+                tool_call_id=_wire(m.tool_call_id) if m.tool_call_id else None,
+                name=m.name,
             )
-        return messages
+            for m in assembled.messages
+        ]
 
     @staticmethod
     def _refs(calls: list[dict[str, Any]], allowed: list[str]) -> list[ToolCallRef]:
@@ -184,8 +223,11 @@ class SessionActivities:
                 error = tools.validate(call["name"], args, allowed)
             refs.append(
                 ToolCallRef(
-                    index=index, call_id=_wire(call["id"]), name=_wire(call["name"]),
-                    valid=error is None, error=_wire(error) if error else None,
+                    index=index,
+                    call_id=_wire(call["id"]),
+                    name=_wire(call["name"]),
+                    valid=error is None,
+                    error=_wire(error) if error else None,
                     arguments_preview=_wire(preview(call["arguments"], 300)),
                 )
             )
@@ -201,14 +243,16 @@ class SessionActivities:
                 usage = next((e.payload for e in events if e.key == f"model:{arg.step}"), {})
                 msg = done[0]
                 return CallModelOutput(
-                    seq=arg.seq, content_preview=_wire(preview(msg.content)),
+                    seq=arg.seq,
+                    content_preview=_wire(preview(msg.content)),
                     finish_reason=str(usage.get("finish_reason", "stop")),
                     tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools),
                     tokens_in=int(usage.get("tokens_in", 0)),
                     tokens_out=int(usage.get("tokens_out", 0)),
-                    cost_usd=float(usage.get("cost_usd", 0.0)), replayed=True,
+                    cost_usd=float(usage.get("cost_usd", 0.0)),
+                    replayed=True,
                 )
-        context = await self._context(arg.session_id, arg.context_messages)
+        context = await self._context(arg.session_id, arg.agent_id, arg.context_messages)
         specs = [_spec(n) for n in arg.allowed_tools if n in BUILTIN_TOOLS]
         started = time.perf_counter()
         try:
@@ -220,32 +264,57 @@ class SessionActivities:
         cost = cost_usd(reply.model, reply.usage)
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
         usage = {
-            "tokens_in": reply.usage.input_tokens, "tokens_out": reply.usage.output_tokens,
-            "cost_usd": cost, "latency_ms": round(latency_ms, 3), "model": reply.model,
-            "finish_reason": reply.finish_reason, "tool_calls": len(calls),
+            "tokens_in": reply.usage.input_tokens,
+            "tokens_out": reply.usage.output_tokens,
+            "cost_usd": cost,
+            "latency_ms": round(latency_ms, 3),
+            "model": reply.model,
+            "finish_reason": reply.finish_reason,
+            "tool_calls": len(calls),
         }
         async with self.sessionmaker.begin() as db:
             await record.append_messages(
-                db, arg.session_id, arg.agent_id,
-                [record.NewMessage(seq=arg.seq, role="assistant", content=reply.content,
-                                   step=arg.step, tool_calls=calls or None)],
+                db,
+                arg.session_id,
+                arg.agent_id,
+                [
+                    record.NewMessage(
+                        seq=arg.seq,
+                        role="assistant",
+                        content=reply.content,
+                        step=arg.step,
+                        tool_calls=calls or None,
+                    )
+                ],
             )
             fresh = await record.record_events(
-                db, arg.session_id, arg.agent_id,
-                [record.NewEvent(key=f"model:{arg.step}", kind="model_call", step=arg.step,
-                                 payload=usage)],
+                db,
+                arg.session_id,
+                arg.agent_id,
+                [
+                    record.NewEvent(
+                        key=f"model:{arg.step}", kind="model_call", step=arg.step, payload=usage
+                    )
+                ],
             )
             if fresh:
                 await record.add_usage(
-                    db, arg.session_id, tokens_in=reply.usage.input_tokens,
-                    tokens_out=reply.usage.output_tokens, cost_usd=cost,
+                    db,
+                    arg.session_id,
+                    tokens_in=reply.usage.input_tokens,
+                    tokens_out=reply.usage.output_tokens,
+                    cost_usd=cost,
                 )
             await record.update_session(db, arg.session_id, step=arg.step)
         return CallModelOutput(
-            seq=arg.seq, content_preview=_wire(preview(reply.content)),
-            finish_reason=reply.finish_reason, tool_calls=self._refs(calls, arg.allowed_tools),
-            tokens_in=reply.usage.input_tokens, tokens_out=reply.usage.output_tokens,
-            cost_usd=cost, latency_ms=latency_ms,
+            seq=arg.seq,
+            content_preview=_wire(preview(reply.content)),
+            finish_reason=reply.finish_reason,
+            tool_calls=self._refs(calls, arg.allowed_tools),
+            tokens_in=reply.usage.input_tokens,
+            tokens_out=reply.usage.output_tokens,
+            cost_usd=cost,
+            latency_ms=latency_ms,
         )
 
     # --- tools ------------------------------------------------------------------------
@@ -269,7 +338,8 @@ class SessionActivities:
         if arg.call_index >= len(calls):
             raise ApplicationError(
                 f"no tool call {arg.call_index} in message {arg.model_seq}",
-                type="ToolCallMissing", non_retryable=True,
+                type="ToolCallMissing",
+                non_retryable=True,
             )
         call = calls[arg.call_index]
         name, call_id = str(call["name"]), str(call["id"])
@@ -304,9 +374,14 @@ class SessionActivities:
             assert args is not None
             impl = tools.IMPLEMENTATIONS[name]
             ctx = tools.ToolContext(
-                session_id=arg.session_id, agent_id=arg.agent_id, step=arg.step,
-                settings=self.settings, store=self.store, sessionmaker=self.sessionmaker,
-                http=self.http, memory=self.memory,
+                session_id=arg.session_id,
+                agent_id=arg.agent_id,
+                step=arg.step,
+                settings=self.settings,
+                store=self.store,
+                sessionmaker=self.sessionmaker,
+                http=self.http,
+                memory=self.memory,
             )
             try:
                 async with heartbeating():
@@ -319,19 +394,37 @@ class SessionActivities:
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
         text, sha = await self._claim_check(arg, name, text)
         payload = {
-            "tool": name, "call_id": call_id, "ok": ok, "arguments": args,
-            "edited": arg.edited_arguments is not None, "rejected": rejected,
-            "output_preview": preview(text, 2000), "artifact_sha256": sha, "data": data,
+            "tool": name,
+            "call_id": call_id,
+            "ok": ok,
+            "arguments": args,
+            "edited": arg.edited_arguments is not None,
+            "rejected": rejected,
+            "output_preview": preview(text, 2000),
+            "artifact_sha256": sha,
+            "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         async with self.sessionmaker.begin() as db:
             await record.append_messages(
-                db, arg.session_id, arg.agent_id,
-                [record.NewMessage(seq=arg.seq, role="tool", content=text, step=arg.step,
-                                   name=stored_name, tool_call_id=call_id)],
+                db,
+                arg.session_id,
+                arg.agent_id,
+                [
+                    record.NewMessage(
+                        seq=arg.seq,
+                        role="tool",
+                        content=text,
+                        step=arg.step,
+                        name=stored_name,
+                        tool_call_id=call_id,
+                    )
+                ],
             )
             await record.record_events(
-                db, arg.session_id, arg.agent_id,
+                db,
+                arg.session_id,
+                arg.agent_id,
                 [record.NewEvent(key=key, kind="tool_call", step=arg.step, payload=payload)],
             )
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
@@ -345,8 +438,12 @@ class SessionActivities:
         from activities.artifacts.registry import put_artifact
 
         ref = await put_artifact(
-            self.store, self.sessionmaker, agent_id=arg.agent_id, session_id=arg.session_id,
-            name=f"tool-output/{arg.step}-{arg.call_index}-{name}.txt", data=raw,
+            self.store,
+            self.sessionmaker,
+            agent_id=arg.agent_id,
+            session_id=arg.session_id,
+            name=f"tool-output/{arg.step}-{arg.call_index}-{name}.txt",
+            data=raw,
             mime_type="text/plain; charset=utf-8",
         )
         head = raw[: limit // 4].decode("utf-8", errors="ignore")
@@ -392,10 +489,12 @@ def _provider_failure(exc: ProviderError) -> ApplicationError:
     if exc.retryable:
         delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
         return ApplicationError(
-            f"model provider transient failure {details}", type="ProviderTransient",
+            f"model provider transient failure {details}",
+            type="ProviderTransient",
             next_retry_delay=delay,
         )
     return ApplicationError(
-        f"model provider refused the request {details}", type="ProviderRejected",
+        f"model provider refused the request {details}",
+        type="ProviderRejected",
         non_retryable=True,
     )

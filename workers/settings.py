@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = 20.0
 
     # Limits
+    context_tokens: int = 8000
+    """Token budget of what one model call is sent (estimated offline)."""
     inline_limit_bytes: int = 64 * 1024
     """Content larger than this never enters workflow history: it becomes an artifact."""
 

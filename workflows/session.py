@@ -128,10 +128,15 @@ class AgentSession:
             opened = await self._act(
                 names.ACT_OPEN_SESSION,
                 OpenSessionInput(
-                    session_id=self._sid, agent_id=arg.agent_id, goal=arg.goal,
-                    system_prompt=arg.system_prompt, schedule_id=arg.schedule_id,
+                    session_id=self._sid,
+                    agent_id=arg.agent_id,
+                    goal=arg.goal,
+                    system_prompt=arg.system_prompt,
+                    schedule_id=arg.schedule_id,
                 ),
-                OpenSessionOutput, summary="open session", limit=c.RECORD_START_TO_CLOSE,
+                OpenSessionOutput,
+                summary="open session",
+                limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
             )
             self._c.next_seq = max(self._c.next_seq, opened.next_seq)
@@ -145,8 +150,12 @@ class AgentSession:
             # The status too: a pause that landed during the hand-over starts this run paused.
             self._update(run_count=self._c.run_index, status=self._status, step=self._c.step)
         self._publish()
-        workflow.logger.info("session run %s started at step %s", self._c.run_index, self._c.step,
-                             extra={"session_id": info.workflow_id})
+        workflow.logger.info(
+            "session run %s started at step %s",
+            self._c.run_index,
+            self._c.step,
+            extra={"session_id": info.workflow_id},
+        )
         try:
             return await self._loop()
         except _SessionEnded as ended:
@@ -167,8 +176,9 @@ class AgentSession:
         else:
             cause = str(exc)
         await self._finish(SessionStatus.FAILED, f"failed: {cause}")
-        raise ApplicationError(f"session failed: {cause}", type="SessionFailed",
-                               non_retryable=True) from exc
+        raise ApplicationError(
+            f"session failed: {cause}", type="SessionFailed", non_retryable=True
+        ) from exc
 
     async def _loop(self) -> SessionResult:
         while True:
@@ -206,12 +216,19 @@ class AgentSession:
         out = await self._act(
             names.ACT_CALL_MODEL,
             CallModelInput(
-                session_id=self._sid, agent_id=self._arg.agent_id, step=step, seq=model_seq,
-                allowed_tools=allowed, context_messages=self._arg.context_messages,
+                session_id=self._sid,
+                agent_id=self._arg.agent_id,
+                step=step,
+                seq=model_seq,
+                allowed_tools=allowed,
+                context_messages=self._arg.context_messages,
                 max_tokens=self._arg.max_tokens_per_call,
             ),
-            CallModelOutput, summary=f"step {step}: model", limit=c.MODEL_START_TO_CLOSE,
-            retry=c.MODEL_RETRY, heartbeat=True,
+            CallModelOutput,
+            summary=f"step {step}: model",
+            limit=c.MODEL_START_TO_CLOSE,
+            retry=c.MODEL_RETRY,
+            heartbeat=True,
         )
         self._open_model_seq = None
         self._open_calls = {call.index: (call, None) for call in out.tool_calls}
@@ -252,12 +269,20 @@ class AgentSession:
         result = await self._act(
             names.ACT_RUN_TOOL,
             RunToolInput(
-                session_id=self._sid, agent_id=self._arg.agent_id, step=step, seq=seq,
-                model_seq=model_seq, call_index=call.index, edited_arguments=edited,
+                session_id=self._sid,
+                agent_id=self._arg.agent_id,
+                step=step,
+                seq=seq,
+                model_seq=model_seq,
+                call_index=call.index,
+                edited_arguments=edited,
                 rejected_reason=rejected,
             ),
-            RunToolOutput, summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
-            limit=c.TOOL_START_TO_CLOSE, retry=c.TOOL_RETRY, heartbeat=True,
+            RunToolOutput,
+            summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
+            limit=c.TOOL_START_TO_CLOSE,
+            retry=c.TOOL_RETRY,
+            heartbeat=True,
         )
         control = result.control
         if control is None:
@@ -288,14 +313,25 @@ class AgentSession:
         expires = now + timedelta(seconds=policy.approval_timeout_seconds)
         approval = _Approval(
             PendingApproval(
-                approval_id=approval_id, tool=call.name, arguments_preview=call.arguments_preview,
-                step=step, requested_at=now, expires_at=expires,
+                approval_id=approval_id,
+                tool=call.name,
+                arguments_preview=call.arguments_preview,
+                step=step,
+                requested_at=now,
+                expires_at=expires,
             )
         )
         self._approvals[approval_id] = approval
-        self._event(f"approval:{approval_id}:requested", "approval_requested", step,
-                    payload={"approval_id": approval_id, "tool": call.name,
-                             "arguments": call.arguments_preview})
+        self._event(
+            f"approval:{approval_id}:requested",
+            "approval_requested",
+            step,
+            payload={
+                "approval_id": approval_id,
+                "tool": call.name,
+                "arguments": call.arguments_preview,
+            },
+        )
         self._set_status(SessionStatus.WAITING_APPROVAL)
         await self._flush()
         decided = await self._wait(lambda: approval.decision is not None, until=expires)
@@ -312,11 +348,18 @@ class AgentSession:
                 approval.note = "approval timed out"
         del self._approvals[approval_id]
         self._event(
-            f"approval:{approval_id}:decided", "approval_decided", step, actor=approval.by,
+            f"approval:{approval_id}:decided",
+            "approval_decided",
+            step,
+            actor=approval.by,
             reason=approval.note,
-            payload={"approval_id": approval_id, "decision": approval.decision, "tool": call.name,
-                     "edited_arguments": approval.edited,
-                     "at": (approval.decided_at or workflow.now()).isoformat()},
+            payload={
+                "approval_id": approval_id,
+                "decision": approval.decision,
+                "tool": call.name,
+                "edited_arguments": approval.edited,
+                "at": (approval.decided_at or workflow.now()).isoformat(),
+            },
         )
         if approval.decision == "fail":
             raise _SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
@@ -359,8 +402,13 @@ class AgentSession:
         if not got:
             return "no human replied in time"
         text, by, _at = self._inbox.items.pop(0)
-        self._event(f"human:{workflow.uuid4()}", "human_reply", self._c.step, actor=by,
-                    payload={"text": preview(text, 2000)})
+        self._event(
+            f"human:{workflow.uuid4()}",
+            "human_reply",
+            self._c.step,
+            actor=by,
+            payload={"text": preview(text, 2000)},
+        )
         return f"{by} replied: {text}"
 
     async def _wait(self, done: Callable[[], bool], until: datetime | None = None) -> bool:
@@ -378,8 +426,9 @@ class AgentSession:
                     return bool(done())
                 timeout = timedelta(seconds=remaining)
             try:
-                await workflow.wait_condition(lambda: done() or self._has_unrecorded(),
-                                              timeout=timeout)
+                await workflow.wait_condition(
+                    lambda: done() or self._has_unrecorded(), timeout=timeout
+                )
             except TimeoutError:
                 return bool(done())
             if done():
@@ -422,19 +471,33 @@ class AgentSession:
         text = f"Session ended: {status.value}. {summary}"
         seq = self._c.next_seq
         self._c.next_seq += 1
-        self._update(status=status, step=self._c.step, summary=summary, finished=True,
-                     run_count=self._c.run_index)
+        self._update(
+            status=status,
+            step=self._c.step,
+            summary=summary,
+            finished=True,
+            run_count=self._c.run_index,
+        )
         self._pending_messages.append(
             MessageIn(seq=seq, role="system", content=text, step=self._c.step, name="vigil")
         )
-        self._event(f"session:ended:{status.value}", "session_ended", self._c.step,
-                    payload={"status": status.value, "summary": preview(summary, 2000)})
+        self._event(
+            f"session:ended:{status.value}",
+            "session_ended",
+            self._c.step,
+            payload={"status": status.value, "summary": preview(summary, 2000)},
+        )
         await self._flush(final=True)
         self._publish()
         return SessionResult(
-            session_id=self._sid, status=status, steps=self._c.step, summary=summary,
-            tokens_in=self._c.tokens_in, tokens_out=self._c.tokens_out,
-            cost_usd=self._c.cost_usd, runs=self._c.run_index,
+            session_id=self._sid,
+            status=status,
+            steps=self._c.step,
+            summary=summary,
+            tokens_in=self._c.tokens_in,
+            tokens_out=self._c.tokens_out,
+            cost_usd=self._c.cost_usd,
+            runs=self._c.run_index,
         )
 
     def _close_open_step(self, status: SessionStatus) -> None:
@@ -444,8 +507,12 @@ class AgentSession:
         why = f"the session ended ({status.value}) first"
         if self._open_model_seq is not None:
             self._pending_messages.append(
-                MessageIn(seq=self._open_model_seq, role="assistant", step=self._open_step,
-                          content=f"[no reply recorded: {why}]")
+                MessageIn(
+                    seq=self._open_model_seq,
+                    role="assistant",
+                    step=self._open_step,
+                    content=f"[no reply recorded: {why}]",
+                )
             )
             self._open_model_seq = None
         for call, seq in list(self._open_calls.values()):
@@ -473,15 +540,30 @@ class AgentSession:
     def _tool_message(self, seq: int, step: int, call: ToolCallRef, text: str) -> None:
         self._open_calls.pop(call.index, None)
         self._pending_messages.append(
-            MessageIn(seq=seq, role="tool", content=text, step=step, name=call.name,
-                      tool_call_id=call.call_id)
+            MessageIn(
+                seq=seq,
+                role="tool",
+                content=text,
+                step=step,
+                name=call.name,
+                tool_call_id=call.call_id,
+            )
         )
 
-    def _event(self, key: str, kind: str, step: int, *, actor: str | None = None,
-               reason: str | None = None, payload: dict[str, Any] | None = None) -> None:
+    def _event(
+        self,
+        key: str,
+        kind: str,
+        step: int,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
         self._events.append(
-            EventIn(key=key, kind=kind, step=step, actor=actor, reason=reason,
-                    payload=payload or {})
+            EventIn(
+                key=key, kind=kind, step=step, actor=actor, reason=reason, payload=payload or {}
+            )
         )
 
     def _drain_inbox(self) -> None:
@@ -493,8 +575,13 @@ class AgentSession:
             self._pending_messages.append(
                 MessageIn(seq=seq, role="user", content=text, step=self._c.step, name=by)
             )
-            self._event(f"human:message:{seq}", "human_message", self._c.step, actor=by,
-                        payload={"seq": seq, "at": at.isoformat()})
+            self._event(
+                f"human:message:{seq}",
+                "human_message",
+                self._c.step,
+                actor=by,
+                payload={"seq": seq, "at": at.isoformat()},
+            )
 
     def _has_unrecorded(self) -> bool:
         return bool(self._pending_messages or self._events or self._session_update)
@@ -511,10 +598,17 @@ class AgentSession:
         try:
             await self._act(
                 names.ACT_RECORD,
-                RecordInput(session_id=self._sid, agent_id=self._arg.agent_id, messages=messages,
-                            events=events, session=update),
-                RecordOutput, summary=f"record {len(messages)} messages, {len(events)} events",
-                limit=c.RECORD_START_TO_CLOSE, retry=c.RECORD_RETRY,
+                RecordInput(
+                    session_id=self._sid,
+                    agent_id=self._arg.agent_id,
+                    messages=messages,
+                    events=events,
+                    session=update,
+                ),
+                RecordOutput,
+                summary=f"record {len(messages)} messages, {len(events)} events",
+                limit=c.RECORD_START_TO_CLOSE,
+                retry=c.RECORD_RETRY,
             )
         except BaseException:
             # Cancelled mid-write: keep everything for the final flush (writes are
@@ -525,7 +619,8 @@ class AgentSession:
                 later = self._session_update
                 self._session_update = (
                     update.model_copy(update=later.model_dump(exclude_unset=True))
-                    if later is not None else update
+                    if later is not None
+                    else update
                 )
             raise
 
@@ -554,10 +649,23 @@ class AgentSession:
         allowed = self._arg.policy.allowed
         return [n for n in BUILTIN_TOOLS if allowed is None or n in allowed]
 
-    async def _act(self, name: str, arg: BaseModel, result: type[M], *, summary: str,
-                   limit: timedelta, retry: Any, heartbeat: bool = False) -> M:
+    async def _act(
+        self,
+        name: str,
+        arg: BaseModel,
+        result: type[M],
+        *,
+        summary: str,
+        limit: timedelta,
+        retry: Any,
+        heartbeat: bool = False,
+    ) -> M:
         out: M = await workflow.execute_activity(
-            name, arg, result_type=result, start_to_close_timeout=limit, retry_policy=retry,
+            name,
+            arg,
+            result_type=result,
+            start_to_close_timeout=limit,
+            retry_policy=retry,
             heartbeat_timeout=timedelta(seconds=self._arg.heartbeat_seconds) if heartbeat else None,
             summary=summary,
         )
@@ -606,9 +714,13 @@ class AgentSession:
     def _reject_input(self, signal: str, reason: str) -> None:
         self._rejected_inputs += 1
         workflow.logger.warning("rejected %s signal: %s", signal, reason)
-        self._event(f"rejected:{workflow.uuid4()}", "rejected_input", self._c.step,
-                    reason=reason, payload={"signal": signal,
-                                            "at": workflow.now().isoformat()})
+        self._event(
+            f"rejected:{workflow.uuid4()}",
+            "rejected_input",
+            self._c.step,
+            reason=reason,
+            payload={"signal": signal, "at": workflow.now().isoformat()},
+        )
 
     # --- human control: signals (fire and forget) -----------------------------------------
 
@@ -620,8 +732,9 @@ class AgentSession:
         ``rejected_input`` event."""
         model = SIGNAL_INPUTS.get(name)
         if model is None:
-            self._reject_input(name, f"unknown signal {preview(name, 100)!r}; "
-                                     f"known: {', '.join(SIGNAL_INPUTS)}")
+            self._reject_input(
+                name, f"unknown signal {preview(name, 100)!r}; known: {', '.join(SIGNAL_INPUTS)}"
+            )
             return
         value, error = self._parse(args, model)
         if value is not None and error is None:
@@ -641,8 +754,7 @@ class AgentSession:
 
     def _apply(self, value: BaseModel) -> None:
         if isinstance(value, ApproveInput):
-            self._decide(value.approval_id, "approve", value.by, value.note,
-                         value.edited_arguments)
+            self._decide(value.approval_id, "approve", value.by, value.note, value.edited_arguments)
         elif isinstance(value, RejectInput):
             self._decide(value.approval_id, "reject", value.by, value.reason, None)
         elif isinstance(value, PauseInput):
@@ -742,12 +854,20 @@ class AgentSession:
     @workflow.query(name=names.QUERY_STATE)
     def state(self) -> SessionState:
         return SessionState(
-            session_id=self._sid, agent_id=self._arg.agent_id, goal=self._c.goal,
-            status=self._status, step=self._c.step, paused=self._c.paused,
+            session_id=self._sid,
+            agent_id=self._arg.agent_id,
+            goal=self._c.goal,
+            status=self._status,
+            step=self._c.step,
+            paused=self._c.paused,
             pending_approvals=[a.pending for a in self._approvals.values() if a.decision is None],
-            tokens_in=self._c.tokens_in, tokens_out=self._c.tokens_out, cost_usd=self._c.cost_usd,
-            budget=self._arg.budget, last_message=self._c.last_message,
-            run_index=self._c.run_index, rejected_inputs=self._rejected_inputs,
+            tokens_in=self._c.tokens_in,
+            tokens_out=self._c.tokens_out,
+            cost_usd=self._c.cost_usd,
+            budget=self._arg.budget,
+            last_message=self._c.last_message,
+            run_index=self._c.run_index,
+            rejected_inputs=self._rejected_inputs,
             waiting_for=self._waiting_for,
         )
 
@@ -783,8 +903,14 @@ class AgentSession:
             return f"approval {approval_id!r} was already decided ({approval.decision})"
         return None
 
-    def _decide(self, approval_id: str, decision: str, by: str, note: str | None,
-                edited: dict[str, Any] | None) -> None:
+    def _decide(
+        self,
+        approval_id: str,
+        decision: str,
+        by: str,
+        note: str | None,
+        edited: dict[str, Any] | None,
+    ) -> None:
         approval = self._approvals[approval_id]
         approval.decision, approval.by, approval.note = decision, by, note
         approval.edited = edited
@@ -795,15 +921,26 @@ class AgentSession:
             return
         self._c.paused = True
         self._c.paused_by = arg.by
-        self._event(f"human:{workflow.uuid4()}", "pause", self._c.step, actor=arg.by,
-                    reason=arg.reason, payload={"at": workflow.now().isoformat()})
+        self._event(
+            f"human:{workflow.uuid4()}",
+            "pause",
+            self._c.step,
+            actor=arg.by,
+            reason=arg.reason,
+            payload={"at": workflow.now().isoformat()},
+        )
 
     def _resume(self, arg: ResumeInput) -> None:
         if not self._c.paused:
             return
         self._c.paused = False
-        self._event(f"human:{workflow.uuid4()}", "resume", self._c.step, actor=arg.by,
-                    payload={"at": workflow.now().isoformat()})
+        self._event(
+            f"human:{workflow.uuid4()}",
+            "resume",
+            self._c.step,
+            actor=arg.by,
+            payload={"at": workflow.now().isoformat()},
+        )
 
     def _message(self, arg: MessageInput) -> None:
         self._inbox.items.append((arg.text, arg.by, workflow.now()))
@@ -812,13 +949,27 @@ class AgentSession:
         old = self._c.goal
         self._c.goal = arg.goal
         self._inbox.items.append((f"New goal from {arg.by}: {arg.goal}", arg.by, workflow.now()))
-        self._event(f"human:{workflow.uuid4()}", "redirect", self._c.step, actor=arg.by,
-                    payload={"old_goal": preview(old, 2000), "new_goal": preview(arg.goal, 2000),
-                             "at": workflow.now().isoformat()})
+        self._event(
+            f"human:{workflow.uuid4()}",
+            "redirect",
+            self._c.step,
+            actor=arg.by,
+            payload={
+                "old_goal": preview(old, 2000),
+                "new_goal": preview(arg.goal, 2000),
+                "at": workflow.now().isoformat(),
+            },
+        )
         self._update(goal=arg.goal)
         self._publish()
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by
-        self._event(f"human:{workflow.uuid4()}", "wake", self._c.step, actor=arg.by,
-                    reason=arg.reason, payload={"at": workflow.now().isoformat()})
+        self._event(
+            f"human:{workflow.uuid4()}",
+            "wake",
+            self._c.step,
+            actor=arg.by,
+            reason=arg.reason,
+            payload={"at": workflow.now().isoformat()},
+        )

@@ -311,4 +311,5 @@ async def test_model_text_with_lone_surrogates_is_kept_and_the_session_goes_on(
     assert messages[1].tool_calls is not None
     assert json.loads(messages[1].tool_calls[0]["arguments"])["content"] == odd
     # The model's next request carried the text, escaped only where JSON over UTF-8 must.
-    assert stub.requests[1].body["messages"][2]["content"] == "half an emoji \\ud83c and NUL \x00"
+    sent = [m for m in stub.requests[1].body["messages"] if m["role"] == "assistant"]
+    assert sent[0]["content"] == "half an emoji \\ud83c and NUL \x00"

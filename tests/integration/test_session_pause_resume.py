@@ -104,7 +104,11 @@ async def test_pause_holds_between_steps_and_resume_continues_there(
     assert len(stub.requests) == 3
     # Continued exactly there: step 3's request carries both notes' results, once each.
     last = stub.requests[2].body["messages"]
-    assert [m["role"] for m in last] == ["system", "user", "assistant", "tool", "assistant", "tool"]
+    # The system prompt, vigil's note (the notes are artifacts now), then the transcript.
+    assert [m["role"] for m in last] == [
+        "system", "system", "user", "assistant", "tool", "assistant", "tool"
+    ]
+    assert "note-1" in last[1]["content"] or "Artifacts" in last[1]["content"]
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     assert len(await events(sessionmaker, handle.id, "model_call")) == 3

@@ -277,12 +277,6 @@ async def test_sigkilled_workers_leave_every_row_exactly_once(
         assert (status, step) == ("completed", STEPS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: activities/session.py heartbeating() beats every 2.0 s whatever the "
-    "activity's heartbeat timeout, so with heartbeat_seconds below ~2 a healthy worker's "
-    "slow model call times out by heartbeat and the model is called again",
-)
 async def test_a_healthy_worker_is_not_taken_for_a_lost_one(
     client: Client, settings: Settings, task_queue: str
 ) -> None:

@@ -31,8 +31,13 @@ def stub_settings(
     settings: Settings, base_url: str, provider: str = "openai", **extra: Any
 ) -> Settings:
     return settings.model_copy(
-        update={"model_provider": provider, "model_base_url": base_url, "model_name": "stub-model",
-                "model_timeout_seconds": 5.0, **extra}
+        update={
+            "model_provider": provider,
+            "model_base_url": base_url,
+            "model_name": "stub-model",
+            "model_timeout_seconds": 5.0,
+            **extra,
+        }
     )
 
 
@@ -48,7 +53,9 @@ async def start(
     client: Client, task_queue: str, arg: StartSessionInput, session_id: str | None = None
 ) -> WorkflowHandle[AgentSession, Any]:
     return await client.start_workflow(
-        AgentSession.run, arg, id=session_id or f"test-session-{uuid.uuid4()}",
+        AgentSession.run,
+        arg,
+        id=session_id or f"test-session-{uuid.uuid4()}",
         task_queue=task_queue,
     )
 
@@ -168,7 +175,8 @@ def user_texts(request_body: Any) -> list[str]:
 
 
 async def approval_pending(
-    handle: WorkflowHandle[Any, Any], sessionmaker: async_sessionmaker[DbSession],
+    handle: WorkflowHandle[Any, Any],
+    sessionmaker: async_sessionmaker[DbSession],
     approval_id: str = "a1-0",
 ) -> SessionState:
     """Wait until the session waits for ``approval_id`` and the request is in PostgreSQL."""
