@@ -113,6 +113,8 @@ class AgentSession:
         self._run_start_step = self._c.step
         self._session_update: SessionUpdate | None = None
         self._msgs: list[MessageIn] = []
+        self._published_agent: str | None = None
+        self._published_goal: str | None = None
         # What the transcript still owes if the session ends mid-step: the model reply being
         # awaited and the tool calls without a result (with their seq once reserved).
         self._open_model_seq: int | None = None
@@ -633,14 +635,20 @@ class AgentSession:
 
     def _publish(self) -> None:
         """Keep search attributes and the UI's current details in step with the session."""
-        workflow.upsert_search_attributes(
-            [
-                names.SA_AGENT.value_set(self._arg.agent_id),
-                names.SA_STATUS.value_set(self._status.value),
-                names.SA_STEP.value_set(self._c.step),
-                names.SA_GOAL.value_set(preview(self._c.goal, 1000)),
-            ]
-        )
+        # Status and step always; agent and goal only when they change, so a long goal
+        # does not add a kilobyte to history at every step.
+        updates = [
+            names.SA_STATUS.value_set(self._status.value),
+            names.SA_STEP.value_set(self._c.step),
+        ]
+        goal = preview(self._c.goal, 1000)
+        if self._published_agent != self._arg.agent_id:
+            updates.append(names.SA_AGENT.value_set(self._arg.agent_id))
+            self._published_agent = self._arg.agent_id
+        if self._published_goal != goal:
+            updates.append(names.SA_GOAL.value_set(goal))
+            self._published_goal = goal
+        workflow.upsert_search_attributes(updates)
         workflow.set_current_details(
             f"**{self._status.value}** at step {self._c.step} — goal: {preview(self._c.goal, 300)}"
         )
