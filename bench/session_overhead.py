@@ -35,7 +35,11 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from activities.artifacts.factory import make_store
-from activities.models.base import ChatMessage, ModelProvider, ToolCall, ToolSpec
+from activities.artifacts.registry import list_artifacts
+from activities.context import ContextBudget, assemble
+from activities.memory.embedders import make_embedder
+from activities.memory.store import MemoryStore
+from activities.models.base import ModelProvider, ToolCall, ToolSpec
 from activities.models.factory import make_provider
 from activities.models.pricing import cost_usd
 from activities.record import store as record
@@ -114,6 +118,13 @@ class PlainLoop:
 
     settings: Settings
     sessionmaker: async_sessionmaker[DbSession]
+
+    @property
+    def memory(self) -> MemoryStore:
+        if not hasattr(self, "_memory"):
+            self._memory = MemoryStore(self.sessionmaker, make_embedder(self.settings))
+        return self._memory
+
     provider: ModelProvider
 
     async def run(self, steps: int) -> None:
@@ -153,17 +164,17 @@ class PlainLoop:
     async def _model(self, sid: str, step: int, seq: int, specs: list[ToolSpec]) -> list[ToolCall]:
         async with self.sessionmaker() as db:
             await record.messages_by_seq(db, sid, [seq])  # the activity's idempotency read
-            session = await record.get_session(db, sid)
-            recent = await record.recent_messages(db, sid, CONTEXT)
-        prompt = session.metadata.get("system_prompt") if session else None
-        context = [ChatMessage("system", prompt or SYSTEM)]
-        while recent and recent[0].role == "tool":
-            recent.pop(0)
-        for m in recent:
-            calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in m.tool_calls or []]
-            context.append(
-                ChatMessage(m.role, m.content, calls, m.tool_call_id, m.name)  # type: ignore[arg-type]
-            )
+        # The same context assembly as the model activity: artifacts, memories, summary.
+        artifacts = await list_artifacts(self.sessionmaker, agent_id=AGENT, session_id=sid)
+        assembled = await assemble(
+            self.sessionmaker,
+            session_id=sid,
+            agent_id=AGENT,
+            budget=ContextBudget(total_tokens=self.settings.context_tokens, max_recent=CONTEXT),
+            memory=self.memory,
+            artifacts=artifacts,
+        )
+        context = assembled.messages
         reply = await self.provider.complete(context, specs)
         wire = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
         for call in wire:
