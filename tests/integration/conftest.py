@@ -70,3 +70,10 @@ def cli(
         assert "Traceback" not in log, log[-3000:]
         assert "worker stopped" in log, log[-3000:]
         assert not stub.errors, stub.errors
+
+
+@pytest.fixture
+def stub() -> Iterator[LLMStub]:
+    """A local LLM server speaking the OpenAI and Anthropic protocols, one per test."""
+    with LLMStub() as s:
+        yield s

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +43,6 @@ class Script:
             if not self._replies:
                 return Reply.status(500, message="the script has no more replies")
             return self._replies.pop(0)
-
-
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
 
 
 def _settings(settings: Settings, stub: LLMStub, provider: str = "openai") -> Settings:

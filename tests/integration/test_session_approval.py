@@ -7,7 +7,6 @@ decision lands in the events table with who, when and why.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,12 +42,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _fetch_then_finish(stub: LLMStub, path: str = "/page") -> None:
     stub.enqueue(
         Reply.tool_call("http_fetch", {"url": f"{stub.url}{path}"}),
@@ -67,7 +60,10 @@ async def _decided(sm: async_sessionmaker[DbSession], sid: str) -> Any:
 
 
 async def test_waits_for_approval_then_approve_signal(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _fetch_then_finish(stub)
@@ -85,8 +81,9 @@ async def test_waits_for_approval_then_approve_signal(
         requested = await events(sessionmaker, handle.id, "approval_requested")
         assert [e.payload["approval_id"] for e in requested] == ["a1-0"]
 
-        await handle.signal(names.SIG_APPROVE,
-                            ApproveInput(approval_id="a1-0", by="alice", note="looks fine"))
+        await handle.signal(
+            names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="alice", note="looks fine")
+        )
         result: SessionResult = await handle.result()
 
     assert result.status == SessionStatus.COMPLETED
@@ -101,7 +98,10 @@ async def test_waits_for_approval_then_approve_signal(
 
 
 async def test_approve_update_with_edited_arguments_runs_the_edited_call(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _fetch_then_finish(stub)
@@ -111,8 +111,9 @@ async def test_approve_update_with_edited_arguments_runs_the_edited_call(
         await approval_pending(handle, sessionmaker)
         ack = await handle.execute_update(
             names.UPD_APPROVE,
-            ApproveInput(approval_id="a1-0", by="alice", note="use the other page",
-                         edited_arguments=edited),
+            ApproveInput(
+                approval_id="a1-0", by="alice", note="use the other page", edited_arguments=edited
+            ),
             result_type=Ack,
         )
         assert ack.accepted and "a1-0" in ack.message
@@ -131,7 +132,11 @@ async def test_approve_update_with_edited_arguments_runs_the_edited_call(
 
 @pytest.mark.parametrize("via", ["signal", "update"])
 async def test_reject_goes_back_to_the_model(
-    via: str, client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    via: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _fetch_then_finish(stub)
@@ -155,11 +160,17 @@ async def test_reject_goes_back_to_the_model(
     assert call.payload["ok"] is False and call.payload["rejected"] is True
     decided = await _decided(sessionmaker, handle.id)
     assert (decided.actor, decided.reason, decided.payload["decision"]) == (
-        "bob", "too risky", "reject")
+        "bob",
+        "too risky",
+        "reject",
+    )
 
 
 async def test_unknown_approval_id_is_refused_by_the_validator_and_writes_nothing(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _fetch_then_finish(stub)
@@ -180,13 +191,14 @@ async def test_unknown_approval_id_is_refused_by_the_validator_and_writes_nothin
         assert st.rejected_inputs == 0
         assert await events(sessionmaker, handle.id) == before
 
-        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="al"),
-                                    result_type=Ack)
+        await handle.execute_update(
+            names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="al"), result_type=Ack
+        )
         # The same id twice: already decided (or gone), refused as well.
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(names.UPD_APPROVE,
-                                        ApproveInput(approval_id="a1-0", by="al"),
-                                        result_type=Ack)
+            await handle.execute_update(
+                names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="al"), result_type=Ack
+            )
         result: SessionResult = await handle.result()
 
     assert result.status == SessionStatus.COMPLETED
@@ -204,12 +216,19 @@ async def test_unknown_approval_id_is_refused_by_the_validator_and_writes_nothin
     ],
 )
 async def test_approval_timeout_follows_the_policy(
-    outcome: str, status: SessionStatus, tool_result: str, client: Client, settings: Settings,
-    task_queue: str, stub: LLMStub, sessionmaker: async_sessionmaker[DbSession],
+    outcome: str,
+    status: SessionStatus,
+    tool_result: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _fetch_then_finish(stub)
     policy = ToolPolicy.model_validate(
-        {"approval_timeout_seconds": 2, "on_approval_timeout": outcome})
+        {"approval_timeout_seconds": 2, "on_approval_timeout": outcome}
+    )
     async with running_worker(client, _cfg(settings, stub), task_queue):
         handle = await start(client, task_queue, session_input("fetch the page", policy=policy))
         await approval_pending(handle, sessionmaker)
@@ -218,7 +237,10 @@ async def test_approval_timeout_follows_the_policy(
     assert result.status == status
     decided = await _decided(sessionmaker, handle.id)
     assert (decided.actor, decided.reason, decided.payload["decision"]) == (
-        "policy", "approval timed out", outcome)
+        "policy",
+        "approval timed out",
+        outcome,
+    )
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     assert tool_messages(messages)[0].content.startswith(tool_result)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -30,12 +28,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _ask_then_finish(stub: LLMStub) -> None:
     stub.enqueue(
         Reply.tool_call("ask_human", {"question": "Which colour should the report be?"}),
@@ -44,7 +36,10 @@ def _ask_then_finish(stub: LLMStub) -> None:
 
 
 async def test_a_message_answers_the_question(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _ask_then_finish(stub)
@@ -70,14 +65,20 @@ async def test_a_message_answers_the_question(
     assert [m.content for m in messages if m.role == "user"] == ["make a report"]
     told = stub.requests[1].body["messages"][-1]
     assert messages[1].tool_calls is not None
-    assert told == {"role": "tool", "tool_call_id": messages[1].tool_calls[0]["id"],
-                    "content": "frank replied: blue, please"}
+    assert told == {
+        "role": "tool",
+        "tool_call_id": messages[1].tool_calls[0]["id"],
+        "content": "frank replied: blue, please",
+    }
     (ev,) = await events(sessionmaker, handle.id, "human_reply")
     assert ev.actor == "frank" and ev.payload["text"] == "blue, please"
 
 
 async def test_no_answer_in_time(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _ask_then_finish(stub)
@@ -88,6 +89,7 @@ async def test_no_answer_in_time(
         result: SessionResult = await handle.result()
 
     assert result.status == SessionStatus.COMPLETED
-    (answer,) = [m for m in tool_messages(await transcript(sessionmaker, handle.id))
-                 if m.name == "ask_human"]
+    (answer,) = [
+        m for m in tool_messages(await transcript(sessionmaker, handle.id)) if m.name == "ask_human"
+    ]
     assert answer.content == "no human replied in time"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,12 +55,6 @@ pytestmark = pytest.mark.integration
 NUL_TEXT = "before\x00after \x00\x00 ünï \U0001f30a end"
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _cfg(settings: Settings, stub: LLMStub) -> Settings:
     return stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
 
@@ -99,7 +92,10 @@ BAD_SIGNALS: list[tuple[str, list[Any], list[str]]] = [
 
 
 async def test_malformed_signals_are_refused_counted_and_recorded(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _wait_for_approval_then_finish(stub)
@@ -141,8 +137,11 @@ async def test_malformed_signals_are_refused_counted_and_recorded(
         (names.UPD_MESSAGE, {"text": "x" * (MAX_HUMAN_TEXT + 1)}, ["exceeds the limit"]),
         (names.UPD_MESSAGE, raw_json('"not an object"'), ["malformed MessageInput"]),
         (names.UPD_APPROVE, {"approval_id": 3}, ["malformed ApproveInput", "approval_id"]),
-        (names.UPD_APPROVE, {"approval_id": "a1-0", "edited_arguments": "x"},
-         ["malformed ApproveInput", "edited_arguments"]),
+        (
+            names.UPD_APPROVE,
+            {"approval_id": "a1-0", "edited_arguments": "x"},
+            ["malformed ApproveInput", "edited_arguments"],
+        ),
         (names.UPD_REDIRECT, {"goal": ""}, ["empty"]),
         (names.UPD_MESSAGE, {"text": "hi", "by": "a\x00b"}, ["`by` must not contain NUL"]),
         (names.UPD_PAUSE, raw_json(b"{oops"), ["malformed PauseInput"]),
@@ -150,8 +149,14 @@ async def test_malformed_signals_are_refused_counted_and_recorded(
     ],
 )
 async def test_malformed_updates_get_a_clear_validation_error(
-    update: str, payload: Any, words: list[str], client: Client, settings: Settings,
-    task_queue: str, stub: LLMStub, sessionmaker: async_sessionmaker[DbSession],
+    update: str,
+    payload: Any,
+    words: list[str],
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _wait_for_approval_then_finish(stub)
     async with running_worker(client, _cfg(settings, stub), task_queue):
@@ -175,7 +180,11 @@ async def test_malformed_updates_get_a_clear_validation_error(
 
 @pytest.mark.parametrize("via", ["signal", "update"])
 async def test_nul_text_is_valid_and_kept_losslessly(
-    via: str, client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    via: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _wait_for_approval_then_finish(stub)
@@ -215,7 +224,10 @@ async def test_unknown_session_id_is_not_found(client: Client) -> None:
 
 
 async def test_bad_tool_calls_go_back_to_the_model_as_tool_errors(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     stub.enqueue(
@@ -255,7 +267,10 @@ async def test_bad_tool_calls_go_back_to_the_model_as_tool_errors(
 
 
 async def test_too_many_malformed_replies_in_a_row_fail_the_session(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     bad = Reply.tool_call_raw("write_artifact", "{broken")
@@ -277,8 +292,13 @@ async def test_too_many_malformed_replies_in_a_row_fail_the_session(
     assert_whole(messages)
     assert messages[-1].role == "system" and "malformed replies" in messages[-1].content
     # Each bad call was answered with its error before the session ended.
-    assert sum(m.content.startswith("error: arguments are not valid JSON")
-               for m in tool_messages(messages)) == 5
+    assert (
+        sum(
+            m.content.startswith("error: arguments are not valid JSON")
+            for m in tool_messages(messages)
+        )
+        == 5
+    )
 
 
 async def _at_least(
@@ -289,7 +309,10 @@ async def _at_least(
 
 
 async def test_model_text_with_lone_surrogates_is_kept_and_the_session_goes_on(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # A broken model can send "\ud800" escapes: not valid UTF-8, so they must not reach

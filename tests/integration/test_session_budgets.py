@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,12 +29,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _notes_forever(stub: LLMStub, usage: tuple[int, int] | None = None) -> None:
     def respond(_request: Any) -> Reply:
         return Reply.tool_call("write_artifact", {"name": "note.txt", "content": "n"}, usage=usage)
@@ -60,7 +53,10 @@ async def _ended_cleanly(
 
 
 async def test_max_steps(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _notes_forever(stub)
@@ -73,7 +69,10 @@ async def test_max_steps(
 
 
 async def test_max_tokens(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _notes_forever(stub, usage=(300, 200))
@@ -89,7 +88,10 @@ async def test_max_tokens(
 
 
 async def test_max_cost(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     price = PRICES["gpt-4o"]
@@ -110,7 +112,10 @@ async def test_max_cost(
 
 
 async def test_wall_clock_deadline_while_asleep(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     stub.enqueue(Reply.tool_call("wait_until", {"seconds": 60, "reason": "wait for data"}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,12 +36,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 async def _assert_cancelled(
     handle: WorkflowHandle[Any, Any], sessionmaker: async_sessionmaker[DbSession]
 ) -> list[StoredMessage]:
@@ -63,7 +56,10 @@ async def _assert_cancelled(
 
 
 async def test_cancel_while_waiting_for_approval(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}))
@@ -84,7 +80,10 @@ async def test_cancel_while_waiting_for_approval(
 
 
 async def test_cancel_while_the_model_is_answering(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # The model call hangs; cancel arrives while the activity is in flight.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -17,12 +15,6 @@ from tests.support.sessions import running_worker, start, stub_settings
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
 
 
 async def test_tools_then_finish(

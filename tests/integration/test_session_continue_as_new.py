@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,12 +41,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _note(n: int) -> Reply:
     return Reply.tool_call("write_artifact", {"name": f"note-{n}.txt", "content": f"n{n}"})
 
@@ -57,7 +50,10 @@ async def _runs(client: Client, session_id: str) -> list[WorkflowExecutionStatus
 
 
 async def test_ten_steps_three_per_run(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # Steps 1..9 write a note (two calls in step 5), step 10 finishes.
@@ -104,7 +100,10 @@ async def _at_least_runs(
 
 
 async def test_human_control_across_the_boundary(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     """Run 1 ends after step 2, which waits for approval; meanwhile a human pauses the
@@ -158,7 +157,9 @@ async def test_human_control_across_the_boundary(
     assert "GET /two" in fetched[0] and "GET /three" in fetched[1]
     decided = await events(sessionmaker, handle.id, "approval_decided")
     assert [(e.payload["approval_id"], e.actor) for e in decided] == [
-        ("a2-0", "alice"), ("a3-0", "carol")]
+        ("a2-0", "alice"),
+        ("a3-0", "carol"),
+    ]
     assert [e.actor for e in await events(sessionmaker, handle.id, "pause")] == ["alice"]
     assert [e.actor for e in await events(sessionmaker, handle.id, "resume")] == ["bob"]
     assert (await session_row(sessionmaker, handle.id)).run_count == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,12 +32,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _first_call_waits(stub: LLMStub, gate: threading.Event) -> None:
     """Step 1 (held until ``gate``) writes a note, step 2 finishes."""
     plan = {
@@ -58,7 +51,11 @@ def _first_call_waits(stub: LLMStub, gate: threading.Event) -> None:
 
 @pytest.mark.parametrize("via", ["signal", "update"])
 async def test_message_mid_run_reaches_the_next_model_call(
-    via: str, client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    via: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     gate = threading.Event()
@@ -81,7 +78,14 @@ async def test_message_mid_run_reaches_the_next_model_call(
     assert_whole(messages)
     # After step 1's tool exchange, before step 2's reply.
     assert [m.role for m in messages] == [
-        "user", "assistant", "tool", "user", "assistant", "tool", "system"]
+        "user",
+        "assistant",
+        "tool",
+        "user",
+        "assistant",
+        "tool",
+        "system",
+    ]
     injected = messages[3]
     assert (injected.content, injected.name, injected.step) == (text, "carol", 1)
     # The model's next request ends with it, and the first request did not have it.
@@ -94,7 +98,11 @@ async def test_message_mid_run_reaches_the_next_model_call(
 
 @pytest.mark.parametrize("via", ["signal", "update"])
 async def test_redirect_changes_the_goal_everywhere(
-    via: str, client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    via: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     gate = threading.Event()

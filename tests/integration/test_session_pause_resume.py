@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,12 +33,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _note(n: int) -> Reply:
     return Reply.tool_call("write_artifact", {"name": f"note-{n}.txt", "content": f"note {n}"})
 
@@ -64,7 +57,11 @@ async def _paused_in_pg(sm: async_sessionmaker[DbSession], sid: str) -> bool:
 
 @pytest.mark.parametrize("via", ["signal", "update"])
 async def test_pause_holds_between_steps_and_resume_continues_there(
-    via: str, client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    via: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     gate = threading.Event()
@@ -106,7 +103,13 @@ async def test_pause_holds_between_steps_and_resume_continues_there(
     last = stub.requests[2].body["messages"]
     # The system prompt, vigil's note (the notes are artifacts now), then the transcript.
     assert [m["role"] for m in last] == [
-        "system", "system", "user", "assistant", "tool", "assistant", "tool"
+        "system",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
     ]
     assert "note-1" in last[1]["content"] or "Artifacts" in last[1]["content"]
     messages = await transcript(sessionmaker, handle.id)
@@ -121,7 +124,10 @@ async def test_pause_holds_between_steps_and_resume_continues_there(
 
 
 async def test_resume_update_on_a_running_session_is_refused(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     gate = threading.Event()

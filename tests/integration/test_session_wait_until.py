@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -33,12 +32,6 @@ from workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub() -> Iterator[LLMStub]:
-    with LLMStub() as s:
-        yield s
-
-
 def _sleep_then_finish(stub: LLMStub, seconds: float) -> None:
     stub.enqueue(
         Reply.tool_call("wait_until", {"seconds": seconds, "reason": "wait for the data"}),
@@ -51,7 +44,10 @@ async def _sleeping_in_pg(sm: async_sessionmaker[DbSession], sid: str) -> bool:
 
 
 async def test_short_sleep_wakes_as_planned(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     _sleep_then_finish(stub, 2)
@@ -77,7 +73,11 @@ async def test_short_sleep_wakes_as_planned(
 
 @pytest.mark.parametrize("via", ["signal", "update"])
 async def test_long_sleep_is_woken_early_by_a_human(
-    via: str, client: Client, settings: Settings, task_queue: str, stub: LLMStub,
+    via: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     gate = threading.Event()
