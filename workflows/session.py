@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from schema import names
@@ -637,7 +637,7 @@ class AgentSession:
         """Keep search attributes and the UI's current details in step with the session."""
         # Status and step always; agent and goal only when they change, so a long goal
         # does not add a kilobyte to history at every step.
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             names.SA_STATUS.value_set(self._status.value),
             names.SA_STEP.value_set(self._c.step),
         ]
