@@ -10,8 +10,9 @@ export VIGIL_TEST_STATE_DIR="${VIGIL_TEST_STATE_DIR:-$PWD/.vigil-test}"
 stop_stack() { uv run vigil stack down --state-dir "$VIGIL_TEST_STATE_DIR" >/dev/null 2>&1 || true; }
 trap stop_stack EXIT
 
-echo "· lint: ruff"
+echo "· lint: ruff, types: mypy --strict"
 uv run ruff check . || exit 1
+uv run mypy || exit 1
 
 echo "· starting the test stack and running the tests"
 uv run pytest -p no:cacheprovider "$@"
