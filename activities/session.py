@@ -35,6 +35,8 @@ from schema.payloads import (
     OpenSessionOutput,
     RecordInput,
     RecordOutput,
+    RememberInput,
+    RememberOutput,
     RunToolInput,
     RunToolOutput,
     ToolCallRef,
@@ -94,7 +96,36 @@ class SessionActivities:
         self.memory = memory
 
     def all(self) -> list[Any]:
-        return [self.open_session, self.record, self.call_model, self.run_tool]
+        return [self.open_session, self.record, self.call_model, self.run_tool, self.remember]
+
+    @activity.defn(name=names.ACT_REMEMBER)
+    async def remember(self, arg: RememberInput) -> RememberOutput:
+        """The outcome of the session as a memory: merged with a near-duplicate, or
+        superseding the last outcome of the same goal, so a recurring goal keeps one live
+        memory of how it last went and the history of the others."""
+        if self.memory is None:
+            return RememberOutput()
+        failed = arg.status.value in ("failed", "budget_exhausted", "timed_out")
+        goal = " ".join(arg.goal.split())
+        content = (
+            f"Working on '{preview(goal, 300)}' ended {arg.status.value} after {arg.steps} "
+            f"steps: {preview(arg.summary, 1500)}"
+        )
+        content = content.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+        try:
+            result = await self.memory.add(
+                arg.agent_id,
+                content,
+                kind="lesson" if failed else "reflection",
+                subject=f"outcome: {preview(goal, 200)}".replace("\x00", " ")
+                .encode("utf-8", "replace")
+                .decode("utf-8"),
+                importance=0.7 if failed else 0.5,
+                source_session_id=arg.session_id,
+            )
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from exc
+        return RememberOutput(memory_id=result.id, action=result.action)
 
     # --- open / record ---------------------------------------------------------------
 

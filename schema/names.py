@@ -25,6 +25,10 @@ ACT_OPEN_SESSION = "vigil.open_session"
 ACT_RECORD = "vigil.record"
 ACT_CALL_MODEL = "vigil.call_model"
 ACT_RUN_TOOL = "vigil.run_tool"
+ACT_REMEMBER = "vigil.remember"
+
+# Workflow patches (versioning of running sessions; see workflows/session.py)
+PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

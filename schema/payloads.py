@@ -294,6 +294,22 @@ class CallModelOutput(Payload):
     """True when the reply was already recorded (a retry after a crash): no new model call."""
 
 
+class RememberInput(Payload):
+    """The session's outcome, for the memory pipeline at its end."""
+
+    session_id: str
+    agent_id: str
+    goal: str
+    status: SessionStatus
+    summary: str
+    steps: int = 0
+
+
+class RememberOutput(Payload):
+    memory_id: int | None = None
+    action: str = "skipped"
+
+
 class RunToolInput(Payload):
     session_id: str
     agent_id: str

@@ -39,6 +39,8 @@ from schema.payloads import (
     RecordOutput,
     RedirectInput,
     RejectInput,
+    RememberInput,
+    RememberOutput,
     ResumeInput,
     RunToolInput,
     RunToolOutput,
@@ -491,6 +493,10 @@ class AgentSession:
         )
         await self._flush(final=True)
         self._publish()
+        # Sessions that started before this step existed replay without it (the patch marker
+        # is absent from their history), so adding it never breaks a running session.
+        if status != SessionStatus.CANCELLED and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
+            await self._remember_outcome(status, summary)
         return SessionResult(
             session_id=self._sid,
             status=status,
@@ -501,6 +507,28 @@ class AgentSession:
             cost_usd=self._c.cost_usd,
             runs=self._c.run_index,
         )
+
+    async def _remember_outcome(self, status: SessionStatus, summary: str) -> None:
+        """Turn the outcome into long-term memory (a reflection, or a lesson on failure)."""
+        try:
+            await self._act(
+                names.ACT_REMEMBER,
+                RememberInput(
+                    session_id=self._sid,
+                    agent_id=self._arg.agent_id,
+                    goal=self._c.goal,
+                    status=status,
+                    summary=summary,
+                    steps=self._c.step,
+                ),
+                RememberOutput,
+                summary="remember the outcome",
+                limit=c.RECORD_START_TO_CLOSE,
+                retry=c.TOOL_RETRY,
+            )
+        except ActivityError as exc:
+            # Memory is an aid, never a reason to lose the session's ending.
+            workflow.logger.warning("could not remember the outcome: %s", exc.cause)
 
     def _close_open_step(self, status: SessionStatus) -> None:
         """Answer what the step left open, so the transcript stays whole: every seq filled,

@@ -31,6 +31,9 @@ EXPECTED = {
     "wait_until",
     "provider_rejected",
 }
+# Histories recorded before the outcome-memory step was added (workflow.patched): they
+# must keep replaying, which is what lets sessions started by older code run to the end.
+OLDER_CODE = "pre_outcome_memory__"
 
 
 def _replayer(workflow: type) -> Replayer:
@@ -45,7 +48,10 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_the_recorded_scenarios_are_all_here() -> None:
-    assert {p.stem for p in PATHS} == EXPECTED
+    current = {p.stem for p in PATHS if not p.stem.startswith(OLDER_CODE)}
+    older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
+    assert current == EXPECTED
+    assert older == EXPECTED
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
