@@ -74,11 +74,15 @@ def summarise(previous: str | None, older: list[record.StoredMessage], limit_tok
         if calls and head:
             text = f"{head} [calls {calls}]"
         lines.append(f"- #{m.seq} {who}: {text}")
-    summary = "\n".join(lines)
-    # Keep the newest lines when over budget: the start is already folded into older summaries.
-    while count_tokens(summary) > limit_tokens and "\n" in summary:
-        summary = summary.split("\n", 1)[1]
-    return summary
+    # Keep the newest lines when over budget: the start is already folded into older
+    # summaries. Counted per line, so trimming a long backlog stays linear.
+    costs = [count_tokens(line) + 1 for line in lines]
+    total = sum(costs)
+    start = 0
+    while total > limit_tokens and start < len(lines) - 1:
+        total -= costs[start]
+        start += 1
+    return "\n".join(lines[start:])
 
 
 def _to_chat(m: record.StoredMessage) -> ChatMessage:
