@@ -111,7 +111,8 @@ async def assemble(
     async with sessionmaker() as db:
         session = await record.get_session(db, session_id)
         recent = await record.recent_messages(db, session_id, budget.max_recent)
-        summaries = await record.list_events(db, session_id, kind="context_summary")
+        # Summaries are only ever written further along, so the newest extends all others.
+        last = await record.latest_event(db, session_id, "context_summary")
     system_text = (session.metadata.get("system_prompt") if session else None) or DEFAULT_SYSTEM
     system = ChatMessage(role="system", content=system_text)
     used = message_tokens(system)
@@ -155,7 +156,6 @@ async def assemble(
     start_seq = window[0].seq if window else None
 
     # Summarise what fell out of the window, extending the last kept summary.
-    last = max(summaries, key=lambda e: int(e.payload.get("upto_seq", -1)), default=None)
     prev_text = str(last.payload.get("text", "")) if last else None
     prev_upto = int(last.payload.get("upto_seq", -1)) if last else -1
     summary_text: str | None = prev_text

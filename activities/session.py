@@ -270,8 +270,8 @@ class SessionActivities:
             done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
             if done:
                 # Recorded before a crash or a lost completion: return it, call nothing.
-                events = await record.list_events(db, arg.session_id, kind="model_call")
-                usage = next((e.payload for e in events if e.key == f"model:{arg.step}"), {})
+                event = await record.get_event(db, arg.session_id, f"model:{arg.step}")
+                usage = event.payload if event else {}
                 msg = done[0]
                 return CallModelOutput(
                     seq=arg.seq,
@@ -358,8 +358,7 @@ class SessionActivities:
         key = f"tool:{arg.step}:{arg.call_index}"
         if arg.seq in by_seq:
             async with self.sessionmaker() as db:
-                events = await record.list_events(db, arg.session_id, kind="tool_call")
-            ev = next((e for e in events if e.key == key), None)
+                ev = await record.get_event(db, arg.session_id, key)
             ok = bool(ev.payload.get("ok")) if ev else True
             return RunToolOutput(
                 seq=arg.seq, ok=ok, preview=_wire(preview(by_seq[arg.seq].content))

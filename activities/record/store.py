@@ -338,15 +338,52 @@ async def list_events(
             {"sid": session_id, "kind": kind},
         )
     ).mappings()
-    return [
-        StoredEvent(
-            key=r["key"],
-            kind=r["kind"],
-            step=r["step"],
-            actor=r["actor"],
-            reason=r["reason"],
-            payload=_from_jsonb(r["payload"]) or {},
-            created_at=r["created_at"],
+    return [_event(r) for r in rows]
+
+
+def _event(r: Any) -> StoredEvent:
+    return StoredEvent(
+        key=r["key"],
+        kind=r["kind"],
+        step=r["step"],
+        actor=r["actor"],
+        reason=r["reason"],
+        payload=_from_jsonb(r["payload"]) or {},
+        created_at=r["created_at"],
+    )
+
+
+async def get_event(db: DbSession, session_id: str, key: str) -> StoredEvent | None:
+    """One event by its idempotency key (the unique index answers it)."""
+    row = (
+        (
+            await db.execute(
+                text(
+                    "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
+                    "WHERE session_id = :sid AND key = :key"
+                ),
+                {"sid": session_id, "key": key},
+            )
         )
-        for r in rows
-    ]
+        .mappings()
+        .first()
+    )
+    return _event(row) if row is not None else None
+
+
+async def latest_event(db: DbSession, session_id: str, kind: str) -> StoredEvent | None:
+    """The newest event of a kind, without reading the older ones."""
+    row = (
+        (
+            await db.execute(
+                text(
+                    "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
+                    "WHERE session_id = :sid AND kind = :kind ORDER BY id DESC LIMIT 1"
+                ),
+                {"sid": session_id, "kind": kind},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return _event(row) if row is not None else None
