@@ -482,7 +482,7 @@ class AgentSession:
             finished=True,
             run_count=self._c.run_index,
         )
-        self._pending_messages.append(
+        self._msgs.append(
             MessageIn(seq=seq, role="system", content=text, step=self._c.step, name="vigil")
         )
         self._event(
@@ -491,7 +491,7 @@ class AgentSession:
             self._c.step,
             payload={"status": status.value, "summary": preview(summary, 2000)},
         )
-        await self._flush(final=True)
+        await self._flush()
         self._publish()
         # Sessions that started before this step existed replay without it (the patch marker
         # is absent from their history), so adding it never breaks a running session.
@@ -536,7 +536,7 @@ class AgentSession:
         (the first write wins)."""
         why = f"the session ended ({status.value}) first"
         if self._open_model_seq is not None:
-            self._pending_messages.append(
+            self._msgs.append(
                 MessageIn(
                     seq=self._open_model_seq,
                     role="assistant",
@@ -558,10 +558,6 @@ class AgentSession:
     def _sid(self) -> str:
         return workflow.info().workflow_id
 
-    @property
-    def _pending_messages(self) -> list[MessageIn]:
-        return self._msgs
-
     def _update(self, **fields: Any) -> None:
         """Merge a change of the session row into the next record activity."""
         base = self._session_update or SessionUpdate()
@@ -569,7 +565,7 @@ class AgentSession:
 
     def _tool_message(self, seq: int, step: int, call: ToolCallRef, text: str) -> None:
         self._open_calls.pop(call.index, None)
-        self._pending_messages.append(
+        self._msgs.append(
             MessageIn(
                 seq=seq,
                 role="tool",
@@ -602,7 +598,7 @@ class AgentSession:
             text, by, at = self._inbox.items.pop(0)
             seq = self._c.next_seq
             self._c.next_seq += 1
-            self._pending_messages.append(
+            self._msgs.append(
                 MessageIn(seq=seq, role="user", content=text, step=self._c.step, name=by)
             )
             self._event(
@@ -614,15 +610,15 @@ class AgentSession:
             )
 
     def _has_unrecorded(self) -> bool:
-        return bool(self._pending_messages or self._events or self._session_update)
+        return bool(self._msgs or self._events or self._session_update)
 
-    async def _flush(self, final: bool = False) -> None:
+    async def _flush(self) -> None:
         """Write queued messages, events and the session row's changes in one activity."""
         if not self._has_unrecorded():
             return
-        messages, events = list(self._pending_messages), list(self._events)
+        messages, events = list(self._msgs), list(self._events)
         update = self._session_update
-        self._pending_messages.clear()
+        self._msgs.clear()
         self._events.clear()
         self._session_update = None
         try:
@@ -643,7 +639,7 @@ class AgentSession:
         except BaseException:
             # Cancelled mid-write: keep everything for the final flush (writes are
             # idempotent, so what did land is not duplicated).
-            self._pending_messages[:0] = messages
+            self._msgs[:0] = messages
             self._events[:0] = events
             if update is not None:
                 later = self._session_update

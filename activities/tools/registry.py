@@ -85,10 +85,6 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
     return None
 
 
-def tool_specs(names: list[str]) -> list[ToolInfo]:
-    return [BUILTIN_TOOLS[n] for n in names if n in BUILTIN_TOOLS]
-
-
 # --- implementations -------------------------------------------------------------------
 
 
@@ -195,9 +191,7 @@ IMPLEMENTATIONS: dict[str, ToolFn] = {
 }
 
 
-def parse_wake_time(
-    args: dict[str, Any], now: datetime | None = None
-) -> tuple[float | None, datetime | None]:
+def parse_wake_time(args: dict[str, Any]) -> tuple[float | None, datetime | None]:
     """(seconds, absolute UTC time) of a wait_until call; exactly one is set."""
     if "seconds" in args:
         return float(args["seconds"]), None
