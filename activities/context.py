@@ -17,8 +17,8 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.models.base import ChatMessage, ToolCall
-from activities.record import store as record
+from vigil.activities.models.base import ChatMessage, ToolCall
+from vigil.activities.record import store as record
 
 Role = Literal["system", "user", "assistant", "tool"]
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)

@@ -21,14 +21,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts.store import ArtifactStore
-from activities.context import ContextBudget, assemble
-from activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
-from activities.models.pricing import cost_usd
-from activities.record import store as record
-from activities.tools import registry as tools
-from schema import names
-from schema.payloads import (
+from vigil.activities.artifacts.store import ArtifactStore
+from vigil.activities.context import ContextBudget, assemble
+from vigil.activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
+from vigil.activities.models.pricing import cost_usd
+from vigil.activities.record import store as record
+from vigil.activities.tools import registry as tools
+from vigil.schema import names
+from vigil.schema.payloads import (
     CallModelInput,
     CallModelOutput,
     OpenSessionInput,
@@ -43,9 +43,9 @@ from schema.payloads import (
     ToolControl,
     preview,
 )
-from schema.tools import BUILTIN_TOOLS
-from workers.logs import get as get_logger
-from workers.settings import Settings
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.workers.logs import get as get_logger
+from vigil.workers.settings import Settings
 
 log = get_logger("vigil.activities")
 
@@ -216,7 +216,7 @@ class SessionActivities:
     async def _context(self, session_id: str, agent_id: str, limit: int) -> list[ChatMessage]:
         """Recent turns, a kept summary of older ones, memories and artifact references,
         packed into the token budget (see activities.context)."""
-        from activities.artifacts.registry import list_artifacts
+        from vigil.activities.artifacts.registry import list_artifacts
 
         artifacts = await list_artifacts(
             self.sessionmaker, agent_id=agent_id, session_id=session_id
@@ -465,7 +465,7 @@ class SessionActivities:
         limit = self.settings.inline_limit_bytes
         if len(raw) <= limit:
             return text, None
-        from activities.artifacts.registry import put_artifact
+        from vigil.activities.artifacts.registry import put_artifact
 
         ref = await put_artifact(
             self.store,
@@ -485,7 +485,7 @@ class SessionActivities:
 
 
 def _spec(name: str) -> Any:
-    from activities.models.base import ToolSpec
+    from vigil.activities.models.base import ToolSpec
 
     info = BUILTIN_TOOLS[name]
     return ToolSpec(name=info.name, description=info.description, parameters=info.parameters)

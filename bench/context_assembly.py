@@ -18,12 +18,12 @@ import uuid
 
 import asyncpg
 
-from activities.context import ContextBudget, assemble
-from activities.memory.embedders import HashingEmbedder
-from activities.memory.store import MemoryStore
-from activities.record import store as record
-from workers.db import make_engine, make_sessionmaker, migrate_sync
-from workers.settings import Settings, asyncpg_dsn
+from vigil.activities.context import ContextBudget, assemble
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import MemoryStore
+from vigil.activities.record import store as record
+from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync
+from vigil.workers.settings import Settings, asyncpg_dsn
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -35,9 +35,9 @@ import asyncpg
 import numpy as np
 from pgvector.asyncpg import register_vector
 
-from activities.memory.store import MemoryStore, RecallMode
-from workers.db import make_engine, make_sessionmaker, migrate_sync
-from workers.settings import Settings, asyncpg_dsn
+from vigil.activities.memory.store import MemoryStore, RecallMode
+from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync
+from vigil.workers.settings import Settings, asyncpg_dsn
 
 DIM = 384
 AGENT = "agent-bench-memory"

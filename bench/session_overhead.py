@@ -34,25 +34,25 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from activities.artifacts.factory import make_store
-from activities.artifacts.registry import list_artifacts
-from activities.context import ContextBudget, assemble
-from activities.memory.embedders import make_embedder
-from activities.memory.store import MemoryStore
-from activities.models.base import ModelProvider, ToolCall, ToolSpec
-from activities.models.factory import make_provider
-from activities.models.pricing import cost_usd
-from activities.record import store as record
-from activities.tools import registry as tools
-from schema import names
-from schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
-from schema.tools import BUILTIN_TOOLS
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
 from tests.support.teststack import scratch_stack
-from workers.db import make_engine, make_sessionmaker
-from workers.settings import Settings
-from workers.temporal import connect
+from vigil.activities.artifacts.factory import make_store
+from vigil.activities.artifacts.registry import list_artifacts
+from vigil.activities.context import ContextBudget, assemble
+from vigil.activities.memory.embedders import make_embedder
+from vigil.activities.memory.store import MemoryStore
+from vigil.activities.models.base import ModelProvider, ToolCall, ToolSpec
+from vigil.activities.models.factory import make_provider
+from vigil.activities.models.pricing import cost_usd
+from vigil.activities.record import store as record
+from vigil.activities.tools import registry as tools
+from vigil.schema import names
+from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
 
 AGENT = "agent-bench"
 CONTEXT = 40

@@ -37,23 +37,17 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 
 import asyncpg  # noqa: E402
 
-from activities.artifacts.s3 import S3Store, make_client  # noqa: E402
-from activities.artifacts.store import FilesystemStore  # noqa: E402
-from activities.record.store import NewMessage, append_messages, create_session  # noqa: E402
-from workers.db import make_engine, make_sessionmaker, migrate_sync  # noqa: E402
-from workers.settings import Settings, asyncpg_dsn  # noqa: E402
-from workers.stack import Stack  # noqa: E402
+from tests.support.teststack import TEST_PORTS  # noqa: E402
+from vigil.activities.artifacts.s3 import S3Store, make_client  # noqa: E402
+from vigil.activities.artifacts.store import FilesystemStore  # noqa: E402
+from vigil.activities.record.store import NewMessage, append_messages, create_session  # noqa: E402
+from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync  # noqa: E402
+from vigil.workers.settings import Settings, asyncpg_dsn  # noqa: E402
+from vigil.workers.stack import Stack  # noqa: E402
 
 MiB = 1024 * 1024
 DB_NAME = "vigil_bench_storage"
 BUCKET = "vigil-bench"
-TEST_PORTS = {
-    "temporal_port": 17233,
-    "temporal_ui_port": 18233,
-    "postgres_port": 15433,
-    "minio_port": 19000,
-    "minio_console_port": 19001,
-}
 CONTENT = (
     "The agent looked at the quarterly figures and found that revenue grew while costs "
     "stayed flat; it proposes to check the invoices of March before writing the summary."

@@ -20,19 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from temporalio.client import Client
 
-from workers.db import make_engine, make_sessionmaker, migrate_sync
-from workers.settings import Settings
-from workers.stack import Stack
-from workers.temporal import connect
+from tests.support.teststack import TEST_PORTS
+from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
+from vigil.workers.temporal import connect
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_PORTS = {
-    "temporal_port": 17233,
-    "temporal_ui_port": 18233,
-    "postgres_port": 15433,
-    "minio_port": 19000,
-    "minio_console_port": 19001,
-}
 
 
 def _base_settings(**extra: object) -> Settings:

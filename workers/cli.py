@@ -24,11 +24,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from activities.record import store as record_store
-from schema.payloads import FINAL_STATUSES, Budget, StartSessionInput, ToolPolicy
-from workers.client import OVERLAP, VigilClient, VigilError
-from workers.settings import Settings
-from workers.stack import Stack, StackError
+from vigil.activities.record import store as record_store
+from vigil.schema.payloads import FINAL_STATUSES, Budget, StartSessionInput, ToolPolicy
+from vigil.workers.client import OVERLAP, VigilClient, VigilError
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack, StackError
 
 T = TypeVar("T")
 FINAL = {s.value for s in FINAL_STATUSES}
@@ -146,7 +146,7 @@ def _print_status(stack: Stack, as_json: bool) -> bool:
 @app.command()
 def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Check every part for real: reachable, versions, pgvector, migrations, bucket, attributes."""
-    from workers.doctor import run_checks
+    from vigil.workers.doctor import run_checks
 
     settings = load_settings(state_dir)
     checks = asyncio.run(run_checks(settings))
@@ -676,8 +676,8 @@ def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
 @app.command()
 def worker(state_dir: StateOpt = None) -> None:
     """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM."""
-    from workers.logs import configure
-    from workers.worker import run_worker
+    from vigil.workers.logs import configure
+    from vigil.workers.worker import run_worker
 
     settings = load_settings(state_dir)
     configure(settings.log_format, settings.log_level)
@@ -696,7 +696,7 @@ def demo(
     state_dir: StateOpt = None,
 ) -> None:
     """Run a demo session on the scripted model: one approval, then finish; print the transcript."""
-    from workers.demo import run_demo
+    from vigil.workers.demo import run_demo
 
     settings = load_settings(state_dir)
     try:

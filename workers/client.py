@@ -38,9 +38,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.record import store as record
-from schema import names
-from schema.payloads import (
+from vigil.activities.record import store as record
+from vigil.schema import names
+from vigil.schema.payloads import (
     FINAL_STATUSES,
     Ack,
     ApproveInput,
@@ -57,9 +57,9 @@ from schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
-from workers.db import make_engine, make_sessionmaker
-from workers.settings import Settings
-from workers.temporal import connect
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
 
 
 class VigilError(Exception):
@@ -685,7 +685,7 @@ class _RecordExtras:
     db: async_sessionmaker[DbSession]
 
     async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncIterator[str]:
-        from activities.record import reads
+        from vigil.activities.record import reads
 
         if fmt not in ("jsonl", "md", "markdown"):
             raise BadArgument(f"unknown export format {fmt!r}: jsonl or md")
@@ -702,14 +702,14 @@ class _RecordExtras:
                 raise UnknownSession(f"no session with id {session_id!r}") from exc
 
     async def search(self, agent_id: str, query: str, limit: int = 20) -> Any:
-        from activities.record import reads
+        from vigil.activities.record import reads
 
         async with self.db() as db:
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
     def _memory(self) -> Any:
-        from activities.memory.embedders import make_embedder
-        from activities.memory.store import MemoryStore
+        from vigil.activities.memory.embedders import make_embedder
+        from vigil.activities.memory.store import MemoryStore
 
         return MemoryStore(self.db, make_embedder(self.settings))
 
@@ -744,9 +744,9 @@ class _RecordExtras:
         """Stream an artifact to ``dest`` (a path); verified against its sha256."""
         from pathlib import Path
 
-        from activities.artifacts.factory import make_store
-        from activities.artifacts.registry import open_artifact
-        from activities.artifacts.store import ArtifactError
+        from vigil.activities.artifacts.factory import make_store
+        from vigil.activities.artifacts.registry import open_artifact
+        from vigil.activities.artifacts.store import ArtifactError
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)
@@ -767,7 +767,7 @@ class _RecordExtras:
         return ref
 
     async def artifacts(self, session_id: str) -> list[Any]:
-        from activities.artifacts.registry import list_artifacts
+        from vigil.activities.artifacts.registry import list_artifacts
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         return await list_artifacts(self.db, agent_id=row.agent_id, session_id=session_id)

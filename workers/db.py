@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from workers.settings import sqlalchemy_url
+from vigil.workers.settings import sqlalchemy_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "schema" / "migrations"
 

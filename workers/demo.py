@@ -10,12 +10,12 @@ import uuid
 
 from rich.console import Console
 
-from activities.models.scripted import ScriptedProvider
-from schema.payloads import Budget, SessionState, SessionStatus, ToolPolicy
-from workers.client import VigilClient
-from workers.settings import Settings
-from workers.temporal import connect
-from workers.worker import build_worker, runtime
+from vigil.activities.models.scripted import ScriptedProvider
+from vigil.schema.payloads import Budget, SessionState, SessionStatus, ToolPolicy
+from vigil.workers.client import VigilClient
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
+from vigil.workers.worker import build_worker, runtime
 
 
 def demo_script(ui_url: str | None) -> list[dict[str, object]]:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
-from workers.settings import Settings
+from vigil.workers.settings import Settings
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Check:
 async def _temporal(settings: Settings) -> list[Check]:
     from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-    from workers.temporal import connect, missing_search_attributes
+    from vigil.workers.temporal import connect, missing_search_attributes
 
     address = settings.endpoints().temporal_address
     try:
@@ -47,8 +47,8 @@ async def _temporal(settings: Settings) -> list[Check]:
 async def _postgres(settings: Settings) -> list[Check]:
     import asyncpg
 
-    from workers.db import head_revision
-    from workers.settings import asyncpg_dsn
+    from vigil.workers.db import head_revision
+    from vigil.workers.settings import asyncpg_dsn
 
     url = settings.endpoints().database_url
     if url is None:
@@ -90,7 +90,7 @@ async def _postgres(settings: Settings) -> list[Check]:
 
 
 def _artifacts(settings: Settings) -> list[Check]:
-    from activities.artifacts.factory import make_store
+    from vigil.activities.artifacts.factory import make_store
 
     try:
         store = make_store(settings)

@@ -21,14 +21,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from schema.names import SEARCH_ATTRIBUTES
+from vigil.schema.names import SEARCH_ATTRIBUTES
 
 # Modules handed to the workflow sandbox as they are instead of being re-imported per run.
 PASSTHROUGH_MODULES = (
     "pydantic",  # payload models: pure data, importing it again per workflow is slow
     "pydantic_core",  # pydantic's compiled core
     "annotated_types",  # pydantic field constraints
-    "schema",  # vigil's payload models and names; imports no I/O library
+    "vigil.schema",  # vigil's payload models and names; imports no I/O library
 )
 
 DATA_CONVERTER = pydantic_data_converter

@@ -13,15 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.artifacts.factory import make_store
-from activities.models.base import ModelProvider
-from activities.models.factory import make_provider
-from activities.session import SessionActivities
-from workers.db import make_engine, make_sessionmaker
-from workers.logs import get as get_logger
-from workers.settings import Settings
-from workers.temporal import connect, new_worker
-from workflows.session import AgentSession
+from vigil.activities.artifacts.factory import make_store
+from vigil.activities.models.base import ModelProvider
+from vigil.activities.models.factory import make_provider
+from vigil.activities.session import SessionActivities
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.logs import get as get_logger
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect, new_worker
+from vigil.workflows.session import AgentSession
 
 log = get_logger("vigil.worker")
 WORKFLOWS: list[type] = [AgentSession]
@@ -51,8 +51,8 @@ async def runtime(
     model = provider or make_provider(settings)
     memory = None
     try:
-        from activities.memory.embedders import make_embedder
-        from activities.memory.store import MemoryStore
+        from vigil.activities.memory.embedders import make_embedder
+        from vigil.activities.memory.store import MemoryStore
 
         memory = MemoryStore(sessionmaker, make_embedder(settings))
     except ImportError:  # memory is optional until its module lands

@@ -20,8 +20,8 @@ from temporalio import workflow
 from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-from schema import names
-from schema.payloads import (
+from vigil.schema import names
+from vigil.schema.payloads import (
     FINAL_STATUSES,
     MAX_HUMAN_TEXT,
     Ack,
@@ -54,8 +54,8 @@ from schema.payloads import (
     WakeInput,
     preview,
 )
-from schema.tools import BUILTIN_TOOLS, needs_approval
-from workflows import constants as c
+from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
+from vigil.workflows import constants as c
 
 M = TypeVar("M", bound=BaseModel)
 

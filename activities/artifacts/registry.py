@@ -35,15 +35,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.store import (
+from vigil.activities.artifacts.store import (
     ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
     StoredObject,
     check_sha,
 )
-from activities.record.rls import acting_for
-from activities.record.store import NewEvent, record_events
+from vigil.activities.record.rls import acting_for
+from vigil.activities.record.store import NewEvent, record_events
 
 MAX_NAME_CHARS = 255
 MAX_NAME_BYTES = 1024

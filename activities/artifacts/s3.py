@@ -18,7 +18,7 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import S3Error
 
-from activities.artifacts.store import (
+from vigil.activities.artifacts.store import (
     CHUNK,
     ArtifactNotFound,
     StoredObject,
@@ -26,7 +26,7 @@ from activities.artifacts.store import (
     check_sha,
     chunks_of,
 )
-from workers.settings import Settings
+from vigil.workers.settings import Settings
 
 PART_SIZE = 16 * 1024 * 1024
 

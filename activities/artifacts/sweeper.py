@@ -30,8 +30,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.registry import iterate_in_thread, lock_digest
-from activities.artifacts.store import ArtifactError, ArtifactStore, FilesystemStore, check_sha
+from vigil.activities.artifacts.registry import iterate_in_thread, lock_digest
+from vigil.activities.artifacts.store import (
+    ArtifactError,
+    ArtifactStore,
+    FilesystemStore,
+    check_sha,
+)
 
 DEFAULT_GRACE = timedelta(hours=24)
 _PAGE = 1000
@@ -80,7 +85,7 @@ def _listing(store: ArtifactStore) -> Iterator[ListedObject]:
     if isinstance(store, FilesystemStore):
         yield from _fs_listing(store)
         return
-    from activities.artifacts.s3 import S3Store
+    from vigil.activities.artifacts.s3 import S3Store
 
     if isinstance(store, S3Store):
         # S3 lists keys in UTF-8 binary order; sha256/aa/bb/<digest> sorts by digest.
@@ -116,7 +121,7 @@ def _temporaries(store: ArtifactStore) -> Iterator[tuple[str, datetime | None]]:
             with contextlib.suppress(FileNotFoundError):
                 yield entry.name, datetime.fromtimestamp(entry.stat().st_mtime, UTC)
         return
-    from activities.artifacts.s3 import S3Store
+    from vigil.activities.artifacts.s3 import S3Store
 
     if isinstance(store, S3Store):
         for obj in store.client.list_objects(store.bucket, prefix="tmp/", recursive=True):
@@ -129,7 +134,7 @@ def _remove_temporary(store: ArtifactStore, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(store.tmp / Path(name).name)
         return
-    from activities.artifacts.s3 import S3Store
+    from vigil.activities.artifacts.s3 import S3Store
 
     if isinstance(store, S3Store) and name.startswith("tmp/"):
         store.client.remove_object(store.bucket, name)

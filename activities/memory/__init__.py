@@ -1,6 +1,6 @@
 """Long-term memory: embedders, redaction, and the store (write pipeline, hybrid recall)."""
 
-from activities.memory.embedders import (
+from vigil.activities.memory.embedders import (
     Embedder,
     EmbedderUnavailable,
     EmbeddingError,
@@ -9,8 +9,8 @@ from activities.memory.embedders import (
     OpenAIEmbedder,
     make_embedder,
 )
-from activities.memory.redact import Redaction, redact
-from activities.memory.store import AddResult, MemoryRecord, MemoryStore, Recalled, RecallMode
+from vigil.activities.memory.redact import Redaction, redact
+from vigil.activities.memory.store import AddResult, MemoryRecord, MemoryStore, Recalled, RecallMode
 
 __all__ = [
     "AddResult",

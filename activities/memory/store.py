@@ -41,10 +41,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.memory.embedders import Embedder
-from activities.memory.redact import redact as redact_text
-from activities.record.rls import AGENT_SETTING, acting_for
-from schema import textcodec
+from vigil.activities.memory.embedders import Embedder
+from vigil.activities.memory.redact import redact as redact_text
+from vigil.activities.record.rls import AGENT_SETTING, acting_for
+from vigil.schema import textcodec
 
 AddAction = Literal["inserted", "merged", "superseded"]
 RecallMode = Literal["hybrid", "vector", "text"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from activities.models.base import (
+from vigil.activities.models.base import (
     ChatMessage,
     ModelReply,
     ToolCall,

@@ -8,11 +8,11 @@ from urllib.request import url2pathname
 
 import httpx
 
-from activities.models.anthropic import AnthropicProvider
-from activities.models.base import ModelProvider
-from activities.models.openai_compat import OpenAIChatProvider
-from activities.models.scripted import DEMO_SCRIPT, ScriptedProvider
-from workers.settings import Settings
+from vigil.activities.models.anthropic import AnthropicProvider
+from vigil.activities.models.base import ModelProvider
+from vigil.activities.models.openai_compat import OpenAIChatProvider
+from vigil.activities.models.scripted import DEMO_SCRIPT, ScriptedProvider
+from vigil.workers.settings import Settings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"

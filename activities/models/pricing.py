@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from activities.models.base import Usage
+from vigil.activities.models.base import Usage
 
 
 class Price(NamedTuple):

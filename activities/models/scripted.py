@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from activities.models.base import ChatMessage, ModelReply, ToolCall, ToolSpec, Usage
+from vigil.activities.models.base import ChatMessage, ModelReply, ToolCall, ToolSpec, Usage
 
 Turn = Mapping[str, Any]
 

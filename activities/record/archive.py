@@ -37,8 +37,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.registry import iterate_in_thread, register_object
-from activities.artifacts.store import ArtifactStore, StoredObject, read_chunks
+from vigil.activities.artifacts.registry import iterate_in_thread, register_object
+from vigil.activities.artifacts.store import ArtifactStore, StoredObject, read_chunks
 
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled", "budget_exhausted", "timed_out"})
 ARCHIVE_FORMAT = "vigil.session-archive"

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from activities.record.store import StoredMessage, messages_page
-from schema import textcodec
+from vigil.activities.record.store import StoredMessage, messages_page
+from vigil.schema import textcodec
 
 SNIPPET_START = "[["
 SNIPPET_STOP = "]]"

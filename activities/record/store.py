@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from schema import textcodec
+from vigil.schema import textcodec
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ from urllib.parse import urlsplit
 import httpx
 from jsonschema import Draft202012Validator, FormatChecker
 
-from schema.tools import BUILTIN_TOOLS, ToolInfo
+from vigil.schema.tools import BUILTIN_TOOLS, ToolInfo
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession as DbSession
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from activities.artifacts.store import ArtifactStore
-    from activities.memory.store import MemoryStore
-    from workers.settings import Settings
+    from vigil.activities.artifacts.store import ArtifactStore
+    from vigil.activities.memory.store import MemoryStore
+    from vigil.workers.settings import Settings
 
 
 class ToolFailed(Exception):
@@ -120,7 +120,7 @@ async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
 
 
 async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
-    from activities.artifacts.registry import put_artifact
+    from vigil.activities.artifacts.registry import put_artifact
 
     data = str(args["content"]).encode("utf-8", errors="surrogatepass")
     ref = await put_artifact(
@@ -139,8 +139,8 @@ async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
 
 
 async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
-    from activities.artifacts.registry import get_artifact
-    from activities.artifacts.store import ArtifactError
+    from vigil.activities.artifacts.registry import get_artifact
+    from vigil.activities.artifacts.store import ArtifactError
 
     max_chars = int(args.get("max_chars", 20_000))
     try:

@@ -9,14 +9,14 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from schema.tables import Base
+from vigil.schema.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 if not config.get_main_option("sqlalchemy.url"):
     # Run by hand (`uv run alembic upgrade head`): use the same settings as vigil.
-    from workers.settings import Settings, sqlalchemy_url
+    from vigil.workers.settings import Settings, sqlalchemy_url
 
     _url = Settings().endpoints().database_url
     if _url is None:

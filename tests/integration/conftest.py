@@ -11,8 +11,8 @@ import pytest
 
 from tests.support.cli import SessionScripts, Vigil, WorkerProcess, cli_env
 from tests.support.llm_stub import LLMStub, Reply
-from workers.settings import Settings
-from workers.stack import Stack
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
 
 
 @dataclass

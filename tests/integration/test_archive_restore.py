@@ -15,16 +15,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.factory import make_store
-from activities.artifacts.store import ArtifactCorrupt, ArtifactStore, FilesystemStore
-from activities.record.archive import (
+from vigil.activities.artifacts.factory import make_store
+from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactStore, FilesystemStore
+from vigil.activities.record.archive import (
     ARCHIVE_FORMAT,
     ArchiveInvalid,
     SessionNotFinished,
     archive_session,
     restore_session,
 )
-from activities.record.store import (
+from vigil.activities.record.store import (
     NewEvent,
     NewMessage,
     append_messages,
@@ -32,7 +32,7 @@ from activities.record.store import (
     record_events,
     update_session,
 )
-from workers.settings import Settings
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

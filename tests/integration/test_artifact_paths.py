@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.registry import InvalidArtifactName, get_artifact, put_artifact
-from activities.artifacts.s3 import S3Store, make_client
-from activities.artifacts.store import ArtifactError, FilesystemStore
-from activities.record.store import create_session
-from workers.settings import Settings
+from vigil.activities.artifacts.registry import InvalidArtifactName, get_artifact, put_artifact
+from vigil.activities.artifacts.s3 import S3Store, make_client
+from vigil.activities.artifacts.store import ArtifactError, FilesystemStore
+from vigil.activities.record.store import create_session
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

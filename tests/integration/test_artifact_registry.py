@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.factory import make_store
-from activities.artifacts.registry import (
+from vigil.activities.artifacts.factory import make_store
+from vigil.activities.artifacts.registry import (
     InvalidArtifactName,
     get_artifact,
     list_artifacts,
@@ -22,9 +22,9 @@ from activities.artifacts.registry import (
     resolve_artifact,
     validate_name,
 )
-from activities.artifacts.store import ArtifactCorrupt, ArtifactNotFound, ArtifactStore
-from activities.record.store import create_session, list_events
-from workers.settings import Settings
+from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactNotFound, ArtifactStore
+from vigil.activities.record.store import create_session, list_events
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

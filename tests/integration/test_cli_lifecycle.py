@@ -12,6 +12,7 @@ import pytest
 from tests.integration.conftest import CLIStack
 from tests.support.cli import LineReader, explain, poll, read_record, wait_approval
 from tests.support.llm_stub import Reply
+from tests.support.teststack import TEST_PORTS
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,10 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
     started = cli.vigil.json("start", goal, "--agent", who, "--approve-tools", "http_fetch")
     sid = started["id"]
     assert sid.startswith(f"{who}-")
-    assert started["ui"] == f"http://127.0.0.1:18233/namespaces/default/workflows/{sid}"
+    assert (
+        started["ui"]
+        == f"http://127.0.0.1:{TEST_PORTS['temporal_ui_port']}/namespaces/default/workflows/{sid}"
+    )
 
     with LineReader(cli.vigil.popen("follow", sid, "--json")) as follow:
         wait_approval(cli.database_url, sid, "a1-0")

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 
-from schema import names
-from schema.payloads import StartSessionInput
 from tests.integration.conftest import CLIStack
 from tests.support.cli import explain, one_error_line, poll, query
-from workers.client import NotFound, VigilClient
+from vigil.schema import names
+from vigil.schema.payloads import StartSessionInput
+from vigil.workers.client import NotFound, VigilClient
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from schema.payloads import SessionStatus, ToolPolicy
 from tests.integration.conftest import CLIStack
 from tests.support.llm_stub import Reply
-from workers.client import Refused, UnknownSchedule, UnknownSession, VigilClient
+from tests.support.teststack import TEST_PORTS
+from vigil.schema.payloads import SessionStatus, ToolPolicy
+from vigil.workers.client import Refused, UnknownSchedule, UnknownSession, VigilClient
 
 pytestmark = pytest.mark.integration
 NEEDS_APPROVAL = ToolPolicy(require_approval=["http_fetch"])
@@ -51,7 +52,10 @@ async def test_state_controls_and_list(cli: CLIStack, client: VigilClient) -> No
         Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}), Reply.text("understood")
     )
     started = await client.start_session(who, goal, policy=NEEDS_APPROVAL)
-    assert started.ui_url == f"http://127.0.0.1:18233/namespaces/default/workflows/{started.id}"
+    assert (
+        started.ui_url
+        == f"http://127.0.0.1:{TEST_PORTS['temporal_ui_port']}/namespaces/default/workflows/{started.id}"
+    )
     sid = started.id
     await until_pending(client, sid, "a1-0")
 

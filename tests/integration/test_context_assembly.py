@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.context import ContextBudget, assemble, count_tokens, message_tokens
-from activities.memory.embedders import HashingEmbedder
-from activities.memory.store import MemoryStore
-from activities.record import store as record
+from vigil.activities.context import ContextBudget, assemble, count_tokens, message_tokens
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import MemoryStore
+from vigil.activities.record import store as record
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +123,6 @@ def test_token_estimate_grows_with_text() -> None:
     assert count_tokens("hello world") == 2
     assert count_tokens("a" * 400) == 67
     assert count_tokens("one, two. three!") == 6
-    from activities.models.base import ChatMessage
+    from vigil.activities.models.base import ChatMessage
 
     assert message_tokens(ChatMessage(role="user", content="hi")) > count_tokens("hi")

@@ -22,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.record.retry import is_transient_db_error, with_db_retry
-from activities.record.store import NewMessage, append_messages, create_session
-from workers.stack import Stack
+from vigil.activities.record.retry import is_transient_db_error, with_db_retry
+from vigil.activities.record.store import NewMessage, append_messages, create_session
+from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

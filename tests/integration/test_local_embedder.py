@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.memory.embedders import LocalMiniLMEmbedder
-from activities.memory.store import MemoryStore
+from vigil.activities.memory.embedders import LocalMiniLMEmbedder
+from vigil.activities.memory.store import MemoryStore
 
 pytest.importorskip(
     "sentence_transformers", reason="needs the optional extra: uv sync --extra local-embeddings"

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.memory.embedders import HashingEmbedder
-from activities.memory.store import MemoryStore
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import MemoryStore
 
 pytestmark = pytest.mark.integration
 

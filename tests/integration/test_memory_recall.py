@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from activities.memory.embedders import HashingEmbedder
-from activities.memory.store import MemoryStore, Recalled, RecallMode
-from workers.db import make_sessionmaker
-from workers.settings import sqlalchemy_url
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import MemoryStore, Recalled, RecallMode
+from vigil.workers.db import make_sessionmaker
+from vigil.workers.settings import sqlalchemy_url
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.registry import get_artifact, put_artifact
-from activities.artifacts.s3 import S3Store
-from activities.record.store import create_session
-from workers.settings import Settings
-from workers.stack import Stack
+from vigil.activities.artifacts.registry import get_artifact, put_artifact
+from vigil.activities.artifacts.s3 import S3Store
+from vigil.activities.record.store import create_session
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

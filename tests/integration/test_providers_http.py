@@ -14,8 +14,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from activities.models.anthropic import AnthropicProvider
-from activities.models.base import (
+from tests.support.llm_stub import LLMStub, Reply
+from vigil.activities.models.anthropic import AnthropicProvider
+from vigil.activities.models.base import (
     ChatMessage,
     ModelProvider,
     ProviderError,
@@ -23,8 +24,7 @@ from activities.models.base import (
     ToolSpec,
     Usage,
 )
-from activities.models.openai_compat import OpenAIChatProvider
-from tests.support.llm_stub import LLMStub, Reply
+from vigil.activities.models.openai_compat import OpenAIChatProvider
 
 KEY = "sk-test-Zq8s3cr3tK3y-0123456789"
 MODEL = "test-model"

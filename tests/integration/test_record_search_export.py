@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from activities.record.reads import (
+from vigil.activities.record.reads import (
     SNIPPET_START,
     SNIPPET_STOP,
     SessionNotFound,
@@ -20,8 +20,8 @@ from activities.record.reads import (
     export_markdown,
     search_messages,
 )
-from activities.record.rls import acting_for
-from activities.record.store import NewMessage, append_messages, create_session
+from vigil.activities.record.rls import acting_for
+from vigil.activities.record.store import NewMessage, append_messages, create_session
 
 pytestmark = pytest.mark.integration
 

@@ -14,16 +14,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.record.rls import acting_for
-from activities.record.store import (
+from vigil.activities.record.rls import acting_for
+from vigil.activities.record.store import (
     NewEvent,
     NewMessage,
     append_messages,
     create_session,
     record_events,
 )
-from workers.db import migrate_sync
-from workers.settings import asyncpg_dsn
+from vigil.workers.db import migrate_sync
+from vigil.workers.settings import asyncpg_dsn
 
 pytestmark = pytest.mark.integration
 

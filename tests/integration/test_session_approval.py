@@ -14,15 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from schema import names
-from schema.payloads import (
-    Ack,
-    ApproveInput,
-    RejectInput,
-    SessionResult,
-    SessionStatus,
-    ToolPolicy,
-)
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
@@ -37,7 +28,16 @@ from tests.support.sessions import (
     transcript,
     until,
 )
-from workers.settings import Settings
+from vigil.schema import names
+from vigil.schema.payloads import (
+    Ack,
+    ApproveInput,
+    RejectInput,
+    SessionResult,
+    SessionStatus,
+    ToolPolicy,
+)
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

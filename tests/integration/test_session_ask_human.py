@@ -7,8 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from schema import names
-from schema.payloads import MessageInput, SessionResult, SessionStatus, ToolPolicy
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     assert_whole,
@@ -23,7 +21,9 @@ from tests.support.sessions import (
     until,
     wait_status,
 )
-from workers.settings import Settings
+from vigil.schema import names
+from vigil.schema.payloads import MessageInput, SessionResult, SessionStatus, ToolPolicy
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

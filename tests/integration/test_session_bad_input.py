@@ -19,17 +19,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.record.store import StoredEvent
-from schema import names
-from schema.payloads import (
-    MAX_HUMAN_TEXT,
-    Ack,
-    ApproveInput,
-    MessageInput,
-    SessionResult,
-    SessionStatus,
-    ToolPolicy,
-)
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
@@ -48,7 +37,18 @@ from tests.support.sessions import (
     until,
     user_texts,
 )
-from workers.settings import Settings
+from vigil.activities.record.store import StoredEvent
+from vigil.schema import names
+from vigil.schema.payloads import (
+    MAX_HUMAN_TEXT,
+    Ack,
+    ApproveInput,
+    MessageInput,
+    SessionResult,
+    SessionStatus,
+    ToolPolicy,
+)
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

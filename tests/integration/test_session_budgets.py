@@ -9,8 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from activities.models.pricing import PRICES
-from schema.payloads import Budget, SessionResult, SessionStatus
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     assert_whole,
@@ -24,7 +22,9 @@ from tests.support.sessions import (
     transcript,
     wait_status,
 )
-from workers.settings import Settings
+from vigil.activities.models.pricing import PRICES
+from vigil.schema.payloads import Budget, SessionResult, SessionStatus
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

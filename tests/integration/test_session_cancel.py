@@ -15,8 +15,6 @@ from temporalio.client import (
 )
 from temporalio.exceptions import CancelledError
 
-from activities.record.store import StoredMessage
-from schema.payloads import SessionStatus
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
@@ -31,7 +29,9 @@ from tests.support.sessions import (
     transcript,
     until,
 )
-from workers.settings import Settings
+from vigil.activities.record.store import StoredMessage
+from vigil.schema.payloads import SessionStatus
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from activities.record.store import messages_page
-from schema.payloads import SessionStatus, StartSessionInput, ToolPolicy
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
-from workers.settings import Settings
+from vigil.activities.record.store import messages_page
+from vigil.schema.payloads import SessionStatus, StartSessionInput, ToolPolicy
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from schema import names
-from schema.payloads import (
-    Ack,
-    ApproveInput,
-    MessageInput,
-    PauseInput,
-    ResumeInput,
-    SessionResult,
-    SessionStatus,
-)
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
@@ -36,7 +26,17 @@ from tests.support.sessions import (
     until,
     user_texts,
 )
-from workers.settings import Settings
+from vigil.schema import names
+from vigil.schema.payloads import (
+    Ack,
+    ApproveInput,
+    MessageInput,
+    PauseInput,
+    ResumeInput,
+    SessionResult,
+    SessionStatus,
+)
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from schema import names
-from schema.payloads import Ack, PauseInput, ResumeInput, SessionResult, SessionStatus
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     assert_whole,
@@ -28,7 +26,9 @@ from tests.support.sessions import (
     transcript,
     until,
 )
-from workers.settings import Settings
+from vigil.schema import names
+from vigil.schema.payloads import Ack, PauseInput, ResumeInput, SessionResult, SessionStatus
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

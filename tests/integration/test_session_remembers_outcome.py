@@ -8,10 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from schema.payloads import SessionResult, SessionStatus, StartSessionInput
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
-from workers.settings import Settings
+from vigil.schema.payloads import SessionResult, SessionStatus, StartSessionInput
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from schema import names
-from schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
 from tests.support.history import activity_runs
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
 from tests.support.worker_proc import READY
-from workers.settings import Settings
+from vigil.schema import names
+from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 
 from tests.conftest import ROOT
-from workers.settings import Settings
-from workers.stack import Stack, StackError
-from workers.stack.procs import pid_alive
-from workers.temporal import connect
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack, StackError
+from vigil.workers.stack.procs import pid_alive
+from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "vigil.workers.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

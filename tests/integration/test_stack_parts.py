@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from temporalio.client import Client
 
-from activities.artifacts.s3 import S3Store
-from activities.artifacts.store import ArtifactCorrupt, FilesystemStore
 from tests.support.greeter import Greeted, Greeter, Greeting, greet
-from workers.settings import Settings, asyncpg_dsn
-from workers.temporal import new_worker
+from vigil.activities.artifacts.s3 import S3Store
+from vigil.activities.artifacts.store import ArtifactCorrupt, FilesystemStore
+from vigil.workers.settings import Settings, asyncpg_dsn
+from vigil.workers.temporal import new_worker
 
 pytestmark = pytest.mark.integration
 

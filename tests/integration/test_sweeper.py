@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from activities.artifacts.registry import lock_digest, put_artifact, register_object
-from activities.artifacts.s3 import S3Store, make_client
-from activities.artifacts.store import ArtifactStore, FilesystemStore
-from activities.artifacts.sweeper import sweep_artifacts
-from activities.record.store import create_session
-from workers.settings import Settings
+from vigil.activities.artifacts.registry import lock_digest, put_artifact, register_object
+from vigil.activities.artifacts.s3 import S3Store, make_client
+from vigil.activities.artifacts.store import ArtifactStore, FilesystemStore
+from vigil.activities.artifacts.sweeper import sweep_artifacts
+from vigil.activities.record.store import create_session
+from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ async def test_a_put_after_the_bytes_were_swept_is_refused_not_dangling(
     later = datetime.now(UTC) + timedelta(days=1)
     await sweep_artifacts(store, sessionmaker, grace=timedelta(0), now=later, dry_run=False)
     assert not store.exists(stored.sha256)
-    from activities.artifacts.registry import ArtifactBytesLost
+    from vigil.activities.artifacts.registry import ArtifactBytesLost
 
     with pytest.raises(ArtifactBytesLost):
         async with sessionmaker() as db, db.begin():

@@ -22,8 +22,8 @@ from tests.support.cli import (
     wait_recorded,
 )
 from tests.support.llm_stub import Reply
-from workers.stack import Stack
-from workers.stack.services import TemporalDevServer
+from vigil.workers.stack import Stack
+from vigil.workers.stack.services import TemporalDevServer
 
 pytestmark = pytest.mark.integration
 

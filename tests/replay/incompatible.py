@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 
-from schema import names
-from schema.payloads import SessionResult, StartSessionInput
-from workflows.session import AgentSession, M
+from vigil.schema import names
+from vigil.schema.payloads import SessionResult, StartSessionInput
+from vigil.workflows.session import AgentSession, M
 
 # Temporal wants the @workflow.run method declared on each workflow class itself, so each
 # variant repeats it.

@@ -24,8 +24,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from schema import names
-from schema.payloads import (
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import eventually, running_worker, start, stub_settings
+from tests.support.teststack import ROOT, scratch_stack
+from vigil.schema import names
+from vigil.schema.payloads import (
     ApproveInput,
     Budget,
     PauseInput,
@@ -34,11 +37,8 @@ from schema.payloads import (
     StartSessionInput,
     ToolPolicy,
 )
-from tests.support.llm_stub import LLMStub, Reply
-from tests.support.sessions import eventually, running_worker, start, stub_settings
-from tests.support.teststack import ROOT, scratch_stack
-from workers.settings import Settings
-from workers.temporal import connect
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 DATABASE = "vigil_replay_record"

@@ -16,8 +16,8 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from tests.replay.incompatible import INCOMPATIBLE
-from workers.temporal import DATA_CONVERTER, workflow_runner
-from workflows.session import AgentSession
+from vigil.workers.temporal import DATA_CONVERTER, workflow_runner
+from vigil.workflows.session import AgentSession
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 PATHS = sorted(HISTORIES.glob("*.json"))

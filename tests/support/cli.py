@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support.llm_stub import Reply
+from tests.support.teststack import TEST_PORTS
 
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-CLI = [sys.executable, "-m", "workers.cli"]
-UI_PORT = 18233
-TEMPORAL_ADDRESS = "127.0.0.1:17233"
+CLI = [sys.executable, "-m", "vigil.workers.cli"]
+UI_PORT = TEST_PORTS["temporal_ui_port"]
+TEMPORAL_ADDRESS = f"127.0.0.1:{TEST_PORTS['temporal_port']}"
 READY_LINE = "worker polling"
 
 
@@ -234,8 +235,8 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 def read_record(database_url: str, session_id: str) -> tuple[Any, list[Any], list[Any]]:
     """(sessions row, transcript, events) of a session, straight from PostgreSQL."""
-    from activities.record import store
-    from workers.db import make_engine, make_sessionmaker
+    from vigil.activities.record import store
+    from vigil.workers.db import make_engine, make_sessionmaker
 
     async def go() -> tuple[Any, list[Any], list[Any]]:
         engine = make_engine(database_url, pool_size=1)
@@ -348,7 +349,7 @@ def query(database_url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
     """Rows of one SQL query on the record, as dicts."""
     from sqlalchemy import text
 
-    from workers.db import make_engine
+    from vigil.workers.db import make_engine
 
     async def go() -> list[dict[str, Any]]:
         engine = make_engine(database_url, pool_size=1)

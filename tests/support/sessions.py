@@ -15,14 +15,14 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
 
-from activities.models.base import ModelProvider
-from activities.record import store as record
-from activities.record.store import SessionRow, StoredEvent, StoredMessage
-from schema import names
-from schema.payloads import SessionState, SessionStatus, StartSessionInput
-from workers.settings import Settings
-from workers.worker import build_worker, runtime
-from workflows.session import AgentSession
+from vigil.activities.models.base import ModelProvider
+from vigil.activities.record import store as record
+from vigil.activities.record.store import SessionRow, StoredEvent, StoredMessage
+from vigil.schema import names
+from vigil.schema.payloads import SessionState, SessionStatus, StartSessionInput
+from vigil.workers.settings import Settings
+from vigil.workers.worker import build_worker, runtime
+from vigil.workflows.session import AgentSession
 
 T = TypeVar("T")
 

@@ -17,18 +17,20 @@ from pathlib import Path
 
 import asyncpg
 
-from workers.db import migrate_sync
-from workers.settings import Settings
-from workers.stack import Stack
+from vigil.workers.db import migrate_sync
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
-# Keep in step with tests/conftest.py.
+# The test stack's ports, shared by tests/conftest.py, the test support and the benches.
+# VIGIL_TEST_PORT_OFFSET moves them all, so two checkouts can test side by side.
+_OFFSET = int(os.environ.get("VIGIL_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {
-    "temporal_port": 17233,
-    "temporal_ui_port": 18233,
-    "postgres_port": 15433,
-    "minio_port": 19000,
-    "minio_console_port": 19001,
+    "temporal_port": 17233 + _OFFSET,
+    "temporal_ui_port": 18233 + _OFFSET,
+    "postgres_port": 15433 + _OFFSET,
+    "minio_port": 19000 + _OFFSET,
+    "minio_console_port": 19001 + _OFFSET,
 }
 
 

@@ -17,10 +17,10 @@ import os
 import signal
 import sys
 
-from workers import logs
-from workers.settings import Settings
-from workers.temporal import connect
-from workers.worker import build_worker, runtime
+from vigil.workers import logs
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
+from vigil.workers.worker import build_worker, runtime
 
 READY = "READY"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from workers.settings import Settings
+from vigil.workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from activities.memory.embedders import (
+from vigil.activities.memory.embedders import (
     EmbedderUnavailable,
     EmbeddingError,
     HashingEmbedder,
@@ -20,7 +20,7 @@ from activities.memory.embedders import (
     OpenAIEmbedder,
     make_embedder,
 )
-from workers.settings import Settings
+from vigil.workers.settings import Settings
 
 
 def cosine(a: list[float], b: list[float]) -> float:

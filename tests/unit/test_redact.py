@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from activities.memory.redact import redact
+from vigil.activities.memory.redact import redact
 
 # A random-looking 40-character secret (made up for this test, of the AWS secret's shape).
 OPAQUE = "q7Rz2LmX9vTkP4wB8nJcY1hD6sFgA3eU5oKiN0tV"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from activities.models.base import ChatMessage, ModelReply, ToolCall
-from activities.models.scripted import DEMO_SCRIPT, ScriptedProvider, estimate_tokens
+from vigil.activities.models.base import ChatMessage, ModelReply, ToolCall
+from vigil.activities.models.scripted import DEMO_SCRIPT, ScriptedProvider, estimate_tokens
 
 GOAL = [
     ChatMessage("system", "You are a careful agent."),

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schema import textcodec
+from vigil.schema import textcodec
 
 odd_chars = st.one_of(
     st.characters(),

@@ -13,10 +13,10 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from workers.settings import STACK_FILE, Settings, StackInfo
-from workers.stack.postgres import EmbeddedPostgres
-from workers.stack.procs import StackError, port_answers
-from workers.stack.services import EmbeddedMinio, TemporalDevServer
+from vigil.workers.settings import STACK_FILE, Settings, StackInfo
+from vigil.workers.stack.postgres import EmbeddedPostgres
+from vigil.workers.stack.procs import StackError, port_answers
+from vigil.workers.stack.services import EmbeddedMinio, TemporalDevServer
 
 __all__ = ["PartStatus", "Stack", "StackError"]
 
@@ -96,8 +96,8 @@ class Stack:
 
     async def _prepare(self) -> None:
         """Migrations, search attributes and the bucket: idempotent, run on every `up`."""
-        from workers.db import migrate
-        from workers.temporal import connect, ensure_search_attributes
+        from vigil.workers.db import migrate
+        from vigil.workers.temporal import connect, ensure_search_attributes
 
         endpoints = self.settings.endpoints()
         if endpoints.database_url is None:
@@ -116,7 +116,7 @@ class Stack:
                 f"Temporal at {endpoints.temporal_address} refused the search attributes: {exc}"
             ) from exc
         if self.embedded_minio or self.settings.artifact_backend == "s3":
-            from activities.artifacts.s3 import ensure_bucket
+            from vigil.activities.artifacts.s3 import ensure_bucket
 
             self.say(f"ensuring bucket {self.settings.s3_bucket!r} ...")
             await asyncio.to_thread(ensure_bucket, self.settings)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.stack.procs import StackError, last_log_line, port_answers, port_is_free
+from vigil.workers.stack.procs import StackError, last_log_line, port_answers, port_is_free
 
 PG_SYSTEM_USER = "vigilpg"
 DB_NAME = "vigil"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from workers.stack.procs import (
+from vigil.workers.stack.procs import (
     StackError,
     go_install,
     last_log_line,

@@ -1,0 +1,53 @@
+"""vigil: durable autonomous AI agents on Temporal, PostgreSQL/pgvector and an object store.
+
+``vigil`` is the one supported import. Its subpackages follow the repository's layout
+(``vigil.workflows``, ``vigil.activities``, ``vigil.workers``, ``vigil.schema``); the
+names users need are re-exported here and loaded on first use, so ``import vigil`` stays
+cheap and safe inside Temporal's workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute); imported lazily on first access
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "VigilClient": ("vigil.workers.client", "VigilClient"),
+    "Settings": ("vigil.workers.settings", "Settings"),
+    "StartSessionInput": ("vigil.schema.payloads", "StartSessionInput"),
+    "SessionStatus": ("vigil.schema.payloads", "SessionStatus"),
+    "Budget": ("vigil.schema.payloads", "Budget"),
+    "ToolPolicy": ("vigil.schema.payloads", "ToolPolicy"),
+}
+
+if TYPE_CHECKING:
+    from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
+    from vigil.workers.client import VigilClient
+    from vigil.workers.settings import Settings
+
+__all__ = [
+    "Budget",
+    "SessionStatus",
+    "Settings",
+    "StartSessionInput",
+    "ToolPolicy",
+    "VigilClient",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'vigil' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
