@@ -1,0 +1,149 @@
+"""Agent definitions and the tool catalog: the shapes users write and the workflow reads.
+
+An agent is a named, versioned definition written as a TOML or YAML file in a user's
+repository (``AgentSpec``) and applied into PostgreSQL, each change an immutable version.
+A session pins the version it started with; what the workflow needs of it travels as
+``AgentRuntime`` (names and small metadata only: no credential, never a secret).
+
+Pure data like ``schema.payloads``: no SQLAlchemy, no I/O, so workflow code may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.schema.payloads import Budget
+
+Effects = Literal["none", "internal", "external"]
+ApprovalMode = Literal["auto", "always", "never"]
+"""auto: a tool with external effects needs approval, others do not."""
+ToolKind = Literal["builtin", "python", "mcp"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class Spec(BaseModel):
+    """A part of an agent file: unknown keys are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Spec):
+    connection: str = Field(default="default", pattern=NAME_PATTERN)
+    """A named model connection (provider kind, base URL, credential name) on the worker."""
+    model: str | None = None
+    """The provider's model name; the connection's default when unset."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    fallback: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """Connection used when the first keeps failing."""
+
+
+class ArgumentRule(Spec):
+    """A call needs approval when one of its arguments looks like this."""
+
+    argument: str = Field(min_length=1, max_length=200)
+    """Top-level argument name."""
+    matches: str | None = Field(default=None, max_length=1000)
+    """Regular expression searched in the argument's text."""
+    host_not_in: list[str] | None = None
+    """For URL arguments: any host (``host`` or ``host:port``) outside this list."""
+
+
+class ToolEntry(Spec):
+    """One tool an agent may use: a built-in, a Python tool loaded by a worker, or
+    ``server.tool`` of one of the agent's MCP servers."""
+
+    name: str = Field(min_length=1, max_length=200)
+    approval: ApprovalMode = "auto"
+    approve_when: list[ArgumentRule] = Field(default_factory=list)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+
+
+class McpServerSpec(Spec):
+    """An MCP server: a command speaking stdio, or a streamable HTTP URL."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    command: list[str] | None = None
+    url: str | None = None
+    credential: str | None = None
+    """Name of the credential sent as a bearer token (HTTP)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    tools: list[str] | None = None
+    """Which of its tools the agent may use; all when unset."""
+    approval: ApprovalMode = "auto"
+    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+
+
+class ContextSettings(Spec):
+    messages: int = Field(default=40, ge=1, le=10_000)
+    tokens: int | None = Field(default=None, ge=256, le=2_000_000)
+
+
+class MemorySettings(Spec):
+    recall: int = Field(default=5, ge=0, le=100)
+    read: list[str] = Field(default_factory=list)
+    """Other memory namespaces this agent may read (shared on purpose)."""
+    write: str | None = None
+    """Namespace its new memories go to; its own agent id when unset."""
+
+
+class AgentSpec(Spec):
+    """What a user writes in ``agents/NAME.toml`` (or ``.yaml``)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    system_prompt: str | None = None
+    """A template: ``{goal}``, ``{agent}`` and the names in ``variables`` are filled in."""
+    variables: dict[str, str] = Field(default_factory=dict)
+    tools: list[ToolEntry] = Field(default_factory=list)
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list)
+    budget: Budget = Field(default_factory=Budget)
+    approval_timeout_seconds: float = Field(default=24 * 3600, gt=0)
+    context: ContextSettings = Field(default_factory=ContextSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+
+
+# --- what the workflow receives -----------------------------------------------------------
+
+
+class ToolDescriptor(BaseModel):
+    """One tool as a session sees it, fixed by the pinned agent version."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    kind: ToolKind = "builtin"
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """JSON Schema of the arguments (validated in the activity and for edited arguments)."""
+    effects: Effects = "internal"
+    approval: ApprovalMode = "auto"
+    approve_when: list[ArgumentRule] = Field(default_factory=list)
+    handled_by: Literal["activity", "workflow"] = "activity"
+    task_queue: str | None = None
+    """Run on this task queue (a tool worker); the session's own queue when unset."""
+    timeout_seconds: float | None = None
+    max_attempts: int | None = None
+    server: str | None = None
+    """The MCP server of an ``mcp`` tool."""
+
+
+class AgentRuntime(BaseModel):
+    """What the open activity resolves for a session from its pinned agent version."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    agent_id: str
+    version: int | None = None
+    """None: an agent without a definition (vigil's built-in tools, the default model)."""
+    content_hash: str | None = None
+    system_prompt: str | None = None
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    tools: list[ToolDescriptor] = Field(default_factory=list)
+    context: ContextSettings = Field(default_factory=ContextSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
