@@ -14,7 +14,10 @@ echo "· lint: ruff, types: mypy --strict"
 uv run ruff check . || exit 1
 uv run mypy || exit 1
 
-echo "· starting the test stack and running the tests"
+echo "· starting the test stack (builds the Go binaries on a cold machine)"
+uv run python -m tests.support.teststack || exit 3
+
+echo "· running the tests"
 uv run pytest -p no:cacheprovider "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

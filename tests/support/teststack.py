@@ -71,3 +71,9 @@ def scratch_stack(database: str) -> Iterator[Settings]:
     finally:
         if not was_running and not os.environ.get("VIGIL_TEST_KEEP_STACK"):
             stack.down()
+
+
+if __name__ == "__main__":
+    # `python -m tests.support.teststack`: build what is missing and start the test stack,
+    # outside pytest's per-test timeout (a cold Go build takes minutes).
+    Stack(test_stack_settings()).up()
