@@ -24,7 +24,7 @@ async def _temporal(settings: Settings) -> list[Check]:
 
     address = settings.endpoints().temporal_address
     try:
-        client = await asyncio.wait_for(connect(address, settings.temporal_namespace), 10)
+        client = await asyncio.wait_for(connect(settings), 10)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
     except Exception as exc:
         return [Check("temporal", "reachable", False, f"{address}: {exc}".splitlines()[0][:200])]

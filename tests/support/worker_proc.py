@@ -26,8 +26,7 @@ READY = "READY"
 
 
 async def serve(settings: Settings) -> None:
-    endpoints = settings.endpoints()
-    client = await connect(endpoints.temporal_address, settings.temporal_namespace)
+    client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
