@@ -22,7 +22,12 @@ from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"temporal_port": 27233, "temporal_ui_port": 28233, "postgres_port": 25433}
+PORTS = {
+    "temporal_port": 27233,
+    "temporal_ui_port": 28233,
+    "postgres_port": 25433,
+    "codec_port": 28234,
+}
 
 
 @pytest.fixture
