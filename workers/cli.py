@@ -715,10 +715,14 @@ def worker(state_dir: StateOpt = None) -> None:
     from vigil.workers.logs import configure
     from vigil.workers.worker import run_worker
 
+    from vigil.workers.codec import PayloadKeyError
+
     settings = load_settings(state_dir)
     configure(settings.log_format, settings.log_level)
     try:
         asyncio.run(run_worker(settings))
+    except PayloadKeyError as exc:
+        fail(f"bad configuration: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
 
