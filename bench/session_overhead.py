@@ -393,7 +393,7 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
-    client = await connect(settings.endpoints().temporal_address)
+    client = await connect(settings)
     rows: list[tuple[str, str]] = []
 
     def say(text: str) -> None:

@@ -98,7 +98,7 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
 
 @pytest.fixture(scope="session")
 async def client(stack: Stack) -> Client:
-    return await connect(stack.settings.endpoints().temporal_address)
+    return await connect(stack.settings)
 
 
 @pytest.fixture

@@ -143,6 +143,42 @@ def _print_status(stack: Stack, as_json: bool) -> bool:
     return all(p.running for p in parts)
 
 
+@stack_app.command("rotate-key")
+def stack_rotate_key(state_dir: StateOpt = None) -> None:
+    """Add a new payload key to the stack's key file and make it current (old keys stay)."""
+    from vigil.workers.codec import rotate_key_file
+
+    settings = load_settings(state_dir)
+    if settings.payload_keys is not None:
+        fail("keys come from VIGIL_PAYLOAD_KEYS: add a key there and set VIGIL_PAYLOAD_KEY_ID")
+    key_id = rotate_key_file(settings.resolved_state_dir)
+    err.print(f"new payload key {key_id} is current; restart workers to encrypt with it")
+
+
+@app.command("codec-server")
+def codec_server(
+    host: Annotated[str | None, typer.Option(help="Address (VIGIL_CODEC_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (VIGIL_CODEC_PORT).")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Serve Temporal's codec protocol so Temporal UI and `temporal --codec-endpoint` can show
+    an operator with the access token decrypted payloads."""
+    from vigil.workers.codec import PayloadKeyError
+    from vigil.workers.codec_server import serve
+
+    settings = load_settings(state_dir)
+    host = host or settings.codec_host
+    port = port or settings.codec_port
+    err.print(
+        f"codec server on http://{host}:{port} (token: VIGIL_CODEC_TOKEN or "
+        f"{settings.resolved_state_dir}/codec-token)"
+    )
+    try:
+        serve(settings, host, port)
+    except PayloadKeyError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
 @app.command()
 def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Check every part for real: reachable, versions, pgvector, migrations, bucket, attributes."""
@@ -679,10 +715,14 @@ def worker(state_dir: StateOpt = None) -> None:
     from vigil.workers.logs import configure
     from vigil.workers.worker import run_worker
 
+    from vigil.workers.codec import PayloadKeyError
+
     settings = load_settings(state_dir)
     configure(settings.log_format, settings.log_level)
     try:
         asyncio.run(run_worker(settings))
+    except PayloadKeyError as exc:
+        fail(f"bad configuration: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
 

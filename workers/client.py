@@ -57,6 +57,8 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
+from vigil.workers.codec import ENCODING as ENCRYPTED
+from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
@@ -150,9 +152,9 @@ class _VigilClientCore:
     async def connect(cls, settings: Settings) -> _VigilClientCore:
         endpoints = settings.endpoints()
         try:
-            temporal = await asyncio.wait_for(
-                connect(endpoints.temporal_address, settings.temporal_namespace), 15
-            )
+            temporal = await asyncio.wait_for(connect(settings), 15)
+        except PayloadKeyError as exc:
+            raise BadArgument(f"bad configuration: {exc}") from exc
         except Exception as exc:
             raise Unreachable(
                 f"cannot reach Temporal at {endpoints.temporal_address}: "
@@ -528,7 +530,7 @@ class _VigilClientCore:
                 scheduled[ev.event_id] = attrs.activity_type.name
                 detail = attrs.activity_type.name
                 if ev.user_metadata.HasField("summary"):
-                    detail += f" — {self._summary_text(ev.user_metadata.summary)}"
+                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
             elif ev.HasField("activity_task_completed_event_attributes"):
                 done_id = ev.activity_task_completed_event_attributes.scheduled_event_id
                 detail = scheduled.get(done_id, "")
@@ -547,11 +549,13 @@ class _VigilClientCore:
             lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
         return lines
 
-    def _summary_text(self, payload: Any) -> str:
-        """An activity summary as text (it is a payload: JSON-encoded, quotes escaped)."""
+    async def _summary_text(self, payload: Any) -> str:
+        """An activity summary as text (a payload: maybe encrypted, JSON-encoded)."""
         try:
-            value = self.temporal.data_converter.payload_converter.from_payload(payload, str)
-        except Exception:  # not a string payload: show the raw bytes
+            value = (await self.temporal.data_converter.decode([payload], [str]))[0]
+        except Exception:  # a key we lack, or not a string payload: show the raw bytes
+            if payload.metadata.get("encoding") == ENCRYPTED:
+                return "(encrypted)"
             return str(payload.data.decode(errors="replace"))
         return str(value)
 

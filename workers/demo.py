@@ -58,7 +58,7 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
     settings = settings.model_copy(update={"http_allow": allow})
     provider = ScriptedProvider(demo_script(ui))
     task_queue = f"{settings.task_queue}-demo-{uuid.uuid4().hex[:6]}"
-    temporal = await connect(endpoints.temporal_address, settings.temporal_namespace)
+    temporal = await connect(settings)
     async with runtime(settings, provider) as rt, build_worker(temporal, rt, task_queue):
         client = await VigilClient.connect(settings)
         try:

@@ -24,7 +24,7 @@ async def _temporal(settings: Settings) -> list[Check]:
 
     address = settings.endpoints().temporal_address
     try:
-        client = await asyncio.wait_for(connect(address, settings.temporal_namespace), 10)
+        client = await asyncio.wait_for(connect(settings), 10)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
     except Exception as exc:
         return [Check("temporal", "reachable", False, f"{address}: {exc}".splitlines()[0][:200])]
@@ -110,7 +110,26 @@ def _artifacts(settings: Settings) -> list[Check]:
         ]
 
 
+def _encryption(settings: Settings) -> list[Check]:
+    from vigil.workers.codec import load_keyring
+
+    try:
+        ring = load_keyring(settings)
+    except Exception as exc:  # unreadable key file, unknown current key
+        return [Check("temporal", "payload keys", False, str(exc).splitlines()[0][:200])]
+    if ring is None:
+        detail = "off: no keys (VIGIL_PAYLOAD_KEYS, or `vigil stack up` generates one)"
+    elif not settings.payload_encryption:
+        detail = f"off (VIGIL_PAYLOAD_ENCRYPTION=false); reads {len(ring.keys)} key(s)"
+    else:
+        detail = f"on: AES-GCM, key {ring.current} ({len(ring.keys)} key(s) for reading)"
+    return [Check("temporal", "payload encryption", True, detail)]
+
+
 async def run_checks(settings: Settings) -> list[Check]:
-    results = await asyncio.gather(_temporal(settings), _postgres(settings))
+    keys = _encryption(settings)
+    # A client cannot be built without its keys: the key check says why, not "unreachable".
+    temporal = _temporal(settings) if keys[0].ok else asyncio.sleep(0, result=[])
+    results = await asyncio.gather(temporal, _postgres(settings))
     artifacts = await asyncio.to_thread(_artifacts, settings)
-    return [*results[0], *results[1], *artifacts]
+    return [*results[0], *keys, *results[1], *artifacts]

@@ -7,15 +7,23 @@ activities only, never by workflow code.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
+PAYLOAD_KEY_FILE = "payload-keys.json"
+"""Keys the embedded stack generated (``{"current": id, "keys": {id: base64}}``, mode 0600)."""
+CODEC_TOKEN_FILE = "codec-token"
+"""The codec server's access token the embedded stack generated (mode 0600)."""
+KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class Settings(BaseSettings):
@@ -92,9 +100,37 @@ class Settings(BaseSettings):
     embedding_base_url: str | None = None
     embedding_model: str = "text-embedding-3-small"
 
+    # Payload encryption (everything vigil puts in Temporal except search attributes)
+    payload_encryption: bool = True
+    """Encrypt payloads when a key is known; false writes them in plain (and still reads
+    encrypted ones with the keys it has)."""
+    payload_keys: SecretStr | None = None
+    """``id:base64key[,id:base64key...]`` (AES keys of 16, 24 or 32 bytes); old ids stay
+    listed so old payloads stay readable. Unset means ``<state_dir>/payload-keys.json``."""
+    payload_key_id: str | None = None
+    """The key new payloads are encrypted with; may be omitted when there is one key."""
+    codec_host: str = "127.0.0.1"
+    codec_port: int = 8234
+    """Where ``vigil codec-server`` (started by ``vigil stack up``) listens."""
+    codec_token: SecretStr | None = None
+    """Access token the codec server demands; unset means ``<state_dir>/codec-token``."""
+    codec_cors_origins: str = ""
+    """Comma-separated extra browser origins allowed to call the codec server (Temporal
+    UI's own origin is always allowed)."""
+    codec_ui: bool = True
+    """Point the embedded Temporal UI at the codec server (its settings then carry the
+    access token: whoever can open that UI sees plaintext)."""
+
     # Logging
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_payload_keys(value.get_secret_value())
+        return value
 
     @property
     def http_allowlist(self) -> list[str]:
@@ -178,6 +214,31 @@ class Endpoints:
     s3_access_key: str | None
     s3_secret_key: str | None
     artifact_dir: Path
+
+
+def parse_payload_keys(text: str) -> dict[str, bytes]:
+    """``id:base64key,...`` -> {id: key}; raises ValueError naming the bad entry (never the key)."""
+    keys: dict[str, bytes] = {}
+    for number, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), 1):
+        key_id, sep, encoded = entry.partition(":")
+        key_id = key_id.strip()
+        if not sep or not KEY_ID.match(key_id):
+            raise ValueError(
+                f"VIGIL_PAYLOAD_KEYS entry {number} is not `id:base64key` "
+                "(id of letters, digits, '.', '_', '-')"
+            )
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"VIGIL_PAYLOAD_KEYS key {key_id!r} is not valid base64") from None
+        if len(key) not in (16, 24, 32):
+            raise ValueError(
+                f"VIGIL_PAYLOAD_KEYS key {key_id!r} has {len(key)} bytes; AES needs 16, 24 or 32"
+            )
+        if key_id in keys:
+            raise ValueError(f"VIGIL_PAYLOAD_KEYS names key {key_id!r} twice")
+        keys[key_id] = key
+    return keys
 
 
 def sqlalchemy_url(url: str) -> str:

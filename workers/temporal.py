@@ -6,6 +6,7 @@ so a worker and a client can never disagree on how payloads look.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -18,10 +19,13 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from vigil.schema.names import SEARCH_ATTRIBUTES
+from vigil.workers.codec import payload_codec
+from vigil.workers.settings import Settings
 
 # Modules handed to the workflow sandbox as they are instead of being re-imported per run.
 PASSTHROUGH_MODULES = (
@@ -32,6 +36,17 @@ PASSTHROUGH_MODULES = (
 )
 
 DATA_CONVERTER = pydantic_data_converter
+"""Payloads as pydantic JSON, without encryption (replaying plain recorded histories)."""
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """The converter of every client and worker: pydantic JSON, then the payload codec
+    (AES-GCM) when a key is configured. Search attributes are not payloads: they stay plain.
+    """
+    codec = payload_codec(settings)
+    if codec is None:
+        return DATA_CONVERTER
+    return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -39,8 +54,14 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-async def connect(address: str, namespace: str = "default") -> Client:
-    return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
+async def connect(settings: Settings) -> Client:
+    """A Temporal client for ``settings``: its address, namespace and payload codec, so the
+    worker, the client API and the CLI always read and write payloads alike."""
+    return await Client.connect(
+        settings.endpoints().temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(settings),
+    )
 
 
 def new_worker(

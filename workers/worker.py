@@ -82,7 +82,7 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
     endpoints = settings.endpoints()
-    client = await connect(endpoints.temporal_address, settings.temporal_namespace)
+    client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

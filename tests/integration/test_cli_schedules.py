@@ -20,6 +20,7 @@ from tests.support.cli import explain, one_error_line, poll, query
 from vigil.schema import names
 from vigil.schema.payloads import StartSessionInput
 from vigil.workers.client import NotFound, VigilClient
+from vigil.workers.temporal import data_converter
 
 pytestmark = pytest.mark.integration
 
@@ -166,8 +167,9 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
     desc = describe(cli, schedule_id)
     assert desc.schedule.spec.time_zone_name == "Europe/Paris"
     assert desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
-    template = desc.schedule.action.args[0]
-    arg = StartSessionInput.model_validate_json(template.data)
+    # A described schedule's arguments are raw payloads, encrypted like every other.
+    converter = data_converter(cli.settings)
+    [arg] = asyncio.run(converter.decode(desc.schedule.action.args[:1], [StartSessionInput]))
     assert (arg.agent_id, arg.goal, arg.schedule_id, arg.budget.max_steps) == (
         agent,
         "triage new issues",

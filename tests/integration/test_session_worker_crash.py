@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,13 @@ from temporalio.client import Client
 from tests.support.history import activity_runs
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
-from tests.support.worker_proc import READY
+from tests.support.worker_proc import WorkerProcess
 from vigil.schema import names
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = 15
 KILLS = 4
 HANG = 0.6
@@ -68,51 +65,6 @@ def stub() -> Iterator[LLMStub]:
     with LLMStub() as s:
         s.default = _responder(s)
         yield s
-
-
-class WorkerProcess:
-    """One ``tests.support.worker_proc`` process."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def spawn(cls, env: dict[str, str], log: Path) -> WorkerProcess:
-        with log.open("ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.support.worker_proc",
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
-        assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        if not line.startswith(READY.encode()):
-            output = await asyncio.to_thread(log.read_text)
-            raise AssertionError(f"worker did not start: {line!r}\n{output[-3000:]}")
-        return cls(proc)
-
-    async def sigkill(self) -> None:
-        if self.proc.returncode is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        assert await self.proc.wait() == -signal.SIGKILL
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout=20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 @pytest.fixture

@@ -22,7 +22,12 @@ from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"temporal_port": 27233, "temporal_ui_port": 28233, "postgres_port": 25433}
+PORTS = {
+    "temporal_port": 27233,
+    "temporal_ui_port": 28233,
+    "postgres_port": 25433,
+    "codec_port": 28234,
+}
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def test_down_then_up_keeps_temporal_and_postgres_data(own_stack: Stack) -> None
     assert url is not None
 
     async def write() -> None:
-        client = await connect(own_stack.settings.endpoints().temporal_address)
+        client = await connect(own_stack.settings)
         await client.start_workflow("never.Registered", id=workflow_id, task_queue="nobody")
         conn = await asyncpg.connect(url)
         await conn.execute("INSERT INTO agents (id, name) VALUES ($1, 'kept')", workflow_id)
@@ -63,7 +68,7 @@ def test_down_then_up_keeps_temporal_and_postgres_data(own_stack: Stack) -> None
     own_stack.up()
 
     async def read() -> tuple[str, str]:
-        client = await connect(own_stack.settings.endpoints().temporal_address)
+        client = await connect(own_stack.settings)
         desc = await client.get_workflow_handle(workflow_id).describe()
         conn = await asyncpg.connect(url)
         name = await conn.fetchval("SELECT name FROM agents WHERE id = $1", workflow_id)

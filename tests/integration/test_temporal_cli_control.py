@@ -5,6 +5,7 @@ and Temporal's cancel, against the real dev server and a real `vigil worker`."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,6 +23,8 @@ from tests.support.cli import (
     wait_recorded,
 )
 from tests.support.llm_stub import Reply
+from tests.support.teststack import test_stack_settings as stack_settings
+from vigil.workers.codec import codec_token
 from vigil.workers.stack import Stack
 from vigil.workers.stack.services import TemporalDevServer
 
@@ -51,12 +54,24 @@ def temporal(stack: Stack) -> Path:
     return server.binary(lambda _: None)
 
 
+def codec_env() -> dict[str, str]:
+    """Payloads are encrypted: the CLI reads them through the stack's codec server, set up
+    as README.md says (TEMPORAL_CODEC_ENDPOINT / TEMPORAL_CODEC_AUTH)."""
+    settings = stack_settings()
+    return {
+        **os.environ,
+        "TEMPORAL_CODEC_ENDPOINT": f"http://{settings.codec_host}:{settings.codec_port}",
+        "TEMPORAL_CODEC_AUTH": f"Bearer {codec_token(settings)}",
+    }
+
+
 def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(binary), *args, "--address", TEMPORAL_ADDRESS],
         capture_output=True,
         text=True,
         timeout=60,
+        env=codec_env(),
     )
 
 

@@ -180,7 +180,9 @@ def record(names_wanted: list[str]) -> list[Path]:
 
 
 async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
-    client = await connect(settings.endpoints().temporal_address)
+    # Recorded histories are committed and replayed without keys: record them in plain.
+    settings = settings.model_copy(update={"payload_encryption": False})
+    client = await connect(settings)
     HISTORIES.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with LLMStub() as stub:

@@ -16,7 +16,8 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from tests.replay.incompatible import INCOMPATIBLE
-from vigil.workers.temporal import DATA_CONVERTER, workflow_runner
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import data_converter, workflow_runner
 from vigil.workflows.session import AgentSession
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -34,11 +35,16 @@ EXPECTED = {
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
 OLDER_CODE = "pre_outcome_memory__"
+# Payload encryption on, as every worker runs: histories written in plain (before
+# encryption) must still replay, since a plain payload decodes as it is.
+CONVERTER = data_converter(
+    Settings(payload_keys="replay:" + "A" * 43 + "=", payload_key_id="replay")
+)
 
 
 def _replayer(workflow: type) -> Replayer:
     return Replayer(
-        workflows=[workflow], data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
+        workflows=[workflow], data_converter=CONVERTER, workflow_runner=workflow_runner()
     )
 
 

@@ -31,6 +31,7 @@ TEST_PORTS = {
     "postgres_port": 15433 + _OFFSET,
     "minio_port": 19000 + _OFFSET,
     "minio_console_port": 19001 + _OFFSET,
+    "codec_port": 18234 + _OFFSET,
 }
 
 

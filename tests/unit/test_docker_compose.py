@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def _compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return data
+
+
+def _interpolated(value: object) -> str:
+    """Compose's ``${NAME:-default}`` with nothing set in the environment: the default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", lambda m: m[1], str(value))
 
 
 def _host_ports(service: dict[str, Any]) -> dict[int, int]:
@@ -55,7 +61,7 @@ def test_worker_environment_names_are_settings() -> None:
 
 def test_worker_settings_parse_from_the_compose_environment(monkeypatch: Any) -> None:
     for name, value in _compose()["services"]["worker"]["environment"].items():
-        monkeypatch.setenv(name, str(value))
+        monkeypatch.setenv(name, _interpolated(value))
     s = Settings()
     assert s.temporal_address == "temporal:7233"
     assert s.artifact_backend == "s3" and s.s3_endpoint == "minio:9000"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from vigil.workers.settings import STACK_FILE, Settings, StackInfo
+from vigil.workers.stack.codec import CodecServer
 from vigil.workers.stack.postgres import EmbeddedPostgres
 from vigil.workers.stack.procs import StackError, port_answers
 from vigil.workers.stack.services import EmbeddedMinio, TemporalDevServer
@@ -48,6 +49,7 @@ class Stack:
         )
         self.postgres = EmbeddedPostgres(state, settings.postgres_port)
         self.minio = EmbeddedMinio(state, cache, settings.minio_port, settings.minio_console_port)
+        self.codec = CodecServer(settings)
 
     @property
     def embedded_temporal(self) -> bool:
@@ -65,13 +67,18 @@ class Stack:
     def up(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded_temporal:
-            self.temporal.start(self.say)
+            # Payload encryption is on by default: a key and a codec server from the start.
+            token = self.codec.prepare()
+            ui_codec = self.codec.ui_endpoint(token) if self.settings.codec_ui else None
+            self.temporal.start(self.say, ui_codec_endpoint=ui_codec)
+            self.codec.start(self.say)
         if self.embedded_minio:
             self.minio.start(self.say)
         if self.embedded_postgres:
             self.postgres.start(self.say)
         if self.embedded_temporal:
             self.temporal.wait(self.say)
+            self.codec.wait(self.say)
         if self.embedded_minio:
             self.minio.wait(self.say)
         self._publish()
@@ -109,7 +116,7 @@ class Stack:
             raise StackError(f"database migration failed: {exc}") from exc
         self.say("registering Temporal search attributes ...")
         try:
-            client = await connect(endpoints.temporal_address, self.settings.temporal_namespace)
+            client = await connect(self.settings)
             await ensure_search_attributes(client)
         except Exception as exc:
             raise StackError(
@@ -124,6 +131,7 @@ class Stack:
     def down(self) -> None:
         # Stop everything we may have started, whatever the settings say today.
         self.temporal.stop()
+        self.codec.stop()
         self.minio.stop()
         self.postgres.stop()
 
@@ -137,6 +145,14 @@ class Stack:
                     "embedded",
                     self.temporal.running() and self.temporal.ready(),
                     f"127.0.0.1:{self.settings.temporal_port}, UI {endpoints.temporal_ui}",
+                )
+            )
+            parts.append(
+                PartStatus(
+                    "codec",
+                    "embedded",
+                    self.codec.running() and self.codec.ready(),
+                    f"{self.codec.url} (payload encryption)",
                 )
             )
         else:

@@ -82,7 +82,7 @@ class TemporalDevServer(_Daemon):
     def ready(self) -> bool:
         return port_answers(self.port) and port_answers(self.ui_port)
 
-    def start(self, say: Callable[[str], None]) -> None:
+    def start(self, say: Callable[[str], None], ui_codec_endpoint: str | None = None) -> None:
         if self.running():
             return
         for port, what in ((self.port, "TEMPORAL_PORT"), (self.ui_port, "TEMPORAL_UI_PORT")):
@@ -119,6 +119,8 @@ class TemporalDevServer(_Daemon):
                 # of a round trip through matching: ~88 ms -> ~35 ms per activity here.
                 "--dynamic-config-value",
                 "system.enableActivityEagerExecution=true",
+                # The UI asks vigil's codec server to decrypt payloads for display.
+                *(["--ui-codec-endpoint", ui_codec_endpoint] if ui_codec_endpoint else []),
             ],
             log_path=self.log,
             pid_path=self.pid_file,
