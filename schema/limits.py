@@ -33,6 +33,18 @@ def text_error(text: str, what: str = "text") -> str | None:
     return None
 
 
+def start_error(goal: str, system_prompt: str | None) -> str | None:
+    """Why a session's start input is refused for its size; None when it is acceptable."""
+    if len(goal) > MAX_HUMAN_TEXT:
+        return f"goal of {len(goal)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
+    if system_prompt is not None and len(system_prompt) > MAX_SYSTEM_PROMPT:
+        return (
+            f"system prompt of {len(system_prompt)} characters exceeds the limit of "
+            f"{MAX_SYSTEM_PROMPT}"
+        )
+    return None
+
+
 def input_error(value: BaseModel) -> str | None:
     """Why a control payload (approve, reject, pause, resume, message, redirect, wake) is
     refused for its size or shape; None when it is acceptable."""
