@@ -39,6 +39,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
+from vigil.workers.cli_reconcile import reconcile_command
 from vigil.workers.client import OVERLAP, VigilClient, VigilError, refuse_oversized
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack, StackError
@@ -385,7 +386,7 @@ async def _print_end(client: VigilClient, session_id: str, as_json: bool) -> Non
         )
     else:
         out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
-    if row.status in ("failed", "timed_out"):
+    if row.status in ("failed", "timed_out", "terminated"):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -1066,6 +1067,9 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
 
 def main() -> None:
     _exit(_run_app())
+
+
+app.command("reconcile")(reconcile_command)
 
 
 def _run_app() -> int:

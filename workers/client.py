@@ -60,6 +60,7 @@ from vigil.schema.payloads import (
     WakeInput,
 )
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.reconcile import Reconciled, reconcile
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 
@@ -523,6 +524,13 @@ class _VigilClientCore:
                     if not tail:
                         return
                 await asyncio.sleep(poll_seconds)
+
+    async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
+        """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""
+        try:
+            return await reconcile(self.temporal, self.db, session_ids=session_ids)
+        except RPCError as exc:
+            raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
 
     async def events(self, session_id: str, kind: str | None = None) -> list[record.StoredEvent]:
         async with self.db() as db:

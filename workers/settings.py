@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     embedding_base_url: str | None = None
     embedding_model: str = "text-embedding-3-small"
 
+    # Reconciling the record with Temporal (workers/reconcile.py)
+    reconcile_seconds: float = 300.0
+    """How often each `vigil worker` closes sessions whose workflow ended outside vigil's
+    control (terminated, timed out, deleted); 0 turns it off."""
+
     # Logging
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
