@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
@@ -76,7 +76,9 @@ class Settings(BaseSettings):
 
     # Tools
     http_allow: str = ""
-    """Comma-separated hosts http_fetch may reach (``*`` for any); empty means none."""
+    """Comma-separated ``host`` / ``host:port`` entries http_fetch may reach; a port-less
+    entry means the default ports, ``*`` any public host; loopback and private addresses
+    only when an entry names the address (activities/tools/http_fetch.py). Empty: none."""
     http_max_bytes: int = 10 * 1024 * 1024
     http_timeout_seconds: float = 20.0
 
@@ -100,6 +102,14 @@ class Settings(BaseSettings):
     # Logging
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
+
+    @field_validator("http_allow")
+    @classmethod
+    def _valid_allowlist(cls, value: str) -> str:
+        from vigil.activities.tools.http_fetch import FetchPolicy
+
+        FetchPolicy.parse(value)  # ValueError naming the bad entry
+        return value
 
     @property
     def http_allowlist(self) -> list[str]:

@@ -218,7 +218,7 @@ async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with LLMStub() as stub:
-        cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+        cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
         for name in names_wanted:
             stub.clear()
             task_queue = f"replay-record-{uuid.uuid4()}"
