@@ -18,9 +18,10 @@ MAX_ACTOR = 200
 """`by`: who acted, stored as an identifier."""
 MAX_ARGUMENTS_JSON = MAX_HUMAN_TEXT
 """An approval's edited tool arguments, as JSON."""
-MAX_QUEUED_TEXT = 16 * MAX_HUMAN_TEXT
-"""Messages waiting for the next step, all together: they are carried across
-continue-as-new, whose input must stay far below Temporal's 2 MB payload limit."""
+MAX_QUEUED_BYTES = 512 * 1024
+"""Messages waiting for the next step, all together, as JSON (``queued_size``): they are
+carried across continue-as-new, whose input must stay far below Temporal's 2 MB payload
+limit whatever the characters (NUL is 6 bytes in JSON)."""
 MAX_SYSTEM_PROMPT = 2 * MAX_HUMAN_TEXT
 """A session's system prompt: it travels in every run's start input."""
 
@@ -31,6 +32,12 @@ def text_error(text: str, what: str = "text") -> str | None:
     if not text.strip():
         return f"{what} is empty"
     return None
+
+
+def queued_size(text: str) -> int:
+    """An upper bound of the bytes ``text`` takes in a JSON payload (every character
+    outside ASCII, and every control character, escaped)."""
+    return len(json.dumps(text))
 
 
 def start_error(goal: str, system_prompt: str | None) -> str | None:

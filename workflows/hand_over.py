@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from temporalio import workflow
 
-from vigil.schema.limits import MAX_QUEUED_TEXT
+from vigil.schema.limits import MAX_QUEUED_BYTES, queued_size
 from vigil.schema.payloads import (
     CarriedWait,
     PendingApproval,
@@ -176,10 +176,10 @@ class HandOverWhileWaiting:
         is carried across continue-as-new and must stay small."""
         if not self._protect:
             return None
-        queued = sum(len(t) for t, _by, _at in self._inbox.items)
-        if queued + len(text) > MAX_QUEUED_TEXT:
+        queued = sum(queued_size(t) for t, _by, _at in self._inbox.items)
+        if queued + queued_size(text) > MAX_QUEUED_BYTES:
             return (
-                f"{queued} characters of messages already wait for the next step "
-                f"(limit {MAX_QUEUED_TEXT}); send it after that step"
+                f"{queued} bytes of messages already wait for the next step "
+                f"(limit {MAX_QUEUED_BYTES}); send it after that step"
             )
         return None

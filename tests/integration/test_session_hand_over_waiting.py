@@ -30,7 +30,7 @@ from tests.support.sessions import (
     wait_status,
 )
 from vigil.schema import names
-from vigil.schema.limits import MAX_QUEUED_TEXT
+from vigil.schema.limits import MAX_QUEUED_BYTES
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
     Ack,
@@ -179,7 +179,7 @@ async def test_messages_queued_during_an_approval_travel_with_it(
         # The queue is bounded: it travels in the next run's input.
         filler = "f" * MAX_HUMAN_TEXT
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            for _ in range(MAX_QUEUED_TEXT // MAX_HUMAN_TEXT + 1):
+            for _ in range(MAX_QUEUED_BYTES // MAX_HUMAN_TEXT + 1):
                 await handle.execute_update(
                     names.UPD_MESSAGE, MessageInput(text=filler, by="dave"), result_type=Ack
                 )
