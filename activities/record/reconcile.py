@@ -96,7 +96,8 @@ async def close_ended_session(
         agent_id,
         [
             NewEvent(
-                key=f"session:reconciled:{status}",
+                # One per closed run: a reset run that ends outside vigil again is recorded too.
+                key=f"session:reconciled:{details.get('run_id') or status}",
                 kind="session_reconciled",
                 step=step,
                 actor="reconciler",
