@@ -29,6 +29,9 @@ ACT_REMEMBER = "vigil.remember"
 
 # Workflow patches (versioning of running sessions; see workflows/session.py)
 PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"
+# Continue-as-new while waiting for a human or a timer when history grows (and between
+# steps when it passes StartSessionInput.max_history_bytes); the wait is carried over.
+PATCH_HAND_OVER_WHILE_WAITING = "vigil-hand-over-while-waiting"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

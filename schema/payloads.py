@@ -34,6 +34,9 @@ class SessionStatus(StrEnum):
     CANCELLED = "cancelled"
     BUDGET_EXHAUSTED = "budget_exhausted"
     TIMED_OUT = "timed_out"
+    TERMINATED = "terminated"
+    """Ended outside vigil's control (terminated, reset away or deleted in Temporal); set by
+    the reconciler, never by the workflow itself."""
 
 
 FINAL_STATUSES = frozenset(
@@ -43,6 +46,7 @@ FINAL_STATUSES = frozenset(
         SessionStatus.CANCELLED,
         SessionStatus.BUDGET_EXHAUSTED,
         SessionStatus.TIMED_OUT,
+        SessionStatus.TERMINATED,
     }
 )
 
@@ -91,6 +95,11 @@ class SessionCarry(Payload):
     malformed_streak: int = 0
     last_message: str = ""
     approvals_seen: int = 0
+    waiting: CarriedWait | None = None
+    """The wait this run took over from the last one (it handed over while waiting)."""
+    inbox: list[QueuedMessage] = Field(default_factory=list)
+    """Human messages not yet in the transcript (they join it between steps)."""
+    rejected_inputs: int = 0
 
 
 class StartSessionInput(Payload):
@@ -109,6 +118,9 @@ class StartSessionInput(Payload):
     heartbeat_seconds: float = 20.0
     """How soon a lost worker's model or tool call is noticed and retried elsewhere."""
     max_tokens_per_call: int | None = None
+    max_history_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """Continue-as-new once a run's history is this large (or when Temporal suggests it),
+    between steps and while waiting for a human or a timer."""
     carry: SessionCarry | None = None
     """Set by the workflow itself on continue-as-new; never by users."""
 
@@ -344,5 +356,38 @@ class RunToolOutput(Payload):
     artifact_sha256: str | None = None
 
 
+class QueuedMessage(Payload):
+    """A human message waiting for the next step, carried across continue-as-new."""
+
+    text: str
+    by: str
+    at: datetime
+
+
+class CarriedWait(Payload):
+    """The tool call a run was waiting on (a human's approval or reply, a timer) when it
+    handed over to the next run; that run waits on, then finishes the step."""
+
+    kind: Literal["approval", "sleep", "ask_human"]
+    step: int
+    model_seq: int
+    """The assistant message holding the step's tool calls."""
+    seq: int
+    """The seq reserved for this call's result."""
+    call: ToolCallRef
+    later_calls: list[ToolCallRef] = Field(default_factory=list)
+    """The step's calls after this one, not run yet."""
+    approval: PendingApproval | None = None
+    wake_at: datetime | None = None
+    question: str | None = None
+    expires_at: datetime | None = None
+    """When an ask_human question stops waiting for a reply."""
+
+
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# SessionCarry and StartSessionInput name models defined further down.
+SessionCarry.model_rebuild()
+StartSessionInput.model_rebuild()

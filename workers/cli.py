@@ -18,15 +18,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from vigil.activities.record import store as record_store
-from vigil.schema.payloads import FINAL_STATUSES, Budget, StartSessionInput, ToolPolicy
-from vigil.workers.client import OVERLAP, VigilClient, VigilError
+from vigil.schema.limits import start_error
+from vigil.schema.payloads import (
+    FINAL_STATUSES,
+    ApproveInput,
+    Budget,
+    MessageInput,
+    PauseInput,
+    RedirectInput,
+    RejectInput,
+    ResumeInput,
+    StartSessionInput,
+    ToolPolicy,
+    WakeInput,
+)
+from vigil.workers.cli_reconcile import reconcile_command
+from vigil.workers.client import OVERLAP, VigilClient, VigilError, refuse_oversized
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack, StackError
 
@@ -241,6 +255,16 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
         fail(f"cannot reach a server: {exc}", EXIT_UNREACHABLE)
 
 
+def _check(value: BaseModel) -> str:
+    """Refuse oversized input before connecting to anything (the session's own limits);
+    returns the ``by`` of the payload."""
+    try:
+        refuse_oversized(value)
+    except VigilError as exc:
+        fail(str(exc), exc.exit_code)
+    return str(getattr(value, "by", ""))
+
+
 def _first_error(exc: ValidationError) -> str:
     err0 = exc.errors()[0]
     where = ".".join(str(p) for p in err0.get("loc", ()))
@@ -316,6 +340,9 @@ def start(
     as_json: JsonOpt = False,
 ) -> None:
     """Start an agent session; prints its id and Temporal UI link."""
+    too_big = start_error(goal, system_prompt)
+    if too_big is not None:
+        fail(f"refused before sending: {too_big}", EXIT_USAGE)
     policy = ToolPolicy(
         require_approval=_csv(approve_tools),
         allowed=_csv(allow_tools),
@@ -395,7 +422,7 @@ async def _print_end(client: VigilClient, session_id: str, as_json: bool) -> Non
         )
     else:
         out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
-    if row.status in ("failed", "timed_out"):
+    if row.status in ("failed", "timed_out", "terminated"):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -538,12 +565,17 @@ def approve(
 ) -> None:
     """Approve a pending tool call (optionally with edited arguments)."""
     edited = _json_arg(edit, "--edit")
+    who = _check(
+        ApproveInput(
+            approval_id=approval_id, by=by or _by_default(), note=note, edited_arguments=edited
+        )
+    )
     run_client(
         lambda c: _ack_then(
             c.approve(
                 session_id,
                 approval_id,
-                by=by or _by_default(),
+                by=who,
                 note=note,
                 edited_arguments=edited,
                 wait=not signal_,
@@ -570,11 +602,10 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a pending tool call; the model is told why."""
+    who = _check(RejectInput(approval_id=approval_id, by=by or _by_default(), reason=reason))
     run_client(
         lambda c: _ack_then(
-            c.reject(
-                session_id, approval_id, by=by or _by_default(), reason=reason, wait=not signal_
-            ),
+            c.reject(session_id, approval_id, by=who, reason=reason, wait=not signal_),
             as_json,
             "reject",
         ),
@@ -592,9 +623,10 @@ def pause(
     as_json: JsonOpt = False,
 ) -> None:
     """Hold the session between steps (no budget is spent while paused)."""
+    who = _check(PauseInput(by=by or _by_default(), reason=reason))
     run_client(
         lambda c: _ack_then(
-            c.pause(session_id, by=by or _by_default(), reason=reason, wait=not signal_),
+            c.pause(session_id, by=who, reason=reason, wait=not signal_),
             as_json,
             "pause",
         ),
@@ -611,10 +643,9 @@ def resume(
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a paused session exactly where it stopped."""
+    who = _check(ResumeInput(by=by or _by_default()))
     run_client(
-        lambda c: _ack_then(
-            c.resume(session_id, by=by or _by_default(), wait=not signal_), as_json, "resume"
-        ),
+        lambda c: _ack_then(c.resume(session_id, by=who, wait=not signal_), as_json, "resume"),
         state_dir,
     )
 
@@ -629,10 +660,9 @@ def say(
     as_json: JsonOpt = False,
 ) -> None:
     """Send the agent a message (it lands before its next step)."""
+    who = _check(MessageInput(text=text_, by=by or _by_default()))
     run_client(
-        lambda c: _ack_then(
-            c.say(session_id, text_, by=by or _by_default(), wait=not signal_), as_json, "say"
-        ),
+        lambda c: _ack_then(c.say(session_id, text_, by=who, wait=not signal_), as_json, "say"),
         state_dir,
     )
 
@@ -647,9 +677,10 @@ def redirect(
     as_json: JsonOpt = False,
 ) -> None:
     """Give the session a new goal."""
+    who = _check(RedirectInput(goal=goal, by=by or _by_default()))
     run_client(
         lambda c: _ack_then(
-            c.redirect(session_id, goal, by=by or _by_default(), wait=not signal_),
+            c.redirect(session_id, goal, by=who, wait=not signal_),
             as_json,
             "redirect",
         ),
@@ -666,10 +697,9 @@ def wake(
     as_json: JsonOpt = False,
 ) -> None:
     """Wake a session sleeping on a timer."""
+    who = _check(WakeInput(by=by or _by_default()))
     run_client(
-        lambda c: _ack_then(
-            c.wake(session_id, by=by or _by_default(), wait=not signal_), as_json, "wake"
-        ),
+        lambda c: _ack_then(c.wake(session_id, by=who, wait=not signal_), as_json, "wake"),
         state_dir,
     )
 
@@ -1077,6 +1107,9 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
 
 def main() -> None:
     _exit(_run_app())
+
+
+app.command("reconcile")(reconcile_command)
 
 
 def _run_app() -> int:

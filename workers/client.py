@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -40,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.record import store as record
 from vigil.schema import names
+from vigil.schema.limits import input_error, start_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
     Ack,
@@ -60,6 +62,7 @@ from vigil.schema.payloads import (
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.reconcile import Reconciled, reconcile
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 
@@ -98,6 +101,14 @@ class BadArgument(VigilError):
     """An argument the caller can fix (a format, a policy name, a taken id)."""
 
     exit_code = 2
+
+
+def refuse_oversized(value: BaseModel) -> None:
+    """Refuse a control payload over the session's own limits before it is sent: Temporal
+    would write it into the session's history even though the session refuses it."""
+    error = input_error(value)
+    if error is not None:
+        raise BadArgument(f"refused before sending: {error}")
 
 
 class Unreachable(VigilError):
@@ -213,6 +224,9 @@ class _VigilClientCore:
         task_queue: str | None = None,
         **extra: Any,
     ) -> StartedSession:
+        too_big = start_error(goal, system_prompt)
+        if too_big is not None:
+            raise BadArgument(f"refused before sending: {too_big}")
         arg = StartSessionInput(
             agent_id=agent_id,
             goal=goal,
@@ -293,6 +307,7 @@ class _VigilClientCore:
     async def _control(
         self, session_id: str, update: str, signal: str, arg: Any, wait: bool
     ) -> Ack | None:
+        refuse_oversized(arg)
         handle = self.handle(session_id)
         if wait:
             ack: Ack = await self._rpc(
@@ -511,6 +526,13 @@ class _VigilClientCore:
                     if not tail:
                         return
                 await asyncio.sleep(poll_seconds)
+
+    async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
+        """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""
+        try:
+            return await reconcile(self.temporal, self.db, session_ids=session_ids)
+        except RPCError as exc:
+            raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
 
     async def events(self, session_id: str, kind: str | None = None) -> list[record.StoredEvent]:
         async with self.db() as db:

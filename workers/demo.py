@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import uuid
+from urllib.parse import urlsplit
 
 from rich.console import Console
 
@@ -18,9 +19,13 @@ from vigil.workers.temporal import connect
 from vigil.workers.worker import build_worker, runtime
 
 
+def demo_page(ui_url: str | None) -> str:
+    return (ui_url or "http://127.0.0.1:8233") + "/"
+
+
 def demo_script(ui_url: str | None) -> list[dict[str, object]]:
     """Notes, one approved fetch of a page on this machine (Temporal UI), a summary."""
-    target = (ui_url or "http://127.0.0.1:8233") + "/"
+    target = demo_page(ui_url)
     return [
         {
             "tool": "write_artifact",
@@ -53,8 +58,9 @@ def demo_script(ui_url: str | None) -> list[dict[str, object]]:
 async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, by: str) -> int:
     endpoints = settings.endpoints()
     ui = endpoints.temporal_ui
-    host = "127.0.0.1"
-    allow = ",".join(x for x in [settings.http_allow, host] if x)
+    # The page the demo fetches: the UI's own host and port (loopback is named exactly).
+    page = urlsplit(demo_page(ui)).netloc
+    allow = ",".join(x for x in [settings.http_allow, page] if x)
     settings = settings.model_copy(update={"http_allow": allow})
     provider = ScriptedProvider(demo_script(ui))
     task_queue = f"{settings.task_queue}-demo-{uuid.uuid4().hex[:6]}"

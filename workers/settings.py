@@ -84,7 +84,9 @@ class Settings(BaseSettings):
 
     # Tools
     http_allow: str = ""
-    """Comma-separated hosts http_fetch may reach (``*`` for any); empty means none."""
+    """Comma-separated ``host`` / ``host:port`` entries http_fetch may reach; a port-less
+    entry means the default ports, ``*`` any public host; loopback and private addresses
+    only when an entry names the address (activities/tools/http_fetch.py). Empty: none."""
     http_max_bytes: int = 10 * 1024 * 1024
     http_timeout_seconds: float = 20.0
 
@@ -120,6 +122,10 @@ class Settings(BaseSettings):
     codec_ui: bool = True
     """Point the embedded Temporal UI at the codec server (its settings then carry the
     access token: whoever can open that UI sees plaintext)."""
+    # Reconciling the record with Temporal (workers/reconcile.py)
+    reconcile_seconds: float = 300.0
+    """How often each `vigil worker` closes sessions whose workflow ended outside vigil's
+    control (terminated, timed out, deleted); 0 turns it off."""
 
     # Logging
     log_format: Literal["console", "json"] = "console"
@@ -130,6 +136,14 @@ class Settings(BaseSettings):
     def _keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_payload_keys(value.get_secret_value())
+        return value
+
+    @field_validator("http_allow")
+    @classmethod
+    def _valid_allowlist(cls, value: str) -> str:
+        from vigil.activities.tools.http_fetch import FetchPolicy
+
+        FetchPolicy.parse(value)  # ValueError naming the bad entry
         return value
 
     @property

@@ -19,6 +19,7 @@ from vigil.activities.models.factory import make_provider
 from vigil.activities.session import SessionActivities
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
+from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
 from vigil.workflows.session import AgentSession
@@ -95,6 +96,21 @@ async def run_worker(settings: Settings) -> None:
             temporal=endpoints.temporal_address,
             model=settings.model_provider,
         )
-        async with worker:
-            await stop.wait()
+        reconciling = (
+            asyncio.create_task(
+                reconcile_periodically(
+                    client, make_sessionmaker(rt.engine), every=settings.reconcile_seconds
+                )
+            )
+            if settings.reconcile_seconds > 0
+            else None
+        )
+        try:
+            async with worker:
+                await stop.wait()
+        finally:
+            if reconciling is not None:
+                reconciling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciling
     log.info("worker stopped")

@@ -9,9 +9,7 @@ step adds a small, constant amount to history however long the conversation grow
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,13 +19,14 @@ from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from vigil.schema import names
+from vigil.schema.limits import input_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
-    MAX_HUMAN_TEXT,
     Ack,
     ApproveInput,
     CallModelInput,
     CallModelOutput,
+    CarriedWait,
     EventIn,
     MessageIn,
     MessageInput,
@@ -56,12 +55,9 @@ from vigil.schema.payloads import (
 )
 from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
 from vigil.workflows import constants as c
+from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
-
-# Bounds on the small fields of human input, so no signal can bloat history or the record.
-MAX_ACTOR = 200
-MAX_ARGUMENTS_JSON = MAX_HUMAN_TEXT
 
 # The control signals and the payload each one carries (the contract in DESIGN.md).
 SIGNAL_INPUTS: dict[str, type[BaseModel]] = {
@@ -75,23 +71,6 @@ SIGNAL_INPUTS: dict[str, type[BaseModel]] = {
 }
 
 
-@dataclass
-class _Approval:
-    pending: PendingApproval
-    decision: str | None = None
-    """approve | reject"""
-    by: str | None = None
-    note: str | None = None
-    edited: dict[str, Any] | None = None
-    decided_at: datetime | None = None
-
-
-@dataclass
-class _Inbox:
-    items: list[tuple[str, str, datetime]] = field(default_factory=list)
-    """(text, by, at) of human messages not yet in the transcript."""
-
-
 class _SessionEnded(Exception):
     def __init__(self, status: SessionStatus, summary: str) -> None:
         super().__init__(summary)
@@ -100,14 +79,14 @@ class _SessionEnded(Exception):
 
 
 @workflow.defn(name=names.WORKFLOW_SESSION)
-class AgentSession:
+class AgentSession(HandOverWhileWaiting):
     @workflow.init
     def __init__(self, arg: StartSessionInput) -> None:
         self._arg = arg
         self._c = arg.carry.model_copy() if arg.carry else SessionCarry(goal=arg.goal)
         self._status = SessionStatus.PAUSED if self._c.paused else SessionStatus.RUNNING
-        self._approvals: dict[str, _Approval] = {}
-        self._inbox = _Inbox()
+        self._approvals: dict[str, Approval] = {}
+        self._inbox = Inbox()
         self._events: list[EventIn] = []
         self._wake_by: str | None = None
         self._rejected_inputs = 0
@@ -122,12 +101,22 @@ class AgentSession:
         self._open_model_seq: int | None = None
         self._open_step = 0
         self._open_calls: dict[int, tuple[ToolCallRef, int | None]] = {}
+        self._model_seq = 0
+        """The assistant message of the step being run (its tool calls)."""
+        self._protect = False
+        self._run_start_size = 0
+        # A run that took over a wait from the last one (see workflows/hand_over.py).
+        self._resumed_wait = self._take_over()
 
     # --- the loop ---------------------------------------------------------------------
 
     @workflow.run
     async def run(self, arg: StartSessionInput) -> SessionResult:
         info = workflow.info()
+        # Sessions started by older code replay without this marker: they never hand over
+        # while waiting, nor on their history's size between steps.
+        self._protect = workflow.patched(names.PATCH_HAND_OVER_WHILE_WAITING)
+        self._run_start_size = info.get_current_history_size()
         if arg.carry is None:
             opened = await self._act(
                 names.ACT_OPEN_SESSION,
@@ -161,6 +150,8 @@ class AgentSession:
             extra={"session_id": info.workflow_id},
         )
         try:
+            if self._resumed_wait is not None:
+                await self._resume_step(self._resumed_wait)
             return await self._loop()
         except _SessionEnded as ended:
             return await self._finish(ended.status, ended.summary)
@@ -206,6 +197,7 @@ class AgentSession:
             # messages join the transcript here, as they would at the top of the loop.
             self._drain_inbox()
             await self._flush()
+        self._c.rejected_inputs = self._rejected_inputs
         self._c.run_index += 1
         workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
 
@@ -235,6 +227,7 @@ class AgentSession:
             heartbeat=True,
         )
         self._open_model_seq = None
+        self._model_seq = model_seq
         self._open_calls = {call.index: (call, None) for call in out.tool_calls}
         self._c.step = step
         self._c.tokens_in += out.tokens_in
@@ -249,7 +242,24 @@ class AgentSession:
             self._c.malformed_streak += 1
         else:
             self._c.malformed_streak = 0
-        for call in out.tool_calls:
+        await self._run_calls(step, model_seq, out.tool_calls)
+
+    async def _resume_step(self, wait: CarriedWait) -> None:
+        """Finish the step whose wait the last run handed over (workflows/hand_over.py)."""
+        self._resumed_wait = None
+        step, call, seq = wait.step, wait.call, wait.seq
+        if wait.kind == "approval":
+            edited, rejected = await self._approval(step, call, wait.approval)
+            await self._run_tool(step, wait.model_seq, call, seq, edited, rejected)
+        elif wait.kind == "sleep" and wait.wake_at is not None:
+            self._tool_message(seq, step, call, await self._sleep(wait.wake_at))
+        else:
+            text = await self._ask_human(wait.question or "", wait.expires_at)
+            self._tool_message(seq, step, call, text)
+        await self._run_calls(step, wait.model_seq, wait.later_calls)
+
+    async def _run_calls(self, step: int, model_seq: int, calls: Sequence[ToolCallRef]) -> None:
+        for call in calls:
             await self._tool(step, model_seq, call)
         if self._c.malformed_streak > self._arg.policy.max_malformed_replies:
             raise _SessionEnded(
@@ -270,6 +280,17 @@ class AgentSession:
             rejected = call.error or "invalid tool call"
         elif needs_approval(call.name, self._arg.policy.require_approval):
             edited, rejected = await self._approval(step, call)
+        await self._run_tool(step, model_seq, call, seq, edited, rejected)
+
+    async def _run_tool(
+        self,
+        step: int,
+        model_seq: int,
+        call: ToolCallRef,
+        seq: int,
+        edited: dict[str, Any] | None,
+        rejected: str | None,
+    ) -> None:
         result = await self._act(
             names.ACT_RUN_TOOL,
             RunToolInput(
@@ -309,36 +330,44 @@ class AgentSession:
     # --- waiting for people and time ---------------------------------------------------
 
     async def _approval(
-        self, step: int, call: ToolCallRef
+        self, step: int, call: ToolCallRef, resumed: PendingApproval | None = None
     ) -> tuple[dict[str, Any] | None, str | None]:
-        approval_id = f"a{step}-{call.index}"
-        now = workflow.now()
         policy = self._arg.policy
-        expires = now + timedelta(seconds=policy.approval_timeout_seconds)
-        approval = _Approval(
-            PendingApproval(
-                approval_id=approval_id,
-                tool=call.name,
-                arguments_preview=call.arguments_preview,
-                step=step,
-                requested_at=now,
-                expires_at=expires,
+        if resumed is not None:  # requested by an earlier run, restored by _take_over
+            approval_id, expires = resumed.approval_id, resumed.expires_at
+            approval = self._approvals[approval_id]
+        else:
+            approval_id = f"a{step}-{call.index}"
+            now = workflow.now()
+            expires = now + timedelta(seconds=policy.approval_timeout_seconds)
+            approval = Approval(
+                PendingApproval(
+                    approval_id=approval_id,
+                    tool=call.name,
+                    arguments_preview=call.arguments_preview,
+                    step=step,
+                    requested_at=now,
+                    expires_at=expires,
+                )
             )
+            self._approvals[approval_id] = approval
+            self._event(
+                f"approval:{approval_id}:requested",
+                "approval_requested",
+                step,
+                payload={
+                    "approval_id": approval_id,
+                    "tool": call.name,
+                    "arguments": call.arguments_preview,
+                },
+            )
+            self._set_status(SessionStatus.WAITING_APPROVAL)
+            await self._flush()
+        decided = await self._wait(
+            lambda: approval.decision is not None,
+            until=expires,
+            hand_over=lambda: self._carry_wait("approval", approval=approval.pending),
         )
-        self._approvals[approval_id] = approval
-        self._event(
-            f"approval:{approval_id}:requested",
-            "approval_requested",
-            step,
-            payload={
-                "approval_id": approval_id,
-                "tool": call.name,
-                "arguments": call.arguments_preview,
-            },
-        )
-        self._set_status(SessionStatus.WAITING_APPROVAL)
-        await self._flush()
-        decided = await self._wait(lambda: approval.decision is not None, until=expires)
         if not decided:
             # Nobody decided in time: the policy does, and its decision is recorded like a
             # human's. When it is the session's deadline that passed, the call is not run.
@@ -383,9 +412,13 @@ class AgentSession:
     async def _sleep(self, wake_at: datetime) -> str:
         self._wake_by = None
         self._set_status(SessionStatus.SLEEPING)
-        self._waiting_for = f"timer until {wake_at.isoformat()}"
+        self._waiting_for = sleeping_until(wake_at)
         await self._flush()
-        await self._wait(lambda: self._wake_by is not None, until=wake_at)
+        await self._wait(
+            lambda: self._wake_by is not None,
+            until=wake_at,
+            hand_over=lambda: self._carry_wait("sleep", wake_at=wake_at),
+        )
         self._waiting_for = None
         self._set_status(SessionStatus.RUNNING)
         now = workflow.now().isoformat()
@@ -395,12 +428,18 @@ class AgentSession:
             return f"woke at {now} before {wake_at.isoformat()}: the session's deadline passed"
         return f"woke at {now} as planned"
 
-    async def _ask_human(self, question: str) -> str:
+    async def _ask_human(self, question: str, expires: datetime | None = None) -> str:
         self._set_status(SessionStatus.WAITING_HUMAN)
-        self._waiting_for = f"a human reply to: {preview(question, 200)}"
+        self._waiting_for = asking(question)
         await self._flush()
-        expires = workflow.now() + timedelta(seconds=self._arg.policy.ask_human_timeout_seconds)
-        got = await self._wait(lambda: bool(self._inbox.items), until=expires)
+        if expires is None:
+            timeout = timedelta(seconds=self._arg.policy.ask_human_timeout_seconds)
+            expires = workflow.now() + timeout
+        got = await self._wait(
+            lambda: bool(self._inbox.items),
+            until=expires,
+            hand_over=lambda: self._carry_wait("ask_human", question=question, expires_at=expires),
+        )
         self._waiting_for = None
         self._set_status(SessionStatus.RUNNING)
         if not got:
@@ -415,11 +454,18 @@ class AgentSession:
         )
         return f"{by} replied: {text}"
 
-    async def _wait(self, done: Callable[[], bool], until: datetime | None = None) -> bool:
+    async def _wait(
+        self,
+        done: Callable[[], bool],
+        until: datetime | None = None,
+        hand_over: Callable[[], CarriedWait] | None = None,
+    ) -> bool:
         """wait_condition bounded by ``until`` and the session deadline; False on timeout.
 
         Human actions that arrive meanwhile (pause, redirect, refused input...) are recorded
-        as they come, not when the wait ends: a session may wait for days.
+        as they come, not when the wait ends: a session may wait for days. When its history
+        grows heavy meanwhile, the session continues-as-new and the next run waits on:
+        ``hand_over`` says what it waits for (None: between steps, nothing to carry).
         """
         limits = [t for t in (until, self._c.deadline) if t is not None]
         while True:
@@ -431,13 +477,16 @@ class AgentSession:
                 timeout = timedelta(seconds=remaining)
             try:
                 await workflow.wait_condition(
-                    lambda: done() or self._has_unrecorded(), timeout=timeout
+                    lambda: done() or self._has_unrecorded() or self._history_heavy(),
+                    timeout=timeout,
                 )
             except TimeoutError:
                 return bool(done())
             if done():
                 return True
             await self._flush()
+            if self._history_heavy():
+                await self._hand_over_waiting(hand_over, done)
 
     # --- budgets, continue-as-new, ending ------------------------------------------------
 
@@ -466,7 +515,7 @@ class AgentSession:
     def _should_continue_as_new(self) -> bool:
         if self._c.step - self._run_start_step >= self._arg.steps_per_run:
             return True
-        return workflow.info().is_continue_as_new_suggested()
+        return workflow.info().is_continue_as_new_suggested() or self._history_heavy()
 
     async def _finish(self, status: SessionStatus, summary: str) -> SessionResult:
         self._status = status
@@ -718,30 +767,8 @@ class AgentSession:
             return None, f"malformed {model.__name__}: {preview(str(exc), 300)}"
         if not isinstance(value, model):
             return None, f"malformed {model.__name__}: not a JSON object"
-        return value, AgentSession._limits_error(value)
-
-    @staticmethod
-    def _limits_error(value: BaseModel) -> str | None:
-        by = getattr(value, "by", "")
-        if isinstance(by, str) and len(by) > MAX_ACTOR:
-            return f"`by` of {len(by)} characters exceeds the limit of {MAX_ACTOR}"
-        if isinstance(by, str) and "\x00" in by:
-            # `by` names a person and is stored as an identifier, not as text: NUL is
-            # refused here (message text may hold NUL; it is stored losslessly).
-            return "`by` must not contain NUL characters"
-        if isinstance(value, MessageInput):
-            return AgentSession._text_error(value.text)
-        if isinstance(value, RedirectInput):
-            return AgentSession._text_error(value.goal)
-        for name in ("note", "reason"):
-            text = getattr(value, name, None)
-            if isinstance(text, str) and len(text) > MAX_HUMAN_TEXT:
-                return f"`{name}` of {len(text)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
-        if isinstance(value, ApproveInput) and value.edited_arguments is not None:
-            size = len(json.dumps(value.edited_arguments))
-            if size > MAX_ARGUMENTS_JSON:
-                return f"edited_arguments of {size} bytes exceed the limit of {MAX_ARGUMENTS_JSON}"
-        return None
+        # The same limits as the client and the CLI check before sending (schema/limits.py).
+        return value, input_error(value)
 
     def _reject_input(self, signal: str, reason: str) -> None:
         self._rejected_inputs += 1
@@ -782,6 +809,10 @@ class AgentSession:
             return self._approve_error(value.approval_id)
         if isinstance(value, WakeInput) and self._status != SessionStatus.SLEEPING:
             return "the session is not sleeping"
+        if isinstance(value, MessageInput):
+            return self._queue_error(value.text)
+        if isinstance(value, RedirectInput):
+            return self._queue_error(value.goal)
         return None
 
     def _apply(self, value: BaseModel) -> None:
@@ -859,8 +890,8 @@ class AgentSession:
 
     @message_update.validator
     def _validate_message(self, raw: RawValue) -> None:
-        self._valid(raw, MessageInput)
-        self._refuse(self._ended_error())
+        value = self._valid(raw, MessageInput)
+        self._refuse(self._ended_error() or self._queue_error(value.text))
 
     @workflow.update(name=names.UPD_REDIRECT)
     def redirect_update(self, raw: RawValue) -> Ack:
@@ -869,8 +900,8 @@ class AgentSession:
 
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue) -> None:
-        self._valid(raw, RedirectInput)
-        self._refuse(self._ended_error())
+        value = self._valid(raw, RedirectInput)
+        self._refuse(self._ended_error() or self._queue_error(value.goal))
 
     @workflow.update(name=names.UPD_WAKE)
     def wake_update(self, raw: RawValue) -> Ack:
@@ -916,14 +947,6 @@ class AgentSession:
     def _ended_error(self) -> str | None:
         if self._status in FINAL_STATUSES:
             return f"the session has ended ({self._status.value})"
-        return None
-
-    @staticmethod
-    def _text_error(text: str) -> str | None:
-        if len(text) > MAX_HUMAN_TEXT:
-            return f"text of {len(text)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
-        if not text.strip():
-            return "text is empty"
         return None
 
     def _approve_error(self, approval_id: str) -> str | None:

@@ -39,8 +39,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.registry import iterate_in_thread, register_object
 from vigil.activities.artifacts.store import ArtifactStore, StoredObject, read_chunks
+from vigil.schema.payloads import FINAL_STATUSES
 
-FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled", "budget_exhausted", "timed_out"})
+FINISHED_STATUSES = frozenset(s.value for s in FINAL_STATUSES)
 ARCHIVE_FORMAT = "vigil.session-archive"
 ARCHIVE_VERSION = 1
 ARCHIVE_MIME = "application/x-ndjson+gzip"

@@ -7,49 +7,18 @@ back to the model as the tool's result.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-import httpx
 from jsonschema import Draft202012Validator, FormatChecker
 
+# Re-exported: callers use them as registry.ToolContext, registry.ToolFailed, ...
+from vigil.activities.tools.base import ToolContext as ToolContext
+from vigil.activities.tools.base import ToolFailed as ToolFailed
+from vigil.activities.tools.base import ToolFn as ToolFn
+from vigil.activities.tools.base import ToolOutcome as ToolOutcome
+from vigil.activities.tools.http_fetch import http_fetch
 from vigil.schema.tools import BUILTIN_TOOLS, ToolInfo
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
-    from vigil.activities.artifacts.store import ArtifactStore
-    from vigil.activities.memory.store import MemoryStore
-    from vigil.workers.settings import Settings
-
-
-class ToolFailed(Exception):
-    """A tool ran but could not do its job; the message goes back to the model."""
-
-
-@dataclass
-class ToolContext:
-    session_id: str
-    agent_id: str
-    step: int
-    settings: Settings
-    store: ArtifactStore
-    sessionmaker: async_sessionmaker[DbSession]
-    http: httpx.AsyncClient
-    memory: MemoryStore | None = None
-
-
-@dataclass
-class ToolOutcome:
-    text: str
-    data: dict[str, Any] | None = None
-
-
-ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolOutcome]]
 
 
 def _validator(info: ToolInfo) -> Draft202012Validator:
@@ -86,37 +55,6 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
 
 
 # --- implementations -------------------------------------------------------------------
-
-
-async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
-    url = str(args["url"])
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ToolFailed(f"only http(s) URLs with a host can be fetched, not {url[:200]!r}")
-    allow = ctx.settings.http_allowlist
-    if "*" not in allow and parts.hostname not in allow:
-        raise ToolFailed(f"host {parts.hostname!r} is not on the allowlist (VIGIL_HTTP_ALLOW)")
-    limit = ctx.settings.http_max_bytes
-    body = bytearray()
-    try:
-        async with ctx.http.stream(
-            "GET", url, timeout=ctx.settings.http_timeout_seconds, follow_redirects=False
-        ) as resp:
-            async for chunk in resp.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > limit:
-                    raise ToolFailed(f"response larger than the {limit}-byte limit")
-            status = resp.status_code
-            ctype = resp.headers.get("content-type", "application/octet-stream")
-    except httpx.TimeoutException as exc:
-        raise ToolFailed(f"timed out fetching {url}") from exc
-    except httpx.HTTPError as exc:
-        raise ToolFailed(f"could not fetch {url}: {exc.__class__.__name__}: {exc}") from exc
-    text = bytes(body).decode("utf-8", errors="replace")
-    return ToolOutcome(
-        f"HTTP {status} {ctype}, {len(body)} bytes\n\n{text}",
-        {"status": status, "content_type": ctype, "bytes": len(body)},
-    )
 
 
 async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:

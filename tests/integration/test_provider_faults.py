@@ -52,7 +52,7 @@ def _settings(settings: Settings, stub: LLMStub, provider: str = "openai") -> Se
         base,
         provider=provider,
         model_timeout_seconds=MODEL_TIMEOUT,
-        http_allow="127.0.0.1",
+        http_allow=stub.host_port,
     )
 
 

@@ -50,7 +50,7 @@ def _fetch_then_finish(stub: LLMStub, path: str = "/page") -> None:
 
 
 def _cfg(settings: Settings, stub: LLMStub) -> Settings:
-    return stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    return stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
 
 
 async def _decided(sm: async_sessionmaker[DbSession], sid: str) -> Any:

@@ -56,7 +56,7 @@ NUL_TEXT = "before\x00after \x00\x00 ünï \U0001f30a end"
 
 
 def _cfg(settings: Settings, stub: LLMStub) -> Settings:
-    return stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    return stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
 
 
 def _wait_for_approval_then_finish(stub: LLMStub) -> None:

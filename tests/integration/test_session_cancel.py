@@ -63,7 +63,7 @@ async def test_cancel_while_waiting_for_approval(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}))
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("fetch the page"))
         await approval_pending(handle, sessionmaker)

@@ -28,7 +28,7 @@ async def test_tools_then_finish(
         Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
         Reply.tool_call("finish", {"summary": "fetched the page"}),
     )
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(
             client,

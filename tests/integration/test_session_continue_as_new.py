@@ -125,7 +125,7 @@ async def test_human_control_across_the_boundary(
         return plan.get(n, Reply.text("unexpected extra call"))
 
     stub.default = respond
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("fetch twice", steps_per_run=2))
         await approval_pending(handle, sessionmaker, "a2-0")

@@ -81,7 +81,7 @@ async def workers(
         "VIGIL_MODEL_BASE_URL": stub.url_openai,
         "VIGIL_MODEL_NAME": "stub-model",
         "VIGIL_MODEL_TIMEOUT_SECONDS": "10",
-        "VIGIL_HTTP_ALLOW": "127.0.0.1",
+        "VIGIL_HTTP_ALLOW": stub.host_port,
         "VIGIL_ARTIFACT_BACKEND": "fs",
         "VIGIL_ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "VIGIL_LOG_LEVEL": "WARNING",

@@ -25,12 +25,14 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from tests.support.llm_stub import LLMStub, Reply
-from tests.support.sessions import eventually, running_worker, start, stub_settings
+from tests.support.sessions import eventually, running_worker, start, state, stub_settings
 from tests.support.teststack import ROOT, scratch_stack
 from vigil.schema import names
 from vigil.schema.payloads import (
+    MAX_HUMAN_TEXT,
     ApproveInput,
     Budget,
+    MessageInput,
     PauseInput,
     ResumeInput,
     SessionStatus,
@@ -157,6 +159,37 @@ async def provider_rejected(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     raise AssertionError("provider_rejected: the session should have failed")
 
 
+async def hand_over_waiting(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Waiting for approval, the session's history passes max_history_bytes (refused
+    signals): it continues-as-new while waiting, carrying the approval and a queued
+    message; the next run takes the approval and finishes. Both runs are recorded."""
+    ctx.stub.enqueue(
+        Reply.tool_call("write_artifact", {"name": "note.md", "content": "approved"}),
+        finish("approved across two runs"),
+    )
+    policy = ToolPolicy(require_approval=["write_artifact"])
+    arg = _arg("write after approval", policy=policy, max_history_bytes=64_000)
+    handle = await ctx.start("hand_over_waiting", arg)
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="a queued note", by="dave"))
+    refused = MessageInput(text="r" * (MAX_HUMAN_TEXT + 1), by="mallory")
+    for _ in range(10):
+        await handle.signal(names.SIG_MESSAGE, refused)
+        await asyncio.sleep(0.5)
+        if (await state(handle)).run_index > 1:
+            break
+    waiting = await eventually(handle, lambda s: s.run_index == 2 and bool(s.pending_approvals))
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(approval_id=waiting.pending_approvals[0].approval_id, by="alice"),
+    )
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs == 2, result
+    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first, ctx.client.get_workflow_handle(handle.id)]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -165,6 +198,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "budget_exhausted": budget_exhausted,
     "wait_until": wait_until,
     "provider_rejected": provider_rejected,
+    "hand_over_waiting": hand_over_waiting,
 }
 
 
@@ -186,7 +220,7 @@ async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with LLMStub() as stub:
-        cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+        cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
         for name in names_wanted:
             stub.clear()
             task_queue = f"replay-record-{uuid.uuid4()}"

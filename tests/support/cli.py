@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from tests.support.llm_stub import Reply
 from tests.support.teststack import TEST_PORTS
@@ -88,7 +89,7 @@ def cli_env(
             "VIGIL_MODEL_PROVIDER": "openai",
             "VIGIL_MODEL_BASE_URL": model_url,
             "VIGIL_MODEL_NAME": "stub",
-            "VIGIL_HTTP_ALLOW": "127.0.0.1",
+            "VIGIL_HTTP_ALLOW": urlsplit(model_url).netloc,  # the stub serves pages too
             "VIGIL_ARTIFACT_DIR": str(artifact_dir),
             "COLUMNS": "200",  # rich wraps readable output to the terminal width
             "PYTHONUNBUFFERED": "1",

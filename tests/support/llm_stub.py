@@ -227,6 +227,11 @@ class LLMStub:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def host_port(self) -> str:
+        """The stub as a VIGIL_HTTP_ALLOW entry (http_fetch of the stub's pages)."""
+        return f"{self.host}:{self.port}"
+
+    @property
     def url_openai(self) -> str:
         """Base URL for an OpenAI-compatible client (``.../v1``)."""
         return f"{self.url}/v1"

@@ -1,0 +1,41 @@
+"""What every built-in tool implementation takes and gives back."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.activities.artifacts.store import ArtifactStore
+    from vigil.activities.memory.store import MemoryStore
+    from vigil.workers.settings import Settings
+
+
+class ToolFailed(Exception):
+    """A tool ran but could not do its job; the message goes back to the model."""
+
+
+@dataclass
+class ToolContext:
+    session_id: str
+    agent_id: str
+    step: int
+    settings: Settings
+    store: ArtifactStore
+    sessionmaker: async_sessionmaker[DbSession]
+    http: httpx.AsyncClient
+    memory: MemoryStore | None = None
+
+
+@dataclass
+class ToolOutcome:
+    text: str
+    data: dict[str, Any] | None = None
+
+
+ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolOutcome]]

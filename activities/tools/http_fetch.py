@@ -1,0 +1,319 @@
+"""The `http_fetch` tool: GET a URL that the allowlist names, and nothing else.
+
+The allowlist (``VIGIL_HTTP_ALLOW``, comma-separated) names hosts *and ports*:
+
+- ``example.com`` — that host on its scheme's default port only (http 80, https 443);
+  ``example.com:8080`` — that port only. IPv6 addresses are written ``[::1]:8080``.
+- ``*`` — any host on the default ports (``*:8443``: that port), public addresses only.
+- Loopback, link-local, private and other non-public addresses are refused unless an
+  entry names that very address (and port): ``127.0.0.1:8080``. A name that resolves
+  to such an address needs both entries, the name and the address.
+
+The check is made where the connection is made: every request (the first and each
+redirect) is checked by name and port, the name is resolved once, each address is
+checked, and the connection goes to a checked address (never to a second lookup of the
+name, so DNS rebinding cannot swap it). TLS still verifies the certificate against the
+name. URLs with credentials are refused. Redirects are followed (up to five), each hop
+checked the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from vigil.activities.tools.base import ToolContext, ToolFailed, ToolOutcome
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_REDIRECTS = 5
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str], Awaitable[list[str]]]
+"""host name -> the addresses it resolves to (text)."""
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    host: str
+    """A lower-case name without trailing dot, an address in canonical form, or ``*``."""
+    port: int | None
+    """None: the scheme's default port only."""
+    address: IPAddress | None = None
+    """Set when ``host`` is an address."""
+
+    def permits_port(self, port: int, scheme: str) -> bool:
+        return port == (self.port if self.port is not None else DEFAULT_PORTS[scheme])
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+def _address(text: str) -> IPAddress | None:
+    """The address ``text`` spells in canonical form (dotted quad, IPv6), else None: other
+    spellings (``2130706433``, ``0x7f000001``, ``127.1``) are names, never addresses."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _unmapped(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def parse_entry(raw: str) -> AllowEntry:
+    """One allowlist entry; ValueError saying what is wrong."""
+    text = raw.strip().lower()
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"bad VIGIL_HTTP_ALLOW entry {raw.strip()!r}: {why}")
+
+    if not text or any(ch in text for ch in "/@?#\\ \t"):
+        raise bad("write host or host:port (no scheme, path or credentials)")
+    port: int | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise bad("missing ]")
+        if rest:
+            if not rest.startswith(":"):
+                raise bad("expected :port after ]")
+            port = _port(rest[1:], bad)
+    elif text.count(":") > 1:  # a bare IPv6 address, no port
+        host = text
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        port = _port(port_text, bad)
+    else:
+        host = text
+    host = host.rstrip(".")
+    if not host:
+        raise bad("no host")
+    address = _address(host)
+    if text.startswith("[") and not isinstance(address, ipaddress.IPv6Address):
+        raise bad("brackets hold an IPv6 address")
+    if address is None and ":" in host:
+        raise bad("not an IPv6 address")
+    return AllowEntry(str(address) if address is not None else host, port, address)
+
+
+def _port(text: str, bad: Callable[[str], ValueError]) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise bad(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def _kind(ip: IPAddress) -> str:
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_private:
+        return "private"
+    return "non-public"
+
+
+def _public(ip: IPAddress) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """The parsed allowlist: which URLs may be requested, which addresses reached."""
+
+    entries: tuple[AllowEntry, ...]
+
+    @classmethod
+    def parse(cls, allow: str | Iterable[str]) -> FetchPolicy:
+        items = allow.split(",") if isinstance(allow, str) else allow
+        return cls(tuple(parse_entry(item) for item in items if item.strip()))
+
+    def check_url(self, url: httpx.URL) -> tuple[str, int]:
+        """(host, port) of a URL the allowlist names by host and port; ToolFailed if not."""
+        scheme = url.scheme
+        if scheme not in DEFAULT_PORTS or not url.host:
+            raise ToolFailed(
+                f"only http(s) URLs with a host can be fetched, not {str(url)[:200]!r}"
+            )
+        if url.userinfo:
+            raise ToolFailed("URLs with a user name or password are refused")
+        host = url.host.rstrip(".").lower()
+        address = _address(host)
+        if address is not None:
+            host = str(address)
+        port = url.port or DEFAULT_PORTS[scheme]
+        named = [e for e in self.entries if e.host in (host, "*")]
+        if not any(e.permits_port(port, scheme) for e in named):
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            default = DEFAULT_PORTS[scheme]
+            hint = (
+                f"; an entry without a port allows port {default} only"
+                if any(e.port is None for e in named)
+                else ""
+            )
+            raise ToolFailed(f"{shown} is not on the allowlist (VIGIL_HTTP_ALLOW){hint}")
+        return host, port
+
+    def address_error(self, host: str, address: str, port: int, scheme: str) -> str | None:
+        """None when a connection to ``address`` (which ``host`` resolved to) may be made."""
+        ip = _address(address.split("%", 1)[0])
+        if ip is None:
+            return f"{host} resolved to {address!r}, which is not an address"
+        ip = _unmapped(ip)
+        if _public(ip):
+            return None
+        for e in self.entries:
+            named = e.address is not None and _unmapped(e.address) == ip
+            if named and e.permits_port(port, scheme):
+                return None
+        entry = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        return (
+            f"{host} resolves to {ip}, a {_kind(ip)} address that no allowlist entry names "
+            f"(VIGIL_HTTP_ALLOW would need {entry})"
+        )
+
+
+async def system_resolve(host: str) -> list[str]:
+    """The addresses of ``host``, as the system resolver gives them (once per request)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ToolFailed(f"could not resolve {host}: {exc}") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Checks every request against the policy and connects to a checked address only."""
+
+    def __init__(
+        self, policy: FetchPolicy, resolve: Resolver, inner: httpx.AsyncBaseTransport
+    ) -> None:
+        self.policy = policy
+        self.resolve = resolve
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        host, port = self.policy.check_url(url)
+        addresses = [host] if _address(host) is not None else await self.resolve(host)
+        permitted: list[str] = []
+        refusals: list[str] = []
+        for address in addresses:
+            why = self.policy.address_error(host, address, port, url.scheme)
+            if why is None:
+                permitted.append(address.split("%", 1)[0])
+            else:
+                refusals.append(why)
+        if not permitted:
+            raise ToolFailed(refusals[0] if refusals else f"{host} resolved to no address")
+        extensions: dict[str, Any] = dict(request.extensions)
+        if url.scheme == "https":
+            extensions["sni_hostname"] = host  # the certificate is checked against the name
+        failed: httpx.ConnectError | None = None
+        for address in permitted:
+            # The Host header stays the name's (set when the request was built).
+            pinned = httpx.Request(
+                request.method,
+                url.copy_with(host=address),
+                headers=request.headers,
+                stream=request.stream,
+                extensions=extensions,
+            )
+            try:
+                return await self.inner.handle_async_request(pinned)
+            except httpx.ConnectError as exc:
+                failed = exc
+        assert failed is not None
+        raise failed
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    """Where the body came from (after redirects)."""
+    status: int
+    content_type: str
+    body: bytes
+    redirects: int = 0
+
+
+async def fetch_url(
+    url: str,
+    policy: FetchPolicy,
+    *,
+    max_bytes: int,
+    timeout: float,  # noqa: ASYNC109 - handed to httpx
+    resolve: Resolver = system_resolve,
+    max_redirects: int = MAX_REDIRECTS,
+) -> Fetched:
+    """GET ``url`` under ``policy``, following checked redirects; ToolFailed on refusal."""
+    try:
+        current = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ToolFailed(f"not a valid URL: {exc}") from exc
+    policy.check_url(current)  # the cheap refusal first, before any connection
+    # No proxies from the environment: the connection must go to the checked address.
+    transport = GuardedTransport(policy, resolve, httpx.AsyncHTTPTransport(trust_env=False))
+    async with httpx.AsyncClient(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    ) as client:
+        for hop in range(max_redirects + 1):
+            try:
+                async with client.stream("GET", current) as resp:
+                    if resp.is_redirect:
+                        if hop == max_redirects:
+                            raise ToolFailed(f"stopped after {max_redirects} redirects")
+                        current = current.join(resp.headers["location"])
+                        continue
+                    body = bytearray()
+                    async for chunk in resp.aiter_bytes():
+                        body.extend(chunk)
+                        if len(body) > max_bytes:
+                            raise ToolFailed(f"response larger than the {max_bytes}-byte limit")
+                    ctype = resp.headers.get("content-type", "application/octet-stream")
+                    return Fetched(str(current), resp.status_code, ctype, bytes(body), hop)
+            except ToolFailed as exc:
+                if hop == 0:
+                    raise
+                raise ToolFailed(f"redirect to {str(current)[:200]} refused: {exc}") from exc
+            except httpx.InvalidURL as exc:
+                raise ToolFailed(f"redirect to an invalid URL: {exc}") from exc
+            except httpx.TimeoutException as exc:
+                raise ToolFailed(f"timed out fetching {current}") from exc
+            except httpx.HTTPError as exc:
+                raise ToolFailed(
+                    f"could not fetch {current}: {exc.__class__.__name__}: {exc}"
+                ) from exc
+    raise ToolFailed(f"stopped after {max_redirects} redirects")  # not reached
+
+
+async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+    """The tool: the page's status, type, size and text."""
+    try:
+        policy = FetchPolicy.parse(ctx.settings.http_allowlist)
+    except ValueError as exc:  # Settings validates it; a hand-built one may not be
+        raise ToolFailed(str(exc)) from exc
+    got = await fetch_url(
+        str(args["url"]),
+        policy,
+        max_bytes=ctx.settings.http_max_bytes,
+        timeout=ctx.settings.http_timeout_seconds,
+    )
+    text = got.body.decode("utf-8", errors="replace")
+    via = f" (after {got.redirects} redirect(s), from {got.url})" if got.redirects else ""
+    return ToolOutcome(
+        f"HTTP {got.status} {got.content_type}, {len(got.body)} bytes{via}\n\n{text}",
+        {"status": got.status, "content_type": got.content_type, "bytes": len(got.body)},
+    )

@@ -1,0 +1,185 @@
+"""Continue-as-new while a session waits, carrying the wait to the next run.
+
+Temporal writes every signal into history before the workflow sees it, refused or not, so
+a session waiting days for a human can be pushed towards the 50 MB history limit without
+taking a single step (issue 9: 27 signals of 1.9 MB killed one). While it waits for an
+approval, a human reply, a timer or a resume, the session therefore watches its history
+(Temporal's suggestion, and its own ``max_history_bytes`` of growth in this run) and, when
+it is heavy, records what is pending and continues-as-new. What it was waiting on travels
+in ``SessionCarry.waiting``; queued messages in ``SessionCarry.inbox``. The next run
+restores both before it handles any signal or update, so the same approval id stays
+valid, then waits on and finishes the step.
+
+Deterministic code only: this is part of the workflow (see workflows/session.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from temporalio import workflow
+
+from vigil.schema.limits import MAX_QUEUED_BYTES, queued_size
+from vigil.schema.payloads import (
+    CarriedWait,
+    PendingApproval,
+    QueuedMessage,
+    SessionCarry,
+    SessionStatus,
+    StartSessionInput,
+    ToolCallRef,
+    preview,
+)
+
+
+@dataclass
+class Approval:
+    pending: PendingApproval
+    decision: str | None = None
+    """approve | reject"""
+    by: str | None = None
+    note: str | None = None
+    edited: dict[str, Any] | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass
+class Inbox:
+    items: list[tuple[str, str, datetime]] = field(default_factory=list)
+    """(text, by, at) of human messages not yet in the transcript."""
+
+
+def sleeping_until(wake_at: datetime) -> str:
+    return f"timer until {wake_at.isoformat()}"
+
+
+def asking(question: str) -> str:
+    return f"a human reply to: {preview(question, 200)}"
+
+
+class HandOverWhileWaiting:
+    """The part of AgentSession that hands a wait over to the next run."""
+
+    # Provided by AgentSession.
+    _arg: StartSessionInput
+    _c: SessionCarry
+    _status: SessionStatus
+    _approvals: dict[str, Approval]
+    _inbox: Inbox
+    _waiting_for: str | None
+    _rejected_inputs: int
+    _open_step: int
+    _open_calls: dict[int, tuple[ToolCallRef, int | None]]
+    _model_seq: int
+    _protect: bool
+    """True once the patch is in: sessions started by older code never hand over here."""
+    _run_start_size: int
+
+    async def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _has_unrecorded(self) -> bool:
+        raise NotImplementedError
+
+    async def _hand_over(self) -> None:
+        raise NotImplementedError
+
+    def _history_heavy(self) -> bool:
+        """Time to continue-as-new: Temporal suggests it, or this run's history grew by
+        ``max_history_bytes`` (growth, so a run that starts with a big carry never loops)."""
+        if not self._protect:
+            return False
+        info = workflow.info()
+        grown = info.get_current_history_size() - self._run_start_size
+        return info.is_continue_as_new_suggested() or grown >= self._arg.max_history_bytes
+
+    def _carry_wait(
+        self, kind: Literal["approval", "sleep", "ask_human"], **details: Any
+    ) -> CarriedWait:
+        """The wait in progress, for the next run. The call being handled is the open one
+        whose result seq is reserved; the step's later calls follow it."""
+        current: tuple[ToolCallRef, int] | None = None
+        later: list[ToolCallRef] = []
+        for call, seq in self._open_calls.values():
+            if current is not None:
+                later.append(call)
+            elif seq is not None:
+                current = (call, seq)
+        assert current is not None, "a tool wait without its call"
+        return CarriedWait(
+            kind=kind,
+            step=self._open_step,
+            model_seq=self._model_seq,
+            seq=current[1],
+            call=current[0],
+            later_calls=later,
+            **details,
+        )
+
+    async def _hand_over_waiting(
+        self, wait: Callable[[], CarriedWait] | None, done: Callable[[], bool]
+    ) -> None:
+        """Continue-as-new from inside a wait; ``wait`` None means between steps (a pause).
+        Returns without handing over when what was awaited arrives meanwhile."""
+        if wait is None:
+            await self._hand_over()
+            return
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if done():
+                return
+            if not self._has_unrecorded():
+                break
+            # Inside a tool exchange: messages stay queued (they join the transcript
+            # between steps) and travel in the carry.
+            await self._flush()
+        self._c.waiting = wait()
+        self._c.inbox = [QueuedMessage(text=t, by=b, at=at) for t, b, at in self._inbox.items]
+        self._c.rejected_inputs = self._rejected_inputs
+        self._c.run_index += 1
+        workflow.logger.info(
+            "session handing over to run %s while waiting (%s, history %s bytes)",
+            self._c.run_index,
+            self._c.waiting.kind,
+            workflow.info().get_current_history_size(),
+        )
+        workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
+
+    def _take_over(self) -> CarriedWait | None:
+        """Restore what the last run carried (queued messages, refused-input count, the wait
+        in progress). Called from ``__init__``, before this run handles any signal or update."""
+        c = self._c
+        self._inbox.items = [(m.text, m.by, m.at) for m in c.inbox]
+        self._rejected_inputs = c.rejected_inputs
+        wait, c.waiting, c.inbox = c.waiting, None, []
+        if wait is None:
+            return None
+        self._open_step, self._model_seq = wait.step, wait.model_seq
+        self._open_calls = {wait.call.index: (wait.call, wait.seq)}
+        self._open_calls.update({call.index: (call, None) for call in wait.later_calls})
+        if wait.kind == "approval" and wait.approval is not None:
+            self._approvals[wait.approval.approval_id] = Approval(wait.approval)
+            self._status = SessionStatus.WAITING_APPROVAL
+        elif wait.kind == "sleep" and wait.wake_at is not None:
+            self._status = SessionStatus.SLEEPING
+            self._waiting_for = sleeping_until(wait.wake_at)
+        elif wait.kind == "ask_human":
+            self._status = SessionStatus.WAITING_HUMAN
+            self._waiting_for = asking(wait.question or "")
+        return wait
+
+    def _queue_error(self, text: str) -> str | None:
+        """Refuse a message when too much text already waits for the next step: the queue
+        is carried across continue-as-new and must stay small."""
+        if not self._protect:
+            return None
+        queued = sum(queued_size(t) for t, _by, _at in self._inbox.items)
+        if queued + queued_size(text) > MAX_QUEUED_BYTES:
+            return (
+                f"{queued} bytes of messages already wait for the next step "
+                f"(limit {MAX_QUEUED_BYTES}); send it after that step"
+            )
+        return None
