@@ -186,9 +186,12 @@ async def _write_snapshot(
         generated = {t: await _generated(db, t) for t in ("messages", "events")}
         session_json = (
             await db.execute(
+                # Without the archive's own note, so a copy and a later prune of the
+                # same rows give the same bytes.
                 text(
-                    "SELECT (to_jsonb(s) - CAST(:gen AS text[]))::text FROM sessions s "
-                    "WHERE id = :id"
+                    "SELECT ((to_jsonb(s) - CAST(:gen AS text[])) || "
+                    "jsonb_build_object('metadata', s.metadata - 'archive'))::text "
+                    "FROM sessions s WHERE id = :id"
                 ),
                 {"id": session_id, "gen": await _generated(db, "sessions")},
             )
