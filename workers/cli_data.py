@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from vigil.activities.erasure import ErasurePlan
-from vigil.activities.record.retention import RetentionPolicy
 from vigil.workers.cli import (
     EXIT_USAGE,
     ByOpt,
@@ -30,7 +28,19 @@ from vigil.workers.cli import (
     run_client,
 )
 from vigil.workers.client import VigilClient
-from vigil.workers.governance import Governance, Subject
+
+if TYPE_CHECKING:
+    from vigil.activities.erasure import ErasurePlan
+    from vigil.activities.record.retention import RetentionPolicy
+    from vigil.workers.governance import Governance
+
+
+def _governance(client: VigilClient) -> Governance:
+    # Imported when a command of this module runs: every other command starts faster.
+    from vigil.workers.governance import Governance
+
+    return Governance(client)
+
 
 retention_app = typer.Typer(
     help="Per-agent retention: archive and erase ended sessions on a schedule.",
@@ -67,12 +77,14 @@ def erase(
     as_json: JsonOpt = False,
 ) -> None:
     """Erase a session, or an agent, from every store; leaves only an erasure receipt."""
+    from vigil.workers.governance import Subject
+
     if (session is None) == (agent is None):
         fail("give exactly one of --session or --agent", EXIT_USAGE)
     subject = Subject("session", session) if session is not None else Subject("agent", agent or "")
 
     async def go(client: VigilClient) -> None:
-        governance = Governance(client)
+        governance = _governance(client)
         if not yes:
             _describe(await governance.erasure_plan(subject))
             typer.confirm("Erase it?", abort=True, err=True)
@@ -101,7 +113,7 @@ def erasures(
     """List erasure receipts, newest first."""
 
     async def go(client: VigilClient) -> None:
-        receipts = await Governance(client).receipts(subject, limit)
+        receipts = await _governance(client).receipts(subject, limit)
 
         def human() -> None:
             table = Table("id", "what", "when", "by", "counts")
@@ -138,7 +150,7 @@ def archive(
     """Archive an ended session to the object store (with --prune: move it there)."""
 
     async def go(client: VigilClient) -> None:
-        done = await Governance(client).archive(session_id, prune=prune)
+        done = await _governance(client).archive(session_id, prune=prune)
         verb = "archived and pruned" if done.pruned else "archived (copy)"
         _emit(
             asdict(done),
@@ -158,7 +170,7 @@ def restore(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
     """Put an archived session's messages and events back into PostgreSQL."""
 
     async def go(client: VigilClient) -> None:
-        done = await Governance(client).restore(session_id)
+        done = await _governance(client).restore(session_id)
         said = (
             f"{session_id} restored: {done.messages} messages, {done.events} events"
             if done.was_archived
@@ -184,7 +196,7 @@ def artifact_sweep(
     grace_td = _duration(grace, "--grace") or timedelta(0)
 
     async def go(client: VigilClient) -> None:
-        report = await Governance(client).sweep(dry_run=dry_run, grace=grace_td)
+        report = await _governance(client).sweep(dry_run=dry_run, grace=grace_td)
         _emit(asdict(report), as_json, lambda: out.print(report.summary(), markup=False))
 
     run_client(go, state_dir)
@@ -236,7 +248,7 @@ def retention_set(
     every_td = _duration(every, "--every") or timedelta(hours=1)
 
     async def go(client: VigilClient) -> None:
-        policy = await Governance(client).set_retention(
+        policy = await _governance(client).set_retention(
             agent,
             archive_after=archive_td,
             erase_after=erase_td,
@@ -268,7 +280,7 @@ def retention_show(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None
     """Show every agent's retention policy."""
 
     async def go(client: VigilClient) -> None:
-        policies = await Governance(client).retention_policies()
+        policies = await _governance(client).retention_policies()
 
         def human() -> None:
             table = Table("agent", "archive after", "erase after", "set by", "set at")
