@@ -154,16 +154,21 @@ def upgrade() -> None:
 
     quoted = '"' + schema.replace('"', '""') + '"'
     definer = f"STABLE SECURITY DEFINER SET search_path = {quoted}, pg_temp"
+    # PL/pgSQL rather than SQL: its plan cache plans the first calls with the actual
+    # query (custom plans), so the planner weighs the GIN index with real estimates.
     op.execute(
         f"""
         CREATE FUNCTION vigil_search_messages(
             query tsquery, in_session text, lim integer, skip integer
-        ) RETURNS TABLE (id bigint, rank real) LANGUAGE sql {definer} AS $$
-            SELECT m.id, ts_rank_cd(m.tsv, query) AS rank FROM messages m
+        ) RETURNS TABLE (id bigint, rank real) LANGUAGE plpgsql {definer} AS $$
+        BEGIN
+            RETURN QUERY
+            SELECT m.id, ts_rank_cd(m.tsv, query) FROM messages m
             WHERE m.agent_id = {AGENT} AND m.tsv @@ query
               AND (in_session IS NULL OR m.session_id = in_session)
-            ORDER BY rank DESC, m.session_id, m.seq
-            LIMIT lim OFFSET skip
+            ORDER BY 2 DESC, m.session_id, m.seq
+            LIMIT lim OFFSET skip;
+        END
         $$
         """
     )
@@ -172,15 +177,18 @@ def upgrade() -> None:
         CREATE FUNCTION vigil_memory_text_candidates(
             query tsquery, kinds text[], since timestamptz, until timestamptz,
             live_only boolean, n integer
-        ) RETURNS TABLE (id bigint, rank_cd real) LANGUAGE sql {definer} AS $$
-            SELECT m.id, ts_rank_cd(m.tsv, query, 1) AS rank_cd FROM memories m
+        ) RETURNS TABLE (id bigint, rank_cd real) LANGUAGE plpgsql {definer} AS $$
+        BEGIN
+            RETURN QUERY
+            SELECT m.id, ts_rank_cd(m.tsv, query, 1) FROM memories m
             WHERE m.agent_id = {AGENT} AND m.tsv @@ query
               AND (kinds IS NULL OR m.kind = ANY(kinds))
               AND (since IS NULL OR m.created_at >= since)
               AND (until IS NULL OR m.created_at < until)
               AND (NOT live_only OR m.superseded_by IS NULL)
-            ORDER BY rank_cd DESC, m.id
-            LIMIT n
+            ORDER BY 2 DESC, m.id
+            LIMIT n;
+        END
         $$
         """
     )
