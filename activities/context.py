@@ -17,8 +17,10 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities.artifacts.registry import session_artifacts
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
+from vigil.activities.record.rls import acting_for
 
 Role = Literal["system", "user", "assistant", "tool"]
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -108,11 +110,19 @@ async def assemble(
     memory: Any | None = None,
     artifacts: list[Any] | None = None,
 ) -> Assembled:
-    async with sessionmaker() as db:
+    """What the model is sent for the next turn of ``session_id``.
+
+    Everything is read and written acting for ``agent_id`` (row-level security), in one
+    transaction before recall and, when older turns fall out of the window, one after.
+    ``artifacts`` given are used as they are; otherwise the session's are read.
+    """
+    async with acting_for(sessionmaker, agent_id) as db:
         session = await record.get_session(db, session_id)
         recent = await record.recent_messages(db, session_id, budget.max_recent)
         # Summaries are only ever written further along, so the newest extends all others.
         last = await record.latest_event(db, session_id, "context_summary")
+        if artifacts is None:
+            artifacts = await session_artifacts(db, session_id)
     system_text = (session.metadata.get("system_prompt") if session else None) or DEFAULT_SYSTEM
     system = ChatMessage(role="system", content=system_text)
     used = message_tokens(system)
@@ -161,15 +171,14 @@ async def assemble(
     summary_text: str | None = prev_text
     summary_upto: int | None = prev_upto if last else None
     if start_seq is not None and start_seq - 1 > prev_upto:
-        async with sessionmaker() as db:
+        async with acting_for(sessionmaker, agent_id) as db:
             older = await record.messages_page(
                 db, session_id, after_seq=prev_upto, limit=start_seq - 1 - prev_upto
             )
-        older = [m for m in older if m.seq < start_seq]
-        if older:
-            summary_text = summarise(prev_text, older, reserve)
-            summary_upto = older[-1].seq
-            async with sessionmaker.begin() as db:
+            older = [m for m in older if m.seq < start_seq]
+            if older:
+                summary_text = summarise(prev_text, older, reserve)
+                summary_upto = older[-1].seq
                 await record.record_events(
                     db,
                     session_id,

@@ -26,6 +26,7 @@ from vigil.activities.context import ContextBudget, assemble
 from vigil.activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
 from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import store as record
+from vigil.activities.record.rls import acting_for
 from vigil.activities.tools import registry as tools
 from vigil.schema import names
 from vigil.schema.payloads import (
@@ -131,7 +132,12 @@ class SessionActivities:
 
     @activity.defn(name=names.ACT_OPEN_SESSION)
     async def open_session(self, arg: OpenSessionInput) -> OpenSessionOutput:
-        """Create the session row and its first message (the goal); idempotent."""
+        """Create the session row and its first message (the goal); idempotent.
+
+        Creating the session (and its agent's row) is system work, done with the owner's
+        rights: an agent never chooses a session id, so a taken one tells it nothing.
+        Its first words are written acting for the agent, like every other.
+        """
         async with self.sessionmaker.begin() as db:
             created = await record.create_session(
                 db,
@@ -142,29 +148,36 @@ class SessionActivities:
                 schedule_id=arg.schedule_id,
                 metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
             )
-            await record.append_messages(
-                db,
-                arg.session_id,
-                arg.agent_id,
-                [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
-            )
-            await record.record_events(
-                db,
-                arg.session_id,
-                arg.agent_id,
-                [
-                    record.NewEvent(
-                        key="session:opened",
-                        kind="session_opened",
-                        payload={"schedule_id": arg.schedule_id},
-                    )
-                ],
-            )
+            if not created and await record.session_agent(db, arg.session_id) != arg.agent_id:
+                raise ApplicationError(
+                    f"session id {arg.session_id!r} is taken by another agent",
+                    type="InvalidInput",
+                    non_retryable=True,
+                )
+            async with acting_for(db, arg.agent_id):
+                await record.append_messages(
+                    db,
+                    arg.session_id,
+                    arg.agent_id,
+                    [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
+                )
+                await record.record_events(
+                    db,
+                    arg.session_id,
+                    arg.agent_id,
+                    [
+                        record.NewEvent(
+                            key="session:opened",
+                            kind="session_opened",
+                            payload={"schedule_id": arg.schedule_id},
+                        )
+                    ],
+                )
         return OpenSessionOutput(next_seq=1, created=created)
 
     @activity.defn(name=names.ACT_RECORD)
     async def record(self, arg: RecordInput) -> RecordOutput:
-        async with self.sessionmaker.begin() as db:
+        async with acting_for(self.sessionmaker, arg.agent_id) as db:
             inserted_messages = await record.append_messages(
                 db,
                 arg.session_id,
@@ -215,19 +228,13 @@ class SessionActivities:
 
     async def _context(self, session_id: str, agent_id: str, limit: int) -> list[ChatMessage]:
         """Recent turns, a kept summary of older ones, memories and artifact references,
-        packed into the token budget (see activities.context)."""
-        from vigil.activities.artifacts.registry import list_artifacts
-
-        artifacts = await list_artifacts(
-            self.sessionmaker, agent_id=agent_id, session_id=session_id
-        )
+        packed into the token budget (see activities.context), read acting for the agent."""
         assembled = await assemble(
             self.sessionmaker,
             session_id=session_id,
             agent_id=agent_id,
             budget=ContextBudget(total_tokens=self.settings.context_tokens, max_recent=limit),
             memory=self.memory,
-            artifacts=artifacts,
         )
         # The record holds text exactly (lone surrogates included); what goes on the wire
         # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
@@ -266,7 +273,7 @@ class SessionActivities:
 
     @activity.defn(name=names.ACT_CALL_MODEL)
     async def call_model(self, arg: CallModelInput) -> CallModelOutput:
-        async with self.sessionmaker() as db:
+        async with acting_for(self.sessionmaker, arg.agent_id) as db:
             done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
             if done:
                 # Recorded before a crash or a lost completion: return it, call nothing.
@@ -303,7 +310,7 @@ class SessionActivities:
             "finish_reason": reply.finish_reason,
             "tool_calls": len(calls),
         }
-        async with self.sessionmaker.begin() as db:
+        async with acting_for(self.sessionmaker, arg.agent_id) as db:
             await record.append_messages(
                 db,
                 arg.session_id,
@@ -352,13 +359,12 @@ class SessionActivities:
 
     @activity.defn(name=names.ACT_RUN_TOOL)
     async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
-        async with self.sessionmaker() as db:
-            found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
-        by_seq = {m.seq: m for m in found}
         key = f"tool:{arg.step}:{arg.call_index}"
+        async with acting_for(self.sessionmaker, arg.agent_id) as db:
+            found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
+            by_seq = {m.seq: m for m in found}
+            ev = await record.get_event(db, arg.session_id, key) if arg.seq in by_seq else None
         if arg.seq in by_seq:
-            async with self.sessionmaker() as db:
-                ev = await record.get_event(db, arg.session_id, key)
             ok = bool(ev.payload.get("ok")) if ev else True
             return RunToolOutput(
                 seq=arg.seq, ok=ok, preview=_wire(preview(by_seq[arg.seq].content))
@@ -435,7 +441,7 @@ class SessionActivities:
             "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        async with self.sessionmaker.begin() as db:
+        async with acting_for(self.sessionmaker, arg.agent_id) as db:
             await record.append_messages(
                 db,
                 arg.session_id,

@@ -49,3 +49,10 @@ UPD_MESSAGE = "message_update"
 UPD_REDIRECT = "redirect_update"
 UPD_WAKE = "wake_update"
 QUERY_STATE = "state"
+
+# Data governance: the retention workflow, its activities and its schedule.
+WORKFLOW_RETENTION = "vigil.Retention"
+ACT_RETENTION_PLAN = "vigil.retention_plan"
+ACT_RETENTION_ARCHIVE = "vigil.retention_archive"
+ACT_RETENTION_ERASE = "vigil.retention_erase"
+SCHEDULE_RETENTION = "vigil-retention"

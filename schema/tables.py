@@ -6,7 +6,7 @@ these mapped classes mirror them for typed queries.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    Interval,
     MetaData,
     Numeric,
     SmallInteger,
@@ -126,6 +127,18 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class ArtifactHolder(Base):
+    """An agent whose work stored these bytes: it may link them and read their row."""
+
+    __tablename__ = "artifact_holders"
+
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("artifacts.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ArtifactLink(Base):
     """Which agent/session refers to an artifact, under which name."""
 
@@ -160,3 +173,30 @@ class Memory(Base):
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ErasureReceipt(Base):
+    """What an erasure removed, when and at whose request: all it leaves behind."""
+
+    __tablename__ = "erasure_receipts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    """``session`` or ``agent``."""
+    subject_id: Mapped[str] = mapped_column(String(200), index=True)
+    requested_by: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+class RetentionPolicy(Base):
+    """How long an agent's ended sessions stay hot (archive) and stay at all (erase)."""
+
+    __tablename__ = "retention_policies"
+
+    agent_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    archive_after: Mapped[timedelta | None] = mapped_column(Interval)
+    erase_after: Mapped[timedelta | None] = mapped_column(Interval)
+    updated_by: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1144,5 +1144,12 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
+# Command groups in modules of their own register themselves on `app` when imported.
+from vigil.workers import cli_data as _cli_data  # noqa: E402, F401
+
 if __name__ == "__main__":
-    main()
+    # `python -m vigil.workers.cli`: run the importable module, whose `app` the command
+    # groups above registered on (this file, run as __main__, is a copy of it).
+    from vigil.workers.cli import main as _main
+
+    _main()

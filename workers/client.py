@@ -40,6 +40,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.record import store as record
+from vigil.activities.record.rls import acting_for
 from vigil.schema import names
 from vigil.schema.limits import input_error, start_error
 from vigil.schema.payloads import (
@@ -158,6 +159,7 @@ class _VigilClientCore:
         self.temporal = temporal
         self.engine = engine
         self.db: async_sessionmaker[DbSession] = make_sessionmaker(engine)
+        self._agents: dict[str, str] = {}
 
     @classmethod
     async def connect(cls, settings: Settings) -> _VigilClientCore:
@@ -500,10 +502,23 @@ class _VigilClientCore:
             return {}
         return out
 
+    async def agent_of(self, session_id: str) -> str | None:
+        """The agent a session belongs to (remembered: a session never changes agent)."""
+        agent = self._agents.get(session_id)
+        if agent is None:
+            async with self.db() as db:
+                agent = await record.session_agent(db, session_id)
+            if agent is not None:
+                self._agents[session_id] = agent
+        return agent
+
     async def transcript(
         self, session_id: str, *, after_seq: int = -1, limit: int = 100
     ) -> list[record.StoredMessage]:
-        async with self.db() as db:
+        agent = await self.agent_of(session_id)
+        if agent is None:
+            return []
+        async with acting_for(self.db, agent) as db:
             return await record.messages_page(db, session_id, after_seq=after_seq, limit=limit)
 
     async def follow(
@@ -535,7 +550,10 @@ class _VigilClientCore:
             raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
 
     async def events(self, session_id: str, kind: str | None = None) -> list[record.StoredEvent]:
-        async with self.db() as db:
+        agent = await self.agent_of(session_id)
+        if agent is None:
+            return []
+        async with acting_for(self.db, agent) as db:
             return await record.list_events(db, session_id, kind=kind)
 
     async def history(self, session_id: str) -> list[HistoryLine]:
@@ -715,7 +733,10 @@ class _RecordExtras:
 
         if fmt not in ("jsonl", "md", "markdown"):
             raise BadArgument(f"unknown export format {fmt!r}: jsonl or md")
-        async with self.db() as db:
+        agent = await self.agent_of(session_id)  # type: ignore[attr-defined]
+        if agent is None:
+            raise UnknownSession(f"no session with id {session_id!r}")
+        async with self.db() as db, acting_for(db, agent):
             try:
                 gen = (
                     reads.export_jsonl(db, session_id)
@@ -730,7 +751,7 @@ class _RecordExtras:
     async def search(self, agent_id: str, query: str, limit: int = 20) -> Any:
         from vigil.activities.record import reads
 
-        async with self.db() as db:
+        async with self.db() as db:  # search_messages acts for the agent
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
     def _memory(self) -> Any:

@@ -16,16 +16,18 @@ from temporalio.worker import Worker
 from vigil.activities.artifacts.factory import make_store
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.factory import make_provider
+from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
 from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
+from vigil.workflows.retention import RetentionRun
 from vigil.workflows.session import AgentSession
 
 log = get_logger("vigil.worker")
-WORKFLOWS: list[type] = [AgentSession]
+WORKFLOWS: list[type] = [AgentSession, RetentionRun]
 
 
 @dataclass
@@ -75,8 +77,14 @@ async def runtime(
 
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
+    retention = RetentionActivities(
+        sessionmaker=rt.activities.sessionmaker, store=rt.activities.store, temporal=client
+    )
     return new_worker(
-        client, task_queue=task_queue, workflows=WORKFLOWS, activities=rt.activities.all()
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[*rt.activities.all(), *retention.all()],
     )
 
 

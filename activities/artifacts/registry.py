@@ -2,8 +2,11 @@
 
 ``put_artifact`` writes the bytes to the object store (fsync'd file or completed S3
 PUT) before it commits the ``artifacts`` row and the session's ``artifact_links`` row,
-so a committed row always has its bytes. Rows are written acting for the agent (row-
-level security), so an agent can neither link into nor read another agent's session.
+so a committed row always has its bytes. Registering bytes is system work (the owner's
+rights): it also notes the agent as a holder of them (``artifact_holders``). The link is
+written acting for the agent (row-level security): an agent links only into its own
+sessions and only bytes it holds, and sees an artifact row only if it holds it, so
+knowing another agent's sha256 gets it nothing.
 
 Names come from agents and tools. They are validated (length, no NUL, no control or
 formatting characters) and are only ever labels in the database: the store addresses
@@ -114,25 +117,54 @@ async def lock_digest(db: DbSession, sha256: str, *, exclusive: bool) -> None:
 
 
 async def register_object(
-    db: DbSession, store: ArtifactStore, stored: StoredObject, mime_type: str
+    db: DbSession,
+    store: ArtifactStore,
+    stored: StoredObject,
+    mime_type: str,
+    *,
+    holder: str | None = None,
 ) -> None:
-    """Insert the ``artifacts`` row of bytes already in ``store`` (idempotent).
+    """Insert the ``artifacts`` row of bytes already in ``store`` (idempotent), and note
+    ``holder`` as an agent whose work stored them (so it may link and read them).
 
-    Raises ArtifactBytesLost if the sweeper removed the bytes since they were written.
+    System work: run with the owner's rights, never acting for an agent, since only the
+    system knows the bytes were really stored. Raises ArtifactBytesLost if the sweeper
+    removed the bytes since they were written.
     """
     await lock_digest(db, stored.sha256, exclusive=False)
     if not await asyncio.to_thread(store.exists, stored.sha256):
         raise ArtifactBytesLost(f"artifact {stored.sha256} vanished before it was registered")
-    # No conflict target: naming one needs SELECT on the row, and under row-level
-    # security an agent cannot see a new artifact before its link exists. The primary
-    # key is the only unique constraint, so this is ON CONFLICT (sha256) DO NOTHING.
     await db.execute(
         text(
             "INSERT INTO artifacts (sha256, size, mime_type, storage_uri) "
-            "VALUES (:sha, :size, :mime, :uri) ON CONFLICT DO NOTHING"
+            "VALUES (:sha, :size, :mime, :uri) ON CONFLICT (sha256) DO NOTHING"
         ),
         {"sha": stored.sha256, "size": stored.size, "mime": mime_type, "uri": stored.uri},
     )
+    if holder is not None:
+        await db.execute(
+            text(
+                "INSERT INTO artifact_holders (sha256, agent_id) VALUES (:sha, :agent) "
+                "ON CONFLICT (sha256, agent_id) DO NOTHING"
+            ),
+            {"sha": stored.sha256, "agent": holder},
+        )
+
+
+async def forget_object(db: DbSession, store: ArtifactStore, sha256: str) -> bool:
+    """Remove the ``artifacts`` row of bytes nothing refers to any more (a replaced or
+    restored session archive, an erased artifact), and then the bytes, under the digest's
+    exclusive lock. System work. False when a link still names it (nothing removed).
+    """
+    await lock_digest(db, sha256, exclusive=True)
+    linked = await db.execute(
+        text("SELECT 1 FROM artifact_links WHERE sha256 = :sha LIMIT 1"), {"sha": sha256}
+    )
+    if linked.first() is not None:
+        return False
+    await db.execute(text("DELETE FROM artifacts WHERE sha256 = :sha"), {"sha": sha256})
+    await asyncio.to_thread(store.delete, sha256)
+    return True
 
 
 async def put_artifact(
@@ -149,7 +181,9 @@ async def put_artifact(
     """Store bytes (``data``, or ``chunks`` streamed without holding them) under ``name``.
 
     The iterable of chunks is consumed in a worker thread. Returns the reference the
-    session can pass around (a claim check) in place of the bytes.
+    session can pass around (a claim check) in place of the bytes. The bytes are
+    registered as the agent's by the system; the link is written acting for the agent,
+    in the same transaction.
     """
     validate_name(name)
     if (data is None) == (chunks is None):
@@ -159,9 +193,12 @@ async def put_artifact(
     else:
         assert chunks is not None
         stored = await asyncio.to_thread(store.put_stream, chunks)
-    async with acting_for(sessionmaker, agent_id) as db:
-        await register_object(db, store, stored, mime_type)
-        await _link(db, agent_id=agent_id, session_id=session_id, name=name, sha256=stored.sha256)
+    async with sessionmaker.begin() as db:
+        await register_object(db, store, stored, mime_type, holder=agent_id)
+        async with acting_for(db, agent_id):
+            await _link(
+                db, agent_id=agent_id, session_id=session_id, name=name, sha256=stored.sha256
+            )
     return ArtifactRef(session_id, name, stored.sha256, stored.size, mime_type, stored.uri)
 
 
@@ -280,10 +317,15 @@ async def list_artifacts(
 ) -> list[ArtifactRef]:
     """The session's artifacts, by name."""
     async with acting_for(sessionmaker, agent_id) as db:
-        rows = await db.execute(
-            text(_REF_SELECT + "WHERE l.session_id = :sid ORDER BY l.name"), {"sid": session_id}
-        )
-        return [_ref(r) for r in rows]
+        return await session_artifacts(db, session_id)
+
+
+async def session_artifacts(db: DbSession, session_id: str) -> list[ArtifactRef]:
+    """The session's artifacts, by name, in the caller's transaction (acting for its agent)."""
+    rows = await db.execute(
+        text(_REF_SELECT + "WHERE l.session_id = :sid ORDER BY l.name"), {"sid": session_id}
+    )
+    return [_ref(r) for r in rows]
 
 
 async def get_artifact(

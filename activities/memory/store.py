@@ -2,10 +2,10 @@
 
 Every query on the ``memories`` table lives in this module. They run inside
 ``activities.record.rls.acting_for(agent_id)``, so row-level security confines them to
-the agent's rows, and they also filter on ``agent_id`` themselves. One exception: the
-full-text candidate query runs under the connection's own role (see
-``MemoryStore._text_candidates``), because under the policies PostgreSQL cannot use the
-GIN index for it.
+the agent's rows, and they also filter on ``agent_id`` themselves. The full-text
+candidates come from a SECURITY DEFINER function that searches only the acting agent's
+rows (see ``MemoryStore._text_candidates``): under the policies PostgreSQL could not use
+the GIN index for that match.
 
 Write: (optional redaction) -> embed -> near-duplicate merge -> supersede on the same
 subject -> insert, in one transaction under an advisory lock per (agent, kind), so two
@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, String, TextClause, bindparam, text
+from sqlalchemy import BigInteger, DateTime, String, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.redact import redact as redact_text
-from vigil.activities.record.rls import AGENT_SETTING, acting_for
+from vigil.activities.record.rls import acting_for
 from vigil.schema import textcodec
 
 AddAction = Literal["inserted", "merged", "superseded"]
@@ -512,21 +512,27 @@ class MemoryStore:
 
         vector_hits: list[Any] = []
         text_hits: list[Any] = []
-        async with self._sessionmaker() as db, db.begin():
+        async with acting_for(self._sessionmaker, agent_id) as db:
             if mode in ("hybrid", "text"):
                 any_term = self.text_match == "any" and not _has_search_operators(query)
                 text_hits = await self._text_candidates(
-                    db, {**params, "text": query}, filters, any_term=any_term
+                    db,
+                    query,
+                    any_term=any_term,
+                    kinds=list(kinds) if kinds else None,
+                    since=since,
+                    until=until,
+                    live_only=not include_superseded,
+                    n=candidates,
                 )
-            async with acting_for(db, agent_id):
-                if literal is not None:
-                    found = await self._vector_candidates(
-                        db, {**params, "vector": literal}, filters, candidates
-                    )
-                    vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
-                ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
-                rows = await db.execute(_ROWS, {"agent_id": agent_id, "ids": sorted(ids)})
-                by_id = {row.id: row for row in rows}
+            if literal is not None:
+                found = await self._vector_candidates(
+                    db, {**params, "vector": literal}, filters, candidates
+                )
+                vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
+            ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
+            rows = await db.execute(_ROWS, {"agent_id": agent_id, "ids": sorted(ids)})
+            by_id = {row.id: row for row in rows}
 
         vector_rank = {
             row.id: (rank, 1.0 - row.distance) for rank, row in enumerate(vector_hits, 1)
@@ -562,23 +568,42 @@ class MemoryStore:
 
     @staticmethod
     async def _text_candidates(
-        db: DbSession, params: dict[str, Any], filters: str, *, any_term: bool
+        db: DbSession,
+        query: str,
+        *,
+        any_term: bool,
+        kinds: list[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        live_only: bool,
+        n: int,
     ) -> list[Any]:
-        """The best full-text matches passing ``filters``, best first.
+        """The current agent's best full-text matches, best first (acting for it).
 
-        Row-level security would keep PostgreSQL from using the GIN index here: a
-        policy's filter must run before any function that is not leakproof, and the
-        full-text match (``ts_match_vq``) is not, so every row of the agent would be
-        matched one by one. This query therefore runs under the connection's own role,
-        confined by its explicit ``agent_id`` filter. The agent setting is made as well,
-        so a connection role that is itself subject to the policies sees the same rows.
+        Under the policies PostgreSQL could not use the GIN index here (a policy's
+        filter must run before any function that is not leakproof, and the full-text
+        match is not), so the search runs in ``vigil_memory_text_candidates``, a
+        SECURITY DEFINER function that searches only the agent named by the
+        transaction's own setting, and returns ids (read afterwards under the policies).
         """
-        await db.execute(
-            text("SELECT set_config(:name, :agent, true)"),
-            {"name": AGENT_SETTING, "agent": params["agent_id"]},
+        return list(
+            await db.execute(
+                _TEXT_CANDIDATES.bindparams(
+                    bindparam("kinds", type_=ARRAY(String)),
+                    bindparam("since", type_=DateTime(timezone=True)),
+                    bindparam("until", type_=DateTime(timezone=True)),
+                ),
+                {
+                    "text": query,
+                    "kinds": kinds,
+                    "since": since,
+                    "until": until,
+                    "live_only": live_only,
+                    "n": n,
+                    "any_term": any_term,
+                },
+            )
         )
-        statement = _with_kinds(text(_text_sql(filters, any_term=any_term)), params.get("kinds"))
-        return list(await db.execute(statement, params))
 
     async def _vector_candidates(
         self,
@@ -715,17 +740,16 @@ def _has_search_operators(query: str) -> bool:
     return _SEARCH_OPERATORS.search(query) is not None
 
 
-def _text_sql(filters: str, *, any_term: bool) -> str:
-    # websearch_to_tsquery wants every word (AND). A question in plain words rarely holds
-    # all of them, so a plain query matches any of its words and ts_rank_cd ranks rows
-    # holding more of them higher; a query with search syntax keeps its exact meaning.
-    query = "websearch_to_tsquery('english', :text)"
-    if any_term:
-        query = f"CAST(replace(CAST({query} AS text), ' & ', ' | ') AS tsquery)"
-    return f"""
-        SELECT m.id, ts_rank_cd(m.tsv, q.query, 1) AS rank_cd
-        FROM memories m, {query} AS q(query)
-        WHERE m.tsv @@ q.query AND {filters}
-        ORDER BY rank_cd DESC, m.id
-        LIMIT :n
+# websearch_to_tsquery wants every word (AND). A question in plain words rarely holds all
+# of them, so a plain query matches any of its words and ts_rank_cd ranks rows holding
+# more of them higher; a query with search syntax keeps its exact meaning.
+_TEXT_CANDIDATES = text(
     """
+    SELECT c.id, c.rank_cd FROM vigil_memory_text_candidates(
+        CASE WHEN :any_term
+             THEN CAST(replace(CAST(websearch_to_tsquery('english', :text) AS text),
+                               ' & ', ' | ') AS tsquery)
+             ELSE websearch_to_tsquery('english', :text) END,
+        :kinds, :since, :until, :live_only, :n) AS c
+    """
+)

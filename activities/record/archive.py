@@ -37,8 +37,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.activities.artifacts.registry import iterate_in_thread, register_object
+from vigil.activities.artifacts.registry import (
+    forget_object,
+    iterate_in_thread,
+    register_object,
+)
 from vigil.activities.artifacts.store import ArtifactStore, StoredObject, read_chunks
+from vigil.activities.record.rls import record_maintenance
 from vigil.schema.payloads import FINAL_STATUSES
 
 FINISHED_STATUSES = frozenset(s.value for s in FINAL_STATUSES)
@@ -81,6 +86,8 @@ class ArchiveResult:
     messages: int
     events: int
     already_archived: bool = False
+    pruned: bool = True
+    """False for a copy: the hot rows stayed (``archive_session(prune=False)``)."""
 
 
 @dataclass(frozen=True)
@@ -180,9 +187,12 @@ async def _write_snapshot(
         generated = {t: await _generated(db, t) for t in ("messages", "events")}
         session_json = (
             await db.execute(
+                # Without the archive's own note, so a copy and a later prune of the
+                # same rows give the same bytes.
                 text(
-                    "SELECT (to_jsonb(s) - CAST(:gen AS text[]))::text FROM sessions s "
-                    "WHERE id = :id"
+                    "SELECT ((to_jsonb(s) - CAST(:gen AS text[])) || "
+                    "jsonb_build_object('metadata', s.metadata - 'archive'))::text "
+                    "FROM sessions s WHERE id = :id"
                 ),
                 {"id": session_id, "gen": await _generated(db, "sessions")},
             )
@@ -221,13 +231,17 @@ async def archive_session(
     store: ArtifactStore,
     session_id: str,
     *,
+    prune: bool = True,
     page_size: int = 1000,
     verify: bool = True,
 ) -> ArchiveResult:
-    """Archive a finished session and prune its hot messages and events.
+    """Archive a finished session and, with ``prune``, remove its hot messages and events.
 
-    Idempotent: archiving an archived session returns its archive. Raises
-    SessionNotFinished for a session that is still running (or waiting, or paused).
+    Without ``prune`` the archive is a copy: it is stored and noted in
+    ``metadata.archive`` and the hot rows stay (``archive_uri`` stays NULL); archiving
+    again replaces the copy, and the replaced object is deleted. Idempotent: archiving a
+    pruned session returns its archive. Raises SessionNotFinished for a session that is
+    still running (or waiting, or paused).
     """
     async with sessionmaker() as db:
         state = await _session_state(db, session_id, lock=False)
@@ -252,6 +266,7 @@ async def archive_session(
         "version": ARCHIVE_VERSION,
         "messages": n_messages,
         "events": n_events,
+        "pruned": prune,
     }
     async with sessionmaker() as db, db.begin():
         state = await _session_state(db, session_id, lock=True)
@@ -259,38 +274,57 @@ async def archive_session(
             return _existing(session_id, state)
         _check_finished(session_id, state["status"])
         await register_object(db, store, stored, ARCHIVE_MIME)
-        deleted_messages = (
-            await db.execute(
-                text("DELETE FROM messages WHERE session_id = :sid"), {"sid": session_id}
-            )
-        ).rowcount  # type: ignore[attr-defined]
-        deleted_events = (
-            await db.execute(
-                text("DELETE FROM events WHERE session_id = :sid"), {"sid": session_id}
-            )
-        ).rowcount  # type: ignore[attr-defined]
-        if (deleted_messages, deleted_events) != (n_messages, n_events):
-            raise ArchiveConflict(
-                f"session {session_id} changed while it was archived "
-                f"({deleted_messages}/{n_messages} messages, {deleted_events}/{n_events} "
-                "events); nothing was pruned"
-            )
+        if prune:
+            await _prune(db, session_id, n_messages, n_events)
         await db.execute(
             text(
-                "UPDATE sessions SET archive_uri = :uri, metadata = metadata || "
-                "jsonb_build_object('archive', CAST(:info AS jsonb) || "
+                "UPDATE sessions SET archive_uri = CASE WHEN :prune THEN :uri END, "
+                "metadata = metadata || jsonb_build_object('archive', CAST(:info AS jsonb) || "
                 "jsonb_build_object('archived_at', now())) WHERE id = :sid"
             ),
-            {"uri": stored.uri, "info": json.dumps(info), "sid": session_id},
+            {"uri": stored.uri, "info": json.dumps(info), "sid": session_id, "prune": prune},
         )
-    return ArchiveResult(session_id, stored.sha256, stored.size, stored.uri, n_messages, n_events)
+        previous = _archive_info(state).get("sha256")
+        if isinstance(previous, str) and previous != stored.sha256:
+            # An earlier copy of this session: nothing else refers to it.
+            await forget_object(db, store, previous)
+    return ArchiveResult(
+        session_id,
+        stored.sha256,
+        stored.size,
+        stored.uri,
+        n_messages,
+        n_events,
+        pruned=prune,
+    )
 
 
-def _existing(session_id: str, state: Any) -> ArchiveResult:
+async def _prune(db: DbSession, session_id: str, n_messages: int, n_events: int) -> None:
+    await record_maintenance(db)  # pruning is one of the two removals of transcript rows
+    deleted_messages = (
+        await db.execute(text("DELETE FROM messages WHERE session_id = :sid"), {"sid": session_id})
+    ).rowcount  # type: ignore[attr-defined]
+    deleted_events = (
+        await db.execute(text("DELETE FROM events WHERE session_id = :sid"), {"sid": session_id})
+    ).rowcount  # type: ignore[attr-defined]
+    if (deleted_messages, deleted_events) != (n_messages, n_events):
+        raise ArchiveConflict(
+            f"session {session_id} changed while it was archived "
+            f"({deleted_messages}/{n_messages} messages, {deleted_events}/{n_events} "
+            "events); nothing was pruned"
+        )
+
+
+def _archive_info(state: Any) -> dict[str, Any]:
     metadata = state["metadata"]
     if isinstance(metadata, str):
         metadata = json.loads(metadata)
     info = (metadata or {}).get("archive") or {}
+    return info if isinstance(info, dict) else {}
+
+
+def _existing(session_id: str, state: Any) -> ArchiveResult:
+    info = _archive_info(state)
     return ArchiveResult(
         session_id,
         str(info.get("sha256", "")),
@@ -349,11 +383,7 @@ async def restore_session(
         state = await _session_state(db, session_id, lock=True)
         if state["archive_uri"] is None:
             return RestoreResult(session_id, 0, 0, was_archived=False)
-        metadata = state["metadata"]
-        if isinstance(metadata, str):
-            metadata = json.loads(metadata)
-        info = (metadata or {}).get("archive") or {}
-        sha256 = info.get("sha256")
+        sha256 = _archive_info(state).get("sha256")
         if not isinstance(sha256, str):
             raise ArchiveInvalid(f"session {session_id} has an archive_uri but no archive sha256")
         for table in ("messages", "events"):
@@ -419,6 +449,10 @@ async def restore_session(
             ),
             {"sid": session_id},
         )
+    # The rows are back and committed: the archive now copies nothing anyone refers to.
+    # Removed only afterwards, so a failed restore never loses it.
+    async with sessionmaker() as db, db.begin():
+        await forget_object(db, store, sha256)
     return RestoreResult(session_id, counts["messages"], counts["events"])
 
 

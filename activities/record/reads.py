@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import StoredMessage, messages_page
 from vigil.schema import textcodec
 
@@ -66,38 +67,39 @@ async def search_messages(
     """Full-text search of an agent's messages (web-search syntax: "quoted", or, -not).
 
     Ranked by ``ts_rank_cd`` (ties by session and seq, so pages are stable); snippets are
-    computed for the returned page only, since ``ts_headline`` re-parses the text.
+    computed for the returned page only, since ``ts_headline`` re-parses the text. Runs
+    acting for the agent: the ranked ids come from ``vigil_search_messages``, which
+    searches only the acting agent's messages with the GIN index that the policies would
+    otherwise keep PostgreSQL from using, and the rows are read under the policies.
     """
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, offset)
-    rows = (
-        (
-            await db.execute(
-                text(
-                    "WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q), "
-                    "page AS ("
-                    "  SELECT m.id, ts_rank_cd(m.tsv, q.q) AS rank FROM messages m, q "
-                    "  WHERE m.agent_id = :agent AND m.tsv @@ q.q "
-                    "  AND (CAST(:sid AS text) IS NULL OR m.session_id = :sid) "
-                    "  ORDER BY rank DESC, m.session_id, m.seq LIMIT :lim OFFSET :off) "
-                    "SELECT m.session_id, m.seq, m.role, m.step, m.created_at, m.content_enc, "
-                    "page.rank, ts_headline('english', m.content, q.q, :opts) AS snippet "
-                    "FROM page JOIN messages m ON m.id = page.id, q "
-                    "ORDER BY page.rank DESC, m.session_id, m.seq"
-                ),
-                {
-                    "query": query,
-                    "agent": agent_id,
-                    "sid": session_id,
-                    "lim": limit + 1,
-                    "off": offset,
-                    "opts": _HEADLINE_OPTIONS,
-                },
+    async with acting_for(db, agent_id):
+        rows = (
+            (
+                await db.execute(
+                    text(
+                        "WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q), "
+                        "page AS (SELECT p.id, p.rank FROM q, "
+                        "  vigil_search_messages(q.q, CAST(:sid AS text), :lim, :off) AS p) "
+                        "SELECT m.session_id, m.seq, m.role, m.step, m.created_at, "
+                        "m.content_enc, page.rank, "
+                        "ts_headline('english', m.content, q.q, :opts) AS snippet "
+                        "FROM page JOIN messages m ON m.id = page.id, q "
+                        "ORDER BY page.rank DESC, m.session_id, m.seq"
+                    ),
+                    {
+                        "query": query,
+                        "sid": session_id,
+                        "lim": limit + 1,
+                        "off": offset,
+                        "opts": _HEADLINE_OPTIONS,
+                    },
+                )
             )
+            .mappings()
+            .all()
         )
-        .mappings()
-        .all()
-    )
     hits = [
         SearchHit(
             session_id=r["session_id"],

@@ -3,8 +3,11 @@
 The application connects as the owner of the tables (system work: archival, sweeping,
 migrations). Work done on behalf of an agent runs inside ``acting_for``, which switches
 the transaction to the NOLOGIN role ``vigil_agent`` and names the agent; the policies of
-migration ``20261121_02`` then hide and protect every other agent's rows, whatever the
-query. Both settings are transaction-local, so a pooled connection never keeps them.
+migrations ``20261121_02`` and ``20261130_05`` then hide and protect every other agent's
+rows, whatever the query, and keep the agent's own transcript append-only. One statement
+switches in (and one back, when nested in a caller's transaction), whatever the number
+of statements the block runs. Both settings are transaction-local, so a pooled
+connection never keeps them.
 
 This guards vigil's own queries against mistakes; it is not a sandbox for arbitrary SQL
 written by an agent, since the session user could ``RESET ROLE``.
@@ -23,20 +26,33 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 AGENT_ROLE = "vigil_agent"
 AGENT_SETTING = "vigil.agent_id"
+MAINTENANCE_SETTING = "vigil.record_maintenance"
+
+# One round trip each way: the role and the agent are both set by set_config, which for
+# ``role`` is exactly SET LOCAL ROLE (the same privilege check).
+_ENTER = text("SELECT set_config('role', :role, true), set_config(:name, :agent, true)")
+_LEAVE = text("SELECT set_config('role', 'none', true), set_config(:name, '', true)")
 
 
 async def _enter(db: DbSession, agent_id: str) -> None:
     if not agent_id:
         raise ValueError("acting_for needs a non-empty agent id")
-    await db.execute(text(f"SET LOCAL ROLE {AGENT_ROLE}"))
-    await db.execute(
-        text("SELECT set_config(:name, :agent, true)"), {"name": AGENT_SETTING, "agent": agent_id}
-    )
+    await db.execute(_ENTER, {"role": AGENT_ROLE, "name": AGENT_SETTING, "agent": agent_id})
 
 
 async def _leave(db: DbSession) -> None:
-    await db.execute(text("RESET ROLE"))
-    await db.execute(text("SELECT set_config(:name, '', true)"), {"name": AGENT_SETTING})
+    await db.execute(_LEAVE, {"name": AGENT_SETTING})
+
+
+async def record_maintenance(db: DbSession) -> None:
+    """Declare, for the rest of ``db``'s transaction, that it may change or remove
+    messages and events (archival pruning, erasure): system work only.
+
+    The record is append-only in the database: a trigger refuses UPDATE, DELETE and
+    TRUNCATE of messages and events to every role unless this was declared, and the
+    agent role has no such privileges at all, declared or not.
+    """
+    await db.execute(text("SELECT set_config(:name, 'on', true)"), {"name": MAINTENANCE_SETTING})
 
 
 @asynccontextmanager

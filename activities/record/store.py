@@ -2,8 +2,10 @@
 
 Every write is idempotent: messages on (session_id, seq), events on (session_id, key),
 sessions and agents on their primary keys. A retried or re-run activity therefore
-leaves no duplicate and no gap. Text passes through ``schema.textcodec`` so any Python
-string is stored and read back identical.
+leaves no duplicate and no gap. Sessions and agents are created by the system (the
+owner's connection); messages and events are appended acting for the agent
+(``rls.acting_for``), and the database keeps them append-only. Text passes through
+``schema.textcodec`` so any Python string is stored and read back identical.
 """
 
 from __future__ import annotations
@@ -122,6 +124,15 @@ async def create_session(
         },
     )
     return result.first() is not None
+
+
+async def session_agent(db: DbSession, session_id: str) -> str | None:
+    """The agent a session belongs to (None when there is no such session, or none the
+    current agent may see)."""
+    found = await db.execute(
+        text("SELECT agent_id FROM sessions WHERE id = :id"), {"id": session_id}
+    )
+    return found.scalar_one_or_none()
 
 
 async def update_session(

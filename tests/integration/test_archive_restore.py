@@ -24,6 +24,7 @@ from vigil.activities.record.archive import (
     archive_session,
     restore_session,
 )
+from vigil.activities.record.rls import record_maintenance
 from vigil.activities.record.store import (
     NewEvent,
     NewMessage,
@@ -93,7 +94,9 @@ async def _finished_session(
                 for i in range(40)
             ],
         )
-        # Spread the timestamps so identity of created_at means something.
+        # Spread the timestamps so identity of created_at means something (the record is
+        # append-only: rewriting it needs record maintenance declared).
+        await record_maintenance(db)
         await db.execute(
             text(
                 "UPDATE messages SET created_at = created_at - (seq * interval '1.234567 s') "

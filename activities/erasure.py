@@ -1,0 +1,205 @@
+"""Erasure of a subject (one session, or one agent) from every store vigil writes to.
+
+Order, so that a failure anywhere can be finished by erasing again:
+
+1. Temporal: every run of the subject's sessions (a continued-as-new session has
+   several) is terminated if it is still running, then deleted through the workflow
+   service; for an agent, its recurring-goal schedules are deleted too.
+2. PostgreSQL and the object store, in one transaction: ``record.erasure.purge`` removes
+   the rows, the bytes of every artifact and archive no one else refers to are deleted
+   while their digests are locked, and the receipt is written; then it commits.
+
+What remains is the receipt (what, when, who, how much) and nothing else. Used by the
+``vigil erase`` command and by the retention workflow's erase activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from vigil.activities.artifacts.store import ArtifactStore
+from vigil.activities.record import erasure as queries
+from vigil.activities.record.erasure import ErasureReceipt, ErasureScope, SubjectKind
+from vigil.schema import names
+
+TERMINATE_REASON = "erased by vigil"
+_QUERY_CHUNK = 50
+_DELETE_WAIT_SECONDS = 20.0
+
+
+class NothingToErase(LookupError):
+    """No record, memory or workflow execution of the subject exists."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One workflow execution (one run of a session)."""
+
+    workflow_id: str
+    run_id: str
+    running: bool
+
+
+@dataclass(frozen=True)
+class ErasurePlan:
+    """What erasing a subject would remove, for a confirmation before it is done."""
+
+    scope: ErasureScope
+    runs: list[Run]
+    schedules: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return self.scope.empty and not self.runs and not self.schedules
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Eraser:
+    """Built with the clients it needs (database, object store, Temporal)."""
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[DbSession],
+        store: ArtifactStore,
+        temporal: Client,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.store = store
+        self.temporal = temporal
+
+    async def plan(self, kind: SubjectKind, subject: str) -> ErasurePlan:
+        async with self.sessionmaker() as db:
+            if kind == "session":
+                scope = await queries.session_scope(db, subject)
+            else:
+                scope = await queries.agent_scope(db, subject)
+        workflow_ids = set(scope.session_ids) | ({subject} if kind == "session" else set())
+        runs = await self._runs(workflow_ids, agent=subject if kind == "agent" else None)
+        schedules = await self._schedules(subject) if kind == "agent" else []
+        return ErasurePlan(scope, runs, schedules)
+
+    async def erase(
+        self, kind: SubjectKind, subject: str, *, by: str, reason: str | None = None
+    ) -> ErasureReceipt:
+        """Erase the subject everywhere; raises NothingToErase when nothing is found."""
+        plan = await self.plan(kind, subject)
+        if plan.empty:
+            raise NothingToErase(f"no {kind} {subject!r} in the record, memory or Temporal")
+        for schedule_id in plan.schedules:
+            with contextlib.suppress(RPCError):  # deleted meanwhile
+                await self.temporal.get_schedule_handle(schedule_id).delete()
+        await self._delete_runs(plan.runs)
+
+        async with self.sessionmaker() as db, db.begin():
+            purged = await queries.purge(db, plan.scope)
+            for sha in purged.objects:
+                await asyncio.to_thread(self.store.delete, sha)
+            counts = {
+                **purged.counts,
+                "objects": len(purged.objects),
+                "workflow_runs": len(plan.runs),
+                "schedules": len(plan.schedules),
+            }
+            receipt = await queries.write_receipt(
+                db, kind=kind, subject=subject, by=by, reason=reason, counts=counts
+            )
+        return receipt
+
+    # --- Temporal -------------------------------------------------------------------
+
+    async def _runs(self, workflow_ids: Iterable[str], *, agent: str | None) -> list[Run]:
+        found: dict[tuple[str, str], Run] = {}
+        ids = sorted(workflow_ids)
+        queries_: list[str] = [
+            "WorkflowId IN (" + ", ".join(_quoted(i) for i in ids[n : n + _QUERY_CHUNK]) + ")"
+            for n in range(0, len(ids), _QUERY_CHUNK)
+        ]
+        if agent is not None:
+            queries_.append(f"{names.SA_AGENT.name} = {_quoted(agent)}")
+        for query in queries_:
+            try:
+                async for wf in self.temporal.list_workflows(query):
+                    running = wf.status == WorkflowExecutionStatus.RUNNING
+                    found[(wf.id, wf.run_id)] = Run(wf.id, wf.run_id, running)
+            except RPCError as exc:
+                # A namespace without vigil's search attributes cannot be asked by agent;
+                # its sessions are still found by id.
+                if exc.status != RPCStatusCode.INVALID_ARGUMENT:
+                    raise
+        # Visibility lags behind a just-started run: ask each session for its latest too.
+        for workflow_id in ids:
+            try:
+                desc = await self.temporal.get_workflow_handle(workflow_id).describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
+            running = desc.status == WorkflowExecutionStatus.RUNNING
+            found[(desc.id, desc.run_id)] = Run(desc.id, desc.run_id, running)
+        return sorted(found.values(), key=lambda r: (r.workflow_id, r.run_id))
+
+    async def _schedules(self, agent: str) -> list[str]:
+        """The agent's recurring goals (schedules starting its sessions)."""
+        out: list[str] = []
+        async for item in await self.temporal.list_schedules():
+            try:
+                desc = await self.temporal.get_schedule_handle(item.id).describe()
+            except RPCError:
+                continue
+            action = desc.schedule.action
+            if not isinstance(action, ScheduleActionStartWorkflow):
+                continue
+            if action.workflow != names.WORKFLOW_SESSION:
+                continue
+            if action.typed_search_attributes.get(names.SA_AGENT) == agent:
+                out.append(item.id)
+        return out
+
+    async def _delete_runs(self, runs: list[Run]) -> None:
+        for run in runs:
+            handle = self.temporal.get_workflow_handle(run.workflow_id, run_id=run.run_id)
+            if run.running:
+                try:
+                    await handle.terminate(reason=TERMINATE_REASON)
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+            try:
+                await self.temporal.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=self.temporal.namespace,
+                        workflow_execution=WorkflowExecution(
+                            workflow_id=run.workflow_id, run_id=run.run_id
+                        ),
+                    )
+                )
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+        # Deletion is asynchronous in Temporal: wait (bounded) until each run is gone, so
+        # the receipt is written after the history is.
+        deadline = asyncio.get_running_loop().time() + _DELETE_WAIT_SECONDS
+        for run in runs:
+            handle = self.temporal.get_workflow_handle(run.workflow_id, run_id=run.run_id)
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    await handle.describe()
+                except RPCError as exc:
+                    if exc.status == RPCStatusCode.NOT_FOUND:
+                        break
+                    raise
+                await asyncio.sleep(0.2)

@@ -1,0 +1,326 @@
+"""Queries of erasure: a subject's data in PostgreSQL, removing it, and the receipt.
+
+A subject is one session or one agent. Its data is: the sessions rows and everything
+hanging off them (messages, events, artifact links, by cascade), the memories written
+from those sessions (or all of the agent's), the merge notes those sessions left in the
+agent's other memories, the artifact rows no one else refers to (and their holders), the
+sessions' archives, and for an agent its ``agents`` row and retention policy.
+
+``purge`` removes all of it in the caller's transaction, as system work with record
+maintenance declared (the record is otherwise append-only), and returns the digests of
+the objects whose rows it removed: the caller deletes those bytes while the transaction
+still holds their per-digest locks, writes the receipt, then commits. So either the rows
+and the receipt are committed together, or nothing is (and erasing again finishes it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from vigil.activities.artifacts.registry import lock_digest
+from vigil.activities.record.rls import record_maintenance
+
+SubjectKind = Literal["session", "agent"]
+
+
+@dataclass(frozen=True)
+class ErasureScope:
+    """What erasing a subject would remove from PostgreSQL, counted before it is done."""
+
+    kind: SubjectKind
+    subject: str
+    agent_id: str | None
+    """The agent (for a session: the agent it belongs to; None when it is not recorded)."""
+    session_ids: list[str]
+    messages: int = 0
+    events: int = 0
+    memories: int = 0
+    artifact_links: int = 0
+    archives: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.session_ids or self.memories)
+
+
+@dataclass
+class Purged:
+    """What ``purge`` removed, and the objects whose bytes the caller must delete."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    objects: list[str] = field(default_factory=list)
+    """Digests whose ``artifacts`` rows were removed (locked until the transaction ends)."""
+    archives: list[str] = field(default_factory=list)
+    """Those of ``objects`` that were session archives."""
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """The one thing an erasure leaves: what, when, who, how much."""
+
+    id: int
+    subject_kind: SubjectKind
+    subject_id: str
+    requested_by: str
+    reason: str | None
+    erased_at: datetime
+    counts: dict[str, int]
+
+
+async def _counts(db: DbSession, session_ids: list[str]) -> dict[str, int]:
+    row = (
+        await db.execute(
+            text(
+                "SELECT (SELECT count(*) FROM messages WHERE session_id = ANY(:s)) AS messages, "
+                "(SELECT count(*) FROM events WHERE session_id = ANY(:s)) AS events, "
+                "(SELECT count(*) FROM artifact_links WHERE session_id = ANY(:s)) AS links, "
+                "(SELECT count(*) FROM sessions WHERE id = ANY(:s) "
+                " AND metadata ? 'archive') AS archives"
+            ),
+            {"s": session_ids},
+        )
+    ).one()
+    return {
+        "messages": int(row.messages),
+        "events": int(row.events),
+        "artifact_links": int(row.links),
+        "archives": int(row.archives),
+    }
+
+
+async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
+    """The scope of erasing one session (empty when it is not recorded)."""
+    agent = (
+        await db.execute(text("SELECT agent_id FROM sessions WHERE id = :id"), {"id": session_id})
+    ).scalar_one_or_none()
+    sessions = [session_id] if agent is not None else []
+    memories = (
+        await db.execute(
+            text("SELECT count(*) FROM memories WHERE source_session_id = :id"),
+            {"id": session_id},
+        )
+    ).scalar_one()
+    counts = await _counts(db, sessions)
+    return ErasureScope("session", session_id, agent, sessions, memories=int(memories), **counts)
+
+
+async def agent_scope(db: DbSession, agent_id: str) -> ErasureScope:
+    """The scope of erasing an agent: all its sessions and memories."""
+    sessions = list(
+        (
+            await db.execute(
+                text("SELECT id FROM sessions WHERE agent_id = :a ORDER BY id"), {"a": agent_id}
+            )
+        ).scalars()
+    )
+    memories = (
+        await db.execute(text("SELECT count(*) FROM memories WHERE agent_id = :a"), {"a": agent_id})
+    ).scalar_one()
+    known = (
+        await db.execute(text("SELECT count(*) FROM agents WHERE id = :a"), {"a": agent_id})
+    ).scalar_one()
+    counts = await _counts(db, sessions)
+    return ErasureScope(
+        "agent",
+        agent_id,
+        agent_id if known or sessions or memories else None,
+        sessions,
+        memories=int(memories),
+        **counts,
+    )
+
+
+async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set[str], set[str]]:
+    """(artifacts the sessions refer to, the sessions' archives)."""
+    rows = await db.execute(
+        text(
+            "SELECT sha256, false AS archive FROM artifact_links WHERE session_id = ANY(:s) "
+            "UNION SELECT payload ->> 'previous_sha256', false FROM events "
+            "  WHERE session_id = ANY(:s) AND kind = 'artifact.replaced' "
+            "UNION SELECT payload ->> 'artifact_sha256', false FROM events "
+            "  WHERE session_id = ANY(:s) AND kind = 'tool_call' "
+            "UNION SELECT metadata -> 'archive' ->> 'sha256', true FROM sessions "
+            "  WHERE id = ANY(:s)"
+        ),
+        {"s": session_ids},
+    )
+    referred: set[str] = set()
+    archives: set[str] = set()
+    for sha, is_archive in rows:
+        if sha:
+            (archives if is_archive else referred).add(str(sha))
+    return referred, archives
+
+
+async def _delete_memories(db: DbSession, scope: ErasureScope) -> int:
+    if scope.kind == "agent":
+        result = await db.execute(
+            text("DELETE FROM memories WHERE agent_id = :a"), {"a": scope.subject}
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+    ids = list(
+        (
+            await db.execute(
+                text("SELECT id FROM memories WHERE source_session_id = :s FOR UPDATE"),
+                {"s": scope.subject},
+            )
+        ).scalars()
+    )
+    if ids:
+        # A memory the erased ones had superseded is live again: what replaced it is gone.
+        await db.execute(
+            text(
+                "UPDATE memories SET superseded_by = NULL, superseded_at = NULL "
+                "WHERE superseded_by = ANY(:ids) AND NOT (id = ANY(:ids))"
+            ),
+            {"ids": ids},
+        )
+        await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
+    # Merges of the session's words into the agent's other memories are noted in their
+    # metadata (content included): those notes go too.
+    await db.execute(
+        text(
+            "UPDATE memories SET metadata = jsonb_set(metadata, '{merges}', ("
+            "  SELECT coalesce(jsonb_agg(e), '[]'::jsonb) "
+            "  FROM jsonb_array_elements(metadata -> 'merges') e "
+            "  WHERE e ->> 'source_session_id' IS DISTINCT FROM :s)) "
+            "WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
+            "AND jsonb_typeof(metadata -> 'merges') = 'array' "
+            "AND EXISTS (SELECT 1 FROM jsonb_array_elements(metadata -> 'merges') e "
+            "            WHERE e ->> 'source_session_id' = :s)"
+        ),
+        {"s": scope.subject, "a": scope.agent_id},
+    )
+    return len(ids)
+
+
+async def _release_holders(db: DbSession, scope: ErasureScope, referred: set[str]) -> None:
+    if scope.kind == "agent":
+        await db.execute(
+            text("DELETE FROM artifact_holders WHERE agent_id = :a"), {"a": scope.subject}
+        )
+        return
+    # The agent keeps holding what its other sessions still refer to.
+    await db.execute(
+        text(
+            "DELETE FROM artifact_holders h WHERE h.agent_id = :a AND h.sha256 = ANY(:shas) "
+            "AND NOT EXISTS (SELECT 1 FROM artifact_links l "
+            "                WHERE l.sha256 = h.sha256 AND l.agent_id = :a) "
+            "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = :a "
+            "                AND e.kind = 'artifact.replaced' "
+            "                AND e.payload ->> 'previous_sha256' = h.sha256)"
+        ),
+        {"a": scope.agent_id, "shas": sorted(referred)},
+    )
+
+
+async def _unreferenced(db: DbSession, digests: list[str]) -> list[str]:
+    rows = await db.execute(
+        text(
+            "SELECT a.sha256 FROM artifacts a WHERE a.sha256 = ANY(:shas) "
+            "AND NOT EXISTS (SELECT 1 FROM artifact_links l WHERE l.sha256 = a.sha256) "
+            "AND NOT EXISTS (SELECT 1 FROM artifact_holders h WHERE h.sha256 = a.sha256) "
+            "ORDER BY a.sha256"
+        ),
+        {"shas": digests},
+    )
+    return [str(sha) for sha in rows.scalars()]
+
+
+async def purge(db: DbSession, scope: ErasureScope) -> Purged:
+    """Remove the subject's data in ``db``'s transaction (see the module docstring)."""
+    await record_maintenance(db)
+    sessions = scope.session_ids
+    await db.execute(
+        text("SELECT id FROM sessions WHERE id = ANY(:s) ORDER BY id FOR UPDATE"), {"s": sessions}
+    )
+    counts = await _counts(db, sessions)
+    referred, archives = await _candidate_digests(db, sessions)
+    counts["memories"] = await _delete_memories(db, scope)
+    deleted = await db.execute(text("DELETE FROM sessions WHERE id = ANY(:s)"), {"s": sessions})
+    counts["sessions"] = int(deleted.rowcount)  # type: ignore[attr-defined]
+    await _release_holders(db, scope, referred)
+
+    purged = Purged(counts=counts)
+    candidates = sorted(referred | archives)
+    # Lock each digest (a put registering the same bytes waits, or is waited for), then
+    # decide under the lock: what someone still refers to stays.
+    for sha in await _unreferenced(db, candidates):
+        await lock_digest(db, sha, exclusive=True)
+    removable = await _unreferenced(db, candidates)
+    if removable:
+        await db.execute(text("DELETE FROM artifacts WHERE sha256 = ANY(:s)"), {"s": removable})
+    purged.objects = removable
+    purged.archives = [sha for sha in removable if sha in archives]
+    counts["artifacts"] = len(removable) - len(purged.archives)
+    counts["archives"] = len(purged.archives)
+
+    if scope.kind == "agent":
+        await db.execute(
+            text("DELETE FROM retention_policies WHERE agent_id = :a"), {"a": scope.subject}
+        )
+        gone = await db.execute(text("DELETE FROM agents WHERE id = :a"), {"a": scope.subject})
+        counts["agents"] = int(gone.rowcount)  # type: ignore[attr-defined]
+    return purged
+
+
+async def write_receipt(
+    db: DbSession,
+    *,
+    kind: SubjectKind,
+    subject: str,
+    by: str,
+    reason: str | None,
+    counts: dict[str, int],
+) -> ErasureReceipt:
+    row = (
+        await db.execute(
+            text(
+                "INSERT INTO erasure_receipts (subject_kind, subject_id, requested_by, reason, "
+                "counts) VALUES (:k, :s, :by, :reason, CAST(:counts AS jsonb)) "
+                "RETURNING id, subject_kind, subject_id, requested_by, reason, erased_at, counts"
+            ),
+            {
+                "k": kind,
+                "s": subject,
+                "by": by,
+                "reason": reason,
+                "counts": json.dumps(counts, sort_keys=True),
+            },
+        )
+    ).one()
+    return _receipt(row)
+
+
+def _receipt(row: Any) -> ErasureReceipt:
+    counts = row.counts if not isinstance(row.counts, str) else json.loads(row.counts)
+    return ErasureReceipt(
+        id=row.id,
+        subject_kind=row.subject_kind,
+        subject_id=row.subject_id,
+        requested_by=row.requested_by,
+        reason=row.reason,
+        erased_at=row.erased_at,
+        counts={str(k): int(v) for k, v in counts.items()},
+    )
+
+
+async def list_receipts(
+    db: DbSession, *, subject: str | None = None, limit: int = 100
+) -> list[ErasureReceipt]:
+    """Receipts, newest first (of one subject id when given)."""
+    rows = await db.execute(
+        text(
+            "SELECT id, subject_kind, subject_id, requested_by, reason, erased_at, counts "
+            "FROM erasure_receipts WHERE (CAST(:s AS text) IS NULL OR subject_id = :s) "
+            "ORDER BY id DESC LIMIT :lim"
+        ),
+        {"s": subject, "lim": limit},
+    )
+    return [_receipt(r) for r in rows]

@@ -1,0 +1,161 @@
+"""Archive, restore, sweeping and retention, reached through the `vigil` CLI.
+
+`vigil archive` copies an ended session to the object store (``--prune``: moves it),
+`vigil restore` brings it back identical, `vigil artifact sweep` removes objects the
+database does not know. A retention policy per agent is run by the `vigil-retention`
+Temporal Schedule: triggered with policies of 0 days, its workflow archives one agent's
+ended sessions and erases another's, and leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import explain, poll, query, read_record
+from tests.support.llm_stub import Reply
+from vigil.schema import names
+from vigil.schema.governance import RetentionRunResult
+from vigil.workers.temporal import connect
+
+pytestmark = pytest.mark.integration
+
+
+def _session(cli: CLIStack, agent: str, label: str) -> str:
+    goal = cli.plan(
+        Reply.tool_call("write_artifact", {"name": "a.txt", "content": f"about {label}"}),
+        Reply.tool_call("finish", {"summary": f"{label} done"}),
+        label=label,
+    )
+    end = cli.vigil.json("start", goal, "--agent", agent, "--wait", timeout=120)
+    assert end["status"] == "completed", end
+    return str(end["id"])
+
+
+def _hot(cli: CLIStack, session: str) -> list[tuple[int, str, str]]:
+    _, transcript, _ = read_record(cli.database_url, session)
+    return [(m.seq, m.role, m.content) for m in transcript]
+
+
+def test_archive_copy_prune_and_restore(cli: CLIStack) -> None:
+    session = _session(cli, f"arch-{uuid.uuid4().hex[:8]}", "archive me")
+    before = _hot(cli, session)
+    assert len(before) >= 4
+
+    copy = cli.vigil.json("archive", session)
+    assert copy["pruned"] is False and copy["messages"] == len(before)
+    assert _hot(cli, session) == before
+
+    moved = cli.vigil.json("archive", session, "--prune")
+    assert moved["pruned"] is True and moved["sha256"] == copy["sha256"]  # same snapshot
+    assert _hot(cli, session) == []
+    again = cli.vigil.json("archive", session, "--prune")
+    assert again["already_archived"] is True
+
+    restored = cli.vigil.json("restore", session)
+    assert restored["was_archived"] and restored["messages"] == len(before)
+    assert _hot(cli, session) == before
+    assert cli.vigil.json("restore", session)["was_archived"] is False
+    # The restored archive copied nothing anyone refers to: it is gone from the store.
+    rows = query(cli.database_url, "SELECT 1 FROM artifacts WHERE sha256 = :h", h=copy["sha256"])
+    assert rows == []
+
+    missing = cli.vigil("archive", f"nope-{uuid.uuid4().hex[:6]}")
+    assert missing.returncode == 4, explain(missing)
+
+
+def test_sweep_removes_only_old_objects_the_database_does_not_know(cli: CLIStack) -> None:
+    _session(cli, f"sweep-{uuid.uuid4().hex[:8]}", "keep my artifact")
+    orphan = f"an orphan {uuid.uuid4()}".encode()
+    sha = hashlib.sha256(orphan).hexdigest()
+    root = cli.settings.endpoints().artifact_dir
+    path = root / "sha256" / sha[:2] / sha[2:4] / sha
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orphan)
+    day_ago = time.time() - 2 * 86400
+    os.utime(path, (day_ago, day_ago))
+
+    dry = cli.vigil.json("artifact", "sweep", "--dry-run")
+    assert dry["dry_run"] and sha in dry["orphan_objects"] and dry["removed"] == []
+    assert path.exists()
+    done = cli.vigil.json("artifact", "sweep")
+    assert sha in done["removed"] and not path.exists()
+    assert done["missing_objects"] == []  # every registered artifact still has its bytes
+
+
+@pytest.fixture
+def retention_schedule(cli: CLIStack) -> Iterator[None]:
+    yield
+    cli.vigil("schedule", "delete", names.SCHEDULE_RETENTION)
+
+
+def test_the_retention_schedule_archives_and_erases_per_agent_policy(
+    cli: CLIStack, retention_schedule: None
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    archived_agent, erased_agent, kept_agent = f"ret-a-{tag}", f"ret-e-{tag}", f"ret-k-{tag}"
+    archived = _session(cli, archived_agent, "to archive")
+    erased = _session(cli, erased_agent, "to erase")
+    kept = _session(cli, kept_agent, "to keep")
+    kept_before = _hot(cli, kept)
+
+    cli.vigil.ok("retention", "set", "--agent", archived_agent, "--archive-after", "0d")
+    cli.vigil.ok(
+        "retention", "set", "--agent", erased_agent, "--archive-after", "0d", "--erase-after", "0d"
+    )
+    shown = {p["agent_id"]: p for p in cli.vigil.json("retention", "show")}
+    assert shown[archived_agent]["archive_after_seconds"] == 0
+    assert shown[archived_agent]["erase_after_seconds"] is None
+    assert shown[erased_agent]["erase_after_seconds"] == 0
+    assert kept_agent not in shown
+    human = cli.vigil.ok("retention", "show").stdout
+    assert archived_agent in human and "0d" in human
+
+    cli.vigil.ok("schedule", "trigger", names.SCHEDULE_RETENTION)
+
+    def settled() -> bool:
+        archived_row = query(
+            cli.database_url, "SELECT archive_uri FROM sessions WHERE id = :s", s=archived
+        )
+        erased_rows = query(cli.database_url, "SELECT 1 FROM sessions WHERE id = :s", s=erased)
+        return bool(archived_row and archived_row[0]["archive_uri"]) and not erased_rows
+
+    poll(settled, 60, "the retention run archived and erased")
+    assert _hot(cli, archived) == []
+    [receipt] = cli.vigil.json("erasures", "--subject", erased)
+    assert receipt["requested_by"] == "vigil-retention"
+    assert erased_agent in (receipt["reason"] or "")
+    assert _hot(cli, kept) == kept_before
+
+    runs = poll(lambda: _retention_runs(cli), 30, "the retention workflow completed")
+    assert any(result["archived"] >= 1 and result["erased"] >= 1 for result in runs)
+
+    cli.vigil.ok("retention", "set", "--agent", archived_agent, "--clear")
+    assert archived_agent not in {p["agent_id"] for p in cli.vigil.json("retention", "show")}
+
+
+def _retention_runs(cli: CLIStack) -> list[dict[str, object]]:
+    """Results of the completed retention workflows."""
+
+    async def go() -> list[dict[str, object]]:
+        client = await connect(cli.settings.endpoints().temporal_address)
+        out = []
+        async for wf in client.list_workflows(
+            f"WorkflowType = '{names.WORKFLOW_RETENTION}' AND ExecutionStatus = 'Completed'"
+        ):
+            handle = client.get_workflow_handle(
+                wf.id, run_id=wf.run_id, result_type=RetentionRunResult
+            )
+            result = await handle.result()
+            out.append(json.loads(result.model_dump_json()))
+        return out
+
+    return asyncio.run(go())

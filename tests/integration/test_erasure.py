@@ -1,0 +1,282 @@
+"""`vigil erase` removes a subject from every store and leaves only a receipt.
+
+A real session (worker process, LLM stub, artifacts in MinIO) carries a marker in its
+goal, the model's words, a tool's arguments and output (a claim-checked one too), an
+artifact, a memory it asked for and the memory of its outcome; it is archived. After
+`vigil erase`, the marker is in no PostgreSQL table, no object of the store (archives
+decompressed) and no Temporal history, and the receipt says what was removed. What
+another session still refers to (bytes both wrote) stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import (
+    CLI,
+    ROOT,
+    SessionScripts,
+    Vigil,
+    WorkerProcess,
+    cli_env,
+    explain,
+)
+from tests.support.llm_stub import LLMStub, Reply
+from vigil.activities.artifacts.s3 import S3Store
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+SHARED = "bytes two sessions wrote alike\n"
+
+
+@pytest.fixture(scope="module")
+def s3cli(
+    stack: Stack, database_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CLIStack]:
+    """A worker process storing artifacts in MinIO, with a small inline limit so that a
+    tool's output is claim-checked into the store."""
+    task_queue = f"tq-erase-{uuid.uuid4()}"
+    tmp = tmp_path_factory.mktemp("erase")
+    scripts = SessionScripts()
+    with LLMStub() as stub:
+        stub.default = scripts
+        env = cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue=task_queue,
+            model_url=stub.url_openai,
+            artifact_dir=tmp / "artifacts",
+            VIGIL_ARTIFACT_BACKEND="s3",
+            VIGIL_INLINE_LIMIT_BYTES="256",
+        )
+        worker = WorkerProcess(env, tmp / "worker.log").start()
+        local = settings.model_copy(
+            update={
+                "task_queue": task_queue,
+                "artifact_dir": tmp / "artifacts",
+                "artifact_backend": "s3",
+            }
+        )
+        try:
+            yield CLIStack(stub, scripts, Vigil(env), worker, local, database_url)
+        finally:
+            code = worker.stop()
+        assert code == 0, worker.log()[-3000:]
+        assert "Traceback" not in worker.log(), worker.log()[-3000:]
+
+
+def _marked_session(cli: CLIStack, agent: str, marker: str) -> str:
+    """Run a session that spreads ``marker`` everywhere; returns its id."""
+    notes = f"notes-{marker}.txt"
+    cli.scripts.scripts[marker] = [
+        Reply.tool_call(
+            "write_artifact",
+            {"name": notes, "content": f"{marker} " + "private notes " * 40},
+            content=f"writing the notes on {marker}",
+        ),
+        Reply.tool_call("write_artifact", {"name": "shared.txt", "content": SHARED}),
+        Reply.tool_call("remember", {"content": f"the code word is {marker}", "subject": marker}),
+        Reply.tool_call("read_artifact", {"name": notes, "max_chars": 400}),
+        Reply.tool_call("finish", {"summary": f"done with {marker}"}),
+    ]
+    return _run(cli, agent, f"plan the trip {marker}")
+
+
+def _answering(cli: CLIStack, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `vigil ...` with ``answer`` typed at its prompt."""
+    return subprocess.run(
+        [*CLI, *args],
+        env=cli.vigil.env,
+        cwd=ROOT,
+        input=answer,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _run(cli: CLIStack, agent: str, goal: str) -> str:
+    end = cli.vigil.json("start", goal, "--agent", agent, "--wait", timeout=120)
+    assert end["status"] == "completed", end
+    return str(end["id"])
+
+
+async def _tables_holding(database_url: str, marker: str) -> dict[str, int]:
+    """Rows of every table of the database whose text holds ``marker``."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            tables = (
+                await db.execute(
+                    text(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+                    )
+                )
+            ).scalars()
+            found = {}
+            for table in list(tables):
+                n = (
+                    await db.execute(
+                        text(f'SELECT count(*) FROM "{table}" x WHERE x::text ILIKE :m'),
+                        {"m": f"%{marker}%"},
+                    )
+                ).scalar_one()
+                if n:
+                    found[table] = int(n)
+            return found
+    finally:
+        await engine.dispose()
+
+
+def _objects_holding(settings: Settings, marker: str) -> list[str]:
+    """Objects of the MinIO bucket (and files of the filesystem store) holding ``marker``,
+    gzip archives decompressed."""
+    needle = marker.encode()
+
+    def holds(data: bytes) -> bool:
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        return needle in data
+
+    store = S3Store.from_settings(settings)
+    found = []
+    for obj in store.client.list_objects(store.bucket, recursive=True):
+        response = store.client.get_object(store.bucket, obj.object_name or "")
+        try:
+            if holds(response.read()):
+                found.append(f"s3:{obj.object_name}")
+        finally:
+            response.close()
+            response.release_conn()
+    root = settings.endpoints().artifact_dir
+    for path in root.rglob("*") if root.exists() else []:
+        if path.is_file() and holds(path.read_bytes()):
+            found.append(str(path))
+    return found
+
+
+async def _histories_holding(client: Client, task_queue: str, marker: str) -> list[str]:
+    """Workflow runs on the task queue whose history holds ``marker`` anywhere."""
+    found = []
+    async for wf in client.list_workflows(f"TaskQueue = '{task_queue}'"):
+        handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+        history = await handle.fetch_history()
+        raw = b"".join(event.SerializeToString() for event in history.events)
+        if marker.encode() in raw:
+            found.append(f"{wf.id}/{wf.run_id}")
+    return found
+
+
+async def _gone_from_temporal(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        assert exc.status == RPCStatusCode.NOT_FOUND
+        return [wf async for wf in client.list_workflows(f"WorkflowId = '{workflow_id}'")] == []
+    return False
+
+
+def _everywhere(cli: CLIStack, client: Client, marker: str) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        return {
+            "postgres": await _tables_holding(cli.database_url, marker),
+            "temporal": await _histories_holding(client, cli.settings.task_queue, marker),
+        }
+
+    found = asyncio.run(go())
+    found["objects"] = _objects_holding(cli.settings, marker)
+    return found
+
+
+def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Client) -> None:
+    cli = s3cli
+    agent = f"erase-{uuid.uuid4().hex[:8]}"
+    marker = f"zq{uuid.uuid4().hex[:12]}"
+    session = _marked_session(cli, agent, marker)
+    keeper = cli.plan(
+        Reply.tool_call("write_artifact", {"name": "shared.txt", "content": SHARED}),
+        Reply.tool_call("finish", {"summary": "kept"}),
+        label="keep the shared bytes",
+    )
+    kept = _run(cli, agent, keeper)
+    archived = cli.vigil.json("archive", session, "--prune")
+    assert archived["pruned"] and archived["messages"] >= 10
+
+    before = _everywhere(cli, client, marker)
+    assert {"sessions", "memories", "artifact_links"} <= set(before["postgres"])
+    assert before["temporal"] and len(before["objects"]) >= 3  # notes, tool output, archive
+
+    receipt = cli.vigil.json("erase", "--session", session, "--yes", "--by", "dpo")
+    assert receipt["subject_kind"] == "session" and receipt["subject_id"] == session
+    assert receipt["requested_by"] == "dpo"
+    counts = receipt["counts"]
+    assert counts["sessions"] == 1 and counts["archives"] == 1
+    assert counts["memories"] == 2  # the one it asked for, and its outcome
+    assert counts["artifacts"] == 2  # the notes and the claim-checked read of them
+    assert counts["objects"] == 3 and counts["workflow_runs"] >= 1
+
+    assert asyncio.run(_gone_from_temporal(client, session))
+    assert _everywhere(cli, client, marker) == {"postgres": {}, "temporal": [], "objects": []}
+    [listed] = cli.vigil.json("erasures", "--subject", session)
+    assert listed["id"] == receipt["id"] and listed["counts"] == counts
+
+    # What another session refers to stays: its record, and the bytes both wrote.
+    shared = cli.vigil.json("artifact", "get", kept, "shared.txt", "-o", "/dev/null")
+    assert shared["size"] == len(SHARED)
+    export = cli.vigil.ok("export", kept, "-f", "jsonl")
+    assert "keep the shared bytes" in export.stdout
+
+    # Erasing again finds nothing to erase.
+    again = cli.vigil("erase", "--session", session, "--yes")
+    assert again.returncode == 4, explain(again)
+
+
+def test_erasing_an_agent_asks_first_then_removes_all_it_had(
+    s3cli: CLIStack, client: Client
+) -> None:
+    cli = s3cli
+    agent, other = f"erase-agent-{uuid.uuid4().hex[:8]}", f"erase-other-{uuid.uuid4().hex[:8]}"
+    marker = f"zq{uuid.uuid4().hex[:12]}"
+    first = _marked_session(cli, agent, marker)
+    second = _run(cli, agent, cli.plan(Reply.text(f"another word on {marker}"), label="more"))
+    untouched = _run(cli, other, cli.plan(Reply.text("not mine"), label="elsewhere"))
+    done = cli.vigil.ok("retention", "set", "--agent", agent, "--erase-after", "3650d")
+    assert "erase after 3650d" in done.stdout, explain(done)
+
+    refused = _answering(cli, "n\n", "erase", "--agent", agent)
+    assert refused.returncode == 1, explain(refused)
+    assert "2 sessions" in refused.stderr and "cannot be undone" in refused.stderr
+    assert _everywhere(cli, client, marker)["postgres"]  # nothing was erased
+
+    confirmed = _answering(cli, "y\n", "erase", "--agent", agent, "--json")
+    assert confirmed.returncode == 0, explain(confirmed)
+    receipt = json.loads(confirmed.stdout)
+    assert receipt["subject_kind"] == "agent" and receipt["counts"]["sessions"] == 2
+    assert receipt["counts"]["agents"] == 1
+
+    for session in (first, second):
+        assert asyncio.run(_gone_from_temporal(client, session))
+    assert _everywhere(cli, client, marker) == {"postgres": {}, "temporal": [], "objects": []}
+    assert asyncio.run(_tables_holding(cli.database_url, agent)) == {
+        "erasure_receipts": 1
+    }  # the receipt names whom it erased, nothing else does
+    assert all(p["agent_id"] != agent for p in cli.vigil.json("retention", "show"))
+    assert "not mine" in cli.vigil.ok("export", untouched).stdout
+    unknown = cli.vigil("erase", "--agent", f"nobody-{uuid.uuid4().hex[:6]}", "--yes")
+    assert unknown.returncode == 4 and "nothing to erase" in unknown.stderr, explain(unknown)

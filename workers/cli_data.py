@@ -1,0 +1,301 @@
+"""`vigil` commands for what sessions leave behind: erasure, archive and restore, sweeping,
+retention. Registered on the main app by ``workers/cli.py``; the work is done by the
+``workers.governance`` service."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vigil.workers.cli import (
+    EXIT_USAGE,
+    ByOpt,
+    JsonOpt,
+    StateOpt,
+    _by_default,
+    _duration,
+    _emit,
+    _plain,
+    app,
+    artifact_app,
+    err,
+    fail,
+    out,
+    run_client,
+)
+from vigil.workers.client import VigilClient
+
+if TYPE_CHECKING:
+    from vigil.activities.erasure import ErasurePlan
+    from vigil.activities.record.retention import RetentionPolicy
+    from vigil.workers.governance import Governance
+
+
+def _governance(client: VigilClient) -> Governance:
+    # Imported when a command of this module runs: every other command starts faster.
+    from vigil.workers.governance import Governance
+
+    return Governance(client)
+
+
+retention_app = typer.Typer(
+    help="Per-agent retention: archive and erase ended sessions on a schedule.",
+    no_args_is_help=True,
+)
+app.add_typer(retention_app, name="retention")
+
+
+# --- erasure ---------------------------------------------------------------------------
+
+
+def _describe(plan: ErasurePlan) -> None:
+    scope = plan.scope
+    err.print(f"erase {scope.kind} {scope.subject} (cannot be undone):", markup=False)
+    err.print(
+        f"  {len(scope.session_ids)} sessions, {scope.messages} messages, {scope.events} "
+        f"events, {scope.artifact_links} artifact links, {scope.archives} archives, "
+        f"{scope.memories} memories; {len(plan.runs)} workflow runs"
+        + (f", {len(plan.schedules)} schedules" if plan.schedules else ""),
+        markup=False,
+    )
+
+
+@app.command()
+def erase(
+    session: Annotated[str | None, typer.Option("--session", help="Erase this session.")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Erase this agent and all it has.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    by: ByOpt = "",
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the receipt).")] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a session, or an agent, from every store; leaves only an erasure receipt."""
+    from vigil.workers.governance import Subject
+
+    if (session is None) == (agent is None):
+        fail("give exactly one of --session or --agent", EXIT_USAGE)
+    subject = Subject("session", session) if session is not None else Subject("agent", agent or "")
+
+    async def go(client: VigilClient) -> None:
+        governance = _governance(client)
+        if not yes:
+            _describe(await governance.erasure_plan(subject))
+            typer.confirm("Erase it?", abort=True, err=True)
+        receipt = await governance.erase(subject, by=by or _by_default(), reason=reason)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(receipt.counts.items()) if v)
+        _emit(
+            asdict(receipt),
+            as_json,
+            lambda: out.print(
+                f"erased {subject.kind} {subject.id}: {counts or 'nothing left to remove'} "
+                f"(receipt {receipt.id})",
+                markup=False,
+            ),
+        )
+
+    run_client(go, state_dir)
+
+
+@app.command()
+def erasures(
+    subject: Annotated[str | None, typer.Option(help="Only this session or agent.")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List erasure receipts, newest first."""
+
+    async def go(client: VigilClient) -> None:
+        receipts = await _governance(client).receipts(subject, limit)
+
+        def human() -> None:
+            table = Table("id", "what", "when", "by", "counts")
+            for r in receipts:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()) if v)
+                table.add_row(
+                    *_plain(
+                        r.id,
+                        f"{r.subject_kind} {r.subject_id}",
+                        r.erased_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        r.requested_by,
+                        counts,
+                    )
+                )
+            out.print(table)
+
+        _emit([asdict(r) for r in receipts], as_json, human)
+
+    run_client(go, state_dir)
+
+
+# --- archive, restore, sweep --------------------------------------------------------------
+
+
+@app.command()
+def archive(
+    session_id: str,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Also remove its messages and events from PostgreSQL.")
+    ] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive an ended session to the object store (with --prune: move it there)."""
+
+    async def go(client: VigilClient) -> None:
+        done = await _governance(client).archive(session_id, prune=prune)
+        verb = "archived and pruned" if done.pruned else "archived (copy)"
+        _emit(
+            asdict(done),
+            as_json,
+            lambda: out.print(
+                f"{session_id} {verb}: {done.messages} messages, {done.events} events, "
+                f"{done.size} bytes at {done.uri}",
+                markup=False,
+            ),
+        )
+
+    run_client(go, state_dir)
+
+
+@app.command()
+def restore(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Put an archived session's messages and events back into PostgreSQL."""
+
+    async def go(client: VigilClient) -> None:
+        done = await _governance(client).restore(session_id)
+        said = (
+            f"{session_id} restored: {done.messages} messages, {done.events} events"
+            if done.was_archived
+            else f"{session_id} is not archived: nothing to restore"
+        )
+        _emit(asdict(done), as_json, lambda: out.print(said, markup=False))
+
+    run_client(go, state_dir)
+
+
+@artifact_app.command("sweep")
+def artifact_sweep(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; remove nothing.")
+    ] = False,
+    grace: Annotated[
+        str, typer.Option(help="Leave objects younger than this (their row may be coming).")
+    ] = "24h",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove objects the database does not know (and stale uploads); report missing ones."""
+    grace_td = _duration(grace, "--grace") or timedelta(0)
+
+    async def go(client: VigilClient) -> None:
+        report = await _governance(client).sweep(dry_run=dry_run, grace=grace_td)
+        _emit(asdict(report), as_json, lambda: out.print(report.summary(), markup=False))
+
+    run_client(go, state_dir)
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def _policy_dict(policy: RetentionPolicy) -> dict[str, Any]:
+    def seconds(value: timedelta | None) -> float | None:
+        return None if value is None else value.total_seconds()
+
+    return {
+        "agent_id": policy.agent_id,
+        "archive_after_seconds": seconds(policy.archive_after),
+        "erase_after_seconds": seconds(policy.erase_after),
+        "updated_by": policy.updated_by,
+        "updated_at": policy.updated_at.isoformat(),
+    }
+
+
+def _period(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    days, rest = divmod(value.total_seconds(), 86400)
+    return f"{int(days)}d" if not rest else str(value)
+
+
+@retention_app.command("set")
+def retention_set(
+    agent: Annotated[str, typer.Option("--agent", "-a", help="Agent id.")],
+    archive_after: Annotated[
+        str | None, typer.Option(help="Archive ended sessions after, e.g. 30d.")
+    ] = None,
+    erase_after: Annotated[
+        str | None, typer.Option(help="Erase ended sessions after, e.g. 365d.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the agent's policy.")] = False,
+    every: Annotated[str, typer.Option(help="How often the retention schedule runs.")] = "1h",
+    by: ByOpt = "",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set an agent's retention policy; creates the `vigil-retention` schedule if needed."""
+    if clear == (archive_after is not None or erase_after is not None):
+        fail("give --archive-after and/or --erase-after, or --clear", EXIT_USAGE)
+    archive_td = _duration(archive_after, "--archive-after")
+    erase_td = _duration(erase_after, "--erase-after")
+    every_td = _duration(every, "--every") or timedelta(hours=1)
+
+    async def go(client: VigilClient) -> None:
+        policy = await _governance(client).set_retention(
+            agent,
+            archive_after=archive_td,
+            erase_after=erase_td,
+            by=by or _by_default(),
+            every=every_td,
+        )
+        if policy is None:
+            _emit(
+                {"agent_id": agent, "policy": None},
+                as_json,
+                lambda: out.print(f"retention policy of {agent} removed", markup=False),
+            )
+            return
+        _emit(
+            _policy_dict(policy),
+            as_json,
+            lambda: out.print(
+                f"retention of {agent}: archive after {_period(policy.archive_after)}, "
+                f"erase after {_period(policy.erase_after)}",
+                markup=False,
+            ),
+        )
+
+    run_client(go, state_dir)
+
+
+@retention_app.command("show")
+def retention_show(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Show every agent's retention policy."""
+
+    async def go(client: VigilClient) -> None:
+        policies = await _governance(client).retention_policies()
+
+        def human() -> None:
+            table = Table("agent", "archive after", "erase after", "set by", "set at")
+            for p in policies:
+                table.add_row(
+                    *_plain(
+                        p.agent_id,
+                        _period(p.archive_after),
+                        _period(p.erase_after),
+                        p.updated_by,
+                        p.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    )
+                )
+            out.print(table)
+
+        _emit([_policy_dict(p) for p in policies], as_json, human)
+
+    run_client(go, state_dir)

@@ -1,0 +1,153 @@
+"""Data governance as a typed service: erasure, archive and restore, sweeping, retention.
+
+The CLI (and the HTTP API) call this; it calls the record modules and the activities'
+library code, and holds no SQL. Errors a user can fix become ``VigilError``s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import (
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from vigil.activities.artifacts.factory import make_store
+from vigil.activities.artifacts.store import ArtifactError
+from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
+from vigil.activities.erasure import Eraser, ErasurePlan, NothingToErase
+from vigil.activities.record import archive as archives
+from vigil.activities.record import erasure as erasure_queries
+from vigil.activities.record import retention as retention_queries
+from vigil.activities.record.erasure import ErasureReceipt, SubjectKind
+from vigil.activities.record.retention import RetentionPolicy
+from vigil.schema import names
+from vigil.schema.governance import RetentionRunInput
+from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
+
+RETENTION_EVERY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whom an erasure is about: one session, or one agent with everything it has."""
+
+    kind: SubjectKind
+    id: str
+
+
+class Governance:
+    """Erasure, archive and retention over a connected client."""
+
+    def __init__(self, client: VigilClient) -> None:
+        self.client = client
+        self.store = make_store(client.settings)
+        self.eraser = Eraser(sessionmaker=client.db, store=self.store, temporal=client.temporal)
+
+    # --- erasure ------------------------------------------------------------------------
+
+    async def erasure_plan(self, subject: Subject) -> ErasurePlan:
+        plan = await self.eraser.plan(subject.kind, subject.id)
+        if plan.empty:
+            raise NotFound(f"nothing to erase: no {subject.kind} {subject.id!r} anywhere")
+        return plan
+
+    async def erase(
+        self, subject: Subject, *, by: str, reason: str | None = None
+    ) -> ErasureReceipt:
+        try:
+            return await self.eraser.erase(subject.kind, subject.id, by=by, reason=reason)
+        except NothingToErase as exc:
+            raise NotFound(f"nothing to erase: {exc}") from exc
+
+    async def receipts(self, subject: str | None = None, limit: int = 100) -> list[ErasureReceipt]:
+        async with self.client.db() as db:
+            return await erasure_queries.list_receipts(db, subject=subject, limit=limit)
+
+    # --- archive, restore, sweep -----------------------------------------------------------
+
+    async def archive(self, session_id: str, *, prune: bool) -> archives.ArchiveResult:
+        try:
+            return await archives.archive_session(
+                self.client.db, self.store, session_id, prune=prune
+            )
+        except archives.SessionNotFound as exc:
+            raise NotFound(f"no session with id {session_id!r}") from exc
+        except (archives.SessionNotFinished, archives.ArchiveConflict) as exc:
+            raise Refused(str(exc)) from exc
+
+    async def restore(self, session_id: str) -> archives.RestoreResult:
+        try:
+            return await archives.restore_session(self.client.db, self.store, session_id)
+        except archives.SessionNotFound as exc:
+            raise NotFound(f"no session with id {session_id!r}") from exc
+        except archives.ArchiveConflict as exc:
+            raise Refused(str(exc)) from exc
+        except (archives.ArchiveInvalid, ArtifactError) as exc:
+            raise VigilError(f"cannot restore {session_id}: {exc}") from exc
+
+    async def sweep(self, *, dry_run: bool, grace: timedelta = DEFAULT_GRACE) -> SweepReport:
+        try:
+            return await sweep_artifacts(self.store, self.client.db, grace=grace, dry_run=dry_run)
+        except ArtifactError as exc:
+            raise VigilError(f"sweep stopped: {exc}") from exc
+
+    # --- retention --------------------------------------------------------------------------
+
+    async def set_retention(
+        self,
+        agent_id: str,
+        *,
+        archive_after: timedelta | None,
+        erase_after: timedelta | None,
+        by: str,
+        every: timedelta = RETENTION_EVERY,
+    ) -> RetentionPolicy | None:
+        """Set the agent's policy (none of the two periods: remove it), and make sure the
+        retention schedule exists and starts runs on this client's task queue."""
+        for what, value in (("--archive-after", archive_after), ("--erase-after", erase_after)):
+            if value is not None and value < timedelta(0):
+                raise BadArgument(f"{what} must not be negative")
+        async with self.client.db.begin() as db:
+            policy = await retention_queries.set_policy(
+                db, agent_id, archive_after=archive_after, erase_after=erase_after, by=by
+            )
+        await self.ensure_retention_schedule(every)
+        return policy
+
+    async def retention_policies(self) -> list[RetentionPolicy]:
+        async with self.client.db() as db:
+            return await retention_queries.list_policies(db)
+
+    async def ensure_retention_schedule(self, every: timedelta = RETENTION_EVERY) -> None:
+        """Create ``vigil-retention``, or point it at this task queue and interval."""
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                names.WORKFLOW_RETENTION,
+                RetentionRunInput(),
+                id=f"{names.SCHEDULE_RETENTION}-run",
+                task_queue=self.client.settings.task_queue,
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            state=ScheduleState(note="vigil: archive and erase ended sessions per agent policy"),
+        )
+        temporal = self.client.temporal
+        try:
+            await temporal.create_schedule(names.SCHEDULE_RETENTION, schedule)
+        except ScheduleAlreadyRunningError:
+
+            def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=schedule)
+
+            await temporal.get_schedule_handle(names.SCHEDULE_RETENTION).update(replace)
