@@ -29,6 +29,20 @@ ACT_REMEMBER = "vigil.remember"
 
 # Workflow patches (versioning of running sessions; see workflows/session.py)
 PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"
+PATCH_INFRA_RETRY = "vigil-infra-retry"
+"""Model and tool calls retry without limit while PostgreSQL or the object store is away;
+their own failure budget is counted by the activity (``activities.guard``)."""
+
+# Failure types (``ApplicationError.type``): retry policies in workflow history name them.
+ERR_INFRA_UNAVAILABLE = "InfrastructureUnavailable"
+"""PostgreSQL or the object store is away: retried until it is back, never counted."""
+ERR_PROVIDER_TRANSIENT = "ProviderTransient"
+ERR_PROVIDER_REJECTED = "ProviderRejected"
+ERR_TOOL_CALL_MISSING = "ToolCallMissing"
+ERR_INVALID_INPUT = "InvalidInput"
+ERR_ACTIVITY_FAILED = "ActivityFailed"
+"""Anything unexpected (a bug): counted against the activity's failure budget."""
+ERR_SESSION_FAILED = "SessionFailed"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

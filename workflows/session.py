@@ -181,7 +181,7 @@ class AgentSession:
             cause = str(exc)
         await self._finish(SessionStatus.FAILED, f"failed: {cause}")
         raise ApplicationError(
-            f"session failed: {cause}", type="SessionFailed", non_retryable=True
+            f"session failed: {cause}", type=names.ERR_SESSION_FAILED, non_retryable=True
         ) from exc
 
     async def _loop(self) -> SessionResult:
@@ -908,7 +908,7 @@ class AgentSession:
     @staticmethod
     def _refuse(error: str | None) -> None:
         if error:
-            raise ApplicationError(error, type="InvalidInput", non_retryable=True)
+            raise ApplicationError(error, type=names.ERR_INVALID_INPUT, non_retryable=True)
 
     def _ack(self, message: str) -> Ack:
         return Ack(accepted=True, status=self._status, message=message)
