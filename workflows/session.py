@@ -56,6 +56,7 @@ from vigil.schema.payloads import (
 )
 from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
 from vigil.workflows import constants as c
+from vigil.workflows import retries
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -217,6 +218,7 @@ class AgentSession:
         self._c.next_seq = model_seq + 1
         self._open_model_seq, self._open_step = model_seq, step
         allowed = self._allowed_tools()
+        retry, budget = retries.budgeted(c.MODEL_RETRY, self._arg.policy.model_max_attempts)
         out = await self._act(
             names.ACT_CALL_MODEL,
             CallModelInput(
@@ -227,11 +229,12 @@ class AgentSession:
                 allowed_tools=allowed,
                 context_messages=self._arg.context_messages,
                 max_tokens=self._arg.max_tokens_per_call,
+                max_failures=budget,
             ),
             CallModelOutput,
             summary=f"step {step}: model",
             limit=c.MODEL_START_TO_CLOSE,
-            retry=c.MODEL_RETRY,
+            retry=retry,
             heartbeat=True,
         )
         self._open_model_seq = None
@@ -270,6 +273,7 @@ class AgentSession:
             rejected = call.error or "invalid tool call"
         elif needs_approval(call.name, self._arg.policy.require_approval):
             edited, rejected = await self._approval(step, call)
+        retry, budget = retries.budgeted(c.TOOL_RETRY, self._arg.policy.tool_max_attempts)
         result = await self._act(
             names.ACT_RUN_TOOL,
             RunToolInput(
@@ -281,11 +285,12 @@ class AgentSession:
                 call_index=call.index,
                 edited_arguments=edited,
                 rejected_reason=rejected,
+                max_failures=budget,
             ),
             RunToolOutput,
             summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
             limit=c.TOOL_START_TO_CLOSE,
-            retry=c.TOOL_RETRY,
+            retry=retry,
             heartbeat=True,
         )
         control = result.control

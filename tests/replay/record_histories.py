@@ -157,6 +157,16 @@ async def provider_rejected(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     raise AssertionError("provider_rejected: the session should have failed")
 
 
+async def budgeted_retries(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A 500 from the provider is retried within the call's own budget (counted by the
+    activity since the infra-retry patch), then a tool runs and the session finishes."""
+    ctx.stub.enqueue(Reply.status(500), ctx.fetch("/retried"), finish("done after a retry"))
+    policy = ToolPolicy(require_approval=[], model_max_attempts=3, tool_max_attempts=3)
+    handle = await ctx.start("budgeted_retries", _arg("retry once", policy=policy))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -165,6 +175,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "budget_exhausted": budget_exhausted,
     "wait_until": wait_until,
     "provider_rejected": provider_rejected,
+    "budgeted_retries": budgeted_retries,
 }
 
 
