@@ -21,8 +21,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from vigil.activities import guard
 from vigil.activities.artifacts.store import ArtifactStore
 from vigil.activities.context import ContextBudget, assemble
+from vigil.activities.failures import outage_of
+from vigil.activities.guard import guarded
 from vigil.activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
 from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import store as record
@@ -64,7 +67,7 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            guard.beat()  # carries what earlier attempts left
             await asyncio.sleep(every)
 
     task = asyncio.create_task(beat())
@@ -100,6 +103,7 @@ class SessionActivities:
         return [self.open_session, self.record, self.call_model, self.run_tool, self.remember]
 
     @activity.defn(name=names.ACT_REMEMBER)
+    @guarded
     async def remember(self, arg: RememberInput) -> RememberOutput:
         """The outcome of the session as a memory: merged with a near-duplicate, or
         superseding the last outcome of the same goal, so a recurring goal keeps one live
@@ -125,12 +129,15 @@ class SessionActivities:
                 source_session_id=arg.session_id,
             )
         except ValueError as exc:
-            raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
+            ) from exc
         return RememberOutput(memory_id=result.id, action=result.action)
 
     # --- open / record ---------------------------------------------------------------
 
     @activity.defn(name=names.ACT_OPEN_SESSION)
+    @guarded
     async def open_session(self, arg: OpenSessionInput) -> OpenSessionOutput:
         """Create the session row and its first message (the goal); idempotent.
 
@@ -176,6 +183,7 @@ class SessionActivities:
         return OpenSessionOutput(next_seq=1, created=created)
 
     @activity.defn(name=names.ACT_RECORD)
+    @guarded
     async def record(self, arg: RecordInput) -> RecordOutput:
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             inserted_messages = await record.append_messages(
@@ -272,6 +280,7 @@ class SessionActivities:
         return refs
 
     @activity.defn(name=names.ACT_CALL_MODEL)
+    @guarded
     async def call_model(self, arg: CallModelInput) -> CallModelOutput:
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
@@ -358,6 +367,7 @@ class SessionActivities:
     # --- tools ------------------------------------------------------------------------
 
     @activity.defn(name=names.ACT_RUN_TOOL)
+    @guarded
     async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
         key = f"tool:{arg.step}:{arg.call_index}"
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
@@ -374,7 +384,7 @@ class SessionActivities:
         if arg.call_index >= len(calls):
             raise ApplicationError(
                 f"no tool call {arg.call_index} in message {arg.model_seq}",
-                type="ToolCallMissing",
+                type=names.ERR_TOOL_CALL_MISSING,
                 non_retryable=True,
             )
         call = calls[arg.call_index]
@@ -426,6 +436,8 @@ class SessionActivities:
             except tools.ToolFailed as exc:
                 ok, text = False, f"error: {exc}"
             except Exception as exc:  # a tool's bug goes back to the model, not the session
+                if outage_of(exc) is not None:
+                    raise  # our infrastructure is away: retried until it is back
                 log.exception("tool crashed", session_id=arg.session_id, tool=name)
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
         text, sha = await self._claim_check(arg, name, text)
@@ -526,11 +538,11 @@ def _provider_failure(exc: ProviderError) -> ApplicationError:
         delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
         return ApplicationError(
             f"model provider transient failure {details}",
-            type="ProviderTransient",
+            type=names.ERR_PROVIDER_TRANSIENT,
             next_retry_delay=delay,
         )
     return ApplicationError(
         f"model provider refused the request {details}",
-        type="ProviderRejected",
+        type=names.ERR_PROVIDER_REJECTED,
         non_retryable=True,
     )

@@ -32,6 +32,20 @@ PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"
 # Continue-as-new while waiting for a human or a timer when history grows (and between
 # steps when it passes StartSessionInput.max_history_bytes); the wait is carried over.
 PATCH_HAND_OVER_WHILE_WAITING = "vigil-hand-over-while-waiting"
+PATCH_INFRA_RETRY = "vigil-infra-retry"
+"""Model and tool calls retry without limit while PostgreSQL or the object store is away;
+their own failure budget is counted by the activity (``activities.guard``)."""
+
+# Failure types (``ApplicationError.type``): retry policies in workflow history name them.
+ERR_INFRA_UNAVAILABLE = "InfrastructureUnavailable"
+"""PostgreSQL or the object store is away: retried until it is back, never counted."""
+ERR_PROVIDER_TRANSIENT = "ProviderTransient"
+ERR_PROVIDER_REJECTED = "ProviderRejected"
+ERR_TOOL_CALL_MISSING = "ToolCallMissing"
+ERR_INVALID_INPUT = "InvalidInput"
+ERR_ACTIVITY_FAILED = "ActivityFailed"
+"""Anything unexpected (a bug): counted against the activity's failure budget."""
+ERR_SESSION_FAILED = "SessionFailed"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

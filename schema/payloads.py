@@ -77,6 +77,11 @@ class ToolPolicy(Payload):
     ask_human_timeout_seconds: float = 7 * 24 * 3600
     max_malformed_replies: int = 3
     """Consecutive malformed model replies tolerated before the session fails."""
+    model_max_attempts: int | None = Field(default=None, ge=1)
+    """Attempts of one model call while the provider fails (None: the default, 20)."""
+    tool_max_attempts: int | None = Field(default=None, ge=1)
+    """Attempts of one tool call while it fails (None: the default, 10). An outage of
+    PostgreSQL or the object store counts against neither: it is waited out."""
 
 
 class SessionCarry(Payload):
@@ -280,6 +285,10 @@ class CallModelInput(Payload):
     allowed_tools: list[str]
     context_messages: int = 40
     max_tokens: int | None = None
+    max_failures: int | None = None
+    """The call's own failure budget, counted by the activity (Temporal then retries
+    without limit, so an outage of PostgreSQL or the object store is waited out). None:
+    Temporal's retry policy counts every attempt (sessions from before this field)."""
 
 
 class ToolCallRef(Payload):
@@ -334,6 +343,8 @@ class RunToolInput(Payload):
     edited_arguments: dict[str, Any] | None = None
     rejected_reason: str | None = None
     """Write this refusal as the tool's result instead of running it."""
+    max_failures: int | None = None
+    """As ``CallModelInput.max_failures``."""
 
 
 class ToolControl(Payload):

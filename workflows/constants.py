@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
+from vigil.schema import names
+
 # Error types that no retry can fix.
-NON_RETRYABLE = ["ProviderRejected", "ToolCallMissing", "InvalidInput"]
+NON_RETRYABLE = [names.ERR_PROVIDER_REJECTED, names.ERR_TOOL_CALL_MISSING, names.ERR_INVALID_INPUT]
 
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -36,5 +38,10 @@ RECORD_RETRY = RetryPolicy(
     non_retryable_error_types=NON_RETRYABLE,
 )
 RECORD_START_TO_CLOSE = timedelta(seconds=60)
+
+# PostgreSQL or the object store away: retried until it is back, whatever the activity's
+# own budget (activities.guard sets these delays on its InfrastructureUnavailable failures).
+INFRA_RETRY_INITIAL = timedelta(seconds=1)
+INFRA_RETRY_MAX = timedelta(seconds=30)
 
 DEFAULT_HEARTBEAT = timedelta(seconds=20)

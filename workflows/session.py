@@ -55,6 +55,7 @@ from vigil.schema.payloads import (
 )
 from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
 from vigil.workflows import constants as c
+from vigil.workflows import retries
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
@@ -172,7 +173,7 @@ class AgentSession(HandOverWhileWaiting):
             cause = str(exc)
         await self._finish(SessionStatus.FAILED, f"failed: {cause}")
         raise ApplicationError(
-            f"session failed: {cause}", type="SessionFailed", non_retryable=True
+            f"session failed: {cause}", type=names.ERR_SESSION_FAILED, non_retryable=True
         ) from exc
 
     async def _loop(self) -> SessionResult:
@@ -209,6 +210,7 @@ class AgentSession(HandOverWhileWaiting):
         self._c.next_seq = model_seq + 1
         self._open_model_seq, self._open_step = model_seq, step
         allowed = self._allowed_tools()
+        retry, budget = retries.budgeted(c.MODEL_RETRY, self._arg.policy.model_max_attempts)
         out = await self._act(
             names.ACT_CALL_MODEL,
             CallModelInput(
@@ -219,11 +221,12 @@ class AgentSession(HandOverWhileWaiting):
                 allowed_tools=allowed,
                 context_messages=self._arg.context_messages,
                 max_tokens=self._arg.max_tokens_per_call,
+                max_failures=budget,
             ),
             CallModelOutput,
             summary=f"step {step}: model",
             limit=c.MODEL_START_TO_CLOSE,
-            retry=c.MODEL_RETRY,
+            retry=retry,
             heartbeat=True,
         )
         self._open_model_seq = None
@@ -291,6 +294,7 @@ class AgentSession(HandOverWhileWaiting):
         edited: dict[str, Any] | None,
         rejected: str | None,
     ) -> None:
+        retry, budget = retries.budgeted(c.TOOL_RETRY, self._arg.policy.tool_max_attempts)
         result = await self._act(
             names.ACT_RUN_TOOL,
             RunToolInput(
@@ -302,11 +306,12 @@ class AgentSession(HandOverWhileWaiting):
                 call_index=call.index,
                 edited_arguments=edited,
                 rejected_reason=rejected,
+                max_failures=budget,
             ),
             RunToolOutput,
             summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
             limit=c.TOOL_START_TO_CLOSE,
-            retry=c.TOOL_RETRY,
+            retry=retry,
             heartbeat=True,
         )
         control = result.control
@@ -939,7 +944,7 @@ class AgentSession(HandOverWhileWaiting):
     @staticmethod
     def _refuse(error: str | None) -> None:
         if error:
-            raise ApplicationError(error, type="InvalidInput", non_retryable=True)
+            raise ApplicationError(error, type=names.ERR_INVALID_INPUT, non_retryable=True)
 
     def _ack(self, message: str) -> Ack:
         return Ack(accepted=True, status=self._status, message=message)

@@ -190,6 +190,16 @@ async def hand_over_waiting(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [first, ctx.client.get_workflow_handle(handle.id)]
 
 
+async def budgeted_retries(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A 500 from the provider is retried within the call's own budget (counted by the
+    activity since the infra-retry patch), then a tool runs and the session finishes."""
+    ctx.stub.enqueue(Reply.status(500), ctx.fetch("/retried"), finish("done after a retry"))
+    policy = ToolPolicy(require_approval=[], model_max_attempts=3, tool_max_attempts=3)
+    handle = await ctx.start("budgeted_retries", _arg("retry once", policy=policy))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -199,6 +209,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "wait_until": wait_until,
     "provider_rejected": provider_rejected,
     "hand_over_waiting": hand_over_waiting,
+    "budgeted_retries": budgeted_retries,
 }
 
 

@@ -158,6 +158,9 @@ class LLMStub:
         self.record = record
         self.host = host
         self.default: Callable[[Any], Reply] = answer_ok
+        self.on_get: Callable[[str], None] | None = None
+        """Called with the path of each GET (which answers 404 "no route"): lets a test act
+        while a tool is fetching, e.g. stop a part of the stack."""
         self.errors: list[str] = []
         """Exceptions raised inside the server while handling requests (should stay empty)."""
         self._lock = threading.Lock()
@@ -326,6 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
 
     def do_GET(self) -> None:
+        hook = self.server.stub.on_get
+        if hook is not None:
+            hook(self.path)
         self._send(404, _json_bytes({"error": {"message": f"no route for GET {self.path}"}}))
 
     def do_POST(self) -> None:

@@ -1,0 +1,213 @@
+"""How every session activity fails: short messages, outages apart from failure budgets.
+
+``@guarded`` wraps an activity method. Whatever the body raises leaves as an
+``ApplicationError`` with a one-line message and no chained traceback (the worker's log
+keeps the traceback), so Temporal UI and ``describe`` show the cause instead of "Failure
+exceeds size limit.". Then:
+
+- PostgreSQL or the object store being away (``activities.failures.outage_of``) is an
+  ``InfrastructureUnavailable`` failure: retried on a schedule of its own and never
+  counted. Once an attempt gets through, the worker logs how long the part was away and
+  the session records an ``infrastructure_recovered`` event (best effort).
+- Any other failure counts against the activity's own budget, ``max_failures`` of its
+  input (set by the workflow, which then lets Temporal retry without limit): when it is
+  used up the failure is made non-retryable. Attempts that ended without a word (a lost
+  worker, a timeout) count too. Without ``max_failures`` Temporal's retry policy counts.
+
+What one attempt leaves for the next (outage count, since when) travels in the
+activity's heartbeat details, which Temporal hands to the next attempt; so a long
+activity must heartbeat through ``beat()``, which carries them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from vigil.activities.failures import Outage, describe, outage_of, short
+from vigil.activities.record import store as record
+from vigil.schema import names
+from vigil.workflows import constants as c
+
+# Temporal's activity logger: each line names the workflow (the session) and the attempt.
+log = activity.logger
+
+EVENT_RECOVERED = "infrastructure_recovered"
+
+A = TypeVar("A")
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+@dataclass
+class Ledger:
+    """The activity's earlier attempts, as far as budgets and outages are concerned."""
+
+    outages: int = 0
+    """Attempts that failed because our infrastructure was away (never counted)."""
+    streak: int = 0
+    """Outage failures in a row (the backoff of the next outage retry)."""
+    part: str | None = None
+    down_since: float | None = None
+    """Epoch seconds when the current outage was first met; None when there was none."""
+    up_at: float | None = None
+    """When an attempt first got through after it."""
+    last: str | None = None
+
+    @classmethod
+    def from_details(cls, details: Sequence[Any]) -> Ledger:
+        raw = details[0] if details else None
+        if not isinstance(raw, dict):
+            return cls()
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        try:
+            return cls(**known)
+        except TypeError:
+            return cls()
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def met(self, outage: Outage, now: float) -> None:
+        if self.down_since is None or self.up_at is not None:
+            self.down_since, self.up_at = now, None
+        self.outages += 1
+        self.streak += 1
+        self.part, self.last = outage.part, outage.message
+
+    def got_through(self, began: float) -> None:
+        self.streak = 0
+        if self.down_since is not None and self.up_at is None:
+            self.up_at = began
+
+
+_LEDGER: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
+    "vigil_ledger", default=None
+)
+
+
+def beat() -> None:
+    """Heartbeat, carrying the attempt's ledger (a bare heartbeat would erase it)."""
+    ledger = _LEDGER.get()
+    if ledger is not None and ledger.outages:
+        activity.heartbeat(ledger.details())
+    else:
+        activity.heartbeat()
+
+
+def outage_delay(streak: int) -> timedelta:
+    """Backoff of outage retries: doubling from the initial interval up to the maximum."""
+    initial = c.INFRA_RETRY_INITIAL.total_seconds()
+    ceiling = c.INFRA_RETRY_MAX.total_seconds()
+    return timedelta(seconds=min(ceiling, initial * 2 ** max(0, min(streak - 1, 30))))
+
+
+def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]]:
+    """Wrap an activity method ``(self, arg) -> result`` (see the module docstring). Its
+    owner's ``sessionmaker``, if any, records the recovery event."""
+
+    @functools.wraps(fn)
+    async def run(self: S, arg: A) -> R:
+        info = activity.info()
+        ledger = Ledger.from_details(info.heartbeat_details)
+        token = _LEDGER.set(ledger)
+        began = time.time()
+        try:
+            result = await fn(self, arg)
+        except Exception as exc:
+            raise _failure(exc, ledger, arg, began) from None
+        finally:
+            _LEDGER.reset(token)
+        ledger.got_through(began)
+        if ledger.down_since is not None:
+            await _recovered(self, arg, ledger)
+        return result
+
+    return run
+
+
+def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> ApplicationError:
+    info = activity.info()
+    outage = outage_of(exc)
+    if outage is not None:
+        ledger.met(outage, began)
+        wait = outage_delay(ledger.streak)
+        log.warning(
+            "%s; %s attempt %s retries in %.0f s",
+            outage.message,
+            info.activity_type,
+            info.attempt,
+            wait.total_seconds(),
+        )
+        activity.heartbeat(ledger.details())
+        return ApplicationError(
+            outage.message, type=names.ERR_INFRA_UNAVAILABLE, next_retry_delay=wait
+        )
+
+    ledger.got_through(began)
+    if ledger.outages:
+        activity.heartbeat(ledger.details())
+    delay: timedelta | None = None
+    if isinstance(exc, ApplicationError):
+        message, kind = short(exc.message), exc.type or names.ERR_ACTIVITY_FAILED
+        retryable, delay = not exc.non_retryable, exc.next_retry_delay
+    else:
+        log.error("%s failed: %s", info.activity_type, describe(exc), exc_info=exc)
+        message, kind, retryable = describe(exc), names.ERR_ACTIVITY_FAILED, True
+    budget = getattr(arg, "max_failures", None)
+    failures = info.attempt - ledger.outages
+    if retryable and isinstance(budget, int) and failures >= budget:
+        message = short(f"{message} (failed {failures} times, giving up)")
+        retryable = False
+    return ApplicationError(message, type=kind, non_retryable=not retryable, next_retry_delay=delay)
+
+
+async def _recovered(owner: Any, arg: Any, ledger: Ledger) -> None:
+    """Log the outage this activity rode out and record it in the session (best effort)."""
+    info = activity.info()
+    assert ledger.down_since is not None
+    up_at = ledger.up_at or time.time()
+    down = round(max(0.0, up_at - ledger.down_since), 3)
+    session_id, agent_id = getattr(arg, "session_id", None), getattr(arg, "agent_id", None)
+    payload = {
+        "part": ledger.part,
+        "down_seconds": down,
+        "failed_attempts": ledger.outages,
+        "activity": info.activity_type,
+        "last_error": ledger.last,
+    }
+    log.warning(
+        "%s is back after %.1f s; %s went on after %s failed attempts",
+        ledger.part,
+        down,
+        info.activity_type,
+        ledger.outages,
+    )
+    sessionmaker = getattr(owner, "sessionmaker", None)
+    if not (isinstance(session_id, str) and isinstance(agent_id, str) and sessionmaker):
+        return
+    try:
+        async with sessionmaker.begin() as db:
+            await record.record_events(
+                db,
+                session_id,
+                agent_id,
+                [
+                    record.NewEvent(
+                        key=f"infra:{info.workflow_run_id}:{info.activity_id}",
+                        kind=EVENT_RECOVERED,
+                        step=int(getattr(arg, "step", 0) or 0),
+                        payload=payload,
+                    )
+                ],
+            )
+    except Exception as exc:
+        log.warning("could not record the recovery: %s", describe(exc))

@@ -1,0 +1,190 @@
+"""An outage of PostgreSQL or the object store never ends a session.
+
+The sessions here allow a model or tool call two attempts only, then take a part of the
+test stack away while a call is under way and keep it away until the call has failed
+more times than that. Outage failures are not the call's own failures: the session waits
+the outage out, finishes normally with a whole transcript, and records (and logs) an
+``infrastructure_recovered`` event for each activity that rode one out. The budget still
+holds for the provider's own failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+from tests.support.history import activity_runs
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.outage import PartOutage
+from tests.support.sessions import (
+    assert_whole,
+    events,
+    running_worker,
+    session_input,
+    start,
+    stub_settings,
+    tool_messages,
+    transcript,
+    until,
+)
+from vigil.schema import names
+from vigil.schema.payloads import SessionResult, SessionStatus, ToolPolicy
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+BUDGET = 2
+OUTLAST = BUDGET + 2
+"""The outage lasts until a call has failed this many times."""
+TIGHT = ToolPolicy(model_max_attempts=BUDGET, tool_max_attempts=BUDGET, require_approval=[])
+
+
+@pytest.fixture
+def postgres(stack: Stack) -> Iterator[PartOutage]:
+    with PartOutage(stack, "postgres").restoring() as outage:
+        yield outage
+
+
+@pytest.fixture
+def minio(stack: Stack) -> Iterator[PartOutage]:
+    with PartOutage(stack, "minio").restoring() as outage:
+        yield outage
+
+
+async def _attempts(handle: WorkflowHandle[Any, Any], activity: str) -> int:
+    desc = await handle.describe()
+    return max(
+        (
+            p.attempt
+            for p in desc.raw_description.pending_activities
+            if p.activity_type.name == activity
+        ),
+        default=0,
+    )
+
+
+async def _outlast(handle: WorkflowHandle[Any, Any], outage: PartOutage, activity: str) -> None:
+    """Keep the part away until ``activity`` has tried more often than its budget."""
+    await until(lambda: outage.stopped.is_set(), within=60, what="the outage")
+    await until(
+        lambda: _at_least(handle, activity, OUTLAST),
+        within=120,
+        what=f"{activity} to outlast its budget",
+    )
+    outage.stopped.clear()
+    await asyncio.to_thread(outage.start)
+
+
+async def _at_least(handle: WorkflowHandle[Any, Any], activity: str, n: int) -> bool:
+    return await _attempts(handle, activity) >= n
+
+
+async def test_a_database_outage_in_a_tool_and_a_model_call_is_waited_out(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    postgres: PartOutage,
+    sessionmaker: async_sessionmaker[DbSession],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    steps = itertools.count(1)
+    fetched = itertools.count(1)
+
+    def answer(body: Any) -> Reply:
+        step = next(steps)
+        if step == 1:
+            return Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"})
+        if step == 2:
+            postgres.stop()  # the model's reply cannot be recorded
+        return Reply.text("fetched it, all done")
+
+    def on_get(path: str) -> None:
+        if next(fetched) == 1:
+            postgres.stop()  # the tool's result cannot be recorded
+
+    stub.default = answer
+    stub.on_get = on_get
+    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    caplog.set_level("INFO", logger="temporalio.activity")
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("fetch the page", policy=TIGHT))
+        await _outlast(handle, postgres, names.ACT_RUN_TOOL)
+        await _outlast(handle, postgres, names.ACT_CALL_MODEL)
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED, result.summary
+    assert result.summary == "fetched it, all done"
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    [tool] = tool_messages(messages)
+    assert tool.content.startswith("HTTP 404")
+    assert [r.attempt >= OUTLAST for r in await activity_runs(handle, names.ACT_RUN_TOOL)] == [True]
+
+    recovered = await events(sessionmaker, handle.id, "infrastructure_recovered")
+    assert [(e.payload["activity"], e.step) for e in recovered] == [
+        (names.ACT_RUN_TOOL, 1),
+        (names.ACT_CALL_MODEL, 2),
+    ]
+    for event in recovered:
+        assert event.payload["part"] == "PostgreSQL"
+        assert event.payload["failed_attempts"] >= OUTLAST - 1
+        assert event.payload["down_seconds"] > 0
+        assert event.payload["last_error"].startswith("PostgreSQL unavailable: ")
+    logged = [r.getMessage() for r in caplog.records if "is back after" in r.getMessage()]
+    assert len(logged) == 2 and all(m.startswith("PostgreSQL is back after") for m in logged)
+
+
+async def test_an_object_store_outage_in_a_tool_is_waited_out(
+    client: Client,
+    s3_settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    minio: PartOutage,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    steps = itertools.count(1)
+
+    def answer(body: Any) -> Reply:
+        step = next(steps)
+        if step == 1:
+            minio.stop()  # the artifact cannot be written
+            return Reply.tool_call("write_artifact", {"name": "notes.txt", "content": "kept"})
+        return Reply.text("written")
+
+    stub.default = answer
+    async with running_worker(client, stub_settings(s3_settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("write notes", policy=TIGHT))
+        await _outlast(handle, minio, names.ACT_RUN_TOOL)
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED, result.summary
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    [tool] = tool_messages(messages)
+    assert tool.content.startswith("stored artifact 'notes.txt'"), tool.content
+    [recovered] = await events(sessionmaker, handle.id, "infrastructure_recovered")
+    assert recovered.payload["part"] == "object store"
+    assert recovered.payload["activity"] == names.ACT_RUN_TOOL
+
+
+async def test_the_providers_own_failures_still_have_a_budget(
+    client: Client, settings: Settings, task_queue: str, stub: LLMStub
+) -> None:
+    stub.default = lambda body: Reply.status(500, message="upstream exploded")
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("fail", policy=TIGHT))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    model_calls = [r for r in stub.requests if r.protocol == "openai"]
+    assert len(model_calls) == BUDGET
+    [run] = await activity_runs(handle, names.ACT_CALL_MODEL)
+    assert run.attempt == BUDGET
