@@ -26,9 +26,13 @@ ACT_RECORD = "vigil.record"
 ACT_CALL_MODEL = "vigil.call_model"
 ACT_RUN_TOOL = "vigil.run_tool"
 ACT_REMEMBER = "vigil.remember"
+ACT_RESOLVE_AGENT = "vigil.resolve_agent"
 
 # Workflow patches (versioning of running sessions; see workflows/session.py)
 PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"
+# Resolve the agent's pinned definition once per run; tool catalog, per-agent model,
+# approvals bound to a digest of the call.
+PATCH_AGENT_DEFINITIONS = "vigil-agent-definitions"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"
@@ -46,3 +50,10 @@ UPD_MESSAGE = "message_update"
 UPD_REDIRECT = "redirect_update"
 UPD_WAKE = "wake_update"
 QUERY_STATE = "state"
+
+# Error types (ApplicationError.type) that cross process boundaries.
+ERR_AGENT_VERSION_MISSING = "AgentVersionMissing"
+ERR_CREDENTIAL_MISSING = "CredentialMissing"
+ERR_MODEL_CONNECTION = "ModelConnectionUnknown"
+ERR_APPROVAL_MISMATCH = "ApprovalMismatch"
+ERR_TOOL_NOT_SERVED = "ToolNotServed"

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.artifacts.factory import make_store
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.factory import make_provider
 from vigil.activities.session import SessionActivities
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
+from vigil.workers.models import model_router
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
 from vigil.workflows.session import AgentSession
@@ -35,6 +37,7 @@ class Runtime:
     http: httpx.AsyncClient
     provider: ModelProvider
     activities: SessionActivities
+    agent_activities: AgentActivities
 
 
 @contextlib.asynccontextmanager
@@ -57,6 +60,8 @@ async def runtime(
         memory = MemoryStore(sessionmaker, make_embedder(settings))
     except ImportError:  # memory is optional until its module lands
         memory = None
+    models = model_router(settings, sessionmaker, model)
+    versions = AgentVersions(sessionmaker)
     acts = SessionActivities(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -64,10 +69,19 @@ async def runtime(
         provider=model,
         http=http,
         memory=memory,
+        models=models,
+        agents=versions,
     )
     try:
-        yield Runtime(engine=engine, http=http, provider=model, activities=acts)
+        yield Runtime(
+            engine=engine,
+            http=http,
+            provider=model,
+            activities=acts,
+            agent_activities=AgentActivities(versions),
+        )
     finally:
+        await models.aclose()
         await model.aclose()
         await http.aclose()
         await engine.dispose()
@@ -75,7 +89,10 @@ async def runtime(
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
     return new_worker(
-        client, task_queue=task_queue, workflows=WORKFLOWS, activities=rt.activities.all()
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[*rt.activities.all(), *rt.agent_activities.all()],
     )
 
 
