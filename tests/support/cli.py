@@ -90,6 +90,8 @@ def cli_env(
             "VIGIL_MODEL_NAME": "stub",
             "VIGIL_HTTP_ALLOW": "127.0.0.1",
             "VIGIL_ARTIFACT_DIR": str(artifact_dir),
+            # The CLI tests start sessions of throwaway agents that have no definition.
+            "VIGIL_ALLOW_UNDEFINED_AGENTS": "1",
             "COLUMNS": "200",  # rich wraps readable output to the terminal width
             "PYTHONUNBUFFERED": "1",
             **extra,
@@ -110,6 +112,7 @@ class Vigil:
         *args: str,
         timeout: float = 60,
         env: Mapping[str, str] | None = None,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*CLI, *args],
@@ -118,6 +121,7 @@ class Vigil:
             capture_output=True,
             text=True,
             timeout=timeout,
+            input=input,
         )
 
     def ok(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
