@@ -95,6 +95,8 @@ class SessionCarry(Payload):
     """The agent definition's version this session runs (None: an agent with no definition)."""
     agent_pinned: bool = False
     """True once the first run resolved the agent: later runs keep ``agent_version``."""
+    agent_switch: tuple[int, str] | None = None
+    """(version, by) of a redirect to another agent version not yet applied."""
 
 
 class StartSessionInput(Payload):

@@ -13,10 +13,11 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities.agents.catalog import UnknownTool, describe_tools
 from vigil.activities.agents.files import AgentFileError, LoadedAgent, Problem, find_files, load
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
-from vigil.schema.agents import AgentSpec, ToolDescriptor
+from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.payloads import Budget, ToolPolicy
 
 
@@ -132,28 +133,39 @@ class AgentService:
         """Validate every file first, then store them in one transaction: a new version
         for each changed definition, none for an unchanged one."""
         loaded = load_all(paths)
-        out: list[AppliedAgent] = []
         async with self.db.begin() as db:
-            for agent in loaded:
-                row, created = await agent_rows.add_version(
-                    db,
-                    agent.spec.name,
-                    spec=agent.spec.model_dump(mode="json"),
-                    content_hash=agent.content_hash,
-                    tools=[t.model_dump(mode="json") for t in agent.tools],
-                    source=str(agent.path),
-                    created_by=by,
-                )
-                out.append(
-                    AppliedAgent(
-                        name=row.agent_id,
-                        version=row.version,
-                        content_hash=row.content_hash,
-                        created=created,
-                        path=str(agent.path),
-                    )
-                )
-        return out
+            return [await self._store(db, agent, by) for agent in loaded]
+
+    async def apply_spec(self, spec: AgentSpec, *, by: str | None = None) -> AppliedAgent:
+        """Store a definition built in code (as a file would be)."""
+        try:
+            tools = describe_tools(spec)
+        except UnknownTool as exc:
+            raise AgentError(str(exc)) from None
+        agent = LoadedAgent(Path("-"), spec, content_hash(spec), tools)
+        async with self.db.begin() as db:
+            return await self._store(db, agent, by, source=None)
+
+    @staticmethod
+    async def _store(
+        db: DbSession, agent: LoadedAgent, by: str | None, source: str | None = ""
+    ) -> AppliedAgent:
+        row, created = await agent_rows.add_version(
+            db,
+            agent.spec.name,
+            spec=agent.spec.model_dump(mode="json"),
+            content_hash=agent.content_hash,
+            tools=[t.model_dump(mode="json") for t in agent.tools],
+            source=str(agent.path) if source == "" else source,
+            created_by=by,
+        )
+        return AppliedAgent(
+            name=row.agent_id,
+            version=row.version,
+            content_hash=row.content_hash,
+            created=created,
+            path=str(agent.path),
+        )
 
     async def list_agents(self) -> list[AgentListing]:
         async with self.db() as db:

@@ -129,7 +129,6 @@ class AgentSession:
         self._runtime: AgentRuntime | None = None
         self._bind_calls = False
         """Approvals bound to the call's digest, edited arguments checked (new sessions)."""
-        self._next_version: tuple[int, str] | None = None
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -206,8 +205,8 @@ class AgentSession:
                 continue
             if self._should_continue_as_new():
                 await self._hand_over()
-            if self._next_version is not None:
-                await self._switch_agent(*self._next_version)
+            if self._c.agent_switch is not None:
+                await self._switch_agent(*self._c.agent_switch)
                 continue
             await self._step()
 
@@ -741,7 +740,7 @@ class AgentSession:
 
     async def _switch_agent(self, version: int, by: str) -> None:
         """A redirect named another version: pin it, or record why not and go on."""
-        self._next_version = None
+        self._c.agent_switch = None
         old = self._c.agent_version
         try:
             runtime = await self._fetch_runtime(version, self._c.goal)
@@ -1118,7 +1117,7 @@ class AgentSession:
         self._update(goal=arg.goal)
         self._publish()
         if arg.agent_version is not None and arg.agent_version != self._c.agent_version:
-            self._next_version = (arg.agent_version, arg.by)
+            self._c.agent_switch = (arg.agent_version, arg.by)
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

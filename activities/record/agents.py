@@ -141,7 +141,7 @@ async def list_agents(db: DbSession) -> list[AgentSummaryRow]:
             versions=int(r["versions"]),
             newest=r["version"],
             content_hash=r["content_hash"],
-            description=str(_json(r["description"]) or "") if r["description"] is not None else "",
+            description=str(textcodec.decode_json(r["description"]) or ""),
             updated_at=r["created_at"],
         )
         for r in rows
@@ -163,8 +163,8 @@ async def add_version(
     Call inside a transaction: the agent's row is locked until it commits.
     """
     await db.execute(
-        text("INSERT INTO agents (id, name) VALUES (:id, :id) ON CONFLICT (id) DO NOTHING"),
-        {"id": agent_id},
+        text("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+        {"id": agent_id, "name": agent_id},
     )
     await db.execute(text("SELECT 1 FROM agents WHERE id = :id FOR UPDATE"), {"id": agent_id})
     newest = await newest_version(db, agent_id)
