@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -122,15 +122,27 @@ class CredentialResolver:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[DbSession] | None,
-        box: SecretBox | None,
+        box: SecretBox | Callable[[], SecretBox | None] | None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        """``box`` may be a loader, asked at each use until it has a key (a key made
+        after the worker started is then found without a restart)."""
         self._sessionmaker = sessionmaker
         self._box = box
         self._environ = environ
 
+    def _key(self) -> SecretBox | None:
+        if self._box is None or isinstance(self._box, SecretBox):
+            return self._box
+        found = self._box()
+        if found is not None:
+            self._box = found
+        return found
+
     def __repr__(self) -> str:
-        return f"CredentialResolver(box={self._box!r})"
+        return (
+            f"CredentialResolver(box={self._box if isinstance(self._box, SecretBox) else None!r})"
+        )
 
     async def resolve(self, name: str) -> str:
         if name.startswith(ENV_PREFIX):
@@ -150,8 +162,9 @@ class CredentialResolver:
             raise CredentialError(
                 name, f"credential {name!r} is not set (set it with `vigil secret set {name}`)"
             )
-        if self._box is None:
+        box = self._key()
+        if box is None:
             raise CredentialError(
                 name, f"credential {name!r} is stored encrypted, but VIGIL_SECRET_KEY is not set"
             )
-        return self._box.open(sealed)
+        return box.open(sealed)

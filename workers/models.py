@@ -135,5 +135,9 @@ def model_router(
     default_provider: ModelProvider,
 ) -> ModelRouter:
     """The router a worker's ``call_model`` uses."""
-    resolver = CredentialResolver(sessionmaker, secret_box(settings))
+    # A bad key fails the worker's start; a missing one is looked for again at each use.
+    box = secret_box(settings)
+    resolver = CredentialResolver(
+        sessionmaker, box if box is not None else (lambda: secret_box(settings))
+    )
     return ModelRouter(model_connections(settings), resolver, default_provider=default_provider)
