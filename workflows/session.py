@@ -85,7 +85,6 @@ class _Approval:
     note: str | None = None
     edited: dict[str, Any] | None = None
     decided_at: datetime | None = None
-    call: ToolCallRef | None = None
 
 
 @dataclass
@@ -125,7 +124,7 @@ class AgentSession:
         self._open_step = 0
         self._open_calls: dict[int, tuple[ToolCallRef, int | None]] = {}
         # The pinned agent definition (None until resolved; always None when replaying a
-        # history from before agent definitions), and a redirect's move to another version.
+        # history from before agent definitions).
         self._runtime: AgentRuntime | None = None
         self._bind_calls = False
         """Approvals bound to the call's digest, edited arguments checked (new sessions)."""
@@ -352,8 +351,7 @@ class AgentSession:
                 requested_at=now,
                 expires_at=expires,
                 digest=call.digest if self._bind_calls else None,
-            ),
-            call=call,
+            )
         )
         self._approvals[approval_id] = approval
         self._event(
