@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.support.cli import Vigil, cli_env
+from vigil.activities.record import agents as agent_rows
+from vigil.activities.record.rls import acting_for
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -120,3 +122,17 @@ async def test_versions_are_immutable(
         with pytest.raises(DBAPIError, match="immutable"):
             async with sessionmaker.begin() as db:
                 await db.execute(text(statement), {"a": name})
+
+
+async def test_an_agent_reads_only_its_own_versions(
+    vigil: Vigil, tmp_path: Path, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    mine, theirs = f"mine-{uuid.uuid4().hex[:8]}", f"theirs-{uuid.uuid4().hex[:8]}"
+    vigil.ok("agent", "apply", str(agent_file(tmp_path, mine)), str(agent_file(tmp_path, theirs)))
+    async with acting_for(sessionmaker, mine) as db:
+        assert (await agent_rows.newest_version(db, mine)) is not None
+        assert (await agent_rows.newest_version(db, theirs)) is None
+        assert [a.agent_id for a in await agent_rows.list_agents(db)] == [mine]
+        # Stored credentials are system data: an agent's role sees none of them.
+        with pytest.raises(DBAPIError, match="permission denied"):
+            await db.execute(text("SELECT count(*) FROM credentials"))
