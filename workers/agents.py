@@ -9,16 +9,19 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.activities.agents.catalog import UnknownTool, describe_tools
-from vigil.activities.agents.files import AgentFileError, LoadedAgent, Problem, find_files, load
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
 from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.payloads import Budget, ToolPolicy
+
+if TYPE_CHECKING:
+    # Files and the catalog (yaml, jsonschema) load when applying, not with the client.
+    from vigil.activities.agents.files import AgentFileError, LoadedAgent
 
 
 class AgentError(Exception):
@@ -95,6 +98,8 @@ def _info(row: AgentVersionRow) -> AgentVersionInfo:
 
 def load_all(paths: list[Path]) -> list[LoadedAgent]:
     """Every agent file under ``paths``, validated; all problems of all files at once."""
+    from vigil.activities.agents.files import AgentFileError, Problem, find_files, load
+
     files = find_files(paths)
     if not files:
         raise AgentError("no agent files (.toml, .yaml, .yml) found")
@@ -138,6 +143,9 @@ class AgentService:
 
     async def apply_spec(self, spec: AgentSpec, *, by: str | None = None) -> AppliedAgent:
         """Store a definition built in code (as a file would be)."""
+        from vigil.activities.agents.catalog import UnknownTool, describe_tools
+        from vigil.activities.agents.files import LoadedAgent
+
         try:
             tools = describe_tools(spec)
         except UnknownTool as exc:
