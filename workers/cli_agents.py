@@ -92,6 +92,15 @@ def run_db(
         fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
 
 
+def _user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return None
+
+
 def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
         out.print_json(json.dumps(value, default=str))
@@ -115,14 +124,14 @@ def _version_dict(v: AgentVersionInfo) -> dict[str, Any]:
 @agent_app.command("apply")
 def apply(
     paths: Annotated[list[Path], typer.Argument(help="Agent files or folders of them.")],
-    by: Annotated[str, typer.Option("--by", help="Who applies (recorded).")] = "",
+    by: Annotated[str, typer.Option("--by", help="Who applies (recorded; you by default).")] = "",
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate every file, then store each changed definition as a new version."""
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
-        applied = await AgentService(db).apply(paths, by=by or None)
+        applied = await AgentService(db).apply(paths, by=by or _user())
 
         def human() -> None:
             for a in applied:

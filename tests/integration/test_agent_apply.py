@@ -4,6 +4,7 @@ line and field, and nothing is stored."""
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from pathlib import Path
 
@@ -64,7 +65,10 @@ async def test_versions_unchanged_apply_and_diff(vigil: Vigil, tmp_path: Path) -
     assert second["content_hash"] != first["content_hash"]
 
     history = vigil.json("agent", "history", name)
-    assert [(v["version"], v["created_by"]) for v in history] == [(1, "alice"), (2, None)]
+    assert [(v["version"], v["created_by"]) for v in history] == [
+        (1, "alice"),
+        (2, getpass.getuser()),
+    ]
 
     shown = vigil.json("agent", "show", name)
     assert shown["version"] == 2 and shown["spec"]["budget"]["max_steps"] == 20
