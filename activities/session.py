@@ -22,16 +22,27 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from vigil.activities import guard
+from vigil.activities.agents import catalog as agent_catalog
+from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.artifacts.store import ArtifactStore
 from vigil.activities.context import ContextBudget, assemble
+from vigil.activities.credentials import CredentialError
 from vigil.activities.failures import outage_of
 from vigil.activities.guard import guarded
 from vigil.activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
+from vigil.activities.models.connections import (
+    DEFAULT_CONNECTION,
+    FALLBACK_FROM_ATTEMPT,
+    ConnectionError_,
+    ModelRouter,
+)
 from vigil.activities.models.pricing import cost_usd
+from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
 from vigil.activities.tools import registry as tools
 from vigil.schema import names
+from vigil.schema.agents import ToolDescriptor, call_digest
 from vigil.schema.payloads import (
     CallModelInput,
     CallModelOutput,
@@ -91,6 +102,8 @@ class SessionActivities:
         provider: ModelProvider,
         http: httpx.AsyncClient,
         memory: Any | None = None,
+        models: ModelRouter | None = None,
+        agents: AgentVersions | None = None,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
@@ -98,6 +111,10 @@ class SessionActivities:
         self.provider = provider
         self.http = http
         self.memory = memory
+        # Named model connections (the worker's default provider is the `default` one)
+        # and the reader of agent versions (their tool catalogs).
+        self.models = models or ModelRouter({}, default_provider=provider)
+        self.agents = agents or AgentVersions(sessionmaker)
 
     def all(self) -> list[Any]:
         return [self.open_session, self.record, self.call_model, self.run_tool, self.remember]
@@ -180,6 +197,8 @@ class SessionActivities:
                         )
                     ],
                 )
+            if arg.agent_version is not None:
+                await agent_rows.set_session_agent(db, arg.session_id, version=arg.agent_version)
         return OpenSessionOutput(next_seq=1, created=created)
 
     @activity.defn(name=names.ACT_RECORD)
@@ -230,18 +249,33 @@ class SessionActivities:
                     finished=s.finished,
                     run_count=s.run_count,
                 )
+                if s.agent_version is not None:
+                    await agent_rows.set_session_agent(
+                        db, arg.session_id, version=s.agent_version, system_prompt=s.system_prompt
+                    )
         return RecordOutput(inserted_messages=inserted_messages, inserted_events=inserted_events)
 
     # --- the model --------------------------------------------------------------------
 
-    async def _context(self, session_id: str, agent_id: str, limit: int) -> list[ChatMessage]:
+    async def _context(
+        self,
+        session_id: str,
+        agent_id: str,
+        limit: int,
+        tokens: int | None = None,
+        recall: int | None = None,
+    ) -> list[ChatMessage]:
         """Recent turns, a kept summary of older ones, memories and artifact references,
         packed into the token budget (see activities.context), read acting for the agent."""
         assembled = await assemble(
             self.sessionmaker,
             session_id=session_id,
             agent_id=agent_id,
-            budget=ContextBudget(total_tokens=self.settings.context_tokens, max_recent=limit),
+            budget=ContextBudget(
+                total_tokens=tokens or self.settings.context_tokens,
+                max_recent=limit,
+                **({"recall_k": recall} if recall is not None else {}),
+            ),
             memory=self.memory,
         )
         # The record holds text exactly (lone surrogates included); what goes on the wire
@@ -261,12 +295,26 @@ class SessionActivities:
         ]
 
     @staticmethod
-    def _refs(calls: list[dict[str, Any]], allowed: list[str]) -> list[ToolCallRef]:
+    def _refs(
+        calls: list[dict[str, Any]],
+        allowed: list[str],
+        catalog: dict[str, ToolDescriptor] | None = None,
+    ) -> list[ToolCallRef]:
+        """The calls as the workflow sees them. With an agent definition, each carries
+        its digest and whether an ``approve_when`` rule of its tool matched."""
         refs: list[ToolCallRef] = []
         for index, call in enumerate(calls):
             args, error = tools.parse_arguments(call["arguments"])
+            digest: str | None = None
+            matched: bool | None = None
             if args is not None:
-                error = tools.validate(call["name"], args, allowed)
+                if catalog is None:
+                    error = tools.validate(call["name"], args, allowed)
+                else:
+                    error = agent_catalog.call_error(catalog, call["name"], args, allowed)
+                    digest = call_digest(str(call["name"]), args)
+                    if error is None:
+                        matched = agent_catalog.rules_match(catalog[call["name"]], args)
             refs.append(
                 ToolCallRef(
                     index=index,
@@ -275,13 +323,43 @@ class SessionActivities:
                     valid=error is None,
                     error=_wire(error) if error else None,
                     arguments_preview=_wire(preview(call["arguments"], 300)),
+                    digest=digest,
+                    rule_matched=matched,
                 )
             )
         return refs
 
+    async def _catalog(
+        self, agent_id: str, version: int | None
+    ) -> dict[str, ToolDescriptor] | None:
+        """The pinned version's tool catalog (None for an agent without a definition)."""
+        if version is None:
+            return None
+        return await self.agents.catalog(agent_id, version)
+
+    async def _provider(self, arg: CallModelInput) -> tuple[ModelProvider, str]:
+        """The connection's provider; its fallback once the first has failed twice."""
+        if arg.connection is None:
+            return self.provider, DEFAULT_CONNECTION
+        name, model = arg.connection, arg.model
+        if arg.fallback and activity.info().attempt >= FALLBACK_FROM_ATTEMPT:
+            name, model = arg.fallback, None
+        try:
+            provider, _ = await self.models.provider(name, model)
+        except CredentialError as exc:
+            raise ApplicationError(
+                str(exc), type=names.ERR_CREDENTIAL_MISSING, non_retryable=True
+            ) from None
+        except ConnectionError_ as exc:
+            raise ApplicationError(
+                str(exc), type=names.ERR_MODEL_CONNECTION, non_retryable=True
+            ) from None
+        return provider, name
+
     @activity.defn(name=names.ACT_CALL_MODEL)
     @guarded
     async def call_model(self, arg: CallModelInput) -> CallModelOutput:
+        catalog = await self._catalog(arg.agent_id, arg.agent_version)
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
             if done:
@@ -293,20 +371,32 @@ class SessionActivities:
                     seq=arg.seq,
                     content_preview=_wire(preview(msg.content)),
                     finish_reason=str(usage.get("finish_reason", "stop")),
-                    tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools),
+                    tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools, catalog),
                     tokens_in=int(usage.get("tokens_in", 0)),
                     tokens_out=int(usage.get("tokens_out", 0)),
                     cost_usd=float(usage.get("cost_usd", 0.0)),
                     replayed=True,
                 )
-        context = await self._context(arg.session_id, arg.agent_id, arg.context_messages)
-        specs = [_spec(n) for n in arg.allowed_tools if n in BUILTIN_TOOLS]
+        provider, connection = await self._provider(arg)
+        context = await self._context(
+            arg.session_id, arg.agent_id, arg.context_messages, arg.context_tokens, arg.recall
+        )
+        specs = (
+            [_spec(n) for n in arg.allowed_tools if n in BUILTIN_TOOLS]
+            if catalog is None
+            else [_descriptor_spec(catalog[n]) for n in arg.allowed_tools if n in catalog]
+        )
         started = time.perf_counter()
         try:
             async with heartbeating():
-                reply = await self.provider.complete(context, specs, max_tokens=arg.max_tokens)
+                reply = await provider.complete(
+                    context,
+                    specs,
+                    max_tokens=arg.max_tokens,
+                    **({"temperature": arg.temperature} if arg.temperature is not None else {}),
+                )
         except ProviderError as exc:
-            raise _provider_failure(exc) from exc
+            raise _provider_failure(exc, connection) from exc
         latency_ms = reply.latency_ms or (time.perf_counter() - started) * 1000
         cost = cost_usd(reply.model, reply.usage)
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
@@ -319,6 +409,8 @@ class SessionActivities:
             "finish_reason": reply.finish_reason,
             "tool_calls": len(calls),
         }
+        if arg.connection is not None:
+            usage["connection"] = connection
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             await record.append_messages(
                 db,
@@ -357,7 +449,7 @@ class SessionActivities:
             seq=arg.seq,
             content_preview=_wire(preview(reply.content)),
             finish_reason=reply.finish_reason,
-            tool_calls=self._refs(calls, arg.allowed_tools),
+            tool_calls=self._refs(calls, arg.allowed_tools, catalog),
             tokens_in=reply.usage.input_tokens,
             tokens_out=reply.usage.output_tokens,
             cost_usd=cost,
@@ -369,6 +461,7 @@ class SessionActivities:
     @activity.defn(name=names.ACT_RUN_TOOL)
     @guarded
     async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
+        catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
@@ -392,7 +485,8 @@ class SessionActivities:
         # The model chose this name; an unknown one may hold anything (NUL, lone
         # surrogates) that the message's plain `name` column cannot store. The exact name
         # stays in the assistant message and the tool_call event.
-        stored_name = name if name in BUILTIN_TOOLS else _printable(name)
+        known = catalog if catalog is not None else BUILTIN_TOOLS
+        stored_name = name if name in known else _printable(name)
         started = time.perf_counter()
 
         args: dict[str, Any] | None
@@ -401,13 +495,27 @@ class SessionActivities:
         else:
             args, error = tools.parse_arguments(str(call["arguments"]))
         if args is not None and error is None:
-            error = tools.validate(name, args)
+            error = (
+                tools.validate(name, args)
+                if catalog is None
+                else agent_catalog.call_error(catalog, name, args)
+            )
         # A call the workflow refuses (a human's rejection, or a tool outside the session's
         # policy) is never run; its own argument errors, if any, are the more useful answer.
         rejected = error is None and arg.rejected_reason is not None
         if rejected:
             error = arg.rejected_reason
-        if error is None and args is not None and BUILTIN_TOOLS[name].handled_by == "workflow":
+        if error is None and args is not None and arg.approved_digest is not None:
+            await self._check_approved(arg, key, name, args)
+        handled_by = (
+            (catalog[name].handled_by if catalog is not None else BUILTIN_TOOLS[name].handled_by)
+            if error is None
+            else "activity"
+        )
+        if error is None and catalog is not None and catalog[name].kind != "builtin":
+            # Python and MCP tools run on the workers that load them (their task queue).
+            error = f"tool {name!r} ({catalog[name].kind}) is not served by this worker"
+        if error is None and args is not None and handled_by == "workflow":
             return RunToolOutput(
                 seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
             )
@@ -477,6 +585,40 @@ class SessionActivities:
             )
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
+    async def _check_approved(
+        self, arg: RunToolInput, key: str, name: str, args: dict[str, Any]
+    ) -> None:
+        """Run only the call a human approved: its digest must be the approved one."""
+        actual = call_digest(name, args)
+        if actual == arg.approved_digest:
+            return
+        async with self.sessionmaker.begin() as db:
+            await record.record_events(
+                db,
+                arg.session_id,
+                arg.agent_id,
+                [
+                    record.NewEvent(
+                        key=f"approval_mismatch:{arg.step}:{arg.call_index}",
+                        kind="approval_mismatch",
+                        step=arg.step,
+                        reason="the call to run is not the approved one",
+                        payload={
+                            "tool": name,
+                            "approved_digest": arg.approved_digest,
+                            "digest": actual,
+                            "tool_event": key,
+                        },
+                    )
+                ],
+            )
+        raise ApplicationError(
+            f"refused to run {name}: the call (digest {actual[:12]}) is not the approved one "
+            f"(digest {str(arg.approved_digest)[:12]})",
+            type=names.ERR_APPROVAL_MISMATCH,
+            non_retryable=True,
+        )
+
     async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
         raw = text.encode("utf-8", errors="surrogatepass")
@@ -532,8 +674,15 @@ def _control(name: str, args: dict[str, Any]) -> ToolControl:
     return ToolControl(kind="wait_until", seconds=seconds, wake_at=when)
 
 
-def _provider_failure(exc: ProviderError) -> ApplicationError:
-    details = f"{exc.status or '-'}: {exc.message}"
+def _descriptor_spec(tool: ToolDescriptor) -> Any:
+    from vigil.activities.models.base import ToolSpec
+
+    return ToolSpec(name=tool.name, description=tool.description, parameters=tool.parameters)
+
+
+def _provider_failure(exc: ProviderError, connection: str = DEFAULT_CONNECTION) -> ApplicationError:
+    where = "" if connection == DEFAULT_CONNECTION else f" (connection {connection})"
+    details = f"{exc.status or '-'}: {exc.message}{where}"
     if exc.retryable:
         delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
         return ApplicationError(

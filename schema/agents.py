@@ -10,6 +10,8 @@ Pure data like ``schema.payloads``: no SQLAlchemy, no I/O, so workflow code may 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -147,3 +149,39 @@ class AgentRuntime(BaseModel):
     tools: list[ToolDescriptor] = Field(default_factory=list)
     context: ContextSettings = Field(default_factory=ContextSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    budget: Budget | None = None
+    """The definition's default budget (None for an agent without a definition)."""
+    approval_timeout_seconds: float | None = None
+
+
+class ResolveAgentInput(BaseModel):
+    """What the session asks of ``vigil.resolve_agent`` once per run."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str
+    agent_id: str
+    goal: str
+    """Fills ``{goal}`` in the system prompt template."""
+    version: int | None = None
+    """The pinned version; None: the newest (or none when the agent has no definition)."""
+
+
+# --- digests: what identifies a spec and a tool call --------------------------------------
+
+
+def canonical_json(value: Any) -> str:
+    """One text per value: sorted keys, no spaces, ASCII (lone surrogates survive)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def content_hash(spec: AgentSpec) -> str:
+    """sha256 of the canonical JSON of a validated spec (defaults filled in)."""
+    data = spec.model_dump(mode="json")
+    return hashlib.sha256(canonical_json(data).encode("ascii")).hexdigest()
+
+
+def call_digest(tool: str, arguments: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a tool call: an approval is bound to it."""
+    text = canonical_json({"tool": tool, "arguments": arguments})
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -26,6 +26,7 @@ ACT_RECORD = "vigil.record"
 ACT_CALL_MODEL = "vigil.call_model"
 ACT_RUN_TOOL = "vigil.run_tool"
 ACT_REMEMBER = "vigil.remember"
+ACT_RESOLVE_AGENT = "vigil.resolve_agent"
 
 # Workflow patches (versioning of running sessions; see workflows/session.py)
 PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"
@@ -46,6 +47,9 @@ ERR_INVALID_INPUT = "InvalidInput"
 ERR_ACTIVITY_FAILED = "ActivityFailed"
 """Anything unexpected (a bug): counted against the activity's failure budget."""
 ERR_SESSION_FAILED = "SessionFailed"
+# Resolve the agent's pinned definition once per run; tool catalog, per-agent model,
+# approvals bound to a digest of the call.
+PATCH_AGENT_DEFINITIONS = "vigil-agent-definitions"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"
@@ -70,3 +74,9 @@ ACT_RETENTION_PLAN = "vigil.retention_plan"
 ACT_RETENTION_ARCHIVE = "vigil.retention_archive"
 ACT_RETENTION_ERASE = "vigil.retention_erase"
 SCHEDULE_RETENTION = "vigil-retention"
+# Error types (ApplicationError.type) that cross process boundaries.
+ERR_AGENT_VERSION_MISSING = "AgentVersionMissing"
+ERR_CREDENTIAL_MISSING = "CredentialMissing"
+ERR_MODEL_CONNECTION = "ModelConnectionUnknown"
+ERR_APPROVAL_MISMATCH = "ApprovalMismatch"
+ERR_TOOL_NOT_SERVED = "ToolNotServed"

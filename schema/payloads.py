@@ -105,6 +105,12 @@ class SessionCarry(Payload):
     inbox: list[QueuedMessage] = Field(default_factory=list)
     """Human messages not yet in the transcript (they join it between steps)."""
     rejected_inputs: int = 0
+    agent_version: int | None = None
+    """The agent definition's version this session runs (None: an agent with no definition)."""
+    agent_pinned: bool = False
+    """True once the first run resolved the agent: later runs keep ``agent_version``."""
+    agent_switch: tuple[int, str] | None = None
+    """(version, by) of a redirect to another agent version not yet applied."""
 
 
 class StartSessionInput(Payload):
@@ -128,6 +134,13 @@ class StartSessionInput(Payload):
     between steps and while waiting for a human or a timer."""
     carry: SessionCarry | None = None
     """Set by the workflow itself on continue-as-new; never by users."""
+    agent_version: int | None = None
+    """Run this version of the agent's definition; its newest at the first run when unset."""
+    overrides: list[str] | None = None
+    """The settings of this input that win over the agent definition's: ``budget`` or
+    ``budget.<field>``, ``system_prompt``, ``context_messages``, ``max_tokens_per_call``,
+    ``policy.approval_timeout_seconds``. Unlisted ones come from the definition (when the
+    agent has one); `vigil start` and the client list the options a user gave."""
 
 
 class SessionResult(Payload):
@@ -150,6 +163,8 @@ class ApproveInput(Payload):
     note: str | None = None
     edited_arguments: dict[str, Any] | None = None
     """Approve with the tool call's arguments replaced by these."""
+    digest: str | None = None
+    """When given, the approval holds only if the pending call still has this digest."""
 
 
 class RejectInput(Payload):
@@ -175,6 +190,8 @@ class MessageInput(Payload):
 class RedirectInput(Payload):
     goal: str
     by: str = "unknown"
+    agent_version: int | None = None
+    """Also move the session to this version of its agent's definition."""
 
 
 class WakeInput(Payload):
@@ -197,6 +214,8 @@ class PendingApproval(Payload):
     step: int
     requested_at: datetime
     expires_at: datetime
+    digest: str | None = None
+    """sha256 of the call's canonical JSON (tool name and arguments): what is approved."""
 
 
 class SessionState(Payload):
@@ -217,6 +236,8 @@ class SessionState(Payload):
     run_index: int = 1
     rejected_inputs: int = 0
     waiting_for: str | None = None
+    agent_version: int | None = None
+    """The agent definition's version this session runs (None: no definition)."""
 
 
 # --- activity payloads ------------------------------------------------------------------
@@ -247,6 +268,8 @@ class SessionUpdate(Payload):
     summary: str | None = None
     finished: bool = False
     run_count: int | None = None
+    agent_version: int | None = None
+    system_prompt: str | None = None
 
 
 class OpenSessionInput(Payload):
@@ -256,6 +279,7 @@ class OpenSessionInput(Payload):
     system_prompt: str | None = None
     schedule_id: str | None = None
     run_index: int = 1
+    agent_version: int | None = None
 
 
 class OpenSessionOutput(Payload):
@@ -289,6 +313,16 @@ class CallModelInput(Payload):
     """The call's own failure budget, counted by the activity (Temporal then retries
     without limit, so an outage of PostgreSQL or the object store is waited out). None:
     Temporal's retry policy counts every attempt (sessions from before this field)."""
+    agent_version: int | None = None
+    """The pinned agent version: its tool catalog gives the specs, schemas and rules."""
+    connection: str | None = None
+    """The named model connection; the worker's default provider when unset."""
+    model: str | None = None
+    temperature: float | None = None
+    fallback: str | None = None
+    """Connection used once the first keeps failing."""
+    context_tokens: int | None = None
+    recall: int | None = None
 
 
 class ToolCallRef(Payload):
@@ -300,6 +334,10 @@ class ToolCallRef(Payload):
     valid: bool
     error: str | None = None
     arguments_preview: str = ""
+    digest: str | None = None
+    """sha256 of the call's canonical JSON (tool name and arguments)."""
+    rule_matched: bool | None = None
+    """Whether one of the tool's ``approve_when`` rules matched the arguments."""
 
 
 class CallModelOutput(Payload):
@@ -345,6 +383,9 @@ class RunToolInput(Payload):
     """Write this refusal as the tool's result instead of running it."""
     max_failures: int | None = None
     """As ``CallModelInput.max_failures``."""
+    agent_version: int | None = None
+    approved_digest: str | None = None
+    """A human approved exactly this call: anything else is refused, never run."""
 
 
 class ToolControl(Payload):

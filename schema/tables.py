@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     Interval,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -52,6 +53,34 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class AgentVersion(Base):
+    """One immutable version of an agent's definition (a trigger refuses UPDATE/DELETE)."""
+
+    __tablename__ = "agent_versions"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    tools: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    source: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Credential(Base):
+    """A named secret, encrypted with AES-GCM (the key lives in settings, never here)."""
+
+    __tablename__ = "credentials"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Session(Base):
     """One agent session; its id is the Temporal workflow id."""
 
@@ -64,6 +93,8 @@ class Session(Base):
     step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     run_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     schedule_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    agent_version: Mapped[int | None] = mapped_column(Integer)
+    """The agent definition's version the session runs (None: no definition)."""
     tokens_in: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     tokens_out: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cost_usd: Mapped[float] = mapped_column(Numeric(14, 6), default=0, server_default="0")

@@ -21,14 +21,17 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SessionStatus": ("vigil.schema.payloads", "SessionStatus"),
     "Budget": ("vigil.schema.payloads", "Budget"),
     "ToolPolicy": ("vigil.schema.payloads", "ToolPolicy"),
+    "AgentSpec": ("vigil.schema.agents", "AgentSpec"),
 }
 
 if TYPE_CHECKING:
+    from vigil.schema.agents import AgentSpec
     from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
     from vigil.workers.client import VigilClient
     from vigil.workers.settings import Settings
 
 __all__ = [
+    "AgentSpec",
     "Budget",
     "SessionStatus",
     "Settings",

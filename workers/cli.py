@@ -39,7 +39,10 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
+from vigil.workers.agents import start_overrides
+from vigil.workers.cli_agents import agent_app
 from vigil.workers.cli_reconcile import reconcile_command
+from vigil.workers.cli_secrets import secret_app
 from vigil.workers.client import OVERLAP, VigilClient, VigilError, refuse_oversized
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack, StackError
@@ -67,6 +70,8 @@ memory_app = typer.Typer(help="An agent's long-term memory.", no_args_is_help=Tr
 app.add_typer(memory_app, name="memory")
 artifact_app = typer.Typer(help="Artifacts in the object store.", no_args_is_help=True)
 app.add_typer(artifact_app, name="artifact")
+app.add_typer(agent_app, name="agent")
+app.add_typer(secret_app, name="secret")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -214,6 +219,17 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 # --- sessions -------------------------------------------------------------------------
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent id.")]
+AgentVersionOpt = Annotated[
+    int | None,
+    typer.Option("--agent-version", min=1, help="Pin this version of the agent's definition."),
+]
+UndefinedAgentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--undefined-agent",
+        help="Start even though the agent has no definition (built-in tools, default model).",
+    ),
+]
 ByOpt = Annotated[str, typer.Option("--by", help="Who is acting (recorded).")]
 SignalOpt = Annotated[
     bool,
@@ -324,7 +340,9 @@ def start(
     session_id: Annotated[
         str | None, typer.Option("--id", help="Session id (workflow id).")
     ] = None,
-    max_steps: Annotated[int, typer.Option(help="Step budget.")] = 50,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Step budget (the definition's, or 50).")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget.")] = None,
     max_cost: Annotated[float | None, typer.Option(help="Cost budget in USD.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
@@ -336,10 +354,13 @@ def start(
     system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     follow_: Annotated[bool, typer.Option("--follow", help="Stream the transcript live.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the session to end.")] = False,
+    agent_version: AgentVersionOpt = None,
+    undefined_agent: UndefinedAgentOpt = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start an agent session; prints its id and Temporal UI link."""
+    """Start a session of an agent's definition (the options override it); prints its id
+    and Temporal UI link."""
     too_big = start_error(goal, system_prompt)
     if too_big is not None:
         fail(f"refused before sending: {too_big}", EXIT_USAGE)
@@ -347,7 +368,7 @@ def start(
         require_approval=_csv(approve_tools),
         allowed=_csv(allow_tools),
     )
-    budget = Budget(
+    budget = given_budget(
         max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost, max_seconds=max_seconds
     )
 
@@ -359,6 +380,8 @@ def start(
             budget=budget,
             policy=policy,
             system_prompt=system_prompt,
+            agent_version=agent_version,
+            allow_undefined=True if undefined_agent else None,
         )
         if as_json and not (follow_ or wait):
             out.print_json(json.dumps({"id": started.id, "ui": started.ui_url}))
@@ -373,6 +396,11 @@ def start(
             await _wait_end(client, started.id, as_json)
 
     run_client(go, state_dir)
+
+
+def given_budget(**limits: Any) -> Budget:
+    """A Budget holding only the limits given (so only those override a definition's)."""
+    return Budget(**{k: v for k, v in limits.items() if v is not None})
 
 
 def _csv(raw: str | None) -> list[str] | None:
@@ -673,14 +701,18 @@ def redirect(
     goal: str,
     by: ByOpt = "",
     signal_: SignalOpt = False,
+    agent_version: Annotated[
+        int | None,
+        typer.Option("--agent-version", min=1, help="Also move to this agent version."),
+    ] = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Give the session a new goal."""
+    """Give the session a new goal (and, when asked, a new version of its agent)."""
     who = _check(RedirectInput(goal=goal, by=by or _by_default()))
     run_client(
         lambda c: _ack_then(
-            c.redirect(session_id, goal, by=who, wait=not signal_),
+            c.redirect(session_id, goal, by=who, wait=not signal_, agent_version=agent_version),
             as_json,
             "redirect",
         ),
@@ -806,8 +838,12 @@ def schedule_create(
     overlap: Annotated[str, typer.Option(help="|".join(OVERLAP))] = "skip",
     catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
-    max_steps: Annotated[int, typer.Option()] = 50,
+    max_steps: Annotated[int | None, typer.Option()] = None,
     approve_tools: Annotated[str | None, typer.Option()] = None,
+    agent_version: Annotated[
+        int | None,
+        typer.Option("--agent-version", min=1, help="Pin a version; each run's newest otherwise."),
+    ] = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -817,11 +853,14 @@ def schedule_create(
     if (cron is None) == (every is None):
         fail("give exactly one of --cron or --every", EXIT_USAGE)
     try:
+        budget = given_budget(max_steps=max_steps)
         template = StartSessionInput(
             agent_id=agent,
             goal=goal,
-            budget=Budget(max_steps=max_steps),
+            budget=budget,
             policy=ToolPolicy(require_approval=_csv(approve_tools)),
+            agent_version=agent_version,
+            overrides=start_overrides(budget, None, None, set()),
         )
     except ValidationError as exc:
         fail(f"bad argument: {_first_error(exc)}", EXIT_USAGE)

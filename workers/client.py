@@ -60,6 +60,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
+from vigil.workers.agents import AgentError, AgentService, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -86,6 +87,10 @@ class UnknownSession(NotFound):
 
 class UnknownSchedule(NotFound):
     pass
+
+
+class UnknownAgent(NotFound):
+    """No definition of the agent (or not that version)."""
 
 
 class NotRecordedYet(UnknownSession):
@@ -224,17 +229,25 @@ class _VigilClientCore:
         policy: ToolPolicy | None = None,
         system_prompt: str | None = None,
         task_queue: str | None = None,
+        agent_version: int | None = None,
+        allow_undefined: bool | None = None,
         **extra: Any,
     ) -> StartedSession:
+        """Start a session of ``agent_id``'s definition (its newest version, or
+        ``agent_version``); the settings given here override the definition's. An agent
+        with no definition is refused unless ``allow_undefined`` (or the setting)."""
         too_big = start_error(goal, system_prompt)
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")
+        await self.require_agent(agent_id, agent_version, allow_undefined)
         arg = StartSessionInput(
             agent_id=agent_id,
             goal=goal,
             system_prompt=system_prompt,
             budget=budget or Budget(),
             policy=policy or ToolPolicy(),
+            agent_version=agent_version,
+            overrides=start_overrides(budget, policy, system_prompt, set(extra)),
             **extra,
         )
         sid = session_id or self.new_session_id(agent_id)
@@ -271,6 +284,15 @@ class _VigilClientCore:
                 f"a session with id {sid!r} already exists; choose another --id"
             ) from exc
         return StartedSession(sid, self.ui_link(sid))
+
+    async def require_agent(
+        self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
+    ) -> None:
+        allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
+        try:
+            await AgentService(self.db).require_startable(agent_id, version, allow_undefined=allow)
+        except AgentError as exc:
+            raise UnknownAgent(str(exc)) from None
 
     def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
         return self.temporal.get_workflow_handle(session_id)
@@ -358,13 +380,23 @@ class _VigilClientCore:
         )
 
     async def redirect(
-        self, session_id: str, goal: str, *, by: str, wait: bool = True
+        self,
+        session_id: str,
+        goal: str,
+        *,
+        by: str,
+        wait: bool = True,
+        agent_version: int | None = None,
     ) -> Ack | None:
+        """A new goal; with ``agent_version``, also that version of the agent's definition."""
+        if agent_version is not None:
+            row = await self.require_session(session_id)
+            await self.require_agent(row.agent_id, agent_version, allow_undefined=False)
         return await self._control(
             session_id,
             names.UPD_REDIRECT,
             names.SIG_REDIRECT,
-            RedirectInput(goal=goal, by=by),
+            RedirectInput(goal=goal, by=by, agent_version=agent_version),
             wait,
         )
 
@@ -619,6 +651,8 @@ class _VigilClientCore:
             raise BadArgument("give exactly one of a cron expression or an interval")
         if overlap not in OVERLAP:
             raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
+        # Each run pins the agent's newest version at its start, unless the template pins one.
+        await self.require_agent(template.agent_id, template.agent_version)
         arg = template.model_copy(update={"schedule_id": schedule_id})
         spec = ScheduleSpec(
             cron_expressions=[cron] if cron else [],

@@ -74,6 +74,7 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 budget=Budget(max_steps=10, max_seconds=600),
                 policy=ToolPolicy(require_approval=["http_fetch"]),
                 task_queue=task_queue,
+                allow_undefined=True,  # the demo's agent is built in, not defined in a file
             )
             sid = started.id
             console.print(f"[bold]session[/] {sid}")

@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     model_base_url: str | None = None
     model_api_key: SecretStr | None = None
     model_timeout_seconds: float = 60.0
+    model_connections: str | None = None
+    """More named model connections, as JSON: ``{"NAME": {"kind": "openai|anthropic|scripted",
+    "base_url": ..., "model": ..., "credential": ..., "timeout_seconds": ...}}``. The
+    VIGIL_MODEL_* settings are the connection named ``default`` unless this names one."""
+    models_file: Path | None = None
+    """A TOML file of connections (``[connections.NAME]`` tables, the same fields)."""
+    secret_key: SecretStr | None = None
+    """Key of the encrypted credentials table (32 bytes, base64 or hex); without it the
+    embedded stack's ``<state_dir>/secret.key`` is used when there is one."""
+
+    # Agents
+    allow_undefined_agents: bool = False
+    """Let `vigil start` / the client start agents that have no definition (vigil's
+    built-in tools and the default model); otherwise such a start is refused."""
 
     # Tools
     http_allow: str = ""

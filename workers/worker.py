@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.artifacts.factory import make_store
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.factory import make_provider
@@ -20,6 +21,7 @@ from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
+from vigil.workers.models import model_router
 from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
@@ -38,6 +40,7 @@ class Runtime:
     http: httpx.AsyncClient
     provider: ModelProvider
     activities: SessionActivities
+    agent_activities: AgentActivities
 
 
 @contextlib.asynccontextmanager
@@ -60,6 +63,8 @@ async def runtime(
         memory = MemoryStore(sessionmaker, make_embedder(settings))
     except ImportError:  # memory is optional until its module lands
         memory = None
+    models = model_router(settings, sessionmaker, model)
+    versions = AgentVersions(sessionmaker)
     acts = SessionActivities(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -67,10 +72,19 @@ async def runtime(
         provider=model,
         http=http,
         memory=memory,
+        models=models,
+        agents=versions,
     )
     try:
-        yield Runtime(engine=engine, http=http, provider=model, activities=acts)
+        yield Runtime(
+            engine=engine,
+            http=http,
+            provider=model,
+            activities=acts,
+            agent_activities=AgentActivities(versions),
+        )
     finally:
+        await models.aclose()
         await model.aclose()
         await http.aclose()
         await engine.dispose()
@@ -84,7 +98,7 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*rt.activities.all(), *retention.all()],
+        activities=[*rt.activities.all(), *retention.all(), *rt.agent_activities.all()],
     )
 
 

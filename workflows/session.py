@@ -19,6 +19,7 @@ from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from vigil.schema import names
+from vigil.schema.agents import AgentRuntime, ResolveAgentInput, call_digest
 from vigil.schema.limits import input_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
@@ -53,7 +54,7 @@ from vigil.schema.payloads import (
     WakeInput,
     preview,
 )
-from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
+from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
 from vigil.workflows import retries
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
@@ -108,6 +109,11 @@ class AgentSession(HandOverWhileWaiting):
         self._run_start_size = 0
         # A run that took over a wait from the last one (see workflows/hand_over.py).
         self._resumed_wait = self._take_over()
+        # The pinned agent definition (None until resolved; always None when replaying a
+        # history from before agent definitions).
+        self._runtime: AgentRuntime | None = None
+        self._bind_calls = False
+        """Approvals bound to the call's digest, edited arguments checked (new sessions)."""
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -118,6 +124,9 @@ class AgentSession(HandOverWhileWaiting):
         # while waiting, nor on their history's size between steps.
         self._protect = workflow.patched(names.PATCH_HAND_OVER_WHILE_WAITING)
         self._run_start_size = info.get_current_history_size()
+        if workflow.patched(names.PATCH_AGENT_DEFINITIONS):
+            self._bind_calls = True
+            await self._resolve_agent()
         if arg.carry is None:
             opened = await self._act(
                 names.ACT_OPEN_SESSION,
@@ -125,8 +134,9 @@ class AgentSession(HandOverWhileWaiting):
                     session_id=self._sid,
                     agent_id=arg.agent_id,
                     goal=arg.goal,
-                    system_prompt=arg.system_prompt,
+                    system_prompt=self._arg.system_prompt,
                     schedule_id=arg.schedule_id,
+                    agent_version=self._c.agent_version,
                 ),
                 OpenSessionOutput,
                 summary="open session",
@@ -134,7 +144,7 @@ class AgentSession(HandOverWhileWaiting):
                 retry=c.RECORD_RETRY,
             )
             self._c.next_seq = max(self._c.next_seq, opened.next_seq)
-            budget = arg.budget
+            budget = self._arg.budget
             if budget.deadline is not None:
                 self._c.deadline = budget.deadline
             if budget.max_seconds is not None:
@@ -186,6 +196,9 @@ class AgentSession(HandOverWhileWaiting):
                 continue
             if self._should_continue_as_new():
                 await self._hand_over()
+            if self._c.agent_switch is not None:
+                await self._switch_agent(*self._c.agent_switch)
+                continue
             await self._step()
 
     async def _hand_over(self) -> None:
@@ -222,6 +235,7 @@ class AgentSession(HandOverWhileWaiting):
                 context_messages=self._arg.context_messages,
                 max_tokens=self._arg.max_tokens_per_call,
                 max_failures=budget,
+                **agent_policy.model_call_fields(self._runtime),
             ),
             CallModelOutput,
             summary=f"step {step}: model",
@@ -253,7 +267,8 @@ class AgentSession(HandOverWhileWaiting):
         step, call, seq = wait.step, wait.call, wait.seq
         if wait.kind == "approval":
             edited, rejected = await self._approval(step, call, wait.approval)
-            await self._run_tool(step, wait.model_seq, call, seq, edited, rejected)
+            approved = self._approved_digest(call, edited, rejected)
+            await self._run_tool(step, wait.model_seq, call, seq, edited, rejected, approved)
         elif wait.kind == "sleep" and wait.wake_at is not None:
             self._tool_message(seq, step, call, await self._sleep(wait.wake_at))
         else:
@@ -276,14 +291,24 @@ class AgentSession(HandOverWhileWaiting):
         self._open_calls[call.index] = (call, seq)
         edited: dict[str, Any] | None = None
         rejected: str | None = None
+        approved: str | None = None
         if not call.valid:
             # The activity must not run it: the call may name a tool this session's policy
             # does not allow (only the workflow knows the policy). The error goes back to
             # the model as the tool's result.
             rejected = call.error or "invalid tool call"
-        elif needs_approval(call.name, self._arg.policy.require_approval):
+        elif agent_policy.needs_approval(self._runtime, self._arg.policy, call):
             edited, rejected = await self._approval(step, call)
-        await self._run_tool(step, model_seq, call, seq, edited, rejected)
+            approved = self._approved_digest(call, edited, rejected)
+        await self._run_tool(step, model_seq, call, seq, edited, rejected, approved)
+
+    def _approved_digest(
+        self, call: ToolCallRef, edited: dict[str, Any] | None, rejected: str | None
+    ) -> str | None:
+        """The digest of exactly the call a human approved: run_tool refuses anything else."""
+        if not self._bind_calls or rejected is not None:
+            return None
+        return call_digest(call.name, edited) if edited is not None else call.digest
 
     async def _run_tool(
         self,
@@ -293,8 +318,15 @@ class AgentSession(HandOverWhileWaiting):
         seq: int,
         edited: dict[str, Any] | None,
         rejected: str | None,
+        approved: str | None = None,
     ) -> None:
-        retry, budget = retries.budgeted(c.TOOL_RETRY, self._arg.policy.tool_max_attempts)
+        route = agent_policy.tool_route(
+            self._runtime if rejected is None else None,
+            call.name,
+            c.TOOL_START_TO_CLOSE,
+            c.TOOL_RETRY,
+        )
+        retry, budget = retries.budgeted(route.retry, self._arg.policy.tool_max_attempts)
         result = await self._act(
             names.ACT_RUN_TOOL,
             RunToolInput(
@@ -307,12 +339,15 @@ class AgentSession(HandOverWhileWaiting):
                 edited_arguments=edited,
                 rejected_reason=rejected,
                 max_failures=budget,
+                agent_version=self._runtime.version if self._runtime is not None else None,
+                approved_digest=approved,
             ),
             RunToolOutput,
             summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
-            limit=c.TOOL_START_TO_CLOSE,
+            limit=route.timeout,
             retry=retry,
             heartbeat=True,
+            task_queue=route.task_queue,
         )
         control = result.control
         if control is None:
@@ -353,6 +388,7 @@ class AgentSession(HandOverWhileWaiting):
                     step=step,
                     requested_at=now,
                     expires_at=expires,
+                    digest=call.digest if self._bind_calls else None,
                 )
             )
             self._approvals[approval_id] = approval
@@ -364,6 +400,7 @@ class AgentSession(HandOverWhileWaiting):
                     "approval_id": approval_id,
                     "tool": call.name,
                     "arguments": call.arguments_preview,
+                    **({"digest": call.digest} if self._bind_calls else {}),
                 },
             )
             self._set_status(SessionStatus.WAITING_APPROVAL)
@@ -732,8 +769,65 @@ class AgentSession(HandOverWhileWaiting):
         )
 
     def _allowed_tools(self) -> list[str]:
-        allowed = self._arg.policy.allowed
-        return [n for n in BUILTIN_TOOLS if allowed is None or n in allowed]
+        return agent_policy.tool_names(self._runtime, self._arg.policy)
+
+    # --- the agent definition ---------------------------------------------------------
+
+    async def _resolve_agent(self) -> None:
+        """Pin the agent version at the first run (the starter's, or the newest), and
+        read the same one again in every later run: a definition changed meanwhile
+        never reaches this session (only a redirect to a version moves it)."""
+        if self._c.agent_pinned and self._c.agent_version is None:
+            self._runtime = AgentRuntime(agent_id=self._arg.agent_id)
+            return
+        version = self._c.agent_version if self._c.agent_pinned else self._arg.agent_version
+        runtime = await self._fetch_runtime(version, self._arg.goal)
+        self._runtime = runtime
+        self._c.agent_version, self._c.agent_pinned = runtime.version, True
+        self._arg = agent_policy.effective_input(self._arg, runtime)
+
+    async def _fetch_runtime(self, version: int | None, goal: str) -> AgentRuntime:
+        return await self._act(
+            names.ACT_RESOLVE_AGENT,
+            ResolveAgentInput(
+                session_id=self._sid, agent_id=self._arg.agent_id, goal=goal, version=version
+            ),
+            AgentRuntime,
+            summary=f"agent {self._arg.agent_id} v{version}" if version else "agent definition",
+            limit=c.RECORD_START_TO_CLOSE,
+            retry=c.RECORD_RETRY,
+        )
+
+    async def _switch_agent(self, version: int, by: str) -> None:
+        """A redirect named another version: pin it, or record why not and go on."""
+        self._c.agent_switch = None
+        old = self._c.agent_version
+        try:
+            runtime = await self._fetch_runtime(version, self._c.goal)
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
+            self._event(
+                f"agent:refused:{workflow.uuid4()}",
+                "agent_version_refused",
+                self._c.step,
+                actor=by,
+                reason=cause,
+                payload={"version": version, "kept": old},
+            )
+            return
+        self._runtime = runtime
+        self._c.agent_version = runtime.version
+        self._arg = agent_policy.effective_input(self._arg, runtime)
+        self._event(
+            f"agent:version:{workflow.uuid4()}",
+            "agent_version_changed",
+            self._c.step,
+            actor=by,
+            payload={"from": old, "to": runtime.version, "content_hash": runtime.content_hash},
+        )
+        self._update(agent_version=runtime.version, system_prompt=self._arg.system_prompt)
 
     async def _act(
         self,
@@ -745,11 +839,13 @@ class AgentSession(HandOverWhileWaiting):
         limit: timedelta,
         retry: Any,
         heartbeat: bool = False,
+        task_queue: str | None = None,
     ) -> M:
         out: M = await workflow.execute_activity(
             name,
             arg,
             result_type=result,
+            task_queue=task_queue,
             start_to_close_timeout=limit,
             retry_policy=retry,
             heartbeat_timeout=timedelta(seconds=self._arg.heartbeat_seconds) if heartbeat else None,
@@ -810,8 +906,12 @@ class AgentSession(HandOverWhileWaiting):
 
     def _state_error(self, value: BaseModel) -> str | None:
         """Why the session cannot take this (well-formed) input now; None when it can."""
-        if isinstance(value, ApproveInput | RejectInput):
+        if isinstance(value, ApproveInput):
+            return self._approve_input_error(value)
+        if isinstance(value, RejectInput):
             return self._approve_error(value.approval_id)
+        if isinstance(value, RedirectInput):
+            return self._redirect_error(value)
         if isinstance(value, WakeInput) and self._status != SessionStatus.SLEEPING:
             return "the session is not sleeping"
         if isinstance(value, MessageInput):
@@ -855,7 +955,7 @@ class AgentSession(HandOverWhileWaiting):
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue) -> None:
-        self._refuse(self._approve_error(self._valid(raw, ApproveInput).approval_id))
+        self._refuse(self._approve_input_error(self._valid(raw, ApproveInput)))
 
     @workflow.update(name=names.UPD_REJECT)
     def reject_update(self, raw: RawValue) -> Ack:
@@ -906,7 +1006,9 @@ class AgentSession(HandOverWhileWaiting):
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue) -> None:
         value = self._valid(raw, RedirectInput)
-        self._refuse(self._ended_error() or self._queue_error(value.goal))
+        self._refuse(
+            self._ended_error() or self._queue_error(value.goal) or self._redirect_error(value)
+        )
 
     @workflow.update(name=names.UPD_WAKE)
     def wake_update(self, raw: RawValue) -> Ack:
@@ -937,6 +1039,7 @@ class AgentSession(HandOverWhileWaiting):
             run_index=self._c.run_index,
             rejected_inputs=self._rejected_inputs,
             waiting_for=self._waiting_for,
+            agent_version=self._c.agent_version,
         )
 
     # --- the effects shared by signals and updates -----------------------------------------
@@ -961,6 +1064,33 @@ class AgentSession(HandOverWhileWaiting):
             return f"unknown approval id {approval_id!r} (pending: {pending})"
         if approval.decision is not None:
             return f"approval {approval_id!r} was already decided ({approval.decision})"
+        return None
+
+    def _approve_input_error(self, value: ApproveInput) -> str | None:
+        """An approval holds only for the pending call: the digest, when given, must be
+        that call's, and edited arguments must fit the tool's schema."""
+        error = self._approve_error(value.approval_id)
+        if error is not None or not self._bind_calls:
+            return error
+        pending = self._approvals[value.approval_id].pending
+        if value.digest is not None and value.digest != pending.digest:
+            return (
+                f"approval {value.approval_id!r} is for the call with digest {pending.digest}, "
+                f"not {value.digest}"
+            )
+        if value.edited_arguments is not None:
+            return agent_policy.edited_arguments_error(
+                self._runtime, pending.tool, value.edited_arguments
+            )
+        return None
+
+    def _redirect_error(self, value: RedirectInput) -> str | None:
+        if value.agent_version is None:
+            return None
+        if not self._bind_calls:
+            return "this session predates agent definitions: it cannot change version"
+        if value.agent_version < 1:
+            return "agent_version must be 1 or more"
         return None
 
     def _decide(
@@ -1022,6 +1152,8 @@ class AgentSession(HandOverWhileWaiting):
         )
         self._update(goal=arg.goal)
         self._publish()
+        if arg.agent_version is not None and arg.agent_version != self._c.agent_version:
+            self._c.agent_switch = (arg.agent_version, arg.by)
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

@@ -64,6 +64,7 @@ class AnthropicProvider:
         tools: list[ToolSpec],
         *,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ModelReply:
         system, wire_messages = messages_to_wire(messages)
         payload: dict[str, Any] = {
@@ -74,6 +75,8 @@ class AnthropicProvider:
         }
         if system:
             payload["system"] = system
+        if temperature is not None:
+            payload["temperature"] = temperature
         if tools:
             payload["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}

@@ -148,6 +148,7 @@ class ModelProvider(Protocol):
         tools: list[ToolSpec],
         *,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ModelReply: ...
 
     async def aclose(self) -> None: ...

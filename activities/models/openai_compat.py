@@ -51,6 +51,7 @@ class OpenAIChatProvider:
         tools: list[ToolSpec],
         *,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ModelReply:
         payload: dict[str, Any] = {
             "model": self.model,
@@ -61,6 +62,8 @@ class OpenAIChatProvider:
             payload["tools"] = [_tool_to_wire(t) for t in tools]
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
+        if temperature is not None:
+            payload["temperature"] = temperature
         headers = {"content-type": "application/json"}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"

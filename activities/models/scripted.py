@@ -78,6 +78,7 @@ class ScriptedProvider:
         tools: list[ToolSpec],
         *,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ModelReply:
         index = sum(1 for m in messages if m.role == "assistant")
         turn = self.turns[index] if index < len(self.turns) else _finish_turn(messages)

@@ -52,7 +52,12 @@ def cli(
         )
         worker = WorkerProcess(env, tmp / "worker.log").start()
         local = settings.model_copy(
-            update={"task_queue": task_queue, "artifact_dir": artifacts, "artifact_backend": "fs"}
+            update={
+                "task_queue": task_queue,
+                "artifact_dir": artifacts,
+                "artifact_backend": "fs",
+                "allow_undefined_agents": True,  # as the processes' env
+            }
         )
         try:
             yield CLIStack(

@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import eventually, running_worker, start, state, stub_settings
 from tests.support.teststack import ROOT, scratch_stack
 from vigil.schema import names
+from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
     ApproveInput,
@@ -39,6 +42,8 @@ from vigil.schema.payloads import (
     StartSessionInput,
     ToolPolicy,
 )
+from vigil.workers.agents import AgentService
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 
@@ -51,6 +56,7 @@ class Ctx:
     client: Client
     stub: LLMStub
     task_queue: str
+    sessionmaker: async_sessionmaker[DbSession]
 
     def fetch(self, path: str) -> Reply:
         return Reply.tool_call("http_fetch", {"url": f"{self.stub.url}{path}"})
@@ -200,6 +206,46 @@ async def budgeted_retries(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def agent_definition(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An agent with a definition: the session pins its version, offers its catalog, asks
+    for approval by an argument rule, and runs the edited call bound to its digest."""
+    name = "agent-defined"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "system_prompt": "You are {agent}. Goal: {goal}",
+                "model": {"temperature": 0.1, "max_tokens": 500},
+                "tools": [
+                    {
+                        "name": "http_fetch",
+                        "approve_when": [{"argument": "url", "host_not_in": ["trusted.test"]}],
+                    },
+                    {"name": "read_artifact"},
+                ],
+                "budget": {"max_steps": 8},
+            }
+        )
+    )
+    ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched as approved"))
+    handle = await ctx.start(
+        "agent_definition", StartSessionInput(agent_id=name, goal="fetch with a definition")
+    )
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    approval = waiting.pending_approvals[0]
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(
+            approval_id=approval.approval_id,
+            by="alice",
+            edited_arguments={"url": f"{ctx.stub.url}/final"},
+            digest=approval.digest,
+        ),
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -210,6 +256,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "provider_rejected": provider_rejected,
     "hand_over_waiting": hand_over_waiting,
     "budgeted_retries": budgeted_retries,
+    "agent_definition": agent_definition,
 }
 
 
@@ -230,6 +277,24 @@ async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
     client = await connect(settings)
     HISTORIES.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    url = settings.endpoints().database_url
+    assert url is not None
+    engine = make_engine(url)
+    sessionmaker = make_sessionmaker(engine)
+    try:
+        await _record_all(client, settings, sessionmaker, names_wanted, written)
+    finally:
+        await engine.dispose()
+    return written
+
+
+async def _record_all(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    names_wanted: list[str],
+    written: list[Path],
+) -> None:
     with LLMStub() as stub:
         cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
         for name in names_wanted:
@@ -237,7 +302,7 @@ async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
             task_queue = f"replay-record-{uuid.uuid4()}"
             started = time.monotonic()
             async with running_worker(client, cfg, task_queue):
-                handles = await SCENARIOS[name](Ctx(client, stub, task_queue))
+                handles = await SCENARIOS[name](Ctx(client, stub, task_queue, sessionmaker))
             for index, handle in enumerate(handles):
                 suffix = "" if len(handles) == 1 else ("_first_run" if index == 0 else "_last_run")
                 path = HISTORIES / f"{name}{suffix}.json"
@@ -248,7 +313,6 @@ async def _record(settings: Settings, names_wanted: list[str]) -> list[Path]:
                     f"{path.relative_to(ROOT)}: {len(history.events)} events, "
                     f"{time.monotonic() - started:.1f}s"
                 )
-    return written
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ EXPECTED = {
     "hand_over_waiting_first_run",
     "hand_over_waiting_last_run",
     "budgeted_retries",
+    "agent_definition",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -44,7 +45,12 @@ CONVERTER = data_converter(
     Settings(payload_keys="replay:" + "A" * 43 + "=", payload_key_id="replay")
 )
 # Scenarios added after that, with no older recording.
-NEWER = {"hand_over_waiting_first_run", "hand_over_waiting_last_run", "budgeted_retries"}
+NEWER = {
+    "hand_over_waiting_first_run",
+    "hand_over_waiting_last_run",
+    "budgeted_retries",
+    "agent_definition",
+}
 
 
 def _replayer(workflow: type) -> Replayer:

@@ -91,6 +91,8 @@ def cli_env(
             "VIGIL_MODEL_NAME": "stub",
             "VIGIL_HTTP_ALLOW": urlsplit(model_url).netloc,  # the stub serves pages too
             "VIGIL_ARTIFACT_DIR": str(artifact_dir),
+            # The CLI tests start sessions of throwaway agents that have no definition.
+            "VIGIL_ALLOW_UNDEFINED_AGENTS": "1",
             "COLUMNS": "200",  # rich wraps readable output to the terminal width
             "PYTHONUNBUFFERED": "1",
             **extra,
@@ -111,6 +113,7 @@ class Vigil:
         *args: str,
         timeout: float = 60,
         env: Mapping[str, str] | None = None,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*CLI, *args],
@@ -119,6 +122,7 @@ class Vigil:
             capture_output=True,
             text=True,
             timeout=timeout,
+            input=input,
         )
 
     def ok(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,1 @@
+"""Agent definitions: files, the tool catalog, and the runtime a session pins."""

@@ -1,0 +1,306 @@
+"""Agent files: one agent a file, TOML or YAML, validated by ``AgentSpec``.
+
+Every problem is reported as ``FILE:LINE: FIELD: what is wrong``: pydantic's error
+locations are mapped back to lines (YAML through the composer's node marks, TOML
+through a scan of its tables and keys), and the checks pydantic cannot make (template
+placeholders, regular expressions, tool names) are reported the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vigil.activities.agents.catalog import UnknownTool, describe_tools
+from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
+
+SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
+MAX_FILE_BYTES = 1024 * 1024
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    field: str
+    message: str
+
+
+class AgentFileError(ValueError):
+    """A file that is not a valid agent definition; ``str()`` lists every problem."""
+
+    def __init__(self, path: Path, problems: Sequence[Problem]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        out = []
+        for p in self.problems:
+            where = f"{self.path}:{p.line}" if p.line else str(self.path)
+            out.append(f"{where}: {p.field}: {p.message}" if p.field else f"{where}: {p.message}")
+        return out
+
+
+@dataclass(frozen=True)
+class LoadedAgent:
+    path: Path
+    spec: AgentSpec
+    content_hash: str
+    tools: list[ToolDescriptor] = field(default_factory=list)
+
+
+def field_name(loc: Loc) -> str:
+    """``("tools", 1, "approval")`` -> ``tools[1].approval``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def find_files(paths: Iterable[Path]) -> list[Path]:
+    """The agent files named, folders expanded (sorted, not recursive into hidden ones)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SUFFIXES
+                    and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def load(path: Path) -> LoadedAgent:
+    """Read, parse and validate one agent file; raises AgentFileError."""
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise AgentFileError(
+            path, [Problem(None, "", "not an agent file: use .toml, .yaml or .yml")]
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AgentFileError(path, [Problem(None, "", exc.strerror or str(exc))]) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise AgentFileError(path, [Problem(None, "", f"larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgentFileError(path, [Problem(None, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    return parse(text, path, kind)
+
+
+def parse(text: str, path: Path, kind: str) -> LoadedAgent:
+    data, locate = _parse_toml(text, path) if kind == "toml" else _parse_yaml(text, path)
+    if not isinstance(data, dict):
+        raise AgentFileError(path, [Problem(1, "", "an agent file holds one mapping of fields")])
+    try:
+        spec = AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc: Loc = tuple(error.get("loc", ()))
+            message = str(error.get("msg", "invalid"))
+            if error.get("type") == "extra_forbidden":
+                message = "unknown field"
+            problems.append(Problem(locate(loc), field_name(loc), message))
+        raise AgentFileError(path, problems) from exc
+    problems = _semantic_problems(spec)
+    tools: list[ToolDescriptor] = []
+    if not problems:
+        try:
+            tools = describe_tools(spec)
+        except UnknownTool as exc:
+            index = next((i for i, t in enumerate(spec.tools) if t.name == exc.name), None)
+            loc = ("tools", index, "name") if index is not None else ("tools",)
+            problems.append(Problem(None, field_name(loc), str(exc)))
+    if problems:
+        located = [
+            Problem(locate(_loc_of(p.field)), p.field, p.message) if p.line is None else p
+            for p in problems
+        ]
+        raise AgentFileError(path, located)
+    return LoadedAgent(path=path, spec=spec, content_hash=content_hash(spec), tools=tools)
+
+
+def _loc_of(name: str) -> Loc:
+    parts: list[str | int] = []
+    for token in re.findall(r"[^.\[\]]+|\[\d+\]", name):
+        parts.append(int(token[1:-1]) if token.startswith("[") else token)
+    return tuple(parts)
+
+
+def placeholders(template: str) -> list[str]:
+    """Field names a ``str.format`` template uses; ValueError when it is malformed."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def _semantic_problems(spec: AgentSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    if spec.system_prompt is not None:
+        known = {"goal", "agent", *spec.variables}
+        try:
+            names = placeholders(spec.system_prompt)
+        except ValueError as exc:
+            problems.append(Problem(None, "system_prompt", f"bad template: {exc}"))
+        else:
+            for name in names:
+                base = re.split(r"[.\[]", name, maxsplit=1)[0]
+                if base != name or not name:
+                    problems.append(
+                        Problem(
+                            None,
+                            "system_prompt",
+                            f"placeholder {{{name}}}: use plain names ({{goal}}, {{agent}}, "
+                            "or a key of variables); write {{ and }} for braces",
+                        )
+                    )
+                elif name not in known:
+                    problems.append(
+                        Problem(
+                            None,
+                            "system_prompt",
+                            f"placeholder {{{name}}} is not goal, agent or a key of variables",
+                        )
+                    )
+    for i, tool in enumerate(spec.tools):
+        for j, rule in enumerate(tool.approve_when):
+            if rule.matches is not None:
+                try:
+                    re.compile(rule.matches)
+                except re.error as exc:
+                    problems.append(
+                        Problem(
+                            None,
+                            field_name(("tools", i, "approve_when", j, "matches")),
+                            f"not a regular expression: {exc}",
+                        )
+                    )
+            if rule.matches is None and rule.host_not_in is None:
+                problems.append(
+                    Problem(
+                        None,
+                        field_name(("tools", i, "approve_when", j)),
+                        "a rule needs `matches` or `host_not_in`",
+                    )
+                )
+    for k, server in enumerate(spec.mcp_servers):
+        if (server.command is None) == (server.url is None):
+            problems.append(
+                Problem(
+                    None,
+                    field_name(("mcp_servers", k)),
+                    "give exactly one of `command` (stdio) or `url` (streamable HTTP)",
+                )
+            )
+    return problems
+
+
+# --- YAML: node marks ---------------------------------------------------------------
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, Any]:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AgentFileError(path, [Problem(line, "", f"not valid YAML: {problem}")]) from exc
+
+    def locate(loc: Loc) -> int | None:
+        node = root
+        line = node.start_mark.line + 1 if node is not None else None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                        line, node = key.start_mark.line + 1, value
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    return line
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+    return data, locate
+
+
+# --- TOML: a scan of tables and keys --------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+
+
+def _key_parts(dotted: str) -> list[str]:
+    return [p.strip().strip("\"'") for p in re.findall(_PART, dotted)]
+
+
+def _parse_toml(text: str, path: Path) -> tuple[Any, Any]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        line = int(found.group(1)) if found else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise AgentFileError(path, [Problem(line, "", f"not valid TOML: {message}")]) from exc
+
+    lines: dict[Loc, int] = {}
+    counters: dict[tuple[str, ...], int] = {}
+    table: list[str | int] = []
+    in_multiline = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if raw.count('"""') % 2 == 1 or raw.count("'''") % 2 == 1:
+            in_multiline = not in_multiline
+            if not in_multiline:
+                continue
+        elif in_multiline:
+            continue
+        header = _HEADER.match(raw)
+        if header and not _KEY.match(raw):
+            names = _key_parts(header.group(2))
+            if header.group(1) == "[[":
+                key = tuple(names)
+                counters[key] = counters.get(key, -1) + 1
+                table = [*names, counters[key]]
+            else:
+                table = list(names)
+            lines.setdefault(tuple(table), number)
+            continue
+        key_match = _KEY.match(raw)
+        if key_match:
+            loc = (*table, *_key_parts(key_match.group(1)))
+            lines.setdefault(tuple(loc), number)
+
+    def locate(loc: Loc) -> int | None:
+        for size in range(len(loc), 0, -1):
+            if loc[:size] in lines:
+                return lines[loc[:size]]
+        return 1 if loc else None
+
+    return data, locate

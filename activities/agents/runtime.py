@@ -1,0 +1,131 @@
+"""From a stored agent version to what a session runs: ``AgentRuntime``.
+
+``vigil.resolve_agent`` runs once per session run: it reads the pinned version (or the
+newest, at a session's first run), renders the system prompt template with the goal,
+and returns names and small metadata only (never a credential). Versions are
+immutable, so the worker caches them: ``call_model`` and ``run_tool`` read a version's
+tool catalog from here on every step without a query.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from vigil.activities.record import agents as agent_rows
+from vigil.activities.record.agents import AgentVersionRow
+from vigil.activities.record.rls import acting_for
+from vigil.schema import names
+from vigil.schema.agents import AgentRuntime, AgentSpec, ResolveAgentInput, ToolDescriptor
+
+CACHE_SIZE = 256
+
+
+def render_prompt(spec: AgentSpec, goal: str) -> str | None:
+    """The system prompt template filled with ``{goal}``, ``{agent}`` and the variables."""
+    if spec.system_prompt is None:
+        return None
+    values = {**spec.variables, "goal": goal, "agent": spec.name}
+    return spec.system_prompt.format_map(values)
+
+
+def build_runtime(row: AgentVersionRow, goal: str) -> AgentRuntime:
+    spec = AgentSpec.model_validate(row.spec)
+    return AgentRuntime(
+        agent_id=row.agent_id,
+        version=row.version,
+        content_hash=row.content_hash,
+        system_prompt=render_prompt(spec, goal),
+        model=spec.model,
+        tools=[ToolDescriptor.model_validate(t) for t in row.tools],
+        context=spec.context,
+        memory=spec.memory,
+        budget=spec.budget,
+        approval_timeout_seconds=spec.approval_timeout_seconds,
+    )
+
+
+class AgentVersions:
+    """The worker's reader of agent versions, with a cache of the immutable rows."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._rows: OrderedDict[tuple[str, int], AgentVersionRow] = OrderedDict()
+        self._catalogs: dict[tuple[str, int], dict[str, ToolDescriptor]] = {}
+
+    async def get(self, agent_id: str, version: int) -> AgentVersionRow | None:
+        key = (agent_id, version)
+        found = self._rows.get(key)
+        if found is not None:
+            self._rows.move_to_end(key)
+            return found
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            found = await agent_rows.get_version(db, agent_id, version)
+        if found is not None:
+            self._remember(found)
+        return found
+
+    async def newest(self, agent_id: str) -> AgentVersionRow | None:
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            found = await agent_rows.newest_version(db, agent_id)
+        if found is not None:
+            self._remember(found)
+        return found
+
+    async def catalog(self, agent_id: str, version: int) -> dict[str, ToolDescriptor]:
+        """The version's tools by name; a missing version is a non-retryable error."""
+        key = (agent_id, version)
+        found = self._catalogs.get(key)
+        if found is None:
+            row = await self.get(agent_id, version)
+            if row is None:
+                raise missing_version(agent_id, version)
+            found = {t["name"]: ToolDescriptor.model_validate(t) for t in row.tools}
+            self._catalogs[key] = found
+        return found
+
+    def _remember(self, row: AgentVersionRow) -> None:
+        key = (row.agent_id, row.version)
+        self._rows[key] = row
+        self._rows.move_to_end(key)
+        while len(self._rows) > CACHE_SIZE:
+            old, _ = self._rows.popitem(last=False)
+            self._catalogs.pop(old, None)
+
+
+def missing_version(agent_id: str, version: int) -> ApplicationError:
+    return ApplicationError(
+        f"agent {agent_id!r} has no version {version}",
+        type=names.ERR_AGENT_VERSION_MISSING,
+        non_retryable=True,
+    )
+
+
+class AgentActivities:
+    """The activity that pins a session to an agent version; built by the worker."""
+
+    def __init__(self, versions: AgentVersions) -> None:
+        self.versions = versions
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.resolve_agent]
+
+    @activity.defn(name=names.ACT_RESOLVE_AGENT)
+    async def resolve_agent(self, arg: ResolveAgentInput) -> AgentRuntime:
+        """The pinned version, or the newest; AgentRuntime(version=None) when the agent
+        has no definition (vigil's built-in tools, the worker's default model)."""
+        if arg.version is not None:
+            row = await self.versions.get(arg.agent_id, arg.version)
+            if row is None:
+                raise missing_version(arg.agent_id, arg.version)
+        else:
+            row = await self.versions.newest(arg.agent_id)
+            if row is None:
+                return AgentRuntime(agent_id=arg.agent_id, version=None)
+        return build_runtime(row, arg.goal)

@@ -1,0 +1,217 @@
+"""Queries of agent definitions: immutable versions, and the version a session runs.
+
+A version is never changed (a trigger refuses UPDATE and DELETE): applying a changed
+definition adds version N+1, applying an unchanged one (same content hash as the newest)
+adds nothing. Writers serialise on the agent's row (``SELECT ... FOR UPDATE``), so two
+applies of the same agent at once never race for a version number.
+
+The reads work as the table owner and under ``acting_for(agent)`` alike (row-level
+security shows an agent its own versions only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from vigil.schema import textcodec
+
+
+@dataclass(frozen=True)
+class AgentVersionRow:
+    agent_id: str
+    version: int
+    content_hash: str
+    spec: dict[str, Any]
+    """The validated AgentSpec as JSON (defaults filled in)."""
+    tools: list[dict[str, Any]]
+    """The tool catalog (ToolDescriptor JSON) computed when the version was applied."""
+    source: str | None
+    created_by: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AgentSummaryRow:
+    agent_id: str
+    versions: int
+    newest: int
+    content_hash: str
+    description: str
+    updated_at: datetime
+
+
+_COLUMNS = "agent_id, version, content_hash, spec, tools, source, created_by, created_at"
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return textcodec.decode_json(value)
+
+
+def _row(r: Any) -> AgentVersionRow:
+    return AgentVersionRow(
+        agent_id=r["agent_id"],
+        version=r["version"],
+        content_hash=r["content_hash"],
+        spec=_json(r["spec"]),
+        tools=_json(r["tools"]),
+        source=r["source"],
+        created_by=r["created_by"],
+        created_at=r["created_at"],
+    )
+
+
+async def newest_version(db: DbSession, agent_id: str) -> AgentVersionRow | None:
+    found = (
+        (
+            await db.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent "
+                    "ORDER BY version DESC LIMIT 1"
+                ),
+                {"agent": agent_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return _row(found) if found else None
+
+
+async def get_version(db: DbSession, agent_id: str, version: int) -> AgentVersionRow | None:
+    found = (
+        (
+            await db.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM agent_versions "
+                    "WHERE agent_id = :agent AND version = :version"
+                ),
+                {"agent": agent_id, "version": version},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return _row(found) if found else None
+
+
+async def list_versions(db: DbSession, agent_id: str) -> list[AgentVersionRow]:
+    rows = (
+        (
+            await db.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent "
+                    "ORDER BY version"
+                ),
+                {"agent": agent_id},
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return [_row(r) for r in rows]
+
+
+async def list_agents(db: DbSession) -> list[AgentSummaryRow]:
+    """Every agent with a definition: its newest version, one row each."""
+    rows = (
+        (
+            await db.execute(
+                text(
+                    "SELECT DISTINCT ON (agent_id) agent_id, version, content_hash, "
+                    "spec->'description' AS description, created_at, "
+                    "count(*) OVER (PARTITION BY agent_id) AS versions "
+                    "FROM agent_versions ORDER BY agent_id, version DESC"
+                )
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return [
+        AgentSummaryRow(
+            agent_id=r["agent_id"],
+            versions=int(r["versions"]),
+            newest=r["version"],
+            content_hash=r["content_hash"],
+            description=str(textcodec.decode_json(r["description"]) or ""),
+            updated_at=r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def add_version(
+    db: DbSession,
+    agent_id: str,
+    *,
+    spec: dict[str, Any],
+    content_hash: str,
+    tools: list[dict[str, Any]],
+    source: str | None = None,
+    created_by: str | None = None,
+) -> tuple[AgentVersionRow, bool]:
+    """Add a version unless the newest has the same content hash: (row, created).
+
+    Call inside a transaction: the agent's row is locked until it commits.
+    """
+    await db.execute(
+        text("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+        {"id": agent_id, "name": agent_id},
+    )
+    await db.execute(text("SELECT 1 FROM agents WHERE id = :id FOR UPDATE"), {"id": agent_id})
+    newest = await newest_version(db, agent_id)
+    if newest is not None and newest.content_hash == content_hash:
+        return newest, False
+    version = 1 if newest is None else newest.version + 1
+    await db.execute(
+        text(
+            "INSERT INTO agent_versions "
+            "(agent_id, version, content_hash, spec, tools, source, created_by) "
+            "VALUES (:agent, :version, :hash, CAST(:spec AS jsonb), CAST(:tools AS jsonb), "
+            ":source, :by)"
+        ),
+        {
+            "agent": agent_id,
+            "version": version,
+            "hash": content_hash,
+            "spec": json.dumps(textcodec.encode_json(spec)),
+            "tools": json.dumps(textcodec.encode_json(tools)),
+            "source": source,
+            "by": created_by,
+        },
+    )
+    row = await get_version(db, agent_id, version)
+    assert row is not None
+    return row, True
+
+
+async def set_session_agent(
+    db: DbSession,
+    session_id: str,
+    *,
+    version: int | None,
+    system_prompt: str | None = None,
+) -> None:
+    """Record the agent version a session runs (and its rendered system prompt)."""
+    params: dict[str, Any] = {"id": session_id, "version": version}
+    sets = ["agent_version = :version", "updated_at = now()"]
+    if system_prompt is not None:
+        sets.append("metadata = metadata || CAST(:meta AS jsonb)")
+        params["meta"] = json.dumps(textcodec.encode_json({"system_prompt": system_prompt}))
+    await db.execute(text(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
+
+
+async def session_agent_version(db: DbSession, session_id: str) -> int | None:
+    found = await db.execute(
+        text("SELECT agent_version FROM sessions WHERE id = :id"), {"id": session_id}
+    )
+    value = found.scalar_one_or_none()
+    return int(value) if value is not None else None

@@ -1,0 +1,129 @@
+"""A session pins the agent version it started with: a new version applied while it runs
+(across continue-as-new too) never changes it; only a redirect naming a version moves it,
+and the record says so."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    approval_pending,
+    events,
+    eventually,
+    running_worker,
+    session_input,
+    start,
+    stub_settings,
+    wait_status,
+)
+from vigil.activities.record import agents as agent_rows
+from vigil.schema import names
+from vigil.schema.agents import AgentSpec
+from vigil.schema.payloads import ApproveInput, RedirectInput, SessionStatus
+from vigil.workers.agents import AgentService
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def spec(name: str, prompt: str, tools: list[str]) -> AgentSpec:
+    return AgentSpec.model_validate(
+        {
+            "name": name,
+            "system_prompt": prompt,
+            "tools": [{"name": "http_fetch", "approval": "always"}] + [{"name": t} for t in tools],
+        }
+    )
+
+
+def offered(body: dict[str, object]) -> list[str]:
+    return [t["function"]["name"] for t in body["tools"]]  # type: ignore[attr-defined, index]
+
+
+async def test_new_version_does_not_reach_a_running_session(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    agents = AgentService(sessionmaker)
+    await agents.apply_spec(spec(name, "first edition: {goal}", ["read_artifact"]))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
+        Reply.tool_call("read_artifact", {"name": "nothing"}),
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/two"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    async with running_worker(client, cfg, task_queue):
+        # One step per run: every run resolves the agent again.
+        handle = await start(
+            client, task_queue, session_input("pin me", agent_id=name, steps_per_run=1)
+        )
+        await approval_pending(handle, sessionmaker, "a1-0")
+        applied = await agents.apply_spec(spec(name, "second edition: {goal}", ["recall"]))
+        assert applied.version == 2
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
+        await approval_pending(handle, sessionmaker, "a3-0")
+        state = await eventually(handle, lambda s: s.agent_version == 1)
+        assert state.run_index == 3
+        model_requests = [r.body for r in stub.requests if r.path.endswith("/completions")]
+        assert len(model_requests) == 3
+        for body in model_requests:
+            assert offered(body) == ["http_fetch", "read_artifact", "finish"]
+            assert body["messages"][0]["content"] == "first edition: pin me"
+
+        # Only an explicit redirect moves it, to the version it names.
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(
+                names.UPD_REDIRECT, RedirectInput(goal="x", by="ops", agent_version=0)
+            )
+        await handle.execute_update(
+            names.UPD_REDIRECT,
+            RedirectInput(goal="pin me, second edition", by="ops", agent_version=2),
+        )
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a3-0", by="ops"))
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    last = [r.body for r in stub.requests if r.path.endswith("/completions")][-1]
+    assert offered(last) == ["http_fetch", "recall", "finish"]
+    assert last["messages"][0]["content"] == "second edition: pin me, second edition"
+    (moved,) = await events(sessionmaker, handle.id, "agent_version_changed")
+    assert (moved.actor, moved.payload["from"], moved.payload["to"]) == ("ops", 1, 2)
+    async with sessionmaker() as db:
+        assert await agent_rows.session_agent_version(db, handle.id) == 2
+
+
+async def test_redirect_to_a_missing_version_keeps_the_pinned_one(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    name = f"steady-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "kept v1"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("hold on", agent_id=name))
+        await approval_pending(handle, sessionmaker)
+        await handle.execute_update(
+            names.UPD_REDIRECT, RedirectInput(goal="hold on", by="ops", agent_version=9)
+        )
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="o"))
+        final = await wait_status(handle, SessionStatus.COMPLETED)
+    assert final.agent_version == 1
+    (refused,) = await events(sessionmaker, handle.id, "agent_version_refused")
+    assert "has no version 9" in (refused.reason or "")

@@ -1,0 +1,139 @@
+"""Agent files: valid TOML and YAML load the same spec; every error names the file, the
+line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vigil.activities.agents.files import AgentFileError, load, parse
+
+TOML = """\
+name = "researcher"
+description = "Reads the web, carefully."
+system_prompt = "You are {agent}. Goal: {goal}. Tone: {tone}."
+
+[variables]
+tone = "dry"
+
+[model]
+connection = "default"
+temperature = 0.2
+
+[[tools]]
+name = "http_fetch"
+approve_when = [{ argument = "url", host_not_in = ["example.com"] }]
+
+[[tools]]
+name = "write_artifact"
+approval = "never"
+
+[budget]
+max_steps = 12
+"""
+
+YAML = """\
+name: researcher
+description: Reads the web, carefully.
+system_prompt: "You are {agent}. Goal: {goal}. Tone: {tone}."
+variables:
+  tone: dry
+model:
+  connection: default
+  temperature: 0.2
+tools:
+  - name: http_fetch
+    approve_when:
+      - argument: url
+        host_not_in: [example.com]
+  - name: write_artifact
+    approval: never
+budget:
+  max_steps: 12
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(AgentFileError) as caught:
+        load(path)
+    return str(caught.value).splitlines()
+
+
+def test_toml_and_yaml_give_the_same_spec_and_hash(tmp_path: Path) -> None:
+    a = load(_write(tmp_path, "a.toml", TOML))
+    b = load(_write(tmp_path, "b.yaml", YAML))
+    assert a.spec == b.spec
+    assert a.content_hash == b.content_hash
+    assert [t.name for t in a.tools] == ["http_fetch", "write_artifact", "finish"]
+    fetch = a.tools[0]
+    assert fetch.effects == "external" and fetch.approve_when[0].host_not_in == ["example.com"]
+
+
+def test_formatting_does_not_change_the_hash(tmp_path: Path) -> None:
+    spaced = TOML.replace(" = ", "   =   ") + "\n# a comment\n"
+    assert load(_write(tmp_path, "a.toml", TOML)).content_hash == (
+        load(_write(tmp_path, "b.toml", spaced)).content_hash
+    )
+
+
+def test_toml_errors_name_line_and_field(tmp_path: Path) -> None:
+    bad = TOML.replace('approval = "never"', 'approval = "sometimes"').replace(
+        "temperature = 0.2", "temperature = 7\ntopp = 1"
+    )
+    path = _write(tmp_path, "bad.toml", bad)
+    lines = _problems(path)
+    lines_by_field = {line.split(": ")[1]: line for line in lines}
+    assert lines_by_field["model.temperature"].startswith(f"{path}:10: model.temperature: ")
+    assert "less than or equal to 2" in lines_by_field["model.temperature"]
+    assert lines_by_field["model.topp"] == f"{path}:11: model.topp: unknown field"
+    assert lines_by_field["tools[1].approval"].startswith(f"{path}:19: tools[1].approval: ")
+
+
+def test_yaml_errors_name_line_and_field(tmp_path: Path) -> None:
+    bad = YAML.replace("approval: never", "approval: sometimes").replace(
+        "  max_steps: 12", "  max_steps: many"
+    )
+    path = _write(tmp_path, "bad.yaml", bad)
+    lines = _problems(path)
+    assert any(ln.startswith(f"{path}:15: tools[1].approval: ") for ln in lines), lines
+    assert any(ln.startswith(f"{path}:17: budget.max_steps: ") for ln in lines), lines
+
+
+def test_syntax_errors_name_the_line(tmp_path: Path) -> None:
+    toml = _write(tmp_path, "broken.toml", 'name = "x"\n[model\nconnection = "a"\n')
+    assert _problems(toml)[0].startswith(f"{toml}:2: not valid TOML")
+    yml = _write(tmp_path, "broken.yaml", "name: x\nmodel:\n  connection: [a\n")
+    assert _problems(yml)[0].startswith(f"{yml}:")
+    assert "not valid YAML" in _problems(yml)[0]
+
+
+def test_checks_beyond_the_schema(tmp_path: Path) -> None:
+    bad = TOML.replace("Tone: {tone}", "Tone: {mood}").replace(
+        'host_not_in = ["example.com"]', 'matches = "(unclosed"'
+    )
+    path = _write(tmp_path, "semantic.toml", bad)
+    placeholder, regex = _problems(path)
+    assert placeholder.startswith(f"{path}:3: system_prompt: placeholder {{mood}}")
+    assert regex.startswith(
+        f"{path}:14: tools[0].approve_when[0].matches: not a regular expression"
+    )
+
+
+def test_unknown_tool_names_its_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "tool.toml", TOML.replace('name = "write_artifact"', 'name = "teleport"')
+    )
+    (line,) = _problems(path)
+    assert line.startswith(f"{path}:17: tools[1].name: unknown tool 'teleport'"), line
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(AgentFileError, match="one mapping of fields"):
+        parse("- a\n- b\n", tmp_path / "list.yaml", "yaml")

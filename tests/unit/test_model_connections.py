@@ -1,0 +1,58 @@
+"""Model connections from settings: VIGIL_MODEL_* is `default`, more come from
+VIGIL_MODEL_CONNECTIONS (JSON) or a models.toml; bad ones are refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from vigil.workers.models import ConfigError, model_connections, secret_box
+from vigil.workers.settings import Settings
+
+
+def test_default_and_configured(tmp_path: Path) -> None:
+    toml = tmp_path / "models.toml"
+    toml.write_text(
+        '[connections.claude]\nkind = "anthropic"\nmodel = "claude-x"\n'
+        'credential = "env:ANTHROPIC_API_KEY"\n'
+    )
+    settings = Settings(  # type: ignore[call-arg]
+        model_provider="openai",
+        model_name="gpt-x",
+        model_api_key=SecretStr("sk-inline"),
+        models_file=toml,
+        model_connections=json.dumps({"local": {"kind": "openai", "base_url": "http://h/v1"}}),
+    )
+    found = model_connections(settings)
+    assert sorted(found) == ["claude", "default", "local"]
+    assert (found["default"].kind, found["default"].model) == ("openai", "gpt-x")
+    assert found["claude"].credential == "env:ANTHROPIC_API_KEY"
+    assert found["local"].base_url == "http://h/v1" and found["local"].model is None
+    assert "sk-inline" not in repr(found["default"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("{not json", "VIGIL_MODEL_CONNECTIONS is not JSON"),
+        ('{"x": {"kind": "gemini"}}', "model connection 'x': kind:"),
+        ('{"x": {"kind": "openai", "apikey": "k"}}', "model connection 'x': apikey:"),
+        ('{"bad name": {"kind": "openai"}}', "is not a valid name"),
+    ],
+)
+def test_bad_connections(raw: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        model_connections(Settings(model_connections=raw))  # type: ignore[call-arg]
+
+
+def test_secret_key_from_settings_or_state_dir(tmp_path: Path) -> None:
+    assert secret_box(Settings(state_dir=tmp_path)) is None  # type: ignore[call-arg]
+    made = secret_box(Settings(state_dir=tmp_path), create=True)  # type: ignore[call-arg]
+    assert made is not None and (tmp_path / "secret.key").stat().st_mode & 0o077 == 0
+    again = secret_box(Settings(state_dir=tmp_path))  # type: ignore[call-arg]
+    assert again is not None and again.key_id == made.key_id
+    with pytest.raises(ConfigError, match="VIGIL_SECRET_KEY"):
+        secret_box(Settings(secret_key=SecretStr("short")))  # type: ignore[call-arg]

@@ -1,0 +1,277 @@
+"""Agent definitions as a service: apply files, list, show, history, diff; and the check
+that a session's agent exists before it is started. The CLI and the client call these;
+the SQL lives in ``activities.record.agents``."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.activities.record import agents as agent_rows
+from vigil.activities.record.agents import AgentVersionRow
+from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
+from vigil.schema.payloads import Budget, ToolPolicy
+
+if TYPE_CHECKING:
+    # Files and the catalog (yaml, jsonschema) load when applying, not with the client.
+    from vigil.activities.agents.files import AgentFileError, LoadedAgent
+
+
+class AgentError(Exception):
+    """A failure with a message meant for a person; ``exit_code`` as the CLI's."""
+
+    exit_code = 1
+
+
+class InvalidAgentFiles(AgentError):
+    exit_code = 2
+
+    def __init__(self, errors: list[AgentFileError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(line for e in errors for line in e.lines()))
+
+
+class AgentNotFound(AgentError):
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class AppliedAgent:
+    name: str
+    version: int
+    content_hash: str
+    created: bool
+    """False: the file matched the newest version, nothing was added."""
+    path: str
+
+
+@dataclass(frozen=True)
+class AgentListing:
+    name: str
+    versions: int
+    newest: int
+    content_hash: str
+    description: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AgentVersionInfo:
+    name: str
+    version: int
+    content_hash: str
+    created_at: datetime
+    created_by: str | None
+    source: str | None
+    spec: AgentSpec
+    tools: list[ToolDescriptor]
+
+
+@dataclass(frozen=True)
+class AgentDiff:
+    name: str
+    old: int
+    new: int
+    lines: list[str]
+    """A unified diff of the two specs (canonical, indented JSON); empty when equal."""
+
+
+def _info(row: AgentVersionRow) -> AgentVersionInfo:
+    return AgentVersionInfo(
+        name=row.agent_id,
+        version=row.version,
+        content_hash=row.content_hash,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        source=row.source,
+        spec=AgentSpec.model_validate(row.spec),
+        tools=[ToolDescriptor.model_validate(t) for t in row.tools],
+    )
+
+
+def load_all(paths: list[Path]) -> list[LoadedAgent]:
+    """Every agent file under ``paths``, validated; all problems of all files at once."""
+    from vigil.activities.agents.files import AgentFileError, Problem, find_files, load
+
+    files = find_files(paths)
+    if not files:
+        raise AgentError("no agent files (.toml, .yaml, .yml) found")
+    loaded: list[LoadedAgent] = []
+    errors: list[AgentFileError] = []
+    for path in files:
+        if not path.exists():
+            errors.append(AgentFileError(path, [Problem(None, "", "no such file")]))
+            continue
+        try:
+            loaded.append(load(path))
+        except AgentFileError as exc:
+            errors.append(exc)
+    seen: dict[str, Path] = {}
+    for agent in loaded:
+        first = seen.setdefault(agent.spec.name, agent.path)
+        if first != agent.path:
+            errors.append(
+                AgentFileError(
+                    agent.path,
+                    [Problem(None, "name", f"agent {agent.spec.name!r} is also in {first}")],
+                )
+            )
+    if errors:
+        raise InvalidAgentFiles(errors)
+    return loaded
+
+
+class AgentService:
+    """Agent definitions in PostgreSQL."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
+        self.db = sessionmaker
+
+    async def apply(self, paths: list[Path], *, by: str | None = None) -> list[AppliedAgent]:
+        """Validate every file first, then store them in one transaction: a new version
+        for each changed definition, none for an unchanged one."""
+        loaded = load_all(paths)
+        async with self.db.begin() as db:
+            return [await self._store(db, agent, by) for agent in loaded]
+
+    async def apply_spec(self, spec: AgentSpec, *, by: str | None = None) -> AppliedAgent:
+        """Store a definition built in code (as a file would be)."""
+        from vigil.activities.agents.catalog import UnknownTool, describe_tools
+        from vigil.activities.agents.files import LoadedAgent
+
+        try:
+            tools = describe_tools(spec)
+        except UnknownTool as exc:
+            raise AgentError(str(exc)) from None
+        agent = LoadedAgent(Path("-"), spec, content_hash(spec), tools)
+        async with self.db.begin() as db:
+            return await self._store(db, agent, by, source=None)
+
+    @staticmethod
+    async def _store(
+        db: DbSession, agent: LoadedAgent, by: str | None, source: str | None = ""
+    ) -> AppliedAgent:
+        row, created = await agent_rows.add_version(
+            db,
+            agent.spec.name,
+            spec=agent.spec.model_dump(mode="json"),
+            content_hash=agent.content_hash,
+            tools=[t.model_dump(mode="json") for t in agent.tools],
+            source=str(agent.path) if source == "" else source,
+            created_by=by,
+        )
+        return AppliedAgent(
+            name=row.agent_id,
+            version=row.version,
+            content_hash=row.content_hash,
+            created=created,
+            path=str(agent.path),
+        )
+
+    async def list_agents(self) -> list[AgentListing]:
+        async with self.db() as db:
+            rows = await agent_rows.list_agents(db)
+        return [
+            AgentListing(
+                name=r.agent_id,
+                versions=r.versions,
+                newest=r.newest,
+                content_hash=r.content_hash,
+                description=r.description,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ]
+
+    async def find(self, name: str, version: int | None = None) -> AgentVersionInfo | None:
+        async with self.db() as db:
+            row = (
+                await agent_rows.newest_version(db, name)
+                if version is None
+                else await agent_rows.get_version(db, name, version)
+            )
+        return _info(row) if row is not None else None
+
+    async def show(self, name: str, version: int | None = None) -> AgentVersionInfo:
+        found = await self.find(name, version)
+        if found is None:
+            raise await self._unknown(name, version)
+        return found
+
+    async def history(self, name: str) -> list[AgentVersionInfo]:
+        async with self.db() as db:
+            rows = await agent_rows.list_versions(db, name)
+        if not rows:
+            raise AgentNotFound(f"agent {name!r} has no definition")
+        return [_info(r) for r in rows]
+
+    async def diff(self, name: str, old: int | None = None, new: int | None = None) -> AgentDiff:
+        """``old`` -> ``new``; by default the newest version against the one before it."""
+        if new is None:
+            new = (await self.show(name)).version
+        if old is None:
+            old = max(new - 1, 1)
+        a, b = await self.show(name, old), await self.show(name, new)
+        text_a = json.dumps(a.spec.model_dump(mode="json"), indent=2, sort_keys=True)
+        text_b = json.dumps(b.spec.model_dump(mode="json"), indent=2, sort_keys=True)
+        lines = list(
+            difflib.unified_diff(
+                text_a.splitlines(),
+                text_b.splitlines(),
+                fromfile=f"{name} v{old}",
+                tofile=f"{name} v{new}",
+                lineterm="",
+            )
+        )
+        return AgentDiff(name=name, old=old, new=new, lines=lines)
+
+    async def _unknown(self, name: str, version: int | None) -> AgentNotFound:
+        newest = await self.find(name) if version is not None else None
+        if newest is not None:
+            return AgentNotFound(
+                f"agent {name!r} has no version {version} (newest: {newest.version})"
+            )
+        return AgentNotFound(
+            f"agent {name!r} has no definition: apply one with `vigil agent apply FILE`"
+        )
+
+    async def require_startable(
+        self, name: str, version: int | None, *, allow_undefined: bool
+    ) -> AgentVersionInfo | None:
+        """The definition a session of ``name`` would start with; None for an agent
+        without one when that is allowed. Raises AgentNotFound otherwise."""
+        found = await self.find(name, version)
+        if found is not None:
+            return found
+        if version is None and allow_undefined:
+            return None
+        error = await self._unknown(name, version)
+        if version is None:
+            error = AgentNotFound(
+                f"{error} (or start it without one: --undefined-agent / "
+                "VIGIL_ALLOW_UNDEFINED_AGENTS=1)"
+            )
+        raise error
+
+
+def start_overrides(
+    budget: Budget | None,
+    policy: ToolPolicy | None,
+    system_prompt: str | None,
+    extra_fields: set[str],
+) -> list[str]:
+    """The settings a starter gave explicitly: they win over the agent definition's."""
+    out = [f"budget.{name}" for name in sorted(budget.model_fields_set)] if budget else []
+    if policy is not None and "approval_timeout_seconds" in policy.model_fields_set:
+        out.append("policy.approval_timeout_seconds")
+    if system_prompt is not None:
+        out.append("system_prompt")
+    out.extend(f for f in ("context_messages", "max_tokens_per_call") if f in extra_fields)
+    return out

@@ -1,0 +1,274 @@
+"""`vigil agent ...`: agent definitions from files into PostgreSQL, and back out.
+
+    vigil agent apply agents/            # every .toml/.yaml under it; unchanged ones stay
+    vigil agent list | show NAME [--version N] | history NAME | diff NAME [V1 V2]
+
+Only PostgreSQL is needed (not Temporal). ``--json`` everywhere; a bad file is reported as
+``FILE:LINE: FIELD: problem`` lines and exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.workers.agents import (
+    AgentDiff,
+    AgentError,
+    AgentService,
+    AgentVersionInfo,
+    InvalidAgentFiles,
+)
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.models import ConfigError
+from vigil.workers.settings import Settings
+
+T = TypeVar("T")
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+
+agent_app = typer.Typer(help="Agent definitions: files applied as versions.", no_args_is_help=True)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StateOpt = Annotated[
+    str | None, typer.Option("--state-dir", help="Stack state folder (VIGIL_STATE_DIR).")
+]
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def settings_for(state_dir: str | None) -> Settings:
+    try:
+        return Settings(**({"state_dir": state_dir} if state_dir else {}))  # type: ignore[arg-type]
+    except Exception as exc:
+        fail(f"bad configuration: {exc}".splitlines()[0], EXIT_USAGE)
+
+
+def run_db(
+    fn: Callable[[Settings, async_sessionmaker[DbSession]], Awaitable[T]],
+    state_dir: str | None,
+) -> T:
+    """Run ``fn`` with a database session factory; user-fixable errors become one line."""
+    settings = settings_for(state_dir)
+    url = settings.endpoints().database_url
+    if url is None:
+        fail("no database: set DATABASE_URL or run `vigil stack up`", EXIT_UNREACHABLE)
+
+    async def go() -> T:
+        engine = make_engine(url, pool_size=2)
+        try:
+            return await fn(settings, make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except InvalidAgentFiles as exc:
+        for line in str(exc).splitlines():
+            err.print(f"[bold red]error:[/] {escape(line)}")
+        raise typer.Exit(exc.exit_code) from None
+    except AgentError as exc:
+        fail(str(exc), exc.exit_code)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
+
+
+def _user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return None
+
+
+def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        out.print_json(json.dumps(value, default=str))
+    else:
+        human()
+
+
+def _version_dict(v: AgentVersionInfo) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "version": v.version,
+        "content_hash": v.content_hash,
+        "created_at": v.created_at.isoformat(),
+        "created_by": v.created_by,
+        "source": v.source,
+        "spec": v.spec.model_dump(mode="json"),
+        "tools": [t.model_dump(mode="json") for t in v.tools],
+    }
+
+
+@agent_app.command("apply")
+def apply(
+    paths: Annotated[list[Path], typer.Argument(help="Agent files or folders of them.")],
+    by: Annotated[str, typer.Option("--by", help="Who applies (recorded; you by default).")] = "",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate every file, then store each changed definition as a new version."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        applied = await AgentService(db).apply(paths, by=by or _user())
+
+        def human() -> None:
+            for a in applied:
+                what = f"version {a.version} created" if a.created else f"unchanged (v{a.version})"
+                out.print(
+                    Text(f"{a.name}: {what}  {a.content_hash[:12]}  {a.path}"),
+                )
+
+        emit([asdict(a) for a in applied], as_json, human)
+
+    run_db(go, state_dir)
+
+
+@agent_app.command("list")
+def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Every defined agent with its newest version."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        rows = await AgentService(db).list_agents()
+
+        def human() -> None:
+            table = Table("agent", "newest", "versions", "hash", "updated", "description")
+            for r in rows:
+                table.add_row(
+                    *(
+                        Text(str(c))
+                        for c in (
+                            r.name,
+                            f"v{r.newest}",
+                            r.versions,
+                            r.content_hash[:12],
+                            r.updated_at.strftime("%Y-%m-%d %H:%M"),
+                            r.description[:60],
+                        )
+                    )
+                )
+            out.print(table)
+
+        emit([asdict(r) for r in rows], as_json, human)
+
+    run_db(go, state_dir)
+
+
+@agent_app.command("show")
+def show(
+    name: str,
+    version: Annotated[int | None, typer.Option("--version", "-v", min=1)] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One version (the newest by default): the spec and its tool catalog."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        v = await AgentService(db).show(name, version)
+
+        def human() -> None:
+            out.print(Text(f"{v.name} v{v.version}  {v.content_hash}"))
+            out.print(Text(f"applied {v.created_at:%Y-%m-%d %H:%M:%S} from {v.source or '-'}"))
+            out.print(Text(json.dumps(v.spec.model_dump(mode="json"), indent=2)))
+            table = Table("tool", "kind", "effects", "approval", "rules", "queue")
+            for t in v.tools:
+                table.add_row(
+                    *(
+                        Text(str(c))
+                        for c in (
+                            t.name,
+                            t.kind,
+                            t.effects,
+                            t.approval,
+                            len(t.approve_when),
+                            t.task_queue or "-",
+                        )
+                    )
+                )
+            out.print(table)
+
+        emit(_version_dict(v), as_json, human)
+
+    run_db(go, state_dir)
+
+
+@agent_app.command("history")
+def history(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Every version of an agent, oldest first."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        versions = await AgentService(db).history(name)
+
+        def human() -> None:
+            table = Table("version", "hash", "applied", "by", "source")
+            for v in versions:
+                table.add_row(
+                    *(
+                        Text(str(c))
+                        for c in (
+                            f"v{v.version}",
+                            v.content_hash[:12],
+                            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                            v.created_by or "-",
+                            v.source or "-",
+                        )
+                    )
+                )
+            out.print(table)
+
+        emit(
+            [
+                {k: d[k] for k in d if k not in ("spec", "tools")}
+                for d in map(_version_dict, versions)
+            ],
+            as_json,
+            human,
+        )
+
+    run_db(go, state_dir)
+
+
+@agent_app.command("diff")
+def diff(
+    name: str,
+    old: Annotated[int | None, typer.Argument(help="From this version.")] = None,
+    new: Annotated[int | None, typer.Argument(help="To this version (the newest).")] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed between two versions (the last change by default)."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        d: AgentDiff = await AgentService(db).diff(name, old, new)
+
+        def human() -> None:
+            if not d.lines:
+                out.print(Text(f"{d.name}: v{d.old} and v{d.new} are the same"))
+            for line in d.lines:
+                style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1], "")
+                out.print(Text(line, style=style))
+
+        emit(asdict(d), as_json, human)
+
+    run_db(go, state_dir)

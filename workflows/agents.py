@@ -1,0 +1,156 @@
+"""What a session's pinned agent definition decides (deterministic, no I/O).
+
+The session resolves its ``AgentRuntime`` once per run (``vigil.resolve_agent``); the
+pure functions here apply it: the definition's settings where the starter set none, the
+tool catalog (allowed tools, approval rules, routing of tool calls), and the checks an
+approval's edited arguments must pass before the decision is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from vigil.schema.agents import AgentRuntime, ToolDescriptor
+from vigil.schema.payloads import Budget, StartSessionInput, ToolCallRef, ToolPolicy
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.schema.tools import needs_approval as builtin_needs_approval
+
+with workflow.unsafe.imports_passed_through():
+    # Deterministic validation, imported once outside the sandbox.
+    from jsonschema import Draft202012Validator, FormatChecker
+
+
+def defined(runtime: AgentRuntime | None) -> bool:
+    return runtime is not None and runtime.version is not None
+
+
+def model_call_fields(runtime: AgentRuntime | None) -> dict[str, Any]:
+    """What ``call_model`` needs of the definition: names and numbers only."""
+    if runtime is None or runtime.version is None:
+        return {}
+    return {
+        "agent_version": runtime.version,
+        "connection": runtime.model.connection,
+        "model": runtime.model.model,
+        "temperature": runtime.model.temperature,
+        "fallback": runtime.model.fallback,
+        "context_tokens": runtime.context.tokens,
+        "recall": runtime.memory.recall,
+    }
+
+
+def effective_input(arg: StartSessionInput, runtime: AgentRuntime) -> StartSessionInput:
+    """``arg`` with the definition's settings wherever the starter did not override them
+    (``arg.overrides``). An agent without a definition keeps ``arg`` as it is."""
+    if runtime.version is None:
+        return arg
+    over = set(arg.overrides or [])
+    updates: dict[str, Any] = {}
+    if runtime.budget is not None and "budget" not in over:
+        kept = {
+            name: getattr(arg.budget, name)
+            for name in Budget.model_fields
+            if f"budget.{name}" in over
+        }
+        updates["budget"] = runtime.budget.model_copy(update=kept)
+    if runtime.system_prompt is not None and "system_prompt" not in over:
+        updates["system_prompt"] = runtime.system_prompt
+    if "context_messages" not in over:
+        updates["context_messages"] = runtime.context.messages
+    if runtime.model.max_tokens is not None and "max_tokens_per_call" not in over:
+        updates["max_tokens_per_call"] = runtime.model.max_tokens
+    if (
+        runtime.approval_timeout_seconds is not None
+        and "policy.approval_timeout_seconds" not in over
+    ):
+        updates["policy"] = arg.policy.model_copy(
+            update={"approval_timeout_seconds": runtime.approval_timeout_seconds}
+        )
+    return arg.model_copy(update=updates)
+
+
+def tool_names(runtime: AgentRuntime | None, policy: ToolPolicy) -> list[str]:
+    """The tools the model is offered: the catalog (or every built-in without a
+    definition), narrowed by the starter's ``allowed`` list."""
+    if runtime is not None and runtime.version is not None:
+        names = [t.name for t in runtime.tools]
+    else:
+        names = list(BUILTIN_TOOLS)
+    allowed = policy.allowed
+    return [n for n in names if allowed is None or n in allowed]
+
+
+def descriptor(runtime: AgentRuntime | None, name: str) -> ToolDescriptor | None:
+    if runtime is not None and runtime.version is not None:
+        return next((t for t in runtime.tools if t.name == name), None)
+    info = BUILTIN_TOOLS.get(name)
+    if info is None:
+        return None
+    return ToolDescriptor(
+        name=info.name,
+        description=info.description,
+        parameters=info.parameters,
+        effects=info.effects,
+        handled_by=info.handled_by,
+    )
+
+
+def needs_approval(runtime: AgentRuntime | None, policy: ToolPolicy, call: ToolCallRef) -> bool:
+    """The starter's explicit list wins; else the tool's rule in the catalog: ``always``,
+    ``never``, or ``auto`` (its ``approve_when`` rules when it has some, otherwise
+    external effects)."""
+    if not defined(runtime) or policy.require_approval is not None:
+        return builtin_needs_approval(call.name, policy.require_approval)
+    tool = descriptor(runtime, call.name)
+    if tool is None:
+        return False
+    if tool.approval != "auto":
+        return tool.approval == "always"
+    if tool.approve_when:
+        return bool(call.rule_matched)
+    return tool.effects == "external"
+
+
+def edited_arguments_error(
+    runtime: AgentRuntime | None, tool: str, arguments: dict[str, Any]
+) -> str | None:
+    """Why a human's edited arguments cannot be run by ``tool``; None when they fit."""
+    found = descriptor(runtime, tool)
+    if found is None:
+        return f"tool {tool!r} is not in this session's catalog"
+    if not found.parameters:
+        return None
+    validator = Draft202012Validator(found.parameters, format_checker=FormatChecker())
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    where = "/".join(str(p) for p in errors[0].path) or "(root)"
+    return f"edited_arguments do not fit {tool}'s schema at {where}: {errors[0].message[:300]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolRoute:
+    """Where and how long ``run_tool`` runs for one call."""
+
+    task_queue: str | None
+    timeout: timedelta
+    retry: RetryPolicy
+
+
+def tool_route(
+    runtime: AgentRuntime | None, name: str, timeout: timedelta, retry: RetryPolicy
+) -> ToolRoute:
+    """The tool's own task queue, timeout and attempts from the catalog, when set."""
+    tool = descriptor(runtime, name) if defined(runtime) else None
+    if tool is None:
+        return ToolRoute(None, timeout, retry)
+    if tool.timeout_seconds is not None:
+        timeout = timedelta(seconds=tool.timeout_seconds)
+    if tool.max_attempts is not None:
+        retry = dataclasses.replace(retry, maximum_attempts=tool.max_attempts)
+    return ToolRoute(tool.task_queue, timeout, retry)
