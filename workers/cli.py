@@ -712,10 +712,9 @@ def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
 @app.command()
 def worker(state_dir: StateOpt = None) -> None:
     """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM."""
+    from vigil.workers.codec import PayloadKeyError
     from vigil.workers.logs import configure
     from vigil.workers.worker import run_worker
-
-    from vigil.workers.codec import PayloadKeyError
 
     settings = load_settings(state_dir)
     configure(settings.log_format, settings.log_level)
