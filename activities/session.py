@@ -27,7 +27,10 @@ from vigil.activities.models.base import ChatMessage, ModelProvider, ProviderErr
 from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import store as record
 from vigil.activities.tools import registry as tools
+from vigil.activities.tools.python import SessionArtifacts, idempotency_key
+from vigil.activities.tools.runner import ToolCallInfo, WorkerTools
 from vigil.schema import names
+from vigil.schema.agents import ToolDescriptor
 from vigil.schema.payloads import (
     CallModelInput,
     CallModelOutput,
@@ -37,12 +40,12 @@ from vigil.schema.payloads import (
     RecordOutput,
     RememberInput,
     RememberOutput,
-    RunToolInput,
     RunToolOutput,
     ToolCallRef,
     ToolControl,
     preview,
 )
+from vigil.schema.tool_calls import ToolCallInput
 from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.logs import get as get_logger
 from vigil.workers.settings import Settings
@@ -87,8 +90,11 @@ class SessionActivities:
         provider: ModelProvider,
         http: httpx.AsyncClient,
         memory: Any | None = None,
+        tools: WorkerTools | None = None,
     ) -> None:
         self.settings = settings
+        self.tools = tools or WorkerTools(task_queue=settings.task_queue)
+        """Python tools and MCP servers this worker offers besides the built-ins."""
         self.sessionmaker = sessionmaker
         self.store = store
         self.provider = provider
@@ -351,7 +357,7 @@ class SessionActivities:
     # --- tools ------------------------------------------------------------------------
 
     @activity.defn(name=names.ACT_RUN_TOOL)
-    async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
+    async def run_tool(self, arg: ToolCallInput) -> RunToolOutput:
         async with self.sessionmaker() as db:
             found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
         by_seq = {m.seq: m for m in found}
@@ -384,14 +390,22 @@ class SessionActivities:
             args, error = arg.edited_arguments, None
         else:
             args, error = tools.parse_arguments(str(call["arguments"]))
+        catalog = arg.tool if arg.tool is not None and arg.tool.kind != "builtin" else None
         if args is not None and error is None:
-            error = tools.validate(name, args)
+            error = (
+                tools.validate(name, args) if catalog is None else self._check(catalog, name, args)
+            )
         # A call the workflow refuses (a human's rejection, or a tool outside the session's
         # policy) is never run; its own argument errors, if any, are the more useful answer.
         rejected = error is None and arg.rejected_reason is not None
         if rejected:
             error = arg.rejected_reason
-        if error is None and args is not None and BUILTIN_TOOLS[name].handled_by == "workflow":
+        if (
+            error is None
+            and args is not None
+            and catalog is None
+            and BUILTIN_TOOLS[name].handled_by == "workflow"
+        ):
             return RunToolOutput(
                 seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
             )
@@ -403,7 +417,7 @@ class SessionActivities:
         else:
             assert args is not None
             impl = tools.IMPLEMENTATIONS[name]
-            ctx = tools.ToolContext(
+            ctx = tools.BuiltinContext(
                 session_id=arg.session_id,
                 agent_id=arg.agent_id,
                 step=arg.step,
@@ -415,10 +429,15 @@ class SessionActivities:
             )
             try:
                 async with heartbeating():
-                    outcome = await impl(ctx, args)
+                    if catalog is None:
+                        outcome = await impl(ctx, args)
+                    else:
+                        outcome = await self._run_catalog(arg, catalog, call_id, args)
                 ok, text, data = True, outcome.text, outcome.data
             except tools.ToolFailed as exc:
                 ok, text = False, f"error: {exc}"
+            except ApplicationError:
+                raise  # ToolNotLoaded, ToolRetry: Temporal's to decide
             except Exception as exc:  # a tool's bug goes back to the model, not the session
                 log.exception("tool crashed", session_id=arg.session_id, tool=name)
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
@@ -459,7 +478,32 @@ class SessionActivities:
             )
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
-    async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
+    def _check(self, tool: ToolDescriptor, name: str, args: dict[str, Any]) -> str | None:
+        if tool.name != name:
+            return f"the call names {_printable(name)!r} but was routed as {tool.name!r}"
+        return self.tools.validate(tool, args)
+
+    async def _run_catalog(
+        self, arg: ToolCallInput, tool: ToolDescriptor, call_id: str, args: dict[str, Any]
+    ) -> tools.ToolOutcome:
+        """A Python or MCP tool, through the worker's tool registry."""
+        call = ToolCallInfo(
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            step=arg.step,
+            call_index=arg.call_index,
+            call_id=call_id,
+            idempotency_key=idempotency_key(arg.session_id, arg.step, arg.call_index),
+            attempt=activity.info().attempt,
+        )
+        artifacts = SessionArtifacts(self.store, self.sessionmaker, arg.agent_id, arg.session_id)
+        return await self.tools.run(
+            tool, args, call, artifacts=artifacts, mcp_server=arg.mcp_server
+        )
+
+    async def _claim_check(
+        self, arg: ToolCallInput, name: str, text: str
+    ) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
         raw = text.encode("utf-8", errors="surrogatepass")
         limit = self.settings.inline_limit_bytes

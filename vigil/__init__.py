@@ -21,21 +21,33 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SessionStatus": ("vigil.schema.payloads", "SessionStatus"),
     "Budget": ("vigil.schema.payloads", "Budget"),
     "ToolPolicy": ("vigil.schema.payloads", "ToolPolicy"),
+    "tool": ("vigil.activities.tools.python", "tool"),
+    "ToolContext": ("vigil.activities.tools.python", "ToolContext"),
+    "ToolRetry": ("vigil.activities.tools.python", "ToolRetry"),
+    "ToolFailed": ("vigil.activities.tools.registry", "ToolFailed"),
+    "PythonTool": ("vigil.activities.tools.python", "PythonTool"),
 }
 
 if TYPE_CHECKING:
+    from vigil.activities.tools.python import PythonTool, ToolContext, ToolRetry, tool
+    from vigil.activities.tools.registry import ToolFailed
     from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
     from vigil.workers.client import VigilClient
     from vigil.workers.settings import Settings
 
 __all__ = [
     "Budget",
+    "PythonTool",
     "SessionStatus",
     "Settings",
     "StartSessionInput",
+    "ToolContext",
+    "ToolFailed",
     "ToolPolicy",
+    "ToolRetry",
     "VigilClient",
     "__version__",
+    "tool",
 ]
 
 

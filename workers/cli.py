@@ -674,12 +674,29 @@ def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
 
 
 @app.command()
-def worker(state_dir: StateOpt = None) -> None:
+def worker(
+    state_dir: StateOpt = None,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Module with @vigil.tool functions to load (repeatable; VIGIL_TOOL_MODULES).",
+        ),
+    ] = None,
+    task_queue: Annotated[
+        str | None, typer.Option("--task-queue", help="Queue to poll (VIGIL_TASK_QUEUE).")
+    ] = None,
+    tools_only: Annotated[
+        bool,
+        typer.Option("--tools-only", help="A tool worker: serve only its tools, no sessions."),
+    ] = False,
+) -> None:
     """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM."""
     from vigil.workers.logs import configure
+    from vigil.workers.tool_wiring import with_worker_flags
     from vigil.workers.worker import run_worker
 
-    settings = load_settings(state_dir)
+    settings = with_worker_flags(load_settings(state_dir), tools or [], task_queue, tools_only)
     configure(settings.log_format, settings.log_level)
     try:
         asyncio.run(run_worker(settings))

@@ -17,10 +17,13 @@ from vigil.activities.artifacts.factory import make_store
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.factory import make_provider
 from vigil.activities.session import SessionActivities
+from vigil.activities.tools.queues import ToolQueueActivities
+from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
+from vigil.workers.tool_wiring import worker_tools
 from vigil.workflows.session import AgentSession
 
 log = get_logger("vigil.worker")
@@ -35,6 +38,8 @@ class Runtime:
     http: httpx.AsyncClient
     provider: ModelProvider
     activities: SessionActivities
+    tools: WorkerTools
+    tools_only: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -44,6 +49,7 @@ async def runtime(
     url = settings.endpoints().database_url
     if url is None:
         raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
+    tools = worker_tools(settings)
     engine = make_engine(url)
     sessionmaker = make_sessionmaker(engine)
     # Tools' HTTP client: no retries of its own (Temporal retries activities).
@@ -64,19 +70,32 @@ async def runtime(
         provider=model,
         http=http,
         memory=memory,
+        tools=tools,
     )
     try:
-        yield Runtime(engine=engine, http=http, provider=model, activities=acts)
+        yield Runtime(
+            engine=engine,
+            http=http,
+            provider=model,
+            activities=acts,
+            tools=tools,
+            tools_only=settings.tools_only,
+        )
     finally:
+        await tools.aclose()
         await model.aclose()
         await http.aclose()
         await engine.dispose()
 
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
-    return new_worker(
-        client, task_queue=task_queue, workflows=WORKFLOWS, activities=rt.activities.all()
-    )
+    if rt.tools_only:
+        # A tool worker: run_tool for the tools it loaded, no sessions of its own.
+        return new_worker(
+            client, task_queue=task_queue, workflows=[], activities=[rt.activities.run_tool]
+        )
+    activities = [*rt.activities.all(), *ToolQueueActivities().all()]
+    return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -94,6 +113,8 @@ async def run_worker(settings: Settings) -> None:
             task_queue=settings.task_queue,
             temporal=endpoints.temporal_address,
             model=settings.model_provider,
+            tools=sorted(rt.tools.python),
+            tools_only=settings.tools_only,
         )
         async with worker:
             await stop.wait()

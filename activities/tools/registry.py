@@ -32,7 +32,9 @@ class ToolFailed(Exception):
 
 
 @dataclass
-class ToolContext:
+class BuiltinContext:
+    """What a built-in tool runs with (Python tools get ``vigil.ToolContext``)."""
+
     session_id: str
     agent_id: str
     step: int
@@ -49,7 +51,7 @@ class ToolOutcome:
     data: dict[str, Any] | None = None
 
 
-ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolOutcome]]
+ToolFn = Callable[[BuiltinContext, dict[str, Any]], Awaitable[ToolOutcome]]
 
 
 def _validator(info: ToolInfo) -> Draft202012Validator:
@@ -88,7 +90,7 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
 # --- implementations -------------------------------------------------------------------
 
 
-async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def http_fetch(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     url = str(args["url"])
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -119,7 +121,7 @@ async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     )
 
 
-async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     from vigil.activities.artifacts.registry import put_artifact
 
     data = str(args["content"]).encode("utf-8", errors="surrogatepass")
@@ -138,7 +140,7 @@ async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     )
 
 
-async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     from vigil.activities.artifacts.registry import get_artifact
     from vigil.activities.artifacts.store import ArtifactError
 
@@ -158,7 +160,7 @@ async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     return ToolOutcome(text[:max_chars] + more, {"bytes": len(data)})
 
 
-async def remember(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     if ctx.memory is None:
         raise ToolFailed("long-term memory is not configured on this worker")
     result = await ctx.memory.add(
@@ -172,7 +174,7 @@ async def remember(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
 
 
-async def recall(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def recall(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     if ctx.memory is None:
         raise ToolFailed("long-term memory is not configured on this worker")
     found = await ctx.memory.recall(ctx.agent_id, str(args["query"]), k=int(args.get("k", 5)))

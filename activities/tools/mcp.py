@@ -1,0 +1,439 @@
+"""MCP servers as tool providers, through the official ``mcp`` SDK.
+
+A server is a command speaking stdio or a streamable HTTP URL (with a bearer credential
+named in the agent file and resolved at call time by an injected callable, the
+environment by default). A worker keeps one connection per server, started on first use
+and reused by every call; a server that died is started again on the next call, and a call
+that hangs past its timeout resets the connection (a stdio server is stopped and started
+again), so one stuck call never poisons the next. Everything a server does wrong becomes a
+``ToolFailed`` whose short message goes back to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TextIO, cast
+
+import httpx2
+from mcp import Client, MCPError, StdioServerParameters
+from mcp import types as mcp_types
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from vigil.activities.tools.python import DATA_LIMIT
+from vigil.activities.tools.registry import ToolFailed, ToolOutcome
+from vigil.schema.agents import McpServerSpec, ToolDescriptor
+
+log = logging.getLogger("vigil.tools.mcp")
+
+CredentialResolver = Callable[[str], Awaitable[str | None]]
+"""Credential name -> its value (None when it is not set); never logged."""
+
+START_TIMEOUT_SECONDS = 30.0
+"""Starting a server and the MCP handshake."""
+CLOSE_TIMEOUT_SECONDS = 10.0
+HTTP_TIMEOUT_SECONDS = 30.0
+
+
+async def env_credential(name: str) -> str | None:
+    """The default credential resolver: an environment variable of that name."""
+    return os.environ.get(name) or None
+
+
+class McpServerError(RuntimeError):
+    """An MCP server cannot be used as configured (listing its tools failed, a tool the
+    agent names is missing)."""
+
+
+def server_key(spec: McpServerSpec) -> str:
+    """What makes two specs the same server process / connection."""
+    ident = {"command": spec.command, "url": spec.url, "cred": spec.credential, "env": spec.env}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mcp_tool_name(descriptor: ToolDescriptor) -> str:
+    """The server's own name of a catalog tool ``server.tool``."""
+    prefix = f"{descriptor.server}."
+    return descriptor.name[len(prefix) :] if descriptor.name.startswith(prefix) else descriptor.name
+
+
+def describe_mcp_tools(
+    spec: McpServerSpec, tools: Sequence[mcp_types.Tool]
+) -> list[ToolDescriptor]:
+    """Catalog entries ``server.tool`` of a server's listed tools (those the spec allows).
+
+    A tool the server marks read-only has no effects; any other reaches outside vigil and
+    so needs approval by default (``approval`` in the agent file changes that).
+    """
+    listed = {t.name: t for t in tools}
+    if spec.tools is not None:
+        missing = [name for name in spec.tools if name not in listed]
+        if missing:
+            raise McpServerError(
+                f"MCP server {spec.name} has no tool {', '.join(missing)}; "
+                f"it offers {', '.join(sorted(listed)) or 'none'}"
+            )
+    wanted = listed if spec.tools is None else {n: listed[n] for n in spec.tools}
+    out = []
+    for name, t in wanted.items():
+        read_only = t.annotations is not None and t.annotations.read_only_hint is True
+        out.append(
+            ToolDescriptor(
+                name=f"{spec.name}.{name}",
+                kind="mcp",
+                description=t.description or t.title or "",
+                parameters=dict(t.input_schema),
+                effects="none" if read_only else "external",
+                approval=spec.approval,
+                timeout_seconds=spec.timeout_seconds,
+                server=spec.name,
+            )
+        )
+    return out
+
+
+def render_call_result(result: mcp_types.CallToolResult) -> ToolOutcome:
+    """The text the model reads: text blocks as they are, other blocks named."""
+    parts: list[str] = []
+    for block in result.content:
+        if isinstance(block, mcp_types.TextContent):
+            parts.append(block.text)
+        elif isinstance(block, mcp_types.ImageContent | mcp_types.AudioContent):
+            kind = "image" if isinstance(block, mcp_types.ImageContent) else "audio"
+            parts.append(f"[{kind} {block.mime_type}, {len(block.data) * 3 // 4} bytes]")
+        elif isinstance(block, mcp_types.EmbeddedResource):
+            res = block.resource
+            if isinstance(res, mcp_types.TextResourceContents):
+                parts.append(res.text)
+            else:
+                parts.append(f"[resource {res.uri}]")
+        elif isinstance(block, mcp_types.ResourceLink):
+            parts.append(f"[resource link {block.uri}]")
+    structured = result.structured_content
+    text = "\n".join(parts)
+    if not text and structured is not None:
+        text = json.dumps(structured, ensure_ascii=False, default=str)
+    data = None
+    if isinstance(structured, dict) and len(json.dumps(structured, default=str)) <= DATA_LIMIT:
+        data = dict(structured)
+    return ToolOutcome(text, data)
+
+
+class _EofWatch:
+    """The transport's read stream, noticing its end (the server went away) so the pool
+    restarts a server that died between calls instead of failing the next call."""
+
+    def __init__(self, inner: Any, ended: asyncio.Event) -> None:
+        self._inner = inner
+        self._ended = ended
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        try:
+            return await self._inner.receive()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._ended.set()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _EofWatch:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._inner.__anext__()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._ended.set()
+            raise
+
+    async def __aenter__(self) -> _EofWatch:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        self._ended.set()
+        return cast("bool | None", await self._inner.__aexit__(*exc))
+
+
+class McpConnection:
+    """One live MCP client. The SDK's client must be entered and left in one task, so a
+    background task owns it; calls from activity tasks use it while it lives."""
+
+    def __init__(
+        self, spec: McpServerSpec, resolve_credential: CredentialResolver, errlog: TextIO
+    ) -> None:
+        self.spec = spec
+        self._resolve = resolve_credential
+        self._errlog = errlog
+        self._ended = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._owner: asyncio.Task[None] | None = None
+        self._client: Client | None = None
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self._client is not None
+            and self._owner is not None
+            and not self._owner.done()
+            and not self._ended.is_set()
+        )
+
+    async def open(self, timeout: float = START_TIMEOUT_SECONDS) -> None:  # noqa: ASYNC109
+        transport = await self._transport()
+        ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+        self._owner = asyncio.create_task(self._own(transport, ready), name=f"mcp:{self.spec.name}")
+        try:
+            async with asyncio.timeout(timeout):
+                self._client = await asyncio.shield(ready)
+        except TimeoutError:
+            await self.close()
+            raise ToolFailed(
+                f"MCP server {self.spec.name} did not start within {timeout:g}s"
+            ) from None
+        except ToolFailed:
+            raise
+        except Exception as exc:
+            await self.close()
+            raise ToolFailed(f"MCP server {self.spec.name} could not start: {_why(exc)}") from None
+
+    async def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        spec = self.spec
+        if spec.command:
+            params = StdioServerParameters(
+                command=spec.command[0], args=list(spec.command[1:]), env=dict(spec.env) or None
+            )
+            return self._watched(stdio_client(params, errlog=self._errlog))
+        if spec.url:
+            headers: dict[str, str] = {}
+            if spec.credential:
+                token = await self._resolve(spec.credential)
+                if not token:
+                    raise ToolFailed(
+                        f"credential {spec.credential!r} of MCP server {spec.name} is not set"
+                    )
+                headers["Authorization"] = f"Bearer {token}"
+            return self._http(spec.url, headers)
+        raise ToolFailed(f"MCP server {spec.name} has neither a command nor a url")
+
+    @contextlib.asynccontextmanager
+    async def _http(self, url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+        timeout = httpx2.Timeout(HTTP_TIMEOUT_SECONDS, read=300.0)
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            self._watched(streamable_http_client(url, http_client=http)) as streams,
+        ):
+            yield streams
+
+    @contextlib.asynccontextmanager
+    async def _watched(
+        self, inner: contextlib.AbstractAsyncContextManager[Any]
+    ) -> AsyncIterator[Any]:
+        async with inner as (read, write):
+            yield _EofWatch(read, self._ended), write
+
+    async def _own(
+        self, transport: contextlib.AbstractAsyncContextManager[Any], ready: asyncio.Future[Client]
+    ) -> None:
+        info = mcp_types.Implementation(name="vigil", version="0.1.0")
+        try:
+            async with Client(cast(Any, transport), cache=None, client_info=info) as client:
+                ready.set_result(client)
+                await self._stop.wait()
+        except asyncio.CancelledError:
+            if not ready.done():
+                ready.cancel()
+            raise
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            else:
+                log.info("MCP server %s connection ended: %s", self.spec.name, _why(exc))
+        finally:
+            self._ended.set()
+
+    async def list_tools(self) -> list[mcp_types.Tool]:
+        client = self._require()
+        tools: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        for _ in range(100):
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
+        return await self._require().call_tool(tool, arguments)
+
+    def _require(self) -> Client:
+        if self._client is None or not self.alive:
+            raise MCPError(code=mcp_types.CONNECTION_CLOSED, message="Connection closed")
+        return self._client
+
+    async def close(self) -> None:
+        """Leave the client in its own task (a stdio server is stopped, bounded in time)."""
+        self._stop.set()
+        owner = self._owner
+        if owner is None or owner.done():
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await asyncio.shield(owner)
+        except TimeoutError:
+            owner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await owner
+        except Exception as exc:
+            log.info("MCP server %s closed with %s", self.spec.name, _why(exc))
+
+
+class McpServers:
+    """The worker's MCP connections: started lazily, reused, restarted, closed with it."""
+
+    def __init__(
+        self,
+        resolve_credential: CredentialResolver = env_credential,
+        *,
+        errlog: TextIO | None = None,
+        start_timeout: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        self._resolve = resolve_credential
+        self._errlog = errlog or sys.stderr
+        self._start_timeout = start_timeout
+        self._connections: dict[str, McpConnection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    async def connection(self, spec: McpServerSpec) -> McpConnection:
+        """The live connection to ``spec``'s server, started (again) when there is none."""
+        if self._closed:
+            raise ToolFailed("this worker is shutting down")
+        key = server_key(spec)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            conn = self._connections.get(key)
+            if conn is not None and conn.alive:
+                return conn
+            if conn is not None:
+                log.warning("MCP server %s is gone; starting it again", spec.name)
+                self._connections.pop(key, None)
+                await conn.close()
+            conn = McpConnection(spec, self._resolve, self._errlog)
+            await conn.open(self._start_timeout)
+            self._connections[key] = conn
+            return conn
+
+    async def _reset(self, conn: McpConnection) -> None:
+        key = server_key(conn.spec)
+        if self._connections.get(key) is conn:
+            del self._connections[key]
+        await conn.close()
+
+    async def list_tools(self, spec: McpServerSpec) -> list[ToolDescriptor]:
+        conn = await self.connection(spec)
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                listed = await conn.list_tools()
+        except (TimeoutError, MCPError, OSError) as exc:
+            await self._reset(conn)
+            raise McpServerError(
+                f"MCP server {spec.name}: listing tools failed: {_why(exc)}"
+            ) from None
+        return describe_mcp_tools(spec, listed)
+
+    async def call(
+        self,
+        spec: McpServerSpec,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 - the tool's own limit, reported to the model
+    ) -> ToolOutcome:
+        """Call ``tool``; its result, or ToolFailed with what went wrong."""
+        conn = await self.connection(spec)
+        label = f"{spec.name}.{tool}"
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                result = await conn.call(tool, arguments)
+        except TimeoutError:
+            if not deadline.expired():
+                await self._reset(conn)
+                raise ToolFailed(f"MCP tool {label} failed: TimeoutError") from None
+            await self._reset(conn)
+            raise ToolFailed(
+                f"MCP tool {label} timed out after {timeout:g}s; the server connection was reset"
+            ) from None
+        except MCPError as exc:
+            if exc.code == mcp_types.CONNECTION_CLOSED:
+                await self._reset(conn)
+                raise ToolFailed(
+                    f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
+                    "it is started again on the next call"
+                ) from None
+            raise ToolFailed(
+                f"MCP server {spec.name} refused {tool}: {_short(exc.message)}"
+            ) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._reset(conn)
+            raise ToolFailed(f"MCP tool {label} failed: {_why(exc)}") from None
+        rendered = render_call_result(result)
+        if result.is_error:
+            raise ToolFailed(f"{label}: {_short(rendered.text) or 'the tool reported an error'}")
+        return rendered
+
+    async def aclose(self) -> None:
+        """Stop every server (with the worker)."""
+        self._closed = True
+        conns, self._connections = list(self._connections.values()), {}
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+
+async def list_mcp_tools(
+    spec: McpServerSpec,
+    resolve_credential: CredentialResolver = env_credential,
+    *,
+    errlog: TextIO | None = None,
+    timeout: float = START_TIMEOUT_SECONDS,  # noqa: ASYNC109
+) -> list[ToolDescriptor]:
+    """Start (or reach) a server once, list its tools as catalog entries, close it.
+
+    For ``vigil agent apply`` / refresh, outside a worker. Raises McpServerError.
+    """
+    servers = McpServers(resolve_credential, errlog=errlog, start_timeout=timeout)
+    try:
+        return await servers.list_tools(spec)
+    except ToolFailed as exc:
+        raise McpServerError(str(exc)) from None
+    finally:
+        await servers.aclose()
+
+
+def _short(text: str, limit: int = 1000) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _why(exc.exceptions[0])
+    detail = str(exc)
+    return f"{exc.__class__.__name__}: {_short(detail, 300)}" if detail else exc.__class__.__name__
