@@ -340,6 +340,11 @@ class McpServers:
             self._connections[key] = conn
             return conn
 
+    def is_running(self, spec: McpServerSpec) -> bool:
+        """Whether a live connection to ``spec``'s server is open."""
+        conn = self._connections.get(server_key(spec))
+        return conn is not None and conn.alive
+
     async def _reset(self, conn: McpConnection) -> None:
         key = server_key(conn.spec)
         if self._connections.get(key) is conn:
@@ -383,9 +388,10 @@ class McpServers:
         except MCPError as exc:
             if exc.code == mcp_types.CONNECTION_CLOSED:
                 await self._reset(conn)
+                again = "started again" if spec.command else "reconnected"
                 raise ToolFailed(
                     f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
-                    "it is started again on the next call"
+                    f"it is {again} on the next call"
                 ) from None
             raise ToolFailed(
                 f"MCP server {spec.name} refused {tool}: {_short(exc.message)}"
