@@ -416,21 +416,10 @@ class SessionActivities:
             ok, text = False, f"error: {error}"
         else:
             assert args is not None
-            impl = tools.IMPLEMENTATIONS[name]
-            ctx = tools.BuiltinContext(
-                session_id=arg.session_id,
-                agent_id=arg.agent_id,
-                step=arg.step,
-                settings=self.settings,
-                store=self.store,
-                sessionmaker=self.sessionmaker,
-                http=self.http,
-                memory=self.memory,
-            )
             try:
                 async with heartbeating():
                     if catalog is None:
-                        outcome = await impl(ctx, args)
+                        outcome = await self._run_builtin(arg, name, args)
                     else:
                         outcome = await self._run_catalog(arg, catalog, call_id, args)
                 ok, text, data = True, outcome.text, outcome.data
@@ -477,6 +466,21 @@ class SessionActivities:
                 [record.NewEvent(key=key, kind="tool_call", step=arg.step, payload=payload)],
             )
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
+
+    async def _run_builtin(
+        self, arg: ToolCallInput, name: str, args: dict[str, Any]
+    ) -> tools.ToolOutcome:
+        ctx = tools.BuiltinContext(
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            step=arg.step,
+            settings=self.settings,
+            store=self.store,
+            sessionmaker=self.sessionmaker,
+            http=self.http,
+            memory=self.memory,
+        )
+        return await tools.IMPLEMENTATIONS[name](ctx, args)
 
     def _check(self, tool: ToolDescriptor, name: str, args: dict[str, Any]) -> str | None:
         if tool.name != name:

@@ -21,7 +21,8 @@ import pydantic_core
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel
-from temporalio.exceptions import ApplicationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.tools.mcp import McpServers, mcp_tool_name
 from vigil.activities.tools.python import (
@@ -129,10 +130,14 @@ class WorkerTools:
     ) -> ToolOutcome:
         loaded = self.python.get(tool.name)
         if loaded is None:
+            message = not_loaded_message(tool.name, self.task_queue, sorted(self.python))
+            activity.logger.warning(message)
+            # Benign: explained in one line above, not a crash worth a traceback.
             raise ApplicationError(
-                not_loaded_message(tool.name, self.task_queue, sorted(self.python)),
+                message,
                 type=names.ERR_TOOL_NOT_LOADED,
                 non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             )
         context = ToolContext(
             session_id=call.session_id,
@@ -214,6 +219,7 @@ async def call_with_limits(
                 f"{_short(str(exc))}",
                 type=names.ERR_TOOL_RETRY,
                 next_retry_delay=None if delay is None else _seconds(delay),
+                category=ApplicationErrorCategory.BENIGN,  # an expected retry, no traceback
             ) from None
         raise ToolFailed(
             f"tool {name} failed after {attempt} attempts: {_short(str(exc))}"

@@ -52,7 +52,9 @@ async def test_the_default_resolver_reads_the_environment(
 
 async def test_a_missing_credential_is_named(web: HttpProbe, servers: McpServers) -> None:
     with pytest.raises(ToolFailed, match="credential 'NOT_SET_ANYWHERE' of MCP server web"):
-        await servers.call(web.spec(credential="NOT_SET_ANYWHERE"), "echo", {"text": "x"}, timeout=5)
+        await servers.call(
+            web.spec(credential="NOT_SET_ANYWHERE"), "echo", {"text": "x"}, timeout=5
+        )
     with pytest.raises(McpServerError, match="is not set"):
         await list_mcp_tools(web.spec(credential="NOT_SET_ANYWHERE"), from_table)
 

@@ -194,7 +194,11 @@ class WorkerProcess:
     def start(self, ready_within: float = 60) -> WorkerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*CLI, "worker", *self.args], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            [*CLI, "worker", *self.args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         poll(
             lambda: READY_LINE in self.log() or self.proc is None or self.proc.poll() is not None,
