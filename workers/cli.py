@@ -1052,6 +1052,12 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
     run_client(go, state_dir)
 
 
+# Command groups in their own modules (they use this module's helpers, so come last).
+from vigil.workers.cli_tools import tools_app  # noqa: E402
+
+app.add_typer(tools_app, name="tools")
+
+
 def main() -> None:
     _exit(_run_app())
 

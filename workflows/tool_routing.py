@@ -43,9 +43,7 @@ def run_tool_options(
     if tool is None or tool.kind == "builtin":
         return ToolActivityOptions(None, c.TOOL_START_TO_CLOSE, None, c.TOOL_RETRY)
     timeout = (
-        timedelta(seconds=tool.timeout_seconds)
-        if tool.timeout_seconds
-        else c.TOOL_DEFAULT_TIMEOUT
+        timedelta(seconds=tool.timeout_seconds) if tool.timeout_seconds else c.TOOL_DEFAULT_TIMEOUT
     )
     attempts = tool.max_attempts or c.TOOL_DEFAULT_MAX_ATTEMPTS
     retry = RetryPolicy(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -17,13 +19,19 @@ from vigil.activities.tools.runner import WorkerTools
 
 
 @pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[McpServers]:
-    with open(tmp_path / "mcp-stderr.log", "w") as errlog:
-        pool = McpServers(errlog=errlog)
-        try:
-            yield pool
-        finally:
-            await pool.aclose()
+def errlog(tmp_path: Path) -> Iterator[TextIO]:
+    """The servers' stderr (a stdio server's logs and tracebacks land here)."""
+    with (tmp_path / "mcp-stderr.log").open("w") as f:
+        yield f
+
+
+@pytest.fixture
+async def servers(errlog: TextIO) -> AsyncIterator[McpServers]:
+    pool = McpServers(errlog=errlog)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
 
 
 def gone(pid: int) -> bool:
@@ -34,11 +42,9 @@ def gone(pid: int) -> bool:
     return False
 
 
-async def wait_until(check: object, within: float = 15) -> None:
-    import asyncio
-
+async def wait_until(check: Callable[[], bool], within: float = 15) -> None:
     deadline = time.monotonic() + within
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
 
@@ -121,13 +127,12 @@ async def test_a_server_that_died_between_calls_is_started_again(servers: McpSer
     assert new != old
 
 
-async def test_closing_stops_every_server(tmp_path: Path) -> None:
-    with open(tmp_path / "err.log", "w") as errlog:
-        pool = McpServers(errlog=errlog)
-        one = int((await pool.call(stdio_spec("one"), "pid", {}, timeout=10)).text)
-        two = int((await pool.call(stdio_spec("two", env={"X": "1"}), "pid", {}, timeout=10)).text)
-        assert one != two
-        await pool.aclose()
+async def test_closing_stops_every_server(errlog: TextIO) -> None:
+    pool = McpServers(errlog=errlog)
+    one = int((await pool.call(stdio_spec("one"), "pid", {}, timeout=10)).text)
+    two = int((await pool.call(stdio_spec("two", env={"X": "1"}), "pid", {}, timeout=10)).text)
+    assert one != two
+    await pool.aclose()
     assert gone(one) and gone(two)
     with pytest.raises(ToolFailed, match="shutting down"):
         await pool.call(stdio_spec(), "pid", {}, timeout=10)

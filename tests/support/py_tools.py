@@ -45,11 +45,15 @@ async def explode(message: str) -> str:
 async def flaky(journal: str, failures: int, ctx: vigil.ToolContext) -> str:
     """Ask for a retry ``failures`` times, writing each attempt and its idempotency key to
     the ``journal`` file; then succeed."""
-    with Path(journal).open("a") as f:
-        f.write(f"{ctx.attempt} {ctx.idempotency_key}\n")
+    await asyncio.to_thread(_append, Path(journal), f"{ctx.attempt} {ctx.idempotency_key}\n")
     if ctx.attempt <= failures:
         raise vigil.ToolRetry("the service is busy", retry_after_seconds=0.1)
     return f"done on attempt {ctx.attempt}"
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as f:
+        f.write(line)
 
 
 @vigil.tool(effects="external")

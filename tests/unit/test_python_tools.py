@@ -154,9 +154,9 @@ def test_loading_modules_and_attributes() -> None:
     assert {"word_count", "flaky", "sleepy", "explode", "save_note", "whoami"} <= set(tools)
     one = load_python_tools(["tests.support.py_tools:whoami"], entry_points=False)
     assert list(one) == ["whoami"]
-    with pytest.raises(ToolLoadError, match="cannot import tools module 'no_such_pkg.tools'"):
+    with pytest.raises(ToolLoadError, match=r"cannot import tools module 'no_such_pkg\.tools'"):
         load_python_tools(["no_such_pkg.tools"], entry_points=False)
-    with pytest.raises(ToolLoadError, match="holds no @vigil.tool functions"):
+    with pytest.raises(ToolLoadError, match=r"holds no @vigil\.tool functions"):
         load_python_tools(["tests.support"], entry_points=False)
 
 
