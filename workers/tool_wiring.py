@@ -9,7 +9,8 @@ import os
 import sys
 
 from vigil.activities.tools.loader import ToolLoadError, load_python_tools
-from vigil.activities.tools.mcp import CredentialResolver, McpServers, env_credential
+from vigil.activities.tools.mcp import McpServers
+from vigil.activities.tools.mcp_connection import CredentialResolver, env_credential
 from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.settings import Settings
 
