@@ -1,4 +1,4 @@
-"""Python tools: ``@vigil.tool`` on an async function, and loading such tools into a worker.
+"""Python tools: ``@vigil.tool`` on a typed, documented async function.
 
 The decorator turns a typed, documented async function into a ``PythonTool``: a pydantic
 model generated from its type hints validates the arguments and gives the JSON schema the
@@ -169,7 +169,10 @@ class PythonTool(Generic[P, R]):
     async def invoke(self, arguments: dict[str, Any], context: ToolContext) -> Any:
         """Validate ``arguments`` and call the function (with ``context`` if it asks)."""
         values = self.validate(arguments)
-        kwargs: dict[str, Any] = {n: getattr(values, n) for n in type(values).model_fields}
+        kwargs: dict[str, Any] = {
+            str(info.alias): getattr(values, field)
+            for field, info in type(values).model_fields.items()
+        }
         if self.context_parameter is not None:
             kwargs[self.context_parameter] = context
         return await self.fn(**kwargs)  # type: ignore[call-arg]
@@ -278,7 +281,12 @@ def _make_tool(
             context_parameter = param.name
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[param.name] = (hint, Field(default, description=param_docs.get(param.name)))
+        # Fields are named apart from their parameters (which are the aliases): a parameter
+        # called `schema` or `json` must not shadow the model's own attributes.
+        fields[f"p{len(fields)}"] = (
+            hint,
+            Field(default, alias=param.name, description=param_docs.get(param.name)),
+        )
     model = create_model(
         f"{tool_name}_arguments",
         __config__=ConfigDict(extra="forbid", protected_namespaces=()),

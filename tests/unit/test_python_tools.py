@@ -86,6 +86,21 @@ async def test_invoke_validates_coerces_and_injects_the_context() -> None:
         await where.invoke({}, ctx)
 
 
+async def test_any_parameter_name_works() -> None:
+    @vigil.tool
+    async def query(sql: str, schema: str = "public", json: bool = False) -> str:
+        """Parameters named like pydantic's own attributes (warnings are errors here)."""
+        return f"{schema}:{sql}:{json}"
+
+    assert set(query.describe().parameters["properties"]) == {"sql", "schema", "json"}
+    ctx = ToolContext(
+        session_id="s", agent_id="a", step=1, tool="query", call_id="c", idempotency_key="k"
+    )
+    assert await query.invoke({"sql": "select 1", "schema": "ops"}, ctx) == "ops:select 1:False"
+    with pytest.raises(ToolArgumentsInvalid, match="schema: Input should be a valid string"):
+        query.validate({"sql": "x", "schema": 3})
+
+
 def test_mistakes_are_refused_when_decorating() -> None:
     with pytest.raises(TypeError, match="needs an async function"):
 
