@@ -698,8 +698,12 @@ def worker(
 
     settings = with_worker_flags(load_settings(state_dir), tools or [], task_queue, tools_only)
     configure(settings.log_format, settings.log_level)
+    from vigil.activities.tools.loader import ToolLoadError
+
     try:
         asyncio.run(run_worker(settings))
+    except ToolLoadError as exc:
+        fail(f"worker could not start: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from tests.support import py_tools
-from tests.support.cli import WorkerProcess, cli_env
+from tests.support.cli import Vigil, WorkerProcess, cli_env, one_error_line
 from tests.support.tool_calls import ToolCaller, model_asked, recorded, tool_caller
 from vigil.schema import names
 from vigil.workers.settings import Settings
@@ -121,18 +121,8 @@ def test_a_tools_only_worker_needs_tools(stack: Stack, database_url: str, tmp_pa
         model_url="http://127.0.0.1:9/v1",
         artifact_dir=tmp_path,
     )
-    import subprocess
-
-    from tests.support.cli import CLI, ROOT
-
-    done = subprocess.run(
-        [*CLI, "worker", "--tools-only"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = Vigil(env)("worker", "--tools-only")
+    assert done.returncode == 2
+    assert one_error_line(done) == (
+        "error: worker could not start: a tools-only worker needs tools: pass --tools MODULE"
     )
-    assert done.returncode != 0
-    assert "needs tools: pass --tools MODULE" in done.stderr
-    assert "Traceback" not in done.stderr
