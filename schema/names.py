@@ -36,6 +36,9 @@ ERR_TOOL_UNREACHABLE = "ToolUnreachable"
 ERR_TOOL_RETRY = "ToolRetry"
 """Retryable: a tool raised vigil.ToolRetry and has attempts left."""
 
+# MCP tool calls carry the call's idempotency key in the request's _meta under this key.
+MCP_META_IDEMPOTENCY_KEY = "vigil/idempotency-key"
+
 # Python packages offer tools to workers through this entry point group.
 ENTRY_POINT_TOOLS = "vigil.tools"
 

@@ -32,6 +32,7 @@ from vigil.activities.tools.mcp_connection import (
 )
 from vigil.activities.tools.python import DATA_LIMIT
 from vigil.activities.tools.registry import ToolFailed, ToolOutcome
+from vigil.schema import names
 from vigil.schema.agents import McpServerSpec, ToolDescriptor
 
 log = logging.getLogger("vigil.tools.mcp")
@@ -181,13 +182,19 @@ class McpServers:
         arguments: dict[str, Any],
         *,
         timeout: float,  # noqa: ASYNC109 - the tool's own limit, reported to the model
+        idempotency_key: str | None = None,
     ) -> ToolOutcome:
-        """Call ``tool``; its result, or ToolFailed with what went wrong."""
+        """Call ``tool``; its result, or ToolFailed with what went wrong.
+
+        ``idempotency_key`` travels in the request's ``_meta`` (``vigil/idempotency-key``)
+        so a server can make an external effect happen once across retries.
+        """
+        meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
         conn = await self.connection(spec)
         label = f"{spec.name}.{tool}"
         try:
             async with asyncio.timeout(timeout) as deadline:
-                result = await conn.call(tool, arguments)
+                result = await conn.call(tool, arguments, meta)
         except TimeoutError:
             if not deadline.expired():
                 await self._reset(conn)

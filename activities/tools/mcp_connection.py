@@ -195,8 +195,11 @@ class McpConnection:
                 break
         return tools
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
-        return await self._require().call_tool(tool, arguments)
+    async def call(
+        self, tool: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> mcp_types.CallToolResult:
+        params_meta = cast("mcp_types.RequestParamsMeta", meta) if meta else None
+        return await self._require().call_tool(tool, arguments, meta=params_meta)
 
     def _require(self) -> Client:
         if self._client is None or not self.alive:

@@ -118,7 +118,13 @@ class WorkerTools:
             if mcp_server is None or mcp_server.name != tool.server:
                 raise ToolFailed(f"the MCP server {tool.server!r} of {tool.name} is not configured")
             timeout = tool.timeout_seconds or mcp_server.timeout_seconds or _default_timeout()
-            return await self.mcp.call(mcp_server, mcp_tool_name(tool), arguments, timeout=timeout)
+            return await self.mcp.call(
+                mcp_server,
+                mcp_tool_name(tool),
+                arguments,
+                timeout=timeout,
+                idempotency_key=call.idempotency_key,
+            )
         raise ToolFailed(f"{tool.name} is a built-in tool")
 
     async def _run_python(

@@ -52,6 +52,10 @@ async def test_mcp_tools_run_as_activities(
             failed.preview.startswith("error: probe.fail: ") and "quota exceeded" in failed.preview
         )
 
+        keyed = await ask("probe.idempotency_key", {})
+        sent = await caller.call(keyed)
+        assert sent.preview == f"vigil:{keyed.session_id}:1:0"  # in the request's _meta
+
         first = await caller.call(await ask("probe.pid", {}))
         second = await caller.call(await ask("probe.pid", {}))
         assert first.preview == second.preview  # one server process for the worker

@@ -51,7 +51,14 @@ async def wait_until(check: Callable[[], bool], within: float = 15) -> None:
 
 async def test_tools_are_listed_as_catalog_entries() -> None:
     tools = {t.name: t for t in await list_mcp_tools(stdio_spec(timeout_seconds=7))}
-    assert set(tools) == {"probe.echo", "probe.pid", "probe.crash", "probe.hang", "probe.fail"}
+    assert set(tools) == {
+        "probe.echo",
+        "probe.pid",
+        "probe.idempotency_key",
+        "probe.crash",
+        "probe.hang",
+        "probe.fail",
+    }
     echo = tools["probe.echo"]
     assert echo.kind == "mcp" and echo.server == "probe" and echo.timeout_seconds == 7
     assert echo.description == "Repeat a text."

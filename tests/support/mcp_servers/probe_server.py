@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
@@ -34,6 +34,13 @@ async def echo(text: str, times: int = 1) -> str:
 async def pid() -> int:
     """The server's process id (tells a restarted server from the old one)."""
     return os.getpid()
+
+
+@server.tool(annotations=READ_ONLY)
+async def idempotency_key(ctx: Context) -> str:
+    """The idempotency key the client sent with this call (empty when none)."""
+    meta = ctx.request_context.meta or {}
+    return str(meta.get("vigil/idempotency-key", ""))
 
 
 @server.tool()
