@@ -41,6 +41,8 @@ from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
 from vigil.activities.tools import registry as tools
+from vigil.activities.tools.python import SessionArtifacts, idempotency_key
+from vigil.activities.tools.runner import ToolCallInfo, WorkerTools
 from vigil.schema import names
 from vigil.schema.agents import ToolDescriptor, call_digest
 from vigil.schema.payloads import (
@@ -52,12 +54,12 @@ from vigil.schema.payloads import (
     RecordOutput,
     RememberInput,
     RememberOutput,
-    RunToolInput,
     RunToolOutput,
     ToolCallRef,
     ToolControl,
     preview,
 )
+from vigil.schema.tool_calls import ToolCallInput
 from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.logs import get as get_logger
 from vigil.workers.settings import Settings
@@ -104,8 +106,11 @@ class SessionActivities:
         memory: Any | None = None,
         models: ModelRouter | None = None,
         agents: AgentVersions | None = None,
+        tools: WorkerTools | None = None,
     ) -> None:
         self.settings = settings
+        self.tools = tools or WorkerTools(task_queue=settings.task_queue)
+        """Python tools and MCP servers this worker offers besides the built-ins."""
         self.sessionmaker = sessionmaker
         self.store = store
         self.provider = provider
@@ -460,8 +465,10 @@ class SessionActivities:
 
     @activity.defn(name=names.ACT_RUN_TOOL)
     @guarded
-    async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
+    async def run_tool(self, arg: ToolCallInput) -> RunToolOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
+        if catalog is None and arg.tool is not None and arg.tool.kind != "builtin":
+            catalog = {arg.tool.name: arg.tool}
         key = f"tool:{arg.step}:{arg.call_index}"
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
@@ -507,14 +514,12 @@ class SessionActivities:
             error = arg.rejected_reason
         if error is None and args is not None and arg.approved_digest is not None:
             await self._check_approved(arg, key, name, args)
+        tool = catalog[name] if catalog is not None and error is None else None
         handled_by = (
-            (catalog[name].handled_by if catalog is not None else BUILTIN_TOOLS[name].handled_by)
+            (tool.handled_by if tool is not None else BUILTIN_TOOLS[name].handled_by)
             if error is None
             else "activity"
         )
-        if error is None and catalog is not None and catalog[name].kind != "builtin":
-            # Python and MCP tools run on the workers that load them (their task queue).
-            error = f"tool {name!r} ({catalog[name].kind}) is not served by this worker"
         if error is None and args is not None and handled_by == "workflow":
             return RunToolOutput(
                 seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
@@ -526,23 +531,17 @@ class SessionActivities:
             ok, text = False, f"error: {error}"
         else:
             assert args is not None
-            impl = tools.IMPLEMENTATIONS[name]
-            ctx = tools.ToolContext(
-                session_id=arg.session_id,
-                agent_id=arg.agent_id,
-                step=arg.step,
-                settings=self.settings,
-                store=self.store,
-                sessionmaker=self.sessionmaker,
-                http=self.http,
-                memory=self.memory,
-            )
             try:
                 async with heartbeating():
-                    outcome = await impl(ctx, args)
+                    if tool is None or tool.kind == "builtin":
+                        outcome = await self._run_builtin(arg, name, args)
+                    else:
+                        outcome = await self._run_catalog(arg, tool, call_id, args)
                 ok, text, data = True, outcome.text, outcome.data
             except tools.ToolFailed as exc:
                 ok, text = False, f"error: {exc}"
+            except ApplicationError:
+                raise  # ToolNotLoaded, ToolRetry: Temporal's to decide
             except Exception as exc:  # a tool's bug goes back to the model, not the session
                 if outage_of(exc) is not None:
                     raise  # our infrastructure is away: retried until it is back
@@ -586,7 +585,7 @@ class SessionActivities:
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
     async def _check_approved(
-        self, arg: RunToolInput, key: str, name: str, args: dict[str, Any]
+        self, arg: ToolCallInput, key: str, name: str, args: dict[str, Any]
     ) -> None:
         """Run only the call a human approved: its digest must be the approved one."""
         actual = call_digest(name, args)
@@ -619,7 +618,42 @@ class SessionActivities:
             non_retryable=True,
         )
 
-    async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
+    async def _run_builtin(
+        self, arg: ToolCallInput, name: str, args: dict[str, Any]
+    ) -> tools.ToolOutcome:
+        ctx = tools.BuiltinContext(
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            step=arg.step,
+            settings=self.settings,
+            store=self.store,
+            sessionmaker=self.sessionmaker,
+            http=self.http,
+            memory=self.memory,
+        )
+        return await tools.IMPLEMENTATIONS[name](ctx, args)
+
+    async def _run_catalog(
+        self, arg: ToolCallInput, tool: ToolDescriptor, call_id: str, args: dict[str, Any]
+    ) -> tools.ToolOutcome:
+        """A Python or MCP tool, through the worker's tool registry."""
+        call = ToolCallInfo(
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            step=arg.step,
+            call_index=arg.call_index,
+            call_id=call_id,
+            idempotency_key=idempotency_key(arg.session_id, arg.step, arg.call_index),
+            attempt=activity.info().attempt,
+        )
+        artifacts = SessionArtifacts(self.store, self.sessionmaker, arg.agent_id, arg.session_id)
+        return await self.tools.run(
+            tool, args, call, artifacts=artifacts, mcp_server=arg.mcp_server
+        )
+
+    async def _claim_check(
+        self, arg: ToolCallInput, name: str, text: str
+    ) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
         raw = text.encode("utf-8", errors="surrogatepass")
         limit = self.settings.inline_limit_bytes

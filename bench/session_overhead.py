@@ -235,7 +235,7 @@ class PlainLoop:
         if args is not None and error is None:
             error = tools.validate(call.name, args)
         if error is None and args is not None:
-            ctx = tools.ToolContext(
+            ctx = tools.BuiltinContext(
                 session_id=sid,
                 agent_id=AGENT,
                 step=step,

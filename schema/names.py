@@ -27,6 +27,21 @@ ACT_CALL_MODEL = "vigil.call_model"
 ACT_RUN_TOOL = "vigil.run_tool"
 ACT_REMEMBER = "vigil.remember"
 ACT_RESOLVE_AGENT = "vigil.resolve_agent"
+ACT_PROBE_TOOL_QUEUE = "vigil.probe_tool_queue"
+
+# Error types of tool calls (ApplicationError.type), matched by the workflow's routing.
+ERR_TOOL_NOT_LOADED = "ToolNotLoaded"
+"""Non-retryable: the worker that took the call does not offer the tool."""
+ERR_TOOL_UNREACHABLE = "ToolUnreachable"
+"""Non-retryable: no worker polls the tool's task queue (from the queue probe)."""
+ERR_TOOL_RETRY = "ToolRetry"
+"""Retryable: a tool raised vigil.ToolRetry and has attempts left."""
+
+# MCP tool calls carry the call's idempotency key in the request's _meta under this key.
+MCP_META_IDEMPOTENCY_KEY = "vigil/idempotency-key"
+
+# Python packages offer tools to workers through this entry point group.
+ENTRY_POINT_TOOLS = "vigil.tools"
 
 # Workflow patches (versioning of running sessions; see workflows/session.py)
 PATCH_REMEMBER_OUTCOME = "vigil-remember-outcome"

@@ -22,9 +22,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Budget": ("vigil.schema.payloads", "Budget"),
     "ToolPolicy": ("vigil.schema.payloads", "ToolPolicy"),
     "AgentSpec": ("vigil.schema.agents", "AgentSpec"),
+    "tool": ("vigil.activities.tools.python", "tool"),
+    "ToolContext": ("vigil.activities.tools.python", "ToolContext"),
+    "ToolRetry": ("vigil.activities.tools.python", "ToolRetry"),
+    "ToolFailed": ("vigil.activities.tools.registry", "ToolFailed"),
+    "PythonTool": ("vigil.activities.tools.python", "PythonTool"),
 }
 
 if TYPE_CHECKING:
+    from vigil.activities.tools.python import PythonTool, ToolContext, ToolRetry, tool
+    from vigil.activities.tools.registry import ToolFailed
     from vigil.schema.agents import AgentSpec
     from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
     from vigil.workers.client import VigilClient
@@ -33,12 +40,17 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentSpec",
     "Budget",
+    "PythonTool",
     "SessionStatus",
     "Settings",
     "StartSessionInput",
+    "ToolContext",
+    "ToolFailed",
     "ToolPolicy",
+    "ToolRetry",
     "VigilClient",
     "__version__",
+    "tool",
 ]
 
 

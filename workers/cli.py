@@ -772,18 +772,39 @@ def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
 
 
 @app.command()
-def worker(state_dir: StateOpt = None) -> None:
+def worker(
+    state_dir: StateOpt = None,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Module with @vigil.tool functions to load (repeatable; VIGIL_TOOL_MODULES).",
+        ),
+    ] = None,
+    task_queue: Annotated[
+        str | None, typer.Option("--task-queue", help="Queue to poll (VIGIL_TASK_QUEUE).")
+    ] = None,
+    tools_only: Annotated[
+        bool,
+        typer.Option("--tools-only", help="A tool worker: serve only its tools, no sessions."),
+    ] = False,
+) -> None:
     """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM."""
     from vigil.workers.codec import PayloadKeyError
     from vigil.workers.logs import configure
+    from vigil.workers.tool_wiring import with_worker_flags
     from vigil.workers.worker import run_worker
 
-    settings = load_settings(state_dir)
+    settings = with_worker_flags(load_settings(state_dir), tools or [], task_queue, tools_only)
     configure(settings.log_format, settings.log_level)
+    from vigil.activities.tools.loader import ToolLoadError
+
     try:
         asyncio.run(run_worker(settings))
     except PayloadKeyError as exc:
         fail(f"bad configuration: {exc}", EXIT_USAGE)
+    except ToolLoadError as exc:
+        fail(f"worker could not start: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
 
@@ -1141,6 +1162,12 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
         _emit([asdict(r) for r in refs], as_json, human)
 
     run_client(go, state_dir)
+
+
+# Command groups in their own modules (they use this module's helpers, so come last).
+from vigil.workers.cli_tools import tools_app  # noqa: E402
+
+app.add_typer(tools_app, name="tools")
 
 
 def main() -> None:

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     only when an entry names the address (activities/tools/http_fetch.py). Empty: none."""
     http_max_bytes: int = 10 * 1024 * 1024
     http_timeout_seconds: float = 20.0
+    tool_modules: str = ""
+    """Comma-separated modules whose ``@vigil.tool`` functions the worker loads
+    (``vigil worker --tools`` adds to them)."""
+    tool_entry_points: bool = True
+    """Also load the tools of installed packages' ``vigil.tools`` entry points."""
+    tools_only: bool = False
+    """A tool worker: serve only run_tool for its loaded tools on its task queue."""
 
     # Limits
     context_tokens: int = 8000
@@ -159,6 +166,10 @@ class Settings(BaseSettings):
 
         FetchPolicy.parse(value)  # ValueError naming the bad entry
         return value
+
+    @property
+    def tool_module_list(self) -> list[str]:
+        return [m.strip() for m in self.tool_modules.split(",") if m.strip()]
 
     @property
     def http_allowlist(self) -> list[str]:

@@ -19,12 +19,15 @@ from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.factory import make_provider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
+from vigil.activities.tools.queues import ToolQueueActivities
+from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
 from vigil.workers.models import model_router
 from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
+from vigil.workers.tool_wiring import worker_tools
 from vigil.workflows.retention import RetentionRun
 from vigil.workflows.session import AgentSession
 
@@ -41,6 +44,8 @@ class Runtime:
     provider: ModelProvider
     activities: SessionActivities
     agent_activities: AgentActivities
+    tools: WorkerTools
+    tools_only: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -50,6 +55,7 @@ async def runtime(
     url = settings.endpoints().database_url
     if url is None:
         raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
+    tools = worker_tools(settings)
     engine = make_engine(url)
     sessionmaker = make_sessionmaker(engine)
     # Tools' HTTP client: no retries of its own (Temporal retries activities).
@@ -74,6 +80,7 @@ async def runtime(
         memory=memory,
         models=models,
         agents=versions,
+        tools=tools,
     )
     try:
         yield Runtime(
@@ -82,8 +89,11 @@ async def runtime(
             provider=model,
             activities=acts,
             agent_activities=AgentActivities(versions),
+            tools=tools,
+            tools_only=settings.tools_only,
         )
     finally:
+        await tools.aclose()
         await models.aclose()
         await model.aclose()
         await http.aclose()
@@ -91,15 +101,21 @@ async def runtime(
 
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
+    if rt.tools_only:
+        # A tool worker: run_tool for the tools it loaded, no sessions of its own.
+        return new_worker(
+            client, task_queue=task_queue, workflows=[], activities=[rt.activities.run_tool]
+        )
     retention = RetentionActivities(
         sessionmaker=rt.activities.sessionmaker, store=rt.activities.store, temporal=client
     )
-    return new_worker(
-        client,
-        task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=[*rt.activities.all(), *retention.all(), *rt.agent_activities.all()],
-    )
+    activities = [
+        *rt.activities.all(),
+        *retention.all(),
+        *rt.agent_activities.all(),
+        *ToolQueueActivities().all(),
+    ]
+    return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -117,6 +133,8 @@ async def run_worker(settings: Settings) -> None:
             task_queue=settings.task_queue,
             temporal=endpoints.temporal_address,
             model=settings.model_provider,
+            tools=sorted(rt.tools.python),
+            tools_only=settings.tools_only,
         )
         reconciling = (
             asyncio.create_task(
@@ -124,7 +142,7 @@ async def run_worker(settings: Settings) -> None:
                     client, make_sessionmaker(rt.engine), every=settings.reconcile_seconds
                 )
             )
-            if settings.reconcile_seconds > 0
+            if settings.reconcile_seconds > 0 and not settings.tools_only
             else None
         )
         try:

@@ -45,3 +45,16 @@ INFRA_RETRY_INITIAL = timedelta(seconds=1)
 INFRA_RETRY_MAX = timedelta(seconds=30)
 
 DEFAULT_HEARTBEAT = timedelta(seconds=20)
+
+# Catalog tools (Python and MCP) when neither the agent file nor the tool says: the
+# tool's own time limit (the activity adds a margin to record the result) and attempts
+# for a tool that raises vigil.ToolRetry.
+TOOL_DEFAULT_TIMEOUT = timedelta(minutes=2)
+TOOL_DEFAULT_MAX_ATTEMPTS = 3
+TOOL_RECORD_MARGIN = timedelta(seconds=60)
+# A call on a tool worker's queue that no worker picks up within this long fails instead
+# of waiting forever (the queue probe catches an empty queue sooner).
+TOOL_SCHEDULE_TO_START = timedelta(minutes=5)
+TOOL_PROBE_START_TO_CLOSE = timedelta(seconds=30)
+TOOL_POLLER_FRESH = timedelta(seconds=90)
+"""A poller seen within this long counts as alive (long polls last about a minute)."""

@@ -21,7 +21,7 @@ class ToolFailed(Exception):
 
 
 @dataclass
-class ToolContext:
+class BuiltinContext:
     session_id: str
     agent_id: str
     step: int
@@ -38,4 +38,4 @@ class ToolOutcome:
     data: dict[str, Any] | None = None
 
 
-ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolOutcome]]
+ToolFn = Callable[[BuiltinContext, dict[str, Any]], Awaitable[ToolOutcome]]

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from vigil.activities.tools.base import ToolContext, ToolFailed, ToolOutcome
+from vigil.activities.tools.base import BuiltinContext, ToolFailed, ToolOutcome
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_REDIRECTS = 5
@@ -299,7 +299,7 @@ async def fetch_url(
     raise ToolFailed(f"stopped after {max_redirects} redirects")  # not reached
 
 
-async def http_fetch(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def http_fetch(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     """The tool: the page's status, type, size and text."""
     try:
         policy = FetchPolicy.parse(ctx.settings.http_allowlist)

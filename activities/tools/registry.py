@@ -12,8 +12,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-# Re-exported: callers use them as registry.ToolContext, registry.ToolFailed, ...
-from vigil.activities.tools.base import ToolContext as ToolContext
+# Re-exported: callers use them as registry.BuiltinContext, registry.ToolFailed, ...
+from vigil.activities.tools.base import BuiltinContext as BuiltinContext
 from vigil.activities.tools.base import ToolFailed as ToolFailed
 from vigil.activities.tools.base import ToolFn as ToolFn
 from vigil.activities.tools.base import ToolOutcome as ToolOutcome
@@ -57,7 +57,7 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
 # --- implementations -------------------------------------------------------------------
 
 
-async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     from vigil.activities.artifacts.registry import put_artifact
 
     data = str(args["content"]).encode("utf-8", errors="surrogatepass")
@@ -76,7 +76,7 @@ async def write_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     )
 
 
-async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     from vigil.activities.artifacts.registry import get_artifact
     from vigil.activities.artifacts.store import ArtifactError
 
@@ -96,7 +96,7 @@ async def read_artifact(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     return ToolOutcome(text[:max_chars] + more, {"bytes": len(data)})
 
 
-async def remember(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     if ctx.memory is None:
         raise ToolFailed("long-term memory is not configured on this worker")
     result = await ctx.memory.add(
@@ -110,7 +110,7 @@ async def remember(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
     return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
 
 
-async def recall(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
+async def recall(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     if ctx.memory is None:
         raise ToolFailed("long-term memory is not configured on this worker")
     found = await ctx.memory.recall(ctx.agent_id, str(args["query"]), k=int(args.get("k", 5)))

@@ -88,9 +88,9 @@ def serving(name: str, host: str = "127.0.0.1") -> Iterator[Service]:
         server.server_close()
 
 
-def _ctx(allow: str) -> registry.ToolContext:
+def _ctx(allow: str) -> registry.BuiltinContext:
     settings = Settings(http_allow=allow, http_timeout_seconds=5)  # type: ignore[call-arg]
-    return registry.ToolContext(
+    return registry.BuiltinContext(
         session_id="s",
         agent_id="a",
         step=1,

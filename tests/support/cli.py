@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -188,16 +188,22 @@ def poll(
 class WorkerProcess:
     """`vigil worker` as a real OS process; its output goes to a file the test can read."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: Sequence[str] = ()) -> None:
         self.env = env
         self.log_path = log_path
+        self.args = list(args)
+        """Extra ``vigil worker`` arguments (``--tools``, ``--task-queue``, ``--tools-only``)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
     def start(self, ready_within: float = 60) -> WorkerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*CLI, "worker"], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            [*CLI, "worker", *self.args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         poll(
             lambda: READY_LINE in self.log() or self.proc is None or self.proc.poll() is not None,

@@ -1,0 +1,253 @@
+"""MCP servers as tool providers, through the official ``mcp`` SDK.
+
+A server is a command speaking stdio or a streamable HTTP URL (with a bearer credential
+named in the agent file and resolved at call time by an injected callable, the
+environment by default). A worker keeps one connection per server, started on first use
+and reused by every call; a server that died is started again on the next call, and a call
+that hangs past its timeout resets the connection (a stdio server is stopped and started
+again), so one stuck call never poisons the next. Everything a server does wrong becomes a
+``ToolFailed`` whose short message goes back to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from mcp import MCPError
+from mcp import types as mcp_types
+
+from vigil.activities.tools.mcp_connection import (
+    START_TIMEOUT_SECONDS,
+    CredentialResolver,
+    McpConnection,
+    env_credential,
+    error_text,
+    short_text,
+)
+from vigil.activities.tools.python import DATA_LIMIT
+from vigil.activities.tools.registry import ToolFailed, ToolOutcome
+from vigil.schema import names
+from vigil.schema.agents import McpServerSpec, ToolDescriptor
+
+log = logging.getLogger("vigil.tools.mcp")
+
+
+class McpServerError(RuntimeError):
+    """An MCP server cannot be used as configured (listing its tools failed, a tool the
+    agent names is missing)."""
+
+
+def server_key(spec: McpServerSpec) -> str:
+    """What makes two specs the same server process / connection."""
+    ident = {"command": spec.command, "url": spec.url, "cred": spec.credential, "env": spec.env}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mcp_tool_name(descriptor: ToolDescriptor) -> str:
+    """The server's own name of a catalog tool ``server.tool``."""
+    prefix = f"{descriptor.server}."
+    return descriptor.name[len(prefix) :] if descriptor.name.startswith(prefix) else descriptor.name
+
+
+def describe_mcp_tools(
+    spec: McpServerSpec, tools: Sequence[mcp_types.Tool]
+) -> list[ToolDescriptor]:
+    """Catalog entries ``server.tool`` of a server's listed tools (those the spec allows).
+
+    A tool the server marks read-only has no effects; any other reaches outside vigil and
+    so needs approval by default (``approval`` in the agent file changes that).
+    """
+    listed = {t.name: t for t in tools}
+    if spec.tools is not None:
+        missing = [name for name in spec.tools if name not in listed]
+        if missing:
+            raise McpServerError(
+                f"MCP server {spec.name} has no tool {', '.join(missing)}; "
+                f"it offers {', '.join(sorted(listed)) or 'none'}"
+            )
+    wanted = listed if spec.tools is None else {n: listed[n] for n in spec.tools}
+    out = []
+    for name, t in wanted.items():
+        read_only = t.annotations is not None and t.annotations.read_only_hint is True
+        out.append(
+            ToolDescriptor(
+                name=f"{spec.name}.{name}",
+                kind="mcp",
+                description=t.description or t.title or "",
+                parameters=dict(t.input_schema),
+                effects="none" if read_only else "external",
+                approval=spec.approval,
+                timeout_seconds=spec.timeout_seconds,
+                server=spec.name,
+            )
+        )
+    return out
+
+
+def render_call_result(result: mcp_types.CallToolResult) -> ToolOutcome:
+    """The text the model reads: text blocks as they are, other blocks named."""
+    parts: list[str] = []
+    for block in result.content:
+        if isinstance(block, mcp_types.TextContent):
+            parts.append(block.text)
+        elif isinstance(block, mcp_types.ImageContent | mcp_types.AudioContent):
+            kind = "image" if isinstance(block, mcp_types.ImageContent) else "audio"
+            parts.append(f"[{kind} {block.mime_type}, {len(block.data) * 3 // 4} bytes]")
+        elif isinstance(block, mcp_types.EmbeddedResource):
+            res = block.resource
+            if isinstance(res, mcp_types.TextResourceContents):
+                parts.append(res.text)
+            else:
+                parts.append(f"[resource {res.uri}]")
+        elif isinstance(block, mcp_types.ResourceLink):
+            parts.append(f"[resource link {block.uri}]")
+    structured = result.structured_content
+    text = "\n".join(parts)
+    if not text and structured is not None:
+        text = json.dumps(structured, ensure_ascii=False, default=str)
+    data = None
+    if isinstance(structured, dict) and len(json.dumps(structured, default=str)) <= DATA_LIMIT:
+        data = dict(structured)
+    return ToolOutcome(text, data)
+
+
+class McpServers:
+    """The worker's MCP connections: started lazily, reused, restarted, closed with it."""
+
+    def __init__(
+        self,
+        resolve_credential: CredentialResolver = env_credential,
+        *,
+        errlog: TextIO | None = None,
+        start_timeout: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        self._resolve = resolve_credential
+        self._errlog = errlog or sys.stderr
+        self._start_timeout = start_timeout
+        self._connections: dict[str, McpConnection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    async def connection(self, spec: McpServerSpec) -> McpConnection:
+        """The live connection to ``spec``'s server, started (again) when there is none."""
+        if self._closed:
+            raise ToolFailed("this worker is shutting down")
+        key = server_key(spec)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            conn = self._connections.get(key)
+            if conn is not None and conn.alive:
+                return conn
+            if conn is not None:
+                log.warning("MCP server %s is gone; starting it again", spec.name)
+                self._connections.pop(key, None)
+                await conn.close()
+            conn = McpConnection(spec, self._resolve, self._errlog)
+            await conn.open(self._start_timeout)
+            self._connections[key] = conn
+            return conn
+
+    def is_running(self, spec: McpServerSpec) -> bool:
+        """Whether a live connection to ``spec``'s server is open."""
+        conn = self._connections.get(server_key(spec))
+        return conn is not None and conn.alive
+
+    async def _reset(self, conn: McpConnection) -> None:
+        key = server_key(conn.spec)
+        if self._connections.get(key) is conn:
+            del self._connections[key]
+        await conn.close()
+
+    async def list_tools(self, spec: McpServerSpec) -> list[ToolDescriptor]:
+        conn = await self.connection(spec)
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                listed = await conn.list_tools()
+        except (TimeoutError, MCPError, OSError) as exc:
+            await self._reset(conn)
+            raise McpServerError(
+                f"MCP server {spec.name}: listing tools failed: {error_text(exc)}"
+            ) from None
+        return describe_mcp_tools(spec, listed)
+
+    async def call(
+        self,
+        spec: McpServerSpec,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 - the tool's own limit, reported to the model
+        idempotency_key: str | None = None,
+    ) -> ToolOutcome:
+        """Call ``tool``; its result, or ToolFailed with what went wrong.
+
+        ``idempotency_key`` travels in the request's ``_meta`` (``vigil/idempotency-key``)
+        so a server can make an external effect happen once across retries.
+        """
+        meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
+        conn = await self.connection(spec)
+        label = f"{spec.name}.{tool}"
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                result = await conn.call(tool, arguments, meta)
+        except TimeoutError:
+            if not deadline.expired():
+                await self._reset(conn)
+                raise ToolFailed(f"MCP tool {label} failed: TimeoutError") from None
+            await self._reset(conn)
+            raise ToolFailed(
+                f"MCP tool {label} timed out after {timeout:g}s; the server connection was reset"
+            ) from None
+        except MCPError as exc:
+            if exc.code == mcp_types.CONNECTION_CLOSED:
+                await self._reset(conn)
+                again = "started again" if spec.command else "reconnected"
+                raise ToolFailed(
+                    f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
+                    f"it is {again} on the next call"
+                ) from None
+            raise ToolFailed(
+                f"MCP server {spec.name} refused {tool}: {short_text(exc.message)}"
+            ) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._reset(conn)
+            raise ToolFailed(f"MCP tool {label} failed: {error_text(exc)}") from None
+        rendered = render_call_result(result)
+        if result.is_error:
+            raise ToolFailed(
+                f"{label}: {short_text(rendered.text) or 'the tool reported an error'}"
+            )
+        return rendered
+
+    async def aclose(self) -> None:
+        """Stop every server (with the worker)."""
+        self._closed = True
+        conns, self._connections = list(self._connections.values()), {}
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+
+async def list_mcp_tools(
+    spec: McpServerSpec,
+    resolve_credential: CredentialResolver = env_credential,
+    *,
+    errlog: TextIO | None = None,
+    timeout: float = START_TIMEOUT_SECONDS,  # noqa: ASYNC109
+) -> list[ToolDescriptor]:
+    """Start (or reach) a server once, list its tools as catalog entries, close it.
+
+    For ``vigil agent apply`` / refresh, outside a worker. Raises McpServerError.
+    """
+    servers = McpServers(resolve_credential, errlog=errlog, start_timeout=timeout)
+    try:
+        return await servers.list_tools(spec)
+    except ToolFailed as exc:
+        raise McpServerError(str(exc)) from None
+    finally:
+        await servers.aclose()

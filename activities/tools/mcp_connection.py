@@ -1,0 +1,237 @@
+"""One live connection to an MCP server, through the official ``mcp`` SDK.
+
+The SDK's client must be entered and left in one task (anyio task groups), so a
+background task owns it while activity tasks send calls over it; the transport's read
+stream is watched so a server that went away is noticed before the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TextIO, cast
+
+import httpx2
+from mcp import Client, MCPError, StdioServerParameters
+from mcp import types as mcp_types
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from vigil.activities.tools.registry import ToolFailed
+from vigil.schema.agents import McpServerSpec
+
+log = logging.getLogger("vigil.tools.mcp")
+
+CredentialResolver = Callable[[str], Awaitable[str | None]]
+"""Credential name -> its value (None when it is not set); never logged."""
+
+START_TIMEOUT_SECONDS = 30.0
+"""Starting a server and the MCP handshake."""
+CLOSE_TIMEOUT_SECONDS = 10.0
+HTTP_TIMEOUT_SECONDS = 30.0
+
+
+async def env_credential(name: str) -> str | None:
+    """The default credential resolver: an environment variable of that name."""
+    return os.environ.get(name) or None
+
+
+class _EofWatch:
+    """The transport's read stream, noticing its end (the server went away) so the pool
+    restarts a server that died between calls instead of failing the next call."""
+
+    def __init__(self, inner: Any, ended: asyncio.Event) -> None:
+        self._inner = inner
+        self._ended = ended
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        try:
+            return await self._inner.receive()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._ended.set()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _EofWatch:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._inner.__anext__()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._ended.set()
+            raise
+
+    async def __aenter__(self) -> _EofWatch:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        self._ended.set()
+        return cast("bool | None", await self._inner.__aexit__(*exc))
+
+
+class McpConnection:
+    """One live MCP client. The SDK's client must be entered and left in one task, so a
+    background task owns it; calls from activity tasks use it while it lives."""
+
+    def __init__(
+        self, spec: McpServerSpec, resolve_credential: CredentialResolver, errlog: TextIO
+    ) -> None:
+        self.spec = spec
+        self._resolve = resolve_credential
+        self._errlog = errlog
+        self._ended = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._owner: asyncio.Task[None] | None = None
+        self._client: Client | None = None
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self._client is not None
+            and self._owner is not None
+            and not self._owner.done()
+            and not self._ended.is_set()
+        )
+
+    async def open(self, timeout: float = START_TIMEOUT_SECONDS) -> None:  # noqa: ASYNC109
+        transport = await self._transport()
+        ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+        self._owner = asyncio.create_task(self._own(transport, ready), name=f"mcp:{self.spec.name}")
+        try:
+            async with asyncio.timeout(timeout):
+                self._client = await asyncio.shield(ready)
+        except TimeoutError:
+            await self.close()
+            raise ToolFailed(
+                f"MCP server {self.spec.name} did not start within {timeout:g}s"
+            ) from None
+        except ToolFailed:
+            raise
+        except Exception as exc:
+            await self.close()
+            raise ToolFailed(
+                f"MCP server {self.spec.name} could not start: {error_text(exc)}"
+            ) from None
+
+    async def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        spec = self.spec
+        if spec.command:
+            params = StdioServerParameters(
+                command=spec.command[0], args=list(spec.command[1:]), env=dict(spec.env) or None
+            )
+            return self._watched(stdio_client(params, errlog=self._errlog))
+        if spec.url:
+            headers: dict[str, str] = {}
+            if spec.credential:
+                token = await self._resolve(spec.credential)
+                if not token:
+                    raise ToolFailed(
+                        f"credential {spec.credential!r} of MCP server {spec.name} is not set"
+                    )
+                headers["Authorization"] = f"Bearer {token}"
+            return self._http(spec.url, headers)
+        raise ToolFailed(f"MCP server {spec.name} has neither a command nor a url")
+
+    @contextlib.asynccontextmanager
+    async def _http(self, url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+        timeout = httpx2.Timeout(HTTP_TIMEOUT_SECONDS, read=300.0)
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            self._watched(streamable_http_client(url, http_client=http)) as streams,
+        ):
+            yield streams
+
+    @contextlib.asynccontextmanager
+    async def _watched(
+        self, inner: contextlib.AbstractAsyncContextManager[Any]
+    ) -> AsyncIterator[Any]:
+        async with inner as (read, write):
+            yield _EofWatch(read, self._ended), write
+
+    async def _own(
+        self, transport: contextlib.AbstractAsyncContextManager[Any], ready: asyncio.Future[Client]
+    ) -> None:
+        info = mcp_types.Implementation(name="vigil", version="0.1.0")
+        try:
+            async with Client(cast(Any, transport), cache=None, client_info=info) as client:
+                ready.set_result(client)
+                await self._stop.wait()
+        except asyncio.CancelledError:
+            if not ready.done():
+                ready.cancel()
+            raise
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            else:
+                log.info("MCP server %s connection ended: %s", self.spec.name, error_text(exc))
+        finally:
+            self._ended.set()
+
+    async def list_tools(self) -> list[mcp_types.Tool]:
+        client = self._require()
+        tools: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        for _ in range(100):
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def call(
+        self, tool: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> mcp_types.CallToolResult:
+        params_meta = cast("mcp_types.RequestParamsMeta", meta) if meta else None
+        return await self._require().call_tool(tool, arguments, meta=params_meta)
+
+    def _require(self) -> Client:
+        if self._client is None or not self.alive:
+            raise MCPError(code=mcp_types.CONNECTION_CLOSED, message="Connection closed")
+        return self._client
+
+    async def close(self) -> None:
+        """Leave the client in its own task (a stdio server is stopped, bounded in time)."""
+        self._stop.set()
+        owner = self._owner
+        if owner is None or owner.done():
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await asyncio.shield(owner)
+        except TimeoutError:
+            owner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await owner
+        except Exception as exc:
+            log.info("MCP server %s closed with %s", self.spec.name, error_text(exc))
+
+
+def short_text(text: str, limit: int = 1000) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return error_text(exc.exceptions[0])
+    detail = str(exc)
+    return (
+        f"{exc.__class__.__name__}: {short_text(detail, 300)}" if detail else exc.__class__.__name__
+    )

@@ -1,0 +1,68 @@
+"""MCP tools through ``vigil.run_tool`` on a real worker: validated against the listed
+schema, tool errors recorded for the model, one server process reused by the worker and
+stopped with it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.support.mcp_probe import stdio_spec
+from tests.support.tool_calls import model_asked, recorded, tool_caller
+from vigil.activities.tools.mcp import list_mcp_tools
+from vigil.schema.tool_calls import ToolCallInput
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_mcp_tools_run_as_activities(
+    client: Client, settings: Settings, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    server = stdio_spec()
+    catalog = {t.name: t for t in await list_mcp_tools(server)}
+
+    async def ask(name: str, arguments: dict[str, object]) -> ToolCallInput:
+        return await model_asked(
+            sessionmaker, name, arguments, tool=catalog[name], mcp_server=server
+        )
+
+    async with tool_caller(client, settings, f"tq-mcp-{uuid.uuid4()}") as caller:
+        call = await ask("probe.echo", {"text": "hi", "times": 3})
+        out = await caller.call(call)
+        assert (out.ok, out.preview) == (True, "hihihi")
+        message, event = await recorded(sessionmaker, call)
+        assert message is not None and message.name == "probe.echo"
+        assert event is not None and event.payload["data"] == {"result": "hihihi"}
+
+        bad = await caller.call(await ask("probe.echo", {"text": 7}))
+        assert (bad.ok, bad.preview) == (
+            False,
+            "error: invalid arguments for probe.echo at text: 7 is not of type 'string'",
+        )
+
+        failed = await caller.call(await ask("probe.fail", {"message": "quota exceeded"}))
+        assert not failed.ok and failed.error_type is None
+        assert (
+            failed.preview.startswith("error: probe.fail: ") and "quota exceeded" in failed.preview
+        )
+
+        keyed = await ask("probe.idempotency_key", {})
+        sent = await caller.call(keyed)
+        assert sent.preview == f"vigil:{keyed.session_id}:1:0"  # in the request's _meta
+
+        first = await caller.call(await ask("probe.pid", {}))
+        second = await caller.call(await ask("probe.pid", {}))
+        assert first.preview == second.preview  # one server process for the worker
+
+        crashed = await caller.call(await ask("probe.crash", {}))
+        assert not crashed.ok and "closed the connection during crash" in crashed.preview
+        third = await caller.call(await ask("probe.pid", {}))
+        assert third.ok and third.preview != first.preview  # started again
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(third.preview), 0)  # stopped with the worker

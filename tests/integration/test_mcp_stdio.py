@@ -1,0 +1,145 @@
+"""MCP over stdio with a real server process: listing, reuse, errors, crash, hang, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+import pytest
+
+from tests.support.mcp_probe import stdio_spec
+from vigil.activities.tools.mcp import McpServerError, McpServers, list_mcp_tools
+from vigil.activities.tools.registry import ToolFailed
+from vigil.activities.tools.runner import WorkerTools
+
+
+@pytest.fixture
+def errlog(tmp_path: Path) -> Iterator[TextIO]:
+    """The servers' stderr (a stdio server's logs and tracebacks land here)."""
+    with (tmp_path / "mcp-stderr.log").open("w") as f:
+        yield f
+
+
+@pytest.fixture
+async def servers(errlog: TextIO) -> AsyncIterator[McpServers]:
+    pool = McpServers(errlog=errlog)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def wait_until(check: Callable[[], bool], within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_tools_are_listed_as_catalog_entries() -> None:
+    tools = {t.name: t for t in await list_mcp_tools(stdio_spec(timeout_seconds=7))}
+    assert set(tools) == {
+        "probe.echo",
+        "probe.pid",
+        "probe.idempotency_key",
+        "probe.crash",
+        "probe.hang",
+        "probe.fail",
+    }
+    echo = tools["probe.echo"]
+    assert echo.kind == "mcp" and echo.server == "probe" and echo.timeout_seconds == 7
+    assert echo.description == "Repeat a text."
+    assert echo.parameters["required"] == ["text"]
+    assert echo.effects == "none"  # read-only hint
+    assert tools["probe.crash"].effects == "external"  # anything else needs approval
+
+
+async def test_the_agent_file_chooses_tools_and_missing_ones_are_named() -> None:
+    only = await list_mcp_tools(stdio_spec(tools=["echo"]))
+    assert [t.name for t in only] == ["probe.echo"]
+    with pytest.raises(McpServerError, match="has no tool nope"):
+        await list_mcp_tools(stdio_spec(tools=["echo", "nope"]))
+
+
+async def test_a_command_that_is_no_mcp_server_fails_clearly() -> None:
+    spec = stdio_spec().model_copy(update={"command": ["/bin/false"]})
+    with pytest.raises(McpServerError, match="could not start"):
+        await list_mcp_tools(spec, timeout=10)
+
+
+async def test_calls_reuse_one_server_process(servers: McpServers) -> None:
+    spec = stdio_spec()
+    first = await servers.call(spec, "pid", {}, timeout=10)
+    again = await servers.call(spec, "pid", {}, timeout=10)
+    assert first.text == again.text
+    echoed = await servers.call(spec, "echo", {"text": "ab", "times": 2}, timeout=10)
+    assert echoed.text == "abab"
+    assert echoed.data == {"result": "abab"}
+
+
+async def test_arguments_are_checked_against_the_listed_schema(servers: McpServers) -> None:
+    echo = next(t for t in await servers.list_tools(stdio_spec()) if t.name == "probe.echo")
+    tools = WorkerTools(mcp=servers)
+    assert tools.validate(echo, {"text": "x"}) is None
+    assert "at text: 3 is not of type 'string'" in (tools.validate(echo, {"text": 3}) or "")
+    assert "'text' is a required property" in (tools.validate(echo, {}) or "")
+
+
+async def test_a_tool_error_goes_back_to_the_model(servers: McpServers) -> None:
+    with pytest.raises(ToolFailed, match=r"^probe\.fail: .*disk is full$"):
+        await servers.call(stdio_spec(), "fail", {"message": "disk is full"}, timeout=10)
+    assert (await servers.call(stdio_spec(), "echo", {"text": "ok"}, timeout=10)).text == "ok"
+
+
+async def test_a_crash_mid_call_is_a_tool_error_and_the_next_call_restarts(
+    servers: McpServers,
+) -> None:
+    spec = stdio_spec()
+    old = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    with pytest.raises(ToolFailed, match="closed the connection during crash"):
+        await servers.call(spec, "crash", {}, timeout=10)
+    new = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    assert new != old and gone(old)
+
+
+async def test_a_hang_times_out_and_the_server_is_replaced(servers: McpServers) -> None:
+    spec = stdio_spec()
+    old = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    with pytest.raises(ToolFailed, match=r"probe\.hang timed out after 0\.5s"):
+        await servers.call(spec, "hang", {}, timeout=0.5)
+    assert gone(old)  # the stuck process was stopped, not left behind
+    new = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    assert new != old
+
+
+async def test_a_server_that_died_between_calls_is_started_again(servers: McpServers) -> None:
+    spec = stdio_spec()
+    old = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    os.kill(old, signal.SIGKILL)
+    await wait_until(lambda: not servers.is_running(spec))
+    new = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    assert new != old
+
+
+async def test_closing_stops_every_server(errlog: TextIO) -> None:
+    pool = McpServers(errlog=errlog)
+    one = int((await pool.call(stdio_spec("one"), "pid", {}, timeout=10)).text)
+    two = int((await pool.call(stdio_spec("two", env={"X": "1"}), "pid", {}, timeout=10)).text)
+    assert one != two
+    await pool.aclose()
+    assert gone(one) and gone(two)
+    with pytest.raises(ToolFailed, match="shutting down"):
+        await pool.call(stdio_spec(), "pid", {}, timeout=10)

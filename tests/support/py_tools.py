@@ -1,0 +1,70 @@
+"""Python tools for the tests, loaded by workers with ``--tools tests.support.py_tools``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import vigil
+
+
+class Count(BaseModel):
+    words: int
+    lines: int
+
+
+@vigil.tool(effects="none")
+async def word_count(text: str, min_length: int = 1) -> Count:
+    """Count the words and lines of a text.
+
+    Args:
+        text: The text to count.
+        min_length: Words shorter than this are not counted.
+    """
+    words = [w for w in text.split() if len(w) >= min_length]
+    return Count(words=len(words), lines=len(text.splitlines()))
+
+
+@vigil.tool(timeout_seconds=0.5)
+async def sleepy(seconds: float) -> str:
+    """Sleep, then say so."""
+    await asyncio.sleep(seconds)
+    return f"slept {seconds}s"
+
+
+@vigil.tool
+async def explode(message: str) -> str:
+    """Raise an ordinary exception (a tool's bug)."""
+    raise RuntimeError(message)
+
+
+@vigil.tool(max_attempts=3)
+async def flaky(journal: str, failures: int, ctx: vigil.ToolContext) -> str:
+    """Ask for a retry ``failures`` times, writing each attempt and its idempotency key to
+    the ``journal`` file; then succeed."""
+    await asyncio.to_thread(_append, Path(journal), f"{ctx.attempt} {ctx.idempotency_key}\n")
+    if ctx.attempt <= failures:
+        raise vigil.ToolRetry("the service is busy", retry_after_seconds=0.1)
+    return f"done on attempt {ctx.attempt}"
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as f:
+        f.write(line)
+
+
+@vigil.tool(effects="external")
+async def save_note(name: str, text: str, ctx: vigil.ToolContext) -> str:
+    """Store a note as an artifact of the session."""
+    assert ctx.artifacts is not None
+    ref = await ctx.artifacts.put(name, text)
+    return f"saved {ref.name} ({ref.size} bytes) for {ctx.session_id} step {ctx.step}"
+
+
+@vigil.tool
+async def whoami() -> dict[str, int]:
+    """The process id of the worker that ran the call."""
+    return {"pid": os.getpid()}

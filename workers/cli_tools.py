@@ -1,0 +1,107 @@
+"""``vigil tools``: what a worker would load, and what an MCP server offers.
+
+For people writing tools: the catalog entries (name, effects, JSON schema) exactly as a
+session will see them, before any agent uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from vigil.activities.tools.loader import ToolLoadError, load_python_tools
+from vigil.activities.tools.mcp import McpServerError, list_mcp_tools
+from vigil.activities.tools.python import describe_python_tool
+from vigil.schema.agents import McpServerSpec, ToolDescriptor
+from vigil.workers.tool_wiring import with_worker_flags
+
+# Options as in vigil.workers.cli; its helpers (fail, out, load_settings) are imported when
+# a command runs, since that module registers this one when it loads.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StateOpt = Annotated[
+    str | None, typer.Option("--state-dir", help="Stack state folder (VIGIL_STATE_DIR).")
+]
+
+tools_app = typer.Typer(
+    help="Python tools and MCP servers as agents see them.", no_args_is_help=True
+)
+
+
+@tools_app.command("list")
+def tools_list(
+    tools: Annotated[
+        list[str] | None,
+        typer.Option("--tools", help="Module with @vigil.tool functions (repeatable)."),
+    ] = None,
+    entry_points: Annotated[
+        bool, typer.Option("--entry-points/--no-entry-points", help="Also the vigil.tools group.")
+    ] = True,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The Python tools a worker started with the same --tools would load."""
+    from vigil.workers.cli import EXIT_USAGE, fail, load_settings
+
+    settings = with_worker_flags(load_settings(state_dir), tools or [], None, False)
+    try:
+        loaded = load_python_tools(settings.tool_module_list, entry_points=entry_points)
+    except ToolLoadError as exc:
+        fail(str(exc), EXIT_USAGE)
+    _show([describe_python_tool(t) for _, t in sorted(loaded.items())], as_json)
+
+
+@tools_app.command("mcp")
+def tools_mcp(
+    name: Annotated[str, typer.Argument(help="The server's name in the agent file.")],
+    command: Annotated[
+        str | None, typer.Option("--command", help="Command of a stdio server, e.g. 'python s.py'.")
+    ] = None,
+    url: Annotated[str | None, typer.Option("--url", help="Streamable HTTP URL.")] = None,
+    credential: Annotated[
+        str | None, typer.Option("--credential", help="Name of the bearer credential (HTTP).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start (or reach) an MCP server once and list its tools as agents will see them."""
+    from vigil.workers.cli import EXIT_FAILED, EXIT_USAGE, fail
+
+    if (command is None) == (url is None):
+        fail("give exactly one of --command or --url", EXIT_USAGE)
+    try:
+        spec = McpServerSpec(
+            name=name,
+            command=shlex.split(command) if command else None,
+            url=url,
+            credential=credential,
+        )
+    except ValueError as exc:
+        fail(f"bad server: {exc}".splitlines()[0], EXIT_USAGE)
+    try:
+        listed = asyncio.run(list_mcp_tools(spec))
+    except McpServerError as exc:
+        fail(str(exc), EXIT_FAILED)
+    _show(listed, as_json)
+
+
+def _show(tools: list[ToolDescriptor], as_json: bool) -> None:
+    from vigil.workers.cli import out
+
+    if as_json:
+        out.print_json(json.dumps([t.model_dump(mode="json") for t in tools]))
+        return
+    if not tools:
+        out.print("no tools")
+        return
+    table = Table("tool", "effects", "queue", "arguments", "description")
+    for t in tools:
+        args = ", ".join(t.parameters.get("properties", {}))
+        table.add_row(
+            *(Text(str(v)) for v in (t.name, t.effects, t.task_queue or "-", args, t.description))
+        )
+    out.print(table)
