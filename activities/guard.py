@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.failures import Outage, describe, outage_of, short
 from vigil.activities.record import store as record
@@ -156,9 +156,11 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     if ledger.outages:
         activity.heartbeat(ledger.details())
     delay: timedelta | None = None
+    category = ApplicationErrorCategory.UNSPECIFIED
     if isinstance(exc, ApplicationError):
         message, kind = short(exc.message), exc.type or names.ERR_ACTIVITY_FAILED
         retryable, delay = not exc.non_retryable, exc.next_retry_delay
+        category = exc.category  # BENIGN: expected (a tool's retry), logged without a trace
     else:
         log.error("%s failed: %s", info.activity_type, describe(exc), exc_info=exc)
         message, kind, retryable = describe(exc), names.ERR_ACTIVITY_FAILED, True
@@ -167,7 +169,13 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     if retryable and isinstance(budget, int) and failures >= budget:
         message = short(f"{message} (failed {failures} times, giving up)")
         retryable = False
-    return ApplicationError(message, type=kind, non_retryable=not retryable, next_retry_delay=delay)
+    return ApplicationError(
+        message,
+        type=kind,
+        non_retryable=not retryable,
+        next_retry_delay=delay,
+        category=category,
+    )
 
 
 async def _recovered(owner: Any, arg: Any, ledger: Ledger) -> None:

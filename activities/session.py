@@ -54,12 +54,12 @@ from vigil.schema.payloads import (
     RecordOutput,
     RememberInput,
     RememberOutput,
+    RunToolInput,
     RunToolOutput,
     ToolCallRef,
     ToolControl,
     preview,
 )
-from vigil.schema.tool_calls import ToolCallInput
 from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.logs import get as get_logger
 from vigil.workers.settings import Settings
@@ -465,10 +465,8 @@ class SessionActivities:
 
     @activity.defn(name=names.ACT_RUN_TOOL)
     @guarded
-    async def run_tool(self, arg: ToolCallInput) -> RunToolOutput:
+    async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
-        if catalog is None and arg.tool is not None and arg.tool.kind != "builtin":
-            catalog = {arg.tool.name: arg.tool}
         key = f"tool:{arg.step}:{arg.call_index}"
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
@@ -585,7 +583,7 @@ class SessionActivities:
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
     async def _check_approved(
-        self, arg: ToolCallInput, key: str, name: str, args: dict[str, Any]
+        self, arg: RunToolInput, key: str, name: str, args: dict[str, Any]
     ) -> None:
         """Run only the call a human approved: its digest must be the approved one."""
         actual = call_digest(name, args)
@@ -619,7 +617,7 @@ class SessionActivities:
         )
 
     async def _run_builtin(
-        self, arg: ToolCallInput, name: str, args: dict[str, Any]
+        self, arg: RunToolInput, name: str, args: dict[str, Any]
     ) -> tools.ToolOutcome:
         ctx = tools.BuiltinContext(
             session_id=arg.session_id,
@@ -634,9 +632,13 @@ class SessionActivities:
         return await tools.IMPLEMENTATIONS[name](ctx, args)
 
     async def _run_catalog(
-        self, arg: ToolCallInput, tool: ToolDescriptor, call_id: str, args: dict[str, Any]
+        self, arg: RunToolInput, tool: ToolDescriptor, call_id: str, args: dict[str, Any]
     ) -> tools.ToolOutcome:
-        """A Python or MCP tool, through the worker's tool registry."""
+        """A Python or MCP tool, through the worker's tool registry (an MCP tool's server
+        as the pinned version names it)."""
+        server = None
+        if tool.kind == "mcp" and tool.server is not None and arg.agent_version is not None:
+            server = await self.agents.mcp_server(arg.agent_id, arg.agent_version, tool.server)
         call = ToolCallInfo(
             session_id=arg.session_id,
             agent_id=arg.agent_id,
@@ -647,13 +649,9 @@ class SessionActivities:
             attempt=activity.info().attempt,
         )
         artifacts = SessionArtifacts(self.store, self.sessionmaker, arg.agent_id, arg.session_id)
-        return await self.tools.run(
-            tool, args, call, artifacts=artifacts, mcp_server=arg.mcp_server
-        )
+        return await self.tools.run(tool, args, call, artifacts=artifacts, mcp_server=server)
 
-    async def _claim_check(
-        self, arg: ToolCallInput, name: str, text: str
-    ) -> tuple[str, str | None]:
+    async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
         raw = text.encode("utf-8", errors="surrogatepass")
         limit = self.settings.inline_limit_bytes

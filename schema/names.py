@@ -65,6 +65,9 @@ ERR_SESSION_FAILED = "SessionFailed"
 # Resolve the agent's pinned definition once per run; tool catalog, per-agent model,
 # approvals bound to a digest of the call.
 PATCH_AGENT_DEFINITIONS = "vigil-agent-definitions"
+# Probe a tool worker's queue before its first call; a call nobody serves (no poller,
+# ToolNotLoaded, schedule-to-start timeout) becomes the call's tool error, not a failure.
+PATCH_TOOL_WORKERS = "vigil-tool-workers"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,12 @@ from vigil.schema.payloads import Budget, ToolPolicy
 
 if TYPE_CHECKING:
     # Files and the catalog (yaml, jsonschema) load when applying, not with the client.
+    from vigil.activities.agents.catalog import ToolSources
     from vigil.activities.agents.files import AgentFileError, LoadedAgent
+
+ToolSourcing = Callable[[AgentSpec], "Awaitable[ToolSources]"]
+"""What the Python tools and MCP servers an agent names offer (``tool_wiring.tool_sourcing``);
+may raise ``UnknownTool`` (an MCP server that cannot be listed)."""
 
 
 class AgentError(Exception):
@@ -40,6 +46,12 @@ class InvalidAgentFiles(AgentError):
 
 class AgentNotFound(AgentError):
     exit_code = 4
+
+
+class ToolsUnavailable(AgentError):
+    """The Python tool modules named for describing agents cannot be loaded."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,10 @@ def _info(row: AgentVersionRow) -> AgentVersionInfo:
 
 
 def load_all(paths: list[Path]) -> list[LoadedAgent]:
-    """Every agent file under ``paths``, validated; all problems of all files at once."""
-    from vigil.activities.agents.files import AgentFileError, Problem, find_files, load
+    """Every agent file under ``paths``, validated (tools not yet described); all problems
+    of all files at once."""
+    from vigil.activities.agents.files import AgentFileError, Problem, find_files
+    from vigil.activities.agents.files import read as load
 
     files = find_files(paths)
     if not files:
@@ -129,28 +143,94 @@ def load_all(paths: list[Path]) -> list[LoadedAgent]:
 
 
 class AgentService:
-    """Agent definitions in PostgreSQL."""
+    """Agent definitions in PostgreSQL. ``tools`` describes the Python tools and MCP
+    servers of the agents applied (built-in tools only without it)."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[DbSession], tools: ToolSourcing | None = None
+    ) -> None:
         self.db = sessionmaker
+        self.tools = tools
 
-    async def apply(self, paths: list[Path], *, by: str | None = None) -> list[AppliedAgent]:
+    async def apply(
+        self, paths: list[Path], *, by: str | None = None, refresh: bool = False
+    ) -> list[AppliedAgent]:
         """Validate every file first, then store them in one transaction: a new version
-        for each changed definition, none for an unchanged one."""
+        for each changed definition, none for an unchanged one.
+
+        A changed definition's tools are described anew (its MCP servers started and
+        listed); an unchanged one keeps its stored catalog unless ``refresh``, when a
+        catalog that changed (a server's tools did) makes a new version too.
+        """
+        from vigil.activities.agents.files import AgentFileError, describe
+
         loaded = load_all(paths)
+        async with self.db() as db:
+            newest = {a.spec.name: await agent_rows.newest_version(db, a.spec.name) for a in loaded}
+        kept = {
+            a.spec.name
+            for a in loaded
+            if not refresh
+            and (row := newest[a.spec.name]) is not None
+            and row.content_hash == a.content_hash
+        }
+        described: list[LoadedAgent] = []
+        errors: list[AgentFileError] = []
+        for agent in loaded:
+            if agent.spec.name in kept:
+                described.append(agent)
+                continue
+            try:
+                described.append(describe(agent, await self._sources(agent)))
+            except AgentFileError as exc:
+                errors.append(exc)
+        if errors:
+            raise InvalidAgentFiles(errors)
         async with self.db.begin() as db:
-            return [await self._store(db, agent, by) for agent in loaded]
+            return [
+                await self._keep(db, a, newest[a.spec.name])
+                if a.spec.name in kept
+                else await self._store(db, a, by)
+                for a in described
+            ]
+
+    async def _sources(self, agent: LoadedAgent) -> ToolSources:
+        """What the tools the agent names offer; AgentFileError when a server fails."""
+        from vigil.activities.agents.catalog import ToolSources, UnknownTool
+        from vigil.activities.agents.files import tool_problem
+
+        if self.tools is None:
+            return ToolSources()
+        try:
+            return await self.tools(agent.spec)
+        except UnknownTool as exc:
+            raise tool_problem(agent, exc) from None
+
+    @staticmethod
+    async def _keep(
+        db: DbSession, agent: LoadedAgent, seen: AgentVersionRow | None
+    ) -> AppliedAgent:
+        """An unchanged definition: its newest version, unless one was added meanwhile."""
+        row = await agent_rows.newest_version(db, agent.spec.name)
+        if row is None or seen is None or row.version != seen.version:
+            raise AgentError(f"agent {agent.spec.name!r} changed while applying: apply again")
+        return AppliedAgent(
+            name=row.agent_id,
+            version=row.version,
+            content_hash=row.content_hash,
+            created=False,
+            path=str(agent.path),
+        )
 
     async def apply_spec(self, spec: AgentSpec, *, by: str | None = None) -> AppliedAgent:
         """Store a definition built in code (as a file would be)."""
-        from vigil.activities.agents.catalog import UnknownTool, describe_tools
-        from vigil.activities.agents.files import LoadedAgent
+        from vigil.activities.agents.files import AgentFileError, LoadedAgent, describe
 
         try:
-            tools = describe_tools(spec)
-        except UnknownTool as exc:
-            raise AgentError(str(exc)) from None
-        agent = LoadedAgent(Path("-"), spec, content_hash(spec), tools)
+            agent = LoadedAgent(Path("-"), spec, content_hash(spec))
+            agent = describe(agent, await self._sources(agent))
+        except AgentFileError as exc:
+            raise AgentError("; ".join(p.message for p in exc.problems)) from None
         async with self.db.begin() as db:
             return await self._store(db, agent, by, source=None)
 
@@ -219,17 +299,13 @@ class AgentService:
         if old is None:
             old = max(new - 1, 1)
         a, b = await self.show(name, old), await self.show(name, new)
-        text_a = json.dumps(a.spec.model_dump(mode="json"), indent=2, sort_keys=True)
-        text_b = json.dumps(b.spec.model_dump(mode="json"), indent=2, sort_keys=True)
-        lines = list(
-            difflib.unified_diff(
-                text_a.splitlines(),
-                text_b.splitlines(),
-                fromfile=f"{name} v{old}",
-                tofile=f"{name} v{new}",
-                lineterm="",
-            )
+        lines = _diff(
+            a.spec.model_dump(mode="json"), b.spec.model_dump(mode="json"), name, old, new
         )
+        # A refreshed catalog (an MCP server's tools changed) under an unchanged spec.
+        tools_a = [t.model_dump(mode="json") for t in a.tools]
+        tools_b = [t.model_dump(mode="json") for t in b.tools]
+        lines += _diff(tools_a, tools_b, f"{name} tools", old, new)
         return AgentDiff(name=name, old=old, new=new, lines=lines)
 
     async def _unknown(self, name: str, version: int | None) -> AgentNotFound:
@@ -259,6 +335,20 @@ class AgentService:
                 "VIGIL_ALLOW_UNDEFINED_AGENTS=1)"
             )
         raise error
+
+
+def _diff(a: object, b: object, label: str, old: int, new: int) -> list[str]:
+    text_a = json.dumps(a, indent=2, sort_keys=True)
+    text_b = json.dumps(b, indent=2, sort_keys=True)
+    return list(
+        difflib.unified_diff(
+            text_a.splitlines(),
+            text_b.splitlines(),
+            fromfile=f"{label} v{old}",
+            tofile=f"{label} v{new}",
+            lineterm="",
+        )
+    )
 
 
 def start_overrides(

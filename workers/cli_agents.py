@@ -1,6 +1,7 @@
 """`vigil agent ...`: agent definitions from files into PostgreSQL, and back out.
 
     vigil agent apply agents/            # every .toml/.yaml under it; unchanged ones stay
+    vigil agent apply agents/ --tools mypkg.tools --refresh   # Python tools; MCP re-listed
     vigil agent list | show NAME [--version N] | history NAME | diff NAME [V1 V2]
 
 Only PostgreSQL is needed (not Temporal). ``--json`` everywhere; a bad file is reported as
@@ -29,7 +30,9 @@ from vigil.workers.agents import (
     AgentError,
     AgentService,
     AgentVersionInfo,
+    AppliedAgent,
     InvalidAgentFiles,
+    ToolsUnavailable,
 )
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.models import ConfigError
@@ -125,13 +128,30 @@ def _version_dict(v: AgentVersionInfo) -> dict[str, Any]:
 def apply(
     paths: Annotated[list[Path], typer.Argument(help="Agent files or folders of them.")],
     by: Annotated[str, typer.Option("--by", help="Who applies (recorded; you by default).")] = "",
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Module with the @vigil.tool functions agents name (repeatable; "
+            "VIGIL_TOOL_MODULES), as the worker loads them.",
+        ),
+    ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="List the tools of unchanged agents again (their MCP servers)."
+        ),
+    ] = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate every file, then store each changed definition as a new version."""
+    """Validate every file, then store each changed definition as a new version (its MCP
+    servers are started once to list their tools)."""
 
-    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
-        applied = await AgentService(db).apply(paths, by=by or _user())
+    async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
+        applied = await apply_files(
+            settings, db, paths, tools=tools or [], by=by or _user(), refresh=refresh
+        )
 
         def human() -> None:
             for a in applied:
@@ -143,6 +163,29 @@ def apply(
         emit([asdict(a) for a in applied], as_json, human)
 
     run_db(go, state_dir)
+
+
+async def apply_files(
+    settings: Settings,
+    db: async_sessionmaker[DbSession],
+    paths: list[Path],
+    *,
+    tools: list[str],
+    by: str | None,
+    refresh: bool = False,
+) -> list[AppliedAgent]:
+    """``vigil agent apply``: Python tools from ``tools`` and the settings' modules, MCP
+    credentials through the worker's resolver (the demo applies its agent with this too)."""
+    from vigil.activities.tools.loader import ToolLoadError
+    from vigil.workers.models import credential_resolver
+    from vigil.workers.tool_wiring import tool_sourcing, with_worker_flags
+
+    settings = with_worker_flags(settings, tools, None, False)
+    try:
+        sourcing = tool_sourcing(settings, credential_resolver(settings, db).resolve)
+    except ToolLoadError as exc:
+        raise ToolsUnavailable(str(exc)) from None
+    return await AgentService(db, sourcing).apply(paths, by=by, refresh=refresh)
 
 
 @agent_app.command("list")

@@ -129,15 +129,19 @@ def secret_box(settings: Settings, *, create: bool = False) -> SecretBox | None:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def model_router(
-    settings: Settings,
-    sessionmaker: async_sessionmaker[DbSession],
-    default_provider: ModelProvider,
-) -> ModelRouter:
-    """The router a worker's ``call_model`` uses."""
+def credential_resolver(
+    settings: Settings, sessionmaker: async_sessionmaker[DbSession]
+) -> CredentialResolver:
+    """How a worker resolves credential names (model connections, MCP servers)."""
     # A bad key fails the worker's start; a missing one is looked for again at each use.
     box = secret_box(settings)
-    resolver = CredentialResolver(
+    return CredentialResolver(
         sessionmaker, box if box is not None else (lambda: secret_box(settings))
     )
-    return ModelRouter(model_connections(settings), resolver, default_provider=default_provider)
+
+
+def model_router(
+    settings: Settings, default_provider: ModelProvider, credentials: CredentialResolver
+) -> ModelRouter:
+    """The router a worker's ``call_model`` uses."""
+    return ModelRouter(model_connections(settings), credentials, default_provider=default_provider)

@@ -23,7 +23,7 @@ from vigil.activities.tools.queues import ToolQueueActivities
 from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.logs import get as get_logger
-from vigil.workers.models import model_router
+from vigil.workers.models import credential_resolver, model_router
 from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
@@ -55,9 +55,11 @@ async def runtime(
     url = settings.endpoints().database_url
     if url is None:
         raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
-    tools = worker_tools(settings)
     engine = make_engine(url)
     sessionmaker = make_sessionmaker(engine)
+    # One resolver of credential names for model connections and MCP servers.
+    credentials = credential_resolver(settings, sessionmaker)
+    tools = worker_tools(settings, credentials.resolve)
     # Tools' HTTP client: no retries of its own (Temporal retries activities).
     http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
     model = provider or make_provider(settings)
@@ -69,7 +71,7 @@ async def runtime(
         memory = MemoryStore(sessionmaker, make_embedder(settings))
     except ImportError:  # memory is optional until its module lands
         memory = None
-    models = model_router(settings, sessionmaker, model)
+    models = model_router(settings, model, credentials)
     versions = AgentVersions(sessionmaker)
     acts = SessionActivities(
         settings=settings,

@@ -2,18 +2,16 @@
 
 The session resolves its ``AgentRuntime`` once per run (``vigil.resolve_agent``); the
 pure functions here apply it: the definition's settings where the starter set none, the
-tool catalog (allowed tools, approval rules, routing of tool calls), and the checks an
-approval's edited arguments must pass before the decision is accepted.
+tool catalog (allowed tools, approval rules), and the checks an approval's edited
+arguments must pass before the decision is accepted. Where a call runs is
+``workflows.tool_routing``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 from vigil.schema.agents import AgentRuntime, ToolDescriptor
 from vigil.schema.payloads import Budget, StartSessionInput, ToolCallRef, ToolPolicy
@@ -131,26 +129,3 @@ def edited_arguments_error(
         return None
     where = "/".join(str(p) for p in errors[0].path) or "(root)"
     return f"edited_arguments do not fit {tool}'s schema at {where}: {errors[0].message[:300]}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ToolRoute:
-    """Where and how long ``run_tool`` runs for one call."""
-
-    task_queue: str | None
-    timeout: timedelta
-    retry: RetryPolicy
-
-
-def tool_route(
-    runtime: AgentRuntime | None, name: str, timeout: timedelta, retry: RetryPolicy
-) -> ToolRoute:
-    """The tool's own task queue, timeout and attempts from the catalog, when set."""
-    tool = descriptor(runtime, name) if defined(runtime) else None
-    if tool is None:
-        return ToolRoute(None, timeout, retry)
-    if tool.timeout_seconds is not None:
-        timeout = timedelta(seconds=tool.timeout_seconds)
-    if tool.max_attempts is not None:
-        retry = dataclasses.replace(retry, maximum_attempts=tool.max_attempts)
-    return ToolRoute(tool.task_queue, timeout, retry)

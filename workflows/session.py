@@ -56,7 +56,7 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import retries
+from vigil.workflows import retries, tool_routing
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
@@ -114,6 +114,8 @@ class AgentSession(HandOverWhileWaiting):
         self._runtime: AgentRuntime | None = None
         self._bind_calls = False
         """Approvals bound to the call's digest, edited arguments checked (new sessions)."""
+        self._tool_queues: tool_routing.QueueProbe | None = None
+        """Tool workers' queues probed, unserved calls answered as tool errors (new sessions)."""
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -126,6 +128,8 @@ class AgentSession(HandOverWhileWaiting):
         self._run_start_size = info.get_current_history_size()
         if workflow.patched(names.PATCH_AGENT_DEFINITIONS):
             self._bind_calls = True
+            if workflow.patched(names.PATCH_TOOL_WORKERS):
+                self._tool_queues = tool_routing.QueueProbe()
             await self._resolve_agent()
         if arg.carry is None:
             opened = await self._act(
@@ -320,35 +324,35 @@ class AgentSession(HandOverWhileWaiting):
         rejected: str | None,
         approved: str | None = None,
     ) -> None:
-        route = agent_policy.tool_route(
-            self._runtime if rejected is None else None,
-            call.name,
-            c.TOOL_START_TO_CLOSE,
-            c.TOOL_RETRY,
+        route = tool_routing.tool_route(self._runtime if rejected is None else None, call.name)
+        if rejected is None and route.task_queue is not None and self._tool_queues is not None:
+            rejected = await self._tool_queues.unreachable(call.name, route.task_queue)
+            if rejected is not None:
+                route, approved = tool_routing.tool_route(None, call.name), None
+        arg = RunToolInput(
+            session_id=self._sid,
+            agent_id=self._arg.agent_id,
+            step=step,
+            seq=seq,
+            model_seq=model_seq,
+            call_index=call.index,
+            edited_arguments=edited,
+            rejected_reason=rejected,
+            agent_version=self._runtime.version if self._runtime is not None else None,
+            approved_digest=approved,
         )
-        retry, budget = retries.budgeted(route.retry, self._arg.policy.tool_max_attempts)
-        result = await self._act(
-            names.ACT_RUN_TOOL,
-            RunToolInput(
-                session_id=self._sid,
-                agent_id=self._arg.agent_id,
-                step=step,
-                seq=seq,
-                model_seq=model_seq,
-                call_index=call.index,
-                edited_arguments=edited,
-                rejected_reason=rejected,
-                max_failures=budget,
-                agent_version=self._runtime.version if self._runtime is not None else None,
-                approved_digest=approved,
-            ),
-            RunToolOutput,
-            summary=f"step {step}: {call.name} {call.arguments_preview[:80]}",
-            limit=route.timeout,
-            retry=retry,
-            heartbeat=True,
-            task_queue=route.task_queue,
-        )
+        summary = f"step {step}: {call.name} {call.arguments_preview[:80]}"
+        try:
+            result = await self._run_tool_activity(route, arg, summary)
+        except ActivityError as exc:
+            unserved = tool_routing.unserved(exc, call.name, route) if self._tool_queues else None
+            if unserved is None:
+                raise
+            # Nobody ran the call: its error is recorded here and goes back to the model.
+            refused = arg.model_copy(update={"rejected_reason": unserved, "approved_digest": None})
+            result = await self._run_tool_activity(
+                tool_routing.tool_route(None, call.name), refused, summary
+            )
         control = result.control
         if control is None:
             self._open_calls.pop(call.index, None)
@@ -366,6 +370,22 @@ class AgentSession(HandOverWhileWaiting):
         elif control.kind == "ask_human":
             text = await self._ask_human(control.question or "")
             self._tool_message(seq, step, call, text)
+
+    async def _run_tool_activity(
+        self, route: tool_routing.ToolRoute, arg: RunToolInput, summary: str
+    ) -> RunToolOutput:
+        retry, budget = retries.budgeted(route.retry, self._arg.policy.tool_max_attempts)
+        return await self._act(
+            names.ACT_RUN_TOOL,
+            arg.model_copy(update={"max_failures": budget}),
+            RunToolOutput,
+            summary=summary,
+            limit=route.timeout,
+            retry=retry,
+            heartbeat=True,
+            task_queue=route.task_queue,
+            schedule_to_start=route.schedule_to_start,
+        )
 
     # --- waiting for people and time ---------------------------------------------------
 
@@ -840,6 +860,7 @@ class AgentSession(HandOverWhileWaiting):
         retry: Any,
         heartbeat: bool = False,
         task_queue: str | None = None,
+        schedule_to_start: timedelta | None = None,
     ) -> M:
         out: M = await workflow.execute_activity(
             name,
@@ -847,6 +868,7 @@ class AgentSession(HandOverWhileWaiting):
             result_type=result,
             task_queue=task_queue,
             start_to_close_timeout=limit,
+            schedule_to_start_timeout=schedule_to_start,
             retry_policy=retry,
             heartbeat_timeout=timedelta(seconds=self._arg.heartbeat_seconds) if heartbeat else None,
             summary=summary,

@@ -1,63 +1,81 @@
-"""Where and how long a catalog tool call runs: the run_tool activity's options.
+"""Where and how long a tool call runs, and what a session does when nobody serves it.
 
-Pure and deterministic (no I/O): the workflow reads a tool's catalog entry and gets the
-task queue, timeouts and retry policy of its run_tool activity. A tool on its own queue
-(a tool worker) gets a schedule-to-start limit, so a call that no worker picks up fails
-instead of waiting forever; ``probe_tool_queue`` tells the workflow sooner, before the
-first call, that no worker polls that queue.
+One routing function for every call (``tool_route``): the pinned catalog's entry gives
+the task queue, timeout and attempts of the ``run_tool`` activity. Built-ins keep the
+session's queue unless the catalog says otherwise, their timeout enforced by Temporal.
+Python and MCP tools enforce their own timeout and attempts inside the activity (the
+model is told "timed out"), so Temporal's limits leave a margin; a tool on its own queue
+(a tool worker) gets a schedule-to-start limit, so a call no worker picks up ends
+instead of waiting forever.
+
+Nobody serving a call is not the model's fault, and not worth ending a session over: the
+queue is probed before its first call (``QueueProbe``), and a queue without pollers, a
+worker that does not load the tool (``ToolNotLoaded``) or a schedule-to-start timeout all
+become the call's tool error (``unserved``), recorded and sent back to the model, which
+can try something else. Deterministic: no I/O but the probe activity.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 from vigil.schema import names
-from vigil.schema.agents import ToolDescriptor
+from vigil.schema.agents import AgentRuntime
+from vigil.schema.tool_calls import ProbeToolQueueInput, ProbeToolQueueOutput
+from vigil.workflows import agents
 from vigil.workflows import constants as c
 
 TOOL_CALL_NON_RETRYABLE = [*c.NON_RETRYABLE, names.ERR_TOOL_NOT_LOADED, names.ERR_TOOL_UNREACHABLE]
 
 
 @dataclass(frozen=True)
-class ToolActivityOptions:
+class ToolRoute:
+    """Where and how long ``run_tool`` runs for one call."""
+
     task_queue: str | None
     """None: the session's own queue."""
-    start_to_close: timedelta
-    schedule_to_start: timedelta | None
+    timeout: timedelta
+    """Start-to-close."""
     retry: RetryPolicy
+    schedule_to_start: timedelta | None = None
 
 
-def run_tool_options(
-    tool: ToolDescriptor | None, *, schedule_to_start: timedelta = c.TOOL_SCHEDULE_TO_START
-) -> ToolActivityOptions:
-    """The run_tool options of a call to ``tool`` (None or a built-in: as before catalogs).
-
-    The tool's own timeout is enforced inside the activity (the model gets "timed out");
-    start-to-close adds a margin for recording the result. Attempts cover the tool's
-    ``max_attempts`` (``vigil.ToolRetry``) and leave room for our own infrastructure's
-    transient failures.
-    """
-    if tool is None or tool.kind == "builtin":
-        return ToolActivityOptions(None, c.TOOL_START_TO_CLOSE, None, c.TOOL_RETRY)
-    timeout = (
+def tool_route(runtime: AgentRuntime | None, name: str) -> ToolRoute:
+    """The route of a call to ``name`` under the pinned catalog (None, or a tool outside
+    it: the session's queue and the default policy)."""
+    tool = agents.descriptor(runtime, name) if agents.defined(runtime) else None
+    if tool is None:
+        return ToolRoute(None, c.TOOL_START_TO_CLOSE, c.TOOL_RETRY)
+    if tool.kind == "builtin":
+        timeout = c.TOOL_START_TO_CLOSE
+        if tool.timeout_seconds is not None:
+            timeout = timedelta(seconds=tool.timeout_seconds)
+        retry = c.TOOL_RETRY
+        if tool.max_attempts is not None:
+            retry = dataclasses.replace(retry, maximum_attempts=tool.max_attempts)
+        return ToolRoute(tool.task_queue, timeout, retry)
+    limit = (
         timedelta(seconds=tool.timeout_seconds) if tool.timeout_seconds else c.TOOL_DEFAULT_TIMEOUT
     )
+    # The tool's own attempts (vigil.ToolRetry) are counted by the activity; Temporal's
+    # leave room besides for a lost worker.
     attempts = tool.max_attempts or c.TOOL_DEFAULT_MAX_ATTEMPTS
-    retry = RetryPolicy(
-        initial_interval=c.TOOL_RETRY.initial_interval,
-        backoff_coefficient=c.TOOL_RETRY.backoff_coefficient,
-        maximum_interval=c.TOOL_RETRY.maximum_interval,
+    retry = dataclasses.replace(
+        c.TOOL_RETRY,
         maximum_attempts=max(c.TOOL_RETRY.maximum_attempts, attempts + 2),
         non_retryable_error_types=TOOL_CALL_NON_RETRYABLE,
     )
-    return ToolActivityOptions(
+    return ToolRoute(
         task_queue=tool.task_queue,
-        start_to_close=timeout + c.TOOL_RECORD_MARGIN,
-        schedule_to_start=schedule_to_start if tool.task_queue else None,
+        timeout=limit + c.TOOL_RECORD_MARGIN,
         retry=retry,
+        schedule_to_start=c.TOOL_SCHEDULE_TO_START if tool.task_queue else None,
     )
 
 
@@ -67,3 +85,44 @@ def unreachable_message(tool: str, task_queue: str) -> str:
         f"tool {tool!r} runs on task queue {task_queue!r}, but no worker serves that queue; "
         f"start one with: vigil worker --tools MODULE --task-queue {task_queue} --tools-only"
     )
+
+
+def unserved(exc: ActivityError, tool: str, route: ToolRoute) -> str | None:
+    """Why nobody ran the call (the worker that took it does not load the tool, or no
+    worker took it in time); None for any other failure."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.type == names.ERR_TOOL_NOT_LOADED:
+        return cause.message
+    if (
+        isinstance(cause, TimeoutError)
+        and cause.type == TimeoutType.SCHEDULE_TO_START
+        and route.task_queue is not None
+    ):
+        return unreachable_message(tool, route.task_queue)
+    return None
+
+
+class QueueProbe:
+    """Asks Temporal whether a worker polls a tool's queue before the run's first call
+    there. A queue found served is not asked again this run; an empty one is, so a tool
+    worker started later is found."""
+
+    def __init__(self) -> None:
+        self._served: set[str] = set()
+
+    async def unreachable(self, tool: str, task_queue: str) -> str | None:
+        """The tool error when no worker polls ``task_queue``; None when one does."""
+        if task_queue in self._served:
+            return None
+        found = await workflow.execute_activity(
+            names.ACT_PROBE_TOOL_QUEUE,
+            ProbeToolQueueInput(task_queue=task_queue),
+            result_type=ProbeToolQueueOutput,
+            start_to_close_timeout=c.TOOL_PROBE_START_TO_CLOSE,
+            retry_policy=c.RECORD_RETRY,
+            summary=f"who serves {task_queue}",
+        )
+        if found.pollers == 0:
+            return unreachable_message(tool, task_queue)
+        self._served.add(task_queue)
+        return None

@@ -1,17 +1,19 @@
 """The tool catalog of an agent version: what each tool is, who runs it, when it needs a
 human, and the checks that use it (argument schemas, ``approve_when`` rules).
 
-``describe_tools(spec)`` turns an agent's ``tools`` entries into ``ToolDescriptor``s when
-the version is applied; the list is stored with the version, so a session pinned to it
-sees the same catalog for good. Built-in tools are described here; Python tools and MCP
-servers plug in through ``describe_entry`` (their describers are added to ``DESCRIBERS``
-by the modules that own them); a name nobody knows is a clear error.
+``describe_tools(spec, sources)`` turns an agent's ``tools`` entries and MCP servers into
+``ToolDescriptor``s when the version is applied; the list is stored with the version, so
+a session pinned to it sees the same catalog for good. Built-in tools are described here;
+what Python tools and MCP servers offer is gathered first (``ToolSources``: the loaded
+``@vigil.tool`` functions, each server's listed tools) by the code that applies the
+version. A name nobody offers is a clear error.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,18 +28,25 @@ ALWAYS_AVAILABLE = ("finish",)
 
 
 class UnknownTool(ValueError):
-    """An agent names a tool no describer knows."""
+    """An agent names a tool nobody offers (``loc``: where in the agent file)."""
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: str, message: str, loc: tuple[str | int, ...] = ()) -> None:
         super().__init__(message)
         self.name = name
+        self.loc = loc
 
 
-Describer = Callable[[AgentSpec, ToolEntry], ToolDescriptor | None]
-"""Describes one entry it knows (None: not mine)."""
+@dataclass(frozen=True)
+class ToolSources:
+    """What Python tools and MCP servers offer, gathered before an agent is described."""
+
+    python: Mapping[str, ToolDescriptor] = field(default_factory=dict)
+    """Descriptors of the loaded ``@vigil.tool`` functions, by name."""
+    mcp: Mapping[str, Sequence[ToolDescriptor]] = field(default_factory=dict)
+    """By MCP server name: the tools it listed (``server.tool``, narrowed by its ``tools``)."""
 
 
-def describe_builtin(spec: AgentSpec, entry: ToolEntry) -> ToolDescriptor | None:
+def describe_builtin(entry: ToolEntry) -> ToolDescriptor | None:
     info = BUILTIN_TOOLS.get(entry.name)
     if info is None:
         return None
@@ -55,35 +64,81 @@ def describe_builtin(spec: AgentSpec, entry: ToolEntry) -> ToolDescriptor | None
     )
 
 
-DESCRIBERS: list[Describer] = [describe_builtin]
-"""Tried in order for each entry; the tools engineer's Python and MCP describers join here."""
+def with_entry(offered: ToolDescriptor, entry: ToolEntry) -> ToolDescriptor:
+    """A Python or MCP tool as the agent file's entry adjusts it (what the entry sets wins)."""
+    given = entry.model_fields_set
+    update: dict[str, Any] = {"approve_when": entry.approve_when}
+    if "approval" in given:
+        update["approval"] = entry.approval
+    if entry.timeout_seconds is not None:
+        update["timeout_seconds"] = entry.timeout_seconds
+    if entry.max_attempts is not None:
+        update["max_attempts"] = entry.max_attempts
+    return offered.model_copy(update=update)
 
 
-def describe_entry(spec: AgentSpec, entry: ToolEntry) -> ToolDescriptor:
-    for describer in DESCRIBERS:
-        found = describer(spec, entry)
-        if found is not None:
-            return found
+def _mcp_tool(spec: AgentSpec, sources: ToolSources, name: str) -> ToolDescriptor | None:
+    server, dot, _ = name.partition(".")
+    if not dot or server not in {s.name for s in spec.mcp_servers}:
+        return None
+    listed = {t.name: t for t in sources.mcp.get(server, ())}
+    found = listed.get(name)
+    if found is None:
+        raise UnknownTool(
+            name,
+            f"MCP server {server} offers no tool {name!r}; it offers "
+            f"{', '.join(sorted(listed)) or 'none'}",
+        )
+    return found
+
+
+def describe_entry(spec: AgentSpec, entry: ToolEntry, sources: ToolSources) -> ToolDescriptor:
+    builtin = describe_builtin(entry)
+    if builtin is not None:
+        return builtin
+    offered = sources.python.get(entry.name) or _mcp_tool(spec, sources, entry.name)
+    if offered is not None:
+        return with_entry(offered, entry)
+    loaded = ", ".join(sorted(sources.python)) or "none"
     raise UnknownTool(
         entry.name,
-        f"unknown tool {entry.name!r}: not a built-in tool "
-        f"({', '.join(sorted(BUILTIN_TOOLS))}) nor one a loaded Python tool module or MCP "
-        "server offers",
+        f"unknown tool {entry.name!r}: not a built-in tool ({', '.join(sorted(BUILTIN_TOOLS))}), "
+        f"nor a loaded Python tool (loaded: {loaded}; load modules with --tools MODULE), "
+        "nor SERVER.TOOL of one of the agent's MCP servers",
     )
 
 
-def describe_tools(spec: AgentSpec) -> list[ToolDescriptor]:
-    """The catalog of ``spec``: one descriptor per entry, plus ``finish`` when unlisted."""
+def describe_tools(spec: AgentSpec, sources: ToolSources | None = None) -> list[ToolDescriptor]:
+    """The catalog of ``spec``: one descriptor per entry, then every tool of its MCP servers
+    that no entry names, plus ``finish`` when unlisted."""
+    sources = sources or ToolSources()
+    for k, server in enumerate(spec.mcp_servers):
+        if server.name not in sources.mcp:
+            raise UnknownTool(
+                server.name,
+                f"the tools of MCP server {server.name} were not listed",
+                ("mcp_servers", k),
+            )
     seen: set[str] = set()
     out: list[ToolDescriptor] = []
-    for entry in spec.tools:
+    for i, entry in enumerate(spec.tools):
         if entry.name in seen:
-            raise UnknownTool(entry.name, f"tool {entry.name!r} is listed twice")
+            raise UnknownTool(
+                entry.name, f"tool {entry.name!r} is listed twice", ("tools", i, "name")
+            )
         seen.add(entry.name)
-        out.append(describe_entry(spec, entry))
+        try:
+            out.append(describe_entry(spec, entry, sources))
+        except UnknownTool as exc:
+            raise UnknownTool(exc.name, str(exc), ("tools", i, "name")) from None
+    for server in spec.mcp_servers:
+        for tool in sources.mcp[server.name]:
+            if tool.name not in seen:
+                seen.add(tool.name)
+                out.append(tool)
     for name in ALWAYS_AVAILABLE:
         if name not in seen:
-            out.append(describe_entry(spec, ToolEntry(name=name)))
+            out.append(describe_entry(spec, ToolEntry(name=name), sources))
     return out
 
 

@@ -8,10 +8,11 @@ placeholders, regular expressions, tool names) are reported the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vigil.activities.agents.catalog import UnknownTool, describe_tools
+from vigil.activities.agents.catalog import ToolSources, UnknownTool, describe_tools
 from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
 
 SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
@@ -56,6 +57,8 @@ class LoadedAgent:
     spec: AgentSpec
     content_hash: str
     tools: list[ToolDescriptor] = field(default_factory=list)
+    locate: Callable[[Loc], int | None] = field(default=lambda loc: None, repr=False)
+    """The line of a field in the file (for problems found after parsing)."""
 
 
 def field_name(loc: Loc) -> str:
@@ -88,8 +91,14 @@ def find_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def load(path: Path) -> LoadedAgent:
-    """Read, parse and validate one agent file; raises AgentFileError."""
+def load(path: Path, sources: ToolSources | None = None) -> LoadedAgent:
+    """Read, parse, validate and describe one agent file; raises AgentFileError."""
+    return describe(read(path), sources or ToolSources())
+
+
+def read(path: Path) -> LoadedAgent:
+    """Read, parse and validate one agent file, its tools not yet described (that needs
+    the Python tools and MCP servers it names: ``describe``); raises AgentFileError."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise AgentFileError(
@@ -105,10 +114,15 @@ def load(path: Path) -> LoadedAgent:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AgentFileError(path, [Problem(None, "", f"not UTF-8 text: {exc.reason}")]) from exc
-    return parse(text, path, kind)
+    return parse_spec(text, path, kind)
 
 
-def parse(text: str, path: Path, kind: str) -> LoadedAgent:
+def parse(text: str, path: Path, kind: str, sources: ToolSources | None = None) -> LoadedAgent:
+    """Parse, validate and describe the text of an agent file; raises AgentFileError."""
+    return describe(parse_spec(text, path, kind), sources or ToolSources())
+
+
+def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
     data, locate = _parse_toml(text, path) if kind == "toml" else _parse_yaml(text, path)
     if not isinstance(data, dict):
         raise AgentFileError(path, [Problem(1, "", "an agent file holds one mapping of fields")])
@@ -124,21 +138,31 @@ def parse(text: str, path: Path, kind: str) -> LoadedAgent:
             problems.append(Problem(locate(loc), field_name(loc), message))
         raise AgentFileError(path, problems) from exc
     problems = _semantic_problems(spec)
-    tools: list[ToolDescriptor] = []
-    if not problems:
-        try:
-            tools = describe_tools(spec)
-        except UnknownTool as exc:
-            index = next((i for i, t in enumerate(spec.tools) if t.name == exc.name), None)
-            loc = ("tools", index, "name") if index is not None else ("tools",)
-            problems.append(Problem(None, field_name(loc), str(exc)))
     if problems:
-        located = [
-            Problem(locate(_loc_of(p.field)), p.field, p.message) if p.line is None else p
-            for p in problems
-        ]
-        raise AgentFileError(path, located)
-    return LoadedAgent(path=path, spec=spec, content_hash=content_hash(spec), tools=tools)
+        raise AgentFileError(path, _located(problems, locate))
+    return LoadedAgent(path=path, spec=spec, content_hash=content_hash(spec), locate=locate)
+
+
+def describe(agent: LoadedAgent, sources: ToolSources) -> LoadedAgent:
+    """``agent`` with its tool catalog; a tool nobody offers is reported at its line."""
+    try:
+        tools = describe_tools(agent.spec, sources)
+    except UnknownTool as exc:
+        raise tool_problem(agent, exc) from None
+    return dataclasses.replace(agent, tools=tools)
+
+
+def tool_problem(agent: LoadedAgent, exc: UnknownTool) -> AgentFileError:
+    """The file error of a tool (or MCP server) that cannot be described."""
+    problem = Problem(None, field_name(exc.loc or ("tools",)), str(exc))
+    return AgentFileError(agent.path, _located([problem], agent.locate))
+
+
+def _located(problems: list[Problem], locate: Callable[[Loc], int | None]) -> list[Problem]:
+    return [
+        Problem(locate(_loc_of(p.field)), p.field, p.message) if p.line is None else p
+        for p in problems
+    ]
 
 
 def _loc_of(name: str) -> Loc:

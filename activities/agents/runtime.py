@@ -4,7 +4,7 @@
 newest, at a session's first run), renders the system prompt template with the goal,
 and returns names and small metadata only (never a credential). Versions are
 immutable, so the worker caches them: ``call_model`` and ``run_tool`` read a version's
-tool catalog from here on every step without a query.
+tool catalog (and an MCP tool's server) from here on every step without a query.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
 from vigil.activities.record.rls import acting_for
 from vigil.schema import names
-from vigil.schema.agents import AgentRuntime, AgentSpec, ResolveAgentInput, ToolDescriptor
+from vigil.schema.agents import (
+    AgentRuntime,
+    AgentSpec,
+    McpServerSpec,
+    ResolveAgentInput,
+    ToolDescriptor,
+)
 
 CACHE_SIZE = 256
 
@@ -89,6 +95,15 @@ class AgentVersions:
             found = {t["name"]: ToolDescriptor.model_validate(t) for t in row.tools}
             self._catalogs[key] = found
         return found
+
+    async def mcp_server(self, agent_id: str, version: int, name: str) -> McpServerSpec | None:
+        """The MCP server ``name`` of a version (its command or URL, credential name)."""
+        row = await self.get(agent_id, version)
+        if row is None:
+            raise missing_version(agent_id, version)
+        servers = row.spec.get("mcp_servers") or []
+        found = next((s for s in servers if isinstance(s, dict) and s.get("name") == name), None)
+        return McpServerSpec.model_validate(found) if found is not None else None
 
     def _remember(self, row: AgentVersionRow) -> None:
         key = (row.agent_id, row.version)

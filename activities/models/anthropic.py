@@ -13,9 +13,11 @@ from vigil.activities.models.base import (
     ToolCall,
     ToolSpec,
     Usage,
+    from_wire_names,
     make_client,
     malformed,
     post_json,
+    to_wire_names,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -66,6 +68,7 @@ class AnthropicProvider:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ModelReply:
+        messages, tools, names = to_wire_names(messages, tools)
         system, wire_messages = messages_to_wire(messages)
         payload: dict[str, Any] = {
             "model": self.model,
@@ -93,7 +96,7 @@ class AnthropicProvider:
             timeout_seconds=self.timeout,
             secret=self._api_key,
         )
-        return _reply_from_wire(data, self.model, latency_ms)
+        return from_wire_names(_reply_from_wire(data, self.model, latency_ms), names)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -152,6 +152,39 @@ class ModelProvider(Protocol):
     ) -> ModelReply: ...
 
     async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------
+# Tool names on the wire: OpenAI and Anthropic accept ^[a-zA-Z0-9_-]{1,64}$ only, so the
+# ``server.tool`` names of MCP tools travel as ``server__tool`` and come back mapped.
+
+
+def wire_name(name: str) -> str:
+    """A tool's name as the HTTP providers' APIs accept it (dots become ``__``)."""
+    return name.replace(".", "__")
+
+
+def to_wire_names(
+    messages: list[ChatMessage], tools: list[ToolSpec]
+) -> tuple[list[ChatMessage], list[ToolSpec], dict[str, str]]:
+    """(messages, tools) with wire names, and the way back: wire name -> catalog name."""
+    back = {wire_name(t.name): t.name for t in tools}
+    specs = [replace(t, name=wire_name(t.name)) for t in tools]
+    sent = [
+        replace(m, tool_calls=[replace(c, name=wire_name(c.name)) for c in m.tool_calls])
+        if m.tool_calls
+        else m
+        for m in messages
+    ]
+    return sent, specs, back
+
+
+def from_wire_names(reply: ModelReply, back: dict[str, str]) -> ModelReply:
+    """``reply`` with its tool calls named as the catalog names them."""
+    if not any(c.name in back for c in reply.tool_calls):
+        return reply
+    calls = [replace(c, name=back.get(c.name, c.name)) for c in reply.tool_calls]
+    return replace(reply, tool_calls=calls)
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from vigil.activities.models.base import (
     ToolCall,
     ToolSpec,
     Usage,
+    from_wire_names,
     make_client,
     malformed,
     post_json,
+    to_wire_names,
 )
 
 
@@ -53,6 +55,7 @@ class OpenAIChatProvider:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ModelReply:
+        messages, tools, names = to_wire_names(messages, tools)
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": [_message_to_wire(m) for m in messages],
@@ -75,7 +78,7 @@ class OpenAIChatProvider:
             timeout_seconds=self.timeout,
             secret=self._api_key,
         )
-        return _reply_from_wire(data, self.model, latency_ms, self._api_key)
+        return from_wire_names(_reply_from_wire(data, self.model, latency_ms, self._api_key), names)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -158,7 +158,8 @@ async def add_version(
     source: str | None = None,
     created_by: str | None = None,
 ) -> tuple[AgentVersionRow, bool]:
-    """Add a version unless the newest has the same content hash: (row, created).
+    """Add a version unless the newest has the same content hash and tool catalog (a
+    refreshed MCP listing can change the catalog of an unchanged file): (row, created).
 
     Call inside a transaction: the agent's row is locked until it commits.
     """
@@ -168,7 +169,7 @@ async def add_version(
     )
     await db.execute(text("SELECT 1 FROM agents WHERE id = :id FOR UPDATE"), {"id": agent_id})
     newest = await newest_version(db, agent_id)
-    if newest is not None and newest.content_hash == content_hash:
+    if newest is not None and newest.content_hash == content_hash and newest.tools == tools:
         return newest, False
     version = 1 if newest is None else newest.version + 1
     await db.execute(

@@ -24,8 +24,8 @@ from mcp import types as mcp_types
 
 from vigil.activities.tools.mcp_connection import (
     START_TIMEOUT_SECONDS,
-    CredentialResolver,
     McpConnection,
+    McpCredentials,
     env_credential,
     error_text,
     short_text,
@@ -122,7 +122,7 @@ class McpServers:
 
     def __init__(
         self,
-        resolve_credential: CredentialResolver = env_credential,
+        resolve_credential: McpCredentials = env_credential,
         *,
         errlog: TextIO | None = None,
         start_timeout: float = START_TIMEOUT_SECONDS,
@@ -235,7 +235,7 @@ class McpServers:
 
 async def list_mcp_tools(
     spec: McpServerSpec,
-    resolve_credential: CredentialResolver = env_credential,
+    resolve_credential: McpCredentials = env_credential,
     *,
     errlog: TextIO | None = None,
     timeout: float = START_TIMEOUT_SECONDS,  # noqa: ASYNC109

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO, cast
 
@@ -20,13 +19,15 @@ from mcp import types as mcp_types
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from vigil.activities.credentials import CredentialError, CredentialResolver
 from vigil.activities.tools.registry import ToolFailed
 from vigil.schema.agents import McpServerSpec
 
 log = logging.getLogger("vigil.tools.mcp")
 
-CredentialResolver = Callable[[str], Awaitable[str | None]]
-"""Credential name -> its value (None when it is not set); never logged."""
+McpCredentials = Callable[[str], Awaitable[str]]
+"""Credential name -> its value (``activities.credentials.CredentialResolver.resolve``);
+raises CredentialError when it cannot be had. The value is never logged."""
 
 START_TIMEOUT_SECONDS = 30.0
 """Starting a server and the MCP handshake."""
@@ -34,9 +35,9 @@ CLOSE_TIMEOUT_SECONDS = 10.0
 HTTP_TIMEOUT_SECONDS = 30.0
 
 
-async def env_credential(name: str) -> str | None:
-    """The default credential resolver: an environment variable of that name."""
-    return os.environ.get(name) or None
+async def env_credential(name: str) -> str:
+    """The default (no credential store): ``env:NAME`` names an environment variable."""
+    return await CredentialResolver(None, None).resolve(name)
 
 
 class _EofWatch:
@@ -89,7 +90,7 @@ class McpConnection:
     background task owns it; calls from activity tasks use it while it lives."""
 
     def __init__(
-        self, spec: McpServerSpec, resolve_credential: CredentialResolver, errlog: TextIO
+        self, spec: McpServerSpec, resolve_credential: McpCredentials, errlog: TextIO
     ) -> None:
         self.spec = spec
         self._resolve = resolve_credential
@@ -138,11 +139,10 @@ class McpConnection:
         if spec.url:
             headers: dict[str, str] = {}
             if spec.credential:
-                token = await self._resolve(spec.credential)
-                if not token:
-                    raise ToolFailed(
-                        f"credential {spec.credential!r} of MCP server {spec.name} is not set"
-                    )
+                try:
+                    token = await self._resolve(spec.credential)
+                except CredentialError as exc:
+                    raise ToolFailed(f"MCP server {spec.name}: {exc}") from None
                 headers["Authorization"] = f"Bearer {token}"
             return self._http(spec.url, headers)
         raise ToolFailed(f"MCP server {spec.name} has neither a command nor a url")

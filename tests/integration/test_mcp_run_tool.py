@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from tests.support.mcp_probe import stdio_spec
+from tests.support.tool_call_workflow import AskedCall
 from tests.support.tool_calls import model_asked, recorded, tool_caller
 from vigil.activities.tools.mcp import list_mcp_tools
-from vigil.schema.tool_calls import ToolCallInput
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ async def test_mcp_tools_run_as_activities(
     server = stdio_spec()
     catalog = {t.name: t for t in await list_mcp_tools(server)}
 
-    async def ask(name: str, arguments: dict[str, object]) -> ToolCallInput:
+    async def ask(name: str, arguments: dict[str, object]) -> AskedCall:
         return await model_asked(
             sessionmaker, name, arguments, tool=catalog[name], mcp_server=server
         )

@@ -17,7 +17,7 @@ from vigil.activities.agents.catalog import describe_tools
 from vigil.activities.record import agents as agent_rows
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec, content_hash
-from vigil.schema.payloads import SessionStatus
+from vigil.schema.payloads import RunToolInput, SessionStatus
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -73,11 +73,14 @@ async def test_run_tool_goes_to_the_tools_queue(
         if e.HasField("activity_task_scheduled_event_attributes")
         and e.activity_task_scheduled_event_attributes.activity_type.name == names.ACT_RUN_TOOL
     ]
+    # Temporal retries without limit; the activity counts its failures (max_failures).
     routes = [
         (
             a.task_queue.name,
             a.start_to_close_timeout.ToTimedelta().total_seconds(),
-            a.retry_policy.maximum_attempts,
+            (await client.data_converter.decode(list(a.input.payloads), [RunToolInput]))[
+                0
+            ].max_failures,
         )
         for a in scheduled
     ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import socket
 import sys
 import threading
@@ -353,6 +354,12 @@ class _Handler(BaseHTTPRequestHandler):
         if protocol == "unknown":
             self._send(404, _json_bytes({"error": {"message": f"no route for POST {path}"}}))
             return
+        bad = _bad_tool_name(body, protocol)
+        if bad is not None:
+            # As the real APIs do: a tool name outside ^[a-zA-Z0-9_-]{1,64}$ is refused.
+            message = f"Invalid tool name {bad!r}: must match ^[a-zA-Z0-9_-]{{1,64}}$"
+            self._send_error(Reply("status", code=400, message=message), protocol)
+            return
         request = RecordedRequest(
             path=path,
             protocol=protocol,
@@ -445,6 +452,31 @@ def _default_message(code: int) -> str:
         return HTTPStatus(code).phrase
     except ValueError:
         return f"HTTP {code}"
+
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _bad_tool_name(body: Any, protocol: WireProtocol) -> str | None:
+    """The first tool name (offered, or called in the conversation) the API would refuse."""
+    if not isinstance(body, dict):
+        return None
+    found: list[Any] = []
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            fn = tool.get("function") if protocol == "openai" else tool
+            found.append(fn.get("name") if isinstance(fn, dict) else None)
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function") if isinstance(call, dict) else None
+            found.append(fn.get("name") if isinstance(fn, dict) else None)
+        content = message.get("content")
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                found.append(block.get("name"))
+    return next((n for n in found if isinstance(n, str) and not _TOOL_NAME.match(n)), None)
 
 
 def _json_bytes(value: Any) -> bytes:

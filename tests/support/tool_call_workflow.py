@@ -1,5 +1,5 @@
-"""A tiny workflow that routes one tool call the way a session will: probe the tool's queue,
-then run the ``vigil.run_tool`` activity with the options of ``workflows.tool_routing``.
+"""A tiny workflow that routes one tool call the way a session does: probe the tool's queue,
+then run the ``vigil.run_tool`` activity with the route of ``workflows.tool_routing``.
 
 It stands in for the session's routing in activity-level tests (kept apart from the test
 helpers that touch the database, since it runs in the workflow sandbox).
@@ -7,6 +7,7 @@ helpers that touch the database, since it runs in the workflow sandbox).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -14,14 +15,19 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from vigil.schema import names
-from vigil.schema.payloads import RunToolOutput
-from vigil.schema.tool_calls import ProbeToolQueueInput, ProbeToolQueueOutput, ToolCallInput
-from vigil.workflows import constants as c
-from vigil.workflows.tool_routing import run_tool_options, unreachable_message
+from vigil.schema.agents import AgentRuntime, ToolDescriptor
+from vigil.schema.payloads import RunToolInput, RunToolOutput
+from vigil.workflows.tool_routing import QueueProbe, tool_route
+
+
+class AskedCall(RunToolInput):
+    """run_tool's input, with the catalog entry the test's agent version holds."""
+
+    tool: ToolDescriptor | None = None
 
 
 class ToolCallCase(BaseModel):
-    call: ToolCallInput
+    call: AskedCall
     probe: bool = True
     schedule_to_start_seconds: float = 60.0
 
@@ -38,32 +44,33 @@ class ToolCallOutcome(BaseModel):
 class ToolCallWorkflow:
     @workflow.run
     async def run(self, case: ToolCallCase) -> ToolCallOutcome:
-        tool = case.call.tool
-        opts = run_tool_options(
-            tool, schedule_to_start=timedelta(seconds=case.schedule_to_start_seconds)
+        call = case.call
+        runtime = AgentRuntime(
+            agent_id=call.agent_id,
+            version=call.agent_version,
+            tools=[call.tool] if call.tool else [],
         )
-        if tool is not None and opts.task_queue is not None and case.probe:
-            probe = await workflow.execute_activity(
-                names.ACT_PROBE_TOOL_QUEUE,
-                ProbeToolQueueInput(task_queue=opts.task_queue),
-                result_type=ProbeToolQueueOutput,
-                start_to_close_timeout=c.TOOL_PROBE_START_TO_CLOSE,
+        name = call.tool.name if call.tool else ""
+        route = tool_route(runtime, name)
+        if route.task_queue is not None and route.schedule_to_start is not None:
+            route = dataclasses.replace(
+                route, schedule_to_start=timedelta(seconds=case.schedule_to_start_seconds)
             )
-            if probe.pollers == 0:
+        if route.task_queue is not None and case.probe:
+            unreachable = await QueueProbe().unreachable(name, route.task_queue)
+            if unreachable is not None:
                 return ToolCallOutcome(
-                    ok=False,
-                    error_type=names.ERR_TOOL_UNREACHABLE,
-                    error=unreachable_message(tool.name, opts.task_queue),
+                    ok=False, error_type=names.ERR_TOOL_UNREACHABLE, error=unreachable
                 )
         try:
             out = await workflow.execute_activity(
                 names.ACT_RUN_TOOL,
-                case.call,
+                RunToolInput.model_validate(call.model_dump(exclude={"tool"})),
                 result_type=RunToolOutput,
-                task_queue=opts.task_queue,
-                start_to_close_timeout=opts.start_to_close,
-                schedule_to_start_timeout=opts.schedule_to_start,
-                retry_policy=opts.retry,
+                task_queue=route.task_queue,
+                start_to_close_timeout=route.timeout,
+                schedule_to_start_timeout=route.schedule_to_start,
+                retry_policy=route.retry,
                 heartbeat_timeout=timedelta(seconds=20),
             )
         except ActivityError as exc:

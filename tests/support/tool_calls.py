@@ -1,6 +1,7 @@
-"""Driving ``vigil.run_tool`` for one tool call through a real Temporal worker: the
-assistant message that asks for the call is written to the record first, as call_model
-would, then the test workflow routes the call."""
+"""Driving ``vigil.run_tool`` for one tool call through a real Temporal worker: an agent
+version whose catalog holds the tool (and its MCP server) is applied, the assistant
+message that asks for the call is written to the record, as call_model would, then the
+test workflow routes the call."""
 
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from tests.support.tool_call_workflow import ToolCallCase, ToolCallOutcome, ToolCallWorkflow
+from tests.support.tool_call_workflow import (
+    AskedCall,
+    ToolCallCase,
+    ToolCallOutcome,
+    ToolCallWorkflow,
+)
+from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.store import StoredEvent, StoredMessage
 from vigil.activities.tools.queues import ToolQueueActivities
-from vigil.schema.agents import McpServerSpec, ToolDescriptor
-from vigil.schema.tool_calls import ToolCallInput
+from vigil.schema.agents import AgentSpec, McpServerSpec, ToolDescriptor, content_hash
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import new_worker
 from vigil.workers.worker import Runtime, runtime
-
-AGENT = "tools-test"
 
 
 async def model_asked(
@@ -35,18 +39,28 @@ async def model_asked(
     *,
     tool: ToolDescriptor | None = None,
     mcp_server: McpServerSpec | None = None,
-) -> ToolCallInput:
-    """A session whose model asked for one call (step 1, seq 1); run_tool's input for it."""
+) -> AskedCall:
+    """A session of a new agent whose catalog holds ``tool`` (and whose spec names
+    ``mcp_server``), whose model asked for one call (step 1, seq 1); run_tool's input."""
     session_id = f"tools-{uuid.uuid4()}"
+    agent = f"tools-test-{uuid.uuid4().hex[:12]}"
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    spec = AgentSpec(name=agent, mcp_servers=[mcp_server] if mcp_server else [])
     async with sessionmaker.begin() as db:
+        await agent_rows.add_version(
+            db,
+            agent,
+            spec=spec.model_dump(mode="json"),
+            content_hash=content_hash(spec),
+            tools=[tool.model_dump(mode="json")] if tool else [],
+        )
         await record.create_session(
-            db, session_id=session_id, agent_id=AGENT, goal="use a tool", status="running"
+            db, session_id=session_id, agent_id=agent, goal="use a tool", status="running"
         )
         await record.append_messages(
             db,
             session_id,
-            AGENT,
+            agent,
             [
                 record.NewMessage(seq=0, role="user", content="use a tool", step=0),
                 record.NewMessage(
@@ -58,20 +72,20 @@ async def model_asked(
                 ),
             ],
         )
-    return ToolCallInput(
+    return AskedCall(
         session_id=session_id,
-        agent_id=AGENT,
+        agent_id=agent,
         step=1,
         seq=2,
         model_seq=1,
         call_index=0,
+        agent_version=1,
         tool=tool,
-        mcp_server=mcp_server,
     )
 
 
 async def recorded(
-    sessionmaker: async_sessionmaker[DbSession], call: ToolCallInput
+    sessionmaker: async_sessionmaker[DbSession], call: AskedCall
 ) -> tuple[StoredMessage | None, StoredEvent | None]:
     """The tool's result message and its tool_call event, as recorded."""
     async with sessionmaker() as db:
@@ -87,7 +101,7 @@ class ToolCaller:
     rt: Runtime
 
     async def call(
-        self, call: ToolCallInput, *, probe: bool = True, schedule_to_start: float = 60.0
+        self, call: AskedCall, *, probe: bool = True, schedule_to_start: float = 60.0
     ) -> ToolCallOutcome:
         case = ToolCallCase(call=call, probe=probe, schedule_to_start_seconds=schedule_to_start)
         out: ToolCallOutcome = await self.client.execute_workflow(

@@ -112,19 +112,3 @@ def test_definition_settings_and_overrides() -> None:
     assert merged.system_prompt == "mine"
     # No definition: the input as it is.
     assert policy.effective_input(plain, AgentRuntime(agent_id="a")) == plain
-
-
-def test_routing_from_the_catalog() -> None:
-    from vigil.workflows import constants as c
-
-    route = policy.tool_route(RUNTIME, "write_artifact", c.TOOL_START_TO_CLOSE, c.TOOL_RETRY)
-    assert route.timeout.total_seconds() == 5 and route.task_queue is None
-    queued = RUNTIME.model_copy(
-        update={
-            "tools": [
-                TOOLS["read_artifact"].model_copy(update={"task_queue": "gpu", "max_attempts": 2})
-            ]
-        }
-    )
-    route = policy.tool_route(queued, "read_artifact", c.TOOL_START_TO_CLOSE, c.TOOL_RETRY)
-    assert route.task_queue == "gpu" and route.retry.maximum_attempts == 2
