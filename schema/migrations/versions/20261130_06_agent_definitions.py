@@ -49,6 +49,11 @@ def upgrade() -> None:
         """
         CREATE FUNCTION vigil_agent_versions_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+            -- Erasure of an agent (declared record maintenance) may remove its versions.
+            IF TG_OP = 'DELETE'
+               AND current_setting('vigil.record_maintenance', true) = 'on' THEN
+                RETURN OLD;
+            END IF;
             RAISE EXCEPTION 'vigil: rows of % are immutable', TG_TABLE_NAME
                 USING ERRCODE = 'integrity_constraint_violation';
         END
