@@ -789,8 +789,8 @@ class _RecordExtras:
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
     def _memory(self) -> Any:
-        from vigil.activities.memory.embedders import make_embedder
         from vigil.activities.memory.store import MemoryStore
+        from vigil.workers.wiring import make_embedder
 
         return MemoryStore(self.db, make_embedder(self.settings))
 
@@ -825,9 +825,9 @@ class _RecordExtras:
         """Stream an artifact to ``dest`` (a path); verified against its sha256."""
         from pathlib import Path
 
-        from vigil.activities.artifacts.factory import make_store
         from vigil.activities.artifacts.registry import open_artifact
         from vigil.activities.artifacts.store import ArtifactError
+        from vigil.workers.wiring import make_store
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)

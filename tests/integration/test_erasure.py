@@ -41,6 +41,7 @@ from vigil.activities.artifacts.s3 import S3Store
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
+from vigil.workers.wiring import make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +158,7 @@ def _objects_holding(settings: Settings, marker: str) -> list[str]:
             data = gzip.decompress(data)
         return needle in data
 
-    store = S3Store.from_settings(settings)
+    store = S3Store(make_s3_client(settings), settings.s3_bucket)
     found = []
     for obj in store.client.list_objects(store.bucket, recursive=True):
         response = store.client.get_object(store.bucket, obj.object_name or "")
