@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -25,6 +26,7 @@ from vigil.activities import guard
 from vigil.activities.agents import catalog as agent_catalog
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.artifacts.store import ArtifactStore
+from vigil.activities.config import ActivitySettings
 from vigil.activities.context import ContextBudget, assemble
 from vigil.activities.credentials import CredentialError
 from vigil.activities.failures import outage_of
@@ -61,10 +63,8 @@ from vigil.schema.payloads import (
     preview,
 )
 from vigil.schema.tools import BUILTIN_TOOLS
-from vigil.workers.logs import get as get_logger
-from vigil.workers.settings import Settings
 
-log = get_logger("vigil.activities")
+log = logging.getLogger("vigil.activities")
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +98,7 @@ class SessionActivities:
     def __init__(
         self,
         *,
-        settings: Settings,
+        settings: ActivitySettings,
         sessionmaker: async_sessionmaker[DbSession],
         store: ArtifactStore,
         provider: ModelProvider,
@@ -109,7 +109,7 @@ class SessionActivities:
         tools: WorkerTools | None = None,
     ) -> None:
         self.settings = settings
-        self.tools = tools or WorkerTools(task_queue=settings.task_queue)
+        self.tools = tools or WorkerTools()
         """Python tools and MCP servers this worker offers besides the built-ins."""
         self.sessionmaker = sessionmaker
         self.store = store
@@ -543,7 +543,9 @@ class SessionActivities:
             except Exception as exc:  # a tool's bug goes back to the model, not the session
                 if outage_of(exc) is not None:
                     raise  # our infrastructure is away: retried until it is back
-                log.exception("tool crashed", session_id=arg.session_id, tool=name)
+                log.exception(
+                    "tool %s crashed", name, extra={"session_id": arg.session_id, "tool": name}
+                )
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
         text, sha = await self._claim_check(arg, name, text)
         payload = {

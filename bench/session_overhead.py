@@ -37,13 +37,10 @@ from temporalio.client import Client
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
 from tests.support.teststack import scratch_stack
-from vigil.activities.artifacts.factory import make_store
 from vigil.activities.artifacts.registry import list_artifacts
 from vigil.activities.context import ContextBudget, assemble
-from vigil.activities.memory.embedders import make_embedder
 from vigil.activities.memory.store import MemoryStore
 from vigil.activities.models.base import ModelProvider, ToolCall, ToolSpec
-from vigil.activities.models.factory import make_provider
 from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import store as record
 from vigil.activities.tools import registry as tools
@@ -53,6 +50,7 @@ from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
+from vigil.workers.wiring import make_embedder, make_provider, make_store
 
 AGENT = "agent-bench"
 CONTEXT = 40

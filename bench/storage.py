@@ -38,12 +38,13 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 import asyncpg  # noqa: E402
 
 from tests.support.teststack import TEST_PORTS  # noqa: E402
-from vigil.activities.artifacts.s3 import S3Store, make_client  # noqa: E402
+from vigil.activities.artifacts.s3 import S3Store  # noqa: E402
 from vigil.activities.artifacts.store import FilesystemStore  # noqa: E402
 from vigil.activities.record.store import NewMessage, append_messages, create_session  # noqa: E402
 from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync  # noqa: E402
 from vigil.workers.settings import Settings, asyncpg_dsn  # noqa: E402
 from vigil.workers.stack import Stack  # noqa: E402
+from vigil.workers.wiring import make_s3_client  # noqa: E402
 
 MiB = 1024 * 1024
 DB_NAME = "vigil_bench_storage"
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     raw_dir = bench_root / "raw"
     raw_dir.mkdir(parents=True)
     fs = FilesystemStore(bench_root / "store")
-    client = make_client(settings)
+    client = make_s3_client(settings)
     if not client.bucket_exists(BUCKET):
         client.make_bucket(BUCKET)
     s3 = S3Store(client, BUCKET)

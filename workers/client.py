@@ -789,8 +789,8 @@ class _RecordExtras:
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
     def _memory(self) -> Any:
-        from vigil.activities.memory.embedders import make_embedder
         from vigil.activities.memory.store import MemoryStore
+        from vigil.workers.wiring import make_embedder
 
         return MemoryStore(self.db, make_embedder(self.settings))
 
@@ -825,14 +825,16 @@ class _RecordExtras:
         """Stream an artifact to ``dest`` (a path); verified against its sha256."""
         from pathlib import Path
 
-        from vigil.activities.artifacts.factory import make_store
         from vigil.activities.artifacts.registry import open_artifact
         from vigil.activities.artifacts.store import ArtifactError
+        from vigil.workers.wiring import make_store
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)
         target = Path(dest)
-        tmp = target.with_name(target.name + ".part")
+        # A device or a pipe (/dev/null, /dev/stdout) is written into, never replaced.
+        direct = target.exists() and not target.is_file()  # noqa: ASYNC240
+        tmp = target if direct else target.with_name(target.name + ".part")
         try:
             ref, chunks = await open_artifact(
                 store, self.db, agent_id=row.agent_id, session_id=session_id, name=name
@@ -842,9 +844,11 @@ class _RecordExtras:
                 async for chunk in chunks:
                     handle.write(chunk)
         except (ArtifactError, ValueError) as exc:
-            tmp.unlink(missing_ok=True)
+            if not direct:
+                tmp.unlink(missing_ok=True)
             raise VigilError(f"artifact {name!r}: {exc}") from exc
-        tmp.replace(target)
+        if not direct:
+            tmp.replace(target)
         return ref
 
     async def artifacts(self, session_id: str) -> list[Any]:

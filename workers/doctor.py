@@ -90,7 +90,7 @@ async def _postgres(settings: Settings) -> list[Check]:
 
 
 def _artifacts(settings: Settings) -> list[Check]:
-    from vigil.activities.artifacts.factory import make_store
+    from vigil.workers.wiring import make_store
 
     try:
         store = make_store(settings)

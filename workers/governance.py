@@ -22,7 +22,6 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from vigil.activities.artifacts.factory import make_store
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
 from vigil.activities.erasure import Eraser, ErasurePlan, NothingToErase
@@ -34,6 +33,7 @@ from vigil.activities.record.retention import RetentionPolicy
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
+from vigil.workers.wiring import make_store
 
 RETENTION_EVERY = timedelta(hours=1)
 

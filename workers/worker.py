@@ -14,9 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
-from vigil.activities.artifacts.factory import make_store
 from vigil.activities.models.base import ModelProvider
-from vigil.activities.models.factory import make_provider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
 from vigil.activities.tools.queues import ToolQueueActivities
@@ -28,6 +26,7 @@ from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect, new_worker
 from vigil.workers.tool_wiring import worker_tools
+from vigil.workers.wiring import make_embedder, make_provider, make_store
 from vigil.workflows.retention import RetentionRun
 from vigil.workflows.session import AgentSession
 
@@ -65,7 +64,6 @@ async def runtime(
     model = provider or make_provider(settings)
     memory = None
     try:
-        from vigil.activities.memory.embedders import make_embedder
         from vigil.activities.memory.store import MemoryStore
 
         memory = MemoryStore(sessionmaker, make_embedder(settings))

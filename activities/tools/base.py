@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from vigil.activities.artifacts.store import ArtifactStore
+    from vigil.activities.config import ActivitySettings
     from vigil.activities.memory.store import MemoryStore
-    from vigil.workers.settings import Settings
 
 
 class ToolFailed(Exception):
@@ -25,7 +25,7 @@ class BuiltinContext:
     session_id: str
     agent_id: str
     step: int
-    settings: Settings
+    settings: ActivitySettings
     store: ArtifactStore
     sessionmaker: async_sessionmaker[DbSession]
     http: httpx.AsyncClient

@@ -62,7 +62,7 @@ async def test_new_version_does_not_reach_a_running_session(
         Reply.tool_call("http_fetch", {"url": f"{stub.url}/two"}),
         Reply.tool_call("finish", {"summary": "done"}),
     )
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         # One step per run: every run resolves the agent again.
         handle = await start(
@@ -115,7 +115,7 @@ async def test_redirect_to_a_missing_version_keeps_the_pinned_one(
         Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
         Reply.tool_call("finish", {"summary": "kept v1"}),
     )
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("hold on", agent_id=name))
         await approval_pending(handle, sessionmaker)

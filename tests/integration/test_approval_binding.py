@@ -73,7 +73,7 @@ async def test_edited_arguments_must_fit_the_schema(
     stub.enqueue(
         Reply.tool_call("http_fetch", {"url": url}), Reply.tool_call("finish", {"summary": "ok"})
     )
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("fetch a draft", agent_id=agent))
         state = await approval_pending(handle, sessionmaker)
@@ -154,7 +154,7 @@ async def test_run_tool_refuses_a_call_other_than_the_approved_one(
     agent: str,
 ) -> None:
     stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/harmless"}))
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle: WorkflowHandle[Any, Any] = await start(
             client, task_queue, session_input("fetch something", agent_id=agent)
@@ -192,7 +192,7 @@ async def test_rules_on_arguments_decide_who_waits(
         Reply.tool_call("http_fetch", {"url": "https://trusted.test/page"}),
         Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
     )
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("look", agent_id=agent))
         await approval_pending(handle, sessionmaker, "a2-0")

@@ -15,7 +15,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.activities.artifacts.factory import make_store
 from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactStore, FilesystemStore
 from vigil.activities.record.archive import (
     ARCHIVE_FORMAT,
@@ -34,6 +33,7 @@ from vigil.activities.record.store import (
     update_session,
 )
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 

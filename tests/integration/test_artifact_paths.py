@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.registry import InvalidArtifactName, get_artifact, put_artifact
-from vigil.activities.artifacts.s3 import S3Store, make_client
+from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.artifacts.store import ArtifactError, FilesystemStore
 from vigil.activities.record.store import create_session
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,7 @@ async def test_filesystem_objects_land_under_the_root_only(
 async def test_s3_objects_land_under_the_digest_prefix_only(
     sessionmaker: async_sessionmaker[DbSession], s3_settings: Settings
 ) -> None:
-    client = make_client(s3_settings)
+    client = make_s3_client(s3_settings)
     bucket = f"vigil-paths-{uuid.uuid4().hex[:12]}"
     buckets_before = {b.name for b in client.list_buckets()}
     client.make_bucket(bucket)

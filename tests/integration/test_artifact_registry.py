@@ -12,7 +12,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.activities.artifacts.factory import make_store
 from vigil.activities.artifacts.registry import (
     InvalidArtifactName,
     get_artifact,
@@ -25,6 +24,7 @@ from vigil.activities.artifacts.registry import (
 from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactNotFound, ArtifactStore
 from vigil.activities.record.store import create_session, list_events
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 

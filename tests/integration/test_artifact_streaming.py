@@ -19,11 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.activities.artifacts.factory import make_store
 from vigil.activities.artifacts.registry import open_artifact, put_artifact
 from vigil.activities.artifacts.store import ArtifactStore, FilesystemStore
 from vigil.activities.record.store import create_session
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 

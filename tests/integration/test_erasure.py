@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +41,7 @@ from vigil.activities.artifacts.s3 import S3Store
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
+from vigil.workers.wiring import make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +158,7 @@ def _objects_holding(settings: Settings, marker: str) -> list[str]:
             data = gzip.decompress(data)
         return needle in data
 
-    store = S3Store.from_settings(settings)
+    store = S3Store(make_s3_client(settings), settings.s3_bucket)
     found = []
     for obj in store.client.list_objects(store.bucket, recursive=True):
         response = store.client.get_object(store.bucket, obj.object_name or "")
@@ -238,6 +242,7 @@ def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Clie
 
     # What another session refers to stays: its record, and the bytes both wrote.
     shared = cli.vigil.json("artifact", "get", kept, "shared.txt", "-o", "/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode), "artifact get replaced /dev/null"
     assert shared["size"] == len(SHARED)
     export = cli.vigil.ok("export", kept, "-f", "jsonl")
     assert "keep the shared bytes" in export.stdout
@@ -248,11 +253,20 @@ def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Clie
 
 
 def test_erasing_an_agent_asks_first_then_removes_all_it_had(
-    s3cli: CLIStack, client: Client
+    s3cli: CLIStack, client: Client, tmp_path: Path
 ) -> None:
     cli = s3cli
     agent, other = f"erase-agent-{uuid.uuid4().hex[:8]}", f"erase-other-{uuid.uuid4().hex[:8]}"
     marker = f"zq{uuid.uuid4().hex[:12]}"
+    # A definition (its versions are immutable rows) goes with the agent too.
+    spec = tmp_path / f"{agent}.toml"
+    spec.write_text(
+        f'name = "{agent}"\nsystem_prompt = "You plan trips ({marker}). Goal: {{goal}}"\n'
+        "tools = ["
+        + ", ".join(f'{{ name = "{t}" }}' for t in ("write_artifact", "read_artifact", "remember"))
+        + ', { name = "recall" }, { name = "finish" }]\n'
+    )
+    cli.vigil.ok("agent", "apply", str(spec))
     first = _marked_session(cli, agent, marker)
     second = _run(cli, agent, cli.plan(Reply.text(f"another word on {marker}"), label="more"))
     untouched = _run(cli, other, cli.plan(Reply.text("not mine"), label="elsewhere"))

@@ -24,6 +24,7 @@ from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.record.store import create_session
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
+from vigil.workers.wiring import make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ async def _every_row_has_its_bytes(
 async def test_a_put_interrupted_by_a_minio_restart_leaves_no_row_and_retries_cleanly(
     stack: Stack, s3_settings: Settings, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:
-    store = S3Store.from_settings(s3_settings)
+    store = S3Store(make_s3_client(s3_settings), s3_settings.s3_bucket)
     agent, session = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
     async with sessionmaker() as db, db.begin():
         await create_session(db, session_id=session, agent_id=agent, goal="g", status="running")

@@ -113,7 +113,7 @@ async def test_a_database_outage_in_a_tool_and_a_model_call_is_waited_out(
 
     stub.default = answer
     stub.on_get = on_get
-    cfg = stub_settings(settings, stub.url_openai, http_allow="127.0.0.1")
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     caplog.set_level("INFO", logger="temporalio.activity")
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("fetch the page", policy=TIGHT))

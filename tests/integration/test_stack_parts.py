@@ -15,6 +15,7 @@ from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.artifacts.store import ArtifactCorrupt, FilesystemStore
 from vigil.workers.settings import Settings, asyncpg_dsn
 from vigil.workers.temporal import new_worker
+from vigil.workers.wiring import make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ async def test_vector_round_trip_and_hnsw_nearest_neighbour(database_url: str) -
 
 
 def test_object_round_trips_through_minio(s3_settings: Settings) -> None:
-    store = S3Store.from_settings(s3_settings)
+    store = S3Store(make_s3_client(s3_settings), s3_settings.s3_bucket)
     data = os.urandom(3 * 1024 * 1024 + 17)
     first = store.put_bytes(data)
     again = store.put_stream(iter([data[:1000], data[1000:]]))

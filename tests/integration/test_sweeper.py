@@ -16,11 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.registry import lock_digest, put_artifact, register_object
-from vigil.activities.artifacts.s3 import S3Store, make_client
+from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.artifacts.store import ArtifactStore, FilesystemStore
 from vigil.activities.artifacts.sweeper import sweep_artifacts
 from vigil.activities.record.store import create_session
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ async def store(
     if request.param == "fs":
         yield FilesystemStore(tmp_path / "store")
         return
-    client = make_client(s3_settings)
+    client = make_s3_client(s3_settings)
     bucket = f"vigil-sweep-{uuid.uuid4().hex[:12]}"
     client.make_bucket(bucket)
     try:

@@ -149,7 +149,8 @@ def worker_env(
         "VIGIL_MODEL_BASE_URL": model_url,
         "VIGIL_MODEL_NAME": "stub-model",
         "VIGIL_MODEL_TIMEOUT_SECONDS": "10",
-        "VIGIL_HTTP_ALLOW": "127.0.0.1",
+        # The stub's own host:port only (a port-less entry allows port 80 alone).
+        "VIGIL_HTTP_ALLOW": model_url.split("//", 1)[1].split("/", 1)[0],
         "VIGIL_ARTIFACT_BACKEND": "fs",
         "VIGIL_ARTIFACT_DIR": str(artifact_dir),
         "VIGIL_LOG_LEVEL": "ERROR",

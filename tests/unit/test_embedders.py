@@ -18,9 +18,9 @@ from vigil.activities.memory.embedders import (
     HashingEmbedder,
     LocalMiniLMEmbedder,
     OpenAIEmbedder,
-    make_embedder,
 )
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_embedder
 
 
 def cosine(a: list[float], b: list[float]) -> float:

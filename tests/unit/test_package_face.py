@@ -45,3 +45,38 @@ def test_the_face_exports_lazily() -> None:
 
     assert "VigilClient" in dir(vigil)
     assert vigil.StartSessionInput.__module__ == "vigil.schema.payloads"
+
+
+def _imports_of(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return found
+
+
+def test_activities_never_import_the_workers() -> None:
+    """The worker builds clients from settings and hands them in; the dependency never
+    points back from activities/ to workers/ (settings, logging, factories)."""
+    upward = [
+        f"{p.relative_to(ROOT)} imports {m}"
+        for p in sorted((ROOT / "activities").rglob("*.py"))
+        for m in _imports_of(p)
+        if m == "vigil.workers" or m.startswith("vigil.workers.")
+    ]
+    assert upward == []
+
+
+def test_schema_imports_nothing_of_ours_but_schema() -> None:
+    # Alembic's env.py is a program (it reads the database URL from settings), not data.
+    outward = [
+        f"{p.relative_to(ROOT)} imports {m}"
+        for p in sorted((ROOT / "schema").rglob("*.py"))
+        if "migrations" not in p.parts
+        for m in _imports_of(p)
+        if m.startswith("vigil.") and not m.startswith("vigil.schema")
+    ]
+    assert outward == []

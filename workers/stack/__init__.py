@@ -123,7 +123,7 @@ class Stack:
                 f"Temporal at {endpoints.temporal_address} refused the search attributes: {exc}"
             ) from exc
         if self.embedded_minio or self.settings.artifact_backend == "s3":
-            from vigil.activities.artifacts.s3 import ensure_bucket
+            from vigil.workers.wiring import ensure_bucket
 
             self.say(f"ensuring bucket {self.settings.s3_bucket!r} ...")
             await asyncio.to_thread(ensure_bucket, self.settings)

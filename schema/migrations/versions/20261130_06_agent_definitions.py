@@ -49,6 +49,11 @@ def upgrade() -> None:
         """
         CREATE FUNCTION vigil_agent_versions_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+            -- Erasure of an agent (declared record maintenance) may remove its versions.
+            IF TG_OP = 'DELETE'
+               AND current_setting('vigil.record_maintenance', true) = 'on' THEN
+                RETURN OLD;
+            END IF;
             RAISE EXCEPTION 'vigil: rows of % are immutable', TG_TABLE_NAME
                 USING ERRCODE = 'integrity_constraint_violation';
         END
@@ -67,6 +72,8 @@ def upgrade() -> None:
     op.execute(f"GRANT SELECT ON agent_versions TO {ROLE}")
 
     op.execute("ALTER TABLE sessions ADD COLUMN agent_version integer")
+    # A session records, acting for its agent, the version it pinned and its prompt.
+    op.execute(f"GRANT UPDATE (agent_version, metadata) ON sessions TO {ROLE}")
 
     op.execute(
         """
@@ -84,6 +91,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(f"REVOKE UPDATE (agent_version, metadata) ON sessions FROM {ROLE}")
     op.execute("DROP TABLE IF EXISTS credentials")
     op.execute("ALTER TABLE sessions DROP COLUMN IF EXISTS agent_version")
     op.execute("DROP TABLE IF EXISTS agent_versions")
