@@ -57,6 +57,18 @@ async def hang(seconds: float = 3600) -> str:
 
 
 @server.tool()
+async def append_line(path: str, line: str) -> str:
+    """Append a line to a file (an effect outside vigil: it needs approval)."""
+    await asyncio.to_thread(_append, path, line + "\n")
+    return f"appended to {os.path.basename(path)}"
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+@server.tool()
 async def fail(message: str) -> str:
     """Return an error result with ``message``."""
     raise ToolError(message)

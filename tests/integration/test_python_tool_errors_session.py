@@ -1,0 +1,64 @@
+"""A Python tool's failures go back to the model, never end the session: arguments that
+do not fit the tool's schema, and an exception raised by the tool on the worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.support.agent_tools import apply_agent, worker_settings
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import events, running_worker, session_input, start
+from vigil.schema.payloads import SessionStatus
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_bad_arguments_and_an_exception_go_back_to_the_model(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    tmp_path: Path,
+) -> None:
+    agent = await apply_agent(
+        settings,
+        sessionmaker,
+        tmp_path,
+        ["word_count", "explode"],
+        modules=["tests.support.py_tools"],
+    )
+    stub.enqueue(
+        Reply.tool_calls(
+            ("word_count", {"text": 5}),
+            ("explode", {"message": "disk on fire"}),
+        ),
+        Reply.tool_call("word_count", {"text": "fixed it"}),
+        Reply.tool_call("finish", {"summary": "recovered"}),
+    )
+    cfg = worker_settings(settings, stub.url_openai, "tests.support.py_tools")
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("count", agent_id=agent.name))
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED and result.summary == "recovered"
+
+    calls = [e.payload for e in await events(sessionmaker, handle.id, "tool_call")]
+    outputs = [(c["tool"], c["ok"], c["output_preview"]) for c in calls]
+    assert outputs == [
+        (
+            "word_count",
+            False,
+            "error: invalid arguments for word_count at text: 5 is not of type 'string'",
+        ),
+        ("explode", False, "error: tool explode failed: RuntimeError: disk on fire"),
+        ("word_count", True, '{"words": 2, "lines": 1}'),
+    ]
+    # The model read both errors before it tried again.
+    second = str(stub.requests[1].body["messages"])
+    assert "5 is not of type 'string'" in second and "RuntimeError: disk on fire" in second
