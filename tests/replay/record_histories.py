@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,10 +28,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from tests.support.llm_stub import LLMStub, Reply
+from tests.support.mcp_probe import stdio_spec
+from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import eventually, running_worker, start, state, stub_settings
 from tests.support.teststack import ROOT, scratch_stack
 from vigil.schema import names
-from vigil.schema.agents import AgentSpec
+from vigil.schema.agents import AgentSpec, ToolEntry
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
     ApproveInput,
@@ -44,8 +47,10 @@ from vigil.schema.payloads import (
 )
 from vigil.workers.agents import AgentService
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.models import credential_resolver
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
+from vigil.workers.tool_wiring import tool_sourcing, with_worker_flags
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 DATABASE = "vigil_replay_record"
@@ -57,6 +62,8 @@ class Ctx:
     stub: LLMStub
     task_queue: str
     sessionmaker: async_sessionmaker[DbSession]
+    settings: Settings
+    """The session worker's (it loads tests.support.py_tools)."""
 
     def fetch(self, path: str) -> Reply:
         return Reply.tool_call("http_fetch", {"url": f"{self.stub.url}{path}"})
@@ -246,6 +253,55 @@ async def agent_definition(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def agent_python_mcp_tools(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An agent with Python tools and an MCP server (stdio): a Python and an MCP tool in
+    one turn (the MCP tool named server.tool), a tool on a tool worker's queue (probed,
+    then run there), a tool whose queue nobody serves (probed: a tool error), an external
+    MCP tool after approval, finish."""
+    name = "agent-python-mcp"
+    sourcing = tool_sourcing(
+        with_worker_flags(ctx.settings, ["tests.support.queued_tools"], None, False),
+        credential_resolver(ctx.settings, ctx.sessionmaker).resolve,
+    )
+    await AgentService(ctx.sessionmaker, sourcing).apply_spec(
+        AgentSpec(
+            name=name,
+            system_prompt="You are {agent}. Goal: {goal}",
+            tools=[
+                ToolEntry(name="word_count"),
+                ToolEntry(name="worker_pid"),
+                ToolEntry(name="render_frames"),
+            ],
+            mcp_servers=[stdio_spec(tools=["echo", "append_line"])],
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx.stub.enqueue(
+            Reply.tool_calls(
+                ("word_count", {"text": "one two"}), ("probe__echo", {"text": "hi", "times": 2})
+            ),
+            Reply.tool_call("worker_pid", {}),
+            Reply.tool_call("render_frames", {"count": 3}),
+            Reply.tool_call("probe__append_line", {"path": f"{tmp}/out.txt", "line": "ok"}),
+            finish("counted, echoed, asked a tool worker, appended after approval"),
+        )
+        tools_only = ctx.settings.model_copy(
+            update={"tool_modules": "tests.support.queued_tools", "tools_only": True}
+        )
+        async with running_worker(ctx.client, tools_only, TOOLS_QUEUE):
+            handle = await ctx.start(
+                "agent_python_mcp_tools", StartSessionInput(agent_id=name, goal="use every tool")
+            )
+            waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+            approval = waiting.pending_approvals[0]
+            await handle.execute_update(
+                names.UPD_APPROVE,
+                ApproveInput(approval_id=approval.approval_id, by="alice", digest=approval.digest),
+            )
+            _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -257,6 +313,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "hand_over_waiting": hand_over_waiting,
     "budgeted_retries": budgeted_retries,
     "agent_definition": agent_definition,
+    "agent_python_mcp_tools": agent_python_mcp_tools,
 }
 
 
@@ -296,13 +353,19 @@ async def _record_all(
     written: list[Path],
 ) -> None:
     with LLMStub() as stub:
-        cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+        cfg = stub_settings(
+            settings,
+            stub.url_openai,
+            http_allow=stub.host_port,
+            tool_modules="tests.support.py_tools",
+            tool_entry_points=False,
+        )
         for name in names_wanted:
             stub.clear()
             task_queue = f"replay-record-{uuid.uuid4()}"
             started = time.monotonic()
             async with running_worker(client, cfg, task_queue):
-                handles = await SCENARIOS[name](Ctx(client, stub, task_queue, sessionmaker))
+                handles = await SCENARIOS[name](Ctx(client, stub, task_queue, sessionmaker, cfg))
             for index, handle in enumerate(handles):
                 suffix = "" if len(handles) == 1 else ("_first_run" if index == 0 else "_last_run")
                 path = HISTORIES / f"{name}{suffix}.json"

@@ -35,6 +35,7 @@ EXPECTED = {
     "hand_over_waiting_last_run",
     "budgeted_retries",
     "agent_definition",
+    "agent_python_mcp_tools",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -50,6 +51,7 @@ NEWER = {
     "hand_over_waiting_last_run",
     "budgeted_retries",
     "agent_definition",
+    "agent_python_mcp_tools",
 }
 
 
