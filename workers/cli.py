@@ -818,7 +818,7 @@ def demo(
     state_dir: StateOpt = None,
 ) -> None:
     """Run a demo session on the scripted model: one approval, then finish; print the transcript."""
-    from vigil.workers.demo import run_demo
+    from vigil.workers.demo import DemoFailed, run_demo
 
     settings = load_settings(state_dir)
     try:
@@ -827,6 +827,8 @@ def demo(
         )
     except VigilError as exc:
         fail(str(exc), exc.exit_code)
+    except DemoFailed as exc:
+        fail(str(exc))
     raise typer.Exit(code)
 
 

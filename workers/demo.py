@@ -1,80 +1,128 @@
-"""`vigil demo`: a real session on the scripted model that stops for one approval."""
+"""`vigil demo`: a real session of the agent in ``examples/agents/ops.toml``.
+
+The file is applied as `vigil agent apply` applies it (its Python tool loaded from
+``examples/ops_tools``, its MCP server started once to list its tools); the session runs
+on the scripted model (a model connection of kind ``scripted`` playing ``demo_script``),
+uses the Python tool and the MCP server, and stops for one approval before it writes a
+report. What the demo tells at the end is read back from the record: the tools' own
+results, not the script's words.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import uuid
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from vigil.activities.models.scripted import ScriptedProvider
-from vigil.schema.payloads import Budget, SessionState, SessionStatus, ToolPolicy
+from vigil.activities.record.store import StoredEvent
+from vigil.schema.payloads import Budget, SessionState, SessionStatus
+from vigil.workers.cli_agents import apply_files
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
+from vigil.workers.tool_wiring import with_worker_flags
 from vigil.workers.worker import build_worker, runtime
 
+AGENT_FILE = Path("examples/agents/ops.toml")
+TOOL_MODULE = "examples.ops_tools.tools"
+CONNECTION = "scripted"
+"""The model connection the agent file names; the demo defines it."""
+REPORT = "ops-report.md"
+SAMPLE_LOG = (
+    "2026-11-30 09:00:01 INFO  backup started\n"
+    "2026-11-30 09:04:17 WARN  backup slow: 80 MB/s\n"
+    "2026-11-30 09:12:44 ERROR disk /var nearly full (97%)\n"
+    "2026-11-30 09:12:45 INFO  rotating logs\n"
+    "2026-11-30 09:13:02 ERROR rotation failed: permission denied\n"
+    "2026-11-30 09:20:00 INFO  backup finished\n"
+)
+GOAL = (
+    "Check how much space examples/ takes and which levels the morning log shows, "
+    "then write a short report."
+)
 
-def demo_page(ui_url: str | None) -> str:
-    return (ui_url or "http://127.0.0.1:8233") + "/"
+
+class DemoFailed(RuntimeError):
+    """The demo could not run its session to the approval (a one-line reason)."""
 
 
-def demo_script(ui_url: str | None) -> list[dict[str, object]]:
-    """Notes, one approved fetch of a page on this machine (Temporal UI), a summary."""
-    target = demo_page(ui_url)
+def demo_script() -> list[dict[str, Any]]:
+    """What the scripted model says: measure, count, ask to write a report, finish. It
+    claims nothing the tools have not returned (it cannot read them)."""
+    report = (
+        "# Ops check\n\n"
+        "- disk_usage measured the files under examples/ (its numbers are in the record).\n"
+        "- ops.log_levels counted the levels of the morning log.\n"
+    )
     return [
         {
-            "tool": "write_artifact",
-            "args": {
-                "name": "plan.md",
-                "content": "# Plan\n1. Check the Temporal UI answers.\n"
-                "2. Write down what was found.\n",
-            },
+            "tools": [
+                {"tool": "disk_usage", "args": {"path": "examples", "top": 3}},
+                {"tool": "ops.log_levels", "args": {"log": SAMPLE_LOG}},
+            ]
         },
-        {"tool": "http_fetch", "args": {"url": target}},
-        {
-            "tool": "remember",
-            "args": {
-                "content": "The local Temporal UI answered the demo's health check.",
-                "kind": "fact",
-                "subject": "temporal ui health",
-                "importance": 0.6,
-            },
-        },
+        {"tool": "write_artifact", "args": {"name": REPORT, "content": report}},
         {
             "tool": "finish",
             "args": {
-                "summary": "Checked the local Temporal UI (fetch approved by a human), "
-                "wrote plan.md and remembered the result."
+                "summary": "Measured examples/ (disk_usage), counted the morning log's levels "
+                f"(ops.log_levels) and asked to write {REPORT}, which needs a human's approval."
             },
         },
     ]
 
 
+def _checkout() -> Path:
+    """The folder holding examples/: the current one, or the checkout vigil runs from."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / AGENT_FILE).is_file():
+            return root
+    raise DemoFailed(f"the demo needs {AGENT_FILE} from vigil's repository: run it from a checkout")
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` with the demo's scripted connection (its script in the state folder)
+    and the example tool module loaded like `vigil worker --tools`."""
+    script = settings.resolved_state_dir / "demo-script.json"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(json.dumps(demo_script(), indent=2) + "\n", encoding="utf-8")
+    connections = json.loads(settings.model_connections or "{}")
+    connections[CONNECTION] = {
+        "kind": "scripted",
+        "base_url": script.as_uri(),
+        "model": "scripted-1",
+    }
+    settings = settings.model_copy(update={"model_connections": json.dumps(connections)})
+    return with_worker_flags(settings, [TOOL_MODULE], None, False)
+
+
 async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, by: str) -> int:
-    endpoints = settings.endpoints()
-    ui = endpoints.temporal_ui
-    # The page the demo fetches: the UI's own host and port (loopback is named exactly).
-    page = urlsplit(demo_page(ui)).netloc
-    allow = ",".join(x for x in [settings.http_allow, page] if x)
-    settings = settings.model_copy(update={"http_allow": allow})
-    provider = ScriptedProvider(demo_script(ui))
+    # The agent file names its MCP server by a path in the checkout (as users write them).
+    os.chdir(_checkout())
+    settings = demo_settings(settings)
     task_queue = f"{settings.task_queue}-demo-{uuid.uuid4().hex[:6]}"
     temporal = await connect(settings)
-    async with runtime(settings, provider) as rt, build_worker(temporal, rt, task_queue):
+    async with runtime(settings) as rt, build_worker(temporal, rt, task_queue):
+        (applied,) = await apply_files(
+            settings, rt.activities.sessionmaker, [AGENT_FILE], tools=[], by=by
+        )
+        what = "applied as version" if applied.created else "unchanged, version"
+        console.print(f"[bold]agent[/] {applied.name} ({AGENT_FILE}): {what} {applied.version}")
         client = await VigilClient.connect(settings)
         try:
             started = await client.start_session(
-                "demo-agent",
-                "Check that the local Temporal UI answers, note the result, and remember it.",
+                applied.name,
+                GOAL,
                 budget=Budget(max_steps=10, max_seconds=600),
-                policy=ToolPolicy(require_approval=["http_fetch"]),
                 task_queue=task_queue,
-                allow_undefined=True,  # the demo's agent is built in, not defined in a file
             )
             sid = started.id
             console.print(f"[bold]session[/] {sid}")
@@ -82,15 +130,16 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 console.print(f"[bold]Temporal UI[/] {started.ui_url}")
             state = await _wait_for_approval(client, sid, console)
             approval = state.pending_approvals[0]
+            signal = json.dumps({"approval_id": approval.approval_id, "by": "you"})
             console.print(
                 "\n[bold yellow]The agent wants to run[/] "
-                f"{approval.tool}({approval.arguments_preview})"
+                f"{escape(approval.tool)}({escape(approval.arguments_preview[:120])}...)"
                 f"\n[bold]approval id[/] {approval.approval_id}\n"
                 "Approve it with vigil's CLI:\n"
                 f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
                 "or with the plain Temporal CLI:\n"
                 f"  temporal workflow signal --workflow-id {sid} --name approve "
-                f"--input '{json.dumps({'approval_id': approval.approval_id, 'by': 'you'})}'\n"
+                f"--input '{signal}'\n"
             )
             if not auto_approve and sys.stdin.isatty():
                 console.print(
@@ -107,10 +156,19 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             console.print("\n[bold]Transcript[/] (from PostgreSQL)")
             async for msg in client.follow(sid):
                 who = msg.role if not msg.name else f"{msg.role}:{msg.name}"
-                console.print(f"[bold]#{msg.seq} {who}[/] ", end="")
-                console.print(msg.content[:400], markup=False, highlight=False)
+                console.print(f"[bold]#{msg.seq} {escape(who)}[/] ", end="")
+                console.print(msg.content[:400], markup=False, highlight=False, soft_wrap=True)
                 for call in msg.tool_calls or []:
-                    console.print(f"    [dim]→ {call['name']}({call['arguments'][:200]})[/]")
+                    console.print(
+                        f"    → {call['name']}({call['arguments'][:200]})",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                        style="dim",
+                    )
+            console.print("\n[bold]What the tools returned[/] (from the record)")
+            for line in story(await client.events(sid)):
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
             status = result.status if result else SessionStatus(await client.status(sid))
             console.print(f"\n[bold]status[/] {status.value}")
             if started.ui_url:
@@ -120,15 +178,50 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             await client.close()
 
 
+def story(events: list[StoredEvent]) -> list[str]:
+    """One line per tool call, told from its recorded result (and who approved it)."""
+    approvals = {
+        e.payload.get("tool"): e for e in events if e.kind == "approval_decided" and e.payload
+    }
+    lines: list[str] = []
+    for event in events:
+        if event.kind != "tool_call" or event.payload.get("tool") == "finish":
+            continue
+        tool, data = str(event.payload.get("tool")), event.payload.get("data") or {}
+        if not event.payload.get("ok"):
+            told = f"failed: {str(event.payload.get('output_preview', ''))[:200]}"
+        elif tool == "disk_usage":
+            biggest = ", ".join(f"{b['path']} ({b['bytes']} B)" for b in data.get("biggest", []))
+            told = f"{data.get('files')} files, {data.get('bytes')} bytes; biggest: {biggest}"
+        elif tool == "ops.log_levels":
+            told = ", ".join(f"{level} {count}" for level, count in sorted(data.items()))
+        else:
+            told = str(event.payload.get("output_preview", ""))[:200]
+        decided = approvals.get(tool)
+        if decided is not None:
+            verb = "approved" if decided.payload.get("decision") == "approve" else "refused"
+            told += f" ({verb} by {decided.actor})"
+        lines.append(f"{tool}: {told}")
+    return lines
+
+
 async def _wait_for_approval(client: VigilClient, sid: str, console: Console) -> SessionState:
     with console.status("running until the agent asks for approval ..."):
-        for _ in range(600):
-            with contextlib.suppress(Exception):
+        for _ in range(1200):
+            st: SessionState | None = None
+            with contextlib.suppress(Exception):  # not queryable yet
                 st = await client.state(sid)
-                if st.pending_approvals:
-                    return st
+            if st is not None and st.pending_approvals:
+                return st
+            if st is not None and st.status not in (
+                SessionStatus.RUNNING,
+                SessionStatus.WAITING_APPROVAL,
+            ):
+                result = await client.result(sid, timeout=10)
+                why = result.summary if result else st.last_message
+                raise DemoFailed(f"the demo session ended {st.status.value}: {why}")
             await asyncio.sleep(0.1)
-    raise RuntimeError("the demo session never asked for approval")
+    raise DemoFailed(f"the demo session {sid} did not ask for approval within 2 minutes")
 
 
 async def _enter_or_decided(client: VigilClient, sid: str) -> None:

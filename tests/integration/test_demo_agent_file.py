@@ -1,0 +1,48 @@
+"""`vigil demo` runs the agent of examples/agents/ops.toml: applied as `vigil agent apply`
+applies it, its Python tool and MCP server used on the scripted model, one approval
+before the report; what it tells is what the tools returned."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import Vigil, cli_env, explain
+from vigil.workers.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_path: Path) -> None:
+    env = cli_env(
+        database_url=database_url,
+        state_dir=stack.settings.resolved_state_dir,
+        task_queue="tq-demo",
+        model_url="http://127.0.0.1:9/v1",  # unused: the agent names the scripted connection
+        artifact_dir=tmp_path / "artifacts",
+    )
+    env.pop("VIGIL_ALLOW_UNDEFINED_AGENTS")  # the demo's agent has a definition
+    done = Vigil(env)("demo", "--auto-approve", "--by", "tester", timeout=240)
+    assert done.returncode == 0, explain(done)
+    out = done.stdout
+    assert re.search(
+        r"agent ops \(examples/agents/ops\.toml\): (applied as|unchanged,) version", out
+    )
+    assert "The agent wants to run write_artifact(" in out
+    assert re.search(r"uv run vigil approve \S+ a2-0", out)
+    assert "temporal workflow signal --workflow-id" in out and "--name approve" in out
+
+    # The story is the tools' own results, as the transcript holds them.
+    levels = json.loads(out.split("tool:ops.log_levels ", 1)[1].split("\n#", 1)[0])
+    assert levels == {"INFO": 3, "WARN": 1, "ERROR": 2}
+    told = ", ".join(f"{k} {v}" for k, v in sorted(levels.items()))
+    story = out.split("What the tools returned (from the record)", 1)[1]
+    assert f"ops.log_levels: {told}" in story
+    usage = json.loads(out.split("tool:disk_usage ", 1)[1].split("\n#", 1)[0])
+    assert f"disk_usage: {usage['files']} files, {usage['bytes']} bytes" in story
+    assert "write_artifact: stored artifact 'ops-report.md'" in story
+    assert "(approved by tester)" in story
+    assert "status completed" in out
