@@ -64,7 +64,8 @@ def tools_mcp(
     ] = None,
     url: Annotated[str | None, typer.Option("--url", help="Streamable HTTP URL.")] = None,
     credential: Annotated[
-        str | None, typer.Option("--credential", help="Name of the bearer credential (HTTP).")
+        str | None,
+        typer.Option("--credential", help="Bearer credential (HTTP): env:NAME."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
