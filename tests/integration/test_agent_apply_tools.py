@@ -1,0 +1,95 @@
+"""`vigil agent apply` describes an agent's Python tools and MCP servers: the servers'
+tools are listed when a version is made and kept with it; an unchanged file keeps its
+listing, `--refresh` lists again and adds a version only when the tools changed; a tool
+nobody offers and a server that cannot be listed are errors at their line."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import ROOT, Vigil, cli_env, one_error_line
+from vigil.workers.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+LISTED = ROOT / "tests" / "support" / "mcp_servers" / "listed_server.py"
+
+
+@pytest.fixture(scope="module")
+def vigil(stack: Stack, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Vigil:
+    tmp = tmp_path_factory.mktemp("agents")
+    return Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp / "artifacts",
+        )
+    )
+
+
+def agent_file(folder: Path, name: str, tools_file: Path, tool: str = "word_count") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\n'
+        f'\n[[tools]]\nname = "{tool}"\n'
+        "\n[[mcp_servers]]\n"
+        'name = "listed"\n'
+        f'command = ["{sys.executable}", "{LISTED}", "{tools_file}"]\n'
+    )
+    return path
+
+
+def test_listing_is_kept_with_the_version_and_refreshed(vigil: Vigil, tmp_path: Path) -> None:
+    name = f"lister-{uuid.uuid4().hex[:8]}"
+    tools_file = tmp_path / "tools.txt"
+    tools_file.write_text("alpha\n")
+    path = agent_file(tmp_path, name, tools_file)
+    apply = ("agent", "apply", str(path), "--tools", "tests.support.py_tools")
+    (first,) = vigil.json(*apply)
+    assert (first["version"], first["created"]) == (1, True)
+    shown = vigil.json("agent", "show", name)
+    kinds = {t["name"]: t["kind"] for t in shown["tools"]}
+    assert kinds == {"word_count": "python", "listed.alpha": "mcp", "finish": "builtin"}
+
+    tools_file.write_text("alpha\nbeta\n")  # the server now offers more
+    (same,) = vigil.json(*apply)
+    assert (same["version"], same["created"]) == (1, False)  # not listed again
+    (refreshed,) = vigil.json(*apply, "--refresh")
+    assert (refreshed["version"], refreshed["created"]) == (2, True)
+    assert refreshed["content_hash"] == first["content_hash"]  # the file did not change
+    assert "listed.beta" in {t["name"] for t in vigil.json("agent", "show", name)["tools"]}
+    diff = vigil.json("agent", "diff", name)
+    assert any(line.startswith("+") and "listed.beta" in line for line in diff["lines"])
+    (again,) = vigil.json(*apply, "--refresh")
+    assert (again["version"], again["created"]) == (2, False)
+
+
+def test_tools_nobody_offers_are_errors_at_their_line(vigil: Vigil, tmp_path: Path) -> None:
+    tools_file = tmp_path / "tools.txt"
+    tools_file.write_text("alpha\n")
+    name = f"lacking-{uuid.uuid4().hex[:8]}"
+    path = agent_file(tmp_path, name, tools_file)
+    done = vigil("agent", "apply", str(path))  # without --tools: word_count is not loaded
+    assert done.returncode == 2
+    assert one_error_line(done).startswith(
+        f"error: {path}:4: tools[0].name: unknown tool 'word_count'"
+    )
+
+    broken = agent_file(tmp_path, f"broken-{uuid.uuid4().hex[:8]}", tmp_path / "missing.txt")
+    done = vigil("agent", "apply", str(broken), "--tools", "tests.support.py_tools")
+    assert done.returncode == 2
+    # The server's own stderr is passed through (it says why), then vigil's one line.
+    said, line = done.stderr.strip().splitlines()
+    assert said == f"listed_server: no tools file {tmp_path / 'missing.txt'}"
+    assert line.startswith(f"error: {broken}:6: mcp_servers[0]: MCP server listed"), line
+
+    done = vigil("agent", "apply", str(path), "--tools", "no_such_module_here")
+    assert done.returncode == 2
+    assert "cannot import tools module 'no_such_module_here'" in one_error_line(done)
+    assert vigil("agent", "show", name).returncode == 4  # nothing was stored
