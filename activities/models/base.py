@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -156,12 +157,16 @@ class ModelProvider(Protocol):
 
 # ---------------------------------------------------------------------------------------
 # Tool names on the wire: OpenAI and Anthropic accept ^[a-zA-Z0-9_-]{1,64}$ only, so the
-# ``server.tool`` names of MCP tools travel as ``server__tool`` and come back mapped.
+# ``server.tool`` names of MCP tools travel as ``server__tool`` and come back mapped. A
+# name the model once made up (any characters) is sent in the same safe form, so one
+# bad call in the history never makes the provider refuse the rest of the session.
+
+_NOT_WIRE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def wire_name(name: str) -> str:
     """A tool's name as the HTTP providers' APIs accept it (dots become ``__``)."""
-    return name.replace(".", "__")
+    return _NOT_WIRE.sub("_", name.replace(".", "__"))[:64] or "_"
 
 
 def to_wire_names(

@@ -58,6 +58,7 @@ async def test_tools_are_listed_as_catalog_entries() -> None:
         "probe.crash",
         "probe.hang",
         "probe.fail",
+        "probe.append_line",
     }
     echo = tools["probe.echo"]
     assert echo.kind == "mcp" and echo.server == "probe" and echo.timeout_seconds == 7

@@ -36,3 +36,9 @@ def test_names_go_out_without_dots_and_come_back() -> None:
         "ops.checksum",
         "other.x",
     ]
+
+
+def test_a_made_up_name_in_the_history_is_sent_in_a_safe_form() -> None:
+    made_up = [ChatMessage("assistant", "", tool_calls=[ToolCall("c", "evil\x00tool\ud800", "")])]
+    sent, _, _ = to_wire_names(made_up, [])
+    assert sent[0].tool_calls[0].name == "evil_tool_"
