@@ -18,8 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 import pydantic_core
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -32,7 +30,6 @@ from vigil.activities.tools.python import (
     ToolArgumentsInvalid,
     ToolContext,
     ToolRetry,
-    describe_python_tool,
 )
 from vigil.activities.tools.registry import ToolFailed, ToolOutcome
 from vigil.schema import names
@@ -53,19 +50,6 @@ class ToolCallInfo:
     attempt: int = 1
 
 
-def schema_error(name: str, schema: Mapping[str, Any], arguments: dict[str, Any]) -> str | None:
-    """None when ``arguments`` fit the JSON ``schema``; else a short reason for the model."""
-    try:
-        validator = Draft202012Validator(dict(schema), format_checker=FormatChecker())
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-    except (SchemaError, RecursionError) as exc:
-        return f"the schema of {name} cannot be checked: {exc.__class__.__name__}"
-    if not errors:
-        return None
-    where = "/".join(str(p) for p in errors[0].path) or "(root)"
-    return f"invalid arguments for {name} at {where}: {errors[0].message[:500]}"
-
-
 class WorkerTools:
     """Python tools loaded by this worker and its MCP servers; closed with the worker."""
 
@@ -79,27 +63,6 @@ class WorkerTools:
         self.python: dict[str, PythonTool[Any, Any]] = dict(python or {})
         self.mcp = mcp or McpServers()
         self.task_queue = task_queue
-
-    def describe(self) -> list[ToolDescriptor]:
-        """Catalog entries of the loaded Python tools."""
-        return [describe_python_tool(t) for t in sorted(self.python.values(), key=_name)]
-
-    def offers(self, tool: ToolDescriptor) -> bool:
-        """Whether this worker can run ``tool`` (MCP servers are started on demand)."""
-        if tool.kind == "python":
-            return tool.name in self.python
-        return tool.kind == "mcp"
-
-    def validate(self, tool: ToolDescriptor, arguments: dict[str, Any]) -> str | None:
-        """None when the call may run; else the error that goes back to the model."""
-        loaded = self.python.get(tool.name) if tool.kind == "python" else None
-        if loaded is not None:
-            try:
-                loaded.validate(arguments)
-            except ToolArgumentsInvalid as exc:
-                return str(exc)
-            return None
-        return schema_error(tool.name, tool.parameters, arguments)
 
     async def run(
         self,
@@ -182,10 +145,6 @@ def not_loaded_message(tool: str, task_queue: str, loaded: list[str]) -> str:
 
 def _default_timeout() -> float:
     return c.TOOL_DEFAULT_TIMEOUT.total_seconds()
-
-
-def _name(t: PythonTool[Any, Any]) -> str:
-    return t.name
 
 
 def render_result(value: object) -> ToolOutcome:

@@ -13,9 +13,9 @@ from typing import TextIO
 import pytest
 
 from tests.support.mcp_probe import stdio_spec
+from vigil.activities.agents.catalog import argument_error
 from vigil.activities.tools.mcp import McpServerError, McpServers, list_mcp_tools
 from vigil.activities.tools.registry import ToolFailed
-from vigil.activities.tools.runner import WorkerTools
 
 
 @pytest.fixture
@@ -93,10 +93,9 @@ async def test_calls_reuse_one_server_process(servers: McpServers) -> None:
 
 async def test_arguments_are_checked_against_the_listed_schema(servers: McpServers) -> None:
     echo = next(t for t in await servers.list_tools(stdio_spec()) if t.name == "probe.echo")
-    tools = WorkerTools(mcp=servers)
-    assert tools.validate(echo, {"text": "x"}) is None
-    assert "at text: 3 is not of type 'string'" in (tools.validate(echo, {"text": 3}) or "")
-    assert "'text' is a required property" in (tools.validate(echo, {}) or "")
+    assert argument_error(echo, {"text": "x"}) is None
+    assert "at text: 3 is not of type 'string'" in (argument_error(echo, {"text": 3}) or "")
+    assert "'text' is a required property" in (argument_error(echo, {}) or "")
 
 
 async def test_a_tool_error_goes_back_to_the_model(servers: McpServers) -> None:
