@@ -19,6 +19,7 @@ from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
 from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.payloads import Budget, ToolPolicy
+from vigil.workers.settings import Settings
 
 if TYPE_CHECKING:
     # Files and the catalog (yaml, jsonschema) load when applying, not with the client.
@@ -335,6 +336,30 @@ class AgentService:
                 "VIGIL_ALLOW_UNDEFINED_AGENTS=1)"
             )
         raise error
+
+
+async def apply_files(
+    settings: Settings,
+    db: async_sessionmaker[DbSession],
+    paths: list[Path],
+    *,
+    tools: list[str],
+    by: str | None,
+    refresh: bool = False,
+) -> list[AppliedAgent]:
+    """``vigil agent apply``: Python tools from ``tools`` and the settings' modules, MCP
+    credentials through the worker's resolver (the demo applies its agent with this too)."""
+    # The tool wiring (the mcp SDK, tool modules) loads when applying, not with the client.
+    from vigil.activities.tools.loader import ToolLoadError
+    from vigil.workers.models import credential_resolver
+    from vigil.workers.tool_wiring import tool_sourcing, with_worker_flags
+
+    settings = with_worker_flags(settings, tools, None, False)
+    try:
+        sourcing = tool_sourcing(settings, credential_resolver(settings, db).resolve)
+    except ToolLoadError as exc:
+        raise ToolsUnavailable(str(exc)) from None
+    return await AgentService(db, sourcing).apply(paths, by=by, refresh=refresh)
 
 
 def _diff(a: object, b: object, label: str, old: int, new: int) -> list[str]:

@@ -30,9 +30,8 @@ from vigil.workers.agents import (
     AgentError,
     AgentService,
     AgentVersionInfo,
-    AppliedAgent,
     InvalidAgentFiles,
-    ToolsUnavailable,
+    apply_files,
 )
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.models import ConfigError
@@ -163,29 +162,6 @@ def apply(
         emit([asdict(a) for a in applied], as_json, human)
 
     run_db(go, state_dir)
-
-
-async def apply_files(
-    settings: Settings,
-    db: async_sessionmaker[DbSession],
-    paths: list[Path],
-    *,
-    tools: list[str],
-    by: str | None,
-    refresh: bool = False,
-) -> list[AppliedAgent]:
-    """``vigil agent apply``: Python tools from ``tools`` and the settings' modules, MCP
-    credentials through the worker's resolver (the demo applies its agent with this too)."""
-    from vigil.activities.tools.loader import ToolLoadError
-    from vigil.workers.models import credential_resolver
-    from vigil.workers.tool_wiring import tool_sourcing, with_worker_flags
-
-    settings = with_worker_flags(settings, tools, None, False)
-    try:
-        sourcing = tool_sourcing(settings, credential_resolver(settings, db).resolve)
-    except ToolLoadError as exc:
-        raise ToolsUnavailable(str(exc)) from None
-    return await AgentService(db, sourcing).apply(paths, by=by, refresh=refresh)
 
 
 @agent_app.command("list")

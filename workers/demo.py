@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from vigil.activities.record.store import StoredEvent
 from vigil.schema.payloads import Budget, SessionState, SessionStatus
-from vigil.workers.cli_agents import apply_files
+from vigil.workers.agents import apply_files
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.support.sessions import stub_settings
 from vigil.schema.agents import McpServerSpec
-from vigil.workers.agents import AppliedAgent
-from vigil.workers.cli_agents import apply_files
+from vigil.workers.agents import AppliedAgent, apply_files
 from vigil.workers.settings import Settings
 
 
