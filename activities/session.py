@@ -264,9 +264,10 @@ class SessionActivities:
                 ToolCallRef(
                     index=index,
                     call_id=_wire(call["id"]),
-                    name=_wire(call["name"]),
+                    # Any name the model chose, bounded: a valid one is short.
+                    name=_wire(preview(call["name"], 200)),
                     valid=error is None,
-                    error=_wire(error) if error else None,
+                    error=_wire(preview(error, 1000)) if error else None,
                     arguments_preview=_wire(preview(call["arguments"], 300)),
                 )
             )
@@ -391,7 +392,8 @@ class SessionActivities:
 
         args: dict[str, Any] | None
         if arg.edited_arguments is not None:
-            args, error = arg.edited_arguments, None
+            error = tools.check_shape(arg.edited_arguments)
+            args = None if error else arg.edited_arguments
         else:
             args, error = tools.parse_arguments(str(call["arguments"]))
         if args is not None and error is None:
