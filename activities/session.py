@@ -126,6 +126,7 @@ class SessionActivities:
                 .decode("utf-8"),
                 importance=0.7 if failed else 0.5,
                 source_session_id=arg.session_id,
+                key=f"{arg.session_id}:outcome",  # a retry returns the first result
             )
         except ValueError as exc:
             raise ApplicationError(
@@ -424,6 +425,7 @@ class SessionActivities:
                 sessionmaker=self.sessionmaker,
                 http=self.http,
                 memory=self.memory,
+                call_index=arg.call_index,
             )
             try:
                 async with heartbeating():

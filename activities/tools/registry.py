@@ -44,6 +44,14 @@ class ToolContext:
     sessionmaker: async_sessionmaker[DbSession]
     http: httpx.AsyncClient
     memory: MemoryStore | None = None
+    call_index: int = 0
+    """Which call of the step's model reply this is: with session and step, the call's key."""
+
+    @property
+    def call_key(self) -> str:
+        """The idempotency key of this tool call: a retry of it carries the same key, so a
+        tool can make its effect happen once."""
+        return f"{self.session_id}:tool:{self.step}:{self.call_index}"
 
 
 @dataclass
@@ -184,6 +192,7 @@ async def remember(ctx: ToolContext, args: dict[str, Any]) -> ToolOutcome:
         subject=args.get("subject"),
         importance=float(args.get("importance", 0.5)),
         source_session_id=ctx.session_id,
+        key=ctx.call_key,
     )
     return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
 
