@@ -64,3 +64,17 @@ def test_loads_refuses_what_is_too_deep_as_a_value_error() -> None:
         jsonlimits.loads('{"a": [[1]]}', 2)
     with pytest.raises(ValueError, match="nested too deeply"):
         jsonlimits.loads("[" * 100_000 + "]" * 100_000)
+
+
+def test_deeply_nested_edited_arguments_are_refused_not_a_recursion() -> None:
+    from vigil.schema.limits import input_error
+    from vigil.schema.payloads import ApproveInput
+
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(3000):
+        node["x"] = {}
+        node = node["x"]  # type: ignore[assignment]
+    why = input_error(ApproveInput(approval_id="a1-0", edited_arguments=deep))
+    assert why is not None and "deeper than 64" in why
+    assert input_error(ApproveInput(approval_id="a1-0", edited_arguments={"url": "x"})) is None
