@@ -70,6 +70,9 @@ def describe(exc: BaseException) -> str:
     message: SQLAlchemy's own text carries the statement and its parameters."""
     if isinstance(exc, StatementError) and exc.orig is not None:
         exc = exc.orig
+        # SQLAlchemy's asyncpg adapter wraps the driver's exception once more.
+        if isinstance(exc.__cause__, asyncpg.exceptions.PostgresError):
+            exc = exc.__cause__
     text = str(exc)
     name = type(exc).__name__
     return short(f"{name}: {text}" if text else name)

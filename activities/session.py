@@ -149,6 +149,7 @@ class SessionActivities:
                 .decode("utf-8"),
                 importance=0.7 if failed else 0.5,
                 source_session_id=arg.session_id,
+                key=f"{arg.session_id}:outcome",  # a retry returns the first result
             )
         except ValueError as exc:
             raise ApplicationError(
@@ -254,10 +255,16 @@ class SessionActivities:
                     finished=s.finished,
                     run_count=s.run_count,
                 )
-                if s.agent_version is not None:
-                    await agent_rows.set_session_agent(
-                        db, arg.session_id, version=s.agent_version, system_prompt=s.system_prompt
-                    )
+        if arg.session is not None and arg.session.agent_version is not None:
+            # Pinning the agent version (and its prompt) is the system's work, like creating
+            # the session row: the agent role may not rewrite a session's metadata.
+            async with self.sessionmaker.begin() as db:
+                await agent_rows.set_session_agent(
+                    db,
+                    arg.session_id,
+                    version=arg.session.agent_version,
+                    system_prompt=arg.session.system_prompt,
+                )
         return RecordOutput(inserted_messages=inserted_messages, inserted_events=inserted_events)
 
     # --- the model --------------------------------------------------------------------
@@ -324,9 +331,10 @@ class SessionActivities:
                 ToolCallRef(
                     index=index,
                     call_id=_wire(call["id"]),
-                    name=_wire(call["name"]),
+                    # Any name the model chose, bounded: a valid one is short.
+                    name=_wire(preview(call["name"], 200)),
                     valid=error is None,
-                    error=_wire(error) if error else None,
+                    error=_wire(preview(error, 1000)) if error else None,
                     arguments_preview=_wire(preview(call["arguments"], 300)),
                     digest=digest,
                     rule_matched=matched,
@@ -496,7 +504,8 @@ class SessionActivities:
 
         args: dict[str, Any] | None
         if arg.edited_arguments is not None:
-            args, error = arg.edited_arguments, None
+            error = tools.check_shape(arg.edited_arguments)
+            args = None if error else arg.edited_arguments
         else:
             args, error = tools.parse_arguments(str(call["arguments"]))
         if args is not None and error is None:
@@ -630,6 +639,7 @@ class SessionActivities:
             sessionmaker=self.sessionmaker,
             http=self.http,
             memory=self.memory,
+            call_index=arg.call_index,
         )
         return await tools.IMPLEMENTATIONS[name](ctx, args)
 

@@ -12,6 +12,8 @@ import json
 
 from pydantic import BaseModel
 
+from vigil.schema import jsonlimits
+from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 from vigil.schema.payloads import MAX_HUMAN_TEXT, ApproveInput, MessageInput, RedirectInput
 
 MAX_ACTOR = 200
@@ -71,7 +73,9 @@ def input_error(value: BaseModel) -> str | None:
         if isinstance(text, str) and len(text) > MAX_HUMAN_TEXT:
             return f"`{name}` of {len(text)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
     if isinstance(value, ApproveInput) and value.edited_arguments is not None:
-        size = len(json.dumps(value.edited_arguments))
+        if jsonlimits.depth(value.edited_arguments, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+            return f"edited_arguments nest deeper than {MAX_ARGUMENT_DEPTH} levels"
+        size = len(jsonlimits.dumps(value.edited_arguments))
         if size > MAX_ARGUMENTS_JSON:
             return f"edited_arguments of {size} bytes exceed the limit of {MAX_ARGUMENTS_JSON}"
     return None

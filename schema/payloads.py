@@ -362,6 +362,8 @@ class RememberInput(Payload):
     status: SessionStatus
     summary: str
     steps: int = 0
+    max_failures: int | None = None
+    """As ``CallModelInput.max_failures``."""
 
 
 class RememberOutput(Payload):

@@ -621,6 +621,7 @@ class AgentSession(HandOverWhileWaiting):
 
     async def _remember_outcome(self, status: SessionStatus, summary: str) -> None:
         """Turn the outcome into long-term memory (a reflection, or a lesson on failure)."""
+        retry, budget = retries.budgeted(c.TOOL_RETRY, None)
         try:
             await self._act(
                 names.ACT_REMEMBER,
@@ -631,11 +632,12 @@ class AgentSession(HandOverWhileWaiting):
                     status=status,
                     summary=summary,
                     steps=self._c.step,
+                    max_failures=budget,
                 ),
                 RememberOutput,
                 summary="remember the outcome",
                 limit=c.RECORD_START_TO_CLOSE,
-                retry=c.TOOL_RETRY,
+                retry=retry,
             )
         except ActivityError as exc:
             # Memory is an aid, never a reason to lose the session's ending.

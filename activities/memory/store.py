@@ -204,6 +204,24 @@ _SUPERSEDE = text(
     """
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
 
+# A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
+# retry of the same call returns that result instead of writing again; the primary key
+# (agent_id, write_key) makes the database hold to it.
+_WRITTEN = text(
+    """
+    SELECT memory_id, action, similarity, superseded_ids FROM memory_writes
+    WHERE agent_id = :agent_id AND write_key = :key
+    """
+)
+
+_RECORD_WRITE = text(
+    """
+    INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action, similarity,
+                               superseded_ids)
+    VALUES (:agent_id, :key, :session_id, :memory_id, :action, :similarity, :superseded_ids)
+    """
+).bindparams(bindparam("superseded_ids", type_=ARRAY(BigInteger)))
+
 _GET = text(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
 
 _HISTORY = text(
@@ -231,6 +249,37 @@ def _record(row: Any) -> MemoryRecord:
         metadata=textcodec.decode_json(row.metadata),
         created_at=row.created_at,
     )
+
+
+async def _written(db: DbSession, agent_id: str, key: str) -> AddResult | None:
+    row = (await db.execute(_WRITTEN, {"agent_id": agent_id, "key": key})).one_or_none()
+    if row is None:
+        return None
+    return AddResult(
+        id=row.memory_id,
+        action=row.action,
+        superseded_ids=tuple(row.superseded_ids or ()),
+        similarity=row.similarity,
+    )
+
+
+async def _record_write(
+    db: DbSession, agent_id: str, key: str | None, session_id: str | None, result: AddResult
+) -> AddResult:
+    if key is not None:
+        await db.execute(
+            _RECORD_WRITE,
+            {
+                "agent_id": agent_id,
+                "key": key,
+                "session_id": session_id,
+                "memory_id": result.id,
+                "action": result.action,
+                "similarity": result.similarity,
+                "superseded_ids": list(result.superseded_ids),
+            },
+        )
+    return result
 
 
 class MemoryStore:
@@ -295,6 +344,7 @@ class MemoryStore:
         source_session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         created_at: datetime | None = None,
+        key: str | None = None,
     ) -> AddResult:
         """Remember ``content``: merge it into a near-duplicate, supersede the live memory
         about the same ``subject``, or insert it.
@@ -303,6 +353,9 @@ class MemoryStore:
         and logs the merge in its metadata. A supersede keeps the old memory (marked
         ``superseded_by``), so ``history`` and ``include_superseded`` still find it.
         ``created_at`` backdates a memory (imports, tests); it defaults to now.
+        ``key`` makes the write idempotent (a tool call's or a session outcome's key): a
+        second ``add`` with the agent's same key stores nothing and returns the first
+        result, which a retried activity needs after a worker died mid-way.
         Raises ``ValueError`` for invalid arguments (see the module docstring on text).
         """
         self._check_agent(agent_id)
@@ -332,6 +385,12 @@ class MemoryStore:
         if clash:
             raise ValueError(f"metadata keys {clash} are reserved for the memory store")
 
+        if key is not None:
+            async with acting_for(self._sessionmaker, agent_id) as db:
+                first = await _written(db, agent_id, key)
+            if first is not None:
+                return first
+
         # The embedding may be an HTTP call: made before the transaction holds any lock.
         [vector] = await self.embedder.embed([content])
         literal = _vector_literal(vector, self.embedder.dim)
@@ -340,6 +399,8 @@ class MemoryStore:
 
         async with acting_for(self._sessionmaker, agent_id) as db:
             await db.execute(_LOCK, {"key": json.dumps(["vigil.memory", agent_id, kind])})
+            if key is not None and (first := await _written(db, agent_id, key)) is not None:
+                return first  # a concurrent run of the same call got here first
             params: dict[str, Any] = {
                 "agent_id": agent_id,
                 "kind": kind,
@@ -390,9 +451,10 @@ class MemoryStore:
                         "metadata": textcodec.encode_json(old_meta),
                     },
                 )
-                return AddResult(
+                result = AddResult(
                     id=merged_id, action="merged", similarity=similarity, redactions=counts
                 )
+                return await _record_write(db, agent_id, key, source_session_id, result)
 
             stored_meta: dict[str, Any] = {**extra, "embedder": self.embedder.name}
             if counts:
@@ -419,13 +481,15 @@ class MemoryStore:
                     _SUPERSEDE,
                     {"new_id": new_id, "ids": old_ids},
                 )
-                return AddResult(
+                result = AddResult(
                     id=new_id,
                     action="superseded",
                     superseded_ids=tuple(old_ids),
                     redactions=counts,
                 )
-            return AddResult(id=new_id, action="inserted", redactions=counts)
+            else:
+                result = AddResult(id=new_id, action="inserted", redactions=counts)
+            return await _record_write(db, agent_id, key, source_session_id, result)
 
     # -----------------------------------------------------------------------------------
     # Read

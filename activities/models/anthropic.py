@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -17,8 +16,11 @@ from vigil.activities.models.base import (
     make_client,
     malformed,
     post_json,
+    sane_call_id,
     to_wire_names,
 )
+from vigil.schema import jsonlimits
+from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -158,8 +160,8 @@ def _input_of(arguments: str) -> dict[str, Any]:
     """``tool_use.input`` must be an object. Arguments the model once sent malformed are
     kept verbatim under one key, so the model can still see what it sent."""
     try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+        value = jsonlimits.loads(arguments, MAX_ARGUMENT_DEPTH) if arguments.strip() else {}
+    except ValueError:  # not JSON, or nested too deeply to send back as an object
         return {"_unparsed_arguments": arguments}
     if isinstance(value, dict):
         return value
@@ -189,9 +191,12 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float) -> ModelReply:
                 raise malformed(f"tool_use block {index} lacks a name or id")
             raw_input = block.get("input", {})
             # A string is passed through untouched: validating arguments is the tool
-            # layer's job, and it reports bad ones back to the model.
-            arguments = raw_input if isinstance(raw_input, str) else json.dumps(raw_input)
-            calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+            # layer's job, and it reports bad ones back to the model (written without
+            # recursion: input nested too deeply is refused there too).
+            arguments = raw_input if isinstance(raw_input, str) else jsonlimits.dumps(raw_input)
+            calls.append(
+                ToolCall(id=sane_call_id(call_id, f"toolu_{index}"), name=name, arguments=arguments)
+            )
         # Other block types (thinking, ...) carry nothing the agent loop acts on.
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}

@@ -8,7 +8,6 @@ tells the activity which policy branch applies.
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import re
 import time
@@ -18,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import httpx
+
+from vigil.schema import jsonlimits
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -196,6 +197,8 @@ def from_wire_names(reply: ModelReply, back: dict[str, str]) -> ModelReply:
 # Shared HTTP plumbing for the HTTP providers.
 
 MALFORMED = "malformed reply"
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+"""A provider reply over this size is refused unread (no model answers with so much)."""
 _SNIPPET = 200
 
 
@@ -243,8 +246,8 @@ def error_from_response(
     message: str | None = None
     error_type: str | None = None
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonlimits.loads(body)
+    except (ValueError, UnicodeDecodeError):  # TooDeep is a ValueError
         data = None
     if isinstance(data, dict):
         err = data.get("error")
@@ -276,9 +279,34 @@ def error_from_response(
     )
 
 
+MAX_CALL_ID = 256
+
+
+def sane_call_id(raw: Any, fallback: str) -> str:
+    """The provider's id of a tool call, or ``fallback`` when it sent none or one too long
+    to carry around (the id only pairs a call with its result, so ours serves as well)."""
+    return raw if isinstance(raw, str) and 0 < len(raw) <= MAX_CALL_ID else fallback
+
+
 def malformed(detail: str, *, secret: str | None = None) -> ProviderError:
     """A 200 whose body is not the structure the protocol promises: retry may help."""
     return ProviderError(f"{MALFORMED}: {redact(detail, secret)}", retryable=True, status=200)
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, response.status_code)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _too_large(limit, response.status_code)
+    return bytes(body)
+
+
+def _too_large(limit: int, status: int) -> ProviderError:
+    return ProviderError(f"reply larger than {limit} bytes", retryable=True, status=status)
 
 
 def make_client(timeout: float) -> httpx.AsyncClient:
@@ -295,17 +323,26 @@ async def post_json(
     headers: Mapping[str, str],
     timeout_seconds: float,
     secret: str | None,
+    max_bytes: int = MAX_REPLY_BYTES,
 ) -> tuple[Any, float]:
-    """POST JSON once and return (parsed body, latency in ms) or raise ProviderError."""
+    """POST JSON once and return (parsed body, latency in ms) or raise ProviderError.
+
+    A body over ``max_bytes`` is not read to its end: it is a (retryable) provider error,
+    so no reply, however large, can exhaust the worker's memory."""
     started = time.perf_counter()
     # The httpx errors are not chained (``from None``): their message is folded into ours,
     # and their tracebacks through httpcore would make the Temporal failure exceed the
     # server's 4 KB activity-failure limit, which then shows only "Failure exceeds size
     # limit." instead of why the model call failed (and could carry an unredacted URL).
     try:
-        response = await client.post(
-            url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout_seconds)
-        )
+        async with client.stream(
+            "POST",
+            url,
+            json=payload,
+            headers=dict(headers),
+            timeout=httpx.Timeout(timeout_seconds),
+        ) as response:
+            content = await _read_capped(response, max_bytes)
     except httpx.TimeoutException as exc:
         raise ProviderError(
             f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
@@ -322,12 +359,12 @@ async def post_json(
         ) from None
     latency_ms = (time.perf_counter() - started) * 1000.0
     if not 200 <= response.status_code < 300:
-        raise error_from_response(
-            response.status_code, response.headers, response.content, secret=secret
-        )
+        raise error_from_response(response.status_code, response.headers, content, secret=secret)
     try:
-        data = json.loads(response.content)
+        data = jsonlimits.loads(content)
+    except jsonlimits.TooDeep:
+        raise malformed("JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
-        snippet = response.content[:_SNIPPET].decode("utf-8", errors="replace")
+        snippet = content[:_SNIPPET].decode("utf-8", errors="replace")
         raise malformed(f"body is not JSON: {snippet!r}", secret=secret) from None
     return data, latency_ms

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -17,8 +16,10 @@ from vigil.activities.models.base import (
     make_client,
     malformed,
     post_json,
+    sane_call_id,
     to_wire_names,
 )
+from vigil.schema import jsonlimits
 
 
 class OpenAIChatProvider:
@@ -159,12 +160,13 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float, secret: str | Non
         if arguments is None:
             arguments = "{}"
         elif not isinstance(arguments, str):
-            # A few compatible servers send an object; the neutral form is JSON text.
-            arguments = json.dumps(arguments)
+            # A few compatible servers send an object; the neutral form is JSON text
+            # (written without recursion: the tool layer refuses it if it is too deep).
+            arguments = jsonlimits.dumps(arguments)
         call_id = raw.get("id")
         calls.append(
             ToolCall(
-                id=call_id if isinstance(call_id, str) and call_id else f"call_{index}",
+                id=sane_call_id(call_id, f"call_{index}"),
                 name=function["name"],
                 arguments=arguments,
             )

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import StoredMessage, messages_page
-from vigil.schema import textcodec
+from vigil.schema import jsonlimits, textcodec
+from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 
 SNIPPET_START = "[["
 SNIPPET_STOP = "]]"
@@ -213,8 +214,9 @@ def _call_parts(call: Any) -> tuple[str, str, str]:
 
 def _pretty_arguments(arguments: str) -> tuple[str, str]:
     try:
-        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False), "json"
-    except ValueError:
+        value = jsonlimits.loads(arguments, MAX_ARGUMENT_DEPTH)
+        return json.dumps(value, indent=2, ensure_ascii=False), "json"
+    except ValueError:  # TooDeep included
         return arguments, ""  # the model's malformed arguments, shown exactly as sent
 
 

@@ -30,6 +30,14 @@ class BuiltinContext:
     sessionmaker: async_sessionmaker[DbSession]
     http: httpx.AsyncClient
     memory: MemoryStore | None = None
+    call_index: int = 0
+    """Which call of the step's model reply this is: with session and step, the call's key."""
+
+    @property
+    def call_key(self) -> str:
+        """The idempotency key of this tool call: a retry of it carries the same key, so a
+        tool can make its effect happen once."""
+        return f"{self.session_id}:tool:{self.step}:{self.call_index}"
 
 
 @dataclass

@@ -18,6 +18,9 @@ from vigil.activities.tools.base import ToolFailed as ToolFailed
 from vigil.activities.tools.base import ToolFn as ToolFn
 from vigil.activities.tools.base import ToolOutcome as ToolOutcome
 from vigil.activities.tools.http_fetch import http_fetch
+from vigil.schema import jsonlimits
+from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
+from vigil.schema.payloads import preview
 from vigil.schema.tools import BUILTIN_TOOLS, ToolInfo
 
 
@@ -26,6 +29,7 @@ def _validator(info: ToolInfo) -> Draft202012Validator:
 
 
 _VALIDATORS = {name: _validator(info) for name, info in BUILTIN_TOOLS.items()}
+TOO_DEEP = f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels"
 
 
 def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -33,24 +37,36 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     if raw.strip() == "":
         return {}, None
     try:
-        value = json.loads(raw)
+        value = jsonlimits.loads(raw, MAX_ARGUMENT_DEPTH)
     except json.JSONDecodeError as exc:
         return None, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})"
+    except jsonlimits.TooDeep:
+        return None, TOO_DEEP
     if not isinstance(value, dict):
         return None, "arguments must be a JSON object"
     return value, None
 
 
+def check_shape(arguments: dict[str, Any]) -> str | None:
+    """Arguments that did not come from ``parse_arguments`` (a human's edit): the same
+    nesting limit."""
+    if jsonlimits.depth(arguments, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+        return TOO_DEEP
+    return None
+
+
 def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = None) -> str | None:
     """None when the call may run; otherwise the error to send back to the model."""
     if name not in BUILTIN_TOOLS:
-        return f"unknown tool {name!r}; available: {', '.join(sorted(BUILTIN_TOOLS))}"
+        shown = preview(name, 100)
+        return f"unknown tool {shown!r}; available: {', '.join(sorted(BUILTIN_TOOLS))}"
     if allowed is not None and name not in allowed:
         return f"tool {name!r} is not allowed in this session"
     errors = sorted(_VALIDATORS[name].iter_errors(arguments), key=lambda e: list(e.path))
     if errors:
-        where = "/".join(str(p) for p in errors[0].path) or "(root)"
-        return f"invalid arguments for {name} at {where}: {errors[0].message}"
+        # The validator's message quotes the offending value, which may be megabytes.
+        where = preview("/".join(str(p) for p in errors[0].path) or "(root)", 200)
+        return f"invalid arguments for {name} at {where}: {preview(errors[0].message, 300)}"
     return None
 
 
@@ -106,6 +122,7 @@ async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
         subject=args.get("subject"),
         importance=float(args.get("importance", 0.5)),
         source_session_id=ctx.session_id,
+        key=ctx.call_key,
     )
     return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
 

@@ -66,15 +66,6 @@ def test_nothing_lost_nothing_twice(loop: Loop, concern: str) -> None:
     assert not found[concern], f"{_why(run)}: {found[concern][:10]}"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known defect, issue 9 defect 5: `remember` is not idempotent across a worker crash "
-        "(a retried remember tool call or outcome memory merges into the row its killed "
-        "attempt inserted: merge_count > 0); fixed on another branch. Not strict: a run "
-        "whose kills miss that window passes."
-    ),
-    strict=False,
-)
 def test_memories_once(loop: Loop) -> None:
     run, found = loop
     assert not found["memories"], f"{_why(run)}: {found['memories'][:10]}"

@@ -55,7 +55,7 @@ class PlannedCall:
 class Reply:
     """One planned answer. Build it with the class methods."""
 
-    kind: Literal["message", "status", "hang", "garbage", "json"]
+    kind: Literal["message", "status", "hang", "garbage", "json", "raw"]
     content: str = ""
     calls: tuple[PlannedCall, ...] = ()
     code: int = 200
@@ -128,6 +128,12 @@ class Reply:
     def json_body(cls, body: Any, *, code: int = 200) -> Reply:
         """Any JSON body, sent as is whatever the protocol (e.g. a 200 lacking structure)."""
         return cls("json", body=body, code=code)
+
+    @classmethod
+    def raw(cls, body: bytes, *, code: int = 200) -> Reply:
+        """These exact bytes as an ``application/json`` body (e.g. JSON nested deeper
+        than any encoder here would write it)."""
+        return cls("raw", body=body, code=code)
 
 
 @dataclass(frozen=True)
@@ -341,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         try:
             body: Any = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         path = self.path.split("?", 1)[0]
         protocol: WireProtocol = (
@@ -385,6 +391,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<html><body>502 upstream hiccup", "text/html")
         elif reply.kind == "json":
             self._send(reply.code, _json_bytes(reply.body))
+        elif reply.kind == "raw":
+            self._send(reply.code, bytes(reply.body))
         elif reply.kind == "status":
             self._send_error(reply, protocol)
         elif protocol == "openai":

@@ -34,7 +34,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "20261130_05"
-down_revision = "20261121_03"
+down_revision = "20261130_04"
 branch_labels = None
 depends_on = None
 

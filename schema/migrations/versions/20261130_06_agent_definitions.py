@@ -72,8 +72,6 @@ def upgrade() -> None:
     op.execute(f"GRANT SELECT ON agent_versions TO {ROLE}")
 
     op.execute("ALTER TABLE sessions ADD COLUMN agent_version integer")
-    # A session records, acting for its agent, the version it pinned and its prompt.
-    op.execute(f"GRANT UPDATE (agent_version, metadata) ON sessions TO {ROLE}")
 
     op.execute(
         """
@@ -91,7 +89,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(f"REVOKE UPDATE (agent_version, metadata) ON sessions FROM {ROLE}")
     op.execute("DROP TABLE IF EXISTS credentials")
     op.execute("ALTER TABLE sessions DROP COLUMN IF EXISTS agent_version")
     op.execute("DROP TABLE IF EXISTS agent_versions")

@@ -1,0 +1,92 @@
+"""JSON of any shape, handled without recursion: what a model sends is never trusted.
+
+Python's JSON parser and encoder recurse once per level of nesting, so a value a few
+hundred levels deep (a model's tool arguments, a provider's reply) raises RecursionError
+wherever it is parsed, encoded, validated or copied. These helpers find the depth and
+encode without recursion, so callers can refuse such values with a clear message before
+anything else touches them. Pure functions: no I/O, safe to import anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_ARGUMENT_DEPTH = 64
+"""Tool arguments nested deeper than this go back to the model as a tool error."""
+
+
+_SHALLOW = 100
+"""Values at most this deep are left to ``json.dumps`` (faster, and deep enough for any
+caller's stack)."""
+
+
+class TooDeep(ValueError):
+    """A JSON text or value nested deeper than allowed (or than the parser can go)."""
+
+
+def depth(value: Any, limit: int | None = None) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0, ``[]`` is 1); the
+    walk stops as soon as it passes ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if limit is not None and deepest > limit:
+            return deepest
+        stack.extend((child, level) for child in children)
+    return deepest
+
+
+def loads(text: str | bytes, limit: int | None = None) -> Any:
+    """``json.loads``, raising ``TooDeep`` (a ValueError) instead of RecursionError, and
+    for a value nested deeper than ``limit``."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise TooDeep("JSON nested too deeply") from None
+    if limit is not None and depth(value, limit) > limit:
+        raise TooDeep(f"JSON nested deeper than {limit} levels")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """JSON text of any JSON value, exactly as ``json.dumps`` writes it, however deeply
+    nested."""
+    if depth(value, _SHALLOW) <= _SHALLOW:
+        return json.dumps(value)
+    out: list[str] = []
+    # Each entry is a value to write, or a literal piece of text (a str in a 1-tuple).
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple) and len(item) == 1 and isinstance(item[0], str):
+            out.append(item[0])
+        elif isinstance(item, dict):
+            pieces: list[Any] = [("{",)]
+            for index, (key, child) in enumerate(item.items()):
+                if index:
+                    pieces.append((", ",))
+                pieces.append((json.dumps(str(key)) + ": ",))
+                pieces.append(child)
+            pieces.append(("}",))
+            stack.extend(reversed(pieces))
+        elif isinstance(item, list):
+            pieces = [("[",)]
+            for index, child in enumerate(item):
+                if index:
+                    pieces.append((", ",))
+                pieces.append(child)
+            pieces.append(("]",))
+            stack.extend(reversed(pieces))
+        else:
+            out.append(json.dumps(item))
+    return "".join(out)

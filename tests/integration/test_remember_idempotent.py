@@ -1,0 +1,116 @@
+"""`remember` run again for the same call (a worker died after the memory was stored but
+before Temporal heard of it) stores nothing more and answers as the first run did.
+
+Temporal re-runs an activity whose worker died from the start, with the same input. The
+tests run the real activity (and the real `remember` tool, as ``run_tool`` calls it) twice
+with the same key against the real database: the second run must find the first one's
+write by its key, which the database keeps unique.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.testing import ActivityEnvironment
+
+from vigil.activities.record import store as record
+from vigil.activities.session import SessionActivities
+from vigil.activities.tools import registry as tools
+from vigil.schema.payloads import RememberInput, SessionStatus
+from vigil.workers.settings import Settings
+from vigil.workers.worker import runtime
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def acts(settings: Settings) -> AsyncIterator[SessionActivities]:
+    async with runtime(settings) as rt:
+        yield rt.activities
+
+
+@pytest.fixture
+async def session(sessionmaker: async_sessionmaker[DbSession]) -> tuple[str, str]:
+    agent, session_id = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    async with sessionmaker.begin() as db:
+        await record.create_session(
+            db, session_id=session_id, agent_id=agent, goal="g", status="running"
+        )
+    return agent, session_id
+
+
+async def _memories(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> list[tuple[int, int]]:
+    """(id, merges) of the agent's memories."""
+    async with sessionmaker() as db:
+        rows = await db.execute(
+            text(
+                "SELECT id, coalesce((metadata->>'merge_count')::int, 0) AS merges "
+                "FROM memories WHERE agent_id = :a ORDER BY id"
+            ),
+            {"a": agent},
+        )
+        return [(row.id, row.merges) for row in rows]
+
+
+async def test_the_outcome_activity_run_twice_stores_one_memory(
+    acts: SessionActivities,
+    session: tuple[str, str],
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent, session_id = session
+    outcome = RememberInput(
+        session_id=session_id,
+        agent_id=agent,
+        goal="check the tide table",
+        status=SessionStatus.COMPLETED,
+        summary="high tide at 06:10",
+        steps=3,
+    )
+    env = ActivityEnvironment()
+    first = await env.run(acts.remember, outcome)
+    again = await env.run(acts.remember, outcome)
+
+    assert first.action == "inserted" and first.memory_id is not None
+    assert again == first
+    assert await _memories(sessionmaker, agent) == [(first.memory_id, 0)]
+
+
+async def test_the_remember_tool_run_twice_for_one_call_stores_one_memory(
+    acts: SessionActivities,
+    session: tuple[str, str],
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent, session_id = session
+    ctx = tools.ToolContext(
+        session_id=session_id,
+        agent_id=agent,
+        step=4,
+        call_index=1,
+        settings=acts.settings,
+        store=acts.store,
+        sessionmaker=acts.sessionmaker,
+        http=acts.http,
+        memory=acts.memory,
+    )
+    args = {"content": "The staging cluster runs PostgreSQL 16", "subject": "staging db"}
+    first = await tools.remember(ctx, args)
+    again = await tools.remember(ctx, args)
+    assert first.text.startswith("memory inserted (id ")
+    assert (again.text, again.data) == (first.text, first.data)
+    assert first.data is not None
+    assert await _memories(sessionmaker, agent) == [(first.data["id"], 0)]
+
+    # Another call of the same session remembering the same thing is a new write: merged.
+    other = tools.ToolContext(**{**ctx.__dict__, "call_index": 2})
+    merged = await tools.remember(other, args)
+    assert merged.text.startswith("memory merged")
+    assert (await tools.remember(other, args)).text == merged.text
+    [(_, merges)] = await _memories(sessionmaker, agent)
+    assert merges == 1
