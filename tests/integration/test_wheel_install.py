@@ -84,9 +84,31 @@ def test_vigil_and_pypi_schema_live_side_by_side(installed: Installed) -> None:
         assert not (site / name).exists(), f"the wheel put {name}/ at top level"
 
 
-def test_a_session_runs_from_the_installed_wheel(
+USER_TOOLS = '''
+import vigil
+
+
+@vigil.tool(effects="none")
+async def shout(text: str) -> str:
+    """Say a text louder.
+
+    Args:
+        text: What to say.
+    """
+    return text.upper() + "!"
+'''
+
+
+def test_a_session_with_a_user_tool_runs_from_the_installed_wheel(
     installed: Installed, stack: Stack, database_url: str, tmp_path: Path
 ) -> None:
+    """A user's module with a `@vigil.tool`, an agent file naming it, `vigil agent apply`,
+    a worker loading the module and a session calling the tool: all from the wheel."""
+    (tmp_path / "usertools.py").write_text(USER_TOOLS)
+    agent = f"wheel-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "agent.toml").write_text(
+        f'name = "{agent}"\ntools = [{{ name = "shout" }}, {{ name = "write_artifact" }}]\n'
+    )
     scripts = SessionScripts()
     with LLMStub() as stub:
         stub.default = scripts
@@ -96,13 +118,26 @@ def test_a_session_runs_from_the_installed_wheel(
             task_queue=f"tq-wheel-{uuid.uuid4()}",
             model_url=stub.url_openai,
             artifact_dir=tmp_path / "artifacts",
+            PYTHONPATH=str(tmp_path),
+            VIGIL_ALLOW_UNDEFINED_AGENTS="0",
         )
         goal = scripts.plan(
-            Reply.tool_call("write_artifact", {"name": "note.txt", "content": "from the wheel"}),
-            Reply.tool_call("finish", {"summary": "written"}),
+            Reply.tool_call("shout", {"text": "from the wheel"}),
+            Reply.tool_call("write_artifact", {"name": "note.txt", "content": "written"}),
+            Reply.tool_call("finish", {"summary": "shouted and written"}),
+        )
+        _run(
+            installed.vigil,
+            "agent",
+            "apply",
+            "agent.toml",
+            "--tools",
+            "usertools",
+            env=env,
+            cwd=tmp_path,
         )
         worker = subprocess.Popen(
-            [str(installed.vigil), "worker"],
+            [str(installed.vigil), "worker", "--tools", "usertools"],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -118,15 +153,18 @@ def test_a_session_runs_from_the_installed_wheel(
                     "start",
                     goal,
                     "--agent",
-                    f"wheel-{uuid.uuid4().hex[:6]}",
+                    agent,
                     "--wait",
                     "--json",
                     env=env,
                     cwd=tmp_path,
                 )
+                sid = json.loads(started.stdout)["id"]
+                shown = _run(installed.vigil, "show", sid, "--json", env=env, cwd=tmp_path)
         finally:
             worker.terminate()
             worker.wait(30)
     result = json.loads(started.stdout)
     assert result["status"] == "completed", result
+    assert "FROM THE WHEEL!" in shown.stdout, shown.stdout[-2000:]
     assert os.path.isdir(tmp_path / "artifacts")
