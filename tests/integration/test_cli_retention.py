@@ -146,7 +146,7 @@ def _retention_runs(cli: CLIStack) -> list[dict[str, object]]:
     """Results of the completed retention workflows."""
 
     async def go() -> list[dict[str, object]]:
-        client = await connect(cli.settings.endpoints().temporal_address)
+        client = await connect(cli.settings)
         out = []
         async for wf in client.list_workflows(
             f"WorkflowType = '{names.WORKFLOW_RETENTION}' AND ExecutionStatus = 'Completed'"

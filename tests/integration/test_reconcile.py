@@ -197,7 +197,7 @@ def test_vigil_reconcile(cli: CLIStack) -> None:
 
 
 async def _terminate(settings: Settings, sid: str) -> None:
-    temporal = await connect(settings.endpoints().temporal_address)
+    temporal = await connect(settings)
     await temporal.get_workflow_handle(sid).terminate(reason="operator: from the CLI test")
 
 

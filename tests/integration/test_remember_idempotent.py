@@ -88,7 +88,7 @@ async def test_the_remember_tool_run_twice_for_one_call_stores_one_memory(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     agent, session_id = session
-    ctx = tools.ToolContext(
+    ctx = tools.BuiltinContext(
         session_id=session_id,
         agent_id=agent,
         step=4,
@@ -108,7 +108,7 @@ async def test_the_remember_tool_run_twice_for_one_call_stores_one_memory(
     assert await _memories(sessionmaker, agent) == [(first.data["id"], 0)]
 
     # Another call of the same session remembering the same thing is a new write: merged.
-    other = tools.ToolContext(**{**ctx.__dict__, "call_index": 2})
+    other = tools.BuiltinContext(**{**ctx.__dict__, "call_index": 2})
     merged = await tools.remember(other, args)
     assert merged.text.startswith("memory merged")
     assert (await tools.remember(other, args)).text == merged.text
