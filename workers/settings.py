@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     """How often each `vigil worker` closes sessions whose workflow ended outside vigil's
     control (terminated, timed out, deleted); 0 turns it off."""
 
+    # HTTP API (`vigil api`)
+    api_host: str = "127.0.0.1"
+    """Where the API listens; loopback unless an operator opens it on purpose."""
+    api_port: int = 8240
+    api_max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
+
     # Logging
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

@@ -1,0 +1,114 @@
+"""The API admits live tokens only, within their scope, and every error is JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.api import ApiServer, running_api
+from tests.support.cli import Vigil, cli_env
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[ApiServer]:
+    with running_api(settings) as server:
+        yield server
+
+
+def test_health_and_readiness_need_no_token(api: ApiServer) -> None:
+    with api.client() as http:
+        assert http.get("/v1/health").json() == {"status": "ok"}
+        ready = http.get("/v1/ready")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["ready"] is True
+        assert {c["name"] for c in body["checks"]} == {"postgres", "temporal"}
+
+
+def test_unknown_route_is_a_json_404(api: ApiServer) -> None:
+    with api.client() as http:
+        r = http.get("/v1/no-such-thing")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+def test_openapi_document_is_versioned(api: ApiServer) -> None:
+    with api.client() as http:
+        doc = http.get("/v1/openapi.json").json()
+    assert doc["info"]["version"].startswith("1.")
+    assert all(path.startswith("/v1/") for path in doc["paths"])
+
+
+def test_missing_token_is_401_with_a_bearer_challenge(api: ApiServer) -> None:
+    with api.client() as http:
+        r = http.get("/v1/me")
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["nonsense", "vgl_aaaaaaaaaaaa_" + "x" * 43, "Basic dXNlcjpwYXNz"],
+)
+def test_wrong_token_is_401(api: ApiServer, presented: str) -> None:
+    with api.client(presented) as http:
+        r = http.get("/v1/me")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_token"
+
+
+def test_right_id_wrong_secret_is_401(api: ApiServer) -> None:
+    good = api.token(Scope.READ)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    with api.client(forged) as http:
+        assert http.get("/v1/me").status_code == 401
+
+
+def test_live_token_acts_for_its_owner_until_revoked(api: ApiServer) -> None:
+    token = api.token(Scope.CONTROL, owner="ana", agents=["ops"])
+    with api.client(token) as http:
+        me = http.get("/v1/me").json()
+        assert me["owner"] == "ana"
+        assert me["scope"] == "control"
+        assert me["agents"] == ["ops"]
+        api.revoke(me["token_id"])
+        r = http.get("/v1/me")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_token"
+
+
+def test_cli_creates_lists_and_revokes_tokens(
+    api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    vigil = Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp_path,
+        )
+    )
+    made = vigil.json("token", "create", "--owner", "bo", "--scope", "admin", "--agents", "a,b")
+    assert made["owner"] == "bo" and made["scope"] == "admin" and made["agents"] == ["a", "b"]
+    token = made["token"]
+    listed = vigil.json("token", "list")
+    assert made["id"] in {t["id"] for t in listed}
+    assert all("token" not in t and "secret_sha256" not in t for t in listed)
+    with api.client(token) as http:
+        assert http.get("/v1/me").json()["owner"] == "bo"
+        vigil.ok("token", "revoke", made["id"])
+        assert http.get("/v1/me").status_code == 401
+    assert made["id"] not in {t["id"] for t in vigil.json("token", "list")}
+    gone = vigil("token", "revoke", "nosuchtoken1")
+    assert gone.returncode == 4, gone.stderr
+    bad = vigil("token", "create", "--owner", "bo", "--scope", "root")
+    assert bad.returncode == 2 and "unknown scope" in bad.stderr

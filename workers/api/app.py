@@ -1,0 +1,59 @@
+"""The API application: one FastAPI app under ``/v1`` over the typed services.
+
+Routes live in one module per resource (``workers/api/<resource>.py``), each with a
+``router``; :func:`create_app` mounts them. The app holds one connected
+:class:`VigilClient` (the same service layer the CLI uses) and the token service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from vigil.workers.api import errors, health, me
+from vigil.workers.api.limits import BodyLimit
+from vigil.workers.client import VigilClient
+from vigil.workers.settings import Settings
+from vigil.workers.tokens import TokenService
+
+API_VERSION = "1.0.0"
+PREFIX = "/v1"
+
+UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
+"""Routes whose bodies stream to the object store, outside the body cap."""
+
+
+def routers() -> list[APIRouter]:
+    """Every resource's router, in the order the OpenAPI document lists them."""
+    return [health.router, me.router]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = await VigilClient.connect(settings)
+        app.state.client = client
+        app.state.tokens = TokenService(client.db)
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="vigil",
+        version=API_VERSION,
+        summary="Durable autonomous AI agents: sessions, approvals, memory and artifacts.",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    for router in routers():
+        app.include_router(router, prefix=PREFIX)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
+    return app

@@ -1,0 +1,56 @@
+"""Bearer-token authentication and scope checks, as FastAPI dependencies.
+
+``Depends(require(Scope.CONTROL))`` gives a route the request's :class:`Principal` or
+answers 401 (no token, or not a live one) / 403 (the token's scope is too small).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from vigil.workers.api.errors import FORBIDDEN, INVALID_TOKEN, UNAUTHENTICATED, ApiError
+from vigil.workers.tokens import Principal, Scope, TokenService
+
+_bearer = HTTPBearer(auto_error=False, description="A personal access token (`vigil token create`)")
+
+
+def tokens_of(request: Request) -> TokenService:
+    service: TokenService = request.app.state.tokens
+    return service
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting tokens of ``scope`` or more."""
+
+    async def principal(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or not credentials.credentials:
+            raise ApiError(401, UNAUTHENTICATED, "send a token: Authorization: Bearer vgl_...")
+        who = await tokens_of(request).verify(credentials.credentials)
+        if who is None:
+            raise ApiError(401, INVALID_TOKEN, "the token is unknown, expired or revoked")
+        if not who.may(scope):
+            raise ApiError(
+                403, FORBIDDEN, f"this needs a {scope.label} token; this one is {who.scope.label}"
+            )
+        request.state.principal = who
+        return who
+
+    return principal
+
+
+def check_agent(who: Principal, agent_id: str) -> None:
+    """403 unless the token covers ``agent_id`` (for requests that name the agent)."""
+    if not who.sees_agent(agent_id):
+        raise ApiError(403, FORBIDDEN, f"this token does not cover agent {agent_id!r}")
+
+
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+Controller = Annotated[Principal, Depends(require(Scope.CONTROL))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]

@@ -1,0 +1,182 @@
+"""Every error the API returns is JSON: ``{"error": {"code": ..., "message": ...}}``.
+
+Codes are stable strings a program can branch on; messages are for people. Bad input is a
+4xx, never a 500: a 500 means a defect in vigil and says nothing about the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vigil.workers.api.limits import BodyTooLarge
+from vigil.workers.client import (
+    BadArgument,
+    NotFound,
+    NotRecordedYet,
+    Refused,
+    UnknownAgent,
+    UnknownSchedule,
+    UnknownSession,
+    Unreachable,
+    VigilError,
+)
+
+log = logging.getLogger("vigil.api")
+
+# Stable error codes (clients branch on these; never rename one).
+UNAUTHENTICATED = "unauthenticated"
+INVALID_TOKEN = "invalid_token"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+UNKNOWN_SESSION = "unknown_session"
+UNKNOWN_SCHEDULE = "unknown_schedule"
+UNKNOWN_AGENT = "unknown_agent"
+NOT_RECORDED_YET = "not_recorded_yet"
+CONFLICT = "conflict"
+REFUSED = "refused"
+MALFORMED = "malformed_request"
+INVALID = "invalid_request"
+TOO_LARGE = "payload_too_large"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+UNAVAILABLE = "unavailable"
+INTERNAL = "internal_error"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    """A stable code, e.g. ``unknown_session``."""
+    message: str
+    """What went wrong, for a person."""
+    details: list[dict[str, Any]] | None = None
+    """For ``invalid_request``: where each problem is and what it is."""
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """Raised by routes for a response with a status and a stable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _vigil_status(exc: VigilError) -> tuple[int, str]:
+    # Most specific first: NotRecordedYet is an UnknownSession is a NotFound.
+    table: list[tuple[type[VigilError], int, str]] = [
+        (NotRecordedYet, 404, NOT_RECORDED_YET),
+        (UnknownSession, 404, UNKNOWN_SESSION),
+        (UnknownSchedule, 404, UNKNOWN_SCHEDULE),
+        (UnknownAgent, 404, UNKNOWN_AGENT),
+        (NotFound, 404, NOT_FOUND),
+        (Refused, 409, REFUSED),
+        (BadArgument, 422, INVALID),
+        (Unreachable, 503, UNAVAILABLE),
+    ]
+    for kind, status, code in table:
+        if isinstance(exc, kind):
+            return status, code
+    return 400, INVALID
+
+
+def _details(errors: Any) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        out.append(
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+        )
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the one error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, headers=headers)
+
+    @app.exception_handler(VigilError)
+    async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
+        status, code = _vigil_status(exc)
+        return error_response(status, code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, MALFORMED, "the body is not valid JSON (UTF-8)")
+        details = _details(errors)
+        first = details[0] if details else {"loc": [], "msg": "invalid"}
+        where = ".".join(p for p in first["loc"] if p != "body") or "request"
+        return error_response(422, INVALID, f"{where}: {first['msg']}", details=details)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_: Request, exc: ValidationError) -> JSONResponse:
+        details = _details(exc.errors())
+        first = details[0] if details else {"loc": [], "msg": "invalid"}
+        where = ".".join(first["loc"]) or "request"
+        return error_response(422, INVALID, f"{where}: {first['msg']}", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: TOO_LARGE}.get(
+            exc.status_code, MALFORMED if exc.status_code < 500 else INTERNAL
+        )
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
+        limit = request.app.state.settings.api_max_body_bytes
+        return error_response(413, TOO_LARGE, f"the request body is over {limit} bytes")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return error_response(500, INTERNAL, "internal error (logged by the API)")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Malformed request",
+        401: "Missing, unknown, expired or revoked token",
+        403: "The token's scope or agents do not cover this",
+        404: "Not found",
+        409: "Refused in the current state",
+        413: "Body too large",
+        422: "Invalid request",
+        503: "A server vigil needs is unreachable",
+    }.items()
+}
+"""Declared on every route so the OpenAPI document names the error shape."""

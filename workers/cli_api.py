@@ -1,0 +1,155 @@
+"""`vigil api` (the HTTP API server) and `vigil token create | list | revoke`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.workers.cli_agents import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    JsonOpt,
+    StateOpt,
+    emit,
+    err,
+    fail,
+    out,
+    run_db,
+    settings_for,
+)
+from vigil.workers.settings import Settings
+from vigil.workers.tokens import Scope, TokenService
+
+token_app = typer.Typer(
+    help="Personal access tokens for the HTTP API (stored hashed).", no_args_is_help=True
+)
+
+
+def api_command(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen address (VIGIL_API_HOST; loopback).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (VIGIL_API_PORT).")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Serve the HTTP API (docs at /v1/docs, OpenAPI at /v1/openapi.json)."""
+    import uvicorn
+
+    from vigil.workers.api.app import create_app
+    from vigil.workers.logs import configure
+
+    settings = settings_for(state_dir)
+    updates: dict[str, object] = {}
+    if host is not None:
+        updates["api_host"] = host
+    if port is not None:
+        updates["api_port"] = port
+    settings = settings.model_copy(update=updates)
+    configure(settings.log_format, settings.log_level)
+    err.print(f"vigil API on http://{settings.api_host}:{settings.api_port}/v1 (docs: /v1/docs)")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def _token_dict(info: object) -> dict[str, object]:
+    return {k: v for k, v in asdict(info).items()}  # type: ignore[call-overload]
+
+
+@token_app.command("create")
+def create(
+    owner: Annotated[str, typer.Option("--owner", help="Who acts with it (recorded as actor).")],
+    scope: Annotated[str, typer.Option("--scope", help="read, control or admin.")] = "read",
+    agents: Annotated[
+        str | None, typer.Option("--agents", help="Comma-separated agents it covers (all).")
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="A label for listings.")] = "",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token; the whole token is printed once and never stored."""
+    try:
+        parsed = Scope.parse(scope)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    agent_list = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        try:
+            new = await TokenService(db).create(owner, scope=parsed, name=name, agents=agent_list)
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+
+        def human() -> None:
+            out.print(Text(new.token))
+            err.print(
+                f"token {new.info.id} ({new.info.scope}) for {new.info.owner}: "
+                "shown once, keep it now"
+            )
+
+        emit({**_token_dict(new.info), "token": new.token}, as_json, human)
+
+    run_db(go, state_dir)
+
+
+@token_app.command("list")
+def list_(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tokens (never their secrets)."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        rows = await TokenService(db).list(include_revoked=all_)
+
+        def human() -> None:
+            if not rows:
+                out.print("no tokens (create one: vigil token create --owner NAME --scope read)")
+                return
+            table = Table("id", "owner", "scope", "agents", "name", "created", "state")
+            for r in rows:
+                table.add_row(
+                    Text(r.id),
+                    Text(r.owner),
+                    Text(r.scope),
+                    Text(",".join(r.agents) if r.agents else "all"),
+                    Text(r.name),
+                    Text(r.created_at.strftime("%Y-%m-%d %H:%M")),
+                    Text("revoked" if r.revoked_at else "live"),
+                )
+            out.print(table)
+
+        emit([_token_dict(r) for r in rows], as_json, human)
+
+    run_db(go, state_dir)
+
+
+@token_app.command("revoke")
+def revoke(token_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a token at once (its next request is refused)."""
+
+    async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        try:
+            changed = await TokenService(db).revoke(token_id)
+        except LookupError as exc:
+            fail(str(exc), EXIT_NOT_FOUND)
+        emit(
+            {"id": token_id, "revoked": True, "was_live": changed},
+            as_json,
+            lambda: out.print(
+                Text(f"token {token_id} revoked" + ("" if changed else " (it already was)"))
+            ),
+        )
+
+    run_db(go, state_dir)
