@@ -17,11 +17,30 @@ uv run mypy || exit 1
 echo "· starting the test stack (builds the Go binaries on a cold machine)"
 uv run python -m tests.support.teststack || exit 3
 
-echo "· running the tests"
-uv run pytest -p no:cacheprovider "$@"
-rc=$?
-if [ "$rc" -eq 5 ]; then
-    echo "error: pytest collected no tests" >&2
-    exit 1
+# Exit code 5 (nothing collected) is a failure, never a silent pass.
+run_pytest() {
+    uv run pytest -p no:cacheprovider "$@"
+    local rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "error: pytest collected no tests ($*)" >&2
+        return 1
+    fi
+    return "$rc"
+}
+
+if [ "$#" -gt 0 ]; then
+    echo "· running the tests: $*"
+    run_pytest "$@"
+    exit $?
 fi
-exit "$rc"
+
+# Independent modules run in parallel (each xdist worker has its own database; task
+# queues are per test), then the few that stop a part of the shared stack run alone.
+WORKERS="${VIGIL_TEST_WORKERS:-2}"
+echo "· running the tests: $WORKERS in parallel, then the disruptive ones alone"
+run_pytest -n "$WORKERS" --dist loadfile -m "not disruptive"
+rc_parallel=$?
+run_pytest -m disruptive
+rc_alone=$?
+if [ "$rc_parallel" -ne 0 ]; then exit "$rc_parallel"; fi
+exit "$rc_alone"

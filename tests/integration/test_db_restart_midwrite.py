@@ -26,7 +26,8 @@ from vigil.activities.record.retry import is_transient_db_error, with_db_retry
 from vigil.activities.record.store import NewMessage, append_messages, create_session
 from vigil.workers.stack import Stack
 
-pytestmark = pytest.mark.integration
+# Stops a part of the shared test stack: runs alone, after the parallel phase.
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 TOTAL = 600
 BATCH = 5

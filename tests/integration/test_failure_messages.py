@@ -36,7 +36,8 @@ from vigil.schema.payloads import SessionResult, SessionStatus
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 
-pytestmark = pytest.mark.integration
+# Stops a part of the shared test stack: runs alone, after the parallel phase.
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 SHORT = 300
 """Longest acceptable failure message: a sentence, not a traceback."""

@@ -26,7 +26,8 @@ from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 from vigil.workers.wiring import make_s3_client
 
-pytestmark = pytest.mark.integration
+# Stops a part of the shared test stack: runs alone, after the parallel phase.
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB

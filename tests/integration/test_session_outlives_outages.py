@@ -39,7 +39,8 @@ from vigil.schema.payloads import SessionResult, SessionStatus, ToolPolicy
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 
-pytestmark = pytest.mark.integration
+# Stops a part of the shared test stack: runs alone, after the parallel phase.
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 BUDGET = 2
 OUTLAST = BUDGET + 2

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,16 @@ PORTS = {
     "postgres_port": 25433,
     "codec_port": 28234,
 }
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A folder outside pytest's base temp: PostgreSQL runs as another user and needs every
+    parent traversable, and a parallel pytest process resets the base temp to mode 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="vigil-stack-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
