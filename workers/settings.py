@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     """Where the API listens; loopback unless an operator opens it on purpose."""
     api_port: int = 8240
+    api_in_stack: bool = True
+    """`vigil stack up` also starts the API (and `down` stops it)."""
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.conftest import ROOT
@@ -29,6 +30,7 @@ PORTS = {
     "temporal_ui_port": 28233,
     "postgres_port": 25433,
     "codec_port": 28234,
+    "api_port": 28240,
 }
 
 
@@ -74,7 +76,11 @@ def test_down_then_up_keeps_temporal_and_postgres_data(own_stack: Stack) -> None
         await conn.close()
 
     asyncio.run(write())
-    pids = [own_stack.temporal.pid(), own_stack.postgres.pid()]
+    # The stack's API is up on its port and answers over the migrated record.
+    ready = httpx.get(f"{own_stack.api.url}/v1/ready", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert {p.name for p in own_stack.status() if p.running} >= {"temporal", "postgres", "api"}
+    pids = [own_stack.temporal.pid(), own_stack.postgres.pid(), own_stack.api.pid()]
     own_stack.down()
     assert not any(pid is not None and pid_alive(pid) for pid in pids)
     own_stack.up()

@@ -32,6 +32,7 @@ TEST_PORTS = {
     "minio_port": 19000 + _OFFSET,
     "minio_console_port": 19001 + _OFFSET,
     "codec_port": 18234 + _OFFSET,
+    "api_port": 18240 + _OFFSET,
 }
 
 

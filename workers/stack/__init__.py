@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from vigil.workers.settings import STACK_FILE, Settings, StackInfo
+from vigil.workers.stack.api import ApiDaemon
 from vigil.workers.stack.codec import CodecServer
 from vigil.workers.stack.postgres import EmbeddedPostgres
 from vigil.workers.stack.procs import StackError, port_answers
@@ -50,6 +51,7 @@ class Stack:
         self.postgres = EmbeddedPostgres(state, settings.postgres_port)
         self.minio = EmbeddedMinio(state, cache, settings.minio_port, settings.minio_console_port)
         self.codec = CodecServer(settings)
+        self.api = ApiDaemon(settings)
 
     @property
     def embedded_temporal(self) -> bool:
@@ -83,6 +85,10 @@ class Stack:
             self.minio.wait(self.say)
         self._publish()
         asyncio.run(self._prepare())
+        if self.settings.api_in_stack:
+            # After the migrations: the API serves the record from its first request.
+            self.api.start(self.say)
+            self.api.wait(self.say)
 
     def _publish(self) -> None:
         info = StackInfo(
@@ -130,6 +136,7 @@ class Stack:
 
     def down(self) -> None:
         # Stop everything we may have started, whatever the settings say today.
+        self.api.stop()
         self.temporal.stop()
         self.codec.stop()
         self.minio.stop()
@@ -163,6 +170,15 @@ class Stack:
                     "external",
                     port_answers(int(port), host),
                     endpoints.temporal_address,
+                )
+            )
+        if self.settings.api_in_stack:
+            parts.append(
+                PartStatus(
+                    "api",
+                    "embedded",
+                    self.api.running() and self.api.ready(),
+                    f"{self.api.url}/v1 (docs {self.api.url}/v1/docs)",
                 )
             )
         if self.embedded_postgres:

@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-
 from vigil.workers.settings import Settings
-from vigil.workers.stack.procs import (
-    StackError,
-    last_log_line,
-    pid_alive,
-    port_answers,
-    port_is_free,
-    read_pid,
-    spawn,
-    terminate,
-    wait_until,
-)
+from vigil.workers.stack.daemon import VigilDaemon
 
 
-class CodecServer:
+class CodecServer(VigilDaemon):
     """``vigil codec-server`` on loopback, with the key and token of the state folder."""
 
     name = "codec server"
+    command = ("codec-server",)
+    port_setting = "VIGIL_CODEC_PORT"
 
     def __init__(self, settings: Settings) -> None:
-        state = settings.resolved_state_dir
+        state, host, port = settings.resolved_state_dir, settings.codec_host, settings.codec_port
+        super().__init__(state, host, port, "codec")
         self.settings = settings
-        self.state_dir = state
-        self.pid_file = state / "run" / "codec.pid"
-        self.log = state / "logs" / "codec.log"
-        self.host = settings.codec_host
-        self.port = settings.codec_port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def prepare(self) -> str:
         """Generate the payload key (unless keys are configured) and the access token the
@@ -53,44 +34,7 @@ class CodecServer:
         header, so the token travels in the path."""
         return f"{self.url}/t/{token}"
 
-    def pid(self) -> int | None:
-        return read_pid(self.pid_file)
-
-    def running(self) -> bool:
-        pid = self.pid()
-        return pid is not None and pid_alive(pid)
-
-    def ready(self) -> bool:
-        return port_answers(self.port, self.host)
-
-    def start(self, say: Callable[[str], None]) -> None:
-        if self.running():
-            return
-        if not port_is_free(self.port, self.host):
-            raise StackError(
-                f"port {self.port} (codec server) is taken by another process: stop it, "
-                "or set VIGIL_CODEC_PORT to a free port."
-            )
-        say(f"starting the codec server on {self.url} ...")
-        spawn(
-            [
-                sys.executable,
-                "-m",
-                "vigil.workers.cli",
-                "codec-server",
-                "--state-dir",
-                str(self.state_dir),
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-            ],
-            log_path=self.log,
-            pid_path=self.pid_file,
-            env=self._env(),
-        )
-
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """The settings the daemon needs that may have come from arguments, not the
         environment: the UI's origin for CORS, and keys or token given explicitly."""
         from vigil.workers.codec_server import ui_origins
@@ -104,19 +48,3 @@ class CodecServer:
         if s.codec_token is not None:
             env["VIGIL_CODEC_TOKEN"] = s.codec_token.get_secret_value()
         return env
-
-    def wait(self, say: Callable[[str], None], timeout: float = 30) -> None:
-        wait_until(
-            f"{self.name} on {self.url}",
-            self.ready,
-            timeout=timeout,
-            alive=self.running,
-            on_dead=lambda: f"Last log line: {last_log_line(self.log)} (log: {self.log})",
-            say=say,
-        )
-
-    def stop(self) -> None:
-        pid = self.pid()
-        if pid is not None and pid_alive(pid):
-            terminate(pid)
-        self.pid_file.unlink(missing_ok=True)
