@@ -388,6 +388,8 @@ class RunToolInput(Payload):
     agent_version: int | None = None
     approved_digest: str | None = None
     """A human approved exactly this call: anything else is refused, never run."""
+    edited_by: str | None = None
+    """Who edited ``edited_arguments`` (shown with the result in every view)."""
 
 
 class ToolControl(Payload):
