@@ -205,6 +205,9 @@ class Ack(Payload):
     accepted: bool
     status: SessionStatus
     message: str = ""
+    paused: bool | None = None
+    """Whether the session is paused after the action (a pause that lands while it waits
+    for a human or a timer takes effect once that wait ends: ``status`` stays the wait's)."""
 
 
 class PendingApproval(Payload):

@@ -996,8 +996,7 @@ class AgentSession(HandOverWhileWaiting):
     def approve_update(self, raw: RawValue) -> Ack:
         arg = self._valid(raw, ApproveInput)
         self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
-        edited = " with edited arguments" if arg.edited_arguments is not None else ""
-        return self._ack("approve", f"approved {arg.approval_id}{edited} by {arg.by}")
+        return self._ack("approve", f"approved {arg.approval_id}")
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue) -> None:
@@ -1007,7 +1006,7 @@ class AgentSession(HandOverWhileWaiting):
     def reject_update(self, raw: RawValue) -> Ack:
         arg = self._valid(raw, RejectInput)
         self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
-        return self._ack("reject", f"rejected {arg.approval_id} by {arg.by}")
+        return self._ack("reject", f"rejected {arg.approval_id}")
 
     @reject_update.validator
     def _validate_reject(self, raw: RawValue) -> None:
@@ -1015,9 +1014,8 @@ class AgentSession(HandOverWhileWaiting):
 
     @workflow.update(name=names.UPD_PAUSE)
     def pause_update(self, raw: RawValue) -> Ack:
-        arg = self._valid(raw, PauseInput)
-        self._pause(arg)
-        return self._ack("pause", f"paused by {arg.by}")
+        self._pause(self._valid(raw, PauseInput))
+        return self._ack("pause", "paused")
 
     @pause_update.validator
     def _validate_pause(self, raw: RawValue) -> None:
@@ -1026,9 +1024,8 @@ class AgentSession(HandOverWhileWaiting):
 
     @workflow.update(name=names.UPD_RESUME)
     def resume_update(self, raw: RawValue) -> Ack:
-        arg = self._valid(raw, ResumeInput)
-        self._resume(arg)
-        return self._ack("resume", f"resumed by {arg.by}")
+        self._resume(self._valid(raw, ResumeInput))
+        return self._ack("resume", "resumed")
 
     @resume_update.validator
     def _validate_resume(self, raw: RawValue) -> None:
@@ -1038,9 +1035,8 @@ class AgentSession(HandOverWhileWaiting):
 
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue) -> Ack:
-        arg = self._valid(raw, MessageInput)
-        self._message(arg)
-        return self._ack("message", f"message from {arg.by} queued for the next step")
+        self._message(self._valid(raw, MessageInput))
+        return self._ack("message", "message queued for the next step")
 
     @message_update.validator
     def _validate_message(self, raw: RawValue) -> None:
@@ -1049,9 +1045,8 @@ class AgentSession(HandOverWhileWaiting):
 
     @workflow.update(name=names.UPD_REDIRECT)
     def redirect_update(self, raw: RawValue) -> Ack:
-        arg = self._valid(raw, RedirectInput)
-        self._redirect(arg)
-        return self._ack("redirect", f"goal changed by {arg.by}")
+        self._redirect(self._valid(raw, RedirectInput))
+        return self._ack("redirect", "goal changed")
 
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue) -> None:
@@ -1062,9 +1057,8 @@ class AgentSession(HandOverWhileWaiting):
 
     @workflow.update(name=names.UPD_WAKE)
     def wake_update(self, raw: RawValue) -> Ack:
-        arg = self._valid(raw, WakeInput)
-        self._wake(arg)
-        return self._ack("wake", f"woken by {arg.by}")
+        self._wake(self._valid(raw, WakeInput))
+        return self._ack("wake", "woken")
 
     @wake_update.validator
     def _validate_wake(self, raw: RawValue) -> None:
@@ -1103,9 +1097,7 @@ class AgentSession(HandOverWhileWaiting):
     def _ack(self, action: str, message: str) -> Ack:
         """The status after the action (the loop applies it right after this handler)."""
         after = summaries.status_after(action, self._status)
-        if action == "pause" and after != SessionStatus.PAUSED:
-            message += f"; the session pauses once it is no longer {after.value}"
-        return Ack(accepted=True, status=after, message=message)
+        return Ack(accepted=True, status=after, message=message, paused=self._c.paused)
 
     def _ended_error(self) -> str | None:
         if self._status in FINAL_STATUSES:
