@@ -618,6 +618,8 @@ class _VigilClientCore:
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = f"timer {secs}"
+                if ev.user_metadata.HasField("summary"):
+                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
             lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
         return lines
 
