@@ -80,6 +80,8 @@ async def test_edited_arguments_are_what_every_view_shows(
         tool_lines = [ln.detail for ln in lines if ln.detail.startswith(names.ACT_RUN_TOOL)]
         assert any("/edited" in d and "edited by alice" in d for d in tool_lines), tool_lines
         assert not any("/original" in d for d in tool_lines), tool_lines
+        # Who sent the update, on its history line.
+        assert f"{names.UPD_APPROVE} by alice" in [ln.detail for ln in lines]
         # `vigil export`, both formats.
         md = "".join([chunk async for chunk in vigil.export(handle.id, "md")])
         assert "edited by alice" in md and "/edited" in md
