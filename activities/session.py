@@ -63,6 +63,7 @@ from vigil.schema.payloads import (
     preview,
 )
 from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.schema.transcript import edited_note
 
 log = logging.getLogger("vigil.activities")
 
@@ -557,12 +558,17 @@ class SessionActivities:
                 )
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
         text, sha = await self._claim_check(arg, name, text)
+        edited = arg.edited_arguments is not None
+        if edited:
+            # Every view of the transcript (and the model) learns what really ran.
+            text = f"{edited_note(arg.edited_arguments, arg.edited_by)}\n{text}"
         payload = {
             "tool": name,
             "call_id": call_id,
             "ok": ok,
             "arguments": args,
-            "edited": arg.edited_arguments is not None,
+            "edited": edited,
+            **(_edit_fields(call["arguments"], arg.edited_by) if edited else {}),
             "rejected": rejected,
             "output_preview": preview(text, 2000),
             "artifact_sha256": sha,
@@ -703,6 +709,13 @@ def _wire(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def _edit_fields(original: Any, by: str | None) -> dict[str, Any]:
+    """What the tool_call event adds for a call a human edited: the model's arguments
+    (parsed when they are JSON) and the editor."""
+    parsed, _error = tools.parse_arguments(str(original))
+    return {"original_arguments": parsed if parsed is not None else original, "edited_by": by}
 
 
 def _printable(name: str) -> str:

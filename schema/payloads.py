@@ -205,6 +205,9 @@ class Ack(Payload):
     accepted: bool
     status: SessionStatus
     message: str = ""
+    paused: bool | None = None
+    """Whether the session is paused after the action (a pause that lands while it waits
+    for a human or a timer takes effect once that wait ends: ``status`` stays the wait's)."""
 
 
 class PendingApproval(Payload):
@@ -388,6 +391,8 @@ class RunToolInput(Payload):
     agent_version: int | None = None
     approved_digest: str | None = None
     """A human approved exactly this call: anything else is refused, never run."""
+    edited_by: str | None = None
+    """Who edited ``edited_arguments`` (shown with the result in every view)."""
 
 
 class ToolControl(Payload):

@@ -578,7 +578,8 @@ def _ack_out(ack: Any, as_json: bool, what: str) -> None:
     elif ack is None:
         out.print(f"{what}: signal sent")
     else:
-        out.print(f"{what}: {ack.message} (status {ack.status.value})")
+        held = ", paused" if ack.paused and ack.status.value != "paused" else ""
+        out.print(f"{what}: {ack.message} (status {ack.status.value}{held})")
 
 
 @app.command()

@@ -611,15 +611,30 @@ class _VigilClientCore:
                 name = scheduled.get(attrs_f.scheduled_event_id, "")
                 detail = f"{name}: {attrs_f.failure.message[:120]}"
             elif ev.HasField("workflow_execution_signaled_event_attributes"):
-                detail = ev.workflow_execution_signaled_event_attributes.signal_name
+                signaled = ev.workflow_execution_signaled_event_attributes
+                detail = signaled.signal_name + await self._sender(signaled.input.payloads)
             elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
                 accepted = ev.workflow_execution_update_accepted_event_attributes
-                detail = accepted.accepted_request.input.name
+                request = accepted.accepted_request.input
+                detail = request.name + await self._sender(request.args.payloads)
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = f"timer {secs}"
+                if ev.user_metadata.HasField("summary"):
+                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
             lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
         return lines
+
+    async def _sender(self, payloads: Any) -> str:
+        """`` by NAME`` for a control signal's or update's input (empty when unreadable)."""
+        if len(payloads) != 1:
+            return ""
+        try:
+            value = (await self.temporal.data_converter.decode(list(payloads), [dict]))[0]
+        except Exception:  # a key we lack, not JSON: the event still has a line
+            return ""
+        by = value.get("by") if isinstance(value, dict) else None
+        return f" by {by}" if isinstance(by, str) and by else ""
 
     async def _summary_text(self, payload: Any) -> str:
         """An activity summary as text (a payload: maybe encrypted, JSON-encoded)."""

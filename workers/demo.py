@@ -56,11 +56,12 @@ class DemoFailed(RuntimeError):
 
 def demo_script() -> list[dict[str, Any]]:
     """What the scripted model says: measure, count, ask to write a report, finish. It
-    claims nothing the tools have not returned (it cannot read them)."""
+    quotes what the tools returned (``{last_result}``), and when a call fails (a refused
+    approval too) it says so and stops instead (activities/models/scripted.py)."""
     report = (
         "# Ops check\n\n"
         "- disk_usage measured the files under examples/ (its numbers are in the record).\n"
-        "- ops.log_levels counted the levels of the morning log.\n"
+        "- ops.log_levels counted the levels of the morning log: {last_result}\n"
     )
     return [
         {
@@ -74,7 +75,7 @@ def demo_script() -> list[dict[str, Any]]:
             "tool": "finish",
             "args": {
                 "summary": "Measured examples/ (disk_usage), counted the morning log's levels "
-                f"(ops.log_levels) and asked to write {REPORT}, which needs a human's approval."
+                f"(ops.log_levels) and wrote {REPORT} once a human approved it: {{last_result}}"
             },
         },
     ]
@@ -171,6 +172,11 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
             status = result.status if result else SessionStatus(await client.status(sid))
             console.print(f"\n[bold]status[/] {status.value}")
+            if result is not None:
+                # The model's own last words: true to the tools, failures included.
+                console.print(
+                    f"[bold]summary[/] {escape(result.summary)}", highlight=False, soft_wrap=True
+                )
             if started.ui_url:
                 console.print(f"[bold]Temporal UI[/] {started.ui_url}")
             return 0 if status == SessionStatus.COMPLETED else 1

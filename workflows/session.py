@@ -56,7 +56,7 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import retries, tool_routing
+from vigil.workflows import retries, summaries, tool_routing
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
@@ -116,6 +116,8 @@ class AgentSession(HandOverWhileWaiting):
         """Approvals bound to the call's digest, edited arguments checked (new sessions)."""
         self._tool_queues: tool_routing.QueueProbe | None = None
         """Tool workers' queues probed, unserved calls answered as tool errors (new sessions)."""
+        self._editors: dict[int, str | None] = {}
+        """Who edited the arguments of the step's approved calls, by call index."""
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -324,6 +326,7 @@ class AgentSession(HandOverWhileWaiting):
         rejected: str | None,
         approved: str | None = None,
     ) -> None:
+        editor = self._editors.pop(call.index, None) if edited is not None else None
         route = tool_routing.tool_route(self._runtime if rejected is None else None, call.name)
         if rejected is None and route.task_queue is not None and self._tool_queues is not None:
             rejected = await self._tool_queues.unreachable(call.name, route.task_queue)
@@ -340,8 +343,9 @@ class AgentSession(HandOverWhileWaiting):
             rejected_reason=rejected,
             agent_version=self._runtime.version if self._runtime is not None else None,
             approved_digest=approved,
+            edited_by=editor,
         )
-        summary = f"step {step}: {call.name} {call.arguments_preview[:80]}"
+        summary = summaries.tool_call(step, call, edited, editor)
         try:
             result = await self._run_tool_activity(route, arg, summary)
         except ActivityError as exc:
@@ -429,6 +433,7 @@ class AgentSession(HandOverWhileWaiting):
             lambda: approval.decision is not None,
             until=expires,
             hand_over=lambda: self._carry_wait("approval", approval=approval.pending),
+            summary=summaries.approval_timer(approval.pending),
         )
         if not decided:
             # Nobody decided in time: the policy does, and its decision is recorded like a
@@ -462,13 +467,17 @@ class AgentSession(HandOverWhileWaiting):
         if self._deadline_passed():
             self._check_budgets()
         if approval.decision == "approve":
+            if approval.edited is not None:
+                self._editors[call.index] = approval.by
             return approval.edited, None
         return None, f"rejected by {approval.by}: {approval.note or 'no reason given'}"
 
     async def _hold_while_paused(self) -> None:
         self._set_status(SessionStatus.PAUSED)
         await self._flush()
-        await self._wait(lambda: not self._c.paused)
+        await self._wait(
+            lambda: not self._c.paused, summary=summaries.paused_timer(self._c.paused_by)
+        )
         self._set_status(SessionStatus.RUNNING)
 
     async def _sleep(self, wake_at: datetime) -> str:
@@ -480,6 +489,7 @@ class AgentSession(HandOverWhileWaiting):
             lambda: self._wake_by is not None,
             until=wake_at,
             hand_over=lambda: self._carry_wait("sleep", wake_at=wake_at),
+            summary=summaries.sleep_timer(wake_at),
         )
         self._waiting_for = None
         self._set_status(SessionStatus.RUNNING)
@@ -501,6 +511,7 @@ class AgentSession(HandOverWhileWaiting):
             lambda: bool(self._inbox.items),
             until=expires,
             hand_over=lambda: self._carry_wait("ask_human", question=question, expires_at=expires),
+            summary=summaries.ask_timer(question, expires),
         )
         self._waiting_for = None
         self._set_status(SessionStatus.RUNNING)
@@ -521,6 +532,7 @@ class AgentSession(HandOverWhileWaiting):
         done: Callable[[], bool],
         until: datetime | None = None,
         hand_over: Callable[[], CarriedWait] | None = None,
+        summary: str | None = None,
     ) -> bool:
         """wait_condition bounded by ``until`` and the session deadline; False on timeout.
 
@@ -541,6 +553,7 @@ class AgentSession(HandOverWhileWaiting):
                 await workflow.wait_condition(
                     lambda: done() or self._has_unrecorded() or self._history_heavy(),
                     timeout=timeout,
+                    timeout_summary=summaries.bounded_by(summary, until, self._c.deadline),
                 )
             except TimeoutError:
                 return bool(done())
@@ -745,7 +758,7 @@ class AgentSession(HandOverWhileWaiting):
                     session=update,
                 ),
                 RecordOutput,
-                summary=f"record {len(messages)} messages, {len(events)} events",
+                summary=summaries.record(messages, events),
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
             )
@@ -786,9 +799,17 @@ class AgentSession(HandOverWhileWaiting):
             updates.append(names.SA_GOAL.value_set(goal))
             self._published_goal = goal
         workflow.upsert_search_attributes(updates)
-        workflow.set_current_details(
+        details = (
             f"**{self._status.value}** at step {self._c.step} — goal: {preview(self._c.goal, 300)}"
         )
+        if self._c.last_message:
+            details += f"\n\nlast reply: {preview(self._c.last_message, 300)}"
+        for approval in self._approvals.values():
+            if approval.decision is None:
+                details += summaries.approval_details(
+                    self._sid, workflow.info().namespace, approval.pending
+                )
+        workflow.set_current_details(details)
 
     def _allowed_tools(self) -> list[str]:
         return agent_policy.tool_names(self._runtime, self._arg.policy)
@@ -975,7 +996,7 @@ class AgentSession(HandOverWhileWaiting):
     def approve_update(self, raw: RawValue) -> Ack:
         arg = self._valid(raw, ApproveInput)
         self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
-        return self._ack(f"approved {arg.approval_id}")
+        return self._ack("approve", f"approved {arg.approval_id}")
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue) -> None:
@@ -985,7 +1006,7 @@ class AgentSession(HandOverWhileWaiting):
     def reject_update(self, raw: RawValue) -> Ack:
         arg = self._valid(raw, RejectInput)
         self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
-        return self._ack(f"rejected {arg.approval_id}")
+        return self._ack("reject", f"rejected {arg.approval_id}")
 
     @reject_update.validator
     def _validate_reject(self, raw: RawValue) -> None:
@@ -994,7 +1015,7 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.update(name=names.UPD_PAUSE)
     def pause_update(self, raw: RawValue) -> Ack:
         self._pause(self._valid(raw, PauseInput))
-        return self._ack("paused")
+        return self._ack("pause", "paused")
 
     @pause_update.validator
     def _validate_pause(self, raw: RawValue) -> None:
@@ -1004,7 +1025,7 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.update(name=names.UPD_RESUME)
     def resume_update(self, raw: RawValue) -> Ack:
         self._resume(self._valid(raw, ResumeInput))
-        return self._ack("resumed")
+        return self._ack("resume", "resumed")
 
     @resume_update.validator
     def _validate_resume(self, raw: RawValue) -> None:
@@ -1015,7 +1036,7 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue) -> Ack:
         self._message(self._valid(raw, MessageInput))
-        return self._ack("message queued for the next step")
+        return self._ack("message", "message queued for the next step")
 
     @message_update.validator
     def _validate_message(self, raw: RawValue) -> None:
@@ -1025,7 +1046,7 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.update(name=names.UPD_REDIRECT)
     def redirect_update(self, raw: RawValue) -> Ack:
         self._redirect(self._valid(raw, RedirectInput))
-        return self._ack("goal changed")
+        return self._ack("redirect", "goal changed")
 
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue) -> None:
@@ -1037,7 +1058,7 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.update(name=names.UPD_WAKE)
     def wake_update(self, raw: RawValue) -> Ack:
         self._wake(self._valid(raw, WakeInput))
-        return self._ack("woken")
+        return self._ack("wake", "woken")
 
     @wake_update.validator
     def _validate_wake(self, raw: RawValue) -> None:
@@ -1073,8 +1094,10 @@ class AgentSession(HandOverWhileWaiting):
         if error:
             raise ApplicationError(error, type=names.ERR_INVALID_INPUT, non_retryable=True)
 
-    def _ack(self, message: str) -> Ack:
-        return Ack(accepted=True, status=self._status, message=message)
+    def _ack(self, action: str, message: str) -> Ack:
+        """The status after the action (the loop applies it right after this handler)."""
+        after = summaries.status_after(action, self._status)
+        return Ack(accepted=True, status=after, message=message, paused=self._c.paused)
 
     def _ended_error(self) -> str | None:
         if self._status in FINAL_STATUSES:

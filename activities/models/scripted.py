@@ -10,6 +10,12 @@ The turn to play is read off the conversation: its index is the number of assist
 messages already in ``messages``. The same conversation always gets the same reply, so
 an activity retried or replayed answers identically. Past the end of the script the
 model calls ``finish`` with the last assistant text (or "done") as the summary.
+
+The model reads what its tools return. When a result of its last turn is an error
+(``error: ...``), it leaves the script: it replies with text that says which call failed
+and what it returned, names what did work, and claims nothing else; that reply ends the
+session, and the outcome memory holds it. In a ``say`` text or a call's string
+arguments, ``{last_result}`` stands for the first line of the latest tool result.
 """
 
 from __future__ import annotations
@@ -31,24 +37,32 @@ DEMO_SCRIPT: list[dict[str, Any]] = [
             "content": (
                 "# Notes\n\n"
                 "- Goal received and broken into steps.\n"
-                "- Next: fetch https://example.com/ to check what it serves.\n"
+                "- Next: fetch https://example.com/ to check what it serves (the worker "
+                "fetches only hosts VIGIL_HTTP_ALLOW names).\n"
             ),
         },
     },
     {"tool": "http_fetch", "args": {"url": "https://example.com/"}},
     {
         "say": (
-            "I wrote my plan to notes.md and fetched https://example.com/ "
-            "after approval. The page is the IANA example domain."
+            "I wrote my plan to notes.md and fetched https://example.com/; "
+            "the fetch returned: {last_result}"
         )
     },
     {
         "tool": "finish",
-        "args": {"summary": "Wrote notes.md and fetched https://example.com/ with approval."},
+        "args": {
+            "summary": "Wrote notes.md; fetching https://example.com/ returned: {last_result}"
+        },
     },
 ]
-"""The demo: write an artifact, fetch a URL (a tool that waits for human approval),
-say a summary, then finish."""
+"""The demo: write an artifact, fetch a URL (a tool that waits for human approval), say
+what the fetch returned, then finish. A failed call (a refused approval, a host outside
+the allowlist) is told as a failure instead, and ends the session."""
+
+LAST_RESULT = "{last_result}"
+ERROR_PREFIX = "error:"
+"""How a tool's failure reads in its result (see activities/session.py run_tool)."""
 
 
 class ScriptedProvider:
@@ -81,7 +95,13 @@ class ScriptedProvider:
         temperature: float | None = None,
     ) -> ModelReply:
         index = sum(1 for m in messages if m.role == "assistant")
-        turn = self.turns[index] if index < len(self.turns) else _finish_turn(messages)
+        failure = _failure_report(messages)
+        if failure is not None:
+            turn: dict[str, Any] = {"say": failure}
+        elif index < len(self.turns):
+            turn = _with_last_result(self.turns[index], messages)
+        else:
+            turn = _finish_turn(messages)
         if "say" in turn:
             content: str = turn["say"]
             calls: list[ToolCall] = []
@@ -124,6 +144,62 @@ def estimate_tokens(text: str) -> int:
 def _message_tokens(message: ChatMessage) -> int:
     text = " ".join([message.content, *(f"{c.name} {c.arguments}" for c in message.tool_calls)])
     return estimate_tokens(text)
+
+
+def _result_text(message: ChatMessage) -> str:
+    """A tool result without the note that a human edited the call's arguments."""
+    text = message.content
+    if text.startswith("[run with arguments edited by ") and "\n" in text:
+        text = text.split("\n", 1)[1]
+    return text.strip()
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.splitlines()[0] if text else "(nothing)"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _failure_report(messages: list[ChatMessage]) -> str | None:
+    """What the model says when a call of its last turn failed (None: none failed)."""
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=None)
+    if last is None:
+        return None
+    results = [m for m in messages[last + 1 :] if m.role == "tool"]
+    failed = [m for m in results if _result_text(m).startswith(ERROR_PREFIX)]
+    if not failed:
+        return None
+    done = [
+        m.name or "a tool"
+        for m in messages[:last]
+        if m.role == "tool" and not _result_text(m).startswith(ERROR_PREFIX)
+    ]
+    done += [m.name or "a tool" for m in results if m not in failed]
+    told = "; ".join(f"{m.name or 'a tool'} failed: {_first_line(_result_text(m))}" for m in failed)
+    worked = ", ".join(dict.fromkeys(done)) or "nothing"
+    return (
+        f"I could not finish: {told}. What worked before: {worked}. "
+        "I stop here; the goal is not done."
+    )
+
+
+def _with_last_result(turn: dict[str, Any], messages: list[ChatMessage]) -> dict[str, Any]:
+    """``turn`` with ``{last_result}`` replaced by the latest tool result's first line."""
+    if LAST_RESULT not in json.dumps(turn):
+        return turn
+    latest = next((m for m in reversed(messages) if m.role == "tool"), None)
+    told = _first_line(_result_text(latest)) if latest is not None else "(no tool result)"
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(LAST_RESULT, told)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    filled: dict[str, Any] = fill(turn)
+    return filled
 
 
 def _finish_turn(messages: list[ChatMessage]) -> dict[str, Any]:

@@ -62,7 +62,13 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
         ack = cli.vigil.json(
             "approve", sid, "a1-0", "--edit", edit, "--by", "ana", "--note", "use the edited page"
         )
-        assert ack == {"accepted": True, "status": "waiting_approval", "message": "approved a1-0"}
+        # The status after the approval, not the one it ends.
+        assert ack == {
+            "accepted": True,
+            "status": "running",
+            "message": "approved a1-0",
+            "paused": False,
+        }
         wait_approval(cli.database_url, sid, "a2-0")
         assert cli.vigil.json("approve", sid, "a2-0", "--signal", "--by", "bob") == {"sent": True}
 
@@ -73,6 +79,7 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
         assert [m["seq"] for m in messages] == list(range(len(messages)))
         tools = [m for m in messages if m["role"] == "tool"]
         assert "GET /edited" in tools[0]["content"], tools[0]  # the edited arguments ran
+        assert tools[0]["content"].startswith("[run with arguments edited by ana: "), tools[0]
         assert "GET /second" in tools[1]["content"], tools[1]
         assert messages[-1]["content"] == "Session ended: completed. fetched both"
 

@@ -46,3 +46,7 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     assert "write_artifact: stored artifact 'ops-report.md'" in story
     assert "(approved by tester)" in story
     assert "status completed" in out
+    # The model's last words quote the tools' results, not the script's hopes.
+    summary = out.split("\nsummary ", 1)[1]
+    assert "ops-report.md once a human approved it: stored artifact 'ops-report.md'" in summary
+    assert "{last_result}" not in out

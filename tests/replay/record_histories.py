@@ -302,6 +302,37 @@ async def agent_python_mcp_tools(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def transcript_ui(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """What Temporal UI shows: the model's words, a paused approval wait with its timer
+    summary, an approval with edited arguments by one person and a pause and resume by
+    another (named in the record summaries), a sleep with its timer summary, finish."""
+    ctx.stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{ctx.stub.url}/draft"}, content="Fetching first."),
+        Reply.tool_call("wait_until", {"seconds": 1, "reason": "let it settle"}),
+        finish("fetched the final page, slept, done"),
+    )
+    handle = await ctx.start("transcript_ui", _arg("fetch, wait, finish", policy=ToolPolicy()))
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    # Time for the wait's timer to be started (a decision in the same workflow task would
+    # leave no timer in history).
+    await asyncio.sleep(1.0)
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="check it first"))
+    await eventually(handle, lambda s: s.paused)
+    await asyncio.sleep(1.0)
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(
+            approval_id=waiting.pending_approvals[0].approval_id,
+            by="alice",
+            edited_arguments={"url": f"{ctx.stub.url}/final"},
+        ),
+    )
+    await eventually(handle, lambda s: s.status == SessionStatus.PAUSED)
+    await handle.execute_update(names.UPD_RESUME, ResumeInput(by="bob"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -314,6 +345,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "budgeted_retries": budgeted_retries,
     "agent_definition": agent_definition,
     "agent_python_mcp_tools": agent_python_mcp_tools,
+    "transcript_ui": transcript_ui,
 }
 
 

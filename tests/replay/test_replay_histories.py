@@ -36,6 +36,7 @@ EXPECTED = {
     "budgeted_retries",
     "agent_definition",
     "agent_python_mcp_tools",
+    "transcript_ui",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -52,6 +53,7 @@ NEWER = {
     "budgeted_retries",
     "agent_definition",
     "agent_python_mcp_tools",
+    "transcript_ui",
 }
 
 

@@ -143,3 +143,74 @@ async def test_the_script_is_copied_so_later_edits_change_nothing() -> None:
 
     reply = await provider.complete([], [])
     assert json.loads(reply.tool_calls[0].arguments) == {"k": "before"}
+
+
+async def test_a_failed_call_is_told_and_nothing_else_is_claimed() -> None:
+    provider = ScriptedProvider(DEMO_SCRIPT)
+    messages = list(GOAL)
+    first = await provider.complete(messages, [])
+    messages += [
+        as_assistant(first),
+        ChatMessage(
+            "tool", "stored artifact 'notes.md'", tool_call_id="call_0_0", name="write_artifact"
+        ),
+    ]
+    second = await provider.complete(messages, [])
+    assert [c.name for c in second.tool_calls] == ["http_fetch"]
+    messages += [
+        as_assistant(second),
+        ChatMessage(
+            "tool",
+            "error: host 'example.com' is not on the allowlist",
+            tool_call_id="call_1_0",
+            name="http_fetch",
+        ),
+    ]
+
+    third = await provider.complete(messages, [])
+
+    # Text, no call: the session ends with this as its summary (and outcome memory).
+    assert third.tool_calls == [] and third.finish_reason == "stop"
+    assert "http_fetch failed: error: host 'example.com' is not on the allowlist" in third.content
+    assert "What worked before: write_artifact" in third.content
+    assert "fetched" not in third.content and "the goal is not done" in third.content
+
+
+async def test_a_rejected_edited_or_later_error_is_read_past_the_edit_note() -> None:
+    provider = ScriptedProvider([{"tool": "http_fetch", "args": {"url": "u"}}, {"say": "ok"}])
+    first = await provider.complete(list(GOAL), [])
+    edited = '[run with arguments edited by ana: {"url": "v"}]\nerror: HTTP refused'
+    messages = [
+        *GOAL,
+        as_assistant(first),
+        ChatMessage("tool", edited, tool_call_id="call_0_0", name="http_fetch"),
+    ]
+
+    reply = await provider.complete(messages, [])
+
+    assert "http_fetch failed: error: HTTP refused" in reply.content
+    assert "What worked before: nothing" in reply.content
+
+
+async def test_say_and_arguments_quote_the_last_result() -> None:
+    script = [
+        {"tool": "http_fetch", "args": {"url": "u"}},
+        {"say": "it said: {last_result}"},
+        {"tool": "finish", "args": {"summary": "fetched: {last_result}"}},
+    ]
+    provider = ScriptedProvider(script)
+    first = await provider.complete(list(GOAL), [])
+    messages = [
+        *GOAL,
+        as_assistant(first),
+        ChatMessage("tool", "HTTP 200 text/html\nbody", tool_call_id="call_0_0", name="x"),
+    ]
+    said = await provider.complete(messages, [])
+    assert said.content == "it said: HTTP 200 text/html"
+    messages.append(as_assistant(said))
+    finished = await provider.complete(messages, [])
+    assert json.loads(finished.tool_calls[0].arguments) == {
+        "summary": "fetched: HTTP 200 text/html"
+    }
+    # The script itself is untouched: the same turn fills in from another conversation.
+    assert script[1] == {"say": "it said: {last_result}"}
