@@ -29,7 +29,14 @@ from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
 from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
-from vigil.workers.client import BadArgument, NotFound, Refused, UnknownSession, VigilClient
+from vigil.workers.client import (
+    BadArgument,
+    NotFound,
+    Refused,
+    UnknownSession,
+    Unreachable,
+    VigilClient,
+)
 from vigil.workers.models import ConfigError, secret_box
 from vigil.workers.settings import Settings
 
@@ -233,7 +240,7 @@ async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStat
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
-        raise
+        raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
     status = desc.status or WorkflowExecutionStatus.RUNNING
     if status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
         raise Refused(f"session {session_id!r} has ended ({status.name.lower()})")
