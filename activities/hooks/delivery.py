@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.credentials import CredentialError
@@ -189,5 +189,7 @@ class WebhookActivities:
             raise ApplicationError(
                 f"{len(failed)} webhook(s) did not take {arg.event}: " + "; ".join(failed)[:500],
                 type=names.ERR_WEBHOOK_UNDELIVERED,
+                # Expected while a receiver is down: retried, recorded, logged without a trace.
+                category=ApplicationErrorCategory.BENIGN,
             )
         return out
