@@ -36,6 +36,7 @@ EXPECTED = {
     "budgeted_retries",
     "agent_definition",
     "agent_python_mcp_tools",
+    "webhooks",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -52,6 +53,7 @@ NEWER = {
     "budgeted_retries",
     "agent_definition",
     "agent_python_mcp_tools",
+    "webhooks",
 }
 
 
@@ -62,7 +64,8 @@ def _replayer(workflow: type) -> Replayer:
 
 
 def _history(path: Path) -> WorkflowHistory:
-    # The file holds the events only; the workflow id does not affect replay.
+    # The file holds the events only. The workflow id matters only to histories that
+    # start child workflows (their ids derive from it): those are recorded under this id.
     return WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
 
 
