@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -137,3 +138,51 @@ async def test_a_receiver_down_for_a_while_gets_the_events_later_and_every_attem
     assert ended_rows == [(1, "delivered")]
     assert {r["session_id"] for r in rows} == {sid}
     assert await attempts(api, sessionmaker, agent=f"{agent}-other") == []
+
+
+async def test_an_agent_files_webhook_hears_of_the_approval_and_a_dead_one_holds_nothing_up(
+    cli: CLIStack,
+    api: ApiServer,
+    vigil_client: VigilClient,
+    sessionmaker: async_sessionmaker[DbSession],
+    tmp_path: Path,
+) -> None:
+    agent = f"agent-hookfile-{uuid.uuid4().hex[:6]}"
+    credential = f"hook-{uuid.uuid4().hex[:8]}"
+    await CredentialService(cli.settings, sessionmaker).set(credential, "whsec-file")
+    with webhook_receiver() as receiver:
+        (tmp_path / f"{agent}.toml").write_text(
+            f'name = "{agent}"\n'
+            '[[tools]]\nname = "http_fetch"\napproval = "always"\n'
+            f'[[webhooks]]\nurl = "{receiver.url}"\nevents = ["approval_requested"]\n'
+            f'secret = "{credential}"\n'
+        )
+        cli.vigil.json("agent", "apply", str(tmp_path / f"{agent}.toml"))
+        # Nobody listens on port 1: every attempt fails, and the session must not care.
+        dead = cli.vigil.json(
+            "webhook", "add", "--agent", agent, "--url", "http://127.0.0.1:1/hook",
+            "--events", "approval_requested,session_ended", "--secret", credential,
+        )  # fmt: skip
+        plan = cli.plan(
+            Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/page"}), Reply.text("fetched")
+        )
+        sid = (await vigil_client.start_session(agent, plan)).id
+        (got,) = await until(receiver.delivered, within=60, what="approval_requested delivered")
+        data = got.json()["data"]
+        assert got.json()["event"] == "approval_requested" and data["tool"] == "http_fetch"
+        assert signing.check("whsec-file", got.headers["x-vigil-timestamp"],
+                             got.headers["x-vigil-signature"], got.body) is None  # fmt: skip
+        await vigil_client.approve(sid, data["approval_id"], by="alice")
+        result = await vigil_client.result(sid, timeout=60)
+        assert result is not None and result.status.value == "completed"
+        assert len(receiver.requests) == 1  # session_ended is not this webhook's event
+    rows = await attempts(api, sessionmaker, session=sid)
+    mine = [r for r in rows if r["webhook"] != f"w{dead['id']}"]
+    assert [(r["webhook"], r["event"], r["outcome"]) for r in mine] == [
+        ("v1.0", "approval_requested", "delivered")
+    ]
+    dead_rows = [r for r in rows if r["webhook"] == f"w{dead['id']}"]
+    assert dead_rows and all(r["outcome"] == "failed" for r in dead_rows)
+    assert {r["event"] for r in dead_rows} <= {"approval_requested", "session_ended"}
+    assert all("ConnectError" in str(r["error"]) for r in dead_rows)
+    cli.vigil.ok("webhook", "remove", str(dead["id"]))
