@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -195,3 +196,54 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
     assert "customer.id" in missing.json()["error"]["message"]
     again = await deliver(http, name, {"text": "no customer"}, secret, delivery="d-missing")
     assert again.status_code == 422 and again.json() == missing.json()
+
+
+async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    starter, start_secret = create(
+        cli, "--agent", agent, "--key-field", "order", "--goal-template", "Watch order {order} {m}"
+    )
+    waker, wake_secret = create(
+        cli, "--agent", agent, "--action", "wake", "--key-field", "order",
+        "--message-template", "paid: {amount}",
+    )  # fmt: skip
+    plan = cli.plan(
+        Reply.tool_call("wait_until", {"seconds": 3600, "reason": "until paid"}),
+        Reply.text("shipped"),
+    )
+    nobody = await deliver(http, waker, {"order": "A-1", "amount": 3}, wake_secret)
+    assert nobody.status_code == 404, nobody.text
+    started = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
+    assert started.json()["outcome"] == "started", started.text
+    sid = started.json()["session_id"]
+    again = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
+    assert again.json() == {**started.json(), "outcome": "exists", "delivery_id": ANY}
+
+    async def sleeping() -> bool:
+        async with sessionmaker() as db:
+            row = await store.get_session(db, sid)
+        return row is not None and row.status == "sleeping"
+
+    await until(sleeping, within=60, what="the session sleeps")
+    woken = await deliver(http, waker, {"order": "A-1", "amount": 3}, wake_secret)
+    assert woken.status_code == 200, woken.text
+    assert woken.json()["outcome"] == "woken" and woken.json()["session_id"] == sid
+    await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
+    (slept,) = [m for m in await transcript(sessionmaker, sid) if m.name == "wait_until"]
+    assert slept.content.startswith(f"woken early by trigger:{waker}")
+
+
+async def test_a_rotated_secret_replaces_the_old_one_at_once(
+    cli: CLIStack, http: httpx.AsyncClient
+) -> None:
+    name, old = create(cli, "--agent", "agent-rotate", "--goal-template", "Do {x}")
+    rotated = cli.vigil.json("trigger", "rotate-secret", name)
+    assert rotated["secret"] != old
+    refused = await deliver(http, name, {"y": 1}, old)
+    assert refused.status_code == 401
+    missing = await deliver(http, name, {"y": 1}, rotated["secret"])
+    assert missing.status_code == 422, missing.text  # signed right; the body lacks x
+    cli.vigil.ok("trigger", "delete", name)
+    assert (await deliver(http, name, {"x": 1}, rotated["secret"])).status_code == 404
