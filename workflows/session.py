@@ -432,7 +432,6 @@ class AgentSession(HandOverWhileWaiting):
                 approval_id=approval_id,
                 tool=call.name,
                 arguments=call.arguments_preview,
-                step=step,
                 expires_at=expires.isoformat(),
             )
         decided = await self._wait(
