@@ -247,3 +247,13 @@ async def test_a_rotated_secret_replaces_the_old_one_at_once(
     assert missing.status_code == 422, missing.text  # signed right; the body lacks x
     cli.vigil.ok("trigger", "delete", name)
     assert (await deliver(http, name, {"x": 1}, rotated["secret"])).status_code == 404
+
+
+async def test_a_body_over_the_apis_limit_is_413_before_any_signature_check(
+    cli: CLIStack, api: ApiServer, http: httpx.AsyncClient
+) -> None:
+    name, secret = create(cli, "--agent", "agent-big", "--goal-template", "Do {x}")
+    big = {"x": "a" * (api.settings.api_max_body_bytes + 1)}
+    r = await deliver(http, name, big, secret)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
