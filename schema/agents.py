@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vigil.schema.hooks import WebhookEvent
 from vigil.schema.payloads import Budget
 
 Effects = Literal["none", "internal", "external"]
@@ -93,6 +94,18 @@ class MemorySettings(Spec):
     """Namespace its new memories go to; its own agent id when unset."""
 
 
+class WebhookSpec(Spec):
+    """An HTTP endpoint told about a session's events (``[[webhooks]]`` in an agent file).
+
+    Deliveries are POSTed with an HMAC-SHA256 signature made with ``secret``: ``env:VAR``
+    (the worker's environment) or the name of a stored credential (`vigil secret set`).
+    """
+
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$")
+    events: list[WebhookEvent] = Field(min_length=1)
+    secret: str = Field(min_length=1, max_length=300)
+
+
 class AgentSpec(Spec):
     """What a user writes in ``agents/NAME.toml`` (or ``.yaml``)."""
 
@@ -108,6 +121,8 @@ class AgentSpec(Spec):
     approval_timeout_seconds: float = Field(default=24 * 3600, gt=0)
     context: ContextSettings = Field(default_factory=ContextSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    webhooks: list[WebhookSpec] | None = None
+    """Notified when an approval is requested, a human is asked, or a session ends."""
 
 
 # --- what the workflow receives -----------------------------------------------------------
@@ -152,6 +167,9 @@ class AgentRuntime(BaseModel):
     budget: Budget | None = None
     """The definition's default budget (None for an agent without a definition)."""
     approval_timeout_seconds: float | None = None
+    webhook_events: list[str] | None = None
+    """The events some webhook of the agent listens to (None or empty: none); the workflow
+    starts a delivery only for these."""
 
 
 class ResolveAgentInput(BaseModel):
@@ -178,6 +196,9 @@ def canonical_json(value: Any) -> str:
 def content_hash(spec: AgentSpec) -> str:
     """sha256 of the canonical JSON of a validated spec (defaults filled in)."""
     data = spec.model_dump(mode="json")
+    if data.get("webhooks") is None:
+        # Specs written before webhooks existed keep the hash they were applied with.
+        data.pop("webhooks", None)
     return hashlib.sha256(canonical_json(data).encode("ascii")).hexdigest()
 
 

@@ -28,6 +28,7 @@ ACT_RUN_TOOL = "vigil.run_tool"
 ACT_REMEMBER = "vigil.remember"
 ACT_RESOLVE_AGENT = "vigil.resolve_agent"
 ACT_PROBE_TOOL_QUEUE = "vigil.probe_tool_queue"
+ACT_DELIVER_WEBHOOKS = "vigil.deliver_webhooks"
 
 # Error types of tool calls (ApplicationError.type), matched by the workflow's routing.
 ERR_TOOL_NOT_LOADED = "ToolNotLoaded"
@@ -68,6 +69,13 @@ PATCH_AGENT_DEFINITIONS = "vigil-agent-definitions"
 # Probe a tool worker's queue before its first call; a call nobody serves (no poller,
 # ToolNotLoaded, schedule-to-start timeout) becomes the call's tool error, not a failure.
 PATCH_TOOL_WORKERS = "vigil-tool-workers"
+# Tell the agent's webhooks when an approval is requested, a human is asked, or the session
+# ends: a child workflow per event (abandoned on close) delivers it, so a receiver that is
+# down never holds up or ends the session.
+PATCH_WEBHOOKS = "vigil-webhooks"
+WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
+ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
+"""Retryable: some webhook of the event did not take the delivery yet."""
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

@@ -42,6 +42,7 @@ from vigil.schema.payloads import (
 from vigil.workers.agents import start_overrides
 from vigil.workers.cli_agents import agent_app
 from vigil.workers.cli_api import api_command, token_app
+from vigil.workers.cli_hooks import trigger_app, webhook_app
 from vigil.workers.cli_reconcile import reconcile_command
 from vigil.workers.cli_secrets import secret_app
 from vigil.workers.client import OVERLAP, VigilClient, VigilError, refuse_oversized
@@ -74,6 +75,8 @@ app.add_typer(artifact_app, name="artifact")
 app.add_typer(agent_app, name="agent")
 app.add_typer(secret_app, name="secret")
 app.add_typer(token_app, name="token")
+app.add_typer(trigger_app, name="trigger")
+app.add_typer(webhook_app, name="webhook")
 app.command("api")(api_command)
 
 out = Console(highlight=False)

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
+from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
@@ -29,9 +30,10 @@ from vigil.workers.tool_wiring import worker_tools
 from vigil.workers.wiring import make_embedder, make_provider, make_store
 from vigil.workflows.retention import RetentionRun
 from vigil.workflows.session import AgentSession
+from vigil.workflows.webhooks import WebhookNotify
 
 log = get_logger("vigil.worker")
-WORKFLOWS: list[type] = [AgentSession, RetentionRun]
+WORKFLOWS: list[type] = [AgentSession, RetentionRun, WebhookNotify]
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Runtime:
     provider: ModelProvider
     activities: SessionActivities
     agent_activities: AgentActivities
+    webhook_activities: WebhookActivities
     tools: WorkerTools
     tools_only: bool = False
 
@@ -71,6 +74,7 @@ async def runtime(
         memory = None
     models = model_router(settings, model, credentials)
     versions = AgentVersions(sessionmaker)
+    webhooks = WebhookTargets(sessionmaker, versions)
     acts = SessionActivities(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -88,7 +92,8 @@ async def runtime(
             http=http,
             provider=model,
             activities=acts,
-            agent_activities=AgentActivities(versions),
+            agent_activities=AgentActivities(versions, webhooks.events),
+            webhook_activities=WebhookActivities(sessionmaker, webhooks, credentials.resolve, http),
             tools=tools,
             tools_only=settings.tools_only,
         )
@@ -113,6 +118,7 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
         *rt.activities.all(),
         *retention.all(),
         *rt.agent_activities.all(),
+        *rt.webhook_activities.all(),
         *ToolQueueActivities().all(),
     ]
     return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)

@@ -10,6 +10,7 @@ counted every failed attempt.
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -26,3 +27,16 @@ def budgeted(policy: RetryPolicy, attempts: int | None) -> tuple[RetryPolicy, in
     if not workflow.patched(names.PATCH_INFRA_RETRY):
         return dataclasses.replace(policy, maximum_attempts=budget), None
     return dataclasses.replace(policy, maximum_attempts=0), budget
+
+
+# Webhook deliveries: Temporal retries the delivery activity with backoff until every
+# webhook took it (or refused it for good), for up to WEBHOOK_GIVE_UP: a receiver that is
+# down for a while gets it later. Each attempt is bounded and recorded.
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=0,
+)
+WEBHOOK_START_TO_CLOSE = timedelta(seconds=60)
+WEBHOOK_GIVE_UP = timedelta(days=3)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 from vigil.schema import names
 from vigil.schema.agents import AgentRuntime, ResolveAgentInput, call_digest
+from vigil.schema.hooks import WebhookEvent
 from vigil.schema.limits import input_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
@@ -56,7 +57,7 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import retries, summaries, tool_routing
+from vigil.workflows import retries, summaries, tool_routing, webhooks
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
@@ -429,6 +430,14 @@ class AgentSession(HandOverWhileWaiting):
             )
             self._set_status(SessionStatus.WAITING_APPROVAL)
             await self._flush()
+            await self._notify(
+                "approval_requested",
+                f"approval-{approval_id}",
+                approval_id=approval_id,
+                tool=call.name,
+                arguments=call.arguments_preview,
+                expires_at=expires.isoformat(),
+            )
         decided = await self._wait(
             lambda: approval.decision is not None,
             until=expires,
@@ -504,7 +513,10 @@ class AgentSession(HandOverWhileWaiting):
         self._set_status(SessionStatus.WAITING_HUMAN)
         self._waiting_for = asking(question)
         await self._flush()
-        if expires is None:
+        if expires is None:  # a new question (a handed-over one was told already)
+            await self._notify(
+                "human_asked", f"ask-{self._c.next_seq}", question=preview(question, 2000)
+            )
             timeout = timedelta(seconds=self._arg.policy.ask_human_timeout_seconds)
             expires = workflow.now() + timeout
         got = await self._wait(
@@ -617,6 +629,9 @@ class AgentSession(HandOverWhileWaiting):
         )
         await self._flush()
         self._publish()
+        await self._notify(
+            "session_ended", "ended", status=status.value, summary=preview(summary, 2000)
+        )
         # Sessions that started before this step existed replay without it (the patch marker
         # is absent from their history), so adding it never breaks a running session.
         if status != SessionStatus.CANCELLED and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
@@ -631,6 +646,10 @@ class AgentSession(HandOverWhileWaiting):
             cost_usd=self._c.cost_usd,
             runs=self._c.run_index,
         )
+
+    async def _notify(self, event: WebhookEvent, key: str, **data: Any) -> None:
+        """Tell the agent's webhooks (a child workflow delivers; never awaited further)."""
+        await webhooks.notify(self._runtime, self._sid, event, key, {"step": self._c.step, **data})
 
     async def _remember_outcome(self, status: SessionStatus, summary: str) -> None:
         """Turn the outcome into long-term memory (a reflection, or a lesson on failure)."""

@@ -10,7 +10,7 @@ tool catalog (and an MCP tool's server) from here on every step without a query.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -122,11 +122,18 @@ def missing_version(agent_id: str, version: int) -> ApplicationError:
     )
 
 
+WebhookEvents = Callable[[str, int | None, AgentSpec | None], Awaitable[list[str]]]
+"""(agent, version, its spec) -> the events its webhooks listen to."""
+
+
 class AgentActivities:
     """The activity that pins a session to an agent version; built by the worker."""
 
-    def __init__(self, versions: AgentVersions) -> None:
+    def __init__(
+        self, versions: AgentVersions, webhook_events: WebhookEvents | None = None
+    ) -> None:
         self.versions = versions
+        self.webhook_events = webhook_events
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.resolve_agent]
@@ -142,5 +149,19 @@ class AgentActivities:
         else:
             row = await self.versions.newest(arg.agent_id)
             if row is None:
-                return AgentRuntime(agent_id=arg.agent_id, version=None)
-        return build_runtime(row, arg.goal)
+                return AgentRuntime(
+                    agent_id=arg.agent_id,
+                    version=None,
+                    webhook_events=await self._webhook_events(arg.agent_id, None, None),
+                )
+        runtime = build_runtime(row, arg.goal)
+        spec = AgentSpec.model_validate(row.spec)
+        runtime.webhook_events = await self._webhook_events(row.agent_id, row.version, spec)
+        return runtime
+
+    async def _webhook_events(
+        self, agent_id: str, version: int | None, spec: AgentSpec | None
+    ) -> list[str] | None:
+        if self.webhook_events is None:
+            return None
+        return await self.webhook_events(agent_id, version, spec) or None

@@ -32,6 +32,7 @@ from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import eventually, running_worker, start, state, stub_settings
 from tests.support.teststack import ROOT, scratch_stack
+from tests.support.webhook_receiver import webhook_receiver
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec, ToolEntry
 from vigil.schema.payloads import (
@@ -46,6 +47,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
 )
 from vigil.workers.agents import AgentService
+from vigil.workers.credentials import CredentialService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.models import credential_resolver
 from vigil.workers.settings import Settings
@@ -333,6 +335,57 @@ async def transcript_ui(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def webhooks(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An agent file with a webhook on every event: an approval is requested (a delivery
+    starts), a human is asked (another), the session ends (a third); the receiver is down
+    at first, so the deliveries retry while the session goes on."""
+    name = "agent-webhooks"
+    await CredentialService(ctx.settings, ctx.sessionmaker).set("replay-webhook", "whsec-replay")
+    with webhook_receiver(fail_first=1) as receiver:
+        await AgentService(ctx.sessionmaker).apply_spec(
+            AgentSpec.model_validate(
+                {
+                    "name": name,
+                    "tools": [{"name": "http_fetch", "approval": "always"}, {"name": "ask_human"}],
+                    "webhooks": [
+                        {
+                            "url": receiver.url,
+                            "events": ["approval_requested", "human_asked", "session_ended"],
+                            "secret": "replay-webhook",
+                        }
+                    ],
+                }
+            )
+        )
+        ctx.stub.enqueue(
+            ctx.fetch("/page"),
+            Reply.tool_call("ask_human", {"question": "Good enough?"}),
+            finish("fetched, asked, done"),
+        )
+        # Child workflow ids derive from the session's id: record under the id the replay
+        # test gives the history (replay-<file name>), so the ids match on replay.
+        handle = await start(
+            ctx.client,
+            ctx.task_queue,
+            StartSessionInput(agent_id=name, goal="notify"),
+            session_id="replay-webhooks",
+        )
+        waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+        approval = waiting.pending_approvals[0]
+        await handle.execute_update(
+            names.UPD_APPROVE,
+            ApproveInput(approval_id=approval.approval_id, by="alice", digest=approval.digest),
+        )
+        await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
+        await handle.execute_update(names.UPD_MESSAGE, MessageInput(text="yes", by="alice"))
+        _expect(await handle.result(), SessionStatus.COMPLETED)
+        deadline = time.monotonic() + 60
+        while len(receiver.delivered()) < 3:
+            assert time.monotonic() < deadline, receiver.requests
+            await asyncio.sleep(0.2)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -346,6 +399,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "agent_definition": agent_definition,
     "agent_python_mcp_tools": agent_python_mcp_tools,
     "transcript_ui": transcript_ui,
+    "webhooks": webhooks,
 }
 
 

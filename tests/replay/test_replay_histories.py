@@ -37,6 +37,7 @@ EXPECTED = {
     "agent_definition",
     "agent_python_mcp_tools",
     "transcript_ui",
+    "webhooks",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -54,6 +55,7 @@ NEWER = {
     "agent_definition",
     "agent_python_mcp_tools",
     "transcript_ui",
+    "webhooks",
 }
 
 
@@ -64,7 +66,8 @@ def _replayer(workflow: type) -> Replayer:
 
 
 def _history(path: Path) -> WorkflowHistory:
-    # The file holds the events only; the workflow id does not affect replay.
+    # The file holds the events only. The workflow id matters only to histories that
+    # start child workflows (their ids derive from it): those are recorded under this id.
     return WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
 
 

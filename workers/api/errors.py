@@ -34,6 +34,7 @@ log = logging.getLogger("vigil.api")
 # Stable error codes (clients branch on these; never rename one).
 UNAUTHENTICATED = "unauthenticated"
 INVALID_TOKEN = "invalid_token"
+BAD_SIGNATURE = "bad_signature"
 FORBIDDEN = "forbidden"
 NOT_FOUND = "not_found"
 UNKNOWN_SESSION = "unknown_session"
@@ -87,7 +88,7 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
-def _vigil_status(exc: VigilError) -> tuple[int, str]:
+def vigil_status(exc: VigilError) -> tuple[int, str]:
     # Most specific first: NotRecordedYet is an UnknownSession is a NotFound.
     table: list[tuple[type[VigilError], int, str]] = [
         (NotRecordedYet, 404, NOT_RECORDED_YET),
@@ -123,12 +124,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        bearer = exc.status == 401 and exc.code != BAD_SIGNATURE
+        headers = {"WWW-Authenticate": "Bearer"} if bearer else None
         return error_response(exc.status, exc.code, exc.message, headers=headers)
 
     @app.exception_handler(VigilError)
     async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
-        status, code = _vigil_status(exc)
+        status, code = vigil_status(exc)
         return error_response(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)

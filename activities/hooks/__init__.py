@@ -1,0 +1,1 @@
+"""Inbound triggers and outbound webhooks: signatures, templates and deliveries."""

@@ -1,0 +1,195 @@
+"""Delivering a session's events to webhooks: the ``vigil.deliver_webhooks`` activity.
+
+The webhooks of an event are read from the configuration at each attempt (the agent
+file's ``[[webhooks]]`` of the session's pinned version, and those added with `vigil
+webhook add`): the workflow names no URL, so only configured URLs are ever called.
+Each attempt POSTs the signed JSON body (``activities.hooks.signing``) to every webhook
+not yet settled for this delivery and records the outcome in ``webhook_deliveries``; when
+one failed, the activity fails and Temporal retries it with backoff (the others are not
+sent again). A receiver's 4xx other than 408/429 refuses the delivery for good.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from vigil.activities.agents.runtime import AgentVersions
+from vigil.activities.credentials import CredentialError
+from vigil.activities.hooks import signing
+from vigil.activities.record import hooks as hook_rows
+from vigil.schema import names
+from vigil.schema.agents import AgentSpec, WebhookSpec
+from vigil.schema.hooks import NotifyInput, NotifyOutput
+
+POST_TIMEOUT_SECONDS = 10.0
+USER_AGENT = "vigil-webhooks/1"
+RETRYABLE_STATUS = {408, 429}
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    """``v<version>.<index>`` for an agent file's webhook, ``w<id>`` for an added one."""
+    url: str
+    events: list[str]
+    secret_ref: str
+
+
+def spec_targets(version: int | None, spec: dict[str, Any] | None) -> list[Target]:
+    """The webhooks an agent version's spec names."""
+    if version is None or not spec or not spec.get("webhooks"):
+        return []
+    hooks = [WebhookSpec.model_validate(w) for w in spec["webhooks"]]
+    return [Target(f"v{version}.{i}", h.url, list(h.events), h.secret) for i, h in enumerate(hooks)]
+
+
+class WebhookTargets:
+    """Which webhooks an agent has: its pinned version's and the added ones."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[DbSession], versions: AgentVersions
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._versions = versions
+
+    async def of(
+        self, agent_id: str, version: int | None, spec: AgentSpec | None = None
+    ) -> list[Target]:
+        if spec is not None:
+            from_spec = spec_targets(version, spec.model_dump(mode="json"))
+        elif version is not None:
+            row = await self._versions.get(agent_id, version)
+            from_spec = spec_targets(version, row.spec if row is not None else None)
+        else:
+            from_spec = []
+        async with self._sessionmaker() as db:
+            added = await hook_rows.list_webhooks(db, agent_id)
+        return from_spec + [Target(f"w{w.id}", w.url, w.events, w.secret_ref) for w in added]
+
+    async def events(self, agent_id: str, version: int | None, spec: AgentSpec | None) -> list[str]:
+        """The events some webhook of the agent listens to, sorted."""
+        targets = await self.of(agent_id, version, spec)
+        return sorted({e for t in targets for e in t.events})
+
+
+def body_of(arg: NotifyInput) -> bytes:
+    return json.dumps(
+        {
+            "delivery_id": arg.delivery_id,
+            "event": arg.event,
+            "session_id": arg.session_id,
+            "agent_id": arg.agent_id,
+            "agent_version": arg.agent_version,
+            "occurred_at": arg.occurred_at.isoformat(),
+            "data": arg.data,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+class WebhookActivities:
+    """The delivery activity; built by the worker with its clients."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[DbSession],
+        targets: WebhookTargets,
+        resolve_secret: Callable[[str], Awaitable[str]],
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._targets = targets
+        self._resolve = resolve_secret
+        self._http = http
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.deliver_webhooks]
+
+    async def _post(
+        self, target: Target, body: bytes, arg: NotifyInput
+    ) -> tuple[str, int | None, str | None]:
+        """(outcome, HTTP status, error) of one POST."""
+        try:
+            secret = await self._resolve(target.secret_ref)
+        except CredentialError as exc:
+            return "failed", None, str(exc)  # may be set later: retried
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            signing.DELIVERY_HEADER: arg.delivery_id,
+            signing.EVENT_HEADER: arg.event,
+            **signing.signed_headers(secret, body),
+        }
+        try:
+            response = await self._http.post(
+                target.url,
+                content=body,
+                headers=headers,
+                timeout=POST_TIMEOUT_SECONDS,
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as exc:
+            return "failed", None, f"{type(exc).__name__}: {str(exc)[:300]}"
+        code = response.status_code
+        if 200 <= code < 300:
+            return "delivered", code, None
+        reason = f"HTTP {code}: {response.text[:200]}"
+        if code >= 500 or code in RETRYABLE_STATUS:
+            return "failed", code, reason
+        return "rejected", code, reason
+
+    @activity.defn(name=names.ACT_DELIVER_WEBHOOKS)
+    async def deliver_webhooks(self, arg: NotifyInput) -> NotifyOutput:
+        targets = [
+            t
+            for t in await self._targets.of(arg.agent_id, arg.agent_version)
+            if arg.event in t.events
+        ]
+        async with self._sessionmaker() as db:
+            settled = await hook_rows.settled_webhooks(db, arg.delivery_id)
+        attempt = activity.info().attempt
+        body = body_of(arg)
+        out = NotifyOutput()
+        failed: list[str] = []
+        for target in targets:
+            if target.key in settled:
+                continue
+            outcome, code, error = await self._post(target, body, arg)
+            async with self._sessionmaker.begin() as db:
+                await hook_rows.record_attempt(
+                    db,
+                    delivery_id=arg.delivery_id,
+                    webhook=target.key,
+                    agent_id=arg.agent_id,
+                    session_id=arg.session_id,
+                    event=arg.event,
+                    url=target.url,
+                    attempt=attempt,
+                    outcome=outcome,
+                    status_code=code,
+                    error=error,
+                )
+            if outcome == "delivered":
+                out.delivered += 1
+            elif outcome == "rejected":
+                out.rejected += 1
+            else:
+                failed.append(f"{target.key}: {error}")
+        if failed:
+            raise ApplicationError(
+                f"{len(failed)} webhook(s) did not take {arg.event}: " + "; ".join(failed)[:500],
+                type=names.ERR_WEBHOOK_UNDELIVERED,
+                # Expected while a receiver is down: retried, recorded, logged without a trace.
+                category=ApplicationErrorCategory.BENIGN,
+            )
+        return out

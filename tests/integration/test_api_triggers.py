@@ -1,0 +1,259 @@
+"""Inbound triggers: a signed POST starts, messages or wakes an agent's session, once per
+delivery; a request not signed with the trigger's secret, or signed too long ago, is 401."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from unittest.mock import ANY
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer, running_api
+from tests.support.llm_stub import Reply
+from tests.support.sessions import transcript, until
+from tests.support.triggers import deliver
+from vigil.activities.record import store
+from vigil.workers.tokens import Scope, TokenService
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with running_api(cli.settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
+        yield client
+
+
+def create(cli: CLIStack, *args: str) -> tuple[str, str]:
+    """(name, secret) of a new trigger made with `vigil trigger create`."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    made = cli.vigil.json("trigger", "create", name, *args)
+    assert made["name"] == name and len(made["secret"]) >= 32
+    return name, str(made["secret"])
+
+
+async def token(sessionmaker: async_sessionmaker[DbSession], scope: Scope) -> str:
+    return (await TokenService(sessionmaker).create("tester", scope=scope)).token
+
+
+async def sessions_of(sessionmaker: async_sessionmaker[DbSession], agent: str) -> list[str]:
+    async with sessionmaker() as db:
+        rows = await db.execute(text("SELECT id FROM sessions WHERE agent_id = :a"), {"a": agent})
+        return [r[0] for r in rows]
+
+
+async def test_a_signed_delivery_starts_a_session_with_the_goal_from_the_body(
+    cli: CLIStack,
+    api: ApiServer,
+    http: httpx.AsyncClient,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(
+        cli, "--agent", agent, "--action", "start", "--goal-template", "Triage #{n}: {title}"
+    )
+    goal_marker = cli.plan(Reply.text("triaged"), label="crash")
+    r = await deliver(http, name, {"n": 42, "title": goal_marker}, secret, delivery="d-1")
+    assert r.status_code == 200, r.text
+    fired = r.json()
+    assert fired["outcome"] == "started" and fired["action"] == "start"
+    assert fired["delivery_id"] == "d-1" and fired["replayed"] is False
+    row = await until(
+        lambda: _finished(sessionmaker, fired["session_id"]), within=60, what="session ends"
+    )
+    assert row.goal == f"Triage #42: {goal_marker}"
+    assert row.status == "completed"
+    messages = await transcript(sessionmaker, fired["session_id"])
+    assert any(m.content == "triaged" for m in messages)
+
+    admin = await token(sessionmaker, Scope.ADMIN)
+    listed = await http.get("/v1/triggers", headers={"Authorization": f"Bearer {admin}"})
+    assert listed.status_code == 200
+    (mine,) = [t for t in listed.json() if t["name"] == name]
+    assert mine["agent_id"] == agent and mine["goal_template"] == "Triage #{n}: {title}"
+    assert secret not in listed.text and "secret" not in mine
+    reader = await token(sessionmaker, Scope.READ)
+    denied = await http.get("/v1/triggers", headers={"Authorization": f"Bearer {reader}"})
+    assert denied.status_code == 403
+
+
+async def _finished(sessionmaker: async_sessionmaker[DbSession], sid: str) -> object:
+    async with sessionmaker() as db:
+        row = await store.get_session(db, sid)
+    return row if row is not None and row.finished_at is not None else None
+
+
+async def test_a_wrong_tampered_or_missing_signature_is_401_and_starts_nothing(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {x}")
+    body = {"x": "it"}
+    cases = {
+        "wrong secret": await deliver(http, name, body, "not-the-secret"),
+        "no signature": await deliver(http, name, body, None),
+        "tampered body": await deliver(http, name, body, secret, signed_body=b'{"x": "other"}'),
+    }
+    for why, r in cases.items():
+        assert r.status_code == 401, (why, r.text)
+        assert r.json()["error"]["code"] == "bad_signature", why
+    unknown = await deliver(http, f"no-such-{uuid.uuid4().hex[:6]}", body, secret)
+    assert unknown.status_code == 404
+    assert await sessions_of(sessionmaker, agent) == []
+
+
+async def test_a_stale_timestamp_is_refused_even_when_signed_right(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {x}")
+    r = await deliver(http, name, {"x": "late"}, secret, at=time.time() - 3600)
+    assert r.status_code == 401
+    assert "X-Vigil-Timestamp" in r.json()["error"]["message"]
+    assert await sessions_of(sessionmaker, agent) == []
+
+
+async def test_the_same_delivery_twice_starts_one_session_and_answers_the_same(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {x}")
+    body = {"x": cli.plan(Reply.text("done once"))}
+    first = await deliver(http, name, body, secret, delivery="same-delivery")
+    again = await deliver(http, name, body, secret, delivery="same-delivery")
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.json()["session_id"] == first.json()["session_id"]
+    assert again.json()["replayed"] is True
+    # The very same signed request again (a replay within the tolerance) with no id.
+    sent_at = time.time() - 5
+    bare = await deliver(http, name, body, secret, at=sent_at)
+    bare_again = await deliver(http, name, body, secret, at=sent_at)
+    assert bare.status_code == 200, bare.text
+    assert bare_again.json()["session_id"] == bare.json()["session_id"]
+    assert bare_again.json()["replayed"] is True
+    started = {first.json()["session_id"], bare.json()["session_id"]}
+    for sid in started:
+        await until(lambda sid=sid: _finished(sessionmaker, sid), within=60, what=sid)
+    assert sorted(await sessions_of(sessionmaker, agent)) == sorted(started)
+
+
+async def test_a_keyed_message_starts_the_session_then_messages_it(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(
+        cli,
+        "--agent",
+        agent,
+        "--action",
+        "message",
+        "--key-field",
+        "customer.id",
+        "--goal-template",
+        "Support customer {customer.id}: {text}",
+        "--message-template",
+        "{text}",
+    )
+    plan = cli.plan(
+        Reply.tool_call("ask_human", {"question": "What is wrong?"}),
+        Reply.text("sorted out"),
+    )
+    first = await deliver(http, name, {"customer": {"id": 42}, "text": plan}, secret)
+    assert first.status_code == 200, first.text
+    assert first.json()["outcome"] == "started"
+    sid = first.json()["session_id"]
+
+    async def asking() -> bool:
+        async with sessionmaker() as db:
+            row = await store.get_session(db, sid)
+        return row is not None and row.status == "waiting_human"
+
+    await until(asking, within=60, what="the session asks a human")
+    second = await deliver(http, name, {"customer": {"id": 42}, "text": "my order is late"}, secret)
+    assert second.status_code == 200, second.text
+    assert second.json()["outcome"] == "messaged" and second.json()["session_id"] == sid
+    await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
+    messages = await transcript(sessionmaker, sid)
+    (answer,) = [m for m in messages if m.role == "tool" and m.name == "ask_human"]
+    assert answer.content == f"trigger:{name} replied: my order is late"
+    assert await sessions_of(sessionmaker, agent) == [sid]
+
+    missing = await deliver(http, name, {"text": "no customer"}, secret, delivery="d-missing")
+    assert missing.status_code == 422
+    assert "customer.id" in missing.json()["error"]["message"]
+    again = await deliver(http, name, {"text": "no customer"}, secret, delivery="d-missing")
+    assert again.status_code == 422 and again.json() == missing.json()
+
+
+async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    starter, start_secret = create(
+        cli, "--agent", agent, "--key-field", "order", "--goal-template", "Watch order {order} {m}"
+    )
+    waker, wake_secret = create(
+        cli, "--agent", agent, "--action", "wake", "--key-field", "order",
+        "--message-template", "paid: {amount}",
+    )  # fmt: skip
+    plan = cli.plan(
+        Reply.tool_call("wait_until", {"seconds": 3600, "reason": "until paid"}),
+        Reply.text("shipped"),
+    )
+    nobody = await deliver(http, waker, {"order": "A-1", "amount": 3}, wake_secret)
+    assert nobody.status_code == 404, nobody.text
+    started = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
+    assert started.json()["outcome"] == "started", started.text
+    sid = started.json()["session_id"]
+    again = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
+    assert again.json() == {**started.json(), "outcome": "exists", "delivery_id": ANY}
+
+    async def sleeping() -> bool:
+        async with sessionmaker() as db:
+            row = await store.get_session(db, sid)
+        return row is not None and row.status == "sleeping"
+
+    await until(sleeping, within=60, what="the session sleeps")
+    woken = await deliver(http, waker, {"order": "A-1", "amount": 3}, wake_secret)
+    assert woken.status_code == 200, woken.text
+    assert woken.json()["outcome"] == "woken" and woken.json()["session_id"] == sid
+    await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
+    (slept,) = [m for m in await transcript(sessionmaker, sid) if m.name == "wait_until"]
+    assert slept.content.startswith(f"woken early by trigger:{waker}")
+
+
+async def test_a_rotated_secret_replaces_the_old_one_at_once(
+    cli: CLIStack, http: httpx.AsyncClient
+) -> None:
+    name, old = create(cli, "--agent", "agent-rotate", "--goal-template", "Do {x}")
+    rotated = cli.vigil.json("trigger", "rotate-secret", name)
+    assert rotated["secret"] != old
+    refused = await deliver(http, name, {"y": 1}, old)
+    assert refused.status_code == 401
+    missing = await deliver(http, name, {"y": 1}, rotated["secret"])
+    assert missing.status_code == 422, missing.text  # signed right; the body lacks x
+    cli.vigil.ok("trigger", "delete", name)
+    assert (await deliver(http, name, {"x": 1}, rotated["secret"])).status_code == 404
+
+
+async def test_a_body_over_the_apis_limit_is_413_before_any_signature_check(
+    cli: CLIStack, api: ApiServer, http: httpx.AsyncClient
+) -> None:
+    name, secret = create(cli, "--agent", "agent-big", "--goal-template", "Do {x}")
+    big = {"x": "a" * (api.settings.api_max_body_bytes + 1)}
+    r = await deliver(http, name, big, secret)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"

@@ -1,0 +1,188 @@
+"""Outbound webhooks: a session's events reach the agent's webhooks signed, a receiver
+that is down gets them later (Temporal retries the delivery activity with backoff),
+and every attempt is recorded and listed by the API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer, running_api
+from tests.support.llm_stub import Reply
+from tests.support.sessions import until
+from tests.support.webhook_receiver import Receiver, webhook_receiver
+from vigil.activities.hooks import signing
+from vigil.activities.record import store
+from vigil.workers.client import VigilClient
+from vigil.workers.credentials import CredentialService
+from vigil.workers.tokens import Scope, TokenService
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with running_api(cli.settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def vigil_client(cli: CLIStack) -> AsyncIterator[VigilClient]:
+    client = await VigilClient.connect(cli.settings)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def add_webhook(
+    cli: CLIStack,
+    sessionmaker: async_sessionmaker[DbSession],
+    agent: str,
+    receiver: Receiver,
+    events: str,
+) -> str:
+    """A webhook of ``agent`` to ``receiver`` (via `vigil webhook add`); its secret."""
+    secret = f"whsec-{uuid.uuid4().hex}"
+    credential = f"hook-{uuid.uuid4().hex[:8]}"
+    await CredentialService(cli.settings, sessionmaker).set(credential, secret)
+    added = cli.vigil.json(
+        "webhook", "add", "--agent", agent, "--url", receiver.url, "--events", events,
+        "--secret", credential,
+    )  # fmt: skip
+    assert added["secret_ref"] == credential and secret not in str(added)
+    return secret
+
+
+async def attempts(
+    api: ApiServer, sessionmaker: async_sessionmaker[DbSession], **query: str
+) -> list[dict[str, object]]:
+    token = (await TokenService(sessionmaker).create("tester", scope=Scope.ADMIN)).token
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+        r = await http.get(
+            "/v1/webhooks/deliveries", params=query, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, object]] = r.json()
+    return rows
+
+
+async def ended(sessionmaker: async_sessionmaker[DbSession], sid: str) -> bool:
+    async with sessionmaker() as db:
+        row = await store.get_session(db, sid)
+    return row is not None and row.finished_at is not None
+
+
+async def test_session_ended_is_delivered_with_a_signature_the_receiver_can_check(
+    cli: CLIStack,
+    api: ApiServer,
+    vigil_client: VigilClient,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-hook-{uuid.uuid4().hex[:6]}"
+    with webhook_receiver() as receiver:
+        secret = await add_webhook(cli, sessionmaker, agent, receiver, "session_ended")
+        started = await vigil_client.start_session(agent, cli.plan(Reply.text("all done")))
+        sid = started.id
+        (got,) = await until(receiver.delivered, within=60, what="session_ended delivered")
+    headers = got.headers
+    ts, sig = headers["x-vigil-timestamp"], headers["x-vigil-signature"]
+    assert signing.check(secret, ts, sig, got.body) is None
+    assert signing.check("another secret", ts, sig, got.body) is not None
+    body = got.json()
+    assert body["event"] == headers["x-vigil-event"] == "session_ended"
+    assert body["session_id"] == sid and body["agent_id"] == agent
+    assert body["delivery_id"] == headers["x-vigil-delivery"] == f"{sid}:ended"
+    assert body["data"]["status"] == "completed" and body["data"]["summary"] == "all done"
+    await until(lambda: ended(sessionmaker, sid), within=30, what="session recorded as ended")
+    (row,) = await attempts(api, sessionmaker, session=sid)
+    assert row["outcome"] == "delivered" and row["status_code"] == 200
+    assert row["event"] == "session_ended" and row["attempt"] == 1 and row["url"] == receiver.url
+
+
+async def test_a_receiver_down_for_a_while_gets_the_events_later_and_every_attempt_is_recorded(
+    cli: CLIStack,
+    api: ApiServer,
+    vigil_client: VigilClient,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-hook-{uuid.uuid4().hex[:6]}"
+    plan = cli.plan(Reply.tool_call("ask_human", {"question": "Ship it?"}), Reply.text("shipped"))
+    with webhook_receiver(fail_first=2) as receiver:
+        await add_webhook(cli, sessionmaker, agent, receiver, "human_asked,session_ended")
+        sid = (await vigil_client.start_session(agent, plan)).id
+        (asked,) = await until(receiver.delivered, within=60, what="human_asked delivered")
+        assert asked.json()["event"] == "human_asked"
+        assert asked.json()["data"]["question"] == "Ship it?"
+        # The session waited for its human all along, whatever the receiver did.
+        assert (await vigil_client.state(sid)).status.value == "waiting_human"
+        await vigil_client.say(sid, "yes", by="alice")
+        await until(
+            lambda: len(receiver.delivered()) == 2, within=60, what="session_ended delivered"
+        )
+    assert [r.answered for r in receiver.requests] == [503, 503, 200, 200]
+    rows = await attempts(api, sessionmaker, agent=agent)
+    asked_rows = [
+        (r["attempt"], r["outcome"], r["status_code"]) for r in rows if r["event"] == "human_asked"
+    ]
+    assert asked_rows == [(1, "failed", 503), (2, "failed", 503), (3, "delivered", 200)]
+    assert all("HTTP 503" in str(r["error"]) for r in rows if r["outcome"] == "failed")
+    ended_rows = [(r["attempt"], r["outcome"]) for r in rows if r["event"] == "session_ended"]
+    assert ended_rows == [(1, "delivered")]
+    assert {r["session_id"] for r in rows} == {sid}
+    assert await attempts(api, sessionmaker, agent=f"{agent}-other") == []
+
+
+async def test_an_agent_files_webhook_hears_of_the_approval_and_a_dead_one_holds_nothing_up(
+    cli: CLIStack,
+    api: ApiServer,
+    vigil_client: VigilClient,
+    sessionmaker: async_sessionmaker[DbSession],
+    tmp_path: Path,
+) -> None:
+    agent = f"agent-hookfile-{uuid.uuid4().hex[:6]}"
+    credential = f"hook-{uuid.uuid4().hex[:8]}"
+    await CredentialService(cli.settings, sessionmaker).set(credential, "whsec-file")
+    with webhook_receiver() as receiver:
+        (tmp_path / f"{agent}.toml").write_text(
+            f'name = "{agent}"\n'
+            '[[tools]]\nname = "http_fetch"\napproval = "always"\n'
+            f'[[webhooks]]\nurl = "{receiver.url}"\nevents = ["approval_requested"]\n'
+            f'secret = "{credential}"\n'
+        )
+        cli.vigil.json("agent", "apply", str(tmp_path / f"{agent}.toml"))
+        # Nobody listens on port 1: every attempt fails, and the session must not care.
+        dead = cli.vigil.json(
+            "webhook", "add", "--agent", agent, "--url", "http://127.0.0.1:1/hook",
+            "--events", "approval_requested,session_ended", "--secret", credential,
+        )  # fmt: skip
+        plan = cli.plan(
+            Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/page"}), Reply.text("fetched")
+        )
+        sid = (await vigil_client.start_session(agent, plan)).id
+        (got,) = await until(receiver.delivered, within=60, what="approval_requested delivered")
+        data = got.json()["data"]
+        assert got.json()["event"] == "approval_requested" and data["tool"] == "http_fetch"
+        assert signing.check("whsec-file", got.headers["x-vigil-timestamp"],
+                             got.headers["x-vigil-signature"], got.body) is None  # fmt: skip
+        await vigil_client.approve(sid, data["approval_id"], by="alice")
+        result = await vigil_client.result(sid, timeout=60)
+        assert result is not None and result.status.value == "completed"
+        assert len(receiver.requests) == 1  # session_ended is not this webhook's event
+    rows = await attempts(api, sessionmaker, session=sid)
+    mine = [r for r in rows if r["webhook"] != f"w{dead['id']}"]
+    assert [(r["webhook"], r["event"], r["outcome"]) for r in mine] == [
+        ("v1.0", "approval_requested", "delivered")
+    ]
+    dead_rows = [r for r in rows if r["webhook"] == f"w{dead['id']}"]
+    assert dead_rows and all(r["outcome"] == "failed" for r in dead_rows)
+    assert {r["event"] for r in dead_rows} <= {"approval_requested", "session_ended"}
+    assert all("ConnectError" in str(r["error"]) for r in dead_rows)
+    cli.vigil.ok("webhook", "remove", str(dead["id"]))

@@ -1,0 +1,76 @@
+"""A real local HTTP server that receives webhook deliveries: it answers the first
+``fail_first`` requests with 503 (a receiver that is down for a while), then 200, and
+keeps every request it got (headers and body) for the test to check."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    url: str
+    fail_first: int = 0
+    requests: list[Received] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            code = 503 if len(self.requests) < self.fail_first else 200
+            self.requests.append(Received(path, headers, body, code))
+            return code
+
+    def delivered(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.answered == 200]
+
+
+@contextmanager
+def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
+    """Serve on a free loopback port until the block ends."""
+    receiver: Receiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            size = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(size)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            code = receiver.answer(self.path, headers, body)
+            reply = b"ok" if code == 200 else b"down for maintenance"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver = Receiver(
+        url=f"http://127.0.0.1:{server.server_address[1]}/hook", fail_first=fail_first
+    )
+    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

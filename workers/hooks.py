@@ -1,0 +1,334 @@
+"""Triggers and webhooks as services, used by the CLI (`vigil trigger`, `vigil webhook`)
+and the HTTP API (``POST /v1/triggers/{name}``, ``GET /v1/triggers``,
+``GET /v1/webhooks/deliveries``).
+
+A trigger maps a signed JSON body to an agent: ``start`` a session (goal from
+``goal_template``), or ``message`` / ``wake`` the session for a key read from the body
+(``key_field``). The session for a key has a deterministic id (the agent and the key),
+so a ``message`` to a key without a session starts one, and two deliveries racing for
+a new key end in one session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from vigil.activities.credentials import ENV_PREFIX, SecretBox, check_name
+from vigil.activities.hooks import signing, templates
+from vigil.activities.record import hooks as rows
+from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
+from vigil.schema.agents import NAME_PATTERN
+from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
+from vigil.workers.client import (
+    BadArgument,
+    NotFound,
+    Refused,
+    UnknownSession,
+    Unreachable,
+    VigilClient,
+)
+from vigil.workers.models import ConfigError, secret_box
+from vigil.workers.settings import Settings
+
+__all__ = [
+    "FireResult",
+    "NewTrigger",
+    "TriggerDelivery",
+    "TriggerRow",
+    "TriggerService",
+    "WebhookAttempt",
+    "WebhookRow",
+    "WebhookService",
+]
+
+STALE_CLAIM_SECONDS = 120.0
+"""A delivery still pending after this long (its request died) may be acted on again."""
+MAX_DELIVERY_ID = 200
+MAX_KEY = 500
+
+
+@dataclass(frozen=True)
+class NewTrigger:
+    trigger: TriggerRow
+    secret: str
+    """Shown once; only its sealed form is stored."""
+
+
+@dataclass(frozen=True)
+class FireResult:
+    trigger: str
+    delivery_id: str
+    action: str
+    outcome: str
+    """``started``, ``messaged``, ``woken`` or ``exists`` (start of a key that has one)."""
+    session_id: str
+
+
+def _box(settings: Settings) -> SecretBox:
+    box = secret_box(settings, create=settings.stack_info() is not None)
+    if box is None:
+        raise ConfigError(
+            "no key for stored secrets: set VIGIL_SECRET_KEY to 32 random bytes in base64 "
+            "(e.g. `openssl rand -base64 32`), the same for workers, the API and the CLI"
+        )
+    return box
+
+
+def _slug(text: str, size: int) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in text)[:size]
+
+
+def keyed_session_id(agent_id: str, key: str) -> str:
+    """The session of ``agent_id`` for ``key`` (the same for every trigger of the agent)."""
+    digest = hashlib.sha256(f"{agent_id}\0{key}".encode()).hexdigest()[:12]
+    return f"{_slug(agent_id, 60)}-key-{_slug(key, 40)}-{digest}"
+
+
+def delivery_session_id(agent_id: str, trigger: str, delivery_id: str) -> str:
+    """The session a keyless ``start`` delivery starts (the same if it is acted on again)."""
+    digest = hashlib.sha256(f"{trigger}\0{delivery_id}".encode()).hexdigest()[:16]
+    return f"{_slug(agent_id, 60)}-trigger-{digest}"
+
+
+class TriggerService:
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[DbSession]) -> None:
+        self.settings = settings
+        self.db = sessionmaker
+
+    # --- managing triggers -----------------------------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        *,
+        agent_id: str,
+        action: str,
+        goal_template: str | None = None,
+        message_template: str | None = None,
+        key_field: str | None = None,
+        by: str = "",
+    ) -> NewTrigger:
+        _check_trigger(name, agent_id, action, goal_template, message_template, key_field)
+        secret = secrets.token_urlsafe(32)
+        sealed = _box(self.settings).seal(rows.sealed_name(name), secret)
+        async with self.db.begin() as db:
+            row = await rows.insert_trigger(
+                db,
+                name=name,
+                agent_id=agent_id,
+                action=action,
+                goal_template=goal_template,
+                message_template=message_template,
+                key_field=key_field,
+                secret=sealed,
+                created_by=by,
+            )
+        if row is None:
+            raise BadArgument(f"a trigger named {name!r} exists (delete it or rotate its secret)")
+        return NewTrigger(row, secret)
+
+    async def list_triggers(self) -> list[TriggerRow]:
+        async with self.db() as db:
+            return await rows.list_triggers(db)
+
+    async def get(self, name: str) -> TriggerRow:
+        async with self.db() as db:
+            row = await rows.get_trigger(db, name)
+        if row is None:
+            raise NotFound(f"no trigger named {name!r}")
+        return row
+
+    async def delete(self, name: str) -> None:
+        async with self.db.begin() as db:
+            if not await rows.delete_trigger(db, name):
+                raise NotFound(f"no trigger named {name!r}")
+
+    async def rotate_secret(self, name: str) -> NewTrigger:
+        secret = secrets.token_urlsafe(32)
+        sealed = _box(self.settings).seal(rows.sealed_name(name), secret)
+        async with self.db.begin() as db:
+            if not await rows.replace_secret(db, name, sealed):
+                raise NotFound(f"no trigger named {name!r}")
+            row = await rows.get_trigger(db, name)
+        assert row is not None
+        return NewTrigger(row, secret)
+
+    # --- deliveries --------------------------------------------------------------------------
+
+    def signature_error(
+        self, row: TriggerRow, timestamp: str | None, signature: str | None, body: bytes
+    ) -> str | None:
+        """Why the request is not signed with the trigger's secret, or None."""
+        secret = _box(self.settings).open(row.secret)
+        return signing.check(secret, timestamp, signature, body)
+
+    async def claim(
+        self, row: TriggerRow, delivery_id: str, timestamp: str, body: bytes
+    ) -> tuple[TriggerDelivery, bool]:
+        """(the delivery, True when this request acts on it)."""
+        digest = signing.body_digest(timestamp, body)
+        async with self.db.begin() as db:
+            return await rows.claim_delivery(
+                db, row.name, delivery_id[:MAX_DELIVERY_ID], digest, STALE_CLAIM_SECONDS
+            )
+
+    async def finish(self, delivery: TriggerDelivery, status: int, result: dict[str, Any]) -> None:
+        async with self.db.begin() as db:
+            await rows.finish_delivery(db, delivery.id, status, result)
+
+    async def release(self, delivery: TriggerDelivery) -> None:
+        async with self.db.begin() as db:
+            await rows.release_delivery(db, delivery.id)
+
+    async def fire(
+        self, client: VigilClient, row: TriggerRow, delivery_id: str, body: Any
+    ) -> FireResult:
+        """Act on one delivery: start, message or wake (VigilError for what refuses it)."""
+        try:
+            goal = templates.render(row.goal_template, body) if row.goal_template else None
+            text = templates.render(row.message_template, body) if row.message_template else None
+            key = (
+                templates.as_text(templates.lookup(body, row.key_field)) if row.key_field else None
+            )
+        except templates.TemplateError as exc:
+            raise BadArgument(str(exc)) from None
+        if key is not None and not (0 < len(key) <= MAX_KEY):
+            raise BadArgument(
+                f"the key field {row.key_field!r} must hold 1 to {MAX_KEY} characters"
+            )
+        by = f"trigger:{row.name}"
+
+        def result(outcome: str, session_id: str) -> FireResult:
+            return FireResult(row.name, delivery_id, row.action, outcome, session_id)
+
+        if key is None:  # a start without a key: one new session per delivery
+            sid = delivery_session_id(row.agent_id, row.name, delivery_id)
+            if await _status(client, sid) is None:
+                await _start(client, row.agent_id, goal or text or "", sid)
+            return result("started", sid)
+        sid = keyed_session_id(row.agent_id, key)
+        status = await _status(client, sid)
+        if row.action == "start":
+            if status is None and await _start(client, row.agent_id, goal or "", sid):
+                return result("started", sid)
+            return result("exists", sid)
+        if row.action == "wake":
+            if status is None:
+                raise UnknownSession(f"no session for key {key!r} of agent {row.agent_id!r}")
+            await client.wake(sid, by=by, reason=text or "")
+            return result("woken", sid)
+        if status is None and await _start(client, row.agent_id, goal or text or "", sid):
+            return result("started", sid)
+        await client.say(sid, text or "", by=by)
+        return result("messaged", sid)
+
+
+async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:
+    """The session's Temporal status; None when there is no such workflow."""
+    try:
+        desc = await client.handle(session_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+    status = desc.status or WorkflowExecutionStatus.RUNNING
+    if status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
+        raise Refused(f"session {session_id!r} has ended ({status.name.lower()})")
+    return status
+
+
+async def _start(client: VigilClient, agent_id: str, goal: str, session_id: str) -> bool:
+    """Start ``session_id``; False when another delivery started it first."""
+    try:
+        await client.start_session(agent_id, goal, session_id=session_id)
+    except BadArgument:
+        if await _status(client, session_id) is not None:
+            return False
+        raise
+    return True
+
+
+def _check_trigger(
+    name: str,
+    agent_id: str,
+    action: str,
+    goal_template: str | None,
+    message_template: str | None,
+    key_field: str | None,
+) -> None:
+    if not re.match(NAME_PATTERN, name):
+        raise BadArgument(f"bad trigger name {name[:60]!r}: letters, digits, '_', '.', '-'")
+    if not agent_id or len(agent_id) > 200:
+        raise BadArgument("name the agent (--agent)")
+    if action not in TRIGGER_ACTIONS:
+        raise BadArgument(f"unknown action {action!r}: use {', '.join(TRIGGER_ACTIONS)}")
+    if action == "start" and not goal_template:
+        raise BadArgument("a start trigger needs --goal-template")
+    if action == "message" and not message_template:
+        raise BadArgument("a message trigger needs --message-template")
+    if action in ("message", "wake") and not key_field:
+        raise BadArgument(f"a {action} trigger needs --key-field (which session to {action})")
+    try:
+        for template in (goal_template, message_template):
+            if template is not None:
+                templates.placeholders(template)
+        if key_field is not None and len(templates.placeholders("{" + key_field + "}")) != 1:
+            raise templates.TemplateError("bad key field")
+    except templates.TemplateError as exc:
+        raise BadArgument(str(exc)) from None
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookService:
+    def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
+        self.db = sessionmaker
+
+    async def add(self, agent_id: str, url: str, events: list[str], secret: str) -> WebhookRow:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+            raise BadArgument(f"bad webhook URL {url[:100]!r}: an http or https URL")
+        if parts.username or parts.password:
+            raise BadArgument("a webhook URL must not hold credentials")
+        unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+        if not events or unknown:
+            raise BadArgument(f"events: one or more of {', '.join(WEBHOOK_EVENTS)}")
+        if not secret.startswith(ENV_PREFIX) and check_name(secret) is not None:
+            raise BadArgument(f"--secret: env:VAR or a stored credential's name ({secret[:60]!r})")
+        async with self.db.begin() as db:
+            return await rows.insert_webhook(
+                db, agent_id=agent_id, url=url, events=sorted(set(events)), secret_ref=secret
+            )
+
+    async def list_webhooks(self, agent_id: str | None = None) -> list[WebhookRow]:
+        async with self.db() as db:
+            return await rows.list_webhooks(db, agent_id)
+
+    async def remove(self, webhook_id: int) -> None:
+        async with self.db.begin() as db:
+            if not await rows.delete_webhook(db, webhook_id):
+                raise NotFound(f"no webhook {webhook_id}")
+
+    async def deliveries(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[WebhookAttempt]:
+        async with self.db() as db:
+            return await rows.list_attempts(
+                db, agent_id=agent_id, session_id=session_id, after_id=after_id, limit=limit
+            )
