@@ -218,7 +218,11 @@ async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
     started = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
     assert started.json()["outcome"] == "started", started.text
     sid = started.json()["session_id"]
-    again = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
+    # A new delivery (its own id: without one, the same body signed in the same second
+    # is the same delivery, answered from the first).
+    again = await deliver(
+        http, starter, {"order": "A-1", "m": plan}, start_secret, delivery=uuid.uuid4().hex
+    )
     assert again.json() == {**started.json(), "outcome": "exists", "delivery_id": ANY}
 
     async def sleeping() -> bool:
