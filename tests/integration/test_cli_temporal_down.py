@@ -1,0 +1,75 @@
+"""Temporal down, PostgreSQL up: what needs Temporal says so in one whole line (and how to
+start it); what PostgreSQL alone can serve is served, and `show` marks its live state as
+unavailable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import explain, one_error_line, wait_approval, wait_recorded
+from tests.support.llm_stub import Reply
+
+pytestmark = pytest.mark.integration
+
+DEAD = "127.0.0.1:1"
+DOWN = {"TEMPORAL_ADDRESS": DEAD}
+LINE = (
+    f"error: Temporal at {DEAD} is not answering; start it with `vigil stack up` "
+    "(or check TEMPORAL_ADDRESS)"
+)
+
+
+def test_postgres_alone_serves_what_it_can(cli: CLIStack) -> None:
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "fetched"}),
+    )
+    sid = cli.vigil.json("start", goal, "--agent", "downtime", "--approve-tools", "http_fetch")[
+        "id"
+    ]
+    wait_approval(cli.database_url, sid, "a1-0")
+
+    show = cli.vigil.json("show", sid, env=DOWN)
+    assert show["session"]["id"] == sid and show["session"]["status"] == "waiting_approval"
+    assert show["state"] is None
+    assert show["state_unavailable"] == "unavailable: " + LINE.removeprefix("error: ")
+    human = cli.vigil.ok("show", sid, env=DOWN)
+    assert "live" in human.stdout and "is not answering" in human.stdout, explain(human)
+
+    export, search, memory, artifacts, listed = cli.vigil.many(
+        ("export", sid),
+        ("search", "goal", "--agent", "downtime", "--json"),
+        ("memory", "search", "anything", "--agent", "downtime", "--json"),
+        ("artifact", "list", sid, "--json"),
+        ("list", "--agent", "downtime", "--json"),
+        env=DOWN,
+        timeout=240,  # five Python start-ups side by side on a shared machine
+    )
+    for done in (export, search, memory, artifacts, listed):
+        assert done.returncode == 0, explain(done)
+    assert sid in export.stdout
+    assert any(r["id"] == sid for r in json.loads(listed.stdout))
+
+    needs = [
+        ("approve", sid, "a1-0"),
+        ("pause", sid),
+        ("say", sid, "hi", "--signal"),
+        ("cancel", sid),
+        ("history", sid),
+        ("start", "a goal"),
+        ("schedule", "list"),
+    ]
+    for args, done in zip(needs, cli.vigil.many(*needs, env=DOWN, timeout=240), strict=True):
+        assert done.returncode == 3, (args, explain(done))
+        assert one_error_line(done) == LINE, (args, explain(done))
+
+    doctor = cli.vigil("doctor", "--json", env=DOWN)
+    assert doctor.returncode == 1, explain(doctor)
+    reach = [c for c in json.loads(doctor.stdout) if c["check"] == "reachable"]
+    assert reach[0]["detail"] == LINE.removeprefix("error: ")
+
+    cli.vigil.ok("approve", sid, "a1-0")
+    wait_recorded(cli.database_url, sid, "completed")
