@@ -84,12 +84,10 @@ def test_other_queue_names_its_worker_command(cli: CLIStack) -> None:
     """A session started on another queue than the configured one: the command names it."""
     queue = f"tq-other-{uuid.uuid4().hex[:8]}"
     goal = cli.plan(Reply.tool_call("finish", {"summary": "x"}))
-    sid = cli.vigil.json("start", goal, "--agent", "lonely", env={"VIGIL_TASK_QUEUE": queue})[
-        "id"
-    ]
+    sid = cli.vigil.json("start", goal, "--agent", "lonely", env={"VIGIL_TASK_QUEUE": queue})["id"]
     done = cli.vigil("say", sid, "hello")  # the CLI's configured queue is the module's
     assert done.returncode == 3, explain(done)
-    assert one_error_line(done).endswith(
-        f"start one with `vigil worker --task-queue {queue}`"
-    ), explain(done)
+    assert one_error_line(done).endswith(f"start one with `vigil worker --task-queue {queue}`"), (
+        explain(done)
+    )
     cli.vigil.ok("cancel", sid)
