@@ -23,6 +23,7 @@ def _worker_check(doctor: dict[str, object] | list[dict[str, object]]) -> dict[s
     return found[0]
 
 
+@pytest.mark.timeout(600)  # a dozen CLI start-ups and a worker, on a shared machine
 def test_no_worker_is_said_at_once(cli: CLIStack, tmp_path_factory: pytest.TempPathFactory) -> None:
     queue = f"tq-nobody-{uuid.uuid4().hex[:8]}"
     env = {"VIGIL_TASK_QUEUE": queue}
