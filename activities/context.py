@@ -21,6 +21,7 @@ from vigil.activities.artifacts.registry import session_artifacts
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
+from vigil.schema import event_kinds
 
 Role = Literal["system", "user", "assistant", "tool"]
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -186,7 +187,7 @@ async def assemble(
                     [
                         record.NewEvent(
                             key=f"summary:{summary_upto}",
-                            kind="context_summary",
+                            kind=event_kinds.CONTEXT_SUMMARY,
                             payload={"upto_seq": summary_upto, "text": summary_text},
                         )
                     ],

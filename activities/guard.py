@@ -34,13 +34,13 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.failures import Outage, describe, outage_of, short
 from vigil.activities.record import store as record
-from vigil.schema import names
+from vigil.schema import event_kinds, names
 from vigil.workflows import constants as c
 
 # Temporal's activity logger: each line names the workflow (the session) and the attempt.
 log = activity.logger
 
-EVENT_RECOVERED = "infrastructure_recovered"
+EVENT_RECOVERED = event_kinds.INFRASTRUCTURE_RECOVERED
 
 A = TypeVar("A")
 R = TypeVar("R")

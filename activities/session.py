@@ -45,7 +45,7 @@ from vigil.activities.record.rls import acting_for
 from vigil.activities.tools import registry as tools
 from vigil.activities.tools.python import SessionArtifacts, idempotency_key
 from vigil.activities.tools.runner import ToolCallInfo, WorkerTools
-from vigil.schema import names
+from vigil.schema import event_kinds, names
 from vigil.schema.agents import ToolDescriptor, call_digest
 from vigil.schema.payloads import (
     CallModelInput,
@@ -199,7 +199,7 @@ class SessionActivities:
                     [
                         record.NewEvent(
                             key="session:opened",
-                            kind="session_opened",
+                            kind=event_kinds.SESSION_OPENED,
                             payload={"schedule_id": arg.schedule_id},
                         )
                     ],
@@ -446,7 +446,10 @@ class SessionActivities:
                 arg.agent_id,
                 [
                     record.NewEvent(
-                        key=f"model:{arg.step}", kind="model_call", step=arg.step, payload=usage
+                        key=f"model:{arg.step}",
+                        kind=event_kinds.MODEL_CALL,
+                        step=arg.step,
+                        payload=usage,
                     )
                 ],
             )
@@ -595,7 +598,11 @@ class SessionActivities:
                 db,
                 arg.session_id,
                 arg.agent_id,
-                [record.NewEvent(key=key, kind="tool_call", step=arg.step, payload=payload)],
+                [
+                    record.NewEvent(
+                        key=key, kind=event_kinds.TOOL_CALL, step=arg.step, payload=payload
+                    )
+                ],
             )
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
@@ -614,7 +621,7 @@ class SessionActivities:
                 [
                     record.NewEvent(
                         key=f"approval_mismatch:{arg.step}:{arg.call_index}",
-                        kind="approval_mismatch",
+                        kind=event_kinds.APPROVAL_MISMATCH,
                         step=arg.step,
                         reason="the call to run is not the approved one",
                         payload={

@@ -259,7 +259,8 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
     async def go() -> T:
         client = await VigilClient.connect(settings)
         try:
-            return await fn(client)
+            async with client.plain_errors():
+                return await fn(client)
         finally:
             await client.close()
 
@@ -440,6 +441,7 @@ async def _announce_approvals(client: VigilClient, session_id: str, seen: set[st
 
 
 async def _wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
+    await client.require_session_soon(session_id)  # says at once when no worker polls
     with err.status(f"waiting for {session_id} to end ..."):
         await client.result(session_id)
     await _print_end(client, session_id, as_json)
@@ -520,10 +522,12 @@ def show(
 
     async def go(client: VigilClient) -> None:
         row = await client.require_session(session_id)
-        live = None
+        live, no_live = None, None
         if row.status not in FINAL:  # an ended session's query would wait for a worker
-            with contextlib.suppress(VigilError):
+            try:
                 live = await client.state(session_id)
+            except VigilError as exc:  # shown from the record alone, and marked so
+                no_live = f"unavailable: {exc}"
         async with client.db() as db:
             recent = await record_store.recent_messages(db, session_id, last)
         if as_json:
@@ -532,6 +536,7 @@ def show(
                     {
                         "session": asdict(row),
                         "state": live.model_dump(mode="json") if live else None,
+                        "state_unavailable": no_live,
                         "messages": [_message_dict(m) for m in recent],
                         "ui": client.ui_link(session_id),
                     },
@@ -550,6 +555,7 @@ def show(
             ("cost", f"${row.cost_usd:.4f}"),
             ("summary", row.summary or "-"),
             ("ui", client.ui_link(session_id) or "-"),
+            *([("live", no_live)] if no_live else []),
         ]:
             table.add_row(*_plain(k, v))
         if live is not None:

@@ -6,8 +6,9 @@ Everything the CLI does goes through here, so scripts get the same behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +65,13 @@ from vigil.workers.agents import AgentError, AgentService, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.liveness import (
+    CONTROL_WAIT_SECONDS,
+    is_unreachable,
+    live_pollers,
+    no_worker,
+    temporal_down,
+)
 from vigil.workers.reconcile import Reconciled, reconcile
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
@@ -121,6 +129,10 @@ class Unreachable(VigilError):
     exit_code = 3
 
 
+class NoWorker(Unreachable):
+    """Temporal knows the session, but no worker polls its task queue: nothing will move."""
+
+
 @dataclass(frozen=True)
 class StartedSession:
     id: str
@@ -138,6 +150,9 @@ class SessionSummary:
     updated_at: datetime
     schedule_id: str | None
     temporal_status: str | None
+    recorded: bool = True
+    """False for a session Temporal knows whose record row is not written yet (its status
+    then reads ``unrecorded``): usually no worker has picked it up."""
 
 
 @dataclass(frozen=True)
@@ -168,16 +183,15 @@ class _VigilClientCore:
 
     @classmethod
     async def connect(cls, settings: Settings) -> _VigilClientCore:
+        """A client whose Temporal connection is made on first use: commands that need only
+        PostgreSQL (show, export, search, memory, artifacts) work while Temporal is down."""
         endpoints = settings.endpoints()
         try:
-            temporal = await asyncio.wait_for(connect(settings), 15)
+            temporal = await connect(settings, lazy=True)
         except PayloadKeyError as exc:
             raise BadArgument(f"bad configuration: {exc}") from exc
         except Exception as exc:
-            raise Unreachable(
-                f"cannot reach Temporal at {endpoints.temporal_address}: "
-                f"{str(exc).splitlines()[0][:200]} (is the stack up? `vigil stack up`)"
-            ) from exc
+            raise Unreachable(temporal_down(endpoints.temporal_address)) from exc
         if endpoints.database_url is None:
             raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
         return cls(settings, temporal, make_engine(endpoints.database_url, pool_size=4))
@@ -190,6 +204,54 @@ class _VigilClientCore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def temporal_down(self) -> str:
+        return temporal_down(self.settings.endpoints().temporal_address)
+
+    @contextlib.asynccontextmanager
+    async def plain_errors(self) -> AsyncIterator[None]:
+        """Turn "Temporal is not there" raised anywhere inside (this client, or code using
+        ``client.temporal`` directly) into one whole line a person can act on."""
+        try:
+            yield
+        except VigilError:
+            raise
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise Unreachable(self.temporal_down()) from None
+            raise
+
+    # --- workers ----------------------------------------------------------------------
+
+    async def pollers(self, task_queue: str | None = None) -> list[str]:
+        """Identities of the workers polling ``task_queue`` (the configured one by default)."""
+        async with self.plain_errors():
+            return await live_pollers(self.temporal, task_queue or self.settings.task_queue)
+
+    async def require_worker(self, task_queue: str, *, what: str) -> None:
+        """Raise NoWorker (with the command that starts one) when nobody polls the queue."""
+        if not await self.pollers(task_queue):
+            raise NoWorker(no_worker(task_queue, self.settings.task_queue, what=what))
+
+    async def _describe_live(self, session_id: str, *, what: str, always: bool = False) -> Any:
+        """Describe the session and, when it runs (or ``always``), make sure a worker polls
+        its task queue, so what follows never waits for a worker that is not there."""
+        desc = await self._rpc(session_id, self.handle(session_id).describe())
+        if always or desc.status == WorkflowExecutionStatus.RUNNING:
+            await self.require_worker(desc.task_queue, what=what.format(id=session_id))
+        return desc
+
+    async def _bounded(self, session_id: str, coro: Awaitable[Any], what: str) -> Any:
+        """A control or a query, bounded: a worker that polls but does not answer (busy,
+        stuck) is reported instead of waited for without end."""
+        try:
+            return await asyncio.wait_for(self._rpc(session_id, coro), CONTROL_WAIT_SECONDS)
+        except TimeoutError:
+            raise Unreachable(
+                f"session {session_id} did not answer the {what} within "
+                f"{CONTROL_WAIT_SECONDS:.0f} s although a worker polls its queue; "
+                "it may be busy: try again, or send it with --signal"
+            ) from None
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -300,6 +362,10 @@ class _VigilClientCore:
     async def _rpc(self, session_id: str, coro: Any) -> Any:
         try:
             return await coro
+        except RuntimeError as exc:
+            if is_unreachable(exc):
+                raise Unreachable(self.temporal_down()) from None
+            raise
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 # Temporal says NOT_FOUND both for an id it never saw and for a control
@@ -311,8 +377,8 @@ class _VigilClientCore:
                 raise Refused(
                     f"session {session_id!r} is not running ({row.status}): {exc.message}"
                 ) from exc
-            if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-                raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+            if is_unreachable(exc):
+                raise Unreachable(self.temporal_down()) from None
             raise VigilError(f"Temporal refused: {exc.message}") from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
@@ -322,9 +388,11 @@ class _VigilClientCore:
             raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
 
     async def state(self, session_id: str) -> SessionState:
+        # A query is answered by a worker, even for an ended session.
+        await self._describe_live(session_id, what="session {id} cannot answer", always=True)
         handle = self.handle(session_id)
-        result: SessionState = await self._rpc(
-            session_id, handle.query(names.QUERY_STATE, result_type=SessionState)
+        result: SessionState = await self._bounded(
+            session_id, handle.query(names.QUERY_STATE, result_type=SessionState), "query"
         )
         return result
 
@@ -334,8 +402,10 @@ class _VigilClientCore:
         refuse_oversized(arg)
         handle = self.handle(session_id)
         if wait:
-            ack: Ack = await self._rpc(
-                session_id, handle.execute_update(update, arg, result_type=Ack)
+            # An update waits for a worker to run it: with none polling, say so at once.
+            await self._describe_live(session_id, what="session {id} cannot take the " + signal)
+            ack: Ack = await self._bounded(
+                session_id, handle.execute_update(update, arg, result_type=Ack), signal
             )
             return ack
         await self._rpc(session_id, handle.signal(signal, arg))
@@ -450,8 +520,9 @@ class _VigilClientCore:
         async with self.db() as db:
             row = await record.get_session(db, session_id)
         if row is None:
-            # Started but not yet recorded? Temporal knows it, or nobody does.
-            await self._rpc(session_id, self.handle(session_id).describe())
+            # Started but not yet recorded? Temporal knows it, or nobody does; and with no
+            # worker on its queue it never will be.
+            await self._describe_live(session_id, what="session {id} has no record and waits")
             raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
         return row
 
@@ -506,7 +577,12 @@ class _VigilClientCore:
                 .all()
             )
         live = await self._temporal_statuses([r["id"] for r in rows])
-        return [
+        unrecorded: list[SessionSummary] = []
+        if status in (None, SessionStatus.RUNNING.value, "unrecorded") and schedule_id is None:
+            unrecorded = await self._unrecorded(agent, since, {r["id"] for r in rows})
+        if status == "unrecorded":
+            return unrecorded[:limit]
+        return unrecorded + [
             SessionSummary(
                 id=r["id"],
                 agent_id=r["agent_id"],
@@ -532,7 +608,52 @@ class _VigilClientCore:
                     out[wf.id] = WorkflowExecutionStatus(wf.status).name.lower()
         except RPCError:
             return {}
+        except RuntimeError as exc:  # Temporal is down: the record alone still lists
+            if is_unreachable(exc):
+                return dict.fromkeys(ids, "unreachable")
+            raise
         return out
+
+    async def _unrecorded(
+        self, agent: str | None, since: datetime | None, recorded: set[str]
+    ) -> list[SessionSummary]:
+        """Running sessions Temporal knows whose record row is not written yet (no worker
+        has run their first step): shown, so a session never seems to vanish."""
+        query = (
+            f"WorkflowType = '{names.WORKFLOW_SESSION}' AND ExecutionStatus = 'Running'"
+            + (f" AND {names.SA_AGENT.name} = '{agent.replace(chr(39), '')}'" if agent else "")
+            + (f" AND StartTime >= '{since.isoformat()}'" if since else "")
+        )
+        found: list[SessionSummary] = []
+        try:
+            async for wf in self.temporal.list_workflows(query, limit=200):
+                if wf.id in recorded:
+                    continue
+                async with self.db() as db:  # recorded since the page above was read?
+                    if await record.get_session(db, wf.id) is not None:
+                        continue
+                attrs = wf.typed_search_attributes
+                found.append(
+                    SessionSummary(
+                        id=wf.id,
+                        agent_id=attrs.get(names.SA_AGENT) or "?",
+                        goal=attrs.get(names.SA_GOAL) or "",
+                        status="unrecorded",
+                        step=0,
+                        created_at=wf.start_time,
+                        updated_at=wf.start_time,
+                        schedule_id=attrs.get(names.SA_SCHEDULE),
+                        temporal_status="running",
+                        recorded=False,
+                    )
+                )
+        except RPCError:
+            return []
+        except RuntimeError as exc:
+            if is_unreachable(exc):
+                return []
+            raise
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def agent_of(self, session_id: str) -> str | None:
         """The agent a session belongs to (remembered: a session never changes agent)."""

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vigil.activities.record.store import StoredEvent
+from vigil.schema import event_kinds
 from vigil.schema.payloads import Budget, SessionState, SessionStatus
 from vigil.workers.agents import apply_files
 from vigil.workers.client import VigilClient
@@ -187,7 +188,9 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
 def story(events: list[StoredEvent]) -> list[str]:
     """One line per tool call, told from its recorded result (and who approved it)."""
     approvals = {
-        e.payload.get("tool"): e for e in events if e.kind == "approval_decided" and e.payload
+        e.payload.get("tool"): e
+        for e in events
+        if e.kind == event_kinds.APPROVAL_DECIDED and e.payload
     }
     lines: list[str] = []
     for event in events:

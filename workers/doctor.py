@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vigil.workers.settings import Settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Check:
 async def _temporal(settings: Settings) -> list[Check]:
     from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
+    from vigil.workers.liveness import is_unreachable
     from vigil.workers.temporal import connect, missing_search_attributes
 
     address = settings.endpoints().temporal_address
@@ -27,7 +32,11 @@ async def _temporal(settings: Settings) -> list[Check]:
         client = await asyncio.wait_for(connect(settings), 10)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
     except Exception as exc:
-        return [Check("temporal", "reachable", False, f"{address}: {exc}".splitlines()[0][:200])]
+        from vigil.workers.liveness import temporal_down
+
+        down = is_unreachable(exc) or isinstance(exc, TimeoutError)
+        detail = temporal_down(address) if down else f"{address}: {exc}"
+        return [Check("temporal", "reachable", False, detail.splitlines()[0])]
     checks = [Check("temporal", "reachable", True, f"{address}, server {info.server_version}")]
     try:
         missing = await missing_search_attributes(client)
@@ -41,7 +50,23 @@ async def _temporal(settings: Settings) -> list[Check]:
         )
     except Exception as exc:
         checks.append(Check("temporal", "search attributes", False, str(exc)[:200]))
+    checks.append(await _workers(settings, client))
     return checks
+
+
+async def _workers(settings: Settings, client: Client) -> Check:
+    """A session on a queue nobody polls never moves: say so, with the command to run."""
+    from vigil.workers.liveness import live_pollers, no_worker
+
+    queue = settings.task_queue
+    what = f"workers on task queue {queue!r}"
+    try:
+        pollers = await live_pollers(client, queue)
+    except Exception as exc:
+        return Check("temporal", what, False, str(exc).splitlines()[0][:200])
+    if not pollers:
+        return Check("temporal", what, False, no_worker(queue, queue, what="sessions cannot run"))
+    return Check("temporal", what, True, f"{len(pollers)} polling: {', '.join(sorted(pollers))}")
 
 
 async def _postgres(settings: Settings) -> list[Check]:

@@ -54,13 +54,15 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """A Temporal client for ``settings``: its address, namespace and payload codec, so the
-    worker, the client API and the CLI always read and write payloads alike."""
+    worker, the client API and the CLI always read and write payloads alike. ``lazy``: no
+    connection until the first call (which then fails if Temporal is not there)."""
     return await Client.connect(
         settings.endpoints().temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        lazy=lazy,
     )
 
 

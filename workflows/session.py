@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-from vigil.schema import names
+from vigil.schema import event_kinds, names
 from vigil.schema.agents import AgentRuntime, ResolveAgentInput, call_digest
 from vigil.schema.hooks import WebhookEvent
 from vigil.schema.limits import input_error
@@ -419,7 +419,7 @@ class AgentSession(HandOverWhileWaiting):
             self._approvals[approval_id] = approval
             self._event(
                 f"approval:{approval_id}:requested",
-                "approval_requested",
+                event_kinds.APPROVAL_REQUESTED,
                 step,
                 payload={
                     "approval_id": approval_id,
@@ -458,7 +458,7 @@ class AgentSession(HandOverWhileWaiting):
         del self._approvals[approval_id]
         self._event(
             f"approval:{approval_id}:decided",
-            "approval_decided",
+            event_kinds.APPROVAL_DECIDED,
             step,
             actor=approval.by,
             reason=approval.note,
@@ -532,7 +532,7 @@ class AgentSession(HandOverWhileWaiting):
         text, by, _at = self._inbox.items.pop(0)
         self._event(
             f"human:{workflow.uuid4()}",
-            "human_reply",
+            event_kinds.HUMAN_REPLY,
             self._c.step,
             actor=by,
             payload={"text": preview(text, 2000)},
@@ -623,7 +623,7 @@ class AgentSession(HandOverWhileWaiting):
         )
         self._event(
             f"session:ended:{status.value}",
-            "session_ended",
+            event_kinds.SESSION_ENDED,
             self._c.step,
             payload={"status": status.value, "summary": preview(summary, 2000)},
         )
@@ -748,7 +748,7 @@ class AgentSession(HandOverWhileWaiting):
             )
             self._event(
                 f"human:message:{seq}",
-                "human_message",
+                event_kinds.HUMAN_MESSAGE,
                 self._c.step,
                 actor=by,
                 payload={"seq": seq, "at": at.isoformat()},
@@ -872,7 +872,7 @@ class AgentSession(HandOverWhileWaiting):
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
             self._event(
                 f"agent:refused:{workflow.uuid4()}",
-                "agent_version_refused",
+                event_kinds.AGENT_VERSION_REFUSED,
                 self._c.step,
                 actor=by,
                 reason=cause,
@@ -884,7 +884,7 @@ class AgentSession(HandOverWhileWaiting):
         self._arg = agent_policy.effective_input(self._arg, runtime)
         self._event(
             f"agent:version:{workflow.uuid4()}",
-            "agent_version_changed",
+            event_kinds.AGENT_VERSION_CHANGED,
             self._c.step,
             actor=by,
             payload={"from": old, "to": runtime.version, "content_hash": runtime.content_hash},
@@ -940,7 +940,7 @@ class AgentSession(HandOverWhileWaiting):
         workflow.logger.warning("rejected %s signal: %s", signal, reason)
         self._event(
             f"rejected:{workflow.uuid4()}",
-            "rejected_input",
+            event_kinds.INPUT_REJECTED,
             self._c.step,
             reason=reason,
             payload={"signal": signal, "at": workflow.now().isoformat()},
@@ -953,7 +953,7 @@ class AgentSession(HandOverWhileWaiting):
         """Every control signal: one handler that receives raw payloads, so no input (a
         wrong type, a missing or extra argument, an unknown name) can fail a workflow
         task. What it refuses is counted in ``state.rejected_inputs`` and recorded as a
-        ``rejected_input`` event."""
+        ``input_rejected`` event."""
         model = SIGNAL_INPUTS.get(name)
         if model is None:
             self._reject_input(
@@ -1179,7 +1179,7 @@ class AgentSession(HandOverWhileWaiting):
         self._c.paused_by = arg.by
         self._event(
             f"human:{workflow.uuid4()}",
-            "pause",
+            event_kinds.SESSION_PAUSED,
             self._c.step,
             actor=arg.by,
             reason=arg.reason,
@@ -1192,7 +1192,7 @@ class AgentSession(HandOverWhileWaiting):
         self._c.paused = False
         self._event(
             f"human:{workflow.uuid4()}",
-            "resume",
+            event_kinds.SESSION_RESUMED,
             self._c.step,
             actor=arg.by,
             payload={"at": workflow.now().isoformat()},
@@ -1207,7 +1207,7 @@ class AgentSession(HandOverWhileWaiting):
         self._inbox.items.append((f"New goal from {arg.by}: {arg.goal}", arg.by, workflow.now()))
         self._event(
             f"human:{workflow.uuid4()}",
-            "redirect",
+            event_kinds.SESSION_REDIRECTED,
             self._c.step,
             actor=arg.by,
             payload={
@@ -1225,7 +1225,7 @@ class AgentSession(HandOverWhileWaiting):
         self._wake_by = arg.by
         self._event(
             f"human:{workflow.uuid4()}",
-            "wake",
+            event_kinds.SESSION_WOKEN,
             self._c.step,
             actor=arg.by,
             reason=arg.reason,

@@ -14,7 +14,7 @@ bytes by sha256 alone, so no name can reach a path or an object key.
 
 Versions: ``(session_id, name)`` is unique and names the latest version. Writing new
 bytes under an existing name moves the link to them and records an
-``artifact.replaced`` event with both digests; the earlier bytes and their
+``artifact_replaced`` event with both digests; the earlier bytes and their
 ``artifacts`` row are kept and stay readable by sha256. Writing the same bytes again
 is a no-op, so a retried activity changes nothing.
 
@@ -47,6 +47,7 @@ from vigil.activities.artifacts.store import (
 )
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import NewEvent, record_events
+from vigil.schema import event_kinds
 
 MAX_NAME_CHARS = 255
 MAX_NAME_BYTES = 1024
@@ -234,7 +235,7 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
                 [
                     NewEvent(
                         key=f"artifact.replaced:{current}:{sha256}:{since}:{name}",
-                        kind="artifact.replaced",
+                        kind=event_kinds.ARTIFACT_REPLACED,
                         actor=agent_id,
                         payload={"name": name, "previous_sha256": current, "sha256": sha256},
                     )

@@ -142,7 +142,7 @@ async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set
         text(
             "SELECT sha256, false AS archive FROM artifact_links WHERE session_id = ANY(:s) "
             "UNION SELECT payload ->> 'previous_sha256', false FROM events "
-            "  WHERE session_id = ANY(:s) AND kind = 'artifact.replaced' "
+            "  WHERE session_id = ANY(:s) AND kind IN ('artifact_replaced', 'artifact.replaced') "
             "UNION SELECT payload ->> 'artifact_sha256', false FROM events "
             "  WHERE session_id = ANY(:s) AND kind = 'tool_call' "
             "UNION SELECT metadata -> 'archive' ->> 'sha256', true FROM sessions "
@@ -213,7 +213,7 @@ async def _release_holders(db: DbSession, scope: ErasureScope, referred: set[str
             "AND NOT EXISTS (SELECT 1 FROM artifact_links l "
             "                WHERE l.sha256 = h.sha256 AND l.agent_id = :a) "
             "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = :a "
-            "                AND e.kind = 'artifact.replaced' "
+            "                AND e.kind IN ('artifact_replaced', 'artifact.replaced') "
             "                AND e.payload ->> 'previous_sha256' = h.sha256)"
         ),
         {"a": scope.agent_id, "shas": sorted(referred)},

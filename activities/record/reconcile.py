@@ -24,7 +24,7 @@ from vigil.activities.record.store import (
     record_events,
     update_session,
 )
-from vigil.schema import textcodec
+from vigil.schema import event_kinds, textcodec
 from vigil.schema.payloads import FINAL_STATUSES
 from vigil.schema.tools import BUILTIN_TOOLS
 
@@ -98,7 +98,7 @@ async def close_ended_session(
             NewEvent(
                 # One per closed run: a reset run that ends outside vigil again is recorded too.
                 key=f"session:reconciled:{details.get('run_id') or status}",
-                kind="session_reconciled",
+                kind=event_kinds.SESSION_RECONCILED,
                 step=step,
                 actor="reconciler",
                 reason=reason,

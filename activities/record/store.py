@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from vigil.schema import textcodec
+from vigil.schema import event_kinds, textcodec
 
 
 @dataclass(frozen=True)
@@ -343,10 +343,11 @@ async def list_events(
         await db.execute(
             text(
                 "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
-                "WHERE session_id = :sid AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
+                "WHERE session_id = :sid "
+                "AND (CAST(:kinds AS text[]) IS NULL OR kind = ANY(CAST(:kinds AS text[]))) "
                 "ORDER BY id"
             ),
-            {"sid": session_id, "kind": kind},
+            {"sid": session_id, "kinds": None if kind is None else event_kinds.stored_as(kind)},
         )
     ).mappings()
     return [_event(r) for r in rows]
@@ -355,7 +356,7 @@ async def list_events(
 def _event(r: Any) -> StoredEvent:
     return StoredEvent(
         key=r["key"],
-        kind=r["kind"],
+        kind=event_kinds.canonical(r["kind"]),  # rows written under a name since renamed
         step=r["step"],
         actor=r["actor"],
         reason=r["reason"],
@@ -389,9 +390,10 @@ async def latest_event(db: DbSession, session_id: str, kind: str) -> StoredEvent
             await db.execute(
                 text(
                     "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
-                    "WHERE session_id = :sid AND kind = :kind ORDER BY id DESC LIMIT 1"
+                    "WHERE session_id = :sid AND kind = ANY(CAST(:kinds AS text[])) "
+                    "ORDER BY id DESC LIMIT 1"
                 ),
-                {"sid": session_id, "kind": kind},
+                {"sid": session_id, "kinds": event_kinds.stored_as(kind)},
             )
         )
         .mappings()

@@ -100,7 +100,7 @@ async def test_put_then_get_by_name_and_by_digest(
     assert again.sha256 == ref.sha256
     assert await _rows(sessionmaker, ref.sha256) == (1, 1)
     async with sessionmaker() as db:
-        assert await list_events(db, session, kind="artifact.replaced") == []
+        assert await list_events(db, session, kind="artifact_replaced") == []
 
 
 async def test_a_new_version_moves_the_name_and_keeps_the_old_bytes(
@@ -131,7 +131,7 @@ async def test_a_new_version_moves_the_name_and_keeps_the_old_bytes(
     assert await _rows(sessionmaker, v1.sha256) == (1, 0)
     assert store.get_bytes(v1.sha256).startswith(b"version one")
     async with sessionmaker() as db:
-        events = await list_events(db, session, kind="artifact.replaced")
+        events = await list_events(db, session, kind="artifact_replaced")
     assert [(e.payload["previous_sha256"], e.payload["sha256"]) for e in events] == [
         (v1.sha256, v2.sha256)
     ]
@@ -144,7 +144,7 @@ async def test_a_new_version_moves_the_name_and_keeps_the_old_bytes(
             store, sessionmaker, agent_id=agent, session_id=session, name="notes.md", data=data
         )
     async with sessionmaker() as db:
-        events = await list_events(db, session, kind="artifact.replaced")
+        events = await list_events(db, session, kind="artifact_replaced")
     assert [(e.payload["previous_sha256"], e.payload["sha256"]) for e in events] == [
         (v1.sha256, v2.sha256),
         (v2.sha256, v1.sha256),

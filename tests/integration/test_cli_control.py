@@ -58,9 +58,9 @@ def test_pause_say_redirect_resume(cli: CLIStack) -> None:
     assert users == [goal, "also check disk usage", "New goal from ana: count the files instead"]
     _, _, events = read_record(cli.database_url, sid)
     by_kind = {e.kind: e for e in events}
-    assert by_kind["pause"].actor == "ana" and by_kind["pause"].reason == "lunch"
-    assert by_kind["resume"].actor == "ana"
-    assert by_kind["redirect"].payload["new_goal"] == "count the files instead"
+    assert by_kind["session_paused"].actor == "ana" and by_kind["session_paused"].reason == "lunch"
+    assert by_kind["session_resumed"].actor == "ana"
+    assert by_kind["session_redirected"].payload["new_goal"] == "count the files instead"
     assert by_kind["human_message"].actor == "ana"
 
 

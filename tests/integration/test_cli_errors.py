@@ -94,12 +94,12 @@ def test_bad_arguments_exit_2(cli: CLIStack) -> None:
 
 
 def test_unreachable_server_exits_3(cli: CLIStack) -> None:
-    calls = [("list",), ("start", "a goal")]
+    calls = [("start", "a goal"), ("schedule", "list")]
     dead = {"TEMPORAL_ADDRESS": "127.0.0.1:1"}
     for done in cli.vigil.many(*calls, env=dead):
         assert done.returncode == 3, explain(done)
         line = one_error_line(done)
-        assert line.startswith("error: cannot reach Temporal at 127.0.0.1:1"), line
+        assert line.startswith("error: Temporal at 127.0.0.1:1 is not answering"), line
     no_db = cli.vigil("list", env={"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/nothing"})
     assert no_db.returncode == 3, explain(no_db)
     assert one_error_line(no_db).startswith("error: cannot reach a server:")

@@ -66,7 +66,7 @@ def test_the_cli_refuses_oversized_controls_before_sending(cli: CLIStack) -> Non
     # Nothing reached the session: no signal in its history, no refusal in its record.
     assert _signals_in_history(cli, sid) == []
     _row, _messages, events = read_record(cli.database_url, sid)
-    assert [e for e in events if e.kind == "rejected_input"] == []
+    assert [e for e in events if e.kind == "input_rejected"] == []
     # Refused before connecting: the same answer with no server to talk to.
     dead = cli.vigil("say", sid, BIG, env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
     assert dead.returncode == 2, explain(dead)[:2000]

@@ -89,7 +89,13 @@ async def test_state_controls_and_list(cli: CLIStack, client: VigilClient) -> No
     assert (row.id, row.status, row.temporal_status) == (sid, "completed", "completed")
     assert await client.list_sessions(agent=who, status="running") == []
     kinds = [e.kind for e in await client.events(sid)]
-    for kind in ("pause", "human_message", "approval_decided", "resume", "session_ended"):
+    for kind in (
+        "session_paused",
+        "human_message",
+        "approval_decided",
+        "session_resumed",
+        "session_ended",
+    ):
         assert kind in kinds, kinds
 
 

@@ -169,7 +169,7 @@ def test_approve_by_signal_and_update(
     assert decided["a1-0"].reason == documented["approve"]["note"]
     assert decided["a1-0"].payload["edited_arguments"] == {"url": f"{url}/edited"}
     assert decided["a2-0"].actor == "ana"
-    assert not [e for e in events if e.kind == "rejected_input"]
+    assert not [e for e in events if e.kind == "input_rejected"]
 
 
 def test_pause_message_reject_resume_by_signal(
@@ -205,9 +205,9 @@ def test_pause_message_reject_resume_by_signal(
     assert documented["reject"]["reason"] in tool["content"]
     _, _, events = read_record(cli.database_url, sid)
     by_kind = {e.kind: e for e in events}
-    assert by_kind["pause"].actor == documented["pause"]["by"]
-    assert by_kind["pause"].reason == documented["pause"]["reason"]
-    assert by_kind["resume"].actor == documented["resume"]["by"]
+    assert by_kind["session_paused"].actor == documented["pause"]["by"]
+    assert by_kind["session_paused"].reason == documented["pause"]["reason"]
+    assert by_kind["session_resumed"].actor == documented["resume"]["by"]
     assert by_kind["human_message"].actor == documented["message"]["by"]
 
 

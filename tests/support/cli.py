@@ -125,15 +125,17 @@ class Vigil:
             input=input,
         )
 
-    def ok(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def ok(
+        self, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run and insist on exit 0 (the failure shows what the CLI said)."""
-        done = self(*args, timeout=timeout)
+        done = self(*args, timeout=timeout, env=env)
         assert done.returncode == 0, explain(done)
         return done
 
-    def json(self, *args: str, timeout: float = 60) -> Any:
+    def json(self, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None) -> Any:
         """Run with ``--json`` and parse stdout."""
-        done = self.ok(*args, "--json", timeout=timeout)
+        done = self.ok(*args, "--json", timeout=timeout, env=env)
         return json.loads(done.stdout)
 
     def many(

@@ -1,0 +1,94 @@
+"""A session on a task queue no worker polls: vigil says so at once, with the command that
+starts a worker, instead of waiting in the dark; `list` shows the session, `doctor` fails
+its worker check until a worker polls, then the session runs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import WorkerProcess, explain, one_error_line, wait_recorded
+from tests.support.llm_stub import Reply
+
+pytestmark = pytest.mark.integration
+
+
+def _worker_check(doctor: dict[str, object] | list[dict[str, object]]) -> dict[str, object]:
+    assert isinstance(doctor, list)
+    found = [c for c in doctor if str(c["check"]).startswith("workers on task queue")]
+    assert len(found) == 1, doctor
+    return found[0]
+
+
+@pytest.mark.timeout(600)  # a dozen CLI start-ups and a worker, on a shared machine
+def test_no_worker_is_said_at_once(cli: CLIStack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    queue = f"tq-nobody-{uuid.uuid4().hex[:8]}"
+    env = {"VIGIL_TASK_QUEUE": queue}
+    expected_hint = "start one with `vigil worker`"
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "ran once a worker came"}))
+
+    follow = cli.vigil("start", goal, "--agent", "lonely", "--follow", env=env)
+    assert follow.returncode == 3, explain(follow)
+    sid = follow.stdout.split("started ", 1)[1].split()[0]
+    line = one_error_line(follow)
+    assert line == (
+        f"error: no worker is polling task queue {queue!r}, so session {sid} has no record "
+        f"and waits; {expected_hint}"
+    ), line
+
+    pause, approve, show = cli.vigil.many(
+        ("pause", sid, "--by", "ana"), ("approve", sid, "a1-0"), ("show", sid), env=env, timeout=180
+    )
+    for done, what in ((pause, "pause"), (approve, "approve")):
+        assert done.returncode == 3, explain(done)
+        assert one_error_line(done) == (
+            f"error: no worker is polling task queue {queue!r}, so session {sid} cannot take "
+            f"the {what}; {expected_hint}"
+        ), explain(done)
+    assert show.returncode == 3, explain(show)
+    assert expected_hint in one_error_line(show)
+
+    listed = cli.vigil.json("list", "--agent", "lonely", env=env)
+    mine = [r for r in listed if r["id"] == sid]
+    assert len(mine) == 1, listed
+    assert mine[0]["status"] == "unrecorded" and mine[0]["recorded"] is False
+    assert mine[0]["goal"] == goal and mine[0]["temporal_status"] == "running"
+    human = cli.vigil("list", "--agent", "lonely", env=env)
+    assert sid in human.stdout and "unrecorded" in human.stdout, explain(human)
+
+    doctor = cli.vigil("doctor", "--json", env=env)
+    assert doctor.returncode == 1, explain(doctor)
+    check = _worker_check(json.loads(doctor.stdout))
+    assert check["ok"] is False
+    assert check["detail"] == (
+        f"no worker is polling task queue {queue!r}, so sessions cannot run; "
+        "start one with `vigil worker`"
+    )
+
+    # The command it names works: the session runs and doctor's check passes.
+    log = tmp_path_factory.mktemp("lonely") / "worker.log"
+    worker = WorkerProcess({**cli.vigil.env, **env}, log).start()
+    try:
+        row = wait_recorded(cli.database_url, sid, "completed")
+        assert row.summary == "ran once a worker came"
+        after = cli.vigil("doctor", "--json", env=env)
+        assert _worker_check(json.loads(after.stdout))["ok"] is True, explain(after)
+        assert sid not in [r["id"] for r in cli.vigil.json("list", "--status", "unrecorded")]
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+
+
+def test_other_queue_names_its_worker_command(cli: CLIStack) -> None:
+    """A session started on another queue than the configured one: the command names it."""
+    queue = f"tq-other-{uuid.uuid4().hex[:8]}"
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "x"}))
+    sid = cli.vigil.json("start", goal, "--agent", "lonely", env={"VIGIL_TASK_QUEUE": queue})["id"]
+    done = cli.vigil("say", sid, "hello")  # the CLI's configured queue is the module's
+    assert done.returncode == 3, explain(done)
+    assert one_error_line(done).endswith(f"start one with `vigil worker --task-queue {queue}`"), (
+        explain(done)
+    )
+    cli.vigil.ok("cancel", sid)

@@ -1,0 +1,77 @@
+"""Is anyone there? Whether Temporal answers and whether a worker polls a session's task
+queue, told in one whole line that says what to run.
+
+A session whose task queue has no poller never moves: its record row is not written, its
+updates and queries wait for a worker that is not coming. Temporal knows who polls a queue
+(DescribeTaskQueue), so vigil asks before it waits, instead of waiting in the dark.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime, timedelta
+
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+POLLER_FRESH = timedelta(minutes=2)
+"""A live worker renews its long poll about once a minute; Temporal keeps listing a poller
+for minutes after its worker died, so older ones are not counted."""
+
+CONTROL_WAIT_SECONDS = 30.0
+"""How long a control (update) or a query waits for a session whose queue has a worker."""
+
+_UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+def temporal_down(address: str) -> str:
+    """The one line said when Temporal does not answer."""
+    return (
+        f"Temporal at {address} is not answering; start it with `vigil stack up` "
+        "(or check TEMPORAL_ADDRESS)"
+    )
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """An error that means Temporal is not there (as opposed to Temporal saying no).
+
+    The client connects on first use, and a failed connect is a RuntimeError from the core
+    SDK ("Failed client connect: ..."); a dropped connection is UNAVAILABLE."""
+    if isinstance(exc, RPCError):
+        return exc.status in _UNREACHABLE
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect")
+
+
+def worker_command(task_queue: str, default_queue: str) -> str:
+    """The command that starts a worker polling ``task_queue``."""
+    if task_queue == default_queue:
+        return "vigil worker"
+    return f"vigil worker --task-queue {shlex.quote(task_queue)}"
+
+
+def no_worker(task_queue: str, default_queue: str, *, what: str) -> str:
+    """The one line said when no worker polls ``task_queue``; ``what`` says what waits."""
+    return (
+        f"no worker is polling task queue {task_queue!r}, so {what}; "
+        f"start one with `{worker_command(task_queue, default_queue)}`"
+    )
+
+
+async def live_pollers(client: Client, task_queue: str) -> list[str]:
+    """Identities of the workers polling ``task_queue`` for workflow tasks right now."""
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    since = datetime.now(UTC) - POLLER_FRESH
+    return [
+        p.identity
+        for p in resp.pollers
+        if not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
+    ]
