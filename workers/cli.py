@@ -24,7 +24,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from vigil.activities.record import store as record_store
 from vigil.schema.limits import start_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
@@ -516,13 +515,8 @@ def show(
     """A session's record, live state and recent messages."""
 
     async def go(client: VigilClient) -> None:
-        row = await client.require_session(session_id)
-        live = None
-        if row.status not in FINAL:  # an ended session's query would wait for a worker
-            with contextlib.suppress(VigilError):
-                live = await client.state(session_id)
-        async with client.db() as db:
-            recent = await record_store.recent_messages(db, session_id, last)
+        view = await client.session_view(session_id, last)
+        row, live, recent = view.session, view.state, view.messages
         if as_json:
             out.print_json(
                 json.dumps(
