@@ -249,10 +249,16 @@ async def pending_approvals(
                     "AND (CAST(:agent AS text) IS NULL OR s.agent_id = :agent) "
                     "AND (CAST(:agents AS text[]) IS NULL OR s.agent_id = ANY(:agents)) "
                     "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
-                    "  AND d.key = 'approval:' || (e.payload->>'approval_id') || ':decided') "
+                    "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
                     "ORDER BY e.created_at, e.id LIMIT :lim"
                 ),
-                {"final": _FINAL, "agent": agent, "agents": agents, "lim": limit},
+                {
+                    "final": _FINAL,
+                    "agent": agent,
+                    "agents": agents,
+                    "decided": ":decided",
+                    "lim": limit,
+                },
             )
         )
         .mappings()
