@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -268,6 +268,8 @@ class _VigilClientCore:
         )
         await self.require_agent(agent_id, agent_version, allow_undefined)
         sid = session_id or self.new_session_id(agent_id)
+        if session_id is not None and "\x00" in session_id:
+            raise BadArgument("a session id must not contain NUL characters")
         if session_id is not None:
             # A session id names one session for good: a new run under an ended session's
             # id would append to that session's record as if it were the same session.
@@ -563,6 +565,8 @@ class _VigilClientCore:
         for value in (agent, schedule_id, cursor):
             if value is not None and "\x00" in value:
                 raise BadArgument("filters must not contain NUL characters")
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
         async with self.db() as db:
             try:
                 page = await session_reads.list_sessions(

@@ -140,6 +140,8 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
 
         msg = http.post(f"/v1/sessions/{sid}/message", json={"text": said})
         assert msg.status_code == 200 and msg.json()["accepted"] is True, msg.text
+        at_limit = "y" * MAX_HUMAN_TEXT  # the session's own limit, exactly
+        assert http.post(f"/v1/sessions/{sid}/message", json={"text": at_limit}).is_success
         new_goal = "count the files instead"
         moved = http.post(f"/v1/sessions/{sid}/redirect", json={"goal": new_goal})
         assert moved.status_code == 200 and moved.json()["state"]["goal"] == new_goal
@@ -172,7 +174,7 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
             for m in http.get(f"/v1/sessions/{sid}/transcript").json()["messages"]
             if m["role"] == "user"
         ]
-        assert users == [goal, said, f"New goal from cara: {new_goal}"]
+        assert users == [goal, said, at_limit, f"New goal from cara: {new_goal}"]
 
     _, transcript, events = read_record(cli.database_url, sid)
     assert said in [m.content for m in transcript]

@@ -105,6 +105,8 @@ def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent:
         )
         assert malformed.status_code == 400
         assert malformed.json()["error"]["code"] == "malformed_request"
+        nul_id = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": "a\x00b"})
+        assert nul_id.status_code == 422, nul_id.text
         bad_budget = http.post(
             "/v1/sessions", json={"agent": agent, "goal": "g", "budget": {"max_steps": 0}}
         )
@@ -145,6 +147,8 @@ def test_list_filters_and_a_stable_cursor(cli: CLIStack, api: ApiServer) -> None
         assert running["items"] == []
         later = http.get("/v1/sessions", params={"agent": agent, "since": "2999-01-01T00:00:00Z"})
         assert later.json()["items"] == []
+        naive = http.get("/v1/sessions", params={"agent": agent, "since": "2000-01-01T00:00:00"})
+        assert len(naive.json()["items"]) == 6, naive.text
         by_schedule = http.get("/v1/sessions", params={"agent": agent, "schedule": "none"})
         assert by_schedule.json()["items"] == []
 
