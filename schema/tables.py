@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     Interval,
     LargeBinary,
@@ -85,6 +86,8 @@ class Session(Base):
     """One agent session; its id is the Temporal workflow id."""
 
     __tablename__ = "sessions"
+    # Lists page newest first by (created_at, id): workers/api, activities/record/sessions.py.
+    __table_args__ = (Index("ix_sessions_created_at_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)

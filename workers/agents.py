@@ -163,9 +163,41 @@ class AgentService:
         listed); an unchanged one keeps its stored catalog unless ``refresh``, when a
         catalog that changed (a server's tools did) makes a new version too.
         """
+        return await self.apply_loaded(load_all(paths), by=by, refresh=refresh)
+
+    @staticmethod
+    def parse_text(text: str, kind: str) -> LoadedAgent:
+        """One agent definition given as the text of a file (``kind``: toml, yaml or
+        json), validated as ``apply`` validates a file (store it with ``apply_loaded``)."""
+        from vigil.activities.agents.files import (
+            MAX_FILE_BYTES,
+            AgentFileError,
+            Problem,
+            parse_spec,
+        )
+
+        if kind not in ("toml", "yaml", "json"):
+            raise AgentError(f"unknown agent file format {kind!r}: toml, yaml or json")
+        path = Path(f"(request).{kind}")
+        problem: str | None = None
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+            problem = f"larger than {MAX_FILE_BYTES} bytes"
+        elif "\x00" in text:
+            problem = "holds a NUL character"
+        if problem is not None:
+            raise InvalidAgentFiles([AgentFileError(path, [Problem(None, "", problem)])])
+        try:
+            # JSON is YAML: parsed by the YAML reader, problems are located at their line.
+            return parse_spec(text, path, "toml" if kind == "toml" else "yaml")
+        except AgentFileError as exc:
+            raise InvalidAgentFiles([exc]) from None
+
+    async def apply_loaded(
+        self, loaded: list[LoadedAgent], *, by: str | None = None, refresh: bool = False
+    ) -> list[AppliedAgent]:
+        """Store validated definitions (see ``apply``)."""
         from vigil.activities.agents.files import AgentFileError, describe
 
-        loaded = load_all(paths)
         async with self.db() as db:
             newest = {a.spec.name: await agent_rows.newest_version(db, a.spec.name) for a in loaded}
         kept = {
@@ -272,6 +304,8 @@ class AgentService:
         ]
 
     async def find(self, name: str, version: int | None = None) -> AgentVersionInfo | None:
+        if "\x00" in name:  # PostgreSQL cannot hold it: no agent has such a name
+            return None
         async with self.db() as db:
             row = (
                 await agent_rows.newest_version(db, name)
@@ -287,6 +321,8 @@ class AgentService:
         return found
 
     async def history(self, name: str) -> list[AgentVersionInfo]:
+        if "\x00" in name:
+            raise AgentNotFound(f"agent {name!r} has no definition")
         async with self.db() as db:
             rows = await agent_rows.list_versions(db, name)
         if not rows:
@@ -349,17 +385,25 @@ async def apply_files(
 ) -> list[AppliedAgent]:
     """``vigil agent apply``: Python tools from ``tools`` and the settings' modules, MCP
     credentials through the worker's resolver (the demo applies its agent with this too)."""
+    from vigil.workers.tool_wiring import with_worker_flags
+
+    service = applying_service(with_worker_flags(settings, tools, None, False), db)
+    return await service.apply(paths, by=by, refresh=refresh)
+
+
+def applying_service(settings: Settings, db: async_sessionmaker[DbSession]) -> AgentService:
+    """An AgentService that describes Python tools (the settings' modules) and MCP
+    servers as `vigil agent apply` does: the API applies definitions with it."""
     # The tool wiring (the mcp SDK, tool modules) loads when applying, not with the client.
     from vigil.activities.tools.loader import ToolLoadError
     from vigil.workers.models import credential_resolver
-    from vigil.workers.tool_wiring import tool_sourcing, with_worker_flags
+    from vigil.workers.tool_wiring import tool_sourcing
 
-    settings = with_worker_flags(settings, tools, None, False)
     try:
         sourcing = tool_sourcing(settings, credential_resolver(settings, db).resolve)
     except ToolLoadError as exc:
         raise ToolsUnavailable(str(exc)) from None
-    return await AgentService(db, sourcing).apply(paths, by=by, refresh=refresh)
+    return AgentService(db, sourcing)
 
 
 def _diff(a: object, b: object, label: str, old: int, new: int) -> list[str]:

@@ -24,7 +24,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from vigil.activities.record import store as record_store
 from vigil.schema.limits import start_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
@@ -521,15 +520,9 @@ def show(
     """A session's record, live state and recent messages."""
 
     async def go(client: VigilClient) -> None:
-        row = await client.require_session(session_id)
-        live, no_live = None, None
-        if row.status not in FINAL:  # an ended session's query would wait for a worker
-            try:
-                live = await client.state(session_id)
-            except VigilError as exc:  # shown from the record alone, and marked so
-                no_live = f"unavailable: {exc}"
-        async with client.db() as db:
-            recent = await record_store.recent_messages(db, session_id, last)
+        view = await client.session_view(session_id, last)
+        row, live, recent = view.session, view.state, view.messages
+        no_live = f"unavailable: {view.state_unavailable}" if view.state_unavailable else None
         if as_json:
             out.print_json(
                 json.dumps(

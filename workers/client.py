@@ -9,13 +9,12 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from temporalio.api.enums.v1 import EventType
@@ -40,6 +39,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from vigil.activities.record import sessions as session_reads
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
 from vigil.schema import names
@@ -153,6 +153,30 @@ class SessionSummary:
     recorded: bool = True
     """False for a session Temporal knows whose record row is not written yet (its status
     then reads ``unrecorded``): usually no worker has picked it up."""
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    items: list[SessionSummary]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next (older) page; None when this page is the last."""
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session: record.SessionRow
+    state: SessionState | None
+    """The live state; None when the session has ended or no worker answered in time."""
+    messages: list[record.StoredMessage]
+    ui: str | None
+    state_unavailable: str | None = None
+    """Why there is no live state for a running session (no worker, Temporal down)."""
+
+
+STATUSES = frozenset(s.value for s in SessionStatus)
+UNRECORDED = "unrecorded"
+"""The status `list` shows for a session Temporal runs that has no record row yet."""
+STATE_QUERY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -298,21 +322,19 @@ class _VigilClientCore:
         """Start a session of ``agent_id``'s definition (its newest version, or
         ``agent_version``); the settings given here override the definition's. An agent
         with no definition is refused unless ``allow_undefined`` (or the setting)."""
-        too_big = start_error(goal, system_prompt)
-        if too_big is not None:
-            raise BadArgument(f"refused before sending: {too_big}")
-        await self.require_agent(agent_id, agent_version, allow_undefined)
-        arg = StartSessionInput(
-            agent_id=agent_id,
-            goal=goal,
+        arg = self.start_input(
+            agent_id,
+            goal,
+            budget=budget,
+            policy=policy,
             system_prompt=system_prompt,
-            budget=budget or Budget(),
-            policy=policy or ToolPolicy(),
             agent_version=agent_version,
-            overrides=start_overrides(budget, policy, system_prompt, set(extra)),
             **extra,
         )
+        await self.require_agent(agent_id, agent_version, allow_undefined)
         sid = session_id or self.new_session_id(agent_id)
+        if session_id is not None and "\x00" in session_id:
+            raise BadArgument("a session id must not contain NUL characters")
         if session_id is not None:
             # A session id names one session for good: a new run under an ended session's
             # id would append to that session's record as if it were the same session.
@@ -330,22 +352,55 @@ class _VigilClientCore:
                 id=sid,
                 task_queue=task_queue or self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                memo={"goal": goal, "agent": agent_id},
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(names.SA_AGENT, agent_id),
-                        SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
-                        SearchAttributePair(names.SA_STEP, 0),
-                        SearchAttributePair(names.SA_GOAL, goal[:1000]),
-                    ]
-                ),
-                static_summary=f"{agent_id}: {goal[:200]}",
+                **self.start_options(agent_id, goal),
             )
         except WorkflowAlreadyStartedError as exc:
             raise BadArgument(
                 f"a session with id {sid!r} already exists; choose another --id"
             ) from exc
         return StartedSession(sid, self.ui_link(sid))
+
+    def start_options(self, agent_id: str, goal: str) -> dict[str, Any]:
+        """What every session's start carries besides its input: memo, search attributes
+        and the UI's summary (update-with-start passes them too: workers/keyed.py)."""
+        return {
+            "memo": {"goal": goal, "agent": agent_id},
+            "search_attributes": TypedSearchAttributes(
+                [
+                    SearchAttributePair(names.SA_AGENT, agent_id),
+                    SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
+                    SearchAttributePair(names.SA_STEP, 0),
+                    SearchAttributePair(names.SA_GOAL, goal[:1000]),
+                ]
+            ),
+            "static_summary": f"{agent_id}: {goal[:200]}",
+        }
+
+    def start_input(
+        self,
+        agent_id: str,
+        goal: str,
+        *,
+        budget: Budget | None = None,
+        policy: ToolPolicy | None = None,
+        system_prompt: str | None = None,
+        agent_version: int | None = None,
+        **extra: Any,
+    ) -> StartSessionInput:
+        """A session's start input; the settings given override the agent definition's."""
+        too_big = start_error(goal, system_prompt)
+        if too_big is not None:
+            raise BadArgument(f"refused before sending: {too_big}")
+        return StartSessionInput(
+            agent_id=agent_id,
+            goal=goal,
+            system_prompt=system_prompt,
+            budget=budget or Budget(),
+            policy=policy or ToolPolicy(),
+            agent_version=agent_version,
+            overrides=start_overrides(budget, policy, system_prompt, set(extra)),
+            **extra,
+        )
 
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
@@ -387,6 +442,10 @@ class _VigilClientCore:
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
             raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
 
+    async def call(self, session_id: str, coro: Any) -> Any:
+        """Await a Temporal call about ``session_id``, its failures as VigilErrors."""
+        return await self._rpc(session_id, coro)
+
     async def state(self, session_id: str) -> SessionState:
         # A query is answered by a worker, even for an ended session.
         await self._describe_live(session_id, what="session {id} cannot answer", always=True)
@@ -420,9 +479,14 @@ class _VigilClientCore:
         note: str | None = None,
         edited_arguments: dict[str, Any] | None = None,
         wait: bool = True,
+        digest: str | None = None,
     ) -> Ack | None:
         arg = ApproveInput(
-            approval_id=approval_id, by=by, note=note, edited_arguments=edited_arguments
+            approval_id=approval_id,
+            by=by,
+            note=note,
+            edited_arguments=edited_arguments,
+            digest=digest,
         )
         return await self._control(session_id, names.UPD_APPROVE, names.SIG_APPROVE, arg, wait)
 
@@ -517,6 +581,8 @@ class _VigilClientCore:
         return str(desc.status.name).lower() if desc.status else "unknown"
 
     async def require_session(self, session_id: str) -> record.SessionRow:
+        if "\x00" in session_id:  # PostgreSQL cannot hold it: no session has such an id
+            raise UnknownSession(f"no session with id {session_id!r}")
         async with self.db() as db:
             row = await record.get_session(db, session_id)
         if row is None:
@@ -550,52 +616,100 @@ class _VigilClientCore:
         schedule_id: str | None = None,
         limit: int = 50,
     ) -> list[SessionSummary]:
-        async with self.db() as db:
-            rows = (
-                (
-                    await db.execute(
-                        text(
-                            "SELECT id, agent_id, goal, status, step, created_at, updated_at, "
-                            "schedule_id "
-                            "FROM sessions "
-                            "WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
-                            "AND (CAST(:status AS text) IS NULL OR status = :status) "
-                            "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
-                            "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
-                            "ORDER BY created_at DESC LIMIT :lim"
-                        ),
-                        {
-                            "agent": agent,
-                            "status": status,
-                            "since": since,
-                            "sched": schedule_id,
-                            "lim": limit,
-                        },
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        live = await self._temporal_statuses([r["id"] for r in rows])
+        """Newest first; sessions Temporal runs that have no record row yet (no worker has
+        taken their first step) come first, with status ``unrecorded``."""
+        if status == UNRECORDED:
+            return (await self._unrecorded(agent, since, set()))[:limit]
+        page = await self.session_page(
+            agent=agent, status=status, since=since, schedule_id=schedule_id, limit=limit
+        )
         unrecorded: list[SessionSummary] = []
-        if status in (None, SessionStatus.RUNNING.value, "unrecorded") and schedule_id is None:
-            unrecorded = await self._unrecorded(agent, since, {r["id"] for r in rows})
-        if status == "unrecorded":
-            return unrecorded[:limit]
-        return unrecorded + [
-            SessionSummary(
-                id=r["id"],
-                agent_id=r["agent_id"],
-                goal=r["goal"],
-                status=r["status"],
-                step=r["step"],
-                created_at=r["created_at"],
-                updated_at=r["updated_at"],
-                schedule_id=r["schedule_id"],
-                temporal_status=live.get(r["id"]),
+        if status in (None, SessionStatus.RUNNING.value) and schedule_id is None:
+            unrecorded = await self._unrecorded(agent, since, {s.id for s in page.items})
+        return unrecorded + page.items
+
+    async def session_page(
+        self,
+        *,
+        agent: str | None = None,
+        agents: frozenset[str] | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """Sessions newest first, one page; ``next_cursor`` continues after it (stable
+        while new sessions start). ``agents`` limits the list to those agents."""
+        if status is not None and status not in STATUSES:
+            raise BadArgument(f"unknown status {status!r}; one of {', '.join(sorted(STATUSES))}")
+        for value in (agent, schedule_id, cursor):
+            if value is not None and "\x00" in value:
+                raise BadArgument("filters must not contain NUL characters")
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        async with self.db() as db:
+            try:
+                page = await session_reads.list_sessions(
+                    db,
+                    agent=agent,
+                    agents=sorted(agents) if agents is not None else None,
+                    status=status,
+                    since=since,
+                    schedule_id=schedule_id,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            except session_reads.BadCursor as exc:
+                raise BadArgument(f"cursor: {exc}") from exc
+        live = await self._temporal_statuses([r.id for r in page.rows])
+        items = [SessionSummary(**asdict(r), temporal_status=live.get(r.id)) for r in page.rows]
+        return SessionPage(items, page.next_cursor)
+
+    async def session_view(self, session_id: str, last: int = 20) -> SessionView:
+        """A session's record, its live state (while it runs and a worker answers) and
+        its ``last`` messages: what `vigil show` and the API's session page show."""
+        row = await self.require_session(session_id)
+        live, unavailable = None, None
+        if row.status not in {s.value for s in FINAL_STATUSES}:
+            # An ended session's query would wait for a worker; a running one's is bounded
+            # and says why it has no answer (no worker, Temporal down).
+            try:
+                live = await asyncio.wait_for(self.state(session_id), STATE_QUERY_SECONDS)
+            except VigilError as exc:
+                unavailable = str(exc)
+            except TimeoutError:
+                unavailable = f"no worker answered in {STATE_QUERY_SECONDS:.0f} s"
+        async with acting_for(self.db, row.agent_id) as db:
+            recent = await record.recent_messages(db, session_id, max(0, last))
+        return SessionView(row, live, recent, self.ui_link(session_id), unavailable)
+
+    async def events_page(
+        self, session_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None
+    ) -> list[session_reads.EventRow]:
+        """A session's events after event id ``after``, oldest first."""
+        row = await self.require_session(session_id)
+        if kind is not None and "\x00" in kind:
+            raise BadArgument("kind must not contain NUL characters")
+        async with acting_for(self.db, row.agent_id) as db:
+            return await session_reads.events_page(
+                db, session_id, after=after, limit=limit, kind=kind
             )
-            for r in rows
-        ]
+
+    async def pending_approvals(
+        self,
+        *,
+        agent: str | None = None,
+        agents: frozenset[str] | None = None,
+        limit: int = 200,
+    ) -> list[session_reads.PendingApprovalRow]:
+        """Every approval waiting for a person across sessions, oldest first."""
+        if agent is not None and "\x00" in agent:
+            raise BadArgument("agent must not contain NUL characters")
+        async with self.db() as db:
+            return await session_reads.pending_approvals(
+                db, agent=agent, agents=sorted(agents) if agents is not None else None, limit=limit
+            )
 
     async def _temporal_statuses(self, ids: list[str]) -> dict[str, str]:
         if not ids:
@@ -638,7 +752,7 @@ class _VigilClientCore:
                         id=wf.id,
                         agent_id=attrs.get(names.SA_AGENT) or "?",
                         goal=attrs.get(names.SA_GOAL) or "",
-                        status="unrecorded",
+                        status=UNRECORDED,
                         step=0,
                         created_at=wf.start_time,
                         updated_at=wf.start_time,
@@ -658,7 +772,7 @@ class _VigilClientCore:
     async def agent_of(self, session_id: str) -> str | None:
         """The agent a session belongs to (remembered: a session never changes agent)."""
         agent = self._agents.get(session_id)
-        if agent is None:
+        if agent is None and "\x00" not in session_id:
             async with self.db() as db:
                 agent = await record.session_agent(db, session_id)
             if agent is not None:

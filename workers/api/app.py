@@ -12,7 +12,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from vigil.workers.api import errors, health, hooks, me
+from vigil.workers.api import (
+    agents,
+    approvals,
+    control,
+    errors,
+    health,
+    hooks,
+    keyed,
+    me,
+    sessions,
+)
 from vigil.workers.api.limits import BodyLimit
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
@@ -27,7 +37,16 @@ UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
 
 def routers() -> list[APIRouter]:
     """Every resource's router, in the order the OpenAPI document lists them."""
-    return [health.router, me.router, hooks.router]
+    return [
+        health.router,
+        me.router,
+        agents.router,
+        keyed.router,
+        sessions.router,
+        control.router,
+        approvals.router,
+        hooks.router,
+    ]
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -45,6 +45,8 @@ CONFLICT = "conflict"
 REFUSED = "refused"
 MALFORMED = "malformed_request"
 INVALID = "invalid_request"
+INVALID_AGENT = "invalid_agent_definition"
+UNSUPPORTED_MEDIA = "unsupported_media_type"
 TOO_LARGE = "payload_too_large"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNAVAILABLE = "unavailable"
@@ -69,11 +71,14 @@ class ErrorResponse(BaseModel):
 class ApiError(Exception):
     """Raised by routes for a response with a status and a stable code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
 def error_response(
@@ -126,7 +131,9 @@ def install(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         bearer = exc.status == 401 and exc.code != BAD_SIGNATURE
         headers = {"WWW-Authenticate": "Bearer"} if bearer else None
-        return error_response(exc.status, exc.code, exc.message, headers=headers)
+        return error_response(
+            exc.status, exc.code, exc.message, details=exc.details, headers=headers
+        )
 
     @app.exception_handler(VigilError)
     async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:

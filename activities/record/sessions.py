@@ -1,0 +1,284 @@
+"""Reading sessions across the record: lists with cursor paging, events by page, and the
+approvals still waiting for a person.
+
+Lists are ordered newest first by ``(created_at, id)`` and paged by keyset: a cursor
+names the last row seen, and the next page starts strictly after it, so sessions started
+meanwhile (always newer) never shift or repeat a page. Cursors are opaque to callers
+(base64url of JSON); a cursor that does not decode is a ``BadCursor``.
+
+These run on the system's connection: callers filter by the agents a caller may see.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from vigil.schema import textcodec
+from vigil.schema.payloads import FINAL_STATUSES
+
+MAX_PAGE = 500
+_FINAL = sorted(s.value for s in FINAL_STATUSES)
+_APPROVAL_ID = re.compile(r"^a(\d+)-(\d+)$")
+
+
+class BadCursor(ValueError):
+    """A paging cursor that this module did not make."""
+
+
+@dataclass(frozen=True)
+class SessionListRow:
+    id: str
+    agent_id: str
+    goal: str
+    status: str
+    step: int
+    created_at: datetime
+    updated_at: datetime
+    schedule_id: str | None
+
+
+@dataclass(frozen=True)
+class SessionListPage:
+    rows: list[SessionListRow]
+    next_cursor: str | None
+    """Pass back as ``cursor`` for the next (older) page; None when this one is the last."""
+
+
+def encode_cursor(created_at: datetime, session_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), session_id], ensure_ascii=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        stamp, session_id = value
+        moment = datetime.fromisoformat(stamp)
+        if not isinstance(session_id, str) or moment.tzinfo is None or "\x00" in session_id:
+            raise ValueError("bad cursor fields")
+    except (ValueError, TypeError, UnicodeError, binascii.Error) as exc:
+        raise BadCursor("not a cursor this API returned") from exc
+    return moment, session_id
+
+
+async def list_sessions(
+    db: DbSession,
+    *,
+    agent: str | None = None,
+    agents: list[str] | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    schedule_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> SessionListPage:
+    """Sessions newest first; ``agents`` (when not None) limits them to those agents."""
+    limit = max(1, min(limit, MAX_PAGE))
+    after = decode_cursor(cursor) if cursor else None
+    rows = (
+        (
+            await db.execute(
+                text(
+                    "SELECT id, agent_id, goal, status, step, created_at, updated_at, schedule_id "
+                    "FROM sessions "
+                    "WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
+                    "AND (CAST(:agents AS text[]) IS NULL OR agent_id = ANY(:agents)) "
+                    "AND (CAST(:status AS text) IS NULL OR status = :status) "
+                    "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
+                    "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
+                    "AND (CAST(:after_at AS timestamptz) IS NULL "
+                    "     OR (created_at, id) < (:after_at, CAST(:after_id AS text))) "
+                    "ORDER BY created_at DESC, id DESC LIMIT :lim"
+                ),
+                {
+                    "agent": agent,
+                    "agents": agents,
+                    "status": status,
+                    "since": since,
+                    "sched": schedule_id,
+                    "after_at": after[0] if after else None,
+                    "after_id": after[1] if after else None,
+                    "lim": limit + 1,
+                },
+            )
+        )
+        .mappings()
+        .all()
+    )
+    page = [
+        SessionListRow(
+            id=r["id"],
+            agent_id=r["agent_id"],
+            goal=r["goal"],
+            status=r["status"],
+            step=r["step"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            schedule_id=r["schedule_id"],
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return SessionListPage(
+        page, encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+    )
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    """Increases with every event recorded: page with ``after``."""
+    key: str
+    kind: str
+    step: int
+    actor: str | None
+    reason: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return textcodec.decode_json(value)
+
+
+async def events_page(
+    db: DbSession,
+    session_id: str,
+    *,
+    after: int = 0,
+    limit: int = 100,
+    kind: str | None = None,
+) -> list[EventRow]:
+    """A session's events recorded after event ``after``, oldest first (call it acting
+    for the session's agent)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = (
+        await db.execute(
+            text(
+                "SELECT id, key, kind, step, actor, reason, payload, created_at FROM events "
+                "WHERE session_id = :sid AND id > :after "
+                "AND (CAST(:kind AS text) IS NULL OR kind = :kind) ORDER BY id LIMIT :lim"
+            ),
+            {"sid": session_id, "after": after, "kind": kind, "lim": limit},
+        )
+    ).mappings()
+    return [
+        EventRow(
+            id=r["id"],
+            key=r["key"],
+            kind=r["kind"],
+            step=r["step"],
+            actor=r["actor"],
+            reason=r["reason"],
+            payload=_json(r["payload"]) or {},
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class PendingApprovalRow:
+    session_id: str
+    agent_id: str
+    approval_id: str
+    step: int
+    tool: str
+    arguments: str
+    """The call's arguments exactly as the model sent them (JSON text)."""
+    digest: str | None
+    requested_at: datetime
+
+
+def _call_arguments(tool_calls: Any, approval_id: str) -> tuple[str | None, str | None]:
+    """(name, arguments) of the call an approval id names, from its assistant message."""
+    found = _APPROVAL_ID.match(approval_id)
+    calls = _json(tool_calls)
+    if found is None or not isinstance(calls, list):
+        return None, None
+    index = int(found.group(2))
+    if index >= len(calls) or not isinstance(calls[index], dict):
+        return None, None
+    call = calls[index]
+    arguments = call.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    name = call.get("name")
+    return (name if isinstance(name, str) else None), arguments
+
+
+async def pending_approvals(
+    db: DbSession,
+    *,
+    agent: str | None = None,
+    agents: list[str] | None = None,
+    limit: int = 200,
+) -> list[PendingApprovalRow]:
+    """Every approval requested and not yet decided in a session that has not ended,
+    oldest first. Derived from the record alone: an ``approval_requested`` event with no
+    ``approval_decided`` event of the same id (its key, on the unique index), the exact
+    arguments from the assistant message that made the call."""
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = (
+        (
+            await db.execute(
+                text(
+                    "SELECT e.id, e.session_id, s.agent_id, e.step, e.payload, e.created_at, "
+                    "m.tool_calls "
+                    "FROM events e JOIN sessions s ON s.id = e.session_id "
+                    "LEFT JOIN LATERAL (SELECT tool_calls FROM messages "
+                    "  WHERE session_id = e.session_id AND step = e.step "
+                    "  AND role = 'assistant' AND tool_calls IS NOT NULL "
+                    "  ORDER BY seq DESC LIMIT 1) m ON true "
+                    "WHERE e.kind = 'approval_requested' "
+                    "AND s.status <> ALL(CAST(:final AS text[])) "
+                    "AND (CAST(:agent AS text) IS NULL OR s.agent_id = :agent) "
+                    "AND (CAST(:agents AS text[]) IS NULL OR s.agent_id = ANY(:agents)) "
+                    "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
+                    "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
+                    "ORDER BY e.created_at, e.id LIMIT :lim"
+                ),
+                {
+                    "final": _FINAL,
+                    "agent": agent,
+                    "agents": agents,
+                    "decided": ":decided",
+                    "lim": limit,
+                },
+            )
+        )
+        .mappings()
+        .all()
+    )
+    out: list[PendingApprovalRow] = []
+    for r in rows:
+        payload = _json(r["payload"]) or {}
+        approval_id = str(payload.get("approval_id", ""))
+        name, arguments = _call_arguments(r["tool_calls"], approval_id)
+        out.append(
+            PendingApprovalRow(
+                session_id=r["session_id"],
+                agent_id=r["agent_id"],
+                approval_id=approval_id,
+                step=r["step"],
+                tool=name or str(payload.get("tool", "")),
+                arguments=arguments if arguments is not None else str(payload.get("arguments")),
+                digest=payload.get("digest"),
+                requested_at=r["created_at"],
+            )
+        )
+    return out

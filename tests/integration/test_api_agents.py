@@ -1,0 +1,122 @@
+"""Agents over HTTP: a definition applied as TOML, YAML or JSON is validated and versioned
+as `vigil agent apply` does it (unchanged content adds no version, problems come back at
+their line), and listed, shown and versioned back; tokens see only their agents."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer
+from tests.support.api_sessions import agent_yaml, api_for
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+YAML = {"Content-Type": "application/yaml"}
+TOML = {"Content-Type": "application/toml"}
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with api_for(cli) as server:
+        yield server
+
+
+def _name() -> str:
+    return f"ag-{uuid.uuid4().hex[:8]}"
+
+
+def test_apply_versions_and_reads(api: ApiServer) -> None:
+    name = _name()
+    with api.client(api.token(Scope.ADMIN, owner="ana")) as http:
+        first = http.post("/v1/agents", content=agent_yaml(name), headers=YAML)
+        assert first.status_code == 201, first.text
+        assert first.json()["version"] == 1 and first.json()["created"] is True
+
+        same = http.post("/v1/agents", content=agent_yaml(name), headers=YAML)
+        assert same.status_code == 200, same.text
+        assert same.json() == {**first.json(), "created": False}
+
+        toml = (
+            f'name = "{name}"\nsystem_prompt = "Goal: {{goal}}"\n'
+            '[[tools]]\nname = "http_fetch"\napproval = "always"\n[budget]\nmax_steps = 7\n'
+        )
+        second = http.post("/v1/agents", content=toml, headers=TOML)
+        assert second.status_code == 201 and second.json()["version"] == 2, second.text
+
+        spec = {"name": name, "tools": [{"name": "http_fetch"}], "budget": {"max_steps": 9}}
+        third = http.post("/v1/agents", json={"spec": spec})
+        assert third.status_code == 201 and third.json()["version"] == 3, third.text
+        as_text = http.post("/v1/agents", json={"text": json.dumps(spec), "format": "json"})
+        assert as_text.status_code == 200 and as_text.json()["version"] == 3, as_text.text
+
+        newest = http.get(f"/v1/agents/{name}").json()
+        assert newest["version"] == 3 and newest["spec"]["budget"]["max_steps"] == 9
+        assert "http_fetch" in [t["name"] for t in newest["tools"]]
+        versions = http.get(f"/v1/agents/{name}/versions").json()
+        assert [v["version"] for v in versions] == [1, 2, 3]
+        assert {v["created_by"] for v in versions} == {"ana"}
+        v2 = http.get(f"/v1/agents/{name}/versions/2").json()
+        assert v2["spec"]["budget"]["max_steps"] == 7
+        listed = {a["name"]: a for a in http.get("/v1/agents").json()}
+        assert listed[name]["newest"] == 3 and listed[name]["versions"] == 3
+
+        for path in (f"/v1/agents/{name}/versions/9", "/v1/agents/no-such-agent"):
+            missing = http.get(path)
+            assert missing.status_code == 404, path
+            assert missing.json()["error"]["code"] == "unknown_agent"
+
+
+def test_bad_definitions_are_refused_at_their_line(api: ApiServer) -> None:
+    name = _name()
+    with api.client(api.token(Scope.ADMIN)) as http:
+        bad = f"name: {name}\nbudget:\n  max_steps: lots\ntools:\n  - name: no_such_tool\n"
+        r = http.post("/v1/agents", content=bad, headers=YAML)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_agent_definition"
+        lines = {d["loc"][0]: d["line"] for d in error["details"] if d["loc"]}
+        assert lines["budget.max_steps"] == 3, error
+        assert http.get(f"/v1/agents/{name}").status_code == 404  # nothing stored
+
+        broken = http.post("/v1/agents", content="name = [", headers=TOML)
+        assert broken.status_code == 422, broken.text
+        assert (
+            http.post(
+                "/v1/agents", content=b"{nope", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
+        both = http.post("/v1/agents", json={"text": "x", "spec": {"name": name}})
+        assert both.status_code == 422
+        nul = http.post("/v1/agents", json={"text": f"name: {name}\x00\n", "format": "yaml"})
+        assert nul.status_code == 422, nul.text
+        other = http.post("/v1/agents", content="x", headers={"Content-Type": "text/plain"})
+        assert (
+            other.status_code == 415 and other.json()["error"]["code"] == "unsupported_media_type"
+        )
+
+
+def test_scopes_and_agent_filters(api: ApiServer) -> None:
+    mine, theirs = _name(), _name()
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        for name in (mine, theirs):
+            assert admin.post("/v1/agents", content=agent_yaml(name), headers=YAML).is_success
+    with api.client(api.token(Scope.CONTROL)) as control:
+        r = control.post("/v1/agents", content=agent_yaml(_name()), headers=YAML)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    with api.client(api.token(Scope.ADMIN, agents=[mine])) as scoped:
+        names = {a["name"] for a in scoped.get("/v1/agents").json()}
+        assert mine in names and theirs not in names
+        assert scoped.get(f"/v1/agents/{mine}").status_code == 200
+        for path in (f"/v1/agents/{theirs}", f"/v1/agents/{theirs}/versions"):
+            assert scoped.get(path).status_code == 404, path
+        refused = scoped.post("/v1/agents", content=agent_yaml(theirs, max_steps=2), headers=YAML)
+        assert refused.status_code == 403, refused.text
+    with api.client() as anonymous:
+        assert anonymous.get("/v1/agents").status_code == 401

@@ -1,0 +1,98 @@
+"""A message to the session of a key, starting it if it does not run, in one atomic call:
+two clients racing on a new key end with one session holding both messages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer
+from tests.support.api_sessions import api_for, define, wait_pending, wait_status
+from tests.support.cli import read_record
+from tests.support.llm_stub import Reply
+from vigil.schema.payloads import MAX_HUMAN_TEXT
+from vigil.workers.keyed import keyed_session_id
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with api_for(cli) as server:
+        yield server
+
+
+def test_two_clients_racing_on_a_new_key_share_one_session(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "keyed")
+    # The session waits for an approval, so it is still running for both messages.
+    fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
+    goal = cli.plan(fetch, Reply.text("answered both"))
+    path = f"/v1/agents/{agent}/keys/customer-42/messages"
+    tokens = {
+        "ana": api.token(Scope.CONTROL, owner="ana"),
+        "bob": api.token(Scope.CONTROL, owner="bob"),
+    }
+    barrier = threading.Barrier(2)
+    answers: dict[str, Any] = {}
+
+    def send(owner: str) -> None:
+        with api.client(tokens[owner]) as http:
+            barrier.wait()
+            answers[owner] = http.post(path, json={"text": f"hello from {owner}", "goal": goal})
+
+    racers = [threading.Thread(target=send, args=(owner,)) for owner in tokens]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(60)
+    assert set(answers) == {"ana", "bob"}
+    for owner, r in answers.items():
+        assert r.status_code == 200, (owner, r.text)
+        assert r.json()["accepted"] is True
+    sid = keyed_session_id(agent, "customer-42")
+    assert {r.json()["session_id"] for r in answers.values()} == {sid}
+
+    with api.client(tokens["ana"]) as http:
+        wait_pending(http, sid)
+        listed = http.get("/v1/sessions", params={"agent": agent}).json()["items"]
+        assert [s["id"] for s in listed] == [sid], "one session for the key"
+        assert http.post(f"/v1/sessions/{sid}/approve", json={"approval_id": "a1-0"}).is_success
+        wait_status(http, sid, "completed")
+        late = http.post(path, json={"text": "anyone there?", "goal": goal})
+        assert late.status_code == 409 and "has ended" in late.json()["error"]["message"]
+
+    _, transcript, events = read_record(cli.database_url, sid)
+    users = [m for m in transcript if m.role == "user"]
+    assert users[0].content == goal
+    assert sorted((m.content, m.name) for m in users[1:]) == [
+        ("hello from ana", "ana"),
+        ("hello from bob", "bob"),
+    ]
+    assert sorted(e.actor for e in events if e.kind == "human_message") == ["ana", "bob"]
+
+
+def test_keyed_messages_are_checked(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent, other = define(admin, "keyed"), define(admin, "keyed")
+    path = f"/v1/agents/{agent}/keys/k1/messages"
+    with api.client(api.token(Scope.READ)) as reader:
+        assert reader.post(path, json={"text": "hi"}).status_code == 403
+    with api.client(api.token(Scope.CONTROL, agents=[other])) as scoped:
+        assert scoped.post(path, json={"text": "hi"}).status_code == 403
+    with api.client(api.token(Scope.CONTROL)) as http:
+        undefined = http.post("/v1/agents/nobody-at-all/keys/k1/messages", json={"text": "hi"})
+        assert undefined.status_code == 404 and undefined.json()["error"]["code"] == "unknown_agent"
+        big = http.post(path, json={"text": "x" * (MAX_HUMAN_TEXT + 1)})
+        assert big.status_code == 422
+        assert http.post(path, json={}).status_code == 422
+        control_key = http.post(f"/v1/agents/{agent}/keys/a%01b/messages", json={"text": "hi"})
+        assert control_key.status_code == 422
+    with api.client(api.token(Scope.CONTROL)) as http:
+        listed = http.get("/v1/sessions", params={"agent": agent}).json()["items"]
+        assert listed == [], "a refused message started a session"

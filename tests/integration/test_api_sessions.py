@@ -1,0 +1,205 @@
+"""Sessions over HTTP: started with `vigil start`'s checks, listed with filters and a
+cursor that stays stable while new sessions start, shown with their live state, read back
+by page (transcript, events) and exported; unknown ids are 404, bad input a 4xx, and a
+token sees only its agents' sessions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer
+from tests.support.api_sessions import api_for, define, wait_pending, wait_status
+from tests.support.llm_stub import Reply
+from vigil.schema.payloads import MAX_HUMAN_TEXT
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with api_for(cli) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def agent(api: ApiServer) -> str:
+    with api.client(api.token(Scope.ADMIN)) as http:
+        return define(http, "sess")
+
+
+def start(http: httpx.Client, agent: str, goal: str, **extra: Any) -> str:
+    r = http.post("/v1/sessions", json={"agent": agent, "goal": goal, **extra})
+    assert r.status_code == 201, r.text
+    sid: str = r.json()["id"]
+    return sid
+
+
+def test_start_show_transcript_events_export(cli: CLIStack, api: ApiServer, agent: str) -> None:
+    goal = cli.plan(Reply.text("all done here"))
+    with api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, agent, goal, budget={"max_steps": 4})
+        done = wait_status(http, sid, "completed")
+        assert done["session"]["agent_id"] == agent and done["state"] is None
+
+        shown = http.get(f"/v1/sessions/{sid}", params={"last": 2}).json()
+        assert [m["role"] for m in shown["messages"]] == ["assistant", "system"]
+
+        whole = http.get(f"/v1/sessions/{sid}/transcript", params={"limit": 500}).json()
+        assert whole["next_after_seq"] is None
+        seqs = [m["seq"] for m in whole["messages"]]
+        assert whole["messages"][0]["content"] == goal and len(seqs) >= 3
+        paged, after = [], -1
+        while True:
+            page = http.get(
+                f"/v1/sessions/{sid}/transcript", params={"after_seq": after, "limit": 1}
+            ).json()
+            paged += [m["seq"] for m in page["messages"]]
+            if page["next_after_seq"] is None:
+                break
+            after = page["next_after_seq"]
+        assert paged == seqs
+
+        events = http.get(f"/v1/sessions/{sid}/events").json()["events"]
+        assert events[-1]["kind"] == "session_ended"
+        first = http.get(f"/v1/sessions/{sid}/events", params={"limit": 1}).json()
+        rest = http.get(f"/v1/sessions/{sid}/events", params={"after": first["next_after"]})
+        assert first["events"] + rest.json()["events"] == events
+        ended = http.get(f"/v1/sessions/{sid}/events", params={"kind": "session_ended"}).json()
+        assert [e["payload"]["status"] for e in ended["events"]] == ["completed"]
+
+        jsonl = http.get(f"/v1/sessions/{sid}/export")
+        assert jsonl.status_code == 200 and jsonl.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in jsonl.text.splitlines()]
+        assert lines[0]["type"] == "session" and lines[0]["session"]["id"] == sid
+        assert [x["seq"] for x in lines[1:]] == seqs
+        md = http.get(f"/v1/sessions/{sid}/export", params={"format": "markdown"})
+        assert md.status_code == 200 and md.text.startswith(f"# Session `{sid}`")
+        assert "all done here" in md.text
+
+
+def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent: str) -> None:
+    with api.client(api.token(Scope.CONTROL)) as http:
+        undefined = http.post("/v1/sessions", json={"agent": "nobody-here", "goal": "g"})
+        assert undefined.status_code == 404, undefined.text
+        assert undefined.json()["error"]["code"] == "unknown_agent"
+        assert "has no definition" in undefined.json()["error"]["message"]
+        version = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "agent_version": 9})
+        assert version.status_code == 404 and "no version 9" in version.text
+
+        sid = start(http, agent, cli.plan(Reply.text("ok")))
+        wait_status(http, sid, "completed")
+        taken = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": sid})
+        assert taken.status_code == 422 and "already exists" in taken.text
+
+        big = http.post("/v1/sessions", json={"agent": agent, "goal": "x" * (MAX_HUMAN_TEXT + 1)})
+        assert big.status_code == 422 and big.json()["error"]["code"] == "invalid_request"
+        malformed = http.post(
+            "/v1/sessions", content=b'{"agent": ', headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 400
+        assert malformed.json()["error"]["code"] == "malformed_request"
+        nul_id = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": "a\x00b"})
+        assert nul_id.status_code == 422, nul_id.text
+        bad_budget = http.post(
+            "/v1/sessions", json={"agent": agent, "goal": "g", "budget": {"max_steps": 0}}
+        )
+        assert bad_budget.status_code == 422
+
+
+def test_list_filters_and_a_stable_cursor(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as http:
+        agent = define(http, "list")
+        ids = [start(http, agent, cli.plan(Reply.text(f"done {i}"))) for i in range(5)]
+        for sid in ids:
+            wait_status(http, sid, "completed")
+
+        listed = http.get("/v1/sessions", params={"agent": agent}).json()
+        order = [s["id"] for s in listed["items"]]  # newest first, as recorded
+        assert sorted(order) == sorted(ids) and listed["next_cursor"] is None
+        stamps = [s["created_at"] for s in listed["items"]]
+        assert stamps == sorted(stamps, reverse=True)
+
+        first = http.get("/v1/sessions", params={"agent": agent, "limit": 2}).json()
+        seen = [s["id"] for s in first["items"]]
+        newer = start(http, agent, cli.plan(Reply.text("started while paging")))
+        wait_status(http, newer, "completed")
+        cursor = first["next_cursor"]
+        while cursor:
+            page = http.get(
+                "/v1/sessions", params={"agent": agent, "limit": 2, "cursor": cursor}
+            ).json()
+            seen += [s["id"] for s in page["items"]]
+            cursor = page["next_cursor"]
+        assert seen == order, "a session started meanwhile shifted or repeated a page"
+
+        done = http.get("/v1/sessions", params={"agent": agent, "status": "completed"}).json()
+        assert {s["id"] for s in done["items"]} == {*ids, newer}
+        # Temporal's view beside the record's (it may lag or lead the record).
+        assert all("temporal_status" in s for s in done["items"])
+        running = http.get("/v1/sessions", params={"agent": agent, "status": "running"}).json()
+        assert running["items"] == []
+        later = http.get("/v1/sessions", params={"agent": agent, "since": "2999-01-01T00:00:00Z"})
+        assert later.json()["items"] == []
+        naive = http.get("/v1/sessions", params={"agent": agent, "since": "2000-01-01T00:00:00"})
+        assert len(naive.json()["items"]) == 6, naive.text
+        by_schedule = http.get("/v1/sessions", params={"agent": agent, "schedule": "none"})
+        assert by_schedule.json()["items"] == []
+
+        bad_status = http.get("/v1/sessions", params={"status": "sleepy"})
+        assert bad_status.status_code == 422
+        assert bad_status.json()["error"]["code"] == "invalid_request"
+        for cursor in ("nonsense", "eyJ4IjoxfQ", "W10"):
+            bad = http.get("/v1/sessions", params={"cursor": cursor})
+            assert bad.status_code == 422, (cursor, bad.text)
+        assert http.get("/v1/sessions", params={"agent": "a\x00b"}).status_code == 422
+        assert http.get("/v1/sessions", params={"limit": 0}).status_code == 422
+
+    listed_by_cli = cli.vigil.json("list", "--agent", agent, "--limit", "3")
+    assert [r["id"] for r in listed_by_cli] == [newer, *order[:2]]
+
+
+def test_unknown_ids_cancel_and_what_tokens_see(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        mine, theirs = define(admin, "mine"), define(admin, "theirs")
+    fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
+    with api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, theirs, cli.plan(fetch, Reply.text("fetched")))
+        wait_pending(http, sid)
+        for path in ("", "/transcript", "/events", "/export"):
+            for missing in ("no-such-session", "nul%00id"):
+                r = http.get(f"/v1/sessions/{missing}{path}")
+                assert r.status_code == 404, (path, missing, r.text)
+                assert r.json()["error"]["code"] == "unknown_session"
+        assert http.post("/v1/sessions/no-such-session/cancel").status_code == 404
+
+    with api.client(api.token(Scope.READ)) as reader:
+        assert reader.get(f"/v1/sessions/{sid}").status_code == 200
+        refused = reader.post("/v1/sessions", json={"agent": theirs, "goal": "g"})
+        assert refused.status_code == 403
+        assert reader.post(f"/v1/sessions/{sid}/cancel").status_code == 403
+
+    with api.client(api.token(Scope.CONTROL, agents=[mine])) as scoped:
+        for path in ("", "/transcript", "/events", "/export"):
+            assert scoped.get(f"/v1/sessions/{sid}{path}").status_code == 404, path
+        assert scoped.post(f"/v1/sessions/{sid}/cancel").status_code == 404
+        listed = scoped.get("/v1/sessions").json()["items"]
+        assert all(s["agent_id"] == mine for s in listed)
+        assert scoped.get("/v1/sessions", params={"agent": theirs}).status_code == 403
+        start_theirs = scoped.post("/v1/sessions", json={"agent": theirs, "goal": "g"})
+        assert start_theirs.status_code == 403
+        assert start_theirs.json()["error"]["code"] == "forbidden"
+
+    with api.client(api.token(Scope.CONTROL)) as http:
+        cancelled = http.post(f"/v1/sessions/{sid}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["accepted"] is True
+        wait_status(http, sid, "cancelled")
+        again = http.post(f"/v1/sessions/{sid}/cancel")
+        assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]

@@ -1,0 +1,28 @@
+"""What routes share: the service layer of the app, and sessions as a token may see them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from vigil.activities.record.store import SessionRow
+from vigil.workers.client import UnknownSession, VigilClient
+from vigil.workers.tokens import Principal
+
+
+def client_of(request: Request) -> VigilClient:
+    client: VigilClient = request.app.state.client
+    return client
+
+
+Client = Annotated[VigilClient, Depends(client_of)]
+
+
+async def visible_session(client: VigilClient, who: Principal, session_id: str) -> SessionRow:
+    """The session's record row; 404 when there is none or the token's agents do not
+    cover its agent (answered as if absent, so ids do not leak)."""
+    row = await client.require_session(session_id)
+    if not who.sees_agent(row.agent_id):
+        raise UnknownSession(f"no session with id {session_id!r}")
+    return row

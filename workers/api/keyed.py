@@ -1,0 +1,55 @@
+"""``POST /agents/{name}/keys/{key}/messages``: a message to the session of a key,
+starting it when it does not run yet, in one atomic call (workers/keyed.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from vigil.schema.payloads import MAX_HUMAN_TEXT, SessionStatus
+from vigil.workers.api.auth import Controller, check_agent
+from vigil.workers.api.deps import Client
+from vigil.workers.api.sessions import StartOptions
+from vigil.workers.keyed import MAX_KEY, message_by_key
+
+router = APIRouter(tags=["sessions"])
+
+
+class KeyedMessageRequest(StartOptions):
+    text: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
+    goal: str | None = Field(default=None, min_length=1, max_length=MAX_HUMAN_TEXT)
+    """The goal of the session if this message starts it (a default names the key)."""
+
+
+class KeyedMessageResult(BaseModel):
+    session_id: str
+    """The key's session (the same id for every message to this agent and key)."""
+    accepted: bool
+    message: str
+    status: SessionStatus
+
+
+@router.post(
+    "/agents/{name}/keys/{key}/messages",
+    response_model=KeyedMessageResult,
+    summary="Message the session of a key, starting it if it does not run",
+)
+async def message_key(
+    name: Annotated[str, Path(min_length=1, max_length=200)],
+    key: Annotated[str, Path(min_length=1, max_length=MAX_KEY)],
+    body: KeyedMessageRequest,
+    who: Controller,
+    client: Client,
+) -> KeyedMessageResult:
+    check_agent(who, name)
+    sent = await message_by_key(
+        client, name, key, body.text, by=who.actor, goal=body.goal, **body.start_kwargs()
+    )
+    return KeyedMessageResult(
+        session_id=sent.session_id,
+        accepted=sent.ack.accepted,
+        message=sent.ack.message,
+        status=sent.ack.status,
+    )

@@ -1,0 +1,330 @@
+"""Sessions: start, list (filters, cursor paging), show, transcript, events, export, cancel.
+
+Reads of a session whose agent the token does not cover answer 404, as if it were absent;
+starting a session of such an agent is 403. Starting checks what `vigil start` checks
+(sizes, the agent's definition, a taken id) through the same client call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from vigil.activities.record.store import SessionRow, StoredMessage
+from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
+from vigil.workers.api.auth import Controller, Reader, check_agent
+from vigil.workers.api.deps import Client, visible_session
+
+router = APIRouter(tags=["sessions"])
+
+MAX_PAGE = 500
+
+
+class StartBudget(BaseModel):
+    """Limits that override the agent definition's (only those given)."""
+
+    max_steps: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0)
+
+
+class StartOptions(BaseModel):
+    """How a session starts, beyond its agent and goal (as `vigil start`'s options)."""
+
+    agent_version: int | None = Field(default=None, ge=1)
+    """That version of the agent's definition (the newest by default)."""
+    system_prompt: str | None = Field(default=None, max_length=2 * MAX_HUMAN_TEXT)
+    budget: StartBudget | None = None
+    approve_tools: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+    """Tools whose calls wait for a person's approval (the policy's default otherwise)."""
+    allow_tools: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+
+    def start_kwargs(self) -> dict[str, Any]:
+        budget = self.budget.model_dump(exclude_none=True) if self.budget else {}
+        return {
+            "budget": Budget(**budget),
+            "policy": ToolPolicy(require_approval=self.approve_tools, allowed=self.allow_tools),
+            "system_prompt": self.system_prompt,
+            "agent_version": self.agent_version,
+        }
+
+
+class StartRequest(StartOptions):
+    agent: str = Field(min_length=1, max_length=200)
+    goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+    """The session's id (a new one by default); an id names one session for good."""
+
+
+class Started(BaseModel):
+    id: str
+    ui: str | None
+    """The session in Temporal's UI, when known."""
+
+
+class SessionItem(BaseModel):
+    id: str
+    agent_id: str
+    goal: str
+    status: str
+    step: int
+    created_at: datetime
+    updated_at: datetime
+    schedule_id: str | None
+    temporal_status: str | None
+
+
+class SessionList(BaseModel):
+    items: list[SessionItem]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next (older) page; null on the last page."""
+
+
+class SessionRecord(BaseModel):
+    id: str
+    agent_id: str
+    goal: str
+    status: str
+    step: int
+    run_count: int
+    schedule_id: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    summary: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    metadata: dict[str, Any]
+
+
+class Message(BaseModel):
+    seq: int
+    role: str
+    name: str | None
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    step: int
+    created_at: datetime
+
+
+class SessionDetail(BaseModel):
+    session: SessionRecord
+    state: SessionState | None
+    """Live state from the running session; null once it ended or when no worker answered."""
+    messages: list[Message]
+    """The most recent messages, oldest first."""
+    ui: str | None
+
+
+class Transcript(BaseModel):
+    messages: list[Message]
+    next_after_seq: int | None
+    """Pass as ``after_seq`` for the next page; null when this page was not full."""
+
+
+class Event(BaseModel):
+    id: int
+    key: str
+    kind: str
+    step: int
+    actor: str | None
+    reason: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class Events(BaseModel):
+    events: list[Event]
+    next_after: int | None
+    """Pass as ``after`` for the next page; null when this page was not full."""
+
+
+class Cancelled(BaseModel):
+    id: str
+    accepted: bool
+    status: str
+    """The recorded status when the cancel was sent (it becomes ``cancelled``)."""
+
+
+class ExportFormat(StrEnum):
+    JSONL = "jsonl"
+    MARKDOWN = "markdown"
+
+
+def record_of(row: SessionRow) -> SessionRecord:
+    return SessionRecord(
+        id=row.id,
+        agent_id=row.agent_id,
+        goal=row.goal,
+        status=row.status,
+        step=row.step,
+        run_count=row.run_count,
+        schedule_id=row.schedule_id,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        cost_usd=row.cost_usd,
+        summary=row.summary,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        metadata=row.metadata,
+    )
+
+
+def message_of(m: StoredMessage) -> Message:
+    return Message(
+        seq=m.seq,
+        role=m.role,
+        name=m.name,
+        content=m.content,
+        tool_calls=m.tool_calls,
+        tool_call_id=m.tool_call_id,
+        step=m.step,
+        created_at=m.created_at,
+    )
+
+
+@router.post("/sessions", response_model=Started, status_code=201, summary="Start a session")
+async def start_session(body: StartRequest, who: Controller, client: Client) -> Started:
+    check_agent(who, body.agent)
+    started = await client.start_session(
+        body.agent, body.goal, session_id=body.id, **body.start_kwargs()
+    )
+    return Started(id=started.id, ui=started.ui_url)
+
+
+@router.get("/sessions", response_model=SessionList, summary="Sessions, newest first")
+async def list_sessions(
+    who: Reader,
+    client: Client,
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    status: SessionStatus | None = None,
+    since: datetime | None = None,
+    schedule: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> SessionList:
+    if agent is not None:
+        check_agent(who, agent)
+    page = await client.session_page(
+        agent=agent,
+        agents=who.agents,
+        status=status.value if status else None,
+        since=since,
+        schedule_id=schedule,
+        limit=limit,
+        cursor=cursor,
+    )
+    return SessionList(
+        items=[SessionItem(**vars(s)) for s in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/sessions/{session_id}", response_model=SessionDetail, summary="A session")
+async def show_session(
+    session_id: str,
+    who: Reader,
+    client: Client,
+    last: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 20,
+) -> SessionDetail:
+    await visible_session(client, who, session_id)
+    view = await client.session_view(session_id, last)
+    return SessionDetail(
+        session=record_of(view.session),
+        state=view.state,
+        messages=[message_of(m) for m in view.messages],
+        ui=view.ui,
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/transcript",
+    response_model=Transcript,
+    summary="A session's messages by seq, one page",
+)
+async def transcript(
+    session_id: str,
+    who: Reader,
+    client: Client,
+    after_seq: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> Transcript:
+    await visible_session(client, who, session_id)
+    page = await client.transcript(session_id, after_seq=after_seq, limit=limit)
+    return Transcript(
+        messages=[message_of(m) for m in page],
+        next_after_seq=page[-1].seq if len(page) == limit else None,
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/events",
+    response_model=Events,
+    summary="A session's events (approvals, human actions, ...), one page",
+)
+async def events(
+    session_id: str,
+    who: Reader,
+    client: Client,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+) -> Events:
+    await visible_session(client, who, session_id)
+    page = await client.events_page(session_id, after=after, limit=limit, kind=kind)
+    return Events(
+        events=[Event(**vars(e)) for e in page],
+        next_after=page[-1].id if len(page) == limit else None,
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/export",
+    summary="The whole session, streamed as JSON Lines or Markdown",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The export",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/markdown": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def export(
+    session_id: str,
+    who: Reader,
+    client: Client,
+    format: ExportFormat = ExportFormat.JSONL,
+) -> StreamingResponse:
+    await visible_session(client, who, session_id)
+    fmt = "jsonl" if format == ExportFormat.JSONL else "md"
+    chunks = client.export(session_id, fmt)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk.encode("utf-8")
+
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/markdown; charset=utf-8"
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="session.{fmt}"'},
+    )
+
+
+@router.post("/sessions/{session_id}/cancel", response_model=Cancelled, summary="Cancel a session")
+async def cancel(session_id: str, who: Controller, client: Client) -> Cancelled:
+    row = await visible_session(client, who, session_id)
+    await client.cancel(session_id)
+    return Cancelled(id=session_id, accepted=True, status=row.status)

@@ -1,0 +1,96 @@
+"""Messages to a long-lived session named by a key ("the session for customer 42").
+
+One atomic call: Temporal's update-with-start sends the session's ``message`` update and
+starts the session first when no session of that key runs. The session id is derived
+from the agent and the key, so every client that names the same key reaches the same
+session: two clients racing on a new key end with one session holding both messages
+(the server starts it once; the other request's update joins the running session).
+
+A key's session that has ended is not started again under the same id (its record would
+continue as if it were the same session): the message is refused and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from vigil.schema import names
+from vigil.schema.payloads import Ack, MessageInput
+from vigil.workers.client import BadArgument, Refused, refuse_oversized
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+MAX_KEY = 200
+"""A key names one conversation: an identifier, not text."""
+
+
+def keyed_session_id(agent_id: str, key: str) -> str:
+    """The session id of ``key``'s session of ``agent_id``: readable prefix, exact digest."""
+    raw = f"{agent_id}\x1f{key}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(raw).hexdigest()[:32]
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in agent_id)[:60]
+    return f"{slug}-key-{digest}"
+
+
+def default_goal(key: str) -> str:
+    return f"Serve the conversation {key!r}: answer each message you receive."
+
+
+@dataclass(frozen=True)
+class KeyedMessage:
+    session_id: str
+    ack: Ack
+
+
+async def message_by_key(
+    client: VigilClient,
+    agent_id: str,
+    key: str,
+    text: str,
+    *,
+    by: str,
+    goal: str | None = None,
+    task_queue: str | None = None,
+    agent_version: int | None = None,
+    allow_undefined: bool | None = None,
+    **start: Any,
+) -> KeyedMessage:
+    """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
+    the ``start`` settings of ``start_session``) when it does not run yet."""
+    if not key or len(key) > MAX_KEY or any(ord(ch) < 0x20 for ch in key):
+        raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
+    message = MessageInput(text=text, by=by)
+    refuse_oversized(message)
+    await client.require_agent(agent_id, agent_version, allow_undefined)
+    goal = goal or default_goal(key)
+    arg = client.start_input(agent_id, goal, agent_version=agent_version, **start)
+    session_id = keyed_session_id(agent_id, key)
+    operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        names.WORKFLOW_SESSION,
+        arg,
+        id=session_id,
+        task_queue=task_queue or client.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        **client.start_options(agent_id, goal),
+    )
+    try:
+        ack: Ack = await client.call(
+            session_id,
+            client.temporal.execute_update_with_start_workflow(
+                names.UPD_MESSAGE, message, start_workflow_operation=operation, result_type=Ack
+            ),
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise Refused(
+            f"the session of key {key!r} ({session_id}) has ended; "
+            "its record is kept, a new message needs a new key"
+        ) from exc
+    return KeyedMessage(session_id, ack)
