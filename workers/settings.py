@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     api_port: int = 8240
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
+    api_max_upload_bytes: int = 1024 * 1024 * 1024
+    """Largest artifact the API accepts in one upload (streamed to the store, never held)."""
 
     # Logging
     log_format: Literal["console", "json"] = "console"

@@ -7,13 +7,15 @@ Routes live in one module per resource (``workers/api/<resource>.py``), each wit
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from vigil.workers.api import errors, health, me
+from vigil.workers.api import artifacts, docs, errors, health, me, memory, schedules
 from vigil.workers.api.limits import BodyLimit
+from vigil.workers.artifacts import ArtifactService
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.tokens import TokenService
@@ -27,7 +29,7 @@ UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
 
 def routers() -> list[APIRouter]:
     """Every resource's router, in the order the OpenAPI document lists them."""
-    return [health.router, me.router]
+    return [health.router, me.router, schedules.router, memory.router, artifacts.router]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -36,6 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
         client = await VigilClient.connect(settings)
         app.state.client = client
         app.state.tokens = TokenService(client.db)
+        with contextlib.suppress(Exception):  # no S3 endpoint yet: readiness says so
+            app.state.artifacts = ArtifactService(client)
         try:
             yield
         finally:
@@ -53,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    docs.install(app, PREFIX)
     for router in routers():
         app.include_router(router, prefix=PREFIX)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
