@@ -21,11 +21,19 @@ from vigil.activities.artifacts.registry import (
     resolve_artifact,
     validate_name,
 )
-from vigil.activities.artifacts.store import ArtifactNotFound, ArtifactStore
+from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactNotFound, ArtifactStore
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import NewEvent, record_events
 from vigil.workers.client import BadArgument, NotFound, Unreachable, VigilClient
 from vigil.workers.wiring import make_store
+
+
+async def _stream(head: bytes | None, rest: Iterator[bytes]) -> AsyncIterator[bytes]:
+    if head is None:
+        return
+    yield head
+    async for block in iterate_in_thread(rest):
+        yield block
 
 
 class UploadTooLarge(Exception):
@@ -58,18 +66,27 @@ class ArtifactService:
         """The bytes of ``ref`` (verified against its digest when read whole), or ``length``
         bytes from ``start``. Opened before the first byte is sent, so a missing object or
         an unreachable store is an error response, not a cut stream."""
-        try:
+
+        def opened() -> tuple[Iterator[bytes], bytes | None]:
+            # The first block is read here: a started generator closes its file or its
+            # connection however the response ends (an unstarted one would leak it).
             if length is None:
-                chunks = await asyncio.to_thread(self.store.open, ref.sha256)
+                chunks = self.store.open(ref.sha256)
             else:
-                chunks = await asyncio.to_thread(self.store.open_range, ref.sha256, start, length)
+                chunks = self.store.open_range(ref.sha256, start, length)
+            return chunks, next(chunks, None)
+
+        try:
+            chunks, head = await asyncio.to_thread(opened)
         except ArtifactNotFound as exc:
             raise NotFound(
                 f"the bytes of artifact {ref.name!r} are missing from the store"
             ) from exc
+        except ArtifactCorrupt:
+            raise
         except Exception as exc:  # the S3 client's or the filesystem's own errors
             raise Unreachable(f"the object store did not answer: {str(exc)[:200]}") from exc
-        return iterate_in_thread(chunks)
+        return _stream(head, chunks)
 
     async def upload(
         self,

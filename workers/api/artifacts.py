@@ -108,12 +108,11 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
             raise ValueError("empty suffix range")
         return max(0, size - suffix), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # syntactically invalid: ignored, as RFC 9110 says
     if start >= size:
         raise ValueError("range starts past the end")
-    return start, min(end, size - 1)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 @router.get(
