@@ -1199,6 +1199,7 @@ def _exit(code: int) -> NoReturn:
 
 # Command groups in modules of their own register themselves on `app` when imported.
 from vigil.workers import cli_data as _cli_data  # noqa: E402, F401
+from vigil.workers import cli_memory as _cli_memory  # noqa: E402, F401
 
 if __name__ == "__main__":
     # `python -m vigil.workers.cli`: run the importable module, whose `app` the command
