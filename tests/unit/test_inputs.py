@@ -38,9 +38,7 @@ def test_since_is_a_duration_back_or_an_iso_time() -> None:
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)
     assert inputs.parse_since("2h", now=now) == now - timedelta(hours=2)
     assert inputs.parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
-    assert inputs.parse_since("2026-11-01T00:00:00+01:00") == datetime(
-        2026, 10, 31, 23, tzinfo=UTC
-    )
+    assert inputs.parse_since("2026-11-01T00:00:00+01:00") == datetime(2026, 10, 31, 23, tzinfo=UTC)
     assert inputs.parse_since(None) is None
     for bad in ("yesterday", "9" * 30 + "d", "2h30"):
         with pytest.raises(BadArgument, match="--since"):
