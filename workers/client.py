@@ -770,9 +770,9 @@ class _RecordExtras:
 
     async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncIterator[str]:
         from vigil.activities.record import reads
+        from vigil.workers.inputs import export_format  # inputs imports this module
 
-        if fmt not in ("jsonl", "md", "markdown"):
-            raise BadArgument(f"unknown export format {fmt!r}: jsonl or md")
+        fmt = export_format(fmt)
         agent = await self.agent_of(session_id)  # type: ignore[attr-defined]
         if agent is None:
             raise UnknownSession(f"no session with id {session_id!r}")

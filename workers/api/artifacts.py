@@ -16,12 +16,14 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from vigil.activities.artifacts.registry import DEFAULT_MIME, MAX_NAME_CHARS, ArtifactRef
 from vigil.activities.record.store import SessionRow
 from vigil.workers.api.auth import Controller, Reader
 from vigil.workers.api.errors import (
     INVALID,
+    MALFORMED,
     RANGE_NOT_SATISFIABLE,
     TOO_LARGE,
     ApiError,
@@ -215,4 +217,6 @@ async def upload_artifact(
         )
     except UploadTooLarge as exc:
         return error_response(413, TOO_LARGE, str(exc))
+    except ClientDisconnect:  # nothing was linked; nobody is left to read an answer
+        return error_response(400, MALFORMED, "the upload ended before its body did")
     return _out(ref)
