@@ -205,6 +205,10 @@ class Memory(Base):
     source_session_id: Mapped[str | None] = mapped_column(String(200))
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("memories.id"))
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    forgotten_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when a person forgot the memory: kept for history, never recalled again."""
+    forgotten_by: Mapped[str | None] = mapped_column(Text)
+    forget_reason: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -34,11 +34,10 @@ from vigil.schema.payloads import (
     RedirectInput,
     RejectInput,
     ResumeInput,
-    StartSessionInput,
     ToolPolicy,
     WakeInput,
 )
-from vigil.workers.agents import start_overrides
+from vigil.workers import inputs
 from vigil.workers.cli_agents import agent_app
 from vigil.workers.cli_api import api_command, token_app
 from vigil.workers.cli_hooks import trigger_app, webhook_app
@@ -498,16 +497,10 @@ def list_(
 
 
 def _parse_since(raw: str | None, what: str = "--since") -> datetime | None:
-    if raw is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if raw[-1:] in units and raw[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(raw[:-1]) * units[raw[-1]])
     try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        fail(f"bad {what} {raw!r}: use an ISO time or a duration like 2h, 3d", EXIT_USAGE)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return inputs.parse_since(raw, what)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 @app.command()
@@ -842,15 +835,10 @@ def demo(
 
 
 def _duration(raw: str | None, what: str) -> timedelta | None:
-    if raw is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     try:
-        if raw[-1:] in units:
-            return timedelta(seconds=float(raw[:-1]) * units[raw[-1]])
-        return timedelta(seconds=float(raw))
-    except ValueError:
-        fail(f"bad {what} {raw!r}: use seconds or a duration like 90s, 15m, 2h, 1d", EXIT_USAGE)
+        return inputs.parse_duration(raw, what)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 @schedule_app.command("create")
@@ -877,38 +865,31 @@ def schedule_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a recurring goal: each run is an AgentSession from this template."""
-    if overlap not in OVERLAP:
-        fail(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}", EXIT_USAGE)
-    if (cron is None) == (every is None):
-        fail("give exactly one of --cron or --every", EXIT_USAGE)
     try:
-        budget = given_budget(max_steps=max_steps)
-        template = StartSessionInput(
-            agent_id=agent,
-            goal=goal,
-            budget=budget,
-            policy=ToolPolicy(require_approval=_csv(approve_tools)),
-            agent_version=agent_version,
-            overrides=start_overrides(budget, None, None, set()),
+        inputs.check_schedule_id(schedule_id)
+        timing = inputs.schedule_timing(
+            cron=cron, every=every, time_zone=tz, jitter=jitter, catchup=catchup, overlap=overlap
         )
-    except ValidationError as exc:
-        fail(f"bad argument: {_first_error(exc)}", EXIT_USAGE)
-    every_td, jitter_td, catchup_td = (
-        _duration(every, "--every"),
-        _duration(jitter, "--jitter"),
-        _duration(catchup, "--catchup"),
-    )
+        template = inputs.schedule_template(
+            agent=agent,
+            goal=goal,
+            max_steps=max_steps,
+            require_approval=_csv(approve_tools),
+            agent_version=agent_version,
+        )
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
         await client.create_schedule(
             schedule_id,
             template,
-            cron=cron,
-            every=every_td,
-            time_zone=tz,
-            jitter=jitter_td,
-            overlap=overlap,
-            catchup_window=catchup_td,
+            cron=timing.cron,
+            every=timing.every,
+            time_zone=timing.time_zone,
+            jitter=timing.jitter,
+            overlap=timing.overlap,
+            catchup_window=timing.catchup,
             paused=paused,
         )
         _emit(
@@ -1039,8 +1020,10 @@ def export(
     state_dir: StateOpt = None,
 ) -> None:
     """Export a session's transcript as JSONL or Markdown (streamed page by page)."""
-    if fmt not in ("jsonl", "md", "markdown"):
-        fail(f"unknown export format {fmt!r}: jsonl or md", EXIT_USAGE)
+    try:
+        fmt = inputs.export_format(fmt)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
         # A local file written line by line as the export streams: blocking is fine here.
@@ -1219,6 +1202,7 @@ def _exit(code: int) -> NoReturn:
 
 # Command groups in modules of their own register themselves on `app` when imported.
 from vigil.workers import cli_data as _cli_data  # noqa: E402, F401
+from vigil.workers import cli_memory as _cli_memory  # noqa: E402, F401
 
 if __name__ == "__main__":
     # `python -m vigil.workers.cli`: run the importable module, whose `app` the command

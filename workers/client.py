@@ -187,6 +187,9 @@ class HistoryLine:
     detail: str
 
 
+CRON_MEMO = "vigil.cron"
+"""The schedule memo key holding its cron expression as given."""
+
 OVERLAP = {
     "skip": ScheduleOverlapPolicy.SKIP,
     "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
@@ -933,9 +936,12 @@ class _VigilClientCore:
             state=ScheduleState(paused=paused, note=note or f"vigil goal for {template.agent_id}"),
         )
         try:
-            await self.temporal.create_schedule(schedule_id, schedule)
+            # The cron as typed: Temporal describes it back as structured calendars.
+            await self.temporal.create_schedule(
+                schedule_id, schedule, memo={CRON_MEMO: cron} if cron else None
+            )
         except ScheduleAlreadyRunningError as exc:
-            raise BadArgument(f"a schedule with id {schedule_id!r} already exists") from exc
+            raise Refused(f"a schedule with id {schedule_id!r} already exists") from exc
         except RPCError as exc:
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
                 raise BadArgument(
@@ -1014,9 +1020,9 @@ class _RecordExtras:
 
     async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncIterator[str]:
         from vigil.activities.record import reads
+        from vigil.workers.inputs import export_format  # inputs imports this module
 
-        if fmt not in ("jsonl", "md", "markdown"):
-            raise BadArgument(f"unknown export format {fmt!r}: jsonl or md")
+        fmt = export_format(fmt)
         agent = await self.agent_of(session_id)  # type: ignore[attr-defined]
         if agent is None:
             raise UnknownSession(f"no session with id {session_id!r}")
@@ -1045,15 +1051,33 @@ class _RecordExtras:
         return MemoryStore(self.db, make_embedder(self.settings))
 
     async def memory_search(
-        self, agent_id: str, query: str, k: int = 10, include_superseded: bool = False
+        self,
+        agent_id: str,
+        query: str,
+        k: int = 10,
+        include_superseded: bool = False,
+        kinds: list[str] | None = None,
     ) -> list[Any]:
         try:
             result: list[Any] = await self._memory().recall(
-                agent_id, query, k=k, include_superseded=include_superseded
+                agent_id, query, k=k, include_superseded=include_superseded, kinds=kinds
             )
         except ValueError as exc:
-            raise Refused(str(exc)) from exc
+            raise BadArgument(str(exc)) from exc
         return result
+
+    async def memory_forget(
+        self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
+    ) -> Any:
+        """Forget one memory (kept for history, never recalled); NotFound if the agent has
+        no such memory."""
+        try:
+            forgotten = await self._memory().forget(agent_id, memory_id, by=by, reason=reason)
+        except ValueError as exc:
+            raise BadArgument(str(exc)) from exc
+        if forgotten is None:
+            raise NotFound(f"agent {agent_id!r} has no memory {memory_id}")
+        return forgotten
 
     async def memory_add(
         self,
@@ -1069,7 +1093,7 @@ class _RecordExtras:
                 agent_id, content, kind=kind, subject=subject, importance=importance
             )
         except ValueError as exc:
-            raise Refused(str(exc)) from exc
+            raise BadArgument(str(exc)) from exc
 
     async def artifact_download(self, session_id: str, name: str, dest: Any) -> Any:
         """Stream an artifact to ``dest`` (a path); verified against its sha256."""

@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     """`vigil stack up` also starts the API (and `down` stops it)."""
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
+    api_max_upload_bytes: int = 1024 * 1024 * 1024
+    """Largest artifact the API accepts in one upload (streamed to the store, never held)."""
 
     # Logging
     log_format: Literal["console", "json"] = "console"

@@ -130,6 +130,26 @@ class S3Store:
 
         return _verified(stream(), sha256)
 
+    def open_range(self, sha256: str, start: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return iter(())
+        key = self.key_for(sha256)
+        try:
+            response = self.client.get_object(self.bucket, key, offset=start, length=length)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ArtifactNotFound(sha256) from exc
+            raise
+
+        def stream() -> Iterator[bytes]:
+            try:
+                yield from response.stream(CHUNK)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return stream()
+
     def get_bytes(self, sha256: str) -> bytes:
         return b"".join(self.open(sha256))
 

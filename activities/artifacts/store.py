@@ -69,6 +69,11 @@ class ArtifactStore(Protocol):
         """Yields the content in chunks; raises ArtifactCorrupt at the end on a bad digest."""
         ...
 
+    def open_range(self, sha256: str, start: int, length: int) -> Iterator[bytes]:
+        """Yields ``length`` bytes from ``start`` (a part cannot be checked against the
+        digest: a client asking for ranges verifies the whole it assembles)."""
+        ...
+
     def get_bytes(self, sha256: str) -> bytes: ...
 
     def exists(self, sha256: str) -> bool: ...
@@ -134,6 +139,18 @@ class FilesystemStore:
             raise ArtifactNotFound(sha256) from exc
         return _verified(read_chunks_closing(handle), sha256)
 
+    def open_range(self, sha256: str, start: int, length: int) -> Iterator[bytes]:
+        path = self.path_for(sha256)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise ArtifactNotFound(sha256) from exc
+        if length <= 0:
+            handle.close()
+            return iter(())
+        handle.seek(start)
+        return _bounded(read_chunks_closing(handle), length)
+
     def get_bytes(self, sha256: str) -> bytes:
         return b"".join(self.open(sha256))
 
@@ -153,6 +170,21 @@ class FilesystemStore:
 def read_chunks_closing(handle: BinaryIO) -> Iterator[bytes]:
     with handle:
         yield from read_chunks(handle)
+
+
+def _bounded(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
+    """The first ``length`` bytes of ``chunks``."""
+    left = length
+    try:
+        for block in chunks:
+            if left <= 0:
+                return
+            yield block[:left]
+            left -= len(block)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _verified(chunks: Iterator[bytes], sha256: str) -> Iterator[bytes]:

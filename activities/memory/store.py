@@ -87,10 +87,18 @@ class MemoryRecord:
     superseded_at: datetime | None
     metadata: dict[str, Any]
     created_at: datetime
+    forgotten_at: datetime | None = None
+    """When a person forgot it (it is kept, and never recalled again)."""
+    forgotten_by: str | None = None
+    forget_reason: str | None = None
 
     @property
     def superseded(self) -> bool:
         return self.superseded_by is not None
+
+    @property
+    def forgotten(self) -> bool:
+        return self.forgotten_at is not None
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,8 @@ def _aware(value: datetime | None, what: str) -> datetime | None:
 
 _MEMORY_COLUMNS = (
     "id, agent_id, kind, subject, content, importance, dim, source_session_id, "
-    "superseded_by, superseded_at, metadata, created_at"
+    "superseded_by, superseded_at, metadata, created_at, forgotten_at, forgotten_by, "
+    "forget_reason"
 )
 
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
@@ -164,7 +173,7 @@ _SAME_SUBJECT = text(
            END AS similarity
     FROM memories
     WHERE agent_id = :agent_id AND kind = :kind AND superseded_by IS NULL
-      AND subject_key = lower(:subject)
+      AND forgotten_at IS NULL AND subject_key = lower(:subject)
     ORDER BY id
     FOR UPDATE
     """
@@ -173,7 +182,7 @@ _SAME_SUBJECT = text(
 # Near-duplicates without a subject are found among the agent's subject-less memories
 # through the vector index (``MemoryStore._vector_candidates``).
 _NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS NULL" + (
-    " AND m.subject IS NULL"
+    " AND m.forgotten_at IS NULL AND m.subject IS NULL"
 )
 DEDUPE_CANDIDATES = 10
 
@@ -224,6 +233,13 @@ _RECORD_WRITE = text(
 
 _GET = text(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
 
+_FORGET = text(
+    """
+    UPDATE memories SET forgotten_at = now(), forgotten_by = :by, forget_reason = :reason
+    WHERE agent_id = :agent_id AND id = :id AND forgotten_at IS NULL
+    """
+)
+
 _HISTORY = text(
     f"""
     SELECT {_MEMORY_COLUMNS} FROM memories
@@ -248,6 +264,9 @@ def _record(row: Any) -> MemoryRecord:
         superseded_at=row.superseded_at,
         metadata=textcodec.decode_json(row.metadata),
         created_at=row.created_at,
+        forgotten_at=row.forgotten_at,
+        forgotten_by=row.forgotten_by,
+        forget_reason=row.forget_reason,
     )
 
 
@@ -500,6 +519,23 @@ class MemoryStore:
             row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
         return _record(row) if row is not None else None
 
+    async def forget(
+        self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
+    ) -> MemoryRecord | None:
+        """Forget a memory of this agent: it stays (with who, when and why) for history,
+        and recall, dedupe and supersede never see it again. Forgetting a forgotten memory
+        changes nothing. None when the agent has no such memory.
+        """
+        self._check_agent(agent_id)
+        for value, what in ((by, "by"), (reason, "reason")):
+            if value is not None:
+                _check_text(value, what)
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            params = {"agent_id": agent_id, "id": memory_id, "by": by, "reason": reason}
+            await db.execute(_FORGET, params)
+            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
+        return _record(row) if row is not None else None
+
     async def history(
         self, agent_id: str, subject: str, *, kind: str | None = None
     ) -> list[MemoryRecord]:
@@ -555,7 +591,7 @@ class MemoryStore:
 
         candidates = max(40, 2 * k)
         params: dict[str, Any] = {"agent_id": agent_id, "n": candidates}
-        where = ["m.agent_id = :agent_id"]
+        where = ["m.agent_id = :agent_id", "m.forgotten_at IS NULL"]
         if kinds:
             where.append("m.kind = ANY(:kinds)")
             params["kinds"] = list(kinds)
@@ -621,7 +657,7 @@ class MemoryStore:
             "n": k,
             "vector": _vector_literal(vector, self.embedder.dim),
         }
-        filters = "m.agent_id = :agent_id AND m.superseded_by IS NULL"
+        filters = "m.agent_id = :agent_id AND m.superseded_by IS NULL AND m.forgotten_at IS NULL"
         sql = _vector_sql(self.embedder.dim, filters, exact=exact)
         async with acting_for(self._sessionmaker, agent_id) as db:
             if not exact:

@@ -29,7 +29,7 @@ def test_health_and_readiness_need_no_token(api: ApiServer) -> None:
         assert ready.status_code == 200, ready.text
         body = ready.json()
         assert body["ready"] is True
-        assert {c["name"] for c in body["checks"]} == {"postgres", "temporal"}
+        assert {c["name"] for c in body["checks"]} == {"postgres", "temporal", "object_store"}
 
 
 def test_unknown_route_is_a_json_404(api: ApiServer) -> None:

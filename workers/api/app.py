@@ -7,6 +7,7 @@ Routes live in one module per resource (``workers/api/<resource>.py``), each wit
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,15 +16,20 @@ from fastapi import APIRouter, FastAPI
 from vigil.workers.api import (
     agents,
     approvals,
+    artifacts,
     control,
+    docs,
     errors,
     health,
     hooks,
     keyed,
     me,
+    memory,
+    schedules,
     sessions,
 )
 from vigil.workers.api.limits import BodyLimit
+from vigil.workers.artifacts import ArtifactService
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.tokens import TokenService
@@ -45,6 +51,9 @@ def routers() -> list[APIRouter]:
         sessions.router,
         control.router,
         approvals.router,
+        schedules.router,
+        memory.router,
+        artifacts.router,
         hooks.router,
     ]
 
@@ -55,6 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
         client = await VigilClient.connect(settings)
         app.state.client = client
         app.state.tokens = TokenService(client.db)
+        with contextlib.suppress(Exception):  # no S3 endpoint yet: readiness says so
+            app.state.artifacts = ArtifactService(client)
         try:
             yield
         finally:
@@ -72,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    docs.install(app, PREFIX)
     for router in routers():
         app.include_router(router, prefix=PREFIX)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel
 
 from vigil.activities.record.health import ping
 from vigil.workers.client import VigilClient
+from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_s3_client
 
 router = APIRouter(tags=["health"])
 
@@ -31,6 +34,18 @@ class Readiness(BaseModel):
     checks: list[Check]
 
 
+def object_store_ready(settings: Settings) -> None:
+    """Raise unless the artifact store can be used: the bucket exists (S3), or the store's
+    folder is there and writable (filesystem)."""
+    if settings.artifact_backend == "s3":
+        if not make_s3_client(settings).bucket_exists(settings.s3_bucket):
+            raise RuntimeError(f"bucket {settings.s3_bucket!r} does not exist")
+        return
+    root = settings.endpoints().artifact_dir
+    if not root.is_dir() or not os.access(root, os.W_OK | os.X_OK):
+        raise RuntimeError(f"artifact folder {root} is missing or not writable")
+
+
 @router.get("/health", response_model=Health, summary="The API process is up")
 async def health() -> Health:
     return Health()
@@ -48,7 +63,7 @@ async def _check(name: str, probe: Coroutine[Any, Any, object]) -> Check:
 @router.get(
     "/ready",
     response_model=Readiness,
-    summary="PostgreSQL and Temporal answer",
+    summary="PostgreSQL, Temporal and the object store answer",
     responses={503: {"model": Readiness, "description": "Something vigil needs is down"}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -57,6 +72,10 @@ async def ready(request: Request) -> JSONResponse:
     async def temporal() -> None:
         await client.temporal.service_client.check_health()
 
-    checks = [await _check("postgres", ping(client.engine)), await _check("temporal", temporal())]
+    checks = [
+        await _check("postgres", ping(client.engine)),
+        await _check("temporal", temporal()),
+        await _check("object_store", asyncio.to_thread(object_store_ready, client.settings)),
+    ]
     body = Readiness(ready=all(c.ok for c in checks), checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

@@ -1,0 +1,228 @@
+"""Artifacts over HTTP, on the filesystem store and on MinIO: streamed upload and download,
+byte ranges (206, 416), ETag, the upload limit, names that look like paths, and access."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.support.api import ApiServer, running_api
+from vigil.activities.record.store import create_session
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 256 * 1024
+DATA = os.urandom(100_000)
+
+
+@pytest.fixture(scope="module", params=["fs", "s3"])
+def api(request: pytest.FixtureRequest, settings: Settings) -> Iterator[ApiServer]:
+    local = settings.model_copy(
+        update={"artifact_backend": request.param, "api_max_upload_bytes": LIMIT}
+    )
+    with running_api(local) as server:
+        yield server
+
+
+def new_session(settings: Settings) -> tuple[str, str]:
+    agent, session = f"art-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4().hex}"
+
+    async def go() -> None:
+        url = settings.endpoints().database_url
+        assert url is not None
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                await create_session(
+                    db, session_id=session, agent_id=agent, goal="g", status="running"
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    return agent, session
+
+
+def url(session: str, name: str = "") -> str:
+    base = f"/v1/sessions/{session}/artifacts"
+    # Dots escaped too: an HTTP client would resolve a bare ".." segment away.
+    return f"{base}/{quote(name, safe='').replace('.', '%2E')}" if name else base
+
+
+def test_upload_list_download_and_ranges(api: ApiServer) -> None:
+    agent, session = new_session(api.settings)
+    sha = hashlib.sha256(DATA).hexdigest()
+    with api.client(api.token(Scope.CONTROL, owner="uploader")) as http:
+        put = http.put(
+            url(session, "reports/out.bin"),
+            content=DATA,
+            headers={"Content-Type": "application/x-report"},
+        )
+        assert put.status_code == 201, put.text
+        assert put.json()["sha256"] == sha and put.json()["size"] == len(DATA)
+
+        listed = http.get(url(session)).json()["artifacts"]
+        assert [(a["name"], a["size"], a["mime_type"]) for a in listed] == [
+            ("reports/out.bin", len(DATA), "application/x-report")
+        ]
+
+        whole = http.get(url(session, "reports/out.bin"))
+        assert whole.status_code == 200
+        assert whole.content == DATA
+        assert whole.headers["etag"] == f'"{sha}"'
+        assert whole.headers["content-length"] == str(len(DATA))
+        assert whole.headers["accept-ranges"] == "bytes"
+        assert whole.headers["content-type"].startswith("application/x-report")
+
+        n = len(DATA)
+        for header, first, last in [
+            ("bytes=0-0", 0, 0),
+            ("bytes=10-99", 10, 99),
+            ("bytes=99990-", 99990, n - 1),
+            ("bytes=-16", n - 16, n - 1),
+            ("bytes=5-999999999", 5, n - 1),
+        ]:
+            part = http.get(url(session, "reports/out.bin"), headers={"Range": header})
+            assert part.status_code == 206, (header, part.text)
+            assert part.content == DATA[first : last + 1], header
+            assert part.headers["content-range"] == f"bytes {first}-{last}/{n}"
+            assert part.headers["content-length"] == str(last - first + 1)
+
+        for header in (f"bytes={n}-", "bytes=-0", f"bytes={n + 5}-{n + 9}"):
+            past = http.get(url(session, "reports/out.bin"), headers={"Range": header})
+            assert past.status_code == 416, header
+            assert past.headers["content-range"] == f"bytes */{n}"
+            assert past.json()["error"]["code"] == "range_not_satisfiable"
+
+        # Ranges we do not serve give the whole body; an old If-Range too.
+        for headers in ({"Range": "bytes=0-1,5-6"}, {"Range": "lines=1-2"},
+                        {"Range": "bytes=0-1", "If-Range": '"old"'}):  # fmt: skip
+            full = http.get(url(session, "reports/out.bin"), headers=headers)
+            assert (full.status_code, full.content) == (200, DATA), headers
+
+        same = http.get(url(session, "reports/out.bin"), headers={"If-None-Match": f'"{sha}"'})
+        assert same.status_code == 304 and same.content == b""
+
+    events = _events(api.settings, agent, session)
+    assert ("artifact.uploaded", "uploader") in events
+
+
+def _events(settings: Settings, agent: str, session: str) -> list[tuple[str, str | None]]:
+    from vigil.activities.record.rls import acting_for
+    from vigil.activities.record.store import list_events
+
+    async def go() -> list[tuple[str, str | None]]:
+        url_ = settings.endpoints().database_url
+        assert url_ is not None
+        engine = make_engine(url_, pool_size=1)
+        try:
+            async with acting_for(make_sessionmaker(engine), agent) as db:
+                return [(e.kind, e.actor) for e in await list_events(db, session)]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_upload_replaces_and_streams_without_a_length(api: ApiServer) -> None:
+    _, session = new_session(api.settings)
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(DATA), 7000):
+            yield DATA[i : i + 7000]
+
+    with api.client(api.token(Scope.CONTROL)) as http:
+        assert http.put(url(session, "a.txt"), content=b"first").status_code == 201
+        put = http.put(url(session, "a.txt"), content=chunks())
+        assert put.status_code == 201, put.text
+        assert http.get(url(session, "a.txt")).content == DATA
+        assert len(http.get(url(session)).json()["artifacts"]) == 1
+        empty = http.put(url(session, "empty"), content=b"")
+        assert empty.status_code == 201 and empty.json()["size"] == 0
+        assert http.get(url(session, "empty"), headers={"Range": "bytes=0-"}).status_code == 416
+        assert http.get(url(session, "empty")).content == b""
+
+
+def test_uploads_over_the_limit_are_413_and_leave_nothing(api: ApiServer) -> None:
+    _, session = new_session(api.settings)
+    big = os.urandom(LIMIT + 1)
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 32 * 1024):
+            yield big[i : i + 32 * 1024]
+
+    with api.client(api.token(Scope.CONTROL)) as http:
+        declared = http.put(url(session, "big"), content=big)
+        assert declared.status_code == 413, declared.text
+        assert declared.json()["error"]["code"] == "payload_too_large"
+        streamed = http.put(url(session, "big"), content=chunks())
+        assert streamed.status_code == 413, streamed.text
+        assert http.get(url(session)).json()["artifacts"] == []
+        assert http.get(url(session, "big")).status_code == 404
+        at_limit = http.put(url(session, "big"), content=big[:LIMIT])
+        assert at_limit.status_code == 201, at_limit.text
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../etc/passwd", "..", "a/../../b", "/abs/path", "%2e%2e/x", "C:\\win\\x"]
+)
+def test_path_like_names_are_labels_only(api: ApiServer, name: str, tmp_path: Path) -> None:
+    _, session = new_session(api.settings)
+    with api.client(api.token(Scope.CONTROL)) as http:
+        put = http.put(url(session, name), content=b"label only")
+        assert put.status_code == 201, put.text
+        assert put.json()["name"] == name
+        assert http.get(url(session, name)).content == b"label only"
+        assert [a["name"] for a in http.get(url(session)).json()["artifacts"]] == [name]
+    if api.settings.artifact_backend == "fs":
+        root = api.settings.endpoints().artifact_dir
+        outside = [p for p in root.parent.iterdir() if p.name == "passwd"]
+        assert outside == []
+        stored = [p for p in root.rglob("*") if p.is_file() and p.read_bytes() == b"label only"]
+        assert stored and all(p.name == hashlib.sha256(b"label only").hexdigest() for p in stored)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "tab\there", "bell\x07", " ", "x" * 256])
+def test_unacceptable_names_are_422(api: ApiServer, name: str) -> None:
+    _, session = new_session(api.settings)
+    with api.client(api.token(Scope.CONTROL)) as http:
+        put = http.put(url(session, name), content=b"x")
+        assert put.status_code == 422, put.text
+        assert put.json()["error"]["code"] == "invalid_request"
+        assert http.get(url(session, name)).status_code == 422
+        # A line break never matches a route's path at all.
+        assert http.put(url(session, "line\nbreak"), content=b"x").status_code == 404
+
+
+def test_access_and_unknown_ids(api: ApiServer) -> None:
+    agent, session = new_session(api.settings)
+    with api.client(api.token(Scope.CONTROL)) as http:
+        assert http.put(url(session, "f"), content=b"x").status_code == 201
+        assert http.get(url("no-such-session")).status_code == 404
+        assert http.get(url("no-such-session", "f")).status_code == 404
+        assert http.put(url("no-such-session", "f"), content=b"x").status_code == 404
+        missing = http.get(url(session, "nope"))
+        assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    with api.client(api.token(Scope.READ)) as http:
+        assert http.get(url(session, "f")).content == b"x"
+        put = http.put(url(session, "f"), content=b"y")
+        assert put.status_code == 403 and put.json()["error"]["code"] == "forbidden"
+    with api.client(api.token(Scope.ADMIN, agents=["someone-else"])) as http:
+        for r in (http.get(url(session)), http.get(url(session, "f")),
+                  http.put(url(session, "f"), content=b"y")):  # fmt: skip
+            assert r.status_code == 404, r.text
+    with api.client(api.token(Scope.READ, agents=[agent])) as http:
+        assert http.get(url(session, "f")).content == b"x"
+    with api.client() as http:
+        assert http.get(url(session, "f")).status_code == 401
+        assert http.put(url(session, "f"), content=b"y").status_code == 401

@@ -1,0 +1,165 @@
+"""Memory over HTTP: hybrid search, add, forget (kept for history, never recalled again),
+within each token's scope and agents; and `vigil memory forget` from the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.api import ApiServer, running_api
+from tests.support.cli import Vigil, cli_env, explain
+from vigil.activities.memory.store import MemoryRecord, MemoryStore
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.stack import Stack
+from vigil.workers.tokens import Scope
+from vigil.workers.wiring import make_embedder
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[ApiServer]:
+    with running_api(settings) as server:
+        yield server
+
+
+def stored(settings: Settings, agent: str, memory_id: int) -> MemoryRecord | None:
+    async def go() -> MemoryRecord | None:
+        url = settings.endpoints().database_url
+        assert url is not None
+        engine = make_engine(url, pool_size=1)
+        try:
+            return await MemoryStore(make_sessionmaker(engine), make_embedder(settings)).get(
+                agent, memory_id
+            )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def base(agent: str) -> str:
+    return f"/v1/agents/{agent}/memory"
+
+
+def test_add_search_and_forget(api: ApiServer) -> None:
+    agent = f"mem-{uuid.uuid4().hex[:8]}"
+    with api.client(api.token(Scope.CONTROL, agents=[agent])) as http:
+        fact = http.post(
+            base(agent),
+            json={"content": "The billing database runs on port 6432", "subject": "billing db"},
+        )
+        assert fact.status_code == 201, fact.text
+        assert fact.json()["action"] == "inserted"
+        lesson = http.post(
+            base(agent),
+            json={"content": "Restart billing workers one at a time", "kind": "lesson"},
+        )
+        assert lesson.status_code == 201
+        moved = http.post(
+            base(agent),
+            json={"content": "The billing database moved to port 5433", "subject": "billing db"},
+        )
+        assert moved.json()["action"] == "superseded"
+        assert moved.json()["superseded_ids"] == [fact.json()["id"]]
+
+        found = http.get(f"{base(agent)}/search", params={"q": "billing database port"})
+        assert found.status_code == 200, found.text
+        ids = [m["id"] for m in found.json()["memories"]]
+        assert ids[0] == moved.json()["id"] and fact.json()["id"] not in ids
+        both = http.get(
+            f"{base(agent)}/search", params={"q": "billing port", "include_superseded": "true"}
+        ).json()["memories"]
+        assert {fact.json()["id"], moved.json()["id"]} <= {m["id"] for m in both}
+        lessons = http.get(
+            f"{base(agent)}/search", params={"q": "billing", "kind": "lesson", "limit": 5}
+        ).json()["memories"]
+        assert [m["id"] for m in lessons] == [lesson.json()["id"]]
+
+        # A control token may add but not forget.
+        refused = http.delete(f"{base(agent)}/{moved.json()['id']}")
+        assert refused.status_code == 403
+
+    with api.client(api.token(Scope.ADMIN, owner="dpo")) as http:
+        gone = http.delete(f"{base(agent)}/{moved.json()['id']}", params={"reason": "wrong port"})
+        assert gone.status_code == 200, gone.text
+        body = gone.json()
+        assert (body["forgotten_by"], body["forget_reason"]) == ("dpo", "wrong port")
+        assert body["forgotten_at"] is not None and body["content"].endswith("5433")
+        again = http.delete(f"{base(agent)}/{moved.json()['id']}")
+        assert again.status_code == 200 and again.json()["forgotten_at"] == body["forgotten_at"]
+
+        for params in ({"q": "billing database port"},
+                       {"q": "billing database port", "include_superseded": "true"}):  # fmt: skip
+            ids = [
+                m["id"] for m in http.get(f"{base(agent)}/search", params=params).json()["memories"]
+            ]
+            assert moved.json()["id"] not in ids, params
+        # The same words again are a new memory, not merged into the forgotten one.
+        anew = http.post(
+            base(agent),
+            json={"content": "The billing database moved to port 5433", "subject": "billing db"},
+        ).json()
+        assert anew["action"] == "inserted" and anew["id"] != moved.json()["id"]
+
+    kept = stored(api.settings, agent, moved.json()["id"])
+    assert kept is not None and kept.forgotten and kept.forgotten_by == "dpo"
+
+
+def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
+    agent = f"mem-{uuid.uuid4().hex[:8]}"
+    with api.client(api.token(Scope.READ)) as http:
+        assert http.get(f"{base(agent)}/search", params={"q": "x"}).json() == {"memories": []}
+        add = http.post(base(agent), json={"content": "x"})
+        assert (add.status_code, add.json()["error"]["code"]) == (403, "forbidden")
+    with api.client(api.token(Scope.ADMIN, agents=["other"])) as http:
+        for r in (http.get(f"{base(agent)}/search", params={"q": "x"}),
+                  http.post(base(agent), json={"content": "x"}),
+                  http.delete(f"{base(agent)}/1")):  # fmt: skip
+            assert r.status_code == 403, r.text
+    with api.client(api.token(Scope.ADMIN)) as http:
+        missing = http.delete(f"{base(agent)}/999999999")
+        assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+        mine = http.post(base(agent), json={"content": "only mine"}).json()["id"]
+        other = f"mem-{uuid.uuid4().hex[:8]}"
+        assert http.delete(f"{base(other)}/{mine}").status_code == 404  # another agent's id
+        for bad in (f"{base(agent)}/0", f"{base(agent)}/{2**63}", f"{base(agent)}/abc"):
+            assert http.delete(bad).status_code == 422, bad
+        for params in ({}, {"q": ""}, {"q": "x", "limit": 0}, {"q": "x", "limit": 101}):
+            assert http.get(f"{base(agent)}/search", params=params).status_code == 422
+        for body in ({}, {"content": ""}, {"content": "x", "importance": 2},
+                     {"content": "nul \x00 inside"}, {"content": "   "},
+                     {"content": "x", "extra": 1}):  # fmt: skip
+            r = http.post(base(agent), json=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), body
+    with api.client() as http:
+        assert http.get(f"{base(agent)}/search", params={"q": "x"}).status_code == 401
+
+
+def test_cli_forget(api: ApiServer, stack: Stack, database_url: str, tmp_path: Path) -> None:
+    agent = f"mem-{uuid.uuid4().hex[:8]}"
+    with api.client(api.token(Scope.CONTROL)) as http:
+        mid = http.post(base(agent), json={"content": "the deploy key lives in vault"}).json()["id"]
+    vigil = Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9",
+            artifact_dir=tmp_path,
+        )
+    )
+    done = vigil.json(
+        "memory", "forget", str(mid), "--agent", agent, "--by", "ana", "--reason", "moved"
+    )
+    assert (done["id"], done["forgotten_by"], done["forget_reason"]) == (mid, "ana", "moved")
+    assert vigil.json("memory", "search", "deploy key", "--agent", agent) == []
+    unknown = vigil("memory", "forget", "424242424", "--agent", agent)
+    assert unknown.returncode == 4, explain(unknown)
+    record = stored(api.settings, agent, mid)
+    assert record is not None and record.forgotten_by == "ana"

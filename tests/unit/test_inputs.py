@@ -1,0 +1,103 @@
+"""workers/inputs.py: what the CLI and the API accept as durations, times, formats and
+schedules, and that everything else is a BadArgument (never a ValueError or overflow)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vigil.workers import inputs
+from vigil.workers.api.artifacts import byte_range
+from vigil.workers.client import BadArgument
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1w", 604800),
+     ("1.5h", 5400), (" 3m ", 180), ("0", 0)],
+)  # fmt: skip
+def test_durations(raw: str, seconds: float) -> None:
+    assert inputs.parse_duration(raw, "--every") == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "h", "abc", "1x", "-5m", "nan", "inf", "1e400", "9" * 400 + "d", "1e12w"]
+)
+def test_bad_durations_are_bad_arguments(raw: str) -> None:
+    with pytest.raises(BadArgument, match="--every"):
+        inputs.parse_duration(raw, "--every")
+
+
+def test_an_interval_must_be_more_than_zero() -> None:
+    with pytest.raises(BadArgument, match="more than 0"):
+        inputs.parse_duration("0s", "--every", allow_zero=False)
+
+
+def test_since_is_a_duration_back_or_an_iso_time() -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert inputs.parse_since("2h", now=now) == now - timedelta(hours=2)
+    assert inputs.parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert inputs.parse_since("2026-11-01T00:00:00+01:00") == datetime(2026, 10, 31, 23, tzinfo=UTC)
+    assert inputs.parse_since(None) is None
+    for bad in ("yesterday", "9" * 30 + "d", "2h30"):
+        with pytest.raises(BadArgument, match="--since"):
+            inputs.parse_since(bad)
+
+
+def test_export_formats() -> None:
+    assert inputs.export_format("markdown") == "md"
+    assert inputs.export_format("jsonl") == "jsonl"
+    with pytest.raises(BadArgument, match="jsonl or md"):
+        inputs.export_format("pdf")
+
+
+def test_schedule_timing_wants_exactly_one_of_cron_and_every() -> None:
+    with pytest.raises(BadArgument, match="exactly one"):
+        inputs.schedule_timing(cron=None, every=None)
+    with pytest.raises(BadArgument, match="exactly one"):
+        inputs.schedule_timing(cron="* * * * *", every="1h")
+    timing = inputs.schedule_timing(cron="0 9 * * MON-FRI", every=None, time_zone="Europe/Paris")
+    assert (timing.cron, timing.every, timing.overlap) == ("0 9 * * MON-FRI", None, "skip")
+    with pytest.raises(BadArgument, match="overlap"):
+        inputs.schedule_timing(cron=None, every="1h", overlap="sometimes")
+    with pytest.raises(BadArgument, match="time zone"):
+        inputs.schedule_timing(cron="* * * * *", every=None, time_zone="Mars/Olympus")
+    with pytest.raises(BadArgument, match="cron"):
+        inputs.schedule_timing(cron="every day", every=None)
+
+
+def test_schedule_ids_and_templates() -> None:
+    assert inputs.check_schedule_id("nightly-report.v2") == "nightly-report.v2"
+    for bad in ("", "-x", "a/b", "a b", "x" * 201):
+        with pytest.raises(BadArgument):
+            inputs.check_schedule_id(bad)
+    template = inputs.schedule_template(agent="ops", goal="report", max_steps=5, agent_version=2)
+    assert (template.agent_id, template.budget.max_steps, template.agent_version) == ("ops", 5, 2)
+    with pytest.raises(BadArgument, match="goal"):
+        inputs.schedule_template(agent="ops", goal="x" * 10_000_000)
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "span"),
+    [
+        ("bytes=0-0", 10, (0, 0)),
+        ("bytes=2-5", 10, (2, 5)),
+        ("bytes=5-", 10, (5, 9)),
+        ("bytes=-3", 10, (7, 9)),
+        ("bytes=-30", 10, (0, 9)),
+        ("bytes=8-100", 10, (8, 9)),
+        ("bytes=5-2", 10, None),  # invalid: ignored
+        ("bytes=0-1,4-5", 10, None),  # several ranges: the whole body
+        ("items=0-1", 10, None),
+        ("bytes=-", 10, None),
+    ],
+)
+def test_byte_ranges(header: str, size: int, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, size) == span
+
+
+@pytest.mark.parametrize(("header", "size"), [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0)])
+def test_unsatisfiable_ranges(header: str, size: int) -> None:
+    with pytest.raises(ValueError):
+        byte_range(header, size)

@@ -1,0 +1,222 @@
+"""A session's artifacts: list, download (streamed, with ``Range``), upload (streamed).
+
+Downloads carry ``ETag`` (the sha256), ``Content-Length`` and ``Accept-Ranges``; one
+byte range gives 206 with ``Content-Range``, a range past the end 416. Uploads stream
+from the request into the store (never held in memory) up to ``api_max_upload_bytes``.
+A session the token's agents do not cover is answered as if absent (404).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
+
+from vigil.activities.artifacts.registry import DEFAULT_MIME, MAX_NAME_CHARS, ArtifactRef
+from vigil.activities.record.store import SessionRow
+from vigil.workers.api.auth import Controller, Reader
+from vigil.workers.api.errors import (
+    INVALID,
+    MALFORMED,
+    RANGE_NOT_SATISFIABLE,
+    TOO_LARGE,
+    ApiError,
+    ErrorResponse,
+    error_response,
+)
+from vigil.workers.artifacts import ArtifactService, UploadTooLarge
+from vigil.workers.client import UnknownSession, VigilClient
+from vigil.workers.tokens import Principal
+
+router = APIRouter(tags=["artifacts"])
+
+SessionId = Annotated[str, Path(min_length=1, max_length=200)]
+ArtifactName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description="The artifact's name (may hold slashes; it is a label, never a path)",
+    ),
+]
+_MIME = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+
+
+class ArtifactOut(BaseModel):
+    session_id: str
+    name: str
+    sha256: str
+    size: int
+    mime_type: str
+    created_at: datetime | None
+
+
+class ArtifactList(BaseModel):
+    artifacts: list[ArtifactOut]
+
+
+def _client(request: Request) -> VigilClient:
+    client: VigilClient = request.app.state.client
+    return client
+
+
+def _service(request: Request) -> ArtifactService:
+    service: ArtifactService | None = getattr(request.app.state, "artifacts", None)
+    if service is None:
+        service = ArtifactService(_client(request))
+        request.app.state.artifacts = service
+    return service
+
+
+def _out(ref: ArtifactRef) -> ArtifactOut:
+    return ArtifactOut(
+        session_id=ref.session_id,
+        name=ref.name,
+        sha256=ref.sha256,
+        size=ref.size,
+        mime_type=ref.mime_type,
+        created_at=ref.created_at,
+    )
+
+
+async def _session(request: Request, who: Principal, session_id: str) -> SessionRow:
+    row = await _client(request).require_session(session_id)
+    if not who.sees_agent(row.agent_id):
+        raise UnknownSession(f"no session with id {session_id!r}")
+    return row
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one range ``header`` asks of ``size`` bytes as (first, last), inclusive; None
+    to send everything (no range, several, or a header we do not read); ValueError when
+    it cannot be satisfied."""
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None  # syntactically invalid: ignored, as RFC 9110 says
+    if start >= size:
+        raise ValueError("range starts past the end")
+    return start, min(int(last), size - 1) if last else size - 1
+
+
+@router.get(
+    "/sessions/{session_id}/artifacts",
+    response_model=ArtifactList,
+    summary="A session's artifacts, by name",
+)
+async def list_artifacts(request: Request, session_id: SessionId, who: Reader) -> ArtifactList:
+    row = await _session(request, who, session_id)
+    refs = await _service(request).list(row.agent_id, session_id)
+    return ArtifactList(artifacts=[_out(r) for r in refs])
+
+
+@router.get(
+    "/sessions/{session_id}/artifacts/{name:path}",
+    response_class=StreamingResponse,
+    summary="Download an artifact (streamed; one byte range with Range)",
+    responses={
+        200: {"description": "The whole artifact", "content": {"*/*": _BINARY}},
+        206: {"description": "The requested byte range", "content": {"*/*": _BINARY}},
+        304: {"description": "Not modified (If-None-Match names the ETag)"},
+        416: {"model": ErrorResponse, "description": "The range is past the end"},
+    },
+)
+async def download_artifact(
+    request: Request, session_id: SessionId, name: ArtifactName, who: Reader
+) -> Response:
+    row = await _session(request, who, session_id)
+    service = _service(request)
+    ref = await service.resolve(row.agent_id, session_id, name)
+    etag = f'"{ref.sha256}"'
+    filename = ref.name.rsplit("/", 1)[-1] or "artifact"
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
+    }
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    span: tuple[int, int] | None = None
+    if wanted is not None and (if_range is None or if_range.strip() == etag):
+        try:
+            span = byte_range(wanted, ref.size)
+        except ValueError:
+            return error_response(
+                416,
+                RANGE_NOT_SATISFIABLE,
+                f"the artifact has {ref.size} bytes; range {wanted[:80]!r} is past its end",
+                headers={"Content-Range": f"bytes */{ref.size}", **headers},
+            )
+    media = ref.mime_type if _MIME.match(ref.mime_type) else DEFAULT_MIME
+    if span is None:
+        body = await service.read(ref)
+        headers["Content-Length"] = str(ref.size)
+        return StreamingResponse(body, media_type=media, headers=headers)
+    first, last = span
+    body = await service.read(ref, first, last - first + 1)
+    headers["Content-Range"] = f"bytes {first}-{last}/{ref.size}"
+    headers["Content-Length"] = str(last - first + 1)
+    return StreamingResponse(body, status_code=206, media_type=media, headers=headers)
+
+
+@router.put(
+    "/sessions/{session_id}/artifacts/{name:path}",
+    response_model=ArtifactOut,
+    status_code=201,
+    summary="Upload an artifact (streamed; replaces the session's artifact of that name)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": _BINARY},
+        }
+    },
+    responses={413: {"model": ErrorResponse, "description": "Over the upload limit"}},
+)
+async def upload_artifact(
+    request: Request, session_id: SessionId, name: ArtifactName, who: Controller
+) -> ArtifactOut | JSONResponse:
+    row = await _session(request, who, session_id)
+    limit: int = request.app.state.settings.api_max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return error_response(413, TOO_LARGE, f"the upload is over {limit} bytes")
+    mime = request.headers.get("content-type", DEFAULT_MIME).split(";", 1)[0].strip()
+    if not mime:
+        mime = DEFAULT_MIME
+    if not _MIME.match(mime):
+        raise ApiError(422, INVALID, f"Content-Type {mime[:80]!r} is not a media type")
+    try:
+        ref = await _service(request).upload(
+            row.agent_id,
+            session_id,
+            name,
+            aiter(request.stream()),
+            mime_type=mime.lower(),
+            limit=limit,
+            by=who.actor,
+        )
+    except UploadTooLarge as exc:
+        return error_response(413, TOO_LARGE, str(exc))
+    except ClientDisconnect:  # nothing was linked; nobody is left to read an answer
+        return error_response(400, MALFORMED, "the upload ended before its body did")
+    return _out(ref)

@@ -1,0 +1,150 @@
+"""An agent's long-term memory: hybrid search, add, forget (as `vigil memory ...`).
+
+Forgetting keeps the memory for history (who forgot it, when, why) and takes it out of
+every recall; erasure (`vigil erase`) is what removes rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, MemoryRecord
+from vigil.schema.payloads import MAX_HUMAN_TEXT
+from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
+from vigil.workers.client import VigilClient
+
+router = APIRouter(tags=["memory"])
+
+AgentId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
+MemoryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+class MemoryHit(BaseModel):
+    id: int
+    kind: str
+    subject: str | None
+    content: str
+    importance: float
+    created_at: datetime
+    score: float
+    """Fused relevance x recency x importance; higher is better."""
+    superseded: bool
+    vector_rank: int | None
+    text_rank: int | None
+    similarity: float | None
+
+
+class MemorySearch(BaseModel):
+    memories: list[MemoryHit]
+
+
+class MemoryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
+    kind: str = Field(default="fact", min_length=1, max_length=MAX_KIND)
+    """``fact``, ``reflection`` or ``lesson`` (or a kind of your own)."""
+    subject: str | None = Field(default=None, max_length=1000)
+    """What it is about: a new memory about the same subject supersedes the old one."""
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class MemoryAdded(BaseModel):
+    id: int
+    """The new memory, or the one a near-duplicate was merged into."""
+    action: Literal["inserted", "merged", "superseded"]
+    superseded_ids: list[int]
+    similarity: float | None
+    redactions: dict[str, int]
+
+
+class MemoryOut(BaseModel):
+    id: int
+    agent_id: str
+    kind: str
+    subject: str | None
+    content: str
+    importance: float
+    source_session_id: str | None
+    superseded_by: int | None
+    superseded_at: datetime | None
+    created_at: datetime
+    forgotten_at: datetime | None
+    forgotten_by: str | None
+    forget_reason: str | None
+    metadata: dict[str, Any]
+
+
+def _client(request: Request) -> VigilClient:
+    client: VigilClient = request.app.state.client
+    return client
+
+
+@router.get(
+    "/agents/{agent_id}/memory/search",
+    response_model=MemorySearch,
+    summary="Hybrid search (vector + full text) of an agent's memory",
+)
+async def search_memory(
+    request: Request,
+    agent_id: AgentId,
+    who: Reader,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to recall")],
+    kind: Annotated[str | None, Query(min_length=1, max_length=MAX_KIND)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    include_superseded: bool = False,
+) -> MemorySearch:
+    check_agent(who, agent_id)
+    found = await _client(request).memory_search(
+        agent_id,
+        q,
+        k=limit,
+        include_superseded=include_superseded,
+        kinds=[kind] if kind is not None else None,
+    )
+    return MemorySearch(memories=[MemoryHit.model_validate(m, from_attributes=True) for m in found])
+
+
+@router.post(
+    "/agents/{agent_id}/memory",
+    response_model=MemoryAdded,
+    status_code=201,
+    summary="Add a memory (merged into a near-duplicate, or superseding one on its subject)",
+)
+async def add_memory(
+    request: Request, agent_id: AgentId, body: MemoryCreate, who: Controller
+) -> MemoryAdded:
+    check_agent(who, agent_id)
+    result = await _client(request).memory_add(
+        agent_id, body.content, kind=body.kind, subject=body.subject, importance=body.importance
+    )
+    return MemoryAdded(
+        id=result.id,
+        action=result.action,
+        superseded_ids=list(result.superseded_ids),
+        similarity=result.similarity,
+        redactions=dict(result.redactions),
+    )
+
+
+@router.delete(
+    "/agents/{agent_id}/memory/{memory_id}",
+    response_model=MemoryOut,
+    summary="Forget a memory (admin): kept for history, never recalled again",
+)
+async def forget_memory(
+    request: Request,
+    agent_id: AgentId,
+    memory_id: MemoryId,
+    who: Admin,
+    reason: Annotated[str | None, Query(max_length=1000)] = None,
+) -> MemoryOut:
+    check_agent(who, agent_id)
+    record: MemoryRecord = await _client(request).memory_forget(
+        agent_id, memory_id, by=who.actor, reason=reason
+    )
+    return MemoryOut.model_validate(record, from_attributes=True)

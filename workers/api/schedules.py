@@ -1,0 +1,228 @@
+"""Recurring goals: ``/schedules`` (as `vigil schedule ...`).
+
+Creating one needs an admin token; pausing, resuming and triggering a control token;
+reading a read token. A schedule of an agent the token does not cover is answered as if
+absent (404), so schedule ids do not leak across agents.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.schema.payloads import MAX_HUMAN_TEXT
+from vigil.workers import inputs
+from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
+from vigil.workers.client import SessionSummary, UnknownSchedule, VigilClient
+from vigil.workers.schedules import ScheduleService, ScheduleView
+from vigil.workers.tokens import Principal
+
+router = APIRouter(tags=["schedules"])
+
+ScheduleId = Annotated[
+    str, Path(pattern=inputs.SCHEDULE_ID.pattern, max_length=200, description="The schedule's id")
+]
+Duration = Annotated[str, Field(min_length=1, max_length=40, examples=["15m", "6h", "1d"])]
+
+
+class ScheduleCreate(BaseModel):
+    """A recurring goal: each run is a session of ``agent`` with this goal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=inputs.SCHEDULE_ID.pattern, max_length=200)
+    agent: str = Field(min_length=1, max_length=200)
+    goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
+    cron: str | None = Field(default=None, max_length=200, examples=["0 9 * * MON-FRI"])
+    """A cron expression; give it or ``every``."""
+    every: Duration | None = None
+    """An interval (``90s``, ``15m``, ``6h``, ``1d``); give it or ``cron``."""
+    time_zone: str | None = Field(default=None, max_length=100, examples=["Europe/Paris"])
+    jitter: Duration | None = None
+    catchup: Duration | None = None
+    overlap: inputs.OverlapName = "skip"
+    paused: bool = False
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    """Pin this version of the agent; each run takes the newest otherwise."""
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000)
+    require_approval: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=100
+    )
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    agent_id: str
+    goal: str
+    agent_version: int | None
+    cron: str | None
+    every_seconds: float | None
+    time_zone: str | None
+    overlap: str
+    paused: bool
+    note: str
+    next_runs: list[datetime]
+    recent_runs: int
+    created_at: datetime | None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]
+
+
+class ScheduleDone(BaseModel):
+    id: str
+    action: Literal["paused", "resumed", "triggered", "deleted"]
+
+
+class ScheduleRun(BaseModel):
+    id: str
+    agent_id: str
+    goal: str
+    status: str
+    step: int
+    created_at: datetime
+    updated_at: datetime
+    schedule_id: str | None
+    temporal_status: str | None
+
+
+class ScheduleRuns(BaseModel):
+    runs: list[ScheduleRun]
+
+
+def _client(request: Request) -> VigilClient:
+    client: VigilClient = request.app.state.client
+    return client
+
+
+def _out(view: ScheduleView) -> ScheduleOut:
+    return ScheduleOut.model_validate(view, from_attributes=True)
+
+
+def _run(row: SessionSummary) -> ScheduleRun:
+    return ScheduleRun.model_validate(row, from_attributes=True)
+
+
+async def _visible(request: Request, who: Principal, schedule_id: str) -> ScheduleView:
+    view = await ScheduleService(_client(request)).get(schedule_id)
+    if not who.sees_agent(view.agent_id):
+        raise UnknownSchedule(f"no goal schedule with id {schedule_id!r}")
+    return view
+
+
+@router.post(
+    "/schedules",
+    response_model=ScheduleOut,
+    status_code=201,
+    summary="Create a recurring goal (admin)",
+)
+async def create_schedule(request: Request, body: ScheduleCreate, who: Admin) -> ScheduleOut:
+    check_agent(who, body.agent)
+    timing = inputs.schedule_timing(
+        cron=body.cron,
+        every=body.every,
+        time_zone=body.time_zone,
+        jitter=body.jitter,
+        catchup=body.catchup,
+        overlap=body.overlap,
+        option="",
+    )
+    template = inputs.schedule_template(
+        agent=body.agent,
+        goal=body.goal,
+        max_steps=body.max_steps,
+        require_approval=body.require_approval,
+        agent_version=body.agent_version,
+    )
+    client = _client(request)
+    await client.create_schedule(
+        body.id,
+        template,
+        cron=timing.cron,
+        every=timing.every,
+        time_zone=timing.time_zone,
+        jitter=timing.jitter,
+        overlap=timing.overlap,
+        catchup_window=timing.catchup,
+        paused=body.paused,
+        note=body.note,
+    )
+    return _out(await ScheduleService(client).get(body.id))
+
+
+@router.get("/schedules", response_model=ScheduleList, summary="Every goal schedule")
+async def list_schedules(request: Request, who: Reader) -> ScheduleList:
+    views = await ScheduleService(_client(request)).list()
+    return ScheduleList(schedules=[_out(v) for v in views if who.sees_agent(v.agent_id)])
+
+
+@router.get("/schedules/{schedule_id}", response_model=ScheduleOut, summary="One schedule")
+async def get_schedule(request: Request, schedule_id: ScheduleId, who: Reader) -> ScheduleOut:
+    return _out(await _visible(request, who, schedule_id))
+
+
+@router.post(
+    "/schedules/{schedule_id}/pause", response_model=ScheduleDone, summary="Pause (no new runs)"
+)
+async def pause_schedule(
+    request: Request, schedule_id: ScheduleId, who: Controller
+) -> ScheduleDone:
+    await _visible(request, who, schedule_id)
+    await _client(request).pause_schedule(schedule_id, note=f"paused by {who.actor}")
+    return ScheduleDone(id=schedule_id, action="paused")
+
+
+@router.post("/schedules/{schedule_id}/resume", response_model=ScheduleDone, summary="Unpause")
+async def resume_schedule(
+    request: Request, schedule_id: ScheduleId, who: Controller
+) -> ScheduleDone:
+    await _visible(request, who, schedule_id)
+    await _client(request).unpause_schedule(schedule_id, note=f"resumed by {who.actor}")
+    return ScheduleDone(id=schedule_id, action="resumed")
+
+
+@router.post(
+    "/schedules/{schedule_id}/trigger", response_model=ScheduleDone, summary="Start one run now"
+)
+async def trigger_schedule(
+    request: Request, schedule_id: ScheduleId, who: Controller
+) -> ScheduleDone:
+    await _visible(request, who, schedule_id)
+    await _client(request).trigger_schedule(schedule_id)
+    return ScheduleDone(id=schedule_id, action="triggered")
+
+
+@router.delete(
+    "/schedules/{schedule_id}",
+    response_model=ScheduleDone,
+    summary="Delete a schedule (admin; its past runs stay in the record)",
+)
+async def delete_schedule(request: Request, schedule_id: ScheduleId, who: Admin) -> ScheduleDone:
+    await _visible(request, who, schedule_id)
+    await _client(request).delete_schedule(schedule_id)
+    return ScheduleDone(id=schedule_id, action="deleted")
+
+
+@router.get(
+    "/schedules/{schedule_id}/runs",
+    response_model=ScheduleRuns,
+    summary="Every run of a schedule, newest first (a deleted schedule's too)",
+)
+async def schedule_runs(
+    request: Request,
+    schedule_id: ScheduleId,
+    who: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ScheduleRuns:
+    runs = await _client(request).schedule_runs(schedule_id, limit=limit)
+    if not runs:
+        await _visible(request, who, schedule_id)
+    visible = [r for r in runs if who.sees_agent(r.agent_id)]
+    if runs and not visible:
+        raise UnknownSchedule(f"no goal schedule with id {schedule_id!r}")
+    return ScheduleRuns(runs=[_run(r) for r in visible])

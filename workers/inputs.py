@@ -1,0 +1,203 @@
+"""What people type, checked in one place: durations, times, export formats, schedules.
+
+The CLI and the HTTP API both parse their input here, so ``15m`` or ``--since 2h`` mean
+the same thing through either face and are refused with the same message. Every
+function raises :class:`BadArgument` (exit code 2 in the CLI, 422 in the API) for input
+the caller can fix; none lets a ``ValueError`` or ``OverflowError`` escape.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from vigil.schema.limits import start_error
+from vigil.schema.payloads import Budget, StartSessionInput, ToolPolicy
+from vigil.workers.agents import start_overrides
+from vigil.workers.client import OVERLAP, BadArgument
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+"""Duration suffixes: seconds, minutes, hours, days, weeks."""
+
+MAX_DURATION = timedelta(days=366 * 100)
+"""The longest duration accepted anywhere (a century): past it is a typo, or an overflow."""
+
+EXPORT_FORMATS: dict[str, Literal["jsonl", "md"]] = {"jsonl": "jsonl", "md": "md", "markdown": "md"}
+"""Transcript export formats, by the names accepted for them."""
+
+SCHEDULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+"""A schedule id: letters, digits and ``. _ : -``, at most 200 (it also names each run)."""
+
+OverlapName = Literal[
+    "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
+]
+
+
+def parse_duration(raw: str | None, what: str, *, allow_zero: bool = True) -> timedelta | None:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d``, ``1w`` (decimals allowed) as a timedelta."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    hint = f"bad {what} {raw!r}: use seconds or a duration like 90s, 15m, 2h, 1d"
+    scale = 1
+    if text[-1:] in UNITS:
+        scale = UNITS[text[-1]]
+        text = text[:-1]
+    try:
+        seconds = float(text) * scale
+    except ValueError:
+        raise BadArgument(hint) from None
+    if not math.isfinite(seconds):
+        raise BadArgument(hint)
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise BadArgument(f"bad {what} {raw!r}: must be {bound}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise BadArgument(f"bad {what} {raw!r}: at most {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
+
+
+def parse_since(
+    raw: str | None, what: str = "--since", *, now: datetime | None = None
+) -> datetime | None:
+    """An ISO time (naive means UTC), or a duration back from now (``2h``, ``3d``)."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if text[-1:] in UNITS and text[:-1].isdigit():
+        ago = parse_duration(text, what)
+        assert ago is not None
+        return (now or datetime.now(UTC)) - ago
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadArgument(
+            f"bad {what} {raw!r}: use an ISO time or a duration like 2h, 3d"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def export_format(raw: str) -> Literal["jsonl", "md"]:
+    """The export format a name stands for (``jsonl``, ``md`` or ``markdown``)."""
+    fmt = EXPORT_FORMATS.get(raw)
+    if fmt is None:
+        raise BadArgument(f"unknown export format {raw!r}: jsonl or md")
+    return fmt
+
+
+def check_schedule_id(schedule_id: str) -> str:
+    if not SCHEDULE_ID.match(schedule_id):
+        raise BadArgument(
+            f"bad schedule id {schedule_id[:80]!r}: 1 to 200 letters, digits or . _ : - "
+            "(starting with a letter or digit)"
+        )
+    return schedule_id
+
+
+def check_time_zone(name: str | None) -> str | None:
+    if name is None:
+        return None
+    try:
+        if not name or any(unicodedata.category(c).startswith("C") for c in name):
+            raise ValueError(name)
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise BadArgument(
+            f"unknown time zone {name[:80]!r}: use an IANA name like Europe/Paris"
+        ) from None
+    return name
+
+
+def check_cron(expression: str | None) -> str | None:
+    """A light check (Temporal checks the fields themselves when the schedule is made)."""
+    if expression is None:
+        return None
+    fields = expression.split()
+    named = expression.strip().startswith("@")
+    if (
+        not expression.strip()
+        or len(expression) > 200
+        or (not named and not 5 <= len(fields) <= 7)
+        or any(unicodedata.category(c).startswith("C") for c in expression)
+    ):
+        raise BadArgument(f"bad cron expression {expression[:80]!r}: e.g. '0 9 * * MON-FRI'")
+    return expression
+
+
+def check_overlap(name: str) -> str:
+    if name not in OVERLAP:
+        raise BadArgument(f"unknown overlap policy {name!r}; one of {', '.join(OVERLAP)}")
+    return name
+
+
+@dataclass(frozen=True)
+class ScheduleTiming:
+    """When a schedule runs, validated: exactly one of ``cron`` and ``every``."""
+
+    cron: str | None
+    every: timedelta | None
+    time_zone: str | None
+    jitter: timedelta | None
+    catchup: timedelta | None
+    overlap: str
+
+
+def schedule_timing(
+    *,
+    cron: str | None,
+    every: str | None,
+    time_zone: str | None = None,
+    jitter: str | None = None,
+    catchup: str | None = None,
+    overlap: str = "skip",
+    option: str = "--",
+) -> ScheduleTiming:
+    """Check a schedule's timing as typed (``option`` prefixes names in messages)."""
+    check_overlap(overlap)
+    if (cron is None) == (every is None):
+        raise BadArgument(f"give exactly one of {option}cron or {option}every")
+    return ScheduleTiming(
+        cron=check_cron(cron),
+        every=parse_duration(every, f"{option}every", allow_zero=False),
+        time_zone=check_time_zone(time_zone),
+        jitter=parse_duration(jitter, f"{option}jitter"),
+        catchup=parse_duration(catchup, f"{option}catchup", allow_zero=False),
+        overlap=overlap,
+    )
+
+
+def schedule_template(
+    *,
+    agent: str,
+    goal: str,
+    max_steps: int | None = None,
+    require_approval: list[str] | None = None,
+    agent_version: int | None = None,
+) -> StartSessionInput:
+    """The session every run of a schedule starts (its limits are the session's own)."""
+    too_big = start_error(goal, None)
+    if too_big is not None:
+        raise BadArgument(f"refused: {too_big}")
+    try:
+        budget = Budget(**({"max_steps": max_steps} if max_steps is not None else {}))
+        return StartSessionInput(
+            agent_id=agent,
+            goal=goal,
+            budget=budget,
+            policy=ToolPolicy(require_approval=require_approval),
+            agent_version=agent_version,
+            overrides=start_overrides(budget, None, None, set()),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise BadArgument(
+            f"bad argument: {where + ': ' if where else ''}{first.get('msg')}"
+        ) from None

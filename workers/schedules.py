@@ -1,0 +1,105 @@
+"""Recurring goals as typed views: what a schedule runs, when, and whether it is paused.
+
+Temporal holds the schedules; this reads them back into :class:`ScheduleView` (the goal,
+agent and pinned version come from the session template each run starts with). The
+HTTP API serves these views; creating and operating schedules stays on the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleDescription
+
+from vigil.schema import names
+from vigil.schema.payloads import StartSessionInput
+from vigil.workers.client import CRON_MEMO, OVERLAP, NotFound, UnknownSchedule, VigilClient
+
+_OVERLAP_NAMES = {policy: name for name, policy in OVERLAP.items()}
+NEXT_RUNS = 5
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """One recurring goal as Temporal holds it."""
+
+    id: str
+    agent_id: str
+    goal: str
+    agent_version: int | None
+    """The pinned definition version; None means each run takes the newest."""
+    cron: str | None
+    every_seconds: float | None
+    time_zone: str | None
+    overlap: str
+    paused: bool
+    note: str
+    next_runs: list[datetime]
+    recent_runs: int
+    created_at: datetime | None
+
+
+class ScheduleService:
+    """Typed reads of vigil's goal schedules (other schedules, like retention, are skipped)."""
+
+    def __init__(self, client: VigilClient) -> None:
+        self.client = client
+
+    async def get(self, schedule_id: str) -> ScheduleView:
+        """The schedule; UnknownSchedule when there is none (or it is not a goal)."""
+        desc: ScheduleDescription = await self.client.describe_schedule(schedule_id)
+        view = await self._view(desc)
+        if view is None:
+            raise UnknownSchedule(f"no goal schedule with id {schedule_id!r}")
+        return view
+
+    async def list(self, limit: int = 200) -> list[ScheduleView]:
+        """Every goal schedule, by id (at most ``limit``)."""
+        ids: list[str] = []
+        async for item in await self.client.temporal.list_schedules():
+            action = item.schedule.action if item.schedule else None
+            if getattr(action, "workflow", None) == names.WORKFLOW_SESSION:
+                ids.append(item.id)
+        ids = sorted(ids)[:limit]
+        views = await asyncio.gather(*(self._maybe(i) for i in ids))
+        return [v for v in views if v is not None]
+
+    async def _maybe(self, schedule_id: str) -> ScheduleView | None:
+        try:
+            return await self.get(schedule_id)
+        except NotFound:  # deleted between the listing and the look
+            return None
+
+    async def _view(self, desc: ScheduleDescription) -> ScheduleView | None:
+        action = desc.schedule.action
+        if not isinstance(action, ScheduleActionStartWorkflow):
+            return None
+        if action.workflow != names.WORKFLOW_SESSION or not action.args:
+            return None
+        converter = self.client.temporal.data_converter
+        [template] = await converter.decode([action.args[0]], [StartSessionInput])
+        assert isinstance(template, StartSessionInput)
+        memo = await desc.memo()
+        spec = desc.schedule.spec
+        cron = memo.get(CRON_MEMO)
+        if cron is None and spec.cron_expressions:
+            cron = spec.cron_expressions[0]
+        every = spec.intervals[0].every.total_seconds() if spec.intervals else None
+        policy = desc.schedule.policy
+        return ScheduleView(
+            id=desc.id,
+            agent_id=template.agent_id,
+            goal=template.goal,
+            agent_version=template.agent_version,
+            cron=str(cron) if cron is not None else None,
+            every_seconds=every,
+            time_zone=spec.time_zone_name,
+            overlap=_OVERLAP_NAMES.get(policy.overlap, str(policy.overlap)),
+            paused=desc.schedule.state.paused,
+            note=desc.schedule.state.note or "",
+            next_runs=list(desc.info.next_action_times[:NEXT_RUNS]),
+            recent_runs=len(desc.info.recent_actions),
+            created_at=desc.info.created_at,
+        )
