@@ -347,11 +347,11 @@ class _StreamedMessage:
             if not isinstance(delta, dict) or block is None:
                 return "", False
             if delta.get("type") == "text_delta" and block["type"] == "text":
-                text = delta.get("text")
-                if not isinstance(text, str):
+                piece = delta.get("text")
+                if not isinstance(piece, str):
                     raise malformed("text_delta without text")
-                block["text"].append(text)
-                return text, False
+                block["text"].append(piece)
+                return piece, False
             if delta.get("type") == "input_json_delta" and block["type"] == "tool_use":
                 part = delta.get("partial_json")
                 if isinstance(part, str):
