@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     api_port: int = 8240
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
+    api_sse_heartbeat_seconds: float = 15.0
+    """A comment line on an idle event stream this often, so proxies keep the connection
+    and a follower that went away is noticed (and its subscription freed)."""
 
     # Logging
     log_format: Literal["console", "json"] = "console"

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from vigil.activities.record.store import _MESSAGE_COLUMNS, _event, _message
+from vigil.activities.record.store import _MESSAGE_COLUMNS, StoredMessage, _event, _message
 from vigil.schema.names import TOKEN_CHANNEL_PREFIX
 
 ItemKind = Literal["message", "event"]
@@ -71,6 +71,8 @@ class FeedItem:
     event_kind: str | None
     """For events: the event's own kind (``approval_requested``, ``tool_call``...)."""
     data: dict[str, Any]
+    message: StoredMessage | None = None
+    """For messages: the message itself (what the client's ``follow`` yields)."""
 
 
 def _message_item(row: Any) -> FeedItem:
@@ -92,6 +94,7 @@ def _message_item(row: Any) -> FeedItem:
             "tool_call_id": msg.tool_call_id,
             "created_at": msg.created_at.isoformat(),
         },
+        message=msg,
     )
 
 

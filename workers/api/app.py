@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from vigil.workers.api import errors, health, me
+from vigil.workers.api import errors, health, me, streams
 from vigil.workers.api.limits import BodyLimit
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
@@ -27,7 +27,7 @@ UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
 
 def routers() -> list[APIRouter]:
     """Every resource's router, in the order the OpenAPI document lists them."""
-    return [health.router, me.router]
+    return [health.router, me.router, streams.router]
 
 
 def create_app(settings: Settings) -> FastAPI:
