@@ -276,8 +276,8 @@ async def test_many_followers_share_one_listen_connection(
     many = 25
     stub.enqueue(Reply.tool_call("recall", {"query": "n"}), Reply.text("all of you"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
-        agent = session_input().agent_id
+        agent = f"streams-many-{uuid.uuid4().hex[:8]}"
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED, agent_id=agent)
         async with http(api, reader) as h:
             path = f"/v1/sessions/{handle.id}/stream"
             readers = [asyncio.create_task(read_sse(h, path)) for _ in range(many)]
