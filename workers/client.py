@@ -200,7 +200,7 @@ class _VigilClientCore:
                     raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
                 try:
                     self._feed = await Feed(url, self.db).start()
-                except OSError as exc:
+                except Exception as exc:  # refused, unreachable, bad credentials
                     raise Unreachable(f"cannot listen to the record: {exc}") from exc
             return self._feed
 

@@ -208,6 +208,10 @@ class Feed:
                     if status is not None:
                         yield status
                         ended = status.final
+                # Live entries the catch-up already gave are dropped by key, not by the
+                # cursor it reached: in an agent's stream, a session may commit a row
+                # with a smaller id after another session's larger one was read.
+                before = position
                 delivered: set[tuple[str, int]] = set()
                 async for item in self._catch_up(agent_id, session_id, position):
                     delivered.add((item.kind, item.key))
@@ -215,7 +219,7 @@ class Feed:
                     yield item
                 if ended:
                     return
-                async for entry in self._live(follower, position, delivered, idle):
+                async for entry in self._live(follower, before, delivered, idle):
                     if isinstance(entry, _Resync):
                         break
                     if isinstance(entry, FeedItem):

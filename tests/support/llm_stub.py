@@ -715,8 +715,14 @@ def _anthropic_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
                 return
         yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
         index = 1
-    for i, call in enumerate(reply.calls, start=index):
-        block = {"type": "tool_use", "id": f"toolu_stub{n}_{i}", "name": call.name, "input": {}}
+    for number, call in enumerate(reply.calls):
+        i = index + number  # the block's index; the id numbers calls as the whole reply does
+        block = {
+            "type": "tool_use",
+            "id": f"toolu_stub{n}_{number}",
+            "name": call.name,
+            "input": {},
+        }
         yield _sse(
             {"type": "content_block_start", "index": i, "content_block": block},
             "content_block_start",
