@@ -329,3 +329,50 @@ async def test_a_token_sees_only_its_agents_streams(
     assert hidden.status_code == 404
     assert hidden.json()["error"]["code"] == "unknown_session"
     assert refused.status_code == 403
+
+
+async def test_a_lost_listen_connection_comes_back_and_nothing_is_missed(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    stub.enqueue(Reply.tool_call("recall", {"query": "n"}), Reply.text("after the outage"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        async with http(api, reader) as h:
+            reading = asyncio.create_task(read_sse(h, f"/v1/sessions/{handle.id}/stream"))
+            await approval_pending(handle, sessionmaker)  # type: ignore[arg-type]
+            await until(lambda: followers(api) >= 1, what="the stream follows")
+            async with sessionmaker() as db:
+                killed = (
+                    await db.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND query ~* '^\\s*LISTEN'"
+                        )
+                    )
+                ).scalar_one()
+            assert killed == 1
+            await approve(handle)
+            read = await reading
+
+    async def listening() -> bool:  # the last statement: (UN)LISTEN of a token channel
+        async with sessionmaker() as db:
+            count = (
+                await db.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query ~* '^\\s*(UN)?LISTEN'"
+                    )
+                )
+            ).scalar_one()
+        return bool(count == 1)
+
+    await until(listening, what="the feed listens again")
+    messages = await transcript(sessionmaker, handle.id)
+    assert [m.data["seq"] for m in read.of("message")] == [m.seq for m in messages]
+    assert read.events[-1].event == "end"
