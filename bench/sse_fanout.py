@@ -37,17 +37,18 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from tests.support.cli import CLI, ROOT, cli_env
 from tests.support.teststack import scratch_stack
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
-from vigil.workers.db import make_engine, make_sessionmaker
-from vigil.workers.settings import Settings
+from vigil.workers.db import make_sessionmaker
+from vigil.workers.settings import Settings, sqlalchemy_url
 from vigil.workers.tokens import Scope, TokenService
 
 DEFAULT_SHAPES = "1x1,1x10,1x100,20x1,20x10"
+BENCH_APP = "vigil-bench-sse"
 STATS_SETTLE = 11.0
 """PostgreSQL flushes a backend's statistics when it goes idle, but at most once a second
 and otherwise up to 10 s later: wait that out around the measured window."""
@@ -99,7 +100,8 @@ class Follower:
 
 
 async def counters(db: DbSession) -> tuple[int, int, int]:
-    """(transactions committed in this database, backends other than ours, LISTENers)."""
+    """(transactions committed in this database, backends not ours, the LISTENer among
+    them: the connection whose last statement was a LISTEN or UNLISTEN)."""
     commits = (
         await db.execute(
             text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
@@ -108,9 +110,9 @@ async def counters(db: DbSession) -> tuple[int, int, int]:
     backends, listening = (
         await db.execute(
             text(
-                "SELECT count(*), count(*) FILTER (WHERE query ~* '^\\s*LISTEN') "
-                "FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "SELECT count(*), count(*) FILTER (WHERE query ~* '^\\s*(UN)?LISTEN') "
+                "FROM pg_stat_activity WHERE datname = current_database() "
+                f"AND application_name <> '{BENCH_APP}'"
             )
         )
     ).one()
@@ -239,7 +241,12 @@ def api_process(settings: Settings, port: int) -> Iterator[None]:
 async def bench(settings: Settings, args: argparse.Namespace, port: int) -> None:
     url = settings.endpoints().database_url
     assert url is not None
-    engine = make_engine(url, pool_size=8)
+    # Our own connections are named, so the count of the API's leaves them out.
+    engine = create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=8,
+        connect_args={"server_settings": {"application_name": BENCH_APP}},
+    )
     sm = make_sessionmaker(engine)
     try:
         token = (await TokenService(sm).create("bench", scope=Scope.READ)).token

@@ -96,13 +96,16 @@ class _Follower:
     )
 
 
-@dataclass
-class _Pump:
-    """The notifications of one followed session, handled in order by one task."""
+@dataclass(frozen=True)
+class _Note:
+    """One notification of a followed session, waiting to be resolved and delivered."""
 
+    session_id: str
     agent_id: str
-    pending: list[tuple[str, Any]] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
+    kind: str
+    """``message``, ``event``, ``status`` or ``token``."""
+    key: Any
+    """The row id (message, event), None (status) or the Token itself."""
 
 
 class Feed:
@@ -118,7 +121,8 @@ class Feed:
         self._token_agents: dict[str, int] = {}
         """Agents whose token channel is listened to, with the number of followers."""
         self._channel_agent: dict[str, str] = {}
-        self._pumps: dict[str, _Pump] = {}
+        self._pending: list[_Note] = []
+        self._pump_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._chores: set[asyncio.Task[None]] = set()
@@ -139,9 +143,8 @@ class Feed:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        for pump in list(self._pumps.values()):
-            if pump.task is not None:
-                pump.task.cancel()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close(timeout=5)
@@ -273,7 +276,7 @@ class Feed:
             row = await record_feed.session_status(db, session_id)
         if row is None:
             return None
-        return StatusChange(session_id, row.status, row.step, row.summary)
+        return StatusChange(row.session_id, row.status, row.step, row.summary)
 
     async def _register(self, follower: _Follower) -> None:
         if follower.session_id is not None:
@@ -362,60 +365,67 @@ class Feed:
         return session_id in self._by_session or agent_id in self._by_agent
 
     def _enqueue(self, session_id: str, agent_id: str, entry: tuple[str, Any]) -> None:
-        pump = self._pumps.get(session_id)
-        if pump is None:
-            pump = self._pumps[session_id] = _Pump(agent_id)
-        pump.pending.append(entry)
-        if pump.task is None or pump.task.done():
-            pump.task = asyncio.create_task(self._pump(session_id, pump))
+        self._pending.append(_Note(session_id, agent_id, *entry))
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.create_task(self._pump())
 
-    async def _pump(self, session_id: str, pump: _Pump) -> None:
-        """Read what the pending notifications name (once) and queue it to followers."""
-        try:
-            while pump.pending:
-                batch, pump.pending = pump.pending, []
-                try:
-                    entries = await self._resolve(session_id, pump.agent_id, batch)
-                except Exception as exc:  # the database away: followers go back to it
-                    log.warning("feed read failed", session_id=session_id, error=str(exc)[:200])
-                    entries = [_RESYNC]
-                for entry in entries:
-                    self._deliver(session_id, pump.agent_id, entry)
-        finally:
-            if not pump.pending and self._pumps.get(session_id) is pump:
-                del self._pumps[session_id]
+    async def _pump(self) -> None:
+        """Resolve what is pending (whatever arrived while the last batch was read, so
+        batches grow with the load) and deliver it in notification order."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            agents = sorted({note.agent_id for note in batch})
+            results = await asyncio.gather(
+                *(
+                    self._resolve(agent, [n for n in batch if n.agent_id == agent])
+                    for agent in agents
+                ),
+                return_exceptions=True,
+            )
+            resolved: dict[str, dict[tuple[str, Any], FeedEntry]] = {}
+            for agent, result in zip(agents, results, strict=True):
+                if isinstance(result, BaseException):  # the database away: back to it
+                    log.warning("feed read failed", agent_id=agent, error=str(result)[:200])
+                    sessions = {n.session_id for n in batch if n.agent_id == agent}
+                    for session_id in sessions:
+                        self._deliver(session_id, agent, _RESYNC)
+                    continue
+                resolved[agent] = result
+            sent_status: set[str] = set()
+            for note in batch:
+                found = resolved.get(note.agent_id)
+                if found is None:
+                    continue
+                if note.kind == "token":
+                    self._deliver(note.session_id, note.agent_id, note.key)
+                elif note.kind == "status":
+                    status = found.get(("status", note.session_id))
+                    if status is not None and note.session_id not in sent_status:
+                        sent_status.add(note.session_id)  # one read: where it stands now
+                        self._deliver(note.session_id, note.agent_id, status)
+                else:
+                    item = found.get((note.kind, note.key))
+                    if item is not None:
+                        self._deliver(note.session_id, note.agent_id, item)
 
-    async def _resolve(
-        self, session_id: str, agent_id: str, batch: list[tuple[str, Any]]
-    ) -> list[FeedEntry | _Resync]:
-        message_ids = [key for kind, key in batch if kind == "message"]
-        event_ids = [key for kind, key in batch if kind == "event"]
-        found: dict[tuple[str, int], FeedItem] = {}
-        status: StatusChange | None = None
-        if message_ids or event_ids or any(kind == "status" for kind, _ in batch):
-            self.reads += 1
-            async with acting_for(self._db, agent_id) as db:
-                if message_ids or event_ids:
-                    for item in await record_feed.items_by_id(db, message_ids, event_ids):
-                        found[(item.kind, item.key)] = item
-                if any(kind == "status" for kind, _ in batch):
-                    now = await record_feed.session_status(db, session_id)
-                    if now is not None:
-                        status = StatusChange(session_id, now.status, now.step, now.summary)
-        out: list[FeedEntry | _Resync] = []
-        status_sent = False
-        for kind, key in batch:
-            if kind == "token":
-                out.append(key)
-            elif kind == "status":
-                if status is not None and not status_sent:
-                    out.append(status)
-                    status_sent = True  # one read, one report of where it stands now
-            else:
-                row = found.get((kind, key))
-                if row is not None:
-                    out.append(row)
-        return out
+    async def _resolve(self, agent_id: str, notes: list[_Note]) -> dict[tuple[str, Any], FeedEntry]:
+        """One transaction per agent and batch, whatever the number of followers."""
+        message_ids = [n.key for n in notes if n.kind == "message"]
+        event_ids = [n.key for n in notes if n.kind == "event"]
+        status_of = sorted({n.session_id for n in notes if n.kind == "status"})
+        found: dict[tuple[str, Any], FeedEntry] = {}
+        if not (message_ids or event_ids or status_of):
+            return found
+        self.reads += 1
+        async with acting_for(self._db, agent_id) as db:
+            if message_ids or event_ids:
+                for item in await record_feed.items_by_id(db, message_ids, event_ids):
+                    found[(item.kind, item.key)] = item
+            for now in await record_feed.session_statuses(db, status_of):
+                found[("status", now.session_id)] = StatusChange(
+                    now.session_id, now.status, now.step, now.summary
+                )
+        return found
 
     def _deliver(self, session_id: str, agent_id: str, entry: FeedEntry | _Resync) -> None:
         for follower in (

@@ -205,20 +205,26 @@ async def items_by_id(
 
 @dataclass(frozen=True)
 class SessionStatusRow:
+    session_id: str
     status: str
     step: int
     summary: str | None
 
 
 async def session_status(db: DbSession, session_id: str) -> SessionStatusRow | None:
-    row = (
-        await db.execute(
-            text("SELECT status, step, summary FROM sessions WHERE id = :id"), {"id": session_id}
-        )
-    ).first()
-    if row is None:
-        return None
-    return SessionStatusRow(status=row[0], step=row[1], summary=row[2])
+    found = await session_statuses(db, [session_id])
+    return found[0] if found else None
+
+
+async def session_statuses(db: DbSession, session_ids: list[str]) -> list[SessionStatusRow]:
+    """Where these sessions stand now (those the acting agent may see)."""
+    if not session_ids:
+        return []
+    rows = await db.execute(
+        text("SELECT id, status, step, summary FROM sessions WHERE id = ANY(:ids)"),
+        {"ids": session_ids},
+    )
+    return [SessionStatusRow(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 # --- tokens --------------------------------------------------------------------------
