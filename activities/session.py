@@ -31,7 +31,15 @@ from vigil.activities.context import ContextBudget, assemble
 from vigil.activities.credentials import CredentialError
 from vigil.activities.failures import outage_of
 from vigil.activities.guard import guarded
-from vigil.activities.models.base import ChatMessage, ModelProvider, ProviderError, ToolCall
+from vigil.activities.models.base import (
+    ChatMessage,
+    ModelProvider,
+    ModelReply,
+    ProviderError,
+    StreamingProvider,
+    ToolCall,
+    ToolSpec,
+)
 from vigil.activities.models.connections import (
     DEFAULT_CONNECTION,
     FALLBACK_FROM_ATTEMPT,
@@ -42,6 +50,7 @@ from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
+from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import registry as tools
 from vigil.activities.tools.python import SessionArtifacts, idempotency_key
 from vigil.activities.tools.runner import ToolCallInfo, WorkerTools
@@ -370,6 +379,31 @@ class SessionActivities:
             ) from None
         return provider, name
 
+    async def _ask(
+        self,
+        provider: ModelProvider,
+        arg: CallModelInput,
+        context: list[ChatMessage],
+        specs: list[ToolSpec],
+    ) -> ModelReply:
+        """One model call; streamed when the provider can, its tokens published live."""
+        options: dict[str, Any] = {"max_tokens": arg.max_tokens}
+        if arg.temperature is not None:
+            options["temperature"] = arg.temperature
+        if not isinstance(provider, StreamingProvider):
+            return await provider.complete(context, specs, **options)
+        tokens = TokenPublisher(
+            self.sessionmaker,
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            seq=arg.seq,
+            attempt=activity.info().attempt,
+        )
+        try:
+            return await provider.stream(context, specs, on_delta=tokens, **options)
+        finally:
+            await tokens.aclose()
+
     @activity.defn(name=names.ACT_CALL_MODEL)
     @guarded
     async def call_model(self, arg: CallModelInput) -> CallModelOutput:
@@ -403,12 +437,7 @@ class SessionActivities:
         started = time.perf_counter()
         try:
             async with heartbeating():
-                reply = await provider.complete(
-                    context,
-                    specs,
-                    max_tokens=arg.max_tokens,
-                    **({"temperature": arg.temperature} if arg.temperature is not None else {}),
-                )
+                reply = await self._ask(provider, arg, context, specs)
         except ProviderError as exc:
             raise _provider_failure(exc, connection) from exc
         latency_ms = reply.latency_ms or (time.perf_counter() - started) * 1000

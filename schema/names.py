@@ -20,6 +20,12 @@ SA_SCHEDULE = SearchAttributeKey.for_keyword("VigilSchedule")
 
 SEARCH_ATTRIBUTES = (SA_AGENT, SA_STATUS, SA_STEP, SA_GOAL, SA_SCHEDULE)
 
+# The live feed: PostgreSQL LISTEN/NOTIFY channels. Migration 20261130_08 notifies
+# FEED_CHANNEL of every new message, new event and status change; the model's tokens go
+# to TOKEN_CHANNEL_PREFIX + a digest of the agent id (identifiers are capped at 63 bytes).
+FEED_CHANNEL = "vigil_feed"
+TOKEN_CHANNEL_PREFIX = "vigil_tokens_"
+
 # Activities
 ACT_OPEN_SESSION = "vigil.open_session"
 ACT_RECORD = "vigil.record"

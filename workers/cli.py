@@ -417,10 +417,12 @@ def _csv(raw: str | None) -> list[str] | None:
 async def _follow(client: VigilClient, session_id: str, as_json: bool) -> None:
     await client.require_session_soon(session_id)
     announced: set[str] = set()
-    async for msg in client.follow(session_id):
+
+    async def announce() -> None:
+        await _announce_approvals(client, session_id, announced)
+
+    async for msg in client.follow(session_id, on_approval=None if as_json else announce):
         _print_message(msg, as_json)
-        if not as_json:
-            await _announce_approvals(client, session_id, announced)
     await _print_end(client, session_id, as_json)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.record import sessions as session_reads
 from vigil.activities.record import store as record
+from vigil.activities.record.feed import FeedItem
 from vigil.activities.record.rls import acting_for
 from vigil.schema import names
 from vigil.schema.limits import input_error, start_error
@@ -65,6 +66,7 @@ from vigil.workers.agents import AgentError, AgentService, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.feed import Feed
 from vigil.workers.liveness import (
     CONTROL_WAIT_SECONDS,
     is_unreachable,
@@ -207,6 +209,8 @@ class _VigilClientCore:
         self.engine = engine
         self.db: async_sessionmaker[DbSession] = make_sessionmaker(engine)
         self._agents: dict[str, str] = {}
+        self._feed: Feed | None = None
+        self._feed_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, settings: Settings) -> _VigilClientCore:
@@ -224,7 +228,23 @@ class _VigilClientCore:
         return cls(settings, temporal, make_engine(endpoints.database_url, pool_size=4))
 
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
         await self.engine.dispose()
+
+    async def live_feed(self) -> Feed:
+        """This process's live feed (workers/feed.py): one LISTEN connection, started on
+        first use and shared by every follower."""
+        async with self._feed_lock:
+            if self._feed is None:
+                url = self.settings.endpoints().database_url
+                if url is None:
+                    raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+                try:
+                    self._feed = await Feed(url, self.db).start()
+                except Exception as exc:  # refused, unreachable, bad credentials
+                    raise Unreachable(f"cannot listen to the record: {exc}") from exc
+            return self._feed
 
     async def __aenter__(self) -> _VigilClientCore:
         return self
@@ -792,25 +812,27 @@ class _VigilClientCore:
             return await record.messages_page(db, session_id, after_seq=after_seq, limit=limit)
 
     async def follow(
-        self, session_id: str, *, after_seq: int = -1, poll_seconds: float = 0.3
+        self,
+        session_id: str,
+        *,
+        after_seq: int = -1,
+        poll_seconds: float | None = None,
+        on_approval: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[record.StoredMessage]:
-        """New messages as they land; ends once the session has ended and all is read."""
-        last = after_seq
-        while True:
-            page = await self.transcript(session_id, after_seq=last, limit=200)
-            for msg in page:
-                last = msg.seq
-                yield msg
-            if not page:
-                status = await self.status(session_id)
-                if status in {s.value for s in FINAL_STATUSES}:
-                    tail = await self.transcript(session_id, after_seq=last, limit=200)
-                    for msg in tail:
-                        last = msg.seq
-                        yield msg
-                    if not tail:
-                        return
-                await asyncio.sleep(poll_seconds)
+        """New messages as they land; ends once the session has ended and all is read.
+
+        Fed by the live feed (LISTEN/NOTIFY with catch-up from the record), not by
+        polling; ``poll_seconds`` is accepted for older callers and ignored.
+        ``on_approval`` is awaited when the session asks for an approval."""
+        row = await self.require_session_soon(session_id)
+        feed = await self.live_feed()
+        async for entry in feed.follow(row.agent_id, session_id=session_id, tokens=False):
+            if not isinstance(entry, FeedItem):
+                continue
+            if entry.message is not None and entry.message.seq > after_seq:
+                yield entry.message
+            elif entry.event_kind == "approval_requested" and on_approval is not None:
+                await on_approval()
 
     async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
         """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
     api_max_upload_bytes: int = 1024 * 1024 * 1024
     """Largest artifact the API accepts in one upload (streamed to the store, never held)."""
+    api_sse_heartbeat_seconds: float = 15.0
+    """A comment line on an idle event stream this often, so proxies keep the connection
+    and a follower that went away is noticed (and its subscription freed)."""
 
     # Logging
     log_format: Literal["console", "json"] = "console"

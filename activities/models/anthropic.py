@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from vigil.activities.models.base import (
+    JSON_REPLY,
     ChatMessage,
+    DeltaSink,
     ModelReply,
+    ProviderError,
     ToolCall,
     ToolSpec,
     Usage,
@@ -16,7 +20,10 @@ from vigil.activities.models.base import (
     make_client,
     malformed,
     post_json,
+    post_sse,
     sane_call_id,
+    sse_json,
+    stream_broken,
     to_wire_names,
 )
 from vigil.schema import jsonlimits
@@ -62,14 +69,14 @@ class AnthropicProvider:
         # The key is deliberately absent.
         return f"AnthropicProvider(base_url={self.base_url!r}, model={self.model!r})"
 
-    async def complete(
+    def _request(
         self,
         messages: list[ChatMessage],
         tools: list[ToolSpec],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ModelReply:
+        max_tokens: int | None,
+        temperature: float | None,
+    ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+        """(payload, headers, wire name -> catalog name) of one Messages call."""
         messages, tools, names = to_wire_names(messages, tools)
         system, wire_messages = messages_to_wire(messages)
         payload: dict[str, Any] = {
@@ -90,6 +97,17 @@ class AnthropicProvider:
         headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
         if self._api_key:
             headers["x-api-key"] = self._api_key
+        return payload, headers, names
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
+        payload, headers, names = self._request(messages, tools, max_tokens, temperature)
         data, latency_ms = await post_json(
             self._client,
             f"{self.base_url}/v1/messages",
@@ -99,6 +117,45 @@ class AnthropicProvider:
             secret=self._api_key,
         )
         return from_wire_names(_reply_from_wire(data, self.model, latency_ms), names)
+
+    async def stream(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        on_delta: DeltaSink,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
+        """The same call with ``stream: true``: ``text_delta``s go to ``on_delta``, the
+        reply is assembled from the events and returned whole at ``message_stop``."""
+        payload, headers, names = self._request(messages, tools, max_tokens, temperature)
+        payload["stream"] = True
+        started = time.perf_counter()
+        reply = _StreamedMessage(self.model)
+        async for event in post_sse(
+            self._client,
+            f"{self.base_url}/v1/messages",
+            payload,
+            headers=headers,
+            timeout_seconds=self.timeout,
+            secret=self._api_key,
+        ):
+            if event.event == JSON_REPLY:
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                whole = _reply_from_wire(
+                    sse_json(event, secret=self._api_key), self.model, latency_ms
+                )
+                if whole.content:
+                    await on_delta(whole.content)
+                return from_wire_names(whole, names)
+            delta, done = reply.add(sse_json(event, secret=self._api_key))
+            if delta:
+                await on_delta(delta)
+            if done:
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                return from_wire_names(reply.whole(latency_ms), names)
+        raise stream_broken("the reply ended before message_stop")
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -221,3 +278,121 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float) -> ModelReply:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# Errors Anthropic reports inside a stream; all but a bad request are worth a retry.
+_PERMANENT_STREAM_ERRORS = {"invalid_request_error", "authentication_error", "permission_error"}
+
+
+class _StreamedMessage:
+    """A Messages reply assembled from its streamed events."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.texts = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.stop_reason: str | None = None
+
+    def add(self, data: Any) -> tuple[str, bool]:
+        """Fold one event in; returns (its text delta, whether the message is complete)."""
+        if not isinstance(data, dict):
+            raise malformed(f"expected a JSON object, got {type(data).__name__}")
+        kind = data.get("type")
+        if kind == "error":
+            error = data.get("error")
+            error = error if isinstance(error, dict) else {}
+            error_type = error.get("type") if isinstance(error.get("type"), str) else None
+            raise ProviderError(
+                str(error.get("message") or "error in the stream"),
+                retryable=error_type not in _PERMANENT_STREAM_ERRORS,
+                status=200,
+                error_type=error_type,
+            )
+        if kind == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("model"), str) and message["model"]:
+                    self.model = message["model"]
+                usage = message.get("usage")
+                if isinstance(usage, dict):
+                    self.input_tokens = _int(usage.get("input_tokens"))
+                    self.output_tokens = _int(usage.get("output_tokens"))
+            return "", False
+        if kind == "content_block_start":
+            block = data.get("content_block")
+            index = data.get("index")
+            if not isinstance(block, dict) or not isinstance(index, int):
+                raise malformed("content_block_start without a block or index")
+            if block.get("type") == "text":
+                first = block.get("text")
+                text = first if isinstance(first, str) else ""
+                self.blocks[index] = {"type": "text", "text": [text]}
+                # Blocks are joined as the whole reply joins them, so the deltas add up.
+                joined = ("\n\n" if self.texts else "") + text
+                self.texts += 1
+                return joined, False
+            if block.get("type") == "tool_use":
+                self.blocks[index] = {
+                    "type": "tool_use",
+                    "id": block.get("id"),
+                    "name": block.get("name"),
+                    "json": [],
+                }
+            return "", False
+        if kind == "content_block_delta":
+            delta = data.get("delta")
+            block = self.blocks.get(data.get("index"))  # type: ignore[arg-type]
+            if not isinstance(delta, dict) or block is None:
+                return "", False
+            if delta.get("type") == "text_delta" and block["type"] == "text":
+                piece = delta.get("text")
+                if not isinstance(piece, str):
+                    raise malformed("text_delta without text")
+                block["text"].append(piece)
+                return piece, False
+            if delta.get("type") == "input_json_delta" and block["type"] == "tool_use":
+                part = delta.get("partial_json")
+                if isinstance(part, str):
+                    block["json"].append(part)
+            return "", False
+        if kind == "message_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.stop_reason = delta["stop_reason"]
+            usage = data.get("usage")
+            if isinstance(usage, dict) and "output_tokens" in usage:
+                self.output_tokens = _int(usage.get("output_tokens"))
+            return "", False
+        return "", kind == "message_stop"  # ping, content_block_stop: nothing to fold
+
+    def whole(self, latency_ms: float) -> ModelReply:
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for index in sorted(self.blocks):
+            block = self.blocks[index]
+            if block["type"] == "text":
+                texts.append("".join(block["text"]))
+                continue
+            if not isinstance(block["name"], str) or not isinstance(block["id"], str):
+                raise malformed(f"tool_use block {index} lacks a name or id")
+            calls.append(
+                ToolCall(
+                    id=sane_call_id(block["id"], f"toolu_{index}"),
+                    name=block["name"],
+                    arguments="".join(block["json"]) or "{}",
+                )
+            )
+        if self.stop_reason is not None:
+            finish_reason = _FINISH.get(self.stop_reason, self.stop_reason)
+        else:
+            finish_reason = "tool_calls" if calls else "stop"
+        return ModelReply(
+            content="\n\n".join(texts),
+            tool_calls=calls,
+            usage=Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens),
+            finish_reason=finish_reason,
+            model=self.model,
+            latency_ms=latency_ms,
+        )

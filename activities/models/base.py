@@ -11,10 +11,10 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 
@@ -154,6 +154,26 @@ class ModelProvider(Protocol):
     ) -> ModelReply: ...
 
     async def aclose(self) -> None: ...
+
+
+DeltaSink = Callable[[str], Awaitable[None]]
+"""Receives the reply's text as the model generates it, one delta at a time."""
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can also stream: the same reply, its text handed to ``on_delta``
+    as it is generated. Concatenated, the deltas equal ``ModelReply.content``."""
+
+    async def stream(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        on_delta: DeltaSink,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply: ...
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,3 +388,103 @@ async def post_json(
         snippet = content[:_SNIPPET].decode("utf-8", errors="replace")
         raise malformed(f"body is not JSON: {snippet!r}", secret=secret) from None
     return data, latency_ms
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming: Server-Sent Events from the provider.
+
+JSON_REPLY = "vigil.json-reply"
+"""The event name ``post_sse`` gives a whole JSON body, sent by a server that ignored
+``stream: true`` (some compatible servers do): the provider parses it as usual."""
+
+
+@dataclass(frozen=True)
+class SseMessage:
+    event: str | None
+    data: str
+
+
+def stream_broken(detail: str) -> ProviderError:
+    """The stream stopped before its end: a retry asks again from the start."""
+    return ProviderError(f"stream broken: {detail}", retryable=True, status=200)
+
+
+async def post_sse(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout_seconds: float,
+    secret: str | None,
+    max_bytes: int = MAX_REPLY_BYTES,
+) -> AsyncIterator[SseMessage]:
+    """POST JSON once and yield the Server-Sent Events of the reply, or raise ProviderError.
+
+    ``timeout_seconds`` bounds each wait for bytes, not the whole stream, so a long reply
+    that keeps coming is never cut. More than ``max_bytes`` in all is a provider error.
+    """
+    try:
+        async with client.stream(
+            "POST",
+            url,
+            json=payload,
+            headers=dict(headers),
+            timeout=httpx.Timeout(timeout_seconds),
+        ) as response:
+            if not 200 <= response.status_code < 300:
+                content = await _read_capped(response, max_bytes)
+                raise error_from_response(
+                    response.status_code, response.headers, content, secret=secret
+                )
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                content = await _read_capped(response, max_bytes)
+                yield SseMessage(JSON_REPLY, content.decode("utf-8", errors="replace"))
+                return
+            total = 0
+            buffer = ""
+            event: str | None = None
+            data: list[str] = []
+            async for chunk in response.aiter_text():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise _too_large(max_bytes, response.status_code)
+                buffer += chunk
+                *lines, buffer = re.split(r"\r\n|\r|\n", buffer)
+                for line in lines:
+                    if not line:
+                        if data:
+                            yield SseMessage(event, "\n".join(data))
+                        event, data = None, []
+                    elif not line.startswith(":"):
+                        name, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if name == "event":
+                            event = value
+                        elif name == "data":
+                            data.append(value)
+            if data:
+                yield SseMessage(event, "\n".join(data))
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
+        ) from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise ProviderError(
+            f"bad provider URL: {redact(str(exc), secret)}", retryable=False
+        ) from None
+    except httpx.RequestError as exc:
+        raise ProviderError(
+            f"connection failed ({type(exc).__name__}): {redact(str(exc), secret)}",
+            retryable=True,
+        ) from None
+
+
+def sse_json(message: SseMessage, *, secret: str | None = None) -> Any:
+    """The JSON data of one streamed event (a malformed one is a retryable error)."""
+    try:
+        return jsonlimits.loads(message.data)
+    except jsonlimits.TooDeep:
+        raise malformed("JSON nested too deeply") from None
+    except ValueError:
+        raise malformed(f"event is not JSON: {message.data[:_SNIPPET]!r}", secret=secret) from None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from vigil.activities.models.base import (
+    JSON_REPLY,
     ChatMessage,
+    DeltaSink,
     ModelReply,
+    ProviderError,
     ToolCall,
     ToolSpec,
     Usage,
@@ -16,7 +20,10 @@ from vigil.activities.models.base import (
     make_client,
     malformed,
     post_json,
+    post_sse,
     sane_call_id,
+    sse_json,
+    stream_broken,
     to_wire_names,
 )
 from vigil.schema import jsonlimits
@@ -48,14 +55,14 @@ class OpenAIChatProvider:
         # The key is deliberately absent.
         return f"OpenAIChatProvider(base_url={self.base_url!r}, model={self.model!r})"
 
-    async def complete(
+    def _request(
         self,
         messages: list[ChatMessage],
         tools: list[ToolSpec],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ModelReply:
+        max_tokens: int | None,
+        temperature: float | None,
+    ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+        """(payload, headers, wire name -> catalog name) of one chat completion."""
         messages, tools, names = to_wire_names(messages, tools)
         payload: dict[str, Any] = {
             "model": self.model,
@@ -71,6 +78,17 @@ class OpenAIChatProvider:
         headers = {"content-type": "application/json"}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"
+        return payload, headers, names
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
+        payload, headers, names = self._request(messages, tools, max_tokens, temperature)
         data, latency_ms = await post_json(
             self._client,
             f"{self.base_url}/chat/completions",
@@ -80,6 +98,45 @@ class OpenAIChatProvider:
             secret=self._api_key,
         )
         return from_wire_names(_reply_from_wire(data, self.model, latency_ms, self._api_key), names)
+
+    async def stream(
+        self,
+        messages: list[ChatMessage],
+        tools: list[ToolSpec],
+        *,
+        on_delta: DeltaSink,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelReply:
+        """The same call with ``stream: true``: text deltas go to ``on_delta`` as they come,
+        the reply is assembled from the chunks and returned whole after ``[DONE]``."""
+        payload, headers, names = self._request(messages, tools, max_tokens, temperature)
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+        started = time.perf_counter()
+        reply = _StreamedReply(self.model)
+        async for event in post_sse(
+            self._client,
+            f"{self.base_url}/chat/completions",
+            payload,
+            headers=headers,
+            timeout_seconds=self.timeout,
+            secret=self._api_key,
+        ):
+            if event.event == JSON_REPLY:  # the server ignored stream: true
+                data = sse_json(event, secret=self._api_key)
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                whole = _reply_from_wire(data, self.model, latency_ms, self._api_key)
+                if whole.content:
+                    await on_delta(whole.content)
+                return from_wire_names(whole, names)
+            if event.data.strip() == "[DONE]":
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                return from_wire_names(reply.whole(latency_ms), names)
+            delta = reply.add(sse_json(event, secret=self._api_key), self._api_key)
+            if delta:
+                await on_delta(delta)
+        raise stream_broken("the reply ended before [DONE]")
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -194,3 +251,89 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float, secret: str | Non
 def _int(value: Any) -> int:
     # Some compatible servers omit usage; an unknown count is recorded as 0.
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class _StreamedReply:
+    """A chat completion assembled from its streamed chunks."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+
+    def add(self, chunk: Any, secret: str | None) -> str:
+        """Fold one chunk in; returns its text delta ("" when it carries none)."""
+        if not isinstance(chunk, dict):
+            raise malformed(f"expected a JSON object, got {type(chunk).__name__}")
+        error = chunk.get("error")
+        if error is not None:  # a fault reported mid-stream
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            kind = error.get("type") if isinstance(error, dict) else None
+            raise ProviderError(
+                str(message or "error in the stream"),
+                retryable=True,
+                status=200,
+                error_type=kind if isinstance(kind, str) else None,
+            )
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            self.model = chunk["model"]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return ""
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise malformed("a streamed choice is not an object")
+        if isinstance(choice.get("finish_reason"), str):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return ""
+        for raw in delta.get("tool_calls") or []:
+            if not isinstance(raw, dict):
+                raise malformed("a streamed tool call is not an object")
+            index = raw.get("index", len(self.calls))
+            call = self.calls.setdefault(
+                index if isinstance(index, int) else len(self.calls),
+                {"id": None, "name": "", "arguments": []},
+            )
+            if isinstance(raw.get("id"), str):
+                call["id"] = raw["id"]
+            function = raw.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    call["name"] += function["name"]
+                if isinstance(function.get("arguments"), str):
+                    call["arguments"].append(function["arguments"])
+        text = _text_of(delta.get("content"))
+        if text is None:
+            raise malformed("streamed content is neither text nor null", secret=secret)
+        if text:
+            self.text.append(text)
+        return text
+
+    def whole(self, latency_ms: float) -> ModelReply:
+        calls = [
+            ToolCall(
+                id=sane_call_id(call["id"], f"call_{n}"),
+                name=call["name"],
+                arguments="".join(call["arguments"]) or "{}",
+            )
+            for n, (_, call) in enumerate(sorted(self.calls.items()))
+        ]
+        if any(not c.name for c in calls):
+            raise malformed("a streamed tool call has no function name")
+        return ModelReply(
+            content="".join(self.text),
+            tool_calls=calls,
+            usage=Usage(
+                input_tokens=_int(self.usage.get("prompt_tokens")),
+                output_tokens=_int(self.usage.get("completion_tokens")),
+            ),
+            finish_reason=self.finish_reason or ("tool_calls" if calls else "stop"),
+            model=self.model,
+            latency_ms=latency_ms,
+        )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from vigil.workers.api.app import create_app
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -31,6 +32,8 @@ class ApiServer:
     base_url: str
     """``http://127.0.0.1:PORT`` (routes are under ``/v1``)."""
     settings: Settings
+    app: FastAPI | None = None
+    """The served application (tests may look at its state, e.g. the live feed)."""
 
     def token(
         self, scope: Scope = Scope.ADMIN, *, owner: str = "tester", agents: list[str] | None = None
@@ -73,9 +76,8 @@ def running_api(settings: Settings) -> Iterator[ApiServer]:
     """Serve the API for ``settings`` until the block ends."""
     port = free_port()
     settings = settings.model_copy(update={"api_host": "127.0.0.1", "api_port": port})
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="vigil-api", daemon=True)
     thread.start()
@@ -87,7 +89,7 @@ def running_api(settings: Settings) -> Iterator[ApiServer]:
             raise RuntimeError("the API server did not start in 60 s")
         time.sleep(0.05)
     try:
-        yield ApiServer(base_url=f"http://127.0.0.1:{port}", settings=settings)
+        yield ApiServer(base_url=f"http://127.0.0.1:{port}", settings=settings, app=app)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -66,11 +66,35 @@ class Reply:
     body: Any = None
     usage: tuple[int, int] | None = None
     """(input tokens, output tokens); estimated from the sizes when None."""
+    chunk_delay: float = 0.0
+    """When the request asked to stream: seconds between streamed chunks."""
+    fault_after: int | None = None
+    """When streaming: break the stream after this many text chunks (see ``fault``)."""
+    fault: Literal["drop", "error"] = "drop"
+    """``drop``: close the connection without the stream's end; ``error``: send the
+    protocol's in-stream error event (OpenAI ``{"error"}``, Anthropic ``event: error``)."""
 
     @classmethod
-    def text(cls, content: str, *, usage: tuple[int, int] | None = None) -> Reply:
-        """A final text answer."""
-        return cls("message", content=content, usage=usage)
+    def text(
+        cls, content: str, *, usage: tuple[int, int] | None = None, chunk_delay: float = 0.0
+    ) -> Reply:
+        """A final text answer (streamed word by word when the request asks to stream)."""
+        return cls("message", content=content, usage=usage, chunk_delay=chunk_delay)
+
+    @classmethod
+    def broken_stream(
+        cls,
+        content: str,
+        *,
+        after: int,
+        fault: Literal["drop", "error"] = "drop",
+        chunk_delay: float = 0.0,
+    ) -> Reply:
+        """A text answer whose stream breaks after ``after`` chunks (a non-streaming
+        request gets a 500 instead: the fault is the point of this reply)."""
+        return cls(
+            "message", content=content, fault_after=after, fault=fault, chunk_delay=chunk_delay
+        )
 
     @classmethod
     def tool_call(
@@ -395,10 +419,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply.code, bytes(reply.body))
         elif reply.kind == "status":
             self._send_error(reply, protocol)
+        elif request.get("stream") is True:
+            self._stream(reply, protocol, request, n)
+        elif reply.fault_after is not None:
+            self._send_error(Reply("status", code=500), protocol)
         elif protocol == "openai":
             self._send(200, _json_bytes(_openai_message(reply, request, n)))
         else:
             self._send(200, _json_bytes(_anthropic_message(reply, request, n)))
+
+    def _stream(
+        self, reply: Reply, protocol: WireProtocol, request: dict[str, Any], n: int
+    ) -> None:
+        """The reply as the provider streams it: Server-Sent Events, then the end of the
+        connection (no Content-Length, ``Connection: close``)."""
+        render = _openai_stream if protocol == "openai" else _anthropic_stream
+        stopping = self.server.stub._stopping
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for item in render(reply, request, n):
+                if item is _PAUSE:
+                    if reply.chunk_delay > 0 and stopping.wait(reply.chunk_delay):
+                        return
+                    continue
+                if item is _DROP:
+                    return
+                self.wfile.write(item)  # type: ignore[arg-type]
+                self.wfile.flush()
+        except OSError:
+            return
 
     def _send_error(self, reply: Reply, protocol: WireProtocol) -> None:
         code = reply.code
@@ -555,3 +609,138 @@ def _anthropic_message(reply: Reply, request: dict[str, Any], n: int) -> dict[st
         "stop_sequence": None,
         "usage": {"input_tokens": prompt, "output_tokens": completion},
     }
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+_PAUSE = object()
+"""Between two chunks: wait ``chunk_delay``."""
+_DROP = object()
+"""Stop writing and close the connection (a stream broken mid-way)."""
+
+
+def _pieces(content: str) -> list[str]:
+    """Word-sized pieces that concatenate back to ``content``."""
+    return re.findall(r"\s*\S+\s*?(?=\s|$)|\s+$", content) or ([content] if content else [])
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+def _text_stream(reply: Reply, piece_event: Callable[[str], bytes], error: bytes) -> Any:
+    """The text pieces with pauses between them, broken where the reply says."""
+    for i, piece in enumerate(_pieces(reply.content)):
+        if reply.fault_after is not None and i >= reply.fault_after:
+            if reply.fault == "error":
+                yield error
+            yield _DROP
+            return
+        yield piece_event(piece)
+        yield _PAUSE
+    if reply.fault_after is not None:
+        if reply.fault == "error":
+            yield error
+        yield _DROP
+
+
+def _openai_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
+    base = {
+        "id": f"chatcmpl-stub{n}",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000 + n,
+        "model": request.get("model", "stub"),
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    yield _sse(chunk({"role": "assistant", "content": ""}))
+    error = _sse({"error": {"message": "The server had an error", "type": "server_error"}})
+    for item in _text_stream(reply, lambda t: _sse(chunk({"content": t})), error):
+        yield item
+        if item is _DROP:
+            return
+    for i, call in enumerate(reply.calls):
+        head = {"index": i, "id": f"call_stub{n}_{i}", "type": "function"}
+        yield _sse(chunk({"tool_calls": [{**head, "function": {"name": call.name}}]}))
+        half = len(call.arguments) // 2
+        for part in (call.arguments[:half], call.arguments[half:]):
+            yield _sse(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+    yield _sse(chunk({}, "tool_calls" if reply.calls else "stop"))
+    if (request.get("stream_options") or {}).get("include_usage"):
+        prompt, completion = _estimated_usage(reply, request)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        yield _sse({**base, "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
+
+
+def _anthropic_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
+    prompt, completion = _estimated_usage(reply, request)
+    message = {
+        "id": f"msg_stub{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "stub"),
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt, "output_tokens": 1},
+    }
+    yield _sse({"type": "message_start", "message": message}, "message_start")
+    yield _sse({"type": "ping"}, "ping")
+    index = 0
+    if reply.content or reply.fault_after is not None:
+        start = {"type": "content_block_start", "index": 0}
+        yield _sse({**start, "content_block": {"type": "text", "text": ""}}, start["type"])
+        error = _sse(
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            "error",
+        )
+
+        def piece(text: str) -> bytes:
+            delta = {"type": "text_delta", "text": text}
+            return _sse(
+                {"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"
+            )
+
+        for item in _text_stream(reply, piece, error):
+            yield item
+            if item is _DROP:
+                return
+        yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        index = 1
+    for number, call in enumerate(reply.calls):
+        i = index + number  # the block's index; the id numbers calls as the whole reply does
+        block = {
+            "type": "tool_use",
+            "id": f"toolu_stub{n}_{number}",
+            "name": call.name,
+            "input": {},
+        }
+        yield _sse(
+            {"type": "content_block_start", "index": i, "content_block": block},
+            "content_block_start",
+        )
+        half = len(call.arguments) // 2
+        for part in (call.arguments[:half], call.arguments[half:]):
+            delta = {"type": "input_json_delta", "partial_json": part}
+            yield _sse(
+                {"type": "content_block_delta", "index": i, "delta": delta}, "content_block_delta"
+            )
+        yield _sse({"type": "content_block_stop", "index": i}, "content_block_stop")
+    stop = "tool_use" if reply.calls else "end_turn"
+    yield _sse(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": completion},
+        },
+        "message_delta",
+    )
+    yield _sse({"type": "message_stop"}, "message_stop")

@@ -27,6 +27,7 @@ from vigil.workers.api import (
     memory,
     schedules,
     sessions,
+    streams,
 )
 from vigil.workers.api.limits import BodyLimit
 from vigil.workers.artifacts import ArtifactService
@@ -54,6 +55,7 @@ def routers() -> list[APIRouter]:
         schedules.router,
         memory.router,
         artifacts.router,
+        streams.router,
         hooks.router,
     ]
 

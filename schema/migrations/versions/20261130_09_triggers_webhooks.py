@@ -12,7 +12,7 @@
 System tables: the ``vigil_agent`` role has no grant and no policy on them.
 
 Revision ID: 20261130_09
-Revises: 20261130_07
+Revises: 20261130_08
 Create Date: 2026-11-30
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "20261130_09"
-down_revision = "20261130_07"
+down_revision = "20261130_08"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,259 @@
+"""The record side of the live feed: catch-up reads and the notifications of tokens.
+
+A follower's position in a session (or in an agent's sessions) is a ``FeedCursor``: the
+last message id and the last event id it has seen. Both are the rows' ``bigserial`` ids,
+which grow in commit order within a session, because a session's writes are sequential
+(its workflow awaits each recording activity before the next). Resuming "after the
+cursor" is therefore exact: every message and event is read once, none skipped.
+
+Callers run these reads acting for the agent (``rls.acting_for``); the queries trust
+row-level security to hide every other agent's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from vigil.activities.record.store import _MESSAGE_COLUMNS, StoredMessage, _event, _message
+from vigil.schema.names import TOKEN_CHANNEL_PREFIX
+
+ItemKind = Literal["message", "event"]
+MAX_NOTIFY_BYTES = 7000
+"""PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; ours stay well below."""
+
+
+@dataclass(frozen=True, order=True)
+class FeedCursor:
+    """What a follower has seen: messages up to ``message_id``, events up to ``event_id``."""
+
+    message_id: int = 0
+    event_id: int = 0
+
+    def text(self) -> str:
+        """The SSE ``id:`` of this position (``Last-Event-ID`` gives it back)."""
+        return f"{self.message_id}.{self.event_id}"
+
+    @classmethod
+    def parse(cls, value: str | None) -> FeedCursor:
+        """A cursor from its text; ``ValueError`` when it is not one of ours."""
+        if value is None or not value.strip():
+            return cls()
+        parts = value.strip().split(".")
+        if len(parts) != 2 or not all(p.isdigit() and len(p) <= 19 for p in parts):
+            raise ValueError(f"not a stream position: {value[:60]!r}")
+        return cls(int(parts[0]), int(parts[1]))
+
+    def seen(self, item: FeedItem) -> bool:
+        mark = self.message_id if item.kind == "message" else self.event_id
+        return item.key <= mark
+
+    def after(self, item: FeedItem) -> FeedCursor:
+        if item.kind == "message":
+            return FeedCursor(max(self.message_id, item.key), self.event_id)
+        return FeedCursor(self.message_id, max(self.event_id, item.key))
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One recorded message or event, ready to send (``data`` is JSON-ready)."""
+
+    kind: ItemKind
+    key: int
+    """The row's id: its place in the feed."""
+    session_id: str
+    agent_id: str
+    event_kind: str | None
+    """For events: the event's own kind (``approval_requested``, ``tool_call``...)."""
+    data: dict[str, Any]
+    message: StoredMessage | None = None
+    """For messages: the message itself (what the client's ``follow`` yields)."""
+
+
+def _message_item(row: Any) -> FeedItem:
+    msg = _message(row)
+    return FeedItem(
+        kind="message",
+        key=int(row["id"]),
+        session_id=msg.session_id,
+        agent_id=row["agent_id"],
+        event_kind=None,
+        data={
+            "session_id": msg.session_id,
+            "seq": msg.seq,
+            "step": msg.step,
+            "role": msg.role,
+            "name": msg.name,
+            "content": msg.content,
+            "tool_calls": msg.tool_calls,
+            "tool_call_id": msg.tool_call_id,
+            "created_at": msg.created_at.isoformat(),
+        },
+        message=msg,
+    )
+
+
+def _event_item(row: Any) -> FeedItem:
+    ev = _event(row)
+    return FeedItem(
+        kind="event",
+        key=int(row["id"]),
+        session_id=row["session_id"],
+        agent_id=row["agent_id"],
+        event_kind=ev.kind,
+        data={
+            "session_id": row["session_id"],
+            "key": ev.key,
+            "kind": ev.kind,
+            "step": ev.step,
+            "actor": ev.actor,
+            "reason": ev.reason,
+            "payload": ev.payload,
+            "created_at": ev.created_at.isoformat(),
+        },
+    )
+
+
+_EVENT_COLUMNS = "id, session_id, agent_id, key, kind, step, actor, reason, payload, created_at"
+
+
+def _merged(messages: list[FeedItem], events: list[FeedItem]) -> list[FeedItem]:
+    """One order for a reader: by time of the write, messages before the events written
+    with them (a model reply before its usage event). Each kind stays in id order."""
+    both = [*messages, *events]
+    both.sort(key=lambda i: (i.data["created_at"], i.kind != "message", i.key))
+    return both
+
+
+async def items_after(
+    db: DbSession,
+    cursor: FeedCursor,
+    *,
+    session_id: str | None = None,
+    agent_id: str | None = None,
+    limit: int = 500,
+) -> list[FeedItem]:
+    """Up to ``limit`` messages and ``limit`` events after ``cursor``, of one session or
+    of one agent's sessions. Call again with the advanced cursor until it returns []."""
+    if (session_id is None) == (agent_id is None):
+        raise ValueError("give exactly one of session_id or agent_id")
+    where = "session_id = :owner" if session_id is not None else "agent_id = :owner"
+    owner = session_id if session_id is not None else agent_id
+    rows_m = (
+        await db.execute(
+            text(
+                f"SELECT id, agent_id, {_MESSAGE_COLUMNS} FROM messages "
+                f"WHERE {where} AND id > :after ORDER BY id LIMIT :lim"
+            ),
+            {"owner": owner, "after": cursor.message_id, "lim": limit},
+        )
+    ).mappings()
+    messages = [_message_item(r) for r in rows_m]
+    rows_e = (
+        await db.execute(
+            text(
+                f"SELECT {_EVENT_COLUMNS} FROM events "
+                f"WHERE {where} AND id > :after ORDER BY id LIMIT :lim"
+            ),
+            {"owner": owner, "after": cursor.event_id, "lim": limit},
+        )
+    ).mappings()
+    events = [_event_item(r) for r in rows_e]
+    if len(messages) == limit and events:
+        # Keep a reader's order: events written after the page's last message wait for
+        # the next page (the cursor is per kind, so nothing is skipped either way).
+        last = messages[-1].data["created_at"]
+        events = [e for e in events if e.data["created_at"] <= last]
+    elif len(events) == limit and messages:
+        last = events[-1].data["created_at"]
+        messages = [m for m in messages if m.data["created_at"] <= last]
+    return _merged(messages, events)
+
+
+async def items_by_id(
+    db: DbSession, message_ids: list[int], event_ids: list[int]
+) -> list[FeedItem]:
+    """The rows notifications named (one query per kind, however many followers)."""
+    messages: list[FeedItem] = []
+    events: list[FeedItem] = []
+    if message_ids:
+        rows = (
+            await db.execute(
+                text(
+                    f"SELECT id, agent_id, {_MESSAGE_COLUMNS} FROM messages "
+                    "WHERE id = ANY(:ids) ORDER BY id"
+                ),
+                {"ids": message_ids},
+            )
+        ).mappings()
+        messages = [_message_item(r) for r in rows]
+    if event_ids:
+        rows = (
+            await db.execute(
+                text(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ANY(:ids) ORDER BY id"),
+                {"ids": event_ids},
+            )
+        ).mappings()
+        events = [_event_item(r) for r in rows]
+    return _merged(messages, events)
+
+
+@dataclass(frozen=True)
+class SessionStatusRow:
+    session_id: str
+    status: str
+    step: int
+    summary: str | None
+
+
+async def session_status(db: DbSession, session_id: str) -> SessionStatusRow | None:
+    found = await session_statuses(db, [session_id])
+    return found[0] if found else None
+
+
+async def session_statuses(db: DbSession, session_ids: list[str]) -> list[SessionStatusRow]:
+    """Where these sessions stand now (those the acting agent may see)."""
+    if not session_ids:
+        return []
+    rows = await db.execute(
+        text("SELECT id, status, step, summary FROM sessions WHERE id = ANY(:ids)"),
+        {"ids": session_ids},
+    )
+    return [SessionStatusRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+# --- tokens --------------------------------------------------------------------------
+
+
+def token_channel(agent_id: str) -> str:
+    """The channel carrying the model tokens of ``agent_id``'s sessions."""
+    return TOKEN_CHANNEL_PREFIX + hashlib.sha256(agent_id.encode()).hexdigest()[:40]
+
+
+TOKEN_CHUNK_CHARS = 300
+"""Characters of text per notification: 300 characters JSON-escaped (at most 12 bytes
+each) plus a session id of 200 and the envelope stay under MAX_NOTIFY_BYTES."""
+
+
+def token_payloads(
+    session_id: str, seq: int, attempt: int, first_index: int, delta: str
+) -> list[str]:
+    """``delta`` as NOTIFY payloads of the token channel, split to fit the cap."""
+    out: list[str] = []
+    for n, start in enumerate(range(0, len(delta), TOKEN_CHUNK_CHARS)):
+        part = delta[start : start + TOKEN_CHUNK_CHARS]
+        out.append(
+            json.dumps({"s": session_id, "q": seq, "t": attempt, "n": first_index + n, "d": part})
+        )
+    return out
+
+
+async def notify_tokens(db: DbSession, channel: str, payloads: list[str]) -> None:
+    """Send token notifications (delivered when ``db``'s transaction commits)."""
+    for payload in payloads:
+        await db.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": channel, "p": payload})

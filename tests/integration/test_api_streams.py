@@ -1,0 +1,378 @@
+"""Live streams over HTTP: a real uvicorn server, a real worker on the LLM stub, the real
+record. A session streams from start to end in order; a dropped connection resumes with
+Last-Event-ID with no gap and no duplicate; an agent's stream carries its sessions; the
+model's tokens (both protocols) come before the recorded message and add up to it, also
+after a fault mid-stream, which is retried without a second message; many followers
+share the one LISTEN connection and a follower that hangs up is freed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client, WorkflowHandle
+
+from tests.support.api import ApiServer, running_api
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    approval_pending,
+    events,
+    running_worker,
+    session_input,
+    start,
+    stub_settings,
+    transcript,
+    until,
+)
+from tests.support.sse import SseEvent, read_sse
+from vigil.activities.record.feed import FeedCursor
+from vigil.schema import names
+from vigil.schema.payloads import ApproveInput, ToolPolicy
+from vigil.workers.settings import Settings
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+GATED = ToolPolicy(require_approval=["recall"])
+"""A session that waits for a human after its first model call: a point to act at."""
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[ApiServer]:
+    with running_api(settings.model_copy(update={"api_sse_heartbeat_seconds": 0.3})) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def reader(api: ApiServer) -> str:
+    return api.token(Scope.READ)
+
+
+@asynccontextmanager
+async def http(api: ApiServer, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=api.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        yield client
+
+
+def followers(api: ApiServer) -> int:
+    assert api.app is not None
+    feed = api.app.state.client._feed  # the API process's one feed
+    return 0 if feed is None else int(feed.followers)
+
+
+def recorded(read_events: list[SseEvent]) -> list[SseEvent]:
+    return [e for e in read_events if e.event in ("message", "event", "approval_requested")]
+
+
+async def begin(
+    client: Client, task_queue: str, sessionmaker: async_sessionmaker[DbSession], **fields: object
+) -> WorkflowHandle[object, object]:
+    agent = fields.pop("agent_id", f"streams-{uuid.uuid4().hex[:8]}")
+    handle = await start(client, task_queue, session_input(agent_id=str(agent), **fields))  # type: ignore[arg-type]
+    await until(lambda: transcript(sessionmaker, handle.id), what="the session's first message")
+    return handle  # type: ignore[return-value]
+
+
+async def approve(handle: WorkflowHandle[object, object]) -> None:
+    await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="tester"))
+
+
+async def test_a_session_streams_from_start_to_end_in_order(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    stub.enqueue(Reply.tool_call("recall", {"query": "disk"}), Reply.text("all good"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker)
+        async with http(api, reader) as h:
+            read = await read_sse(h, f"/v1/sessions/{handle.id}/stream")
+    messages = await transcript(sessionmaker, handle.id)
+    record_events = await events(sessionmaker, handle.id)
+
+    assert read.events[0].event == "status"
+    assert read.events[-1].event == "end"
+    assert read.events[-1].data["status"] == "completed"
+    assert read.events[-1].data["summary"] == "all good"
+    streamed = read.of("message")
+    assert [(m.data["seq"], m.data["role"], m.data["content"]) for m in streamed] == [
+        (m.seq, m.role, m.content) for m in messages
+    ]
+    assert [e.data["key"] for e in read.of("event", "approval_requested")] == [
+        e.key for e in record_events
+    ]
+    # Every recorded item has an id, and the ids move forward one item at a time.
+    cursors = [FeedCursor.parse(e.id) for e in recorded(read.events)]
+    steps = [
+        (b.message_id - a.message_id > 0) + (b.event_id - a.event_id > 0)
+        for a, b in itertools.pairwise(cursors)
+    ]
+    assert steps == [1] * len(steps)
+    assert all(e.id is None for e in read.of("status", "token", "end"))
+
+
+async def test_a_dropped_connection_resumes_with_no_gap_and_no_duplicate(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    stub.enqueue(Reply.tool_call("recall", {"query": "x"}), Reply.text("done after the gap"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        path = f"/v1/sessions/{handle.id}/stream"
+        async with http(api, reader) as h:
+            first = await read_sse(
+                h, path, until=lambda evs: any(e.event == "approval_requested" for e in evs)
+            )
+            # Disconnected: the session goes on and ends while nobody listens.
+            await approve(handle)
+            await handle.result()
+            last_id = recorded(first.events)[-1].id
+            second = await read_sse(h, path, last_event_id=last_id)
+            whole = await read_sse(h, path)
+            middle_id = recorded(whole.events)[2].id
+            from_middle = await read_sse(h, path, last_event_id=middle_id)
+
+    def keys(evs: list[SseEvent]) -> list[tuple[str, object]]:
+        return [(e.event, e.data.get("seq", e.data.get("key"))) for e in recorded(evs)]
+
+    assert keys(first.events) + keys(second.events) == keys(whole.events)
+    assert keys(from_middle.events) == keys(whole.events)[3:]
+    messages = await transcript(sessionmaker, handle.id)
+    assert [k for k in keys(whole.events) if k[0] == "message"] == [
+        ("message", m.seq) for m in messages
+    ]
+    assert second.events[-1].event == "end"
+
+
+async def test_an_agent_stream_carries_its_sessions(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    agent = f"streams-two-{uuid.uuid4().hex[:8]}"
+
+    def both_ended(evs: list[SseEvent]) -> bool:
+        return sum(e.event == "event" and e.data["kind"] == "session_ended" for e in evs) >= 2
+
+    async with (
+        running_worker(client, stub_settings(settings, stub.url_openai), task_queue),
+        http(api, reader) as h,
+    ):
+        reading = asyncio.create_task(read_sse(h, f"/v1/agents/{agent}/stream", until=both_ended))
+        one = await begin(client, task_queue, sessionmaker, agent_id=agent)
+        two = await begin(client, task_queue, sessionmaker, agent_id=agent)
+        read = await reading
+        other = await h.get(f"/v1/agents/{agent}/stream", headers={"Last-Event-ID": "not-an-id"})
+    assert other.status_code == 422
+    for handle in (one, two):
+        messages = await transcript(sessionmaker, handle.id)
+        streamed = [m for m in read.of("message") if m.data["session_id"] == handle.id]
+        assert [(m.data["seq"], m.data["content"]) for m in streamed] == [
+            (m.seq, m.content) for m in messages
+        ]
+    assert {s.data["session_id"] for s in read.of("status")} <= {one.id, two.id}
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_tokens_come_before_the_recorded_message_and_add_up_to_it(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    protocol: str,
+) -> None:
+    said = "The quick brown fox jumps over the lazy dog, twice: the quick brown fox."
+    stub.enqueue(Reply.tool_call("recall", {"query": "fox"}), Reply.text(said, chunk_delay=0.02))
+    url = stub.url_openai if protocol == "openai" else stub.url_anthropic
+    async with running_worker(client, stub_settings(settings, url, provider=protocol), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        async with http(api, reader) as h:
+            reading = asyncio.create_task(read_sse(h, f"/v1/sessions/{handle.id}/stream"))
+            await approval_pending(handle, sessionmaker)  # type: ignore[arg-type]
+            await until(lambda: followers(api) >= 1, what="the stream follows")
+            await approve(handle)
+            read = await reading
+    [reply] = [m for m in read.of("message") if m.data["content"] == said]
+    tokens = [t for t in read.of("token") if t.data["seq"] == reply.data["seq"]]
+    assert len(tokens) >= 2, read.of("token")
+    assert read.events.index(tokens[-1]) < read.events.index(reply)
+    assert "".join(t.data["text"] for t in sorted(tokens, key=lambda t: t.data["index"])) == said
+    assert {t.data["attempt"] for t in tokens} == {1}
+    assert stub.requests[-1].body["stream"] is True
+
+
+@pytest.mark.parametrize(("protocol", "fault"), [("openai", "drop"), ("anthropic", "error")])
+async def test_a_fault_mid_stream_is_retried_without_a_second_message(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    protocol: str,
+    fault: str,
+) -> None:
+    said = "one two three four five six seven eight"
+    stub.enqueue(
+        Reply.tool_call("recall", {"query": "n"}),
+        Reply.broken_stream(said, after=3, fault=fault, chunk_delay=0.01),  # type: ignore[arg-type]
+        Reply.text(said, chunk_delay=0.01),
+    )
+    url = stub.url_openai if protocol == "openai" else stub.url_anthropic
+    async with running_worker(client, stub_settings(settings, url, provider=protocol), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        async with http(api, reader) as h:
+            reading = asyncio.create_task(read_sse(h, f"/v1/sessions/{handle.id}/stream"))
+            await approval_pending(handle, sessionmaker)  # type: ignore[arg-type]
+            await until(lambda: followers(api) >= 1, what="the stream follows")
+            await approve(handle)
+            read = await reading
+    messages = await transcript(sessionmaker, handle.id)
+    assert [m.content for m in messages].count(said) == 1
+    [reply] = [m for m in read.of("message") if m.data["content"] == said]
+    tokens = [t for t in read.of("token") if t.data["seq"] == reply.data["seq"]]
+    by_attempt: dict[int, str] = {}
+    for t in sorted(tokens, key=lambda t: (t.data["attempt"], t.data["index"])):
+        by_attempt[t.data["attempt"]] = by_attempt.get(t.data["attempt"], "") + t.data["text"]
+    assert by_attempt == {1: "one two three", 2: said}
+
+
+async def test_many_followers_share_one_listen_connection(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    many = 25
+    stub.enqueue(Reply.tool_call("recall", {"query": "n"}), Reply.text("all of you"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        agent = f"streams-many-{uuid.uuid4().hex[:8]}"
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED, agent_id=agent)
+        async with http(api, reader) as h:
+            path = f"/v1/sessions/{handle.id}/stream"
+            readers = [asyncio.create_task(read_sse(h, path)) for _ in range(many)]
+            await until(lambda: followers(api) >= many, what=f"{many} followers")
+            async with sessionmaker() as db:
+                listening = (
+                    await db.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND query ~* '^\\s*LISTEN'"
+                        )
+                    )
+                ).scalar_one()
+            assert listening == 1
+            await approval_pending(handle, sessionmaker)  # type: ignore[arg-type]
+            await approve(handle)
+            reads = await asyncio.gather(*readers)
+            await until(lambda: followers(api) == 0, what="ended streams freed")
+
+            # Followers that hang up (an agent's stream never ends) are freed too.
+            def first(evs: list[SseEvent]) -> bool:
+                return bool(evs)
+
+            await asyncio.gather(
+                *(read_sse(h, f"/v1/agents/{agent}/stream", until=first) for _ in range(5))
+            )
+            await until(lambda: followers(api) == 0, what="hung-up followers freed")
+    messages = await transcript(sessionmaker, handle.id)
+    for read in reads:
+        assert [m.data["seq"] for m in read.of("message")] == [m.seq for m in messages]
+        assert read.events[-1].event == "end"
+
+
+async def test_a_token_sees_only_its_agents_streams(
+    api: ApiServer,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker)
+        await handle.result()
+    narrow = await asyncio.to_thread(api.token, Scope.READ, agents=["someone-else"])
+    async with http(api, narrow) as h:
+        hidden = await h.get(f"/v1/sessions/{handle.id}/stream")
+        refused = await h.get(f"/v1/agents/{session_input().agent_id}/stream")
+    assert hidden.status_code == 404
+    assert hidden.json()["error"]["code"] == "unknown_session"
+    assert refused.status_code == 403
+
+
+async def test_a_lost_listen_connection_comes_back_and_nothing_is_missed(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    stub.enqueue(Reply.tool_call("recall", {"query": "n"}), Reply.text("after the outage"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        async with http(api, reader) as h:
+            reading = asyncio.create_task(read_sse(h, f"/v1/sessions/{handle.id}/stream"))
+            await approval_pending(handle, sessionmaker)  # type: ignore[arg-type]
+            await until(lambda: followers(api) >= 1, what="the stream follows")
+            async with sessionmaker() as db:
+                killed = (
+                    await db.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND query ~* '^\\s*LISTEN'"
+                        )
+                    )
+                ).scalar_one()
+            assert killed == 1
+            await approve(handle)
+            read = await reading
+
+    async def listening() -> bool:  # the last statement: (UN)LISTEN of a token channel
+        async with sessionmaker() as db:
+            count = (
+                await db.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query ~* '^\\s*(UN)?LISTEN'"
+                    )
+                )
+            ).scalar_one()
+        return bool(count == 1)
+
+    await until(listening, what="the feed listens again")
+    messages = await transcript(sessionmaker, handle.id)
+    assert [m.data["seq"] for m in read.of("message")] == [m.seq for m in messages]
+    assert read.events[-1].event == "end"

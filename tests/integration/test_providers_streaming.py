@@ -1,0 +1,102 @@
+"""Streaming providers against the LLM stub speaking both protocols' real streams: the
+deltas add up to the reply, the streamed reply equals the unstreamed one, and a stream
+broken mid-way is a retryable provider error. Needs no services beyond the stub."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.llm_stub import LLMStub, Reply
+from vigil.activities.models.anthropic import AnthropicProvider
+from vigil.activities.models.base import (
+    ChatMessage,
+    ProviderError,
+    StreamingProvider,
+    ToolSpec,
+)
+from vigil.activities.models.openai_compat import OpenAIChatProvider
+
+KINDS = ["openai", "anthropic"]
+SEARCH = ToolSpec(
+    name="notes.search",
+    description="Search the notes.",
+    parameters={"type": "object", "properties": {"q": {"type": "string"}}},
+)
+ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "Say hello.")]
+
+
+@pytest.fixture(params=KINDS)
+async def provider(
+    request: pytest.FixtureRequest, stub: LLMStub
+) -> AsyncIterator[StreamingProvider]:
+    made: OpenAIChatProvider | AnthropicProvider
+    if request.param == "openai":
+        made = OpenAIChatProvider(stub.url_openai, "m", "sk-x", 5.0)
+    else:
+        made = AnthropicProvider(stub.url_anthropic, "m", "sk-x", 5.0)
+    yield made
+    await made.aclose()
+
+
+async def test_deltas_add_up_to_the_reply_and_match_the_unstreamed_one(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    text = "Hello there,  streaming   world!\nsecond line "
+    planned = Reply.tool_call("notes.search", {"q": "x y"}, content=text)
+    stub.enqueue(planned, planned)
+    deltas: list[str] = []
+
+    async def sink(delta: str) -> None:
+        deltas.append(delta)
+
+    streamed = await provider.stream(ASK, [SEARCH], on_delta=sink, max_tokens=50)
+    whole = await provider.complete(ASK, [SEARCH], max_tokens=50)  # type: ignore[attr-defined]
+    assert len(deltas) > 3
+    assert "".join(deltas) == streamed.content == text
+    assert streamed.content == whole.content
+    assert [c.name for c in streamed.tool_calls] == ["notes.search"]
+    assert json.loads(streamed.tool_calls[0].arguments) == {"q": "x y"}
+    assert streamed.finish_reason == whole.finish_reason == "tool_calls"
+    assert streamed.usage.output_tokens == whole.usage.output_tokens > 0
+    first = stub.requests[0].body
+    assert first["stream"] is True
+    assert "stream" not in stub.requests[1].body
+
+
+@pytest.mark.parametrize("fault", ["drop", "error"])
+async def test_a_stream_broken_midway_is_a_retryable_error(
+    provider: StreamingProvider, stub: LLMStub, fault: str
+) -> None:
+    stub.enqueue(Reply.broken_stream("one two three four five", after=2, fault=fault))  # type: ignore[arg-type]
+    deltas: list[str] = []
+
+    async def sink(delta: str) -> None:
+        deltas.append(delta)
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.stream(ASK, [], on_delta=sink)
+    assert caught.value.retryable
+    assert "".join(deltas) == "one two"
+
+
+async def test_a_server_that_ignores_stream_still_answers(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    # A compatible server that does not stream answers with one JSON body.
+    kind = "openai" if isinstance(provider, OpenAIChatProvider) else "anthropic"
+    body = (
+        {"choices": [{"message": {"content": "plain"}, "finish_reason": "stop"}]}
+        if kind == "openai"
+        else {"content": [{"type": "text", "text": "plain"}], "stop_reason": "end_turn"}
+    )
+    stub.enqueue(Reply.json_body(body))
+    deltas: list[str] = []
+
+    async def sink(delta: str) -> None:
+        deltas.append(delta)
+
+    reply = await provider.stream(ASK, [], on_delta=sink)
+    assert reply.content == "plain" and deltas == ["plain"]

@@ -1,0 +1,166 @@
+"""Live streams: Server-Sent Events of one session, or of all of an agent's sessions.
+
+Fed by the process's live feed (workers/feed.py: one LISTEN connection, catch-up from
+the record). Event types:
+
+- ``message`` and ``event``: a recorded message or event (an event of kind
+  ``approval_requested`` is sent as ``approval_requested``), each with an ``id:``, the
+  stream position after it. Reconnecting with ``Last-Event-ID`` resumes exactly there:
+  nothing lost, nothing repeated.
+- ``status``: where the session stands (first on connecting, then on every change).
+- ``token``: the model's text as it is generated; ephemeral, never replayed on resume
+  (``attempt`` grows when a call is retried: drop the tokens of the earlier attempt).
+  The recorded ``message`` that follows is the canonical copy.
+- ``end``: the session has ended and everything it recorded was sent; the server closes.
+
+Comment lines (``: keepalive``) come while nothing happens, so proxies keep the
+connection and a client that went away is noticed and its subscription freed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+
+from vigil.activities.record.feed import FeedCursor, FeedItem
+from vigil.workers.api.auth import Reader, check_agent
+from vigil.workers.api.errors import INVALID, ApiError
+from vigil.workers.client import UnknownSession, VigilClient
+from vigil.workers.feed import FeedEntry, Idle, StatusChange, Token
+
+router = APIRouter(tags=["streams"])
+
+RETRY_MS = 2000
+"""How long an EventSource waits before it reconnects (sent once per stream)."""
+
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: message, event, approval_requested, status, "
+        "token and end (see the module documentation).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        max_length=60,
+        description="Resume after this event id (an EventSource sends it on reconnecting).",
+    ),
+]
+WithTokens = Annotated[
+    bool, Query(description="Also send the model's tokens as they are generated.")
+]
+
+
+def _frame(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    # json.dumps escapes newlines, so the data is one line whatever the text.
+    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def _cursor(value: str | None) -> FeedCursor:
+    try:
+        return FeedCursor.parse(value)
+    except ValueError as exc:
+        raise ApiError(422, INVALID, f"Last-Event-ID: {exc}") from None
+
+
+async def _sse(entries: AsyncIterator[FeedEntry], start: FeedCursor) -> AsyncIterator[str]:
+    position = start
+    last: StatusChange | None = None
+    yield f"retry: {RETRY_MS}\n\n"
+    async for entry in entries:
+        if isinstance(entry, Idle):
+            yield ": keepalive\n\n"
+        elif isinstance(entry, FeedItem):
+            position = position.after(entry)
+            kind = "approval_requested" if entry.event_kind == "approval_requested" else entry.kind
+            yield _frame(kind, entry.data, position.text())
+        elif isinstance(entry, Token):
+            yield _frame(
+                "token",
+                {
+                    "session_id": entry.session_id,
+                    "seq": entry.seq,
+                    "attempt": entry.attempt,
+                    "index": entry.index,
+                    "text": entry.text,
+                },
+            )
+        else:
+            last = entry
+            yield _frame(
+                "status",
+                {"session_id": entry.session_id, "status": entry.status, "step": entry.step},
+            )
+    if last is not None and last.final:
+        # A session's stream ends only once it has ended and all it recorded was sent.
+        yield _frame(
+            "end",
+            {
+                "session_id": last.session_id,
+                "status": last.status,
+                "step": last.step,
+                "summary": last.summary,
+            },
+        )
+
+
+def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/stream",
+    response_class=StreamingResponse,
+    responses=SSE_RESPONSES,
+    summary="Follow a session live (Server-Sent Events), resumable with Last-Event-ID",
+)
+async def session_stream(
+    request: Request,
+    who: Reader,
+    session_id: Annotated[str, Path(max_length=200)],
+    last_event_id: LastEventId = None,
+    tokens: WithTokens = True,
+) -> StreamingResponse:
+    client: VigilClient = request.app.state.client
+    start = _cursor(last_event_id)
+    agent = await client.agent_of(session_id)
+    if agent is None or not who.sees_agent(agent):
+        raise UnknownSession(f"no session with id {session_id!r}")  # never says whose
+    feed = await client.live_feed()
+    heartbeat = client.settings.api_sse_heartbeat_seconds
+    entries = feed.follow(agent, session_id=session_id, cursor=start, tokens=tokens, idle=heartbeat)
+    return _streaming(_sse(entries, start))
+
+
+@router.get(
+    "/agents/{agent_id}/stream",
+    response_class=StreamingResponse,
+    responses=SSE_RESPONSES,
+    summary="Follow all of an agent's sessions live (Server-Sent Events)",
+)
+async def agent_stream(
+    request: Request,
+    who: Reader,
+    agent_id: Annotated[str, Path(max_length=200)],
+    last_event_id: LastEventId = None,
+    tokens: WithTokens = True,
+) -> StreamingResponse:
+    check_agent(who, agent_id)
+    client: VigilClient = request.app.state.client
+    start = _cursor(last_event_id)
+    feed = await client.live_feed()
+    heartbeat = client.settings.api_sse_heartbeat_seconds
+    entries = feed.follow(agent_id, cursor=start, tokens=tokens, idle=heartbeat)
+    return _streaming(_sse(entries, start))

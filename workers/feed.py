@@ -1,0 +1,447 @@
+"""The live feed of a process: ONE PostgreSQL LISTEN connection, any number of followers.
+
+Migration ``20261130_08`` notifies ``vigil_feed`` of every new message, new event and
+status change, naming the row, never its content; ``call_model`` notifies the agent's
+token channel of the model's tokens as they are generated. :class:`Feed` holds one
+connection that LISTENs to the feed channel (and to the token channel of each agent
+someone follows) and fans what arrives out to its followers in memory:
+
+- A notification about a session nobody here follows costs nothing but its parsing.
+- A notification about a followed session is read from the record ONCE (one query per
+  kind per batch of notifications, acting for the agent under row-level security),
+  whatever the number of followers, and queued to each of them.
+- A follower registers first, then catches up from the record after its cursor, then
+  takes its queue, dropping what the catch-up already gave it: no gap and no duplicate
+  at the seam. A follower whose queue overflows, or every follower when the LISTEN
+  connection was lost and came back, catches up again from its own cursor.
+
+Tokens are ephemeral: delivered live to followers that want them, never replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.activities.record import feed as record_feed
+from vigil.activities.record.feed import FeedCursor, FeedItem
+from vigil.activities.record.rls import acting_for
+from vigil.schema import names
+from vigil.schema.payloads import FINAL_STATUSES
+from vigil.workers.logs import get as get_logger
+from vigil.workers.settings import asyncpg_dsn
+
+log = get_logger("vigil.feed")
+
+FINAL = frozenset(s.value for s in FINAL_STATUSES)
+QUEUE_SIZE = 2000
+"""Entries a follower may fall behind by before it is sent back to the record."""
+RECONNECT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Token:
+    """Model text as it is generated (not recorded; ``attempt`` grows on a retry)."""
+
+    session_id: str
+    seq: int
+    """The seq the message will have once recorded."""
+    attempt: int
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    session_id: str
+    status: str
+    step: int
+    summary: str | None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Nothing arrived for the follower's ``idle`` seconds (time for a heartbeat)."""
+
+
+FeedEntry = FeedItem | Token | StatusChange | Idle
+
+
+class _Resync:
+    """Queue marker: catch up from the record again (entries may have been lost)."""
+
+
+_RESYNC = _Resync()
+
+
+@dataclass(eq=False)
+class _Follower:
+    agent_id: str
+    session_id: str | None
+    tokens: bool
+    queue: asyncio.Queue[FeedEntry | _Resync] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+
+
+@dataclass(frozen=True)
+class _Note:
+    """One notification of a followed session, waiting to be resolved and delivered."""
+
+    session_id: str
+    agent_id: str
+    kind: str
+    """``message``, ``event``, ``status`` or ``token``."""
+    key: Any
+    """The row id (message, event), None (status) or the Token itself."""
+
+
+class Feed:
+    """One process's feed (see the module docstring). ``start`` before ``follow``."""
+
+    def __init__(self, database_url: str, sessionmaker: async_sessionmaker[DbSession]) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._db = sessionmaker
+        self._conn: asyncpg.Connection | None = None
+        self._conn_lock = asyncio.Lock()
+        self._by_session: dict[str, set[_Follower]] = {}
+        self._by_agent: dict[str, set[_Follower]] = {}
+        self._token_agents: dict[str, int] = {}
+        """Agents whose token channel is listened to, with the number of followers."""
+        self._channel_agent: dict[str, str] = {}
+        self._pending: list[_Note] = []
+        self._pump_task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._chores: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.reads = 0
+        """Record reads made for live delivery (not catch-ups): for the benchmark."""
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> Feed:
+        await self._connect()
+        self._supervisor = asyncio.create_task(self._supervise(), name="vigil-feed")
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=5)
+            self._conn = None
+
+    @property
+    def followers(self) -> int:
+        return sum(len(f) for f in self._by_session.values()) + sum(
+            len(f) for f in self._by_agent.values()
+        )
+
+    async def _connect(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        conn.add_termination_listener(lambda _c: self._lost.set())
+        await conn.add_listener(names.FEED_CHANNEL, self._on_notify)
+        for agent in self._token_agents:
+            await conn.add_listener(record_feed.token_channel(agent), self._on_notify)
+        self._conn = conn
+        self._lost.clear()
+
+    async def _supervise(self) -> None:
+        """Reconnect a lost LISTEN connection; followers then catch up from the record."""
+        while not self._closed:
+            await self._lost.wait()
+            log.warning("feed connection lost; reconnecting")
+            while not self._closed:
+                try:
+                    async with self._conn_lock:
+                        await self._connect()
+                    break
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("feed reconnect failed", error=str(exc)[:200])
+                    await asyncio.sleep(RECONNECT_SECONDS)
+            for followers in [*self._by_session.values(), *self._by_agent.values()]:
+                for follower in followers:
+                    self._put(follower, _RESYNC)
+
+    # --- following --------------------------------------------------------------------
+
+    async def follow(
+        self,
+        agent_id: str,
+        *,
+        session_id: str | None = None,
+        cursor: FeedCursor | None = None,
+        tokens: bool = True,
+        idle: float | None = None,
+    ) -> AsyncIterator[FeedEntry]:
+        """The entries of one session (``session_id``) or of all of ``agent_id``'s
+        sessions after ``cursor``: first from the record, then live. The caller has
+        checked that it may see ``agent_id``. A session's stream starts with its status
+        and ends after the entries of its end; an agent's never ends. With ``idle``,
+        ``Idle()`` comes whenever nothing did for that long."""
+        follower = _Follower(agent_id=agent_id, session_id=session_id, tokens=tokens)
+        await self._register(follower)
+        position = cursor or FeedCursor()
+        try:
+            while True:
+                # Status first: when it is final, every row of the session is already
+                # committed, so the catch-up below reads them all before the end.
+                ended = False
+                if session_id is not None:
+                    status = await self._status(agent_id, session_id)
+                    if status is not None:
+                        yield status
+                        ended = status.final
+                # Live entries the catch-up already gave are dropped by key, not by the
+                # cursor it reached: in an agent's stream, a session may commit a row
+                # with a smaller id after another session's larger one was read.
+                before = position
+                delivered: set[tuple[str, int]] = set()
+                async for item in self._catch_up(agent_id, session_id, position):
+                    delivered.add((item.kind, item.key))
+                    position = position.after(item)
+                    yield item
+                if ended:
+                    return
+                async for entry in self._live(follower, before, delivered, idle):
+                    if isinstance(entry, _Resync):
+                        break
+                    if isinstance(entry, FeedItem):
+                        position = position.after(entry)
+                    yield entry
+                    if isinstance(entry, StatusChange) and entry.final and session_id:
+                        return
+        finally:
+            self._unregister(follower)
+
+    async def _live(
+        self,
+        follower: _Follower,
+        start: FeedCursor,
+        delivered: set[tuple[str, int]],
+        idle: float | None,
+    ) -> AsyncIterator[FeedEntry | _Resync]:
+        while True:
+            try:
+                entry = await asyncio.wait_for(follower.queue.get(), idle)
+            except TimeoutError:
+                yield Idle()
+                continue
+            if isinstance(entry, FeedItem) and (
+                start.seen(entry) or (entry.kind, entry.key) in delivered
+            ):
+                continue  # the catch-up gave it already (or it is older than the cursor)
+            yield entry
+            if isinstance(entry, _Resync):
+                return
+
+    async def _catch_up(
+        self, agent_id: str, session_id: str | None, cursor: FeedCursor
+    ) -> AsyncIterator[FeedItem]:
+        while True:
+            async with acting_for(self._db, agent_id) as db:
+                page = await record_feed.items_after(
+                    db,
+                    cursor,
+                    session_id=session_id,
+                    agent_id=None if session_id else agent_id,
+                )
+            if not page:
+                return
+            for item in page:
+                cursor = cursor.after(item)
+                yield item
+
+    async def _status(self, agent_id: str, session_id: str) -> StatusChange | None:
+        async with acting_for(self._db, agent_id) as db:
+            row = await record_feed.session_status(db, session_id)
+        if row is None:
+            return None
+        return StatusChange(row.session_id, row.status, row.step, row.summary)
+
+    async def _register(self, follower: _Follower) -> None:
+        if follower.session_id is not None:
+            self._by_session.setdefault(follower.session_id, set()).add(follower)
+        else:
+            self._by_agent.setdefault(follower.agent_id, set()).add(follower)
+        if follower.tokens:
+            agent = follower.agent_id
+            self._token_agents[agent] = self._token_agents.get(agent, 0) + 1
+            if self._token_agents[agent] == 1:
+                channel = record_feed.token_channel(agent)
+                self._channel_agent[channel] = agent
+                async with self._conn_lock:
+                    if self._conn is not None and not self._conn.is_closed():
+                        await self._conn.add_listener(channel, self._on_notify)
+
+    def _unregister(self, follower: _Follower) -> None:
+        """Forget a follower. Synchronous, so it completes even in a cancelled task (a
+        client that went away); the UNLISTEN it may need runs in a task of its own."""
+        group = (
+            self._by_session.get(follower.session_id)
+            if follower.session_id is not None
+            else self._by_agent.get(follower.agent_id)
+        )
+        if group is not None:
+            group.discard(follower)
+            if not group:
+                if follower.session_id is not None:
+                    self._by_session.pop(follower.session_id, None)
+                else:
+                    self._by_agent.pop(follower.agent_id, None)
+        if not follower.tokens:
+            return
+        agent = follower.agent_id
+        left = self._token_agents.get(agent, 1) - 1
+        if left > 0:
+            self._token_agents[agent] = left
+            return
+        self._token_agents.pop(agent, None)
+        channel = record_feed.token_channel(agent)
+        self._channel_agent.pop(channel, None)
+        task = asyncio.create_task(self._unlisten(agent, channel))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _unlisten(self, agent: str, channel: str) -> None:
+        with contextlib.suppress(Exception):  # a lost connection forgot it anyway
+            async with self._conn_lock:
+                if agent in self._token_agents:
+                    return  # followed again meanwhile
+                if self._conn is not None and not self._conn.is_closed():
+                    await self._conn.remove_listener(channel, self._on_notify)
+
+    # --- fan-out ----------------------------------------------------------------------
+
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("s"), str):
+            return
+        session_id: str = data["s"]
+        if channel == names.FEED_CHANNEL:
+            agent = data.get("a")
+            if not isinstance(agent, str) or not self._wanted(session_id, agent):
+                return
+            kind = data.get("k")
+            if kind in ("message", "event") and isinstance(data.get("o"), int):
+                self._enqueue(session_id, agent, (kind, data["o"]))
+            elif kind == "status":
+                self._enqueue(session_id, agent, ("status", None))
+            return
+        agent_of_channel = self._channel_agent.get(channel)
+        if agent_of_channel is None or not self._wanted(session_id, agent_of_channel):
+            return
+        try:
+            token = Token(
+                session_id, int(data["q"]), int(data["t"]), int(data["n"]), str(data["d"])
+            )
+        except (KeyError, TypeError, ValueError):
+            return
+        self._enqueue(session_id, agent_of_channel, ("token", token))
+
+    def _wanted(self, session_id: str, agent_id: str) -> bool:
+        return session_id in self._by_session or agent_id in self._by_agent
+
+    def _enqueue(self, session_id: str, agent_id: str, entry: tuple[str, Any]) -> None:
+        self._pending.append(_Note(session_id, agent_id, *entry))
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        """Resolve what is pending (whatever arrived while the last batch was read, so
+        batches grow with the load) and deliver it in notification order."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            agents = sorted({note.agent_id for note in batch})
+            results = await asyncio.gather(
+                *(
+                    self._resolve(agent, [n for n in batch if n.agent_id == agent])
+                    for agent in agents
+                ),
+                return_exceptions=True,
+            )
+            resolved: dict[str, dict[tuple[str, Any], FeedEntry]] = {}
+            for agent, result in zip(agents, results, strict=True):
+                if isinstance(result, BaseException):  # the database away: back to it
+                    log.warning("feed read failed", agent_id=agent, error=str(result)[:200])
+                    sessions = {n.session_id for n in batch if n.agent_id == agent}
+                    for session_id in sessions:
+                        self._deliver(session_id, agent, _RESYNC)
+                    continue
+                resolved[agent] = result
+            sent_status: set[str] = set()
+            for note in batch:
+                found = resolved.get(note.agent_id)
+                if found is None:
+                    continue
+                if note.kind == "token":
+                    self._deliver(note.session_id, note.agent_id, note.key)
+                elif note.kind == "status":
+                    status = found.get(("status", note.session_id))
+                    if status is not None and note.session_id not in sent_status:
+                        sent_status.add(note.session_id)  # one read: where it stands now
+                        self._deliver(note.session_id, note.agent_id, status)
+                else:
+                    item = found.get((note.kind, note.key))
+                    if item is not None:
+                        self._deliver(note.session_id, note.agent_id, item)
+
+    async def _resolve(self, agent_id: str, notes: list[_Note]) -> dict[tuple[str, Any], FeedEntry]:
+        """One transaction per agent and batch, whatever the number of followers."""
+        message_ids = [n.key for n in notes if n.kind == "message"]
+        event_ids = [n.key for n in notes if n.kind == "event"]
+        status_of = sorted({n.session_id for n in notes if n.kind == "status"})
+        found: dict[tuple[str, Any], FeedEntry] = {}
+        if not (message_ids or event_ids or status_of):
+            return found
+        self.reads += 1
+        async with acting_for(self._db, agent_id) as db:
+            if message_ids or event_ids:
+                for item in await record_feed.items_by_id(db, message_ids, event_ids):
+                    found[(item.kind, item.key)] = item
+            for now in await record_feed.session_statuses(db, status_of):
+                found[("status", now.session_id)] = StatusChange(
+                    now.session_id, now.status, now.step, now.summary
+                )
+        return found
+
+    def _deliver(self, session_id: str, agent_id: str, entry: FeedEntry | _Resync) -> None:
+        for follower in (
+            *self._by_session.get(session_id, ()),
+            *self._by_agent.get(agent_id, ()),
+        ):
+            if isinstance(entry, Token) and not follower.tokens:
+                continue
+            self._put(follower, entry)
+
+    @staticmethod
+    def _put(follower: _Follower, entry: FeedEntry | _Resync) -> None:
+        try:
+            follower.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            # Too far behind: drop its queue and send it back to the record.
+            while not follower.queue.empty():
+                follower.queue.get_nowait()
+            follower.queue.put_nowait(_RESYNC)
