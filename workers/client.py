@@ -34,6 +34,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -458,6 +459,11 @@ class _VigilClientCore:
             if is_unreachable(exc):
                 raise Unreachable(self.temporal_down()) from None
             raise VigilError(f"Temporal refused: {exc.message}") from exc
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            raise Unreachable(
+                f"session {session_id} did not answer in time; its worker may be busy or "
+                "gone: try again, or send it with --signal"
+            ) from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = getattr(cause, "message", None) or str(cause)

@@ -72,11 +72,14 @@ async def message_by_key(
     goal = goal or default_goal(key)
     arg = client.start_input(agent_id, goal, agent_version=agent_version, **start)
     session_id = keyed_session_id(agent_id, key)
+    queue = task_queue or client.settings.task_queue
+    # Update-with-start waits for a worker to take the message: say at once there is none.
+    await client.require_worker(queue, what=f"the session of key {key!r} cannot take the message")
     operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
         names.WORKFLOW_SESSION,
         arg,
         id=session_id,
-        task_queue=task_queue or client.settings.task_queue,
+        task_queue=queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         **client.start_options(agent_id, goal),

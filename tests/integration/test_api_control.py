@@ -17,6 +17,7 @@ from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_pending, wait_status
 from tests.support.cli import read_record
 from tests.support.llm_stub import Reply
+from vigil.schema import event_kinds
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.tokens import Scope
 
@@ -179,6 +180,12 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
     _, transcript, events = read_record(cli.database_url, sid)
     assert said in [m.content for m in transcript]
     by_kind = {e.kind: e for e in events}
-    for kind in ("pause", "resume", "redirect", "human_message", "approval_decided"):
+    for kind in (
+        event_kinds.SESSION_PAUSED,
+        event_kinds.SESSION_RESUMED,
+        event_kinds.SESSION_REDIRECTED,
+        event_kinds.HUMAN_MESSAGE,
+        event_kinds.APPROVAL_DECIDED,
+    ):
         assert by_kind[kind].actor == "cara", kind
-    assert by_kind["pause"].reason == "lunch"
+    assert by_kind[event_kinds.SESSION_PAUSED].reason == "lunch"

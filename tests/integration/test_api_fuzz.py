@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import running_api
-from vigil.workers.settings import Settings
+from tests.support.teststack import scratch_stack
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -34,8 +34,10 @@ SEED = int(os.environ.get("VIGIL_FUZZ_SEED", "20261130"))
 
 
 @pytest.mark.timeout(600)
-def test_the_whole_api_holds_to_its_openapi_document(settings: Settings, tmp_path: Path) -> None:
-    with running_api(settings) as api:
+def test_the_whole_api_holds_to_its_openapi_document(tmp_path: Path) -> None:
+    # A database of its own: sessions other tests left without a worker would make
+    # controls answer 409/503 by chance, and the fuzzer's writes stay out of their way.
+    with scratch_stack("vigil_fuzz") as settings, running_api(settings) as api:
         token = api.token(Scope.ADMIN, owner="fuzzer")
         st = Path(sys.executable).with_name("st")
         done = subprocess.run(
@@ -62,6 +64,9 @@ def test_the_whole_api_holds_to_its_openapi_document(settings: Settings, tmp_pat
                 "--no-color",
                 "--warnings",
                 "off",
+                # Event streams never end while their agent lives: their own tests hold them.
+                "--exclude-path-regex",
+                "/stream$",
             ],
             capture_output=True,
             text=True,

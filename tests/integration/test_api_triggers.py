@@ -218,10 +218,15 @@ async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
     started = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
     assert started.json()["outcome"] == "started", started.text
     sid = started.json()["session_id"]
-    # A new delivery (its own id: without one, the same body signed in the same second
-    # is the same delivery, answered from the first).
+    # A new delivery: its own id and its own signature (the same signed request under
+    # another id is the first delivery again, answered from the record).
     again = await deliver(
-        http, starter, {"order": "A-1", "m": plan}, start_secret, delivery=uuid.uuid4().hex
+        http,
+        starter,
+        {"order": "A-1", "m": plan},
+        start_secret,
+        delivery=uuid.uuid4().hex,
+        at=time.time() + 2,
     )
     assert again.json() == {**started.json(), "outcome": "exists", "delivery_id": ANY}
 

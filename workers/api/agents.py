@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
@@ -174,7 +174,12 @@ async def agent_versions(name: str, who: Reader, client: Client) -> list[AgentVe
     response_model=AgentVersion,
     summary="One version of an agent",
 )
-async def agent_version(name: str, version: int, who: Reader, client: Client) -> AgentVersion:
+async def agent_version(
+    name: str,
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    who: Reader,
+    client: Client,
+) -> AgentVersion:
     _hidden(who, name)
     if version < 1:
         raise ApiError(404, UNKNOWN_AGENT, f"agent {name!r} has no version {version}")

@@ -52,7 +52,7 @@ class MessageRequest(BaseModel):
 
 class RedirectRequest(BaseModel):
     goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
-    agent_version: int | None = Field(default=None, ge=1)
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     """Also move the session to this version of its agent's definition."""
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vigil.workers.api.limits import BodyTooLarge
@@ -21,6 +22,7 @@ from vigil.workers.client import (
     BadArgument,
     NotFound,
     NotRecordedYet,
+    NoWorker,
     Refused,
     UnknownAgent,
     UnknownSchedule,
@@ -51,6 +53,8 @@ TOO_LARGE = "payload_too_large"
 RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNAVAILABLE = "unavailable"
+NO_WORKER = "no_worker"
+"""No worker polls the session's task queue: start one (the message says how)."""
 INTERNAL = "internal_error"
 
 
@@ -97,6 +101,7 @@ def error_response(
 def vigil_status(exc: VigilError) -> tuple[int, str]:
     # Most specific first: NotRecordedYet is an UnknownSession is a NotFound.
     table: list[tuple[type[VigilError], int, str]] = [
+        (NoWorker, 409, NO_WORKER),
         (NotRecordedYet, 404, NOT_RECORDED_YET),
         (UnknownSession, 404, UNKNOWN_SESSION),
         (UnknownSchedule, 404, UNKNOWN_SCHEDULE),
@@ -169,6 +174,12 @@ def install(app: FastAPI) -> None:
     async def _too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
         limit = request.app.state.settings.api_max_body_bytes
         return error_response(413, TOO_LARGE, f"the request body is over {limit} bytes")
+
+    @app.exception_handler(DataError)
+    async def _out_of_range(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold (a number past its column's range, say) that
+        # slipped past the request model: the caller's input, not a defect to hide.
+        return error_response(422, INVALID, "a value is out of range for vigil's record")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -38,7 +38,7 @@ class StartBudget(BaseModel):
 class StartOptions(BaseModel):
     """How a session starts, beyond its agent and goal (as `vigil start`'s options)."""
 
-    agent_version: int | None = Field(default=None, ge=1)
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     """That version of the agent's definition (the newest by default)."""
     system_prompt: str | None = Field(default=None, max_length=2 * MAX_HUMAN_TEXT)
     budget: StartBudget | None = None
