@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.workers.cli_agents import (
+from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     JsonOpt,
@@ -19,12 +17,16 @@ from vigil.workers.cli_agents import (
     emit,
     err,
     fail,
+    load_settings,
     out,
     run_db,
-    settings_for,
 )
-from vigil.workers.settings import Settings
-from vigil.workers.tokens import Scope, TokenService
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.workers.settings import Settings
 
 token_app = typer.Typer(
     help="Personal access tokens for the HTTP API (stored hashed).", no_args_is_help=True
@@ -44,7 +46,7 @@ def api_command(
     from vigil.workers.api.app import create_app
     from vigil.workers.logs import configure
 
-    settings = settings_for(state_dir)
+    settings = load_settings(state_dir)
     updates: dict[str, object] = {}
     if host is not None:
         updates["api_host"] = host
@@ -78,6 +80,8 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token; the whole token is printed once and never stored."""
+    from vigil.workers.tokens import Scope, TokenService
+
     try:
         parsed = Scope.parse(scope)
     except ValueError as exc:
@@ -109,6 +113,7 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """Tokens (never their secrets)."""
+    from vigil.workers.tokens import TokenService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         rows = await TokenService(db).list(include_revoked=all_)
@@ -138,6 +143,7 @@ def list_(
 @token_app.command("revoke")
 def revoke(token_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token at once (its next request is refused)."""
+    from vigil.workers.tokens import TokenService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         try:

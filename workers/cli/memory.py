@@ -1,0 +1,64 @@
+"""An agent's long-term memory: `vigil memory search | add`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from vigil.workers.cli.common import AgentOpt, JsonOpt, StateOpt, emit, out, plain, run_client
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+memory_app = typer.Typer(help="An agent's long-term memory.", no_args_is_help=True)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str,
+    agent: AgentOpt = "default",
+    k: Annotated[int, typer.Option("-k")] = 10,
+    include_superseded: Annotated[bool, typer.Option("--all", help="Include superseded.")] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hybrid search (vector + full text) of an agent's long-term memory."""
+
+    async def go(client: VigilClient) -> None:
+        found = await client.memory_search(agent, query, k=k, include_superseded=include_superseded)
+
+        def human() -> None:
+            table = Table("id", "kind", "subject", "score", "content")
+            for m in found:
+                table.add_row(
+                    *plain(m.id, m.kind, m.subject or "-", f"{m.score:.4f}", m.content[:80])
+                )
+            out.print(table)
+
+        emit([asdict(m) for m in found], as_json, human)
+
+    run_client(go, state_dir)
+
+
+@memory_app.command("add")
+def memory_add(
+    content: str,
+    agent: AgentOpt = "default",
+    kind: Annotated[str, typer.Option(help="fact, reflection or lesson")] = "fact",
+    subject: Annotated[str | None, typer.Option()] = None,
+    importance: Annotated[float, typer.Option()] = 0.5,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a memory (merged with a near-duplicate, or superseding one about the same subject)."""
+
+    async def go(client: VigilClient) -> None:
+        result = await client.memory_add(
+            agent, content, kind=kind, subject=subject, importance=importance
+        )
+        emit(asdict(result), as_json, lambda: out.print(f"memory {result.action} (id {result.id})"))
+
+    run_client(go, state_dir)

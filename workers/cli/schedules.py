@@ -1,0 +1,216 @@
+"""Recurring goals: `vigil schedule create | list | pause | resume | trigger | backfill |
+delete | runs`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentOpt,
+    JsonOpt,
+    StateOpt,
+    _duration,
+    _parse_since,
+    csv,
+    emit,
+    fail,
+    first_error,
+    given_budget,
+    out,
+    plain,
+    run_client,
+)
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+# The overlap policies a schedule accepts (as vigil.workers.client.OVERLAP, which the
+# client checks too); spelled here so that `--help` does not import the client.
+OVERLAP_HELP = "skip|buffer_one|buffer_all|cancel_other|terminate_other|allow_all"
+
+schedule_app = typer.Typer(help="Recurring goals as Temporal Schedules.", no_args_is_help=True)
+
+
+@schedule_app.command("create")
+def schedule_create(
+    schedule_id: str,
+    goal: Annotated[str, typer.Option("--goal", help="The goal of every run.")],
+    agent: AgentOpt = "default",
+    cron: Annotated[
+        str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")
+    ] = None,
+    every: Annotated[str | None, typer.Option(help="Interval, e.g. 15m, 6h, 1d.")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone for cron.")] = None,
+    jitter: Annotated[str | None, typer.Option(help="Random delay per run, e.g. 30s.")] = None,
+    overlap: Annotated[str, typer.Option(help=OVERLAP_HELP)] = "skip",
+    catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    approve_tools: Annotated[str | None, typer.Option()] = None,
+    agent_version: Annotated[
+        int | None,
+        typer.Option("--agent-version", min=1, help="Pin a version; each run's newest otherwise."),
+    ] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a recurring goal: each run is an AgentSession from this template."""
+    from pydantic import ValidationError
+
+    from vigil.schema.payloads import StartSessionInput, ToolPolicy
+    from vigil.workers.agents import start_overrides
+    from vigil.workers.client import OVERLAP
+
+    if overlap not in OVERLAP:
+        fail(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}", EXIT_USAGE)
+    if (cron is None) == (every is None):
+        fail("give exactly one of --cron or --every", EXIT_USAGE)
+    try:
+        budget = given_budget(max_steps=max_steps)
+        template = StartSessionInput(
+            agent_id=agent,
+            goal=goal,
+            budget=budget,
+            policy=ToolPolicy(require_approval=csv(approve_tools)),
+            agent_version=agent_version,
+            overrides=start_overrides(budget, None, None, set()),
+        )
+    except ValidationError as exc:
+        fail(f"bad argument: {first_error(exc)}", EXIT_USAGE)
+    every_td, jitter_td, catchup_td = (
+        _duration(every, "--every"),
+        _duration(jitter, "--jitter"),
+        _duration(catchup, "--catchup"),
+    )
+
+    async def go(client: VigilClient) -> None:
+        await client.create_schedule(
+            schedule_id,
+            template,
+            cron=cron,
+            every=every_td,
+            time_zone=tz,
+            jitter=jitter_td,
+            overlap=overlap,
+            catchup_window=catchup_td,
+            paused=paused,
+        )
+        emit(
+            {"id": schedule_id, "created": True},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id} created"),
+        )
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("list")
+def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List schedules with their next run times."""
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.list_schedules()
+
+        def human() -> None:
+            table = Table("id", "paused", "next runs", "recent")
+            for r in rows:
+                table.add_row(*plain(r["id"], r["paused"], ", ".join(r["next"]), r["recent"]))
+            out.print(table)
+
+        emit(rows, as_json, human)
+
+    run_client(go, state_dir)
+
+
+def _schedule_op(
+    schedule_id: str,
+    what: str,
+    op: Callable[[VigilClient], Awaitable[None]],
+    state_dir: str | None,
+    as_json: bool,
+) -> None:
+    async def go(client: VigilClient) -> None:
+        await op(client)
+        emit(
+            {"id": schedule_id, what: True},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id}: {what}"),
+        )
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("pause")
+def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Pause a schedule (no new runs)."""
+    _schedule_op(schedule_id, "paused", lambda c: c.pause_schedule(schedule_id), state_dir, as_json)
+
+
+@schedule_app.command("resume")
+def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Unpause a schedule."""
+    _schedule_op(
+        schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir, as_json
+    )
+
+
+@schedule_app.command("trigger")
+def schedule_trigger(
+    schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Start one run now."""
+    _schedule_op(
+        schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir, as_json
+    )
+
+
+@schedule_app.command("backfill")
+def schedule_backfill(
+    schedule_id: str,
+    start_at: Annotated[str, typer.Option("--from", help="ISO start time.")],
+    end_at: Annotated[str, typer.Option("--to", help="ISO end time.")],
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the schedule for the times it would have run in a past window."""
+    start_dt, end_dt = _parse_since(start_at, "--from"), _parse_since(end_at, "--to")
+    assert start_dt is not None and end_dt is not None
+    _schedule_op(
+        schedule_id,
+        "backfilled",
+        lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt),
+        state_dir,
+        as_json,
+    )
+
+
+@schedule_app.command("delete")
+def schedule_delete(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete a schedule (its past runs stay in the record)."""
+    _schedule_op(
+        schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir, as_json
+    )
+
+
+@schedule_app.command("runs")
+def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Every run of a goal, from the record."""
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.schedule_runs(schedule_id)
+
+        def human() -> None:
+            table = Table("id", "status", "step", "created")
+            for r in rows:
+                table.add_row(*plain(r.id, r.status, r.step, r.created_at.isoformat()))
+            out.print(table)
+
+        emit([asdict(r) for r in rows], as_json, human)
+
+    run_client(go, state_dir)

@@ -1,0 +1,283 @@
+"""Sessions: `vigil start | list | show | follow | export | search | history`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentOpt,
+    AgentVersionOpt,
+    JsonOpt,
+    StateOpt,
+    UndefinedAgentOpt,
+    _parse_since,
+    csv,
+    emit,
+    fail,
+    given_budget,
+    out,
+    plain,
+    run_client,
+)
+from vigil.workers.cli.render import follow_session, message_dict, print_message, wait_end
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+
+def start(
+    goal: Annotated[str, typer.Argument(help="What the agent should achieve.")],
+    agent: AgentOpt = "default",
+    session_id: Annotated[
+        str | None, typer.Option("--id", help="Session id (workflow id).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Step budget (the definition's, or 50).")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget.")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Cost budget in USD.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
+    approve_tools: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated tools that need approval (default policy otherwise)."),
+    ] = None,
+    allow_tools: Annotated[str | None, typer.Option(help="Comma-separated allowed tools.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    follow_: Annotated[bool, typer.Option("--follow", help="Stream the transcript live.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the session to end.")] = False,
+    agent_version: AgentVersionOpt = None,
+    undefined_agent: UndefinedAgentOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a session of an agent's definition (the options override it); prints its id
+    and Temporal UI link."""
+    from vigil.schema.limits import start_error
+    from vigil.schema.payloads import ToolPolicy
+
+    too_big = start_error(goal, system_prompt)
+    if too_big is not None:
+        fail(f"refused before sending: {too_big}", EXIT_USAGE)
+    policy = ToolPolicy(
+        require_approval=csv(approve_tools),
+        allowed=csv(allow_tools),
+    )
+    budget = given_budget(
+        max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost, max_seconds=max_seconds
+    )
+
+    async def go(client: VigilClient) -> None:
+        started = await client.start_session(
+            agent,
+            goal,
+            session_id=session_id,
+            budget=budget,
+            policy=policy,
+            system_prompt=system_prompt,
+            agent_version=agent_version,
+            allow_undefined=True if undefined_agent else None,
+        )
+        if as_json and not (follow_ or wait):
+            out.print_json(json.dumps({"id": started.id, "ui": started.ui_url}))
+            return
+        if not as_json:
+            out.print(f"started [bold]{escape(started.id)}[/]")
+            if started.ui_url:
+                out.print(f"Temporal UI: {started.ui_url}")
+        if follow_:
+            await follow_session(client, started.id, as_json)
+        elif wait:
+            await wait_end(client, started.id, as_json)
+
+    run_client(go, state_dir)
+
+
+def list_(
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or e.g. 2h, 3d.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sessions from the record, with Temporal's view of each."""
+    since_dt = _parse_since(since)
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.list_sessions(agent=agent, status=status, since=since_dt, limit=limit)
+
+        def human() -> None:
+            table = Table("id", "agent", "status", "step", "temporal", "created", "goal")
+            for r in rows:
+                table.add_row(
+                    *plain(
+                        r.id,
+                        r.agent_id,
+                        r.status,
+                        r.step,
+                        r.temporal_status or "-",
+                        r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        r.goal[:60],
+                    )
+                )
+            out.print(table)
+
+        emit([asdict(r) for r in rows], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def show(
+    session_id: str,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+    last: Annotated[int, typer.Option(help="How many recent messages to show.")] = 20,
+) -> None:
+    """A session's record, live state and recent messages."""
+    from vigil.activities.record import store as record_store
+    from vigil.schema.payloads import FINAL_STATUSES
+    from vigil.workers.client import VigilError
+
+    final = {s.value for s in FINAL_STATUSES}
+
+    async def go(client: VigilClient) -> None:
+        row = await client.require_session(session_id)
+        live = None
+        if row.status not in final:  # an ended session's query would wait for a worker
+            with contextlib.suppress(VigilError):
+                live = await client.state(session_id)
+        async with client.db() as db:
+            recent = await record_store.recent_messages(db, session_id, last)
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "session": asdict(row),
+                        "state": live.model_dump(mode="json") if live else None,
+                        "messages": [message_dict(m) for m in recent],
+                        "ui": client.ui_link(session_id),
+                    },
+                    default=str,
+                )
+            )
+            return
+        table = Table(show_header=False)
+        for k, v in [
+            ("id", row.id),
+            ("agent", row.agent_id),
+            ("goal", row.goal),
+            ("status", row.status),
+            ("step", row.step),
+            ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
+            ("cost", f"${row.cost_usd:.4f}"),
+            ("summary", row.summary or "-"),
+            ("ui", client.ui_link(session_id) or "-"),
+        ]:
+            table.add_row(*plain(k, v))
+        if live is not None:
+            table.add_row(
+                *plain("live", f"{live.status.value}, paused={live.paused}, run {live.run_index}")
+            )
+            for a in live.pending_approvals:
+                table.add_row(
+                    *plain("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
+                )
+            if live.waiting_for:
+                table.add_row(*plain("waiting for", live.waiting_for))
+        out.print(table)
+        for m in recent:
+            print_message(m, False)
+
+    run_client(go, state_dir)
+
+
+def follow(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Stream a session's transcript as it lands, until the session ends."""
+    run_client(lambda client: follow_session(client, session_id, as_json), state_dir)
+
+
+def export(
+    session_id: str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or md")] = "jsonl",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Export a session's transcript as JSONL or Markdown (streamed page by page)."""
+    if fmt not in ("jsonl", "md", "markdown"):
+        fail(f"unknown export format {fmt!r}: jsonl or md", EXIT_USAGE)
+
+    async def go(client: VigilClient) -> None:
+        # A local file written line by line as the export streams: blocking is fine here.
+        handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115, ASYNC230
+        try:
+            async for chunk in client.export(session_id, fmt):
+                handle.write(chunk)
+        finally:
+            if output:
+                handle.close()
+
+    run_client(go, state_dir)
+
+
+def search(
+    query: str,
+    agent: AgentOpt = "default",
+    limit: Annotated[int, typer.Option()] = 20,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search across an agent's sessions."""
+
+    async def go(client: VigilClient) -> None:
+        page = await client.search(agent, query, limit=limit)
+        hits = list(getattr(page, "hits", page))
+
+        def human() -> None:
+            table = Table("session", "seq", "role", "snippet")
+            for h in hits:
+                table.add_row(*plain(h.session_id, h.seq, h.role, h.snippet))
+            out.print(table)
+
+        emit([asdict(h) for h in hits], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Temporal's event history of a session, one line per event."""
+
+    async def go(client: VigilClient) -> None:
+        lines = await client.history(session_id)
+
+        def human() -> None:
+            table = Table("#", "time", "event", "detail")
+            for ln in lines:
+                table.add_row(
+                    *plain(ln.event_id, ln.time.strftime("%H:%M:%S.%f")[:-3], ln.kind, ln.detail)
+                )
+            out.print(table)
+
+        emit([asdict(ln) for ln in lines], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(start)
+    app.command("list")(list_)
+    app.command()(show)
+    app.command()(follow)
+    app.command()(export)
+    app.command()(search)
+    app.command()(history)
