@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -64,9 +64,12 @@ from vigil.workers.agents import AgentError, AgentService, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
-from vigil.workers.reconcile import Reconciled, reconcile
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
+
+if TYPE_CHECKING:
+    # Imported by `reconcile` when it runs: its logging (structlog) slows every command.
+    from vigil.workers.reconcile import Reconciled
 
 
 class VigilError(Exception):
@@ -576,6 +579,8 @@ class _VigilClientCore:
 
     async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
         """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""
+        from vigil.workers.reconcile import reconcile
+
         try:
             return await reconcile(self.temporal, self.db, session_ids=session_ids)
         except RPCError as exc:
