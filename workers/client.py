@@ -60,7 +60,8 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
-from vigil.workers.agents import AgentError, AgentService, start_overrides
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.workers.agents import AgentError, AgentService, AgentVersionInfo, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -151,6 +152,9 @@ class HistoryLine:
     detail: str
 
 
+MEMORY_KINDS = ("fact", "reflection", "lesson")
+"""The kinds of memory the extractor writes and recall weighs (as in the remember tool)."""
+
 OVERLAP = {
     "skip": ScheduleOverlapPolicy.SKIP,
     "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
@@ -159,6 +163,19 @@ OVERLAP = {
     "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
     "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
 }
+
+
+def _refuse_unknown_tools(
+    agent_id: str, allowed: list[str], found: AgentVersionInfo | None
+) -> None:
+    """An allowed-tools list naming a tool the agent does not have would silently deny it."""
+    offered = [t.name for t in found.tools] if found is not None else sorted(BUILTIN_TOOLS)
+    unknown = [name for name in allowed if name not in offered]
+    if unknown:
+        raise BadArgument(
+            f"allowed tools name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
+            f"does not have; its tools: {', '.join(offered) or 'none'}"
+        )
 
 
 class _VigilClientCore:
@@ -242,7 +259,9 @@ class _VigilClientCore:
         too_big = start_error(goal, system_prompt)
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")
-        await self.require_agent(agent_id, agent_version, allow_undefined)
+        found = await self.require_agent(agent_id, agent_version, allow_undefined)
+        if policy is not None and policy.allowed:
+            _refuse_unknown_tools(agent_id, policy.allowed, found)
         arg = StartSessionInput(
             agent_id=agent_id,
             goal=goal,
@@ -290,10 +309,13 @@ class _VigilClientCore:
 
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
-    ) -> None:
+    ) -> AgentVersionInfo | None:
+        """The definition a session would start with (None: an undefined agent, allowed)."""
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         try:
-            await AgentService(self.db).require_startable(agent_id, version, allow_undefined=allow)
+            return await AgentService(self.db).require_startable(
+                agent_id, version, allow_undefined=allow
+            )
         except AgentError as exc:
             raise UnknownAgent(str(exc)) from None
 
@@ -410,7 +432,8 @@ class _VigilClientCore:
             session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
         )
 
-    async def cancel(self, session_id: str) -> None:
+    async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> None:
+        """Temporal's cancel; who and why travel as its reason (shown in the history)."""
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
@@ -419,7 +442,8 @@ class _VigilClientCore:
                 f"session {session_id!r} has already ended "
                 f"({WorkflowExecutionStatus(desc.status).name.lower()})"
             )
-        await self._rpc(session_id, handle.cancel())
+        why = f"{reason} (by {by})" if reason and by else reason or (f"by {by}" if by else "")
+        await self._rpc(session_id, handle.cancel(reason=why))
 
     async def result(
         self,
@@ -620,6 +644,8 @@ class _VigilClientCore:
             elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
                 accepted = ev.workflow_execution_update_accepted_event_attributes
                 detail = accepted.accepted_request.input.name
+            elif ev.HasField("workflow_execution_cancel_requested_event_attributes"):
+                detail = ev.workflow_execution_cancel_requested_event_attributes.cause
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = f"timer {secs}"
@@ -819,6 +845,8 @@ class _RecordExtras:
         subject: str | None = None,
         importance: float = 0.5,
     ) -> Any:
+        if kind not in MEMORY_KINDS:
+            raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
         try:
             return await self._memory().add(
                 agent_id, content, kind=kind, subject=subject, importance=importance

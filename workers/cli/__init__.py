@@ -16,7 +16,6 @@ import sys
 from typing import NoReturn
 
 import typer
-from rich.markup import escape
 
 from vigil.workers.cli import control, data, processes, sessions
 from vigil.workers.cli.agents import agent_app
@@ -27,11 +26,13 @@ from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    JSON_ERRORS,
     err,
     fail,
     load_settings,
     out,
     run_client,
+    say_error,
 )
 from vigil.workers.cli.memory import memory_app
 from vigil.workers.cli.schedules import schedule_app
@@ -79,6 +80,7 @@ def main() -> None:
 
 
 def _run_app() -> int:
+    JSON_ERRORS["on"] = "--json" in sys.argv[1:]
     try:
         # Not standalone: a usage mistake (bad option value, unknown option, missing
         # argument) is caught below and told in one line instead of typer's panel.
@@ -87,8 +89,9 @@ def _run_app() -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `vigil schedule`: help shown
             return EXIT_USAGE
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
-        return int(getattr(exc, "exit_code", EXIT_USAGE))
+        code = int(getattr(exc, "exit_code", EXIT_USAGE))
+        say_error(" ".join(message.split()), code)
+        return code
     except typer.Abort:
         err.print("aborted")
         return EXIT_FAILED

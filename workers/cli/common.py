@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import re
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column, Table
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -34,8 +38,21 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 
-out = Console(highlight=False)
+# Output to a pipe or a file is plain: no colour (rich's own rule off a terminal) and no
+# wrapping at a guessed width, so a printed command stays on one line and tables keep
+# their natural width.
+_PIPE_WIDTH = 100_000
+out = Console(
+    highlight=False,
+    soft_wrap=not sys.stdout.isatty(),
+    width=None if sys.stdout.isatty() else _PIPE_WIDTH,
+)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Errors as JSON on stderr when the command was given --json (set by the app's runner).
+JSON_ERRORS = {"on": False}
+ERROR_CODES = {1: "failed", 2: "bad_input", 3: "unreachable", 4: "not_found"}
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 StateOpt = Annotated[
@@ -65,9 +82,66 @@ SignalOpt = Annotated[
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    say_error(message, code)
+    raise typer.Exit(code)
+
+
+def say_error(message: str, code: int) -> None:
+    """One line on stderr: ``error: ...``, or with --json a JSON object with a stable code."""
+    if JSON_ERRORS["on"]:
+        body = {"error": {"code": ERROR_CODES.get(code, "failed"), "message": message}}
+        err.print(json.dumps(body), markup=False, highlight=False, soft_wrap=True)
+        return
     # Escaped: a message quoting user input ("[/x]", "[bold]") must not be read as markup.
     err.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
+
+
+def when(value: datetime | None) -> str:
+    """Every time a person reads, in one format: UTC, to the second."""
+    if value is None:
+        return "-"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime(TIME_FORMAT)
+
+
+def short(text: str, width: int = 80) -> str:
+    """Text shortened at a word (never mid-word), on one line."""
+    return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" …")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, whole: int = 1) -> Table:
+    """A table whose first ``whole`` columns (ids, the things people copy) are never cut
+    or wrapped; the other columns wrap at words."""
+    cells = [plain(*row) for row in rows]
+    columns = []
+    for i, header in enumerate(headers):
+        if i < whole:
+            widest = max([len(header), *(c[i].cell_len for c in cells)])
+            columns.append(Column(header, no_wrap=True, min_width=widest))
+        else:
+            columns.append(Column(header, overflow="fold"))
+    result = Table(*columns)
+    for row_cells in cells:
+        result.add_row(*row_cells)
+    return result
+
+
+def highlighted(snippet: str) -> Text:
+    """A search snippet with its ``[[match]]`` markers shown in bold, not as brackets."""
+    text = Text()
+    pos = 0
+    for m in re.finditer(r"\[\[(.+?)\]\]", snippet, flags=re.S):
+        text.append(snippet[pos : m.start()])
+        text.append(m.group(1), style="bold")
+        pos = m.end()
+    text.append(snippet[pos:])
+    return text
+
+
+def nothing(message: str, hint: str | None = None) -> None:
+    """An empty result said so (on stdout, where the table would be), with why if known."""
+    out.print(Text(message + (f" ({hint})" if hint else "")))
 
 
 def load_settings(state_dir: str | None = None, with_minio: bool = False) -> Settings:
@@ -172,6 +246,8 @@ def run_db(
     try:
         return asyncio.run(go())
     except InvalidAgentFiles as exc:
+        if JSON_ERRORS["on"]:
+            fail(str(exc), exc.exit_code)
         for line in str(exc).splitlines():
             err.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(exc.exit_code) from None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vigil.workers.cli.common import (
+    EXIT_USAGE,
     ByOpt,
     JsonOpt,
     SignalOpt,
@@ -21,6 +22,7 @@ from vigil.workers.cli.common import (
     by_default,
     check,
     emit,
+    fail,
     json_arg,
     out,
     run_client,
@@ -31,7 +33,18 @@ if TYPE_CHECKING:
 
     from vigil.workers.client import VigilClient
 
-ReasonOpt = Annotated[str, typer.Option("--reason")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+
+
+def _stdin_text() -> str:
+    import sys
+
+    text_ = sys.stdin.read()
+    # One trailing newline is the shell's (`echo`), not the message's.
+    text_ = text_[:-1] if text_.endswith("\n") else text_
+    if not text_.strip():
+        fail("no text on standard input (TEXT `-` reads the message from it)", EXIT_USAGE)
+    return text_
 
 
 def _ack_out(ack: Any, as_json: bool, what: str) -> None:
@@ -158,9 +171,12 @@ def say(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send the agent a message (it lands before its next step)."""
+    """Send the agent a message (it lands before its next step); TEXT `-` reads it from
+    standard input."""
     from vigil.schema.payloads import MessageInput
 
+    if text_ == "-":
+        text_ = _stdin_text()
     _control(
         "say",
         MessageInput(text=text_, by=by or by_default()),
@@ -198,6 +214,7 @@ def redirect(
 
 def wake(
     session_id: str,
+    reason: ReasonOpt = "",
     by: ByOpt = "",
     signal_: SignalOpt = False,
     state_dir: StateOpt = None,
@@ -208,20 +225,30 @@ def wake(
 
     _control(
         "wake",
-        WakeInput(by=by or by_default()),
-        lambda c, who: c.wake(session_id, by=who, wait=not signal_),
+        WakeInput(by=by or by_default(), reason=reason),
+        lambda c, who: c.wake(session_id, by=who, reason=reason, wait=not signal_),
         state_dir,
         as_json,
     )
 
 
-def cancel(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """Cancel a session (Temporal's cancel; the record says cancelled)."""
+def cancel(
+    session_id: str,
+    reason: ReasonOpt = "",
+    by: ByOpt = "",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a session (Temporal's cancel, carrying who and why; the record says
+    cancelled)."""
+    from vigil.schema.payloads import PauseInput
+
+    who = check(PauseInput(by=by or by_default(), reason=reason))  # the same limits
 
     async def go(client: VigilClient) -> None:
-        await client.cancel(session_id)
+        await client.cancel(session_id, by=who, reason=reason)
         emit(
-            {"id": session_id, "cancel": "requested"},
+            {"id": session_id, "cancel": "requested", "by": who, "reason": reason},
             as_json,
             lambda: out.print(f"cancel requested for {session_id}"),
         )

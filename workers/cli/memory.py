@@ -6,9 +6,19 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from vigil.workers.cli.common import AgentOpt, JsonOpt, StateOpt, emit, out, plain, run_client
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentOpt,
+    JsonOpt,
+    StateOpt,
+    emit,
+    fail,
+    nothing,
+    out,
+    run_client,
+    table,
+)
 
 if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
@@ -31,12 +41,16 @@ def memory_search(
         found = await client.memory_search(agent, query, k=k, include_superseded=include_superseded)
 
         def human() -> None:
-            table = Table("id", "kind", "subject", "score", "content")
-            for m in found:
-                table.add_row(
-                    *plain(m.id, m.kind, m.subject or "-", f"{m.score:.4f}", m.content[:80])
+            if not found:
+                hint = (
+                    "searched the memory of agent 'default'; name another with --agent"
+                    if agent == "default"
+                    else f"searched the memory of agent {agent!r}"
                 )
-            out.print(table)
+                nothing(f"no memories match {query!r}", hint)
+                return
+            rows = [(m.id, m.kind, m.subject or "-", f"{m.score:.4f}", m.content) for m in found]
+            out.print(table(("id", "kind", "subject", "score", "content"), rows))
 
         emit([asdict(m) for m in found], as_json, human)
 
@@ -54,6 +68,11 @@ def memory_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a memory (merged with a near-duplicate, or superseding one about the same subject)."""
+
+    if kind not in ("fact", "reflection", "lesson"):  # as the client's MEMORY_KINDS
+        fail(f"unknown memory kind {kind!r}; one of fact, reflection, lesson", EXIT_USAGE)
+    if not 0.0 <= importance <= 1.0:
+        fail(f"--importance {importance} is outside 0..1", EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
         result = await client.memory_add(

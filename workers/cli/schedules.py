@@ -51,7 +51,7 @@ def schedule_create(
     overlap: Annotated[str, typer.Option(help=OVERLAP_HELP)] = "skip",
     catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
-    max_steps: Annotated[int | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
     approve_tools: Annotated[str | None, typer.Option()] = None,
     agent_version: Annotated[
         int | None,

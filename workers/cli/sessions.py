@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from vigil.workers.cli.common import (
     EXIT_USAGE,
@@ -22,11 +22,17 @@ from vigil.workers.cli.common import (
     _parse_since,
     csv,
     emit,
+    err,
     fail,
     given_budget,
+    highlighted,
+    nothing,
     out,
     plain,
     run_client,
+    short,
+    table,
+    when,
 )
 from vigil.workers.cli.render import follow_session, message_dict, print_message, wait_end
 
@@ -41,16 +47,21 @@ def start(
         str | None, typer.Option("--id", help="Session id (workflow id).")
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option(help="Step budget (the definition's, or 50).")
+        int | None, typer.Option(min=1, help="Step budget (the definition's, or 50).")
     ] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Token budget.")] = None,
-    max_cost: Annotated[float | None, typer.Option(help="Cost budget in USD.")] = None,
-    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget.")] = None,
+    max_cost: Annotated[float | None, typer.Option(min=0.0, help="Cost budget in USD.")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(min=0.0, help="Wall-clock budget in seconds.")
+    ] = None,
     approve_tools: Annotated[
         str | None,
         typer.Option(help="Comma-separated tools that need approval (default policy otherwise)."),
     ] = None,
-    allow_tools: Annotated[str | None, typer.Option(help="Comma-separated allowed tools.")] = None,
+    allow_tools: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated allowed tools (each one the agent has)."),
+    ] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     follow_: Annotated[bool, typer.Option("--follow", help="Stream the transcript live.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the session to end.")] = False,
@@ -110,26 +121,36 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List sessions from the record, with Temporal's view of each."""
+    from vigil.schema.payloads import SessionStatus
+
+    known = [s.value for s in SessionStatus]
+    if status is not None and status not in known:
+        fail(f"unknown status {status!r}; one of {', '.join(known)}", EXIT_USAGE)
     since_dt = _parse_since(since)
 
     async def go(client: VigilClient) -> None:
         rows = await client.list_sessions(agent=agent, status=status, since=since_dt, limit=limit)
 
         def human() -> None:
-            table = Table("id", "agent", "status", "step", "temporal", "created", "goal")
-            for r in rows:
-                table.add_row(
-                    *plain(
-                        r.id,
-                        r.agent_id,
-                        r.status,
-                        r.step,
-                        r.temporal_status or "-",
-                        r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                        r.goal[:60],
-                    )
+            if not rows:
+                filters = [f"{k} {v}" for k, v in (("agent", agent), ("status", status)) if v]
+                filters += [f"since {since}"] if since else []
+                nothing("no sessions", "matching " + ", ".join(filters) if filters else None)
+                return
+            headers = ("id", "agent", "status", "step", "temporal", "created", "goal")
+            cells = [
+                (
+                    r.id,
+                    r.agent_id,
+                    r.status,
+                    r.step,
+                    r.temporal_status or "-",
+                    when(r.created_at),
+                    short(r.goal, 60),
                 )
-            out.print(table)
+                for r in rows
+            ]
+            out.print(table(headers, cells, whole=2))
 
         emit([asdict(r) for r in rows], as_json, human)
 
@@ -244,29 +265,61 @@ def search(
         hits = list(getattr(page, "hits", page))
 
         def human() -> None:
-            table = Table("session", "seq", "role", "snippet")
+            if not hits:
+                hint = (
+                    "searched the sessions of agent 'default'; name another with --agent"
+                    if agent == "default"
+                    else f"searched the sessions of agent {agent!r}"
+                )
+                nothing(f"no messages match {query!r}", hint)
+                return
+            shown = Table(Column("session", no_wrap=True), "seq", "role", "snippet")
             for h in hits:
-                table.add_row(*plain(h.session_id, h.seq, h.role, h.snippet))
-            out.print(table)
+                shown.add_row(*plain(h.session_id, h.seq, h.role), highlighted(h.snippet))
+            out.print(shown)
 
         emit([asdict(h) for h in hits], as_json, human)
 
     run_client(go, state_dir)
 
 
-def history(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """Temporal's event history of a session, one line per event."""
+# Temporal's bookkeeping: hidden from the summary a person reads (shown with --all).
+_BOOKKEEPING = {
+    "workflow_task_scheduled",
+    "workflow_task_started",
+    "workflow_task_completed",
+    "activity_task_started",
+    "activity_task_completed",
+    "marker_recorded",
+    "upsert_workflow_search_attributes",
+    "workflow_properties_modified",
+    "timer_fired",
+    "workflow_execution_update_completed",
+}
+
+
+def history(
+    session_id: str,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every event, workflow-task bookkeeping too.")
+    ] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Temporal's event history of a session: what it did and who acted (--all: every
+    event; --json always holds every event)."""
 
     async def go(client: VigilClient) -> None:
         lines = await client.history(session_id)
 
         def human() -> None:
-            table = Table("#", "time", "event", "detail")
-            for ln in lines:
-                table.add_row(
-                    *plain(ln.event_id, ln.time.strftime("%H:%M:%S.%f")[:-3], ln.kind, ln.detail)
+            shown = [ln for ln in lines if all_ or ln.kind not in _BOOKKEEPING]
+            rows = [(ln.event_id, when(ln.time), ln.kind, ln.detail) for ln in shown]
+            out.print(table(("#", "time", "event", "detail"), rows))
+            if len(shown) < len(lines):
+                err.print(
+                    f"{len(lines) - len(shown)} bookkeeping events not shown (--all shows them)"
                 )
-            out.print(table)
 
         emit([asdict(ln) for ln in lines], as_json, human)
 
