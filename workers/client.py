@@ -93,6 +93,10 @@ class UnknownSchedule(NotFound):
     pass
 
 
+class UnknownArtifact(NotFound):
+    pass
+
+
 class UnknownAgent(NotFound):
     """No definition of the agent (or not that version)."""
 
@@ -855,23 +859,54 @@ class _RecordExtras:
             raise Refused(str(exc)) from exc
 
     async def artifact_download(self, session_id: str, name: str, dest: Any) -> Any:
-        """Stream an artifact to ``dest`` (a path); verified against its sha256."""
+        """Stream an artifact to ``dest`` (a path, or a binary file such as stdout);
+        verified against its sha256. UnknownArtifact when the session has no such artifact
+        or the store no longer holds its bytes."""
         from pathlib import Path
 
-        from vigil.activities.artifacts.registry import open_artifact
-        from vigil.activities.artifacts.store import ArtifactError
+        from vigil.activities.artifacts.registry import iterate_in_thread, resolve_artifact
+        from vigil.activities.artifacts.store import ArtifactError, ArtifactNotFound
         from vigil.workers.wiring import make_store
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)
+        try:
+            ref = await resolve_artifact(
+                self.db, agent_id=row.agent_id, session_id=session_id, name=name
+            )
+        except ArtifactNotFound as exc:
+            raise UnknownArtifact(f"session {session_id} has no artifact {name!r}") from exc
+        except (ArtifactError, ValueError) as exc:
+            raise BadArgument(f"artifact {name!r}: {exc}") from exc
+        try:
+            chunks = iterate_in_thread(await asyncio.to_thread(store.open, ref.sha256))
+        except ArtifactNotFound as exc:
+            uri_of = getattr(store, "uri", None)
+            here = str(uri_of(ref.sha256)) if uri_of else f"{store.scheme}:"
+            if not ref.storage_uri.startswith(f"{store.scheme}:") or (
+                uri_of is not None and here != ref.storage_uri
+            ):
+                raise UnknownArtifact(
+                    f"artifact {name!r} was stored at {ref.storage_uri}, before the artifact "
+                    f"backend changed (now {self.settings.artifact_backend}: {here}); set "
+                    "VIGIL_ARTIFACT_BACKEND back to where it was stored, or copy the object there"
+                ) from exc
+            raise UnknownArtifact(
+                f"artifact {name!r} is recorded but its bytes are missing from {here}"
+            ) from exc
+        if hasattr(dest, "write"):  # a file object: written as the bytes stream
+            try:
+                async for chunk in chunks:
+                    dest.write(chunk)
+            except (ArtifactError, ValueError) as exc:
+                raise VigilError(f"artifact {name!r}: {exc}") from exc
+            dest.flush()
+            return ref
         target = Path(dest)
         # A device or a pipe (/dev/null, /dev/stdout) is written into, never replaced.
         direct = target.exists() and not target.is_file()  # noqa: ASYNC240
         tmp = target if direct else target.with_name(target.name + ".part")
         try:
-            ref, chunks = await open_artifact(
-                store, self.db, agent_id=row.agent_id, session_id=session_id, name=name
-            )
             # A local file written chunk by chunk as the download streams.
             with open(tmp, "wb") as handle:  # noqa: ASYNC230
                 async for chunk in chunks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from vigil.workers.cli.common import EXIT_FAILED, err, out
+from vigil.workers.cli.common import EXIT_FAILED, err, out, when
 
 if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
@@ -31,6 +32,7 @@ def print_message(msg: Any, as_json: bool) -> None:
 
 def message_dict(msg: Any) -> dict[str, Any]:
     return {
+        "type": "message",
         "seq": msg.seq,
         "role": msg.role,
         "name": msg.name,
@@ -43,29 +45,68 @@ def message_dict(msg: Any) -> dict[str, Any]:
 
 
 async def follow_session(client: VigilClient, session_id: str, as_json: bool) -> None:
+    """Messages as they land and, in their place, the approvals they asked for: an
+    approval is printed once the message with its tool call has been (never before)."""
     await client.require_session_soon(session_id)
     announced: set[str] = set()
-    async for msg in client.follow(session_id):
-        print_message(msg, as_json)
-        if not as_json:
-            await _announce_approvals(client, session_id, announced)
+    shown_step = -1  # the newest step whose assistant message was printed
+    stream = aiter(client.follow(session_id))
+    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(stream))
+    try:
+        while True:
+            # Look for approvals while no message comes too: a session waiting for one
+            # records nothing until a person acts.
+            done, _ = await asyncio.wait({nxt}, timeout=1.0)
+            if nxt in done:
+                try:
+                    msg = nxt.result()
+                except StopAsyncIteration:
+                    break
+                print_message(msg, as_json)
+                if msg.role == "assistant" and msg.step is not None:
+                    shown_step = max(shown_step, msg.step)
+                nxt = asyncio.ensure_future(anext(stream))
+            await _announce_approvals(client, session_id, announced, shown_step, as_json)
+    finally:
+        nxt.cancel()
+        with contextlib.suppress(BaseException):
+            await nxt
     await print_end(client, session_id, as_json)
 
 
-async def _announce_approvals(client: VigilClient, session_id: str, seen: set[str]) -> None:
+async def _announce_approvals(
+    client: VigilClient, session_id: str, seen: set[str], shown_step: int, as_json: bool
+) -> None:
     from vigil.workers.client import VigilError
 
-    with contextlib.suppress(VigilError):
-        st = await client.state(session_id)
+    with contextlib.suppress(VigilError, TimeoutError):
+        st = await asyncio.wait_for(client.state(session_id), 5.0)
         for a in st.pending_approvals:
-            if a.approval_id not in seen:
-                seen.add(a.approval_id)
-                out.print(
-                    f"[bold yellow]approval needed[/] {a.approval_id}: "
-                    f"{a.tool}({escape(a.arguments_preview)})\n"
-                    f"    vigil approve {session_id} {a.approval_id}   |   "
-                    f"vigil reject {session_id} {a.approval_id} --reason ..."
-                )
+            if a.approval_id in seen or a.step > shown_step:
+                continue
+            seen.add(a.approval_id)
+            approve = f"vigil approve {session_id} {a.approval_id}"
+            reject = f"vigil reject {session_id} {a.approval_id} --reason ..."
+            if as_json:
+                line = {
+                    "type": "approval",
+                    "approval_id": a.approval_id,
+                    "tool": a.tool,
+                    "arguments": a.arguments_preview,
+                    "step": a.step,
+                    "requested_at": a.requested_at.isoformat(),
+                    "expires_at": a.expires_at.isoformat(),
+                    "approve": approve,
+                    "reject": reject,
+                }
+                out.print_json(json.dumps(line), indent=None)
+                continue
+            out.print(
+                f"[bold yellow]approval needed[/] {escape(a.approval_id)}: "
+                f"{escape(a.tool)}({escape(a.arguments_preview)}) "
+                f"[dim]expires {when(a.expires_at)}[/]"
+            )
+            out.print(f"    {approve}   |   {reject}", markup=False)
 
 
 async def wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
