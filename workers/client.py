@@ -6,6 +6,7 @@ Everything the CLI does goes through here, so scripts get the same behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -167,6 +168,19 @@ OVERLAP = {
     "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
     "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
 }
+
+
+def _spec_text(cron: str | None, every: timedelta | None, time_zone: str | None) -> str:
+    """When a schedule runs, as a person reads it: its cron line or its interval."""
+    if cron:
+        return f"cron {cron}" + (f" ({time_zone})" if time_zone else "")
+    if every is not None:
+        seconds = int(every.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"every {seconds // size}{unit}"
+        return f"every {seconds}s"
+    return "calendar"
 
 
 def _refuse_unknown_tools(
@@ -708,7 +722,12 @@ class _VigilClientCore:
                         SearchAttributePair(names.SA_GOAL, template.goal[:1000]),
                     ]
                 ),
-                memo={"goal": template.goal, "agent": template.agent_id, "schedule": schedule_id},
+                memo={
+                    "goal": template.goal,
+                    "agent": template.agent_id,
+                    "schedule": schedule_id,
+                    "spec": _spec_text(cron, every, time_zone),
+                },
             ),
             spec=spec,
             policy=SchedulePolicy(
@@ -730,15 +749,35 @@ class _VigilClientCore:
         return schedule_id
 
     async def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule with its goal, agent, when it runs, and its next run times."""
         out: list[dict[str, Any]] = []
         async for item in await self.temporal.list_schedules():
-            info = item.info
+            try:
+                desc = await self.temporal.get_schedule_handle(item.id).describe()
+            except RPCError:  # deleted between the listing and now
+                continue
+            action = desc.schedule.action
+            memo: dict[str, Any] = {}
+            if isinstance(action, ScheduleActionStartWorkflow) and action.memo:
+                for key, raw in action.memo.items():
+                    with contextlib.suppress(Exception):
+                        memo[key] = (await self.temporal.data_converter.decode([raw]))[0]
+            spec = desc.schedule.spec
+            every = [i.every for i in spec.intervals]
             out.append(
                 {
                     "id": item.id,
-                    "paused": item.schedule.state.paused if item.schedule else None,
-                    "next": [t.isoformat() for t in (info.next_action_times[:3] if info else [])],
-                    "recent": len(info.recent_actions) if info else 0,
+                    "agent": memo.get("agent"),
+                    "goal": memo.get("goal"),
+                    "spec": memo.get("spec")
+                    or _spec_text(
+                        spec.cron_expressions[0] if spec.cron_expressions else None,
+                        every[0] if every else None,
+                        spec.time_zone_name,
+                    ),
+                    "paused": desc.schedule.state.paused,
+                    "next": [t.isoformat() for t in desc.info.next_action_times[:3]],
+                    "recent": len(desc.info.recent_actions),
                 }
             )
         return out
@@ -751,10 +790,15 @@ class _VigilClientCore:
                 raise UnknownSchedule(f"no schedule with id {schedule_id!r}") from exc
             raise VigilError(f"Temporal refused: {exc.message}") from exc
 
-    async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> None:
+    async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> bool:
+        """Pause; False when it already was (nothing changed)."""
+        desc = await self.describe_schedule(schedule_id)
+        if desc.schedule.state.paused:
+            return False
         await self._schedule(
             schedule_id, self.temporal.get_schedule_handle(schedule_id).pause(note=note)
         )
+        return True
 
     async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> None:
         await self._schedule(

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from vigil.workers.cli.common import (
     EXIT_USAGE,
@@ -22,9 +23,12 @@ from vigil.workers.cli.common import (
     fail,
     first_error,
     given_budget,
+    nothing,
     out,
-    plain,
     run_client,
+    short,
+    table,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -118,10 +122,20 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
         rows = await client.list_schedules()
 
         def human() -> None:
-            table = Table("id", "paused", "next runs", "recent")
+            if not rows:
+                nothing(
+                    "no schedules", "create one: vigil schedule create ID --goal ... --every 1h"
+                )
+                return
+            cells = []
             for r in rows:
-                table.add_row(*plain(r["id"], r["paused"], ", ".join(r["next"]), r["recent"]))
-            out.print(table)
+                nexts = ", ".join(when(datetime.fromisoformat(t)) for t in r["next"]) or "-"
+                state = "paused" if r["paused"] else "active"
+                upcoming = f"none while paused (then: {nexts})" if r["paused"] else nexts
+                goal = short(r["goal"] or "-", 60)
+                cells.append((r["id"], r["agent"] or "-", state, r["spec"], upcoming, goal))
+            headers = ("id", "agent", "state", "runs", "next runs (UTC)", "goal")
+            out.print(table(headers, cells, whole=2))
 
         emit(rows, as_json, human)
 
@@ -149,7 +163,17 @@ def _schedule_op(
 @schedule_app.command("pause")
 def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Pause a schedule (no new runs)."""
-    _schedule_op(schedule_id, "paused", lambda c: c.pause_schedule(schedule_id), state_dir, as_json)
+
+    async def go(client: VigilClient) -> None:
+        changed = await client.pause_schedule(schedule_id)
+        said = "paused" if changed else "already paused"
+        emit(
+            {"id": schedule_id, "paused": True, "was_paused": not changed},
+            as_json,
+            lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
+        )
+
+    run_client(go, state_dir)
 
 
 @schedule_app.command("resume")
@@ -206,10 +230,11 @@ def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
         rows = await client.schedule_runs(schedule_id)
 
         def human() -> None:
-            table = Table("id", "status", "step", "created")
-            for r in rows:
-                table.add_row(*plain(r.id, r.status, r.step, r.created_at.isoformat()))
-            out.print(table)
+            if not rows:
+                nothing(f"schedule {schedule_id} has not run yet")
+                return
+            cells = [(r.id, r.status, r.step, when(r.created_at)) for r in rows]
+            out.print(table(("id", "status", "step", "created"), cells))
 
         emit([asdict(r) for r in rows], as_json, human)
 
