@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.rls import acting_for
-from vigil.activities.record.store import StoredMessage, messages_page
+from vigil.activities.record.store import StoredEvent, StoredMessage, list_events, messages_page
 from vigil.schema import jsonlimits, textcodec
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 
@@ -168,9 +168,57 @@ async def export_jsonl(
     """
     header = await _session_header(db, session_id)
     yield json.dumps({"type": "session", "session": header}, sort_keys=True) + "\n"
+    async for item in _timeline(db, session_id, page_size):
+        line = message_json(item) if isinstance(item, StoredMessage) else event_json(item)
+        yield json.dumps(line) + "\n"
+
+
+# Per-call usage lines: counted in the session header's totals, noise in a transcript.
+_QUIET_EVENTS = frozenset({"model_call"})
+
+
+async def _timeline(
+    db: DbSession, session_id: str, page_size: int
+) -> AsyncIterator[StoredMessage | StoredEvent]:
+    """Messages page by page with the session's events (approvals, decisions, pauses,
+    redirects, who did them) in the order they happened. Events are few: read at once."""
+    events = [e for e in await list_events(db, session_id) if e.kind not in _QUIET_EVENTS]
+    i = 0
     async for page in _pages(db, session_id, page_size):
         for message in page:
-            yield json.dumps(message_json(message)) + "\n"
+            while i < len(events) and events[i].created_at <= message.created_at:
+                yield events[i]
+                i += 1
+            yield message
+    for event in events[i:]:
+        yield event
+
+
+def event_json(event: StoredEvent) -> dict[str, Any]:
+    """One event as the JSON object of an export line."""
+    return {
+        "type": "event",
+        "kind": event.kind,
+        "step": event.step,
+        "actor": event.actor,
+        "reason": event.reason,
+        "payload": event.payload,
+        "created_at": event.created_at.isoformat(),
+    }
+
+
+def event_markdown(event: StoredEvent) -> str:
+    """One event as a quoted line between the messages: what, who, when, why."""
+    what = event.kind.replace("_", " ")
+    who = f" by **{_printable(event.actor)}**" if event.actor else ""
+    detail = {k: v for k, v in event.payload.items() if v not in (None, "", [], {})}
+    parts = [f"> **{what}**{who} · {_when(event.created_at)} · step {event.step}"]
+    if event.reason:
+        parts.append(f"> {_printable(event.reason)}")
+    if detail:
+        shown = json.dumps(detail, ensure_ascii=False, default=str)
+        parts.append(f"> `{_printable(shown[:500])}`")
+    return "\n".join(parts) + "\n\n"
 
 
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
@@ -271,6 +319,8 @@ async def export_markdown(
     """Yield a readable Markdown transcript, one header then one chunk per message."""
     header = await _session_header(db, session_id)
     yield _markdown_header(header)
-    async for page in _pages(db, session_id, page_size):
-        for message in page:
-            yield message_markdown(message)
+    async for item in _timeline(db, session_id, page_size):
+        if isinstance(item, StoredMessage):
+            yield message_markdown(item)
+        else:
+            yield event_markdown(item)

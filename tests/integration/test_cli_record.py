@@ -65,7 +65,13 @@ def test_export_jsonl_and_markdown_match_the_record(
     assert md.returncode == 0 and md.stdout == "", explain(md)
     row, transcript, _ = read_record(cli.database_url, sid)
 
-    header, *lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    header, *items = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    lines = [m for m in items if m["type"] == "message"]
+    # The events (here the tool call that ran) come with the messages, in time order.
+    events = [e for e in items if e["type"] == "event"]
+    assert "tool_call" in {e["kind"] for e in events}, events
+    times = [i["created_at"] for i in items]
+    assert times == sorted(times)
     assert header["type"] == "session"
     assert header["session"]["id"] == sid and header["session"]["status"] == "completed"
     assert header["session"]["summary"] == row.summary == "the zebra census is in report.md"
