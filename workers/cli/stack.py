@@ -91,3 +91,40 @@ def stack_rotate_key(state_dir: StateOpt = None) -> None:
         fail("keys come from VIGIL_PAYLOAD_KEYS: add a key there and set VIGIL_PAYLOAD_KEY_ID")
     key_id = rotate_key_file(settings.resolved_state_dir)
     err.print(f"new payload key {key_id} is current; restart workers to encrypt with it")
+
+
+@stack_app.command("env")
+def stack_env(state_dir: StateOpt = None) -> None:
+    """Shell exports that make the plain `temporal` CLI reach this stack:
+    `eval "$(vigil stack env)"` (PATH with the cached binary, address, namespace, codec)."""
+    import shlex
+    import shutil
+
+    from vigil.workers.settings import CODEC_TOKEN_FILE
+    from vigil.workers.stack.services import TEMPORAL_VERSION
+
+    settings = load_settings(state_dir)
+    lines = []
+    if shutil.which("temporal") is None:
+        folder = settings.resolved_bin_cache / f"temporal-{TEMPORAL_VERSION}"
+        if (folder / "temporal").exists():
+            lines.append(f'export PATH={shlex.quote(str(folder))}:"$PATH"')
+        else:
+            err.print("the temporal binary is not built yet: `vigil stack up` builds it")
+    lines.append(f"export TEMPORAL_ADDRESS={shlex.quote(settings.endpoints().temporal_address)}")
+    lines.append(f"export TEMPORAL_NAMESPACE={shlex.quote(settings.temporal_namespace)}")
+    # The codec server shows payloads decrypted; the token is read from its file when the
+    # line runs, never printed.
+    token_file = settings.resolved_state_dir / CODEC_TOKEN_FILE
+    if settings.codec_token is None and token_file.exists():
+        lines.append(
+            "export TEMPORAL_CODEC_ENDPOINT="
+            + shlex.quote(f"http://{settings.codec_host}:{settings.codec_port}")
+        )
+        lines.append(
+            'export TEMPORAL_CODEC_AUTH="Bearer $(cat '
+            + shlex.quote(str(token_file)).replace('"', '\\"')
+            + ')"'
+        )
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
