@@ -139,7 +139,7 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 f"\n[bold]approval id[/] {approval.approval_id}\n"
                 "Approve it with vigil's CLI:\n"
                 f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
-                "or with the plain Temporal CLI (`eval \"$(uv run vigil stack env)\"` puts it\n"
+                'or with the plain Temporal CLI (`eval "$(uv run vigil stack env)"` puts it\n'
                 "on PATH and aims it at this stack):\n"
                 f"  temporal workflow signal --address {address} --namespace {namespace} "
                 f"--workflow-id {sid} --name approve --input '{signal}'\n",
