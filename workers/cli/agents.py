@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from vigil.workers.cli.common import JsonOpt, StateOpt, emit, out, run_db, user_name
+from vigil.workers.cli.common import JsonOpt, StateOpt, emit, out, run_db, user_name, when
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -106,7 +106,7 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
                             f"v{r.newest}",
                             r.versions,
                             r.content_hash[:12],
-                            r.updated_at.strftime("%Y-%m-%d %H:%M"),
+                            when(r.updated_at),
                             r.description[:60],
                         )
                     )
@@ -133,7 +133,7 @@ def show(
 
         def human() -> None:
             out.print(Text(f"{v.name} v{v.version}  {v.content_hash}"))
-            out.print(Text(f"applied {v.created_at:%Y-%m-%d %H:%M:%S} from {v.source or '-'}"))
+            out.print(Text(f"applied {when(v.created_at)} from {v.source or '-'}"))
             out.print(Text(json.dumps(v.spec.model_dump(mode="json"), indent=2)))
             table = Table("tool", "kind", "effects", "approval", "rules", "queue")
             for t in v.tools:
@@ -174,7 +174,7 @@ def history(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> 
                         for c in (
                             f"v{v.version}",
                             v.content_hash[:12],
-                            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                            when(v.created_at),
                             v.created_by or "-",
                             v.source or "-",
                         )

@@ -20,6 +20,7 @@ from vigil.workers.cli.common import (
     load_settings,
     out,
     run_db,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def list_(
                     Text(r.scope),
                     Text(",".join(r.agents) if r.agents else "all"),
                     Text(r.name),
-                    Text(r.created_at.strftime("%Y-%m-%d %H:%M")),
+                    Text(when(r.created_at)),
                     Text("revoked" if r.revoked_at else "live"),
                 )
             out.print(table)

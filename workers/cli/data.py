@@ -25,6 +25,7 @@ from vigil.workers.cli.common import (
     out,
     plain,
     run_client,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def erasures(
                     *plain(
                         r.id,
                         f"{r.subject_kind} {r.subject_id}",
-                        r.erased_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        when(r.erased_at),
                         r.requested_by,
                         counts,
                     )
@@ -285,7 +286,7 @@ def retention_show(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None
                         _period(p.archive_after),
                         _period(p.erase_after),
                         p.updated_by,
-                        p.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        when(p.updated_at),
                     )
                 )
             out.print(table)

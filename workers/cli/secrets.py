@@ -25,6 +25,7 @@ from vigil.workers.cli.common import (
     fail,
     out,
     run_db,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -86,9 +87,7 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
         def human() -> None:
             table = Table("name", "key id", "updated")
             for r in rows:
-                table.add_row(
-                    Text(r.name), Text(r.key_id), Text(r.updated_at.strftime("%Y-%m-%d %H:%M"))
-                )
+                table.add_row(Text(r.name), Text(r.key_id), Text(when(r.updated_at)))
             out.print(table)
 
         emit([asdict(r) for r in rows], as_json, human)
