@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.rls import acting_for
-from vigil.activities.record.store import StoredEvent, StoredMessage, list_events, messages_page
+from vigil.activities.record.store import StoredEvent, StoredMessage, events_page, messages_page
 from vigil.schema import jsonlimits, textcodec
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 
@@ -174,24 +174,40 @@ async def export_jsonl(
 
 
 # Per-call usage lines: counted in the session header's totals, noise in a transcript.
-_QUIET_EVENTS = frozenset({"model_call"})
+_QUIET_EVENTS = ("model_call",)
 
 
 async def _timeline(
     db: DbSession, session_id: str, page_size: int
 ) -> AsyncIterator[StoredMessage | StoredEvent]:
-    """Messages page by page with the session's events (approvals, decisions, pauses,
-    redirects, who did them) in the order they happened. Events are few: read at once."""
-    events = [e for e in await list_events(db, session_id) if e.kind not in _QUIET_EVENTS]
-    i = 0
+    """Messages with the session's events (approvals, decisions, pauses, redirects, who
+    did them) in the order they happened; both read page by page."""
+    events = aiter(_event_stream(db, session_id, page_size))
+    pending = await anext(events, None)
     async for page in _pages(db, session_id, page_size):
         for message in page:
-            while i < len(events) and events[i].created_at <= message.created_at:
-                yield events[i]
-                i += 1
+            while pending is not None and pending.created_at <= message.created_at:
+                yield pending
+                pending = await anext(events, None)
             yield message
-    for event in events[i:]:
-        yield event
+    while pending is not None:
+        yield pending
+        pending = await anext(events, None)
+
+
+async def _event_stream(
+    db: DbSession, session_id: str, page_size: int
+) -> AsyncIterator[StoredEvent]:
+    offset = 0
+    while True:
+        page = await events_page(
+            db, session_id, offset=offset, limit=page_size, skip_kinds=_QUIET_EVENTS
+        )
+        for event in page:
+            yield event
+        if len(page) < page_size:
+            return
+        offset += len(page)
 
 
 def event_json(event: StoredEvent) -> dict[str, Any]:

@@ -11,7 +11,14 @@ import uuid
 import pytest
 
 from tests.integration.conftest import CLIStack
-from tests.support.cli import CLI, explain, one_error_line, read_record, wait_approval
+from tests.support.cli import (
+    CLI,
+    explain,
+    one_error_line,
+    read_record,
+    wait_approval,
+    wait_recorded,
+)
 from tests.support.llm_stub import Reply
 from tests.support.teststack import TEST_PORTS
 
@@ -83,29 +90,39 @@ def test_piped_tables_are_plain_and_keep_ids_whole(cli: CLIStack) -> None:
 
 
 def test_say_reads_stdin_and_cancel_records_who_and_why(cli: CLIStack) -> None:
-    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
-    sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    talk = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "heard"}),
+    )
+    stop = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/y"}))
+    sid = cli.vigil.json("start", talk, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    doomed = cli.vigil.json("start", stop, "--agent", agent(), "--approve-tools", "http_fetch")
     wait_approval(cli.database_url, sid, "a1-0")
+    wait_approval(cli.database_url, doomed["id"], "a1-0")
 
     said = cli.vigil("say", sid, "-", "--by", "ana", "--json", input="from a file\nline two\n")
     assert said.returncode == 0, explain(said)
     assert json.loads(said.stdout)["accepted"] is True
     empty = cli.vigil("say", sid, "-", input="")
     assert empty.returncode == 2 and "standard input" in one_error_line(empty)
+    cli.vigil.ok("approve", sid, "a1-0", "--by", "ana")
+    wait_recorded(cli.database_url, sid, "completed")
+    _, transcript, _ = read_record(cli.database_url, sid)
+    assert "from a file\nline two" in [m.content for m in transcript]
 
-    cancelled = cli.vigil.json("cancel", sid, "--reason", "wrong goal", "--by", "ana")
-    assert cancelled == {"id": sid, "cancel": "requested", "by": "ana", "reason": "wrong goal"}
-    lines = cli.vigil.json("history", sid)
+    gone = doomed["id"]
+    cancelled = cli.vigil.json("cancel", gone, "--reason", "wrong goal", "--by", "ana")
+    assert cancelled == {"id": gone, "cancel": "requested", "by": "ana", "reason": "wrong goal"}
+    wait_recorded(cli.database_url, gone, "cancelled")
+    lines = cli.vigil.json("history", gone)
     [asked] = [ln for ln in lines if ln["kind"] == "workflow_execution_cancel_requested"]
     assert asked["detail"] == "wrong goal (by ana)"
     # The summary for people leaves Temporal's bookkeeping out; --all shows it.
-    summary, everything = cli.vigil.many(("history", sid), ("history", sid, "--all"))
+    summary, everything = cli.vigil.many(("history", gone), ("history", gone, "--all"))
     assert "workflow_task_started" not in summary.stdout
     assert "bookkeeping events not shown" in summary.stderr
     assert "workflow_task_started" in everything.stdout
-
-    _, transcript, _ = read_record(cli.database_url, sid)
-    assert "from a file\nline two" in [m.content for m in transcript]
+    assert "wrong goal (by ana)" in summary.stdout
 
 
 def test_stack_env_makes_the_temporal_cli_work_as_pasted(cli: CLIStack) -> None:
@@ -115,7 +132,9 @@ def test_stack_env_makes_the_temporal_cli_work_as_pasted(cli: CLIStack) -> None:
     env = {k: v for k, v in cli.vigil.env.items() if not k.startswith("TEMPORAL_")}
     env["VIGIL_TEMPORAL_PORT"] = str(TEST_PORTS["temporal_port"])
     env["VIGIL_CODEC_PORT"] = str(TEST_PORTS["codec_port"])
-    printed = cli.vigil.ok("stack", "env", env=env).stdout
+    shown = cli.vigil("stack", "env", env=env)
+    assert shown.returncode == 0, explain(shown)
+    printed = shown.stdout
     assert f"export TEMPORAL_ADDRESS=127.0.0.1:{TEST_PORTS['temporal_port']}" in printed
     assert "export TEMPORAL_NAMESPACE=default" in printed
     done = subprocess.run(
