@@ -141,8 +141,8 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
                 'or with the plain Temporal CLI (`eval "$(uv run vigil stack env)"` puts it\n'
                 "on PATH and aims it at this stack):\n"
-                f"  temporal workflow signal --address {address} --namespace {namespace} "
-                f"--workflow-id {sid} --name approve --input '{signal}'\n",
+                f"  temporal workflow signal --workflow-id {sid} --name approve "
+                f"--input '{signal}' --address {address} --namespace {namespace}\n",
                 soft_wrap=True,  # a command wrapped at the terminal's width breaks when pasted
             )
             if not auto_approve and sys.stdin.isatty():
