@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -63,7 +63,8 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
-from vigil.workers.agents import AgentError, AgentService, start_overrides
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.workers.agents import AgentError, AgentService, AgentVersionInfo, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -75,9 +76,12 @@ from vigil.workers.liveness import (
     no_worker,
     temporal_down,
 )
-from vigil.workers.reconcile import Reconciled, reconcile
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
+
+if TYPE_CHECKING:
+    # Imported by `reconcile` when it runs: its logging (structlog) slows every command.
+    from vigil.workers.reconcile import Reconciled
 
 
 class VigilError(Exception):
@@ -97,6 +101,10 @@ class UnknownSession(NotFound):
 
 
 class UnknownSchedule(NotFound):
+    pass
+
+
+class UnknownArtifact(NotFound):
     pass
 
 
@@ -193,6 +201,9 @@ class HistoryLine:
 CRON_MEMO = "vigil.cron"
 """The schedule memo key holding its cron expression as given."""
 
+MEMORY_KINDS = ("fact", "reflection", "lesson")
+"""The kinds of memory the extractor writes and recall weighs (as in the remember tool)."""
+
 OVERLAP = {
     "skip": ScheduleOverlapPolicy.SKIP,
     "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
@@ -201,6 +212,32 @@ OVERLAP = {
     "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
     "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
 }
+
+
+def _spec_text(cron: str | None, every: timedelta | None, time_zone: str | None) -> str:
+    """When a schedule runs, as a person reads it: its cron line or its interval."""
+    if cron:
+        return f"cron {cron}" + (f" ({time_zone})" if time_zone else "")
+    if every is not None:
+        seconds = int(every.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"every {seconds // size}{unit}"
+        return f"every {seconds}s"
+    return "calendar"
+
+
+def _refuse_unknown_tools(
+    agent_id: str, allowed: list[str], found: AgentVersionInfo | None
+) -> None:
+    """An allowed-tools list naming a tool the agent does not have would silently deny it."""
+    offered = [t.name for t in found.tools] if found is not None else sorted(BUILTIN_TOOLS)
+    unknown = [name for name in allowed if name not in offered]
+    if unknown:
+        raise BadArgument(
+            f"allowed tools name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
+            f"does not have; its tools: {', '.join(offered) or 'none'}"
+        )
 
 
 class _VigilClientCore:
@@ -355,7 +392,9 @@ class _VigilClientCore:
             agent_version=agent_version,
             **extra,
         )
-        await self.require_agent(agent_id, agent_version, allow_undefined)
+        found = await self.require_agent(agent_id, agent_version, allow_undefined)
+        if policy is not None and policy.allowed:
+            _refuse_unknown_tools(agent_id, policy.allowed, found)
         sid = session_id or self.new_session_id(agent_id)
         if session_id is not None and "\x00" in session_id:
             raise BadArgument("a session id must not contain NUL characters")
@@ -428,10 +467,13 @@ class _VigilClientCore:
 
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
-    ) -> None:
+    ) -> AgentVersionInfo | None:
+        """The definition a session would start with (None: an undefined agent, allowed)."""
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         try:
-            await AgentService(self.db).require_startable(agent_id, version, allow_undefined=allow)
+            return await AgentService(self.db).require_startable(
+                agent_id, version, allow_undefined=allow
+            )
         except AgentError as exc:
             raise UnknownAgent(str(exc)) from None
 
@@ -570,7 +612,8 @@ class _VigilClientCore:
             session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
         )
 
-    async def cancel(self, session_id: str) -> None:
+    async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> None:
+        """Temporal's cancel; who and why travel as its reason (shown in the history)."""
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
@@ -579,7 +622,8 @@ class _VigilClientCore:
                 f"session {session_id!r} has already ended "
                 f"({WorkflowExecutionStatus(desc.status).name.lower()})"
             )
-        await self._rpc(session_id, handle.cancel())
+        why = f"{reason} (by {by})" if reason and by else reason or (f"by {by}" if by else "")
+        await self._rpc(session_id, handle.cancel(reason=why))
 
     async def result(
         self,
@@ -842,6 +886,8 @@ class _VigilClientCore:
 
     async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
         """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""
+        from vigil.workers.reconcile import reconcile
+
         try:
             return await reconcile(self.temporal, self.db, session_ids=session_ids)
         except RPCError as exc:
@@ -883,6 +929,8 @@ class _VigilClientCore:
                 accepted = ev.workflow_execution_update_accepted_event_attributes
                 request = accepted.accepted_request.input
                 detail = request.name + await self._sender(request.args.payloads)
+            elif ev.HasField("workflow_execution_cancel_requested_event_attributes"):
+                detail = ev.workflow_execution_cancel_requested_event_attributes.cause
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = f"timer {secs}"
@@ -954,7 +1002,12 @@ class _VigilClientCore:
                         SearchAttributePair(names.SA_GOAL, template.goal[:1000]),
                     ]
                 ),
-                memo={"goal": template.goal, "agent": template.agent_id, "schedule": schedule_id},
+                memo={
+                    "goal": template.goal,
+                    "agent": template.agent_id,
+                    "schedule": schedule_id,
+                    "spec": _spec_text(cron, every, time_zone),
+                },
             ),
             spec=spec,
             policy=SchedulePolicy(
@@ -979,15 +1032,35 @@ class _VigilClientCore:
         return schedule_id
 
     async def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule with its goal, agent, when it runs, and its next run times."""
         out: list[dict[str, Any]] = []
         async for item in await self.temporal.list_schedules():
-            info = item.info
+            try:
+                desc = await self.temporal.get_schedule_handle(item.id).describe()
+            except RPCError:  # deleted between the listing and now
+                continue
+            action = desc.schedule.action
+            memo: dict[str, Any] = {}
+            if isinstance(action, ScheduleActionStartWorkflow) and action.memo:
+                for key, raw in action.memo.items():
+                    with contextlib.suppress(Exception):
+                        memo[key] = (await self.temporal.data_converter.decode([raw]))[0]
+            spec = desc.schedule.spec
+            every = [i.every for i in spec.intervals]
             out.append(
                 {
                     "id": item.id,
-                    "paused": item.schedule.state.paused if item.schedule else None,
-                    "next": [t.isoformat() for t in (info.next_action_times[:3] if info else [])],
-                    "recent": len(info.recent_actions) if info else 0,
+                    "agent": memo.get("agent"),
+                    "goal": memo.get("goal"),
+                    "spec": memo.get("spec")
+                    or _spec_text(
+                        spec.cron_expressions[0] if spec.cron_expressions else None,
+                        every[0] if every else None,
+                        spec.time_zone_name,
+                    ),
+                    "paused": desc.schedule.state.paused,
+                    "next": [t.isoformat() for t in desc.info.next_action_times[:3]],
+                    "recent": len(desc.info.recent_actions),
                 }
             )
         return out
@@ -1000,10 +1073,15 @@ class _VigilClientCore:
                 raise UnknownSchedule(f"no schedule with id {schedule_id!r}") from exc
             raise VigilError(f"Temporal refused: {exc.message}") from exc
 
-    async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> None:
+    async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> bool:
+        """Pause; False when it already was (nothing changed)."""
+        desc = await self.describe_schedule(schedule_id)
+        if desc.schedule.state.paused:
+            return False
         await self._schedule(
             schedule_id, self.temporal.get_schedule_handle(schedule_id).pause(note=note)
         )
+        return True
 
     async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> None:
         await self._schedule(
@@ -1116,6 +1194,8 @@ class _RecordExtras:
         subject: str | None = None,
         importance: float = 0.5,
     ) -> Any:
+        if kind not in MEMORY_KINDS:
+            raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
         try:
             return await self._memory().add(
                 agent_id, content, kind=kind, subject=subject, importance=importance
@@ -1124,23 +1204,54 @@ class _RecordExtras:
             raise BadArgument(str(exc)) from exc
 
     async def artifact_download(self, session_id: str, name: str, dest: Any) -> Any:
-        """Stream an artifact to ``dest`` (a path); verified against its sha256."""
+        """Stream an artifact to ``dest`` (a path, or a binary file such as stdout);
+        verified against its sha256. UnknownArtifact when the session has no such artifact
+        or the store no longer holds its bytes."""
         from pathlib import Path
 
-        from vigil.activities.artifacts.registry import open_artifact
-        from vigil.activities.artifacts.store import ArtifactError
+        from vigil.activities.artifacts.registry import iterate_in_thread, resolve_artifact
+        from vigil.activities.artifacts.store import ArtifactError, ArtifactNotFound
         from vigil.workers.wiring import make_store
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)
+        try:
+            ref = await resolve_artifact(
+                self.db, agent_id=row.agent_id, session_id=session_id, name=name
+            )
+        except ArtifactNotFound as exc:
+            raise UnknownArtifact(f"session {session_id} has no artifact {name!r}") from exc
+        except (ArtifactError, ValueError) as exc:
+            raise BadArgument(f"artifact {name!r}: {exc}") from exc
+        try:
+            chunks = iterate_in_thread(await asyncio.to_thread(store.open, ref.sha256))
+        except ArtifactNotFound as exc:
+            uri_of = getattr(store, "uri", None)
+            here = str(uri_of(ref.sha256)) if uri_of else f"{store.scheme}:"
+            if not ref.storage_uri.startswith(f"{store.scheme}:") or (
+                uri_of is not None and here != ref.storage_uri
+            ):
+                raise UnknownArtifact(
+                    f"artifact {name!r} was stored at {ref.storage_uri}, before the artifact "
+                    f"backend changed (now {self.settings.artifact_backend}: {here}); set "
+                    "VIGIL_ARTIFACT_BACKEND back to where it was stored, or copy the object there"
+                ) from exc
+            raise UnknownArtifact(
+                f"artifact {name!r} is recorded but its bytes are missing from {here}"
+            ) from exc
+        if hasattr(dest, "write"):  # a file object: written as the bytes stream
+            try:
+                async for chunk in chunks:
+                    dest.write(chunk)
+            except (ArtifactError, ValueError) as exc:
+                raise VigilError(f"artifact {name!r}: {exc}") from exc
+            dest.flush()
+            return ref
         target = Path(dest)
         # A device or a pipe (/dev/null, /dev/stdout) is written into, never replaced.
         direct = target.exists() and not target.is_file()  # noqa: ASYNC240
         tmp = target if direct else target.with_name(target.name + ".part")
         try:
-            ref, chunks = await open_artifact(
-                store, self.db, agent_id=row.agent_id, session_id=session_id, name=name
-            )
             # A local file written chunk by chunk as the download streams.
             with open(tmp, "wb") as handle:  # noqa: ASYNC230
                 async for chunk in chunks:

@@ -133,15 +133,19 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             state = await _wait_for_approval(client, sid, console)
             approval = state.pending_approvals[0]
             signal = json.dumps({"approval_id": approval.approval_id, "by": "you"})
+            address = settings.endpoints().temporal_address
+            namespace = settings.temporal_namespace
             console.print(
                 "\n[bold yellow]The agent wants to run[/] "
                 f"{escape(approval.tool)}({escape(approval.arguments_preview[:120])}...)"
                 f"\n[bold]approval id[/] {approval.approval_id}\n"
                 "Approve it with vigil's CLI:\n"
                 f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
-                "or with the plain Temporal CLI:\n"
+                'or with the plain Temporal CLI (`eval "$(uv run vigil stack env)"` puts it\n'
+                "on PATH and aims it at this stack):\n"
                 f"  temporal workflow signal --workflow-id {sid} --name approve "
-                f"--input '{signal}'\n"
+                f"--input '{signal}' --address {address} --namespace {namespace}\n",
+                soft_wrap=True,  # a command wrapped at the terminal's width breaks when pasted
             )
             if not auto_approve and sys.stdin.isatty():
                 console.print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -20,12 +20,16 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from vigil.schema.names import SEARCH_ATTRIBUTES
 from vigil.workers.codec import payload_codec
 from vigil.workers.settings import Settings
+
+if TYPE_CHECKING:
+    # The worker and its sandbox are imported by the functions that build them: a client
+    # (every CLI command) never needs them.
+    from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 # Modules handed to the workflow sandbox as they are instead of being re-imported per run.
 PASSTHROUGH_MODULES = (
@@ -50,6 +54,8 @@ def data_converter(settings: Settings) -> DataConverter:
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
@@ -74,6 +80,8 @@ def new_worker(
     activities: Sequence[Callable[..., Any]],
     max_concurrent_activities: int = 50,
 ) -> Worker:
+    from temporalio.worker import Worker
+
     return Worker(
         client,
         task_queue=task_queue,

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.rls import acting_for
-from vigil.activities.record.store import StoredMessage, messages_page
+from vigil.activities.record.store import StoredEvent, StoredMessage, events_page, messages_page
 from vigil.schema import jsonlimits, textcodec
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 
@@ -168,9 +168,73 @@ async def export_jsonl(
     """
     header = await _session_header(db, session_id)
     yield json.dumps({"type": "session", "session": header}, sort_keys=True) + "\n"
+    async for item in _timeline(db, session_id, page_size):
+        line = message_json(item) if isinstance(item, StoredMessage) else event_json(item)
+        yield json.dumps(line) + "\n"
+
+
+# Per-call usage lines: counted in the session header's totals, noise in a transcript.
+_QUIET_EVENTS = ("model_call",)
+
+
+async def _timeline(
+    db: DbSession, session_id: str, page_size: int
+) -> AsyncIterator[StoredMessage | StoredEvent]:
+    """Messages with the session's events (approvals, decisions, pauses, redirects, who
+    did them) in the order they happened; both read page by page."""
+    events = aiter(_event_stream(db, session_id, page_size))
+    pending = await anext(events, None)
     async for page in _pages(db, session_id, page_size):
         for message in page:
-            yield json.dumps(message_json(message)) + "\n"
+            while pending is not None and pending.created_at <= message.created_at:
+                yield pending
+                pending = await anext(events, None)
+            yield message
+    while pending is not None:
+        yield pending
+        pending = await anext(events, None)
+
+
+async def _event_stream(
+    db: DbSession, session_id: str, page_size: int
+) -> AsyncIterator[StoredEvent]:
+    offset = 0
+    while True:
+        page = await events_page(
+            db, session_id, offset=offset, limit=page_size, skip_kinds=_QUIET_EVENTS
+        )
+        for event in page:
+            yield event
+        if len(page) < page_size:
+            return
+        offset += len(page)
+
+
+def event_json(event: StoredEvent) -> dict[str, Any]:
+    """One event as the JSON object of an export line."""
+    return {
+        "type": "event",
+        "kind": event.kind,
+        "step": event.step,
+        "actor": event.actor,
+        "reason": event.reason,
+        "payload": event.payload,
+        "created_at": event.created_at.isoformat(),
+    }
+
+
+def event_markdown(event: StoredEvent) -> str:
+    """One event as a quoted line between the messages: what, who, when, why."""
+    what = event.kind.replace("_", " ")
+    who = f" by **{_printable(event.actor)}**" if event.actor else ""
+    detail = {k: v for k, v in event.payload.items() if v not in (None, "", [], {})}
+    parts = [f"> **{what}**{who} · {_when(event.created_at)} · step {event.step}"]
+    if event.reason:
+        parts.append(f"> {_printable(event.reason)}")
+    if detail:
+        shown = json.dumps(detail, ensure_ascii=False, default=str)
+        parts.append(f"> `{_printable(shown[:500])}`")
+    return "\n".join(parts) + "\n\n"
 
 
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
@@ -271,6 +335,8 @@ async def export_markdown(
     """Yield a readable Markdown transcript, one header then one chunk per message."""
     header = await _session_header(db, session_id)
     yield _markdown_header(header)
-    async for page in _pages(db, session_id, page_size):
-        for message in page:
-            yield message_markdown(message)
+    async for item in _timeline(db, session_id, page_size):
+        if isinstance(item, StoredMessage):
+            yield message_markdown(item)
+        else:
+            yield event_markdown(item)

@@ -353,6 +353,23 @@ async def list_events(
     return [_event(r) for r in rows]
 
 
+async def events_page(
+    db: DbSession, session_id: str, *, offset: int, limit: int, skip_kinds: tuple[str, ...] = ()
+) -> list[StoredEvent]:
+    """One page of a session's events in the order they were recorded (for exports)."""
+    rows = (
+        await db.execute(
+            text(
+                "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
+                "WHERE session_id = :sid AND NOT (kind = ANY(CAST(:skip AS text[]))) "
+                "ORDER BY id OFFSET :off LIMIT :lim"
+            ),
+            {"sid": session_id, "skip": list(skip_kinds), "off": offset, "lim": limit},
+        )
+    ).mappings()
+    return [_event(r) for r in rows]
+
+
 def _event(r: Any) -> StoredEvent:
     return StoredEvent(
         key=r["key"],

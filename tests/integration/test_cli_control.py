@@ -87,7 +87,8 @@ def test_cancel(cli: CLIStack) -> None:
     who = agent()
     sid = cli.vigil.json("start", goal, "--agent", who, "--approve-tools", "http_fetch")["id"]
     wait_approval(cli.database_url, sid, "a1-0")
-    assert cli.vigil.json("cancel", sid) == {"id": sid, "cancel": "requested"}
+    cancelled = cli.vigil.json("cancel", sid, "--by", "ana")
+    assert cancelled == {"id": sid, "cancel": "requested", "by": "ana", "reason": ""}
     wait_recorded(cli.database_url, sid, "cancelled")
     listed = poll(
         lambda: [

@@ -74,8 +74,21 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
 
         code, lines, stderr = follow.finish(60)
         assert code == 0, stderr
-        *messages, end = [json.loads(ln) for ln in lines]
+        *items, end = [json.loads(ln) for ln in lines]
         assert end == {"id": sid, "status": "completed", "summary": "fetched both", "steps": 3}
+        messages = [m for m in items if m["type"] == "message"]
+        # Each approval request comes after the assistant message whose tool call asked
+        # for it, with the commands that answer it.
+        approvals = [(i, a) for i, a in enumerate(items) if a["type"] == "approval"]
+        assert [a["approval_id"] for _, a in approvals] == ["a1-0", "a2-0"]
+        for i, a in approvals:
+            asked = next(
+                j
+                for j, m in enumerate(items)
+                if m["type"] == "message" and m["role"] == "assistant" and m["step"] == a["step"]
+            )
+            assert asked < i, items
+            assert a["tool"] == "http_fetch" and a["approve"].endswith(f"{sid} {a['approval_id']}")
         assert [m["seq"] for m in messages] == list(range(len(messages)))
         tools = [m for m in messages if m["role"] == "tool"]
         assert "GET /edited" in tools[0]["content"], tools[0]  # the edited arguments ran

@@ -65,7 +65,13 @@ def test_export_jsonl_and_markdown_match_the_record(
     assert md.returncode == 0 and md.stdout == "", explain(md)
     row, transcript, _ = read_record(cli.database_url, sid)
 
-    header, *lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    header, *items = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    lines = [m for m in items if m["type"] == "message"]
+    # The events (here the tool call that ran) come with the messages, in time order.
+    events = [e for e in items if e["type"] == "event"]
+    assert "tool_call" in {e["kind"] for e in events}, events
+    times = [i["created_at"] for i in items]
+    assert times == sorted(times)
     assert header["type"] == "session"
     assert header["session"]["id"] == sid and header["session"]["status"] == "completed"
     assert header["session"]["summary"] == row.summary == "the zebra census is in report.md"
@@ -109,9 +115,24 @@ def test_artifact_list_and_get(cli: CLIStack, sessions: dict[str, str], tmp_path
         "path": str(dest),
     }
     assert dest.read_bytes() == body
-    assert missing.returncode == 1, explain(missing)
-    assert "nope.md" in one_error_line(missing)
+    assert missing.returncode == 4, explain(missing)
+    assert one_error_line(missing) == f"error: session {sid} has no artifact 'nope.md'"
     assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.part").exists()
+
+    # `-o -` writes the bytes to stdout; an existing file is kept unless --force.
+    to_stdout, kept = cli.vigil.many(
+        ("artifact", "get", sid, "report.md", "-o", "-"),
+        ("artifact", "get", sid, "report.md", "-o", str(dest)),
+    )
+    assert to_stdout.returncode == 0 and to_stdout.stdout == REPORT, explain(to_stdout)
+    assert not (cli.vigil.cwd / "-").exists()
+    assert kept.returncode == 2, explain(kept)
+    assert (
+        one_error_line(kept) == f"error: {dest} exists; --force overwrites it (or -o another path)"
+    )
+    dest.write_text("changed")
+    cli.vigil.ok("artifact", "get", sid, "report.md", "-o", str(dest), "--force")
+    assert dest.read_bytes() == body
 
 
 def test_search_across_an_agents_sessions(cli: CLIStack, sessions: dict[str, str]) -> None:
@@ -127,8 +148,9 @@ def test_search_across_an_agents_sessions(cli: CLIStack, sessions: dict[str, str
     assert all("[[zebra" in h["snippet"].lower() for h in hits), hits
     crossing = next(h for h in hits if h["session_id"] == sessions["crossing"])
     assert crossing["role"] == "assistant" and "crossings are striped" in crossing["snippet"]
-    # The readable table shows the match markers as text (not swallowed as markup).
-    assert "[[zebra]]" in human.stdout
+    # The readable table shows the matches (in bold on a terminal), not raw markers, and
+    # brackets in the text stay text (not swallowed as markup).
+    assert "[[" not in human.stdout and "zebra" in human.stdout.lower()
     assert {h["session_id"] for h in json.loads(other.stdout)} == {sessions["elsewhere"]}
 
 

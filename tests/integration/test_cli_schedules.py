@@ -122,10 +122,23 @@ def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedu
     assert first["id"] in [r["id"] for r in from_cli]
     assert {r["schedule_id"] for r in from_cli} == {schedule_id}
 
-    assert cli.vigil.json("schedule", "pause", schedule_id) == {"id": schedule_id, "paused": True}
-    listed(cli, schedule_id, paused=True)
+    assert cli.vigil.json("schedule", "pause", schedule_id) == {
+        "id": schedule_id,
+        "paused": True,
+        "was_paused": False,
+    }
+    row = listed(cli, schedule_id, paused=True)
+    # A person sees what the schedule does, not only its id.
+    assert (row["agent"], row["goal"], row["spec"]) == (agent, "check the queue", "every 2s")
     state = describe(cli, schedule_id).schedule.state
     assert state.paused is True and state.note == "paused from vigil"
+    # Pausing again changes nothing, and says so.
+    twice = cli.vigil.ok("schedule", "pause", schedule_id)
+    assert twice.stdout.strip() == f"schedule {schedule_id}: already paused"
+    readable = cli.vigil.ok("schedule", "list").stdout
+    line = next(ln for ln in readable.splitlines() if schedule_id in ln)
+    assert "paused" in line and "none while paused" in line and "every 2s" in line
+    assert agent in line and "check the queue" in line
 
     cli.vigil.ok("schedule", "resume", schedule_id)
     assert listed(cli, schedule_id, paused=False)["next"], "a resumed schedule has next runs"

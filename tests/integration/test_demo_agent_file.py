@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import Vigil, cli_env, explain
+from tests.support.teststack import TEST_PORTS
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,9 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     assert "The agent wants to run write_artifact(" in out
     assert re.search(r"uv run vigil approve \S+ a2-0", out)
     assert "temporal workflow signal --workflow-id" in out and "--name approve" in out
+    # Aimed at the stack that runs (its port, not Temporal's default), on one line.
+    [signal_line] = [ln for ln in out.splitlines() if "temporal workflow signal" in ln]
+    assert f"--address 127.0.0.1:{TEST_PORTS['temporal_port']} --namespace default" in signal_line
 
     # The story is the tools' own results, as the transcript holds them.
     levels = json.loads(out.split("tool:ops.log_levels ", 1)[1].split("\n#", 1)[0])

@@ -223,8 +223,9 @@ async def test_export_streams_a_100k_message_session_page_by_page(
         async with sessionmaker() as db:
             stream = export_jsonl(db, session, page_size=1000)
             first = [await anext(stream), await anext(stream)]
-            # Two queries so far: the session header and the first page, not the transcript.
-            assert len(statements) == 2, statements
+            # Three queries so far: the session header, the first page of events and the
+            # first page of messages, not the transcript.
+            assert len(statements) == 3, statements
             assert json.loads(first[1])["seq"] == 0
 
             tracemalloc.start()
@@ -241,6 +242,6 @@ async def test_export_streams_a_100k_message_session_page_by_page(
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert lines == 1 + total
     assert json.loads(last)["seq"] == total - 1
-    assert len(statements) == 2 + total // 1000
+    assert len(statements) == 3 + total // 1000  # header, one page of events, the pages
     # The exported text is ~30 MB; a page of it is a few hundred KB.
     assert peak < 16 * 1024 * 1024, peak

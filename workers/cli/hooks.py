@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.schema.hooks import WEBHOOK_EVENTS
-from vigil.workers.cli_agents import (
+from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     JsonOpt,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.workers.cli_agents import (
+from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     JsonOpt,
@@ -19,12 +17,17 @@ from vigil.workers.cli_agents import (
     emit,
     err,
     fail,
+    load_settings,
     out,
     run_db,
-    settings_for,
+    when,
 )
-from vigil.workers.settings import Settings
-from vigil.workers.tokens import Scope, TokenService
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.workers.settings import Settings
 
 token_app = typer.Typer(
     help="Personal access tokens for the HTTP API (stored hashed).", no_args_is_help=True
@@ -44,7 +47,7 @@ def api_command(
     from vigil.workers.api.app import create_app
     from vigil.workers.logs import configure
 
-    settings = settings_for(state_dir)
+    settings = load_settings(state_dir)
     updates: dict[str, object] = {}
     if host is not None:
         updates["api_host"] = host
@@ -78,6 +81,8 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token; the whole token is printed once and never stored."""
+    from vigil.workers.tokens import Scope, TokenService
+
     try:
         parsed = Scope.parse(scope)
     except ValueError as exc:
@@ -109,6 +114,7 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """Tokens (never their secrets)."""
+    from vigil.workers.tokens import TokenService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         rows = await TokenService(db).list(include_revoked=all_)
@@ -125,7 +131,7 @@ def list_(
                     Text(r.scope),
                     Text(",".join(r.agents) if r.agents else "all"),
                     Text(r.name),
-                    Text(r.created_at.strftime("%Y-%m-%d %H:%M")),
+                    Text(when(r.created_at)),
                     Text("revoked" if r.revoked_at else "live"),
                 )
             out.print(table)
@@ -138,6 +144,7 @@ def list_(
 @token_app.command("revoke")
 def revoke(token_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token at once (its next request is refused)."""
+    from vigil.workers.tokens import TokenService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         try:

@@ -10,104 +10,25 @@ Only PostgreSQL is needed (not Temporal). ``--json`` everywhere; a bad file is r
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.workers.agents import (
-    AgentDiff,
-    AgentError,
-    AgentService,
-    AgentVersionInfo,
-    InvalidAgentFiles,
-    apply_files,
-)
-from vigil.workers.db import make_engine, make_sessionmaker
-from vigil.workers.models import ConfigError
-from vigil.workers.settings import Settings
+from vigil.workers.cli.common import JsonOpt, StateOpt, emit, out, run_db, user_name, when
 
-T = TypeVar("T")
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.workers.agents import AgentDiff, AgentVersionInfo
+    from vigil.workers.settings import Settings
 
 agent_app = typer.Typer(help="Agent definitions: files applied as versions.", no_args_is_help=True)
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-StateOpt = Annotated[
-    str | None, typer.Option("--state-dir", help="Stack state folder (VIGIL_STATE_DIR).")
-]
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
-
-
-def settings_for(state_dir: str | None) -> Settings:
-    try:
-        return Settings(**({"state_dir": state_dir} if state_dir else {}))  # type: ignore[arg-type]
-    except Exception as exc:
-        fail(f"bad configuration: {exc}".splitlines()[0], EXIT_USAGE)
-
-
-def run_db(
-    fn: Callable[[Settings, async_sessionmaker[DbSession]], Awaitable[T]],
-    state_dir: str | None,
-) -> T:
-    """Run ``fn`` with a database session factory; user-fixable errors become one line."""
-    settings = settings_for(state_dir)
-    url = settings.endpoints().database_url
-    if url is None:
-        fail("no database: set DATABASE_URL or run `vigil stack up`", EXIT_UNREACHABLE)
-
-    async def go() -> T:
-        engine = make_engine(url, pool_size=2)
-        try:
-            return await fn(settings, make_sessionmaker(engine))
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except InvalidAgentFiles as exc:
-        for line in str(exc).splitlines():
-            err.print(f"[bold red]error:[/] {escape(line)}")
-        raise typer.Exit(exc.exit_code) from None
-    except AgentError as exc:
-        fail(str(exc), exc.exit_code)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except OSError as exc:
-        fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
-
-
-def _user() -> str | None:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return None
-
-
-def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
-    if as_json:
-        out.print_json(json.dumps(value, default=str))
-    else:
-        human()
 
 
 def _version_dict(v: AgentVersionInfo) -> dict[str, Any]:
@@ -147,9 +68,11 @@ def apply(
     """Validate every file, then store each changed definition as a new version (its MCP
     servers are started once to list their tools)."""
 
+    from vigil.workers.agents import apply_files
+
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
         applied = await apply_files(
-            settings, db, paths, tools=tools or [], by=by or _user(), refresh=refresh
+            settings, db, paths, tools=tools or [], by=by or user_name(), refresh=refresh
         )
 
         def human() -> None:
@@ -167,6 +90,7 @@ def apply(
 @agent_app.command("list")
 def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Every defined agent with its newest version."""
+    from vigil.workers.agents import AgentService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         rows = await AgentService(db).list_agents()
@@ -182,7 +106,7 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
                             f"v{r.newest}",
                             r.versions,
                             r.content_hash[:12],
-                            r.updated_at.strftime("%Y-%m-%d %H:%M"),
+                            when(r.updated_at),
                             r.description[:60],
                         )
                     )
@@ -202,13 +126,14 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """One version (the newest by default): the spec and its tool catalog."""
+    from vigil.workers.agents import AgentService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         v = await AgentService(db).show(name, version)
 
         def human() -> None:
             out.print(Text(f"{v.name} v{v.version}  {v.content_hash}"))
-            out.print(Text(f"applied {v.created_at:%Y-%m-%d %H:%M:%S} from {v.source or '-'}"))
+            out.print(Text(f"applied {when(v.created_at)} from {v.source or '-'}"))
             out.print(Text(json.dumps(v.spec.model_dump(mode="json"), indent=2)))
             table = Table("tool", "kind", "effects", "approval", "rules", "queue")
             for t in v.tools:
@@ -235,6 +160,7 @@ def show(
 @agent_app.command("history")
 def history(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Every version of an agent, oldest first."""
+    from vigil.workers.agents import AgentService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         versions = await AgentService(db).history(name)
@@ -248,7 +174,7 @@ def history(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> 
                         for c in (
                             f"v{v.version}",
                             v.content_hash[:12],
-                            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                            when(v.created_at),
                             v.created_by or "-",
                             v.source or "-",
                         )
@@ -277,6 +203,7 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """What changed between two versions (the last change by default)."""
+    from vigil.workers.agents import AgentService
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         d: AgentDiff = await AgentService(db).diff(name, old, new)

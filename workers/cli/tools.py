@@ -9,24 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from vigil.activities.tools.loader import ToolLoadError, load_python_tools
-from vigil.activities.tools.mcp import McpServerError, list_mcp_tools
-from vigil.activities.tools.python import describe_python_tool
-from vigil.schema.agents import McpServerSpec, ToolDescriptor
-from vigil.workers.tool_wiring import with_worker_flags
+from vigil.workers.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    JsonOpt,
+    StateOpt,
+    fail,
+    load_settings,
+    out,
+)
 
-# Options as in vigil.workers.cli; its helpers (fail, out, load_settings) are imported when
-# a command runs, since that module registers this one when it loads.
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-StateOpt = Annotated[
-    str | None, typer.Option("--state-dir", help="Stack state folder (VIGIL_STATE_DIR).")
-]
+if TYPE_CHECKING:
+    from vigil.schema.agents import ToolDescriptor
 
 tools_app = typer.Typer(
     help="Python tools and MCP servers as agents see them.", no_args_is_help=True
@@ -46,7 +46,9 @@ def tools_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The Python tools a worker started with the same --tools would load."""
-    from vigil.workers.cli import EXIT_USAGE, fail, load_settings
+    from vigil.activities.tools.loader import ToolLoadError, load_python_tools
+    from vigil.activities.tools.python import describe_python_tool
+    from vigil.workers.tool_wiring import with_worker_flags
 
     settings = with_worker_flags(load_settings(state_dir), tools or [], None, False)
     try:
@@ -70,7 +72,8 @@ def tools_mcp(
     as_json: JsonOpt = False,
 ) -> None:
     """Start (or reach) an MCP server once and list its tools as agents will see them."""
-    from vigil.workers.cli import EXIT_FAILED, EXIT_USAGE, fail
+    from vigil.activities.tools.mcp import McpServerError, list_mcp_tools
+    from vigil.schema.agents import McpServerSpec
 
     if (command is None) == (url is None):
         fail("give exactly one of --command or --url", EXIT_USAGE)
@@ -91,8 +94,6 @@ def tools_mcp(
 
 
 def _show(tools: list[ToolDescriptor], as_json: bool) -> None:
-    from vigil.workers.cli import out
-
     if as_json:
         out.print_json(json.dumps([t.model_dump(mode="json") for t in tools]))
         return

@@ -10,15 +10,13 @@ from __future__ import annotations
 import getpass
 import sys
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.workers.cli_agents import (
+from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     JsonOpt,
@@ -27,9 +25,14 @@ from vigil.workers.cli_agents import (
     fail,
     out,
     run_db,
+    when,
 )
-from vigil.workers.credentials import CredentialService, NoSuchCredential
-from vigil.workers.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.workers.settings import Settings
 
 secret_app = typer.Typer(
     help="Credentials, stored encrypted (values never shown).", no_args_is_help=True
@@ -56,6 +59,8 @@ def set_(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> Non
     """Store a credential (value from standard input or a prompt; never echoed)."""
     value = _read_value(name)
 
+    from vigil.workers.credentials import CredentialService
+
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
         try:
             created = await CredentialService(settings, db).set(name, value)
@@ -74,15 +79,15 @@ def set_(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> Non
 def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Names of stored credentials (never their values)."""
 
+    from vigil.workers.credentials import CredentialService
+
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
         rows = await CredentialService(settings, db).list_credentials()
 
         def human() -> None:
             table = Table("name", "key id", "updated")
             for r in rows:
-                table.add_row(
-                    Text(r.name), Text(r.key_id), Text(r.updated_at.strftime("%Y-%m-%d %H:%M"))
-                )
+                table.add_row(Text(r.name), Text(r.key_id), Text(when(r.updated_at)))
             out.print(table)
 
         emit([asdict(r) for r in rows], as_json, human)
@@ -95,6 +100,8 @@ def delete(
     name: Annotated[str, typer.Argument()], state_dir: StateOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Delete a stored credential."""
+
+    from vigil.workers.credentials import CredentialService, NoSuchCredential
 
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
         try:

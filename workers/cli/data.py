@@ -1,6 +1,6 @@
 """`vigil` commands for what sessions leave behind: erasure, archive and restore, sweeping,
-retention. Registered on the main app by ``workers/cli.py``; the work is done by the
-``workers.governance`` service."""
+retention, reconciling. The work is done by the ``workers.governance`` service and the
+client."""
 
 from __future__ import annotations
 
@@ -11,27 +11,27 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from vigil.workers.cli import (
+from vigil.workers.cli.artifacts import artifact_app
+from vigil.workers.cli.common import (
     EXIT_USAGE,
     ByOpt,
     JsonOpt,
     StateOpt,
-    _by_default,
     _duration,
-    _emit,
-    _plain,
-    app,
-    artifact_app,
+    by_default,
+    emit,
     err,
     fail,
     out,
+    plain,
     run_client,
+    when,
 )
-from vigil.workers.client import VigilClient
 
 if TYPE_CHECKING:
     from vigil.activities.erasure import ErasurePlan
     from vigil.activities.record.retention import RetentionPolicy
+    from vigil.workers.client import VigilClient
     from vigil.workers.governance import Governance
 
 
@@ -46,7 +46,6 @@ retention_app = typer.Typer(
     help="Per-agent retention: archive and erase ended sessions on a schedule.",
     no_args_is_help=True,
 )
-app.add_typer(retention_app, name="retention")
 
 
 # --- erasure ---------------------------------------------------------------------------
@@ -64,7 +63,6 @@ def _describe(plan: ErasurePlan) -> None:
     )
 
 
-@app.command()
 def erase(
     session: Annotated[str | None, typer.Option("--session", help="Erase this session.")] = None,
     agent: Annotated[
@@ -88,9 +86,9 @@ def erase(
         if not yes:
             _describe(await governance.erasure_plan(subject))
             typer.confirm("Erase it?", abort=True, err=True)
-        receipt = await governance.erase(subject, by=by or _by_default(), reason=reason)
+        receipt = await governance.erase(subject, by=by or by_default(), reason=reason)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(receipt.counts.items()) if v)
-        _emit(
+        emit(
             asdict(receipt),
             as_json,
             lambda: out.print(
@@ -103,7 +101,6 @@ def erase(
     run_client(go, state_dir)
 
 
-@app.command()
 def erasures(
     subject: Annotated[str | None, typer.Option(help="Only this session or agent.")] = None,
     limit: Annotated[int, typer.Option()] = 100,
@@ -120,17 +117,17 @@ def erasures(
             for r in receipts:
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()) if v)
                 table.add_row(
-                    *_plain(
+                    *plain(
                         r.id,
                         f"{r.subject_kind} {r.subject_id}",
-                        r.erased_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        when(r.erased_at),
                         r.requested_by,
                         counts,
                     )
                 )
             out.print(table)
 
-        _emit([asdict(r) for r in receipts], as_json, human)
+        emit([asdict(r) for r in receipts], as_json, human)
 
     run_client(go, state_dir)
 
@@ -138,7 +135,6 @@ def erasures(
 # --- archive, restore, sweep --------------------------------------------------------------
 
 
-@app.command()
 def archive(
     session_id: str,
     prune: Annotated[
@@ -152,7 +148,7 @@ def archive(
     async def go(client: VigilClient) -> None:
         done = await _governance(client).archive(session_id, prune=prune)
         verb = "archived and pruned" if done.pruned else "archived (copy)"
-        _emit(
+        emit(
             asdict(done),
             as_json,
             lambda: out.print(
@@ -165,7 +161,6 @@ def archive(
     run_client(go, state_dir)
 
 
-@app.command()
 def restore(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Put an archived session's messages and events back into PostgreSQL."""
 
@@ -176,7 +171,7 @@ def restore(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
             if done.was_archived
             else f"{session_id} is not archived: nothing to restore"
         )
-        _emit(asdict(done), as_json, lambda: out.print(said, markup=False))
+        emit(asdict(done), as_json, lambda: out.print(said, markup=False))
 
     run_client(go, state_dir)
 
@@ -197,7 +192,7 @@ def artifact_sweep(
 
     async def go(client: VigilClient) -> None:
         report = await _governance(client).sweep(dry_run=dry_run, grace=grace_td)
-        _emit(asdict(report), as_json, lambda: out.print(report.summary(), markup=False))
+        emit(asdict(report), as_json, lambda: out.print(report.summary(), markup=False))
 
     run_client(go, state_dir)
 
@@ -252,17 +247,17 @@ def retention_set(
             agent,
             archive_after=archive_td,
             erase_after=erase_td,
-            by=by or _by_default(),
+            by=by or by_default(),
             every=every_td,
         )
         if policy is None:
-            _emit(
+            emit(
                 {"agent_id": agent, "policy": None},
                 as_json,
                 lambda: out.print(f"retention policy of {agent} removed", markup=False),
             )
             return
-        _emit(
+        emit(
             _policy_dict(policy),
             as_json,
             lambda: out.print(
@@ -286,16 +281,55 @@ def retention_show(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None
             table = Table("agent", "archive after", "erase after", "set by", "set at")
             for p in policies:
                 table.add_row(
-                    *_plain(
+                    *plain(
                         p.agent_id,
                         _period(p.archive_after),
                         _period(p.erase_after),
                         p.updated_by,
-                        p.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        when(p.updated_at),
                     )
                 )
             out.print(table)
 
-        _emit([_policy_dict(p) for p in policies], as_json, human)
+        emit([_policy_dict(p) for p in policies], as_json, human)
 
     run_client(go, state_dir)
+
+
+# --- reconcile -------------------------------------------------------------------------------
+
+
+def reconcile(
+    session_ids: Annotated[
+        list[str] | None, typer.Argument(help="Only these sessions (default: every open one).")
+    ] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark sessions whose workflow was terminated, timed out or deleted in Temporal as
+    ended, and record why (workers run this every VIGIL_RECONCILE_SECONDS too)."""
+
+    async def go(client: VigilClient) -> None:
+        done = await client.reconcile(session_ids or None)
+
+        def human() -> None:
+            if not done:
+                out.print("nothing to reconcile: every open session's workflow is running")
+                return
+            table = Table("session", "was", "now", "temporal", "why")
+            for r in done:
+                table.add_row(
+                    *plain(r.session_id, r.previous_status, r.status, r.temporal_status, r.reason)
+                )
+            out.print(table)
+
+        emit([asdict(r) for r in done], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (erase, erasures, archive, restore):
+        app.command()(command)
+    app.add_typer(retention_app, name="retention")
+    app.command("reconcile")(reconcile)

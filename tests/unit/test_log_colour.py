@@ -1,0 +1,31 @@
+"""A log written to a file (a worker's `2> worker.log`) carries no colour codes, even for
+a traceback; the same logging on a terminal may colour."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = """
+import logging
+from vigil.workers.logs import configure, get
+configure("console", "INFO")
+get("vigil.test").warning("something happened", session_id="s-1")
+try:
+    raise ValueError("boom")
+except ValueError:
+    logging.getLogger("vigil.test").exception("it failed")
+"""
+
+
+def test_a_log_file_has_no_colour_codes(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    with log.open("w") as handle:
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT], stderr=handle, stdout=handle, check=True, timeout=60
+        )
+    text = log.read_text()
+    assert "something happened" in text and "session_id=s-1" in text
+    assert "ValueError: boom" in text  # the traceback is there, as plain text
+    assert "\x1b[" not in text

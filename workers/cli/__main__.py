@@ -1,0 +1,5 @@
+"""`python -m vigil.workers.cli`."""
+
+from vigil.workers.cli import main
+
+main()

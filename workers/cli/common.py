@@ -1,0 +1,326 @@
+"""What every `vigil` command shares: exit codes, consoles, options, one-line failures, and
+running a command with a connected client or a database session factory.
+
+Heavy modules (the Temporal client, SQLAlchemy, the settings) are imported when a command
+runs, not when the CLI starts: `vigil --help` and a control command start at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.schema.payloads import Budget
+    from vigil.workers.client import VigilClient
+    from vigil.workers.settings import Settings
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+
+# Output to a pipe or a file is plain: no colour (rich's own rule off a terminal) and no
+# wrapping at a guessed width, so a printed command stays on one line and tables keep
+# their natural width.
+_PIPE_WIDTH = 100_000
+out = Console(
+    highlight=False,
+    soft_wrap=not sys.stdout.isatty(),
+    width=None if sys.stdout.isatty() else _PIPE_WIDTH,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Errors as JSON on stderr when the command was given --json (set by the app's runner).
+JSON_ERRORS = {"on": False}
+ERROR_CODES = {1: "failed", 2: "bad_input", 3: "unreachable", 4: "not_found"}
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StateOpt = Annotated[
+    str | None, typer.Option("--state-dir", help="Stack state folder (VIGIL_STATE_DIR).")
+]
+S3Opt = Annotated[
+    bool,
+    typer.Option("--with-minio", help="Also start MinIO (always with VIGIL_ARTIFACT_BACKEND=s3)."),
+]
+AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent id.")]
+AgentVersionOpt = Annotated[
+    int | None,
+    typer.Option("--agent-version", min=1, help="Pin this version of the agent's definition."),
+]
+UndefinedAgentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--undefined-agent",
+        help="Start even though the agent has no definition (built-in tools, default model).",
+    ),
+]
+ByOpt = Annotated[str, typer.Option("--by", help="Who is acting (recorded).")]
+SignalOpt = Annotated[
+    bool,
+    typer.Option("--signal", help="Send a signal (fire and forget) instead of a validated update."),
+]
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    say_error(message, code)
+    raise typer.Exit(code)
+
+
+def say_error(message: str, code: int) -> None:
+    """One line on stderr: ``error: ...``, or with --json a JSON object with a stable code."""
+    if JSON_ERRORS["on"]:
+        body = {"error": {"code": ERROR_CODES.get(code, "failed"), "message": message}}
+        err.print(json.dumps(body), markup=False, highlight=False, soft_wrap=True)
+        return
+    # Escaped: a message quoting user input ("[/x]", "[bold]") must not be read as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}")
+
+
+def when(value: datetime | None) -> str:
+    """Every time a person reads, in one format: UTC, to the second."""
+    if value is None:
+        return "-"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime(TIME_FORMAT)
+
+
+def short(text: str, width: int = 80) -> str:
+    """Text shortened at a word (never mid-word), on one line."""
+    return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" …")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, whole: int = 1) -> Table:
+    """A table whose first ``whole`` columns (ids, the things people copy) are never cut
+    or wrapped; the other columns wrap at words."""
+    cells = [plain(*row) for row in rows]
+    columns = []
+    for i, header in enumerate(headers):
+        if i < whole:
+            widest = max([len(header), *(c[i].cell_len for c in cells)])
+            columns.append(Column(header, no_wrap=True, min_width=widest))
+        else:
+            columns.append(Column(header, overflow="fold"))
+    result = Table(*columns)
+    for row_cells in cells:
+        result.add_row(*row_cells)
+    return result
+
+
+def highlighted(snippet: str) -> Text:
+    """A search snippet with its ``[[match]]`` markers shown in bold, not as brackets."""
+    text = Text()
+    pos = 0
+    for m in re.finditer(r"\[\[(.+?)\]\]", snippet, flags=re.S):
+        text.append(snippet[pos : m.start()])
+        text.append(m.group(1), style="bold")
+        pos = m.end()
+    text.append(snippet[pos:])
+    return text
+
+
+def nothing(message: str, hint: str | None = None) -> None:
+    """An empty result said so (on stdout, where the table would be), with why if known."""
+    out.print(Text(message + (f" ({hint})" if hint else "")))
+
+
+def load_settings(state_dir: str | None = None, with_minio: bool = False) -> Settings:
+    from vigil.workers.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if state_dir:
+        overrides["state_dir"] = state_dir
+    if with_minio:
+        overrides["with_minio"] = True
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except Exception as exc:
+        fail(f"bad configuration: {exc}".splitlines()[0], EXIT_USAGE)
+
+
+def plain(*cells: object) -> list[Text]:
+    """Table cells shown as they are: data (goals, snippets with [[matches]], tool
+    arguments) must not be read as rich markup, which would hide or choke on brackets."""
+    return [Text(str(cell)) for cell in cells]
+
+
+def say(message: str) -> None:
+    err.print(f"[dim]·[/] {message}")
+
+
+def by_default() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"
+
+
+def user_name() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return None
+
+
+def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        out.print_json(json.dumps(value, default=str))
+    else:
+        human()
+
+
+def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None = None) -> T:
+    """Run ``fn`` with a connected client; user-fixable errors become one line + exit code."""
+    from pydantic import ValidationError
+
+    from vigil.workers.client import VigilClient, VigilError
+
+    settings = load_settings(state_dir)
+
+    async def go() -> T:
+        client = await VigilClient.connect(settings)
+        try:
+            async with client.plain_errors():
+                return await fn(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except VigilError as exc:
+        fail(str(exc), exc.exit_code)
+    except ValidationError as exc:
+        fail(f"bad argument: {first_error(exc)}", EXIT_USAGE)
+    except BrokenPipeError:
+        raise  # the reader went away (`vigil export ... | head`): main() exits quietly
+    except OSError as exc:
+        if exc.filename is not None:  # a local file (e.g. --output), not a server
+            fail(f"{exc.strerror or exc}: {exc.filename}", EXIT_FAILED)
+        fail(f"cannot reach a server: {exc}", EXIT_UNREACHABLE)
+
+
+def run_db(
+    fn: Callable[[Settings, async_sessionmaker[DbSession]], Awaitable[T]],
+    state_dir: str | None,
+) -> T:
+    """Run ``fn`` with a database session factory; user-fixable errors become one line."""
+    from vigil.workers.agents import AgentError, InvalidAgentFiles
+    from vigil.workers.db import make_engine, make_sessionmaker
+    from vigil.workers.models import ConfigError
+
+    settings = load_settings(state_dir)
+    url = settings.endpoints().database_url
+    if url is None:
+        fail("no database: set DATABASE_URL or run `vigil stack up`", EXIT_UNREACHABLE)
+
+    async def go() -> T:
+        engine = make_engine(url, pool_size=2)
+        try:
+            return await fn(settings, make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except InvalidAgentFiles as exc:
+        if JSON_ERRORS["on"]:
+            fail(str(exc), exc.exit_code)
+        for line in str(exc).splitlines():
+            err.print(f"[bold red]error:[/] {escape(line)}")
+        raise typer.Exit(exc.exit_code) from None
+    except AgentError as exc:
+        fail(str(exc), exc.exit_code)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
+
+
+def check(value: BaseModel) -> str:
+    """Refuse oversized input before connecting to anything (the session's own limits);
+    returns the ``by`` of the payload."""
+    from vigil.workers.client import VigilError, refuse_oversized
+
+    try:
+        refuse_oversized(value)
+    except VigilError as exc:
+        fail(str(exc), exc.exit_code)
+    return str(getattr(value, "by", ""))
+
+
+def first_error(exc: ValidationError) -> str:
+    err0 = exc.errors()[0]
+    where = ".".join(str(p) for p in err0.get("loc", ()))
+    return f"{where}: {err0.get('msg')}" if where else str(err0.get("msg"))
+
+
+def json_arg(raw: str | None, what: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        fail(f"{what} is not valid JSON: {exc.msg} at char {exc.pos}", EXIT_USAGE)
+    if not isinstance(value, dict):
+        fail(f"{what} must be a JSON object", EXIT_USAGE)
+    return value
+
+
+def given_budget(**limits: Any) -> Budget:
+    """A Budget holding only the limits given (so only those override a definition's)."""
+    from vigil.schema.payloads import Budget
+
+    return Budget(**{k: v for k, v in limits.items() if v is not None})
+
+
+def csv(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+# --- time inputs (parsed in one place, workers/inputs.py, shared with the API) ----------
+
+
+def _duration(raw: str | None, what: str) -> timedelta | None:
+    from vigil.workers import inputs
+    from vigil.workers.client import VigilError
+
+    try:
+        return inputs.parse_duration(raw, what)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _parse_since(raw: str | None, what: str = "--since") -> datetime | None:
+    from vigil.workers import inputs
+    from vigil.workers.client import VigilError
+
+    try:
+        return inputs.parse_since(raw, what)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)

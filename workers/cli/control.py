@@ -1,0 +1,262 @@
+"""Human control of a running session: `vigil approve | reject | pause | resume | say |
+redirect | wake | cancel`.
+
+Each command checks its payload against the session's own limits before connecting, sends
+it (a validated update, or a signal with ``--signal``) and prints the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    ByOpt,
+    JsonOpt,
+    SignalOpt,
+    StateOpt,
+    by_default,
+    check,
+    emit,
+    fail,
+    json_arg,
+    out,
+    run_client,
+)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from vigil.workers.client import VigilClient
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+
+
+def _stdin_text() -> str:
+    import sys
+
+    text_ = sys.stdin.read()
+    # One trailing newline is the shell's (`echo`), not the message's.
+    text_ = text_[:-1] if text_.endswith("\n") else text_
+    if not text_.strip():
+        fail("no text on standard input (TEXT `-` reads the message from it)", EXIT_USAGE)
+    return text_
+
+
+def _ack_out(ack: Any, as_json: bool, what: str) -> None:
+    if as_json:
+        out.print_json(json.dumps(ack.model_dump(mode="json") if ack else {"sent": True}))
+    elif ack is None:
+        out.print(f"{what}: signal sent")
+    else:
+        held = ", paused" if ack.paused and ack.status.value != "paused" else ""
+        out.print(f"{what}: {ack.message} (status {ack.status.value}{held})")
+
+
+def _control(
+    what: str,
+    payload: BaseModel,
+    send: Callable[[VigilClient, str], Awaitable[Any]],
+    state_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Check ``payload`` (refused before connecting when oversized), send it with ``send``
+    (given the client and who acts) and print the acknowledgement."""
+    who = check(payload)
+
+    async def go(client: VigilClient) -> None:
+        _ack_out(await send(client, who), as_json, what)
+
+    run_client(go, state_dir)
+
+
+def approve(
+    session_id: str,
+    approval_id: str,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    edit: Annotated[
+        str | None, typer.Option("--edit", help="Replacement arguments as JSON.")
+    ] = None,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a pending tool call (optionally with edited arguments)."""
+    from vigil.schema.payloads import ApproveInput
+
+    edited = json_arg(edit, "--edit")
+    payload = ApproveInput(
+        approval_id=approval_id, by=by or by_default(), note=note, edited_arguments=edited
+    )
+    _control(
+        "approve",
+        payload,
+        lambda c, who: c.approve(
+            session_id, approval_id, by=who, note=note, edited_arguments=edited, wait=not signal_
+        ),
+        state_dir,
+        as_json,
+    )
+
+
+def reject(
+    session_id: str,
+    approval_id: str,
+    reason: ReasonOpt = "",
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a pending tool call; the model is told why."""
+    from vigil.schema.payloads import RejectInput
+
+    _control(
+        "reject",
+        RejectInput(approval_id=approval_id, by=by or by_default(), reason=reason),
+        lambda c, who: c.reject(session_id, approval_id, by=who, reason=reason, wait=not signal_),
+        state_dir,
+        as_json,
+    )
+
+
+def pause(
+    session_id: str,
+    reason: ReasonOpt = "",
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hold the session between steps (no budget is spent while paused)."""
+    from vigil.schema.payloads import PauseInput
+
+    _control(
+        "pause",
+        PauseInput(by=by or by_default(), reason=reason),
+        lambda c, who: c.pause(session_id, by=who, reason=reason, wait=not signal_),
+        state_dir,
+        as_json,
+    )
+
+
+def resume(
+    session_id: str,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume a paused session exactly where it stopped."""
+    from vigil.schema.payloads import ResumeInput
+
+    _control(
+        "resume",
+        ResumeInput(by=by or by_default()),
+        lambda c, who: c.resume(session_id, by=who, wait=not signal_),
+        state_dir,
+        as_json,
+    )
+
+
+def say(
+    session_id: str,
+    text_: Annotated[str, typer.Argument(metavar="TEXT")],
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send the agent a message (it lands before its next step); TEXT `-` reads it from
+    standard input."""
+    from vigil.schema.payloads import MessageInput
+
+    if text_ == "-":
+        text_ = _stdin_text()
+    _control(
+        "say",
+        MessageInput(text=text_, by=by or by_default()),
+        lambda c, who: c.say(session_id, text_, by=who, wait=not signal_),
+        state_dir,
+        as_json,
+    )
+
+
+def redirect(
+    session_id: str,
+    goal: str,
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    agent_version: Annotated[
+        int | None,
+        typer.Option("--agent-version", min=1, help="Also move to this agent version."),
+    ] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give the session a new goal (and, when asked, a new version of its agent)."""
+    from vigil.schema.payloads import RedirectInput
+
+    _control(
+        "redirect",
+        RedirectInput(goal=goal, by=by or by_default()),
+        lambda c, who: c.redirect(
+            session_id, goal, by=who, wait=not signal_, agent_version=agent_version
+        ),
+        state_dir,
+        as_json,
+    )
+
+
+def wake(
+    session_id: str,
+    reason: ReasonOpt = "",
+    by: ByOpt = "",
+    signal_: SignalOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wake a session sleeping on a timer."""
+    from vigil.schema.payloads import WakeInput
+
+    _control(
+        "wake",
+        WakeInput(by=by or by_default(), reason=reason),
+        lambda c, who: c.wake(session_id, by=who, reason=reason, wait=not signal_),
+        state_dir,
+        as_json,
+    )
+
+
+def cancel(
+    session_id: str,
+    reason: ReasonOpt = "",
+    by: ByOpt = "",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a session (Temporal's cancel, carrying who and why; the record says
+    cancelled)."""
+    from vigil.schema.payloads import PauseInput
+
+    who = check(PauseInput(by=by or by_default(), reason=reason))  # the same limits
+
+    async def go(client: VigilClient) -> None:
+        await client.cancel(session_id, by=who, reason=reason)
+        emit(
+            {"id": session_id, "cancel": "requested", "by": who, "reason": reason},
+            as_json,
+            lambda: out.print(f"cancel requested for {session_id}"),
+        )
+
+    run_client(go, state_dir)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (approve, reject, pause, resume, say, redirect, wake, cancel):
+        app.command()(command)

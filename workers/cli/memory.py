@@ -1,0 +1,117 @@
+"""An agent's long-term memory: `vigil memory search | add`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentOpt,
+    ByOpt,
+    JsonOpt,
+    StateOpt,
+    by_default,
+    emit,
+    fail,
+    nothing,
+    out,
+    run_client,
+    table,
+)
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+memory_app = typer.Typer(help="An agent's long-term memory.", no_args_is_help=True)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str,
+    agent: AgentOpt = "default",
+    k: Annotated[int, typer.Option("-k")] = 10,
+    include_superseded: Annotated[bool, typer.Option("--all", help="Include superseded.")] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hybrid search (vector + full text) of an agent's long-term memory."""
+
+    async def go(client: VigilClient) -> None:
+        found = await client.memory_search(agent, query, k=k, include_superseded=include_superseded)
+
+        def human() -> None:
+            if not found:
+                hint = (
+                    "searched the memory of agent 'default'; name another with --agent"
+                    if agent == "default"
+                    else f"searched the memory of agent {agent!r}"
+                )
+                nothing(f"no memories match {query!r}", hint)
+                return
+            rows = [(m.id, m.kind, m.subject or "-", f"{m.score:.4f}", m.content) for m in found]
+            out.print(table(("id", "kind", "subject", "score", "content"), rows))
+
+        emit([asdict(m) for m in found], as_json, human)
+
+    run_client(go, state_dir)
+
+
+@memory_app.command("add")
+def memory_add(
+    content: str,
+    agent: AgentOpt = "default",
+    kind: Annotated[str, typer.Option(help="fact, reflection or lesson")] = "fact",
+    subject: Annotated[str | None, typer.Option()] = None,
+    importance: Annotated[float, typer.Option()] = 0.5,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a memory (merged with a near-duplicate, or superseding one about the same subject)."""
+
+    if kind not in ("fact", "reflection", "lesson"):  # as the client's MEMORY_KINDS
+        fail(f"unknown memory kind {kind!r}; one of fact, reflection, lesson", EXIT_USAGE)
+    if not 0.0 <= importance <= 1.0:
+        fail(f"--importance {importance} is outside 0..1", EXIT_USAGE)
+
+    async def go(client: VigilClient) -> None:
+        result = await client.memory_add(
+            agent, content, kind=kind, subject=subject, importance=importance
+        )
+        emit(asdict(result), as_json, lambda: out.print(f"memory {result.action} (id {result.id})"))
+
+    run_client(go, state_dir)
+
+
+@memory_app.command("forget")
+def memory_forget(
+    memory_id: Annotated[int, typer.Argument(min=1, help="The memory's id (memory search).")],
+    agent: AgentOpt = "default",
+    reason: Annotated[str | None, typer.Option(help="Why (recorded with it).")] = None,
+    by: ByOpt = "",
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forget a memory: never recalled again, kept with who forgot it, when and why."""
+    who = by or by_default()
+
+    async def go(client: VigilClient) -> None:
+        record = await client.memory_forget(agent, memory_id, by=who, reason=reason)
+        emit(
+            {
+                "id": record.id,
+                "agent_id": record.agent_id,
+                "forgotten_at": record.forgotten_at.isoformat(),
+                "forgotten_by": record.forgotten_by,
+                "forget_reason": record.forget_reason,
+            },
+            as_json,
+            lambda: out.print(
+                f"memory {record.id} of {agent} forgotten by {record.forgotten_by} "
+                f"at {record.forgotten_at:%Y-%m-%d %H:%M:%S}"
+            ),
+        )
+
+    run_client(go, state_dir)

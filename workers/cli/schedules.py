@@ -1,0 +1,228 @@
+"""Recurring goals: `vigil schedule create | list | pause | resume | trigger | backfill |
+delete | runs`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.text import Text
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentOpt,
+    JsonOpt,
+    StateOpt,
+    _parse_since,
+    csv,
+    emit,
+    fail,
+    nothing,
+    out,
+    run_client,
+    short,
+    table,
+    when,
+)
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+# The overlap policies a schedule accepts (as vigil.workers.client.OVERLAP, which the
+# client checks too); spelled here so that `--help` does not import the client.
+OVERLAP_HELP = "skip|buffer_one|buffer_all|cancel_other|terminate_other|allow_all"
+
+schedule_app = typer.Typer(help="Recurring goals as Temporal Schedules.", no_args_is_help=True)
+
+
+@schedule_app.command("create")
+def schedule_create(
+    schedule_id: str,
+    goal: Annotated[str, typer.Option("--goal", help="The goal of every run.")],
+    agent: AgentOpt = "default",
+    cron: Annotated[
+        str | None, typer.Option(help="Cron expression, e.g. '0 9 * * MON-FRI'.")
+    ] = None,
+    every: Annotated[str | None, typer.Option(help="Interval, e.g. 15m, 6h, 1d.")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone for cron.")] = None,
+    jitter: Annotated[str | None, typer.Option(help="Random delay per run, e.g. 30s.")] = None,
+    overlap: Annotated[str, typer.Option(help=OVERLAP_HELP)] = "skip",
+    catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
+    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
+    approve_tools: Annotated[str | None, typer.Option()] = None,
+    agent_version: Annotated[
+        int | None,
+        typer.Option("--agent-version", min=1, help="Pin a version; each run's newest otherwise."),
+    ] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a recurring goal: each run is an AgentSession from this template."""
+    from vigil.workers import inputs
+    from vigil.workers.client import VigilError
+
+    try:
+        inputs.check_schedule_id(schedule_id)
+        timing = inputs.schedule_timing(
+            cron=cron, every=every, time_zone=tz, jitter=jitter, catchup=catchup, overlap=overlap
+        )
+        template = inputs.schedule_template(
+            agent=agent,
+            goal=goal,
+            max_steps=max_steps,
+            require_approval=csv(approve_tools),
+            agent_version=agent_version,
+        )
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    async def go(client: VigilClient) -> None:
+        await client.create_schedule(
+            schedule_id,
+            template,
+            cron=timing.cron,
+            every=timing.every,
+            time_zone=timing.time_zone,
+            jitter=timing.jitter,
+            overlap=timing.overlap,
+            catchup_window=timing.catchup,
+            paused=paused,
+        )
+        emit(
+            {"id": schedule_id, "created": True},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id} created"),
+        )
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("list")
+def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List schedules with their next run times."""
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.list_schedules()
+
+        def human() -> None:
+            if not rows:
+                nothing(
+                    "no schedules", "create one: vigil schedule create ID --goal ... --every 1h"
+                )
+                return
+            cells = []
+            for r in rows:
+                nexts = ", ".join(when(datetime.fromisoformat(t)) for t in r["next"]) or "-"
+                state = "paused" if r["paused"] else "active"
+                upcoming = f"none while paused (then: {nexts})" if r["paused"] else nexts
+                goal = short(r["goal"] or "-", 60)
+                cells.append((r["id"], r["agent"] or "-", state, r["spec"], upcoming, goal))
+            headers = ("id", "agent", "state", "runs", "next runs (UTC)", "goal")
+            out.print(table(headers, cells, whole=2))
+
+        emit(rows, as_json, human)
+
+    run_client(go, state_dir)
+
+
+def _schedule_op(
+    schedule_id: str,
+    what: str,
+    op: Callable[[VigilClient], Awaitable[None]],
+    state_dir: str | None,
+    as_json: bool,
+) -> None:
+    async def go(client: VigilClient) -> None:
+        await op(client)
+        emit(
+            {"id": schedule_id, what: True},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id}: {what}"),
+        )
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("pause")
+def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Pause a schedule (no new runs)."""
+
+    async def go(client: VigilClient) -> None:
+        changed = await client.pause_schedule(schedule_id)
+        said = "paused" if changed else "already paused"
+        emit(
+            {"id": schedule_id, "paused": True, "was_paused": not changed},
+            as_json,
+            lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
+        )
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("resume")
+def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Unpause a schedule."""
+    _schedule_op(
+        schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir, as_json
+    )
+
+
+@schedule_app.command("trigger")
+def schedule_trigger(
+    schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Start one run now."""
+    _schedule_op(
+        schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir, as_json
+    )
+
+
+@schedule_app.command("backfill")
+def schedule_backfill(
+    schedule_id: str,
+    start_at: Annotated[str, typer.Option("--from", help="ISO start time.")],
+    end_at: Annotated[str, typer.Option("--to", help="ISO end time.")],
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the schedule for the times it would have run in a past window."""
+    start_dt, end_dt = _parse_since(start_at, "--from"), _parse_since(end_at, "--to")
+    assert start_dt is not None and end_dt is not None
+    _schedule_op(
+        schedule_id,
+        "backfilled",
+        lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt),
+        state_dir,
+        as_json,
+    )
+
+
+@schedule_app.command("delete")
+def schedule_delete(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete a schedule (its past runs stay in the record)."""
+    _schedule_op(
+        schedule_id, "deleted", lambda c: c.delete_schedule(schedule_id), state_dir, as_json
+    )
+
+
+@schedule_app.command("runs")
+def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Every run of a goal, from the record."""
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.schedule_runs(schedule_id)
+
+        def human() -> None:
+            if not rows:
+                nothing(f"schedule {schedule_id} has not run yet")
+                return
+            cells = [(r.id, r.status, r.step, when(r.created_at)) for r in rows]
+            out.print(table(("id", "status", "step", "created"), cells))
+
+        emit([asdict(r) for r in rows], as_json, human)
+
+    run_client(go, state_dir)

@@ -1,0 +1,333 @@
+"""Sessions: `vigil start | list | show | follow | export | search | history`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Column, Table
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentOpt,
+    AgentVersionOpt,
+    JsonOpt,
+    StateOpt,
+    UndefinedAgentOpt,
+    _parse_since,
+    csv,
+    emit,
+    err,
+    fail,
+    given_budget,
+    highlighted,
+    nothing,
+    out,
+    plain,
+    run_client,
+    short,
+    table,
+    when,
+)
+from vigil.workers.cli.render import follow_session, message_dict, print_message, wait_end
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+
+def start(
+    goal: Annotated[str, typer.Argument(help="What the agent should achieve.")],
+    agent: AgentOpt = "default",
+    session_id: Annotated[
+        str | None, typer.Option("--id", help="Session id (workflow id).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Step budget (the definition's, or 50).")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget.")] = None,
+    max_cost: Annotated[float | None, typer.Option(min=0.0, help="Cost budget in USD.")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(min=0.0, help="Wall-clock budget in seconds.")
+    ] = None,
+    approve_tools: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated tools that need approval (default policy otherwise)."),
+    ] = None,
+    allow_tools: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated allowed tools (each one the agent has)."),
+    ] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    follow_: Annotated[bool, typer.Option("--follow", help="Stream the transcript live.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the session to end.")] = False,
+    agent_version: AgentVersionOpt = None,
+    undefined_agent: UndefinedAgentOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a session of an agent's definition (the options override it); prints its id
+    and Temporal UI link."""
+    from vigil.schema.limits import start_error
+    from vigil.schema.payloads import ToolPolicy
+
+    too_big = start_error(goal, system_prompt)
+    if too_big is not None:
+        fail(f"refused before sending: {too_big}", EXIT_USAGE)
+    policy = ToolPolicy(
+        require_approval=csv(approve_tools),
+        allowed=csv(allow_tools),
+    )
+    budget = given_budget(
+        max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost, max_seconds=max_seconds
+    )
+
+    async def go(client: VigilClient) -> None:
+        started = await client.start_session(
+            agent,
+            goal,
+            session_id=session_id,
+            budget=budget,
+            policy=policy,
+            system_prompt=system_prompt,
+            agent_version=agent_version,
+            allow_undefined=True if undefined_agent else None,
+        )
+        if as_json and not (follow_ or wait):
+            out.print_json(json.dumps({"id": started.id, "ui": started.ui_url}))
+            return
+        if not as_json:
+            out.print(f"started [bold]{escape(started.id)}[/]")
+            if started.ui_url:
+                out.print(f"Temporal UI: {started.ui_url}")
+        if follow_:
+            await follow_session(client, started.id, as_json)
+        elif wait:
+            await wait_end(client, started.id, as_json)
+
+    run_client(go, state_dir)
+
+
+def list_(
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or e.g. 2h, 3d.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sessions from the record, with Temporal's view of each."""
+    from vigil.schema.payloads import SessionStatus
+
+    known = [s.value for s in SessionStatus]
+    if status is not None and status not in known:
+        fail(f"unknown status {status!r}; one of {', '.join(known)}", EXIT_USAGE)
+    since_dt = _parse_since(since)
+
+    async def go(client: VigilClient) -> None:
+        rows = await client.list_sessions(agent=agent, status=status, since=since_dt, limit=limit)
+
+        def human() -> None:
+            if not rows:
+                filters = [f"{k} {v}" for k, v in (("agent", agent), ("status", status)) if v]
+                filters += [f"since {since}"] if since else []
+                nothing("no sessions", "matching " + ", ".join(filters) if filters else None)
+                return
+            headers = ("id", "agent", "status", "step", "temporal", "created", "goal")
+            cells = [
+                (
+                    r.id,
+                    r.agent_id,
+                    r.status,
+                    r.step,
+                    r.temporal_status or "-",
+                    when(r.created_at),
+                    short(r.goal, 60),
+                )
+                for r in rows
+            ]
+            out.print(table(headers, cells, whole=2))
+
+        emit([asdict(r) for r in rows], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def show(
+    session_id: str,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+    last: Annotated[int, typer.Option(help="How many recent messages to show.")] = 20,
+) -> None:
+    """A session's record, live state and recent messages."""
+
+    async def go(client: VigilClient) -> None:
+        view = await client.session_view(session_id, last)
+        row, live, recent = view.session, view.state, view.messages
+        no_live = f"unavailable: {view.state_unavailable}" if view.state_unavailable else None
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "session": asdict(row),
+                        "state": live.model_dump(mode="json") if live else None,
+                        "state_unavailable": no_live,
+                        "messages": [message_dict(m) for m in recent],
+                        "ui": client.ui_link(session_id),
+                    },
+                    default=str,
+                )
+            )
+            return
+        table = Table(show_header=False)
+        for k, v in [
+            ("id", row.id),
+            ("agent", row.agent_id),
+            ("goal", row.goal),
+            ("status", row.status),
+            ("step", row.step),
+            ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
+            ("cost", f"${row.cost_usd:.4f}"),
+            ("summary", row.summary or "-"),
+            ("ui", client.ui_link(session_id) or "-"),
+            *([("live", no_live)] if no_live else []),
+        ]:
+            table.add_row(*plain(k, v))
+        if live is not None:
+            table.add_row(
+                *plain("live", f"{live.status.value}, paused={live.paused}, run {live.run_index}")
+            )
+            for a in live.pending_approvals:
+                table.add_row(
+                    *plain("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
+                )
+            if live.waiting_for:
+                table.add_row(*plain("waiting for", live.waiting_for))
+        out.print(table)
+        for m in recent:
+            print_message(m, False)
+
+    run_client(go, state_dir)
+
+
+def follow(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Stream a session's transcript as it lands, until the session ends."""
+    run_client(lambda client: follow_session(client, session_id, as_json), state_dir)
+
+
+def export(
+    session_id: str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or md")] = "jsonl",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Export a session's transcript as JSONL or Markdown (streamed page by page)."""
+    from vigil.workers import inputs
+    from vigil.workers.client import VigilError
+
+    try:
+        fmt = inputs.export_format(fmt)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    async def go(client: VigilClient) -> None:
+        # A local file written line by line as the export streams: blocking is fine here.
+        handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115, ASYNC230
+        try:
+            async for chunk in client.export(session_id, fmt):
+                handle.write(chunk)
+        finally:
+            if output:
+                handle.close()
+
+    run_client(go, state_dir)
+
+
+def search(
+    query: str,
+    agent: AgentOpt = "default",
+    limit: Annotated[int, typer.Option()] = 20,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search across an agent's sessions."""
+
+    async def go(client: VigilClient) -> None:
+        page = await client.search(agent, query, limit=limit)
+        hits = list(getattr(page, "hits", page))
+
+        def human() -> None:
+            if not hits:
+                hint = (
+                    "searched the sessions of agent 'default'; name another with --agent"
+                    if agent == "default"
+                    else f"searched the sessions of agent {agent!r}"
+                )
+                nothing(f"no messages match {query!r}", hint)
+                return
+            shown = Table(Column("session", no_wrap=True), "seq", "role", "snippet")
+            for h in hits:
+                shown.add_row(*plain(h.session_id, h.seq, h.role), highlighted(h.snippet))
+            out.print(shown)
+
+        emit([asdict(h) for h in hits], as_json, human)
+
+    run_client(go, state_dir)
+
+
+# Temporal's bookkeeping: hidden from the summary a person reads (shown with --all).
+_BOOKKEEPING = {
+    "workflow_task_scheduled",
+    "workflow_task_started",
+    "workflow_task_completed",
+    "activity_task_started",
+    "activity_task_completed",
+    "marker_recorded",
+    "upsert_workflow_search_attributes",
+    "workflow_properties_modified",
+    "timer_fired",
+    "workflow_execution_update_completed",
+}
+
+
+def history(
+    session_id: str,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every event, workflow-task bookkeeping too.")
+    ] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Temporal's event history of a session: what it did and who acted (--all: every
+    event; --json always holds every event)."""
+
+    async def go(client: VigilClient) -> None:
+        lines = await client.history(session_id)
+
+        def human() -> None:
+            shown = [ln for ln in lines if all_ or ln.kind not in _BOOKKEEPING]
+            rows = [(ln.event_id, when(ln.time), ln.kind, ln.detail) for ln in shown]
+            out.print(table(("#", "time", "event", "detail"), rows))
+            if len(shown) < len(lines):
+                err.print(
+                    f"{len(lines) - len(shown)} bookkeeping events not shown (--all shows them)"
+                )
+
+        emit([asdict(ln) for ln in lines], as_json, human)
+
+    run_client(go, state_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(start)
+    app.command("list")(list_)
+    app.command()(show)
+    app.command()(follow)
+    app.command()(export)
+    app.command()(search)
+    app.command()(history)

@@ -1,0 +1,130 @@
+"""`vigil stack up | down | status | rotate-key`: the local stack without Docker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from vigil.workers.cli.common import (
+    EXIT_FAILED,
+    JsonOpt,
+    S3Opt,
+    StateOpt,
+    err,
+    fail,
+    load_settings,
+    out,
+    say,
+)
+
+if TYPE_CHECKING:
+    from vigil.workers.stack import Stack
+
+stack_app = typer.Typer(help="The local stack without Docker.", no_args_is_help=True)
+
+
+@stack_app.command("up")
+def stack_up(
+    state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False
+) -> None:
+    """Start Temporal, PostgreSQL (+pgvector) and, when asked, MinIO; migrate; wait until ready."""
+    from vigil.workers.stack import Stack, StackError
+
+    settings = load_settings(state_dir, with_minio)
+    stack = Stack(settings, say=say)
+    try:
+        stack.up()
+    except StackError as exc:
+        fail(str(exc), EXIT_FAILED)
+    _print_status(stack, as_json)
+
+
+@stack_app.command("down")
+def stack_down(state_dir: StateOpt = None) -> None:
+    """Stop every part of the embedded stack; data stays in the state folder."""
+    from vigil.workers.stack import Stack
+
+    settings = load_settings(state_dir)
+    Stack(settings, say=say).down()
+    err.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status(
+    state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False
+) -> None:
+    """Show each part and whether it answers."""
+    from vigil.workers.stack import Stack
+
+    stack = Stack(load_settings(state_dir, with_minio))
+    if not _print_status(stack, as_json):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_status(stack: Stack, as_json: bool) -> bool:
+    parts = stack.status()
+    if as_json:
+        out.print_json(json.dumps([asdict(p) for p in parts]))
+    else:
+        table = Table("part", "mode", "state", "where")
+        for part in parts:
+            state = "[green]up[/]" if part.running else "[red]down[/]"
+            table.add_row(part.name, part.mode, state, part.detail)
+        out.print(table)
+        ui = stack.settings.endpoints().temporal_ui
+        if ui:
+            out.print(f"Temporal UI: {ui}")
+    return all(p.running for p in parts)
+
+
+@stack_app.command("rotate-key")
+def stack_rotate_key(state_dir: StateOpt = None) -> None:
+    """Add a new payload key to the stack's key file and make it current (old keys stay)."""
+    from vigil.workers.codec import rotate_key_file
+
+    settings = load_settings(state_dir)
+    if settings.payload_keys is not None:
+        fail("keys come from VIGIL_PAYLOAD_KEYS: add a key there and set VIGIL_PAYLOAD_KEY_ID")
+    key_id = rotate_key_file(settings.resolved_state_dir)
+    err.print(f"new payload key {key_id} is current; restart workers to encrypt with it")
+
+
+@stack_app.command("env")
+def stack_env(state_dir: StateOpt = None) -> None:
+    """Shell exports that make the plain `temporal` CLI reach this stack:
+    `eval "$(vigil stack env)"` (PATH with the cached binary, address, namespace, codec)."""
+    import shlex
+    import shutil
+
+    from vigil.workers.settings import CODEC_TOKEN_FILE
+    from vigil.workers.stack.services import TEMPORAL_VERSION
+
+    settings = load_settings(state_dir)
+    lines = []
+    if shutil.which("temporal") is None:
+        folder = settings.resolved_bin_cache / f"temporal-{TEMPORAL_VERSION}"
+        if (folder / "temporal").exists():
+            lines.append(f'export PATH={shlex.quote(str(folder))}:"$PATH"')
+        else:
+            err.print("the temporal binary is not built yet: `vigil stack up` builds it")
+    lines.append(f"export TEMPORAL_ADDRESS={shlex.quote(settings.endpoints().temporal_address)}")
+    lines.append(f"export TEMPORAL_NAMESPACE={shlex.quote(settings.temporal_namespace)}")
+    # The codec server shows payloads decrypted; the token is read from its file when the
+    # line runs, never printed.
+    token_file = settings.resolved_state_dir / CODEC_TOKEN_FILE
+    if settings.codec_token is None and token_file.exists():
+        lines.append(
+            "export TEMPORAL_CODEC_ENDPOINT="
+            + shlex.quote(f"http://{settings.codec_host}:{settings.codec_port}")
+        )
+        lines.append(
+            'export TEMPORAL_CODEC_AUTH="Bearer $(cat '
+            + shlex.quote(str(token_file)).replace('"', '\\"')
+            + ')"'
+        )
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
