@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +37,11 @@ from vigil.activities.record.feed import FeedCursor, FeedItem
 from vigil.activities.record.rls import acting_for
 from vigil.schema import names
 from vigil.schema.payloads import FINAL_STATUSES
-from vigil.workers.logs import get as get_logger
 from vigil.workers.settings import asyncpg_dsn
 
-log = get_logger("vigil.feed")
+# The stdlib logger (structlog renders it in processes that configured it): importing
+# structlog would slow every CLI command that follows a session.
+log = logging.getLogger("vigil.feed")
 
 FINAL = frozenset(s.value for s in FINAL_STATUSES)
 QUEUE_SIZE = 2000
@@ -176,7 +178,7 @@ class Feed:
                         await self._connect()
                     break
                 except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("feed reconnect failed", error=str(exc)[:200])
+                    log.warning("feed reconnect failed: %s", str(exc)[:200])
                     await asyncio.sleep(RECONNECT_SECONDS)
             for followers in [*self._by_session.values(), *self._by_agent.values()]:
                 for follower in followers:
@@ -385,7 +387,7 @@ class Feed:
             resolved: dict[str, dict[tuple[str, Any], FeedEntry]] = {}
             for agent, result in zip(agents, results, strict=True):
                 if isinstance(result, BaseException):  # the database away: back to it
-                    log.warning("feed read failed", agent_id=agent, error=str(result)[:200])
+                    log.warning("feed read failed for agent %s: %s", agent, str(result)[:200])
                     sessions = {n.session_id for n in batch if n.agent_id == agent}
                     for session_id in sessions:
                         self._deliver(session_id, agent, _RESYNC)

@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.schema.hooks import WEBHOOK_EVENTS
 from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -24,10 +21,14 @@ from vigil.workers.cli.common import (
     out,
     run_db,
 )
-from vigil.workers.client import NotFound, VigilError
-from vigil.workers.hooks import NewTrigger, TriggerRow, TriggerService, WebhookRow, WebhookService
-from vigil.workers.models import ConfigError
-from vigil.workers.settings import Settings
+
+if TYPE_CHECKING:
+    # Imported by the commands when they run: `vigil --help` loads typer and rich only.
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from vigil.workers.hooks import NewTrigger, TriggerRow, WebhookRow
+    from vigil.workers.settings import Settings
 
 trigger_app = typer.Typer(
     help="Inbound HTTP triggers: a signed POST starts, messages or wakes an agent's session.",
@@ -39,6 +40,8 @@ webhook_app = typer.Typer(
 
 
 def _fail(exc: Exception) -> NoReturn:
+    from vigil.workers.client import NotFound
+
     fail(str(exc), EXIT_NOT_FOUND if isinstance(exc, NotFound) else EXIT_USAGE)
 
 
@@ -81,6 +84,10 @@ def create(
     """Create a trigger; its secret is printed once and stored sealed."""
 
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.client import VigilError
+        from vigil.workers.hooks import TriggerService
+        from vigil.workers.models import ConfigError
+
         try:
             new = await TriggerService(settings, db).create(
                 name,
@@ -103,6 +110,8 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Triggers (never their secrets)."""
 
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.hooks import TriggerService
+
         rows = await TriggerService(settings, db).list_triggers()
 
         def human() -> None:
@@ -131,6 +140,9 @@ def delete(name: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> N
     """Delete a trigger (its deliveries' record goes with it)."""
 
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.client import VigilError
+        from vigil.workers.hooks import TriggerService
+
         try:
             await TriggerService(settings, db).delete(name)
         except VigilError as exc:
@@ -145,6 +157,10 @@ def rotate_secret(name: str, state_dir: StateOpt = None, as_json: JsonOpt = Fals
     """Give a trigger a new secret (printed once); the old one stops working at once."""
 
     async def go(settings: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.client import VigilError
+        from vigil.workers.hooks import TriggerService
+        from vigil.workers.models import ConfigError
+
         try:
             new = await TriggerService(settings, db).rotate_secret(name)
         except (VigilError, ConfigError) as exc:
@@ -163,7 +179,10 @@ def add(
     agent: Annotated[str, typer.Option("--agent", help="The agent whose events it gets.")],
     url: Annotated[str, typer.Option("--url", help="Where deliveries are POSTed.")],
     events: Annotated[
-        str, typer.Option("--events", help=f"Comma-separated: {', '.join(WEBHOOK_EVENTS)}.")
+        str,
+        typer.Option(
+            "--events", help="Comma-separated: approval_requested, human_asked, session_ended."
+        ),
     ],
     secret: Annotated[
         str,
@@ -176,6 +195,9 @@ def add(
     wanted = [e.strip() for e in events.split(",") if e.strip()]
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.client import VigilError
+        from vigil.workers.hooks import WebhookService
+
         try:
             row = await WebhookService(db).add(agent, url, wanted, secret)
         except VigilError as exc:
@@ -198,6 +220,8 @@ def list_webhooks(
     """Webhooks added with `vigil webhook add` (an agent file's are in its spec)."""
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.hooks import WebhookService
+
         rows = await WebhookService(db).list_webhooks(agent)
 
         def human() -> None:
@@ -222,6 +246,9 @@ def remove(webhook_id: int, state_dir: StateOpt = None, as_json: JsonOpt = False
     """Remove a webhook: deliveries still being retried stop at their next attempt."""
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        from vigil.workers.client import VigilError
+        from vigil.workers.hooks import WebhookService
+
         try:
             await WebhookService(db).remove(webhook_id)
         except VigilError as exc:
