@@ -13,6 +13,7 @@ from vigil.activities.models.base import (
     DeltaSink,
     ModelReply,
     ProviderError,
+    StreamedText,
     ToolCall,
     ToolSpec,
     Usage,
@@ -131,6 +132,7 @@ class AnthropicProvider:
         reply is assembled from the events and returned whole at ``message_stop``."""
         payload, headers, names = self._request(messages, tools, max_tokens, temperature)
         payload["stream"] = True
+        streamed = StreamedText()
         started = time.perf_counter()
         reply = _StreamedMessage(self.model)
         async for event in post_sse(
@@ -151,6 +153,7 @@ class AnthropicProvider:
                 return from_wire_names(whole, names)
             delta, done = reply.add(sse_json(event, secret=self._api_key))
             if delta:
+                streamed.add(delta)
                 await on_delta(delta)
             if done:
                 latency_ms = (time.perf_counter() - started) * 1000.0

@@ -219,6 +219,10 @@ def from_wire_names(reply: ModelReply, back: dict[str, str]) -> ModelReply:
 MALFORMED = "malformed reply"
 MAX_REPLY_BYTES = 32 * 1024 * 1024
 """A provider reply over this size is refused unread (no model answers with so much)."""
+MAX_STREAM_BYTES = 16 * MAX_REPLY_BYTES
+"""The same bound for a streamed reply, counted on the wire: every token travels in an
+event of its own (JSON, ids, framing), often ten times the text it carries. Events are
+parsed as they arrive, so this bounds the transfer, not what is held in memory."""
 _SNIPPET = 200
 
 
@@ -325,6 +329,19 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
+class StreamedText:
+    """Counts the text a streamed reply has delivered: past ``MAX_REPLY_BYTES`` it is the
+    same (retryable) provider error as a whole reply over the bound."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def add(self, delta: str) -> None:
+        self.size += len(delta.encode())
+        if self.size > MAX_REPLY_BYTES:
+            raise _too_large(MAX_REPLY_BYTES, 200)
+
+
 def _too_large(limit: int, status: int) -> ProviderError:
     return ProviderError(f"reply larger than {limit} bytes", retryable=True, status=status)
 
@@ -417,7 +434,7 @@ async def post_sse(
     headers: Mapping[str, str],
     timeout_seconds: float,
     secret: str | None,
-    max_bytes: int = MAX_REPLY_BYTES,
+    max_bytes: int = MAX_STREAM_BYTES,
 ) -> AsyncIterator[SseMessage]:
     """POST JSON once and yield the Server-Sent Events of the reply, or raise ProviderError.
 
@@ -433,12 +450,13 @@ async def post_sse(
             timeout=httpx.Timeout(timeout_seconds),
         ) as response:
             if not 200 <= response.status_code < 300:
-                content = await _read_capped(response, max_bytes)
+                content = await _read_capped(response, MAX_REPLY_BYTES)
                 raise error_from_response(
                     response.status_code, response.headers, content, secret=secret
                 )
             if "text/event-stream" not in response.headers.get("content-type", ""):
-                content = await _read_capped(response, max_bytes)
+                # A whole reply, not a stream: the bound of a whole reply.
+                content = await _read_capped(response, MAX_REPLY_BYTES)
                 yield SseMessage(JSON_REPLY, content.decode("utf-8", errors="replace"))
                 return
             total = 0

@@ -13,6 +13,7 @@ from vigil.activities.models.base import (
     DeltaSink,
     ModelReply,
     ProviderError,
+    StreamedText,
     ToolCall,
     ToolSpec,
     Usage,
@@ -112,6 +113,7 @@ class OpenAIChatProvider:
         the reply is assembled from the chunks and returned whole after ``[DONE]``."""
         payload, headers, names = self._request(messages, tools, max_tokens, temperature)
         payload["stream"] = True
+        streamed = StreamedText()
         payload["stream_options"] = {"include_usage": True}
         started = time.perf_counter()
         reply = _StreamedReply(self.model)
@@ -135,6 +137,7 @@ class OpenAIChatProvider:
                 return from_wire_names(reply.whole(latency_ms), names)
             delta = reply.add(sse_json(event, secret=self._api_key), self._api_key)
             if delta:
+                streamed.add(delta)
                 await on_delta(delta)
         raise stream_broken("the reply ended before [DONE]")
 

@@ -213,7 +213,11 @@ async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
         Reply.tool_call("wait_until", {"seconds": 3600, "reason": "until paid"}),
         Reply.text("shipped"),
     )
-    nobody = await deliver(http, waker, {"order": "A-1", "amount": 3}, wake_secret)
+    # Signed a few seconds back: the wake below has the same body, and the same signed
+    # request would be this delivery again (answered 404 from the record).
+    nobody = await deliver(
+        http, waker, {"order": "A-1", "amount": 3}, wake_secret, at=time.time() - 5
+    )
     assert nobody.status_code == 404, nobody.text
     started = await deliver(http, starter, {"order": "A-1", "m": plan}, start_secret)
     assert started.json()["outcome"] == "started", started.text

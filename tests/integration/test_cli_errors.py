@@ -84,7 +84,7 @@ def test_bad_arguments_exit_2(cli: CLIStack) -> None:
             "0 3 * * *",
             "--tz",
             "Mars/Olympus",
-        ): "unknown time zone Mars/Olympus",
+        ): "unknown time zone 'Mars/Olympus'",
         ("start", "a goal", "--no-such-option"): "error: No such option: --no-such-option",
     }
     for (args, expected), done in zip(calls.items(), cli.vigil.many(*calls), strict=True):

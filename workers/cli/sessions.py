@@ -121,8 +121,9 @@ def list_(
 ) -> None:
     """List sessions from the record, with Temporal's view of each."""
     from vigil.schema.payloads import SessionStatus
+    from vigil.workers.client import UNRECORDED
 
-    known = [s.value for s in SessionStatus]
+    known = [s.value for s in SessionStatus] + [UNRECORDED]
     if status is not None and status not in known:
         fail(f"unknown status {status!r}; one of {', '.join(known)}", EXIT_USAGE)
     since_dt = _parse_since(since)
