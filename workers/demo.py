@@ -184,9 +184,29 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 )
             if started.ui_url:
                 console.print(f"[bold]Temporal UI[/] {started.ui_url}")
+            _print_api(settings, sid, console)
             return 0 if status == SessionStatus.COMPLETED else 1
         finally:
             await client.close()
+
+
+def _print_api(settings: Settings, sid: str, console: Console) -> None:
+    """Where the HTTP API is (`vigil stack up` runs it) and a first request to try."""
+    from vigil.workers.stack.procs import port_answers
+
+    base = f"http://{settings.api_host}:{settings.api_port}/v1"
+    if not port_answers(settings.api_port, settings.api_host):
+        console.print(f"[bold]HTTP API[/] not running: start it with `uv run vigil api` ({base})")
+        return
+    console.print(f"[bold]HTTP API[/] {base} (docs {base}/docs)")
+    console.print(
+        "  export VIGIL_TOKEN=$(uv run vigil token create --owner you --scope read)\n"
+        f'  curl -s -H "Authorization: Bearer $VIGIL_TOKEN" {base}/sessions/{sid}/transcript\n'
+        f'  curl -N -H "Authorization: Bearer $VIGIL_TOKEN" {base}/sessions/{sid}/stream',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def story(events: list[StoredEvent]) -> list[str]:

@@ -26,6 +26,7 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
         artifact_dir=tmp_path / "artifacts",
     )
     env.pop("VIGIL_ALLOW_UNDEFINED_AGENTS")  # the demo's agent has a definition
+    env["VIGIL_API_PORT"] = str(TEST_PORTS["api_port"])  # the test stack's API
     done = Vigil(env)("demo", "--auto-approve", "--by", "tester", timeout=240)
     assert done.returncode == 0, explain(done)
     out = done.stdout
@@ -48,6 +49,9 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     usage = json.loads(out.split("tool:disk_usage ", 1)[1].split("\n#", 1)[0])
     assert f"disk_usage: {usage['files']} files, {usage['bytes']} bytes" in story
     assert "write_artifact: stored artifact 'ops-report.md'" in story
+    api = f"http://127.0.0.1:{TEST_PORTS['api_port']}/v1"
+    assert f"HTTP API {api} (docs {api}/docs)" in out
+    assert re.search(rf"curl -N .* {re.escape(api)}/sessions/ops-\S+/stream", out), out
     assert "(approved by tester)" in story
     assert "status completed" in out
     # The model's last words quote the tools' results, not the script's hopes.
