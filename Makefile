@@ -22,3 +22,5 @@ bench:
 	uv run python -m bench.session_overhead
 	uv run python -m bench.storage
 	uv run python -m bench.memory_recall
+	uv run python -m bench.sse_fanout
+	uv run python -m bench.cli_startup
