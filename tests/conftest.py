@@ -104,3 +104,24 @@ async def client(stack: Stack) -> Client:
 @pytest.fixture
 def task_queue() -> str:
     return f"tq-{uuid.uuid4()}"
+
+
+def _utf8_safe(value: object) -> object:
+    """``value`` with every string made UTF-8 encodable (lone surrogates escaped)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_utf8_safe(v) for v in value)
+    return value
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: object) -> Iterator[None]:
+    """Tests feed vigil lone surrogates on purpose, and what they log can hold them: a
+    parallel worker sends its reports to the controller as UTF-8, so escape them first."""
+    outcome = yield
+    data = outcome.get_result()  # type: ignore[attr-defined]
+    if data is not None:
+        outcome.force_result(_utf8_safe(data))  # type: ignore[attr-defined]

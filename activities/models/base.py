@@ -337,7 +337,8 @@ class StreamedText:
         self.size = 0
 
     def add(self, delta: str) -> None:
-        self.size += len(delta.encode())
+        # surrogatepass: a broken model can send lone surrogates, kept as they are.
+        self.size += len(delta.encode("utf-8", "surrogatepass"))
         if self.size > MAX_REPLY_BYTES:
             raise _too_large(MAX_REPLY_BYTES, 200)
 
