@@ -343,6 +343,20 @@ class StreamedText:
             raise _too_large(MAX_REPLY_BYTES, 200)
 
 
+def transport_error(exc: Exception, timeout_seconds: float, secret: str | None) -> ProviderError:
+    """The provider error for a request that got no HTTP answer (whole or streamed)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError(
+            f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        # A misconfigured base URL: retrying cannot fix it.
+        return ProviderError(f"bad provider URL: {redact(str(exc), secret)}", retryable=False)
+    return ProviderError(
+        f"connection failed ({type(exc).__name__}): {redact(str(exc), secret)}", retryable=True
+    )
+
+
 def _too_large(limit: int, status: int) -> ProviderError:
     return ProviderError(f"reply larger than {limit} bytes", retryable=True, status=status)
 
@@ -381,20 +395,8 @@ async def post_json(
             timeout=httpx.Timeout(timeout_seconds),
         ) as response:
             content = await _read_capped(response, max_bytes)
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
-        ) from None
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        # A misconfigured base URL: retrying cannot fix it.
-        raise ProviderError(
-            f"bad provider URL: {redact(str(exc), secret)}", retryable=False
-        ) from None
-    except httpx.RequestError as exc:
-        raise ProviderError(
-            f"connection failed ({type(exc).__name__}): {redact(str(exc), secret)}",
-            retryable=True,
-        ) from None
+    except (httpx.RequestError, httpx.InvalidURL) as exc:
+        raise transport_error(exc, timeout_seconds, secret) from None
     latency_ms = (time.perf_counter() - started) * 1000.0
     if not 200 <= response.status_code < 300:
         raise error_from_response(response.status_code, response.headers, content, secret=secret)
@@ -484,19 +486,8 @@ async def post_sse(
                             data.append(value)
             if data:
                 yield SseMessage(event, "\n".join(data))
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
-        ) from None
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise ProviderError(
-            f"bad provider URL: {redact(str(exc), secret)}", retryable=False
-        ) from None
-    except httpx.RequestError as exc:
-        raise ProviderError(
-            f"connection failed ({type(exc).__name__}): {redact(str(exc), secret)}",
-            retryable=True,
-        ) from None
+    except (httpx.RequestError, httpx.InvalidURL) as exc:
+        raise transport_error(exc, timeout_seconds, secret) from None
 
 
 def sse_json(message: SseMessage, *, secret: str | None = None) -> Any:

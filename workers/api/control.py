@@ -20,7 +20,6 @@ from vigil.schema.payloads import MAX_HUMAN_TEXT, Ack, SessionState
 from vigil.workers.api.auth import Controller
 from vigil.workers.api.deps import Client, visible_session
 from vigil.workers.client import STATE_QUERY_SECONDS, VigilClient, VigilError
-from vigil.workers.tokens import Principal
 
 router = APIRouter(tags=["control"])
 
@@ -76,10 +75,6 @@ async def _act(
     return ControlResult(accepted=ack.accepted, message=ack.message, state=state)
 
 
-async def _checked(client: VigilClient, who: Principal, session_id: str) -> None:
-    await visible_session(client, who, session_id)
-
-
 @router.post(
     "/sessions/{session_id}/approve",
     response_model=ControlResult,
@@ -88,7 +83,7 @@ async def _checked(client: VigilClient, who: Principal, session_id: str) -> None
 async def approve(
     session_id: str, body: ApproveRequest, who: Controller, client: Client
 ) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     return await _act(
         client,
         session_id,
@@ -109,7 +104,7 @@ async def approve(
 async def reject(
     session_id: str, body: RejectRequest, who: Controller, client: Client
 ) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     return await _act(
         client,
         session_id,
@@ -125,7 +120,7 @@ async def reject(
 async def pause(
     session_id: str, who: Controller, client: Client, body: ReasonRequest | None = None
 ) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     reason = body.reason if body else ""
     return await _act(client, session_id, client.pause(session_id, by=who.actor, reason=reason))
 
@@ -134,7 +129,7 @@ async def pause(
     "/sessions/{session_id}/resume", response_model=ControlResult, summary="Resume a paused session"
 )
 async def resume(session_id: str, who: Controller, client: Client) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     return await _act(client, session_id, client.resume(session_id, by=who.actor))
 
 
@@ -146,7 +141,7 @@ async def resume(session_id: str, who: Controller, client: Client) -> ControlRes
 async def message(
     session_id: str, body: MessageRequest, who: Controller, client: Client
 ) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     return await _act(client, session_id, client.say(session_id, body.text, by=who.actor))
 
 
@@ -156,7 +151,7 @@ async def message(
 async def redirect(
     session_id: str, body: RedirectRequest, who: Controller, client: Client
 ) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     return await _act(
         client,
         session_id,
@@ -170,6 +165,6 @@ async def redirect(
 async def wake(
     session_id: str, who: Controller, client: Client, body: ReasonRequest | None = None
 ) -> ControlResult:
-    await _checked(client, who, session_id)
+    await visible_session(client, who, session_id)
     reason = body.reason if body else ""
     return await _act(client, session_id, client.wake(session_id, by=who.actor, reason=reason))
