@@ -15,7 +15,8 @@ The model reads what its tools return. When a result of its last turn is an erro
 (``error: ...``), it leaves the script: it replies with text that says which call failed
 and what it returned, names what did work, and claims nothing else; that reply ends the
 session, and the outcome memory holds it. In a ``say`` text or a call's string
-arguments, ``{last_result}`` stands for the first line of the latest tool result.
+arguments, ``{last_result}`` stands for the latest tool result on one line: JSON in its
+compact form, other text with its lines joined, shortened at a word.
 """
 
 from __future__ import annotations
@@ -159,6 +160,24 @@ def _first_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _one_line(text: str, limit: int = 240) -> str:
+    """The whole of ``text`` on one line: JSON compact, other text with its lines (and
+    runs of spaces) joined; over ``limit`` characters it is shortened at a word."""
+    if not text:
+        return "(nothing)"
+    try:
+        line = json.dumps(json.loads(text), ensure_ascii=False, separators=(", ", ": "))
+    except (ValueError, RecursionError):
+        line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,:;") + "…"
+
+
 def _failure_report(messages: list[ChatMessage]) -> str | None:
     """What the model says when a call of its last turn failed (None: none failed)."""
     last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=None)
@@ -183,11 +202,11 @@ def _failure_report(messages: list[ChatMessage]) -> str | None:
 
 
 def _with_last_result(turn: dict[str, Any], messages: list[ChatMessage]) -> dict[str, Any]:
-    """``turn`` with ``{last_result}`` replaced by the latest tool result's first line."""
+    """``turn`` with ``{last_result}`` replaced by the latest tool result on one line."""
     if LAST_RESULT not in json.dumps(turn):
         return turn
     latest = next((m for m in reversed(messages) if m.role == "tool"), None)
-    told = _first_line(_result_text(latest)) if latest is not None else "(no tool result)"
+    told = _one_line(_result_text(latest)) if latest is not None else "(no tool result)"
 
     def fill(value: Any) -> Any:
         if isinstance(value, str):

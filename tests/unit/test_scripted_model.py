@@ -206,11 +206,34 @@ async def test_say_and_arguments_quote_the_last_result() -> None:
         ChatMessage("tool", "HTTP 200 text/html\nbody", tool_call_id="call_0_0", name="x"),
     ]
     said = await provider.complete(messages, [])
-    assert said.content == "it said: HTTP 200 text/html"
+    assert said.content == "it said: HTTP 200 text/html body"
     messages.append(as_assistant(said))
     finished = await provider.complete(messages, [])
     assert json.loads(finished.tool_calls[0].arguments) == {
-        "summary": "fetched: HTTP 200 text/html"
+        "summary": "fetched: HTTP 200 text/html body"
     }
     # The script itself is untouched: the same turn fills in from another conversation.
     assert script[1] == {"say": "it said: {last_result}"}
+
+
+async def _quoted(result: str) -> str:
+    provider = ScriptedProvider([{"tool": "count", "args": {}}, {"say": "{last_result}"}])
+    first = await provider.complete(list(GOAL), [])
+    tool = ChatMessage("tool", result, tool_call_id="call_0_0", name="count")
+    return (await provider.complete([*GOAL, as_assistant(first), tool], [])).content
+
+
+async def test_last_result_quotes_a_multi_line_json_result_whole_on_one_line() -> None:
+    result = json.dumps({"levels": 3, "names": ["debug", "info", "error"]}, indent=2)
+    assert "\n" in result
+    assert await _quoted(result) == '{"levels": 3, "names": ["debug", "info", "error"]}'
+
+
+async def test_last_result_joins_lines_and_shortens_at_a_word() -> None:
+    assert await _quoted("HTTP 200 text/plain\n\n  first line\n second") == (
+        "HTTP 200 text/plain first line second"
+    )
+    long = " ".join(f"word{n}" for n in range(200))
+    quoted = await _quoted(long)
+    assert quoted.endswith("…") and len(quoted) <= 300
+    assert quoted[:-1].rstrip().split(" ")[-1] in long.split(" ")  # never cut mid-word
