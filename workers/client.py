@@ -811,35 +811,39 @@ class _VigilClientCore:
             + (f" AND {names.SA_AGENT.name} = '{agent.replace(chr(39), '')}'" if agent else "")
             + (f" AND StartTime >= '{since.isoformat()}'" if since else "")
         )
-        found: list[SessionSummary] = []
+        running: list[Any] = []
         try:
             async for wf in self.temporal.list_workflows(query, limit=200):
-                if wf.id in recorded:
-                    continue
-                async with self.db() as db:  # recorded since the page above was read?
-                    if await record.get_session(db, wf.id) is not None:
-                        continue
-                attrs = wf.typed_search_attributes
-                found.append(
-                    SessionSummary(
-                        id=wf.id,
-                        agent_id=attrs.get(names.SA_AGENT) or "?",
-                        goal=attrs.get(names.SA_GOAL) or "",
-                        status=UNRECORDED,
-                        step=0,
-                        created_at=wf.start_time,
-                        updated_at=wf.start_time,
-                        schedule_id=attrs.get(names.SA_SCHEDULE),
-                        temporal_status="running",
-                        recorded=False,
-                    )
-                )
+                if wf.id not in recorded:
+                    running.append(wf)
         except RPCError:
             return []
         except RuntimeError as exc:
             if is_unreachable(exc):
                 return []
             raise
+        if running:
+            async with self.db() as db:  # recorded since the page above was read?
+                recorded = recorded | await session_reads.recorded_ids(db, [w.id for w in running])
+        found: list[SessionSummary] = []
+        for wf in running:
+            if wf.id in recorded:
+                continue
+            attrs = wf.typed_search_attributes
+            found.append(
+                SessionSummary(
+                    id=wf.id,
+                    agent_id=attrs.get(names.SA_AGENT) or "?",
+                    goal=attrs.get(names.SA_GOAL) or "",
+                    status=UNRECORDED,
+                    step=0,
+                    created_at=wf.start_time,
+                    updated_at=wf.start_time,
+                    schedule_id=attrs.get(names.SA_SCHEDULE),
+                    temporal_status="running",
+                    recorded=False,
+                )
+            )
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def agent_of(self, session_id: str) -> str | None:

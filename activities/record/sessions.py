@@ -147,6 +147,16 @@ class EventRow:
     created_at: datetime
 
 
+async def recorded_ids(db: DbSession, session_ids: list[str]) -> set[str]:
+    """Which of ``session_ids`` have a record row (one query, however many)."""
+    if not session_ids:
+        return set()
+    rows = await db.execute(
+        text("SELECT id FROM sessions WHERE id = ANY(:ids)"), {"ids": list(session_ids)}
+    )
+    return {r[0] for r in rows}
+
+
 def _json(value: Any) -> Any:
     if value is None:
         return None
