@@ -82,6 +82,24 @@ async def test_a_stream_broken_midway_is_a_retryable_error(
     assert "".join(deltas) == "one two"
 
 
+async def test_a_chunk_that_is_not_json_fails_the_call_as_a_malformed_reply(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    # The stream goes on to its proper end after the broken chunk: skipping it would
+    # return a reply with a word missing, as if nothing had happened.
+    stub.enqueue(Reply.broken_stream("one two three four five", after=2, fault="garbage"))
+    deltas: list[str] = []
+
+    async def sink(delta: str) -> None:
+        deltas.append(delta)
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.stream(ASK, [], on_delta=sink)
+    assert caught.value.retryable
+    assert caught.value.message.startswith("malformed reply: event is not JSON"), caught.value
+    assert "".join(deltas) == "one two"
+
+
 async def test_a_server_that_ignores_stream_still_answers(
     provider: StreamingProvider, stub: LLMStub
 ) -> None:

@@ -70,9 +70,10 @@ class Reply:
     """When the request asked to stream: seconds between streamed chunks."""
     fault_after: int | None = None
     """When streaming: break the stream after this many text chunks (see ``fault``)."""
-    fault: Literal["drop", "error"] = "drop"
+    fault: Literal["drop", "error", "garbage"] = "drop"
     """``drop``: close the connection without the stream's end; ``error``: send the
-    protocol's in-stream error event (OpenAI ``{"error"}``, Anthropic ``event: error``)."""
+    protocol's in-stream error event (OpenAI ``{"error"}``, Anthropic ``event: error``);
+    ``garbage``: send one chunk whose data is not JSON, then the rest of the stream."""
 
     @classmethod
     def text(
@@ -87,11 +88,13 @@ class Reply:
         content: str,
         *,
         after: int,
-        fault: Literal["drop", "error"] = "drop",
+        fault: Literal["drop", "error", "garbage"] = "drop",
         chunk_delay: float = 0.0,
     ) -> Reply:
         """A text answer whose stream breaks after ``after`` chunks (a non-streaming
-        request gets a 500 instead: the fault is the point of this reply)."""
+        request gets a 500 instead: the fault is the point of this reply). With
+        ``garbage`` the stream carries a chunk that is not JSON there, then goes on to
+        its proper end."""
         return cls(
             "message", content=content, fault_after=after, fault=fault, chunk_delay=chunk_delay
         )
@@ -632,6 +635,12 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 def _text_stream(reply: Reply, piece_event: Callable[[str], bytes], error: bytes) -> Any:
     """The text pieces with pauses between them, broken where the reply says."""
     for i, piece in enumerate(_pieces(reply.content)):
+        if reply.fault == "garbage":
+            if i == reply.fault_after:
+                yield b'data: {"choices": [{"delta": {"content": "cut\n\n'
+            yield piece_event(piece)
+            yield _PAUSE
+            continue
         if reply.fault_after is not None and i >= reply.fault_after:
             if reply.fault == "error":
                 yield error
@@ -639,7 +648,7 @@ def _text_stream(reply: Reply, piece_event: Callable[[str], bytes], error: bytes
             return
         yield piece_event(piece)
         yield _PAUSE
-    if reply.fault_after is not None:
+    if reply.fault_after is not None and reply.fault != "garbage":
         if reply.fault == "error":
             yield error
         yield _DROP
