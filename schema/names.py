@@ -79,6 +79,9 @@ PATCH_TOOL_WORKERS = "vigil-tool-workers"
 # ends: a child workflow per event (abandoned on close) delivers it, so a receiver that is
 # down never holds up or ends the session.
 PATCH_WEBHOOKS = "vigil-webhooks"
+# A cancel's event and summary name who cancelled and why (read from Temporal's cancel
+# reason, see schema/cancel_reason.py); older runs recorded "cancelled by a human".
+PATCH_CANCEL_ACTOR = "vigil-cancel-actor"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

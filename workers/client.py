@@ -44,7 +44,7 @@ from vigil.activities.record import sessions as session_reads
 from vigil.activities.record import store as record
 from vigil.activities.record.feed import FeedItem
 from vigil.activities.record.rls import acting_for
-from vigil.schema import names
+from vigil.schema import cancel_reason, names
 from vigil.schema.limits import input_error, start_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
@@ -613,7 +613,8 @@ class _VigilClientCore:
         )
 
     async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> None:
-        """Temporal's cancel; who and why travel as its reason (shown in the history)."""
+        """Temporal's cancel; who and why travel as its reason (shown in the history, and
+        read back by the workflow for the session's cancel event)."""
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
@@ -622,7 +623,7 @@ class _VigilClientCore:
                 f"session {session_id!r} has already ended "
                 f"({WorkflowExecutionStatus(desc.status).name.lower()})"
             )
-        why = f"{reason} (by {by})" if reason and by else reason or (f"by {by}" if by else "")
+        why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
         await self._rpc(session_id, handle.cancel(reason=why))
 
     async def result(
@@ -887,6 +888,15 @@ class _VigilClientCore:
                 yield entry.message
             elif entry.event_kind == "approval_requested" and on_approval is not None:
                 await on_approval()
+
+    async def follow_items(self, session_id: str) -> AsyncIterator[FeedItem]:
+        """The session's recorded messages and events in the order they happened, from its
+        start and then live; ends once the session has ended and all is read."""
+        row = await self.require_session_soon(session_id)
+        feed = await self.live_feed()
+        async for entry in feed.follow(row.agent_id, session_id=session_id, tokens=False):
+            if isinstance(entry, FeedItem):
+                yield entry
 
     async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
         """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-from vigil.schema import event_kinds, names
+from vigil.schema import cancel_reason, event_kinds, names
 from vigil.schema.agents import AgentRuntime, ResolveAgentInput, call_digest
 from vigil.schema.hooks import WebhookEvent
 from vigil.schema.limits import input_error
@@ -179,7 +179,12 @@ class AgentSession(HandOverWhileWaiting):
             # Temporal's cancel: while awaiting a timer or condition it arrives as
             # CancelledError, while awaiting an activity as ActivityError(CancelledError).
             # Re-raising either marks the workflow Cancelled.
-            await self._finish(SessionStatus.CANCELLED, "cancelled by a human")
+            by = why = actor = None
+            if workflow.patched(names.PATCH_CANCEL_ACTOR):  # who and why, in the record
+                by, why = cancel_reason.parse(workflow.cancellation_reason())
+                actor = by or cancel_reason.UNNAMED
+            summary = cancel_reason.summary(by, why)
+            await self._finish(SessionStatus.CANCELLED, summary, actor=actor, reason=why)
             raise
 
     async def _failed(self, exc: BaseException) -> SessionResult:
@@ -604,7 +609,13 @@ class AgentSession(HandOverWhileWaiting):
             return True
         return workflow.info().is_continue_as_new_suggested() or self._history_heavy()
 
-    async def _finish(self, status: SessionStatus, summary: str) -> SessionResult:
+    async def _finish(
+        self,
+        status: SessionStatus,
+        summary: str,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> SessionResult:
         self._status = status
         self._approvals.clear()
         self._close_open_step(status)
@@ -625,6 +636,8 @@ class AgentSession(HandOverWhileWaiting):
             f"session:ended:{status.value}",
             event_kinds.SESSION_ENDED,
             self._c.step,
+            actor=actor,
+            reason=preview(reason, 2000) if reason else None,
             payload={"status": status.value, "summary": preview(summary, 2000)},
         )
         await self._flush()

@@ -148,6 +148,10 @@ class Events(BaseModel):
     """Pass as ``after`` for the next page; null when this page was not full."""
 
 
+class CancelRequest(BaseModel):
+    reason: str = Field(default="", max_length=MAX_HUMAN_TEXT)
+
+
 class Cancelled(BaseModel):
     id: str
     accepted: bool
@@ -324,7 +328,10 @@ async def export(
 
 
 @router.post("/sessions/{session_id}/cancel", response_model=Cancelled, summary="Cancel a session")
-async def cancel(session_id: str, who: Controller, client: Client) -> Cancelled:
+async def cancel(
+    session_id: str, who: Controller, client: Client, body: CancelRequest | None = None
+) -> Cancelled:
+    """Temporal's cancel; the record's cancel event names the token's owner and the reason."""
     row = await visible_session(client, who, session_id)
-    await client.cancel(session_id)
+    await client.cancel(session_id, by=who.actor, reason=body.reason if body else "")
     return Cancelled(id=session_id, accepted=True, status=row.status)

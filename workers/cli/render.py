@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from vigil.workers.cli.common import EXIT_FAILED, err, out, when
+from vigil.workers.cli.common import EXIT_FAILED, err, out
 
 if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
@@ -45,83 +43,25 @@ def message_dict(msg: Any) -> dict[str, Any]:
 
 
 async def follow_session(client: VigilClient, session_id: str, as_json: bool) -> None:
-    """Messages as they land and, in their place, the approvals they asked for: an
-    approval is printed once the message with its tool call has been (never before)."""
+    """Messages and the events a person cares about, in the order they happened (see
+    workers/cli/follow.py), until the session ends."""
+    from vigil.schema import event_kinds
+    from vigil.workers.cli import follow
+
     await client.require_session_soon(session_id)
-    announced: set[str] = set()
-    shown_step = -1  # the newest step whose assistant message was printed
-    # Set when the feed says an approval was requested (and at first: the session may
-    # be waiting for one already); the live state is asked only then.
-    asked = asyncio.Event()
-    asked.set()
-
-    async def approval_requested() -> None:
-        asked.set()
-
-    stream = aiter(client.follow(session_id, on_approval=approval_requested))
-    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(stream))
-    try:
-        while True:
-            done, _ = await asyncio.wait({nxt}, timeout=1.0)
-            if nxt in done:
-                try:
-                    msg = nxt.result()
-                except StopAsyncIteration:
-                    break
-                print_message(msg, as_json)
-                if msg.role == "assistant" and msg.step is not None:
-                    shown_step = max(shown_step, msg.step)
-                nxt = asyncio.ensure_future(anext(stream))
-            if asked.is_set():
-                asked.clear()
-                if await _announce_approvals(client, session_id, announced, shown_step, as_json):
-                    asked.set()  # one waits for its message to be printed first
-    finally:
-        nxt.cancel()
-        with contextlib.suppress(BaseException):
-            await nxt
+    approvals = follow.Approvals(client, session_id)
+    async for item in client.follow_items(session_id):
+        if not follow.shown(item):
+            continue
+        if item.message is not None:
+            print_message(item.message, as_json)
+        elif event_kinds.canonical(item.event_kind or "") == event_kinds.APPROVAL_REQUESTED:
+            approval_id = str((item.data.get("payload") or {}).get("approval_id", ""))
+            pending = await approvals.pending(approval_id)
+            follow.print_approval(session_id, item.data, pending, as_json)
+        else:
+            follow.print_event(item.data, as_json)
     await print_end(client, session_id, as_json)
-
-
-async def _announce_approvals(
-    client: VigilClient, session_id: str, seen: set[str], shown_step: int, as_json: bool
-) -> bool:
-    """Print pending approvals not printed yet; True when one waits for its message."""
-    from vigil.workers.client import VigilError
-
-    deferred = False
-    with contextlib.suppress(VigilError, TimeoutError):
-        st = await asyncio.wait_for(client.state(session_id), 5.0)
-        for a in st.pending_approvals:
-            if a.approval_id in seen:
-                continue
-            if a.step > shown_step:
-                deferred = True
-                continue
-            seen.add(a.approval_id)
-            approve = f"vigil approve {session_id} {a.approval_id}"
-            reject = f"vigil reject {session_id} {a.approval_id} --reason ..."
-            if as_json:
-                line = {
-                    "type": "approval",
-                    "approval_id": a.approval_id,
-                    "tool": a.tool,
-                    "arguments": a.arguments_preview,
-                    "step": a.step,
-                    "requested_at": a.requested_at.isoformat(),
-                    "expires_at": a.expires_at.isoformat(),
-                    "approve": approve,
-                    "reject": reject,
-                }
-                out.print_json(json.dumps(line), indent=None)
-                continue
-            out.print(
-                f"[bold yellow]approval needed[/] {escape(a.approval_id)}: "
-                f"{escape(a.tool)}({escape(a.arguments_preview)}) "
-                f"[dim]expires {when(a.expires_at)}[/]"
-            )
-            out.print(f"    {approve}   |   {reject}", markup=False)
-    return deferred
 
 
 async def wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:

@@ -1,0 +1,151 @@
+"""`vigil follow` shows every event a person cares about, interleaved in the order it
+happened with the messages, in text and JSON, with who did it; a cancel names who
+cancelled and why in the record, `export`, `show` and the human_actions_view."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import (
+    LineReader,
+    explain,
+    poll,
+    query,
+    read_record,
+    wait_approval,
+    wait_recorded,
+)
+from tests.support.llm_stub import Reply
+from vigil.schema import names
+from vigil.schema.payloads import MAX_HUMAN_TEXT, MessageInput
+from vigil.workers.client import VigilClient
+
+pytestmark = pytest.mark.integration
+
+
+def _send_oversized_message(cli: CLIStack, sid: str) -> None:
+    """A signal the workflow refuses (as a plain `temporal workflow signal` could send)."""
+
+    async def go() -> None:
+        client = await VigilClient.connect(cli.settings)
+        try:
+            refused = MessageInput(text="r" * (MAX_HUMAN_TEXT + 1), by="mallory")
+            await client.temporal.get_workflow_handle(sid).signal(names.SIG_MESSAGE, refused)
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+
+
+def _status(cli: CLIStack, sid: str) -> str:
+    state = cli.vigil.json("show", sid, "--json")["state"]
+    return str(state["status"]) if state else ""
+
+
+@pytest.mark.timeout(600)
+def test_follow_shows_human_and_session_events_in_order(cli: CLIStack) -> None:
+    url = cli.stub.url
+    goal = cli.plan(
+        Reply.tool_call("http_fetch", {"url": f"{url}/first"}),
+        Reply.tool_call("wait_until", {"seconds": 3600, "reason": "check again later"}),
+        Reply.tool_call("http_fetch", {"url": f"{url}/second"}),
+    )
+    agent = f"follow-{uuid.uuid4().hex[:8]}"
+    started = cli.vigil.json("start", goal, "--agent", agent, "--approve-tools", "http_fetch")
+    sid = started["id"]
+
+    with LineReader(cli.vigil.popen("follow", sid, "--json")) as follow:
+        wait_approval(cli.database_url, sid, "a1-0")
+        cli.vigil.ok("pause", sid, "--by", "bob", "--reason", "lunch")
+        cli.vigil.ok("resume", sid, "--by", "bob")
+        cli.vigil.ok("say", sid, "hello there", "--by", "carol")
+        _send_oversized_message(cli, sid)
+        cli.vigil.ok("redirect", sid, "fetch both pages, then stop", "--by", "fay")
+        cli.vigil.ok("approve", sid, "a1-0", "--by", "ana", "--note", "looks fine")
+        poll(lambda: _status(cli, sid) == "sleeping", 60, "the session sleeps")
+        cli.vigil.ok("wake", sid, "--by", "dan", "--reason", "now")
+        wait_approval(cli.database_url, sid, "a3-0")
+        cancel = cli.vigil("cancel", sid, "--by", "erin", "--reason", "enough")
+        assert cancel.returncode == 0, explain(cancel)
+        code, lines, stderr = follow.finish(90)
+    assert code == 0, stderr
+    *items, end = [json.loads(ln) for ln in lines]
+    assert end["status"] == "cancelled" and end["summary"] == "cancelled by erin: enough"
+
+    def said(item: dict[str, Any]) -> tuple[Any, ...]:
+        if item["type"] == "approval":
+            return ("approval", item["approval_id"])
+        if item["type"] == "event":
+            return (item["kind"], item["actor"], item["reason"])
+        return ("message", item["role"], item["name"])
+
+    events = [said(i) for i in items if i["type"] != "message"]
+    assert events == [
+        ("approval", "a1-0"),
+        ("session_paused", "bob", "lunch"),
+        ("session_resumed", "bob", None),
+        ("input_rejected", None, events[3][2]),
+        ("session_redirected", "fay", None),
+        ("approval_decided", "ana", "looks fine"),
+        ("session_woken", "dan", "now"),
+        ("approval", "a3-0"),
+        ("session_ended", "erin", "enough"),
+    ], events
+    assert "too long" in str(events[3][2]) or "limit" in str(events[3][2]), events[3]
+    order = [said(i) for i in items]
+    # Each approval request comes after the message that asked for it; carol's message
+    # is shown once, as the message (with who sent it).
+    first_call = order.index(("message", "assistant", None))
+    assert first_call < order.index(("approval", "a1-0"))
+    assert ("message", "user", "carol") in order
+    assert not [i for i in items if i["type"] == "event" and i["kind"] == "human_message"]
+    approvals = [i for i in items if i["type"] == "approval"]
+    assert approvals[0]["pending"] and approvals[0]["approve"].endswith(f"{sid} a1-0")
+
+    # The same story as text, read after the end (from the record).
+    text = cli.vigil("follow", sid)
+    assert text.returncode == 0, explain(text)
+    wanted = [
+        "approval asked a1-0: http_fetch(",
+        "— paused by bob: lunch",
+        "— resumed by bob",
+        "— input refused (message): ",
+        "— goal changed by fay: fetch both pages, then stop",
+        "— approved a1-0 (http_fetch) by ana: looks fine",
+        "— woken by dan: now",
+        "approval asked a3-0: http_fetch(",
+        "— cancelled by erin: enough",
+        f"session {sid} ended: cancelled",
+    ]
+    at = [text.stdout.find(w) for w in wanted]
+    assert all(i >= 0 for i in at) and at == sorted(at), (at, text.stdout)
+    assert "user:carol" in text.stdout
+
+    # Who cancelled, and why: the record, show, export and the view.
+    row = wait_recorded(cli.database_url, sid, "cancelled")
+    assert row.summary == "cancelled by erin: enough"
+    _, _, recorded = read_record(cli.database_url, sid)
+    [ended] = [e for e in recorded if e.kind == "session_ended"]
+    assert (ended.actor, ended.reason) == ("erin", "enough")
+    shown = cli.vigil.json("show", sid, "--json")
+    assert shown["session"]["summary"] == "cancelled by erin: enough"
+    exported = cli.vigil("export", sid)
+    assert exported.returncode == 0, explain(exported)
+    lines_out = [json.loads(ln) for ln in exported.stdout.splitlines()]
+    assert any(
+        ln.get("kind") == "session_ended" and ln["actor"] == "erin" and ln["reason"] == "enough"
+        for ln in lines_out
+    ), lines_out[-3:]
+    view = query(
+        cli.database_url,
+        "SELECT kind, actor, reason FROM human_actions_view WHERE session_id = :s "
+        "AND kind = 'session_ended'",
+        s=sid,
+    )
+    assert view == [{"kind": "session_ended", "actor": "erin", "reason": "enough"}]

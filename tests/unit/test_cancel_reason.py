@@ -1,0 +1,30 @@
+"""Who cancelled and why survive the trip through Temporal's one free-text cancel reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from vigil.schema import cancel_reason
+
+
+@pytest.mark.parametrize(
+    ("by", "reason"),
+    [("erin", "enough"), ("erin", ""), ("", "no longer needed"), ("", ""), ("a b", "x (y) z")],
+)
+def test_what_the_client_sends_the_workflow_reads_back(by: str, reason: str) -> None:
+    assert cancel_reason.parse(cancel_reason.reason_text(by, reason)) == (
+        by or None,
+        reason or None,
+    )
+
+
+def test_a_plain_reason_names_no_one() -> None:
+    # Sent from Temporal UI or `temporal workflow cancel --reason ...`.
+    assert cancel_reason.parse("by mistake") == (None, "by mistake")
+    assert cancel_reason.parse(None) == (None, None)
+    assert cancel_reason.parse("done (by )") == (None, "done (by )")
+
+
+def test_the_summary_says_who_and_why() -> None:
+    assert cancel_reason.summary("erin", "enough") == "cancelled by erin: enough"
+    assert cancel_reason.summary(None, None) == "cancelled by a human"
