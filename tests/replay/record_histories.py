@@ -33,7 +33,7 @@ from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import eventually, running_worker, start, state, stub_settings
 from tests.support.teststack import ROOT, scratch_stack
 from tests.support.webhook_receiver import webhook_receiver
-from vigil.schema import names
+from vigil.schema import cancel_reason, names
 from vigil.schema.agents import AgentSpec, ToolEntry
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
@@ -386,6 +386,20 @@ async def webhooks(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def cancel_by(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Cancelled while waiting for an approval, by a named person with a reason (as
+    `vigil cancel --by erin --reason enough` sends it in Temporal's cancel reason)."""
+    ctx.stub.enqueue(ctx.fetch("/never"), finish("not reached"))
+    handle = await ctx.start("cancel_by", _arg("wait to be cancelled", policy=ToolPolicy()))
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.cancel(reason=cancel_reason.reason_text("erin", "enough"))
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return [handle]
+    raise AssertionError("cancel_by: the session should have been cancelled")
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -400,6 +414,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "agent_python_mcp_tools": agent_python_mcp_tools,
     "transcript_ui": transcript_ui,
     "webhooks": webhooks,
+    "cancel_by": cancel_by,
 }
 
 

@@ -38,10 +38,13 @@ EXPECTED = {
     "agent_python_mcp_tools",
     "transcript_ui",
     "webhooks",
+    "cancel_by",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
 OLDER_CODE = "pre_outcome_memory__"
+# Recorded before the cancel event named who cancelled (PATCH_CANCEL_ACTOR).
+OLDER_CANCEL = "pre_cancel_actor__"
 # Payload encryption on, as every worker runs: histories written in plain (before
 # encryption) must still replay, since a plain payload decodes as it is.
 CONVERTER = data_converter(
@@ -56,6 +59,7 @@ NEWER = {
     "agent_python_mcp_tools",
     "transcript_ui",
     "webhooks",
+    "cancel_by",
 }
 
 
@@ -72,10 +76,15 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_the_recorded_scenarios_are_all_here() -> None:
-    current = {p.stem for p in PATHS if not p.stem.startswith(OLDER_CODE)}
+    older_prefixes = (OLDER_CODE, OLDER_CANCEL)
+    current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
+    older_cancel = {
+        p.stem.removeprefix(OLDER_CANCEL) for p in PATHS if p.stem.startswith(OLDER_CANCEL)
+    }
     assert current == EXPECTED
     assert older == EXPECTED - NEWER
+    assert older_cancel == {"cancel_by"}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
