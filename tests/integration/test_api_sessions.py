@@ -197,9 +197,15 @@ def test_unknown_ids_cancel_and_what_tokens_see(cli: CLIStack, api: ApiServer) -
         assert start_theirs.json()["error"]["code"] == "forbidden"
 
     with api.client(api.token(Scope.CONTROL)) as http:
-        cancelled = http.post(f"/v1/sessions/{sid}/cancel")
+        cancelled = http.post(f"/v1/sessions/{sid}/cancel", json={"reason": "wrong agent"})
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["accepted"] is True
         wait_status(http, sid, "cancelled")
+        # The record names who cancelled (the token's owner) and why.
+        events = http.get(f"/v1/sessions/{sid}/events").json()["events"]
+        [ended] = [e for e in events if e["kind"] == "session_ended"]
+        assert (ended["actor"], ended["reason"]) == ("tester", "wrong agent"), ended
+        shown = http.get(f"/v1/sessions/{sid}").json()["session"]
+        assert shown["summary"] == "cancelled by tester: wrong agent"
         again = http.post(f"/v1/sessions/{sid}/cancel")
         assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
