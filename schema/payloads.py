@@ -141,6 +141,9 @@ class StartSessionInput(Payload):
     ``budget.<field>``, ``system_prompt``, ``context_messages``, ``max_tokens_per_call``,
     ``policy.approval_timeout_seconds``. Unlisted ones come from the definition (when the
     agent has one); `vigil start` and the client list the options a user gave."""
+    temporal_address: str | None = None
+    """Where the starter reached Temporal: the ``temporal`` commands the session shows in
+    Temporal UI name it (``--address``), so they work as pasted on any port."""
 
 
 class SessionResult(Payload):

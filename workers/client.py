@@ -454,6 +454,7 @@ class _VigilClientCore:
         too_big = start_error(goal, system_prompt)
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")
+        extra.setdefault("temporal_address", self.settings.endpoints().temporal_address)
         return StartSessionInput(
             agent_id=agent_id,
             goal=goal,
@@ -996,7 +997,13 @@ class _VigilClientCore:
             raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
         # Each run pins the agent's newest version at its start, unless the template pins one.
         await self.require_agent(template.agent_id, template.agent_version)
-        arg = template.model_copy(update={"schedule_id": schedule_id})
+        arg = template.model_copy(
+            update={
+                "schedule_id": schedule_id,
+                "temporal_address": template.temporal_address
+                or self.settings.endpoints().temporal_address,
+            }
+        )
         spec = ScheduleSpec(
             cron_expressions=[cron] if cron else [],
             intervals=[ScheduleIntervalSpec(every=every)] if every else [],

@@ -839,7 +839,10 @@ class AgentSession(HandOverWhileWaiting):
         for approval in self._approvals.values():
             if approval.decision is None:
                 details += summaries.approval_details(
-                    self._sid, workflow.info().namespace, approval.pending
+                    self._sid,
+                    workflow.info().namespace,
+                    approval.pending,
+                    self._arg.temporal_address,
                 )
         workflow.set_current_details(details)
 

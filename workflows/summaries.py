@@ -77,16 +77,20 @@ def bounded_by(summary: str | None, until: datetime | None, deadline: datetime |
     return summary or "waiting"
 
 
-def approval_details(session_id: str, namespace: str, pending: PendingApproval) -> str:
-    """The current details' part for a pending approval: the call and how to decide it."""
+def approval_details(
+    session_id: str, namespace: str, pending: PendingApproval, address: str | None = None
+) -> str:
+    """The current details' part for a pending approval: the call and how to decide it
+    (the ``temporal`` command names the Temporal address when the session knows it)."""
     signal = json.dumps({"approval_id": pending.approval_id, "by": "YOUR_NAME"})
+    at = f" --address {address}" if address else ""
     return (
         f"\n\n**waiting for approval `{pending.approval_id}`**: `{pending.tool}` "
         f"`{pending.arguments_preview}` (expires {_when(pending.expires_at)})\n\n"
         f"approve: `vigil approve {session_id} {pending.approval_id} --by YOUR_NAME` "
         f"(add `--edit '{{...}}'` to change the arguments; `vigil reject` to refuse)\n\n"
         f"or: `temporal workflow signal --namespace {namespace} --workflow-id {session_id} "
-        f"--name {names.SIG_APPROVE} --input '{signal}'`"
+        f"--name {names.SIG_APPROVE} --input '{signal}'{at}`"
     )
 
 

@@ -72,3 +72,30 @@ async def test_details_show_the_pending_approval_and_how_to_decide_it(
             names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ana"), result_type=Ack
         )
         assert (await handle.result()).status == SessionStatus.COMPLETED
+
+
+async def test_the_temporal_command_names_the_address_the_session_was_started_through(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}))
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    vigil = await VigilClient.connect(settings)
+    try:
+        arg = vigil.start_input("agent-test", "fetch the page")
+        address = settings.endpoints().temporal_address
+        assert arg.temporal_address == address
+        async with running_worker(client, cfg, task_queue):
+            handle = await start(client, task_queue, arg)
+            await approval_pending(handle, sessionmaker)
+            details = await _details(handle)
+            assert (
+                f"""--input '{{"approval_id": "a1-0", "by": "YOUR_NAME"}}' --address {address}`"""
+                in details
+            )
+            await handle.cancel()
+    finally:
+        await vigil.close()

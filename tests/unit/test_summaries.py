@@ -87,6 +87,14 @@ def test_approval_details_say_how_to_decide() -> None:
         "temporal workflow signal --namespace default --workflow-id s-1 --name approve "
         '--input \'{"approval_id": "a2-0", "by": "YOUR_NAME"}\''
     ) in text
+    assert "--address" not in text  # a session started without one (older, or raw)
+
+
+def test_approval_details_name_the_temporal_address_it_was_started_through() -> None:
+    text = summaries.approval_details("s-1", "default", _pending(), "127.0.0.1:7346")
+    assert (
+        '--input \'{"approval_id": "a2-0", "by": "YOUR_NAME"}\' --address 127.0.0.1:7346`'
+    ) in text
 
 
 def test_edited_note_and_short_json() -> None:
