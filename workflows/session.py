@@ -105,6 +105,8 @@ class AgentSession(HandOverWhileWaiting):
         self._open_step = 0
         self._open_calls: dict[int, tuple[ToolCallRef, int | None]] = {}
         self._model_seq = 0
+        self._said: str | None = None
+        """The model's words of this step, for the summary of its first tool call (UI)."""
         """The assistant message of the step being run (its tool calls)."""
         self._protect = False
         self._run_start_size = 0
@@ -257,6 +259,7 @@ class AgentSession(HandOverWhileWaiting):
         )
         self._open_model_seq = None
         self._model_seq = model_seq
+        self._said = out.content_preview
         self._open_calls = {call.index: (call, None) for call in out.tool_calls}
         self._c.step = step
         self._c.tokens_in += out.tokens_in
@@ -351,7 +354,8 @@ class AgentSession(HandOverWhileWaiting):
             approved_digest=approved,
             edited_by=editor,
         )
-        summary = summaries.tool_call(step, call, edited, editor)
+        summary = summaries.tool_call(step, call, edited, editor, self._said)
+        self._said = None  # said once, on the step's first tool call
         try:
             result = await self._run_tool_activity(route, arg, summary)
         except ActivityError as exc:

@@ -34,11 +34,27 @@ def _when(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def tool_call(step: int, call: ToolCallRef, edited: dict[str, Any] | None, by: str | None) -> str:
-    """The run_tool activity: the arguments that run (and who edited them)."""
+def tool_call(
+    step: int,
+    call: ToolCallRef,
+    edited: dict[str, Any] | None,
+    by: str | None,
+    said: str | None = None,
+) -> str:
+    """The run_tool activity: the arguments that run (and who edited them), and on the
+    step's first call what the model said with it. (The model activity's own summary is
+    fixed when it is scheduled, before the reply; its result holds the reply's words.)"""
     if edited is None:
-        return f"step {step}: {call.name} {call.arguments_preview[:80]}"
-    return f"step {step}: {call.name} {short_json(edited, 80)} (arguments edited by {by or '?'})"
+        text = f"step {step}: {call.name} {call.arguments_preview[:80]}"
+    else:
+        text = (
+            f"step {step}: {call.name} {short_json(edited, 80)} (arguments edited by {by or '?'})"
+        )
+    words = " ".join((said or "").split())
+    room = SUMMARY_CHARS - len(text) - len(' · model said: ""')
+    if words and room >= 20:
+        text += f' · model said: "{preview(words, room)}"'
+    return preview(text, SUMMARY_CHARS)
 
 
 def record(messages: Sequence[MessageIn], events: Sequence[EventIn]) -> str:

@@ -72,6 +72,14 @@ async def test_details_show_the_pending_approval_and_how_to_decide_it(
             names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ana"), result_type=Ack
         )
         assert (await handle.result()).status == SessionStatus.COMPLETED
+        # The model's words of the step show in the summary of the tool call that followed.
+        vigil = await VigilClient.connect(settings)
+        try:
+            lines = await vigil.history(handle.id)
+        finally:
+            await vigil.close()
+        tools = [ln.detail for ln in lines if ln.detail.startswith(names.ACT_RUN_TOOL)]
+        assert any('model said: "Let me look."' in d for d in tools), tools
 
 
 async def test_the_temporal_command_names_the_address_the_session_was_started_through(

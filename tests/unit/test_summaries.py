@@ -102,3 +102,14 @@ def test_edited_note_and_short_json() -> None:
     assert edited_note({}, None).startswith("[run with arguments edited by a human: ")
     assert short_json({"k": "x" * 50}, 20) == '{"k": "' + "x" * 12 + "…"
     assert len(short_json({"k": "x" * 50}, 20)) == 20
+
+
+def test_a_tool_call_summary_says_what_the_model_said_with_it() -> None:
+    call = ToolCallRef(
+        index=0, call_id="c0", name="http_fetch", valid=True, arguments_preview='{"url": "u"}'
+    )
+    text = summaries.tool_call(1, call, None, None, "Fetching\n the first   page.")
+    assert text == 'step 1: http_fetch {"url": "u"} · model said: "Fetching the first page."'
+    long = summaries.tool_call(1, call, None, None, "word " * 200)
+    assert len(long) <= summaries.SUMMARY_CHARS and long.endswith('…"')
+    assert summaries.tool_call(1, call, None, None, "  ") == 'step 1: http_fetch {"url": "u"}'
