@@ -208,6 +208,11 @@ class ContextCache:
         task.add_done_callback(done)
         return task
 
+    async def settled(self) -> None:
+        """Wait for the recalls still running (a step stopped waiting for them)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
     async def aclose(self) -> None:
         """Cancel recalls still running (the worker is stopping)."""
         tasks = list(self._inflight.values())
@@ -272,7 +277,11 @@ class CachingEmbedder:
             (self._name, hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest())
             for t in texts
         ]
-        missing = [i for i, key in enumerate(keys) if key not in self._kept]
+        first: dict[tuple[str, str], int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._kept:
+                first.setdefault(key, i)
+        missing = list(first.values())
         if missing:
             vectors = await self.inner.embed([texts[i] for i in missing])
             for i, vector in zip(missing, vectors, strict=True):
