@@ -56,6 +56,8 @@ class ContextBudget:
     summary_share: float = 0.15
     max_recent: int = 200
     recall_k: int = 5
+    slack: float = 0.25
+    """Share of the window's room (and count) left free when older turns are summarised."""
 
 
 @dataclass
@@ -324,25 +326,26 @@ async def assemble(
         f"- {a.name} ({a.size} bytes, sha256 {a.sha256[:12]}…)" for a in (got.artifacts or [])[:20]
     ]
 
-    # Fill the recent window from the newest message backwards.
+    # The recent window: every turn the summary does not hold yet, while they fit; when
+    # they no longer do, the newest that fit in (1 - slack) of the room and of the count,
+    # and the rest joins the summary. The slack makes the summary (and so the start of
+    # what the model is sent) change every few steps rather than on every step.
     reserve = int(budget.total_tokens * budget.summary_share)
     note_estimate = sum(count_tokens(x) for x in memory_lines + artifact_lines) + 20
     room = budget.total_tokens - used - reserve - note_estimate
     chats = window.chats
-    taken: list[record.StoredMessage] = []
-    for m in reversed(recent):
+    for m in recent:
         if m.seq not in chats:
             chat = _to_chat(m)
             chats[m.seq] = (chat, message_tokens(chat))
-        cost = chats[m.seq][1]
-        if taken and room - cost < 0:
-            break
-        taken.append(m)
-        room -= cost
-    taken.reverse()
-    # A window must not begin inside a tool exchange (a tool result without its call).
-    while len(taken) > 1 and taken[0].role == "tool":
-        taken.pop(0)
+    upto = window.summary_upto if window.summary_upto is not None else -1
+    pending = [m for m in recent if m.seq > upto]
+    taken = _newest_that_fit(pending, chats, room, len(pending))
+    if not (recent and recent[0].seq <= upto + 1 and len(taken) == len(pending)):
+        keep = 1.0 - budget.slack
+        taken = _newest_that_fit(
+            recent, chats, int(room * keep), max(1, int(budget.max_recent * keep))
+        )
     start_seq = taken[0].seq if taken else None
 
     # Summarise what fell out of the window, extending the last kept summary.
@@ -426,6 +429,27 @@ async def assemble(
         degraded=degraded,
         cache=None if cache is None else ("warm" if got.warm else "cold"),
     )
+
+
+def _newest_that_fit(
+    msgs: list[record.StoredMessage],
+    chats: dict[int, tuple[ChatMessage, int]],
+    room: int,
+    limit: int,
+) -> list[record.StoredMessage]:
+    """The newest of ``msgs`` within ``room`` tokens and ``limit`` messages (the newest
+    always), not beginning inside a tool exchange (a tool result without its call)."""
+    taken: list[record.StoredMessage] = []
+    for m in reversed(msgs):
+        cost = chats[m.seq][1]
+        if taken and (room - cost < 0 or len(taken) >= limit):
+            break
+        taken.append(m)
+        room -= cost
+    taken.reverse()
+    while len(taken) > 1 and taken[0].role == "tool":
+        taken.pop(0)
+    return taken
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
