@@ -100,9 +100,11 @@ def missing_seqs(recent: list[StoredMessage], max_recent: int, last_seq: int) ->
 
 
 def window_bytes(w: SessionWindow) -> int:
-    total = 256 + len(w.summary_text or "")
+    total = 256 + len(w.summary_text or "") + 200 * len(w.recent)
     for m in w.recent:
-        total += 200 + len(m.content) + sum(len(str(c)) for c in (m.tool_calls or []))
+        total += len(m.content)
+        if m.tool_calls:
+            total += sum(64 + len(str(c.get("arguments", ""))) for c in m.tool_calls)
     return total
 
 
@@ -125,6 +127,8 @@ class ContextCache:
         self._windows: OrderedDict[str, SessionWindow] = OrderedDict()
         self._recalls: OrderedDict[tuple[str, ...], RecallEntry] = OrderedDict()
         self._inflight: dict[tuple[str, ...], asyncio.Task[list[Any]]] = {}
+        self._counted: dict[str, int] = {}
+        """Bytes each kept window was counted at (a window's own size moves as it merges)."""
         self._bytes = 0
         self.stats: dict[str, int] = {
             "window_hit": 0,
@@ -142,18 +146,17 @@ class ContextCache:
         return w
 
     def keep(self, session_id: str, w: SessionWindow) -> None:
-        old = self._windows.pop(session_id, None)
-        if old is not None:
-            self._bytes -= old.size
-        w.size = window_bytes(w)
+        self.drop(session_id)
+        if not w.size:  # merge() has counted a kept one already
+            w.size = window_bytes(w)
         self._windows[session_id] = w
+        self._counted[session_id] = w.size
         self._bytes += w.size
         self._evict()
 
     def drop(self, session_id: str) -> None:
-        old = self._windows.pop(session_id, None)
-        if old is not None:
-            self._bytes -= old.size
+        if self._windows.pop(session_id, None) is not None:
+            self._bytes -= self._counted.pop(session_id)
 
     # -- recall -----------------------------------------------------------------------
 
@@ -226,8 +229,7 @@ class ContextCache:
 
     def _evict(self) -> None:
         while len(self._windows) > self.config.sessions:
-            _, w = self._windows.popitem(last=False)
-            self._bytes -= w.size
+            self.drop(next(iter(self._windows)))
         while len(self._recalls) > 4 * self.config.sessions:
             _, r = self._recalls.popitem(last=False)
             self._bytes -= r.size
@@ -236,8 +238,7 @@ class ContextCache:
                 _, r = self._recalls.popitem(last=False)
                 self._bytes -= r.size
             else:
-                _, w = self._windows.popitem(last=False)
-                self._bytes -= w.size
+                self.drop(next(iter(self._windows)))
 
     @property
     def bytes(self) -> int:

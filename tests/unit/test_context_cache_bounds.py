@@ -85,3 +85,14 @@ def test_gaps_are_the_missing_seqs_a_late_write_can_still_fill() -> None:
     assert w.gaps == {2}
     w.merge([_msg(2), _msg(4)])
     assert [m.seq for m in w.recent] == [2, 3, 4] and w.gaps == set() and w.last_seq == 4
+
+
+def test_bytes_follow_a_kept_window_as_it_grows() -> None:
+    cache = ContextCache()
+    w = _window([0, 1], max_recent=3, size=100)
+    cache.keep("s", w)
+    w.merge([_msg(2, 5_000), _msg(3, 5_000)])  # the next step's read
+    cache.keep("s", w)
+    assert cache.bytes == w.size > 10_000
+    cache.drop("s")
+    assert cache.bytes == 0
