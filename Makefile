@@ -24,3 +24,4 @@ bench:
 	uv run python -m bench.memory_recall
 	uv run python -m bench.sse_fanout
 	uv run python -m bench.cli_startup
+	uv run python -m bench.context_assembly

@@ -10,14 +10,18 @@ is needed.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.registry import session_artifacts
+from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow, missing_seqs
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
@@ -52,6 +56,8 @@ class ContextBudget:
     summary_share: float = 0.15
     max_recent: int = 200
     recall_k: int = 5
+    slack: float = 0.25
+    """Share of the window's room (and count) left free when older turns are summarised."""
 
 
 @dataclass
@@ -64,6 +70,28 @@ class Assembled:
     artifacts: int
     dropped_for_budget: int = 0
     notes: list[str] = field(default_factory=list)
+    degraded: Degraded | None = None
+    """Set when the time budget ran out and the context went without some part."""
+    cache: Literal["warm", "cold"] | None = None
+    """Whether the worker's kept window was used (None: assembled without a cache)."""
+
+
+@dataclass(frozen=True)
+class Degraded:
+    """What a step went without because context assembly ran past its time budget."""
+
+    stage: Literal["recall", "assembly"]
+    """``recall``: the recall did not answer in time; ``assembly``: the record's reads
+    had used the budget before recall could start."""
+    elapsed_ms: float
+    budget_ms: float
+
+    def as_payload(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "elapsed_ms": round(self.elapsed_ms, 3),
+            "budget_ms": self.budget_ms,
+        }
 
 
 def summarise(previous: str | None, older: list[record.StoredMessage], limit_tokens: int) -> str:
@@ -102,6 +130,124 @@ def _to_chat(m: record.StoredMessage) -> ChatMessage:
     )
 
 
+@dataclass
+class _Read:
+    """What the record holds for the next turn, as read (whole, or since the kept window)."""
+
+    session: record.SessionRow | None
+    window: SessionWindow
+    artifacts: list[Any]
+    warm: bool
+
+
+async def _read_cold(
+    db: DbSession, session_id: str, agent_id: str, max_recent: int
+) -> tuple[record.SessionRow | None, SessionWindow]:
+    session = await record.get_session(db, session_id)
+    recent = await record.recent_messages(db, session_id, max_recent)
+    # Summaries are only ever written further along, so the newest extends all others.
+    last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
+    last_seq = recent[-1].seq if recent else -1
+    window = SessionWindow(
+        agent_id=agent_id,
+        created_at=session.created_at if session else _EPOCH,
+        max_recent=max_recent,
+        recent=recent,
+        last_seq=last_seq,
+        gaps=missing_seqs(recent, max_recent, last_seq),
+    )
+    if last is not None:
+        window.summary_key = last.key
+        window.summary_text = str(last.payload.get("text", ""))
+        window.summary_upto = int(last.payload.get("upto_seq", -1))
+    return session, window
+
+
+async def _read(
+    sessionmaker: async_sessionmaker[DbSession],
+    *,
+    session_id: str,
+    agent_id: str,
+    max_recent: int,
+    cache: ContextCache | None,
+    artifacts: list[Any] | None,
+) -> _Read:
+    """One transaction acting for the agent: the session row, then either the whole recent
+    window or only what was written since the kept one (by seq, so messages written by any
+    worker or process are seen), the running summary, and the artifacts."""
+    kept = cache.window(session_id) if cache is not None else None
+    async with acting_for(sessionmaker, agent_id) as db:
+        warm = False
+        if kept is not None:
+            session = await record.get_session(db, session_id)
+            if (
+                session is not None
+                and kept.agent_id == agent_id
+                and kept.created_at == session.created_at
+                and kept.max_recent == max_recent
+                and len(kept.gaps) <= MAX_GAPS
+            ):
+                new = await record.messages_since(
+                    db, session_id, after_seq=kept.last_seq, also=sorted(kept.gaps)
+                )
+                kept.merge(new)
+                key = await record.latest_event_key(db, session_id, event_kinds.CONTEXT_SUMMARY)
+                if key != kept.summary_key:
+                    # A summary written elsewhere (another worker, or before a restart).
+                    last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
+                    kept.summary_key = last.key if last else None
+                    kept.summary_text = str(last.payload.get("text", "")) if last else None
+                    kept.summary_upto = int(last.payload.get("upto_seq", -1)) if last else None
+                window, warm = kept, True
+            else:
+                assert cache is not None
+                cache.drop(session_id)
+        if not warm:
+            session, window = await _read_cold(db, session_id, agent_id, max_recent)
+        if artifacts is None:
+            artifacts = await session_artifacts(db, session_id)
+    if cache is not None:
+        if session is None:
+            cache.drop(session_id)  # erased (or never was): nothing to keep
+        else:
+            cache.keep(session_id, window)
+        cache.stats["window_hit" if warm else "window_miss"] += 1
+    return _Read(session=session, window=window, artifacts=artifacts, warm=warm)
+
+
+def recall_query(session: record.SessionRow | None, recent: list[record.StoredMessage]) -> str:
+    """The text memories are recalled for: the goal and the newest human words.
+
+    Not the agent's own latest words: they change every step, and recalling on them would
+    re-run recall on every step. The agent searches its memory itself with the ``recall``
+    tool; what is recalled for it unasked follows the task (a redirect or a human message
+    changes it)."""
+    human = [m.content for m in recent if m.role == "user" and m.content][-3:]
+    return " ".join([session.goal if session else "", *human])[-2000:]
+
+
+async def _recall_stage(
+    memory: Any,
+    cache: ContextCache | None,
+    agent_id: str,
+    query: str,
+    k: int,
+) -> list[Any]:
+    if cache is None:
+        return list(await memory.recall(agent_id, query, k=k))
+    key = cache.recall_key(agent_id, repr(memory.embedder), k, query)
+    found = cache.recalled(key)
+    if found is not None:
+        ids = [m.id for m in found]
+        # A memory forgotten, superseded or erased since is never sent: checked each time.
+        if not ids or set(ids) <= await memory.live_ids(agent_id, ids):
+            cache.stats["recall_hit"] += 1
+            return found
+    cache.stats["recall_miss"] += 1
+    # Shielded: a step that stops waiting leaves it running, and its result is kept.
+    return await asyncio.shield(cache.recall_task(key, memory, agent_id, query, k))
+
+
 async def assemble(
     sessionmaker: async_sessionmaker[DbSession],
     *,
@@ -110,33 +256,63 @@ async def assemble(
     budget: ContextBudget,
     memory: Any | None = None,
     artifacts: list[Any] | None = None,
+    cache: ContextCache | None = None,
+    time_budget_ms: float | None = None,
+    step: int | None = None,
 ) -> Assembled:
     """What the model is sent for the next turn of ``session_id``.
 
     Everything is read and written acting for ``agent_id`` (row-level security), in one
     transaction before recall and, when older turns fall out of the window, one after.
     ``artifacts`` given are used as they are; otherwise the session's are read.
+
+    With a ``cache``, only what the record gained since the kept window is read, and a
+    recall for the same text is not run again; the result is the same as without it.
+    With a ``time_budget_ms``, a recall that does not answer within what remains of it is
+    not waited for: the step goes on with the recent messages and the running summary,
+    and (given its ``step``) a ``context_degraded`` event says so.
     """
-    async with acting_for(sessionmaker, agent_id) as db:
-        session = await record.get_session(db, session_id)
-        recent = await record.recent_messages(db, session_id, budget.max_recent)
-        # Summaries are only ever written further along, so the newest extends all others.
-        last = await record.latest_event(db, session_id, "context_summary")
-        if artifacts is None:
-            artifacts = await session_artifacts(db, session_id)
+    started = time.perf_counter()
+    got = await _read(
+        sessionmaker,
+        session_id=session_id,
+        agent_id=agent_id,
+        max_recent=budget.max_recent,
+        cache=cache,
+        artifacts=artifacts,
+    )
+    session, window = got.session, got.window
+    recent = window.recent
     system_text = (session.metadata.get("system_prompt") if session else None) or DEFAULT_SYSTEM
     system = ChatMessage(role="system", content=system_text)
     used = message_tokens(system)
 
-    # Memories recalled for the latest turn (goal + the newest human/assistant words).
+    # Memories recalled for the task (goal + the newest human words).
     memory_lines: list[str] = []
+    degraded: Degraded | None = None
     if memory is not None and recent:
-        query_parts = [session.goal if session else ""] + [
-            m.content for m in recent[-3:] if m.role in ("user", "assistant") and m.content
-        ]
-        query = " ".join(query_parts)[-2000:]
+        query = recall_query(session, recent)
         if query.strip():
-            found = await memory.recall(agent_id, query, k=budget.recall_k)
+            found: list[Any] = []
+            remaining = (
+                None
+                if time_budget_ms is None
+                else time_budget_ms / 1000 - (time.perf_counter() - started)
+            )
+            if remaining is not None and remaining <= 0:
+                degraded = Degraded("assembly", _ms(started), time_budget_ms or 0.0)
+                if cache is not None:  # recalled meanwhile, for the next step
+                    key = cache.recall_key(agent_id, repr(memory.embedder), budget.recall_k, query)
+                    if cache.recalled(key) is None:
+                        cache.recall_task(key, memory, agent_id, query, budget.recall_k)
+            else:
+                try:
+                    found = await asyncio.wait_for(
+                        _recall_stage(memory, cache, agent_id, query, budget.recall_k),
+                        timeout=remaining,
+                    )
+                except TimeoutError:
+                    degraded = Degraded("recall", _ms(started), time_budget_ms or 0.0)
             memory_cap = int(budget.total_tokens * budget.memory_share)
             spent = 0
             for mem in found:
@@ -147,51 +323,83 @@ async def assemble(
                 memory_lines.append(line)
                 spent += cost
     artifact_lines = [
-        f"- {a.name} ({a.size} bytes, sha256 {a.sha256[:12]}…)" for a in (artifacts or [])[:20]
+        f"- {a.name} ({a.size} bytes, sha256 {a.sha256[:12]}…)" for a in (got.artifacts or [])[:20]
     ]
 
-    # Fill the recent window from the newest message backwards.
+    # The recent window: every turn the summary does not hold yet, while they fit; when
+    # they no longer do, the newest that fit in (1 - slack) of the room and of the count,
+    # and the rest joins the summary. The slack makes the summary (and so the start of
+    # what the model is sent) change every few steps rather than on every step.
     reserve = int(budget.total_tokens * budget.summary_share)
     note_estimate = sum(count_tokens(x) for x in memory_lines + artifact_lines) + 20
     room = budget.total_tokens - used - reserve - note_estimate
-    window: list[record.StoredMessage] = []
-    for m in reversed(recent):
-        cost = message_tokens(_to_chat(m))
-        if window and room - cost < 0:
-            break
-        window.insert(0, m)
-        room -= cost
-    # A window must not begin inside a tool exchange (a tool result without its call).
-    while len(window) > 1 and window[0].role == "tool":
-        window.pop(0)
-    start_seq = window[0].seq if window else None
+    chats = window.chats
+    for m in recent:
+        if m.seq not in chats:
+            chat = _to_chat(m)
+            chats[m.seq] = (chat, message_tokens(chat))
+    upto = window.summary_upto if window.summary_upto is not None else -1
+    pending = [m for m in recent if m.seq > upto]
+    taken = _newest_that_fit(pending, chats, room, len(pending))
+    if not (recent and recent[0].seq <= upto + 1 and len(taken) == len(pending)):
+        keep = 1.0 - budget.slack
+        taken = _newest_that_fit(
+            recent, chats, int(room * keep), max(1, int(budget.max_recent * keep))
+        )
+    start_seq = taken[0].seq if taken else None
 
     # Summarise what fell out of the window, extending the last kept summary.
-    prev_text = str(last.payload.get("text", "")) if last else None
-    prev_upto = int(last.payload.get("upto_seq", -1)) if last else -1
+    prev_text = window.summary_text
+    prev_upto = window.summary_upto if window.summary_upto is not None else -1
     summary_text: str | None = prev_text
-    summary_upto: int | None = prev_upto if last else None
-    if start_seq is not None and start_seq - 1 > prev_upto:
-        async with acting_for(sessionmaker, agent_id) as db:
-            older = await record.messages_page(
-                db, session_id, after_seq=prev_upto, limit=start_seq - 1 - prev_upto
+    summary_upto: int | None = window.summary_upto
+    events: list[record.NewEvent] = []
+    if degraded is not None and step is not None:
+        events.append(
+            record.NewEvent(
+                key=f"context_degraded:{step}",
+                kind=event_kinds.CONTEXT_DEGRADED,
+                step=step,
+                payload=degraded.as_payload(),
             )
-            older = [m for m in older if m.seq < start_seq]
-            if older:
-                summary_text = summarise(prev_text, older, reserve)
-                summary_upto = older[-1].seq
-                await record.record_events(
-                    db,
-                    session_id,
-                    agent_id,
-                    [
-                        record.NewEvent(
-                            key=f"summary:{summary_upto}",
-                            kind=event_kinds.CONTEXT_SUMMARY,
-                            payload={"upto_seq": summary_upto, "text": summary_text},
-                        )
-                    ],
+        )
+    older: list[record.StoredMessage] = []
+    if start_seq is not None and start_seq - 1 > prev_upto:
+        low = recent[0].seq if len(recent) >= window.max_recent else 0
+        if prev_upto + 1 >= low:
+            # The kept window holds all of them (it is current: read just now).
+            older = [m for m in recent if prev_upto < m.seq < start_seq]
+        else:
+            async with acting_for(sessionmaker, agent_id) as db:
+                older = await record.messages_page(
+                    db, session_id, after_seq=prev_upto, limit=start_seq - 1 - prev_upto
                 )
+            older = [m for m in older if m.seq < start_seq]
+    summary_key: str | None = None
+    if older:
+        summary_text = summarise(prev_text, older, reserve)
+        summary_upto = older[-1].seq
+        summary_key = f"summary:{summary_upto}"
+        events.append(
+            record.NewEvent(
+                key=summary_key,
+                kind=event_kinds.CONTEXT_SUMMARY,
+                payload={"upto_seq": summary_upto, "text": summary_text},
+            )
+        )
+    if events:
+        async with acting_for(sessionmaker, agent_id) as db:
+            inserted = await record.record_events(db, session_id, agent_id, events[-1:])
+            if summary_key is not None and not inserted:
+                # Written first by another worker: the record's text is the summary.
+                kept = await record.get_event(db, session_id, summary_key)
+                if kept is not None:
+                    summary_text = str(kept.payload.get("text", ""))
+            if len(events) > 1:
+                await record.record_events(db, session_id, agent_id, events[:-1])
+        if summary_key is not None:
+            window.summary_key, window.summary_text = summary_key, summary_text
+            window.summary_upto = summary_upto
 
     note_parts: list[str] = []
     if summary_text:
@@ -207,8 +415,9 @@ async def assemble(
     messages = [system]
     if note_parts:
         messages.append(ChatMessage(role="system", content="\n\n".join(note_parts)))
-    messages.extend(_to_chat(m) for m in window)
-    tokens = sum(message_tokens(m) for m in messages)
+    messages.extend(chats[m.seq][0] for m in taken)
+    head = messages[: len(messages) - len(taken)]
+    tokens = sum(message_tokens(m) for m in head) + sum(chats[m.seq][1] for m in taken)
     return Assembled(
         messages=messages,
         tokens=tokens,
@@ -216,5 +425,35 @@ async def assemble(
         summary_upto_seq=summary_upto,
         memories=len(memory_lines),
         artifacts=len(artifact_lines),
-        dropped_for_budget=len(recent) - len(window),
+        dropped_for_budget=len(recent) - len(taken),
+        degraded=degraded,
+        cache=None if cache is None else ("warm" if got.warm else "cold"),
     )
+
+
+def _newest_that_fit(
+    msgs: list[record.StoredMessage],
+    chats: dict[int, tuple[ChatMessage, int]],
+    room: int,
+    limit: int,
+) -> list[record.StoredMessage]:
+    """The newest of ``msgs`` within ``room`` tokens and ``limit`` messages (the newest
+    always), not beginning inside a tool exchange (a tool result without its call)."""
+    taken: list[record.StoredMessage] = []
+    for m in reversed(msgs):
+        cost = chats[m.seq][1]
+        if taken and (room - cost < 0 or len(taken) >= limit):
+            break
+        taken.append(m)
+        room -= cost
+    taken.reverse()
+    while len(taken) > 1 and taken[0].role == "tool":
+        taken.pop(0)
+    return taken
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -27,7 +27,8 @@ from vigil.activities.agents import catalog as agent_catalog
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.artifacts.store import ArtifactStore
 from vigil.activities.config import ActivitySettings
-from vigil.activities.context import ContextBudget, assemble
+from vigil.activities.context import ContextBudget, Degraded, assemble
+from vigil.activities.context_cache import ContextCache
 from vigil.activities.credentials import CredentialError
 from vigil.activities.failures import outage_of
 from vigil.activities.guard import guarded
@@ -117,8 +118,11 @@ class SessionActivities:
         models: ModelRouter | None = None,
         agents: AgentVersions | None = None,
         tools: WorkerTools | None = None,
+        context_cache: ContextCache | None = None,
     ) -> None:
         self.settings = settings
+        self.context_cache = context_cache or ContextCache()
+        """Each session's packed context kept between steps (activities.context_cache)."""
         self.tools = tools or WorkerTools()
         """Python tools and MCP servers this worker offers besides the built-ins."""
         self.sessionmaker = sessionmaker
@@ -286,9 +290,11 @@ class SessionActivities:
         limit: int,
         tokens: int | None = None,
         recall: int | None = None,
-    ) -> list[ChatMessage]:
+        step: int | None = None,
+    ) -> tuple[list[ChatMessage], Degraded | None]:
         """Recent turns, a kept summary of older ones, memories and artifact references,
-        packed into the token budget (see activities.context), read acting for the agent."""
+        packed into the token budget (see activities.context), read acting for the agent;
+        and what the step went without if assembly ran past its time budget."""
         assembled = await assemble(
             self.sessionmaker,
             session_id=session_id,
@@ -299,6 +305,9 @@ class SessionActivities:
                 **({"recall_k": recall} if recall is not None else {}),
             ),
             memory=self.memory,
+            cache=self.context_cache,
+            time_budget_ms=self.context_cache.config.time_budget_ms,
+            step=step,
         )
         # The record holds text exactly (lone surrogates included); what goes on the wire
         # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
@@ -314,7 +323,7 @@ class SessionActivities:
                 name=m.name,
             )
             for m in assembled.messages
-        ]
+        ], assembled.degraded
 
     @staticmethod
     def _refs(
@@ -426,8 +435,13 @@ class SessionActivities:
                     replayed=True,
                 )
         provider, connection = await self._provider(arg)
-        context = await self._context(
-            arg.session_id, arg.agent_id, arg.context_messages, arg.context_tokens, arg.recall
+        context, degraded = await self._context(
+            arg.session_id,
+            arg.agent_id,
+            arg.context_messages,
+            arg.context_tokens,
+            arg.recall,
+            arg.step,
         )
         specs = (
             [_spec(n) for n in arg.allowed_tools if n in BUILTIN_TOOLS]
@@ -454,6 +468,8 @@ class SessionActivities:
         }
         if arg.connection is not None:
             usage["connection"] = connection
+        if degraded is not None:
+            usage["context_degraded"] = degraded.as_payload()
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             await record.append_messages(
                 db,

@@ -31,6 +31,7 @@ INPUT_REJECTED = "input_rejected"
 AGENT_VERSION_CHANGED = "agent_version_changed"
 AGENT_VERSION_REFUSED = "agent_version_refused"
 CONTEXT_SUMMARY = "context_summary"
+CONTEXT_DEGRADED = "context_degraded"
 ARTIFACT_REPLACED = "artifact_replaced"
 INFRASTRUCTURE_RECOVERED = "infrastructure_recovered"
 
@@ -53,6 +54,7 @@ ALL = (
     AGENT_VERSION_CHANGED,
     AGENT_VERSION_REFUSED,
     CONTEXT_SUMMARY,
+    CONTEXT_DEGRADED,
     ARTIFACT_REPLACED,
     INFRASTRUCTURE_RECOVERED,
 )

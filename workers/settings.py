@@ -116,6 +116,19 @@ class Settings(BaseSettings):
     """Token budget of what one model call is sent (estimated offline)."""
     inline_limit_bytes: int = 64 * 1024
     """Content larger than this never enters workflow history: it becomes an artifact."""
+    context_time_budget_ms: float = Field(default=50.0, ge=0)
+    """Time assembling a model call's context may take: a recall still running then is
+    not waited for, the step goes on with the recent messages and the running summary and
+    records a ``context_degraded`` event. 0: no budget."""
+    context_cache_sessions: int = Field(default=512, ge=0)
+    """Sessions whose packed context a worker keeps between steps (LRU); 0 keeps none."""
+    context_cache_mb: int = Field(default=64, ge=1)
+    """Memory the kept contexts and recall results may take (approximate MiB, LRU)."""
+    context_recall_seconds: float = Field(default=30.0, ge=0)
+    """How long a recall for unchanged text is reused (memories other sessions write
+    meanwhile show after at most this long; forgotten ones never)."""
+    embedding_cache_entries: int = Field(default=4096, ge=0)
+    """Embeddings of repeated text a worker keeps (by text hash and embedder)."""
 
     # Memory
     embedder: Literal["hashing", "openai", "local"] = "hashing"

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
+from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.retention import RetentionActivities
@@ -69,7 +70,10 @@ async def runtime(
     try:
         from vigil.activities.memory.store import MemoryStore
 
-        memory = MemoryStore(sessionmaker, make_embedder(settings))
+        embedder = make_embedder(settings)
+        if settings.embedding_cache_entries > 0:
+            embedder = CachingEmbedder(embedder, settings.embedding_cache_entries)
+        memory = MemoryStore(sessionmaker, embedder)
     except ImportError:  # memory is optional until its module lands
         memory = None
     models = model_router(settings, model, credentials)
@@ -85,6 +89,7 @@ async def runtime(
         models=models,
         agents=versions,
         tools=tools,
+        context_cache=context_cache(settings),
     )
     try:
         yield Runtime(
@@ -98,11 +103,24 @@ async def runtime(
             tools_only=settings.tools_only,
         )
     finally:
+        await acts.context_cache.aclose()
         await tools.aclose()
         await models.aclose()
         await model.aclose()
         await http.aclose()
         await engine.dispose()
+
+
+def context_cache(settings: Settings) -> ContextCache:
+    """The worker's kept contexts, bounded and budgeted by its settings."""
+    return ContextCache(
+        ContextCacheConfig(
+            sessions=settings.context_cache_sessions,
+            max_bytes=settings.context_cache_mb * 1024 * 1024,
+            recall_seconds=settings.context_recall_seconds,
+            time_budget_ms=settings.context_time_budget_ms or None,
+        )
+    )
 
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:

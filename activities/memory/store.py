@@ -519,6 +519,13 @@ class MemoryStore:
             row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
         return _record(row) if row is not None else None
 
+    async def live_ids(self, agent_id: str, ids: list[int]) -> set[int]:
+        """Which of ``ids`` are memories of this agent recall may still return (not
+        forgotten, superseded or erased): how a kept recall result is checked."""
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            rows = await db.execute(_LIVE_IDS, {"agent_id": agent_id, "ids": ids})
+            return {int(row.id) for row in rows}
+
     async def forget(
         self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
     ) -> MemoryRecord | None:
@@ -853,3 +860,11 @@ _TEXT_CANDIDATES = text(
         :kinds, :since, :until, :live_only, :n) AS c
     """
 )
+
+
+_LIVE_IDS = text(
+    """
+    SELECT id FROM memories WHERE agent_id = :agent_id AND id = ANY(:ids)
+    AND forgotten_at IS NULL AND superseded_by IS NULL
+    """
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))

@@ -417,3 +417,34 @@ async def latest_event(db: DbSession, session_id: str, kind: str) -> StoredEvent
         .first()
     )
     return _event(row) if row is not None else None
+
+
+async def messages_since(
+    db: DbSession, session_id: str, *, after_seq: int, also: list[int] | None = None
+) -> list[StoredMessage]:
+    """Messages with seq > after_seq, and those at the seqs ``also`` (gaps a late write
+    may have filled), oldest first: what a kept context window has not read yet."""
+    rows = (
+        await db.execute(
+            text(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid "
+                "AND (seq > :after OR seq = ANY(:seqs)) ORDER BY seq"
+            ),
+            {"sid": session_id, "after": after_seq, "seqs": also or []},
+        )
+    ).mappings()
+    return [_message(r) for r in rows]
+
+
+async def latest_event_key(db: DbSession, session_id: str, kind: str) -> str | None:
+    """The key of the newest event of a kind (keys are unique and events immutable, so the
+    key names its content)."""
+    return (
+        await db.execute(
+            text(
+                "SELECT key FROM events WHERE session_id = :sid "
+                "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1"
+            ),
+            {"sid": session_id, "kinds": event_kinds.stored_as(kind)},
+        )
+    ).scalar_one_or_none()

@@ -1,0 +1,117 @@
+"""A recall that runs past the context time budget is not waited for (issue #14).
+
+Recall is made slow deterministically: the test holds PostgreSQL's ACCESS EXCLUSIVE lock
+on ``memories``, so recall's reads wait on the lock for as long as the test likes, while
+the record's reads (messages, events, the session) go on. The step must go on with the
+recent messages and the running summary, and say that it degraded; no timing asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.integration.test_context_cache import BUDGET, _open
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import running_worker, session_input, start, stub_settings, until
+from vigil.activities.context import assemble
+from vigil.activities.context_cache import ContextCache
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import MemoryStore
+from vigil.activities.record import store as record
+from vigil.schema.payloads import SessionStatus
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def memories_locked(sm: async_sessionmaker[DbSession]) -> AsyncIterator[None]:
+    """Hold the lock every read of ``memories`` waits on, until the block ends."""
+    async with sm() as db:
+        await db.execute(text("LOCK TABLE memories IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            await db.rollback()
+
+
+async def test_a_slow_recall_leaves_recent_messages_and_summary_and_is_recorded(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    sid, agent = await _open(sessionmaker, 300)
+    memory = MemoryStore(sessionmaker, HashingEmbedder(384))
+    await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
+    cache = ContextCache()
+    async with memories_locked(sessionmaker):
+        got = await assemble(
+            sessionmaker,
+            session_id=sid,
+            agent_id=agent,
+            budget=BUDGET,
+            memory=memory,
+            cache=cache,
+            time_budget_ms=50,
+            step=7,
+        )
+    assert got.degraded is not None and got.degraded.stage in ("recall", "assembly")
+    assert got.memories == 0
+    assert got.summary_upto_seq is not None
+    assert "Summary of earlier turns" in got.messages[1].content
+    assert got.messages[-1].tool_call_id == "c298"  # the newest message (seq 299)
+    async with sessionmaker() as db:
+        event = await record.get_event(db, sid, "context_degraded:7")
+    assert event is not None and event.kind == "context_degraded" and event.step == 7
+    assert event.payload["stage"] == got.degraded.stage
+    assert event.payload["budget_ms"] == 50 and event.payload["elapsed_ms"] > 0
+
+    # The recall went on once the lock was gone, and its result is there for the next step.
+    await cache.settled()
+    after = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
+    )
+    assert after.degraded is None and after.memories == 1
+    assert cache.stats["recall_hit"] == 1
+
+
+async def test_a_session_step_goes_on_when_recall_is_stuck(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-{uuid.uuid4()}"
+    memory = MemoryStore(sessionmaker, HashingEmbedder(settings.embedding_dim))
+    await memory.add(agent, "Gauges are read at dawn.", subject="gauges")
+    stub.enqueue(Reply.tool_call("finish", {"summary": "read the gauges"}))
+    cfg = stub_settings(settings, stub.url_openai, context_time_budget_ms=50.0)
+    async with running_worker(client, cfg, task_queue):
+        async with memories_locked(sessionmaker):
+            handle = await start(
+                client, task_queue, session_input("read the gauges", agent_id=agent)
+            )
+
+            async def degraded() -> record.StoredEvent | None:
+                async with sessionmaker() as db:
+                    return await record.get_event(db, handle.id, "context_degraded:1")
+
+            # Recorded while recall is still stuck behind the lock.
+            event = await until(degraded, what="the context_degraded event")
+        result = await handle.result()  # `remember` writes a memory: after the lock
+        async with sessionmaker() as db:
+            call = await record.get_event(db, handle.id, "model:1")
+    assert result.status == SessionStatus.COMPLETED
+    assert event.payload["stage"] in ("recall", "assembly")
+    assert call is not None and call.payload["context_degraded"]["stage"] == event.payload["stage"]
+    [request] = [r for r in stub.requests if r.body and "messages" in r.body]
+    sent = json.dumps(request.body["messages"])
+    assert "read the gauges" in sent and "Relevant long-term memories" not in sent
