@@ -3,10 +3,11 @@
 Sessions under ``PATCH_FOLDED_STEP`` let ``call_model`` run the reply's leading tool calls
 itself, right after the model answers, when nothing about them needs the workflow: the
 tool needs no approval whatever its arguments, runs on the session's own queue, is a
-built-in handled by an activity (never ``finish``/``ask_human``/``wait_until``, which the
-workflow handles) and keeps the default time and attempts. The first call that is
-anything else (invalid, approval, another queue, a long or retried tool) stops the fold:
-it and every later call keep their own ``run_tool`` activity, in order, as before.
+built-in and keeps the default time and attempts. The first call that is anything else
+(invalid, approval, another queue, a long or retried tool) stops the fold: it and every
+later call keep their own ``run_tool`` activity, in order, as before. A control tool
+(``finish``, ``ask_human``, ``wait_until``) is checked by the activity as run_tool checks
+it and ends the fold: its ``control`` reaches the workflow, which waits or ends there.
 
 Seqs stay the workflow's: call ``i`` of the reply at ``seq`` is always answered at
 ``seq + 1 + i`` (the workflow allocates them in call order exactly so), so the activity
@@ -43,7 +44,7 @@ def foldable_tools(
 
 def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bool:
     tool = agents.descriptor(runtime, name)
-    if tool is None or tool.kind != "builtin" or tool.handled_by != "activity":
+    if tool is None or tool.kind != "builtin":
         return False
     if tool.timeout_seconds is not None or tool.max_attempts is not None:
         return False  # its own limits are the run_tool activity's

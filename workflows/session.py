@@ -332,9 +332,10 @@ class AgentSession(HandOverWhileWaiting):
         self._c.next_seq += 1
         self._open_calls[call.index] = (call, seq)
         done = self._folded.pop(call.index, None)
-        if done is not None and done.seq == seq and done.control is None:
-            # call_model ran and recorded it at the seq this call would have had.
-            self._open_calls.pop(call.index, None)
+        if done is not None and done.seq == seq:
+            # call_model ran it (and recorded it at the seq this call would have had), or
+            # checked a control tool's arguments: what it asks is done here.
+            await self._control(step, call, seq, done)
             return
         edited: dict[str, Any] | None = None
         rejected: str | None = None
@@ -398,6 +399,10 @@ class AgentSession(HandOverWhileWaiting):
             result = await self._run_tool_activity(
                 tool_routing.tool_route(None, call.name), refused, summary
             )
+        await self._control(step, call, seq, result)
+
+    async def _control(self, step: int, call: ToolCallRef, seq: int, result: RunToolOutput) -> None:
+        """Close a call that ran, or do what a workflow-handled tool asks."""
         control = result.control
         if control is None:
             self._open_calls.pop(call.index, None)

@@ -4,7 +4,7 @@ Each folded call goes through the very code of the ``run_tool`` activity, with t
 the workflow would have sent it (result at ``seq + 1 + index``, idempotent on that seq and
 on the ``tool:{step}:{index}`` event), so a retried ``call_model`` returns the recorded
 results and runs nothing twice. Whatever is not plain (a tool that asks for a retry, an
-outage, a control tool) stops the fold: the workflow runs that call and the later ones
+outage) stops the fold: the workflow runs that call and the later ones
 with their own ``run_tool`` activity, and its retry policy.
 """
 
@@ -55,9 +55,9 @@ async def run_leading_calls(
                 extra={"session_id": arg.session_id},
             )
             break
-        if result.control is not None or not result.recorded:
-            break
         results.append(result)
+        if result.control is not None:
+            break  # the workflow waits or ends here: later calls come after that
     return results
 
 
