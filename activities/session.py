@@ -85,6 +85,10 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
     The interval derives from the activity's own heartbeat timeout (a third of it), so a
     healthy worker is never mistaken for a lost one, whatever the session configured.
     """
+    if activity.info().is_local:
+        # A local activity has no heartbeat: its workflow task is what the SDK keeps alive.
+        yield
+        return
     if every is None:
         timeout = activity.info().heartbeat_timeout
         every = max(0.1, timeout.total_seconds() / 3) if timeout else 10.0
