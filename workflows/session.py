@@ -410,7 +410,8 @@ class AgentSession(HandOverWhileWaiting):
         if control.kind == "finish":
             summary = control.summary or self._c.last_message or "finished"
             self._tool_message(seq, step, call, "session finished")
-            await self._flush()
+            if not self._fold:
+                await self._flush()  # folded steps leave it to the ending's one write
             raise _SessionEnded(SessionStatus.COMPLETED, summary)
         if control.kind == "wait_until":
             now = workflow.now()

@@ -386,6 +386,52 @@ async def webhooks(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def folded_step(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """One activity per step: two calls run inside the model activity, a message sent
+    while the model thinks rides in the next model call's input, finish checked there."""
+    ctx.stub.enqueue(
+        Reply.tool_calls(
+            ("http_fetch", {"url": f"{ctx.stub.url}/a"}),
+            ("http_fetch", {"url": f"{ctx.stub.url}/b"}),
+        ),
+        Reply.hang(1.0, then=ctx.fetch("/c")),
+        finish("two steps, one activity each"),
+    )
+    handle = await ctx.start("folded_step", _arg("fetch in one round trip"))
+    await eventually(handle, lambda s: s.step == 1)
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="and page c", by="carol"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def local_model_calls(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The low-latency mode: an agent whose model calls run as local activities, a
+    folded tool call, a pause while the model thinks long, resume, finish."""
+    name = "agent-local"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"execution": "local"},
+                "tools": [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}],
+            }
+        )
+    )
+    # Longer than the SDK's workflow task heartbeat (80% of the 10 s task timeout): the
+    # pause is applied while the call still runs, and holds before the next one.
+    ctx.stub.enqueue(Reply.hang(9.5, then=ctx.fetch("/x")), finish("local and done"))
+    handle = await ctx.start(
+        "local_model_calls", StartSessionInput(agent_id=name, goal="think close by")
+    )
+    while not ctx.stub.requests:  # the model is thinking
+        await asyncio.sleep(0.05)
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="a look"))
+    await eventually(handle, lambda s: s.status == SessionStatus.PAUSED)
+    await handle.signal(names.SIG_RESUME, ResumeInput(by="bob"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -400,6 +446,8 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "agent_python_mcp_tools": agent_python_mcp_tools,
     "transcript_ui": transcript_ui,
     "webhooks": webhooks,
+    "folded_step": folded_step,
+    "local_model_calls": local_model_calls,
 }
 
 
@@ -445,6 +493,7 @@ async def _record_all(
             http_allow=stub.host_port,
             tool_modules="tests.support.py_tools",
             tool_entry_points=False,
+            model_timeout_seconds=15.0,  # local_model_calls thinks for 9.5 s
         )
         for name in names_wanted:
             stub.clear()

@@ -38,6 +38,8 @@ EXPECTED = {
     "agent_python_mcp_tools",
     "transcript_ui",
     "webhooks",
+    "folded_step",
+    "local_model_calls",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -56,6 +58,8 @@ NEWER = {
     "agent_python_mcp_tools",
     "transcript_ui",
     "webhooks",
+    "folded_step",
+    "local_model_calls",
 }
 
 
