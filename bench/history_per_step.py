@@ -13,6 +13,7 @@ happens between steps (tool calls, records, human signals) is counted with it::
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def steps(history: History) -> list[tuple[int, int]]:
     step up to the ending's first record, i.e. excluding the session's closing work)."""
     starts = [i for i, e in enumerate(history.events) if _model_call(e)]
     out: list[tuple[int, int]] = []
-    for begin, end in zip(starts, starts[1:], strict=False):
+    for begin, end in itertools.pairwise(starts):
         chunk = history.events[begin:end]
         out.append((len(chunk), sum(e.ByteSize() for e in chunk)))
     return out

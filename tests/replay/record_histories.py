@@ -30,7 +30,14 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
-from tests.support.sessions import eventually, running_worker, start, state, stub_settings
+from tests.support.sessions import (
+    eventually,
+    running_worker,
+    start,
+    state,
+    stub_settings,
+    until,
+)
 from tests.support.teststack import ROOT, scratch_stack
 from tests.support.webhook_receiver import webhook_receiver
 from vigil.schema import names
@@ -423,8 +430,7 @@ async def local_model_calls(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     handle = await ctx.start(
         "local_model_calls", StartSessionInput(agent_id=name, goal="think close by")
     )
-    while not ctx.stub.requests:  # the model is thinking
-        await asyncio.sleep(0.05)
+    await until(lambda: bool(ctx.stub.requests), what="the model thinking")
     await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="a look"))
     await eventually(handle, lambda s: s.status == SessionStatus.PAUSED)
     await handle.signal(names.SIG_RESUME, ResumeInput(by="bob"))
