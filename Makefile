@@ -25,3 +25,4 @@ bench:
 	uv run python -m bench.sse_fanout
 	uv run python -m bench.cli_startup
 	uv run python -m bench.context_assembly
+	uv run python -m bench.history_per_step tests/replay/histories/tools_finish.json tests/replay/histories/folded_step.json tests/replay/histories/local_model_calls.json

@@ -52,6 +52,7 @@ from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
 from vigil.activities.token_stream import TokenPublisher
+from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
 from vigil.activities.tools.python import SessionArtifacts, idempotency_key
 from vigil.activities.tools.runner import ToolCallInfo, WorkerTools
@@ -85,6 +86,10 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
     The interval derives from the activity's own heartbeat timeout (a third of it), so a
     healthy worker is never mistaken for a lost one, whatever the session configured.
     """
+    if activity.info().is_local:
+        # A local activity has no heartbeat: its workflow task is what the SDK keeps alive.
+        yield
+        return
     if every is None:
         timeout = activity.info().heartbeat_timeout
         every = max(0.1, timeout.total_seconds() / 3) if timeout else 10.0
@@ -224,22 +229,29 @@ class SessionActivities:
     @activity.defn(name=names.ACT_RECORD)
     @guarded
     async def record(self, arg: RecordInput) -> RecordOutput:
+        return await self._record(arg)
+
+    async def _record(self, arg: RecordInput) -> RecordOutput:
+        """The record activity's work (also done by a folded step's call_model)."""
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            inserted_messages = await record.append_messages(
-                db,
-                arg.session_id,
-                arg.agent_id,
-                [
-                    record.NewMessage(
-                        seq=m.seq,
-                        role=m.role,
-                        content=m.content,
-                        step=m.step,
-                        name=m.name,
-                        tool_call_id=m.tool_call_id,
-                    )
-                    for m in arg.messages
-                ],
+            messages = [
+                record.NewMessage(
+                    seq=m.seq,
+                    role=m.role,
+                    content=m.content,
+                    step=m.step,
+                    name=m.name,
+                    tool_call_id=m.tool_call_id,
+                )
+                for m in arg.messages
+            ]
+            inserted_messages = 0
+            if arg.open_step_seq is not None:
+                messages, inserted_messages = await folded.close_open_step(
+                    db, arg.session_id, arg.agent_id, arg.open_step_seq, messages
+                )
+            inserted_messages += await record.append_messages(
+                db, arg.session_id, arg.agent_id, messages
             )
             inserted_events = await record.record_events(
                 db,
@@ -416,6 +428,16 @@ class SessionActivities:
     @activity.defn(name=names.ACT_CALL_MODEL)
     @guarded
     async def call_model(self, arg: CallModelInput) -> CallModelOutput:
+        if arg.records is not None:
+            # Queued by the workflow since the last step: in the record before the
+            # context is read, so the model sees a human's message this very step.
+            await self._record(arg.records)
+        out = await self._call_model(arg)
+        if arg.fold_tools:
+            out.folded = await folded.run_leading_calls(self._run_tool, arg, out)
+        return out
+
+    async def _call_model(self, arg: CallModelInput) -> CallModelOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
@@ -523,6 +545,10 @@ class SessionActivities:
     @activity.defn(name=names.ACT_RUN_TOOL)
     @guarded
     async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
+        return await self._run_tool(arg)
+
+    async def _run_tool(self, arg: RunToolInput) -> RunToolOutput:
+        """The run_tool activity's work (also done by a folded step's call_model)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         async with acting_for(self.sessionmaker, arg.agent_id) as db:

@@ -42,6 +42,10 @@ class ModelSettings(Spec):
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     fallback: str | None = Field(default=None, pattern=NAME_PATTERN)
     """Connection used when the first keeps failing."""
+    execution: Literal["activity", "local"] | None = None
+    """How the session runs the model call: ``activity`` (the default) or ``local``, a
+    local activity on the session's worker (fewer server round trips, lower latency; see
+    the README's low-latency mode for what it costs)."""
 
 
 class ArgumentRule(Spec):
@@ -199,6 +203,8 @@ def content_hash(spec: AgentSpec) -> str:
     if data.get("webhooks") is None:
         # Specs written before webhooks existed keep the hash they were applied with.
         data.pop("webhooks", None)
+    if data.get("model", {}).get("execution") is None:
+        data["model"].pop("execution", None)  # likewise for specs from before it
     return hashlib.sha256(canonical_json(data).encode("ascii")).hexdigest()
 
 

@@ -82,6 +82,11 @@ PATCH_WEBHOOKS = "vigil-webhooks"
 # A cancel's event and summary name who cancelled and why (read from Temporal's cancel
 # reason, see schema/cancel_reason.py); older runs recorded "cancelled by a human".
 PATCH_CANCEL_ACTOR = "vigil-cancel-actor"
+# One server round trip per step on the usual path: call_model runs the reply's leading
+# tool calls that need no approval, no other queue and no workflow (each recorded on its
+# own seq as run_tool would), queued records ride in its input, and an agent whose model
+# settings say ``execution = "local"`` has its model calls run as local activities.
+PATCH_FOLDED_STEP = "vigil-folded-step"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

@@ -299,6 +299,10 @@ class RecordInput(Payload):
     messages: list[MessageIn] = Field(default_factory=list)
     events: list[EventIn] = Field(default_factory=list)
     session: SessionUpdate | None = None
+    open_step_seq: int | None = None
+    """The assistant seq of a step the session ended inside (folded steps): the tool calls
+    of a reply recorded there get an answer each, and this batch's later messages move
+    after them, so the transcript has no gap whatever the model activity wrote."""
 
 
 class RecordOutput(Payload):
@@ -329,6 +333,13 @@ class CallModelInput(Payload):
     """Connection used once the first keeps failing."""
     context_tokens: int | None = None
     recall: int | None = None
+    fold_tools: list[str] | None = None
+    """Tools this activity runs itself right after the reply (folded step): the reply's
+    leading calls to them, call ``i`` recorded at seq ``seq + 1 + i`` exactly as run_tool
+    records it. None: the workflow runs every call (sessions from before folding)."""
+    records: RecordInput | None = None
+    """Queued messages, events and session changes, written before the context is read
+    (instead of a record activity of their own)."""
 
 
 class ToolCallRef(Payload):
@@ -357,6 +368,8 @@ class CallModelOutput(Payload):
     latency_ms: float = 0.0
     replayed: bool = False
     """True when the reply was already recorded (a retry after a crash): no new model call."""
+    folded: list[RunToolOutput] = Field(default_factory=list)
+    """Results of the leading tool calls this activity ran (``fold_tools``), in call order."""
 
 
 class RememberInput(Payload):
@@ -453,3 +466,4 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
 # SessionCarry and StartSessionInput name models defined further down.
 SessionCarry.model_rebuild()
 StartSessionInput.model_rebuild()
+CallModelOutput.model_rebuild()

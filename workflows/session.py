@@ -57,7 +57,7 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import retries, summaries, tool_routing, webhooks
+from vigil.workflows import folding, retries, summaries, tool_routing, webhooks
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
@@ -121,6 +121,12 @@ class AgentSession(HandOverWhileWaiting):
         """Tool workers' queues probed, unserved calls answered as tool errors (new sessions)."""
         self._editors: dict[int, str | None] = {}
         """Who edited the arguments of the step's approved calls, by call index."""
+        self._fold = False
+        """One round trip per step: tool calls folded into call_model (new sessions)."""
+        self._folded: dict[int, RunToolOutput] = {}
+        """The step's calls call_model already ran, by call index."""
+        self._closing_seq: int | None = None
+        """The assistant seq of a folded step the session ended inside (see _flush)."""
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -131,6 +137,7 @@ class AgentSession(HandOverWhileWaiting):
         # while waiting, nor on their history's size between steps.
         self._protect = workflow.patched(names.PATCH_HAND_OVER_WHILE_WAITING)
         self._run_start_size = info.get_current_history_size()
+        self._fold = workflow.patched(names.PATCH_FOLDED_STEP)
         if workflow.patched(names.PATCH_AGENT_DEFINITIONS):
             self._bind_calls = True
             if workflow.patched(names.PATCH_TOOL_WORKERS):
@@ -203,7 +210,8 @@ class AgentSession(HandOverWhileWaiting):
     async def _loop(self) -> SessionResult:
         while True:
             self._drain_inbox()
-            await self._flush()
+            if not self._fold:
+                await self._flush()  # folded steps carry the records into call_model
             self._check_budgets()
             if self._c.paused:
                 await self._hold_while_paused()
@@ -238,25 +246,29 @@ class AgentSession(HandOverWhileWaiting):
         self._open_model_seq, self._open_step = model_seq, step
         allowed = self._allowed_tools()
         retry, budget = retries.budgeted(c.MODEL_RETRY, self._arg.policy.model_max_attempts)
-        out = await self._act(
-            names.ACT_CALL_MODEL,
-            CallModelInput(
-                session_id=self._sid,
-                agent_id=self._arg.agent_id,
-                step=step,
-                seq=model_seq,
-                allowed_tools=allowed,
-                context_messages=self._arg.context_messages,
-                max_tokens=self._arg.max_tokens_per_call,
-                max_failures=budget,
-                **agent_policy.model_call_fields(self._runtime),
-            ),
-            CallModelOutput,
-            summary=f"step {step}: model",
-            limit=c.MODEL_START_TO_CLOSE,
-            retry=retry,
-            heartbeat=True,
+        arg = CallModelInput(
+            session_id=self._sid,
+            agent_id=self._arg.agent_id,
+            step=step,
+            seq=model_seq,
+            allowed_tools=allowed,
+            context_messages=self._arg.context_messages,
+            max_tokens=self._arg.max_tokens_per_call,
+            max_failures=budget,
+            **agent_policy.model_call_fields(self._runtime),
         )
+        if self._fold:
+            out = await self._folded_model_call(arg, retry)
+        else:
+            out = await self._act(
+                names.ACT_CALL_MODEL,
+                arg,
+                CallModelOutput,
+                summary=f"step {step}: model",
+                limit=c.MODEL_START_TO_CLOSE,
+                retry=retry,
+                heartbeat=True,
+            )
         self._open_model_seq = None
         self._model_seq = model_seq
         self._said = out.content_preview
@@ -276,6 +288,28 @@ class AgentSession(HandOverWhileWaiting):
             self._c.malformed_streak = 0
         await self._run_calls(step, model_seq, out.tool_calls)
 
+    async def _folded_model_call(self, arg: CallModelInput, retry: Any) -> CallModelOutput:
+        """The model call of a folded step: what is queued for the record rides along, and
+        the reply's leading no-approval calls come back already run."""
+        records = self._take_records()
+        arg.fold_tools = folding.foldable_tools(self._runtime, self._arg.policy, arg.allowed_tools)
+        arg.records = records
+        try:
+            out = await folding.call_model(
+                arg,
+                local=folding.local_model_call(self._runtime),
+                summary=f"step {arg.step}: model",
+                limit=c.MODEL_START_TO_CLOSE,
+                retry=retry,
+                heartbeat=timedelta(seconds=self._arg.heartbeat_seconds),
+            )
+        except BaseException:
+            if records is not None:
+                self._restore_records(records)  # for the final flush (writes are idempotent)
+            raise
+        self._folded = {i: done for i, done in enumerate(out.folded)}
+        return out
+
     async def _resume_step(self, wait: CarriedWait) -> None:
         """Finish the step whose wait the last run handed over (workflows/hand_over.py)."""
         self._resumed_wait = None
@@ -294,6 +328,7 @@ class AgentSession(HandOverWhileWaiting):
     async def _run_calls(self, step: int, model_seq: int, calls: Sequence[ToolCallRef]) -> None:
         for call in calls:
             await self._tool(step, model_seq, call)
+        self._folded.clear()
         if self._c.malformed_streak > self._arg.policy.max_malformed_replies:
             raise _SessionEnded(
                 SessionStatus.FAILED,
@@ -304,6 +339,12 @@ class AgentSession(HandOverWhileWaiting):
         seq = self._c.next_seq
         self._c.next_seq += 1
         self._open_calls[call.index] = (call, seq)
+        done = self._folded.pop(call.index, None)
+        if done is not None and done.seq == seq:
+            # call_model ran it (and recorded it at the seq this call would have had), or
+            # checked a control tool's arguments: what it asks is done here.
+            await self._control(step, call, seq, done)
+            return
         edited: dict[str, Any] | None = None
         rejected: str | None = None
         approved: str | None = None
@@ -367,6 +408,10 @@ class AgentSession(HandOverWhileWaiting):
             result = await self._run_tool_activity(
                 tool_routing.tool_route(None, call.name), refused, summary
             )
+        await self._control(step, call, seq, result)
+
+    async def _control(self, step: int, call: ToolCallRef, seq: int, result: RunToolOutput) -> None:
+        """Close a call that ran, or do what a workflow-handled tool asks."""
         control = result.control
         if control is None:
             self._open_calls.pop(call.index, None)
@@ -374,7 +419,8 @@ class AgentSession(HandOverWhileWaiting):
         if control.kind == "finish":
             summary = control.summary or self._c.last_message or "finished"
             self._tool_message(seq, step, call, "session finished")
-            await self._flush()
+            if not self._fold:
+                await self._flush()  # folded steps leave it to the ending's one write
             raise _SessionEnded(SessionStatus.COMPLETED, summary)
         if control.kind == "wait_until":
             now = workflow.now()
@@ -697,6 +743,9 @@ class AgentSession(HandOverWhileWaiting):
         every tool call with its result. A late activity writing the same seq is harmless
         (the first write wins)."""
         why = f"the session ended ({status.value}) first"
+        if self._open_model_seq is not None and self._fold:
+            # The model activity may have recorded a reply and run some of its calls.
+            self._closing_seq = self._open_model_seq
         if self._open_model_seq is not None:
             self._msgs.append(
                 MessageIn(
@@ -774,43 +823,57 @@ class AgentSession(HandOverWhileWaiting):
     def _has_unrecorded(self) -> bool:
         return bool(self._msgs or self._events or self._session_update)
 
-    async def _flush(self) -> None:
-        """Write queued messages, events and the session row's changes in one activity."""
+    def _take_records(self) -> RecordInput | None:
+        """What is queued for the record, taken out of the queue (None: nothing)."""
         if not self._has_unrecorded():
-            return
-        messages, events = list(self._msgs), list(self._events)
-        update = self._session_update
+            return None
+        records = RecordInput(
+            session_id=self._sid,
+            agent_id=self._arg.agent_id,
+            messages=list(self._msgs),
+            events=list(self._events),
+            session=self._session_update,
+            open_step_seq=self._closing_seq,
+        )
         self._msgs.clear()
         self._events.clear()
         self._session_update = None
+        return records
+
+    def _restore_records(self, records: RecordInput) -> None:
+        """Put back what a cancelled write carried, before anything queued since."""
+        self._msgs[:0] = records.messages
+        self._events[:0] = records.events
+        update = records.session
+        if update is not None:
+            later = self._session_update
+            self._session_update = (
+                update.model_copy(update=later.model_dump(exclude_unset=True))
+                if later is not None
+                else update
+            )
+
+    async def _flush(self) -> None:
+        """Write queued messages, events and the session row's changes in one activity."""
+        records = self._take_records()
+        if records is None:
+            return
         try:
             await self._act(
                 names.ACT_RECORD,
-                RecordInput(
-                    session_id=self._sid,
-                    agent_id=self._arg.agent_id,
-                    messages=messages,
-                    events=events,
-                    session=update,
-                ),
+                records,
                 RecordOutput,
-                summary=summaries.record(messages, events),
+                summary=summaries.record(records.messages, records.events),
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
             )
         except BaseException:
             # Cancelled mid-write: keep everything for the final flush (writes are
             # idempotent, so what did land is not duplicated).
-            self._msgs[:0] = messages
-            self._events[:0] = events
-            if update is not None:
-                later = self._session_update
-                self._session_update = (
-                    update.model_copy(update=later.model_dump(exclude_unset=True))
-                    if later is not None
-                    else update
-                )
+            self._restore_records(records)
             raise
+        if records.open_step_seq is not None:
+            self._closing_seq = None
 
     def _set_status(self, status: SessionStatus) -> None:
         if status == self._status:

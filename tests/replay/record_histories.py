@@ -30,7 +30,14 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
-from tests.support.sessions import eventually, running_worker, start, state, stub_settings
+from tests.support.sessions import (
+    eventually,
+    running_worker,
+    start,
+    state,
+    stub_settings,
+    until,
+)
 from tests.support.teststack import ROOT, scratch_stack
 from tests.support.webhook_receiver import webhook_receiver
 from vigil.schema import cancel_reason, names
@@ -400,6 +407,51 @@ async def cancel_by(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     raise AssertionError("cancel_by: the session should have been cancelled")
 
 
+async def folded_step(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """One activity per step: two calls run inside the model activity, a message sent
+    while the model thinks rides in the next model call's input, finish checked there."""
+    ctx.stub.enqueue(
+        Reply.tool_calls(
+            ("http_fetch", {"url": f"{ctx.stub.url}/a"}),
+            ("http_fetch", {"url": f"{ctx.stub.url}/b"}),
+        ),
+        Reply.hang(1.0, then=ctx.fetch("/c")),
+        finish("two steps, one activity each"),
+    )
+    handle = await ctx.start("folded_step", _arg("fetch in one round trip"))
+    await eventually(handle, lambda s: s.step == 1)
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="and page c", by="carol"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def local_model_calls(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The low-latency mode: an agent whose model calls run as local activities, a
+    folded tool call, a pause while the model thinks long, resume, finish."""
+    name = "agent-local"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"execution": "local"},
+                "tools": [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}],
+            }
+        )
+    )
+    # Longer than the SDK's workflow task heartbeat (80% of the 10 s task timeout): the
+    # pause is applied while the call still runs, and holds before the next one.
+    ctx.stub.enqueue(Reply.hang(9.5, then=ctx.fetch("/x")), finish("local and done"))
+    handle = await ctx.start(
+        "local_model_calls", StartSessionInput(agent_id=name, goal="think close by")
+    )
+    await until(lambda: bool(ctx.stub.requests), what="the model thinking")
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="a look"))
+    await eventually(handle, lambda s: s.status == SessionStatus.PAUSED)
+    await handle.signal(names.SIG_RESUME, ResumeInput(by="bob"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -415,6 +467,8 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "transcript_ui": transcript_ui,
     "webhooks": webhooks,
     "cancel_by": cancel_by,
+    "folded_step": folded_step,
+    "local_model_calls": local_model_calls,
 }
 
 
@@ -460,6 +514,7 @@ async def _record_all(
             http_allow=stub.host_port,
             tool_modules="tests.support.py_tools",
             tool_entry_points=False,
+            model_timeout_seconds=15.0,  # local_model_calls thinks for 9.5 s
         )
         for name in names_wanted:
             stub.clear()

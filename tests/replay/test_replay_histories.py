@@ -39,6 +39,8 @@ EXPECTED = {
     "transcript_ui",
     "webhooks",
     "cancel_by",
+    "folded_step",
+    "local_model_calls",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -60,6 +62,8 @@ NEWER = {
     "transcript_ui",
     "webhooks",
     "cancel_by",
+    "folded_step",
+    "local_model_calls",
 }
 
 

@@ -1,0 +1,219 @@
+"""Workers SIGKILLed inside a folded step and inside a local model call: another worker
+finishes the session and every row is there exactly once.
+
+Workers are real OS processes (``tests.support.worker_proc``); the LLM stub and the page
+the tools fetch run here and hold their answer, so each kill lands where it is meant to:
+inside a tool call that ``call_model`` runs itself, or inside a model call that runs as a
+local activity (``[model] execution = "local"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.support.history import activity_runs
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import assert_whole, start, transcript, until
+from tests.support.worker_proc import WorkerProcess
+from vigil.schema import names
+from vigil.schema.agents import AgentSpec
+from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
+from vigil.workers.agents import AgentService
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+STEPS = 3
+CALLS = 2
+PAGE_HOLD = 1.0
+"""Seconds each fetched page takes: the window in which a kill lands inside a tool."""
+
+
+class Pages:
+    """The fetched pages' log, filled by the stub's GET hook (its own threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.paths: list[str] = []
+
+    def hook(self, path: str) -> None:
+        with self.lock:
+            self.paths.append(path)
+        time.sleep(PAGE_HOLD)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.paths)
+
+
+@pytest.fixture
+def stub() -> Iterator[LLMStub]:
+    with LLMStub() as s:
+        yield s
+
+
+@pytest.fixture
+async def workers(
+    settings: Settings, database_url: str, task_queue: str, stub: LLMStub, tmp_path: Path
+) -> AsyncIterator[Any]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": settings.endpoints().temporal_address,
+        "VIGIL_STATE_DIR": str(settings.state_dir),
+        "VIGIL_TASK_QUEUE": task_queue,
+        "VIGIL_MODEL_PROVIDER": "openai",
+        "VIGIL_MODEL_BASE_URL": stub.url_openai,
+        "VIGIL_MODEL_NAME": "stub-model",
+        "VIGIL_MODEL_TIMEOUT_SECONDS": "30",
+        "VIGIL_HTTP_ALLOW": stub.host_port,
+        "VIGIL_ARTIFACT_BACKEND": "fs",
+        "VIGIL_ARTIFACT_DIR": str(tmp_path / "artifacts"),
+        "VIGIL_LOG_LEVEL": "WARNING",
+    }
+    spawned: list[WorkerProcess] = []
+
+    async def spawn() -> WorkerProcess:
+        worker = await WorkerProcess.spawn(env, tmp_path / "workers.log")
+        spawned.append(worker)
+        return worker
+
+    yield spawn
+    for worker in spawned:
+        await worker.stop()
+
+
+def _fetches(stub: LLMStub, step: int) -> Reply:
+    return Reply.tool_calls(
+        *[("http_fetch", {"url": f"{stub.url}/step/{step}/{i}"}) for i in range(CALLS)]
+    )
+
+
+async def _rows(
+    sessionmaker: async_sessionmaker[DbSession], sql: str, sid: str
+) -> list[tuple[Any, ...]]:
+    async with sessionmaker() as db:
+        return [tuple(r) for r in (await db.execute(text(sql), {"s": sid})).all()]
+
+
+async def _assert_once(
+    sessionmaker: async_sessionmaker[DbSession], sid: str, tool_steps: int
+) -> None:
+    """A whole transcript; one model_call event per step, one tool_call event and one
+    result per tool call."""
+    messages = await transcript(sessionmaker, sid)
+    assert_whole(messages)
+    assistant = [m for m in messages if m.role == "assistant"]
+    assert [m.step for m in assistant] == list(range(1, STEPS + 1))
+    model_events = await _rows(
+        sessionmaker,
+        "SELECT key, count(*) FROM events WHERE session_id = :s AND kind = 'model_call' "
+        "GROUP BY key ORDER BY key",
+        sid,
+    )
+    assert model_events == [(f"model:{n}", 1) for n in range(1, STEPS + 1)]
+    tool_events = await _rows(
+        sessionmaker,
+        "SELECT key, count(*) FROM events WHERE session_id = :s AND kind = 'tool_call' "
+        "GROUP BY key ORDER BY key",
+        sid,
+    )
+    expected = [(f"tool:{s}:{i}", 1) for s in range(1, tool_steps + 1) for i in range(CALLS)]
+    assert tool_events == expected
+    results = [m.tool_call_id for m in messages if m.role == "tool"]
+    assert len(results) == len(set(results)) == tool_steps * CALLS + 1
+
+
+async def test_a_worker_killed_inside_a_folded_tool_call(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    pages = Pages()
+    stub.on_get = pages.hook
+    stub.enqueue(*[_fetches(stub, n) for n in range(1, STEPS)])
+    stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
+    worker = await workers()
+    handle = await start(
+        client,
+        task_queue,
+        StartSessionInput(
+            agent_id="agent-fold-crash",
+            goal="fetch while dying",
+            policy=ToolPolicy(require_approval=[]),
+            budget=Budget(max_steps=STEPS + 2),
+            heartbeat_seconds=2,
+        ),
+    )
+    # Kill inside the first call of step 1, then inside the second call of step 2.
+    for fetched in (1, 2 + CALLS):
+        await until(lambda n=fetched: pages.count() >= n or None, within=60)  # type: ignore[misc]
+        await worker.sigkill()
+        worker = await workers()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
+
+    runs = await activity_runs(handle)
+    assert names.ACT_RUN_TOOL not in [r.name for r in runs]
+    # Each killed step retried its model activity once, which returned the recorded reply:
+    # the model was asked once per step.
+    model_attempts = [r.attempt for r in runs if r.name == names.ACT_CALL_MODEL]
+    assert model_attempts == [2, 2, 1], model_attempts
+    assert len(stub.requests) == STEPS
+    await _assert_once(sessionmaker, handle.id, STEPS - 1)
+
+
+async def test_a_worker_killed_inside_a_local_model_call(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    name = f"local-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"execution": "local"},
+                "tools": [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}],
+                "budget": {"max_steps": STEPS + 2},
+            }
+        )
+    )
+    held = Reply.hang(2.0, then=_fetches(stub, 1))
+    stub.enqueue(held, _fetches(stub, 1), _fetches(stub, 2))
+    stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
+    worker = await workers()
+    handle = await start(client, task_queue, StartSessionInput(agent_id=name, goal="think, die"))
+    await until(lambda: len(stub.requests) >= 1 or None, within=60)
+    await worker.sigkill()  # the stub still holds the reply: nothing was recorded
+    worker = await workers()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
+
+    # The model call ran again on the new worker: asked twice, recorded once.
+    assert len(stub.requests) == STEPS + 1
+    history = await handle.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert names.ACT_CALL_MODEL not in scheduled, "model calls run as local activities"
+    await _assert_once(sessionmaker, handle.id, STEPS - 1)

@@ -1,0 +1,89 @@
+"""The folded step: one server round trip per step on the usual path (deterministic).
+
+Sessions under ``PATCH_FOLDED_STEP`` let ``call_model`` run the reply's leading tool calls
+itself, right after the model answers, when nothing about them needs the workflow: the
+tool needs no approval whatever its arguments, runs on the session's own queue, is a
+built-in and keeps the default time and attempts. The first call that is anything else
+(invalid, approval, another queue, a long or retried tool) stops the fold: it and every
+later call keep their own ``run_tool`` activity, in order, as before. A control tool
+(``finish``, ``ask_human``, ``wait_until``) is checked by the activity as run_tool checks
+it and ends the fold: its ``control`` reaches the workflow, which waits or ends there.
+
+Seqs stay the workflow's: call ``i`` of the reply at ``seq`` is always answered at
+``seq + 1 + i`` (the workflow allocates them in call order exactly so), so the activity
+writes where the workflow would have, and a session that ends inside the step has the
+record close it (``RecordInput.open_step_seq``).
+
+The agent's ``[model] execution = "local"`` makes the model call a local activity.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from vigil.schema import names
+from vigil.schema.agents import AgentRuntime
+from vigil.schema.payloads import CallModelInput, CallModelOutput, ToolCallRef, ToolPolicy
+from vigil.workflows import agents, tool_routing
+
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=30)
+"""A local model call retried later than this waits on a durable timer instead of in
+the worker (Temporal's default is a minute)."""
+
+
+def foldable_tools(
+    runtime: AgentRuntime | None, policy: ToolPolicy, allowed: list[str]
+) -> list[str]:
+    """The tools ``call_model`` may run itself for this session."""
+    return [name for name in allowed if _foldable(runtime, policy, name)]
+
+
+def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bool:
+    tool = agents.descriptor(runtime, name)
+    if tool is None or tool.kind != "builtin":
+        return False
+    if tool.timeout_seconds is not None or tool.max_attempts is not None:
+        return False  # its own limits are the run_tool activity's
+    if tool_routing.tool_route(runtime, name).task_queue is not None:
+        return False
+    # Approval may hang on the arguments (approve_when): ask as if a rule matched.
+    probe = ToolCallRef(index=0, call_id="", name=name, valid=True, rule_matched=True)
+    return not agents.needs_approval(runtime, policy, probe)
+
+
+def local_model_call(runtime: AgentRuntime | None) -> bool:
+    """Whether the agent asked for its model calls as local activities."""
+    return runtime is not None and runtime.model.execution == "local"
+
+
+async def call_model(
+    arg: CallModelInput,
+    *,
+    local: bool,
+    summary: str,
+    limit: timedelta,
+    retry: RetryPolicy,
+    heartbeat: timedelta,
+) -> CallModelOutput:
+    """The model activity, as a regular or a local activity."""
+    common: dict[str, Any] = {
+        "result_type": CallModelOutput,
+        "start_to_close_timeout": limit,
+        "retry_policy": retry,
+        "summary": summary,
+    }
+    if local:
+        # No heartbeat: a lost worker is noticed by its workflow task timing out, and the
+        # next worker runs the call again (the recorded reply is then returned as is).
+        out: CallModelOutput = await workflow.execute_local_activity(
+            names.ACT_CALL_MODEL, arg, local_retry_threshold=LOCAL_RETRY_THRESHOLD, **common
+        )
+        return out
+    out = await workflow.execute_activity(
+        names.ACT_CALL_MODEL, arg, heartbeat_timeout=heartbeat, **common
+    )
+    return out
