@@ -8,7 +8,10 @@ if needed, on its own database ``vigil_bench``) with the LLM stub answering at o
     written by the same record functions, no Temporal;
 (b) sessions completed per second: many short sessions at once on one worker;
 (c) workflow history bytes per step early in a session and thousands of steps in: the
-    per-step increment of the current run's history, (size(k) - size(k-10)) / 10.
+    per-step increment of the current run's history, (size(k) - size(k-10)) / 10;
+(floor) on the same server in the same run (bench/floor.py): a no-op activity round trip
+    (eager and not), a no-op local activity and one-activity workflows per second; (a)
+    and (b) are printed as multiples of these.
 
     uv run python -m bench.session_overhead                  # the full run (long: (c))
     uv run python -m bench.session_overhead --long-steps 1000 --steps 100
@@ -34,6 +37,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+from bench.floor import measure as measure_floor
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
 from tests.support.teststack import scratch_stack
@@ -405,6 +409,10 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
             say("warming up ...")
             await durable_session(client, task_queue, 5)
 
+            say("(floor) no-op activity, local activity, one-activity workflows ...")
+            floor = await measure_floor(client, cfg, workflows=args.sessions, repeat=args.repeat)
+            rows += floor.rows()
+
             say(f"(a) durable loop, {args.steps} steps x {args.repeat} ...")
             durable = [
                 await durable_ms_per_step(client, task_queue, args.steps)
@@ -432,7 +440,19 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                 ),
                 (f"(a) plain loop, ms/step (N={args.steps}, median of {args.repeat})", f"{p:.1f}"),
                 ("(a) durable / plain", f"{d / p:.1f}x"),
-                ("(a) durability overhead, ms/step", f"{d - p:.1f}"),
+                ("(a) durability overhead (orchestration), ms/step", f"{d - p:.1f}"),
+                (
+                    "(a) durable ms/step / no-op activity round trip",
+                    f"{d / floor.activity_ms:.1f}x",
+                ),
+                (
+                    "(a) orchestration ms/step / no-op activity round trip",
+                    f"{(d - p) / floor.activity_ms:.1f}x",
+                ),
+                (
+                    "(a) durable ms/step / no-op local activity",
+                    f"{d / floor.local_activity_ms:.0f}x",
+                ),
             ]
 
             say(f"(b) {args.sessions} sessions x {args.short_steps} steps at once ...")
@@ -443,6 +463,10 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                     f"{rate:.1f}",
                 ),
                 ("(b) steps/s", f"{rate * args.short_steps:.1f}"),
+                (
+                    "(b) sessions/s / floor's one-activity workflows/s",
+                    f"{rate / floor.one_activity_wf_per_s:.2f}x",
+                ),
             ]
 
             say(f"(c) one session of {args.long_steps} steps (takes a while) ...")

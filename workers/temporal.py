@@ -78,17 +78,40 @@ def new_worker(
     task_queue: str,
     workflows: Sequence[type],
     activities: Sequence[Callable[..., Any]],
-    max_concurrent_activities: int = 50,
+    settings: Settings | None = None,
+    max_concurrent_activities: int | None = None,
+    eager_activities: bool = True,
 ) -> Worker:
-    from temporalio.worker import Worker
+    """A worker with vigil's sandbox and the ``worker_*`` options of ``settings``
+    (defaults when none); ``max_concurrent_activities`` overrides the setting.
+    ``eager_activities=False`` (benchmarks) always dispatches through the task queue."""
+    from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
+    opts = settings or Settings()
+    workflow_polls = opts.worker_workflow_pollers
+    activity_polls = opts.worker_activity_pollers
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows),
         activities=list(activities),
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=max_concurrent_activities,
+        max_cached_workflows=opts.worker_max_cached_workflows,
+        max_concurrent_workflow_tasks=opts.worker_max_concurrent_workflow_tasks,
+        max_concurrent_activities=max_concurrent_activities
+        or opts.worker_max_concurrent_activities,
+        # None keeps the SDK's default poller behaviour (at most 5 polls of each kind).
+        **(
+            {"workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(workflow_polls)}
+            if workflow_polls
+            else {}
+        ),
+        **(
+            {"activity_task_poller_behavior": PollerBehaviorSimpleMaximum(activity_polls)}
+            if activity_polls
+            else {}
+        ),
+        disable_eager_activity_execution=not eager_activities,
         # A dead worker's cached workflows move to another worker after this long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
