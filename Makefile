@@ -24,3 +24,5 @@ bench:
 	uv run python -m bench.memory_recall
 	uv run python -m bench.sse_fanout
 	uv run python -m bench.cli_startup
+	uv run python -m bench.throughput
+	uv run python -m bench.peers  # skipped, with the install hint, without `uv sync --group peers`

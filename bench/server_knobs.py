@@ -51,32 +51,30 @@ def without(tuning: tuple[str, ...], word: str) -> tuple[str, ...]:
     return tuple(part for flag, value in pairs if word not in value for part in (flag, value))
 
 
-NO_EAGER = without(DEV_SERVER_TUNING, "EagerExecution")
 PARTITIONS = (
     *dyn("matching.numTaskqueueReadPartitions=1"),
     *dyn("matching.numTaskqueueWritePartitions=1"),
 )
 WAL = (*pragma("journal_mode=wal"), *pragma("synchronous=normal"))
 EAGER_START = dyn("system.enableEagerWorkflowStart=true")
+BEFORE = without(without(DEV_SERVER_TUNING, "Partitions"), "=wal")
+"""The tuning before WAL and one partition: eager activity execution alone."""
+BEFORE = without(BEFORE, "synchronous")
+POLLERS_20 = {"worker_workflow_pollers": 20, "worker_activity_pollers": 20}
 
 VARIANTS = [
-    Variant("embedded stack as shipped", DEV_SERVER_TUNING),
-    Variant("server without eager activities", NO_EAGER),
-    Variant("+ one task-queue partition", (*DEV_SERVER_TUNING, *PARTITIONS)),
-    Variant("+ SQLite WAL, synchronous=normal", (*DEV_SERVER_TUNING, *WAL)),
-    Variant("+ eager workflow start", (*DEV_SERVER_TUNING, *EAGER_START), eager_start=True),
+    Variant("before: eager activities only", BEFORE),
+    Variant("before, without eager activities", without(BEFORE, "EagerExecution")),
+    Variant("before + one task-queue partition", (*BEFORE, *PARTITIONS)),
+    Variant("before + SQLite WAL, synchronous=normal", (*BEFORE, *WAL)),
+    Variant("shipped: eager + WAL + one partition", DEV_SERVER_TUNING),
     Variant(
-        "+ all three",
-        (*DEV_SERVER_TUNING, *PARTITIONS, *WAL, *EAGER_START),
+        "shipped + eager workflow start",
+        (*DEV_SERVER_TUNING, *EAGER_START),
         eager_start=True,
     ),
-    Variant(
-        "all three, 20 pollers each",
-        (*DEV_SERVER_TUNING, *PARTITIONS, *WAL, *EAGER_START),
-        eager_start=True,
-        worker={"worker_workflow_pollers": 20, "worker_activity_pollers": 20},
-    ),
-    Variant("in-memory SQLite (reference)", DEV_SERVER_TUNING, persist=False),
+    Variant("shipped, 20 pollers of each kind", DEV_SERVER_TUNING, worker=POLLERS_20),
+    Variant("shipped, in-memory SQLite (reference)", DEV_SERVER_TUNING, persist=False),
 ]
 
 

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.converter import PayloadCodec
 
 from bench.floor import measure as measure_floor
 from tests.support.llm_stub import LLMStub, Reply
@@ -319,14 +320,19 @@ class RunHistory:
     total_bytes: int
 
 
-def _run_history(run_index: int, events: list[HistoryEvent]) -> RunHistory:
+async def _run_history(
+    run_index: int, events: list[HistoryEvent], codec: PayloadCodec | None
+) -> RunHistory:
     before: dict[int, tuple[int, int]] = {}
     size = 0
     for count, event in enumerate(events):
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             if attrs.activity_type.name == names.ACT_CALL_MODEL:
-                step = int(json.loads(attrs.input.payloads[0].data)["step"])
+                payload = attrs.input.payloads[0]
+                if codec is not None:  # the stack encrypts payloads
+                    (payload,) = await codec.decode([payload])
+                step = int(json.loads(payload.data)["step"])
                 before[step] = (size, count)
         size += event.ByteSize()
     return RunHistory(run_index, events, before, size)
@@ -373,7 +379,8 @@ async def long_session_histories(client: Client, task_queue: str, steps: int) ->
     run_id: str | None = None  # the last run first, then back along continue-as-new
     while True:
         history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-        runs.append(_run_history(0, list(history.events)))
+        codec = client.data_converter.payload_codec
+        runs.append(await _run_history(0, list(history.events), codec))
         started = history.events[0].workflow_execution_started_event_attributes
         run_id = started.continued_execution_run_id
         if not run_id:
@@ -469,6 +476,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                 ),
             ]
 
+            say(table(rows))  # so far, in case (c) does not get to the end
             say(f"(c) one session of {args.long_steps} steps (takes a while) ...")
             started = time.perf_counter()
             runs = await long_session_histories(client, task_queue, args.long_steps)

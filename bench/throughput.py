@@ -129,14 +129,15 @@ def vigil_workers(
         "VIGIL_LOG_LEVEL": "WARNING",
         **{f"VIGIL_{k.upper()}": v for k, v in options.items()},
     }
+    logs = settings.resolved_state_dir / "logs"
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "vigil.workers.cli", "worker", "--task-queue", task_queue],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(logs / f"bench-throughput-worker-{n}.log").open("wb"),
         )
-        for _ in range(count)
+        for n in range(count)
     ]
     try:
         yield procs
@@ -183,7 +184,7 @@ async def start_many(
                 task_queue=task_queue,
                 allow_undefined=True,
             )
-            return started.session_id
+            return started.id
 
     return list(await asyncio.gather(*[one(i) for i in range(count)]))
 
@@ -300,12 +301,15 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
         options["worker_workflow_pollers"] = str(args.workflow_pollers)
     if args.activity_pollers:
         options["worker_activity_pollers"] = str(args.activity_pollers)
+    if args.workflow_tasks:
+        options["worker_max_concurrent_workflow_tasks"] = str(args.workflow_tasks)
     with LLMStub(record=False) as stub:
         stub.default = responder
         say("(floor) one-activity workflows/s on the same server ...")
         client = await connect(settings)
         floor = await measure_floor(client, settings, workflows=100, repeat=args.repeat)
         rows += floor.rows()
+        say(table(floor.rows()))
         for workers in args.workers:
             for n in range(args.repeat):
                 say(f"{args.sessions} sessions, {workers} worker(s), run {n + 1} ...")
@@ -319,6 +323,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                     options=options,
                 )
                 rows += case_rows(case, floor.one_activity_wf_per_s)
+                say(table(case_rows(case, floor.one_activity_wf_per_s)))
         if args.wakes:
             for label, cache in (("cached", "1000"), ("evicted (cache 0)", "0")):
                 say(f"wake latency, {label} ...")
@@ -347,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wakes", type=int, default=10, help="wakes per cache mode (0: skip)")
     parser.add_argument("--workflow-pollers", type=int, default=0)
     parser.add_argument("--activity-pollers", type=int, default=0)
+    parser.add_argument(
+        "--workflow-tasks", type=int, default=0, help="worker_max_concurrent_workflow_tasks"
+    )
     args = parser.parse_args(argv)
     with scratch_stack("vigil_bench_throughput") as settings:
         asyncio.run(bench(settings, args))
