@@ -39,6 +39,9 @@ PASSTHROUGH_MODULES = (
     "vigil.schema",  # vigil's payload models and names; imports no I/O library
 )
 
+SDK_POLLERS = 5
+"""temporalio's default number of concurrent polls per task kind."""
+
 DATA_CONVERTER = pydantic_data_converter
 """Payloads as pydantic JSON, without encryption (replaying plain recorded histories)."""
 
@@ -88,8 +91,6 @@ def new_worker(
     from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
     opts = settings or Settings()
-    workflow_polls = opts.worker_workflow_pollers
-    activity_polls = opts.worker_activity_pollers
     return Worker(
         client,
         task_queue=task_queue,
@@ -100,16 +101,12 @@ def new_worker(
         max_concurrent_workflow_tasks=opts.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=max_concurrent_activities
         or opts.worker_max_concurrent_activities,
-        # None keeps the SDK's default poller behaviour (at most 5 polls of each kind).
-        **(
-            {"workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(workflow_polls)}
-            if workflow_polls
-            else {}
+        # Unset: the SDK's default poller behaviour (at most 5 polls of each kind).
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(
+            opts.worker_workflow_pollers or SDK_POLLERS
         ),
-        **(
-            {"activity_task_poller_behavior": PollerBehaviorSimpleMaximum(activity_polls)}
-            if activity_polls
-            else {}
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(
+            opts.worker_activity_pollers or SDK_POLLERS
         ),
         disable_eager_activity_execution=not eager_activities,
         # A dead worker's cached workflows move to another worker after this long.
