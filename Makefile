@@ -26,3 +26,5 @@ bench:
 	uv run python -m bench.cli_startup
 	uv run python -m bench.context_assembly
 	uv run python -m bench.history_per_step tests/replay/histories/tools_finish.json tests/replay/histories/folded_step.json tests/replay/histories/local_model_calls.json
+	uv run python -m bench.throughput
+	uv run python -m bench.peers  # skipped, with the install hint, without `uv sync --group peers`

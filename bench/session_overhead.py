@@ -8,7 +8,10 @@ if needed, on its own database ``vigil_bench``) with the LLM stub answering at o
     written by the same record functions, no Temporal;
 (b) sessions completed per second: many short sessions at once on one worker;
 (c) workflow history bytes per step early in a session and thousands of steps in: the
-    per-step increment of the current run's history, (size(k) - size(k-10)) / 10.
+    per-step increment of the current run's history, (size(k) - size(k-10)) / 10;
+(floor) on the same server in the same run (bench/floor.py): a no-op activity round trip
+    (eager and not), a no-op local activity and one-activity workflows per second; (a)
+    and (b) are printed as multiples of these.
 
     uv run python -m bench.session_overhead                  # the full run (long: (c))
     uv run python -m bench.session_overhead --long-steps 1000 --steps 100
@@ -33,7 +36,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.converter import PayloadCodec
 
+from bench.floor import measure as measure_floor
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, start, stub_settings
 from tests.support.teststack import scratch_stack
@@ -315,14 +320,19 @@ class RunHistory:
     total_bytes: int
 
 
-def _run_history(run_index: int, events: list[HistoryEvent]) -> RunHistory:
+async def _run_history(
+    run_index: int, events: list[HistoryEvent], codec: PayloadCodec | None
+) -> RunHistory:
     before: dict[int, tuple[int, int]] = {}
     size = 0
     for count, event in enumerate(events):
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             if attrs.activity_type.name == names.ACT_CALL_MODEL:
-                step = int(json.loads(attrs.input.payloads[0].data)["step"])
+                payload = attrs.input.payloads[0]
+                if codec is not None:  # the stack encrypts payloads
+                    (payload,) = await codec.decode([payload])
+                step = int(json.loads(payload.data)["step"])
                 before[step] = (size, count)
         size += event.ByteSize()
     return RunHistory(run_index, events, before, size)
@@ -369,7 +379,8 @@ async def long_session_histories(client: Client, task_queue: str, steps: int) ->
     run_id: str | None = None  # the last run first, then back along continue-as-new
     while True:
         history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-        runs.append(_run_history(0, list(history.events)))
+        codec = client.data_converter.payload_codec
+        runs.append(await _run_history(0, list(history.events), codec))
         started = history.events[0].workflow_execution_started_event_attributes
         run_id = started.continued_execution_run_id
         if not run_id:
@@ -405,6 +416,10 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
             say("warming up ...")
             await durable_session(client, task_queue, 5)
 
+            say("(floor) no-op activity, local activity, one-activity workflows ...")
+            floor = await measure_floor(client, cfg, workflows=args.sessions, repeat=args.repeat)
+            rows += floor.rows()
+
             say(f"(a) durable loop, {args.steps} steps x {args.repeat} ...")
             durable = [
                 await durable_ms_per_step(client, task_queue, args.steps)
@@ -432,7 +447,19 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                 ),
                 (f"(a) plain loop, ms/step (N={args.steps}, median of {args.repeat})", f"{p:.1f}"),
                 ("(a) durable / plain", f"{d / p:.1f}x"),
-                ("(a) durability overhead, ms/step", f"{d - p:.1f}"),
+                ("(a) durability overhead (orchestration), ms/step", f"{d - p:.1f}"),
+                (
+                    "(a) durable ms/step / no-op activity round trip",
+                    f"{d / floor.activity_ms:.1f}x",
+                ),
+                (
+                    "(a) orchestration ms/step / no-op activity round trip",
+                    f"{(d - p) / floor.activity_ms:.1f}x",
+                ),
+                (
+                    "(a) durable ms/step / no-op local activity",
+                    f"{d / floor.local_activity_ms:.0f}x",
+                ),
             ]
 
             say(f"(b) {args.sessions} sessions x {args.short_steps} steps at once ...")
@@ -443,8 +470,13 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                     f"{rate:.1f}",
                 ),
                 ("(b) steps/s", f"{rate * args.short_steps:.1f}"),
+                (
+                    "(b) sessions/s / floor's one-activity workflows/s",
+                    f"{rate / floor.one_activity_wf_per_s:.2f}x",
+                ),
             ]
 
+            say(table(rows))  # so far, in case (c) does not get to the end
             say(f"(c) one session of {args.long_steps} steps (takes a while) ...")
             started = time.perf_counter()
             runs = await long_session_histories(client, task_queue, args.long_steps)

@@ -156,6 +156,19 @@ class Settings(BaseSettings):
     codec_ui: bool = True
     """Point the embedded Temporal UI at the codec server (its settings then carry the
     access token: whoever can open that UI sees plaintext)."""
+    # The worker's Temporal options (workers/temporal.py new_worker); README "Performance".
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
+    """Sessions a worker keeps in memory between workflow tasks (sticky cache). Each costs
+    memory while cached; an evicted one is replayed from its history on its next wake."""
+    worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1)
+    """Workflow tasks a worker runs at once; unset means the SDK's default (100)."""
+    worker_max_concurrent_activities: int = Field(default=50, ge=1)
+    """Activities (model calls, tools, records) a worker runs at once."""
+    worker_workflow_pollers: int | None = Field(default=None, ge=1)
+    """Concurrent long polls for workflow tasks; unset means the SDK's default (5)."""
+    worker_activity_pollers: int | None = Field(default=None, ge=1)
+    """Concurrent long polls for activity tasks; unset means the SDK's default (5)."""
+
     # Reconciling the record with Temporal (workers/reconcile.py)
     reconcile_seconds: float = 300.0
     """How often each `vigil worker` closes sessions whose workflow ended outside vigil's

@@ -39,6 +39,9 @@ PASSTHROUGH_MODULES = (
     "vigil.schema",  # vigil's payload models and names; imports no I/O library
 )
 
+SDK_POLLERS = 5
+"""temporalio's default number of concurrent polls per task kind."""
+
 DATA_CONVERTER = pydantic_data_converter
 """Payloads as pydantic JSON, without encryption (replaying plain recorded histories)."""
 
@@ -78,17 +81,34 @@ def new_worker(
     task_queue: str,
     workflows: Sequence[type],
     activities: Sequence[Callable[..., Any]],
-    max_concurrent_activities: int = 50,
+    settings: Settings | None = None,
+    max_concurrent_activities: int | None = None,
+    eager_activities: bool = True,
 ) -> Worker:
-    from temporalio.worker import Worker
+    """A worker with vigil's sandbox and the ``worker_*`` options of ``settings``
+    (defaults when none); ``max_concurrent_activities`` overrides the setting.
+    ``eager_activities=False`` (benchmarks) always dispatches through the task queue."""
+    from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
+    opts = settings or Settings()
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows),
         activities=list(activities),
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=max_concurrent_activities,
+        max_cached_workflows=opts.worker_max_cached_workflows,
+        max_concurrent_workflow_tasks=opts.worker_max_concurrent_workflow_tasks,
+        max_concurrent_activities=max_concurrent_activities
+        or opts.worker_max_concurrent_activities,
+        # Unset: the SDK's default poller behaviour (at most 5 polls of each kind).
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(
+            opts.worker_workflow_pollers or SDK_POLLERS
+        ),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(
+            opts.worker_activity_pollers or SDK_POLLERS
+        ),
+        disable_eager_activity_execution=not eager_activities,
         # A dead worker's cached workflows move to another worker after this long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )

@@ -49,6 +49,8 @@ class Runtime:
     webhook_activities: WebhookActivities
     tools: WorkerTools
     tools_only: bool = False
+    settings: Settings | None = None
+    """What the worker was built from (its ``worker_*`` Temporal options)."""
 
 
 @contextlib.asynccontextmanager
@@ -101,6 +103,7 @@ async def runtime(
             webhook_activities=WebhookActivities(sessionmaker, webhooks, credentials.resolve, http),
             tools=tools,
             tools_only=settings.tools_only,
+            settings=settings,
         )
     finally:
         await acts.context_cache.aclose()
@@ -127,7 +130,11 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
     if rt.tools_only:
         # A tool worker: run_tool for the tools it loaded, no sessions of its own.
         return new_worker(
-            client, task_queue=task_queue, workflows=[], activities=[rt.activities.run_tool]
+            client,
+            task_queue=task_queue,
+            workflows=[],
+            activities=[rt.activities.run_tool],
+            settings=rt.settings,
         )
     retention = RetentionActivities(
         sessionmaker=rt.activities.sessionmaker, store=rt.activities.store, temporal=client
@@ -139,7 +146,13 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
         *rt.webhook_activities.all(),
         *ToolQueueActivities().all(),
     ]
-    return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)
+    return new_worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        settings=rt.settings,
+    )
 
 
 async def run_worker(settings: Settings) -> None:

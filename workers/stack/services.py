@@ -31,6 +31,30 @@ MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 
 
+DEV_SERVER_TUNING: tuple[str, ...] = (
+    # Hand an activity to the worker in the reply to its workflow task instead of a round
+    # trip through matching: ~88 ms -> ~35 ms per activity here.
+    "--dynamic-config-value",
+    "system.enableActivityEagerExecution=true",
+    # SQLite in write-ahead-log mode, synced at checkpoints rather than at every commit:
+    # the dev server writes each history event through one connection, so each commit's
+    # fsyncs were most of a dispatch's latency and capped workflows/s (2x here). A power
+    # loss may lose the last commits (the database stays consistent); a process crash
+    # loses nothing.
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=normal",
+    # One partition per task queue: a single node gains nothing from spreading a queue,
+    # and with several a poll can wait on an empty partition while a task sits in another.
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+)
+"""How the embedded dev server is tuned (README "Performance" has the measurements)."""
+
+
 class _Daemon:
     name: str
     pid_file: Path
@@ -58,7 +82,18 @@ class TemporalDevServer(_Daemon):
 
     name = "Temporal dev server"
 
-    def __init__(self, state_dir: Path, cache: Path, port: int, ui_port: int) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        cache: Path,
+        port: int,
+        ui_port: int,
+        tuning: tuple[str, ...] = DEV_SERVER_TUNING,
+        persist: bool = True,
+    ) -> None:
+        self.tuning = tuning
+        self.persist = persist
+        """False: no SQLite file, all state in memory (benchmarks' reference only)."""
         self.root = state_dir / "temporal"
         self.db_file = self.root / "temporal.db"
         self.pid_file = state_dir / "run" / "temporal.pid"
@@ -109,16 +144,12 @@ class TemporalDevServer(_Daemon):
                 str(self.port + 10),
                 "--metrics-port",
                 str(self.port + 20),
-                "--db-filename",
-                str(self.db_file),
+                *(["--db-filename", str(self.db_file)] if self.persist else []),
                 "--log-level",
                 "warn",
                 "--namespace",
                 "default",
-                # Hand an activity to the worker in the reply to its workflow task instead
-                # of a round trip through matching: ~88 ms -> ~35 ms per activity here.
-                "--dynamic-config-value",
-                "system.enableActivityEagerExecution=true",
+                *self.tuning,
                 # The UI asks vigil's codec server to decrypt payloads for display.
                 *(["--ui-codec-endpoint", ui_codec_endpoint] if ui_codec_endpoint else []),
             ],
