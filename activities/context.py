@@ -17,6 +17,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities import metrics
 from vigil.activities.artifacts.registry import session_artifacts
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
@@ -136,7 +137,8 @@ async def assemble(
         ]
         query = " ".join(query_parts)[-2000:]
         if query.strip():
-            found = await memory.recall(agent_id, query, k=budget.recall_k)
+            with metrics.timed(metrics.RECALL_SECONDS, agent_id):
+                found = await memory.recall(agent_id, query, k=budget.recall_k)
             memory_cap = int(budget.total_tokens * budget.memory_share)
             spent = 0
             for mem in found:
