@@ -306,10 +306,10 @@ async def approvals_waiting(db: DbSession) -> list[WaitingApprovals]:
                 "WHERE e.kind = 'approval_requested' "
                 "AND s.status <> ALL(CAST(:final AS text[])) "
                 "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
-                "  AND d.key = 'approval:' || (e.payload->>'approval_id') || ':decided') "
+                "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
                 "GROUP BY s.agent_id ORDER BY s.agent_id"
             ),
-            {"final": _FINAL},
+            {"final": _FINAL, "decided": ":decided"},
         )
     ).all()
     return [
