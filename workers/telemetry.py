@@ -62,7 +62,7 @@ def setup_tracing(settings: Settings, service: str) -> bool:
 
 def client_interceptors(settings: Settings) -> list[Any]:
     """Interceptors of a Temporal client (and so of every worker built from it)."""
-    if not setup_tracing(settings, "vigil"):
+    if not setup_tracing(settings, "vigil"):  # a process that did not name itself: the CLI
         return []
     from vigil.workers import tracing
 

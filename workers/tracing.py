@@ -34,6 +34,9 @@ from vigil.workers.telemetry import AGENT_ID, IDS, SESSION_ID, traces_endpoint
 
 log = logging.getLogger("vigil.telemetry")
 
+CLI_SERVICE = "vigil"
+"""The service name of a client that did not name itself (a CLI command)."""
+CLI_EXPORT_TIMEOUT = 2.0
 WORKFLOW_ID_ATTRIBUTE = "temporalWorkflowID"
 """Set by Temporal's TracingInterceptor on its client and workflow spans."""
 
@@ -54,7 +57,10 @@ def start(settings: Settings, service: str) -> TracerProvider:
         resource=Resource.create({"service.name": settings.otel_service_name or service})
     )
     provider.add_span_processor(SessionSpans())
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    # A CLI command waits for its spans at exit: with the collector away, briefly.
+    timeout = CLI_EXPORT_TIMEOUT if service == CLI_SERVICE else None
+    exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     # Model providers, webhooks and http_fetch all speak httpx: one span per request.
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     # A short-lived CLI command sends its spans before it exits.
