@@ -30,6 +30,7 @@ APPROVAL_AGE = "vigil_approval_oldest_age_seconds"
 @router.get(
     "/metrics",
     summary="Prometheus metrics of vigil (admin token)",
+    include_in_schema=False,  # the OpenAPI document is the versioned /v1 API only
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
