@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities import metrics
 from vigil.activities.artifacts.registry import session_artifacts
 from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow, missing_seqs
 from vigil.activities.models.base import ChatMessage, ToolCall
@@ -307,10 +308,11 @@ async def assemble(
                         cache.recall_task(key, memory, agent_id, query, budget.recall_k)
             else:
                 try:
-                    found = await asyncio.wait_for(
-                        _recall_stage(memory, cache, agent_id, query, budget.recall_k),
-                        timeout=remaining,
-                    )
+                    with metrics.timed(metrics.RECALL_SECONDS, agent_id):
+                        found = await asyncio.wait_for(
+                            _recall_stage(memory, cache, agent_id, query, budget.recall_k),
+                            timeout=remaining,
+                        )
                 except TimeoutError:
                     degraded = Degraded("recall", _ms(started), time_budget_ms or 0.0)
             memory_cap = int(budget.total_tokens * budget.memory_share)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from vigil.activities import guard
+from vigil.activities import guard, metrics
 from vigil.activities.agents import catalog as agent_catalog
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.artifacts.store import ArtifactStore
@@ -307,20 +307,21 @@ class SessionActivities:
         """Recent turns, a kept summary of older ones, memories and artifact references,
         packed into the token budget (see activities.context), read acting for the agent;
         and what the step went without if assembly ran past its time budget."""
-        assembled = await assemble(
-            self.sessionmaker,
-            session_id=session_id,
-            agent_id=agent_id,
-            budget=ContextBudget(
-                total_tokens=tokens or self.settings.context_tokens,
-                max_recent=limit,
-                **({"recall_k": recall} if recall is not None else {}),
-            ),
-            memory=self.memory,
-            cache=self.context_cache,
-            time_budget_ms=self.context_cache.config.time_budget_ms,
-            step=step,
-        )
+        with metrics.timed(metrics.CONTEXT_SECONDS, agent_id):
+            assembled = await assemble(
+                self.sessionmaker,
+                session_id=session_id,
+                agent_id=agent_id,
+                budget=ContextBudget(
+                    total_tokens=tokens or self.settings.context_tokens,
+                    max_recent=limit,
+                    **({"recall_k": recall} if recall is not None else {}),
+                ),
+                memory=self.memory,
+                cache=self.context_cache,
+                time_budget_ms=self.context_cache.config.time_budget_ms,
+                step=step,
+            )
         # The record holds text exactly (lone surrogates included); what goes on the wire
         # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
         return [
@@ -475,6 +476,7 @@ class SessionActivities:
             async with heartbeating():
                 reply = await self._ask(provider, arg, context, specs)
         except ProviderError as exc:
+            metrics.model_failed(agent_id=arg.agent_id, model=arg.model or connection)
             raise _provider_failure(exc, connection) from exc
         latency_ms = reply.latency_ms or (time.perf_counter() - started) * 1000
         cost = cost_usd(reply.model, reply.usage)
@@ -529,6 +531,16 @@ class SessionActivities:
                     cost_usd=cost,
                 )
             await record.update_session(db, arg.session_id, step=arg.step)
+        metrics.model_call(
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            model=reply.model,
+            seconds=latency_ms / 1000,
+            tokens_in=reply.usage.input_tokens,
+            tokens_out=reply.usage.output_tokens,
+            cost_usd=cost,
+            new_step=bool(fresh),
+        )
         return CallModelOutput(
             seq=arg.seq,
             content_preview=_wire(preview(reply.content)),
@@ -603,6 +615,7 @@ class SessionActivities:
             else "activity"
         )
         if error is None and args is not None and handled_by == "workflow":
+            metrics.tool_call(agent_id=arg.agent_id, tool=name, ok=True)
             return RunToolOutput(
                 seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
             )
@@ -675,6 +688,8 @@ class SessionActivities:
                     )
                 ],
             )
+        tool_label = name if name in known else "unknown"
+        metrics.tool_call(agent_id=arg.agent_id, tool=tool_label, ok=ok)
         return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
 
     async def _check_approved(

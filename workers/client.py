@@ -77,6 +77,7 @@ from vigil.workers.liveness import (
     temporal_down,
 )
 from vigil.workers.settings import Settings
+from vigil.workers.telemetry import session_scope
 from vigil.workers.temporal import connect
 
 if TYPE_CHECKING:
@@ -409,14 +410,15 @@ class _VigilClientCore:
                     f"({taken.status}); choose another --id"
                 )
         try:
-            await self.temporal.start_workflow(
-                names.WORKFLOW_SESSION,
-                arg,
-                id=sid,
-                task_queue=task_queue or self.settings.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                **self.start_options(agent_id, goal),
-            )
+            with session_scope(sid, agent_id):
+                await self.temporal.start_workflow(
+                    names.WORKFLOW_SESSION,
+                    arg,
+                    id=sid,
+                    task_queue=task_queue or self.settings.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    **self.start_options(agent_id, goal),
+                )
         except WorkflowAlreadyStartedError as exc:
             raise BadArgument(
                 f"a session with id {sid!r} already exists; choose another --id"

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.workers.settings import sqlalchemy_url
+from vigil.workers.telemetry import instrument_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -23,13 +24,15 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "schema" / "migrations"
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+    instrument_engine(engine)  # a span per statement when tracing is on
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[DbSession]:

@@ -157,4 +157,12 @@ async def run_checks(settings: Settings) -> list[Check]:
     temporal = _temporal(settings) if keys[0].ok else asyncio.sleep(0, result=[])
     results = await asyncio.gather(temporal, _postgres(settings))
     artifacts = await asyncio.to_thread(_artifacts, settings)
-    return [*results[0], *keys, *results[1], *artifacts]
+    return [*results[0], *keys, *results[1], *artifacts, *_telemetry(settings)]
+
+
+def _telemetry(settings: Settings) -> list[Check]:
+    """Whether traces and worker metrics are configured (and where they go): facts, not
+    faults, so always ok."""
+    from vigil.workers.telemetry import describe
+
+    return [Check("telemetry", what, True, where) for what, where in describe(settings)]

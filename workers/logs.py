@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from vigil.workers.telemetry import add_trace_ids
+
 
 def configure(fmt: str = "console", level: str = "INFO") -> None:
     shared: list[structlog.types.Processor] = [
@@ -14,6 +16,7 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()

@@ -188,6 +188,25 @@ class Settings(BaseSettings):
     """A comment line on an idle event stream this often, so proxies keep the connection
     and a follower that went away is noticed (and its subscription freed)."""
 
+    # Telemetry (workers/telemetry.py): all off unless configured, and then nothing is imported
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "VIGIL_OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    """Base URL of an OTLP/HTTP collector (``http://host:4318``); traces go to
+    ``<url>/v1/traces``. Unset: no tracing at all."""
+    otel_service_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("VIGIL_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME")
+    )
+    """The traces' service name; unset means ``vigil-worker``, ``vigil-api`` or ``vigil``."""
+    worker_metrics_port: int | None = None
+    """Where `vigil worker` serves Prometheus metrics (Temporal SDK's and vigil's own, one
+    endpoint: ``http://<metrics_host>:<port>/metrics``). Unset: no metrics, no cost."""
+    metrics_host: str = "127.0.0.1"
+    """The address the worker's metrics endpoint binds (loopback unless opened on purpose)."""
+
     # Logging
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

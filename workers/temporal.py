@@ -24,10 +24,12 @@ from temporalio.converter import DataConverter
 from vigil.schema.names import SEARCH_ATTRIBUTES
 from vigil.workers.codec import payload_codec
 from vigil.workers.settings import Settings
+from vigil.workers.telemetry import client_interceptors
 
 if TYPE_CHECKING:
     # The worker and its sandbox are imported by the functions that build them: a client
     # (every CLI command) never needs them.
+    from temporalio.runtime import Runtime
     from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
@@ -63,15 +65,21 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """A Temporal client for ``settings``: its address, namespace and payload codec, so the
     worker, the client API and the CLI always read and write payloads alike. ``lazy``: no
-    connection until the first call (which then fails if Temporal is not there)."""
+    connection until the first call (which then fails if Temporal is not there). Traced
+    when a collector is configured (workers/telemetry.py); ``runtime``: the worker's, with
+    its metrics endpoint."""
     return await Client.connect(
         settings.endpoints().temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
         lazy=lazy,
+        interceptors=client_interceptors(settings),
+        runtime=runtime,
     )
 
 

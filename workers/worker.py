@@ -26,6 +26,7 @@ from vigil.workers.logs import get as get_logger
 from vigil.workers.models import credential_resolver, model_router
 from vigil.workers.reconcile import reconcile_periodically
 from vigil.workers.settings import Settings
+from vigil.workers.telemetry import metrics_address, setup_tracing, worker_runtime
 from vigil.workers.temporal import connect, new_worker
 from vigil.workers.tool_wiring import worker_tools
 from vigil.workers.wiring import make_embedder, make_provider, make_store
@@ -158,7 +159,8 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
     endpoints = settings.endpoints()
-    client = await connect(settings)
+    setup_tracing(settings, "vigil-worker")
+    client = await connect(settings, runtime=worker_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,6 +174,7 @@ async def run_worker(settings: Settings) -> None:
             model=settings.model_provider,
             tools=sorted(rt.tools.python),
             tools_only=settings.tools_only,
+            metrics=metrics_address(settings),
         )
         reconciling = (
             asyncio.create_task(

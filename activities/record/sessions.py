@@ -292,3 +292,37 @@ async def pending_approvals(
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class WaitingApprovals:
+    """Approvals waiting for a person in one agent's live sessions (for metrics)."""
+
+    agent_id: str
+    waiting: int
+    oldest_seconds: float
+    """Age of the longest-waiting one, by the database's clock."""
+
+
+async def approvals_waiting(db: DbSession) -> list[WaitingApprovals]:
+    """Per agent, how many approvals wait and how old the oldest is: the same rule as
+    :func:`pending_approvals` (requested, not decided, session not ended), counted."""
+    rows = (
+        await db.execute(
+            text(
+                "SELECT s.agent_id, count(*) AS waiting, "
+                "EXTRACT(EPOCH FROM (now() - min(e.created_at))) AS oldest "
+                "FROM events e JOIN sessions s ON s.id = e.session_id "
+                "WHERE e.kind = 'approval_requested' "
+                "AND s.status <> ALL(CAST(:final AS text[])) "
+                "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
+                "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
+                "GROUP BY s.agent_id ORDER BY s.agent_id"
+            ),
+            {"final": _FINAL, "decided": ":decided"},
+        )
+    ).all()
+    return [
+        WaitingApprovals(agent_id=r[0], waiting=int(r[1]), oldest_seconds=max(0.0, float(r[2])))
+        for r in rows
+    ]

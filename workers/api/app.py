@@ -25,6 +25,7 @@ from vigil.workers.api import (
     keyed,
     me,
     memory,
+    metrics,
     schedules,
     sessions,
     streams,
@@ -33,6 +34,7 @@ from vigil.workers.api.limits import BodyLimit
 from vigil.workers.artifacts import ArtifactService
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
+from vigil.workers.telemetry import setup_tracing
 from vigil.workers.tokens import TokenService
 
 API_VERSION = "1.0.0"
@@ -61,6 +63,8 @@ def routers() -> list[APIRouter]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    setup_tracing(settings, "vigil-api")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = await VigilClient.connect(settings)
@@ -88,5 +92,6 @@ def create_app(settings: Settings) -> FastAPI:
     docs.install(app, PREFIX)
     for router in routers():
         app.include_router(router, prefix=PREFIX)
+    app.include_router(metrics.router)  # where Prometheus looks, beside the versioned API
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
     return app
