@@ -28,7 +28,7 @@ from vigil.workers.settings import Settings
 if TYPE_CHECKING:
     # The worker and its sandbox are imported by the functions that build them: a client
     # (every CLI command) never needs them.
-    from temporalio.worker import Worker
+    from temporalio.worker import Worker, WorkerDeploymentConfig
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 # Modules handed to the workflow sandbox as they are instead of being re-imported per run.
@@ -79,12 +79,14 @@ def new_worker(
     workflows: Sequence[type],
     activities: Sequence[Callable[..., Any]],
     max_concurrent_activities: int = 50,
+    deployment_config: WorkerDeploymentConfig | None = None,
 ) -> Worker:
     from temporalio.worker import Worker
 
     return Worker(
         client,
         task_queue=task_queue,
+        deployment_config=deployment_config,
         workflows=list(workflows),
         activities=list(activities),
         workflow_runner=workflow_runner(),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
@@ -21,6 +21,7 @@ from vigil.activities.session import SessionActivities
 from vigil.activities.tools.queues import ToolQueueActivities
 from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.deployments import deployment_config
 from vigil.workers.logs import get as get_logger
 from vigil.workers.models import credential_resolver, model_router
 from vigil.workers.reconcile import reconcile_periodically
@@ -48,6 +49,8 @@ class Runtime:
     webhook_activities: WebhookActivities
     tools: WorkerTools
     tools_only: bool = False
+    deployment: WorkerDeploymentConfig | None = None
+    """The worker deployment version it polls as (VIGIL_DEPLOYMENT_NAME, VIGIL_BUILD_ID)."""
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +99,7 @@ async def runtime(
             webhook_activities=WebhookActivities(sessionmaker, webhooks, credentials.resolve, http),
             tools=tools,
             tools_only=settings.tools_only,
+            deployment=deployment_config(settings),
         )
     finally:
         await tools.aclose()
@@ -105,11 +109,19 @@ async def runtime(
         await engine.dispose()
 
 
-def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
+def build_worker(
+    client: Client, rt: Runtime, task_queue: str, workflows: Sequence[type] | None = None
+) -> Worker:
+    """``workflows`` replaces vigil's own (tests run a changed build of them)."""
+    deployment = rt.deployment
     if rt.tools_only:
         # A tool worker: run_tool for the tools it loaded, no sessions of its own.
         return new_worker(
-            client, task_queue=task_queue, workflows=[], activities=[rt.activities.run_tool]
+            client,
+            task_queue=task_queue,
+            workflows=[],
+            activities=[rt.activities.run_tool],
+            deployment_config=deployment,
         )
     retention = RetentionActivities(
         sessionmaker=rt.activities.sessionmaker, store=rt.activities.store, temporal=client
@@ -121,7 +133,13 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
         *rt.webhook_activities.all(),
         *ToolQueueActivities().all(),
     ]
-    return new_worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)
+    return new_worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS if workflows is None else workflows,
+        activities=activities,
+        deployment_config=deployment,
+    )
 
 
 async def run_worker(settings: Settings) -> None:
@@ -141,6 +159,8 @@ async def run_worker(settings: Settings) -> None:
             model=settings.model_provider,
             tools=sorted(rt.tools.python),
             tools_only=settings.tools_only,
+            deployment=settings.deployment_name,
+            build_id=settings.build_id,
         )
         reconciling = (
             asyncio.create_task(
