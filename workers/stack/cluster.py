@@ -514,8 +514,9 @@ class TemporalCluster:
             say=say,
         )
 
-    def stop(self) -> None:
-        for pid_file in (self.ui_pid_file, self.pid_file):
+    def stop(self, *, ui: bool = True) -> None:
+        """Stop the server (and Temporal UI unless ``ui`` is false)."""
+        for pid_file in (self.ui_pid_file, self.pid_file) if ui else (self.pid_file,):
             pid = read_pid(pid_file)
             if pid is not None and pid_alive(pid):
                 terminate(pid)
