@@ -23,13 +23,6 @@ from vigil.workers.stack import Stack
 SpawnWorker = Callable[..., Awaitable[WorkerProc]]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.cluster)
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     the_stack = Stack(cluster_settings())

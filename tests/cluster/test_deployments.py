@@ -29,7 +29,7 @@ from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, Tool
 from vigil.workers.deployments import describe, set_current_version
 from vigil.workers.temporal import workflow_runner
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 STEPS = 3
 

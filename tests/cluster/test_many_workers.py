@@ -25,28 +25,35 @@ from tests.support.llm_stub import LLMStub
 from tests.support.sessions import start
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 STEPS = 4
 HANG = 0.4
 
 
-def _input(goal: str) -> StartSessionInput:
+def _input(goal: str, heartbeat_seconds: int = 3) -> StartSessionInput:
     return StartSessionInput(
         agent_id="agent-cluster",
         goal=goal,
         policy=ToolPolicy(require_approval=[]),
         budget=Budget(max_steps=STEPS + 5),
         # A killed worker's model call is noticed by its heartbeat within seconds.
-        heartbeat_seconds=2,
+        heartbeat_seconds=heartbeat_seconds,
     )
 
 
-async def _start_many(client: Client, task_queue: str, n: int) -> list[WorkflowHandle[Any, Any]]:
+async def _start_many(
+    client: Client, task_queue: str, n: int, heartbeat_seconds: int = 3
+) -> list[WorkflowHandle[Any, Any]]:
     return list(
         await asyncio.gather(
             *(
-                start(client, task_queue, _input(f"share the work {i}"), f"cluster-{uuid.uuid4()}")
+                start(
+                    client,
+                    task_queue,
+                    _input(f"share the work {i}", heartbeat_seconds),
+                    f"cluster-{uuid.uuid4()}",
+                )
                 for i in range(n)
             )
         )
@@ -103,7 +110,9 @@ async def test_rolling_restart_of_every_worker_under_50_sessions(
     restart_over = threading.Event()
     stub.default = stepping(stub, STEPS, HANG, gate=restart_over)
     procs = [await spawn() for _ in range(3)]
-    handles = await _start_many(client, task_queue, 50)
+    # Stopped workers cancel their calls at once (SIGTERM): no need for a short heartbeat,
+    # and 50 sessions on a busy machine must not be taken for lost ones.
+    handles = await _start_many(client, task_queue, 50, heartbeat_seconds=15)
 
     await model_calls(stub, 50, 90)  # every session under way
     restarted = []

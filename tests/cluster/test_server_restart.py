@@ -19,7 +19,7 @@ from tests.support.sessions import start
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
 from vigil.workers.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 STEPS = 4
 SESSIONS = 6

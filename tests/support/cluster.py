@@ -102,7 +102,7 @@ class WorkerProc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    async def start(self, ready_line: str = READY_LINE, within: float = 90) -> WorkerProc:
+    async def start(self, ready_line: str = READY_LINE, within: float = 180) -> WorkerProc:
         with self.log_path.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
