@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # The test command: set up, start the test stack (Temporal, PostgreSQL+pgvector, MinIO),
 # run every test against it, stop the stack. Extra arguments go to pytest.
+# The cluster-profile tests (tests/cluster: the real Temporal server on PostgreSQL, several
+# workers) are a phase of their own on a stack of their own, built and started in the
+# background while the embedded tests run; VIGIL_TEST_CLUSTER=0 skips them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.local/bin:$PATH"
 ./scripts/bootstrap.sh || exit $?
 
 export VIGIL_TEST_STATE_DIR="${VIGIL_TEST_STATE_DIR:-$PWD/.vigil-test}"
-stop_stack() { uv run vigil stack down --state-dir "$VIGIL_TEST_STATE_DIR" >/dev/null 2>&1 || true; }
+CLUSTER_STATE_DIR="$VIGIL_TEST_STATE_DIR-cluster"
+CLUSTER="${VIGIL_TEST_CLUSTER:-1}"
+cluster_up=""
+stop_stack() {
+    if [ -n "$cluster_up" ]; then kill "$cluster_up" 2>/dev/null; wait "$cluster_up" 2>/dev/null; fi
+    uv run vigil stack down --state-dir "$CLUSTER_STATE_DIR" >/dev/null 2>&1 || true
+    uv run vigil stack down --state-dir "$VIGIL_TEST_STATE_DIR" >/dev/null 2>&1 || true
+}
 trap stop_stack EXIT
 
 echo "· lint: ruff, types: mypy --strict"
@@ -29,18 +39,44 @@ run_pytest() {
 }
 
 if [ "$#" -gt 0 ]; then
+    # (tests/cluster starts its own stack; on a cold machine run
+    # `uv run python -m tests.support.cluster` first: the server build takes minutes.)
     echo "· running the tests: $*"
     run_pytest "$@"
     exit $?
+fi
+
+# The cluster stack (Temporal server, schema tool and UI go-built on a cold machine: 15+
+# minutes on two busy cores, cached after) builds and starts while the embedded tests run.
+if [ "$CLUSTER" != 0 ]; then
+    mkdir -p "$(dirname "$CLUSTER_STATE_DIR")"
+    echo "· building/starting the cluster test stack in the background ($CLUSTER_STATE_DIR.up.log)"
+    uv run python -m tests.support.cluster >"$CLUSTER_STATE_DIR.up.log" 2>&1 &
+    cluster_up=$!
 fi
 
 # Independent modules run in parallel (each xdist worker has its own database; task
 # queues are per test), then the few that stop a part of the shared stack run alone.
 WORKERS="${VIGIL_TEST_WORKERS:-2}"
 echo "· running the tests: $WORKERS in parallel, then the disruptive ones alone"
-run_pytest -n "$WORKERS" --dist loadfile -m "not disruptive"
+run_pytest -n "$WORKERS" --dist loadfile -m "not disruptive and not cluster"
 rc_parallel=$?
-run_pytest -m disruptive
+run_pytest -m "disruptive and not cluster"
 rc_alone=$?
+rc_cluster=0
+if [ "$CLUSTER" != 0 ]; then
+    echo "· the cluster-profile tests (real Temporal server, several workers)"
+    wait "$cluster_up"
+    rc_up=$?
+    cluster_up=""
+    if [ "$rc_up" -ne 0 ]; then
+        tail -20 "$CLUSTER_STATE_DIR.up.log" >&2
+        rc_cluster=3
+    else
+        run_pytest -m cluster tests/cluster
+        rc_cluster=$?
+    fi
+fi
 if [ "$rc_parallel" -ne 0 ]; then exit "$rc_parallel"; fi
-exit "$rc_alone"
+if [ "$rc_alone" -ne 0 ]; then exit "$rc_alone"; fi
+exit "$rc_cluster"

@@ -157,7 +157,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     temporal = _temporal(settings) if keys[0].ok else asyncio.sleep(0, result=[])
     results = await asyncio.gather(temporal, _postgres(settings))
     artifacts = await asyncio.to_thread(_artifacts, settings)
-    return [*results[0], *keys, *results[1], *artifacts, *_telemetry(settings)]
+    return [*_profile(settings), *results[0], *keys, *results[1], *artifacts, *_telemetry(settings)]
 
 
 def _telemetry(settings: Settings) -> list[Check]:
@@ -166,3 +166,22 @@ def _telemetry(settings: Settings) -> list[Check]:
     from vigil.workers.telemetry import describe
 
     return [Check("telemetry", what, True, where) for what, where in describe(settings)]
+
+
+def _profile(settings: Settings) -> list[Check]:
+    """Which Temporal the stack in the state folder runs (embedded dev server or cluster)."""
+    if settings.temporal_address is not None:
+        return []
+    from vigil.workers.stack import Stack
+
+    stack = Stack(settings)
+    if stack.clustered:
+        from vigil.workers.stack.cluster import HISTORY_SHARDS, SERVER_VERSION
+
+        up = stack.cluster.running()
+        detail = f"Temporal server {SERVER_VERSION}, {HISTORY_SHARDS} shards, on PostgreSQL"
+    else:
+        up = stack.temporal.running()
+        detail = "Temporal dev server (SQLite file)"
+    hint = "" if up else f" not running: `vigil stack up --profile {stack.profile}`"
+    return [Check("stack", f"profile {stack.profile}", up, detail + hint)]

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
 
     bin_cache: Path = Path("~/.cache/vigil/bin")
     """Where go-built binaries (Temporal CLI, MinIO) are cached between runs."""
+    stack_profile: Literal["embedded", "cluster"] = "embedded"
+    """What `vigil stack up` runs as Temporal: ``embedded`` the dev server (SQLite file),
+    ``cluster`` the real Temporal server on PostgreSQL (workers/stack/cluster.py). Once a
+    stack runs, `status`, `down` and `doctor` follow the profile it was started with."""
 
     # Temporal
     temporal_address: str | None = Field(
@@ -51,6 +55,17 @@ class Settings(BaseSettings):
     temporal_ui_url: str | None = None
     """Base URL of Temporal UI for links; derived from the embedded stack when unset."""
     task_queue: str = "vigil"
+    deployment_name: str | None = None
+    """Worker versioning: the Temporal worker deployment this worker belongs to (e.g.
+    ``vigil``). Set together with ``build_id``; unset means an unversioned worker."""
+    build_id: str | None = None
+    """Worker versioning: this build of the workflow code (e.g. a git sha). Sessions started
+    on a build stay on it (see ``versioning_behavior``)."""
+    versioning_behavior: Literal["pinned", "auto_upgrade"] = "pinned"
+    """How a versioned worker's sessions move between builds: ``pinned`` (a session runs to
+    its end on the build it started on; new builds need no patches for it) or
+    ``auto_upgrade`` (moves to the current build at its next workflow task: every change
+    must then be patched)."""
 
     # PostgreSQL
     database_url: SecretStr | None = Field(
@@ -299,6 +314,8 @@ class StackInfo:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     temporal_address: str | None = None
+    profile: str | None = None
+    """The stack profile it was started with (``embedded`` or ``cluster``)."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     # The worker and its sandbox are imported by the functions that build them: a client
     # (every CLI command) never needs them.
     from temporalio.runtime import Runtime
-    from temporalio.worker import Worker
+    from temporalio.worker import Worker, WorkerDeploymentConfig
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 # Modules handed to the workflow sandbox as they are instead of being re-imported per run.
@@ -92,6 +92,7 @@ def new_worker(
     settings: Settings | None = None,
     max_concurrent_activities: int | None = None,
     eager_activities: bool = True,
+    deployment_config: WorkerDeploymentConfig | None = None,
 ) -> Worker:
     """A worker with vigil's sandbox and the ``worker_*`` options of ``settings``
     (defaults when none); ``max_concurrent_activities`` overrides the setting.
@@ -102,6 +103,7 @@ def new_worker(
     return Worker(
         client,
         task_queue=task_queue,
+        deployment_config=deployment_config,
         workflows=list(workflows),
         activities=list(activities),
         workflow_runner=workflow_runner(),

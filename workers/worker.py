@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
@@ -22,6 +22,7 @@ from vigil.activities.session import SessionActivities
 from vigil.activities.tools.queues import ToolQueueActivities
 from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.deployments import deployment_config
 from vigil.workers.logs import get as get_logger
 from vigil.workers.models import credential_resolver, model_router
 from vigil.workers.reconcile import reconcile_periodically
@@ -52,6 +53,8 @@ class Runtime:
     tools_only: bool = False
     settings: Settings | None = None
     """What the worker was built from (its ``worker_*`` Temporal options)."""
+    deployment: WorkerDeploymentConfig | None = None
+    """The worker deployment version it polls as (VIGIL_DEPLOYMENT_NAME, VIGIL_BUILD_ID)."""
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +108,7 @@ async def runtime(
             tools=tools,
             tools_only=settings.tools_only,
             settings=settings,
+            deployment=deployment_config(settings),
         )
     finally:
         await acts.context_cache.aclose()
@@ -127,7 +131,11 @@ def context_cache(settings: Settings) -> ContextCache:
     )
 
 
-def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
+def build_worker(
+    client: Client, rt: Runtime, task_queue: str, workflows: Sequence[type] | None = None
+) -> Worker:
+    """``workflows`` replaces vigil's own (tests run a changed build of them)."""
+    deployment = rt.deployment
     if rt.tools_only:
         # A tool worker: run_tool for the tools it loaded, no sessions of its own.
         return new_worker(
@@ -136,6 +144,7 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
             workflows=[],
             activities=[rt.activities.run_tool],
             settings=rt.settings,
+            deployment_config=deployment,
         )
     retention = RetentionActivities(
         sessionmaker=rt.activities.sessionmaker, store=rt.activities.store, temporal=client
@@ -150,9 +159,10 @@ def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
     return new_worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
+        workflows=WORKFLOWS if workflows is None else workflows,
         activities=activities,
         settings=rt.settings,
+        deployment_config=deployment,
     )
 
 
@@ -175,6 +185,8 @@ async def run_worker(settings: Settings) -> None:
             tools=sorted(rt.tools.python),
             tools_only=settings.tools_only,
             metrics=metrics_address(settings),
+            deployment=settings.deployment_name,
+            build_id=settings.build_id,
         )
         reconciling = (
             asyncio.create_task(

@@ -35,13 +35,13 @@ LOADED = "LOADED"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, workflows: list[type] | None = None) -> None:
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with runtime(settings) as rt, build_worker(client, rt, settings.task_queue):
+    async with runtime(settings) as rt, build_worker(client, rt, settings.task_queue, workflows):
         print(f"{READY} {os.getpid()}", flush=True)
         await stop.wait()
 
@@ -74,7 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-queue", help="overrides VIGIL_TASK_QUEUE")
     parser.add_argument("--fork-server", action="store_true", help="fork a worker per stdin line")
+    parser.add_argument(
+        "--workflows",
+        help="module:attribute naming a list of workflow classes to run instead of vigil's "
+        "(a changed build of the workflow code, for the worker versioning tests)",
+    )
     args = parser.parse_args(argv)
+    workflows = None
+    if args.workflows:
+        import importlib
+
+        module, _, attribute = args.workflows.partition(":")
+        workflows = list(getattr(importlib.import_module(module), attribute))
     settings = Settings()
     if args.task_queue:
         settings = settings.model_copy(update={"task_queue": args.task_queue})
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fork_server:
         fork_server(settings)
     else:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, workflows))
 
 
 # --- the test's side -----------------------------------------------------------------------

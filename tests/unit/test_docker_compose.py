@@ -68,3 +68,31 @@ def test_worker_settings_parse_from_the_compose_environment(monkeypatch: Any) ->
     ep = s.endpoints()
     assert ep.database_url == "postgresql://vigil:vigil@postgres:5432/vigil"
     assert ep.s3_access_key == "vigil"
+
+
+def test_temporal_is_the_cluster_profile() -> None:
+    """The compose Temporal has the cluster profile's version, shards and dynamic config."""
+    from vigil.workers.stack.cluster import HISTORY_SHARDS, SERVER_VERSION, dynamic_config_yaml
+
+    services = _compose()["services"]
+    temporal = services["temporal"]
+    major_minor = ".".join(SERVER_VERSION.lstrip("v").split(".")[:2])
+    assert temporal["image"].endswith(f":{major_minor}"), temporal["image"]
+    assert int(temporal["environment"]["NUM_HISTORY_SHARDS"]) == HISTORY_SHARDS
+    mounted = [v.split(":")[0] for v in temporal["volumes"]]
+    dynamic = yaml.safe_load((ROOT / mounted[0]).read_text())
+    assert dynamic == dynamic_config_yaml()
+    assert temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"].endswith(
+        Path(temporal["volumes"][0].split(":")[1]).name
+    )
+
+
+def test_many_workers_share_one_setup() -> None:
+    services = _compose()["services"]
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    assert services["worker"]["environment"] == services["setup"]["environment"]
+    assert services["worker"]["depends_on"]["setup"]["condition"] == (
+        "service_completed_successfully"
+    )
+    env = services["worker"]["environment"]
+    assert {"VIGIL_DEPLOYMENT_NAME", "VIGIL_BUILD_ID"} <= set(env)

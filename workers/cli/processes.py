@@ -92,10 +92,11 @@ def worker(
     settings = with_worker_flags(load_settings(state_dir), tools or [], task_queue, tools_only)
     configure(settings.log_format, settings.log_level)
     from vigil.activities.tools.loader import ToolLoadError
+    from vigil.workers.deployments import DeploymentSettingsError
 
     try:
         asyncio.run(run_worker(settings))
-    except PayloadKeyError as exc:
+    except (PayloadKeyError, DeploymentSettingsError) as exc:
         fail(f"bad configuration: {exc}", EXIT_USAGE)
     except ToolLoadError as exc:
         fail(f"worker could not start: {exc}", EXIT_USAGE)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from vigil.workers.cli.common import (
     EXIT_FAILED,
+    EXIT_USAGE,
     JsonOpt,
     S3Opt,
     StateOpt,
@@ -27,14 +28,32 @@ if TYPE_CHECKING:
 stack_app = typer.Typer(help="The local stack without Docker.", no_args_is_help=True)
 
 
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="embedded: the Temporal dev server (SQLite); cluster: the real Temporal server "
+        "on PostgreSQL with Temporal UI (env VIGIL_STACK_PROFILE).",
+    ),
+]
+
+
 @stack_app.command("up")
 def stack_up(
-    state_dir: StateOpt = None, with_minio: S3Opt = False, as_json: JsonOpt = False
+    state_dir: StateOpt = None,
+    with_minio: S3Opt = False,
+    as_json: JsonOpt = False,
+    profile: ProfileOpt = None,
 ) -> None:
     """Start Temporal, PostgreSQL (+pgvector) and, when asked, MinIO; migrate; wait until ready."""
     from vigil.workers.stack import Stack, StackError
 
     settings = load_settings(state_dir, with_minio)
+    if profile is not None:
+        if profile not in ("embedded", "cluster"):
+            fail(f"unknown profile {profile!r}: embedded or cluster", EXIT_USAGE)
+        settings = settings.model_copy(update={"stack_profile": profile})
+        settings.model_fields_set.add("stack_profile")
     stack = Stack(settings, say=say)
     try:
         stack.up()

@@ -1,5 +1,8 @@
 """The local stack without Docker: Temporal dev server, PostgreSQL + pgvector, MinIO.
 
+Two profiles: ``embedded`` (the Temporal dev server on a SQLite file) and ``cluster`` (the
+real Temporal server on PostgreSQL, with Temporal UI; workers/stack/cluster.py).
+
 All state lives in one folder (``VIGIL_STATE_DIR``, default ``.vigil/``). Each part is
 skipped when the user points vigil at their own server (TEMPORAL_ADDRESS, DATABASE_URL,
 VIGIL_S3_ENDPOINT).
@@ -15,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from vigil.workers.settings import STACK_FILE, Settings, StackInfo
 from vigil.workers.stack.api import ApiDaemon
+from vigil.workers.stack.cluster import SERVER_VERSION, TemporalCluster, ensure_namespace
 from vigil.workers.stack.codec import CodecServer
 from vigil.workers.stack.postgres import EmbeddedPostgres
 from vigil.workers.stack.procs import StackError, port_answers
@@ -48,10 +52,35 @@ class Stack:
         self.temporal = TemporalDevServer(
             state, cache, settings.temporal_port, settings.temporal_ui_port
         )
+        self.cluster = TemporalCluster(
+            state, cache, settings.temporal_port, settings.temporal_ui_port
+        )
+        self.profile = self._profile()
         self.postgres = EmbeddedPostgres(state, settings.postgres_port)
         self.minio = EmbeddedMinio(state, cache, settings.minio_port, settings.minio_console_port)
         self.codec = CodecServer(settings)
         self.api = ApiDaemon(settings)
+
+    def _profile(self) -> str:
+        """The profile asked for (argument or VIGIL_STACK_PROFILE); else the one the stack
+        in this state folder was started with; else embedded."""
+        if "stack_profile" in self.settings.model_fields_set:
+            return self.settings.stack_profile
+        try:
+            info = self.settings.stack_info()
+        except (OSError, ValueError, TypeError):
+            info = None
+        if (
+            info is not None
+            and info.profile
+            and (self.temporal.running() or self.cluster.running())
+        ):
+            return info.profile
+        return self.settings.stack_profile
+
+    @property
+    def clustered(self) -> bool:
+        return self.profile == "cluster"
 
     @property
     def embedded_temporal(self) -> bool:
@@ -69,6 +98,56 @@ class Stack:
     def up(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded_temporal:
+            other = self.temporal.running() if self.clustered else self.cluster.running()
+            if other:
+                running = "embedded" if self.clustered else "cluster"
+                raise StackError(
+                    f"the stack in {self.state_dir} runs the {running} profile: "
+                    f"`vigil stack down` first, then `vigil stack up --profile {self.profile}`."
+                )
+        if self.embedded_temporal and self.clustered:
+            self._up_cluster()
+        else:
+            self._up_embedded()
+        self._publish()
+        asyncio.run(self._prepare())
+        if self.settings.api_in_stack:
+            # After the migrations: the API serves the record from its first request.
+            self.api.start(self.say)
+            self.api.wait(self.say)
+
+    def _up_cluster(self) -> None:
+        """PostgreSQL first: the cluster keeps its persistence and visibility there."""
+        token = self.codec.prepare()
+        ui_codec = self.codec.ui_endpoint(token) if self.settings.codec_ui else None
+        if self.embedded_minio:
+            self.minio.start(self.say)
+        if self.embedded_postgres:
+            self.postgres.start(self.say)
+        database_url = self.settings.endpoints().database_url or (
+            self.postgres.url() if self.embedded_postgres else None
+        )
+        if database_url is None:
+            raise StackError("the cluster profile needs PostgreSQL: set DATABASE_URL")
+        if not self.cluster.running():
+            self.cluster.prepare(database_url, self.say)
+        self.cluster.start(self.say)
+        self.codec.start(self.say)
+        self.cluster.wait(self.say)
+        self.say(f"registering namespace {self.settings.temporal_namespace!r} ...")
+        asyncio.run(
+            ensure_namespace(
+                f"127.0.0.1:{self.settings.temporal_port}", self.settings.temporal_namespace
+            )
+        )
+        self.cluster.start_ui(self.say, ui_codec)
+        self.codec.wait(self.say)
+        self.cluster.wait_ui(self.say)
+        if self.embedded_minio:
+            self.minio.wait(self.say)
+
+    def _up_embedded(self) -> None:
+        if self.embedded_temporal:
             # Payload encryption is on by default: a key and a codec server from the start.
             token = self.codec.prepare()
             ui_codec = self.codec.ui_endpoint(token) if self.settings.codec_ui else None
@@ -83,12 +162,6 @@ class Stack:
             self.codec.wait(self.say)
         if self.embedded_minio:
             self.minio.wait(self.say)
-        self._publish()
-        asyncio.run(self._prepare())
-        if self.settings.api_in_stack:
-            # After the migrations: the API serves the record from its first request.
-            self.api.start(self.say)
-            self.api.wait(self.say)
 
     def _publish(self) -> None:
         info = StackInfo(
@@ -99,6 +172,7 @@ class Stack:
             temporal_address=(
                 f"127.0.0.1:{self.settings.temporal_port}" if self.embedded_temporal else None
             ),
+            profile=self.profile,
         )
         path = self.state_dir / STACK_FILE
         tmp = path.with_suffix(".tmp")
@@ -138,6 +212,7 @@ class Stack:
         # Stop everything we may have started, whatever the settings say today.
         self.api.stop()
         self.temporal.stop()
+        self.cluster.stop()
         self.codec.stop()
         self.minio.stop()
         self.postgres.stop()
@@ -145,7 +220,34 @@ class Stack:
     def status(self) -> list[PartStatus]:
         parts: list[PartStatus] = []
         endpoints = self.settings.endpoints()
-        if self.embedded_temporal:
+        if self.embedded_temporal and self.clustered:
+            ports = self.cluster.ports
+            parts.append(
+                PartStatus(
+                    "temporal",
+                    "cluster",
+                    self.cluster.running() and self.cluster.ready(),
+                    f"127.0.0.1:{ports.frontend}, server {SERVER_VERSION} on PostgreSQL, "
+                    f"metrics :{ports.metrics}",
+                )
+            )
+            parts.append(
+                PartStatus(
+                    "temporal-ui",
+                    "cluster",
+                    self.cluster.ui_running() and port_answers(ports.ui),
+                    f"{endpoints.temporal_ui}",
+                )
+            )
+            parts.append(
+                PartStatus(
+                    "codec",
+                    "embedded",
+                    self.codec.running() and self.codec.ready(),
+                    f"{self.codec.url} (payload encryption)",
+                )
+            )
+        elif self.embedded_temporal:
             parts.append(
                 PartStatus(
                     "temporal",

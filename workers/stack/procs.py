@@ -168,13 +168,21 @@ def go_install(
     binary: str,
     cache: Path,
     say: Callable[[str], None] | None = None,
+    package: str | None = None,
+    slug: str | None = None,
+    flags: Sequence[str] = (),
 ) -> Path:
-    """Return a cached go-built binary, building it with ``go install`` the first time."""
-    target_dir = cache / f"{binary}-{version}"
+    """Return a cached go-built binary, building it with ``go install`` the first time.
+
+    ``package`` is the import path to install when it is not the module's root (its last
+    element names the binary); ``slug`` names the cache folder when the binary's own name
+    (``server``, ``sql``) says too little; ``flags`` go to ``go install``."""
+    slug = slug or binary
+    target_dir = cache / f"{slug}-{version}"
     target = target_dir / binary
     if target.exists():
         return target
-    with file_lock(cache / f".{binary}-{version}.lock"):
+    with file_lock(cache / f".{slug}-{version}.lock"):
         if target.exists():
             return target
         go = shutil.which("go")
@@ -192,7 +200,7 @@ def go_install(
         )
         with open(log, "wb") as out:
             result = subprocess.run(
-                [go, "install", f"{module}@{version}"],
+                [go, "install", *flags, f"{package or module}@{version}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -201,7 +209,7 @@ def go_install(
             )
         if result.returncode != 0 or not target.exists():
             raise StackError(
-                f"building {binary} with `go install {module}@{version}` failed "
+                f"building {binary} with `go install {package or module}@{version}` failed "
                 f"({last_log_line(log)}); see {log}, or put a {binary} binary on PATH."
             )
         return target

@@ -1,0 +1,67 @@
+"""The cluster profile's config, schema workaround and worker deployment settings (no
+server here: tests/cluster runs the real one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vigil.workers.deployments import DeploymentSettingsError, deployment_config
+from vigil.workers.settings import Settings
+from vigil.workers.stack.cluster import (
+    HISTORY_SHARDS,
+    ClusterPorts,
+    Database,
+    _without_btree_gin,
+    server_config,
+)
+from vigil.workers.stack.procs import StackError
+
+
+def test_ports_are_distinct_and_membership_stays_a_smallint() -> None:
+    ports = ClusterPorts(7233, 8233)
+    assert len(set(ports.all())) == len(ports.all())
+    ports.check()
+    with pytest.raises(StackError, match="below 32768"):
+        ClusterPorts(32765, 8233).check()
+
+
+def test_config_is_loopback_on_vigils_databases() -> None:
+    db = Database.from_url("postgresql://postgres:p%40ss@127.0.0.1:5433/vigil")
+    assert (db.host, db.port, db.user, db.password) == ("127.0.0.1", 5433, "postgres", "p@ss")
+    config = server_config(ClusterPorts(7233, 8233), db, Path("/x/dynamic.yaml"))
+    persistence = config["persistence"]
+    assert isinstance(persistence, dict)
+    assert persistence["numHistoryShards"] == HISTORY_SHARDS
+    stores = persistence["datastores"]
+    assert {s["sql"]["databaseName"] for s in stores.values()} == {
+        "temporal",
+        "temporal_visibility",
+    }
+    services = config["services"]
+    assert isinstance(services, dict)
+    assert set(services) == {"frontend", "history", "matching", "worker"}
+    assert all(s["rpc"]["bindOnLocalHost"] for s in services.values())
+
+
+def test_visibility_schema_without_btree_gin() -> None:
+    sql = (
+        "CREATE EXTENSION IF NOT EXISTS btree_gin;\n"
+        "CREATE INDEX by_text_01 ON executions_visibility USING GIN (namespace_id, Text01);\n"
+        "CREATE INDEX by_kw ON executions_visibility USING GIN (namespace_id, K jsonb_path_ops);\n"
+    )
+    out = _without_btree_gin(sql)
+    assert "btree_gin" not in out
+    assert "USING GIN (Text01)" in out and "USING GIN (K jsonb_path_ops)" in out
+
+
+def test_deployment_settings_both_or_neither() -> None:
+    assert deployment_config(Settings()) is None
+    config = deployment_config(Settings(deployment_name="vigil", build_id="abc123"))
+    assert config is not None and config.use_worker_versioning
+    assert config.version.to_canonical_string() == "vigil.abc123"
+    with pytest.raises(DeploymentSettingsError):
+        deployment_config(Settings(deployment_name="vigil"))
+    with pytest.raises(DeploymentSettingsError):
+        deployment_config(Settings(deployment_name="a.b", build_id="1"))
