@@ -28,9 +28,11 @@ dropped from them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -186,6 +188,9 @@ _NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS 
 )
 DEDUPE_CANDIDATES = 10
 
+TEXT_SCAN_LIMIT = 2000
+"""Default for ``MemoryStore.text_scan_limit``: matching rows ranked per ladder step."""
+
 _FOR_MERGE = text("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
 
 _MERGE = text(
@@ -322,6 +327,8 @@ class MemoryStore:
         importance_weight: float = 0.25,
         rrf_k: int = 60,
         text_match: Literal["any", "all"] = "any",
+        text_scan_limit: int = TEXT_SCAN_LIMIT,
+        ef_search: int | None = None,
     ) -> None:
         if not 0.0 < merge_threshold <= 1.0:
             raise ValueError("merge_threshold must be in (0, 1]")
@@ -329,6 +336,10 @@ class MemoryStore:
             raise ValueError("half_life_days must be positive")
         if not (0.0 <= recency_weight <= 1.0 and 0.0 <= importance_weight <= 1.0):
             raise ValueError("recency_weight and importance_weight must be in [0, 1]")
+        if text_scan_limit < 1:
+            raise ValueError("text_scan_limit must be positive")
+        if ef_search is not None and not 1 <= ef_search <= EF_SEARCH_MAX:
+            raise ValueError(f"ef_search must be in 1..{EF_SEARCH_MAX}")
         self._sessionmaker = sessionmaker
         self.embedder = embedder
         self.redact = redact
@@ -344,6 +355,12 @@ class MemoryStore:
         self.text_match = text_match
         """How a plain query (no search syntax) matches in full text: memories holding
         ``any`` of its words (better recall, costs more on big stores) or ``all``."""
+        self.text_scan_limit = text_scan_limit
+        """At most this many matching rows are ranked per step of the full-text search."""
+        self.ef_search = ef_search
+        """A fixed ``hnsw.ef_search`` for recall; None follows the agent's memory count
+        (``ef_search_for``)."""
+        self._counts: dict[str, tuple[int, float]] = {}
         self.vector_searches: Counter[str] = Counter()
         """How vector searches ended: ``index`` (the HNSW index gave enough), ``complete``
         (it gave all the agent has), ``widened`` (a wider ef_search was needed) or
@@ -633,8 +650,11 @@ class MemoryStore:
                     n=candidates,
                 )
             if literal is not None:
+                ef = self.ef_search or ef_search_for(
+                    await self._memory_count(db, agent_id), candidates
+                )
                 found = await self._vector_candidates(
-                    db, {**params, "vector": literal}, filters, candidates
+                    db, {**params, "vector": literal}, filters, candidates, ef=ef
                 )
                 vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
             ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
@@ -650,13 +670,20 @@ class MemoryStore:
         return results[:k]
 
     async def nearest(
-        self, agent_id: str, vector: list[float], *, k: int = 10, exact: bool = False
+        self,
+        agent_id: str,
+        vector: list[float],
+        *,
+        k: int = 10,
+        exact: bool = False,
+        ef_search: int | None = None,
     ) -> list[tuple[int, float]]:
         """(id, cosine distance) of the agent's ``k`` live memories nearest to ``vector``.
 
         One search, no fallback, for diagnostics and the benchmark: an exact scan, or the
-        HNSW index alone (``ef_search = max(40, 2k)``; sorting is disabled so the planner
-        uses the index even where it would rather scan the agent's rows exactly).
+        HNSW index alone with ``ef_search`` (default: what ``recall`` would use; sorting
+        is disabled so the planner uses the index even where it would rather scan the
+        agent's rows exactly).
         """
         self._check_agent(agent_id)
         params = {
@@ -668,13 +695,16 @@ class MemoryStore:
         sql = _vector_sql(self.embedder.dim, filters, exact=exact)
         async with acting_for(self._sessionmaker, agent_id) as db:
             if not exact:
-                await db.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, 2 * k)}"))
+                ef = ef_search or self.ef_search
+                if ef is None:
+                    ef = ef_search_for(await self._memory_count(db, agent_id), max(40, 2 * k))
+                await db.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef)}"))
                 await db.execute(text("SET LOCAL enable_sort = off"))
             rows = await db.execute(text(sql), params)
             return sorted(((row.id, row.distance) for row in rows), key=lambda r: (r[1], r[0]))
 
-    @staticmethod
     async def _text_candidates(
+        self,
         db: DbSession,
         query: str,
         *,
@@ -685,32 +715,64 @@ class MemoryStore:
         live_only: bool,
         n: int,
     ) -> list[Any]:
-        """The current agent's best full-text matches, best first (acting for it).
+        """The current agent's best full-text matches, at most ``n``, best first.
 
-        Under the policies PostgreSQL could not use the GIN index here (a policy's
-        filter must run before any function that is not leakproof, and the full-text
-        match is not), so the search runs in ``vigil_memory_text_candidates``, a
-        SECURITY DEFINER function that searches only the agent named by the
-        transaction's own setting, and returns ids (read afterwards under the policies).
+        A plain query (``any_term``) runs as a ladder (``text_ladder``): memories holding
+        all its words, then all but one, ..., then any one, stopping once ``n`` are found;
+        a query with search syntax runs as written. Each step ranks at most
+        ``text_scan_limit`` matching rows, so common words cannot make recall read the
+        agent's whole memory. Under the policies PostgreSQL could not use the GIN index
+        for the match (``tsv @@ query`` is not leakproof, so it must run after the
+        policy's filter), so the search runs in ``vigil_memory_text_search``, a SECURITY
+        DEFINER function that searches only the agent named by the transaction's own
+        setting and returns ids (read afterwards under the policies).
         """
+        if any_term:
+            lexemes = (await db.execute(_LEXEMES, {"text": query})).scalar_one() or []
+            levels = text_ladder(list(lexemes))
+            ranking = levels[-1] if levels else ""
+        else:
+            ranking = (await db.execute(_WEBSEARCH, {"text": query})).scalar_one() or ""
+            levels = [ranking] if ranking else []
+        if not levels:
+            return []  # only stop words: nothing to match
         return list(
             await db.execute(
-                _TEXT_CANDIDATES.bindparams(
+                _TEXT_SEARCH.bindparams(
+                    bindparam("levels", type_=ARRAY(String)),
                     bindparam("kinds", type_=ARRAY(String)),
                     bindparam("since", type_=DateTime(timezone=True)),
                     bindparam("until", type_=DateTime(timezone=True)),
                 ),
                 {
-                    "text": query,
+                    "levels": levels,
+                    "ranking": ranking,
                     "kinds": kinds,
                     "since": since,
                     "until": until,
                     "live_only": live_only,
                     "n": n,
-                    "any_term": any_term,
+                    "cap": self.text_scan_limit,
                 },
             )
         )
+
+    async def _memory_count(self, db: DbSession, agent_id: str) -> int:
+        """How many memories the agent has at the embedder's dimension, counted at most
+        once per ``COUNT_TTL_SECONDS`` per store (it only steers ``ef_search``)."""
+        cached = self._counts.get(agent_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < COUNT_TTL_SECONDS:
+            return cached[0]
+        count = int(
+            (
+                await db.execute(_AGENT_COUNT, {"agent_id": agent_id, "dim": self.embedder.dim})
+            ).scalar_one()
+        )
+        if len(self._counts) > 10_000:
+            self._counts.clear()
+        self._counts[agent_id] = (count, now)
+        return count
 
     async def _vector_candidates(
         self,
@@ -720,6 +782,7 @@ class MemoryStore:
         candidates: int,
         *,
         purpose: str = "",
+        ef: int | None = None,
     ) -> list[Any]:
         """The nearest ``candidates`` memories passing ``filters``, nearest first.
 
@@ -733,7 +796,7 @@ class MemoryStore:
         kinds = params.get("kinds")
         dim = self.embedder.dim
         indexed = _with_kinds(text(_vector_sql(dim, filters, exact=False)), kinds)
-        ef = candidates
+        ef = max(candidates, ef or candidates)
         await db.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
         hits = list(await db.execute(indexed, params))
         if len(hits) >= candidates:
@@ -847,17 +910,65 @@ def _has_search_operators(query: str) -> bool:
     return _SEARCH_OPERATORS.search(query) is not None
 
 
-# websearch_to_tsquery wants every word (AND). A question in plain words rarely holds all
-# of them, so a plain query matches any of its words and ts_rank_cd ranks rows holding
-# more of them higher; a query with search syntax keeps its exact meaning.
-_TEXT_CANDIDATES = text(
+LADDER_TERMS = 8
+"""A plain query's longest (most distinctive) words kept for the full-text ladder."""
+LADDER_CLAUSES = 32
+"""Ladder steps that would need more alternatives than this are skipped."""
+COUNT_TTL_SECONDS = 300.0
+EF_SEARCH_BASE = 40
+EF_SEARCH_BASE_ROWS = 5_000
+
+
+def ef_search_for(rows: int, candidates: int) -> int:
+    """``hnsw.ef_search`` for an agent with ``rows`` memories: ``40 * sqrt(rows / 5000)``,
+    at least ``candidates`` (and 40), at most 1000.
+
+    An HNSW search with a fixed ``ef_search`` finds a smaller share of the true nearest
+    neighbours as the graph grows: on all-MiniLM-L6-v2 embeddings of real sentences,
+    ef 40 gave recall@10 0.94 at 100k rows, ef 160 0.98. The square root keeps recall@10
+    near 0.98 from 5k to 1M rows (ef 40 at 5k, 179 at 100k, 566 at 1M) for a latency
+    that grows far slower than the table (``bench/memory_real_text.py`` prints both).
+    ``MemoryStore(ef_search=...)`` (setting ``memory_ef_search``) fixes it instead.
     """
-    SELECT c.id, c.rank_cd FROM vigil_memory_text_candidates(
-        CASE WHEN :any_term
-             THEN CAST(replace(CAST(websearch_to_tsquery('english', :text) AS text),
-                               ' & ', ' | ') AS tsquery)
-             ELSE websearch_to_tsquery('english', :text) END,
-        :kinds, :since, :until, :live_only, :n) AS c
+    scaled = math.ceil(EF_SEARCH_BASE * math.sqrt(max(rows, 0) / EF_SEARCH_BASE_ROWS))
+    return min(EF_SEARCH_MAX, max(EF_SEARCH_BASE, candidates, scaled))
+
+
+def _tsquery_term(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def text_ladder(lexemes: list[str]) -> list[str]:
+    """The steps of a plain query's full-text search, as tsquery texts: memories holding
+    all ``lexemes``, then all but one, ..., then any two, then any one.
+
+    Only the ``LADDER_TERMS`` longest lexemes take part (longer words are rarer, so they
+    say more); a step needing more than ``LADDER_CLAUSES`` alternatives is skipped (the
+    next one finds its rows too). The last step is the plain OR of every kept word,
+    which is also what the candidates are ranked against.
+    """
+    words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
+    terms = [_tsquery_term(w) for w in words]
+    steps: list[str] = []
+    for size in range(len(terms), 0, -1):
+        if size > 1 and math.comb(len(terms), size) > LADDER_CLAUSES:
+            continue
+        clauses = [" & ".join(group) for group in itertools.combinations(terms, size)]
+        if size == 1:
+            steps.append(" | ".join(clauses))
+        else:
+            steps.append(" | ".join(f"({clause})" for clause in clauses))
+    return steps
+
+
+_LEXEMES = text("SELECT tsvector_to_array(to_tsvector('english', :text))")
+_WEBSEARCH = text("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
+
+_TEXT_SEARCH = text(
+    """
+    SELECT s.id, s.rank_cd, s.level FROM vigil_memory_text_search(
+        CAST(:levels AS tsquery[]), CAST(:ranking AS tsquery), :kinds, :since, :until,
+        :live_only, :n, :cap) AS s
     """
 )
 
@@ -868,3 +979,5 @@ _LIVE_IDS = text(
     AND forgotten_at IS NULL AND superseded_by IS NULL
     """
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+_AGENT_COUNT = text("SELECT count(*) FROM memories WHERE agent_id = :agent_id AND dim = :dim")

@@ -1,0 +1,166 @@
+"""Recall stays bounded on big memories: full-text candidates are capped and ranked,
+and under the agent role the searches go through the GIN and HNSW indexes."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import (
+    EF_SEARCH_MAX,
+    MemoryStore,
+    _vector_sql,
+    ef_search_for,
+    text_ladder,
+)
+from vigil.activities.record.rls import AGENT_ROLE, AGENT_SETTING, acting_for
+from vigil.workers.settings import asyncpg_dsn
+
+pytestmark = pytest.mark.integration
+
+FILLER = ["gravel", "lantern", "meadow", "copper", "thistle", "willow", "quartz", "saddle"]
+
+
+@pytest.fixture
+def agent() -> str:
+    return f"agent-{uuid.uuid4()}"
+
+
+async def _crowd(store: MemoryStore, agent: str, n: int) -> None:
+    """``n`` memories that each hold the word walrus and nothing else of the query."""
+    for i in range(n):
+        words = " ".join(FILLER[(i + j) % len(FILLER)] for j in range(3))
+        await store.add(agent, f"walrus note {i} {words}", subject=f"crowd-{i}")
+
+
+async def test_full_text_candidates_are_bounded_and_the_best_ranked(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    store = MemoryStore(sessionmaker, HashingEmbedder(384), text_scan_limit=10)
+    await _crowd(store, agent, 40)
+    best = [
+        (await store.add(agent, text, subject=f"best-{i}")).id
+        for i, text in enumerate(
+            ["walrus tusks measured at the harbour", "tusks of an old walrus in the harbour"]
+        )
+    ]
+    # Every memory holds "walrus": unbounded, all 42 would be ranked and returned.
+    hits = await store.recall(agent, "walrus tusks harbour", k=100, mode="text")
+    assert len(hits) == len(best) + 10
+    assert sorted(h.id for h in hits[: len(best)]) == sorted(best)
+    assert sorted(h.text_rank for h in hits if h.id in best) == [1, 2]
+
+    # With the default bound all of them are ranked, the best still first.
+    roomy = MemoryStore(sessionmaker, HashingEmbedder(384))
+    hits = await roomy.recall(agent, "walrus tusks harbour", k=100, mode="text")
+    assert len(hits) == 42
+    assert sorted(h.id for h in hits[:2]) == sorted(best)
+
+    # recall asks for max(40, 2k) candidates: k=5 gets 40 of the 42.
+    hits = await roomy.recall(agent, "walrus tusks harbour", k=5, mode="hybrid")
+    assert len(hits) == 5
+    assert {h.id for h in hits if h.text_rank is not None} >= set(best)
+
+
+async def test_a_search_syntax_query_is_bounded_too(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    store = MemoryStore(sessionmaker, HashingEmbedder(384), text_scan_limit=5)
+    await _crowd(store, agent, 12)
+    hits = await store.recall(agent, '"walrus note" -tusks', k=100, mode="text")
+    assert len(hits) == 5
+
+
+def test_the_ladder_goes_from_all_words_to_any_word() -> None:
+    assert text_ladder([]) == []
+    assert text_ladder(["cat"]) == ["'cat'"]
+    steps = text_ladder(["walrus", "tusk", "harbour"])
+    assert steps[0] == "('harbour' & 'walrus' & 'tusk')"
+    assert steps[1].count("|") == 2 and steps[1].count("&") == 3
+    assert steps[-1] == "'harbour' | 'walrus' | 'tusk'"
+    many = text_ladder([f"word{i:02d}" for i in range(12)])
+    assert many[-1].count("|") == 7  # the 8 longest words take part
+    assert all(step.count("|") < 32 for step in many)
+    assert text_ladder(["o'neil"]) == ["'o''neil'"]
+
+
+def test_ef_search_follows_the_number_of_memories() -> None:
+    assert ef_search_for(0, 40) == 40
+    assert ef_search_for(5_000, 40) == 40
+    assert ef_search_for(100_000, 40) == 179
+    assert ef_search_for(1_000_000, 40) == 566
+    assert ef_search_for(100, 120) == 120
+    assert ef_search_for(10**9, 40) == EF_SEARCH_MAX
+
+
+async def test_recall_under_the_agent_role_uses_the_gin_and_hnsw_indexes(
+    sessionmaker: async_sessionmaker[DbSession], database_url: str, agent: str
+) -> None:
+    store = MemoryStore(sessionmaker, HashingEmbedder(384))
+    await _crowd(store, agent, 30)
+    async with sessionmaker() as db, db.begin():
+        await db.execute(text("ANALYZE memories"))
+
+    # Vector half: the statement recall runs, explained as the agent (policies on).
+    [vector] = await store.embedder.embed(["walrus harbour"])
+    literal = "[" + ",".join(repr(v) for v in vector) + "]"
+    filters = "m.agent_id = :agent_id AND m.forgotten_at IS NULL AND m.superseded_by IS NULL"
+    # A test table is small: the planner is told to plan as for a big one.
+    async with acting_for(sessionmaker, agent) as db:
+        await db.execute(text("SET LOCAL enable_seqscan = off"))
+        await db.execute(text("SET LOCAL enable_sort = off"))
+        plan = "\n".join(
+            row[0]
+            for row in await db.execute(
+                text("EXPLAIN " + _vector_sql(384, filters, exact=False)),
+                {"agent_id": agent, "vector": literal, "n": 40},
+            )
+        )
+    assert "ix_memories_embedding_384" in plan
+
+    # Full-text half: as the agent, the match is not a GIN index condition (it is not
+    # leakproof, so the policy's filter runs first) ...
+    async with acting_for(sessionmaker, agent) as db:
+        await db.execute(text("SET LOCAL enable_seqscan = off"))
+        direct = "\n".join(
+            row[0]
+            for row in await db.execute(
+                text(
+                    "EXPLAIN SELECT id FROM memories "
+                    "WHERE tsv @@ to_tsquery('english', 'walrus') LIMIT 10"
+                )
+            )
+        )
+    assert "ix_memories_tsv" not in direct
+
+    # ... so recall's search function does it, and plans through the GIN index.
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    notices: list[str] = []
+    conn.add_log_listener(lambda _c, message: notices.append(message.message))
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            await conn.execute("SET LOCAL vigil.explain_memory_search = on")
+            await conn.fetchval(
+                "SELECT set_config('role', $1, true), set_config($2, $3, true)",
+                AGENT_ROLE,
+                AGENT_SETTING,
+                agent,
+            )
+            rows = await conn.fetch(
+                "SELECT * FROM vigil_memory_text_search($1::text[]::tsquery[], "
+                "$2::tsquery, NULL, NULL, NULL, true, 40, 2000)",
+                text_ladder(["walrus", "harbour"]),
+                "'walrus' | 'harbour'",
+            )
+    finally:
+        await conn.close()
+    assert len(rows) == 30
+    plans = "\n".join(n for n in notices if n.startswith("vigil_memory_text_search"))
+    assert "ix_memories_tsv" in plans
