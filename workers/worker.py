@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
+from vigil.activities.memory.embedders import Embedder
+from vigil.activities.memory.provenance import check_embedder
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
@@ -72,6 +75,8 @@ async def runtime(
         memory = MemoryStore(sessionmaker, make_embedder(settings))
     except ImportError:  # memory is optional until its module lands
         memory = None
+    if memory is not None:
+        await refuse_other_embedder(sessionmaker, memory.embedder)
     models = model_router(settings, model, credentials)
     versions = AgentVersions(sessionmaker)
     webhooks = WebhookTargets(sessionmaker, versions)
@@ -103,6 +108,19 @@ async def runtime(
         await model.aclose()
         await http.aclose()
         await engine.dispose()
+
+
+async def refuse_other_embedder(
+    sessionmaker: async_sessionmaker[AsyncSession], embedder: Embedder
+) -> None:
+    """Refuse to start when agents' memories come from another embedder than the configured
+    one (``EmbedderNotReady`` says which, and the reindex command). A database that is not
+    reachable yet does not stop the start: recall and remember refuse per agent anyway.
+    """
+    try:
+        await check_embedder(sessionmaker, embedder)
+    except (OSError, DBAPIError) as exc:
+        log.warning("embedder_check_skipped", error=type(exc).__name__)
 
 
 def build_worker(client: Client, rt: Runtime, task_queue: str) -> Worker:
