@@ -15,7 +15,7 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,7 @@ def read_safetensors(path: Path) -> dict[str, npt.NDArray[Any]]:
 def _layer_norm(x: Array, weight: Array, bias: Array, eps: float) -> Array:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return ((x - mean) / np.sqrt(var + eps)) * weight + bias
+    return cast(Array, ((x - mean) / np.sqrt(var + eps)) * weight + bias)
 
 
 def _erf(x: Array) -> Array:
@@ -61,7 +61,7 @@ def _erf(x: Array) -> Array:
     poly = t * (
         0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
     )
-    return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32)
+    return cast(Array, (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32))
 
 
 def _gelu(x: Array) -> Array:
@@ -87,7 +87,7 @@ class MiniLMEncoder:
         self.tokenizer.no_padding()
 
     def _w(self, name: str) -> Array:
-        return self.weights[name]  # type: ignore[return-value]
+        return self.weights[name]
 
     def _dense(self, x: Array, prefix: str) -> Array:
         return x @ self._w(prefix + ".weight").T + self._w(prefix + ".bias")
@@ -117,7 +117,7 @@ class MiniLMEncoder:
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return cast(Array, (pooled / np.clip(norms, 1e-12, None)).astype(np.float32))
 
     def _forward(self, ids: npt.NDArray[np.int64], mask: Array) -> Array:
         batch, length = ids.shape

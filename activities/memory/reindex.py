@@ -116,11 +116,11 @@ _LOCK_ACTIVE = text(
 )
 
 _SWAP = text(
-    f"""
+    """
     UPDATE memories m
     SET embedding = v.embedding, dim = v.dim, embedder = v.embedder,
         embedder_version = v.version,
-        metadata = jsonb_set(m.metadata, '{{embedder}}', to_jsonb(v.embedder))
+        metadata = jsonb_set(m.metadata, '{embedder}', to_jsonb(v.embedder))
     FROM memory_vectors v
     WHERE v.memory_id = m.id AND v.embedder = :embedder AND v.version = :version
       AND m.agent_id = :agent_id

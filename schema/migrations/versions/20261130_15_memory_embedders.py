@@ -80,6 +80,33 @@ def upgrade() -> None:
         "ALTER TABLE memories ALTER COLUMN embedder SET NOT NULL, "
         "ALTER COLUMN embedder_version SET NOT NULL"
     )
+    # A row written without the store (COPY by a benchmark, a hand-written INSERT) names
+    # no embedder: it takes the agent's active one when the dimension fits, otherwise an
+    # ``unknown-<dim>`` that no recall compares with. Invoker's rights: acting for an
+    # agent, the look-up sees only that agent's row.
+    op.execute(
+        """
+        CREATE FUNCTION vigil_memories_embedder() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.embedder IS NULL THEN
+                SELECT e.embedder, e.version INTO NEW.embedder, NEW.embedder_version
+                FROM memory_embedders e
+                WHERE e.agent_id = NEW.agent_id AND e.state = 'active' AND e.dim = NEW.dim;
+                IF NEW.embedder IS NULL THEN
+                    NEW.embedder := 'unknown-' || NEW.dim;
+                END IF;
+            END IF;
+            NEW.embedder_version := coalesce(NEW.embedder_version, '1');
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER embedder_of_row BEFORE INSERT ON memories FOR EACH ROW "
+        "WHEN (NEW.embedder IS NULL OR NEW.embedder_version IS NULL) "
+        "EXECUTE FUNCTION vigil_memories_embedder()"
+    )
     op.execute(
         """
         CREATE TABLE memory_embedders (
@@ -151,6 +178,8 @@ def downgrade() -> None:
     op.execute(
         f"REVOKE UPDATE (embedding, dim, embedder, embedder_version) ON memories FROM {ROLE}"
     )
+    op.execute("DROP TRIGGER IF EXISTS embedder_of_row ON memories")
+    op.execute("DROP FUNCTION IF EXISTS vigil_memories_embedder()")
     op.execute("DROP TABLE IF EXISTS memory_vectors")
     op.execute("DROP TABLE IF EXISTS memory_embedders")
     op.execute("ALTER TABLE memories DROP COLUMN embedder, DROP COLUMN embedder_version")
