@@ -5,14 +5,19 @@ configured with another embedder is refused, never silently mixed."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from tests.support.cli import Vigil, cli_env
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.provenance import (
     EmbedderMismatch,
@@ -21,8 +26,11 @@ from vigil.activities.memory.provenance import (
 )
 from vigil.activities.memory.reindex import Reindexer, ReindexProgress
 from vigil.activities.memory.store import MemoryStore
+from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
+
+F_SETPIPE_SZ = 1031  # Linux fcntl: the capacity of a pipe
 
 OLD = HashingEmbedder(384)
 NEW = HashingEmbedder(256)
@@ -217,3 +225,63 @@ async def test_a_silent_embedder_change_is_refused(
     with pytest.raises(EmbedderNotReady, match=agent):
         await check_embedder(sessionmaker, NEW)
     await check_embedder(sessionmaker, OLD)  # every agent here is on the configured one
+
+
+async def test_a_killed_cli_reindex_continues_where_it_stopped(
+    sessionmaker: async_sessionmaker[DbSession],
+    agent: str,
+    database_url: str,
+    stack: Stack,
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore(sessionmaker, OLD)
+    count = 400
+    for n in range(count):
+        added = await store.add(agent, f"note {n} {uuid.uuid4().hex} {uuid.uuid4().hex}")
+        assert added.action == "inserted"
+    vigil = Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp_path,
+        )
+    )
+    args = ("memory", "reindex", "--agent", agent, "--embedder", "hashing", "--dim", "256")
+    proc = vigil.popen(*args, "--batch-size", "1", "--json")
+    assert proc.stdout is not None
+    # A small pipe: the reindex can run only a few batches ahead of what is read here.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, 4096)
+    try:
+        while True:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "no output"
+            if json.loads(line)["done"] >= 5:
+                break
+    finally:
+        proc.kill()
+        proc.communicate()
+    at_kill = len(await _side_rows(sessionmaker, agent))
+    assert 5 <= at_kill < count
+    # Still on the old vectors: the switch had not happened.
+    assert (await store.recall(agent, "note 7", k=1, mode="vector"))[0].similarity is not None
+
+    done = vigil.ok(*args, "--json")
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["state"] == "active" and last["embedder"] == "hashing-256"
+    assert last["resumed"] == at_kill and last["done"] == last["total"] == count
+    assert await _side_rows(sessionmaker, agent) == []
+    async with sessionmaker() as db:
+        rows = (
+            await db.execute(
+                text("SELECT embedder, count(*) FROM memories WHERE agent_id = :a GROUP BY 1"),
+                {"a": agent},
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("hashing-256", count)]
+    # Plain lines to a pipe, and a second run has nothing to do.
+    again = vigil.ok(*args)
+    assert f"agent {agent} recalls with hashing-256" in again.stdout
+    assert "VIGIL_EMBEDDER=hashing VIGIL_EMBEDDING_DIM=256" in again.stdout
