@@ -285,3 +285,33 @@ async def test_a_killed_cli_reindex_continues_where_it_stopped(
     again = vigil.ok(*args)
     assert f"agent {agent} recalls with hashing-256" in again.stdout
     assert "VIGIL_EMBEDDER=hashing VIGIL_EMBEDDING_DIM=256" in again.stdout
+
+
+async def test_a_worker_configured_with_another_embedder_does_not_start(
+    sessionmaker: async_sessionmaker[DbSession],
+    agent: str,
+    database_url: str,
+    stack: Stack,
+    tmp_path: Path,
+) -> None:
+    await MemoryStore(sessionmaker, OLD).add(agent, "the release train leaves on Thursdays")
+    vigil = Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue=f"tq-{uuid.uuid4()}",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp_path,
+        )
+    )
+    done = vigil("worker", env={"VIGIL_EMBEDDER": "hashing", "VIGIL_EMBEDDING_DIM": "256"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    said = " ".join(done.stderr.split())
+    assert "worker could not start" in said and agent in said
+    assert "--embedder hashing --dim 256" in said
+    searched = vigil(
+        "memory", "search", "release train", "--agent", agent,
+        env={"VIGIL_EMBEDDER": "hashing", "VIGIL_EMBEDDING_DIM": "256"},
+    )  # fmt: skip
+    assert searched.returncode == 2
+    assert "hashing-384" in " ".join(searched.stderr.split())
