@@ -201,6 +201,9 @@ class Memory(Base):
     importance: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
     dim: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[Any] = mapped_column(Vector())
+    embedder: Mapped[str] = mapped_column(Text)
+    """Name of the embedder that produced ``embedding`` (provenance)."""
+    embedder_version: Mapped[str] = mapped_column(Text)
     tsv: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
     source_session_id: Mapped[str | None] = mapped_column(String(200))
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("memories.id"))
@@ -210,6 +213,40 @@ class Memory(Base):
     forgotten_by: Mapped[str | None] = mapped_column(Text)
     forget_reason: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class MemoryEmbedder(Base):
+    """Per agent: the embedder its recall compares with (``active``), one being built by a
+    reindex (``building``, with progress) and earlier ones (``retired``)."""
+
+    __tablename__ = "memory_embedders"
+
+    agent_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    embedder: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[str] = mapped_column(Text, primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MemoryVector(Base):
+    """A vector of a reindex in progress, beside the live one until the switch."""
+
+    __tablename__ = "memory_vectors"
+
+    memory_id: Mapped[int] = mapped_column(
+        ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(String(200))
+    embedder: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[str] = mapped_column(Text, primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[Any] = mapped_column(Vector())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -1187,12 +1187,16 @@ class _RecordExtras:
         include_superseded: bool = False,
         kinds: list[str] | None = None,
     ) -> list[Any]:
+        from vigil.activities.memory.provenance import EmbedderMismatch
+
         try:
             result: list[Any] = await self._memory().recall(
                 agent_id, query, k=k, include_superseded=include_superseded, kinds=kinds
             )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
+        except EmbedderMismatch as exc:
+            raise Refused(str(exc)) from exc
         return result
 
     async def memory_forget(
@@ -1219,12 +1223,16 @@ class _RecordExtras:
     ) -> Any:
         if kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
+        from vigil.activities.memory.provenance import EmbedderMismatch
+
         try:
             return await self._memory().add(
                 agent_id, content, kind=kind, subject=subject, importance=importance
             )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
+        except EmbedderMismatch as exc:
+            raise Refused(str(exc)) from exc
 
     async def artifact_download(self, session_id: str, name: str, dest: Any) -> Any:
         """Stream an artifact to ``dest`` (a path, or a binary file such as stdout);

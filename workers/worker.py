@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
+from vigil.activities.memory.embedders import Embedder
+from vigil.activities.memory.provenance import check_embedder
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
@@ -82,6 +85,8 @@ async def runtime(
         memory = MemoryStore(sessionmaker, embedder)
     except ImportError:  # memory is optional until its module lands
         memory = None
+    if memory is not None:
+        await refuse_other_embedder(sessionmaker, memory.embedder)
     models = model_router(settings, model, credentials)
     versions = AgentVersions(sessionmaker)
     webhooks = WebhookTargets(sessionmaker, versions)
@@ -129,6 +134,19 @@ def context_cache(settings: Settings) -> ContextCache:
             time_budget_ms=settings.context_time_budget_ms or None,
         )
     )
+
+
+async def refuse_other_embedder(
+    sessionmaker: async_sessionmaker[AsyncSession], embedder: Embedder
+) -> None:
+    """Refuse to start when agents' memories come from another embedder than the configured
+    one (``EmbedderNotReady`` says which, and the reindex command). A database that is not
+    reachable yet does not stop the start: recall and remember refuse per agent anyway.
+    """
+    try:
+        await check_embedder(sessionmaker, embedder)
+    except (OSError, DBAPIError) as exc:
+        log.warning("embedder_check_skipped", error=type(exc).__name__)
 
 
 def build_worker(

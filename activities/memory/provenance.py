@@ -1,0 +1,194 @@
+"""Which embedder an agent's memory vectors come from, and the refusal to mix two.
+
+Every memory records the embedder (name, version, dimensions) that produced its vector,
+and ``memory_embedders`` names, per agent, the one embedder its recall compares with
+(``active``). A process configured with another embedder is refused, on recall and on
+remember alike, with a message naming both and the command that re-embeds the memories
+(``vigil memory reindex``), so two vector spaces are never mixed silently. The worker
+checks every agent at start (``check_embedder``).
+
+Every query on ``memory_embedders`` and ``memory_vectors`` lives here and in
+``activities.memory.reindex``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.activities.memory.embedders import Embedder
+
+DEFAULT_DIM = 384
+"""``VIGIL_EMBEDDING_DIM``'s default."""
+DEFAULT_VERSION = "1"
+"""Version of an embedder that does not declare one."""
+MAX_LISTED = 5
+"""How many agents a refusal at start names."""
+
+
+@dataclass(frozen=True)
+class EmbedderIdentity:
+    """What produced a vector: an embedder's name, version and dimensions."""
+
+    name: str
+    version: str
+    dim: int
+
+    def __str__(self) -> str:
+        return f"{self.name} (version {self.version}, {self.dim} dimensions)"
+
+    def same_space(self, other: EmbedderIdentity) -> bool:
+        return (self.name, self.version, self.dim) == (other.name, other.version, other.dim)
+
+
+def identity_of(embedder: Embedder) -> EmbedderIdentity:
+    """The identity an embedder records with its vectors (version ``1`` unless declared)."""
+    version = getattr(embedder, "version", DEFAULT_VERSION)
+    return EmbedderIdentity(embedder.name, str(version), int(embedder.dim))
+
+
+def setting_for(name: str) -> str:
+    """The ``VIGIL_EMBEDDER`` / ``--embedder`` value that builds the embedder ``name``."""
+    for prefix, setting in (("hashing-", "hashing"), ("openai:", "openai"), ("local:", "local")):
+        if name.startswith(prefix):
+            return setting
+    return name
+
+
+def _dim_is_default(identity: EmbedderIdentity) -> bool:
+    return identity.dim == DEFAULT_DIM or identity.name.startswith("local:")
+
+
+def reindex_command(agent_id: str, target: EmbedderIdentity) -> str:
+    """The command that re-embeds ``agent_id``'s memories with ``target``."""
+    dim = "" if _dim_is_default(target) else f" --dim {target.dim}"
+    return f"vigil memory reindex --agent {agent_id} --embedder {setting_for(target.name)}{dim}"
+
+
+def environment_for(identity: EmbedderIdentity) -> str:
+    """The settings that configure ``identity`` again."""
+    dim = "" if _dim_is_default(identity) else f" VIGIL_EMBEDDING_DIM={identity.dim}"
+    return f"VIGIL_EMBEDDER={setting_for(identity.name)}{dim}"
+
+
+class EmbedderMismatch(RuntimeError):
+    """The agent's memories come from another embedder than the one configured.
+
+    Not a ``ValueError`` on purpose: a session step that meets it is retried (with
+    backoff) until the workers run with the right embedder, it does not fail.
+    """
+
+    def __init__(self, agent_id: str, stored: EmbedderIdentity, configured: EmbedderIdentity):
+        self.agent_id = agent_id
+        self.stored = stored
+        self.configured = configured
+        super().__init__(
+            f"agent {agent_id!r} has memories embedded with {stored}, but this process is "
+            f"configured with {configured}; vectors of two embedders cannot be compared. "
+            f"Re-embed them with `{reindex_command(agent_id, configured)}`, or configure "
+            f"{environment_for(stored)} again"
+        )
+
+
+class EmbedderNotReady(RuntimeError):
+    """Worker start refused: some agents' memories come from another embedder."""
+
+
+_ACTIVE = text(
+    """
+    SELECT embedder, version, dim FROM memory_embedders
+    WHERE agent_id = :agent_id AND state = 'active'
+    """
+)
+
+_ACTIVE_SHARED = text(
+    """
+    SELECT embedder, version, dim FROM memory_embedders
+    WHERE agent_id = :agent_id AND state = 'active'
+    FOR SHARE
+    """
+)
+
+_ADOPT = text(
+    """
+    INSERT INTO memory_embedders (agent_id, embedder, version, dim, state, activated_at)
+    VALUES (:agent_id, :embedder, :version, :dim, 'active', now())
+    ON CONFLICT DO NOTHING
+    """
+)
+
+_OTHERS = text(
+    """
+    SELECT agent_id, embedder, version, dim FROM memory_embedders
+    WHERE state = 'active' AND (embedder, version, dim) <> (:embedder, :version, :dim)
+    ORDER BY agent_id
+    """
+)
+
+
+async def active_embedder(db: DbSession, agent_id: str) -> EmbedderIdentity | None:
+    """The agent's active embedder, or None when it has none yet (no memories)."""
+    row = (await db.execute(_ACTIVE, {"agent_id": agent_id})).one_or_none()
+    return EmbedderIdentity(row.embedder, row.version, row.dim) if row is not None else None
+
+
+async def require_for_recall(db: DbSession, agent_id: str, configured: EmbedderIdentity) -> None:
+    """Refuse recall when the agent's memories come from another embedder."""
+    stored = await active_embedder(db, agent_id)
+    if stored is not None and not stored.same_space(configured):
+        raise EmbedderMismatch(agent_id, stored, configured)
+
+
+async def require_for_write(db: DbSession, agent_id: str, configured: EmbedderIdentity) -> None:
+    """Refuse a write of a vector from another embedder than the agent's; an agent without
+    one adopts ``configured``. The active row stays share-locked until the transaction
+    ends, so a reindex cannot switch the agent between this check and the insert.
+    """
+    params = {"agent_id": agent_id}
+    row = (await db.execute(_ACTIVE_SHARED, params)).one_or_none()
+    if row is None:
+        await db.execute(
+            _ADOPT,
+            {
+                **params,
+                "embedder": configured.name,
+                "version": configured.version,
+                "dim": configured.dim,
+            },
+        )
+        row = (await db.execute(_ACTIVE_SHARED, params)).one()
+    stored = EmbedderIdentity(row.embedder, row.version, row.dim)
+    if not stored.same_space(configured):
+        raise EmbedderMismatch(agent_id, stored, configured)
+
+
+async def agents_on_other_embedders(
+    sessionmaker: async_sessionmaker[DbSession], configured: EmbedderIdentity
+) -> list[tuple[str, EmbedderIdentity]]:
+    """Every agent whose active embedder is not ``configured`` (system work, all agents)."""
+    async with sessionmaker() as db:
+        rows = await db.execute(
+            _OTHERS,
+            {"embedder": configured.name, "version": configured.version, "dim": configured.dim},
+        )
+        return [(r.agent_id, EmbedderIdentity(r.embedder, r.version, r.dim)) for r in rows]
+
+
+async def check_embedder(sessionmaker: async_sessionmaker[DbSession], embedder: Embedder) -> None:
+    """Refuse to start when any agent's memories come from another embedder than this one."""
+    configured = identity_of(embedder)
+    others = await agents_on_other_embedders(sessionmaker, configured)
+    if not others:
+        return
+    listed = "; ".join(f"{agent} has {stored}" for agent, stored in others[:MAX_LISTED])
+    more = f" and {len(others) - MAX_LISTED} more" if len(others) > MAX_LISTED else ""
+    agent, stored = others[0]
+    raise EmbedderNotReady(
+        f"the configured embedder is {configured}, but {len(others)} agent(s) have memories "
+        f"from another: {listed}{more}. Re-embed each with "
+        f"`{reindex_command(agent, configured)}` (per agent), or configure "
+        f"{environment_for(stored)} again"
+    )
