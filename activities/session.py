@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
@@ -77,6 +78,8 @@ from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.schema.transcript import edited_note
 
 log = logging.getLogger("vigil.activities")
+# Spans go nowhere unless the worker set up tracing (workers/tracing.py).
+_tracer = trace.get_tracer("vigil.activities")
 
 
 @contextlib.asynccontextmanager
@@ -560,7 +563,14 @@ class SessionActivities:
         return await self._run_tool(arg)
 
     async def _run_tool(self, arg: RunToolInput) -> RunToolOutput:
-        """The run_tool activity's work (also done by a folded step's call_model)."""
+        """The run_tool activity's work (also done by a folded step's call_model), in a
+        span of its own so a folded call shows in the session's trace too."""
+        with _tracer.start_as_current_span(
+            "RunTool", attributes={"vigil.step": arg.step, "vigil.call_index": arg.call_index}
+        ):
+            return await self._tool_work(arg)
+
+    async def _tool_work(self, arg: RunToolInput) -> RunToolOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
@@ -587,6 +597,7 @@ class SessionActivities:
         # stays in the assistant message and the tool_call event.
         known = catalog if catalog is not None else BUILTIN_TOOLS
         stored_name = name if name in known else _printable(name)
+        trace.get_current_span().set_attribute("vigil.tool", stored_name)
         started = time.perf_counter()
 
         args: dict[str, Any] | None

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from opentelemetry import baggage
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -66,6 +66,8 @@ def start(settings: Settings, service: str) -> TracerProvider:
     # A short-lived CLI command sends its spans before it exits.
     atexit.register(provider.shutdown)
     _Process.provider = provider
+    # vigil's own spans (a tool call run inside the model activity) use the global one.
+    trace.set_tracer_provider(provider)
     log.info("tracing to %s as %s", endpoint, settings.otel_service_name or service)
     return provider
 

@@ -18,7 +18,7 @@ from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
 from vigil.activities.memory.embedders import Embedder
-from vigil.activities.memory.provenance import check_embedder
+from vigil.activities.memory.provenance import MAX_LISTED, check_embedder
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
@@ -139,14 +139,23 @@ def context_cache(settings: Settings) -> ContextCache:
 async def refuse_other_embedder(
     sessionmaker: async_sessionmaker[AsyncSession], embedder: Embedder
 ) -> None:
-    """Refuse to start when agents' memories come from another embedder than the configured
-    one (``EmbedderNotReady`` says which, and the reindex command). A database that is not
-    reachable yet does not stop the start: recall and remember refuse per agent anyway.
+    """Refuse to start when the configured embedder is a settings change no reindex made
+    (``EmbedderNotReady`` says which, and the reindex command); name the agents still on
+    another one. A database that is not reachable yet does not stop the start: recall and
+    remember refuse per agent anyway.
     """
     try:
-        await check_embedder(sessionmaker, embedder)
+        others = await check_embedder(sessionmaker, embedder)
     except (OSError, DBAPIError) as exc:
         log.warning("embedder_check_skipped", error=type(exc).__name__)
+        return
+    if others:
+        log.warning(
+            "agents_on_another_embedder",
+            count=len(others),
+            agents=[f"{agent}: {stored}" for agent, stored in others[:MAX_LISTED]],
+            hint="their recall is refused until `vigil memory reindex --agent AGENT` ran",
+        )
 
 
 def build_worker(

@@ -4,8 +4,9 @@ Every memory records the embedder (name, version, dimensions) that produced its 
 and ``memory_embedders`` names, per agent, the one embedder its recall compares with
 (``active``). A process configured with another embedder is refused, on recall and on
 remember alike, with a message naming both and the command that re-embeds the memories
-(``vigil memory reindex``), so two vector spaces are never mixed silently. The worker
-checks every agent at start (``check_embedder``).
+(``vigil memory reindex``), so two vector spaces are never mixed silently. A worker
+refuses to start when its embedder is a plain change of settings (no agent's memories come
+from it) and names, when it starts, the agents still on another (``check_embedder``).
 
 Every query on ``memory_embedders`` and ``memory_vectors`` lives here and in
 ``activities.memory.reindex``.
@@ -177,18 +178,41 @@ async def agents_on_other_embedders(
         return [(r.agent_id, EmbedderIdentity(r.embedder, r.version, r.dim)) for r in rows]
 
 
-async def check_embedder(sessionmaker: async_sessionmaker[DbSession], embedder: Embedder) -> None:
-    """Refuse to start when any agent's memories come from another embedder than this one."""
+async def check_embedder(
+    sessionmaker: async_sessionmaker[DbSession], embedder: Embedder
+) -> list[tuple[str, EmbedderIdentity]]:
+    """Refuse to start when the configured embedder is a plain change of settings: agents
+    have memories, none of them from this embedder. When some agents are on it and others
+    not (a reindex rolled out agent by agent), start, and return the others: each of them
+    is refused on its own recall and remember, with the command that re-embeds it."""
     configured = identity_of(embedder)
     others = await agents_on_other_embedders(sessionmaker, configured)
-    if not others:
-        return
+    if not others or await _any_agent_on(sessionmaker, configured):
+        return others
     listed = "; ".join(f"{agent} has {stored}" for agent, stored in others[:MAX_LISTED])
     more = f" and {len(others) - MAX_LISTED} more" if len(others) > MAX_LISTED else ""
     agent, stored = others[0]
     raise EmbedderNotReady(
-        f"the configured embedder is {configured}, but {len(others)} agent(s) have memories "
-        f"from another: {listed}{more}. Re-embed each with "
-        f"`{reindex_command(agent, configured)}` (per agent), or configure "
+        f"the configured embedder is {configured}, but no agent's memories come from it and "
+        f"{len(others)} agent(s) have memories from another: {listed}{more}. Re-embed each "
+        f"with `{reindex_command(agent, configured)}` (per agent), or configure "
         f"{environment_for(stored)} again"
     )
+
+
+_ON = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM memory_embedders WHERE state = 'active'
+                   AND (embedder, version, dim) = (:embedder, :version, :dim))
+    """
+)
+
+
+async def _any_agent_on(
+    sessionmaker: async_sessionmaker[DbSession], configured: EmbedderIdentity
+) -> bool:
+    async with sessionmaker() as db:
+        found = await db.execute(
+            _ON, {"embedder": configured.name, "version": configured.version, "dim": configured.dim}
+        )
+        return bool(found.scalar())

@@ -22,7 +22,9 @@ from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.provenance import (
     EmbedderMismatch,
     EmbedderNotReady,
+    agents_on_other_embedders,
     check_embedder,
+    identity_of,
 )
 from vigil.activities.memory.reindex import Reindexer, ReindexProgress
 from vigil.activities.memory.store import MemoryStore
@@ -34,6 +36,8 @@ F_SETPIPE_SZ = 1031  # Linux fcntl: the capacity of a pipe
 
 OLD = HashingEmbedder(384)
 NEW = HashingEmbedder(256)
+# No agent of the test database ever has memories from it: a plain change of settings.
+UNUSED = HashingEmbedder(200)
 FACTS = [f"fact {n}: the {w} service listens on port {8000 + n}" for n, w in enumerate(
     ["billing", "search", "ingest", "mailer", "auth", "reports", "payments", "backup"] * 3
 )]  # fmt: skip
@@ -221,10 +225,32 @@ async def test_a_silent_embedder_change_is_refused(
     # Full-text recall compares no vectors: it goes on.
     assert await other.recall(agent, "rota", k=3, mode="text")
 
-    # Worker start: refused while an agent's memories come from another embedder.
-    with pytest.raises(EmbedderNotReady, match=agent):
-        await check_embedder(sessionmaker, NEW)
-    await check_embedder(sessionmaker, OLD)  # every agent here is on the configured one
+    # Worker start: a plain settings change (no agent on the configured embedder) is
+    # refused; the agents it would leave without recall are named.
+    with pytest.raises(EmbedderNotReady, match="no agent's memories come from it"):
+        await check_embedder(sessionmaker, UNUSED)
+    assert (agent, identity_of(OLD)) in await agents_on_other_embedders(
+        sessionmaker, identity_of(UNUSED)
+    )
+    assert agent not in dict(await check_embedder(sessionmaker, OLD))
+
+
+async def test_a_reindex_rolled_out_per_agent_lets_the_worker_start(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    """Some agents re-embedded, others not yet: a worker on the new embedder starts, names
+    the others, and each of them alone is refused on recall until its reindex ran."""
+    moved = f"{agent}-moved"
+    try:
+        await MemoryStore(sessionmaker, OLD).add(agent, "backups run at night")
+        await MemoryStore(sessionmaker, UNUSED).add(moved, "backups run at noon")
+        others = dict(await check_embedder(sessionmaker, UNUSED))
+        assert others[agent] == identity_of(OLD) and moved not in others
+        assert await MemoryStore(sessionmaker, UNUSED).recall(moved, "backups", k=1)
+        with pytest.raises(EmbedderMismatch):
+            await MemoryStore(sessionmaker, UNUSED).recall(agent, "backups", k=1)
+    finally:
+        await _forget_agent(sessionmaker, moved)
 
 
 async def test_a_killed_cli_reindex_continues_where_it_stopped(
@@ -304,11 +330,11 @@ async def test_a_worker_configured_with_another_embedder_does_not_start(
             artifact_dir=tmp_path,
         )
     )
-    done = vigil("worker", env={"VIGIL_EMBEDDER": "hashing", "VIGIL_EMBEDDING_DIM": "256"})
+    done = vigil("worker", env={"VIGIL_EMBEDDER": "hashing", "VIGIL_EMBEDDING_DIM": "200"})
     assert done.returncode == 2, done.stderr[-2000:]
     said = " ".join(done.stderr.split())
-    assert "worker could not start" in said and agent in said
-    assert "--embedder hashing --dim 256" in said
+    assert "worker could not start" in said and "no agent's memories come from it" in said
+    assert "--embedder hashing --dim 200" in said
     searched = vigil(
         "memory", "search", "release train", "--agent", agent,
         env={"VIGIL_EMBEDDER": "hashing", "VIGIL_EMBEDDING_DIM": "256"},
