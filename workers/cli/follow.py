@@ -34,6 +34,7 @@ QUIET = frozenset(
         event_kinds.TOOL_CALL,  # its result is the tool message
         event_kinds.HUMAN_MESSAGE,  # the message itself is shown, with who sent it
         event_kinds.CONTEXT_SUMMARY,
+        event_kinds.CONTEXT_DEGRADED,  # a recall over its time budget: tuning, not the story
     }
 )
 """Events that `follow` leaves out: what they say is in the messages already."""
