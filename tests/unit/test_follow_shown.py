@@ -42,3 +42,22 @@ def test_follow_leaves_out_bookkeeping(kind: str) -> None:
 )
 def test_follow_shows_what_people_and_outages_did(kind: str) -> None:
     assert shown(event(kind, actor="ana"))
+
+
+def test_an_event_line_sets_step_and_time_apart_from_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from vigil.workers.cli.follow import print_event
+
+    print_event(
+        {
+            "kind": event_kinds.SESSION_PAUSED,
+            "step": 2,
+            "actor": "ana",
+            "reason": "lunch",
+            "payload": {},
+            "created_at": "2026-12-01T04:00:45.696202+00:00",
+        },
+        as_json=False,
+    )
+    assert capsys.readouterr().out.strip() == "— paused by ana: lunch (step 2, 2026-12-01 04:00:45)"

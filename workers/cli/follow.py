@@ -109,7 +109,8 @@ def print_event(data: dict[str, Any], as_json: bool) -> None:
         return
     at = data.get("created_at")
     stamp = when(datetime.fromisoformat(at)) if isinstance(at, str) else "-"
-    where = f"step {data.get('step')}, {stamp}"
+    # Set apart from the reason, which may end in any word ("lunch step 2" misleads).
+    where = f"(step {data.get('step')}, {stamp})"
     out.print(f"[bold blue]— {escape(event_text(data))}[/] [dim]{where}[/]")
 
 
