@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -11,6 +12,10 @@ from vigil.workers.telemetry import add_trace_ids
 
 
 def configure(fmt: str = "console", level: str = "INFO") -> None:
+    if not sys.stderr.isatty():
+        # Temporal's core (Rust) writes its own log lines to stderr, coloured unless
+        # NO_COLOR is set when its runtime starts: a log file stays plain.
+        os.environ.setdefault("NO_COLOR", "1")
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

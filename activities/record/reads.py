@@ -288,6 +288,11 @@ def _when(moment: datetime | None) -> str:
     return moment.isoformat(sep=" ", timespec="milliseconds") if moment else "-"
 
 
+def _moment(value: Any) -> datetime | None:
+    """A time of the session row as read through ``to_jsonb`` (an ISO string), or None."""
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
 def _markdown_header(header: dict[str, Any]) -> str:
     lines = [
         f"# Session `{_printable(str(header['id']))}`",
@@ -295,8 +300,8 @@ def _markdown_header(header: dict[str, Any]) -> str:
         f"- **Agent:** `{_printable(str(header['agent_id']))}`",
         f"- **Goal:** {_printable(str(header['goal']))}",
         f"- **Status:** {header['status']} (step {header['step']})",
-        f"- **Started:** {header['created_at']}",
-        f"- **Finished:** {header.get('finished_at') or '-'}",
+        f"- **Started:** {_when(_moment(header.get('created_at')))}",
+        f"- **Finished:** {_when(_moment(header.get('finished_at')))}",
         f"- **Tokens:** {header['tokens_in']} in / {header['tokens_out']} out, "
         f"cost ${header['cost_usd']}",
     ]

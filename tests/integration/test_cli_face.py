@@ -1,6 +1,7 @@
 """What a person meets in the `vigil` CLI: refusals with one line and exit 2, JSON errors
 with `--json`, empty results that say why, plain output in a pipe with ids never cut,
-`say` from stdin, `cancel` with who and why, and `stack env` for the plain `temporal` CLI."""
+`say` from stdin, `cancel` with who and why, `stack env` for the plain `temporal` CLI and
+`stack psql` for the README's SQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from tests.integration.conftest import CLIStack
 from tests.support.cli import (
     CLI,
+    ROOT,
     explain,
     one_error_line,
     read_record,
@@ -151,3 +153,34 @@ def test_stack_env_makes_the_temporal_cli_work_as_pasted(cli: CLIStack) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert sid in done.stdout and "AgentSession" in done.stdout
+
+
+def readme_sql(title: str) -> str:
+    """The README's SQL statement under the comment line ``-- {title}`` (as a person pastes it)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"-- {title}"))
+    end = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith(";"))
+    return "\n".join(lines[start : end + 1])
+
+
+def test_stack_psql_runs_the_readme_query_for_waiting_approvals(cli: CLIStack) -> None:
+    asks = [
+        cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/{n}"}), label=n)
+        for n in ("waits", "ends")
+    ]
+    waiting, gone = (
+        cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+        for goal in asks
+    )
+    wait_approval(cli.database_url, waiting, "a1-0")
+    wait_approval(cli.database_url, gone, "a1-0")
+    cli.vigil.ok("cancel", gone, "--by", "ana", "--reason", "not needed")
+    wait_recorded(cli.database_url, gone, "cancelled")
+
+    # The password comes from the stack's settings, not from the command line.
+    query = readme_sql("Approvals still waiting for a person")
+    shown = cli.vigil("stack", "psql", "-A", "-t", "-c", query)
+    assert shown.returncode == 0, explain(shown)
+    assert f"{waiting}|a1-0|http_fetch|" in shown.stdout
+    assert gone not in shown.stdout  # its approval was never decided, but no one waits for it
+    cli.vigil.ok("cancel", waiting)

@@ -34,6 +34,7 @@ QUIET = frozenset(
         event_kinds.TOOL_CALL,  # its result is the tool message
         event_kinds.HUMAN_MESSAGE,  # the message itself is shown, with who sent it
         event_kinds.CONTEXT_SUMMARY,
+        event_kinds.CONTEXT_DEGRADED,  # a recall over its time budget: tuning, not the story
     }
 )
 """Events that `follow` leaves out: what they say is in the messages already."""
@@ -108,7 +109,8 @@ def print_event(data: dict[str, Any], as_json: bool) -> None:
         return
     at = data.get("created_at")
     stamp = when(datetime.fromisoformat(at)) if isinstance(at, str) else "-"
-    where = f"step {data.get('step')}, {stamp}"
+    # Set apart from the reason, which may end in any word ("lunch step 2" misleads).
+    where = f"(step {data.get('step')}, {stamp})"
     out.print(f"[bold blue]— {escape(event_text(data))}[/] [dim]{where}[/]")
 
 

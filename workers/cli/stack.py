@@ -1,4 +1,4 @@
-"""`vigil stack up | down | status | rotate-key`: the local stack without Docker."""
+"""`vigil stack up | down | status | rotate-key | env | psql`: the local stack without Docker."""
 
 from __future__ import annotations
 
@@ -147,3 +147,52 @@ def stack_env(state_dir: StateOpt = None) -> None:
         )
     for line in lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@stack_app.command(
+    "psql",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def stack_psql(ctx: typer.Context, state_dir: StateOpt = None) -> None:
+    """psql on the stack's database (the psql of the embedded PostgreSQL, else the one on
+    PATH); other arguments pass on: `vigil stack psql -c 'SELECT ...'`."""
+    import os
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    from vigil.workers.cli.common import EXIT_UNREACHABLE
+    from vigil.workers.settings import asyncpg_dsn
+
+    settings = load_settings(state_dir)
+    url = settings.endpoints().database_url
+    if url is None:
+        fail("no database: set DATABASE_URL or run `vigil stack up`", EXIT_UNREACHABLE)
+    psql = _psql_binary()
+    if psql is None:
+        fail("no psql found: install PostgreSQL's client, or `uv sync` for the embedded one")
+    # The password travels in the environment, never on a command line `ps` shows.
+    parts = urlsplit(asyncpg_dsn(url))
+    env = dict(os.environ)
+    if parts.password is not None:
+        env["PGPASSWORD"] = unquote(parts.password)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        parts = parts._replace(netloc=f"{user}{host}{port}")
+    os.execve(psql, [psql, urlunsplit(parts), *ctx.args], env)
+
+
+def _psql_binary() -> str | None:
+    import shutil
+
+    from vigil.workers.stack.postgres import bin_dir
+    from vigil.workers.stack.procs import StackError
+
+    try:
+        bundled = bin_dir() / "psql"
+    except StackError:
+        bundled = None
+    if bundled is not None and bundled.exists():
+        return str(bundled)
+    return shutil.which("psql")
