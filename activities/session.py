@@ -532,8 +532,10 @@ class SessionActivities:
                     tokens_in=reply.usage.input_tokens,
                     tokens_out=reply.usage.output_tokens,
                     cost_usd=cost,
+                    step=arg.step,
                 )
-            await record.update_session(db, arg.session_id, step=arg.step)
+            else:
+                await record.update_session(db, arg.session_id, step=arg.step)
         metrics.model_call(
             session_id=arg.session_id,
             agent_id=arg.agent_id,

@@ -7,10 +7,12 @@ database imports this module, and Alembic (with Mako) costs it a noticeable star
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
@@ -23,16 +25,52 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent.parent / "schema" / "migrations"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+PING_AFTER_IDLE_SECONDS = 5.0
+"""A pooled connection idle longer than this is pinged before it is handed out."""
+_IDLE_SINCE = "vigil.idle_since"
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+) -> AsyncEngine:
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
+    ping_when_idle(engine, ping_after_idle)
     instrument_engine(engine)  # a span per statement when tracing is on
     return engine
+
+
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Ping a pooled connection before use only when it sat idle for ``idle_seconds``.
+
+    A ping on every checkout (``pool_pre_ping``) was one more round trip per transaction,
+    several per session step. A connection that idled (where a restarted or failed-over
+    server leaves dead ones) is still pinged, and a dead one replaced before use. One in
+    use moments ago that died since fails its statement: SQLAlchemy then invalidates the
+    whole pool and the error is a transient one (``is_transient_db_error``), retried.
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _idle(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool closes this connection and hands out another (a fresh one).
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[DbSession]:

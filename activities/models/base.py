@@ -424,6 +424,43 @@ class SseMessage:
     data: str
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class SseLines:
+    """The lines of an event stream fed chunk by chunk, in time linear in its length.
+
+    A line longer than a chunk is kept as pieces and joined once when its end arrives
+    (re-splitting a growing buffer with every chunk made a 32 MiB event cost minutes),
+    and a CR LF cut between two chunks is one line end, not two."""
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._after_cr = False
+
+    @property
+    def pending(self) -> str:
+        """The start of a line whose end has not arrived."""
+        return "".join(self._pieces)
+
+    def feed(self, chunk: str) -> list[str]:
+        """The lines that ``chunk`` completes."""
+        if self._after_cr and chunk.startswith("\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith("\r")
+        lines = _LINE_END.split(chunk)
+        if len(lines) == 1:
+            if chunk:
+                self._pieces.append(chunk)
+            return []
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = "".join(self._pieces)
+        last = lines.pop()
+        self._pieces = [last] if last else []
+        return lines
+
+
 def stream_broken(detail: str) -> ProviderError:
     """The stream stopped before its end: a retry asks again from the start."""
     return ProviderError(f"stream broken: {detail}", retryable=True, status=200)
@@ -463,16 +500,14 @@ async def post_sse(
                 yield SseMessage(JSON_REPLY, content.decode("utf-8", errors="replace"))
                 return
             total = 0
-            buffer = ""
+            splitter = SseLines()
             event: str | None = None
             data: list[str] = []
             async for chunk in response.aiter_text():
                 total += len(chunk)
                 if total > max_bytes:
                     raise _too_large(max_bytes, response.status_code)
-                buffer += chunk
-                *lines, buffer = re.split(r"\r\n|\r|\n", buffer)
-                for line in lines:
+                for line in splitter.feed(chunk):
                     if not line:
                         if data:
                             yield SseMessage(event, "\n".join(data))

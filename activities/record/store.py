@@ -169,15 +169,22 @@ async def update_session(
 
 
 async def add_usage(
-    db: DbSession, session_id: str, *, tokens_in: int, tokens_out: int, cost_usd: float
+    db: DbSession,
+    session_id: str,
+    *,
+    tokens_in: int,
+    tokens_out: int,
+    cost_usd: float,
+    step: int | None = None,
 ) -> None:
-    await db.execute(
-        text(
-            "UPDATE sessions SET tokens_in = tokens_in + :i, tokens_out = tokens_out + :o, "
-            "cost_usd = cost_usd + :c, updated_at = now() WHERE id = :id"
-        ),
-        {"id": session_id, "i": tokens_in, "o": tokens_out, "c": cost_usd},
-    )
+    """Add a model call's usage; with ``step``, also what ``update_session(step=...)``
+    does, in the same statement (one round trip less per step)."""
+    sets = "tokens_in = tokens_in + :i, tokens_out = tokens_out + :o, cost_usd = cost_usd + :c"
+    params: dict[str, Any] = {"id": session_id, "i": tokens_in, "o": tokens_out, "c": cost_usd}
+    if step is not None:
+        sets += ", step = GREATEST(step, :step)"
+        params["step"] = step
+    await db.execute(text(f"UPDATE sessions SET {sets}, updated_at = now() WHERE id = :id"), params)
 
 
 async def get_session(db: DbSession, session_id: str) -> SessionRow | None:

@@ -1,0 +1,320 @@
+"""vigil's durable step in both modes, against the floor and LangGraph, in one run.
+
+Everything on the same embedded server and PostgreSQL, one worker in this process, the
+LLM stub answering at once (one step = one model call + one cheap tool call, as in
+bench/session_overhead.py):
+
+(floor) bench/floor.py: a no-op activity round trip (eager and not), a no-op local
+    activity, one-activity workflows completed and started per second;
+(a) ms/step of an N-step session in the default mode (the tool call folded into the model
+    activity) and in the low-latency mode (an agent with ``[model] execution = "local"``:
+    the model call a local activity). Activity work is the time spent inside vigil's
+    activities (timed by a worker interceptor, so it is the real activities' own work);
+    orchestration is the rest: ms/step - activity work, printed as a multiple of the floor;
+(b) sessions completed/s and started/s (S sessions of 3 steps started at once), in both
+    modes, as a share of the floor's one-activity workflows/s;
+(peers) when LangGraph is installed (``uv sync --group peers``): ms/step at steps 10, 100
+    and 1,000 of LangGraph with its PostgreSQL checkpointer (bench/peers.py) beside one
+    session in each mode, timed alike (from each step's end).
+
+Prints figures and ratios; asserts nothing about time.
+
+    uv run python -m bench.step_modes
+    uv run python -m bench.step_modes --steps 50 --repeat 2 --sessions 30 --peer-steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from bench.floor import Floor, table
+from bench.floor import measure as measure_floor
+from bench.peers import INSTALL_HINT, POINTS, fresh_database, langgraph_run, per_step_ms
+from bench.session_overhead import responder, session_input
+from tests.support.llm_stub import LLMStub
+from tests.support.sessions import running_worker, start, stub_settings, transcript
+from tests.support.teststack import scratch_stack
+from vigil.schema.agents import AgentSpec
+from vigil.schema.payloads import SessionStatus, StartSessionInput
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.workers.agents import AgentService
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
+
+MODES = {"default": "bench-folded", "low-latency": "bench-local"}
+"""Mode -> the bench agent that runs it (the same definition but for ``execution``)."""
+
+
+class ActivityClock(ClientInterceptor, Interceptor):
+    """Seconds spent inside activities (regular and local), per workflow id. A client
+    interceptor that is also a worker's: the worker of that client takes it."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Timed(next, self)
+
+
+class _Timed(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, clock: ActivityClock) -> None:
+        super().__init__(next)
+        self.clock = clock
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        started = time.perf_counter()
+        try:
+            return await super().execute_activity(input)
+        finally:
+            self.clock.seconds[activity.info().workflow_id or ""] += time.perf_counter() - started
+
+
+async def apply_agents(settings: Settings) -> None:
+    """Both bench agents: every built-in tool, the model call as an activity or local."""
+    engine = make_engine(settings.endpoints().database_url or "")
+    try:
+        service = AgentService(make_sessionmaker(engine))
+        for mode, name in MODES.items():
+            spec: dict[str, Any] = {"name": name, "tools": [{"name": t} for t in BUILTIN_TOOLS]}
+            if mode == "low-latency":
+                spec["model"] = {"execution": "local"}
+            await service.apply_spec(AgentSpec.model_validate(spec))
+    finally:
+        await engine.dispose()
+
+
+def mode_input(mode: str, goal: str, *, steps: int) -> StartSessionInput:
+    # The starter's budget wins over the agent's (the session ends after ``steps``).
+    return session_input(goal, steps=steps).model_copy(
+        update={"agent_id": MODES[mode], "overrides": ["budget"]}
+    )
+
+
+async def run_session(
+    client: Client, task_queue: str, mode: str, steps: int
+) -> WorkflowHandle[Any, Any]:
+    handle = await start(
+        client,
+        task_queue,
+        mode_input(mode, f"bench {steps} steps", steps=steps),
+        session_id=f"bench-{mode}-{uuid.uuid4()}",
+    )
+    result = await handle.result()
+    if result.status != SessionStatus.BUDGET_EXHAUSTED or result.steps != steps:
+        raise RuntimeError(f"unexpected end of the bench session: {result}")
+    return handle
+
+
+@dataclass
+class Step:
+    ms: float
+    """Wall ms/step of the session (median of the repeats)."""
+    work_ms: float
+    """Of which inside vigil's activities."""
+    events: float
+    """History events per step."""
+    history_bytes: float
+
+    @property
+    def orchestration_ms(self) -> float:
+        return self.ms - self.work_ms
+
+
+async def step_cost(
+    client: Client, task_queue: str, clock: ActivityClock, mode: str, steps: int, repeat: int
+) -> Step:
+    walls, works = [], []
+    handle: WorkflowHandle[Any, Any] | None = None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        handle = await run_session(client, task_queue, mode, steps)
+        walls.append((time.perf_counter() - started) * 1000 / steps)
+        works.append(clock.seconds[handle.id] * 1000 / steps)
+    assert handle is not None
+    events = list((await handle.fetch_history()).events)  # one run: steps < steps_per_run
+    return Step(
+        statistics.median(walls),
+        statistics.median(works),
+        len(events) / steps,
+        sum(e.ByteSize() for e in events) / steps,
+    )
+
+
+async def sessions_per_second(
+    client: Client, task_queue: str, mode: str, count: int, steps: int
+) -> tuple[float, float]:
+    """(completed/s, started/s) of ``count`` sessions of ``steps`` steps started at once."""
+    started = time.perf_counter()
+    handles = await asyncio.gather(
+        *[
+            start(
+                client,
+                task_queue,
+                mode_input(mode, f"short one, finish at step {steps}", steps=steps + 5),
+                session_id=f"bench-short-{uuid.uuid4()}",
+            )
+            for _ in range(count)
+        ]
+    )
+    start_s = time.perf_counter() - started
+    results = await asyncio.gather(*[h.result() for h in handles])
+    elapsed = time.perf_counter() - started
+    bad = [r for r in results if r.status != SessionStatus.COMPLETED or r.steps != steps]
+    if bad:
+        raise RuntimeError(f"{len(bad)} short sessions ended unexpectedly: {bad[0]}")
+    return count / elapsed, count / start_s
+
+
+async def step_times(settings: Settings, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """When each step ended (its assistant message's ``created_at``) and the tool's text."""
+    engine = make_engine(settings.endpoints().database_url or "")
+    try:
+        messages = await transcript(make_sessionmaker(engine), handle.id)
+    finally:
+        await engine.dispose()
+    ends = {m.step: m.created_at.timestamp() for m in messages if m.role == "assistant"}
+    return {
+        "times": [ends[k] for k in sorted(ends)],
+        "tool_text": next(m.content for m in messages if m.role == "tool"),
+    }
+
+
+def step_rows(mode: str, step: Step, floor: Floor, n: int, repeat: int) -> list[tuple[str, str]]:
+    o = step.orchestration_ms
+    return [
+        (f"(a) {mode}: ms/step (N={n}, median of {repeat})", f"{step.ms:.1f}"),
+        (f"(a) {mode}: activity work, ms/step", f"{step.work_ms:.1f}"),
+        (f"(a) {mode}: orchestration (ms/step - work), ms/step", f"{o:.1f}"),
+        (
+            f"(a) {mode}: orchestration / no-op activity round trip",
+            f"{o / floor.activity_ms:.2f}x (goal for the default mode: <= 1.2x)",
+        ),
+        (
+            f"(a) {mode}: orchestration / no-op local activity",
+            f"{o / floor.local_activity_ms:.1f}x",
+        ),
+        (
+            f"(a) {mode}: history events / bytes per step",
+            f"{step.events:.1f} / {step.history_bytes:.0f}",
+        ),
+    ]
+
+
+async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> None:
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    clock = ActivityClock()
+    base = await connect(settings)
+    config = base.config()
+    config["interceptors"] = [*config["interceptors"], clock]  # the worker takes it too
+    client = Client(**config)
+    await apply_agents(settings)
+    rows: list[tuple[str, str]] = []
+    ends: dict[str, dict[str, Any]] = {}
+    with LLMStub(record=False) as stub:
+        stub.default = responder
+        cfg = stub_settings(settings, stub.url_openai)
+        task_queue = f"bench-{uuid.uuid4()}"
+        async with running_worker(client, cfg, task_queue):
+            say("warming up ...")
+            for mode in MODES:
+                await run_session(client, task_queue, mode, 5)
+
+            say("(floor) no-op activity, local activity, one-activity workflows ...")
+            floor = await measure_floor(client, cfg, workflows=args.sessions, repeat=args.repeat)
+            rows += floor.rows()
+
+            steps: dict[str, Step] = {}
+            for mode in MODES:
+                say(f"(a) {mode} mode, {args.steps} steps x {args.repeat} ...")
+                steps[mode] = await step_cost(
+                    client, task_queue, clock, mode, args.steps, args.repeat
+                )
+                rows += step_rows(mode, steps[mode], floor, args.steps, args.repeat)
+            low, default = steps["low-latency"], steps["default"]
+            rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
+
+            for mode in MODES:
+                say(f"(b) {mode} mode, {args.sessions} sessions x 3 steps at once ...")
+                done, started = await sessions_per_second(
+                    client, task_queue, mode, args.sessions, 3
+                )
+                share = done / floor.one_activity_wf_per_s
+                start_share = started / floor.one_activity_wf_per_s
+                rows += [
+                    (
+                        f"(b) {mode}: sessions completed/s ({args.sessions} x 3 steps)",
+                        f"{done:.1f} = {share:.2f}x floor workflows/s (goal >= 0.7x)",
+                    ),
+                    (
+                        f"(b) {mode}: sessions started/s",
+                        f"{started:.1f} = {start_share:.2f}x floor workflows/s, "
+                        f"{started / floor.starts_per_s:.2f}x floor starts/s",
+                    ),
+                ]
+
+            if peers:
+                for mode in MODES:
+                    say(f"(peers) vigil {mode} mode, one session of {args.peer_steps} steps ...")
+                    handle = await run_session(client, task_queue, mode, args.peer_steps)
+                    ends[mode] = await step_times(settings, handle)
+        if peers:
+            say(f"(peers) LangGraph, one thread of {args.peer_steps} steps ...")
+            lg_url = await fresh_database(settings.endpoints().database_url or "", "vigil_bench_lg")
+            tool_text = ends["low-latency"]["tool_text"]
+            lg = await langgraph_run(lg_url, stub.url_openai, args.peer_steps, tool_text)
+            for point in POINTS:
+                lg_ms = per_step_ms(lg["times"], point)
+                if lg_ms is None:
+                    continue
+                parts = []
+                for mode in MODES:
+                    v = per_step_ms(ends[mode]["times"], point)
+                    if v is not None:
+                        parts.append(f"{mode} {v:.1f} ({v / lg_ms:.2f}x)")
+                rows.append(
+                    (
+                        f"(peers) ms/step at step {point}: LangGraph / vigil",
+                        f"{lg_ms:.1f} / " + ", ".join(parts),
+                    )
+                )
+            rows.append(("(peers) goal", "low-latency <= LangGraph (<= 1.00x) from step 10"))
+        else:
+            rows.append(("(peers)", f"skipped: {INSTALL_HINT}"))
+    print(table(rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="(a) steps per session")
+    parser.add_argument("--repeat", type=int, default=3, help="(a) sessions per mode")
+    parser.add_argument("--sessions", type=int, default=30, help="(b) concurrent sessions")
+    parser.add_argument("--peer-steps", type=int, default=1000, help="(peers) steps")
+    args = parser.parse_args(argv)
+    peers = importlib.util.find_spec("langgraph") is not None
+    with scratch_stack("vigil_bench") as settings:
+        asyncio.run(bench(settings, args, peers))
+
+
+if __name__ == "__main__":
+    main()
