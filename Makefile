@@ -29,3 +29,4 @@ bench:
 	uv run python -m bench.throughput
 	uv run python -m bench.peers  # skipped, with the install hint, without `uv sync --group peers`
 	uv run python -m bench.step_modes  # LangGraph beside it only after `uv sync --group peers`
+	uv run python -m bench.memory_real_text

@@ -53,9 +53,13 @@ SYLLABLES = [a + b for a in "bdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", 
 class PresetEmbedder:
     """Embeds the benchmark's query texts into the vectors prepared for them."""
 
-    def __init__(self, vectors: dict[str, list[float]]) -> None:
+    version = "1"
+
+    def __init__(self, vectors: dict[str, list[float]], name: str = "bench-preset") -> None:
         self.dim = DIM
-        self.name = "bench-preset"
+        self.name = name
+        """The embedder recorded with the loaded rows (``load``): recall compares only
+        vectors of the agent's active embedder."""
         self._vectors = vectors
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
@@ -141,8 +145,10 @@ async def load(
     texts: list[str],
     rng: np.random.Generator,
     maintenance_work_mem: str,
+    embedder: str = "bench-preset",
 ) -> tuple[float, float, float, int]:
-    """COPY the rows in, then rebuild both indexes; returns the three durations."""
+    """COPY the rows in, recorded as made by ``embedder`` (version 1, the agent's active
+    one), then rebuild both indexes; returns the three durations and the HNSW workers."""
     n = len(texts)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -163,7 +169,7 @@ async def load(
             records = [
                 (
                     i + 1, AGENT, "fact", None, texts[i], float(importance[i]), DIM,
-                    vectors[i], now - timedelta(days=float(ages[i])),
+                    vectors[i], now - timedelta(days=float(ages[i])), embedder, "1",
                 )
                 for i in range(start, stop)
             ]  # fmt: skip
@@ -172,10 +178,18 @@ async def load(
                 records=records,
                 columns=[
                     "id", "agent_id", "kind", "subject", "content", "importance", "dim",
-                    "embedding", "created_at",
+                    "embedding", "created_at", "embedder", "embedder_version",
                 ],
             )  # fmt: skip
         await conn.execute("SELECT setval('memories_id_seq', $1)", n)
+        await conn.execute(
+            "INSERT INTO memory_embedders (agent_id, embedder, version, dim, state, total, "
+            "done, activated_at) VALUES ($1, $2, '1', $3, 'active', $4, $4, now())",
+            AGENT,
+            embedder,
+            DIM,
+            n,
+        )
         load_s = time.perf_counter() - started
 
         await conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")

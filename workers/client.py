@@ -1174,10 +1174,9 @@ class _RecordExtras:
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
     def _memory(self) -> Any:
-        from vigil.activities.memory.store import MemoryStore
-        from vigil.workers.wiring import make_embedder
+        from vigil.workers.wiring import make_memory_store
 
-        return MemoryStore(self.db, make_embedder(self.settings))
+        return make_memory_store(self.settings, self.db)
 
     async def memory_search(
         self,

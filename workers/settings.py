@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     embedding_dim: int = 384
     embedding_base_url: str | None = None
     embedding_model: str = "text-embedding-3-small"
+    memory_ef_search: int = Field(default=0, ge=0, le=1000)
+    """``hnsw.ef_search`` of recall's vector search. 0 follows the agent's memory count:
+    ``40 * sqrt(memories / 5000)`` within 40..1000 (40 up to 5k memories, 179 at 100k,
+    566 at 1M), which keeps recall@10 near 0.98; a number fixes it (higher: better recall,
+    slower search)."""
 
     # Payload encryption (everything vigil puts in Temporal except search attributes)
     payload_encryption: bool = True

@@ -7,6 +7,7 @@ everything that turns configuration into a client lives here.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import httpx
 from minio import Minio
@@ -25,6 +26,11 @@ from vigil.activities.memory.embedders import (
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.connections import build_provider
 from vigil.workers.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from vigil.activities.memory.store import MemoryStore
 
 
 def make_store(settings: Settings) -> ArtifactStore:
@@ -99,3 +105,20 @@ def make_embedder(settings: Settings, *, client: httpx.AsyncClient | None = None
             )
         return LocalMiniLMEmbedder()
     raise ValueError(f"unknown embedder {settings.embedder!r}")
+
+
+def make_memory_store(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    embedder: Embedder | None = None,
+) -> MemoryStore:
+    """The memory store recall and remember use, tuned by the settings
+    (``memory_ef_search``); ``embedder`` defaults to ``make_embedder(settings)``."""
+    # Imported here: the CLI's start-up does not pay for the store's module.
+    from vigil.activities.memory.store import MemoryStore
+
+    return MemoryStore(
+        sessionmaker,
+        embedder if embedder is not None else make_embedder(settings),
+        ef_search=settings.memory_ef_search or None,
+    )

@@ -33,7 +33,7 @@ from vigil.workers.settings import Settings
 from vigil.workers.telemetry import metrics_address, setup_tracing, worker_runtime
 from vigil.workers.temporal import connect, new_worker
 from vigil.workers.tool_wiring import worker_tools
-from vigil.workers.wiring import make_embedder, make_provider, make_store
+from vigil.workers.wiring import make_embedder, make_memory_store, make_provider, make_store
 from vigil.workflows.retention import RetentionRun
 from vigil.workflows.session import AgentSession
 from vigil.workflows.webhooks import WebhookNotify
@@ -75,18 +75,11 @@ async def runtime(
     # Tools' HTTP client: no retries of its own (Temporal retries activities).
     http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
     model = provider or make_provider(settings)
-    memory = None
-    try:
-        from vigil.activities.memory.store import MemoryStore
-
-        embedder = make_embedder(settings)
-        if settings.embedding_cache_entries > 0:
-            embedder = CachingEmbedder(embedder, settings.embedding_cache_entries)
-        memory = MemoryStore(sessionmaker, embedder)
-    except ImportError:  # memory is optional until its module lands
-        memory = None
-    if memory is not None:
-        await refuse_other_embedder(sessionmaker, memory.embedder)
+    embedder = make_embedder(settings)
+    if settings.embedding_cache_entries > 0:
+        embedder = CachingEmbedder(embedder, settings.embedding_cache_entries)
+    memory = make_memory_store(settings, sessionmaker, embedder)
+    await refuse_other_embedder(sessionmaker, memory.embedder)
     models = model_router(settings, model, credentials)
     versions = AgentVersions(sessionmaker)
     webhooks = WebhookTargets(sessionmaker, versions)

@@ -124,43 +124,52 @@ async def test_recall_under_the_agent_role_uses_the_gin_and_hnsw_indexes(
         )
     assert "ix_memories_embedding_384" in plan
 
-    # Full-text half: as the agent, the match is not a GIN index condition (it is not
-    # leakproof, so the policy's filter runs first) ...
-    async with acting_for(sessionmaker, agent) as db:
-        await db.execute(text("SET LOCAL enable_seqscan = off"))
-        direct = "\n".join(
-            row[0]
-            for row in await db.execute(
-                text(
-                    "EXPLAIN SELECT id FROM memories "
-                    "WHERE tsv @@ to_tsquery('english', 'walrus') LIMIT 10"
-                )
-            )
-        )
+    # Full-text half. A test table is small, so the agent's btree indexes would win on
+    # cost; they are dropped inside a transaction that is rolled back, which leaves the
+    # planner one question: can the match be a GIN index condition under the agent role?
+    direct = await _explain_as_agent(
+        database_url,
+        agent,
+        "EXPLAIN SELECT id FROM memories WHERE tsv @@ to_tsquery('english', 'walrus') LIMIT 10",
+    )
+    # A plain query cannot (the match is not leakproof, so the policy's filter runs
+    # first) ...
     assert "ix_memories_tsv" not in direct
+    # ... so recall's search function does the match, and plans it through the GIN index.
+    plans = await _explain_as_agent(
+        database_url,
+        agent,
+        "SELECT count(*) FROM vigil_memory_text_search($1::text[]::tsquery[], "
+        "$2::tsquery, NULL, NULL, NULL, true, 40, 2000)",
+        text_ladder(["walrus", "harbour"]),
+        "'walrus' | 'harbour'",
+    )
+    assert "ix_memories_tsv" in plans
 
-    # ... so recall's search function does it, and plans through the GIN index.
+
+async def _explain_as_agent(database_url: str, agent: str, sql: str, *args: object) -> str:
+    """The plan of ``sql`` run as ``agent`` (an EXPLAIN's rows, or the search function's
+    NOTICEs), with only the GIN index left to find the agent's rows."""
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     notices: list[str] = []
     conn.add_log_listener(lambda _c, message: notices.append(message.message))
+    tx = conn.transaction()
+    await tx.start()
     try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL enable_seqscan = off")
-            await conn.execute("SET LOCAL vigil.explain_memory_search = on")
-            await conn.fetchval(
-                "SELECT set_config('role', $1, true), set_config($2, $3, true)",
-                AGENT_ROLE,
-                AGENT_SETTING,
-                agent,
-            )
-            rows = await conn.fetch(
-                "SELECT * FROM vigil_memory_text_search($1::text[]::tsquery[], "
-                "$2::tsquery, NULL, NULL, NULL, true, 40, 2000)",
-                text_ladder(["walrus", "harbour"]),
-                "'walrus' | 'harbour'",
-            )
+        await conn.execute("DROP INDEX ix_memories_agent_id, ix_memories_agent_kind_subject_key")
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL vigil.explain_memory_search = on")
+        await conn.fetchval(
+            "SELECT set_config('role', $1, true), set_config($2, $3, true)",
+            AGENT_ROLE,
+            AGENT_SETTING,
+            agent,
+        )
+        rows = await conn.fetch(sql, *args)
     finally:
+        await tx.rollback()
         await conn.close()
-    assert len(rows) == 30
-    plans = "\n".join(n for n in notices if n.startswith("vigil_memory_text_search"))
-    assert "ix_memories_tsv" in plans
+    if sql.startswith("EXPLAIN"):
+        return "\n".join(str(row[0]) for row in rows)
+    assert rows[0][0] == 30
+    return "\n".join(n for n in notices if n.startswith("vigil_memory_text_search"))
