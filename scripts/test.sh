@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.local/bin:$PATH"
 ./scripts/bootstrap.sh || exit $?
 
+# Tests assert what a step's context holds; on a loaded machine a 50 ms recall budget
+# would make that depend on timing. Steps wait for recall here; the degradation tests set
+# their own budget.
+export VIGIL_CONTEXT_TIME_BUDGET_MS="${VIGIL_CONTEXT_TIME_BUDGET_MS:-0}"
 export VIGIL_TEST_STATE_DIR="${VIGIL_TEST_STATE_DIR:-$PWD/.vigil-test}"
 CLUSTER_STATE_DIR="$VIGIL_TEST_STATE_DIR-cluster"
 CLUSTER="${VIGIL_TEST_CLUSTER:-1}"
