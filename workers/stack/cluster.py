@@ -538,7 +538,14 @@ async def ensure_namespace(address: str, namespace: str, within: float = 60) -> 
     from temporalio.service import RPCError, RPCStatusCode
 
     deadline = asyncio.get_running_loop().time() + within
-    client = await Client.connect(address, namespace=namespace)
+    while True:  # the frontend answers before it is healthy ("Frontend is not healthy yet")
+        try:
+            client = await Client.connect(address, namespace=namespace)
+            break
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     service = client.workflow_service
     try:
         await service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
