@@ -28,3 +28,4 @@ bench:
 	uv run python -m bench.history_per_step tests/replay/histories/tools_finish.json tests/replay/histories/folded_step.json tests/replay/histories/local_model_calls.json
 	uv run python -m bench.throughput
 	uv run python -m bench.peers  # skipped, with the install hint, without `uv sync --group peers`
+	uv run python -m bench.cluster_capacity  # the cluster test stack (tests.support.cluster), 1-3 workers
