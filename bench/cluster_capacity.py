@@ -229,6 +229,7 @@ class Case:
     cpu: dict[str, float]
     """CPU seconds over the case by part."""
     steps_by_worker: list[float]
+    cpu_by_worker: list[float]
     machine_busy: float
     """Share of the machine's CPU busy during the case, every process counted."""
 
@@ -309,6 +310,7 @@ async def run_case(
             "driver": d1 - d0,
         },
         steps_by_worker=[b - a for a, b in zip(calls0, calls1, strict=True)],
+        cpu_by_worker=[b - a for a, b in zip(w0, w1, strict=True)],
         machine_busy=(m1[0] - m0[0]) / (m1[1] - m0[1]),
     )
 
@@ -361,7 +363,17 @@ def markdown(cases: list[Case]) -> str:
                 ],
             )
         )
+    pg = ("pg temporal", "pg vigil", "pg other")
     rows += [
+        row(
+            "cores used: each worker process",
+            [" / ".join(f"{w / c.seconds:.2f}" for w in c.cpu_by_worker) for c in cases],
+        ),
+        row("cores used: Temporal server", [f"{c.cpu['temporal'] / c.seconds:.2f}" for c in cases]),
+        row(
+            "cores used: PostgreSQL",
+            [f"{sum(c.cpu[p] for p in pg) / c.seconds:.2f}" for c in cases],
+        ),
         row(
             f"CPU busy (of {ncpu} cores), measured parts",
             [f"{100 * sum(c.cpu.values()) / (c.seconds * ncpu):.0f}%" for c in cases],
@@ -379,11 +391,13 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
     cases: list[Case] = []
     with LLMStub(record=False) as stub:
         stub.default = stepping(stub, args.steps, 0.0)
-        for workers in args.workers:
-            for n in range(args.repeat):
+        # Rounds outside, worker counts inside: a change of the machine's other load hits
+        # every count of a round alike.
+        for n in range(args.repeat):
+            for workers in args.workers:
                 print(
                     f"{args.sessions} sessions x {args.steps} steps, {workers} worker(s), "
-                    f"run {n + 1} (load {os.getloadavg()[0]:.1f}) ...",
+                    f"round {n + 1} (load {os.getloadavg()[0]:.1f}) ...",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -406,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=60, help="sessions per case")
     parser.add_argument("--steps", type=int, default=4, help="steps per session")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over the worker counts")
     parser.add_argument("--concurrency", type=int, default=16, help="start calls in flight")
     parser.add_argument(
         "--workflow-tasks",
@@ -420,4 +434,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
