@@ -387,8 +387,20 @@ def markdown(cases: list[Case]) -> str:
     return "\n".join(rows)
 
 
+async def idle_cores(settings: Settings, seconds: float = 10) -> tuple[float, float]:
+    """Cores the Temporal server and PostgreSQL use with no worker and no session."""
+    state = settings.resolved_state_dir
+    temporal = pid_in(state / "run" / "temporal-cluster.pid")
+    postmaster = pid_in(state / "postgres" / "data" / "postmaster.pid")
+    t0, pg0 = cpu_seconds(temporal), pg_snapshot(postmaster, "")
+    await asyncio.sleep(seconds)
+    t1, pg1 = cpu_seconds(temporal), pg_snapshot(postmaster, "")
+    return (t1 - t0) / seconds, sum(pg_delta(pg0, pg1).values()) / seconds
+
+
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
     cases: list[Case] = []
+    idle_temporal, idle_pg = await idle_cores(settings)
     with LLMStub(record=False) as stub:
         stub.default = stepping(stub, args.steps, 0.0)
         # Rounds outside, worker counts inside: a change of the machine's other load hits
@@ -413,6 +425,10 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                 cases.append(case)
                 print(markdown([case]), file=sys.stderr, flush=True)
     print(markdown(cases))
+    print(
+        f"\nidle, no worker and no session: Temporal server {idle_temporal:.3f} cores, "
+        f"PostgreSQL {idle_pg:.3f} cores (included in the figures above)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
