@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -55,11 +55,14 @@ async def _recreate(base_url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def scratch_stack(database: str) -> Iterator[Settings]:
+def scratch_stack(
+    database: str, stack_settings: Callable[..., Settings] = test_stack_settings
+) -> Iterator[Settings]:
     """Start the test stack if needed, give it a fresh migrated ``database``, yield settings
     pointing at both; stop the stack afterwards if it was not running before. Synchronous:
-    call it outside any event loop."""
-    stack = Stack(test_stack_settings())
+    call it outside any event loop. ``stack_settings`` picks the stack (the cluster test
+    stack: ``tests.support.cluster.cluster_settings``)."""
+    stack = Stack(stack_settings())
     was_running = all(part.running for part in stack.status())
     stack.up()
     try:
@@ -69,7 +72,7 @@ def scratch_stack(database: str) -> Iterator[Settings]:
         url = asyncio.run(_recreate(base, database))
         migrate_sync(url)
         state = stack.settings.resolved_state_dir
-        yield test_stack_settings(url, artifact_dir=state / f"{database}-artifacts")
+        yield stack_settings(url, artifact_dir=state / f"{database}-artifacts")
     finally:
         if not was_running and not os.environ.get("VIGIL_TEST_KEEP_STACK"):
             stack.down()
