@@ -22,13 +22,14 @@ pytestmark = pytest.mark.integration
 
 
 def _said(item: dict[str, Any]) -> str:
-    if item["type"] == "event":
+    kind = item.get("type", "end")
+    if kind == "event":
         return str(item["kind"])
-    if item["type"] == "approval":
+    if kind == "approval":
         return "approval_requested"
-    if item["type"] == "message":
+    if kind == "message":
         return f"message:{item['role']}"
-    return str(item["type"])
+    return str(kind)
 
 
 @pytest.mark.timeout(300)
