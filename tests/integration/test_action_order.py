@@ -92,3 +92,7 @@ def test_decision_before_its_tool_result_and_actions_by_their_own_time(cli: CLIS
     for r in rows:
         own = r["details"] if isinstance(r["details"], dict) else json.loads(r["details"])
         assert r["at"] == datetime.fromisoformat(own["at"]), (r, own)
+    [call] = query(
+        cli.database_url, "SELECT decided_at FROM tool_calls_view WHERE session_id = :s", s=sid
+    )
+    assert call["decided_at"] == rows[2]["at"], (call, rows[2])

@@ -8,6 +8,7 @@ written, not when it was done; the time it was done is in its payload's ``at``.
   else ``written``. Readers order events by it (exports; follow does the same in Python).
 - ``human_actions_view.at`` is the action's own time (``ORDER BY at`` is the order things
   were done); the new last column ``recorded_at`` is when the row was written.
+- ``tool_calls_view.decided_at`` is the decision's own time too.
 
 Revision ID: 20261201_16
 Revises: 20261130_15
@@ -49,6 +50,57 @@ OLD_VIEW = """
            e.actor, e.reason, e.payload AS details, e.created_at AS at
       FROM events e WHERE e.actor IS NOT NULL
 """
+
+OLD_TOOL_CALLS = """
+        WITH calls AS (
+            SELECT e.id, e.session_id, e.agent_id, e.step,
+                   split_part(e.key, ':', 3)::int AS call_index,
+                   'a' || e.step || '-' || split_part(e.key, ':', 3) AS approval_id,
+                   e.payload, e.created_at
+              FROM events e
+             WHERE e.kind = 'tool_call' AND e.key LIKE 'tool:%'
+        ), requests AS (
+            SELECT e.session_id, e.agent_id, e.step, e.payload ->> 'approval_id' AS approval_id,
+                   e.payload, e.created_at
+              FROM events e WHERE e.kind = 'approval_requested'
+        ), decisions AS (
+            SELECT e.session_id, e.payload ->> 'approval_id' AS approval_id, e.actor, e.reason,
+                   e.payload, e.created_at
+              FROM events e WHERE e.kind = 'approval_decided'
+        )
+        SELECT COALESCE(c.session_id, r.session_id) AS session_id,
+               COALESCE(c.agent_id, r.agent_id) AS agent_id,
+               COALESCE(c.step, r.step) AS step,
+               COALESCE(c.call_index, split_part(r.approval_id, '-', 2)::int) AS call_index,
+               COALESCE(c.payload ->> 'tool', r.payload ->> 'tool') AS tool,
+               c.payload ->> 'call_id' AS call_id,
+               c.payload -> 'arguments' AS arguments,
+               COALESCE((c.payload ->> 'edited')::boolean, false) AS arguments_edited,
+               (c.payload ->> 'ok')::boolean AS ok,
+               COALESCE((c.payload ->> 'rejected')::boolean, false) AS rejected,
+               c.payload ->> 'output_preview' AS output_preview,
+               c.payload ->> 'artifact_sha256' AS output_sha256,
+               (c.payload ->> 'duration_ms')::double precision AS duration_ms,
+               c.created_at AS called_at,
+               r.approval_id IS NOT NULL AS needed_approval,
+               r.approval_id,
+               r.created_at AS approval_requested_at,
+               r.payload ->> 'arguments' AS requested_arguments,
+               d.payload ->> 'decision' AS decision,
+               d.actor AS decided_by,
+               d.reason AS decision_note,
+               d.created_at AS decided_at,
+               d.payload -> 'edited_arguments' AS edited_arguments
+          FROM calls c
+          FULL JOIN requests r
+            ON r.session_id = c.session_id AND r.approval_id = c.approval_id
+          LEFT JOIN decisions d
+            ON d.session_id = r.session_id AND d.approval_id = r.approval_id
+"""
+
+TOOL_CALLS = OLD_TOOL_CALLS.replace(
+    "d.created_at AS decided_at", "vigil_action_at(d.payload, d.created_at) AS decided_at"
+)
 
 ABOUT = (
     "Everything a person did to a session: approvals, pauses, messages, redirects, wakes, "
@@ -93,9 +145,17 @@ def upgrade() -> None:
         "'When an event''s action was done: its payload''s at, else the write time'"
     )
     _create(VIEW, ABOUT, COLUMNS)
+    _replace_tool_calls(TOOL_CALLS, "when they decided (written later, with the next step)")
+
+
+def _replace_tool_calls(query: str, decided_at: str) -> None:
+    # Same columns, same types: the view's grants and other comments stay.
+    op.execute(f"CREATE OR REPLACE VIEW tool_calls_view WITH (security_invoker = true) AS {query}")
+    op.execute(f"COMMENT ON COLUMN tool_calls_view.decided_at IS {_quote(decided_at)}")
 
 
 def downgrade() -> None:
+    _replace_tool_calls(OLD_TOOL_CALLS, "when they decided")
     old = {k: v for k, v in COLUMNS.items() if k != "recorded_at"}
     old["at"] = "when it was recorded"
     _create(OLD_VIEW, OLD_ABOUT, old)
