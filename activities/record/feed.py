@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from vigil.activities.record.order import action_at_text
+from vigil.activities.record.order import item_at
 from vigil.activities.record.store import _MESSAGE_COLUMNS, StoredMessage, _event, _message
 from vigil.schema.names import TOKEN_CHANNEL_PREFIX
 
@@ -127,8 +127,7 @@ _EVENT_COLUMNS = "id, session_id, agent_id, key, kind, step, actor, reason, payl
 def happened_at(item: FeedItem) -> datetime:
     """When an item happened: a message's write time, an event's action time (a queued
     human action's own time, see activities/record/order.py)."""
-    payload = item.data.get("payload") if item.kind == "event" else None
-    return action_at_text(payload, item.data["created_at"])
+    return item_at(item.kind == "event", item.data)
 
 
 def _merged(messages: list[FeedItem], events: list[FeedItem]) -> list[FeedItem]:

@@ -30,3 +30,8 @@ def action_at(payload: Mapping[str, Any] | None, written: datetime) -> datetime:
 def action_at_text(payload: Mapping[str, Any] | None, written: str) -> datetime:
     """``action_at`` of a JSON-ready item (its ``created_at`` as ISO text)."""
     return action_at(payload, datetime.fromisoformat(written))
+
+
+def item_at(is_event: bool, data: Mapping[str, Any]) -> datetime:
+    """When a live-feed item happened: a message's write time, an event's action time."""
+    return action_at_text(data.get("payload") if is_event else None, str(data["created_at"]))

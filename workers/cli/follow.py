@@ -3,9 +3,12 @@ asked and decided, pauses, resumes, new goals, wakes, refused inputs, agent vers
 who cancelled), in the order they happened, as text or as JSON Lines.
 
 Everything comes from the record through the live feed (workers/feed.py): the catch-up
-from the session's start, then live, in one order. Each JSON line has a ``type``:
+from the session's start, then live, in one order: the order things happened, a queued
+human action (an approval's decision, a pause) at its own time, and a decision before the
+result of the tool call it approved (``InOrder``). Each JSON line has a ``type``:
 ``message``, ``approval`` (an approval asked for, with the commands that answer it while
-it is pending) or ``event`` (the export's event line: kind, step, actor, reason, payload).
+it is pending) or ``event`` (the export's event line: kind, step, actor, reason, payload,
+``created_at`` when written and ``at`` when done).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from vigil.activities.record.order import action_at_text
+from vigil.activities.record.order import action_at_text, item_at
 from vigil.schema import event_kinds
 from vigil.schema.transcript import short_json
 from vigil.workers.cli.common import out, when
@@ -210,9 +213,7 @@ class InOrder:
 
 
 def _happened(item: FeedItem) -> datetime:
-    """When an item happened: a message's write time, an event's action time."""
-    payload = item.data.get("payload") if item.kind == "event" else None
-    return action_at_text(payload, str(item.data["created_at"]))
+    return item_at(item.kind == "event", item.data)
 
 
 class Approvals:
