@@ -181,12 +181,14 @@ async def _timeline(
     db: DbSession, session_id: str, page_size: int
 ) -> AsyncIterator[StoredMessage | StoredEvent]:
     """Messages with the session's events (approvals, decisions, pauses, redirects, who
-    did them) in the order they happened; both read page by page."""
+    did them) in the order they happened; both read page by page. An event is placed at
+    its action's own time (``StoredEvent.at``): a decision, written with the session's
+    next record, still comes before the result of the tool call it approved."""
     events = aiter(_event_stream(db, session_id, page_size))
     pending = await anext(events, None)
     async for page in _pages(db, session_id, page_size):
         for message in page:
-            while pending is not None and pending.created_at <= message.created_at:
+            while pending is not None and pending.at <= message.created_at:
                 yield pending
                 pending = await anext(events, None)
             yield message
@@ -198,16 +200,16 @@ async def _timeline(
 async def _event_stream(
     db: DbSession, session_id: str, page_size: int
 ) -> AsyncIterator[StoredEvent]:
-    offset = 0
+    after: tuple[datetime, int] | None = None
     while True:
         page = await events_page(
-            db, session_id, offset=offset, limit=page_size, skip_kinds=_QUIET_EVENTS
+            db, session_id, after=after, limit=page_size, skip_kinds=_QUIET_EVENTS
         )
-        for event in page:
+        for _, event in page:
             yield event
         if len(page) < page_size:
             return
-        offset += len(page)
+        after = page[-1][0]
 
 
 def event_json(event: StoredEvent) -> dict[str, Any]:
@@ -220,6 +222,7 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
         "reason": event.reason,
         "payload": event.payload,
         "created_at": event.created_at.isoformat(),
+        "at": event.at.isoformat(),
     }
 
 
@@ -228,7 +231,7 @@ def event_markdown(event: StoredEvent) -> str:
     what = event.kind.replace("_", " ")
     who = f" by **{_printable(event.actor)}**" if event.actor else ""
     detail = {k: v for k, v in event.payload.items() if v not in (None, "", [], {})}
-    parts = [f"> **{what}**{who} · {_when(event.created_at)} · step {event.step}"]
+    parts = [f"> **{what}**{who} · {_when(event.at)} · step {event.step}"]
     if event.reason:
         parts.append(f"> {_printable(event.reason)}")
     if detail:

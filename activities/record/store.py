@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.order import action_at
 from vigil.schema import event_kinds, textcodec
 
 
@@ -342,6 +343,11 @@ class StoredEvent:
     payload: dict[str, Any]
     created_at: datetime
 
+    @property
+    def at(self) -> datetime:
+        """When it was done: a queued human action's own time, else the write time."""
+        return action_at(self.payload, self.created_at)
+
 
 async def list_events(
     db: DbSession, session_id: str, *, kind: str | None = None
@@ -361,20 +367,31 @@ async def list_events(
 
 
 async def events_page(
-    db: DbSession, session_id: str, *, offset: int, limit: int, skip_kinds: tuple[str, ...] = ()
-) -> list[StoredEvent]:
-    """One page of a session's events in the order they were recorded (for exports)."""
+    db: DbSession,
+    session_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+    skip_kinds: tuple[str, ...] = (),
+) -> list[tuple[tuple[datetime, int], StoredEvent]]:
+    """One page of a session's events in the order they were done (for exports): by their
+    action's own time (``vigil_action_at``), then by id. Each comes with its place in
+    that order; ``after`` is the place of the previous page's last event."""
+    at, last = after if after is not None else (None, 0)
     rows = (
         await db.execute(
             text(
-                "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
+                "SELECT id, vigil_action_at(payload, created_at) AS at, "
+                "key, kind, step, actor, reason, payload, created_at FROM events "
                 "WHERE session_id = :sid AND NOT (kind = ANY(CAST(:skip AS text[]))) "
-                "ORDER BY id OFFSET :off LIMIT :lim"
+                "AND (CAST(:at AS timestamptz) IS NULL OR "
+                "(vigil_action_at(payload, created_at), id) > (CAST(:at AS timestamptz), :id)) "
+                "ORDER BY vigil_action_at(payload, created_at), id LIMIT :lim"
             ),
-            {"sid": session_id, "skip": list(skip_kinds), "off": offset, "lim": limit},
+            {"sid": session_id, "skip": list(skip_kinds), "at": at, "id": last, "lim": limit},
         )
     ).mappings()
-    return [_event(r) for r in rows]
+    return [((r["at"], int(r["id"])), _event(r)) for r in rows]
 
 
 def _event(r: Any) -> StoredEvent:

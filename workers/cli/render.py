@@ -11,6 +11,7 @@ from rich.markup import escape
 from vigil.workers.cli.common import EXIT_FAILED, err, out
 
 if TYPE_CHECKING:
+    from vigil.activities.record.feed import FeedItem
     from vigil.workers.client import VigilClient
 
 
@@ -50,9 +51,11 @@ async def follow_session(client: VigilClient, session_id: str, as_json: bool) ->
 
     await client.require_session_soon(session_id)
     approvals = follow.Approvals(client, session_id)
-    async for item in client.follow_items(session_id):
+    in_order = follow.InOrder()  # a decision before the tool result it approved
+
+    async def show(item: FeedItem) -> None:
         if not follow.shown(item):
-            continue
+            return
         if item.message is not None:
             print_message(item.message, as_json)
         elif event_kinds.canonical(item.event_kind or "") == event_kinds.APPROVAL_REQUESTED:
@@ -61,6 +64,12 @@ async def follow_session(client: VigilClient, session_id: str, as_json: bool) ->
             follow.print_approval(session_id, item.data, pending, as_json)
         else:
             follow.print_event(item.data, as_json)
+
+    async for read in client.follow_items(session_id):
+        for item in in_order.take(read):
+            await show(item)
+    for item in in_order.rest():
+        await show(item)
     await print_end(client, session_id, as_json)
 
 
