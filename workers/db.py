@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent.parent / "schema" / "migrations"
 
 
-PING_AFTER_IDLE_SECONDS = 5.0
-"""A pooled connection idle longer than this is pinged before it is handed out."""
+PING_AFTER_IDLE_SECONDS = 0.0
+"""A pooled connection idle longer than this is pinged before it is handed out. 0: every
+reused one, since a connection used a moment before a database restart is dead too, and
+the API's and the CLI's reads are not retried."""
 _IDLE_SINCE = "vigil.idle_since"
 
 
