@@ -40,8 +40,11 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        # 0 (the default): SQLAlchemy's own ping on every checkout.
+        pool_pre_ping=ping_after_idle <= 0,
     )
-    ping_when_idle(engine, ping_after_idle)
+    if ping_after_idle > 0:
+        ping_when_idle(engine, ping_after_idle)
     instrument_engine(engine)  # a span per statement when tracing is on
     return engine
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from vigil.activities.record.order import item_at
 from vigil.activities.record.store import _MESSAGE_COLUMNS, StoredMessage, _event, _message
 from vigil.schema.names import TOKEN_CHANNEL_PREFIX
 
@@ -124,18 +122,14 @@ def _event_item(row: Any) -> FeedItem:
 _EVENT_COLUMNS = "id, session_id, agent_id, key, kind, step, actor, reason, payload, created_at"
 
 
-def happened_at(item: FeedItem) -> datetime:
-    """When an item happened: a message's write time, an event's action time (a queued
-    human action's own time, see activities/record/order.py)."""
-    return item_at(item.kind == "event", item.data)
-
-
 def _merged(messages: list[FeedItem], events: list[FeedItem]) -> list[FeedItem]:
-    """One order for a reader: by the time things happened (an approval's decision before
-    the tool result written ahead of it), messages before the events written with them
-    (a model reply before its usage event), then in id order."""
+    """One order for a reader: by time of the write, messages before the events written
+    with them (a model reply before its usage event). Each kind stays in id order. Not by
+    an action's own time: a session's end (the workflow's clock) would then come before
+    the last messages written with it, and a stream ends at its end event; `vigil follow`
+    places a decision before the result it approved itself (workers/cli/follow.py)."""
     both = [*messages, *events]
-    both.sort(key=lambda i: (happened_at(i), i.kind != "message", i.key))
+    both.sort(key=lambda i: (i.data["created_at"], i.kind != "message", i.key))
     return both
 
 

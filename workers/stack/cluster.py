@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ DATABASES = ("temporal", "temporal_visibility")
 ENVIRONMENT = "cluster"
 """The server's config file is ``<root>/config/cluster.yaml`` (``--env cluster``)."""
 NAMESPACE_RETENTION_DAYS = 30
+PORTS_FREE_WITHIN = 20.0
+"""How long a start waits for the ports of a server that is still going."""
 # -trimpath: no build paths in the binaries (smaller, the same wherever they were built).
 GO_FLAGS = ("-trimpath",)
 
@@ -428,13 +431,19 @@ class TemporalCluster:
     def start(self, say: Callable[[str], None]) -> None:
         if self.running():
             return
-        for port in self.ports.all():
-            if not port_is_free(port):
-                raise StackError(
-                    f"port {port} (Temporal cluster, ports {self.ports.frontend}-"
-                    f"{self.ports.metrics}) is taken by another process: stop it, or set "
-                    "VIGIL_TEMPORAL_PORT to the start of a free range."
-                )
+        # A server stopped a moment ago may still hold a port while it goes: wait a little.
+        deadline = time.monotonic() + PORTS_FREE_WITHIN
+        while (taken := [p for p in self.ports.all() if not port_is_free(p)]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        if taken:
+            port = taken[0]
+            raise StackError(
+                f"port {port} (Temporal cluster, ports {self.ports.frontend}-"
+                f"{self.ports.metrics}) is taken by another process: stop it, or set "
+                "VIGIL_TEMPORAL_PORT to the start of a free range."
+            )
         binary = self.server_binary(say)
         say(
             f"starting the Temporal server {SERVER_VERSION} on 127.0.0.1:{self.ports.frontend} "
