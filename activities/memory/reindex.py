@@ -268,22 +268,3 @@ class Reindexer:
                 await db.execute(_RETIRE, params)
                 await db.execute(_ACTIVATE, params)
             await db.execute(_DISCARD, params)
-
-
-async def reindex_status(
-    sessionmaker: async_sessionmaker[DbSession], agent_id: str
-) -> list[dict[str, Any]]:
-    """The agent's embedders (active, building, retired) with their progress, newest first."""
-    async with acting_for(sessionmaker, agent_id) as db:
-        rows = await db.execute(
-            text(
-                """
-                SELECT embedder, version, dim, state, total, done, started_at, updated_at,
-                       activated_at
-                FROM memory_embedders WHERE agent_id = :agent_id
-                ORDER BY updated_at DESC
-                """
-            ),
-            {"agent_id": agent_id},
-        )
-        return [dict(row._mapping) for row in rows]

@@ -253,36 +253,24 @@ class TemporalCluster:
     # --- binaries --------------------------------------------------------------------------
 
     def server_binary(self, say: Callable[[str], None]) -> Path:
-        return go_install(
-            module=SERVER_MODULE,
-            package=f"{SERVER_MODULE}/cmd/server",
-            version=SERVER_VERSION,
-            binary="server",
-            slug="temporal-server",
-            cache=self.cache,
-            flags=GO_FLAGS,
-            say=say,
-        )
+        return self._build(SERVER_MODULE, "cmd/server", SERVER_VERSION, "temporal-server", say)
 
     def sql_tool(self, say: Callable[[str], None]) -> Path:
-        return go_install(
-            module=SERVER_MODULE,
-            package=f"{SERVER_MODULE}/cmd/tools/sql",
-            version=SERVER_VERSION,
-            binary="sql",
-            slug="temporal-sql-tool",
-            cache=self.cache,
-            flags=GO_FLAGS,
-            say=say,
-        )
+        return self._build(SERVER_MODULE, "cmd/tools/sql", SERVER_VERSION, "temporal-sql-tool", say)
 
     def ui_binary(self, say: Callable[[str], None]) -> Path:
+        return self._build(UI_MODULE, "cmd/server", UI_VERSION, "temporal-ui-server", say)
+
+    def _build(
+        self, module: str, command: str, version: str, slug: str, say: Callable[[str], None]
+    ) -> Path:
+        """``go install`` of ``module/command`` at ``version``, cached under ``slug``."""
         return go_install(
-            module=UI_MODULE,
-            package=f"{UI_MODULE}/cmd/server",
-            version=UI_VERSION,
-            binary="server",
-            slug="temporal-ui-server",
+            module=module,
+            package=f"{module}/{command}",
+            version=version,
+            binary=command.rsplit("/", 1)[-1],
+            slug=slug,
             cache=self.cache,
             flags=GO_FLAGS,
             say=say,
