@@ -199,6 +199,7 @@ class SessionActivities:
                 status="running",
                 schedule_id=arg.schedule_id,
                 metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
+                created_at=arg.started_at,
             )
             if not created and await record.session_agent(db, arg.session_id) != arg.agent_id:
                 raise ApplicationError(

@@ -286,6 +286,9 @@ class OpenSessionInput(Payload):
     schedule_id: str | None = None
     run_index: int = 1
     agent_version: int | None = None
+    started_at: datetime | None = None
+    """When the session was started (its workflow's start): the record's ``created_at``,
+    even when no worker picked it up until later."""
 
 
 class OpenSessionOutput(Payload):

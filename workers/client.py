@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -40,10 +38,6 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from vigil.activities.record import sessions as session_reads
-from vigil.activities.record import store as record
-from vigil.activities.record.feed import FeedItem
-from vigil.activities.record.rls import acting_for
 from vigil.schema import cancel_reason, names
 from vigil.schema.limits import input_error, start_error
 from vigil.schema.payloads import (
@@ -64,11 +58,8 @@ from vigil.schema.payloads import (
     WakeInput,
 )
 from vigil.schema.tools import BUILTIN_TOOLS
-from vigil.workers.agents import AgentError, AgentService, AgentVersionInfo, start_overrides
 from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
-from vigil.workers.db import make_engine, make_sessionmaker
-from vigil.workers.feed import Feed
 from vigil.workers.liveness import (
     CONTROL_WAIT_SECONDS,
     is_unreachable,
@@ -81,7 +72,17 @@ from vigil.workers.telemetry import session_scope
 from vigil.workers.temporal import connect
 
 if TYPE_CHECKING:
-    # Imported by `reconcile` when it runs: its logging (structlog) slows every command.
+    # Imported where they are used: a control command needs Temporal alone, and the
+    # record's modules (SQLAlchemy) would double its start; `reconcile`'s logging
+    # (structlog) would slow every command.
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+    from vigil.activities.record import sessions as session_reads
+    from vigil.activities.record import store as record
+    from vigil.activities.record.feed import FeedItem
+    from vigil.workers.agents import AgentVersionInfo
+    from vigil.workers.feed import Feed
     from vigil.workers.reconcile import Reconciled
 
 
@@ -242,11 +243,13 @@ def _refuse_unknown_tools(
 
 
 class _VigilClientCore:
-    def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
+    def __init__(
+        self, settings: Settings, temporal: Client, engine: AsyncEngine | None = None
+    ) -> None:
         self.settings = settings
         self.temporal = temporal
-        self.engine = engine
-        self.db: async_sessionmaker[DbSession] = make_sessionmaker(engine)
+        self._engine = engine
+        self._db: async_sessionmaker[DbSession] | None = None
         self._agents: dict[str, str] = {}
         self._feed: Feed | None = None
         self._feed_lock = asyncio.Lock()
@@ -264,12 +267,33 @@ class _VigilClientCore:
             raise Unreachable(temporal_down(endpoints.temporal_address)) from exc
         if endpoints.database_url is None:
             raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
-        return cls(settings, temporal, make_engine(endpoints.database_url, pool_size=4))
+        return cls(settings, temporal)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The record's engine, made on first use (a control command never needs it)."""
+        if self._engine is None:
+            from vigil.workers.db import make_engine
+
+            url = self.settings.endpoints().database_url
+            if url is None:
+                raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+            self._engine = make_engine(url, pool_size=4)
+        return self._engine
+
+    @property
+    def db(self) -> async_sessionmaker[DbSession]:
+        if self._db is None:
+            from vigil.workers.db import make_sessionmaker
+
+            self._db = make_sessionmaker(self.engine)
+        return self._db
 
     async def close(self) -> None:
         if self._feed is not None:
             await self._feed.close()
-        await self.engine.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     async def live_feed(self) -> Feed:
         """This process's live feed (workers/feed.py): one LISTEN connection, started on
@@ -279,6 +303,8 @@ class _VigilClientCore:
                 url = self.settings.endpoints().database_url
                 if url is None:
                     raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+                from vigil.workers.feed import Feed
+
                 try:
                     self._feed = await Feed(url, self.db).start()
                 except Exception as exc:  # refused, unreachable, bad credentials
@@ -400,6 +426,8 @@ class _VigilClientCore:
         if session_id is not None and "\x00" in session_id:
             raise BadArgument("a session id must not contain NUL characters")
         if session_id is not None:
+            from vigil.activities.record import store as record
+
             # A session id names one session for good: a new run under an ended session's
             # id would append to that session's record as if it were the same session.
             async with self.db() as db:
@@ -453,6 +481,8 @@ class _VigilClientCore:
         **extra: Any,
     ) -> StartSessionInput:
         """A session's start input; the settings given override the agent definition's."""
+        from vigil.workers.agents import start_overrides
+
         too_big = start_error(goal, system_prompt)
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")
@@ -472,6 +502,8 @@ class _VigilClientCore:
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
     ) -> AgentVersionInfo | None:
         """The definition a session would start with (None: an undefined agent, allowed)."""
+        from vigil.workers.agents import AgentError, AgentService
+
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         try:
             return await AgentService(self.db).require_startable(
@@ -494,6 +526,8 @@ class _VigilClientCore:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 # Temporal says NOT_FOUND both for an id it never saw and for a control
                 # sent to a session that has ended; the record tells them apart.
+                from vigil.activities.record import store as record
+
                 async with self.db() as db:
                     row = await record.get_session(db, session_id)
                 if row is None:
@@ -650,6 +684,8 @@ class _VigilClientCore:
 
     async def status(self, session_id: str) -> str:
         """The recorded status; falls back to Temporal when the row is not there yet."""
+        from vigil.activities.record import store as record
+
         async with self.db() as db:
             row = await record.get_session(db, session_id)
         if row is not None:
@@ -658,6 +694,8 @@ class _VigilClientCore:
         return str(desc.status.name).lower() if desc.status else "unknown"
 
     async def require_session(self, session_id: str) -> record.SessionRow:
+        from vigil.activities.record import store as record
+
         if "\x00" in session_id:  # PostgreSQL cannot hold it: no session has such an id
             raise UnknownSession(f"no session with id {session_id!r}")
         async with self.db() as db:
@@ -725,6 +763,8 @@ class _VigilClientCore:
                 raise BadArgument("filters must not contain NUL characters")
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
+        from vigil.activities.record import sessions as session_reads
+
         async with self.db() as db:
             try:
                 page = await session_reads.list_sessions(
@@ -757,6 +797,9 @@ class _VigilClientCore:
                 unavailable = str(exc)
             except TimeoutError:
                 unavailable = f"no worker answered in {STATE_QUERY_SECONDS:.0f} s"
+        from vigil.activities.record import store as record
+        from vigil.activities.record.rls import acting_for
+
         async with acting_for(self.db, row.agent_id) as db:
             recent = await record.recent_messages(db, session_id, max(0, last))
         return SessionView(row, live, recent, self.ui_link(session_id), unavailable)
@@ -765,6 +808,9 @@ class _VigilClientCore:
         self, session_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None
     ) -> list[session_reads.EventRow]:
         """A session's events after event id ``after``, oldest first."""
+        from vigil.activities.record import sessions as session_reads
+        from vigil.activities.record.rls import acting_for
+
         row = await self.require_session(session_id)
         if kind is not None and "\x00" in kind:
             raise BadArgument("kind must not contain NUL characters")
@@ -781,6 +827,8 @@ class _VigilClientCore:
         limit: int = 200,
     ) -> list[session_reads.PendingApprovalRow]:
         """Every approval waiting for a person across sessions, oldest first."""
+        from vigil.activities.record import sessions as session_reads
+
         if agent is not None and "\x00" in agent:
             raise BadArgument("agent must not contain NUL characters")
         async with self.db() as db:
@@ -827,6 +875,8 @@ class _VigilClientCore:
                 return []
             raise
         if running:
+            from vigil.activities.record import sessions as session_reads
+
             async with self.db() as db:  # recorded since the page above was read?
                 recorded = recorded | await session_reads.recorded_ids(db, [w.id for w in running])
         found: list[SessionSummary] = []
@@ -854,6 +904,8 @@ class _VigilClientCore:
         """The agent a session belongs to (remembered: a session never changes agent)."""
         agent = self._agents.get(session_id)
         if agent is None and "\x00" not in session_id:
+            from vigil.activities.record import store as record
+
             async with self.db() as db:
                 agent = await record.session_agent(db, session_id)
             if agent is not None:
@@ -863,6 +915,9 @@ class _VigilClientCore:
     async def transcript(
         self, session_id: str, *, after_seq: int = -1, limit: int = 100
     ) -> list[record.StoredMessage]:
+        from vigil.activities.record import store as record
+        from vigil.activities.record.rls import acting_for
+
         agent = await self.agent_of(session_id)
         if agent is None:
             return []
@@ -882,6 +937,8 @@ class _VigilClientCore:
         Fed by the live feed (LISTEN/NOTIFY with catch-up from the record), not by
         polling; ``poll_seconds`` is accepted for older callers and ignored.
         ``on_approval`` is awaited when the session asks for an approval."""
+        from vigil.activities.record.feed import FeedItem
+
         row = await self.require_session_soon(session_id)
         feed = await self.live_feed()
         async for entry in feed.follow(row.agent_id, session_id=session_id, tokens=False):
@@ -895,6 +952,8 @@ class _VigilClientCore:
     async def follow_items(self, session_id: str) -> AsyncIterator[FeedItem]:
         """The session's recorded messages and events in the order they happened, from its
         start and then live; ends once the session has ended and all is read."""
+        from vigil.activities.record.feed import FeedItem
+
         row = await self.require_session_soon(session_id)
         feed = await self.live_feed()
         async for entry in feed.follow(row.agent_id, session_id=session_id, tokens=False):
@@ -911,6 +970,9 @@ class _VigilClientCore:
             raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
 
     async def events(self, session_id: str, kind: str | None = None) -> list[record.StoredEvent]:
+        from vigil.activities.record import store as record
+        from vigil.activities.record.rls import acting_for
+
         agent = await self.agent_of(session_id)
         if agent is None:
             return []
@@ -1149,6 +1211,7 @@ class _RecordExtras:
 
     async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncIterator[str]:
         from vigil.activities.record import reads
+        from vigil.activities.record.rls import acting_for
         from vigil.workers.inputs import export_format  # inputs imports this module
 
         fmt = export_format(fmt)
@@ -1307,4 +1370,4 @@ class VigilClient(_RecordExtras, _VigilClientCore):
     @classmethod
     async def connect(cls, settings: Settings) -> VigilClient:
         core = await _VigilClientCore.connect(settings)
-        return cls(core.settings, core.temporal, core.engine)
+        return cls(core.settings, core.temporal)

@@ -227,11 +227,19 @@ class Feed:
                 async for entry in self._live(follower, before, delivered, idle):
                     if isinstance(entry, _Resync):
                         break
+                    if isinstance(entry, StatusChange) and entry.final and session_id:
+                        # A status is read as it stands when its notification is
+                        # resolved, possibly before the notifications of the last rows
+                        # are: the record has them all once the status is final.
+                        async for item in self._catch_up(agent_id, session_id, position):
+                            if (item.kind, item.key) not in delivered:
+                                yield item
+                        yield entry
+                        return
                     if isinstance(entry, FeedItem):
+                        delivered.add((entry.kind, entry.key))
                         position = position.after(entry)
                     yield entry
-                    if isinstance(entry, StatusChange) and entry.final and session_id:
-                        return
         finally:
             self._unregister(follower)
 
@@ -272,6 +280,14 @@ class Feed:
             for item in page:
                 cursor = cursor.after(item)
                 yield item
+
+    async def approvals_before(
+        self, agent_id: str, session_id: str, cursor: FeedCursor
+    ) -> list[FeedItem]:
+        """The record before ``cursor`` that keeps a resumed reader in order
+        (``record_feed.approvals_before``)."""
+        async with acting_for(self._db, agent_id) as db:
+            return await record_feed.approvals_before(db, session_id, cursor)
 
     async def _status(self, agent_id: str, session_id: str) -> StatusChange | None:
         async with acting_for(self._db, agent_id) as db:

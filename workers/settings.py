@@ -241,9 +241,9 @@ class Settings(BaseSettings):
     @field_validator("http_allow")
     @classmethod
     def _valid_allowlist(cls, value: str) -> str:
-        from vigil.activities.tools.http_fetch import FetchPolicy
+        from vigil.activities.tools.allowlist import parse_allowlist
 
-        FetchPolicy.parse(value)  # ValueError naming the bad entry
+        parse_allowlist(value)  # ValueError naming the bad entry
         return value
 
     @property

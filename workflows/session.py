@@ -153,6 +153,7 @@ class AgentSession(HandOverWhileWaiting):
                     system_prompt=self._arg.system_prompt,
                     schedule_id=arg.schedule_id,
                     agent_version=self._c.agent_version,
+                    started_at=workflow.info().workflow_start_time,
                 ),
                 OpenSessionOutput,
                 summary="open session",

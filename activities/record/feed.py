@@ -206,6 +206,41 @@ async def items_by_id(
     return _merged(messages, events)
 
 
+async def approvals_before(db: DbSession, session_id: str, cursor: FeedCursor) -> list[FeedItem]:
+    """What a reader resuming at ``cursor`` needs to keep a decision before the result of
+    the call it approved: the last model reply with tool calls up to the cursor, and the
+    approvals asked and decided since its step (``InOrder`` is primed with them)."""
+    if cursor == FeedCursor():
+        return []
+    reply = (
+        (
+            await db.execute(
+                text(
+                    f"SELECT id, agent_id, {_MESSAGE_COLUMNS} FROM messages "
+                    "WHERE session_id = :s AND id <= :m AND role = 'assistant' "
+                    "AND tool_calls IS NOT NULL ORDER BY id DESC LIMIT 1"
+                ),
+                {"s": session_id, "m": cursor.message_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if reply is None:
+        return []
+    rows = (
+        await db.execute(
+            text(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = :s AND id <= :e "
+                "AND step >= :step AND kind IN ('approval_requested', 'approval_decided') "
+                "ORDER BY id"
+            ),
+            {"s": session_id, "e": cursor.event_id, "step": reply["step"]},
+        )
+    ).mappings()
+    return [_message_item(reply), *(_event_item(r) for r in rows)]
+
+
 @dataclass(frozen=True)
 class SessionStatusRow:
     session_id: str

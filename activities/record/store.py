@@ -105,14 +105,17 @@ async def create_session(
     status: str,
     schedule_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
 ) -> bool:
-    """Insert the session row; False when it already existed (a retry or continue-as-new)."""
+    """Insert the session row; False when it already existed (a retry or continue-as-new).
+    ``created_at``: when the session was started, if not now."""
     await ensure_agent(db, agent_id)
     stored_goal, _ = textcodec.encode(goal)
     result = await db.execute(
         text(
-            "INSERT INTO sessions (id, agent_id, goal, status, schedule_id, metadata) "
-            "VALUES (:id, :agent, :goal, :status, :schedule, CAST(:meta AS jsonb)) "
+            "INSERT INTO sessions (id, agent_id, goal, status, schedule_id, metadata, created_at) "
+            "VALUES (:id, :agent, :goal, :status, :schedule, CAST(:meta AS jsonb), "
+            "COALESCE(CAST(:created AS timestamptz), now())) "
             "ON CONFLICT (id) DO NOTHING RETURNING id"
         ),
         {
@@ -122,6 +125,7 @@ async def create_session(
             "status": status,
             "schedule": schedule_id,
             "meta": _jsonb(metadata or {}),
+            "created": created_at,
         },
     )
     return result.first() is not None

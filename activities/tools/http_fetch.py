@@ -20,7 +20,6 @@ checked the same way.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,88 +27,20 @@ from typing import Any
 
 import httpx
 
+from vigil.activities.tools.allowlist import (
+    DEFAULT_PORTS,
+    AllowEntry,
+    IPAddress,
+    canonical_address,
+    parse_allowlist,
+    unmapped,
+)
 from vigil.activities.tools.base import BuiltinContext, ToolFailed, ToolOutcome
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_REDIRECTS = 5
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Awaitable[list[str]]]
 """host name -> the addresses it resolves to (text)."""
-
-
-@dataclass(frozen=True)
-class AllowEntry:
-    host: str
-    """A lower-case name without trailing dot, an address in canonical form, or ``*``."""
-    port: int | None
-    """None: the scheme's default port only."""
-    address: IPAddress | None = None
-    """Set when ``host`` is an address."""
-
-    def permits_port(self, port: int, scheme: str) -> bool:
-        return port == (self.port if self.port is not None else DEFAULT_PORTS[scheme])
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port is None else f"{host}:{self.port}"
-
-
-def _address(text: str) -> IPAddress | None:
-    """The address ``text`` spells in canonical form (dotted quad, IPv6), else None: other
-    spellings (``2130706433``, ``0x7f000001``, ``127.1``) are names, never addresses."""
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _unmapped(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def parse_entry(raw: str) -> AllowEntry:
-    """One allowlist entry; ValueError saying what is wrong."""
-    text = raw.strip().lower()
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"bad VIGIL_HTTP_ALLOW entry {raw.strip()!r}: {why}")
-
-    if not text or any(ch in text for ch in "/@?#\\ \t"):
-        raise bad("write host or host:port (no scheme, path or credentials)")
-    port: int | None = None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise bad("missing ]")
-        if rest:
-            if not rest.startswith(":"):
-                raise bad("expected :port after ]")
-            port = _port(rest[1:], bad)
-    elif text.count(":") > 1:  # a bare IPv6 address, no port
-        host = text
-    elif ":" in text:
-        host, _, port_text = text.rpartition(":")
-        port = _port(port_text, bad)
-    else:
-        host = text
-    host = host.rstrip(".")
-    if not host:
-        raise bad("no host")
-    address = _address(host)
-    if text.startswith("[") and not isinstance(address, ipaddress.IPv6Address):
-        raise bad("brackets hold an IPv6 address")
-    if address is None and ":" in host:
-        raise bad("not an IPv6 address")
-    return AllowEntry(str(address) if address is not None else host, port, address)
-
-
-def _port(text: str, bad: Callable[[str], ValueError]) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise bad(f"port {text!r} is not a number from 1 to 65535")
-    return int(text)
 
 
 def _kind(ip: IPAddress) -> str:
@@ -134,8 +65,7 @@ class FetchPolicy:
 
     @classmethod
     def parse(cls, allow: str | Iterable[str]) -> FetchPolicy:
-        items = allow.split(",") if isinstance(allow, str) else allow
-        return cls(tuple(parse_entry(item) for item in items if item.strip()))
+        return cls(parse_allowlist(allow))
 
     def check_url(self, url: httpx.URL) -> tuple[str, int]:
         """(host, port) of a URL the allowlist names by host and port; ToolFailed if not."""
@@ -147,7 +77,7 @@ class FetchPolicy:
         if url.userinfo:
             raise ToolFailed("URLs with a user name or password are refused")
         host = url.host.rstrip(".").lower()
-        address = _address(host)
+        address = canonical_address(host)
         if address is not None:
             host = str(address)
         port = url.port or DEFAULT_PORTS[scheme]
@@ -165,14 +95,14 @@ class FetchPolicy:
 
     def address_error(self, host: str, address: str, port: int, scheme: str) -> str | None:
         """None when a connection to ``address`` (which ``host`` resolved to) may be made."""
-        ip = _address(address.split("%", 1)[0])
+        ip = canonical_address(address.split("%", 1)[0])
         if ip is None:
             return f"{host} resolved to {address!r}, which is not an address"
-        ip = _unmapped(ip)
+        ip = unmapped(ip)
         if _public(ip):
             return None
         for e in self.entries:
-            named = e.address is not None and _unmapped(e.address) == ip
+            named = e.address is not None and unmapped(e.address) == ip
             if named and e.permits_port(port, scheme):
                 return None
         entry = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
@@ -204,7 +134,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         host, port = self.policy.check_url(url)
-        addresses = [host] if _address(host) is not None else await self.resolve(host)
+        addresses = [host] if canonical_address(host) is not None else await self.resolve(host)
         permitted: list[str] = []
         refusals: list[str] = []
         for address in addresses:

@@ -163,6 +163,48 @@ async def test_a_dropped_connection_resumes_with_no_gap_and_no_duplicate(
     assert second.events[-1].event == "end"
 
 
+async def test_a_decision_comes_before_the_result_of_the_call_it_approved(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """The session writes a decision with its next record, after the tool ran: the stream
+    still gives it first, live and from the record, and resuming at any id loses nothing."""
+    stub.enqueue(Reply.tool_call("recall", {"query": "x"}), Reply.text("approved, done"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        path = f"/v1/sessions/{handle.id}/stream"
+        async with http(api, reader) as h:
+            reading = asyncio.create_task(read_sse(h, path))
+            await approval_pending(handle, sessionmaker)  # type: ignore[arg-type]
+            await until(lambda: followers(api) >= 1, what="the stream follows")
+            await approve(handle)
+            live = await reading
+            whole = await read_sse(h, path)  # the session has ended: all from the record
+            resumed = [await read_sse(h, path, last_event_id=e.id) for e in recorded(whole.events)]
+    written = [e.kind for e in await events(sessionmaker, handle.id)]
+    assert "approval_decided" in written
+
+    def keys(evs: list[SseEvent]) -> list[tuple[str, object]]:
+        return [(e.event, e.data.get("seq", e.data.get("key"))) for e in recorded(evs)]
+
+    for read in (live, whole):
+        items = recorded(read.events)
+        decided = next(n for n, e in enumerate(items) if e.data.get("kind") == "approval_decided")
+        result = next(n for n, e in enumerate(items) if e.data.get("role") == "tool")
+        assert decided < result, keys(read.events)
+        assert read.events[-1].event == "end"
+    assert keys(live.events) == keys(whole.events)
+    for n, again in enumerate(resumed):
+        # Everything after the id resumed from comes again; an item sent before an
+        # earlier-written one may come twice, never not at all.
+        assert set(keys(whole.events)[n + 1 :]) <= set(keys(again.events)), n
+
+
 async def test_an_agent_stream_carries_its_sessions(
     api: ApiServer,
     reader: str,

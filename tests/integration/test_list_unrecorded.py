@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
 
-from tests.support.sessions import start
+from tests.support.sessions import running_worker, start
 from vigil.activities.record import sessions as session_reads
 from vigil.activities.record import store
 from vigil.schema.payloads import StartSessionInput
@@ -70,3 +71,27 @@ async def test_unrecorded_sessions_cost_one_record_query(settings: Settings) -> 
         for handle in handles:
             await handle.terminate("test over")
         await vigil.close()
+
+
+async def test_a_session_picked_up_late_keeps_the_time_it_was_started(
+    settings: Settings, client: Client, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """Its row is written when a worker first runs it, but says when it was started: the
+    `list` line of a session does not jump once a worker comes."""
+    queue = f"tq-late-{uuid.uuid4().hex[:8]}"
+    arg = StartSessionInput(agent_id=f"agent-late-{uuid.uuid4().hex[:8]}", goal="wait")
+    handle = await start(client, queue, arg)
+    started = (await handle.describe()).start_time
+    await asyncio.sleep(2)  # nobody polls the queue yet
+    try:
+        async with running_worker(client, settings, queue):
+            for _ in range(150):
+                async with sessionmaker() as db:
+                    row = await store.get_session(db, handle.id)
+                if row is not None:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        await handle.terminate("test over")
+    assert row is not None
+    assert abs(row.created_at - started) < timedelta(milliseconds=5), (row.created_at, started)

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vigil.activities.record.feed import FeedItem
-from vigil.activities.record.order import action_at
+from vigil.activities.record.order import InOrder, action_at
 from vigil.activities.record.store import StoredMessage
 from vigil.schema import event_kinds
-from vigil.workers.cli.follow import InOrder
 
 T0 = datetime(2026, 12, 1, 4, 1, 0, tzinfo=UTC)
 

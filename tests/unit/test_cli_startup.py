@@ -87,3 +87,6 @@ def test_a_control_command_imports_the_client_and_no_more(tmp_path: Path) -> Non
     assert code == 3  # nothing to reach: the client was built and tried
     assert "vigil.workers.client" in modules and "temporalio.client" in modules
     assert _under(modules, *NEVER, *UNTRACED) == []
+    # Temporal alone carries a control: the record's SQLAlchemy and the tools' HTTP
+    # client are imported by the commands that read the record or fetch.
+    assert _under(modules, "sqlalchemy", "httpx", "vigil.activities.record") == []

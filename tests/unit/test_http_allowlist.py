@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from vigil.activities.tools.allowlist import parse_entry
 from vigil.activities.tools.base import ToolFailed
-from vigil.activities.tools.http_fetch import FetchPolicy, parse_entry
+from vigil.activities.tools.http_fetch import FetchPolicy
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,13 @@ the record). Event types:
   ``approval_requested`` is sent as ``approval_requested``), each with an ``id:``, the
   stream position after it. Reconnecting with ``Last-Event-ID`` resumes exactly there:
   nothing lost, nothing repeated.
+
+A session's stream is in the order things happened: an approval's decision (which the
+session writes with its next record, after the tool ran) comes before the result of the
+tool call it approved, the result held back until the decision is read. When that puts an
+item before an earlier-written one, its ``id:`` stays at the position before the
+earlier-written one (resuming there repeats, never loses; ``seq`` and ``key`` tell a
+repeat). An agent's stream, which interleaves sessions, is in write order.
 - ``status``: where the session stands (first on connecting, then on every change).
 - ``token``: the model's text as it is generated; ephemeral, never replayed on resume
   (``attempt`` grows when a call is retried: drop the tokens of the earlier attempt).
@@ -27,6 +34,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from vigil.activities.record.feed import FeedCursor, FeedItem
+from vigil.activities.record.order import InOrder
 from vigil.workers.api.auth import Reader, check_agent
 from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
@@ -71,17 +79,47 @@ def _cursor(value: str | None) -> FeedCursor:
         raise ApiError(422, INVALID, f"Last-Event-ID: {exc}") from None
 
 
-async def _sse(entries: AsyncIterator[FeedEntry], start: FeedCursor) -> AsyncIterator[str]:
+def _resumable(position: FeedCursor, rest: list[FeedItem]) -> FeedCursor:
+    """``position``, kept below every item still to be sent (a resume must send them)."""
+    message_id, event_id = position.message_id, position.event_id
+    for item in rest:
+        if item.kind == "message":
+            message_id = min(message_id, item.key - 1)
+        else:
+            event_id = min(event_id, item.key - 1)
+    return FeedCursor(message_id, event_id)
+
+
+async def _sse(
+    entries: AsyncIterator[FeedEntry], start: FeedCursor, *, in_order: list[FeedItem] | None = None
+) -> AsyncIterator[str]:
+    """The frames of ``entries``; with ``in_order`` (the items before ``start`` that it
+    needs, see ``approvals_before``), a decision before the result it approved."""
     position = start
     last: StatusChange | None = None
+    order: InOrder | None = None
+    if in_order is not None:
+        order = InOrder()
+        order.prime(in_order)
+
+    def frames(items: list[FeedItem]) -> list[str]:
+        nonlocal position
+        out: list[str] = []
+        held = order.held if order is not None else []
+        for n, item in enumerate(items):
+            position = position.after(item)
+            kind = "approval_requested" if item.event_kind == "approval_requested" else item.kind
+            resume = _resumable(position, [*items[n + 1 :], *held])
+            out.append(_frame(kind, item.data, resume.text()))
+        return out
+
     yield f"retry: {RETRY_MS}\n\n"
     async for entry in entries:
         if isinstance(entry, Idle):
             yield ": keepalive\n\n"
         elif isinstance(entry, FeedItem):
-            position = position.after(entry)
-            kind = "approval_requested" if entry.event_kind == "approval_requested" else entry.kind
-            yield _frame(kind, entry.data, position.text())
+            for frame in frames(order.take(entry) if order is not None else [entry]):
+                yield frame
         elif isinstance(entry, Token):
             yield _frame(
                 "token",
@@ -99,6 +137,9 @@ async def _sse(entries: AsyncIterator[FeedEntry], start: FeedCursor) -> AsyncIte
                 "status",
                 {"session_id": entry.session_id, "status": entry.status, "step": entry.step},
             )
+    if order is not None:
+        for frame in frames(order.rest()):  # a decision that never came
+            yield frame
     if last is not None and last.final:
         # A session's stream ends only once it has ended and all it recorded was sent.
         yield _frame(
@@ -140,8 +181,9 @@ async def session_stream(
         raise UnknownSession(f"no session with id {session_id!r}")  # never says whose
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
+    before = await feed.approvals_before(agent, session_id, start)
     entries = feed.follow(agent, session_id=session_id, cursor=start, tokens=tokens, idle=heartbeat)
-    return _streaming(_sse(entries, start))
+    return _streaming(_sse(entries, start, in_order=before))
 
 
 @router.get(

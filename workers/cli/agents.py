@@ -65,8 +65,9 @@ def apply(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate every file, then store each changed definition as a new version (its MCP
-    servers are started once to list their tools)."""
+    """Validate every file, then store each changed definition as a new version.
+
+    The MCP servers a definition names are started once to list their tools."""
 
     from vigil.workers.agents import apply_files
 

@@ -40,8 +40,9 @@ def artifact_get(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download an artifact of a session (checksum verified) into a file named after it,
-    or -o FILE, or -o - for standard output."""
+    """Download an artifact of a session, its checksum verified.
+
+    Written to a file named after it, or to -o FILE, or with -o - to standard output."""
     import sys
     from pathlib import Path
 

@@ -172,8 +172,9 @@ def say(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send the agent a message (it lands before its next step); TEXT `-` reads it from
-    standard input."""
+    """Send the agent a message (it lands before its next step).
+
+    TEXT `-` reads the message from standard input."""
     from vigil.schema.payloads import MessageInput
 
     if text_ == "-":
@@ -240,8 +241,9 @@ def cancel(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cancel a session (Temporal's cancel, carrying who and why; the record says
-    cancelled)."""
+    """Cancel a session: Temporal's cancel, carrying who and why.
+
+    The record then says cancelled, with --by and --reason."""
     from vigil.schema.payloads import PauseInput
 
     who = check(PauseInput(by=by or by_default(), reason=reason))  # the same limits

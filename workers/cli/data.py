@@ -306,8 +306,10 @@ def reconcile(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Mark sessions whose workflow was terminated, timed out or deleted in Temporal as
-    ended, and record why (workers run this every VIGIL_RECONCILE_SECONDS too)."""
+    """Mark sessions whose workflow ended outside vigil as ended, and record why.
+
+    A workflow terminated, timed out or deleted in Temporal never wrote its own end.
+    Workers run this every VIGIL_RECONCILE_SECONDS too."""
 
     async def go(client: VigilClient) -> None:
         done = await client.reconcile(session_ids or None)

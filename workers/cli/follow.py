@@ -5,10 +5,10 @@ who cancelled), in the order they happened, as text or as JSON Lines.
 Everything comes from the record through the live feed (workers/feed.py): the catch-up
 from the session's start, then live, in one order: the order things happened, a queued
 human action (an approval's decision, a pause) at its own time, and a decision before the
-result of the tool call it approved (``InOrder``). Each JSON line has a ``type``:
-``message``, ``approval`` (an approval asked for, with the commands that answer it while
-it is pending) or ``event`` (the export's event line: kind, step, actor, reason, payload,
-``created_at`` when written and ``at`` when done).
+result of the tool call it approved (``InOrder`` in activities/record/order.py). Each
+JSON line has a ``type``: ``message``, ``approval`` (an approval asked for, with the
+commands that answer it while it is pending) or ``event`` (the export's event line: kind,
+step, actor, reason, payload, ``created_at`` when written and ``at`` when done).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from vigil.activities.record.order import action_at_text, item_at
+from vigil.activities.record.order import action_at_text
 from vigil.schema import event_kinds
 from vigil.schema.transcript import short_json
 from vigil.workers.cli.common import out, when
@@ -124,96 +124,6 @@ def print_event(data: dict[str, Any], as_json: bool) -> None:
     # Set apart from the reason, which may end in any word ("lunch step 2" misleads).
     where = f"(step {data.get('step')}, {stamp})"
     out.print(f"[bold blue]— {escape(event_text(data))}[/] [dim]{where}[/]")
-
-
-HOLD_LIMIT = 1000
-"""Items held back waiting for a decision, at most (then shown as they came)."""
-
-
-class InOrder:
-    """Puts an approval's decision before the result of the tool call it approved.
-
-    The workflow writes a decision with the session's next record, after the tool already
-    ran, so a live follower reads the tool's result first. A tool result whose call asked
-    for approval, with no decision read yet, is held back with everything after it until
-    the decision comes (in the very next record); then all of it is shown in the order it
-    happened. The catch-up from the record is in that order already (it sorts by when
-    things happened), so nothing waits there.
-    """
-
-    def __init__(self) -> None:
-        self._approval_of: dict[str, str] = {}  # tool call id -> approval id
-        self._asked: set[str] = set()
-        self._decided: set[str] = set()
-        self._held: list[FeedItem] = []
-        self._awaited: str | None = None
-
-    def take(self, item: FeedItem) -> list[FeedItem]:
-        """What to show now that ``item`` was read (maybe nothing yet)."""
-        self._note(item)
-        if self._held:
-            self._held.append(item)
-            if self._awaited in self._decided or len(self._held) > HOLD_LIMIT:
-                return self._release()
-            return []
-        awaited = self._awaits(item)
-        if awaited is not None:
-            self._held, self._awaited = [item], awaited
-            return []
-        return [item]
-
-    def rest(self) -> list[FeedItem]:
-        """What is still held when the feed ends (a decision that never came)."""
-        held, self._held, self._awaited = self._held, [], None
-        return held
-
-    def _note(self, item: FeedItem) -> None:
-        msg = item.message
-        if msg is not None and msg.role == "assistant":
-            for index, call in enumerate(msg.tool_calls or []):
-                self._approval_of[str(call.get("id"))] = f"a{msg.step}-{index}"
-        kind = event_kinds.canonical(item.event_kind or "")
-        approval_id = str((item.data.get("payload") or {}).get("approval_id", ""))
-        if kind == event_kinds.APPROVAL_REQUESTED:
-            self._asked.add(approval_id)
-        elif kind == event_kinds.APPROVAL_DECIDED:
-            self._decided.add(approval_id)
-
-    def _awaits(self, item: FeedItem) -> str | None:
-        """The approval a tool result waits to be shown after (None: none)."""
-        msg = item.message
-        if msg is None or msg.role != "tool" or msg.tool_call_id is None:
-            return None
-        approval_id = self._approval_of.get(msg.tool_call_id)
-        if approval_id in self._asked and approval_id not in self._decided:
-            return approval_id
-        return None
-
-    def _release(self) -> list[FeedItem]:
-        awaited = self._awaited
-        held = self.rest()
-
-        def place(item: FeedItem) -> tuple[datetime, int]:
-            at = _happened(item)
-            payload = item.data.get("payload") or {}
-            if (
-                event_kinds.canonical(item.event_kind or "") == event_kinds.APPROVAL_DECIDED
-                and str(payload.get("approval_id")) == awaited
-            ):
-                return min(at, first), 0  # at the latest, just before the result it approved
-            return at, 1
-
-        # In the order things happened (a stable sort: otherwise as they were read).
-        first = _happened(held[0])
-        held.sort(key=place)
-        shown: list[FeedItem] = []
-        for item in held:  # a released tool result may wait for its own decision
-            shown.extend(self.take(item))
-        return shown
-
-
-def _happened(item: FeedItem) -> datetime:
-    return item_at(item.kind == "event", item.data)
 
 
 class Approvals:

@@ -76,9 +76,10 @@ def memory_reindex(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-embed an agent's memories with another embedder, online: recall keeps the old
-    vectors until the new ones are complete, then switches at once. Run it again to
-    continue after an interruption."""
+    """Re-embed an agent's memories with another embedder, online.
+
+    Recall keeps the old vectors until the new ones are complete, then switches at once.
+    Run it again to continue after an interruption."""
     if embedder not in EMBEDDERS:
         fail(f"unknown embedder {embedder!r}; one of {', '.join(EMBEDDERS)}", EXIT_USAGE)
 

@@ -31,8 +31,9 @@ def codec_server(
     port: Annotated[int | None, typer.Option(help="Port (VIGIL_CODEC_PORT).")] = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Serve Temporal's codec protocol so Temporal UI and `temporal --codec-endpoint` can show
-    an operator with the access token decrypted payloads."""
+    """Serve Temporal's codec protocol: decrypted payloads for Temporal UI and the CLI.
+
+    Temporal UI and `temporal --codec-endpoint` show them to an operator with the token."""
     from vigil.workers.codec import PayloadKeyError
     from vigil.workers.codec_server import serve
 

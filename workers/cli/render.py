@@ -46,12 +46,13 @@ def message_dict(msg: Any) -> dict[str, Any]:
 async def follow_session(client: VigilClient, session_id: str, as_json: bool) -> None:
     """Messages and the events a person cares about, in the order they happened (see
     workers/cli/follow.py), until the session ends."""
+    from vigil.activities.record.order import InOrder
     from vigil.schema import event_kinds
     from vigil.workers.cli import follow
 
     await client.require_session_soon(session_id)
     approvals = follow.Approvals(client, session_id)
-    in_order = follow.InOrder()  # a decision before the tool result it approved
+    in_order = InOrder()  # a decision before the tool result it approved
 
     async def show(item: FeedItem) -> None:
         if not follow.shown(item):

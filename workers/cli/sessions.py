@@ -69,8 +69,9 @@ def start(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a session of an agent's definition (the options override it); prints its id
-    and Temporal UI link."""
+    """Start a session of an agent; prints its id and Temporal UI link.
+
+    The agent's definition gives its settings; the options override them."""
     from vigil.schema.limits import start_error
     from vigil.schema.payloads import ToolPolicy
 
@@ -304,8 +305,9 @@ def history(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Temporal's event history of a session: what it did and who acted (--all: every
-    event; --json always holds every event)."""
+    """Temporal's event history of a session: what it did and who acted.
+
+    Summarised for people; --all shows every event, and --json always holds every event."""
 
     async def go(client: VigilClient) -> None:
         lines = await client.history(session_id)

@@ -114,8 +114,10 @@ def stack_rotate_key(state_dir: StateOpt = None) -> None:
 
 @stack_app.command("env")
 def stack_env(state_dir: StateOpt = None) -> None:
-    """Shell exports that make the plain `temporal` CLI reach this stack:
-    `eval "$(vigil stack env)"` (PATH with the cached binary, address, namespace, codec)."""
+    """Shell exports that make the plain `temporal` CLI reach this stack.
+
+    `eval "$(vigil stack env)"` puts the cached binary on PATH and sets the address,
+    namespace and codec."""
     import shlex
     import shutil
 
@@ -154,8 +156,9 @@ def stack_env(state_dir: StateOpt = None) -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def stack_psql(ctx: typer.Context, state_dir: StateOpt = None) -> None:
-    """psql on the stack's database (the psql of the embedded PostgreSQL, else the one on
-    PATH); other arguments pass on: `vigil stack psql -c 'SELECT ...'`."""
+    """psql on the stack's database; other arguments pass on.
+
+    The embedded PostgreSQL's psql, else the one on PATH: `vigil stack psql -c 'SELECT 1'`."""
     import os
     from urllib.parse import unquote, urlsplit, urlunsplit
 
