@@ -54,9 +54,15 @@ class InOrder:
     for approval, with no decision read yet, is held back with everything after it until
     the decision comes (in the very next record); then all of it is shown in the order it
     happened. The catch-up from the record (in write order) goes through it the same way.
+
+    With ``events_flow`` (a resumable stream, whose position is the last message id and
+    the last event id given out) only messages are held: events are given out as they
+    are read, the decision with them, and the held messages once it came, each kind in
+    the order it was written, so a reader's position never passes an item not yet given.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, events_flow: bool = False) -> None:
+        self._events_flow = events_flow
         self._approval_of: dict[str, str] = {}  # tool call id -> approval id
         self._asked: set[str] = set()
         self._decided: set[str] = set()
@@ -66,8 +72,14 @@ class InOrder:
     def take(self, item: FeedItem) -> list[FeedItem]:
         """What to show now that ``item`` was read (maybe nothing yet)."""
         self._note(item)
+        if self._held and self._events_flow and item.kind == "event":
+            if self._awaited in self._decided:
+                return [item, *self._release_as_read()]
+            return [item]
         if self._held:
             self._held.append(item)
+            if self._events_flow and len(self._held) > HOLD_LIMIT:
+                return self._release_as_read()
             if self._awaited in self._decided or len(self._held) > HOLD_LIMIT:
                 return self._release()
             return []
@@ -82,11 +94,6 @@ class InOrder:
         last model reply and the approvals asked and decided since."""
         for item in seen:
             self._note(item)
-
-    @property
-    def held(self) -> list[FeedItem]:
-        """What is held back now (read, not yet given out)."""
-        return list(self._held)
 
     def rest(self) -> list[FeedItem]:
         """What is still held when the feed ends (a decision that never came)."""
@@ -114,6 +121,12 @@ class InOrder:
         if approval_id in self._asked and approval_id not in self._decided:
             return approval_id
         return None
+
+    def _release_as_read(self) -> list[FeedItem]:
+        shown: list[FeedItem] = []
+        for item in self.rest():  # a released tool result may wait for its own decision
+            shown.extend(self.take(item))
+        return shown
 
     def _release(self) -> list[FeedItem]:
         awaited = self._awaited

@@ -173,7 +173,8 @@ async def test_a_decision_comes_before_the_result_of_the_call_it_approved(
     stub: LLMStub,
 ) -> None:
     """The session writes a decision with its next record, after the tool ran: the stream
-    still gives it first, live and from the record, and resuming at any id loses nothing."""
+    still gives it first, live and from the record, with ids that move forward one item
+    at a time, and resuming at any id continues exactly there."""
     stub.enqueue(Reply.tool_call("recall", {"query": "x"}), Reply.text("approved, done"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await begin(client, task_queue, sessionmaker, policy=GATED)
@@ -199,10 +200,11 @@ async def test_a_decision_comes_before_the_result_of_the_call_it_approved(
         assert decided < result, keys(read.events)
         assert read.events[-1].event == "end"
     assert keys(live.events) == keys(whole.events)
+    cursors = [FeedCursor.parse(e.id) for e in recorded(whole.events)]
+    assert len(set(cursors)) == len(cursors)
+    assert all(a < b for a, b in itertools.pairwise(cursors))
     for n, again in enumerate(resumed):
-        # Everything after the id resumed from comes again; an item sent before an
-        # earlier-written one may come twice, never not at all.
-        assert set(keys(whole.events)[n + 1 :]) <= set(keys(again.events)), n
+        assert keys(again.events) == keys(whole.events)[n + 1 :], n
 
 
 async def test_an_agent_stream_carries_its_sessions(

@@ -100,3 +100,30 @@ def test_a_decision_read_first_holds_nothing_and_the_end_releases_what_waits() -
     shown = [s for item in read for s in order.take(item)]
     assert names(shown) == names(read[:5])
     assert names(order.rest()) == ["tool", "assistant"]
+
+
+def test_with_events_flowing_each_kind_keeps_its_written_order() -> None:
+    """A resumable stream holds only messages: the same record as above gives the events
+    as read and the held messages after the decision, ids rising within each kind."""
+    order = InOrder(events_flow=True)
+    calls = [{"id": "c0", "name": "http_fetch", "arguments": "{}"}]
+    read = [
+        message(1, "assistant", 0, tool_calls=calls),
+        event(1, event_kinds.APPROVAL_REQUESTED, 1, approval_id="a1-0"),
+        message(2, "tool", 5, tool_call_id="c0"),
+        event(2, event_kinds.TOOL_CALL, 5),
+        message(3, "user", 6),
+        event(3, event_kinds.APPROVAL_DECIDED, 6, approval_id="a1-0", at=at(3).isoformat()),
+        message(4, "assistant", 7),
+    ]
+    shown = [s for item in read for s in order.take(item)]
+    assert [(s.kind, s.key) for s in shown] == [
+        ("message", 1),
+        ("event", 1),
+        ("event", 2),
+        ("event", 3),
+        ("message", 2),
+        ("message", 3),
+        ("message", 4),
+    ]
+    assert order.rest() == []

@@ -8,12 +8,12 @@ the record). Event types:
   stream position after it. Reconnecting with ``Last-Event-ID`` resumes exactly there:
   nothing lost, nothing repeated.
 
-A session's stream is in the order things happened: an approval's decision (which the
-session writes with its next record, after the tool ran) comes before the result of the
-tool call it approved, the result held back until the decision is read. When that puts an
-item before an earlier-written one, its ``id:`` stays at the position before the
-earlier-written one (resuming there repeats, never loses; ``seq`` and ``key`` tell a
-repeat). An agent's stream, which interleaves sessions, is in write order.
+A session's stream gives an approval's decision (which the session writes with its next
+record, after the tool ran) before the result of the tool call it approved: the messages
+from that result on are held back until the decision is read, while events go on as they
+are written. Messages stay in the order they were written, and events too, so every id
+is a position a resume continues from exactly. An agent's stream, which interleaves
+sessions, is in write order.
 - ``status``: where the session stands (first on connecting, then on every change).
 - ``token``: the model's text as it is generated; ephemeral, never replayed on resume
   (``attempt`` grows when a call is retried: drop the tokens of the earlier attempt).
@@ -79,17 +79,6 @@ def _cursor(value: str | None) -> FeedCursor:
         raise ApiError(422, INVALID, f"Last-Event-ID: {exc}") from None
 
 
-def _resumable(position: FeedCursor, rest: list[FeedItem]) -> FeedCursor:
-    """``position``, kept below every item still to be sent (a resume must send them)."""
-    message_id, event_id = position.message_id, position.event_id
-    for item in rest:
-        if item.kind == "message":
-            message_id = min(message_id, item.key - 1)
-        else:
-            event_id = min(event_id, item.key - 1)
-    return FeedCursor(message_id, event_id)
-
-
 async def _sse(
     entries: AsyncIterator[FeedEntry], start: FeedCursor, *, in_order: list[FeedItem] | None = None
 ) -> AsyncIterator[str]:
@@ -99,18 +88,16 @@ async def _sse(
     last: StatusChange | None = None
     order: InOrder | None = None
     if in_order is not None:
-        order = InOrder()
+        order = InOrder(events_flow=True)
         order.prime(in_order)
 
     def frames(items: list[FeedItem]) -> list[str]:
         nonlocal position
         out: list[str] = []
-        held = order.held if order is not None else []
-        for n, item in enumerate(items):
+        for item in items:
             position = position.after(item)
             kind = "approval_requested" if item.event_kind == "approval_requested" else item.kind
-            resume = _resumable(position, [*items[n + 1 :], *held])
-            out.append(_frame(kind, item.data, resume.text()))
+            out.append(_frame(kind, item.data, position.text()))
         return out
 
     yield f"retry: {RETRY_MS}\n\n"
