@@ -188,7 +188,8 @@ async def _timeline(
     pending = await anext(events, None)
     async for page in _pages(db, session_id, page_size):
         for message in page:
-            while pending is not None and pending.at <= message.created_at:
+            # An event written with this message (the same time) comes after it.
+            while pending is not None and pending.at < message.created_at:
                 yield pending
                 pending = await anext(events, None)
             yield message

@@ -50,6 +50,7 @@ def test_decision_before_its_tool_result_and_actions_by_their_own_time(cli: CLIS
     assert code == 0, stderr
     *items, end = [json.loads(ln) for ln in lines]
     assert end["status"] == "completed", end
+    assert end["type"] == "end", end  # every line has a type
 
     # follow --json, live: the decision, then the tool's result.
     order = [_said(i) for i in items]
@@ -74,10 +75,16 @@ def test_decision_before_its_tool_result_and_actions_by_their_own_time(cli: CLIS
     assert exported.returncode == 0, explain(exported)
     order = [_said(json.loads(ln)) for ln in exported.stdout.splitlines()]
     assert order.index("approval_decided") < order.index("message:tool"), order
+    # The end comes after the last messages, which are written with it.
+    last_message = max(n for n, said in enumerate(order) if said.startswith("message:"))
+    assert order.index("session_ended") > last_message, order
     markdown = cli.vigil("export", sid, "--format", "md")
     assert markdown.returncode == 0, explain(markdown)
     decided = markdown.stdout.find("**approval decided** by **ana**")
     assert 0 <= decided < markdown.stdout.find("tool result `http_fetch`"), markdown.stdout
+    assert markdown.stdout.rfind("### ") < markdown.stdout.find("**session ended**"), (
+        markdown.stdout
+    )
 
     # The view: each action at its own time, so ORDER BY at is the order they were done.
     rows = query(

@@ -7,8 +7,9 @@ from the session's start, then live, in one order: the order things happened, a 
 human action (an approval's decision, a pause) at its own time, and a decision before the
 result of the tool call it approved (``InOrder`` in activities/record/order.py). Each
 JSON line has a ``type``: ``message``, ``approval`` (an approval asked for, with the
-commands that answer it while it is pending) or ``event`` (the export's event line: kind,
-step, actor, reason, payload, ``created_at`` when written and ``at`` when done).
+commands that answer it while it is pending), ``event`` (the export's event line: kind,
+step, actor, reason, payload, ``created_at`` when written and ``at`` when done) or, last,
+``end`` (the session's status, summary and steps).
 """
 
 from __future__ import annotations

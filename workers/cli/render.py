@@ -86,7 +86,13 @@ async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None
     if as_json:  # one line, so `follow --json` prints JSON Lines throughout
         out.print_json(
             json.dumps(
-                {"id": session_id, "status": row.status, "summary": row.summary, "steps": row.step}
+                {
+                    "type": "end",
+                    "id": session_id,
+                    "status": row.status,
+                    "summary": row.summary,
+                    "steps": row.step,
+                }
             ),
             indent=None,
         )
