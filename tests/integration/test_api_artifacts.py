@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import text
 
 from tests.support.api import ApiServer, running_api
 from vigil.activities.record.store import create_session
@@ -32,6 +33,23 @@ def api(request: pytest.FixtureRequest, settings: Settings) -> Iterator[ApiServe
     )
     with running_api(local) as server:
         yield server
+
+
+def with_mime(settings: Settings, sha256: str, mime: str) -> None:
+    async def go() -> None:
+        url = settings.endpoints().database_url
+        assert url is not None
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                await db.execute(
+                    text("UPDATE artifacts SET mime_type = :m WHERE sha256 = :s"),
+                    {"m": mime, "s": sha256},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
 
 
 def new_session(settings: Settings) -> tuple[str, str]:
@@ -97,6 +115,16 @@ def test_upload_list_download_and_ranges(api: ApiServer) -> None:
             assert part.content == DATA[first : last + 1], header
             assert part.headers["content-range"] == f"bytes {first}-{last}/{n}"
             assert part.headers["content-length"] == str(last - first + 1)
+
+        # A media type with parameters (as the write_artifact tool stores it) is served
+        # as stored, whole and in part.
+        notes = b"plain words " + os.urandom(8).hex().encode()
+        put = http.put(url(session, "notes.txt"), content=notes)
+        assert put.status_code == 201, put.text
+        with_mime(api.settings, hashlib.sha256(notes).hexdigest(), "text/plain; charset=utf-8")
+        for headers in ({}, {"Range": "bytes=0-4"}):
+            got = http.get(url(session, "notes.txt"), headers=headers)
+            assert got.headers["content-type"].startswith("text/plain"), got.headers
 
         for header in (f"bytes={n}-", "bytes=-0", f"bytes={n + 5}-{n + 9}"):
             past = http.get(url(session, "reports/out.bin"), headers={"Range": header})

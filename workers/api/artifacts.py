@@ -45,7 +45,10 @@ ArtifactName = Annotated[
         description="The artifact's name (may hold slashes; it is a label, never a path)",
     ),
 ]
-_MIME = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}$")
+_MIME_WORD = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
+_MIME = re.compile(rf"^{_MIME_WORD}/{_MIME_WORD}(\s*;\s*{_MIME_WORD}={_MIME_WORD})*$")
+"""A media type sent back as stored, parameters (``; charset=utf-8``) included; anything
+else (quotes, line breaks) is served as DEFAULT_MIME."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 
