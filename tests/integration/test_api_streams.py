@@ -207,6 +207,22 @@ async def test_a_decision_comes_before_the_result_of_the_call_it_approved(
         assert keys(again.events) == keys(whole.events)[n + 1 :], n
 
 
+async def test_a_session_no_worker_picked_up_is_said_to_wait_not_unknown(
+    api: ApiServer, reader: str, client: Client
+) -> None:
+    queue = f"tq-nobody-{uuid.uuid4().hex[:8]}"
+    handle = await start(client, queue, session_input(agent_id=f"streams-{uuid.uuid4().hex[:8]}"))
+    try:
+        async with http(api, reader) as h:
+            waiting = await h.get(f"/v1/sessions/{handle.id}/stream")
+            unknown = await h.get(f"/v1/sessions/no-such-{uuid.uuid4().hex}/stream")
+    finally:
+        await handle.terminate("test over")
+    assert waiting.status_code == 409, waiting.text
+    assert waiting.json()["error"]["code"] == "no_worker"
+    assert unknown.status_code == 404, unknown.text
+
+
 async def test_an_agent_stream_carries_its_sessions(
     api: ApiServer,
     reader: str,

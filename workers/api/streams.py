@@ -164,7 +164,11 @@ async def session_stream(
     client: VigilClient = request.app.state.client
     start = _cursor(last_event_id)
     agent = await client.agent_of(session_id)
-    if agent is None or not who.sees_agent(agent):
+    if agent is None:
+        # Not recorded: a session Temporal runs that no worker picked up yet says so
+        # (409 no_worker, as its page does), an unknown id 404.
+        agent = (await client.require_session(session_id)).agent_id
+    if not who.sees_agent(agent):
         raise UnknownSession(f"no session with id {session_id!r}")  # never says whose
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
