@@ -540,8 +540,9 @@ class _VigilClientCore:
             raise VigilError(f"Temporal refused: {exc.message}") from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             raise Unreachable(
-                f"session {session_id} did not answer in time; its worker may be busy or "
-                "gone: try again, or send it with --signal"
+                f"session {session_id} did not answer in time (its worker may be busy or "
+                "gone); Temporal may still hand it the request when a worker runs it: check "
+                f"`vigil show {session_id}` before sending it again"
             ) from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
