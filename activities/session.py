@@ -541,7 +541,7 @@ class SessionActivities:
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            await record.append_messages(
+            _, fresh = await record.append_record(
                 db,
                 arg.session_id,
                 arg.agent_id,
@@ -554,11 +554,6 @@ class SessionActivities:
                         tool_calls=calls or None,
                     )
                 ],
-            )
-            fresh = await record.record_events(
-                db,
-                arg.session_id,
-                arg.agent_id,
                 [
                     record.NewEvent(
                         key=f"model:{arg.step}",
@@ -719,7 +714,7 @@ class SessionActivities:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            await record.append_messages(
+            await record.append_record(
                 db,
                 arg.session_id,
                 arg.agent_id,
@@ -733,11 +728,6 @@ class SessionActivities:
                         tool_call_id=call_id,
                     )
                 ],
-            )
-            await record.record_events(
-                db,
-                arg.session_id,
-                arg.agent_id,
                 [
                     record.NewEvent(
                         key=key, kind=event_kinds.TOOL_CALL, step=arg.step, payload=payload
