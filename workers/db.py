@@ -58,7 +58,7 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SE
     use moments ago that died since fails its statement: SQLAlchemy then invalidates the
     whole pool and the error is a transient one (``is_transient_db_error``), retried.
 
-    The ping is one empty query over asyncpg's simple protocol: one round trip, where
+    The ping is one ``SELECT 1`` over asyncpg's simple protocol: one round trip, where
     SQLAlchemy's ``pool_pre_ping`` on asyncpg sends three (BEGIN, the ping, ROLLBACK).
     """
     pool = engine.sync_engine.pool
@@ -77,7 +77,7 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SE
         try:
             driver = getattr(dbapi_connection, "driver_connection", None)
             if driver is not None and hasattr(driver, "execute"):
-                await_only(driver.execute(";"))
+                await_only(driver.execute("SELECT 1"))
             else:
                 dialect.do_ping(dbapi_connection)
         except Exception as exc:
