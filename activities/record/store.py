@@ -223,6 +223,11 @@ async def append_messages(
     return inserted
 
 
+_ROWS_PER_STATEMENT = 500
+"""Messages (and events) written by one statement: 500 of each stay far below
+PostgreSQL's limit of 32,767 parameters per statement."""
+
+
 async def append_record(
     db: DbSession,
     session_id: str,
@@ -236,6 +241,19 @@ async def append_record(
     inserted. Rows of a kind get their ids in the order given."""
     if not messages and not events:
         return 0, 0
+    if len(messages) > _ROWS_PER_STATEMENT or len(events) > _ROWS_PER_STATEMENT:
+        # PostgreSQL takes at most 32,767 parameters in one statement.
+        counts = [0, 0]
+        for i in range(0, max(len(messages), len(events)), _ROWS_PER_STATEMENT):
+            got = await append_record(
+                db,
+                session_id,
+                agent_id,
+                messages[i : i + _ROWS_PER_STATEMENT],
+                events[i : i + _ROWS_PER_STATEMENT],
+            )
+            counts = [counts[0] + got[0], counts[1] + got[1]]
+        return counts[0], counts[1]
     params: dict[str, Any] = {"sid": session_id, "agent": agent_id}
     parts: list[str] = []
     if messages:
