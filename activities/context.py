@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities import metrics
 from vigil.activities.artifacts.registry import session_artifacts
 from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow, missing_seqs
+from vigil.activities.memory.store import live_memory_ids
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
-from vigil.activities.record.rls import acting_for
+from vigil.activities.record.rls import acting_for, bound_lock_waits
 from vigil.schema import event_kinds
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -132,13 +134,33 @@ def _to_chat(m: record.StoredMessage) -> ChatMessage:
 
 
 @dataclass
-class _Read:
-    """What the record holds for the next turn, as read (whole, or since the kept window)."""
+class ContextRead:
+    """What the record holds for the next turn, as read (whole, or since the kept window),
+    and whether a kept recall result still stands (checked in the same transaction)."""
 
     session: record.SessionRow | None
     window: SessionWindow
     artifacts: list[Any]
     warm: bool
+    seconds: float
+    """How long the read took (it counts against the context time budget)."""
+    recall_checked: bool = False
+    """A kept recall result was checked against the record in the read."""
+    recalled: list[Any] | None = None
+    """That result, when every memory in it is still live (None: none kept, or not)."""
+
+
+class RecallCheckBlocked(Exception):
+    """The check of a kept recall result waited on a lock past the context time budget:
+    the transaction is aborted (the caller rolls it back by letting this pass out of it);
+    ``read`` holds everything read before, which stands."""
+
+    def __init__(self, read: ContextRead) -> None:
+        super().__init__("the kept recall's check waited on a lock past the time budget")
+        self.read = read
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 async def _read_cold(
@@ -164,56 +186,105 @@ async def _read_cold(
     return session, window
 
 
-async def _read(
-    sessionmaker: async_sessionmaker[DbSession],
+async def read_context(
+    db: DbSession,
     *,
     session_id: str,
     agent_id: str,
-    max_recent: int,
-    cache: ContextCache | None,
-    artifacts: list[Any] | None,
-) -> _Read:
-    """One transaction acting for the agent: the session row, then either the whole recent
-    window or only what was written since the kept one (by seq, so messages written by any
-    worker or process are seen), the running summary, and the artifacts."""
+    budget: ContextBudget,
+    memory: Any | None = None,
+    cache: ContextCache | None = None,
+    artifacts: list[Any] | None = None,
+    time_budget_ms: float | None = None,
+) -> ContextRead:
+    """The record's part of a context, read in ``db``'s transaction (already acting for
+    ``agent_id``): the session row, then either the whole recent window or only what was
+    written since the kept one (by seq, so messages written by any worker or process are
+    seen), the running summary, the artifacts and, last, whether a kept recall result for
+    this turn's query still holds only live memories.
+
+    A caller can so read the context in a transaction it needed anyway (the model call's
+    check for an already recorded reply). Within a time budget, the recall check waits
+    on a lock no longer than what remains of it, and raises ``RecallCheckBlocked`` (the
+    read is in it) when it would wait longer: ``assemble`` then goes on as when a recall
+    does not answer in time.
+    """
+    started = time.perf_counter()
+    max_recent = budget.max_recent
     kept = cache.window(session_id) if cache is not None else None
-    async with acting_for(sessionmaker, agent_id) as db:
-        warm = False
-        if kept is not None:
-            session = await record.get_session(db, session_id)
-            if (
-                session is not None
-                and kept.agent_id == agent_id
-                and kept.created_at == session.created_at
-                and kept.max_recent == max_recent
-                and len(kept.gaps) <= MAX_GAPS
-            ):
-                new = await record.messages_since(
-                    db, session_id, after_seq=kept.last_seq, also=sorted(kept.gaps)
-                )
-                kept.merge(new)
-                key = await record.latest_event_key(db, session_id, event_kinds.CONTEXT_SUMMARY)
-                if key != kept.summary_key:
-                    # A summary written elsewhere (another worker, or before a restart).
-                    last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
-                    kept.summary_key = last.key if last else None
-                    kept.summary_text = str(last.payload.get("text", "")) if last else None
-                    kept.summary_upto = int(last.payload.get("upto_seq", -1)) if last else None
-                window, warm = kept, True
-            else:
-                assert cache is not None
-                cache.drop(session_id)
-        if not warm:
-            session, window = await _read_cold(db, session_id, agent_id, max_recent)
-        if artifacts is None:
-            artifacts = await session_artifacts(db, session_id)
+    warm = False
+    if kept is not None:
+        session = await record.get_session(db, session_id)
+        if (
+            session is not None
+            and kept.agent_id == agent_id
+            and kept.created_at == session.created_at
+            and kept.max_recent == max_recent
+            and len(kept.gaps) <= MAX_GAPS
+        ):
+            new = await record.messages_since(
+                db, session_id, after_seq=kept.last_seq, also=sorted(kept.gaps)
+            )
+            kept.merge(new)
+            key = await record.latest_event_key(db, session_id, event_kinds.CONTEXT_SUMMARY)
+            if key != kept.summary_key:
+                # A summary written elsewhere (another worker, or before a restart).
+                last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
+                kept.summary_key = last.key if last else None
+                kept.summary_text = str(last.payload.get("text", "")) if last else None
+                kept.summary_upto = int(last.payload.get("upto_seq", -1)) if last else None
+            window, warm = kept, True
+        else:
+            assert cache is not None
+            cache.drop(session_id)
+    if not warm:
+        session, window = await _read_cold(db, session_id, agent_id, max_recent)
+    if artifacts is None:
+        artifacts = await session_artifacts(db, session_id)
     if cache is not None:
         if session is None:
             cache.drop(session_id)  # erased (or never was): nothing to keep
         else:
             cache.keep(session_id, window)
         cache.stats["window_hit" if warm else "window_miss"] += 1
-    return _Read(session=session, window=window, artifacts=artifacts, warm=warm)
+    got = ContextRead(
+        session=session,
+        window=window,
+        artifacts=artifacts,
+        warm=warm,
+        seconds=time.perf_counter() - started,
+    )
+    if memory is None or cache is None or not window.recent:
+        return got
+    query = recall_query(session, window.recent)
+    if not query.strip():
+        return got
+    recall_key = cache.recall_key(agent_id, repr(memory.embedder), budget.recall_k, query)
+    found = cache.recalled(recall_key)
+    if found is None:
+        return got
+    ids = [m.id for m in found]
+    if not ids:
+        got.recall_checked, got.recalled = True, found
+        return got
+    if time_budget_ms is not None:
+        remaining = time_budget_ms - (time.perf_counter() - started) * 1000
+        if remaining <= 0:
+            return got  # assemble goes on without recall
+        # A plain read of memories waits only on a lock (DDL, LOCK TABLE): never longer
+        # than the budget. The last statement of the read, so nothing else is bounded.
+        await bound_lock_waits(db, remaining)
+    try:
+        live = await live_memory_ids(db, agent_id, ids)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        got.seconds = time.perf_counter() - started
+        raise RecallCheckBlocked(got) from exc
+    got.recall_checked = True
+    got.recalled = found if set(ids) <= live else None
+    got.seconds = time.perf_counter() - started
+    return got
 
 
 def recall_query(session: record.SessionRow | None, recent: list[record.StoredMessage]) -> str:
@@ -233,11 +304,15 @@ async def _recall_stage(
     agent_id: str,
     query: str,
     k: int,
+    read: ContextRead,
 ) -> list[Any]:
     if cache is None:
         return list(await memory.recall(agent_id, query, k=k))
     key = cache.recall_key(agent_id, repr(memory.embedder), k, query)
-    found = cache.recalled(key)
+    if read.recalled is not None:
+        cache.stats["recall_hit"] += 1  # checked live by the read
+        return read.recalled
+    found = None if read.recall_checked else cache.recalled(key)
     if found is not None:
         ids = [m.id for m in found]
         # A memory forgotten, superseded or erased since is never sent: checked each time.
@@ -260,6 +335,7 @@ async def assemble(
     cache: ContextCache | None = None,
     time_budget_ms: float | None = None,
     step: int | None = None,
+    read: ContextRead | None = None,
 ) -> Assembled:
     """What the model is sent for the next turn of ``session_id``.
 
@@ -272,16 +348,29 @@ async def assemble(
     With a ``time_budget_ms``, a recall that does not answer within what remains of it is
     not waited for: the step goes on with the recent messages and the running summary,
     and (given its ``step``) a ``context_degraded`` event says so.
+
+    ``read``: the record's part already read (``read_context``) in a transaction of the
+    caller's, with the same arguments; its time counts against the time budget.
     """
     started = time.perf_counter()
-    got = await _read(
-        sessionmaker,
-        session_id=session_id,
-        agent_id=agent_id,
-        max_recent=budget.max_recent,
-        cache=cache,
-        artifacts=artifacts,
-    )
+    if read is None:
+        try:
+            async with acting_for(sessionmaker, agent_id) as db:
+                read = await read_context(
+                    db,
+                    session_id=session_id,
+                    agent_id=agent_id,
+                    budget=budget,
+                    memory=memory,
+                    cache=cache,
+                    artifacts=artifacts,
+                    time_budget_ms=time_budget_ms,
+                )
+        except RecallCheckBlocked as blocked:
+            read = blocked.read
+    else:
+        started -= read.seconds
+    got = read
     session, window = got.session, got.window
     recent = window.recent
     system_text = (session.metadata.get("system_prompt") if session else None) or DEFAULT_SYSTEM
@@ -310,7 +399,7 @@ async def assemble(
                 try:
                     with metrics.timed(metrics.RECALL_SECONDS, agent_id):
                         found = await asyncio.wait_for(
-                            _recall_stage(memory, cache, agent_id, query, budget.recall_k),
+                            _recall_stage(memory, cache, agent_id, query, budget.recall_k, got),
                             timeout=remaining,
                         )
                 except TimeoutError:

@@ -28,7 +28,14 @@ from vigil.activities.agents import catalog as agent_catalog
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.artifacts.store import ArtifactStore
 from vigil.activities.config import ActivitySettings
-from vigil.activities.context import ContextBudget, Degraded, assemble
+from vigil.activities.context import (
+    ContextBudget,
+    ContextRead,
+    Degraded,
+    RecallCheckBlocked,
+    assemble,
+    read_context,
+)
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.credentials import CredentialError
 from vigil.activities.failures import outage_of
@@ -52,6 +59,7 @@ from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.rls import acting_for
+from vigil.activities.record.store import StoredMessage
 from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
@@ -307,24 +315,23 @@ class SessionActivities:
         tokens: int | None = None,
         recall: int | None = None,
         step: int | None = None,
+        read: ContextRead | None = None,
     ) -> tuple[list[ChatMessage], Degraded | None]:
         """Recent turns, a kept summary of older ones, memories and artifact references,
-        packed into the token budget (see activities.context), read acting for the agent;
-        and what the step went without if assembly ran past its time budget."""
+        packed into the token budget (see activities.context), read acting for the agent
+        (``read``: the record's part, read already by ``_read_context``); and what the
+        step went without if assembly ran past its time budget."""
         with metrics.timed(metrics.CONTEXT_SECONDS, agent_id):
             assembled = await assemble(
                 self.sessionmaker,
                 session_id=session_id,
                 agent_id=agent_id,
-                budget=ContextBudget(
-                    total_tokens=tokens or self.settings.context_tokens,
-                    max_recent=limit,
-                    **({"recall_k": recall} if recall is not None else {}),
-                ),
+                budget=self._context_budget(limit, tokens, recall),
                 memory=self.memory,
                 cache=self.context_cache,
                 time_budget_ms=self.context_cache.config.time_budget_ms,
                 step=step,
+                read=read,
             )
         # The record holds text exactly (lone surrogates included); what goes on the wire
         # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
@@ -341,6 +348,26 @@ class SessionActivities:
             )
             for m in assembled.messages
         ], assembled.degraded
+
+    def _context_budget(self, limit: int, tokens: int | None, recall: int | None) -> ContextBudget:
+        return ContextBudget(
+            total_tokens=tokens or self.settings.context_tokens,
+            max_recent=limit,
+            **({"recall_k": recall} if recall is not None else {}),
+        )
+
+    async def _read_context(self, db: DbSession, arg: CallModelInput) -> ContextRead:
+        """The record's part of the model call's context, read in ``db``'s transaction
+        (acting for the agent), the one that found no reply recorded yet."""
+        return await read_context(
+            db,
+            session_id=arg.session_id,
+            agent_id=arg.agent_id,
+            budget=self._context_budget(arg.context_messages, arg.context_tokens, arg.recall),
+            memory=self.memory,
+            cache=self.context_cache,
+            time_budget_ms=self.context_cache.config.time_budget_ms,
+        )
 
     @staticmethod
     def _refs(
@@ -442,25 +469,39 @@ class SessionActivities:
             out.folded = await folded.run_leading_calls(self._run_tool, arg, out)
         return out
 
+    async def _replayed(
+        self,
+        db: DbSession,
+        arg: CallModelInput,
+        msg: StoredMessage,
+        catalog: dict[str, ToolDescriptor] | None,
+    ) -> CallModelOutput:
+        """The reply recorded before a crash or a lost completion: returned, nothing called."""
+        event = await record.get_event(db, arg.session_id, f"model:{arg.step}")
+        usage = event.payload if event else {}
+        return CallModelOutput(
+            seq=arg.seq,
+            content_preview=_wire(preview(msg.content)),
+            finish_reason=str(usage.get("finish_reason", "stop")),
+            tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools, catalog),
+            tokens_in=int(usage.get("tokens_in", 0)),
+            tokens_out=int(usage.get("tokens_out", 0)),
+            cost_usd=float(usage.get("cost_usd", 0.0)),
+            replayed=True,
+        )
+
     async def _call_model(self, arg: CallModelInput) -> CallModelOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
-        async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
-            if done:
-                # Recorded before a crash or a lost completion: return it, call nothing.
-                event = await record.get_event(db, arg.session_id, f"model:{arg.step}")
-                usage = event.payload if event else {}
-                msg = done[0]
-                return CallModelOutput(
-                    seq=arg.seq,
-                    content_preview=_wire(preview(msg.content)),
-                    finish_reason=str(usage.get("finish_reason", "stop")),
-                    tool_calls=self._refs(msg.tool_calls or [], arg.allowed_tools, catalog),
-                    tokens_in=int(usage.get("tokens_in", 0)),
-                    tokens_out=int(usage.get("tokens_out", 0)),
-                    cost_usd=float(usage.get("cost_usd", 0.0)),
-                    replayed=True,
-                )
+        # One transaction: is the reply recorded already, and if not, the record's part of
+        # the context (a round trip per statement, and one transaction fewer per step).
+        try:
+            async with acting_for(self.sessionmaker, arg.agent_id) as db:
+                done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
+                if done:
+                    return await self._replayed(db, arg, done[0], catalog)
+                read = await self._read_context(db, arg)
+        except RecallCheckBlocked as blocked:
+            read = blocked.read  # the reads stand; the kept recall is checked again later
         provider, connection = await self._provider(arg)
         context, degraded = await self._context(
             arg.session_id,
@@ -469,6 +510,7 @@ class SessionActivities:
             arg.context_tokens,
             arg.recall,
             arg.step,
+            read,
         )
         specs = (
             [_spec(n) for n in arg.allowed_tools if n in BUILTIN_TOOLS]
@@ -499,7 +541,7 @@ class SessionActivities:
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            await record.append_messages(
+            _, fresh = await record.append_record(
                 db,
                 arg.session_id,
                 arg.agent_id,
@@ -512,11 +554,6 @@ class SessionActivities:
                         tool_calls=calls or None,
                     )
                 ],
-            )
-            fresh = await record.record_events(
-                db,
-                arg.session_id,
-                arg.agent_id,
                 [
                     record.NewEvent(
                         key=f"model:{arg.step}",
@@ -677,7 +714,7 @@ class SessionActivities:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            await record.append_messages(
+            await record.append_record(
                 db,
                 arg.session_id,
                 arg.agent_id,
@@ -691,11 +728,6 @@ class SessionActivities:
                         tool_call_id=call_id,
                     )
                 ],
-            )
-            await record.record_events(
-                db,
-                arg.session_id,
-                arg.agent_id,
                 [
                     record.NewEvent(
                         key=key, kind=event_kinds.TOOL_CALL, step=arg.step, payload=payload

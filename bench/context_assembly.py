@@ -168,24 +168,42 @@ class TimedActivities(SessionActivities):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.assembly_ms: list[float] = []
+        self._read_ms = 0.0
+
+    async def _read_context(self, *args: Any, **kwargs: Any) -> Any:
+        # The record's part, read in the transaction of the reply's idempotency check.
+        started = time.perf_counter()
+        try:
+            return await super()._read_context(*args, **kwargs)
+        finally:
+            self._read_ms = (time.perf_counter() - started) * 1000
 
     async def _context(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             return await super()._context(*args, **kwargs)
         finally:
-            self.assembly_ms.append((time.perf_counter() - started) * 1000)
+            took = (time.perf_counter() - started) * 1000
+            self.assembly_ms.append(took + self._read_ms)
+            self._read_ms = 0.0
 
 
 class Counter:
-    """Statements sent to PostgreSQL (a figure the machine's load does not move)."""
+    """Statements and transactions sent to PostgreSQL (figures the machine's load does not
+    move). Each transaction also costs BEGIN, COMMIT and the pooled connection's ping: a
+    round trip each, not counted as statements."""
 
     def __init__(self, engine: Any) -> None:
         self.statements = 0
+        self.transactions = 0
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
+        event.listen(engine.sync_engine, "begin", self._begin)
 
     def _count(self, *_: Any) -> None:
         self.statements += 1
+
+    def _begin(self, *_: Any) -> None:
+        self.transactions += 1
 
 
 class Mode:
@@ -197,6 +215,7 @@ class Mode:
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.statements: list[int] = []
+        self.transactions: list[int] = []
         self.env = ActivityEnvironment()
         self.inner = acts.memory.embedder.inner if acts.memory is not None else None
 
@@ -207,6 +226,7 @@ class Mode:
             acts.context_cache = ContextCache(ContextCacheConfig(time_budget_ms=None))
             acts.memory.embedder = CachingEmbedder(self.inner)
         before, cpu = counter.statements, time.process_time()
+        began = counter.transactions
         started = time.perf_counter()
         out = await self.env.run(
             acts.call_model,
@@ -234,6 +254,7 @@ class Mode:
             self.wall.append((time.perf_counter() - started) * 1000)
             self.cpu.append((time.process_time() - cpu) * 1000)
             self.statements.append(counter.statements - before)
+            self.transactions.append(counter.transactions - began)
         assert out.tool_calls, "the zero model always calls a tool"
         self.seq, self.step = self.seq + 2, self.step + 1
 
@@ -300,7 +321,8 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 f"    {label} cache: wall {_figures(mode.wall)}; this process's CPU "
                 f"median {statistics.median(mode.cpu):.2f} ms; "
-                f"{statistics.median(mode.statements):.0f} SQL statements"
+                f"{statistics.median(mode.statements):.0f} SQL statements in "
+                f"{statistics.median(mode.transactions):.0f} transactions"
             )
             print(f"      of which context assembly and recall: {_figures(mode.acts.assembly_ms)}")
         stats: dict[str, Any] = warm_cache.stats

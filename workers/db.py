@@ -15,6 +15,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.util import await_only
 
 from vigil.workers.settings import sqlalchemy_url
 from vigil.workers.telemetry import instrument_engine
@@ -40,11 +41,10 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        # 0 (the default): SQLAlchemy's own ping on every checkout.
-        pool_pre_ping=ping_after_idle <= 0,
     )
-    if ping_after_idle > 0:
-        ping_when_idle(engine, ping_after_idle)
+    # 0 (the default): every reused connection is pinged, like SQLAlchemy's
+    # pool_pre_ping, but in one round trip instead of its three.
+    ping_when_idle(engine, ping_after_idle)
     instrument_engine(engine)  # a span per statement when tracing is on
     return engine
 
@@ -57,6 +57,9 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SE
     server leaves dead ones) is still pinged, and a dead one replaced before use. One in
     use moments ago that died since fails its statement: SQLAlchemy then invalidates the
     whole pool and the error is a transient one (``is_transient_db_error``), retried.
+
+    The ping is one ``SELECT 1`` over asyncpg's simple protocol: one round trip, where
+    SQLAlchemy's ``pool_pre_ping`` on asyncpg sends three (BEGIN, the ping, ROLLBACK).
     """
     pool = engine.sync_engine.pool
     dialect = engine.sync_engine.dialect
@@ -69,10 +72,14 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SE
     @event.listens_for(pool, "checkout")
     def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         since = record.info.get(_IDLE_SINCE)
-        if since is None or time.monotonic() - since < idle_seconds:
+        if since is None or (idle_seconds > 0 and time.monotonic() - since < idle_seconds):
             return  # new, or in use a moment ago
         try:
-            dialect.do_ping(dbapi_connection)
+            driver = getattr(dbapi_connection, "driver_connection", None)
+            if driver is not None and hasattr(driver, "execute"):
+                await_only(driver.execute("SELECT 1"))
+            else:
+                dialect.do_ping(dbapi_connection)
         except Exception as exc:
             # The pool closes this connection and hands out another (a fresh one).
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc

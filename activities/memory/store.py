@@ -554,8 +554,7 @@ class MemoryStore:
         """Which of ``ids`` are memories of this agent recall may still return (not
         forgotten, superseded or erased): how a kept recall result is checked."""
         async with acting_for(self._sessionmaker, agent_id) as db:
-            rows = await db.execute(_LIVE_IDS, {"agent_id": agent_id, "ids": ids})
-            return {int(row.id) for row in rows}
+            return await live_memory_ids(db, agent_id, ids)
 
     async def forget(
         self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
@@ -1012,5 +1011,13 @@ _LIVE_IDS = text(
     AND forgotten_at IS NULL AND superseded_by IS NULL
     """
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+
+async def live_memory_ids(db: DbSession, agent_id: str, ids: list[int]) -> set[int]:
+    """``MemoryStore.live_ids`` inside a transaction already acting for ``agent_id`` (the
+    context read checks a kept recall result in its own transaction)."""
+    rows = await db.execute(_LIVE_IDS, {"agent_id": agent_id, "ids": ids})
+    return {int(row.id) for row in rows}
+
 
 _AGENT_COUNT = text("SELECT count(*) FROM memories WHERE agent_id = :agent_id AND dim = :dim")

@@ -219,31 +219,98 @@ async def append_messages(
     db: DbSession, session_id: str, agent_id: str, messages: list[NewMessage]
 ) -> int:
     """Insert messages at their seq; existing (session_id, seq) rows are kept. Returns inserts."""
-    inserted = 0
-    for msg in messages:
-        content, enc = textcodec.encode(msg.content)
-        result = await db.execute(
-            text(
-                "INSERT INTO messages (session_id, agent_id, seq, role, content, content_enc, "
-                "name, tool_calls, tool_call_id, step) VALUES (:sid, :agent, :seq, :role, "
-                ":content, :enc, :name, CAST(:calls AS jsonb), :call_id, :step) "
-                "ON CONFLICT (session_id, seq) DO NOTHING RETURNING id"
-            ),
-            {
-                "sid": session_id,
-                "agent": agent_id,
-                "seq": msg.seq,
-                "role": msg.role,
-                "content": content,
-                "enc": enc,
-                "name": msg.name,
-                "calls": _jsonb(msg.tool_calls),
-                "call_id": msg.tool_call_id,
-                "step": msg.step,
-            },
-        )
-        inserted += result.first() is not None
+    inserted, _ = await append_record(db, session_id, agent_id, messages, [])
     return inserted
+
+
+_ROWS_PER_STATEMENT = 500
+"""Messages (and events) written by one statement: 500 of each stay far below
+PostgreSQL's limit of 32,767 parameters per statement."""
+
+
+async def append_record(
+    db: DbSession,
+    session_id: str,
+    agent_id: str,
+    messages: list[NewMessage],
+    events: list[NewEvent],
+) -> tuple[int, int]:
+    """Insert messages and events in one statement (one round trip, however many rows),
+    each idempotent on its key as ``append_messages`` and ``record_events`` are: existing
+    (session_id, seq) and (session_id, key) rows are kept. Returns (messages, events)
+    inserted. Rows of a kind get their ids in the order given."""
+    if not messages and not events:
+        return 0, 0
+    if len(messages) > _ROWS_PER_STATEMENT or len(events) > _ROWS_PER_STATEMENT:
+        # PostgreSQL takes at most 32,767 parameters in one statement.
+        counts = [0, 0]
+        for i in range(0, max(len(messages), len(events)), _ROWS_PER_STATEMENT):
+            got = await append_record(
+                db,
+                session_id,
+                agent_id,
+                messages[i : i + _ROWS_PER_STATEMENT],
+                events[i : i + _ROWS_PER_STATEMENT],
+            )
+            counts = [counts[0] + got[0], counts[1] + got[1]]
+        return counts[0], counts[1]
+    params: dict[str, Any] = {"sid": session_id, "agent": agent_id}
+    parts: list[str] = []
+    if messages:
+        rows = []
+        for i, msg in enumerate(messages):
+            content, enc = textcodec.encode(msg.content)
+            rows.append(
+                f"(:sid, :agent, :seq{i}, :role{i}, :content{i}, :enc{i}, :name{i}, "
+                f"CAST(:calls{i} AS jsonb), :call_id{i}, :step{i})"
+            )
+            params.update(
+                {
+                    f"seq{i}": msg.seq,
+                    f"role{i}": msg.role,
+                    f"content{i}": content,
+                    f"enc{i}": enc,
+                    f"name{i}": msg.name,
+                    f"calls{i}": _jsonb(msg.tool_calls),
+                    f"call_id{i}": msg.tool_call_id,
+                    f"step{i}": msg.step,
+                }
+            )
+        parts.append(
+            "m AS (INSERT INTO messages (session_id, agent_id, seq, role, content, content_enc, "
+            f"name, tool_calls, tool_call_id, step) VALUES {', '.join(rows)} "
+            "ON CONFLICT (session_id, seq) DO NOTHING RETURNING id)"
+        )
+    if events:
+        rows = []
+        for i, ev in enumerate(events):
+            rows.append(
+                f"(:sid, :agent, :key{i}, :kind{i}, :estep{i}, :actor{i}, :reason{i}, "
+                f"CAST(:payload{i} AS jsonb))"
+            )
+            params.update(
+                {
+                    f"key{i}": ev.key,
+                    f"kind{i}": ev.kind,
+                    f"estep{i}": ev.step,
+                    f"actor{i}": textcodec.encode(ev.actor)[0] if ev.actor is not None else None,
+                    f"reason{i}": (
+                        textcodec.encode(ev.reason)[0] if ev.reason is not None else None
+                    ),
+                    f"payload{i}": _jsonb(ev.payload),
+                }
+            )
+        parts.append(
+            "e AS (INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, "
+            f"payload) VALUES {', '.join(rows)} "
+            "ON CONFLICT (session_id, key) DO NOTHING RETURNING id)"
+        )
+    counted_m = "(SELECT count(*) FROM m)" if messages else "0"
+    counted_e = "(SELECT count(*) FROM e)" if events else "0"
+    row = (
+        await db.execute(text(f"WITH {', '.join(parts)} SELECT {counted_m}, {counted_e}"), params)
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 _MESSAGE_COLUMNS = (
@@ -311,29 +378,8 @@ async def messages_by_seq(db: DbSession, session_id: str, seqs: list[int]) -> li
 async def record_events(
     db: DbSession, session_id: str, agent_id: str, events: list[NewEvent]
 ) -> int:
-    inserted = 0
-    for ev in events:
-        actor = textcodec.encode(ev.actor)[0] if ev.actor is not None else None
-        reason = textcodec.encode(ev.reason)[0] if ev.reason is not None else None
-        result = await db.execute(
-            text(
-                "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, "
-                "payload) VALUES (:sid, :agent, :key, :kind, :step, :actor, :reason, "
-                "CAST(:payload AS jsonb)) "
-                "ON CONFLICT (session_id, key) DO NOTHING RETURNING id"
-            ),
-            {
-                "sid": session_id,
-                "agent": agent_id,
-                "key": ev.key,
-                "kind": ev.kind,
-                "step": ev.step,
-                "actor": actor,
-                "reason": reason,
-                "payload": _jsonb(ev.payload),
-            },
-        )
-        inserted += result.first() is not None
+    """Insert events on their key; existing (session_id, key) rows are kept. Returns inserts."""
+    _, inserted = await append_record(db, session_id, agent_id, [], events)
     return inserted
 
 

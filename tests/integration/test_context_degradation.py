@@ -115,3 +115,36 @@ async def test_a_session_step_goes_on_when_recall_is_stuck(
     [request] = [r for r in stub.requests if r.body and "messages" in r.body]
     sent = json.dumps(request.body["messages"])
     assert "read the gauges" in sent and "Relevant long-term memories" not in sent
+
+
+async def test_a_kept_recall_whose_check_waits_on_a_lock_is_not_waited_for(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # The check of a kept recall result runs in the context's read transaction; behind a
+    # lock it waits no longer than the budget, and the step goes on without memories.
+    sid, agent = await _open(sessionmaker, 300)
+    memory = MemoryStore(sessionmaker, HashingEmbedder(384))
+    await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
+    cache = ContextCache()
+    kept = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
+    )
+    assert kept.memories == 1
+    async with memories_locked(sessionmaker):
+        got = await assemble(
+            sessionmaker,
+            session_id=sid,
+            agent_id=agent,
+            budget=BUDGET,
+            memory=memory,
+            cache=cache,
+            time_budget_ms=50,
+            step=8,
+        )
+    assert got.degraded is not None and got.memories == 0
+    assert got.messages[-1].tool_call_id == "c298"
+    await cache.settled()
+    after = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
+    )
+    assert after.degraded is None and after.memories == 1

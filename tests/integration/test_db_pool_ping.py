@@ -45,6 +45,16 @@ async def test_an_idle_connection_that_died_is_replaced_before_use(database_url:
         await engine.dispose()
 
 
+async def test_a_live_pooled_connection_is_reused_after_its_ping(database_url: str) -> None:
+    # A ping that failed on a live connection would open a new one for every transaction.
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        pids = {await _pid(engine) for _ in range(3)}
+        assert len(pids) == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_a_connection_used_moments_ago_is_not_pinged_and_its_death_is_transient(
     database_url: str,
 ) -> None:
