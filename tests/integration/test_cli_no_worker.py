@@ -39,6 +39,14 @@ def test_no_worker_is_said_at_once(cli: CLIStack, tmp_path_factory: pytest.TempP
         f"and waits; {expected_hint}"
     ), line
 
+    # A plain start succeeds, and says on stderr why the session will wait.
+    second = cli.plan(Reply.tool_call("finish", {"summary": "the second ran too"}))
+    plain = cli.vigil("start", second, "--agent", "lonely", env=env)
+    assert plain.returncode == 0, explain(plain)
+    assert plain.stdout.startswith("started "), explain(plain)
+    assert f"no worker is polling task queue {queue!r}" in plain.stderr, explain(plain)
+    assert expected_hint in plain.stderr, explain(plain)
+
     pause, approve, show = cli.vigil.many(
         ("pause", sid, "--by", "ana"), ("approve", sid, "a1-0"), ("show", sid), env=env, timeout=180
     )

@@ -97,6 +97,8 @@ def start(
             agent_version=agent_version,
             allow_undefined=True if undefined_agent else None,
         )
+        if not (follow_ or wait):  # those say it as an error, at once
+            await warn_when_no_worker(client)
         if as_json and not (follow_ or wait):
             out.print_json(json.dumps({"id": started.id, "ui": started.ui_url}))
             return
@@ -110,6 +112,22 @@ def start(
             await wait_end(client, started.id, as_json)
 
     run_client(go, state_dir)
+
+
+async def warn_when_no_worker(client: VigilClient) -> None:
+    """A line on stderr when no worker polls the task queue: the session just started
+    waits, and the person should know why and what to run."""
+    from vigil.workers.client import VigilError
+    from vigil.workers.liveness import no_worker
+
+    queue = client.settings.task_queue
+    try:
+        polling = await client.pollers(queue)
+    except VigilError:
+        return  # Temporal took the start; a failed look is no reason to fail the command
+    if not polling:
+        what = "the session waits until one does"
+        err.print(f"warning: {escape(no_worker(queue, queue, what=what))}")
 
 
 def list_(
