@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -64,6 +65,8 @@ def test_no_worker_is_said_at_once(cli: CLIStack, tmp_path_factory: pytest.TempP
     assert len(mine) == 1, listed
     assert mine[0]["status"] == "unrecorded" and mine[0]["recorded"] is False
     assert mine[0]["goal"] == goal and mine[0]["temporal_status"] == "running"
+    assert datetime.fromisoformat(mine[0]["created_at"]).tzinfo is not None
+    assert "T" in mine[0]["created_at"]  # ISO 8601, as the export and the API write times
     human = cli.vigil("list", "--agent", "lonely", env=env)
     assert sid in human.stdout and "unrecorded" in human.stdout, explain(human)
 

@@ -13,7 +13,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -186,9 +186,17 @@ def user_name() -> str | None:
         return None
 
 
+def json_default(value: Any) -> Any:
+    """JSON for what ``json`` cannot write: times in ISO 8601 (as the export and the API
+    give them), anything else as its text."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
 def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
-        out.print_json(json.dumps(value, default=str))
+        out.print_json(json.dumps(value, default=json_default))
     else:
         human()
 

@@ -25,6 +25,7 @@ from vigil.workers.cli.common import (
     fail,
     given_budget,
     highlighted,
+    json_default,
     nothing,
     out,
     plain,
@@ -198,7 +199,7 @@ def show(
                         "messages": [message_dict(m) for m in recent],
                         "ui": client.ui_link(session_id),
                     },
-                    default=str,
+                    default=json_default,
                 )
             )
             return
