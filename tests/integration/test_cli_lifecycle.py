@@ -75,7 +75,13 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
         code, lines, stderr = follow.finish(60)
         assert code == 0, stderr
         *items, end = [json.loads(ln) for ln in lines]
-        assert end == {"id": sid, "status": "completed", "summary": "fetched both", "steps": 3}
+        assert end == {
+            "type": "end",
+            "id": sid,
+            "status": "completed",
+            "summary": "fetched both",
+            "steps": 3,
+        }
         messages = [m for m in items if m["type"] == "message"]
         # Each approval request comes after the assistant message whose tool call asked
         # for it, with the commands that answer it.
@@ -113,7 +119,13 @@ def test_start_wait_show_and_history(cli: CLIStack) -> None:
     assert done.returncode == 0, explain(done)
     end = json.loads(done.stdout)
     sid = end["id"]
-    assert end == {"id": sid, "status": "completed", "summary": "all good", "steps": 2}
+    assert end == {
+        "type": "end",
+        "id": sid,
+        "status": "completed",
+        "summary": "all good",
+        "steps": 2,
+    }
 
     show_json, show, history_json, history = cli.vigil.many(
         ("show", sid, "--json"), ("show", sid), ("history", sid, "--json"), ("history", sid)
