@@ -285,7 +285,9 @@ class Feed:
         self, agent_id: str, session_id: str, cursor: FeedCursor
     ) -> list[FeedItem]:
         """The record before ``cursor`` that keeps a resumed reader in order
-        (``record_feed.approvals_before``)."""
+        (``record_feed.approvals_before``); nothing, and no transaction, from the start."""
+        if cursor == FeedCursor():
+            return []
         async with acting_for(self._db, agent_id) as db:
             return await record_feed.approvals_before(db, session_id, cursor)
 
