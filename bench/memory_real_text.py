@@ -2,7 +2,7 @@
 what each half of the hybrid contributes.
 
 Prints figures; asserts nothing about time. The corpus is ``bench.real_text_corpus``: real
-prose sentences from the docstrings of the standard library and the installed packages,
+prose sentences from the docstrings and comments of the standard library and the installed packages,
 embedded once with the bundled all-MiniLM-L6-v2 model and cached (the first run embeds,
 later runs load the cache in seconds). The last ``--queries`` sentences of the corpus are
 held out as queries (never inserted); for each size N the first N others are loaded with
@@ -166,7 +166,7 @@ def print_table(points: list[Point], args: argparse.Namespace) -> None:
     k = args.k
     print()
     print(
-        f"memory recall on real text (docstring sentences, all-MiniLM-L6-v2), k={k}, "
+        f"memory recall on real text (source sentences, all-MiniLM-L6-v2), k={k}, "
         f"{args.queries} held-out queries, one agent, as the agent (RLS on)"
     )
     labels = [*(str(e) for e in EF_VALUES), "default"]

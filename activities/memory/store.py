@@ -28,12 +28,16 @@ dropped from them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import itertools
 import json
 import math
 import re
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -196,6 +200,8 @@ DEDUPE_CANDIDATES = 10
 
 TEXT_SCAN_LIMIT = 2000
 """Default for ``MemoryStore.text_scan_limit``: matching rows ranked per ladder step."""
+CONCURRENT_HALVES = 4
+"""Hybrid recalls per store that may run their two halves at once (two connections each)."""
 
 _FOR_MERGE = text("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
 
@@ -337,6 +343,7 @@ class MemoryStore:
         text_match: Literal["any", "all"] = "any",
         text_scan_limit: int = TEXT_SCAN_LIMIT,
         ef_search: int | None = None,
+        concurrent_halves: int = CONCURRENT_HALVES,
     ) -> None:
         if not 0.0 < merge_threshold <= 1.0:
             raise ValueError("merge_threshold must be in (0, 1]")
@@ -348,6 +355,8 @@ class MemoryStore:
             raise ValueError("text_scan_limit must be positive")
         if ef_search is not None and not 1 <= ef_search <= EF_SEARCH_MAX:
             raise ValueError(f"ef_search must be in 1..{EF_SEARCH_MAX}")
+        if concurrent_halves < 0:
+            raise ValueError("concurrent_halves must be 0 or more")
         self._sessionmaker = sessionmaker
         self.embedder = embedder
         self.redact = redact
@@ -373,6 +382,14 @@ class MemoryStore:
         """How vector searches ended: ``index`` (the HNSW index gave enough), ``complete``
         (it gave all the agent has), ``widened`` (a wider ef_search was needed) or
         ``exact`` (the agent's rows were scanned); ``dedupe_*`` for the write path."""
+        self.concurrent_halves = concurrent_halves
+        """How many hybrid recalls of this store may run their full-text half on a second
+        connection, beside the vector half, at once; the others (and all with 0) run the
+        halves one after the other on one connection. Each such recall holds two pooled
+        connections for its duration."""
+        self._halves_in_flight = 0
+        self.hybrid_runs: Counter[str] = Counter()
+        """How hybrid recalls ran: ``concurrent`` or ``sequential``."""
 
     # -----------------------------------------------------------------------------------
     # Write
@@ -660,32 +677,54 @@ class MemoryStore:
 
         vector_hits: list[Any] = []
         text_hits: list[Any] = []
-        async with acting_for(self._sessionmaker, agent_id) as db:
-            if literal is not None:
-                await require_for_recall(db, agent_id, identity)
-            if mode in ("hybrid", "text"):
-                any_term = self.text_match == "any" and not _has_search_operators(query)
-                text_hits = await self._text_candidates(
-                    db,
-                    query,
-                    any_term=any_term,
-                    kinds=list(kinds) if kinds else None,
-                    since=since,
-                    until=until,
-                    live_only=not include_superseded,
-                    n=candidates,
-                )
-            if literal is not None:
-                ef = self.ef_search or ef_search_for(
-                    await self._memory_count(db, agent_id), candidates
-                )
-                found = await self._vector_candidates(
-                    db, {**params, "vector": literal}, filters, candidates, ef=ef
-                )
-                vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
-            ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
-            rows = await db.execute(_ROWS, {"agent_id": agent_id, "ids": sorted(ids)})
-            by_id = {row.id: row for row in rows}
+        text_search = functools.partial(
+            self._text_candidates,
+            query=query,
+            any_term=self.text_match == "any" and not _has_search_operators(query),
+            kinds=list(kinds) if kinds else None,
+            since=since,
+            until=until,
+            live_only=not include_superseded,
+            n=candidates,
+        )
+        # Hybrid recall runs its two halves at once, each on its own connection (the
+        # full-text half in a transaction of its own, acting for the same agent), so it
+        # waits for the slower half rather than for both; past ``concurrent_halves`` at
+        # once it runs them one after the other.
+        text_task: asyncio.Task[list[Any]] | None = None
+        if mode == "hybrid" and self._halves_in_flight < self.concurrent_halves:
+            self._halves_in_flight += 1
+            text_task = asyncio.ensure_future(self._text_alone(agent_id, text_search))
+            self.hybrid_runs["concurrent"] += 1
+        elif mode == "hybrid":
+            self.hybrid_runs["sequential"] += 1
+        try:
+            async with acting_for(self._sessionmaker, agent_id) as db:
+                if literal is not None:
+                    await require_for_recall(db, agent_id, identity)
+                if mode in ("hybrid", "text") and text_task is None:
+                    text_hits = await text_search(db)
+                if literal is not None:
+                    ef = self.ef_search or ef_search_for(
+                        await self._memory_count(db, agent_id), candidates
+                    )
+                    found = await self._vector_candidates(
+                        db, {**params, "vector": literal}, filters, candidates, ef=ef
+                    )
+                    vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
+                if text_task is not None:
+                    text_hits = await text_task
+                ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
+                rows = await db.execute(_ROWS, {"agent_id": agent_id, "ids": sorted(ids)})
+                by_id = {row.id: row for row in rows}
+        finally:
+            if text_task is not None:
+                if not text_task.done():
+                    text_task.cancel()
+                # Its outcome is already raised above, or no longer wanted.
+                with contextlib.suppress(BaseException):
+                    await text_task
+                self._halves_in_flight -= 1
 
         vector_rank = {
             row.id: (rank, 1.0 - row.distance) for rank, row in enumerate(vector_hits, 1)
@@ -738,8 +777,8 @@ class MemoryStore:
     async def _text_candidates(
         self,
         db: DbSession,
-        query: str,
         *,
+        query: str,
         any_term: bool,
         kinds: list[str] | None,
         since: datetime | None,
@@ -788,6 +827,13 @@ class MemoryStore:
                 },
             )
         )
+
+    async def _text_alone(
+        self, agent_id: str, search: Callable[[DbSession], Awaitable[list[Any]]]
+    ) -> list[Any]:
+        """``search`` in a transaction of its own, acting for ``agent_id``."""
+        async with acting_for(self._sessionmaker, agent_id) as db:
+            return await search(db)
 
     async def _memory_count(self, db: DbSession, agent_id: str) -> int:
         """How many memories the agent has at the embedder's dimension, counted at most

@@ -3,6 +3,8 @@ and under the agent role the searches go through the GIN and HNSW indexes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 import asyncpg
@@ -20,6 +22,7 @@ from vigil.activities.memory.store import (
     text_ladder,
 )
 from vigil.activities.record.rls import AGENT_ROLE, AGENT_SETTING, acting_for
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import asyncpg_dsn
 
 pytestmark = pytest.mark.integration
@@ -173,3 +176,71 @@ async def _explain_as_agent(database_url: str, agent: str, sql: str, *args: obje
         return "\n".join(str(row[0]) for row in rows)
     assert rows[0][0] == 30
     return "\n".join(n for n in notices if n.startswith("vigil_memory_text_search"))
+
+
+async def test_a_crowd_past_the_cheap_first_pass_keeps_the_best_first(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    # A step ranks the rows it fetched in two passes: the best max(200, 5 x wanted) by
+    # ts_rank, then those by ts_rank_cd. With 230 rows holding one query word, the two
+    # holding all three must still come first, in cover-density order.
+    store = MemoryStore(sessionmaker, HashingEmbedder(384))
+    await _crowd(store, agent, 230)
+    near = (await store.add(agent, "walrus tusks by the harbour wall", subject="near")).id
+    far = (
+        await store.add(
+            agent, "walrus seen once; much later, far off, tusks; then a harbour", subject="far"
+        )
+    ).id
+    hits = await store.recall(agent, "walrus tusks harbour", k=5, mode="text")
+    assert [h.id for h in hits[:2]] == [near, far]
+    assert len(hits) == 5
+    ranks = [h.text_rank for h in hits]
+    assert ranks == sorted(ranks)
+
+
+async def test_hybrid_recall_runs_its_halves_at_once_with_the_same_result(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    together = MemoryStore(sessionmaker, HashingEmbedder(384), concurrent_halves=2)
+    apart = MemoryStore(sessionmaker, HashingEmbedder(384), concurrent_halves=0)
+    await _crowd(together, agent, 30)
+    await together.add(agent, "the walrus hauled out on the harbour ice", subject="ice")
+    for query in ["walrus harbour", "copper lantern", '"walrus note" -gravel', "nothing"]:
+        a = await together.recall(agent, query, k=8)
+        b = await apart.recall(agent, query, k=8)
+        assert [(h.id, h.text_rank, h.vector_rank) for h in a] == [
+            (h.id, h.text_rank, h.vector_rank) for h in b
+        ]
+    assert together.hybrid_runs == {"concurrent": 4}
+    assert apart.hybrid_runs == {"sequential": 4}
+
+    # Past the limit a recall runs its halves one after the other; the limit is freed
+    # when each recall ends.
+    together.hybrid_runs.clear()
+    results = await asyncio.gather(*(together.recall(agent, "walrus ice") for _ in range(5)))
+    assert len({tuple(h.id for h in r) for r in results}) == 1
+    assert together.hybrid_runs["concurrent"] >= 2
+    assert sum(together.hybrid_runs.values()) == 5
+    assert together._halves_in_flight == 0
+
+
+async def test_a_cancelled_hybrid_recall_gives_back_both_connections(
+    database_url: str, agent: str
+) -> None:
+    engine = make_engine(database_url, pool_size=2)
+    try:
+        store = MemoryStore(make_sessionmaker(engine), HashingEmbedder(384))
+        await _crowd(store, agent, 20)
+        for delay in (0.0, 0.001, 0.003, 0.01):
+            task = asyncio.ensure_future(store.recall(agent, "walrus harbour copper"))
+            await asyncio.sleep(delay)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            assert store._halves_in_flight == 0
+        # ... and the store still recalls.
+        assert await store.recall(agent, "walrus harbour")
+    finally:
+        await engine.dispose()
