@@ -35,11 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
+from tests.support.zero_model import ZeroModel
 from vigil.activities.context import ContextBudget, assemble
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
-from vigil.activities.models.base import ChatMessage, ModelReply, ToolCall, ToolSpec, Usage
 from vigil.activities.record import store as record
 from vigil.activities.session import SessionActivities
 from vigil.schema.payloads import CallModelInput, RunToolInput
@@ -51,38 +51,6 @@ AGENT = "agent-ctx"
 CONTEXT = 40
 """Recent messages the model sees (StartSessionInput's default)."""
 DIM = 384
-
-
-class ZeroModel:
-    """A model that answers at once with one cheap tool call (no HTTP, no tokens)."""
-
-    async def complete(
-        self,
-        messages: list[ChatMessage],
-        tools: list[ToolSpec],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ModelReply:
-        n = len(messages)
-        return ModelReply(
-            content="",
-            tool_calls=[
-                ToolCall(id=f"z{n}-{uuid.uuid4().hex[:8]}", name="http_fetch", arguments=_CALL)
-            ],
-            usage=Usage(input_tokens=50, output_tokens=5),
-            finish_reason="tool_calls",
-            model="zero",
-            latency_ms=0.001,
-        )
-
-    async def aclose(self) -> None:
-        return None
-
-
-# http_fetch to a host not on the allowlist fails at once (no network): the cheapest tool
-# that still records a tool message.
-_CALL = '{"url": "http://bench.invalid/"}'
 
 
 def _messages(n: int) -> list[record.NewMessage]:
@@ -295,7 +263,7 @@ async def run(args: argparse.Namespace) -> None:
                 settings=settings,
                 sessionmaker=sm,
                 store=make_store(settings),
-                provider=ZeroModel(),
+                provider=ZeroModel("bench.invalid", unique_ids=True),
                 http=http,
                 memory=MemoryStore(sm, CachingEmbedder(HashingEmbedder(DIM))),
                 context_cache=warm_cache,

@@ -14,7 +14,9 @@ acting as the agent (role ``vigil_agent``, row-level security on):
 - recall@10 of the HNSW index against exact nearest neighbours (numpy) at ef_search
   40 / 80 / 160 / 320 and at the default (``ef_search_for``, which follows the agent's
   memory count), with the median latency of that vector search;
-- p50/p99 of ``recall`` (k=10) in each mode: ``hybrid`` (the default), ``vector``, ``text``;
+- p50/p99 of ``recall`` (k=10) in each mode: ``hybrid`` (the default: both halves at
+  once, on two connections), ``vector``, ``text``, and hybrid with its halves one after
+  the other (``concurrent_halves=0``);
 - the share of the hybrid's results found by the vector half only, by the full-text half
   only, and by both.
 
@@ -45,6 +47,9 @@ EMBEDDER = "local:all-MiniLM-L6-v2"
 are that model's output, so the store compares them as the shipped embedder would."""
 EF_VALUES = (40, 80, 160, 320)
 MODES: tuple[RecallMode, ...] = ("hybrid", "vector", "text")
+IN_TURN = "hybrid in turn"
+"""Hybrid recall with its halves one after the other on one connection
+(``concurrent_halves=0``), measured beside the default, which runs them at once."""
 
 
 @dataclass
@@ -82,7 +87,9 @@ async def measure(
 ) -> Point:
     preset = {t: v.tolist() for t, v in zip(queries, qvec, strict=True)}
     engine = make_engine(url, pool_size=2)
-    store = MemoryStore(make_sessionmaker(engine), PresetEmbedder(preset, name=EMBEDDER))
+    sessionmaker = make_sessionmaker(engine)
+    store = MemoryStore(sessionmaker, PresetEmbedder(preset, name=EMBEDDER))
+    in_turn = MemoryStore(sessionmaker, PresetEmbedder(preset, name=EMBEDDER), concurrent_halves=0)
     point = Point(size, 0.0, 0.0, 0.0, ef_search_for(size, max(40, 2 * k)))
     try:
         truth = exact_neighbours(qvec, vectors, k)
@@ -100,15 +107,19 @@ async def measure(
             point.nearest_ms[label] = statistics.median(samples)
 
         only_vector = only_text = both = total = empty = 0
-        for mode in MODES:
+        runs: list[tuple[str, MemoryStore, RecallMode]] = [
+            *((mode, store, mode) for mode in MODES),
+            (IN_TURN, in_turn, "hybrid"),
+        ]
+        for label, by, mode in runs:
             for q in queries[:10]:
-                await store.recall(AGENT, q, k=k, mode=mode)
+                await by.recall(AGENT, q, k=k, mode=mode)
             samples = []
             for q in queries:
                 started = time.perf_counter()
-                got = await store.recall(AGENT, q, k=k, mode=mode)
+                got = await by.recall(AGENT, q, k=k, mode=mode)
                 samples.append((time.perf_counter() - started) * 1000)
-                if mode == "hybrid":
+                if label == "hybrid":
                     total += len(got)
                     for r in got:
                         if r.vector_rank is not None and r.text_rank is not None:
@@ -117,9 +128,9 @@ async def measure(
                             only_vector += 1
                         else:
                             only_text += 1
-                if mode == "text" and not got:
+                if label == "text" and not got:
                     empty += 1
-            point.latency[mode] = percentiles(samples)
+            point.latency[label] = percentiles(samples)
         point.share = (only_vector / total, only_text / total, both / total)
         point.text_empty = empty / len(queries)
     finally:
@@ -180,18 +191,24 @@ def print_table(points: list[Point], args: argparse.Namespace) -> None:
     print()
     print("recall latency in ms, p50/p99; hybrid results found by vector only/text only/both")
     header = (
-        f"{'N':>8} {'hybrid':>15} {'vector':>15} {'text':>15} {'v only':>7} {'t only':>7} "
+        f"{'N':>8} {'hybrid':>15} {'vector':>15} {'text':>15} {'in turn':>15} {'v only':>7} "
+        f"{'t only':>7} "
         f"{'both':>6} {'no text':>8} {'COPY s':>7} {'GIN s':>6} {'HNSW s':>7}  load avg"
     )
     print(header)
     print("-" * len(header))
     for p in points:
-        lat = " ".join(f"{p.latency[m][0]:>7.1f}/{p.latency[m][1]:<7.1f}" for m in MODES)
+        lat = " ".join(
+            f"{p.latency[m][0]:>7.1f}/{p.latency[m][1]:<7.1f}" for m in (*MODES, IN_TURN)
+        )
         print(
             f"{p.size:>8,} {lat} {p.share[0]:>7.2f} {p.share[1]:>7.2f} {p.share[2]:>6.2f} "
             f"{p.text_empty:>8.2f} {p.load_s:>7.1f} {p.gin_s:>6.1f} {p.hnsw_s:>7.1f}  {p.load}"
         )
-    print("('no text': share of queries whose full-text half found nothing)")
+    print(
+        "('in turn': hybrid with its halves one after the other; 'no text': share of "
+        "queries whose full-text half found nothing)"
+    )
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from temporalio.testing import ActivityEnvironment
 
+from tests.support.zero_model import ZeroModel
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
-from vigil.activities.models.base import ChatMessage, ModelReply, ToolCall, ToolSpec, Usage
 from vigil.activities.record import store as record
 from vigil.activities.session import SessionActivities
 from vigil.schema.payloads import CallModelInput, RunToolInput
@@ -38,36 +38,6 @@ STATEMENTS_PER_STEP = 14
 artifacts and the kept recall's check; the reply with its event and the usage; the tool
 result's check; the result with its event. Before: 18 statements in 6 transactions."""
 TRANSACTIONS_PER_STEP = 4
-
-
-class ZeroModel:
-    """Answers at once with a call of a tool that fails without the network."""
-
-    async def complete(
-        self,
-        messages: list[ChatMessage],
-        tools: list[ToolSpec],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ModelReply:
-        return ModelReply(
-            content="",
-            tool_calls=[
-                ToolCall(
-                    id=f"z{len(messages)}",
-                    name="http_fetch",
-                    arguments='{"url": "http://step.invalid/"}',
-                )
-            ],
-            usage=Usage(input_tokens=50, output_tokens=5),
-            finish_reason="tool_calls",
-            model="zero",
-            latency_ms=0.001,
-        )
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Counted:
