@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
+from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.record import store as record
@@ -60,8 +62,15 @@ async def start(
     )
 
 
+STATE_RPC_TIMEOUT = timedelta(seconds=10)
+"""A state query that gets no answer fails after this, rather than waiting for the test's
+whole timeout without saying where it stopped."""
+
+
 async def state(handle: WorkflowHandle[Any, Any]) -> SessionState:
-    current: SessionState = await handle.query(names.QUERY_STATE, result_type=SessionState)
+    current: SessionState = await handle.query(
+        names.QUERY_STATE, result_type=SessionState, rpc_timeout=STATE_RPC_TIMEOUT
+    )
     return current
 
 
@@ -72,8 +81,20 @@ async def eventually(
 ) -> SessionState:
     """Poll the state query until ``check`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
+    current: SessionState | None = None
     while True:
-        current = await state(handle)
+        try:
+            current = await state(handle)
+        except RPCError as err:
+            # A query that timed out is asked again until the deadline; others fail.
+            if err.status != RPCStatusCode.DEADLINE_EXCEEDED:
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"condition not met in {timeout}s: the state query got no answer "
+                    f"({err}); last state: {current}"
+                ) from err
+            continue
         if check(current):
             return current
         if asyncio.get_running_loop().time() > deadline:
