@@ -29,7 +29,6 @@ dropped from them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import json
@@ -719,12 +718,17 @@ class MemoryStore:
                 by_id = {row.id: row for row in rows}
         finally:
             if text_task is not None:
-                if not text_task.done():
-                    text_task.cancel()
-                # Its outcome is already raised above, or no longer wanted.
-                with contextlib.suppress(BaseException):
-                    await text_task
-                self._halves_in_flight -= 1
+                try:
+                    if not text_task.done():
+                        text_task.cancel()
+                        # Waits for it to end without raising its outcome (already
+                        # raised above, or no longer wanted); a cancellation of this
+                        # recall still propagates.
+                        await asyncio.wait([text_task])
+                    if text_task.done() and not text_task.cancelled():
+                        text_task.exception()  # retrieved: never logged as unhandled
+                finally:
+                    self._halves_in_flight -= 1
 
         vector_rank = {
             row.id: (rank, 1.0 - row.distance) for rank, row in enumerate(vector_hits, 1)
