@@ -7,12 +7,13 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from tests.support.api import ApiServer, running_api
 from vigil.activities.record.store import create_session
@@ -35,39 +36,40 @@ def api(request: pytest.FixtureRequest, settings: Settings) -> Iterator[ApiServe
         yield server
 
 
-def with_mime(settings: Settings, sha256: str, mime: str) -> None:
+def in_db(settings: Settings, work: Callable[[DbSession], Awaitable[object]]) -> None:
+    """``work`` in one transaction on the stack's database (a short-lived engine)."""
+
     async def go() -> None:
         url = settings.endpoints().database_url
         assert url is not None
         engine = make_engine(url, pool_size=1)
         try:
             async with make_sessionmaker(engine).begin() as db:
-                await db.execute(
-                    text("UPDATE artifacts SET mime_type = :m WHERE sha256 = :s"),
-                    {"m": mime, "s": sha256},
-                )
+                await work(db)
         finally:
             await engine.dispose()
 
     asyncio.run(go())
+
+
+def with_mime(settings: Settings, sha256: str, mime: str) -> None:
+    in_db(
+        settings,
+        lambda db: db.execute(
+            text("UPDATE artifacts SET mime_type = :m WHERE sha256 = :s"),
+            {"m": mime, "s": sha256},
+        ),
+    )
 
 
 def new_session(settings: Settings) -> tuple[str, str]:
     agent, session = f"art-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4().hex}"
-
-    async def go() -> None:
-        url = settings.endpoints().database_url
-        assert url is not None
-        engine = make_engine(url, pool_size=1)
-        try:
-            async with make_sessionmaker(engine).begin() as db:
-                await create_session(
-                    db, session_id=session, agent_id=agent, goal="g", status="running"
-                )
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
+    in_db(
+        settings,
+        lambda db: create_session(
+            db, session_id=session, agent_id=agent, goal="g", status="running"
+        ),
+    )
     return agent, session
 
 

@@ -118,17 +118,16 @@ def start(
 async def warn_when_no_worker(client: VigilClient) -> None:
     """A line on stderr when no worker polls the task queue: the session just started
     waits, and the person should know why and what to run."""
-    from vigil.workers.client import VigilError
-    from vigil.workers.liveness import no_worker
+    from vigil.workers.client import NoWorker, VigilError
 
-    queue = client.settings.task_queue
     try:
-        polling = await client.pollers(queue)
+        await client.require_worker(
+            client.settings.task_queue, what="the session waits until one does"
+        )
+    except NoWorker as exc:
+        err.print(f"warning: {escape(str(exc))}")
     except VigilError:
         return  # Temporal took the start; a failed look is no reason to fail the command
-    if not polling:
-        what = "the session waits until one does"
-        err.print(f"warning: {escape(no_worker(queue, queue, what=what))}")
 
 
 def list_(
