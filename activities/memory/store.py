@@ -36,7 +36,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -343,6 +343,7 @@ class MemoryStore:
         text_scan_limit: int = TEXT_SCAN_LIMIT,
         ef_search: int | None = None,
         concurrent_halves: int = CONCURRENT_HALVES,
+        text_statistics: bool = True,
     ) -> None:
         if not 0.0 < merge_threshold <= 1.0:
             raise ValueError("merge_threshold must be in (0, 1]")
@@ -389,6 +390,14 @@ class MemoryStore:
         self._halves_in_flight = 0
         self.hybrid_runs: Counter[str] = Counter()
         """How hybrid recalls ran: ``concurrent`` or ``sequential``."""
+        self.text_statistics = text_statistics
+        """Whether the full-text ladder skips the steps PostgreSQL's statistics say no row
+        can match (``text_ladder``); the statistics are read at most once per
+        ``STATISTICS_TTL_SECONDS`` per store."""
+        self._statistics: tuple[TextStatistics | None, float] | None = None
+        self.text_steps: Counter[str] = Counter()
+        """Full-text ladder steps ``sent`` to the search, and ``predicted_empty`` ones
+        left out because the statistics said nothing would match them."""
 
     # -----------------------------------------------------------------------------------
     # Write
@@ -669,17 +678,17 @@ class MemoryStore:
             where.append("m.superseded_by IS NULL")
         filters = " AND ".join(where)
 
-        literal: str | None = None
-        if mode in ("hybrid", "vector"):
-            [vector] = await self.embedder.embed([query])
-            literal = _vector_literal(vector, self.embedder.dim)
-
         vector_hits: list[Any] = []
         text_hits: list[Any] = []
+        any_term = self.text_match == "any" and not _has_search_operators(query)
+        statistics = None
+        if mode in ("hybrid", "text") and any_term and self.text_statistics:
+            statistics = await self._read_text_statistics()
         text_search = functools.partial(
             self._text_candidates,
             query=query,
-            any_term=self.text_match == "any" and not _has_search_operators(query),
+            any_term=any_term,
+            statistics=statistics,
             kinds=list(kinds) if kinds else None,
             since=since,
             until=until,
@@ -698,6 +707,11 @@ class MemoryStore:
         elif mode == "hybrid":
             self.hybrid_runs["sequential"] += 1
         try:
+            # The query is embedded while the full-text half already runs.
+            literal: str | None = None
+            if mode in ("hybrid", "vector"):
+                [vector] = await self.embedder.embed([query])
+                literal = _vector_literal(vector, self.embedder.dim)
             async with acting_for(self._sessionmaker, agent_id) as db:
                 if literal is not None:
                     await require_for_recall(db, agent_id, identity)
@@ -784,6 +798,7 @@ class MemoryStore:
         *,
         query: str,
         any_term: bool,
+        statistics: TextStatistics | None = None,
         kinds: list[str] | None,
         since: datetime | None,
         until: datetime | None,
@@ -803,14 +818,17 @@ class MemoryStore:
         setting and returns ids (read afterwards under the policies).
         """
         if any_term:
-            lexemes = (await db.execute(_LEXEMES, {"text": query})).scalar_one() or []
-            levels = text_ladder(list(lexemes))
+            lexemes = list((await db.execute(_LEXEMES, {"text": query})).scalar_one() or [])
+            levels = text_ladder(lexemes, statistics)
             ranking = levels[-1] if levels else ""
+            if statistics is not None:
+                self.text_steps["predicted_empty"] += len(text_ladder(lexemes)) - len(levels)
         else:
             ranking = (await db.execute(_WEBSEARCH, {"text": query})).scalar_one() or ""
             levels = [ranking] if ranking else []
         if not levels:
             return []  # only stop words: nothing to match
+        self.text_steps["sent"] += len(levels)
         return list(
             await db.execute(
                 _TEXT_SEARCH.bindparams(
@@ -831,6 +849,29 @@ class MemoryStore:
                 },
             )
         )
+
+    async def _read_text_statistics(self) -> TextStatistics | None:
+        """The word statistics of ``memories.tsv`` (None where there are none yet, or this
+        connection's role may not read them), read at most once per
+        ``STATISTICS_TTL_SECONDS``.
+
+        They are read outside the agent's role: ``pg_stats`` shows nothing of a table
+        whose row-level security applies to the reader. They describe the whole table,
+        every agent's rows, as the GIN index the ladder walks does.
+        """
+        now = time.monotonic()
+        if self._statistics is not None and now - self._statistics[1] < STATISTICS_TTL_SECONDS:
+            return self._statistics[0]
+        async with self._sessionmaker() as db:
+            row = (await db.execute(_WORD_STATISTICS)).one_or_none()
+        read: TextStatistics | None = None
+        if row is not None and row.lexemes and row.shares and row.rows > 0:
+            # most_common_elem_freqs lists one share per lexeme, then a minimum, maximum
+            # (and null share): only the pairs are taken.
+            shares = dict(zip(row.lexemes, row.shares, strict=False))
+            read = TextStatistics(shares, min(shares.values()), float(row.rows))
+        self._statistics = (read, now)
+        return read
 
     async def _text_alone(
         self, agent_id: str, search: Callable[[DbSession], Awaitable[list[Any]]]
@@ -996,6 +1037,10 @@ LADDER_TERMS = 8
 """A plain query's longest (most distinctive) words kept for the full-text ladder."""
 LADDER_CLAUSES = 32
 """Ladder steps that would need more alternatives than this are skipped."""
+EMPTY_STEP_ROWS = 0.1
+"""Ladder steps expected to match fewer rows than this in the whole table are skipped."""
+STATISTICS_TTL_SECONDS = 300.0
+"""How long a store keeps the word statistics it read before reading them again."""
 COUNT_TTL_SECONDS = 300.0
 EF_SEARCH_BASE = 40
 EF_SEARCH_BASE_ROWS = 5_000
@@ -1020,20 +1065,58 @@ def _tsquery_term(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def text_ladder(lexemes: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class TextStatistics:
+    """What PostgreSQL's statistics say about the words of ``memories.tsv``: the share of
+    rows holding each of its most common lexemes (``pg_stats.most_common_elems``), a
+    share no other lexeme reaches (the smallest one listed), and the table's row count."""
+
+    shares: dict[str, float]
+    floor: float
+    rows: float
+
+    def share(self, lexeme: str) -> float:
+        return self.shares.get(lexeme, self.floor)
+
+    def expected(self, lexemes: Sequence[str], at_least: int) -> float:
+        """Rows expected to hold at least ``at_least`` of ``lexemes``, were words
+        independent of each other."""
+        # Probability of holding exactly j of the words so far, word by word.
+        exactly = [1.0] + [0.0] * len(lexemes)
+        for lexeme in lexemes:
+            p = min(1.0, self.share(lexeme))
+            for j in range(len(lexemes), 0, -1):
+                exactly[j] = exactly[j] * (1.0 - p) + exactly[j - 1] * p
+            exactly[0] *= 1.0 - p
+        return self.rows * sum(exactly[at_least:])
+
+
+def text_ladder(lexemes: list[str], statistics: TextStatistics | None = None) -> list[str]:
     """The steps of a plain query's full-text search, as tsquery texts: memories holding
     all ``lexemes``, then all but one, ..., then any two, then any one.
 
     Only the ``LADDER_TERMS`` longest lexemes take part (longer words are rarer, so they
     say more); a step needing more than ``LADDER_CLAUSES`` alternatives is skipped (the
-    next one finds its rows too). The last step is the plain OR of every kept word,
-    which is also what the candidates are ranked against.
+    next one finds its rows too). With ``statistics``, a step of three words or more that
+    no row is expected to match (fewer than ``EMPTY_STEP_ROWS`` in the whole table, were
+    the words independent) is skipped as well: each step walks the index entries of its
+    words whether it finds anything or not, and on real text most queries' upper steps
+    find nothing. The any-two and any-one steps always run, so a row holding more words
+    than expected (an agent's memories share topics) is still found, by the any-two
+    step, where it ranks above rows holding two. The last step is the plain OR of every
+    kept word, which is also what the candidates are ranked against.
     """
     words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
     terms = [_tsquery_term(w) for w in words]
     steps: list[str] = []
     for size in range(len(terms), 0, -1):
         if size > 1 and math.comb(len(terms), size) > LADDER_CLAUSES:
+            continue
+        if (
+            size > 2
+            and statistics is not None
+            and statistics.expected(words, size) < EMPTY_STEP_ROWS
+        ):
             continue
         clauses = [" & ".join(group) for group in itertools.combinations(terms, size)]
         if size == 1:
@@ -1043,6 +1126,16 @@ def text_ladder(lexemes: list[str]) -> list[str]:
     return steps
 
 
+_WORD_STATISTICS = text(
+    """
+    SELECT CAST(CAST(s.most_common_elems AS text) AS text[]) AS lexemes,
+           s.most_common_elem_freqs AS shares, c.reltuples AS rows
+    FROM pg_stats s
+    JOIN pg_namespace n ON n.nspname = s.schemaname
+    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+    WHERE s.schemaname = current_schema() AND s.tablename = 'memories' AND s.attname = 'tsv'
+    """
+)
 _LEXEMES = text("SELECT tsvector_to_array(to_tsvector('english', :text))")
 _WEBSEARCH = text("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
 

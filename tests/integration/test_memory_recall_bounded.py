@@ -17,6 +17,7 @@ from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import (
     EF_SEARCH_MAX,
     MemoryStore,
+    TextStatistics,
     _vector_sql,
     ef_search_for,
     text_ladder,
@@ -91,6 +92,61 @@ def test_the_ladder_goes_from_all_words_to_any_word() -> None:
     assert many[-1].count("|") == 7  # the 8 longest words take part
     assert all(step.count("|") < 32 for step in many)
     assert text_ladder(["o'neil"]) == ["'o''neil'"]
+
+
+def test_the_statistics_leave_out_steps_no_row_is_expected_to_match() -> None:
+    words = ["walrus", "tusk", "harbour"]
+    # Each word in half the rows: 12.5 of 100 rows are expected to hold all three.
+    common = TextStatistics({w: 0.5 for w in words}, floor=0.001, rows=100)
+    assert common.expected(words, 3) == pytest.approx(12.5)
+    assert common.expected(words, 2) == pytest.approx(50.0)
+    assert common.expected(words, 1) == pytest.approx(87.5)
+    assert text_ladder(words, common) == text_ladder(words)
+    # Words at the floor: all three are expected in 1e-9 * 1e6 rows.
+    rare = TextStatistics({}, floor=0.001, rows=1_000_000)
+    assert rare.expected(words, 3) == pytest.approx(1e-3)
+    assert text_ladder(words, rare) == text_ladder(words)[1:]
+    # One common word and two rare ones: only the pairs holding the common word count.
+    mixed = TextStatistics({"walrus": 0.5}, floor=1e-6, rows=100_000)
+    assert mixed.expected(words, 2) == pytest.approx(0.1, rel=1e-3)
+    assert text_ladder(words, mixed)[-1] == text_ladder(words)[-1]
+    # The any-two and any-word steps are never left out, nor is a single word's.
+    tiny = TextStatistics({}, floor=1e-9, rows=10)
+    assert text_ladder(words, tiny) == text_ladder(words)[1:]
+    assert len(text_ladder([*words, "ivory"], tiny)) == 2
+    assert text_ladder(["walrus"], tiny) == ["'walrus'"]
+
+
+async def test_steps_the_statistics_rule_out_are_skipped_and_the_best_still_come_first(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    store = MemoryStore(sessionmaker, HashingEmbedder(384))
+    every_step = MemoryStore(sessionmaker, HashingEmbedder(384), text_statistics=False)
+    await _crowd(store, agent, 60)
+    best = (await store.add(agent, "walrus tusks by the quayside lighthouse", subject="b")).id
+    second = (await store.add(agent, "tusks near a lighthouse", subject="s")).id
+    async with sessionmaker() as db, db.begin():
+        await db.execute(text("ANALYZE memories"))
+
+    query = "walrus tusks quayside lighthouse"
+    hits = await store.recall(agent, query, k=10, mode="text")
+    expected = await every_step.recall(agent, query, k=10, mode="text")
+    # The statistics were read and ruled out at least the all-words step: the words
+    # other than "walrus" are too rare in the table for any row to be expected to hold
+    # all four. The memory that does hold them is found by a later step, still first.
+    assert store._statistics is not None and store._statistics[0] is not None
+    assert store.text_steps["predicted_empty"] >= 1
+    assert every_step.text_steps["predicted_empty"] == 0
+    assert hits[0].id == best and hits[1].id == second
+    assert [h.id for h in hits] == [h.id for h in expected]
+    sent = store.text_steps["sent"]
+    assert sent < every_step.text_steps["sent"]
+
+    # What was read is kept (not read again per recall): here, as if no statistics
+    # existed, which leaves every step in.
+    store._statistics = (None, store._statistics[1])
+    await store.recall(agent, query, k=10, mode="text")
+    assert store.text_steps["sent"] - sent == every_step.text_steps["sent"]
 
 
 def test_ef_search_follows_the_number_of_memories() -> None:
