@@ -4,19 +4,21 @@ what each half of the hybrid contributes.
 Prints figures; asserts nothing about time. The corpus is ``bench.real_text_corpus``: real
 prose sentences from the docstrings and comments of the standard library and the installed packages,
 embedded once with the bundled all-MiniLM-L6-v2 model and cached (the first run embeds,
-later runs load the cache in seconds). The last ``--queries`` sentences of the corpus are
-held out as queries (never inserted); for each size N the first N others are loaded with
-``bench.memory_recall.load`` (COPY into a fresh database migrated by vigil's migrations,
-recorded as made by ``local:all-MiniLM-L6-v2``, both indexes rebuilt with the
-migration's definitions). Everything below then goes through ``MemoryStore`` as shipped,
-acting as the agent (role ``vigil_agent``, row-level security on):
+later runs load the cache in seconds). ``--queries`` sentences drawn from the whole
+corpus (seeded) are held out as queries (never inserted); for each size N the first N
+others are loaded with ``bench.memory_recall.load`` (COPY into a fresh database migrated
+by vigil's migrations, recorded as made by ``local:all-MiniLM-L6-v2``, both indexes
+rebuilt with the migration's definitions). Everything below then goes through
+``MemoryStore`` as shipped, acting as the agent (role ``vigil_agent``, row-level security
+on):
 
 - recall@10 of the HNSW index against exact nearest neighbours (numpy) at ef_search
   40 / 80 / 160 / 320 and at the default (``ef_search_for``, which follows the agent's
   memory count), with the median latency of that vector search;
 - p50/p99 of ``recall`` (k=10) in each mode: ``hybrid`` (the default: both halves at
-  once, on two connections), ``vector``, ``text``, and hybrid with its halves one after
-  the other (``concurrent_halves=0``);
+  once, on two connections), ``vector``, ``text``, hybrid with its halves one after
+  the other (``concurrent_halves=0``) and full text running every step of its ladder
+  (``text_statistics=False``), with the ladder steps run per query both ways;
 - the share of the hybrid's results found by the vector half only, by the full-text half
   only, and by both.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import sys
 import time
@@ -50,6 +53,9 @@ MODES: tuple[RecallMode, ...] = ("hybrid", "vector", "text")
 IN_TURN = "hybrid in turn"
 """Hybrid recall with its halves one after the other on one connection
 (``concurrent_halves=0``), measured beside the default, which runs them at once."""
+EVERY_STEP = "text every step"
+"""Full-text recall running every step of its ladder (``text_statistics=False``),
+measured beside the default, which skips the steps the word statistics rule out."""
 
 
 @dataclass
@@ -67,6 +73,8 @@ class Point:
     """p50/p99 of recall by mode."""
     share: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Hybrid results found by the vector half only, the text half only, both."""
+    steps: tuple[float, float] = (0.0, 0.0)
+    """Full-text ladder steps run per query: skipping by the statistics, and every step."""
     text_empty: float = 0.0
     """Share of queries whose full-text half found nothing."""
     load: str = ""
@@ -90,6 +98,9 @@ async def measure(
     sessionmaker = make_sessionmaker(engine)
     store = MemoryStore(sessionmaker, PresetEmbedder(preset, name=EMBEDDER))
     in_turn = MemoryStore(sessionmaker, PresetEmbedder(preset, name=EMBEDDER), concurrent_halves=0)
+    every_step = MemoryStore(
+        sessionmaker, PresetEmbedder(preset, name=EMBEDDER), text_statistics=False
+    )
     point = Point(size, 0.0, 0.0, 0.0, ef_search_for(size, max(40, 2 * k)))
     try:
         truth = exact_neighbours(qvec, vectors, k)
@@ -110,6 +121,7 @@ async def measure(
         runs: list[tuple[str, MemoryStore, RecallMode]] = [
             *((mode, store, mode) for mode in MODES),
             (IN_TURN, in_turn, "hybrid"),
+            (EVERY_STEP, every_step, "text"),
         ]
         for label, by, mode in runs:
             for q in queries[:10]:
@@ -132,6 +144,11 @@ async def measure(
                     empty += 1
             point.latency[label] = percentiles(samples)
         point.share = (only_vector / total, only_text / total, both / total)
+        # Text recalls ran len(queries) + 10 times in each of the two stores.
+        point.steps = (
+            store.text_steps["sent"] / (2 * (len(queries) + 10)),
+            every_step.text_steps["sent"] / (len(queries) + 10),
+        )
         point.text_empty = empty / len(queries)
     finally:
         await engine.dispose()
@@ -149,8 +166,12 @@ async def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     vectors = embeddings(pool)
     print(f"  ready in {time.perf_counter() - started:.1f}s", flush=True)
-    queries, qvec = pool[-args.queries :], vectors[-args.queries :]
-    corpus, cvec = pool[: -args.queries], vectors[: -args.queries]
+    # Queries are drawn from the whole corpus (both of its parts); the rest, in order, is
+    # what each size loads a prefix of.
+    held = np.zeros(len(pool), dtype=bool)
+    held[random.Random(args.seed).sample(range(len(pool)), args.queries)] = True
+    queries, qvec = [t for t, h in zip(pool, held, strict=True) if h], vectors[held]
+    corpus, cvec = [t for t, h in zip(pool, held, strict=True) if not h], vectors[~held]
     sizes = [len(corpus) if s == "max" else min(int(s), len(corpus)) for s in args.sizes]
     points: list[Point] = []
     for size in sizes:
@@ -191,7 +212,8 @@ def print_table(points: list[Point], args: argparse.Namespace) -> None:
     print()
     print("recall latency in ms, p50/p99; hybrid results found by vector only/text only/both")
     header = (
-        f"{'N':>8} {'hybrid':>15} {'vector':>15} {'text':>15} {'in turn':>15} {'v only':>7} "
+        f"{'N':>8} {'hybrid':>15} {'vector':>15} {'text':>15} {'in turn':>15} "
+        f"{'every step':>15} {'steps':>9} {'v only':>7} "
         f"{'t only':>7} "
         f"{'both':>6} {'no text':>8} {'COPY s':>7} {'GIN s':>6} {'HNSW s':>7}  load avg"
     )
@@ -199,15 +221,18 @@ def print_table(points: list[Point], args: argparse.Namespace) -> None:
     print("-" * len(header))
     for p in points:
         lat = " ".join(
-            f"{p.latency[m][0]:>7.1f}/{p.latency[m][1]:<7.1f}" for m in (*MODES, IN_TURN)
+            f"{p.latency[m][0]:>7.1f}/{p.latency[m][1]:<7.1f}"
+            for m in (*MODES, IN_TURN, EVERY_STEP)
         )
         print(
-            f"{p.size:>8,} {lat} {p.share[0]:>7.2f} {p.share[1]:>7.2f} {p.share[2]:>6.2f} "
+            f"{p.size:>8,} {lat} {p.steps[0]:>4.2f}/{p.steps[1]:<4.2f} "
+            f"{p.share[0]:>7.2f} {p.share[1]:>7.2f} {p.share[2]:>6.2f} "
             f"{p.text_empty:>8.2f} {p.load_s:>7.1f} {p.gin_s:>6.1f} {p.hnsw_s:>7.1f}  {p.load}"
         )
     print(
-        "('in turn': hybrid with its halves one after the other; 'no text': share of "
-        "queries whose full-text half found nothing)"
+        "('in turn': hybrid with its halves one after the other; 'every step': text recall "
+        "running every ladder step; 'steps': ladder steps run per query, default/every "
+        "step; 'no text': share of queries whose full-text half found nothing)"
     )
 
 

@@ -79,9 +79,7 @@ def _comments(path: Path) -> Iterator[str]:
         yield " ".join(block)
 
 
-def _sentences(
-    doc: str, shortest: int = 40, longest: int = 240, words: int = 6
-) -> Iterator[str]:
+def _sentences(doc: str, shortest: int = 40, longest: int = 240, words: int = 6) -> Iterator[str]:
     # Paragraphs first: indented blocks, lists and doctests are not prose.
     for paragraph in doc.split("\n\n"):
         lines = paragraph.splitlines()
