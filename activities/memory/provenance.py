@@ -105,6 +105,14 @@ _ACTIVE = text(
     """
 )
 
+_ACTIVE_SETTING_EF = text(
+    """
+    SELECT a.embedder, a.version, a.dim, set_config('hnsw.ef_search', :ef, true) AS ef
+    FROM (SELECT 1) AS one
+    LEFT JOIN memory_embedders a ON a.agent_id = :agent_id AND a.state = 'active'
+    """
+)
+
 _ACTIVE_SHARED = text(
     """
     SELECT embedder, version, dim FROM memory_embedders
@@ -136,9 +144,19 @@ async def active_embedder(db: DbSession, agent_id: str) -> EmbedderIdentity | No
     return EmbedderIdentity(row.embedder, row.version, row.dim) if row is not None else None
 
 
-async def require_for_recall(db: DbSession, agent_id: str, configured: EmbedderIdentity) -> None:
-    """Refuse recall when the agent's memories come from another embedder."""
-    stored = await active_embedder(db, agent_id)
+async def require_for_recall(
+    db: DbSession, agent_id: str, configured: EmbedderIdentity, *, ef_search: int | None = None
+) -> None:
+    """Refuse recall when the agent's memories come from another embedder. With
+    ``ef_search``, the same statement sets ``hnsw.ef_search`` for the rest of the
+    transaction (recall's vector search follows it: one round trip fewer)."""
+    if ef_search is None:
+        stored = await active_embedder(db, agent_id)
+    else:
+        row = (
+            await db.execute(_ACTIVE_SETTING_EF, {"agent_id": agent_id, "ef": str(int(ef_search))})
+        ).one()
+        stored = EmbedderIdentity(row.embedder, row.version, row.dim) if row.embedder else None
     if stored is not None and not stored.same_space(configured):
         raise EmbedderMismatch(agent_id, stored, configured)
 

@@ -686,6 +686,7 @@ class MemoryStore:
             statistics = await self._read_text_statistics()
         text_search = functools.partial(
             self._text_candidates,
+            agent_id=agent_id,
             query=query,
             any_term=any_term,
             statistics=statistics,
@@ -713,23 +714,28 @@ class MemoryStore:
                 [vector] = await self.embedder.embed([query])
                 literal = _vector_literal(vector, self.embedder.dim)
             async with acting_for(self._sessionmaker, agent_id) as db:
-                if literal is not None:
-                    await require_for_recall(db, agent_id, identity)
                 if mode in ("hybrid", "text") and text_task is None:
                     text_hits = await text_search(db)
                 if literal is not None:
-                    ef = self.ef_search or ef_search_for(
-                        await self._memory_count(db, agent_id), candidates
+                    ef = max(
+                        candidates,
+                        self.ef_search
+                        or ef_search_for(await self._memory_count(db, agent_id), candidates),
                     )
+                    # The embedder check also sets hnsw.ef_search: one round trip.
+                    await require_for_recall(db, agent_id, identity, ef_search=ef)
                     found = await self._vector_candidates(
-                        db, {**params, "vector": literal}, filters, candidates, ef=ef
+                        db,
+                        {**params, "vector": literal},
+                        filters,
+                        candidates,
+                        ef=ef,
+                        ef_set=True,
+                        columns=_RECALLED_COLUMNS,
                     )
                     vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
                 if text_task is not None:
                     text_hits = await text_task
-                ids = {row.id for row in vector_hits} | {row.id for row in text_hits}
-                rows = await db.execute(_ROWS, {"agent_id": agent_id, "ids": sorted(ids)})
-                by_id = {row.id: row for row in rows}
         finally:
             if text_task is not None:
                 try:
@@ -748,6 +754,8 @@ class MemoryStore:
             row.id: (rank, 1.0 - row.distance) for rank, row in enumerate(vector_hits, 1)
         }
         text_rank = {row.id: rank for rank, row in enumerate(text_hits, 1)}
+        # Each half read its rows' columns with its ids, under the agent's policies.
+        by_id = {row.id: row for row in [*text_hits, *vector_hits]}
         results = [self._score(by_id[i], vector_rank.get(i), text_rank.get(i), now) for i in by_id]
         results.sort(key=lambda r: (-r.score, -r.id))
         return results[:k]
@@ -796,6 +804,7 @@ class MemoryStore:
         self,
         db: DbSession,
         *,
+        agent_id: str,
         query: str,
         any_term: bool,
         statistics: TextStatistics | None = None,
@@ -831,13 +840,14 @@ class MemoryStore:
         self.text_steps["sent"] += len(levels)
         return list(
             await db.execute(
-                _TEXT_SEARCH.bindparams(
+                _TEXT_SEARCH_ROWS.bindparams(
                     bindparam("levels", type_=ARRAY(String)),
                     bindparam("kinds", type_=ARRAY(String)),
                     bindparam("since", type_=DateTime(timezone=True)),
                     bindparam("until", type_=DateTime(timezone=True)),
                 ),
                 {
+                    "agent_id": agent_id,
                     "levels": levels,
                     "ranking": ranking,
                     "kinds": kinds,
@@ -906,6 +916,8 @@ class MemoryStore:
         *,
         purpose: str = "",
         ef: int | None = None,
+        ef_set: bool = False,
+        columns: str = "",
     ) -> list[Any]:
         """The nearest ``candidates`` memories passing ``filters``, nearest first.
 
@@ -915,12 +927,15 @@ class MemoryStore:
         search is repeated with an ``ef_search`` scaled by the share seen, and where that
         cannot reach (or still falls short) the agent's rows are scanned exactly. How
         each search ended is counted in ``vector_searches`` (keys prefixed by ``purpose``).
+        ``ef_set``: the transaction already set ``hnsw.ef_search`` to ``ef``. ``columns``
+        (``, m.kind, ...``) are read with each id.
         """
         kinds = params.get("kinds")
         dim = self.embedder.dim
-        indexed = _with_kinds(text(_vector_sql(dim, filters, exact=False)), kinds)
+        indexed = _with_kinds(text(_vector_sql(dim, filters, exact=False, columns=columns)), kinds)
         ef = max(candidates, ef or candidates)
-        await db.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+        if not ef_set:
+            await db.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
         hits = list(await db.execute(indexed, params))
         if len(hits) >= candidates:
             self.vector_searches[purpose + "index"] += 1
@@ -940,7 +955,7 @@ class MemoryStore:
                     self.vector_searches[purpose + "widened"] += 1
                     return hits
         self.vector_searches[purpose + "exact"] += 1
-        exact = _with_kinds(text(_vector_sql(dim, filters, exact=True)), kinds)
+        exact = _with_kinds(text(_vector_sql(dim, filters, exact=True, columns=columns)), kinds)
         return list(await db.execute(exact, params))
 
     def _score(
@@ -983,12 +998,8 @@ class MemoryStore:
 EF_SEARCH_MAX = 1000
 """pgvector's upper bound for hnsw.ef_search."""
 
-_ROWS = text(
-    """
-    SELECT id, kind, subject, content, importance, created_at, superseded_by
-    FROM memories WHERE agent_id = :agent_id AND id = ANY(:ids)
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+_RECALLED_COLUMNS = ", m.kind, m.subject, m.content, m.importance, m.created_at, m.superseded_by"
+"""What recall reads of each memory, with its id, in the search that finds it."""
 
 
 def _with_kinds(statement: TextClause, kinds: list[str] | None) -> TextClause:
@@ -997,7 +1008,7 @@ def _with_kinds(statement: TextClause, kinds: list[str] | None) -> TextClause:
     return statement
 
 
-def _vector_sql(dim: int, filters: str, *, exact: bool) -> str:
+def _vector_sql(dim: int, filters: str, *, exact: bool, columns: str = "") -> str:
     # The dimension is written into the SQL as a literal: only then can the planner prove
     # ``dim = <n>`` and use the partial HNSW index built for that dimension. The exact
     # form orders by the bare column, which no index serves. Ties are broken by id in
@@ -1008,7 +1019,7 @@ def _vector_sql(dim: int, filters: str, *, exact: bool) -> str:
     else:
         distance = f"m.embedding::vector({d}) <=> CAST(:vector AS vector({d}))"
     return f"""
-        SELECT m.id, {distance} AS distance
+        SELECT m.id, {distance} AS distance{columns}
         FROM memories m
         WHERE m.dim = {d} AND {filters}
         ORDER BY {distance}
@@ -1139,11 +1150,14 @@ _WORD_STATISTICS = text(
 _LEXEMES = text("SELECT tsvector_to_array(to_tsvector('english', :text))")
 _WEBSEARCH = text("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
 
-_TEXT_SEARCH = text(
-    """
-    SELECT s.id, s.rank_cd, s.level FROM vigil_memory_text_search(
+_TEXT_SEARCH_ROWS = text(
+    f"""
+    SELECT s.id, s.rank_cd, s.level, {_RECALLED_COLUMNS.lstrip(", ")}
+    FROM vigil_memory_text_search(
         CAST(:levels AS tsquery[]), CAST(:ranking AS tsquery), :kinds, :since, :until,
-        :live_only, :n, :cap) AS s
+        :live_only, :n, :cap) WITH ORDINALITY AS s(id, rank_cd, level, found)
+    JOIN memories m ON m.id = s.id AND m.agent_id = :agent_id
+    ORDER BY s.found
     """
 )
 
