@@ -396,8 +396,9 @@ class MemoryStore:
         ``STATISTICS_TTL_SECONDS`` per store."""
         self._statistics: tuple[TextStatistics | None, float] | None = None
         self.text_steps: Counter[str] = Counter()
-        """Full-text ladder steps ``sent`` to the search, and ``predicted_empty`` ones
-        left out because the statistics said nothing would match them."""
+        """Full-text ladder steps ``sent`` to the search (a step may stop the search
+        early), ``predicted_empty`` ones left out because the statistics said nothing
+        would match them, and steps ``split`` in two around common words."""
 
     # -----------------------------------------------------------------------------------
     # Write
@@ -828,10 +829,12 @@ class MemoryStore:
         """
         if any_term:
             lexemes = list((await db.execute(_LEXEMES, {"text": query})).scalar_one() or [])
-            levels = text_ladder(lexemes, statistics)
-            ranking = levels[-1] if levels else ""
+            levels = text_ladder(lexemes, statistics, self.text_scan_limit)
+            ranking = text_ranking(lexemes)
             if statistics is not None:
-                self.text_steps["predicted_empty"] += len(text_ladder(lexemes)) - len(levels)
+                whole = len(text_ladder(lexemes, statistics, math.inf))
+                self.text_steps["predicted_empty"] += len(text_ladder(lexemes)) - whole
+                self.text_steps["split"] += len(levels) - whole
         else:
             ranking = (await db.execute(_WEBSEARCH, {"text": query})).scalar_one() or ""
             levels = [ranking] if ranking else []
@@ -1102,26 +1105,43 @@ class TextStatistics:
         return self.rows * sum(exactly[at_least:])
 
 
-def text_ladder(lexemes: list[str], statistics: TextStatistics | None = None) -> list[str]:
+def text_ladder(
+    lexemes: list[str],
+    statistics: TextStatistics | None = None,
+    common_rows: float = TEXT_SCAN_LIMIT,
+) -> list[str]:
     """The steps of a plain query's full-text search, as tsquery texts: memories holding
     all ``lexemes``, then all but one, ..., then any two, then any one.
 
     Only the ``LADDER_TERMS`` longest lexemes take part (longer words are rarer, so they
     say more); a step needing more than ``LADDER_CLAUSES`` alternatives is skipped (the
-    next one finds its rows too). With ``statistics``, a step of three words or more that
-    no row is expected to match (fewer than ``EMPTY_STEP_ROWS`` in the whole table, were
-    the words independent) is skipped as well: each step walks the index entries of its
-    words whether it finds anything or not, and on real text most queries' upper steps
-    find nothing. The any-two and any-one steps always run, so a row holding more words
-    than expected (an agent's memories share topics) is still found, by the any-two
-    step, where it ranks above rows holding two. The last step is the plain OR of every
-    kept word, which is also what the candidates are ranked against.
+    next one finds its rows too). The plain OR of every kept word is what candidates are
+    ranked against (``text_ranking``).
+
+    With ``statistics`` (each step walks the index entries of its words whether it finds
+    anything or not, so the statistics steer which steps run):
+
+    - a step of three words or more that no row is expected to match (fewer than
+      ``EMPTY_STEP_ROWS`` in the whole table, were the words independent) is skipped:
+      on real text most queries' upper steps find nothing. The any-two and any-one
+      steps always run, so a row holding more words than expected (an agent's memories
+      share topics) is still found, by the any-two step, where it ranks above rows
+      holding two;
+    - a step is split in two when some of its words are common (in more than
+      ``common_rows`` rows, by default as many as one step ranks): first the
+      combinations holding a word that is not common, then those of common words only,
+      which run only if the first part found too few. Rows sharing a rarer word with
+      the query come first, as inverse document frequency would rank them, and the
+      first part walks only the shorter entry lists (the index skips through the
+      common words' lists).
     """
     words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
-    terms = [_tsquery_term(w) for w in words]
+    common: set[str] = set()
+    if statistics is not None:
+        common = {w for w in words if statistics.share(w) * statistics.rows > common_rows}
     steps: list[str] = []
-    for size in range(len(terms), 0, -1):
-        if size > 1 and math.comb(len(terms), size) > LADDER_CLAUSES:
+    for size in range(len(words), 0, -1):
+        if size > 1 and math.comb(len(words), size) > LADDER_CLAUSES:
             continue
         if (
             size > 2
@@ -1129,12 +1149,24 @@ def text_ladder(lexemes: list[str], statistics: TextStatistics | None = None) ->
             and statistics.expected(words, size) < EMPTY_STEP_ROWS
         ):
             continue
-        clauses = [" & ".join(group) for group in itertools.combinations(terms, size)]
-        if size == 1:
-            steps.append(" | ".join(clauses))
-        else:
-            steps.append(" | ".join(f"({clause})" for clause in clauses))
+        groups = list(itertools.combinations(words, size))
+        rarer = [g for g in groups if not common.issuperset(g)]
+        for part in (rarer, [g for g in groups if common.issuperset(g)]):
+            if not part:
+                continue
+            clauses = [" & ".join(_tsquery_term(w) for w in group) for group in part]
+            if size == 1:
+                steps.append(" | ".join(clauses))
+            else:
+                steps.append(" | ".join(f"({clause})" for clause in clauses))
     return steps
+
+
+def text_ranking(lexemes: list[str]) -> str:
+    """The tsquery a plain query's candidates are ranked against: the OR of the words
+    ``text_ladder`` keeps."""
+    words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
+    return " | ".join(_tsquery_term(w) for w in words)
 
 
 _WORD_STATISTICS = text(

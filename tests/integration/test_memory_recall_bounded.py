@@ -21,6 +21,7 @@ from vigil.activities.memory.store import (
     _vector_sql,
     ef_search_for,
     text_ladder,
+    text_ranking,
 )
 from vigil.activities.record.rls import AGENT_ROLE, AGENT_SETTING, acting_for
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -106,10 +107,23 @@ def test_the_statistics_leave_out_steps_no_row_is_expected_to_match() -> None:
     rare = TextStatistics({}, floor=0.001, rows=1_000_000)
     assert rare.expected(words, 3) == pytest.approx(1e-3)
     assert text_ladder(words, rare) == text_ladder(words)[1:]
-    # One common word and two rare ones: only the pairs holding the common word count.
+    # One common word (in 50,000 rows, more than one step ranks) and two rare ones: the
+    # all-words step is ruled out, and the any-word step is split, the rarer words first.
     mixed = TextStatistics({"walrus": 0.5}, floor=1e-6, rows=100_000)
     assert mixed.expected(words, 2) == pytest.approx(0.1, rel=1e-3)
-    assert text_ladder(words, mixed)[-1] == text_ladder(words)[-1]
+    assert text_ladder(words, mixed) == [
+        "('harbour' & 'walrus') | ('harbour' & 'tusk') | ('walrus' & 'tusk')",
+        "'harbour' | 'tusk'",
+        "'walrus'",
+    ]
+    assert text_ladder(words, mixed, common_rows=60_000) == text_ladder(words)[1:]
+    # Two common words: the pair of them comes after the pairs holding the rare word.
+    two = TextStatistics({"walrus": 0.5, "harbour": 0.5}, floor=1e-6, rows=100_000)
+    assert text_ladder(words, two)[:2] == [
+        "('harbour' & 'tusk') | ('walrus' & 'tusk')",
+        "('harbour' & 'walrus')",
+    ]
+    assert text_ranking(words) == text_ladder(words)[-1]
     # The any-two and any-word steps are never left out, nor is a single word's.
     tiny = TextStatistics({}, floor=1e-9, rows=10)
     assert text_ladder(words, tiny) == text_ladder(words)[1:]
@@ -147,6 +161,29 @@ async def test_steps_the_statistics_rule_out_are_skipped_and_the_best_still_come
     store._statistics = (None, store._statistics[1])
     await store.recall(agent, query, k=10, mode="text")
     assert store.text_steps["sent"] - sent == every_step.text_steps["sent"]
+
+
+async def test_a_rare_words_memories_are_not_crowded_out_by_a_common_words(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    # Each step ranks at most 10 rows: "walrus", in 60 memories, is common for it.
+    store = MemoryStore(sessionmaker, HashingEmbedder(384), text_scan_limit=10)
+    await _crowd(store, agent, 60)
+    rare = [
+        (await store.add(agent, text, subject=f"rare-{i}")).id
+        for i, text in enumerate(["a narwhal sighting off the coast", "narwhal pods migrate"])
+    ]
+    async with sessionmaker() as db, db.begin():
+        await db.execute(text("ANALYZE memories"))
+
+    hits = await store.recall(agent, "walrus narwhal", k=10, mode="text")
+    statistics = store._statistics[0] if store._statistics else None
+    assert statistics is not None and statistics.share("walrus") * statistics.rows > 10
+    # The any-word step ran as two: "narwhal" first, then "walrus". Without the split,
+    # it ranks the first 10 rows holding either word, which here are walrus rows.
+    assert store.text_steps["split"] >= 1
+    assert sorted(h.id for h in hits[:2]) == sorted(rare)
+    assert len(hits) == 10
 
 
 def test_ef_search_follows_the_number_of_memories() -> None:
