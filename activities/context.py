@@ -148,6 +148,9 @@ class ContextRead:
     """A kept recall result was checked against the record in the read."""
     recalled: list[Any] | None = None
     """That result, when every memory in it is still live (None: none kept, or not)."""
+    recall_for: tuple[str, tuple[str, ...]] | None = None
+    """The recall query and its cache key, when the read worked them out (``assemble``
+    uses them rather than working them out again)."""
 
 
 class RecallCheckBlocked(Exception):
@@ -260,6 +263,7 @@ async def read_context(
     if not query.strip():
         return got
     recall_key = cache.recall_key(agent_id, repr(memory.embedder), budget.recall_k, query)
+    got.recall_for = (query, recall_key)
     found = cache.recalled(recall_key)
     if found is None:
         return got
@@ -308,7 +312,7 @@ async def _recall_stage(
 ) -> list[Any]:
     if cache is None:
         return list(await memory.recall(agent_id, query, k=k))
-    key = cache.recall_key(agent_id, repr(memory.embedder), k, query)
+    key = _recall_key(cache, memory, agent_id, k, query, read)
     if read.recalled is not None:
         cache.stats["recall_hit"] += 1  # checked live by the read
         return read.recalled
@@ -322,6 +326,14 @@ async def _recall_stage(
     cache.stats["recall_miss"] += 1
     # Shielded: a step that stops waiting leaves it running, and its result is kept.
     return await asyncio.shield(cache.recall_task(key, memory, agent_id, query, k))
+
+
+def _recall_key(
+    cache: ContextCache, memory: Any, agent_id: str, k: int, query: str, read: ContextRead
+) -> tuple[str, ...]:
+    if read.recall_for is not None and read.recall_for[0] == query:
+        return read.recall_for[1]
+    return cache.recall_key(agent_id, repr(memory.embedder), k, query)
 
 
 async def assemble(
@@ -381,7 +393,7 @@ async def assemble(
     memory_lines: list[str] = []
     degraded: Degraded | None = None
     if memory is not None and recent:
-        query = recall_query(session, recent)
+        query = got.recall_for[0] if got.recall_for else recall_query(session, recent)
         if query.strip():
             found: list[Any] = []
             remaining = (
@@ -392,7 +404,7 @@ async def assemble(
             if remaining is not None and remaining <= 0:
                 degraded = Degraded("assembly", _ms(started), time_budget_ms or 0.0)
                 if cache is not None:  # recalled meanwhile, for the next step
-                    key = cache.recall_key(agent_id, repr(memory.embedder), budget.recall_k, query)
+                    key = _recall_key(cache, memory, agent_id, budget.recall_k, query, got)
                     if cache.recalled(key) is None:
                         cache.recall_task(key, memory, agent_id, query, budget.recall_k)
             else:

@@ -18,7 +18,8 @@ on):
 - p50/p99 of ``recall`` (k=10) in each mode: ``hybrid`` (the default: both halves at
   once, on two connections), ``vector``, ``text``, hybrid with its halves one after
   the other (``concurrent_halves=0``) and full text running every step of its ladder
-  (``text_statistics=False``), with the ladder steps run per query both ways;
+  (``text_statistics=False``), with the ladder steps sent per query both ways (the
+  search stops at the first step that completes its candidates);
 - the share of the hybrid's results found by the vector half only, by the full-text half
   only, and by both.
 
@@ -74,7 +75,7 @@ class Point:
     share: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Hybrid results found by the vector half only, the text half only, both."""
     steps: tuple[float, float] = (0.0, 0.0)
-    """Full-text ladder steps run per query: skipping by the statistics, and every step."""
+    """Full-text ladder steps sent per query: as shipped (statistics on), and every step."""
     text_empty: float = 0.0
     """Share of queries whose full-text half found nothing."""
     load: str = ""
@@ -231,7 +232,7 @@ def print_table(points: list[Point], args: argparse.Namespace) -> None:
         )
     print(
         "('in turn': hybrid with its halves one after the other; 'every step': text recall "
-        "running every ladder step; 'steps': ladder steps run per query, default/every "
+        "running every ladder step; 'steps': ladder steps sent per query, default/every "
         "step; 'no text': share of queries whose full-text half found nothing)"
     )
 
