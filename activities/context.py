@@ -309,10 +309,10 @@ async def _recall_stage(
     query: str,
     k: int,
     read: ContextRead,
+    key: tuple[str, ...] | None,
 ) -> list[Any]:
-    if cache is None:
+    if cache is None or key is None:
         return list(await memory.recall(agent_id, query, k=k))
-    key = _recall_key(cache, memory, agent_id, k, query, read)
     if read.recalled is not None:
         cache.stats["recall_hit"] += 1  # checked live by the read
         return read.recalled
@@ -326,14 +326,6 @@ async def _recall_stage(
     cache.stats["recall_miss"] += 1
     # Shielded: a step that stops waiting leaves it running, and its result is kept.
     return await asyncio.shield(cache.recall_task(key, memory, agent_id, query, k))
-
-
-def _recall_key(
-    cache: ContextCache, memory: Any, agent_id: str, k: int, query: str, read: ContextRead
-) -> tuple[str, ...]:
-    if read.recall_for is not None and read.recall_for[0] == query:
-        return read.recall_for[1]
-    return cache.recall_key(agent_id, repr(memory.embedder), k, query)
 
 
 async def assemble(
@@ -393,8 +385,11 @@ async def assemble(
     memory_lines: list[str] = []
     degraded: Degraded | None = None
     if memory is not None and recent:
-        query = got.recall_for[0] if got.recall_for else recall_query(session, recent)
+        # With a cache, the read already worked out the query and its cache key.
+        query, key = got.recall_for or (recall_query(session, recent), None)
         if query.strip():
+            if cache is not None and key is None:
+                key = cache.recall_key(agent_id, repr(memory.embedder), budget.recall_k, query)
             found: list[Any] = []
             remaining = (
                 None
@@ -403,15 +398,16 @@ async def assemble(
             )
             if remaining is not None and remaining <= 0:
                 degraded = Degraded("assembly", _ms(started), time_budget_ms or 0.0)
-                if cache is not None:  # recalled meanwhile, for the next step
-                    key = _recall_key(cache, memory, agent_id, budget.recall_k, query, got)
-                    if cache.recalled(key) is None:
-                        cache.recall_task(key, memory, agent_id, query, budget.recall_k)
+                # Recalled meanwhile, for the next step.
+                if cache is not None and key is not None and cache.recalled(key) is None:
+                    cache.recall_task(key, memory, agent_id, query, budget.recall_k)
             else:
                 try:
                     with metrics.timed(metrics.RECALL_SECONDS, agent_id):
                         found = await asyncio.wait_for(
-                            _recall_stage(memory, cache, agent_id, query, budget.recall_k, got),
+                            _recall_stage(
+                                memory, cache, agent_id, query, budget.recall_k, got, key
+                            ),
                             timeout=remaining,
                         )
                 except TimeoutError:

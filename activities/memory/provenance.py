@@ -145,18 +145,15 @@ async def active_embedder(db: DbSession, agent_id: str) -> EmbedderIdentity | No
 
 
 async def require_for_recall(
-    db: DbSession, agent_id: str, configured: EmbedderIdentity, *, ef_search: int | None = None
+    db: DbSession, agent_id: str, configured: EmbedderIdentity, *, ef_search: int
 ) -> None:
-    """Refuse recall when the agent's memories come from another embedder. With
-    ``ef_search``, the same statement sets ``hnsw.ef_search`` for the rest of the
-    transaction (recall's vector search follows it: one round trip fewer)."""
-    if ef_search is None:
-        stored = await active_embedder(db, agent_id)
-    else:
-        row = (
-            await db.execute(_ACTIVE_SETTING_EF, {"agent_id": agent_id, "ef": str(int(ef_search))})
-        ).one()
-        stored = EmbedderIdentity(row.embedder, row.version, row.dim) if row.embedder else None
+    """Refuse recall when the agent's memories come from another embedder; the same
+    statement sets ``hnsw.ef_search`` for the rest of the transaction (recall's vector
+    search follows it: one round trip fewer)."""
+    row = (
+        await db.execute(_ACTIVE_SETTING_EF, {"agent_id": agent_id, "ef": str(int(ef_search))})
+    ).one()
+    stored = EmbedderIdentity(row.embedder, row.version, row.dim) if row.embedder else None
     if stored is not None and not stored.same_space(configured):
         raise EmbedderMismatch(agent_id, stored, configured)
 

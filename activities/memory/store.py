@@ -829,12 +829,8 @@ class MemoryStore:
         """
         if any_term:
             lexemes = list((await db.execute(_LEXEMES, {"text": query})).scalar_one() or [])
-            levels = text_ladder(lexemes, statistics, self.text_scan_limit)
+            levels = text_ladder(lexemes, statistics, self.text_scan_limit, counts=self.text_steps)
             ranking = text_ranking(lexemes)
-            if statistics is not None:
-                whole = len(text_ladder(lexemes, statistics, math.inf))
-                self.text_steps["predicted_empty"] += len(text_ladder(lexemes)) - whole
-                self.text_steps["split"] += len(levels) - whole
         else:
             ranking = (await db.execute(_WEBSEARCH, {"text": query})).scalar_one() or ""
             levels = [ranking] if ranking else []
@@ -1105,10 +1101,16 @@ class TextStatistics:
         return self.rows * sum(exactly[at_least:])
 
 
+def _ladder_words(lexemes: list[str]) -> list[str]:
+    return sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
+
+
 def text_ladder(
     lexemes: list[str],
     statistics: TextStatistics | None = None,
     common_rows: float = TEXT_SCAN_LIMIT,
+    *,
+    counts: Counter[str] | None = None,
 ) -> list[str]:
     """The steps of a plain query's full-text search, as tsquery texts: memories holding
     all ``lexemes``, then all but one, ..., then any two, then any one.
@@ -1134,8 +1136,11 @@ def text_ladder(
       the query come first, as inverse document frequency would rank them, and the
       first part walks only the shorter entry lists (the index skips through the
       common words' lists).
+
+    ``counts`` gains one ``predicted_empty`` per step the statistics left out and one
+    ``split`` per step run in two parts.
     """
-    words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
+    words = _ladder_words(lexemes)
     common: set[str] = set()
     if statistics is not None:
         common = {w for w in words if statistics.share(w) * statistics.rows > common_rows}
@@ -1148,12 +1153,16 @@ def text_ladder(
             and statistics is not None
             and statistics.expected(words, size) < EMPTY_STEP_ROWS
         ):
+            if counts is not None:
+                counts["predicted_empty"] += 1
             continue
         groups = list(itertools.combinations(words, size))
         rarer = [g for g in groups if not common.issuperset(g)]
-        for part in (rarer, [g for g in groups if common.issuperset(g)]):
-            if not part:
-                continue
+        commoner = [g for g in groups if common.issuperset(g)]
+        parts = [part for part in (rarer, commoner) if part]
+        if counts is not None and len(parts) == 2:
+            counts["split"] += 1
+        for part in parts:
             clauses = [" & ".join(_tsquery_term(w) for w in group) for group in part]
             if size == 1:
                 steps.append(" | ".join(clauses))
@@ -1165,8 +1174,7 @@ def text_ladder(
 def text_ranking(lexemes: list[str]) -> str:
     """The tsquery a plain query's candidates are ranked against: the OR of the words
     ``text_ladder`` keeps."""
-    words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
-    return " | ".join(_tsquery_term(w) for w in words)
+    return " | ".join(_tsquery_term(w) for w in _ladder_words(lexemes))
 
 
 _WORD_STATISTICS = text(

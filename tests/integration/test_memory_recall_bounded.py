@@ -44,17 +44,24 @@ async def _crowd(store: MemoryStore, agent: str, n: int) -> None:
         await store.add(agent, f"walrus note {i} {words}", subject=f"crowd-{i}")
 
 
+async def _add_each(store: MemoryStore, agent: str, texts: list[str], label: str) -> list[int]:
+    """The ids of ``texts``, each remembered about a subject of its own."""
+    return [
+        (await store.add(agent, text, subject=f"{label}-{i}")).id for i, text in enumerate(texts)
+    ]
+
+
 async def test_full_text_candidates_are_bounded_and_the_best_ranked(
     sessionmaker: async_sessionmaker[DbSession], agent: str
 ) -> None:
     store = MemoryStore(sessionmaker, HashingEmbedder(384), text_scan_limit=10)
     await _crowd(store, agent, 40)
-    best = [
-        (await store.add(agent, text, subject=f"best-{i}")).id
-        for i, text in enumerate(
-            ["walrus tusks measured at the harbour", "tusks of an old walrus in the harbour"]
-        )
-    ]
+    best = await _add_each(
+        store,
+        agent,
+        ["walrus tusks measured at the harbour", "tusks of an old walrus in the harbour"],
+        "best",
+    )
     # Every memory holds "walrus": unbounded, all 42 would be ranked and returned.
     hits = await store.recall(agent, "walrus tusks harbour", k=100, mode="text")
     assert len(hits) == len(best) + 10
@@ -169,10 +176,9 @@ async def test_a_rare_words_memories_are_not_crowded_out_by_a_common_words(
     # Each step ranks at most 10 rows: "walrus", in 60 memories, is common for it.
     store = MemoryStore(sessionmaker, HashingEmbedder(384), text_scan_limit=10)
     await _crowd(store, agent, 60)
-    rare = [
-        (await store.add(agent, text, subject=f"rare-{i}")).id
-        for i, text in enumerate(["a narwhal sighting off the coast", "narwhal pods migrate"])
-    ]
+    rare = await _add_each(
+        store, agent, ["a narwhal sighting off the coast", "narwhal pods migrate"], "rare"
+    )
     async with sessionmaker() as db, db.begin():
         await db.execute(text("ANALYZE memories"))
 
