@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
     """Sessions a worker keeps in memory between workflow tasks (sticky cache). Each costs
     memory while cached; an evicted one is replayed from its history on its next wake."""
+    worker_workflow_sandbox: bool = False
+    """Run sessions inside Temporal's workflow sandbox. Off by default: the workflows are
+    vigil's own code (agents and tools run in activities), and the sandbox costs CPU on
+    every run and workflow task (README "Performance"); the test suite replays every
+    recorded history inside the sandbox, so a non-deterministic call fails there."""
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1)
     """Workflow tasks a worker runs at once; unset means the SDK's default (100)."""
     worker_max_concurrent_activities: int = Field(default=50, ge=1)

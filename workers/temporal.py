@@ -1,6 +1,6 @@
 """The one place that wires Temporal for both the worker and the client.
 
-Data converter, sandbox passthrough, failure types and search attributes all live here,
+Data converter, workflow runner, failure types and search attributes all live here,
 so a worker and a client can never disagree on how payloads look.
 """
 
@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     # The worker and its sandbox are imported by the functions that build them: a client
     # (every CLI command) never needs them.
     from temporalio.runtime import Runtime
-    from temporalio.worker import Worker, WorkerDeploymentConfig
-    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+    from temporalio.worker import Worker, WorkerDeploymentConfig, WorkflowRunner
 
 # Modules handed to the workflow sandbox as they are instead of being re-imported per run.
 PASSTHROUGH_MODULES = (
@@ -58,9 +57,17 @@ def data_converter(settings: Settings) -> DataConverter:
     return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(*, sandboxed: bool = True) -> WorkflowRunner:
+    """How a worker runs workflow code. ``sandboxed``: Temporal's sandbox, which imports
+    the workflow modules again for every run and checks each call at run time (what the
+    replay tests use, so a non-deterministic call in vigil's workflows fails there);
+    otherwise the workflows run as plain Python (``worker_workflow_sandbox``, README
+    "Performance")."""
+    from temporalio.worker import UnsandboxedWorkflowRunner
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
@@ -94,7 +101,7 @@ def new_worker(
     eager_activities: bool = True,
     deployment_config: WorkerDeploymentConfig | None = None,
 ) -> Worker:
-    """A worker with vigil's sandbox and the ``worker_*`` options of ``settings``
+    """A worker with vigil's workflow runner and the ``worker_*`` options of ``settings``
     (defaults when none); ``max_concurrent_activities`` overrides the setting.
     ``eager_activities=False`` (benchmarks) always dispatches through the task queue."""
     from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
@@ -106,7 +113,7 @@ def new_worker(
         deployment_config=deployment_config,
         workflows=list(workflows),
         activities=list(activities),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandboxed=opts.worker_workflow_sandbox),
         max_cached_workflows=opts.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=opts.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=max_concurrent_activities

@@ -1,15 +1,23 @@
 """The worker_* settings reach the Temporal worker, and a worker without a workflow cache
-(every task replays the history) still runs workflows to the same result."""
+(every task replays the history) still runs workflows to the same result. Sessions run
+without Temporal's workflow sandbox unless ``worker_workflow_sandbox`` asks for it, and
+run alike either way."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import PollerBehaviorSimpleMaximum
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tests.support.greeter import Greeted, Greeter, Greeting, greet
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import running_worker, session_input, start, stub_settings, transcript
+from vigil.schema.payloads import SessionStatus
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import new_worker
 
@@ -33,6 +41,7 @@ async def test_worker_options_come_from_settings(client: Client, task_queue: str
     assert config.get("max_concurrent_activities") == 4
     assert config.get("workflow_task_poller_behavior") == PollerBehaviorSimpleMaximum(2)
     assert config.get("activity_task_poller_behavior") == PollerBehaviorSimpleMaximum(3)
+    assert isinstance(config.get("workflow_runner"), UnsandboxedWorkflowRunner)
     async with worker:
         result = await client.execute_workflow(
             Greeter.run,
@@ -44,7 +53,39 @@ async def test_worker_options_come_from_settings(client: Client, task_queue: str
     assert result == Greeted(text="hello uncached", attempt=1)
 
 
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandbox", "no-sandbox"])
+async def test_a_session_runs_alike_with_and_without_the_sandbox(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    sandboxed: bool,
+) -> None:
+    stub.enqueue(
+        Reply.tool_call("read_artifact", {"name": "none"}),
+        Reply.tool_call("finish", {"summary": "looked"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, worker_workflow_sandbox=sandboxed)
+    probe = new_worker(
+        client, task_queue=f"{task_queue}-probe", workflows=[Greeter], activities=[], settings=cfg
+    )
+    runner = SandboxedWorkflowRunner if sandboxed else UnsandboxedWorkflowRunner
+    assert isinstance(probe.config().get("workflow_runner"), runner)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("look once"))
+        result = await handle.result()
+    assert (result.status, result.steps, result.summary) == (SessionStatus.COMPLETED, 2, "looked")
+    messages = await transcript(sessionmaker, handle.id)
+    roles = ["user", "assistant", "tool", "assistant", "tool", "system"]
+    assert [m.role for m in messages] == roles
+    assert [m.seq for m in messages] == list(range(len(messages)))
+
+
 def test_worker_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().worker_workflow_sandbox is False  # type: ignore[call-arg]
+    monkeypatch.setenv("VIGIL_WORKER_WORKFLOW_SANDBOX", "true")
+    assert Settings().worker_workflow_sandbox is True  # type: ignore[call-arg]
     monkeypatch.setenv("VIGIL_WORKER_MAX_CACHED_WORKFLOWS", "250")
     monkeypatch.setenv("VIGIL_WORKER_WORKFLOW_POLLERS", "8")
     settings = Settings()  # type: ignore[call-arg]

@@ -7,6 +7,7 @@ the workflow sandbox re-imports this module.
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -49,3 +50,17 @@ class RenamedOpenActivity(AgentSession):
 
 
 INCOMPATIBLE: list[type[AgentSession]] = [TimerBeforeEachStep, RenamedOpenActivity]
+
+
+@workflow.defn(name=names.WORKFLOW_SESSION)
+class RandomBeforeEachStep(AgentSession):
+    """Draws from Python's own random generator before every model call: the same events
+    as the history, but a call only the sandbox stops (workers run without it)."""
+
+    @workflow.run
+    async def run(self, arg: StartSessionInput) -> SessionResult:
+        return await super().run(arg)
+
+    async def _step(self) -> None:
+        random.random()
+        await super()._step()

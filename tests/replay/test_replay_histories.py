@@ -1,5 +1,10 @@
 """Every committed history replays on today's AgentSession; an incompatible one fails.
 
+Replays run inside Temporal's workflow sandbox, which also stops a non-deterministic call
+(the clock, random, I/O) at run time: workers run sessions without it for speed
+(``worker_workflow_sandbox``), so this is where such a call in vigil's workflows is caught.
+Every history replays without the sandbox too, as workers run them.
+
 No server needed: the Replayer runs the workflow code against the recorded events. A
 failure here means a change would break sessions already running; make it compatible
 (``workflow.patched``) or, for a deliberate versioned change, re-record the histories with
@@ -13,9 +18,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 from temporalio.workflow import NondeterminismError
 
-from tests.replay.incompatible import INCOMPATIBLE
+from tests.replay.incompatible import INCOMPATIBLE, RandomBeforeEachStep
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import data_converter, workflow_runner
 from vigil.workflows.session import AgentSession
@@ -67,9 +73,11 @@ NEWER = {
 }
 
 
-def _replayer(workflow: type) -> Replayer:
+def _replayer(workflow: type, *, sandboxed: bool = True) -> Replayer:
     return Replayer(
-        workflows=[workflow], data_converter=CONVERTER, workflow_runner=workflow_runner()
+        workflows=[workflow],
+        data_converter=CONVERTER,
+        workflow_runner=workflow_runner(sandboxed=sandboxed),
     )
 
 
@@ -91,12 +99,27 @@ def test_the_recorded_scenarios_are_all_here() -> None:
     assert older_cancel == {"cancel_by"}
 
 
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-async def test_history_replays(path: Path) -> None:
-    result = await _replayer(AgentSession).replay_workflow(
+async def test_history_replays(path: Path, sandboxed: bool) -> None:
+    result = await _replayer(AgentSession, sandboxed=sandboxed).replay_workflow(
         _history(path), raise_on_replay_failure=False
     )
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
+
+
+async def test_the_sandbox_stops_a_nondeterministic_call_the_events_would_not_show() -> None:
+    history = _history(HISTORIES / "tools_finish.json")
+    plain = await _replayer(RandomBeforeEachStep, sandboxed=False).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert plain.replay_failure is None  # the same commands: only the sandbox can tell
+    caught = await _replayer(RandomBeforeEachStep).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    # The replayer reports the failed workflow task as text: the sandbox's error by name.
+    assert "Cannot access random.random" in str(caught.replay_failure)
+    assert RestrictedWorkflowAccessError.__name__ in str(caught.replay_failure)
 
 
 # What the replay failure says for each incompatible variant.
