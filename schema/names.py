@@ -87,6 +87,10 @@ PATCH_CANCEL_ACTOR = "vigil-cancel-actor"
 # own seq as run_tool would), queued records ride in its input, and an agent whose model
 # settings say ``execution = "local"`` has its model calls run as local activities.
 PATCH_FOLDED_STEP = "vigil-folded-step"
+# The low-latency mode's bookkeeping as local activities too: opening the session, its
+# records and the memory of its outcome, so such a session dispatches nothing through the
+# server's task queues but the agent's resolution and the tool calls it does not fold.
+PATCH_LOCAL_RECORDS = "vigil-local-records"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

@@ -159,6 +159,7 @@ class AgentSession(HandOverWhileWaiting):
                 summary="open session",
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
+                bookkeeping=True,
             )
             self._c.next_seq = max(self._c.next_seq, opened.next_seq)
             budget = self._arg.budget
@@ -734,6 +735,7 @@ class AgentSession(HandOverWhileWaiting):
                 summary="remember the outcome",
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=retry,
+                bookkeeping=True,
             )
         except ActivityError as exc:
             # Memory is an aid, never a reason to lose the session's ending.
@@ -867,6 +869,7 @@ class AgentSession(HandOverWhileWaiting):
                 summary=summaries.record(records.messages, records.events),
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
+                bookkeeping=True,
             )
         except BaseException:
             # Cancelled mid-write: keep everything for the final flush (writes are
@@ -987,7 +990,21 @@ class AgentSession(HandOverWhileWaiting):
         heartbeat: bool = False,
         task_queue: str | None = None,
         schedule_to_start: timedelta | None = None,
+        bookkeeping: bool = False,
     ) -> M:
+        """Run an activity. ``bookkeeping``: opening the session, a record or the outcome's
+        memory, which the low-latency mode runs as local activities like its model calls."""
+        if bookkeeping and self._local_bookkeeping():
+            local: M = await workflow.execute_local_activity(
+                name,
+                arg,
+                result_type=result,
+                start_to_close_timeout=limit,
+                retry_policy=retry,
+                local_retry_threshold=folding.LOCAL_RETRY_THRESHOLD,
+                summary=summary,
+            )
+            return local
         out: M = await workflow.execute_activity(
             name,
             arg,
@@ -1000,6 +1017,14 @@ class AgentSession(HandOverWhileWaiting):
             summary=summary,
         )
         return out
+
+    def _local_bookkeeping(self) -> bool:
+        """Whether this session's bookkeeping runs as local activities: its agent's model
+        calls do (``execution = "local"``) and the session is new enough. The patch is
+        asked only then, so sessions of the default mode carry no marker for it."""
+        return folding.local_model_call(self._runtime) and workflow.patched(
+            names.PATCH_LOCAL_RECORDS
+        )
 
     # --- human control: decoding input ----------------------------------------------------
 

@@ -1,10 +1,13 @@
-"""Workers SIGKILLed inside a folded step and inside a local model call: another worker
-finishes the session and every row is there exactly once.
+"""Workers SIGKILLed inside a folded step, inside a local model call and inside a
+low-latency session's opening: another worker finishes the session and every row is there
+exactly once.
 
 Workers are real OS processes (``tests.support.worker_proc``); the LLM stub and the page
-the tools fetch run here and hold their answer, so each kill lands where it is meant to:
-inside a tool call that ``call_model`` runs itself, or inside a model call that runs as a
-local activity (``[model] execution = "local"``).
+the tools fetch run here and hold their answer, and the test holds a row the opening
+waits for, so each kill lands where it is meant to: inside a tool call that
+``call_model`` runs itself, inside a model call that runs as a local activity
+(``[model] execution = "local"``), or inside that mode's opening of the session, a local
+activity too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.support.history import activity_runs
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import assert_whole, start, transcript, until
 from tests.support.worker_proc import WorkerProcess
+from vigil.activities.record import store as record
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
@@ -178,13 +182,7 @@ async def test_a_worker_killed_inside_a_folded_tool_call(
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
 
 
-async def test_a_worker_killed_inside_a_local_model_call(
-    client: Client,
-    stub: LLMStub,
-    task_queue: str,
-    workers: Any,
-    sessionmaker: async_sessionmaker[DbSession],
-) -> None:
+async def _local_agent(sessionmaker: async_sessionmaker[DbSession]) -> str:
     name = f"local-{uuid.uuid4().hex[:8]}"
     await AgentService(sessionmaker).apply_spec(
         AgentSpec.model_validate(
@@ -196,6 +194,27 @@ async def test_a_worker_killed_inside_a_local_model_call(
             }
         )
     )
+    return name
+
+
+async def _scheduled(handle: Any) -> list[str]:
+    """The activities the session dispatched through the server, in order."""
+    history = await handle.fetch_history()
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+async def test_a_worker_killed_inside_a_local_model_call(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    name = await _local_agent(sessionmaker)
     held = Reply.hang(2.0, then=_fetches(stub, 1))
     stub.enqueue(held, _fetches(stub, 1), _fetches(stub, 2))
     stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
@@ -209,11 +228,58 @@ async def test_a_worker_killed_inside_a_local_model_call(
 
     # The model call ran again on the new worker: asked twice, recorded once.
     assert len(stub.requests) == STEPS + 1
-    history = await handle.fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
-    assert names.ACT_CALL_MODEL not in scheduled, "model calls run as local activities"
+    # Model calls, records and the outcome's memory all ran as local activities.
+    assert await _scheduled(handle) == [names.ACT_RESOLVE_AGENT]
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
+    remembered = await _rows(
+        sessionmaker, "SELECT kind FROM memories WHERE source_session_id = :s", handle.id
+    )
+    assert remembered == [("reflection",)]
+
+
+async def test_a_worker_killed_while_a_low_latency_session_opens(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    name = await _local_agent(sessionmaker)
+    stub.enqueue(*[_fetches(stub, n) for n in range(1, STEPS)])
+    stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
+    sid = f"open-crash-{uuid.uuid4()}"
+    worker = await workers()
+    # An uncommitted row with the session's id: the opening's INSERT waits on it.
+    async with sessionmaker() as holder:
+        await record.create_session(
+            holder, session_id=sid, agent_id=name, goal="held", status="running"
+        )
+        me = (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        handle = await start(
+            client, task_queue, StartSessionInput(agent_id=name, goal="open, die"), sid
+        )
+
+        async def opening_waits() -> list[tuple[Any, ...]] | None:
+            blocked = (
+                "SELECT pid FROM pg_stat_activity "
+                f"WHERE {int(me)} = ANY(pg_blocking_pids(pid)) AND :s = :s"
+            )
+            return await _rows(sessionmaker, blocked, sid) or None
+
+        await until(opening_waits, within=60, what="the opening to wait on the held row")
+        await worker.sigkill()  # inside the local activity that opens the session
+        worker = await workers()
+        await holder.rollback()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
+
+    assert await _scheduled(handle) == [names.ACT_RESOLVE_AGENT]
+    await _assert_once(sessionmaker, handle.id, STEPS - 1)
+    [(goal,)] = await _rows(sessionmaker, "SELECT goal FROM sessions WHERE id = :s", sid)
+    assert goal == "open, die"  # opened by the second worker, not the held row
+    opened = await _rows(
+        sessionmaker,
+        "SELECT count(*) FROM events WHERE session_id = :s AND key = 'session:opened'",
+        sid,
+    )
+    assert opened == [(1,)]

@@ -53,6 +53,8 @@ EXPECTED = {
 OLDER_CODE = "pre_outcome_memory__"
 # Recorded before the cancel event named who cancelled (PATCH_CANCEL_ACTOR).
 OLDER_CANCEL = "pre_cancel_actor__"
+# Recorded before the low-latency mode's bookkeeping became local (PATCH_LOCAL_RECORDS).
+OLDER_LOCAL = "pre_local_records__"
 # Payload encryption on, as every worker runs: histories written in plain (before
 # encryption) must still replay, since a plain payload decodes as it is.
 CONVERTER = data_converter(
@@ -88,7 +90,7 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_the_recorded_scenarios_are_all_here() -> None:
-    older_prefixes = (OLDER_CODE, OLDER_CANCEL)
+    older_prefixes = (OLDER_CODE, OLDER_CANCEL, OLDER_LOCAL)
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
     older_cancel = {
@@ -97,6 +99,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
     assert current == EXPECTED
     assert older == EXPECTED - NEWER
     assert older_cancel == {"cancel_by"}
+    older_local = {
+        p.stem.removeprefix(OLDER_LOCAL) for p in PATHS if p.stem.startswith(OLDER_LOCAL)
+    }
+    assert older_local == {"local_model_calls"}
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
