@@ -16,7 +16,10 @@ exceeds size limit.". Then:
 
 What one attempt leaves for the next (outage count, since when) travels in the
 activity's heartbeat details, which Temporal hands to the next attempt; so a long
-activity must heartbeat through ``beat()``, which carries them.
+activity must heartbeat through ``beat()``, which carries them. A local activity (the
+low-latency mode) has no heartbeat: its ledger stays in the worker, keyed by its run and
+activity id, where its retries run (a retry that lands on another worker, after the worker
+was lost, starts a fresh ledger).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -93,9 +97,40 @@ _LEDGER: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
     "vigil_ledger", default=None
 )
 
+_LOCAL_LEDGERS: OrderedDict[tuple[str, str], Ledger] = OrderedDict()
+"""Ledgers of local activities between their attempts (this worker's, newest last)."""
+LOCAL_LEDGERS_KEPT = 10_000
+
+
+def _local_key(info: activity.Info) -> tuple[str, str] | None:
+    return (info.workflow_run_id or "", info.activity_id) if info.is_local else None
+
+
+def _ledger_of(info: activity.Info) -> Ledger:
+    """What the earlier attempts left: the heartbeat details, or this worker's note."""
+    key = _local_key(info)
+    if key is None:
+        return Ledger.from_details(info.heartbeat_details)
+    return _LOCAL_LEDGERS.pop(key, None) or Ledger()
+
+
+def _keep(ledger: Ledger) -> None:
+    """Leave the ledger for the next attempt."""
+    key = _local_key(activity.info())
+    if key is None:
+        activity.heartbeat(ledger.details())
+        return
+    _LOCAL_LEDGERS[key] = ledger
+    _LOCAL_LEDGERS.move_to_end(key)
+    while len(_LOCAL_LEDGERS) > LOCAL_LEDGERS_KEPT:
+        _LOCAL_LEDGERS.popitem(last=False)
+
 
 def beat() -> None:
-    """Heartbeat, carrying the attempt's ledger (a bare heartbeat would erase it)."""
+    """Heartbeat, carrying the attempt's ledger (a bare heartbeat would erase it). A local
+    activity has no heartbeat: nothing to do."""
+    if activity.info().is_local:
+        return
     ledger = _LEDGER.get()
     if ledger is not None and ledger.outages:
         activity.heartbeat(ledger.details())
@@ -116,8 +151,7 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
 
     @functools.wraps(fn)
     async def run(self: S, arg: A) -> R:
-        info = activity.info()
-        ledger = Ledger.from_details(info.heartbeat_details)
+        ledger = _ledger_of(activity.info())
         token = _LEDGER.set(ledger)
         began = time.time()
         try:
@@ -147,14 +181,14 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
             info.attempt,
             wait.total_seconds(),
         )
-        activity.heartbeat(ledger.details())
+        _keep(ledger)
         return ApplicationError(
             outage.message, type=names.ERR_INFRA_UNAVAILABLE, next_retry_delay=wait
         )
 
     ledger.got_through(began)
     if ledger.outages:
-        activity.heartbeat(ledger.details())
+        _keep(ledger)
     delay: timedelta | None = None
     category = ApplicationErrorCategory.UNSPECIFIED
     if isinstance(exc, ApplicationError):

@@ -1,5 +1,9 @@
 """An outage of PostgreSQL or the object store never ends a session.
 
+The same holds in the low-latency mode, where the model call and the records are local
+activities: Temporal carries no heartbeat between a local activity's attempts, so the
+worker keeps their outage ledger itself.
+
 The sessions here allow a model or tool call two attempts only, then take a part of the
 test stack away while a call is under way and keep it away until the call has failed
 more times than that. Outage failures are not the call's own failures: the session waits
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,7 +41,9 @@ from tests.support.sessions import (
     until,
 )
 from vigil.schema import names
+from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import SessionResult, SessionStatus, ToolPolicy
+from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 
@@ -189,3 +197,60 @@ async def test_the_providers_own_failures_still_have_a_budget(
     assert len(model_calls) == BUDGET
     [run] = await activity_runs(handle, names.ACT_CALL_MODEL)
     assert run.attempt == BUDGET
+
+
+async def test_a_database_outage_in_a_low_latency_model_call_is_waited_out(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    postgres: PartOutage,
+    sessionmaker: async_sessionmaker[DbSession],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = f"local-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "model": {"execution": "local"}, "tools": [{"name": "finish"}]}
+        )
+    )
+    asked = itertools.count(1)
+
+    def answer(body: Any) -> Reply:
+        n = next(asked)
+        if n == 1:
+            postgres.stop()  # the reply cannot be recorded: the local call is retried
+            return Reply.text("not kept")
+        if n == 2:
+            # The provider's own failure after the outage: one of the two allowed.
+            return Reply.status(500, message="upstream hiccup")
+        return Reply.text("thought it through")
+
+    stub.default = answer
+    caplog.set_level("INFO", logger="temporalio.activity")
+    retried = re.compile(rf"{names.ACT_CALL_MODEL} attempt (\d+) retries in (\d+) s")
+
+    def outage_retries() -> list[tuple[int, int]]:
+        found = (retried.search(r.getMessage()) for r in caplog.records)
+        return [(int(m[1]), int(m[2])) for m in found if m]
+
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client, task_queue, session_input("think", agent_id=name, policy=TIGHT)
+        )
+        await until(lambda: postgres.stopped.is_set(), within=60, what="the outage")
+        await until(lambda: len(outage_retries()) >= OUTLAST, within=120, what="outage retries")
+        postgres.stopped.clear()
+        await asyncio.to_thread(postgres.start)
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED, result.summary
+    assert result.summary == "thought it through"
+    assert_whole(await transcript(sessionmaker, handle.id))
+    # The outage's retries back off as a regular activity's do (1, 2, 4 ... s).
+    waits = [wait for _, wait in outage_retries()[:OUTLAST]]
+    assert waits == [2**k for k in range(OUTLAST)], waits
+    [recovered] = await events(sessionmaker, handle.id, "infrastructure_recovered")
+    assert recovered.payload["activity"] == names.ACT_CALL_MODEL
+    assert recovered.payload["part"] == "PostgreSQL"
+    assert recovered.payload["failed_attempts"] >= OUTLAST
