@@ -17,9 +17,9 @@ exceeds size limit.". Then:
 What one attempt leaves for the next (outage count, since when) travels in the
 activity's heartbeat details, which Temporal hands to the next attempt; so a long
 activity must heartbeat through ``beat()``, which carries them. A local activity (the
-low-latency mode) has no heartbeat: its ledger stays in the worker, keyed by its run and
-activity id, where its retries run (a retry that lands on another worker, after the worker
-was lost, starts a fresh ledger).
+low-latency mode) has no heartbeat: its ledger stays with the activity's owner in the
+worker (``LocalLedgers``), keyed by its run and activity id, where its retries run (a
+retry that lands on another worker, after the worker was lost, starts a fresh ledger).
 """
 
 from __future__ import annotations
@@ -97,33 +97,48 @@ _LEDGER: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
     "vigil_ledger", default=None
 )
 
-_LOCAL_LEDGERS: OrderedDict[tuple[str, str], Ledger] = OrderedDict()
-"""Ledgers of local activities between their attempts (this worker's, newest last)."""
-LOCAL_LEDGERS_KEPT = 10_000
+
+class LocalLedgers:
+    """The ledgers of an owner's local activities between their attempts (newest last).
+    An activity class that runs local activities holds one as ``local_ledgers``."""
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._by_key: OrderedDict[tuple[str, str], Ledger] = OrderedDict()
+
+    def take(self, info: activity.Info) -> Ledger:
+        return self._by_key.pop(_local_key(info), None) or Ledger()
+
+    def keep(self, info: activity.Info, ledger: Ledger) -> None:
+        key = _local_key(info)
+        self._by_key[key] = ledger
+        self._by_key.move_to_end(key)
+        while len(self._by_key) > self.KEPT:
+            self._by_key.popitem(last=False)
 
 
-def _local_key(info: activity.Info) -> tuple[str, str] | None:
-    return (info.workflow_run_id or "", info.activity_id) if info.is_local else None
+def _local_key(info: activity.Info) -> tuple[str, str]:
+    return (info.workflow_run_id or "", info.activity_id)
 
 
-def _ledger_of(info: activity.Info) -> Ledger:
-    """What the earlier attempts left: the heartbeat details, or this worker's note."""
-    key = _local_key(info)
-    if key is None:
+def _ledger_of(owner: Any, info: activity.Info) -> Ledger:
+    """What the earlier attempts left: the heartbeat details, or the owner's note."""
+    if not info.is_local:
         return Ledger.from_details(info.heartbeat_details)
-    return _LOCAL_LEDGERS.pop(key, None) or Ledger()
+    ledgers = getattr(owner, "local_ledgers", None)
+    return ledgers.take(info) if isinstance(ledgers, LocalLedgers) else Ledger()
 
 
-def _keep(ledger: Ledger) -> None:
+def _keep(owner: Any, ledger: Ledger) -> None:
     """Leave the ledger for the next attempt."""
-    key = _local_key(activity.info())
-    if key is None:
+    info = activity.info()
+    if not info.is_local:
         activity.heartbeat(ledger.details())
         return
-    _LOCAL_LEDGERS[key] = ledger
-    _LOCAL_LEDGERS.move_to_end(key)
-    while len(_LOCAL_LEDGERS) > LOCAL_LEDGERS_KEPT:
-        _LOCAL_LEDGERS.popitem(last=False)
+    ledgers = getattr(owner, "local_ledgers", None)
+    if isinstance(ledgers, LocalLedgers):
+        ledgers.keep(info, ledger)
 
 
 def beat() -> None:
@@ -151,13 +166,13 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
 
     @functools.wraps(fn)
     async def run(self: S, arg: A) -> R:
-        ledger = _ledger_of(activity.info())
+        ledger = _ledger_of(self, activity.info())
         token = _LEDGER.set(ledger)
         began = time.time()
         try:
             result = await fn(self, arg)
         except Exception as exc:
-            raise _failure(exc, ledger, arg, began) from None
+            raise _failure(self, exc, ledger, arg, began) from None
         finally:
             _LEDGER.reset(token)
         ledger.got_through(began)
@@ -168,7 +183,9 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
     return run
 
 
-def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> ApplicationError:
+def _failure(
+    owner: Any, exc: Exception, ledger: Ledger, arg: Any, began: float
+) -> ApplicationError:
     info = activity.info()
     outage = outage_of(exc)
     if outage is not None:
@@ -181,14 +198,14 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
             info.attempt,
             wait.total_seconds(),
         )
-        _keep(ledger)
+        _keep(owner, ledger)
         return ApplicationError(
             outage.message, type=names.ERR_INFRA_UNAVAILABLE, next_retry_delay=wait
         )
 
     ledger.got_through(began)
     if ledger.outages:
-        _keep(ledger)
+        _keep(owner, ledger)
     delay: timedelta | None = None
     category = ApplicationErrorCategory.UNSPECIFIED
     if isinstance(exc, ApplicationError):

@@ -39,7 +39,7 @@ from vigil.activities.context import (
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.credentials import CredentialError
 from vigil.activities.failures import outage_of
-from vigil.activities.guard import guarded
+from vigil.activities.guard import LocalLedgers, guarded
 from vigil.activities.models.base import (
     ChatMessage,
     ModelProvider,
@@ -150,6 +150,8 @@ class SessionActivities:
         # and the reader of agent versions (their tool catalogs).
         self.models = models or ModelRouter({}, default_provider=provider)
         self.agents = agents or AgentVersions(sessionmaker)
+        self.local_ledgers = LocalLedgers()
+        """Outage ledgers of this worker's local activities between attempts (guard.py)."""
 
     def all(self) -> list[Any]:
         return [self.open_session, self.record, self.call_model, self.run_tool, self.remember]

@@ -11,8 +11,8 @@ bench/session_overhead.py):
     the model call a local activity). Activity work is the time spent inside vigil's
     activities (timed by a worker interceptor, so it is the real activities' own work);
     orchestration is the rest: ms/step - activity work, printed as a multiple of the floor;
-(b) sessions completed/s and started/s (S sessions of 3 steps started at once), in both
-    modes, as a share of the floor's one-activity workflows/s;
+(b) sessions completed/s and started/s (S sessions of 1 step, then of 3 steps, started at
+    once), in both modes, as a share of the floor's one-activity workflows/s;
 (peers) when LangGraph is installed (``uv sync --group peers``): ms/step at steps 10, 100
     and 1,000 of LangGraph with its PostgreSQL checkpointer (bench/peers.py) beside one
     session in each mode, timed alike (from each step's end).
@@ -254,24 +254,25 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             low, default = steps["low-latency"], steps["default"]
             rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
 
-            for mode in MODES:
-                say(f"(b) {mode} mode, {args.sessions} sessions x 3 steps at once ...")
-                done, started = await sessions_per_second(
-                    client, task_queue, mode, args.sessions, 3
-                )
-                share = done / floor.one_activity_wf_per_s
-                start_share = started / floor.one_activity_wf_per_s
-                rows += [
-                    (
-                        f"(b) {mode}: sessions completed/s ({args.sessions} x 3 steps)",
-                        f"{done:.1f} = {share:.2f}x floor workflows/s (goal >= 0.7x)",
-                    ),
-                    (
-                        f"(b) {mode}: sessions started/s",
-                        f"{started:.1f} = {start_share:.2f}x floor workflows/s, "
-                        f"{started / floor.starts_per_s:.2f}x floor starts/s",
-                    ),
-                ]
+            for short in (1, 3):
+                for mode in MODES:
+                    say(f"(b) {mode} mode, {args.sessions} sessions x {short} steps at once ...")
+                    done, started = await sessions_per_second(
+                        client, task_queue, mode, args.sessions, short
+                    )
+                    share = done / floor.one_activity_wf_per_s
+                    start_share = started / floor.one_activity_wf_per_s
+                    rows += [
+                        (
+                            f"(b) {mode}: sessions completed/s ({args.sessions} x {short} steps)",
+                            f"{done:.1f} = {share:.2f}x floor workflows/s (goal >= 0.7x)",
+                        ),
+                        (
+                            f"(b) {mode}: sessions started/s ({short} steps)",
+                            f"{started:.1f} = {start_share:.2f}x floor workflows/s, "
+                            f"{started / floor.starts_per_s:.2f}x floor starts/s",
+                        ),
+                    ]
 
             if peers:
                 for mode in MODES:
