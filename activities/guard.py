@@ -18,8 +18,8 @@ What one attempt leaves for the next (outage count, since when) travels in the
 activity's heartbeat details, which Temporal hands to the next attempt; so a long
 activity must heartbeat through ``beat()``, which carries them. A local activity (the
 low-latency mode) has no heartbeat: its ledger stays with the activity's owner in the
-worker (``LocalLedgers``), keyed by its run and activity id, where its retries run (a
-retry that lands on another worker, after the worker was lost, starts a fresh ledger).
+worker (``LocalLedgers``), where its retries run, and it counts its own failures; a retry
+that lands on another worker (the first was lost) starts a fresh ledger and count.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ class Ledger:
     up_at: float | None = None
     """When an attempt first got through after it."""
     last: str | None = None
+    failures: int = 0
+    """A local activity's own failures so far (a regular one counts from its attempt)."""
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> Ledger:
@@ -105,40 +107,63 @@ class LocalLedgers:
     KEPT = 10_000
 
     def __init__(self) -> None:
-        self._by_key: OrderedDict[tuple[str, str], Ledger] = OrderedDict()
+        self._by_key: OrderedDict[tuple[str, str, str], Ledger] = OrderedDict()
 
-    def take(self, info: activity.Info) -> Ledger:
-        return self._by_key.pop(_local_key(info), None) or Ledger()
+    def get(self, key: tuple[str, str, str]) -> Ledger | None:
+        return self._by_key.get(key)
 
-    def keep(self, info: activity.Info, ledger: Ledger) -> None:
-        key = _local_key(info)
+    def keep(self, key: tuple[str, str, str], ledger: Ledger) -> None:
         self._by_key[key] = ledger
         self._by_key.move_to_end(key)
         while len(self._by_key) > self.KEPT:
             self._by_key.popitem(last=False)
 
+    def drop(self, key: tuple[str, str, str]) -> None:
+        self._by_key.pop(key, None)
 
-def _local_key(info: activity.Info) -> tuple[str, str]:
-    return (info.workflow_run_id or "", info.activity_id)
+
+def _local_key(info: activity.Info, arg: Any) -> tuple[str, str, str]:
+    """One local activity across its attempts. Not its activity id: the SDK gives a retry
+    that waited on a durable timer (past the local retry threshold) a new one. The run,
+    the activity type and the call's own seq (a model call's; the other local activities
+    run one at a time in a run) stay the same."""
+    return (info.workflow_run_id or "", info.activity_type, str(getattr(arg, "seq", "")))
 
 
-def _ledger_of(owner: Any, info: activity.Info) -> Ledger:
-    """What the earlier attempts left: the heartbeat details, or the owner's note."""
+def _local_ledgers(owner: Any) -> LocalLedgers | None:
+    ledgers = getattr(owner, "local_ledgers", None)
+    return ledgers if isinstance(ledgers, LocalLedgers) else None
+
+
+def _ledger_of(owner: Any, info: activity.Info, arg: Any) -> Ledger:
+    """What the earlier attempts left: the heartbeat details, or the owner's note (left in
+    place, so an attempt that ends without a word, timed out or cancelled, still passes on
+    what the ones before it met)."""
     if not info.is_local:
         return Ledger.from_details(info.heartbeat_details)
-    ledgers = getattr(owner, "local_ledgers", None)
-    return ledgers.take(info) if isinstance(ledgers, LocalLedgers) else Ledger()
+    ledgers = _local_ledgers(owner)
+    key = _local_key(info, arg)
+    found = ledgers.get(key) if ledgers is not None else None
+    if found is None:
+        found = Ledger()
+        if ledgers is not None:
+            ledgers.keep(key, found)
+    return found
 
 
-def _keep(owner: Any, ledger: Ledger) -> None:
-    """Leave the ledger for the next attempt."""
-    info = activity.info()
-    if not info.is_local:
+def _keep(ledger: Ledger) -> None:
+    """Leave the ledger for the next attempt of a regular activity (a local activity's
+    stays with its owner)."""
+    if not activity.info().is_local:
         activity.heartbeat(ledger.details())
-        return
-    ledgers = getattr(owner, "local_ledgers", None)
-    if isinstance(ledgers, LocalLedgers):
-        ledgers.keep(info, ledger)
+
+
+def _done(owner: Any, arg: Any) -> None:
+    """No attempt follows: forget a local activity's ledger."""
+    info = activity.info()
+    ledgers = _local_ledgers(owner)
+    if info.is_local and ledgers is not None:
+        ledgers.drop(_local_key(info, arg))
 
 
 def beat() -> None:
@@ -166,15 +191,19 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
 
     @functools.wraps(fn)
     async def run(self: S, arg: A) -> R:
-        ledger = _ledger_of(self, activity.info())
+        ledger = _ledger_of(self, activity.info(), arg)
         token = _LEDGER.set(ledger)
         began = time.time()
         try:
             result = await fn(self, arg)
         except Exception as exc:
-            raise _failure(self, exc, ledger, arg, began) from None
+            failure = _failure(exc, ledger, arg, began)
+            if failure.non_retryable:
+                _done(self, arg)
+            raise failure from None
         finally:
             _LEDGER.reset(token)
+        _done(self, arg)
         ledger.got_through(began)
         if ledger.down_since is not None:
             await _recovered(self, arg, ledger)
@@ -183,9 +212,7 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
     return run
 
 
-def _failure(
-    owner: Any, exc: Exception, ledger: Ledger, arg: Any, began: float
-) -> ApplicationError:
+def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> ApplicationError:
     info = activity.info()
     outage = outage_of(exc)
     if outage is not None:
@@ -198,14 +225,16 @@ def _failure(
             info.attempt,
             wait.total_seconds(),
         )
-        _keep(owner, ledger)
+        _keep(ledger)
         return ApplicationError(
             outage.message, type=names.ERR_INFRA_UNAVAILABLE, next_retry_delay=wait
         )
 
     ledger.got_through(began)
+    if info.is_local:
+        ledger.failures += 1
     if ledger.outages:
-        _keep(owner, ledger)
+        _keep(ledger)
     delay: timedelta | None = None
     category = ApplicationErrorCategory.UNSPECIFIED
     if isinstance(exc, ApplicationError):
@@ -216,7 +245,9 @@ def _failure(
         log.error("%s failed: %s", info.activity_type, describe(exc), exc_info=exc)
         message, kind, retryable = describe(exc), names.ERR_ACTIVITY_FAILED, True
     budget = getattr(arg, "max_failures", None)
-    failures = info.attempt - ledger.outages
+    # A local activity counts its own failures: its attempt number also counts attempts
+    # whose ledger a lost worker took with it, which must not be spent as failures.
+    failures = ledger.failures if info.is_local else info.attempt - ledger.outages
     if retryable and isinstance(budget, int) and failures >= budget:
         message = short(f"{message} (failed {failures} times, giving up)")
         retryable = False

@@ -13,9 +13,11 @@ them, on the test stack's Temporal server and PostgreSQL. Measured per case:
   (a worker with ``VIGIL_WORKER_MAX_CACHED_WORKFLOWS=0`` replays the history each time).
 
 The floor (bench/floor.py: one-activity workflows per second, same server, same run) is
-printed beside it, with the ratios.
+printed beside it, with the ratios. ``--mode low-latency`` runs the sessions with an agent
+whose model calls (and so its bookkeeping) are local activities.
 
     uv run python -m bench.throughput --sessions 500
+    uv run python -m bench.throughput --sessions 150 --mode low-latency
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ from bench.floor import measure as measure_floor
 from bench.floor import table
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.teststack import scratch_stack
+from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import Budget, ToolPolicy
+from vigil.workers.agents import AgentService
 from vigil.workers.client import VigilClient
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 
-AGENT = "agent-throughput"
+AGENTS = {"default": "agent-throughput", "low-latency": "agent-throughput-local"}
+"""Mode -> the agent its sessions run (the default one has no definition)."""
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -168,15 +174,28 @@ async def wait_asleep(db: asyncpg.Connection, ids: list[str], within: float) -> 
     return time.perf_counter() - started
 
 
+async def define_local_agent(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        spec = {
+            "name": AGENTS["low-latency"],
+            "model": {"execution": "local"},
+            "tools": [{"name": "wait_until"}, {"name": "finish"}],
+        }
+        await AgentService(make_sessionmaker(engine)).apply_spec(AgentSpec.model_validate(spec))
+    finally:
+        await engine.dispose()
+
+
 async def start_many(
-    vigil: VigilClient, task_queue: str, count: int, concurrency: int, tag: str
+    vigil: VigilClient, task_queue: str, count: int, concurrency: int, tag: str, agent: str
 ) -> list[str]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> str:
         async with gate:
             started = await vigil.start_session(
-                AGENT,
+                agent,
                 f"throughput {tag} {i}",
                 session_id=f"tp-{tag}-{i}-{uuid.uuid4().hex[:8]}",
                 budget=Budget(max_steps=50),
@@ -208,6 +227,7 @@ async def run_case(
     sessions: int,
     concurrency: int,
     options: dict[str, str],
+    agent: str,
 ) -> Case:
     task_queue = f"bench-tp-{uuid.uuid4()}"
     state = settings.resolved_state_dir
@@ -221,11 +241,11 @@ async def run_case(
                 postmaster=pid_in(state / "postgres" / "data" / "postmaster.pid"),
             )
             # Warm-up: every worker has polled and run a session before the clock starts.
-            warm = await start_many(vigil, task_queue, 4 * workers, concurrency, "warm")
+            warm = await start_many(vigil, task_queue, 4 * workers, concurrency, "warm", agent)
             await wait_asleep(db, warm, 120)
             rss0, cpu0 = parts.worker_rss(), parts.cpu()
             started = time.perf_counter()
-            ids = await start_many(vigil, task_queue, sessions, concurrency, "run")
+            ids = await start_many(vigil, task_queue, sessions, concurrency, "run", agent)
             calls = time.perf_counter() - started
             await wait_asleep(db, ids, 60 + sessions)
             settled = time.perf_counter() - started
@@ -244,7 +264,13 @@ async def run_case(
 
 
 async def wake_latency(
-    settings: Settings, stub_url: str, db_url: str, *, wakes: int, options: dict[str, str]
+    settings: Settings,
+    stub_url: str,
+    db_url: str,
+    *,
+    wakes: int,
+    options: dict[str, str],
+    agent: str,
 ) -> list[float]:
     """ms from a wake until the session is asleep again one step later, one at a time."""
     task_queue = f"bench-wake-{uuid.uuid4()}"
@@ -253,7 +279,7 @@ async def wake_latency(
     out: list[float] = []
     try:
         with vigil_workers(settings, stub_url, task_queue, 1, **options):
-            ids = await start_many(vigil, task_queue, wakes + 2, 8, "wake")
+            ids = await start_many(vigil, task_queue, wakes + 2, 8, "wake", agent)
             await wait_asleep(db, ids, 120)
             for sid in ids:
                 started = time.perf_counter()
@@ -303,6 +329,9 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
         options["worker_activity_pollers"] = str(args.activity_pollers)
     if args.workflow_tasks:
         options["worker_max_concurrent_workflow_tasks"] = str(args.workflow_tasks)
+    agent = AGENTS[args.mode]
+    if args.mode == "low-latency":
+        await define_local_agent(db_url)
     with LLMStub(record=False) as stub:
         stub.default = responder
         say("(floor) one-activity workflows/s on the same server ...")
@@ -321,6 +350,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                     sessions=args.sessions,
                     concurrency=args.concurrency,
                     options=options,
+                    agent=agent,
                 )
                 rows += case_rows(case, floor.one_activity_wf_per_s)
                 say(table(case_rows(case, floor.one_activity_wf_per_s)))
@@ -333,6 +363,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                     db_url,
                     wakes=args.wakes,
                     options={**options, "worker_max_cached_workflows": cache},
+                    agent=agent,
                 )
                 rows.append(
                     (
@@ -346,6 +377,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sessions", type=int, default=300, help="sessions per case")
+    parser.add_argument("--mode", choices=sorted(AGENTS), default="default")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=1, help="runs per case")
     parser.add_argument("--concurrency", type=int, default=64, help="start calls in flight")

@@ -88,8 +88,8 @@ PATCH_CANCEL_ACTOR = "vigil-cancel-actor"
 # settings say ``execution = "local"`` has its model calls run as local activities.
 PATCH_FOLDED_STEP = "vigil-folded-step"
 # The low-latency mode's bookkeeping as local activities too: opening the session, its
-# records and the memory of its outcome, so such a session dispatches nothing through the
-# server's task queues but the agent's resolution and the tool calls it does not fold.
+# records and the memory of its outcome. Still through the server: the agent's
+# resolution, the tool calls a step does not fold (and a tool queue's probe), webhooks.
 PATCH_LOCAL_RECORDS = "vigil-local-records"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"

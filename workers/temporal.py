@@ -57,7 +57,7 @@ def data_converter(settings: Settings) -> DataConverter:
     return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
 
 
-def workflow_runner(*, sandboxed: bool = True) -> WorkflowRunner:
+def workflow_runner(*, sandboxed: bool) -> WorkflowRunner:
     """How a worker runs workflow code. ``sandboxed``: Temporal's sandbox, which imports
     the workflow modules again for every run and checks each call at run time (what the
     replay tests use, so a non-deterministic call in vigil's workflows fails there);

@@ -1020,10 +1020,13 @@ class AgentSession(HandOverWhileWaiting):
 
     def _local_bookkeeping(self) -> bool:
         """Whether this session's bookkeeping runs as local activities: its agent's model
-        calls do (``execution = "local"``) and the session is new enough. The patch is
-        asked only then, so sessions of the default mode carry no marker for it."""
-        return folding.local_model_call(self._runtime) and workflow.patched(
-            names.PATCH_LOCAL_RECORDS
+        calls do (``execution = "local"``, which needs folded steps) and the session is new
+        enough. The patch is asked only then, so sessions of the default mode carry no
+        marker for it."""
+        return (
+            self._fold
+            and folding.local_model_call(self._runtime)
+            and workflow.patched(names.PATCH_LOCAL_RECORDS)
         )
 
     # --- human control: decoding input ----------------------------------------------------

@@ -133,7 +133,7 @@ async def test_old_sessions_finish_on_their_build_while_new_ones_run_the_new_one
     replayer = Replayer(
         workflows=CHANGED_WORKFLOWS,
         data_converter=client.data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandboxed=True),
     )
     history = await old[0].fetch_history()
     replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)

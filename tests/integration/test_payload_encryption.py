@@ -175,7 +175,7 @@ async def test_the_codec_reads_it_back(
     replayer = Replayer(
         workflows=[AgentSession],
         data_converter=client.data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandboxed=True),
     )
     await replayer.replay_workflow(history)
 

@@ -24,7 +24,10 @@ from vigil.workers.temporal import new_worker
 pytestmark = pytest.mark.integration
 
 
-async def test_worker_options_come_from_settings(client: Client, task_queue: str) -> None:
+async def test_worker_options_come_from_settings(
+    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VIGIL_WORKER_WORKFLOW_SANDBOX", raising=False)
     settings = Settings(  # type: ignore[call-arg]
         worker_max_cached_workflows=0,
         worker_max_concurrent_workflow_tasks=3,
@@ -83,6 +86,7 @@ async def test_a_session_runs_alike_with_and_without_the_sandbox(
 
 
 def test_worker_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIGIL_WORKER_WORKFLOW_SANDBOX", raising=False)
     assert Settings().worker_workflow_sandbox is False  # type: ignore[call-arg]
     monkeypatch.setenv("VIGIL_WORKER_WORKFLOW_SANDBOX", "true")
     assert Settings().worker_workflow_sandbox is True  # type: ignore[call-arg]
