@@ -20,7 +20,7 @@ The agent's ``[model] execution = "local"`` makes the model call a local activit
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -29,6 +29,8 @@ from vigil.schema import names
 from vigil.schema.agents import AgentRuntime
 from vigil.schema.payloads import CallModelInput, CallModelOutput, ToolCallRef, ToolPolicy
 from vigil.workflows import agents, tool_routing
+
+M = TypeVar("M")
 
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=30)
 """A local model call retried later than this waits on a durable timer instead of in
@@ -70,20 +72,36 @@ async def call_model(
     heartbeat: timedelta,
 ) -> CallModelOutput:
     """The model activity, as a regular or a local activity."""
-    common: dict[str, Any] = {
-        "result_type": CallModelOutput,
-        "start_to_close_timeout": limit,
-        "retry_policy": retry,
-        "summary": summary,
-    }
     if local:
         # No heartbeat: a lost worker is noticed by its workflow task timing out, and the
         # next worker runs the call again (the recorded reply is then returned as is).
-        out: CallModelOutput = await workflow.execute_local_activity(
-            names.ACT_CALL_MODEL, arg, local_retry_threshold=LOCAL_RETRY_THRESHOLD, **common
+        return await run_local(
+            names.ACT_CALL_MODEL, arg, CallModelOutput, limit=limit, retry=retry, summary=summary
         )
-        return out
-    out = await workflow.execute_activity(
-        names.ACT_CALL_MODEL, arg, heartbeat_timeout=heartbeat, **common
+    out: CallModelOutput = await workflow.execute_activity(
+        names.ACT_CALL_MODEL,
+        arg,
+        result_type=CallModelOutput,
+        start_to_close_timeout=limit,
+        retry_policy=retry,
+        heartbeat_timeout=heartbeat,
+        summary=summary,
+    )
+    return out
+
+
+async def run_local(
+    name: str, arg: Any, result: type[M], *, limit: timedelta, retry: RetryPolicy, summary: str
+) -> M:
+    """An activity of the low-latency mode, as a local activity: retried in the worker up
+    to ``LOCAL_RETRY_THRESHOLD``, on a durable timer after that."""
+    out: M = await workflow.execute_local_activity(
+        name,
+        arg,
+        result_type=result,
+        start_to_close_timeout=limit,
+        retry_policy=retry,
+        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+        summary=summary,
     )
     return out

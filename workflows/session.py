@@ -995,16 +995,9 @@ class AgentSession(HandOverWhileWaiting):
         """Run an activity. ``bookkeeping``: opening the session, a record or the outcome's
         memory, which the low-latency mode runs as local activities like its model calls."""
         if bookkeeping and self._local_bookkeeping():
-            local: M = await workflow.execute_local_activity(
-                name,
-                arg,
-                result_type=result,
-                start_to_close_timeout=limit,
-                retry_policy=retry,
-                local_retry_threshold=folding.LOCAL_RETRY_THRESHOLD,
-                summary=summary,
+            return await folding.run_local(
+                name, arg, result, limit=limit, retry=retry, summary=summary
             )
-            return local
         out: M = await workflow.execute_activity(
             name,
             arg,
