@@ -40,18 +40,17 @@ import asyncpg
 
 from bench.floor import measure as measure_floor
 from bench.floor import table
+from bench.step_modes import MODES, apply_agents
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.teststack import scratch_stack
-from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import Budget, ToolPolicy
-from vigil.workers.agents import AgentService
 from vigil.workers.client import VigilClient
-from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 
-AGENTS = {"default": "agent-throughput", "low-latency": "agent-throughput-local"}
-"""Mode -> the agent its sessions run (the default one has no definition)."""
+AGENTS = {"default": "agent-throughput", "low-latency": MODES["low-latency"]}
+"""Mode -> the agent its sessions run: the default one has no definition, the other is
+the step bench's low-latency agent (every built-in tool, model calls as local activities)."""
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -172,19 +171,6 @@ async def wait_asleep(db: asyncpg.Connection, ids: list[str], within: float) -> 
             raise RuntimeError(f"only {await asleep(db, ids)} of {len(ids)} asleep in {within}s")
         await asyncio.sleep(0.2)
     return time.perf_counter() - started
-
-
-async def define_local_agent(db_url: str) -> None:
-    engine = make_engine(db_url)
-    try:
-        spec = {
-            "name": AGENTS["low-latency"],
-            "model": {"execution": "local"},
-            "tools": [{"name": "wait_until"}, {"name": "finish"}],
-        }
-        await AgentService(make_sessionmaker(engine)).apply_spec(AgentSpec.model_validate(spec))
-    finally:
-        await engine.dispose()
 
 
 async def start_many(
@@ -331,7 +317,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
         options["worker_max_concurrent_workflow_tasks"] = str(args.workflow_tasks)
     agent = AGENTS[args.mode]
     if args.mode == "low-latency":
-        await define_local_agent(db_url)
+        await apply_agents(settings)
     with LLMStub(record=False) as stub:
         stub.default = responder
         say("(floor) one-activity workflows/s on the same server ...")

@@ -29,13 +29,11 @@ from temporalio.client import Client
 
 from tests.support.history import activity_runs
 from tests.support.llm_stub import LLMStub, Reply
-from tests.support.sessions import assert_whole, start, transcript, until
+from tests.support.sessions import assert_whole, local_agent, start, transcript, until
 from tests.support.worker_proc import WorkerProcess
 from vigil.activities.record import store as record
 from vigil.schema import names
-from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
-from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -183,18 +181,8 @@ async def test_a_worker_killed_inside_a_folded_tool_call(
 
 
 async def _local_agent(sessionmaker: async_sessionmaker[DbSession]) -> str:
-    name = f"local-{uuid.uuid4().hex[:8]}"
-    await AgentService(sessionmaker).apply_spec(
-        AgentSpec.model_validate(
-            {
-                "name": name,
-                "model": {"execution": "local"},
-                "tools": [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}],
-                "budget": {"max_steps": STEPS + 2},
-            }
-        )
-    )
-    return name
+    tools = [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}]
+    return await local_agent(sessionmaker, tools, budget={"max_steps": STEPS + 2})
 
 
 async def _scheduled(handle: Any) -> list[str]:

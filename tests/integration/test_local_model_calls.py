@@ -7,8 +7,6 @@ workflow before the call ends, and Temporal's cancel ends the session during it.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -19,6 +17,7 @@ from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     assert_whole,
     eventually,
+    local_agent,
     running_worker,
     session_input,
     start,
@@ -28,9 +27,7 @@ from tests.support.sessions import (
     user_texts,
 )
 from vigil.schema import names
-from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import MessageInput, PauseInput, ResumeInput, SessionStatus
-from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -40,17 +37,7 @@ LONG = 20.0
 
 
 async def _local_agent(sessionmaker: async_sessionmaker[DbSession]) -> str:
-    name = f"local-{uuid.uuid4().hex[:8]}"
-    await AgentService(sessionmaker).apply_spec(
-        AgentSpec.model_validate(
-            {
-                "name": name,
-                "model": {"execution": "local"},
-                "tools": [{"name": "read_artifact"}, {"name": "finish"}],
-            }
-        )
-    )
-    return name
+    return await local_agent(sessionmaker, [{"name": "read_artifact"}, {"name": "finish"}])
 
 
 async def test_signals_arrive_while_a_long_local_call_runs(

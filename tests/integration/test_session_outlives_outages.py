@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.support.outage import PartOutage
 from tests.support.sessions import (
     assert_whole,
     events,
+    local_agent,
     running_worker,
     session_input,
     start,
@@ -41,9 +41,7 @@ from tests.support.sessions import (
     until,
 )
 from vigil.schema import names
-from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import SessionResult, SessionStatus, ToolPolicy
-from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 
@@ -208,12 +206,7 @@ async def test_a_database_outage_in_a_low_latency_model_call_is_waited_out(
     sessionmaker: async_sessionmaker[DbSession],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    name = f"local-{uuid.uuid4().hex[:8]}"
-    await AgentService(sessionmaker).apply_spec(
-        AgentSpec.model_validate(
-            {"name": name, "model": {"execution": "local"}, "tools": [{"name": "finish"}]}
-        )
-    )
+    name = await local_agent(sessionmaker, [{"name": "finish"}])
     asked = itertools.count(1)
 
     def answer(body: Any) -> Reply:

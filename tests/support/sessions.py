@@ -21,7 +21,9 @@ from vigil.activities.models.base import ModelProvider
 from vigil.activities.record import store as record
 from vigil.activities.record.store import SessionRow, StoredEvent, StoredMessage
 from vigil.schema import names
+from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import SessionState, SessionStatus, StartSessionInput
+from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 from vigil.workers.worker import build_worker, runtime
 from vigil.workflows.session import AgentSession
@@ -103,6 +105,20 @@ async def eventually(
 
 
 # --- helpers for the session tests -------------------------------------------------------
+
+
+async def local_agent(
+    sessionmaker: async_sessionmaker[DbSession], tools: list[dict[str, Any]], **spec: Any
+) -> str:
+    """Define a new agent of the low-latency mode (``[model] execution = "local"``) with
+    ``tools`` and any other fields of its ``spec``; returns its name."""
+    name = f"local-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "model": {"execution": "local"}, "tools": tools, **spec}
+        )
+    )
+    return name
 
 
 def session_input(
