@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -27,6 +26,7 @@ from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow
 from vigil.activities.memory.store import live_memory_ids
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
+from vigil.activities.record.lean import Statements
 from vigil.activities.record.rls import acting_for, bound_lock_waits
 from vigil.schema import event_kinds
 
@@ -151,6 +151,9 @@ class ContextRead:
     recall_for: tuple[str, tuple[str, ...]] | None = None
     """The recall query and its cache key, when the read worked them out (``assemble``
     uses them rather than working them out again)."""
+    has_reply: bool = False
+    """A message is recorded at the ``reply_seq`` the read was asked about (a model call
+    that finds its reply written already returns it and calls nothing)."""
 
 
 class RecallCheckBlocked(Exception):
@@ -167,12 +170,16 @@ _LOCK_NOT_AVAILABLE = "55P03"
 
 
 async def _read_cold(
-    db: DbSession, session_id: str, agent_id: str, max_recent: int
+    db: Statements, session_id: str, agent_id: str, max_recent: int, marks: record.SessionMarks
 ) -> tuple[record.SessionRow | None, SessionWindow]:
-    session = await record.get_session(db, session_id)
+    session = marks.session
     recent = await record.recent_messages(db, session_id, max_recent)
     # Summaries are only ever written further along, so the newest extends all others.
-    last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
+    last = (
+        await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
+        if marks.latest_key is not None
+        else None
+    )
     last_seq = recent[-1].seq if recent else -1
     window = SessionWindow(
         agent_id=agent_id,
@@ -190,7 +197,7 @@ async def _read_cold(
 
 
 async def read_context(
-    db: DbSession,
+    db: Statements,
     *,
     session_id: str,
     agent_id: str,
@@ -199,6 +206,7 @@ async def read_context(
     cache: ContextCache | None = None,
     artifacts: list[Any] | None = None,
     time_budget_ms: float | None = None,
+    reply_seq: int = -1,
 ) -> ContextRead:
     """The record's part of a context, read in ``db``'s transaction (already acting for
     ``agent_id``): the session row, then either the whole recent window or only what was
@@ -206,8 +214,9 @@ async def read_context(
     seen), the running summary, the artifacts and, last, whether a kept recall result for
     this turn's query still holds only live memories.
 
-    A caller can so read the context in a transaction it needed anyway (the model call's
-    check for an already recorded reply). Within a time budget, the recall check waits
+    The first statement also tells whether a message is recorded at ``reply_seq``
+    (``has_reply``): the model call's check for an already written reply rides with the
+    read. Within a time budget, the recall check waits
     on a lock no longer than what remains of it, and raises ``RecallCheckBlocked`` (the
     read is in it) when it would wait longer: ``assemble`` then goes on as when a recall
     does not answer in time.
@@ -216,8 +225,12 @@ async def read_context(
     max_recent = budget.max_recent
     kept = cache.window(session_id) if cache is not None else None
     warm = False
+    # The session, the summary's key and whether the reply is written: one round trip.
+    marks = await record.session_marks(
+        db, session_id, seq=reply_seq, kind=event_kinds.CONTEXT_SUMMARY
+    )
+    session = marks.session
     if kept is not None:
-        session = await record.get_session(db, session_id)
         if (
             session is not None
             and kept.agent_id == agent_id
@@ -229,7 +242,7 @@ async def read_context(
                 db, session_id, after_seq=kept.last_seq, also=sorted(kept.gaps)
             )
             kept.merge(new)
-            key = await record.latest_event_key(db, session_id, event_kinds.CONTEXT_SUMMARY)
+            key = marks.latest_key
             if key != kept.summary_key:
                 # A summary written elsewhere (another worker, or before a restart).
                 last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
@@ -241,7 +254,7 @@ async def read_context(
             assert cache is not None
             cache.drop(session_id)
     if not warm:
-        session, window = await _read_cold(db, session_id, agent_id, max_recent)
+        session, window = await _read_cold(db, session_id, agent_id, max_recent, marks)
     if artifacts is None:
         artifacts = await session_artifacts(db, session_id)
     if cache is not None:
@@ -256,6 +269,7 @@ async def read_context(
         artifacts=artifacts,
         warm=warm,
         seconds=time.perf_counter() - started,
+        has_reply=marks.has_seq,
     )
     if memory is None or cache is None or not window.recent:
         return got
@@ -280,8 +294,9 @@ async def read_context(
         await bound_lock_waits(db, remaining)
     try:
         live = await live_memory_ids(db, agent_id, ids)
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+    except Exception as exc:
+        # SQLAlchemy's error carries the driver's in ``orig``; a lean transaction's is it.
+        if getattr(getattr(exc, "orig", exc), "sqlstate", None) != _LOCK_NOT_AVAILABLE:
             raise
         got.seconds = time.perf_counter() - started
         raise RecallCheckBlocked(got) from exc

@@ -58,8 +58,8 @@ from vigil.activities.models.connections import (
 from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
-from vigil.activities.record.rls import acting_for
-from vigil.activities.record.store import StoredMessage
+from vigil.activities.record.lean import Statements, engine_of
+from vigil.activities.record.rls import acting_for, lean_acting_for
 from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
@@ -142,6 +142,7 @@ class SessionActivities:
         self.tools = tools or WorkerTools()
         """Python tools and MCP servers this worker offers besides the built-ins."""
         self.sessionmaker = sessionmaker
+        self._engine = engine_of(sessionmaker)
         self.store = store
         self.provider = provider
         self.http = http
@@ -358,7 +359,7 @@ class SessionActivities:
             **({"recall_k": recall} if recall is not None else {}),
         )
 
-    async def _read_context(self, db: DbSession, arg: CallModelInput) -> ContextRead:
+    async def _read_context(self, db: Statements, arg: CallModelInput) -> ContextRead:
         """The record's part of the model call's context, read in ``db``'s transaction
         (acting for the agent), the one that found no reply recorded yet."""
         return await read_context(
@@ -369,6 +370,7 @@ class SessionActivities:
             memory=self.memory,
             cache=self.context_cache,
             time_budget_ms=self.context_cache.config.time_budget_ms,
+            reply_seq=arg.seq,
         )
 
     @staticmethod
@@ -471,14 +473,14 @@ class SessionActivities:
             out.folded = await folded.run_leading_calls(self._run_tool, arg, out)
         return out
 
-    async def _replayed(
+    async def _replay(
         self,
-        db: DbSession,
+        db: Statements,
         arg: CallModelInput,
-        msg: StoredMessage,
         catalog: dict[str, ToolDescriptor] | None,
     ) -> CallModelOutput:
         """The reply recorded before a crash or a lost completion: returned, nothing called."""
+        (msg,) = await record.messages_by_seq(db, arg.session_id, [arg.seq])
         event = await record.get_event(db, arg.session_id, f"model:{arg.step}")
         usage = event.payload if event else {}
         return CallModelOutput(
@@ -494,16 +496,19 @@ class SessionActivities:
 
     async def _call_model(self, arg: CallModelInput) -> CallModelOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
-        # One transaction: is the reply recorded already, and if not, the record's part of
-        # the context (a round trip per statement, and one transaction fewer per step).
+        # One transaction: the record's part of the context, whose first statement also
+        # tells whether the reply is recorded already (a retry after a crash or a lost
+        # completion): then that reply is returned and nothing is called.
         try:
-            async with acting_for(self.sessionmaker, arg.agent_id) as db:
-                done = await record.messages_by_seq(db, arg.session_id, [arg.seq])
-                if done:
-                    return await self._replayed(db, arg, done[0], catalog)
+            async with lean_acting_for(self._engine, arg.agent_id) as db:
                 read = await self._read_context(db, arg)
+                if read.has_reply:
+                    return await self._replay(db, arg, catalog)
         except RecallCheckBlocked as blocked:
             read = blocked.read  # the reads stand; the kept recall is checked again later
+            if read.has_reply:
+                async with lean_acting_for(self._engine, arg.agent_id) as db:
+                    return await self._replay(db, arg, catalog)
         provider, connection = await self._provider(arg)
         context, degraded = await self._context(
             arg.session_id,
@@ -542,40 +547,29 @@ class SessionActivities:
             usage["connection"] = connection
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
-        async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            _, fresh = await record.append_record(
+        async with lean_acting_for(self._engine, arg.agent_id) as db:
+            fresh = await record.append_reply(
                 db,
                 arg.session_id,
                 arg.agent_id,
-                [
-                    record.NewMessage(
-                        seq=arg.seq,
-                        role="assistant",
-                        content=reply.content,
-                        step=arg.step,
-                        tool_calls=calls or None,
-                    )
-                ],
-                [
-                    record.NewEvent(
-                        key=f"model:{arg.step}",
-                        kind=event_kinds.MODEL_CALL,
-                        step=arg.step,
-                        payload=usage,
-                    )
-                ],
-            )
-            if fresh:
-                await record.add_usage(
-                    db,
-                    arg.session_id,
-                    tokens_in=reply.usage.input_tokens,
-                    tokens_out=reply.usage.output_tokens,
-                    cost_usd=cost,
+                record.NewMessage(
+                    seq=arg.seq,
+                    role="assistant",
+                    content=reply.content,
                     step=arg.step,
-                )
-            else:
-                await record.update_session(db, arg.session_id, step=arg.step)
+                    tool_calls=calls or None,
+                ),
+                record.NewEvent(
+                    key=f"model:{arg.step}",
+                    kind=event_kinds.MODEL_CALL,
+                    step=arg.step,
+                    payload=usage,
+                ),
+                tokens_in=reply.usage.input_tokens,
+                tokens_out=reply.usage.output_tokens,
+                cost_usd=cost,
+                step=arg.step,
+            )
         metrics.model_call(
             session_id=arg.session_id,
             agent_id=arg.agent_id,
@@ -615,7 +609,7 @@ class SessionActivities:
     async def _tool_work(self, arg: RunToolInput) -> RunToolOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
-        async with acting_for(self.sessionmaker, arg.agent_id) as db:
+        async with lean_acting_for(self._engine, arg.agent_id) as db:
             found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
             by_seq = {m.seq: m for m in found}
             ev = await record.get_event(db, arg.session_id, key) if arg.seq in by_seq else None
@@ -715,7 +709,7 @@ class SessionActivities:
             "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        async with acting_for(self.sessionmaker, arg.agent_id) as db:
+        async with lean_acting_for(self._engine, arg.agent_id) as db:
             await record.append_record(
                 db,
                 arg.session_id,

@@ -30,6 +30,12 @@ PING_AFTER_IDLE_SECONDS = 0.0
 """A pooled connection idle longer than this is pinged before it is handed out. 0: every
 reused one, since a connection used a moment before a database restart is dead too, and
 the API's and the CLI's reads are not retried."""
+WORKER_PING_AFTER_IDLE_SECONDS = 1.0
+"""The worker's engine pings only connections idle this long. Its statements run in
+activities, which retry a lost connection (the guard waits out an outage): a connection
+used a moment before a database restart fails one statement, and that attempt is tried
+again on a fresh one. A ping per transaction was one round trip more in each of a session
+step's three or four transactions."""
 _IDLE_SINCE = "vigil.idle_since"
 
 

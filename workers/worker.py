@@ -24,7 +24,7 @@ from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
 from vigil.activities.tools.queues import ToolQueueActivities
 from vigil.activities.tools.runner import WorkerTools
-from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine, make_sessionmaker
 from vigil.workers.deployments import deployment_config
 from vigil.workers.logs import get as get_logger
 from vigil.workers.models import credential_resolver, model_router
@@ -67,7 +67,7 @@ async def runtime(
     url = settings.endpoints().database_url
     if url is None:
         raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
-    engine = make_engine(url)
+    engine = make_engine(url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
     sessionmaker = make_sessionmaker(engine)
     # One resolver of credential names for model connections and MCP servers.
     credentials = credential_resolver(settings, sessionmaker)

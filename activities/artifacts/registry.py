@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar, cast
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -45,7 +44,9 @@ from vigil.activities.artifacts.store import (
     StoredObject,
     check_sha,
 )
+from vigil.activities.record.lean import Statements
 from vigil.activities.record.rls import acting_for
+from vigil.activities.record.sql import sql
 from vigil.activities.record.store import NewEvent, record_events
 from vigil.schema import event_kinds
 
@@ -113,7 +114,7 @@ async def lock_digest(db: DbSession, sha256: str, *, exclusive: bool) -> None:
     """Take the per-digest advisory lock for the rest of ``db``'s transaction."""
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     await db.execute(
-        text(f"SELECT {function}(:ns, :key)"), {"ns": _LOCK_NAMESPACE, "key": _lock_key(sha256)}
+        sql(f"SELECT {function}(:ns, :key)"), {"ns": _LOCK_NAMESPACE, "key": _lock_key(sha256)}
     )
 
 
@@ -136,7 +137,7 @@ async def register_object(
     if not await asyncio.to_thread(store.exists, stored.sha256):
         raise ArtifactBytesLost(f"artifact {stored.sha256} vanished before it was registered")
     await db.execute(
-        text(
+        sql(
             "INSERT INTO artifacts (sha256, size, mime_type, storage_uri) "
             "VALUES (:sha, :size, :mime, :uri) ON CONFLICT (sha256) DO NOTHING"
         ),
@@ -144,7 +145,7 @@ async def register_object(
     )
     if holder is not None:
         await db.execute(
-            text(
+            sql(
                 "INSERT INTO artifact_holders (sha256, agent_id) VALUES (:sha, :agent) "
                 "ON CONFLICT (sha256, agent_id) DO NOTHING"
             ),
@@ -159,11 +160,11 @@ async def forget_object(db: DbSession, store: ArtifactStore, sha256: str) -> boo
     """
     await lock_digest(db, sha256, exclusive=True)
     linked = await db.execute(
-        text("SELECT 1 FROM artifact_links WHERE sha256 = :sha LIMIT 1"), {"sha": sha256}
+        sql("SELECT 1 FROM artifact_links WHERE sha256 = :sha LIMIT 1"), {"sha": sha256}
     )
     if linked.first() is not None:
         return False
-    await db.execute(text("DELETE FROM artifacts WHERE sha256 = :sha"), {"sha": sha256})
+    await db.execute(sql("DELETE FROM artifacts WHERE sha256 = :sha"), {"sha": sha256})
     await asyncio.to_thread(store.delete, sha256)
     return True
 
@@ -207,7 +208,7 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
     for _ in range(2):
         found = (
             await db.execute(
-                text(
+                sql(
                     "SELECT sha256, created_at FROM artifact_links "
                     "WHERE session_id = :sid AND name = :name FOR UPDATE"
                 ),
@@ -222,7 +223,7 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
             # per version change: the replaced link's own timestamp makes it so.
             since = found[1].isoformat()
             await db.execute(
-                text(
+                sql(
                     "UPDATE artifact_links SET sha256 = :sha, created_at = now() "
                     "WHERE session_id = :sid AND name = :name"
                 ),
@@ -244,7 +245,7 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
             return
         inserted = (
             await db.execute(
-                text(
+                sql(
                     "INSERT INTO artifact_links (agent_id, session_id, name, sha256) "
                     "VALUES (:agent, :sid, :name, :sha) "
                     "ON CONFLICT (session_id, name) DO NOTHING RETURNING id"
@@ -298,7 +299,7 @@ async def resolve_artifact(
     async with acting_for(sessionmaker, agent_id) as db:
         row = (
             await db.execute(
-                text(
+                sql(
                     _REF_SELECT + "WHERE (CAST(:sid AS text) IS NULL OR l.session_id = :sid) "
                     "AND (CAST(:name AS text) IS NULL OR l.name = :name) "
                     "AND (CAST(:sha AS text) IS NULL OR l.sha256 = :sha) "
@@ -321,10 +322,10 @@ async def list_artifacts(
         return await session_artifacts(db, session_id)
 
 
-async def session_artifacts(db: DbSession, session_id: str) -> list[ArtifactRef]:
+async def session_artifacts(db: Statements, session_id: str) -> list[ArtifactRef]:
     """The session's artifacts, by name, in the caller's transaction (acting for its agent)."""
     rows = await db.execute(
-        text(_REF_SELECT + "WHERE l.session_id = :sid ORDER BY l.name"), {"sid": session_id}
+        sql(_REF_SELECT + "WHERE l.session_id = :sid ORDER BY l.name"), {"sid": session_id}
     )
     return [_ref(r) for r in rows]
 

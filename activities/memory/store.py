@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, DateTime, String, TextClause, bindparam, text
+from sqlalchemy import BigInteger, DateTime, String, TextClause, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -49,7 +49,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import identity_of, require_for_recall, require_for_write
 from vigil.activities.memory.redact import redact as redact_text
+from vigil.activities.record.lean import Statements
 from vigil.activities.record.rls import acting_for
+from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
 
 AddAction = Literal["inserted", "merged", "superseded"]
@@ -169,12 +171,12 @@ _MEMORY_COLUMNS = (
     "forget_reason, embedder, embedder_version"
 )
 
-_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+_LOCK = sql("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 # The live memories about the same subject, each with its similarity to the new one:
 # they are few, so they are compared exactly. A row of another dimension (written before
 # the embedder changed) counts as a duplicate only when its text is identical.
-_SAME_SUBJECT = text(
+_SAME_SUBJECT = sql(
     """
     SELECT id,
            CASE WHEN content = :content THEN 1.0
@@ -202,16 +204,16 @@ TEXT_SCAN_LIMIT = 2000
 CONCURRENT_HALVES = 4
 """Hybrid recalls per store that may run their two halves at once (two connections each)."""
 
-_FOR_MERGE = text("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
+_FOR_MERGE = sql("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
 
-_MERGE = text(
+_MERGE = sql(
     """
     UPDATE memories SET importance = GREATEST(importance, :importance), metadata = :metadata
     WHERE id = :id
     """
 ).bindparams(bindparam("metadata", type_=JSONB))
 
-_INSERT = text(
+_INSERT = sql(
     """
     INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
                           source_session_id, metadata, created_at, embedder, embedder_version)
@@ -222,7 +224,7 @@ _INSERT = text(
     """
 ).bindparams(bindparam("metadata", type_=JSONB))
 
-_SUPERSEDE = text(
+_SUPERSEDE = sql(
     """
     UPDATE memories SET superseded_by = :new_id, superseded_at = now()
     WHERE id = ANY(:ids)
@@ -232,14 +234,14 @@ _SUPERSEDE = text(
 # A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
 # retry of the same call returns that result instead of writing again; the primary key
 # (agent_id, write_key) makes the database hold to it.
-_WRITTEN = text(
+_WRITTEN = sql(
     """
     SELECT memory_id, action, similarity, superseded_ids FROM memory_writes
     WHERE agent_id = :agent_id AND write_key = :key
     """
 )
 
-_RECORD_WRITE = text(
+_RECORD_WRITE = sql(
     """
     INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action, similarity,
                                superseded_ids)
@@ -247,16 +249,16 @@ _RECORD_WRITE = text(
     """
 ).bindparams(bindparam("superseded_ids", type_=ARRAY(BigInteger)))
 
-_GET = text(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
+_GET = sql(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
 
-_FORGET = text(
+_FORGET = sql(
     """
     UPDATE memories SET forgotten_at = now(), forgotten_by = :by, forget_reason = :reason
     WHERE agent_id = :agent_id AND id = :id AND forgotten_at IS NULL
     """
 )
 
-_HISTORY = text(
+_HISTORY = sql(
     f"""
     SELECT {_MEMORY_COLUMNS} FROM memories
     WHERE agent_id = :agent_id AND subject_key = lower(:subject)
@@ -790,15 +792,15 @@ class MemoryStore:
             "m.agent_id = :agent_id AND m.superseded_by IS NULL AND m.forgotten_at IS NULL"
             " AND m.embedder = :embedder AND m.embedder_version = :version"
         )
-        sql = _vector_sql(self.embedder.dim, filters, exact=exact)
+        statement = _vector_sql(self.embedder.dim, filters, exact=exact)
         async with acting_for(self._sessionmaker, agent_id) as db:
             if not exact:
                 ef = ef_search or self.ef_search
                 if ef is None:
                     ef = ef_search_for(await self._memory_count(db, agent_id), max(40, 2 * k))
-                await db.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef)}"))
-                await db.execute(text("SET LOCAL enable_sort = off"))
-            rows = await db.execute(text(sql), params)
+                await db.execute(sql(f"SET LOCAL hnsw.ef_search = {int(ef)}"))
+                await db.execute(sql("SET LOCAL enable_sort = off"))
+            rows = await db.execute(sql(statement), params)
             return sorted(((row.id, row.distance) for row in rows), key=lambda r: (r[1], r[0]))
 
     async def _text_candidates(
@@ -931,16 +933,16 @@ class MemoryStore:
         """
         kinds = params.get("kinds")
         dim = self.embedder.dim
-        indexed = _with_kinds(text(_vector_sql(dim, filters, exact=False, columns=columns)), kinds)
+        indexed = _with_kinds(sql(_vector_sql(dim, filters, exact=False, columns=columns)), kinds)
         ef = max(candidates, ef or candidates)
         if not ef_set:
-            await db.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+            await db.execute(sql(f"SET LOCAL hnsw.ef_search = {ef}"))
         hits = list(await db.execute(indexed, params))
         if len(hits) >= candidates:
             self.vector_searches[purpose + "index"] += 1
             return hits
         # Fewer than asked: either that is all the agent has, or the index filtered them.
-        counted = _with_kinds(text(_count_sql(dim, filters)), kinds)
+        counted = _with_kinds(sql(_count_sql(dim, filters)), kinds)
         available = int((await db.execute(counted, params)).scalar_one())
         if len(hits) >= available:
             self.vector_searches[purpose + "complete"] += 1
@@ -948,13 +950,13 @@ class MemoryStore:
         if hits:
             wider = math.ceil(candidates * ef / len(hits) * 1.5)
             if wider <= EF_SEARCH_MAX:
-                await db.execute(text(f"SET LOCAL hnsw.ef_search = {wider}"))
+                await db.execute(sql(f"SET LOCAL hnsw.ef_search = {wider}"))
                 hits = list(await db.execute(indexed, params))
                 if len(hits) >= available:
                     self.vector_searches[purpose + "widened"] += 1
                     return hits
         self.vector_searches[purpose + "exact"] += 1
-        exact = _with_kinds(text(_vector_sql(dim, filters, exact=True, columns=columns)), kinds)
+        exact = _with_kinds(sql(_vector_sql(dim, filters, exact=True, columns=columns)), kinds)
         return list(await db.execute(exact, params))
 
     def _score(
@@ -1177,7 +1179,7 @@ def text_ranking(lexemes: list[str]) -> str:
     return " | ".join(_tsquery_term(w) for w in _ladder_words(lexemes))
 
 
-_WORD_STATISTICS = text(
+_WORD_STATISTICS = sql(
     """
     SELECT CAST(CAST(s.most_common_elems AS text) AS text[]) AS lexemes,
            s.most_common_elem_freqs AS shares, c.reltuples AS rows
@@ -1187,10 +1189,10 @@ _WORD_STATISTICS = text(
     WHERE s.schemaname = current_schema() AND s.tablename = 'memories' AND s.attname = 'tsv'
     """
 )
-_LEXEMES = text("SELECT tsvector_to_array(to_tsvector('english', :text))")
-_WEBSEARCH = text("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
+_LEXEMES = sql("SELECT tsvector_to_array(to_tsvector('english', :text))")
+_WEBSEARCH = sql("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
 
-_TEXT_SEARCH_ROWS = text(
+_TEXT_SEARCH_ROWS = sql(
     f"""
     SELECT s.id, s.rank_cd, s.level, {_RECALLED_COLUMNS.lstrip(", ")}
     FROM vigil_memory_text_search(
@@ -1202,7 +1204,7 @@ _TEXT_SEARCH_ROWS = text(
 )
 
 
-_LIVE_IDS = text(
+_LIVE_IDS = sql(
     """
     SELECT id FROM memories WHERE agent_id = :agent_id AND id = ANY(:ids)
     AND forgotten_at IS NULL AND superseded_by IS NULL
@@ -1210,11 +1212,11 @@ _LIVE_IDS = text(
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
 
 
-async def live_memory_ids(db: DbSession, agent_id: str, ids: list[int]) -> set[int]:
+async def live_memory_ids(db: Statements, agent_id: str, ids: list[int]) -> set[int]:
     """``MemoryStore.live_ids`` inside a transaction already acting for ``agent_id`` (the
     context read checks a kept recall result in its own transaction)."""
     rows = await db.execute(_LIVE_IDS, {"agent_id": agent_id, "ids": ids})
     return {int(row.id) for row in rows}
 
 
-_AGENT_COUNT = text("SELECT count(*) FROM memories WHERE agent_id = :agent_id AND dim = :dim")
+_AGENT_COUNT = sql("SELECT count(*) FROM memories WHERE agent_id = :agent_id AND dim = :dim")

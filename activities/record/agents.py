@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
 
 
@@ -72,7 +72,7 @@ async def newest_version(db: DbSession, agent_id: str) -> AgentVersionRow | None
     found = (
         (
             await db.execute(
-                text(
+                sql(
                     f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent "
                     "ORDER BY version DESC LIMIT 1"
                 ),
@@ -89,7 +89,7 @@ async def get_version(db: DbSession, agent_id: str, version: int) -> AgentVersio
     found = (
         (
             await db.execute(
-                text(
+                sql(
                     f"SELECT {_COLUMNS} FROM agent_versions "
                     "WHERE agent_id = :agent AND version = :version"
                 ),
@@ -106,7 +106,7 @@ async def list_versions(db: DbSession, agent_id: str) -> list[AgentVersionRow]:
     rows = (
         (
             await db.execute(
-                text(
+                sql(
                     f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent "
                     "ORDER BY version"
                 ),
@@ -124,7 +124,7 @@ async def list_agents(db: DbSession) -> list[AgentSummaryRow]:
     rows = (
         (
             await db.execute(
-                text(
+                sql(
                     "SELECT DISTINCT ON (agent_id) agent_id, version, content_hash, "
                     "spec->'description' AS description, created_at, "
                     "count(*) OVER (PARTITION BY agent_id) AS versions "
@@ -164,16 +164,16 @@ async def add_version(
     Call inside a transaction: the agent's row is locked until it commits.
     """
     await db.execute(
-        text("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+        sql("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
         {"id": agent_id, "name": agent_id},
     )
-    await db.execute(text("SELECT 1 FROM agents WHERE id = :id FOR UPDATE"), {"id": agent_id})
+    await db.execute(sql("SELECT 1 FROM agents WHERE id = :id FOR UPDATE"), {"id": agent_id})
     newest = await newest_version(db, agent_id)
     if newest is not None and newest.content_hash == content_hash and newest.tools == tools:
         return newest, False
     version = 1 if newest is None else newest.version + 1
     await db.execute(
-        text(
+        sql(
             "INSERT INTO agent_versions "
             "(agent_id, version, content_hash, spec, tools, source, created_by) "
             "VALUES (:agent, :version, :hash, CAST(:spec AS jsonb), CAST(:tools AS jsonb), "
@@ -207,12 +207,12 @@ async def set_session_agent(
     if system_prompt is not None:
         sets.append("metadata = metadata || CAST(:meta AS jsonb)")
         params["meta"] = json.dumps(textcodec.encode_json({"system_prompt": system_prompt}))
-    await db.execute(text(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
+    await db.execute(sql(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
 
 
 async def session_agent_version(db: DbSession, session_id: str) -> int | None:
     found = await db.execute(
-        text("SELECT agent_version FROM sessions WHERE id = :id"), {"id": session_id}
+        sql("SELECT agent_version FROM sessions WHERE id = :id"), {"id": session_id}
     )
     value = found.scalar_one_or_none()
     return int(value) if value is not None else None

@@ -17,9 +17,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.lean import Statements
+from vigil.activities.record.sql import sql
 from vigil.activities.record.store import _MESSAGE_COLUMNS, StoredMessage, _event, _message
 from vigil.schema.names import TOKEN_CHANNEL_PREFIX
 
@@ -134,7 +135,7 @@ def _merged(messages: list[FeedItem], events: list[FeedItem]) -> list[FeedItem]:
 
 
 async def items_after(
-    db: DbSession,
+    db: Statements,
     cursor: FeedCursor,
     *,
     session_id: str | None = None,
@@ -147,26 +148,39 @@ async def items_after(
         raise ValueError("give exactly one of session_id or agent_id")
     where = "session_id = :owner" if session_id is not None else "agent_id = :owner"
     owner = session_id if session_id is not None else agent_id
-    rows_m = (
+    # One statement, so one snapshot: a transaction that commits while this reads (a
+    # reply and its usage event) is seen whole or not at all. Read in two statements, its
+    # event could come in this read and its message only in the next one.
+    rows = (
         await db.execute(
-            text(
-                f"SELECT id, agent_id, {_MESSAGE_COLUMNS} FROM messages "
-                f"WHERE {where} AND id > :after ORDER BY id LIMIT :lim"
+            sql(
+                "WITH m AS (SELECT * FROM messages "
+                f"WHERE {where} AND id > :after_m ORDER BY id LIMIT :lim), "
+                "e AS (SELECT * FROM events "
+                f"WHERE {where} AND id > :after_e ORDER BY id LIMIT :lim) "
+                "SELECT true AS is_message, id, session_id, agent_id, created_at, step, seq, "
+                "role, content, content_enc, name, tool_calls, tool_call_id, "
+                "NULL::text AS key, NULL::text AS kind, NULL::text AS actor, "
+                "NULL::text AS reason, NULL::jsonb AS payload FROM m "
+                "UNION ALL SELECT false, id, session_id, agent_id, created_at, step, NULL, "
+                "NULL, NULL, NULL, NULL, NULL, NULL, key, kind, actor, reason, payload FROM e "
+                "ORDER BY is_message DESC, id"
             ),
-            {"owner": owner, "after": cursor.message_id, "lim": limit},
+            {
+                "owner": owner,
+                "after_m": cursor.message_id,
+                "after_e": cursor.event_id,
+                "lim": limit,
+            },
         )
     ).mappings()
-    messages = [_message_item(r) for r in rows_m]
-    rows_e = (
-        await db.execute(
-            text(
-                f"SELECT {_EVENT_COLUMNS} FROM events "
-                f"WHERE {where} AND id > :after ORDER BY id LIMIT :lim"
-            ),
-            {"owner": owner, "after": cursor.event_id, "lim": limit},
-        )
-    ).mappings()
-    events = [_event_item(r) for r in rows_e]
+    messages: list[FeedItem] = []
+    events: list[FeedItem] = []
+    for row in rows:
+        if row["is_message"]:
+            messages.append(_message_item(row))
+        else:
+            events.append(_event_item(row))
     if len(messages) == limit and events:
         # Keep a reader's order: events written after the page's last message wait for
         # the next page (the cursor is per kind, so nothing is skipped either way).
@@ -187,7 +201,7 @@ async def items_by_id(
     if message_ids:
         rows = (
             await db.execute(
-                text(
+                sql(
                     f"SELECT id, agent_id, {_MESSAGE_COLUMNS} FROM messages "
                     "WHERE id = ANY(:ids) ORDER BY id"
                 ),
@@ -198,7 +212,7 @@ async def items_by_id(
     if event_ids:
         rows = (
             await db.execute(
-                text(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ANY(:ids) ORDER BY id"),
+                sql(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ANY(:ids) ORDER BY id"),
                 {"ids": event_ids},
             )
         ).mappings()
@@ -215,7 +229,7 @@ async def approvals_before(db: DbSession, session_id: str, cursor: FeedCursor) -
     reply = (
         (
             await db.execute(
-                text(
+                sql(
                     f"SELECT id, agent_id, {_MESSAGE_COLUMNS} FROM messages "
                     "WHERE session_id = :s AND id <= :m AND role = 'assistant' "
                     "AND tool_calls IS NOT NULL ORDER BY id DESC LIMIT 1"
@@ -230,7 +244,7 @@ async def approvals_before(db: DbSession, session_id: str, cursor: FeedCursor) -
         return []
     rows = (
         await db.execute(
-            text(
+            sql(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = :s AND id <= :e "
                 "AND step >= :step AND kind IN ('approval_requested', 'approval_decided') "
                 "ORDER BY id"
@@ -259,7 +273,7 @@ async def session_statuses(db: DbSession, session_ids: list[str]) -> list[Sessio
     if not session_ids:
         return []
     rows = await db.execute(
-        text("SELECT id, status, step, summary FROM sessions WHERE id = ANY(:ids)"),
+        sql("SELECT id, status, step, summary FROM sessions WHERE id = ANY(:ids)"),
         {"ids": session_ids},
     )
     return [SessionStatusRow(r[0], r[1], r[2], r[3]) for r in rows]
@@ -294,4 +308,4 @@ def token_payloads(
 async def notify_tokens(db: DbSession, channel: str, payloads: list[str]) -> None:
     """Send token notifications (delivered when ``db``'s transaction commits)."""
     for payload in payloads:
-        await db.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": channel, "p": payload})
+        await db.execute(sql("SELECT pg_notify(:ch, :p)"), {"ch": channel, "p": payload})

@@ -19,10 +19,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from vigil.activities.record.lean import LeanTransaction, Statements, lean_transaction, literal
+from vigil.activities.record.sql import sql
 
 AGENT_ROLE = "vigil_agent"
 AGENT_SETTING = "vigil.agent_id"
@@ -30,17 +32,17 @@ MAINTENANCE_SETTING = "vigil.record_maintenance"
 
 # One round trip each way: the role and the agent are both set by set_config, which for
 # ``role`` is exactly SET LOCAL ROLE (the same privilege check).
-_ENTER = text("SELECT set_config('role', :role, true), set_config(:name, :agent, true)")
-_LEAVE = text("SELECT set_config('role', 'none', true), set_config(:name, '', true)")
+_ENTER = sql("SELECT set_config('role', :role, true), set_config(:name, :agent, true)")
+_LEAVE = sql("SELECT set_config('role', 'none', true), set_config(:name, '', true)")
 
 
-async def _enter(db: DbSession, agent_id: str) -> None:
+async def _enter(db: Statements, agent_id: str) -> None:
     if not agent_id:
         raise ValueError("acting_for needs a non-empty agent id")
     await db.execute(_ENTER, {"role": AGENT_ROLE, "name": AGENT_SETTING, "agent": agent_id})
 
 
-async def _leave(db: DbSession) -> None:
+async def _leave(db: Statements) -> None:
     await db.execute(_LEAVE, {"name": AGENT_SETTING})
 
 
@@ -52,14 +54,14 @@ async def record_maintenance(db: DbSession) -> None:
     TRUNCATE of messages and events to every role unless this was declared, and the
     agent role has no such privileges at all, declared or not.
     """
-    await db.execute(text("SELECT set_config(:name, 'on', true)"), {"name": MAINTENANCE_SETTING})
+    await db.execute(sql("SELECT set_config(:name, 'on', true)"), {"name": MAINTENANCE_SETTING})
 
 
-async def bound_lock_waits(db: DbSession, ms: float) -> None:
+async def bound_lock_waits(db: Statements, ms: float) -> None:
     """For the rest of ``db``'s transaction, a statement that waits on a lock longer than
     ``ms`` fails (SQLSTATE 55P03) instead of waiting on."""
     await db.execute(
-        text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{max(1, int(ms))}ms"}
+        sql("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{max(1, int(ms))}ms"}
     )
 
 
@@ -96,3 +98,18 @@ async def acting_for(
     async with source() as db, db.begin():
         await _enter(db, agent_id)
         yield db
+
+
+@asynccontextmanager
+async def lean_acting_for(engine: AsyncEngine, agent_id: str) -> AsyncIterator[LeanTransaction]:
+    """``acting_for`` as a lean transaction (``record.lean``): for the session step's own
+    short transactions, whose statements are the record's hot-path functions."""
+    if not agent_id:
+        raise ValueError("acting_for needs a non-empty agent id")
+    # The switch rides with BEGIN: one round trip for both.
+    enter = (
+        f"SELECT set_config('role', {literal(AGENT_ROLE)}, true), "
+        f"set_config({literal(AGENT_SETTING)}, {literal(agent_id)}, true)"
+    )
+    async with lean_transaction(engine, then=enter) as tx:
+        yield tx

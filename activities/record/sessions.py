@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
 from vigil.schema.payloads import FINAL_STATUSES
 
@@ -88,7 +88,7 @@ async def list_sessions(
     rows = (
         (
             await db.execute(
-                text(
+                sql(
                     "SELECT id, agent_id, goal, status, step, created_at, updated_at, schedule_id "
                     "FROM sessions "
                     "WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
@@ -152,7 +152,7 @@ async def recorded_ids(db: DbSession, session_ids: list[str]) -> set[str]:
     if not session_ids:
         return set()
     rows = await db.execute(
-        text("SELECT id FROM sessions WHERE id = ANY(:ids)"), {"ids": list(session_ids)}
+        sql("SELECT id FROM sessions WHERE id = ANY(:ids)"), {"ids": list(session_ids)}
     )
     return {r[0] for r in rows}
 
@@ -178,7 +178,7 @@ async def events_page(
     limit = max(1, min(limit, MAX_PAGE))
     rows = (
         await db.execute(
-            text(
+            sql(
                 "SELECT id, key, kind, step, actor, reason, payload, created_at FROM events "
                 "WHERE session_id = :sid AND id > :after "
                 "AND (CAST(:kind AS text) IS NULL OR kind = :kind) ORDER BY id LIMIT :lim"
@@ -246,7 +246,7 @@ async def pending_approvals(
     rows = (
         (
             await db.execute(
-                text(
+                sql(
                     "SELECT e.id, e.session_id, s.agent_id, e.step, e.payload, e.created_at, "
                     "m.tool_calls "
                     "FROM events e JOIN sessions s ON s.id = e.session_id "
@@ -309,7 +309,7 @@ async def approvals_waiting(db: DbSession) -> list[WaitingApprovals]:
     :func:`pending_approvals` (requested, not decided, session not ended), counted."""
     rows = (
         await db.execute(
-            text(
+            sql(
                 "SELECT s.agent_id, count(*) AS waiting, "
                 "EXTRACT(EPOCH FROM (now() - min(e.created_at))) AS oldest "
                 "FROM events e JOIN sessions s ON s.id = e.session_id "

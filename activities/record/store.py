@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.lean import Statements
 from vigil.activities.record.order import action_at
+from vigil.activities.record.sql import sql
 from vigil.schema import event_kinds, textcodec
 
 
@@ -91,7 +92,7 @@ def _from_jsonb(value: Any) -> Any:
 
 async def ensure_agent(db: DbSession, agent_id: str, name: str | None = None) -> None:
     await db.execute(
-        text("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
+        sql("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
         {"id": agent_id, "name": name or agent_id},
     )
 
@@ -112,7 +113,7 @@ async def create_session(
     await ensure_agent(db, agent_id)
     stored_goal, _ = textcodec.encode(goal)
     result = await db.execute(
-        text(
+        sql(
             "INSERT INTO sessions (id, agent_id, goal, status, schedule_id, metadata, created_at) "
             "VALUES (:id, :agent, :goal, :status, :schedule, CAST(:meta AS jsonb), "
             "COALESCE(CAST(:created AS timestamptz), now())) "
@@ -135,13 +136,13 @@ async def session_agent(db: DbSession, session_id: str) -> str | None:
     """The agent a session belongs to (None when there is no such session, or none the
     current agent may see)."""
     found = await db.execute(
-        text("SELECT agent_id FROM sessions WHERE id = :id"), {"id": session_id}
+        sql("SELECT agent_id FROM sessions WHERE id = :id"), {"id": session_id}
     )
     return found.scalar_one_or_none()
 
 
 async def update_session(
-    db: DbSession,
+    db: Statements,
     session_id: str,
     *,
     status: str | None = None,
@@ -170,11 +171,11 @@ async def update_session(
         params["runs"] = run_count
     if finished:
         sets.append("finished_at = COALESCE(finished_at, now())")
-    await db.execute(text(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
+    await db.execute(sql(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
 
 
 async def add_usage(
-    db: DbSession,
+    db: Statements,
     session_id: str,
     *,
     tokens_in: int,
@@ -189,34 +190,75 @@ async def add_usage(
     if step is not None:
         sets += ", step = GREATEST(step, :step)"
         params["step"] = step
-    await db.execute(text(f"UPDATE sessions SET {sets}, updated_at = now() WHERE id = :id"), params)
+    await db.execute(sql(f"UPDATE sessions SET {sets}, updated_at = now() WHERE id = :id"), params)
 
 
-async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
+_SESSION_COLUMNS = (
+    "id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, tokens_out, "
+    "cost_usd, summary, created_at, updated_at, finished_at, metadata"
+)
+
+
+def _session(row: Any) -> SessionRow:
+    data = {name: row[name] for name in SessionRow.__dataclass_fields__}
+    data["cost_usd"] = float(data["cost_usd"])
+    data["metadata"] = _from_jsonb(data["metadata"]) or {}
+    return SessionRow(**data)
+
+
+async def get_session(db: Statements, session_id: str) -> SessionRow | None:
     row = (
         (
             await db.execute(
-                text(
-                    "SELECT id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, "
-                    "tokens_out, cost_usd, summary, created_at, updated_at, finished_at, metadata "
-                    "FROM sessions WHERE id = :id"
+                sql(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id"), {"id": session_id}
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return _session(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class SessionMarks:
+    """The session row, whether a message is at ``seq`` already, and the key of the
+    newest event of a kind: read together in one statement."""
+
+    session: SessionRow | None
+    has_seq: bool
+    latest_key: str | None
+
+
+async def session_marks(db: Statements, session_id: str, *, seq: int, kind: str) -> SessionMarks:
+    """``get_session``, whether message ``seq`` is recorded and ``latest_event_key(kind)``
+    in one round trip (a model call's first read: is its reply written already, and the
+    context's session and summary)."""
+    row = (
+        (
+            await db.execute(
+                sql(
+                    f"SELECT {_SESSION_COLUMNS}, "
+                    "EXISTS (SELECT FROM messages WHERE session_id = :sid AND seq = :seq) "
+                    "AS has_seq, "
+                    "(SELECT key FROM events WHERE session_id = :sid "
+                    "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1) "
+                    "AS latest_key FROM sessions WHERE id = :sid"
                 ),
-                {"id": session_id},
+                {"sid": session_id, "seq": seq, "kinds": event_kinds.stored_as(kind)},
             )
         )
         .mappings()
         .first()
     )
     if row is None:
-        return None
-    data = dict(row)
-    data["cost_usd"] = float(data["cost_usd"])
-    data["metadata"] = _from_jsonb(data["metadata"]) or {}
-    return SessionRow(**data)
+        return SessionMarks(session=None, has_seq=False, latest_key=None)
+    return SessionMarks(
+        session=_session(row), has_seq=bool(row["has_seq"]), latest_key=row["latest_key"]
+    )
 
 
 async def append_messages(
-    db: DbSession, session_id: str, agent_id: str, messages: list[NewMessage]
+    db: Statements, session_id: str, agent_id: str, messages: list[NewMessage]
 ) -> int:
     """Insert messages at their seq; existing (session_id, seq) rows are kept. Returns inserts."""
     inserted, _ = await append_record(db, session_id, agent_id, messages, [])
@@ -228,32 +270,11 @@ _ROWS_PER_STATEMENT = 500
 PostgreSQL's limit of 32,767 parameters per statement."""
 
 
-async def append_record(
-    db: DbSession,
-    session_id: str,
-    agent_id: str,
-    messages: list[NewMessage],
-    events: list[NewEvent],
-) -> tuple[int, int]:
-    """Insert messages and events in one statement (one round trip, however many rows),
-    each idempotent on its key as ``append_messages`` and ``record_events`` are: existing
-    (session_id, seq) and (session_id, key) rows are kept. Returns (messages, events)
-    inserted. Rows of a kind get their ids in the order given."""
-    if not messages and not events:
-        return 0, 0
-    if len(messages) > _ROWS_PER_STATEMENT or len(events) > _ROWS_PER_STATEMENT:
-        # PostgreSQL takes at most 32,767 parameters in one statement.
-        counts = [0, 0]
-        for i in range(0, max(len(messages), len(events)), _ROWS_PER_STATEMENT):
-            got = await append_record(
-                db,
-                session_id,
-                agent_id,
-                messages[i : i + _ROWS_PER_STATEMENT],
-                events[i : i + _ROWS_PER_STATEMENT],
-            )
-            counts = [counts[0] + got[0], counts[1] + got[1]]
-        return counts[0], counts[1]
+def _record_parts(
+    session_id: str, agent_id: str, messages: list[NewMessage], events: list[NewEvent]
+) -> tuple[list[str], dict[str, Any]]:
+    """The ``m`` (messages) and ``e`` (events) INSERTs of one ``WITH``, and their
+    parameters: each row idempotent on its key."""
     params: dict[str, Any] = {"sid": session_id, "agent": agent_id}
     parts: list[str] = []
     if messages:
@@ -305,12 +326,83 @@ async def append_record(
             f"payload) VALUES {', '.join(rows)} "
             "ON CONFLICT (session_id, key) DO NOTHING RETURNING id)"
         )
+    return parts, params
+
+
+async def append_record(
+    db: Statements,
+    session_id: str,
+    agent_id: str,
+    messages: list[NewMessage],
+    events: list[NewEvent],
+) -> tuple[int, int]:
+    """Insert messages and events in one statement (one round trip, however many rows),
+    each idempotent on its key as ``append_messages`` and ``record_events`` are: existing
+    (session_id, seq) and (session_id, key) rows are kept. Returns (messages, events)
+    inserted. Rows of a kind get their ids in the order given."""
+    if not messages and not events:
+        return 0, 0
+    if len(messages) > _ROWS_PER_STATEMENT or len(events) > _ROWS_PER_STATEMENT:
+        # PostgreSQL takes at most 32,767 parameters in one statement.
+        counts = [0, 0]
+        for i in range(0, max(len(messages), len(events)), _ROWS_PER_STATEMENT):
+            got = await append_record(
+                db,
+                session_id,
+                agent_id,
+                messages[i : i + _ROWS_PER_STATEMENT],
+                events[i : i + _ROWS_PER_STATEMENT],
+            )
+            counts = [counts[0] + got[0], counts[1] + got[1]]
+        return counts[0], counts[1]
+    parts, params = _record_parts(session_id, agent_id, messages, events)
     counted_m = "(SELECT count(*) FROM m)" if messages else "0"
     counted_e = "(SELECT count(*) FROM e)" if events else "0"
     row = (
-        await db.execute(text(f"WITH {', '.join(parts)} SELECT {counted_m}, {counted_e}"), params)
+        await db.execute(sql(f"WITH {', '.join(parts)} SELECT {counted_m}, {counted_e}"), params)
     ).one()
     return int(row[0]), int(row[1])
+
+
+async def append_reply(
+    db: Statements,
+    session_id: str,
+    agent_id: str,
+    message: NewMessage,
+    event: NewEvent,
+    *,
+    tokens_in: int,
+    tokens_out: int,
+    cost_usd: float,
+    step: int,
+) -> bool:
+    """A model reply, its event and the session's usage in one statement: the message and
+    event as ``append_record`` writes them; the usage added only when the event is new
+    (as ``add_usage`` would), the step advanced either way. True when the event is new."""
+    parts, params = _record_parts(session_id, agent_id, [message], [event])
+    parts.append(
+        "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
+        "tokens_in = tokens_in + CASE WHEN EXISTS (SELECT FROM e) "
+        "THEN CAST(:ui AS bigint) ELSE 0 END, "
+        "tokens_out = tokens_out + CASE WHEN EXISTS (SELECT FROM e) "
+        "THEN CAST(:uo AS bigint) ELSE 0 END, "
+        "cost_usd = cost_usd + CASE WHEN EXISTS (SELECT FROM e) "
+        "THEN CAST(:uc AS numeric) ELSE 0 END "
+        "WHERE id = :sid RETURNING 1)"
+    )
+    params.update({"ustep": step, "ui": tokens_in, "uo": tokens_out, "uc": cost_usd})
+    row = (
+        await db.execute(
+            # Read in this order so the message is written before its event (followers
+            # are told of rows in the order they were written).
+            sql(
+                f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM m), "
+                "(SELECT count(*) FROM e), (SELECT count(*) FROM u)"
+            ),
+            params,
+        )
+    ).one()
+    return int(row[1]) > 0
 
 
 _MESSAGE_COLUMNS = (
@@ -332,11 +424,11 @@ def _message(row: Any) -> StoredMessage:
     )
 
 
-async def recent_messages(db: DbSession, session_id: str, limit: int) -> list[StoredMessage]:
+async def recent_messages(db: Statements, session_id: str, limit: int) -> list[StoredMessage]:
     """The last ``limit`` messages, oldest first."""
     rows = (
         await db.execute(
-            text(
+            sql(
                 f"SELECT {_MESSAGE_COLUMNS} FROM (SELECT * FROM messages WHERE session_id = :sid "
                 "ORDER BY seq DESC LIMIT :lim) m ORDER BY seq"
             ),
@@ -352,7 +444,7 @@ async def messages_page(
     """Messages with seq > after_seq, oldest first: page through a transcript of any length."""
     rows = (
         await db.execute(
-            text(
+            sql(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid AND seq > :after "
                 "ORDER BY seq LIMIT :lim"
             ),
@@ -362,10 +454,10 @@ async def messages_page(
     return [_message(r) for r in rows]
 
 
-async def messages_by_seq(db: DbSession, session_id: str, seqs: list[int]) -> list[StoredMessage]:
+async def messages_by_seq(db: Statements, session_id: str, seqs: list[int]) -> list[StoredMessage]:
     rows = (
         await db.execute(
-            text(
+            sql(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid "
                 "AND seq = ANY(:seqs) ORDER BY seq"
             ),
@@ -376,7 +468,7 @@ async def messages_by_seq(db: DbSession, session_id: str, seqs: list[int]) -> li
 
 
 async def record_events(
-    db: DbSession, session_id: str, agent_id: str, events: list[NewEvent]
+    db: Statements, session_id: str, agent_id: str, events: list[NewEvent]
 ) -> int:
     """Insert events on their key; existing (session_id, key) rows are kept. Returns inserts."""
     _, inserted = await append_record(db, session_id, agent_id, [], events)
@@ -404,7 +496,7 @@ async def list_events(
 ) -> list[StoredEvent]:
     rows = (
         await db.execute(
-            text(
+            sql(
                 "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
                 "WHERE session_id = :sid "
                 "AND (CAST(:kinds AS text[]) IS NULL OR kind = ANY(CAST(:kinds AS text[]))) "
@@ -430,7 +522,7 @@ async def events_page(
     at, last = after if after is not None else (None, 0)
     rows = (
         await db.execute(
-            text(
+            sql(
                 "SELECT id, vigil_action_at(payload, created_at) AS at, "
                 "key, kind, step, actor, reason, payload, created_at FROM events "
                 "WHERE session_id = :sid AND NOT (kind = ANY(CAST(:skip AS text[]))) "
@@ -456,12 +548,12 @@ def _event(r: Any) -> StoredEvent:
     )
 
 
-async def get_event(db: DbSession, session_id: str, key: str) -> StoredEvent | None:
+async def get_event(db: Statements, session_id: str, key: str) -> StoredEvent | None:
     """One event by its idempotency key (the unique index answers it)."""
     row = (
         (
             await db.execute(
-                text(
+                sql(
                     "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
                     "WHERE session_id = :sid AND key = :key"
                 ),
@@ -474,12 +566,12 @@ async def get_event(db: DbSession, session_id: str, key: str) -> StoredEvent | N
     return _event(row) if row is not None else None
 
 
-async def latest_event(db: DbSession, session_id: str, kind: str) -> StoredEvent | None:
+async def latest_event(db: Statements, session_id: str, kind: str) -> StoredEvent | None:
     """The newest event of a kind, without reading the older ones."""
     row = (
         (
             await db.execute(
-                text(
+                sql(
                     "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
                     "WHERE session_id = :sid AND kind = ANY(CAST(:kinds AS text[])) "
                     "ORDER BY id DESC LIMIT 1"
@@ -494,13 +586,13 @@ async def latest_event(db: DbSession, session_id: str, kind: str) -> StoredEvent
 
 
 async def messages_since(
-    db: DbSession, session_id: str, *, after_seq: int, also: list[int] | None = None
+    db: Statements, session_id: str, *, after_seq: int, also: list[int] | None = None
 ) -> list[StoredMessage]:
     """Messages with seq > after_seq, and those at the seqs ``also`` (gaps a late write
     may have filled), oldest first: what a kept context window has not read yet."""
     rows = (
         await db.execute(
-            text(
+            sql(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid "
                 "AND (seq > :after OR seq = ANY(:seqs)) ORDER BY seq"
             ),
@@ -510,12 +602,12 @@ async def messages_since(
     return [_message(r) for r in rows]
 
 
-async def latest_event_key(db: DbSession, session_id: str, kind: str) -> str | None:
+async def latest_event_key(db: Statements, session_id: str, kind: str) -> str | None:
     """The key of the newest event of a kind (keys are unique and events immutable, so the
     key names its content)."""
     return (
         await db.execute(
-            text(
+            sql(
                 "SELECT key FROM events WHERE session_id = :sid "
                 "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1"
             ),
