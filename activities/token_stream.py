@@ -46,6 +46,7 @@ class TokenPublisher:
         self._pending: list[str] = []
         self._index = 0
         self._task: asyncio.Task[None] | None = None
+        self._sleeping = False
         self._broken = False
 
     async def __call__(self, delta: str) -> None:
@@ -57,7 +58,11 @@ class TokenPublisher:
             self._task = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(FLUSH_SECONDS)
+        self._sleeping = True
+        try:
+            await asyncio.sleep(FLUSH_SECONDS)
+        finally:
+            self._sleeping = False
         await self._flush()
 
     async def _flush(self) -> None:
@@ -77,8 +82,15 @@ class TokenPublisher:
             log.warning("token stream of %s stopped: %s", self._session_id, exc)
 
     async def aclose(self) -> None:
-        """Send what is left (before the reply is recorded, so tokens come first)."""
-        if self._task is not None:
+        """Send what is left now (before the reply is recorded, so tokens come first).
+
+        A flush still waiting out its batching interval is cancelled and its deltas sent
+        here at once: the reply is whole, and waiting on would delay the step by up to
+        ``FLUSH_SECONDS``. A flush already sending completes first (order is kept)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            if self._sleeping:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task  # at most one short wait, and a flush in flight completes
+                await task
         await self._flush()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.memory.embedders import Embedder
+from vigil.activities.record.lean import Statements
 
 DEFAULT_DIM = 384
 """``VIGIL_EMBEDDING_DIM``'s default."""
@@ -145,7 +146,7 @@ async def active_embedder(db: DbSession, agent_id: str) -> EmbedderIdentity | No
 
 
 async def require_for_recall(
-    db: DbSession, agent_id: str, configured: EmbedderIdentity, *, ef_search: int
+    db: Statements, agent_id: str, configured: EmbedderIdentity, *, ef_search: int
 ) -> None:
     """Refuse recall when the agent's memories come from another embedder; the same
     statement sets ``hnsw.ef_search`` for the rest of the transaction (recall's vector

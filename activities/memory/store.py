@@ -49,8 +49,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import identity_of, require_for_recall, require_for_write
 from vigil.activities.memory.redact import redact as redact_text
-from vigil.activities.record.lean import Statements
-from vigil.activities.record.rls import acting_for
+from vigil.activities.record.lean import Statements, engine_of
+from vigil.activities.record.rls import acting_for, lean_acting_for
 from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
 
@@ -360,6 +360,7 @@ class MemoryStore:
         if concurrent_halves < 0:
             raise ValueError("concurrent_halves must be 0 or more")
         self._sessionmaker = sessionmaker
+        self._engine = engine_of(sessionmaker)
         self.embedder = embedder
         self.redact = redact
         self.merge_threshold = merge_threshold
@@ -716,7 +717,8 @@ class MemoryStore:
             if mode in ("hybrid", "vector"):
                 [vector] = await self.embedder.embed([query])
                 literal = _vector_literal(vector, self.embedder.dim)
-            async with acting_for(self._sessionmaker, agent_id) as db:
+            # Lean transactions (record.lean): recall runs in every step of every session.
+            async with lean_acting_for(self._engine, agent_id) as db:
                 if mode in ("hybrid", "text") and text_task is None:
                     text_hits = await text_search(db)
                 if literal is not None:
@@ -805,7 +807,7 @@ class MemoryStore:
 
     async def _text_candidates(
         self,
-        db: DbSession,
+        db: Statements,
         *,
         agent_id: str,
         query: str,
@@ -885,13 +887,13 @@ class MemoryStore:
         return read
 
     async def _text_alone(
-        self, agent_id: str, search: Callable[[DbSession], Awaitable[list[Any]]]
+        self, agent_id: str, search: Callable[[Statements], Awaitable[list[Any]]]
     ) -> list[Any]:
-        """``search`` in a transaction of its own, acting for ``agent_id``."""
-        async with acting_for(self._sessionmaker, agent_id) as db:
+        """``search`` in a (lean) transaction of its own, acting for ``agent_id``."""
+        async with lean_acting_for(self._engine, agent_id) as db:
             return await search(db)
 
-    async def _memory_count(self, db: DbSession, agent_id: str) -> int:
+    async def _memory_count(self, db: Statements, agent_id: str) -> int:
         """How many memories the agent has at the embedder's dimension, counted at most
         once per ``COUNT_TTL_SECONDS`` per store (it only steers ``ef_search``)."""
         cached = self._counts.get(agent_id)
@@ -910,7 +912,7 @@ class MemoryStore:
 
     async def _vector_candidates(
         self,
-        db: DbSession,
+        db: Statements,
         params: dict[str, Any],
         filters: str,
         candidates: int,
