@@ -30,11 +30,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
+from tests.support.round_trips import Counted, counting
 from tests.support.zero_model import ZeroModel
 from vigil.activities.context import ContextBudget, assemble
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
@@ -43,7 +43,12 @@ from vigil.activities.memory.store import MemoryStore
 from vigil.activities.record import store as record
 from vigil.activities.session import SessionActivities
 from vigil.schema.payloads import CallModelInput, RunToolInput
-from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync
+from vigil.workers.db import (
+    WORKER_PING_AFTER_IDLE_SECONDS,
+    make_engine,
+    make_sessionmaker,
+    migrate_sync,
+)
 from vigil.workers.settings import Settings, asyncpg_dsn
 from vigil.workers.wiring import make_store
 
@@ -156,24 +161,6 @@ class TimedActivities(SessionActivities):
             self._read_ms = 0.0
 
 
-class Counter:
-    """Statements and transactions sent to PostgreSQL (figures the machine's load does not
-    move). Each transaction also costs BEGIN, COMMIT and the pooled connection's ping: a
-    round trip each, not counted as statements."""
-
-    def __init__(self, engine: Any) -> None:
-        self.statements = 0
-        self.transactions = 0
-        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
-        event.listen(engine.sync_engine, "begin", self._begin)
-
-    def _count(self, *_: Any) -> None:
-        self.statements += 1
-
-    def _begin(self, *_: Any) -> None:
-        self.transactions += 1
-
-
 class Mode:
     """One session stepped through the activities, its worker's cache cold or warm."""
 
@@ -182,18 +169,18 @@ class Mode:
         self.seq, self.step = first_seq, 1
         self.wall: list[float] = []
         self.cpu: list[float] = []
-        self.statements: list[int] = []
+        self.round_trips: list[int] = []
         self.transactions: list[int] = []
         self.env = ActivityEnvironment()
         self.inner = acts.memory.embedder.inner if acts.memory is not None else None
 
-    async def one(self, counter: Counter, *, measured: bool = True) -> None:
+    async def one(self, counter: Counted, *, measured: bool = True) -> None:
         acts = self.acts
         if not self.warm and acts.memory is not None and self.inner is not None:
             # A worker that never saw this session: nothing kept, no embedding kept.
             acts.context_cache = ContextCache(ContextCacheConfig(time_budget_ms=None))
             acts.memory.embedder = CachingEmbedder(self.inner)
-        before, cpu = counter.statements, time.process_time()
+        before, cpu = counter.round_trips, time.process_time()
         began = counter.transactions
         started = time.perf_counter()
         out = await self.env.run(
@@ -221,7 +208,7 @@ class Mode:
         if measured:
             self.wall.append((time.perf_counter() - started) * 1000)
             self.cpu.append((time.process_time() - cpu) * 1000)
-            self.statements.append(counter.statements - before)
+            self.round_trips.append(counter.round_trips - before)
             self.transactions.append(counter.transactions - began)
         assert out.tool_calls, "the zero model always calls a tool"
         self.seq, self.step = self.seq + 2, self.step + 1
@@ -237,7 +224,7 @@ async def run(args: argparse.Namespace) -> None:
     await admin.close()
     url = base.rsplit("/", 1)[0] + "/vigil_bench_context"
     await asyncio.to_thread(migrate_sync, url)
-    engine = make_engine(url)
+    engine = make_engine(url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)  # as the worker's
     sm = make_sessionmaker(engine)
     sids = [f"ctx-{uuid.uuid4()}" for _ in range(3)]
     async with sm.begin() as db:
@@ -248,8 +235,14 @@ async def run(args: argparse.Namespace) -> None:
             await record.append_messages(db, sid, AGENT, _messages(args.messages))
     await _memories(url, args.memories)
     print(f"sessions of {args.messages} messages, {args.memories} memories (hashing embedder)")
-    counter = Counter(engine)
+    with counting() as counter:
+        await _activity_work(sm, url, sids, counter, args)
+    await engine.dispose()
 
+
+async def _activity_work(
+    sm: async_sessionmaker[DbSession], url: str, sids: list[str], counter: Counted, args: Any
+) -> None:
     memory = MemoryStore(sm, CachingEmbedder(HashingEmbedder(DIM)))
     await _assembly(sm, sids[0], memory, args)
 
@@ -289,7 +282,7 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 f"    {label} cache: wall {_figures(mode.wall)}; this process's CPU "
                 f"median {statistics.median(mode.cpu):.2f} ms; "
-                f"{statistics.median(mode.statements):.0f} SQL statements in "
+                f"{statistics.median(mode.round_trips):.0f} round trips to PostgreSQL in "
                 f"{statistics.median(mode.transactions):.0f} transactions"
             )
             print(f"      of which context assembly and recall: {_figures(mode.acts.assembly_ms)}")
@@ -298,7 +291,6 @@ async def run(args: argparse.Namespace) -> None:
         ratio = statistics.median(cold.wall) / statistics.median(warm.wall)
         print(f"    warm median {ratio:.1f}x faster than cold (goal: under 5 ms median warm)")
         await http.aclose()
-    await engine.dispose()
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ import numpy as np
 from bench.memory_recall import AGENT, PresetEmbedder, drop, load, percentiles, recreate
 from bench.real_text_corpus import embeddings, sentences
 from vigil.activities.memory.store import MemoryStore, RecallMode, ef_search_for
-from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 
 EMBEDDER = "local:all-MiniLM-L6-v2"
@@ -95,7 +95,8 @@ async def measure(
     url: str, size: int, vectors: np.ndarray, queries: list[str], qvec: np.ndarray, k: int
 ) -> Point:
     preset = {t: v.tolist() for t, v in zip(queries, qvec, strict=True)}
-    engine = make_engine(url, pool_size=2)
+    # As the worker makes it (recall runs in its activities): pinged only after 1 s idle.
+    engine = make_engine(url, pool_size=2, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
     sessionmaker = make_sessionmaker(engine)
     store = MemoryStore(sessionmaker, PresetEmbedder(preset, name=EMBEDDER))
     in_turn = MemoryStore(sessionmaker, PresetEmbedder(preset, name=EMBEDDER), concurrent_halves=0)

@@ -36,7 +36,12 @@ import numpy as np
 from pgvector.asyncpg import register_vector
 
 from vigil.activities.memory.store import MemoryStore, RecallMode
-from vigil.workers.db import make_engine, make_sessionmaker, migrate_sync
+from vigil.workers.db import (
+    WORKER_PING_AFTER_IDLE_SECONDS,
+    make_engine,
+    make_sessionmaker,
+    migrate_sync,
+)
 from vigil.workers.settings import Settings, asyncpg_dsn
 
 DIM = 384
@@ -246,7 +251,8 @@ async def measure(
         for i, p in enumerate(picks)
     ]
     preset = {t: q.tolist() for t, q in zip(texts, queries, strict=True)}
-    engine = make_engine(url, pool_size=2)
+    # As the worker makes it (recall runs in its activities): pinged only after 1 s idle.
+    engine = make_engine(url, pool_size=2, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
     sessionmaker = make_sessionmaker(engine)
     store = MemoryStore(sessionmaker, PresetEmbedder(preset))
     store_all = MemoryStore(sessionmaker, PresetEmbedder(preset), text_match="all")

@@ -10,18 +10,14 @@ are one statement, the tool's result and its event another. Counted, never timed
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
+from tests.support.round_trips import counting
 from tests.support.zero_model import ZeroModel
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.memory.embedders import HashingEmbedder
@@ -45,41 +41,6 @@ worker's engine pings no connection used a moment ago. Before the step's transac
 went straight to the driver: 14 statements in 4 transactions through SQLAlchemy, which
 was 26 round trips with their ``BEGIN``, role switches, ``COMMIT`` and pings."""
 TRANSACTIONS_PER_STEP = 4
-
-
-class Counted:
-    round_trips = 0
-    transactions = 0
-
-
-_SENDING = ("execute", "fetch", "fetchrow", "fetchval", "executemany", "prepare")
-
-
-@contextmanager
-def counting() -> Iterator[Counted]:
-    """Count what asyncpg sends and waits for: each call of these methods of a
-    connection or a prepared statement is one round trip (a prepared statement found in
-    a cache is not prepared again, so ``prepare`` counts only when it really is)."""
-    counted = Counted()
-
-    def wrap(patched: pytest.MonkeyPatch, cls: type, name: str) -> None:
-        original = getattr(cls, name)
-
-        async def sending(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counted.round_trips += 1
-            query = args[0] if args and isinstance(args[0], str) else ""
-            if query.lstrip().upper().startswith("BEGIN"):
-                counted.transactions += 1
-            return await original(self, *args, **kwargs)
-
-        patched.setattr(cls, name, sending)
-
-    with pytest.MonkeyPatch.context() as patched:
-        for name in _SENDING:
-            wrap(patched, asyncpg.Connection, name)
-        for name in ("fetch", "fetchrow", "fetchval", "executemany"):
-            wrap(patched, PreparedStatement, name)
-        yield counted
 
 
 async def test_a_warm_step_stays_within_its_round_trips_and_records_once(
