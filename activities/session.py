@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -468,9 +469,14 @@ class SessionActivities:
             # Queued by the workflow since the last step: in the record before the
             # context is read, so the model sees a human's message this very step.
             await self._record(arg.records)
-        out = await self._call_model(arg)
+        out, written = await self._call_model(arg)
         if arg.fold_tools:
-            out.folded = await folded.run_leading_calls(self._run_tool, arg, out)
+            run_tool = self._run_tool
+            if written is not None:
+                # This attempt wrote the reply just now, so no tool of this step has run
+                # (tools run only once their reply is recorded): the calls need no reading.
+                run_tool = functools.partial(self._run_tool, calls=written)
+            out.folded = await folded.run_leading_calls(run_tool, arg, out)
         return out
 
     async def _replay(
@@ -494,7 +500,11 @@ class SessionActivities:
             replayed=True,
         )
 
-    async def _call_model(self, arg: CallModelInput) -> CallModelOutput:
+    async def _call_model(
+        self, arg: CallModelInput
+    ) -> tuple[CallModelOutput, list[dict[str, Any]] | None]:
+        """The model call's output; and the reply's tool calls when this call wrote the reply
+        (None when it was recorded already)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         # One transaction: the record's part of the context, whose first statement also
         # tells whether the reply is recorded already (a retry after a crash or a lost
@@ -503,12 +513,12 @@ class SessionActivities:
             async with lean_acting_for(self._engine, arg.agent_id) as db:
                 read = await self._read_context(db, arg)
                 if read.has_reply:
-                    return await self._replay(db, arg, catalog)
+                    return await self._replay(db, arg, catalog), None
         except RecallCheckBlocked as blocked:
             read = blocked.read  # the reads stand; the kept recall is checked again later
             if read.has_reply:
                 async with lean_acting_for(self._engine, arg.agent_id) as db:
-                    return await self._replay(db, arg, catalog)
+                    return await self._replay(db, arg, catalog), None
         provider, connection = await self._provider(arg)
         context, degraded = await self._context(
             arg.session_id,
@@ -548,7 +558,7 @@ class SessionActivities:
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
         async with lean_acting_for(self._engine, arg.agent_id) as db:
-            fresh = await record.append_reply(
+            wrote, fresh = await record.append_reply(
                 db,
                 arg.session_id,
                 arg.agent_id,
@@ -589,7 +599,7 @@ class SessionActivities:
             tokens_out=reply.usage.output_tokens,
             cost_usd=cost,
             latency_ms=latency_ms,
-        )
+        ), (calls if wrote else None)
 
     # --- tools ------------------------------------------------------------------------
 
@@ -598,28 +608,35 @@ class SessionActivities:
     async def run_tool(self, arg: RunToolInput) -> RunToolOutput:
         return await self._run_tool(arg)
 
-    async def _run_tool(self, arg: RunToolInput) -> RunToolOutput:
+    async def _run_tool(
+        self, arg: RunToolInput, calls: list[dict[str, Any]] | None = None
+    ) -> RunToolOutput:
         """The run_tool activity's work (also done by a folded step's call_model), in a
-        span of its own so a folded call shows in the session's trace too."""
+        span of its own so a folded call shows in the session's trace too. ``calls``: the
+        reply's tool calls, given by a model call that wrote the reply in this attempt
+        (then nothing of this step's tools can be recorded yet, and nothing is read)."""
         with _tracer.start_as_current_span(
             "RunTool", attributes={"vigil.step": arg.step, "vigil.call_index": arg.call_index}
         ):
-            return await self._tool_work(arg)
+            return await self._tool_work(arg, calls)
 
-    async def _tool_work(self, arg: RunToolInput) -> RunToolOutput:
+    async def _tool_work(
+        self, arg: RunToolInput, calls: list[dict[str, Any]] | None = None
+    ) -> RunToolOutput:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
-        async with lean_acting_for(self._engine, arg.agent_id) as db:
-            found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
-            by_seq = {m.seq: m for m in found}
-            ev = await record.get_event(db, arg.session_id, key) if arg.seq in by_seq else None
-        if arg.seq in by_seq:
-            ok = bool(ev.payload.get("ok")) if ev else True
-            return RunToolOutput(
-                seq=arg.seq, ok=ok, preview=_wire(preview(by_seq[arg.seq].content))
-            )
-        model_msg = by_seq.get(arg.model_seq)
-        calls = (model_msg.tool_calls or []) if model_msg else []
+        if calls is None:
+            async with lean_acting_for(self._engine, arg.agent_id) as db:
+                found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
+                by_seq = {m.seq: m for m in found}
+                ev = await record.get_event(db, arg.session_id, key) if arg.seq in by_seq else None
+            if arg.seq in by_seq:
+                ok = bool(ev.payload.get("ok")) if ev else True
+                return RunToolOutput(
+                    seq=arg.seq, ok=ok, preview=_wire(preview(by_seq[arg.seq].content))
+                )
+            model_msg = by_seq.get(arg.model_seq)
+            calls = (model_msg.tool_calls or []) if model_msg else []
         if arg.call_index >= len(calls):
             raise ApplicationError(
                 f"no tool call {arg.call_index} in message {arg.model_seq}",

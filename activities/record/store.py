@@ -375,10 +375,11 @@ async def append_reply(
     tokens_out: int,
     cost_usd: float,
     step: int,
-) -> bool:
+) -> tuple[bool, bool]:
     """A model reply, its event and the session's usage in one statement: the message and
     event as ``append_record`` writes them; the usage added only when the event is new
-    (as ``add_usage`` would), the step advanced either way. True when the event is new."""
+    (as ``add_usage`` would), the step advanced either way. Whether the message and the
+    event are new."""
     parts, params = _record_parts(session_id, agent_id, [message], [event])
     parts.append(
         "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
@@ -402,7 +403,7 @@ async def append_reply(
             params,
         )
     ).one()
-    return int(row[1]) > 0
+    return int(row[0]) > 0, int(row[1]) > 0
 
 
 _MESSAGE_COLUMNS = (
