@@ -843,12 +843,7 @@ class MemoryStore:
         self.text_steps["sent"] += len(levels)
         return list(
             await db.execute(
-                _TEXT_SEARCH_ROWS.bindparams(
-                    bindparam("levels", type_=ARRAY(String)),
-                    bindparam("kinds", type_=ARRAY(String)),
-                    bindparam("since", type_=DateTime(timezone=True)),
-                    bindparam("until", type_=DateTime(timezone=True)),
-                ),
+                _TEXT_SEARCH_ROWS,
                 {
                     "agent_id": agent_id,
                     "levels": levels,
@@ -1203,6 +1198,12 @@ _TEXT_SEARCH_ROWS = sql(
     JOIN memories m ON m.id = s.id AND m.agent_id = :agent_id
     ORDER BY s.found
     """
+).bindparams(
+    # Typed once here: a statement built per call is compiled per call.
+    bindparam("levels", type_=ARRAY(String)),
+    bindparam("kinds", type_=ARRAY(String)),
+    bindparam("since", type_=DateTime(timezone=True)),
+    bindparam("until", type_=DateTime(timezone=True)),
 )
 
 

@@ -20,7 +20,6 @@ invalidated here, not by SQLAlchemy. Expanding ("IN") parameters are not support
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -113,20 +112,28 @@ async def lean_transaction(
     pooled = await engine.raw_connection()
     driver = pooled.driver_connection
     assert driver is not None
-    began = False
+    clean = False
     try:
         await driver.execute(f"BEGIN; {then}" if then else "BEGIN")
-        began = True
         yield LeanTransaction(driver, engine.dialect)
         await driver.execute("COMMIT")
+        clean = True
     except BaseException:
-        if began and not driver.is_closed():
-            with contextlib.suppress(Exception):
+        # Rolled back, and given back only if that worked and nothing is left open. A
+        # cancellation can land mid-statement and again in this very clean-up; a
+        # connection handed back inside the transaction would give its next user the
+        # agent's role, or an aborted transaction on every use.
+        if not driver.is_closed():
+            try:
                 await driver.execute("ROLLBACK")
-        if driver.is_closed():
-            await greenlet_spawn(pooled.invalidate)
+                clean = not driver.is_in_transaction()
+            except BaseException:
+                clean = False
         raise
     finally:
+        if not clean:
+            driver.terminate()  # at once, whatever the connection is doing
+            await greenlet_spawn(pooled.invalidate)
         await greenlet_spawn(pooled.close)
 
 
