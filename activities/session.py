@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -471,11 +470,15 @@ class SessionActivities:
             await self._record(arg.records)
         out, written = await self._call_model(arg)
         if arg.fold_tools:
-            run_tool = self._run_tool
-            if written is not None:
+
+            async def run_tool(call: RunToolInput) -> RunToolOutput:
                 # This attempt wrote the reply just now, so no tool of this step has run
-                # (tools run only once their reply is recorded): the calls need no reading.
-                run_tool = functools.partial(self._run_tool, calls=written)
+                # (tools run only once their reply is recorded): the first call needs no
+                # reading. Later ones check the record first, as run_tool does: the
+                # session may have ended meanwhile and answered them (NOT_RUN).
+                first = written is not None and call.call_index == 0
+                return await self._run_tool(call, calls=written if first else None)
+
             out.folded = await folded.run_leading_calls(run_tool, arg, out)
         return out
 

@@ -46,7 +46,7 @@ class TokenPublisher:
         self._pending: list[str] = []
         self._index = 0
         self._task: asyncio.Task[None] | None = None
-        self._sleeping = False
+        self._sending = False
         self._broken = False
 
     async def __call__(self, delta: str) -> None:
@@ -58,11 +58,7 @@ class TokenPublisher:
             self._task = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        self._sleeping = True
-        try:
-            await asyncio.sleep(FLUSH_SECONDS)
-        finally:
-            self._sleeping = False
+        await asyncio.sleep(FLUSH_SECONDS)
         await self._flush()
 
     async def _flush(self) -> None:
@@ -74,12 +70,15 @@ class TokenPublisher:
             self._session_id, self._seq, self._attempt, self._index, text
         )
         self._index += len(payloads)
+        self._sending = True
         try:
             async with self._db.begin() as db:
                 await feed.notify_tokens(db, self._channel, payloads)
         except Exception as exc:  # tokens are a courtesy; the record is the truth
             self._broken = True
             log.warning("token stream of %s stopped: %s", self._session_id, exc)
+        finally:
+            self._sending = False
 
     async def aclose(self) -> None:
         """Send what is left now (before the reply is recorded, so tokens come first).
@@ -89,7 +88,7 @@ class TokenPublisher:
         ``FLUSH_SECONDS``. A flush already sending completes first (order is kept)."""
         task, self._task = self._task, None
         if task is not None and not task.done():
-            if self._sleeping:
+            if not self._sending:  # waiting to start or out its interval: not needed now
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -32,9 +32,10 @@ reused one, since a connection used a moment before a database restart is dead t
 the API's and the CLI's reads are not retried."""
 WORKER_PING_AFTER_IDLE_SECONDS = 1.0
 """The worker's engine pings only connections idle this long. Its statements run in
-activities, which retry a lost connection (the guard waits out an outage): a connection
-used a moment before a database restart fails one statement, and that attempt is tried
-again on a fresh one. A ping per transaction was one round trip more in each of a session
+activities, which retry a lost connection (the guard waits out an outage): each connection
+used a moment before a database restart fails its next statement once (a lean
+transaction's error does not make SQLAlchemy drop the whole pool), and that attempt is
+tried again. A ping per transaction was one round trip more in each of a session
 step's three or four transactions."""
 _IDLE_SINCE = "vigil.idle_since"
 

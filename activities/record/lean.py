@@ -60,11 +60,14 @@ class LeanTransaction:
         return True
 
     def _compiled(self, statement: TextClause) -> _Compiled:
-        # Kept on the statement object: the hot-path statements are built once (record.sql).
-        cache: dict[Dialect, _Compiled] | None = statement.__dict__.get("_vigil_lean")
-        if cache is None:
-            cache = {}
-            statement.__dict__["_vigil_lean"] = cache
+        # Kept on the statement object (the hot-path statements are built once:
+        # record.sql), with the object's id: ``bindparams()`` copies a statement's
+        # attributes, and a typed copy must not use its original's compiled form.
+        kept: tuple[int, dict[Dialect, _Compiled]] | None = statement.__dict__.get("_vigil_lean")
+        if kept is None or kept[0] != id(statement):
+            kept = (id(statement), {})
+            statement.__dict__["_vigil_lean"] = kept
+        cache = kept[1]
         found = cache.get(self._dialect)
         if found is None:
             compiled = statement.compile(dialect=self._dialect)
@@ -73,7 +76,9 @@ class LeanTransaction:
             found = _Compiled(
                 sql=compiled.string,
                 names=names,
-                processors=tuple(b.type.bind_processor(self._dialect) for b in binds),
+                processors=tuple(
+                    b.type.dialect_impl(self._dialect).bind_processor(self._dialect) for b in binds
+                ),
                 fixed={b.key: b.value for b in binds if b.value is not None},
             )
             cache[self._dialect] = found
@@ -129,6 +134,7 @@ async def lean_transaction(
                 clean = not driver.is_in_transaction()
             except BaseException:
                 clean = False
+                raise  # a cancellation during the clean-up is the caller's to see
         raise
     finally:
         if not clean:

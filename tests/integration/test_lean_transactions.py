@@ -16,7 +16,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from vigil.activities.record.lean import LeanTransaction
+from vigil.activities.record.lean import LeanTransaction, lean_transaction
 from vigil.activities.record.rls import lean_acting_for
 from vigil.activities.record.sql import sql
 from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine
@@ -40,13 +40,21 @@ async def test_a_transaction_cancelled_mid_statement_leaves_clean_connections(
         async with lean_acting_for(engine, agent) as tx:
             await slow(tx)
 
+    async def slow_begin() -> None:  # cancelled in the round trip that opens it
+        started.set()
+        async with lean_transaction(engine, then="SELECT pg_sleep(30)"):
+            pass
+
     try:
         async with engine.connect() as conn:
             owner = (await conn.execute(text("SELECT current_user"))).scalar_one()
         # Cancelled once, then again after 0..5 turns of the event loop: the second
         # cancellation lands in the clean-up (the ROLLBACK, the return to the pool).
-        for turns in [None, 0, 1, 2, 3, 5]:
-            task = asyncio.ensure_future(body())
+        for opening, turns in [(body, t) for t in (None, 0, 1, 2, 3, 5)] + [
+            (slow_begin, None),
+            (slow_begin, 1),
+        ]:
+            task = asyncio.ensure_future(opening())
             await asyncio.wait_for(started.wait(), 20)
             await asyncio.sleep(0.2)  # the statement is running on the server
             task.cancel()
