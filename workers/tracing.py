@@ -29,6 +29,7 @@ from temporalio import client as temporal_client
 from temporalio import worker as temporal_worker
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
+from vigil.activities.record import lean
 from vigil.workers.settings import Settings
 from vigil.workers.telemetry import AGENT_ID, IDS, SESSION_ID, traces_endpoint
 
@@ -102,8 +103,25 @@ def instrument_engine(engine: AsyncEngine) -> None:
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 
     usage = NoOpMeter("vigil").create_up_down_counter("db.client.connections.usage")
-    EngineTracer(provider.get_tracer("vigil.sql"), sync_engine, usage)  # type: ignore[no-untyped-call]
+    tracer = provider.get_tracer("vigil.sql")
+    EngineTracer(tracer, sync_engine, usage)  # type: ignore[no-untyped-call]
     _Process.instrumented.add(id(sync_engine))
+    database = sync_engine.url.database
+
+    def statement_span(statement: str) -> contextlib.AbstractContextManager[Any]:
+        # Named and described as the SQLAlchemy instrumentation names its spans.
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        return tracer.start_as_current_span(
+            f"{verb} {database}" if database else verb,
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "db.system": "postgresql",
+                "db.name": database or "",
+                "db.statement": statement,
+            },
+        )
+
+    lean.trace_statements(statement_span)
 
 
 class SessionSpans(SpanProcessor):

@@ -20,8 +20,8 @@ invalidated here, not by SQLAlchemy. Expanding ("IN") parameters are not support
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,19 @@ from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
+
+StatementSpan = Callable[[str], AbstractContextManager[Any]]
+"""Opens a span around one statement, given its SQL (``workers.tracing`` sets it when
+tracing is on): lean statements bypass SQLAlchemy's cursor events, which trace the rest."""
+
+
+class _Tracing:
+    statement_span: StatementSpan | None = None
+
+
+def trace_statements(span: StatementSpan | None) -> None:
+    """Trace every lean statement with ``span`` (None: stop)."""
+    _Tracing.statement_span = span
 
 
 class Statements(Protocol):
@@ -93,7 +106,12 @@ class LeanTransaction:
             given[name] if process is None else process(given[name])
             for name, process in zip(compiled.names, compiled.processors, strict=True)
         ]
-        rows = await self._driver.fetch(compiled.sql, *args)
+        span = _Tracing.statement_span
+        if span is None:
+            rows = await self._driver.fetch(compiled.sql, *args)
+        else:
+            with span(compiled.sql):
+                rows = await self._driver.fetch(compiled.sql, *args)
         keys = list(rows[0].keys()) if rows else []
         return IteratorResult(SimpleResultMetaData(keys), iter([tuple(r) for r in rows]))
 

@@ -147,6 +147,9 @@ def test_one_trace_from_start_to_sql_names_session_and_agent(observed: Observed)
     assert model_http, sorted({s.name for s in spans})
     sql = [s for s in spans if s.attributes.get("db.system") or s.attributes.get("db.system.name")]
     assert any("INSERT" in str(s.attributes.get("db.statement", s.name)) for s in sql)
+    # The step's own statements (lean transactions, straight on the driver) too: the
+    # reply, its event and the usage are written by one statement.
+    assert any("u AS (UPDATE sessions" in str(s.attributes.get("db.statement")) for s in sql)
     unnamed = [
         (s.service, s.name)
         for s in spans
