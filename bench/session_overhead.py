@@ -186,47 +186,34 @@ class PlainLoop:
                 tools.validate(call["name"], args, list(BUILTIN_TOOLS))
         cost = cost_usd(reply.model, reply.usage)
         async with self.sessionmaker.begin() as db:
-            await record.append_messages(
+            # The reply, its event and the usage, as the model activity writes them.
+            await record.append_reply(
                 db,
                 sid,
                 AGENT,
-                [
-                    record.NewMessage(
-                        seq=seq,
-                        role="assistant",
-                        content=reply.content,
-                        step=step,
-                        tool_calls=wire or None,
-                    )
-                ],
+                record.NewMessage(
+                    seq=seq,
+                    role="assistant",
+                    content=reply.content,
+                    step=step,
+                    tool_calls=wire or None,
+                ),
+                record.NewEvent(
+                    key=f"model:{step}",
+                    kind="model_call",
+                    step=step,
+                    payload={
+                        "tokens_in": reply.usage.input_tokens,
+                        "tokens_out": reply.usage.output_tokens,
+                        "cost_usd": cost,
+                        "model": reply.model,
+                    },
+                ),
+                tokens_in=reply.usage.input_tokens,
+                tokens_out=reply.usage.output_tokens,
+                cost_usd=cost,
+                step=step,
             )
-            fresh = await record.record_events(
-                db,
-                sid,
-                AGENT,
-                [
-                    record.NewEvent(
-                        key=f"model:{step}",
-                        kind="model_call",
-                        step=step,
-                        payload={
-                            "tokens_in": reply.usage.input_tokens,
-                            "tokens_out": reply.usage.output_tokens,
-                            "cost_usd": cost,
-                            "model": reply.model,
-                        },
-                    )
-                ],
-            )
-            if fresh:
-                await record.add_usage(
-                    db,
-                    sid,
-                    tokens_in=reply.usage.input_tokens,
-                    tokens_out=reply.usage.output_tokens,
-                    cost_usd=cost,
-                )
-            await record.update_session(db, sid, step=step)
         return reply.tool_calls
 
     async def _tool(

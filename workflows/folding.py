@@ -25,9 +25,8 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from vigil.schema import names
 from vigil.schema.agents import AgentRuntime
-from vigil.schema.payloads import CallModelInput, CallModelOutput, ToolCallRef, ToolPolicy
+from vigil.schema.payloads import ToolCallRef, ToolPolicy
 from vigil.workflows import agents, tool_routing
 
 M = TypeVar("M")
@@ -60,34 +59,6 @@ def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bo
 def local_model_call(runtime: AgentRuntime | None) -> bool:
     """Whether the agent asked for its model calls as local activities."""
     return runtime is not None and runtime.model.execution == "local"
-
-
-async def call_model(
-    arg: CallModelInput,
-    *,
-    local: bool,
-    summary: str,
-    limit: timedelta,
-    retry: RetryPolicy,
-    heartbeat: timedelta,
-) -> CallModelOutput:
-    """The model activity, as a regular or a local activity."""
-    if local:
-        # No heartbeat: a lost worker is noticed by its workflow task timing out, and the
-        # next worker runs the call again (the recorded reply is then returned as is).
-        return await run_local(
-            names.ACT_CALL_MODEL, arg, CallModelOutput, limit=limit, retry=retry, summary=summary
-        )
-    out: CallModelOutput = await workflow.execute_activity(
-        names.ACT_CALL_MODEL,
-        arg,
-        result_type=CallModelOutput,
-        start_to_close_timeout=limit,
-        retry_policy=retry,
-        heartbeat_timeout=heartbeat,
-        summary=summary,
-    )
-    return out
 
 
 async def run_local(

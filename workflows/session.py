@@ -297,14 +297,28 @@ class AgentSession(HandOverWhileWaiting):
         arg.fold_tools = folding.foldable_tools(self._runtime, self._arg.policy, arg.allowed_tools)
         arg.records = records
         try:
-            out = await folding.call_model(
-                arg,
-                local=folding.local_model_call(self._runtime),
-                summary=f"step {arg.step}: model",
-                limit=c.MODEL_START_TO_CLOSE,
-                retry=retry,
-                heartbeat=timedelta(seconds=self._arg.heartbeat_seconds),
-            )
+            summary = f"step {arg.step}: model"
+            if folding.local_model_call(self._runtime):
+                # No heartbeat: a lost worker is noticed by its workflow task timing out,
+                # and the next worker runs the call again (the recorded reply is returned).
+                out = await folding.run_local(
+                    names.ACT_CALL_MODEL,
+                    arg,
+                    CallModelOutput,
+                    limit=c.MODEL_START_TO_CLOSE,
+                    retry=retry,
+                    summary=summary,
+                )
+            else:
+                out = await self._act(
+                    names.ACT_CALL_MODEL,
+                    arg,
+                    CallModelOutput,
+                    summary=summary,
+                    limit=c.MODEL_START_TO_CLOSE,
+                    retry=retry,
+                    heartbeat=True,
+                )
         except BaseException:
             if records is not None:
                 self._restore_records(records)  # for the final flush (writes are idempotent)

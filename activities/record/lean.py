@@ -69,9 +69,6 @@ class LeanTransaction:
         self._driver = driver
         self._dialect = dialect
 
-    def in_transaction(self) -> bool:
-        return True
-
     def _compiled(self, statement: TextClause) -> _Compiled:
         # Kept on the statement object (the hot-path statements are built once:
         # record.sql), with the object's id: ``bindparams()`` copies a statement's
@@ -101,7 +98,7 @@ class LeanTransaction:
         self, statement: TextClause, params: Mapping[str, Any] | None = None
     ) -> Result[Any]:
         compiled = self._compiled(statement)
-        given = {**compiled.fixed, **params} if params else compiled.fixed
+        given = {**compiled.fixed, **(params or {})} if compiled.fixed else (params or {})
         args = [
             given[name] if process is None else process(given[name])
             for name, process in zip(compiled.names, compiled.processors, strict=True)

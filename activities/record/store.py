@@ -174,28 +174,19 @@ async def update_session(
     await db.execute(sql(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
 
 
-async def add_usage(
-    db: Statements,
-    session_id: str,
-    *,
-    tokens_in: int,
-    tokens_out: int,
-    cost_usd: float,
-    step: int | None = None,
-) -> None:
-    """Add a model call's usage; with ``step``, also what ``update_session(step=...)``
-    does, in the same statement (one round trip less per step)."""
-    sets = "tokens_in = tokens_in + :i, tokens_out = tokens_out + :o, cost_usd = cost_usd + :c"
-    params: dict[str, Any] = {"id": session_id, "i": tokens_in, "o": tokens_out, "c": cost_usd}
-    if step is not None:
-        sets += ", step = GREATEST(step, :step)"
-        params["step"] = step
-    await db.execute(sql(f"UPDATE sessions SET {sets}, updated_at = now() WHERE id = :id"), params)
-
-
 _SESSION_COLUMNS = (
     "id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, tokens_out, "
     "cost_usd, summary, created_at, updated_at, finished_at, metadata"
+)
+
+
+_GET_SESSION = sql(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id")
+_SESSION_MARKS = sql(
+    f"SELECT {_SESSION_COLUMNS}, "
+    "EXISTS (SELECT FROM messages WHERE session_id = :sid AND seq = :seq) AS has_seq, "
+    "(SELECT key FROM events WHERE session_id = :sid "
+    "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1) AS latest_key "
+    "FROM sessions WHERE id = :sid"
 )
 
 
@@ -207,15 +198,7 @@ def _session(row: Any) -> SessionRow:
 
 
 async def get_session(db: Statements, session_id: str) -> SessionRow | None:
-    row = (
-        (
-            await db.execute(
-                sql(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id"), {"id": session_id}
-            )
-        )
-        .mappings()
-        .first()
-    )
+    row = (await db.execute(_GET_SESSION, {"id": session_id})).mappings().first()
     return _session(row) if row is not None else None
 
 
@@ -230,20 +213,14 @@ class SessionMarks:
 
 
 async def session_marks(db: Statements, session_id: str, *, seq: int, kind: str) -> SessionMarks:
-    """``get_session``, whether message ``seq`` is recorded and ``latest_event_key(kind)``
-    in one round trip (a model call's first read: is its reply written already, and the
+    """``get_session``, whether message ``seq`` is recorded and the key of the newest event of
+    ``kind`` (keys are unique and events immutable, so the key names its content), in one
+    round trip (a model call's first read: is its reply written already, and the
     context's session and summary)."""
     row = (
         (
             await db.execute(
-                sql(
-                    f"SELECT {_SESSION_COLUMNS}, "
-                    "EXISTS (SELECT FROM messages WHERE session_id = :sid AND seq = :seq) "
-                    "AS has_seq, "
-                    "(SELECT key FROM events WHERE session_id = :sid "
-                    "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1) "
-                    "AS latest_key FROM sessions WHERE id = :sid"
-                ),
+                _SESSION_MARKS,
                 {"sid": session_id, "seq": seq, "kinds": event_kinds.stored_as(kind)},
             )
         )
@@ -377,9 +354,8 @@ async def append_reply(
     step: int,
 ) -> tuple[bool, bool]:
     """A model reply, its event and the session's usage in one statement: the message and
-    event as ``append_record`` writes them; the usage added only when the event is new
-    (as ``add_usage`` would), the step advanced either way. Whether the message and the
-    event are new."""
+    event as ``append_record`` writes them; the usage (tokens, cost) added only when the
+    event is new, the step advanced either way. Whether the message and the event are new."""
     parts, params = _record_parts(session_id, agent_id, [message], [event])
     parts.append(
         "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
@@ -601,17 +577,3 @@ async def messages_since(
         )
     ).mappings()
     return [_message(r) for r in rows]
-
-
-async def latest_event_key(db: Statements, session_id: str, kind: str) -> str | None:
-    """The key of the newest event of a kind (keys are unique and events immutable, so the
-    key names its content)."""
-    return (
-        await db.execute(
-            sql(
-                "SELECT key FROM events WHERE session_id = :sid "
-                "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1"
-            ),
-            {"sid": session_id, "kinds": event_kinds.stored_as(kind)},
-        )
-    ).scalar_one_or_none()
