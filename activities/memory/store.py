@@ -201,6 +201,10 @@ DEDUPE_CANDIDATES = 10
 
 TEXT_SCAN_LIMIT = 2000
 """Default for ``MemoryStore.text_scan_limit``: matching rows ranked per ladder step."""
+COMMON_WORD_ROWS = 1000
+"""Default for ``MemoryStore.common_word_rows``: a word in more rows than this (in the
+whole table, by PostgreSQL's statistics) is common, and the ladder's steps try the
+combinations holding a rarer word first (``text_ladder``)."""
 CONCURRENT_HALVES = 4
 """Hybrid recalls per store that may run their two halves at once (two connections each)."""
 
@@ -343,6 +347,7 @@ class MemoryStore:
         rrf_k: int = 60,
         text_match: Literal["any", "all"] = "any",
         text_scan_limit: int = TEXT_SCAN_LIMIT,
+        common_word_rows: int = COMMON_WORD_ROWS,
         ef_search: int | None = None,
         concurrent_halves: int = CONCURRENT_HALVES,
         text_statistics: bool = True,
@@ -355,6 +360,8 @@ class MemoryStore:
             raise ValueError("recency_weight and importance_weight must be in [0, 1]")
         if text_scan_limit < 1:
             raise ValueError("text_scan_limit must be positive")
+        if common_word_rows < 1:
+            raise ValueError("common_word_rows must be positive")
         if ef_search is not None and not 1 <= ef_search <= EF_SEARCH_MAX:
             raise ValueError(f"ef_search must be in 1..{EF_SEARCH_MAX}")
         if concurrent_halves < 0:
@@ -377,6 +384,9 @@ class MemoryStore:
         ``any`` of its words (better recall, costs more on big stores) or ``all``."""
         self.text_scan_limit = text_scan_limit
         """At most this many matching rows are ranked per step of the full-text search."""
+        self.common_word_rows = common_word_rows
+        """Words in more rows than this (or than ``text_scan_limit``) are common: the
+        ladder's combinations holding a rarer word run first (``text_ladder``)."""
         self.ef_search = ef_search
         """A fixed ``hnsw.ef_search`` for recall; None follows the agent's memory count
         (``ef_search_for``)."""
@@ -833,7 +843,10 @@ class MemoryStore:
         """
         if any_term:
             lexemes = list((await db.execute(_LEXEMES, {"text": query})).scalar_one() or [])
-            levels = text_ladder(lexemes, statistics, self.text_scan_limit, counts=self.text_steps)
+            # A word in more rows than a step ranks is common whatever the setting says: a
+            # step holding it could otherwise fill its cap before reaching rarer words.
+            common = min(self.common_word_rows, self.text_scan_limit)
+            levels = text_ladder(lexemes, statistics, common, counts=self.text_steps)
             ranking = text_ranking(lexemes)
         else:
             ranking = (await db.execute(_WEBSEARCH, {"text": query})).scalar_one() or ""
@@ -1107,7 +1120,7 @@ def _ladder_words(lexemes: list[str]) -> list[str]:
 def text_ladder(
     lexemes: list[str],
     statistics: TextStatistics | None = None,
-    common_rows: float = TEXT_SCAN_LIMIT,
+    common_rows: float = COMMON_WORD_ROWS,
     *,
     counts: Counter[str] | None = None,
 ) -> list[str]:
@@ -1129,7 +1142,7 @@ def text_ladder(
       share topics) is still found, by the any-two step, where it ranks above rows
       holding two;
     - a step is split in two when some of its words are common (in more than
-      ``common_rows`` rows, by default as many as one step ranks): first the
+      ``common_rows`` rows, ``COMMON_WORD_ROWS`` by default): first the
       combinations holding a word that is not common, then those of common words only,
       which run only if the first part found too few. Rows sharing a rarer word with
       the query come first, as inverse document frequency would rank them, and the

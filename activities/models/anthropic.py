@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -135,29 +136,32 @@ class AnthropicProvider:
         streamed = StreamedText()
         started = time.perf_counter()
         reply = _StreamedMessage(self.model)
-        async for event in post_sse(
-            self._client,
-            f"{self.base_url}/v1/messages",
-            payload,
-            headers=headers,
-            timeout_seconds=self.timeout,
-            secret=self._api_key,
-        ):
-            if event.event == JSON_REPLY:
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                whole = _reply_from_wire(
-                    sse_json(event, secret=self._api_key), self.model, latency_ms
-                )
-                if whole.content:
-                    await on_delta(whole.content)
-                return from_wire_names(whole, names)
-            delta, done = reply.add(sse_json(event, secret=self._api_key))
-            if delta:
-                streamed.add(delta)
-                await on_delta(delta)
-            if done:
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                return from_wire_names(reply.whole(latency_ms), names)
+        async with aclosing(
+            post_sse(
+                self._client,
+                f"{self.base_url}/v1/messages",
+                payload,
+                headers=headers,
+                timeout_seconds=self.timeout,
+                secret=self._api_key,
+            )
+        ) as events:
+            async for event in events:
+                if event.event == JSON_REPLY:
+                    latency_ms = (time.perf_counter() - started) * 1000.0
+                    whole = _reply_from_wire(
+                        sse_json(event, secret=self._api_key), self.model, latency_ms
+                    )
+                    if whole.content:
+                        await on_delta(whole.content)
+                    return from_wire_names(whole, names)
+                delta, done = reply.add(sse_json(event, secret=self._api_key))
+                if delta:
+                    streamed.add(delta)
+                    await on_delta(delta)
+                if done:
+                    latency_ms = (time.perf_counter() - started) * 1000.0
+                    return from_wire_names(reply.whole(latency_ms), names)
         raise stream_broken("the reply ended before message_stop")
 
     async def aclose(self) -> None:

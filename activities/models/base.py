@@ -7,11 +7,12 @@ tells the activity which policy branch applies.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -475,7 +476,7 @@ async def post_sse(
     timeout_seconds: float,
     secret: str | None,
     max_bytes: int = MAX_STREAM_BYTES,
-) -> AsyncIterator[SseMessage]:
+) -> AsyncGenerator[SseMessage, None]:
     """POST JSON once and yield the Server-Sent Events of the reply, or raise ProviderError.
 
     ``timeout_seconds`` bounds each wait for bytes, not the whole stream, so a long reply
@@ -503,26 +504,56 @@ async def post_sse(
             splitter = SseLines()
             event: str | None = None
             data: list[str] = []
-            async for chunk in response.aiter_text():
-                total += len(chunk)
-                if total > max_bytes:
-                    raise _too_large(max_bytes, response.status_code)
-                for line in splitter.feed(chunk):
-                    if not line:
-                        if data:
-                            yield SseMessage(event, "\n".join(data))
-                        event, data = None, []
-                    elif not line.startswith(":"):
-                        name, _, value = line.partition(":")
-                        value = value.removeprefix(" ")
-                        if name == "event":
-                            event = value
-                        elif name == "data":
-                            data.append(value)
-            if data:
-                yield SseMessage(event, "\n".join(data))
+            chunks = response.aiter_text()
+            try:
+                async for chunk in chunks:
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise _too_large(max_bytes, response.status_code)
+                    for line in splitter.feed(chunk):
+                        if not line:
+                            if data:
+                                yield SseMessage(event, "\n".join(data))
+                            event, data = None, []
+                        elif not line.startswith(":"):
+                            name, _, value = line.partition(":")
+                            value = value.removeprefix(" ")
+                            if name == "event":
+                                event = value
+                            elif name == "data":
+                                data.append(value)
+                if data:
+                    yield SseMessage(event, "\n".join(data))
+            except GeneratorExit:
+                # The caller has its reply (the stream's last event): what is left is the
+                # body's end, read so the connection goes back to the client's pool.
+                await _drain(chunks)
+                raise
     except (httpx.RequestError, httpx.InvalidURL) as exc:
         raise transport_error(exc, timeout_seconds, secret) from None
+
+
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
+async def _drain(chunks: AsyncIterator[str]) -> None:
+    """Read the rest of a streamed reply its caller no longer needs. A kept-alive
+    connection is reused only once its reply is read to the end; one with more than
+    ``DRAIN_BYTES`` left, or not ending within ``DRAIN_SECONDS``, is closed instead (at
+    once when the call is being cancelled)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return
+    left = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in chunks:
+                left += len(chunk)
+                if left > DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        return
 
 
 def sse_json(message: SseMessage, *, secret: str | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -117,28 +118,31 @@ class OpenAIChatProvider:
         payload["stream_options"] = {"include_usage": True}
         started = time.perf_counter()
         reply = _StreamedReply(self.model)
-        async for event in post_sse(
-            self._client,
-            f"{self.base_url}/chat/completions",
-            payload,
-            headers=headers,
-            timeout_seconds=self.timeout,
-            secret=self._api_key,
-        ):
-            if event.event == JSON_REPLY:  # the server ignored stream: true
-                data = sse_json(event, secret=self._api_key)
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                whole = _reply_from_wire(data, self.model, latency_ms, self._api_key)
-                if whole.content:
-                    await on_delta(whole.content)
-                return from_wire_names(whole, names)
-            if event.data.strip() == "[DONE]":
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                return from_wire_names(reply.whole(latency_ms), names)
-            delta = reply.add(sse_json(event, secret=self._api_key), self._api_key)
-            if delta:
-                streamed.add(delta)
-                await on_delta(delta)
+        async with aclosing(
+            post_sse(
+                self._client,
+                f"{self.base_url}/chat/completions",
+                payload,
+                headers=headers,
+                timeout_seconds=self.timeout,
+                secret=self._api_key,
+            )
+        ) as events:
+            async for event in events:
+                if event.event == JSON_REPLY:  # the server ignored stream: true
+                    data = sse_json(event, secret=self._api_key)
+                    latency_ms = (time.perf_counter() - started) * 1000.0
+                    whole = _reply_from_wire(data, self.model, latency_ms, self._api_key)
+                    if whole.content:
+                        await on_delta(whole.content)
+                    return from_wire_names(whole, names)
+                if event.data.strip() == "[DONE]":
+                    latency_ms = (time.perf_counter() - started) * 1000.0
+                    return from_wire_names(reply.whole(latency_ms), names)
+                delta = reply.add(sse_json(event, secret=self._api_key), self._api_key)
+                if delta:
+                    streamed.add(delta)
+                    await on_delta(delta)
         raise stream_broken("the reply ended before [DONE]")
 
     async def aclose(self) -> None:

@@ -124,6 +124,11 @@ def test_the_statistics_leave_out_steps_no_row_is_expected_to_match() -> None:
         "'walrus'",
     ]
     assert text_ladder(words, mixed, common_rows=60_000) == text_ladder(words)[1:]
+    # A word in 1,500 of 100,000 rows is common by default (more than COMMON_WORD_ROWS):
+    # its rows come after those holding the rarer words, as with a word in half the rows.
+    some = TextStatistics({"walrus": 0.015}, floor=1e-6, rows=100_000)
+    assert text_ladder(words, some) == text_ladder(words, mixed)
+    assert text_ladder(words, some, common_rows=2_000)[-1] == "'harbour' | 'walrus' | 'tusk'"
     # Two common words: the pair of them comes after the pairs holding the rare word.
     two = TextStatistics({"walrus": 0.5, "harbour": 0.5}, floor=1e-6, rows=100_000)
     assert text_ladder(words, two)[:2] == [

@@ -66,6 +66,22 @@ async def test_deltas_add_up_to_the_reply_and_match_the_unstreamed_one(
     assert "stream" not in stub.requests[1].body
 
 
+async def test_streamed_replies_reuse_one_connection(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    # A provider streams on a kept-alive connection (chunked): the client's pool keeps it,
+    # so a step does not pay a new connection per model call.
+    stub.enqueue(Reply.text("one two three"), Reply.text("four five"), Reply.text("six"))
+
+    async def sink(delta: str) -> None:
+        return None
+
+    for _ in range(3):
+        await provider.stream(ASK, [], on_delta=sink, max_tokens=20)
+    peers = {r.peer for r in stub.requests}
+    assert len(stub.requests) == 3 and len(peers) == 1, peers
+
+
 @pytest.mark.parametrize("fault", ["drop", "error"])
 async def test_a_stream_broken_midway_is_a_retryable_error(
     provider: StreamingProvider, stub: LLMStub, fault: str

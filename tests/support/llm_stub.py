@@ -174,6 +174,8 @@ class RecordedRequest:
     body: Any
     """The parsed JSON body, or None when it was not JSON."""
     raw: bytes = field(repr=False)
+    peer: tuple[str, int] = ("", 0)
+    """The client's address and port: requests on one kept-alive connection share it."""
 
 
 def answer_ok(request: Any) -> Reply:
@@ -399,6 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             raw=raw,
+            peer=(str(self.client_address[0]), int(self.client_address[1])),
         )
         number, reply = stub._take(request)
         if stub.latency > 0 and stub._stopping.wait(stub.latency):
@@ -434,16 +437,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(
         self, reply: Reply, protocol: WireProtocol, request: dict[str, Any], n: int
     ) -> None:
-        """The reply as the provider streams it: Server-Sent Events, then the end of the
-        connection (no Content-Length, ``Connection: close``)."""
+        """The reply as the provider streams it: Server-Sent Events in chunked transfer
+        encoding on a connection kept alive for the next request. A reply planned to break
+        (``fault_after``) goes out close-delimited instead (no length, ``Connection:
+        close``), so its break is an early end of the body, as a dropped stream reads."""
         render = _openai_stream if protocol == "openai" else _anthropic_stream
         stopping = self.server.stub._stopping
+        chunked = reply.fault_after is None
         self.close_connection = True
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Connection", "close")
             self.end_headers()
             for item in render(reply, request, n):
                 if item is _PAUSE:
@@ -452,8 +461,15 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 if item is _DROP:
                     return
-                self.wfile.write(item)  # type: ignore[arg-type]
+                data = bytes(item)  # type: ignore[call-overload]
+                if chunked:
+                    data = b"%x\r\n%s\r\n" % (len(data), data)
+                self.wfile.write(data)
                 self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                self.close_connection = False
         except OSError:
             return
 
