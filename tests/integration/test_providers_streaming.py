@@ -82,6 +82,28 @@ async def test_streamed_replies_reuse_one_connection(
     assert len(stub.requests) == 3 and len(peers) == 1, peers
 
 
+async def test_a_stream_left_early_is_not_read_to_its_end(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    # The caller fails at the first delta of a slow stream (ten minutes to its end): the
+    # rest is read for at most a second, then that connection is closed, not kept.
+    slow = Reply.text("one two three four five six seven eight nine ten", chunk_delay=60.0)
+    stub.enqueue(slow, Reply.text("after"))
+
+    async def failing(delta: str) -> None:
+        raise RuntimeError("the caller gave up")
+
+    async def sink(delta: str) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="gave up"):
+        await provider.stream(ASK, [], on_delta=failing, max_tokens=20)
+    after = await provider.stream(ASK, [], on_delta=sink, max_tokens=20)
+    assert after.content == "after"
+    first, second = (r.peer for r in stub.requests)
+    assert first != second
+
+
 @pytest.mark.parametrize("fault", ["drop", "error"])
 async def test_a_stream_broken_midway_is_a_retryable_error(
     provider: StreamingProvider, stub: LLMStub, fault: str
