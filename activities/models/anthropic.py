@@ -144,6 +144,7 @@ class AnthropicProvider:
                 headers=headers,
                 timeout_seconds=self.timeout,
                 secret=self._api_key,
+                last=lambda event: event.event == "message_stop",
             )
         ) as events:
             async for event in events:

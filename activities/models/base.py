@@ -476,11 +476,15 @@ async def post_sse(
     timeout_seconds: float,
     secret: str | None,
     max_bytes: int = MAX_STREAM_BYTES,
+    last: Callable[[SseMessage], bool] | None = None,
 ) -> AsyncGenerator[SseMessage, None]:
     """POST JSON once and yield the Server-Sent Events of the reply, or raise ProviderError.
 
     ``timeout_seconds`` bounds each wait for bytes, not the whole stream, so a long reply
     that keeps coming is never cut. More than ``max_bytes`` in all is a provider error.
+    ``last`` tells the protocol's final event: closed right after one, the generator reads
+    the body's end so the connection goes back to the client's pool (closed at any other
+    point, the connection is closed with the reply).
     """
     try:
         async with client.stream(
@@ -505,6 +509,7 @@ async def post_sse(
             event: str | None = None
             data: list[str] = []
             chunks = response.aiter_text()
+            ended = False
             try:
                 async for chunk in chunks:
                     total += len(chunk)
@@ -513,7 +518,9 @@ async def post_sse(
                     for line in splitter.feed(chunk):
                         if not line:
                             if data:
-                                yield SseMessage(event, "\n".join(data))
+                                message = SseMessage(event, "\n".join(data))
+                                ended = last is not None and last(message)
+                                yield message
                             event, data = None, []
                         elif not line.startswith(":"):
                             name, _, value = line.partition(":")
@@ -525,23 +532,24 @@ async def post_sse(
                 if data:
                     yield SseMessage(event, "\n".join(data))
             except GeneratorExit:
-                # The caller has its reply (the stream's last event): what is left is the
-                # body's end, read so the connection goes back to the client's pool.
-                await _drain(chunks)
+                if ended:
+                    # The caller has its reply: what is left is the body's end, read so
+                    # the connection goes back to the client's pool.
+                    await _drain(chunks)
                 raise
     except (httpx.RequestError, httpx.InvalidURL) as exc:
         raise transport_error(exc, timeout_seconds, secret) from None
 
 
-DRAIN_BYTES = 64 * 1024
+DRAIN_CHARS = 64 * 1024
 DRAIN_SECONDS = 1.0
 
 
 async def _drain(chunks: AsyncIterator[str]) -> None:
-    """Read the rest of a streamed reply its caller no longer needs. A kept-alive
-    connection is reused only once its reply is read to the end; one with more than
-    ``DRAIN_BYTES`` left, or not ending within ``DRAIN_SECONDS``, is closed instead (at
-    once when the call is being cancelled)."""
+    """Read the rest of a streamed reply after its last event. A kept-alive connection is
+    reused only once its reply is read to the end; one with more than ``DRAIN_CHARS``
+    characters left, or not ending within ``DRAIN_SECONDS``, is closed instead (at once
+    when the call is being cancelled)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         return
@@ -550,7 +558,7 @@ async def _drain(chunks: AsyncIterator[str]) -> None:
         async with asyncio.timeout(DRAIN_SECONDS):
             async for chunk in chunks:
                 left += len(chunk)
-                if left > DRAIN_BYTES:
+                if left > DRAIN_CHARS:
                     return
     except (TimeoutError, httpx.HTTPError):
         return

@@ -126,6 +126,7 @@ class OpenAIChatProvider:
                 headers=headers,
                 timeout_seconds=self.timeout,
                 secret=self._api_key,
+                last=lambda event: event.data.strip() == "[DONE]",
             )
         ) as events:
             async for event in events:

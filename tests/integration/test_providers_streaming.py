@@ -82,11 +82,11 @@ async def test_streamed_replies_reuse_one_connection(
     assert len(stub.requests) == 3 and len(peers) == 1, peers
 
 
-async def test_a_stream_left_early_is_not_read_to_its_end(
+async def test_a_stream_left_early_is_closed_not_read_to_its_end(
     provider: StreamingProvider, stub: LLMStub
 ) -> None:
     # The caller fails at the first delta of a slow stream (ten minutes to its end): the
-    # rest is read for at most a second, then that connection is closed, not kept.
+    # connection is closed with it (only a reply's end is read for reuse), never waited on.
     slow = Reply.text("one two three four five six seven eight nine ten", chunk_delay=60.0)
     stub.enqueue(slow, Reply.text("after"))
 

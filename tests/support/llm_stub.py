@@ -443,7 +443,9 @@ class _Handler(BaseHTTPRequestHandler):
         close``), so its break is an early end of the body, as a dropped stream reads."""
         render = _openai_stream if protocol == "openai" else _anthropic_stream
         stopping = self.server.stub._stopping
-        chunked = reply.fault_after is None
+        # The connection is kept only when the client asked for it (HTTP/1.1, no close).
+        keep = not self.close_connection and self.request_version == "HTTP/1.1"
+        chunked = keep and reply.fault_after is None
         self.close_connection = True
         try:
             self.send_response(200)
@@ -462,6 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if item is _DROP:
                     return
                 data = bytes(item)  # type: ignore[call-overload]
+                if not data:
+                    continue  # an empty chunk would end a chunked body
                 if chunked:
                     data = b"%x\r\n%s\r\n" % (len(data), data)
                 self.wfile.write(data)
