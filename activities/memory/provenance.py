@@ -145,6 +145,26 @@ async def active_embedder(db: DbSession, agent_id: str) -> EmbedderIdentity | No
     return EmbedderIdentity(row.embedder, row.version, row.dim) if row is not None else None
 
 
+ACTIVE_FOR_RECALL = "LEFT JOIN memory_embedders a ON a.agent_id = :agent_id AND a.state = 'active'"
+"""Joined to ``(SELECT 1)`` in recall's vector search: the agent's active embedder, read
+in the same statement (``a.embedder``, ``a.version``, ``a.dim``; NULL when it has none)."""
+
+
+def require_identity(
+    agent_id: str,
+    configured: EmbedderIdentity,
+    embedder: str | None,
+    version: str | None,
+    dim: int | None,
+) -> None:
+    """Refuse recall when the agent's active embedder (as read; None: it has none yet) is
+    not ``configured``."""
+    if embedder:
+        stored = EmbedderIdentity(embedder, str(version), int(dim or 0))
+        if not stored.same_space(configured):
+            raise EmbedderMismatch(agent_id, stored, configured)
+
+
 async def require_for_recall(
     db: Statements, agent_id: str, configured: EmbedderIdentity, *, ef_search: int
 ) -> None:
@@ -154,9 +174,7 @@ async def require_for_recall(
     row = (
         await db.execute(_ACTIVE_SETTING_EF, {"agent_id": agent_id, "ef": str(int(ef_search))})
     ).one()
-    stored = EmbedderIdentity(row.embedder, row.version, row.dim) if row.embedder else None
-    if stored is not None and not stored.same_space(configured):
-        raise EmbedderMismatch(agent_id, stored, configured)
+    require_identity(agent_id, configured, row.embedder, row.version, row.dim)
 
 
 async def require_for_write(db: DbSession, agent_id: str, configured: EmbedderIdentity) -> None:

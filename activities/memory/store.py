@@ -47,7 +47,13 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.memory.embedders import Embedder
-from vigil.activities.memory.provenance import identity_of, require_for_recall, require_for_write
+from vigil.activities.memory.provenance import (
+    ACTIVE_FOR_RECALL,
+    identity_of,
+    require_for_recall,
+    require_for_write,
+    require_identity,
+)
 from vigil.activities.memory.redact import redact as redact_text
 from vigil.activities.record.lean import Statements, engine_of
 from vigil.activities.record.rls import acting_for, lean_acting_for
@@ -150,6 +156,22 @@ def _vector_literal(vector: list[float], dim: int) -> str:
     if not all(math.isfinite(v) for v in vector):
         raise ValueError("embedding holds NaN or infinity")
     return "[" + ",".join(repr(float(v)) for v in vector) + "]"
+
+
+@functools.lru_cache(maxsize=8)
+def _query_format(dim: int) -> str:
+    return "[" + ",".join(["%.9g"] * dim) + "]"
+
+
+def _query_literal(vector: list[float], dim: int) -> str:
+    """A query vector as a literal: 9 significant digits, all a stored ``real`` has (the
+    column's precision), written about four times faster than ``_vector_literal``'s
+    shortest round trip of each double. Stored vectors keep ``_vector_literal``."""
+    if len(vector) != dim:
+        raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
+    if not all(math.isfinite(v) for v in vector):
+        raise ValueError("embedding holds NaN or infinity")
+    return _query_format(dim) % tuple(vector)
 
 
 def _normal_subject(subject: str | None) -> str | None:
@@ -726,27 +748,52 @@ class MemoryStore:
             literal: str | None = None
             if mode in ("hybrid", "vector"):
                 [vector] = await self.embedder.embed([query])
-                literal = _vector_literal(vector, self.embedder.dim)
+                literal = _query_literal(vector, self.embedder.dim)
+            # ef_search follows the agent's memory count, which the store keeps a while:
+            # known before the transaction, it is set with BEGIN, and the embedder check
+            # rides in the search itself (BEGIN, the search, COMMIT: three round trips).
+            ef: int | None = None
+            if literal is not None:
+                count = self._kept_count(agent_id)
+                if self.ef_search or count is not None:
+                    ef = max(candidates, self.ef_search or ef_search_for(count or 0, candidates))
+            settings = {"hnsw.ef_search": str(ef)} if ef is not None else None
             # Lean transactions (record.lean): recall runs in every step of every session.
-            async with lean_acting_for(self._engine, agent_id) as db:
+            async with lean_acting_for(self._engine, agent_id, settings=settings) as db:
                 if mode in ("hybrid", "text") and text_task is None:
                     text_hits = await text_search(db)
                 if literal is not None:
-                    ef = max(
-                        candidates,
-                        self.ef_search
-                        or ef_search_for(await self._memory_count(db, agent_id), candidates),
-                    )
-                    # The embedder check also sets hnsw.ef_search: one round trip.
-                    await require_for_recall(db, agent_id, identity, ef_search=ef)
+                    vector_params = {**params, "vector": literal}
+                    first: list[Any] | None = None
+                    if ef is None:
+                        count = await self._memory_count(db, agent_id)
+                        ef = max(candidates, ef_search_for(count, candidates))
+                        # The embedder check also sets hnsw.ef_search: one round trip.
+                        await require_for_recall(db, agent_id, identity, ef_search=ef)
+                    else:
+                        checked = _with_kinds(
+                            sql(_checked_vector_sql(self.embedder.dim, filters, _RECALLED_COLUMNS)),
+                            kinds,
+                        )
+                        rows = list(await db.execute(checked, vector_params))
+                        active = rows[0]
+                        require_identity(
+                            agent_id,
+                            identity,
+                            active.active_embedder,
+                            active.active_version,
+                            active.active_dim,
+                        )
+                        first = [row for row in rows if row.id is not None]
                     found = await self._vector_candidates(
                         db,
-                        {**params, "vector": literal},
+                        vector_params,
                         filters,
                         candidates,
                         ef=ef,
                         ef_set=True,
                         columns=_RECALLED_COLUMNS,
+                        first=first,
                     )
                     vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
                 if text_task is not None:
@@ -901,6 +948,13 @@ class MemoryStore:
         async with lean_acting_for(self._engine, agent_id) as db:
             return await search(db)
 
+    def _kept_count(self, agent_id: str) -> int | None:
+        """The agent's memory count as last read, while it is fresh (``_memory_count``)."""
+        cached = self._counts.get(agent_id)
+        if cached is None or time.monotonic() - cached[1] >= COUNT_TTL_SECONDS:
+            return None
+        return cached[0]
+
     async def _memory_count(self, db: Statements, agent_id: str) -> int:
         """How many memories the agent has at the embedder's dimension, counted at most
         once per ``COUNT_TTL_SECONDS`` per store (it only steers ``ef_search``)."""
@@ -929,6 +983,7 @@ class MemoryStore:
         ef: int | None = None,
         ef_set: bool = False,
         columns: str = "",
+        first: list[Any] | None = None,
     ) -> list[Any]:
         """The nearest ``candidates`` memories passing ``filters``, nearest first.
 
@@ -939,7 +994,8 @@ class MemoryStore:
         cannot reach (or still falls short) the agent's rows are scanned exactly. How
         each search ended is counted in ``vector_searches`` (keys prefixed by ``purpose``).
         ``ef_set``: the transaction already set ``hnsw.ef_search`` to ``ef``. ``columns``
-        (``, m.kind, ...``) are read with each id.
+        (``, m.kind, ...``) are read with each id. ``first``: the index search's rows,
+        when the caller ran it already (recall, with its embedder check).
         """
         kinds = params.get("kinds")
         dim = self.embedder.dim
@@ -947,7 +1003,7 @@ class MemoryStore:
         ef = max(candidates, ef or candidates)
         if not ef_set:
             await db.execute(sql(f"SET LOCAL hnsw.ef_search = {ef}"))
-        hits = list(await db.execute(indexed, params))
+        hits = first if first is not None else list(await db.execute(indexed, params))
         if len(hits) >= candidates:
             self.vector_searches[purpose + "index"] += 1
             return hits
@@ -1035,6 +1091,18 @@ def _vector_sql(dim: int, filters: str, *, exact: bool, columns: str = "") -> st
         WHERE m.dim = {d} AND {filters}
         ORDER BY {distance}
         LIMIT :n
+    """
+
+
+def _checked_vector_sql(dim: int, filters: str, columns: str) -> str:
+    """Recall's index search with the agent's active embedder beside it, in one statement:
+    one row with the embedder (``active_*``) and NULL hit columns when nothing is found."""
+    return f"""
+        SELECT a.embedder AS active_embedder, a.version AS active_version,
+               a.dim AS active_dim, h.*
+        FROM (SELECT 1) AS one
+        {ACTIVE_FOR_RECALL}
+        LEFT JOIN LATERAL ({_vector_sql(dim, filters, exact=False, columns=columns)}) AS h ON true
     """
 
 

@@ -16,7 +16,7 @@ written by an agent, since the session user could ``RESET ROLE``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from sqlalchemy.exc import DBAPIError
@@ -101,15 +101,22 @@ async def acting_for(
 
 
 @asynccontextmanager
-async def lean_acting_for(engine: AsyncEngine, agent_id: str) -> AsyncIterator[LeanTransaction]:
+async def lean_acting_for(
+    engine: AsyncEngine, agent_id: str, *, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[LeanTransaction]:
     """``acting_for`` as a lean transaction (``record.lean``): for the session step's own
-    short transactions, whose statements are the record's hot-path functions."""
+    short transactions, whose statements are the record's hot-path functions.
+    ``settings``: more of the transaction's own settings (``SET LOCAL``), sent with it."""
     if not agent_id:
         raise ValueError("acting_for needs a non-empty agent id")
     # The switch rides with BEGIN: one round trip for both.
+    more = "".join(
+        f", set_config({literal(name)}, {literal(value)}, true)"
+        for name, value in (settings or {}).items()
+    )
     enter = (
         f"SELECT set_config('role', {literal(AGENT_ROLE)}, true), "
-        f"set_config({literal(AGENT_SETTING)}, {literal(agent_id)}, true)"
+        f"set_config({literal(AGENT_SETTING)}, {literal(agent_id)}, true){more}"
     )
     async with lean_transaction(engine, then=enter) as tx:
         yield tx

@@ -18,6 +18,7 @@ from vigil.activities.memory.store import (
     EF_SEARCH_MAX,
     MemoryStore,
     TextStatistics,
+    _checked_vector_sql,
     _vector_sql,
     ef_search_for,
     text_ladder,
@@ -222,14 +223,20 @@ async def test_recall_under_the_agent_role_uses_the_gin_and_hnsw_indexes(
     async with acting_for(sessionmaker, agent) as db:
         await db.execute(text("SET LOCAL enable_seqscan = off"))
         await db.execute(text("SET LOCAL enable_sort = off"))
-        plan = "\n".join(
-            row[0]
-            for row in await db.execute(
-                text("EXPLAIN " + _vector_sql(384, filters, exact=False)),
-                {"agent_id": agent, "vector": literal, "n": 40},
+        plans = [
+            "\n".join(
+                row[0]
+                for row in await db.execute(
+                    text("EXPLAIN " + statement), {"agent_id": agent, "vector": literal, "n": 40}
+                )
             )
-        )
-    assert "ix_memories_embedding_384" in plan
+            # The search alone, and as recall runs it: with the embedder check beside it.
+            for statement in (
+                _vector_sql(384, filters, exact=False),
+                _checked_vector_sql(384, filters, ""),
+            )
+        ]
+    assert all("ix_memories_embedding_384" in plan for plan in plans), plans
 
     # Full-text half. A test table is small, so the agent's btree indexes would win on
     # cost; they are dropped inside a transaction that is rolled back, which leaves the

@@ -146,3 +146,24 @@ async def _warm_step(
         "tool:3:0",
     ]
     assert usage is not None and usage.tokens_in == 150 and usage.step == 3
+
+
+async def test_a_recall_after_the_first_checks_its_embedder_in_the_search(
+    database_url: str,
+) -> None:
+    # Once the store knows the agent's memory count, ef_search rides with BEGIN and the
+    # embedder check with the search: BEGIN, the search, COMMIT, and here (a small agent:
+    # fewer memories than candidates wanted) the count of what the agent has.
+    engine = make_engine(database_url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    try:
+        memory = MemoryStore(make_sessionmaker(engine), HashingEmbedder(384))
+        agent = f"agent-{uuid.uuid4()}"
+        await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
+        await memory.add(agent, "Boats moor south of the weir.", subject="boats")
+        first = await memory.recall(agent, "river gauge north bridge", mode="vector")
+        with counting() as counted:
+            again = await memory.recall(agent, "river gauge north bridge", mode="vector")
+        assert [m.id for m in again] == [m.id for m in first] and again[0].subject == "gauge"
+        assert (counted.round_trips, counted.transactions) == (4, 1), counted.round_trips
+    finally:
+        await engine.dispose()
