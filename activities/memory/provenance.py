@@ -106,12 +106,14 @@ _ACTIVE = text(
     """
 )
 
+ACTIVE_FOR_RECALL = "LEFT JOIN memory_embedders a ON a.agent_id = :agent_id AND a.state = 'active'"
+"""Joined to ``(SELECT 1)`` in recall's vector search: the agent's active embedder, read
+in the same statement (``a.embedder``, ``a.version``, ``a.dim``; NULL when it has none)."""
+
+
 _ACTIVE_SETTING_EF = text(
-    """
-    SELECT a.embedder, a.version, a.dim, set_config('hnsw.ef_search', :ef, true) AS ef
-    FROM (SELECT 1) AS one
-    LEFT JOIN memory_embedders a ON a.agent_id = :agent_id AND a.state = 'active'
-    """
+    "SELECT a.embedder, a.version, a.dim, set_config('hnsw.ef_search', :ef, true) AS ef "
+    f"FROM (SELECT 1) AS one {ACTIVE_FOR_RECALL}"
 )
 
 _ACTIVE_SHARED = text(
@@ -143,11 +145,6 @@ async def active_embedder(db: DbSession, agent_id: str) -> EmbedderIdentity | No
     """The agent's active embedder, or None when it has none yet (no memories)."""
     row = (await db.execute(_ACTIVE, {"agent_id": agent_id})).one_or_none()
     return EmbedderIdentity(row.embedder, row.version, row.dim) if row is not None else None
-
-
-ACTIVE_FOR_RECALL = "LEFT JOIN memory_embedders a ON a.agent_id = :agent_id AND a.state = 'active'"
-"""Joined to ``(SELECT 1)`` in recall's vector search: the agent's active embedder, read
-in the same statement (``a.embedder``, ``a.version``, ``a.dim``; NULL when it has none)."""
 
 
 def require_identity(

@@ -150,11 +150,15 @@ def _check_text(value: str, what: str) -> None:
         )
 
 
-def _vector_literal(vector: list[float], dim: int) -> str:
+def _check_vector(vector: list[float], dim: int) -> None:
     if len(vector) != dim:
         raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
     if not all(math.isfinite(v) for v in vector):
         raise ValueError("embedding holds NaN or infinity")
+
+
+def _vector_literal(vector: list[float], dim: int) -> str:
+    _check_vector(vector, dim)
     return "[" + ",".join(repr(float(v)) for v in vector) + "]"
 
 
@@ -167,10 +171,7 @@ def _query_literal(vector: list[float], dim: int) -> str:
     """A query vector as a literal: 9 significant digits, all a stored ``real`` has (the
     column's precision), written about four times faster than ``_vector_literal``'s
     shortest round trip of each double. Stored vectors keep ``_vector_literal``."""
-    if len(vector) != dim:
-        raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
-    if not all(math.isfinite(v) for v in vector):
-        raise ValueError("embedding holds NaN or infinity")
+    _check_vector(vector, dim)
     return _query_format(dim) % tuple(vector)
 
 
@@ -756,7 +757,7 @@ class MemoryStore:
             if literal is not None:
                 count = self._kept_count(agent_id)
                 if self.ef_search or count is not None:
-                    ef = max(candidates, self.ef_search or ef_search_for(count or 0, candidates))
+                    ef = self._recall_ef(count or 0, candidates)
             settings = {"hnsw.ef_search": str(ef)} if ef is not None else None
             # Lean transactions (record.lean): recall runs in every step of every session.
             async with lean_acting_for(self._engine, agent_id, settings=settings) as db:
@@ -766,8 +767,7 @@ class MemoryStore:
                     vector_params = {**params, "vector": literal}
                     first: list[Any] | None = None
                     if ef is None:
-                        count = await self._memory_count(db, agent_id)
-                        ef = max(candidates, ef_search_for(count, candidates))
+                        ef = self._recall_ef(await self._memory_count(db, agent_id), candidates)
                         # The embedder check also sets hnsw.ef_search: one round trip.
                         await require_for_recall(db, agent_id, identity, ef_search=ef)
                     else:
@@ -948,6 +948,10 @@ class MemoryStore:
         async with lean_acting_for(self._engine, agent_id) as db:
             return await search(db)
 
+    def _recall_ef(self, count: int, candidates: int) -> int:
+        """Recall's ``hnsw.ef_search``: the fixed setting, else one following ``count``."""
+        return max(candidates, self.ef_search or ef_search_for(count, candidates))
+
     def _kept_count(self, agent_id: str) -> int | None:
         """The agent's memory count as last read, while it is fresh (``_memory_count``)."""
         cached = self._counts.get(agent_id)
@@ -958,10 +962,9 @@ class MemoryStore:
     async def _memory_count(self, db: Statements, agent_id: str) -> int:
         """How many memories the agent has at the embedder's dimension, counted at most
         once per ``COUNT_TTL_SECONDS`` per store (it only steers ``ef_search``)."""
-        cached = self._counts.get(agent_id)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < COUNT_TTL_SECONDS:
-            return cached[0]
+        kept = self._kept_count(agent_id)
+        if kept is not None:
+            return kept
         count = int(
             (
                 await db.execute(_AGENT_COUNT, {"agent_id": agent_id, "dim": self.embedder.dim})
@@ -969,7 +972,7 @@ class MemoryStore:
         )
         if len(self._counts) > 10_000:
             self._counts.clear()
-        self._counts[agent_id] = (count, now)
+        self._counts[agent_id] = (count, time.monotonic())
         return count
 
     async def _vector_candidates(

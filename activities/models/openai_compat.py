@@ -14,6 +14,7 @@ from vigil.activities.models.base import (
     DeltaSink,
     ModelReply,
     ProviderError,
+    SseMessage,
     StreamedText,
     ToolCall,
     ToolSpec,
@@ -29,6 +30,11 @@ from vigil.activities.models.base import (
     to_wire_names,
 )
 from vigil.schema import jsonlimits
+
+
+def _is_done(event: SseMessage) -> bool:
+    """The stream's last event."""
+    return event.data.strip() == "[DONE]"
 
 
 class OpenAIChatProvider:
@@ -126,7 +132,7 @@ class OpenAIChatProvider:
                 headers=headers,
                 timeout_seconds=self.timeout,
                 secret=self._api_key,
-                last=lambda event: event.data.strip() == "[DONE]",
+                last=_is_done,
             )
         ) as events:
             async for event in events:
@@ -137,7 +143,7 @@ class OpenAIChatProvider:
                     if whole.content:
                         await on_delta(whole.content)
                     return from_wire_names(whole, names)
-                if event.data.strip() == "[DONE]":
+                if _is_done(event):
                     latency_ms = (time.perf_counter() - started) * 1000.0
                     return from_wire_names(reply.whole(latency_ms), names)
                 delta = reply.add(sse_json(event, secret=self._api_key), self._api_key)
