@@ -59,7 +59,7 @@ from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, engine_of
-from vigil.activities.record.rls import acting_for, lean_acting_for
+from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
 from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
@@ -560,7 +560,8 @@ class SessionActivities:
             usage["connection"] = connection
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
-        async with lean_acting_for(self._engine, arg.agent_id) as db:
+        # One statement: on a connection bound to the agent, one round trip.
+        async with bound_acting_for(self._engine, arg.agent_id) as db:
             wrote, fresh = await record.append_reply(
                 db,
                 arg.session_id,
@@ -729,7 +730,7 @@ class SessionActivities:
             "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        async with lean_acting_for(self._engine, arg.agent_id) as db:
+        async with bound_acting_for(self._engine, arg.agent_id) as db:
             await record.append_record(
                 db,
                 arg.session_id,

@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import (
     ACTIVE_FOR_RECALL,
+    EmbedderIdentity,
     identity_of,
     require_for_recall,
     require_for_write,
@@ -56,7 +57,7 @@ from vigil.activities.memory.provenance import (
 )
 from vigil.activities.memory.redact import redact as redact_text
 from vigil.activities.record.lean import Statements, engine_of
-from vigil.activities.record.rls import acting_for, lean_acting_for
+from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
 from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
 
@@ -733,10 +734,10 @@ class MemoryStore:
             live_only=not include_superseded,
             n=candidates,
         )
-        # Hybrid recall runs its two halves at once, each on its own connection (the
-        # full-text half in a transaction of its own, acting for the same agent), so it
+        # Hybrid recall runs its two halves at once, each on its own connection, so it
         # waits for the slower half rather than for both; past ``concurrent_halves`` at
-        # once it runs them one after the other.
+        # once it runs them one after the other. Each half acts for the agent on a
+        # connection bound to it (``bound_acting_for``): a statement is a round trip.
         text_task: asyncio.Task[list[Any]] | None = None
         if mode == "hybrid" and self._halves_in_flight < self.concurrent_halves:
             self._halves_in_flight += 1
@@ -745,59 +746,18 @@ class MemoryStore:
         elif mode == "hybrid":
             self.hybrid_runs["sequential"] += 1
         try:
-            # The query is embedded while the full-text half already runs.
-            literal: str | None = None
-            if mode in ("hybrid", "vector"):
+            if mode == "text":
+                text_hits = await self._text_alone(agent_id, text_search)
+            else:
+                # The query is embedded while the full-text half already runs.
                 [vector] = await self.embedder.embed([query])
-                literal = _query_literal(vector, self.embedder.dim)
-            # ef_search follows the agent's memory count, which the store keeps a while:
-            # known before the transaction, it is set with BEGIN, and the embedder check
-            # rides in the search itself (BEGIN, the search, COMMIT: three round trips).
-            ef: int | None = None
-            if literal is not None:
-                count = self._kept_count(agent_id)
-                if self.ef_search or count is not None:
-                    ef = self._recall_ef(count or 0, candidates)
-            settings = {"hnsw.ef_search": str(ef)} if ef is not None else None
-            # Lean transactions (record.lean): recall runs in every step of every session.
-            async with lean_acting_for(self._engine, agent_id, settings=settings) as db:
-                if mode in ("hybrid", "text") and text_task is None:
-                    text_hits = await text_search(db)
-                if literal is not None:
-                    vector_params = {**params, "vector": literal}
-                    first: list[Any] | None = None
-                    if ef is None:
-                        ef = self._recall_ef(await self._memory_count(db, agent_id), candidates)
-                        # The embedder check also sets hnsw.ef_search: one round trip.
-                        await require_for_recall(db, agent_id, identity, ef_search=ef)
-                    else:
-                        checked = _with_kinds(
-                            sql(_checked_vector_sql(self.embedder.dim, filters, _RECALLED_COLUMNS)),
-                            kinds,
-                        )
-                        rows = list(await db.execute(checked, vector_params))
-                        active = rows[0]
-                        require_identity(
-                            agent_id,
-                            identity,
-                            active.active_embedder,
-                            active.active_version,
-                            active.active_dim,
-                        )
-                        first = [row for row in rows if row.id is not None]
-                    found = await self._vector_candidates(
-                        db,
-                        vector_params,
-                        filters,
-                        candidates,
-                        ef=ef,
-                        ef_set=True,
-                        columns=_RECALLED_COLUMNS,
-                        first=first,
-                    )
-                    vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
+                vector_params = {**params, "vector": _query_literal(vector, self.embedder.dim)}
+                found = await self._recall_vector(agent_id, identity, vector_params, filters)
+                vector_hits = sorted(found, key=lambda row: (row.distance, row.id))
                 if text_task is not None:
                     text_hits = await text_task
+                elif mode == "hybrid":
+                    text_hits = await self._text_alone(agent_id, text_search)
         finally:
             if text_task is not None:
                 try:
@@ -818,9 +778,73 @@ class MemoryStore:
         text_rank = {row.id: rank for rank, row in enumerate(text_hits, 1)}
         # Each half read its rows' columns with its ids, under the agent's policies.
         by_id = {row.id: row for row in [*text_hits, *vector_hits]}
-        results = [self._score(by_id[i], vector_rank.get(i), text_rank.get(i), now) for i in by_id]
-        results.sort(key=lambda r: (-r.score, -r.id))
-        return results[:k]
+        # Every candidate is scored; only the ``k`` kept become ``Recalled``.
+        scored = sorted(
+            (
+                (self._weigh(row, vector_rank.get(i), text_rank.get(i), now), i)
+                for i, row in by_id.items()
+            ),
+            key=lambda pair: (-pair[0], -pair[1]),
+        )
+        return [
+            self._recalled(by_id[i], score, vector_rank.get(i), text_rank.get(i))
+            for score, i in scored[:k]
+        ]
+
+    async def _recall_vector(
+        self, agent_id: str, identity: EmbedderIdentity, params: dict[str, Any], filters: str
+    ) -> list[Any]:
+        """Recall's vector candidates, with their columns, checked against the agent's
+        active embedder.
+
+        ``hnsw.ef_search`` follows the agent's memory count, which the store keeps a
+        while. Known, the search runs on a connection bound to the agent with that
+        setting, the embedder check riding in the search itself: one round trip, and one
+        more (the count of what the agent has) when the index yields fewer than wanted.
+        Unknown, or when the index search must be widened or made exact, the work runs
+        in a transaction (``_vector_candidates``).
+        """
+        candidates = int(params["n"])
+        kinds = params.get("kinds")
+        count = self._kept_count(agent_id)
+        if self.ef_search is None and count is None:
+            async with lean_acting_for(self._engine, agent_id) as db:
+                ef = self._recall_ef(await self._memory_count(db, agent_id), candidates)
+                # The embedder check also sets hnsw.ef_search: one round trip.
+                await require_for_recall(db, agent_id, identity, ef_search=ef)
+                return await self._vector_candidates(
+                    db, params, filters, candidates, ef=ef, ef_set=True, columns=_RECALLED_COLUMNS
+                )
+        ef = self._recall_ef(count or 0, candidates)
+        settings = {"hnsw.ef_search": str(ef)}
+        checked = _with_kinds(
+            sql(_checked_vector_sql(self.embedder.dim, filters, _RECALLED_COLUMNS)), kinds
+        )
+        available: int | None = None
+        async with bound_acting_for(self._engine, agent_id, settings=settings) as db:
+            rows = list(await db.execute(checked, params))
+            active = rows[0]
+            require_identity(
+                agent_id, identity, active.active_embedder, active.active_version, active.active_dim
+            )
+            first = [row for row in rows if row.id is not None]
+            if len(first) < candidates:
+                available = await self._available(db, params, filters)
+        if available is None or len(first) >= available:
+            self.vector_searches["index" if available is None else "complete"] += 1
+            return first
+        async with lean_acting_for(self._engine, agent_id, settings=settings) as db:
+            return await self._vector_candidates(
+                db,
+                params,
+                filters,
+                candidates,
+                ef=ef,
+                ef_set=True,
+                columns=_RECALLED_COLUMNS,
+                first=first,
+                available=available,
+            )
 
     async def nearest(
         self,
@@ -944,8 +968,9 @@ class MemoryStore:
     async def _text_alone(
         self, agent_id: str, search: Callable[[Statements], Awaitable[list[Any]]]
     ) -> list[Any]:
-        """``search`` in a (lean) transaction of its own, acting for ``agent_id``."""
-        async with lean_acting_for(self._engine, agent_id) as db:
+        """``search`` acting for ``agent_id`` on a connection bound to it (its statements,
+        the query's words then the search, need not share a transaction)."""
+        async with bound_acting_for(self._engine, agent_id) as db:
             return await search(db)
 
     def _recall_ef(self, count: int, candidates: int) -> int:
@@ -987,6 +1012,7 @@ class MemoryStore:
         ef_set: bool = False,
         columns: str = "",
         first: list[Any] | None = None,
+        available: int | None = None,
     ) -> list[Any]:
         """The nearest ``candidates`` memories passing ``filters``, nearest first.
 
@@ -998,7 +1024,8 @@ class MemoryStore:
         each search ended is counted in ``vector_searches`` (keys prefixed by ``purpose``).
         ``ef_set``: the transaction already set ``hnsw.ef_search`` to ``ef``. ``columns``
         (``, m.kind, ...``) are read with each id. ``first``: the index search's rows,
-        when the caller ran it already (recall, with its embedder check).
+        when the caller ran it already (recall, with its embedder check); ``available``:
+        how many rows pass ``filters``, when the caller counted them already.
         """
         kinds = params.get("kinds")
         dim = self.embedder.dim
@@ -1011,8 +1038,8 @@ class MemoryStore:
             self.vector_searches[purpose + "index"] += 1
             return hits
         # Fewer than asked: either that is all the agent has, or the index filtered them.
-        counted = _with_kinds(sql(_count_sql(dim, filters)), kinds)
-        available = int((await db.execute(counted, params)).scalar_one())
+        if available is None:
+            available = await self._available(db, params, filters)
         if len(hits) >= available:
             self.vector_searches[purpose + "complete"] += 1
             return hits
@@ -1028,13 +1055,19 @@ class MemoryStore:
         exact = _with_kinds(sql(_vector_sql(dim, filters, exact=True, columns=columns)), kinds)
         return list(await db.execute(exact, params))
 
-    def _score(
+    async def _available(self, db: Statements, params: dict[str, Any], filters: str) -> int:
+        """How many of the agent's memories pass ``filters`` (a vector search's ceiling)."""
+        counted = _with_kinds(sql(_count_sql(self.embedder.dim, filters)), params.get("kinds"))
+        return int((await db.execute(counted, params)).scalar_one())
+
+    def _weigh(
         self,
         row: Any,
         vector: tuple[int, float] | None,
         text_rank: int | None,
         now: datetime,
-    ) -> Recalled:
+    ) -> float:
+        """A candidate's score: fused relevance x recency factor x importance factor."""
         fused = 0.0
         if vector is not None:
             fused += 1.0 / (self.rrf_k + vector[0])
@@ -1044,6 +1077,12 @@ class MemoryStore:
         recency = 0.5 ** (age_days / self.half_life_days)
         recency_factor = 1.0 - self.recency_weight + self.recency_weight * recency
         importance_factor = 1.0 - self.importance_weight + self.importance_weight * row.importance
+        return float(fused * recency_factor * importance_factor)
+
+    @staticmethod
+    def _recalled(
+        row: Any, score: float, vector: tuple[int, float] | None, text_rank: int | None
+    ) -> Recalled:
         return Recalled(
             id=row.id,
             kind=row.kind,
@@ -1051,7 +1090,7 @@ class MemoryStore:
             content=row.content,
             importance=row.importance,
             created_at=row.created_at,
-            score=fused * recency_factor * importance_factor,
+            score=score,
             superseded=row.superseded_by is not None,
             vector_rank=vector[0] if vector is not None else None,
             text_rank=text_rank,

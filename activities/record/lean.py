@@ -20,15 +20,18 @@ invalidated here, not by SQLAlchemy. Expanding ("IN") parameters are not support
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import TextClause
-from sqlalchemy.engine import Dialect, Result
+from sqlalchemy import TextClause, event
+from sqlalchemy.engine import Dialect, Engine, Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import Pool
 from sqlalchemy.util import greenlet_spawn
 
 StatementSpan = Callable[[str], AbstractContextManager[Any]]
@@ -154,6 +157,79 @@ async def lean_transaction(
     finally:
         if not clean:
             driver.terminate()  # at once, whatever the connection is doing
+            await greenlet_spawn(pooled.invalidate)
+        await greenlet_spawn(pooled.close)
+
+
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+
+_BOUND_POOLS: weakref.WeakKeyDictionary[Engine, Pool] = weakref.WeakKeyDictionary()
+"""Each engine's pool of bound connections (``lean_bound``), made on first use."""
+
+_BOUND: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+"""The session settings each bound driver connection holds, by connection: a connection
+replaced (recycled, invalidated, reconnected) is a new key, bound afresh."""
+
+
+def _bound_pool(engine: AsyncEngine) -> Pool:
+    sync = engine.sync_engine
+    pool = _BOUND_POOLS.get(sync)
+    if pool is None:
+        # The engine's pool configuration and listeners (the dialect's codecs, the idle
+        # ping), but its own connections: none of them is ever handed to anyone else.
+        pool = sync.pool.recreate()
+        _BOUND_POOLS[sync] = pool
+        kept = weakref.ref(pool)
+
+        def _dispose(_engine: Engine) -> None:
+            found = kept()
+            if found is not None:
+                found.dispose()
+
+        event.listen(sync, "engine_disposed", _dispose)
+    return pool
+
+
+def _binding(held: Mapping[str, str], wanted: Mapping[str, str]) -> str:
+    for name in [*held, *wanted]:
+        if not _SETTING_NAME.fullmatch(name):
+            raise ValueError(f"not a setting name: {name!r}")
+    resets = [f"RESET {name}" for name in held if name not in wanted]
+    sets = ", ".join(
+        f"set_config({literal(name)}, {literal(value)}, false)" for name, value in wanted.items()
+    )
+    return "; ".join([*resets, f"SELECT {sets}"] if sets else resets)
+
+
+@asynccontextmanager
+async def lean_bound(
+    engine: AsyncEngine, settings: Mapping[str, str]
+) -> AsyncIterator[LeanTransaction]:
+    """Statements on a connection whose session holds ``settings``, each statement a
+    transaction of its own: one round trip a statement, where ``lean_transaction`` adds
+    ``BEGIN`` and ``COMMIT``. For work that is one statement, or statements that need not
+    see each other atomically.
+
+    The connection comes from a pool of the engine's own that no other code uses, and
+    keeps its settings between uses: they are sent (``RESET`` of those no longer wanted,
+    ``set_config`` of the rest, one round trip) only when they differ from what it holds.
+    Its statements must not change the settings themselves. Any error or cancellation
+    inside the block discards the connection."""
+    pooled = await greenlet_spawn(_bound_pool(engine).connect)
+    driver = pooled.driver_connection
+    assert driver is not None
+    clean = False
+    try:
+        if _BOUND.get(driver) != settings:
+            held = _BOUND.pop(driver, {})
+            await driver.execute(_binding(held, settings))
+            _BOUND[driver] = dict(settings)
+        yield LeanTransaction(driver, engine.dialect)
+        clean = not driver.is_in_transaction()
+    finally:
+        if not clean:
+            _BOUND.pop(driver, None)
+            driver.terminate()
             await greenlet_spawn(pooled.invalidate)
         await greenlet_spawn(pooled.close)
 

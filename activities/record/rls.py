@@ -7,7 +7,9 @@ migrations ``20261121_02`` and ``20261130_05`` then hide and protect every other
 rows, whatever the query, and keep the agent's own transcript append-only. One statement
 switches in (and one back, when nested in a caller's transaction), whatever the number
 of statements the block runs. Both settings are transaction-local, so a pooled
-connection never keeps them.
+connection never keeps them; the exception is ``bound_acting_for``, whose connections
+live in a pool of their own that nothing else draws from and stay in the agent role
+between uses, re-bound whenever they are asked to act for another agent.
 
 This guards vigil's own queries against mistakes; it is not a sandbox for arbitrary SQL
 written by an agent, since the session user could ``RESET ROLE``.
@@ -23,7 +25,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from vigil.activities.record.lean import LeanTransaction, Statements, lean_transaction, literal
+from vigil.activities.record.lean import (
+    LeanTransaction,
+    Statements,
+    lean_bound,
+    lean_transaction,
+    literal,
+)
 from vigil.activities.record.sql import sql
 
 AGENT_ROLE = "vigil_agent"
@@ -120,3 +128,20 @@ async def lean_acting_for(
     )
     async with lean_transaction(engine, then=enter) as tx:
         yield tx
+
+
+@asynccontextmanager
+async def bound_acting_for(
+    engine: AsyncEngine, agent_id: str, *, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[LeanTransaction]:
+    """Statements acting for ``agent_id``, each a transaction of its own, on a connection
+    that stays in the agent role between uses (``record.lean.lean_bound``): one round trip
+    a statement once the connection acts for this agent, one more when it acted for
+    another. For the step's one-statement writes and recall's searches. ``settings``:
+    more session settings the statements need (``hnsw.ef_search``)."""
+    if not agent_id:
+        raise ValueError("acting_for needs a non-empty agent id")
+    async with lean_bound(
+        engine, {"role": AGENT_ROLE, AGENT_SETTING: agent_id, **(settings or {})}
+    ) as db:
+        yield db

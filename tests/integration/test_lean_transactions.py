@@ -6,6 +6,10 @@ cancelled because the other failed), the connection must not go back to the pool
 the transaction: the next user would run in it, as the agent it was acting for, or find
 it aborted ("commands ignored until end of transaction block") on every use. The
 worker's engine pings only connections idle for a second, so nothing else catches it.
+
+Bound connections (``bound_acting_for``) stay in the agent role between uses: they act
+for exactly the agent and settings asked for each time, never reach the engine's own
+pool, and one that failed is not used again.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from vigil.activities.record import store as record
 from vigil.activities.record.lean import LeanTransaction, lean_transaction
-from vigil.activities.record.rls import lean_acting_for
+from vigil.activities.record.rls import bound_acting_for, lean_acting_for
 from vigil.activities.record.sql import sql
-from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine
+from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine, make_sessionmaker
 
 pytestmark = pytest.mark.integration
 
@@ -80,5 +85,106 @@ async def test_a_transaction_cancelled_mid_statement_leaves_clean_connections(
                     assert (await tx.execute(sql("SELECT current_user"))).scalar_one() == (
                         "vigil_agent"
                     )
+    finally:
+        await engine.dispose()
+
+
+_WHO = sql(
+    "SELECT current_user AS role, current_setting('vigil.agent_id', true) AS agent, "
+    "current_setting('hnsw.ef_search', true) AS ef, pg_backend_pid() AS pid"
+)
+
+
+async def test_bound_connections_act_for_the_agent_and_settings_asked_each_time(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url, pool_size=1, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    first, second = f"agent-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
+    try:
+        async with engine.connect() as conn:
+            owner = (await conn.execute(text("SELECT current_user"))).scalar_one()
+        async with make_sessionmaker(engine).begin() as db:
+            for agent in (first, second):
+                await record.create_session(
+                    db, session_id=agent, agent_id=agent, goal="g", status="running"
+                )
+        seen = []
+        for agent, settings in [
+            (first, {"hnsw.ef_search": "77"}),
+            (first, {"hnsw.ef_search": "77"}),
+            (second, None),
+            (first, None),
+        ]:
+            async with bound_acting_for(engine, agent, settings=settings) as db:
+                who = (await db.execute(_WHO)).one()
+                visible = (await db.execute(sql("SELECT id FROM sessions"))).scalars().all()
+                # Each statement is a transaction of its own.
+                assert not (await db.execute(sql("SELECT now() = statement_timestamp()"))).scalar()
+            assert (who.role, who.agent) == ("vigil_agent", agent)
+            if settings:
+                assert who.ef == "77"
+            else:  # reset: pgvector's default, or unset where the library is not loaded
+                assert who.ef in ("40", "", None)
+            assert visible == [agent]  # row-level security: only its own session
+            seen.append(who.pid)
+        assert len(set(seen)) == 1  # one connection, re-bound as needed
+        # The engine's own connections never act for anyone.
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT current_user, coalesce(current_setting('vigil.agent_id', true), '')"
+                    )
+                )
+            ).one()
+        assert tuple(row) == (owner, "")
+        await engine.dispose()  # and disposing of the engine closes the bound ones
+        watcher = make_engine(database_url)
+        async with watcher.connect() as conn:
+            for _ in range(50):
+                left = (
+                    await conn.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                        {"pid": seen[0]},
+                    )
+                ).scalar_one()
+                if not left:
+                    break
+                await asyncio.sleep(0.1)
+        await watcher.dispose()
+        assert left == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_bound_connection_that_failed_or_was_cancelled_is_not_used_again(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url, pool_size=1, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    agent = f"agent-{uuid.uuid4()}"
+
+    async def pid() -> int:
+        async with bound_acting_for(engine, agent) as db:
+            who = (await db.execute(_WHO)).one()
+        assert (who.role, who.agent) == ("vigil_agent", agent)
+        return int(who.pid)
+
+    async def sleeping() -> None:
+        async with bound_acting_for(engine, agent) as db:
+            await db.execute(sql("SELECT pg_sleep(30)"))
+
+    try:
+        before = await pid()
+        with pytest.raises(Exception, match="division by zero"):
+            async with bound_acting_for(engine, agent) as db:
+                await db.execute(sql("SELECT 1 / 0"))
+        after_error = await pid()
+        assert after_error != before
+        task = asyncio.ensure_future(sleeping())
+        await asyncio.sleep(0.5)  # the statement is running on the server
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await pid() not in (before, after_error)
     finally:
         await engine.dispose()

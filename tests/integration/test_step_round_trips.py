@@ -4,7 +4,8 @@ transactions (issue #12), and stays exactly once.
 ``call_model`` (a model that answers at once) and ``run_tool`` run as the worker runs
 them, with the worker's context cache warm: the reply's idempotency check, the context's
 reads and the kept recall's check share one transaction; the reply and its usage event
-are one statement, the tool's result and its event another. Counted, never timed.
+are one statement, the tool's result and its event another, each on a connection already
+acting for the agent. Counted, never timed.
 """
 
 from __future__ import annotations
@@ -31,22 +32,24 @@ from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 
-ROUND_TRIPS_PER_STEP = 15
+ROUND_TRIPS_PER_STEP = 11
 """Counted at the driver, so every message sent to PostgreSQL and waited for counts,
-whatever layer sent it. Four transactions, each opened with its role switch in the same
-round trip as ``BEGIN`` and closed by ``COMMIT``; in them the session with the reply check
-and the summary's key, new messages, the artifacts and the kept recall's check; the reply
-with its event and the usage; the tool result's check; the result with its event. The
-worker's engine pings no connection used a moment ago. Before the step's transactions
-went straight to the driver: 14 statements in 4 transactions through SQLAlchemy, which
-was 26 round trips with their ``BEGIN``, role switches, ``COMMIT`` and pings."""
-TRANSACTIONS_PER_STEP = 4
+whatever layer sent it. Two transactions, each opened with its role switch in the same
+round trip as ``BEGIN`` and closed by ``COMMIT``: the session with the reply check and the
+summary's key, new messages, the artifacts and the kept recall's check; the tool result's
+check. The reply with its event and the usage, and the result with its event, are one
+statement each on a connection already acting for the agent (``bound_acting_for``): one
+round trip each. The worker's engine pings no connection used a moment ago. Before the
+writes went to bound connections: 15 round trips in 4 transactions; before the step's
+transactions went straight to the driver: 26 through SQLAlchemy."""
+TRANSACTIONS_PER_STEP = 2
 
-ROUND_TRIPS_PER_FOLDED_STEP = 12
+ROUND_TRIPS_PER_FOLDED_STEP = 8
 """The same step folded (the tool run by the model activity, as new sessions run it): the
 model call wrote the reply itself, so the tool's check of what is recorded is not needed
-(no tool of a step runs before its reply is recorded): three round trips fewer."""
-TRANSACTIONS_PER_FOLDED_STEP = 3
+(no tool of a step runs before its reply is recorded): three round trips fewer (12 before
+the writes went to bound connections)."""
+TRANSACTIONS_PER_FOLDED_STEP = 1
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["tool-activity", "folded"])
@@ -151,9 +154,11 @@ async def _warm_step(
 async def test_a_recall_after_the_first_checks_its_embedder_in_the_search(
     database_url: str,
 ) -> None:
-    # Once the store knows the agent's memory count, ef_search rides with BEGIN and the
-    # embedder check with the search: BEGIN, the search, COMMIT, and here (a small agent:
-    # fewer memories than candidates wanted) the count of what the agent has.
+    # Once the store knows the agent's memory count, the search runs on a connection
+    # acting for the agent with that ef_search (bound_acting_for), the embedder check
+    # riding in it: the search, and here (a small agent: fewer memories than candidates
+    # wanted) the count of what the agent has, with no transaction. (It was BEGIN with
+    # the settings, the search, the count and COMMIT.)
     engine = make_engine(database_url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
     try:
         memory = MemoryStore(make_sessionmaker(engine), HashingEmbedder(384))
@@ -161,9 +166,10 @@ async def test_a_recall_after_the_first_checks_its_embedder_in_the_search(
         await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
         await memory.add(agent, "Boats moor south of the weir.", subject="boats")
         first = await memory.recall(agent, "river gauge north bridge", mode="vector")
+        await memory.recall(agent, "river gauge north bridge", mode="vector")  # binds one
         with counting() as counted:
             again = await memory.recall(agent, "river gauge north bridge", mode="vector")
         assert [m.id for m in again] == [m.id for m in first] and again[0].subject == "gauge"
-        assert (counted.round_trips, counted.transactions) == (4, 1), counted.round_trips
+        assert (counted.round_trips, counted.transactions) == (2, 0), counted.round_trips
     finally:
         await engine.dispose()
