@@ -3,9 +3,18 @@
 A local activity holds its workflow task open; the SDK heartbeats that task, so human
 control still lands while a long call runs: a pause or a message sent then is seen by the
 workflow before the call ends, and Temporal's cancel ends the session during it.
+
+A local call runs at least once: when the worker is lost, or is too slow (a starved CPU)
+to end the held task within its timeout, the task is timed out and the call runs again
+from the start (the README's low-latency trade-offs). These tests hold what must hold
+either way: the step's reply is recorded once, the transcript is whole, the pause and the
+message land, and the next step runs once. The stub answers by what each request holds,
+so a repeated first call gets the first call's answer.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -40,6 +49,17 @@ async def _local_agent(sessionmaker: async_sessionmaker[DbSession]) -> str:
     return await local_agent(sessionmaker, [{"name": "read_artifact"}, {"name": "finish"}])
 
 
+def _after_a_tool(body: Any) -> bool:
+    """Whether a recorded OpenAI request is a later step's (it carries a tool's result)."""
+    return any(m.get("role") == "tool" for m in body["messages"])
+
+
+def _by_step(first: Reply, later: Reply) -> Any:
+    """A responder answering the first step's call (however often it runs) with ``first``
+    and any later step's with ``later``."""
+    return lambda body: later if _after_a_tool(body) else first
+
+
 async def test_signals_arrive_while_a_long_local_call_runs(
     client: Client,
     settings: Settings,
@@ -48,7 +68,7 @@ async def test_signals_arrive_while_a_long_local_call_runs(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     name = await _local_agent(sessionmaker)
-    stub.enqueue(
+    stub.default = _by_step(
         Reply.hang(LONG, then=Reply.tool_call("read_artifact", {"name": "none"})),
         Reply.tool_call("finish", {"summary": "done"}),
     )
@@ -56,7 +76,7 @@ async def test_signals_arrive_while_a_long_local_call_runs(
         client, stub_settings(settings, stub.url_openai, model_timeout_seconds=LONG * 2), task_queue
     ):
         handle = await start(client, task_queue, session_input("think long", agent_id=name))
-        await until(lambda: len(stub.requests) == 1 or None, what="the model call")
+        await until(lambda: len(stub.requests) >= 1 or None, what="the model call")
         await handle.signal(names.SIG_PAUSE, PauseInput(by="ops", reason="wait"))
         await handle.signal(names.SIG_MESSAGE, MessageInput(text="one more thing", by="ops"))
         st = await eventually(handle, lambda s: s.paused, timeout=LONG)
@@ -65,14 +85,17 @@ async def test_signals_arrive_while_a_long_local_call_runs(
         assert [m.role for m in await transcript(sessionmaker, handle.id)] == ["user"]
         # The call ends, the step finishes, and the pause holds before the next call.
         await eventually(
-            handle, lambda s: s.status == SessionStatus.PAUSED and s.step == 1, timeout=LONG * 2
+            handle, lambda s: s.status == SessionStatus.PAUSED and s.step == 1, timeout=LONG * 3
         )
-        assert len(stub.requests) == 1
+        assert not any(_after_a_tool(r.body) for r in stub.requests)  # the pause held
         await handle.signal(names.SIG_RESUME, ResumeInput(by="ops"))
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED
-    assert "one more thing" in user_texts(stub.requests[1].body)
-    assert_whole(await transcript(sessionmaker, handle.id))
+    later = [r for r in stub.requests if _after_a_tool(r.body)]
+    assert len(later) == 1 and "one more thing" in user_texts(later[0].body)
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert [m.role for m in messages].count("assistant") == 2  # each reply recorded once
 
 
 async def test_cancel_during_a_long_local_call(
@@ -83,12 +106,14 @@ async def test_cancel_during_a_long_local_call(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     name = await _local_agent(sessionmaker)
-    stub.enqueue(Reply.hang(LONG, then=Reply.tool_call("finish", {"summary": "too late"})))
+    stub.default = lambda body: Reply.hang(
+        LONG, then=Reply.tool_call("finish", {"summary": "too late"})
+    )
     async with running_worker(
         client, stub_settings(settings, stub.url_openai, model_timeout_seconds=LONG * 2), task_queue
     ):
         handle = await start(client, task_queue, session_input("never mind", agent_id=name))
-        await until(lambda: len(stub.requests) == 1 or None, what="the model call")
+        await until(lambda: len(stub.requests) >= 1 or None, what="the model call")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as ended:
             await handle.result()
@@ -98,4 +123,4 @@ async def test_cancel_during_a_long_local_call(
     assert [m.role for m in messages] == ["user", "assistant", "system"]
     assert messages[1].content.startswith("[no reply recorded")
     assert messages[-1].content.startswith("Session ended: cancelled")
-    assert len(stub.requests) == 1
+    assert stub.requests and not any(_after_a_tool(r.body) for r in stub.requests)
