@@ -630,7 +630,9 @@ class SessionActivities:
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         if calls is None:
-            async with lean_acting_for(self._engine, arg.agent_id) as db:
+            # Two reads of an append-only record (a result and its event are written in
+            # one statement): no transaction needed around them.
+            async with bound_acting_for(self._engine, arg.agent_id) as db:
                 found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
                 by_seq = {m.seq: m for m in found}
                 ev = await record.get_event(db, arg.session_id, key) if arg.seq in by_seq else None

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record import feed
+from vigil.activities.record.lean import engine_of, lean_statements
 
 log = logging.getLogger("vigil.activities.tokens")
 FLUSH_SECONDS = 0.05
@@ -38,7 +39,7 @@ class TokenPublisher:
         seq: int,
         attempt: int,
     ) -> None:
-        self._db = sessionmaker
+        self._engine = engine_of(sessionmaker)
         self._session_id = session_id
         self._channel = feed.token_channel(agent_id)
         self._seq = seq
@@ -72,7 +73,8 @@ class TokenPublisher:
         self._index += len(payloads)
         self._sending = True
         try:
-            async with self._db.begin() as db:
+            # One statement, a transaction of its own: the tokens are told at once.
+            async with lean_statements(self._engine) as db:
                 await feed.notify_tokens(db, self._channel, payloads)
         except Exception as exc:  # tokens are a courtesy; the record is the truth
             self._broken = True

@@ -807,7 +807,7 @@ class MemoryStore:
         candidates = int(params["n"])
         kinds = params.get("kinds")
         count = self._kept_count(agent_id)
-        if self.ef_search is None and count is None:
+        if not self.ef_search and count is None:
             async with lean_acting_for(self._engine, agent_id) as db:
                 ef = self._recall_ef(await self._memory_count(db, agent_id), candidates)
                 # The embedder check also sets hnsw.ef_search: one round trip.

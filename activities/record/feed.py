@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sqlalchemy import Text, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.lean import Statements
@@ -305,7 +307,14 @@ def token_payloads(
     return out
 
 
-async def notify_tokens(db: DbSession, channel: str, payloads: list[str]) -> None:
-    """Send token notifications (delivered when ``db``'s transaction commits)."""
-    for payload in payloads:
-        await db.execute(sql("SELECT pg_notify(:ch, :p)"), {"ch": channel, "p": payload})
+async def notify_tokens(db: Statements, channel: str, payloads: list[str]) -> None:
+    """Send token notifications, in order, in one statement (delivered when its
+    transaction commits)."""
+    if payloads:
+        await db.execute(_NOTIFY_TOKENS, {"ch": channel, "ps": payloads})
+
+
+_NOTIFY_TOKENS = sql(
+    "SELECT pg_notify(:ch, p.payload) FROM unnest(:ps) WITH ORDINALITY AS p(payload, n) "
+    "ORDER BY p.n"
+).bindparams(bindparam("ps", type_=ARRAY(Text)))

@@ -215,12 +215,30 @@ async def lean_bound(
     ``set_config`` of the rest, one round trip) only when they differ from what it holds.
     Its statements must not change the settings themselves. Any error or cancellation
     inside the block discards the connection."""
-    pooled = await greenlet_spawn(_bound_pool(engine).connect)
+    async with _each_its_own(engine, _bound_pool(engine), settings) as statements:
+        yield statements
+
+
+@asynccontextmanager
+async def lean_statements(engine: AsyncEngine) -> AsyncIterator[LeanTransaction]:
+    """Statements on a connection of ``engine``'s own pool, each a transaction of its own
+    (one round trip), as the connection's login role: for system work of one statement
+    that must leave nothing on the connection (a notification). Any error or cancellation
+    inside the block discards the connection."""
+    async with _each_its_own(engine, engine.sync_engine.pool, None) as statements:
+        yield statements
+
+
+@asynccontextmanager
+async def _each_its_own(
+    engine: AsyncEngine, pool: Pool, settings: Mapping[str, str] | None
+) -> AsyncIterator[LeanTransaction]:
+    pooled = await greenlet_spawn(pool.connect)
     driver = pooled.driver_connection
     assert driver is not None
     clean = False
     try:
-        if _BOUND.get(driver) != settings:
+        if settings is not None and _BOUND.get(driver) != settings:
             held = _BOUND.pop(driver, {})
             await driver.execute(_binding(held, settings))
             _BOUND[driver] = dict(settings)

@@ -18,9 +18,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from tests.support.round_trips import counting
 from vigil.activities import token_stream
-from vigil.activities.record.feed import token_channel
+from vigil.activities.record.feed import TOKEN_CHUNK_CHARS, token_channel
 from vigil.activities.token_stream import TokenPublisher
+from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine, make_sessionmaker
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +56,39 @@ async def test_closing_sends_the_pending_tokens_without_waiting_out_the_batch(
         await listener.close()
     assert (payload["s"], payload["q"], payload["t"], payload["d"]) == (sid, 3, 1, "hello world")
     assert heard.empty()  # sent once
+
+
+async def test_a_long_batch_is_sent_in_order_in_one_round_trip(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch longer than one notification holds goes out as several, in one statement
+    # that is its own transaction: one round trip, as the connection's own role.
+    monkeypatch.setattr(token_stream, "FLUSH_SECONDS", 600.0)
+    agent, sid = f"tokens-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
+    text = "".join(f"word{i} " for i in range(3 * TOKEN_CHUNK_CHARS // 5))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    # An engine as the worker makes it (pinging only connections idle a while).
+    engine = make_engine(database_url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener(
+            token_channel(agent), lambda *args: heard.put_nowait(str(args[-1]))
+        )
+        publisher = TokenPublisher(
+            make_sessionmaker(engine), session_id=sid, agent_id=agent, seq=1, attempt=1
+        )
+        await publisher(text)
+        await publisher.aclose()  # a first close: the pool's connection is made
+        await publisher(text)
+        with counting() as counted:
+            await publisher.aclose()
+        payloads = [json.loads(await asyncio.wait_for(heard.get(), timeout=20))]
+        while len("".join(p["d"] for p in payloads)) < 2 * len(text):
+            payloads.append(json.loads(await asyncio.wait_for(heard.get(), timeout=20)))
+    finally:
+        await listener.close()
+        await engine.dispose()
+    assert len(payloads) >= 6
+    assert [p["n"] for p in payloads] == list(range(len(payloads)))
+    assert "".join(p["d"] for p in payloads) == text + text
+    assert (counted.round_trips, counted.transactions) == (1, 0)
