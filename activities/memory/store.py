@@ -820,15 +820,17 @@ class MemoryStore:
         checked = _with_kinds(
             sql(_checked_vector_sql(self.embedder.dim, filters, _RECALLED_COLUMNS)), kinds
         )
-        available: int | None = None
         async with bound_acting_for(self._engine, agent_id, settings=settings) as db:
             rows = list(await db.execute(checked, params))
-            active = rows[0]
-            require_identity(
-                agent_id, identity, active.active_embedder, active.active_version, active.active_dim
-            )
-            first = [row for row in rows if row.id is not None]
-            if len(first) < candidates:
+        # Checked outside the block: a refusal is no reason to discard the connection.
+        active = rows[0]
+        require_identity(
+            agent_id, identity, active.active_embedder, active.active_version, active.active_dim
+        )
+        first = [row for row in rows if row.id is not None]
+        available: int | None = None
+        if len(first) < candidates:
+            async with bound_acting_for(self._engine, agent_id, settings=settings) as db:
                 available = await self._available(db, params, filters)
         if available is None or len(first) >= available:
             self.vector_searches["index" if available is None else "complete"] += 1

@@ -31,7 +31,7 @@ from sqlalchemy import TextClause, event
 from sqlalchemy.engine import Dialect, Engine, Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 StatementSpan = Callable[[str], AbstractContextManager[Any]]
@@ -163,8 +163,9 @@ async def lean_transaction(
 
 _SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 
-_BOUND_POOLS: weakref.WeakKeyDictionary[Engine, Pool] = weakref.WeakKeyDictionary()
-"""Each engine's pool of bound connections (``lean_bound``), made on first use."""
+_BOUND_POOL = "_vigil_bound_pool"
+"""Where an engine keeps its pool of bound connections (``lean_bound``), made on first
+use: on the engine itself, so the two are freed together."""
 
 _BOUND: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 """The session settings each bound driver connection holds, by connection: a connection
@@ -173,12 +174,30 @@ replaced (recycled, invalidated, reconnected) is a new key, bound afresh."""
 
 def _bound_pool(engine: AsyncEngine) -> Pool:
     sync = engine.sync_engine
-    pool = _BOUND_POOLS.get(sync)
+    pool: Pool | None = sync.__dict__.get(_BOUND_POOL)
     if pool is None:
         # The engine's pool configuration and listeners (the dialect's codecs, the idle
-        # ping), but its own connections: none of them is ever handed to anyone else.
-        pool = sync.pool.recreate()
-        _BOUND_POOLS[sync] = pool
+        # ping), but its own connections, none of them ever handed to other code, and
+        # the most recently used handed out first: it is the likeliest to hold the
+        # settings asked for.
+        own = sync.pool
+        if isinstance(own, QueuePool):
+            pool = type(own)(
+                # What Pool.recreate() passes on, but handing out the newest first.
+                own._creator,
+                pool_size=own.size(),
+                max_overflow=own._max_overflow,
+                timeout=own.timeout(),
+                recycle=own._recycle,
+                pre_ping=own._pre_ping,
+                reset_on_return=own._reset_on_return,
+                use_lifo=True,
+                _dispatch=own.dispatch,
+                dialect=own._dialect,
+            )
+        else:
+            pool = own.recreate()
+        sync.__dict__[_BOUND_POOL] = pool
         kept = weakref.ref(pool)
 
         def _dispose(_engine: Engine) -> None:
@@ -190,15 +209,19 @@ def _bound_pool(engine: AsyncEngine) -> Pool:
     return pool
 
 
-def _binding(held: Mapping[str, str], wanted: Mapping[str, str]) -> str:
-    for name in [*held, *wanted]:
+def _binding(held: Mapping[str, str], wanted: Mapping[str, str]) -> str | None:
+    """The message that makes a connection holding ``held`` hold ``wanted`` too (None: it
+    does already)."""
+    changed = {name: value for name, value in wanted.items() if held.get(name) != value}
+    if not changed:
+        return None
+    for name in changed:
         if not _SETTING_NAME.fullmatch(name):
             raise ValueError(f"not a setting name: {name!r}")
-    resets = [f"RESET {name}" for name in held if name not in wanted]
     sets = ", ".join(
-        f"set_config({literal(name)}, {literal(value)}, false)" for name, value in wanted.items()
+        f"set_config({literal(name)}, {literal(value)}, false)" for name, value in changed.items()
     )
-    return "; ".join([*resets, f"SELECT {sets}"] if sets else resets)
+    return f"SELECT {sets}"
 
 
 @asynccontextmanager
@@ -210,11 +233,12 @@ async def lean_bound(
     ``BEGIN`` and ``COMMIT``. For work that is one statement, or statements that need not
     see each other atomically.
 
-    The connection comes from a pool of the engine's own that no other code uses, and
-    keeps its settings between uses: they are sent (``RESET`` of those no longer wanted,
-    ``set_config`` of the rest, one round trip) only when they differ from what it holds.
-    Its statements must not change the settings themselves. Any error or cancellation
-    inside the block discards the connection."""
+    The connection comes from a pool of the engine's own (as large as the engine's) that
+    no other code uses, and keeps its settings between uses: those that differ from what
+    it holds are sent (``set_config``, one round trip) before the block runs. A setting
+    not named keeps whatever an earlier use set, so a caller names every setting its
+    statements depend on. Its statements must not change the settings themselves. An
+    error or cancellation inside the block discards the connection."""
     async with _each_its_own(engine, _bound_pool(engine), settings) as statements:
         yield statements
 
@@ -223,7 +247,7 @@ async def lean_bound(
 async def lean_statements(engine: AsyncEngine) -> AsyncIterator[LeanTransaction]:
     """Statements on a connection of ``engine``'s own pool, each a transaction of its own
     (one round trip), as the connection's login role: for system work of one statement
-    that must leave nothing on the connection (a notification). Any error or cancellation
+    that must leave nothing on the connection (a notification). An error or cancellation
     inside the block discards the connection."""
     async with _each_its_own(engine, engine.sync_engine.pool, None) as statements:
         yield statements
@@ -238,12 +262,14 @@ async def _each_its_own(
     assert driver is not None
     clean = False
     try:
-        if settings is not None and _BOUND.get(driver) != settings:
+        if settings is not None:
             held = _BOUND.pop(driver, {})
-            await driver.execute(_binding(held, settings))
-            _BOUND[driver] = dict(settings)
+            binding = _binding(held, settings)
+            if binding is not None:
+                await driver.execute(binding)
+            _BOUND[driver] = {**held, **settings}
         yield LeanTransaction(driver, engine.dialect)
-        clean = not driver.is_in_transaction()
+        clean = not driver.is_closed() and not driver.is_in_transaction()
     finally:
         if not clean:
             _BOUND.pop(driver, None)

@@ -8,8 +8,8 @@ it aborted ("commands ignored until end of transaction block") on every use. The
 worker's engine pings only connections idle for a second, so nothing else catches it.
 
 Bound connections (``bound_acting_for``) stay in the agent role between uses: they act
-for exactly the agent and settings asked for each time, never reach the engine's own
-pool, and one that failed is not used again.
+for the agent and settings asked for each time (sent only when they changed), never reach
+the engine's own pool, and one that failed is not used again.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from tests.support.round_trips import counting
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import LeanTransaction, lean_transaction
 from vigil.activities.record.rls import bound_acting_for, lean_acting_for
@@ -98,7 +99,8 @@ _WHO = sql(
 async def test_bound_connections_act_for_the_agent_and_settings_asked_each_time(
     database_url: str,
 ) -> None:
-    engine = make_engine(database_url, pool_size=1, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    # Pinging only connections idle a minute: the round trips counted are the block's.
+    engine = make_engine(database_url, pool_size=1, ping_after_idle=60)
     first, second = f"agent-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
     try:
         async with engine.connect() as conn:
@@ -108,26 +110,29 @@ async def test_bound_connections_act_for_the_agent_and_settings_asked_each_time(
                 await record.create_session(
                     db, session_id=agent, agent_id=agent, goal="g", status="running"
                 )
-        seen = []
-        for agent, settings in [
-            (first, {"hnsw.ef_search": "77"}),
-            (first, {"hnsw.ef_search": "77"}),
-            (second, None),
-            (first, None),
+        seen, trips = [], []
+        for agent, settings, ef in [
+            (first, {"hnsw.ef_search": "77"}, "77"),
+            (first, {"hnsw.ef_search": "77"}, "77"),  # holds them already: nothing sent
+            (second, None, "77"),  # a setting not named keeps what an earlier use set
+            (first, {"hnsw.ef_search": "90"}, "90"),
         ]:
-            async with bound_acting_for(engine, agent, settings=settings) as db:
-                who = (await db.execute(_WHO)).one()
-                visible = (await db.execute(sql("SELECT id FROM sessions"))).scalars().all()
-                # Each statement is a transaction of its own.
-                assert not (await db.execute(sql("SELECT now() = statement_timestamp()"))).scalar()
-            assert (who.role, who.agent) == ("vigil_agent", agent)
-            if settings:
-                assert who.ef == "77"
-            else:  # reset: pgvector's default, or unset where the library is not loaded
-                assert who.ef in ("40", "", None)
+            with counting() as counted:
+                async with bound_acting_for(engine, agent, settings=settings) as db:
+                    who = (await db.execute(_WHO)).one()
+                    visible = (await db.execute(sql("SELECT id FROM sessions"))).scalars().all()
+                    # Each statement is a transaction of its own.
+                    xids = [
+                        (await db.execute(sql("SELECT pg_current_xact_id()::text"))).scalar()
+                        for _ in range(2)
+                    ]
+            assert (who.role, who.agent, who.ef) == ("vigil_agent", agent, ef)
             assert visible == [agent]  # row-level security: only its own session
+            assert xids[0] != xids[1]
             seen.append(who.pid)
+            trips.append(counted.round_trips)
         assert len(set(seen)) == 1  # one connection, re-bound as needed
+        assert trips == [5, 4, 5, 5]  # four statements, and the binding when it changed
         # The engine's own connections never act for anyone.
         async with engine.connect() as conn:
             row = (

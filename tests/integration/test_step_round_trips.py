@@ -26,7 +26,7 @@ from vigil.activities.memory.store import MemoryStore
 from vigil.activities.record import store as record
 from vigil.activities.session import SessionActivities
 from vigil.schema.payloads import CallModelInput, RunToolInput
-from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine, make_sessionmaker
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.wiring import make_store
 
@@ -51,13 +51,16 @@ model call wrote the reply itself, so the tool's check of what is recorded is no
 bound connections)."""
 TRANSACTIONS_PER_FOLDED_STEP = 1
 
+IDLE_BEFORE_PING = 60.0
+
 
 @pytest.mark.parametrize("folded", [False, True], ids=["tool-activity", "folded"])
 async def test_a_warm_step_stays_within_its_round_trips_and_records_once(
     settings: Settings, database_url: str, folded: bool
 ) -> None:
-    # An engine as the worker makes it (its ping setting included).
-    engine = make_engine(database_url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    # An engine as the worker makes it, pinging connections only after a minute idle (the
+    # worker: a second) so that a stall of this machine adds no ping to the count.
+    engine = make_engine(database_url, ping_after_idle=IDLE_BEFORE_PING)
     try:
         await _warm_step(settings, make_sessionmaker(engine), folded=folded)
     finally:
@@ -159,7 +162,7 @@ async def test_a_recall_after_the_first_checks_its_embedder_in_the_search(
     # riding in it: the search, and here (a small agent: fewer memories than candidates
     # wanted) the count of what the agent has, with no transaction. (It was BEGIN with
     # the settings, the search, the count and COMMIT.)
-    engine = make_engine(database_url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    engine = make_engine(database_url, ping_after_idle=IDLE_BEFORE_PING)
     try:
         memory = MemoryStore(make_sessionmaker(engine), HashingEmbedder(384))
         agent = f"agent-{uuid.uuid4()}"
