@@ -828,12 +828,11 @@ class MemoryStore:
             agent_id, identity, active.active_embedder, active.active_version, active.active_dim
         )
         first = [row for row in rows if row.id is not None]
-        available: int | None = None
-        if len(first) < candidates:
-            async with bound_acting_for(self._engine, agent_id, settings=settings) as db:
-                available = await self._available(db, params, filters)
-        if available is None or len(first) >= available:
-            self.vector_searches["index" if available is None else "complete"] += 1
+        if self._settled(first, candidates):
+            return first
+        async with bound_acting_for(self._engine, agent_id, settings=settings) as db:
+            available = await self._available(db, params, filters)
+        if self._settled(first, candidates, available):
             return first
         async with lean_acting_for(self._engine, agent_id, settings=settings) as db:
             return await self._vector_candidates(
@@ -1036,14 +1035,12 @@ class MemoryStore:
         if not ef_set:
             await db.execute(sql(f"SET LOCAL hnsw.ef_search = {ef}"))
         hits = first if first is not None else list(await db.execute(indexed, params))
-        if len(hits) >= candidates:
-            self.vector_searches[purpose + "index"] += 1
+        if self._settled(hits, candidates, purpose=purpose):
             return hits
         # Fewer than asked: either that is all the agent has, or the index filtered them.
         if available is None:
             available = await self._available(db, params, filters)
-        if len(hits) >= available:
-            self.vector_searches[purpose + "complete"] += 1
+        if self._settled(hits, candidates, available, purpose=purpose):
             return hits
         if hits:
             wider = math.ceil(candidates * ef / len(hits) * 1.5)
@@ -1056,6 +1053,19 @@ class MemoryStore:
         self.vector_searches[purpose + "exact"] += 1
         exact = _with_kinds(sql(_vector_sql(dim, filters, exact=True, columns=columns)), kinds)
         return list(await db.execute(exact, params))
+
+    def _settled(
+        self, hits: list[Any], candidates: int, available: int | None = None, *, purpose: str = ""
+    ) -> bool:
+        """Whether an index search's ``hits`` are all there is to have: as many as wanted,
+        or (``available`` counted) all the agent has. Counted in ``vector_searches``."""
+        if len(hits) >= candidates:
+            self.vector_searches[purpose + "index"] += 1
+            return True
+        if available is not None and len(hits) >= available:
+            self.vector_searches[purpose + "complete"] += 1
+            return True
+        return False
 
     async def _available(self, db: Statements, params: dict[str, Any], filters: str) -> int:
         """How many of the agent's memories pass ``filters`` (a vector search's ceiling)."""

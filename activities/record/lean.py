@@ -20,7 +20,6 @@ invalidated here, not by SQLAlchemy. Expanding ("IN") parameters are not support
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -31,7 +30,7 @@ from sqlalchemy import TextClause, event
 from sqlalchemy.engine import Dialect, Engine, Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 StatementSpan = Callable[[str], AbstractContextManager[Any]]
@@ -124,6 +123,16 @@ def literal(value: str) -> str:
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def set_configs(settings: Mapping[str, str], *, local: bool) -> str:
+    """``settings`` as ``set_config`` calls for one ``SELECT`` (names and values as
+    literals): for the transaction only (``local``) or for the session."""
+    scope = "true" if local else "false"
+    return ", ".join(
+        f"set_config({literal(name)}, {literal(value)}, {scope})"
+        for name, value in settings.items()
+    )
+
+
 @asynccontextmanager
 async def lean_transaction(
     engine: AsyncEngine, *, then: str | None = None
@@ -155,13 +164,8 @@ async def lean_transaction(
                 raise  # a cancellation during the clean-up is the caller's to see
         raise
     finally:
-        if not clean:
-            driver.terminate()  # at once, whatever the connection is doing
-            await greenlet_spawn(pooled.invalidate)
-        await greenlet_spawn(pooled.close)
+        await _give_back(pooled, clean)
 
-
-_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 
 _BOUND_POOL = "_vigil_bound_pool"
 """Where an engine keeps its pool of bound connections (``lean_bound``), made on first
@@ -213,15 +217,7 @@ def _binding(held: Mapping[str, str], wanted: Mapping[str, str]) -> str | None:
     """The message that makes a connection holding ``held`` hold ``wanted`` too (None: it
     does already)."""
     changed = {name: value for name, value in wanted.items() if held.get(name) != value}
-    if not changed:
-        return None
-    for name in changed:
-        if not _SETTING_NAME.fullmatch(name):
-            raise ValueError(f"not a setting name: {name!r}")
-    sets = ", ".join(
-        f"set_config({literal(name)}, {literal(value)}, false)" for name, value in changed.items()
-    )
-    return f"SELECT {sets}"
+    return f"SELECT {set_configs(changed, local=False)}" if changed else None
 
 
 @asynccontextmanager
@@ -271,11 +267,18 @@ async def _each_its_own(
         yield LeanTransaction(driver, engine.dialect)
         clean = not driver.is_closed() and not driver.is_in_transaction()
     finally:
-        if not clean:
-            _BOUND.pop(driver, None)
-            driver.terminate()
-            await greenlet_spawn(pooled.invalidate)
-        await greenlet_spawn(pooled.close)
+        await _give_back(pooled, clean)
+
+
+async def _give_back(pooled: PoolProxiedConnection, clean: bool) -> None:
+    """Return a connection to its pool; one not ``clean`` is closed at once, whatever it is
+    doing, and replaced (a bound one's settings go with it: they are kept by connection)."""
+    if not clean:
+        driver = pooled.driver_connection
+        assert driver is not None
+        driver.terminate()
+        await greenlet_spawn(pooled.invalidate)
+    await greenlet_spawn(pooled.close)
 
 
 def engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:

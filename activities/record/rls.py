@@ -30,7 +30,7 @@ from vigil.activities.record.lean import (
     Statements,
     lean_bound,
     lean_transaction,
-    literal,
+    set_configs,
 )
 from vigil.activities.record.sql import sql
 
@@ -118,15 +118,10 @@ async def lean_acting_for(
     if not agent_id:
         raise ValueError("acting_for needs a non-empty agent id")
     # The switch rides with BEGIN: one round trip for both.
-    more = "".join(
-        f", set_config({literal(name)}, {literal(value)}, true)"
-        for name, value in (settings or {}).items()
+    enter = set_configs(
+        {"role": AGENT_ROLE, AGENT_SETTING: agent_id, **(settings or {})}, local=True
     )
-    enter = (
-        f"SELECT set_config('role', {literal(AGENT_ROLE)}, true), "
-        f"set_config({literal(AGENT_SETTING)}, {literal(agent_id)}, true){more}"
-    )
-    async with lean_transaction(engine, then=enter) as tx:
+    async with lean_transaction(engine, then=f"SELECT {enter}") as tx:
         yield tx
 
 
