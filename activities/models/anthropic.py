@@ -6,8 +6,6 @@ import time
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from vigil.activities.models.base import (
     JSON_REPLY,
     ChatMessage,
@@ -28,6 +26,7 @@ from vigil.activities.models.base import (
     stream_broken,
     to_wire_names,
 )
+from vigil.activities.models.http import HttpClient
 from vigil.schema import jsonlimits
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 
@@ -55,7 +54,7 @@ class AnthropicProvider:
         model: str,
         api_key: str | None,
         timeout: float,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         *,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:

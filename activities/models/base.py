@@ -8,6 +8,7 @@ tells the activity which policy branch applies.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import math
 import re
@@ -17,8 +18,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import httpx
-
+from vigil.activities.models.http import (
+    BadUrl,
+    HttpClient,
+    RequestFailed,
+    Response,
+    body_chunks,
+    encode_json,
+)
 from vigil.schema import jsonlimits
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -266,7 +273,7 @@ def error_from_response(
 
     Both OpenAI-style ``{"error": {"message", "type"}}`` and Anthropic-style
     ``{"type": "error", "error": {"type", "message"}}`` bodies carry ``error.message``.
-    ``headers`` must be case-insensitive (``httpx.Headers``) or use lowercase keys.
+    ``headers`` must be case-insensitive (a response's own) or use lowercase keys.
     """
     message: str | None = None
     error_type: str | None = None
@@ -318,15 +325,15 @@ def malformed(detail: str, *, secret: str | None = None) -> ProviderError:
     return ProviderError(f"{MALFORMED}: {redact(detail, secret)}", retryable=True, status=200)
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+async def _read_capped(response: Response, limit: int) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, response.status_code)
+        raise _too_large(limit, response.status)
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in body_chunks(response):
         body.extend(chunk)
         if len(body) > limit:
-            raise _too_large(limit, response.status_code)
+            raise _too_large(limit, response.status)
     return bytes(body)
 
 
@@ -346,11 +353,11 @@ class StreamedText:
 
 def transport_error(exc: Exception, timeout_seconds: float, secret: str | None) -> ProviderError:
     """The provider error for a request that got no HTTP answer (whole or streamed)."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return ProviderError(
             f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
         )
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, BadUrl):
         # A misconfigured base URL: retrying cannot fix it.
         return ProviderError(f"bad provider URL: {redact(str(exc), secret)}", retryable=False)
     return ProviderError(
@@ -362,14 +369,14 @@ def _too_large(limit: int, status: int) -> ProviderError:
     return ProviderError(f"reply larger than {limit} bytes", retryable=True, status=status)
 
 
-def make_client(timeout: float) -> httpx.AsyncClient:
-    """An httpx client for a provider. It makes no retries of its own (httpx's transport
-    defaults to ``retries=0``), because Temporal's retry policy owns retries."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False)
+def make_client(timeout: float) -> HttpClient:
+    """An HTTP client for a provider. It makes no retries of its own, because Temporal's
+    retry policy owns retries."""
+    return HttpClient(timeout)
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     payload: dict[str, Any],
     *,
@@ -382,25 +389,22 @@ async def post_json(
 
     A body over ``max_bytes`` is not read to its end: it is a (retryable) provider error,
     so no reply, however large, can exhaust the worker's memory."""
+    body = encode_json(payload)
     started = time.perf_counter()
-    # The httpx errors are not chained (``from None``): their message is folded into ours,
-    # and their tracebacks through httpcore would make the Temporal failure exceed the
-    # server's 4 KB activity-failure limit, which then shows only "Failure exceeds size
+    # The client's errors are not chained (``from None``): their message is folded into
+    # ours, and their tracebacks through the client would make the Temporal failure exceed
+    # the server's 4 KB activity-failure limit, which then shows only "Failure exceeds size
     # limit." instead of why the model call failed (and could carry an unredacted URL).
     try:
-        async with client.stream(
-            "POST",
-            url,
-            json=payload,
-            headers=dict(headers),
-            timeout=httpx.Timeout(timeout_seconds),
+        async with client.post(
+            url, body, headers=headers, timeout_seconds=timeout_seconds
         ) as response:
             content = await _read_capped(response, max_bytes)
-    except (httpx.RequestError, httpx.InvalidURL) as exc:
+    except RequestFailed as exc:
         raise transport_error(exc, timeout_seconds, secret) from None
     latency_ms = (time.perf_counter() - started) * 1000.0
-    if not 200 <= response.status_code < 300:
-        raise error_from_response(response.status_code, response.headers, content, secret=secret)
+    if not 200 <= response.status < 300:
+        raise error_from_response(response.status, response.headers, content, secret=secret)
     try:
         data = jsonlimits.loads(content)
     except jsonlimits.TooDeep:
@@ -468,7 +472,7 @@ def stream_broken(detail: str) -> ProviderError:
 
 
 async def post_sse(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     payload: dict[str, Any],
     *,
@@ -486,19 +490,14 @@ async def post_sse(
     the body's end so the connection goes back to the client's pool (closed at any other
     point, the connection is closed with the reply).
     """
+    body = encode_json(payload)
     try:
-        async with client.stream(
-            "POST",
-            url,
-            json=payload,
-            headers=dict(headers),
-            timeout=httpx.Timeout(timeout_seconds),
+        async with client.post(
+            url, body, headers=headers, timeout_seconds=timeout_seconds
         ) as response:
-            if not 200 <= response.status_code < 300:
+            if not 200 <= response.status < 300:
                 content = await _read_capped(response, MAX_REPLY_BYTES)
-                raise error_from_response(
-                    response.status_code, response.headers, content, secret=secret
-                )
+                raise error_from_response(response.status, response.headers, content, secret=secret)
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # A whole reply, not a stream: the bound of a whole reply.
                 content = await _read_capped(response, MAX_REPLY_BYTES)
@@ -508,13 +507,13 @@ async def post_sse(
             splitter = SseLines()
             event: str | None = None
             data: list[str] = []
-            chunks = response.aiter_text()
+            chunks = _text_chunks(response)
             ended = False
             try:
                 async for chunk in chunks:
                     total += len(chunk)
                     if total > max_bytes:
-                        raise _too_large(max_bytes, response.status_code)
+                        raise _too_large(max_bytes, response.status)
                     for line in splitter.feed(chunk):
                         if not line:
                             if data:
@@ -537,8 +536,24 @@ async def post_sse(
                     # the connection goes back to the client's pool.
                     await _drain(chunks)
                 raise
-    except (httpx.RequestError, httpx.InvalidURL) as exc:
+    except RequestFailed as exc:
         raise transport_error(exc, timeout_seconds, secret) from None
+
+
+async def _text_chunks(response: Response) -> AsyncIterator[str]:
+    """The body as text as it arrives, in the charset the response names (UTF-8 if none);
+    bytes that do not decode become U+FFFD."""
+    try:
+        decoder = codecs.getincrementaldecoder(response.charset or "utf-8")(errors="replace")
+    except LookupError:  # a charset Python does not know
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for chunk in body_chunks(response):
+        text = decoder.decode(chunk)
+        if text:
+            yield text
+    rest = decoder.decode(b"", final=True)
+    if rest:
+        yield rest
 
 
 DRAIN_CHARS = 64 * 1024
@@ -560,7 +575,7 @@ async def _drain(chunks: AsyncIterator[str]) -> None:
                 left += len(chunk)
                 if left > DRAIN_CHARS:
                     return
-    except (TimeoutError, httpx.HTTPError):
+    except RequestFailed:
         return
 
 

@@ -17,11 +17,10 @@ from typing import Literal
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-import httpx
-
 from vigil.activities.credentials import CredentialResolver
 from vigil.activities.models.anthropic import AnthropicProvider
 from vigil.activities.models.base import ModelProvider, make_client
+from vigil.activities.models.http import HttpClient
 from vigil.activities.models.openai_compat import OpenAIChatProvider
 from vigil.activities.models.scripted import DEMO_SCRIPT, ScriptedProvider
 
@@ -61,7 +60,7 @@ def build_provider(
     model: str,
     api_key: str | None,
     timeout: float,
-    client: httpx.AsyncClient | None = None,
+    client: HttpClient | None = None,
 ) -> ModelProvider:
     """One provider. ``scripted`` plays DEMO_SCRIPT, or the JSON script at ``base_url``
     when that is a ``file://`` URL."""
@@ -89,7 +88,7 @@ class ModelRouter:
         self._credentials = credentials
         self._default_provider = default_provider
         self._providers: dict[tuple[str, str, str], ModelProvider] = {}
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, HttpClient] = {}
 
     def __repr__(self) -> str:
         return f"ModelRouter(connections={sorted(self.connections)})"

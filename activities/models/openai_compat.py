@@ -6,8 +6,6 @@ import time
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from vigil.activities.models.base import (
     JSON_REPLY,
     ChatMessage,
@@ -29,6 +27,7 @@ from vigil.activities.models.base import (
     stream_broken,
     to_wire_names,
 )
+from vigil.activities.models.http import HttpClient
 from vigil.schema import jsonlimits
 
 
@@ -50,7 +49,7 @@ class OpenAIChatProvider:
         model: str,
         api_key: str | None,
         timeout: float,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model

@@ -311,7 +311,7 @@ async def test_the_api_key_is_sent_but_never_shown(
     assert stub.requests[0].headers[header] == value
     assert not error.retryable and error.status == 401
     assert "Incorrect API key provided: ***" in error.message
-    assert "HTTP Request: POST" in caplog.text  # the capture does see the client's logs
+    assert "HTTP request: POST" in caplog.text  # the capture does see the client's logs
     shown = [caplog.text, repr(provider), str(provider), str(error), repr(error)]
     assert not [text for text in shown if KEY in text]
 

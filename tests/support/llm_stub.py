@@ -773,3 +773,28 @@ def _anthropic_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
         "message_delta",
     )
     yield _sse({"type": "message_stop"}, "message_stop")
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Run the stub in a process of its own (the external LLM, as in production): prints
+    its port, then serves until stdin closes. ``--default module:function`` names the
+    answer to every request (``answer_ok`` when not given)."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.llm_stub")
+    parser.add_argument("--default", help="module:function answering every request")
+    args = parser.parse_args(argv)
+    stub = LLMStub(record=False).start()
+    if args.default:
+        module, _, name = args.default.partition(":")
+        stub.default = getattr(importlib.import_module(module), name)
+    print(stub.port, flush=True)
+    try:
+        sys.stdin.read()  # the parent's end of the pipe closing ends the stub
+    finally:
+        stub.stop()
+
+
+if __name__ == "__main__":
+    serve()

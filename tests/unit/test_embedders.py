@@ -1,15 +1,19 @@
-"""Embedders: the hashing embedder's geometry, the OpenAI wire protocol, the factory."""
+"""Embedders: the hashing embedder's geometry, the OpenAI wire protocol (against a real HTTP
+server on loopback), the factory."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-import json
 import math
 import pickle
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
 from vigil.activities.memory.embedders import (
@@ -63,46 +67,75 @@ def test_hashing_refuses_a_tiny_dimension() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# OpenAI-compatible embeddings, against httpx's transport (the wire protocol, no network)
+# OpenAI-compatible embeddings, against a real HTTP server on loopback
 
 
-def openai_server(
-    requests: list[httpx.Request], *, dim: int = 4, status: int = 200, body: Any = None
-) -> httpx.AsyncClient:
-    def handle(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
+@dataclass
+class Seen:
+    """One request the server received."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@asynccontextmanager
+async def openai_server(
+    seen: list[Seen],
+    *,
+    dim: int = 4,
+    status: int = 200,
+    body: Any = None,
+    delay: float = 0.0,
+) -> AsyncIterator[str]:
+    """An embeddings endpoint on a loopback port; yields its base URL (``.../v1``)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        sent = await request.json()
+        seen.append(Seen(request.path, {k.lower(): v for k, v in request.headers.items()}, sent))
+        if delay:
+            await asyncio.sleep(delay)
         if status != 200 or body is not None:
             headers = {"retry-after": "3"} if status == 429 else {}
-            return httpx.Response(status, json=body, headers=headers)
-        inputs = json.loads(request.content)["input"]
+            return web.json_response(body, status=status, headers=headers)
         # Served out of order, as the protocol allows: the index field says which is which.
         data = [
             {"object": "embedding", "index": i, "embedding": [float(i + 1)] + [1.0] * (dim - 1)}
-            for i in reversed(range(len(inputs)))
+            for i in reversed(range(len(sent["input"])))
         ]
-        return httpx.Response(200, json={"object": "list", "data": data, "model": "m"})
+        return web.json_response({"object": "list", "data": data, "model": "m"})
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
 
 
 async def test_openai_embedder_speaks_the_protocol() -> None:
-    requests: list[httpx.Request] = []
-    async with openai_server(requests) as client:
+    seen: list[Seen] = []
+    async with openai_server(seen) as url:
         embedder = OpenAIEmbedder(
-            "http://emb.test/v1/", "text-embedding-3-small", "sk-test", 4, client,
+            url + "/", "text-embedding-3-small", "sk-test", 4,
             request_dimensions=True, batch_size=2,
         )  # fmt: skip
         vectors = await embedder.embed(["a", "b", "c"])
-    assert [r.url.path for r in requests] == ["/v1/embeddings", "/v1/embeddings"]
-    assert requests[0].headers["authorization"] == "Bearer sk-test"
-    first = json.loads(requests[0].content)
-    assert first == {
+        await embedder.aclose()
+    assert [r.path for r in seen] == ["/v1/embeddings", "/v1/embeddings"]
+    assert seen[0].headers["authorization"] == "Bearer sk-test"
+    assert seen[0].body == {
         "model": "text-embedding-3-small",
         "input": ["a", "b"],
         "encoding_format": "float",
         "dimensions": 4,
     }
-    assert json.loads(requests[1].content)["input"] == ["c"]
+    assert seen[1].body["input"] == ["c"]
     # Order restored from ``index`` and every vector normalised.
     assert vectors[0][0] < vectors[1][0]
     assert vectors[2][0] == pytest.approx(vectors[0][0])
@@ -116,10 +149,11 @@ async def test_openai_embedder_speaks_the_protocol() -> None:
 )
 async def test_openai_embedder_errors_say_whether_to_retry(status: int, retryable: bool) -> None:
     body = {"error": {"message": f"failure {status}", "type": "some_error"}}
-    async with openai_server([], status=status, body=body) as client:
-        embedder = OpenAIEmbedder("http://emb.test/v1", "m", None, 4, client)
+    async with openai_server([], status=status, body=body) as url:
+        embedder = OpenAIEmbedder(url, "m", None, 4)
         with pytest.raises(EmbeddingError) as caught:
             await embedder.embed(["a"])
+        await embedder.aclose()
     error = caught.value
     assert (error.status, error.retryable) == (status, retryable)
     assert error.message == f"failure {status}"
@@ -131,14 +165,13 @@ async def test_openai_embedder_errors_say_whether_to_retry(status: int, retryabl
 
 
 async def test_openai_embedder_timeout_is_retryable() -> None:
-    def hang(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as client:
-        embedder = OpenAIEmbedder("http://emb.test/v1", "m", None, 4, client, timeout=0.1)
+    async with openai_server([], delay=2.0) as url:
+        embedder = OpenAIEmbedder(url, "m", None, 4, timeout=0.1)
         with pytest.raises(EmbeddingError) as caught:
             await embedder.embed(["a"])
+        await embedder.aclose()
     assert caught.value.retryable and caught.value.status is None
+    assert "no reply within 0.1s" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -154,18 +187,21 @@ async def test_openai_embedder_timeout_is_retryable() -> None:
 async def test_openai_embedder_rejects_malformed_replies(
     body: Any, retryable: bool, match: str
 ) -> None:
-    async with openai_server([], body=body) as client:
-        embedder = OpenAIEmbedder("http://emb.test/v1", "m", None, 4, client)
+    async with openai_server([], body=body) as url:
+        embedder = OpenAIEmbedder(url, "m", None, 4)
         with pytest.raises(EmbeddingError, match=match) as caught:
             await embedder.embed(["a"])
+        await embedder.aclose()
     assert caught.value.retryable is retryable
 
 
 async def test_openai_embedder_sends_nothing_for_no_texts() -> None:
-    requests: list[httpx.Request] = []
-    async with openai_server(requests) as client:
-        assert await OpenAIEmbedder("http://e/v1", "m", None, 4, client).embed([]) == []
-    assert requests == []
+    seen: list[Seen] = []
+    async with openai_server(seen) as url:
+        embedder = OpenAIEmbedder(url, "m", None, 4)
+        assert await embedder.embed([]) == []
+        await embedder.aclose()
+    assert seen == []
 
 
 # ---------------------------------------------------------------------------------------
