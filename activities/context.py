@@ -11,6 +11,7 @@ is needed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,12 +39,28 @@ DEFAULT_SYSTEM = (
 )
 
 
+COUNTED_TEXTS = 512
+"""Texts whose token count is kept: the parts of a context sent again every step (system
+prompt, summary, memory and artifact lines) are counted once, not on every step."""
+COUNTED_MAX_CHARS = 16 * 1024
+"""Longer texts are counted every time (the kept counts hold at most ~8 MB of text)."""
+
+
 def count_tokens(text: str) -> int:
     """Offline estimate of BPE tokens: a word or punctuation mark each, long words per 6 chars."""
+    if len(text) > COUNTED_MAX_CHARS:
+        return _count_tokens(text)
+    return _kept_count(text)
+
+
+def _count_tokens(text: str) -> int:
     total = 0
     for piece in _PIECES.findall(text):
         total += 1 + (len(piece) - 1) // 6 if piece[0].isalnum() else 1
     return total + text.count("\n") // 2
+
+
+_kept_count = functools.lru_cache(maxsize=COUNTED_TEXTS)(_count_tokens)
 
 
 def message_tokens(msg: ChatMessage) -> int:
