@@ -28,7 +28,7 @@ from vigil.activities.memory.store import live_memory_ids
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements
-from vigil.activities.record.rls import acting_for
+from vigil.activities.record.rls import acting_for, bound_lock_waits
 from vigil.schema import event_kinds
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -43,7 +43,7 @@ COUNTED_TEXTS = 512
 """Texts whose token count is kept: the parts of a context sent again every step (system
 prompt, summary, memory and artifact lines) are counted once, not on every step."""
 COUNTED_MAX_CHARS = 16 * 1024
-"""Longer texts are counted every time (the kept counts hold at most ~8 MB of text)."""
+"""Longer texts are counted every time (the kept counts hold at most 8 M characters)."""
 
 
 def count_tokens(text: str) -> int:
@@ -183,6 +183,9 @@ class RecallCheckBlocked(Exception):
         self.read = read
 
 
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
 async def _read_cold(
     db: Statements, session_id: str, agent_id: str, max_recent: int, marks: record.SessionMarks
 ) -> tuple[record.SessionRow | None, SessionWindow]:
@@ -222,17 +225,18 @@ async def read_context(
     time_budget_ms: float | None = None,
     reply_seq: int = -1,
 ) -> ContextRead:
-    """The record's part of a context, read with ``db`` (already acting for ``agent_id``;
-    the statements need not share a transaction): the session row, then either the whole
-    recent window or only what was written since the kept one (by seq, so messages written
-    by any worker or process are seen), the running summary, the artifacts and, last,
-    whether a kept recall result for this turn's query still holds only live memories.
+    """The record's part of a context, read in ``db``'s transaction (already acting for
+    ``agent_id``): the session row, then either the whole recent window or only what was
+    written since the kept one (by seq, so messages written by any worker or process are
+    seen), the running summary, the artifacts and, last, whether a kept recall result for
+    this turn's query still holds only live memories.
 
     The first statement also tells whether a message is recorded at ``reply_seq``
     (``has_reply``): the model call's check for an already written reply rides with the
-    read. Within a time budget, the recall check waits on a lock no longer than what
-    remains of it, and raises ``RecallCheckBlocked`` (the read is in it) when it would
-    wait longer: ``assemble`` then goes on as when a recall does not answer in time.
+    read. Within a time budget, the recall check waits
+    on a lock no longer than what remains of it, and raises ``RecallCheckBlocked`` (the
+    read is in it) when it would wait longer: ``assemble`` then goes on as when a recall
+    does not answer in time.
     """
     started = time.perf_counter()
     max_recent = budget.max_recent
@@ -298,18 +302,19 @@ async def read_context(
     if not ids:
         got.recall_checked, got.recalled = True, found
         return got
-    remaining: float | None = None
     if time_budget_ms is not None:
         remaining = time_budget_ms - (time.perf_counter() - started) * 1000
         if remaining <= 0:
             return got  # assemble goes on without recall
-    try:
         # A plain read of memories waits only on a lock (DDL, LOCK TABLE): never longer
-        # than what is left of the budget. Timed here rather than by the server's
-        # lock_timeout, so the read needs no transaction to bound it.
-        async with asyncio.timeout(None if remaining is None else remaining / 1000):
-            live = await live_memory_ids(db, agent_id, ids)
-    except TimeoutError as exc:
+        # than the budget. The last statement of the read, so nothing else is bounded.
+        await bound_lock_waits(db, remaining)
+    try:
+        live = await live_memory_ids(db, agent_id, ids)
+    except Exception as exc:
+        # SQLAlchemy's error carries the driver's in ``orig``; a lean transaction's is it.
+        if getattr(getattr(exc, "orig", exc), "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
         got.seconds = time.perf_counter() - started
         raise RecallCheckBlocked(got) from exc
     got.recall_checked = True

@@ -59,7 +59,7 @@ from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, engine_of
-from vigil.activities.record.rls import acting_for, bound_acting_for
+from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
 from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
@@ -360,8 +360,8 @@ class SessionActivities:
         )
 
     async def _read_context(self, db: Statements, arg: CallModelInput) -> ContextRead:
-        """The record's part of the model call's context, read with ``db`` (acting for the
-        agent), which found no reply recorded yet."""
+        """The record's part of the model call's context, read in ``db``'s transaction
+        (acting for the agent), the one that found no reply recorded yet."""
         return await read_context(
             db,
             session_id=arg.session_id,
@@ -509,19 +509,18 @@ class SessionActivities:
         """The model call's output; and the reply's tool calls when this call wrote the reply
         (None when it was recorded already)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
-        # The record's part of the context, on a connection bound to the agent (each
-        # statement its own transaction: reads of an append-only record). Its first
-        # statement also tells whether the reply is recorded already (a retry after a
-        # crash or a lost completion): then that reply is returned and nothing is called.
+        # One transaction: the record's part of the context, whose first statement also
+        # tells whether the reply is recorded already (a retry after a crash or a lost
+        # completion): then that reply is returned and nothing is called.
         try:
-            async with bound_acting_for(self._engine, arg.agent_id) as db:
+            async with lean_acting_for(self._engine, arg.agent_id) as db:
                 read = await self._read_context(db, arg)
                 if read.has_reply:
                     return await self._replay(db, arg, catalog), None
         except RecallCheckBlocked as blocked:
             read = blocked.read  # the reads stand; the kept recall is checked again later
             if read.has_reply:
-                async with bound_acting_for(self._engine, arg.agent_id) as db:
+                async with lean_acting_for(self._engine, arg.agent_id) as db:
                     return await self._replay(db, arg, catalog), None
         provider, connection = await self._provider(arg)
         context, degraded = await self._context(

@@ -1237,10 +1237,16 @@ class _RecordExtras:
         async with self.db() as db:  # search_messages acts for the agent
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
-    def _memory(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def _memory(self) -> AsyncIterator[Any]:
+        """A memory store for one call; its embedder (and its HTTP client) closed after."""
         from vigil.workers.wiring import make_memory_store
 
-        return make_memory_store(self.settings, self.db)
+        store = make_memory_store(self.settings, self.db)
+        try:
+            yield store
+        finally:
+            await store.embedder.aclose()
 
     async def memory_search(
         self,
@@ -1253,9 +1259,10 @@ class _RecordExtras:
         from vigil.activities.memory.provenance import EmbedderMismatch
 
         try:
-            result: list[Any] = await self._memory().recall(
-                agent_id, query, k=k, include_superseded=include_superseded, kinds=kinds
-            )
+            async with self._memory() as memory:
+                result: list[Any] = await memory.recall(
+                    agent_id, query, k=k, include_superseded=include_superseded, kinds=kinds
+                )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
         except EmbedderMismatch as exc:
@@ -1268,7 +1275,8 @@ class _RecordExtras:
         """Forget one memory (kept for history, never recalled); NotFound if the agent has
         no such memory."""
         try:
-            forgotten = await self._memory().forget(agent_id, memory_id, by=by, reason=reason)
+            async with self._memory() as memory:
+                forgotten = await memory.forget(agent_id, memory_id, by=by, reason=reason)
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
         if forgotten is None:
@@ -1289,9 +1297,10 @@ class _RecordExtras:
         from vigil.activities.memory.provenance import EmbedderMismatch
 
         try:
-            return await self._memory().add(
-                agent_id, content, kind=kind, subject=subject, importance=importance
-            )
+            async with self._memory() as memory:
+                return await memory.add(
+                    agent_id, content, kind=kind, subject=subject, importance=importance
+                )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
         except EmbedderMismatch as exc:

@@ -113,6 +113,7 @@ async def runtime(
         await tools.aclose()
         await models.aclose()
         await model.aclose()
+        await embedder.aclose()
         await http.aclose()
         await engine.dispose()
 

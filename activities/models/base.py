@@ -18,11 +18,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import aiohttp
+
 from vigil.activities.models.http import (
     BadUrl,
     HttpClient,
     RequestFailed,
     Response,
+    UnusableProxy,
     body_chunks,
     encode_json,
 )
@@ -357,7 +360,11 @@ def transport_error(exc: Exception, timeout_seconds: float, secret: str | None) 
         return ProviderError(
             f"no reply within {timeout_seconds}s ({type(exc).__name__})", retryable=True
         )
-    if isinstance(exc, BadUrl):
+    if isinstance(exc, UnusableProxy):
+        return ProviderError(str(exc), retryable=False)
+    if isinstance(exc, BadUrl) or (
+        isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError)
+    ):
         # A misconfigured base URL: retrying cannot fix it.
         return ProviderError(f"bad provider URL: {redact(str(exc), secret)}", retryable=False)
     return ProviderError(

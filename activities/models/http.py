@@ -2,46 +2,55 @@
 
 One pool of kept-alive connections per client (aiohttp), opened in the running event loop
 on first use. A model call is on the path of every step, and with a fast model the
-client's own work is a visible part of it: an aiohttp request costs this process about a
-quarter of the CPU the previous client's did (``bench/provider_http.py`` prints both).
+client's own work is a visible part of it: a streamed model call through this client costs
+this process under half the CPU of the same request through httpx, which vigil used before
+(``bench/provider_http.py`` prints both).
 
 The client never retries and never follows redirects: Temporal's retry policy owns
-retries, and a provider that redirects is misconfigured. Proxies in the environment
-(``HTTPS_PROXY``, ``NO_PROXY``...) are honoured. Each request is a client span when
-tracing is on, and carries the trace context to the provider.
+retries, and a provider that redirects is misconfigured. Proxies (``HTTPS_PROXY``,
+``NO_PROXY``..., and the system's settings where Python reads them) are honoured; TLS is
+verified against certifi's roots. Each request is a client span when this process traces
+(OpenTelemetry loaded), and carries the trace context to the provider.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import ssl
+import sys
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+import certifi
 
 log = logging.getLogger("vigil.activities.models.http")
 
-_tracer = trace.get_tracer("vigil.activities.models.http")
-
 POOL_SIZE = 100
 """Connections open at once per client (across the hosts it calls)."""
-KEEP_IDLE_SECONDS = 15.0
-"""How long an unused connection is kept for the next request."""
+KEEP_IDLE_SECONDS = 4.0
+"""How long an unused connection is kept for the next request: under the 5 s after which
+common servers (uvicorn's default) close an idle one, since a request sent just as the
+server closes its connection fails (a POST is never re-sent)."""
+
+
+class UnusableProxy(ValueError):
+    """The environment names a proxy this client cannot use (not an HTTP proxy)."""
+
 
 Response = aiohttp.ClientResponse
-RequestFailed = (aiohttp.ClientError, asyncio.TimeoutError)
+RequestFailed = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
 """What a request raises when no (whole) HTTP answer arrived: refused, reset, timed out,
-a broken or malformed response."""
-BadUrl = (aiohttp.InvalidURL,)
-"""A URL no request can be made to (retrying cannot help). ``NonHttpUrlClientError`` and
-``InvalidUrlClientError`` are its subclasses."""
+a broken or malformed response; or the URL (or proxy) is one no request can go to."""
+BadUrl = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, UnusableProxy)
+"""A URL (or proxy) no request can be made to: retrying cannot help. A ``ValueError``
+that is no ``ClientError`` (a URL that does not parse) is one too."""
 
 
 def encode_json(payload: Any) -> bytes:
@@ -64,6 +73,7 @@ class HttpClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._proxies: dict[tuple[str, str], str | None] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
         return f"HttpClient(timeout={self.timeout})"
@@ -72,10 +82,23 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         session = self._session
         if session is None or session.closed or self._loop is not loop:
-            # A session belongs to the loop it was made in; another loop gets its own.
+            if session is not None and not session.closed:
+                # A session belongs to the loop it was made in; another loop gets its own.
+                # The old one cannot be awaited from here: its connector is marked closed
+                # (its connections closed if their loop still runs), so it never warns.
+                connector = session.connector
+                session.detach()
+                if connector is not None:
+                    with contextlib.suppress(Exception):
+                        connector._close()
+            if self._tls is None:
+                self._tls = ssl.create_default_context(cafile=certifi.where())
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=POOL_SIZE, limit_per_host=0, keepalive_timeout=KEEP_IDLE_SECONDS
+                    limit=POOL_SIZE,
+                    limit_per_host=0,
+                    keepalive_timeout=KEEP_IDLE_SECONDS,
+                    ssl=self._tls,
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
@@ -92,16 +115,25 @@ class HttpClient:
         return found
 
     def _proxy(self, url: str) -> str | None:
-        """The proxy the environment names for ``url``'s scheme and host (``NO_PROXY``
-        honoured), read once per host. Not the client's own ``trust_env``, which reads
-        ``~/.netrc`` in a thread on every request."""
+        """The proxy named for ``url``'s scheme and host (``NO_PROXY`` honoured, with or
+        without a port), read once per host. Not the client's own ``trust_env``, which
+        reads ``~/.netrc`` in a thread on every request."""
         parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "")
+        host = parts.hostname or ""
+        where = f"{host}:{parts.port}" if parts.port else host
+        key = (parts.scheme, where)
         if key not in self._proxies:
-            proxies = urllib.request.getproxies_environment()
+            proxies = urllib.request.getproxies()
             found = proxies.get(parts.scheme) or proxies.get("all")
-            if found and urllib.request.proxy_bypass(parts.hostname or ""):
+            if found and urllib.request.proxy_bypass(where):
                 found = None
+            if found and "://" not in found:
+                found = "http://" + found  # ``proxy.corp:3128``, as curl reads it
+            if found and urlsplit(found).scheme not in ("http", "https"):
+                raise UnusableProxy(
+                    f"the proxy {urlsplit(found).scheme}://{urlsplit(found).hostname} named "
+                    "for model calls is not an HTTP proxy"
+                )
             self._proxies[key] = found or None
         return self._proxies[key]
 
@@ -120,24 +152,18 @@ class HttpClient:
         any other point, it is closed.
         """
         sent = dict(headers)
-        with _tracer.start_as_current_span(
-            "POST",
-            kind=SpanKind.CLIENT,
-            attributes={"http.request.method": "POST", "url.full": url},
-        ) as span:
-            propagate.inject(sent)
+        proxy = self._proxy(url)
+        with _span(url, sent) as span:
             async with self._open().post(
                 url,
                 data=body,
                 headers=sent,
                 timeout=self._timeout(timeout_seconds or self.timeout),
                 allow_redirects=False,
-                proxy=self._proxy(url),
+                proxy=proxy,
             ) as response:
-                span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 400:
-                    span.set_status(Status(StatusCode.ERROR))
-                    span.set_attribute("error.type", str(response.status))
+                if span is not None:
+                    _answered(span, response.status)
                 log.debug("HTTP request: POST %s -> %d", url, response.status)
                 yield response
 
@@ -145,6 +171,36 @@ class HttpClient:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+@contextlib.contextmanager
+def _span(url: str, headers: dict[str, str]) -> Iterator[Any]:
+    """A client span around a request, its trace context added to ``headers``, when this
+    process traces: OpenTelemetry is loaded only where tracing is configured, so a CLI
+    command that calls an embedder never imports it."""
+    if "opentelemetry.trace" not in sys.modules:
+        yield None
+        return
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("vigil.activities.models.http")
+    with tracer.start_as_current_span(
+        "POST",
+        kind=SpanKind.CLIENT,
+        attributes={"http.request.method": "POST", "url.full": url},
+    ) as span:
+        propagate.inject(headers)
+        yield span
+
+
+def _answered(span: Any, status: int) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("http.response.status_code", status)
+    if status >= 400:
+        span.set_status(Status(StatusCode.ERROR))
+        span.set_attribute("error.type", str(status))
 
 
 async def body_chunks(response: Response) -> AsyncIterator[bytes]:

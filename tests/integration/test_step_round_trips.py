@@ -32,25 +32,24 @@ from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 
-ROUND_TRIPS_PER_STEP = 7
+ROUND_TRIPS_PER_STEP = 9
 """Counted at the driver, so every message sent to PostgreSQL and waited for counts,
-whatever layer sent it. Every statement runs on a connection already acting for the agent
-(``bound_acting_for``), each its own transaction: the session with the reply check and the
-summary's key, new messages, the artifacts and the kept recall's check; the reply with its
-event and the usage; the tool result's check; the result with its event. The worker's
-engine pings no connection used a moment ago. Before the context's read went to a bound
-connection: 9 round trips in 1 transaction (its ``BEGIN`` with the role switch and its
-``COMMIT``); before bound connections: 15 in 4; before the step's transactions went
-straight to the driver: 26 through SQLAlchemy."""
-TRANSACTIONS_PER_STEP = 0
+whatever layer sent it. One transaction, opened with its role switch in the same round
+trip as ``BEGIN`` and closed by ``COMMIT``: the session with the reply check and the
+summary's key, new messages, the artifacts and the kept recall's check. The rest runs on
+a connection already acting for the agent (``bound_acting_for``), each statement its own
+transaction: the reply with its event and the usage; the tool result's check;
+the result with its event. The worker's engine pings no connection used a moment ago.
+Before bound connections: 15 round trips in 4 transactions; before the step's
+transactions went straight to the driver: 26 through SQLAlchemy."""
+TRANSACTIONS_PER_STEP = 1
 
-ROUND_TRIPS_PER_FOLDED_STEP = 6
+ROUND_TRIPS_PER_FOLDED_STEP = 8
 """The same step folded (the tool run by the model activity, as new sessions run it): the
 model call wrote the reply itself, so the tool's check of what is recorded is not needed
-(no tool of a step runs before its reply is recorded): one round trip fewer (8 in 1
-transaction before the context's read went to a bound connection, 12 in 3 before bound
-connections)."""
-TRANSACTIONS_PER_FOLDED_STEP = 0
+(no tool of a step runs before its reply is recorded): one round trip fewer (12 before
+bound connections)."""
+TRANSACTIONS_PER_FOLDED_STEP = 1
 
 IDLE_BEFORE_PING = 60.0
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from vigil.activities.models.base import ChatMessage
+from vigil.activities.models.base import ChatMessage, ProviderError
 from vigil.activities.models.openai_compat import OpenAIChatProvider
 
 REPLY = {
@@ -83,3 +83,60 @@ async def test_no_proxy_sends_the_call_straight_to_the_host(
         await provider.aclose()
     assert reply.content == "hi"
     assert seen == []  # the proxy never saw it
+
+
+async def test_a_proxy_named_without_a_scheme_is_an_http_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    async with forward_proxy(seen) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.removeprefix("http://"))  # host:port
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        provider = OpenAIChatProvider("http://models.invalid/v1", "m", "k", 5.0)
+        reply = await provider.complete([ChatMessage("user", "hello")], [])
+        await provider.aclose()
+    assert reply.content == "hi"
+    assert seen == ["POST http://models.invalid/v1/chat/completions HTTP/1.1"]
+
+
+async def test_no_proxy_with_a_port_matches_the_host_and_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    async with forward_proxy(seen) as proxy, forward_proxy([]) as direct:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", direct.removeprefix("http://"))  # 127.0.0.1:port
+        provider = OpenAIChatProvider(f"{direct}/v1", "m", "k", 5.0)
+        reply = await provider.complete([ChatMessage("user", "hello")], [])
+        await provider.aclose()
+    assert reply.content == "hi"
+    assert seen == []
+
+
+async def test_a_proxy_that_is_not_http_is_refused_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider = OpenAIChatProvider("http://models.invalid/v1", "m", "k", 5.0)
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete([ChatMessage("user", "hello")], [])
+    await provider.aclose()
+    assert not caught.value.retryable
+    assert "not an HTTP proxy" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://models.example/v1", "htps://models.example/v1", "http://[::1/v1"]
+)
+async def test_a_url_no_request_can_go_to_is_not_retried(url: str) -> None:
+    provider = OpenAIChatProvider(url, "m", "k", 5.0)
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete([ChatMessage("user", "hello")], [])
+    await provider.aclose()
+    assert not caught.value.retryable, caught.value
+    assert caught.value.message.startswith("bad provider URL"), caught.value.message
