@@ -56,76 +56,50 @@ async def forward_proxy(seen: list[str]) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+async def _call(monkeypatch: pytest.MonkeyPatch, base_url: str, **env: str) -> str:
+    """One call of a provider at ``base_url`` with ``env`` set (no other proxy set)."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    provider = OpenAIChatProvider(base_url, "m", "k", 5.0)
+    try:
+        reply = await provider.complete([ChatMessage("user", "hello")], [])
+    finally:
+        await provider.aclose()
+    return reply.content
+
+
+@pytest.mark.parametrize("scheme", ["http://", ""], ids=["url", "host-port"])
 async def test_a_proxy_named_by_the_environment_carries_the_call(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
+    # ``host:port`` without a scheme is an HTTP proxy, as curl reads it.
     seen: list[str] = []
     async with forward_proxy(seen) as proxy:
-        monkeypatch.setenv("HTTP_PROXY", proxy)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
-        provider = OpenAIChatProvider("http://models.invalid/v1", "m", "k", 5.0)
-        reply = await provider.complete([ChatMessage("user", "hello")], [])
-        await provider.aclose()
-    assert reply.content == "hi"
+        named = scheme + proxy.removeprefix("http://")
+        content = await _call(monkeypatch, "http://models.invalid/v1", HTTP_PROXY=named)
+    assert content == "hi"
     assert seen == ["POST http://models.invalid/v1/chat/completions HTTP/1.1"]
 
 
+@pytest.mark.parametrize("with_port", [False, True], ids=["host", "host-port"])
 async def test_no_proxy_sends_the_call_straight_to_the_host(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, with_port: bool
 ) -> None:
     seen: list[str] = []
     async with forward_proxy(seen) as proxy, forward_proxy([]) as direct:
-        monkeypatch.setenv("HTTP_PROXY", proxy)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        provider = OpenAIChatProvider(f"{direct}/v1", "m", "k", 5.0)
-        reply = await provider.complete([ChatMessage("user", "hello")], [])
-        await provider.aclose()
-    assert reply.content == "hi"
+        bypass = direct.removeprefix("http://") if with_port else "127.0.0.1"
+        content = await _call(monkeypatch, f"{direct}/v1", HTTP_PROXY=proxy, NO_PROXY=bypass)
+    assert content == "hi"
     assert seen == []  # the proxy never saw it
-
-
-async def test_a_proxy_named_without_a_scheme_is_an_http_proxy(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seen: list[str] = []
-    async with forward_proxy(seen) as proxy:
-        monkeypatch.setenv("HTTP_PROXY", proxy.removeprefix("http://"))  # host:port
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
-        provider = OpenAIChatProvider("http://models.invalid/v1", "m", "k", 5.0)
-        reply = await provider.complete([ChatMessage("user", "hello")], [])
-        await provider.aclose()
-    assert reply.content == "hi"
-    assert seen == ["POST http://models.invalid/v1/chat/completions HTTP/1.1"]
-
-
-async def test_no_proxy_with_a_port_matches_the_host_and_port(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seen: list[str] = []
-    async with forward_proxy(seen) as proxy, forward_proxy([]) as direct:
-        monkeypatch.setenv("HTTP_PROXY", proxy)
-        monkeypatch.setenv("NO_PROXY", direct.removeprefix("http://"))  # 127.0.0.1:port
-        provider = OpenAIChatProvider(f"{direct}/v1", "m", "k", 5.0)
-        reply = await provider.complete([ChatMessage("user", "hello")], [])
-        await provider.aclose()
-    assert reply.content == "hi"
-    assert seen == []
 
 
 async def test_a_proxy_that_is_not_http_is_refused_for_good(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    monkeypatch.delenv("http_proxy", raising=False)
-    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    provider = OpenAIChatProvider("http://models.invalid/v1", "m", "k", 5.0)
     with pytest.raises(ProviderError) as caught:
-        await provider.complete([ChatMessage("user", "hello")], [])
-    await provider.aclose()
+        await _call(monkeypatch, "http://models.invalid/v1", ALL_PROXY="socks5://127.0.0.1:1080")
     assert not caught.value.retryable
     assert "not an HTTP proxy" in caught.value.message
 
