@@ -29,5 +29,6 @@ bench:
 	uv run python -m bench.throughput
 	uv run python -m bench.peers  # skipped, with the install hint, without `uv sync --group peers`
 	uv run python -m bench.step_modes  # LangGraph beside it only after `uv sync --group peers`
+	uv run python -m bench.provider_http
 	uv run python -m bench.memory_real_text
 	uv run python -m bench.cluster_capacity  # the cluster test stack (tests.support.cluster), 1-3 workers

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import aiohttp
-
 from vigil.activities.models.http import (
-    BadUrl,
     HttpClient,
     RequestFailed,
     Response,
     UnusableProxy,
+    bad_url,
     body_chunks,
     encode_json,
 )
@@ -362,9 +360,7 @@ def transport_error(exc: Exception, timeout_seconds: float, secret: str | None) 
         )
     if isinstance(exc, UnusableProxy):
         return ProviderError(str(exc), retryable=False)
-    if isinstance(exc, BadUrl) or (
-        isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError)
-    ):
+    if bad_url(exc):
         # A misconfigured base URL: retrying cannot fix it.
         return ProviderError(f"bad provider URL: {redact(str(exc), secret)}", retryable=False)
     return ProviderError(

@@ -48,9 +48,14 @@ Response = aiohttp.ClientResponse
 RequestFailed = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
 """What a request raises when no (whole) HTTP answer arrived: refused, reset, timed out,
 a broken or malformed response; or the URL (or proxy) is one no request can go to."""
-BadUrl = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, UnusableProxy)
-"""A URL (or proxy) no request can be made to: retrying cannot help. A ``ValueError``
-that is no ``ClientError`` (a URL that does not parse) is one too."""
+
+
+def bad_url(exc: BaseException) -> bool:
+    """Whether ``exc`` says no request can go to the URL (or proxy): retrying cannot help.
+    A ``ValueError`` that is no client error is a URL that does not parse."""
+    return isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError) or (
+        isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError)
+    )
 
 
 def encode_json(payload: Any) -> bytes:
@@ -129,11 +134,13 @@ class HttpClient:
                 found = None
             if found and "://" not in found:
                 found = "http://" + found  # ``proxy.corp:3128``, as curl reads it
-            if found and urlsplit(found).scheme not in ("http", "https"):
-                raise UnusableProxy(
-                    f"the proxy {urlsplit(found).scheme}://{urlsplit(found).hostname} named "
-                    "for model calls is not an HTTP proxy"
-                )
+            if found:
+                named = urlsplit(found)
+                if named.scheme not in ("http", "https"):
+                    raise UnusableProxy(
+                        f"the proxy {named.scheme}://{named.hostname} named for model calls "
+                        "is not an HTTP proxy"
+                    )
             self._proxies[key] = found or None
         return self._proxies[key]
 
@@ -203,7 +210,6 @@ def _answered(span: Any, status: int) -> None:
         span.set_attribute("error.type", str(status))
 
 
-async def body_chunks(response: Response) -> AsyncIterator[bytes]:
+def body_chunks(response: Response) -> AsyncIterator[bytes]:
     """The response's body as it arrives (decompressed), chunk by chunk."""
-    async for chunk in response.content.iter_any():
-        yield chunk
+    return response.content.iter_any()
