@@ -84,6 +84,7 @@ from vigil.schema.payloads import (
 )
 from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.schema.transcript import edited_note
+from vigil.workflows.constants import OPENED_NEXT_SEQ
 
 log = logging.getLogger("vigil.activities")
 # Spans go nowhere unless the worker set up tracing (workers/tracing.py).
@@ -163,6 +164,9 @@ class SessionActivities:
         """The outcome of the session as a memory: merged with a near-duplicate, or
         superseding the last outcome of the same goal, so a recurring goal keeps one live
         memory of how it last went and the history of the others."""
+        return await self._remember(arg)
+
+    async def _remember(self, arg: RememberInput) -> RememberOutput:
         if self.memory is None:
             return RememberOutput()
         failed = arg.status.value in ("failed", "budget_exhausted", "timed_out")
@@ -201,6 +205,10 @@ class SessionActivities:
         rights: an agent never chooses a session id, so a taken one tells it nothing.
         Its first words are written acting for the agent, like every other.
         """
+        return await self._open(arg)
+
+    async def _open(self, arg: OpenSessionInput) -> OpenSessionOutput:
+        """The open_session activity's work (also done by the first records that carry it)."""
         async with self.sessionmaker.begin() as db:
             created = await record.create_session(
                 db,
@@ -239,7 +247,7 @@ class SessionActivities:
                 )
             if arg.agent_version is not None:
                 await agent_rows.set_session_agent(db, arg.session_id, version=arg.agent_version)
-        return OpenSessionOutput(next_seq=1, created=created)
+        return OpenSessionOutput(next_seq=OPENED_NEXT_SEQ, created=created)
 
     @activity.defn(name=names.ACT_RECORD)
     @guarded
@@ -247,7 +255,36 @@ class SessionActivities:
         return await self._record(arg)
 
     async def _record(self, arg: RecordInput) -> RecordOutput:
-        """The record activity's work (also done by a folded step's call_model)."""
+        """The record activity's work (also done by a folded step's call_model): the
+        session opened first when the records carry its opening, the outcome remembered
+        last when they carry it."""
+        if arg.open is not None:
+            await self._open(arg.open)
+        written = await self._write_records(arg)
+        if arg.remember is not None:
+            written.remembered = await self._remember_after_records(arg.remember)
+        return written
+
+    async def _remember_after_records(self, arg: RememberInput) -> bool:
+        """The outcome's memory, once the records it rides with are written. A failure is
+        retried with the records (rewritten idempotently) within the memory's own budget
+        of attempts, then logged and dropped: memory is an aid, never a reason to hold up
+        or lose the session's ending. An outage is retried until the part is back."""
+        try:
+            await self._remember(arg)
+        except Exception as exc:
+            if guard.try_again(exc, activity.info().attempt, arg.max_failures):
+                raise
+            log.warning(
+                "could not remember the outcome of session %s (attempt %s): %s",
+                arg.session_id,
+                activity.info().attempt,
+                exc,
+            )
+            return False
+        return True
+
+    async def _write_records(self, arg: RecordInput) -> RecordOutput:
         async with acting_for(self.sessionmaker, arg.agent_id) as db:
             messages = [
                 record.NewMessage(

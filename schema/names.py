@@ -91,6 +91,10 @@ PATCH_FOLDED_STEP = "vigil-folded-step"
 # records and the memory of its outcome. Still through the server: the agent's
 # resolution, the tool calls a step does not fold (and a tool queue's probe), webhooks.
 PATCH_LOCAL_RECORDS = "vigil-local-records"
+# Fewer activities at a session's start and end: the agent's resolution is a local
+# activity, opening the session rides with its first records (the first model call, or the
+# first record before a wait), and the memory of its outcome with its last record.
+PATCH_LEAN_BOOKKEEPING = "vigil-lean-bookkeeping"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

@@ -306,11 +306,20 @@ class RecordInput(Payload):
     """The assistant seq of a step the session ended inside (folded steps): the tool calls
     of a reply recorded there get an answer each, and this batch's later messages move
     after them, so the transcript has no gap whatever the model activity wrote."""
+    open: OpenSessionInput | None = None
+    """The session to open first (its row, the goal's message), as ``open_session``
+    does; idempotent (sessions under ``PATCH_LEAN_BOOKKEEPING``)."""
+    remember: RememberInput | None = None
+    """The outcome to remember once the records are written, as ``remember`` does. Its
+    failure never fails the records: retried with them within ``max_failures`` attempts,
+    then logged and dropped."""
 
 
 class RecordOutput(Payload):
     inserted_messages: int
     inserted_events: int
+    remembered: bool | None = None
+    """Whether the outcome carried in ``remember`` was kept (None: none was carried)."""
 
 
 class CallModelInput(Payload):

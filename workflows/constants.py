@@ -8,6 +8,9 @@ from temporalio.common import RetryPolicy
 
 from vigil.schema import names
 
+OPENED_NEXT_SEQ = 1
+"""The first seq after a session's opening (the goal is message 0)."""
+
 # Error types that no retry can fix.
 NON_RETRYABLE = [names.ERR_PROVIDER_REJECTED, names.ERR_TOOL_CALL_MISSING, names.ERR_INVALID_INPUT]
 

@@ -18,13 +18,16 @@ from temporalio.common import RetryPolicy
 from vigil.schema import names
 
 
-def budgeted(policy: RetryPolicy, attempts: int | None) -> tuple[RetryPolicy, int | None]:
+def budgeted(
+    policy: RetryPolicy, attempts: int | None, *, implied: bool = False
+) -> tuple[RetryPolicy, int | None]:
     """(the policy to schedule with, the activity's failure budget or None).
 
     ``attempts`` overrides the policy's ``maximum_attempts`` (a session's ``ToolPolicy``).
+    ``implied``: the session is newer than ``PATCH_INFRA_RETRY`` (it is not asked).
     """
     budget = attempts or policy.maximum_attempts
-    if not workflow.patched(names.PATCH_INFRA_RETRY):
+    if not (implied or workflow.patched(names.PATCH_INFRA_RETRY)):
         return dataclasses.replace(policy, maximum_attempts=budget), None
     return dataclasses.replace(policy, maximum_attempts=0), budget
 

@@ -127,6 +127,11 @@ class AgentSession(HandOverWhileWaiting):
         """The step's calls call_model already ran, by call index."""
         self._closing_seq: int | None = None
         """The assistant seq of a folded step the session ended inside (see _flush)."""
+        self._lean = False
+        """Lean bookkeeping (new sessions): the agent resolved by a local activity, the
+        session opened by its first records, its outcome remembered by its last."""
+        self._opening: OpenSessionInput | None = None
+        """The session's opening, until the first records carry it (lean bookkeeping)."""
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -135,33 +140,43 @@ class AgentSession(HandOverWhileWaiting):
         info = workflow.info()
         # Sessions started by older code replay without this marker: they never hand over
         # while waiting, nor on their history's size between steps.
-        self._protect = workflow.patched(names.PATCH_HAND_OVER_WHILE_WAITING)
+        # Asked first: a session under lean bookkeeping takes every earlier patch's path
+        # without asking for it (see _patched).
+        self._lean = workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
+        self._protect = self._patched(names.PATCH_HAND_OVER_WHILE_WAITING)
         self._run_start_size = info.get_current_history_size()
-        self._fold = workflow.patched(names.PATCH_FOLDED_STEP)
-        if workflow.patched(names.PATCH_AGENT_DEFINITIONS):
+        self._fold = self._patched(names.PATCH_FOLDED_STEP)
+        if self._patched(names.PATCH_AGENT_DEFINITIONS):
             self._bind_calls = True
-            if workflow.patched(names.PATCH_TOOL_WORKERS):
+            if self._patched(names.PATCH_TOOL_WORKERS):
                 self._tool_queues = tool_routing.QueueProbe()
             await self._resolve_agent()
         if arg.carry is None:
-            opened = await self._act(
-                names.ACT_OPEN_SESSION,
-                OpenSessionInput(
-                    session_id=self._sid,
-                    agent_id=arg.agent_id,
-                    goal=arg.goal,
-                    system_prompt=self._arg.system_prompt,
-                    schedule_id=arg.schedule_id,
-                    agent_version=self._c.agent_version,
-                    started_at=workflow.info().workflow_start_time,
-                ),
-                OpenSessionOutput,
-                summary="open session",
-                limit=c.RECORD_START_TO_CLOSE,
-                retry=c.RECORD_RETRY,
-                bookkeeping=True,
+            opening = OpenSessionInput(
+                session_id=self._sid,
+                agent_id=arg.agent_id,
+                goal=arg.goal,
+                system_prompt=self._arg.system_prompt,
+                schedule_id=arg.schedule_id,
+                agent_version=self._c.agent_version,
+                started_at=workflow.info().workflow_start_time,
             )
-            self._c.next_seq = max(self._c.next_seq, opened.next_seq)
+            if self._lean:
+                # Opened by the first records (the first model call, or the record written
+                # before any wait or the end), before anything else they write.
+                self._opening = opening
+                self._c.next_seq = max(self._c.next_seq, c.OPENED_NEXT_SEQ)
+            else:
+                opened = await self._act(
+                    names.ACT_OPEN_SESSION,
+                    opening,
+                    OpenSessionOutput,
+                    summary="open session",
+                    limit=c.RECORD_START_TO_CLOSE,
+                    retry=c.RECORD_RETRY,
+                    bookkeeping=True,
+                )
+                self._c.next_seq = max(self._c.next_seq, opened.next_seq)
             budget = self._arg.budget
             if budget.deadline is not None:
                 self._c.deadline = budget.deadline
@@ -191,7 +206,7 @@ class AgentSession(HandOverWhileWaiting):
             # CancelledError, while awaiting an activity as ActivityError(CancelledError).
             # Re-raising either marks the workflow Cancelled.
             by = why = actor = None
-            if workflow.patched(names.PATCH_CANCEL_ACTOR):  # who and why, in the record
+            if self._patched(names.PATCH_CANCEL_ACTOR):  # who and why, in the record
                 by, why = cancel_reason.parse(workflow.cancellation_reason())
                 actor = by or cancel_reason.UNNAMED
             summary = cancel_reason.summary(by, why)
@@ -247,7 +262,9 @@ class AgentSession(HandOverWhileWaiting):
         self._c.next_seq = model_seq + 1
         self._open_model_seq, self._open_step = model_seq, step
         allowed = self._allowed_tools()
-        retry, budget = retries.budgeted(c.MODEL_RETRY, self._arg.policy.model_max_attempts)
+        retry, budget = retries.budgeted(
+            c.MODEL_RETRY, self._arg.policy.model_max_attempts, implied=self._lean
+        )
         arg = CallModelInput(
             session_id=self._sid,
             agent_id=self._arg.agent_id,
@@ -297,7 +314,7 @@ class AgentSession(HandOverWhileWaiting):
         arg.fold_tools = folding.foldable_tools(self._runtime, self._arg.policy, arg.allowed_tools)
         arg.records = records
         try:
-            summary = f"step {arg.step}: model"
+            summary = summaries.model_call(arg.step, records.events if records else [])
             if folding.local_model_call(self._runtime):
                 # No heartbeat: a lost worker is noticed by its workflow task timing out,
                 # and the next worker runs the call again (the recorded reply is returned).
@@ -450,7 +467,9 @@ class AgentSession(HandOverWhileWaiting):
     async def _run_tool_activity(
         self, route: tool_routing.ToolRoute, arg: RunToolInput, summary: str
     ) -> RunToolOutput:
-        retry, budget = retries.budgeted(route.retry, self._arg.policy.tool_max_attempts)
+        retry, budget = retries.budgeted(
+            route.retry, self._arg.policy.tool_max_attempts, implied=self._lean
+        )
         return await self._act(
             names.ACT_RUN_TOOL,
             arg.model_copy(update={"max_failures": budget}),
@@ -706,14 +725,16 @@ class AgentSession(HandOverWhileWaiting):
             reason=preview(reason, 2000) if reason else None,
             payload={"status": status.value, "summary": preview(summary, 2000)},
         )
-        await self._flush()
+        remember = status != SessionStatus.CANCELLED
+        # Lean bookkeeping: the outcome's memory rides with the last records.
+        await self._flush(self._outcome(status, summary) if remember and self._lean else None)
         self._publish()
         await self._notify(
             "session_ended", "ended", status=status.value, summary=preview(summary, 2000)
         )
         # Sessions that started before this step existed replay without it (the patch marker
         # is absent from their history), so adding it never breaks a running session.
-        if status != SessionStatus.CANCELLED and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
+        if remember and not self._lean and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
             await self._remember_outcome(status, summary)
         return SessionResult(
             session_id=self._sid,
@@ -728,23 +749,35 @@ class AgentSession(HandOverWhileWaiting):
 
     async def _notify(self, event: WebhookEvent, key: str, **data: Any) -> None:
         """Tell the agent's webhooks (a child workflow delivers; never awaited further)."""
-        await webhooks.notify(self._runtime, self._sid, event, key, {"step": self._c.step, **data})
+        await webhooks.notify(
+            self._runtime,
+            self._sid,
+            event,
+            key,
+            {"step": self._c.step, **data},
+            implied=self._lean,
+        )
+
+    def _outcome(
+        self, status: SessionStatus, summary: str, budget: int | None = None
+    ) -> RememberInput:
+        return RememberInput(
+            session_id=self._sid,
+            agent_id=self._arg.agent_id,
+            goal=self._c.goal,
+            status=status,
+            summary=summary,
+            steps=self._c.step,
+            max_failures=budget or c.TOOL_RETRY.maximum_attempts,
+        )
 
     async def _remember_outcome(self, status: SessionStatus, summary: str) -> None:
         """Turn the outcome into long-term memory (a reflection, or a lesson on failure)."""
-        retry, budget = retries.budgeted(c.TOOL_RETRY, None)
+        retry, budget = retries.budgeted(c.TOOL_RETRY, None, implied=self._lean)
         try:
             await self._act(
                 names.ACT_REMEMBER,
-                RememberInput(
-                    session_id=self._sid,
-                    agent_id=self._arg.agent_id,
-                    goal=self._c.goal,
-                    status=status,
-                    summary=summary,
-                    steps=self._c.step,
-                    max_failures=budget,
-                ),
+                self._outcome(status, summary, budget),
                 RememberOutput,
                 summary="remember the outcome",
                 limit=c.RECORD_START_TO_CLOSE,
@@ -838,7 +871,7 @@ class AgentSession(HandOverWhileWaiting):
             )
 
     def _has_unrecorded(self) -> bool:
-        return bool(self._msgs or self._events or self._session_update)
+        return bool(self._msgs or self._events or self._session_update or self._opening)
 
     def _take_records(self) -> RecordInput | None:
         """What is queued for the record, taken out of the queue (None: nothing)."""
@@ -851,16 +884,19 @@ class AgentSession(HandOverWhileWaiting):
             events=list(self._events),
             session=self._session_update,
             open_step_seq=self._closing_seq,
+            open=self._opening,
         )
         self._msgs.clear()
         self._events.clear()
         self._session_update = None
+        self._opening = None
         return records
 
     def _restore_records(self, records: RecordInput) -> None:
         """Put back what a cancelled write carried, before anything queued since."""
         self._msgs[:0] = records.messages
         self._events[:0] = records.events
+        self._opening = records.open
         update = records.session
         if update is not None:
             later = self._session_update
@@ -870,17 +906,26 @@ class AgentSession(HandOverWhileWaiting):
                 else update
             )
 
-    async def _flush(self) -> None:
-        """Write queued messages, events and the session row's changes in one activity."""
+    async def _flush(self, remember: RememberInput | None = None) -> None:
+        """Write queued messages, events and the session row's changes in one activity
+        (``remember``: and then the outcome's memory)."""
         records = self._take_records()
         if records is None:
-            return
+            if remember is None:
+                return
+            records = RecordInput(session_id=self._sid, agent_id=self._arg.agent_id)
+        records.remember = remember
         try:
             await self._act(
                 names.ACT_RECORD,
                 records,
                 RecordOutput,
-                summary=summaries.record(records.messages, records.events),
+                summary=summaries.record(
+                    records.messages,
+                    records.events,
+                    opens=records.open is not None,
+                    remembers=remember is not None,
+                ),
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
                 bookkeeping=True,
@@ -888,6 +933,7 @@ class AgentSession(HandOverWhileWaiting):
         except BaseException:
             # Cancelled mid-write: keep everything for the final flush (writes are
             # idempotent, so what did land is not duplicated).
+            records.remember = None
             self._restore_records(records)
             raise
         if records.open_step_seq is not None:
@@ -950,13 +996,24 @@ class AgentSession(HandOverWhileWaiting):
         self._arg = agent_policy.effective_input(self._arg, runtime)
 
     async def _fetch_runtime(self, version: int | None, goal: str) -> AgentRuntime:
+        arg = ResolveAgentInput(
+            session_id=self._sid, agent_id=self._arg.agent_id, goal=goal, version=version
+        )
+        summary = f"agent {self._arg.agent_id} v{version}" if version else "agent definition"
+        if self._lean:  # a short read: no server round trip for it
+            return await folding.run_local(
+                names.ACT_RESOLVE_AGENT,
+                arg,
+                AgentRuntime,
+                limit=c.RECORD_START_TO_CLOSE,
+                retry=c.RECORD_RETRY,
+                summary=summary,
+            )
         return await self._act(
             names.ACT_RESOLVE_AGENT,
-            ResolveAgentInput(
-                session_id=self._sid, agent_id=self._arg.agent_id, goal=goal, version=version
-            ),
+            arg,
             AgentRuntime,
-            summary=f"agent {self._arg.agent_id} v{version}" if version else "agent definition",
+            summary=summary,
             limit=c.RECORD_START_TO_CLOSE,
             retry=c.RECORD_RETRY,
         )
@@ -1025,6 +1082,12 @@ class AgentSession(HandOverWhileWaiting):
         )
         return out
 
+    def _patched(self, patch: str) -> bool:
+        """Whether this run takes ``patch``'s path. Sessions under lean bookkeeping take
+        every patch older than it without asking: each patch asked costs the history a
+        marker and a search attribute update."""
+        return self._lean or workflow.patched(patch)
+
     def _local_bookkeeping(self) -> bool:
         """Whether this session's bookkeeping runs as local activities: its agent's model
         calls do (``execution = "local"``, which needs folded steps) and the session is new
@@ -1033,7 +1096,7 @@ class AgentSession(HandOverWhileWaiting):
         return (
             self._fold
             and folding.local_model_call(self._runtime)
-            and workflow.patched(names.PATCH_LOCAL_RECORDS)
+            and self._patched(names.PATCH_LOCAL_RECORDS)
         )
 
     # --- human control: decoding input ----------------------------------------------------

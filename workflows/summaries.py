@@ -57,13 +57,31 @@ def tool_call(
     return preview(text, SUMMARY_CHARS)
 
 
-def record(messages: Sequence[MessageIn], events: Sequence[EventIn]) -> str:
-    """The record activity, naming who did each human action it records."""
+def record(
+    messages: Sequence[MessageIn],
+    events: Sequence[EventIn],
+    *,
+    opens: bool = False,
+    remembers: bool = False,
+) -> str:
+    """The record activity, naming who did each human action it records (and whether it
+    also opens the session or remembers its outcome)."""
     text = f"record {len(messages)} messages, {len(events)} events"
+    if opens:
+        text = "open session, " + text
+    if remembers:
+        text += ", remember the outcome"
+    return preview(text + _actions(events, ": "), SUMMARY_CHARS)
+
+
+def model_call(step: int, events: Sequence[EventIn]) -> str:
+    """A model activity, naming who did each human action its records carry."""
+    return preview(f"step {step}: model" + _actions(events, ", recording "), SUMMARY_CHARS)
+
+
+def _actions(events: Sequence[EventIn], lead: str) -> str:
     actions = [f"{e.kind} by {e.actor}" for e in events if e.actor]
-    if actions:
-        text += ": " + "; ".join(dict.fromkeys(actions))
-    return preview(text, SUMMARY_CHARS)
+    return lead + "; ".join(dict.fromkeys(actions)) if actions else ""
 
 
 def approval_timer(pending: PendingApproval) -> str:

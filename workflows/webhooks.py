@@ -49,15 +49,18 @@ async def notify(
     event: WebhookEvent,
     key: str,
     data: dict[str, Any],
+    *,
+    implied: bool = False,
 ) -> None:
     """Start the delivery of ``event`` when a webhook of the agent listens to it.
 
     Only sessions whose agent has webhooks reach ``workflow.patched``: histories from
-    before webhooks (no ``webhook_events``) replay without a new command.
+    before webhooks (no ``webhook_events``) replay without a new command. ``implied``: the
+    session is newer than ``PATCH_WEBHOOKS`` (it is not asked).
     """
     if runtime is None or not runtime.webhook_events or event not in runtime.webhook_events:
         return
-    if not workflow.patched(names.PATCH_WEBHOOKS):
+    if not (implied or workflow.patched(names.PATCH_WEBHOOKS)):
         return
     arg = NotifyInput(
         delivery_id=f"{session_id}:{key}",

@@ -6,8 +6,8 @@ Workers are real OS processes (``tests.support.worker_proc``); the LLM stub and 
 the tools fetch run here and hold their answer, and the test holds a row the opening
 waits for, so each kill lands where it is meant to: inside a tool call that
 ``call_model`` runs itself, inside a model call that runs as a local activity
-(``[model] execution = "local"``), or inside that mode's opening of the session, a local
-activity too.
+(``[model] execution = "local"``), or inside that mode's opening of the session, which
+rides with the first model call (a local activity too).
 """
 
 from __future__ import annotations
@@ -216,8 +216,9 @@ async def test_a_worker_killed_inside_a_local_model_call(
 
     # The model call ran again on the new worker: asked twice, recorded once.
     assert len(stub.requests) == STEPS + 1
-    # Model calls, records and the outcome's memory all ran as local activities.
-    assert await _scheduled(handle) == [names.ACT_RESOLVE_AGENT]
+    # The agent's definition, model calls, records and the outcome's memory all ran as
+    # local activities: nothing went through the server's activity queue.
+    assert await _scheduled(handle) == []
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
     remembered = await _rows(
         sessionmaker, "SELECT kind FROM memories WHERE source_session_id = :s", handle.id
@@ -261,7 +262,7 @@ async def test_a_worker_killed_while_a_low_latency_session_opens(
     result = await asyncio.wait_for(handle.result(), timeout=120)
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
 
-    assert await _scheduled(handle) == [names.ACT_RESOLVE_AGENT]
+    assert await _scheduled(handle) == []
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
     [(goal,)] = await _rows(sessionmaker, "SELECT goal FROM sessions WHERE id = :s", sid)
     assert goal == "open, die"  # opened by the second worker, not the held row

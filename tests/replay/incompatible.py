@@ -36,20 +36,20 @@ class TimerBeforeEachStep(AgentSession):
 
 
 @workflow.defn(name=names.WORKFLOW_SESSION)
-class RenamedOpenActivity(AgentSession):
-    """Opens the session with an activity of another name."""
+class RenamedRecordActivity(AgentSession):
+    """Writes the session's records with an activity of another name."""
 
     @workflow.run
     async def run(self, arg: StartSessionInput) -> SessionResult:
         return await super().run(arg)
 
     async def _act(self, name: str, arg: BaseModel, result: type[M], **kwargs: Any) -> M:
-        if name == names.ACT_OPEN_SESSION:
-            name = "vigil.open_session_v2"
+        if name == names.ACT_RECORD:
+            name = "vigil.record_v2"
         return await super()._act(name, arg, result, **kwargs)
 
 
-INCOMPATIBLE: list[type[AgentSession]] = [TimerBeforeEachStep, RenamedOpenActivity]
+INCOMPATIBLE: list[type[AgentSession]] = [TimerBeforeEachStep, RenamedRecordActivity]
 
 
 @workflow.defn(name=names.WORKFLOW_SESSION)

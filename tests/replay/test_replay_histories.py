@@ -55,6 +55,10 @@ OLDER_CODE = "pre_outcome_memory__"
 OLDER_CANCEL = "pre_cancel_actor__"
 # Recorded before the low-latency mode's bookkeeping became local (PATCH_LOCAL_RECORDS).
 OLDER_LOCAL = "pre_local_records__"
+# Recorded before lean bookkeeping (PATCH_LEAN_BOOKKEEPING): every scenario, since every
+# new session takes it (the agent resolved locally, the opening and the outcome's memory
+# riding with records, the older patches implied instead of asked).
+OLDER_LEAN = "pre_lean_bookkeeping__"
 # Payload encryption on, as every worker runs: histories written in plain (before
 # encryption) must still replay, since a plain payload decodes as it is.
 CONVERTER = data_converter(
@@ -86,11 +90,12 @@ def _replayer(workflow: type, *, sandboxed: bool = True) -> Replayer:
 def _history(path: Path) -> WorkflowHistory:
     # The file holds the events only. The workflow id matters only to histories that
     # start child workflows (their ids derive from it): those are recorded under this id.
-    return WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    stem = path.stem.split("__")[-1]  # an older recording: the scenario's own id
+    return WorkflowHistory.from_json(f"replay-{stem}", path.read_text())
 
 
 def test_the_recorded_scenarios_are_all_here() -> None:
-    older_prefixes = (OLDER_CODE, OLDER_CANCEL, OLDER_LOCAL)
+    older_prefixes = (OLDER_CODE, OLDER_CANCEL, OLDER_LOCAL, OLDER_LEAN)
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
     older_cancel = {
@@ -103,6 +108,8 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_LOCAL) for p in PATHS if p.stem.startswith(OLDER_LOCAL)
     }
     assert older_local == {"local_model_calls"}
+    older_lean = {p.stem.removeprefix(OLDER_LEAN) for p in PATHS if p.stem.startswith(OLDER_LEAN)}
+    assert older_lean == EXPECTED
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
@@ -131,7 +138,7 @@ async def test_the_sandbox_stops_a_nondeterministic_call_the_events_would_not_sh
 # What the replay failure says for each incompatible variant.
 WHY = {
     "TimerBeforeEachStep": "Timer machine does not handle this event",
-    "RenamedOpenActivity": "does not match activity type of activity command",
+    "RenamedRecordActivity": "does not match activity type of activity command",
 }
 
 

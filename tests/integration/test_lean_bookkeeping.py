@@ -1,0 +1,231 @@
+"""Lean bookkeeping (``PATCH_LEAN_BOOKKEEPING``): a session's start and end cost fewer
+activities and history events, and the record holds exactly what it held before.
+
+The agent's definition is read by a local activity, the session is opened by the first
+activity that writes its records (the first model call, or the record written before a
+wait), and the outcome's memory is written by the last record. A session asks for this
+one patch only: every older patch is implied.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHandle
+
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    assert_whole,
+    events,
+    local_agent,
+    running_worker,
+    session_input,
+    session_row,
+    stub_settings,
+    transcript,
+    until,
+)
+from vigil.schema import event_kinds, names
+from vigil.schema.payloads import PauseInput, ResumeInput, SessionStatus
+from vigil.workers.settings import Settings
+from vigil.workflows.session import AgentSession
+
+pytestmark = pytest.mark.integration
+
+
+def _kinds(history: list[HistoryEvent]) -> Counter[str]:
+    return Counter(e.WhichOneof("attributes").removesuffix("_event_attributes") for e in history)
+
+
+def _scheduled(history: list[HistoryEvent]) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+def _patches(history: list[HistoryEvent]) -> list[str]:
+    """The patch ids the history's markers carry."""
+    found = []
+    for e in history:
+        if e.HasField("marker_recorded_event_attributes"):
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name == "core_patch":
+                found.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+async def _history(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
+    return list((await handle.fetch_history()).events)
+
+
+async def _memories(sessionmaker: async_sessionmaker[DbSession], sid: str) -> list[str]:
+    async with sessionmaker() as db:
+        rows = await db.execute(
+            text("SELECT kind FROM memories WHERE source_session_id = :s"), {"s": sid}
+        )
+        return [r.kind for r in rows]
+
+
+async def _assert_opened_and_ended_once(
+    sessionmaker: async_sessionmaker[DbSession], sid: str, goal: str
+) -> None:
+    messages = await transcript(sessionmaker, sid)
+    assert_whole(messages)
+    assert (messages[0].seq, messages[0].role, messages[0].content) == (0, "user", goal)
+    kinds = Counter(e.kind for e in await events(sessionmaker, sid))
+    assert kinds[event_kinds.SESSION_OPENED] == 1
+    assert kinds[event_kinds.SESSION_ENDED] == 1
+    assert (await session_row(sessionmaker, sid)).status == "completed"
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["default", "low-latency"])
+async def test_a_one_step_session_asks_the_server_for_its_model_call_and_last_record_only(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    local: bool,
+) -> None:
+    agent = await local_agent(sessionmaker, [{"name": "finish"}]) if local else "agent-test"
+    stub.enqueue(Reply.tool_call("finish", {"summary": "all done"}))
+    goal = "say when the tide turns"
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await client.start_workflow(
+            AgentSession.run,
+            session_input(goal, agent_id=agent),
+            id=f"lean-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED and result.steps == 1
+
+    history = await _history(handle)
+    # Opening the session rode with the model call, remembering the outcome with the last
+    # record; the agent's definition was a local activity. The low-latency mode has every
+    # activity local: the session is one workflow task.
+    expected = [] if local else [names.ACT_CALL_MODEL, names.ACT_RECORD]
+    assert _scheduled(history) == expected
+    assert _patches(history) == [names.PATCH_LEAN_BOOKKEEPING]
+    kinds = _kinds(history)
+    assert kinds["marker_recorded"] == 1 + (3 if local else 1)  # the patch, the locals
+    assert kinds["workflow_task_completed"] == (1 if local else 3)
+
+    await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
+    assert await _memories(sessionmaker, handle.id) == ["reflection"]
+
+
+async def test_a_session_paused_before_its_first_step_is_in_the_record_while_it_waits(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """No model call opens it: the record written before the pause's wait does."""
+    stub.enqueue(Reply.tool_call("finish", {"summary": "done after the pause"}))
+    goal = "wait for the all clear"
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await client.start_workflow(
+            AgentSession.run,
+            session_input(goal),
+            id=f"lean-paused-{uuid.uuid4()}",
+            task_queue=task_queue,
+            start_signal=names.SIG_PAUSE,
+            start_signal_args=[PauseInput(by="ops", reason="not yet")],
+        )
+
+        async def paused_row() -> Any:
+            async with sessionmaker() as db:
+                row = await db.execute(
+                    text("SELECT status FROM sessions WHERE id = :s"), {"s": handle.id}
+                )
+                status = row.scalar()
+            return status == "paused" or None
+
+        await until(paused_row, what="the paused session in the record")
+        assert not stub.requests  # nothing asked of the model while paused
+        messages = await transcript(sessionmaker, handle.id)
+        assert [(m.seq, m.role, m.content) for m in messages] == [(0, "user", goal)]
+        await handle.signal(names.SIG_RESUME, ResumeInput(by="ops"))
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
+
+
+@pytest.fixture
+async def failing_memory_writes(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> AsyncIterator[tuple[str, int]]:
+    """An agent whose first two memory writes fail (a trigger counting on a sequence, which
+    no rollback resets); yields (agent, failures)."""
+    agent = f"agent-flaky-memory-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    seq, fn, trigger = f"flaky_seq_{tag}", f"flaky_fn_{tag}", f"flaky_trg_{tag}"
+    async with sessionmaker.begin() as db:
+        await db.execute(text(f"CREATE SEQUENCE {seq}"))
+        await db.execute(
+            text(
+                f"CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.agent_id = '{agent}' AND nextval('{seq}') <= 2 THEN "
+                "RAISE EXCEPTION 'planted: the memory write fails'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        await db.execute(text(f"GRANT USAGE ON SEQUENCE {seq} TO PUBLIC"))
+        await db.execute(
+            text(
+                f"CREATE TRIGGER {trigger} BEFORE INSERT ON memories "
+                f"FOR EACH ROW EXECUTE FUNCTION {fn}()"
+            )
+        )
+    try:
+        yield agent, 2
+    finally:
+        async with sessionmaker.begin() as db:
+            await db.execute(text(f"DROP TRIGGER IF EXISTS {trigger} ON memories"))
+            await db.execute(text(f"DROP FUNCTION IF EXISTS {fn}()"))
+            await db.execute(text(f"DROP SEQUENCE IF EXISTS {seq}"))
+
+
+async def test_a_failing_memory_write_retries_the_last_record_without_duplicating_it(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    failing_memory_writes: tuple[str, int],
+) -> None:
+    agent, failures = failing_memory_writes
+    stub.enqueue(Reply.tool_call("finish", {"summary": "the tide turns at noon"}))
+    goal = "find when the tide turns"
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await client.start_workflow(
+            AgentSession.run,
+            session_input(goal, agent_id=agent),
+            id=f"lean-flaky-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    history = await _history(handle)
+    record_attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    # call_model's once; the last record's after the memory's planted failures.
+    assert record_attempts == [1, failures + 1]
+    await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
+    assert await _memories(sessionmaker, handle.id) == ["reflection"]
