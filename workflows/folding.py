@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
 
 from vigil.schema.agents import AgentRuntime
 from vigil.schema.payloads import ToolCallRef, ToolPolicy
@@ -65,14 +66,32 @@ async def run_local(
     name: str, arg: Any, result: type[M], *, limit: timedelta, retry: RetryPolicy, summary: str
 ) -> M:
     """An activity of the low-latency mode, as a local activity: retried in the worker up
-    to ``LOCAL_RETRY_THRESHOLD``, on a durable timer after that."""
-    out: M = await workflow.execute_local_activity(
-        name,
-        arg,
-        result_type=result,
-        start_to_close_timeout=limit,
-        retry_policy=retry,
-        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-        summary=summary,
-    )
+    to ``LOCAL_RETRY_THRESHOLD``, on a durable timer after that.
+
+    A local activity's failure reaches the workflow bare (the activity's own error), where
+    a regular activity's arrives as an ``ActivityError`` around it: it is wrapped the same
+    way here, so the session handles both alike (a failure for good ends the session with
+    its record, a refused agent version is recorded and the session goes on)."""
+    try:
+        out: M = await workflow.execute_local_activity(
+            name,
+            arg,
+            result_type=result,
+            start_to_close_timeout=limit,
+            retry_policy=retry,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            summary=summary,
+        )
+    except ActivityError:
+        raise
+    except FailureError as failed:
+        raise ActivityError(
+            str(failed) or f"local activity {name} failed",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=name,
+            activity_id="",
+            retry_state=None,
+        ) from failed
     return out

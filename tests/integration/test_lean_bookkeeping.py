@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
@@ -229,3 +229,33 @@ async def test_a_failing_memory_write_retries_the_last_record_without_duplicatin
     assert record_attempts == [1, failures + 1]
     await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
     assert await _memories(sessionmaker, handle.id) == ["reflection"]
+
+
+async def test_a_local_model_call_refused_for_good_ends_the_session_with_its_record(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A local activity's failure reaches the workflow as the activity's own error, not
+    wrapped as a regular activity's is: the session still fails as it would in the default
+    mode, its ending recorded."""
+    agent = await local_agent(sessionmaker, [{"name": "finish"}])
+    stub.enqueue(Reply.status(400, message="max_tokens is too large"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await client.start_workflow(
+            AgentSession.run,
+            session_input("ask too much", agent_id=agent),
+            id=f"lean-refused-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "session failed" in str(failed.value.cause)
+    assert (await session_row(sessionmaker, handle.id)).status == "failed"
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert "max_tokens is too large" in messages[-1].content
+    kinds = Counter(e.kind for e in await events(sessionmaker, handle.id))
+    assert kinds[event_kinds.SESSION_ENDED] == 1

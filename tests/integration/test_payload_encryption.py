@@ -147,12 +147,22 @@ async def test_history_on_the_server_holds_no_plaintext(
     raw = _without_search_attributes(history)
     for marker in marks.all():
         assert marker.encode() not in raw, f"{marker} in plain in the history"
-    # Patch markers are written by the SDK's core, not through the codec: they hold only
-    # the patch's name (a constant of vigil's code), nothing of the session.
-    patches = [e for e in history.events if e.marker_recorded_event_attributes.marker_name]
-    assert {e.marker_recorded_event_attributes.marker_name for e in patches} <= {"core_patch"}
-    payloads = [p for e in history.events if e not in patches for p in _payloads(e)]
-    assert len(payloads) > 20
+    # Markers are written by the SDK's core: a patch's holds only the patch's name (a
+    # constant of vigil's code); a local activity's (the agent's definition) holds core's
+    # own bookkeeping (type, attempt, time) and the activity's result, which went through
+    # the codec like every other payload.
+    markers = [e for e in history.events if e.marker_recorded_event_attributes.marker_name]
+    kinds = {e.marker_recorded_event_attributes.marker_name for e in markers}
+    assert kinds == {"core_patch", "core_local_activity"}
+    results = [
+        p
+        for e in markers
+        if e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        for p in e.marker_recorded_event_attributes.details["result"].payloads
+    ]
+    assert results
+    payloads = [p for e in history.events if e not in markers for p in _payloads(e)] + results
+    assert len(payloads) > 10
     plain = [p for p in payloads if p.metadata.get("encoding") != ENCODING]
     assert not plain, f"payloads left in plain: {plain[:3]}"
     # The stack generated one key; every payload names it.
