@@ -58,8 +58,12 @@ from vigil.activities.models.connections import (
 from vigil.activities.models.pricing import cost_usd
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
-from vigil.activities.record.lean import Statements, engine_of
-from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
+from vigil.activities.record.lean import Statements, engine_of, lean_transaction
+from vigil.activities.record.rls import (
+    acting_inside,
+    bound_acting_for,
+    lean_acting_for,
+)
 from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
@@ -209,7 +213,9 @@ class SessionActivities:
 
     async def _open(self, arg: OpenSessionInput) -> OpenSessionOutput:
         """The open_session activity's work (also done by the first records that carry it)."""
-        async with self.sessionmaker.begin() as db:
+        # One lean transaction: the row with the owner's rights, the goal and the event
+        # acting for the agent (one statement), then back to the owner for the version.
+        async with lean_transaction(self._engine) as db:
             created = await record.create_session(
                 db,
                 session_id=arg.session_id,
@@ -226,17 +232,12 @@ class SessionActivities:
                     type="InvalidInput",
                     non_retryable=True,
                 )
-            async with acting_for(db, arg.agent_id):
-                await record.append_messages(
+            async with acting_inside(db, arg.agent_id):
+                await record.append_record(
                     db,
                     arg.session_id,
                     arg.agent_id,
                     [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
-                )
-                await record.record_events(
-                    db,
-                    arg.session_id,
-                    arg.agent_id,
                     [
                         record.NewEvent(
                             key="session:opened",
@@ -285,58 +286,57 @@ class SessionActivities:
         return True
 
     async def _write_records(self, arg: RecordInput) -> RecordOutput:
-        async with acting_for(self.sessionmaker, arg.agent_id) as db:
-            messages = [
-                record.NewMessage(
-                    seq=m.seq,
-                    role=m.role,
-                    content=m.content,
-                    step=m.step,
-                    name=m.name,
-                    tool_call_id=m.tool_call_id,
-                )
-                for m in arg.messages
-            ]
-            inserted_messages = 0
-            if arg.open_step_seq is not None:
-                messages, inserted_messages = await folded.close_open_step(
-                    db, arg.session_id, arg.agent_id, arg.open_step_seq, messages
-                )
-            inserted_messages += await record.append_messages(
-                db, arg.session_id, arg.agent_id, messages
+        messages = [
+            record.NewMessage(
+                seq=m.seq,
+                role=m.role,
+                content=m.content,
+                step=m.step,
+                name=m.name,
+                tool_call_id=m.tool_call_id,
             )
-            inserted_events = await record.record_events(
-                db,
-                arg.session_id,
-                arg.agent_id,
-                [
-                    record.NewEvent(
-                        key=e.key,
-                        kind=e.kind,
-                        step=e.step,
-                        actor=e.actor,
-                        reason=e.reason,
-                        payload=e.payload,
+            for m in arg.messages
+        ]
+        events = [
+            record.NewEvent(
+                key=e.key,
+                kind=e.kind,
+                step=e.step,
+                actor=e.actor,
+                reason=e.reason,
+                payload=e.payload,
+            )
+            for e in arg.events
+        ]
+        inserted_messages = inserted_events = 0
+        if messages or events or arg.session is not None or arg.open_step_seq is not None:
+            # A lean transaction: messages and events in one statement, then the row.
+            async with lean_acting_for(self._engine, arg.agent_id) as db:
+                if arg.open_step_seq is not None:
+                    messages, inserted_messages = await folded.close_open_step(
+                        db, arg.session_id, arg.agent_id, arg.open_step_seq, messages
                     )
-                    for e in arg.events
-                ],
-            )
-            if arg.session is not None:
-                s = arg.session
-                await record.update_session(
-                    db,
-                    arg.session_id,
-                    status=s.status.value if s.status else None,
-                    step=s.step,
-                    goal=s.goal,
-                    summary=s.summary,
-                    finished=s.finished,
-                    run_count=s.run_count,
+                written = await record.append_record(
+                    db, arg.session_id, arg.agent_id, messages, events
                 )
+                inserted_messages += written[0]
+                inserted_events = written[1]
+                if arg.session is not None:
+                    s = arg.session
+                    await record.update_session(
+                        db,
+                        arg.session_id,
+                        status=s.status.value if s.status else None,
+                        step=s.step,
+                        goal=s.goal,
+                        summary=s.summary,
+                        finished=s.finished,
+                        run_count=s.run_count,
+                    )
         if arg.session is not None and arg.session.agent_version is not None:
             # Pinning the agent version (and its prompt) is the system's work, like creating
             # the session row: the agent role may not rewrite a session's metadata.
-            async with self.sessionmaker.begin() as db:
+            async with lean_transaction(self._engine) as db:
                 await agent_rows.set_session_agent(
                     db,
                     arg.session_id,

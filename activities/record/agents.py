@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.lean import Statements
 from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
 
@@ -195,7 +196,7 @@ async def add_version(
 
 
 async def set_session_agent(
-    db: DbSession,
+    db: Statements,
     session_id: str,
     *,
     version: int | None,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -37,6 +39,8 @@ from vigil.activities.record.sql import sql
 AGENT_ROLE = "vigil_agent"
 AGENT_SETTING = "vigil.agent_id"
 MAINTENANCE_SETTING = "vigil.record_maintenance"
+
+S = TypeVar("S", bound=Statements)
 
 # One round trip each way: the role and the agent are both set by set_config, which for
 # ``role`` is exactly SET LOCAL ROLE (the same privilege check).
@@ -88,16 +92,8 @@ async def acting_for(
     if isinstance(source, DbSession):
         db = source
         if db.in_transaction():
-            await _enter(db, agent_id)
-            try:
+            async with acting_inside(db, agent_id):
                 yield db
-            except BaseException:
-                # An aborted transaction refuses the switch back; the caller's rollback
-                # undoes the SET LOCAL then. A usable one is switched back right away.
-                with contextlib.suppress(DBAPIError):
-                    await _leave(db)
-                raise
-            await _leave(db)
             return
         async with db.begin():
             await _enter(db, agent_id)
@@ -106,6 +102,22 @@ async def acting_for(
     async with source() as db, db.begin():
         await _enter(db, agent_id)
         yield db
+
+
+@asynccontextmanager
+async def acting_inside(db: S, agent_id: str) -> AsyncIterator[S]:
+    """For the block, ``db``'s transaction (begun already, by the caller, who commits it)
+    acts for ``agent_id``; it is switched back after the block."""
+    await _enter(db, agent_id)
+    try:
+        yield db
+    except BaseException:
+        # An aborted transaction refuses the switch back; the caller's rollback undoes
+        # the SET LOCAL then. A usable one is switched back right away.
+        with contextlib.suppress(DBAPIError, asyncpg.PostgresError):
+            await _leave(db)
+        raise
+    await _leave(db)
 
 
 @asynccontextmanager

@@ -90,7 +90,7 @@ def _from_jsonb(value: Any) -> Any:
     return textcodec.decode_json(value)
 
 
-async def ensure_agent(db: DbSession, agent_id: str, name: str | None = None) -> None:
+async def ensure_agent(db: Statements, agent_id: str, name: str | None = None) -> None:
     await db.execute(
         sql("INSERT INTO agents (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
         {"id": agent_id, "name": name or agent_id},
@@ -98,7 +98,7 @@ async def ensure_agent(db: DbSession, agent_id: str, name: str | None = None) ->
 
 
 async def create_session(
-    db: DbSession,
+    db: Statements,
     *,
     session_id: str,
     agent_id: str,
@@ -132,7 +132,7 @@ async def create_session(
     return result.first() is not None
 
 
-async def session_agent(db: DbSession, session_id: str) -> str | None:
+async def session_agent(db: Statements, session_id: str) -> str | None:
     """The agent a session belongs to (None when there is no such session, or none the
     current agent may see)."""
     found = await db.execute(

@@ -14,9 +14,8 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-
 from vigil.activities.record import store as record
+from vigil.activities.record.lean import Statements
 from vigil.schema.payloads import CallModelInput, CallModelOutput, RunToolInput, RunToolOutput
 
 log = logging.getLogger("vigil.activities")
@@ -62,7 +61,7 @@ async def run_leading_calls(
 
 
 async def close_open_step(
-    db: DbSession,
+    db: Statements,
     session_id: str,
     agent_id: str,
     model_seq: int,
