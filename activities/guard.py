@@ -301,15 +301,3 @@ async def _recovered(owner: Any, arg: Any, ledger: Ledger) -> None:
             )
     except Exception as exc:
         log.warning("could not record the recovery: %s", describe(exc))
-
-
-def try_again(exc: BaseException, attempt: int, budget: int | None) -> bool:
-    """Whether a part of an activity that may fail without failing the activity (the
-    outcome's memory riding with the last records) is tried again, by failing this
-    attempt: always during an outage, never after a non-retryable failure, otherwise
-    while ``attempt`` is under its ``budget`` (None: one attempt)."""
-    if outage_of(exc) is not None:
-        return True
-    if isinstance(exc, ApplicationError) and exc.non_retryable:
-        return False
-    return attempt < (budget or 1)

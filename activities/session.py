@@ -38,7 +38,7 @@ from vigil.activities.context import (
 )
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.credentials import CredentialError
-from vigil.activities.failures import outage_of
+from vigil.activities.failures import describe, outage_of
 from vigil.activities.guard import LocalLedgers, guarded
 from vigil.activities.models.base import (
     ChatMessage,
@@ -91,6 +91,9 @@ from vigil.schema.transcript import edited_note
 from vigil.workflows.constants import OPENED_NEXT_SEQ
 
 log = logging.getLogger("vigil.activities")
+
+REMEMBER_INLINE_SECONDS = 10.0
+"""How long the outcome's memory may take when it rides with the last records."""
 # Spans go nowhere unless the worker set up tracing (workers/tracing.py).
 _tracer = trace.get_tracer("vigil.activities")
 
@@ -267,20 +270,19 @@ class SessionActivities:
         return written
 
     async def _remember_after_records(self, arg: RememberInput) -> bool:
-        """The outcome's memory, once the records it rides with are written. A failure is
-        retried with the records (rewritten idempotently) within the memory's own budget
-        of attempts, then logged and dropped: memory is an aid, never a reason to hold up
-        or lose the session's ending. An outage is retried until the part is back."""
+        """The outcome's memory, once the records it rides with are written: tried once,
+        for at most ``REMEMBER_INLINE_SECONDS``. Whatever goes wrong (the embedder, the
+        database) is logged and answered False, never raised: the records stand, and the
+        session remembers its outcome in an activity of its own after its ending is
+        published (with that activity's budget, outages waited out)."""
         try:
-            await self._remember(arg)
+            async with asyncio.timeout(REMEMBER_INLINE_SECONDS):
+                await self._remember(arg)
         except Exception as exc:
-            if guard.try_again(exc, activity.info().attempt, arg.max_failures):
-                raise
             log.warning(
-                "could not remember the outcome of session %s (attempt %s): %s",
+                "the outcome of session %s is remembered separately: %s",
                 arg.session_id,
-                activity.info().attempt,
-                exc,
+                describe(exc),
             )
             return False
         return True

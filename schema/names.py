@@ -95,6 +95,10 @@ PATCH_LOCAL_RECORDS = "vigil-local-records"
 # activity, opening the session rides with its first records (the first model call, or the
 # first record before a wait), and the memory of its outcome with its last record.
 PATCH_LEAN_BOOKKEEPING = "vigil-lean-bookkeeping"
+# A local activity's failure reaches the session as a regular activity's does (an
+# ActivityError around it), so it ends the session with its record instead of failing the
+# workflow bare. Asked only when a local activity fails (implied by lean bookkeeping).
+PATCH_LOCAL_FAILURES = "vigil-local-failures"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

@@ -26,6 +26,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
+from vigil.schema import names
 from vigil.schema.agents import AgentRuntime
 from vigil.schema.payloads import ToolCallRef, ToolPolicy
 from vigil.workflows import agents, tool_routing
@@ -63,7 +64,14 @@ def local_model_call(runtime: AgentRuntime | None) -> bool:
 
 
 async def run_local(
-    name: str, arg: Any, result: type[M], *, limit: timedelta, retry: RetryPolicy, summary: str
+    name: str,
+    arg: Any,
+    result: type[M],
+    *,
+    limit: timedelta,
+    retry: RetryPolicy,
+    summary: str,
+    implied: bool = False,
 ) -> M:
     """An activity of the low-latency mode, as a local activity: retried in the worker up
     to ``LOCAL_RETRY_THRESHOLD``, on a durable timer after that.
@@ -71,7 +79,9 @@ async def run_local(
     A local activity's failure reaches the workflow bare (the activity's own error), where
     a regular activity's arrives as an ``ActivityError`` around it: it is wrapped the same
     way here, so the session handles both alike (a failure for good ends the session with
-    its record, a refused agent version is recorded and the session goes on)."""
+    its record, a refused agent version is recorded and the session goes on). Histories
+    from before that (``PATCH_LOCAL_FAILURES``; ``implied``: the session is newer) failed
+    the workflow there, and replay so."""
     try:
         out: M = await workflow.execute_local_activity(
             name,
@@ -85,6 +95,8 @@ async def run_local(
     except ActivityError:
         raise
     except FailureError as failed:
+        if not (implied or workflow.patched(names.PATCH_LOCAL_FAILURES)):
+            raise
         raise ActivityError(
             str(failed) or f"local activity {name} failed",
             scheduled_event_id=0,

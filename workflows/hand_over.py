@@ -27,6 +27,8 @@ from vigil.schema.payloads import (
     CarriedWait,
     PendingApproval,
     QueuedMessage,
+    RecordOutput,
+    RememberInput,
     SessionCarry,
     SessionStatus,
     StartSessionInput,
@@ -78,7 +80,7 @@ class HandOverWhileWaiting:
     """True once the patch is in: sessions started by older code never hand over here."""
     _run_start_size: int
 
-    async def _flush(self) -> None:
+    async def _flush(self, remember: RememberInput | None = None) -> RecordOutput | None:
         raise NotImplementedError
 
     def _has_unrecorded(self) -> bool:

@@ -325,6 +325,7 @@ class AgentSession(HandOverWhileWaiting):
                     limit=c.MODEL_START_TO_CLOSE,
                     retry=retry,
                     summary=summary,
+                    implied=self._lean,
                 )
             else:
                 out = await self._act(
@@ -726,15 +727,20 @@ class AgentSession(HandOverWhileWaiting):
             payload={"status": status.value, "summary": preview(summary, 2000)},
         )
         remember = status != SessionStatus.CANCELLED
-        # Lean bookkeeping: the outcome's memory rides with the last records.
-        await self._flush(self._outcome(status, summary) if remember and self._lean else None)
+        # Lean bookkeeping: the outcome's memory rides with the last records; when that
+        # try fails, an activity of its own remembers it once the ending is published.
+        riding = self._outcome(status, summary) if remember and self._lean else None
+        written = await self._flush(riding)
         self._publish()
         await self._notify(
             "session_ended", "ended", status=status.value, summary=preview(summary, 2000)
         )
+        if self._lean:
+            if riding is not None and (written is None or written.remembered is False):
+                await self._remember_outcome(status, summary)
         # Sessions that started before this step existed replay without it (the patch marker
         # is absent from their history), so adding it never breaks a running session.
-        if remember and not self._lean and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
+        elif remember and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
             await self._remember_outcome(status, summary)
         return SessionResult(
             session_id=self._sid,
@@ -906,17 +912,18 @@ class AgentSession(HandOverWhileWaiting):
                 else update
             )
 
-    async def _flush(self, remember: RememberInput | None = None) -> None:
+    async def _flush(self, remember: RememberInput | None = None) -> RecordOutput | None:
         """Write queued messages, events and the session row's changes in one activity
-        (``remember``: and then the outcome's memory)."""
+        (``remember``: and then try the outcome's memory); what it wrote (None: nothing
+        was queued)."""
         records = self._take_records()
         if records is None:
             if remember is None:
-                return
+                return None
             records = RecordInput(session_id=self._sid, agent_id=self._arg.agent_id)
         records.remember = remember
         try:
-            await self._act(
+            written = await self._act(
                 names.ACT_RECORD,
                 records,
                 RecordOutput,
@@ -938,6 +945,7 @@ class AgentSession(HandOverWhileWaiting):
             raise
         if records.open_step_seq is not None:
             self._closing_seq = None
+        return written
 
     def _set_status(self, status: SessionStatus) -> None:
         if status == self._status:
@@ -1008,6 +1016,7 @@ class AgentSession(HandOverWhileWaiting):
                 limit=c.RECORD_START_TO_CLOSE,
                 retry=c.RECORD_RETRY,
                 summary=summary,
+                implied=self._lean,
             )
         return await self._act(
             names.ACT_RESOLVE_AGENT,
@@ -1067,7 +1076,13 @@ class AgentSession(HandOverWhileWaiting):
         memory, which the low-latency mode runs as local activities like its model calls."""
         if bookkeeping and self._local_bookkeeping():
             return await folding.run_local(
-                name, arg, result, limit=limit, retry=retry, summary=summary
+                name,
+                arg,
+                result,
+                limit=limit,
+                retry=retry,
+                summary=summary,
+                implied=self._lean,
             )
         out: M = await workflow.execute_activity(
             name,

@@ -30,6 +30,7 @@ from tests.support.sessions import (
     running_worker,
     session_input,
     session_row,
+    start,
     stub_settings,
     transcript,
     until,
@@ -63,6 +64,14 @@ def _patches(history: list[HistoryEvent]) -> list[str]:
             if marker.marker_name == "core_patch":
                 found.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
     return found
+
+
+def _upserted(event: HistoryEvent) -> bytes:
+    """The values a search attribute upsert sets, as stored (empty for other events)."""
+    if not event.HasField("upsert_workflow_search_attributes_event_attributes"):
+        return b""
+    upsert = event.upsert_workflow_search_attributes_event_attributes
+    return b"".join(p.data for p in upsert.search_attributes.indexed_fields.values())
 
 
 async def _history(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
@@ -102,11 +111,8 @@ async def test_a_one_step_session_asks_the_server_for_its_model_call_and_last_re
     stub.enqueue(Reply.tool_call("finish", {"summary": "all done"}))
     goal = "say when the tide turns"
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await client.start_workflow(
-            AgentSession.run,
-            session_input(goal, agent_id=agent),
-            id=f"lean-{uuid.uuid4()}",
-            task_queue=task_queue,
+        handle = await start(
+            client, task_queue, session_input(goal, agent_id=agent), f"lean-{uuid.uuid4()}"
         )
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED and result.steps == 1
@@ -199,7 +205,7 @@ async def failing_memory_writes(
             await db.execute(text(f"DROP SEQUENCE IF EXISTS {seq}"))
 
 
-async def test_a_failing_memory_write_retries_the_last_record_without_duplicating_it(
+async def test_a_failing_memory_write_is_remembered_separately_after_the_ending(
     client: Client,
     settings: Settings,
     task_queue: str,
@@ -207,26 +213,35 @@ async def test_a_failing_memory_write_retries_the_last_record_without_duplicatin
     sessionmaker: async_sessionmaker[DbSession],
     failing_memory_writes: tuple[str, int],
 ) -> None:
+    """The try riding with the last record fails: the record stands (not retried), the
+    ending is published, and a remember activity of its own retries the memory."""
     agent, failures = failing_memory_writes
     stub.enqueue(Reply.tool_call("finish", {"summary": "the tide turns at noon"}))
     goal = "find when the tide turns"
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await client.start_workflow(
-            AgentSession.run,
-            session_input(goal, agent_id=agent),
-            id=f"lean-flaky-{uuid.uuid4()}",
-            task_queue=task_queue,
+        handle = await start(
+            client, task_queue, session_input(goal, agent_id=agent), f"lean-flaky-{uuid.uuid4()}"
         )
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED
     history = await _history(handle)
-    record_attempts = [
+    assert _scheduled(history) == [names.ACT_CALL_MODEL, names.ACT_RECORD, names.ACT_REMEMBER]
+    attempts = [
         e.activity_task_started_event_attributes.attempt
         for e in history
         if e.HasField("activity_task_started_event_attributes")
     ]
-    # call_model's once; the last record's after the memory's planted failures.
-    assert record_attempts == [1, failures + 1]
+    # The record once (its try of the memory was the first planted failure); the
+    # memory's own activity after the others.
+    assert attempts == [1, 1, failures]
+    ended = [e.event_id for e in history if b'"completed"' in _upserted(e)]
+    remember_scheduled = next(
+        e.event_id
+        for e in history
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == names.ACT_REMEMBER
+    )
+    assert ended and ended[0] < remember_scheduled  # the ending published first
     await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
     assert await _memories(sessionmaker, handle.id) == ["reflection"]
 
@@ -244,11 +259,11 @@ async def test_a_local_model_call_refused_for_good_ends_the_session_with_its_rec
     agent = await local_agent(sessionmaker, [{"name": "finish"}])
     stub.enqueue(Reply.status(400, message="max_tokens is too large"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await client.start_workflow(
-            AgentSession.run,
+        handle = await start(
+            client,
+            task_queue,
             session_input("ask too much", agent_id=agent),
-            id=f"lean-refused-{uuid.uuid4()}",
-            task_queue=task_queue,
+            f"lean-refused-{uuid.uuid4()}",
         )
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
