@@ -127,7 +127,9 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
     with api.client(api.token(Scope.ADMIN)) as admin:
         agent = define(admin, "steer")
     fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
-    goal = cli.plan(fetch, Reply.text("all steered"))
+    # The last reply takes a moment: the second resume below lands while the session runs
+    # (not paused, not ended yet), whatever the machine's speed.
+    goal = cli.plan(fetch, Reply.hang(2.0, then=Reply.text("all steered")))
     said = "hello\x00world, ünïcode"
     with api.client(api.token(Scope.CONTROL, owner="cara")) as http:
         sid = start(http, agent, goal)
