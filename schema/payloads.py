@@ -310,9 +310,10 @@ class RecordInput(Payload):
     """The session to open first (its row, the goal's message), as ``open_session``
     does; idempotent (sessions under ``PATCH_LEAN_BOOKKEEPING``)."""
     remember: RememberInput | None = None
-    """The outcome to remember once the records are written, as ``remember`` does. Its
-    failure never fails the records: retried with them within ``max_failures`` attempts,
-    then logged and dropped."""
+    """The outcome to remember once the records are written, as ``remember`` does: tried
+    once (``activities.session.REMEMBER_INLINE_SECONDS``). Its failure never fails the
+    records: it is logged and told in ``RecordOutput.remembered``, and the workflow then
+    runs the ``remember`` activity of its own."""
 
 
 class RecordOutput(Payload):
