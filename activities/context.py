@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities import metrics
-from vigil.activities.artifacts.registry import session_artifacts
+from vigil.activities.artifacts.registry import ref_from_json
 from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow, missing_seqs
-from vigil.activities.memory.store import live_memory_ids
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements
-from vigil.activities.record.rls import acting_for, bound_lock_waits
+from vigil.activities.record.rls import acting_for
+from vigil.activities.record.sql import sql
 from vigil.schema import event_kinds
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -173,44 +173,17 @@ class ContextRead:
     that finds its reply written already returns it and calls nothing)."""
 
 
-class RecallCheckBlocked(Exception):
-    """The check of a kept recall result waited on a lock past the context time budget:
-    the transaction is aborted (the caller rolls it back by letting this pass out of it);
-    ``read`` holds everything read before, which stands."""
-
-    def __init__(self, read: ContextRead) -> None:
-        super().__init__("the kept recall's check waited on a lock past the time budget")
-        self.read = read
-
-
-_LOCK_NOT_AVAILABLE = "55P03"
-
-
-async def _read_cold(
-    db: Statements, session_id: str, agent_id: str, max_recent: int, marks: record.SessionMarks
-) -> tuple[record.SessionRow | None, SessionWindow]:
-    session = marks.session
-    recent = await record.recent_messages(db, session_id, max_recent)
-    # Summaries are only ever written further along, so the newest extends all others.
-    last = (
-        await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
-        if marks.latest_key is not None
-        else None
-    )
-    last_seq = recent[-1].seq if recent else -1
-    window = SessionWindow(
-        agent_id=agent_id,
-        created_at=session.created_at if session else _EPOCH,
-        max_recent=max_recent,
-        recent=recent,
-        last_seq=last_seq,
-        gaps=missing_seqs(recent, max_recent, last_seq),
-    )
-    if last is not None:
-        window.summary_key = last.key
-        window.summary_text = str(last.payload.get("text", ""))
-        window.summary_upto = int(last.payload.get("upto_seq", -1))
-    return session, window
+_CONTEXT_READ = sql(
+    "SELECT session_row, reply_written, newest_summary_key, newest_summary, new_messages, "
+    "artifact_refs, live_ids, recall_blocked FROM vigil_context_read(CAST(:sid AS text), "
+    "CAST(:reply_seq AS integer), CAST(:kinds AS text[]), CAST(:held AS text), "
+    "CAST(:after AS integer), CAST(:gaps AS integer[]), CAST(:recent AS integer), "
+    "CAST(:artifacts AS boolean), CAST(:ids AS bigint[]), CAST(:lock_ms AS integer))"
+)
+_LIVE_MEMORIES = sql(
+    "SELECT live, blocked FROM vigil_live_memories(CAST(:ids AS bigint[]), "
+    "CAST(:lock_ms AS integer))"
+)
 
 
 async def read_context(
@@ -225,55 +198,115 @@ async def read_context(
     time_budget_ms: float | None = None,
     reply_seq: int = -1,
 ) -> ContextRead:
-    """The record's part of a context, read in ``db``'s transaction (already acting for
-    ``agent_id``): the session row, then either the whole recent window or only what was
-    written since the kept one (by seq, so messages written by any worker or process are
-    seen), the running summary, the artifacts and, last, whether a kept recall result for
-    this turn's query still holds only live memories.
+    """The record's part of a context, read acting for ``agent_id`` (``db`` acts for it):
+    the session row, whether a message is recorded at ``reply_seq`` already
+    (``has_reply``: the model call's check for a written reply rides with the read), then
+    either the whole recent window or only what was written since the kept one (by seq,
+    so messages written by any worker or process are seen), the running summary, the
+    artifacts and whether a kept recall result for this turn's query still holds only
+    live memories.
 
-    The first statement also tells whether a message is recorded at ``reply_seq``
-    (``has_reply``): the model call's check for an already written reply rides with the
-    read. Within a time budget, the recall check waits
-    on a lock no longer than what remains of it, and raises ``RecallCheckBlocked`` (the
-    read is in it) when it would wait longer: ``assemble`` then goes on as when a recall
-    does not answer in time.
+    One statement (``vigil_context_read``, migration 20261202_18) as a rule; a second only
+    when the kept window turns out to belong to an erased session of the same id, or
+    when this turn's recall query is not the one the kept window last recalled for (a
+    human's new words, a new goal). The recall check waits on a lock no longer than what
+    remains of the time budget, bounded by PostgreSQL: past it the read stands without
+    the check (``recall_checked`` False), and ``assemble`` checks or recalls within what
+    is left, as when a recall does not answer in time.
     """
     started = time.perf_counter()
     max_recent = budget.max_recent
     kept = cache.window(session_id) if cache is not None else None
-    warm = False
-    # The session, the summary's key and whether the reply is written: one round trip.
-    marks = await record.session_marks(
-        db, session_id, seq=reply_seq, kind=event_kinds.CONTEXT_SUMMARY
+    if kept is not None and (
+        kept.agent_id != agent_id or kept.max_recent != max_recent or len(kept.gaps) > MAX_GAPS
+    ):
+        assert cache is not None
+        cache.drop(session_id)
+        kept = None
+    # The recall this session's window last used: most steps recall for the same text
+    # (the goal and the newest human words), so its kept result is checked in the read.
+    guessed = (
+        cache.recalled(kept.recall_key)
+        if cache is not None and kept is not None and kept.recall_key is not None
+        else None
     )
-    session = marks.session
-    if kept is not None:
-        if (
-            session is not None
-            and kept.agent_id == agent_id
-            and kept.created_at == session.created_at
-            and kept.max_recent == max_recent
-            and len(kept.gaps) <= MAX_GAPS
-        ):
-            new = await record.messages_since(
-                db, session_id, after_seq=kept.last_seq, also=sorted(kept.gaps)
+
+    def left_ms() -> float | None:
+        """What remains of the time budget (None: no budget)."""
+        if time_budget_ms is None:
+            return None
+        return time_budget_ms - (time.perf_counter() - started) * 1000
+
+    def lock_ms() -> int | None:
+        left = left_ms()
+        return None if left is None else max(1, int(left))
+
+    async def rows(window: SessionWindow | None) -> Any:
+        return (
+            (
+                await db.execute(
+                    _CONTEXT_READ,
+                    {
+                        "sid": session_id,
+                        "reply_seq": reply_seq,
+                        "kinds": event_kinds.stored_as(event_kinds.CONTEXT_SUMMARY),
+                        "held": window.summary_key if window is not None else None,
+                        "after": window.last_seq if window is not None else None,
+                        "gaps": sorted(window.gaps) if window is not None else [],
+                        "recent": max_recent,
+                        "artifacts": artifacts is None,
+                        "ids": [m.id for m in guessed] if guessed else None,
+                        "lock_ms": lock_ms(),
+                    },
+                )
             )
+            .mappings()
+            .one()
+        )
+
+    got_rows = await rows(kept)
+    session = (
+        record.session_from_json(got_rows["session_row"])
+        if got_rows["session_row"] is not None
+        else None
+    )
+    if kept is not None and (session is None or kept.created_at != session.created_at):
+        assert cache is not None
+        cache.drop(session_id)  # erased (and maybe started again under the same id)
+        kept = None
+        if session is not None:
+            got_rows = await rows(None)
+    warm = kept is not None
+    if session is None:
+        window = SessionWindow(
+            agent_id=agent_id, created_at=_EPOCH, max_recent=max_recent, recent=[],
+            last_seq=-1, gaps=set(),
+        )  # fmt: skip
+    else:
+        new = [record.message_from_json(m) for m in got_rows["new_messages"] or []]
+        if kept is not None:
             kept.merge(new)
-            key = marks.latest_key
-            if key != kept.summary_key:
-                # A summary written elsewhere (another worker, or before a restart).
-                last = await record.latest_event(db, session_id, event_kinds.CONTEXT_SUMMARY)
-                kept.summary_key = last.key if last else None
-                kept.summary_text = str(last.payload.get("text", "")) if last else None
-                kept.summary_upto = int(last.payload.get("upto_seq", -1)) if last else None
-            window, warm = kept, True
+            window = kept
         else:
-            assert cache is not None
-            cache.drop(session_id)
-    if not warm:
-        session, window = await _read_cold(db, session_id, agent_id, max_recent, marks)
+            last_seq = new[-1].seq if new else -1
+            window = SessionWindow(
+                agent_id=agent_id,
+                created_at=session.created_at,
+                max_recent=max_recent,
+                recent=new,
+                last_seq=last_seq,
+                gaps=missing_seqs(new, max_recent, last_seq),
+            )
+        # Summaries are only ever written further along, so the newest extends all others.
+        key = got_rows["newest_summary_key"]
+        if key != window.summary_key:
+            last = got_rows["newest_summary"]
+            payload = record.event_from_json(last).payload if last is not None else None
+            window.summary_key = key
+            window.summary_text = str(payload.get("text", "")) if payload is not None else None
+            window.summary_upto = int(payload.get("upto_seq", -1)) if payload is not None else None
     if artifacts is None:
-        artifacts = await session_artifacts(db, session_id)
+        artifacts = [ref_from_json(a) for a in got_rows["artifact_refs"] or []]
     if cache is not None:
         if session is None:
             cache.drop(session_id)  # erased (or never was): nothing to keep
@@ -286,7 +319,7 @@ async def read_context(
         artifacts=artifacts,
         warm=warm,
         seconds=time.perf_counter() - started,
-        has_reply=marks.has_seq,
+        has_reply=bool(got_rows["reply_written"]),
     )
     if memory is None or cache is None or not window.recent:
         return got
@@ -295,6 +328,7 @@ async def read_context(
         return got
     recall_key = cache.recall_key(agent_id, repr(memory.embedder), budget.recall_k, query)
     got.recall_for = (query, recall_key)
+    window.recall_key = recall_key
     found = cache.recalled(recall_key)
     if found is None:
         return got
@@ -302,21 +336,21 @@ async def read_context(
     if not ids:
         got.recall_checked, got.recalled = True, found
         return got
-    if time_budget_ms is not None:
-        remaining = time_budget_ms - (time.perf_counter() - started) * 1000
-        if remaining <= 0:
+    if found is guessed and got_rows["live_ids"] is not None:
+        live = set(got_rows["live_ids"])
+    elif found is guessed and got_rows["recall_blocked"]:
+        return got  # assemble goes on without the check
+    else:
+        left = left_ms()
+        if left is not None and left <= 0:
             return got  # assemble goes on without recall
-        # A plain read of memories waits only on a lock (DDL, LOCK TABLE): never longer
-        # than the budget. The last statement of the read, so nothing else is bounded.
-        await bound_lock_waits(db, remaining)
-    try:
-        live = await live_memory_ids(db, agent_id, ids)
-    except Exception as exc:
-        # SQLAlchemy's error carries the driver's in ``orig``; a lean transaction's is it.
-        if getattr(getattr(exc, "orig", exc), "sqlstate", None) != _LOCK_NOT_AVAILABLE:
-            raise
-        got.seconds = time.perf_counter() - started
-        raise RecallCheckBlocked(got) from exc
+        checked = (
+            (await db.execute(_LIVE_MEMORIES, {"ids": ids, "lock_ms": lock_ms()})).mappings().one()
+        )
+        if checked["blocked"]:
+            got.seconds = time.perf_counter() - started
+            return got
+        live = set(checked["live"])
     got.recall_checked = True
     got.recalled = found if set(ids) <= live else None
     got.seconds = time.perf_counter() - started
@@ -390,20 +424,17 @@ async def assemble(
     """
     started = time.perf_counter()
     if read is None:
-        try:
-            async with acting_for(sessionmaker, agent_id) as db:
-                read = await read_context(
-                    db,
-                    session_id=session_id,
-                    agent_id=agent_id,
-                    budget=budget,
-                    memory=memory,
-                    cache=cache,
-                    artifacts=artifacts,
-                    time_budget_ms=time_budget_ms,
-                )
-        except RecallCheckBlocked as blocked:
-            read = blocked.read
+        async with acting_for(sessionmaker, agent_id) as db:
+            read = await read_context(
+                db,
+                session_id=session_id,
+                agent_id=agent_id,
+                budget=budget,
+                memory=memory,
+                cache=cache,
+                artifacts=artifacts,
+                time_budget_ms=time_budget_ms,
+            )
     else:
         started -= read.seconds
     got = read

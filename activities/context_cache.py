@@ -70,6 +70,9 @@ class SessionWindow:
     summary_key: str | None = None
     summary_text: str | None = None
     summary_upto: int | None = None
+    recall_key: tuple[str, ...] | None = None
+    """The recall cache key this window's session last recalled for: the read checks
+    that result's memories in the same statement."""
     chats: dict[int, tuple[ChatMessage, int]] = field(default_factory=dict)
     """Each message as sent and its token cost, by seq."""
     size: int = 0

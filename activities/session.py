@@ -32,7 +32,6 @@ from vigil.activities.context import (
     ContextBudget,
     ContextRead,
     Degraded,
-    RecallCheckBlocked,
     assemble,
     read_context,
 )
@@ -399,8 +398,8 @@ class SessionActivities:
         )
 
     async def _read_context(self, db: Statements, arg: CallModelInput) -> ContextRead:
-        """The record's part of the model call's context, read in ``db``'s transaction
-        (acting for the agent), the one that found no reply recorded yet."""
+        """The record's part of the model call's context, read on ``db`` (acting for the
+        agent), with whether the reply is recorded already."""
         return await read_context(
             db,
             session_id=arg.session_id,
@@ -548,19 +547,13 @@ class SessionActivities:
         """The model call's output; and the reply's tool calls when this call wrote the reply
         (None when it was recorded already)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
-        # One transaction: the record's part of the context, whose first statement also
-        # tells whether the reply is recorded already (a retry after a crash or a lost
-        # completion): then that reply is returned and nothing is called.
-        try:
-            async with lean_acting_for(self._engine, arg.agent_id) as db:
-                read = await self._read_context(db, arg)
-                if read.has_reply:
-                    return await self._replay(db, arg, catalog), None
-        except RecallCheckBlocked as blocked:
-            read = blocked.read  # the reads stand; the kept recall is checked again later
+        # One statement: the record's part of the context, which also tells whether the
+        # reply is recorded already (a retry after a crash or a lost completion): then
+        # that reply is returned and nothing is called.
+        async with bound_acting_for(self._engine, arg.agent_id) as db:
+            read = await self._read_context(db, arg)
             if read.has_reply:
-                async with lean_acting_for(self._engine, arg.agent_id) as db:
-                    return await self._replay(db, arg, catalog), None
+                return await self._replay(db, arg, catalog), None
         provider, connection = await self._provider(arg)
         context, degraded = await self._context(
             arg.session_id,

@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -266,7 +266,17 @@ _REF_SELECT = (
 
 
 def _ref(row: object) -> ArtifactRef:
-    m = row._mapping  # type: ignore[attr-defined]
+    return ref_from_mapping(row._mapping)  # type: ignore[attr-defined]
+
+
+def ref_from_json(row: dict[str, Any]) -> ArtifactRef:
+    """A reference read as JSON (``row_to_json`` of the columns ``session_artifacts``
+    reads)."""
+    at = row["created_at"]
+    return ref_from_mapping({**row, "created_at": datetime.fromisoformat(at) if at else None})
+
+
+def ref_from_mapping(m: Mapping[str, Any]) -> ArtifactRef:
     return ArtifactRef(
         session_id=m["session_id"],
         name=m["name"],

@@ -197,6 +197,23 @@ def _session(row: Any) -> SessionRow:
     return SessionRow(**data)
 
 
+def _at(value: Any) -> Any:
+    """A timestamp read as JSON (ISO 8601, as PostgreSQL writes it) as a datetime."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def session_from_json(row: dict[str, Any]) -> SessionRow:
+    """A session row read as JSON (``row_to_json`` of the columns ``get_session`` reads)."""
+    return _session(
+        {
+            **row,
+            "created_at": _at(row["created_at"]),
+            "updated_at": _at(row["updated_at"]),
+            "finished_at": _at(row["finished_at"]),
+        }
+    )
+
+
 async def get_session(db: Statements, session_id: str) -> SessionRow | None:
     row = (await db.execute(_GET_SESSION, {"id": session_id})).mappings().first()
     return _session(row) if row is not None else None
@@ -401,6 +418,11 @@ def _message(row: Any) -> StoredMessage:
     )
 
 
+def message_from_json(row: dict[str, Any]) -> StoredMessage:
+    """A message read as JSON (``row_to_json`` of the columns the reads here take)."""
+    return _message({**row, "created_at": _at(row["created_at"])})
+
+
 async def recent_messages(db: Statements, session_id: str, limit: int) -> list[StoredMessage]:
     """The last ``limit`` messages, oldest first."""
     rows = (
@@ -523,6 +545,11 @@ def _event(r: Any) -> StoredEvent:
         payload=_from_jsonb(r["payload"]) or {},
         created_at=r["created_at"],
     )
+
+
+def event_from_json(row: dict[str, Any]) -> StoredEvent:
+    """An event read as JSON (``row_to_json`` of the columns the reads here take)."""
+    return _event({**row, "created_at": _at(row["created_at"])})
 
 
 async def get_event(db: Statements, session_id: str, key: str) -> StoredEvent | None:

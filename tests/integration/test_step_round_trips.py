@@ -32,24 +32,24 @@ from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 
-ROUND_TRIPS_PER_STEP = 9
+ROUND_TRIPS_PER_STEP = 4
 """Counted at the driver, so every message sent to PostgreSQL and waited for counts,
-whatever layer sent it. One transaction, opened with its role switch in the same round
-trip as ``BEGIN`` and closed by ``COMMIT``: the session with the reply check and the
-summary's key, new messages, the artifacts and the kept recall's check. The rest runs on
-a connection already acting for the agent (``bound_acting_for``), each statement its own
-transaction: the reply with its event and the usage; the tool result's check;
-the result with its event. The worker's engine pings no connection used a moment ago.
-Before bound connections: 15 round trips in 4 transactions; before the step's
-transactions went straight to the driver: 26 through SQLAlchemy."""
-TRANSACTIONS_PER_STEP = 1
+whatever layer sent it. Every statement runs on a connection already acting for the
+agent (``bound_acting_for``), each its own transaction: the context's read (one call of
+``vigil_context_read``: the session with the reply check and the summary's key, new
+messages, the artifacts and the kept recall's check); the reply with its event and the
+usage; the tool result's check; the result with its event. The worker's engine pings no
+connection used a moment ago. Before the read was one statement: 9 round trips in one
+transaction; before bound connections: 15 in 4; before the step's transactions went
+straight to the driver: 26 through SQLAlchemy."""
+TRANSACTIONS_PER_STEP = 0
 
-ROUND_TRIPS_PER_FOLDED_STEP = 8
+ROUND_TRIPS_PER_FOLDED_STEP = 3
 """The same step folded (the tool run by the model activity, as new sessions run it): the
 model call wrote the reply itself, so the tool's check of what is recorded is not needed
-(no tool of a step runs before its reply is recorded): one round trip fewer (12 before
-bound connections)."""
-TRANSACTIONS_PER_FOLDED_STEP = 1
+(no tool of a step runs before its reply is recorded): one round trip fewer (8 before the
+read was one statement, 12 before bound connections)."""
+TRANSACTIONS_PER_FOLDED_STEP = 0
 
 IDLE_BEFORE_PING = 60.0
 
@@ -123,8 +123,12 @@ async def _warm_step(
 
         for n in (1, 2):  # the cache warms: the window, the recall
             await step(n)
+        cache = acts.context_cache
+        hits, misses = cache.stats["recall_hit"], cache.stats["recall_miss"]
         with counting() as counted:
             await step(3)
+        # The kept recall was used, its memory checked live by the read itself.
+        assert (cache.stats["recall_hit"], cache.stats["recall_miss"]) == (hits + 1, misses)
         trips, transactions = (
             (ROUND_TRIPS_PER_FOLDED_STEP, TRANSACTIONS_PER_FOLDED_STEP)
             if folded
