@@ -146,7 +146,9 @@ async def test_redirect_new_version_and_forget_change_the_kept_context(
     sid, agent = await _open(sessionmaker, 200)
     memory = MemoryStore(sessionmaker, HashingEmbedder(384))
     river = await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
-    await memory.add(agent, "The lighthouse keeper logs ships at dawn.", subject="lighthouse")
+    lighthouse = await memory.add(
+        agent, "The lighthouse keeper logs ships at dawn.", subject="lighthouse"
+    )
     cache = ContextCache()
     warm, _ = await _both(sessionmaker, sid, agent, cache, memory)
     assert "north bridge" in warm.messages[1].content
@@ -171,6 +173,17 @@ async def test_redirect_new_version_and_forget_change_the_kept_context(
     await memory.forget(agent, river.id, by="tester", reason="wrong bridge")
     warm, _ = await _both(sessionmaker, sid, agent, cache, memory)
     assert "north bridge" not in warm.messages[1].content
+
+    # Nor when the recall text goes back to one whose result is kept from before: that
+    # result is checked by a statement of its own (the read checks the one the window
+    # last used), and a memory forgotten since is not sent.
+    await memory.forget(agent, lighthouse.id, by="tester", reason="no lighthouse")
+    hits = cache.stats["recall_hit"]
+    async with sessionmaker.begin() as db:
+        await record.update_session(db, sid, goal="count the lighthouse ships")
+    warm, _ = await _both(sessionmaker, sid, agent, cache, memory)
+    assert "lighthouse keeper" not in warm.messages[1].content
+    assert cache.stats["recall_hit"] == hits  # the kept result did not stand
 
 
 async def test_an_erased_session_started_again_under_its_id_is_read_anew(
