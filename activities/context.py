@@ -163,6 +163,9 @@ class ContextRead:
     """How long the read took (it counts against the context time budget)."""
     recall_checked: bool = False
     """A kept recall result was checked against the record in the read."""
+    recall_blocked: bool = False
+    """That check waited on a lock past the time budget and was given up: no other
+    check of it is sent (it would queue behind the same lock)."""
     recalled: list[Any] | None = None
     """That result, when every memory in it is still live (None: none kept, or not)."""
     recall_for: tuple[str, tuple[str, ...]] | None = None
@@ -339,6 +342,7 @@ async def read_context(
     if found is guessed and got_rows["live_ids"] is not None:
         live = set(got_rows["live_ids"])
     elif found is guessed and got_rows["recall_blocked"]:
+        got.recall_blocked = True
         return got  # assemble goes on without the check
     else:
         left = left_ms()
@@ -348,6 +352,7 @@ async def read_context(
             (await db.execute(_LIVE_MEMORIES, {"ids": ids, "lock_ms": lock_ms()})).mappings().one()
         )
         if checked["blocked"]:
+            got.recall_blocked = True
             got.seconds = time.perf_counter() - started
             return got
         live = set(checked["live"])
@@ -382,7 +387,9 @@ async def _recall_stage(
     if read.recalled is not None:
         cache.stats["recall_hit"] += 1  # checked live by the read
         return read.recalled
-    found = None if read.recall_checked else cache.recalled(key)
+    # Checked already, or given up behind a lock (a check sent now would queue behind it,
+    # and one cancelled by the budget would leave its backend queued there).
+    found = None if read.recall_checked or read.recall_blocked else cache.recalled(key)
     if found is not None:
         ids = [m.id for m in found]
         # A memory forgotten, superseded or erased since is never sent: checked each time.
