@@ -103,6 +103,10 @@ async def _memories(url: str, n: int) -> None:
             rows,
         )
         await conn.execute("VACUUM ANALYZE memories")
+        # The record's statistics as autovacuum keeps them on a live server: without
+        # them the planner guesses a session's messages are few and, under row-level
+        # security, scans the agent's every message beside the session's index.
+        await conn.execute("ANALYZE sessions, messages, events")
     finally:
         await conn.close()
 

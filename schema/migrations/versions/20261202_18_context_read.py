@@ -51,7 +51,7 @@ def _qualified(alias: str, columns: str) -> str:
 
 
 def _schema() -> str:
-    schema = op.get_bind().execute(text("SELECT current_schema()")).scalar_one()
+    schema = str(op.get_bind().execute(text("SELECT current_schema()")).scalar_one())
     return '"' + schema.replace('"', '""') + '"'
 
 
