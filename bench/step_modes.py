@@ -1,8 +1,9 @@
 """vigil's durable step in both modes, against the floor and LangGraph, in one run.
 
 Everything on the same embedded server and PostgreSQL, one worker in this process, the
-LLM stub answering at once (one step = one model call + one cheap tool call, as in
-bench/session_overhead.py):
+LLM stub answering at once from a process of its own, as an external LLM would (one step =
+one model call + one cheap tool call, as in bench/session_overhead.py; ``--stub inline``
+runs it in a thread of this process, as this bench did until 2026-12-02):
 
 (floor) bench/floor.py: a no-op activity round trip (eager and not), a no-op local
     activity, one-activity workflows completed and started per second;
@@ -49,7 +50,7 @@ from bench.floor import Floor, table
 from bench.floor import measure as measure_floor
 from bench.peers import INSTALL_HINT, POINTS, fresh_database, langgraph_run, per_step_ms
 from bench.session_overhead import responder, session_input
-from tests.support.llm_stub import LLMStub
+from tests.support.llm_stub import LLMStub, StubProcess
 from tests.support.sessions import running_worker, start, stub_settings, transcript
 from tests.support.teststack import scratch_stack
 from vigil.schema.agents import AgentSpec
@@ -231,8 +232,8 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
     await apply_agents(settings)
     rows: list[tuple[str, str]] = []
     ends: dict[str, dict[str, Any]] = {}
-    with LLMStub(record=False) as stub:
-        stub.default = responder
+    with llm_stub(args.stub) as stub:
+        rows.append(("LLM stub", STUB_PLACES[args.stub]))
         cfg = stub_settings(settings, stub.url_openai)
         task_queue = f"bench-{uuid.uuid4()}"
         async with running_worker(client, cfg, task_queue):
@@ -305,12 +306,34 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
     print(table(rows))
 
 
+STUB_PLACES = {
+    "process": "a process of its own (as an external LLM: none of this process's CPU)",
+    "inline": "a thread of this process (its work shares the worker's interpreter)",
+}
+
+
+def llm_stub(place: str) -> Any:
+    """The zero-latency LLM stub answering with ``responder``, where ``place`` says."""
+    if place == "process":
+        return StubProcess(f"{responder.__module__}:{responder.__name__}")
+    stub = LLMStub(record=False)
+    stub.default = responder
+    return stub
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="(a) steps per session")
     parser.add_argument("--repeat", type=int, default=3, help="(a) sessions per mode")
     parser.add_argument("--sessions", type=int, default=30, help="(b) concurrent sessions")
     parser.add_argument("--peer-steps", type=int, default=1000, help="(peers) steps")
+    parser.add_argument(
+        "--stub",
+        choices=sorted(STUB_PLACES),
+        default="process",
+        help="where the LLM stub runs (default: a process of its own; vigil and LangGraph "
+        "both call it over HTTP). Before 2026-12-02 it ran inline",
+    )
     args = parser.parse_args(argv)
     peers = importlib.util.find_spec("langgraph") is not None
     with scratch_stack("vigil_bench") as settings:

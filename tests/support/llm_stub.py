@@ -775,6 +775,52 @@ def _anthropic_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
     yield _sse({"type": "message_stop"}, "message_stop")
 
 
+class StubProcess:
+    """The stub in a process of its own (``serve``), for benchmarks: its work then takes
+    no share of the measured process's interpreter, as an external LLM takes none.
+    ``default``: ``module:function`` answering every request. A context manager; the
+    process ends when the block does."""
+
+    def __init__(self, default: str | None = None, host: str = "127.0.0.1") -> None:
+        self.default = default
+        self.host = host
+        self._process: Any = None
+        self.port = 0
+
+    def __enter__(self) -> StubProcess:
+        import subprocess
+
+        command = [sys.executable, "-m", "tests.support.llm_stub"]
+        if self.default:
+            command += ["--default", self.default]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.strip().isdigit():
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"the stub process did not start (it printed {line!r})")
+        self.port = int(line)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except Exception:
+            process.kill()
+            process.wait()
+
+    @property
+    def url_openai(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+
 def serve(argv: list[str] | None = None) -> None:
     """Run the stub in a process of its own (the external LLM, as in production): prints
     its port, then serves until stdin closes. ``--default module:function`` names the
