@@ -153,7 +153,7 @@ def _to_chat(m: record.StoredMessage) -> ChatMessage:
 @dataclass
 class ContextRead:
     """What the record holds for the next turn, as read (whole, or since the kept window),
-    and whether a kept recall result still stands (checked in the same transaction)."""
+    and whether a kept recall result still stands (checked by the same read)."""
 
     session: record.SessionRow | None
     window: SessionWindow
@@ -214,8 +214,8 @@ async def read_context(
     when this turn's recall query is not the one the kept window last recalled for (a
     human's new words, a new goal). The recall check waits on a lock no longer than what
     remains of the time budget, bounded by PostgreSQL: past it the read stands without
-    the check (``recall_checked`` False), and ``assemble`` checks or recalls within what
-    is left, as when a recall does not answer in time.
+    the check (``recall_blocked``), and ``assemble`` recalls within what is left, as when
+    a recall does not answer in time.
     """
     started = time.perf_counter()
     max_recent = budget.max_recent
@@ -339,11 +339,13 @@ async def read_context(
     if not ids:
         got.recall_checked, got.recalled = True, found
         return got
-    if found is guessed and got_rows["live_ids"] is not None:
-        live = set(got_rows["live_ids"])
-    elif found is guessed and got_rows["recall_blocked"]:
+    if got_rows["recall_blocked"]:
+        # Whichever result it was checking: a check sent now would queue behind the
+        # same lock (or there is no time left for one).
         got.recall_blocked = True
         return got  # assemble goes on without the check
+    if found is guessed and got_rows["live_ids"] is not None:
+        live = set(got_rows["live_ids"])
     else:
         left = left_ms()
         if left is not None and left <= 0:
@@ -426,8 +428,8 @@ async def assemble(
     not waited for: the step goes on with the recent messages and the running summary,
     and (given its ``step``) a ``context_degraded`` event says so.
 
-    ``read``: the record's part already read (``read_context``) in a transaction of the
-    caller's, with the same arguments; its time counts against the time budget.
+    ``read``: the record's part already read (``read_context``) by the caller, with the
+    same arguments; its time counts against the time budget.
     """
     started = time.perf_counter()
     if read is None:

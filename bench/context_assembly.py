@@ -148,7 +148,7 @@ class TimedActivities(SessionActivities):
         self._read_ms = 0.0
 
     async def _read_context(self, *args: Any, **kwargs: Any) -> Any:
-        # The record's part, read in the transaction of the reply's idempotency check.
+        # The record's part, read by the statement that also checks for a written reply.
         started = time.perf_counter()
         try:
             return await super()._read_context(*args, **kwargs)

@@ -69,14 +69,6 @@ async def record_maintenance(db: DbSession) -> None:
     await db.execute(sql("SELECT set_config(:name, 'on', true)"), {"name": MAINTENANCE_SETTING})
 
 
-async def bound_lock_waits(db: Statements, ms: float) -> None:
-    """For the rest of ``db``'s transaction, a statement that waits on a lock longer than
-    ``ms`` fails (SQLSTATE 55P03) instead of waiting on."""
-    await db.execute(
-        sql("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{max(1, int(ms))}ms"}
-    )
-
-
 @asynccontextmanager
 async def acting_for(
     source: async_sessionmaker[DbSession] | DbSession, agent_id: str

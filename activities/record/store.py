@@ -181,13 +181,6 @@ _SESSION_COLUMNS = (
 
 
 _GET_SESSION = sql(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id")
-_SESSION_MARKS = sql(
-    f"SELECT {_SESSION_COLUMNS}, "
-    "EXISTS (SELECT FROM messages WHERE session_id = :sid AND seq = :seq) AS has_seq, "
-    "(SELECT key FROM events WHERE session_id = :sid "
-    "AND kind = ANY(CAST(:kinds AS text[])) ORDER BY id DESC LIMIT 1) AS latest_key "
-    "FROM sessions WHERE id = :sid"
-)
 
 
 def _session(row: Any) -> SessionRow:
@@ -217,38 +210,6 @@ def session_from_json(row: dict[str, Any]) -> SessionRow:
 async def get_session(db: Statements, session_id: str) -> SessionRow | None:
     row = (await db.execute(_GET_SESSION, {"id": session_id})).mappings().first()
     return _session(row) if row is not None else None
-
-
-@dataclass(frozen=True)
-class SessionMarks:
-    """The session row, whether a message is at ``seq`` already, and the key of the
-    newest event of a kind: read together in one statement."""
-
-    session: SessionRow | None
-    has_seq: bool
-    latest_key: str | None
-
-
-async def session_marks(db: Statements, session_id: str, *, seq: int, kind: str) -> SessionMarks:
-    """``get_session``, whether message ``seq`` is recorded and the key of the newest event of
-    ``kind`` (keys are unique and events immutable, so the key names its content), in one
-    round trip (a model call's first read: is its reply written already, and the
-    context's session and summary)."""
-    row = (
-        (
-            await db.execute(
-                _SESSION_MARKS,
-                {"sid": session_id, "seq": seq, "kinds": event_kinds.stored_as(kind)},
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        return SessionMarks(session=None, has_seq=False, latest_key=None)
-    return SessionMarks(
-        session=_session(row), has_seq=bool(row["has_seq"]), latest_key=row["latest_key"]
-    )
 
 
 async def append_messages(
@@ -587,20 +548,3 @@ async def latest_event(db: Statements, session_id: str, kind: str) -> StoredEven
         .first()
     )
     return _event(row) if row is not None else None
-
-
-async def messages_since(
-    db: Statements, session_id: str, *, after_seq: int, also: list[int] | None = None
-) -> list[StoredMessage]:
-    """Messages with seq > after_seq, and those at the seqs ``also`` (gaps a late write
-    may have filled), oldest first: what a kept context window has not read yet."""
-    rows = (
-        await db.execute(
-            sql(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = :sid "
-                "AND (seq > :after OR seq = ANY(:seqs)) ORDER BY seq"
-            ),
-            {"sid": session_id, "after": after_seq, "seqs": also or []},
-        )
-    ).mappings()
-    return [_message(r) for r in rows]

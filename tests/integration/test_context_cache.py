@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.context import Assembled, ContextBudget, assemble
-from vigil.activities.context_cache import CachingEmbedder, ContextCache
+from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
 from vigil.activities.record import agents as agent_rows
@@ -149,7 +149,9 @@ async def test_redirect_new_version_and_forget_change_the_kept_context(
     lighthouse = await memory.add(
         agent, "The lighthouse keeper logs ships at dawn.", subject="lighthouse"
     )
-    cache = ContextCache()
+    # Kept results stand for the whole test, however slow the machine: each forgotten
+    # memory below is caught by the check of a kept result, not by its expiry.
+    cache = ContextCache(ContextCacheConfig(recall_seconds=3600))
     warm, _ = await _both(sessionmaker, sid, agent, cache, memory)
     assert "north bridge" in warm.messages[1].content
 

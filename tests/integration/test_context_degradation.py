@@ -8,6 +8,7 @@ recent messages and the running summary, and say that it degraded; no timing ass
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -22,11 +23,13 @@ from temporalio.client import Client
 from tests.integration.test_context_cache import BUDGET, _open
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, session_input, start, stub_settings, until
-from vigil.activities.context import assemble
+from vigil.activities.context import ContextRead, assemble, read_context
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
 from vigil.activities.record import store as record
+from vigil.activities.record.lean import engine_of
+from vigil.activities.record.rls import bound_acting_for
 from vigil.schema.payloads import SessionStatus
 from vigil.workers.settings import Settings
 
@@ -120,7 +123,7 @@ async def test_a_session_step_goes_on_when_recall_is_stuck(
 async def test_a_kept_recall_whose_check_waits_on_a_lock_is_not_waited_for(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
-    # The check of a kept recall result runs in the context's read transaction; behind a
+    # The check of a kept recall result runs in the context's read statement; behind a
     # lock it waits no longer than the budget, and the step goes on without memories.
     sid, agent = await _open(sessionmaker, 300)
     memory = MemoryStore(sessionmaker, HashingEmbedder(384))
@@ -148,3 +151,50 @@ async def test_a_kept_recall_whose_check_waits_on_a_lock_is_not_waited_for(
         sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
     )
     assert after.degraded is None and after.memories == 1
+
+
+async def test_the_reads_recall_check_behind_a_lock_gives_up_inside_postgresql(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # The model call reads the record in one statement on a connection bound to the agent;
+    # the kept recall's check in it waits on a lock no longer than the budget, bounded by
+    # PostgreSQL: the read answers with the record's part, says the check was given up,
+    # and leaves no backend of its own waiting on the lock.
+    sid, agent = await _open(sessionmaker, 300)
+    memory = MemoryStore(sessionmaker, HashingEmbedder(384))
+    await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
+    cache = ContextCache()
+    kept = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
+    )
+    assert kept.memories == 1  # the window and its recall are kept
+    engine = engine_of(sessionmaker)
+
+    async def read() -> ContextRead:
+        async with bound_acting_for(engine, agent) as db:
+            return await read_context(
+                db,
+                session_id=sid,
+                agent_id=agent,
+                budget=BUDGET,
+                memory=memory,
+                cache=cache,
+                time_budget_ms=50,
+            )
+
+    async with memories_locked(sessionmaker):
+        got = await asyncio.wait_for(read(), timeout=60)  # a guard: it must not hang
+        assert got.recall_blocked and not got.recall_checked and got.recalled is None
+        assert got.warm and got.window.recent[-1].seq == 299
+        async with sessionmaker() as db:
+            waiting = (
+                await db.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%vigil_context_read%'"
+                    )
+                )
+            ).scalar_one()
+        assert waiting == 0
+    got = await read()  # the lock gone, the check rides in the read again
+    assert got.recall_checked and not got.recall_blocked and got.recalled is not None

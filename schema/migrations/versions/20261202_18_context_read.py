@@ -14,7 +14,8 @@ what the caller does not hold: the newest summary event only when its key differ
 the one given, the recent window only when no ``after_seq`` is given (else what is newer
 or fills a gap), the artifacts only when asked. The kept recall's check is
 ``vigil_live_memories``: waiting on a lock (a ``LOCK TABLE`` or DDL on ``memories``) no
-longer than ``lock_ms``, bounded by PostgreSQL itself, and answering ``blocked`` rather
+longer than what is left of ``lock_ms`` after the reads before it, bounded by PostgreSQL
+itself, and answering ``blocked`` rather
 than failing the read when the bound is passed. The setting it changes for that is put
 back before it returns.
 
@@ -36,6 +37,12 @@ down_revision = "20261201_17"
 branch_labels = None
 depends_on = None
 
+ROLE = "vigil_agent"
+LIVE_MEMORIES = "vigil_live_memories(bigint[], integer)"
+CONTEXT_READ = (
+    "vigil_context_read(text, integer, text[], text, integer, integer[], integer, boolean, "
+    "bigint[], integer)"
+)
 _SESSION_COLUMNS = (
     "id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, tokens_out, "
     "cost_usd, summary, created_at, updated_at, finished_at, metadata"
@@ -96,6 +103,8 @@ def upgrade() -> None:
             OUT live_ids bigint[], OUT recall_blocked boolean
         )
         LANGUAGE plpgsql VOLATILE SET search_path = {schema}, pg_temp AS $$
+        DECLARE
+            left_ms integer;
         BEGIN
             SELECT row_to_json(s) INTO session_row
             FROM (SELECT {_qualified("x", _SESSION_COLUMNS)} FROM sessions x WHERE x.id = sid) s;
@@ -135,8 +144,16 @@ def upgrade() -> None:
                 ) r;
             END IF;
             IF memory_ids IS NOT NULL THEN
-                SELECT c.live, c.blocked INTO live_ids, recall_blocked
-                FROM vigil_live_memories(memory_ids, lock_ms) c;
+                -- The bound is what is left of it once the reads above are done.
+                left_ms := lock_ms - (
+                    extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000
+                )::integer;
+                IF left_ms IS NOT NULL AND left_ms <= 0 THEN
+                    recall_blocked := true;  -- no time left for the check
+                ELSE
+                    SELECT c.live, c.blocked INTO live_ids, recall_blocked
+                    FROM vigil_live_memories(memory_ids, left_ms) c;
+                END IF;
             END IF;
         END
         $$
@@ -144,9 +161,11 @@ def upgrade() -> None:
     )
 
 
+    for signature in (LIVE_MEMORIES, CONTEXT_READ):
+        op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {ROLE}")
+
+
 def downgrade() -> None:
-    op.execute(
-        "DROP FUNCTION vigil_context_read(text, integer, text[], text, integer, integer[], "
-        "integer, boolean, bigint[], integer)"
-    )
-    op.execute("DROP FUNCTION vigil_live_memories(bigint[], integer)")
+    op.execute(f"DROP FUNCTION {CONTEXT_READ}")
+    op.execute(f"DROP FUNCTION {LIVE_MEMORIES}")
