@@ -120,19 +120,27 @@ async def test_a_session_step_goes_on_when_recall_is_stuck(
     assert "read the gauges" in sent and "Relevant long-term memories" not in sent
 
 
+async def _kept_recall(
+    sm: async_sessionmaker[DbSession],
+) -> tuple[str, str, MemoryStore, ContextCache]:
+    """A 300-message session whose window and recall (one memory) a cache keeps."""
+    sid, agent = await _open(sm, 300)
+    memory = MemoryStore(sm, HashingEmbedder(384))
+    await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
+    cache = ContextCache()
+    kept = await assemble(
+        sm, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
+    )
+    assert kept.memories == 1
+    return sid, agent, memory, cache
+
+
 async def test_a_kept_recall_whose_check_waits_on_a_lock_is_not_waited_for(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # The check of a kept recall result runs in the context's read statement; behind a
     # lock it waits no longer than the budget, and the step goes on without memories.
-    sid, agent = await _open(sessionmaker, 300)
-    memory = MemoryStore(sessionmaker, HashingEmbedder(384))
-    await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
-    cache = ContextCache()
-    kept = await assemble(
-        sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
-    )
-    assert kept.memories == 1
+    sid, agent, memory, cache = await _kept_recall(sessionmaker)
     async with memories_locked(sessionmaker):
         got = await assemble(
             sessionmaker,
@@ -160,14 +168,7 @@ async def test_the_reads_recall_check_behind_a_lock_gives_up_inside_postgresql(
     # the kept recall's check in it waits on a lock no longer than the budget, bounded by
     # PostgreSQL: the read answers with the record's part, says the check was given up,
     # and leaves no backend of its own waiting on the lock.
-    sid, agent = await _open(sessionmaker, 300)
-    memory = MemoryStore(sessionmaker, HashingEmbedder(384))
-    await memory.add(agent, "The river gauge sits at the north bridge.", subject="gauge")
-    cache = ContextCache()
-    kept = await assemble(
-        sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, memory=memory, cache=cache
-    )
-    assert kept.memories == 1  # the window and its recall are kept
+    sid, agent, memory, cache = await _kept_recall(sessionmaker)
     engine = engine_of(sessionmaker)
 
     async def read() -> ContextRead:
