@@ -9,8 +9,10 @@ output), an agent with M memories (hashing embedder), then:
     (``call_model`` with a zero-latency in-process model, then ``run_tool`` recording the
     tool's result, as the worker runs them, in Temporal's activity environment): context
     assembly, recall and the records, with the worker's cache cold (a worker that never
-    saw the session: fresh context and embedding caches every step) and warm. Median and
-    p99 over the steps; the goal is under 5 ms median warm at 2,000 messages and 10,000
+    saw the session: fresh context and embedding caches every step) and warm; and warm
+    with the tool folded into the model activity (``fold_tools``, as new sessions run a
+    step: no ``run_tool`` activity). Median and p99 over the steps, the three sessions
+    stepped in turn; the goal is under 5 ms median warm at 2,000 messages and 10,000
     memories (issue #12).
 
     uv run python -m bench.context_assembly                  # the test stack's server
@@ -168,8 +170,10 @@ class TimedActivities(SessionActivities):
 class Mode:
     """One session stepped through the activities, its worker's cache cold or warm."""
 
-    def __init__(self, acts: TimedActivities, sid: str, first_seq: int, *, warm: bool) -> None:
-        self.acts, self.sid, self.warm = acts, sid, warm
+    def __init__(
+        self, acts: TimedActivities, sid: str, first_seq: int, *, warm: bool, folded: bool = False
+    ) -> None:
+        self.acts, self.sid, self.warm, self.folded = acts, sid, warm, folded
         self.seq, self.step = first_seq, 1
         self.wall: list[float] = []
         self.cpu: list[float] = []
@@ -196,19 +200,21 @@ class Mode:
                 seq=self.seq,
                 allowed_tools=["http_fetch", "finish"],
                 context_messages=CONTEXT,
+                fold_tools=["http_fetch"] if self.folded else None,
             ),
         )
-        await self.env.run(
-            acts.run_tool,
-            RunToolInput(
-                session_id=self.sid,
-                agent_id=AGENT,
-                step=self.step,
-                seq=self.seq + 1,
-                model_seq=self.seq,
-                call_index=0,
-            ),
-        )
+        if not self.folded:
+            await self.env.run(
+                acts.run_tool,
+                RunToolInput(
+                    session_id=self.sid,
+                    agent_id=AGENT,
+                    step=self.step,
+                    seq=self.seq + 1,
+                    model_seq=self.seq,
+                    call_index=0,
+                ),
+            )
         if measured:
             self.wall.append((time.perf_counter() - started) * 1000)
             self.cpu.append((time.process_time() - cpu) * 1000)
@@ -230,7 +236,7 @@ async def run(args: argparse.Namespace) -> None:
     await asyncio.to_thread(migrate_sync, url)
     engine = make_engine(url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)  # as the worker's
     sm = make_sessionmaker(engine)
-    sids = [f"ctx-{uuid.uuid4()}" for _ in range(3)]
+    sids = [f"ctx-{uuid.uuid4()}" for _ in range(4)]
     async with sm.begin() as db:
         for sid in sids:
             await record.create_session(
@@ -269,20 +275,24 @@ async def _activity_work(
         # Two sessions stepped in turn, so both see the same load on a shared machine.
         cold = Mode(activities(), sids[1], args.messages, warm=False)
         warm = Mode(activities(), sids[2], args.messages, warm=True)
+        # As new sessions run a step: the tool folded into the model activity.
+        folded = Mode(activities(), sids[3], args.messages, warm=True, folded=True)
+        modes = (cold, warm, folded)
         for _ in range(5):  # settle the connection pool and the first summaries
-            await cold.one(counter, measured=False)
-            await warm.one(counter, measured=False)
-        for mode in (cold, warm):
+            for mode in modes:
+                await mode.one(counter, measured=False)
+        for mode in modes:
             mode.acts.assembly_ms.clear()
         for _ in range(args.steps):
-            await cold.one(counter)
-            await warm.one(counter)
+            for mode in modes:
+                await mode.one(counter)
         print(
-            f"(b) activity work per step: call_model (zero-latency model) + run_tool, "
+            f"(b) activity work per step: call_model (zero-latency model) + run_tool "
+            f"(folded: run by call_model), "
             f"context {CONTEXT} messages, {args.steps} steps each"
         )
-        for mode in (cold, warm):
-            label = "warm" if mode.warm else "cold"
+        for mode in modes:
+            label = ("warm" if mode.warm else "cold") + (", folded" if mode.folded else "")
             print(
                 f"    {label} cache: wall {_figures(mode.wall)}; this process's CPU "
                 f"median {statistics.median(mode.cpu):.2f} ms; "
