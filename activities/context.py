@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities import metrics
 from vigil.activities.artifacts.registry import ref_from_json
 from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow, missing_seqs
+from vigil.activities.memory.store import live_memories_bounded
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements
 from vigil.activities.record.rls import acting_for
-from vigil.activities.record.sql import sql
 from vigil.schema import event_kinds
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -176,19 +176,6 @@ class ContextRead:
     that finds its reply written already returns it and calls nothing)."""
 
 
-_CONTEXT_READ = sql(
-    "SELECT session_row, reply_written, newest_summary_key, newest_summary, new_messages, "
-    "artifact_refs, live_ids, recall_blocked FROM vigil_context_read(CAST(:sid AS text), "
-    "CAST(:reply_seq AS integer), CAST(:kinds AS text[]), CAST(:held AS text), "
-    "CAST(:after AS integer), CAST(:gaps AS integer[]), CAST(:recent AS integer), "
-    "CAST(:artifacts AS boolean), CAST(:ids AS bigint[]), CAST(:lock_ms AS integer))"
-)
-_LIVE_MEMORIES = sql(
-    "SELECT live, blocked FROM vigil_live_memories(CAST(:ids AS bigint[]), "
-    "CAST(:lock_ms AS integer))"
-)
-
-
 async def read_context(
     db: Statements,
     *,
@@ -244,35 +231,23 @@ async def read_context(
         left = left_ms()
         return None if left is None else max(1, int(left))
 
-    async def rows(window: SessionWindow | None) -> Any:
-        return (
-            (
-                await db.execute(
-                    _CONTEXT_READ,
-                    {
-                        "sid": session_id,
-                        "reply_seq": reply_seq,
-                        "kinds": event_kinds.stored_as(event_kinds.CONTEXT_SUMMARY),
-                        "held": window.summary_key if window is not None else None,
-                        "after": window.last_seq if window is not None else None,
-                        "gaps": sorted(window.gaps) if window is not None else [],
-                        "recent": max_recent,
-                        "artifacts": artifacts is None,
-                        "ids": [m.id for m in guessed] if guessed else None,
-                        "lock_ms": lock_ms(),
-                    },
-                )
-            )
-            .mappings()
-            .one()
+    async def rows(window: SessionWindow | None) -> record.ContextRows:
+        return await record.context_rows(
+            db,
+            session_id,
+            reply_seq=reply_seq,
+            summary_kind=event_kinds.CONTEXT_SUMMARY,
+            held_summary=window.summary_key if window is not None else None,
+            after_seq=window.last_seq if window is not None else None,
+            gaps=sorted(window.gaps) if window is not None else [],
+            recent=max_recent,
+            with_artifacts=artifacts is None,
+            memory_ids=[m.id for m in guessed] if guessed else None,
+            lock_ms=lock_ms(),
         )
 
     got_rows = await rows(kept)
-    session = (
-        record.session_from_json(got_rows["session_row"])
-        if got_rows["session_row"] is not None
-        else None
-    )
+    session = got_rows.session
     if kept is not None and (session is None or kept.created_at != session.created_at):
         assert cache is not None
         cache.drop(session_id)  # erased (and maybe started again under the same id)
@@ -286,7 +261,7 @@ async def read_context(
             last_seq=-1, gaps=set(),
         )  # fmt: skip
     else:
-        new = [record.message_from_json(m) for m in got_rows["new_messages"] or []]
+        new = got_rows.messages
         if kept is not None:
             kept.merge(new)
             window = kept
@@ -301,15 +276,15 @@ async def read_context(
                 gaps=missing_seqs(new, max_recent, last_seq),
             )
         # Summaries are only ever written further along, so the newest extends all others.
-        key = got_rows["newest_summary_key"]
+        key = got_rows.summary_key
         if key != window.summary_key:
-            last = got_rows["newest_summary"]
-            payload = record.event_from_json(last).payload if last is not None else None
+            last = got_rows.summary
+            payload = last.payload if last is not None else None
             window.summary_key = key
             window.summary_text = str(payload.get("text", "")) if payload is not None else None
             window.summary_upto = int(payload.get("upto_seq", -1)) if payload is not None else None
     if artifacts is None:
-        artifacts = [ref_from_json(a) for a in got_rows["artifact_refs"] or []]
+        artifacts = [ref_from_json(a) for a in got_rows.artifacts or []]
     if cache is not None:
         if session is None:
             cache.drop(session_id)  # erased (or never was): nothing to keep
@@ -322,7 +297,7 @@ async def read_context(
         artifacts=artifacts,
         warm=warm,
         seconds=time.perf_counter() - started,
-        has_reply=bool(got_rows["reply_written"]),
+        has_reply=got_rows.reply_written,
     )
     if memory is None or cache is None or not window.recent:
         return got
@@ -339,25 +314,23 @@ async def read_context(
     if not ids:
         got.recall_checked, got.recalled = True, found
         return got
-    if got_rows["recall_blocked"]:
+    if got_rows.recall_blocked:
         # Whichever result it was checking: a check sent now would queue behind the
         # same lock (or there is no time left for one).
         got.recall_blocked = True
         return got  # assemble goes on without the check
-    if found is guessed and got_rows["live_ids"] is not None:
-        live = set(got_rows["live_ids"])
+    if found is guessed and got_rows.live_ids is not None:
+        live = got_rows.live_ids
     else:
         left = left_ms()
         if left is not None and left <= 0:
             return got  # assemble goes on without recall
-        checked = (
-            (await db.execute(_LIVE_MEMORIES, {"ids": ids, "lock_ms": lock_ms()})).mappings().one()
-        )
-        if checked["blocked"]:
+        checked = await live_memories_bounded(db, ids, lock_ms())
+        if checked is None:
             got.recall_blocked = True
             got.seconds = time.perf_counter() - started
             return got
-        live = set(checked["live"])
+        live = checked
     got.recall_checked = True
     got.recalled = found if set(ids) <= live else None
     got.seconds = time.perf_counter() - started

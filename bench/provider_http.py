@@ -22,13 +22,12 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import httpx
 
+from tests.support.llm_stub import StubProcess
 from vigil.activities.models.base import ChatMessage, SseLines, ToolSpec
 from vigil.activities.models.openai_compat import OpenAIChatProvider
 
@@ -103,20 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.llm_stub"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert stub.stdout is not None
-        port = int(stub.stdout.readline())
-        asyncio.run(bench(port, args.calls, args.rounds))
-    finally:
-        if stub.stdin is not None:
-            stub.stdin.close()
-        stub.wait(timeout=10)
+    with StubProcess() as stub:
+        asyncio.run(bench(stub.port, args.calls, args.rounds))
 
 
 if __name__ == "__main__":

@@ -617,7 +617,8 @@ class MemoryStore:
         """Which of ``ids`` are memories of this agent recall may still return (not
         forgotten, superseded or erased): how a kept recall result is checked."""
         async with acting_for(self._sessionmaker, agent_id) as db:
-            return await live_memory_ids(db, agent_id, ids)
+            rows = await db.execute(_LIVE_IDS, {"agent_id": agent_id, "ids": ids})
+            return {int(row.id) for row in rows}
 
     async def forget(
         self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
@@ -1350,11 +1351,21 @@ _LIVE_IDS = sql(
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
 
 
-async def live_memory_ids(db: Statements, agent_id: str, ids: list[int]) -> set[int]:
-    """``MemoryStore.live_ids`` inside a transaction already acting for ``agent_id`` (the
-    context read checks a kept recall result in its own transaction)."""
-    rows = await db.execute(_LIVE_IDS, {"agent_id": agent_id, "ids": ids})
-    return {int(row.id) for row in rows}
+_LIVE_BOUNDED = sql(
+    "SELECT live, blocked FROM vigil_live_memories(CAST(:ids AS bigint[]), "
+    "CAST(:lock_ms AS integer))"
+)
+
+
+async def live_memories_bounded(
+    db: Statements, ids: list[int], lock_ms: int | None
+) -> set[int] | None:
+    """Which of ``ids`` are live memories of the agent ``db`` acts for, waiting on a lock
+    (DDL, ``LOCK TABLE``) at most ``lock_ms`` (``vigil_live_memories``, migration
+    20261202_18: PostgreSQL bounds the wait, nothing is cancelled from the client); None
+    when that bound was passed."""
+    row = (await db.execute(_LIVE_BOUNDED, {"ids": ids, "lock_ms": lock_ms})).mappings().one()
+    return None if row["blocked"] else set(row["live"])
 
 
 _AGENT_COUNT = sql("SELECT count(*) FROM memories WHERE agent_id = :agent_id AND dim = :dim")

@@ -195,7 +195,7 @@ def _at(value: Any) -> Any:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def session_from_json(row: dict[str, Any]) -> SessionRow:
+def _session_json(row: dict[str, Any]) -> SessionRow:
     """A session row read as JSON (``row_to_json`` of the columns ``get_session`` reads)."""
     return _session(
         {
@@ -379,7 +379,7 @@ def _message(row: Any) -> StoredMessage:
     )
 
 
-def message_from_json(row: dict[str, Any]) -> StoredMessage:
+def _message_json(row: dict[str, Any]) -> StoredMessage:
     """A message read as JSON (``row_to_json`` of the columns the reads here take)."""
     return _message({**row, "created_at": _at(row["created_at"])})
 
@@ -508,7 +508,7 @@ def _event(r: Any) -> StoredEvent:
     )
 
 
-def event_from_json(row: dict[str, Any]) -> StoredEvent:
+def _event_json(row: dict[str, Any]) -> StoredEvent:
     """An event read as JSON (``row_to_json`` of the columns the reads here take)."""
     return _event({**row, "created_at": _at(row["created_at"])})
 
@@ -548,3 +548,90 @@ async def latest_event(db: Statements, session_id: str, kind: str) -> StoredEven
         .first()
     )
     return _event(row) if row is not None else None
+
+
+_CONTEXT_READ = sql(
+    "SELECT session_row, reply_written, newest_summary_key, newest_summary, new_messages, "
+    "artifact_refs, live_ids, recall_blocked FROM vigil_context_read(CAST(:sid AS text), "
+    "CAST(:reply_seq AS integer), CAST(:kinds AS text[]), CAST(:held AS text), "
+    "CAST(:after AS integer), CAST(:gaps AS integer[]), CAST(:recent AS integer), "
+    "CAST(:artifacts AS boolean), CAST(:ids AS bigint[]), CAST(:lock_ms AS integer))"
+)
+
+
+@dataclass(frozen=True)
+class ContextRows:
+    """A model call's read of the record (``context_rows``), as rows."""
+
+    session: SessionRow | None
+    """None: erased, or never was (then nothing else was read)."""
+    reply_written: bool
+    summary_key: str | None
+    """The key of the newest summary event."""
+    summary: StoredEvent | None
+    """That event, when its key is not the one the caller holds."""
+    messages: list[StoredMessage]
+    artifacts: list[dict[str, Any]] | None
+    """The session's artifact references as JSON rows (``artifacts.registry.ref_from_json``
+    reads them); None when not asked for."""
+    live_ids: set[int] | None
+    """Which of the memories asked about are still live (None: not asked, or blocked)."""
+    recall_blocked: bool
+    """That check waited on a lock past its bound (or had no time left) and was given up."""
+
+
+async def context_rows(
+    db: Statements,
+    session_id: str,
+    *,
+    reply_seq: int,
+    summary_kind: str,
+    held_summary: str | None,
+    after_seq: int | None,
+    gaps: list[int],
+    recent: int,
+    with_artifacts: bool,
+    memory_ids: list[int] | None,
+    lock_ms: int | None,
+) -> ContextRows:
+    """The record's part of a model call's context in one statement (``vigil_context_read``,
+    migration 20261202_18, run as the caller: ``db`` acts for the agent): the session,
+    whether message ``reply_seq`` is written, the newest ``summary_kind`` event's key (and
+    the event when its key is not ``held_summary``), the messages after ``after_seq`` or at
+    ``gaps`` (the newest ``recent`` when ``after_seq`` is None), the artifacts, and which of
+    ``memory_ids`` are live, that check waiting on a lock at most ``lock_ms`` from the
+    statement's start (None: unbounded)."""
+    row = (
+        (
+            await db.execute(
+                _CONTEXT_READ,
+                {
+                    "sid": session_id,
+                    "reply_seq": reply_seq,
+                    "kinds": event_kinds.stored_as(summary_kind),
+                    "held": held_summary,
+                    "after": after_seq,
+                    "gaps": gaps,
+                    "recent": recent,
+                    "artifacts": with_artifacts,
+                    "ids": memory_ids,
+                    "lock_ms": lock_ms,
+                },
+            )
+        )
+        .mappings()
+        .one()
+    )
+    session = row["session_row"]
+    summary = row["newest_summary"]
+    live = row["live_ids"]
+    return ContextRows(
+        session=_session_json(session) if session is not None else None,
+        reply_written=bool(row["reply_written"]),
+        summary_key=row["newest_summary_key"],
+        summary=_event_json(summary) if summary is not None else None,
+        messages=[_message_json(m) for m in row["new_messages"] or []],
+        artifacts=row["artifact_refs"],
+        live_ids=set(live) if live is not None else None,
+        recall_blocked=bool(row["recall_blocked"]),
+    )
