@@ -9,7 +9,10 @@ before.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -125,3 +128,48 @@ def pytest_report_to_serializable(config: pytest.Config, report: object) -> Iter
     data = outcome.get_result()  # type: ignore[attr-defined]
     if data is not None:
         outcome.force_result(_utf8_safe(data))  # type: ignore[attr-defined]
+
+
+WATCHDOG_LEAD = 20.0
+"""Seconds before pytest-timeout stops a test at which every asyncio task's stack is
+printed: the timeout's own dump shows only threads, and an awaiting test's main thread
+sits in the event loop's select, which says nothing of what it waits for."""
+
+
+def _timeout_of(request: pytest.FixtureRequest) -> float:
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(request.config.getini("timeout") or 0)
+
+
+def _print_tasks(loop: asyncio.AbstractEventLoop, name: str) -> None:
+    out = io.StringIO()
+    tasks = asyncio.all_tasks(loop)
+    print(f"--- {name}: {len(tasks)} asyncio tasks still pending ---", file=out)
+    for task in tasks:
+        print(f"task {task.get_name()}: {task.get_coro()!r}", file=out)
+        task.print_stack(limit=30, file=out)
+    sys.stderr.write(out.getvalue())
+    sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True)
+async def _asyncio_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Where each pending task of a test that is about to time out stands, printed with
+    the test's captured output."""
+    seconds = _timeout_of(request)
+    loop = asyncio.get_running_loop()
+    timer = None
+    if seconds > WATCHDOG_LEAD:
+        timer = threading.Timer(
+            seconds - WATCHDOG_LEAD,
+            lambda: loop.call_soon_threadsafe(_print_tasks, loop, request.node.nodeid),
+        )
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
