@@ -59,7 +59,7 @@ from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, engine_of, lean_transaction
 from vigil.activities.record.rls import (
-    acting_inside,
+    acting_until_the_end,
     bound_acting_for,
     lean_acting_for,
 )
@@ -215,10 +215,11 @@ class SessionActivities:
 
     async def _open(self, arg: OpenSessionInput) -> OpenSessionOutput:
         """The open_session activity's work (also done by the first records that carry it)."""
-        # One lean transaction: the row with the owner's rights, the goal and the event
-        # acting for the agent (one statement), then back to the owner for the version.
+        # One lean transaction: the agent's and the session's rows with the owner's rights
+        # (one statement, the version in it), then the goal and its event acting for the
+        # agent (one statement) until the transaction ends.
         async with lean_transaction(self._engine) as db:
-            created = await record.create_session(
+            created, holder = await record.open_session_row(
                 db,
                 session_id=arg.session_id,
                 agent_id=arg.agent_id,
@@ -227,29 +228,35 @@ class SessionActivities:
                 schedule_id=arg.schedule_id,
                 metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
                 created_at=arg.started_at,
+                agent_version=arg.agent_version,
             )
-            if not created and await record.session_agent(db, arg.session_id) != arg.agent_id:
-                raise ApplicationError(
-                    f"session id {arg.session_id!r} is taken by another agent",
-                    type="InvalidInput",
-                    non_retryable=True,
-                )
-            async with acting_inside(db, arg.agent_id):
-                await record.append_record(
-                    db,
-                    arg.session_id,
-                    arg.agent_id,
-                    [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
-                    [
-                        record.NewEvent(
-                            key="session:opened",
-                            kind=event_kinds.SESSION_OPENED,
-                            payload={"schedule_id": arg.schedule_id},
-                        )
-                    ],
-                )
-            if arg.agent_version is not None:
-                await agent_rows.set_session_agent(db, arg.session_id, version=arg.agent_version)
+            if not created:  # a retry: it must be this agent's; its version as asked
+                if holder is None:
+                    holder = await record.session_agent(db, arg.session_id)
+                if holder != arg.agent_id:
+                    raise ApplicationError(
+                        f"session id {arg.session_id!r} is taken by another agent",
+                        type="InvalidInput",
+                        non_retryable=True,
+                    )
+                if arg.agent_version is not None:
+                    await agent_rows.set_session_agent(
+                        db, arg.session_id, version=arg.agent_version
+                    )
+            await acting_until_the_end(db, arg.agent_id)
+            await record.append_record(
+                db,
+                arg.session_id,
+                arg.agent_id,
+                [record.NewMessage(seq=0, role="user", content=arg.goal, step=0)],
+                [
+                    record.NewEvent(
+                        key="session:opened",
+                        kind=event_kinds.SESSION_OPENED,
+                        payload={"schedule_id": arg.schedule_id},
+                    )
+                ],
+            )
         return OpenSessionOutput(next_seq=OPENED_NEXT_SEQ, created=created)
 
     @activity.defn(name=names.ACT_RECORD)

@@ -12,9 +12,13 @@ them, on the test stack's Temporal server and PostgreSQL. Measured per case:
 - the latency of a wake, with the session cached on the worker and after eviction
   (a worker with ``VIGIL_WORKER_MAX_CACHED_WORKFLOWS=0`` replays the history each time).
 
-The floor (bench/floor.py: one-activity workflows per second, same server, same run) is
-printed beside it, with the ratios. ``--mode low-latency`` runs the sessions with an agent
-whose model calls (and so its bookkeeping) are local activities.
+The floor (bench/floor.py, same server, same run) is printed first; each case is then set
+against a floor of its own, measured right before it: as many one-activity workflows
+started at once as the case starts sessions, their rate and their CPU per workflow (this
+process, which runs the floor's worker, the Temporal server, PostgreSQL), since the
+server's rate moves within minutes on a shared machine and as its database grows. The
+ratios printed are the case's over that floor's. ``--mode low-latency`` runs the sessions
+with an agent whose model calls (and so its bookkeeping) are local activities.
 
     uv run python -m bench.throughput --sessions 500
     uv run python -m bench.throughput --sessions 150 --mode low-latency
@@ -37,16 +41,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from temporalio.client import Client
 
 from bench.floor import measure as measure_floor
-from bench.floor import table
+from bench.floor import one_activity_workflows, table
+from bench.floor_workflows import WORKFLOWS, noop
 from bench.step_modes import MODES, apply_agents
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.teststack import scratch_stack
 from vigil.schema.payloads import Budget, ToolPolicy
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
-from vigil.workers.temporal import connect
+from vigil.workers.temporal import connect, new_worker
 
 AGENTS = {"default": "agent-throughput", "low-latency": MODES["low-latency"]}
 """Mode -> the agent its sessions run: the default one has no definition, the other is
@@ -102,10 +108,21 @@ class Parts:
     temporal: int
     postmaster: int
 
+    @classmethod
+    def of(cls, settings: Settings, workers: list[int]) -> Parts:
+        state = settings.resolved_state_dir
+        return cls(
+            workers=workers,
+            temporal=pid_in(state / "run" / "temporal.pid"),
+            postmaster=pid_in(state / "postgres" / "data" / "postmaster.pid"),
+        )
+
     def cpu(self) -> dict[str, float]:
         postgres = [self.postmaster, *children(self.postmaster)]
         return {
             "workers": sum(cpu_seconds(p) for p in self.workers),
+            # This process: the start calls (and the floor's in-process worker).
+            "starter": cpu_seconds(os.getpid()),
             "temporal": cpu_seconds(self.temporal),
             "postgres": sum(cpu_seconds(p) for p in postgres),
         }
@@ -216,16 +233,11 @@ async def run_case(
     agent: str,
 ) -> Case:
     task_queue = f"bench-tp-{uuid.uuid4()}"
-    state = settings.resolved_state_dir
     db = await asyncpg.connect(db_url)
     vigil = await VigilClient.connect(settings)
     try:
         with vigil_workers(settings, stub_url, task_queue, workers, **options) as procs:
-            parts = Parts(
-                workers=[p.pid for p in procs],
-                temporal=pid_in(state / "run" / "temporal.pid"),
-                postmaster=pid_in(state / "postgres" / "data" / "postmaster.pid"),
-            )
+            parts = Parts.of(settings, [p.pid for p in procs])
             # Warm-up: every worker has polled and run a session before the clock starts.
             warm = await start_many(vigil, task_queue, 4 * workers, concurrency, "warm", agent)
             await wait_asleep(db, warm, 120)
@@ -282,21 +294,56 @@ async def wake_latency(
     return out[2:]  # the first wakes warm the worker up
 
 
-def case_rows(case: Case, floor_wf_per_s: float) -> list[tuple[str, str]]:
+@dataclass
+class FloorCase:
+    """One-activity workflows on the same server right before a case: the machine's
+    state moves within minutes here, so each case is set against its own floor."""
+
+    wf_per_s: float
+    cpu_per_wf: dict[str, float]
+
+
+async def floor_case(client: Client, settings: Settings, count: int) -> FloorCase:
+    """``count`` one-activity workflows at once on a worker in this process (built like
+    vigil's), with the CPU each cost this process, the Temporal server and PostgreSQL."""
+    queue = f"bench-tp-floor-{uuid.uuid4()}"
+    parts = Parts.of(settings, [])
+    worker = new_worker(
+        client, task_queue=queue, workflows=WORKFLOWS, activities=[noop], settings=settings
+    )
+    async with worker:
+        await one_activity_workflows(client, queue, 10)  # warm up
+        cpu0 = parts.cpu()
+        done, _ = await one_activity_workflows(client, queue, count)
+        cpu1 = parts.cpu()
+    return FloorCase(done, {k: (cpu1[k] - cpu0[k]) / count for k in cpu0})
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    return (
+        f"{sum(cpu.values()) * 1000:.0f} = {cpu['workers'] * 1000:.0f} + "
+        f"{cpu['starter'] * 1000:.0f} + {cpu['temporal'] * 1000:.0f} + "
+        f"{cpu['postgres'] * 1000:.0f}"
+    )
+
+
+CPU_PARTS = "(workers + this process + Temporal + PostgreSQL)"
+
+
+def case_rows(case: Case, floor: FloorCase) -> list[tuple[str, str]]:
     cpu = case.cpu_per_session
     label = f"{case.sessions} sessions, {case.workers} worker{'s' if case.workers > 1 else ''}"
+    ratio = sum(cpu.values()) / sum(floor.cpu_per_wf.values())
     return [
+        (f"{label}: its floor, one-activity workflows/s just before", f"{floor.wf_per_s:.1f}"),
+        (f"{label}: its floor, CPU ms/workflow {CPU_PARTS}", cpu_text(floor.cpu_per_wf)),
         (f"{label}: start calls/s", f"{case.start_calls_per_s:.1f}"),
         (
             f"{label}: sessions settled asleep/s",
             f"{case.settled_per_s:.1f} "
-            f"({case.settled_per_s / floor_wf_per_s:.2f}x the floor's workflows/s)",
+            f"({case.settled_per_s / floor.wf_per_s:.2f}x its floor's workflows/s)",
         ),
-        (
-            f"{label}: CPU s/session (workers + Temporal + PostgreSQL)",
-            f"{sum(cpu.values()):.3f} = {cpu['workers']:.3f} + {cpu['temporal']:.3f} "
-            f"+ {cpu['postgres']:.3f}",
-        ),
+        (f"{label}: CPU ms/session {CPU_PARTS}", f"{cpu_text(cpu)} ({ratio:.2f}x its floor's)"),
         (f"{label}: worker RSS per cached session, KiB", f"{case.rss_per_session_kib:.0f}"),
     ]
 
@@ -327,6 +374,8 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
         say(table(floor.rows()))
         for workers in args.workers:
             for n in range(args.repeat):
+                say(f"(floor) {args.sessions} one-activity workflows just before ...")
+                adjacent = await floor_case(client, settings, args.sessions)
                 say(f"{args.sessions} sessions, {workers} worker(s), run {n + 1} ...")
                 case = await run_case(
                     settings,
@@ -338,8 +387,8 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                     options=options,
                     agent=agent,
                 )
-                rows += case_rows(case, floor.one_activity_wf_per_s)
-                say(table(case_rows(case, floor.one_activity_wf_per_s)))
+                rows += case_rows(case, adjacent)
+                say(table(case_rows(case, adjacent)))
         if args.wakes:
             for label, cache in (("cached", "1000"), ("evicted (cache 0)", "0")):
                 say(f"wake latency, {label} ...")

@@ -20,7 +20,8 @@ from temporalio.exceptions import ApplicationError
 
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
-from vigil.activities.record.rls import acting_for
+from vigil.activities.record.lean import engine_of
+from vigil.activities.record.rls import acting_for, bound_acting_for
 from vigil.schema import names
 from vigil.schema.agents import (
     AgentRuntime,
@@ -78,7 +79,9 @@ class AgentVersions:
         return found
 
     async def newest(self, agent_id: str) -> AgentVersionRow | None:
-        async with acting_for(self._sessionmaker, agent_id) as db:
+        # One statement on a connection bound to the agent's role (a session start reads
+        # this): one round trip, where a transaction of its own took five.
+        async with bound_acting_for(engine_of(self._sessionmaker), agent_id) as db:
             found = await agent_rows.newest_version(db, agent_id)
         if found is not None:
             self._remember(found)

@@ -26,6 +26,7 @@ from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
 from vigil.activities.record import hooks as hook_rows
+from vigil.activities.record.lean import engine_of, lean_statements
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec, WebhookSpec
 from vigil.schema.hooks import NotifyInput, NotifyOutput
@@ -71,7 +72,9 @@ class WebhookTargets:
             from_spec = spec_targets(version, row.spec if row is not None else None)
         else:
             from_spec = []
-        async with self._sessionmaker() as db:
+        # One statement on a pooled connection as the login role: no session, no
+        # transaction around it (a session start reads this).
+        async with lean_statements(engine_of(self._sessionmaker)) as db:
             added = await hook_rows.list_webhooks(db, agent_id)
         return from_spec + [Target(f"w{w.id}", w.url, w.events, w.secret_ref) for w in added]
 

@@ -69,20 +69,13 @@ def _row(r: Any) -> AgentVersionRow:
     )
 
 
-async def newest_version(db: DbSession, agent_id: str) -> AgentVersionRow | None:
-    found = (
-        (
-            await db.execute(
-                sql(
-                    f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent "
-                    "ORDER BY version DESC LIMIT 1"
-                ),
-                {"agent": agent_id},
-            )
-        )
-        .mappings()
-        .first()
-    )
+_NEWEST = sql(
+    f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent ORDER BY version DESC LIMIT 1"
+)
+
+
+async def newest_version(db: Statements, agent_id: str) -> AgentVersionRow | None:
+    found = (await db.execute(_NEWEST, {"agent": agent_id})).mappings().first()
     return _row(found) if found else None
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.credentials import SealedCredential
+from vigil.activities.record.lean import Statements
 
 # --- triggers -----------------------------------------------------------------------------
 
@@ -273,15 +274,18 @@ async def insert_webhook(
     return _webhook(result.one())
 
 
-async def list_webhooks(db: DbSession, agent_id: str | None = None) -> list[WebhookRow]:
-    where = "WHERE agent_id = :a" if agent_id is not None else ""
-    result = await db.execute(
-        text(
-            "SELECT id, agent_id, url, events, secret_ref, created_at FROM webhooks "
-            f"{where} ORDER BY id"
-        ),
-        {"a": agent_id},
-    )
+_WEBHOOKS = "SELECT id, agent_id, url, events, secret_ref, created_at FROM webhooks"
+_ALL_WEBHOOKS = text(f"{_WEBHOOKS} ORDER BY id")
+_AGENT_WEBHOOKS = text(f"{_WEBHOOKS} WHERE agent_id = :a ORDER BY id")
+
+
+async def list_webhooks(db: Statements, agent_id: str | None = None) -> list[WebhookRow]:
+    """``agent_id``'s webhooks (every agent's when None); ``db``: a session or a lean
+    connection (a session start reads its agent's in one round trip)."""
+    if agent_id is None:
+        result = await db.execute(_ALL_WEBHOOKS)
+    else:
+        result = await db.execute(_AGENT_WEBHOOKS, {"a": agent_id})
     return [_webhook(r) for r in result]
 
 

@@ -96,6 +96,13 @@ async def acting_for(
         yield db
 
 
+async def acting_until_the_end(db: Statements, agent_id: str) -> None:
+    """For the rest of ``db``'s transaction (begun already, by the caller, who commits
+    it), act for ``agent_id``: one round trip, none to switch back (``SET LOCAL`` ends with
+    the transaction). For a transaction's last statements."""
+    await _enter(db, agent_id)
+
+
 @asynccontextmanager
 async def acting_inside(db: S, agent_id: str) -> AsyncIterator[S]:
     """For the block, ``db``'s transaction (begun already, by the caller, who commits it)

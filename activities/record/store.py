@@ -132,6 +132,54 @@ async def create_session(
     return result.first() is not None
 
 
+_OPEN_SESSION = sql(
+    "WITH agent AS (INSERT INTO agents (id, name) "
+    "VALUES (CAST(:agent AS text), CAST(:agent AS text)) ON CONFLICT (id) DO NOTHING), "
+    "created AS (INSERT INTO sessions "
+    "(id, agent_id, goal, status, schedule_id, metadata, created_at, agent_version) "
+    "VALUES (CAST(:id AS text), CAST(:agent AS text), :goal, :status, :schedule, "
+    "CAST(:meta AS jsonb), COALESCE(CAST(:created AS timestamptz), now()), :version) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id) "
+    "SELECT EXISTS (SELECT 1 FROM created) AS created, "
+    "(SELECT agent_id FROM sessions WHERE id = CAST(:id AS text)) AS holder"
+)
+
+
+async def open_session_row(
+    db: Statements,
+    *,
+    session_id: str,
+    agent_id: str,
+    goal: str,
+    status: str,
+    schedule_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+    agent_version: int | None = None,
+) -> tuple[bool, str | None]:
+    """``create_session`` with the agent version, in one statement: (whether the row was
+    created, the agent of the row that was there already). The agent is None when the row
+    is new, and when another transaction created it meanwhile (this statement's snapshot
+    is older than that row): ask ``session_agent`` then."""
+    stored_goal, _ = textcodec.encode(goal)
+    row = (
+        await db.execute(
+            _OPEN_SESSION,
+            {
+                "id": session_id,
+                "agent": agent_id,
+                "goal": stored_goal,
+                "status": status,
+                "schedule": schedule_id,
+                "meta": _jsonb(metadata or {}),
+                "created": created_at,
+                "version": agent_version,
+            },
+        )
+    ).one()
+    return bool(row.created), row.holder
+
+
 async def session_agent(db: Statements, session_id: str) -> str | None:
     """The agent a session belongs to (None when there is no such session, or none the
     current agent may see)."""

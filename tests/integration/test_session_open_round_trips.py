@@ -1,0 +1,167 @@
+"""What a new session costs PostgreSQL before its first model call (issue #12): pinning its
+agent version and opening its record stay within a fixed number of round trips, and
+opening stays idempotent and refuses an id another agent holds. Counted, never timed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from tests.integration.test_step_round_trips import IDLE_BEFORE_PING
+from tests.support.round_trips import counting
+from tests.support.zero_model import ZeroModel
+from vigil.activities.agents.runtime import AgentActivities, AgentVersions
+from vigil.activities.hooks.delivery import WebhookTargets
+from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.store import MemoryStore
+from vigil.activities.record import agents as agent_rows
+from vigil.activities.record import store as record
+from vigil.activities.session import SessionActivities
+from vigil.schema.agents import AgentSpec, ResolveAgentInput
+from vigil.schema.payloads import OpenSessionInput
+from vigil.workers.agents import AgentService
+from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.hooks import WebhookService
+from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_store
+
+pytestmark = pytest.mark.integration
+
+ROUND_TRIPS_TO_RESOLVE = 2
+"""A warm worker pins a new session's agent version in two statements, neither inside a
+transaction: the newest version, on a connection already acting for the agent, and the
+agent's webhooks. Before: two transactions through SQLAlchemy's sessions, seven round
+trips."""
+
+ROUND_TRIPS_TO_OPEN = 5
+"""Opening a session's record, one transaction: BEGIN; the agent's row, the session's row
+(with its agent version) and the check that an existing row is this agent's, one
+statement; the switch to the agent; the goal's message with its event; COMMIT. Before:
+eight (the agent, the session, the switch there and back and the version were a
+statement each)."""
+
+
+@pytest.fixture
+async def worker_sessionmaker(database_url: str) -> Any:
+    # As the worker makes its engine; pings only after a minute idle (see the step test).
+    engine = make_engine(database_url, ping_after_idle=IDLE_BEFORE_PING)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_pinning_a_new_sessions_agent_stays_within_its_round_trips(
+    worker_sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    sm = worker_sessionmaker
+    name = f"pin-{uuid.uuid4().hex[:8]}"
+    await AgentService(sm).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "system_prompt": "be brief: {goal}", "tools": [{"name": "finish"}]}
+        )
+    )
+    await WebhookService(sm).add(name, "http://127.0.0.1:9/hook", ["session_ended"], "env:X")
+    versions = AgentVersions(sm)
+    acts = AgentActivities(versions, WebhookTargets(sm, versions).events)
+    env = ActivityEnvironment()
+    arg = ResolveAgentInput(session_id=f"s-{uuid.uuid4()}", agent_id=name, goal="go")
+    await env.run(acts.resolve_agent, arg)  # warm: the connection acts for the agent
+    await AgentService(sm).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "system_prompt": "be very brief: {goal}", "tools": [{"name": "finish"}]}
+        )
+    )
+    with counting() as counted:
+        runtime = await env.run(acts.resolve_agent, arg)
+    # The newest version, read fresh (not a kept one), with the webhook's event.
+    assert runtime.version == 2 and runtime.system_prompt == "be very brief: go"
+    assert runtime.webhook_events == ["session_ended"]
+    assert counted.round_trips <= ROUND_TRIPS_TO_RESOLVE, counted.round_trips
+    assert counted.transactions == 0, counted.transactions
+
+
+def _session_acts(settings: Settings, sm: async_sessionmaker[DbSession], http: Any) -> Any:
+    return SessionActivities(
+        settings=settings,
+        sessionmaker=sm,
+        store=make_store(settings),
+        provider=ZeroModel(),
+        http=http,
+        memory=MemoryStore(sm, HashingEmbedder(384)),
+    )
+
+
+async def test_opening_a_session_stays_within_its_round_trips_and_is_idempotent(
+    settings: Settings, worker_sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    sm = worker_sessionmaker
+    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    env = ActivityEnvironment()
+    async with httpx.AsyncClient() as http:
+        acts = _session_acts(settings, sm, http)
+        warm = OpenSessionInput(session_id=f"s-{uuid.uuid4()}", agent_id=agent, goal="warm")
+        await env.run(acts.open_session, warm)
+        arg = OpenSessionInput(
+            session_id=sid,
+            agent_id=agent,
+            goal="count the boats",
+            system_prompt="be brief",
+            agent_version=3,
+        )
+        with counting() as counted:
+            opened = await env.run(acts.open_session, arg)
+        assert opened.created
+        assert counted.round_trips <= ROUND_TRIPS_TO_OPEN, counted.round_trips
+        assert counted.transactions == 1, counted.transactions
+
+        again = await env.run(acts.open_session, arg)  # a retry after a lost completion
+        assert not again.created and again.next_seq == opened.next_seq
+
+    async with sm() as db:
+        row = await record.get_session(db, sid)
+        messages = await record.messages_page(db, sid)
+        events = await record.list_events(db, sid)
+        version = await agent_rows.session_agent_version(db, sid)
+    assert row is not None and row.agent_id == agent and row.goal == "count the boats"
+    assert row.metadata == {"system_prompt": "be brief"}
+    assert version == 3
+    assert [(m.seq, m.role, m.content) for m in messages] == [(0, "user", "count the boats")]
+    assert [e.kind for e in events] == ["session_opened"]
+
+
+async def test_opening_a_session_whose_id_another_agent_holds_is_refused(
+    settings: Settings, worker_sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    sm = worker_sessionmaker
+    sid = f"s-{uuid.uuid4()}"
+    owner, other = f"agent-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
+    env = ActivityEnvironment()
+    async with httpx.AsyncClient() as http:
+        acts = _session_acts(settings, sm, http)
+        await env.run(
+            acts.open_session, OpenSessionInput(session_id=sid, agent_id=owner, goal="mine")
+        )
+        with pytest.raises(ApplicationError) as refused:
+            await env.run(
+                acts.open_session,
+                OpenSessionInput(session_id=sid, agent_id=other, goal="theirs", agent_version=1),
+            )
+    assert refused.value.type == "InvalidInput" and refused.value.non_retryable
+    assert "taken by another agent" in refused.value.message
+    async with sm() as db:
+        row = await record.get_session(db, sid)
+        messages = await record.messages_page(db, sid)
+        version = await agent_rows.session_agent_version(db, sid)
+    # Nothing of the other agent's reached the row or the transcript.
+    assert row is not None and row.agent_id == owner and row.goal == "mine"
+    assert [m.content for m in messages] == ["mine"]
+    assert version is None
