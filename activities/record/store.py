@@ -108,28 +108,19 @@ async def create_session(
     metadata: dict[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> bool:
-    """Insert the session row; False when it already existed (a retry or continue-as-new).
-    ``created_at``: when the session was started, if not now."""
-    await ensure_agent(db, agent_id)
-    stored_goal, _ = textcodec.encode(goal)
-    result = await db.execute(
-        sql(
-            "INSERT INTO sessions (id, agent_id, goal, status, schedule_id, metadata, created_at) "
-            "VALUES (:id, :agent, :goal, :status, :schedule, CAST(:meta AS jsonb), "
-            "COALESCE(CAST(:created AS timestamptz), now())) "
-            "ON CONFLICT (id) DO NOTHING RETURNING id"
-        ),
-        {
-            "id": session_id,
-            "agent": agent_id,
-            "goal": stored_goal,
-            "status": status,
-            "schedule": schedule_id,
-            "meta": _jsonb(metadata or {}),
-            "created": created_at,
-        },
+    """Insert the session row (and its agent's); False when it already existed (a retry
+    or continue-as-new). ``created_at``: when the session was started, if not now."""
+    created, _ = await open_session_row(
+        db,
+        session_id=session_id,
+        agent_id=agent_id,
+        goal=goal,
+        status=status,
+        schedule_id=schedule_id,
+        metadata=metadata,
+        created_at=created_at,
     )
-    return result.first() is not None
+    return created
 
 
 _OPEN_SESSION = sql(
@@ -157,10 +148,11 @@ async def open_session_row(
     created_at: datetime | None = None,
     agent_version: int | None = None,
 ) -> tuple[bool, str | None]:
-    """``create_session`` with the agent version, in one statement: (whether the row was
-    created, the agent of the row that was there already). The agent is None when the row
-    is new, and when another transaction created it meanwhile (this statement's snapshot
-    is older than that row): ask ``session_agent`` then."""
+    """The agent's row and the session's (with its agent version) in one statement:
+    (whether the session's row was created, the agent of the row that was there already).
+    The agent is None when the row is new, and when another transaction created it
+    meanwhile (this statement's snapshot is older than that row): ask ``session_agent``
+    then."""
     stored_goal, _ = textcodec.encode(goal)
     row = (
         await db.execute(
