@@ -95,6 +95,11 @@ PATCH_LOCAL_RECORDS = "vigil-local-records"
 # activity, opening the session rides with its first records (the first model call, or the
 # first record before a wait), and the memory of its outcome with its last record.
 PATCH_LEAN_BOOKKEEPING = "vigil-lean-bookkeeping"
+# The bookkeeping of every new session as local activities, in the default mode too: the
+# records written between steps, before a wait and at the end, and the outcome's memory
+# when it cannot ride with the last record. Asked first by new sessions; it implies lean
+# bookkeeping and every patch before it.
+PATCH_LOCAL_BOOKKEEPING = "vigil-local-bookkeeping"
 # A local activity's failure reaches the session as a regular activity's does (an
 # ActivityError around it), so it ends the session with its record instead of failing the
 # workflow bare. Asked only when a local activity fails (implied by lean bookkeeping).

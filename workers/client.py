@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -199,6 +200,26 @@ class HistoryLine:
     kind: str
     detail: str
 
+
+def local_activity_type(event: Any) -> str:
+    """The activity type a local activity's marker names ("" for any other event, or a
+    marker whose data cannot be read)."""
+    if not event.HasField("marker_recorded_event_attributes"):
+        return ""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return ""
+    payloads = marker.details["data"].payloads
+    try:
+        data = json.loads(payloads[0].data) if payloads else None
+    except ValueError:
+        return ""
+    kind = data.get("activity_type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker a local activity leaves in history (its data names the activity type)."""
 
 CRON_MEMO = "vigil.cron"
 """The schedule memo key holding its cron expression as given."""
@@ -1002,6 +1023,15 @@ class _VigilClientCore:
                 attrs_f = ev.activity_task_failed_event_attributes
                 name = scheduled.get(attrs_f.scheduled_event_id, "")
                 detail = f"{name}: {attrs_f.failure.message[:120]}"
+            elif local := local_activity_type(ev):
+                # A local activity (the records, the agent's resolution, a low-latency
+                # model call) leaves one marker: shown as what ran, with its summary.
+                kind, detail = "local_activity", local
+                if ev.user_metadata.HasField("summary"):
+                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
+                failed = ev.marker_recorded_event_attributes.failure
+                if failed.message:
+                    detail += f": {failed.message[:120]}"
             elif ev.HasField("workflow_execution_signaled_event_attributes"):
                 signaled = ev.workflow_execution_signaled_event_attributes
                 detail = signaled.signal_name + await self._sender(signaled.input.payloads)

@@ -130,6 +130,9 @@ class AgentSession(HandOverWhileWaiting):
         self._lean = False
         """Lean bookkeeping (new sessions): the agent resolved by a local activity, the
         session opened by its first records, its outcome remembered by its last."""
+        self._local_books = False
+        """Local bookkeeping in every mode (new sessions): records and the outcome's memory
+        as local activities, the default mode's too."""
         self._opening: OpenSessionInput | None = None
         """The session's opening, until the first records carry it (lean bookkeeping)."""
 
@@ -140,9 +143,11 @@ class AgentSession(HandOverWhileWaiting):
         info = workflow.info()
         # Sessions started by older code replay without this marker: they never hand over
         # while waiting, nor on their history's size between steps.
-        # Asked first: a session under lean bookkeeping takes every earlier patch's path
-        # without asking for it (see _patched).
-        self._lean = workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
+        # Asked first, newest first: a session under local bookkeeping is under lean
+        # bookkeeping too, and one under lean bookkeeping takes every earlier patch's path
+        # without asking for it (see _patched). A new session carries one marker.
+        self._local_books = workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
+        self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
         self._protect = self._patched(names.PATCH_HAND_OVER_WHILE_WAITING)
         self._run_start_size = info.get_current_history_size()
         self._fold = self._patched(names.PATCH_FOLDED_STEP)
@@ -1073,7 +1078,7 @@ class AgentSession(HandOverWhileWaiting):
         bookkeeping: bool = False,
     ) -> M:
         """Run an activity. ``bookkeeping``: opening the session, a record or the outcome's
-        memory, which the low-latency mode runs as local activities like its model calls."""
+        memory, which run as local activities in new sessions (see _local_bookkeeping)."""
         if bookkeeping and self._local_bookkeeping():
             return await folding.run_local(
                 name,
@@ -1104,10 +1109,14 @@ class AgentSession(HandOverWhileWaiting):
         return self._lean or workflow.patched(patch)
 
     def _local_bookkeeping(self) -> bool:
-        """Whether this session's bookkeeping runs as local activities: its agent's model
-        calls do (``execution = "local"``, which needs folded steps) and the session is new
-        enough. The patch is asked only then, so sessions of the default mode carry no
+        """Whether this session's bookkeeping runs as local activities: every session
+        under local bookkeeping does (short idempotent writes: no activity task through
+        the server for them); an older one when its agent's model calls do
+        (``execution = "local"``, which needs folded steps) and it is new enough. The
+        older patch is asked only then, so older sessions of the default mode carry no
         marker for it."""
+        if self._local_books:
+            return True
         return (
             self._fold
             and folding.local_model_call(self._runtime)

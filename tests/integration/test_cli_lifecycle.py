@@ -154,6 +154,11 @@ def test_start_wait_show_and_history(cli: CLIStack) -> None:
         "vigil.record — record 1 messages, 1 events, remember the outcome",
     ):
         assert summary in details, (summary, [d for d in details if d])
+    # The record is a local activity (one marker in Temporal's history): shown as what ran,
+    # in the summary for people too.
+    [record_line] = [ln for ln in lines if ln["detail"].startswith("vigil.record")]
+    assert record_line["kind"] == "local_activity"
+    assert "remember the outcome" in history.stdout
     # the session was opened by step 1's model activity, not an activity of its own
     assert not any(d.startswith("vigil.open_session") for d in details), details
     # recall needs no approval: it ran inside step 1's model activity (a folded step)

@@ -1,10 +1,12 @@
-"""Lean bookkeeping (``PATCH_LEAN_BOOKKEEPING``): a session's start and end cost fewer
-activities and history events, and the record holds exactly what it held before.
+"""Lean and local bookkeeping (``PATCH_LEAN_BOOKKEEPING``, ``PATCH_LOCAL_BOOKKEEPING``): a
+session's start and end cost fewer activities and history events, and the record holds
+exactly what it held before.
 
 The agent's definition is read by a local activity, the session is opened by the first
 activity that writes its records (the first model call, or the record written before a
-wait), and the outcome's memory is written by the last record. A session asks for this
-one patch only: every older patch is implied.
+wait), and the outcome's memory is written by the last record; the records, and the
+outcome's memory when it cannot ride with them, are local activities in every mode. A new
+session asks for one patch only: every older patch is implied.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ def _scheduled(history: list[HistoryEvent]) -> list[str]:
     ]
 
 
+def _local(history: list[HistoryEvent]) -> list[tuple[int, str, int]]:
+    """(event id, activity type, attempt) of each local activity's marker."""
+    found = []
+    for e in history:
+        if e.HasField("marker_recorded_event_attributes"):
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name == "core_local_activity":
+                data = json.loads(marker.details["data"].payloads[0].data)
+                found.append((e.event_id, data["activity_type"], data["attempt"]))
+    return found
+
+
 def _patches(history: list[HistoryEvent]) -> list[str]:
     """The patch ids the history's markers carry."""
     found = []
@@ -99,7 +113,7 @@ async def _assert_opened_and_ended_once(
 
 
 @pytest.mark.parametrize("local", [False, True], ids=["default", "low-latency"])
-async def test_a_one_step_session_asks_the_server_for_its_model_call_and_last_record_only(
+async def test_a_one_step_session_asks_the_server_for_its_model_call_only(
     client: Client,
     settings: Settings,
     task_queue: str,
@@ -119,14 +133,15 @@ async def test_a_one_step_session_asks_the_server_for_its_model_call_and_last_re
 
     history = await _history(handle)
     # Opening the session rode with the model call, remembering the outcome with the last
-    # record; the agent's definition was a local activity. The low-latency mode has every
-    # activity local: the session is one workflow task.
-    expected = [] if local else [names.ACT_CALL_MODEL, names.ACT_RECORD]
-    assert _scheduled(history) == expected
-    assert _patches(history) == [names.PATCH_LEAN_BOOKKEEPING]
+    # record; the agent's definition and the last record were local activities. The
+    # low-latency mode has its model call local too: the session is one workflow task.
+    assert _scheduled(history) == ([] if local else [names.ACT_CALL_MODEL])
+    expected = [names.ACT_RESOLVE_AGENT, *([names.ACT_CALL_MODEL] if local else [])]
+    assert [name for _, name, _ in _local(history)] == [*expected, names.ACT_RECORD]
+    assert _patches(history) == [names.PATCH_LOCAL_BOOKKEEPING]
     kinds = _kinds(history)
-    assert kinds["marker_recorded"] == 1 + (3 if local else 1)  # the patch, the locals
-    assert kinds["workflow_task_completed"] == (1 if local else 3)
+    assert kinds["marker_recorded"] == 1 + (3 if local else 2)  # the patch, the locals
+    assert kinds["workflow_task_completed"] == (1 if local else 2)
 
     await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
     assert await _memories(sessionmaker, handle.id) == ["reflection"]
@@ -214,7 +229,8 @@ async def test_a_failing_memory_write_is_remembered_separately_after_the_ending(
     failing_memory_writes: tuple[str, int],
 ) -> None:
     """The try riding with the last record fails: the record stands (not retried), the
-    ending is published, and a remember activity of its own retries the memory."""
+    ending is published, and a remember activity of its own (local, as the record is)
+    retries the memory."""
     agent, failures = failing_memory_writes
     stub.enqueue(Reply.tool_call("finish", {"summary": "the tide turns at noon"}))
     goal = "find when the tide turns"
@@ -225,23 +241,17 @@ async def test_a_failing_memory_write_is_remembered_separately_after_the_ending(
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED
     history = await _history(handle)
-    assert _scheduled(history) == [names.ACT_CALL_MODEL, names.ACT_RECORD, names.ACT_REMEMBER]
-    attempts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in history
-        if e.HasField("activity_task_started_event_attributes")
-    ]
+    assert _scheduled(history) == [names.ACT_CALL_MODEL]
+    local = _local(history)
     # The record once (its try of the memory was the first planted failure); the
     # memory's own activity after the others.
-    assert attempts == [1, 1, failures]
+    assert [(name, attempt) for _, name, attempt in local] == [
+        (names.ACT_RESOLVE_AGENT, 1),
+        (names.ACT_RECORD, 1),
+        (names.ACT_REMEMBER, failures),
+    ]
     ended = [e.event_id for e in history if b'"completed"' in _upserted(e)]
-    remember_scheduled = next(
-        e.event_id
-        for e in history
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == names.ACT_REMEMBER
-    )
-    assert ended and ended[0] < remember_scheduled  # the ending published first
+    assert ended and ended[0] < local[-1][0]  # the ending published first
     await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
     assert await _memories(sessionmaker, handle.id) == ["reflection"]
 

@@ -1,6 +1,12 @@
 """A cancel names who cancelled and why in the session's record (histories/cancel_by.json,
 recorded by ``record_histories cancel_by``); a session cancelled under the code before
-that (pre_cancel_actor__cancel_by.json) still replays and records what it did then."""
+that (pre_cancel_actor__cancel_by.json) still replays and records what it did then.
+
+Since local bookkeeping the record is a local activity, whose marker holds no input: the
+current history shows the ending in the record's summary, and the event itself is read
+from the recording made just before (pre_local_bookkeeping__cancel_by.json, the same
+workflow code with the record as an activity). tests/integration/test_cli_follow_events.py
+reads the same event from the record of a session cancelled today."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
+from tests.support.history import activity_summaries
 from vigil.schema import names
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -34,10 +41,13 @@ def _ended(name: str) -> tuple[dict[str, Any], str]:
 
 
 def test_the_cancel_event_names_who_and_why() -> None:
-    ended, summary = _ended("cancel_by")
+    ended, summary = _ended("pre_local_bookkeeping__cancel_by")
     assert (ended["actor"], ended["reason"]) == ("erin", "enough")
     assert ended["payload"] == {"status": "cancelled", "summary": "cancelled by erin: enough"}
     assert "session_ended by erin" in summary
+    history = WorkflowHistory.from_json("cancel_by", (HISTORIES / "cancel_by.json").read_text())
+    records = [s for _, kind, s in activity_summaries(history.events) if kind == names.ACT_RECORD]
+    assert any("session_ended by erin" in s for s in records), records
 
 
 def test_a_cancel_under_older_code_recorded_no_one() -> None:

@@ -59,6 +59,10 @@ OLDER_LOCAL = "pre_local_records__"
 # new session takes it (the agent resolved locally, the opening and the outcome's memory
 # riding with records, the older patches implied instead of asked).
 OLDER_LEAN = "pre_lean_bookkeeping__"
+# Recorded before local bookkeeping in every mode (PATCH_LOCAL_BOOKKEEPING): every
+# scenario, since every new session takes it (the default mode's records and the outcome's
+# memory as local activities).
+OLDER_LOCAL_BOOKS = "pre_local_bookkeeping__"
 # Payload encryption on, as every worker runs: histories written in plain (before
 # encryption) must still replay, since a plain payload decodes as it is.
 CONVERTER = data_converter(
@@ -95,7 +99,7 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_the_recorded_scenarios_are_all_here() -> None:
-    older_prefixes = (OLDER_CODE, OLDER_CANCEL, OLDER_LOCAL, OLDER_LEAN)
+    older_prefixes = (OLDER_CODE, OLDER_CANCEL, OLDER_LOCAL, OLDER_LEAN, OLDER_LOCAL_BOOKS)
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
     older_cancel = {
@@ -110,6 +114,12 @@ def test_the_recorded_scenarios_are_all_here() -> None:
     assert older_local == {"local_model_calls"}
     older_lean = {p.stem.removeprefix(OLDER_LEAN) for p in PATHS if p.stem.startswith(OLDER_LEAN)}
     assert older_lean == EXPECTED
+    older_books = {
+        p.stem.removeprefix(OLDER_LOCAL_BOOKS)
+        for p in PATHS
+        if p.stem.startswith(OLDER_LOCAL_BOOKS)
+    }
+    assert older_books == EXPECTED
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
@@ -138,7 +148,7 @@ async def test_the_sandbox_stops_a_nondeterministic_call_the_events_would_not_sh
 # What the replay failure says for each incompatible variant.
 WHY = {
     "TimerBeforeEachStep": "Timer machine does not handle this event",
-    "RenamedRecordActivity": "does not match activity type of activity command",
+    "RenamedRecordActivity": "does not match activity type of local activity command",
 }
 
 

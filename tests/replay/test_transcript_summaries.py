@@ -17,6 +17,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.converter import PayloadConverter
 
+from tests.support.history import activity_summaries
 from vigil.schema import names
 
 HISTORY = Path(__file__).resolve().parent / "histories" / "transcript_ui.json"
@@ -54,8 +55,12 @@ def test_activities_name_the_arguments_that_ran_and_who_acted() -> None:
         s.startswith("step 1: http_fetch ") and "/final" in s and "edited by alice" in s
         for s in tools
     ), tools
+    # Records are local activities (a marker each) since local bookkeeping; their summaries
+    # are the marker's.
     records = " | ".join(
-        s for name, s in scheduled.values() if name in (names.ACT_RECORD, names.ACT_CALL_MODEL)
+        s
+        for _, name, s in activity_summaries(_events())
+        if name in (names.ACT_RECORD, names.ACT_CALL_MODEL)
     )
     # The resume rides with the next model call (a folded step): its summary names it too.
     for action in ("session_paused by bob", "approval_decided by alice", "session_resumed by bob"):

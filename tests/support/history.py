@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
+from temporalio.converter import PayloadConverter
 
 
 @dataclass(frozen=True)
@@ -37,3 +41,26 @@ async def activity_runs(
             if name is None or kind == name:
                 runs.append(ActivityRun(kind, started.attempt, started.last_failure.message))
     return runs
+
+
+def activity_summaries(events: Iterable[HistoryEvent]) -> list[tuple[int, str, str]]:
+    """(event id, activity type, summary) of every activity in a history, in order: the
+    scheduled ones and the local ones (a marker each, which holds no input: only its type,
+    its result and the summary Temporal UI shows)."""
+    found = []
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            kind = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif (
+            event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ):
+            data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
+            kind = json.loads(data)["activity_type"]
+        else:
+            continue
+        summary = ""
+        if event.user_metadata.HasField("summary"):
+            summary = str(PayloadConverter.default.from_payload(event.user_metadata.summary, str))
+        found.append((event.event_id, kind, summary))
+    return found
