@@ -13,7 +13,9 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
     activities (timed by a worker interceptor, so it is the real activities' own work);
     orchestration is the rest: ms/step - activity work, printed as a multiple of the floor;
 (b) sessions completed/s and started/s (S sessions of 1 step, then of 3 steps, started at
-    once), in both modes, as a share of the floor's one-activity workflows/s;
+    once), in both modes, each burst right after a burst of S of the floor's one-activity
+    workflows on the same server (the floor moves between minutes here), repeated R times:
+    the median of the R ratios to the adjacent floor, and their spread;
 (peers) when LangGraph is installed (``uv sync --group peers``): ms/step at steps 10, 100
     and 1,000 of LangGraph with its PostgreSQL checkpointer (bench/peers.py) beside one
     session in each mode, timed alike (from each step's end).
@@ -46,8 +48,10 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from bench.floor import Floor, table
+from bench.floor import Floor, one_activity_workflows, table
 from bench.floor import measure as measure_floor
+from bench.floor_workflows import WORKFLOWS as FLOOR_WORKFLOWS
+from bench.floor_workflows import noop
 from bench.peers import INSTALL_HINT, POINTS, fresh_database, langgraph_run, per_step_ms
 from bench.session_overhead import responder, session_input
 from tests.support.llm_stub import LLMStub, StubProcess
@@ -59,7 +63,7 @@ from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.agents import AgentService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
-from vigil.workers.temporal import connect
+from vigil.workers.temporal import connect, new_worker
 
 MODES = {"default": "bench-folded", "low-latency": "bench-local"}
 """Mode -> the bench agent that runs it (the same definition but for ``execution``)."""
@@ -185,6 +189,44 @@ async def sessions_per_second(
     return count / elapsed, count / start_s
 
 
+def _median_spread(values: list[float], digits: int = 2) -> str:
+    med, low, high = statistics.median(values), min(values), max(values)
+    return f"{med:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+async def adjacent_bursts(
+    client: Client,
+    task_queue: str,
+    floor_queue: str,
+    mode: str,
+    count: int,
+    steps: int,
+    repeat: int,
+) -> list[tuple[str, str]]:
+    """``repeat`` rounds of: ``count`` of the floor's one-activity workflows at once, then
+    ``count`` sessions of ``steps`` steps at once; rows of the medians and the ratios."""
+    floors, done, started, ratios, start_ratios = [], [], [], [], []
+    for _ in range(repeat):
+        floor_done, _starts = await one_activity_workflows(client, floor_queue, count)
+        completed, starts = await sessions_per_second(client, task_queue, mode, count, steps)
+        floors.append(floor_done)
+        done.append(completed)
+        started.append(starts)
+        ratios.append(completed / floor_done)
+        start_ratios.append(starts / floor_done)
+    label = f"(b) {mode}: {count} x {steps} steps, median of {repeat} (min-max)"
+    return [
+        (f"{label}: the adjacent floor's workflows/s", _median_spread(floors, 1)),
+        (f"{label}: sessions completed/s", _median_spread(done, 1)),
+        (
+            f"{label}: completed / adjacent floor",
+            f"{_median_spread(ratios)}x (goal >= 0.7x)",
+        ),
+        (f"{label}: sessions started/s (the start calls)", _median_spread(started, 1)),
+        (f"{label}: started / adjacent floor", f"{_median_spread(start_ratios)}x"),
+    ]
+
+
 async def step_times(settings: Settings, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
     """When each step ended (its assistant message's ``created_at``) and the tool's text."""
     engine = make_engine(settings.endpoints().database_url or "")
@@ -255,25 +297,25 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             low, default = steps["low-latency"], steps["default"]
             rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
 
-            for short in (1, 3):
-                for mode in MODES:
-                    say(f"(b) {mode} mode, {args.sessions} sessions x {short} steps at once ...")
-                    done, started = await sessions_per_second(
-                        client, task_queue, mode, args.sessions, short
-                    )
-                    share = done / floor.one_activity_wf_per_s
-                    start_share = started / floor.one_activity_wf_per_s
-                    rows += [
-                        (
-                            f"(b) {mode}: sessions completed/s ({args.sessions} x {short} steps)",
-                            f"{done:.1f} = {share:.2f}x floor workflows/s (goal >= 0.7x)",
-                        ),
-                        (
-                            f"(b) {mode}: sessions started/s ({short} steps)",
-                            f"{started:.1f} = {start_share:.2f}x floor workflows/s, "
-                            f"{started / floor.starts_per_s:.2f}x floor starts/s",
-                        ),
-                    ]
+            floor_queue = f"bench-floor-adjacent-{uuid.uuid4()}"
+            floor_worker = new_worker(
+                client,
+                task_queue=floor_queue,
+                workflows=FLOOR_WORKFLOWS,
+                activities=[noop],
+                settings=cfg,
+            )
+            async with floor_worker:
+                await one_activity_workflows(client, floor_queue, 10)  # warm up
+                for short in (1, 3):
+                    for mode in MODES:
+                        say(
+                            f"(b) {mode} mode, {args.repeat} x {args.sessions} sessions x "
+                            f"{short} steps at once, each after a floor burst ..."
+                        )
+                        rows += await adjacent_bursts(
+                            client, task_queue, floor_queue, mode, args.sessions, short, args.repeat
+                        )
 
             if peers:
                 for mode in MODES:
@@ -302,7 +344,9 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
                 )
             rows.append(("(peers) goal", "low-latency <= LangGraph (<= 1.00x) from step 10"))
         else:
-            rows.append(("(peers)", f"skipped: {INSTALL_HINT}"))
+            rows.append(
+                ("(peers)", f"skipped: {INSTALL_HINT if args.peer_steps else '--peer-steps 0'}")
+            )
     print(table(rows))
 
 
@@ -324,9 +368,9 @@ def llm_stub(place: str) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="(a) steps per session")
-    parser.add_argument("--repeat", type=int, default=3, help="(a) sessions per mode")
+    parser.add_argument("--repeat", type=int, default=3, help="(a) sessions per mode, (b) rounds")
     parser.add_argument("--sessions", type=int, default=30, help="(b) concurrent sessions")
-    parser.add_argument("--peer-steps", type=int, default=1000, help="(peers) steps")
+    parser.add_argument("--peer-steps", type=int, default=1000, help="(peers) steps; 0: skip")
     parser.add_argument(
         "--stub",
         choices=sorted(STUB_PLACES),
@@ -335,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         "both call it over HTTP). Before 2026-12-02 it ran inline",
     )
     args = parser.parse_args(argv)
-    peers = importlib.util.find_spec("langgraph") is not None
+    peers = importlib.util.find_spec("langgraph") is not None and args.peer_steps > 0
     with scratch_stack("vigil_bench") as settings:
         asyncio.run(bench(settings, args, peers))
 
