@@ -17,6 +17,8 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from temporalio.client import Client
@@ -90,6 +92,19 @@ async def one_activity_workflows(
     start_s = time.perf_counter() - started
     await asyncio.gather(*[h.result() for h in handles])
     return count / (time.perf_counter() - started), count / start_s
+
+
+@asynccontextmanager
+async def floor_worker(client: Client, settings: Settings) -> AsyncIterator[str]:
+    """A worker for the floor's workflows on a queue of its own (built like vigil's),
+    warmed up with ten one-activity workflows; yields the queue."""
+    queue = f"bench-floor-one-{uuid.uuid4()}"
+    worker = new_worker(
+        client, task_queue=queue, workflows=WORKFLOWS, activities=[noop], settings=settings
+    )
+    async with worker:
+        await one_activity_workflows(client, queue, 10)
+        yield queue
 
 
 async def measure(

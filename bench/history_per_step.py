@@ -22,18 +22,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History, HistoryEvent
 
 from vigil.schema import names
-
-MODEL_MARKER = "core_local_activity"
+from vigil.workers.client import local_activity_type
 
 
 def _model_call(event: HistoryEvent) -> bool:
-    """Where a model step begins: its activity scheduled, or its local activity marker."""
+    """Where a model step begins: its activity scheduled, or its local activity's marker
+    (only the model call's: records and the agent's resolution are local activities too)."""
     if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
         attrs = event.activity_task_scheduled_event_attributes
         return attrs.activity_type.name == names.ACT_CALL_MODEL
-    if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
-        return event.marker_recorded_event_attributes.marker_name == MODEL_MARKER
-    return False
+    return local_activity_type(event) == names.ACT_CALL_MODEL
 
 
 def steps(history: History) -> list[tuple[int, int]]:

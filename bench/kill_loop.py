@@ -27,6 +27,7 @@ from temporalio.client import Client
 from tests.support.kill_loop import CONCERNS, LoopPlan, LoopRun, check, run_loop, worker_env
 from tests.support.llm_stub import LLMStub
 from tests.support.teststack import scratch_stack
+from vigil.workers.client import local_activity_data
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
@@ -50,6 +51,11 @@ async def retried_attempts(client: Client, run: LoopRun) -> dict[str, int]:
                 started = event.activity_task_started_event_attributes
                 name = scheduled[started.scheduled_event_id]
                 extra[name] = extra.get(name, 0) + started.attempt - 1
+            elif (local := local_activity_data(event)) is not None:
+                # A local activity (records, low-latency model calls): one marker, its
+                # last attempt.
+                name = str(local.get("activity_type", ""))
+                extra[name] = extra.get(name, 0) + int(local.get("attempt", 1)) - 1
     return extra
 
 

@@ -48,10 +48,8 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from bench.floor import Floor, one_activity_workflows, table
+from bench.floor import Floor, floor_worker, one_activity_workflows, table
 from bench.floor import measure as measure_floor
-from bench.floor_workflows import WORKFLOWS as FLOOR_WORKFLOWS
-from bench.floor_workflows import noop
 from bench.peers import INSTALL_HINT, POINTS, fresh_database, langgraph_run, per_step_ms
 from bench.session_overhead import responder, session_input
 from tests.support.llm_stub import LLMStub, StubProcess
@@ -63,7 +61,7 @@ from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.agents import AgentService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
-from vigil.workers.temporal import connect, new_worker
+from vigil.workers.temporal import connect
 
 MODES = {"default": "bench-folded", "low-latency": "bench-local"}
 """Mode -> the bench agent that runs it (the same definition but for ``execution``)."""
@@ -297,16 +295,7 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             low, default = steps["low-latency"], steps["default"]
             rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
 
-            floor_queue = f"bench-floor-adjacent-{uuid.uuid4()}"
-            floor_worker = new_worker(
-                client,
-                task_queue=floor_queue,
-                workflows=FLOOR_WORKFLOWS,
-                activities=[noop],
-                settings=cfg,
-            )
-            async with floor_worker:
-                await one_activity_workflows(client, floor_queue, 10)  # warm up
+            async with floor_worker(client, cfg) as floor_queue:
                 for short in (1, 3):
                     for mode in MODES:
                         say(

@@ -43,16 +43,15 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
+from bench.floor import floor_worker, one_activity_workflows, table
 from bench.floor import measure as measure_floor
-from bench.floor import one_activity_workflows, table
-from bench.floor_workflows import WORKFLOWS, noop
 from bench.step_modes import MODES, apply_agents
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.teststack import scratch_stack
 from vigil.schema.payloads import Budget, ToolPolicy
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
-from vigil.workers.temporal import connect, new_worker
+from vigil.workers.temporal import connect
 
 AGENTS = {"default": "agent-throughput", "low-latency": MODES["low-latency"]}
 """Mode -> the agent its sessions run: the default one has no definition, the other is
@@ -306,13 +305,8 @@ class FloorCase:
 async def floor_case(client: Client, settings: Settings, count: int) -> FloorCase:
     """``count`` one-activity workflows at once on a worker in this process (built like
     vigil's), with the CPU each cost this process, the Temporal server and PostgreSQL."""
-    queue = f"bench-tp-floor-{uuid.uuid4()}"
     parts = Parts.of(settings, [])
-    worker = new_worker(
-        client, task_queue=queue, workflows=WORKFLOWS, activities=[noop], settings=settings
-    )
-    async with worker:
-        await one_activity_workflows(client, queue, 10)  # warm up
+    async with floor_worker(client, settings) as queue:
         cpu0 = parts.cpu()
         done, _ = await one_activity_workflows(client, queue, count)
         cpu1 = parts.cpu()

@@ -201,20 +201,26 @@ class HistoryLine:
     detail: str
 
 
-def local_activity_type(event: Any) -> str:
-    """The activity type a local activity's marker names ("" for any other event, or a
-    marker whose data cannot be read)."""
+def local_activity_data(event: Any) -> dict[str, Any] | None:
+    """What a local activity's marker says of it (``activity_type``, ``attempt``, ...);
+    None for any other event, or a marker whose data cannot be read. The marker holds no
+    input: only this, the result and the summary."""
     if not event.HasField("marker_recorded_event_attributes"):
-        return ""
+        return None
     marker = event.marker_recorded_event_attributes
     if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
-        return ""
+        return None
     payloads = marker.details["data"].payloads
     try:
         data = json.loads(payloads[0].data) if payloads else None
     except ValueError:
-        return ""
-    kind = data.get("activity_type") if isinstance(data, dict) else None
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def local_activity_type(event: Any) -> str:
+    """The activity type a local activity's marker names ("" for any other event)."""
+    kind = (local_activity_data(event) or {}).get("activity_type")
     return kind if isinstance(kind, str) else ""
 
 
@@ -1013,9 +1019,7 @@ class _VigilClientCore:
             if ev.HasField("activity_task_scheduled_event_attributes"):
                 attrs = ev.activity_task_scheduled_event_attributes
                 scheduled[ev.event_id] = attrs.activity_type.name
-                detail = attrs.activity_type.name
-                if ev.user_metadata.HasField("summary"):
-                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
+                detail = await self._summarised(ev, attrs.activity_type.name)
             elif ev.HasField("activity_task_completed_event_attributes"):
                 done_id = ev.activity_task_completed_event_attributes.scheduled_event_id
                 detail = scheduled.get(done_id, "")
@@ -1026,9 +1030,7 @@ class _VigilClientCore:
             elif local := local_activity_type(ev):
                 # A local activity (the records, the agent's resolution, a low-latency
                 # model call) leaves one marker: shown as what ran, with its summary.
-                kind, detail = "local_activity", local
-                if ev.user_metadata.HasField("summary"):
-                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
+                kind, detail = "local_activity", await self._summarised(ev, local)
                 failed = ev.marker_recorded_event_attributes.failure
                 if failed.message:
                     detail += f": {failed.message[:120]}"
@@ -1043,11 +1045,15 @@ class _VigilClientCore:
                 detail = ev.workflow_execution_cancel_requested_event_attributes.cause
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-                detail = f"timer {secs}"
-                if ev.user_metadata.HasField("summary"):
-                    detail += f" — {await self._summary_text(ev.user_metadata.summary)}"
+                detail = await self._summarised(ev, f"timer {secs}")
             lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
         return lines
+
+    async def _summarised(self, event: Any, detail: str) -> str:
+        """``detail`` followed by the event's summary (as Temporal UI shows it), if any."""
+        if not event.user_metadata.HasField("summary"):
+            return detail
+        return f"{detail} — {await self._summary_text(event.user_metadata.summary)}"
 
     async def _sender(self, payloads: Any) -> str:
         """`` by NAME`` for a control signal's or update's input (empty when unreadable)."""

@@ -141,13 +141,13 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.run
     async def run(self, arg: StartSessionInput) -> SessionResult:
         info = workflow.info()
-        # Sessions started by older code replay without this marker: they never hand over
-        # while waiting, nor on their history's size between steps.
         # Asked first, newest first: a session under local bookkeeping is under lean
         # bookkeeping too, and one under lean bookkeeping takes every earlier patch's path
         # without asking for it (see _patched). A new session carries one marker.
         self._local_books = workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
         self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
+        # Sessions started by older code replay without this marker: they never hand over
+        # while waiting, nor on their history's size between steps.
         self._protect = self._patched(names.PATCH_HAND_OVER_WHILE_WAITING)
         self._run_start_size = info.get_current_history_size()
         self._fold = self._patched(names.PATCH_FOLDED_STEP)

@@ -40,6 +40,7 @@ from tests.support.cli import (
 )
 from tests.support.llm_stub import LLMStub, Reply
 from vigil.activities.artifacts.s3 import S3Store
+from vigil.activities.record import retention
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
@@ -258,20 +259,16 @@ def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Clie
 
 
 def _erase_after_ten_years(database_url: str, agent: str) -> None:
-    """A retention policy for ``agent``, written straight to the record: `vigil retention
-    set` would also point the namespace's one retention schedule at this test's queue,
-    under test_cli_retention.py running beside it on another test worker."""
+    """A retention policy for ``agent``, set on the record alone: `vigil retention set`
+    would also point the namespace's one retention schedule at this test's queue, under
+    test_cli_retention.py running beside it on another test worker."""
 
     async def go() -> None:
         engine = make_engine(database_url, pool_size=1)
         try:
-            async with engine.begin() as conn:
-                await conn.execute(
-                    text(
-                        "INSERT INTO retention_policies (agent_id, erase_after, updated_by) "
-                        "VALUES (:a, :erase, 'test')"
-                    ),
-                    {"a": agent, "erase": timedelta(days=3650)},
+            async with make_sessionmaker(engine).begin() as db:
+                await retention.set_policy(
+                    db, agent, archive_after=None, erase_after=timedelta(days=3650), by="test"
                 )
         finally:
             await engine.dispose()

@@ -39,6 +39,7 @@ from tests.support.sessions import (
 )
 from vigil.schema import event_kinds, names
 from vigil.schema.payloads import PauseInput, ResumeInput, SessionStatus
+from vigil.workers.client import local_activity_data
 from vigil.workers.settings import Settings
 from vigil.workflows.session import AgentSession
 
@@ -59,14 +60,11 @@ def _scheduled(history: list[HistoryEvent]) -> list[str]:
 
 def _local(history: list[HistoryEvent]) -> list[tuple[int, str, int]]:
     """(event id, activity type, attempt) of each local activity's marker."""
-    found = []
-    for e in history:
-        if e.HasField("marker_recorded_event_attributes"):
-            marker = e.marker_recorded_event_attributes
-            if marker.marker_name == "core_local_activity":
-                data = json.loads(marker.details["data"].payloads[0].data)
-                found.append((e.event_id, data["activity_type"], data["attempt"]))
-    return found
+    return [
+        (e.event_id, data["activity_type"], data["attempt"])
+        for e in history
+        if (data := local_activity_data(e)) is not None
+    ]
 
 
 def _patches(history: list[HistoryEvent]) -> list[str]:

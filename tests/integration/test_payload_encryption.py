@@ -31,6 +31,7 @@ from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import running_worker, session_input, start, stub_settings, until
 from vigil.schema import names
 from vigil.schema.payloads import Ack, MessageInput, SessionResult, SessionStatus, ToolPolicy
+from vigil.workers.client import LOCAL_ACTIVITY_MARKER
 from vigil.workers.codec import ENCODING, META_KEY_ID, codec_token, load_keyring, payload_codec
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
@@ -153,11 +154,11 @@ async def test_history_on_the_server_holds_no_plaintext(
     # the codec like every other payload.
     markers = [e for e in history.events if e.marker_recorded_event_attributes.marker_name]
     kinds = {e.marker_recorded_event_attributes.marker_name for e in markers}
-    assert kinds == {"core_patch", "core_local_activity"}
+    assert kinds == {"core_patch", LOCAL_ACTIVITY_MARKER}
     results = [
         p
         for e in markers
-        if e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        if e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
         for p in e.marker_recorded_event_attributes.details["result"].payloads
     ]
     assert results

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
 from temporalio.converter import PayloadConverter
+
+from vigil.workers.client import local_activity_type
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,7 @@ def activity_summaries(events: Iterable[HistoryEvent]) -> list[tuple[int, str, s
     for event in events:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             kind = event.activity_task_scheduled_event_attributes.activity_type.name
-        elif (
-            event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-            and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
-        ):
-            data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
-            kind = json.loads(data)["activity_type"]
-        else:
+        elif not (kind := local_activity_type(event)):
             continue
         summary = ""
         if event.user_metadata.HasField("summary"):
