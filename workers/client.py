@@ -201,6 +201,10 @@ class HistoryLine:
     detail: str
 
 
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker a local activity leaves in history (its data names the activity type)."""
+
+
 def local_activity_data(event: Any) -> dict[str, Any] | None:
     """What a local activity's marker says of it (``activity_type``, ``attempt``, ...);
     None for any other event, or a marker whose data cannot be read. The marker holds no
@@ -223,9 +227,6 @@ def local_activity_type(event: Any) -> str:
     kind = (local_activity_data(event) or {}).get("activity_type")
     return kind if isinstance(kind, str) else ""
 
-
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
-"""The marker a local activity leaves in history (its data names the activity type)."""
 
 CRON_MEMO = "vigil.cron"
 """The schedule memo key holding its cron expression as given."""

@@ -15,23 +15,15 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
-from temporalio.converter import PayloadConverter
 
-from tests.support.history import activity_summaries
+from tests.support.history import activity_summaries, summary_text
 from vigil.schema import names
 
 HISTORY = Path(__file__).resolve().parent / "histories" / "transcript_ui.json"
-CONVERT = PayloadConverter.default
 
 
 def _events() -> list[HistoryEvent]:
     return list(WorkflowHistory.from_json("transcript-ui", HISTORY.read_text()).events)
-
-
-def _summary(event: HistoryEvent) -> str:
-    if not event.user_metadata.HasField("summary"):
-        return ""
-    return str(CONVERT.from_payload(event.user_metadata.summary, str))
 
 
 def _of(kind: int) -> list[HistoryEvent]:
@@ -39,7 +31,7 @@ def _of(kind: int) -> list[HistoryEvent]:
 
 
 def test_timers_say_what_the_session_waits_for() -> None:
-    timers = [_summary(e) for e in _of(EventType.EVENT_TYPE_TIMER_STARTED)]
+    timers = [summary_text(e) for e in _of(EventType.EVENT_TYPE_TIMER_STARTED)]
     approval = [t for t in timers if t.startswith("waiting for approval a1-0: http_fetch ")]
     assert approval and all("/draft" in t and ", expires 20" in t for t in approval), timers
     assert any(t.startswith("sleeping until 20") for t in timers), timers
@@ -47,7 +39,7 @@ def test_timers_say_what_the_session_waits_for() -> None:
 
 def test_activities_name_the_arguments_that_ran_and_who_acted() -> None:
     scheduled = {
-        e.event_id: (e.activity_task_scheduled_event_attributes.activity_type.name, _summary(e))
+        e.event_id: (e.activity_task_scheduled_event_attributes.activity_type.name, summary_text(e))
         for e in _of(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     }
     tools = [s for name, s in scheduled.values() if name == names.ACT_RUN_TOOL]

@@ -54,8 +54,12 @@ def activity_summaries(events: Iterable[HistoryEvent]) -> list[tuple[int, str, s
             kind = event.activity_task_scheduled_event_attributes.activity_type.name
         elif not (kind := local_activity_type(event)):
             continue
-        summary = ""
-        if event.user_metadata.HasField("summary"):
-            summary = str(PayloadConverter.default.from_payload(event.user_metadata.summary, str))
-        found.append((event.event_id, kind, summary))
+        found.append((event.event_id, kind, summary_text(event)))
     return found
+
+
+def summary_text(event: HistoryEvent) -> str:
+    """The summary Temporal UI shows for an event ("" when it has none; plain payloads)."""
+    if not event.user_metadata.HasField("summary"):
+        return ""
+    return str(PayloadConverter.default.from_payload(event.user_metadata.summary, str))
