@@ -27,8 +27,8 @@ from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow
 from vigil.activities.memory.store import live_memories_bounded
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
-from vigil.activities.record.lean import Statements
-from vigil.activities.record.rls import acting_for
+from vigil.activities.record.lean import Statements, engine_of
+from vigil.activities.record.rls import bound_acting_for
 from vigil.schema import event_kinds
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -391,8 +391,9 @@ async def assemble(
 ) -> Assembled:
     """What the model is sent for the next turn of ``session_id``.
 
-    Everything is read and written acting for ``agent_id`` (row-level security), in one
-    transaction before recall and, when older turns fall out of the window, one after.
+    Everything is read and written acting for ``agent_id`` (row-level security): one
+    statement before recall and, when older turns fall out of the window, a summary event
+    after it (on a connection kept in the agent's role: a round trip each).
     ``artifacts`` given are used as they are; otherwise the session's are read.
 
     With a ``cache``, only what the record gained since the kept window is read, and a
@@ -406,7 +407,7 @@ async def assemble(
     """
     started = time.perf_counter()
     if read is None:
-        async with acting_for(sessionmaker, agent_id) as db:
+        async with bound_acting_for(engine_of(sessionmaker), agent_id) as db:
             read = await read_context(
                 db,
                 session_id=session_id,
@@ -514,7 +515,7 @@ async def assemble(
             # The kept window holds all of them (it is current: read just now).
             older = [m for m in recent if prev_upto < m.seq < start_seq]
         else:
-            async with acting_for(sessionmaker, agent_id) as db:
+            async with bound_acting_for(engine_of(sessionmaker), agent_id) as db:
                 older = await record.messages_page(
                     db, session_id, after_seq=prev_upto, limit=start_seq - 1 - prev_upto
                 )
@@ -532,7 +533,7 @@ async def assemble(
             )
         )
     if events:
-        async with acting_for(sessionmaker, agent_id) as db:
+        async with bound_acting_for(engine_of(sessionmaker), agent_id) as db:
             inserted = await record.record_events(db, session_id, agent_id, events[-1:])
             if summary_key is not None and not inserted:
                 # Written first by another worker: the record's text is the summary.

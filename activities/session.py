@@ -381,21 +381,7 @@ class SessionActivities:
                 step=step,
                 read=read,
             )
-        # The record holds text exactly (lone surrogates included); what goes on the wire
-        # must be valid UTF-8, escaped the same way everywhere so call ids still pair up.
-        return [
-            ChatMessage(
-                role=m.role,
-                content=_wire(m.content),
-                tool_calls=[
-                    ToolCall(id=_wire(c.id), name=_wire(c.name), arguments=_wire(c.arguments))
-                    for c in m.tool_calls
-                ],
-                tool_call_id=_wire(m.tool_call_id) if m.tool_call_id else None,
-                name=m.name,
-            )
-            for m in assembled.messages
-        ], assembled.degraded
+        return [_wire_message(m) for m in assembled.messages], assembled.degraded
 
     def _context_budget(self, limit: int, tokens: int | None, recall: int | None) -> ContextBudget:
         return ContextBudget(
@@ -906,6 +892,27 @@ def _wire(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def _wire_message(m: ChatMessage) -> ChatMessage:
+    """``m`` as it may go on the wire. The record holds text exactly (lone surrogates
+    included); what is sent must be valid UTF-8, escaped the same way everywhere so call
+    ids still pair up. Nearly always all of it is valid already: then ``m`` itself."""
+    texts = [m.content, m.tool_call_id or ""]
+    for c in m.tool_calls:
+        texts += (c.id, c.name, c.arguments)
+    if all(t.isascii() or _wire(t) is t for t in texts):
+        return m
+    return ChatMessage(
+        role=m.role,
+        content=_wire(m.content),
+        tool_calls=[
+            ToolCall(id=_wire(c.id), name=_wire(c.name), arguments=_wire(c.arguments))
+            for c in m.tool_calls
+        ],
+        tool_call_id=_wire(m.tool_call_id) if m.tool_call_id else None,
+        name=m.name,
+    )
 
 
 def _edit_fields(original: Any, by: str | None) -> dict[str, Any]:

@@ -476,7 +476,10 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# SessionCarry and StartSessionInput name models defined further down.
+# These name models defined further down. Until rebuilt, a model is incomplete: each
+# TypeAdapter of it generates its schema again (a millisecond for CallModelInput).
 SessionCarry.model_rebuild()
 StartSessionInput.model_rebuild()
+RecordInput.model_rebuild()
+CallModelInput.model_rebuild()
 CallModelOutput.model_rebuild()

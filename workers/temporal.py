@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -22,8 +22,12 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    EncodingPayloadConverter,
+)
 
 from vigil.schema.names import SEARCH_ATTRIBUTES
 from vigil.workers.codec import payload_codec
@@ -47,7 +51,27 @@ PASSTHROUGH_MODULES = (
 SDK_POLLERS = 5
 """temporalio's default number of concurrent polls per task kind."""
 
-DATA_CONVERTER = pydantic_data_converter
+
+class PayloadConverter(CompositePayloadConverter):
+    """Payloads as pydantic JSON (``temporalio.contrib.pydantic``'s encoders, so the bytes
+    are the same), with one set of encoders for the whole process.
+
+    The SDK builds a payload converter for every workflow run and two more for every
+    workflow activation (to find the codec): each pydantic converter built anew sets up
+    its serializer and starts an empty cache of type adapters, so a workflow run built
+    its adapters again and a step paid for a few converters it never used. Here every
+    instance shares the first one's encoders (the adapter cache is thread-safe)."""
+
+    _shared: ClassVar[dict[bytes, EncodingPayloadConverter] | None] = None
+
+    def __init__(self) -> None:
+        shared = PayloadConverter._shared
+        if shared is None:
+            shared = PayloadConverter._shared = dict(PydanticPayloadConverter().converters)
+        self.converters = shared
+
+
+DATA_CONVERTER = DataConverter(payload_converter_class=PayloadConverter)
 """Payloads as pydantic JSON, without encryption (replaying plain recorded histories)."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import email.utils
+import functools
 import math
 import re
 import time
@@ -194,6 +195,7 @@ class StreamingProvider(Protocol):
 _NOT_WIRE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+@functools.lru_cache(maxsize=4096)
 def wire_name(name: str) -> str:
     """A tool's name as the HTTP providers' APIs accept it (dots become ``__``)."""
     return _NOT_WIRE.sub("_", name.replace(".", "__"))[:64] or "_"
@@ -204,10 +206,12 @@ def to_wire_names(
 ) -> tuple[list[ChatMessage], list[ToolSpec], dict[str, str]]:
     """(messages, tools) with wire names, and the way back: wire name -> catalog name."""
     back = {wire_name(t.name): t.name for t in tools}
-    specs = [replace(t, name=wire_name(t.name)) for t in tools]
+    specs = [
+        t if wire_name(t.name) == t.name else replace(t, name=wire_name(t.name)) for t in tools
+    ]
     sent = [
         replace(m, tool_calls=[replace(c, name=wire_name(c.name)) for c in m.tool_calls])
-        if m.tool_calls
+        if any(wire_name(c.name) != c.name for c in m.tool_calls)
         else m
         for m in messages
     ]

@@ -439,7 +439,7 @@ async def recent_messages(db: Statements, session_id: str, limit: int) -> list[S
 
 
 async def messages_page(
-    db: DbSession, session_id: str, *, after_seq: int = -1, limit: int = 100
+    db: Statements, session_id: str, *, after_seq: int = -1, limit: int = 100
 ) -> list[StoredMessage]:
     """Messages with seq > after_seq, oldest first: page through a transcript of any length."""
     rows = (
