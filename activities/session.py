@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -85,7 +86,7 @@ from vigil.schema.payloads import (
     ToolControl,
     preview,
 )
-from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.schema.tools import BUILTIN_TOOLS, ToolInfo
 from vigil.schema.transcript import edited_note
 from vigil.workflows.constants import OPENED_NEXT_SEQ
 
@@ -585,6 +586,8 @@ class SessionActivities:
             usage["connection"] = connection
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
+        refs = self._refs(calls, arg.allowed_tools, catalog)
+        answers = await self._answers_before_reply(arg, calls, refs, catalog)
         # One statement: on a connection bound to the agent, one round trip.
         async with bound_acting_for(self._engine, arg.agent_id) as db:
             wrote, fresh = await record.append_reply(
@@ -608,7 +611,13 @@ class SessionActivities:
                 tokens_out=reply.usage.output_tokens,
                 cost_usd=cost,
                 step=arg.step,
+                answers=[a.message for a in answers],
+                answer_events=[a.event for a in answers],
             )
+        if not wrote:
+            answers = []  # the reply was in the record already: so are its answers, if any
+        for answer in answers:
+            answer.told()
         metrics.model_call(
             session_id=arg.session_id,
             agent_id=arg.agent_id,
@@ -623,12 +632,81 @@ class SessionActivities:
             seq=arg.seq,
             content_preview=_wire(preview(reply.content)),
             finish_reason=reply.finish_reason,
-            tool_calls=self._refs(calls, arg.allowed_tools, catalog),
+            tool_calls=refs,
             tokens_in=reply.usage.input_tokens,
             tokens_out=reply.usage.output_tokens,
             cost_usd=cost,
             latency_ms=latency_ms,
+            folded=[a.output for a in answers],
         ), (calls if wrote else None)
+
+    async def _answers_before_reply(
+        self,
+        arg: CallModelInput,
+        calls: list[dict[str, Any]],
+        refs: list[ToolCallRef],
+        catalog: dict[str, ToolDescriptor] | None,
+    ) -> list[_Answer]:
+        """The answers of the reply's leading folded calls that change nothing anywhere,
+        found before the reply is recorded so they are written in its statement: a call
+        to a tool that only reads (effects ``none``), or one a built-in refuses by its
+        arguments alone (``registry.REFUSALS``: nothing is run). A crash before that
+        statement loses nothing (the reply is not recorded either, and the next attempt
+        asks again). Stops at the first other call; the calls after it run as before,
+        once the reply is recorded."""
+        if not arg.fold_tools:
+            return []
+        allowed = set(arg.fold_tools)
+        answers: list[_Answer] = []
+        for ref, call in zip(refs, calls, strict=True):
+            if not ref.valid or ref.name not in allowed:
+                break
+            if not self._changes_nothing(str(call["name"]), str(call["arguments"]), catalog):
+                break
+            step_input = RunToolInput(
+                session_id=arg.session_id,
+                agent_id=arg.agent_id,
+                step=arg.step,
+                seq=arg.seq + 1 + ref.index,
+                model_seq=arg.seq,
+                call_index=ref.index,
+                agent_version=arg.agent_version,
+            )
+            try:
+                with _tracer.start_as_current_span(
+                    "RunTool", attributes={"vigil.step": arg.step, "vigil.call_index": ref.index}
+                ):
+                    answer = await self._tool_answer(step_input, calls)
+            except Exception as exc:  # run again once the reply is recorded, as any call
+                log.info(
+                    "call %s of step %s left until the reply is recorded: %s",
+                    ref.index,
+                    arg.step,
+                    exc,
+                    extra={"session_id": arg.session_id},
+                )
+                break
+            if isinstance(answer, RunToolOutput):
+                break  # nothing to record (the workflow's own tool)
+            answers.append(answer)
+        return answers
+
+    def _changes_nothing(
+        self, name: str, arguments: str, catalog: dict[str, ToolDescriptor] | None
+    ) -> bool:
+        """Whether a call to ``name`` with ``arguments`` changes nothing, here or outside."""
+        tool: ToolDescriptor | ToolInfo | None = (
+            BUILTIN_TOOLS.get(name) if catalog is None else catalog.get(name)
+        )
+        if tool is None or tool.handled_by != "activity":
+            return False
+        if tool.effects == "none":
+            return True
+        refuse = tools.REFUSALS.get(name)
+        if refuse is None or (catalog is not None and catalog[name].kind != "builtin"):
+            return False
+        args, error = tools.parse_arguments(arguments)
+        return args is not None and error is None and refuse(self.settings, args) is not None
 
     # --- tools ------------------------------------------------------------------------
 
@@ -652,6 +730,22 @@ class SessionActivities:
     async def _tool_work(
         self, arg: RunToolInput, calls: list[dict[str, Any]] | None = None
     ) -> RunToolOutput:
+        answer = await self._tool_answer(arg, calls)
+        if isinstance(answer, RunToolOutput):
+            return answer
+        async with bound_acting_for(self._engine, arg.agent_id) as db:
+            await record.append_record(
+                db, arg.session_id, arg.agent_id, [answer.message], [answer.event]
+            )
+        answer.told()
+        return answer.output
+
+    async def _tool_answer(
+        self, arg: RunToolInput, calls: list[dict[str, Any]] | None = None
+    ) -> RunToolOutput | _Answer:
+        """The call run (or refused) and its answer, not yet recorded; or the output
+        itself when there is nothing to record (recorded already, or the workflow's
+        tool)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         if calls is None:
@@ -757,30 +851,24 @@ class SessionActivities:
             "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        async with bound_acting_for(self._engine, arg.agent_id) as db:
-            await record.append_record(
-                db,
-                arg.session_id,
-                arg.agent_id,
-                [
-                    record.NewMessage(
-                        seq=arg.seq,
-                        role="tool",
-                        content=text,
-                        step=arg.step,
-                        name=stored_name,
-                        tool_call_id=call_id,
-                    )
-                ],
-                [
-                    record.NewEvent(
-                        key=key, kind=event_kinds.TOOL_CALL, step=arg.step, payload=payload
-                    )
-                ],
-            )
-        tool_label = name if name in known else "unknown"
-        metrics.tool_call(agent_id=arg.agent_id, tool=tool_label, ok=ok)
-        return RunToolOutput(seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha)
+        return _Answer(
+            output=RunToolOutput(
+                seq=arg.seq, ok=ok, preview=_wire(preview(text)), artifact_sha256=sha
+            ),
+            message=record.NewMessage(
+                seq=arg.seq,
+                role="tool",
+                content=text,
+                step=arg.step,
+                name=stored_name,
+                tool_call_id=call_id,
+            ),
+            event=record.NewEvent(
+                key=key, kind=event_kinds.TOOL_CALL, step=arg.step, payload=payload
+            ),
+            agent_id=arg.agent_id,
+            tool=name if name in known else "unknown",
+        )
 
     async def _check_approved(
         self, arg: RunToolInput, key: str, name: str, args: dict[str, Any]
@@ -882,6 +970,23 @@ def _spec(name: str) -> Any:
 
     info = BUILTIN_TOOLS[name]
     return ToolSpec(name=info.name, description=info.description, parameters=info.parameters)
+
+
+@dataclass
+class _Answer:
+    """A tool call's answer before it is recorded: its output for the workflow, the
+    result message and the tool_call event."""
+
+    output: RunToolOutput
+    message: record.NewMessage
+    event: record.NewEvent
+    agent_id: str
+    tool: str
+    """The tool's name for metrics (``unknown`` for a name no catalog has)."""
+
+    def told(self) -> None:
+        """Counted once its answer is in the record."""
+        metrics.tool_call(agent_id=self.agent_id, tool=self.tool, ok=self.output.ok)
 
 
 def _wire(text: str) -> str:

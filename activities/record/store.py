@@ -265,60 +265,84 @@ _ROWS_PER_STATEMENT = 500
 PostgreSQL's limit of 32,767 parameters per statement."""
 
 
+_MESSAGE_INSERT = (
+    "INSERT INTO messages (session_id, agent_id, seq, role, content, content_enc, "
+    "name, tool_calls, tool_call_id, step)"
+)
+_EVENT_INSERT = "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, payload)"
+
+
 def _record_parts(
-    session_id: str, agent_id: str, messages: list[NewMessage], events: list[NewEvent]
+    session_id: str,
+    agent_id: str,
+    messages: list[NewMessage],
+    events: list[NewEvent],
+    *,
+    names: tuple[str, str] = ("m", "e"),
+    when: str | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """The ``m`` (messages) and ``e`` (events) INSERTs of one ``WITH``, and their
-    parameters: each row idempotent on its key."""
+    """The messages and events INSERTs of one ``WITH`` (named ``names``), and their
+    parameters: each row idempotent on its key. ``when``: a condition the rows are
+    written under (then the values are typed here, not by their columns)."""
+    m, e = names
     params: dict[str, Any] = {"sid": session_id, "agent": agent_id}
     parts: list[str] = []
+    # Typed where a bare VALUES list would leave a parameter as text (the ``when`` form).
+    number, small = ("CAST({} AS integer)", "CAST({} AS smallint)") if when else ("{}", "{}")
+
+    def rows_of(values: list[str]) -> str:
+        if when is None:
+            return f"VALUES {', '.join(values)}"
+        return f"SELECT * FROM (VALUES {', '.join(values)}) AS v WHERE {when}"
+
     if messages:
         rows = []
         for i, msg in enumerate(messages):
+            k = f"{m}{i}"
             content, enc = textcodec.encode(msg.content)
             rows.append(
-                f"(:sid, :agent, :seq{i}, :role{i}, :content{i}, :enc{i}, :name{i}, "
-                f"CAST(:calls{i} AS jsonb), :call_id{i}, :step{i})"
+                f"(:sid, :agent, {number.format(f':seq{k}')}, :role{k}, :content{k}, "
+                f"{small.format(f':enc{k}')}, :name{k}, CAST(:calls{k} AS jsonb), :call_id{k}, "
+                f"{number.format(f':step{k}')})"
             )
             params.update(
                 {
-                    f"seq{i}": msg.seq,
-                    f"role{i}": msg.role,
-                    f"content{i}": content,
-                    f"enc{i}": enc,
-                    f"name{i}": msg.name,
-                    f"calls{i}": _jsonb(msg.tool_calls),
-                    f"call_id{i}": msg.tool_call_id,
-                    f"step{i}": msg.step,
+                    f"seq{k}": msg.seq,
+                    f"role{k}": msg.role,
+                    f"content{k}": content,
+                    f"enc{k}": enc,
+                    f"name{k}": msg.name,
+                    f"calls{k}": _jsonb(msg.tool_calls),
+                    f"call_id{k}": msg.tool_call_id,
+                    f"step{k}": msg.step,
                 }
             )
         parts.append(
-            "m AS (INSERT INTO messages (session_id, agent_id, seq, role, content, content_enc, "
-            f"name, tool_calls, tool_call_id, step) VALUES {', '.join(rows)} "
+            f"{m} AS ({_MESSAGE_INSERT} {rows_of(rows)} "
             "ON CONFLICT (session_id, seq) DO NOTHING RETURNING id)"
         )
     if events:
         rows = []
         for i, ev in enumerate(events):
+            k = f"{e}{i}"
             rows.append(
-                f"(:sid, :agent, :key{i}, :kind{i}, :estep{i}, :actor{i}, :reason{i}, "
-                f"CAST(:payload{i} AS jsonb))"
+                f"(:sid, :agent, :key{k}, :kind{k}, {number.format(f':step{k}')}, :actor{k}, "
+                f":reason{k}, CAST(:payload{k} AS jsonb))"
             )
             params.update(
                 {
-                    f"key{i}": ev.key,
-                    f"kind{i}": ev.kind,
-                    f"estep{i}": ev.step,
-                    f"actor{i}": textcodec.encode(ev.actor)[0] if ev.actor is not None else None,
-                    f"reason{i}": (
+                    f"key{k}": ev.key,
+                    f"kind{k}": ev.kind,
+                    f"step{k}": ev.step,
+                    f"actor{k}": textcodec.encode(ev.actor)[0] if ev.actor is not None else None,
+                    f"reason{k}": (
                         textcodec.encode(ev.reason)[0] if ev.reason is not None else None
                     ),
-                    f"payload{i}": _jsonb(ev.payload),
+                    f"payload{k}": _jsonb(ev.payload),
                 }
             )
         parts.append(
-            "e AS (INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, "
-            f"payload) VALUES {', '.join(rows)} "
+            f"{e} AS ({_EVENT_INSERT} {rows_of(rows)} "
             "ON CONFLICT (session_id, key) DO NOTHING RETURNING id)"
         )
     return parts, params
@@ -370,10 +394,15 @@ async def append_reply(
     tokens_out: int,
     cost_usd: float,
     step: int,
+    answers: list[NewMessage] | None = None,
+    answer_events: list[NewEvent] | None = None,
 ) -> tuple[bool, bool]:
     """A model reply, its event and the session's usage in one statement: the message and
     event as ``append_record`` writes them; the usage (tokens, cost) added only when the
-    event is new, the step advanced either way. Whether the message and the event are new."""
+    event is new, the step advanced either way. ``answers`` (tool results) and their
+    ``answer_events`` are written only with a new reply: in the same statement, so the
+    reply and these answers are in the record together or not at all. Whether the message
+    and the event are new."""
     parts, params = _record_parts(session_id, agent_id, [message], [event])
     parts.append(
         "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
@@ -386,16 +415,23 @@ async def append_reply(
         "WHERE id = :sid RETURNING 1)"
     )
     params.update({"ustep": step, "ui": tokens_in, "uo": tokens_out, "uc": cost_usd})
-    row = (
-        await db.execute(
-            # Read in this order so the message is written before its event (followers
-            # are told of rows in the order they were written).
-            sql(
-                f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM m), "
-                "(SELECT count(*) FROM e), (SELECT count(*) FROM u)"
-            ),
-            params,
+    # Read in this order so each message is written before its event (followers are told
+    # of rows in the order they were written): the reply, its event, then the answers.
+    counted = ["(SELECT count(*) FROM m)", "(SELECT count(*) FROM e)", "(SELECT count(*) FROM u)"]
+    if answers or answer_events:
+        more, more_params = _record_parts(
+            session_id,
+            agent_id,
+            answers or [],
+            answer_events or [],
+            names=("am", "ae"),
+            when="EXISTS (SELECT FROM m)",
         )
+        parts += more
+        params.update(more_params)
+        counted += [f"(SELECT count(*) FROM {p.split(' ', 1)[0]})" for p in more]
+    row = (
+        await db.execute(sql(f"WITH {', '.join(parts)} SELECT {', '.join(counted)}"), params)
     ).one()
     return int(row[0]) > 0, int(row[1]) > 0
 

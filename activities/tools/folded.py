@@ -28,10 +28,11 @@ async def run_leading_calls(
     arg: CallModelInput,
     out: CallModelOutput,
 ) -> list[RunToolOutput]:
-    """Run the reply's leading calls to ``arg.fold_tools``, in order; their results."""
+    """Run the reply's leading calls to ``arg.fold_tools``, in order; their results.
+    The first ``out.folded`` are answered already (recorded with the reply)."""
     allowed = set(arg.fold_tools or [])
-    results: list[RunToolOutput] = []
-    for call in out.tool_calls:
+    results: list[RunToolOutput] = list(out.folded)
+    for call in out.tool_calls[len(results) :]:
         if not call.valid or call.name not in allowed:
             break
         step_input = RunToolInput(

@@ -20,10 +20,11 @@ checked the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -36,6 +37,9 @@ from vigil.activities.tools.allowlist import (
     unmapped,
 )
 from vigil.activities.tools.base import BuiltinContext, ToolFailed, ToolOutcome
+
+if TYPE_CHECKING:
+    from vigil.activities.config import ActivitySettings
 
 MAX_REDIRECTS = 5
 
@@ -229,12 +233,32 @@ async def fetch_url(
     raise ToolFailed(f"stopped after {max_redirects} redirects")  # not reached
 
 
-async def http_fetch(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
-    """The tool: the page's status, type, size and text."""
+@functools.lru_cache(maxsize=16)
+def _policy(allow: tuple[str, ...]) -> FetchPolicy:
     try:
-        policy = FetchPolicy.parse(ctx.settings.http_allowlist)
+        return FetchPolicy.parse(allow)
     except ValueError as exc:  # Settings validates it; a hand-built one may not be
         raise ToolFailed(str(exc)) from exc
+
+
+def refusal(settings: ActivitySettings, args: dict[str, Any]) -> str | None:
+    """The error a call would get before any connection is made (a URL that is not
+    http(s), or off the allowlist), or None: decided by the arguments and settings alone.
+    """
+    try:
+        try:
+            url = httpx.URL(str(args["url"]))
+        except httpx.InvalidURL as exc:
+            raise ToolFailed(f"not a valid URL: {exc}") from exc
+        _policy(tuple(settings.http_allowlist)).check_url(url)
+    except ToolFailed as exc:
+        return str(exc)
+    return None
+
+
+async def http_fetch(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
+    """The tool: the page's status, type, size and text."""
+    policy = _policy(tuple(ctx.settings.http_allowlist))
     got = await fetch_url(
         str(args["url"]),
         policy,

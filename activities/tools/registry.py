@@ -7,10 +7,13 @@ back to the model as the tool's result.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
+
+from vigil.activities.config import ActivitySettings
 
 # Re-exported: callers use them as registry.BuiltinContext, registry.ToolFailed, ...
 from vigil.activities.tools.base import BuiltinContext as BuiltinContext
@@ -18,6 +21,7 @@ from vigil.activities.tools.base import ToolFailed as ToolFailed
 from vigil.activities.tools.base import ToolFn as ToolFn
 from vigil.activities.tools.base import ToolOutcome as ToolOutcome
 from vigil.activities.tools.http_fetch import http_fetch
+from vigil.activities.tools.http_fetch import refusal as http_fetch_refusal
 from vigil.schema import jsonlimits
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 from vigil.schema.payloads import preview
@@ -144,6 +148,12 @@ IMPLEMENTATIONS: dict[str, ToolFn] = {
     "remember": remember,
     "recall": recall,
 }
+
+REFUSALS: dict[str, Callable[[ActivitySettings, dict[str, Any]], str | None]] = {
+    "http_fetch": http_fetch_refusal,
+}
+"""Built-ins that can refuse a call by its arguments and the settings alone, before they
+do anything: the error the call would get, or None."""
 
 
 def parse_wake_time(args: dict[str, Any]) -> tuple[float | None, datetime | None]:

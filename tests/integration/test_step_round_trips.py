@@ -4,7 +4,8 @@ transactions (issue #12), and stays exactly once.
 ``call_model`` (a model that answers at once) and ``run_tool`` run as the worker runs
 them, with the worker's context cache warm: the reply's idempotency check, the context's
 reads and the kept recall's check share one transaction; the reply and its usage event
-are one statement, the tool's result and its event another, each on a connection already
+are one statement, the tool's result and its event another (in the folded step, a call
+that changes nothing is answered in the reply's statement), each on a connection already
 acting for the agent. Counted, never timed.
 """
 
@@ -44,11 +45,12 @@ transaction; before bound connections: 15 in 4; before the step's transactions w
 straight to the driver: 26 through SQLAlchemy."""
 TRANSACTIONS_PER_STEP = 0
 
-ROUND_TRIPS_PER_FOLDED_STEP = 3
+ROUND_TRIPS_PER_FOLDED_STEP = 2
 """The same step folded (the tool run by the model activity, as new sessions run it): the
-model call wrote the reply itself, so the tool's check of what is recorded is not needed
-(no tool of a step runs before its reply is recorded): one round trip fewer (8 before the
-read was one statement, 12 before bound connections)."""
+call is refused by its arguments alone (a host on no allowlist), so nothing runs and its
+answer is written in the reply's statement: the context's read and that statement. (3
+when the answer was a statement of its own after the reply; 8 before the read was one
+statement, 12 before bound connections.)"""
 TRANSACTIONS_PER_FOLDED_STEP = 0
 
 IDLE_BEFORE_PING = 60.0
