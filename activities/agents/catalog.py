@@ -152,11 +152,28 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json), format_checker=FormatChecker())
 
 
+_BY_OBJECT: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+"""Validators by the schema object they were made for (held here, so its id stays its
+own): a cached catalog's descriptors ask again and again, and writing their schema out
+canonically to find the validator cost more than the check."""
+
+
+def _validator_of(parameters: dict[str, Any]) -> Draft202012Validator:
+    found = _BY_OBJECT.get(id(parameters))
+    if found is not None and found[0] is parameters:
+        return found[1]
+    validator = _validator(canonical_json(parameters))
+    if len(_BY_OBJECT) >= 1024:
+        _BY_OBJECT.clear()
+    _BY_OBJECT[id(parameters)] = (parameters, validator)
+    return validator
+
+
 def argument_error(descriptor: ToolDescriptor, arguments: dict[str, Any]) -> str | None:
     """None when ``arguments`` fit the tool's JSON schema; else the first error, short."""
     if not descriptor.parameters:
         return None
-    validator = _validator(canonical_json(descriptor.parameters))
+    validator = _validator_of(descriptor.parameters)
     errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
     if not errors:
         return None
