@@ -100,6 +100,11 @@ PATCH_LEAN_BOOKKEEPING = "vigil-lean-bookkeeping"
 # when it cannot ride with the last record. Asked first by new sessions; it implies lean
 # bookkeeping and every patch before it.
 PATCH_LOCAL_BOOKKEEPING = "vigil-local-bookkeeping"
+# The step's search attribute (VigilStep) updated when the session settles or changes
+# status (a wait, a pause, the end) and otherwise at most once a second of workflow time,
+# not after every step: each update is a history event and a visibility write on the
+# server. Asked first by new sessions; it implies local bookkeeping and every patch before.
+PATCH_QUIET_STEPS = "vigil-quiet-steps"
 # A local activity's failure reaches the session as a regular activity's does (an
 # ActivityError around it), so it ends the session with its record instead of failing the
 # workflow bare. Asked only when a local activity fails (implied by lean bookkeeping).

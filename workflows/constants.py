@@ -61,3 +61,8 @@ TOOL_SCHEDULE_TO_START = timedelta(minutes=5)
 TOOL_PROBE_START_TO_CLOSE = timedelta(seconds=30)
 TOOL_POLLER_FRESH = timedelta(seconds=90)
 """A poller seen within this long counts as alive (long polls last about a minute)."""
+
+STEP_PUBLISH_EVERY = timedelta(seconds=1)
+"""With quiet steps, steps run back to back update the step's search attribute at most this
+often (workflow time, which moves with each workflow task); status changes, waits and the
+end update it at once."""

@@ -99,6 +99,11 @@ class AgentSession(HandOverWhileWaiting):
         self._msgs: list[MessageIn] = []
         self._published_agent: str | None = None
         self._published_goal: str | None = None
+        self._published_at: datetime | None = None
+        """When the search attributes were last updated (workflow time)."""
+        self._quiet_steps = False
+        """Whether a step updates the step's search attribute only now and then
+        (``PATCH_QUIET_STEPS``)."""
         # What the transcript still owes if the session ends mid-step: the model reply being
         # awaited and the tool calls without a result (with their seq once reserved).
         self._open_model_seq: int | None = None
@@ -141,10 +146,12 @@ class AgentSession(HandOverWhileWaiting):
     @workflow.run
     async def run(self, arg: StartSessionInput) -> SessionResult:
         info = workflow.info()
-        # Asked first, newest first: a session under local bookkeeping is under lean
-        # bookkeeping too, and one under lean bookkeeping takes every earlier patch's path
-        # without asking for it (see _patched). A new session carries one marker.
-        self._local_books = workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
+        # Asked first, newest first: a session with quiet steps is under local bookkeeping,
+        # one under local bookkeeping under lean bookkeeping too, and one under lean
+        # bookkeeping takes every earlier patch's path without asking for it (see
+        # _patched). A new session carries one marker.
+        self._quiet_steps = workflow.patched(names.PATCH_QUIET_STEPS)
+        self._local_books = self._quiet_steps or workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
         self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
         # Sessions started by older code replay without this marker: they never hand over
         # while waiting, nor on their history's size between steps.
@@ -303,7 +310,7 @@ class AgentSession(HandOverWhileWaiting):
         self._c.cost_usd += out.cost_usd
         if out.content_preview:
             self._c.last_message = out.content_preview
-        self._publish()
+        self._publish(step_only=True)
         if not out.tool_calls:
             raise _SessionEnded(SessionStatus.COMPLETED, out.content_preview or "done")
         if all(not call.valid for call in out.tool_calls):
@@ -959,8 +966,21 @@ class AgentSession(HandOverWhileWaiting):
         self._update(status=status, step=self._c.step)
         self._publish()
 
-    def _publish(self) -> None:
-        """Keep search attributes and the UI's current details in step with the session."""
+    def _publish(self, *, step_only: bool = False) -> None:
+        """Keep search attributes and the UI's current details in step with the session.
+        ``step_only``: only the step moved (a step's end); with quiet steps its search
+        attribute then waits until a second of workflow time has passed since the last
+        update (every status change, wait and end updates it)."""
+        now = workflow.now()
+        if (
+            step_only
+            and self._quiet_steps
+            and self._published_at is not None
+            and now - self._published_at < c.STEP_PUBLISH_EVERY
+        ):
+            self._set_details()
+            return
+        self._published_at = now
         # Status and step always; agent and goal only when they change, so a long goal
         # does not add a kilobyte to history at every step.
         updates: list[SearchAttributeUpdate[Any]] = [
@@ -975,6 +995,10 @@ class AgentSession(HandOverWhileWaiting):
             updates.append(names.SA_GOAL.value_set(goal))
             self._published_goal = goal
         workflow.upsert_search_attributes(updates)
+        self._set_details()
+
+    def _set_details(self) -> None:
+        """The session as Temporal UI shows it (kept by the worker, not in history)."""
         details = (
             f"**{self._status.value}** at step {self._c.step} — goal: {preview(self._c.goal, 300)}"
         )

@@ -63,6 +63,9 @@ OLDER_LEAN = "pre_lean_bookkeeping__"
 # scenario, since every new session takes it (the default mode's records and the outcome's
 # memory as local activities).
 OLDER_LOCAL_BOOKS = "pre_local_bookkeeping__"
+# Recorded before quiet steps (PATCH_QUIET_STEPS): every scenario, since every new session
+# takes it (the step's search attribute no longer updated after every step).
+OLDER_QUIET = "pre_quiet_steps__"
 # Payload encryption on, as every worker runs: histories written in plain (before
 # encryption) must still replay, since a plain payload decodes as it is.
 CONVERTER = data_converter(
@@ -99,7 +102,14 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_the_recorded_scenarios_are_all_here() -> None:
-    older_prefixes = (OLDER_CODE, OLDER_CANCEL, OLDER_LOCAL, OLDER_LEAN, OLDER_LOCAL_BOOKS)
+    older_prefixes = (
+        OLDER_CODE,
+        OLDER_CANCEL,
+        OLDER_LOCAL,
+        OLDER_LEAN,
+        OLDER_LOCAL_BOOKS,
+        OLDER_QUIET,
+    )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
     older_cancel = {
@@ -120,6 +130,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         if p.stem.startswith(OLDER_LOCAL_BOOKS)
     }
     assert older_books == EXPECTED
+    older_quiet = {
+        p.stem.removeprefix(OLDER_QUIET) for p in PATHS if p.stem.startswith(OLDER_QUIET)
+    }
+    assert older_quiet == EXPECTED
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
