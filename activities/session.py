@@ -663,20 +663,11 @@ class SessionActivities:
                 break
             if not self._changes_nothing(str(call["name"]), str(call["arguments"]), catalog):
                 break
-            step_input = RunToolInput(
-                session_id=arg.session_id,
-                agent_id=arg.agent_id,
-                step=arg.step,
-                seq=arg.seq + 1 + ref.index,
-                model_seq=arg.seq,
-                call_index=ref.index,
-                agent_version=arg.agent_version,
-            )
             try:
                 with _tracer.start_as_current_span(
                     "RunTool", attributes={"vigil.step": arg.step, "vigil.call_index": ref.index}
                 ):
-                    answer = await self._tool_answer(step_input, calls)
+                    answer = await self._tool_answer(folded.call_input(arg, ref.index), calls)
             except Exception as exc:  # run again once the reply is recorded, as any call
                 log.info(
                     "call %s of step %s left until the reply is recorded: %s",

@@ -23,6 +23,19 @@ log = logging.getLogger("vigil.activities")
 NOT_RUN = "error: not run: the session ended first"
 
 
+def call_input(arg: CallModelInput, index: int) -> RunToolInput:
+    """What the workflow would send ``run_tool`` for call ``index`` of this step's reply."""
+    return RunToolInput(
+        session_id=arg.session_id,
+        agent_id=arg.agent_id,
+        step=arg.step,
+        seq=arg.seq + 1 + index,
+        model_seq=arg.seq,
+        call_index=index,
+        agent_version=arg.agent_version,
+    )
+
+
 async def run_leading_calls(
     run_tool: Callable[[RunToolInput], Awaitable[RunToolOutput]],
     arg: CallModelInput,
@@ -35,17 +48,8 @@ async def run_leading_calls(
     for call in out.tool_calls[len(results) :]:
         if not call.valid or call.name not in allowed:
             break
-        step_input = RunToolInput(
-            session_id=arg.session_id,
-            agent_id=arg.agent_id,
-            step=arg.step,
-            seq=arg.seq + 1 + call.index,
-            model_seq=arg.seq,
-            call_index=call.index,
-            agent_version=arg.agent_version,
-        )
         try:
-            result = await run_tool(step_input)
+            result = await run_tool(call_input(arg, call.index))
         except Exception as exc:  # the call's own activity retries it as it always did
             log.info(
                 "folded call %s of step %s handed back: %s",

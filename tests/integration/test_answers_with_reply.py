@@ -128,20 +128,25 @@ async def test_answers_are_not_written_when_their_reply_was_recorded_first(
     answer_event = record.NewEvent(
         key="tool:1:0", kind=event_kinds.TOOL_CALL, step=1, payload={"ok": False}
     )
-    async with sessionmaker.begin() as db:
-        wrote, fresh = await record.append_reply(
-            db,
-            sid,
-            agent,
-            reply("the model's"),
-            record.NewEvent(key="model:1", kind=event_kinds.MODEL_CALL, step=1, payload={}),
-            tokens_in=1,
-            tokens_out=1,
-            cost_usd=0.0,
-            step=1,
-            answers=[answer],
-            answer_events=[answer_event],
-        )
+
+    async def write(session_id: str) -> tuple[bool, bool]:
+        """The model activity's statement: the reply, its event and its one answer."""
+        async with sessionmaker.begin() as db:
+            return await record.append_reply(
+                db,
+                session_id,
+                agent,
+                reply("the model's"),
+                record.NewEvent(key="model:1", kind=event_kinds.MODEL_CALL, step=1, payload={}),
+                tokens_in=1,
+                tokens_out=1,
+                cost_usd=0.0,
+                step=1,
+                answers=[answer],
+                answer_events=[answer_event],
+            )
+
+    wrote, fresh = await write(sid)
     assert (wrote, fresh) == (False, True)
     async with sessionmaker() as db:
         seqs = [m.seq for m in await record.messages_page(db, sid)]
@@ -156,19 +161,7 @@ async def test_answers_are_not_written_when_their_reply_was_recorded_first(
         await record.create_session(
             db, session_id=other, agent_id=agent, goal="g", status="running"
         )
-        wrote, fresh = await record.append_reply(
-            db,
-            other,
-            agent,
-            reply("the model's"),
-            record.NewEvent(key="model:1", kind=event_kinds.MODEL_CALL, step=1, payload={}),
-            tokens_in=1,
-            tokens_out=1,
-            cost_usd=0.0,
-            step=1,
-            answers=[answer],
-            answer_events=[answer_event],
-        )
+    wrote, fresh = await write(other)
     assert (wrote, fresh) == (True, True)
     async with sessionmaker() as db:
         assert [m.seq for m in await record.messages_page(db, other)] == [1, 2]
