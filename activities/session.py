@@ -505,9 +505,10 @@ class SessionActivities:
 
             async def run_tool(call: RunToolInput) -> RunToolOutput:
                 # This attempt wrote the reply just now, so no tool of this step has run
-                # (tools run only once their reply is recorded): the first call needs no
-                # reading. Later ones check the record first, as run_tool does: the
-                # session may have ended meanwhile and answered them (NOT_RUN).
+                # but those it answered with the reply (calls that change nothing, not run
+                # again here): the first call, when none was, needs no reading. Later
+                # ones check the record first, as run_tool does: the session may have
+                # ended meanwhile and answered them (NOT_RUN).
                 first = written is not None and call.call_index == 0
                 return await self._run_tool(call, calls=written if first else None)
 
@@ -667,7 +668,9 @@ class SessionActivities:
                 with _tracer.start_as_current_span(
                     "RunTool", attributes={"vigil.step": arg.step, "vigil.call_index": ref.index}
                 ):
-                    answer = await self._tool_answer(folded.call_input(arg, ref.index), calls)
+                    answer = await self._tool_answer(
+                        folded.call_input(arg, ref.index), calls, before_reply=True
+                    )
             except Exception as exc:  # run again once the reply is recorded, as any call
                 log.info(
                     "call %s of step %s left until the reply is recorded: %s",
@@ -677,8 +680,10 @@ class SessionActivities:
                     extra={"session_id": arg.session_id},
                 )
                 break
-            if isinstance(answer, RunToolOutput):
-                break  # nothing to record (the workflow's own tool)
+            if answer is None or isinstance(answer, RunToolOutput):
+                # Too long to keep inline (its artifact is written once the reply is
+                # recorded), or nothing to record (the workflow's own tool).
+                break
             answers.append(answer)
         return answers
 
@@ -724,6 +729,8 @@ class SessionActivities:
         answer = await self._tool_answer(arg, calls)
         if isinstance(answer, RunToolOutput):
             return answer
+        assert answer is not None  # None only for an answer before the reply
+
         async with bound_acting_for(self._engine, arg.agent_id) as db:
             await record.append_record(
                 db, arg.session_id, arg.agent_id, [answer.message], [answer.event]
@@ -732,11 +739,17 @@ class SessionActivities:
         return answer.output
 
     async def _tool_answer(
-        self, arg: RunToolInput, calls: list[dict[str, Any]] | None = None
-    ) -> RunToolOutput | _Answer:
+        self,
+        arg: RunToolInput,
+        calls: list[dict[str, Any]] | None = None,
+        *,
+        before_reply: bool = False,
+    ) -> RunToolOutput | _Answer | None:
         """The call run (or refused) and its answer, not yet recorded; or the output
         itself when there is nothing to record (recorded already, or the workflow's
-        tool)."""
+        tool). ``before_reply``: the reply is not recorded yet, so nothing may be written
+        anywhere: None instead of an output too long to keep inline (the claim check
+        would store it as an artifact)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         if calls is None:
@@ -824,6 +837,8 @@ class SessionActivities:
                     "tool %s crashed", name, extra={"session_id": arg.session_id, "tool": name}
                 )
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
+        if before_reply and not self._inline(text):
+            return None
         text, sha = await self._claim_check(arg, name, text)
         edited = arg.edited_arguments is not None
         if edited:
@@ -931,12 +946,16 @@ class SessionActivities:
         artifacts = SessionArtifacts(self.store, self.sessionmaker, arg.agent_id, arg.session_id)
         return await self.tools.run(tool, args, call, artifacts=artifacts, mcp_server=server)
 
+    def _inline(self, text: str) -> bool:
+        """Whether a tool's output is kept in its message whole (else: an artifact)."""
+        return len(text.encode("utf-8", errors="surrogatepass")) <= self.settings.inline_limit_bytes
+
     async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
+        if self._inline(text):
+            return text, None
         raw = text.encode("utf-8", errors="surrogatepass")
         limit = self.settings.inline_limit_bytes
-        if len(raw) <= limit:
-            return text, None
         from vigil.activities.artifacts.registry import put_artifact
 
         ref = await put_artifact(

@@ -347,9 +347,10 @@ class CallModelInput(Payload):
     context_tokens: int | None = None
     recall: int | None = None
     fold_tools: list[str] | None = None
-    """Tools this activity runs itself right after the reply (folded step): the reply's
-    leading calls to them, call ``i`` recorded at seq ``seq + 1 + i`` exactly as run_tool
-    records it. None: the workflow runs every call (sessions from before folding)."""
+    """Tools this activity runs itself (folded step): the reply's leading calls to them,
+    call ``i`` recorded at seq ``seq + 1 + i`` exactly as run_tool records it; right after
+    the reply, or with it when the call changes nothing. None: the workflow runs every
+    call (sessions from before folding)."""
     records: RecordInput | None = None
     """Queued messages, events and session changes, written before the context is read
     (instead of a record activity of their own)."""

@@ -95,6 +95,35 @@ async def test_calls_that_change_nothing_are_written_with_their_reply(
     assert wrote_event["tool:1:2"] == wrote[4]
 
 
+async def test_a_read_too_long_to_keep_inline_is_answered_after_its_reply(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Its output goes to the artifact store (the claim check): a write, so not before the
+    # reply is recorded. The read runs once the reply is in the record, in its own statement.
+    long = "tide table " * 200  # 2,200 bytes, over the 1,000-byte inline limit below
+    stub.enqueue(
+        Reply.tool_call("write_artifact", {"name": "tides.txt", "content": long}),
+        Reply.tool_calls(REFUSED, ("read_artifact", {"name": "tides.txt"})),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    tight = stub_settings(settings, stub.url_openai).model_copy(update={"inline_limit_bytes": 1000})
+    async with running_worker(client, tight, task_queue):
+        goal = session_input("read it back", policy=ToolPolicy(require_approval=[]))
+        handle = await start(client, task_queue, goal)
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
+    by_seq = {m.seq: m for m in await transcript(sessionmaker, handle.id)}
+    # Step 2: the reply at 3, the refusal at 4 (with the reply), the long read at 5 (after).
+    assert [by_seq[s].role for s in (3, 4, 5)] == ["assistant", "tool", "tool"]
+    assert "stored as artifact" in by_seq[5].content
+    wrote, _ = await _writers(sessionmaker, handle.id)
+    assert wrote[4] == wrote[3] != wrote[5]
+
+
 async def test_answers_are_not_written_when_their_reply_was_recorded_first(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
