@@ -406,8 +406,9 @@ async def assemble(
     same arguments; its time counts against the time budget.
     """
     started = time.perf_counter()
+    engine = engine_of(sessionmaker)
     if read is None:
-        async with bound_acting_for(engine_of(sessionmaker), agent_id) as db:
+        async with bound_acting_for(engine, agent_id) as db:
             read = await read_context(
                 db,
                 session_id=session_id,
@@ -515,7 +516,7 @@ async def assemble(
             # The kept window holds all of them (it is current: read just now).
             older = [m for m in recent if prev_upto < m.seq < start_seq]
         else:
-            async with bound_acting_for(engine_of(sessionmaker), agent_id) as db:
+            async with bound_acting_for(engine, agent_id) as db:
                 older = await record.messages_page(
                     db, session_id, after_seq=prev_upto, limit=start_seq - 1 - prev_upto
                 )
@@ -533,7 +534,7 @@ async def assemble(
             )
         )
     if events:
-        async with bound_acting_for(engine_of(sessionmaker), agent_id) as db:
+        async with bound_acting_for(engine, agent_id) as db:
             inserted = await record.record_events(db, session_id, agent_id, events[-1:])
             if summary_key is not None and not inserted:
                 # Written first by another worker: the record's text is the summary.

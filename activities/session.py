@@ -699,7 +699,7 @@ class SessionActivities:
         if tool.effects == "none":
             return True
         refuse = tools.REFUSALS.get(name)
-        if refuse is None or (catalog is not None and catalog[name].kind != "builtin"):
+        if refuse is None or (isinstance(tool, ToolDescriptor) and tool.kind != "builtin"):
             return False
         args, error = tools.parse_arguments(arguments)
         return args is not None and error is None and refuse(self.settings, args) is not None
@@ -952,10 +952,10 @@ class SessionActivities:
 
     async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
         """Outputs over the inline limit go to the artifact store; the message keeps a head."""
-        if self._inline(text):
-            return text, None
         raw = text.encode("utf-8", errors="surrogatepass")
         limit = self.settings.inline_limit_bytes
+        if len(raw) <= limit:
+            return text, None
         from vigil.activities.artifacts.registry import put_artifact
 
         ref = await put_artifact(

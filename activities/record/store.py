@@ -429,7 +429,11 @@ async def append_reply(
         )
         parts += more
         params.update(more_params)
-        counted += [f"(SELECT count(*) FROM {p.split(' ', 1)[0]})" for p in more]
+        counted += [
+            f"(SELECT count(*) FROM {name})"
+            for name, rows in (("am", answers), ("ae", answer_events))
+            if rows
+        ]
     row = (
         await db.execute(sql(f"WITH {', '.join(parts)} SELECT {', '.join(counted)}"), params)
     ).one()

@@ -183,6 +183,16 @@ class Fetched:
     redirects: int = 0
 
 
+def checked_url(url: str, policy: FetchPolicy) -> httpx.URL:
+    """``url`` parsed and on ``policy``'s allowlist; ToolFailed saying why not."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ToolFailed(f"not a valid URL: {exc}") from exc
+    policy.check_url(parsed)
+    return parsed
+
+
 async def fetch_url(
     url: str,
     policy: FetchPolicy,
@@ -193,11 +203,7 @@ async def fetch_url(
     max_redirects: int = MAX_REDIRECTS,
 ) -> Fetched:
     """GET ``url`` under ``policy``, following checked redirects; ToolFailed on refusal."""
-    try:
-        current = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ToolFailed(f"not a valid URL: {exc}") from exc
-    policy.check_url(current)  # the cheap refusal first, before any connection
+    current = checked_url(url, policy)  # the cheap refusal first, before any connection
     # No proxies from the environment: the connection must go to the checked address.
     transport = GuardedTransport(policy, resolve, httpx.AsyncHTTPTransport(trust_env=False))
     async with httpx.AsyncClient(
@@ -246,11 +252,7 @@ def refusal(settings: ActivitySettings, args: dict[str, Any]) -> str | None:
     http(s), or off the allowlist), or None: decided by the arguments and settings alone.
     """
     try:
-        try:
-            url = httpx.URL(str(args["url"]))
-        except httpx.InvalidURL as exc:
-            raise ToolFailed(f"not a valid URL: {exc}") from exc
-        _policy(tuple(settings.http_allowlist)).check_url(url)
+        checked_url(str(args["url"]), _policy(tuple(settings.http_allowlist)))
     except ToolFailed as exc:
         return str(exc)
     return None
