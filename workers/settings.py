@@ -185,6 +185,13 @@ class Settings(BaseSettings):
     vigil's own code (agents and tools run in activities), and the sandbox costs CPU on
     every run and workflow task (README "Performance"); the test suite replays every
     recorded history inside the sandbox, so a non-deterministic call fails there."""
+    worker_inline_workflow_tasks: bool = True
+    """Run each workflow task on the worker's event loop instead of handing it to a thread
+    (the SDK's debug mode, which does that and nothing else a worker without the sandbox
+    notices). A session's tasks are short and vigil's own code, and the hand-off to a
+    thread and back cost a one-step session about a sixth of the worker's CPU here
+    (README "Performance"). What is given up: the SDK's 2 s deadlock check, which fails a
+    task whose workflow code blocks; such code would block the worker's loop instead."""
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1)
     """Workflow tasks a worker runs at once; unset means the SDK's default (100)."""
     worker_max_concurrent_activities: int = Field(default=50, ge=1)

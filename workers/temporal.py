@@ -156,6 +156,8 @@ def new_worker(
             opts.worker_activity_pollers or SDK_POLLERS
         ),
         disable_eager_activity_execution=not eager_activities,
+        # Workflow tasks on the event loop, not a thread: Settings.worker_inline_workflow_tasks.
+        debug_mode=opts.worker_inline_workflow_tasks,
         # A dead worker's cached workflows move to another worker after this long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )

@@ -174,7 +174,7 @@ async def require_for_recall(
     require_identity(agent_id, configured, row.embedder, row.version, row.dim)
 
 
-async def require_for_write(db: DbSession, agent_id: str, configured: EmbedderIdentity) -> None:
+async def require_for_write(db: Statements, agent_id: str, configured: EmbedderIdentity) -> None:
     """Refuse a write of a vector from another embedder than the agent's; an agent without
     one adopts ``configured``. The active row stays share-locked until the transaction
     ends, so a reindex cannot switch the agent between this check and the insert.

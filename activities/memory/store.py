@@ -243,21 +243,28 @@ _MERGE = sql(
 
 _INSERT = sql(
     """
-    INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
-                          source_session_id, metadata, created_at, embedder, embedder_version)
-    VALUES (:agent_id, :kind, :subject, :content, :importance, :dim,
-            CAST(:vector AS vector), :source_session_id, :metadata,
-            coalesce(CAST(:created_at AS timestamptz), now()), :embedder, :version)
-    RETURNING id
+    WITH m AS (
+        INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
+                              source_session_id, metadata, created_at, embedder,
+                              embedder_version)
+        VALUES (:agent_id, :kind, :subject, :content, :importance, :dim,
+                CAST(:vector AS vector), :source_session_id, :metadata,
+                coalesce(CAST(:created_at AS timestamptz), now()), :embedder, :version)
+        RETURNING id
+    ), superseded AS (
+        UPDATE memories SET superseded_by = (SELECT id FROM m), superseded_at = now()
+        WHERE id = ANY(:old_ids)
+    ), written AS (
+        INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action,
+                                   superseded_ids)
+        SELECT :agent_id, CAST(:key AS text), :source_session_id, m.id, :action, :old_ids
+        FROM m WHERE CAST(:key AS text) IS NOT NULL
+    )
+    SELECT id FROM m
     """
-).bindparams(bindparam("metadata", type_=JSONB))
-
-_SUPERSEDE = sql(
-    """
-    UPDATE memories SET superseded_by = :new_id, superseded_at = now()
-    WHERE id = ANY(:ids)
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+).bindparams(bindparam("metadata", type_=JSONB), bindparam("old_ids", type_=ARRAY(BigInteger)))
+"""A new memory in one statement: the memories it supersedes (``old_ids``, locked by
+``_SAME_SUBJECT``) marked, and a keyed write recorded with its ``action``."""
 
 # A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
 # retry of the same call returns that result instead of writing again; the primary key
@@ -318,7 +325,7 @@ def _record(row: Any) -> MemoryRecord:
     )
 
 
-async def _written(db: DbSession, agent_id: str, key: str) -> AddResult | None:
+async def _written(db: Statements, agent_id: str, key: str) -> AddResult | None:
     row = (await db.execute(_WRITTEN, {"agent_id": agent_id, "key": key})).one_or_none()
     if row is None:
         return None
@@ -331,7 +338,7 @@ async def _written(db: DbSession, agent_id: str, key: str) -> AddResult | None:
 
 
 async def _record_write(
-    db: DbSession, agent_id: str, key: str | None, session_id: str | None, result: AddResult
+    db: Statements, agent_id: str, key: str | None, session_id: str | None, result: AddResult
 ) -> AddResult:
     if key is not None:
         await db.execute(
@@ -493,8 +500,9 @@ class MemoryStore:
             raise ValueError(f"metadata keys {clash} are reserved for the memory store")
 
         if key is not None:
-            async with acting_for(self._sessionmaker, agent_id) as db:
-                first = await _written(db, agent_id, key)
+            # A retry finds its first result without embedding again (one round trip).
+            async with bound_acting_for(self._engine, agent_id) as bound:
+                first = await _written(bound, agent_id, key)
             if first is not None:
                 return first
 
@@ -505,7 +513,9 @@ class MemoryStore:
         identity = identity_of(self.embedder)
         now = datetime.now(UTC)
 
-        async with acting_for(self._sessionmaker, agent_id) as db:
+        # A lean transaction (``record.lean``): the write's statements straight on the
+        # driver connection, as the session step's are.
+        async with lean_acting_for(self._engine, agent_id) as db:
             await db.execute(_LOCK, {"key": json.dumps(["vigil.memory", agent_id, kind])})
             if key is not None and (first := await _written(db, agent_id, key)) is not None:
                 return first  # a concurrent run of the same call got here first
@@ -570,6 +580,7 @@ class MemoryStore:
             stored_meta: dict[str, Any] = {**extra, "embedder": self.embedder.name}
             if counts:
                 stored_meta["redactions"] = counts
+            action: Literal["superseded", "inserted"] = "superseded" if old_ids else "inserted"
             new_id: int = (
                 await db.execute(
                     _INSERT,
@@ -586,23 +597,15 @@ class MemoryStore:
                         "created_at": created_at,
                         "embedder": identity.name,
                         "version": identity.version,
+                        "old_ids": old_ids,
+                        "key": key,
+                        "action": action,
                     },
                 )
             ).scalar_one()
-            if old_ids:
-                await db.execute(
-                    _SUPERSEDE,
-                    {"new_id": new_id, "ids": old_ids},
-                )
-                result = AddResult(
-                    id=new_id,
-                    action="superseded",
-                    superseded_ids=tuple(old_ids),
-                    redactions=counts,
-                )
-            else:
-                result = AddResult(id=new_id, action="inserted", redactions=counts)
-            return await _record_write(db, agent_id, key, source_session_id, result)
+            return AddResult(
+                id=new_id, action=action, superseded_ids=tuple(old_ids), redactions=counts
+            )
 
     # -----------------------------------------------------------------------------------
     # Read

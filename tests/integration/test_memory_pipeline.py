@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -182,3 +183,38 @@ async def test_concurrent_updates_of_a_subject_leave_one_live_version(
     assert [m.superseded for m in chain] == [True] * 5 + [False]
     # Each version points at the next one: a single chain, no forks.
     assert [m.superseded_by for m in chain[:-1]] == [m.id for m in chain[1:]]
+
+
+async def test_a_keyed_supersede_is_one_transaction_and_a_retry_returns_it(
+    store: MemoryStore, agent: str, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """The new memory, the mark on the one it supersedes and the keyed write's record
+    commit together (the same transaction id on all three rows), and the same key again
+    stores nothing and answers as the first write did."""
+    old = await store.add(agent, "The release train leaves on Tuesdays", subject="train.day")
+    new = await store.add(
+        agent, "The release train now leaves on Thursdays", subject="train.day", key="k-1"
+    )
+    assert (new.action, new.superseded_ids) == ("superseded", (old.id,))
+    async with sessionmaker() as db:
+        rows = await db.execute(
+            text(
+                "SELECT 'memory' AS what, id, xmin::text AS tx, superseded_by AS points_to "
+                "FROM memories WHERE agent_id = :a "
+                "UNION ALL SELECT 'write', memory_id, xmin::text, NULL FROM memory_writes "
+                "WHERE agent_id = :a AND write_key = 'k-1' ORDER BY 1, 2"
+            ),
+            {"a": agent},
+        )
+        found = [(r.what, r.id, r.tx, r.points_to) for r in rows]
+    assert [(what, id_, points_to) for what, id_, _, points_to in found] == [
+        ("memory", old.id, new.id),
+        ("memory", new.id, None),
+        ("write", new.id, None),
+    ]
+    assert len({tx for *_, tx, _ in found}) == 1
+    again = await store.add(
+        agent, "The release train now leaves on Thursdays", subject="train.day", key="k-1"
+    )
+    assert again == new.__class__(id=new.id, action="superseded", superseded_ids=(old.id,))
+    assert len(await store.history(agent, "train.day")) == 2

@@ -1,15 +1,19 @@
 """The worker_* settings reach the Temporal worker, and a worker without a workflow cache
 (every task replays the history) still runs workflows to the same result. Sessions run
 without Temporal's workflow sandbox unless ``worker_workflow_sandbox`` asks for it, and
-run alike either way."""
+run alike either way. Workflow tasks run on the worker's event loop unless
+``worker_inline_workflow_tasks`` is off (then on the SDK's threads), and sessions run
+alike either way too."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -22,6 +26,15 @@ from vigil.workers.settings import Settings
 from vigil.workers.temporal import new_worker
 
 pytestmark = pytest.mark.integration
+
+
+@workflow.defn(name="test.WhereRun", sandboxed=False)
+class WhereRun:
+    """Answers the thread its task ran on (a test probe, never replayed)."""
+
+    @workflow.run
+    async def run(self) -> int:
+        return threading.get_ident()
 
 
 async def test_worker_options_come_from_settings(
@@ -45,6 +58,7 @@ async def test_worker_options_come_from_settings(
     assert config.get("workflow_task_poller_behavior") == PollerBehaviorSimpleMaximum(2)
     assert config.get("activity_task_poller_behavior") == PollerBehaviorSimpleMaximum(3)
     assert isinstance(config.get("workflow_runner"), UnsandboxedWorkflowRunner)
+    assert config.get("debug_mode") is True  # inline workflow tasks, the default
     async with worker:
         result = await client.execute_workflow(
             Greeter.run,
@@ -56,6 +70,23 @@ async def test_worker_options_come_from_settings(
     assert result == Greeted(text="hello uncached", attempt=1)
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "threaded"])
+async def test_workflow_tasks_run_where_the_setting_says(
+    client: Client, task_queue: str, inline: bool
+) -> None:
+    settings = Settings(worker_inline_workflow_tasks=inline)  # type: ignore[call-arg]
+    worker = new_worker(
+        client, task_queue=task_queue, workflows=[WhereRun], activities=[], settings=settings
+    )
+    assert worker.config().get("debug_mode") is inline
+    async with worker:
+        ran_on = await client.execute_workflow(
+            WhereRun.run, id=f"where-{uuid.uuid4()}", task_queue=task_queue, result_type=int
+        )
+    assert (ran_on == threading.get_ident()) is inline
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "threaded"])
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandbox", "no-sandbox"])
 async def test_a_session_runs_alike_with_and_without_the_sandbox(
     client: Client,
@@ -64,12 +95,18 @@ async def test_a_session_runs_alike_with_and_without_the_sandbox(
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
     sandboxed: bool,
+    inline: bool,
 ) -> None:
     stub.enqueue(
         Reply.tool_call("read_artifact", {"name": "none"}),
         Reply.tool_call("finish", {"summary": "looked"}),
     )
-    cfg = stub_settings(settings, stub.url_openai, worker_workflow_sandbox=sandboxed)
+    cfg = stub_settings(
+        settings,
+        stub.url_openai,
+        worker_workflow_sandbox=sandboxed,
+        worker_inline_workflow_tasks=inline,
+    )
     probe = new_worker(
         client, task_queue=f"{task_queue}-probe", workflows=[Greeter], activities=[], settings=cfg
     )
@@ -90,6 +127,9 @@ def test_worker_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().worker_workflow_sandbox is False  # type: ignore[call-arg]
     monkeypatch.setenv("VIGIL_WORKER_WORKFLOW_SANDBOX", "true")
     assert Settings().worker_workflow_sandbox is True  # type: ignore[call-arg]
+    assert Settings().worker_inline_workflow_tasks is True  # type: ignore[call-arg]
+    monkeypatch.setenv("VIGIL_WORKER_INLINE_WORKFLOW_TASKS", "false")
+    assert Settings().worker_inline_workflow_tasks is False  # type: ignore[call-arg]
     monkeypatch.setenv("VIGIL_WORKER_MAX_CACHED_WORKFLOWS", "250")
     monkeypatch.setenv("VIGIL_WORKER_WORKFLOW_POLLERS", "8")
     settings = Settings()  # type: ignore[call-arg]
