@@ -10,8 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from tests.support.round_trips import counting
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
+from vigil.workers.db import make_engine, make_sessionmaker
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +220,31 @@ async def test_a_keyed_supersede_is_one_transaction_and_a_retry_returns_it(
     )
     assert again == new.__class__(id=new.id, action="superseded", superseded_ids=(old.id,))
     assert len(await store.history(agent, "train.day")) == 2
+
+
+ROUND_TRIPS_PER_KEYED_WRITE = 8
+"""A keyed write of a new memory about a subject, on connections already acting for the
+agent: the key's check (one statement on the agent-bound connection), then one
+transaction: ``BEGIN`` with the agent's role, the subject's lock, the key's check again
+under it, the active embedder, the same subject's live memories, the memory with its
+supersede mark and the key's record (one statement), ``COMMIT``. Counted at the driver,
+never timed. Before it was a lean transaction: 15 round trips in two ORM transactions."""
+
+
+async def test_a_keyed_write_stays_within_its_round_trips(database_url: str, agent: str) -> None:
+    # An engine that pings no connection used a minute ago (the worker's: a second), so a
+    # stall of this machine adds no ping to the count.
+    engine = make_engine(database_url, ping_after_idle=60.0)
+    try:
+        store = MemoryStore(make_sessionmaker(engine), HashingEmbedder(384))
+        # The first write binds a connection to the agent and adopts its embedder.
+        await store.add(agent, "The gate code changes monthly", subject="gate.code", key="k-0")
+        with counting() as counted:
+            written = await store.add(
+                agent, "The gate code changed on the first", subject="gate.code", key="k-1"
+            )
+    finally:
+        await engine.dispose()
+    assert written.action == "superseded"
+    assert counted.round_trips <= ROUND_TRIPS_PER_KEYED_WRITE, counted.round_trips
+    assert counted.transactions == 1
