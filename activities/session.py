@@ -500,10 +500,14 @@ class SessionActivities:
             # Queued by the workflow since the last step: in the record before the
             # context is read, so the model sees a human's message this very step.
             await self._record(arg.records)
-        out, written = await self._call_model(arg)
+        out, written, failed = await self._call_model(arg)
         if arg.fold_tools:
 
             async def run_tool(call: RunToolInput) -> RunToolOutput:
+                if failed is not None and call.call_index == failed.index:
+                    # It failed before the reply was recorded: handed back to its own
+                    # activity, which retries it, instead of failing here a second time.
+                    raise failed.error
                 # This attempt wrote the reply just now, so no tool of this step has run
                 # but those it answered with the reply (calls that change nothing, not run
                 # again here): the first call, when none was, needs no reading. Later
@@ -538,9 +542,10 @@ class SessionActivities:
 
     async def _call_model(
         self, arg: CallModelInput
-    ) -> tuple[CallModelOutput, list[dict[str, Any]] | None]:
-        """The model call's output; and the reply's tool calls when this call wrote the reply
-        (None when it was recorded already)."""
+    ) -> tuple[CallModelOutput, list[dict[str, Any]] | None, _Failed | None]:
+        """The model call's output; the reply's tool calls when this call wrote the reply
+        (None when it was recorded already); the call that failed before the reply was
+        recorded, if one did."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         # One statement: the record's part of the context, which also tells whether the
         # reply is recorded already (a retry after a crash or a lost completion): then
@@ -548,7 +553,7 @@ class SessionActivities:
         async with bound_acting_for(self._engine, arg.agent_id) as db:
             read = await self._read_context(db, arg)
             if read.has_reply:
-                return await self._replay(db, arg, catalog), None
+                return await self._replay(db, arg, catalog), None, None
         provider, connection = await self._provider(arg)
         context, degraded = await self._context(
             arg.session_id,
@@ -588,7 +593,7 @@ class SessionActivities:
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
         refs = self._refs(calls, arg.allowed_tools, catalog)
-        answers = await self._answers_before_reply(arg, calls, refs, catalog)
+        answers, failed = await self._answers_before_reply(arg, calls, refs, catalog)
         # One statement: on a connection bound to the agent, one round trip.
         async with bound_acting_for(self._engine, arg.agent_id) as db:
             wrote, fresh = await record.append_reply(
@@ -629,17 +634,21 @@ class SessionActivities:
             cost_usd=cost,
             new_step=bool(fresh),
         )
-        return CallModelOutput(
-            seq=arg.seq,
-            content_preview=_wire(preview(reply.content)),
-            finish_reason=reply.finish_reason,
-            tool_calls=refs,
-            tokens_in=reply.usage.input_tokens,
-            tokens_out=reply.usage.output_tokens,
-            cost_usd=cost,
-            latency_ms=latency_ms,
-            folded=[a.output for a in answers],
-        ), (calls if wrote else None)
+        return (
+            CallModelOutput(
+                seq=arg.seq,
+                content_preview=_wire(preview(reply.content)),
+                finish_reason=reply.finish_reason,
+                tool_calls=refs,
+                tokens_in=reply.usage.input_tokens,
+                tokens_out=reply.usage.output_tokens,
+                cost_usd=cost,
+                latency_ms=latency_ms,
+                folded=[a.output for a in answers],
+            ),
+            (calls if wrote else None),
+            failed,
+        )
 
     async def _answers_before_reply(
         self,
@@ -647,16 +656,18 @@ class SessionActivities:
         calls: list[dict[str, Any]],
         refs: list[ToolCallRef],
         catalog: dict[str, ToolDescriptor] | None,
-    ) -> list[_Answer]:
+    ) -> tuple[list[_Answer], _Failed | None]:
         """The answers of the reply's leading folded calls that change nothing anywhere,
         found before the reply is recorded so they are written in its statement: a call
         to a tool that only reads (effects ``none``), or one a built-in refuses by its
         arguments alone (``registry.REFUSALS``: nothing is run). A crash before that
         statement loses nothing (the reply is not recorded either, and the next attempt
         asks again). Stops at the first other call; the calls after it run as before,
-        once the reply is recorded."""
+        once the reply is recorded. Stops too at a call that fails (an outage of our own
+        parts): returned, so that it is handed back to its own activity rather than run a
+        second time once the reply is recorded."""
         if not arg.fold_tools:
-            return []
+            return [], None
         allowed = set(arg.fold_tools)
         answers: list[_Answer] = []
         for ref, call in zip(refs, calls, strict=True):
@@ -671,21 +682,21 @@ class SessionActivities:
                     answer = await self._tool_answer(
                         folded.call_input(arg, ref.index), calls, before_reply=True
                     )
-            except Exception as exc:  # run again once the reply is recorded, as any call
+            except Exception as exc:  # handed back once the reply is recorded
                 log.info(
-                    "call %s of step %s left until the reply is recorded: %s",
+                    "call %s of step %s failed before the reply was recorded: %s",
                     ref.index,
                     arg.step,
                     exc,
                     extra={"session_id": arg.session_id},
                 )
-                break
+                return answers, _Failed(ref.index, exc)
             if answer is None or isinstance(answer, RunToolOutput):
                 # Too long to keep inline (its artifact is written once the reply is
                 # recorded), or nothing to record (the workflow's own tool).
                 break
             answers.append(answer)
-        return answers
+        return answers, None
 
     def _changes_nothing(
         self, name: str, arguments: str, catalog: dict[str, ToolDescriptor] | None
@@ -997,6 +1008,14 @@ class _Answer:
     def told(self) -> None:
         """Counted once its answer is in the record."""
         metrics.tool_call(agent_id=self.agent_id, tool=self.tool, ok=self.output.ok)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A call that failed before its reply was recorded: its index and what it raised."""
+
+    index: int
+    error: Exception
 
 
 def _wire(text: str) -> str:

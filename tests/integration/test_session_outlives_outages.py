@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from tests.support.history import activity_runs
@@ -40,6 +41,7 @@ from tests.support.sessions import (
     transcript,
     until,
 )
+from vigil.activities.artifacts.s3 import S3Store
 from vigil.schema import names
 from vigil.schema.payloads import SessionResult, SessionStatus, ToolPolicy
 from vigil.workers.settings import Settings
@@ -181,6 +183,52 @@ async def test_an_object_store_outage_in_a_tool_is_waited_out(
     [recovered] = await events(sessionmaker, handle.id, "infrastructure_recovered")
     assert recovered.payload["part"] == "object store"
     assert recovered.payload["activity"] == names.ACT_RUN_TOOL
+
+
+async def test_a_call_that_met_an_outage_before_its_reply_is_not_run_again_there(
+    client: Client,
+    s3_settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    minio: PartOutage,
+    sessionmaker: async_sessionmaker[DbSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call that changes nothing is answered before its reply is recorded; when that
+    answer meets an outage, the model activity records the reply and hands the call back
+    to its own activity (which waits the outage out) without asking the object store a
+    second time itself."""
+    asked: list[str] = []
+    get_bytes = S3Store.get_bytes
+
+    def counted(self: S3Store, sha256: str) -> bytes:
+        asked.append(activity.info().activity_type)  # the activity that asked
+        return get_bytes(self, sha256)
+
+    monkeypatch.setattr(S3Store, "get_bytes", counted)
+    steps = itertools.count(1)
+
+    def answer(body: Any) -> Reply:
+        step = next(steps)
+        if step == 1:
+            return Reply.tool_call("write_artifact", {"name": "notes.txt", "content": "kept"})
+        if step == 2:
+            minio.stop()  # the artifact cannot be read
+            return Reply.tool_call("read_artifact", {"name": "notes.txt"})
+        return Reply.text("read")
+
+    stub.default = answer
+    async with running_worker(client, stub_settings(s3_settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("read notes", policy=TIGHT))
+        await _outlast(handle, minio, names.ACT_RUN_TOOL)
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED, result.summary
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert [m.content for m in tool_messages(messages)][1] == "kept"
+    assert asked.count(names.ACT_CALL_MODEL) == 1, asked
+    assert asked.count(names.ACT_RUN_TOOL) >= OUTLAST, asked
 
 
 async def test_the_providers_own_failures_still_have_a_budget(
