@@ -152,6 +152,27 @@ async def test_a_database_outage_in_a_tool_and_a_model_call_is_waited_out(
     assert len(logged) == 2 and all(m.startswith("PostgreSQL is back after") for m in logged)
 
 
+async def _through_store_outage(
+    client: Client,
+    s3_settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    minio: PartOutage,
+    sessionmaker: async_sessionmaker[DbSession],
+    goal: str,
+) -> tuple[WorkflowHandle[Any, Any], list[Any]]:
+    """A session the stub's ``default`` answers, run until it completes whole, with the
+    object store kept away until ``run_tool`` has outlasted its budget; its transcript."""
+    async with running_worker(client, stub_settings(s3_settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input(goal, policy=TIGHT))
+        await _outlast(handle, minio, names.ACT_RUN_TOOL)
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result.summary
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    return handle, messages
+
+
 async def test_an_object_store_outage_in_a_tool_is_waited_out(
     client: Client,
     s3_settings: Settings,
@@ -170,14 +191,9 @@ async def test_an_object_store_outage_in_a_tool_is_waited_out(
         return Reply.text("written")
 
     stub.default = answer
-    async with running_worker(client, stub_settings(s3_settings, stub.url_openai), task_queue):
-        handle = await start(client, task_queue, session_input("write notes", policy=TIGHT))
-        await _outlast(handle, minio, names.ACT_RUN_TOOL)
-        result: SessionResult = await handle.result()
-
-    assert result.status == SessionStatus.COMPLETED, result.summary
-    messages = await transcript(sessionmaker, handle.id)
-    assert_whole(messages)
+    handle, messages = await _through_store_outage(
+        client, s3_settings, task_queue, stub, minio, sessionmaker, "write notes"
+    )
     [tool] = tool_messages(messages)
     assert tool.content.startswith("stored artifact 'notes.txt'"), tool.content
     [recovered] = await events(sessionmaker, handle.id, "infrastructure_recovered")
@@ -218,14 +234,9 @@ async def test_a_call_that_met_an_outage_before_its_reply_is_not_run_again_there
         return Reply.text("read")
 
     stub.default = answer
-    async with running_worker(client, stub_settings(s3_settings, stub.url_openai), task_queue):
-        handle = await start(client, task_queue, session_input("read notes", policy=TIGHT))
-        await _outlast(handle, minio, names.ACT_RUN_TOOL)
-        result: SessionResult = await handle.result()
-
-    assert result.status == SessionStatus.COMPLETED, result.summary
-    messages = await transcript(sessionmaker, handle.id)
-    assert_whole(messages)
+    _, messages = await _through_store_outage(
+        client, s3_settings, task_queue, stub, minio, sessionmaker, "read notes"
+    )
     assert [m.content for m in tool_messages(messages)][1] == "kept"
     assert asked.count(names.ACT_CALL_MODEL) == 1, asked
     assert asked.count(names.ACT_RUN_TOOL) >= OUTLAST, asked
