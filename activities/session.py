@@ -507,7 +507,7 @@ class SessionActivities:
                 if failed is not None and call.call_index == failed.index:
                     # It failed before the reply was recorded: handed back to its own
                     # activity, which retries it, instead of failing here a second time.
-                    raise failed.error
+                    raise FailedBeforeReply(f"{type(failed.error).__name__}: {failed.error}")
                 # This attempt wrote the reply just now, so no tool of this step has run
                 # but those it answered with the reply (calls that change nothing, not run
                 # again here): the first call, when none was, needs no reading. Later
@@ -647,7 +647,9 @@ class SessionActivities:
                 folded=[a.output for a in answers],
             ),
             (calls if wrote else None),
-            failed,
+            # A reply recorded first (by another attempt, or the session) has its answers
+            # in the record: a call that failed here is read from there, not handed back.
+            failed if wrote else None,
         )
 
     async def _answers_before_reply(
@@ -1008,6 +1010,11 @@ class _Answer:
     def told(self) -> None:
         """Counted once its answer is in the record."""
         metrics.tool_call(agent_id=self.agent_id, tool=self.tool, ok=self.output.ok)
+
+
+class FailedBeforeReply(Exception):
+    """A folded call that failed before its reply was recorded, ending the fold there (it
+    is not run a second time: the workflow's own ``run_tool`` activity takes it)."""
 
 
 @dataclass(frozen=True)

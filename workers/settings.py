@@ -187,11 +187,14 @@ class Settings(BaseSettings):
     recorded history inside the sandbox, so a non-deterministic call fails there."""
     worker_inline_workflow_tasks: bool = True
     """Run each workflow task on the worker's event loop instead of handing it to a thread
-    (the SDK's debug mode, which does that and nothing else a worker without the sandbox
-    notices). A session's tasks are short and vigil's own code, and the hand-off to a
-    thread and back cost a one-step session about a sixth of the worker's CPU here
-    (README "Performance"). What is given up: the SDK's 2 s deadlock check, which fails a
-    task whose workflow code blocks; such code would block the worker's loop instead."""
+    and back: the hand-off cost a one-step session about a sixth of the worker's CPU here
+    (README "Performance"). It is the SDK's debug mode, which also turns off the SDK's 2 s
+    deadlock check (a workflow that blocks stalls the worker's loop instead of failing its
+    task; vigil's workflows are its own code and do no I/O) and installs a process-wide
+    ``breakpoint()`` hook. An activation that takes long (a long history replayed after
+    eviction) holds the loop, and the activities on it, for that long. Ignored with the
+    sandbox on (whose first task of a run re-imports the workflow modules, and which debug
+    mode would relax); ``TEMPORAL_DEBUG`` in the environment turns it on whatever this says."""
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1)
     """Workflow tasks a worker runs at once; unset means the SDK's default (100)."""
     worker_max_concurrent_activities: int = Field(default=50, ge=1)

@@ -157,7 +157,7 @@ def new_worker(
         ),
         disable_eager_activity_execution=not eager_activities,
         # Workflow tasks on the event loop, not a thread: Settings.worker_inline_workflow_tasks.
-        debug_mode=opts.worker_inline_workflow_tasks,
+        debug_mode=opts.worker_inline_workflow_tasks and not opts.worker_workflow_sandbox,
         # A dead worker's cached workflows move to another worker after this long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )

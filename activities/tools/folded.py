@@ -5,7 +5,7 @@ the workflow would have sent it (result at ``seq + 1 + index``, idempotent on th
 on the ``tool:{step}:{index}`` event), so a retried ``call_model`` returns the recorded
 results and runs nothing twice once it is recorded. The leading calls that change nothing
 (``SessionActivities._answers_before_reply``) are answered before the reply and recorded
-with it; one of them that fails there is run again here, as any call. Whatever is not
+with it; one of them that fails there is not run again here: the fold stops at it. Whatever is not
 plain (a tool that asks for a retry, an outage) stops the fold: the workflow runs that call
 and the later ones with their own ``run_tool`` activity, and its retry policy.
 """

@@ -112,6 +112,8 @@ async def test_a_session_runs_alike_with_and_without_the_sandbox(
     )
     runner = SandboxedWorkflowRunner if sandboxed else UnsandboxedWorkflowRunner
     assert isinstance(probe.config().get("workflow_runner"), runner)
+    # The sandbox keeps the SDK's threads whatever the setting says.
+    assert probe.config().get("debug_mode") is (inline and not sandboxed)
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("look once"))
         result = await handle.result()
