@@ -850,9 +850,10 @@ class SessionActivities:
                     "tool %s crashed", name, extra={"session_id": arg.session_id, "tool": name}
                 )
                 ok, text = False, f"error: tool {name} failed: {exc.__class__.__name__}: {exc}"
-        if before_reply and not self._inline(text):
+        checked = await self._claim_check(arg, name, text, before_reply=before_reply)
+        if checked is None:
             return None
-        text, sha = await self._claim_check(arg, name, text)
+        text, sha = checked
         edited = arg.edited_arguments is not None
         if edited:
             # Every view of the transcript (and the model) learns what really ran.
@@ -959,16 +960,17 @@ class SessionActivities:
         artifacts = SessionArtifacts(self.store, self.sessionmaker, arg.agent_id, arg.session_id)
         return await self.tools.run(tool, args, call, artifacts=artifacts, mcp_server=server)
 
-    def _inline(self, text: str) -> bool:
-        """Whether a tool's output is kept in its message whole (else: an artifact)."""
-        return len(text.encode("utf-8", errors="surrogatepass")) <= self.settings.inline_limit_bytes
-
-    async def _claim_check(self, arg: RunToolInput, name: str, text: str) -> tuple[str, str | None]:
-        """Outputs over the inline limit go to the artifact store; the message keeps a head."""
+    async def _claim_check(
+        self, arg: RunToolInput, name: str, text: str, *, before_reply: bool = False
+    ) -> tuple[str, str | None] | None:
+        """Outputs over the inline limit go to the artifact store; the message keeps a head.
+        ``before_reply``: nothing may be written yet, so None for such an output."""
         raw = text.encode("utf-8", errors="surrogatepass")
         limit = self.settings.inline_limit_bytes
         if len(raw) <= limit:
             return text, None
+        if before_reply:
+            return None
         from vigil.activities.artifacts.registry import put_artifact
 
         ref = await put_artifact(

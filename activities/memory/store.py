@@ -234,15 +234,34 @@ CONCURRENT_HALVES = 4
 
 _FOR_MERGE = sql("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
 
+# A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
+# retry of the same call returns that result instead of writing again; the primary key
+# (agent_id, write_key) makes the database hold to it. Recorded in the write's own
+# statement, from the row it wrote (``m``), and only when there is a key.
+_KEYED_WRITE = """
+    written AS (
+        INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action,
+                                   similarity, superseded_ids)
+        SELECT :agent_id, CAST(:key AS text), :source_session_id, m.id, :action,
+               CAST(:similarity AS double precision), :old_ids
+        FROM m WHERE CAST(:key AS text) IS NOT NULL
+    )"""
+
 _MERGE = sql(
+    f"""
+    WITH m AS (
+        UPDATE memories
+        SET importance = GREATEST(importance, :importance), metadata = :metadata
+        WHERE id = :id
+        RETURNING id
+    ), {_KEYED_WRITE}
+    SELECT id FROM m
     """
-    UPDATE memories SET importance = GREATEST(importance, :importance), metadata = :metadata
-    WHERE id = :id
-    """
-).bindparams(bindparam("metadata", type_=JSONB))
+).bindparams(bindparam("metadata", type_=JSONB), bindparam("old_ids", type_=ARRAY(BigInteger)))
+"""A merge into memory ``id`` in one statement, with its keyed write's record."""
 
 _INSERT = sql(
-    """
+    f"""
     WITH m AS (
         INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
                               source_session_id, metadata, created_at, embedder,
@@ -254,35 +273,19 @@ _INSERT = sql(
     ), superseded AS (
         UPDATE memories SET superseded_by = (SELECT id FROM m), superseded_at = now()
         WHERE id = ANY(:old_ids)
-    ), written AS (
-        INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action,
-                                   superseded_ids)
-        SELECT :agent_id, CAST(:key AS text), :source_session_id, m.id, :action, :old_ids
-        FROM m WHERE CAST(:key AS text) IS NOT NULL
-    )
+    ), {_KEYED_WRITE}
     SELECT id FROM m
     """
 ).bindparams(bindparam("metadata", type_=JSONB), bindparam("old_ids", type_=ARRAY(BigInteger)))
 """A new memory in one statement: the memories it supersedes (``old_ids``, locked by
-``_SAME_SUBJECT``) marked, and a keyed write recorded with its ``action``."""
+``_SAME_SUBJECT``) marked, and its keyed write's record."""
 
-# A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
-# retry of the same call returns that result instead of writing again; the primary key
-# (agent_id, write_key) makes the database hold to it.
 _WRITTEN = sql(
     """
     SELECT memory_id, action, similarity, superseded_ids FROM memory_writes
     WHERE agent_id = :agent_id AND write_key = :key
     """
 )
-
-_RECORD_WRITE = sql(
-    """
-    INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action, similarity,
-                               superseded_ids)
-    VALUES (:agent_id, :key, :session_id, :memory_id, :action, :similarity, :superseded_ids)
-    """
-).bindparams(bindparam("superseded_ids", type_=ARRAY(BigInteger)))
 
 _GET = sql(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
 
@@ -335,25 +338,6 @@ async def _written(db: Statements, agent_id: str, key: str) -> AddResult | None:
         superseded_ids=tuple(row.superseded_ids or ()),
         similarity=row.similarity,
     )
-
-
-async def _record_write(
-    db: Statements, agent_id: str, key: str | None, session_id: str | None, result: AddResult
-) -> AddResult:
-    if key is not None:
-        await db.execute(
-            _RECORD_WRITE,
-            {
-                "agent_id": agent_id,
-                "key": key,
-                "session_id": session_id,
-                "memory_id": result.id,
-                "action": result.action,
-                "similarity": result.similarity,
-                "superseded_ids": list(result.superseded_ids),
-            },
-        )
-    return result
 
 
 class MemoryStore:
@@ -570,12 +554,17 @@ class MemoryStore:
                         "id": merged_id,
                         "importance": importance,
                         "metadata": textcodec.encode_json(old_meta),
+                        "agent_id": agent_id,
+                        "key": key,
+                        "source_session_id": source_session_id,
+                        "action": "merged",
+                        "similarity": similarity,
+                        "old_ids": [],
                     },
                 )
-                result = AddResult(
+                return AddResult(
                     id=merged_id, action="merged", similarity=similarity, redactions=counts
                 )
-                return await _record_write(db, agent_id, key, source_session_id, result)
 
             stored_meta: dict[str, Any] = {**extra, "embedder": self.embedder.name}
             if counts:
@@ -600,6 +589,7 @@ class MemoryStore:
                         "old_ids": old_ids,
                         "key": key,
                         "action": action,
+                        "similarity": None,
                     },
                 )
             ).scalar_one()
