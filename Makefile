@@ -31,6 +31,7 @@ bench:
 	uv run python -m bench.throughput
 	uv run python -m bench.peers
 	uv run python -m bench.step_modes
+	uv run python -m bench.replay_wake
 	uv run python -m bench.provider_http
 	uv run python -m bench.memory_real_text  # the first run embeds the corpus (~15 min here)
 	uv run python -m bench.cluster_capacity  # the cluster test stack (tests.support.cluster), 1-3 workers

@@ -191,8 +191,10 @@ class Settings(BaseSettings):
     (README "Performance"). It is the SDK's debug mode, which also turns off the SDK's 2 s
     deadlock check (a workflow that blocks stalls the worker's loop instead of failing its
     task; vigil's workflows are its own code and do no I/O) and installs a process-wide
-    ``breakpoint()`` hook. An activation that takes long (a long history replayed after
-    eviction) holds the loop, and the activities on it, for that long. Ignored with the
+    ``breakpoint()`` hook. An activation that takes long holds the loop, and the
+    activities on it, for that long; on a thread it would hold the GIL as long, and a
+    long history replayed after eviction comes as many short activations (README
+    "Performance", ``bench/replay_wake.py``: no longer loop stalls than threaded). Ignored with the
     sandbox on (whose first task of a run re-imports the workflow modules, and which debug
     mode would relax); ``TEMPORAL_DEBUG`` in the environment turns it on whatever this says."""
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1)
