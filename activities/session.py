@@ -194,6 +194,7 @@ class SessionActivities:
                 importance=0.7 if failed else 0.5,
                 source_session_id=arg.session_id,
                 key=f"{arg.session_id}:outcome",  # a retry returns the first result
+                first_attempt=_first_attempt(),
             )
         except ValueError as exc:
             raise ApplicationError(
@@ -937,6 +938,7 @@ class SessionActivities:
             http=self.http,
             memory=self.memory,
             call_index=arg.call_index,
+            first_attempt=_first_attempt(),
         )
         return await tools.IMPLEMENTATIONS[name](ctx, args)
 
@@ -988,6 +990,12 @@ class SessionActivities:
             f"{ref.name!r} sha256 {ref.sha256}; use read_artifact to read it]",
             ref.sha256,
         )
+
+
+def _first_attempt() -> bool:
+    """Whether this is the running activity's first attempt (a local activity run again
+    after its workflow task was lost starts at 1 too: keyed writes still happen once)."""
+    return activity.in_activity() and activity.info().attempt == 1
 
 
 def _spec(name: str) -> Any:

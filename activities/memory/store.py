@@ -195,8 +195,6 @@ _MEMORY_COLUMNS = (
     "forget_reason, embedder, embedder_version"
 )
 
-_LOCK = sql("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-
 # The live memories about the same subject, each with its similarity to the new one:
 # they are few, so they are compared exactly. A row of another dimension (written before
 # the embedder changed) counts as a duplicate only when its text is identical.
@@ -443,6 +441,7 @@ class MemoryStore:
         metadata: dict[str, Any] | None = None,
         created_at: datetime | None = None,
         key: str | None = None,
+        first_attempt: bool = False,
     ) -> AddResult:
         """Remember ``content``: merge it into a near-duplicate, supersede the live memory
         about the same ``subject``, or insert it.
@@ -453,8 +452,13 @@ class MemoryStore:
         ``created_at`` backdates a memory (imports, tests); it defaults to now.
         ``key`` makes the write idempotent (a tool call's or a session outcome's key): a
         second ``add`` with the agent's same key stores nothing and returns the first
-        result, which a retried activity needs after a worker died mid-way.
-        Raises ``ValueError`` for invalid arguments (see the module docstring on text).
+        result, which a retried activity needs after a worker died mid-way: it looks for
+        the key before it embeds, so a retry answers even while the embedder is down.
+        ``first_attempt``: the caller's first try with this key (an activity's first
+        attempt), so the key is looked for only under the write's lock, in its
+        transaction, one round trip fewer; an earlier write is still found there, after
+        the embedding. Raises ``ValueError`` for invalid arguments (see the module
+        docstring on text).
         """
         self._check_agent(agent_id)
         if not kind or len(kind) > MAX_KIND:
@@ -483,7 +487,7 @@ class MemoryStore:
         if clash:
             raise ValueError(f"metadata keys {clash} are reserved for the memory store")
 
-        if key is not None:
+        if key is not None and not first_attempt:
             # A retry finds its first result without embedding again (one round trip).
             async with bound_acting_for(self._engine, agent_id) as bound:
                 first = await _written(bound, agent_id, key)
@@ -499,8 +503,9 @@ class MemoryStore:
 
         # A lean transaction (``record.lean``): the write's statements straight on the
         # driver connection, as the session step's are.
-        async with lean_acting_for(self._engine, agent_id) as db:
-            await db.execute(_LOCK, {"key": json.dumps(["vigil.memory", agent_id, kind])})
+        # The agent's role and the lock on its memories of this kind ride with BEGIN.
+        lock = json.dumps(["vigil.memory", agent_id, kind])
+        async with lean_acting_for(self._engine, agent_id, lock=lock) as db:
             if key is not None and (first := await _written(db, agent_id, key)) is not None:
                 return first  # a concurrent run of the same call got here first
             await require_for_write(db, agent_id, identity)

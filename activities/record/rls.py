@@ -32,6 +32,7 @@ from vigil.activities.record.lean import (
     Statements,
     lean_bound,
     lean_transaction,
+    literal,
     set_configs,
 )
 from vigil.activities.record.sql import sql
@@ -121,17 +122,25 @@ async def acting_inside(db: S, agent_id: str) -> AsyncIterator[S]:
 
 @asynccontextmanager
 async def lean_acting_for(
-    engine: AsyncEngine, agent_id: str, *, settings: Mapping[str, str] | None = None
+    engine: AsyncEngine,
+    agent_id: str,
+    *,
+    settings: Mapping[str, str] | None = None,
+    lock: str | None = None,
 ) -> AsyncIterator[LeanTransaction]:
     """``acting_for`` as a lean transaction (``record.lean``): for the session step's own
     short transactions, whose statements are the record's hot-path functions.
-    ``settings``: more of the transaction's own settings (``SET LOCAL``), sent with it."""
+    ``settings``: more of the transaction's own settings (``SET LOCAL``), sent with it.
+    ``lock``: a transaction-level advisory lock on this text's hash, taken with it too
+    (the block's first statement then sees every write its holders committed)."""
     if not agent_id:
         raise ValueError("acting_for needs a non-empty agent id")
-    # The switch rides with BEGIN: one round trip for both.
+    # The switch (and the lock) ride with BEGIN: one round trip for all.
     enter = set_configs(
         {"role": AGENT_ROLE, AGENT_SETTING: agent_id, **(settings or {})}, local=True
     )
+    if lock is not None:
+        enter += f", pg_advisory_xact_lock(hashtextextended({literal(lock)}, 0))"
     async with lean_transaction(engine, then=f"SELECT {enter}") as tx:
         yield tx
 

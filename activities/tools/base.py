@@ -32,6 +32,9 @@ class BuiltinContext:
     memory: MemoryStore | None = None
     call_index: int = 0
     """Which call of the step's model reply this is: with session and step, the call's key."""
+    first_attempt: bool = False
+    """The activity running the call is on its first attempt: an effect under the call's
+    key was most likely not made yet (a tool still makes it once either way)."""
 
     @property
     def call_key(self) -> str:

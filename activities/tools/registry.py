@@ -127,6 +127,7 @@ async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
         importance=float(args.get("importance", 0.5)),
         source_session_id=ctx.session_id,
         key=ctx.call_key,
+        first_attempt=ctx.first_attempt,
     )
     return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
 
