@@ -1,18 +1,21 @@
 """A long session woken on a worker that does not hold it: the replay, and the event loop.
 
-A worker that does not hold a session in its cache (restarted, another worker, or the
-session evicted) replays the session's history before it can run the next step. With
-inline workflow tasks (``VIGIL_WORKER_INLINE_WORKFLOW_TASKS``, on by default) that replay
-runs on the worker's event loop, where the activities of every other session run too. For
-each mode (default, low-latency), a session of N steps (each one cheap tool call) goes to
-sleep; then, for inline and threaded workflow tasks alike, a fresh worker in this process
-takes the wake. Printed per case:
+A worker that does not hold a session in its cache (evicted, restarted, another worker)
+replays the session's history before it can run the next step. With inline workflow
+tasks (``VIGIL_WORKER_INLINE_WORKFLOW_TASKS``, on by default) that replay runs on the
+worker's event loop, where the activities of every other session run too; on the SDK's
+threads, CPython hands the GIL back to the loop every 5 ms. For each mode (default,
+low-latency), a session of N steps (each one cheap tool call) goes to sleep; then each
+round, for inline and threaded workflow tasks in turn, a worker in this process that
+caches no session (``worker_max_cached_workflows = 0``: every workflow task replays the
+history) is warmed up on a short session of its own (its connections, pools and
+statements ready) and takes one wake of the long one. Printed per case (median and range
+over the rounds):
 
-- wake -> asleep again one step later (ms, median and range over the rounds), with the
-  fresh worker's replay in it;
-- the event loop's longest stall meanwhile: a task in the same process asks for a 1 ms
-  sleep over and over, and the longest overshoot is what any activity on that worker
-  would have waited.
+- wake -> asleep again one step later (ms), the replays in it;
+- the event loop's longest stall meanwhile and its stalls in all (what a task asking for
+  1 ms sleeps over and over overshot, in all: only overshoots past 5 ms count), what any
+  activity on that worker would have waited.
 
 Prints figures; asserts nothing.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -31,7 +35,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from bench.floor import table
 from bench.step_modes import MODES, apply_agents
@@ -65,17 +69,22 @@ def responder(body: Any) -> Reply:
 
 
 class LoopWatch:
-    """The longest overshoot of a 1 ms sleep on this loop while it runs."""
+    """Overshoots of a 1 ms sleep on this loop while it runs: the longest, and the sum of
+    those past 5 ms."""
 
     def __init__(self) -> None:
         self.longest = 0.0
+        self.stalled = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             asked = time.perf_counter()
             await asyncio.sleep(0.001)
-            self.longest = max(self.longest, time.perf_counter() - asked - 0.001)
+            over = time.perf_counter() - asked - 0.001
+            self.longest = max(self.longest, over)
+            if over > 0.005:
+                self.stalled += over
 
     def __enter__(self) -> LoopWatch:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -102,6 +111,28 @@ async def until_asleep(db: asyncpg.Connection, sid: str, step: int, within: floa
         await asyncio.sleep(0.002)
 
 
+def session_input(sid: str, mode: str, steps: int, wakes: int) -> StartSessionInput:
+    return StartSessionInput(
+        agent_id=MODES[mode],
+        goal=f"bench replay {sid}",
+        # In every request (the goal leaves the window): the stub counts calls by it.
+        system_prompt=f"A bench session {sid}: {SLEEP_AT}{steps} (then on every wake).",
+        budget=Budget(max_steps=steps + wakes + 10),
+        policy=ToolPolicy(require_approval=[]),
+        overrides=["budget", "system_prompt"],
+    )
+
+
+async def wake(
+    handle: WorkflowHandle[Any, Any], db: asyncpg.Connection, sid: str, step: int
+) -> float:
+    """ms from a wake until the session sleeps again at ``step``."""
+    started = time.perf_counter()
+    await handle.signal(names.SIG_WAKE, WakeInput(by="bench"))
+    await until_asleep(db, sid, step, 120)
+    return (time.perf_counter() - started) * 1000
+
+
 async def case(
     client: Client,
     settings: Settings,
@@ -112,42 +143,41 @@ async def case(
 ) -> list[tuple[str, str]]:
     task_queue = f"bench-replay-{uuid.uuid4()}"
     sid = f"bench-replay-{mode}-{uuid.uuid4()}"
-    arg = StartSessionInput(
-        agent_id=MODES[mode],
-        goal=f"bench replay {sid}",
-        # In every request (the goal leaves the window): the stub counts calls by it.
-        system_prompt=f"A bench session {sid}: {SLEEP_AT}{steps} (then on every wake).",
-        budget=Budget(max_steps=steps + 2 * rounds + 10),
-        policy=ToolPolicy(require_approval=[]),
-        overrides=["budget", "system_prompt"],
-    )
     async with running_worker(client, settings, task_queue):
-        handle = await start(client, task_queue, arg, session_id=sid)
+        handle = await start(
+            client, task_queue, session_input(sid, mode, steps, 2 * rounds), session_id=sid
+        )
         await until_asleep(db, sid, steps, 600)
-    history = await handle.fetch_history()
-    events = len(history.events)
-    rows: list[tuple[str, str]] = []
+    events = len((await handle.fetch_history()).events)
     step = steps
-    label = f"{mode}, {steps} steps ({events} events)"
     walls: dict[bool, list[float]] = {True: [], False: []}
-    stalls: dict[bool, list[float]] = {True: [], False: []}
+    longest: dict[bool, list[float]] = {True: [], False: []}
+    stalled: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
         for inline in (True, False):  # alternating, so the machine's drift hits both
-            cfg = settings.model_copy(update={"worker_inline_workflow_tasks": inline})
-            # A fresh worker each time: the session is in no cache, so the wake replays.
+            cfg = settings.model_copy(
+                update={"worker_inline_workflow_tasks": inline, "worker_max_cached_workflows": 0}
+            )
             async with running_worker(client, cfg, task_queue):
-                await asyncio.sleep(0.5)  # its pollers up, its start-up done
+                # Warmed up on a short session of its own: asleep, then woken once.
+                warm = f"bench-replay-warm-{uuid.uuid4()}"
+                short = await start(
+                    client, task_queue, session_input(warm, mode, 2, 1), session_id=warm
+                )
+                await until_asleep(db, warm, 2, 60)
+                await wake(short, db, warm, 3)
                 with LoopWatch() as watch:
-                    started = time.perf_counter()
-                    await handle.signal(names.SIG_WAKE, WakeInput(by="bench"))
                     step += 1
-                    await until_asleep(db, sid, step, 120)
-                    walls[inline].append((time.perf_counter() - started) * 1000)
-                stalls[inline].append(watch.longest * 1000)
+                    walls[inline].append(await wake(handle, db, sid, step))
+                longest[inline].append(watch.longest * 1000)
+                stalled[inline].append(watch.stalled * 1000)
+    label = f"{mode}, {steps} steps ({events} events)"
+    rows: list[tuple[str, str]] = []
     for inline in (True, False):
         how = "inline" if inline else "threaded"
         rows.append((f"{label}, {how}: wake -> asleep, ms", spread(walls[inline])))
-        rows.append((f"{label}, {how}: longest loop stall, ms", spread(stalls[inline])))
+        rows.append((f"{label}, {how}: longest loop stall, ms", spread(longest[inline])))
+        rows.append((f"{label}, {how}: loop stalls in all, ms", spread(stalled[inline])))
     return rows
 
 
@@ -180,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=sorted(MODES))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    most = StartSessionInput.model_fields["steps_per_run"].default
+    if max(args.steps) + 2 * args.rounds >= most:
+        parser.error(f"steps + 2 x rounds must stay under {most}: one run, no hand-over")
+    if os.environ.get("TEMPORAL_DEBUG"):
+        parser.error("TEMPORAL_DEBUG is set: it would run the threaded case inline too")
     with scratch_stack("vigil_bench_replay") as settings:
         asyncio.run(bench(settings, args))
 

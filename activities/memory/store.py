@@ -454,11 +454,11 @@ class MemoryStore:
         second ``add`` with the agent's same key stores nothing and returns the first
         result, which a retried activity needs after a worker died mid-way: it looks for
         the key before it embeds, so a retry answers even while the embedder is down.
-        ``first_attempt``: the caller's first try with this key (an activity's first
+        ``first_attempt``: the caller's try is likely the key's first (an activity's first
         attempt), so the key is looked for only under the write's lock, in its
         transaction, one round trip fewer; an earlier write is still found there, after
-        the embedding. Raises ``ValueError`` for invalid arguments (see the module
-        docstring on text).
+        the embedding, or right after an embedding that failed. Raises ``ValueError`` for
+        invalid arguments (see the module docstring on text).
         """
         self._check_agent(agent_id)
         if not kind or len(kind) > MAX_KIND:
@@ -495,7 +495,17 @@ class MemoryStore:
                 return first
 
         # The embedding may be an HTTP call: made before the transaction holds any lock.
-        [vector] = await self.embedder.embed([content])
+        try:
+            [vector] = await self.embedder.embed([content])
+        except Exception:
+            if key is not None and first_attempt:
+                # A first attempt may still follow an earlier write (a local activity run
+                # again after its workflow task was lost): that write is the answer.
+                async with bound_acting_for(self._engine, agent_id) as bound:
+                    first = await _written(bound, agent_id, key)
+                if first is not None:
+                    return first
+            raise
         literal = _vector_literal(vector, self.embedder.dim)
         dim = self.embedder.dim
         identity = identity_of(self.embedder)

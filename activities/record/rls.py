@@ -132,7 +132,9 @@ async def lean_acting_for(
     short transactions, whose statements are the record's hot-path functions.
     ``settings``: more of the transaction's own settings (``SET LOCAL``), sent with it.
     ``lock``: a transaction-level advisory lock on this text's hash, taken with it too
-    (the block's first statement then sees every write its holders committed)."""
+    (the block's first statement then sees every write its holders committed). The wait
+    for it is part of ``BEGIN``: no statement span shows it, and a ``lock_timeout`` or
+    ``statement_timeout`` among ``settings`` does not bound it (set in the same statement)."""
     if not agent_id:
         raise ValueError("acting_for needs a non-empty agent id")
     # The switch (and the lock) ride with BEGIN: one round trip for all.

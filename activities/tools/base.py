@@ -34,7 +34,8 @@ class BuiltinContext:
     """Which call of the step's model reply this is: with session and step, the call's key."""
     first_attempt: bool = False
     """The activity running the call is on its first attempt: an effect under the call's
-    key was most likely not made yet (a tool still makes it once either way)."""
+    key was most likely not made yet, though it may have been (a local activity run again
+    after its workflow task was lost starts at 1 too); a tool makes it once either way."""
 
     @property
     def call_key(self) -> str:

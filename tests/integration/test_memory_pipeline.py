@@ -265,11 +265,12 @@ async def test_a_keyed_write_stays_within_its_round_trips(
     assert counted.transactions == 1
 
 
-async def test_a_retry_answers_while_the_embedder_is_down_and_a_first_attempt_still_writes_once(
+async def test_a_written_key_answers_while_the_embedder_is_down_and_is_written_once(
     sessionmaker: async_sessionmaker[DbSession], agent: str
 ) -> None:
     """A retry looks for its key before it embeds, so it answers with nothing to embed
-    with; a first attempt embeds first, and finds the earlier write under the lock."""
+    with; a first attempt embeds first and finds an earlier write under the lock, or
+    right after the embedder failed; a new key with the embedder down fails."""
     up = MemoryStore(sessionmaker, HashingEmbedder(384))
     first = await up.add(agent, "Deploys freeze on Fridays", subject="deploys", key="k-1")
     with socket.socket() as closed:  # a port nothing listens on: the embedder is down
@@ -281,9 +282,13 @@ async def test_a_retry_answers_while_the_embedder_is_down_and_a_first_attempt_st
             agent, "Deploys freeze on Fridays", subject="deploys", key="k-1"
         )
         assert retried == first
+        rerun = await MemoryStore(sessionmaker, down).add(
+            agent, "Deploys freeze on Fridays", subject="deploys", key="k-1", first_attempt=True
+        )
+        assert rerun == first
         with pytest.raises(EmbeddingError):
             await MemoryStore(sessionmaker, down).add(
-                agent, "Deploys freeze on Fridays", subject="deploys", key="k-1",
+                agent, "Deploys thaw on Mondays", subject="deploys", key="k-2",
                 first_attempt=True,
             )  # fmt: skip
     finally:
