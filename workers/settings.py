@@ -193,9 +193,8 @@ class Settings(BaseSettings):
     task; vigil's workflows are its own code and do no I/O) and installs a process-wide
     ``breakpoint()`` hook. An activation that takes long holds the loop, and the
     activities on it, for that long (on a thread, CPython would hand the GIL back to the
-    loop every 5 ms); a long history replayed after eviction comes as one activation per
-    workflow task and local activity, each short (README "Performance",
-    ``bench/replay_wake.py``). Ignored with the
+    loop every 5 ms): a 190-step session replayed after eviction held it up to 21 ms at
+    once (README "Performance", ``bench/replay_wake.py``). Ignored with the
     sandbox on (whose first task of a run re-imports the workflow modules, and which debug
     mode would relax); ``TEMPORAL_DEBUG`` in the environment turns it on whatever this says."""
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1)
