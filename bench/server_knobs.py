@@ -57,7 +57,10 @@ PARTITIONS = (
 )
 WAL = (*pragma("journal_mode=wal"), *pragma("synchronous=normal"))
 EAGER_START = dyn("system.enableEagerWorkflowStart=true")
-BEFORE = without(without(DEV_SERVER_TUNING, "Partitions"), "=wal")
+BEFORE_READERS = without(DEV_SERVER_TUNING, "MaxPollRPS")
+"""The tuning before the history queues' readers were let load more than 20 times a
+second."""
+BEFORE = without(without(BEFORE_READERS, "Partitions"), "=wal")
 """The tuning before WAL and one partition: eager activity execution alone."""
 BEFORE = without(BEFORE, "synchronous")
 POLLERS_20 = {"worker_workflow_pollers": 20, "worker_activity_pollers": 20}
@@ -67,7 +70,10 @@ VARIANTS = [
     Variant("before, without eager activities", without(BEFORE, "EagerExecution")),
     Variant("before + one task-queue partition", (*BEFORE, *PARTITIONS)),
     Variant("before + SQLite WAL, synchronous=normal", (*BEFORE, *WAL)),
-    Variant("shipped: eager + WAL + one partition", DEV_SERVER_TUNING),
+    Variant("eager + WAL + one partition", BEFORE_READERS),
+    Variant(
+        "shipped: eager + WAL + one partition + queue readers at 1,000 loads/s", DEV_SERVER_TUNING
+    ),
     Variant(
         "shipped + eager workflow start",
         (*DEV_SERVER_TUNING, *EAGER_START),

@@ -65,3 +65,21 @@ def test_deployment_settings_both_or_neither() -> None:
         deployment_config(Settings(deployment_name="vigil"))
     with pytest.raises(DeploymentSettingsError):
         deployment_config(Settings(deployment_name="a.b", build_id="1"))
+
+
+def test_both_servers_let_the_history_queues_readers_load_past_the_default() -> None:
+    """Temporal's default of 20 loads a second per shard held every task handed to a
+    worker up to 50 ms on these one- and four-shard servers (README "Performance"):
+    the dev server's flags and the cluster's dynamic config both raise it, for the
+    queues that hand tasks on."""
+    from vigil.workers.stack.cluster import DYNAMIC_CONFIG
+    from vigil.workers.stack.services import DEV_SERVER_TUNING, READER_QUEUES, READER_RPS
+
+    assert READER_RPS > 20
+    pairs = zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True)
+    values = [value for flag, value in pairs if flag == "--dynamic-config-value"]
+    for queue in ("transfer", "timer", "visibility"):
+        assert queue in READER_QUEUES
+        key = f"history.{queue}ProcessorMaxPollRPS"
+        assert f"{key}={READER_RPS}" in values
+        assert DYNAMIC_CONFIG[key] == READER_RPS

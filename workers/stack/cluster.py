@@ -40,6 +40,7 @@ from vigil.workers.stack.procs import (
     terminate,
     wait_until,
 )
+from vigil.workers.stack.services import READER_QUEUES, READER_RPS
 
 SERVER_MODULE = "go.temporal.io/server"
 # v1.29.1 has no `replace` directive (so `go install` accepts it) and builds with the Go
@@ -75,6 +76,10 @@ DYNAMIC_CONFIG: dict[str, object] = {
     # Search attributes usable right after registration, as on the dev server.
     "system.forceSearchAttributesCacheRefreshOnRead": True,
     "limit.maxIDLength": 255,
+    # The history queues' readers, as on the dev stack (services.READER_RPS): at the
+    # default 20 loads a second per shard, a node of four shards handed each task on
+    # after up to 50 ms once a short burst was spent.
+    **{f"history.{queue}ProcessorMaxPollRPS": READER_RPS for queue in READER_QUEUES},
 }
 
 
