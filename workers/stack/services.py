@@ -60,7 +60,8 @@ DEV_SERVER_TUNING: tuple[str, ...] = (
     # The history service's queue readers load new tasks at most 20 times a second per
     # shard by default, and the dev server has one shard: past a short burst, every task
     # handed to a worker (a workflow task, an activity, a fired timer) waited up to 50 ms
-    # for that limiter, whatever the load. Sized for a cluster of hundreds of shards.
+    # for that limiter, whatever the load (the default suits clusters of hundreds of
+    # shards).
     *(
         part
         for queue in READER_QUEUES
