@@ -38,6 +38,7 @@ import asyncpg
 from temporalio.client import Client, WorkflowHandle
 
 from bench.floor import table
+from bench.session_overhead import CHEAP_CALL
 from bench.step_modes import MODES, apply_agents
 from tests.support.llm_stub import Reply, StubProcess
 from tests.support.sessions import running_worker, start, stub_settings
@@ -47,8 +48,6 @@ from vigil.schema.payloads import Budget, StartSessionInput, ToolPolicy, WakeInp
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 
-CHEAP_CALL = ("http_fetch", {"url": "http://bench.invalid/"})
-"""Fails at once (the host is not allowed) and its error goes back to the model."""
 SLEEP_AT = "sleep at step "
 
 

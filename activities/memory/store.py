@@ -487,24 +487,18 @@ class MemoryStore:
         if clash:
             raise ValueError(f"metadata keys {clash} are reserved for the memory store")
 
-        if key is not None and not first_attempt:
-            # A retry finds its first result without embedding again (one round trip).
-            async with bound_acting_for(self._engine, agent_id) as bound:
-                first = await _written(bound, agent_id, key)
-            if first is not None:
-                return first
+        # A retry finds its first result without embedding again (one round trip).
+        if not first_attempt and (first := await self._written_before(agent_id, key)):
+            return first
 
         # The embedding may be an HTTP call: made before the transaction holds any lock.
         try:
             [vector] = await self.embedder.embed([content])
         except Exception:
-            if key is not None and first_attempt:
-                # A first attempt may still follow an earlier write (a local activity run
-                # again after its workflow task was lost): that write is the answer.
-                async with bound_acting_for(self._engine, agent_id) as bound:
-                    first = await _written(bound, agent_id, key)
-                if first is not None:
-                    return first
+            # A first attempt may still follow an earlier write (a local activity run
+            # again after its workflow task was lost): that write is the answer.
+            if first_attempt and (first := await self._written_before(agent_id, key)):
+                return first
             raise
         literal = _vector_literal(vector, self.embedder.dim)
         dim = self.embedder.dim
@@ -611,6 +605,14 @@ class MemoryStore:
             return AddResult(
                 id=new_id, action=action, superseded_ids=tuple(old_ids), redactions=counts
             )
+
+    async def _written_before(self, agent_id: str, key: str | None) -> AddResult | None:
+        """An earlier write's result under ``key``, read outside any transaction (one
+        statement on the agent-bound connection); None without a key (nothing read)."""
+        if key is None:
+            return None
+        async with bound_acting_for(self._engine, agent_id) as bound:
+            return await _written(bound, agent_id, key)
 
     # -----------------------------------------------------------------------------------
     # Read
