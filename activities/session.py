@@ -773,13 +773,20 @@ class SessionActivities:
                 found = await record.messages_by_seq(db, arg.session_id, [arg.model_seq, arg.seq])
                 by_seq = {m.seq: m for m in found}
                 ev = await record.get_event(db, arg.session_id, key) if arg.seq in by_seq else None
+            model_msg = by_seq.get(arg.model_seq)
+            calls = (model_msg.tool_calls or []) if model_msg else []
             if arg.seq in by_seq:
+                # Answered already. A workflow-handled tool's answer is the workflow's own
+                # record of doing what it asked (a finish, a wake): asked again (its
+                # workflow task was lost after that record, as a low-latency step's can
+                # be), the call asks it again, or the session would go on past it.
+                asked = _recorded_control(arg, calls, catalog)
+                if asked is not None:
+                    return asked
                 ok = bool(ev.payload.get("ok")) if ev else True
                 return RunToolOutput(
                     seq=arg.seq, ok=ok, preview=_wire(preview(by_seq[arg.seq].content))
                 )
-            model_msg = by_seq.get(arg.model_seq)
-            calls = (model_msg.tool_calls or []) if model_msg else []
         if arg.call_index >= len(calls):
             raise ApplicationError(
                 f"no tool call {arg.call_index} in message {arg.model_seq}",
@@ -796,36 +803,13 @@ class SessionActivities:
         trace.get_current_span().set_attribute("vigil.tool", stored_name)
         started = time.perf_counter()
 
-        args: dict[str, Any] | None
-        if arg.edited_arguments is not None:
-            error = tools.check_shape(arg.edited_arguments)
-            args = None if error else arg.edited_arguments
-        else:
-            args, error = tools.parse_arguments(str(call["arguments"]))
-        if args is not None and error is None:
-            error = (
-                tools.validate(name, args)
-                if catalog is None
-                else agent_catalog.call_error(catalog, name, args)
-            )
-        # A call the workflow refuses (a human's rejection, or a tool outside the session's
-        # policy) is never run; its own argument errors, if any, are the more useful answer.
-        rejected = error is None and arg.rejected_reason is not None
-        if rejected:
-            error = arg.rejected_reason
+        args, error, rejected = _checked_arguments(arg, call, catalog)
         if error is None and args is not None and arg.approved_digest is not None:
             await self._check_approved(arg, key, name, args)
         tool = catalog[name] if catalog is not None and error is None else None
-        handled_by = (
-            (tool.handled_by if tool is not None else BUILTIN_TOOLS[name].handled_by)
-            if error is None
-            else "activity"
-        )
-        if error is None and args is not None and handled_by == "workflow":
+        if error is None and args is not None and _workflow_handled(name, catalog):
             metrics.tool_call(agent_id=arg.agent_id, tool=name, ok=True)
-            return RunToolOutput(
-                seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
-            )
+            return _control_output(arg, name, args)
 
         data: dict[str, Any] | None = None
         sha: str | None = None
@@ -1075,6 +1059,60 @@ def _edit_fields(original: Any, by: str | None) -> dict[str, Any]:
 
 def _printable(name: str) -> str:
     return preview(_wire(name).replace("\x00", "\\x00"), 200)
+
+
+def _checked_arguments(
+    arg: RunToolInput, call: dict[str, Any], catalog: dict[str, ToolDescriptor] | None
+) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """The call's arguments (a human's edit when there is one), why they may not run, and
+    whether that is the workflow's refusal."""
+    name = str(call["name"])
+    args: dict[str, Any] | None
+    if arg.edited_arguments is not None:
+        error = tools.check_shape(arg.edited_arguments)
+        args = None if error else arg.edited_arguments
+    else:
+        args, error = tools.parse_arguments(str(call["arguments"]))
+    if args is not None and error is None:
+        error = (
+            tools.validate(name, args)
+            if catalog is None
+            else agent_catalog.call_error(catalog, name, args)
+        )
+    # A call the workflow refuses (a human's rejection, or a tool outside the session's
+    # policy) is never run; its own argument errors, if any, are the more useful answer.
+    rejected = error is None and arg.rejected_reason is not None
+    if rejected:
+        error = arg.rejected_reason
+    return args, error, rejected
+
+
+def _workflow_handled(name: str, catalog: dict[str, ToolDescriptor] | None) -> bool:
+    """Whether a valid call to ``name`` is the workflow's to carry out (finish, a wait)."""
+    tool = catalog[name] if catalog is not None else BUILTIN_TOOLS[name]
+    return tool.handled_by == "workflow"
+
+
+def _control_output(arg: RunToolInput, name: str, args: dict[str, Any]) -> RunToolOutput:
+    """A workflow-handled call's output: what it asks, for the workflow to do and record."""
+    return RunToolOutput(
+        seq=arg.seq, ok=True, preview="", recorded=False, control=_control(name, args)
+    )
+
+
+def _recorded_control(
+    arg: RunToolInput, calls: list[dict[str, Any]], catalog: dict[str, ToolDescriptor] | None
+) -> RunToolOutput | None:
+    """A recorded call's output again when the call was a valid workflow-handled one (its
+    recorded answer is what the workflow made of it); None for any other call."""
+    if arg.call_index >= len(calls):
+        return None
+    call = calls[arg.call_index]
+    name = str(call["name"])
+    args, error, _ = _checked_arguments(arg, call, catalog)
+    if error is not None or args is None or not _workflow_handled(name, catalog):
+        return None
+    return _control_output(arg, name, args)
 
 
 def _control(name: str, args: dict[str, Any]) -> ToolControl:

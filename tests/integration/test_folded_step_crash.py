@@ -266,3 +266,63 @@ async def test_a_worker_killed_while_a_low_latency_session_opens(
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
     [(goal,)] = await _rows(sessionmaker, "SELECT goal FROM sessions WHERE id = :s", sid)
     assert goal == "open, die"  # opened by the second worker, not the held row
+
+
+async def test_a_worker_killed_after_a_low_latency_session_recorded_its_end(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """The ending is in the record, the workflow task that decided it is not: the next
+    worker runs the step's local model call again, finds the reply and the finish answered
+    in the record, and must end the session there, not take a step past its recorded end."""
+    name = await _local_agent(sessionmaker)
+    stub.enqueue(Reply.tool_call("finish", {"summary": "done at once"}))
+    stub.enqueue(Reply.tool_call("finish", {"summary": "a step past the end"}))
+    sid = f"end-crash-{uuid.uuid4()}"
+    worker = await workers()
+    # The outcome's memory is written last, with the ending's records: inserts into the
+    # memories table wait on this lock, so the kill lands after the ending is recorded and
+    # before the workflow task that holds it completes.
+    async with sessionmaker() as holder:
+        await holder.execute(text("LOCK TABLE memories IN SHARE ROW EXCLUSIVE MODE"))
+        me = (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        handle = await start(
+            client, task_queue, StartSessionInput(agent_id=name, goal="finish, die"), sid
+        )
+
+        async def memory_waits() -> list[tuple[Any, ...]] | None:
+            blocked = (
+                "SELECT pid FROM pg_stat_activity "
+                f"WHERE {int(me)} = ANY(pg_blocking_pids(pid)) AND :s = :s"
+            )
+            return await _rows(sessionmaker, blocked, sid) or None
+
+        await until(memory_waits, within=60, what="the outcome's memory to wait on the lock")
+        [(status,)] = await _rows(sessionmaker, "SELECT status FROM sessions WHERE id = :s", sid)
+        assert status == "completed"  # the ending is recorded already
+        await worker.sigkill()
+        worker = await workers()
+        await holder.rollback()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert (result.status, result.steps, result.summary) == (
+        SessionStatus.COMPLETED,
+        1,
+        "done at once",
+    )
+    assert len(stub.requests) == 1  # the repeated call found its reply: nothing asked
+    messages = await transcript(sessionmaker, sid)
+    assert_whole(messages)
+    # One reply, its finish answered, one ending: nothing past the end.
+    assert [(m.role, m.step) for m in messages] == [
+        ("user", 0),
+        ("assistant", 1),
+        ("tool", 1),
+        ("system", 1),
+    ]
+    remembered = await _rows(
+        sessionmaker, "SELECT kind FROM memories WHERE source_session_id = :s", sid
+    )
+    assert remembered == [("reflection",)]
