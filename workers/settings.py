@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     """Workflow tasks a worker runs at once; unset means the SDK's default (100)."""
     worker_max_concurrent_activities: int = Field(default=50, ge=1)
     """Activities (model calls, tools, records) a worker runs at once."""
+    worker_db_pool_size: int = Field(default=20, ge=1)
+    """PostgreSQL connections a worker keeps open for its activities; as many more are
+    opened in a burst and closed when it has passed. Each activity holds one only while a
+    statement or a short transaction runs; a burst of many sessions starting at once ran
+    past the former 10 and opened and closed ten connections a burst of sixty (README
+    "Performance"). Mind the server's ``max_connections`` (100 by default; the embedded
+    stack's 200) across workers, the API and the CLI: a worker uses at most twice this."""
     worker_workflow_pollers: int | None = Field(default=None, ge=1)
     """Concurrent long polls for workflow tasks; unset means the SDK's default (5)."""
     worker_activity_pollers: int | None = Field(default=None, ge=1)

@@ -67,7 +67,9 @@ async def runtime(
     url = settings.endpoints().database_url
     if url is None:
         raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
-    engine = make_engine(url, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS)
+    engine = make_engine(
+        url, pool_size=settings.worker_db_pool_size, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS
+    )
     sessionmaker = make_sessionmaker(engine)
     # One resolver of credential names for model connections and MCP servers.
     credentials = credential_resolver(settings, sessionmaker)
