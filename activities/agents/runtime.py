@@ -42,15 +42,22 @@ def render_prompt(spec: AgentSpec, goal: str) -> str | None:
     return spec.system_prompt.format_map(values)
 
 
-def build_runtime(row: AgentVersionRow, goal: str) -> AgentRuntime:
-    spec = AgentSpec.model_validate(row.spec)
+def build_runtime(
+    row: AgentVersionRow,
+    goal: str,
+    spec: AgentSpec | None = None,
+    tools: list[ToolDescriptor] | None = None,
+) -> AgentRuntime:
+    """What a session of ``row`` runs. ``spec`` and ``tools``: the row's, validated
+    already (the worker keeps them with the row)."""
+    spec = spec if spec is not None else AgentSpec.model_validate(row.spec)
     return AgentRuntime(
         agent_id=row.agent_id,
         version=row.version,
         content_hash=row.content_hash,
         system_prompt=render_prompt(spec, goal),
         model=spec.model,
-        tools=[ToolDescriptor.model_validate(t) for t in row.tools],
+        tools=tools if tools is not None else [ToolDescriptor.model_validate(t) for t in row.tools],
         context=spec.context,
         memory=spec.memory,
         budget=spec.budget,
@@ -65,6 +72,9 @@ class AgentVersions:
         self._sessionmaker = sessionmaker
         self._rows: OrderedDict[tuple[str, int], AgentVersionRow] = OrderedDict()
         self._catalogs: dict[tuple[str, int], dict[str, ToolDescriptor]] = {}
+        self._specs: dict[tuple[str, int], AgentSpec] = {}
+        self._newest: dict[str, int] = {}
+        """The newest version cached of each agent (it may have newer ones since)."""
 
     async def get(self, agent_id: str, version: int) -> AgentVersionRow | None:
         key = (agent_id, version)
@@ -81,10 +91,20 @@ class AgentVersions:
     async def newest(self, agent_id: str) -> AgentVersionRow | None:
         # One statement on a connection bound to the agent's role (a session start reads
         # this): one round trip, where a transaction of its own took five.
+        known_version = self._newest.get(agent_id)
+        known = self._rows.get((agent_id, known_version)) if known_version else None
         async with bound_acting_for(engine_of(self._sessionmaker), agent_id) as db:
-            found = await agent_rows.newest_version(db, agent_id)
+            found = await agent_rows.newest_version(db, agent_id, known)
         if found is not None:
             self._remember(found)
+        return found
+
+    def spec(self, row: AgentVersionRow) -> AgentSpec:
+        """The row's definition, validated once per version."""
+        key = (row.agent_id, row.version)
+        found = self._specs.get(key)
+        if found is None:
+            found = self._specs[key] = AgentSpec.model_validate(row.spec)
         return found
 
     async def catalog(self, agent_id: str, version: int) -> dict[str, ToolDescriptor]:
@@ -112,9 +132,14 @@ class AgentVersions:
         key = (row.agent_id, row.version)
         self._rows[key] = row
         self._rows.move_to_end(key)
+        if row.version > self._newest.get(row.agent_id, 0):
+            self._newest[row.agent_id] = row.version
         while len(self._rows) > CACHE_SIZE:
             old, _ = self._rows.popitem(last=False)
             self._catalogs.pop(old, None)
+            self._specs.pop(old, None)
+            if self._newest.get(old[0]) == old[1]:
+                del self._newest[old[0]]
 
 
 def missing_version(agent_id: str, version: int) -> ApplicationError:
@@ -157,8 +182,12 @@ class AgentActivities:
                     version=None,
                     webhook_events=await self._webhook_events(arg.agent_id, None, None),
                 )
-        runtime = build_runtime(row, arg.goal)
-        spec = AgentSpec.model_validate(row.spec)
+        spec = self.versions.spec(row)
+        catalog = await self.versions.catalog(row.agent_id, row.version)
+        # The catalog holds the row's tools in their order, validated once (names are
+        # unique in a version: a tool listed twice is refused when it is applied).
+        tools = list(catalog.values()) if len(catalog) == len(row.tools) else None
+        runtime = build_runtime(row, arg.goal, spec, tools)
         runtime.webhook_events = await self._webhook_events(row.agent_id, row.version, spec)
         return runtime
 

@@ -70,13 +70,27 @@ def _row(r: Any) -> AgentVersionRow:
 
 
 _NEWEST = sql(
-    f"SELECT {_COLUMNS} FROM agent_versions WHERE agent_id = :agent ORDER BY version DESC LIMIT 1"
+    "SELECT agent_id, version, content_hash, "
+    "CASE WHEN version = :known THEN NULL ELSE spec END AS spec, "
+    "CASE WHEN version = :known THEN NULL ELSE tools END AS tools, "
+    "source, created_by, created_at "
+    "FROM agent_versions WHERE agent_id = :agent ORDER BY version DESC LIMIT 1"
 )
 
 
-async def newest_version(db: Statements, agent_id: str) -> AgentVersionRow | None:
-    found = (await db.execute(_NEWEST, {"agent": agent_id})).mappings().first()
-    return _row(found) if found else None
+async def newest_version(
+    db: Statements, agent_id: str, known: AgentVersionRow | None = None
+) -> AgentVersionRow | None:
+    """The agent's newest version. ``known``: a version of it read before; when that is
+    still the newest, it is returned as it is (versions never change), its definition
+    neither sent again nor decoded."""
+    params = {"agent": agent_id, "known": known.version if known is not None else 0}
+    found = (await db.execute(_NEWEST, params)).mappings().first()
+    if found is None:
+        return None
+    if known is not None and found["version"] == known.version:
+        return known
+    return _row(found)
 
 
 async def get_version(db: DbSession, agent_id: str, version: int) -> AgentVersionRow | None:

@@ -89,6 +89,42 @@ async def test_pinning_a_new_sessions_agent_stays_within_its_round_trips(
     assert counted.transactions == 0, counted.transactions
 
 
+async def test_a_kept_newest_version_is_answered_without_its_definition(
+    worker_sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """Versions never change: a worker that holds the newest already gets it back as it
+    is (the statement leaves the definition out), and a newer one in full."""
+    sm = worker_sessionmaker
+    name = f"kept-{uuid.uuid4().hex[:8]}"
+
+    def spec(prompt: str) -> AgentSpec:
+        return AgentSpec.model_validate(
+            {"name": name, "system_prompt": prompt, "tools": [{"name": "finish"}]}
+        )
+
+    await AgentService(sm).apply_spec(spec("first: {goal}"))
+    async with sm() as db:
+        first = await agent_rows.newest_version(db, name)
+        assert first is not None and first.version == 1
+        assert await agent_rows.newest_version(db, name, first) is first
+    await AgentService(sm).apply_spec(spec("second: {goal}"))
+    async with sm() as db:
+        second = await agent_rows.newest_version(db, name, first)
+    assert second is not None and second is not first and second.version == 2
+    assert second.spec["system_prompt"] == "second: {goal}"
+    assert [t["name"] for t in second.tools] == ["finish"]
+
+    # The worker's reader passes what it holds: the same runtime either way.
+    versions = AgentVersions(sm)
+    acts = AgentActivities(versions)
+    arg = ResolveAgentInput(session_id=f"s-{uuid.uuid4()}", agent_id=name, goal="go")
+    env = ActivityEnvironment()
+    cold = await env.run(acts.resolve_agent, arg)
+    warm = await env.run(acts.resolve_agent, arg)
+    assert warm == cold and warm.system_prompt == "second: go"
+    assert [t.name for t in warm.tools] == ["finish"]
+
+
 def _session_acts(settings: Settings, sm: async_sessionmaker[DbSession], http: Any) -> Any:
     return SessionActivities(
         settings=settings,
