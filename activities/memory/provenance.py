@@ -116,13 +116,13 @@ _ACTIVE_SETTING_EF = text(
     f"FROM (SELECT 1) AS one {ACTIVE_FOR_RECALL}"
 )
 
-_ACTIVE_SHARED = text(
-    """
+ACTIVE_SHARED_SQL = """
     SELECT embedder, version, dim FROM memory_embedders
     WHERE agent_id = :agent_id AND state = 'active'
     FOR SHARE
     """
-)
+"""The agent's active embedder, share-locked (a part of other statements too)."""
+_ACTIVE_SHARED = text(ACTIVE_SHARED_SQL)
 
 _ADOPT = text(
     """
@@ -174,11 +174,23 @@ async def require_for_recall(
     require_identity(agent_id, configured, row.embedder, row.version, row.dim)
 
 
-async def require_for_write(db: Statements, agent_id: str, configured: EmbedderIdentity) -> None:
+async def require_for_write(
+    db: Statements,
+    agent_id: str,
+    configured: EmbedderIdentity,
+    *,
+    active: EmbedderIdentity | None = None,
+) -> None:
     """Refuse a write of a vector from another embedder than the agent's; an agent without
     one adopts ``configured``. The active row stays share-locked until the transaction
     ends, so a reindex cannot switch the agent between this check and the insert.
+    ``active``: the agent's active embedder, read already in this transaction with
+    ``ACTIVE_SHARED_SQL`` (share-locked so): checked without a statement.
     """
+    if active is not None:
+        if not active.same_space(configured):
+            raise EmbedderMismatch(agent_id, active, configured)
+        return
     params = {"agent_id": agent_id}
     row = (await db.execute(_ACTIVE_SHARED, params)).one_or_none()
     if row is None:

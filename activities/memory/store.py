@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import (
     ACTIVE_FOR_RECALL,
+    ACTIVE_SHARED_SQL,
     EmbedderIdentity,
     identity_of,
     require_for_recall,
@@ -198,8 +199,7 @@ _MEMORY_COLUMNS = (
 # The live memories about the same subject, each with its similarity to the new one:
 # they are few, so they are compared exactly. A row of another dimension (written before
 # the embedder changed) counts as a duplicate only when its text is identical.
-_SAME_SUBJECT = sql(
-    """
+_SAME_SUBJECT_SQL = """
     SELECT id,
            CASE WHEN content = :content THEN 1.0
                 WHEN dim = :dim AND embedder = :embedder AND embedder_version = :version
@@ -211,7 +211,6 @@ _SAME_SUBJECT = sql(
     ORDER BY id
     FOR UPDATE
     """
-)
 
 # Near-duplicates without a subject are found among the agent's subject-less memories
 # through the vector index (``MemoryStore._vector_candidates``).
@@ -276,14 +275,26 @@ _INSERT = sql(
     """
 ).bindparams(bindparam("metadata", type_=JSONB), bindparam("old_ids", type_=ARRAY(BigInteger)))
 """A new memory in one statement: the memories it supersedes (``old_ids``, locked by
-``_SAME_SUBJECT``) marked, and its keyed write's record."""
+``_BEFORE_A_SUBJECT_WRITE``) marked, and its keyed write's record."""
 
-_WRITTEN = sql(
-    """
+_WRITTEN_SQL = """
     SELECT memory_id, action, similarity, superseded_ids FROM memory_writes
-    WHERE agent_id = :agent_id AND write_key = :key
+    WHERE agent_id = :agent_id AND write_key = CAST(:key AS text)
+    """
+_WRITTEN = sql(_WRITTEN_SQL)
+
+_BEFORE_A_SUBJECT_WRITE = sql(
+    f"""
+    SELECT (SELECT row_to_json(w) FROM ({_WRITTEN_SQL}) w) AS written,
+           (SELECT row_to_json(e) FROM ({ACTIVE_SHARED_SQL}) e) AS active,
+           (SELECT coalesce(json_agg(json_build_array(s.id, s.similarity) ORDER BY s.id), '[]')
+            FROM ({_SAME_SUBJECT_SQL}) s) AS same
     """
 )
+"""What a write with a subject reads first, in this order and one statement: its key's
+earlier result (a concurrent run of the same call), the agent's active embedder
+(share-locked, ``require_for_write``) and the live memories of the same subject and kind
+with their similarity (locked for update: the ones it may merge into or supersede)."""
 
 _GET = sql(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
 
@@ -330,12 +341,21 @@ async def _written(db: Statements, agent_id: str, key: str) -> AddResult | None:
     row = (await db.execute(_WRITTEN, {"agent_id": agent_id, "key": key})).one_or_none()
     if row is None:
         return None
+    return _add_result(row._mapping)
+
+
+def _add_result(row: Any) -> AddResult:
+    """A keyed write's recorded result (a ``memory_writes`` row)."""
     return AddResult(
-        id=row.memory_id,
-        action=row.action,
-        superseded_ids=tuple(row.superseded_ids or ()),
-        similarity=row.similarity,
+        id=row["memory_id"],
+        action=row["action"],
+        superseded_ids=tuple(row["superseded_ids"] or ()),
+        similarity=row["similarity"],
     )
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class MemoryStore:
@@ -509,23 +529,40 @@ class MemoryStore:
         # driver connection, as the session step's are.
         # The agent's role and the lock on its memories of this kind ride with BEGIN.
         lock = json.dumps(["vigil.memory", agent_id, kind])
+        params: dict[str, Any] = {
+            "agent_id": agent_id,
+            "kind": kind,
+            "subject": subject,
+            "content": content,
+            "vector": literal,
+            "dim": dim,
+            "embedder": identity.name,
+            "version": identity.version,
+        }
         async with lean_acting_for(self._engine, agent_id, lock=lock) as db:
-            if key is not None and (first := await _written(db, agent_id, key)) is not None:
-                return first  # a concurrent run of the same call got here first
-            await require_for_write(db, agent_id, identity)
-            params: dict[str, Any] = {
-                "agent_id": agent_id,
-                "kind": kind,
-                "subject": subject,
-                "content": content,
-                "vector": literal,
-                "dim": dim,
-                "embedder": identity.name,
-                "version": identity.version,
-            }
             best: tuple[int, float] | None = None
             old_ids: list[int] = []
-            if subject is None:
+            if subject is not None:
+                before = (await db.execute(_BEFORE_A_SUBJECT_WRITE, {**params, "key": key})).one()
+                if before.written is not None:
+                    # A concurrent run of the same call got here first.
+                    return _add_result(_json_value(before.written))
+                found = _json_value(before.active)
+                active = (
+                    EmbedderIdentity(found["embedder"], found["version"], int(found["dim"]))
+                    if found is not None
+                    else None
+                )
+                await require_for_write(db, agent_id, identity, active=active)
+                same = [(int(i), s) for i, s in _json_value(before.same)]
+                old_ids = [i for i, _ in same]
+                scored = [(i, float(s)) for i, s in same if s is not None]
+                if scored:
+                    best = max(scored, key=lambda pair: (pair[1], -pair[0]))
+            else:
+                if key is not None and (first := await _written(db, agent_id, key)) is not None:
+                    return first  # a concurrent run of the same call got here first
+                await require_for_write(db, agent_id, identity)
                 hits = await self._vector_candidates(
                     db, {**params, "n": DEDUPE_CANDIDATES}, _NO_SUBJECT, DEDUPE_CANDIDATES,
                     purpose="dedupe_",
@@ -533,14 +570,6 @@ class MemoryStore:
                 if hits:
                     nearest = min(hits, key=lambda row: (row.distance, row.id))
                     best = (nearest.id, 1.0 - float(nearest.distance))
-            else:
-                rows = list(await db.execute(_SAME_SUBJECT, params))
-                old_ids = [row.id for row in rows]
-                scored = [
-                    (row.id, float(row.similarity)) for row in rows if row.similarity is not None
-                ]
-                if scored:
-                    best = max(scored, key=lambda pair: (pair[1], -pair[0]))
 
             if best is not None and best[1] >= self.merge_threshold:
                 merged_id, similarity = best
