@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,22 @@ async def _rows(
 ) -> list[tuple[Any, ...]]:
     async with sessionmaker() as db:
         return [tuple(r) for r in (await db.execute(text(sql), {"s": sid})).all()]
+
+
+async def _waiting_on(
+    sessionmaker: async_sessionmaker[DbSession], holder: DbSession
+) -> Callable[[], Awaitable[list[tuple[Any, ...]] | None]]:
+    """A check for ``until``: the backends waiting on a lock ``holder``'s transaction
+    holds (None while there are none)."""
+    me = int((await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+    async def waiting() -> list[tuple[Any, ...]] | None:
+        blocked = (
+            f"SELECT pid FROM pg_stat_activity WHERE {me} = ANY(pg_blocking_pids(pid)) AND :s = :s"
+        )
+        return await _rows(sessionmaker, blocked, "") or None
+
+    return waiting
 
 
 async def _assert_once(
@@ -243,18 +259,10 @@ async def test_a_worker_killed_while_a_low_latency_session_opens(
         await record.create_session(
             holder, session_id=sid, agent_id=name, goal="held", status="running"
         )
-        me = (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        opening_waits = await _waiting_on(sessionmaker, holder)
         handle = await start(
             client, task_queue, StartSessionInput(agent_id=name, goal="open, die"), sid
         )
-
-        async def opening_waits() -> list[tuple[Any, ...]] | None:
-            blocked = (
-                "SELECT pid FROM pg_stat_activity "
-                f"WHERE {int(me)} = ANY(pg_blocking_pids(pid)) AND :s = :s"
-            )
-            return await _rows(sessionmaker, blocked, sid) or None
-
         await until(opening_waits, within=60, what="the opening to wait on the held row")
         await worker.sigkill()  # inside the local activity that opens the session
         worker = await workers()
@@ -288,18 +296,10 @@ async def test_a_worker_killed_after_a_low_latency_session_recorded_its_end(
     # before the workflow task that holds it completes.
     async with sessionmaker() as holder:
         await holder.execute(text("LOCK TABLE memories IN SHARE ROW EXCLUSIVE MODE"))
-        me = (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        memory_waits = await _waiting_on(sessionmaker, holder)
         handle = await start(
             client, task_queue, StartSessionInput(agent_id=name, goal="finish, die"), sid
         )
-
-        async def memory_waits() -> list[tuple[Any, ...]] | None:
-            blocked = (
-                "SELECT pid FROM pg_stat_activity "
-                f"WHERE {int(me)} = ANY(pg_blocking_pids(pid)) AND :s = :s"
-            )
-            return await _rows(sessionmaker, blocked, sid) or None
-
         await until(memory_waits, within=60, what="the outcome's memory to wait on the lock")
         [(status,)] = await _rows(sessionmaker, "SELECT status FROM sessions WHERE id = :s", sid)
         assert status == "completed"  # the ending is recorded already
