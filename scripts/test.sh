@@ -23,6 +23,7 @@ CLUSTER="${VIGIL_TEST_CLUSTER:-1}"
 cluster_up=""
 stop_stack() {
     if [ -n "$cluster_up" ]; then kill "$cluster_up" 2>/dev/null; wait "$cluster_up" 2>/dev/null; fi
+    if [ -n "${cluster_tests:-}" ]; then kill "$cluster_tests" 2>/dev/null; wait "$cluster_tests" 2>/dev/null; fi
     uv run vigil stack down --state-dir "$CLUSTER_STATE_DIR" >/dev/null 2>&1 || true
     uv run vigil stack down --state-dir "$VIGIL_TEST_STATE_DIR" >/dev/null 2>&1 || true
 }
@@ -66,14 +67,15 @@ fi
 # Independent modules run in parallel (each xdist worker has its own database; task
 # queues are per test), then the few that stop a part of the shared stack run alone.
 WORKERS="${VIGIL_TEST_WORKERS:-2}"
-echo "· running the tests: $WORKERS in parallel, then the disruptive ones alone"
+echo "· running the tests: $WORKERS in parallel, then the disruptive ones beside the cluster's"
 run_pytest -n "$WORKERS" --dist loadfile -m "not disruptive and not cluster"
 rc_parallel=$?
-run_pytest -m "disruptive and not cluster"
-rc_alone=$?
+# The disruptive tests restart the embedded stack's parts; the cluster tests run on a stack
+# of their own (state folder and ports): the two suites run side by side.
 rc_cluster=0
+cluster_tests=""
+CLUSTER_LOG="$CLUSTER_STATE_DIR.tests.log"
 if [ "$CLUSTER" != 0 ]; then
-    echo "· the cluster-profile tests (real Temporal server, several workers)"
     wait "$cluster_up"
     rc_up=$?
     cluster_up=""
@@ -81,9 +83,19 @@ if [ "$CLUSTER" != 0 ]; then
         tail -20 "$CLUSTER_STATE_DIR.up.log" >&2
         rc_cluster=3
     else
-        run_pytest -m cluster tests/cluster
-        rc_cluster=$?
+        echo "· the cluster-profile tests (real Temporal server, several workers), beside the disruptive ones: $CLUSTER_LOG"
+        run_pytest -m cluster tests/cluster >"$CLUSTER_LOG" 2>&1 &
+        cluster_tests=$!
     fi
+fi
+run_pytest -m "disruptive and not cluster"
+rc_alone=$?
+if [ -n "$cluster_tests" ]; then
+    wait "$cluster_tests"
+    rc_cluster=$?
+    cluster_tests=""
+    echo "· the cluster-profile tests' output"
+    cat "$CLUSTER_LOG"
 fi
 if [ "$rc_parallel" -ne 0 ]; then exit "$rc_parallel"; fi
 if [ "$rc_alone" -ne 0 ]; then exit "$rc_alone"; fi
