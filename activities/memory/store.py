@@ -60,6 +60,7 @@ from vigil.activities.memory.redact import redact as redact_text
 from vigil.activities.record.lean import Statements, engine_of
 from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
 from vigil.activities.record.sql import sql
+from vigil.activities.record.store import from_jsonb
 from vigil.schema import textcodec
 
 AddAction = Literal["inserted", "merged", "superseded"]
@@ -354,10 +355,6 @@ def _add_result(row: Any) -> AddResult:
     )
 
 
-def _json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 class MemoryStore:
     """Long-term memory of agents: ``add`` (dedupe, supersede), ``recall``, ``get``, ``history``.
 
@@ -546,15 +543,15 @@ class MemoryStore:
                 before = (await db.execute(_BEFORE_A_SUBJECT_WRITE, {**params, "key": key})).one()
                 if before.written is not None:
                     # A concurrent run of the same call got here first.
-                    return _add_result(_json_value(before.written))
-                found = _json_value(before.active)
+                    return _add_result(from_jsonb(before.written))
+                found = from_jsonb(before.active)
                 active = (
                     EmbedderIdentity(found["embedder"], found["version"], int(found["dim"]))
                     if found is not None
                     else None
                 )
                 await require_for_write(db, agent_id, identity, active=active)
-                same = [(int(i), s) for i, s in _json_value(before.same)]
+                same = [(int(i), s) for i, s in from_jsonb(before.same)]
                 old_ids = [i for i, _ in same]
                 scored = [(i, float(s)) for i, s in same if s is not None]
                 if scored:

@@ -82,7 +82,9 @@ def _jsonb(value: Any) -> str | None:
     return json.dumps(textcodec.encode_json(value))
 
 
-def _from_jsonb(value: Any) -> Any:
+def from_jsonb(value: Any) -> Any:
+    """A JSON or JSONB column as read by either driver path (text or decoded), with
+    vigil's text encoding undone."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -226,7 +228,7 @@ _GET_SESSION = sql(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id")
 def _session(row: Any) -> SessionRow:
     data = {name: row[name] for name in SessionRow.__dataclass_fields__}
     data["cost_usd"] = float(data["cost_usd"])
-    data["metadata"] = _from_jsonb(data["metadata"]) or {}
+    data["metadata"] = from_jsonb(data["metadata"]) or {}
     return SessionRow(**data)
 
 
@@ -453,7 +455,7 @@ def _message(row: Any) -> StoredMessage:
         content=textcodec.decode(row["content"], row["content_enc"]),
         step=row["step"],
         name=row["name"],
-        tool_calls=_from_jsonb(row["tool_calls"]),
+        tool_calls=from_jsonb(row["tool_calls"]),
         tool_call_id=row["tool_call_id"],
         created_at=row["created_at"],
     )
@@ -583,7 +585,7 @@ def _event(r: Any) -> StoredEvent:
         step=r["step"],
         actor=r["actor"],
         reason=r["reason"],
-        payload=_from_jsonb(r["payload"]) or {},
+        payload=from_jsonb(r["payload"]) or {},
         created_at=r["created_at"],
     )
 
