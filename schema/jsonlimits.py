@@ -10,7 +10,10 @@ anything else touches them. Pure functions: no I/O, safe to import anywhere.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+import orjson
 
 MAX_ARGUMENT_DEPTH = 64
 """Tool arguments nested deeper than this go back to the model as a tool error."""
@@ -19,6 +22,10 @@ MAX_ARGUMENT_DEPTH = 64
 _SHALLOW = 100
 """Values at most this deep are left to ``json.dumps`` (faster, and deep enough for any
 caller's stack)."""
+
+
+_LONG_TEXT = re.compile(r"\d{19}")
+_LONG_BYTES = re.compile(rb"\d{19}")
 
 
 class TooDeep(ValueError):
@@ -48,14 +55,31 @@ def depth(value: Any, limit: int | None = None) -> int:
 
 def loads(text: str | bytes, limit: int | None = None) -> Any:
     """``json.loads``, raising ``TooDeep`` (a ValueError) instead of RecursionError, and
-    for a value nested deeper than ``limit``."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise TooDeep("JSON nested too deeply") from None
+    for a value nested deeper than ``limit``.
+
+    Parsed by orjson (a provider's streamed reply is parsed event by event on every step,
+    several times faster), and by ``json.loads`` whatever orjson refuses that Python's
+    parser takes (``NaN``, escaped lone surrogates, more than 1,024 levels) or reads
+    otherwise (an integer past 64 bits, which orjson makes a float; any run of 19 digits
+    sends the text to ``json.loads``): the value and the errors are ``json.loads``'s
+    either way."""
+    value = _parse(text)
     if limit is not None and depth(value, limit) > limit:
         raise TooDeep(f"JSON nested deeper than {limit} levels")
     return value
+
+
+def _parse(text: str | bytes) -> Any:
+    long = _LONG_BYTES.search(text) if isinstance(text, bytes) else _LONG_TEXT.search(text)
+    if long is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # Python's parser may still take it, or refuses it with its own error
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TooDeep("JSON nested too deeply") from None
 
 
 def dumps(value: Any) -> str:

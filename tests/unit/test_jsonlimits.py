@@ -78,3 +78,27 @@ def test_deeply_nested_edited_arguments_are_refused_not_a_recursion() -> None:
     why = input_error(ApproveInput(approval_id="a1-0", edited_arguments=deep))
     assert why is not None and "deeper than 64" in why
     assert input_error(ApproveInput(approval_id="a1-0", edited_arguments={"url": "x"})) is None
+
+
+def test_loads_parses_what_json_loads_parses_and_refuses_what_it_refuses() -> None:
+    rng = random.Random(5)
+    texts = [json.dumps(_random_value(rng)) for _ in range(300)]
+    texts += [
+        "NaN",
+        '{"x": Infinity}',
+        str(10**30),
+        '"\\ud800"',  # an escaped lone surrogate
+        '{"a": 1, "a": 2}',
+        ' [1, 2.5e300, -0.0, "\\u00e9"] ',
+    ]
+    for text in texts:
+        expected = json.loads(text)
+        got = jsonlimits.loads(text)
+        assert got == expected or (got != got and expected != expected)  # NaN
+        assert json.dumps(got) == json.dumps(expected)
+        assert jsonlimits.loads(text.encode("utf-8")) == got or text == "NaN"
+    for broken in ("", "{", "[1,]", "'a'", '{"a" 1}', "tru"):
+        with pytest.raises(ValueError):
+            json.loads(broken)
+        with pytest.raises(ValueError):
+            jsonlimits.loads(broken)
