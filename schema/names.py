@@ -109,6 +109,10 @@ PATCH_QUIET_STEPS = "vigil-quiet-steps"
 # ActivityError around it), so it ends the session with its record instead of failing the
 # workflow bare. Asked only when a local activity fails (implied by lean bookkeeping).
 PATCH_LOCAL_FAILURES = "vigil-local-failures"
+# An approval's decision is written before the call it decided runs; before, it went with
+# the next record, after the tool's result. Asked once a decision is made, so only
+# sessions that decide an approval carry it.
+PATCH_DECISION_FIRST = "vigil-decision-first"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

@@ -576,6 +576,11 @@ class AgentSession(HandOverWhileWaiting):
         if approval.decision == "fail":
             raise _SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
         self._set_status(SessionStatus.RUNNING)
+        if workflow.patched(names.PATCH_DECISION_FIRST):
+            # The decision in the record before the call it decided runs: the record's own
+            # order (ids, the API's stream) is the order things happened. Sessions from
+            # before wrote it with the next record, after the tool's result.
+            await self._flush()
         if self._deadline_passed():
             self._check_budgets()
         if approval.decision == "approve":

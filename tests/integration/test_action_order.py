@@ -1,9 +1,12 @@
-"""Human actions come in the order they happened, not in the order they were written.
+"""Human actions come in the order they happened.
 
-An approval's decision and a person's messages are queued by the workflow and written with
-the session's next record (after the approved tool already ran). `follow` (text and JSON)
-and `export` still show the decision before the tool result it approved, and
-human_actions_view's ``at`` is the action's own time, so ``ORDER BY at`` orders them."""
+An approval's decision is written before the call it approved runs
+(``vigil-decision-first``): the record's own order (ids, and so the API's stream) has the
+decision before the tool's result. Sessions from before that wrote it with the session's
+next record, after the approved tool ran. Messages people send while a session waits are
+the next step's input, written with it. `follow` (text and JSON) and `export` show the
+decision before the tool's result either way, and human_actions_view's ``at`` is the
+action's own time, so ``ORDER BY at`` orders them."""
 
 from __future__ import annotations
 
@@ -103,3 +106,32 @@ def test_decision_before_its_tool_result_and_actions_by_their_own_time(cli: CLIS
         cli.database_url, "SELECT decided_at FROM tool_calls_view WHERE session_id = :s", s=sid
     )
     assert call["decided_at"] == rows[2]["at"], (call, rows[2])
+
+    # The record's own order: the decision, then the tool's result (its event and its
+    # message). The messages people sent meanwhile are the next step's input, written
+    # with it.
+    events = [
+        r["key"]
+        for r in query(
+            cli.database_url,
+            "SELECT key FROM events WHERE session_id = :s ORDER BY id",
+            s=sid,
+        )
+    ]
+    assert events.index("approval:a1-0:decided") < events.index("tool:1:0"), events
+    said = query(
+        cli.database_url,
+        "SELECT role, seq, created_at FROM messages WHERE session_id = :s ORDER BY seq",
+        s=sid,
+    )
+    [decided_at] = [
+        r["created_at"]
+        for r in query(
+            cli.database_url,
+            "SELECT created_at FROM events WHERE session_id = :s AND key = :k",
+            s=sid,
+            k="approval:a1-0:decided",
+        )
+    ]
+    tool = [r for r in said if r["role"] == "tool"]
+    assert tool and decided_at <= tool[0]["created_at"], said

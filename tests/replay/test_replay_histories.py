@@ -66,6 +66,17 @@ OLDER_LOCAL_BOOKS = "pre_local_bookkeeping__"
 # Recorded before quiet steps (PATCH_QUIET_STEPS): every scenario, since every new session
 # takes it (the step's search attribute no longer updated after every step).
 OLDER_QUIET = "pre_quiet_steps__"
+# Recorded before an approval's decision was written before the call it decided ran
+# (PATCH_DECISION_FIRST): the scenarios that decide an approval.
+OLDER_DECISION = "pre_decision_first__"
+DECIDING = {
+    "approval_approve",
+    "hand_over_waiting_last_run",
+    "agent_definition",
+    "agent_python_mcp_tools",
+    "transcript_ui",
+    "webhooks",
+}
 # Payload encryption on, as every worker runs: histories written in plain (before
 # encryption) must still replay, since a plain payload decodes as it is.
 CONVERTER = data_converter(
@@ -109,6 +120,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_LEAN,
         OLDER_LOCAL_BOOKS,
         OLDER_QUIET,
+        OLDER_DECISION,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -134,6 +146,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_QUIET) for p in PATHS if p.stem.startswith(OLDER_QUIET)
     }
     assert older_quiet == EXPECTED
+    older_decision = {
+        p.stem.removeprefix(OLDER_DECISION) for p in PATHS if p.stem.startswith(OLDER_DECISION)
+    }
+    assert older_decision == DECIDING
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
