@@ -1121,7 +1121,12 @@ def _recorded_control(
 
 def _control(name: str, args: dict[str, Any]) -> ToolControl:
     if name == "finish":
-        return ToolControl(kind="finish", summary=_wire(str(args.get("summary", ""))))
+        succeeded = args.get("succeeded")
+        return ToolControl(
+            kind="finish",
+            summary=_wire(str(args.get("summary", ""))),
+            succeeded=succeeded if isinstance(succeeded, bool) else None,
+        )
     if name == "ask_human":
         return ToolControl(kind="ask_human", question=_wire(str(args["question"])))
     seconds, when = tools.parse_wake_time(args)

@@ -430,6 +430,9 @@ class ToolControl(Payload):
 
     kind: Literal["finish", "wait_until", "ask_human"]
     summary: str | None = None
+    succeeded: bool | None = None
+    """``finish``: False when the agent says its goal was not reached (the session ends
+    failed); None (not said, or a call recorded before it could be said) as True."""
     wake_at: datetime | None = None
     seconds: float | None = None
     question: str | None = None

@@ -117,8 +117,15 @@ BUILTIN_TOOLS: dict[str, ToolInfo] = {
         ),
         ToolInfo(
             "finish",
-            "Finish the session with a final summary.",
-            _obj({"summary": {"type": "string", "maxLength": 16000}}, ["summary"]),
+            "Finish the session with a final summary. Set succeeded to false when the goal "
+            "was not reached: the session then ends failed.",
+            _obj(
+                {
+                    "summary": {"type": "string", "maxLength": 16000},
+                    "succeeded": {"type": "boolean"},
+                },
+                ["summary"],
+            ),
             effects="none",
             handled_by="workflow",
         ),

@@ -467,7 +467,9 @@ class AgentSession(HandOverWhileWaiting):
             self._tool_message(seq, step, call, "session finished")
             if not self._fold:
                 await self._flush()  # folded steps leave it to the ending's one write
-            raise _SessionEnded(SessionStatus.COMPLETED, summary)
+            # The agent's own word that its goal was not reached ends the session failed.
+            ended = SessionStatus.FAILED if control.succeeded is False else SessionStatus.COMPLETED
+            raise _SessionEnded(ended, summary)
         if control.kind == "wait_until":
             now = workflow.now()
             wake_at = control.wake_at or now + timedelta(seconds=control.seconds or 0)

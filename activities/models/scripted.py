@@ -12,11 +12,12 @@ an activity retried or replayed answers identically. Past the end of the script 
 model calls ``finish`` with the last assistant text (or "done") as the summary.
 
 The model reads what its tools return. When a result of its last turn is an error
-(``error: ...``), it leaves the script: it replies with text that says which call failed
-and what it returned, names what did work, and claims nothing else; that reply ends the
-session, and the outcome memory holds it. In a ``say`` text or a call's string
-arguments, ``{last_result}`` stands for the latest tool result on one line: JSON in its
-compact form, other text with its lines joined, shortened at a word.
+(``error: ...``), it leaves the script: it calls ``finish`` with ``succeeded`` false and a
+summary that says which call failed and what it returned, names what did work, and claims
+nothing else; the session ends failed, and the outcome memory (a lesson) holds it. In a
+``say`` text or a call's string arguments, ``{last_result}`` stands for the latest tool
+result on one line: JSON in its compact form, other text with its lines joined, shortened
+at a word.
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ class ScriptedProvider:
         index = sum(1 for m in messages if m.role == "assistant")
         failure = _failure_report(messages)
         if failure is not None:
-            turn: dict[str, Any] = {"say": failure}
+            # Said as the session's end: the goal is not done, and the session says so.
+            turn: dict[str, Any] = {
+                "tool": "finish",
+                "args": {"summary": failure, "succeeded": False},
+            }
         elif index < len(self.turns):
             turn = _with_last_result(self.turns[index], messages)
         else:

@@ -1,8 +1,9 @@
 """The default worker's scripted model reacts to what its tools return.
 
 Its demo script fetches a host the allowlist does not name: the tool answers with an
-error, and the session must say so, never that the page was fetched, and the outcome
-memory that later sessions recall must hold the truth.
+error, and the session must say so, never that the page was fetched; it ends failed (the
+model finishes with ``succeeded`` false), and the outcome memory that later sessions
+recall, a lesson, must hold the truth.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ async def test_a_failed_fetch_is_told_and_remembered_as_failed(
         if e.payload["tool"] == "http_fetch"
     ]
     assert len(fetched) == 1 and fetched[0].payload["ok"] is False
-    assert result.status == SessionStatus.COMPLETED
+    assert result.status == SessionStatus.FAILED, result
     summary = result.summary.lower()
     assert "http_fetch" in summary and "fail" in summary, result.summary
     assert "fetched https://example.com/" not in summary, result.summary
@@ -56,9 +57,16 @@ async def test_a_failed_fetch_is_told_and_remembered_as_failed(
     async with sessionmaker() as db:
         (memory,) = (
             await db.execute(
-                text("SELECT content FROM memories WHERE source_session_id = :s"),
+                text("SELECT kind, content FROM memories WHERE source_session_id = :s"),
                 {"s": handle.id},
             )
-        ).scalars()
+        ).all()
+    kind, memory = memory
+    assert kind == "lesson", (kind, memory)
+    async with sessionmaker() as db:
+        status = (
+            await db.execute(text("SELECT status FROM sessions WHERE id = :s"), {"s": handle.id})
+        ).scalar_one()
+    assert status == "failed", status
     assert "http_fetch" in memory and "fail" in memory.lower(), memory
     assert "fetched https://example.com/" not in memory, memory

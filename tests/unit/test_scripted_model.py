@@ -169,11 +169,15 @@ async def test_a_failed_call_is_told_and_nothing_else_is_claimed() -> None:
 
     third = await provider.complete(messages, [])
 
-    # Text, no call: the session ends with this as its summary (and outcome memory).
-    assert third.tool_calls == [] and third.finish_reason == "stop"
-    assert "http_fetch failed: error: host 'example.com' is not on the allowlist" in third.content
-    assert "What worked before: write_artifact" in third.content
-    assert "fetched" not in third.content and "the goal is not done" in third.content
+    # finish, not succeeded: the session ends failed with this as its summary (and its
+    # outcome memory, a lesson).
+    [call] = third.tool_calls
+    args = json.loads(call.arguments)
+    assert call.name == "finish" and args["succeeded"] is False, call
+    summary = args["summary"]
+    assert "http_fetch failed: error: host 'example.com' is not on the allowlist" in summary
+    assert "What worked before: write_artifact" in summary
+    assert "fetched" not in summary and "the goal is not done" in summary
 
 
 async def test_a_rejected_edited_or_later_error_is_read_past_the_edit_note() -> None:
@@ -188,8 +192,9 @@ async def test_a_rejected_edited_or_later_error_is_read_past_the_edit_note() -> 
 
     reply = await provider.complete(messages, [])
 
-    assert "http_fetch failed: error: HTTP refused" in reply.content
-    assert "What worked before: nothing" in reply.content
+    summary = json.loads(reply.tool_calls[0].arguments)["summary"]
+    assert "http_fetch failed: error: HTTP refused" in summary
+    assert "What worked before: nothing" in summary
 
 
 async def test_say_and_arguments_quote_the_last_result() -> None:
