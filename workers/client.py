@@ -131,6 +131,26 @@ class BadArgument(VigilError):
     exit_code = 2
 
 
+class SessionIdTaken(BadArgument):
+    """The id already names a session (of any agent: ids are one namespace). ``agent_id``
+    and ``status`` are those of the session holding it, when its record is there; a face
+    shows them only to a caller who may read that session (:meth:`message`)."""
+
+    def __init__(
+        self, session_id: str, *, agent_id: str | None = None, status: str | None = None
+    ) -> None:
+        self.session_id = session_id
+        self.agent_id = agent_id
+        self.status = status
+        super().__init__(self.message(reveal=True, option="--id"))
+
+    def message(self, *, reveal: bool, option: str = "id") -> str:
+        held = f" ({self.status})" if reveal and self.status else ""
+        return (
+            f"a session with id {self.session_id!r} already exists{held}; choose another {option}"
+        )
+
+
 def refuse_oversized(value: BaseModel) -> None:
     """Refuse a control payload over the session's own limits before it is sent: Temporal
     would write it into the session's history even though the session refuses it."""
@@ -461,10 +481,7 @@ class _VigilClientCore:
             async with self.db() as db:
                 taken = await record.get_session(db, session_id)
             if taken is not None:
-                raise BadArgument(
-                    f"a session with id {session_id!r} already exists "
-                    f"({taken.status}); choose another --id"
-                )
+                raise SessionIdTaken(session_id, agent_id=taken.agent_id, status=taken.status)
         try:
             with session_scope(sid, agent_id):
                 await self.temporal.start_workflow(
@@ -476,9 +493,7 @@ class _VigilClientCore:
                     **self.start_options(agent_id, goal),
                 )
         except WorkflowAlreadyStartedError as exc:
-            raise BadArgument(
-                f"a session with id {sid!r} already exists; choose another --id"
-            ) from exc
+            raise SessionIdTaken(sid) from exc
         return StartedSession(sid, self.ui_link(sid))
 
     def start_options(self, agent_id: str, goal: str) -> dict[str, Any]:

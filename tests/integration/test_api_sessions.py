@@ -96,7 +96,8 @@ def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent:
         sid = start(http, agent, cli.plan(Reply.text("ok")))
         wait_status(http, sid, "completed")
         taken = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": sid})
-        assert taken.status_code == 422 and "already exists" in taken.text
+        assert taken.status_code == 409 and "already exists" in taken.text
+        assert taken.json()["error"]["code"] == "conflict"
 
         big = http.post("/v1/sessions", json={"agent": agent, "goal": "x" * (MAX_HUMAN_TEXT + 1)})
         assert big.status_code == 422 and big.json()["error"]["code"] == "invalid_request"

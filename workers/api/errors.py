@@ -24,6 +24,7 @@ from vigil.workers.client import (
     NotRecordedYet,
     NoWorker,
     Refused,
+    SessionIdTaken,
     UnknownAgent,
     UnknownSchedule,
     UnknownSession,
@@ -108,6 +109,7 @@ def vigil_status(exc: VigilError) -> tuple[int, str]:
         (UnknownAgent, 404, UNKNOWN_AGENT),
         (NotFound, 404, NOT_FOUND),
         (Refused, 409, REFUSED),
+        (SessionIdTaken, 409, CONFLICT),
         (BadArgument, 422, INVALID),
         (Unreachable, 503, UNAVAILABLE),
     ]
@@ -144,6 +146,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(VigilError)
     async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
         status, code = vigil_status(exc)
+        if isinstance(exc, SessionIdTaken):  # whose session holds it is not said here
+            return error_response(status, code, exc.message(reveal=False))
         return error_response(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)

@@ -20,6 +20,8 @@ from vigil.activities.record.store import SessionRow, StoredMessage
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, visible_session
+from vigil.workers.api.errors import CONFLICT, ApiError
+from vigil.workers.client import SessionIdTaken
 
 router = APIRouter(tags=["sessions"])
 
@@ -200,9 +202,15 @@ def message_of(m: StoredMessage) -> Message:
 @router.post("/sessions", response_model=Started, status_code=201, summary="Start a session")
 async def start_session(body: StartRequest, who: Controller, client: Client) -> Started:
     check_agent(who, body.agent)
-    started = await client.start_session(
-        body.agent, body.goal, session_id=body.id, **body.start_kwargs()
-    )
+    try:
+        started = await client.start_session(
+            body.agent, body.goal, session_id=body.id, **body.start_kwargs()
+        )
+    except SessionIdTaken as exc:
+        # Ids are one namespace across agents: a token that cannot read the session holding
+        # the id learns only that it is taken, never its status (reads of it are 404).
+        mine = exc.agent_id is not None and who.sees_agent(exc.agent_id)
+        raise ApiError(409, CONFLICT, exc.message(reveal=mine)) from None
     return Started(id=started.id, ui=started.ui_url)
 
 
