@@ -19,6 +19,7 @@ from tests.support.api import ApiServer, running_api
 from tests.support.llm_stub import Reply
 from tests.support.sessions import transcript, until
 from tests.support.triggers import deliver
+from vigil.activities.hooks import signing
 from vigil.activities.record import store
 from vigil.workers.tokens import Scope, TokenService
 
@@ -270,3 +271,20 @@ async def test_a_body_over_the_apis_limit_is_413_before_any_signature_check(
     r = await deliver(http, name, big, secret)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_body_nested_too_deeply_is_400_and_starts_nothing(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-deep-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {issue}")
+    deep = b'{"issue":' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    r = await http.post(
+        f"/v1/triggers/{name}",
+        content=deep,
+        headers={"Content-Type": "application/json", **signing.signed_headers(secret, deep)},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "malformed_request"
+    assert "nested deeper than" in r.json()["error"]["message"]
+    assert await sessions_of(sessionmaker, agent) == []

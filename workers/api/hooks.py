@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 
 from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
+from vigil.schema import jsonlimits
 from vigil.workers.api.auth import Admin
 from vigil.workers.api.errors import (
     BAD_SIGNATURE,
@@ -39,6 +39,10 @@ from vigil.workers.hooks import TriggerRow, TriggerService, WebhookService
 from vigil.workers.models import ConfigError
 
 router = APIRouter(tags=["triggers and webhooks"])
+
+MAX_BODY_DEPTH = 64
+"""A delivery nested deeper is refused: no sender's event is, and Python's JSON parser
+(and every later copy of the payload) recurses once per level."""
 
 
 class TriggerFired(BaseModel):
@@ -143,7 +147,11 @@ async def fire_trigger(
         raise ApiError(401, BAD_SIGNATURE, refused)
     assert x_vigil_timestamp is not None
     try:
-        payload = json.loads(body)
+        payload = jsonlimits.loads(body, MAX_BODY_DEPTH)
+    except jsonlimits.TooDeep:
+        raise ApiError(
+            400, MALFORMED, f"the body is nested deeper than {MAX_BODY_DEPTH} levels"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, MALFORMED, "the body is not valid JSON (UTF-8)") from None
     if not isinstance(payload, dict):
