@@ -6,6 +6,7 @@ through the API and `vigil start --id` alike, and an id longer than any session'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,3 +56,38 @@ def test_a_taken_id_tells_another_agents_token_nothing_but_that(
         assert again.json()["error"]["message"] == (
             f"a session with id {sid!r} already exists (completed); choose another id"
         )
+
+
+SESSION_ROUTES = [
+    ("GET", ""),
+    ("GET", "/transcript"),
+    ("GET", "/events"),
+    ("GET", "/export"),
+    ("GET", "/artifacts"),
+    ("POST", "/cancel"),
+    ("POST", "/approve"),
+    ("POST", "/reject"),
+    ("POST", "/pause"),
+    ("POST", "/resume"),
+    ("POST", "/message"),
+    ("POST", "/redirect"),
+    ("POST", "/wake"),
+]
+
+
+def test_an_id_longer_than_any_sessions_is_422_at_once_on_every_route(api: ApiServer) -> None:
+    long = "s" * 8_000
+    with api.client(api.token(Scope.ADMIN)) as http:
+        for method, path in SESSION_ROUTES:
+            began = time.monotonic()
+            r = http.request(method, f"/v1/sessions/{long}{path}", json={})
+            took = time.monotonic() - began
+            assert r.status_code == 422, (path, r.status_code, r.text[:300])
+            assert r.json()["error"]["code"] == "invalid_request", path
+            assert "at most 256 characters" in r.json()["error"]["message"], path
+            assert took < 2, (path, took)
+        with http.stream("GET", f"/v1/sessions/{long}/stream") as stream:
+            assert stream.status_code == 422
+        # Ids vigil makes itself (a schedule's runs) are longer than the 200 a caller may
+        # choose: those are still looked up.
+        assert http.get(f"/v1/sessions/{'s' * 256}").status_code == 404

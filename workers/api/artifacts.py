@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from vigil.activities.artifacts.registry import DEFAULT_MIME, MAX_NAME_CHARS, ArtifactRef
 from vigil.activities.record.store import SessionRow
 from vigil.workers.api.auth import Controller, Reader
+from vigil.workers.api.deps import SessionId
 from vigil.workers.api.errors import (
     INVALID,
     MALFORMED,
@@ -36,7 +37,6 @@ from vigil.workers.tokens import Principal
 
 router = APIRouter(tags=["artifacts"])
 
-SessionId = Annotated[str, Path(min_length=1, max_length=200)]
 ArtifactName = Annotated[
     str,
     Path(

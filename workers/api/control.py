@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Ack, SessionState
 from vigil.workers.api.auth import Controller
-from vigil.workers.api.deps import Client, visible_session
+from vigil.workers.api.deps import Client, SessionId, visible_session
 from vigil.workers.client import STATE_QUERY_SECONDS, VigilClient, VigilError
 
 router = APIRouter(tags=["control"])
@@ -81,7 +81,7 @@ async def _act(
     summary="Approve a pending tool call (optionally with edited arguments)",
 )
 async def approve(
-    session_id: str, body: ApproveRequest, who: Controller, client: Client
+    session_id: SessionId, body: ApproveRequest, who: Controller, client: Client
 ) -> ControlResult:
     await visible_session(client, who, session_id)
     return await _act(
@@ -102,7 +102,7 @@ async def approve(
     "/sessions/{session_id}/reject", response_model=ControlResult, summary="Reject a tool call"
 )
 async def reject(
-    session_id: str, body: RejectRequest, who: Controller, client: Client
+    session_id: SessionId, body: RejectRequest, who: Controller, client: Client
 ) -> ControlResult:
     await visible_session(client, who, session_id)
     return await _act(
@@ -118,7 +118,7 @@ async def reject(
     summary="Pause before the next model call",
 )
 async def pause(
-    session_id: str, who: Controller, client: Client, body: ReasonRequest | None = None
+    session_id: SessionId, who: Controller, client: Client, body: ReasonRequest | None = None
 ) -> ControlResult:
     await visible_session(client, who, session_id)
     reason = body.reason if body else ""
@@ -128,7 +128,7 @@ async def pause(
 @router.post(
     "/sessions/{session_id}/resume", response_model=ControlResult, summary="Resume a paused session"
 )
-async def resume(session_id: str, who: Controller, client: Client) -> ControlResult:
+async def resume(session_id: SessionId, who: Controller, client: Client) -> ControlResult:
     await visible_session(client, who, session_id)
     return await _act(client, session_id, client.resume(session_id, by=who.actor))
 
@@ -139,7 +139,7 @@ async def resume(session_id: str, who: Controller, client: Client) -> ControlRes
     summary="Say something to the agent (it reads it before its next step)",
 )
 async def message(
-    session_id: str, body: MessageRequest, who: Controller, client: Client
+    session_id: SessionId, body: MessageRequest, who: Controller, client: Client
 ) -> ControlResult:
     await visible_session(client, who, session_id)
     return await _act(client, session_id, client.say(session_id, body.text, by=who.actor))
@@ -149,7 +149,7 @@ async def message(
     "/sessions/{session_id}/redirect", response_model=ControlResult, summary="Give a new goal"
 )
 async def redirect(
-    session_id: str, body: RedirectRequest, who: Controller, client: Client
+    session_id: SessionId, body: RedirectRequest, who: Controller, client: Client
 ) -> ControlResult:
     await visible_session(client, who, session_id)
     return await _act(
@@ -163,7 +163,7 @@ async def redirect(
     "/sessions/{session_id}/wake", response_model=ControlResult, summary="Wake a sleeping session"
 )
 async def wake(
-    session_id: str, who: Controller, client: Client, body: ReasonRequest | None = None
+    session_id: SessionId, who: Controller, client: Client, body: ReasonRequest | None = None
 ) -> ControlResult:
     await visible_session(client, who, session_id)
     reason = body.reason if body else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from vigil.activities.record.store import SessionRow
 from vigil.workers.client import UnknownSession, VigilClient
@@ -17,6 +17,16 @@ def client_of(request: Request) -> VigilClient:
 
 
 Client = Annotated[VigilClient, Depends(client_of)]
+
+MAX_SESSION_ID_CHARS = 256
+"""No session's id is longer: a caller chooses at most 200 characters, and a schedule's
+runs are its id (at most 200) with ``-run-`` and a time. A longer id is a 422 at once,
+before the record or Temporal is asked (Temporal takes seconds to refuse a huge one)."""
+
+SessionId = Annotated[
+    str, Path(min_length=1, max_length=MAX_SESSION_ID_CHARS, description="The session's id")
+]
+"""The session id of every route that takes one."""
 
 
 async def visible_session(client: VigilClient, who: Principal, session_id: str) -> SessionRow:

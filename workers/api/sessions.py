@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from vigil.activities.record.store import SessionRow, StoredMessage
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
-from vigil.workers.api.deps import Client, visible_session
+from vigil.workers.api.deps import Client, SessionId, visible_session
 from vigil.workers.api.errors import CONFLICT, ApiError
 from vigil.workers.client import SessionIdTaken
 
@@ -243,7 +243,7 @@ async def list_sessions(
 
 @router.get("/sessions/{session_id}", response_model=SessionDetail, summary="A session")
 async def show_session(
-    session_id: str,
+    session_id: SessionId,
     who: Reader,
     client: Client,
     last: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 20,
@@ -264,7 +264,7 @@ async def show_session(
     summary="A session's messages by seq, one page",
 )
 async def transcript(
-    session_id: str,
+    session_id: SessionId,
     who: Reader,
     client: Client,
     after_seq: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
@@ -284,7 +284,7 @@ async def transcript(
     summary="A session's events (approvals, human actions, ...), one page",
 )
 async def events(
-    session_id: str,
+    session_id: SessionId,
     who: Reader,
     client: Client,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
@@ -314,7 +314,7 @@ async def events(
     },
 )
 async def export(
-    session_id: str,
+    session_id: SessionId,
     who: Reader,
     client: Client,
     format: ExportFormat = ExportFormat.JSONL,
@@ -337,7 +337,7 @@ async def export(
 
 @router.post("/sessions/{session_id}/cancel", response_model=Cancelled, summary="Cancel a session")
 async def cancel(
-    session_id: str, who: Controller, client: Client, body: CancelRequest | None = None
+    session_id: SessionId, who: Controller, client: Client, body: CancelRequest | None = None
 ) -> Cancelled:
     """Temporal's cancel; the record's cancel event names the token's owner and the reason."""
     row = await visible_session(client, who, session_id)

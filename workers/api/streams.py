@@ -36,6 +36,7 @@ from fastapi.responses import StreamingResponse
 from vigil.activities.record.feed import FeedCursor, FeedItem
 from vigil.activities.record.order import InOrder
 from vigil.workers.api.auth import Reader, check_agent
+from vigil.workers.api.deps import SessionId
 from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
 from vigil.workers.feed import FeedEntry, Idle, StatusChange, Token
@@ -157,7 +158,7 @@ def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
 async def session_stream(
     request: Request,
     who: Reader,
-    session_id: Annotated[str, Path(max_length=200)],
+    session_id: SessionId,
     last_event_id: LastEventId = None,
     tokens: WithTokens = True,
 ) -> StreamingResponse:
