@@ -35,6 +35,10 @@ EXPORT_FORMATS: dict[str, Literal["jsonl", "md"]] = {"jsonl": "jsonl", "md": "md
 SCHEDULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 """A schedule id: letters, digits and ``. _ : -``, at most 200 (it also names each run)."""
 
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+"""A session id chosen by a caller: as a schedule id. Each is one path segment of the API
+(no ``/``, never ``.`` or ``..``, nothing a client would re-encode) and a workflow id."""
+
 OverlapName = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
 ]
@@ -99,6 +103,16 @@ def check_schedule_id(schedule_id: str) -> str:
             "(starting with a letter or digit)"
         )
     return schedule_id
+
+
+def check_session_id(session_id: str | None) -> str | None:
+    """A session id a caller chose for a new session (None: vigil makes one)."""
+    if session_id is not None and not SESSION_ID.match(session_id):
+        raise BadArgument(
+            f"bad session id {session_id[:80]!r}: 1 to 200 letters, digits or . _ : - "
+            "(starting with a letter or digit)"
+        )
+    return session_id
 
 
 def check_time_zone(name: str | None) -> str | None:

@@ -14,6 +14,7 @@ import pytest
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_status
+from tests.support.cli import explain, one_error_line
 from tests.support.llm_stub import Reply
 from vigil.workers.tokens import Scope
 
@@ -56,6 +57,32 @@ def test_a_taken_id_tells_another_agents_token_nothing_but_that(
         assert again.json()["error"]["message"] == (
             f"a session with id {sid!r} already exists (completed); choose another id"
         )
+
+
+UNREACHABLE_IDS = ["a/b", "..", ".", "a b", "-lead", "semi;colon", "x" * 201, "naïve", "a\\b"]
+
+
+def test_an_id_no_route_could_reach_is_refused_at_start(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as http:
+        agent = define(http, "ids")
+        for bad in UNREACHABLE_IDS:
+            r = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": bad})
+            assert r.status_code == 422, (bad, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "invalid_request"
+            assert len(bad) > 200 or "letters, digits" in error["message"], error
+        assert http.get("/v1/sessions", params={"agent": agent}).json()["items"] == []
+
+        good = f"ok-{agent}.v1:run_2"
+        r = http.post(
+            "/v1/sessions", json={"agent": agent, "goal": cli.plan(Reply.text("ok")), "id": good}
+        )
+        assert r.status_code == 201, r.text
+        assert wait_status(http, good, "completed")["session"]["id"] == good
+
+    refused = cli.vigil("start", "g", "--agent", agent, "--id", "a/b")
+    assert refused.returncode == 2, explain(refused)
+    assert one_error_line(refused).startswith("error: bad session id 'a/b': ")
 
 
 SESSION_ROUTES = [

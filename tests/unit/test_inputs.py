@@ -78,6 +78,15 @@ def test_schedule_ids_and_templates() -> None:
         inputs.schedule_template(agent="ops", goal="x" * 10_000_000)
 
 
+def test_session_ids_a_caller_may_choose() -> None:
+    assert inputs.check_session_id(None) is None
+    for good in ("ops-20261203-1", "a..b", "nightly:2026-12-03T09:00:00Z", "x" * 200):
+        assert inputs.check_session_id(good) == good
+    for bad in ("", ".", "..", "a/b", "-x", "a b", "a%2Fb", "naïve", "a\x00b", "x" * 201):
+        with pytest.raises(BadArgument, match="bad session id"):
+            inputs.check_session_id(bad)
+
+
 @pytest.mark.parametrize(
     ("header", "size", "span"),
     [

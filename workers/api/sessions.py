@@ -22,6 +22,7 @@ from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, SessionId, visible_session
 from vigil.workers.api.errors import CONFLICT, ApiError
 from vigil.workers.client import SessionIdTaken
+from vigil.workers.inputs import check_session_id
 
 router = APIRouter(tags=["sessions"])
 
@@ -62,7 +63,8 @@ class StartRequest(StartOptions):
     agent: str = Field(min_length=1, max_length=200)
     goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     id: str | None = Field(default=None, min_length=1, max_length=200)
-    """The session's id (a new one by default); an id names one session for good."""
+    """The session's id (a new one by default): letters, digits and ``. _ : -``, starting
+    with a letter or digit. An id names one session for good, whatever its agent."""
 
 
 class Started(BaseModel):
@@ -202,6 +204,7 @@ def message_of(m: StoredMessage) -> Message:
 @router.post("/sessions", response_model=Started, status_code=201, summary="Start a session")
 async def start_session(body: StartRequest, who: Controller, client: Client) -> Started:
     check_agent(who, body.agent)
+    check_session_id(body.id)
     try:
         started = await client.start_session(
             body.agent, body.goal, session_id=body.id, **body.start_kwargs()

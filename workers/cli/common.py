@@ -324,6 +324,17 @@ def _duration(raw: str | None, what: str) -> timedelta | None:
         fail(str(exc), EXIT_USAGE)
 
 
+def checked_session_id(raw: str | None) -> str | None:
+    """``--id`` of a new session, checked as the API checks it (exit 2 when refused)."""
+    from vigil.workers import inputs
+    from vigil.workers.client import VigilError
+
+    try:
+        return inputs.check_session_id(raw)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
 def _parse_since(raw: str | None, what: str = "--since") -> datetime | None:
     from vigil.workers import inputs
     from vigil.workers.client import VigilError

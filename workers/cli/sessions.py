@@ -19,6 +19,7 @@ from vigil.workers.cli.common import (
     StateOpt,
     UndefinedAgentOpt,
     _parse_since,
+    checked_session_id,
     csv,
     emit,
     err,
@@ -44,7 +45,8 @@ def start(
     goal: Annotated[str, typer.Argument(help="What the agent should achieve.")],
     agent: AgentOpt = "default",
     session_id: Annotated[
-        str | None, typer.Option("--id", help="Session id (workflow id).")
+        str | None,
+        typer.Option("--id", help="Session id: letters, digits, . _ : - (a new one by default)."),
     ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Step budget (the definition's, or 50).")
@@ -79,6 +81,7 @@ def start(
     too_big = start_error(goal, system_prompt)
     if too_big is not None:
         fail(f"refused before sending: {too_big}", EXIT_USAGE)
+    checked_session_id(session_id)
     policy = ToolPolicy(
         require_approval=csv(approve_tools),
         allowed=csv(allow_tools),
