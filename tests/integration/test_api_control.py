@@ -154,6 +154,8 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
         )
         assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "invalid_request"
         assert http.post(f"/v1/sessions/{sid}/message", json={"text": ""}).status_code == 422
+        typo = http.post(f"/v1/sessions/{sid}/pause", json={"reasn": "lunch"})
+        assert typo.status_code == 422 and "reasn" in typo.json()["error"]["message"], typo.text
         broken = http.post(
             f"/v1/sessions/{sid}/message",
             content=b'{"text": "unterminated',

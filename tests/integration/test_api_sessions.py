@@ -112,6 +112,17 @@ def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent:
             "/v1/sessions", json={"agent": agent, "goal": "g", "budget": {"max_steps": 0}}
         )
         assert bad_budget.status_code == 422
+        for unknown in (
+            {"budgett": {"max_steps": 1}},
+            {"budget": {"max_stepz": 1}},
+            {"approve": ["http_fetch"]},
+        ):
+            r = http.post("/v1/sessions", json={"agent": agent, "goal": "g", **unknown})
+            assert r.status_code == 422, (unknown, r.text)
+            assert r.json()["error"]["code"] == "invalid_request"
+            assert "Extra inputs are not permitted" in r.json()["error"]["message"], r.text
+        keyed = http.post(f"/v1/agents/{agent}/keys/k1/messages", json={"text": "t", "txt": "t"})
+        assert keyed.status_code == 422, keyed.text
 
 
 def test_list_filters_and_a_stable_cursor(cli: CLIStack, api: ApiServer) -> None:

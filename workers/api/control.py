@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Ack, SessionState
 from vigil.workers.api.auth import Controller
-from vigil.workers.api.deps import Client, SessionId, visible_session
+from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
 from vigil.workers.client import STATE_QUERY_SECONDS, VigilClient, VigilError
 
 router = APIRouter(tags=["control"])
@@ -26,7 +26,7 @@ router = APIRouter(tags=["control"])
 ApprovalId = Field(min_length=1, max_length=200)
 
 
-class ApproveRequest(BaseModel):
+class ApproveRequest(RequestBody):
     approval_id: str = ApprovalId
     note: str | None = Field(default=None, max_length=MAX_HUMAN_TEXT)
     edited_arguments: dict[str, Any] | None = None
@@ -36,20 +36,20 @@ class ApproveRequest(BaseModel):
     approval holds for exactly that call."""
 
 
-class RejectRequest(BaseModel):
+class RejectRequest(RequestBody):
     approval_id: str = ApprovalId
     reason: str = Field(default="", max_length=MAX_HUMAN_TEXT)
 
 
-class ReasonRequest(BaseModel):
+class ReasonRequest(RequestBody):
     reason: str = Field(default="", max_length=MAX_HUMAN_TEXT)
 
 
-class MessageRequest(BaseModel):
+class MessageRequest(RequestBody):
     text: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
 
 
-class RedirectRequest(BaseModel):
+class RedirectRequest(RequestBody):
     goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     """Also move the session to this version of its agent's definition."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import BaseModel, ConfigDict
 
 from vigil.activities.record.store import SessionRow
 from vigil.workers.client import UnknownSession, VigilClient
@@ -17,6 +18,14 @@ def client_of(request: Request) -> VigilClient:
 
 
 Client = Annotated[VigilClient, Depends(client_of)]
+
+
+class RequestBody(BaseModel):
+    """A JSON request body whose unknown fields are refused (422): a misspelt field
+    (``budgett``, ``max_stepz``) silently dropped would run with the defaults instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 MAX_SESSION_ID_CHARS = 256
 """No session's id is longer: a caller chooses at most 200 characters, and a schedule's

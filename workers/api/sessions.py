@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from vigil.activities.record.store import SessionRow, StoredMessage
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
-from vigil.workers.api.deps import Client, SessionId, visible_session
+from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
 from vigil.workers.api.errors import CONFLICT, ApiError
 from vigil.workers.client import SessionIdTaken
 from vigil.workers.inputs import check_session_id
@@ -29,7 +29,7 @@ router = APIRouter(tags=["sessions"])
 MAX_PAGE = 500
 
 
-class StartBudget(BaseModel):
+class StartBudget(RequestBody):
     """Limits that override the agent definition's (only those given)."""
 
     max_steps: int | None = Field(default=None, ge=1)
@@ -38,7 +38,7 @@ class StartBudget(BaseModel):
     max_seconds: float | None = Field(default=None, gt=0)
 
 
-class StartOptions(BaseModel):
+class StartOptions(RequestBody):
     """How a session starts, beyond its agent and goal (as `vigil start`'s options)."""
 
     agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
@@ -152,7 +152,7 @@ class Events(BaseModel):
     """Pass as ``after`` for the next page; null when this page was not full."""
 
 
-class CancelRequest(BaseModel):
+class CancelRequest(RequestBody):
     reason: str = Field(default="", max_length=MAX_HUMAN_TEXT)
 
 
