@@ -1308,6 +1308,9 @@ class _RecordExtras:
         include_superseded: bool = False,
         kinds: list[str] | None = None,
     ) -> list[Any]:
+        for kind in kinds or ():  # as memory_add: an unknown kind is a typo, not "none found"
+            if kind not in MEMORY_KINDS:
+                raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
         from vigil.activities.memory.provenance import EmbedderMismatch
 
         try:

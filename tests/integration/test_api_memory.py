@@ -130,8 +130,12 @@ def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
         assert http.delete(f"{base(other)}/{mine}").status_code == 404  # another agent's id
         for bad in (f"{base(agent)}/0", f"{base(agent)}/{2**63}", f"{base(agent)}/abc"):
             assert http.delete(bad).status_code == 422, bad
-        for params in ({}, {"q": ""}, {"q": "x", "limit": 0}, {"q": "x", "limit": 101}):
-            assert http.get(f"{base(agent)}/search", params=params).status_code == 422
+        for params in ({}, {"q": ""}, {"q": "x", "limit": 0}, {"q": "x", "limit": 101},
+                       {"q": "x", "kind": "bogus"}):  # fmt: skip
+            r = http.get(f"{base(agent)}/search", params=params)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), params
+        unknown_kind = http.get(f"{base(agent)}/search", params={"q": "x", "kind": "bogus"})
+        assert "unknown memory kind 'bogus'" in unknown_kind.json()["error"]["message"]
         for body in ({}, {"content": ""}, {"content": "x", "importance": 2},
                      {"content": "nul \x00 inside"}, {"content": "   "},
                      {"content": "x", "extra": 1}):  # fmt: skip

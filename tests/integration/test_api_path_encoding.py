@@ -75,3 +75,15 @@ def test_ids_and_names_that_are_not_utf8_are_refused(cli: CLIStack, api: ApiServ
         with http.stream("GET", f"/v1/agents/{agent}%ff/stream") as stream:
             assert stream.status_code == 422
         assert http.get(f"/v1/sessions/{sid}").status_code == 200
+
+
+def test_an_agent_stream_for_an_id_with_nul_is_422_not_an_endless_stream(
+    api: ApiServer,
+) -> None:
+    with (
+        api.client(api.token(Scope.READ)) as http,
+        http.stream("GET", "/v1/agents/%00/stream") as stream,
+    ):
+        assert stream.status_code == 422
+        stream.read()
+        assert stream.json()["error"]["code"] == "invalid_request"

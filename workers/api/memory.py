@@ -47,7 +47,7 @@ class MemoryCreate(BaseModel):
 
     content: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     kind: str = Field(default="fact", min_length=1, max_length=MAX_KIND)
-    """``fact``, ``reflection`` or ``lesson`` (or a kind of your own)."""
+    """``fact``, ``reflection`` or ``lesson`` (anything else is a 422, as in search)."""
     subject: str | None = Field(default=None, max_length=1000)
     """What it is about: a new memory about the same subject supersedes the old one."""
     importance: float = Field(default=0.5, ge=0.0, le=1.0)

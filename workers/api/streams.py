@@ -192,6 +192,8 @@ async def agent_stream(
     tokens: WithTokens = True,
 ) -> StreamingResponse:
     check_agent(who, agent_id)
+    if "\x00" in agent_id:  # no agent has such a name: its stream would wait for ever
+        raise ApiError(422, INVALID, "an agent id must not contain NUL characters")
     client: VigilClient = request.app.state.client
     start = _cursor(last_event_id)
     feed = await client.live_feed()
