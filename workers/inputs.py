@@ -39,6 +39,14 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 """A session id chosen by a caller: as a schedule id. Each is one path segment of the API
 (no ``/``, never ``.`` or ``..``, nothing a client would re-encode) and a workflow id."""
 
+RESERVED_SESSION_IDS = re.compile(
+    r"-key-[0-9a-f]{32}$"  # a conversation key's session (workers/keyed.py)
+    r"|-run-\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})$"  # a schedule's run
+)
+"""Ids of the forms vigil gives sessions it starts by itself. A keyed message joins the
+session running under its key's id, whoever started it: a caller taking one could read
+another agent's conversation (or block a scheduled run)."""
+
 OverlapName = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
 ]
@@ -111,6 +119,11 @@ def check_session_id(session_id: str | None) -> str | None:
         raise BadArgument(
             f"bad session id {session_id[:80]!r}: 1 to 200 letters, digits or . _ : - "
             "(starting with a letter or digit)"
+        )
+    if session_id is not None and RESERVED_SESSION_IDS.search(session_id):
+        raise BadArgument(
+            f"bad session id {session_id[:80]!r}: ids ending in -key-<32 hex digits> or "
+            "-run-<time> are reserved for the sessions of keys and schedules"
         )
     return session_id
 

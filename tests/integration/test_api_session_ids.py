@@ -16,6 +16,7 @@ from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.cli import explain, one_error_line
 from tests.support.llm_stub import Reply
+from vigil.workers.keyed import keyed_session_id
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -83,6 +84,24 @@ def test_an_id_no_route_could_reach_is_refused_at_start(cli: CLIStack, api: ApiS
     refused = cli.vigil("start", "g", "--agent", agent, "--id", "a/b")
     assert refused.returncode == 2, explain(refused)
     assert one_error_line(refused).startswith("error: bad session id 'a/b': ")
+
+
+def test_an_id_of_the_form_vigil_gives_a_keys_or_a_schedules_sessions_is_refused(
+    api: ApiServer,
+) -> None:
+    """Squatting one would send another agent's conversation (or a scheduled run) into the
+    squatter's session: a keyed message joins whatever session runs under its id."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        owner, other = define(admin, "owner"), define(admin, "other")
+    with api.client(api.token(Scope.CONTROL, agents=[other])) as theirs:
+        for reserved in (
+            keyed_session_id(owner, "customer-42"),
+            f"{owner}-nightly-run-2026-12-04T09:00:00Z",
+        ):
+            r = theirs.post("/v1/sessions", json={"agent": other, "goal": "p", "id": reserved})
+            assert r.status_code == 422, (reserved, r.text)
+            assert "reserved" in r.json()["error"]["message"], r.text
+        assert theirs.get("/v1/sessions", params={"agent": other}).json()["items"] == []
 
 
 SESSION_ROUTES = [

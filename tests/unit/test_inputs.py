@@ -10,6 +10,7 @@ import pytest
 from vigil.workers import inputs
 from vigil.workers.api.artifacts import byte_range
 from vigil.workers.client import BadArgument
+from vigil.workers.keyed import keyed_session_id
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,10 @@ def test_session_ids_a_caller_may_choose() -> None:
     for bad in ("", ".", "..", "a/b", "-x", "a b", "a%2Fb", "naïve", "a\x00b", "x" * 201):
         with pytest.raises(BadArgument, match="bad session id"):
             inputs.check_session_id(bad)
+    for reserved in (keyed_session_id("ops", "customer-42"), "nightly-run-2026-12-04T09:00:00Z"):
+        with pytest.raises(BadArgument, match="reserved"):
+            inputs.check_session_id(reserved)
+    assert inputs.check_session_id("my-key-notes") == "my-key-notes"
 
 
 @pytest.mark.parametrize(
