@@ -103,7 +103,8 @@ def describe_entry(spec: AgentSpec, entry: ToolEntry, sources: ToolSources) -> T
     raise UnknownTool(
         entry.name,
         f"unknown tool {entry.name!r}: not a built-in tool ({', '.join(sorted(BUILTIN_TOOLS))}), "
-        f"nor a loaded Python tool (loaded: {loaded}; load modules with --tools MODULE), "
+        f"nor a loaded Python tool (loaded: {loaded}; load modules with --tools MODULE "
+        "or VIGIL_TOOL_MODULES), "
         "nor SERVER.TOOL of one of the agent's MCP servers",
     )
 

@@ -8,10 +8,11 @@ the record). Event types:
   stream position after it. Reconnecting with ``Last-Event-ID`` resumes exactly there:
   nothing lost, nothing repeated.
 
-A session's stream gives an approval's decision (which the session writes with its next
-record, after the tool ran) before the result of the tool call it approved: the messages
-from that result on are held back until the decision is read, while events go on as they
-are written. Messages stay in the order they were written, and events too, so every id
+A session's stream gives an approval's decision before the result of the tool call it
+approved: the session writes the decision before the call runs (``vigil-decision-first``);
+for sessions from before, which wrote it with their next record, after the tool ran, the
+messages from that result on are held back until the decision is read, while events go
+on as they are written. Messages stay in the order they were written, and events too, so every id
 is a position a resume continues from exactly. An agent's stream, which interleaves
 sessions, is in write order.
 - ``status``: where the session stands (first on connecting, then on every change).
