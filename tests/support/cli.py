@@ -155,6 +155,26 @@ class Vigil:
                     proc.communicate()
         return done
 
+    def raw(
+        self, *args: str | bytes, input: bytes = b"", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run with bytes as they come from a shell: arguments and standard input that need
+        not be UTF-8 (output is read as text, any bad byte shown as a replacement)."""
+        done = subprocess.run(
+            [*CLI, *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            input=input,
+            timeout=timeout,
+        )
+        return subprocess.CompletedProcess(
+            [os.fsdecode(a) for a in done.args],
+            done.returncode,
+            done.stdout.decode("utf-8", "replace"),
+            done.stderr.decode("utf-8", "replace"),
+        )
+
     def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*CLI, *args],

@@ -27,6 +27,7 @@ from vigil.workers.cli.common import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     JSON_ERRORS,
+    argument_not_utf8,
     err,
     fail,
     load_settings,
@@ -84,6 +85,10 @@ def main() -> None:
 
 def _run_app() -> int:
     JSON_ERRORS["on"] = "--json" in sys.argv[1:]
+    not_text = argument_not_utf8(sys.argv[1:])
+    if not_text is not None:
+        say_error(not_text, EXIT_USAGE)
+        return EXIT_USAGE
     try:
         # Not standalone: a usage mistake (bad option value, unknown option, missing
         # argument) is caught below and told in one line instead of typer's panel.

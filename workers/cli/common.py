@@ -96,6 +96,41 @@ def say_error(message: str, code: int) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}")
 
 
+def read_stdin() -> str:
+    """All of standard input as text; bytes that are not UTF-8 are bad input (read strictly,
+    not carried on as surrogates that fail later, deep in a serializer)."""
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"standard input is not UTF-8 text: {not_utf8(exc)}", EXIT_USAGE)
+
+
+def not_utf8(exc: UnicodeError) -> str:
+    """Where text stopped being UTF-8, for a person: the byte and its position."""
+    obj = getattr(exc, "object", b"")
+    start = getattr(exc, "start", 0)
+    bad = obj[start : start + 1]
+    if isinstance(bad, str):  # a surrogate standing in for an undecodable byte
+        code = ord(bad) if bad else 0
+        return f"byte 0x{code & 0xFF:02x} at position {start}"
+    return f"byte 0x{bad.hex() or '??'} at position {start}"
+
+
+def argument_not_utf8(args: Sequence[str]) -> str | None:
+    """The first command-line argument that is not UTF-8 text, said for a person, or None.
+
+    Python hands such bytes on as lone surrogates, which pass every check and then fail
+    when the text is sent or stored."""
+    for n, arg in enumerate(args, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return f"argument {n} ({short(shown, 60)!r}) is not UTF-8 text: {not_utf8(exc)}"
+    return None
+
+
 def when(value: datetime | None) -> str:
     """Every time a person reads, in one format: UTC, to the second."""
     if value is None:

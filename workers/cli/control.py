@@ -25,6 +25,7 @@ from vigil.workers.cli.common import (
     fail,
     json_arg,
     out,
+    read_stdin,
     run_client,
 )
 
@@ -37,9 +38,7 @@ ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
 
 
 def _stdin_text() -> str:
-    import sys
-
-    text_ = sys.stdin.read()
+    text_ = read_stdin()
     # One trailing newline is the shell's (`echo`), not the message's.
     text_ = text_[:-1] if text_.endswith("\n") else text_
     if not text_.strip():

@@ -24,6 +24,7 @@ from vigil.workers.cli.common import (
     emit,
     fail,
     out,
+    read_stdin,
     run_db,
     when,
 )
@@ -43,7 +44,7 @@ def _read_value(name: str) -> str:
     if sys.stdin.isatty():
         value = getpass.getpass(f"value of {name} (not shown): ")
     else:
-        value = sys.stdin.read()
+        value = read_stdin()
         # One trailing newline is the shell's (`echo`), not the secret's.
         if value.endswith("\r\n"):
             value = value[:-2]
