@@ -775,17 +775,21 @@ class _VigilClientCore:
         schedule_id: str | None = None,
         limit: int = 50,
     ) -> list[SessionSummary]:
-        """Newest first; sessions Temporal runs that have no record row yet (no worker has
-        taken their first step) come first, with status ``unrecorded``."""
+        """At most ``limit``, newest first; sessions Temporal runs that have no record row
+        yet (no worker has taken their first step) are among them, with status
+        ``unrecorded``, and count against the limit."""
+        if limit < 1:
+            raise BadArgument(f"bad limit {limit}: must be 1 or more")
         if status == UNRECORDED:
             return (await self._unrecorded(agent, since, set()))[:limit]
         page = await self.session_page(
             agent=agent, status=status, since=since, schedule_id=schedule_id, limit=limit
         )
-        unrecorded: list[SessionSummary] = []
-        if status in (None, SessionStatus.RUNNING.value) and schedule_id is None:
-            unrecorded = await self._unrecorded(agent, since, {s.id for s in page.items})
-        return unrecorded + page.items
+        if status not in (None, SessionStatus.RUNNING.value) or schedule_id is not None:
+            return page.items
+        unrecorded = await self._unrecorded(agent, since, {s.id for s in page.items})
+        merged = sorted([*unrecorded, *page.items], key=lambda s: s.created_at, reverse=True)
+        return merged[:limit]
 
     async def session_page(
         self,

@@ -137,7 +137,7 @@ def list_(
     agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
     status: Annotated[str | None, typer.Option("--status")] = None,
     since: Annotated[str | None, typer.Option(help="ISO time or e.g. 2h, 3d.")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many sessions.")] = 50,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -183,7 +183,7 @@ def show(
     session_id: str,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
-    last: Annotated[int, typer.Option(help="How many recent messages to show.")] = 20,
+    last: Annotated[int, typer.Option(min=0, help="How many recent messages to show.")] = 20,
 ) -> None:
     """A session's record, live state and recent messages."""
 
@@ -274,7 +274,7 @@ def export(
 def search(
     query: str,
     agent: AgentOpt = "default",
-    limit: Annotated[int, typer.Option()] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many hits.")] = 20,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
