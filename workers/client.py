@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
     from vigil.activities.record import sessions as session_reads
     from vigil.activities.record import store as record
+    from vigil.activities.record.archived import ArchivedTranscript
     from vigil.activities.record.feed import FeedItem
     from vigil.workers.agents import AgentVersionInfo
     from vigil.workers.feed import Feed
@@ -205,6 +206,8 @@ class SessionView:
     ui: str | None
     state_unavailable: str | None = None
     """Why there is no live state for a running session (no worker, Temporal down)."""
+    archived: ArchivedTranscript | None = None
+    """Where the transcript went when it was archived and pruned (``messages`` is empty)."""
 
 
 STATUSES = frozenset(s.value for s in SessionStatus)
@@ -846,11 +849,19 @@ class _VigilClientCore:
             except TimeoutError:
                 unavailable = f"no worker answered in {STATE_QUERY_SECONDS:.0f} s"
         from vigil.activities.record import store as record
+        from vigil.activities.record.archived import archived_transcript
         from vigil.activities.record.rls import acting_for
 
         async with acting_for(self.db, row.agent_id) as db:
             recent = await record.recent_messages(db, session_id, max(0, last))
-        return SessionView(row, live, recent, self.ui_link(session_id), unavailable)
+        return SessionView(
+            row,
+            live,
+            recent,
+            self.ui_link(session_id),
+            unavailable,
+            archived_transcript(row.metadata),
+        )
 
     async def events_page(
         self, session_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None

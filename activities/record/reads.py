@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.archived import archived_transcript, restore_hint
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import StoredEvent, StoredMessage, events_page, messages_page
 from vigil.schema import jsonlimits, textcodec
@@ -311,6 +312,13 @@ def _markdown_header(header: dict[str, Any]) -> str:
     ]
     if header.get("summary"):
         lines.append(f"- **Summary:** {_printable(str(header['summary']))}")
+    archived = archived_transcript(header.get("metadata"))
+    if archived is not None:  # the transcript below is empty: say where it is
+        lines.append(
+            f"- **Archived:** {_when(archived.archived_at)} to `{_printable(archived.uri)}` "
+            f"({archived.messages} messages, {archived.events} events); "
+            f"`{restore_hint(str(header['id']))}` brings them back"
+        )
     return "\n".join(lines) + "\n\n"
 
 

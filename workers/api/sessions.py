@@ -8,6 +8,7 @@ starting a session of such an agent is 403. Starting checks what `vigil start` c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from vigil.activities.record.archived import restore_hint
 from vigil.activities.record.store import SessionRow, StoredMessage
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
@@ -120,6 +122,18 @@ class Message(BaseModel):
     created_at: datetime
 
 
+class ArchivedOut(BaseModel):
+    """Where a session's messages and events went when it was archived and pruned."""
+
+    uri: str
+    """The archive object in the object store."""
+    archived_at: datetime | None
+    messages: int
+    events: int
+    restore: str
+    """The command that brings them back into the record."""
+
+
 class SessionDetail(BaseModel):
     session: SessionRecord
     state: SessionState | None
@@ -127,6 +141,8 @@ class SessionDetail(BaseModel):
     messages: list[Message]
     """The most recent messages, oldest first."""
     ui: str | None
+    archived: ArchivedOut | None = None
+    """Set when the transcript was archived and pruned (``messages`` is then empty)."""
 
 
 class Transcript(BaseModel):
@@ -258,6 +274,9 @@ async def show_session(
         state=view.state,
         messages=[message_of(m) for m in view.messages],
         ui=view.ui,
+        archived=None
+        if view.archived is None
+        else ArchivedOut(**asdict(view.archived), restore=restore_hint(session_id)),
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 from vigil.workers.cli.common import (
     EXIT_USAGE,
@@ -38,6 +39,7 @@ from vigil.workers.cli.common import (
 from vigil.workers.cli.render import follow_session, message_dict, print_message, wait_end
 
 if TYPE_CHECKING:
+    from vigil.activities.record.archived import ArchivedTranscript
     from vigil.workers.client import VigilClient
 
 
@@ -199,6 +201,7 @@ def show(
                         "state": live.model_dump(mode="json") if live else None,
                         "state_unavailable": no_live,
                         "messages": [message_dict(m) for m in recent],
+                        "archived": archived_dict(session_id, view.archived),
                         "ui": client.ui_link(session_id),
                     },
                     default=json_default,
@@ -217,6 +220,7 @@ def show(
             ("summary", row.summary or "-"),
             ("ui", client.ui_link(session_id) or "-"),
             *([("live", no_live)] if no_live else []),
+            *([("transcript", archived_line(session_id, view.archived))] if view.archived else []),
         ]:
             table.add_row(*plain(k, v))
         if live is not None:
@@ -250,6 +254,7 @@ def export(
     state_dir: StateOpt = None,
 ) -> None:
     """Export a session's transcript as JSONL or Markdown (streamed page by page)."""
+    from vigil.activities.record.archived import archived_transcript
     from vigil.workers import inputs
     from vigil.workers.client import VigilError
 
@@ -267,8 +272,31 @@ def export(
         finally:
             if output:
                 handle.close()
+        row = await client.require_session(session_id)
+        archived = archived_transcript(row.metadata)
+        if archived is not None:  # the export holds the header alone: say where the rest is
+            err.print(Text(f"note: transcript {archived_line(session_id, archived)}"))
 
     run_client(go, state_dir)
+
+
+def archived_line(session_id: str, archived: ArchivedTranscript) -> str:
+    """An archived transcript, said for a person: where, when, and how to restore it."""
+    from vigil.activities.record.archived import restore_hint
+
+    return (
+        f"archived {when(archived.archived_at)} to {archived.uri} "
+        f"({archived.messages} messages, {archived.events} events); "
+        f"`{restore_hint(session_id)}` brings it back"
+    )
+
+
+def archived_dict(session_id: str, archived: ArchivedTranscript | None) -> dict[str, object] | None:
+    from vigil.activities.record.archived import restore_hint
+
+    if archived is None:
+        return None
+    return {**asdict(archived), "restore": restore_hint(session_id)}
 
 
 def search(
