@@ -70,7 +70,7 @@ def build_provider(
         return AnthropicProvider(base_url or ANTHROPIC_BASE_URL, model, api_key, timeout, client)
     if base_url and base_url.startswith("file:"):
         path = Path(url2pathname(urlparse(base_url).path))
-        return ScriptedProvider.from_json(path.read_text(encoding="utf-8"), model=model)
+        return ScriptedProvider.from_file(path, model=model)
     return ScriptedProvider(DEMO_SCRIPT, model=model)
 
 

@@ -6,6 +6,9 @@ A script is a list of turns. Each turn is one of::
     {"tool": "name", "args": {...}}                   one tool call
     {"tools": [{"tool": "name", "args": {...}}, ...]} several tool calls
 
+A ``say`` turn is a reply with no tool call: the session takes it as the model's final
+answer and ends (completed, the text its summary); turns after it are not played.
+
 The turn to play is read off the conversation: its index is the number of assistant
 messages already in ``messages``. The same conversation always gets the same reply, so
 an activity retried or replayed answers identically. Past the end of the script the
@@ -18,6 +21,11 @@ nothing else; the session ends failed, and the outcome memory (a lesson) holds i
 ``say`` text or a call's string arguments, ``{last_result}`` stands for the latest tool
 result on one line: JSON in its compact form, other text with its lines joined, shortened
 at a word.
+
+A script from a file (``from_file``) is the file as it is at each model call: an edit
+(a changed modification time or size) is read again without a worker restart, so new
+sessions play the new script; a session already running plays the rest of the new
+script from its current turn.
 """
 
 from __future__ import annotations
@@ -25,9 +33,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from vigil.activities.models.base import ChatMessage, ModelReply, ToolCall, ToolSpec, Usage
+from vigil.activities.models.base import (
+    ChatMessage,
+    ModelReply,
+    ProviderError,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 Turn = Mapping[str, Any]
 
@@ -73,20 +89,51 @@ class ScriptedProvider:
     def __init__(self, script: Sequence[Turn], *, model: str = "scripted-1") -> None:
         self.turns: list[dict[str, Any]] = [_validated(i, t) for i, t in enumerate(script)]
         self.model = model
+        self.path: Path | None = None
+        """The script's file, read again when it changes (``from_file``)."""
+        self._stamp: tuple[int, int] | None = None
 
     @classmethod
     def from_json(cls, text: str, *, model: str = "scripted-1") -> ScriptedProvider:
         """A provider from a JSON array of turns."""
-        try:
-            script = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"script is not valid JSON: {exc}") from exc
-        if not isinstance(script, list):
-            raise ValueError("a script is a JSON array of turns")
-        return cls(script, model=model)
+        return cls(_script(text), model=model)
+
+    @classmethod
+    def from_file(cls, path: Path, *, model: str = "scripted-1") -> ScriptedProvider:
+        """A provider playing the script file at ``path`` as it is at each model call: a
+        file edited while the worker runs (its time or size changed) is read again."""
+        provider = cls([], model=model)
+        provider.path = path
+        provider._reload()
+        return provider
 
     def __repr__(self) -> str:
         return f"ScriptedProvider(turns={len(self.turns)}, model={self.model!r})"
+
+    def _reload(self) -> None:
+        """Read the script file again when its modification time or size changed; a
+        file that cannot be read, or is no script, raises ValueError (or OSError)."""
+        assert self.path is not None
+        info = self.path.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp == self._stamp:
+            return
+        turns = _script(self.path.read_text(encoding="utf-8"))
+        self.turns = [_validated(i, t) for i, t in enumerate(turns)]
+        # The stamp taken before the read: a write during the read is seen at the next call.
+        self._stamp = stamp
+
+    def _current(self) -> None:
+        """The script as its file holds it now; a broken edit is a retryable failure of
+        the call (fix the file, and the retry plays it)."""
+        if self.path is None:
+            return
+        try:
+            self._reload()
+        except (OSError, ValueError) as exc:
+            raise ProviderError(
+                f"scripted model: script file {self.path}: {exc}", retryable=True
+            ) from exc
 
     async def complete(
         self,
@@ -96,6 +143,7 @@ class ScriptedProvider:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ModelReply:
+        self._current()
         index = sum(1 for m in messages if m.role == "assistant")
         failure = _failure_report(messages)
         if failure is not None:
@@ -139,6 +187,17 @@ class ScriptedProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _script(text: str) -> list[Any]:
+    """The turns of a script's JSON text (each one checked by ``_validated``)."""
+    try:
+        script = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"script is not valid JSON: {exc}") from exc
+    if not isinstance(script, list):
+        raise ValueError("a script is a JSON array of turns")
+    return script
 
 
 def estimate_tokens(text: str) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from vigil.activities.models.base import ChatMessage, ModelReply, ToolCall
+from vigil.activities.models.base import ChatMessage, ModelReply, ProviderError, ToolCall
 from vigil.activities.models.scripted import DEMO_SCRIPT, ScriptedProvider, estimate_tokens
 
 GOAL = [
@@ -134,6 +136,33 @@ async def test_from_json_loads_a_script() -> None:
 def test_invalid_scripts_are_refused_up_front(text: str) -> None:
     with pytest.raises(ValueError, match="script"):
         ScriptedProvider.from_json(text)
+
+
+async def test_a_script_file_edited_while_running_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps([{"say": "old"}]), encoding="utf-8")
+    provider = ScriptedProvider.from_file(path)
+    hello = [ChatMessage("user", "hi")]
+    assert (await provider.complete(hello, [])).content == "old"
+
+    path.write_text(json.dumps([{"say": "new"}]), encoding="utf-8")
+    os.utime(path, ns=(1, 1))  # the same size: the changed time is enough
+    assert (await provider.complete(hello, [])).content == "new"
+
+    path.write_text("[{not json", encoding="utf-8")  # a broken edit: retry once fixed
+    with pytest.raises(ProviderError, match="script file") as failed:
+        await provider.complete(hello, [])
+    assert failed.value.retryable is True
+    path.write_text(json.dumps([{"say": "fixed"}]), encoding="utf-8")
+    assert (await provider.complete(hello, [])).content == "fixed"
+
+
+def test_a_missing_or_broken_script_file_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        ScriptedProvider.from_file(tmp_path / "nowhere.json")
+    (tmp_path / "bad.json").write_text('[{"speak": "x"}]', encoding="utf-8")
+    with pytest.raises(ValueError, match="script turn 0"):
+        ScriptedProvider.from_file(tmp_path / "bad.json")
 
 
 async def test_the_script_is_copied_so_later_edits_change_nothing() -> None:
