@@ -3,6 +3,7 @@ delivery; a request not signed with the trigger's secret, or signed too long ago
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -54,6 +55,14 @@ async def sessions_of(sessionmaker: async_sessionmaker[DbSession], agent: str) -
     async with sessionmaker() as db:
         rows = await db.execute(text("SELECT id FROM sessions WHERE agent_id = :a"), {"a": agent})
         return [r[0] for r in rows]
+
+
+def test_trigger_list_shows_times_to_the_second(cli: CLIStack) -> None:
+    name, _ = create(cli, "--agent", "ops", "--goal-template", "{title}")
+    listed = cli.vigil.ok("trigger", "list").stdout
+    row = next(line for line in listed.splitlines() if name in line)
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", row), listed
+    cli.vigil.ok("trigger", "delete", name)
 
 
 async def test_a_signed_delivery_starts_a_session_with_the_goal_from_the_body(

@@ -20,6 +20,7 @@ from vigil.workers.cli.common import (
     fail,
     out,
     run_db,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
                     Text(r.action),
                     Text(r.key_field or ""),
                     Text((r.goal_template or r.message_template or "")[:60]),
-                    Text(r.created_at.strftime("%Y-%m-%d %H:%M")),
+                    Text(when(r.created_at)),
                 )
             out.print(table)
 
