@@ -42,6 +42,11 @@ class Scope(IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    @property
+    def with_article(self) -> str:
+        """The label after "a" or "an", as a sentence says it ("an admin", "a read")."""
+        return ("an " if self.label[:1] in "aeiou" else "a ") + self.label
+
 
 @dataclass(frozen=True)
 class Principal:

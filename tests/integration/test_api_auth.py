@@ -85,6 +85,13 @@ def test_live_token_acts_for_its_owner_until_revoked(api: ApiServer) -> None:
     assert r.json()["error"]["code"] == "invalid_token"
 
 
+def test_a_token_without_the_scope_is_403_naming_it(api: ApiServer) -> None:
+    with api.client(api.token(Scope.READ)) as http:
+        r = http.get("/v1/triggers")
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["message"] == "this needs an admin token; this one is read"
+
+
 def test_cli_creates_lists_and_revokes_tokens(
     api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
 ) -> None:

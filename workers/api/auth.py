@@ -37,7 +37,9 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             raise ApiError(401, INVALID_TOKEN, "the token is unknown, expired or revoked")
         if not who.may(scope):
             raise ApiError(
-                403, FORBIDDEN, f"this needs a {scope.label} token; this one is {who.scope.label}"
+                403,
+                FORBIDDEN,
+                f"this needs {scope.with_article} token; this one is {who.scope.label}",
             )
         request.state.principal = who
         return who
