@@ -703,10 +703,10 @@ class _VigilClientCore:
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
         if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
-            raise Refused(
-                f"session {session_id!r} has already ended "
-                f"({WorkflowExecutionStatus(desc.status).name.lower()})"
-            )
+            ended = WorkflowExecutionStatus(desc.status).name.lower()
+            # Said in the record's words: the session's status is spelt `cancelled`.
+            ended = SessionStatus.CANCELLED.value if ended == "canceled" else ended
+            raise Refused(f"session {session_id!r} has already ended ({ended})")
         why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
         await self._rpc(session_id, handle.cancel(reason=why))
 

@@ -105,4 +105,5 @@ def test_cancel(cli: CLIStack) -> None:
 
     again = cli.vigil("cancel", sid)
     assert again.returncode == 2, explain(again)
-    assert "has already ended (canceled)" in one_error_line(again)
+    # Said as the record says it (`cancelled`), not in Temporal's spelling.
+    assert "has already ended (cancelled)" in one_error_line(again)
