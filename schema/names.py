@@ -113,9 +113,20 @@ PATCH_LOCAL_FAILURES = "vigil-local-failures"
 # the next record, after the tool's result. Asked once a decision is made, so only
 # sessions that decide an approval carry it.
 PATCH_DECISION_FIRST = "vigil-decision-first"
+# A control signal whose payload could not be decrypted (an unknown key id, a payload
+# altered or not sealed at all) is refused and recorded like any malformed input; the
+# refusal of the session's Nth signal leaves the marker PATCH_UNDECRYPTABLE_SIGNAL + "-N",
+# so a replay refuses it again even on a worker that has since been given the key.
+PATCH_UNDECRYPTABLE_SIGNAL = "vigil-undecryptable-signal"
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""
+
+# What the payload codec (workers/codec.py) hands on in place of a payload it cannot
+# decrypt: no converter turns it into a value, so whoever needs the value fails with the
+# reason (the metadata UNDECRYPTABLE_REASON), and a control signal or update is refused.
+UNDECRYPTABLE_ENCODING = b"binary/undecryptable"
+UNDECRYPTABLE_REASON = "vigil-undecryptable-reason"
 
 # Human control: signals, updates, query
 SIG_APPROVE = "approve"

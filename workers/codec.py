@@ -7,6 +7,17 @@ metadata, so a new current key never makes old history unreadable as long as the
 stays in the key ring. Payloads without the marker (histories written before encryption,
 JSON sent by the plain ``temporal`` CLI) decode as they are.
 
+A payload that says it is encrypted but cannot be decrypted (a key id no key ring here
+has, a payload altered or never sealed) is never read as data. The codec server refuses
+it (HTTP 400, with the reason). The workers' and clients' converter decodes it to a
+stand-in payload (``binary/undecryptable``, the reason in its metadata) that no payload
+converter turns into a value: a session's control signal or update holding one is refused
+and recorded like any malformed input, and every other reader (an activity's input or
+result, a workflow's start input, a query) fails with the reason as it did before. The
+SDK decodes a workflow activation's payloads all at once before the workflow sees any: a
+codec that raised would fail the whole workflow task again and again, and one signal sent
+with a made-up ``encoding`` would stop its session for good.
+
 Keys come from ``VIGIL_PAYLOAD_KEYS`` / ``VIGIL_PAYLOAD_KEY_ID``, or else from the key file
 the embedded stack generates in its state folder (``payload-keys.json``, mode 0600).
 """
@@ -24,9 +35,11 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from vigil.schema.names import UNDECRYPTABLE_ENCODING, UNDECRYPTABLE_REASON
 from vigil.workers.settings import (
     CODEC_TOKEN_FILE,
     KEY_ID,
@@ -42,10 +55,19 @@ META_CIPHER = "encryption-cipher"
 CIPHER = b"AES-GCM"
 NONCE_BYTES = 12
 _AAD = b"vigil/payload/v1|"
+_SHOWN_KEY_ID = 80
+"""Characters of a payload's key id quoted in an error (the id is whatever the sender put)."""
 
 
 class PayloadKeyError(Exception):
     """A payload cannot be encrypted or decrypted: unknown key, wrong key, or tampering."""
+
+
+def shown(key_id: str) -> str:
+    """A key id as an error quotes it: the id is whatever the payload's sender wrote."""
+    if len(key_id) > _SHOWN_KEY_ID:
+        return repr(key_id[:_SHOWN_KEY_ID]) + "..."
+    return repr(key_id)
 
 
 @dataclass
@@ -70,14 +92,15 @@ class KeyRing:
         found = self._ciphers.get(key_id)
         if found is None:
             key = self.keys.get(key_id)
-            if key is None and self.reload is not None:
+            # (An id no key file can hold is not worth re-reading the file for.)
+            if key is None and self.reload is not None and KEY_ID.match(key_id):
                 fresh = self.reload()
                 if fresh is not None:
                     self.keys.update(fresh.keys)
                     key = self.keys.get(key_id)
             if key is None:
                 raise PayloadKeyError(
-                    f"payload encrypted with key {key_id!r}, which is not configured "
+                    f"payload encrypted with key {shown(key_id)}, which is not configured "
                     "(VIGIL_PAYLOAD_KEYS or the stack's payload-keys.json)"
                 )
             found = self._ciphers[key_id] = AESGCM(key)
@@ -89,11 +112,19 @@ class EncryptionCodec(PayloadCodec):
 
     The key id is bound as associated data, so a payload relabelled with another key id
     fails to decrypt instead of being read under the wrong key.
+
+    ``mark_undecryptable``: ``decode`` hands on a payload it cannot decrypt as a
+    ``binary/undecryptable`` stand-in that holds the reason and none of the payload (what
+    workers and clients use, see the module's doc); otherwise it raises
+    :class:`PayloadKeyError` (the codec server).
     """
 
-    def __init__(self, keyring: KeyRing, *, encrypt: bool = True) -> None:
+    def __init__(
+        self, keyring: KeyRing, *, encrypt: bool = True, mark_undecryptable: bool = False
+    ) -> None:
         self.keyring = keyring
         self.encrypt = encrypt
+        self.mark_undecryptable = mark_undecryptable
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         if not self.encrypt:
@@ -101,6 +132,8 @@ class EncryptionCodec(PayloadCodec):
         return [self.seal(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if self.mark_undecryptable:
+            return [self.open_or_mark(p) for p in payloads]
         return [self.open(p) for p in payloads]
 
     def seal(self, payload: Payload) -> Payload:
@@ -121,6 +154,8 @@ class EncryptionCodec(PayloadCodec):
         )
 
     def open(self, payload: Payload) -> Payload:
+        """The payload ``payload`` sealed; raises :class:`PayloadKeyError` when it cannot
+        be decrypted. Payloads without the encrypted marker are returned as they are."""
         if payload.metadata.get("encoding") != ENCODING:
             return payload  # written before encryption, or plain JSON from the temporal CLI
         key_id = payload.metadata.get(META_KEY_ID, b"").decode(errors="replace")
@@ -128,11 +163,30 @@ class EncryptionCodec(PayloadCodec):
         nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
         try:
             plain = cipher.decrypt(nonce, sealed, _AAD + key_id.encode())
-        except InvalidTag:
+            return Payload.FromString(plain)
+        except (InvalidTag, ValueError, DecodeError):
+            # InvalidTag: wrong key or altered; ValueError: too short to hold a nonce;
+            # DecodeError: sealed with the key but not a payload.
             raise PayloadKeyError(
-                f"payload does not decrypt with key {key_id!r}: wrong key or altered payload"
+                f"payload does not decrypt with key {shown(key_id)}: wrong key or altered payload"
             ) from None
-        return Payload.FromString(plain)
+
+    def open_or_mark(self, payload: Payload) -> Payload:
+        """``open``, or the ``binary/undecryptable`` stand-in saying why it failed."""
+        try:
+            return self.open(payload)
+        except PayloadKeyError as exc:
+            return undecryptable(str(exc))
+
+
+def undecryptable(reason: str) -> Payload:
+    """The stand-in for a payload that could not be decrypted (see the module's doc)."""
+    return Payload(
+        metadata={
+            "encoding": UNDECRYPTABLE_ENCODING,
+            UNDECRYPTABLE_REASON: reason.encode(errors="replace"),
+        }
+    )
 
 
 # --- where the keys come from --------------------------------------------------------------
@@ -153,11 +207,17 @@ def load_keyring(settings: Settings) -> KeyRing | None:
     return ring
 
 
-def payload_codec(settings: Settings) -> EncryptionCodec | None:
+def payload_codec(
+    settings: Settings, *, mark_undecryptable: bool = False
+) -> EncryptionCodec | None:
+    """The codec of ``settings``' keys (None without keys); ``mark_undecryptable`` as
+    :class:`EncryptionCodec` says."""
     ring = load_keyring(settings)
     if ring is None:
         return None
-    return EncryptionCodec(ring, encrypt=settings.payload_encryption)
+    return EncryptionCodec(
+        ring, encrypt=settings.payload_encryption, mark_undecryptable=mark_undecryptable
+    )
 
 
 def _only(keys: Mapping[str, bytes]) -> str:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from temporalio.api.common.v1 import Payload as TemporalPayload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -29,7 +30,7 @@ from temporalio.converter import (
     EncodingPayloadConverter,
 )
 
-from vigil.schema.names import SEARCH_ATTRIBUTES
+from vigil.schema.names import SEARCH_ATTRIBUTES, UNDECRYPTABLE_ENCODING, UNDECRYPTABLE_REASON
 from vigil.workers.codec import payload_codec
 from vigil.workers.settings import Settings
 from vigil.workers.telemetry import client_interceptors
@@ -52,6 +53,23 @@ SDK_POLLERS = 5
 """temporalio's default number of concurrent polls per task kind."""
 
 
+class UndecryptablePayloadConverter(EncodingPayloadConverter):
+    """The codec's stand-in for a payload it could not decrypt (``binary/undecryptable``,
+    workers/codec.py): never written, and read as no value at all: whoever needs the value
+    gets the reason as a ValueError (a control signal or update: refused as malformed)."""
+
+    @property
+    def encoding(self) -> str:
+        return UNDECRYPTABLE_ENCODING.decode()
+
+    def to_payload(self, value: Any) -> TemporalPayload | None:
+        return None
+
+    def from_payload(self, payload: TemporalPayload, type_hint: type | None = None) -> Any:
+        reason = payload.metadata.get(UNDECRYPTABLE_REASON, b"").decode(errors="replace")
+        raise ValueError(f"payload could not be decrypted: {reason or 'no reason given'}")
+
+
 class PayloadConverter(CompositePayloadConverter):
     """Payloads as pydantic JSON (``temporalio.contrib.pydantic``'s encoders, so the bytes
     are the same), with one set of encoders for the whole process.
@@ -67,7 +85,10 @@ class PayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
         shared = PayloadConverter._shared
         if shared is None:
-            shared = PayloadConverter._shared = dict(PydanticPayloadConverter().converters)
+            shared = dict(PydanticPayloadConverter().converters)
+            undecryptable = UndecryptablePayloadConverter()
+            shared[undecryptable.encoding.encode()] = undecryptable
+            PayloadConverter._shared = shared
         self.converters = shared
 
 
@@ -79,7 +100,7 @@ def data_converter(settings: Settings) -> DataConverter:
     """The converter of every client and worker: pydantic JSON, then the payload codec
     (AES-GCM) when a key is configured. Search attributes are not payloads: they stay plain.
     """
-    codec = payload_codec(settings)
+    codec = payload_codec(settings, mark_undecryptable=True)
     if codec is None:
         return DATA_CONVERTER
     return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)

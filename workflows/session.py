@@ -93,6 +93,8 @@ class AgentSession(HandOverWhileWaiting):
         self._events: list[EventIn] = []
         self._wake_by: str | None = None
         self._rejected_inputs = 0
+        self._signals = 0
+        """Signals this run has handled (numbers the undecryptable ones' markers)."""
         self._waiting_for: str | None = None
         self._run_start_step = self._c.step
         self._session_update: SessionUpdate | None = None
@@ -1191,6 +1193,11 @@ class AgentSession(HandOverWhileWaiting):
         wrong type, a missing or extra argument, an unknown name) can fail a workflow
         task. What it refuses is counted in ``state.rejected_inputs`` and recorded as a
         ``input_rejected`` event."""
+        self._signals += 1
+        undecryptable = self._undecryptable(args)
+        if undecryptable is not None:
+            self._reject_input(name, undecryptable)
+            return
         model = SIGNAL_INPUTS.get(name)
         if model is None:
             self._reject_input(
@@ -1204,6 +1211,38 @@ class AgentSession(HandOverWhileWaiting):
             self._reject_input(name, error or "malformed payload")
             return
         self._apply(value)
+
+    def _undecryptable(self, args: Sequence[RawValue]) -> str | None:
+        """Why this signal is refused for a payload the codec could not decrypt (None: it
+        is not), the same on every replay of the history.
+
+        Whether a payload decrypts depends on the worker's keys, not only on the history:
+        a signal sealed with a key this worker lacks is refused (a session stalled on it
+        would be lost to anyone else's typo), and the refusal leaves a marker. A replay
+        refuses again exactly the signals that left one, even on a worker that was given
+        the key since; a signal that was taken but no longer decrypts here (a key this
+        worker lacks) fails the workflow task until a worker with the key replays it,
+        as it would have before."""
+        reasons = [
+            a.payload.metadata.get(names.UNDECRYPTABLE_REASON, b"").decode(errors="replace")
+            for a in args
+            if a.payload.metadata.get("encoding") == names.UNDECRYPTABLE_ENCODING
+        ]
+        marker = f"{names.PATCH_UNDECRYPTABLE_SIGNAL}-{self._signals}"
+        if not workflow.unsafe.is_replaying_history_events():
+            if not reasons:
+                return None
+            workflow.patched(marker)  # not self._patched: lean sessions take every patch
+            return f"payload could not be decrypted: {preview(reasons[0], 300)}"
+        if workflow.patched(marker):  # refused when first handled
+            why = preview(reasons[0], 300) if reasons else "not by the worker that took it"
+            return f"payload could not be decrypted: {why}"
+        if reasons:
+            raise RuntimeError(
+                f"signal {self._signals} of this run was taken when first handled but its "
+                f"payload cannot be decrypted here: {reasons[0]}"
+            )
+        return None
 
     def _state_error(self, value: BaseModel) -> str | None:
         """Why the session cannot take this (well-formed) input now; None when it can."""

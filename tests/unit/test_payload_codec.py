@@ -8,8 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
 
+from vigil.schema.names import UNDECRYPTABLE_ENCODING, UNDECRYPTABLE_REASON
+from vigil.schema.payloads import MessageInput
 from vigil.workers.codec import (
     ENCODING,
     META_KEY_ID,
@@ -21,8 +25,10 @@ from vigil.workers.codec import (
     load_keyring,
     payload_codec,
     rotate_key_file,
+    undecryptable,
 )
 from vigil.workers.settings import PAYLOAD_KEY_FILE, Settings
+from vigil.workers.temporal import DATA_CONVERTER, data_converter
 
 K1 = bytes(range(32))
 K2 = bytes(range(32, 64))
@@ -157,3 +163,81 @@ def test_codec_token_is_generated_once_and_private(tmp_path: Path) -> None:
     assert codec_token(settings, create=True) == token
     assert stat.S_IMODE((tmp_path / "codec-token").stat().st_mode) == 0o600
     assert codec_token(Settings(state_dir=tmp_path, codec_token="given")) == "given"
+
+
+def _bad_payloads(sealed: Payload) -> dict[str, Payload]:
+    """Payloads that say they are encrypted and cannot be decrypted, by what is wrong."""
+    no_key_id = Payload(metadata={"encoding": ENCODING}, data=b'{"text": "hi", "by": "x"}')
+    unknown = Payload()
+    unknown.CopyFrom(sealed)
+    unknown.metadata[META_KEY_ID] = b"k-nobody-has"
+    garbage = Payload()
+    garbage.CopyFrom(sealed)
+    garbage.data = bytes(12) + b"not what k1 sealed, just bytes of the right length"
+    too_short = Payload()
+    too_short.CopyFrom(sealed)
+    too_short.data = b"abc"
+    long_id = Payload()
+    long_id.CopyFrom(sealed)
+    long_id.metadata[META_KEY_ID] = b"x" * 5000
+    return {
+        "no key id": no_key_id,
+        "unknown key id": unknown,
+        "garbage under the right key id": garbage,
+        "too short": too_short,
+        "a 5000-character key id": long_id,
+    }
+
+
+async def test_undecryptable_payloads_are_refused_or_marked_never_read() -> None:
+    ring = KeyRing({"k1": K1}, "k1")
+    [sealed] = await EncryptionCodec(ring).encode([plain("x")])
+    # Sealed by the key but holding no payload: read as garbage, refused too.
+    not_a_payload = Payload()
+    not_a_payload.CopyFrom(sealed)
+    nonce = bytes(12)
+    not_a_payload.data = nonce + AESGCM(K1).encrypt(nonce, b"\xff\xff", b"vigil/payload/v1|k1")
+    bad = {**_bad_payloads(sealed), "not a payload inside": not_a_payload}
+    strict = EncryptionCodec(ring)
+    marking = EncryptionCodec(ring, mark_undecryptable=True)
+    for what, payload in bad.items():
+        with pytest.raises(PayloadKeyError) as refused:
+            await strict.decode([payload])
+        assert len(str(refused.value)) < 300, what
+        # The marking codec hands on a stand-in with the reason and none of the payload,
+        # and reads the good payloads beside it as usual.
+        [ok, marked, also_ok] = await marking.decode([sealed, payload, sealed])
+        assert ok == also_ok == plain("x")
+        assert marked.metadata["encoding"] == UNDECRYPTABLE_ENCODING, what
+        assert marked.metadata[UNDECRYPTABLE_REASON].decode() == str(refused.value), what
+        assert marked.data == b"", what
+    no_key = await marking.decode([bad["no key id"]])
+    assert b"key '', which is not configured" in no_key[0].metadata[UNDECRYPTABLE_REASON]
+    wrong = await marking.decode([bad["garbage under the right key id"]])
+    assert b"wrong key or altered" in wrong[0].metadata[UNDECRYPTABLE_REASON]
+
+
+def test_no_converter_reads_the_stand_in_as_a_value() -> None:
+    stand_in = undecryptable("payload encrypted with key 'k9', which is not configured")
+    converter = DATA_CONVERTER.payload_converter
+    for hint in (None, dict, str, bytes, MessageInput, RawValue):
+        if hint is RawValue:  # handed on as it is: vigil's handlers convert it themselves
+            [raw] = converter.from_payloads([stand_in], [hint])
+            assert raw.payload == stand_in
+            continue
+        with pytest.raises(ValueError, match="could not be decrypted: payload encrypted with"):
+            converter.from_payloads([stand_in], [hint] if hint else None)
+    # Nothing is ever written as one.
+    for value in (None, "text", b"bytes", {"a": 1}, MessageInput(text="x")):
+        [written] = converter.to_payloads([value])
+        assert written.metadata["encoding"] != UNDECRYPTABLE_ENCODING
+
+
+def test_the_workers_and_clients_converter_marks_the_codec_server_refuses(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_dir=tmp_path, payload_keys=f"k1:{_b64(K1)}")
+    codec = data_converter(settings).payload_codec
+    assert isinstance(codec, EncryptionCodec) and codec.mark_undecryptable
+    served = payload_codec(settings)  # what `vigil codec-server` serves
+    assert served is not None and not served.mark_undecryptable
