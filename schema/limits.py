@@ -9,12 +9,21 @@ code imports it through the sandbox.
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
 from vigil.schema import jsonlimits
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
-from vigil.schema.payloads import MAX_HUMAN_TEXT, ApproveInput, MessageInput, RedirectInput
+from vigil.schema.payloads import (
+    MAX_HUMAN_TEXT,
+    ApproveInput,
+    Budget,
+    MessageInput,
+    RedirectInput,
+    StartSessionInput,
+)
 
 MAX_ACTOR = 200
 """`by`: who acted, stored as an identifier."""
@@ -52,6 +61,67 @@ def start_error(goal: str, system_prompt: str | None) -> str | None:
             f"{MAX_SYSTEM_PROMPT}"
         )
     return None
+
+
+MAX_BUDGET_SECONDS = 100 * 365 * 24 * 3600
+"""The longest wall-clock budget (``max_seconds``, a ``deadline`` this far ahead) and the
+longest approval or question timeout a session starts with: 100 years. The workflow itself
+copes with any number (workflows/times.py); vigil's faces refuse more than this."""
+MAX_BUDGET_COUNT = 2**53
+"""The largest step or token budget: larger integers do not survive JSON readers that
+hold numbers as doubles (JavaScript, Temporal UI)."""
+MAX_HEARTBEAT_SECONDS = 24 * 3600
+"""The longest heartbeat a session's calls may have (a lost worker noticed within a day)."""
+
+
+def seconds_problem(seconds: float, *, positive: bool = False) -> str | None:
+    """Why a number of seconds is refused as a budget or a timeout; None when it is not."""
+    if math.isnan(seconds):
+        return "not a number"
+    if seconds < 0 or (positive and seconds == 0):
+        return f"{seconds:g} is not {'positive' if positive else 'zero or more'}"
+    if seconds > MAX_BUDGET_SECONDS:
+        return f"{seconds:g} seconds exceeds the limit of {MAX_BUDGET_SECONDS} (100 years)"
+    return None
+
+
+def budget_problem(budget: Budget, now: datetime | None = None) -> tuple[str, str] | None:
+    """(field, why) of the first number of a session's budget refused at start (by the
+    API, the CLI, the client and agent files); None when all are acceptable. ``now``:
+    check ``deadline`` against it."""
+    if budget.max_seconds is not None:
+        why = seconds_problem(budget.max_seconds)
+        if why is not None:
+            return "budget.max_seconds", why
+    for name in ("max_steps", "max_tokens"):
+        count = getattr(budget, name)
+        if count is not None and count > MAX_BUDGET_COUNT:
+            return f"budget.{name}", f"{count} exceeds the limit of {MAX_BUDGET_COUNT} (2**53)"
+    cost = budget.max_cost_usd
+    if cost is not None and not math.isfinite(cost):
+        return "budget.max_cost_usd", f"{cost} is not a finite number"
+    if budget.deadline is not None and now is not None:
+        deadline = budget.deadline
+        if deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=UTC)  # (a deadline is UTC: the workflow's too)
+        if (deadline - now).total_seconds() > MAX_BUDGET_SECONDS:
+            return "budget.deadline", f"{deadline.isoformat()} is more than 100 years ahead"
+    return None
+
+
+def session_input_error(arg: StartSessionInput, now: datetime | None = None) -> str | None:
+    """Why a session's start input is refused for its numbers (its budget, its policy's
+    timeouts, its heartbeat) as ``field: why``; None when they are acceptable. Sizes are
+    :func:`start_error`'s."""
+    found = budget_problem(arg.budget, now)
+    for name in ("approval_timeout_seconds", "ask_human_timeout_seconds"):
+        if found is None:
+            why = seconds_problem(getattr(arg.policy, name), positive=True)
+            found = None if why is None else (f"policy.{name}", why)
+    beat = arg.heartbeat_seconds
+    if found is None and not 0 <= beat <= MAX_HEARTBEAT_SECONDS:  # (NaN too; 0: none)
+        found = "heartbeat_seconds", f"{beat:g} is not from 0 to {MAX_HEARTBEAT_SECONDS}"
+    return None if found is None else f"{found[0]}: {found[1]}"
 
 
 def input_error(value: BaseModel) -> str | None:

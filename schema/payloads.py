@@ -52,7 +52,11 @@ FINAL_STATUSES = frozenset(
 
 
 class Budget(Payload):
-    """Limits of one session; any of them ends it cleanly with a final summary."""
+    """Limits of one session; any of them ends it cleanly with a final summary.
+
+    vigil's faces refuse out-of-range limits at start (``schema/limits.py``: at most 100
+    years of wall clock, finite numbers, counts up to 2**53); the workflow takes any value
+    without failing (``workflows/times.py``), since anyone can start one."""
 
     max_steps: int = 50
     """Model calls allowed in the whole session (across continue-as-new)."""
@@ -62,7 +66,7 @@ class Budget(Payload):
     max_seconds: float | None = None
     """Wall-clock limit from the session's start; becomes ``deadline``."""
     deadline: datetime | None = None
-    """Absolute wall-clock deadline (UTC)."""
+    """Absolute wall-clock deadline (UTC; one without a time zone is read as UTC)."""
 
 
 class ToolPolicy(Payload):

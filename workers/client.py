@@ -40,7 +40,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.schema import cancel_reason, names
-from vigil.schema.limits import input_error, start_error
+from vigil.schema.limits import input_error, session_input_error, start_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
     Ack,
@@ -533,7 +533,7 @@ class _VigilClientCore:
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")
         extra.setdefault("temporal_address", self.settings.endpoints().temporal_address)
-        return StartSessionInput(
+        arg = StartSessionInput(
             agent_id=agent_id,
             goal=goal,
             system_prompt=system_prompt,
@@ -543,6 +543,10 @@ class _VigilClientCore:
             overrides=start_overrides(budget, policy, system_prompt, set(extra)),
             **extra,
         )
+        out_of_range = session_input_error(arg, datetime.now(UTC))
+        if out_of_range is not None:
+            raise BadArgument(f"refused before sending: {out_of_range}")
+        return arg
 
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None

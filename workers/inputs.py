@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from vigil.schema.limits import start_error
+from vigil.schema.limits import session_input_error, start_error
 from vigil.schema.payloads import Budget, StartSessionInput, ToolPolicy
 from vigil.workers.agents import start_overrides
 from vigil.workers.client import OVERLAP, BadArgument
@@ -214,7 +214,7 @@ def schedule_template(
         raise BadArgument(f"refused: {too_big}")
     try:
         budget = Budget(**({"max_steps": max_steps} if max_steps is not None else {}))
-        return StartSessionInput(
+        template = StartSessionInput(
             agent_id=agent,
             goal=goal,
             budget=budget,
@@ -228,3 +228,7 @@ def schedule_template(
         raise BadArgument(
             f"bad argument: {where + ': ' if where else ''}{first.get('msg')}"
         ) from None
+    out_of_range = session_input_error(template)
+    if out_of_range is not None:
+        raise BadArgument(f"refused: {out_of_range}")
+    return template

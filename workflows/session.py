@@ -57,7 +57,7 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import folding, retries, summaries, tool_routing, webhooks
+from vigil.workflows import folding, retries, summaries, times, tool_routing, webhooks
 from vigil.workflows.hand_over import Approval, HandOverWhileWaiting, Inbox, asking, sleeping_until
 
 M = TypeVar("M", bound=BaseModel)
@@ -191,11 +191,13 @@ class AgentSession(HandOverWhileWaiting):
                     bookkeeping=True,
                 )
                 self._c.next_seq = max(self._c.next_seq, opened.next_seq)
+            # Any number: past the year 9999 or NaN is the end of 9999, a deadline without
+            # a time zone UTC (workflows/times.py); vigil's faces refuse them earlier.
             budget = self._arg.budget
             if budget.deadline is not None:
-                self._c.deadline = budget.deadline
+                self._c.deadline = times.aware(budget.deadline)
             if budget.max_seconds is not None:
-                by_seconds = workflow.now() + timedelta(seconds=budget.max_seconds)
+                by_seconds = times.later(workflow.now(), budget.max_seconds)
                 self._c.deadline = min(self._c.deadline or by_seconds, by_seconds)
         else:
             # The status too: a pause that landed during the hand-over starts this run paused.
@@ -474,7 +476,7 @@ class AgentSession(HandOverWhileWaiting):
             raise _SessionEnded(ended, summary)
         if control.kind == "wait_until":
             now = workflow.now()
-            wake_at = control.wake_at or now + timedelta(seconds=control.seconds or 0)
+            wake_at = control.wake_at or times.later(now, control.seconds or 0)
             text = await self._sleep(wake_at)
             self._tool_message(seq, step, call, text)
         elif control.kind == "ask_human":
@@ -511,7 +513,7 @@ class AgentSession(HandOverWhileWaiting):
         else:
             approval_id = f"a{step}-{call.index}"
             now = workflow.now()
-            expires = now + timedelta(seconds=policy.approval_timeout_seconds)
+            expires = times.later(now, policy.approval_timeout_seconds)
             approval = Approval(
                 PendingApproval(
                     approval_id=approval_id,
@@ -629,8 +631,7 @@ class AgentSession(HandOverWhileWaiting):
             await self._notify(
                 "human_asked", f"ask-{self._c.next_seq}", question=preview(question, 2000)
             )
-            timeout = timedelta(seconds=self._arg.policy.ask_human_timeout_seconds)
-            expires = workflow.now() + timeout
+            expires = times.later(workflow.now(), self._arg.policy.ask_human_timeout_seconds)
         got = await self._wait(
             lambda: bool(self._inbox.items),
             until=expires,
@@ -1130,7 +1131,9 @@ class AgentSession(HandOverWhileWaiting):
             start_to_close_timeout=limit,
             schedule_to_start_timeout=schedule_to_start,
             retry_policy=retry,
-            heartbeat_timeout=timedelta(seconds=self._arg.heartbeat_seconds) if heartbeat else None,
+            heartbeat_timeout=times.heartbeat(self._arg.heartbeat_seconds, limit)
+            if heartbeat
+            else None,
             summary=summary,
         )
         return out

@@ -14,6 +14,7 @@ import string
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from vigil.activities.agents.catalog import ToolSources, UnknownTool, describe_tools
 from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
+from vigil.schema.limits import budget_problem, seconds_problem
 
 SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 MAX_FILE_BYTES = 1024 * 1024
@@ -226,6 +228,12 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
                         "a rule needs `matches` or `host_not_in`",
                     )
                 )
+    out_of_range = budget_problem(spec.budget, datetime.now(UTC))
+    if out_of_range is not None:
+        problems.append(Problem(None, *out_of_range))
+    too_long = seconds_problem(spec.approval_timeout_seconds, positive=True)
+    if too_long is not None:
+        problems.append(Problem(None, "approval_timeout_seconds", too_long))
     for k, server in enumerate(spec.mcp_servers):
         if (server.command is None) == (server.url is None):
             problems.append(

@@ -15,10 +15,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.activities.record.archived import restore_hint
 from vigil.activities.record.store import SessionRow, StoredMessage
+from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
@@ -34,10 +35,13 @@ MAX_PAGE = 500
 class StartBudget(RequestBody):
     """Limits that override the agent definition's (only those given)."""
 
-    max_steps: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT)
     max_cost_usd: float | None = Field(default=None, gt=0)
-    max_seconds: float | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0, le=MAX_BUDGET_SECONDS)
+    """At most 100 years."""
 
 
 class StartOptions(RequestBody):
