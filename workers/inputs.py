@@ -35,7 +35,7 @@ EXPORT_FORMATS: dict[str, Literal["jsonl", "md"]] = {"jsonl": "jsonl", "md": "md
 SCHEDULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 """A schedule id: letters, digits and ``. _ : -``, at most 200 (it also names each run)."""
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+SESSION_ID = SCHEDULE_ID
 """A session id chosen by a caller: as a schedule id. Each is one path segment of the API
 (no ``/``, never ``.`` or ``..``, nothing a client would re-encode) and a workflow id."""
 

@@ -64,7 +64,8 @@ def encode_json(payload: Any) -> bytes:
     """The request body: compact JSON in UTF-8, no NaN (what providers parse).
 
     Written by orjson: the body carries the whole context on every model call, and
-    ``json.dumps`` took 0.15-0.35 ms of CPU for a 40-message window here, orjson 5-10 us.
+    ``json.dumps`` took 70-115 us for a 40-message context here (2.5 ms for 500 KB),
+    orjson 4-6 us (75 us).
     What orjson refuses (a lone surrogate, an integer past 64 bits, a key that is no
     string) and any float that is not finite (which orjson would write as ``null``) go
     through ``json.dumps``, whose output and errors the body always had."""
@@ -84,14 +85,8 @@ def _non_finite(payload: Any) -> bool:
     (messages, tool arguments) or schemas read from JSON, which cannot hold one."""
     if not isinstance(payload, dict):
         return False
-    for value in payload.values():
-        if isinstance(value, float) and not math.isfinite(value):
-            return True
-        if isinstance(value, dict) and any(
-            isinstance(v, float) and not math.isfinite(v) for v in value.values()
-        ):
-            return True
-    return False
+    inner = (v for d in payload.values() if isinstance(d, dict) for v in d.values())
+    return any(isinstance(v, float) and not math.isfinite(v) for v in (*payload.values(), *inner))
 
 
 class HttpClient:

@@ -8,7 +8,7 @@ no transcript, and must say where it went rather than look like lost data.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,10 @@ class ArchivedTranscript:
     archived_at: datetime | None
     messages: int
     events: int
+
+    def shown(self, session_id: str) -> dict[str, Any]:
+        """As the faces' JSON gives it: these fields and the command that restores it."""
+        return {**asdict(self), "restore": restore_hint(session_id)}
 
 
 def archived_transcript(metadata: Mapping[str, Any] | None) -> ArchivedTranscript | None:

@@ -8,7 +8,6 @@ starting a session of such an agent is 403. Starting checks what `vigil start` c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -17,7 +16,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.activities.record.archived import restore_hint
 from vigil.activities.record.store import SessionRow, StoredMessage
 from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
@@ -278,9 +276,7 @@ async def show_session(
         state=view.state,
         messages=[message_of(m) for m in view.messages],
         ui=view.ui,
-        archived=None
-        if view.archived is None
-        else ArchivedOut(**asdict(view.archived), restore=restore_hint(session_id)),
+        archived=None if view.archived is None else ArchivedOut(**view.archived.shown(session_id)),
     )
 
 

@@ -12,8 +12,8 @@ A session's stream gives an approval's decision before the result of the tool ca
 approved: the session writes the decision before the call runs (``vigil-decision-first``);
 for sessions from before, which wrote it with their next record, after the tool ran, the
 messages from that result on are held back until the decision is read, while events go
-on as they are written. Messages stay in the order they were written, and events too, so every id
-is a position a resume continues from exactly. An agent's stream, which interleaves
+on as they are written. Messages stay in the order they were written, and events too, so
+every id is a position a resume continues from exactly. An agent's stream, which interleaves
 sessions, is in write order.
 - ``status``: where the session stands (first on connecting, then on every change).
 - ``token``: the model's text as it is generated; ephemeral, never replayed on resume

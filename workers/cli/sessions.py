@@ -292,11 +292,7 @@ def archived_line(session_id: str, archived: ArchivedTranscript) -> str:
 
 
 def archived_dict(session_id: str, archived: ArchivedTranscript | None) -> dict[str, object] | None:
-    from vigil.activities.record.archived import restore_hint
-
-    if archived is None:
-        return None
-    return {**asdict(archived), "restore": restore_hint(session_id)}
+    return None if archived is None else archived.shown(session_id)
 
 
 def search(
