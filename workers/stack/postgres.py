@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,36 @@ def _as_user(user: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+USER_LOCK = Path(tempfile.gettempdir()) / "vigil-system-user.lock"
+"""Held while one process looks for the system user and creates it: stacks started at the
+same moment on a fresh machine (the test stack, the cluster stack) create it once."""
+
+
+def ensure_system_user(name: str) -> None:
+    """The system user ``name`` (no home, no login shell), created if it does not exist."""
+    with USER_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(name)
+            return
+        except KeyError:
+            pass
+        result = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        try:
+            pwd.getpwnam(name)  # made meanwhile by a process that does not take the lock
+        except KeyError:
+            raise StackError(
+                f"could not create the system user {name!r} that PostgreSQL runs as (it "
+                f"refuses to run as root): {result.stderr.strip()[:300]}"
+            ) from None
+
+
 class EmbeddedPostgres:
     """A PostgreSQL cluster living in ``<state_dir>/postgres``, listening on loopback only."""
 
@@ -49,21 +81,7 @@ class EmbeddedPostgres:
     def _run_as(self) -> str | None:
         if os.geteuid() != 0:
             return None
-        try:
-            pwd.getpwnam(PG_SYSTEM_USER)
-        except KeyError:
-            subprocess.run(
-                [
-                    "useradd",
-                    "--system",
-                    "--no-create-home",
-                    "-s",
-                    "/usr/sbin/nologin",
-                    PG_SYSTEM_USER,
-                ],
-                check=True,
-                capture_output=True,
-            )
+        ensure_system_user(PG_SYSTEM_USER)
         return PG_SYSTEM_USER
 
     def _chown(self, path: Path, user: str | None) -> None:
