@@ -15,7 +15,9 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
 (b) sessions completed/s and started/s (S sessions of 1 step, then of 3 steps, started at
     once), in both modes, each burst right after a burst of S of the floor's one-activity
     workflows on the same server (the floor moves between minutes here), repeated R times:
-    the median of the R ratios to the adjacent floor, and their spread;
+    the median of the R ratios to the adjacent floor, and their spread; and the CPU
+    each burst cost per workflow (this process, the Temporal server, PostgreSQL:
+    bench/cpu.py), whose ratio moves less with the machine's other load than the rates;
 (peers) when LangGraph is installed (``uv sync --group peers``): ms/step at steps 10, 100
     and 1,000 of LangGraph with its PostgreSQL checkpointer (bench/peers.py) beside one
     session in each mode, timed alike (from each step's end).
@@ -48,6 +50,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from bench.cpu import CPU, StackCPU
 from bench.floor import Floor, floor_worker, one_activity_workflows, table
 from bench.floor import measure as measure_floor
 from bench.peers import INSTALL_HINT, POINTS, fresh_database, langgraph_run, per_step_ms
@@ -200,19 +203,29 @@ async def adjacent_bursts(
     count: int,
     steps: int,
     repeat: int,
+    cpu: StackCPU,
 ) -> list[tuple[str, str]]:
     """``repeat`` rounds of: ``count`` of the floor's one-activity workflows at once, then
-    ``count`` sessions of ``steps`` steps at once; rows of the medians and the ratios."""
+    ``count`` sessions of ``steps`` steps at once; rows of the medians and the ratios, and
+    of the CPU each workflow cost this process, the Temporal server and PostgreSQL."""
     floors, done, started, ratios, start_ratios = [], [], [], [], []
+    floor_cpu: list[CPU] = []
+    session_cpu: list[CPU] = []
     for _ in range(repeat):
+        before = cpu.read()
         floor_done, _starts = await one_activity_workflows(client, floor_queue, count)
+        between = cpu.read()
         completed, starts = await sessions_per_second(client, task_queue, mode, count, steps)
+        after = cpu.read()
+        floor_cpu.append((between - before).per(count))
+        session_cpu.append((after - between).per(count))
         floors.append(floor_done)
         done.append(completed)
         started.append(starts)
         ratios.append(completed / floor_done)
         start_ratios.append(starts / floor_done)
     label = f"(b) {mode}: {count} x {steps} steps, median of {repeat} (min-max)"
+    capacity = [f.total / s.total for f, s in zip(floor_cpu, session_cpu, strict=True)]
     return [
         (f"{label}: the adjacent floor's workflows/s", _median_spread(floors, 1)),
         (f"{label}: sessions completed/s", _median_spread(done, 1)),
@@ -222,7 +235,22 @@ async def adjacent_bursts(
         ),
         (f"{label}: sessions started/s (the start calls)", _median_spread(started, 1)),
         (f"{label}: started / adjacent floor", f"{_median_spread(start_ratios)}x"),
+        (f"{label}: CPU ms per floor workflow", str(_median_cpu(floor_cpu))),
+        (f"{label}: CPU ms per session", str(_median_cpu(session_cpu))),
+        (
+            f"{label}: floor's CPU / session's CPU (the rate ratio were CPU all that limits)",
+            f"{_median_spread(capacity)}x",
+        ),
     ]
+
+
+def _median_cpu(samples: list[CPU]) -> CPU:
+    """Each part's median (so the parts need not add up to the total's median)."""
+    return CPU(
+        statistics.median(s.worker for s in samples),
+        statistics.median(s.temporal for s in samples),
+        statistics.median(s.postgres for s in samples),
+    )
 
 
 async def step_times(settings: Settings, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
@@ -265,6 +293,7 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
         print(text, file=sys.stderr, flush=True)
 
     clock = ActivityClock()
+    cpu = StackCPU(settings)
     base = await connect(settings)
     config = base.config()
     config["interceptors"] = [*config["interceptors"], clock]  # the worker takes it too
@@ -303,7 +332,14 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
                             f"{short} steps at once, each after a floor burst ..."
                         )
                         rows += await adjacent_bursts(
-                            client, task_queue, floor_queue, mode, args.sessions, short, args.repeat
+                            client,
+                            task_queue,
+                            floor_queue,
+                            mode,
+                            args.sessions,
+                            short,
+                            args.repeat,
+                            cpu,
                         )
 
             if peers:
