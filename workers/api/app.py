@@ -31,7 +31,7 @@ from vigil.workers.api import (
     streams,
 )
 from vigil.workers.api.limits import BodyLimit
-from vigil.workers.api.paths import Utf8Paths
+from vigil.workers.api.urls import Utf8Urls
 from vigil.workers.artifacts import ArtifactService
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
@@ -95,5 +95,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=PREFIX)
     app.include_router(metrics.router)  # where Prometheus looks, beside the versioned API
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
-    app.add_middleware(Utf8Paths)
+    app.add_middleware(Utf8Urls)
     return app
