@@ -102,6 +102,28 @@ def test_bad_definitions_are_refused_at_their_line(api: ApiServer) -> None:
         )
 
 
+def test_unknown_fields_in_a_json_body_are_refused(api: ApiServer) -> None:
+    name = _name()
+    with api.client(api.token(Scope.ADMIN)) as http:
+        spec = {"name": name, "budget": {"max_steps": 3}}
+        for body in (
+            {"spec": spec, "dry_run": True},
+            {"text": json.dumps(spec), "format": "json", "fromat": "yaml"},
+        ):
+            r = http.post("/v1/agents", json=body)
+            assert r.status_code == 422, r.text
+            error = r.json()["error"]
+            assert error["code"] == "invalid_request", error
+            [unknown] = [k for k in body if k not in ("spec", "text", "format")]
+            assert unknown in error["message"], error
+            assert http.get(f"/v1/agents/{name}").status_code == 404  # nothing stored
+        # Inside `spec` the definition's own fields are checked as a file's are.
+        inner = http.post("/v1/agents", json={"spec": {**spec, "budgett": 1}})
+        assert inner.status_code == 422, inner.text
+        assert "budgett" in inner.json()["error"]["message"]
+        assert http.post("/v1/agents", json={"spec": spec}).status_code == 201
+
+
 def test_scopes_and_agent_filters(api: ApiServer) -> None:
     mine, theirs = _name(), _name()
     with api.client(api.token(Scope.ADMIN)) as admin:

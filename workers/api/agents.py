@@ -27,7 +27,7 @@ from vigil.workers.agents import (
     applying_service,
 )
 from vigil.workers.api.auth import Admin, Reader, check_agent
-from vigil.workers.api.deps import Client
+from vigil.workers.api.deps import Client, RequestBody
 from vigil.workers.api.errors import (
     INVALID,
     INVALID_AGENT,
@@ -81,12 +81,14 @@ class AgentVersion(AgentVersionBrief):
     """The tool catalog pinned with this version."""
 
 
-class ApplyRequest(BaseModel):
+class ApplyRequest(RequestBody):
     """Give the file's ``text`` (with its ``format``), or the ``spec`` as a JSON object."""
 
     text: str | None = None
     format: Literal["toml", "yaml", "json"] = "toml"
     spec: dict[str, Any] | None = None
+    """Open here on purpose: the definition's fields are checked as a file's are, by the
+    agent file's parser, which refuses an unknown one at its line."""
 
 
 class Applied(BaseModel):
