@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.conftest import CLIStack
@@ -142,3 +143,29 @@ def test_scopes_and_agent_filters(api: ApiServer) -> None:
         assert refused.status_code == 403, refused.text
     with api.client() as anonymous:
         assert anonymous.get("/v1/agents").status_code == 401
+
+
+def test_an_agent_the_token_does_not_cover_reads_as_an_unknown_one(api: ApiServer) -> None:
+    mine, theirs, nobody = _name(), _name(), _name()
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        for name in (mine, theirs):
+            assert admin.post("/v1/agents", content=agent_yaml(name), headers=YAML).is_success
+
+    def answer(http: httpx.Client, method: str, path: str, name: str) -> tuple[int, object]:
+        r = http.request(method, path.format(name), json={"text": "hi", "content": "x"})
+        return r.status_code, json.loads(r.text.replace(name, "NAME"))
+
+    with api.client(api.token(Scope.ADMIN, agents=[mine])) as scoped:
+        for path in ("/v1/agents/{}", "/v1/agents/{}/versions", "/v1/agents/{}/versions/1"):
+            hidden = answer(scoped, "GET", path, theirs)
+            assert hidden == answer(scoped, "GET", path, nobody), path  # nothing leaks
+            status, body = hidden
+            assert status == 404 and body["error"]["code"] == "unknown_agent", hidden
+            # `theirs` has a definition: the answer must not say it has none.
+            assert "no definition" not in body["error"]["message"], hidden
+        for method, path in (
+            ("GET", "/v1/agents/{}/memory/search?q=x"),
+            ("POST", "/v1/agents/{}/memory"),
+            ("POST", "/v1/agents/{}/keys/k/messages"),
+        ):
+            assert answer(scoped, method, path, theirs) == answer(scoped, method, path, nobody)

@@ -127,9 +127,11 @@ def _not_found(exc: AgentError) -> ApiError:
 
 
 def _hidden(who: Principal, name: str) -> None:
-    """A token that does not cover the agent sees it as absent."""
+    """A token that does not cover the agent sees it as absent: one answer whether the
+    agent is defined or not (nothing leaks), and true in both cases (it does not say
+    "has no definition" of an agent that has one)."""
     if not who.sees_agent(name):
-        raise ApiError(404, UNKNOWN_AGENT, f"agent {name!r} has no definition")
+        raise ApiError(404, UNKNOWN_AGENT, f"no agent {name!r} among those this token covers")
 
 
 @router.get("/agents", response_model=list[AgentSummary], summary="Every defined agent")
