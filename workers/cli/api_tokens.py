@@ -14,6 +14,7 @@ from vigil.workers.cli.common import (
     EXIT_USAGE,
     JsonOpt,
     StateOpt,
+    ToolsOpt,
     emit,
     err,
     fail,
@@ -40,14 +41,17 @@ def api_command(
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (VIGIL_API_PORT).")] = None,
     state_dir: StateOpt = None,
+    tools: ToolsOpt = None,
 ) -> None:
     """Serve the HTTP API (docs at /v1/docs, OpenAPI at /v1/openapi.json)."""
     import uvicorn
 
     from vigil.workers.api.app import create_app
     from vigil.workers.logs import configure
+    from vigil.workers.tool_wiring import with_worker_flags
 
-    settings = load_settings(state_dir)
+    # The tools are described when an agent is applied (POST /agents), as by the worker.
+    settings = with_worker_flags(load_settings(state_dir), tools or [], None, False)
     updates: dict[str, object] = {}
     if host is not None:
         updates["api_host"] = host

@@ -62,6 +62,15 @@ S3Opt = Annotated[
     bool,
     typer.Option("--with-minio", help="Also start MinIO (always with VIGIL_ARTIFACT_BACKEND=s3)."),
 ]
+ToolsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tools",
+        help="Module with @vigil.tool functions to load (repeatable; VIGIL_TOOL_MODULES).",
+    ),
+]
+"""One option for every process that loads Python tools: the worker runs them, the API
+describes them when it applies an agent (`vigil api`, the API `vigil stack up` starts)."""
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent id.")]
 AgentVersionOpt = Annotated[
     int | None,

@@ -18,6 +18,7 @@ from vigil.workers.cli.common import (
     ByOpt,
     JsonOpt,
     StateOpt,
+    ToolsOpt,
     by_default,
     err,
     fail,
@@ -69,13 +70,7 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 
 def worker(
     state_dir: StateOpt = None,
-    tools: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tools",
-            help="Module with @vigil.tool functions to load (repeatable; VIGIL_TOOL_MODULES).",
-        ),
-    ] = None,
+    tools: ToolsOpt = None,
     task_queue: Annotated[
         str | None, typer.Option("--task-queue", help="Queue to poll (VIGIL_TASK_QUEUE).")
     ] = None,

@@ -15,6 +15,7 @@ from vigil.workers.cli.common import (
     JsonOpt,
     S3Opt,
     StateOpt,
+    ToolsOpt,
     err,
     fail,
     load_settings,
@@ -44,11 +45,16 @@ def stack_up(
     with_minio: S3Opt = False,
     as_json: JsonOpt = False,
     profile: ProfileOpt = None,
+    tools: ToolsOpt = None,
 ) -> None:
     """Start Temporal, PostgreSQL (+pgvector) and, when asked, MinIO; migrate; wait until ready."""
     from vigil.workers.stack import Stack, StackError
 
     settings = load_settings(state_dir, with_minio)
+    if tools:  # for the API it starts (a running one keeps the modules it started with)
+        from vigil.workers.tool_wiring import with_worker_flags
+
+        settings = with_worker_flags(settings, tools, None, False)
     if profile is not None:
         if profile not in ("embedded", "cluster"):
             fail(f"unknown profile {profile!r}: embedded or cluster", EXIT_USAGE)
