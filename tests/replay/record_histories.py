@@ -25,13 +25,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RawValue
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import (
     eventually,
+    raw_json,
     running_worker,
     start,
     state,
@@ -54,6 +57,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
 )
 from vigil.workers.agents import AgentService
+from vigil.workers.codec import ENCODING, META_KEY_ID
 from vigil.workers.credentials import CredentialService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.models import credential_resolver
@@ -452,6 +456,44 @@ async def local_model_calls(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A fetch of a host outside the allowlist fails (a tool error back to the model); the
+    model ends the session with finish's ``succeeded`` false: the session ends failed."""
+    ctx.stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": "http://outside.invalid/report"}),
+        Reply.tool_call(
+            "finish",
+            {"summary": "http_fetch failed: the host is not allowed", "succeeded": False},
+        ),
+    )
+    handle = await ctx.start("finish_failed", _arg("fetch a page outside the allowlist"))
+    _expect(await handle.result(), SessionStatus.FAILED)
+    return [handle]
+
+
+async def undecryptable_signal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Waiting for approval, the session gets a message that only claims to be encrypted
+    (as the plain `temporal` CLI sends it), a readable message, and an approval sealed
+    with a key nobody has: the two it cannot decrypt are refused, each leaving its marker
+    (the 1st and the 3rd signal); a readable approval then lets it finish."""
+    ctx.stub.enqueue(ctx.fetch("/page"), finish("fetched after two refused signals"))
+    handle = await ctx.start("undecryptable_signal", _arg("fetch", policy=ToolPolicy()))
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    approval = waiting.pending_approvals[0].approval_id
+    claims = raw_json('{"text": "hi", "by": "x"}', encoding=ENCODING)
+    await handle.signal(names.SIG_MESSAGE, claims)
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="a readable note", by="dave"))
+    unknown_key = Payload(
+        metadata={"encoding": ENCODING, META_KEY_ID: b"k-nobody-has"}, data=b"\x00" * 40
+    )
+    await handle.signal(names.SIG_APPROVE, RawValue(unknown_key))
+    refused = await eventually(handle, lambda s: s.rejected_inputs == 2)
+    assert [p.approval_id for p in refused.pending_approvals] == [approval], refused
+    await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id=approval, by="alice"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -469,6 +511,8 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "cancel_by": cancel_by,
     "folded_step": folded_step,
     "local_model_calls": local_model_calls,
+    "finish_failed": finish_failed,
+    "undecryptable_signal": undecryptable_signal,
 }
 
 

@@ -13,6 +13,7 @@ failure here means a change would break sessions already running; make it compat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 from temporalio.workflow import NondeterminismError
 
 from tests.replay.incompatible import INCOMPATIBLE, RandomBeforeEachStep
+from vigil.schema.names import PATCH_UNDECRYPTABLE_SIGNAL
+from vigil.schema.payloads import SessionStatus
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import data_converter, workflow_runner
 from vigil.workflows.session import AgentSession
@@ -47,6 +50,8 @@ EXPECTED = {
     "cancel_by",
     "folded_step",
     "local_model_calls",
+    "finish_failed",
+    "undecryptable_signal",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -82,7 +87,9 @@ DECIDING = {
 CONVERTER = data_converter(
     Settings(payload_keys="replay:" + "A" * 43 + "=", payload_key_id="replay")
 )
-# Scenarios added after that, with no older recording.
+# Scenarios added after every patch above: recorded on today's code only.
+LATEST = {"finish_failed", "undecryptable_signal"}
+# Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
     "hand_over_waiting_first_run",
     "hand_over_waiting_last_run",
@@ -94,6 +101,7 @@ NEWER = {
     "cancel_by",
     "folded_step",
     "local_model_calls",
+    *LATEST,
 }
 
 
@@ -135,21 +143,51 @@ def test_the_recorded_scenarios_are_all_here() -> None:
     }
     assert older_local == {"local_model_calls"}
     older_lean = {p.stem.removeprefix(OLDER_LEAN) for p in PATHS if p.stem.startswith(OLDER_LEAN)}
-    assert older_lean == EXPECTED
+    assert older_lean == EXPECTED - LATEST
     older_books = {
         p.stem.removeprefix(OLDER_LOCAL_BOOKS)
         for p in PATHS
         if p.stem.startswith(OLDER_LOCAL_BOOKS)
     }
-    assert older_books == EXPECTED
+    assert older_books == EXPECTED - LATEST
     older_quiet = {
         p.stem.removeprefix(OLDER_QUIET) for p in PATHS if p.stem.startswith(OLDER_QUIET)
     }
-    assert older_quiet == EXPECTED
+    assert older_quiet == EXPECTED - LATEST
     older_decision = {
         p.stem.removeprefix(OLDER_DECISION) for p in PATHS if p.stem.startswith(OLDER_DECISION)
     }
     assert older_decision == DECIDING
+
+
+def _patches(history: WorkflowHistory) -> list[str]:
+    """The patch ids the history's markers hold, in order."""
+    return [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+
+
+def _ended(history: WorkflowHistory) -> str:
+    """The status in the session's result."""
+    [done] = [
+        e.workflow_execution_completed_event_attributes
+        for e in history.events
+        if e.HasField("workflow_execution_completed_event_attributes")
+    ]
+    return str(json.loads(done.result.payloads[0].data)["status"])
+
+
+def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
+    # A re-recording that missed its path would still replay: say what each must hold.
+    assert _ended(_history(HISTORIES / "finish_failed.json")) == SessionStatus.FAILED.value
+    undecryptable = _history(HISTORIES / "undecryptable_signal.json")
+    refused = [p for p in _patches(undecryptable) if p.startswith(PATCH_UNDECRYPTABLE_SIGNAL)]
+    # The 1st and 3rd signals were refused; the 2nd (readable) was taken between them.
+    assert refused == [f"{PATCH_UNDECRYPTABLE_SIGNAL}-1", f"{PATCH_UNDECRYPTABLE_SIGNAL}-3"]
+    assert _ended(undecryptable) == SessionStatus.COMPLETED.value
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
