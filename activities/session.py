@@ -35,6 +35,7 @@ from vigil.activities.context import (
     Degraded,
     assemble,
     read_context,
+    warm_up,
 )
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.credentials import CredentialError
@@ -384,6 +385,15 @@ class SessionActivities:
                 read=read,
             )
         return [_wire_message(m) for m in assembled.messages], assembled.degraded
+
+    async def warm_up(self) -> None:
+        """What a step's context costs once per worker or connection, paid before the
+        worker polls (``activities.context.warm_up``)."""
+        await warm_up(
+            self.sessionmaker,
+            memory=self.memory,
+            budget=ContextBudget(total_tokens=self.settings.context_tokens),
+        )
 
     def _context_budget(self, limit: int, tokens: int | None, recall: int | None) -> ContextBudget:
         return ContextBudget(

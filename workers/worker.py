@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,7 +21,7 @@ from vigil.activities.context_cache import CachingEmbedder, ContextCache, Contex
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import MAX_LISTED, check_embedder
-from vigil.activities.models.base import ModelProvider
+from vigil.activities.models.base import ModelProvider, ProviderError
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
 from vigil.activities.tools.queues import ToolQueueActivities
@@ -98,6 +100,8 @@ async def runtime(
         context_cache=context_cache(settings),
     )
     try:
+        if not settings.tools_only:
+            await warm_up(acts)
         yield Runtime(
             engine=engine,
             http=http,
@@ -152,6 +156,19 @@ async def refuse_other_embedder(
             agents=[f"{agent}: {stored}" for agent, stored in others[:MAX_LISTED]],
             hint="their recall is refused until `vigil memory reindex --agent AGENT` ran",
         )
+
+
+async def warm_up(acts: SessionActivities) -> None:
+    """Open the connections a step's context takes and run its statements once, so a
+    fresh worker's first steps are not past their time budget for it. A database that is
+    not reachable yet does not stop the start: the steps then pay for it."""
+    started = time.perf_counter()
+    try:
+        await acts.warm_up()
+    except (OSError, DBAPIError, asyncpg.PostgresError, ProviderError) as exc:
+        log.warning("warm_up_skipped", error=type(exc).__name__)
+        return
+    log.info("warmed up", ms=round((time.perf_counter() - started) * 1000, 1))
 
 
 def build_worker(
