@@ -67,16 +67,14 @@ DEMO_SCRIPT: list[dict[str, Any]] = [
             "the fetch returned: {last_result}"
         )
     },
-    {
-        "tool": "finish",
-        "args": {
-            "summary": "Wrote notes.md; fetching https://example.com/ returned: {last_result}"
-        },
-    },
 ]
-"""The demo: write an artifact, fetch a URL (a tool that waits for human approval), say
-what the fetch returned, then finish. A failed call (a refused approval, a host outside
-the allowlist) is told as a failure instead, and ends the session."""
+"""What a scripted model plays when given no script file (``VIGIL_MODEL_PROVIDER``
+``scripted``, the default, or a ``scripted`` connection without ``base_url``; `vigil
+demo` plays its own, ``workers/demo.py``): write an artifact, fetch a URL (a tool that
+waits for human approval), then say what the fetch returned. That reply has no tool call,
+so it is the final answer: the session ends there, completed, the words its summary. A
+failed call (a refused approval, a host outside the allowlist) is told as a failure
+instead, and ends the session failed."""
 
 LAST_RESULT = "{last_result}"
 ERROR_PREFIX = "error:"

@@ -34,19 +34,25 @@ async def play(provider: ScriptedProvider, turns: int) -> list[ModelReply]:
     return replies
 
 
-async def test_demo_script_writes_fetches_says_and_finishes() -> None:
-    replies = await play(ScriptedProvider(DEMO_SCRIPT), 4)
+async def test_demo_script_writes_fetches_and_says_what_it_got() -> None:
+    replies = await play(ScriptedProvider(DEMO_SCRIPT), len(DEMO_SCRIPT))
 
-    first, second, third, fourth = replies
+    first, second, third = replies
     assert [c.name for c in first.tool_calls] == ["write_artifact"]
     assert json.loads(first.tool_calls[0].arguments)["name"] == "notes.md"
     assert first.finish_reason == "tool_calls"
     assert second.tool_calls == [
         ToolCall("call_1_0", "http_fetch", json.dumps({"url": "https://example.com/"}))
     ]
-    assert third.tool_calls == [] and third.finish_reason == "stop" and third.content
-    assert [c.name for c in fourth.tool_calls] == ["finish"]
-    assert json.loads(fourth.tool_calls[0].arguments)["summary"]
+    # The final answer, quoting the fetch: a reply without a tool call ends the session.
+    assert third.tool_calls == [] and third.finish_reason == "stop"
+    assert third.content.endswith("the fetch returned: ok")
+
+
+def test_no_turn_of_the_demo_script_follows_a_say() -> None:
+    # A say turn ends the session: a turn after it would never be played.
+    says = [i for i, turn in enumerate(DEMO_SCRIPT) if "say" in turn]
+    assert all(i == len(DEMO_SCRIPT) - 1 for i in says), says
 
 
 async def test_same_conversation_gets_an_identical_reply() -> None:
