@@ -392,11 +392,12 @@ async def warm_up(
     """Run what a step's context costs once per worker or per connection, before the
     worker polls, so that no step's time budget pays for it.
 
-    On a fresh worker the first steps were slower than the rest (51-58 ms against a
-    50 ms budget, recall dropped): each new pooled connection is a new PostgreSQL backend,
-    and the first statements on it load the vector type's library, the text search
-    dictionary, the search function and the tables' metadata, and prepare each statement
-    (5-20 ms apiece); a local embedder loads its model at its first use. Here the
+    On a fresh worker the first steps were slower than the rest (the first recall 40-75 ms,
+    3-9 ms once warm; step 1 past the 50 ms budget, recall dropped): each new pooled
+    connection is a new PostgreSQL backend, and the first statements on it load the
+    vector type's library, the text search dictionary, the search function and the
+    tables' metadata, and prepare each statement (5-20 ms apiece); a local embedder loads
+    its model at its first use (its first embedding 75 ms, later ones 12-22 ms). Here the
     context's read and a recall run for ``WARM_UP_AGENT`` on ``connections`` connections
     of each pool at once (a recall takes two: its halves run side by side), ``rounds``
     times, so the connections a step takes are open and have run its statements."""
