@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 import httpx
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -21,7 +20,7 @@ from vigil.activities.context_cache import CachingEmbedder, ContextCache, Contex
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import MAX_LISTED, check_embedder
-from vigil.activities.models.base import ModelProvider, ProviderError
+from vigil.activities.models.base import ModelProvider
 from vigil.activities.retention import RetentionActivities
 from vigil.activities.session import SessionActivities
 from vigil.activities.tools.queues import ToolQueueActivities
@@ -158,15 +157,22 @@ async def refuse_other_embedder(
         )
 
 
+WARM_UP_SECONDS = 15.0
+"""The longest a worker's start waits on its warm-up (a database or an embedder that
+does not answer); past it the worker starts cold."""
+
+
 async def warm_up(acts: SessionActivities) -> None:
     """Open the connections a step's context takes and run its statements once, so a
-    fresh worker's first steps are not past their time budget for it. A database that is
-    not reachable yet does not stop the start: the steps then pay for it."""
+    fresh worker's first steps are not past their time budget for it. Best effort: a
+    database or an embedder that fails, or does not answer within ``WARM_UP_SECONDS``,
+    does not stop the start; the first steps then pay for what was not warmed."""
     started = time.perf_counter()
     try:
-        await acts.warm_up()
-    except (OSError, DBAPIError, asyncpg.PostgresError, ProviderError) as exc:
-        log.warning("warm_up_skipped", error=type(exc).__name__)
+        async with asyncio.timeout(WARM_UP_SECONDS):
+            await acts.warm_up()
+    except Exception as exc:  # any failure only means a cold start
+        log.warning("warm_up_skipped", error=type(exc).__name__, detail=str(exc)[:200])
         return
     log.info("warmed up", ms=round((time.perf_counter() - started) * 1000, 1))
 
