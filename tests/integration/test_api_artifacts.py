@@ -256,3 +256,32 @@ def test_access_and_unknown_ids(api: ApiServer) -> None:
     with api.client() as http:
         assert http.get(url(session, "f")).status_code == 401
         assert http.put(url(session, "f"), content=b"y").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("name", "sent", "stored"),
+    [
+        # curl --data-binary sends the form type by itself: an artifact is never a form.
+        ("notes.md", "application/x-www-form-urlencoded", "text/markdown"),
+        ("data.json", "application/x-www-form-urlencoded", "application/json"),
+        ("blob.unknownext", "application/x-www-form-urlencoded", "application/octet-stream"),
+        # No type at all (curl -T, most HTTP clients with raw bytes): the name's, if any.
+        ("report.csv", None, "text/csv"),
+        ("plain", None, "application/octet-stream"),
+        # A type the client chose is kept as it is.
+        ("notes.md", "text/plain", "text/plain"),
+    ],
+)
+def test_an_upload_without_a_real_type_takes_its_names(
+    api: ApiServer, name: str, sent: str | None, stored: str
+) -> None:
+    _, session = new_session(api.settings)
+    body = f"{uuid.uuid4()}: {name}".encode()  # content of its own: the type is not shared
+    headers = {"Content-Type": sent} if sent is not None else {}
+    with api.client(api.token(Scope.CONTROL)) as http:
+        put = http.put(url(session, name), content=body, headers=headers)
+        assert put.status_code == 201, put.text
+        assert put.json()["mime_type"] == stored
+        got = http.get(url(session, name))
+        assert got.content == body
+        assert got.headers["content-type"].split(";")[0] == stored

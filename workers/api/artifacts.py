@@ -8,6 +8,7 @@ A session the token's agents do not cover is answered as if absent (404).
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -49,6 +50,23 @@ _MIME_WORD = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
 _MIME = re.compile(rf"^{_MIME_WORD}/{_MIME_WORD}(\s*;\s*{_MIME_WORD}={_MIME_WORD})*$")
 """A media type sent back as stored, parameters (``; charset=utf-8``) included; anything
 else (quotes, line breaks) is served as DEFAULT_MIME."""
+_FORM = "application/x-www-form-urlencoded"
+"""What ``curl --data-binary`` sends when told no type; an artifact is never a form."""
+_NAMES = mimetypes.MimeTypes()  # Python's own table, not the machine's mime.types
+for _ext, _type in ((".md", "text/markdown"), (".markdown", "text/markdown")):
+    _NAMES.add_type(_type, _ext)
+for _ext in (".yaml", ".yml"):
+    _NAMES.add_type("application/yaml", _ext)
+
+
+def type_of_name(name: str) -> str:
+    """The media type an upload sent without one (or with curl's form default) is kept
+    under: the one its name's extension says, else DEFAULT_MIME. Downloads are served as
+    attachments, so a guessed type never renders in a browser as the API's page."""
+    guessed, _encoding = _NAMES.guess_type(name.rsplit("/", 1)[-1], strict=False)
+    return guessed or DEFAULT_MIME
+
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 
@@ -203,9 +221,9 @@ async def upload_artifact(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return error_response(413, TOO_LARGE, f"the upload is over {limit} bytes")
-    mime = request.headers.get("content-type", DEFAULT_MIME).split(";", 1)[0].strip()
-    if not mime:
-        mime = DEFAULT_MIME
+    mime = request.headers.get("content-type", "").split(";", 1)[0].strip()
+    if not mime or mime.lower() == _FORM:
+        mime = type_of_name(name)
     if not _MIME.match(mime):
         raise ApiError(422, INVALID, f"Content-Type {mime[:80]!r} is not a media type")
     try:
