@@ -115,6 +115,8 @@ class SessionCarry(Payload):
     """True once the first run resolved the agent: later runs keep ``agent_version``."""
     agent_switch: tuple[int, str] | None = None
     """(version, by) of a redirect to another agent version not yet applied."""
+    awaiting_message: bool = False
+    """A conversation answered its last message and waits for the next one."""
 
 
 class StartSessionInput(Payload):
@@ -145,6 +147,10 @@ class StartSessionInput(Payload):
     ``budget.<field>``, ``system_prompt``, ``context_messages``, ``max_tokens_per_call``,
     ``policy.approval_timeout_seconds``. Unlisted ones come from the definition (when the
     agent has one); `vigil start` and the client list the options a user gave."""
+    conversation: bool = False
+    """A conversation (the session of a key): a reply without a tool call answers the
+    last message, and the session waits for the next one instead of ending; the agent
+    ends it with ``finish`` (or a budget, the deadline, a cancel does)."""
     temporal_address: str | None = None
     """Where the starter reached Temporal: the ``temporal`` commands the session shows in
     Temporal UI name it (``--address``), so they work as pasted on any port."""

@@ -81,6 +81,9 @@ class _SessionEnded(Exception):
         self.summary = summary
 
 
+NEXT_MESSAGE = "the next message of the conversation"
+
+
 @workflow.defn(name=names.WORKFLOW_SESSION)
 class AgentSession(HandOverWhileWaiting):
     @workflow.init
@@ -254,7 +257,22 @@ class AgentSession(HandOverWhileWaiting):
             if self._c.agent_switch is not None:
                 await self._switch_agent(*self._c.agent_switch)
                 continue
+            if self._c.awaiting_message:
+                await self._await_next_message()
+                continue  # the message joins the transcript at the top
             await self._step()
+
+    async def _await_next_message(self) -> None:
+        """A conversation between messages: waits (across runs, when its history grows
+        heavy meanwhile) until a message comes, or the deadline passes."""
+        self._set_status(SessionStatus.WAITING_HUMAN)
+        self._waiting_for = NEXT_MESSAGE
+        await self._flush()
+        got = await self._wait(lambda: bool(self._inbox.items), summary=NEXT_MESSAGE)
+        self._waiting_for = None
+        if got:
+            self._c.awaiting_message = False
+            self._set_status(SessionStatus.RUNNING)
 
     async def _hand_over(self) -> None:
         """Continue-as-new without losing what humans sent during the last awaits."""
@@ -316,6 +334,9 @@ class AgentSession(HandOverWhileWaiting):
             self._c.last_message = out.content_preview
         self._publish(step_only=True)
         if not out.tool_calls:
+            if self._arg.conversation:  # the answer to the last message: wait for the next
+                self._c.awaiting_message = True
+                return
             raise _SessionEnded(SessionStatus.COMPLETED, out.content_preview or "done")
         if all(not call.valid for call in out.tool_calls):
             self._c.malformed_streak += 1

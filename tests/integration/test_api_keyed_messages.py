@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
-from tests.support.api_sessions import api_for, define, wait_pending, wait_status
+from tests.support.api_sessions import api_for, define, poll, wait_pending, wait_status
 from tests.support.cli import read_record
 from tests.support.llm_stub import Reply
 from vigil.schema.payloads import MAX_HUMAN_TEXT
@@ -32,7 +32,9 @@ def test_two_clients_racing_on_a_new_key_share_one_session(cli: CLIStack, api: A
         agent = define(admin, "keyed")
     # The session waits for an approval, so it is still running for both messages.
     fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
-    goal = cli.plan(fetch, Reply.text("answered both"))
+    goal = cli.plan(
+        fetch, Reply.text("answered both"), Reply.tool_call("finish", {"summary": "bye"})
+    )
     path = f"/v1/agents/{agent}/keys/customer-42/messages"
     tokens = {
         "ana": api.token(Scope.CONTROL, owner="ana"),
@@ -63,18 +65,55 @@ def test_two_clients_racing_on_a_new_key_share_one_session(cli: CLIStack, api: A
         listed = http.get("/v1/sessions", params={"agent": agent}).json()["items"]
         assert [s["id"] for s in listed] == [sid], "one session for the key"
         assert http.post(f"/v1/sessions/{sid}/approve", json={"approval_id": "a1-0"}).is_success
-        wait_status(http, sid, "completed")
+        # The reply answers both messages; the conversation waits for the next one.
+        wait_status(http, sid, "waiting_human")
+        assert http.post(path, json={"text": "that is all", "goal": goal}).is_success
+        wait_status(http, sid, "completed")  # the agent ended it with finish
         late = http.post(path, json={"text": "anyone there?", "goal": goal})
         assert late.status_code == 409 and "has ended" in late.json()["error"]["message"]
 
     _, transcript, events = read_record(cli.database_url, sid)
     users = [m for m in transcript if m.role == "user"]
     assert users[0].content == goal
-    assert sorted((m.content, m.name) for m in users[1:]) == [
+    assert sorted((m.content, m.name) for m in users[1:3]) == [
         ("hello from ana", "ana"),
         ("hello from bob", "bob"),
     ]
-    assert sorted(e.actor for e in events if e.kind == "human_message") == ["ana", "bob"]
+    assert (users[3].content, users[3].name) == ("that is all", "ana")
+    assert sorted(e.actor for e in events if e.kind == "human_message") == ["ana", "ana", "bob"]
+
+
+def test_the_session_of_a_key_answers_message_after_message(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "chat")
+    goal = cli.plan(Reply.text("first answer"), Reply.text("second answer"))
+    path = f"/v1/agents/{agent}/keys/cust-1/messages"
+    sid = keyed_session_id(agent, "cust-1")
+    with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
+        first = http.post(path, json={"text": "my order is late", "goal": goal})
+        assert first.status_code == 200, first.text
+        wait_status(http, sid, "waiting_human")
+        second = http.post(path, json={"text": "and the invoice?", "goal": goal})
+        assert second.status_code == 200 and second.json()["accepted"], second.text
+        assert second.json()["session_id"] == sid
+
+        def answered_twice() -> Any:
+            body = http.get(f"/v1/sessions/{sid}").json()
+            said = [m["content"] for m in body["messages"] if m["role"] == "assistant"]
+            ok = said == ["first answer", "second answer"]
+            return body if ok and body["session"]["status"] == "waiting_human" else None
+
+        poll(answered_twice, 30, "both messages answered in one session")
+        assert http.post(f"/v1/sessions/{sid}/cancel", json={"reason": "done"}).is_success
+        wait_status(http, sid, "cancelled")
+    _, transcript, _ = read_record(cli.database_url, sid)
+    assert [m.content for m in transcript if m.role in ("user", "assistant")] == [
+        goal,
+        "my order is late",
+        "first answer",
+        "and the invoice?",
+        "second answer",
+    ]
 
 
 def test_keyed_messages_are_checked(cli: CLIStack, api: ApiServer) -> None:

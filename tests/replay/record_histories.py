@@ -494,6 +494,24 @@ async def undecryptable_signal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def conversation(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A conversation (the session of a key): each text reply answers a message and the
+    session waits for the next; one step per run, so the second run takes over the wait
+    for a message; the third message is answered with finish. First and last run kept."""
+    ctx.stub.enqueue(Reply.text("first answer"), Reply.text("second answer"), finish("bye"))
+    handle = await ctx.start("conversation", _arg("serve", conversation=True, steps_per_run=1))
+    for n, text in enumerate(("another question", "that is all"), start=1):
+        await eventually(
+            handle, lambda s, n=n: s.step == n and s.status == SessionStatus.WAITING_HUMAN
+        )
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text=text, by="ana"))
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs >= 2, result
+    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first, ctx.client.get_workflow_handle(handle.id)]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -513,6 +531,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "local_model_calls": local_model_calls,
     "finish_failed": finish_failed,
     "undecryptable_signal": undecryptable_signal,
+    "conversation": conversation,
 }
 
 

@@ -52,6 +52,8 @@ EXPECTED = {
     "local_model_calls",
     "finish_failed",
     "undecryptable_signal",
+    "conversation_first_run",
+    "conversation_last_run",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -88,7 +90,12 @@ CONVERTER = data_converter(
     Settings(payload_keys="replay:" + "A" * 43 + "=", payload_key_id="replay")
 )
 # Scenarios added after every patch above: recorded on today's code only.
-LATEST = {"finish_failed", "undecryptable_signal"}
+LATEST = {
+    "finish_failed",
+    "undecryptable_signal",
+    "conversation_first_run",
+    "conversation_last_run",
+}
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
     "hand_over_waiting_first_run",
@@ -188,6 +195,8 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # The 1st and 3rd signals were refused; the 2nd (readable) was taken between them.
     assert refused == [f"{PATCH_UNDECRYPTABLE_SIGNAL}-1", f"{PATCH_UNDECRYPTABLE_SIGNAL}-3"]
     assert _ended(undecryptable) == SessionStatus.COMPLETED.value
+    # A conversation's later run took over the wait for the next message, then finished.
+    assert _ended(_history(HISTORIES / "conversation_last_run.json")) == "completed"
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
