@@ -36,8 +36,9 @@ from tests.support.sse import SseEvent, read_sse
 from vigil.activities.record.feed import FeedCursor
 from vigil.schema import names
 from vigil.schema.payloads import ApproveInput, ToolPolicy
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
-from vigil.workers.tokens import Scope
+from vigil.workers.tokens import Scope, TokenService
 
 pytestmark = pytest.mark.integration
 
@@ -436,3 +437,27 @@ async def test_a_lost_listen_connection_comes_back_and_nothing_is_missed(
     messages = await transcript(sessionmaker, handle.id)
     assert [m.data["seq"] for m in read.of("message")] == [m.seq for m in messages]
     assert read.events[-1].event == "end"
+
+
+async def test_a_revoked_token_loses_the_stream_it_had_open(api: ApiServer) -> None:
+    agent = f"streams-{uuid.uuid4().hex[:8]}"
+    token = await asyncio.to_thread(api.token, Scope.READ, agents=[agent])
+    async with http(api, token) as h:
+        assert (await h.get("/v1/me")).status_code == 200
+
+        async def revoke_soon() -> None:
+            await asyncio.sleep(1.0)
+            url = api.settings.endpoints().database_url
+            assert url is not None
+            engine = make_engine(url, pool_size=1)
+            try:
+                await TokenService(make_sessionmaker(engine)).revoke(token.split("_")[1])
+            finally:
+                await engine.dispose()
+
+        revoking = asyncio.create_task(revoke_soon())
+        # Nothing happens on the agent's stream but keepalives: the server must end it.
+        read = await read_sse(h, f"/v1/agents/{agent}/stream", within=30)
+        await revoking
+        assert [e.event for e in read.events][-1:] == ["revoked"], read.events
+        assert (await h.get(f"/v1/agents/{agent}/stream")).status_code == 401

@@ -20,6 +20,8 @@ sessions, is in write order.
   (``attempt`` grows when a call is retried: drop the tokens of the earlier attempt).
   The recorded ``message`` that follows is the canonical copy.
 - ``end``: the session has ended and everything it recorded was sent; the server closes.
+- ``revoked``: the stream's token was revoked or has expired (checked every few seconds
+  while the stream is open); the server closes, and a reconnect with it gets 401.
 
 Comment lines (``: keepalive``) come while nothing happens, so proxies keep the
 connection and a client that went away is noticed and its subscription freed.
@@ -28,7 +30,9 @@ connection and a client that went away is noticed and its subscription freed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -36,7 +40,7 @@ from fastapi.responses import StreamingResponse
 
 from vigil.activities.record.feed import FeedCursor, FeedItem
 from vigil.activities.record.order import InOrder
-from vigil.workers.api.auth import Reader, check_agent
+from vigil.workers.api.auth import Reader, check_agent, tokens_of
 from vigil.workers.api.deps import SessionId
 from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
@@ -45,6 +49,10 @@ from vigil.workers.feed import FeedEntry, Idle, StatusChange, Token
 router = APIRouter(tags=["streams"])
 
 RETRY_MS = 2000
+TOKEN_RECHECK_SECONDS = 5.0
+"""How often an open stream asks whether its token is still live: a revoked or expired
+token's streams end within this (and a keepalive) instead of running on."""
+log = logging.getLogger(__name__)
 """How long an EventSource waits before it reconnects (sent once per stream)."""
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -81,12 +89,35 @@ def _cursor(value: str | None) -> FeedCursor:
         raise ApiError(422, INVALID, f"Last-Event-ID: {exc}") from None
 
 
+def _token_live(request: Request) -> Callable[[], Awaitable[bool]]:
+    """Whether the token the stream was opened with is still live (not revoked, not
+    expired); a database that does not answer the check leaves the stream open."""
+    presented = request.headers.get("authorization", "").partition(" ")[2]
+    service = tokens_of(request)
+
+    async def live() -> bool:
+        try:
+            return await service.verify(presented) is not None
+        except Exception as exc:  # an outage is not a revocation
+            log.warning("stream token check failed: %s", type(exc).__name__)
+            return True
+
+    return live
+
+
 async def _sse(
-    entries: AsyncIterator[FeedEntry], start: FeedCursor, *, in_order: list[FeedItem] | None = None
+    entries: AsyncIterator[FeedEntry],
+    start: FeedCursor,
+    live: Callable[[], Awaitable[bool]],
+    *,
+    in_order: list[FeedItem] | None = None,
 ) -> AsyncIterator[str]:
     """The frames of ``entries``; with ``in_order`` (the items before ``start`` that it
-    needs, see ``approvals_before``), a decision before the result it approved."""
+    needs, see ``approvals_before``), a decision before the result it approved. Every
+    ``TOKEN_RECHECK_SECONDS`` the token is asked again (``live``): once it is revoked or
+    expired, a ``revoked`` frame ends the stream."""
     position = start
+    checked = time.monotonic()
     last: StatusChange | None = None
     order: InOrder | None = None
     if in_order is not None:
@@ -104,6 +135,11 @@ async def _sse(
 
     yield f"retry: {RETRY_MS}\n\n"
     async for entry in entries:
+        if time.monotonic() - checked >= TOKEN_RECHECK_SECONDS:
+            checked = time.monotonic()
+            if not await live():
+                yield _frame("revoked", {"message": "the token was revoked or has expired"})
+                return
         if isinstance(entry, Idle):
             yield ": keepalive\n\n"
         elif isinstance(entry, FeedItem):
@@ -176,7 +212,7 @@ async def session_stream(
     heartbeat = client.settings.api_sse_heartbeat_seconds
     before = await feed.approvals_before(agent, session_id, start)
     entries = feed.follow(agent, session_id=session_id, cursor=start, tokens=tokens, idle=heartbeat)
-    return _streaming(_sse(entries, start, in_order=before))
+    return _streaming(_sse(entries, start, _token_live(request), in_order=before))
 
 
 @router.get(
@@ -200,4 +236,4 @@ async def agent_stream(
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
     entries = feed.follow(agent_id, cursor=start, tokens=tokens, idle=heartbeat)
-    return _streaming(_sse(entries, start))
+    return _streaming(_sse(entries, start, _token_live(request)))
