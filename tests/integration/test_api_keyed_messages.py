@@ -135,3 +135,30 @@ def test_keyed_messages_are_checked(cli: CLIStack, api: ApiServer) -> None:
     with api.client(api.token(Scope.CONTROL)) as http:
         listed = http.get("/v1/sessions", params={"agent": agent}).json()["items"]
         assert listed == [], "a refused message started a session"
+
+
+def test_a_control_token_cannot_start_without_the_definitions_approvals(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "gated")  # http_fetch: approval = "always"
+    goal = cli.plan(Reply.text("hello"))
+    control = api.token(Scope.CONTROL, owner="carol")
+    with api.client(control) as http:
+        for path, body in (
+            ("/v1/sessions", {"agent": agent, "goal": goal, "approve_tools": []}),
+            (f"/v1/agents/{agent}/keys/k1/messages", {"text": "hi", "approve_tools": ["x"]}),
+        ):
+            r = http.post(path, json=body)
+            assert r.status_code == 403, (path, r.text)
+            assert "http_fetch" in r.json()["error"]["message"]
+        kept = http.post(
+            "/v1/sessions",
+            json={"agent": agent, "goal": goal, "approve_tools": ["http_fetch", "remember"]},
+        )
+        assert kept.status_code == 201, kept.text  # adding to the gates is anyone's
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        ungated = admin.post(
+            "/v1/sessions", json={"agent": agent, "goal": goal, "approve_tools": []}
+        )
+        assert ungated.status_code == 201, ungated.text
