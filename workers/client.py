@@ -317,7 +317,7 @@ class _VigilClientCore:
         except Exception as exc:
             raise Unreachable(temporal_down(endpoints.temporal_address)) from exc
         if endpoints.database_url is None:
-            raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+            raise Unreachable(settings.no_database())
         return cls(settings, temporal)
 
     @property
@@ -328,7 +328,7 @@ class _VigilClientCore:
 
             url = self.settings.endpoints().database_url
             if url is None:
-                raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+                raise Unreachable(self.settings.no_database())
             self._engine = make_engine(url, pool_size=4)
         return self._engine
 
@@ -353,7 +353,7 @@ class _VigilClientCore:
             if self._feed is None:
                 url = self.settings.endpoints().database_url
                 if url is None:
-                    raise Unreachable("no database: set DATABASE_URL or run `vigil stack up`")
+                    raise Unreachable(self.settings.no_database())
                 from vigil.workers.feed import Feed
 
                 try:

@@ -286,6 +286,15 @@ class Settings(BaseSettings):
     def resolved_bin_cache(self) -> Path:
         return self.bin_cache.expanduser().resolve()
 
+    def no_database(self) -> str:
+        """What is said when no database is known: where the stack's state was looked for,
+        and how to name one started from another folder."""
+        return (
+            f"no database: set DATABASE_URL, or run `vigil stack up` (no stack's state in "
+            f"{self.resolved_state_dir}; for a stack started from another folder, set "
+            "VIGIL_STATE_DIR to its .vigil folder)"
+        )
+
     def stack_info(self) -> StackInfo | None:
         """What the embedded stack in ``state_dir`` published about itself, if it is there."""
         path = self.resolved_state_dir / STACK_FILE

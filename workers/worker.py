@@ -67,7 +67,7 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     url = settings.endpoints().database_url
     if url is None:
-        raise RuntimeError("no database: set DATABASE_URL or run `vigil stack up`")
+        raise RuntimeError(settings.no_database())
     engine = make_engine(
         url, pool_size=settings.worker_db_pool_size, ping_after_idle=WORKER_PING_AFTER_IDLE_SECONDS
     )

@@ -6,8 +6,10 @@ with `--json`, empty results that say why, plain output in a pipe with ids never
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +186,24 @@ def test_stack_psql_runs_the_readme_query_for_waiting_approvals(cli: CLIStack) -
     assert f"{waiting}|a1-0|http_fetch|" in shown.stdout
     assert gone not in shown.stdout  # its approval was never decided, but no one waits for it
     cli.vigil.ok("cancel", waiting)
+
+
+def test_no_database_says_where_it_looked_and_how_to_name_a_stack(tmp_path: Path) -> None:
+    # A shell in another folder than the one the stack was started from, no DATABASE_URL.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("VIGIL_") and k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")
+    }
+    done = subprocess.run(
+        [*CLI, "memory", "search", "anything", "--agent", "someone"],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, explain(done)
+    line = one_error_line(done)
+    assert line.startswith("error: no database:"), explain(done)
+    assert f"{tmp_path}/.vigil" in line and "VIGIL_STATE_DIR" in line, line

@@ -287,7 +287,7 @@ def run_db(
     settings = load_settings(state_dir)
     url = settings.endpoints().database_url
     if url is None:
-        fail("no database: set DATABASE_URL or run `vigil stack up`", EXIT_UNREACHABLE)
+        fail(settings.no_database(), EXIT_UNREACHABLE)
 
     async def go() -> T:
         engine = make_engine(url, pool_size=2)

@@ -174,7 +174,7 @@ def stack_psql(ctx: typer.Context, state_dir: StateOpt = None) -> None:
     settings = load_settings(state_dir)
     url = settings.endpoints().database_url
     if url is None:
-        fail("no database: set DATABASE_URL or run `vigil stack up`", EXIT_UNREACHABLE)
+        fail(settings.no_database(), EXIT_UNREACHABLE)
     psql = _psql_binary()
     if psql is None:
         fail("no psql found: install PostgreSQL's client, or `uv sync` for the embedded one")
