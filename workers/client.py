@@ -1127,6 +1127,11 @@ class _VigilClientCore:
         paused: bool = False,
         note: str | None = None,
     ) -> str:
+        if schedule_id == names.SCHEDULE_RETENTION:
+            raise BadArgument(
+                f"schedule id {schedule_id!r} is vigil's own (the retention sweep, "
+                "`vigil retention set`): choose another"
+            )
         if (cron is None) == (every is None):
             raise BadArgument("give exactly one of a cron expression or an interval")
         if overlap not in OVERLAP:

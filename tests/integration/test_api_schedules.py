@@ -138,7 +138,7 @@ def test_scopes_agents_bad_input_and_unknown_ids(api: ApiServer, schedule_id: st
                        {"every": "0s"}, {"every": "-1h"}, {"every": "inf"}, {"jitter": "x"},
                        {"overlap": "sometimes"}, {"id": "has space"}, {"id": "a/b"},
                        {"goal": ""}, {"time_zone": "Nowhere/Land"}, {"max_steps": 0},
-                       {"surprise": 1}):  # fmt: skip
+                       {"surprise": 1}, {"id": "vigil-retention"}):  # fmt: skip
             r = create(http, **{**good, **change})
             assert r.status_code == 422, (change, r.text)
             assert r.json()["error"]["code"] == "invalid_request"
