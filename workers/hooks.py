@@ -137,9 +137,10 @@ class TriggerService:
             raise BadArgument(f"a trigger named {name!r} exists (delete it or rotate its secret)")
         return NewTrigger(row, secret)
 
-    async def list_triggers(self) -> list[TriggerRow]:
+    async def list_triggers(self, agents: frozenset[str] | None = None) -> list[TriggerRow]:
+        """Every trigger, or (``agents`` not None) those of these agents."""
         async with self.db() as db:
-            return await rows.list_triggers(db)
+            return await rows.list_triggers(db, sorted(agents) if agents is not None else None)
 
     async def get(self, name: str) -> TriggerRow:
         async with self.db() as db:
@@ -325,10 +326,17 @@ class WebhookService:
         *,
         agent_id: str | None = None,
         session_id: str | None = None,
+        agents: frozenset[str] | None = None,
         after_id: int = 0,
         limit: int = 100,
     ) -> list[WebhookAttempt]:
+        """Attempts oldest first; ``agents`` (when not None) limits them to those agents'."""
         async with self.db() as db:
             return await rows.list_attempts(
-                db, agent_id=agent_id, session_id=session_id, after_id=after_id, limit=limit
+                db,
+                agent_id=agent_id,
+                session_id=session_id,
+                agents=sorted(agents) if agents is not None else None,
+                after_id=after_id,
+                limit=limit,
             )

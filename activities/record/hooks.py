@@ -111,8 +111,15 @@ async def get_trigger(db: DbSession, name: str) -> TriggerRow | None:
     return _trigger(row) if row is not None else None
 
 
-async def list_triggers(db: DbSession) -> list[TriggerRow]:
-    result = await db.execute(text(f"SELECT {_TRIGGER_COLUMNS} FROM triggers ORDER BY name"))
+async def list_triggers(db: DbSession, agents: list[str] | None = None) -> list[TriggerRow]:
+    """Triggers by name; ``agents`` (when not None) limits them to those agents'."""
+    result = await db.execute(
+        text(
+            f"SELECT {_TRIGGER_COLUMNS} FROM triggers "
+            "WHERE (CAST(:agents AS text[]) IS NULL OR agent_id = ANY(:agents)) ORDER BY name"
+        ),
+        {"agents": agents},
+    )
     return [_trigger(r) for r in result]
 
 
@@ -374,17 +381,20 @@ async def list_attempts(
     *,
     agent_id: str | None = None,
     session_id: str | None = None,
+    agents: list[str] | None = None,
     after_id: int = 0,
     limit: int = 100,
 ) -> list[WebhookAttempt]:
-    """Attempts oldest first, filtered by agent and session, paged by id."""
+    """Attempts oldest first, filtered by agent and session, paged by id; ``agents`` (when
+    not None) limits them to those agents'."""
     result = await db.execute(
         text(
             f"SELECT {_ATTEMPT_COLUMNS} FROM webhook_deliveries WHERE id > :after "
             "AND (CAST(:a AS text) IS NULL OR agent_id = :a) "
+            "AND (CAST(:agents AS text[]) IS NULL OR agent_id = ANY(:agents)) "
             "AND (CAST(:s AS text) IS NULL OR session_id = :s) ORDER BY id LIMIT :lim"
         ),
-        {"after": after_id, "a": agent_id, "s": session_id, "lim": limit},
+        {"after": after_id, "a": agent_id, "agents": agents, "s": session_id, "lim": limit},
     )
     out = []
     for r in result:

@@ -6,7 +6,8 @@
   is idempotent on ``X-Vigil-Delivery``: the same delivery again gets the same answer and
   acts once. Without the header, the signed request itself (timestamp and body) is the
   delivery.
-- ``GET /v1/triggers`` and ``GET /v1/webhooks/deliveries``: admin tokens.
+- ``GET /v1/triggers`` and ``GET /v1/webhooks/deliveries``: admin tokens, which see only
+  the triggers and deliveries of the agents they cover (naming another agent is 403).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
 from vigil.schema import jsonlimits
-from vigil.workers.api.auth import Admin
+from vigil.workers.api.auth import Admin, check_agent
 from vigil.workers.api.errors import (
     BAD_SIGNATURE,
     CONFLICT,
@@ -185,7 +186,7 @@ async def fire_trigger(
 
 @router.get("/triggers", response_model=list[TriggerInfo], summary="Triggers (never secrets)")
 async def list_triggers(request: Request, who: Admin) -> list[TriggerInfo]:
-    return [_trigger_info(r) for r in await _triggers(request).list_triggers()]
+    return [_trigger_info(r) for r in await _triggers(request).list_triggers(who.agents)]
 
 
 @router.get(
@@ -201,7 +202,9 @@ async def webhook_deliveries(
     after: Annotated[int, Query(ge=0, le=2**62, description="Only attempts past this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[WebhookDeliveryAttempt]:
+    if agent is not None:
+        check_agent(who, agent)
     rows = await WebhookService(_client(request).db).deliveries(
-        agent_id=agent, session_id=session, after_id=after, limit=limit
+        agent_id=agent, session_id=session, agents=who.agents, after_id=after, limit=limit
     )
     return [WebhookDeliveryAttempt(**vars(r)) for r in rows]
