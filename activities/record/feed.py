@@ -29,6 +29,8 @@ from vigil.schema.names import TOKEN_CHANNEL_PREFIX
 ItemKind = Literal["message", "event"]
 MAX_NOTIFY_BYTES = 7000
 """PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; ours stay well below."""
+MAX_ROW_ID = 2**63 - 1
+"""The largest row id PostgreSQL's bigint holds: a position past it is none of ours."""
 
 
 @dataclass(frozen=True, order=True)
@@ -48,9 +50,12 @@ class FeedCursor:
         if value is None or not value.strip():
             return cls()
         parts = value.strip().split(".")
-        if len(parts) != 2 or not all(p.isdigit() and len(p) <= 19 for p in parts):
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
             raise ValueError(f"not a stream position: {value[:60]!r}")
-        return cls(int(parts[0]), int(parts[1]))
+        message_id, event_id = int(parts[0]), int(parts[1])
+        if max(message_id, event_id) > MAX_ROW_ID:  # nineteen digits can pass bigint's range
+            raise ValueError(f"not a stream position: {value[:60]!r}")
+        return cls(message_id, event_id)
 
     def seen(self, item: FeedItem) -> bool:
         mark = self.message_id if item.kind == "message" else self.event_id

@@ -461,3 +461,34 @@ async def test_a_revoked_token_loses_the_stream_it_had_open(api: ApiServer) -> N
         await revoking
         assert [e.event for e in read.events][-1:] == ["revoked"], read.events
         assert (await h.get(f"/v1/agents/{agent}/stream")).status_code == 401
+
+
+@pytest.mark.parametrize("last_event_id", ["9223372036854775808.0", "0.9223372036854775808"])
+async def test_a_position_past_the_64_bit_range_is_422_at_once(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    last_event_id: str,
+) -> None:
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker)
+        await handle.result()
+    headers = {"Last-Event-ID": last_event_id}
+    async with http(api, reader) as h:
+        session = await h.get(f"/v1/sessions/{handle.id}/stream", headers=headers, timeout=10)
+        agent = await h.get(
+            f"/v1/agents/{session_input().agent_id}/stream", headers=headers, timeout=10
+        )
+    for r in (session, agent):
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_request"
+        assert "not a stream position" in r.json()["error"]["message"]
+    # The largest position that fits is still one.
+    async with http(api, reader) as h:
+        fits = {"Last-Event-ID": "9223372036854775807.9223372036854775807"}
+        async with h.stream("GET", f"/v1/sessions/{handle.id}/stream", headers=fits) as r:
+            assert r.status_code == 200
