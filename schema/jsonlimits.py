@@ -24,6 +24,7 @@ _SHALLOW = 100
 caller's stack)."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _LONG_TEXT = re.compile(r"\d{19}")
 _LONG_BYTES = re.compile(rb"\d{19}")
 
@@ -51,6 +52,24 @@ def depth(value: Any, limit: int | None = None) -> int:
             return deepest
         stack.extend((child, level) for child in children)
     return deepest
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in ``value`` (keys included, however deeply nested) holds a lone
+    surrogate (U+D800..U+DFFF): Python's JSON parser takes ``"\\ud800"``, but such text
+    cannot be encoded as UTF-8 to be sent or stored."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def loads(text: str | bytes, limit: int | None = None) -> Any:

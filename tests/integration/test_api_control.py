@@ -193,3 +193,37 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
     ):
         assert by_kind[kind].actor == "cara", kind
     assert by_kind[event_kinds.SESSION_PAUSED].reason == "lunch"
+
+
+def test_edited_arguments_holding_a_lone_surrogate_are_422_and_the_call_stays_pending(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "surrogate")
+    fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
+    with api.client(api.token(Scope.CONTROL, owner="dana")) as http:
+        sid = start(http, agent, cli.plan(fetch, Reply.text("fetched")))
+        wait_pending(http, sid)
+        bodies = [
+            rb'{"approval_id":"a1-0","edited_arguments":{"content":"\ud800"}}',
+            rb'{"approval_id":"a1-0","edited_arguments":{"a":[{"b":["ok","x\udfff"]}]}}',
+            rb'{"approval_id":"a1-0","edited_arguments":{"a":{"\udc80":1}}}',
+            rb'{"approval_id":"a1-0","note":"\ud800"}',
+        ]
+        for body in bodies:
+            r = http.post(
+                f"/v1/sessions/{sid}/approve",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["error"]["code"] == "invalid_request"
+            if b"edited_arguments" in body:
+                assert "lone surrogate" in r.json()["error"]["message"], r.text
+        assert wait_pending(http, sid)["approval_id"] == "a1-0"
+        kept = {"url": f"{cli.stub.url}/x?e=\U0001f600"}  # a pair of surrogates is fine
+        ok = http.post(
+            f"/v1/sessions/{sid}/approve", json={"approval_id": "a1-0", "edited_arguments": kept}
+        )
+        assert ok.status_code == 200, ok.text
+        wait_status(http, sid, "completed")
