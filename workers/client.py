@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -1286,7 +1286,7 @@ class _RecordExtras:
     settings: Settings
     db: async_sessionmaker[DbSession]
 
-    async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncIterator[str]:
+    async def export(self, session_id: str, fmt: str = "jsonl") -> AsyncGenerator[str]:
         from vigil.activities.record import reads
         from vigil.activities.record.rls import acting_for
         from vigil.workers.inputs import export_format  # inputs imports this module

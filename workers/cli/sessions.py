@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import asdict
@@ -267,8 +268,18 @@ def export(
         # A local file written line by line as the export streams: blocking is fine here.
         handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115, ASYNC230
         try:
-            async for chunk in client.export(session_id, fmt):
-                handle.write(chunk)
+            # Closed here, in this task, if the write fails: left open, the generator is
+            # closed at asyncio.run's shutdown instead, mid-transaction, with tracebacks.
+            async with contextlib.aclosing(client.export(session_id, fmt)) as chunks:
+                async for chunk in chunks:
+                    handle.write(chunk)
+                if not output:
+                    handle.flush()  # a reader gone (`| head -1`) is found here, not at exit
+        except BrokenPipeError:
+            if output:
+                raise
+            # As every other command's output (rich's): stdout to /dev/null, exit quietly.
+            out.on_broken_pipe()
         finally:
             if output:
                 handle.close()

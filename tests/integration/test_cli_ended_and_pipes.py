@@ -1,0 +1,55 @@
+"""A session that ended failed, read through the CLI as a user would: `export` and
+`history` into a pipe whose reader has gone (`| head -1`) exit quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import CLI, wait_recorded
+from tests.support.llm_stub import Reply
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def failed_session(cli: CLIStack) -> str:
+    """A session the model ends with finish's ``succeeded`` false: recorded `failed`."""
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "could not do it", "succeeded": False}))
+    sid = cli.vigil.json("start", goal, "--agent", f"ops-{uuid.uuid4().hex[:8]}")["id"]
+    wait_recorded(cli.database_url, sid, "failed", within=60)
+    return str(sid)
+
+
+def closed_reader(cli: CLIStack, *args: str) -> tuple[int, str]:
+    """Run `vigil ARGS` with stdout a pipe whose read end is already closed (the reader,
+    like `head -1`, went away): returns the exit code and what was said on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [*CLI, *args],
+            env=cli.vigil.env,
+            cwd=cli.vigil.cwd,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "md"])
+def test_export_to_a_closed_pipe_is_quiet(cli: CLIStack, failed_session: str, fmt: str) -> None:
+    """As `history` does (rich's way: stdout to /dev/null, exit 1, nothing said): no
+    BrokenPipeError, no unclosed generator, no connection torn down mid-transaction."""
+    history = closed_reader(cli, "history", failed_session)
+    assert history == (1, ""), history[1]
+    exported = closed_reader(cli, "export", failed_session, "-f", fmt)
+    assert exported == history, exported[1]
