@@ -28,6 +28,7 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -707,12 +708,25 @@ class _VigilClientCore:
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
         if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
-            ended = WorkflowExecutionStatus(desc.status).name.lower()
-            # Said in the record's words: the session's status is spelt `cancelled`.
-            ended = SessionStatus.CANCELLED.value if ended == "canceled" else ended
-            raise Refused(f"session {session_id!r} has already ended ({ended})")
+            raise Refused(
+                f"session {session_id!r} has already ended ({await self._ended(session_id, desc)})"
+            )
         why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
         await self._rpc(session_id, handle.cancel(reason=why))
+
+    async def _ended(self, session_id: str, desc: WorkflowExecutionDescription) -> str:
+        """How a closed session ended, as `show` says it: the record's status (a session
+        that ends `failed` returns normally, so Temporal calls it completed); Temporal's
+        own word, in the record's spelling, when the record has no final status yet."""
+        from vigil.activities.record import store as record
+
+        async with self.db() as db:
+            row = await record.get_session(db, session_id)
+        if row is not None and row.status in {s.value for s in FINAL_STATUSES}:
+            return str(row.status)
+        ended = WorkflowExecutionStatus(desc.status).name.lower() if desc.status else "closed"
+        # Said in the record's words: the session's status is spelt `cancelled`.
+        return SessionStatus.CANCELLED.value if ended == "canceled" else ended
 
     async def result(
         self,

@@ -221,3 +221,15 @@ def test_unknown_ids_cancel_and_what_tokens_see(cli: CLIStack, api: ApiServer) -
         assert shown["summary"] == "cancelled by tester: wrong agent"
         again = http.post(f"/v1/sessions/{sid}/cancel")
         assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
+
+
+def test_cancel_of_a_failed_session_says_failed(cli: CLIStack, api: ApiServer, agent: str) -> None:
+    """The 409 names the session's own status (`failed`, as shown), not Temporal's
+    (`completed`: a session that ends failed returns normally)."""
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "could not", "succeeded": False}))
+    with api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, agent, goal)
+        wait_status(http, sid, "failed")
+        again = http.post(f"/v1/sessions/{sid}/cancel")
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["message"] == f"session {sid!r} has already ended (failed)"

@@ -1,5 +1,6 @@
-"""A session that ended failed, read through the CLI as a user would: `export` and
-`history` into a pipe whose reader has gone (`| head -1`) exit quietly."""
+"""A session that ended failed, read through the CLI as a user would: `cancel` says it
+ended `failed` (the record's status, not Temporal's), and `export`/`history` into a pipe
+whose reader has gone (`| head -1`) exit quietly."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 import pytest
 
 from tests.integration.conftest import CLIStack
-from tests.support.cli import CLI, wait_recorded
+from tests.support.cli import CLI, explain, one_error_line, wait_recorded
 from tests.support.llm_stub import Reply
 
 pytestmark = pytest.mark.integration
@@ -23,6 +24,14 @@ def failed_session(cli: CLIStack) -> str:
     sid = cli.vigil.json("start", goal, "--agent", f"ops-{uuid.uuid4().hex[:8]}")["id"]
     wait_recorded(cli.database_url, sid, "failed", within=60)
     return str(sid)
+
+
+def test_cancel_of_a_failed_session_names_failed(cli: CLIStack, failed_session: str) -> None:
+    shown = cli.vigil.json("show", failed_session)
+    assert shown["session"]["status"] == "failed"
+    again = cli.vigil("cancel", failed_session)
+    assert again.returncode == 2, explain(again)
+    assert "has already ended (failed)" in one_error_line(again)
 
 
 def closed_reader(cli: CLIStack, *args: str) -> tuple[int, str]:
