@@ -184,6 +184,8 @@ class ArtifactLink(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), index=True)
+    mime_type: Mapped[str | None] = mapped_column(Text)
+    """The type the session gave this name (None, from before it was kept: the content's)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -199,17 +199,33 @@ async def put_artifact(
         await register_object(db, store, stored, mime_type, holder=agent_id)
         async with acting_for(db, agent_id):
             await _link(
-                db, agent_id=agent_id, session_id=session_id, name=name, sha256=stored.sha256
+                db,
+                agent_id=agent_id,
+                session_id=session_id,
+                name=name,
+                sha256=stored.sha256,
+                mime_type=mime_type,
             )
-    return ArtifactRef(session_id, name, stored.sha256, stored.size, mime_type, stored.uri)
+            # Read back as every read will serve it (the link's time too).
+            row = (
+                await db.execute(
+                    sql(_REF_SELECT + "WHERE l.session_id = :sid AND l.name = :name"),
+                    {"sid": session_id, "name": name},
+                )
+            ).one()
+    return _ref(row)
 
 
-async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha256: str) -> None:
+async def _link(
+    db: DbSession, *, agent_id: str, session_id: str, name: str, sha256: str, mime_type: str
+) -> None:
+    """Point ``name`` at ``sha256`` with the type given (the type is the link's: the same
+    bytes may be linked under other names with other types)."""
     for _ in range(2):
         found = (
             await db.execute(
                 sql(
-                    "SELECT sha256, created_at FROM artifact_links "
+                    "SELECT sha256, created_at, mime_type FROM artifact_links "
                     "WHERE session_id = :sid AND name = :name FOR UPDATE"
                 ),
                 {"sid": session_id, "name": name},
@@ -217,6 +233,14 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
         ).first()
         current = None if found is None else str(found[0])
         if current == sha256:
+            if found is not None and found[2] != mime_type:  # same bytes, another type
+                await db.execute(
+                    sql(
+                        "UPDATE artifact_links SET mime_type = :mime "
+                        "WHERE session_id = :sid AND name = :name"
+                    ),
+                    {"sid": session_id, "name": name, "mime": mime_type},
+                )
             return
         if found is not None:
             # The link and its event commit together, so the key only has to be unique
@@ -224,10 +248,10 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
             since = found[1].isoformat()
             await db.execute(
                 sql(
-                    "UPDATE artifact_links SET sha256 = :sha, created_at = now() "
-                    "WHERE session_id = :sid AND name = :name"
+                    "UPDATE artifact_links SET sha256 = :sha, mime_type = :mime, "
+                    "created_at = now() WHERE session_id = :sid AND name = :name"
                 ),
-                {"sid": session_id, "name": name, "sha": sha256},
+                {"sid": session_id, "name": name, "sha": sha256, "mime": mime_type},
             )
             await record_events(
                 db,
@@ -246,11 +270,17 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
         inserted = (
             await db.execute(
                 sql(
-                    "INSERT INTO artifact_links (agent_id, session_id, name, sha256) "
-                    "VALUES (:agent, :sid, :name, :sha) "
+                    "INSERT INTO artifact_links (agent_id, session_id, name, sha256, mime_type) "
+                    "VALUES (:agent, :sid, :name, :sha, :mime) "
                     "ON CONFLICT (session_id, name) DO NOTHING RETURNING id"
                 ),
-                {"agent": agent_id, "sid": session_id, "name": name, "sha": sha256},
+                {
+                    "agent": agent_id,
+                    "sid": session_id,
+                    "name": name,
+                    "sha": sha256,
+                    "mime": mime_type,
+                },
             )
         ).first()
         if inserted is not None:
@@ -260,7 +290,9 @@ async def _link(db: DbSession, *, agent_id: str, session_id: str, name: str, sha
 
 
 _REF_SELECT = (
-    "SELECT l.session_id, l.name, a.sha256, a.size, a.mime_type, a.storage_uri, l.created_at "
+    # The type is the link's; a link from before it was kept reads its content's.
+    "SELECT l.session_id, l.name, a.sha256, a.size, "
+    "coalesce(l.mime_type, a.mime_type) AS mime_type, a.storage_uri, l.created_at "
     "FROM artifact_links l JOIN artifacts a ON a.sha256 = l.sha256 "
 )
 

@@ -285,3 +285,22 @@ def test_an_upload_without_a_real_type_takes_its_names(
         got = http.get(url(session, name))
         assert got.content == body
         assert got.headers["content-type"].split(";")[0] == stored
+
+
+def test_the_upload_answer_is_what_is_served(api: ApiServer) -> None:
+    """The same bytes again, under another name or the same one, with another type: the
+    answer gives the type list, GET and download serve, and the link's time (not null)."""
+    _, session = new_session(api.settings)
+    data = os.urandom(1000)
+    with api.client(api.token(Scope.CONTROL, owner="uploader")) as http:
+        first = http.put(url(session, "a.bin"), content=data, headers={"Content-Type": "x/one"})
+        assert first.status_code == 201, first.text
+        for name in ("b.bin", "a.bin"):
+            put = http.put(url(session, name), content=data, headers={"Content-Type": "x/two"})
+            assert put.status_code == 201, put.text
+            listed = {a["name"]: a for a in http.get(url(session)).json()["artifacts"]}
+            served = http.get(url(session, name)).headers["content-type"].split(";")[0]
+            answer = put.json()
+            assert answer["mime_type"] == listed[name]["mime_type"] == served, (answer, served)
+            assert answer["created_at"] is not None
+            assert answer["created_at"] == listed[name]["created_at"]
