@@ -279,3 +279,49 @@ async def test_bytes_are_durable_before_the_row_and_a_failed_row_leaves_no_row(
     assert store.exists(sha)
     assert await _rows(sessionmaker, sha) == (0, 0)
     store.delete(sha)
+
+
+async def test_the_type_is_each_names_own(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    """The same bytes under two names with two types: each name keeps its type in every
+    read, the model's context read too (``vigil_context_read``)."""
+    from vigil.activities.record.rls import acting_for
+    from vigil.activities.record.store import context_rows
+
+    agent, session = await _session(sessionmaker)
+    data = os.urandom(500)
+    for name, mime in (("a.txt", "text/plain"), ("b.csv", "text/csv")):
+        put = await put_artifact(
+            store,
+            sessionmaker,
+            agent_id=agent,
+            session_id=session,
+            name=name,
+            data=data,
+            mime_type=mime,
+        )
+        assert put.mime_type == mime and put.created_at is not None
+    listed = await list_artifacts(sessionmaker, agent_id=agent, session_id=session)
+    assert [(r.name, r.mime_type) for r in listed] == [
+        ("a.txt", "text/plain"),
+        ("b.csv", "text/csv"),
+    ]
+    async with acting_for(sessionmaker, agent) as db:
+        rows = await context_rows(
+            db,
+            session,
+            reply_seq=0,
+            summary_kind="summary",
+            held_summary=None,
+            after_seq=None,
+            gaps=[],
+            recent=1,
+            with_artifacts=True,
+            memory_ids=None,
+            lock_ms=None,
+        )
+    assert [(r["name"], r["mime_type"]) for r in rows.artifacts] == [
+        ("a.txt", "text/plain"),
+        ("b.csv", "text/csv"),
+    ]
