@@ -70,8 +70,10 @@ async def message_by_key(
     refuse_oversized(message)
     await client.require_agent(agent_id, agent_version, allow_undefined)
     goal = goal or default_goal(key)
-    arg = client.start_input(agent_id, goal, agent_version=agent_version, **start)
-    arg.conversation = True  # the key's session answers message after message
+    # conversation: the key's session answers message after message.
+    arg = client.start_input(
+        agent_id, goal, agent_version=agent_version, conversation=True, **start
+    )
     session_id = keyed_session_id(agent_id, key)
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none.
