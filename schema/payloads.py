@@ -151,6 +151,11 @@ class StartSessionInput(Payload):
     """A conversation (the session of a key): a reply without a tool call answers the
     last message, and the session waits for the next one instead of ending; the agent
     ends it with ``finish`` (or a budget, the deadline, a cancel does)."""
+    runtime: dict[str, Any] | None = None
+    """The agent definition as vigil's client resolved it for this start (an
+    ``AgentRuntime``'s JSON): the session's first run takes it instead of reading it, one
+    local activity less. Sessions started without it (plain Temporal starts, schedules)
+    read their definition themselves; a runtime for another agent or version is ignored."""
     temporal_address: str | None = None
     """Where the starter reached Temporal: the ``temporal`` commands the session shows in
     Temporal UI name it (``--address``), so they work as pasted on any port."""

@@ -474,6 +474,7 @@ class _VigilClientCore:
         found = await self.require_agent(agent_id, agent_version, allow_undefined)
         if policy is not None and policy.allowed:
             _refuse_unknown_tools(agent_id, policy.allowed, found)
+        arg.runtime = await self.resolved_runtime(agent_id, goal, found)
         sid = session_id or self.new_session_id(agent_id)
         if session_id is not None and "\x00" in session_id:
             raise BadArgument("a session id must not contain NUL characters")
@@ -499,6 +500,29 @@ class _VigilClientCore:
         except WorkflowAlreadyStartedError as exc:
             raise SessionIdTaken(sid) from exc
         return StartedSession(sid, self.ui_link(sid))
+
+    async def resolved_runtime(
+        self, agent_id: str, goal: str, found: AgentVersionInfo | None
+    ) -> dict[str, Any]:
+        """What the session's first run would resolve itself (``vigil.resolve_agent``),
+        from the definition this start read already plus the agent's webhooks: the start
+        input carries it and the session skips that local activity."""
+        from vigil.activities.agents.runtime import AgentVersions, runtime_of
+        from vigil.activities.hooks.delivery import WebhookTargets
+        from vigil.schema.agents import AgentRuntime
+
+        targets = WebhookTargets(self.db, AgentVersions(self.db))
+        if found is None:
+            runtime = AgentRuntime(agent_id=agent_id, version=None)
+            runtime.webhook_events = await targets.events(agent_id, None, None) or None
+        else:
+            runtime = runtime_of(
+                found.name, found.version, found.content_hash, found.spec, found.tools, goal
+            )
+            runtime.webhook_events = (
+                await targets.events(found.name, found.version, found.spec) or None
+            )
+        return runtime.model_dump(mode="json")
 
     def start_options(self, agent_id: str, goal: str) -> dict[str, Any]:
         """What every session's start carries besides its input: memo, search attributes

@@ -148,7 +148,12 @@ class HandOverWhileWaiting:
             self._c.waiting.kind,
             workflow.info().get_current_history_size(),
         )
-        workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
+        workflow.continue_as_new(self._next_input())
+
+    def _next_input(self) -> StartSessionInput:
+        """The next run's input: this one with the carry. The starter's resolved definition
+        served the first run only (every later run reads its pinned version again)."""
+        return self._arg.model_copy(update={"carry": self._c, "runtime": None})
 
     def _take_over(self) -> CarriedWait | None:
         """Restore what the last run carried (queued messages, refused-input count, the wait

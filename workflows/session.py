@@ -286,7 +286,7 @@ class AgentSession(HandOverWhileWaiting):
             await self._flush()
         self._c.rejected_inputs = self._rejected_inputs
         self._c.run_index += 1
-        workflow.continue_as_new(self._arg.model_copy(update={"carry": self._c}))
+        workflow.continue_as_new(self._next_input())
 
     async def _step(self) -> None:
         step = self._c.step + 1
@@ -1058,10 +1058,26 @@ class AgentSession(HandOverWhileWaiting):
             self._runtime = AgentRuntime(agent_id=self._arg.agent_id)
             return
         version = self._c.agent_version if self._c.agent_pinned else self._arg.agent_version
-        runtime = await self._fetch_runtime(version, self._arg.goal)
+        runtime = self._starters_runtime(version)
+        if runtime is None:
+            runtime = await self._fetch_runtime(version, self._arg.goal)
         self._runtime = runtime
         self._c.agent_version, self._c.agent_pinned = runtime.version, True
         self._arg = agent_policy.effective_input(self._arg, runtime)
+
+    def _starters_runtime(self, version: int | None) -> AgentRuntime | None:
+        """The definition vigil's client resolved when it started the session (at the
+        first run only; every later run reads its pinned version again), or None: the
+        session reads it itself. The input decides, so a replay takes the same path."""
+        given = self._arg.runtime
+        if given is None or self._c.agent_pinned:
+            return None
+        runtime = AgentRuntime.model_validate(given)
+        if runtime.agent_id != self._arg.agent_id or (
+            version is not None and runtime.version != version
+        ):
+            return None
+        return runtime
 
     async def _fetch_runtime(self, version: int | None, goal: str) -> AgentRuntime:
         arg = ResolveAgentInput(

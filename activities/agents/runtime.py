@@ -51,13 +51,27 @@ def build_runtime(
     """What a session of ``row`` runs. ``spec`` and ``tools``: the row's, validated
     already (the worker keeps them with the row)."""
     spec = spec if spec is not None else AgentSpec.model_validate(row.spec)
+    if tools is None:
+        tools = [ToolDescriptor.model_validate(t) for t in row.tools]
+    return runtime_of(row.agent_id, row.version, row.content_hash, spec, tools, goal)
+
+
+def runtime_of(
+    agent_id: str,
+    version: int,
+    content_hash: str,
+    spec: AgentSpec,
+    tools: list[ToolDescriptor],
+    goal: str,
+) -> AgentRuntime:
+    """What a session of this version runs (without its webhook events)."""
     return AgentRuntime(
-        agent_id=row.agent_id,
-        version=row.version,
-        content_hash=row.content_hash,
+        agent_id=agent_id,
+        version=version,
+        content_hash=content_hash,
         system_prompt=render_prompt(spec, goal),
         model=spec.model,
-        tools=tools if tools is not None else [ToolDescriptor.model_validate(t) for t in row.tools],
+        tools=tools,
         context=spec.context,
         memory=spec.memory,
         budget=spec.budget,

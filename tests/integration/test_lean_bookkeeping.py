@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.testing import ActivityEnvironment
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
@@ -37,9 +38,13 @@ from tests.support.sessions import (
     transcript,
     until,
 )
+from vigil.activities.agents.runtime import AgentActivities, AgentVersions
+from vigil.activities.hooks.delivery import WebhookTargets
 from vigil.schema import event_kinds, names
+from vigil.schema.agents import ResolveAgentInput
 from vigil.schema.payloads import PauseInput, ResumeInput, SessionStatus
-from vigil.workers.client import local_activity_data
+from vigil.workers.client import VigilClient, local_activity_data
+from vigil.workers.hooks import WebhookService
 from vigil.workers.settings import Settings
 from vigil.workflows.session import AgentSession
 
@@ -285,3 +290,59 @@ async def test_a_local_model_call_refused_for_good_ends_the_session_with_its_rec
     assert "max_tokens is too large" in messages[-1].content
     kinds = Counter(e.kind for e in await events(sessionmaker, handle.id))
     assert kinds[event_kinds.SESSION_ENDED] == 1
+
+
+async def test_a_session_vigils_client_starts_runs_the_definition_the_start_carries(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """vigil's client resolves the agent's definition from the read it makes anyway and
+    the start carries it: the first run reads nothing (no ``vigil.resolve_agent``) and
+    runs what the session would have read, system prompt, tools and webhook events
+    included. A start that carries another version's resolves its own."""
+    agent = await local_agent(
+        sessionmaker, [{"name": "finish"}], system_prompt="be brief about {goal}"
+    )
+    await WebhookService(sessionmaker).add(
+        agent, "http://127.0.0.1:9/hook", ["approval_requested"], "env:NO_SUCH_SECRET"
+    )
+    vigil = await VigilClient.connect(settings)
+    try:
+        found = await vigil.require_agent(agent)
+        carried = await vigil.resolved_runtime(agent, "the tide", found)
+        versions = AgentVersions(sessionmaker)
+        read = await ActivityEnvironment().run(
+            AgentActivities(versions, WebhookTargets(sessionmaker, versions).events).resolve_agent,
+            ResolveAgentInput(session_id="s", agent_id=agent, goal="the tide"),
+        )
+        assert carried == read.model_dump(mode="json")
+        assert carried["webhook_events"] == ["approval_requested"]
+
+        stub.enqueue(Reply.tool_call("finish", {"summary": "at noon"}))
+        async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+            started = await vigil.start_session(agent, "the tide", task_queue=task_queue)
+            handle = client.get_workflow_handle_for(AgentSession.run, started.id)
+            result = await handle.result()
+            assert result.status == SessionStatus.COMPLETED and result.steps == 1
+            history = await _history(handle)
+            assert [name for _, name, _ in _local(history)] == [
+                names.ACT_CALL_MODEL,
+                names.ACT_RECORD,
+            ]
+            system = stub.requests[-1].body["messages"][0]
+            assert system == {"role": "system", "content": "be brief about the tide"}
+            await _assert_opened_and_ended_once(sessionmaker, started.id, "the tide")
+
+            # Carried for another version than the start names: read as before.
+            stub.enqueue(Reply.tool_call("finish", {"summary": "at noon"}))
+            other = session_input("the tide", agent_id=agent, agent_version=1)
+            other.runtime = {**carried, "version": 2}
+            handle = await start(client, task_queue, other, f"lean-other-{uuid.uuid4()}")
+            assert (await handle.result()).status == SessionStatus.COMPLETED
+            local = [name for _, name, _ in _local(await _history(handle))]
+            assert local[0] == names.ACT_RESOLVE_AGENT
+    finally:
+        await vigil.close()

@@ -57,6 +57,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
 )
 from vigil.workers.agents import AgentService
+from vigil.workers.client import VigilClient
 from vigil.workers.codec import ENCODING, META_KEY_ID
 from vigil.workers.credentials import CredentialService
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -64,6 +65,7 @@ from vigil.workers.models import credential_resolver
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 from vigil.workers.tool_wiring import tool_sourcing, with_worker_flags
+from vigil.workflows.session import AgentSession
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 DATABASE = "vigil_replay_record"
@@ -512,6 +514,44 @@ async def conversation(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [first, ctx.client.get_workflow_handle(handle.id)]
 
 
+async def client_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Started by vigil's client, whose start carries the resolved definition: the first
+    run reads none; one step per run, so the second run reads its pinned version itself."""
+    name = "agent-client-start"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "system_prompt": "You are {agent}. Goal: {goal}",
+                "model": {"execution": "local"},
+                "tools": [{"name": "http_fetch"}, {"name": "finish"}],
+            }
+        )
+    )
+    ctx.stub.enqueue(ctx.fetch("/page"), finish("started by the client"))
+    vigil = await VigilClient.connect(ctx.settings)
+    try:
+        started = await vigil.start_session(
+            name,
+            "start through the client",
+            session_id=f"replay-client_start-{uuid.uuid4().hex[:8]}",
+            policy=ToolPolicy(require_approval=[]),
+            task_queue=ctx.task_queue,
+            steps_per_run=1,
+        )
+    finally:
+        await vigil.close()
+    handle = ctx.client.get_workflow_handle(started.id)
+    result = await ctx.client.get_workflow_handle_for(AgentSession.run, started.id).result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs >= 2, result
+    # A handle got by id knows no run: the last run's start names the first.
+    last = await handle.fetch_history()
+    opened = last.events[0].workflow_execution_started_event_attributes
+    first = ctx.client.get_workflow_handle(handle.id, run_id=opened.first_execution_run_id)
+    return [first, handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -532,6 +572,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "finish_failed": finish_failed,
     "undecryptable_signal": undecryptable_signal,
     "conversation": conversation,
+    "client_start": client_start,
 }
 
 

@@ -23,8 +23,10 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 from temporalio.workflow import NondeterminismError
 
 from tests.replay.incompatible import INCOMPATIBLE, RandomBeforeEachStep
+from vigil.schema import names
 from vigil.schema.names import PATCH_UNDECRYPTABLE_SIGNAL
 from vigil.schema.payloads import SessionStatus
+from vigil.workers.client import local_activity_data
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import data_converter, workflow_runner
 from vigil.workflows.session import AgentSession
@@ -54,6 +56,8 @@ EXPECTED = {
     "undecryptable_signal",
     "conversation_first_run",
     "conversation_last_run",
+    "client_start_first_run",
+    "client_start_last_run",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -95,6 +99,8 @@ LATEST = {
     "undecryptable_signal",
     "conversation_first_run",
     "conversation_last_run",
+    "client_start_first_run",
+    "client_start_last_run",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -197,6 +203,17 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert _ended(undecryptable) == SessionStatus.COMPLETED.value
     # A conversation's later run took over the wait for the next message, then finished.
     assert _ended(_history(HISTORIES / "conversation_last_run.json")) == "completed"
+    # The client's start carried the definition: the first run read none, the next did.
+    first, last = (
+        [
+            data["activity_type"]
+            for e in _history(HISTORIES / f"client_start_{run}.json").events
+            if (data := local_activity_data(e)) is not None
+        ]
+        for run in ("first_run", "last_run")
+    )
+    assert names.ACT_RESOLVE_AGENT not in first and names.ACT_CALL_MODEL in first
+    assert last[0] == names.ACT_RESOLVE_AGENT
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
