@@ -133,6 +133,13 @@ class BadArgument(VigilError):
     exit_code = 2
 
 
+class Forbidden(VigilError):
+    """The caller may not do this: a start that would loosen what the agent's definition
+    holds, asked by someone who may not change the definition (an API control token)."""
+
+    exit_code = 2
+
+
 class SessionIdTaken(BadArgument):
     """The id already names a session (of any agent: ids are one namespace). ``agent_id``
     and ``status`` are those of the session holding it, when its record is there; a face
@@ -291,6 +298,24 @@ def _refuse_unknown_tools(
         raise BadArgument(
             f"allowed tools name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
             f"does not have; its tools: {', '.join(offered) or 'none'}"
+        )
+
+
+def _keep_approval_gates(
+    agent_id: str, require_approval: list[str] | None, found: AgentVersionInfo | None
+) -> None:
+    """A starter's approval list replaces the definition's approval rules for the session;
+    a tool the definition says always waits for a person (``approval = "always"``) may be
+    left out of it only by whoever may change the definition."""
+    if require_approval is None or found is None:
+        return
+    missing = sorted(
+        t.name for t in found.tools if t.approval == "always" and t.name not in require_approval
+    )
+    if missing:
+        raise Forbidden(
+            f"agent {agent_id!r} has {', '.join(missing)} always wait for a person's approval; "
+            "approve_tools must keep them (only an admin token may start without them)"
         )
 
 
@@ -457,11 +482,14 @@ class _VigilClientCore:
         task_queue: str | None = None,
         agent_version: int | None = None,
         allow_undefined: bool | None = None,
+        may_loosen: bool = True,
         **extra: Any,
     ) -> StartedSession:
         """Start a session of ``agent_id``'s definition (its newest version, or
         ``agent_version``); the settings given here override the definition's. An agent
-        with no definition is refused unless ``allow_undefined`` (or the setting)."""
+        with no definition is refused unless ``allow_undefined`` (or the setting).
+        ``may_loosen`` False (an API token below admin): settings that loosen the
+        definition are refused (:class:`Forbidden`)."""
         arg = self.start_input(
             agent_id,
             goal,
@@ -474,6 +502,8 @@ class _VigilClientCore:
         found = await self.require_agent(agent_id, agent_version, allow_undefined)
         if policy is not None and policy.allowed:
             _refuse_unknown_tools(agent_id, policy.allowed, found)
+        if not may_loosen:
+            self.refuse_loosening(agent_id, found, policy)
         arg.runtime = await self.resolved_runtime(agent_id, goal, found)
         sid = session_id or self.new_session_id(agent_id)
         if session_id is not None and "\x00" in session_id:
@@ -572,6 +602,15 @@ class _VigilClientCore:
         if out_of_range is not None:
             raise BadArgument(f"refused before sending: {out_of_range}")
         return arg
+
+    def refuse_loosening(
+        self, agent_id: str, found: AgentVersionInfo | None, policy: ToolPolicy | None
+    ) -> None:
+        """For a starter who may not change the definition ``found`` (an API token below
+        admin): :class:`Forbidden` when the start's settings loosen what it holds."""
+        _keep_approval_gates(
+            agent_id, policy.require_approval if policy is not None else None, found
+        )
 
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None

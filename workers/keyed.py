@@ -60,20 +60,24 @@ async def message_by_key(
     task_queue: str | None = None,
     agent_version: int | None = None,
     allow_undefined: bool | None = None,
+    may_loosen: bool = True,
     **start: Any,
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
-    the ``start`` settings of ``start_session``) when it does not run yet."""
+    the ``start`` settings of ``start_session``) when it does not run yet. ``may_loosen``
+    as ``start_session``'s."""
     if not key or len(key) > MAX_KEY or any(ord(ch) < 0x20 for ch in key):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     message = MessageInput(text=text, by=by)
     refuse_oversized(message)
-    await client.require_agent(agent_id, agent_version, allow_undefined)
+    found = await client.require_agent(agent_id, agent_version, allow_undefined)
     goal = goal or default_goal(key)
     # conversation: the key's session answers message after message.
     arg = client.start_input(
         agent_id, goal, agent_version=agent_version, conversation=True, **start
     )
+    if not may_loosen:
+        client.refuse_loosening(agent_id, found, start.get("policy"))
     session_id = keyed_session_id(agent_id, key)
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none.

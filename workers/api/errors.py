@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vigil.workers.api.limits import BodyTooLarge
 from vigil.workers.client import (
     BadArgument,
+    Forbidden,
     NotFound,
     NotRecordedYet,
     NoWorker,
@@ -103,6 +104,7 @@ def vigil_status(exc: VigilError) -> tuple[int, str]:
     # Most specific first: NotRecordedYet is an UnknownSession is a NotFound.
     table: list[tuple[type[VigilError], int, str]] = [
         (NoWorker, 409, NO_WORKER),
+        (Forbidden, 403, FORBIDDEN),
         (NotRecordedYet, 404, NOT_RECORDED_YET),
         (UnknownSession, 404, UNKNOWN_SESSION),
         (UnknownSchedule, 404, UNKNOWN_SCHEDULE),

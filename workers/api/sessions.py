@@ -21,10 +21,10 @@ from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
-from vigil.workers.api.errors import CONFLICT, FORBIDDEN, ApiError
-from vigil.workers.client import SessionIdTaken, VigilClient
+from vigil.workers.api.errors import CONFLICT, ApiError
+from vigil.workers.client import SessionIdTaken
 from vigil.workers.inputs import check_session_id
-from vigil.workers.tokens import Principal, Scope
+from vigil.workers.tokens import Scope
 
 router = APIRouter(tags=["sessions"])
 
@@ -62,31 +62,6 @@ class StartOptions(RequestBody):
             "system_prompt": self.system_prompt,
             "agent_version": self.agent_version,
         }
-
-
-async def keep_approval_gates(
-    client: VigilClient, who: Principal, agent_id: str, options: StartOptions
-) -> None:
-    """A starter's ``approve_tools`` replaces the definition's approval rules for the
-    session; a tool the definition says always waits for a person (``approval =
-    "always"``) may be left out of it by an admin token only (403 for the others)."""
-    if options.approve_tools is None or who.may(Scope.ADMIN):
-        return
-    found = await client.require_agent(agent_id, options.agent_version)
-    if found is None:
-        return
-    missing = sorted(
-        t.name
-        for t in found.tools
-        if t.approval == "always" and t.name not in options.approve_tools
-    )
-    if missing:
-        raise ApiError(
-            403,
-            FORBIDDEN,
-            f"agent {agent_id!r} has {', '.join(missing)} always wait for a person's approval; "
-            "approve_tools must keep them (only an admin token may start without them)",
-        )
 
 
 class StartRequest(StartOptions):
@@ -249,10 +224,13 @@ def message_of(m: StoredMessage) -> Message:
 async def start_session(body: StartRequest, who: Controller, client: Client) -> Started:
     check_agent(who, body.agent)
     check_session_id(body.id)
-    await keep_approval_gates(client, who, body.agent, body)
     try:
         started = await client.start_session(
-            body.agent, body.goal, session_id=body.id, **body.start_kwargs()
+            body.agent,
+            body.goal,
+            session_id=body.id,
+            may_loosen=who.may(Scope.ADMIN),
+            **body.start_kwargs(),
         )
     except SessionIdTaken as exc:
         # Ids are one namespace across agents: a token that cannot read the session holding
