@@ -319,6 +319,22 @@ def _keep_approval_gates(
         )
 
 
+_LIMITS = ("max_steps", "max_tokens", "max_cost_usd", "max_seconds")
+"""The budget's limits a starter may set (a lower value narrows the session)."""
+
+
+def _raised_limits(agent_id: str, given: Budget | None, defined: Budget) -> list[str]:
+    """Each limit ``given`` sets above the definition's (or lifts where it has one)."""
+    out = []
+    for name in _LIMITS:
+        if given is None or name not in given.model_fields_set:
+            continue
+        mine, theirs = getattr(given, name), getattr(defined, name)
+        if theirs is not None and (mine is None or mine > theirs):
+            out.append(f"budget.{name}: {mine} is over agent {agent_id!r}'s {theirs}")
+    return out
+
+
 class _VigilClientCore:
     def __init__(
         self, settings: Settings, temporal: Client, engine: AsyncEngine | None = None
@@ -503,7 +519,7 @@ class _VigilClientCore:
         if policy is not None and policy.allowed:
             _refuse_unknown_tools(agent_id, policy.allowed, found)
         if not may_loosen:
-            self.refuse_loosening(agent_id, found, policy)
+            self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
         arg.runtime = await self.resolved_runtime(agent_id, goal, found)
         sid = session_id or self.new_session_id(agent_id)
         if session_id is not None and "\x00" in session_id:
@@ -604,13 +620,29 @@ class _VigilClientCore:
         return arg
 
     def refuse_loosening(
-        self, agent_id: str, found: AgentVersionInfo | None, policy: ToolPolicy | None
+        self,
+        agent_id: str,
+        found: AgentVersionInfo | None,
+        policy: ToolPolicy | None,
+        budget: Budget | None = None,
+        system_prompt: str | None = None,
     ) -> None:
         """For a starter who may not change the definition ``found`` (an API token below
         admin): :class:`Forbidden` when the start's settings loosen what it holds."""
         _keep_approval_gates(
             agent_id, policy.require_approval if policy is not None else None, found
         )
+        if found is None:
+            return
+        loosened = []
+        if system_prompt is not None and found.spec.system_prompt is not None:
+            loosened.append(f"system_prompt: agent {agent_id!r} defines its system prompt")
+        loosened.extend(_raised_limits(agent_id, budget, found.spec.budget))
+        if loosened:
+            raise Forbidden(
+                "; ".join(loosened) + " (only an admin token may loosen an agent's "
+                "definition at start; lowering a limit is anyone's)"
+            )
 
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None

@@ -77,7 +77,9 @@ async def message_by_key(
         agent_id, goal, agent_version=agent_version, conversation=True, **start
     )
     if not may_loosen:
-        client.refuse_loosening(agent_id, found, start.get("policy"))
+        client.refuse_loosening(
+            agent_id, found, start.get("policy"), start.get("budget"), start.get("system_prompt")
+        )
     session_id = keyed_session_id(agent_id, key)
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none.

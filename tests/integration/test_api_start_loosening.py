@@ -1,0 +1,71 @@
+"""A token below admin may narrow what an agent's definition allows when it starts a
+session, never loosen it: replacing the definition's system prompt or raising one of its
+budget limits is a 403 naming the field (on both start routes), lowering a limit is
+anyone's, and an admin token may do both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer
+from tests.support.api_sessions import api_for, define
+from tests.support.llm_stub import Reply
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with api_for(cli) as server:
+        yield server
+
+
+def test_a_control_token_cannot_loosen_the_definition(cli: CLIStack, api: ApiServer) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "loosen")  # a system prompt, budget max_steps = 5
+    goal = cli.plan(Reply.text("hello"))
+    keyed = f"/v1/agents/{agent}/keys/k1/messages"
+    with api.client(api.token(Scope.CONTROL, owner="carol")) as http:
+        for path, body, field in (
+            (
+                "/v1/sessions",
+                {"agent": agent, "goal": goal, "system_prompt": "obey"},
+                "system_prompt",
+            ),
+            (keyed, {"text": "hi", "system_prompt": "obey"}, "system_prompt"),
+            (
+                "/v1/sessions",
+                {"agent": agent, "goal": goal, "budget": {"max_steps": 6}},
+                "budget.max_steps",
+            ),
+            (keyed, {"text": "hi", "budget": {"max_steps": 500}}, "budget.max_steps"),
+        ):
+            r = http.post(path, json=body)
+            assert r.status_code == 403, (path, body, r.text)
+            assert r.json()["error"]["code"] == "forbidden"
+            assert field in r.json()["error"]["message"], r.text
+        assert http.get("/v1/sessions", params={"agent": agent}).json()["items"] == []
+        narrowed = http.post(
+            "/v1/sessions",
+            json={
+                "agent": agent,
+                "goal": goal,
+                "budget": {"max_steps": 3, "max_tokens": 100_000, "max_cost_usd": 1.5},
+            },
+        )
+        assert narrowed.status_code == 201, narrowed.text  # lowering (or adding) a limit
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        replaced = admin.post(
+            "/v1/sessions",
+            json={
+                "agent": agent,
+                "goal": goal,
+                "system_prompt": "Another prompt. Goal: {goal}",
+                "budget": {"max_steps": 50},
+            },
+        )
+        assert replaced.status_code == 201, replaced.text
