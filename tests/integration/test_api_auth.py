@@ -72,6 +72,20 @@ def test_right_id_wrong_secret_is_401(api: ApiServer) -> None:
         assert http.get("/v1/me").status_code == 401
 
 
+def test_two_authorization_headers_are_a_400(api: ApiServer) -> None:
+    admin, reader = api.token(Scope.ADMIN), api.token(Scope.READ)
+    with api.client() as http:
+        for second in (reader, admin, "nonsense"):
+            headers = [("Authorization", f"Bearer {admin}"), ("Authorization", f"Bearer {second}")]
+            r = http.get("/v1/me", headers=headers)
+            assert r.status_code == 400, (second, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "malformed_request"
+            assert "Authorization" in error["message"]
+        one = http.get("/v1/me", headers=[("Authorization", f"Bearer {admin}")])
+        assert one.status_code == 200, one.text
+
+
 def test_live_token_acts_for_its_owner_until_revoked(api: ApiServer) -> None:
     token = api.token(Scope.CONTROL, owner="ana", agents=["ops"])
     with api.client(token) as http:

@@ -1,7 +1,8 @@
 """Bearer-token authentication and scope checks, as FastAPI dependencies.
 
 ``Depends(require(Scope.CONTROL))`` gives a route the request's :class:`Principal` or
-answers 401 (no token, or not a live one) / 403 (the token's scope is too small).
+answers 401 (no token, or not a live one) / 403 (the token's scope is too small) / 400
+(two Authorization headers).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from vigil.workers.api.errors import FORBIDDEN, INVALID_TOKEN, UNAUTHENTICATED, ApiError
+from vigil.workers.api.errors import (
+    FORBIDDEN,
+    INVALID_TOKEN,
+    MALFORMED,
+    UNAUTHENTICATED,
+    ApiError,
+)
 from vigil.workers.tokens import Principal, Scope, TokenService
 
 _bearer = HTTPBearer(auto_error=False, description="A personal access token (`vigil token create`)")
@@ -30,6 +37,12 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
+        sent = len(request.headers.getlist("authorization"))
+        if sent > 1:
+            # Which one counts would depend on the server in front of us: refuse both.
+            raise ApiError(
+                400, MALFORMED, f"send one Authorization header; this request has {sent}"
+            )
         if credentials is None or not credentials.credentials:
             raise ApiError(401, UNAUTHENTICATED, "send a token: Authorization: Bearer vgl_...")
         who = await tokens_of(request).verify(credentials.credentials)
