@@ -1,5 +1,6 @@
 """Inbound triggers: a signed POST starts, messages or wakes an agent's session, once per
-delivery; a request not signed with the trigger's secret, or signed too long ago, is 401."""
+delivery; a request not signed with the trigger's secret, or signed too long ago, is 401,
+and so is every request to a name that is no trigger."""
 
 from __future__ import annotations
 
@@ -120,8 +121,14 @@ async def test_a_wrong_tampered_or_missing_signature_is_401_and_starts_nothing(
     for why, r in cases.items():
         assert r.status_code == 401, (why, r.text)
         assert r.json()["error"]["code"] == "bad_signature", why
-    unknown = await deliver(http, f"no-such-{uuid.uuid4().hex[:6]}", body, secret)
-    assert unknown.status_code == 404
+    # An unknown name answers as a known one does, so names cannot be found by trying.
+    unknown = f"no-such-{uuid.uuid4().hex[:6]}"
+    for why, r in {
+        "wrong secret": await deliver(http, unknown, body, secret),
+        "no signature": await deliver(http, unknown, body, None),
+    }.items():
+        assert (r.status_code, r.json()) == (cases[why].status_code, cases[why].json()), why
+        assert r.headers.get("www-authenticate") == cases[why].headers.get("www-authenticate")
     assert await sessions_of(sessionmaker, agent) == []
 
 
@@ -269,7 +276,8 @@ async def test_a_rotated_secret_replaces_the_old_one_at_once(
     missing = await deliver(http, name, {"y": 1}, rotated["secret"])
     assert missing.status_code == 422, missing.text  # signed right; the body lacks x
     cli.vigil.ok("trigger", "delete", name)
-    assert (await deliver(http, name, {"x": 1}, rotated["secret"])).status_code == 404
+    gone = await deliver(http, name, {"x": 1}, rotated["secret"])
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "bad_signature"
 
 
 async def test_a_body_over_the_apis_limit_is_413_before_any_signature_check(

@@ -5,13 +5,15 @@
   HMAC-SHA256(secret, timestamp + "." + body); see ``activities/hooks/signing.py``) and
   is idempotent on ``X-Vigil-Delivery``: the same delivery again gets the same answer and
   acts once. Without the header, the signed request itself (timestamp and body) is the
-  delivery.
+  delivery. A name that is no trigger is answered as a trigger answers a request not
+  signed with its secret (401), so names cannot be found by trying.
 - ``GET /v1/triggers`` and ``GET /v1/webhooks/deliveries``: admin tokens, which see only
   the triggers and deliveries of the agents they cover (naming another agent is 403).
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -28,14 +30,13 @@ from vigil.workers.api.errors import (
     CONFLICT,
     INVALID,
     MALFORMED,
-    NOT_FOUND,
     UNAVAILABLE,
     ApiError,
     ErrorBody,
     ErrorResponse,
     vigil_status,
 )
-from vigil.workers.client import Unreachable, VigilClient, VigilError
+from vigil.workers.client import NotFound, Unreachable, VigilClient, VigilError
 from vigil.workers.hooks import TriggerRow, TriggerService, WebhookService
 from vigil.workers.models import ConfigError
 
@@ -138,8 +139,13 @@ async def fire_trigger(
     body = await request.body()
     try:
         row = await service.get(name)
-    except VigilError:
-        raise ApiError(404, NOT_FOUND, f"no trigger named {name!r}") from None
+    except NotFound:
+        # Answered as a known trigger answers a request not signed with its secret (the
+        # same status and words), so that trying names tells none of them.
+        refused = signing.check(
+            secrets.token_urlsafe(32), x_vigil_timestamp, x_vigil_signature, body
+        )
+        raise ApiError(401, BAD_SIGNATURE, refused or "the signature does not match") from None
     try:
         refused = service.signature_error(row, x_vigil_timestamp, x_vigil_signature, body)
     except (CredentialError, ConfigError) as exc:
