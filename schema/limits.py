@@ -52,9 +52,13 @@ def queued_size(text: str) -> int:
 
 
 def start_error(goal: str, system_prompt: str | None) -> str | None:
-    """Why a session's start input is refused for its size; None when it is acceptable."""
+    """Why a session's start input is refused for its size (or a NUL in its goal); None
+    when it is acceptable."""
     if len(goal) > MAX_HUMAN_TEXT:
         return f"goal of {len(goal)} characters exceeds the limit of {MAX_HUMAN_TEXT}"
+    if "\x00" in goal:
+        # The session's row holds its goal as plain text, where NUL cannot be kept.
+        return "goal must not contain NUL characters"
     if system_prompt is not None and len(system_prompt) > MAX_SYSTEM_PROMPT:
         return (
             f"system prompt of {len(system_prompt)} characters exceeds the limit of "

@@ -305,3 +305,16 @@ async def test_a_body_nested_too_deeply_is_400_and_starts_nothing(
     assert r.json()["error"]["code"] == "malformed_request"
     assert "nested deeper than" in r.json()["error"]["message"]
     assert await sessions_of(sessionmaker, agent) == []
+
+
+async def test_a_nul_in_a_field_the_goal_takes_is_422_and_starts_nothing(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    # A session's goal cannot hold NUL as it is (it would read back as the text "\0").
+    agent = f"agent-nul-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {title}")
+    r = await deliver(http, name, {"title": "a\x00b"}, secret)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert "NUL" in r.json()["error"]["message"]
+    assert await sessions_of(sessionmaker, agent) == []
