@@ -22,6 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from vigil.activities.agents.catalog import ToolSources, UnknownTool, describe_tools
+from vigil.schema import jsonlimits
 from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.limits import budget_problem, seconds_problem
 
@@ -128,6 +129,12 @@ def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
     data, locate = _parse_toml(text, path) if kind == "toml" else _parse_yaml(text, path)
     if not isinstance(data, dict):
         raise AgentFileError(path, [Problem(1, "", "an agent file holds one mapping of fields")])
+    if jsonlimits.has_lone_surrogate(data):
+        # YAML's (and JSON's) "\ud800" escape parses to text that UTF-8 cannot hold.
+        raise AgentFileError(
+            path,
+            [Problem(None, "", "holds a lone surrogate (\\ud800-\\udfff), which is not text")],
+        )
     try:
         spec = AgentSpec.model_validate(data)
     except ValidationError as exc:

@@ -125,6 +125,27 @@ def test_unknown_fields_in_a_json_body_are_refused(api: ApiServer) -> None:
         assert http.post("/v1/agents", json={"spec": spec}).status_code == 201
 
 
+def test_a_lone_surrogate_in_a_definition_is_422_and_stores_nothing(api: ApiServer) -> None:
+    name = _name()
+    # JSON's "\ud800" (and YAML's) parse to text that UTF-8 cannot hold.
+    as_json = b'{"spec": {"name": "%s", "description": "half \\ud800 a pair"}}' % name.encode()
+    as_text = {"text": f'name: {name}\ndescription: "half \\ud800"\n', "format": "yaml"}
+    answers = []
+    with api.client(api.token(Scope.ADMIN)) as http:
+        for body, media in (
+            (as_json, "application/json"),
+            (json.dumps(as_text).encode(), "application/json"),
+            (as_text["text"].encode(), "application/yaml"),
+        ):
+            answers.append(http.post("/v1/agents", content=body, headers={"Content-Type": media}))
+        for r in answers:
+            assert r.status_code == 422, [(a.status_code, a.text) for a in answers]
+            assert "surrogate" in r.json()["error"]["message"], r.text
+        assert http.get(f"/v1/agents/{name}").status_code == 404  # nothing stored
+        pair = {"spec": {"name": name, "description": "a pair \U0001f600 is fine"}}
+        assert http.post("/v1/agents", json=pair).status_code == 201
+
+
 def test_scopes_and_agent_filters(api: ApiServer) -> None:
     mine, theirs = _name(), _name()
     with api.client(api.token(Scope.ADMIN)) as admin:

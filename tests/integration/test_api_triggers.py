@@ -318,3 +318,19 @@ async def test_a_nul_in_a_field_the_goal_takes_is_422_and_starts_nothing(
     assert r.json()["error"]["code"] == "invalid_request"
     assert "NUL" in r.json()["error"]["message"]
     assert await sessions_of(sessionmaker, agent) == []
+
+
+async def test_a_lone_surrogate_in_the_body_is_422_and_starts_nothing(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    agent = f"agent-sur-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {title}")
+    body = b'{"title": "half \\ud800 a pair"}'
+    r = await http.post(
+        f"/v1/triggers/{name}",
+        content=body,
+        headers={"Content-Type": "application/json", **signing.signed_headers(secret, body)},
+    )
+    assert r.status_code == 422, r.text
+    assert "surrogate" in r.json()["error"]["message"]
+    assert await sessions_of(sessionmaker, agent) == []

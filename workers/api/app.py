@@ -30,7 +30,7 @@ from vigil.workers.api import (
     sessions,
     streams,
 )
-from vigil.workers.api.limits import BodyLimit
+from vigil.workers.api.limits import BodyLimit, LoneSurrogates
 from vigil.workers.api.urls import Utf8Urls
 from vigil.workers.artifacts import ArtifactService
 from vigil.workers.client import VigilClient
@@ -94,6 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in routers():
         app.include_router(router, prefix=PREFIX)
     app.include_router(metrics.router)  # where Prometheus looks, beside the versioned API
+    # Added first, so it runs inside BodyLimit and reads bodies already capped.
+    app.add_middleware(LoneSurrogates, unbounded=UPLOAD_PATHS)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
     app.add_middleware(Utf8Urls)
     return app

@@ -14,9 +14,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from vigil.schema import jsonlimits
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Ack, SessionState
 from vigil.workers.api.auth import Controller
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
@@ -31,22 +30,11 @@ class ApproveRequest(RequestBody):
     approval_id: str = ApprovalId
     note: str | None = Field(default=None, max_length=MAX_HUMAN_TEXT)
     edited_arguments: dict[str, Any] | None = None
-    """Run the call with these arguments instead (checked against the tool's schema)."""
+    """Run the call with these arguments instead (checked against the tool's schema; a lone
+    surrogate in them is refused with every JSON body's, workers/api/limits.py)."""
     digest: str | None = Field(default=None, max_length=200)
     """The digest of the call being approved (from the approvals inbox), to be sure the
     approval holds for exactly that call."""
-
-    @field_validator("edited_arguments")
-    @classmethod
-    def _utf8_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # A str field refuses a lone surrogate itself; inside Any it would pass, then fail
-        # to be sent to the session (a 500).
-        if value is not None and jsonlimits.has_lone_surrogate(value):
-            raise ValueError(
-                "edited_arguments hold a lone surrogate (\\ud800-\\udfff), which is not "
-                "valid Unicode text"
-            )
-        return value
 
 
 class RejectRequest(RequestBody):

@@ -1,4 +1,5 @@
-"""A cap on request bodies, enforced while the body streams in (413 past it)."""
+"""Limits on request bodies: a cap enforced while the body streams in (413 past it), and
+no lone surrogate in a JSON body (422), checked once here for every route."""
 
 from __future__ import annotations
 
@@ -7,29 +8,90 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vigil.schema import jsonlimits
+
 
 class BodyTooLarge(Exception):
     pass
 
 
-def _reply_413(limit: int) -> tuple[Message, Message]:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "payload_too_large",
-                "message": f"the request body is over {limit} bytes",
-            }
-        }
-    ).encode()
+def _reply(status: int, code: str, message: str) -> tuple[Message, Message]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     start: Message = {
         "type": "http.response.start",
-        "status": 413,
+        "status": status,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+def _reply_413(limit: int) -> tuple[Message, Message]:
+    return _reply(413, "payload_too_large", f"the request body is over {limit} bytes")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A JSON escape of a surrogate (``\\ud800``..``\\udfff``): paired, or maybe lone."""
+
+LONE_SURROGATE = (
+    "the body holds a lone surrogate (a \\ud800-\\udfff escape without its pair), "
+    "which is not Unicode text"
+)
+
+
+def _holds_lone_surrogate(body: bytes) -> bool:
+    """Whether ``body`` is JSON whose text holds a lone surrogate: Python's parser takes
+    ``"\\ud800"``, but no column, payload or reply can encode it as UTF-8."""
+    if _SURROGATE_ESCAPE.search(body) is None:  # no such escape: nothing to parse
+        return False
+    try:
+        value = jsonlimits.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False  # not JSON: its route says what is wrong with it
+    return jsonlimits.has_lone_surrogate(value)
+
+
+class LoneSurrogates:
+    """Refuse (422) a request body that is JSON holding a lone surrogate, whatever the route
+    and its content type, before a route reads it; paths matching ``unbounded`` (streamed
+    uploads) are left to their route. Sits inside :class:`BodyLimit`, so the body it reads
+    whole is capped."""
+
+    def __init__(self, app: ASGIApp, *, unbounded: str | None = None) -> None:
+        self.app = app
+        self.unbounded = re.compile(unbounded) if unbounded else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            self.unbounded is not None and self.unbounded.search(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body was in
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _holds_lone_surrogate(body):
+            for reply in _reply(422, "invalid_request", LONE_SURROGATE):
+                await send(reply)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: a disconnect, for streams
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class BodyLimit:
