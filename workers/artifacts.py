@@ -102,7 +102,7 @@ class ArtifactService:
         """Stream ``body`` into the store under ``name`` (UploadTooLarge past ``limit``
         bytes: nothing is linked then)."""
         try:
-            validate_name(name)
+            validate_name(name, new=True)
         except InvalidArtifactName as exc:
             raise BadArgument(str(exc)) from exc
         loop = asyncio.get_running_loop()

@@ -83,10 +83,14 @@ class ArtifactRef:
     created_at: datetime | None = None
 
 
-def validate_name(name: str) -> str:
+def validate_name(name: str, *, new: bool = False) -> str:
     """Return ``name`` unchanged if acceptable as an artifact label, else raise.
 
-    Slashes, dots and percent signs are allowed: a name is never used as a path.
+    Slashes, dots and percent signs are allowed: a name is never used as a path in the
+    store. A ``new`` name (one being written) must also end in something a file can be
+    called, as ``vigil artifact get`` names its file after it: not ``.`` or ``..`` (an
+    HTTP client also resolves such a segment away), and it holds no backslash (a path
+    separator on Windows, a ``/`` to browsers). Names written before stay readable.
     """
     if not isinstance(name, str):
         raise InvalidArtifactName("an artifact name must be a string")
@@ -102,6 +106,15 @@ def validate_name(name: str) -> str:
             )
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_BYTES} bytes")
+    if new and "\\" in name:
+        raise InvalidArtifactName(
+            f"an artifact name must not contain a backslash: {name!r} (use '/')"
+        )
+    if new and name.rsplit("/", 1)[-1] in (".", ".."):
+        raise InvalidArtifactName(
+            f"an artifact name must not be, or end in, '.' or '..': {name!r} "
+            "(no file can be called so)"
+        )
     return name
 
 
@@ -187,7 +200,7 @@ async def put_artifact(
     registered as the agent's by the system; the link is written acting for the agent,
     in the same transaction.
     """
-    validate_name(name)
+    validate_name(name, new=True)
     if (data is None) == (chunks is None):
         raise TypeError("put_artifact takes exactly one of data= or chunks=")
     if data is not None:

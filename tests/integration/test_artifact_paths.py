@@ -26,8 +26,6 @@ HOSTILE = [
     "../../../../../../../../../../tmp/vigil-escaped",
     "/etc/passwd",
     "/tmp/vigil-escaped-absolute",
-    "..\\..\\windows\\system32\\config",
-    "C:\\Windows\\win.ini",
     "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
     "..%2F..%2F..%2Ftmp%2Fvigil-escaped",
     "%252e%252e%252f",
@@ -39,10 +37,17 @@ HOSTILE = [
     "s3://other-bucket/key",
     "sha256/00/00/" + "0" * 64,
     "tmp/overwrite-me",
+]
+REFUSED = [
+    "../../etc/passwd\x00.txt",
+    "\x00",
+    "ok\x00/../../x",
+    "..\n/etc",
+    "..\\..\\windows\\system32\\config",
+    "C:\\Windows\\win.ini",
     "..",
     ".",
 ]
-REFUSED = ["../../etc/passwd\x00.txt", "\x00", "ok\x00/../../x", "..\n/etc"]
 
 
 async def _session(sessionmaker: async_sessionmaker[DbSession]) -> tuple[str, str]:

@@ -200,6 +200,10 @@ async def test_another_agent_can_neither_read_nor_link_into_the_session(
         "x" * 256,
         "\udc80",
         "sep\u2028",
+        ".",
+        "..",
+        "a/..",
+        "a\\b",
     ],
 )
 async def test_bad_names_are_refused_before_anything_is_written(
@@ -220,13 +224,15 @@ def test_ordinary_names_are_accepted() -> None:
         "report.md",
         "dir/sub/file.txt",
         "../../etc/passwd",
-        "C:\\x",
+        "C:/x",
+        "./here",
+        "..x",
         "%2e%2e%2f",
         "naïve résumé.pdf",
         "日本語.txt",
         "x" * 255,
     ):
-        assert validate_name(name) == name
+        assert validate_name(name, new=True) == name
 
 
 async def test_bytes_that_fail_their_digest_are_refused_on_read(
