@@ -23,6 +23,7 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleBackfill,
+    ScheduleDescription,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -286,6 +287,12 @@ def _spec_text(cron: str | None, every: timedelta | None, time_zone: str | None)
                 return f"every {seconds // size}{unit}"
         return f"every {seconds}s"
     return "calendar"
+
+
+def next_runs(desc: ScheduleDescription) -> list[datetime]:
+    """When a schedule runs next: none while it is paused (Temporal still lists the times
+    it would run at)."""
+    return [] if desc.schedule.state.paused else list(desc.info.next_action_times)
 
 
 def _refuse_unknown_tools(
@@ -1330,7 +1337,7 @@ class _VigilClientCore:
                         spec.time_zone_name,
                     ),
                     "paused": desc.schedule.state.paused,
-                    "next": [t.isoformat() for t in desc.info.next_action_times[:3]],
+                    "next": [t.isoformat() for t in next_runs(desc)[:3]],
                     "recent": len(desc.info.recent_actions),
                 }
             )

@@ -15,7 +15,14 @@ from temporalio.client import ScheduleActionStartWorkflow, ScheduleDescription
 
 from vigil.schema import names
 from vigil.schema.payloads import StartSessionInput
-from vigil.workers.client import CRON_MEMO, OVERLAP, NotFound, UnknownSchedule, VigilClient
+from vigil.workers.client import (
+    CRON_MEMO,
+    OVERLAP,
+    NotFound,
+    UnknownSchedule,
+    VigilClient,
+    next_runs,
+)
 
 _OVERLAP_NAMES = {policy: name for name, policy in OVERLAP.items()}
 NEXT_RUNS = 5
@@ -99,7 +106,7 @@ class ScheduleService:
             overlap=_OVERLAP_NAMES.get(policy.overlap, str(policy.overlap)),
             paused=desc.schedule.state.paused,
             note=desc.schedule.state.note or "",
-            next_runs=list(desc.info.next_action_times[:NEXT_RUNS]),
+            next_runs=next_runs(desc)[:NEXT_RUNS],
             recent_runs=len(desc.info.recent_actions),
             created_at=desc.info.created_at,
         )

@@ -80,6 +80,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
 
         row = poll(listed, 30, "the schedule is listed", every=0.5)
         assert (row["goal"], row["agent_id"], row["paused"]) == ("check the queue", agent, True)
+        assert row["next_runs"] == [], "a paused schedule has no next runs"
 
     with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
         assert http.post(f"/v1/schedules/{schedule_id}/resume").json() == {
@@ -90,6 +91,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
         assert http.post(f"/v1/schedules/{schedule_id}/pause").status_code == 200
         shown = http.get(f"/v1/schedules/{schedule_id}").json()
         assert shown["paused"] is True and shown["note"] == "paused by ana"
+        assert shown["next_runs"] == [], shown
 
         assert http.post(f"/v1/schedules/{schedule_id}/trigger").status_code == 200
         runs = poll(

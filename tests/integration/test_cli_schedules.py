@@ -130,6 +130,7 @@ def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedu
     row = listed(cli, schedule_id, paused=True)
     # A person sees what the schedule does, not only its id.
     assert (row["agent"], row["goal"], row["spec"]) == (agent, "check the queue", "every 2s")
+    assert row["next"] == [], "a paused schedule has no next runs"
     state = describe(cli, schedule_id).schedule.state
     assert state.paused is True and state.note == "paused from vigil"
     # Pausing again changes nothing, and says so.
@@ -138,6 +139,7 @@ def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedu
     readable = cli.vigil.ok("schedule", "list").stdout
     line = next(ln for ln in readable.splitlines() if schedule_id in ln)
     assert "paused" in line and "none while paused" in line and "every 2s" in line
+    assert "then:" not in line, line
     assert agent in line and "check the queue" in line
 
     cli.vigil.ok("schedule", "resume", schedule_id)

@@ -118,7 +118,7 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
             for r in rows:
                 nexts = ", ".join(when(datetime.fromisoformat(t)) for t in r["next"]) or "-"
                 state = "paused" if r["paused"] else "active"
-                upcoming = f"none while paused (then: {nexts})" if r["paused"] else nexts
+                upcoming = "none while paused" if r["paused"] else nexts
                 goal = short(r["goal"] or "-", 60)
                 cells.append((r["id"], r["agent"] or "-", state, r["spec"], upcoming, goal))
             headers = ("id", "agent", "state", "runs", "next runs (UTC)", "goal")
