@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 from vigil.activities.artifacts.registry import (
@@ -22,6 +23,7 @@ from vigil.activities.artifacts.registry import (
     validate_name,
 )
 from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactNotFound, ArtifactStore
+from vigil.activities.artifacts.versions import NoSuchVersion, resolve_version, version_counts
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import NewEvent, record_events
 from vigil.workers.client import BadArgument, NotFound, Unreachable, VigilClient
@@ -50,13 +52,30 @@ class ArtifactService:
     async def list(self, agent_id: str, session_id: str) -> list[ArtifactRef]:
         return await list_artifacts(self.client.db, agent_id=agent_id, session_id=session_id)
 
-    async def resolve(self, agent_id: str, session_id: str, name: str) -> ArtifactRef:
+    async def versions(self, agent_id: str, session_id: str) -> Counter[str]:
+        """How many versions each of the session's names has had (absent: 1)."""
+        return await version_counts(self.client.db, agent_id=agent_id, session_id=session_id)
+
+    async def resolve(
+        self, agent_id: str, session_id: str, name: str, version: int | None = None
+    ) -> ArtifactRef:
+        """The artifact ``name`` of the session: its newest bytes, or its ``version``."""
         try:
+            if version is not None:
+                return await resolve_version(
+                    self.client.db,
+                    agent_id=agent_id,
+                    session_id=session_id,
+                    name=name,
+                    version=version,
+                )
             return await resolve_artifact(
                 self.client.db, agent_id=agent_id, session_id=session_id, name=name
             )
         except InvalidArtifactName as exc:
             raise BadArgument(str(exc)) from exc
+        except NoSuchVersion as exc:
+            raise NotFound(f"session {session_id!r}: {exc}") from exc
         except ArtifactNotFound as exc:
             raise NotFound(f"session {session_id!r} has no artifact {name!r}") from exc
 

@@ -316,3 +316,24 @@ def test_the_upload_answer_is_what_is_served(api: ApiServer) -> None:
             assert answer["mime_type"] == listed[name]["mime_type"] == served, (answer, served)
             assert answer["created_at"] is not None
             assert answer["created_at"] == listed[name]["created_at"]
+
+
+def test_a_replaced_artifact_keeps_every_version_reachable(api: ApiServer) -> None:
+    _, session = new_session(api.settings)
+    one, two = b"version one " + os.urandom(8), b"version two " + os.urandom(8)
+    with api.client(api.token(Scope.CONTROL)) as http:
+        assert http.put(url(session, "notes.md"), content=one).json()["version"] == 1
+        assert http.put(url(session, "notes.md"), content=two).json()["version"] == 2
+        assert http.put(url(session, "other.txt"), content=b"alone").status_code == 201
+        listed = {a["name"]: a for a in http.get(url(session)).json()["artifacts"]}
+        assert (listed["notes.md"]["version"], listed["other.txt"]["version"]) == (2, 1)
+        assert http.get(url(session, "notes.md")).content == two
+        first = http.get(url(session, "notes.md"), params={"version": 1})
+        assert first.status_code == 200, first.text
+        assert first.content == one
+        assert first.headers["etag"] == f'"{hashlib.sha256(one).hexdigest()}"'
+        assert http.get(url(session, "notes.md"), params={"version": 2}).content == two
+        assert http.get(url(session, "other.txt"), params={"version": 1}).content == b"alone"
+        past = http.get(url(session, "notes.md"), params={"version": 3})
+        assert past.status_code == 404, past.text
+        assert "2 versions" in past.json()["error"]["message"]

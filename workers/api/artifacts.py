@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
@@ -78,6 +78,9 @@ class ArtifactOut(BaseModel):
     size: int
     mime_type: str
     created_at: datetime | None
+    version: int = 1
+    """1 for the name's first bytes, one more each time new bytes were written over it;
+    ``GET .../artifacts/{name}?version=N`` downloads an earlier one."""
 
 
 class ArtifactList(BaseModel):
@@ -97,7 +100,7 @@ def _service(request: Request) -> ArtifactService:
     return service
 
 
-def _out(ref: ArtifactRef) -> ArtifactOut:
+def _out(ref: ArtifactRef, version: int) -> ArtifactOut:
     return ArtifactOut(
         session_id=ref.session_id,
         name=ref.name,
@@ -105,6 +108,7 @@ def _out(ref: ArtifactRef) -> ArtifactOut:
         size=ref.size,
         mime_type=ref.mime_type,
         created_at=ref.created_at,
+        version=version,
     )
 
 
@@ -145,8 +149,10 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
 )
 async def list_artifacts(request: Request, session_id: SessionId, who: Reader) -> ArtifactList:
     row = await _session(request, who, session_id)
-    refs = await _service(request).list(row.agent_id, session_id)
-    return ArtifactList(artifacts=[_out(r) for r in refs])
+    service = _service(request)
+    refs = await service.list(row.agent_id, session_id)
+    versions = await service.versions(row.agent_id, session_id)
+    return ArtifactList(artifacts=[_out(r, versions.get(r.name, 1)) for r in refs])
 
 
 @router.get(
@@ -161,11 +167,17 @@ async def list_artifacts(request: Request, session_id: SessionId, who: Reader) -
     },
 )
 async def download_artifact(
-    request: Request, session_id: SessionId, name: ArtifactName, who: Reader
+    request: Request,
+    session_id: SessionId,
+    name: ArtifactName,
+    who: Reader,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
+    """The newest bytes of the name, or its ``version`` (1: the first bytes written under
+    it; each write of new bytes over it is the next)."""
     row = await _session(request, who, session_id)
     service = _service(request)
-    ref = await service.resolve(row.agent_id, session_id, name)
+    ref = await service.resolve(row.agent_id, session_id, name, version)
     etag = f'"{ref.sha256}"'
     filename = ref.name.rsplit("/", 1)[-1] or "artifact"
     headers = {
@@ -204,7 +216,7 @@ async def download_artifact(
     "/sessions/{session_id}/artifacts/{name:path}",
     response_model=ArtifactOut,
     status_code=201,
-    summary="Upload an artifact (streamed; replaces the session's artifact of that name)",
+    summary="Upload an artifact (streamed; a new version of the session's artifact of that name)",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -240,4 +252,5 @@ async def upload_artifact(
         return error_response(413, TOO_LARGE, str(exc))
     except ClientDisconnect:  # nothing was linked; nobody is left to read an answer
         return error_response(400, MALFORMED, "the upload ended before its body did")
-    return _out(ref)
+    versions = await _service(request).versions(row.agent_id, session_id)
+    return _out(ref, versions.get(ref.name, 1))
