@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from vigil.activities.record import store as record
     from vigil.activities.record.archived import ArchivedTranscript
     from vigil.activities.record.feed import FeedItem
+    from vigil.schema.agents import ToolDescriptor
     from vigil.workers.agents import AgentVersionInfo
     from vigil.workers.feed import Feed
     from vigil.workers.reconcile import Reconciled
@@ -308,20 +309,27 @@ def _refuse_unknown_tools(
         )
 
 
+def _gated(tool: ToolDescriptor) -> bool:
+    """Whether the definition has calls of ``tool`` wait for a person, at least some of
+    them (as the session decides: workflows/agents.py ``needs_approval``)."""
+    if tool.approval != "auto":
+        return tool.approval == "always"
+    return bool(tool.approve_when) or tool.effects == "external"
+
+
 def _keep_approval_gates(
     agent_id: str, require_approval: list[str] | None, found: AgentVersionInfo | None
 ) -> None:
     """A starter's approval list replaces the definition's approval rules for the session;
-    a tool the definition says always waits for a person (``approval = "always"``) may be
-    left out of it only by whoever may change the definition."""
+    a tool the definition has wait for a person (``approval = "always"``, or ``auto`` with
+    external effects or ``approve_when`` rules) may be left out of it only by whoever may
+    change the definition."""
     if require_approval is None or found is None:
         return
-    missing = sorted(
-        t.name for t in found.tools if t.approval == "always" and t.name not in require_approval
-    )
+    missing = sorted(t.name for t in found.tools if _gated(t) and t.name not in require_approval)
     if missing:
         raise Forbidden(
-            f"agent {agent_id!r} has {', '.join(missing)} always wait for a person's approval; "
+            f"agent {agent_id!r} has {', '.join(missing)} wait for a person's approval; "
             "approve_tools must keep them (only an admin token may start without them)"
         )
 

@@ -5,6 +5,7 @@ anyone's, and an admin token may do both."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -69,3 +70,27 @@ def test_a_control_token_cannot_loosen_the_definition(cli: CLIStack, api: ApiSer
             },
         )
         assert replaced.status_code == 201, replaced.text
+
+
+def test_a_control_token_cannot_drop_the_approvals_a_tool_gets_by_its_effects(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    # approval = "auto": http_fetch has external effects, so each call waits for a person;
+    # an approve_tools list without it would run them unasked.
+    name = f"auto-{uuid.uuid4().hex[:8]}"
+    spec = f"name: {name}\ntools:\n  - name: http_fetch\n  - name: remember\n"
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        applied = admin.post(
+            "/v1/agents", content=spec, headers={"Content-Type": "application/yaml"}
+        )
+        assert applied.status_code == 201, applied.text
+    goal = cli.plan(Reply.text("hello"))
+    with api.client(api.token(Scope.CONTROL)) as http:
+        for body in ({"approve_tools": []}, {"approve_tools": ["remember"]}):
+            r = http.post("/v1/sessions", json={"agent": name, "goal": goal, **body})
+            assert r.status_code == 403, (body, r.text)
+            assert "http_fetch" in r.json()["error"]["message"], r.text
+        kept = http.post(
+            "/v1/sessions", json={"agent": name, "goal": goal, "approve_tools": ["http_fetch"]}
+        )
+        assert kept.status_code == 201, kept.text
