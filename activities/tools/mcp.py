@@ -209,7 +209,7 @@ class McpServers:
                 again = "started again" if spec.command else "reconnected"
                 raise ToolFailed(
                     f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
-                    f"it is {again} on the next call"
+                    f"it is {again} on the next call{await conn.stderr_said()}"
                 ) from None
             raise ToolFailed(
                 f"MCP server {spec.name} refused {tool}: {short_text(exc.message)}"

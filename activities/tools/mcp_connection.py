@@ -8,8 +8,10 @@ stream is watched so a server that went away is noticed before the next call.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO, cast
 
@@ -33,6 +35,10 @@ START_TIMEOUT_SECONDS = 30.0
 """Starting a server and the MCP handshake."""
 CLOSE_TIMEOUT_SECONDS = 10.0
 HTTP_TIMEOUT_SECONDS = 30.0
+STDERR_TAIL_BYTES = 2048
+"""How much of a stdio server's latest stderr is kept to say why it stopped."""
+STDERR_SETTLE_SECONDS = 1.0
+"""How long a failed start waits for the server's last stderr bytes to arrive."""
 
 
 async def env_credential(name: str) -> str:
@@ -85,6 +91,39 @@ class _EofWatch:
         return cast("bool | None", await self._inner.__aexit__(*exc))
 
 
+class _StderrTail(asyncio.Protocol):
+    """A stdio server's stderr: passed on to the worker's errlog as it comes, and its last
+    bytes kept so a server that stops can say why (a failed start, a crash)."""
+
+    def __init__(self, errlog: TextIO, limit: int = STDERR_TAIL_BYTES) -> None:
+        self._errlog = errlog
+        self._limit = limit
+        self._tail = bytearray()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.ended = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self._tail += data
+        del self._tail[: -self._limit]
+        with contextlib.suppress(Exception):
+            self._errlog.write(self._decoder.decode(data))
+            self._errlog.flush()
+
+    def eof_received(self) -> bool | None:
+        self.ended.set()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended.set()
+
+    def text(self) -> str:
+        """The kept tail, decoded; a cut first line is dropped."""
+        text = bytes(self._tail).decode("utf-8", errors="replace")
+        if len(self._tail) >= self._limit and "\n" in text:
+            text = text.split("\n", 1)[1]
+        return text.strip()
+
+
 class McpConnection:
     """One live MCP client. The SDK's client must be entered and left in one task, so a
     background task owns it; calls from activity tasks use it while it lives."""
@@ -99,6 +138,9 @@ class McpConnection:
         self._stop = asyncio.Event()
         self._owner: asyncio.Task[None] | None = None
         self._client: Client | None = None
+        self._stderr: _StderrTail | None = None
+        """A stdio server's stderr, once its process was spawned."""
+        self._stderr_pipe: asyncio.ReadTransport | None = None
 
     @property
     def alive(self) -> bool:
@@ -120,6 +162,7 @@ class McpConnection:
             await self.close()
             raise ToolFailed(
                 f"MCP server {self.spec.name} did not start within {timeout:g}s"
+                f"{await self.stderr_said()}"
             ) from None
         except ToolFailed:
             raise
@@ -127,7 +170,20 @@ class McpConnection:
             await self.close()
             raise ToolFailed(
                 f"MCP server {self.spec.name} could not start: {error_text(exc)}"
+                f"{await self.stderr_said()}"
             ) from None
+
+    async def stderr_said(self) -> str:
+        """``; its stderr ends: ...`` with the last lines a stdio server wrote (once it
+        has stopped), or nothing for a server over HTTP or one that was never spawned."""
+        tail = self._stderr
+        if tail is None:
+            return ""
+        await self._close_stderr()
+        text = tail.text()
+        if not text:
+            return "; it wrote nothing to stderr"
+        return f"; its stderr ends: {text}"
 
     async def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec
@@ -135,7 +191,7 @@ class McpConnection:
             params = StdioServerParameters(
                 command=spec.command[0], args=list(spec.command[1:]), env=dict(spec.env) or None
             )
-            return self._watched(stdio_client(params, errlog=self._errlog))
+            return self._stdio(params)
         if spec.url:
             headers: dict[str, str] = {}
             if spec.credential:
@@ -146,6 +202,25 @@ class McpConnection:
                 headers["Authorization"] = f"Bearer {token}"
             return self._http(spec.url, headers)
         raise ToolFailed(f"MCP server {spec.name} has neither a command nor a url")
+
+    @contextlib.asynccontextmanager
+    async def _stdio(self, params: StdioServerParameters) -> AsyncIterator[Any]:
+        """The SDK's stdio transport with the server's stderr on a pipe of ours (kept
+        and passed on to the worker's errlog)."""
+        read_fd, write_fd = os.pipe()
+        tail = _StderrTail(self._errlog)
+        read_end = os.fdopen(read_fd, "rb", buffering=0)  # the transport closes it
+        pipe, _ = await asyncio.get_running_loop().connect_read_pipe(lambda: tail, read_end)
+        self._stderr_pipe = pipe
+        write_end = os.fdopen(write_fd, "w")
+        try:
+            async with self._watched(stdio_client(params, errlog=write_end)) as streams:
+                # The server holds its own copy now; ours would keep the pipe from ending.
+                write_end.close()
+                self._stderr = tail
+                yield streams
+        finally:
+            write_end.close()
 
     @contextlib.asynccontextmanager
     async def _http(self, url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
@@ -209,6 +284,12 @@ class McpConnection:
     async def close(self) -> None:
         """Leave the client in its own task (a stdio server is stopped, bounded in time)."""
         self._stop.set()
+        try:
+            await self._leave()
+        finally:
+            await self._close_stderr()
+
+    async def _leave(self) -> None:
         owner = self._owner
         if owner is None or owner.done():
             return
@@ -221,6 +302,18 @@ class McpConnection:
                 await owner
         except Exception as exc:
             log.info("MCP server %s closed with %s", self.spec.name, error_text(exc))
+
+    async def _close_stderr(self) -> None:
+        """Read what the stopped server wrote last (bounded: a child it left may hold the
+        pipe open), then close our end."""
+        pipe, tail = self._stderr_pipe, self._stderr
+        if pipe is None or pipe.is_closing():
+            return
+        if tail is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STDERR_SETTLE_SECONDS):
+                    await tail.ended.wait()
+        pipe.close()
 
 
 def short_text(text: str, limit: int = 1000) -> str:

@@ -5,6 +5,7 @@ stopped with it."""
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ from tests.support.mcp_probe import stdio_spec
 from tests.support.tool_call_workflow import AskedCall
 from tests.support.tool_calls import model_asked, recorded, tool_caller
 from vigil.activities.tools.mcp import list_mcp_tools
+from vigil.schema.agents import ToolDescriptor
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -66,3 +68,23 @@ async def test_mcp_tools_run_as_activities(
         assert third.ok and third.preview != first.preview  # started again
     with pytest.raises(ProcessLookupError):
         os.kill(int(third.preview), 0)  # stopped with the worker
+
+
+async def test_a_server_that_fails_at_start_tells_the_model_why(
+    client: Client, settings: Settings, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    failing = "import sys; sys.stderr.write('no API key in PROBE_KEY\\n'); sys.exit(3)"
+    server = stdio_spec().model_copy(update={"command": [sys.executable, "-c", failing]})
+    tool = ToolDescriptor(
+        name="probe.echo", kind="mcp", effects="none", server="probe", timeout_seconds=10
+    )
+    async with tool_caller(client, settings, f"tq-mcp-{uuid.uuid4()}") as caller:
+        call = await model_asked(
+            sessionmaker, "probe.echo", {"text": "hi"}, tool=tool, mcp_server=server
+        )
+        out = await caller.call(call)
+    assert not out.ok
+    assert out.preview.startswith("error: MCP server probe could not start: ")
+    assert out.preview.endswith("; its stderr ends: no API key in PROBE_KEY")
+    message, _ = await recorded(sessionmaker, call)
+    assert message is not None and "its stderr ends: no API key in PROBE_KEY" in message.content

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -79,6 +80,40 @@ async def test_a_command_that_is_no_mcp_server_fails_clearly() -> None:
     spec = stdio_spec().model_copy(update={"command": ["/bin/false"]})
     with pytest.raises(McpServerError, match="could not start"):
         await list_mcp_tools(spec, timeout=10)
+
+
+FAILS_AT_START = [
+    sys.executable,
+    "-c",
+    "import sys; sys.stderr.write('starting\\nno config at /etc/probe.toml\\n'); sys.exit(3)",
+]
+
+
+async def test_a_server_that_fails_at_start_says_why(
+    servers: McpServers, errlog: TextIO, tmp_path: Path
+) -> None:
+    spec = stdio_spec().model_copy(update={"command": FAILS_AT_START})
+    with pytest.raises(ToolFailed) as failed:
+        await servers.call(spec, "echo", {"text": "x"}, timeout=10)
+    message = str(failed.value)
+    assert message.startswith("MCP server probe could not start: ")
+    assert message.endswith("; its stderr ends: starting\nno config at /etc/probe.toml")
+    errlog.flush()  # the worker's stderr still gets every line
+    assert "no config at /etc/probe.toml" in (tmp_path / "mcp-stderr.log").read_text()
+    with pytest.raises(McpServerError, match=r"its stderr ends: starting\nno config at"):
+        await list_mcp_tools(spec, timeout=10)
+
+
+async def test_a_server_that_cannot_be_spawned_names_the_spawn_error(
+    servers: McpServers,
+) -> None:
+    spec = stdio_spec().model_copy(update={"command": ["/nonexistent/mcp-server"]})
+    with pytest.raises(ToolFailed) as failed:
+        await servers.call(spec, "echo", {"text": "x"}, timeout=10)
+    assert str(failed.value) == (
+        "MCP server probe could not start: FileNotFoundError: "
+        "[Errno 2] No such file or directory: '/nonexistent/mcp-server'"
+    )
 
 
 async def test_calls_reuse_one_server_process(servers: McpServers) -> None:
