@@ -13,6 +13,7 @@ from vigil.activities.tools.loader import load_python_tools
 from vigil.activities.tools.mcp import McpServers, list_mcp_tools
 from vigil.activities.tools.python import ToolContext
 from vigil.schema.agents import AgentSpec, McpServerSpec
+from vigil.schema.tools import BUILTIN_TOOLS
 
 EXAMPLE_SERVER = McpServerSpec(
     name="ops", command=[sys.executable, str(ROOT / "examples/ops_tools/mcp_server.py")]
@@ -64,6 +65,23 @@ def test_vigil_tools_list_shows_catalog_entries() -> None:
     (entry,) = [t for t in listed if t["name"] == "disk_usage"]
     assert entry["kind"] == "python" and entry["effects"] == "none"
     assert set(entry["parameters"]["properties"]) == {"path", "top"}
+
+
+def test_vigil_tools_list_shows_the_builtins_and_their_arguments() -> None:
+    cli = vigil_cli()
+    listed = {t["name"]: t for t in cli.json("tools", "list", "--no-entry-points")}
+    assert set(listed) == set(BUILTIN_TOOLS)
+    fetch = listed["http_fetch"]
+    assert (fetch["kind"], fetch["effects"]) == ("builtin", "external")
+    assert fetch["parameters"] == BUILTIN_TOOLS["http_fetch"].parameters
+    with_python = cli.json("tools", "list", "--tools", "examples.ops_tools.tools")
+    assert {t["name"] for t in with_python} >= {*BUILTIN_TOOLS, "disk_usage"}
+    only_python = cli.json("tools", "list", "--tools", "examples.ops_tools.tools", "--no-builtins")
+    assert not {t["name"] for t in only_python} & set(BUILTIN_TOOLS)
+    table = cli("tools", "list", "--no-entry-points", env={"COLUMNS": "250"})
+    assert table.returncode == 0 and "no tools" not in table.stdout
+    assert "name: string, content: string, mime_type?: string" in table.stdout
+    assert 'kind?: "fact"|"reflection"|"lesson"' in table.stdout
 
 
 def test_vigil_tools_mcp_lists_a_server_and_names_a_broken_one() -> None:
