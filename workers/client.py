@@ -1475,8 +1475,9 @@ class _RecordExtras:
     async def memory_forget(
         self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
     ) -> Any:
-        """Forget one memory (kept for history, never recalled); NotFound if the agent has
-        no such memory."""
+        """Forget one memory (kept for history, never recalled); the memories it had
+        superseded are current again (``Forgotten.restored_ids``). NotFound if the agent
+        has no such memory, or it was forgotten before (who forgot it, and when)."""
         try:
             async with self._memory() as memory:
                 forgotten = await memory.forget(agent_id, memory_id, by=by, reason=reason)
@@ -1484,6 +1485,13 @@ class _RecordExtras:
             raise BadArgument(str(exc)) from exc
         if forgotten is None:
             raise NotFound(f"agent {agent_id!r} has no memory {memory_id}")
+        if not forgotten.now:
+            was = forgotten.record
+            when = f"{was.forgotten_at:%Y-%m-%d %H:%M:%S} UTC" if was.forgotten_at else "before"
+            raise NotFound(
+                f"memory {memory_id} of agent {agent_id!r} is already forgotten "
+                f"(by {was.forgotten_by or 'unknown'} at {when})"
+            )
         return forgotten
 
     async def memory_add(

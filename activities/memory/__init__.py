@@ -9,13 +9,21 @@ from vigil.activities.memory.embedders import (
     OpenAIEmbedder,
 )
 from vigil.activities.memory.redact import Redaction, redact
-from vigil.activities.memory.store import AddResult, MemoryRecord, MemoryStore, Recalled, RecallMode
+from vigil.activities.memory.store import (
+    AddResult,
+    Forgotten,
+    MemoryRecord,
+    MemoryStore,
+    Recalled,
+    RecallMode,
+)
 
 __all__ = [
     "AddResult",
     "Embedder",
     "EmbedderUnavailable",
     "EmbeddingError",
+    "Forgotten",
     "HashingEmbedder",
     "LocalMiniLMEmbedder",
     "MemoryRecord",

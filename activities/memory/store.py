@@ -122,6 +122,18 @@ class MemoryRecord:
 
 
 @dataclass(frozen=True)
+class Forgotten:
+    """What ``MemoryStore.forget`` did."""
+
+    record: MemoryRecord
+    """The memory as it is now (forgotten)."""
+    now: bool
+    """Forgotten by this call; false when it had been forgotten before."""
+    restored_ids: tuple[int, ...] = ()
+    """The memories it had superseded that are current again."""
+
+
+@dataclass(frozen=True)
 class Recalled:
     """One recalled memory with its score and how each search ranked it."""
 
@@ -301,10 +313,26 @@ _GET = sql(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id A
 
 _FORGET = sql(
     """
-    UPDATE memories SET forgotten_at = now(), forgotten_by = :by, forget_reason = :reason
-    WHERE agent_id = :agent_id AND id = :id AND forgotten_at IS NULL
+    WITH forgotten AS (
+        UPDATE memories SET forgotten_at = now(), forgotten_by = :by, forget_reason = :reason
+        WHERE agent_id = :agent_id AND id = :id AND forgotten_at IS NULL
+        RETURNING id, superseded_by
+    ), restored AS (
+        UPDATE memories m
+        SET superseded_by = NULL, superseded_at = NULL,
+            metadata = coalesce(m.metadata, '{}'::jsonb)
+                       || jsonb_build_object('superseded_by_forgotten', f.id)
+        FROM forgotten f
+        WHERE f.superseded_by IS NULL AND m.agent_id = :agent_id AND m.superseded_by = f.id
+          AND m.forgotten_at IS NULL
+        RETURNING m.id
+    )
+    SELECT (SELECT count(*) FROM forgotten) AS forgotten,
+           ARRAY(SELECT id FROM restored ORDER BY id) AS restored
     """
 )
+"""Forget a memory; when it was current, the memories it had superseded (and that are not
+forgotten themselves) are current again, their metadata naming the forgotten one."""
 
 _HISTORY = sql(
     f"""
@@ -658,10 +686,12 @@ class MemoryStore:
 
     async def forget(
         self, agent_id: str, memory_id: int, *, by: str, reason: str | None = None
-    ) -> MemoryRecord | None:
+    ) -> Forgotten | None:
         """Forget a memory of this agent: it stays (with who, when and why) for history,
-        and recall, dedupe and supersede never see it again. Forgetting a forgotten memory
-        changes nothing. None when the agent has no such memory.
+        and recall, dedupe and supersede never see it again. When it was current, the
+        memories it had superseded are current again: forgetting a wrong correction
+        restores what was known before. Forgetting a forgotten memory
+        changes nothing (``Forgotten.now`` is false). None when the agent has no such memory.
         """
         self._check_agent(agent_id)
         for value, what in ((by, "by"), (reason, "reason")):
@@ -669,9 +699,11 @@ class MemoryStore:
                 _check_text(value, what)
         async with acting_for(self._sessionmaker, agent_id) as db:
             params = {"agent_id": agent_id, "id": memory_id, "by": by, "reason": reason}
-            await db.execute(_FORGET, params)
+            done = (await db.execute(_FORGET, params)).one()
             row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
-        return _record(row) if row is not None else None
+        if row is None:
+            return None
+        return Forgotten(_record(row), now=bool(done.forgotten), restored_ids=tuple(done.restored))
 
     async def history(
         self, agent_id: str, subject: str, *, kind: str | None = None

@@ -91,8 +91,10 @@ def test_add_search_and_forget(api: ApiServer) -> None:
         body = gone.json()
         assert (body["forgotten_by"], body["forget_reason"]) == ("dpo", "wrong port")
         assert body["forgotten_at"] is not None and body["content"].endswith("5433")
+        assert body["restored_ids"] == [fact.json()["id"]]  # what it had superseded
         again = http.delete(f"{base(agent)}/{moved.json()['id']}")
-        assert again.status_code == 200 and again.json()["forgotten_at"] == body["forgotten_at"]
+        assert (again.status_code, again.json()["error"]["code"]) == (404, "not_found")
+        assert "is already forgotten (by dpo at " in again.json()["error"]["message"]
 
         for params in ({"q": "billing database port"},
                        {"q": "billing database port", "include_superseded": "true"}):  # fmt: skip
@@ -100,15 +102,41 @@ def test_add_search_and_forget(api: ApiServer) -> None:
                 m["id"] for m in http.get(f"{base(agent)}/search", params=params).json()["memories"]
             ]
             assert moved.json()["id"] not in ids, params
-        # The same words again are a new memory, not merged into the forgotten one.
+        # What it had superseded is current again: found without include_superseded.
+        current = http.get(f"{base(agent)}/search", params={"q": "billing database port"})
+        (hit,) = [m for m in current.json()["memories"] if m["id"] == fact.json()["id"]]
+        assert hit["superseded"] is False
+        # The same words again are a new memory, not merged into the forgotten one; it
+        # supersedes the restored one, as any new memory on the subject does.
         anew = http.post(
             base(agent),
             json={"content": "The billing database moved to port 5433", "subject": "billing db"},
         ).json()
-        assert anew["action"] == "inserted" and anew["id"] != moved.json()["id"]
+        assert anew["action"] == "superseded" and anew["id"] != moved.json()["id"]
+        assert anew["superseded_ids"] == [fact.json()["id"]]
 
     kept = stored(api.settings, agent, moved.json()["id"])
     assert kept is not None and kept.forgotten and kept.forgotten_by == "dpo"
+    first = stored(api.settings, agent, fact.json()["id"])
+    assert first is not None and first.superseded_by == anew["id"]
+    assert first.metadata["superseded_by_forgotten"] == moved.json()["id"]
+
+
+def test_forgetting_a_superseded_memory_restores_nothing(api: ApiServer) -> None:
+    agent = f"mem-{uuid.uuid4().hex[:8]}"
+    with api.client(api.token(Scope.ADMIN)) as http:
+        ids = [
+            http.post(base(agent), json={"content": text, "subject": "region"}).json()["id"]
+            for text in ("We run in eu-west-1", "We run in eu-central-1", "We run in us-east-2")
+        ]
+        middle = http.delete(f"{base(agent)}/{ids[1]}")
+        assert middle.status_code == 200 and middle.json()["restored_ids"] == []
+        last = http.delete(f"{base(agent)}/{ids[2]}")
+        # Its predecessor is forgotten, so nothing is restored: the subject has no current
+        # memory rather than one that was superseded twice.
+        assert last.status_code == 200 and last.json()["restored_ids"] == []
+    oldest = stored(api.settings, agent, ids[0])
+    assert oldest is not None and oldest.superseded_by == ids[1]
 
 
 def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
@@ -165,5 +193,26 @@ def test_cli_forget(api: ApiServer, stack: Stack, database_url: str, tmp_path: P
     assert vigil.json("memory", "search", "deploy key", "--agent", agent) == []
     unknown = vigil("memory", "forget", "424242424", "--agent", agent)
     assert unknown.returncode == 4, explain(unknown)
+    again = vigil("memory", "forget", str(mid), "--agent", agent)
+    assert again.returncode == 4, explain(again)
+    assert f"memory {mid} of agent '{agent}' is already forgotten (by ana at " in again.stderr
+
+    vigil.ok(
+        "memory", "add", "the runbook lives in the wiki", "--agent", agent, "--subject", "runbook"
+    )
+    newer = vigil.json(
+        "memory", "add", "the runbook moved to git", "--agent", agent, "--subject", "runbook"
+    )
+    (older_id,) = newer["superseded_ids"]
+    shown = vigil.ok(
+        "memory", "search", "runbook", "--agent", agent, "--all", env={"COLUMNS": "200"}
+    )
+    lines = {line.split()[1]: line for line in shown.stdout.splitlines() if line.split()[1:2]
+             and line.split()[1].isdigit()}  # fmt: skip
+    assert "superseded" in lines[str(older_id)] and "current" in lines[str(newer["id"])]
+    forgot = vigil.ok("memory", "forget", str(newer["id"]), "--agent", agent)
+    assert f"current again (it had superseded them): {older_id}" in forgot.stdout
+    back = vigil.json("memory", "search", "runbook", "--agent", agent)
+    assert [(m["id"], m["superseded"]) for m in back] == [(older_id, False)]
     record = stored(api.settings, agent, mid)
     assert record is not None and record.forgotten_by == "ana"

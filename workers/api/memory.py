@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, MemoryRecord
+from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, Forgotten
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
 from vigil.workers.client import VigilClient
@@ -79,6 +79,11 @@ class MemoryOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class MemoryForgotten(MemoryOut):
+    restored_ids: list[int]
+    """The memories it had superseded, current again now that it is forgotten."""
+
+
 def _client(request: Request) -> VigilClient:
     client: VigilClient = request.app.state.client
     return client
@@ -133,8 +138,12 @@ async def add_memory(
 
 @router.delete(
     "/agents/{agent_id}/memory/{memory_id}",
-    response_model=MemoryOut,
+    response_model=MemoryForgotten,
     summary="Forget a memory (admin): kept for history, never recalled again",
+    description=(
+        "The memories it had superseded are current again (restored_ids). 404 for a memory "
+        "the agent does not have or that is already forgotten."
+    ),
 )
 async def forget_memory(
     request: Request,
@@ -142,9 +151,10 @@ async def forget_memory(
     memory_id: MemoryId,
     who: Admin,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
-) -> MemoryOut:
+) -> MemoryForgotten:
     check_agent(who, agent_id)
-    record: MemoryRecord = await _client(request).memory_forget(
+    done: Forgotten = await _client(request).memory_forget(
         agent_id, memory_id, by=who.actor, reason=reason
     )
-    return MemoryOut.model_validate(record, from_attributes=True)
+    out = MemoryOut.model_validate(done.record, from_attributes=True)
+    return MemoryForgotten(**out.model_dump(), restored_ids=list(done.restored_ids))

@@ -52,8 +52,21 @@ def memory_search(
                 )
                 nothing(f"no memories match {query!r}", hint)
                 return
-            rows = [(m.id, m.kind, m.subject or "-", f"{m.score:.4f}", m.content) for m in found]
-            out.print(table(("id", "kind", "subject", "score", "content"), rows))
+            # Only with --all can a row be superseded: then a state column says which.
+            state = include_superseded
+            columns = ["id", "kind", "subject", *(["state"] if state else []), "score", "content"]
+            rows = [
+                (
+                    m.id,
+                    m.kind,
+                    m.subject or "-",
+                    *([("superseded" if m.superseded else "current")] if state else []),
+                    f"{m.score:.4f}",
+                    m.content,
+                )
+                for m in found
+            ]
+            out.print(table(columns, rows))
 
         emit([asdict(m) for m in found], as_json, human)
 
@@ -95,11 +108,26 @@ def memory_forget(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Forget a memory: never recalled again, kept with who forgot it, when and why."""
+    """Forget a memory: never recalled again, kept with who forgot it, when and why.
+
+    The memories it had superseded are current again. A memory the agent does not have,
+    or one already forgotten, is an error (exit 4)."""
     who = by or by_default()
 
     async def go(client: VigilClient) -> None:
-        record = await client.memory_forget(agent, memory_id, by=who, reason=reason)
+        done = await client.memory_forget(agent, memory_id, by=who, reason=reason)
+        record = done.record
+        restored = list(done.restored_ids)
+
+        def human() -> None:
+            out.print(
+                f"memory {record.id} of {agent} forgotten by {record.forgotten_by} "
+                f"at {record.forgotten_at:%Y-%m-%d %H:%M:%S}"
+            )
+            if restored:
+                ids = ", ".join(str(i) for i in restored)
+                out.print(f"current again (it had superseded them): {ids}")
+
         emit(
             {
                 "id": record.id,
@@ -107,12 +135,10 @@ def memory_forget(
                 "forgotten_at": record.forgotten_at.isoformat(),
                 "forgotten_by": record.forgotten_by,
                 "forget_reason": record.forget_reason,
+                "restored_ids": restored,
             },
             as_json,
-            lambda: out.print(
-                f"memory {record.id} of {agent} forgotten by {record.forgotten_by} "
-                f"at {record.forgotten_at:%Y-%m-%d %H:%M:%S}"
-            ),
+            human,
         )
 
     run_client(go, state_dir)
