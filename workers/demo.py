@@ -6,6 +6,11 @@ on the scripted model (a model connection of kind ``scripted`` playing ``demo_sc
 uses the Python tool and the MCP server, and stops for one approval before it writes a
 report. What the demo tells at the end is read back from the record: the tools' own
 results, not the script's words.
+
+The demo never replaces a definition of yours: it applies the file as agent ``ops`` only
+when ``ops`` has none or its newest version came from that same file (an earlier demo,
+or `vigil agent apply examples/agents`); otherwise it runs the same file as agent
+``ops-demo`` and leaves ``ops`` as it is.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record.store import StoredEvent
 from vigil.schema import event_kinds
+from vigil.schema.agents import content_hash
 from vigil.schema.payloads import Budget, SessionState, SessionStatus
-from vigil.workers.agents import apply_files
+from vigil.workers.agents import AppliedAgent, applying_service, load_all
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
@@ -33,6 +41,8 @@ from vigil.workers.tool_wiring import with_worker_flags
 from vigil.workers.worker import build_worker, runtime
 
 AGENT_FILE = Path("examples/agents/ops.toml")
+DEMO_AGENT = "ops-demo"
+"""The name the demo runs its agent under when ``ops`` holds someone's own definition."""
 TOOL_MODULE = "examples.ops_tools.tools"
 CONNECTION = "scripted"
 """The model connection the agent file names; the demo defines it."""
@@ -113,9 +123,7 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
     task_queue = f"{settings.task_queue}-demo-{uuid.uuid4().hex[:6]}"
     temporal = await connect(settings)
     async with runtime(settings) as rt, build_worker(temporal, rt, task_queue):
-        (applied,) = await apply_files(
-            settings, rt.activities.sessionmaker, [AGENT_FILE], tools=[], by=by
-        )
+        applied = await apply_demo_agent(settings, rt.activities.sessionmaker, by, console)
         what = "applied as version" if applied.created else "unchanged, version"
         console.print(f"[bold]agent[/] {applied.name} ({AGENT_FILE}): {what} {applied.version}")
         client = await VigilClient.connect(settings)
@@ -188,6 +196,30 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             return 0 if status == SessionStatus.COMPLETED else 1
         finally:
             await client.close()
+
+
+async def apply_demo_agent(
+    settings: Settings, db: async_sessionmaker[DbSession], by: str, console: Console
+) -> AppliedAgent:
+    """Apply the demo's agent file as `vigil agent apply` does, under its own name unless
+    that agent's newest definition came from elsewhere (then as ``DEMO_AGENT``)."""
+    from vigil.activities.agents.files import LoadedAgent
+
+    service = applying_service(settings, db)
+    (agent,) = load_all([AGENT_FILE])
+    newest = await service.find(agent.spec.name)
+    if newest is not None and newest.source != str(AGENT_FILE):
+        console.print(
+            f"[bold]agent[/] {agent.spec.name} has a definition of its own (version "
+            f"{newest.version}, from {newest.source or 'code'}): the demo leaves it as it is "
+            f"and runs {AGENT_FILE} as agent {DEMO_AGENT}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        spec = agent.spec.model_copy(update={"name": DEMO_AGENT})
+        agent = LoadedAgent(agent.path, spec, content_hash(spec), locate=agent.locate)
+    (applied,) = await service.apply_loaded([agent], by=by)
+    return applied
 
 
 def _print_api(settings: Settings, sid: str, console: Console) -> None:

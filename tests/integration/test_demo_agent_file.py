@@ -17,7 +17,7 @@ from vigil.workers.stack import Stack
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_path: Path) -> None:
+def demo_cli(stack: Stack, database_url: str, tmp_path: Path) -> Vigil:
     env = cli_env(
         database_url=database_url,
         state_dir=stack.settings.resolved_state_dir,
@@ -27,7 +27,13 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     )
     env.pop("VIGIL_ALLOW_UNDEFINED_AGENTS")  # the demo's agent has a definition
     env["VIGIL_API_PORT"] = str(TEST_PORTS["api_port"])  # the test stack's API
-    done = Vigil(env)("demo", "--auto-approve", "--by", "tester", timeout=240)
+    return Vigil(env)
+
+
+def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_path: Path) -> None:
+    done = demo_cli(stack, database_url, tmp_path)(
+        "demo", "--auto-approve", "--by", "tester", timeout=240
+    )
     assert done.returncode == 0, explain(done)
     out = done.stdout
     assert re.search(
@@ -58,3 +64,36 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     summary = out.split("\nsummary ", 1)[1]
     assert "ops-report.md once a human approved it: stored artifact 'ops-report.md'" in summary
     assert "{last_result}" not in out
+
+
+def test_the_demo_leaves_a_users_own_ops_agent_alone(
+    stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """Runs after the test above (which applied the example as ``ops``): a definition of
+    ``ops`` from another file is the user's, and the demo runs its file as ``ops-demo``."""
+    vigil = demo_cli(stack, database_url, tmp_path)
+    mine = tmp_path / "agents" / "ops.toml"
+    mine.parent.mkdir()
+    mine.write_text(
+        'name = "ops"\nsystem_prompt = "You are my own ops agent. Goal: {goal}"\n'
+        '[[tools]]\nname = "write_artifact"\n'
+    )
+    vigil.ok("agent", "apply", str(mine))
+    before = vigil.json("agent", "show", "ops")
+    assert before["source"] == str(mine)
+
+    done = vigil("demo", "--auto-approve", "--by", "tester", timeout=240)
+    assert done.returncode == 0, explain(done)
+    version = before["version"]
+    assert re.search(
+        rf"agent ops has a definition of its own \(version {version}, from .*ops\.toml\): "
+        r"the demo leaves it as it is and runs examples/agents/ops\.toml as agent ops-demo",
+        done.stdout,
+    ), done.stdout
+    assert re.search(
+        r"agent ops-demo \(examples/agents/ops\.toml\): (applied as|unchanged,)", done.stdout
+    )
+    assert "status completed" in done.stdout
+    after = vigil.json("agent", "show", "ops")
+    assert (after["version"], after["source"]) == (before["version"], str(mine))
+    assert "my own ops agent" in after["spec"]["system_prompt"]
