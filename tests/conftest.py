@@ -31,6 +31,10 @@ from vigil.workers.temporal import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The CLI writes the commands in its hints as it was started (`uv run vigil` under
+# `uv run`, which sets UV); the tests run it as a plain `vigil`, whatever started pytest.
+os.environ.pop("UV", None)
+
 
 def _base_settings(**extra: object) -> Settings:
     state = os.environ.get("VIGIL_TEST_STATE_DIR", str(ROOT / ".vigil-test"))

@@ -188,6 +188,30 @@ def test_stack_psql_runs_the_readme_query_for_waiting_approvals(cli: CLIStack) -
     cli.vigil.ok("cancel", waiting)
 
 
+def test_hints_name_commands_as_the_cli_was_started(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("VIGIL_") and k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")
+    }
+
+    def no_database(**extra: str) -> str:
+        done = subprocess.run(
+            [*CLI, "memory", "search", "anything", "--json"],
+            cwd=str(tmp_path),
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 3, explain(done)
+        message: str = json.loads(done.stderr)["error"]["message"]
+        return message
+
+    assert "run `vigil stack up`" in no_database()
+    assert "run `uv run vigil stack up`" in no_database(UV="/usr/local/bin/uv")  # `uv run`
+
+
 def test_no_database_says_where_it_looked_and_how_to_name_a_stack(tmp_path: Path) -> None:
     # A shell in another folder than the one the stack was started from, no DATABASE_URL.
     env = {

@@ -19,6 +19,7 @@ from vigil.workers.cli.common import (
     err,
     fail,
     load_settings,
+    nothing,
     out,
     run_db,
     when,
@@ -125,7 +126,10 @@ def list_(
 
         def human() -> None:
             if not rows:
-                out.print("no tokens (create one: vigil token create --owner NAME --scope read)")
+                nothing(
+                    "no tokens",
+                    "create one: vigil token create --owner NAME --scope read",
+                )
                 return
             table = Table("id", "owner", "scope", "agents", "name", "created", "state")
             for r in rows:

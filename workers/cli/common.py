@@ -8,7 +8,9 @@ runs, not when the CLI starts: `vigil --help` and a control command start at onc
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import re
 import sys
 import textwrap
@@ -90,6 +92,32 @@ SignalOpt = Annotated[
 ]
 
 
+def command_prefix() -> str:
+    """How the commands in hints are written: ``uv run vigil`` when this CLI runs under
+    ``uv run`` (uv names itself in ``UV`` for what it runs), else ``vigil``."""
+    return "uv run vigil" if os.environ.get("UV") else "vigil"
+
+
+@functools.cache
+def _bare_commands() -> re.Pattern[str]:
+    from vigil.workers.cli import app  # assembled by then: every command is registered
+
+    names = sorted(typer.main.get_command(app).commands, key=len, reverse=True)  # type: ignore[attr-defined]
+    # A command is quoted (`vigil stack up`), in brackets or after a colon; "let vigil
+    # start its own" is prose.
+    return re.compile(rf"(?:(?<=`)|(?<=\()|(?<=: )|^)vigil(?= (?:{'|'.join(names)})\b)")
+
+
+def as_invoked(text: str) -> str:
+    """``text`` with each command it names (```vigil stack up```, ``(vigil ...``,
+    ``: vigil ...``) written as this CLI was started (``uv run vigil stack up`` under
+    ``uv run``); other words stay as they are."""
+    prefix = command_prefix()
+    if prefix == "vigil" or "vigil " not in text:
+        return text
+    return _bare_commands().sub(prefix, text)
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     say_error(message, code)
     raise typer.Exit(code)
@@ -97,6 +125,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 def say_error(message: str, code: int) -> None:
     """One line on stderr: ``error: ...``, or with --json a JSON object with a stable code."""
+    message = as_invoked(message)
     if JSON_ERRORS["on"]:
         body = {"error": {"code": ERROR_CODES.get(code, "failed"), "message": message}}
         err.print(json.dumps(body), markup=False, highlight=False, soft_wrap=True)
@@ -185,7 +214,7 @@ def highlighted(snippet: str) -> Text:
 
 def nothing(message: str, hint: str | None = None) -> None:
     """An empty result said so (on stdout, where the table would be), with why if known."""
-    out.print(Text(message + (f" ({hint})" if hint else "")))
+    out.print(Text(as_invoked(message + (f" ({hint})" if hint else ""))))
 
 
 def load_settings(state_dir: str | None = None, with_minio: bool = False) -> Settings:

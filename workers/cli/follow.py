@@ -25,7 +25,7 @@ from rich.markup import escape
 from vigil.activities.record.order import action_at_text
 from vigil.schema import event_kinds
 from vigil.schema.transcript import short_json
-from vigil.workers.cli.common import out, when
+from vigil.workers.cli.common import command_prefix, out, when
 
 if TYPE_CHECKING:
     from vigil.activities.record.feed import FeedItem
@@ -156,8 +156,9 @@ def print_approval(
     p: dict[str, Any] = data.get("payload") or {}
     approval_id = str(p.get("approval_id", "?"))
     tool, arguments = str(p.get("tool", "?")), str(p.get("arguments", ""))
-    approve = f"vigil approve {session_id} {approval_id}" if pending else None
-    reject = f"vigil reject {session_id} {approval_id} --reason ..." if pending else None
+    vigil = command_prefix()
+    approve = f"{vigil} approve {session_id} {approval_id}" if pending else None
+    reject = f"{vigil} reject {session_id} {approval_id} --reason ..." if pending else None
     if as_json:
         line = {
             "type": "approval",

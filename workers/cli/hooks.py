@@ -18,6 +18,7 @@ from vigil.workers.cli.common import (
     emit,
     err,
     fail,
+    nothing,
     out,
     run_db,
     when,
@@ -117,7 +118,7 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 
         def human() -> None:
             if not rows:
-                out.print("no triggers (vigil trigger create NAME --agent A --goal-template ...)")
+                nothing("no triggers", "vigil trigger create NAME --agent A --goal-template ...")
                 return
             table = Table("name", "agent", "action", "key field", "template", "created")
             for r in rows:

@@ -21,6 +21,7 @@ from vigil.workers.cli.common import (
     StateOpt,
     UndefinedAgentOpt,
     _parse_since,
+    as_invoked,
     checked_session_id,
     csv,
     emit,
@@ -131,7 +132,7 @@ async def warn_when_no_worker(client: VigilClient) -> None:
             client.settings.task_queue, what="the session waits until one does"
         )
     except NoWorker as exc:
-        err.print(f"warning: {escape(str(exc))}")
+        err.print(f"warning: {escape(as_invoked(str(exc)))}")
     except VigilError:
         return  # Temporal took the start; a failed look is no reason to fail the command
 
@@ -295,7 +296,7 @@ def archived_line(session_id: str, archived: ArchivedTranscript) -> str:
     """An archived transcript, said for a person: where, when, and how to restore it."""
     from vigil.activities.record.archived import restore_hint
 
-    return (
+    return as_invoked(
         f"archived {when(archived.archived_at)} to {archived.uri} "
         f"({archived.messages} messages, {archived.events} events); "
         f"`{restore_hint(session_id)}` brings it back"

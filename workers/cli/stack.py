@@ -16,6 +16,7 @@ from vigil.workers.cli.common import (
     S3Opt,
     StateOpt,
     ToolsOpt,
+    as_invoked,
     err,
     fail,
     load_settings,
@@ -137,7 +138,9 @@ def stack_env(state_dir: StateOpt = None) -> None:
         if (folder / "temporal").exists():
             lines.append(f'export PATH={shlex.quote(str(folder))}:"$PATH"')
         else:
-            err.print("the temporal binary is not built yet: `vigil stack up` builds it")
+            err.print(
+                as_invoked("the temporal binary is not built yet: `vigil stack up` builds it")
+            )
     lines.append(f"export TEMPORAL_ADDRESS={shlex.quote(settings.endpoints().temporal_address)}")
     lines.append(f"export TEMPORAL_NAMESPACE={shlex.quote(settings.temporal_namespace)}")
     # The codec server shows payloads decrypted; the token is read from its file when the
