@@ -133,3 +133,9 @@ def test_cli_creates_lists_and_revokes_tokens(
     assert gone.returncode == 4, gone.stderr
     bad = vigil("token", "create", "--owner", "bo", "--scope", "root")
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
+    # --agent as every other command spells it, repeatable; --agents a,b as before.
+    one = vigil.json("token", "create", "--owner", "bo", "--agent", "ops")
+    assert one["agents"] == ["ops"]
+    two = vigil.json("token", "create", "--owner", "bo", "--agent", "a", "-a", "b,c")
+    assert two["agents"] == ["a", "b", "c"]
+    assert vigil.json("token", "create", "--owner", "bo")["agents"] is None

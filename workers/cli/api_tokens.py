@@ -79,7 +79,13 @@ def create(
     owner: Annotated[str, typer.Option("--owner", help="Who acts with it (recorded as actor).")],
     scope: Annotated[str, typer.Option("--scope", help="read, control or admin.")] = "read",
     agents: Annotated[
-        str | None, typer.Option("--agents", help="Comma-separated agents it covers (all).")
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            "-a",
+            "--agents",
+            help="An agent it covers (repeatable, or comma-separated); all when none.",
+        ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for listings.")] = "",
     state_dir: StateOpt = None,
@@ -92,11 +98,13 @@ def create(
         parsed = Scope.parse(scope)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    agent_list = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    agent_list = [a.strip() for given in agents or () for a in given.split(",") if a.strip()]
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         try:
-            new = await TokenService(db).create(owner, scope=parsed, name=name, agents=agent_list)
+            new = await TokenService(db).create(
+                owner, scope=parsed, name=name, agents=agent_list or None
+            )
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
 
