@@ -64,6 +64,22 @@ def test_pause_say_redirect_resume(cli: CLIStack) -> None:
     assert by_kind["human_message"].actor == "ana"
 
 
+def test_show_says_paused_while_an_approval_waits(cli: CLIStack) -> None:
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
+    sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    wait_approval(cli.database_url, sid, "a1-0")
+    assert cli.vigil.json("pause", sid, "--reason", "lunch", "--by", "ana")["accepted"]
+    shown = cli.vigil.ok("show", sid)
+    status = next(ln for ln in shown.stdout.splitlines() if ln.split()[1:2] == ["status"])
+    assert "paused (approval a1-0 pending)" in status, shown.stdout
+    # The JSON keeps the record's status and the live state as they are.
+    state = cli.vigil.json("show", sid)["state"]
+    assert state["paused"] is True and [a["approval_id"] for a in state["pending_approvals"]] == [
+        "a1-0"
+    ]
+    cli.vigil.ok("cancel", sid)
+
+
 def test_reject_with_reason(cli: CLIStack) -> None:
     goal = cli.plan(
         Reply.tool_call("http_fetch", {"url": "http://127.0.0.1:9/nope"}),

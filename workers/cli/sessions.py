@@ -42,6 +42,7 @@ from vigil.workers.cli.render import follow_session, message_dict, print_message
 
 if TYPE_CHECKING:
     from vigil.activities.record.archived import ArchivedTranscript
+    from vigil.schema.payloads import SessionState
     from vigil.workers.client import VigilClient
 
 
@@ -215,7 +216,7 @@ def show(
             ("id", row.id),
             ("agent", row.agent_id),
             ("goal", row.goal),
-            ("status", row.status),
+            ("status", shown_status(row.status, live)),
             ("step", row.step),
             ("tokens", f"{row.tokens_in} in / {row.tokens_out} out"),
             ("cost", f"${row.cost_usd:.4f}"),
@@ -240,6 +241,18 @@ def show(
             print_message(m, False)
 
     run_client(go, state_dir)
+
+
+_PAUSABLE = ("running", "waiting_approval", "paused")
+
+
+def shown_status(recorded: str, live: SessionState | None) -> str:
+    """The status `show` tells a person: a session paused while an approval waits is
+    recorded as waiting for it, but is paused (and the approval still pending)."""
+    if live is None or not live.paused or recorded not in _PAUSABLE:
+        return recorded
+    pending = ", ".join(a.approval_id for a in live.pending_approvals)
+    return f"paused (approval {pending} pending)" if pending else "paused"
 
 
 def follow(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
