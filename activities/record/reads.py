@@ -184,13 +184,17 @@ async def _timeline(
     """Messages with the session's events (approvals, decisions, pauses, redirects, who
     did them) in the order they happened; both read page by page. An event is placed at
     its action's own time (``StoredEvent.at``): a decision, written with the session's
-    next record, still comes before the result of the tool call it approved."""
+    next record, still comes before the result of the tool call it approved. Nothing comes
+    before the goal, the session's first message: a pause sent before a worker first ran
+    the session is handled before the goal is written, and is placed after it."""
     events = aiter(_event_stream(db, session_id, page_size))
     pending = await anext(events, None)
+    opened: datetime | None = None
     async for page in _pages(db, session_id, page_size):
         for message in page:
+            opened = opened or message.created_at
             # An event written with this message (the same time) comes after it.
-            while pending is not None and pending.at < message.created_at:
+            while pending is not None and max(pending.at, opened) < message.created_at:
                 yield pending
                 pending = await anext(events, None)
             yield message
