@@ -123,6 +123,9 @@ class AgentSpec(Spec):
     mcp_servers: list[McpServerSpec] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
     approval_timeout_seconds: float = Field(default=24 * 3600, gt=0)
+    conversation_idle_seconds: float | None = Field(default=None, gt=0)
+    """How long the session of a key waits for the next message before it ends completed
+    (``conversation_idle`` event); 24 hours when unset."""
     context: ContextSettings = Field(default_factory=ContextSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     webhooks: list[WebhookSpec] | None = None
@@ -171,6 +174,8 @@ class AgentRuntime(BaseModel):
     budget: Budget | None = None
     """The definition's default budget (None for an agent without a definition)."""
     approval_timeout_seconds: float | None = None
+    conversation_idle_seconds: float | None = None
+    """The definition's idle time of a conversation (None: the default, 24 hours)."""
     webhook_events: list[str] | None = None
     """The events some webhook of the agent listens to (None or empty: none); the workflow
     starts a delivery only for these."""
@@ -205,6 +210,8 @@ def content_hash(spec: AgentSpec) -> str:
         data.pop("webhooks", None)
     if data.get("model", {}).get("execution") is None:
         data["model"].pop("execution", None)  # likewise for specs from before it
+    if data.get("conversation_idle_seconds") is None:
+        data.pop("conversation_idle_seconds", None)  # likewise
     return hashlib.sha256(canonical_json(data).encode("ascii")).hexdigest()
 
 

@@ -34,6 +34,7 @@ CONTEXT_SUMMARY = "context_summary"
 CONTEXT_DEGRADED = "context_degraded"
 ARTIFACT_REPLACED = "artifact_replaced"
 INFRASTRUCTURE_RECOVERED = "infrastructure_recovered"
+CONVERSATION_IDLE = "conversation_idle"
 
 ALL = (
     SESSION_OPENED,
@@ -57,6 +58,7 @@ ALL = (
     CONTEXT_DEGRADED,
     ARTIFACT_REPLACED,
     INFRASTRUCTURE_RECOVERED,
+    CONVERSATION_IDLE,
 )
 
 LEGACY: dict[str, str] = {

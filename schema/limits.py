@@ -122,6 +122,10 @@ def session_input_error(arg: StartSessionInput, now: datetime | None = None) -> 
         if found is None:
             why = seconds_problem(getattr(arg.policy, name), positive=True)
             found = None if why is None else (f"policy.{name}", why)
+    idle = arg.conversation_idle_seconds
+    if found is None and idle is not None:
+        why = seconds_problem(idle, positive=True)
+        found = None if why is None else ("conversation_idle_seconds", why)
     beat = arg.heartbeat_seconds
     if found is None and not 0 <= beat <= MAX_HEARTBEAT_SECONDS:  # (NaN too; 0: none)
         found = "heartbeat_seconds", f"{beat:g} is not from 0 to {MAX_HEARTBEAT_SECONDS}"

@@ -118,6 +118,15 @@ PATCH_DECISION_FIRST = "vigil-decision-first"
 # refusal of the session's Nth signal leaves the marker PATCH_UNDECRYPTABLE_SIGNAL + "-N",
 # so a replay refuses it again even on a worker that has since been given the key.
 PATCH_UNDECRYPTABLE_SIGNAL = "vigil-undecryptable-signal"
+# A conversation that receives no message for its idle time (the agent definition's
+# ``conversation_idle_seconds``, 24 hours by default) ends completed. Asked when a
+# conversation first waits for a message, so only conversations carry it; those that
+# waited before it keep waiting until their deadline or budget.
+PATCH_CONVERSATION_IDLE = "vigil-conversation-idle"
+REFUSED_ENDED = "the session has ended"
+"""How a session's validator begins its refusal of a control once the session has ended
+(while its last records are written): a keyed message then goes to the key's next
+session (workers/keyed.py)."""
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""

@@ -117,6 +117,9 @@ class SessionCarry(Payload):
     """(version, by) of a redirect to another agent version not yet applied."""
     awaiting_message: bool = False
     """A conversation answered its last message and waits for the next one."""
+    idle_until: datetime | None = None
+    """When a conversation waiting for its next message ends idle (None: it waits
+    without this bound, as conversations did before ``PATCH_CONVERSATION_IDLE``)."""
 
 
 class StartSessionInput(Payload):
@@ -145,12 +148,17 @@ class StartSessionInput(Payload):
     overrides: list[str] | None = None
     """The settings of this input that win over the agent definition's: ``budget`` or
     ``budget.<field>``, ``system_prompt``, ``context_messages``, ``max_tokens_per_call``,
-    ``policy.approval_timeout_seconds``. Unlisted ones come from the definition (when the
-    agent has one); `vigil start` and the client list the options a user gave."""
+    ``policy.approval_timeout_seconds``, ``conversation_idle_seconds``. Unlisted ones come
+    from the definition (when the agent has one); `vigil start` and the client list the
+    options a user gave."""
     conversation: bool = False
     """A conversation (the session of a key): a reply without a tool call answers the
     last message, and the session waits for the next one instead of ending; the agent
-    ends it with ``finish`` (or a budget, the deadline, a cancel does)."""
+    ends it with ``finish`` (or a budget, the deadline, a cancel does), or no message for
+    ``conversation_idle_seconds`` does."""
+    conversation_idle_seconds: float | None = Field(default=None, gt=0)
+    """How long a conversation waits for its next message before it ends completed; the
+    agent definition's when unset (and not in ``overrides``), else 24 hours."""
     runtime: dict[str, Any] | None = None
     """The agent definition as vigil's client resolved it for this start (an
     ``AgentRuntime``'s JSON): the session's first run takes it instead of reading it, one

@@ -432,5 +432,6 @@ def start_overrides(
         out.append("policy.approval_timeout_seconds")
     if system_prompt is not None:
         out.append("system_prompt")
-    out.extend(f for f in ("context_messages", "max_tokens_per_call") if f in extra_fields)
+    settings = ("context_messages", "max_tokens_per_call", "conversation_idle_seconds")
+    out.extend(f for f in settings if f in extra_fields)
     return out

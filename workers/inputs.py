@@ -40,7 +40,7 @@ SESSION_ID = SCHEDULE_ID
 (no ``/``, never ``.`` or ``..``, nothing a client would re-encode) and a workflow id."""
 
 RESERVED_SESSION_IDS = re.compile(
-    r"-key-[0-9a-f]{32}$"  # a conversation key's session (workers/keyed.py)
+    r"-key-[0-9a-f]{32}(-[1-9][0-9]*)?$"  # a conversation key's sessions (workers/keyed.py)
     r"|-run-\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})$"  # a schedule's run
 )
 """Ids of the forms vigil gives sessions it starts by itself. A keyed message joins the

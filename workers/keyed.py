@@ -6,8 +6,13 @@ from the agent and the key, so every client that names the same key reaches the 
 session: two clients racing on a new key end with one session holding both messages
 (the server starts it once; the other request's update joins the running session).
 
-A key's session that has ended is not started again under the same id (its record would
-continue as if it were the same session): the message is refused and says so.
+A key's session that has ended (the agent finished it, it ended idle, a budget ran out,
+someone cancelled it) is never started again under its id: its record would continue as
+if it were the same session. The next message starts the key's next session instead,
+under the key's id with the generation appended (``...-key-<digest>-2``, ``-3``...): the
+record says which generations exist and which ended, and Temporal, which refuses to
+start an id twice, settles a race between two clients on a new generation as it does
+on a new key.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from vigil.schema import names
-from vigil.schema.payloads import Ack, MessageInput
+from vigil.schema.payloads import FINAL_STATUSES, Ack, MessageInput
 from vigil.workers.client import BadArgument, Refused, refuse_oversized
 
 if TYPE_CHECKING:
@@ -31,12 +36,19 @@ MAX_KEY = 200
 """A key names one conversation: an identifier, not text."""
 
 
-def keyed_session_id(agent_id: str, key: str) -> str:
-    """The session id of ``key``'s session of ``agent_id``: readable prefix, exact digest."""
+MAX_GENERATION_TRIES = 20
+"""New generations tried in one call when each in turn turns out to have ended (only a
+session ended in Temporal but not in the record yet is skipped this way)."""
+
+
+def keyed_session_id(agent_id: str, key: str, generation: int = 1) -> str:
+    """The session id of ``key``'s session of ``agent_id``: readable prefix, exact digest;
+    the key's later sessions (after one ended) carry their generation."""
     raw = f"{agent_id}\x1f{key}".encode("utf-8", "surrogatepass")
     digest = hashlib.sha256(raw).hexdigest()[:32]
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in agent_id)[:60]
-    return f"{slug}-key-{digest}"
+    first = f"{slug}-key-{digest}"
+    return first if generation <= 1 else f"{first}-{generation}"
 
 
 def default_goal(key: str) -> str:
@@ -80,19 +92,51 @@ async def message_by_key(
         client.refuse_loosening(
             agent_id, found, start.get("policy"), start.get("budget"), start.get("system_prompt")
         )
-    session_id = keyed_session_id(agent_id, key)
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none.
     await client.require_worker(queue, what=f"the session of key {key!r} cannot take the message")
-    operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        names.WORKFLOW_SESSION,
-        arg,
-        id=session_id,
-        task_queue=queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        **client.start_options(agent_id, goal),
+    generation = await _current_generation(client, agent_id, key)
+    for _ in range(MAX_GENERATION_TRIES):
+        session_id = keyed_session_id(agent_id, key, generation)
+        operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            names.WORKFLOW_SESSION,
+            arg,
+            id=session_id,
+            task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            **client.start_options(agent_id, goal),
+        )
+        ack = await _send(client, session_id, message, operation)
+        if ack is not None:
+            return KeyedMessage(session_id, ack)
+        generation += 1  # that session has ended: the key's next one takes the message
+    raise Refused(
+        f"the sessions of key {key!r} kept ending before they took the message; send it again"
     )
+
+
+async def _current_generation(client: VigilClient, agent_id: str, key: str) -> int:
+    """The generation of the key's session a message goes to: its newest recorded one,
+    or the one after it when that has ended."""
+    from vigil.activities.record import sessions as record
+
+    async with client.db() as db:
+        found = await record.keyed_generations(db, agent_id, keyed_session_id(agent_id, key))
+    if not found:
+        return 1
+    newest = max(found)
+    return newest + 1 if found[newest] in FINAL_STATUSES else newest
+
+
+async def _send(
+    client: VigilClient,
+    session_id: str,
+    message: MessageInput,
+    operation: WithStartWorkflowOperation[Any, Any],
+) -> Ack | None:
+    """The session's acknowledgement; None when the session of ``session_id`` has ended
+    (Temporal will not start it again) or is ending (its validator refuses)."""
     try:
         ack: Ack = await client.call(
             session_id,
@@ -100,9 +144,11 @@ async def message_by_key(
                 names.UPD_MESSAGE, message, start_workflow_operation=operation, result_type=Ack
             ),
         )
-    except WorkflowAlreadyStartedError as exc:
-        raise Refused(
-            f"the session of key {key!r} ({session_id}) has ended; "
-            "its record is kept, a new message needs a new key"
-        ) from exc
-    return KeyedMessage(session_id, ack)
+    except WorkflowAlreadyStartedError:
+        return None
+    except Refused as exc:
+        failed = exc.__cause__
+        if isinstance(failed, WorkflowUpdateFailedError) and names.REFUSED_ENDED in str(exc):
+            return None
+        raise
+    return ack

@@ -69,6 +69,8 @@ def effective_input(arg: StartSessionInput, runtime: AgentRuntime) -> StartSessi
         updates["policy"] = arg.policy.model_copy(
             update={"approval_timeout_seconds": runtime.approval_timeout_seconds}
         )
+    if runtime.conversation_idle_seconds is not None and "conversation_idle_seconds" not in over:
+        updates["conversation_idle_seconds"] = runtime.conversation_idle_seconds
     return arg.model_copy(update=updates)
 
 

@@ -52,6 +52,8 @@ DEFAULT_HEARTBEAT = timedelta(seconds=20)
 # Catalog tools (Python and MCP) when neither the agent file nor the tool says: the
 # tool's own time limit (the activity adds a margin to record the result) and attempts
 # for a tool that raises vigil.ToolRetry.
+CONVERSATION_IDLE = timedelta(hours=24)
+"""How long a conversation waits for its next message when nothing says otherwise."""
 TOOL_DEFAULT_TIMEOUT = timedelta(minutes=2)
 TOOL_DEFAULT_MAX_ATTEMPTS = 3
 TOOL_RECORD_MARGIN = timedelta(seconds=60)

@@ -264,15 +264,37 @@ class AgentSession(HandOverWhileWaiting):
 
     async def _await_next_message(self) -> None:
         """A conversation between messages: waits (across runs, when its history grows
-        heavy meanwhile) until a message comes, or the deadline passes."""
+        heavy meanwhile) until a message comes, the conversation's idle time passes (it
+        ends completed) or the deadline does."""
         self._set_status(SessionStatus.WAITING_HUMAN)
         self._waiting_for = NEXT_MESSAGE
+        idle = self._arg.conversation_idle_seconds
+        seconds = c.CONVERSATION_IDLE.total_seconds() if idle is None else idle
+        if self._c.idle_until is None and workflow.patched(names.PATCH_CONVERSATION_IDLE):
+            # Carried across runs: a hand-over while waiting does not restart the clock.
+            self._c.idle_until = times.later(workflow.now(), seconds)
         await self._flush()
-        got = await self._wait(lambda: bool(self._inbox.items), summary=NEXT_MESSAGE)
+        got = await self._wait(
+            lambda: bool(self._inbox.items), until=self._c.idle_until, summary=NEXT_MESSAGE
+        )
         self._waiting_for = None
         if got:
             self._c.awaiting_message = False
+            self._c.idle_until = None
             self._set_status(SessionStatus.RUNNING)
+            return
+        idle_until = self._c.idle_until
+        if idle_until is not None and workflow.now() >= idle_until and not self._deadline_passed():
+            self._event(
+                "conversation:idle",
+                event_kinds.CONVERSATION_IDLE,
+                self._c.step,
+                payload={"idle_seconds": seconds, "at": idle_until.isoformat()},
+            )
+            raise _SessionEnded(
+                SessionStatus.COMPLETED,
+                f"the conversation ended idle: no message for {seconds:g} s after the last answer",
+            )
 
     async def _hand_over(self) -> None:
         """Continue-as-new without losing what humans sent during the last awaits."""
@@ -1436,7 +1458,7 @@ class AgentSession(HandOverWhileWaiting):
 
     def _ended_error(self) -> str | None:
         if self._status in FINAL_STATUSES:
-            return f"the session has ended ({self._status.value})"
+            return f"{names.REFUSED_ENDED} ({self._status.value})"
         return None
 
     def _approve_error(self, approval_id: str) -> str | None:

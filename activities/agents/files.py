@@ -241,6 +241,10 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
     too_long = seconds_problem(spec.approval_timeout_seconds, positive=True)
     if too_long is not None:
         problems.append(Problem(None, "approval_timeout_seconds", too_long))
+    if spec.conversation_idle_seconds is not None:
+        too_long = seconds_problem(spec.conversation_idle_seconds, positive=True)
+        if too_long is not None:
+            problems.append(Problem(None, "conversation_idle_seconds", too_long))
     for k, server in enumerate(spec.mcp_servers):
         if (server.command is None) == (server.url is None):
             problems.append(

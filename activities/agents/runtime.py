@@ -76,6 +76,7 @@ def runtime_of(
         memory=spec.memory,
         budget=spec.budget,
         approval_timeout_seconds=spec.approval_timeout_seconds,
+        conversation_idle_seconds=spec.conversation_idle_seconds,
     )
 
 

@@ -157,6 +157,27 @@ async def recorded_ids(db: DbSession, session_ids: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
+async def keyed_generations(db: DbSession, agent_id: str, first_id: str) -> dict[int, str]:
+    """The recorded sessions of one conversation key, as {generation: status}: the key's
+    first session has ``first_id``, its later ones ``first_id-2``, ``first_id-3``...
+    (workers/keyed.py)."""
+    rows = await db.execute(
+        sql(
+            "SELECT id, status FROM sessions WHERE agent_id = :agent "
+            "AND (id = :first OR starts_with(id, :prefix))"
+        ),
+        {"agent": agent_id, "first": first_id, "prefix": f"{first_id}-"},
+    )
+    found: dict[int, str] = {}
+    for session_id, status in rows:
+        suffix = session_id[len(first_id) + 1 :]
+        if session_id == first_id:
+            found[1] = status
+        elif suffix.isascii() and suffix.isdigit() and not suffix.startswith("0"):
+            found[int(suffix)] = status
+    return found
+
+
 def _json(value: Any) -> Any:
     if value is None:
         return None

@@ -69,8 +69,11 @@ def test_two_clients_racing_on_a_new_key_share_one_session(cli: CLIStack, api: A
         wait_status(http, sid, "waiting_human")
         assert http.post(path, json={"text": "that is all", "goal": goal}).is_success
         wait_status(http, sid, "completed")  # the agent ended it with finish
+        # The ended session is not started again: the key's next session takes it.
         late = http.post(path, json={"text": "anyone there?", "goal": goal})
-        assert late.status_code == 409 and "has ended" in late.json()["error"]["message"]
+        assert late.status_code == 200, late.text
+        assert late.json()["session_id"] == keyed_session_id(agent, "customer-42", 2)
+        assert http.post(f"/v1/sessions/{late.json()['session_id']}/cancel", json={}).is_success
 
     _, transcript, events = read_record(cli.database_url, sid)
     users = [m for m in transcript if m.role == "user"]

@@ -552,6 +552,20 @@ async def client_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [first, handle]
 
 
+async def conversation_idle(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A conversation with an idle time of 3 s: a message within it is answered (the
+    idle clock starts again), then none comes and the session ends idle, completed."""
+    ctx.stub.enqueue(Reply.text("first answer"), Reply.text("second answer"))
+    arg = _arg("serve", conversation=True, conversation_idle_seconds=3)
+    handle = await ctx.start("conversation_idle", arg)
+    await eventually(handle, lambda s: s.step == 1 and s.status == SessionStatus.WAITING_HUMAN)
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="another question", by="ana"))
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.steps == 2 and "ended idle" in result.summary, result
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -573,6 +587,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "undecryptable_signal": undecryptable_signal,
     "conversation": conversation,
     "client_start": client_start,
+    "conversation_idle": conversation_idle,
 }
 
 

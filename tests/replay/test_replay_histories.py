@@ -24,7 +24,7 @@ from temporalio.workflow import NondeterminismError
 
 from tests.replay.incompatible import INCOMPATIBLE, RandomBeforeEachStep
 from vigil.schema import names
-from vigil.schema.names import PATCH_UNDECRYPTABLE_SIGNAL
+from vigil.schema.names import PATCH_CONVERSATION_IDLE, PATCH_UNDECRYPTABLE_SIGNAL
 from vigil.schema.payloads import SessionStatus
 from vigil.workers.client import local_activity_data
 from vigil.workers.settings import Settings
@@ -58,6 +58,7 @@ EXPECTED = {
     "conversation_last_run",
     "client_start_first_run",
     "client_start_last_run",
+    "conversation_idle",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -101,6 +102,7 @@ LATEST = {
     "conversation_last_run",
     "client_start_first_run",
     "client_start_last_run",
+    "conversation_idle",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -214,6 +216,14 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     )
     assert names.ACT_RESOLVE_AGENT not in first and names.ACT_CALL_MODEL in first
     assert last[0] == names.ACT_RESOLVE_AGENT
+    # A conversation that got no message within its idle time ended completed; those
+    # recorded before the idle time (conversation_*_run) carry no marker of it.
+    idle = _history(HISTORIES / "conversation_idle.json")
+    assert PATCH_CONVERSATION_IDLE in _patches(idle)
+    assert _ended(idle) == SessionStatus.COMPLETED.value
+    for run in ("first", "last"):
+        older = _history(HISTORIES / f"conversation_{run}_run.json")
+        assert PATCH_CONVERSATION_IDLE not in _patches(older)
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from vigil.schema.limits import MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, SessionStatus
 from vigil.workers.api.auth import Controller, check_agent
 from vigil.workers.api.deps import Client
@@ -22,6 +23,9 @@ class KeyedMessageRequest(StartOptions):
     text: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     goal: str | None = Field(default=None, min_length=1, max_length=MAX_HUMAN_TEXT)
     """The goal of the session if this message starts it (a default names the key)."""
+    conversation_idle_seconds: float | None = Field(default=None, gt=0, le=MAX_BUDGET_SECONDS)
+    """If this message starts the session: how long it waits for each next message before
+    it ends completed (the agent definition's ``conversation_idle_seconds`` otherwise)."""
 
 
 class KeyedMessageResult(BaseModel):
@@ -45,6 +49,9 @@ async def message_key(
     client: Client,
 ) -> KeyedMessageResult:
     check_agent(who, name)
+    start = body.start_kwargs()
+    if body.conversation_idle_seconds is not None:
+        start["conversation_idle_seconds"] = body.conversation_idle_seconds
     sent = await message_by_key(
         client,
         name,
@@ -53,7 +60,7 @@ async def message_key(
         by=who.actor,
         goal=body.goal,
         may_loosen=who.may(Scope.ADMIN),
-        **body.start_kwargs(),
+        **start,
     )
     return KeyedMessageResult(
         session_id=sent.session_id,
