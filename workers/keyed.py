@@ -18,6 +18,7 @@ on a new key.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from vigil.schema.payloads import FINAL_STATUSES, Ack, MessageInput
 from vigil.workers.client import BadArgument, Refused, refuse_oversized
 
 if TYPE_CHECKING:
+    from vigil.activities.record.store import StoredMessage
     from vigil.workers.client import VigilClient
 
 MAX_KEY = 200
@@ -59,6 +61,9 @@ def default_goal(key: str) -> str:
 class KeyedMessage:
     session_id: str
     ack: Ack
+    after_seq: int = -1
+    """The session's last recorded seq before the message was sent: its answer comes
+    after it (see :func:`answer`)."""
 
 
 async def message_by_key(
@@ -107,13 +112,47 @@ async def message_by_key(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             **client.start_options(agent_id, goal),
         )
+        after = await _last_seq(client, agent_id, session_id)
         ack = await _send(client, session_id, message, operation)
         if ack is not None:
-            return KeyedMessage(session_id, ack)
+            return KeyedMessage(session_id, ack, after)
         generation += 1  # that session has ended: the key's next one takes the message
     raise Refused(
         f"the sessions of key {key!r} kept ending before they took the message; send it again"
     )
+
+
+async def answer(
+    client: VigilClient,
+    sent: KeyedMessage,
+    text: str,
+    *,
+    by: str,
+    on_approval: Callable[[], Awaitable[None]] | None = None,
+) -> StoredMessage | None:
+    """The reply that answers ``text`` sent by ``by`` (``sent``: what
+    :func:`message_by_key` returned): the first assistant message without tool calls
+    recorded after it. None when the session ends first (the agent finished it, a budget
+    or the deadline ran out, someone cancelled it). ``on_approval`` is awaited when the
+    session asks for an approval meanwhile."""
+    ours: int | None = None
+    async for message in client.follow(
+        sent.session_id, after_seq=sent.after_seq, on_approval=on_approval
+    ):
+        if ours is None:
+            if message.role == "user" and message.name == by and message.content == text:
+                ours = message.seq
+        elif message.role == "assistant" and not message.tool_calls:
+            return message
+    return None
+
+
+async def _last_seq(client: VigilClient, agent_id: str, session_id: str) -> int:
+    from vigil.activities.record import sessions as record
+    from vigil.activities.record.rls import acting_for
+
+    async with acting_for(client.db, agent_id) as db:
+        return await record.last_seq(db, session_id)
 
 
 async def _current_generation(client: VigilClient, agent_id: str, key: str) -> int:

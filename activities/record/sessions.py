@@ -178,6 +178,15 @@ async def keyed_generations(db: DbSession, agent_id: str, first_id: str) -> dict
     return found
 
 
+async def last_seq(db: DbSession, session_id: str) -> int:
+    """The highest seq of the session's transcript (-1: nothing recorded yet)."""
+    found = await db.execute(
+        sql("SELECT COALESCE(MAX(seq), -1) FROM messages WHERE session_id = :sid"),
+        {"sid": session_id},
+    )
+    return int(found.scalar_one())
+
+
 def _json(value: Any) -> Any:
     if value is None:
         return None

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import typer
 
-from vigil.workers.cli import control, data, processes, sessions
+from vigil.workers.cli import control, data, keyed, processes, sessions
 from vigil.workers.cli.agents import agent_app
 from vigil.workers.cli.api_tokens import api_command, token_app
 from vigil.workers.cli.artifacts import artifact_app
@@ -76,6 +76,7 @@ app.command("api")(api_command)
 processes.register(app)
 sessions.register(app)
 control.register(app)
+keyed.register(app)
 data.register(app)
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
 
 
-def _stdin_text() -> str:
+def stdin_text() -> str:
     text_ = read_stdin()
     # One trailing newline is the shell's (`echo`), not the message's.
     text_ = text_[:-1] if text_.endswith("\n") else text_
@@ -177,7 +177,7 @@ def say(
     from vigil.schema.payloads import MessageInput
 
     if text_ == "-":
-        text_ = _stdin_text()
+        text_ = stdin_text()
     _control(
         "say",
         MessageInput(text=text_, by=by or by_default()),

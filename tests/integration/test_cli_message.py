@@ -1,0 +1,57 @@
+"""`vigil message AGENT --key KEY TEXT`: the message goes to the key's session (started by
+the first one), prints the session id, and with --wait prints the reply that answers it,
+or how the session ended when it ended first."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.cli import explain, read_record
+from tests.support.llm_stub import Reply
+from vigil.workers.keyed import keyed_session_id
+
+pytestmark = pytest.mark.integration
+
+
+def test_message_by_key_then_wait_for_the_answer(cli: CLIStack) -> None:
+    agent = f"desk-{uuid.uuid4().hex[:8]}"
+    goal = cli.plan(
+        Reply.text("first answer"),
+        Reply.tool_call("write_artifact", {"name": "order.md", "content": "ships today"}),
+        Reply.text("your order ships today"),
+        Reply.tool_call("finish", {"summary": "helped"}),
+    )
+    sid = keyed_session_id(agent, "cust-9")
+    sent = cli.vigil.json("message", agent, "--key", "cust-9", "where is my order?", "--goal", goal)
+    assert sent["session_id"] == sid and sent["accepted"] is True, sent
+
+    # --wait prints the reply that answers this message, past the tool call it made first.
+    done = cli.vigil.ok("message", agent, "-k", "cust-9", "any news?", "--by", "ana", "--wait")
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith(f"session {sid}"), explain(done)
+    assert lines[-1] == "your order ships today", explain(done)
+
+    # The agent ends the conversation instead of answering: --wait says how it ended.
+    ended = cli.vigil("message", agent, "-k", "cust-9", "bye", "--wait", "--json")
+    assert ended.returncode == 0, explain(ended)
+    result, end = (json.loads(line) for line in ended.stdout.strip().splitlines())
+    assert result["session_id"] == sid and result["answer"] is None
+    assert end["type"] == "end" and end["status"] == "completed", end
+
+    _, transcript, _ = read_record(cli.database_url, sid)
+    users = [(m.content, m.name) for m in transcript if m.role == "user"]
+    assert [u[0] for u in users] == [goal, "where is my order?", "any news?", "bye"]
+    assert users[2][1] == "ana"
+
+
+def test_message_input_is_checked_before_sending(cli: CLIStack) -> None:
+    bad = cli.vigil("message", "desk", "--key", "k", "hi", "--idle", "0")
+    assert bad.returncode == 2 and "--idle" in bad.stderr, explain(bad)
+    missing = cli.vigil("message", "desk", "hi")
+    assert missing.returncode == 2 and "--key" in missing.stderr, explain(missing)
+    control = cli.vigil("message", "desk", "--key", "a\tb", "hi")
+    assert control.returncode == 2 and "control characters" in control.stderr, explain(control)

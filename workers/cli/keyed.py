@@ -1,0 +1,134 @@
+"""`vigil message AGENT --key KEY TEXT`: a message to the session of a key (a
+conversation), started first when none runs; `--wait` prints the reply that answers it.
+
+The CLI face of ``POST /v1/agents/{name}/keys/{key}/messages`` (workers/keyed.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from vigil.workers.cli.common import (
+    EXIT_USAGE,
+    AgentVersionOpt,
+    ByOpt,
+    JsonOpt,
+    StateOpt,
+    UndefinedAgentOpt,
+    by_default,
+    check,
+    err,
+    fail,
+    out,
+    run_client,
+)
+from vigil.workers.cli.control import stdin_text
+from vigil.workers.cli.render import print_end
+
+if TYPE_CHECKING:
+    from vigil.workers.client import VigilClient
+
+
+def message(
+    agent: Annotated[
+        str, typer.Argument(metavar="AGENT", help="The agent whose session of the key to message.")
+    ],
+    text_: Annotated[str, typer.Argument(metavar="TEXT", help="The message (`-`: stdin).")],
+    key: Annotated[
+        str, typer.Option("--key", "-k", help="Names the conversation, e.g. a customer id.")
+    ],
+    goal: Annotated[
+        str | None,
+        typer.Option(
+            help="The session's goal if this message starts it (a default names the key)."
+        ),
+    ] = None,
+    idle: Annotated[
+        str | None,
+        typer.Option(
+            help="If this message starts the session: how long it waits for each next message "
+            "before it ends (e.g. 30m, 2h; the definition's conversation_idle_seconds otherwise)."
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the reply that answers the message; print it.")
+    ] = False,
+    by: ByOpt = "",
+    agent_version: AgentVersionOpt = None,
+    undefined_agent: UndefinedAgentOpt = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a message to the session of KEY, starting it when none runs; prints its id.
+
+    A key's session is a conversation: each reply answers the messages so far and the
+    session waits for the next one. Once it has ended, the key's next message starts the
+    key's next session."""
+    from vigil.schema.payloads import MessageInput
+    from vigil.workers.client import VigilError
+    from vigil.workers.inputs import parse_duration
+
+    if text_ == "-":
+        text_ = stdin_text()
+    who = check(MessageInput(text=text_, by=by or by_default()))
+    try:
+        idle_for = parse_duration(idle, "--idle", allow_zero=False)
+    except VigilError as exc:
+        fail(str(exc), EXIT_USAGE)
+    start: dict[str, Any] = {}
+    if idle_for is not None:
+        start["conversation_idle_seconds"] = idle_for.total_seconds()
+
+    async def go(client: VigilClient) -> None:
+        from vigil.workers.keyed import answer, message_by_key
+
+        sent = await message_by_key(
+            client,
+            agent,
+            key,
+            text_,
+            by=who,
+            goal=goal,
+            agent_version=agent_version,
+            allow_undefined=True if undefined_agent else None,
+            **start,
+        )
+        ack = sent.ack
+        result = {
+            "session_id": sent.session_id,
+            "accepted": ack.accepted,
+            "status": ack.status.value,
+            "message": ack.message,
+        }
+        if not as_json:
+            out.print(f"session [bold]{escape(sent.session_id)}[/]: {escape(ack.message)}")
+        if not wait:
+            if as_json:
+                out.print_json(json.dumps(result))
+            return
+
+        async def approval() -> None:
+            if not as_json:
+                err.print(f"{sent.session_id} waits for an approval (vigil inbox)")
+
+        with err.status(f"waiting for the answer of {sent.session_id} ..."):
+            reply = await answer(client, sent, text_, by=who, on_approval=approval)
+        if reply is None:  # the session ended first: say how
+            if as_json:
+                out.print_json(json.dumps({**result, "answer": None}), indent=None)
+            await print_end(client, sent.session_id, as_json)
+            return
+        if as_json:
+            out.print_json(json.dumps({**result, "answer": reply.content}), indent=None)
+        else:
+            out.print(reply.content, markup=False, highlight=False)
+
+    run_client(go, state_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(message)
