@@ -123,6 +123,10 @@ PATCH_UNDECRYPTABLE_SIGNAL = "vigil-undecryptable-signal"
 # conversation first waits for a message, so only conversations carry it; those that
 # waited before it keep waiting until their deadline or budget.
 PATCH_CONVERSATION_IDLE = "vigil-conversation-idle"
+# A message that joins a conversation's transcript after the model's answer was asked for
+# (sent while the model was answering, or during a hand-over) is answered by the next
+# step; before, the conversation waited for yet another message. Asked only then.
+PATCH_CONVERSATION_LATE_MESSAGE = "vigil-conversation-late-message"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -925,7 +925,15 @@ class AgentSession(HandOverWhileWaiting):
         )
 
     def _drain_inbox(self) -> None:
-        """Human messages join the transcript between steps, never inside a tool exchange."""
+        """Human messages join the transcript between steps, never inside a tool exchange.
+        A conversation that waited for a message has one to answer now."""
+        if (
+            self._inbox.items
+            and self._c.awaiting_message
+            and workflow.patched(names.PATCH_CONVERSATION_LATE_MESSAGE)
+        ):
+            self._c.awaiting_message = False
+            self._c.idle_until = None
         while self._inbox.items:
             text, by, at = self._inbox.items.pop(0)
             seq = self._c.next_seq

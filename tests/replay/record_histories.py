@@ -566,6 +566,22 @@ async def conversation_idle(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def conversation_late_message(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A conversation whose message comes while the model is still answering the goal:
+    the next step answers it (the session does not wait for yet another message)."""
+    ctx.stub.enqueue(Reply.hang(3.0, then=Reply.text("first answer")), Reply.text("late answer"))
+    handle = await ctx.start("conversation_late_message", _arg("serve", conversation=True))
+    await until(lambda: len(ctx.stub.requests) == 1)
+    await handle.execute_update(names.UPD_MESSAGE, MessageInput(text="hurry up", by="ana"))
+    await eventually(handle, lambda s: s.step == 2 and s.status == SessionStatus.WAITING_HUMAN)
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="fine, bye", by="ana"))
+    ctx.stub.enqueue(finish("bye"))
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.steps == 3, result
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -588,6 +604,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "conversation": conversation,
     "client_start": client_start,
     "conversation_idle": conversation_idle,
+    "conversation_late_message": conversation_late_message,
 }
 
 

@@ -24,7 +24,11 @@ from temporalio.workflow import NondeterminismError
 
 from tests.replay.incompatible import INCOMPATIBLE, RandomBeforeEachStep
 from vigil.schema import names
-from vigil.schema.names import PATCH_CONVERSATION_IDLE, PATCH_UNDECRYPTABLE_SIGNAL
+from vigil.schema.names import (
+    PATCH_CONVERSATION_IDLE,
+    PATCH_CONVERSATION_LATE_MESSAGE,
+    PATCH_UNDECRYPTABLE_SIGNAL,
+)
 from vigil.schema.payloads import SessionStatus
 from vigil.workers.client import local_activity_data
 from vigil.workers.settings import Settings
@@ -59,6 +63,7 @@ EXPECTED = {
     "client_start_first_run",
     "client_start_last_run",
     "conversation_idle",
+    "conversation_late_message",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -103,6 +108,7 @@ LATEST = {
     "client_start_first_run",
     "client_start_last_run",
     "conversation_idle",
+    "conversation_late_message",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -224,6 +230,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     for run in ("first", "last"):
         older = _history(HISTORIES / f"conversation_{run}_run.json")
         assert PATCH_CONVERSATION_IDLE not in _patches(older)
+        assert PATCH_CONVERSATION_LATE_MESSAGE not in _patches(older)
+    # A message sent while the model answered was answered by the next step.
+    late = _history(HISTORIES / "conversation_late_message.json")
+    assert PATCH_CONVERSATION_LATE_MESSAGE in _patches(late)
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
