@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     """Token budget of what one model call is sent (estimated offline)."""
     inline_limit_bytes: int = 64 * 1024
     """Content larger than this never enters workflow history: it becomes an artifact."""
+    warm_up_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """The longest a worker's start waits on its warm-up (a database or an embedder that
+    does not answer); past it the worker starts cold and polls."""
     context_time_budget_ms: float = Field(default=50.0, ge=0)
     """Time assembling a model call's context may take: a recall still running then is
     not waited for, the step goes on with the recent messages and the running summary and

@@ -100,7 +100,7 @@ async def runtime(
     )
     try:
         if not settings.tools_only:
-            await warm_up(acts)
+            await warm_up(acts, settings.warm_up_seconds)
         yield Runtime(
             engine=engine,
             http=http,
@@ -157,19 +157,15 @@ async def refuse_other_embedder(
         )
 
 
-WARM_UP_SECONDS = 15.0
-"""The longest a worker's start waits on its warm-up (a database or an embedder that
-does not answer); past it the worker starts cold."""
-
-
-async def warm_up(acts: SessionActivities) -> None:
+async def warm_up(acts: SessionActivities, bound: float) -> None:
     """Open the connections a step's context takes and run its statements once, so a
     fresh worker's first steps are not past their time budget for it. Best effort: a
-    database or an embedder that fails, or does not answer within ``WARM_UP_SECONDS``,
-    does not stop the start; the first steps then pay for what was not warmed."""
+    database or an embedder that fails, or does not answer within ``bound`` seconds
+    (``VIGIL_WARM_UP_SECONDS``, 15 by default), does not stop the start; the first steps
+    then pay for what was not warmed."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(WARM_UP_SECONDS):
+        async with asyncio.timeout(bound):
             await acts.warm_up()
     except Exception as exc:  # any failure only means a cold start
         log.warning("warm_up_skipped", error=type(exc).__name__, detail=str(exc)[:200])
