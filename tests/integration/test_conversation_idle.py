@@ -38,7 +38,11 @@ def _define(http: httpx.Client, idle: str | None) -> str:
 
 
 def _answers(http: httpx.Client, session_id: str) -> list[str]:
-    body = http.get(f"/v1/sessions/{session_id}").json()
+    r = http.get(f"/v1/sessions/{session_id}")
+    if r.status_code == 404:  # started; in the record once a worker first runs it
+        return []
+    body = r.json()
+    assert r.status_code == 200, (r.status_code, body)
     return [m["content"] for m in body["messages"] if m["role"] == "assistant"]
 
 
