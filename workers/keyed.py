@@ -78,11 +78,13 @@ async def message_by_key(
     agent_version: int | None = None,
     allow_undefined: bool | None = None,
     may_loosen: bool = True,
+    awaits_answer: bool = False,
     **start: Any,
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
     the ``start`` settings of ``start_session``) when it does not run yet. ``may_loosen``
-    as ``start_session``'s."""
+    as ``start_session``'s. ``awaits_answer``: the caller passes the result to
+    :func:`answer`, so its ``after_seq`` is read before sending (one more read)."""
     if not key or len(key) > MAX_KEY or any(ord(ch) < 0x20 for ch in key):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     message = MessageInput(text=text, by=by)
@@ -112,7 +114,7 @@ async def message_by_key(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             **client.start_options(agent_id, goal),
         )
-        after = await _last_seq(client, agent_id, session_id)
+        after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
         ack = await _send(client, session_id, message, operation)
         if ack is not None:
             return KeyedMessage(session_id, ack, after)

@@ -53,20 +53,29 @@ def _holds_lone_surrogate(body: bytes) -> bool:
     return jsonlimits.has_lone_surrogate(value)
 
 
-class LoneSurrogates:
-    """Refuse (422) a request body that is JSON holding a lone surrogate, whatever the route
-    and its content type, before a route reads it; paths matching ``unbounded`` (streamed
-    uploads) are left to their route. Sits inside :class:`BodyLimit`, so the body it reads
-    whole is capped."""
+class _BodyCheck:
+    """A middleware that reads request bodies, except on paths matching ``unbounded``
+    (streamed uploads, left to their route)."""
 
     def __init__(self, app: ASGIApp, *, unbounded: str | None = None) -> None:
         self.app = app
         self.unbounded = re.compile(unbounded) if unbounded else None
 
+    def passes(self, scope: Scope) -> bool:
+        """Whether the request goes on unread: not HTTP, or a path left to its route."""
+        return scope["type"] != "http" or (
+            self.unbounded is not None and self.unbounded.search(scope["path"]) is not None
+        )
+
+
+class LoneSurrogates(_BodyCheck):
+    """Refuse (422) a request body that is JSON holding a lone surrogate, whatever the route
+    and its content type, before a route reads it; paths matching ``unbounded`` (streamed
+    uploads) are left to their route. Sits inside :class:`BodyLimit`, so the body it reads
+    whole is capped."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            self.unbounded is not None and self.unbounded.search(scope["path"])
-        ):
+        if self.passes(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -94,19 +103,16 @@ class LoneSurrogates:
         await self.app(scope, replay, send)
 
 
-class BodyLimit:
+class BodyLimit(_BodyCheck):
     """Refuse bodies over ``limit`` bytes, by Content-Length up front or by counting; paths
     matching ``unbounded`` (streamed uploads) are left to their route."""
 
     def __init__(self, app: ASGIApp, *, limit: int, unbounded: str | None = None) -> None:
-        self.app = app
+        super().__init__(app, unbounded=unbounded)
         self.limit = limit
-        self.unbounded = re.compile(unbounded) if unbounded else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            self.unbounded is not None and self.unbounded.search(scope["path"])
-        ):
+        if self.passes(scope):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

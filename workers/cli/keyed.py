@@ -95,6 +95,7 @@ def message(
             goal=goal,
             agent_version=agent_version,
             allow_undefined=True if undefined_agent else None,
+            awaits_answer=wait,
             **start,
         )
         ack = sent.ack
