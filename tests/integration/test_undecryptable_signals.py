@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,8 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.worker import Replayer
 
@@ -232,6 +234,15 @@ async def test_a_refused_signal_replays_refused_once_the_key_is_known(
         await replayer.replay_workflow(history)
 
 
+async def _handled_last_signal(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether a workflow task completed after the last signal in the history."""
+    kinds = [e.event_type for e in (await handle.fetch_history()).events]
+    signalled = max(
+        i for i, k in enumerate(kinds) if k == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    )
+    return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[signalled:]
+
+
 async def test_a_taken_signal_that_no_longer_decrypts_fails_the_replay_loudly(
     settings: Settings, task_queue: str, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:
@@ -256,6 +267,9 @@ async def test_a_taken_signal_that_no_longer_decrypts_fails_the_replay_loudly(
                 .get_workflow_handle(handle.id)
                 .signal(names.SIG_MESSAGE, message)
             )
+            # The approval goes in a later workflow task than the message, so the replay
+            # below fails on the message alone.
+            await until(lambda: _handled_last_signal(handle), what="the message handled")
             await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="alice"))
             result: SessionResult = await handle.result()
             assert (await state(handle)).rejected_inputs == 0
