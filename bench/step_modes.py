@@ -65,6 +65,7 @@ from vigil.workers.agents import AgentService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
+from vigil.workers.worker import freeze_start_up
 
 MODES = {"default": "bench-folded", "low-latency": "bench-local"}
 """Mode -> the bench agent that runs it (the same definition but for ``execution``)."""
@@ -309,6 +310,9 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             say("warming up ...")
             for mode in MODES:
                 await run_session(client, task_queue, mode, 5)
+            # As `vigil worker` does before it polls (VIGIL_WORKER_GC_FREEZE): the floor's
+            # worker and vigil's, both in this process, gain alike.
+            freeze_start_up()
 
             say("(floor) no-op activity, local activity, one-activity workflows ...")
             floor = await measure_floor(client, cfg, workflows=args.sessions, repeat=args.repeat)

@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     worker_max_cached_workflows: int = Field(default=1000, ge=0)
     """Sessions a worker keeps in memory between workflow tasks (sticky cache). Each costs
     memory while cached; an evicted one is replayed from its history on its next wake."""
+    worker_gc_freeze: bool = True
+    """Before it polls, the worker moves what it holds once started (modules, clients,
+    warmed caches: about 200,000 objects) out of the garbage collector's scans
+    (``gc.freeze``), so a full collection walks only what its sessions made since. The
+    frozen objects are never collected; ``false`` leaves them in every scan."""
     worker_workflow_sandbox: bool = False
     """Run sessions inside Temporal's workflow sandbox. Off by default: the workflows are
     vigil's own code (agents and tools run in activities), and the sandbox costs CPU on

@@ -4,11 +4,15 @@ serves sessions; its log says the warm-up was skipped and why.
 
 With the embedder down, a session's model calls wait for it (they retry), so that
 session is served up to its first model call and then cancelled: the worker answers its
-state query and records the cancel."""
+state query and records the cancel.
+
+Before it polls, a worker moves its start-up objects out of the garbage collector's
+scans (``VIGIL_WORKER_GC_FREEZE``, on by default) and says how many in its log."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -133,3 +137,24 @@ async def test_a_failing_warm_up_leaves_the_worker_serving(
     skipped = [line for line in log.splitlines() if "warm_up_skipped" in line]
     assert skipped and "EmbeddingError" in skipped[0], log[-3000:]
     assert "warmed up" not in log
+
+
+def _frozen(log: str) -> int:
+    [polling] = [line for line in log.splitlines() if "worker polling" in line]
+    match = re.search(r"gc_frozen=(\d+)", polling)
+    assert match, polling
+    return int(match.group(1))
+
+
+async def test_a_worker_freezes_its_start_up_objects_unless_told_not_to(
+    stack: Stack, database_url: str, client: Client, tmp_path: Path
+) -> None:
+    for name in ("frozen", "kept"):
+        (tmp_path / name).mkdir()
+    # Frozen: the modules, clients and caches of a started worker, out of every scan.
+    frozen = await _serves_a_session(stack, database_url, client, tmp_path / "frozen")
+    assert _frozen(frozen) > 50_000, frozen[-3000:]
+    kept = await _serves_a_session(
+        stack, database_url, client, tmp_path / "kept", VIGIL_WORKER_GC_FREEZE="false"
+    )
+    assert _frozen(kept) == 0, kept[-3000:]
