@@ -105,6 +105,9 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
 
     The interval derives from the activity's own heartbeat timeout (a third of it), so a
     healthy worker is never mistaken for a lost one, whatever the session configured.
+    The first beat comes after one interval, not at the start: an activity that ends
+    sooner (most model calls) costs the server no heartbeat, and the server's timeout
+    runs from the activity's start either way.
     """
     if activity.info().is_local:
         # A local activity has no heartbeat: its workflow task is what the SDK keeps alive.
@@ -116,8 +119,8 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
 
     async def beat() -> None:
         while True:
-            guard.beat()  # carries what earlier attempts left
             await asyncio.sleep(every)
+            guard.beat()  # carries what earlier attempts left
 
     task = asyncio.create_task(beat())
     try:
