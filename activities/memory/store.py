@@ -183,11 +183,12 @@ def _vector_literal(vector: list[float], dim: int) -> str:
     pgvector then rounded to a real in turn, now and then to the other neighbour)."""
     if len(vector) != dim:
         raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
-    if not all(map(math.isfinite, vector)):
-        raise ValueError("embedding holds NaN or infinity")
     reals = _reals(dim)
     rounded = reals.unpack(reals.pack(*vector))
+    # One pass on the way through: a value that is not finite stays so once rounded.
     if not all(map(math.isfinite, rounded)):
+        if not all(map(math.isfinite, vector)):
+            raise ValueError("embedding holds NaN or infinity")
         raise ValueError("embedding holds a value beyond the range of a real")
     return _literal_format(dim) % rounded
 
