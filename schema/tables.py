@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -135,7 +136,12 @@ class Event(Base):
     """Model calls, tool calls, approvals and human actions; (session_id, key) is unique."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("session_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "key"),
+        # A session's newest event of a kind in one probe, ordered so that no plan walks
+        # the primary key backwards for it (migration 20261204_20).
+        Index("ix_events_session_id_kind_newest", "session_id", "kind", text("(-id)")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
