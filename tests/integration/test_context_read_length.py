@@ -14,8 +14,11 @@ three states of PostgreSQL's statistics, and with plans made for each call's arg
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -24,6 +27,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import _CONTEXT_READ, create_session
 from vigil.schema import event_kinds
+from vigil.workers.db import make_engine, make_sessionmaker, migrate
+from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +41,34 @@ COUNTED_READS = 5
 EXTRA_BUFFERS = 12
 """How far apart the two sessions' reads may be: a deeper index (one level more) on each
 of the few lookups, never a page per row of either session."""
+
+
+@pytest.fixture
+async def own_database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
+    """A database of this test's own, migrated: its statistics are only what the test
+    makes them (the shared test database's are whatever earlier tests left)."""
+    base = stack.settings.endpoints().database_url
+    assert base is not None
+    server = base.rsplit("/", 1)[0]
+    name = f"vigil_test_read_length_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+    async def recreate(drop_only: bool = False) -> None:
+        conn = await asyncpg.connect(server + "/postgres")
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not drop_only:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    await recreate()
+    await migrate(f"{server}/{name}")
+    engine = make_engine(f"{server}/{name}")
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+        await recreate(drop_only=True)
 
 
 async def _new_session(sessionmaker: async_sessionmaker[DbSession], agent: str) -> str:
@@ -150,8 +183,9 @@ statistics with the long session among their most common values."""
     ],
 )
 async def test_a_long_sessions_context_read_touches_what_a_short_ones_does(
-    sessionmaker: async_sessionmaker[DbSession], plans: str, statistics: str
+    own_database: async_sessionmaker[DbSession], plans: str, statistics: str
 ) -> None:
+    sessionmaker = own_database
     agent = f"agent-{uuid.uuid4()}"
     # The short one first: its rows are the oldest, behind all of the long one's.
     short, long = await _new_session(sessionmaker, agent), await _new_session(sessionmaker, agent)

@@ -84,7 +84,9 @@ def test_views_answer_after_a_session_with_an_approval(cli: CLIStack) -> None:
     async def as_owner(conn: asyncpg.Connection) -> Any:
         calls = await conn.fetch(NEEDED_APPROVAL, agent)
         session = await conn.fetchrow("SELECT * FROM sessions_view WHERE session_id = $1", sid)
-        models = await conn.fetch("SELECT * FROM model_calls_view WHERE session_id = $1", sid)
+        models = await conn.fetch(
+            "SELECT * FROM model_calls_view WHERE session_id = $1 ORDER BY step", sid
+        )
         # A row written under an old kind name (a worker on older code) reads as the new one.
         await conn.execute(
             "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason) "
