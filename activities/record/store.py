@@ -614,14 +614,16 @@ async def get_event(db: Statements, session_id: str, key: str) -> StoredEvent | 
 
 
 async def latest_event(db: Statements, session_id: str, kind: str) -> StoredEvent | None:
-    """The newest event of a kind, without reading the older ones."""
+    """The newest event of a kind, without reading the older ones: one probe per name the
+    kind is stored under, of the index on (session_id, kind, -id) (migration 20261204_20)."""
     row = (
         (
             await db.execute(
                 sql(
-                    "SELECT key, kind, step, actor, reason, payload, created_at FROM events "
-                    "WHERE session_id = :sid AND kind = ANY(CAST(:kinds AS text[])) "
-                    "ORDER BY id DESC LIMIT 1"
+                    "SELECT e.key, e.kind, e.step, e.actor, e.reason, e.payload, e.created_at "
+                    "FROM unnest(CAST(:kinds AS text[])) AS k(kind) CROSS JOIN LATERAL ("
+                    "SELECT * FROM events x WHERE x.session_id = :sid AND x.kind = k.kind "
+                    "ORDER BY -x.id LIMIT 1) e ORDER BY e.id DESC LIMIT 1"
                 ),
                 {"sid": session_id, "kinds": event_kinds.stored_as(kind)},
             )
