@@ -83,3 +83,18 @@ def test_both_servers_let_the_history_queues_readers_load_past_the_default() -> 
         key = f"history.{queue}ProcessorMaxPollRPS"
         assert f"{key}={READER_RPS}" in values
         assert DYNAMIC_CONFIG[key] == READER_RPS
+
+
+def test_both_servers_start_a_sessions_next_run_without_waiting_out_a_second() -> None:
+    """Temporal holds a run that continued as new until a second after the last run's
+    start by default: a short low-latency run then waited up to 0.4 s for its first
+    task (README "Performance"). Both servers shorten that interval, to the same value."""
+    from vigil.workers.stack.cluster import DYNAMIC_CONFIG
+    from vigil.workers.stack.services import DEV_SERVER_TUNING, RUN_MIN_INTERVAL
+
+    key = "history.workflowIdReuseMinimalInterval"
+    pairs = zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True)
+    values = [value for flag, value in pairs if flag == "--dynamic-config-value"]
+    assert f'{key}="{RUN_MIN_INTERVAL}"' in values
+    assert DYNAMIC_CONFIG[key] == RUN_MIN_INTERVAL
+    assert RUN_MIN_INTERVAL.endswith("ms") and int(RUN_MIN_INTERVAL[:-2]) < 1000

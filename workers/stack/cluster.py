@@ -40,7 +40,7 @@ from vigil.workers.stack.procs import (
     terminate,
     wait_until,
 )
-from vigil.workers.stack.services import READER_QUEUES, READER_RPS
+from vigil.workers.stack.services import READER_QUEUES, READER_RPS, RUN_MIN_INTERVAL
 
 SERVER_MODULE = "go.temporal.io/server"
 # v1.29.1 has no `replace` directive (so `go install` accepts it) and builds with the Go
@@ -80,6 +80,8 @@ DYNAMIC_CONFIG: dict[str, object] = {
     # default 20 loads a second per shard, a node of four shards handed each task on
     # after up to 50 ms once a short burst was spent.
     **{f"history.{queue}ProcessorMaxPollRPS": READER_RPS for queue in READER_QUEUES},
+    # A session's next run starts at once, as on the dev stack (services.RUN_MIN_INTERVAL).
+    "history.workflowIdReuseMinimalInterval": RUN_MIN_INTERVAL,
 }
 
 
