@@ -18,12 +18,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from tests.support.teststack import recreate_database
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import _CONTEXT_READ, create_session
 from vigil.schema import event_kinds
@@ -49,26 +49,15 @@ async def own_database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSessi
     makes them (the shared test database's are whatever earlier tests left)."""
     base = stack.settings.endpoints().database_url
     assert base is not None
-    server = base.rsplit("/", 1)[0]
     name = f"vigil_test_read_length_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-
-    async def recreate(drop_only: bool = False) -> None:
-        conn = await asyncpg.connect(server + "/postgres")
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if not drop_only:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    await recreate()
-    await migrate(f"{server}/{name}")
-    engine = make_engine(f"{server}/{name}")
+    url = await recreate_database(base, name)
+    await migrate(url)
+    engine = make_engine(url)
     try:
         yield make_sessionmaker(engine)
     finally:
         await engine.dispose()
-        await recreate(drop_only=True)
+        await recreate_database(base, name, drop_only=True)
 
 
 async def _new_session(sessionmaker: async_sessionmaker[DbSession], agent: str) -> str:

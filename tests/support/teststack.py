@@ -43,12 +43,15 @@ def test_stack_settings(database_url: str | None = None, **extra: object) -> Set
     )
 
 
-async def _recreate(base_url: str, name: str) -> str:
+async def recreate_database(base_url: str, name: str, *, drop_only: bool = False) -> str:
+    """Database ``name`` on ``base_url``'s server, dropped and created empty again (only
+    dropped with ``drop_only``); its URL."""
     server = base_url.rsplit("/", 1)[0]
     conn = await asyncpg.connect(server + "/postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        if not drop_only:
+            await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
     return f"{server}/{name}"
@@ -69,7 +72,7 @@ def scratch_stack(
         base = stack.settings.endpoints().database_url
         if base is None:
             raise RuntimeError("the test stack has no database")
-        url = asyncio.run(_recreate(base, database))
+        url = asyncio.run(recreate_database(base, database))
         migrate_sync(url)
         state = stack.settings.resolved_state_dir
         yield stack_settings(url, artifact_dir=state / f"{database}-artifacts")
