@@ -211,3 +211,77 @@ async def test_a_long_sessions_context_read_touches_what_a_short_ones_does(
         long_newest - 1,
         long_newest,
     ]
+
+
+OTHER_AGENTS = 2_000
+"""Agents that PostgreSQL's statistics know, each with a short session: as many agents as
+sessions, so that to a plan an agent's index looks as narrow as a session's."""
+
+
+async def _other_agents(sessionmaker: async_sessionmaker[DbSession]) -> None:
+    """OTHER_AGENTS agents with a session of three steps each, in one go."""
+    async with sessionmaker() as db, db.begin():
+        await db.execute(
+            text(
+                "INSERT INTO agents (id, name) SELECT 'other-' || a, 'other-' || a "
+                "FROM generate_series(1, CAST(:n AS int)) AS a"
+            ),
+            {"n": OTHER_AGENTS},
+        )
+        await db.execute(
+            text(
+                "INSERT INTO sessions (id, agent_id, goal, status) "
+                "SELECT 's-other-' || a, 'other-' || a, 'g', 'running' "
+                "FROM generate_series(1, CAST(:n AS int)) AS a"
+            ),
+            {"n": OTHER_AGENTS},
+        )
+        await db.execute(
+            text(
+                "INSERT INTO messages (session_id, agent_id, seq, role, content, step) "
+                "SELECT 's-other-' || a, 'other-' || a, n, 'assistant', 'words', n "
+                "FROM generate_series(1, CAST(:n AS int)) AS a, generate_series(1, 6) AS n"
+            ),
+            {"n": OTHER_AGENTS},
+        )
+        await db.execute(
+            text(
+                "INSERT INTO events (session_id, agent_id, key, kind, step, payload) "
+                "SELECT 's-other-' || a, 'other-' || a, 'model:' || n, :model, n, '{}'::jsonb "
+                "FROM generate_series(1, CAST(:n AS int)) AS a, generate_series(1, 3) AS n"
+            ),
+            {"n": OTHER_AGENTS, "model": event_kinds.MODEL_CALL},
+        )
+
+
+@pytest.mark.parametrize("plans", ["force_generic_plan", "force_custom_plan"])
+async def test_a_sessions_context_read_touches_no_more_for_an_agent_with_many_rows(
+    own_database: async_sessionmaker[DbSession], plans: str
+) -> None:
+    """A short session's read costs the same whether its agent has nothing else or a
+    3,000-step session besides it, while PostgreSQL's statistics do not know the agent
+    yet (a new agent, until autovacuum's next analysis: on a large table that may be
+    long after the agent has grown)."""
+    sessionmaker = own_database
+    await _other_agents(sessionmaker)
+    await _analyze(sessionmaker)
+    busy, lone = f"agent-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
+    busy_short, busy_long = (
+        await _new_session(sessionmaker, busy),
+        await _new_session(sessionmaker, busy),
+    )
+    lone_short = await _new_session(sessionmaker, lone)
+    busy_newest = await _steps(sessionmaker, busy, busy_short, 1, 20)
+    lone_newest = await _steps(sessionmaker, lone, lone_short, 1, 20)
+    await _steps(sessionmaker, busy, busy_long, 1, 3_000)
+
+    lone_buffers, lone_read = await _buffers(
+        sessionmaker, lone, lone_short, lone_newest, plans, gaps=[]
+    )
+    busy_buffers, busy_read = await _buffers(
+        sessionmaker, busy, busy_short, busy_newest, plans, gaps=[]
+    )
+    assert abs(busy_buffers - lone_buffers) <= EXTRA_BUFFERS, (lone_buffers, busy_buffers)
+    for read, newest in ((lone_read, lone_newest), (busy_read, busy_newest)):
+        assert [m["seq"] for m in read["new_messages"]] == [newest - 1, newest]
+        assert read["newest_summary_key"] == f"summary:{20 - 20 % SUMMARY_EVERY}"
