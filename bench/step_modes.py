@@ -13,7 +13,10 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
     activities (timed by a worker interceptor, so it is the real activities' own work);
     orchestration is the rest: ms/step - activity work, printed as a multiple of the floor;
 (b) sessions completed/s and started/s (S sessions of 1 step, then of 3 steps, started at
-    once), in both modes, each burst right after a burst of S of the floor's one-activity
+    once), in both modes, started with the plain Temporal client (the session reads its
+    agent's definition itself, in a local activity) and with vigil's client (as `vigil
+    start` and the API start them: the starter reads the definition, and the start input
+    carries it), each burst right after a burst of S of the floor's one-activity
     workflows on the same server (the floor moves between minutes here), repeated R times:
     the median of the R ratios to the adjacent floor, and their spread; and the CPU
     each burst cost per workflow (this process, the Temporal server, PostgreSQL:
@@ -59,9 +62,10 @@ from tests.support.llm_stub import LLMStub, StubProcess
 from tests.support.sessions import running_worker, start, stub_settings, transcript
 from tests.support.teststack import scratch_stack
 from vigil.schema.agents import AgentSpec
-from vigil.schema.payloads import SessionStatus, StartSessionInput
+from vigil.schema.payloads import SessionResult, SessionStatus, StartSessionInput
 from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.agents import AgentService
+from vigil.workers.client import VigilClient
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
@@ -69,6 +73,14 @@ from vigil.workers.worker import freeze_start_up
 
 MODES = {"default": "bench-folded", "low-latency": "bench-local"}
 """Mode -> the bench agent that runs it (the same definition but for ``execution``)."""
+
+STARTERS = {
+    "Temporal client": "the plain Temporal client: the session reads its agent's definition "
+    "itself (one local activity)",
+    "vigil client": "vigil's client, as `vigil start` and the API start sessions: the starter "
+    "reads the definition and the start input carries it",
+}
+"""How (b) starts its sessions -> what that means for the session."""
 
 
 class ActivityClock(ClientInterceptor, Interceptor):
@@ -167,21 +179,35 @@ async def step_cost(
 
 
 async def sessions_per_second(
-    client: Client, task_queue: str, mode: str, count: int, steps: int
+    client: Client,
+    task_queue: str,
+    mode: str,
+    count: int,
+    steps: int,
+    starter: VigilClient | None = None,
 ) -> tuple[float, float]:
-    """(completed/s, started/s) of ``count`` sessions of ``steps`` steps started at once."""
+    """(completed/s, started/s) of ``count`` sessions of ``steps`` steps started at once,
+    with the plain Temporal client, or with vigil's ``starter`` (its start reads the
+    agent's definition, and its start calls are timed with that)."""
+    goal = f"short one, finish at step {steps}"
+    arg = mode_input(mode, goal, steps=steps + 5)
+
+    async def one() -> WorkflowHandle[Any, SessionResult]:
+        if starter is None:
+            return await start(client, task_queue, arg, session_id=f"bench-short-{uuid.uuid4()}")
+        # As `vigil start` without --id: the client names the session.
+        started = await starter.start_session(
+            arg.agent_id,
+            goal,
+            budget=arg.budget,
+            policy=arg.policy,
+            task_queue=task_queue,
+            context_messages=arg.context_messages,
+        )
+        return client.get_workflow_handle(started.id, result_type=SessionResult)
+
     started = time.perf_counter()
-    handles = await asyncio.gather(
-        *[
-            start(
-                client,
-                task_queue,
-                mode_input(mode, f"short one, finish at step {steps}", steps=steps + 5),
-                session_id=f"bench-short-{uuid.uuid4()}",
-            )
-            for _ in range(count)
-        ]
-    )
+    handles = await asyncio.gather(*[one() for _ in range(count)])
     start_s = time.perf_counter() - started
     results = await asyncio.gather(*[h.result() for h in handles])
     elapsed = time.perf_counter() - started
@@ -205,6 +231,7 @@ async def adjacent_bursts(
     steps: int,
     repeat: int,
     cpu: StackCPU,
+    starter: VigilClient | None = None,
 ) -> list[tuple[str, str]]:
     """``repeat`` rounds of: ``count`` of the floor's one-activity workflows at once, then
     ``count`` sessions of ``steps`` steps at once; rows of the medians and the ratios, and
@@ -216,7 +243,9 @@ async def adjacent_bursts(
         before = cpu.read()
         floor_done, _starts = await one_activity_workflows(client, floor_queue, count)
         between = cpu.read()
-        completed, starts = await sessions_per_second(client, task_queue, mode, count, steps)
+        completed, starts = await sessions_per_second(
+            client, task_queue, mode, count, steps, starter
+        )
         after = cpu.read()
         floor_cpu.append((between - before).per(count))
         session_cpu.append((after - between).per(count))
@@ -225,7 +254,8 @@ async def adjacent_bursts(
         started.append(starts)
         ratios.append(completed / floor_done)
         start_ratios.append(starts / floor_done)
-    label = f"(b) {mode}: {count} x {steps} steps, median of {repeat} (min-max)"
+    how = "vigil client" if starter is not None else "Temporal client"
+    label = f"(b) {mode}, {how}: {count} x {steps} steps, median of {repeat} (min-max)"
     capacity = [f.total / s.total for f, s in zip(floor_cpu, session_cpu, strict=True)]
     return [
         (f"{label}: the adjacent floor's workflows/s", _median_spread(floors, 1)),
@@ -328,23 +358,31 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             low, default = steps["low-latency"], steps["default"]
             rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
 
-            async with floor_worker(client, cfg) as floor_queue:
-                for short in (1, 3):
-                    for mode in MODES:
-                        say(
-                            f"(b) {mode} mode, {args.repeat} x {args.sessions} sessions x "
-                            f"{short} steps at once, each after a floor burst ..."
-                        )
-                        rows += await adjacent_bursts(
-                            client,
-                            task_queue,
-                            floor_queue,
-                            mode,
-                            args.sessions,
-                            short,
-                            args.repeat,
-                            cpu,
-                        )
+            starter = VigilClient(cfg, client)
+            try:
+                async with floor_worker(client, cfg) as floor_queue:
+                    for short in (1, 3):
+                        for mode in MODES:
+                            for how in STARTERS:
+                                say(
+                                    f"(b) {mode} mode, {how}, {args.repeat} x {args.sessions} "
+                                    f"sessions x {short} steps at once, each after a floor "
+                                    "burst ..."
+                                )
+                                rows += await adjacent_bursts(
+                                    client,
+                                    task_queue,
+                                    floor_queue,
+                                    mode,
+                                    args.sessions,
+                                    short,
+                                    args.repeat,
+                                    cpu,
+                                    starter if how == "vigil client" else None,
+                                )
+            finally:
+                await starter.close()
+            rows += [(f"(b) started with the {how}", what) for how, what in STARTERS.items()]
 
             if peers:
                 for mode in MODES:

@@ -96,6 +96,38 @@ class AgentDiff:
     """A unified diff of the two specs (canonical, indented JSON); empty when equal."""
 
 
+class KnownVersions:
+    """The newest version read of each agent, for a long-lived starter (vigil's client in
+    the API): a start asks again which version is the newest, one statement, and gets the
+    definition's JSON and decodes and validates it only when that changed (a version never
+    changes; an agent erased and defined again is told apart by its content hash)."""
+
+    MAX_AGENTS = 1024
+
+    def __init__(self) -> None:
+        self._newest: dict[str, tuple[AgentVersionRow, AgentVersionInfo]] = {}
+
+    async def newest(
+        self, sessionmaker: async_sessionmaker[DbSession], name: str
+    ) -> AgentVersionInfo | None:
+        from vigil.activities.record.lean import engine_of, lean_statements
+
+        held = self._newest.get(name)
+        # One statement straight on the driver's connection, as the owner.
+        async with lean_statements(engine_of(sessionmaker)) as db:
+            row = await agent_rows.newest_version(db, name, held[0] if held else None)
+        if row is None:
+            self._newest.pop(name, None)
+            return None
+        if held is not None and row is held[0]:
+            return held[1]
+        info = _info(row)
+        if len(self._newest) >= self.MAX_AGENTS:
+            self._newest.clear()
+        self._newest[name] = (row, info)
+        return info
+
+
 def _info(row: AgentVersionRow) -> AgentVersionInfo:
     return AgentVersionInfo(
         name=row.agent_id,
@@ -148,10 +180,14 @@ class AgentService:
     servers of the agents applied (built-in tools only without it)."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[DbSession], tools: ToolSourcing | None = None
+        self,
+        sessionmaker: async_sessionmaker[DbSession],
+        tools: ToolSourcing | None = None,
+        known: KnownVersions | None = None,
     ) -> None:
         self.db = sessionmaker
         self.tools = tools
+        self.known = known
 
     async def apply(
         self, paths: list[Path], *, by: str | None = None, refresh: bool = False
@@ -306,6 +342,8 @@ class AgentService:
     async def find(self, name: str, version: int | None = None) -> AgentVersionInfo | None:
         if "\x00" in name:  # PostgreSQL cannot hold it: no agent has such a name
             return None
+        if version is None and self.known is not None:
+            return await self.known.newest(self.db, name)
         async with self.db() as db:
             row = (
                 await agent_rows.newest_version(db, name)

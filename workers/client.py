@@ -70,7 +70,7 @@ from vigil.workers.liveness import (
     no_worker,
     temporal_down,
 )
-from vigil.workers.settings import Settings
+from vigil.workers.settings import Endpoints, Settings
 from vigil.workers.telemetry import session_scope
 from vigil.workers.temporal import connect
 
@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from vigil.activities.record.archived import ArchivedTranscript
     from vigil.activities.record.feed import FeedItem
     from vigil.schema.agents import ToolDescriptor
-    from vigil.workers.agents import AgentVersionInfo
+    from vigil.workers.agents import AgentVersionInfo, KnownVersions
     from vigil.workers.feed import Feed
     from vigil.workers.reconcile import Reconciled
 
@@ -361,6 +361,16 @@ class _VigilClientCore:
         self._agents: dict[str, str] = {}
         self._feed: Feed | None = None
         self._feed_lock = asyncio.Lock()
+        self._endpoints: Endpoints | None = None
+        self._versions: KnownVersions | None = None
+        self._ui: tuple[str | None] | None = None
+
+    def endpoints(self) -> Endpoints:
+        """The settings' endpoints, read once per client: each read opens the stack's
+        state file, and every start wants them (a running API starts many)."""
+        if self._endpoints is None:
+            self._endpoints = self.settings.endpoints()
+        return self._endpoints
 
     @classmethod
     async def connect(cls, settings: Settings) -> _VigilClientCore:
@@ -477,8 +487,14 @@ class _VigilClientCore:
 
     def ui_base(self) -> str | None:
         """Temporal UI's base URL: configured, or the embedded dev server's when
-        TEMPORAL_ADDRESS names that server (as the test stack and scripts do)."""
-        endpoints = self.settings.endpoints()
+        TEMPORAL_ADDRESS names that server (as the test stack and scripts do). Found once
+        per client, like its endpoints."""
+        if self._ui is None:
+            self._ui = (self._find_ui_base(),)
+        return self._ui[0]
+
+    def _find_ui_base(self) -> str | None:
+        endpoints = self.endpoints()
         if endpoints.temporal_ui is not None:
             return endpoints.temporal_ui
         info = self.settings.stack_info()
@@ -618,7 +634,7 @@ class _VigilClientCore:
         too_big = start_error(goal, system_prompt)
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")
-        extra.setdefault("temporal_address", self.settings.endpoints().temporal_address)
+        extra.setdefault("temporal_address", self.endpoints().temporal_address)
         arg = StartSessionInput(
             agent_id=agent_id,
             goal=goal,
@@ -663,11 +679,13 @@ class _VigilClientCore:
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
     ) -> AgentVersionInfo | None:
         """The definition a session would start with (None: an undefined agent, allowed)."""
-        from vigil.workers.agents import AgentError, AgentService
+        from vigil.workers.agents import AgentError, AgentService, KnownVersions
 
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
+        if self._versions is None:
+            self._versions = KnownVersions()
         try:
-            return await AgentService(self.db).require_startable(
+            return await AgentService(self.db, known=self._versions).require_startable(
                 agent_id, version, allow_undefined=allow
             )
         except AgentError as exc:
@@ -1265,8 +1283,7 @@ class _VigilClientCore:
         arg = template.model_copy(
             update={
                 "schedule_id": schedule_id,
-                "temporal_address": template.temporal_address
-                or self.settings.endpoints().temporal_address,
+                "temporal_address": template.temporal_address or self.endpoints().temporal_address,
             }
         )
         spec = ScheduleSpec(

@@ -66,7 +66,15 @@ class WebhookTargets:
         self, agent_id: str, version: int | None, spec: AgentSpec | None = None
     ) -> list[Target]:
         if spec is not None:
-            from_spec = spec_targets(version, spec.model_dump(mode="json"))
+            # The validated definition's hooks as they are (a start reads this).
+            from_spec = (
+                [
+                    Target(f"v{version}.{i}", h.url, list(h.events), h.secret)
+                    for i, h in enumerate(spec.webhooks or [])
+                ]
+                if version is not None
+                else []
+            )
         elif version is not None:
             row = await self._versions.get(agent_id, version)
             from_spec = spec_targets(version, row.spec if row is not None else None)

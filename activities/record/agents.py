@@ -71,11 +71,17 @@ def _row(r: Any) -> AgentVersionRow:
 
 _NEWEST = sql(
     "SELECT agent_id, version, content_hash, "
-    "CASE WHEN version = :known THEN NULL ELSE spec END AS spec, "
-    "CASE WHEN version = :known THEN NULL ELSE tools END AS tools, "
+    "CASE WHEN version = :known AND content_hash = :known_hash THEN NULL ELSE spec END "
+    "AS spec, "
+    "CASE WHEN version = :known AND content_hash = :known_hash THEN NULL ELSE tools END "
+    "AS tools, "
     "source, created_by, created_at "
     "FROM agent_versions WHERE agent_id = :agent ORDER BY version DESC LIMIT 1"
 )
+
+
+def _same(found: Any, known: AgentVersionRow) -> bool:
+    return bool(found["version"] == known.version and found["content_hash"] == known.content_hash)
 
 
 async def newest_version(
@@ -83,12 +89,17 @@ async def newest_version(
 ) -> AgentVersionRow | None:
     """The agent's newest version. ``known``: a version of it read before; when that is
     still the newest, it is returned as it is (versions never change), its definition
-    neither sent again nor decoded."""
-    params = {"agent": agent_id, "known": known.version if known is not None else 0}
+    neither sent again nor decoded. The content hash must match too: an agent erased
+    (its versions deleted) and defined again starts over at version 1."""
+    params = {
+        "agent": agent_id,
+        "known": known.version if known is not None else 0,
+        "known_hash": known.content_hash if known is not None else "",
+    }
     found = (await db.execute(_NEWEST, params)).mappings().first()
     if found is None:
         return None
-    if known is not None and found["version"] == known.version:
+    if known is not None and _same(found, known):
         return known
     return _row(found)
 
