@@ -88,7 +88,12 @@ class Session(Base):
 
     __tablename__ = "sessions"
     # Lists page newest first by (created_at, id): workers/api, activities/record/sessions.py.
-    __table_args__ = (Index("ix_sessions_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_sessions_created_at_id", "created_at", "id"),
+        # A conversation's sessions by their id's prefix, in any locale (migration
+        # 20261204_21; workers/keyed.py).
+        Index("ix_sessions_id_prefix", "id", postgresql_ops={"id": "text_pattern_ops"}),
+    )
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)

@@ -43,15 +43,23 @@ def test_stack_settings(database_url: str | None = None, **extra: object) -> Set
     )
 
 
-async def recreate_database(base_url: str, name: str, *, drop_only: bool = False) -> str:
+async def recreate_database(
+    base_url: str, name: str, *, drop_only: bool = False, collation: str | None = None
+) -> str:
     """Database ``name`` on ``base_url``'s server, dropped and created empty again (only
-    dropped with ``drop_only``); its URL."""
+    dropped with ``drop_only``), sorting text by ``collation`` when one is named (the
+    server's default otherwise); its URL."""
     server = base_url.rsplit("/", 1)[0]
     conn = await asyncpg.connect(server + "/postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not drop_only:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            locale = (
+                f" LC_COLLATE '{collation}' LC_CTYPE '{collation}' TEMPLATE template0"
+                if collation
+                else ""
+            )
+            await conn.execute(f'CREATE DATABASE "{name}"{locale}')
     finally:
         await conn.close()
     return f"{server}/{name}"
