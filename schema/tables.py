@@ -90,13 +90,15 @@ class Session(Base):
     # Lists page newest first by (created_at, id): workers/api, activities/record/sessions.py.
     __table_args__ = (
         Index("ix_sessions_created_at_id", "created_at", "id"),
+        # One agent's sessions newest first, a page at a time (migration 20261204_21).
+        Index("ix_sessions_agent_id_created_at_id", "agent_id", "created_at", "id"),
         # A conversation's sessions by their id's prefix, in any locale (migration
         # 20261204_21; workers/keyed.py).
         Index("ix_sessions_id_prefix", "id", postgresql_ops={"id": "text_pattern_ops"}),
     )
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
     goal: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(32), index=True)
     step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

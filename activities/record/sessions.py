@@ -71,6 +71,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return moment, session_id
 
 
+_LIST = sql(
+    "SELECT id, agent_id, goal, status, step, created_at, updated_at, schedule_id "
+    "FROM sessions "
+    "WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
+    "AND (CAST(:agents AS text[]) IS NULL OR agent_id = ANY(:agents)) "
+    "AND (CAST(:status AS text) IS NULL OR status = :status) "
+    "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
+    "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
+    "AND (CAST(:after_at AS timestamptz) IS NULL "
+    "     OR (created_at, id) < (:after_at, CAST(:after_id AS text))) "
+    "ORDER BY created_at DESC, id DESC LIMIT :lim"
+)
+"""A page of sessions, newest first (one agent's by the index on agent, time and id)."""
+
+
 async def list_sessions(
     db: DbSession,
     *,
@@ -88,18 +103,7 @@ async def list_sessions(
     rows = (
         (
             await db.execute(
-                sql(
-                    "SELECT id, agent_id, goal, status, step, created_at, updated_at, schedule_id "
-                    "FROM sessions "
-                    "WHERE (CAST(:agent AS text) IS NULL OR agent_id = :agent) "
-                    "AND (CAST(:agents AS text[]) IS NULL OR agent_id = ANY(:agents)) "
-                    "AND (CAST(:status AS text) IS NULL OR status = :status) "
-                    "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
-                    "AND (CAST(:sched AS text) IS NULL OR schedule_id = :sched) "
-                    "AND (CAST(:after_at AS timestamptz) IS NULL "
-                    "     OR (created_at, id) < (:after_at, CAST(:after_id AS text))) "
-                    "ORDER BY created_at DESC, id DESC LIMIT :lim"
-                ),
+                _LIST,
                 {
                     "agent": agent,
                     "agents": agents,

@@ -1,0 +1,122 @@
+"""A page of one agent's sessions, newest first (`vigil list --agent`, the API's
+``GET /sessions?agent=``), reads about a page of rows however many sessions there are:
+an agent whose schedule starts a session a minute has half a million in a year. Before an
+index on (agent, time, id), the listing walked all sessions newest first and skipped the
+other agents' (40 rows read for each one listed, among 40 agents alike), or read all of
+the agent's and sorted them. The rows its plan reads are counted (PostgreSQL's EXPLAIN),
+never timed."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from tests.support.teststack import recreate_database
+from vigil.activities.record.sessions import _LIST, MAX_PAGE, decode_cursor, list_sessions
+from vigil.workers.db import make_engine, make_sessionmaker, migrate
+from vigil.workers.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+AGENTS = 40
+SESSIONS = 40_000
+"""Started one after another by the agents in turn."""
+PAGE = 50
+
+
+@pytest.fixture
+async def own_database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
+    base = stack.settings.endpoints().database_url
+    assert base is not None
+    name = f"vigil_test_list_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    url = await recreate_database(base, name)
+    await migrate(url)
+    engine = make_engine(url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+        await recreate_database(base, name, drop_only=True)
+
+
+def _rows_read(node: dict[str, Any]) -> int:
+    """The rows a plan's scans read: those they returned and those their filters threw
+    away."""
+    own = 0
+    if "Scan" in str(node["Node Type"]):
+        own = int(node["Actual Rows"]) + int(node.get("Rows Removed by Filter", 0))
+    return own + sum(_rows_read(child) for child in node.get("Plans", []))
+
+
+async def _page_rows_read(
+    sessionmaker: async_sessionmaker[DbSession], agent: str, plans: str, cursor: str | None
+) -> int:
+    """The rows the page's statement reads, with PostgreSQL's plans made as ``plans``
+    says."""
+    after = decode_cursor(cursor) if cursor else None
+    params = {
+        "agent": agent,
+        "agents": None,
+        "status": None,
+        "since": None,
+        "sched": None,
+        "after_at": after[0] if after else None,
+        "after_id": after[1] if after else None,
+        "lim": PAGE + 1,
+    }
+    async with sessionmaker() as db, db.begin():
+        await db.execute(text(f"SET LOCAL plan_cache_mode = {plans}"))
+        explained = (
+            await db.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + _LIST.text), params)
+        ).scalar_one()
+    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
+    return _rows_read(plan["Plan"])
+
+
+@pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
+async def test_a_page_of_an_agents_sessions_reads_about_a_page(
+    own_database: async_sessionmaker[DbSession], plans: str
+) -> None:
+    assert PAGE <= MAX_PAGE
+    sessionmaker = own_database
+    prefix = f"agent-{uuid.uuid4().hex[:8]}-"
+    listed = f"{prefix}0"
+    async with sessionmaker() as db, db.begin():
+        await db.execute(
+            text(
+                "INSERT INTO agents (id, name) SELECT :p || a, :p || a "
+                "FROM generate_series(0, CAST(:agents AS int) - 1) AS a"
+            ),
+            {"p": prefix, "agents": AGENTS},
+        )
+        # Session n (the smallest is the newest) is agent n % AGENTS's.
+        await db.execute(
+            text(
+                "INSERT INTO sessions (id, agent_id, goal, status, created_at) "
+                "SELECT 's-' || n, :p || (n % CAST(:agents AS int)), 'g', 'completed', "
+                "now() - make_interval(secs => n) FROM generate_series(1, CAST(:n AS int)) AS n"
+            ),
+            {"p": prefix, "agents": AGENTS, "n": SESSIONS},
+        )
+        await db.execute(text("ANALYZE sessions"))
+
+    async with sessionmaker() as db:
+        first = await list_sessions(db, agent=listed, limit=PAGE)
+        second = await list_sessions(db, agent=listed, limit=PAGE, cursor=first.next_cursor)
+    # Newest first (the smallest n is the newest), only the agent's, and the second page
+    # goes on where the first stopped.
+    ids = [f"s-{n}" for n in range(AGENTS, AGENTS * (2 * PAGE + 1), AGENTS)]
+    assert [s.id for s in first.rows] == ids[:PAGE]
+    assert [s.id for s in second.rows] == ids[PAGE:]
+
+    for cursor in (None, first.next_cursor):
+        rows = await _page_rows_read(sessionmaker, listed, plans, cursor)
+        assert rows <= PAGE + 1, (cursor, rows)
