@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
-from vigil.schema.payloads import FINAL_STATUSES
+from vigil.schema.payloads import FINAL_STATUSES, SessionStatus
 
 MAX_PAGE = 500
-_FINAL = sorted(s.value for s in FINAL_STATUSES)
+_OPEN = sorted(s.value for s in SessionStatus if s not in FINAL_STATUSES)
+"""The statuses of a session that has not ended: a condition the statuses' index answers
+(the ended sessions, all but a few, are never read for what waits)."""
 _APPROVAL_ID = re.compile(r"^a(\d+)-(\d+)$")
 
 
@@ -265,6 +267,25 @@ def _call_arguments(tool_calls: Any, approval_id: str) -> tuple[str | None, str 
     return (name if isinstance(name, str) else None), arguments
 
 
+_PENDING = sql(
+    "SELECT e.id, e.session_id, s.agent_id, e.step, e.payload, e.created_at, "
+    "m.tool_calls "
+    "FROM events e JOIN sessions s ON s.id = e.session_id "
+    "LEFT JOIN LATERAL (SELECT tool_calls FROM messages "
+    "  WHERE session_id = e.session_id AND step = e.step "
+    "  AND role = 'assistant' AND tool_calls IS NOT NULL "
+    "  ORDER BY seq DESC LIMIT 1) m ON true "
+    "WHERE e.kind = 'approval_requested' "
+    "AND s.status = ANY(CAST(:open AS text[])) "
+    "AND (CAST(:agent AS text) IS NULL OR s.agent_id = :agent) "
+    "AND (CAST(:agents AS text[]) IS NULL OR s.agent_id = ANY(:agents)) "
+    "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
+    "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
+    "ORDER BY e.created_at, e.id LIMIT :lim"
+)
+"""The approvals waiting in sessions that have not ended, oldest first."""
+
+
 async def pending_approvals(
     db: DbSession,
     *,
@@ -280,24 +301,9 @@ async def pending_approvals(
     rows = (
         (
             await db.execute(
-                sql(
-                    "SELECT e.id, e.session_id, s.agent_id, e.step, e.payload, e.created_at, "
-                    "m.tool_calls "
-                    "FROM events e JOIN sessions s ON s.id = e.session_id "
-                    "LEFT JOIN LATERAL (SELECT tool_calls FROM messages "
-                    "  WHERE session_id = e.session_id AND step = e.step "
-                    "  AND role = 'assistant' AND tool_calls IS NOT NULL "
-                    "  ORDER BY seq DESC LIMIT 1) m ON true "
-                    "WHERE e.kind = 'approval_requested' "
-                    "AND s.status <> ALL(CAST(:final AS text[])) "
-                    "AND (CAST(:agent AS text) IS NULL OR s.agent_id = :agent) "
-                    "AND (CAST(:agents AS text[]) IS NULL OR s.agent_id = ANY(:agents)) "
-                    "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
-                    "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
-                    "ORDER BY e.created_at, e.id LIMIT :lim"
-                ),
+                _PENDING,
                 {
-                    "final": _FINAL,
+                    "open": _OPEN,
                     "agent": agent,
                     "agents": agents,
                     "decided": ":decided",
@@ -338,22 +344,26 @@ class WaitingApprovals:
     """Age of the longest-waiting one, by the database's clock."""
 
 
+_WAITING = sql(
+    "SELECT s.agent_id, count(*) AS waiting, "
+    "EXTRACT(EPOCH FROM (now() - min(e.created_at))) AS oldest "
+    "FROM events e JOIN sessions s ON s.id = e.session_id "
+    "WHERE e.kind = 'approval_requested' "
+    "AND s.status = ANY(CAST(:open AS text[])) "
+    "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
+    "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
+    "GROUP BY s.agent_id ORDER BY s.agent_id"
+)
+"""Per agent, the approvals waiting and the oldest one's age."""
+
+
 async def approvals_waiting(db: DbSession) -> list[WaitingApprovals]:
     """Per agent, how many approvals wait and how old the oldest is: the same rule as
     :func:`pending_approvals` (requested, not decided, session not ended), counted."""
     rows = (
         await db.execute(
-            sql(
-                "SELECT s.agent_id, count(*) AS waiting, "
-                "EXTRACT(EPOCH FROM (now() - min(e.created_at))) AS oldest "
-                "FROM events e JOIN sessions s ON s.id = e.session_id "
-                "WHERE e.kind = 'approval_requested' "
-                "AND s.status <> ALL(CAST(:final AS text[])) "
-                "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
-                "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
-                "GROUP BY s.agent_id ORDER BY s.agent_id"
-            ),
-            {"final": _FINAL, "decided": ":decided"},
+            _WAITING,
+            {"open": _OPEN, "decided": ":decided"},
         )
     ).all()
     return [

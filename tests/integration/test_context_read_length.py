@@ -13,8 +13,6 @@ three states of PostgreSQL's statistics, and with plans made for each call's arg
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,11 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from tests.support.teststack import recreate_database
+from tests.support.plans import buffers, explain, own_database
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import _CONTEXT_READ, create_session
 from vigil.schema import event_kinds
-from vigil.workers.db import make_engine, make_sessionmaker, migrate
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -44,20 +41,11 @@ of the few lookups, never a page per row of either session."""
 
 
 @pytest.fixture
-async def own_database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
-    """A database of this test's own, migrated: its statistics are only what the test
-    makes them (the shared test database's are whatever earlier tests left)."""
-    base = stack.settings.endpoints().database_url
-    assert base is not None
-    name = f"vigil_test_read_length_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    url = await recreate_database(base, name)
-    await migrate(url)
-    engine = make_engine(url)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-        await recreate_database(base, name, drop_only=True)
+async def database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
+    """A database of this test's own: its statistics are only what the test makes them
+    (the shared test database's are whatever earlier tests left)."""
+    async with own_database(stack, "vigil_test_read_length") as sessionmaker:
+        yield sessionmaker
 
 
 async def _new_session(sessionmaker: async_sessionmaker[DbSession], agent: str) -> str:
@@ -143,15 +131,7 @@ async def _buffers(
         # The fewest of a few reads: a read that plans a statement again (statistics
         # gathered meanwhile by autovacuum) also counts the catalogs' pages it reads.
         for _ in range(COUNTED_READS):
-            explained = (
-                await db.execute(
-                    text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _CONTEXT_READ.text), params
-                )
-            ).scalar_one()
-            plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
-            counts.append(
-                int(plan["Plan"]["Shared Hit Blocks"]) + int(plan["Plan"]["Shared Read Blocks"])
-            )
+            counts.append(buffers(await explain(db, _CONTEXT_READ.text, params)))
     return min(counts), dict(row)
 
 
@@ -172,9 +152,9 @@ statistics with the long session among their most common values."""
     ],
 )
 async def test_a_long_sessions_context_read_touches_what_a_short_ones_does(
-    own_database: async_sessionmaker[DbSession], plans: str, statistics: str
+    database: async_sessionmaker[DbSession], plans: str, statistics: str
 ) -> None:
-    sessionmaker = own_database
+    sessionmaker = database
     agent = f"agent-{uuid.uuid4()}"
     # The short one first: its rows are the oldest, behind all of the long one's.
     short, long = await _new_session(sessionmaker, agent), await _new_session(sessionmaker, agent)
@@ -256,13 +236,13 @@ async def _other_agents(sessionmaker: async_sessionmaker[DbSession]) -> None:
 
 @pytest.mark.parametrize("plans", ["force_generic_plan", "force_custom_plan"])
 async def test_a_sessions_context_read_touches_no_more_for_an_agent_with_many_rows(
-    own_database: async_sessionmaker[DbSession], plans: str
+    database: async_sessionmaker[DbSession], plans: str
 ) -> None:
     """A short session's read costs the same whether its agent has nothing else or a
     3,000-step session besides it, while PostgreSQL's statistics do not know the agent
     yet (a new agent, until autovacuum's next analysis: on a large table that may be
     long after the agent has grown)."""
-    sessionmaker = own_database
+    sessionmaker = database
     await _other_agents(sessionmaker)
     await _analyze(sessionmaker)
     busy, lone = f"agent-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"

@@ -11,8 +11,6 @@ touches is counted in PostgreSQL's buffers, never timed."""
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -21,9 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from tests.support.teststack import recreate_database
+from tests.support.plans import buffers, explain, own_database
 from vigil.activities.record import sessions as record
-from vigil.workers.db import make_engine, make_sessionmaker, migrate
 from vigil.workers.keyed import keyed_session_id
 from vigil.workers.stack import Stack
 
@@ -41,17 +38,8 @@ sessions."""
 
 @pytest.fixture
 async def locale_database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
-    base = stack.settings.endpoints().database_url
-    assert base is not None
-    name = f"vigil_test_keyed_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    url = await recreate_database(base, name, collation=LOCALE)
-    await migrate(url)
-    engine = make_engine(url)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-        await recreate_database(base, name, drop_only=True)
+    async with own_database(stack, "vigil_test_keyed", collation=LOCALE) as sessionmaker:
+        yield sessionmaker
 
 
 async def _lookup_buffers(
@@ -63,19 +51,13 @@ async def _lookup_buffers(
         found = await record.keyed_generations(db, agent, first)
         counts = []
         for _ in range(3):
-            explained = (
-                await db.execute(
-                    text(
-                        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id, status FROM sessions "
-                        "WHERE agent_id = :agent AND (id = :first OR starts_with(id, :prefix))"
-                    ),
-                    {"agent": agent, "first": first, "prefix": f"{first}-"},
-                )
-            ).scalar_one()
-            plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
-            counts.append(
-                int(plan["Plan"]["Shared Hit Blocks"]) + int(plan["Plan"]["Shared Read Blocks"])
+            plan = await explain(
+                db,
+                "SELECT id, status FROM sessions "
+                "WHERE agent_id = :agent AND (id = :first OR starts_with(id, :prefix))",
+                {"agent": agent, "first": first, "prefix": f"{first}-"},
             )
+            counts.append(buffers(plan))
     return min(counts), found
 
 

@@ -8,20 +8,16 @@ never timed."""
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from tests.support.teststack import recreate_database
+from tests.support.plans import explain, own_database, rows_read
 from vigil.activities.record.sessions import _LIST, MAX_PAGE, decode_cursor, list_sessions
-from vigil.workers.db import make_engine, make_sessionmaker, migrate
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -33,27 +29,9 @@ PAGE = 50
 
 
 @pytest.fixture
-async def own_database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
-    base = stack.settings.endpoints().database_url
-    assert base is not None
-    name = f"vigil_test_list_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    url = await recreate_database(base, name)
-    await migrate(url)
-    engine = make_engine(url)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-        await recreate_database(base, name, drop_only=True)
-
-
-def _rows_read(node: dict[str, Any]) -> int:
-    """The rows a plan's scans read: those they returned and those their filters threw
-    away."""
-    own = 0
-    if "Scan" in str(node["Node Type"]):
-        own = int(node["Actual Rows"]) + int(node.get("Rows Removed by Filter", 0))
-    return own + sum(_rows_read(child) for child in node.get("Plans", []))
+async def database(stack: Stack) -> AsyncIterator[async_sessionmaker[DbSession]]:
+    async with own_database(stack, "vigil_test_list") as sessionmaker:
+        yield sessionmaker
 
 
 async def _page_rows_read(
@@ -74,19 +52,16 @@ async def _page_rows_read(
     }
     async with sessionmaker() as db, db.begin():
         await db.execute(text(f"SET LOCAL plan_cache_mode = {plans}"))
-        explained = (
-            await db.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + _LIST.text), params)
-        ).scalar_one()
-    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
-    return _rows_read(plan["Plan"])
+        plan = await explain(db, _LIST.text, params)
+    return rows_read(plan["Plan"])
 
 
 @pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
 async def test_a_page_of_an_agents_sessions_reads_about_a_page(
-    own_database: async_sessionmaker[DbSession], plans: str
+    database: async_sessionmaker[DbSession], plans: str
 ) -> None:
     assert PAGE <= MAX_PAGE
-    sessionmaker = own_database
+    sessionmaker = database
     prefix = f"agent-{uuid.uuid4().hex[:8]}-"
     listed = f"{prefix}0"
     async with sessionmaker() as db, db.begin():
