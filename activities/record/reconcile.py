@@ -25,10 +25,22 @@ from vigil.activities.record.store import (
     update_session,
 )
 from vigil.schema import event_kinds, textcodec
-from vigil.schema.payloads import FINAL_STATUSES
+from vigil.schema.payloads import FINAL_STATUSES, SessionStatus
 from vigil.schema.tools import BUILTIN_TOOLS
 
-FINAL = sorted(s.value for s in FINAL_STATUSES)
+OPEN = sorted(s.value for s in SessionStatus if s not in FINAL_STATUSES)
+"""The statuses of a session not ended: a condition the statuses' index answers, so a pass
+reads the few open sessions, never the ended ones the record keeps for good."""
+
+
+OPEN_SESSIONS = text(
+    "SELECT id, agent_id, status, updated_at FROM sessions "
+    "WHERE status = ANY(:open) AND id > :after "
+    "AND updated_at <= now() - CAST(:idle AS interval) "
+    "AND (CAST(:ids AS text[]) IS NULL OR id = ANY(:ids)) "
+    "ORDER BY id LIMIT :lim"
+)
+"""A page of the sessions not ended, by id."""
 
 
 @dataclass(frozen=True)
@@ -50,15 +62,9 @@ async def open_sessions(
     """Sessions not in a final status and not updated for ``idle_for``, by id, one page."""
     rows = (
         await db.execute(
-            text(
-                "SELECT id, agent_id, status, updated_at FROM sessions "
-                "WHERE status <> ALL(:final) AND id > :after "
-                "AND updated_at <= now() - CAST(:idle AS interval) "
-                "AND (CAST(:ids AS text[]) IS NULL OR id = ANY(:ids)) "
-                "ORDER BY id LIMIT :lim"
-            ),
+            OPEN_SESSIONS,
             {
-                "final": FINAL,
+                "open": OPEN,
                 "idle": idle_for,
                 "after": after_id,
                 "ids": session_ids,
@@ -84,7 +90,7 @@ async def close_ended_session(
         .mappings()
         .first()
     )
-    if row is None or row["status"] in FINAL:
+    if row is None or row["status"] in FINAL_STATUSES:
         return None
     agent_id, previous, step = row["agent_id"], row["status"], row["step"]
     messages = await _closing_messages(db, session_id, status, reason, step)

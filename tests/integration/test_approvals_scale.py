@@ -1,13 +1,14 @@
-"""The approvals inbox (``GET /approvals``, ``vigil approvals``) and the waiting-approvals
-gauge (``/metrics``, read at every scrape) read the sessions that have not ended, not
-every approval ever asked: they are derived from the record, and the record keeps every
-ended session's approvals for good. The rows their plans read are counted (PostgreSQL's
-EXPLAIN), never timed."""
+"""What asks for the sessions that have not ended reads those, not every session the
+record keeps for good: the approvals inbox (``GET /approvals``, ``vigil approvals``), the
+waiting-approvals gauge (``/metrics``, read at every scrape) and the reconciler's pass
+(every worker runs one every few minutes). The rows their plans read are counted
+(PostgreSQL's EXPLAIN), never timed."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.support.plans import explain, own_database, rows_read
+from vigil.activities.record import reconcile
 from vigil.activities.record import sessions as record
 from vigil.workers.stack import Stack
 
@@ -88,6 +90,8 @@ async def test_waiting_approvals_are_read_without_the_ended_sessions(
         assert sorted(p.session_id for p in pending) == [f"s-{n}" for n in range(1, WAITING + 1)]
         assert [p.tool for p in pending] == ["write_artifact"] * WAITING
         assert [(w.agent_id, w.waiting) for w in waiting] == [(agent, WAITING)]
+        open_now = await reconcile.open_sessions(db)
+        assert sorted(o.id for o in open_now) == [f"s-{n}" for n in range(1, WAITING + 1)]
 
         for statement, params in (
             (
@@ -101,6 +105,16 @@ async def test_waiting_approvals_are_read_without_the_ended_sessions(
                 },
             ),
             (record._WAITING, {"open": record._OPEN, "decided": ":decided"}),
+            (
+                reconcile.OPEN_SESSIONS,
+                {
+                    "open": reconcile.OPEN,
+                    "after": "",
+                    "idle": timedelta(0),
+                    "ids": None,
+                    "lim": 200,
+                },
+            ),
         ):
             read = rows_read((await explain(db, statement.text, params))["Plan"])
             assert read <= ALLOWED_ROWS, (statement.text[:40], read)
