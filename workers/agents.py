@@ -97,34 +97,30 @@ class AgentDiff:
 
 
 class KnownVersions:
-    """The newest version read of each agent, for a long-lived starter (vigil's client in
-    the API): a start asks again which version is the newest, one statement, and gets the
-    definition's JSON and decodes and validates it only when that changed (a version never
-    changes; an agent erased and defined again is told apart by its content hash)."""
+    """The agent definitions a long-lived starter (vigil's client in the API) read, on the
+    worker's reader of versions (``AgentVersions``: one statement asks which version is
+    the newest, and the definition comes and is decoded only when that changed), each
+    validated once: by agent, version and content hash (an agent erased and defined again
+    starts over at version 1)."""
 
-    MAX_AGENTS = 1024
+    MAX_VERSIONS = 1024
 
-    def __init__(self) -> None:
-        self._newest: dict[str, tuple[AgentVersionRow, AgentVersionInfo]] = {}
+    def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
+        from vigil.activities.agents.runtime import AgentVersions
 
-    async def newest(
-        self, sessionmaker: async_sessionmaker[DbSession], name: str
-    ) -> AgentVersionInfo | None:
-        from vigil.activities.record.lean import engine_of, lean_statements
+        self._versions = AgentVersions(sessionmaker)
+        self._infos: dict[tuple[str, int, str], AgentVersionInfo] = {}
 
-        held = self._newest.get(name)
-        # One statement straight on the driver's connection, as the owner.
-        async with lean_statements(engine_of(sessionmaker)) as db:
-            row = await agent_rows.newest_version(db, name, held[0] if held else None)
+    async def newest(self, name: str) -> AgentVersionInfo | None:
+        row = await self._versions.newest(name)
         if row is None:
-            self._newest.pop(name, None)
             return None
-        if held is not None and row is held[0]:
-            return held[1]
-        info = _info(row)
-        if len(self._newest) >= self.MAX_AGENTS:
-            self._newest.clear()
-        self._newest[name] = (row, info)
+        key = (row.agent_id, row.version, row.content_hash)
+        info = self._infos.get(key)
+        if info is None:
+            if len(self._infos) >= self.MAX_VERSIONS:
+                self._infos.clear()
+            info = self._infos[key] = _info(row)
         return info
 
 
@@ -343,7 +339,7 @@ class AgentService:
         if "\x00" in name:  # PostgreSQL cannot hold it: no agent has such a name
             return None
         if version is None and self.known is not None:
-            return await self.known.newest(self.db, name)
+            return await self.known.newest(name)
         async with self.db() as db:
             row = (
                 await agent_rows.newest_version(db, name)

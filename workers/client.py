@@ -683,7 +683,7 @@ class _VigilClientCore:
 
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         if self._versions is None:
-            self._versions = KnownVersions()
+            self._versions = KnownVersions(self.db)
         try:
             return await AgentService(self.db, known=self._versions).require_startable(
                 agent_id, version, allow_undefined=allow

@@ -46,10 +46,16 @@ class Target:
 
 
 def spec_targets(version: int | None, spec: dict[str, Any] | None) -> list[Target]:
-    """The webhooks an agent version's spec names."""
+    """The webhooks an agent version's spec (as stored JSON) names."""
     if version is None or not spec or not spec.get("webhooks"):
         return []
-    hooks = [WebhookSpec.model_validate(w) for w in spec["webhooks"]]
+    return hook_targets(version, [WebhookSpec.model_validate(w) for w in spec["webhooks"]])
+
+
+def hook_targets(version: int | None, hooks: list[WebhookSpec] | None) -> list[Target]:
+    """The targets of a version's validated webhooks."""
+    if version is None or not hooks:
+        return []
     return [Target(f"v{version}.{i}", h.url, list(h.events), h.secret) for i, h in enumerate(hooks)]
 
 
@@ -66,15 +72,7 @@ class WebhookTargets:
         self, agent_id: str, version: int | None, spec: AgentSpec | None = None
     ) -> list[Target]:
         if spec is not None:
-            # The validated definition's hooks as they are (a start reads this).
-            from_spec = (
-                [
-                    Target(f"v{version}.{i}", h.url, list(h.events), h.secret)
-                    for i, h in enumerate(spec.webhooks or [])
-                ]
-                if version is not None
-                else []
-            )
+            from_spec = hook_targets(version, spec.webhooks)  # validated already
         elif version is not None:
             row = await self._versions.get(agent_id, version)
             from_spec = spec_targets(version, row.spec if row is not None else None)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from vigil.activities.record.sessions import OPEN_STATUSES
 from vigil.activities.record.store import (
     NewEvent,
     NewMessage,
@@ -25,13 +26,8 @@ from vigil.activities.record.store import (
     update_session,
 )
 from vigil.schema import event_kinds, textcodec
-from vigil.schema.payloads import FINAL_STATUSES, SessionStatus
+from vigil.schema.payloads import FINAL_STATUSES
 from vigil.schema.tools import BUILTIN_TOOLS
-
-OPEN = sorted(s.value for s in SessionStatus if s not in FINAL_STATUSES)
-"""The statuses of a session not ended: a condition the statuses' index answers, so a pass
-reads the few open sessions, never the ended ones the record keeps for good."""
-
 
 OPEN_SESSIONS = text(
     "SELECT id, agent_id, status, updated_at FROM sessions "
@@ -64,7 +60,7 @@ async def open_sessions(
         await db.execute(
             OPEN_SESSIONS,
             {
-                "open": OPEN,
+                "open": OPEN_STATUSES,
                 "idle": idle_for,
                 "after": after_id,
                 "ids": session_ids,

@@ -26,9 +26,9 @@ from vigil.schema import textcodec
 from vigil.schema.payloads import FINAL_STATUSES, SessionStatus
 
 MAX_PAGE = 500
-_OPEN = sorted(s.value for s in SessionStatus if s not in FINAL_STATUSES)
-"""The statuses of a session that has not ended: a condition the statuses' index answers
-(the ended sessions, all but a few, are never read for what waits)."""
+OPEN_STATUSES = sorted(s.value for s in SessionStatus if s not in FINAL_STATUSES)
+"""The statuses of a session that has not ended: a condition the statuses' index answers,
+so what asks for open sessions never reads the ended ones the record keeps for good."""
 _APPROVAL_ID = re.compile(r"^a(\d+)-(\d+)$")
 
 
@@ -88,6 +88,31 @@ _LIST = sql(
 """A page of sessions, newest first (one agent's by the index on agent, time and id)."""
 
 
+def _list_params(
+    *,
+    agent: str | None = None,
+    agents: list[str] | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    schedule_id: str | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> dict[str, Any]:
+    """``_LIST``'s parameters for a page of ``limit`` rows (one more is asked, to know
+    whether another page follows)."""
+    after = decode_cursor(cursor) if cursor else None
+    return {
+        "agent": agent,
+        "agents": agents,
+        "status": status,
+        "since": since,
+        "sched": schedule_id,
+        "after_at": after[0] if after else None,
+        "after_id": after[1] if after else None,
+        "lim": limit + 1,
+    }
+
+
 async def list_sessions(
     db: DbSession,
     *,
@@ -101,26 +126,11 @@ async def list_sessions(
 ) -> SessionListPage:
     """Sessions newest first; ``agents`` (when not None) limits them to those agents."""
     limit = max(1, min(limit, MAX_PAGE))
-    after = decode_cursor(cursor) if cursor else None
-    rows = (
-        (
-            await db.execute(
-                _LIST,
-                {
-                    "agent": agent,
-                    "agents": agents,
-                    "status": status,
-                    "since": since,
-                    "sched": schedule_id,
-                    "after_at": after[0] if after else None,
-                    "after_id": after[1] if after else None,
-                    "lim": limit + 1,
-                },
-            )
-        )
-        .mappings()
-        .all()
-    )
+    params = _list_params(
+        agent=agent, agents=agents, status=status, since=since, schedule_id=schedule_id,
+        cursor=cursor, limit=limit,
+    )  # fmt: skip
+    rows = (await db.execute(_LIST, params)).mappings().all()
     page = [
         SessionListRow(
             id=r["id"],
@@ -303,7 +313,7 @@ async def pending_approvals(
             await db.execute(
                 _PENDING,
                 {
-                    "open": _OPEN,
+                    "open": OPEN_STATUSES,
                     "agent": agent,
                     "agents": agents,
                     "decided": ":decided",
@@ -363,7 +373,7 @@ async def approvals_waiting(db: DbSession) -> list[WaitingApprovals]:
     rows = (
         await db.execute(
             _WAITING,
-            {"open": _OPEN, "decided": ":decided"},
+            {"open": OPEN_STATUSES, "decided": ":decided"},
         )
     ).all()
     return [

@@ -613,27 +613,6 @@ async def get_event(db: Statements, session_id: str, key: str) -> StoredEvent | 
     return _event(row) if row is not None else None
 
 
-async def latest_event(db: Statements, session_id: str, kind: str) -> StoredEvent | None:
-    """The newest event of a kind, without reading the older ones: one probe per name the
-    kind is stored under, of the index on (session_id, kind, -id) (migration 20261204_20)."""
-    row = (
-        (
-            await db.execute(
-                sql(
-                    "SELECT e.key, e.kind, e.step, e.actor, e.reason, e.payload, e.created_at "
-                    "FROM unnest(CAST(:kinds AS text[])) AS k(kind) CROSS JOIN LATERAL ("
-                    "SELECT * FROM events x WHERE x.session_id = :sid AND x.kind = k.kind "
-                    "ORDER BY -x.id LIMIT 1) e ORDER BY e.id DESC LIMIT 1"
-                ),
-                {"sid": session_id, "kinds": event_kinds.stored_as(kind)},
-            )
-        )
-        .mappings()
-        .first()
-    )
-    return _event(row) if row is not None else None
-
-
 _CONTEXT_READ = sql(
     "SELECT session_row, reply_written, newest_summary_key, newest_summary, new_messages, "
     "artifact_refs, live_ids, recall_blocked FROM vigil_context_read(CAST(:sid AS text), "

@@ -97,18 +97,18 @@ async def test_waiting_approvals_are_read_without_the_ended_sessions(
             (
                 record._PENDING,
                 {
-                    "open": record._OPEN,
+                    "open": record.OPEN_STATUSES,
                     "agent": agent,
                     "agents": None,
                     "decided": ":decided",
                     "lim": 200,
                 },
             ),
-            (record._WAITING, {"open": record._OPEN, "decided": ":decided"}),
+            (record._WAITING, {"open": record.OPEN_STATUSES, "decided": ":decided"}),
             (
                 reconcile.OPEN_SESSIONS,
                 {
-                    "open": reconcile.OPEN,
+                    "open": record.OPEN_STATUSES,
                     "after": "",
                     "idle": timedelta(0),
                     "ids": None,

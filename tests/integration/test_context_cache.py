@@ -135,7 +135,8 @@ async def test_a_summary_written_by_another_worker_is_picked_up(
         await assemble(sessionmaker, session_id=sid, agent_id=agent, budget=BUDGET, cache=theirs)
     warm, _ = await _both(sessionmaker, sid, agent, mine)
     async with sessionmaker() as db:
-        newest = await record.latest_event(db, sid, "context_summary")
+        summaries = await record.list_events(db, sid, kind="context_summary")
+    newest = summaries[-1] if summaries else None
     assert newest is not None and newest.payload["upto_seq"] == warm.summary_upto_seq
     assert warm.cache == "warm"
 

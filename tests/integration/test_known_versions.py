@@ -36,7 +36,7 @@ async def test_a_starter_reads_a_definition_again_only_when_it_changed(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     service = AgentService(sessionmaker)
-    starter = AgentService(sessionmaker, known=KnownVersions())
+    starter = AgentService(sessionmaker, known=KnownVersions(sessionmaker))
     name = f"known-{uuid.uuid4().hex[:8]}"
     assert await starter.find(name) is None
 

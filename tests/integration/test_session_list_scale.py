@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.support.plans import explain, own_database, rows_read
-from vigil.activities.record.sessions import _LIST, MAX_PAGE, decode_cursor, list_sessions
+from vigil.activities.record.sessions import _LIST, MAX_PAGE, _list_params, list_sessions
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -39,17 +39,7 @@ async def _page_rows_read(
 ) -> int:
     """The rows the page's statement reads, with PostgreSQL's plans made as ``plans``
     says."""
-    after = decode_cursor(cursor) if cursor else None
-    params = {
-        "agent": agent,
-        "agents": None,
-        "status": None,
-        "since": None,
-        "sched": None,
-        "after_at": after[0] if after else None,
-        "after_id": after[1] if after else None,
-        "lim": PAGE + 1,
-    }
+    params = _list_params(agent=agent, cursor=cursor, limit=PAGE)
     async with sessionmaker() as db, db.begin():
         await db.execute(text(f"SET LOCAL plan_cache_mode = {plans}"))
         plan = await explain(db, _LIST.text, params)
