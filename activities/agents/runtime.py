@@ -110,8 +110,11 @@ class AgentVersions:
         known = self._rows.get((agent_id, known_version)) if known_version else None
         async with bound_acting_for(engine_of(self._sessionmaker), agent_id) as db:
             found = await agent_rows.newest_version(db, agent_id, known)
-        if found is not None:
-            self._remember(found)
+        if found is None:
+            self._newest.pop(agent_id, None)
+            return None
+        self._remember(found)
+        self._newest[agent_id] = found.version  # the newest now, even if lower (erased)
         return found
 
     def spec(self, row: AgentVersionRow) -> AgentSpec:
@@ -145,6 +148,12 @@ class AgentVersions:
 
     def _remember(self, row: AgentVersionRow) -> None:
         key = (row.agent_id, row.version)
+        held = self._rows.get(key)
+        if held is not None and held.content_hash != row.content_hash:
+            # The agent was erased and defined again: what was derived from the old
+            # definition under this version number is not this one's.
+            self._catalogs.pop(key, None)
+            self._specs.pop(key, None)
         self._rows[key] = row
         self._rows.move_to_end(key)
         if row.version > self._newest.get(row.agent_id, 0):

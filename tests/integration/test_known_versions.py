@@ -71,6 +71,7 @@ async def test_the_worker_reads_an_agent_erased_and_defined_again_anew(
     await service.apply_spec(_spec(name, "Before."))
     before = await versions.newest(name)
     assert before is not None and before.version == 1
+    assert versions.spec(before).system_prompt == "Before. Goal: {goal}"
 
     await _erase_versions(sessionmaker, name)
     await service.apply_spec(_spec(name, "After."))
@@ -78,3 +79,5 @@ async def test_the_worker_reads_an_agent_erased_and_defined_again_anew(
     assert after is not None and after.version == 1
     assert after.content_hash != before.content_hash
     assert after.spec["system_prompt"] == "After. Goal: {goal}"
+    # What the worker derives from a version (its validated definition) follows too.
+    assert versions.spec(after).system_prompt == "After. Goal: {goal}"
