@@ -127,6 +127,12 @@ PATCH_CONVERSATION_IDLE = "vigil-conversation-idle"
 # (sent while the model was answering, or during a hand-over) is answered by the next
 # step; before, the conversation waited for yet another message. Asked only then.
 PATCH_CONVERSATION_LATE_MESSAGE = "vigil-conversation-late-message"
+# A message (or a new goal) taken while the step that would end the session ran (a final
+# answer, the finish tool) is answered by one more step instead of being left out; a
+# session ending for another reason (cancel, a budget, a failure) writes it into the
+# transcript before its end. Before, such a message was acknowledged and then dropped.
+# Asked only then.
+PATCH_MESSAGE_BEFORE_END = "vigil-message-before-end"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

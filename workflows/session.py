@@ -82,6 +82,7 @@ class _SessionEnded(Exception):
 
 
 NEXT_MESSAGE = "the next message of the conversation"
+NOT_FINISHED = "not finished: a message came while this step ran; it follows, answer it first"
 
 
 @workflow.defn(name=names.WORKFLOW_SESSION)
@@ -359,6 +360,8 @@ class AgentSession(HandOverWhileWaiting):
             if self._arg.conversation:  # the answer to the last message: wait for the next
                 self._c.awaiting_message = True
                 return
+            if self._message_before_end():
+                return  # the message joins the transcript at the top, and the model answers
             raise _SessionEnded(SessionStatus.COMPLETED, out.content_preview or "done")
         if all(not call.valid for call in out.tool_calls):
             self._c.malformed_streak += 1
@@ -510,6 +513,9 @@ class AgentSession(HandOverWhileWaiting):
             self._open_calls.pop(call.index, None)
             return
         if control.kind == "finish":
+            if self._message_before_end():
+                self._tool_message(seq, step, call, NOT_FINISHED)
+                return
             summary = control.summary or self._c.last_message or "finished"
             self._tool_message(seq, step, call, "session finished")
             if not self._fold:
@@ -770,6 +776,8 @@ class AgentSession(HandOverWhileWaiting):
         self._status = status
         self._approvals.clear()
         self._close_open_step(status)
+        if self._inbox.items and workflow.patched(names.PATCH_MESSAGE_BEFORE_END):
+            self._drain_inbox()  # acknowledged, so in the transcript, before the end
         text = f"Session ended: {status.value}. {summary}"
         seq = self._c.next_seq
         self._c.next_seq += 1
@@ -948,6 +956,11 @@ class AgentSession(HandOverWhileWaiting):
                 actor=by,
                 payload={"seq": seq, "at": at.isoformat()},
             )
+
+    def _message_before_end(self) -> bool:
+        """Whether a message (or a new goal) came while the step that would end the
+        session ran: the session then goes on for one more step, which answers it."""
+        return bool(self._inbox.items) and workflow.patched(names.PATCH_MESSAGE_BEFORE_END)
 
     def _has_unrecorded(self) -> bool:
         return bool(self._msgs or self._events or self._session_update or self._opening)

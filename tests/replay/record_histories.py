@@ -582,6 +582,18 @@ async def conversation_late_message(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def message_at_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A message acknowledged while the model gives what would be its last answer: the
+    session answers it in one more step (sessions from before ended without it)."""
+    ctx.stub.enqueue(Reply.hang(3.0, then=Reply.text("all done")), Reply.text("noted"))
+    handle = await ctx.start("message_at_the_end", _arg("tidy up"))
+    await until(lambda: len(ctx.stub.requests) == 1)
+    await handle.execute_update(names.UPD_MESSAGE, MessageInput(text="and the logs", by="ana"))
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -605,6 +617,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "client_start": client_start,
     "conversation_idle": conversation_idle,
     "conversation_late_message": conversation_late_message,
+    "message_at_the_end": message_at_the_end,
 }
 
 

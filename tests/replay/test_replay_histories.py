@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -27,6 +28,7 @@ from vigil.schema import names
 from vigil.schema.names import (
     PATCH_CONVERSATION_IDLE,
     PATCH_CONVERSATION_LATE_MESSAGE,
+    PATCH_MESSAGE_BEFORE_END,
     PATCH_UNDECRYPTABLE_SIGNAL,
 )
 from vigil.schema.payloads import SessionStatus
@@ -64,6 +66,7 @@ EXPECTED = {
     "client_start_last_run",
     "conversation_idle",
     "conversation_late_message",
+    "message_at_the_end",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -86,6 +89,9 @@ OLDER_QUIET = "pre_quiet_steps__"
 # Recorded before an approval's decision was written before the call it decided ran
 # (PATCH_DECISION_FIRST): the scenarios that decide an approval.
 OLDER_DECISION = "pre_decision_first__"
+# Recorded before a message taken during the step that would end the session was answered
+# (PATCH_MESSAGE_BEFORE_END): that session ended on the step and left the message out.
+OLDER_MESSAGE = "pre_message_at_the_end__"
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -109,6 +115,7 @@ LATEST = {
     "client_start_last_run",
     "conversation_idle",
     "conversation_late_message",
+    "message_at_the_end",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -150,6 +157,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_LOCAL_BOOKS,
         OLDER_QUIET,
         OLDER_DECISION,
+        OLDER_MESSAGE,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -179,6 +187,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_DECISION) for p in PATHS if p.stem.startswith(OLDER_DECISION)
     }
     assert older_decision == DECIDING
+    older_message = {
+        p.stem.removeprefix(OLDER_MESSAGE) for p in PATHS if p.stem.startswith(OLDER_MESSAGE)
+    }
+    assert older_message == {"message_at_the_end"}
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -191,14 +203,20 @@ def _patches(history: WorkflowHistory) -> list[str]:
     ]
 
 
-def _ended(history: WorkflowHistory) -> str:
-    """The status in the session's result."""
+def _result(history: WorkflowHistory) -> dict[str, Any]:
+    """The session's result."""
     [done] = [
         e.workflow_execution_completed_event_attributes
         for e in history.events
         if e.HasField("workflow_execution_completed_event_attributes")
     ]
-    return str(json.loads(done.result.payloads[0].data)["status"])
+    result: dict[str, Any] = json.loads(done.result.payloads[0].data)
+    return result
+
+
+def _ended(history: WorkflowHistory) -> str:
+    """The status in the session's result."""
+    return str(_result(history)["status"])
 
 
 def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
@@ -234,6 +252,13 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # A message sent while the model answered was answered by the next step.
     late = _history(HISTORIES / "conversation_late_message.json")
     assert PATCH_CONVERSATION_LATE_MESSAGE in _patches(late)
+    # A message taken while the model gave its last answer: one more step answered it;
+    # recorded before, the session ended on that answer without it.
+    answered = _history(HISTORIES / "message_at_the_end.json")
+    dropped = _history(HISTORIES / f"{OLDER_MESSAGE}message_at_the_end.json")
+    assert PATCH_MESSAGE_BEFORE_END in _patches(answered)
+    assert PATCH_MESSAGE_BEFORE_END not in _patches(dropped)
+    assert (_result(answered)["steps"], _result(dropped)["steps"]) == (2, 1)
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
