@@ -85,3 +85,44 @@ async def test_a_page_of_an_agents_sessions_reads_about_a_page(
     for cursor in (None, first.next_cursor):
         rows = await _page_rows_read(sessionmaker, listed, plans, cursor)
         assert rows <= PAGE + 1, (cursor, rows)
+
+
+@pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
+async def test_a_page_of_the_older_of_two_agents_reads_about_a_page(
+    database: async_sessionmaker[DbSession], plans: str
+) -> None:
+    """Two agents with half of the sessions each, the listed one's all older than the
+    other's: a walk of all sessions newest first would read the other's half first."""
+    sessionmaker = database
+    prefix = f"agent-{uuid.uuid4().hex[:8]}-"
+    older, newer = f"{prefix}older", f"{prefix}newer"
+    half = SESSIONS // 2
+    async with sessionmaker() as db, db.begin():
+        for agent in (older, newer):
+            await db.execute(
+                text("INSERT INTO agents (id, name) VALUES (:a, :b)"), {"a": agent, "b": agent}
+            )
+        # Session n (the smallest is the newest): the newer agent's up to half, then the
+        # older agent's.
+        await db.execute(
+            text(
+                "INSERT INTO sessions (id, agent_id, goal, status, created_at) "
+                "SELECT 's-' || n, "
+                "CASE WHEN n <= CAST(:half AS int) THEN :newer ELSE :older END, "
+                "'g', 'completed', now() - make_interval(secs => n) "
+                "FROM generate_series(1, CAST(:n AS int)) AS n"
+            ),
+            {"half": half, "newer": newer, "older": older, "n": SESSIONS},
+        )
+        await db.execute(text("ANALYZE sessions"))
+
+    async with sessionmaker() as db:
+        first = await list_sessions(db, agent=older, limit=PAGE)
+        second = await list_sessions(db, agent=older, limit=PAGE, cursor=first.next_cursor)
+    ids = [f"s-{n}" for n in range(half + 1, half + 2 * PAGE + 1)]
+    assert [s.id for s in first.rows] == ids[:PAGE]
+    assert [s.id for s in second.rows] == ids[PAGE:]
+
+    for cursor in (None, first.next_cursor):
+        rows = await _page_rows_read(sessionmaker, older, plans, cursor)
+        assert rows <= PAGE + 1, (cursor, rows)
