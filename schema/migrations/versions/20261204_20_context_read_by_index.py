@@ -29,6 +29,8 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy import text
 
+from vigil.schema.online_ddl import create_index_online, drop_index_online
+
 revision = "20261204_20"
 down_revision = "20261203_19"
 branch_labels = None
@@ -93,10 +95,11 @@ def _rewrite_context_read(*changes: tuple[str, str]) -> None:
 
 
 def upgrade() -> None:
-    op.execute(f"CREATE INDEX {INDEX} ON events (session_id, kind, (-id))")
+    # Built while the events table takes writes (schema/online_ddl.py).
+    create_index_online(INDEX, "ON events (session_id, kind, (-id))")
     _rewrite_context_read((SUMMARY_BY_SORT, SUMMARY_BY_INDEX), (NEWER_BY_FILTER, NEWER_BY_RANGES))
 
 
 def downgrade() -> None:
     _rewrite_context_read((SUMMARY_BY_INDEX, SUMMARY_BY_SORT), (NEWER_BY_RANGES, NEWER_BY_FILTER))
-    op.execute(f"DROP INDEX {INDEX}")
+    drop_index_online(INDEX)

@@ -23,7 +23,7 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
-from alembic import op
+from vigil.schema.online_ddl import create_index_online, drop_index_online
 
 revision = "20261204_21"
 down_revision = "20261204_20"
@@ -35,13 +35,17 @@ AGENT_ONLY = "ix_sessions_agent_id"
 BY_PREFIX = "ix_sessions_id_prefix"
 
 
+# Built and dropped while the sessions table takes writes (schema/online_ddl.py): a
+# deployment's workers keep writing sessions during the upgrade.
+
+
 def upgrade() -> None:
-    op.execute(f"CREATE INDEX {BY_AGENT} ON sessions (agent_id, created_at, id)")
-    op.execute(f"DROP INDEX {AGENT_ONLY}")
-    op.execute(f"CREATE INDEX {BY_PREFIX} ON sessions (id text_pattern_ops)")
+    create_index_online(BY_AGENT, "ON sessions (agent_id, created_at, id)")
+    drop_index_online(AGENT_ONLY)
+    create_index_online(BY_PREFIX, "ON sessions (id text_pattern_ops)")
 
 
 def downgrade() -> None:
-    op.execute(f"DROP INDEX {BY_PREFIX}")
-    op.execute(f"CREATE INDEX {AGENT_ONLY} ON sessions (agent_id)")
-    op.execute(f"DROP INDEX {BY_AGENT}")
+    drop_index_online(BY_PREFIX)
+    create_index_online(AGENT_ONLY, "ON sessions (agent_id)")
+    drop_index_online(BY_AGENT)

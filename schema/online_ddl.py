@@ -1,0 +1,46 @@
+"""Index builds that keep a table writable, for migrations of tables that already hold rows.
+
+A plain ``CREATE INDEX`` holds every write to its table off for the whole build (and a
+plain ``DROP INDEX`` takes the table's strongest lock), so upgrading a deployment whose
+workers keep writing would stall them for as long as the build of an index over millions
+of rows lasts. ``CONCURRENTLY`` builds while the table takes writes; PostgreSQL refuses it
+inside a transaction, so these run in an autocommit block of the migration (what the
+migrations before it did is committed first).
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import text
+
+
+def create_index_online(name: str, definition: str) -> None:
+    """``CREATE INDEX CONCURRENTLY name definition`` (``definition``: ``ON table (...)``).
+
+    A concurrent build that failed part way (a cancel, a lost connection) leaves an invalid
+    index of that name behind: it is dropped and built again. A valid one is kept, so a
+    migration run again after a failure later on does not build it twice."""
+    with op.get_context().autocommit_block():
+        if op.get_context().as_sql:  # a script to read or run by hand
+            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
+            return
+        valid = (
+            op.get_bind()
+            .execute(
+                text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:n)"),
+                {"n": name},
+            )
+            .scalar_one_or_none()
+        )
+        if valid:
+            return
+        if valid is False:
+            op.execute(f"DROP INDEX CONCURRENTLY {name}")
+        op.execute(f"CREATE INDEX CONCURRENTLY {name} {definition}")
+
+
+def drop_index_online(name: str) -> None:
+    """``DROP INDEX CONCURRENTLY IF EXISTS name``: waits for the transactions using the
+    index instead of locking its table against them."""
+    with op.get_context().autocommit_block():
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
