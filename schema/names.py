@@ -133,6 +133,10 @@ PATCH_CONVERSATION_LATE_MESSAGE = "vigil-conversation-late-message"
 # transcript before its end. Before, such a message was acknowledged and then dropped.
 # Asked only then.
 PATCH_MESSAGE_BEFORE_END = "vigil-message-before-end"
+# A redirect signal is refused, as its update and a message are, when the queue for the
+# next step is full; before, the signal's new goal joined the queue past its limit (what
+# the next run's input carries). Asked only when it is full.
+PATCH_REDIRECT_QUEUE_LIMIT = "vigil-redirect-queue-limit"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

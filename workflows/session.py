@@ -1334,13 +1334,14 @@ class AgentSession(HandOverWhileWaiting):
         if isinstance(value, RejectInput):
             return self._approve_error(value.approval_id)
         if isinstance(value, RedirectInput):
+            full = self._queue_error(value.goal)
+            if full is not None and workflow.patched(names.PATCH_REDIRECT_QUEUE_LIMIT):
+                return full
             return self._redirect_error(value)
         if isinstance(value, WakeInput) and self._status != SessionStatus.SLEEPING:
             return "the session is not sleeping"
         if isinstance(value, MessageInput):
             return self._queue_error(value.text)
-        if isinstance(value, RedirectInput):
-            return self._queue_error(value.goal)
         return None
 
     def _apply(self, value: BaseModel) -> None:

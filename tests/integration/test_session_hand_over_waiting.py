@@ -18,6 +18,7 @@ from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
     assert_whole,
+    events,
     eventually,
     running_worker,
     session_input,
@@ -37,6 +38,7 @@ from vigil.schema.payloads import (
     ApproveInput,
     MessageInput,
     PauseInput,
+    RedirectInput,
     ResumeInput,
     SessionResult,
     SessionState,
@@ -196,3 +198,43 @@ async def test_messages_queued_during_an_approval_travel_with_it(
     assert [m.content for m in dave][: len(queued)] == queued  # in order
     tool = tool_messages(messages)[0]
     assert all(m.seq > tool.seq for m in dave), "queued messages joined inside the tool exchange"
+
+
+async def test_redirect_signals_are_held_to_the_queue_limit_too(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A redirect's new goal waits in the same queue as messages (it joins the transcript
+    at the next step): as a signal, like the update, it is refused once the queue is full,
+    so no flood of them grows what the next run's input carries."""
+    stub.enqueue(
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}),
+        Reply.tool_call("finish", {"summary": "wrote it"}),
+    )
+    policy = ToolPolicy(require_approval=["write_artifact"])
+    goal = "g" * (MAX_HUMAN_TEXT - 100)
+    sent = MAX_QUEUED_BYTES // len(goal) + 3
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("write", policy=policy))
+        await approval_pending(handle, sessionmaker)
+        for n in range(sent):
+            await handle.signal(names.SIG_REDIRECT, RedirectInput(goal=f"{n} {goal}", by="eve"))
+        st = await eventually(handle, lambda s: s.rejected_inputs >= 3 or None)
+        assert st.status == SessionStatus.WAITING_APPROVAL
+        await handle.execute_update(
+            names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="alice"), result_type=Ack
+        )
+        result: SessionResult = await handle.result()
+        final = await state(handle)
+    assert result.status == SessionStatus.COMPLETED
+    assert final.rejected_inputs == 3, final.rejected_inputs
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    goals = [m for m in messages if m.role == "user" and m.name == "eve"]
+    assert len(goals) == sent - 3
+    rejected = await events(sessionmaker, handle.id, "input_rejected")
+    assert len(rejected) == 3
+    assert all("already wait for the next step" in (e.reason or "") for e in rejected)
