@@ -743,23 +743,27 @@ class AgentSession(HandOverWhileWaiting):
         return self._c.deadline is not None and workflow.now() >= self._c.deadline
 
     def _check_budgets(self) -> None:
+        ended = self._budget_end()
+        if ended is not None:
+            raise _SessionEnded(*ended)
+
+    def _budget_end(self) -> tuple[SessionStatus, str] | None:
+        """How the session ends before another step, when a budget or its deadline says
+        it must (None: another step may run)."""
         b = self._arg.budget
         if self._deadline_passed():
-            raise _SessionEnded(SessionStatus.TIMED_OUT, "the session's deadline passed")
+            return SessionStatus.TIMED_OUT, "the session's deadline passed"
         if self._c.step >= b.max_steps:
-            raise _SessionEnded(
-                SessionStatus.BUDGET_EXHAUSTED, f"step budget of {b.max_steps} used"
-            )
+            return SessionStatus.BUDGET_EXHAUSTED, f"step budget of {b.max_steps} used"
         tokens = self._c.tokens_in + self._c.tokens_out
         if b.max_tokens is not None and tokens >= b.max_tokens:
-            raise _SessionEnded(
-                SessionStatus.BUDGET_EXHAUSTED, f"token budget used ({tokens} of {b.max_tokens})"
-            )
+            return SessionStatus.BUDGET_EXHAUSTED, f"token budget used ({tokens} of {b.max_tokens})"
         if b.max_cost_usd is not None and self._c.cost_usd >= b.max_cost_usd:
-            raise _SessionEnded(
+            return (
                 SessionStatus.BUDGET_EXHAUSTED,
                 f"cost budget used (${self._c.cost_usd:.4f} of ${b.max_cost_usd:.4f})",
             )
+        return None
 
     def _should_continue_as_new(self) -> bool:
         if self._c.step - self._run_start_step >= self._arg.steps_per_run:
@@ -959,8 +963,14 @@ class AgentSession(HandOverWhileWaiting):
 
     def _message_before_end(self) -> bool:
         """Whether a message (or a new goal) came while the step that would end the
-        session ran: the session then goes on for one more step, which answers it."""
-        return bool(self._inbox.items) and workflow.patched(names.PATCH_MESSAGE_BEFORE_END)
+        session ran, and its budgets allow another step: the session then goes on for one
+        more step, which answers it. Without a step left it ends as the step said, the
+        message in the transcript before its end (``_finish``)."""
+        return (
+            bool(self._inbox.items)
+            and self._budget_end() is None
+            and workflow.patched(names.PATCH_MESSAGE_BEFORE_END)
+        )
 
     def _has_unrecorded(self) -> bool:
         return bool(self._msgs or self._events or self._session_update or self._opening)

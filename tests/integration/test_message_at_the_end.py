@@ -31,7 +31,7 @@ from tests.support.sessions import (
 )
 from vigil.activities.record.store import StoredMessage
 from vigil.schema import names
-from vigil.schema.payloads import Ack, MessageInput, SessionStatus
+from vigil.schema.payloads import Ack, Budget, MessageInput, SessionStatus
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -140,3 +140,36 @@ async def test_a_message_before_a_cancel_is_in_the_transcript(
     assert [role for role, _ in said][-2:] == ["user", "system"], said
     assert LATE in said[-2][1] and "cancelled" in said[-1][1], said
     assert len(stub.requests) == 1
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS), ids=list(ENDINGS))
+async def test_a_message_during_the_last_allowed_step_ends_as_the_step_said(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    ending: str,
+) -> None:
+    """No step is left for an answer (the step budget is used): the session ends as its
+    last step said (completed, with that step's summary, not over its budget), the
+    message in the transcript before the end."""
+    stub.enqueue(Reply.hang(1.5, then=ENDINGS[ending]))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client, task_queue, session_input("tidy up", budget=Budget(max_steps=1))
+        )
+        await until(lambda: len(stub.requests) == 1 or None, what="the model call")
+        ack = await handle.execute_update(
+            names.UPD_MESSAGE, MessageInput(text=LATE, by="ana"), result_type=Ack
+        )
+        assert ack.accepted, ack
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    assert result.summary == "all done", result
+    assert len(stub.requests) == 1
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    said = [(m.role, m.content or "") for m in messages]
+    assert [role for role, _ in said][-2:] == ["user", "system"], said
+    assert LATE in said[-2][1] and "completed" in said[-1][1], said
