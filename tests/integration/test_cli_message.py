@@ -5,6 +5,8 @@ or how the session ended when it ended first."""
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import uuid
 
 import pytest
@@ -55,3 +57,31 @@ def test_message_input_is_checked_before_sending(cli: CLIStack) -> None:
     assert missing.returncode == 2 and "--key" in missing.stderr, explain(missing)
     control = cli.vigil("message", "desk", "--key", "a\tb", "hi")
     assert control.returncode == 2 and "control characters" in control.stderr, explain(control)
+
+
+def test_wait_names_the_approval_it_waits_for_and_how_to_answer_it(cli: CLIStack) -> None:
+    """While the answer waits for an approval, --wait says which one and prints the
+    commands that answer it (they work as printed), then the answer."""
+    agent = f"desk-{uuid.uuid4().hex[:8]}"
+    fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
+    goal = cli.plan(fetch, Reply.text("fetched it"), Reply.tool_call("finish", {"summary": "bye"}))
+    waiting = cli.vigil.popen("message", agent, "--key", "k1", "get it", "--goal", goal, "--wait")
+    lines: queue.Queue[str] = queue.Queue()
+    assert waiting.stderr is not None
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in waiting.stderr], daemon=True
+    ).start()
+    try:
+        hint = ""
+        while "approve" not in hint:
+            hint = lines.get(timeout=60)
+        sid = keyed_session_id(agent, "k1")
+        assert f"{sid} waits for approval a1-0 (http_fetch" in hint, hint
+        command = hint.split(": ", 1)[1].split(", or ")[0].split()
+        assert command[-4:] == ["vigil", "approve", sid, "a1-0"], hint
+        cli.vigil.ok(*command[-3:])
+        out, _ = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0
+    assert out.strip().splitlines()[-1] == "fetched it", out

@@ -27,7 +27,7 @@ from vigil.workers.cli.common import (
     run_client,
 )
 from vigil.workers.cli.control import stdin_text
-from vigil.workers.cli.render import print_end
+from vigil.workers.cli.render import print_end, print_waiting_approvals
 
 if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
@@ -114,7 +114,7 @@ def message(
 
         async def approval() -> None:
             if not as_json:
-                err.print(f"{sent.session_id} waits for an approval (vigil inbox)")
+                await print_waiting_approvals(client, sent.session_id)
 
         with err.status(f"waiting for the answer of {sent.session_id} ..."):
             reply = await answer(client, sent, text_, by=who, on_approval=approval)

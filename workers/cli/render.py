@@ -100,3 +100,26 @@ async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None
         out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
     if row.status in ("failed", "timed_out", "terminated"):
         raise typer.Exit(EXIT_FAILED)
+
+
+async def print_waiting_approvals(client: VigilClient, session_id: str) -> None:
+    """On stderr: the approvals the session waits for, each with the commands that answer
+    it (or, when its state cannot be read now, the command that shows them)."""
+    from vigil.workers.cli.common import command_prefix
+    from vigil.workers.client import VigilError
+
+    vigil = command_prefix()
+    try:
+        pending = (await client.state(session_id)).pending_approvals
+    except VigilError:
+        pending = []
+    if not pending:
+        err.print(f"{escape(session_id)} waits for an approval: {vigil} show {escape(session_id)}")
+        return
+    for approval in pending:
+        sid, aid = escape(session_id), escape(approval.approval_id)
+        err.print(
+            f"{sid} waits for approval {aid} ({escape(approval.tool)} "
+            f"{escape(approval.arguments_preview)}): {vigil} approve {sid} {aid}, "
+            f"or {vigil} reject {sid} {aid} --reason ..."
+        )
