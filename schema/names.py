@@ -137,6 +137,10 @@ PATCH_MESSAGE_BEFORE_END = "vigil-message-before-end"
 # next step is full; before, the signal's new goal joined the queue past its limit (what
 # the next run's input carries). Asked only when it is full.
 PATCH_REDIRECT_QUEUE_LIMIT = "vigil-redirect-queue-limit"
+# A Temporal cancel that lands while a session that has ended writes its last records
+# (its end, final status, outcome's memory) no longer drops them: they are written again and
+# the session completes as it ended. Asked only then.
+PATCH_END_OUTLIVES_CANCEL = "vigil-end-outlives-cancel"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

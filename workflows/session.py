@@ -807,7 +807,7 @@ class AgentSession(HandOverWhileWaiting):
         # Lean bookkeeping: the outcome's memory rides with the last records; when that
         # try fails, an activity of its own remembers it once the ending is published.
         riding = self._outcome(status, summary) if remember and self._lean else None
-        written = await self._flush(riding)
+        written = await self._write_end(riding)
         self._publish()
         await self._notify(
             "session_ended", "ended", status=status.value, summary=preview(summary, 2000)
@@ -829,6 +829,26 @@ class AgentSession(HandOverWhileWaiting):
             cost_usd=self._c.cost_usd,
             runs=self._c.run_index,
         )
+
+    async def _write_end(self, riding: RememberInput | None) -> RecordOutput | None:
+        """The session's last records (and the outcome's memory riding with them). A
+        cancel that lands while they are written comes after the session ended: the
+        write is made again, and the end stands (sessions from before were cancelled
+        with none of it written)."""
+        try:
+            return await self._flush(riding)
+        except (asyncio.CancelledError, ActivityError) as exc:
+            if (
+                self._status == SessionStatus.CANCELLED
+                or not is_cancelled_exception(exc)
+                or not workflow.patched(names.PATCH_END_OUTLIVES_CANCEL)
+            ):
+                raise
+            workflow.logger.warning(
+                "cancel requested while the session's end was written: the end stands",
+                extra={"session_id": self._sid},
+            )
+            return await self._flush(riding)
 
     async def _notify(self, event: WebhookEvent, key: str, **data: Any) -> None:
         """Tell the agent's webhooks (a child workflow delivers; never awaited further)."""

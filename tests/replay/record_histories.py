@@ -29,6 +29,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
 
+from tests.support.held_end import cancel_landed, session_row_held, write_waiting
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
@@ -594,6 +595,21 @@ async def message_at_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def cancel_during_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A conversation that ended idle is cancelled while its last records wait for a lock
+    on its row: the write is made again and the session completes as it ended."""
+    ctx.stub.enqueue(Reply.text("hello"))
+    arg = _arg("answer", conversation=True, conversation_idle_seconds=2.0)
+    handle = await ctx.start("cancel_during_the_end", arg)
+    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
+    async with session_row_held(ctx.sessionmaker, handle.id):
+        await until(lambda: write_waiting(ctx.sessionmaker))
+        await handle.cancel()
+        await until(lambda: cancel_landed(handle), within=60)
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -618,6 +634,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "conversation_idle": conversation_idle,
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
+    "cancel_during_the_end": cancel_during_the_end,
 }
 
 

@@ -28,6 +28,7 @@ from vigil.schema import names
 from vigil.schema.names import (
     PATCH_CONVERSATION_IDLE,
     PATCH_CONVERSATION_LATE_MESSAGE,
+    PATCH_END_OUTLIVES_CANCEL,
     PATCH_MESSAGE_BEFORE_END,
     PATCH_UNDECRYPTABLE_SIGNAL,
 )
@@ -67,6 +68,7 @@ EXPECTED = {
     "conversation_idle",
     "conversation_late_message",
     "message_at_the_end",
+    "cancel_during_the_end",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -116,6 +118,7 @@ LATEST = {
     "conversation_idle",
     "conversation_late_message",
     "message_at_the_end",
+    "cancel_during_the_end",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -259,6 +262,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_MESSAGE_BEFORE_END in _patches(answered)
     assert PATCH_MESSAGE_BEFORE_END not in _patches(dropped)
     assert (_result(answered)["steps"], _result(dropped)["steps"]) == (2, 1)
+    # Cancelled while its end was written: written again, the session completed.
+    held = _history(HISTORIES / "cancel_during_the_end.json")
+    assert PATCH_END_OUTLIVES_CANCEL in _patches(held)
+    assert _ended(held) == SessionStatus.COMPLETED.value
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])

@@ -1,0 +1,69 @@
+"""A cancel that arrives while a session writes its end does not drop that end.
+
+A session that has ended (here: a conversation that got no message for its idle time)
+writes its last records: the ending's message and event, its final status and summary,
+its outcome's memory. A Temporal cancel that lands during that write (likeliest while
+PostgreSQL is slow or down, when the write keeps retrying and an operator cancels) used to
+end the workflow as cancelled with none of it written. The session's end stands: the
+write is made again and the session completes as it had ended.
+
+The write is held up by a lock on the session's row, taken by the test; the cancel is
+seen to land when the held write's local activity is given up in the history.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.support.held_end import cancel_landed, session_row_held, write_waiting
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    assert_whole,
+    running_worker,
+    session_input,
+    session_row,
+    start,
+    stub_settings,
+    transcript,
+    until,
+    wait_status,
+)
+from vigil.schema.payloads import SessionResult, SessionStatus
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+IDLE = 2.0
+
+
+async def test_a_cancel_during_the_last_write_leaves_the_end_written(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    stub.enqueue(Reply.text("hello, how can I help?"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client,
+            task_queue,
+            session_input("answer", conversation=True, conversation_idle_seconds=IDLE),
+        )
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        async with session_row_held(sessionmaker, handle.id):
+            # The idle time passes, the session ends, and its last write waits for the row.
+            await until(lambda: write_waiting(sessionmaker), what="the held end")
+            await handle.cancel()
+            await until(lambda: cancel_landed(handle), within=60, what="the cancel")
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    assert "idle" in result.summary
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert messages[-1].role == "system" and "completed" in (messages[-1].content or "")
+    row = await session_row(sessionmaker, handle.id)
+    assert row.status == SessionStatus.COMPLETED.value
