@@ -141,6 +141,10 @@ PATCH_REDIRECT_QUEUE_LIMIT = "vigil-redirect-queue-limit"
 # (its end, final status, outcome's memory) no longer drops them: they are written again and
 # the session completes as it ended. Asked only then.
 PATCH_END_OUTLIVES_CANCEL = "vigil-end-outlives-cancel"
+# A redirect back to the version a session runs, before an earlier redirect's move to
+# another version was made, cancels that move (the last redirect holds); before, the move
+# was made anyway. Asked only then.
+PATCH_LAST_REDIRECT_WINS = "vigil-last-redirect-wins"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -1610,6 +1610,14 @@ class AgentSession(HandOverWhileWaiting):
         self._publish()
         if arg.agent_version is not None and arg.agent_version != self._c.agent_version:
             self._c.agent_switch = (arg.agent_version, arg.by)
+        elif (
+            arg.agent_version is not None
+            and self._c.agent_switch is not None
+            and workflow.patched(names.PATCH_LAST_REDIRECT_WINS)
+        ):
+            # Back to the version it runs before an earlier redirect's move was made: the
+            # last redirect is the one that holds.
+            self._c.agent_switch = None
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

@@ -127,3 +127,42 @@ async def test_redirect_to_a_missing_version_keeps_the_pinned_one(
     assert final.agent_version == 1
     (refused,) = await events(sessionmaker, handle.id, "agent_version_refused")
     assert "has no version 9" in (refused.reason or "")
+
+
+async def test_the_last_redirect_holds_when_it_names_the_running_version(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """Two redirects before the session's next step: to version 2, then back to the
+    version it runs (1). The session stays on 1, as the last one said."""
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    agents = AgentService(sessionmaker)
+    await agents.apply_spec(spec(name, "first edition: {goal}", ["read_artifact"]))
+    await agents.apply_spec(spec(name, "second edition: {goal}", ["recall"]))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(
+            client, task_queue, session_input("stay", agent_id=name, agent_version=1)
+        )
+        await approval_pending(handle, sessionmaker, "a1-0")
+        for version in (2, 1):
+            await handle.execute_update(
+                names.UPD_REDIRECT,
+                RedirectInput(goal=f"stay, take {version}", by="ops", agent_version=version),
+            )
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    last = [r.body for r in stub.requests if r.path.endswith("/completions")][-1]
+    assert offered(last) == ["http_fetch", "read_artifact", "finish"]
+    assert last["messages"][0]["content"].startswith("first edition:")
+    assert await events(sessionmaker, handle.id, "agent_version_changed") == []
+    async with sessionmaker() as db:
+        assert await agent_rows.session_agent_version(db, handle.id) == 1
