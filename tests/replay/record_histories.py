@@ -29,8 +29,9 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
 
-from tests.support.held_end import cancel_landed, session_row_held, write_waiting
+from tests.support.held_end import cancel_landed, session_row_held
 from tests.support.llm_stub import LLMStub, Reply
+from tests.support.locks import waiting_for_lock
 from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import (
@@ -46,12 +47,14 @@ from tests.support.teststack import ROOT, scratch_stack
 from tests.support.webhook_receiver import webhook_receiver
 from vigil.schema import cancel_reason, names
 from vigil.schema.agents import AgentSpec, ToolEntry
+from vigil.schema.limits import MAX_QUEUED_BYTES
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
     ApproveInput,
     Budget,
     MessageInput,
     PauseInput,
+    RedirectInput,
     ResumeInput,
     SessionStatus,
     StartSessionInput,
@@ -601,11 +604,59 @@ async def cancel_during_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     ctx.stub.enqueue(Reply.text("hello"))
     arg = _arg("answer", conversation=True, conversation_idle_seconds=2.0)
     handle = await ctx.start("cancel_during_the_end", arg)
+    url = ctx.settings.endpoints().database_url
+    assert url is not None
     await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
     async with session_row_held(ctx.sessionmaker, handle.id):
-        await until(lambda: write_waiting(ctx.sessionmaker))
+        await until(lambda: waiting_for_lock(url))
         await handle.cancel()
         await until(lambda: cancel_landed(handle), within=60)
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def redirect_queue_full(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Redirect signals sent while an approval waits, past the queue's size limit: the
+    last ones are refused, as messages are."""
+    policy = ToolPolicy(require_approval=["write_artifact"])
+    ctx.stub.enqueue(
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}), finish("wrote it")
+    )
+    handle = await ctx.start("redirect_queue_full", _arg("write", policy=policy))
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    goal = "g" * (MAX_HUMAN_TEXT - 100)
+    for n in range(MAX_QUEUED_BYTES // len(goal) + 2):
+        await handle.signal(names.SIG_REDIRECT, RedirectInput(goal=f"{n} {goal}", by="eve"))
+    await eventually(handle, lambda s: s.rejected_inputs >= 2)
+    await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ana"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Redirects to version 2 and back to 1 while an approval waits: the session stays
+    on version 1."""
+    name = "agent-redirected"
+    agents = AgentService(ctx.sessionmaker)
+    for edition in ("first", "second"):
+        await agents.apply_spec(
+            AgentSpec.model_validate(
+                {
+                    "name": name,
+                    "system_prompt": f"{edition} edition: {{goal}}",
+                    "tools": [{"name": "http_fetch", "approval": "always"}],
+                }
+            )
+        )
+    ctx.stub.enqueue(ctx.fetch("/one"), finish("stayed"))
+    arg = StartSessionInput(agent_id=name, goal="stay", agent_version=1)
+    handle = await ctx.start("last_redirect_wins", arg)
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    for version in (2, 1):
+        await handle.execute_update(
+            names.UPD_REDIRECT, RedirectInput(goal="stay", by="ops", agent_version=version)
+        )
+    await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
     _expect(await handle.result(), SessionStatus.COMPLETED)
     return [handle]
 
@@ -635,6 +686,8 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
     "cancel_during_the_end": cancel_during_the_end,
+    "redirect_queue_full": redirect_queue_full,
+    "last_redirect_wins": last_redirect_wins,
 }
 
 

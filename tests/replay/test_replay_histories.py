@@ -29,7 +29,9 @@ from vigil.schema.names import (
     PATCH_CONVERSATION_IDLE,
     PATCH_CONVERSATION_LATE_MESSAGE,
     PATCH_END_OUTLIVES_CANCEL,
+    PATCH_LAST_REDIRECT_WINS,
     PATCH_MESSAGE_BEFORE_END,
+    PATCH_REDIRECT_QUEUE_LIMIT,
     PATCH_UNDECRYPTABLE_SIGNAL,
 )
 from vigil.schema.payloads import SessionStatus
@@ -69,6 +71,8 @@ EXPECTED = {
     "conversation_late_message",
     "message_at_the_end",
     "cancel_during_the_end",
+    "redirect_queue_full",
+    "last_redirect_wins",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -119,6 +123,8 @@ LATEST = {
     "conversation_late_message",
     "message_at_the_end",
     "cancel_during_the_end",
+    "redirect_queue_full",
+    "last_redirect_wins",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -266,6 +272,15 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     held = _history(HISTORIES / "cancel_during_the_end.json")
     assert PATCH_END_OUTLIVES_CANCEL in _patches(held)
     assert _ended(held) == SessionStatus.COMPLETED.value
+    # Redirect signals past the queue's limit were refused; a redirect back to the
+    # running version cancelled the move an earlier one asked for.
+    for name, patch in (
+        ("redirect_queue_full", PATCH_REDIRECT_QUEUE_LIMIT),
+        ("last_redirect_wins", PATCH_LAST_REDIRECT_WINS),
+    ):
+        history = _history(HISTORIES / f"{name}.json")
+        assert patch in _patches(history), name
+        assert _ended(history) == SessionStatus.COMPLETED.value
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])
