@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -363,7 +364,6 @@ class _VigilClientCore:
         self._feed_lock = asyncio.Lock()
         self._endpoints: Endpoints | None = None
         self._versions: KnownVersions | None = None
-        self._ui: tuple[str | None] | None = None
 
     def endpoints(self) -> Endpoints:
         """The settings' endpoints, read once per client: each read opens the stack's
@@ -489,11 +489,10 @@ class _VigilClientCore:
         """Temporal UI's base URL: configured, or the embedded dev server's when
         TEMPORAL_ADDRESS names that server (as the test stack and scripts do). Found once
         per client, like its endpoints."""
-        if self._ui is None:
-            self._ui = (self._find_ui_base(),)
-        return self._ui[0]
+        return self._ui_base
 
-    def _find_ui_base(self) -> str | None:
+    @functools.cached_property
+    def _ui_base(self) -> str | None:
         endpoints = self.endpoints()
         if endpoints.temporal_ui is not None:
             return endpoints.temporal_ui

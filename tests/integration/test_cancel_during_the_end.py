@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from tests.support.held_end import cancel_landed, session_row_held, write_waiting
+from tests.support.held_end import cancel_landed, session_row_held
 from tests.support.llm_stub import LLMStub, Reply
+from tests.support.locks import waiting_for_lock
 from tests.support.sessions import (
     assert_whole,
     running_worker,
@@ -45,6 +46,7 @@ async def test_a_cancel_during_the_last_write_leaves_the_end_written(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
 ) -> None:
     stub.enqueue(Reply.text("hello, how can I help?"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
@@ -56,7 +58,7 @@ async def test_a_cancel_during_the_last_write_leaves_the_end_written(
         await wait_status(handle, SessionStatus.WAITING_HUMAN)
         async with session_row_held(sessionmaker, handle.id):
             # The idle time passes, the session ends, and its last write waits for the row.
-            await until(lambda: write_waiting(sessionmaker), what="the held end")
+            await until(lambda: waiting_for_lock(database_url), what="the held end")
             await handle.cancel()
             await until(lambda: cancel_landed(handle), within=60, what="the cancel")
         result: SessionResult = await handle.result()

@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from tests.support.locks import waiting_for_lock
 from tests.support.sessions import until
 from tests.support.teststack import recreate_database
 from vigil.workers.db import alembic_config
@@ -40,19 +41,6 @@ def _upgrade(url: str, revision: str) -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-async def _ddl_waiting(url: str) -> bool | None:
-    """Whether a migration's index statement waits on a lock (None: not yet)."""
-    conn = await asyncpg.connect(url)
-    try:
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query ILIKE '%INDEX%'"
-        )
-    finally:
-        await conn.close()
-    return waiting > 0 or None
-
-
 async def test_an_upgrade_builds_its_indexes_while_the_tables_take_writes(stack: Stack) -> None:
     base = stack.settings.endpoints().database_url
     assert base is not None
@@ -66,7 +54,10 @@ async def test_an_upgrade_builds_its_indexes_while_the_tables_take_writes(stack:
             try:
                 await holder.execute("BEGIN; LOCK TABLE sessions, events IN ROW EXCLUSIVE MODE")
                 migration = asyncio.ensure_future(asyncio.to_thread(_upgrade, url, revision))
-                await until(lambda: _ddl_waiting(url), what=f"{revision} waiting for the writer")
+                await until(
+                    lambda: waiting_for_lock(url, "%INDEX%"),
+                    what=f"{revision} waiting for the writer",
+                )
                 writer = await asyncpg.connect(url)
                 try:
                     await writer.execute("SET lock_timeout = '5s'")

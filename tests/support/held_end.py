@@ -1,6 +1,7 @@
 """Holding a session's last write up, to cancel the session while it is written: a lock on
-the session's row (every record write of the session waits for it), what waits on it, and
-whether the cancel landed (the held write's local activity given up in the history)."""
+the session's row (every record write of the session waits for it; what waits on it:
+``tests.support.locks``), and whether the cancel landed (the held write's local activity
+given up in the history)."""
 
 from __future__ import annotations
 
@@ -24,20 +25,6 @@ async def session_row_held(
             text("SELECT 1 FROM sessions WHERE id = :id FOR UPDATE"), {"id": session_id}
         )
         yield
-
-
-async def write_waiting(sessionmaker: async_sessionmaker[DbSession]) -> bool | None:
-    """Whether a statement of this database waits for a lock (None: none does)."""
-    async with sessionmaker() as db:
-        waiting = (
-            await db.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                )
-            )
-        ).scalar_one()
-    return waiting > 0 or None
 
 
 async def cancel_landed(handle: WorkflowHandle[Any, Any]) -> bool | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from vigil.workers.cli.common import EXIT_FAILED, err, out
+from vigil.workers.cli.common import EXIT_FAILED, command_prefix, err, out
 
 if TYPE_CHECKING:
     from vigil.activities.record.feed import FeedItem
@@ -105,7 +105,6 @@ async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None
 async def print_waiting_approvals(client: VigilClient, session_id: str) -> None:
     """On stderr: the approvals the session waits for, each with the commands that answer
     it (or, when its state cannot be read now, the command that shows them)."""
-    from vigil.workers.cli.common import command_prefix
     from vigil.workers.client import VigilError
 
     vigil = command_prefix()
