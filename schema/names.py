@@ -145,6 +145,17 @@ PATCH_END_OUTLIVES_CANCEL = "vigil-end-outlives-cancel"
 # another version was made, cancels that move (the last redirect holds); before, the move
 # was made anyway. Asked only then.
 PATCH_LAST_REDIRECT_WINS = "vigil-last-redirect-wins"
+# Signals a run handles before its workflow code starts (its first task: a signal sent with
+# the start, or one that reached a run that took over a wait, or a run reset to its first
+# task) are checked as any later one: the run settles which patches it takes first. A
+# wake taken there wakes the sleep the run took over; before, it was recorded and then
+# forgotten. Asked only then.
+PATCH_INPUT_BEFORE_RUN = "vigil-input-before-run"
+# A cancel that reaches a session while its run reads its agent's definition (a cancel
+# sent before a worker first ran it) ends it as any cancel does: the record holds the
+# session, ended cancelled; before, the workflow was cancelled with nothing recorded.
+# Asked only then.
+PATCH_CANCEL_AT_THE_START = "vigil-cancel-at-the-start"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

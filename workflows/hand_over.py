@@ -78,6 +78,8 @@ class HandOverWhileWaiting:
     _model_seq: int
     _protect: bool
     """True once the patch is in: sessions started by older code never hand over here."""
+    _settled: bool
+    """Whether this run has decided which patches it takes (see AgentSession._settle)."""
     _run_start_size: int
 
     async def _flush(self, remember: RememberInput | None = None) -> RecordOutput | None:
@@ -178,10 +180,11 @@ class HandOverWhileWaiting:
             self._waiting_for = asking(wait.question or "")
         return wait
 
-    def _queue_error(self, text: str) -> str | None:
+    def _queue_error(self, text: str, validating: bool = False) -> str | None:
         """Refuse a message when too much text already waits for the next step: the queue
-        is carried across continue-as-new and must stay small."""
-        if not self._protect:
+        is carried across continue-as-new and must stay small. A validator (never run on
+        replay) before the run has settled checks for a run that takes every patch."""
+        if not self._protect and not (validating and not self._settled):
             return None
         queued = sum(queued_size(t) for t, _by, _at in self._inbox.items)
         if queued + queued_size(text) > MAX_QUEUED_BYTES:

@@ -146,29 +146,29 @@ class AgentSession(HandOverWhileWaiting):
         as local activities, the default mode's too."""
         self._opening: OpenSessionInput | None = None
         """The session's opening, until the first records carry it (lean bookkeeping)."""
+        self._settled = False
+        """Whether this run has decided which patches it takes (``_settle``)."""
 
     # --- the loop ---------------------------------------------------------------------
 
     @workflow.run
     async def run(self, arg: StartSessionInput) -> SessionResult:
         info = workflow.info()
-        # Asked first, newest first: a session with quiet steps is under local bookkeeping,
-        # one under local bookkeeping under lean bookkeeping too, and one under lean
-        # bookkeeping takes every earlier patch's path without asking for it (see
-        # _patched). A new session carries one marker.
-        self._quiet_steps = workflow.patched(names.PATCH_QUIET_STEPS)
-        self._local_books = self._quiet_steps or workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
-        self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
-        # Sessions started by older code replay without this marker: they never hand over
-        # while waiting, nor on their history's size between steps.
-        self._protect = self._patched(names.PATCH_HAND_OVER_WHILE_WAITING)
-        self._run_start_size = info.get_current_history_size()
-        self._fold = self._patched(names.PATCH_FOLDED_STEP)
-        if self._patched(names.PATCH_AGENT_DEFINITIONS):
-            self._bind_calls = True
-            if self._patched(names.PATCH_TOOL_WORKERS):
-                self._tool_queues = tool_routing.QueueProbe()
-            await self._resolve_agent()
+        self._settle()
+        cancelled: BaseException | None = None
+        if self._bind_calls:
+            try:
+                await self._resolve_agent()
+            except (asyncio.CancelledError, ActivityError) as exc:
+                # Cancelled before it read its agent: it still ends as any cancelled
+                # session does, in the record too (sessions from before left no record).
+                if not (
+                    is_cancelled_exception(exc)
+                    and self._lean
+                    and workflow.patched(names.PATCH_CANCEL_AT_THE_START)
+                ):
+                    raise
+                cancelled = exc
         if arg.carry is None:
             opening = OpenSessionInput(
                 session_id=self._sid,
@@ -214,6 +214,8 @@ class AgentSession(HandOverWhileWaiting):
             extra={"session_id": info.workflow_id},
         )
         try:
+            if cancelled is not None:
+                raise cancelled
             if self._resumed_wait is not None:
                 await self._resume_step(self._resumed_wait)
             return await self._loop()
@@ -232,6 +234,42 @@ class AgentSession(HandOverWhileWaiting):
             summary = cancel_reason.summary(by, why)
             await self._finish(SessionStatus.CANCELLED, summary, actor=actor, reason=why)
             raise
+
+    def _settle(self) -> None:
+        """Decide which patches this run takes: first thing in ``run``, or earlier in a
+        signal handled before ``run`` started (``_input_before_run``). Once a run."""
+        if self._settled:
+            return
+        self._settled = True
+        # Asked first, newest first: a session with quiet steps is under local bookkeeping,
+        # one under local bookkeeping under lean bookkeeping too, and one under lean
+        # bookkeeping takes every earlier patch's path without asking for it (see
+        # _patched). A new session carries one marker.
+        self._quiet_steps = workflow.patched(names.PATCH_QUIET_STEPS)
+        self._local_books = self._quiet_steps or workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
+        self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
+        # Sessions started by older code replay without this marker: they never hand over
+        # while waiting, nor on their history's size between steps.
+        self._protect = self._patched(names.PATCH_HAND_OVER_WHILE_WAITING)
+        self._run_start_size = workflow.info().get_current_history_size()
+        self._fold = self._patched(names.PATCH_FOLDED_STEP)
+        if self._patched(names.PATCH_AGENT_DEFINITIONS):
+            self._bind_calls = True
+            if self._patched(names.PATCH_TOOL_WORKERS):
+                self._tool_queues = tool_routing.QueueProbe()
+
+    def _input_before_run(self) -> None:
+        """A signal handled before ``run`` started (Temporal runs a first task's handlers
+        first): the run settles its patches now, so the signal is checked as any later
+        one is. Histories from before replay as they ran."""
+        if not self._settled and workflow.patched(names.PATCH_INPUT_BEFORE_RUN):
+            self._settle()
+
+    def _will_bind(self, validating: bool) -> bool:
+        """Whether approvals are bound to their call (and redirects may name a version).
+        A validator never runs on replay: before ``run`` has settled the run, the run
+        it checks for is one that takes every patch."""
+        return self._bind_calls or (validating and not self._settled)
 
     async def _failed(self, exc: BaseException) -> SessionResult:
         """An activity failed for good (retries exhausted or a permanent error)."""
@@ -415,7 +453,7 @@ class AgentSession(HandOverWhileWaiting):
             approved = self._approved_digest(call, edited, rejected)
             await self._run_tool(step, wait.model_seq, call, seq, edited, rejected, approved)
         elif wait.kind == "sleep" and wait.wake_at is not None:
-            self._tool_message(seq, step, call, await self._sleep(wait.wake_at))
+            self._tool_message(seq, step, call, await self._sleep(wait.wake_at, resumed=True))
         else:
             text = await self._ask_human(wait.question or "", wait.expires_at)
             self._tool_message(seq, step, call, text)
@@ -652,8 +690,13 @@ class AgentSession(HandOverWhileWaiting):
         )
         self._set_status(SessionStatus.RUNNING)
 
-    async def _sleep(self, wake_at: datetime) -> str:
-        self._wake_by = None
+    async def _sleep(self, wake_at: datetime, resumed: bool = False) -> str:
+        # A wake of an earlier sleep does not end this one; a wake taken in this run's first
+        # task, before run() started, is for the sleep the run took over.
+        if not (
+            resumed and self._wake_by is not None and workflow.patched(names.PATCH_INPUT_BEFORE_RUN)
+        ):
+            self._wake_by = None
         self._set_status(SessionStatus.SLEEPING)
         self._waiting_for = sleeping_until(wake_at)
         await self._flush()
@@ -1306,6 +1349,7 @@ class AgentSession(HandOverWhileWaiting):
         wrong type, a missing or extra argument, an unknown name) can fail a workflow
         task. What it refuses is counted in ``state.rejected_inputs`` and recorded as a
         ``input_rejected`` event."""
+        self._input_before_run()
         self._signals += 1
         undecryptable = self._undecryptable(args)
         if undecryptable is not None:
@@ -1409,7 +1453,7 @@ class AgentSession(HandOverWhileWaiting):
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue) -> None:
-        self._refuse(self._approve_input_error(self._valid(raw, ApproveInput)))
+        self._refuse(self._approve_input_error(self._valid(raw, ApproveInput), validating=True))
 
     @workflow.update(name=names.UPD_REJECT)
     def reject_update(self, raw: RawValue) -> Ack:
@@ -1450,7 +1494,7 @@ class AgentSession(HandOverWhileWaiting):
     @message_update.validator
     def _validate_message(self, raw: RawValue) -> None:
         value = self._valid(raw, MessageInput)
-        self._refuse(self._ended_error() or self._queue_error(value.text))
+        self._refuse(self._ended_error() or self._queue_error(value.text, validating=True))
 
     @workflow.update(name=names.UPD_REDIRECT)
     def redirect_update(self, raw: RawValue) -> Ack:
@@ -1461,7 +1505,9 @@ class AgentSession(HandOverWhileWaiting):
     def _validate_redirect(self, raw: RawValue) -> None:
         value = self._valid(raw, RedirectInput)
         self._refuse(
-            self._ended_error() or self._queue_error(value.goal) or self._redirect_error(value)
+            self._ended_error()
+            or self._queue_error(value.goal, validating=True)
+            or self._redirect_error(value, validating=True)
         )
 
     @workflow.update(name=names.UPD_WAKE)
@@ -1522,11 +1568,11 @@ class AgentSession(HandOverWhileWaiting):
             return f"approval {approval_id!r} was already decided ({approval.decision})"
         return None
 
-    def _approve_input_error(self, value: ApproveInput) -> str | None:
+    def _approve_input_error(self, value: ApproveInput, validating: bool = False) -> str | None:
         """An approval holds only for the pending call: the digest, when given, must be
         that call's, and edited arguments must fit the tool's schema."""
         error = self._approve_error(value.approval_id)
-        if error is not None or not self._bind_calls:
+        if error is not None or not self._will_bind(validating):
             return error
         pending = self._approvals[value.approval_id].pending
         if value.digest is not None and value.digest != pending.digest:
@@ -1535,15 +1581,24 @@ class AgentSession(HandOverWhileWaiting):
                 f"not {value.digest}"
             )
         if value.edited_arguments is not None:
+            if self._runtime is None and (
+                validating or workflow.patched(names.PATCH_INPUT_BEFORE_RUN)
+            ):
+                # A run's first task, before it has read its pinned definition again (a
+                # signal's check: histories from before checked the built-in tools' schemas).
+                return (
+                    "edited_arguments cannot be checked yet: the session's run has not read "
+                    "its agent definition; send the approval again in a moment"
+                )
             return agent_policy.edited_arguments_error(
                 self._runtime, pending.tool, value.edited_arguments
             )
         return None
 
-    def _redirect_error(self, value: RedirectInput) -> str | None:
+    def _redirect_error(self, value: RedirectInput, validating: bool = False) -> str | None:
         if value.agent_version is None:
             return None
-        if not self._bind_calls:
+        if not self._will_bind(validating):
             return "this session predates agent definitions: it cannot change version"
         if value.agent_version < 1:
             return "agent_version must be 1 or more"

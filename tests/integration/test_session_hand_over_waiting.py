@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
@@ -20,6 +20,7 @@ from tests.support.sessions import (
     assert_whole,
     events,
     eventually,
+    hand_over_while_waiting,
     running_worker,
     session_input,
     session_row,
@@ -41,7 +42,6 @@ from vigil.schema.payloads import (
     RedirectInput,
     ResumeInput,
     SessionResult,
-    SessionState,
     SessionStatus,
     ToolPolicy,
     WakeInput,
@@ -51,24 +51,11 @@ from vigil.workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 SMALL_HISTORY = 150_000
-REFUSED = "r" * 60_000  # over the 32 KiB text limit: refused, but written into history
 
 
 def _input(goal: str, **extra: Any) -> Any:
     extra.setdefault("policy", ToolPolicy(require_approval=[]))
     return session_input(goal, max_history_bytes=SMALL_HISTORY, **extra)
-
-
-async def _hand_over(handle: WorkflowHandle[Any, Any]) -> SessionState:
-    """Send refused signals until the session has continued-as-new while waiting."""
-    before = await state(handle)
-    for _ in range(20):
-        await handle.signal(names.SIG_MESSAGE, MessageInput(text=REFUSED, by="mallory"))
-        try:
-            return await eventually(handle, lambda s: s.run_index > before.run_index, 2)
-        except AssertionError:
-            continue
-    raise AssertionError(f"no hand-over after 20 refused signals: {await state(handle)}")
 
 
 async def test_a_pause_survives_the_hand_over(
@@ -87,7 +74,7 @@ async def test_a_pause_survives_the_hand_over(
         await handle.execute_update(names.UPD_PAUSE, PauseInput(by="bob", reason="lunch"))
         await wait_status(handle, SessionStatus.PAUSED)
         asked = len(stub.requests)
-        after = await _hand_over(handle)
+        after = await hand_over_while_waiting(handle)
         assert (after.status, after.paused) == (SessionStatus.PAUSED, True)
         assert len(stub.requests) == asked, "a paused session must not step"
         await handle.execute_update(names.UPD_RESUME, ResumeInput(by="bob"))
@@ -114,7 +101,7 @@ async def test_a_timer_survives_the_hand_over(
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await start(client, task_queue, _input("sleep an hour"))
         asleep = await wait_status(handle, SessionStatus.SLEEPING)
-        after = await _hand_over(handle)
+        after = await hand_over_while_waiting(handle)
         assert after.status == SessionStatus.SLEEPING
         assert after.waiting_for == asleep.waiting_for  # the same deadline
         ack = await handle.execute_update(
@@ -145,7 +132,7 @@ async def test_a_question_survives_the_hand_over(
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await start(client, task_queue, _input("make a report"))
         asking = await wait_status(handle, SessionStatus.WAITING_HUMAN)
-        after = await _hand_over(handle)
+        after = await hand_over_while_waiting(handle)
         assert (after.status, after.waiting_for) == (asking.status, asking.waiting_for)
         assert (await session_row(sessionmaker, handle.id)).status == "waiting_human"
         await handle.signal(names.SIG_MESSAGE, MessageInput(text="blue", by="frank"))
@@ -175,7 +162,7 @@ async def test_messages_queued_during_an_approval_travel_with_it(
         await approval_pending(handle, sessionmaker)
         for text in queued:
             await handle.signal(names.SIG_MESSAGE, MessageInput(text=text, by="dave"))
-        after = await _hand_over(handle)
+        after = await hand_over_while_waiting(handle)
         assert [p.approval_id for p in after.pending_approvals] == ["a1-0"]
         assert after.status == SessionStatus.WAITING_APPROVAL
         # The queue is bounded: it travels in the next run's input.

@@ -36,7 +36,9 @@ from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import (
     eventually,
+    hand_over_while_waiting,
     raw_json,
+    reset_to_first_task,
     running_worker,
     start,
     state,
@@ -59,6 +61,7 @@ from vigil.schema.payloads import (
     SessionStatus,
     StartSessionInput,
     ToolPolicy,
+    WakeInput,
 )
 from vigil.workers.agents import AgentService
 from vigil.workers.client import VigilClient
@@ -73,6 +76,8 @@ from vigil.workflows.session import AgentSession
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 DATABASE = "vigil_replay_record"
+SMALL_HISTORY = 150_000
+"""A session's own history limit small enough for a few refused signals to pass it."""
 
 
 @dataclass
@@ -661,6 +666,77 @@ async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def redirect_with_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A redirect to version 2 sent with the start (signal-with-start): handled before the
+    run's code starts, it is taken and the session runs version 2."""
+    name = "agent-redirected-at-start"
+    agents = AgentService(ctx.sessionmaker)
+    for edition in ("first", "second"):
+        await agents.apply_spec(
+            AgentSpec.model_validate({"name": name, "system_prompt": f"{edition}: {{goal}}"})
+        )
+    ctx.stub.enqueue(finish("ran the second"))
+    handle = await ctx.client.start_workflow(
+        AgentSession.run,
+        StartSessionInput(agent_id=name, goal="go", agent_version=1),
+        id=f"replay-redirect_with_the_start-{uuid.uuid4().hex[:8]}",
+        task_queue=ctx.task_queue,
+        start_signal=names.SIG_REDIRECT,
+        start_signal_args=[RedirectInput(goal="go on v2", by="ops", agent_version=2)],
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)  # on version 2 (before: 1)
+    return [handle]
+
+
+async def wake_before_run(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A sleep handed over to a second run; with no worker running, that run is reset to
+    its first task and woken: the wake, handled before the run's code starts, ends the
+    sleep it took over. The reset run is recorded. The scenario runs its own worker on a
+    queue of its own (it stops it midway)."""
+    ctx.stub.enqueue(
+        Reply.tool_call("wait_until", {"seconds": 3600, "reason": "settle"}), finish("woken")
+    )
+    queue = f"{ctx.task_queue}-own"
+    arg = _arg("sleep, then be woken", max_history_bytes=SMALL_HISTORY)
+    handle = await start(
+        ctx.client, queue, arg, session_id=f"replay-wake_before_run-{uuid.uuid4().hex[:8]}"
+    )
+    async with running_worker(ctx.client, ctx.settings, queue):
+        await eventually(handle, lambda s: s.status == SessionStatus.SLEEPING)
+        await hand_over_while_waiting(handle)
+    await reset_to_first_task(ctx.client, handle)
+    handle = ctx.client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
+    await handle.signal(names.SIG_WAKE, WakeInput(by="carol"))
+    async with running_worker(ctx.client, ctx.settings, queue):
+        try:
+            result = await asyncio.wait_for(handle.result(), 15)
+        except TimeoutError:  # the code before forgot the wake: a second one ends the sleep
+            await handle.signal(names.SIG_WAKE, WakeInput(by="carol"))
+            result = await asyncio.wait_for(handle.result(), 60)
+        _expect(result, SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def cancel_at_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Cancelled before a worker first ran it (on a queue of its own, polled only after
+    the cancel): the cancel lands while the run reads its agent; it ends cancelled, in the
+    record too."""
+    queue = f"{ctx.task_queue}-own"
+    handle = await start(
+        ctx.client,
+        queue,
+        _arg("never mind"),
+        session_id=f"replay-cancel_at_the_start-{uuid.uuid4().hex[:8]}",
+    )
+    await handle.cancel()
+    async with running_worker(ctx.client, ctx.settings, queue):
+        try:
+            await asyncio.wait_for(handle.result(), 60)
+        except WorkflowFailureError:
+            return [handle]
+    raise AssertionError("the session was not cancelled")
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -688,6 +764,9 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "cancel_during_the_end": cancel_during_the_end,
     "redirect_queue_full": redirect_queue_full,
     "last_redirect_wins": last_redirect_wins,
+    "redirect_with_the_start": redirect_with_the_start,
+    "wake_before_run": wake_before_run,
+    "cancel_at_the_start": cancel_at_the_start,
 }
 
 

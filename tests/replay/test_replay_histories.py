@@ -26,9 +26,11 @@ from temporalio.workflow import NondeterminismError
 from tests.replay.incompatible import INCOMPATIBLE, RandomBeforeEachStep
 from vigil.schema import names
 from vigil.schema.names import (
+    PATCH_CANCEL_AT_THE_START,
     PATCH_CONVERSATION_IDLE,
     PATCH_CONVERSATION_LATE_MESSAGE,
     PATCH_END_OUTLIVES_CANCEL,
+    PATCH_INPUT_BEFORE_RUN,
     PATCH_LAST_REDIRECT_WINS,
     PATCH_MESSAGE_BEFORE_END,
     PATCH_REDIRECT_QUEUE_LIMIT,
@@ -73,6 +75,9 @@ EXPECTED = {
     "cancel_during_the_end",
     "redirect_queue_full",
     "last_redirect_wins",
+    "redirect_with_the_start",
+    "wake_before_run",
+    "cancel_at_the_start",
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -98,6 +103,12 @@ OLDER_DECISION = "pre_decision_first__"
 # Recorded before a message taken during the step that would end the session was answered
 # (PATCH_MESSAGE_BEFORE_END): that session ended on the step and left the message out.
 OLDER_MESSAGE = "pre_message_at_the_end__"
+# Recorded before input handled ahead of a run's code was checked as any other, and before
+# a cancel at the start was recorded (PATCH_INPUT_BEFORE_RUN, PATCH_CANCEL_AT_THE_START):
+# the early redirect was refused, the early wake forgotten (a second one woke the
+# session), the cancelled session left no record.
+OLDER_EARLY = "pre_input_before_run__"
+EARLY = {"redirect_with_the_start", "wake_before_run", "cancel_at_the_start"}
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -125,6 +136,9 @@ LATEST = {
     "cancel_during_the_end",
     "redirect_queue_full",
     "last_redirect_wins",
+    "redirect_with_the_start",
+    "wake_before_run",
+    "cancel_at_the_start",
 }
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
@@ -167,6 +181,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_QUIET,
         OLDER_DECISION,
         OLDER_MESSAGE,
+        OLDER_EARLY,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -200,6 +215,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_MESSAGE) for p in PATHS if p.stem.startswith(OLDER_MESSAGE)
     }
     assert older_message == {"message_at_the_end"}
+    older_early = {
+        p.stem.removeprefix(OLDER_EARLY) for p in PATHS if p.stem.startswith(OLDER_EARLY)
+    }
+    assert older_early == EARLY
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -281,6 +300,52 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         history = _history(HISTORIES / f"{name}.json")
         assert patch in _patches(history), name
         assert _ended(history) == SessionStatus.COMPLETED.value
+    # Input handled before the run's code started: a redirect sent with the start was
+    # taken (the definition read again for version 2; before: refused), a wake in a reset
+    # run's first task woke the sleep it took over (before: a second wake was needed).
+    for name in EARLY - {"cancel_at_the_start"}:
+        now, then = (_history(HISTORIES / f"{prefix}{name}.json") for prefix in ("", OLDER_EARLY))
+        assert PATCH_INPUT_BEFORE_RUN in _patches(now), name
+        assert PATCH_INPUT_BEFORE_RUN not in _patches(then), name
+        assert _ended(now) == _ended(then) == SessionStatus.COMPLETED.value
+    redirected, stayed = (
+        _history(HISTORIES / f"{prefix}redirect_with_the_start.json")
+        for prefix in ("", OLDER_EARLY)
+    )
+    assert (
+        _local(redirected, names.ACT_RESOLVE_AGENT),
+        _local(stayed, names.ACT_RESOLVE_AGENT),
+    ) == (2, 1)
+    woken, forgot = (
+        _history(HISTORIES / f"{prefix}wake_before_run.json") for prefix in ("", OLDER_EARLY)
+    )
+    assert (_signals(woken), _signals(forgot)) == (1, 2)
+    # Cancelled before a worker first ran it: the end was written (local activities after
+    # the agent's resolution); before, the workflow was cancelled with nothing recorded.
+    now, then = (
+        _history(HISTORIES / f"{prefix}cancel_at_the_start.json") for prefix in ("", OLDER_EARLY)
+    )
+    assert PATCH_CANCEL_AT_THE_START in _patches(now)
+    assert PATCH_CANCEL_AT_THE_START not in _patches(then)
+    assert (_local(now, names.ACT_RECORD), _local(then, names.ACT_RECORD)) == (1, 0)
+    for history in (now, then):
+        assert history.events[-1].HasField("workflow_execution_canceled_event_attributes")
+
+
+def _local(history: WorkflowHistory, activity_type: str) -> int:
+    """How many of the history's local activities were of ``activity_type``."""
+    return sum(
+        1
+        for e in history.events
+        if (data := local_activity_data(e)) is not None and data["activity_type"] == activity_type
+    )
+
+
+def _signals(history: WorkflowHistory) -> int:
+    """The signals the history holds."""
+    return sum(
+        1 for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    )
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "as-workers-run"])

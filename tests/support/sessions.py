@@ -12,7 +12,9 @@ from typing import Any, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.service import RPCError, RPCStatusCode
@@ -22,7 +24,7 @@ from vigil.activities.record import store as record
 from vigil.activities.record.store import SessionRow, StoredEvent, StoredMessage
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec
-from vigil.schema.payloads import SessionState, SessionStatus, StartSessionInput
+from vigil.schema.payloads import MessageInput, SessionState, SessionStatus, StartSessionInput
 from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 from vigil.workers.worker import build_worker, runtime
@@ -126,6 +128,45 @@ def session_input(
 ) -> StartSessionInput:
     """A StartSessionInput with test defaults; ``fields`` are StartSessionInput fields."""
     return StartSessionInput(agent_id=agent_id, goal=goal, **fields)
+
+
+REFUSED_TEXT = "r" * 60_000
+"""A message over the 32 KiB text limit: refused, but written into the history."""
+
+
+async def hand_over_while_waiting(handle: WorkflowHandle[Any, Any]) -> SessionState:
+    """Send refused signals until a waiting session (started with a small
+    ``max_history_bytes``) has continued-as-new; returns its state in the new run."""
+    before = await state(handle)
+    for _ in range(20):
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text=REFUSED_TEXT, by="mallory"))
+        try:
+            return await eventually(handle, lambda s: s.run_index > before.run_index, 2)
+        except AssertionError:
+            continue
+    raise AssertionError(f"no hand-over after 20 refused signals: {await state(handle)}")
+
+
+async def reset_to_first_task(client: Client, handle: WorkflowHandle[Any, Any]) -> str:
+    """Reset the session's current run to its first workflow task (no worker may be
+    running); returns the new run's id."""
+    run_id = (await handle.describe()).run_id
+    history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+    first_done = next(
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )
+    reset = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
+            reason="input before the run (test)",
+            workflow_task_finish_event_id=first_done,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    return reset.run_id
 
 
 async def wait_status(

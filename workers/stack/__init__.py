@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -175,7 +176,9 @@ class Stack:
             profile=self.profile,
         )
         path = self.state_dir / STACK_FILE
-        tmp = path.with_suffix(".tmp")
+        # A name of this writer's own: two `up`s at once (a test run's workers each bring
+        # the stack up) must not rename each other's file away.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(asdict(info), handle, indent=2)
