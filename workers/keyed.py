@@ -64,6 +64,8 @@ class KeyedMessage:
     after_seq: int = -1
     """The session's last recorded seq before the message was sent: its answer comes
     after it (see :func:`answer`)."""
+    follows: str | None = None
+    """The key's session that had ended, when the message went to the key's next one."""
 
 
 async def message_by_key(
@@ -102,7 +104,7 @@ async def message_by_key(
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none.
     await client.require_worker(queue, what=f"the session of key {key!r} cannot take the message")
-    generation = await _current_generation(client, agent_id, key)
+    generation, follows = await _current_generation(client, agent_id, key)
     for _ in range(MAX_GENERATION_TRIES):
         session_id = keyed_session_id(agent_id, key, generation)
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
@@ -117,8 +119,9 @@ async def message_by_key(
         after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
         ack = await _send(client, session_id, message, operation)
         if ack is not None:
-            return KeyedMessage(session_id, ack, after)
+            return KeyedMessage(session_id, ack, after, follows)
         generation += 1  # that session has ended: the key's next one takes the message
+        follows = session_id
     raise Refused(
         f"the sessions of key {key!r} kept ending before they took the message; send it again"
     )
@@ -157,17 +160,21 @@ async def _last_seq(client: VigilClient, agent_id: str, session_id: str) -> int:
         return await record.last_seq(db, session_id)
 
 
-async def _current_generation(client: VigilClient, agent_id: str, key: str) -> int:
+async def _current_generation(
+    client: VigilClient, agent_id: str, key: str
+) -> tuple[int, str | None]:
     """The generation of the key's session a message goes to: its newest recorded one,
-    or the one after it when that has ended."""
+    or the one after it when that has ended (then also that ended session's id)."""
     from vigil.activities.record import sessions as record
 
     async with client.db() as db:
         found = await record.keyed_generations(db, agent_id, keyed_session_id(agent_id, key))
     if not found:
-        return 1
+        return 1, None
     newest = max(found)
-    return newest + 1 if found[newest] in FINAL_STATUSES else newest
+    if found[newest] in FINAL_STATUSES:
+        return newest + 1, keyed_session_id(agent_id, key, newest)
+    return newest, None
 
 
 async def _send(

@@ -57,6 +57,7 @@ def test_two_clients_racing_on_a_new_key_share_one_session(cli: CLIStack, api: A
     for owner, r in answers.items():
         assert r.status_code == 200, (owner, r.text)
         assert r.json()["accepted"] is True
+        assert r.json()["follows"] is None
     sid = keyed_session_id(agent, "customer-42")
     assert {r.json()["session_id"] for r in answers.values()} == {sid}
 
@@ -74,6 +75,7 @@ def test_two_clients_racing_on_a_new_key_share_one_session(cli: CLIStack, api: A
         assert late.status_code == 200, late.text
         nxt = late.json()["session_id"]
         assert nxt == keyed_session_id(agent, "customer-42", 2)
+        assert late.json()["follows"] == sid
         # In the record once a worker first runs it: then the API may cancel it.
         poll(lambda: http.get(f"/v1/sessions/{nxt}").status_code == 200, 30, "recorded")
         assert http.post(f"/v1/sessions/{nxt}/cancel", json={}).is_success

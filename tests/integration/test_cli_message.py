@@ -30,6 +30,7 @@ def test_message_by_key_then_wait_for_the_answer(cli: CLIStack) -> None:
     sid = keyed_session_id(agent, "cust-9")
     sent = cli.vigil.json("message", agent, "--key", "cust-9", "where is my order?", "--goal", goal)
     assert sent["session_id"] == sid and sent["accepted"] is True, sent
+    assert sent["follows"] is None, "the key's first session follows none"
 
     # --wait prints the reply that answers this message, past the tool call it made first.
     done = cli.vigil.ok("message", agent, "-k", "cust-9", "any news?", "--by", "ana", "--wait")
@@ -48,6 +49,15 @@ def test_message_by_key_then_wait_for_the_answer(cli: CLIStack) -> None:
     users = [(m.content, m.name) for m in transcript if m.role == "user"]
     assert [u[0] for u in users] == [goal, "where is my order?", "any news?", "bye"]
     assert users[2][1] == "ana"
+
+    # The key's session has ended: the next message starts its next one, and says so.
+    nxt = cli.vigil.ok("message", agent, "-k", "cust-9", "hello again", "--goal", goal)
+    second = keyed_session_id(agent, "cust-9", 2)
+    assert nxt.stdout.splitlines()[:2] == [
+        f"session {second}: message queued for the next step",
+        f"  a new session of key 'cust-9': {sid} had ended",
+    ], explain(nxt)
+    cli.vigil.ok("cancel", second)
 
 
 def test_message_input_is_checked_before_sending(cli: CLIStack) -> None:

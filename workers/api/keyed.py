@@ -34,6 +34,8 @@ class KeyedMessageResult(BaseModel):
     accepted: bool
     message: str
     status: SessionStatus
+    follows: str | None = None
+    """The key's session that had ended, when this message started the key's next one."""
 
 
 @router.post(
@@ -67,4 +69,5 @@ async def message_key(
         accepted=sent.ack.accepted,
         message=sent.ack.message,
         status=sent.ack.status,
+        follows=sent.follows,
     )

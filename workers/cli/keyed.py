@@ -104,9 +104,14 @@ def message(
             "accepted": ack.accepted,
             "status": ack.status.value,
             "message": ack.message,
+            "follows": sent.follows,
         }
         if not as_json:
             out.print(f"session [bold]{escape(sent.session_id)}[/]: {escape(ack.message)}")
+            if sent.follows is not None:
+                out.print(
+                    f"  a new session of key {escape(repr(key))}: {escape(sent.follows)} had ended"
+                )
         if not wait:
             if as_json:
                 out.print_json(json.dumps(result))
