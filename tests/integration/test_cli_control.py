@@ -68,7 +68,9 @@ def test_show_says_paused_while_an_approval_waits(cli: CLIStack) -> None:
     goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
     sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
     wait_approval(cli.database_url, sid, "a1-0")
-    assert cli.vigil.json("pause", sid, "--reason", "lunch", "--by", "ana")["accepted"]
+    paused = cli.vigil.ok("pause", sid, "--reason", "lunch", "--by", "ana")
+    # Said once: the approval still waits, and the session will hold after it.
+    assert paused.stdout.strip() == "pause: paused (status waiting_approval)", explain(paused)
     shown = cli.vigil.ok("show", sid)
     status = next(ln for ln in shown.stdout.splitlines() if ln.split()[1:2] == ["status"])
     assert "paused (approval a1-0 pending)" in status, shown.stdout

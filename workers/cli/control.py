@@ -52,8 +52,11 @@ def _ack_out(ack: Any, as_json: bool, what: str) -> None:
     elif ack is None:
         out.print(f"{what}: signal sent")
     else:
-        held = ", paused" if ack.paused and ack.status.value != "paused" else ""
-        out.print(f"{what}: {ack.message} (status {ack.status.value}{held})")
+        # Each fact once: no "(status paused)" after "paused".
+        said = [] if ack.status.value == ack.message else [f"status {ack.status.value}"]
+        if ack.paused and "paused" not in (ack.status.value, ack.message):
+            said.append("paused")
+        out.print(f"{what}: {ack.message}" + (f" ({', '.join(said)})" if said else ""))
 
 
 def _control(
