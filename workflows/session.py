@@ -162,6 +162,8 @@ class AgentSession(HandOverWhileWaiting):
             except (asyncio.CancelledError, ActivityError) as exc:
                 # Cancelled before it read its agent: it still ends as any cancelled
                 # session does, in the record too (sessions from before left no record).
+                # The cancel is taken: the definition is read again, so the opening names
+                # the version and the end reaches the agent's webhooks.
                 if not (
                     is_cancelled_exception(exc)
                     and self._lean
@@ -169,6 +171,7 @@ class AgentSession(HandOverWhileWaiting):
                 ):
                     raise
                 cancelled = exc
+                await self._resolve_agent()
         if arg.carry is None:
             opening = OpenSessionInput(
                 session_id=self._sid,
@@ -1223,6 +1226,8 @@ class AgentSession(HandOverWhileWaiting):
         """A redirect named another version: pin it, or record why not and go on."""
         self._c.agent_switch = None
         old = self._c.agent_version
+        if version == old and workflow.patched(names.PATCH_INPUT_BEFORE_RUN):
+            return  # named before the run read its version, and the version it read
         try:
             runtime = await self._fetch_runtime(version, self._c.goal)
         except ActivityError as exc:
@@ -1584,8 +1589,9 @@ class AgentSession(HandOverWhileWaiting):
             if self._runtime is None and (
                 validating or workflow.patched(names.PATCH_INPUT_BEFORE_RUN)
             ):
-                # A run's first task, before it has read its pinned definition again (a
-                # signal's check: histories from before checked the built-in tools' schemas).
+                # The run has not read its pinned definition yet (its first task, or while
+                # that read is retried). A signal's check: histories from before checked
+                # the built-in tools' schemas.
                 return (
                     "edited_arguments cannot be checked yet: the session's run has not read "
                     "its agent definition; send the approval again in a moment"

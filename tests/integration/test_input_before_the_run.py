@@ -23,7 +23,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.exceptions import CancelledError
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
@@ -180,10 +186,11 @@ async def test_edited_arguments_in_a_runs_first_task_are_refused_clearly(
         before = await hand_over_while_waiting(handle)
     await reset_to_first_task(client, handle)
     handle = client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
+    fits = {"name": "early.md", "content": "early"}  # fits the tool's schema
     await handle.signal(
-        names.SIG_APPROVE,
-        ApproveInput(approval_id="a1-0", by="mallory", edited_arguments={"name": 7}),
+        names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="mallory", edited_arguments=fits)
     )
+    assert await first_task_signals(client, handle.id) == [names.SIG_APPROVE]
     async with running_worker(client, cfg, task_queue):
         st = await eventually(handle, lambda s: s.rejected_inputs > before.rejected_inputs)
         assert [p.approval_id for p in st.pending_approvals] == ["a1-0"]
@@ -195,9 +202,10 @@ async def test_edited_arguments_in_a_runs_first_task_are_refused_clearly(
 
     assert result.status == SessionStatus.COMPLETED
     refused = await events(sessionmaker, handle.id, "input_rejected")
-    assert any("agent definition" in (e.reason or "") for e in refused), [e.reason for e in refused]
+    reasons = [e.reason or "" for e in refused]
+    assert any("cannot be checked yet" in r for r in reasons), reasons
     wrote = tool_messages(await transcript(sessionmaker, handle.id))[0]
-    assert "b.md" in wrote.content
+    assert "b.md" in wrote.content and "early.md" not in wrote.content
 
 
 async def test_a_redirect_sent_with_the_start_may_name_a_version(
@@ -237,6 +245,35 @@ async def test_a_redirect_sent_with_the_start_may_name_a_version(
     assert "recall" in offered and "read_artifact" not in offered
 
 
+async def test_a_redirect_sent_with_the_start_to_its_own_version_changes_nothing(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """Before the run has read its version, a redirect naming the version it then reads
+    is no move (before: the definition read twice, and a change from 1 to 1 recorded)."""
+    name = f"early-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate({"name": name, "system_prompt": "only: {goal}"})
+    )
+    stub.enqueue(Reply.tool_call("finish", {"summary": "done"}))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await client.start_workflow(
+            AgentSession.run,
+            session_input("go", agent_id=name),
+            id=f"test-session-{uuid.uuid4()}",
+            task_queue=task_queue,
+            start_signal=names.SIG_REDIRECT,
+            start_signal_args=[RedirectInput(goal="go on", by="ops", agent_version=1)],
+        )
+        result: SessionResult = await _result_within(handle, 60)
+    assert result.status == SessionStatus.COMPLETED
+    assert await events(sessionmaker, handle.id, "agent_version_changed") == []
+    assert len(await events(sessionmaker, handle.id, "session_redirected")) == 1
+
+
 async def _result_within(handle: WorkflowHandle[Any, Any], seconds: float) -> SessionResult:
     result: SessionResult = await asyncio.wait_for(handle.result(), seconds)
     return result
@@ -253,7 +290,11 @@ async def test_a_session_cancelled_before_its_first_task_is_recorded_cancelled(
     handle = await start(client, task_queue, session_input("never mind"))  # no worker yet
     await handle.cancel()
     async with running_worker(client, settings, task_queue):
-        with pytest.raises(WorkflowFailureError):
+        with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(failed.value.cause, CancelledError), failed.value.cause
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     row = await session_row(sessionmaker, handle.id)
     assert row.status == SessionStatus.CANCELLED.value
+    ended = await events(sessionmaker, handle.id, "session_ended")
+    assert [e.payload["status"] for e in ended] == ["cancelled"]

@@ -52,6 +52,7 @@ from vigil.schema.agents import AgentSpec, ToolEntry
 from vigil.schema.limits import MAX_QUEUED_BYTES
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
+    Ack,
     ApproveInput,
     Budget,
     MessageInput,
@@ -690,9 +691,9 @@ async def redirect_with_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
 
 async def wake_before_run(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A sleep handed over to a second run; with no worker running, that run is reset to
-    its first task and woken: the wake, handled before the run's code starts, ends the
-    sleep it took over. The reset run is recorded. The scenario runs its own worker on a
-    queue of its own (it stops it midway)."""
+    its first task and a wake update sent: handled before the run's code starts, it ends
+    the sleep the run took over. The reset run is recorded. The scenario runs its own
+    worker on a queue of its own (it stops it midway)."""
     ctx.stub.enqueue(
         Reply.tool_call("wait_until", {"seconds": 3600, "reason": "settle"}), finish("woken")
     )
@@ -706,12 +707,17 @@ async def wake_before_run(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
         await hand_over_while_waiting(handle)
     await reset_to_first_task(ctx.client, handle)
     handle = ctx.client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
-    await handle.signal(names.SIG_WAKE, WakeInput(by="carol"))
+    # An update waits for a worker: sent first, it is in the run's first task.
+    woken = asyncio.ensure_future(
+        handle.execute_update(names.UPD_WAKE, WakeInput(by="carol"), result_type=Ack)
+    )
+    await asyncio.sleep(1.0)
     async with running_worker(ctx.client, ctx.settings, queue):
+        await woken
         try:
             result = await asyncio.wait_for(handle.result(), 15)
         except TimeoutError:  # the code before forgot the wake: a second one ends the sleep
-            await handle.signal(names.SIG_WAKE, WakeInput(by="carol"))
+            await handle.execute_update(names.UPD_WAKE, WakeInput(by="carol"))
             result = await asyncio.wait_for(handle.result(), 60)
         _expect(result, SessionStatus.COMPLETED)
     return [handle]

@@ -301,8 +301,8 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         assert patch in _patches(history), name
         assert _ended(history) == SessionStatus.COMPLETED.value
     # Input handled before the run's code started: a redirect sent with the start was
-    # taken (the definition read again for version 2; before: refused), a wake in a reset
-    # run's first task woke the sleep it took over (before: a second wake was needed).
+    # taken (the definition read again for version 2; before: refused), a wake update in a
+    # reset run's first task woke the sleep it took over (before: a second wake was needed).
     for name in EARLY - {"cancel_at_the_start"}:
         now, then = (_history(HISTORIES / f"{prefix}{name}.json") for prefix in ("", OLDER_EARLY))
         assert PATCH_INPUT_BEFORE_RUN in _patches(now), name
@@ -319,7 +319,7 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     woken, forgot = (
         _history(HISTORIES / f"{prefix}wake_before_run.json") for prefix in ("", OLDER_EARLY)
     )
-    assert (_signals(woken), _signals(forgot)) == (1, 2)
+    assert (_updates(woken), _updates(forgot)) == (1, 2)
     # Cancelled before a worker first ran it: the end was written (local activities after
     # the agent's resolution); before, the workflow was cancelled with nothing recorded.
     now, then = (
@@ -341,10 +341,12 @@ def _local(history: WorkflowHistory, activity_type: str) -> int:
     )
 
 
-def _signals(history: WorkflowHistory) -> int:
-    """The signals the history holds."""
+def _updates(history: WorkflowHistory) -> int:
+    """The updates the history accepted."""
     return sum(
-        1 for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+        1
+        for e in history.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
     )
 
 

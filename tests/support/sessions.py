@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import Payload, WorkflowExecution
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
@@ -164,6 +164,11 @@ async def reset_to_first_task(client: Client, handle: WorkflowHandle[Any, Any]) 
             reason="input before the run (test)",
             workflow_task_finish_event_id=first_done,
             request_id=str(uuid.uuid4()),
+            # Only what the test sends next reaches the new run's first task.
+            reset_reapply_exclude_types=[
+                ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_SIGNAL,
+                ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_UPDATE,
+            ],
         )
     )
     return reset.run_id

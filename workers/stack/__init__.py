@@ -180,9 +180,13 @@ class Stack:
         # the stack up) must not rename each other's file away.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(info), handle, indent=2)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(asdict(info), handle, indent=2)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     async def _prepare(self) -> None:
         """Migrations, search attributes and the bucket: idempotent, run on every `up`."""
