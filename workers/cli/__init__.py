@@ -11,6 +11,7 @@ only typer and rich at start; each command imports what it needs when it runs.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 from typing import NoReturn
@@ -78,6 +79,36 @@ sessions.register(app)
 control.register(app)
 keyed.register(app)
 data.register(app)
+
+
+def _reflowed(text: str) -> str:
+    """A command's help with each paragraph's prose on one line: the source wraps it at
+    its line length, and the help panel would print those breaks as they are (ragged at
+    any other width). Indented lines and list items keep their own lines."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.split("\n"):
+            starts_own = line[:1].isspace() or line.startswith(("- ", "* ", "\b"))
+            if lines and not starts_own and not lines[-1][:1].isspace():
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    for command in group.registered_commands:
+        doc = command.help if command.help is not None else inspect.getdoc(command.callback)
+        if doc:
+            command.help = _reflowed(doc)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
+
+
+_reflow_help(app)
 
 
 def main() -> None:
