@@ -67,10 +67,12 @@ class DemoFailed(RuntimeError):
 
 def demo_script() -> list[dict[str, Any]]:
     """What the scripted model says: measure, count, ask to write a report, finish. It
-    quotes what the tools returned (``{last_result}``), and when a call fails (a refused
-    approval too) it says so and stops instead (activities/models/scripted.py)."""
+    quotes what the tools returned (``{last_result}``) and the goal (``{goal}``), and when
+    a call fails (a refused approval too) it says so and stops instead
+    (activities/models/scripted.py)."""
     report = (
         "# Ops check\n\n"
+        "Goal: {goal}\n\n"
         "- disk_usage measured the files under examples/ (its numbers are in the record).\n"
         "- ops.log_levels counted the levels of the morning log: {last_result}\n"
     )

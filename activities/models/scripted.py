@@ -20,7 +20,7 @@ summary that says which call failed and what it returned, names what did work, a
 nothing else; the session ends failed, and the outcome memory (a lesson) holds it. In a
 ``say`` text or a call's string arguments, ``{last_result}`` stands for the latest tool
 result on one line: JSON in its compact form, other text with its lines joined, shortened
-at a word.
+at a word; ``{goal}`` stands for the session's goal (its first user message) on one line.
 
 A script from a file (``from_file``) is the file as it is at each model call: an edit
 (a changed modification time or size) is read again without a worker restart, so new
@@ -54,7 +54,7 @@ DEMO_SCRIPT: list[dict[str, Any]] = [
             "name": "notes.md",
             "content": (
                 "# Notes\n\n"
-                "- Goal received and broken into steps.\n"
+                "- Goal received: {goal}\n"
                 "- Next: fetch https://example.com/ to check what it serves (the worker "
                 "fetches only hosts VIGIL_HTTP_ALLOW names).\n"
             ),
@@ -77,6 +77,7 @@ failed call (a refused approval, a host outside the allowlist) is told as a fail
 instead, and ends the session failed."""
 
 LAST_RESULT = "{last_result}"
+GOAL = "{goal}"
 ERROR_PREFIX = "error:"
 """How a tool's failure reads in its result (see activities/session.py run_tool)."""
 
@@ -264,15 +265,19 @@ def _failure_report(messages: list[ChatMessage]) -> str | None:
 
 
 def _with_last_result(turn: dict[str, Any], messages: list[ChatMessage]) -> dict[str, Any]:
-    """``turn`` with ``{last_result}`` replaced by the latest tool result on one line."""
-    if LAST_RESULT not in json.dumps(turn):
+    """``turn`` with ``{last_result}`` replaced by the latest tool result on one line and
+    ``{goal}`` by the session's goal (its first user message) on one line."""
+    said = json.dumps(turn)
+    if LAST_RESULT not in said and GOAL not in said:
         return turn
     latest = next((m for m in reversed(messages) if m.role == "tool"), None)
     told = _one_line(_result_text(latest)) if latest is not None else "(no tool result)"
+    first = next((m for m in messages if m.role == "user"), None)
+    goal = _one_line(first.content or "") if first is not None else "(no goal)"
 
     def fill(value: Any) -> Any:
         if isinstance(value, str):
-            return value.replace(LAST_RESULT, told)
+            return value.replace(LAST_RESULT, told).replace(GOAL, goal)
         if isinstance(value, dict):
             return {k: fill(v) for k, v in value.items()}
         if isinstance(value, list):

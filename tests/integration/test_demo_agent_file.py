@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.cli import Vigil, cli_env, explain
 from tests.support.teststack import TEST_PORTS
+from vigil.workers.demo import GOAL, REPORT
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -64,6 +65,13 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     summary = out.split("\nsummary ", 1)[1]
     assert "ops-report.md once a human approved it: stored artifact 'ops-report.md'" in summary
     assert "{last_result}" not in out
+    # The report names the goal it was written for (the scripted model's {goal}).
+    approve = re.search(r"uv run vigil approve (\S+) a2-0", out)
+    assert approve is not None
+    report = demo_cli(stack, database_url, tmp_path).ok(
+        "artifact", "get", approve.group(1), REPORT, "-o", "-"
+    )
+    assert f"Goal: {GOAL}" in report.stdout, explain(report)
 
 
 def test_the_demo_leaves_a_users_own_ops_agent_alone(

@@ -256,6 +256,26 @@ async def test_say_and_arguments_quote_the_last_result() -> None:
     assert script[1] == {"say": "it said: {last_result}"}
 
 
+async def test_say_and_arguments_quote_the_goal() -> None:
+    script = [
+        {"tool": "write_artifact", "args": {"name": "n.md", "content": "for: {goal}"}},
+        {"say": "done with {goal}"},
+    ]
+    provider = ScriptedProvider(script)
+    first = await provider.complete(list(GOAL), [])
+    assert json.loads(first.tool_calls[0].arguments)["content"] == (
+        "for: Take notes and check example.com"
+    )
+    messages = [
+        *GOAL,
+        as_assistant(first),
+        ChatMessage("tool", "wrote n.md", tool_call_id="call_0_0", name="write_artifact"),
+    ]
+    said = await provider.complete(messages, [])
+    assert said.content == "done with Take notes and check example.com"
+    assert script[1] == {"say": "done with {goal}"}
+
+
 async def _quoted(result: str) -> str:
     provider = ScriptedProvider([{"tool": "count", "args": {}}, {"say": "{last_result}"}])
     first = await provider.complete(list(GOAL), [])
