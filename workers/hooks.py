@@ -29,6 +29,7 @@ from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
 from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
+from vigil.workers import keyed
 from vigil.workers.client import (
     BadArgument,
     NotFound,
@@ -88,8 +89,9 @@ def _slug(text: str, size: int) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in text)[:size]
 
 
-def keyed_session_id(agent_id: str, key: str) -> str:
-    """The session of ``agent_id`` for ``key`` (the same for every trigger of the agent)."""
+def legacy_key_session_id(agent_id: str, key: str) -> str:
+    """The id triggers gave the session of ``agent_id`` for ``key`` before they shared the
+    keyed messages' ids (workers/keyed.py); a session still running under it is served."""
     digest = hashlib.sha256(f"{agent_id}\0{key}".encode()).hexdigest()[:12]
     return f"{_slug(agent_id, 60)}-key-{_slug(key, 40)}-{digest}"
 
@@ -217,21 +219,45 @@ class TriggerService:
             if await _status(client, sid) is None:
                 await _start(client, row.agent_id, goal or text or "", sid)
             return result("started", sid)
-        sid = keyed_session_id(row.agent_id, key)
-        status = await _status(client, sid)
-        if row.action == "start":
-            if status is None and await _start(client, row.agent_id, goal or "", sid):
-                return result("started", sid)
-            return result("exists", sid)
+        legacy = legacy_key_session_id(row.agent_id, key)
+        if await keyed.session_state(client, legacy) == "running":
+            # Started under the id triggers gave keys before they shared the keyed
+            # messages' ids: served there until it ends.
+            if row.action == "start":
+                return result("exists", legacy)
+            if row.action == "wake":
+                await client.wake(legacy, by=by, reason=text or "")
+                return result("woken", legacy)
+            await client.say(legacy, text or "", by=by)
+            return result("messaged", legacy)
+        if row.action == "message":
+            # The key's conversation, as `vigil message --key` and the API reach it: started
+            # with the goal when none runs (the text its first message), the key's next
+            # session once one has ended.
+            sent = await keyed.message_by_key(
+                client, row.agent_id, key, text or "", by=by, goal=goal
+            )
+            return result("started" if sent.started else "messaged", sent.session_id)
+        generation = await keyed.current_generation(client, row.agent_id, key)
         if row.action == "wake":
-            if status is None:
-                raise UnknownSession(f"no session for key {key!r} of agent {row.agent_id!r}")
+            sid = keyed.keyed_session_id(row.agent_id, key, generation)
+            if await keyed.session_state(client, sid) != "running":
+                raise UnknownSession(
+                    f"no running session for key {key!r} of agent {row.agent_id!r}"
+                )
             await client.wake(sid, by=by, reason=text or "")
             return result("woken", sid)
-        if status is None and await _start(client, row.agent_id, goal or text or "", sid):
-            return result("started", sid)
-        await client.say(sid, text or "", by=by)
-        return result("messaged", sid)
+        # start: the key's session unless one runs; the key's next one once it has ended.
+        for _ in range(keyed.MAX_GENERATION_TRIES):
+            sid = keyed.keyed_session_id(row.agent_id, key, generation)
+            state = await keyed.session_state(client, sid)
+            if state == "running":
+                return result("exists", sid)
+            if state == "none":
+                started = await _start(client, row.agent_id, goal or text or "", sid)
+                return result("started" if started else "exists", sid)
+            generation += 1  # ended, and not in the record yet
+        raise Refused(f"the sessions of key {key!r} kept ending; send it again")
 
 
 async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:

@@ -41,6 +41,8 @@ SESSION_ID = SCHEDULE_ID
 
 RESERVED_SESSION_IDS = re.compile(
     r"-key-[0-9a-f]{32}(-[1-9][0-9]*)?$"  # a conversation key's sessions (workers/keyed.py)
+    r"|-key-[A-Za-z0-9_-]*-[0-9a-f]{12}$"  # a key's session as triggers named it before
+    r"|-trigger-[0-9a-f]{16}$"  # a trigger's session of one delivery (workers/hooks.py)
     r"|-run-\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})$"  # a schedule's run
 )
 """Ids of the forms vigil gives sessions it starts by itself. A keyed message joins the
@@ -122,8 +124,9 @@ def check_session_id(session_id: str | None) -> str | None:
         )
     if session_id is not None and RESERVED_SESSION_IDS.search(session_id):
         raise BadArgument(
-            f"bad session id {session_id[:80]!r}: ids ending in -key-<32 hex digits> or "
-            "-run-<time> are reserved for the sessions of keys and schedules"
+            f"bad session id {session_id[:80]!r}: ids ending in -key-<32 hex digits>, "
+            "-key-<key>-<12 hex digits>, -trigger-<16 hex digits> or -run-<time> are "
+            "reserved for the sessions of keys, triggers and schedules"
         )
     return session_id
 

@@ -66,6 +66,9 @@ class KeyedMessage:
     after it (see :func:`answer`)."""
     follows: str | None = None
     """The key's session that had ended, when the message went to the key's next one."""
+    started: bool = False
+    """Whether no session ran under the id when the message was sent: this message's call
+    started it (two calls racing on a new key may both say so)."""
 
 
 async def message_by_key(
@@ -117,9 +120,10 @@ async def message_by_key(
             **client.start_options(agent_id, goal),
         )
         after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
+        started = await session_state(client, session_id) == "none"
         ack = await _send(client, session_id, message, operation)
         if ack is not None:
-            return KeyedMessage(session_id, ack, after, follows)
+            return KeyedMessage(session_id, ack, after, follows, started)
         generation += 1  # that session has ended: the key's next one takes the message
         follows = session_id
     raise Refused(
@@ -150,6 +154,31 @@ async def answer(
         elif message.role == "assistant" and not message.tool_calls:
             return message
     return None
+
+
+async def current_generation(client: VigilClient, agent_id: str, key: str) -> int:
+    """The generation of the key's session a message would go to now (see
+    :func:`message_by_key`): its newest recorded one, or the next when that has ended."""
+    generation, _ended = await _current_generation(client, agent_id, key)
+    return generation
+
+
+async def session_state(client: VigilClient, session_id: str) -> str:
+    """``none`` (no workflow of that id), ``running`` or ``ended``, as Temporal says."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from vigil.workers.client import Unreachable
+
+    try:
+        desc = await client.handle(session_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return "none"
+        raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+    status = desc.status or WorkflowExecutionStatus.RUNNING
+    running = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
+    return "running" if status in running else "ended"
 
 
 async def _last_seq(client: VigilClient, agent_id: str, session_id: str) -> int:

@@ -23,6 +23,9 @@ from tests.support.sessions import transcript, until
 from tests.support.triggers import deliver
 from vigil.activities.hooks import signing
 from vigil.activities.record import store
+from vigil.workers.client import VigilClient
+from vigil.workers.hooks import legacy_key_session_id
+from vigil.workers.keyed import keyed_session_id
 from vigil.workers.tokens import Scope, TokenService
 
 pytestmark = pytest.mark.integration
@@ -168,8 +171,15 @@ async def test_the_same_delivery_twice_starts_one_session_and_answers_the_same(
 
 
 async def test_a_keyed_message_starts_the_session_then_messages_it(
-    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+    cli: CLIStack,
+    http: httpx.AsyncClient,
+    sessionmaker: async_sessionmaker[DbSession],
+    api: ApiServer,
 ) -> None:
+    """A ``message`` trigger reaches the key's conversation, the session `vigil message
+    --key` and the API reach for the same key: the first delivery starts it with the goal
+    and is its first message (before: the goal alone, the message dropped), and once that
+    session has ended the key's next one takes the next delivery (before: 409, for good)."""
     agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
     name, secret = create(
         cli,
@@ -180,18 +190,20 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
         "--key-field",
         "customer.id",
         "--goal-template",
-        "Support customer {customer.id}: {text}",
+        "Support customer {customer.id}: {plan}",
         "--message-template",
         "{text}",
     )
     plan = cli.plan(
         Reply.tool_call("ask_human", {"question": "What is wrong?"}),
-        Reply.text("sorted out"),
+        Reply.tool_call("finish", {"summary": "sorted out"}),
     )
-    first = await deliver(http, name, {"customer": {"id": 42}, "text": plan}, secret)
+    body = {"customer": {"id": 42}, "plan": plan, "text": "hello, it is about my order"}
+    first = await deliver(http, name, body, secret)
     assert first.status_code == 200, first.text
     assert first.json()["outcome"] == "started"
     sid = first.json()["session_id"]
+    assert sid == keyed_session_id(agent, "42")  # the key's conversation, whoever reaches it
 
     async def asking() -> bool:
         async with sessionmaker() as db:
@@ -199,20 +211,82 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
         return row is not None and row.status == "waiting_human"
 
     await until(asking, within=60, what="the session asks a human")
-    second = await deliver(http, name, {"customer": {"id": 42}, "text": "my order is late"}, secret)
+    second = await deliver(http, name, {**body, "text": "my order is late"}, secret)
     assert second.status_code == 200, second.text
     assert second.json()["outcome"] == "messaged" and second.json()["session_id"] == sid
     await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
     messages = await transcript(sessionmaker, sid)
+    said = [m.content for m in messages if m.role == "user"]
+    assert said[1] == "hello, it is about my order", said
     (answer,) = [m for m in messages if m.role == "tool" and m.name == "ask_human"]
     assert answer.content == f"trigger:{name} replied: my order is late"
     assert await sessions_of(sessionmaker, agent) == [sid]
+
+    # That session has ended: the key's next one takes the next delivery.
+    later = await deliver(http, name, {**body, "text": "me again"}, secret)
+    assert later.status_code == 200, later.text
+    assert later.json()["outcome"] == "started"
+    assert later.json()["session_id"] == keyed_session_id(agent, "42", 2)
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as admin:
+        admin.headers["Authorization"] = f"Bearer {await token(sessionmaker, Scope.ADMIN)}"
+        nxt = later.json()["session_id"]
+        await until(
+            lambda: _recorded(sessionmaker, nxt), within=60, what="the next session recorded"
+        )
+        assert (await admin.post(f"/v1/sessions/{nxt}/cancel", json={})).is_success
 
     missing = await deliver(http, name, {"text": "no customer"}, secret, delivery="d-missing")
     assert missing.status_code == 422
     assert "customer.id" in missing.json()["error"]["message"]
     again = await deliver(http, name, {"text": "no customer"}, secret, delivery="d-missing")
     assert again.status_code == 422 and again.json() == missing.json()
+
+
+async def _recorded(sessionmaker: async_sessionmaker[DbSession], sid: str) -> object:
+    async with sessionmaker() as db:
+        return await store.get_session(db, sid)
+
+
+async def test_a_key_session_started_under_the_old_trigger_id_is_still_served(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """Sessions a trigger started before triggers shared the keyed messages' ids keep
+    their key's deliveries while they run."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(
+        cli, "--agent", agent, "--action", "message", "--key-field", "c",
+        "--message-template", "{text}",
+    )  # fmt: skip
+    old = legacy_key_session_id(agent, "7")
+    plan = cli.plan(Reply.tool_call("ask_human", {"question": "Yes?"}), Reply.text("ok"))
+    vigil = await VigilClient.connect(cli.settings)
+    try:
+        await vigil.start_session(agent, plan, session_id=old)
+    finally:
+        await vigil.close()
+
+    async def asking() -> bool:
+        async with sessionmaker() as db:
+            row = await store.get_session(db, old)
+        return row is not None and row.status == "waiting_human"
+
+    await until(asking, within=60, what="the session asks a human")
+    sent = await deliver(http, name, {"c": 7, "text": "here I am"}, secret)
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["outcome"], sent.json()["session_id"]) == ("messaged", old)
+    await until(lambda: _finished(sessionmaker, old), within=60, what="the session ends")
+
+
+async def test_the_ids_triggers_gave_keys_are_reserved(
+    sessionmaker: async_sessionmaker[DbSession], http: httpx.AsyncClient
+) -> None:
+    """A session started under the id a trigger gave a key would take that key's
+    deliveries while it runs: nobody may choose such an id."""
+    http.headers["Authorization"] = f"Bearer {await token(sessionmaker, Scope.CONTROL)}"
+    for sid in (legacy_key_session_id("helper", "77"), "helper-trigger-0123456789abcdef"):
+        made = await http.post("/v1/sessions", json={"agent": "helper", "goal": "g", "id": sid})
+        assert made.status_code == 422, (sid, made.text)
+        assert "reserved" in made.json()["error"]["message"]
 
 
 async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
