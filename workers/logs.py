@@ -44,6 +44,11 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request's whole URL at INFO: a webhook's URL may hold its secret
+    # (as chat services' hook URLs do), and a model provider's may too. Their failures
+    # are logged by vigil, without the query and path.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:

@@ -186,3 +186,18 @@ async def test_an_agent_files_webhook_hears_of_the_approval_and_a_dead_one_holds
     assert {r["event"] for r in dead_rows} <= {"approval_requested", "session_ended"}
     assert all("ConnectError" in str(r["error"]) for r in dead_rows)
     cli.vigil.ok("webhook", "remove", str(dead["id"]))
+
+
+async def test_events_given_in_several_options_all_count(
+    cli: CLIStack, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """`--events a --events b` (before: only b was kept, silently) and commas alike."""
+    credential = f"hook-{uuid.uuid4().hex[:8]}"
+    await CredentialService(cli.settings, sessionmaker).set(credential, "whsec-several")
+    added = cli.vigil.json(
+        "webhook", "add", "--agent", f"agent-{uuid.uuid4().hex[:6]}",
+        "--url", "http://127.0.0.1:1/hook", "--secret", credential,
+        "--events", "session_ended", "--events", "approval_requested,human_asked",
+    )  # fmt: skip
+    assert sorted(added["events"]) == ["approval_requested", "human_asked", "session_ended"]
+    cli.vigil.ok("webhook", "remove", str(added["id"]))

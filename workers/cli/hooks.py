@@ -181,9 +181,10 @@ def add(
     agent: Annotated[str, typer.Option("--agent", help="The agent whose events it gets.")],
     url: Annotated[str, typer.Option("--url", help="Where deliveries are POSTed.")],
     events: Annotated[
-        str,
+        list[str],
         typer.Option(
-            "--events", help="Comma-separated: approval_requested, human_asked, session_ended."
+            "--events",
+            help="approval_requested, human_asked, session_ended: comma-separated or repeated.",
         ),
     ],
     secret: Annotated[
@@ -194,7 +195,10 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a webhook to an agent (sessions starting from now on use it)."""
-    wanted = [e.strip() for e in events.split(",") if e.strip()]
+    # Every --events given counts (a repeated option used to keep only the last one).
+    wanted = list(
+        dict.fromkeys(e.strip() for given in events for e in given.split(",") if e.strip())
+    )
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         from vigil.workers.client import VigilError
