@@ -463,6 +463,34 @@ async def test_a_revoked_token_loses_the_stream_it_had_open(api: ApiServer) -> N
         assert (await h.get(f"/v1/agents/{agent}/stream")).status_code == 401
 
 
+async def test_a_quiet_streams_revoked_token_ends_it_before_the_next_keepalive(
+    settings: Settings,
+) -> None:
+    """The token is asked again every few seconds even when nothing comes to send (before:
+    only when a keepalive went out, so a stream ran on for up to its heartbeat)."""
+    slow = settings.model_copy(update={"api_sse_heartbeat_seconds": 60.0})
+    with running_api(slow) as server:
+        agent = f"streams-{uuid.uuid4().hex[:8]}"
+        token = await asyncio.to_thread(server.token, Scope.READ, agents=[agent])
+        async with http(server, token) as h:
+
+            async def revoke_soon() -> None:
+                await asyncio.sleep(1.0)
+                url = server.settings.endpoints().database_url
+                assert url is not None
+                engine = make_engine(url, pool_size=1)
+                try:
+                    await TokenService(make_sessionmaker(engine)).revoke(token.split("_")[1])
+                finally:
+                    await engine.dispose()
+
+            revoking = asyncio.create_task(revoke_soon())
+            # Half the heartbeat: ended by the token's recheck, not by a keepalive.
+            read = await read_sse(h, f"/v1/agents/{agent}/stream", within=30)
+            await revoking
+            assert [e.event for e in read.events] == ["revoked"], read.events
+
+
 @pytest.mark.parametrize("last_event_id", ["9223372036854775808.0", "0.9223372036854775808"])
 async def test_a_position_past_the_64_bit_range_is_422_at_once(
     api: ApiServer,

@@ -111,6 +111,7 @@ async def _sse(
     live: Callable[[], Awaitable[bool]],
     *,
     in_order: list[FeedItem] | None = None,
+    heartbeat: float = 0.0,
 ) -> AsyncIterator[str]:
     """The frames of ``entries``; with ``in_order`` (the items before ``start`` that it
     needs, see ``approvals_before``), a decision before the result it approved. Every
@@ -134,6 +135,7 @@ async def _sse(
         return out
 
     yield f"retry: {RETRY_MS}\n\n"
+    said = time.monotonic()
     async for entry in entries:
         if time.monotonic() - checked >= TOKEN_RECHECK_SECONDS:
             checked = time.monotonic()
@@ -141,8 +143,12 @@ async def _sse(
                 yield _frame("revoked", {"message": "the token was revoked or has expired"})
                 return
         if isinstance(entry, Idle):
-            yield ": keepalive\n\n"
-        elif isinstance(entry, FeedItem):
+            if time.monotonic() - said >= heartbeat:  # a keepalive each heartbeat, no more
+                said = time.monotonic()
+                yield ": keepalive\n\n"
+            continue
+        said = time.monotonic()
+        if isinstance(entry, FeedItem):
             for frame in frames(order.take(entry) if order is not None else [entry]):
                 yield frame
         elif isinstance(entry, Token):
@@ -211,8 +217,12 @@ async def session_stream(
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
     before = await feed.approvals_before(agent, session_id, start)
-    entries = feed.follow(agent, session_id=session_id, cursor=start, tokens=tokens, idle=heartbeat)
-    return _streaming(_sse(entries, start, _token_live(request), in_order=before))
+    entries = feed.follow(
+        agent, session_id=session_id, cursor=start, tokens=tokens, idle=_idle(heartbeat)
+    )
+    return _streaming(
+        _sse(entries, start, _token_live(request), in_order=before, heartbeat=heartbeat)
+    )
 
 
 @router.get(
@@ -235,5 +245,11 @@ async def agent_stream(
     start = _cursor(last_event_id)
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
-    entries = feed.follow(agent_id, cursor=start, tokens=tokens, idle=heartbeat)
-    return _streaming(_sse(entries, start, _token_live(request)))
+    entries = feed.follow(agent_id, cursor=start, tokens=tokens, idle=_idle(heartbeat))
+    return _streaming(_sse(entries, start, _token_live(request), heartbeat=heartbeat))
+
+
+def _idle(heartbeat: float) -> float:
+    """How long the feed waits before it says nothing came: the keepalive's period, or the
+    token's recheck when shorter, so a quiet stream's token is asked on time too."""
+    return min(heartbeat, TOKEN_RECHECK_SECONDS)
