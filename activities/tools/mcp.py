@@ -175,6 +175,36 @@ class McpServers:
             ) from None
         return describe_mcp_tools(spec, listed)
 
+    async def _listed(self, conn: McpConnection, *, again: bool = False) -> frozenset[str]:
+        """The names ``conn``'s server lists (asked once a connection, or ``again``)."""
+        if conn.listed is None or again:
+            try:
+                async with asyncio.timeout(self._start_timeout):
+                    conn.listed = frozenset(t.name for t in await conn.list_tools())
+            except (TimeoutError, MCPError, OSError) as exc:
+                await self._reset(conn)
+                raise ToolFailed(
+                    f"MCP server {conn.spec.name}: listing tools failed: {error_text(exc)}"
+                ) from None
+        return conn.listed
+
+    async def _serving(self, spec: McpServerSpec, tool: str) -> McpConnection:
+        """A connection whose server lists ``tool``. A session's pinned catalog may name a
+        tool its server gained after this worker started it (the server's code changed,
+        then ``vigil agent apply --refresh`` listed it in a new version): a stdio server
+        that does not list it is started again, a remote one asked again."""
+        conn = await self.connection(spec)
+        if tool in await self._listed(conn):
+            return conn
+        if spec.command:
+            log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
+            await self._reset(conn)
+            conn = await self.connection(spec)
+        if tool in await self._listed(conn, again=True):
+            return conn
+        shown = ", ".join(sorted(conn.listed or ())) or "none"
+        raise ToolFailed(f"MCP server {spec.name} has no tool {tool!r} (it lists: {shown})")
+
     async def call(
         self,
         spec: McpServerSpec,
@@ -190,7 +220,7 @@ class McpServers:
         so a server can make an external effect happen once across retries.
         """
         meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
-        conn = await self.connection(spec)
+        conn = await self._serving(spec, tool)
         label = f"{spec.name}.{tool}"
         try:
             async with asyncio.timeout(timeout) as deadline:

@@ -141,6 +141,8 @@ class McpConnection:
         self._stderr: _StderrTail | None = None
         """A stdio server's stderr, once its process was spawned."""
         self._stderr_pipe: asyncio.ReadTransport | None = None
+        self.listed: frozenset[str] | None = None
+        """The tool names this server listed, once a call asked (McpServers.call)."""
 
     @property
     def alive(self) -> bool:

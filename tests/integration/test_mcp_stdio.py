@@ -17,6 +17,9 @@ from tests.support.mcp_probe import stdio_spec
 from vigil.activities.agents.catalog import argument_error
 from vigil.activities.tools.mcp import McpServerError, McpServers, list_mcp_tools
 from vigil.activities.tools.registry import ToolFailed
+from vigil.schema.agents import McpServerSpec
+
+LISTED = Path(__file__).resolve().parents[1] / "support" / "mcp_servers" / "listed_server.py"
 
 
 @pytest.fixture
@@ -178,3 +181,20 @@ async def test_closing_stops_every_server(errlog: TextIO) -> None:
     assert gone(one) and gone(two)
     with pytest.raises(ToolFailed, match="shutting down"):
         await pool.call(stdio_spec(), "pid", {}, timeout=10)
+
+
+async def test_a_tool_the_server_gained_since_it_started_starts_it_again(
+    servers: McpServers, tmp_path: Path
+) -> None:
+    """The server's code changed after the worker started it and a new agent version lists
+    the new tool (`vigil agent apply --refresh`): the call starts the server again (before:
+    the old process answered 'Unknown tool'); a tool it still lacks is named as missing."""
+    listing = tmp_path / "tools.txt"
+    listing.write_text("first\n")
+    spec = McpServerSpec(name="listed", command=[sys.executable, str(LISTED), str(listing)])
+    assert (await servers.call(spec, "first", {"text": "one"}, timeout=20)).text == "one"
+    listing.write_text("first\nsecond\n")
+    assert (await servers.call(spec, "second", {"text": "two"}, timeout=20)).text == "two"
+    assert (await servers.call(spec, "first", {"text": "three"}, timeout=20)).text == "three"
+    with pytest.raises(ToolFailed, match=r"has no tool 'third' \(it lists: first, second\)"):
+        await servers.call(spec, "third", {"text": "x"}, timeout=20)
