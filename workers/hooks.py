@@ -270,7 +270,11 @@ async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStat
         raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
     status = desc.status or WorkflowExecutionStatus.RUNNING
     if status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
-        raise Refused(f"session {session_id!r} has ended ({status.name.lower()})")
+        ended = status.name.lower()
+        # In the record's words: a session's status is spelt `cancelled`.
+        raise Refused(
+            f"session {session_id!r} has ended ({'cancelled' if ended == 'canceled' else ended})"
+        )
     return status
 
 
