@@ -89,9 +89,10 @@ def _slug(text: str, size: int) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in text)[:size]
 
 
-def legacy_key_session_id(agent_id: str, key: str) -> str:
-    """The id triggers gave the session of ``agent_id`` for ``key`` before they shared the
-    keyed messages' ids (workers/keyed.py); a session still running under it is served."""
+def key_session_id(agent_id: str, key: str) -> str:
+    """The session a ``start`` trigger begins for ``key`` of ``agent_id`` (once per key);
+    ``message`` and ``wake`` triggers reach it while it runs, and the key's conversation
+    (workers/keyed.py) otherwise."""
     digest = hashlib.sha256(f"{agent_id}\0{key}".encode()).hexdigest()[:12]
     return f"{_slug(agent_id, 60)}-key-{_slug(key, 40)}-{digest}"
 
@@ -219,45 +220,46 @@ class TriggerService:
             if await _status(client, sid) is None:
                 await _start(client, row.agent_id, goal or text or "", sid)
             return result("started", sid)
-        legacy = legacy_key_session_id(row.agent_id, key)
-        if await keyed.session_state(client, legacy) == "running":
-            # Started under the id triggers gave keys before they shared the keyed
-            # messages' ids: served there until it ends.
-            if row.action == "start":
-                return result("exists", legacy)
+        started_id = key_session_id(row.agent_id, key)
+        if row.action == "start":
+            # One session per key, never started again once it has ended (its own ids:
+            # a conversation of the key is not it).
+            status = await _status(client, started_id)
+            if status is None and await _start(client, row.agent_id, goal or "", started_id):
+                return result("started", started_id)
+            return result("exists", started_id)
+        if await keyed.session_state(client, started_id) == "running":
+            # A session a start trigger began for the key (or a message trigger, before
+            # they reached the key's conversation) takes its messages and wakes while it runs.
             if row.action == "wake":
-                await client.wake(legacy, by=by, reason=text or "")
-                return result("woken", legacy)
-            await client.say(legacy, text or "", by=by)
-            return result("messaged", legacy)
+                await client.wake(started_id, by=by, reason=text or "")
+                return result("woken", started_id)
+            await client.say(started_id, text or "", by=by)
+            return result("messaged", started_id)
+        if not keyed.fits_key(key):
+            # Longer than a conversation's key (or with control characters): as before.
+            if row.action == "wake":
+                raise UnknownSession(f"no session for key {key!r} of agent {row.agent_id!r}")
+            if await _start(client, row.agent_id, goal or text or "", started_id):
+                if goal and text:  # the goal from its template: the text is the first message
+                    await client.say(started_id, text, by=by)
+                return result("started", started_id)
+            await client.say(started_id, text or "", by=by)
+            return result("messaged", started_id)
         if row.action == "message":
             # The key's conversation, as `vigil message --key` and the API reach it: started
             # with the goal when none runs (the text its first message), the key's next
             # session once one has ended.
             sent = await keyed.message_by_key(
-                client, row.agent_id, key, text or "", by=by, goal=goal
+                client, row.agent_id, key, text or "", by=by, goal=goal, tell_started=True
             )
             return result("started" if sent.started else "messaged", sent.session_id)
         generation = await keyed.current_generation(client, row.agent_id, key)
-        if row.action == "wake":
-            sid = keyed.keyed_session_id(row.agent_id, key, generation)
-            if await keyed.session_state(client, sid) != "running":
-                raise UnknownSession(
-                    f"no running session for key {key!r} of agent {row.agent_id!r}"
-                )
-            await client.wake(sid, by=by, reason=text or "")
-            return result("woken", sid)
-        # start: the key's session unless one runs; the key's next one once it has ended.
-        for _ in range(keyed.MAX_GENERATION_TRIES):
-            sid = keyed.keyed_session_id(row.agent_id, key, generation)
-            state = await keyed.session_state(client, sid)
-            if state == "running":
-                return result("exists", sid)
-            if state == "none":
-                started = await _start(client, row.agent_id, goal or text or "", sid)
-                return result("started" if started else "exists", sid)
-            generation += 1  # ended, and not in the record yet
-        raise Refused(f"the sessions of key {key!r} kept ending; send it again")
+        sid = keyed.keyed_session_id(row.agent_id, key, generation)
+        if await keyed.session_state(client, sid) != "running":
+            raise UnknownSession(f"no running session for key {key!r} of agent {row.agent_id!r}")
+        await client.wake(sid, by=by, reason=text or "")
+        return result("woken", sid)
 
 
 async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:

@@ -38,6 +38,11 @@ MAX_KEY = 200
 """A key names one conversation: an identifier, not text."""
 
 
+def fits_key(key: str) -> bool:
+    """Whether ``key`` may name a conversation: 1 to MAX_KEY characters, none a control."""
+    return 0 < len(key) <= MAX_KEY and not any(ord(ch) < 0x20 for ch in key)
+
+
 MAX_GENERATION_TRIES = 20
 """New generations tried in one call when each in turn turns out to have ended (only a
 session ended in Temporal but not in the record yet is skipped this way)."""
@@ -84,13 +89,16 @@ async def message_by_key(
     allow_undefined: bool | None = None,
     may_loosen: bool = True,
     awaits_answer: bool = False,
+    tell_started: bool = False,
     **start: Any,
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
     the ``start`` settings of ``start_session``) when it does not run yet. ``may_loosen``
     as ``start_session``'s. ``awaits_answer``: the caller passes the result to
-    :func:`answer`, so its ``after_seq`` is read before sending (one more read)."""
-    if not key or len(key) > MAX_KEY or any(ord(ch) < 0x20 for ch in key):
+    :func:`answer`, so its ``after_seq`` is read before sending (one more read).
+    ``tell_started``: whether this call started the session is asked of Temporal first
+    (one more call; ``KeyedMessage.started``)."""
+    if not fits_key(key):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     message = MessageInput(text=text, by=by)
     refuse_oversized(message)
@@ -120,7 +128,7 @@ async def message_by_key(
             **client.start_options(agent_id, goal),
         )
         after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
-        started = await session_state(client, session_id) == "none"
+        started = tell_started and await session_state(client, session_id) == "none"
         ack = await _send(client, session_id, message, operation)
         if ack is not None:
             return KeyedMessage(session_id, ack, after, follows, started)

@@ -23,8 +23,7 @@ from tests.support.sessions import transcript, until
 from tests.support.triggers import deliver
 from vigil.activities.hooks import signing
 from vigil.activities.record import store
-from vigil.workers.client import VigilClient
-from vigil.workers.hooks import legacy_key_session_id
+from vigil.workers.hooks import key_session_id
 from vigil.workers.keyed import keyed_session_id
 from vigil.workers.tokens import Scope, TokenService
 
@@ -247,43 +246,48 @@ async def _recorded(sessionmaker: async_sessionmaker[DbSession], sid: str) -> ob
         return await store.get_session(db, sid)
 
 
-async def test_a_key_session_started_under_the_old_trigger_id_is_still_served(
+async def test_a_message_reaches_the_session_a_start_trigger_began_for_its_key(
     cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:
-    """Sessions a trigger started before triggers shared the keyed messages' ids keep
-    their key's deliveries while they run."""
+    """A ``start`` trigger's session of a key (its own id, once per key) takes the key's
+    ``message`` deliveries while it runs; the key's conversation is not involved."""
     agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    starter, start_secret = create(
+        cli, "--agent", agent, "--key-field", "c", "--goal-template", "{plan}"
+    )
     name, secret = create(
         cli, "--agent", agent, "--action", "message", "--key-field", "c",
         "--message-template", "{text}",
     )  # fmt: skip
-    old = legacy_key_session_id(agent, "7")
     plan = cli.plan(Reply.tool_call("ask_human", {"question": "Yes?"}), Reply.text("ok"))
-    vigil = await VigilClient.connect(cli.settings)
-    try:
-        await vigil.start_session(agent, plan, session_id=old)
-    finally:
-        await vigil.close()
+    begun = await deliver(http, starter, {"c": 7, "plan": plan}, start_secret)
+    assert begun.status_code == 200, begun.text
+    sid = begun.json()["session_id"]
+    assert (begun.json()["outcome"], sid) == ("started", key_session_id(agent, "7"))
+    assert sid != keyed_session_id(agent, "7")
 
     async def asking() -> bool:
         async with sessionmaker() as db:
-            row = await store.get_session(db, old)
+            row = await store.get_session(db, sid)
         return row is not None and row.status == "waiting_human"
 
     await until(asking, within=60, what="the session asks a human")
     sent = await deliver(http, name, {"c": 7, "text": "here I am"}, secret)
     assert sent.status_code == 200, sent.text
-    assert (sent.json()["outcome"], sent.json()["session_id"]) == ("messaged", old)
-    await until(lambda: _finished(sessionmaker, old), within=60, what="the session ends")
+    assert (sent.json()["outcome"], sent.json()["session_id"]) == ("messaged", sid)
+    await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
+    # Ended: a start of the key again is refused (once per key), as before.
+    again = await deliver(http, starter, {"c": 7, "plan": plan, "n": 2}, start_secret)
+    assert again.status_code == 409, again.text
 
 
-async def test_the_ids_triggers_gave_keys_are_reserved(
+async def test_the_ids_triggers_give_sessions_are_reserved(
     sessionmaker: async_sessionmaker[DbSession], http: httpx.AsyncClient
 ) -> None:
-    """A session started under the id a trigger gave a key would take that key's
-    deliveries while it runs: nobody may choose such an id."""
+    """A session started under the id a start trigger gives a key (or one delivery)
+    would take that key's deliveries while it runs: nobody may choose such an id."""
     http.headers["Authorization"] = f"Bearer {await token(sessionmaker, Scope.CONTROL)}"
-    for sid in (legacy_key_session_id("helper", "77"), "helper-trigger-0123456789abcdef"):
+    for sid in (key_session_id("helper", "77"), "helper-trigger-0123456789abcdef"):
         made = await http.post("/v1/sessions", json={"agent": "helper", "goal": "g", "id": sid})
         assert made.status_code == 422, (sid, made.text)
         assert "reserved" in made.json()["error"]["message"]
