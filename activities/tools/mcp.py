@@ -191,17 +191,27 @@ class McpServers:
     async def _serving(self, spec: McpServerSpec, tool: str) -> McpConnection:
         """A connection whose server lists ``tool``. A session's pinned catalog may name a
         tool its server gained after this worker started it (the server's code changed,
-        then ``vigil agent apply --refresh`` listed it in a new version): a stdio server
-        that does not list it is started again, a remote one asked again."""
+        then ``vigil agent apply --refresh`` listed it in a new version): the server is
+        asked again, and a stdio server that still does not list it is started again,
+        once for that tool and only while no other call runs on it."""
         conn = await self.connection(spec)
         if tool in await self._listed(conn):
             return conn
-        if spec.command:
-            log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
-            await self._reset(conn)
-            conn = await self.connection(spec)
-        if tool in await self._listed(conn, again=True):
-            return conn
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                if tool in await self._listed(conn, again=True):
+                    return conn
+                if spec.command and conn.calls == 0 and conn.started_for != tool:
+                    log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
+                    await self._reset(conn)
+                    conn = await self.connection(spec)
+                    conn.started_for = tool
+                    if tool in await self._listed(conn):
+                        return conn
+        except TimeoutError:
+            raise ToolFailed(
+                f"MCP server {spec.name} did not list its tools in {self._start_timeout:g}s"
+            ) from None
         shown = ", ".join(sorted(conn.listed or ())) or "none"
         raise ToolFailed(f"MCP server {spec.name} has no tool {tool!r} (it lists: {shown})")
 
@@ -222,6 +232,7 @@ class McpServers:
         meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
         conn = await self._serving(spec, tool)
         label = f"{spec.name}.{tool}"
+        conn.calls += 1
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await conn.call(tool, arguments, meta)
@@ -249,6 +260,8 @@ class McpServers:
         except Exception as exc:
             await self._reset(conn)
             raise ToolFailed(f"MCP tool {label} failed: {error_text(exc)}") from None
+        finally:
+            conn.calls -= 1
         rendered = render_call_result(result)
         if result.is_error:
             raise ToolFailed(

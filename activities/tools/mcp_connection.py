@@ -143,6 +143,11 @@ class McpConnection:
         self._stderr_pipe: asyncio.ReadTransport | None = None
         self.listed: frozenset[str] | None = None
         """The tool names this server listed, once a call asked (McpServers.call)."""
+        self.calls = 0
+        """Calls in flight on this connection (a restart waits for none)."""
+        self.started_for: str | None = None
+        """The tool whose absence started this server again (it is not started again
+        for the same tool)."""
 
     @property
     def alive(self) -> bool:

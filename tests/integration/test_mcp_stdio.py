@@ -196,5 +196,12 @@ async def test_a_tool_the_server_gained_since_it_started_starts_it_again(
     listing.write_text("first\nsecond\n")
     assert (await servers.call(spec, "second", {"text": "two"}, timeout=20)).text == "two"
     assert (await servers.call(spec, "first", {"text": "three"}, timeout=20)).text == "three"
-    with pytest.raises(ToolFailed, match=r"has no tool 'third' \(it lists: first, second\)"):
+    before = await servers.connection(spec)
+    missing = r"has no tool 'third' \(it lists: first, second\)"
+    with pytest.raises(ToolFailed, match=missing):
         await servers.call(spec, "third", {"text": "x"}, timeout=20)
+    once = await servers.connection(spec)
+    assert once is not before  # started again once for it
+    with pytest.raises(ToolFailed, match=missing):
+        await servers.call(spec, "third", {"text": "x"}, timeout=20)
+    assert await servers.connection(spec) is once  # not again for the same tool
