@@ -41,7 +41,7 @@ SESSION_ID = SCHEDULE_ID
 
 RESERVED_SESSION_IDS = re.compile(
     r"-key-[0-9a-f]{32}(-[1-9][0-9]*)?$"  # a conversation key's sessions (workers/keyed.py)
-    r"|-key-[A-Za-z0-9_-]*-[0-9a-f]{12}$"  # a key's session as triggers named it before
+    r"|-key-[A-Za-z0-9_-]+-[0-9a-f]{12}$"  # the session a start trigger gives a key
     r"|-trigger-[0-9a-f]{16}$"  # a trigger's session of one delivery (workers/hooks.py)
     r"|-run-\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})$"  # a schedule's run
 )
