@@ -439,23 +439,25 @@ async def test_a_lost_listen_connection_comes_back_and_nothing_is_missed(
     assert read.events[-1].event == "end"
 
 
+async def revoke_soon(server: ApiServer, token: str) -> None:
+    """Revoke ``token`` a second from now (a stream opened meanwhile is then open)."""
+    await asyncio.sleep(1.0)
+    url = server.settings.endpoints().database_url
+    assert url is not None
+    engine = make_engine(url, pool_size=1)
+    try:
+        await TokenService(make_sessionmaker(engine)).revoke(token.split("_")[1])
+    finally:
+        await engine.dispose()
+
+
 async def test_a_revoked_token_loses_the_stream_it_had_open(api: ApiServer) -> None:
     agent = f"streams-{uuid.uuid4().hex[:8]}"
     token = await asyncio.to_thread(api.token, Scope.READ, agents=[agent])
     async with http(api, token) as h:
         assert (await h.get("/v1/me")).status_code == 200
 
-        async def revoke_soon() -> None:
-            await asyncio.sleep(1.0)
-            url = api.settings.endpoints().database_url
-            assert url is not None
-            engine = make_engine(url, pool_size=1)
-            try:
-                await TokenService(make_sessionmaker(engine)).revoke(token.split("_")[1])
-            finally:
-                await engine.dispose()
-
-        revoking = asyncio.create_task(revoke_soon())
+        revoking = asyncio.create_task(revoke_soon(api, token))
         # Nothing happens on the agent's stream but keepalives: the server must end it.
         read = await read_sse(h, f"/v1/agents/{agent}/stream", within=30)
         await revoking
@@ -473,18 +475,7 @@ async def test_a_quiet_streams_revoked_token_ends_it_before_the_next_keepalive(
         agent = f"streams-{uuid.uuid4().hex[:8]}"
         token = await asyncio.to_thread(server.token, Scope.READ, agents=[agent])
         async with http(server, token) as h:
-
-            async def revoke_soon() -> None:
-                await asyncio.sleep(1.0)
-                url = server.settings.endpoints().database_url
-                assert url is not None
-                engine = make_engine(url, pool_size=1)
-                try:
-                    await TokenService(make_sessionmaker(engine)).revoke(token.split("_")[1])
-                finally:
-                    await engine.dispose()
-
-            revoking = asyncio.create_task(revoke_soon())
+            revoking = asyncio.create_task(revoke_soon(server, token))
             # Half the heartbeat: ended by the token's recheck, not by a keepalive.
             read = await read_sse(h, f"/v1/agents/{agent}/stream", within=30)
             await revoking

@@ -53,8 +53,10 @@ from vigil.schema import names
 from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import (
     ApproveInput,
+    PendingApproval,
     RedirectInput,
     SessionResult,
+    SessionState,
     SessionStatus,
     ToolPolicy,
     WakeInput,
@@ -122,22 +124,10 @@ async def test_an_approval_in_a_runs_first_task_is_held_to_the_calls_digest(
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
-    stub.enqueue(
-        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}),
-        Reply.tool_call("finish", {"summary": "wrote it"}),
-    )
     cfg = stub_settings(settings, stub.url_openai)
-    arg = session_input(
-        "write",
-        max_history_bytes=SMALL_HISTORY,
-        policy=ToolPolicy(require_approval=["write_artifact"]),
+    handle, pending, before = await _approval_reset_to_its_runs_first_task(
+        client, cfg, task_queue, stub, sessionmaker
     )
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(client, task_queue, arg)
-        pending = (await approval_pending(handle, sessionmaker)).pending_approvals[0]
-        before = await hand_over_while_waiting(handle)
-    await reset_to_first_task(client, handle)
-    handle = client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
     wrong = "0" * len(pending.digest or "0" * 64)
     await handle.signal(
         names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="mallory", digest=wrong)
@@ -170,22 +160,10 @@ async def test_edited_arguments_in_a_runs_first_task_are_refused_clearly(
     """Before the run has read its agent's definition, edited arguments cannot be checked
     against the tool's schema: they are refused with that reason, never run unchecked,
     and the approval stays open."""
-    stub.enqueue(
-        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}),
-        Reply.tool_call("finish", {"summary": "wrote it"}),
-    )
     cfg = stub_settings(settings, stub.url_openai)
-    arg = session_input(
-        "write",
-        max_history_bytes=SMALL_HISTORY,
-        policy=ToolPolicy(require_approval=["write_artifact"]),
+    handle, _, before = await _approval_reset_to_its_runs_first_task(
+        client, cfg, task_queue, stub, sessionmaker
     )
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(client, task_queue, arg)
-        await approval_pending(handle, sessionmaker)
-        before = await hand_over_while_waiting(handle)
-    await reset_to_first_task(client, handle)
-    handle = client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
     fits = {"name": "early.md", "content": "early"}  # fits the tool's schema
     await handle.signal(
         names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="mallory", edited_arguments=fits)
@@ -272,6 +250,34 @@ async def test_a_redirect_sent_with_the_start_to_its_own_version_changes_nothing
     assert result.status == SessionStatus.COMPLETED
     assert await events(sessionmaker, handle.id, "agent_version_changed") == []
     assert len(await events(sessionmaker, handle.id, "session_redirected")) == 1
+
+
+async def _approval_reset_to_its_runs_first_task(
+    client: Client,
+    cfg: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> tuple[WorkflowHandle[Any, SessionResult], PendingApproval, SessionState]:
+    """A session waiting for approval ``a1-0`` that handed its wait over to a second run,
+    that run reset to its first task with no worker running: (the reset run, the pending
+    approval, the state after the hand-over)."""
+    stub.enqueue(
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}),
+        Reply.tool_call("finish", {"summary": "wrote it"}),
+    )
+    arg = session_input(
+        "write",
+        max_history_bytes=SMALL_HISTORY,
+        policy=ToolPolicy(require_approval=["write_artifact"]),
+    )
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, arg)
+        pending = (await approval_pending(handle, sessionmaker)).pending_approvals[0]
+        before = await hand_over_while_waiting(handle)
+    await reset_to_first_task(client, handle)
+    reset = client.get_workflow_handle_for(AgentSession.run, handle.id)
+    return reset, pending, before
 
 
 async def _result_within(handle: WorkflowHandle[Any, Any], seconds: float) -> SessionResult:
