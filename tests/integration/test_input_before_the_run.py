@@ -252,12 +252,45 @@ async def test_a_redirect_sent_with_the_start_to_its_own_version_changes_nothing
     assert len(await events(sessionmaker, handle.id, "session_redirected")) == 1
 
 
+async def test_a_later_run_cancelled_while_it_reads_its_agent_ends_recorded(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """The cancel lands in the first task of a run that took over an approval, while it
+    reads its pinned agent again: the session still ends cancelled in the record, its open
+    call closed (before: the workflow was cancelled and the record said it waited)."""
+    name = f"early-{uuid.uuid4().hex[:8]}"  # defined: each run reads its version again
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "tools": [{"name": "write_artifact", "approval": "always"}]}
+        )
+    )
+    cfg = stub_settings(settings, stub.url_openai)
+    handle, _, _ = await _approval_reset_to_its_runs_first_task(
+        client, cfg, task_queue, stub, sessionmaker, agent_id=name
+    )
+    await handle.cancel()
+    async with running_worker(client, cfg, task_queue):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(failed.value.cause, CancelledError), failed.value.cause
+    row = await session_row(sessionmaker, handle.id)
+    assert row.status == SessionStatus.CANCELLED.value
+    assert_whole(await transcript(sessionmaker, handle.id))
+    ended = await events(sessionmaker, handle.id, "session_ended")
+    assert [e.payload["status"] for e in ended] == ["cancelled"]
+
+
 async def _approval_reset_to_its_runs_first_task(
     client: Client,
     cfg: Settings,
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    agent_id: str = "agent-test",
 ) -> tuple[WorkflowHandle[Any, SessionResult], PendingApproval, SessionState]:
     """A session waiting for approval ``a1-0`` that handed its wait over to a second run,
     that run reset to its first task with no worker running: (the reset run, the pending
@@ -268,6 +301,7 @@ async def _approval_reset_to_its_runs_first_task(
     )
     arg = session_input(
         "write",
+        agent_id=agent_id,
         max_history_bytes=SMALL_HISTORY,
         policy=ToolPolicy(require_approval=["write_artifact"]),
     )
