@@ -222,6 +222,16 @@ class SessionView:
 
 
 STATUSES = frozenset(s.value for s in SessionStatus)
+RUNNING_STATUSES = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
+"""Temporal's statuses of a session that still runs."""
+
+
+def said_status(status: WorkflowExecutionStatus) -> str:
+    """Temporal's status of a closed session in the record's words (`cancelled`)."""
+    word = status.name.lower()
+    return SessionStatus.CANCELLED.value if word == "canceled" else word
+
+
 UNRECORDED = "unrecorded"
 """The status `list` shows for a session Temporal runs that has no record row yet."""
 STATE_QUERY_SECONDS = 10.0
@@ -851,9 +861,7 @@ class _VigilClientCore:
             row = await record.get_session(db, session_id)
         if row is not None and row.status in {s.value for s in FINAL_STATUSES}:
             return str(row.status)
-        ended = WorkflowExecutionStatus(desc.status).name.lower() if desc.status else "closed"
-        # Said in the record's words: the session's status is spelt `cancelled`.
-        return SessionStatus.CANCELLED.value if ended == "canceled" else ended
+        return said_status(WorkflowExecutionStatus(desc.status)) if desc.status else "closed"
 
     async def result(
         self,
@@ -873,6 +881,16 @@ class _VigilClientCore:
         except Exception:  # cancelled, failed or terminated: the record says how it ended
             return None
         return value
+
+    async def temporal_status(self, session_id: str) -> WorkflowExecutionStatus | None:
+        """Temporal's status of ``session_id``; None when Temporal has no such workflow."""
+        try:
+            desc = await self.handle(session_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+        return desc.status or WorkflowExecutionStatus.RUNNING
 
     async def status(self, session_id: str) -> str:
         """The recorded status; falls back to Temporal when the row is not there yet."""

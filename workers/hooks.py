@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.credentials import ENV_PREFIX, SecretBox, check_name
 from vigil.activities.hooks import signing, templates
@@ -31,12 +30,13 @@ from vigil.schema.agents import NAME_PATTERN
 from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
 from vigil.workers import keyed
 from vigil.workers.client import (
+    RUNNING_STATUSES,
     BadArgument,
     NotFound,
     Refused,
     UnknownSession,
-    Unreachable,
     VigilClient,
+    said_status,
 )
 from vigil.workers.models import ConfigError, secret_box
 from vigil.workers.settings import Settings
@@ -228,7 +228,7 @@ class TriggerService:
             if status is None and await _start(client, row.agent_id, goal or "", started_id):
                 return result("started", started_id)
             return result("exists", started_id)
-        if await keyed.session_state(client, started_id) == "running":
+        if await client.temporal_status(started_id) in RUNNING_STATUSES:
             # A session a start trigger began for the key (or a message trigger, before
             # they reached the key's conversation) takes its messages and wakes while it runs.
             if row.action == "wake":
@@ -256,7 +256,7 @@ class TriggerService:
             return result("started" if sent.started else "messaged", sent.session_id)
         generation = await keyed.current_generation(client, row.agent_id, key)
         sid = keyed.keyed_session_id(row.agent_id, key, generation)
-        if await keyed.session_state(client, sid) != "running":
+        if await client.temporal_status(sid) not in RUNNING_STATUSES:
             raise UnknownSession(f"no running session for key {key!r} of agent {row.agent_id!r}")
         await client.wake(sid, by=by, reason=text or "")
         return result("woken", sid)
@@ -264,19 +264,9 @@ class TriggerService:
 
 async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:
     """The session's Temporal status; None when there is no such workflow."""
-    try:
-        desc = await client.handle(session_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
-    status = desc.status or WorkflowExecutionStatus.RUNNING
-    if status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
-        ended = status.name.lower()
-        # In the record's words: a session's status is spelt `cancelled`.
-        raise Refused(
-            f"session {session_id!r} has ended ({'cancelled' if ended == 'canceled' else ended})"
-        )
+    status = await client.temporal_status(session_id)
+    if status is not None and status not in RUNNING_STATUSES:
+        raise Refused(f"session {session_id!r} has ended ({said_status(status)})")
     return status
 
 

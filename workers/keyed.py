@@ -128,7 +128,7 @@ async def message_by_key(
             **client.start_options(agent_id, goal),
         )
         after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
-        started = tell_started and await session_state(client, session_id) == "none"
+        started = tell_started and await client.temporal_status(session_id) is None
         ack = await _send(client, session_id, message, operation)
         if ack is not None:
             return KeyedMessage(session_id, ack, after, follows, started)
@@ -169,24 +169,6 @@ async def current_generation(client: VigilClient, agent_id: str, key: str) -> in
     :func:`message_by_key`): its newest recorded one, or the next when that has ended."""
     generation, _ended = await _current_generation(client, agent_id, key)
     return generation
-
-
-async def session_state(client: VigilClient, session_id: str) -> str:
-    """``none`` (no workflow of that id), ``running`` or ``ended``, as Temporal says."""
-    from temporalio.client import WorkflowExecutionStatus
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from vigil.workers.client import Unreachable
-
-    try:
-        desc = await client.handle(session_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return "none"
-        raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
-    status = desc.status or WorkflowExecutionStatus.RUNNING
-    running = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
-    return "running" if status in running else "ended"
 
 
 async def _last_seq(client: VigilClient, agent_id: str, session_id: str) -> int:

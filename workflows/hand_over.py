@@ -180,11 +180,16 @@ class HandOverWhileWaiting:
             self._waiting_for = asking(wait.question or "")
         return wait
 
+    def _taken(self, patch_taken: bool, validating: bool) -> bool:
+        """Whether this run takes a patch's path (``patch_taken``, as settled). A validator
+        never runs on replay: before the run has settled, the run it checks for is one
+        that takes every patch."""
+        return patch_taken or (validating and not self._settled)
+
     def _queue_error(self, text: str, validating: bool = False) -> str | None:
         """Refuse a message when too much text already waits for the next step: the queue
-        is carried across continue-as-new and must stay small. A validator (never run on
-        replay) before the run has settled checks for a run that takes every patch."""
-        if not self._protect and not (validating and not self._settled):
+        is carried across continue-as-new and must stay small."""
+        if not self._taken(self._protect, validating):
             return None
         queued = sum(queued_size(t) for t, _by, _at in self._inbox.items)
         if queued + queued_size(text) > MAX_QUEUED_BYTES:

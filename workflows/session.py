@@ -268,12 +268,6 @@ class AgentSession(HandOverWhileWaiting):
         if not self._settled and workflow.patched(names.PATCH_INPUT_BEFORE_RUN):
             self._settle()
 
-    def _will_bind(self, validating: bool) -> bool:
-        """Whether approvals are bound to their call (and redirects may name a version).
-        A validator never runs on replay: before ``run`` has settled the run, the run
-        it checks for is one that takes every patch."""
-        return self._bind_calls or (validating and not self._settled)
-
     async def _failed(self, exc: BaseException) -> SessionResult:
         """An activity failed for good (retries exhausted or a permanent error)."""
         if isinstance(exc, ActivityError):
@@ -1577,7 +1571,7 @@ class AgentSession(HandOverWhileWaiting):
         """An approval holds only for the pending call: the digest, when given, must be
         that call's, and edited arguments must fit the tool's schema."""
         error = self._approve_error(value.approval_id)
-        if error is not None or not self._will_bind(validating):
+        if error is not None or not self._taken(self._bind_calls, validating):
             return error
         pending = self._approvals[value.approval_id].pending
         if value.digest is not None and value.digest != pending.digest:
@@ -1604,7 +1598,7 @@ class AgentSession(HandOverWhileWaiting):
     def _redirect_error(self, value: RedirectInput, validating: bool = False) -> str | None:
         if value.agent_version is None:
             return None
-        if not self._will_bind(validating):
+        if not self._taken(self._bind_calls, validating):
             return "this session predates agent definitions: it cannot change version"
         if value.agent_version < 1:
             return "agent_version must be 1 or more"

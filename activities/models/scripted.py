@@ -152,7 +152,7 @@ class ScriptedProvider:
                 "args": {"summary": failure, "succeeded": False},
             }
         elif index < len(self.turns):
-            turn = _with_last_result(self.turns[index], messages)
+            turn = _filled(self.turns[index], messages)
         else:
             turn = _finish_turn(messages)
         if "say" in turn:
@@ -264,7 +264,7 @@ def _failure_report(messages: list[ChatMessage]) -> str | None:
     )
 
 
-def _with_last_result(turn: dict[str, Any], messages: list[ChatMessage]) -> dict[str, Any]:
+def _filled(turn: dict[str, Any], messages: list[ChatMessage]) -> dict[str, Any]:
     """``turn`` with ``{last_result}`` replaced by the latest tool result on one line and
     ``{goal}`` by the session's goal (its first user message) on one line."""
     said = json.dumps(turn)

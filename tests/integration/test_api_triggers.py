@@ -204,12 +204,11 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
     sid = first.json()["session_id"]
     assert sid == keyed_session_id(agent, "42")  # the key's conversation, whoever reaches it
 
-    async def asking() -> bool:
-        async with sessionmaker() as db:
-            row = await store.get_session(db, sid)
-        return row is not None and row.status == "waiting_human"
-
-    await until(asking, within=60, what="the session asks a human")
+    await until(
+        lambda: _in_status(sessionmaker, sid, "waiting_human"),
+        within=60,
+        what="the session asks a human",
+    )
     second = await deliver(http, name, {**body, "text": "my order is late"}, secret)
     assert second.status_code == 200, second.text
     assert second.json()["outcome"] == "messaged" and second.json()["session_id"] == sid
@@ -241,6 +240,12 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
     assert again.status_code == 422 and again.json() == missing.json()
 
 
+async def _in_status(sessionmaker: async_sessionmaker[DbSession], sid: str, status: str) -> bool:
+    async with sessionmaker() as db:
+        row = await store.get_session(db, sid)
+    return row is not None and row.status == status
+
+
 async def _recorded(sessionmaker: async_sessionmaker[DbSession], sid: str) -> object:
     async with sessionmaker() as db:
         return await store.get_session(db, sid)
@@ -266,12 +271,11 @@ async def test_a_message_reaches_the_session_a_start_trigger_began_for_its_key(
     assert (begun.json()["outcome"], sid) == ("started", key_session_id(agent, "7"))
     assert sid != keyed_session_id(agent, "7")
 
-    async def asking() -> bool:
-        async with sessionmaker() as db:
-            row = await store.get_session(db, sid)
-        return row is not None and row.status == "waiting_human"
-
-    await until(asking, within=60, what="the session asks a human")
+    await until(
+        lambda: _in_status(sessionmaker, sid, "waiting_human"),
+        within=60,
+        what="the session asks a human",
+    )
     sent = await deliver(http, name, {"c": 7, "text": "here I am"}, secret)
     assert sent.status_code == 200, sent.text
     assert (sent.json()["outcome"], sent.json()["session_id"]) == ("messaged", sid)
@@ -329,12 +333,9 @@ async def test_a_wake_trigger_wakes_the_sleeping_session_of_its_key(
     )
     assert again.json() == {**started.json(), "outcome": "exists", "delivery_id": ANY}
 
-    async def sleeping() -> bool:
-        async with sessionmaker() as db:
-            row = await store.get_session(db, sid)
-        return row is not None and row.status == "sleeping"
-
-    await until(sleeping, within=60, what="the session sleeps")
+    await until(
+        lambda: _in_status(sessionmaker, sid, "sleeping"), within=60, what="the session sleeps"
+    )
     woken = await deliver(http, waker, {"order": "A-1", "amount": 3}, wake_secret)
     assert woken.status_code == 200, woken.text
     assert woken.json()["outcome"] == "woken" and woken.json()["session_id"] == sid

@@ -16,10 +16,10 @@ from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     assert_whole,
     eventually,
+    hand_over_while_waiting,
     running_worker,
     session_input,
     start,
-    state,
     stub_settings,
     transcript,
     wait_status,
@@ -27,7 +27,6 @@ from tests.support.sessions import (
 from vigil.schema import names
 from vigil.schema.payloads import (
     MessageInput,
-    SessionState,
     SessionStatus,
     StartSessionInput,
     ToolPolicy,
@@ -37,7 +36,6 @@ from vigil.workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 SMALL_HISTORY = 150_000
-REFUSED = "r" * 60_000  # over the 32 KiB text limit: refused, but written into history
 
 
 def _conversation(goal: str) -> StartSessionInput:
@@ -47,18 +45,6 @@ def _conversation(goal: str) -> StartSessionInput:
         max_history_bytes=SMALL_HISTORY,
         policy=ToolPolicy(require_approval=[]),
     )
-
-
-async def _hand_over(handle: WorkflowHandle[Any, Any]) -> SessionState:
-    """Send refused signals until the session has continued-as-new while waiting."""
-    before = await state(handle)
-    for _ in range(20):
-        await handle.signal(names.SIG_MESSAGE, MessageInput(text=REFUSED, by="mallory"))
-        try:
-            return await eventually(handle, lambda s: s.run_index > before.run_index, 2)
-        except AssertionError:
-            continue
-    raise AssertionError(f"no hand-over after 20 refused signals: {await state(handle)}")
 
 
 async def _carry(client: Client, handle: WorkflowHandle[Any, Any]) -> Any:
@@ -89,11 +75,11 @@ async def test_the_next_message_is_answered_after_a_hand_over_while_waiting(
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await start(client, task_queue, _conversation(goal))
         await eventually(handle, lambda s: s.step == 1 and s.status == SessionStatus.WAITING_HUMAN)
-        await _hand_over(handle)
+        await hand_over_while_waiting(handle)
         carried = await _carry(client, handle)
         assert carried.awaiting_message is True and carried.idle_until is not None
         # Handed over once more: the idle clock is the first run's, not restarted.
-        after = await _hand_over(handle)
+        after = await hand_over_while_waiting(handle)
         assert after.status == SessionStatus.WAITING_HUMAN and after.run_index > 2
         assert (await _carry(client, handle)).idle_until == carried.idle_until
         await handle.execute_update(

@@ -670,23 +670,33 @@ async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
 async def redirect_with_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A redirect to version 2 sent with the start (signal-with-start): handled before the
     run's code starts, it is taken and the session runs version 2."""
+    return [await _redirected_at_start(ctx, "redirect_with_the_start", 2)]
+
+
+async def redirect_to_its_own_version_at_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A redirect sent with the start that names the version the session starts on: taken,
+    and no move (the definition read once)."""
+    return [await _redirected_at_start(ctx, "redirect_to_its_own_version_at_start", 1)]
+
+
+async def _redirected_at_start(ctx: Ctx, scenario: str, version: int) -> WorkflowHandle[Any, Any]:
     name = "agent-redirected-at-start"
     agents = AgentService(ctx.sessionmaker)
     for edition in ("first", "second"):
         await agents.apply_spec(
             AgentSpec.model_validate({"name": name, "system_prompt": f"{edition}: {{goal}}"})
         )
-    ctx.stub.enqueue(finish("ran the second"))
+    ctx.stub.enqueue(finish(f"ran version {version}"))
     handle = await ctx.client.start_workflow(
         AgentSession.run,
         StartSessionInput(agent_id=name, goal="go", agent_version=1),
-        id=f"replay-redirect_with_the_start-{uuid.uuid4().hex[:8]}",
+        id=f"replay-{scenario}-{uuid.uuid4().hex[:8]}",
         task_queue=ctx.task_queue,
         start_signal=names.SIG_REDIRECT,
-        start_signal_args=[RedirectInput(goal="go on v2", by="ops", agent_version=2)],
+        start_signal_args=[RedirectInput(goal="go on", by="ops", agent_version=version)],
     )
-    _expect(await handle.result(), SessionStatus.COMPLETED)  # on version 2 (before: 1)
-    return [handle]
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return handle
 
 
 async def wake_before_run(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
@@ -771,6 +781,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "redirect_queue_full": redirect_queue_full,
     "last_redirect_wins": last_redirect_wins,
     "redirect_with_the_start": redirect_with_the_start,
+    "redirect_to_its_own_version_at_start": redirect_to_its_own_version_at_start,
     "wake_before_run": wake_before_run,
     "cancel_at_the_start": cancel_at_the_start,
 }

@@ -44,6 +44,26 @@ from vigil.workflows.session import AgentSession
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 PATHS = sorted(HISTORIES.glob("*.json"))
+# Scenarios added after every patch the older recordings below stand for: recorded on
+# today's code only.
+LATEST = {
+    "finish_failed",
+    "undecryptable_signal",
+    "conversation_first_run",
+    "conversation_last_run",
+    "client_start_first_run",
+    "client_start_last_run",
+    "conversation_idle",
+    "conversation_late_message",
+    "message_at_the_end",
+    "cancel_during_the_end",
+    "redirect_queue_full",
+    "last_redirect_wins",
+    "redirect_with_the_start",
+    "redirect_to_its_own_version_at_start",
+    "wake_before_run",
+    "cancel_at_the_start",
+}
 EXPECTED = {
     "tools_finish",
     "approval_approve",
@@ -63,21 +83,7 @@ EXPECTED = {
     "cancel_by",
     "folded_step",
     "local_model_calls",
-    "finish_failed",
-    "undecryptable_signal",
-    "conversation_first_run",
-    "conversation_last_run",
-    "client_start_first_run",
-    "client_start_last_run",
-    "conversation_idle",
-    "conversation_late_message",
-    "message_at_the_end",
-    "cancel_during_the_end",
-    "redirect_queue_full",
-    "last_redirect_wins",
-    "redirect_with_the_start",
-    "wake_before_run",
-    "cancel_at_the_start",
+    *LATEST,
 }
 # Histories recorded before the outcome-memory step was added (workflow.patched): they
 # must keep replaying, which is what lets sessions started by older code run to the end.
@@ -108,7 +114,12 @@ OLDER_MESSAGE = "pre_message_at_the_end__"
 # the early redirect was refused, the early wake forgotten (a second one woke the
 # session), the cancelled session left no record.
 OLDER_EARLY = "pre_input_before_run__"
-EARLY = {"redirect_with_the_start", "wake_before_run", "cancel_at_the_start"}
+EARLY = {
+    "redirect_with_the_start",
+    "redirect_to_its_own_version_at_start",
+    "wake_before_run",
+    "cancel_at_the_start",
+}
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -122,24 +133,6 @@ DECIDING = {
 CONVERTER = data_converter(
     Settings(payload_keys="replay:" + "A" * 43 + "=", payload_key_id="replay")
 )
-# Scenarios added after every patch above: recorded on today's code only.
-LATEST = {
-    "finish_failed",
-    "undecryptable_signal",
-    "conversation_first_run",
-    "conversation_last_run",
-    "client_start_first_run",
-    "client_start_last_run",
-    "conversation_idle",
-    "conversation_late_message",
-    "message_at_the_end",
-    "cancel_during_the_end",
-    "redirect_queue_full",
-    "last_redirect_wins",
-    "redirect_with_the_start",
-    "wake_before_run",
-    "cancel_at_the_start",
-}
 # Scenarios added after the outcome-memory step, with no recording from before it.
 NEWER = {
     "hand_over_waiting_first_run",
@@ -316,6 +309,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         _local(redirected, names.ACT_RESOLVE_AGENT),
         _local(stayed, names.ACT_RESOLVE_AGENT),
     ) == (2, 1)
+    # Named the version it starts on: taken (before: refused, as above), and no move: the
+    # definition read once.
+    stayed_on = _history(HISTORIES / "redirect_to_its_own_version_at_start.json")
+    assert _local(stayed_on, names.ACT_RESOLVE_AGENT) == 1
     woken, forgot = (
         _history(HISTORIES / f"{prefix}wake_before_run.json") for prefix in ("", OLDER_EARLY)
     )

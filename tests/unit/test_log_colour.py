@@ -3,9 +3,9 @@ a traceback; the same logging on a terminal may colour."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.logs import logged_by
 
 SCRIPT = """
 import logging
@@ -20,12 +20,7 @@ except ValueError:
 
 
 def test_a_log_file_has_no_colour_codes(tmp_path: Path) -> None:
-    log = tmp_path / "worker.log"
-    with log.open("w") as handle:
-        subprocess.run(
-            [sys.executable, "-c", SCRIPT], stderr=handle, stdout=handle, check=True, timeout=60
-        )
-    text = log.read_text()
+    text = logged_by(SCRIPT, tmp_path)
     assert "something happened" in text and "session_id=s-1" in text
     assert "ValueError: boom" in text  # the traceback is there, as plain text
     assert "\x1b[" not in text

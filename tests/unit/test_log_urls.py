@@ -3,9 +3,9 @@ its secret (chat services' hook URLs do), and httpx logs every request's URL at 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.logs import logged_by
 
 SCRIPT = """
 import http.server, threading
@@ -30,11 +30,6 @@ server.shutdown()
 
 
 def test_a_posted_urls_secret_is_not_logged(tmp_path: Path) -> None:
-    log = tmp_path / "worker.log"
-    with log.open("w") as handle:
-        subprocess.run(
-            [sys.executable, "-c", SCRIPT], stderr=handle, stdout=handle, check=True, timeout=60
-        )
-    text = log.read_text()
+    text = logged_by(SCRIPT, tmp_path)
     assert "after the request" in text  # INFO lines are logged
     assert "s3cr3t-token" not in text, text

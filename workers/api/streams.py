@@ -110,8 +110,8 @@ async def _sse(
     start: FeedCursor,
     live: Callable[[], Awaitable[bool]],
     *,
+    heartbeat: float,
     in_order: list[FeedItem] | None = None,
-    heartbeat: float = 0.0,
 ) -> AsyncIterator[str]:
     """The frames of ``entries``; with ``in_order`` (the items before ``start`` that it
     needs, see ``approvals_before``), a decision before the result it approved. Every
