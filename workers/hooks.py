@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,11 +29,13 @@ from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
 from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
+from vigil.schema.payloads import Ack
 from vigil.workers import keyed
 from vigil.workers.client import (
     RUNNING_STATUSES,
     BadArgument,
     NotFound,
+    NoWorker,
     Refused,
     UnknownSession,
     VigilClient,
@@ -232,9 +235,9 @@ class TriggerService:
             # A session a start trigger began for the key (or a message trigger, before
             # they reached the key's conversation) takes its messages and wakes while it runs.
             if row.action == "wake":
-                await client.wake(started_id, by=by, reason=text or "")
+                await _durably(client.wake, started_id, by=by, reason=text or "")
                 return result("woken", started_id)
-            await client.say(started_id, text or "", by=by)
+            await _durably(client.say, started_id, text or "", by=by)
             return result("messaged", started_id)
         if not keyed.fits_key(key):
             # Longer than a conversation's key (or with control characters): as before.
@@ -242,24 +245,43 @@ class TriggerService:
                 raise UnknownSession(f"no session for key {key!r} of agent {row.agent_id!r}")
             if await _start(client, row.agent_id, goal or text or "", started_id):
                 if goal and text:  # the goal from its template: the text is the first message
-                    await client.say(started_id, text, by=by)
+                    await _durably(client.say, started_id, text, by=by)
                 return result("started", started_id)
-            await client.say(started_id, text or "", by=by)
+            await _durably(client.say, started_id, text or "", by=by)
             return result("messaged", started_id)
         if row.action == "message":
             # The key's conversation, as `vigil message --key` and the API reach it: started
             # with the goal when none runs (the text its first message), the key's next
             # session once one has ended.
             sent = await keyed.message_by_key(
-                client, row.agent_id, key, text or "", by=by, goal=goal, tell_started=True
+                client,
+                row.agent_id,
+                key,
+                text or "",
+                by=by,
+                goal=goal,
+                tell_started=True,
+                queue_without_worker=True,
             )
             return result("started" if sent.started else "messaged", sent.session_id)
         generation = await keyed.current_generation(client, row.agent_id, key)
         sid = keyed.keyed_session_id(row.agent_id, key, generation)
         if await client.temporal_status(sid) not in RUNNING_STATUSES:
             raise UnknownSession(f"no running session for key {key!r} of agent {row.agent_id!r}")
-        await client.wake(sid, by=by, reason=text or "")
+        await _durably(client.wake, sid, by=by, reason=text or "")
         return result("woken", sid)
+
+
+async def _durably(
+    control: Callable[..., Awaitable[Ack | None]], *args: Any, **kwargs: Any
+) -> None:
+    """A delivery's message or wake: as an update, which a worker takes at once; while no
+    worker polls the session's queue, as a signal, which Temporal keeps for the next one
+    (a sender's delivery is not refused because a worker is restarting)."""
+    try:
+        await control(*args, **kwargs)
+    except NoWorker:
+        await control(*args, wait=False, **kwargs)
 
 
 async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:

@@ -27,7 +27,13 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from vigil.schema import names
-from vigil.schema.payloads import FINAL_STATUSES, Ack, MessageInput
+from vigil.schema.payloads import (
+    FINAL_STATUSES,
+    Ack,
+    MessageInput,
+    SessionStatus,
+    StartSessionInput,
+)
 from vigil.workers.client import BadArgument, Refused, refuse_oversized
 
 if TYPE_CHECKING:
@@ -74,6 +80,9 @@ class KeyedMessage:
     started: bool = False
     """Whether no session ran under the id when the message was sent: this message's call
     started it (two calls racing on a new key may both say so)."""
+    queued: bool = False
+    """Sent as a signal while no worker polled the session's queue: Temporal keeps it for
+    the next worker, whose session takes it (or refuses it in its record, as any signal)."""
 
 
 async def message_by_key(
@@ -90,6 +99,7 @@ async def message_by_key(
     may_loosen: bool = True,
     awaits_answer: bool = False,
     tell_started: bool = False,
+    queue_without_worker: bool = False,
     **start: Any,
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
@@ -97,7 +107,10 @@ async def message_by_key(
     as ``start_session``'s. ``awaits_answer``: the caller passes the result to
     :func:`answer`, so its ``after_seq`` is read before sending (one more read).
     ``tell_started``: whether this call started the session is asked of Temporal first
-    (one more call; ``KeyedMessage.started``)."""
+    (one more call; ``KeyedMessage.started``). ``queue_without_worker``: when no worker
+    polls the queue, the message is sent as a signal (with the session's start when none
+    runs), which Temporal keeps until a worker takes it, instead of refused at once; the
+    ack then says so (``KeyedMessage.queued``)."""
     if not fits_key(key):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     message = MessageInput(text=text, by=by)
@@ -113,8 +126,14 @@ async def message_by_key(
             agent_id, found, start.get("policy"), start.get("budget"), start.get("system_prompt")
         )
     queue = task_queue or client.settings.task_queue
-    # Update-with-start waits for a worker to take the message: say at once there is none.
-    await client.require_worker(queue, what=f"the session of key {key!r} cannot take the message")
+    # Update-with-start waits for a worker to take the message: say at once there is none,
+    # or (``queue_without_worker``) leave the message with Temporal for the next worker.
+    queued = queue_without_worker and not await client.pollers(queue)
+    if not queued:
+        await client.require_worker(
+            queue, what=f"the session of key {key!r} cannot take the message"
+        )
+    options = client.start_options(agent_id, goal)
     generation, follows = await _current_generation(client, agent_id, key)
     for _ in range(MAX_GENERATION_TRIES):
         session_id = keyed_session_id(agent_id, key, generation)
@@ -125,13 +144,16 @@ async def message_by_key(
             task_queue=queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            **client.start_options(agent_id, goal),
+            **options,
         )
         after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
         started = tell_started and await client.temporal_status(session_id) is None
-        ack = await _send(client, session_id, message, operation)
+        if queued:
+            ack = await _queue(client, session_id, message, arg, queue, options)
+        else:
+            ack = await _send(client, session_id, message, operation)
         if ack is not None:
-            return KeyedMessage(session_id, ack, after, follows, started)
+            return KeyedMessage(session_id, ack, after, follows, started, queued)
         generation += 1  # that session has ended: the key's next one takes the message
         follows = session_id
     raise Refused(
@@ -194,6 +216,41 @@ async def _current_generation(
     if found[newest] in FINAL_STATUSES:
         return newest + 1, keyed_session_id(agent_id, key, newest)
     return newest, None
+
+
+async def _queue(
+    client: VigilClient,
+    session_id: str,
+    message: MessageInput,
+    arg: StartSessionInput,
+    task_queue: str,
+    options: dict[str, Any],
+) -> Ack | None:
+    """``message`` as a signal, with the session's start when none runs (signal-with-start,
+    which needs no worker); None when the session of ``session_id`` has ended."""
+    try:
+        await client.call(
+            session_id,
+            client.temporal.start_workflow(
+                names.WORKFLOW_SESSION,
+                arg,
+                id=session_id,
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                start_signal=names.SIG_MESSAGE,
+                start_signal_args=[message],
+                **options,
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        return None
+    return Ack(
+        accepted=True,
+        status=SessionStatus.RUNNING,
+        message=f"queued: no worker polls task queue {task_queue!r} yet; the session takes "
+        "the message when one does",
+    )
 
 
 async def _send(

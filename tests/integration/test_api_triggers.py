@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from unittest.mock import ANY
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer, running_api
+from tests.support.cli import WorkerProcess
 from tests.support.llm_stub import Reply
 from tests.support.sessions import transcript, until
 from tests.support.triggers import deliver
@@ -413,3 +415,51 @@ async def test_a_lone_surrogate_in_the_body_is_422_and_starts_nothing(
     assert r.status_code == 422, r.text
     assert "surrogate" in r.json()["error"]["message"]
     assert await sessions_of(sessionmaker, agent) == []
+
+
+@pytest.mark.timeout(300)  # a worker process started within
+async def test_deliveries_while_no_worker_polls_are_kept_for_the_next_worker(
+    cli: CLIStack, sessionmaker: async_sessionmaker[DbSession], tmp_path: Path
+) -> None:
+    """A sender's delivery is not refused because no worker polls (one restarting, say):
+    messages to a key's conversation, and to the session a start trigger began for a key,
+    are left with Temporal and taken, in order, by the worker that comes next (before:
+    409 ``no_worker``, and the sender had to send again)."""
+    queue = f"tq-trig-{uuid.uuid4().hex[:8]}"
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    talk, talk_secret = create(
+        cli, "--agent", agent, "--action", "message", "--key-field", "c",
+        "--goal-template", "{plan}", "--message-template", "{text}",
+    )  # fmt: skip
+    starter, start_secret = create(
+        cli, "--agent", agent, "--key-field", "c", "--goal-template", "{plan}"
+    )
+    plan = cli.plan(Reply.tool_call("finish", {"summary": "read them"}))
+    with running_api(cli.settings.model_copy(update={"task_queue": queue})) as lonely:
+        async with httpx.AsyncClient(base_url=lonely.base_url, timeout=30) as http:
+            first = await deliver(http, talk, {"c": 1, "plan": plan, "text": "one"}, talk_secret)
+            assert first.status_code == 200, first.text
+            chat = first.json()["session_id"]
+            assert (first.json()["outcome"], chat) == ("started", keyed_session_id(agent, "1"))
+            second = await deliver(http, talk, {"c": 1, "plan": plan, "text": "two"}, talk_secret)
+            assert second.status_code == 200, second.text
+            assert (second.json()["outcome"], second.json()["session_id"]) == ("messaged", chat)
+
+            begun = await deliver(http, starter, {"c": 2, "plan": plan}, start_secret)
+            assert begun.status_code == 200, begun.text
+            keyed = begun.json()["session_id"]
+            told = await deliver(http, talk, {"c": 2, "plan": plan, "text": "three"}, talk_secret)
+            assert told.status_code == 200, told.text
+            assert (told.json()["outcome"], told.json()["session_id"]) == ("messaged", keyed)
+
+    worker = WorkerProcess({**cli.vigil.env, "VIGIL_TASK_QUEUE": queue}, tmp_path / "w.log")
+    worker.start()
+    try:
+        for sid in (chat, keyed):
+            await until(lambda s=sid: _finished(sessionmaker, s), within=90, what="it ends")
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    said = [m.content for m in await transcript(sessionmaker, chat) if m.role == "user"]
+    assert said[1:] == ["one", "two"], said
+    said = [m.content for m in await transcript(sessionmaker, keyed) if m.role == "user"]
+    assert said[1:] == ["three"], said
