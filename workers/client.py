@@ -30,7 +30,6 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
-    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -712,16 +711,14 @@ class _VigilClientCore:
             raise
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                # Temporal says NOT_FOUND both for an id it never saw and for a control
-                # sent to a session that has ended; the record tells them apart.
-                from vigil.activities.record import store as record
-
-                async with self.db() as db:
-                    row = await record.get_session(db, session_id)
-                if row is None:
+                # Temporal says NOT_FOUND for an id it never saw, for a control sent to a
+                # session that has ended, and for an update it held for the worker while
+                # the session closed: the record, then Temporal, tell them apart.
+                ended = await self._how_ended(session_id)
+                if ended is None:
                     raise UnknownSession(f"no session with id {session_id!r}") from exc
                 raise Refused(
-                    f"session {session_id!r} is not running ({row.status}): {exc.message}"
+                    f"refused by session {session_id}: the session has ended ({ended})"
                 ) from exc
             if is_unreachable(exc):
                 raise Unreachable(self.temporal_down()) from None
@@ -738,6 +735,15 @@ class _VigilClientCore:
             raise Refused(f"refused by session {session_id}: {message}") from exc
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
             raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
+
+    async def _how_ended(self, session_id: str) -> str | None:
+        """How a session Temporal no longer runs ended (see ``_ended``); None when neither
+        the record nor Temporal knows the id."""
+        try:
+            status = await self.temporal_status(session_id)
+        except Unreachable:
+            status = None
+        return await self._ended(session_id, None if status in RUNNING_STATUSES else status)
 
     async def call(self, session_id: str, coro: Any) -> Any:
         """Await a Temporal call about ``session_id``, its failures as VigilErrors."""
@@ -846,22 +852,27 @@ class _VigilClientCore:
         desc = await self._rpc(session_id, handle.describe())
         if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
             raise Refused(
-                f"session {session_id!r} has already ended ({await self._ended(session_id, desc)})"
+                f"session {session_id!r} has already ended "
+                f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
             )
         why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
         await self._rpc(session_id, handle.cancel(reason=why))
 
-    async def _ended(self, session_id: str, desc: WorkflowExecutionDescription) -> str:
+    async def _ended(self, session_id: str, status: WorkflowExecutionStatus | None) -> str | None:
         """How a closed session ended, as `show` says it: the record's status (a session
         that ends `failed` returns normally, so Temporal calls it completed); Temporal's
-        own word, in the record's spelling, when the record has no final status yet."""
+        own word (``status``), in the record's spelling, when the record has no final
+        status yet (a session closed before a worker recorded its end); None when neither
+        knows the session."""
         from vigil.activities.record import store as record
 
         async with self.db() as db:
             row = await record.get_session(db, session_id)
         if row is not None and row.status in {s.value for s in FINAL_STATUSES}:
             return str(row.status)
-        return said_status(WorkflowExecutionStatus(desc.status)) if desc.status else "closed"
+        if status is not None:
+            return said_status(status)
+        return None if row is None else "closed"
 
     async def result(
         self,
