@@ -855,6 +855,12 @@ class _VigilClientCore:
                 f"session {session_id!r} has already ended "
                 f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
             )
+        if desc.raw_description.workflow_extended_info.cancel_requested:
+            # Temporal takes a second cancel without complaint too: it would do nothing.
+            raise Refused(
+                f"session {session_id!r} is being cancelled already; it ends once a worker "
+                "has written its last records"
+            )
         why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
         await self._rpc(session_id, handle.cancel(reason=why))
 

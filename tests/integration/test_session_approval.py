@@ -7,7 +7,6 @@ decision lands in the events table with who, when and why.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -38,7 +37,6 @@ from vigil.schema.payloads import (
     SessionStatus,
     ToolPolicy,
 )
-from vigil.workers.client import Refused, VigilClient
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -260,42 +258,3 @@ async def _status_is(sm: async_sessionmaker[DbSession], sid: str, status: str) -
     row = await session_row(sm, sid)
     return row.status == status
 
-
-async def test_a_control_the_closing_session_never_took_says_how_it_ended(
-    client: Client,
-    settings: Settings,
-    task_queue: str,
-    stub: LLMStub,
-    sessionmaker: async_sessionmaker[DbSession],
-) -> None:
-    """An approval Temporal holds for the worker while the session closes is answered with
-    how the session ended (before: "is not running (waiting_approval): workflow update was
-    aborted by closing workflow", Temporal's words and a status it no longer had); a
-    control of a session that closed before any worker recorded it says it ended (before:
-    "no session with id", as if there were none)."""
-    _fetch_then_finish(stub)
-    async with running_worker(client, _cfg(settings, stub), task_queue):
-        handle = await start(client, task_queue, session_input("fetch the page"))
-        await approval_pending(handle, sessionmaker)
-    vigil = await VigilClient.connect(settings)
-    try:
-        # The worker has stopped (Temporal still lists it for a while, so the approval is
-        # sent, and waits): the session closes under it.
-        sent = asyncio.create_task(vigil.approve(handle.id, "a1-0", by="ana"))
-        await asyncio.sleep(1)
-        await handle.terminate(reason="closed under the approval")
-        with pytest.raises(Refused) as refused:
-            await sent
-        assert str(refused.value) == (
-            f"refused by session {handle.id}: the session has ended (terminated)"
-        )
-
-        never = await start(client, f"{task_queue}-nobody", session_input("never ran"))
-        await never.terminate(reason="before any worker")
-        with pytest.raises(Refused) as refused:
-            await vigil.say(never.id, "hello?", by="ana")
-        assert str(refused.value) == (
-            f"refused by session {never.id}: the session has ended (terminated)"
-        )
-    finally:
-        await vigil.close()
