@@ -156,6 +156,11 @@ PATCH_INPUT_BEFORE_RUN = "vigil-input-before-run"
 # session, ended cancelled; before, the workflow was cancelled with nothing recorded.
 # Asked only then.
 PATCH_CANCEL_AT_THE_START = "vigil-cancel-at-the-start"
+# A redirect back to the version a session runs, while it reads the version an earlier
+# redirect moves it to, moves it back once that move is made (the last redirect holds);
+# before, it was taken as no move and the session went on with the other version. Asked
+# only then.
+PATCH_REDIRECT_BACK_DURING_MOVE = "vigil-redirect-back-during-move"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -126,6 +126,8 @@ class AgentSession(HandOverWhileWaiting):
         # The pinned agent definition (None until resolved; always None when replaying a
         # history from before agent definitions).
         self._runtime: AgentRuntime | None = None
+        self._moving_to: int | None = None
+        """The version a redirect's move reads now (``_switch_agent``), while it does."""
         self._bind_calls = False
         """Approvals bound to the call's digest, edited arguments checked (new sessions)."""
         self._tool_queues: tool_routing.QueueProbe | None = None
@@ -1222,6 +1224,7 @@ class AgentSession(HandOverWhileWaiting):
         old = self._c.agent_version
         if version == old and workflow.patched(names.PATCH_INPUT_BEFORE_RUN):
             return  # named before the run read its version, and the version it read
+        self._moving_to = version
         try:
             runtime = await self._fetch_runtime(version, self._c.goal)
         except ActivityError as exc:
@@ -1237,6 +1240,8 @@ class AgentSession(HandOverWhileWaiting):
                 payload={"version": version, "kept": old},
             )
             return
+        finally:
+            self._moving_to = None
         self._runtime = runtime
         self._c.agent_version = runtime.version
         self._arg = agent_policy.effective_input(self._arg, runtime)
@@ -1673,6 +1678,14 @@ class AgentSession(HandOverWhileWaiting):
             # Back to the version it runs before an earlier redirect's move was made: the
             # last redirect is the one that holds.
             self._c.agent_switch = None
+        elif (
+            arg.agent_version is not None
+            and self._moving_to not in (None, arg.agent_version)
+            and workflow.patched(names.PATCH_REDIRECT_BACK_DURING_MOVE)
+        ):
+            # Back to the version it runs while that move is read: moved back once it is
+            # made (the record says both moves).
+            self._c.agent_switch = (arg.agent_version, arg.by)
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

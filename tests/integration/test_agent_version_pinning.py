@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from tests.support.llm_stub import LLMStub, Reply
+from tests.support.locks import waiting_for_lock
 from tests.support.sessions import (
     approval_pending,
     events,
@@ -20,6 +22,7 @@ from tests.support.sessions import (
     session_input,
     start,
     stub_settings,
+    until,
     wait_status,
 )
 from vigil.activities.record import agents as agent_rows
@@ -164,5 +167,69 @@ async def test_the_last_redirect_holds_when_it_names_the_running_version(
     assert offered(last) == ["http_fetch", "read_artifact", "finish"]
     assert last["messages"][0]["content"].startswith("first edition:")
     assert await events(sessionmaker, handle.id, "agent_version_changed") == []
+    async with sessionmaker() as db:
+        assert await agent_rows.session_agent_version(db, handle.id) == 1
+
+
+async def test_a_redirect_back_while_the_move_is_being_read_holds(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """A redirect to version 2, then, while the session reads version 2 to move to it,
+    one back to the version it ran (1): the last redirect holds, and the session's next
+    step runs version 1 again (before: the second redirect named the version the session
+    still ran, was taken as no move, and the session went on with version 2). The record
+    says both moves."""
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    agents = AgentService(sessionmaker)
+    await agents.apply_spec(spec(name, "first edition: {goal}", ["read_artifact"]))
+    await agents.apply_spec(spec(name, "second edition: {goal}", ["recall"]))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(
+            client, task_queue, session_input("stay", agent_id=name, agent_version=1)
+        )
+        await approval_pending(handle, sessionmaker, "a1-0")
+        await handle.execute_update(
+            names.UPD_REDIRECT, RedirectInput(goal="move", by="ops", agent_version=2)
+        )
+        locker = await asyncpg.connect(database_url)
+        try:
+            held = locker.transaction()
+            await held.start()
+            # Version 2's read waits on this lock: the move is under way.
+            await locker.execute("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE")
+            await handle.execute_update(
+                names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops")
+            )
+            await until(
+                lambda: waiting_for_lock(database_url, "%agent_versions%"),
+                within=30,
+                what="version 2 read",
+            )
+            await handle.execute_update(
+                names.UPD_REDIRECT, RedirectInput(goal="stay", by="ana", agent_version=1)
+            )
+            await held.rollback()
+        finally:
+            await locker.close()
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    last = [r.body for r in stub.requests if r.path.endswith("/completions")][-1]
+    assert last["messages"][0]["content"].startswith("first edition:")
+    assert offered(last) == ["http_fetch", "read_artifact", "finish"]
+    moves = await events(sessionmaker, handle.id, "agent_version_changed")
+    assert [(e.payload["from"], e.payload["to"], e.actor) for e in moves] == [
+        (1, 2, "ops"),
+        (2, 1, "ana"),
+    ]
     async with sessionmaker() as db:
         assert await agent_rows.session_agent_version(db, handle.id) == 1

@@ -257,4 +257,3 @@ async def test_approval_timeout_follows_the_policy(
 async def _status_is(sm: async_sessionmaker[DbSession], sid: str, status: str) -> bool:
     row = await session_row(sm, sid)
     return row.status == status
-

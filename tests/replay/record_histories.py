@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import Payload
@@ -667,6 +668,42 @@ async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def redirect_back_during_move(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A redirect to version 2; once approved, while the session reads version 2 (held by
+    a lock on the versions' table), a redirect back to version 1: the session moves to 2,
+    then back to 1 (before: it stayed on 2)."""
+    name = "agent-redirected-back"
+    agents = AgentService(ctx.sessionmaker)
+    for edition in ("first", "second"):
+        await agents.apply_spec(
+            AgentSpec.model_validate(
+                {
+                    "name": name,
+                    "system_prompt": f"{edition} edition: {{goal}}",
+                    "tools": [{"name": "http_fetch", "approval": "always"}],
+                }
+            )
+        )
+    ctx.stub.enqueue(ctx.fetch("/one"), finish("moved back"))
+    arg = StartSessionInput(agent_id=name, goal="move", agent_version=1)
+    handle = await ctx.start("redirect_back_during_move", arg)
+    url = ctx.settings.endpoints().database_url
+    assert url is not None
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.execute_update(
+        names.UPD_REDIRECT, RedirectInput(goal="move", by="ops", agent_version=2)
+    )
+    async with ctx.sessionmaker() as db, db.begin():
+        await db.execute(sql("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE"))
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
+        await until(lambda: waiting_for_lock(url, "%agent_versions%"))
+        await handle.execute_update(
+            names.UPD_REDIRECT, RedirectInput(goal="stay", by="ana", agent_version=1)
+        )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def redirect_with_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A redirect to version 2 sent with the start (signal-with-start): handled before the
     run's code starts, it is taken and the session runs version 2."""
@@ -780,6 +817,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "cancel_during_the_end": cancel_during_the_end,
     "redirect_queue_full": redirect_queue_full,
     "last_redirect_wins": last_redirect_wins,
+    "redirect_back_during_move": redirect_back_during_move,
     "redirect_with_the_start": redirect_with_the_start,
     "redirect_to_its_own_version_at_start": redirect_to_its_own_version_at_start,
     "wake_before_run": wake_before_run,

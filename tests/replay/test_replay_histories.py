@@ -33,6 +33,7 @@ from vigil.schema.names import (
     PATCH_INPUT_BEFORE_RUN,
     PATCH_LAST_REDIRECT_WINS,
     PATCH_MESSAGE_BEFORE_END,
+    PATCH_REDIRECT_BACK_DURING_MOVE,
     PATCH_REDIRECT_QUEUE_LIMIT,
     PATCH_UNDECRYPTABLE_SIGNAL,
 )
@@ -63,6 +64,7 @@ LATEST = {
     "redirect_to_its_own_version_at_start",
     "wake_before_run",
     "cancel_at_the_start",
+    "redirect_back_during_move",
 }
 EXPECTED = {
     "tools_finish",
@@ -120,6 +122,9 @@ EARLY = {
     "wake_before_run",
     "cancel_at_the_start",
 }
+# Recorded before a redirect back to the running version, sent while the session read the
+# version an earlier redirect moved it to, moved it back (PATCH_REDIRECT_BACK_DURING_MOVE).
+OLDER_BACK = "pre_redirect_back__"
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -175,6 +180,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_DECISION,
         OLDER_MESSAGE,
         OLDER_EARLY,
+        OLDER_BACK,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -212,6 +218,8 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_EARLY) for p in PATHS if p.stem.startswith(OLDER_EARLY)
     }
     assert older_early == EARLY
+    older_back = {p.stem.removeprefix(OLDER_BACK) for p in PATHS if p.stem.startswith(OLDER_BACK)}
+    assert older_back == {"redirect_back_during_move"}
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -327,6 +335,16 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert (_local(now, names.ACT_RECORD), _local(then, names.ACT_RECORD)) == (1, 0)
     for history in (now, then):
         assert history.events[-1].HasField("workflow_execution_canceled_event_attributes")
+    # Redirected back while the move to version 2 was read: moved back, a third read of a
+    # definition (version 1 again); before, it stayed on version 2.
+    now, then = (
+        _history(HISTORIES / f"{prefix}redirect_back_during_move.json")
+        for prefix in ("", OLDER_BACK)
+    )
+    assert PATCH_REDIRECT_BACK_DURING_MOVE in _patches(now)
+    assert PATCH_REDIRECT_BACK_DURING_MOVE not in _patches(then)
+    assert (_local(now, names.ACT_RESOLVE_AGENT), _local(then, names.ACT_RESOLVE_AGENT)) == (3, 2)
+    assert _ended(now) == _ended(then) == SessionStatus.COMPLETED.value
 
 
 def _local(history: WorkflowHistory, activity_type: str) -> int:
