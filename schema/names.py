@@ -161,6 +161,11 @@ PATCH_CANCEL_AT_THE_START = "vigil-cancel-at-the-start"
 # before, it was taken as no move and the session went on with the other version. Asked
 # only then.
 PATCH_REDIRECT_BACK_DURING_MOVE = "vigil-redirect-back-during-move"
+# A signal that reaches a session once it has ended (while its last records are written,
+# its webhooks told, its outcome remembered) is refused and recorded as such, with who
+# sent it and its text; before, it was applied to a session that would never act on it
+# and never recorded. Asked only then.
+PATCH_INPUT_AT_THE_END = "vigil-input-at-the-end"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -861,6 +861,7 @@ class AgentSession(HandOverWhileWaiting):
         # is absent from their history), so adding it never breaks a running session.
         elif remember and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
             await self._remember_outcome(status, summary)
+        await self._record_input_at_the_end()
         return SessionResult(
             session_id=self._sid,
             status=status,
@@ -891,6 +892,22 @@ class AgentSession(HandOverWhileWaiting):
                 extra={"session_id": self._sid},
             )
             return await self._flush(riding)
+
+    async def _record_input_at_the_end(self) -> None:
+        """Write the refusals of signals that came while the end was written (or its
+        webhooks told, its outcome remembered), each write perhaps seeing more arrive."""
+        for _ in range(c.END_FLUSHES):
+            if not self._has_unrecorded() or not workflow.patched(names.PATCH_INPUT_AT_THE_END):
+                return
+            try:
+                await self._flush()
+            except (asyncio.CancelledError, ActivityError):
+                break  # a cancel, or a write given up: the end stands without them
+        if self._has_unrecorded():
+            workflow.logger.warning(
+                "input refused after the session ended was not recorded",
+                extra={"session_id": self._sid},
+            )
 
     async def _notify(self, event: WebhookEvent, key: str, **data: Any) -> None:
         """Tell the agent's webhooks (a child workflow delivers; never awaited further)."""
@@ -1334,15 +1351,23 @@ class AgentSession(HandOverWhileWaiting):
         # The same limits as the client and the CLI check before sending (schema/limits.py).
         return value, input_error(value)
 
-    def _reject_input(self, signal: str, reason: str) -> None:
+    def _reject_input(self, signal: str, reason: str, value: BaseModel | None = None) -> None:
+        """Count and record a refused signal; with its parsed ``value``, who sent it and
+        the text it carried (a message's, a redirect's goal)."""
         self._rejected_inputs += 1
         workflow.logger.warning("rejected %s signal: %s", signal, reason)
+        payload: dict[str, Any] = {"signal": signal, "at": workflow.now().isoformat()}
+        text = getattr(value, "text", None) or getattr(value, "goal", None)
+        if isinstance(text, str):
+            payload["text"] = preview(text, 2000)
+        by = getattr(value, "by", None)
         self._event(
             f"rejected:{workflow.uuid4()}",
             event_kinds.INPUT_REJECTED,
             self._c.step,
+            actor=by if isinstance(by, str) else None,
             reason=reason,
-            payload={"signal": signal, "at": workflow.now().isoformat()},
+            payload=payload,
         )
 
     # --- human control: signals (fire and forget) -----------------------------------------
@@ -1367,9 +1392,13 @@ class AgentSession(HandOverWhileWaiting):
             return
         value, error = self._parse(args, model)
         if value is not None and error is None:
-            error = self._state_error(value)
+            ended = self._ended_error()
+            if ended is not None and workflow.patched(names.PATCH_INPUT_AT_THE_END):
+                error = ended
+            else:
+                error = self._state_error(value)
         if error is not None or value is None:
-            self._reject_input(name, error or "malformed payload")
+            self._reject_input(name, error or "malformed payload", value)
             return
         self._apply(value)
 

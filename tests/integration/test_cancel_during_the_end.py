@@ -18,11 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from tests.support.held_end import cancel_landed, session_row_held
+from tests.support.held_end import (
+    cancel_landed,
+    end_event_held,
+    session_row_held,
+    signals_in_history,
+)
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.locks import waiting_for_lock
 from tests.support.sessions import (
     assert_whole,
+    events,
     running_worker,
     session_input,
     session_row,
@@ -32,7 +38,8 @@ from tests.support.sessions import (
     until,
     wait_status,
 )
-from vigil.schema.payloads import SessionResult, SessionStatus
+from vigil.schema import names
+from vigil.schema.payloads import MessageInput, PauseInput, SessionResult, SessionStatus
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -69,3 +76,46 @@ async def test_a_cancel_during_the_last_write_leaves_the_end_written(
     assert messages[-1].role == "system" and "completed" in (messages[-1].content or "")
     row = await session_row(sessionmaker, handle.id)
     assert row.status == SessionStatus.COMPLETED.value
+
+
+async def test_input_signalled_while_the_end_is_written_is_recorded_refused(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """Signals that reach a session while it writes its end are refused and recorded so,
+    with who sent them and their text (before: a message went into an inbox nobody would
+    read again, a pause was applied to an ended session, and neither was recorded)."""
+    stub.enqueue(Reply.text("hello, how can I help?"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client,
+            task_queue,
+            session_input("answer", conversation=True, conversation_idle_seconds=IDLE),
+        )
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        # Only the end's write waits (a row lock would hold the write before it too, and a
+        # pause signalled then would pause the session before it ended).
+        async with end_event_held(sessionmaker, handle.id, "agent-test", "completed"):
+            await until(lambda: waiting_for_lock(database_url), what="the held end")
+            await handle.signal(names.SIG_MESSAGE, MessageInput(text="are you there?", by="ana"))
+            await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="lunch"))
+            # In the history once the held workflow task has been heartbeaten (a few
+            # seconds): the session takes them while its end's write still waits.
+            await until(lambda: signals_in_history(handle, 2), within=30, what="both signals")
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    refused = await events(sessionmaker, handle.id, "input_rejected")
+    assert [
+        (e.actor, e.reason, e.payload.get("signal"), e.payload.get("text")) for e in refused
+    ] == [
+        ("ana", "the session has ended (completed)", "message", "are you there?"),
+        ("bob", "the session has ended (completed)", "pause", None),
+    ]
+    assert await events(sessionmaker, handle.id, "session_paused") == []
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert "are you there?" not in [m.content for m in messages]

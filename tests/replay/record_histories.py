@@ -30,7 +30,12 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
 
-from tests.support.held_end import cancel_landed, session_row_held
+from tests.support.held_end import (
+    cancel_landed,
+    end_event_held,
+    session_row_held,
+    signals_in_history,
+)
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.locks import waiting_for_lock
 from tests.support.mcp_probe import stdio_spec
@@ -622,6 +627,24 @@ async def cancel_during_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def input_at_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A conversation that ended idle gets a message and a pause signalled while its last
+    records wait for a lock on its row: both refused, and recorded so."""
+    ctx.stub.enqueue(Reply.text("hello"))
+    arg = _arg("answer", conversation=True, conversation_idle_seconds=2.0)
+    handle = await ctx.start("input_at_the_end", arg)
+    url = ctx.settings.endpoints().database_url
+    assert url is not None
+    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
+    async with end_event_held(ctx.sessionmaker, handle.id, arg.agent_id, "completed"):
+        await until(lambda: waiting_for_lock(url))
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text="are you there?", by="ana"))
+        await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="lunch"))
+        await until(lambda: signals_in_history(handle, 2), within=30)
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def redirect_queue_full(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """Redirect signals sent while an approval waits, past the queue's size limit: the
     last ones are refused, as messages are."""
@@ -818,6 +841,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "redirect_queue_full": redirect_queue_full,
     "last_redirect_wins": last_redirect_wins,
     "redirect_back_during_move": redirect_back_during_move,
+    "input_at_the_end": input_at_the_end,
     "redirect_with_the_start": redirect_with_the_start,
     "redirect_to_its_own_version_at_start": redirect_to_its_own_version_at_start,
     "wake_before_run": wake_before_run,

@@ -30,6 +30,7 @@ from vigil.schema.names import (
     PATCH_CONVERSATION_IDLE,
     PATCH_CONVERSATION_LATE_MESSAGE,
     PATCH_END_OUTLIVES_CANCEL,
+    PATCH_INPUT_AT_THE_END,
     PATCH_INPUT_BEFORE_RUN,
     PATCH_LAST_REDIRECT_WINS,
     PATCH_MESSAGE_BEFORE_END,
@@ -65,6 +66,7 @@ LATEST = {
     "wake_before_run",
     "cancel_at_the_start",
     "redirect_back_during_move",
+    "input_at_the_end",
 }
 EXPECTED = {
     "tools_finish",
@@ -125,6 +127,9 @@ EARLY = {
 # Recorded before a redirect back to the running version, sent while the session read the
 # version an earlier redirect moved it to, moved it back (PATCH_REDIRECT_BACK_DURING_MOVE).
 OLDER_BACK = "pre_redirect_back__"
+# Recorded before signals that reached a session once it had ended were refused and
+# recorded (PATCH_INPUT_AT_THE_END).
+OLDER_END_INPUT = "pre_input_at_the_end__"
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -181,6 +186,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_MESSAGE,
         OLDER_EARLY,
         OLDER_BACK,
+        OLDER_END_INPUT,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -220,6 +226,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
     assert older_early == EARLY
     older_back = {p.stem.removeprefix(OLDER_BACK) for p in PATHS if p.stem.startswith(OLDER_BACK)}
     assert older_back == {"redirect_back_during_move"}
+    older_end_input = {
+        p.stem.removeprefix(OLDER_END_INPUT) for p in PATHS if p.stem.startswith(OLDER_END_INPUT)
+    }
+    assert older_end_input == {"input_at_the_end"}
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -344,6 +354,15 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_REDIRECT_BACK_DURING_MOVE in _patches(now)
     assert PATCH_REDIRECT_BACK_DURING_MOVE not in _patches(then)
     assert (_local(now, names.ACT_RESOLVE_AGENT), _local(then, names.ACT_RESOLVE_AGENT)) == (3, 2)
+    assert _ended(now) == _ended(then) == SessionStatus.COMPLETED.value
+    # A message and a pause signalled while the end was written: refused and written after
+    # it (one more record write); before, neither was recorded.
+    now, then = (
+        _history(HISTORIES / f"{prefix}input_at_the_end.json") for prefix in ("", OLDER_END_INPUT)
+    )
+    assert PATCH_INPUT_AT_THE_END in _patches(now)
+    assert PATCH_INPUT_AT_THE_END not in _patches(then)
+    assert (_local(now, names.ACT_RECORD), _local(then, names.ACT_RECORD)) == (3, 2)
     assert _ended(now) == _ended(then) == SessionStatus.COMPLETED.value
 
 

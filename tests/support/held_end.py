@@ -1,7 +1,8 @@
-"""Holding a session's last write up, to cancel the session while it is written: a lock on
-the session's row (every record write of the session waits for it; what waits on it:
-``tests.support.locks``), and whether the cancel landed (the held write's local activity
-given up in the history)."""
+"""Holding a session's last write up, to cancel or signal the session while it is
+written: a lock on the session's row (every record write of the session waits for it), or
+the end's own event taken first by an open transaction (only the end's write waits for
+it); what waits on them: ``tests.support.locks``. And whether the cancel landed (the held
+write's local activity given up in the history)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,27 @@ async def session_row_held(
         yield
 
 
+@contextlib.asynccontextmanager
+async def end_event_held(
+    sessionmaker: async_sessionmaker[DbSession], session_id: str, agent_id: str, status: str
+) -> AsyncIterator[None]:
+    """The session's ``session_ended`` event (for ``status``) inserted by a transaction
+    left open until the block ends, then rolled back: the session's end write, which
+    inserts it, waits on it; the writes before the end do not."""
+    async with sessionmaker() as db:
+        await db.execute(
+            text(
+                "INSERT INTO events (session_id, agent_id, key, kind, step, payload, created_at) "
+                "VALUES (:sid, :agent, :key, 'session_ended', 0, '{}', now())"
+            ),
+            {"sid": session_id, "agent": agent_id, "key": f"session:ended:{status}"},
+        )
+        try:
+            yield
+        finally:
+            await db.rollback()
+
+
 async def cancel_landed(handle: WorkflowHandle[Any, Any]) -> bool | None:
     """Whether the held write was given up for the cancel: a local activity's marker
     (cancelled) in the history after the cancel request."""
@@ -37,3 +59,13 @@ async def cancel_landed(handle: WorkflowHandle[Any, Any]) -> bool | None:
         elif seen and event.HasField("marker_recorded_event_attributes"):
             return True
     return None
+
+
+async def signals_in_history(handle: WorkflowHandle[Any, Any], count: int) -> bool | None:
+    """Whether ``count`` signals are in the session's history (the server appends those
+    sent during a workflow task once that task is heartbeaten or completed)."""
+    history = await handle.fetch_history()
+    signalled = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    return len(signalled) >= count or None
