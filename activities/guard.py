@@ -237,7 +237,9 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
         _keep(ledger)
     delay: timedelta | None = None
     category = ApplicationErrorCategory.UNSPECIFIED
+    details: tuple[Any, ...] = ()
     if isinstance(exc, ApplicationError):
+        details = tuple(exc.details)
         message, kind = short(exc.message), exc.type or names.ERR_ACTIVITY_FAILED
         retryable, delay = not exc.non_retryable, exc.next_retry_delay
         category = exc.category  # BENIGN: expected (a tool's retry), logged without a trace
@@ -253,6 +255,7 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
         retryable = False
     return ApplicationError(
         message,
+        *details,
         type=kind,
         non_retryable=not retryable,
         next_retry_delay=delay,

@@ -323,21 +323,39 @@ class SessionActivities:
             for e in arg.events
         ]
         inserted_messages = inserted_events = 0
-        if messages or events or arg.session is not None or arg.open_step_seq is not None:
+        s = arg.session
+        # The end of the session these records belong to, when they write it (a retried
+        # end writes it again); None for a write of a session that goes on.
+        own_end = s.status.value if s is not None and s.finished and s.status else None
+        # Refused input recorded after the end is the one write a session's end allows.
+        after_end = (
+            s is None
+            and not messages
+            and arg.open_step_seq is None
+            and all(e.kind == event_kinds.INPUT_REJECTED for e in events)
+        )
+        if messages or events or s is not None or arg.open_step_seq is not None:
             # A lean transaction: messages and events in one statement, then the row.
             async with lean_acting_for(self._engine, arg.agent_id) as db:
                 if arg.open_step_seq is not None:
                     messages, inserted_messages = await folded.close_open_step(
                         db, arg.session_id, arg.agent_id, arg.open_step_seq, messages
                     )
-                written = await record.append_record(
-                    db, arg.session_id, arg.agent_id, messages, events
-                )
+                if after_end:
+                    written, ended = (
+                        await record.append_record(
+                            db, arg.session_id, arg.agent_id, messages, events
+                        ),
+                        None,
+                    )
+                else:
+                    written, ended = await record.append_record_until_ended(
+                        db, arg.session_id, arg.agent_id, messages, events, own_end
+                    )
                 inserted_messages += written[0]
                 inserted_events = written[1]
-                if arg.session is not None:
-                    s = arg.session
-                    await record.update_session(
+                if ended is None and s is not None:
+                    changed = await record.update_session(
                         db,
                         arg.session_id,
                         status=s.status.value if s.status else None,
@@ -346,7 +364,14 @@ class SessionActivities:
                         summary=s.summary,
                         finished=s.finished,
                         run_count=s.run_count,
+                        until_ended=True,
                     )
+                    if not changed:  # or no row: an unrecorded session, as before
+                        row = await record.get_session(db, arg.session_id)
+                        if row is not None and row.finished_at is not None:
+                            ended = row.status
+                if ended is not None:
+                    raise await self._ended_in_record(db, arg.session_id, ended)
         if arg.session is not None and arg.session.agent_version is not None:
             # Pinning the agent version (and its prompt) is the system's work, like creating
             # the session row: the agent role may not rewrite a session's metadata.
@@ -358,6 +383,26 @@ class SessionActivities:
                     system_prompt=arg.session.system_prompt,
                 )
         return RecordOutput(inserted_messages=inserted_messages, inserted_events=inserted_events)
+
+    @staticmethod
+    async def _ended_in_record(db: Statements, session_id: str, status: str) -> ApplicationError:
+        """The failure that tells the workflow its record holds another end (see
+        ``names.ERR_ENDED_IN_RECORD``): the recorded status and summary as its details."""
+        row = await record.get_session(db, session_id)
+        summary = row.summary if row is not None and row.summary else ""
+        log.warning(
+            "session %s has ended in the record (%s) on a path its workflow did not take: "
+            "the recorded end stands",
+            session_id,
+            status,
+        )
+        return ApplicationError(
+            f"the session has ended in the record ({status})",
+            status,
+            summary,
+            type=names.ERR_ENDED_IN_RECORD,
+            non_retryable=True,
+        )
 
     # --- the model --------------------------------------------------------------------
 

@@ -69,6 +69,10 @@ ERR_INVALID_INPUT = "InvalidInput"
 ERR_ACTIVITY_FAILED = "ActivityFailed"
 """Anything unexpected (a bug): counted against the activity's failure budget."""
 ERR_SESSION_FAILED = "SessionFailed"
+ERR_ENDED_IN_RECORD = "EndedInRecord"
+"""A write for a session whose record holds an end this write's run did not take (an end
+written in a workflow task Temporal refused, whose retry took a signal first): nothing is
+written, and the session ends as recorded. Details: the recorded status, its summary."""
 # Resolve the agent's pinned definition once per run; tool catalog, per-agent model,
 # approvals bound to a digest of the call.
 PATCH_AGENT_DEFINITIONS = "vigil-agent-definitions"

@@ -714,7 +714,14 @@ class _VigilClientCore:
                 # Temporal says NOT_FOUND for an id it never saw, for a control sent to a
                 # session that has ended, and for an update it held for the worker while
                 # the session closed: the record, then Temporal, tell them apart.
-                ended = await self._how_ended(session_id)
+                status = await self.temporal_status(session_id)
+                if status in RUNNING_STATUSES:
+                    # It runs (a request that met a hand-over to the session's next run,
+                    # say): nothing was taken; Temporal's words, and that it may be resent.
+                    raise Refused(
+                        f"session {session_id} did not take it ({exc.message}); send it again"
+                    ) from exc
+                ended = await self._ended(session_id, status)
                 if ended is None:
                     raise UnknownSession(f"no session with id {session_id!r}") from exc
                 raise Refused(
@@ -735,15 +742,6 @@ class _VigilClientCore:
             raise Refused(f"refused by session {session_id}: {message}") from exc
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
             raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
-
-    async def _how_ended(self, session_id: str) -> str | None:
-        """How a session Temporal no longer runs ended (see ``_ended``); None when neither
-        the record nor Temporal knows the id."""
-        try:
-            status = await self.temporal_status(session_id)
-        except Unreachable:
-            status = None
-        return await self._ended(session_id, None if status in RUNNING_STATUSES else status)
 
     async def call(self, session_id: str, coro: Any) -> Any:
         """Await a Temporal call about ``session_id``, its failures as VigilErrors."""

@@ -76,6 +76,9 @@ class FireResult:
     outcome: str
     """``started``, ``messaged``, ``woken`` or ``exists`` (start of a key that has one)."""
     session_id: str
+    queued: bool = False
+    """The message or wake was left with Temporal as a signal while no worker polled: the
+    session takes it (or records why it refused it) once a worker runs it."""
 
 
 def _box(settings: Settings) -> SecretBox:
@@ -215,8 +218,8 @@ class TriggerService:
             )
         by = f"trigger:{row.name}"
 
-        def result(outcome: str, session_id: str) -> FireResult:
-            return FireResult(row.name, delivery_id, row.action, outcome, session_id)
+        def result(outcome: str, session_id: str, queued: bool = False) -> FireResult:
+            return FireResult(row.name, delivery_id, row.action, outcome, session_id, queued)
 
         if key is None:  # a start without a key: one new session per delivery
             sid = delivery_session_id(row.agent_id, row.name, delivery_id)
@@ -235,20 +238,21 @@ class TriggerService:
             # A session a start trigger began for the key (or a message trigger, before
             # they reached the key's conversation) takes its messages and wakes while it runs.
             if row.action == "wake":
-                await _durably(client.wake, started_id, by=by, reason=text or "")
-                return result("woken", started_id)
-            await _durably(client.say, started_id, text or "", by=by)
-            return result("messaged", started_id)
+                queued = await _durably(client.wake, started_id, by=by, reason=text or "")
+                return result("woken", started_id, queued)
+            queued = await _durably(client.say, started_id, text or "", by=by)
+            return result("messaged", started_id, queued)
         if not keyed.fits_key(key):
             # Longer than a conversation's key (or with control characters): as before.
             if row.action == "wake":
                 raise UnknownSession(f"no session for key {key!r} of agent {row.agent_id!r}")
             if await _start(client, row.agent_id, goal or text or "", started_id):
+                queued = False
                 if goal and text:  # the goal from its template: the text is the first message
-                    await _durably(client.say, started_id, text, by=by)
-                return result("started", started_id)
-            await _durably(client.say, started_id, text or "", by=by)
-            return result("messaged", started_id)
+                    queued = await _durably(client.say, started_id, text, by=by)
+                return result("started", started_id, queued)
+            queued = await _durably(client.say, started_id, text or "", by=by)
+            return result("messaged", started_id, queued)
         if row.action == "message":
             # The key's conversation, as `vigil message --key` and the API reach it: started
             # with the goal when none runs (the text its first message), the key's next
@@ -263,25 +267,29 @@ class TriggerService:
                 tell_started=True,
                 queue_without_worker=True,
             )
-            return result("started" if sent.started else "messaged", sent.session_id)
+            outcome = "started" if sent.started else "messaged"
+            return result(outcome, sent.session_id, sent.queued)
         generation = await keyed.current_generation(client, row.agent_id, key)
         sid = keyed.keyed_session_id(row.agent_id, key, generation)
         if await client.temporal_status(sid) not in RUNNING_STATUSES:
             raise UnknownSession(f"no running session for key {key!r} of agent {row.agent_id!r}")
-        await _durably(client.wake, sid, by=by, reason=text or "")
-        return result("woken", sid)
+        queued = await _durably(client.wake, sid, by=by, reason=text or "")
+        return result("woken", sid, queued)
 
 
 async def _durably(
     control: Callable[..., Awaitable[Ack | None]], *args: Any, **kwargs: Any
-) -> None:
-    """A delivery's message or wake: as an update, which a worker takes at once; while no
-    worker polls the session's queue, as a signal, which Temporal keeps for the next one
-    (a sender's delivery is not refused because a worker is restarting)."""
+) -> bool:
+    """A delivery's message or wake: as an update, which a worker takes (or refuses) at
+    once; while no worker polls the session's queue, as a signal, which Temporal keeps for
+    the next one (a sender's delivery is not refused because no worker runs). Whether it
+    was sent as a signal."""
     try:
         await control(*args, **kwargs)
     except NoWorker:
         await control(*args, wait=False, **kwargs)
+        return True
+    return False
 
 
 async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:

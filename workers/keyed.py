@@ -34,7 +34,8 @@ from vigil.schema.payloads import (
     SessionStatus,
     StartSessionInput,
 )
-from vigil.workers.client import BadArgument, Refused, refuse_oversized
+from vigil.workers.client import BadArgument, NoWorker, Refused, refuse_oversized
+from vigil.workers.liveness import no_worker
 
 if TYPE_CHECKING:
     from vigil.activities.record.store import StoredMessage
@@ -128,29 +129,35 @@ async def message_by_key(
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none,
     # or (``queue_without_worker``) leave the message with Temporal for the next worker.
-    queued = queue_without_worker and not await client.pollers(queue)
-    if not queued:
-        await client.require_worker(
-            queue, what=f"the session of key {key!r} cannot take the message"
+    queued = not await client.pollers(queue)
+    if queued and not queue_without_worker:
+        raise NoWorker(
+            no_worker(
+                queue,
+                client.settings.task_queue,
+                what=f"the session of key {key!r} cannot take the message",
+            )
         )
     options = client.start_options(agent_id, goal)
     generation, follows = await _current_generation(client, agent_id, key)
     for _ in range(MAX_GENERATION_TRIES):
         session_id = keyed_session_id(agent_id, key, generation)
-        operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            names.WORKFLOW_SESSION,
-            arg,
-            id=session_id,
-            task_queue=queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # The key's session: started when none runs, never started again once it ended.
+        start_kwargs: dict[str, Any] = {
+            "id": session_id,
+            "task_queue": queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
             **options,
-        )
+        }
         after = await _last_seq(client, agent_id, session_id) if awaits_answer else -1
         started = tell_started and await client.temporal_status(session_id) is None
         if queued:
-            ack = await _queue(client, session_id, message, arg, queue, options)
+            ack = await _queue(client, session_id, message, arg, start_kwargs)
         else:
+            operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+                names.WORKFLOW_SESSION, arg, **start_kwargs
+            )
             ack = await _send(client, session_id, message, operation)
         if ack is not None:
             return KeyedMessage(session_id, ack, after, follows, started, queued)
@@ -223,8 +230,7 @@ async def _queue(
     session_id: str,
     message: MessageInput,
     arg: StartSessionInput,
-    task_queue: str,
-    options: dict[str, Any],
+    start_kwargs: dict[str, Any],
 ) -> Ack | None:
     """``message`` as a signal, with the session's start when none runs (signal-with-start,
     which needs no worker); None when the session of ``session_id`` has ended."""
@@ -234,13 +240,9 @@ async def _queue(
             client.temporal.start_workflow(
                 names.WORKFLOW_SESSION,
                 arg,
-                id=session_id,
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 start_signal=names.SIG_MESSAGE,
                 start_signal_args=[message],
-                **options,
+                **start_kwargs,
             ),
         )
     except WorkflowAlreadyStartedError:
@@ -248,8 +250,8 @@ async def _queue(
     return Ack(
         accepted=True,
         status=SessionStatus.RUNNING,
-        message=f"queued: no worker polls task queue {task_queue!r} yet; the session takes "
-        "the message when one does",
+        message=f"queued: no worker polls task queue {start_kwargs['task_queue']!r} yet; "
+        "the session takes the message when one does",
     )
 
 

@@ -65,10 +65,10 @@ TOOL_POLLER_FRESH = timedelta(seconds=90)
 """A poller seen within this long counts as alive (long polls last about a minute)."""
 
 STEP_PUBLISH_EVERY = timedelta(seconds=1)
+"""With quiet steps, steps run back to back update the step's search attribute at most this
+often (workflow time, which moves with each workflow task); status changes, waits and the
+end update it at once."""
 END_FLUSHES = 3
 """Writes, after a session's end, of the input refused while the end was written: each
 may see more arrive; what arrives after the last is not recorded (the workflow's log
 says so)."""
-"""With quiet steps, steps run back to back update the step's search attribute at most this
-often (workflow time, which moves with each workflow task); status changes, waits and the
-end update it at once."""

@@ -74,6 +74,19 @@ SIGNAL_INPUTS: dict[str, type[BaseModel]] = {
 }
 
 
+def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str] | None:
+    """The end the record holds, when an activity refused to write for that reason."""
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    if not isinstance(cause, ApplicationError) or cause.type != names.ERR_ENDED_IN_RECORD:
+        return None
+    details = list(cause.details)
+    try:
+        status = SessionStatus(str(details[0]))
+    except (IndexError, ValueError):
+        status = SessionStatus.COMPLETED
+    return status, str(details[1]) if len(details) > 1 else ""
+
+
 class _SessionEnded(Exception):
     def __init__(self, status: SessionStatus, summary: str) -> None:
         super().__init__(summary)
@@ -227,6 +240,9 @@ class AgentSession(HandOverWhileWaiting):
         except _SessionEnded as ended:
             return await self._finish(ended.status, ended.summary)
         except (asyncio.CancelledError, ActivityError) as exc:
+            recorded = _recorded_end(exc)
+            if recorded is not None:
+                return await self._as_recorded(*recorded)
             if not is_cancelled_exception(exc):
                 return await self._failed(exc)
             # Temporal's cancel: while awaiting a timer or condition it arrives as
@@ -849,7 +865,13 @@ class AgentSession(HandOverWhileWaiting):
         # Lean bookkeeping: the outcome's memory rides with the last records; when that
         # try fails, an activity of its own remembers it once the ending is published.
         riding = self._outcome(status, summary) if remember and self._lean else None
-        written = await self._write_end(riding)
+        try:
+            written = await self._write_end(riding)
+        except ActivityError as exc:
+            recorded = _recorded_end(exc)
+            if recorded is None:
+                raise
+            return await self._as_recorded(*recorded)
         self._publish()
         await self._notify(
             "session_ended", "ended", status=status.value, summary=preview(summary, 2000)
@@ -892,6 +914,51 @@ class AgentSession(HandOverWhileWaiting):
                 extra={"session_id": self._sid},
             )
             return await self._flush(riding)
+
+    async def _as_recorded(self, status: SessionStatus, summary: str) -> SessionResult:
+        """End as the record says the session ended, on a path this run did not take: an
+        end written in a workflow task Temporal refused (a signal reached it meanwhile),
+        whose retry took that signal first and went on. The record's end stands; what this
+        path took since (a message, a pause, ...) is recorded as refused, and the agent's
+        webhooks are told of the end (the refused task never told them)."""
+        self._status = status
+        self._approvals.clear()
+        reason = f"{names.REFUSED_ENDED} ({status.value})"
+        taken = [(m.content or "", m.name) for m in self._msgs if m.role == "user"]
+        taken += [(text, by) for text, by, _at in self._inbox.items]
+        others = [e for e in self._events if e.kind != event_kinds.HUMAN_MESSAGE]
+        self._msgs.clear()
+        self._events.clear()
+        self._inbox.items.clear()
+        self._session_update = None
+        self._opening = None
+        self._closing_seq = None
+        for text, by in taken:
+            self._reject_input(
+                names.SIG_MESSAGE, reason, MessageInput(text=text, by=by or "unknown")
+            )
+        for event in others:
+            self._rejected_inputs += 1
+            self._event(
+                f"rejected:{workflow.uuid4()}",
+                event_kinds.INPUT_REJECTED,
+                self._c.step,
+                reason=reason,
+                payload={"kind": event.kind, "by": event.actor, "at": workflow.now().isoformat()},
+            )
+        await self._record_input_at_the_end()
+        self._publish()
+        await self._notify("session_ended", "ended", status=status.value, summary=summary)
+        return SessionResult(
+            session_id=self._sid,
+            status=status,
+            steps=self._c.step,
+            summary=summary,
+            tokens_in=self._c.tokens_in,
+            tokens_out=self._c.tokens_out,
+            cost_usd=self._c.cost_usd,
+            runs=self._c.run_index,
+        )
 
     async def _record_input_at_the_end(self) -> None:
         """Write the refusals of signals that came while the end was written (or its
@@ -1352,20 +1419,21 @@ class AgentSession(HandOverWhileWaiting):
         return value, input_error(value)
 
     def _reject_input(self, signal: str, reason: str, value: BaseModel | None = None) -> None:
-        """Count and record a refused signal; with its parsed ``value``, who sent it and
-        the text it carried (a message's, a redirect's goal)."""
+        """Count and record a refused signal; with its parsed ``value``, who it says sent
+        it and the text it carried (a message's, a redirect's goal)."""
         self._rejected_inputs += 1
         workflow.logger.warning("rejected %s signal: %s", signal, reason)
         payload: dict[str, Any] = {"signal": signal, "at": workflow.now().isoformat()}
+        by = getattr(value, "by", None)
+        if isinstance(by, str):
+            payload["by"] = by  # not the event's actor: nobody acted, vigil refused
         text = getattr(value, "text", None) or getattr(value, "goal", None)
         if isinstance(text, str):
             payload["text"] = preview(text, 2000)
-        by = getattr(value, "by", None)
         self._event(
             f"rejected:{workflow.uuid4()}",
             event_kinds.INPUT_REJECTED,
             self._c.step,
-            actor=by if isinstance(by, str) else None,
             reason=reason,
             payload=payload,
         )
@@ -1701,20 +1769,21 @@ class AgentSession(HandOverWhileWaiting):
             self._c.agent_switch = (arg.agent_version, arg.by)
         elif (
             arg.agent_version is not None
+            and self._moving_to not in (None, arg.agent_version)
+            and workflow.patched(names.PATCH_REDIRECT_BACK_DURING_MOVE)
+        ):
+            # Back to the version it runs while an earlier redirect's move is read: moved
+            # back once that move is made, whatever was asked in between (the record says
+            # both moves).
+            self._c.agent_switch = (arg.agent_version, arg.by)
+        elif (
+            arg.agent_version is not None
             and self._c.agent_switch is not None
             and workflow.patched(names.PATCH_LAST_REDIRECT_WINS)
         ):
             # Back to the version it runs before an earlier redirect's move was made: the
             # last redirect is the one that holds.
             self._c.agent_switch = None
-        elif (
-            arg.agent_version is not None
-            and self._moving_to not in (None, arg.agent_version)
-            and workflow.patched(names.PATCH_REDIRECT_BACK_DURING_MOVE)
-        ):
-            # Back to the version it runs while that move is read: moved back once it is
-            # made (the record says both moves).
-            self._c.agent_switch = (arg.agent_version, arg.by)
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

@@ -193,7 +193,10 @@ async def update_session(
     summary: str | None = None,
     finished: bool = False,
     run_count: int | None = None,
-) -> None:
+    until_ended: bool = False,
+) -> bool:
+    """Change the session's row; whether it was changed. ``until_ended``: only while the
+    session has no recorded end, or (``finished``) has this very end (a retried write)."""
     sets = ["updated_at = now()"]
     params: dict[str, Any] = {"id": session_id}
     if status is not None:
@@ -213,7 +216,20 @@ async def update_session(
         params["runs"] = run_count
     if finished:
         sets.append("finished_at = COALESCE(finished_at, now())")
-    await db.execute(sql(f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"), params)
+    statement = f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"
+    if not until_ended:
+        await db.execute(sql(statement), params)
+        return True
+    params["own_end"] = status if finished else None
+    guarded = f"{statement} AND {_NOT_ENDED.format(sid=':id', own=':own_end')} RETURNING 1"
+    return (await db.execute(sql(guarded), params)).first() is not None
+
+
+_NOT_ENDED = (
+    "NOT EXISTS (SELECT FROM sessions x WHERE x.id = {sid} AND x.finished_at IS NOT NULL "
+    "AND x.status IS DISTINCT FROM CAST({own} AS text))"
+)
+"""The session has no recorded end but perhaps ``own`` (the end a retried write writes)."""
 
 
 _SESSION_COLUMNS = (
@@ -361,28 +377,70 @@ async def append_record(
     each idempotent on its key as ``append_messages`` and ``record_events`` are: existing
     (session_id, seq) and (session_id, key) rows are kept. Returns (messages, events)
     inserted. Rows of a kind get their ids in the order given."""
+    written, _ = await _append(db, session_id, agent_id, messages, events, guard=False)
+    return written
+
+
+async def append_record_until_ended(
+    db: Statements,
+    session_id: str,
+    agent_id: str,
+    messages: list[NewMessage],
+    events: list[NewEvent],
+    own_end: str | None,
+) -> tuple[tuple[int, int], str | None]:
+    """``append_record``, written only while the session has no recorded end, or has
+    ``own_end`` (the end a retried write writes again): (messages, events) inserted, and
+    the other end's status that stopped the write (None: written)."""
+    return await _append(db, session_id, agent_id, messages, events, guard=True, own_end=own_end)
+
+
+async def _append(
+    db: Statements,
+    session_id: str,
+    agent_id: str,
+    messages: list[NewMessage],
+    events: list[NewEvent],
+    *,
+    guard: bool,
+    own_end: str | None = None,
+) -> tuple[tuple[int, int], str | None]:
     if not messages and not events:
-        return 0, 0
+        return (0, 0), None
     if len(messages) > _ROWS_PER_STATEMENT or len(events) > _ROWS_PER_STATEMENT:
         # PostgreSQL takes at most 32,767 parameters in one statement.
         counts = [0, 0]
         for i in range(0, max(len(messages), len(events)), _ROWS_PER_STATEMENT):
-            got = await append_record(
+            got, ended = await _append(
                 db,
                 session_id,
                 agent_id,
                 messages[i : i + _ROWS_PER_STATEMENT],
                 events[i : i + _ROWS_PER_STATEMENT],
+                guard=guard,
+                own_end=own_end,
             )
+            if ended is not None:
+                return (counts[0], counts[1]), ended
             counts = [counts[0] + got[0], counts[1] + got[1]]
-        return counts[0], counts[1]
-    parts, params = _record_parts(session_id, agent_id, messages, events)
+        return (counts[0], counts[1]), None
+    when = _NOT_ENDED.format(sid=":sid", own=":own_end") if guard else None
+    parts, params = _record_parts(session_id, agent_id, messages, events, when=when)
     counted_m = "(SELECT count(*) FROM m)" if messages else "0"
     counted_e = "(SELECT count(*) FROM e)" if events else "0"
+    ended = "NULL"
+    if guard:
+        params["own_end"] = own_end
+        ended = (
+            "(SELECT x.status FROM sessions x WHERE x.id = :sid AND x.finished_at IS NOT NULL "
+            "AND x.status IS DISTINCT FROM CAST(:own_end AS text))"
+        )
     row = (
-        await db.execute(sql(f"WITH {', '.join(parts)} SELECT {counted_m}, {counted_e}"), params)
+        await db.execute(
+            sql(f"WITH {', '.join(parts)} SELECT {counted_m}, {counted_e}, {ended}"), params
+        )
     ).one()
-    return int(row[0]), int(row[1])
+    return (int(row[0]), int(row[1])), (str(row[2]) if row[2] is not None else None)
 
 
 async def append_reply(

@@ -214,6 +214,7 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
     second = await deliver(http, name, {**body, "text": "my order is late"}, secret)
     assert second.status_code == 200, second.text
     assert second.json()["outcome"] == "messaged" and second.json()["session_id"] == sid
+    assert second.json()["queued"] is False  # a worker took it at once
     await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
     messages = await transcript(sessionmaker, sid)
     said = [m.content for m in messages if m.role == "user"]
@@ -441,9 +442,11 @@ async def test_deliveries_while_no_worker_polls_are_kept_for_the_next_worker(
             assert first.status_code == 200, first.text
             chat = first.json()["session_id"]
             assert (first.json()["outcome"], chat) == ("started", keyed_session_id(agent, "1"))
+            assert first.json()["queued"] is True
             second = await deliver(http, talk, {"c": 1, "plan": plan, "text": "two"}, talk_secret)
             assert second.status_code == 200, second.text
             assert (second.json()["outcome"], second.json()["session_id"]) == ("messaged", chat)
+            assert second.json()["queued"] is True
 
             begun = await deliver(http, starter, {"c": 2, "plan": plan}, start_secret)
             assert begun.status_code == 200, begun.text
@@ -451,6 +454,7 @@ async def test_deliveries_while_no_worker_polls_are_kept_for_the_next_worker(
             told = await deliver(http, talk, {"c": 2, "plan": plan, "text": "three"}, talk_secret)
             assert told.status_code == 200, told.text
             assert (told.json()["outcome"], told.json()["session_id"]) == ("messaged", keyed)
+            assert told.json()["queued"] is True
 
     worker = WorkerProcess({**cli.vigil.env, "VIGIL_TASK_QUEUE": queue}, tmp_path / "w.log")
     worker.start()

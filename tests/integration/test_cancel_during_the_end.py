@@ -45,6 +45,8 @@ from vigil.workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 IDLE = 2.0
+HELD_IDLE = 6.0
+"""Long enough for the test to hold the end's event before the session writes it."""
 
 
 async def test_a_cancel_during_the_last_write_leaves_the_end_written(
@@ -87,14 +89,14 @@ async def test_input_signalled_while_the_end_is_written_is_recorded_refused(
     database_url: str,
 ) -> None:
     """Signals that reach a session while it writes its end are refused and recorded so,
-    with who sent them and their text (before: a message went into an inbox nobody would
+    with who they say sent them and their text (before: a message went into an inbox nobody would
     read again, a pause was applied to an ended session, and neither was recorded)."""
     stub.enqueue(Reply.text("hello, how can I help?"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await start(
             client,
             task_queue,
-            session_input("answer", conversation=True, conversation_idle_seconds=IDLE),
+            session_input("answer", conversation=True, conversation_idle_seconds=HELD_IDLE),
         )
         await wait_status(handle, SessionStatus.WAITING_HUMAN)
         # Only the end's write waits (a row lock would hold the write before it too, and a
@@ -110,7 +112,8 @@ async def test_input_signalled_while_the_end_is_written_is_recorded_refused(
     assert result.status == SessionStatus.COMPLETED, result
     refused = await events(sessionmaker, handle.id, "input_rejected")
     assert [
-        (e.actor, e.reason, e.payload.get("signal"), e.payload.get("text")) for e in refused
+        (e.payload.get("by"), e.reason, e.payload.get("signal"), e.payload.get("text"))
+        for e in refused
     ] == [
         ("ana", "the session has ended (completed)", "message", "are you there?"),
         ("bob", "the session has ended (completed)", "pause", None),
@@ -119,3 +122,47 @@ async def test_input_signalled_while_the_end_is_written_is_recorded_refused(
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     assert "are you there?" not in [m.content for m in messages]
+
+
+async def test_a_message_as_the_end_is_written_leaves_one_end_and_loses_no_word(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """A message signalled while the session writes its end, the write let go at once:
+    Temporal refuses the workflow task that wrote the end (a signal came meanwhile) and
+    the worker runs it again with the message first, a path that goes on. The end written
+    stands (the record's), the message is recorded as refused with its text, and nothing
+    is written as if the session had gone on. Before: the message was lost (its seq taken
+    by the first end's message), the model answered a transcript that ended in "Session
+    ended", and a second "Session ended" followed without its event."""
+    stub.enqueue(Reply.text("hello"), Reply.text("answering your second message"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client,
+            task_queue,
+            session_input("answer", conversation=True, conversation_idle_seconds=HELD_IDLE),
+        )
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        async with end_event_held(sessionmaker, handle.id, "agent-test", "completed"):
+            await until(lambda: waiting_for_lock(database_url), what="the held end")
+            await handle.signal(names.SIG_MESSAGE, MessageInput(text="one more thing", by="ana"))
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    assert "idle" in result.summary
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    said = [(m.role, m.content) for m in messages]
+    assert said[-1][0] == "system" and said[-1][1].startswith("Session ended: completed")
+    assert [m for m in said if m[0] == "system" and m[1].startswith("Session ended")] == said[-1:]
+    assert ("assistant", "answering your second message") not in said
+    refused = await events(sessionmaker, handle.id, "input_rejected")
+    assert [(e.payload.get("by"), e.payload.get("text"), e.reason) for e in refused] == [
+        ("ana", "one more thing", "the session has ended (completed)")
+    ]
+    assert len(await events(sessionmaker, handle.id, "session_ended")) == 1
+    row = await session_row(sessionmaker, handle.id)
+    assert row.status == SessionStatus.COMPLETED.value and row.finished_at is not None

@@ -631,7 +631,7 @@ async def input_at_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A conversation that ended idle gets a message and a pause signalled while its last
     records wait for a lock on its row: both refused, and recorded so."""
     ctx.stub.enqueue(Reply.text("hello"))
-    arg = _arg("answer", conversation=True, conversation_idle_seconds=2.0)
+    arg = _arg("answer", conversation=True, conversation_idle_seconds=6.0)
     handle = await ctx.start("input_at_the_end", arg)
     url = ctx.settings.endpoints().database_url
     assert url is not None
@@ -641,6 +641,23 @@ async def input_at_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
         await handle.signal(names.SIG_MESSAGE, MessageInput(text="are you there?", by="ana"))
         await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="lunch"))
         await until(lambda: signals_in_history(handle, 2), within=30)
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
+async def end_of_a_refused_task(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A message signalled while a conversation's end is written, the write let go at
+    once: Temporal refuses the task that wrote the end, the retry takes the message first,
+    its write is refused (the record holds the end) and the session ends as recorded."""
+    ctx.stub.enqueue(Reply.text("hello"), Reply.text("never sent"))
+    arg = _arg("answer", conversation=True, conversation_idle_seconds=6.0)
+    handle = await ctx.start("end_of_a_refused_task", arg)
+    url = ctx.settings.endpoints().database_url
+    assert url is not None
+    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
+    async with end_event_held(ctx.sessionmaker, handle.id, arg.agent_id, "completed"):
+        await until(lambda: waiting_for_lock(url))
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text="one more thing", by="ana"))
     _expect(await handle.result(), SessionStatus.COMPLETED)
     return [handle]
 
@@ -842,6 +859,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "last_redirect_wins": last_redirect_wins,
     "redirect_back_during_move": redirect_back_during_move,
     "input_at_the_end": input_at_the_end,
+    "end_of_a_refused_task": end_of_a_refused_task,
     "redirect_with_the_start": redirect_with_the_start,
     "redirect_to_its_own_version_at_start": redirect_to_its_own_version_at_start,
     "wake_before_run": wake_before_run,

@@ -67,6 +67,7 @@ LATEST = {
     "cancel_at_the_start",
     "redirect_back_during_move",
     "input_at_the_end",
+    "end_of_a_refused_task",
 }
 EXPECTED = {
     "tools_finish",
@@ -364,6 +365,16 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_INPUT_AT_THE_END not in _patches(then)
     assert (_local(now, names.ACT_RECORD), _local(then, names.ACT_RECORD)) == (3, 2)
     assert _ended(now) == _ended(then) == SessionStatus.COMPLETED.value
+    # The end written by a task Temporal refused: the retry's write of the message was
+    # refused (the record holds the end), and the session ended as recorded.
+    refused_task = _history(HISTORIES / "end_of_a_refused_task.json")
+    failed = [
+        e.activity_task_failed_event_attributes.failure.application_failure_info.type
+        for e in refused_task.events
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert failed == [names.ERR_ENDED_IN_RECORD]
+    assert _ended(refused_task) == SessionStatus.COMPLETED.value
 
 
 def _local(history: WorkflowHistory, activity_type: str) -> int:

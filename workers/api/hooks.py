@@ -56,6 +56,10 @@ class TriggerFired(BaseModel):
     outcome: str
     """``started``, ``messaged``, ``woken`` or ``exists``."""
     session_id: str
+    queued: bool = False
+    """True when no worker polled the session's task queue: the message or wake was left
+    with Temporal as a signal, and the session takes it (or records why it refused it)
+    once a worker runs it."""
     replayed: bool = False
     """True when this delivery was acted on before: nothing was done again."""
 
