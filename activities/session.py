@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -324,9 +325,7 @@ class SessionActivities:
         ]
         inserted_messages = inserted_events = 0
         s = arg.session
-        # The end of the session these records belong to, when they write it (a retried
-        # end writes it again); None for a write of a session that goes on.
-        own_end = s.status.value if s is not None and s.finished and s.status else None
+        guard, events = _end_guard(arg, messages, events)
         # Refused input recorded after the end is the one write a session's end allows.
         after_end = (
             s is None
@@ -341,7 +340,7 @@ class SessionActivities:
                     messages, inserted_messages = await folded.close_open_step(
                         db, arg.session_id, arg.agent_id, arg.open_step_seq, messages
                     )
-                if after_end:
+                if after_end or guard is None:
                     written, ended = (
                         await record.append_record(
                             db, arg.session_id, arg.agent_id, messages, events
@@ -350,7 +349,7 @@ class SessionActivities:
                     )
                 else:
                     written, ended = await record.append_record_until_ended(
-                        db, arg.session_id, arg.agent_id, messages, events, own_end
+                        db, arg.session_id, arg.agent_id, messages, events, guard
                     )
                 inserted_messages += written[0]
                 inserted_events = written[1]
@@ -364,12 +363,10 @@ class SessionActivities:
                         summary=s.summary,
                         finished=s.finished,
                         run_count=s.run_count,
-                        until_ended=True,
+                        until_ended=None if after_end else guard,
                     )
-                    if not changed:  # or no row: an unrecorded session, as before
-                        row = await record.get_session(db, arg.session_id)
-                        if row is not None and row.finished_at is not None:
-                            ended = row.status
+                    if not changed:
+                        ended = ""  # the row's status says which end
                 if ended is not None:
                     raise await self._ended_in_record(db, arg.session_id, ended)
         if arg.session is not None and arg.session.agent_version is not None:
@@ -390,6 +387,7 @@ class SessionActivities:
         ``names.ERR_ENDED_IN_RECORD``): the recorded status and summary as its details."""
         row = await record.get_session(db, session_id)
         summary = row.summary if row is not None and row.summary else ""
+        status = status or (row.status if row is not None else "")
         log.warning(
             "session %s has ended in the record (%s) on a path its workflow did not take: "
             "the recorded end stands",
@@ -1032,6 +1030,29 @@ class SessionActivities:
             f"{ref.name!r} sha256 {ref.sha256}; use read_artifact to read it]",
             ref.sha256,
         )
+
+
+def _end_guard(
+    arg: RecordInput, messages: list[record.NewMessage], events: list[record.NewEvent]
+) -> tuple[record.EndGuard | None, list[record.NewEvent]]:
+    """The guard of a write of this workflow run (see ``record.EndGuard``; None outside an
+    activity), and the events to write: an end write's ``session_ended`` event is given
+    the run and the seq of the end's message (the workflow's one system message named
+    ``vigil``), which that guard compares."""
+    run_id = activity.info().workflow_run_id if activity.in_activity() else None
+    if run_id is None:
+        return None, events
+    s = arg.session
+    if s is None or not s.finished or s.status is None:
+        return record.EndGuard(run_id), events
+    seq = next((m.seq for m in messages if m.role == "system" and m.name == "vigil"), None)
+    named = [
+        dataclasses.replace(e, payload={**e.payload, "run_id": run_id, "seq": seq})
+        if e.kind == event_kinds.SESSION_ENDED
+        else e
+        for e in events
+    ]
+    return record.EndGuard(run_id, seq, s.status.value), named
 
 
 def _first_attempt() -> bool:

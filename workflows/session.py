@@ -139,6 +139,8 @@ class AgentSession(HandOverWhileWaiting):
         # The pinned agent definition (None until resolved; always None when replaying a
         # history from before agent definitions).
         self._runtime: AgentRuntime | None = None
+        self._ended_as_recorded = False
+        """Ended as the record says (``_as_recorded``), not as this path decided."""
         self._moving_to: int | None = None
         """The version a redirect's move reads now (``_switch_agent``), while it does."""
         self._bind_calls = False
@@ -253,7 +255,9 @@ class AgentSession(HandOverWhileWaiting):
                 by, why = cancel_reason.parse(workflow.cancellation_reason())
                 actor = by or cancel_reason.UNNAMED
             summary = cancel_reason.summary(by, why)
-            await self._finish(SessionStatus.CANCELLED, summary, actor=actor, reason=why)
+            result = await self._finish(SessionStatus.CANCELLED, summary, actor=actor, reason=why)
+            if self._ended_as_recorded:
+                return result  # the record's end stands, not the cancel
             raise
 
     def _settle(self) -> None:
@@ -292,7 +296,9 @@ class AgentSession(HandOverWhileWaiting):
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause)
         else:
             cause = str(exc)
-        await self._finish(SessionStatus.FAILED, f"failed: {cause}")
+        result = await self._finish(SessionStatus.FAILED, f"failed: {cause}")
+        if self._ended_as_recorded:
+            return result  # the record's end stands, not this failure
         raise ApplicationError(
             f"session failed: {cause}", type=names.ERR_SESSION_FAILED, non_retryable=True
         ) from exc
@@ -884,6 +890,9 @@ class AgentSession(HandOverWhileWaiting):
         elif remember and workflow.patched(names.PATCH_REMEMBER_OUTCOME):
             await self._remember_outcome(status, summary)
         await self._record_input_at_the_end()
+        return self._result(status, summary)
+
+    def _result(self, status: SessionStatus, summary: str) -> SessionResult:
         return SessionResult(
             session_id=self._sid,
             status=status,
@@ -921,12 +930,21 @@ class AgentSession(HandOverWhileWaiting):
         whose retry took that signal first and went on. The record's end stands; what this
         path took since (a message, a pause, ...) is recorded as refused, and the agent's
         webhooks are told of the end (the refused task never told them)."""
+        self._ended_as_recorded = True
         self._status = status
         self._approvals.clear()
         reason = f"{names.REFUSED_ENDED} ({status.value})"
         taken = [(m.content or "", m.name) for m in self._msgs if m.role == "user"]
         taken += [(text, by) for text, by, _at in self._inbox.items]
-        others = [e for e in self._events if e.kind != event_kinds.HUMAN_MESSAGE]
+        # Refusals stand as they were; human actions (an actor's events but messages,
+        # refused above) are refused now; the session's own events of this path are not
+        # the record's.
+        refusals = [e for e in self._events if e.kind == event_kinds.INPUT_REJECTED]
+        actions = [
+            e
+            for e in self._events
+            if e.actor and e.kind not in (event_kinds.HUMAN_MESSAGE, event_kinds.INPUT_REJECTED)
+        ]
         self._msgs.clear()
         self._events.clear()
         self._inbox.items.clear()
@@ -937,28 +955,28 @@ class AgentSession(HandOverWhileWaiting):
             self._reject_input(
                 names.SIG_MESSAGE, reason, MessageInput(text=text, by=by or "unknown")
             )
-        for event in others:
+        self._events.extend(refusals)
+        for event in actions:
             self._rejected_inputs += 1
+            said = event.payload.get("new_goal") or event.payload.get("text")
             self._event(
                 f"rejected:{workflow.uuid4()}",
                 event_kinds.INPUT_REJECTED,
                 self._c.step,
                 reason=reason,
-                payload={"kind": event.kind, "by": event.actor, "at": workflow.now().isoformat()},
+                payload={
+                    "kind": event.kind,
+                    "by": event.actor,
+                    "at": workflow.now().isoformat(),
+                    **({"text": said} if isinstance(said, str) else {}),
+                },
             )
         await self._record_input_at_the_end()
         self._publish()
-        await self._notify("session_ended", "ended", status=status.value, summary=summary)
-        return SessionResult(
-            session_id=self._sid,
-            status=status,
-            steps=self._c.step,
-            summary=summary,
-            tokens_in=self._c.tokens_in,
-            tokens_out=self._c.tokens_out,
-            cost_usd=self._c.cost_usd,
-            runs=self._c.run_index,
+        await self._notify(
+            "session_ended", "ended", status=status.value, summary=preview(summary, 2000)
         )
+        return self._result(status, summary)
 
     async def _record_input_at_the_end(self) -> None:
         """Write the refusals of signals that came while the end was written (or its

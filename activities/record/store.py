@@ -193,10 +193,10 @@ async def update_session(
     summary: str | None = None,
     finished: bool = False,
     run_count: int | None = None,
-    until_ended: bool = False,
+    until_ended: EndGuard | None = None,
 ) -> bool:
     """Change the session's row; whether it was changed. ``until_ended``: only while the
-    session has no recorded end, or (``finished``) has this very end (a retried write)."""
+    guard's run has recorded no other end of the session (see ``EndGuard``)."""
     sets = ["updated_at = now()"]
     params: dict[str, Any] = {"id": session_id}
     if status is not None:
@@ -217,19 +217,41 @@ async def update_session(
     if finished:
         sets.append("finished_at = COALESCE(finished_at, now())")
     statement = f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"
-    if not until_ended:
+    if until_ended is None:
         await db.execute(sql(statement), params)
         return True
-    params["own_end"] = status if finished else None
-    guarded = f"{statement} AND {_NOT_ENDED.format(sid=':id', own=':own_end')} RETURNING 1"
+    params.update(until_ended.params())
+    guarded = f"{statement} AND NOT EXISTS ({_OTHER_END.format(sid=':id')}) RETURNING 1"
     return (await db.execute(sql(guarded), params)).first() is not None
 
 
-_NOT_ENDED = (
-    "NOT EXISTS (SELECT FROM sessions x WHERE x.id = {sid} AND x.finished_at IS NOT NULL "
-    "AND x.status IS DISTINCT FROM CAST({own} AS text))"
+@dataclass(frozen=True)
+class EndGuard:
+    """A write of one workflow run that must not follow another end of the session that
+    run recorded: an end written in a workflow task Temporal refused, whose retry took
+    another path. ``own_seq`` and ``own_status``: the end this write writes (a retried
+    end write), None for a write of a session that goes on. Ends recorded by other runs
+    (a reset run's, one written before ends named their run) never stop a write."""
+
+    run_id: str
+    own_seq: int | None = None
+    own_status: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "guard_run": self.run_id,
+            "guard_seq": None if self.own_seq is None else str(self.own_seq),
+            "guard_status": self.own_status,
+        }
+
+
+_OTHER_END = (
+    "SELECT x.payload->>'status' FROM events x WHERE x.session_id = {sid} "
+    "AND x.kind = 'session_ended' AND x.payload->>'run_id' = CAST(:guard_run AS text) "
+    "AND (x.payload->>'seq', x.payload->>'status') IS DISTINCT FROM "
+    "(CAST(:guard_seq AS text), CAST(:guard_status AS text))"
 )
-"""The session has no recorded end but perhaps ``own`` (the end a retried write writes)."""
+"""The status of an end the guard's run recorded that is not the guarded write's own."""
 
 
 _SESSION_COLUMNS = (
@@ -377,7 +399,7 @@ async def append_record(
     each idempotent on its key as ``append_messages`` and ``record_events`` are: existing
     (session_id, seq) and (session_id, key) rows are kept. Returns (messages, events)
     inserted. Rows of a kind get their ids in the order given."""
-    written, _ = await _append(db, session_id, agent_id, messages, events, guard=False)
+    written, _ = await _append(db, session_id, agent_id, messages, events, guard=None)
     return written
 
 
@@ -387,12 +409,12 @@ async def append_record_until_ended(
     agent_id: str,
     messages: list[NewMessage],
     events: list[NewEvent],
-    own_end: str | None,
+    guard: EndGuard,
 ) -> tuple[tuple[int, int], str | None]:
-    """``append_record``, written only while the session has no recorded end, or has
-    ``own_end`` (the end a retried write writes again): (messages, events) inserted, and
-    the other end's status that stopped the write (None: written)."""
-    return await _append(db, session_id, agent_id, messages, events, guard=True, own_end=own_end)
+    """``append_record``, written only while the guard's run has recorded no other end of
+    the session (``EndGuard``): (messages, events) inserted, and the status of the other
+    end that stopped the write (None: written)."""
+    return await _append(db, session_id, agent_id, messages, events, guard=guard)
 
 
 async def _append(
@@ -402,8 +424,7 @@ async def _append(
     messages: list[NewMessage],
     events: list[NewEvent],
     *,
-    guard: bool,
-    own_end: str | None = None,
+    guard: EndGuard | None,
 ) -> tuple[tuple[int, int], str | None]:
     if not messages and not events:
         return (0, 0), None
@@ -418,23 +439,20 @@ async def _append(
                 messages[i : i + _ROWS_PER_STATEMENT],
                 events[i : i + _ROWS_PER_STATEMENT],
                 guard=guard,
-                own_end=own_end,
             )
             if ended is not None:
                 return (counts[0], counts[1]), ended
             counts = [counts[0] + got[0], counts[1] + got[1]]
         return (counts[0], counts[1]), None
-    when = _NOT_ENDED.format(sid=":sid", own=":own_end") if guard else None
+    other = _OTHER_END.format(sid=":sid")
+    when = f"NOT EXISTS ({other})" if guard is not None else None
     parts, params = _record_parts(session_id, agent_id, messages, events, when=when)
     counted_m = "(SELECT count(*) FROM m)" if messages else "0"
     counted_e = "(SELECT count(*) FROM e)" if events else "0"
     ended = "NULL"
-    if guard:
-        params["own_end"] = own_end
-        ended = (
-            "(SELECT x.status FROM sessions x WHERE x.id = :sid AND x.finished_at IS NOT NULL "
-            "AND x.status IS DISTINCT FROM CAST(:own_end AS text))"
-        )
+    if guard is not None:
+        params.update(guard.params())
+        ended = f"({other} LIMIT 1)"
     row = (
         await db.execute(
             sql(f"WITH {', '.join(parts)} SELECT {counted_m}, {counted_e}, {ended}"), params

@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from tests.support.held_end import (
     cancel_landed,
-    end_event_held,
+    end_write_waiting,
     session_row_held,
     signals_in_history,
 )
@@ -38,8 +38,9 @@ from tests.support.sessions import (
     until,
     wait_status,
 )
+from vigil.activities.record import store
 from vigil.schema import names
-from vigil.schema.payloads import MessageInput, PauseInput, SessionResult, SessionStatus
+from vigil.schema.payloads import Budget, MessageInput, PauseInput, SessionResult, SessionStatus
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -101,8 +102,9 @@ async def test_input_signalled_while_the_end_is_written_is_recorded_refused(
         await wait_status(handle, SessionStatus.WAITING_HUMAN)
         # Only the end's write waits (a row lock would hold the write before it too, and a
         # pause signalled then would pause the session before it ended).
-        async with end_event_held(sessionmaker, handle.id, "agent-test", "completed"):
-            await until(lambda: waiting_for_lock(database_url), what="the held end")
+        async with end_write_waiting(
+            sessionmaker, handle.id, "agent-test", "completed", database_url
+        ):
             await handle.signal(names.SIG_MESSAGE, MessageInput(text="are you there?", by="ana"))
             await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="lunch"))
             # In the history once the held workflow task has been heartbeaten (a few
@@ -147,8 +149,9 @@ async def test_a_message_as_the_end_is_written_leaves_one_end_and_loses_no_word(
             session_input("answer", conversation=True, conversation_idle_seconds=HELD_IDLE),
         )
         await wait_status(handle, SessionStatus.WAITING_HUMAN)
-        async with end_event_held(sessionmaker, handle.id, "agent-test", "completed"):
-            await until(lambda: waiting_for_lock(database_url), what="the held end")
+        async with end_write_waiting(
+            sessionmaker, handle.id, "agent-test", "completed", database_url
+        ):
             await handle.signal(names.SIG_MESSAGE, MessageInput(text="one more thing", by="ana"))
         result: SessionResult = await handle.result()
     assert result.status == SessionStatus.COMPLETED, result
@@ -166,3 +169,44 @@ async def test_a_message_as_the_end_is_written_leaves_one_end_and_loses_no_word(
     assert len(await events(sessionmaker, handle.id, "session_ended")) == 1
     row = await session_row(sessionmaker, handle.id)
     assert row.status == SessionStatus.COMPLETED.value and row.finished_at is not None
+
+
+async def test_a_message_as_the_last_step_ends_leaves_the_recorded_end(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """The same on a path that ends with the same status: a one-step session's final
+    answer, a message signalled while its end is written. The retried task takes the
+    message first and, with no step left, ends completed too, the message before its end:
+    an end at another seq, refused (the record's end stands; the message is recorded as
+    refused). Before a refused write compared the run and seq of the end, this path's end
+    passed for being the same status, and the message was lost under the first end."""
+    stub.enqueue(Reply.text("all done here, nothing more to do", chunk_delay=0.3))
+    arg = session_input("answer once").model_copy(update={"budget": Budget(max_steps=1)})
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, arg)
+        await until(lambda: _recorded(sessionmaker, handle.id), what="the session's row")
+        async with end_write_waiting(
+            sessionmaker, handle.id, "agent-test", "completed", database_url
+        ):
+            await handle.signal(names.SIG_MESSAGE, MessageInput(text="wait, one more", by="ana"))
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    ends = [m for m in messages if m.role == "system" and m.content.startswith("Session ended")]
+    assert ends == messages[-1:]
+    refused = await events(sessionmaker, handle.id, "input_rejected")
+    assert [(e.payload.get("by"), e.payload.get("text")) for e in refused] == [
+        ("ana", "wait, one more")
+    ]
+    assert len(await events(sessionmaker, handle.id, "session_ended")) == 1
+
+
+async def _recorded(sessionmaker: async_sessionmaker[DbSession], sid: str) -> bool:
+    async with sessionmaker() as db:
+        return await store.get_session(db, sid) is not None

@@ -49,7 +49,14 @@ async def _ended_cleanly(
     assert final.role == "system"
     assert final.content == f"Session ended: {status.value}. {result.summary}"
     (ended,) = await events(sm, result.session_id, "session_ended")
-    assert ended.payload == {"status": status.value, "summary": result.summary}
+    # The run that wrote the end and its message's seq (what a retried write compares).
+    assert ended.payload == {
+        "status": status.value,
+        "summary": result.summary,
+        "run_id": ended.payload["run_id"],
+        "seq": final.seq,
+    }
+    assert len(ended.payload["run_id"]) >= 32
 
 
 async def test_max_steps(

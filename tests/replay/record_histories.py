@@ -32,7 +32,7 @@ from temporalio.common import RawValue
 
 from tests.support.held_end import (
     cancel_landed,
-    end_event_held,
+    end_write_waiting,
     session_row_held,
     signals_in_history,
 )
@@ -628,16 +628,10 @@ async def cancel_during_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
 
 
 async def input_at_the_end(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
-    """A conversation that ended idle gets a message and a pause signalled while its last
-    records wait for a lock on its row: both refused, and recorded so."""
-    ctx.stub.enqueue(Reply.text("hello"))
-    arg = _arg("answer", conversation=True, conversation_idle_seconds=6.0)
-    handle = await ctx.start("input_at_the_end", arg)
-    url = ctx.settings.endpoints().database_url
-    assert url is not None
-    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
-    async with end_event_held(ctx.sessionmaker, handle.id, arg.agent_id, "completed"):
-        await until(lambda: waiting_for_lock(url))
+    """A conversation that ended idle gets a message and a pause signalled while its end's
+    write waits: both refused, and recorded so."""
+    handle = await _idle_conversation(ctx, "input_at_the_end")
+    async with _end_waiting(ctx, handle):
         await handle.signal(names.SIG_MESSAGE, MessageInput(text="are you there?", by="ana"))
         await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="lunch"))
         await until(lambda: signals_in_history(handle, 2), within=30)
@@ -649,17 +643,27 @@ async def end_of_a_refused_task(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A message signalled while a conversation's end is written, the write let go at
     once: Temporal refuses the task that wrote the end, the retry takes the message first,
     its write is refused (the record holds the end) and the session ends as recorded."""
-    ctx.stub.enqueue(Reply.text("hello"), Reply.text("never sent"))
-    arg = _arg("answer", conversation=True, conversation_idle_seconds=6.0)
-    handle = await ctx.start("end_of_a_refused_task", arg)
-    url = ctx.settings.endpoints().database_url
-    assert url is not None
-    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
-    async with end_event_held(ctx.sessionmaker, handle.id, arg.agent_id, "completed"):
-        await until(lambda: waiting_for_lock(url))
+    handle = await _idle_conversation(ctx, "end_of_a_refused_task")
+    async with _end_waiting(ctx, handle):
         await handle.signal(names.SIG_MESSAGE, MessageInput(text="one more thing", by="ana"))
     _expect(await handle.result(), SessionStatus.COMPLETED)
     return [handle]
+
+
+async def _idle_conversation(ctx: Ctx, name: str) -> WorkflowHandle[Any, Any]:
+    """A conversation that answered once and waits for a message, to end idle in 6 s."""
+    ctx.stub.enqueue(Reply.text("hello"), Reply.text("never sent"))
+    arg = _arg("answer", conversation=True, conversation_idle_seconds=6.0)
+    handle = await ctx.start(name, arg)
+    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
+    return handle
+
+
+def _end_waiting(ctx: Ctx, handle: WorkflowHandle[Any, Any]) -> Any:
+    """Entered once the session's end write waits on the end's event, held by the test."""
+    url = ctx.settings.endpoints().database_url
+    assert url is not None
+    return end_write_waiting(ctx.sessionmaker, handle.id, "agent-replay", "completed", url)
 
 
 async def redirect_queue_full(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:

@@ -6,7 +6,9 @@ write's local activity given up in the history)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import WorkflowHandle
+
+from tests.support.locks import waiting_for_lock
 
 
 @contextlib.asynccontextmanager
@@ -47,6 +51,24 @@ async def end_event_held(
             yield
         finally:
             await db.rollback()
+
+
+@contextlib.asynccontextmanager
+async def end_write_waiting(
+    sessionmaker: async_sessionmaker[DbSession],
+    session_id: str,
+    agent_id: str,
+    status: str,
+    database_url: str,
+) -> AsyncIterator[None]:
+    """``end_event_held``, entered once the session's end write waits on it."""
+    async with end_event_held(sessionmaker, session_id, agent_id, status):
+        deadline = time.monotonic() + 60
+        while not await waiting_for_lock(database_url):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the end of {session_id} was not written within 60 s")
+            await asyncio.sleep(0.1)
+        yield
 
 
 async def cancel_landed(handle: WorkflowHandle[Any, Any]) -> bool | None:
