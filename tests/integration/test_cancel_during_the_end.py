@@ -13,10 +13,12 @@ seen to land when the held write's local activity is given up in the history.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from tests.support.held_end import (
     cancel_landed,
@@ -60,12 +62,7 @@ async def test_a_cancel_during_the_last_write_leaves_the_end_written(
 ) -> None:
     stub.enqueue(Reply.text("hello, how can I help?"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await start(
-            client,
-            task_queue,
-            session_input("answer", conversation=True, conversation_idle_seconds=IDLE),
-        )
-        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        handle = await _waiting_conversation(client, task_queue, IDLE)
         async with session_row_held(sessionmaker, handle.id):
             # The idle time passes, the session ends, and its last write waits for the row.
             await until(lambda: waiting_for_lock(database_url), what="the held end")
@@ -94,12 +91,7 @@ async def test_input_signalled_while_the_end_is_written_is_recorded_refused(
     read again, a pause was applied to an ended session, and neither was recorded)."""
     stub.enqueue(Reply.text("hello, how can I help?"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await start(
-            client,
-            task_queue,
-            session_input("answer", conversation=True, conversation_idle_seconds=HELD_IDLE),
-        )
-        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        handle = await _waiting_conversation(client, task_queue, HELD_IDLE)
         # Only the end's write waits (a row lock would hold the write before it too, and a
         # pause signalled then would pause the session before it ended).
         async with end_write_waiting(
@@ -143,12 +135,7 @@ async def test_a_message_as_the_end_is_written_leaves_one_end_and_loses_no_word(
     ended", and a second "Session ended" followed without its event."""
     stub.enqueue(Reply.text("hello"), Reply.text("answering your second message"))
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await start(
-            client,
-            task_queue,
-            session_input("answer", conversation=True, conversation_idle_seconds=HELD_IDLE),
-        )
-        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        handle = await _waiting_conversation(client, task_queue, HELD_IDLE)
         async with end_write_waiting(
             sessionmaker, handle.id, "agent-test", "completed", database_url
         ):
@@ -205,6 +192,20 @@ async def test_a_message_as_the_last_step_ends_leaves_the_recorded_end(
         ("ana", "wait, one more")
     ]
     assert len(await events(sessionmaker, handle.id, "session_ended")) == 1
+
+
+async def _waiting_conversation(
+    client: Client, task_queue: str, idle: float
+) -> WorkflowHandle[Any, Any]:
+    """A conversation that answered its goal and waits for a message, to end ``idle``
+    seconds on."""
+    handle = await start(
+        client,
+        task_queue,
+        session_input("answer", conversation=True, conversation_idle_seconds=idle),
+    )
+    await wait_status(handle, SessionStatus.WAITING_HUMAN)
+    return handle
 
 
 async def _recorded(sessionmaker: async_sessionmaker[DbSession], sid: str) -> bool:
