@@ -363,7 +363,7 @@ class SessionActivities:
                         summary=s.summary,
                         finished=s.finished,
                         run_count=s.run_count,
-                        until_ended=None if after_end else guard,
+                        until_ended=guard,
                     )
                     if not changed:
                         ended = ""  # the row's status says which end

@@ -74,6 +74,13 @@ SIGNAL_INPUTS: dict[str, type[BaseModel]] = {
 }
 
 
+def _said(value: BaseModel | None) -> tuple[str | None, str | None]:
+    """Who an input says sent it, and the text it carries (a message's, a redirect's goal)."""
+    by = getattr(value, "by", None)
+    text = getattr(value, "text", None) or getattr(value, "goal", None)
+    return (by if isinstance(by, str) else None), (text if isinstance(text, str) else None)
+
+
 def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str] | None:
     """The end the record holds, when an activity refused to write for that reason."""
     cause = exc.cause if isinstance(exc, ActivityError) else None
@@ -952,24 +959,12 @@ class AgentSession(HandOverWhileWaiting):
         self._opening = None
         self._closing_seq = None
         for text, by in taken:
-            self._reject_input(
-                names.SIG_MESSAGE, reason, MessageInput(text=text, by=by or "unknown")
-            )
+            self._reject_input(names.SIG_MESSAGE, reason, by=by or "unknown", text=text)
         self._events.extend(refusals)
         for event in actions:
-            self._rejected_inputs += 1
             said = event.payload.get("new_goal") or event.payload.get("text")
-            self._event(
-                f"rejected:{workflow.uuid4()}",
-                event_kinds.INPUT_REJECTED,
-                self._c.step,
-                reason=reason,
-                payload={
-                    "kind": event.kind,
-                    "by": event.actor,
-                    "at": workflow.now().isoformat(),
-                    **({"text": said} if isinstance(said, str) else {}),
-                },
+            self._reject_input(
+                event.kind, reason, by=event.actor, text=said if isinstance(said, str) else None
             )
         await self._record_input_at_the_end()
         self._publish()
@@ -1436,17 +1431,17 @@ class AgentSession(HandOverWhileWaiting):
         # The same limits as the client and the CLI check before sending (schema/limits.py).
         return value, input_error(value)
 
-    def _reject_input(self, signal: str, reason: str, value: BaseModel | None = None) -> None:
-        """Count and record a refused signal; with its parsed ``value``, who it says sent
-        it and the text it carried (a message's, a redirect's goal)."""
+    def _reject_input(
+        self, signal: str, reason: str, *, by: str | None = None, text: str | None = None
+    ) -> None:
+        """Count and record a refused signal (or action); who it says sent it and the text
+        it carried (a message's, a redirect's goal), when known."""
         self._rejected_inputs += 1
         workflow.logger.warning("rejected %s signal: %s", signal, reason)
         payload: dict[str, Any] = {"signal": signal, "at": workflow.now().isoformat()}
-        by = getattr(value, "by", None)
-        if isinstance(by, str):
+        if by is not None:
             payload["by"] = by  # not the event's actor: nobody acted, vigil refused
-        text = getattr(value, "text", None) or getattr(value, "goal", None)
-        if isinstance(text, str):
+        if text is not None:
             payload["text"] = preview(text, 2000)
         self._event(
             f"rejected:{workflow.uuid4()}",
@@ -1484,7 +1479,8 @@ class AgentSession(HandOverWhileWaiting):
             else:
                 error = self._state_error(value)
         if error is not None or value is None:
-            self._reject_input(name, error or "malformed payload", value)
+            by, text = _said(value)
+            self._reject_input(name, error or "malformed payload", by=by, text=text)
             return
         self._apply(value)
 

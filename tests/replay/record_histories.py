@@ -684,10 +684,8 @@ async def redirect_queue_full(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
-async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
-    """Redirects to version 2 and back to 1 while an approval waits: the session stays
-    on version 1."""
-    name = "agent-redirected"
+async def _two_editions(ctx: Ctx, name: str) -> None:
+    """Versions 1 and 2 of agent ``name``, each asking approval for http_fetch."""
     agents = AgentService(ctx.sessionmaker)
     for edition in ("first", "second"):
         await agents.apply_spec(
@@ -699,6 +697,13 @@ async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
                 }
             )
         )
+
+
+async def last_redirect_wins(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Redirects to version 2 and back to 1 while an approval waits: the session stays
+    on version 1."""
+    name = "agent-redirected"
+    await _two_editions(ctx, name)
     ctx.stub.enqueue(ctx.fetch("/one"), finish("stayed"))
     arg = StartSessionInput(agent_id=name, goal="stay", agent_version=1)
     handle = await ctx.start("last_redirect_wins", arg)
@@ -717,17 +722,7 @@ async def redirect_back_during_move(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     a lock on the versions' table), a redirect back to version 1: the session moves to 2,
     then back to 1 (before: it stayed on 2)."""
     name = "agent-redirected-back"
-    agents = AgentService(ctx.sessionmaker)
-    for edition in ("first", "second"):
-        await agents.apply_spec(
-            AgentSpec.model_validate(
-                {
-                    "name": name,
-                    "system_prompt": f"{edition} edition: {{goal}}",
-                    "tools": [{"name": "http_fetch", "approval": "always"}],
-                }
-            )
-        )
+    await _two_editions(ctx, name)
     ctx.stub.enqueue(ctx.fetch("/one"), finish("moved back"))
     arg = StartSessionInput(agent_id=name, goal="move", agent_version=1)
     handle = await ctx.start("redirect_back_during_move", arg)
