@@ -37,6 +37,7 @@ from tests.support.sessions import (
     assert_whole,
     events,
     eventually,
+    first_task_completed,
     hand_over_while_waiting,
     reset_to_first_task,
     running_worker,
@@ -103,6 +104,7 @@ async def test_a_wake_in_the_first_task_of_a_run_that_took_over_a_sleep_wakes_it
         handle = await start(client, task_queue, arg)
         await wait_status(handle, SessionStatus.SLEEPING)
         await hand_over_while_waiting(handle)
+        await first_task_completed(client, handle)
     await reset_to_first_task(client, handle)
     handle = client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
     await handle.signal(names.SIG_WAKE, WakeInput(by="carol", reason="enough"))
@@ -309,6 +311,7 @@ async def _approval_reset_to_its_runs_first_task(
         handle = await start(client, task_queue, arg)
         pending = (await approval_pending(handle, sessionmaker)).pending_approvals[0]
         before = await hand_over_while_waiting(handle)
+        await first_task_completed(client, handle)
     await reset_to_first_task(client, handle)
     reset = client.get_workflow_handle_for(AgentSession.run, handle.id)
     return reset, pending, before

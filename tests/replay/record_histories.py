@@ -42,6 +42,7 @@ from tests.support.mcp_probe import stdio_spec
 from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import (
     eventually,
+    first_task_completed,
     hand_over_while_waiting,
     raw_json,
     reset_to_first_task,
@@ -791,6 +792,7 @@ async def wake_before_run(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     async with running_worker(ctx.client, ctx.settings, queue):
         await eventually(handle, lambda s: s.status == SessionStatus.SLEEPING)
         await hand_over_while_waiting(handle)
+        await first_task_completed(ctx.client, handle)
     await reset_to_first_task(ctx.client, handle)
     handle = ctx.client.get_workflow_handle_for(AgentSession.run, handle.id)  # the reset run
     # An update waits for a worker: sent first, it is in the run's first task.

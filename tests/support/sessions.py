@@ -147,9 +147,24 @@ async def hand_over_while_waiting(handle: WorkflowHandle[Any, Any]) -> SessionSt
     raise AssertionError(f"no hand-over after 20 refused signals: {await state(handle)}")
 
 
+async def first_task_completed(client: Client, handle: WorkflowHandle[Any, Any]) -> None:
+    """Wait until the session's current run has completed a workflow task (a run that
+    just took over is answering queries before its first task is in its history)."""
+
+    async def completed() -> bool:
+        run_id = (await handle.describe()).run_id
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        return any(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events
+        )
+
+    await until(completed, within=30, what="the current run's first task completed")
+
+
 async def reset_to_first_task(client: Client, handle: WorkflowHandle[Any, Any]) -> str:
     """Reset the session's current run to its first workflow task (no worker may be
-    running); returns the new run's id."""
+    running; the run has completed one: ``first_task_completed``); returns the new run's
+    id."""
     run_id = (await handle.describe()).run_id
     history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
     first_done = next(
