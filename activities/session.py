@@ -557,6 +557,14 @@ class SessionActivities:
             # Queued by the workflow since the last step: in the record before the
             # context is read, so the model sees a human's message this very step.
             await self._record(arg.records)
+        started = time.monotonic()
+        out = await self._model_step(arg)
+        if arg.batch is not None:
+            out.more = await self._more_steps(arg, out, started)
+        return out
+
+    async def _model_step(self, arg: CallModelInput) -> CallModelOutput:
+        """One step's model call and, in a folded step, the reply's leading calls."""
         out, written, failed = await self._call_model(arg)
         if arg.fold_tools:
 
@@ -575,6 +583,55 @@ class SessionActivities:
 
             out.folded = await folded.run_leading_calls(run_tool, arg, out)
         return out
+
+    async def _more_steps(
+        self, arg: CallModelInput, first: CallModelOutput, started: float
+    ) -> list[CallModelOutput]:
+        """The steps a batch takes after its first (``CallModelInput.batch``): each while
+        the one before it was plain and the session's workflow, judging between steps,
+        would take another; none starts once the call has run for the batch's window
+        (from ``started``, its own start). A step that fails is left to the workflow,
+        which calls it on its own (with its own retries) and finds in the record whatever
+        of it was written."""
+        batch = arg.batch
+        assert batch is not None
+        more: list[CallModelOutput] = []
+        tokens, cost, size = batch.tokens_used, batch.cost_used, 0
+        last_arg, last = arg, first
+        while True:
+            # As the workflow sums them, step by step (the same float).
+            tokens += last.tokens_in + last.tokens_out
+            cost += last.cost_usd
+            size += folded.output_size(last)
+            if (
+                len(more) >= batch.steps
+                or size >= folded.BATCH_BYTES
+                or not folded.plain(last)
+                or (batch.max_tokens is not None and tokens >= batch.max_tokens)
+                or (batch.max_cost_usd is not None and cost >= batch.max_cost_usd)
+                or (time.monotonic() - started) * 1000 >= batch.window_ms
+            ):
+                return more
+            step_arg = last_arg.model_copy(
+                update={
+                    "step": last_arg.step + 1,
+                    "seq": last.seq + 1 + len(last.tool_calls),
+                    "records": None,
+                    "batch": None,
+                }
+            )
+            try:
+                out = await self._model_step(step_arg)
+            except Exception as exc:  # its own local activity calls it again
+                log.info(
+                    "step %s of a batch handed back: %s",
+                    step_arg.step,
+                    exc,
+                    extra={"session_id": arg.session_id},
+                )
+                return more
+            more.append(out)
+            last_arg, last = step_arg, out
 
     async def _replay(
         self,

@@ -46,6 +46,10 @@ class ModelSettings(Spec):
     """How the session runs the model call: ``activity`` (the default) or ``local``, a
     local activity on the session's worker (fewer server round trips, lower latency; see
     the README's low-latency mode for what it costs)."""
+    batch_ms: int | None = Field(default=None, ge=0, le=5000)
+    """In the low-latency mode, how long (ms) one model call may go on taking the steps
+    that follow while each is plain; human input waits up to about this past the step it
+    would have cut in after. 0: one step a call. Unset: 100."""
 
 
 class ArgumentRule(Spec):
@@ -210,6 +214,8 @@ def content_hash(spec: AgentSpec) -> str:
         data.pop("webhooks", None)
     if data.get("model", {}).get("execution") is None:
         data["model"].pop("execution", None)  # likewise for specs from before it
+    if data.get("model", {}).get("batch_ms") is None:
+        data["model"].pop("batch_ms", None)  # likewise
     if data.get("conversation_idle_seconds") is None:
         data.pop("conversation_idle_seconds", None)  # likewise
     return hashlib.sha256(canonical_json(data).encode("ascii")).hexdigest()

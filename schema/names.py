@@ -170,6 +170,11 @@ PATCH_REDIRECT_BACK_DURING_MOVE = "vigil-redirect-back-during-move"
 # sent it and its text; before, it was applied to a session that would never act on it
 # and never recorded. Asked only then.
 PATCH_INPUT_AT_THE_END = "vigil-input-at-the-end"
+# A low-latency session's model call may go on to the next steps itself while each is a
+# plain folded step (every tool call of the reply answered in the call, none that the
+# workflow handles), for a short window: one local activity and one activation for
+# several steps. Asked where a low-latency step's model call is made.
+PATCH_STEP_BATCHES = "vigil-step-batches"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -377,6 +377,28 @@ class CallModelInput(Payload):
     records: RecordInput | None = None
     """Queued messages, events and session changes, written before the context is read
     (instead of a record activity of their own)."""
+    batch: StepBatch | None = None
+    """The further steps this call may take itself (a low-latency step batch); None: this
+    step only."""
+
+
+class StepBatch(Payload):
+    """How far a low-latency model call may go past its own step: steps that follow each
+    other while each is plain (its reply's tool calls all answered in the call, none a
+    workflow-handled tool) and the session's budgets allow another, as its workflow would
+    judge them between steps."""
+
+    steps: int
+    """Further steps at most: the step budget and the run's steps, whichever ends first."""
+    window_ms: int
+    """No further step starts once the batch has run this long."""
+    tokens_used: int = 0
+    """Tokens the session has used before this call."""
+    max_tokens: int | None = None
+    cost_used: float = 0.0
+    """Cost the session has used before this call, summed in step order as the workflow
+    sums it (the same float)."""
+    max_cost_usd: float | None = None
 
 
 class ToolCallRef(Payload):
@@ -407,6 +429,9 @@ class CallModelOutput(Payload):
     """True when the reply was already recorded (a retry after a crash): no new model call."""
     folded: list[RunToolOutput] = Field(default_factory=list)
     """Results of the leading tool calls this activity ran (``fold_tools``), in call order."""
+    more: list[CallModelOutput] = Field(default_factory=list)
+    """The further steps of a batch (``CallModelInput.batch``), in order; each of them
+    but the last is plain."""
 
 
 class RememberInput(Payload):

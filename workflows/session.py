@@ -51,6 +51,7 @@ from vigil.schema.payloads import (
     SessionStatus,
     SessionUpdate,
     StartSessionInput,
+    StepBatch,
     ToolCallRef,
     WakeInput,
     preview,
@@ -411,6 +412,25 @@ class AgentSession(HandOverWhileWaiting):
                 retry=retry,
                 heartbeat=True,
             )
+        await self._took(step, model_seq, out)
+        for more in out.more:
+            # A batch's further steps: each plain, taken where this loop would have
+            # taken it (nothing came in between: the workflow learns of input only once
+            # the call returns), so each is applied as a step of its own.
+            step, model_seq = self._c.step + 1, self._c.next_seq
+            if more.seq != model_seq:
+                raise ApplicationError(
+                    f"step {step} of a batch recorded at seq {more.seq}, not {model_seq}",
+                    type=names.ERR_SESSION_FAILED,
+                    non_retryable=True,
+                )
+            self._c.next_seq = model_seq + 1
+            self._folded = {i: done for i, done in enumerate(more.folded)}
+            await self._took(step, model_seq, more)
+
+    async def _took(self, step: int, model_seq: int, out: CallModelOutput) -> None:
+        """What a step's model call answered, applied: the session's counts, then the
+        end, the wait for the next message, or the reply's tool calls."""
         self._open_model_seq = None
         self._model_seq = model_seq
         self._said = out.content_preview
@@ -444,13 +464,18 @@ class AgentSession(HandOverWhileWaiting):
         try:
             summary = summaries.model_call(arg.step, records.events if records else [])
             if folding.local_model_call(self._runtime):
+                limit = c.MODEL_START_TO_CLOSE
+                batch = self._batch(arg.step)
+                if batch is not None and workflow.patched(names.PATCH_STEP_BATCHES):
+                    arg.batch = batch
+                    limit += timedelta(milliseconds=batch.window_ms)
                 # No heartbeat: a lost worker is noticed by its workflow task timing out,
                 # and the next worker runs the call again (the recorded reply is returned).
                 out = await folding.run_local(
                     names.ACT_CALL_MODEL,
                     arg,
                     CallModelOutput,
-                    limit=c.MODEL_START_TO_CLOSE,
+                    limit=limit,
                     retry=retry,
                     summary=summary,
                     implied=self._lean,
@@ -471,6 +496,34 @@ class AgentSession(HandOverWhileWaiting):
             raise
         self._folded = {i: done for i, done in enumerate(out.folded)}
         return out
+
+    def _batch(self, step: int) -> StepBatch | None:
+        """How many steps a low-latency model call may take after ``step``: as many as
+        the step budget and this run allow (``_budget_end``, ``_should_continue_as_new``),
+        within the agent's batch window (None: this step only); the token and cost
+        budgets it checks after each step as ``_budget_end`` does. The rest of what this
+        loop checks between steps (input, pauses, a redirect, the run's history) changes
+        only when the workflow hears of something, which it does once the call has
+        returned."""
+        assert self._runtime is not None  # the low-latency mode is an agent's setting
+        window = self._runtime.model.batch_ms
+        window = c.STEP_BATCH_MS if window is None else window
+        b = self._arg.budget
+        steps = min(
+            c.STEP_BATCH_STEPS,
+            b.max_steps - step,
+            self._arg.steps_per_run - (step - self._run_start_step),
+        )
+        if window <= 0 or steps <= 0:
+            return None
+        return StepBatch(
+            steps=steps,
+            window_ms=window,
+            tokens_used=self._c.tokens_in + self._c.tokens_out,
+            max_tokens=b.max_tokens,
+            cost_used=self._c.cost_usd,
+            max_cost_usd=b.max_cost_usd,
+        )
 
     async def _resume_step(self, wait: CarriedWait) -> None:
         """Finish the step whose wait the last run handed over (workflows/hand_over.py)."""

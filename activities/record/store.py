@@ -476,12 +476,29 @@ async def append_reply(
     answer_events: list[NewEvent] | None = None,
 ) -> tuple[bool, bool]:
     """A model reply, its event and the session's usage in one statement: the message and
-    event as ``append_record`` writes them; the usage (tokens, cost) added only when the
-    event is new, the step advanced either way. ``answers`` (tool results) and their
+    event as ``append_record`` writes them; the event, the usage (tokens, cost) and the
+    step only with a new reply (a seq the session's ending filled first gets nothing
+    after that ending). ``answers`` (tool results) and their
     ``answer_events`` are written only with a new reply: in the same statement, so the
     reply and these answers are in the record together or not at all. Whether the message
     and the event are new."""
-    parts, params = _record_parts(session_id, agent_id, [message], [event])
+    # The session's row is locked first (as ``u`` would lock it; rows that refer to it may
+    # still be written meanwhile): an ending that closes a step still open
+    # (``tools.folded.close_open_step``) locks it first too, so the two never interleave:
+    # the ending reads what this wrote, or this finds the ending's rows in its place and
+    # writes nothing (its event and usage go only with its reply).
+    parts, params = _record_parts(
+        session_id, agent_id, [message], [], when="EXISTS (SELECT FROM l)"
+    )
+    event_parts, event_params = _record_parts(
+        session_id, agent_id, [], [event], when="EXISTS (SELECT FROM m)"
+    )
+    parts = [
+        "l AS (SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE)",
+        *parts,
+        *event_parts,
+    ]
+    params.update(event_params)
     parts.append(
         "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
         "tokens_in = tokens_in + CASE WHEN EXISTS (SELECT FROM e) "
@@ -490,7 +507,7 @@ async def append_reply(
         "THEN CAST(:uo AS bigint) ELSE 0 END, "
         "cost_usd = cost_usd + CASE WHEN EXISTS (SELECT FROM e) "
         "THEN CAST(:uc AS numeric) ELSE 0 END "
-        "WHERE id = :sid RETURNING 1)"
+        "WHERE id = :sid AND EXISTS (SELECT FROM m) RETURNING 1)"
     )
     params.update({"ustep": step, "ui": tokens_in, "uo": tokens_out, "uc": cost_usd})
     # Read in this order so each message is written before its event (followers are told
@@ -570,6 +587,15 @@ async def messages_page(
         )
     ).mappings()
     return [_message(r) for r in rows]
+
+
+async def lock_session(db: Statements, session_id: str) -> None:
+    """Lock the session's row for the rest of the transaction, as an update of it would
+    (``FOR NO KEY UPDATE``: rows that refer to the session may still be written meanwhile;
+    see ``append_reply``)."""
+    await db.execute(
+        sql("SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE"), {"sid": session_id}
+    )
 
 
 async def messages_by_seq(db: Statements, session_id: str, seqs: list[int]) -> list[StoredMessage]:

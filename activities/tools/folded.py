@@ -23,6 +23,8 @@ from vigil.schema.payloads import CallModelInput, CallModelOutput, RunToolInput,
 log = logging.getLogger("vigil.activities")
 
 NOT_RUN = "error: not run: the session ended first"
+_STEPS_READ = 10_000
+"""Messages read back when closing a step: a batch writes far fewer."""
 
 
 def call_input(arg: CallModelInput, index: int) -> RunToolInput:
@@ -67,6 +69,33 @@ async def run_leading_calls(
     return results
 
 
+def plain(out: CallModelOutput) -> bool:
+    """Whether a step is plain: its reply called tools, and each call is answered in the
+    model call (none invalid, handed back, or handled by the workflow). After a plain
+    step the workflow has nothing to do but take the next one."""
+    return (
+        bool(out.tool_calls)
+        and len(out.folded) == len(out.tool_calls)
+        and all(call.valid for call in out.tool_calls)
+        and all(done.control is None and done.recorded for done in out.folded)
+    )
+
+
+BATCH_BYTES = 128 * 1024
+"""A step batch takes no further step once its outputs hold about this much text: they
+travel in one local activity's result (and its marker in history)."""
+
+
+def output_size(out: CallModelOutput) -> int:
+    """About how many bytes a step's output takes in a batch's result."""
+    size = 200 + len(out.content_preview)
+    for call in out.tool_calls:
+        size += 100 + len(call.name) + len(call.arguments_preview) + len(call.error or "")
+    for done in out.folded:
+        size += 100 + len(done.preview)
+    return size
+
+
 async def close_open_step(
     db: Statements,
     session_id: str,
@@ -74,39 +103,42 @@ async def close_open_step(
     model_seq: int,
     messages: list[record.NewMessage],
 ) -> tuple[list[record.NewMessage], int]:
-    """Close a folded step the session ended inside: the messages up to ``model_seq`` are
-    written, every tool call of the reply recorded there gets an answer (its result if the
-    model activity wrote one, else ``NOT_RUN``), and the batch's later messages move after
-    those answers. Returns the messages still to write and how many were written here."""
+    """Close a folded step the session ended inside, with the steps its model call went
+    on to (a low-latency batch): the messages up to ``model_seq`` are written, every tool
+    call of a reply recorded from there on gets an answer (its result if the model
+    activity wrote one, else ``NOT_RUN``), and the workflow's later messages move after
+    all of it. Returns the messages still to write and how many were written here."""
+    # A model call still running writes a step only while it holds the session's row
+    # (record.append_reply): what it wrote before is read below, and what it would write
+    # after finds this ending in its place.
+    await record.lock_session(db, session_id)
     head = [m for m in messages if m.seq <= model_seq]
     # Written first: a model activity still running either recorded its reply already or
     # now finds this one there (and runs none of its calls).
     inserted = await record.append_messages(db, session_id, agent_id, head)
-    found = await record.messages_by_seq(db, session_id, [model_seq])
-    calls = (found[0].tool_calls or []) if found else []
+    written = await record.messages_page(db, session_id, after_seq=model_seq - 1, limit=_STEPS_READ)
+    seqs = {m.seq for m in written}
+    top = max(seqs, default=model_seq)
+    fillers: list[record.NewMessage] = []
+    for reply in written:
+        for i, call in enumerate(reply.tool_calls or []):
+            seq = reply.seq + 1 + i
+            top = max(top, seq)
+            if seq in seqs:
+                continue
+            seqs.add(seq)
+            fillers.append(
+                record.NewMessage(
+                    seq=seq,
+                    role="tool",
+                    content=NOT_RUN,
+                    step=reply.step,
+                    name=_plain(str(call.get("name", ""))),
+                    tool_call_id=str(call.get("id", "")),
+                )
+            )
     later = [m for m in messages if m.seq > model_seq]
-    if not calls:
-        return later, inserted
-    answered = {
-        m.seq
-        for m in await record.messages_by_seq(
-            db, session_id, [model_seq + 1 + i for i in range(len(calls))]
-        )
-    }
-    step = found[0].step
-    fillers = [
-        record.NewMessage(
-            seq=model_seq + 1 + i,
-            role="tool",
-            content=NOT_RUN,
-            step=step,
-            name=_plain(str(call.get("name", ""))),
-            tool_call_id=str(call.get("id", "")),
-        )
-        for i, call in enumerate(calls)
-        if model_seq + 1 + i not in answered
-    ]
-    moved = [dataclasses.replace(m, seq=m.seq + len(calls)) for m in later]
+    moved = [dataclasses.replace(m, seq=m.seq + top - model_seq) for m in later]
     return [*fillers, *moved], inserted
 
 

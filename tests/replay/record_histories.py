@@ -475,6 +475,26 @@ async def local_model_calls(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The low-latency mode's step batches: three plain steps (a read each, answered in
+    the model call) and the finish, all four taken by one model call."""
+    name = "agent-batches"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"execution": "local", "batch_ms": 5000},
+                "tools": [{"name": "read_artifact"}, {"name": "finish"}],
+            }
+        )
+    )
+    read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
+    ctx.stub.enqueue(read, read, read, finish("read three times"))
+    handle = await ctx.start("step_batches", StartSessionInput(agent_id=name, goal="read on"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -865,6 +885,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "redirect_to_its_own_version_at_start": redirect_to_its_own_version_at_start,
     "wake_before_run": wake_before_run,
     "cancel_at_the_start": cancel_at_the_start,
+    "step_batches": step_batches,
 }
 
 

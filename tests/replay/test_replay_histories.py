@@ -36,6 +36,7 @@ from vigil.schema.names import (
     PATCH_MESSAGE_BEFORE_END,
     PATCH_REDIRECT_BACK_DURING_MOVE,
     PATCH_REDIRECT_QUEUE_LIMIT,
+    PATCH_STEP_BATCHES,
     PATCH_UNDECRYPTABLE_SIGNAL,
 )
 from vigil.schema.payloads import SessionStatus
@@ -68,6 +69,7 @@ LATEST = {
     "redirect_back_during_move",
     "input_at_the_end",
     "end_of_a_refused_task",
+    "step_batches",
 }
 EXPECTED = {
     "tools_finish",
@@ -131,6 +133,9 @@ OLDER_BACK = "pre_redirect_back__"
 # Recorded before signals that reached a session once it had ended were refused and
 # recorded (PATCH_INPUT_AT_THE_END).
 OLDER_END_INPUT = "pre_input_at_the_end__"
+# Recorded before a low-latency model call went on to the plain steps after its own
+# (PATCH_STEP_BATCHES).
+OLDER_BATCHES = "pre_step_batches__"
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -188,6 +193,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_EARLY,
         OLDER_BACK,
         OLDER_END_INPUT,
+        OLDER_BATCHES,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -231,6 +237,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_END_INPUT) for p in PATHS if p.stem.startswith(OLDER_END_INPUT)
     }
     assert older_end_input == {"input_at_the_end"}
+    older_batches = {
+        p.stem.removeprefix(OLDER_BATCHES) for p in PATHS if p.stem.startswith(OLDER_BATCHES)
+    }
+    assert older_batches == {"local_model_calls"}
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -375,6 +385,17 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     ]
     assert failed == [names.ERR_ENDED_IN_RECORD]
     assert _ended(refused_task) == SessionStatus.COMPLETED.value
+    # Four steps of the low-latency mode in one model call; before batches, and in a
+    # session whose first call outlasted the window, a call a step.
+    batches = _history(HISTORIES / "step_batches.json")
+    assert PATCH_STEP_BATCHES in _patches(batches)
+    assert (_local(batches, names.ACT_CALL_MODEL), _result(batches)["steps"]) == (1, 4)
+    now, then = (
+        _history(HISTORIES / f"{prefix}local_model_calls.json") for prefix in ("", OLDER_BATCHES)
+    )
+    assert PATCH_STEP_BATCHES in _patches(now)
+    assert PATCH_STEP_BATCHES not in _patches(then)
+    assert _local(now, names.ACT_CALL_MODEL) == _local(then, names.ACT_CALL_MODEL) == 2
 
 
 def _local(history: WorkflowHistory, activity_type: str) -> int:

@@ -16,10 +16,13 @@ def test_a_definition_without_an_idle_time_keeps_its_hash() -> None:
     data = spec.model_dump(mode="json")
     for key in ("webhooks", "conversation_idle_seconds"):
         data.pop(key)
-    data["model"].pop("execution")
+    for key in ("execution", "batch_ms"):
+        data["model"].pop(key)
     before = hashlib.sha256(canonical_json(data).encode("ascii")).hexdigest()
     assert content_hash(spec) == before
     assert content_hash(AgentSpec(name="chat", conversation_idle_seconds=60)) != before
+    batched = AgentSpec.model_validate({"name": "chat", "model": {"batch_ms": 0}})
+    assert content_hash(batched) != before
 
 
 def test_the_definition_gives_the_idle_time_unless_the_starter_did() -> None:

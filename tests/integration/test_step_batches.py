@@ -1,0 +1,223 @@
+"""Step batches of the low-latency mode (``vigil-step-batches``): one local model call goes
+on to the next steps while each is plain (every tool call of its reply answered in the
+call), within its agent's window (``[model] batch_ms``).
+
+What must hold whatever the batch: the record has each step once and whole, the session's
+counts are the steps it took, a step that needs the workflow (an approval here) ends the
+batch before anything after it runs, a pause holds the session where the workflow and the
+record agree, and a session cancelled inside a batch closes the steps the call recorded
+past the one the workflow knew of, with its ending after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import CancelledError
+
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    approval_pending,
+    assert_whole,
+    events,
+    eventually,
+    local_agent,
+    running_worker,
+    session_input,
+    session_row,
+    start,
+    stub_settings,
+    transcript,
+    until,
+)
+from vigil.schema import names
+from vigil.schema.payloads import (
+    ApproveInput,
+    PauseInput,
+    SessionStatus,
+)
+from vigil.workers.client import local_activity_type
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+LONG = 20.0
+"""A model call that is still running when the test acts."""
+READ = ("read_artifact", {"name": "notes.txt"})
+WIDE = 5_000
+"""A batch window (ms) no step of these sessions outlasts: every plain step that follows
+is taken in the same call, however slow the machine."""
+
+
+def _answered(body: Any) -> int:
+    """How many steps a recorded OpenAI request follows (one tool result each here)."""
+    return sum(m.get("role") == "tool" for m in body["messages"])
+
+
+async def _model_calls(handle: WorkflowHandle[Any, Any]) -> int:
+    """The session's model calls as local activities (a marker each) in its history."""
+    history = await handle.fetch_history()
+    return sum(local_activity_type(e) == names.ACT_CALL_MODEL for e in history.events)
+
+
+async def _agent(
+    sessionmaker: async_sessionmaker[DbSession],
+    batch_ms: int | None,
+    *more_tools: dict[str, Any],
+    **spec: Any,
+) -> str:
+    model: dict[str, Any] = {"execution": "local"}
+    if batch_ms is not None:
+        model["batch_ms"] = batch_ms
+    tools = [{"name": "read_artifact"}, {"name": "finish"}, *more_tools]
+    return await local_agent(sessionmaker, tools, model=model, **spec)
+
+
+@pytest.mark.parametrize(("batch_ms", "calls"), [(WIDE, 1), (0, 6)])
+async def test_plain_steps_are_taken_in_one_model_call(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    batch_ms: int,
+    calls: int,
+) -> None:
+    # Five plain steps (a read, answered inside the call), then the finish, which the
+    # workflow handles: with a window, the sixth step is the batch's last; with none
+    # (batch_ms = 0), each step has its own call.
+    stub.default = lambda body: (
+        Reply.tool_call(*READ)
+        if _answered(body) < 5
+        else Reply.tool_call("finish", {"summary": "done"})
+    )
+    name = await _agent(sessionmaker, batch_ms)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("read five times", agent_id=name))
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 6)
+    assert len(stub.requests) == 6
+    assert await _model_calls(handle) == calls
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert [m.step for m in messages if m.role == "assistant"] == [1, 2, 3, 4, 5, 6]
+    model_events = await events(sessionmaker, handle.id, "model_call")
+    assert sorted(e.key for e in model_events) == [f"model:{n}" for n in range(1, 7)]
+    row = await session_row(sessionmaker, handle.id)
+    assert (row.step, row.status) == (6, "completed")
+    assert row.tokens_in == result.tokens_in and row.tokens_out == result.tokens_out
+
+
+async def test_a_batch_ends_at_a_step_that_needs_an_approval(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Steps 1 and 2 read; step 3 writes, which needs a human's approval: the call stops
+    # there, and no step after it is asked of the model until the approval comes.
+    def reply(body: Any) -> Reply:
+        done = _answered(body)
+        if done < 2:
+            return Reply.tool_call(*READ)
+        if done == 2:
+            return Reply.tool_call("write_artifact", {"name": "notes.txt", "content": "x"})
+        return Reply.tool_call("finish", {"summary": "done"})
+
+    stub.default = reply
+    name = await _agent(sessionmaker, WIDE, {"name": "write_artifact", "approval": "always"})
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("read, then write", agent_id=name))
+        st = await approval_pending(handle, sessionmaker, "a3-0")
+        assert (st.step, st.status) == (3, SessionStatus.WAITING_APPROVAL)
+        await asyncio.sleep(0.5)
+        assert len(stub.requests) == 3  # nothing past the step that waits
+        assert await _model_calls(handle) == 1
+        await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a3-0", by="ops"))
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 4)
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    written = [m for m in messages if m.role == "tool" and m.name == "write_artifact"]
+    assert len(written) == 1 and "error" not in written[0].content
+
+
+async def test_a_pause_holds_the_session_where_its_record_ends(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Quick plain steps without end, in batches of the default window: a pause lands at
+    # the end of a batch (seen when the worker next hears from Temporal: the workflow task
+    # it holds ends every ~8 s), and the session's count of steps is then the record's.
+    stub.default = lambda body: Reply.tool_call(*READ)
+    name = await _agent(sessionmaker, None, budget={"max_steps": 100_000})
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        # One run throughout (the pause may take a workflow task's ~8 s to be seen).
+        handle = await start(
+            client, task_queue, session_input("read on", agent_id=name, steps_per_run=100_000)
+        )
+        await until(lambda: len(stub.requests) >= 30 or None, what="thirty steps")
+        await handle.signal(names.SIG_PAUSE, PauseInput(by="ops", reason="look"))
+        st = await eventually(handle, lambda s: s.status == SessionStatus.PAUSED, timeout=LONG)
+        asked = len(stub.requests)
+        await asyncio.sleep(1.0)
+        assert len(stub.requests) == asked  # the pause holds
+        messages = await transcript(sessionmaker, handle.id)
+        assert_whole(messages)
+        steps = [m.step for m in messages if m.role == "assistant"]
+        assert steps == list(range(1, st.step + 1))
+        assert asked == st.step
+        assert await _model_calls(handle) < st.step  # taken in batches
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+
+
+async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Steps 1 and 2 are recorded by the call, which then waits on the model for step 3.
+    # The workflow knows only that step 1 is open; its ending goes after step 2's answer.
+    stub.default = lambda body: (
+        Reply.tool_call(*READ)
+        if _answered(body) < 2
+        else Reply.hang(LONG, then=Reply.tool_call("finish", {"summary": "done"}))
+    )
+    name = await _agent(sessionmaker, WIDE)
+    async with running_worker(
+        client, stub_settings(settings, stub.url_openai, model_timeout_seconds=LONG * 2), task_queue
+    ):
+        handle = await start(client, task_queue, session_input("cancel me", agent_id=name))
+        await until(lambda: len(stub.requests) >= 3 or None, what="the third model call")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as ended:
+            await handle.result()
+        assert isinstance(ended.value.cause, CancelledError)
+        messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert [m.role for m in messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "system",
+    ]
+    assert messages[-1].content.startswith("Session ended: cancelled")
+    model_events = await events(sessionmaker, handle.id, "model_call")
+    assert sorted(e.key for e in model_events) == ["model:1", "model:2"]
+    ended_events = await events(sessionmaker, handle.id, "session_ended")
+    assert len(ended_events) == 1
