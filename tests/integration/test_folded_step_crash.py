@@ -34,6 +34,7 @@ from tests.support.worker_proc import WorkerProcess
 from vigil.activities.record import store as record
 from vigil.schema import names
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
+from vigil.workers.client import local_activity_type
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -240,6 +241,47 @@ async def test_a_worker_killed_inside_a_local_model_call(
         sessionmaker, "SELECT kind FROM memories WHERE source_session_id = :s", handle.id
     )
     assert remembered == [("reflection",)]
+
+
+async def test_a_worker_killed_inside_a_step_batch(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # One model call takes step 1 (two fetches) and goes on to step 2, whose model call
+    # the stub holds: the worker is killed there. The next worker runs the call again from
+    # the batch's first step: step 1 comes back from the record (its reply and results
+    # as written: the model is not asked, no page fetched again), step 2 is asked again.
+    pages = Pages()
+    stub.on_get = pages.hook
+    tools = [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}]
+    name = await local_agent(
+        sessionmaker,
+        tools,
+        budget={"max_steps": STEPS + 2},
+        model={"execution": "local", "batch_ms": 5_000},
+    )
+    held = Reply.hang(30.0, then=_fetches(stub, 2))
+    stub.enqueue(_fetches(stub, 1), held, _fetches(stub, 2))
+    stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
+    worker = await workers()
+    handle = await start(client, task_queue, StartSessionInput(agent_id=name, goal="batch, die"))
+    await until(lambda: len(stub.requests) >= 2 or None, within=60)
+    assert pages.count() == CALLS  # step 1 whole before step 2 was asked
+    await worker.sigkill()
+    worker = await workers()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
+
+    assert len(stub.requests) == STEPS + 1  # step 2 twice, the others once
+    assert pages.count() == 2 * CALLS
+    assert await _scheduled(handle) == []
+    # The killed call left no marker; the next took the three steps in one.
+    history = await handle.fetch_history()
+    assert sum(local_activity_type(e) == names.ACT_CALL_MODEL for e in history.events) == 1
+    await _assert_once(sessionmaker, handle.id, STEPS - 1)
 
 
 async def test_a_worker_killed_while_a_low_latency_session_opens(
