@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -590,9 +590,9 @@ class SessionActivities:
         """The steps a batch takes after its first (``CallModelInput.batch``): each while
         the one before it was plain and the session's workflow, judging between steps,
         would take another; none starts once the call has run for the batch's window
-        (from ``started``, its own start). A step that fails is left to the workflow,
-        which calls it on its own (with its own retries) and finds in the record whatever
-        of it was written."""
+        (from ``started``, its own start) or past the session's deadline. A step that
+        fails is handed back (``first.handed_back``): the workflow calls it at once on its
+        own (with its own retries) and finds in the record whatever of it was written."""
         batch = arg.batch
         assert batch is not None
         more: list[CallModelOutput] = []
@@ -610,6 +610,7 @@ class SessionActivities:
                 or (batch.max_tokens is not None and tokens >= batch.max_tokens)
                 or (batch.max_cost_usd is not None and cost >= batch.max_cost_usd)
                 or (time.monotonic() - started) * 1000 >= batch.window_ms
+                or (batch.deadline is not None and datetime.now(UTC) >= batch.deadline)
             ):
                 return more
             step_arg = last_arg.model_copy(
@@ -629,6 +630,7 @@ class SessionActivities:
                     exc,
                     extra={"session_id": arg.session_id},
                 )
+                first.handed_back = True
                 return more
             more.append(out)
             last_arg, last = step_arg, out

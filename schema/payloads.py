@@ -399,6 +399,9 @@ class StepBatch(Payload):
     """Cost the session has used before this call, summed in step order as the workflow
     sums it (the same float)."""
     max_cost_usd: float | None = None
+    deadline: datetime | None = None
+    """The session's deadline: no further step starts once the worker's clock has passed
+    it (the workflow's clock, which moves only between workflow tasks, would let one)."""
 
 
 class ToolCallRef(Payload):
@@ -432,6 +435,9 @@ class CallModelOutput(Payload):
     more: list[CallModelOutput] = Field(default_factory=list)
     """The further steps of a batch (``CallModelInput.batch``), in order; each of them
     but the last is plain."""
+    handed_back: bool = False
+    """The batch's next step was begun and failed: the workflow takes it at once, before
+    anything else, as a retry of this call would have (it may be recorded already)."""
 
 
 class RememberInput(Payload):

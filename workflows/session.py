@@ -379,6 +379,12 @@ class AgentSession(HandOverWhileWaiting):
         workflow.continue_as_new(self._next_input())
 
     async def _step(self) -> None:
+        """The next step; and at once the step after it when a batch handed that back
+        (begun and failed: it is retried before anything else, as a failed call is)."""
+        while await self._one_step():
+            pass
+
+    async def _one_step(self) -> bool:
         step = self._c.step + 1
         model_seq = self._c.next_seq
         # Reserved before the call: if the session ends while the model answers, `_finish`
@@ -418,15 +424,15 @@ class AgentSession(HandOverWhileWaiting):
             # taken it (nothing came in between: the workflow learns of input only once
             # the call returns), so each is applied as a step of its own.
             step, model_seq = self._c.step + 1, self._c.next_seq
-            if more.seq != model_seq:
-                raise ApplicationError(
+            if more.seq != model_seq:  # never expected: ends the session with its record
+                raise _SessionEnded(
+                    SessionStatus.FAILED,
                     f"step {step} of a batch recorded at seq {more.seq}, not {model_seq}",
-                    type=names.ERR_SESSION_FAILED,
-                    non_retryable=True,
                 )
             self._c.next_seq = model_seq + 1
             self._folded = {i: done for i, done in enumerate(more.folded)}
             await self._took(step, model_seq, more)
+        return out.handed_back
 
     async def _took(self, step: int, model_seq: int, out: CallModelOutput) -> None:
         """What a step's model call answered, applied: the session's counts, then the
@@ -523,6 +529,7 @@ class AgentSession(HandOverWhileWaiting):
             max_tokens=b.max_tokens,
             cost_used=self._c.cost_usd,
             max_cost_usd=b.max_cost_usd,
+            deadline=self._c.deadline,
         )
 
     async def _resume_step(self, wait: CarriedWait) -> None:

@@ -476,29 +476,20 @@ async def append_reply(
     answer_events: list[NewEvent] | None = None,
 ) -> tuple[bool, bool]:
     """A model reply, its event and the session's usage in one statement: the message and
-    event as ``append_record`` writes them; the event, the usage (tokens, cost) and the
-    step only with a new reply (a seq the session's ending filled first gets nothing
-    after that ending). ``answers`` (tool results) and their
+    event as ``append_record`` writes them; the usage (tokens, cost) added only when the
+    event is new, the step advanced either way. ``answers`` (tool results) and their
     ``answer_events`` are written only with a new reply: in the same statement, so the
     reply and these answers are in the record together or not at all. Whether the message
     and the event are new."""
     # The session's row is locked first (as ``u`` would lock it; rows that refer to it may
     # still be written meanwhile): an ending that closes a step still open
     # (``tools.folded.close_open_step``) locks it first too, so the two never interleave:
-    # the ending reads what this wrote, or this finds the ending's rows in its place and
-    # writes nothing (its event and usage go only with its reply).
+    # the ending reads what this wrote, or this finds the ending's rows in its place (the
+    # call's event and usage are still written: the call was made).
     parts, params = _record_parts(
-        session_id, agent_id, [message], [], when="EXISTS (SELECT FROM l)"
+        session_id, agent_id, [message], [event], when="EXISTS (SELECT FROM l)"
     )
-    event_parts, event_params = _record_parts(
-        session_id, agent_id, [], [event], when="EXISTS (SELECT FROM m)"
-    )
-    parts = [
-        "l AS (SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE)",
-        *parts,
-        *event_parts,
-    ]
-    params.update(event_params)
+    parts.insert(0, "l AS (SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE)")
     parts.append(
         "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
         "tokens_in = tokens_in + CASE WHEN EXISTS (SELECT FROM e) "
@@ -507,7 +498,7 @@ async def append_reply(
         "THEN CAST(:uo AS bigint) ELSE 0 END, "
         "cost_usd = cost_usd + CASE WHEN EXISTS (SELECT FROM e) "
         "THEN CAST(:uc AS numeric) ELSE 0 END "
-        "WHERE id = :sid AND EXISTS (SELECT FROM m) RETURNING 1)"
+        "WHERE id = :sid RETURNING 1)"
     )
     params.update({"ustep": step, "ui": tokens_in, "uo": tokens_out, "uc": cost_usd})
     # Read in this order so each message is written before its event (followers are told

@@ -116,27 +116,37 @@ async def close_open_step(
     # Written first: a model activity still running either recorded its reply already or
     # now finds this one there (and runs none of its calls).
     inserted = await record.append_messages(db, session_id, agent_id, head)
-    written = await record.messages_page(db, session_id, after_seq=model_seq - 1, limit=_STEPS_READ)
-    seqs = {m.seq for m in written}
-    top = max(seqs, default=model_seq)
+    written = {
+        m.seq: m
+        for m in await record.messages_page(
+            db, session_id, after_seq=model_seq - 1, limit=_STEPS_READ
+        )
+    }
+    # The steps from ``model_seq`` on: a reply, its calls' answers, the next step's reply
+    # right after them, and so on; what follows the last of them (this ending's own
+    # messages, written by an earlier try) is not a step, so a retried ending moves its
+    # messages to the same seqs again.
+    top, seq, step = model_seq, model_seq, None
     fillers: list[record.NewMessage] = []
-    for reply in written:
-        for i, call in enumerate(reply.tool_calls or []):
-            seq = reply.seq + 1 + i
-            top = max(top, seq)
-            if seq in seqs:
-                continue
-            seqs.add(seq)
-            fillers.append(
-                record.NewMessage(
-                    seq=seq,
-                    role="tool",
-                    content=NOT_RUN,
-                    step=reply.step,
-                    name=_plain(str(call.get("name", ""))),
-                    tool_call_id=str(call.get("id", "")),
+    while (reply := written.get(seq)) is not None and reply.role == "assistant":
+        if step is not None and reply.step != step + 1:
+            break
+        step = reply.step
+        calls = reply.tool_calls or []
+        for i, call in enumerate(calls):
+            if seq + 1 + i not in written:
+                fillers.append(
+                    record.NewMessage(
+                        seq=seq + 1 + i,
+                        role="tool",
+                        content=NOT_RUN,
+                        step=reply.step,
+                        name=_plain(str(call.get("name", ""))),
+                        tool_call_id=str(call.get("id", "")),
+                    )
                 )
-            )
+        top = seq + len(calls)
+        seq = top + 1
     later = [m for m in messages if m.seq > model_seq]
     moved = [dataclasses.replace(m, seq=m.seq + top - model_seq) for m in later]
     return [*fillers, *moved], inserted

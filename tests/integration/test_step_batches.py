@@ -12,6 +12,7 @@ past the one the workflow knew of, with its ending after them.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -35,6 +36,8 @@ from tests.support.sessions import (
     transcript,
     until,
 )
+from vigil.activities.record import store as record
+from vigil.activities.tools.folded import NOT_RUN, close_open_step
 from vigil.schema import names
 from vigil.schema.payloads import (
     ApproveInput,
@@ -111,6 +114,29 @@ async def test_plain_steps_are_taken_in_one_model_call(
     row = await session_row(sessionmaker, handle.id)
     assert (row.step, row.status) == (6, "completed")
     assert row.tokens_in == result.tokens_in and row.tokens_out == result.tokens_out
+
+
+async def test_a_step_that_fails_inside_a_batch_is_taken_again_at_once(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Step 2's first answer is not JSON: the batch hands the step back after step 1, and
+    # the workflow calls step 2 again before anything else (a new call, which goes on).
+    read = Reply.tool_call(*READ)
+    stub.enqueue(read, Reply.garbage(), read, Reply.tool_call("finish", {"summary": "done"}))
+    name = await _agent(sessionmaker, WIDE)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("read twice", agent_id=name))
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
+    assert len(stub.requests) == 4
+    assert await _model_calls(handle) == 2
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert [m.step for m in messages if m.role == "assistant"] == [1, 2, 3]
 
 
 async def test_a_batch_ends_at_a_step_that_needs_an_approval(
@@ -221,3 +247,47 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
     assert sorted(e.key for e in model_events) == ["model:1", "model:2"]
     ended_events = await events(sessionmaker, handle.id, "session_ended")
     assert len(ended_events) == 1
+
+
+async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tried_again(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # The workflow knew step 1 (seq 1) was open; the call also recorded step 2 (seq 3),
+    # whose call has no answer yet. The ending's message was queued at seq 2.
+    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+
+    def reply(seq: int, step: int) -> record.NewMessage:
+        call = {"id": f"c{step}", "name": "read_artifact", "arguments": "{}"}
+        return record.NewMessage(
+            seq=seq, role="assistant", content=f"step {step}", step=step, tool_calls=[call]
+        )
+
+    async with sessionmaker.begin() as db:
+        await record.create_session(db, session_id=sid, agent_id=agent, goal="g", status="running")
+        answer = record.NewMessage(
+            seq=2, role="tool", content="read", step=1, name="read_artifact", tool_call_id="c1"
+        )
+        await record.append_messages(
+            db, sid, agent, [record.NewMessage(seq=0, role="user", content="g"), reply(1, 1)]
+        )
+        await record.append_messages(db, sid, agent, [answer, reply(3, 2)])
+    end = record.NewMessage(seq=2, role="system", content="Session ended: cancelled.")
+    placed = []
+    for _ in range(2):  # the ending's write, then a retry of it once it committed
+        async with sessionmaker.begin() as db:
+            rest, _ = await close_open_step(db, sid, agent, 1, [end])
+            await record.append_messages(db, sid, agent, rest)
+        placed.append([(m.seq, m.role) for m in rest])
+    # The retry finds the answer written and puts the end where the first try did.
+    assert placed == [[(4, "tool"), (5, "system")], [(5, "system")]]
+    messages = await transcript(sessionmaker, sid)
+    assert_whole(messages)
+    assert [m.role for m in messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "system",
+    ]
+    assert messages[4].content == NOT_RUN
