@@ -23,12 +23,15 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
     bench/cpu.py), whose ratio moves less with the machine's other load than the rates;
 (peers) when LangGraph is installed (``uv sync --group peers``): ms/step at steps 10, 100
     and 1,000 of LangGraph with its PostgreSQL checkpointer (bench/peers.py) beside one
-    session in each mode, timed alike (from each step's end).
+    session in each mode, timed alike (from each step's end), in R rounds (each mode, then
+    LangGraph right after): the medians, and the median and spread of the rounds' ratios
+    (each point is the mean of ten steps of one run, which moves a lot from run to run).
 
 Prints figures and ratios; asserts nothing about time.
 
     uv run python -m bench.step_modes
-    uv run python -m bench.step_modes --steps 50 --repeat 2 --sessions 30 --peer-steps 200
+    uv run python -m bench.step_modes --steps 50 --repeat 2 --sessions 30 --peer-steps 200 \
+        --peer-repeat 1
 """
 
 from __future__ import annotations
@@ -319,6 +322,42 @@ def step_rows(mode: str, step: Step, floor: Floor, n: int, repeat: int) -> list[
     ]
 
 
+def peer_rows(
+    ends: dict[str, list[dict[str, Any]]], lg_runs: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """Per point: LangGraph's and each mode's ms/step (medians over the rounds), and the
+    median of the rounds' ratios with their spread (a point is ten steps of one run)."""
+    rows: list[tuple[str, str]] = []
+    for point in POINTS:
+        lg = [per_step_ms(run["times"], point) for run in lg_runs]
+        if any(ms is None for ms in lg):
+            continue
+        parts = []
+        for mode, runs in ends.items():
+            pairs = [
+                (v, b)
+                for run, b in zip(runs, lg, strict=True)
+                if (v := per_step_ms(run["times"], point)) is not None and b is not None
+            ]
+            if not pairs:
+                continue
+            ratios = sorted(v / b for v, b in pairs)
+            parts.append(
+                f"{mode} {statistics.median(v for v, _ in pairs):.1f} "
+                f"({statistics.median(ratios):.2f}x, {ratios[0]:.2f}-{ratios[-1]:.2f}x)"
+            )
+        lg_ms = statistics.median(ms for ms in lg if ms is not None)
+        rows.append(
+            (
+                f"(peers) ms/step at step {point}: LangGraph / vigil, medians of "
+                f"{len(lg_runs)} rounds (ratio spread)",
+                f"{lg_ms:.1f} / " + ", ".join(parts),
+            )
+        )
+    rows.append(("(peers) goal", "low-latency <= LangGraph (<= 1.00x) from step 10"))
+    return rows
+
+
 async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> None:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -331,7 +370,8 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
     client = Client(**config)
     await apply_agents(settings)
     rows: list[tuple[str, str]] = []
-    ends: dict[str, dict[str, Any]] = {}
+    ends: dict[str, list[dict[str, Any]]] = {}
+    lg_runs: list[dict[str, Any]] = []
     with llm_stub(args.stub) as stub:
         rows.append(("LLM stub", STUB_PLACES[args.stub]))
         cfg = stub_settings(settings, stub.url_openai)
@@ -385,31 +425,26 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             rows += [(f"(b) started with the {how}", what) for how, what in STARTERS.items()]
 
             if peers:
-                for mode in MODES:
-                    say(f"(peers) vigil {mode} mode, one session of {args.peer_steps} steps ...")
-                    handle = await run_session(client, task_queue, mode, args.peer_steps)
-                    ends[mode] = await step_times(settings, handle)
-        if peers:
-            say(f"(peers) LangGraph, one thread of {args.peer_steps} steps ...")
-            lg_url = await fresh_database(settings.endpoints().database_url or "", "vigil_bench_lg")
-            tool_text = ends["low-latency"]["tool_text"]
-            lg = await langgraph_run(lg_url, stub.url_openai, args.peer_steps, tool_text)
-            for point in POINTS:
-                lg_ms = per_step_ms(lg["times"], point)
-                if lg_ms is None:
-                    continue
-                parts = []
-                for mode in MODES:
-                    v = per_step_ms(ends[mode]["times"], point)
-                    if v is not None:
-                        parts.append(f"{mode} {v:.1f} ({v / lg_ms:.2f}x)")
-                rows.append(
-                    (
-                        f"(peers) ms/step at step {point}: LangGraph / vigil",
-                        f"{lg_ms:.1f} / " + ", ".join(parts),
-                    )
+                lg_url = await fresh_database(
+                    settings.endpoints().database_url or "", "vigil_bench_lg"
                 )
-            rows.append(("(peers) goal", "low-latency <= LangGraph (<= 1.00x) from step 10"))
+                # Rounds of one session in each mode and a LangGraph thread right after
+                # them: each point's ratio is taken within a round, then the median.
+                for n in range(args.peer_repeat):
+                    for mode in MODES:
+                        say(
+                            f"(peers) round {n + 1}: vigil {mode} mode, one session of "
+                            f"{args.peer_steps} steps ..."
+                        )
+                        handle = await run_session(client, task_queue, mode, args.peer_steps)
+                        ends.setdefault(mode, []).append(await step_times(settings, handle))
+                    say(f"(peers) round {n + 1}: LangGraph, one thread of {args.peer_steps} steps")
+                    tool_text = ends["low-latency"][-1]["tool_text"]
+                    lg_runs.append(
+                        await langgraph_run(lg_url, stub.url_openai, args.peer_steps, tool_text)
+                    )
+        if peers:
+            rows += peer_rows(ends, lg_runs)
         else:
             rows.append(
                 ("(peers)", f"skipped: {INSTALL_HINT if args.peer_steps else '--peer-steps 0'}")
@@ -438,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="(a) sessions per mode, (b) rounds")
     parser.add_argument("--sessions", type=int, default=30, help="(b) concurrent sessions")
     parser.add_argument("--peer-steps", type=int, default=1000, help="(peers) steps; 0: skip")
+    parser.add_argument(
+        "--peer-repeat", type=int, default=3, help="(peers) rounds (each mode, then LangGraph)"
+    )
     parser.add_argument(
         "--stub",
         choices=sorted(STUB_PLACES),
