@@ -52,6 +52,8 @@ pytestmark = pytest.mark.integration
 LONG = 20.0
 """A model call that is still running when the test acts."""
 READ = ("read_artifact", {"name": "notes.txt"})
+TWO_STEPS_ENDED = ["user", "assistant", "tool", "assistant", "tool", "system"]
+"""A record of two steps (a tool call and its answer each), then the end."""
 WIDE = 5_000
 """A batch window (ms) no step of these sessions outlasts: every plain step that follows
 is taken in the same call, however slow the machine."""
@@ -234,14 +236,7 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
         assert isinstance(ended.value.cause, CancelledError)
         messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
-    assert [m.role for m in messages] == [
-        "user",
-        "assistant",
-        "tool",
-        "assistant",
-        "tool",
-        "system",
-    ]
+    assert [m.role for m in messages] == TWO_STEPS_ENDED
     assert messages[-1].content.startswith("Session ended: cancelled")
     model_events = await events(sessionmaker, handle.id, "model_call")
     assert sorted(e.key for e in model_events) == ["model:1", "model:2"]
@@ -282,12 +277,5 @@ async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tri
     assert placed == [[(4, "tool"), (5, "system")], [(5, "system")]]
     messages = await transcript(sessionmaker, sid)
     assert_whole(messages)
-    assert [m.role for m in messages] == [
-        "user",
-        "assistant",
-        "tool",
-        "assistant",
-        "tool",
-        "system",
-    ]
+    assert [m.role for m in messages] == TWO_STEPS_ENDED
     assert messages[4].content == NOT_RUN
