@@ -277,7 +277,8 @@ class AgentSession(HandOverWhileWaiting):
         # Asked first, newest first: a session with quiet steps is under local bookkeeping,
         # one under local bookkeeping under lean bookkeeping too, and one under lean
         # bookkeeping takes every earlier patch's path without asking for it (see
-        # _patched). A new session carries one marker.
+        # _patched). A new session carries one marker here (and a low-latency one a
+        # second, vigil-step-batches, at its first model call).
         self._quiet_steps = workflow.patched(names.PATCH_QUIET_STEPS)
         self._local_books = self._quiet_steps or workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
         self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)

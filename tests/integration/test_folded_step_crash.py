@@ -48,14 +48,15 @@ PAGE_HOLD = 1.0
 class Pages:
     """The fetched pages' log, filled by the stub's GET hook (its own threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: float = PAGE_HOLD) -> None:
         self.lock = threading.Lock()
         self.paths: list[str] = []
+        self.hold = hold
 
     def hook(self, path: str) -> None:
         with self.lock:
             self.paths.append(path)
-        time.sleep(PAGE_HOLD)
+        time.sleep(self.hold)
 
     def count(self) -> int:
         with self.lock:
@@ -254,7 +255,7 @@ async def test_a_worker_killed_inside_a_step_batch(
     # the stub holds: the worker is killed there. The next worker runs the call again from
     # the batch's first step: step 1 comes back from the record (its reply and results
     # as written: the model is not asked, no page fetched again), step 2 is asked again.
-    pages = Pages()
+    pages = Pages(hold=0.05)  # quick: the batch's window must hold steps 1 to 3 after the kill
     stub.on_get = pages.hook
     tools = [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}]
     name = await local_agent(

@@ -118,15 +118,16 @@ async def test_plain_steps_are_taken_in_one_model_call(
     assert row.tokens_in == result.tokens_in and row.tokens_out == result.tokens_out
 
 
-async def test_a_step_that_fails_inside_a_batch_is_taken_again_at_once(
+async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(
     client: Client,
     settings: Settings,
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
-    # Step 2's first answer is not JSON: the batch hands the step back after step 1, and
-    # the workflow calls step 2 again before anything else (a new call, which goes on).
+    # Step 2's first answer is not JSON: the batch returns step 1 and hands step 2 back
+    # (rather than failing the call), and the workflow calls step 2 again (a new call,
+    # which goes on). That it does so before any input is not shown here: no input comes.
     read = Reply.tool_call(*READ)
     stub.enqueue(read, Reply.garbage(), read, Reply.tool_call("finish", {"summary": "done"}))
     name = await _agent(sessionmaker, WIDE)
