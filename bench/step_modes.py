@@ -329,15 +329,15 @@ def peer_rows(
     median of the rounds' ratios with their spread (a point is ten steps of one run)."""
     rows: list[tuple[str, str]] = []
     for point in POINTS:
-        lg = [per_step_ms(run["times"], point) for run in lg_runs]
-        if any(ms is None for ms in lg):
+        lg = [ms for run in lg_runs if (ms := per_step_ms(run["times"], point)) is not None]
+        if len(lg) < len(lg_runs):
             continue
         parts = []
         for mode, runs in ends.items():
             pairs = [
                 (v, b)
                 for run, b in zip(runs, lg, strict=True)
-                if (v := per_step_ms(run["times"], point)) is not None and b is not None
+                if (v := per_step_ms(run["times"], point)) is not None
             ]
             if not pairs:
                 continue
@@ -346,7 +346,7 @@ def peer_rows(
                 f"{mode} {statistics.median(v for v, _ in pairs):.1f} "
                 f"({statistics.median(ratios):.2f}x, {ratios[0]:.2f}-{ratios[-1]:.2f}x)"
             )
-        lg_ms = statistics.median(ms for ms in lg if ms is not None)
+        lg_ms = statistics.median(lg)
         rows.append(
             (
                 f"(peers) ms/step at step {point}: LangGraph / vigil, medians of "

@@ -431,13 +431,14 @@ class AgentSession(HandOverWhileWaiting):
                     f"step {step} of a batch recorded at seq {more.seq}, not {model_seq}",
                 )
             self._c.next_seq = model_seq + 1
-            self._folded = {i: done for i, done in enumerate(more.folded)}
             await self._took(step, model_seq, more)
         return out.handed_back
 
     async def _took(self, step: int, model_seq: int, out: CallModelOutput) -> None:
         """What a step's model call answered, applied: the session's counts, then the
-        end, the wait for the next message, or the reply's tool calls."""
+        end, the wait for the next message, or the reply's tool calls (those the call ran
+        itself, ``out.folded``, only closed here)."""
+        self._folded = {i: done for i, done in enumerate(out.folded)}
         self._open_model_seq = None
         self._model_seq = model_seq
         self._said = out.content_preview
@@ -501,7 +502,6 @@ class AgentSession(HandOverWhileWaiting):
             if records is not None:
                 self._restore_records(records)  # for the final flush (writes are idempotent)
             raise
-        self._folded = {i: done for i, done in enumerate(out.folded)}
         return out
 
     def _batch(self, step: int) -> StepBatch | None:

@@ -489,7 +489,7 @@ async def append_reply(
     parts, params = _record_parts(
         session_id, agent_id, [message], [event], when="EXISTS (SELECT FROM l)"
     )
-    parts.insert(0, "l AS (SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE)")
+    parts.insert(0, f"l AS ({_LOCK_SESSION})")
     parts.append(
         "u AS (UPDATE sessions SET step = GREATEST(step, :ustep), updated_at = now(), "
         "tokens_in = tokens_in + CASE WHEN EXISTS (SELECT FROM e) "
@@ -584,9 +584,11 @@ async def lock_session(db: Statements, session_id: str) -> None:
     """Lock the session's row for the rest of the transaction, as an update of it would
     (``FOR NO KEY UPDATE``: rows that refer to the session may still be written meanwhile;
     see ``append_reply``)."""
-    await db.execute(
-        sql("SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE"), {"sid": session_id}
-    )
+    await db.execute(sql(_LOCK_SESSION), {"sid": session_id})
+
+
+_LOCK_SESSION = "SELECT 1 FROM sessions WHERE id = :sid FOR NO KEY UPDATE"
+"""The session's row locked as an update of it locks it (``lock_session``, ``append_reply``)."""
 
 
 async def messages_by_seq(db: Statements, session_id: str, seqs: list[int]) -> list[StoredMessage]:

@@ -27,14 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from tests.support.history import activity_runs
+from tests.support.history import activity_runs, local_activities
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import assert_whole, local_agent, start, transcript, until
 from tests.support.worker_proc import WorkerProcess
 from vigil.activities.record import store as record
 from vigil.schema import names
 from vigil.schema.payloads import Budget, SessionStatus, StartSessionInput, ToolPolicy
-from vigil.workers.client import local_activity_type
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -280,8 +279,7 @@ async def test_a_worker_killed_inside_a_step_batch(
     assert pages.count() == 2 * CALLS
     assert await _scheduled(handle) == []
     # The killed call left no marker; the next took the three steps in one.
-    history = await handle.fetch_history()
-    assert sum(local_activity_type(e) == names.ACT_CALL_MODEL for e in history.events) == 1
+    assert await local_activities(handle, names.ACT_CALL_MODEL) == 1
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
 
 

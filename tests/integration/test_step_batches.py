@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
+from tests.support.history import local_activities
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
@@ -44,7 +45,6 @@ from vigil.schema.payloads import (
     PauseInput,
     SessionStatus,
 )
-from vigil.workers.client import local_activity_type
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -66,8 +66,7 @@ def _answered(body: Any) -> int:
 
 async def _model_calls(handle: WorkflowHandle[Any, Any]) -> int:
     """The session's model calls as local activities (a marker each) in its history."""
-    history = await handle.fetch_history()
-    return sum(local_activity_type(e) == names.ACT_CALL_MODEL for e in history.events)
+    return await local_activities(handle, names.ACT_CALL_MODEL)
 
 
 async def _agent(

@@ -44,6 +44,12 @@ async def activity_runs(
     return runs
 
 
+async def local_activities(handle: WorkflowHandle[Any, Any], name: str) -> int:
+    """How many local activities of type ``name`` the handle's run holds (a marker each)."""
+    history = await handle.fetch_history()
+    return sum(local_activity_type(event) == name for event in history.events)
+
+
 def activity_summaries(events: Iterable[HistoryEvent]) -> list[tuple[int, str, str]]:
     """(event id, activity type, summary) of every activity in a history, in order: the
     scheduled ones and the local ones (a marker each, which holds no input: only its type,
