@@ -324,6 +324,7 @@ class SessionActivities:
             for e in arg.events
         ]
         inserted_messages = inserted_events = 0
+        last_step: int | None = None
         s = arg.session
         guard, events = _end_guard(arg, messages, events)
         # Refused input recorded after the end is the one write a session's end allows.
@@ -337,9 +338,12 @@ class SessionActivities:
             # A lean transaction: messages and events in one statement, then the row.
             async with lean_acting_for(self._engine, arg.agent_id) as db:
                 if arg.open_step_seq is not None:
-                    messages, inserted_messages = await folded.close_open_step(
+                    closed = await folded.close_open_step(
                         db, arg.session_id, arg.agent_id, arg.open_step_seq, messages
                     )
+                    messages, inserted_messages = closed.rest, closed.inserted
+                    last_step = closed.last_step
+                    events = _at_last_step(events, last_step)
                 if after_end or guard is None:
                     written, ended = (
                         await record.append_record(
@@ -379,7 +383,11 @@ class SessionActivities:
                     version=arg.session.agent_version,
                     system_prompt=arg.session.system_prompt,
                 )
-        return RecordOutput(inserted_messages=inserted_messages, inserted_events=inserted_events)
+        return RecordOutput(
+            inserted_messages=inserted_messages,
+            inserted_events=inserted_events,
+            last_step=last_step,
+        )
 
     @staticmethod
     async def _ended_in_record(db: Statements, session_id: str, status: str) -> ApplicationError:
@@ -1112,6 +1120,19 @@ def _end_guard(
         for e in events
     ]
     return record.EndGuard(run_id, seq, s.status.value), named
+
+
+def _at_last_step(events: list[record.NewEvent], step: int | None) -> list[record.NewEvent]:
+    """The end's event at the last step the record holds when a model call took steps
+    past the one its workflow knew of (a batch the session ended inside)."""
+    if step is None:
+        return events
+    return [
+        dataclasses.replace(e, step=step)
+        if e.kind == event_kinds.SESSION_ENDED and e.step < step
+        else e
+        for e in events
+    ]
 
 
 def _first_attempt() -> bool:

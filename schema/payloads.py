@@ -344,6 +344,9 @@ class RecordOutput(Payload):
     inserted_events: int
     remembered: bool | None = None
     """Whether the outcome carried in ``remember`` was kept (None: none was carried)."""
+    last_step: int | None = None
+    """With ``open_step_seq``: the last step the record holds from that step on (a
+    low-latency batch's call may have recorded steps its workflow never heard of)."""
 
 
 class CallModelInput(Payload):

@@ -946,6 +946,9 @@ class AgentSession(HandOverWhileWaiting):
             if recorded is None:
                 raise
             return await self._as_recorded(*recorded)
+        if written is not None and written.last_step is not None:
+            # A batch's call recorded steps past the one this run knew of: they count.
+            self._c.step = max(self._c.step, written.last_step)
         self._publish()
         await self._notify(
             "session_ended", "ended", status=status.value, summary=preview(summary, 2000)

@@ -96,18 +96,31 @@ def output_size(out: CallModelOutput) -> int:
     return size
 
 
+@dataclasses.dataclass(frozen=True)
+class ClosedStep:
+    """What closing a step the session ended inside left to do."""
+
+    rest: list[record.NewMessage]
+    """The messages still to write (answers filled in, the workflow's later ones moved)."""
+    inserted: int
+    """Messages written already."""
+    last_step: int | None
+    """The last step the record holds from the open step on (None: no reply there)."""
+
+
 async def close_open_step(
     db: Statements,
     session_id: str,
     agent_id: str,
     model_seq: int,
     messages: list[record.NewMessage],
-) -> tuple[list[record.NewMessage], int]:
+) -> ClosedStep:
     """Close a folded step the session ended inside, with the steps its model call went
     on to (a low-latency batch): the messages up to ``model_seq`` are written, every tool
     call of a reply recorded from there on gets an answer (its result if the model
     activity wrote one, else ``NOT_RUN``), and the workflow's later messages move after
-    all of it. Returns the messages still to write and how many were written here."""
+    all of it, at the last step recorded if that is past theirs (the workflow learns of
+    a batch's steps only when its call returns)."""
     # A model call still running writes a step only while it holds the session's row
     # (record.append_reply): what it wrote before is read below, and what it would write
     # after finds this ending in its place.
@@ -148,8 +161,13 @@ async def close_open_step(
         top = seq + len(calls)
         seq = top + 1
     later = [m for m in messages if m.seq > model_seq]
-    moved = [dataclasses.replace(m, seq=m.seq + top - model_seq) for m in later]
-    return [*fillers, *moved], inserted
+    moved = [
+        dataclasses.replace(
+            m, seq=m.seq + top - model_seq, step=max(m.step, step if step is not None else 0)
+        )
+        for m in later
+    ]
+    return ClosedStep([*fillers, *moved], inserted, step)
 
 
 def _plain(name: str) -> str:

@@ -6,7 +6,7 @@ What must hold whatever the batch: the record has each step once and whole, the 
 counts are the steps it took, a step that needs the workflow (an approval here) ends the
 batch before anything after it runs, a pause holds the session where the workflow and the
 record agree, and a session cancelled inside a batch closes the steps the call recorded
-past the one the workflow knew of, with its ending after them.
+past the one the workflow knew of, with its ending after them and at their last step.
 """
 
 from __future__ import annotations
@@ -235,6 +235,8 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
             await handle.result()
         assert isinstance(ended.value.cause, CancelledError)
         messages = await transcript(sessionmaker, handle.id)
+        shown = (await handle.describe()).typed_search_attributes
+    assert (shown.get(names.SA_STATUS), shown.get(names.SA_STEP)) == ("cancelled", 2)
     assert_whole(messages)
     assert [m.role for m in messages] == TWO_STEPS_ENDED
     assert messages[-1].content.startswith("Session ended: cancelled")
@@ -242,6 +244,9 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
     assert sorted(e.key for e in model_events) == ["model:1", "model:2"]
     ended_events = await events(sessionmaker, handle.id, "session_ended")
     assert len(ended_events) == 1
+    # The end is told at the last step the record holds, not the one the workflow knew.
+    assert (messages[-1].step, ended_events[0].step) == (2, 2)
+    assert (await session_row(sessionmaker, handle.id)).step == 2
 
 
 async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tried_again(
@@ -270,7 +275,7 @@ async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tri
     placed = []
     for _ in range(2):  # the ending's write, then a retry of it once it committed
         async with sessionmaker.begin() as db:
-            rest, _ = await close_open_step(db, sid, agent, 1, [end])
+            rest = (await close_open_step(db, sid, agent, 1, [end])).rest
             await record.append_messages(db, sid, agent, rest)
         placed.append([(m.seq, m.role) for m in rest])
     # The retry finds the answer written and puts the end where the first try did.
