@@ -175,6 +175,12 @@ PATCH_INPUT_AT_THE_END = "vigil-input-at-the-end"
 # workflow handles), for a short window: one local activity and one activation for
 # several steps. Asked where a low-latency step's model call is made.
 PATCH_STEP_BATCHES = "vigil-step-batches"
+# The search attributes a run starts with already (vigil's client sets agent, status, step
+# and goal when it starts a session; a run continued as new has its last run's) are not
+# set again, and an update carries only the attributes it changes: each update is a
+# history event and a visibility write on the server. Asked first by new sessions; it
+# implies quiet steps and every patch before them, and step batches without asking.
+PATCH_START_ATTRIBUTES = "vigil-start-attributes"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -59,6 +59,7 @@ from vigil.schema.payloads import (
     StartSessionInput,
     ToolPolicy,
     WakeInput,
+    preview,
 )
 from vigil.schema.tools import BUILTIN_TOOLS
 from vigil.workers.codec import ENCODING as ENCRYPTED
@@ -619,7 +620,8 @@ class _VigilClientCore:
                     SearchAttributePair(names.SA_AGENT, agent_id),
                     SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
                     SearchAttributePair(names.SA_STEP, 0),
-                    SearchAttributePair(names.SA_GOAL, goal[:1000]),
+                    # As the session itself would set it: it then sets none of these again.
+                    SearchAttributePair(names.SA_GOAL, preview(goal, 1000)),
                 ]
             ),
             "static_summary": f"{agent_id}: {goal[:200]}",
@@ -1334,7 +1336,9 @@ class _VigilClientCore:
                     [
                         SearchAttributePair(names.SA_AGENT, template.agent_id),
                         SearchAttributePair(names.SA_SCHEDULE, schedule_id),
-                        SearchAttributePair(names.SA_GOAL, template.goal[:1000]),
+                        SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
+                        SearchAttributePair(names.SA_STEP, 0),
+                        SearchAttributePair(names.SA_GOAL, preview(template.goal, 1000)),
                     ]
                 ),
                 memo={

@@ -131,6 +131,9 @@ class AgentSession(HandOverWhileWaiting):
         self._quiet_steps = False
         """Whether a step updates the step's search attribute only now and then
         (``PATCH_QUIET_STEPS``)."""
+        self._changed_attributes = False
+        """Whether an update of the search attributes carries only what it changes, and
+        none is made when nothing changes (``PATCH_START_ATTRIBUTES``)."""
         # What the transcript still owes if the session ends mid-step: the model reply being
         # awaited and the tool calls without a result (with their seq once reserved).
         self._open_model_seq: int | None = None
@@ -274,12 +277,13 @@ class AgentSession(HandOverWhileWaiting):
         if self._settled:
             return
         self._settled = True
-        # Asked first, newest first: a session with quiet steps is under local bookkeeping,
-        # one under local bookkeeping under lean bookkeeping too, and one under lean
-        # bookkeeping takes every earlier patch's path without asking for it (see
-        # _patched). A new session carries one marker here (and a low-latency one a
-        # second, vigil-step-batches, at its first model call).
-        self._quiet_steps = workflow.patched(names.PATCH_QUIET_STEPS)
+        # Asked first, newest first: a session that sets only changed search attributes
+        # has quiet steps, one with quiet steps is under local bookkeeping, one under
+        # local bookkeeping under lean bookkeeping too, and one under lean bookkeeping
+        # takes every earlier patch's path without asking for it (see _patched). A new
+        # session carries one marker, this one.
+        self._changed_attributes = workflow.patched(names.PATCH_START_ATTRIBUTES)
+        self._quiet_steps = self._changed_attributes or workflow.patched(names.PATCH_QUIET_STEPS)
         self._local_books = self._quiet_steps or workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
         self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
         # Sessions started by older code replay without this marker: they never hand over
@@ -474,7 +478,9 @@ class AgentSession(HandOverWhileWaiting):
             if folding.local_model_call(self._runtime):
                 limit = c.MODEL_START_TO_CLOSE
                 batch = self._batch(arg.step)
-                if batch is not None and workflow.patched(names.PATCH_STEP_BATCHES):
+                if batch is not None and (
+                    self._changed_attributes or workflow.patched(names.PATCH_STEP_BATCHES)
+                ):
                     arg.batch = batch
                     limit += timedelta(milliseconds=batch.window_ms)
                 # No heartbeat: a lost worker is noticed by its workflow task timing out,
@@ -1301,7 +1307,13 @@ class AgentSession(HandOverWhileWaiting):
         if self._published_goal != goal:
             updates.append(names.SA_GOAL.value_set(goal))
             self._published_goal = goal
-        workflow.upsert_search_attributes(updates)
+        if self._changed_attributes:
+            # What the run holds already (set by its start, or by an update) is not set
+            # again: a session vigil's client started makes no update until it moves.
+            held = workflow.info().typed_search_attributes
+            updates = [u for u in updates if held.get(u.key) != u.value]
+        if updates:
+            workflow.upsert_search_attributes(updates)
         self._set_details()
 
     def _set_details(self) -> None:

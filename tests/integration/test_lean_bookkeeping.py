@@ -141,16 +141,16 @@ async def test_a_one_step_session_asks_the_server_for_its_model_call_only(
     assert _scheduled(history) == ([] if local else [names.ACT_CALL_MODEL])
     expected = [names.ACT_RESOLVE_AGENT, *([names.ACT_CALL_MODEL] if local else [])]
     assert [name for _, name, _ in _local(history)] == [*expected, names.ACT_RECORD]
-    # A low-latency step may go on to the next ones (step batches): asked once a run.
-    batches = [names.PATCH_STEP_BATCHES] if local else []
-    assert _patches(history) == [names.PATCH_QUIET_STEPS, *batches]
+    # One patch, asked first; the older ones, and step batches, it implies.
+    assert _patches(history) == [names.PATCH_START_ATTRIBUTES]
     kinds = _kinds(history)
-    # The patches, the locals.
-    assert kinds["marker_recorded"] == 1 + len(batches) + (3 if local else 2)
+    # The patch, the locals.
+    assert kinds["marker_recorded"] == 1 + (3 if local else 2)
     assert kinds["workflow_task_completed"] == (1 if local else 2)
-    # The patches' TemporalChangeVersion, the start and the end: the step, less than a
-    # second after the start, updated no search attribute of its own (quiet steps).
-    assert kinds["upsert_workflow_search_attributes"] == 3 + len(batches)
+    # The patch's TemporalChangeVersion, the start (this start set none) and the end: the
+    # step, less than a second after the start, updated no search attribute of its own
+    # (quiet steps).
+    assert kinds["upsert_workflow_search_attributes"] == 3
 
     await _assert_opened_and_ended_once(sessionmaker, handle.id, goal)
     assert await _memories(sessionmaker, handle.id) == ["reflection"]
@@ -338,6 +338,17 @@ async def test_a_session_vigils_client_starts_runs_the_definition_the_start_carr
             system = stub.requests[-1].body["messages"][0]
             assert system == {"role": "system", "content": "be brief about the tide"}
             await _assert_opened_and_ended_once(sessionmaker, started.id, "the tide")
+            # The start set the search attributes the session would set first: it sets
+            # none of them again (the one update before the end is the patch's version).
+            upserts = [e for e in history if _upserted(e)]
+            assert len(upserts) == 2
+            assert b"VigilGoal" not in b"".join(
+                e.upsert_workflow_search_attributes_event_attributes.SerializeToString()
+                for e in upserts
+            )
+            shown = (await handle.describe()).typed_search_attributes
+            assert (shown.get(names.SA_STATUS), shown.get(names.SA_STEP)) == ("completed", 1)
+            assert (shown.get(names.SA_AGENT), shown.get(names.SA_GOAL)) == (agent, "the tide")
 
             # Carried for another version than the start names: read as before.
             stub.enqueue(Reply.tool_call("finish", {"summary": "at noon"}))

@@ -36,6 +36,7 @@ from vigil.schema.names import (
     PATCH_MESSAGE_BEFORE_END,
     PATCH_REDIRECT_BACK_DURING_MOVE,
     PATCH_REDIRECT_QUEUE_LIMIT,
+    PATCH_START_ATTRIBUTES,
     PATCH_STEP_BATCHES,
     PATCH_UNDECRYPTABLE_SIGNAL,
 )
@@ -136,6 +137,18 @@ OLDER_END_INPUT = "pre_input_at_the_end__"
 # Recorded before a low-latency model call went on to the plain steps after its own
 # (PATCH_STEP_BATCHES).
 OLDER_BATCHES = "pre_step_batches__"
+# Recorded before a run set only the search attributes it changes, and none its start set
+# (PATCH_START_ATTRIBUTES, which every new session takes): the scenarios whose path it
+# changes (a start by vigil's client, a run continued as new, step batches implied).
+OLDER_ATTRIBUTES = "pre_start_attributes__"
+ATTRIBUTES = {
+    "client_start_first_run",
+    "client_start_last_run",
+    "continue_as_new_first_run",
+    "continue_as_new_last_run",
+    "step_batches",
+    "local_model_calls",
+}
 DECIDING = {
     "approval_approve",
     "hand_over_waiting_last_run",
@@ -194,6 +207,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_BACK,
         OLDER_END_INPUT,
         OLDER_BATCHES,
+        OLDER_ATTRIBUTES,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -241,6 +255,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_BATCHES) for p in PATHS if p.stem.startswith(OLDER_BATCHES)
     }
     assert older_batches == {"local_model_calls"}
+    older_attributes = {
+        p.stem.removeprefix(OLDER_ATTRIBUTES) for p in PATHS if p.stem.startswith(OLDER_ATTRIBUTES)
+    }
+    assert older_attributes == ATTRIBUTES
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -386,16 +404,34 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert failed == [names.ERR_ENDED_IN_RECORD]
     assert _ended(refused_task) == SessionStatus.COMPLETED.value
     # Four steps of the low-latency mode in one model call; before batches, and in a
-    # session whose first call outlasted the window, a call a step.
-    batches = _history(HISTORIES / "step_batches.json")
-    assert PATCH_STEP_BATCHES in _patches(batches)
-    assert (_local(batches, names.ACT_CALL_MODEL), _result(batches)["steps"]) == (1, 4)
+    # session whose first call outlasted the window, a call a step. Batches were asked
+    # for until the start's attributes patch, which implies them.
+    for prefix in ("", OLDER_ATTRIBUTES):
+        batches = _history(HISTORIES / f"{prefix}step_batches.json")
+        assert (_local(batches, names.ACT_CALL_MODEL), _result(batches)["steps"]) == (1, 4)
+    assert _patches(_history(HISTORIES / "step_batches.json")) == [PATCH_START_ATTRIBUTES]
+    assert PATCH_STEP_BATCHES in _patches(
+        _history(HISTORIES / f"{OLDER_ATTRIBUTES}step_batches.json")
+    )
     now, then = (
-        _history(HISTORIES / f"{prefix}local_model_calls.json") for prefix in ("", OLDER_BATCHES)
+        _history(HISTORIES / f"{prefix}local_model_calls.json")
+        for prefix in (OLDER_ATTRIBUTES, OLDER_BATCHES)
     )
     assert PATCH_STEP_BATCHES in _patches(now)
     assert PATCH_STEP_BATCHES not in _patches(then)
     assert _local(now, names.ACT_CALL_MODEL) == _local(then, names.ACT_CALL_MODEL) == 2
+    # Started by vigil's client, which set the attributes the session would set first,
+    # or continued as new, which holds the last run's: a run sets only those that
+    # changed; before, its first update set all four again. (The plain Temporal client
+    # started continue_as_new's first run with none: it sets them all, as before.)
+    for name in ("client_start_first_run", "client_start_last_run", "continue_as_new_last_run"):
+        now, then = (
+            _history(HISTORIES / f"{name}.json"),
+            _history(HISTORIES / f"{OLDER_ATTRIBUTES}{name}.json"),
+        )
+        assert _patches(now)[0] == PATCH_START_ATTRIBUTES, name
+        assert PATCH_START_ATTRIBUTES not in _patches(then), name
+        assert _vigil_attributes_set(now) < _vigil_attributes_set(then), name
 
 
 def _local(history: WorkflowHistory, activity_type: str) -> int:
@@ -405,6 +441,12 @@ def _local(history: WorkflowHistory, activity_type: str) -> int:
         for e in history.events
         if (data := local_activity_data(e)) is not None and data["activity_type"] == activity_type
     )
+
+
+def _vigil_attributes_set(history: WorkflowHistory) -> int:
+    """How many of vigil's own search attributes the history's updates set, in all."""
+    upserts = [e.upsert_workflow_search_attributes_event_attributes for e in history.events]
+    return sum(k.startswith("Vigil") for u in upserts for k in u.search_attributes.indexed_fields)
 
 
 def _updates(history: WorkflowHistory) -> int:
