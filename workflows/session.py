@@ -517,7 +517,8 @@ class AgentSession(HandOverWhileWaiting):
         budgets it checks after each step as ``_budget_end`` does. The rest of what this
         loop checks between steps (input, pauses, a redirect, the run's history) changes
         only when the workflow hears of something, which it does once the call has
-        returned."""
+        returned; input it heard of before the call (a step handed back is called again
+        before the loop takes input) makes the call take its own step only."""
         assert self._runtime is not None  # the low-latency mode is an agent's setting
         window = self._runtime.model.batch_ms
         window = c.STEP_BATCH_MS if window is None else window
@@ -529,6 +530,10 @@ class AgentSession(HandOverWhileWaiting):
         )
         if window <= 0 or steps <= 0:
             return None
+        if self._changed_attributes and self._input_waits():
+            # Heard of before this call (a step handed back is taken again at once): the
+            # call takes its step alone, and the loop takes the input after it.
+            return None
         return StepBatch(
             steps=steps,
             window_ms=window,
@@ -538,6 +543,11 @@ class AgentSession(HandOverWhileWaiting):
             max_cost_usd=b.max_cost_usd,
             deadline=self._c.deadline,
         )
+
+    def _input_waits(self) -> bool:
+        """Whether something the loop takes between steps has come: a message or a new
+        goal, a pause, a move to another agent version."""
+        return bool(self._inbox.items) or self._c.paused or self._c.agent_switch is not None
 
     async def _resume_step(self, wait: CarriedWait) -> None:
         """Finish the step whose wait the last run handed over (workflows/hand_over.py)."""

@@ -42,6 +42,7 @@ from vigil.activities.tools.folded import NOT_RUN, close_open_step
 from vigil.schema import names
 from vigil.schema.payloads import (
     ApproveInput,
+    MessageInput,
     PauseInput,
     SessionStatus,
 )
@@ -139,6 +140,47 @@ async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     assert [m.step for m in messages if m.role == "assistant"] == [1, 2, 3]
+
+
+async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Step 2 of the first call hangs past a workflow task's heartbeat (~8 s: the workflow
+    # hears of the message then), then fails. Step 2 is taken again at once (begun, it
+    # goes first), but by itself: the message that waits joins the transcript after it,
+    # and step 3 answers it. A batch would have gone on to step 3 without it.
+    note = "also check the tide table"
+    read = Reply.tool_call(*READ)
+    stub.enqueue(
+        read,
+        Reply.hang(10.0, then=Reply.garbage()),
+        read,
+        Reply.tool_call("finish", {"summary": "done"}),
+        Reply.tool_call("finish", {"summary": "done again"}),
+    )
+    name = await _agent(sessionmaker, WIDE)
+    async with running_worker(
+        client, stub_settings(settings, stub.url_openai, model_timeout_seconds=LONG * 2), task_queue
+    ):
+        handle = await start(client, task_queue, session_input("read and listen", agent_id=name))
+        await until(lambda: len(stub.requests) >= 2 or None, what="step 2's first call")
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text=note, by="ops"))
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
+
+    def heard(i: int) -> bool:
+        return any(note in str(m.get("content")) for m in stub.requests[i].body["messages"])
+
+    assert len(stub.requests) == 4
+    assert [heard(i) for i in range(4)] == [False, False, False, True]
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    said = [(m.role, m.step) for m in messages if m.role in ("assistant", "user")]
+    assert said == [("user", 0), ("assistant", 1), ("assistant", 2), ("user", 2), ("assistant", 3)]
 
 
 async def test_a_batch_ends_at_a_step_that_needs_an_approval(
