@@ -105,7 +105,8 @@ class ClosedStep:
     inserted: int
     """Messages written already."""
     last_step: int | None
-    """The last step the record holds from the open step on (None: no reply there)."""
+    """The last step the record holds from the open step on (None: no reply there, the
+    ending's stand-in at the open step's seq instead)."""
 
 
 async def close_open_step(
@@ -140,11 +141,21 @@ async def close_open_step(
     # messages, written by an earlier try) is not a step, so a retried ending moves its
     # messages to the same seqs again.
     top, seq, step = model_seq, model_seq, None
+    # The ending's own stand-in for a reply never recorded is no step taken.
+    stand_in = next((m for m in head if m.seq == model_seq and m.role == "assistant"), None)
+    last_step: int | None = None
     fillers: list[record.NewMessage] = []
     while (reply := written.get(seq)) is not None and reply.role == "assistant":
         if step is not None and reply.step != step + 1:
             break
         step = reply.step
+        if not (
+            stand_in is not None
+            and seq == model_seq
+            and reply.content == stand_in.content
+            and not reply.tool_calls
+        ):
+            last_step = step
         calls = reply.tool_calls or []
         for i, call in enumerate(calls):
             if seq + 1 + i not in written:
@@ -162,12 +173,10 @@ async def close_open_step(
         seq = top + 1
     later = [m for m in messages if m.seq > model_seq]
     moved = [
-        dataclasses.replace(
-            m, seq=m.seq + top - model_seq, step=max(m.step, step if step is not None else 0)
-        )
+        dataclasses.replace(m, seq=m.seq + top - model_seq, step=max(m.step, last_step or 0))
         for m in later
     ]
-    return ClosedStep([*fillers, *moved], inserted, step)
+    return ClosedStep([*fillers, *moved], inserted, last_step)
 
 
 def _plain(name: str) -> str:

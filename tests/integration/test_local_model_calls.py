@@ -123,4 +123,7 @@ async def test_cancel_during_a_long_local_call(
     assert [m.role for m in messages] == ["user", "assistant", "system"]
     assert messages[1].content.startswith("[no reply recorded")
     assert messages[-1].content.startswith("Session ended: cancelled")
+    # The stand-in for the reply is no step taken: the end is told at step 0.
+    assert messages[-1].step == 0
+    assert (await handle.describe()).typed_search_attributes.get(names.SA_STEP) == 0
     assert stub.requests and not any(_after_a_tool(r.body) for r in stub.requests)

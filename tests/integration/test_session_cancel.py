@@ -30,6 +30,7 @@ from tests.support.sessions import (
     until,
 )
 from vigil.activities.record.store import StoredMessage
+from vigil.schema import names
 from vigil.schema.payloads import SessionStatus
 from vigil.workers.settings import Settings
 
@@ -97,3 +98,7 @@ async def test_cancel_while_the_model_is_answering(
     assert [m.role for m in messages] == ["user", "assistant", "system"]
     assert messages[1].content.startswith("[no reply recorded")
     assert await events(sessionmaker, handle.id, "model_call") == []
+    # The stand-in for the reply is no step taken: the end is told at step 0.
+    (ended_ev,) = await events(sessionmaker, handle.id, "session_ended")
+    shown = (await handle.describe()).typed_search_attributes
+    assert (messages[-1].step, ended_ev.step, shown.get(names.SA_STEP)) == (0, 0, 0)

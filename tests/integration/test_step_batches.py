@@ -149,15 +149,15 @@ async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
-    # Step 2 of the first call hangs past a workflow task's heartbeat (~8 s: the workflow
-    # hears of the message then), then fails. Step 2 is taken again at once (begun, it
+    # Step 2 of the first call hangs well past a workflow task's heartbeat (~8 s after
+    # the task began: the workflow hears of the message then), then fails. Step 2 is taken again at once (begun, it
     # goes first), but by itself: the message that waits joins the transcript after it,
     # and step 3 answers it. A batch would have gone on to step 3 without it.
     note = "also check the tide table"
     read = Reply.tool_call(*READ)
     stub.enqueue(
         read,
-        Reply.hang(10.0, then=Reply.garbage()),
+        Reply.hang(16.0, then=Reply.garbage()),
         read,
         Reply.tool_call("finish", {"summary": "done"}),
         Reply.tool_call("finish", {"summary": "done again"}),
@@ -317,12 +317,39 @@ async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tri
     placed = []
     for _ in range(2):  # the ending's write, then a retry of it once it committed
         async with sessionmaker.begin() as db:
-            rest = (await close_open_step(db, sid, agent, 1, [end])).rest
-            await record.append_messages(db, sid, agent, rest)
-        placed.append([(m.seq, m.role) for m in rest])
-    # The retry finds the answer written and puts the end where the first try did.
-    assert placed == [[(4, "tool"), (5, "system")], [(5, "system")]]
+            closed = await close_open_step(db, sid, agent, 1, [end])
+            await record.append_messages(db, sid, agent, closed.rest)
+        placed.append([(m.seq, m.role, m.step) for m in closed.rest])
+        assert closed.last_step == 2
+    # The retry finds the answer written and puts the end where the first try did, at
+    # the last step recorded.
+    assert placed == [[(4, "tool", 2), (5, "system", 2)], [(5, "system", 2)]]
     messages = await transcript(sessionmaker, sid)
     assert_whole(messages)
     assert [m.role for m in messages] == TWO_STEPS_ENDED
     assert messages[4].content == NOT_RUN
+
+
+async def test_an_ending_whose_step_recorded_no_reply_counts_no_step(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # The model call recorded nothing: the ending's stand-in takes the reply's seq, and
+    # the step it stands in for was never taken.
+    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    async with sessionmaker.begin() as db:
+        await record.create_session(db, session_id=sid, agent_id=agent, goal="g", status="running")
+        await record.append_messages(
+            db, sid, agent, [record.NewMessage(seq=0, role="user", content="g")]
+        )
+    stand_in = record.NewMessage(
+        seq=1, role="assistant", content="[no reply recorded: cancelled]", step=1
+    )
+    end = record.NewMessage(seq=2, role="system", content="Session ended: cancelled.")
+    async with sessionmaker.begin() as db:
+        closed = await close_open_step(db, sid, agent, 1, [stand_in, end])
+        await record.append_messages(db, sid, agent, closed.rest)
+    assert closed.last_step is None
+    assert [(m.seq, m.step) for m in closed.rest] == [(2, 0)]
+    messages = await transcript(sessionmaker, sid)
+    assert_whole(messages)
+    assert [m.role for m in messages] == ["user", "assistant", "system"]
