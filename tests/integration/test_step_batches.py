@@ -150,9 +150,10 @@ async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # Step 2 of the first call hangs well past a workflow task's heartbeat (~8 s after
-    # the task began: the workflow hears of the message then), then fails. Step 2 is taken again at once (begun, it
-    # goes first), but by itself: the message that waits joins the transcript after it,
-    # and step 3 answers it. A batch would have gone on to step 3 without it.
+    # the task began: the workflow hears of the message then), then fails. Step 2 is
+    # taken again at once (begun, it goes first), but by itself: the message that waits
+    # joins the transcript after it, and step 3 answers it. A batch would have gone on to
+    # step 3 without it.
     note = "also check the tide table"
     read = Reply.tool_call(*READ)
     stub.enqueue(
