@@ -495,6 +495,32 @@ async def step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def hand_back_with_input(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A batch's second step hangs past the workflow task's heartbeat (a message arrives
+    meanwhile), then fails: the step is handed back and taken again alone, the message
+    joins after it, and a third step answers it."""
+    name = "agent-hand-back"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"execution": "local", "batch_ms": 5000},
+                "tools": [{"name": "read_artifact"}, {"name": "finish"}],
+            }
+        )
+    )
+    read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
+    # Under the worker's model timeout (15 s), past the task's heartbeat (~8 s).
+    ctx.stub.enqueue(read, Reply.hang(12.0, then=Reply.garbage()), read, finish("answered"))
+    handle = await ctx.start(
+        "hand_back_with_input", StartSessionInput(agent_id=name, goal="read and listen")
+    )
+    await until(lambda: len(ctx.stub.requests) >= 2, what="the batch's second step")
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="also the tide table", by="ops"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -886,6 +912,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "wake_before_run": wake_before_run,
     "cancel_at_the_start": cancel_at_the_start,
     "step_batches": step_batches,
+    "hand_back_with_input": hand_back_with_input,
 }
 
 

@@ -71,6 +71,7 @@ LATEST = {
     "input_at_the_end",
     "end_of_a_refused_task",
     "step_batches",
+    "hand_back_with_input",
 }
 EXPECTED = {
     "tools_finish",
@@ -420,6 +421,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_STEP_BATCHES in _patches(now)
     assert PATCH_STEP_BATCHES not in _patches(then)
     assert _local(now, names.ACT_CALL_MODEL) == _local(then, names.ACT_CALL_MODEL) == 2
+    # A batch's step handed back while a message waited: taken again alone (a third
+    # call, not a batch that goes on without the message), then the step that answers it.
+    hand_back = _history(HISTORIES / "hand_back_with_input.json")
+    assert (_local(hand_back, names.ACT_CALL_MODEL), _result(hand_back)["steps"]) == (3, 3)
     # Started by vigil's client, which set the attributes the session would set first,
     # or continued as new, which holds the last run's: a run sets only those that
     # changed; before, its first update set all four again. (The plain Temporal client
