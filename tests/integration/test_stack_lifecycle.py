@@ -80,9 +80,14 @@ def test_down_then_up_keeps_temporal_and_postgres_data(own_stack: Stack) -> None
     ready = httpx.get(f"{own_stack.api.url}/v1/ready", timeout=30)
     assert ready.status_code == 200, ready.text
     assert {p.name for p in own_stack.status() if p.running} >= {"temporal", "postgres", "api"}
-    pids = [own_stack.temporal.pid(), own_stack.postgres.pid(), own_stack.api.pid()]
+    pids = {
+        "temporal": own_stack.temporal.pid(),
+        "postgres": own_stack.postgres.pid(),
+        "api": own_stack.api.pid(),
+    }
     own_stack.down()
-    assert not any(pid is not None and pid_alive(pid) for pid in pids)
+    # Down means gone: each process has exited once down returns.
+    assert [name for name, pid in pids.items() if pid is not None and pid_alive(pid)] == []
     own_stack.up()
 
     async def read() -> tuple[str, str]:

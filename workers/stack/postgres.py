@@ -10,15 +10,24 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vigil.workers.stack.procs import StackError, last_log_line, port_answers, port_is_free
+from vigil.workers.stack.procs import (
+    StackError,
+    last_log_line,
+    pid_alive,
+    port_answers,
+    port_is_free,
+)
 
 PG_SYSTEM_USER = "vigilpg"
 DB_NAME = "vigil"
 DB_USER = "postgres"
+STOP_EXIT_SECONDS = 30.0
+"""How long ``stop`` waits for the postmaster to exit once ``pg_ctl`` has returned."""
 
 
 def bin_dir() -> Path:
@@ -239,6 +248,10 @@ class EmbeddedPostgres:
         asyncio.run(create())
 
     def stop(self) -> None:
+        """Stop the server and return once its postmaster has exited: ``pg_ctl -w``
+        returns when the server's pid file is gone, which it removes shortly before it
+        exits, so a start right after (or a check of its pid) could still find it."""
+        pid = self.pid()
         if not self.running():
             return
         user = self._run_as()
@@ -259,3 +272,6 @@ class EmbeddedPostgres:
             check=False,
             **_as_user(user),
         )
+        deadline = time.monotonic() + STOP_EXIT_SECONDS
+        while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
