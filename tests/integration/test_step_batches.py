@@ -292,28 +292,34 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
     assert (await session_row(sessionmaker, handle.id)).step == 2
 
 
+async def _recorded_session(
+    sessionmaker: async_sessionmaker[DbSession], *messages: record.NewMessage
+) -> tuple[str, str]:
+    """A running session's record: its goal ("g") at seq 0, then ``messages``. Returns
+    its agent's id and its id."""
+    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    async with sessionmaker.begin() as db:
+        await record.create_session(db, session_id=sid, agent_id=agent, goal="g", status="running")
+        goal = record.NewMessage(seq=0, role="user", content="g")
+        await record.append_messages(db, sid, agent, [goal, *messages])
+    return agent, sid
+
+
 async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tried_again(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # The workflow knew step 1 (seq 1) was open; the call also recorded step 2 (seq 3),
     # whose call has no answer yet. The ending's message was queued at seq 2.
-    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
-
     def reply(seq: int, step: int) -> record.NewMessage:
         call = {"id": f"c{step}", "name": "read_artifact", "arguments": "{}"}
         return record.NewMessage(
             seq=seq, role="assistant", content=f"step {step}", step=step, tool_calls=[call]
         )
 
-    async with sessionmaker.begin() as db:
-        await record.create_session(db, session_id=sid, agent_id=agent, goal="g", status="running")
-        answer = record.NewMessage(
-            seq=2, role="tool", content="read", step=1, name="read_artifact", tool_call_id="c1"
-        )
-        await record.append_messages(
-            db, sid, agent, [record.NewMessage(seq=0, role="user", content="g"), reply(1, 1)]
-        )
-        await record.append_messages(db, sid, agent, [answer, reply(3, 2)])
+    answer = record.NewMessage(
+        seq=2, role="tool", content="read", step=1, name="read_artifact", tool_call_id="c1"
+    )
+    agent, sid = await _recorded_session(sessionmaker, reply(1, 1), answer, reply(3, 2))
     end = record.NewMessage(seq=2, role="system", content="Session ended: cancelled.")
     placed = []
     for _ in range(2):  # the ending's write, then a retry of it once it committed
@@ -336,12 +342,7 @@ async def test_an_ending_whose_step_recorded_no_reply_counts_no_step(
 ) -> None:
     # The model call recorded nothing: the ending's stand-in takes the reply's seq, and
     # the step it stands in for was never taken.
-    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
-    async with sessionmaker.begin() as db:
-        await record.create_session(db, session_id=sid, agent_id=agent, goal="g", status="running")
-        await record.append_messages(
-            db, sid, agent, [record.NewMessage(seq=0, role="user", content="g")]
-        )
+    agent, sid = await _recorded_session(sessionmaker)
     stand_in = record.NewMessage(
         seq=1, role="assistant", content="[no reply recorded: cancelled]", step=1
     )

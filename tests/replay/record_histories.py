@@ -475,10 +475,8 @@ async def local_model_calls(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
-async def step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
-    """The low-latency mode's step batches: three plain steps (a read each, answered in
-    the model call) and the finish, all four taken by one model call."""
-    name = "agent-batches"
+async def _batching_agent(ctx: Ctx, name: str) -> str:
+    """A low-latency agent whose batches last up to 5 s (read_artifact and finish)."""
     await AgentService(ctx.sessionmaker).apply_spec(
         AgentSpec.model_validate(
             {
@@ -488,6 +486,13 @@ async def step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
             }
         )
     )
+    return name
+
+
+async def step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The low-latency mode's step batches: three plain steps (a read each, answered in
+    the model call) and the finish, all four taken by one model call."""
+    name = await _batching_agent(ctx, "agent-batches")
     read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
     ctx.stub.enqueue(read, read, read, finish("read three times"))
     handle = await ctx.start("step_batches", StartSessionInput(agent_id=name, goal="read on"))
@@ -499,16 +504,7 @@ async def hand_back_with_input(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A batch's second step hangs past the workflow task's heartbeat (a message arrives
     meanwhile), then fails: the step is handed back and taken again alone, the message
     joins after it, and a third step answers it."""
-    name = "agent-hand-back"
-    await AgentService(ctx.sessionmaker).apply_spec(
-        AgentSpec.model_validate(
-            {
-                "name": name,
-                "model": {"execution": "local", "batch_ms": 5000},
-                "tools": [{"name": "read_artifact"}, {"name": "finish"}],
-            }
-        )
-    )
+    name = await _batching_agent(ctx, "agent-hand-back")
     read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
     # Under the worker's model timeout (15 s), past the task's heartbeat (~8 s).
     ctx.stub.enqueue(read, Reply.hang(12.0, then=Reply.garbage()), read, finish("answered"))
