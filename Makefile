@@ -32,6 +32,7 @@ bench:
 	uv run python -m bench.peers
 	uv run python -m bench.step_modes
 	uv run python -m bench.step_parts
+	uv run python -m bench.activity_shape
 	uv run python -m bench.replay_wake
 	uv run python -m bench.provider_http
 	uv run python -m bench.memory_real_text  # the first run embeds the corpus (~15 min here)
