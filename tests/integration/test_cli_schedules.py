@@ -20,7 +20,7 @@ from tests.support.cli import explain, one_error_line, poll, query
 from vigil.schema import names
 from vigil.schema.payloads import StartSessionInput
 from vigil.workers.client import NotFound, VigilClient
-from vigil.workers.temporal import data_converter
+from vigil.workers.temporal import connect, data_converter
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +191,16 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
         schedule_id,
         5,
     )
+    # Its start sets the attributes a session would set first (so its runs set none of
+    # them again: below).
+    action = desc.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    started_with = action.typed_search_attributes
+    assert [started_with.get(k) for k in (names.SA_STATUS, names.SA_STEP, names.SA_GOAL)] == [
+        "running",
+        0,
+        "triage new issues",
+    ]
     upcoming = listed(cli, schedule_id, paused=False)["next"]
     assert upcoming and all(
         datetime.fromisoformat(t).astimezone(paris).strftime("%H:%M") == "03:00" for t in upcoming
@@ -220,3 +230,14 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
     assert len(expected) == 2 and backfilled == expected
     done = runs(cli, schedule_id, 3, status="completed")
     assert len(done) == 3 and {r["goal"] for r in done} == {"triage new issues"}
+    set_by_run = asyncio.run(_attributes_set(cli, triggered["id"]))
+    assert {"VigilStatus", "VigilStep"} <= set_by_run  # at its end
+    assert not {"VigilGoal", "VigilAgent"} & set_by_run
+
+
+async def _attributes_set(cli: CLIStack, workflow_id: str) -> set[str]:
+    """The search attributes a run's own updates set."""
+    client = await connect(cli.settings)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    upserts = [e.upsert_workflow_search_attributes_event_attributes for e in history.events]
+    return {k for u in upserts for k in u.search_attributes.indexed_fields}
