@@ -361,6 +361,18 @@ def _raised_limits(agent_id: str, given: Budget | None, defined: Budget) -> list
     return out
 
 
+def first_attributes(agent_id: str, goal: str) -> list[SearchAttributePair[Any]]:
+    """The search attributes a session's start sets: what its first run would set itself
+    (agent, status, step, goal as the workflow previews it), so that run sets none of them
+    again (``vigil-start-attributes``)."""
+    return [
+        SearchAttributePair(names.SA_AGENT, agent_id),
+        SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
+        SearchAttributePair(names.SA_STEP, 0),
+        SearchAttributePair(names.SA_GOAL, preview(goal, 1000)),
+    ]
+
+
 class _VigilClientCore:
     def __init__(
         self, settings: Settings, temporal: Client, engine: AsyncEngine | None = None
@@ -615,15 +627,7 @@ class _VigilClientCore:
         and the UI's summary (update-with-start passes them too: workers/keyed.py)."""
         return {
             "memo": {"goal": goal, "agent": agent_id},
-            "search_attributes": TypedSearchAttributes(
-                [
-                    SearchAttributePair(names.SA_AGENT, agent_id),
-                    SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
-                    SearchAttributePair(names.SA_STEP, 0),
-                    # As the session itself would set it: it then sets none of these again.
-                    SearchAttributePair(names.SA_GOAL, preview(goal, 1000)),
-                ]
-            ),
+            "search_attributes": TypedSearchAttributes(first_attributes(agent_id, goal)),
             "static_summary": f"{agent_id}: {goal[:200]}",
         }
 
@@ -1334,11 +1338,8 @@ class _VigilClientCore:
                 task_queue=self.settings.task_queue,
                 typed_search_attributes=TypedSearchAttributes(
                     [
-                        SearchAttributePair(names.SA_AGENT, template.agent_id),
+                        *first_attributes(template.agent_id, template.goal),
                         SearchAttributePair(names.SA_SCHEDULE, schedule_id),
-                        SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
-                        SearchAttributePair(names.SA_STEP, 0),
-                        SearchAttributePair(names.SA_GOAL, preview(template.goal, 1000)),
                     ]
                 ),
                 memo={

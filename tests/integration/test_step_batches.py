@@ -44,6 +44,7 @@ from vigil.schema.payloads import (
     ApproveInput,
     MessageInput,
     PauseInput,
+    SessionResult,
     SessionStatus,
 )
 from vigil.workers.settings import Settings
@@ -68,6 +69,29 @@ def _answered(body: Any) -> int:
 async def _model_calls(handle: WorkflowHandle[Any, Any]) -> int:
     """The session's model calls as local activities (a marker each) in its history."""
     return await local_activities(handle, names.ACT_CALL_MODEL)
+
+
+async def _whole(
+    sessionmaker: async_sessionmaker[DbSession], session_id: str
+) -> list[record.StoredMessage]:
+    """The session's transcript, checked whole (every seq, every call answered)."""
+    messages = await transcript(sessionmaker, session_id)
+    assert_whole(messages)
+    return messages
+
+
+def _replied_at(messages: list[record.StoredMessage]) -> list[int]:
+    """The step of each of the model's replies, in order."""
+    return [m.step for m in messages if m.role == "assistant"]
+
+
+async def _run_to_end(
+    client: Client, settings: Settings, task_queue: str, stub: LLMStub, agent: str, goal: str
+) -> tuple[WorkflowHandle[Any, Any], SessionResult]:
+    """A session of ``agent`` run to its end on a worker of its own."""
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input(goal, agent_id=agent))
+        return handle, await handle.result()
 
 
 async def _agent(
@@ -102,15 +126,11 @@ async def test_plain_steps_are_taken_in_one_model_call(
         else Reply.tool_call("finish", {"summary": "done"})
     )
     name = await _agent(sessionmaker, batch_ms)
-    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await start(client, task_queue, session_input("read five times", agent_id=name))
-        result = await handle.result()
+    handle, result = await _run_to_end(client, settings, task_queue, stub, name, "read five times")
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 6)
     assert len(stub.requests) == 6
     assert await _model_calls(handle) == calls
-    messages = await transcript(sessionmaker, handle.id)
-    assert_whole(messages)
-    assert [m.step for m in messages if m.role == "assistant"] == [1, 2, 3, 4, 5, 6]
+    assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3, 4, 5, 6]
     model_events = await events(sessionmaker, handle.id, "model_call")
     assert sorted(e.key for e in model_events) == [f"model:{n}" for n in range(1, 7)]
     row = await session_row(sessionmaker, handle.id)
@@ -131,15 +151,11 @@ async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(
     read = Reply.tool_call(*READ)
     stub.enqueue(read, Reply.garbage(), read, Reply.tool_call("finish", {"summary": "done"}))
     name = await _agent(sessionmaker, WIDE)
-    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await start(client, task_queue, session_input("read twice", agent_id=name))
-        result = await handle.result()
+    handle, result = await _run_to_end(client, settings, task_queue, stub, name, "read twice")
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
     assert len(stub.requests) == 4
     assert await _model_calls(handle) == 2
-    messages = await transcript(sessionmaker, handle.id)
-    assert_whole(messages)
-    assert [m.step for m in messages if m.role == "assistant"] == [1, 2, 3]
+    assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
 
 
 async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
@@ -178,8 +194,7 @@ async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
 
     assert len(stub.requests) == 4
     assert [heard(i) for i in range(4)] == [False, False, False, True]
-    messages = await transcript(sessionmaker, handle.id)
-    assert_whole(messages)
+    messages = await _whole(sessionmaker, handle.id)
     said = [(m.role, m.step) for m in messages if m.role in ("assistant", "user")]
     assert said == [("user", 0), ("assistant", 1), ("assistant", 2), ("user", 2), ("assistant", 3)]
 
@@ -213,8 +228,7 @@ async def test_a_batch_ends_at_a_step_that_needs_an_approval(
         await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a3-0", by="ops"))
         result = await handle.result()
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 4)
-    messages = await transcript(sessionmaker, handle.id)
-    assert_whole(messages)
+    messages = await _whole(sessionmaker, handle.id)
     written = [m for m in messages if m.role == "tool" and m.name == "write_artifact"]
     assert len(written) == 1 and "error" not in written[0].content
 
@@ -242,9 +256,7 @@ async def test_a_pause_holds_the_session_where_its_record_ends(
         asked = len(stub.requests)
         await asyncio.sleep(1.0)
         assert len(stub.requests) == asked  # the pause holds
-        messages = await transcript(sessionmaker, handle.id)
-        assert_whole(messages)
-        steps = [m.step for m in messages if m.role == "assistant"]
+        steps = _replied_at(await _whole(sessionmaker, handle.id))
         assert steps == list(range(1, st.step + 1))
         assert asked == st.step
         assert await _model_calls(handle) < st.step  # taken in batches
@@ -331,8 +343,7 @@ async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tri
     # The retry finds the answer written and puts the end where the first try did, at
     # the last step recorded.
     assert placed == [[(4, "tool", 2), (5, "system", 2)], [(5, "system", 2)]]
-    messages = await transcript(sessionmaker, sid)
-    assert_whole(messages)
+    messages = await _whole(sessionmaker, sid)
     assert [m.role for m in messages] == TWO_STEPS_ENDED
     assert messages[4].content == NOT_RUN
 
@@ -352,6 +363,5 @@ async def test_an_ending_whose_step_recorded_no_reply_counts_no_step(
         await record.append_messages(db, sid, agent, closed.rest)
     assert closed.last_step is None
     assert [(m.seq, m.step) for m in closed.rest] == [(2, 0)]
-    messages = await transcript(sessionmaker, sid)
-    assert_whole(messages)
+    messages = await _whole(sessionmaker, sid)
     assert [m.role for m in messages] == ["user", "assistant", "system"]

@@ -517,6 +517,24 @@ async def hand_back_with_input(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def cancel_inside_a_batch(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Cancelled while a batch's call waits on the model for its third step: the ending
+    closes the two steps the call recorded and tells its end at step 2."""
+    name = await _batching_agent(ctx, "agent-cancel-batch")
+    read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
+    ctx.stub.enqueue(read, read, Reply.hang(12.0, then=finish("not reached")))
+    handle = await ctx.start(
+        "cancel_inside_a_batch", StartSessionInput(agent_id=name, goal="read until cancelled")
+    )
+    await until(lambda: len(ctx.stub.requests) >= 3, what="the batch's third step")
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return [handle]
+    raise AssertionError("cancel_inside_a_batch: the session should have been cancelled")
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -909,6 +927,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "cancel_at_the_start": cancel_at_the_start,
     "step_batches": step_batches,
     "hand_back_with_input": hand_back_with_input,
+    "cancel_inside_a_batch": cancel_inside_a_batch,
 }
 
 

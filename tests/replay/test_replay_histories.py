@@ -72,6 +72,7 @@ LATEST = {
     "end_of_a_refused_task",
     "step_batches",
     "hand_back_with_input",
+    "cancel_inside_a_batch",
 }
 EXPECTED = {
     "tools_finish",
@@ -425,6 +426,19 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")
     assert (_local(hand_back, names.ACT_CALL_MODEL), _result(hand_back)["steps"]) == (3, 3)
+    # Cancelled inside a batch that recorded two steps: the ending's record says the last
+    # step it found, and the session's last update of its step says 2.
+    inside = _history(HISTORIES / "cancel_inside_a_batch.json")
+    assert inside.events[-1].HasField("workflow_execution_canceled_event_attributes")
+    steps_set = [
+        json.loads(u.search_attributes.indexed_fields["VigilStep"].data)
+        for e in inside.events
+        if "VigilStep"
+        in (
+            u := e.upsert_workflow_search_attributes_event_attributes
+        ).search_attributes.indexed_fields
+    ]
+    assert steps_set[-1] == 2
     # Started by vigil's client, which set the attributes the session would set first,
     # or continued as new, which holds the last run's: a run sets only those that
     # changed; before, its first update set all four again. (The plain Temporal client

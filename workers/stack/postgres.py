@@ -251,9 +251,9 @@ class EmbeddedPostgres:
         """Stop the server and return once its postmaster has exited: ``pg_ctl -w``
         returns when the server's pid file is gone, which it removes shortly before it
         exits, so a start right after (or a check of its pid) could still find it."""
-        pid = self.pid()
         if not self.running():
             return
+        pid = self.pid()
         user = self._run_as()
         subprocess.run(
             [
