@@ -95,6 +95,22 @@ class Session(Base):
         # A conversation's sessions by their id's prefix, in any locale (migration
         # 20261204_21; workers/keyed.py).
         Index("ix_sessions_id_prefix", "id", postgresql_ops={"id": "text_pattern_ops"}),
+        # The retention sweep's ranges per agent, ended and not archived (migration
+        # 20261205_22; activities/record/retention.py).
+        Index(
+            "ix_sessions_agent_id_finished_at_id",
+            "agent_id",
+            "finished_at",
+            "id",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_sessions_unarchived_agent_id_finished_at_id",
+            "agent_id",
+            "finished_at",
+            "id",
+            postgresql_where=text("finished_at IS NOT NULL AND archive_uri IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)

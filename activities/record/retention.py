@@ -1,9 +1,9 @@
 """Queries of retention: per-agent policies, and the sessions they make due.
 
-A policy says, for one agent, how long after a session ended it is archived (pruned from
-PostgreSQL into the object store) and how long after it ended it is erased. A session is
-due for erasure once ``erase_after`` has passed (archived or not), otherwise for archival
-once ``archive_after`` has passed and it is not archived yet.
+A policy says, for one agent, how long after a session ended (its ``finished_at``) it is
+archived (pruned from PostgreSQL into the object store) and how long after it ended it is
+erased. A session is due for erasure once ``erase_after`` has passed (archived or not),
+otherwise for archival once ``archive_after`` has passed and it is not archived yet.
 """
 
 from __future__ import annotations
@@ -83,23 +83,44 @@ async def list_policies(db: DbSession) -> list[RetentionPolicy]:
     return [_policy(r) for r in rows]
 
 
+# Per agent with a policy, from its own index range, each branch in the order of the
+# end and cut at the limit: the sessions due for erasure (ended before the erasure's
+# cutoff, archived or not) and those due for archival (not archived, ended between the
+# two cutoffs). Neither reads the sessions that are not due, however many an agent keeps
+# (migration 20261205_22); a session's end is its ``finished_at``.
+_BRANCH = (
+    "SELECT d.id, d.agent_id, d.finished_at, '{action}' AS action FROM p CROSS JOIN LATERAL ("
+    "  SELECT s.id, s.agent_id, s.finished_at FROM sessions s "
+    "  WHERE s.agent_id = p.agent_id AND s.finished_at IS NOT NULL {where} "
+    "    AND s.status = ANY(:finished) AND NOT (s.id = ANY(:skip)) "
+    "  ORDER BY s.finished_at, s.id LIMIT :lim) d "
+    "WHERE p.{period} IS NOT NULL"
+)
+_DUE = text(
+    "WITH p AS (SELECT agent_id, archive_after, erase_after, now() AS at "
+    "  FROM retention_policies) "
+    "SELECT id, agent_id, action FROM ("
+    + _BRANCH.format(
+        action="erase", period="erase_after", where="AND s.finished_at <= p.at - p.erase_after"
+    )
+    + " UNION ALL "
+    + _BRANCH.format(
+        action="archive",
+        period="archive_after",
+        where="AND s.archive_uri IS NULL AND s.finished_at <= p.at - p.archive_after "
+        "AND s.finished_at > coalesce(p.at - p.erase_after, '-infinity')",
+    )
+    + ") due ORDER BY finished_at, id LIMIT :lim"
+)
+
+
+def _due_params(limit: int, skip: list[str] | None) -> dict[str, Any]:
+    return {"finished": sorted(FINISHED_STATUSES), "skip": skip or [], "lim": limit}
+
+
 async def due_sessions(
     db: DbSession, *, limit: int, skip: list[str] | None = None
 ) -> list[DueSession]:
     """Ended sessions whose agent's policy makes them due now, oldest end first."""
-    rows = await db.execute(
-        text(
-            "WITH s AS (SELECT s.id, s.agent_id, s.archive_uri, "
-            "  coalesce(s.finished_at, s.updated_at) AS ended, p.archive_after, p.erase_after "
-            "  FROM sessions s JOIN retention_policies p ON p.agent_id = s.agent_id "
-            "  WHERE s.status = ANY(:finished) AND NOT (s.id = ANY(:skip))) "
-            "SELECT id, agent_id, CASE WHEN erase_after IS NOT NULL "
-            "  AND ended <= now() - erase_after THEN 'erase' ELSE 'archive' END AS action "
-            "FROM s WHERE (erase_after IS NOT NULL AND ended <= now() - erase_after) "
-            "OR (archive_after IS NOT NULL AND archive_uri IS NULL "
-            "    AND ended <= now() - archive_after) "
-            "ORDER BY ended, id LIMIT :lim"
-        ),
-        {"finished": sorted(FINISHED_STATUSES), "skip": skip or [], "lim": limit},
-    )
+    rows = await db.execute(_DUE, _due_params(limit, skip))
     return [DueSession(r.id, r.agent_id, r.action) for r in rows]
