@@ -4,12 +4,17 @@ The loop: call the model -> policy -> (wait for a human) -> run tools -> repeat,
 model finishes, a budget runs out, or a human stops it. The workflow never carries the
 transcript: activities read and write PostgreSQL by reference (session id, seq), so each
 step adds a small, constant amount to history however long the conversation grows.
+
+This module holds the loop, the steps, the ending and the agent's definition. The class is
+built in layers, each a module of its own: hand_over.py (continue-as-new while waiting),
+bookkeeping.py (the record's queue, search attributes and details), human_control.py
+(signals, updates, the state query) and waits.py (approvals, pauses, sleeps, questions).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -19,7 +24,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 from vigil.schema import cancel_reason, event_kinds, names
 from vigil.schema.agents import AgentRuntime, ResolveAgentInput, call_digest
-from vigil.schema.hooks import WebhookEvent
 from vigil.schema.payloads import (
     CallModelInput,
     CallModelOutput,
@@ -28,7 +32,6 @@ from vigil.schema.payloads import (
     MessageIn,
     OpenSessionInput,
     OpenSessionOutput,
-    PendingApproval,
     RecordOutput,
     RememberInput,
     RememberOutput,
@@ -45,9 +48,9 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import folding, retries, summaries, times, tool_routing, webhooks
-from vigil.workflows.hand_over import Approval, Inbox, asking, sleeping_until
-from vigil.workflows.human_control import HumanControl
+from vigil.workflows import folding, retries, summaries, times, tool_routing
+from vigil.workflows.hand_over import Approval, Inbox
+from vigil.workflows.waits import SessionEnded, Waits
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,19 +68,12 @@ def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str] | None:
     return status, str(details[1]) if len(details) > 1 else ""
 
 
-class _SessionEnded(Exception):
-    def __init__(self, status: SessionStatus, summary: str) -> None:
-        super().__init__(summary)
-        self.status = status
-        self.summary = summary
-
-
 NEXT_MESSAGE = "the next message of the conversation"
 NOT_FINISHED = "not finished: a message came while this step ran; it follows, answer it first"
 
 
 @workflow.defn(name=names.WORKFLOW_SESSION)
-class AgentSession(HumanControl):
+class AgentSession(Waits):
     @workflow.init
     def __init__(self, arg: StartSessionInput) -> None:
         self._arg = arg
@@ -220,7 +216,7 @@ class AgentSession(HumanControl):
             if self._resumed_wait is not None:
                 await self._resume_step(self._resumed_wait)
             return await self._loop()
-        except _SessionEnded as ended:
+        except SessionEnded as ended:
             return await self._finish(ended.status, ended.summary)
         except (asyncio.CancelledError, ActivityError) as exc:
             recorded = _recorded_end(exc)
@@ -334,7 +330,7 @@ class AgentSession(HumanControl):
                 self._c.step,
                 payload={"idle_seconds": seconds, "at": idle_until.isoformat()},
             )
-            raise _SessionEnded(
+            raise SessionEnded(
                 SessionStatus.COMPLETED,
                 f"the conversation ended idle: no message for {seconds:g} s after the last answer",
             )
@@ -400,7 +396,7 @@ class AgentSession(HumanControl):
             # the call returns), so each is applied as a step of its own.
             step, model_seq = self._c.step + 1, self._c.next_seq
             if more.seq != model_seq:  # never expected: ends the session with its record
-                raise _SessionEnded(
+                raise SessionEnded(
                     SessionStatus.FAILED,
                     f"step {step} of a batch recorded at seq {more.seq}, not {model_seq}",
                 )
@@ -430,7 +426,7 @@ class AgentSession(HumanControl):
                 return
             if self._message_before_end():
                 return  # the message joins the transcript at the top, and the model answers
-            raise _SessionEnded(SessionStatus.COMPLETED, out.content_preview or "done")
+            raise SessionEnded(SessionStatus.COMPLETED, out.content_preview or "done")
         if all(not call.valid for call in out.tool_calls):
             self._c.malformed_streak += 1
         else:
@@ -539,7 +535,7 @@ class AgentSession(HumanControl):
             await self._tool(step, model_seq, call)
         self._folded.clear()
         if self._c.malformed_streak > self._arg.policy.max_malformed_replies:
-            raise _SessionEnded(
+            raise SessionEnded(
                 SessionStatus.FAILED,
                 f"the model sent {self._c.malformed_streak} malformed replies in a row",
             )
@@ -635,7 +631,7 @@ class AgentSession(HumanControl):
                 await self._flush()  # folded steps leave it to the ending's one write
             # The agent's own word that its goal was not reached ends the session failed.
             ended = SessionStatus.FAILED if control.succeeded is False else SessionStatus.COMPLETED
-            raise _SessionEnded(ended, summary)
+            raise SessionEnded(ended, summary)
         if control.kind == "wait_until":
             now = workflow.now()
             wake_at = control.wake_at or times.later(now, control.seconds or 0)
@@ -663,207 +659,7 @@ class AgentSession(HumanControl):
             schedule_to_start=route.schedule_to_start,
         )
 
-    # --- waiting for people and time ---------------------------------------------------
-
-    async def _approval(
-        self, step: int, call: ToolCallRef, resumed: PendingApproval | None = None
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        policy = self._arg.policy
-        if resumed is not None:  # requested by an earlier run, restored by _take_over
-            approval_id, expires = resumed.approval_id, resumed.expires_at
-            approval = self._approvals[approval_id]
-        else:
-            approval_id = f"a{step}-{call.index}"
-            now = workflow.now()
-            expires = times.later(now, policy.approval_timeout_seconds)
-            approval = Approval(
-                PendingApproval(
-                    approval_id=approval_id,
-                    tool=call.name,
-                    arguments_preview=call.arguments_preview,
-                    step=step,
-                    requested_at=now,
-                    expires_at=expires,
-                    digest=call.digest if self._bind_calls else None,
-                )
-            )
-            self._approvals[approval_id] = approval
-            self._event(
-                f"approval:{approval_id}:requested",
-                event_kinds.APPROVAL_REQUESTED,
-                step,
-                payload={
-                    "approval_id": approval_id,
-                    "tool": call.name,
-                    "arguments": call.arguments_preview,
-                    **({"digest": call.digest} if self._bind_calls else {}),
-                },
-            )
-            self._set_status(SessionStatus.WAITING_APPROVAL)
-            await self._flush()
-            await self._notify(
-                "approval_requested",
-                f"approval-{approval_id}",
-                approval_id=approval_id,
-                tool=call.name,
-                arguments=call.arguments_preview,
-                expires_at=expires.isoformat(),
-            )
-        decided = await self._wait(
-            lambda: approval.decision is not None,
-            until=expires,
-            hand_over=lambda: self._carry_wait("approval", approval=approval.pending),
-            summary=summaries.approval_timer(approval.pending),
-        )
-        if not decided:
-            # Nobody decided in time: the policy does, and its decision is recorded like a
-            # human's. When it is the session's deadline that passed, the call is not run.
-            approval.by, approval.decided_at = "policy", workflow.now()
-            if self._deadline_passed():
-                approval.decision, approval.note = "reject", "the session's deadline passed"
-            else:
-                approval.decision = {"approve": "approve", "fail": "fail"}.get(
-                    policy.on_approval_timeout, "reject"
-                )
-                approval.note = "approval timed out"
-        del self._approvals[approval_id]
-        self._event(
-            f"approval:{approval_id}:decided",
-            event_kinds.APPROVAL_DECIDED,
-            step,
-            actor=approval.by,
-            reason=approval.note,
-            payload={
-                "approval_id": approval_id,
-                "decision": approval.decision,
-                "tool": call.name,
-                "edited_arguments": approval.edited,
-                "at": (approval.decided_at or workflow.now()).isoformat(),
-            },
-        )
-        if approval.decision == "fail":
-            raise _SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
-        self._set_status(SessionStatus.RUNNING)
-        if workflow.patched(names.PATCH_DECISION_FIRST):
-            # The decision in the record before the call it decided runs: the record's own
-            # order (ids, the API's stream) is the order things happened. Sessions from
-            # before wrote it with the next record, after the tool's result.
-            await self._flush()
-        if self._deadline_passed():
-            self._check_budgets()
-        if approval.decision == "approve":
-            if approval.edited is not None:
-                self._editors[call.index] = approval.by
-            return approval.edited, None
-        return None, f"rejected by {approval.by}: {approval.note or 'no reason given'}"
-
-    async def _hold_while_paused(self) -> None:
-        self._set_status(SessionStatus.PAUSED)
-        await self._flush()
-        await self._wait(
-            lambda: not self._c.paused, summary=summaries.paused_timer(self._c.paused_by)
-        )
-        self._set_status(SessionStatus.RUNNING)
-
-    async def _sleep(self, wake_at: datetime, resumed: bool = False) -> str:
-        # A wake of an earlier sleep does not end this one; a wake taken in this run's first
-        # task, before run() started, is for the sleep the run took over.
-        if not (
-            resumed and self._wake_by is not None and workflow.patched(names.PATCH_INPUT_BEFORE_RUN)
-        ):
-            self._wake_by = None
-        self._set_status(SessionStatus.SLEEPING)
-        self._waiting_for = sleeping_until(wake_at)
-        await self._flush()
-        await self._wait(
-            lambda: self._wake_by is not None,
-            until=wake_at,
-            hand_over=lambda: self._carry_wait("sleep", wake_at=wake_at),
-            summary=summaries.sleep_timer(wake_at),
-        )
-        self._waiting_for = None
-        self._set_status(SessionStatus.RUNNING)
-        now = workflow.now().isoformat()
-        if self._wake_by is not None:
-            return f"woken early by {self._wake_by} at {now}"
-        if workflow.now() < wake_at and self._deadline_passed():
-            return f"woke at {now} before {wake_at.isoformat()}: the session's deadline passed"
-        return f"woke at {now} as planned"
-
-    async def _ask_human(self, question: str, expires: datetime | None = None) -> str:
-        self._set_status(SessionStatus.WAITING_HUMAN)
-        self._waiting_for = asking(question)
-        await self._flush()
-        if expires is None:  # a new question (a handed-over one was told already)
-            await self._notify(
-                "human_asked", f"ask-{self._c.next_seq}", question=preview(question, 2000)
-            )
-            expires = times.later(workflow.now(), self._arg.policy.ask_human_timeout_seconds)
-        got = await self._wait(
-            lambda: bool(self._inbox.items),
-            until=expires,
-            hand_over=lambda: self._carry_wait("ask_human", question=question, expires_at=expires),
-            summary=summaries.ask_timer(question, expires),
-        )
-        self._waiting_for = None
-        self._set_status(SessionStatus.RUNNING)
-        if not got:
-            return "no human replied in time"
-        text, by, _at = self._inbox.items.pop(0)
-        self._event(
-            f"human:{workflow.uuid4()}",
-            event_kinds.HUMAN_REPLY,
-            self._c.step,
-            actor=by,
-            payload={"text": preview(text, 2000)},
-        )
-        return f"{by} replied: {text}"
-
-    async def _wait(
-        self,
-        done: Callable[[], bool],
-        until: datetime | None = None,
-        hand_over: Callable[[], CarriedWait] | None = None,
-        summary: str | None = None,
-    ) -> bool:
-        """wait_condition bounded by ``until`` and the session deadline; False on timeout.
-
-        Human actions that arrive meanwhile (pause, redirect, refused input...) are recorded
-        as they come, not when the wait ends: a session may wait for days. When its history
-        grows heavy meanwhile, the session continues-as-new and the next run waits on:
-        ``hand_over`` says what it waits for (None: between steps, nothing to carry).
-        """
-        limits = [t for t in (until, self._c.deadline) if t is not None]
-        while True:
-            timeout: timedelta | None = None
-            if limits:
-                remaining = (min(limits) - workflow.now()).total_seconds()
-                if remaining <= 0:
-                    return bool(done())
-                timeout = timedelta(seconds=remaining)
-            try:
-                await workflow.wait_condition(
-                    lambda: done() or self._has_unrecorded() or self._history_heavy(),
-                    timeout=timeout,
-                    timeout_summary=summaries.bounded_by(summary, until, self._c.deadline),
-                )
-            except TimeoutError:
-                return bool(done())
-            if done():
-                return True
-            await self._flush()
-            if self._history_heavy():
-                await self._hand_over_waiting(hand_over, done)
-
     # --- budgets, continue-as-new, ending ------------------------------------------------
-
-    def _deadline_passed(self) -> bool:
-        return self._c.deadline is not None and workflow.now() >= self._c.deadline
-
-    def _check_budgets(self) -> None:
-        ended = self._budget_end()
-        if ended is not None:
-            raise _SessionEnded(*ended)
 
     def _budget_end(self) -> tuple[SessionStatus, str] | None:
         """How the session ends before another step, when a budget or its deadline says
@@ -1038,17 +834,6 @@ class AgentSession(HumanControl):
                 "input refused after the session ended was not recorded",
                 extra={"session_id": self._sid},
             )
-
-    async def _notify(self, event: WebhookEvent, key: str, **data: Any) -> None:
-        """Tell the agent's webhooks (a child workflow delivers; never awaited further)."""
-        await webhooks.notify(
-            self._runtime,
-            self._sid,
-            event,
-            key,
-            {"step": self._c.step, **data},
-            implied=self._lean,
-        )
 
     def _outcome(
         self, status: SessionStatus, summary: str, budget: int | None = None
