@@ -216,6 +216,10 @@ async def update_session(
         params["runs"] = run_count
     if finished:
         sets.append("finished_at = COALESCE(finished_at, now())")
+    elif status is not None:
+        # Running again (a reset run goes on after the reconciler ended it): it has no end
+        # until it ends again, and retention counts from that end.
+        sets.append("finished_at = NULL")
     statement = f"UPDATE sessions SET {', '.join(sets)} WHERE id = :id"
     if until_ended is None:
         await db.execute(sql(statement), params)

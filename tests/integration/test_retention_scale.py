@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.support.plans import explain, own_database, rows_read
+from vigil.activities.record import store as record
 from vigil.activities.record.retention import _DUE, _due_params, due_sessions
 from vigil.workers.stack import Stack
 
@@ -127,6 +128,31 @@ async def test_the_sweeps_plan_reads_about_what_is_due(
         await db.execute(text(f"SET LOCAL plan_cache_mode = {plans}"))
         plan = await explain(db, _DUE.text, _due_params(LIMIT, None))
     read = rows_read(plan["Plan"])
-    # What is due (7), each policy's first row past it and the running sessions; not
-    # the 40,000 ended sessions that are not due.
+    # What is due (7) and each policy branch's first row past it (running sessions have no
+    # end, so neither index holds them); not the 40,000 ended sessions that are not due.
     assert read <= 40, read
+
+
+async def test_a_session_that_runs_again_is_due_by_its_last_end(
+    database: async_sessionmaker[DbSession],
+) -> None:
+    """A session the reconciler ended (its workflow reset in Temporal) whose reset run goes
+    on and ends later: retention counts from that later end, not from the first."""
+    sessionmaker = database
+    agent = f"keeper-{uuid.uuid4().hex[:8]}"
+    sid = f"s-{agent}"
+    async with sessionmaker() as db, db.begin():
+        await _policy(db, agent, 30, None)
+        await record.create_session(db, session_id=sid, agent_id=agent, goal="g", status="running")
+        await record.update_session(db, sid, status="terminated", finished=True)
+        await db.execute(
+            text("UPDATE sessions SET finished_at = now() - interval '60 days' WHERE id = :id"),
+            {"id": sid},
+        )
+    async with sessionmaker() as db, db.begin():
+        assert [d.session_id for d in await due_sessions(db, limit=LIMIT)] == [sid]
+        await record.update_session(db, sid, status="running")
+        again = await record.get_session(db, sid)
+        assert again is not None and again.finished_at is None
+        await record.update_session(db, sid, status="completed", finished=True)
+        assert await due_sessions(db, limit=LIMIT) == []

@@ -7,9 +7,10 @@ ended (40,000 rows read to find 7 due in ``tests/integration/test_retention_scal
 Two indexes give each policy its range, in the order of the end: one over the ended
 sessions (erasure: ended before the cutoff), one over those not archived (archival).
 
-A session's end is now its ``finished_at`` alone (every end stamps it; the sweep fell back
-to ``updated_at`` when it was missing): ended sessions without one are given their last
-update's time here. Neither index holds a column a step changes (``updated_at``, ``step``,
+A session's end is now its ``finished_at`` alone (every end stamps it, and a session that
+runs again, a reset run after the reconciler ended it, has it cleared until it ends again;
+the sweep fell back to ``updated_at`` when it was missing): ended sessions without one are
+given their last update's time here. Neither index holds a column a step changes (``updated_at``, ``step``,
 the token counts), so a running session's row is still updated in place.
 
 Revision ID: 20261205_22
