@@ -62,7 +62,8 @@ class Floor:
         ]
 
 
-async def _loop_ms(client: Client, task_queue: str, workflow: type, count: int) -> float:
+async def loop_ms(client: Client, task_queue: str, workflow: type, count: int) -> float:
+    """ms per activity of one workflow that runs ``count`` of them one after another."""
     started = time.perf_counter()
     await client.execute_workflow(
         workflow.run,  # type: ignore[attr-defined]
@@ -134,14 +135,12 @@ async def measure(
         eager_activities=False,
     )
     async with worker, plain:
-        await _loop_ms(client, queue, ActivityLoop, 5)  # warm up both
-        await _loop_ms(client, plain_queue, ActivityLoop, 5)
+        await loop_ms(client, queue, ActivityLoop, 5)  # warm up both
+        await loop_ms(client, plain_queue, ActivityLoop, 5)
         for _ in range(repeat):
-            samples["activity"].append(await _loop_ms(client, queue, ActivityLoop, loop))
-            samples["activity_plain"].append(
-                await _loop_ms(client, plain_queue, ActivityLoop, loop)
-            )
-            samples["local"].append(await _loop_ms(client, queue, LocalActivityLoop, loop))
+            samples["activity"].append(await loop_ms(client, queue, ActivityLoop, loop))
+            samples["activity_plain"].append(await loop_ms(client, plain_queue, ActivityLoop, loop))
+            samples["local"].append(await loop_ms(client, queue, LocalActivityLoop, loop))
             done, starts = await one_activity_workflows(
                 client, queue, workflows, eager_start=eager_start
             )

@@ -11,7 +11,9 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
     activity) and in the low-latency mode (an agent with ``[model] execution = "local"``:
     the model call a local activity). Activity work is the time spent inside vigil's
     activities (timed by a worker interceptor, so it is the real activities' own work);
-    orchestration is the rest: ms/step - activity work, printed as a multiple of the floor;
+    orchestration is the rest: ms/step - activity work, printed as a multiple of the floor's
+    round trip, and (each session right after a loop of as many of the floor's no-op
+    activities) as the median and spread of each pair's ratio;
 (b) sessions completed/s and started/s (S sessions of 1 step, then of 3 steps, started at
     once), in both modes, started with the plain Temporal client (the session reads its
     agent's definition itself, in a local activity) and with vigil's client (as `vigil
@@ -44,7 +46,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
@@ -57,8 +59,9 @@ from temporalio.worker import (
 )
 
 from bench.cpu import CPU, StackCPU
-from bench.floor import Floor, floor_worker, one_activity_workflows, table
+from bench.floor import Floor, floor_worker, loop_ms, one_activity_workflows, table
 from bench.floor import measure as measure_floor
+from bench.floor_workflows import ActivityLoop
 from bench.peers import INSTALL_HINT, POINTS, fresh_database, langgraph_run, per_step_ms
 from bench.session_overhead import responder, session_input
 from tests.support.llm_stub import LLMStub, StubProcess
@@ -155,6 +158,9 @@ class Step:
     events: float
     """History events per step."""
     history_bytes: float
+    adjacent: list[float] = field(default_factory=list)
+    """Each repeat's orchestration over the floor's round trip measured right before it
+    (a loop of as many no-op activities as the session has steps)."""
 
     @property
     def orchestration_ms(self) -> float:
@@ -162,15 +168,29 @@ class Step:
 
 
 async def step_cost(
-    client: Client, task_queue: str, clock: ActivityClock, mode: str, steps: int, repeat: int
+    client: Client,
+    task_queue: str,
+    clock: ActivityClock,
+    mode: str,
+    steps: int,
+    repeat: int,
+    floor_queue: str | None = None,
 ) -> Step:
-    walls, works = [], []
+    """The session's step, ``repeat`` times; with ``floor_queue``, each session right after
+    a loop of the floor's no-op activities on it (the machine's speed moves between
+    minutes here: a ratio taken within a pair does not move with it)."""
+    walls, works, adjacent = [], [], []
     handle: WorkflowHandle[Any, Any] | None = None
     for _ in range(repeat):
+        floor_ms = None
+        if floor_queue is not None:
+            floor_ms = await loop_ms(client, floor_queue, ActivityLoop, steps)
         started = time.perf_counter()
         handle = await run_session(client, task_queue, mode, steps)
         walls.append((time.perf_counter() - started) * 1000 / steps)
         works.append(clock.seconds[handle.id] * 1000 / steps)
+        if floor_ms is not None:
+            adjacent.append((walls[-1] - works[-1]) / floor_ms)
     assert handle is not None
     events = list((await handle.fetch_history()).events)  # one run: steps < steps_per_run
     return Step(
@@ -178,6 +198,7 @@ async def step_cost(
         statistics.median(works),
         len(events) / steps,
         sum(e.ByteSize() for e in events) / steps,
+        adjacent,
     )
 
 
@@ -312,6 +333,11 @@ def step_rows(mode: str, step: Step, floor: Floor, n: int, repeat: int) -> list[
             f"{o / floor.activity_ms:.2f}x (goal for the default mode: <= 1.2x)",
         ),
         (
+            f"(a) {mode}: orchestration / the round trip measured right before, median of "
+            f"{len(step.adjacent)} pairs (spread)",
+            f"{_median_spread(step.adjacent)}x" if step.adjacent else "not measured",
+        ),
+        (
             f"(a) {mode}: orchestration / no-op local activity",
             f"{o / floor.local_activity_ms:.1f}x",
         ),
@@ -389,12 +415,16 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             rows += floor.rows()
 
             steps: dict[str, Step] = {}
-            for mode in MODES:
-                say(f"(a) {mode} mode, {args.steps} steps x {args.repeat} ...")
-                steps[mode] = await step_cost(
-                    client, task_queue, clock, mode, args.steps, args.repeat
-                )
-                rows += step_rows(mode, steps[mode], floor, args.steps, args.repeat)
+            async with floor_worker(client, cfg) as floor_queue:
+                for mode in MODES:
+                    say(
+                        f"(a) {mode} mode, {args.steps} steps x {args.repeat}, each after a "
+                        "loop of the floor's activities ..."
+                    )
+                    steps[mode] = await step_cost(
+                        client, task_queue, clock, mode, args.steps, args.repeat, floor_queue
+                    )
+                    rows += step_rows(mode, steps[mode], floor, args.steps, args.repeat)
             low, default = steps["low-latency"], steps["default"]
             rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
 
