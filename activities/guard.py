@@ -24,11 +24,13 @@ that lands on another worker (the first was lost) starts a fresh ledger and coun
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import functools
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -304,3 +306,35 @@ async def _recovered(owner: Any, arg: Any, ledger: Ledger) -> None:
             )
     except Exception as exc:
         log.warning("could not record the recovery: %s", describe(exc))
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
+    """Heartbeat in the background so worker loss and cancellation are noticed quickly.
+
+    The interval derives from the activity's own heartbeat timeout (a third of it), so a
+    healthy worker is never mistaken for a lost one, whatever the session configured.
+    The first beat comes after one interval, not at the start: an activity that ends
+    sooner (most model calls) costs the server no heartbeat, and the server's timeout
+    runs from the activity's start either way.
+    """
+    if activity.info().is_local:
+        # A local activity has no heartbeat: its workflow task is what the SDK keeps alive.
+        yield
+        return
+    if every is None:
+        timeout = activity.info().heartbeat_timeout
+        every = max(0.1, timeout.total_seconds() / 3) if timeout else 10.0
+
+    async def beating() -> None:
+        while True:
+            await asyncio.sleep(every)
+            beat()  # carries what earlier attempts left
+
+    task = asyncio.create_task(beating())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

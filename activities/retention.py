@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from vigil.activities.artifacts.store import ArtifactStore
 from vigil.activities.erasure import Eraser, NothingToErase
+from vigil.activities.guard import heartbeating
 from vigil.activities.record import retention as queries
 from vigil.activities.record.archive import (
     ArchiveConflict,
@@ -25,7 +26,6 @@ from vigil.activities.record.archive import (
     SessionNotFound,
     archive_session,
 )
-from vigil.activities.session import heartbeating
 from vigil.schema import names
 from vigil.schema.governance import (
     RetentionDue,

@@ -537,6 +537,16 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def wire(text: str) -> str:
+    """Text that can cross into workflow history: the JSON payload must be valid UTF-8, so
+    lone surrogates a model may send are escaped (the record keeps them exactly)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 # These name models defined further down. Until rebuilt, a model is incomplete: each
 # TypeAdapter of it generates its schema again (a millisecond for CallModelInput).
 SessionCarry.model_rebuild()

@@ -10,7 +10,7 @@ from typing import Any
 
 from temporalio.testing import ActivityEnvironment
 
-from vigil.activities.session import heartbeating
+from vigil.activities.guard import heartbeating
 
 EVERY = 0.2
 
