@@ -24,6 +24,7 @@ from vigil.activities.record.retry import is_transient_db_error
 
 POSTGRES = "PostgreSQL"
 OBJECT_STORE = "object store"
+CONFIGURED_WORKER = "a configured worker"
 MAX_MESSAGE = 240
 
 # Where an exception was raised decides which part it speaks of: a refused connection
@@ -59,6 +60,13 @@ class Outage:
         return f"{self.part} unavailable: {self.detail}"
 
 
+class WorkerNotReady(Exception):
+    """This worker cannot serve the call as it is set up (a model connection it has no
+    entry for, a credential it cannot have): a worker that can, or this one once its
+    setup is fixed, will. Waited out as an outage, so a deployment's mistake never ends
+    a session."""
+
+
 def short(text: str, limit: int = MAX_MESSAGE) -> str:
     """One line of at most ``limit`` characters."""
     line = " ".join(text.split())
@@ -81,6 +89,8 @@ def describe(exc: BaseException) -> str:
 def outage_of(exc: BaseException) -> Outage | None:
     """The outage ``exc`` reports, or None when it is anything else (a bug, a bad request,
     a tool's or a provider's own failure)."""
+    if isinstance(exc, WorkerNotReady):
+        return Outage(CONFIGURED_WORKER, short(str(exc)))
     part = _part_of(exc)
     if part == POSTGRES and is_transient_db_error(exc):
         return Outage(POSTGRES, _db_detail(exc))

@@ -40,6 +40,7 @@ from vigil.activities.context import (
 )
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.credentials import CredentialError
+from vigil.activities.failures import WorkerNotReady
 from vigil.activities.guard import LocalLedgers, guarded
 from vigil.activities.models.base import (
     ChatMessage,
@@ -229,14 +230,10 @@ class SessionActivities(SessionTools):
             name, model = arg.fallback, None
         try:
             provider, _ = await self.models.provider(name, model)
-        except CredentialError as exc:
-            raise ApplicationError(
-                str(exc), type=names.ERR_CREDENTIAL_MISSING, non_retryable=True
-            ) from None
-        except ConnectionError_ as exc:
-            raise ApplicationError(
-                str(exc), type=names.ERR_MODEL_CONNECTION, non_retryable=True
-            ) from None
+        except (CredentialError, ConnectionError_) as exc:
+            # This worker's setup, not the session: waited out until a worker that can
+            # serve the connection (or this one, set up again) takes the call.
+            raise WorkerNotReady(str(exc)) from None
         return provider, name
 
     async def _ask(

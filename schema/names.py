@@ -220,7 +220,5 @@ ACT_RETENTION_ERASE = "vigil.retention_erase"
 SCHEDULE_RETENTION = "vigil-retention"
 # Error types (ApplicationError.type) that cross process boundaries.
 ERR_AGENT_VERSION_MISSING = "AgentVersionMissing"
-ERR_CREDENTIAL_MISSING = "CredentialMissing"
-ERR_MODEL_CONNECTION = "ModelConnectionUnknown"
 ERR_APPROVAL_MISMATCH = "ApprovalMismatch"
 ERR_TOOL_NOT_SERVED = "ToolNotServed"

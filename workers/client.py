@@ -11,7 +11,7 @@ import functools
 import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -219,6 +219,9 @@ class SessionView:
     """Why there is no live state for a running session (no worker, Temporal down)."""
     archived: ArchivedTranscript | None = None
     """Where the transcript went when it was archived and pruned (``messages`` is empty)."""
+    retrying: list[str] = field(default_factory=list)
+    """The calls Temporal is trying again for a running session, each with its attempt and
+    what the last one met (a part away, a worker that cannot serve it): why it waits."""
 
 
 STATUSES = frozenset(s.value for s in SessionStatus)
@@ -1022,8 +1025,9 @@ class _VigilClientCore:
         """A session's record, its live state (while it runs and a worker answers) and
         its ``last`` messages: what `vigil show` and the API's session page show."""
         row = await self.require_session(session_id)
-        live, unavailable = None, None
+        live, unavailable, retrying = None, None, []
         if row.status not in {s.value for s in FINAL_STATUSES}:
+            retrying = await self._retrying(session_id)
             # An ended session's query would wait for a worker; a running one's is bounded
             # and says why it has no answer (no worker, Temporal down).
             try:
@@ -1045,7 +1049,22 @@ class _VigilClientCore:
             self.ui_link(session_id),
             unavailable,
             archived_transcript(row.metadata),
+            retrying,
         )
+
+    async def _retrying(self, session_id: str) -> list[str]:
+        """The running session's calls that failed and wait for another attempt (as
+        Temporal describes its pending activities); none when Temporal does not answer in
+        time (``show`` says so from the state's query)."""
+        try:
+            desc = await asyncio.wait_for(self.handle(session_id).describe(), STATE_QUERY_SECONDS)
+        except (RPCError, RuntimeError, TimeoutError):
+            return []
+        return [
+            f"{p.activity_type.name} attempt {p.attempt}: {p.last_failure.message}"
+            for p in desc.raw_description.pending_activities
+            if p.attempt > 1 and p.last_failure.message
+        ]
 
     async def events_page(
         self, session_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None

@@ -1,5 +1,8 @@
-"""A model connection whose credential cannot be had fails the session at once (no retry)
-with an error that names the credential, stored or from the environment."""
+"""A worker that cannot serve a session's model connection (its credential cannot be had,
+or the worker has no such connection) does not end the session: the call fails with a
+short line that names what is missing, is retried like an outage (never counted against
+the call's budget), and goes on once the credential is there or a worker that has the
+connection takes it. The provider is never called meanwhile."""
 
 from __future__ import annotations
 
@@ -10,16 +13,31 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 
 from tests.support.llm_stub import LLMStub
-from tests.support.sessions import events, running_worker, session_input, session_row, start
-from vigil.activities.credentials import new_key_text
+from tests.support.outage import pending_failure
+from tests.support.sessions import (
+    events,
+    running_worker,
+    session_input,
+    session_row,
+    start,
+    until,
+)
+from vigil.activities.credentials import SecretBox, new_key_text, parse_key
+from vigil.activities.record import credentials as stored
 from vigil.schema.agents import AgentSpec
+from vigil.schema.payloads import SessionResult, SessionStatus
 from vigil.workers.agents import AgentService
+from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+def _connection(stub: LLMStub, **extra: str) -> dict[str, str]:
+    return {"kind": "openai", "base_url": stub.url_openai, "model": "m", **extra}
 
 
 @pytest.mark.parametrize(
@@ -30,30 +48,25 @@ pytestmark = pytest.mark.integration
     ],
     ids=["stored", "environment"],
 )
-async def test_missing_credential_fails_clearly(
+async def test_a_missing_credential_is_waited_for_and_the_session_goes_on(
     client: Client,
     settings: Settings,
     sessionmaker: async_sessionmaker[DbSession],
     task_queue: str,
     stub: LLMStub,
+    monkeypatch: pytest.MonkeyPatch,
     credential: str,
     says: str,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     credential, says = credential.format(tag=tag), says.format(tag=tag)
     name = f"keyless-{tag}"
+    key = new_key_text()
     cfg = settings.model_copy(
         update={
-            "secret_key": SecretStr(new_key_text()),
+            "secret_key": SecretStr(key),
             "model_connections": json.dumps(
-                {
-                    f"locked-{tag}": {
-                        "kind": "openai",
-                        "base_url": stub.url_openai,
-                        "model": "m",
-                        "credential": credential,
-                    }
-                }
+                {f"locked-{tag}": _connection(stub, credential=credential)}
             ),
         }
     )
@@ -62,19 +75,72 @@ async def test_missing_credential_fails_clearly(
     )
     async with running_worker(client, cfg, task_queue):
         handle = await start(client, task_queue, session_input("try", agent_id=name))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert says in str(failed.value.cause)
-    assert stub.requests == []  # the provider was never called
+        shown = await until(
+            lambda: pending_failure(handle, says), within=60, what="the call waiting"
+        )
+        assert stub.requests == []  # the provider was never called
+        row = await session_row(sessionmaker, handle.id)
+        assert row.status == "running"
+        # The credential arrives: the next attempt takes it.
+        if credential.startswith("env:"):
+            monkeypatch.setenv(credential.removeprefix("env:"), "sk-test")
+        else:
+            async with sessionmaker.begin() as db:
+                await stored.put(db, SecretBox(parse_key(key)).seal(credential, "sk-test"))
+        result: SessionResult = await handle.result()
+
+    assert shown.startswith("a configured worker unavailable: ") and says in shown, shown
+    assert len(shown) < 300
+    assert result.status == SessionStatus.COMPLETED
+    assert stub.requests  # called once it could be
+    (recovered,) = await events(sessionmaker, handle.id, "infrastructure_recovered")
+    assert recovered.payload["part"] == "a configured worker"
+    assert says in recovered.payload["last_error"]
+
+
+async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    name, connection = f"elsewhere-{tag}", f"later-{tag}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate({"name": name, "model": {"connection": connection}})
+    )
+    async with running_worker(client, settings, task_queue):
+        handle = await start(client, task_queue, session_input("go on", agent_id=name))
+        shown = await until(
+            lambda: pending_failure(handle, "not configured on this worker"),
+            within=60,
+            what="the call waiting for a worker with the connection",
+        )
+        assert stub.requests == []
+        # `vigil show` and the API's session page say why the session does not move.
+        vigil = await VigilClient.connect(settings)
+        try:
+            view = await until(
+                lambda: _retrying(vigil, handle.id), within=30, what="show's retrying line"
+            )
+        finally:
+            await vigil.close()
+    # This worker stops; one that has the connection takes the call.
+    served = settings.model_copy(
+        update={"model_connections": json.dumps({connection: _connection(stub)})}
+    )
+    async with running_worker(client, served, task_queue):
+        result: SessionResult = await handle.result()
+
+    assert f"model connection {connection!r} is not configured on this worker" in shown
+    (line,) = view
+    assert line.startswith("vigil.call_model attempt ") and line.endswith(shown), line
+    assert result.status == SessionStatus.COMPLETED
     row = await session_row(sessionmaker, handle.id)
-    assert row.status == "failed" and says in (row.summary or "")
-    (ended,) = await events(sessionmaker, handle.id, "session_ended")
-    assert says in ended.payload["summary"]
-    history = await handle.fetch_history()
-    failures = [
-        e.activity_task_failed_event_attributes
-        for e in history.events
-        if e.HasField("activity_task_failed_event_attributes")
-    ]
-    assert len(failures) == 1  # non-retryable: one attempt
-    assert failures[0].failure.application_failure_info.type == "CredentialMissing"
+    assert row.status == "completed"
+    assert stub.requests
+
+
+async def _retrying(vigil: VigilClient, session_id: str) -> list[str]:
+    return (await vigil.session_view(session_id)).retrying

@@ -146,6 +146,9 @@ class SessionDetail(BaseModel):
     ui: str | None
     archived: ArchivedOut | None = None
     """Set when the transcript was archived and pruned (``messages`` is then empty)."""
+    retrying: list[str] = []
+    """Calls Temporal tries again for the running session, each with its attempt and the
+    last attempt's failure (a part away, a worker that cannot serve the call)."""
 
 
 class Transcript(BaseModel):
@@ -282,6 +285,7 @@ async def show_session(
         messages=[message_of(m) for m in view.messages],
         ui=view.ui,
         archived=None if view.archived is None else ArchivedOut(**view.archived.shown(session_id)),
+        retrying=view.retrying,
     )
 
 

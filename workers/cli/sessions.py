@@ -205,6 +205,7 @@ def show(
                         "state_unavailable": no_live,
                         "messages": [message_dict(m) for m in recent],
                         "archived": archived_dict(session_id, view.archived),
+                        "retrying": view.retrying,
                         "ui": client.ui_link(session_id),
                     },
                     default=json_default,
@@ -223,6 +224,7 @@ def show(
             ("summary", row.summary or "-"),
             ("ui", client.ui_link(session_id) or "-"),
             *([("live", no_live)] if no_live else []),
+            *[("retrying", line) for line in view.retrying],
             *([("transcript", archived_line(session_id, view.archived))] if view.archived else []),
         ]:
             table.add_row(*plain(k, v))
