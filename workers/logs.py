@@ -23,11 +23,28 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,
     ]
+    # A traceback names where it failed, never the values of its frames' variables (the
+    # renderers' default when ``rich`` is installed): a worker's frames hold task tokens,
+    # session inputs and a connection's resolved key. Plain in a file, rich on a terminal;
+    # in JSON, text under ``exception``.
+    tty = sys.stderr.isatty()
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=tty,
+            exception_formatter=(
+                structlog.dev.RichTracebackFormatter(show_locals=False)
+                if tty
+                else structlog.dev.plain_traceback
+            ),
+        )
     )
+    final: list[structlog.types.Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        *([structlog.processors.format_exc_info] if fmt == "json" else []),
+        renderer,
+    ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -38,7 +55,7 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=final,
         )
     )
     root = logging.getLogger()
