@@ -66,6 +66,7 @@ from vigil.workers.codec import ENCODING as ENCRYPTED
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.liveness import (
     CONTROL_WAIT_SECONDS,
+    POLLER_FRESH,
     is_unreachable,
     live_pollers,
     no_worker,
@@ -173,6 +174,11 @@ def refuse_oversized(value: BaseModel) -> None:
 
 class Unreachable(VigilError):
     exit_code = 3
+
+
+class NotTakenYet(Unreachable):
+    """Temporal runs the session and lists a worker on its queue, but none has taken it
+    (a worker that stopped is still listed for a while)."""
 
 
 class NoWorker(Unreachable):
@@ -953,7 +959,13 @@ class _VigilClientCore:
                 return await self.require_session(session_id)
             except NotRecordedYet:  # an id nobody knows fails at once
                 if asyncio.get_running_loop().time() > deadline:
-                    raise
+                    raise NotTakenYet(
+                        f"session {session_id} is started but no worker has taken it in "
+                        f"{timeout:.0f} s, although one was seen polling its task queue in "
+                        f"the last {POLLER_FRESH.seconds // 60} minutes (a worker that stopped "
+                        "is listed that long); it waits for one: `vigil doctor` says whether "
+                        "a worker polls"
+                    ) from None
                 await asyncio.sleep(0.2)
 
     async def list_sessions(

@@ -151,13 +151,33 @@ def _encryption(settings: Settings) -> list[Check]:
     return [Check("temporal", "payload encryption", True, detail)]
 
 
+def _models(settings: Settings) -> list[Check]:
+    """Whether the model connections are set up as a worker would read them (a worker
+    refuses to start on a mistake there)."""
+    from vigil.workers.models import ConfigError, model_connections
+
+    try:
+        names = sorted(model_connections(settings))
+    except ConfigError as exc:
+        return [Check("models", "connections", False, str(exc).splitlines()[0][:200])]
+    return [Check("models", "connections", True, ", ".join(names))]
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     keys = _encryption(settings)
     # A client cannot be built without its keys: the key check says why, not "unreachable".
     temporal = _temporal(settings) if keys[0].ok else asyncio.sleep(0, result=[])
     results = await asyncio.gather(temporal, _postgres(settings))
     artifacts = await asyncio.to_thread(_artifacts, settings)
-    return [*_profile(settings), *results[0], *keys, *results[1], *artifacts, *_telemetry(settings)]
+    return [
+        *_profile(settings),
+        *results[0],
+        *keys,
+        *results[1],
+        *artifacts,
+        *_models(settings),
+        *_telemetry(settings),
+    ]
 
 
 def _telemetry(settings: Settings) -> list[Check]:

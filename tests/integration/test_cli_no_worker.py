@@ -103,3 +103,25 @@ def test_other_queue_names_its_worker_command(cli: CLIStack) -> None:
         explain(done)
     )
     cli.vigil.ok("cancel", sid)
+
+
+def test_a_worker_that_just_stopped_is_said_not_to_take_the_session(
+    cli: CLIStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Temporal lists a stopped worker as polling for about two minutes: a session started
+    then is not taken, and `start --follow` says so (exit 3), not that the session it
+    just started is unknown."""
+    queue = f"tq-gone-{uuid.uuid4().hex[:8]}"
+    env = {"VIGIL_TASK_QUEUE": queue}
+    log = tmp_path_factory.mktemp("gone") / "worker.log"
+    worker = WorkerProcess({**cli.vigil.env, **env}, log).start()
+    assert worker.stop() == 0, worker.log()[-3000:]
+
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "x"}))
+    follow = cli.vigil("start", goal, "--agent", "lonely", "--follow", env=env, timeout=120)
+    assert follow.returncode == 3, explain(follow)
+    sid = follow.stdout.split("started ", 1)[1].split()[0]
+    line = one_error_line(follow)
+    assert line.startswith(f"error: session {sid} is started but no worker has taken it"), line
+    assert "`vigil doctor`" in line, line
+    cli.vigil.ok("cancel", sid)

@@ -23,6 +23,7 @@ from vigil.workers.client import (
     Forbidden,
     NotFound,
     NotRecordedYet,
+    NotTakenYet,
     NoWorker,
     Refused,
     SessionIdTaken,
@@ -104,6 +105,7 @@ def vigil_status(exc: VigilError) -> tuple[int, str]:
     # Most specific first: NotRecordedYet is an UnknownSession is a NotFound.
     table: list[tuple[type[VigilError], int, str]] = [
         (NoWorker, 409, NO_WORKER),
+        (NotTakenYet, 409, NO_WORKER),
         (Forbidden, 403, FORBIDDEN),
         (NotRecordedYet, 404, NOT_RECORDED_YET),
         (UnknownSession, 404, UNKNOWN_SESSION),

@@ -301,7 +301,42 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
     except OSError as exc:
         if exc.filename is not None:  # a local file (e.g. --output), not a server
             fail(f"{exc.strerror or exc}: {exc.filename}", EXIT_FAILED)
-        fail(f"cannot reach a server: {exc}", EXIT_UNREACHABLE)
+        fail(unreachable(settings, exc), EXIT_UNREACHABLE)
+
+
+_ADDRESS = re.compile(r"\('([0-9a-fA-F.:]+)', (\d+)")
+
+
+def unreachable(settings: Settings, exc: OSError) -> str:
+    """One line for a server that did not answer: which of the stack's parts it is (by the
+    address it refused on), where, and how to start it."""
+    from urllib.parse import urlsplit
+
+    found = _ADDRESS.search(str(exc))
+    if found is None:
+        return f"cannot reach a server: {exc}"
+    host, port = found[1], int(found[2])
+    why = os.strerror(exc.errno) if exc.errno else (exc.strerror or "no answer")
+    ends = settings.endpoints()
+    parts = [
+        ("PostgreSQL", "DATABASE_URL", ends.database_url),
+        ("the object store", "VIGIL_S3_ENDPOINT", ends.s3_endpoint),
+        ("Temporal", "TEMPORAL_ADDRESS", f"//{ends.temporal_address}"),
+    ]
+    for part, knob, url in parts:
+        if url is None:
+            continue
+        at = urlsplit(url if "//" in url else f"//{url}")
+        try:
+            same = at.port == port
+        except ValueError:  # a URL without a valid port names no part here
+            same = False
+        if same:
+            return (
+                f"cannot reach {part} at {host}:{port} ({why}); "
+                f"start it with `vigil stack up` (or check {knob})"
+            )
+    return f"cannot reach a server at {host}:{port} ({why})"
 
 
 def run_db(

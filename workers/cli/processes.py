@@ -19,6 +19,7 @@ from vigil.workers.cli.common import (
     JsonOpt,
     StateOpt,
     ToolsOpt,
+    as_invoked,
     by_default,
     err,
     fail,
@@ -57,6 +58,8 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 
     settings = load_settings(state_dir)
     checks = asyncio.run(run_checks(settings))
+    for c in checks:  # the commands it names, as this CLI was started (`uv run vigil ...`)
+        c.detail = as_invoked(c.detail)
     if as_json:
         out.print_json(json.dumps([asdict(c) for c in checks]))
     else:
@@ -87,13 +90,18 @@ def worker(
 
     settings = with_worker_flags(load_settings(state_dir), tools or [], task_queue, tools_only)
     configure(settings.log_format, settings.log_level)
+    from asyncpg import PostgresError
+    from sqlalchemy.exc import DBAPIError
+
+    from vigil.activities.failures import describe
     from vigil.activities.memory.provenance import EmbedderNotReady
     from vigil.activities.tools.loader import ToolLoadError
     from vigil.workers.deployments import DeploymentSettingsError
+    from vigil.workers.models import ConfigError
 
     try:
         asyncio.run(run_worker(settings))
-    except (PayloadKeyError, DeploymentSettingsError) as exc:
+    except (PayloadKeyError, DeploymentSettingsError, ConfigError) as exc:
         fail(f"bad configuration: {exc}", EXIT_USAGE)
     except ToolLoadError as exc:
         fail(f"worker could not start: {exc}", EXIT_USAGE)
@@ -101,6 +109,8 @@ def worker(
         fail(f"worker could not start: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
+    except (DBAPIError, PostgresError) as exc:  # PostgreSQL answered, and refused
+        fail(f"worker could not start: PostgreSQL refused: {describe(exc)}", EXIT_UNREACHABLE)
 
 
 def demo(

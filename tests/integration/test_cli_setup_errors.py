@@ -1,0 +1,96 @@
+"""Mistakes in a worker's setup and a part that is down, said in one line with what to do:
+no traceback, the exit code of the kind of mistake (2 a usage or setup mistake, 3 a part
+that cannot be reached), and `vigil doctor` finds the same setup mistakes a worker would
+refuse to start on."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.support.cli import Vigil, cli_env, explain, one_error_line
+
+pytestmark = pytest.mark.integration
+
+BAD_JSON = '{"scripted": '
+BAD_KIND = json.dumps({"mine": {"kind": "telepathy"}})
+
+
+@pytest.fixture
+def vigil(database_url: str, tmp_path: Path) -> Vigil:
+    return Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=tmp_path / "state",
+            task_queue=f"tq-setup-{uuid.uuid4().hex[:8]}",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp_path / "artifacts",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("connections", "says"),
+    [
+        (BAD_JSON, "error: bad configuration: VIGIL_MODEL_CONNECTIONS is not JSON: "),
+        (BAD_KIND, "error: bad configuration: model connection 'mine': kind: "),
+    ],
+    ids=["not-json", "unknown-kind"],
+)
+def test_a_worker_refuses_bad_model_connections_in_one_line(
+    vigil: Vigil, connections: str, says: str
+) -> None:
+    env = {"VIGIL_MODEL_CONNECTIONS": connections}
+    done = vigil("worker", env=env, timeout=120)
+    assert done.returncode == 2, explain(done)
+    assert one_error_line(done).startswith(says), explain(done)
+
+    doctor = vigil("doctor", "--json", env=env, timeout=120)
+    assert doctor.returncode == 1, explain(doctor)
+    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    assert models["ok"] is False
+    assert models["detail"].startswith(says.removeprefix("error: bad configuration: "))
+
+
+def test_doctor_lists_the_model_connections(vigil: Vigil) -> None:
+    env = {"VIGIL_MODEL_CONNECTIONS": json.dumps({"other": {"kind": "scripted"}})}
+    doctor = vigil("doctor", "--json", env=env, timeout=120)
+    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    assert models == {"part": "models", "check": "connections", "ok": True,
+                      "detail": "default, other"}  # fmt: skip
+
+
+def test_postgres_down_is_named_with_what_starts_it(vigil: Vigil) -> None:
+    dead = "postgresql://vigil:x@127.0.0.1:1/vigil"
+    listed = vigil("list", env={"DATABASE_URL": dead})
+    assert listed.returncode == 3, explain(listed)
+    assert one_error_line(listed) == (
+        "error: cannot reach PostgreSQL at 127.0.0.1:1 (Connection refused); start it with "
+        "`vigil stack up` (or check DATABASE_URL)"
+    )
+
+
+def test_a_worker_refused_by_postgres_says_so_in_one_line(vigil: Vigil, database_url: str) -> None:
+    url = urlsplit(database_url)
+    wrong = url._replace(netloc=f"vigil-nobody:wrong@{url.hostname}:{url.port}")
+    done = vigil("worker", env={"DATABASE_URL": urlunsplit(wrong)}, timeout=120)
+    assert done.returncode == 3, explain(done)
+    line = one_error_line(done)
+    assert line.startswith("error: worker could not start: PostgreSQL refused: "), line
+    assert "wrong" not in line  # never the password
+
+
+def test_doctors_hints_are_written_as_the_cli_was_started(vigil: Vigil) -> None:
+    down = {"TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    plain = vigil("doctor", "--json", env=down, timeout=120)
+    under_uv = vigil("doctor", "--json", env={**down, "UV": "/usr/bin/uv"}, timeout=120)
+    hints = [
+        next(c["detail"] for c in json.loads(done.stdout) if c["check"] == "reachable")
+        for done in (plain, under_uv)
+    ]
+    assert "start it with `vigil stack up`" in hints[0], hints
+    assert "start it with `uv run vigil stack up`" in hints[1], hints
