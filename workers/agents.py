@@ -402,8 +402,8 @@ class AgentService:
         error = await self._unknown(name, version)
         if version is None:
             error = AgentNotFound(
-                f"{error} (or start it without one: --undefined-agent / "
-                "VIGIL_ALLOW_UNDEFINED_AGENTS=1)"
+                f"{error} (or allow agents without one: VIGIL_ALLOW_UNDEFINED_AGENTS=1 "
+                "where sessions are started, or `vigil start --undefined-agent`)"
             )
         raise error
 

@@ -195,6 +195,13 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
             if started.ui_url:
                 console.print(f"[bold]Temporal UI[/] {started.ui_url}")
             _print_api(settings, sid, console)
+            console.print(
+                "\nThe stack keeps running so you can look around (`uv run vigil list`, "
+                f"`uv run vigil show {sid}`); `uv run vigil stack down` stops it.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
             return 0 if status == SessionStatus.COMPLETED else 1
         finally:
             await client.close()

@@ -89,7 +89,10 @@ def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent:
         undefined = http.post("/v1/sessions", json={"agent": "nobody-here", "goal": "g"})
         assert undefined.status_code == 404, undefined.text
         assert undefined.json()["error"]["code"] == "unknown_agent"
-        assert "has no definition" in undefined.json()["error"]["message"]
+        said = undefined.json()["error"]["message"]
+        assert "has no definition" in said
+        # What an HTTP client can act on: the server's setting, named as such.
+        assert "VIGIL_ALLOW_UNDEFINED_AGENTS=1 where sessions are started" in said, said
         version = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "agent_version": 9})
         assert version.status_code == 404 and "no version 9" in version.text
 

@@ -58,6 +58,8 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     assert "write_artifact: stored artifact 'ops-report.md'" in story
     api = f"http://127.0.0.1:{TEST_PORTS['api_port']}/v1"
     assert f"HTTP API {api} (docs {api}/docs)" in out
+    # What is left running, and what stops it.
+    assert out.rstrip().endswith("`uv run vigil stack down` stops it."), out[-400:]
     assert re.search(rf"curl -N .* {re.escape(api)}/sessions/ops-\S+/stream", out), out
     assert "(approved by tester)" in story
     assert "status completed" in out
