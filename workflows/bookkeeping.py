@@ -33,7 +33,7 @@ from vigil.schema.payloads import (
 )
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import constants as c
-from vigil.workflows import summaries
+from vigil.workflows import folding, summaries, times
 from vigil.workflows.hand_over import HandOverWhileWaiting
 
 M = TypeVar("M", bound=BaseModel)
@@ -54,6 +54,9 @@ class Bookkeeping(HandOverWhileWaiting):
     _published_agent: str | None
     _published_goal: str | None
     _runtime: AgentRuntime | None
+    _fold: bool
+    _lean: bool
+    _local_books: bool
 
     async def _act(
         self,
@@ -69,7 +72,53 @@ class Bookkeeping(HandOverWhileWaiting):
         schedule_to_start: timedelta | None = None,
         bookkeeping: bool = False,
     ) -> M:
-        raise NotImplementedError
+        """Run an activity. ``bookkeeping``: opening the session, a record or the outcome's
+        memory, which run as local activities in new sessions (see _local_bookkeeping)."""
+        if bookkeeping and self._local_bookkeeping():
+            return await folding.run_local(
+                name,
+                arg,
+                result,
+                limit=limit,
+                retry=retry,
+                summary=summary,
+                implied=self._lean,
+            )
+        out: M = await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result,
+            task_queue=task_queue,
+            start_to_close_timeout=limit,
+            schedule_to_start_timeout=schedule_to_start,
+            retry_policy=retry,
+            heartbeat_timeout=times.heartbeat(self._arg.heartbeat_seconds, limit)
+            if heartbeat
+            else None,
+            summary=summary,
+        )
+        return out
+
+    def _patched(self, patch: str) -> bool:
+        """Whether this run takes ``patch``'s path. Sessions under lean bookkeeping take
+        every patch older than it without asking: each patch asked costs the history a
+        marker and a search attribute update."""
+        return self._lean or workflow.patched(patch)
+
+    def _local_bookkeeping(self) -> bool:
+        """Whether this session's bookkeeping runs as local activities: every session
+        under local bookkeeping does (short idempotent writes: no activity task through
+        the server for them); an older one when its agent's model calls do
+        (``execution = "local"``, which needs folded steps) and it is new enough. The
+        older patch is asked only then, so older sessions of the default mode carry no
+        marker for it."""
+        if self._local_books:
+            return True
+        return (
+            self._fold
+            and folding.local_model_call(self._runtime)
+            and self._patched(names.PATCH_LOCAL_RECORDS)
+        )
 
     def _budget_end(self) -> tuple[SessionStatus, str] | None:
         raise NotImplementedError

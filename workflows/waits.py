@@ -40,7 +40,6 @@ class Waits(HumanControl):
 
     # Provided by AgentSession.
     _editors: dict[int, str | None]
-    _lean: bool
 
     async def _approval(
         self, step: int, call: ToolCallRef, resumed: PendingApproval | None = None
