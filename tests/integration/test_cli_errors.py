@@ -102,7 +102,7 @@ def test_unreachable_server_exits_3(cli: CLIStack) -> None:
         assert line.startswith("error: Temporal at 127.0.0.1:1 is not answering"), line
     no_db = cli.vigil("list", env={"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/nothing"})
     assert no_db.returncode == 3, explain(no_db)
-    assert one_error_line(no_db).startswith("error: cannot reach a server:")
+    assert one_error_line(no_db).startswith("error: cannot reach PostgreSQL at 127.0.0.1:1 (")
 
 
 def test_controls_the_session_refuses_exit_2(cli: CLIStack) -> None:
