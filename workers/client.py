@@ -74,7 +74,7 @@ from vigil.workers.liveness import (
 )
 from vigil.workers.settings import Endpoints, Settings
 from vigil.workers.telemetry import session_scope
-from vigil.workers.temporal import connect
+from vigil.workers.temporal import PayloadUnreadable, connect
 
 if TYPE_CHECKING:
     # Imported where they are used: a control command needs Temporal alone, and the
@@ -170,6 +170,12 @@ def refuse_oversized(value: BaseModel) -> None:
     error = input_error(value)
     if error is not None:
         raise BadArgument(f"refused before sending: {error}")
+
+
+class PayloadKeysMissing(VigilError):
+    """What a session answered is encrypted with a key this client does not have."""
+
+    exit_code = 2
 
 
 class Unreachable(VigilError):
@@ -757,6 +763,10 @@ class _VigilClientCore:
             raise Refused(f"refused by session {session_id}: {message}") from exc
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
             raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
+        except PayloadUnreadable as exc:
+            raise PayloadKeysMissing(
+                f"session {session_id} answered, but this client cannot read the answer: {exc}"
+            ) from None
 
     async def call(self, session_id: str, coro: Any) -> Any:
         """Await a Temporal call about ``session_id``, its failures as VigilErrors."""

@@ -31,6 +31,7 @@ from temporalio.converter import (
 )
 
 from vigil.schema.names import SEARCH_ATTRIBUTES, UNDECRYPTABLE_ENCODING, UNDECRYPTABLE_REASON
+from vigil.workers.codec import ENCODING as ENCRYPTED_ENCODING
 from vigil.workers.codec import payload_codec
 from vigil.workers.settings import Settings
 from vigil.workers.telemetry import client_interceptors
@@ -53,6 +54,11 @@ SDK_POLLERS = 5
 """temporalio's default number of concurrent polls per task kind."""
 
 
+class PayloadUnreadable(ValueError):
+    """A payload this process cannot read: encrypted with a key it does not have, or
+    encrypted while it has no payload keys at all."""
+
+
 class UndecryptablePayloadConverter(EncodingPayloadConverter):
     """The codec's stand-in for a payload it could not decrypt (``binary/undecryptable``,
     workers/codec.py): never written, and read as no value at all: whoever needs the value
@@ -67,7 +73,25 @@ class UndecryptablePayloadConverter(EncodingPayloadConverter):
 
     def from_payload(self, payload: TemporalPayload, type_hint: type | None = None) -> Any:
         reason = payload.metadata.get(UNDECRYPTABLE_REASON, b"").decode(errors="replace")
-        raise ValueError(f"payload could not be decrypted: {reason or 'no reason given'}")
+        raise PayloadUnreadable(f"payload could not be decrypted: {reason or 'no reason given'}")
+
+
+class EncryptedPayloadConverter(EncodingPayloadConverter):
+    """An encrypted payload that reached the converter still sealed: this process has no
+    payload keys (no codec ran). Read as no value at all, with the reason."""
+
+    @property
+    def encoding(self) -> str:
+        return ENCRYPTED_ENCODING.decode()
+
+    def to_payload(self, value: Any) -> TemporalPayload | None:
+        return None
+
+    def from_payload(self, payload: TemporalPayload, type_hint: type | None = None) -> Any:
+        raise PayloadUnreadable(
+            "payload is encrypted and this process has no payload keys: give it the "
+            "worker's (VIGIL_PAYLOAD_KEYS, or VIGIL_STATE_DIR naming the stack's state folder)"
+        )
 
 
 class PayloadConverter(CompositePayloadConverter):
@@ -86,8 +110,8 @@ class PayloadConverter(CompositePayloadConverter):
         shared = PayloadConverter._shared
         if shared is None:
             shared = dict(PydanticPayloadConverter().converters)
-            undecryptable = UndecryptablePayloadConverter()
-            shared[undecryptable.encoding.encode()] = undecryptable
+            for unreadable in (UndecryptablePayloadConverter(), EncryptedPayloadConverter()):
+                shared[unreadable.encoding.encode()] = unreadable
             PayloadConverter._shared = shared
         self.converters = shared
 

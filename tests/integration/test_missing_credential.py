@@ -6,8 +6,11 @@ connection takes it. The provider is never called meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
+from tests.support.cli import Vigil, cli_env
 from tests.support.llm_stub import LLMStub
 from tests.support.outage import pending_failure
 from tests.support.sessions import (
@@ -104,6 +108,8 @@ async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
     sessionmaker: async_sessionmaker[DbSession],
     task_queue: str,
     stub: LLMStub,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     name, connection = f"elsewhere-{tag}", f"later-{tag}"
@@ -126,6 +132,14 @@ async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
             )
         finally:
             await vigil.close()
+        # From the CLI: one with the stack's state folder (its payload keys), and one
+        # without any keys, which cannot read the live state but shows the rest.
+        shown_by_cli, keyless = await asyncio.gather(
+            *(
+                asyncio.to_thread(_show_json, handle.id, database_url, state, task_queue, tmp_path)
+                for state in (settings.resolved_state_dir, tmp_path / "keyless")
+            )
+        )
     # This worker stops; one that has the connection takes the call.
     served = settings.model_copy(
         update={"model_connections": json.dumps({connection: _connection(stub)})}
@@ -136,6 +150,15 @@ async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
     assert f"model connection {connection!r} is not configured on this worker" in shown
     (line,) = view
     assert line.startswith("vigil.call_model attempt ") and line.endswith(shown), line
+    (said,) = shown_by_cli["retrying"]
+    assert said.startswith("vigil.call_model attempt ") and said.endswith(shown), said
+    assert shown_by_cli["state"]["status"] == "running"
+    assert keyless["state"] is None and keyless["retrying"] == shown_by_cli["retrying"]
+    unreadable = (
+        "this client cannot read the answer: payload is encrypted and this process has no "
+        "payload keys"
+    )
+    assert unreadable in keyless["state_unavailable"], keyless["state_unavailable"]
     assert result.status == SessionStatus.COMPLETED
     row = await session_row(sessionmaker, handle.id)
     assert row.status == "completed"
@@ -144,3 +167,17 @@ async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
 
 async def _retrying(vigil: VigilClient, session_id: str) -> list[str]:
     return (await vigil.session_view(session_id)).retrying
+
+
+def _show_json(
+    session_id: str, database_url: str, state: Path, task_queue: str, tmp_path: Path
+) -> Any:
+    """`vigil show SESSION --json` from a CLI whose state folder is ``state``."""
+    env = cli_env(
+        database_url=database_url,
+        state_dir=state,
+        task_queue=task_queue,
+        model_url="http://127.0.0.1:9/v1",
+        artifact_dir=tmp_path / "artifacts",
+    )
+    return json.loads(Vigil(env).ok("show", session_id, "--json", timeout=120).stdout)
