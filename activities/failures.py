@@ -24,7 +24,7 @@ from vigil.activities.record.retry import is_transient_db_error
 
 POSTGRES = "PostgreSQL"
 OBJECT_STORE = "object store"
-CONFIGURED_WORKER = "a configured worker"
+CONFIGURED_WORKER = "a worker set up for this call"
 MAX_MESSAGE = 240
 
 # Where an exception was raised decides which part it speaks of: a refused connection
@@ -57,6 +57,8 @@ class Outage:
 
     @property
     def message(self) -> str:
+        if self.part == CONFIGURED_WORKER:
+            return f"waiting for {self.part}: {self.detail}"
         return f"{self.part} unavailable: {self.detail}"
 
 

@@ -228,8 +228,13 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
             wait.total_seconds(),
         )
         _keep(ledger)
+        # Benign: the line above says it; the SDK then logs the attempt without a
+        # traceback (it logged one on every retry of an outage that may last minutes).
         return ApplicationError(
-            outage.message, type=names.ERR_INFRA_UNAVAILABLE, next_retry_delay=wait
+            outage.message,
+            type=names.ERR_INFRA_UNAVAILABLE,
+            next_retry_delay=wait,
+            category=ApplicationErrorCategory.BENIGN,
         )
 
     ledger.got_through(began)

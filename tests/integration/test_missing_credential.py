@@ -59,6 +59,7 @@ async def test_a_missing_credential_is_waited_for_and_the_session_goes_on(
     task_queue: str,
     stub: LLMStub,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     credential: str,
     says: str,
 ) -> None:
@@ -93,12 +94,17 @@ async def test_a_missing_credential_is_waited_for_and_the_session_goes_on(
                 await stored.put(db, SecretBox(parse_key(key)).seal(credential, "sk-test"))
         result: SessionResult = await handle.result()
 
-    assert shown.startswith("a configured worker unavailable: ") and says in shown, shown
+    assert shown.startswith("waiting for a worker set up for this call: ") and says in shown, shown
     assert len(shown) < 300
     assert result.status == SessionStatus.COMPLETED
     assert stub.requests  # called once it could be
+    # Each failed attempt is one line of vigil's, not a traceback of the SDK's.
+    traced = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert traced == [], traced
+    waited = [r.getMessage() for r in caplog.records if says in r.getMessage()]
+    assert waited and all("retries in" in line for line in waited), waited
     (recovered,) = await events(sessionmaker, handle.id, "infrastructure_recovered")
-    assert recovered.payload["part"] == "a configured worker"
+    assert recovered.payload["part"] == "a worker set up for this call"
     assert says in recovered.payload["last_error"]
 
 
