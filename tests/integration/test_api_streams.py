@@ -37,6 +37,7 @@ from vigil.activities.record.feed import FeedCursor
 from vigil.schema import names
 from vigil.schema.payloads import ApproveInput, ToolPolicy
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.liveness import live_pollers
 from vigil.workers.settings import Settings
 from vigil.workers.tokens import Scope, TokenService
 
@@ -511,3 +512,36 @@ async def test_a_position_past_the_64_bit_range_is_422_at_once(
         fits = {"Last-Event-ID": "9223372036854775807.9223372036854775807"}
         async with h.stream("GET", f"/v1/sessions/{handle.id}/stream", headers=fits) as r:
             assert r.status_code == 200
+
+
+async def test_a_stream_opened_right_after_the_start_waits_for_the_record(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """The record is written by the worker's first step: a stream opened between the start
+    and that step waits for it (it answered 404 not_recorded_yet, which a browser's
+    EventSource does not retry). Here no worker takes the session until the stream has
+    waited a while (one polled the queue just before, so Temporal still lists it)."""
+    cfg = stub_settings(settings, stub.url_openai)
+    async with running_worker(client, cfg, task_queue):
+        await until(lambda: _polled(client, task_queue), what="the worker polls")
+    stub.enqueue(Reply.text("done"))
+    handle = await start(client, task_queue, session_input(agent_id="streams-early"))
+    async with http(api, reader) as h:
+        reading = asyncio.create_task(read_sse(h, f"/v1/sessions/{handle.id}/stream"))
+        await asyncio.sleep(1.5)
+        assert not reading.done()  # waiting for the record, not refused
+        async with running_worker(client, cfg, task_queue):
+            read = await asyncio.wait_for(reading, 60)
+    assert read.events[-1].event == "end" and read.events[-1].data["status"] == "completed"
+    seqs = [e.data["seq"] for e in read.events if e.event == "message"]
+    assert seqs == [m.seq for m in await transcript(sessionmaker, handle.id)]
+
+
+async def _polled(client: Client, task_queue: str) -> bool:
+    return bool(await live_pollers(client, task_queue))

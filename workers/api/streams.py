@@ -209,9 +209,11 @@ async def session_stream(
     start = _cursor(last_event_id)
     agent = await client.agent_of(session_id)
     if agent is None:
-        # Not recorded: a session Temporal runs that no worker picked up yet says so
-        # (409 no_worker, as its page does), an unknown id 404.
-        agent = (await client.require_session(session_id)).agent_id
+        # Not recorded yet: a session just started (its worker writes the record with its
+        # first step) is waited for, as `vigil follow` does, so a stream opened right after
+        # the start gets it; one that no worker takes says so (409 no_worker), an unknown
+        # id 404 at once.
+        agent = (await client.require_session_soon(session_id)).agent_id
     if not who.sees_agent(agent):
         raise UnknownSession(f"no session with id {session_id!r}")  # never says whose
     feed = await client.live_feed()
