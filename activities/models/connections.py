@@ -127,14 +127,20 @@ class ModelRouter:
             client = self._clients.get(name)
             if client is None and conn.kind != "scripted":
                 client = self._clients[name] = make_client(conn.timeout_seconds)
-            found = build_provider(
-                conn.kind,
-                base_url=conn.base_url,
-                model=chosen,
-                api_key=key,
-                timeout=conn.timeout_seconds,
-                client=client,
-            )
+            try:
+                found = build_provider(
+                    conn.kind,
+                    base_url=conn.base_url,
+                    model=chosen,
+                    api_key=key,
+                    timeout=conn.timeout_seconds,
+                    client=client,
+                )
+            except (OSError, ValueError) as exc:  # a scripted connection's file
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConnectionError_(
+                    f"model connection {name!r}: its script {conn.base_url} cannot be read ({why})"
+                ) from None
             self._providers[cache_key] = found
         return found, chosen
 

@@ -94,3 +94,16 @@ def test_doctors_hints_are_written_as_the_cli_was_started(vigil: Vigil) -> None:
     ]
     assert "start it with `vigil stack up`" in hints[0], hints
     assert "start it with `uv run vigil stack up`" in hints[1], hints
+
+
+def test_doctor_fails_a_scripted_connection_whose_script_is_missing(
+    vigil: Vigil, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "script.json"
+    connection = {"kind": "scripted", "base_url": missing.as_uri(), "model": "scripted-1"}
+    env = {"VIGIL_MODEL_CONNECTIONS": json.dumps({"scripted": connection})}
+    doctor = vigil("doctor", "--json", env=env, timeout=120)
+    assert doctor.returncode == 1, explain(doctor)
+    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    assert models["ok"] is False
+    assert models["detail"] == f"model connection 'scripted': its script {missing} does not exist"

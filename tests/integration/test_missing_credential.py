@@ -187,3 +187,37 @@ def _show_json(
         artifact_dir=tmp_path / "artifacts",
     )
     return json.loads(Vigil(env).ok("show", session_id, "--json", timeout=120).stdout)
+
+
+async def test_a_scripted_connection_whose_script_is_missing_waits_for_it(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    """A scripted connection names its script by a file: until the file is there, the
+    call waits as for a worker set up for it (it failed with a traceback and counted)."""
+    tag = uuid.uuid4().hex[:8]
+    script = tmp_path / "script.json"
+    name, connection = f"scripted-{tag}", f"play-{tag}"
+    cfg = settings.model_copy(
+        update={
+            "model_connections": json.dumps(
+                {connection: {"kind": "scripted", "base_url": script.as_uri(), "model": "s"}}
+            )
+        }
+    )
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate({"name": name, "model": {"connection": connection}})
+    )
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("play", agent_id=name))
+        shown = await until(
+            lambda: pending_failure(handle, "cannot be read"), within=60, what="the call waiting"
+        )
+        script.write_text(json.dumps([{"say": "played"}]))
+        result: SessionResult = await handle.result()
+    assert shown.startswith("waiting for a worker set up for this call: "), shown
+    assert f"its script {script.as_uri()} cannot be read" in shown, shown
+    assert result.status == SessionStatus.COMPLETED
