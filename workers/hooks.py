@@ -25,6 +25,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from vigil.activities.credentials import ENV_PREFIX, SecretBox, check_name
 from vigil.activities.hooks import signing, templates
+from vigil.activities.record import credentials as credential_rows
 from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
@@ -37,6 +38,7 @@ from vigil.workers.client import (
     NotFound,
     NoWorker,
     Refused,
+    UnknownAgent,
     UnknownSession,
     VigilClient,
     said_status,
@@ -128,6 +130,7 @@ class TriggerService:
         by: str = "",
     ) -> NewTrigger:
         _check_trigger(name, agent_id, action, goal_template, message_template, key_field)
+        await self._startable(agent_id)
         secret = secrets.token_urlsafe(32)
         sealed = _box(self.settings).seal(rows.sealed_name(name), secret)
         async with self.db.begin() as db:
@@ -145,6 +148,18 @@ class TriggerService:
         if row is None:
             raise BadArgument(f"a trigger named {name!r} exists (delete it or rotate its secret)")
         return NewTrigger(row, secret)
+
+    async def _startable(self, agent_id: str) -> None:
+        """Refuse a trigger whose agent no session could start with (no definition, and
+        agents without one not allowed): each of its deliveries would be refused."""
+        from vigil.workers.agents import AgentError, AgentService
+
+        try:
+            await AgentService(self.db).require_startable(
+                agent_id, None, allow_undefined=self.settings.allow_undefined_agents
+            )
+        except AgentError as exc:
+            raise UnknownAgent(str(exc)) from None
 
     async def list_triggers(self, agents: frozenset[str] | None = None) -> list[TriggerRow]:
         """Every trigger, or (``agents`` not None) those of these agents."""
@@ -359,6 +374,16 @@ class WebhookService:
             raise BadArgument(f"events: one or more of {', '.join(WEBHOOK_EVENTS)}")
         if not secret.startswith(ENV_PREFIX) and check_name(secret) is not None:
             raise BadArgument(f"--secret: env:VAR or a stored credential's name ({secret[:60]!r})")
+        if not secret.startswith(ENV_PREFIX):
+            # A stored credential is the same for every worker: one not set yet would make
+            # every delivery fail for days. (An env:VAR is the worker's, not this shell's.)
+            async with self.db() as db:
+                stored = await credential_rows.get(db, secret)
+            if stored is None:
+                raise BadArgument(
+                    f"--secret: no stored credential named {secret!r}: set it first with "
+                    f"`vigil secret set {secret}`"
+                )
         async with self.db.begin() as db:
             return await rows.insert_webhook(
                 db, agent_id=agent_id, url=url, events=sorted(set(events)), secret_ref=secret

@@ -107,3 +107,27 @@ def test_doctor_fails_a_scripted_connection_whose_script_is_missing(
     (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
     assert models["ok"] is False
     assert models["detail"] == f"model connection 'scripted': its script {missing} does not exist"
+
+
+def test_a_trigger_or_webhook_that_could_never_work_is_refused_when_made(vigil: Vigil) -> None:
+    """A trigger whose agent no session could start with, and a webhook whose stored
+    secret is not set, were accepted: every delivery then failed (the webhook's for days)."""
+    nobody = f"nobody-{uuid.uuid4().hex[:8]}"
+    strict = {"VIGIL_ALLOW_UNDEFINED_AGENTS": "0"}
+    trigger = vigil(
+        "trigger", "create", f"t-{nobody}", "--agent", nobody, "--goal-template", "x", env=strict
+    )
+    assert trigger.returncode == 4, explain(trigger)
+    assert one_error_line(trigger).startswith(f"error: agent {nobody!r} has no definition")
+    assert nobody not in vigil("trigger", "list").stdout
+
+    unset = f"unset-{nobody}"
+    hook = vigil(
+        "webhook", "add", "--agent", nobody, "--url", "http://127.0.0.1:1/hook",
+        "--events", "session_ended", "--secret", unset,
+    )  # fmt: skip
+    assert hook.returncode == 2, explain(hook)
+    assert one_error_line(hook) == (
+        f"error: --secret: no stored credential named {unset!r}: set it first with "
+        f"`vigil secret set {unset}`"
+    )
