@@ -123,6 +123,17 @@ def vigil_status(exc: VigilError) -> tuple[int, str]:
     return 400, INVALID
 
 
+def _body_unread(errors: list[Any]) -> bool:
+    """Whether the route's JSON body was not there to read (missing, or not an object
+    because it came as something other than JSON)."""
+    return any(
+        tuple(e.get("loc", ()))[:1] == ("body",)
+        and e.get("type") in ("missing", "model_attributes_type", "dict_type")
+        and len(tuple(e.get("loc", ()))) == 1
+        for e in errors
+    )
+
+
 def _details(errors: Any) -> list[dict[str, Any]]:
     out = []
     for e in errors:
@@ -155,10 +166,23 @@ def install(app: FastAPI) -> None:
         return error_response(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, MALFORMED, "the body is not valid JSON (UTF-8)")
+        sent = request.headers.get("content-type", "")
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        if has_body and _body_unread(errors) and "json" not in sent.lower():
+            # A JSON route's body sent as a form (`curl -d`) or without a type is not read
+            # at all: say what it takes rather than that the body is not an object.
+            return error_response(
+                415,
+                UNSUPPORTED_MEDIA,
+                f"the body must be JSON, sent with Content-Type: application/json "
+                f"(it came as {sent.split(';')[0] or 'no type'})",
+            )
         details = _details(errors)
         first = details[0] if details else {"loc": [], "msg": "invalid"}
         where = ".".join(p for p in first["loc"] if p != "body") or "request"
@@ -204,6 +228,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "Not found",
         409: "Refused in the current state",
         413: "Body too large",
+        415: "A JSON body sent with another Content-Type",
         422: "Invalid request",
         503: "A server vigil needs is unreachable",
     }.items()
