@@ -1464,13 +1464,30 @@ class _VigilClientCore:
         )
         return True
 
-    async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> None:
+    async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> bool:
+        """Unpause; False when it was not paused (nothing changed)."""
+        desc = await self.describe_schedule(schedule_id)
+        if not desc.schedule.state.paused:
+            return False
         await self._schedule(
             schedule_id, self.temporal.get_schedule_handle(schedule_id).unpause(note=note)
         )
+        return True
 
-    async def trigger_schedule(self, schedule_id: str) -> None:
+    async def trigger_schedule(self, schedule_id: str) -> str | None:
+        """Ask for one run now; what keeps it from starting, when something does (a run
+        that still runs, under the schedule's overlap policy), else None."""
+        desc = await self.describe_schedule(schedule_id)
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
+        running = [a.workflow_id for a in desc.info.running_actions]
+        overlap = desc.schedule.policy.overlap
+        if running and overlap != ScheduleOverlapPolicy.ALLOW_ALL:
+            policy = overlap.name.lower()
+            return (
+                f"its run {running[0]} still runs: under the overlap policy {policy!r} this "
+                "one starts only as that policy lets it (none for 'skip')"
+            )
+        return None
 
     async def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> None:
         handle = self.temporal.get_schedule_handle(schedule_id)

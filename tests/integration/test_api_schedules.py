@@ -84,8 +84,11 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
 
     with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
         assert http.post(f"/v1/schedules/{schedule_id}/resume").json() == {
-            "id": schedule_id, "action": "resumed",
+            "id": schedule_id, "action": "resumed", "changed": True, "held": None,
         }  # fmt: skip
+        # Once more: it was not paused, and the answer says nothing changed.
+        again = http.post(f"/v1/schedules/{schedule_id}/resume").json()
+        assert again["changed"] is False, again
         shown = http.get(f"/v1/schedules/{schedule_id}").json()
         assert shown["paused"] is False and shown["next_runs"], shown
         assert http.post(f"/v1/schedules/{schedule_id}/pause").status_code == 200

@@ -17,6 +17,7 @@ from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 
 from tests.integration.conftest import CLIStack
 from tests.support.cli import explain, one_error_line, poll, query
+from tests.support.llm_stub import Reply
 from vigil.schema import names
 from vigil.schema.payloads import StartSessionInput
 from vigil.workers.client import NotFound, VigilClient
@@ -144,6 +145,9 @@ def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedu
 
     cli.vigil.ok("schedule", "resume", schedule_id)
     assert listed(cli, schedule_id, paused=False)["next"], "a resumed schedule has next runs"
+    # Resuming one that is not paused changes nothing, and says so (as pause does).
+    again = cli.vigil.ok("schedule", "resume", schedule_id)
+    assert again.stdout.strip() == f"schedule {schedule_id}: not paused"
     assert describe(cli, schedule_id).schedule.state.paused is False
 
     cli.vigil.ok("schedule", "delete", schedule_id)
@@ -209,6 +213,7 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
     assert cli.vigil.json("schedule", "trigger", schedule_id) == {
         "id": schedule_id,
         "triggered": True,
+        "held": None,
     }
     [triggered] = runs(cli, schedule_id, 1)
     assert triggered["agent_id"] == agent and triggered["id"].startswith(f"{schedule_id}-run-")
@@ -241,3 +246,22 @@ async def _attributes_set(cli: CLIStack, workflow_id: str) -> set[str]:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     upserts = [e.upsert_workflow_search_attributes_event_attributes for e in history.events]
     return {k for u in upserts for k in u.search_attributes.indexed_fields}
+
+
+def test_a_trigger_held_by_a_run_that_still_runs_says_so(cli: CLIStack, schedule_id: str) -> None:
+    """Under the default overlap policy (skip) a trigger while a run still runs starts
+    nothing: `trigger` said `triggered` all the same."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/held"}))
+    cli.vigil.ok(
+        "schedule", "create", schedule_id, "--goal", goal, "--agent", agent,
+        "--cron", "0 3 * * *", "--approve-tools", "http_fetch",
+    )  # fmt: skip
+    assert cli.vigil.json("schedule", "trigger", schedule_id)["held"] is None
+    [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
+    held = cli.vigil.ok("schedule", "trigger", schedule_id).stdout.strip()
+    assert held == (
+        f"schedule {schedule_id}: triggered; its run {waiting['id']} still runs: under the "
+        "overlap policy 'skip' this one starts only as that policy lets it (none for 'skip')"
+    ), held
+    cli.vigil.ok("cancel", waiting["id"])

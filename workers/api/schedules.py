@@ -77,6 +77,12 @@ class ScheduleList(BaseModel):
 class ScheduleDone(BaseModel):
     id: str
     action: Literal["paused", "resumed", "triggered", "deleted"]
+    changed: bool = True
+    """False when it was so already (a pause of a paused schedule, a resume of one that
+    was not paused)."""
+    held: str | None = None
+    """For a trigger: what keeps the run from starting (an earlier run that still runs,
+    under the schedule's overlap policy)."""
 
 
 class ScheduleRun(BaseModel):
@@ -173,8 +179,8 @@ async def pause_schedule(
     request: Request, schedule_id: ScheduleId, who: Controller
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
-    await _client(request).pause_schedule(schedule_id, note=f"paused by {who.actor}")
-    return ScheduleDone(id=schedule_id, action="paused")
+    changed = await _client(request).pause_schedule(schedule_id, note=f"paused by {who.actor}")
+    return ScheduleDone(id=schedule_id, action="paused", changed=changed)
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleDone, summary="Unpause")
@@ -182,8 +188,8 @@ async def resume_schedule(
     request: Request, schedule_id: ScheduleId, who: Controller
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
-    await _client(request).unpause_schedule(schedule_id, note=f"resumed by {who.actor}")
-    return ScheduleDone(id=schedule_id, action="resumed")
+    changed = await _client(request).unpause_schedule(schedule_id, note=f"resumed by {who.actor}")
+    return ScheduleDone(id=schedule_id, action="resumed", changed=changed)
 
 
 @router.post(
@@ -193,8 +199,8 @@ async def trigger_schedule(
     request: Request, schedule_id: ScheduleId, who: Controller
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
-    await _client(request).trigger_schedule(schedule_id)
-    return ScheduleDone(id=schedule_id, action="triggered")
+    held = await _client(request).trigger_schedule(schedule_id)
+    return ScheduleDone(id=schedule_id, action="triggered", held=held)
 
 
 @router.delete(

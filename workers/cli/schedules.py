@@ -166,9 +166,17 @@ def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOp
 @schedule_app.command("resume")
 def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Unpause a schedule."""
-    _schedule_op(
-        schedule_id, "resumed", lambda c: c.unpause_schedule(schedule_id), state_dir, as_json
-    )
+
+    async def go(client: VigilClient) -> None:
+        changed = await client.unpause_schedule(schedule_id)
+        said = "resumed" if changed else "not paused"
+        emit(
+            {"id": schedule_id, "paused": False, "was_paused": changed},
+            as_json,
+            lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
+        )
+
+    run_client(go, state_dir)
 
 
 @schedule_app.command("trigger")
@@ -176,9 +184,17 @@ def schedule_trigger(
     schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Start one run now."""
-    _schedule_op(
-        schedule_id, "triggered", lambda c: c.trigger_schedule(schedule_id), state_dir, as_json
-    )
+
+    async def go(client: VigilClient) -> None:
+        held = await client.trigger_schedule(schedule_id)
+        said = "triggered" + (f"; {held}" if held else "")
+        emit(
+            {"id": schedule_id, "triggered": True, "held": held},
+            as_json,
+            lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
+        )
+
+    run_client(go, state_dir)
 
 
 @schedule_app.command("backfill")
