@@ -173,9 +173,10 @@ def refuse_oversized(value: BaseModel) -> None:
 
 
 class PayloadKeysMissing(VigilError):
-    """What a session answered is encrypted with a key this client does not have."""
+    """What a session answered is encrypted with a key this client does not have: what it
+    asked may have been taken (the answer says, and cannot be read here)."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class Unreachable(VigilError):
@@ -765,7 +766,8 @@ class _VigilClientCore:
             raise VigilError(f"session {session_id} did not answer the query: {exc}") from exc
         except PayloadUnreadable as exc:
             raise PayloadKeysMissing(
-                f"session {session_id} answered, but this client cannot read the answer: {exc}"
+                f"session {session_id} answered, but this client cannot read the answer (so "
+                f"whether it took what was sent; `vigil show {session_id}` says): {exc}"
             ) from None
 
     async def call(self, session_id: str, coro: Any) -> Any:
@@ -953,7 +955,16 @@ class _VigilClientCore:
         if row is None:
             # Started but not yet recorded? Temporal knows it, or nobody does; and with no
             # worker on its queue it never will be.
-            await self._describe_live(session_id, what="session {id} has no record and waits")
+            desc = await self._describe_live(
+                session_id, what="session {id} has no record and waits"
+            )
+            if desc.status not in RUNNING_STATUSES:
+                # It ended before any worker recorded it (terminated at once, say): it
+                # never will be; said at once, not waited for.
+                status = said_status(desc.status) if desc.status else "ended"
+                raise UnknownSession(
+                    f"session {session_id!r} ended ({status}) before anything was recorded"
+                )
             raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
         return row
 
@@ -1481,13 +1492,17 @@ class _VigilClientCore:
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
         running = [a.workflow_id for a in desc.info.running_actions]
         overlap = desc.schedule.policy.overlap
-        if running and overlap != ScheduleOverlapPolicy.ALLOW_ALL:
-            policy = overlap.name.lower()
-            return (
-                f"its run {running[0]} still runs: under the overlap policy {policy!r} this "
-                "one starts only as that policy lets it (none for 'skip')"
-            )
-        return None
+        if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
+            return None
+        policy = overlap.name.lower()
+        outcome = {
+            ScheduleOverlapPolicy.SKIP: "this one does not start",
+            ScheduleOverlapPolicy.BUFFER_ONE: "this one starts once it ends",
+            ScheduleOverlapPolicy.BUFFER_ALL: "this one starts once it ends",
+            ScheduleOverlapPolicy.CANCEL_OTHER: "Temporal cancels it, and this one starts",
+            ScheduleOverlapPolicy.TERMINATE_OTHER: "Temporal terminates it, and this one starts",
+        }.get(overlap, "this one starts as that policy lets it")
+        return f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
 
     async def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> None:
         handle = self.temporal.get_schedule_handle(schedule_id)

@@ -36,10 +36,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vigil.activities.failures import WorkerNotReady
 from vigil.activities.models.base import (
     ChatMessage,
     ModelReply,
-    ProviderError,
     ToolCall,
     ToolSpec,
     Usage,
@@ -130,9 +130,9 @@ class ScriptedProvider:
         try:
             self._reload()
         except (OSError, ValueError) as exc:
-            raise ProviderError(
-                f"scripted model: script file {self.path}: {exc}", retryable=True
-            ) from exc
+            # The worker's setup, as a missing script at the first call is: the call
+            # waits (never counted) until the file is fixed, then the retry plays it.
+            raise WorkerNotReady(f"scripted model: script file {self.path}: {exc}") from exc
 
     async def complete(
         self,

@@ -4,6 +4,7 @@ its worker check until a worker polls, then the session runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime
@@ -13,6 +14,7 @@ import pytest
 from tests.integration.conftest import CLIStack
 from tests.support.cli import WorkerProcess, explain, one_error_line, wait_recorded
 from tests.support.llm_stub import Reply
+from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +127,23 @@ def test_a_worker_that_just_stopped_is_said_not_to_take_the_session(
     assert line.startswith(f"error: session {sid} is started but no worker has taken it"), line
     assert "`vigil doctor`" in line, line
     cli.vigil.ok("cancel", sid)
+
+
+def test_a_session_that_ended_before_it_was_recorded_is_said_at_once(cli: CLIStack) -> None:
+    """Terminated before any worker took it: `follow` (and the API's stream) said nothing
+    for 15 s and then that no worker had taken it; it says what happened, at once."""
+    queue = f"tq-never-{uuid.uuid4().hex[:8]}"
+    env = {"VIGIL_TASK_QUEUE": queue}
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "x"}))
+    sid = cli.vigil.json("start", goal, "--agent", "lonely", env=env)["id"]
+    asyncio.run(_terminate(cli, sid))
+    follow = cli.vigil("follow", sid, env=env)
+    assert follow.returncode == 4, explain(follow)
+    assert one_error_line(follow) == (
+        f"error: session {sid!r} ended (terminated) before anything was recorded"
+    )
+
+
+async def _terminate(cli: CLIStack, session_id: str) -> None:
+    client = await connect(cli.settings)
+    await client.get_workflow_handle(session_id).terminate(reason="test")
