@@ -130,7 +130,8 @@ class TriggerService:
         by: str = "",
     ) -> NewTrigger:
         _check_trigger(name, agent_id, action, goal_template, message_template, key_field)
-        await self._startable(agent_id)
+        if action != "wake":  # a wake starts nothing: it wakes the key's session
+            await self._startable(agent_id)
         secret = secrets.token_urlsafe(32)
         sealed = _box(self.settings).seal(rows.sealed_name(name), secret)
         async with self.db.begin() as db:
