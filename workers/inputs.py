@@ -158,6 +158,14 @@ def check_cron(expression: str | None) -> str | None:
         or any(unicodedata.category(c).startswith("C") for c in expression)
     ):
         raise BadArgument(f"bad cron expression {expression[:80]!r}: e.g. '0 9 * * MON-FRI'")
+    if not named and len(fields) != 5:
+        # Temporal reads more fields as seconds first and the year last (a sixth is the
+        # year), where many cron dialects read a sixth as seconds: '0 0 2 * * *' meant
+        # for 02:00 daily runs on the 2nd of each month. Five fields say one thing.
+        raise BadArgument(
+            f"cron expression {expression[:80]!r} has {len(fields)} fields: give five "
+            "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *' for 02:00 daily"
+        )
     return expression
 
 

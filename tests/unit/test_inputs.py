@@ -68,6 +68,16 @@ def test_schedule_timing_wants_exactly_one_of_cron_and_every() -> None:
         inputs.schedule_timing(cron="every day", every=None)
 
 
+@pytest.mark.parametrize("cron", ["0 0 2 * * *", "0 0 2 * * * 2027"])
+def test_a_cron_of_more_than_five_fields_is_refused(cron: str) -> None:
+    """Temporal reads a sixth field as the year, where a seconds-first cron means 02:00
+    daily by '0 0 2 * * *': it ran monthly, on the 2nd."""
+    with pytest.raises(BadArgument, match="give five") as refused:
+        inputs.schedule_timing(cron=cron, every=None)
+    assert "'0 2 * * *' for 02:00 daily" in str(refused.value)
+    assert inputs.schedule_timing(cron="@daily", every=None).cron == "@daily"
+
+
 def test_schedule_ids_and_templates() -> None:
     assert inputs.check_schedule_id("nightly-report.v2") == "nightly-report.v2"
     for bad in ("", "-x", "a/b", "a b", "x" * 201):
