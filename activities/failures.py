@@ -152,16 +152,22 @@ def _is_store_outage(exc: BaseException) -> bool:
     return False
 
 
-def _address(exc: BaseException) -> str:
+def address_of(exc: BaseException) -> tuple[str, int] | None:
+    """The (host, port) a failed connection names: in its message, or its pool's."""
     for link in _chain(exc):
         found = _ADDRESS.search(str(link))
         if found:
-            return f" ({found.group(1)}:{found.group(2)})"
+            return found.group(1), int(found.group(2))
         pool = getattr(link, "pool", None)
         host, port = getattr(pool, "host", None), getattr(pool, "port", None)
         if host and port:
-            return f" ({host}:{port})"
-    return ""
+            return str(host), int(port)
+    return None
+
+
+def _address(exc: BaseException) -> str:
+    at = address_of(exc)
+    return f" ({at[0]}:{at[1]})" if at else ""
 
 
 def _refused(exc: BaseException) -> bool:

@@ -242,6 +242,16 @@ RUNNING_STATUSES = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CON
 """Temporal's statuses of a session that still runs."""
 
 
+def retried_calls(desc: Any) -> list[str]:
+    """The calls of a described session that failed and wait for another attempt, each
+    with its attempt and what the last one met (why the session does not move)."""
+    return [
+        f"{p.activity_type.name} attempt {p.attempt}: {p.last_failure.message}"
+        for p in desc.raw_description.pending_activities
+        if p.attempt > 1 and p.last_failure.message
+    ]
+
+
 def said_status(status: WorkflowExecutionStatus) -> str:
     """Temporal's status of a closed session in the record's words (`cancelled`)."""
     word = status.name.lower()
@@ -501,11 +511,11 @@ class _VigilClientCore:
         if not await self.pollers(task_queue):
             raise NoWorker(no_worker(task_queue, self.settings.task_queue, what=what))
 
-    async def _describe_live(self, session_id: str, *, what: str, always: bool = False) -> Any:
-        """Describe the session and, when it runs (or ``always``), make sure a worker polls
-        its task queue, so what follows never waits for a worker that is not there."""
+    async def _describe_live(self, session_id: str, *, what: str) -> Any:
+        """Describe the session and, when it runs, make sure a worker polls its task queue,
+        so what follows never waits for a worker that is not there."""
         desc = await self._rpc(session_id, self.handle(session_id).describe())
-        if always or desc.status == WorkflowExecutionStatus.RUNNING:
+        if desc.status == WorkflowExecutionStatus.RUNNING:
             await self.require_worker(desc.task_queue, what=what.format(id=session_id))
         return desc
 
@@ -775,8 +785,13 @@ class _VigilClientCore:
         return await self._rpc(session_id, coro)
 
     async def state(self, session_id: str) -> SessionState:
+        desc = await self._rpc(session_id, self.handle(session_id).describe())
+        return await self._state_of(session_id, desc)
+
+    async def _state_of(self, session_id: str, desc: Any) -> SessionState:
+        """The state query of the session Temporal described as ``desc``."""
         # A query is answered by a worker, even for an ended session.
-        await self._describe_live(session_id, what="session {id} cannot answer", always=True)
+        await self.require_worker(desc.task_queue, what=f"session {session_id} cannot answer")
         handle = self.handle(session_id)
         result: SessionState = await self._bounded(
             session_id, handle.query(names.QUERY_STATE, result_type=SessionState), "query"
@@ -1060,11 +1075,16 @@ class _VigilClientCore:
         row = await self.require_session(session_id)
         live, unavailable, retrying = None, None, []
         if row.status not in {s.value for s in FINAL_STATUSES}:
-            retrying = await self._retrying(session_id)
             # An ended session's query would wait for a worker; a running one's is bounded
-            # and says why it has no answer (no worker, Temporal down).
+            # and says why it has no answer (no worker, Temporal down). One description
+            # serves the calls Temporal retries and the query's worker check.
             try:
-                live = await asyncio.wait_for(self.state(session_id), STATE_QUERY_SECONDS)
+                desc = await asyncio.wait_for(
+                    self._rpc(session_id, self.handle(session_id).describe()),
+                    STATE_QUERY_SECONDS,
+                )
+                retrying = retried_calls(desc)
+                live = await asyncio.wait_for(self._state_of(session_id, desc), STATE_QUERY_SECONDS)
             except VigilError as exc:
                 unavailable = str(exc)
             except TimeoutError:
@@ -1084,20 +1104,6 @@ class _VigilClientCore:
             archived_transcript(row.metadata),
             retrying,
         )
-
-    async def _retrying(self, session_id: str) -> list[str]:
-        """The running session's calls that failed and wait for another attempt (as
-        Temporal describes its pending activities); none when Temporal does not answer in
-        time (``show`` says so from the state's query)."""
-        try:
-            desc = await asyncio.wait_for(self.handle(session_id).describe(), STATE_QUERY_SECONDS)
-        except (RPCError, RuntimeError, TimeoutError):
-            return []
-        return [
-            f"{p.activity_type.name} attempt {p.attempt}: {p.last_failure.message}"
-            for p in desc.raw_description.pending_activities
-            if p.attempt > 1 and p.last_failure.message
-        ]
 
     async def events_page(
         self, session_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None

@@ -19,6 +19,12 @@ class NoSuchCredential(LookupError):
     pass
 
 
+async def is_stored(sessionmaker: async_sessionmaker[DbSession], name: str) -> bool:
+    """Whether a credential named ``name`` is stored (its value is not opened)."""
+    async with sessionmaker() as db:
+        return await table.get(db, name) is not None
+
+
 class CredentialService:
     def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[DbSession]) -> None:
         self.settings = settings

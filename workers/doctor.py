@@ -154,10 +154,7 @@ def _encryption(settings: Settings) -> list[Check]:
 def _models(settings: Settings) -> list[Check]:
     """Whether the model connections are set up as a worker would read them (a worker
     refuses to start on a mistake there)."""
-    from pathlib import Path
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
+    from vigil.activities.models.connections import script_path
     from vigil.workers.models import ConfigError, model_connections
 
     try:
@@ -165,12 +162,10 @@ def _models(settings: Settings) -> list[Check]:
     except ConfigError as exc:
         return [Check("models", "connections", False, str(exc).splitlines()[0][:200])]
     for name, conn in sorted(connections.items()):
-        url = conn.base_url or ""
-        if conn.kind == "scripted" and url.startswith("file:"):
-            path = Path(url2pathname(urlparse(url).path))
-            if not path.is_file():
-                why = f"model connection {name!r}: its script {path} does not exist"
-                return [Check("models", "connections", False, why)]
+        path = script_path(conn.base_url) if conn.kind == "scripted" else None
+        if path is not None and not path.is_file():
+            why = f"model connection {name!r}: its script {path} does not exist"
+            return [Check("models", "connections", False, why)]
     return [Check("models", "connections", True, ", ".join(sorted(connections)))]
 
 

@@ -25,7 +25,6 @@ from temporalio.client import WorkflowExecutionStatus
 
 from vigil.activities.credentials import ENV_PREFIX, SecretBox, check_name
 from vigil.activities.hooks import signing, templates
-from vigil.activities.record import credentials as credential_rows
 from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
@@ -43,6 +42,7 @@ from vigil.workers.client import (
     VigilClient,
     said_status,
 )
+from vigil.workers.credentials import is_stored
 from vigil.workers.models import ConfigError, secret_box
 from vigil.workers.settings import Settings
 
@@ -375,16 +375,13 @@ class WebhookService:
             raise BadArgument(f"events: one or more of {', '.join(WEBHOOK_EVENTS)}")
         if not secret.startswith(ENV_PREFIX) and check_name(secret) is not None:
             raise BadArgument(f"--secret: env:VAR or a stored credential's name ({secret[:60]!r})")
-        if not secret.startswith(ENV_PREFIX):
-            # A stored credential is the same for every worker: one not set yet would make
-            # every delivery fail for days. (An env:VAR is the worker's, not this shell's.)
-            async with self.db() as db:
-                stored = await credential_rows.get(db, secret)
-            if stored is None:
-                raise BadArgument(
-                    f"--secret: no stored credential named {secret!r}: set it first with "
-                    f"`vigil secret set {secret}`"
-                )
+        # A stored credential is the same for every worker: one not set yet would make
+        # every delivery fail for days. (An env:VAR is the worker's, not this shell's.)
+        if not secret.startswith(ENV_PREFIX) and not await is_stored(self.db, secret):
+            raise BadArgument(
+                f"--secret: no stored credential named {secret!r}: set it first with "
+                f"`vigil secret set {secret}`"
+            )
         async with self.db.begin() as db:
             return await rows.insert_webhook(
                 db, agent_id=agent_id, url=url, events=sorted(set(events)), secret_ref=secret

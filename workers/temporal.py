@@ -76,16 +76,13 @@ class UndecryptablePayloadConverter(EncodingPayloadConverter):
         raise PayloadUnreadable(f"payload could not be decrypted: {reason or 'no reason given'}")
 
 
-class EncryptedPayloadConverter(EncodingPayloadConverter):
+class EncryptedPayloadConverter(UndecryptablePayloadConverter):
     """An encrypted payload that reached the converter still sealed: this process has no
     payload keys (no codec ran). Read as no value at all, with the reason."""
 
     @property
     def encoding(self) -> str:
         return ENCRYPTED_ENCODING.decode()
-
-    def to_payload(self, value: Any) -> TemporalPayload | None:
-        return None
 
     def from_payload(self, payload: TemporalPayload, type_hint: type | None = None) -> Any:
         raise PayloadUnreadable(

@@ -68,10 +68,17 @@ def build_provider(
         return OpenAIChatProvider(base_url or OPENAI_BASE_URL, model, api_key, timeout, client)
     if kind == "anthropic":
         return AnthropicProvider(base_url or ANTHROPIC_BASE_URL, model, api_key, timeout, client)
-    if base_url and base_url.startswith("file:"):
-        path = Path(url2pathname(urlparse(base_url).path))
+    path = script_path(base_url)
+    if path is not None:
         return ScriptedProvider.from_file(path, model=model)
     return ScriptedProvider(DEMO_SCRIPT, model=model)
+
+
+def script_path(base_url: str | None) -> Path | None:
+    """The script file a scripted connection plays (its ``file://`` base URL), if any."""
+    if base_url and base_url.startswith("file:"):
+        return Path(url2pathname(urlparse(base_url).path))
+    return None
 
 
 class ModelRouter:

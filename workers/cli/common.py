@@ -304,18 +304,17 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
         fail(unreachable(settings, exc), EXIT_UNREACHABLE)
 
 
-_ADDRESS = re.compile(r"\('([0-9a-fA-F.:]+)', (\d+)")
-
-
 def unreachable(settings: Settings, exc: OSError) -> str:
     """One line for a server that did not answer: which of the stack's parts it is (by the
     address it refused on), where, and how to start it."""
     from urllib.parse import urlsplit
 
-    found = _ADDRESS.search(str(exc))
-    if found is None:
+    from vigil.activities.failures import address_of
+
+    at = address_of(exc)
+    if at is None:
         return f"cannot reach a server: {exc}"
-    host, port = found[1], int(found[2])
+    host, port = at
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or "no answer")
     ends = settings.endpoints()
     parts = [
@@ -326,9 +325,9 @@ def unreachable(settings: Settings, exc: OSError) -> str:
     for part, knob, url in parts:
         if url is None:
             continue
-        at = urlsplit(url if "//" in url else f"//{url}")
+        where = urlsplit(url if "//" in url else f"//{url}")
         try:
-            same = at.port == port
+            same = where.port == port
         except ValueError:  # a URL without a valid port names no part here
             same = False
         if same:
