@@ -12,8 +12,9 @@ from datetime import datetime
 import pytest
 
 from tests.integration.conftest import CLIStack
-from tests.support.cli import WorkerProcess, explain, one_error_line, wait_recorded
+from tests.support.cli import WorkerProcess, explain, one_error_line, poll, wait_recorded
 from tests.support.llm_stub import Reply
+from vigil.workers.liveness import live_pollers
 from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
@@ -117,7 +118,11 @@ def test_a_worker_that_just_stopped_is_said_not_to_take_the_session(
     env = {"VIGIL_TASK_QUEUE": queue}
     log = tmp_path_factory.mktemp("gone") / "worker.log"
     worker = WorkerProcess({**cli.vigil.env, **env}, log).start()
-    assert worker.stop() == 0, worker.log()[-3000:]
+    try:
+        # Temporal lists a worker once its first poll has reached the server.
+        poll(lambda: asyncio.run(_polled(cli, queue)), 30, "the worker's poll is listed")
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
 
     goal = cli.plan(Reply.tool_call("finish", {"summary": "x"}))
     follow = cli.vigil("start", goal, "--agent", "lonely", "--follow", env=env, timeout=120)
@@ -147,3 +152,8 @@ def test_a_session_that_ended_before_it_was_recorded_is_said_at_once(cli: CLISta
 async def _terminate(cli: CLIStack, session_id: str) -> None:
     client = await connect(cli.settings)
     await client.get_workflow_handle(session_id).terminate(reason="test")
+
+
+async def _polled(cli: CLIStack, task_queue: str) -> bool:
+    client = await connect(cli.settings)
+    return bool(await live_pollers(client, task_queue))
