@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from vigil.activities.failures import Outage, describe, outage_of, short
+from vigil.activities.failures import Outage, WorkerNotReady, describe, outage_of, short
 from vigil.activities.record import store as record
 from vigil.schema import event_kinds, names
 from vigil.workflows import constants as c
@@ -216,6 +216,20 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
 
 def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> ApplicationError:
     info = activity.info()
+    if (
+        isinstance(exc, WorkerNotReady)
+        and info.is_local
+        and info.activity_type == names.ACT_CALL_MODEL
+    ):
+        # Retried here it would stay here (a local activity runs where its workflow task
+        # runs): the workflow moves the call to a regular activity instead.
+        log.warning("%s; the call moves to a regular activity", exc)
+        return ApplicationError(
+            short(str(exc)),
+            type=names.ERR_WORKER_NOT_READY,
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        )
     outage = outage_of(exc)
     if outage is not None:
         ledger.met(outage, began)

@@ -225,16 +225,21 @@ class SessionActivities(SessionTools):
         """The connection's provider; its fallback once the first has failed twice."""
         if arg.connection is None:
             return self.provider, DEFAULT_CONNECTION
-        name, model = arg.connection, arg.model
         if arg.fallback and activity.info().attempt >= FALLBACK_FROM_ATTEMPT:
-            name, model = arg.fallback, None
+            try:
+                provider, _ = await self.models.provider(arg.fallback, None)
+                return provider, arg.fallback
+            except (CredentialError, ConnectionError_) as exc:
+                # Waiting for a worker with the fallback would hold a call that the first
+                # connection may yet answer: it stays there, its failures counted.
+                log.warning("fallback not taken: %s; calling %r again", exc, arg.connection)
         try:
-            provider, _ = await self.models.provider(name, model)
+            provider, _ = await self.models.provider(arg.connection, arg.model)
         except (CredentialError, ConnectionError_) as exc:
             # This worker's setup, not the session: waited out until a worker that can
             # serve the connection (or this one, set up again) takes the call.
             raise WorkerNotReady(str(exc)) from None
-        return provider, name
+        return provider, arg.connection
 
     async def _ask(
         self,

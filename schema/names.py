@@ -66,6 +66,10 @@ ERR_PROVIDER_TRANSIENT = "ProviderTransient"
 ERR_PROVIDER_REJECTED = "ProviderRejected"
 ERR_TOOL_CALL_MISSING = "ToolCallMissing"
 ERR_INVALID_INPUT = "InvalidInput"
+ERR_WORKER_NOT_READY = "WorkerNotReady"
+"""A low-latency model call on a worker not set up for it (its connection, credential or
+script): a local activity cannot move to another worker, so the workflow calls it again as
+a regular activity, which waits for a worker that can serve it (``PATCH_LOCAL_CALL_MOVES``)."""
 ERR_ACTIVITY_FAILED = "ActivityFailed"
 """Anything unexpected (a bug): counted against the activity's failure budget."""
 ERR_SESSION_FAILED = "SessionFailed"
@@ -181,6 +185,10 @@ PATCH_STEP_BATCHES = "vigil-step-batches"
 # history event and a visibility write on the server. Asked first by new sessions; it
 # implies quiet steps and every patch before them, and step batches without asking.
 PATCH_START_ATTRIBUTES = "vigil-start-attributes"
+# A low-latency model call that its worker cannot serve as set up (``ERR_WORKER_NOT_READY``)
+# is called again as a regular activity, which a worker that can serve it takes; it was
+# retried as a local activity on the same worker, for good. Asked only then.
+PATCH_LOCAL_CALL_MOVES = "vigil-local-call-moves"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from vigil.schema import names
 from vigil.schema.agents import AgentRuntime
@@ -61,6 +61,18 @@ def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bo
 def local_model_call(runtime: AgentRuntime | None) -> bool:
     """Whether the agent asked for its model calls as local activities."""
     return runtime is not None and runtime.model.execution == "local"
+
+
+def worker_not_ready(exc: ActivityError) -> bool:
+    """Whether a low-latency model call failed because its worker is not set up for it
+    (``ERR_WORKER_NOT_READY``), in a session that moves such a call to a regular activity
+    (``PATCH_LOCAL_CALL_MOVES``, asked only then)."""
+    cause = exc.cause
+    return (
+        isinstance(cause, ApplicationError)
+        and cause.type == names.ERR_WORKER_NOT_READY
+        and workflow.patched(names.PATCH_LOCAL_CALL_MOVES)
+    )
 
 
 async def run_local(

@@ -451,25 +451,31 @@ class AgentSession(Waits):
                     limit += timedelta(milliseconds=batch.window_ms)
                 # No heartbeat: a lost worker is noticed by its workflow task timing out,
                 # and the next worker runs the call again (the recorded reply is returned).
-                out = await folding.run_local(
-                    names.ACT_CALL_MODEL,
-                    arg,
-                    CallModelOutput,
-                    limit=limit,
-                    retry=retry,
-                    summary=summary,
-                    implied=self._lean,
-                )
-            else:
-                out = await self._act(
-                    names.ACT_CALL_MODEL,
-                    arg,
-                    CallModelOutput,
-                    summary=summary,
-                    limit=c.MODEL_START_TO_CLOSE,
-                    retry=retry,
-                    heartbeat=True,
-                )
+                try:
+                    return await folding.run_local(
+                        names.ACT_CALL_MODEL,
+                        arg,
+                        CallModelOutput,
+                        limit=limit,
+                        retry=retry,
+                        summary=summary,
+                        implied=self._lean,
+                    )
+                except ActivityError as exc:
+                    if not folding.worker_not_ready(exc):
+                        raise
+                # This worker is not set up for the call: as a regular activity, a worker
+                # that is takes it (the call waits for one, as in the default mode).
+                arg.batch = None
+            out = await self._act(
+                names.ACT_CALL_MODEL,
+                arg,
+                CallModelOutput,
+                summary=summary,
+                limit=c.MODEL_START_TO_CLOSE,
+                retry=retry,
+                heartbeat=True,
+            )
         except BaseException:
             if records is not None:
                 self._restore_records(records)  # for the final flush (writes are idempotent)

@@ -5,6 +5,7 @@ sent to the provider and appears nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -179,3 +180,44 @@ async def test_fallback_connection_when_the_first_keeps_failing(
     assert [r.body["model"] for r in second_stub.requests] == ["s-1"]
     (model_call,) = await events(sessionmaker, handle.id, "model_call")
     assert model_call.payload["connection"] == f"steady-{tag}"
+
+
+async def test_a_fallback_this_worker_lacks_leaves_the_call_on_the_first_connection(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once the first connection has failed twice the call moves to the fallback; a
+    worker that has no such fallback waited for one that has it, without end, while the
+    first connection would have answered. It now stays on the first connection (its
+    failures still counted) and says so in its log."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"unbacked-{tag}"
+    cfg = models_settings(
+        settings,
+        {f"wobbly-{tag}": {"kind": "openai", "base_url": stub.url_openai, "model": "w-1"}},
+    )
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"connection": f"wobbly-{tag}", "fallback": f"absent-{tag}"},
+            }
+        )
+    )
+    stub.enqueue(Reply.status(503, message="overloaded"))
+    stub.enqueue(Reply.status(503, message="overloaded"))
+    stub.enqueue(Reply.tool_call("finish", {"summary": "answered by the first"}))
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("persist", agent_id=name))
+        result = await asyncio.wait_for(handle.result(), timeout=90)
+    assert result.status == SessionStatus.COMPLETED, result
+    assert result.summary == "answered by the first"
+    assert [r.body["model"] for r in stub.requests] == ["w-1", "w-1", "w-1"]
+    (model_call,) = await events(sessionmaker, handle.id, "model_call")
+    assert model_call.payload["connection"] == f"wobbly-{tag}"
+    said = [r.getMessage() for r in caplog.records if f"absent-{tag}" in r.getMessage()]
+    assert said and "not configured on this worker" in said[0], said

@@ -7,6 +7,7 @@ connection takes it. The provider is never called meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
+from temporalio.runtime import Runtime, TelemetryConfig
 
 from tests.support.cli import Vigil, cli_env
 from tests.support.llm_stub import LLMStub
@@ -36,6 +38,7 @@ from vigil.schema.payloads import SessionResult, SessionStatus
 from vigil.workers.agents import AgentService
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +222,56 @@ async def test_a_scripted_connection_whose_script_is_missing_waits_for_it(
     assert shown.startswith("waiting for a worker set up for this call: "), shown
     assert f"its script {script.as_uri()} cannot be read" in shown, shown
     assert result.status == SessionStatus.COMPLETED
+
+
+async def test_a_low_latency_call_moves_to_a_worker_that_has_the_connection(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """A local activity runs where its workflow task runs, and retries there: a
+    low-latency session on a worker without its connection was held by that worker for
+    good, its call in no list of pending activities, whatever other worker polled the
+    queue. The call now moves to a regular activity, which any worker of the queue may
+    take (which one takes each retry is the server's choice), and says why it waits."""
+    tag = uuid.uuid4().hex[:8]
+    name, connection = f"near-{tag}", f"far-{tag}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "model": {"connection": connection, "execution": "local"}}
+        )
+    )
+    served = settings.model_copy(
+        update={"model_connections": json.dumps({connection: _connection(stub)})}
+    )
+    async with contextlib.AsyncExitStack() as served_worker:
+        async with running_worker(client, settings, task_queue):
+            handle = await start(client, task_queue, session_input("move on", agent_id=name))
+            shown = await until(
+                lambda: pending_failure(handle, "not configured on this worker"),
+                within=60,
+                what="the call waiting as a regular activity",
+            )
+            assert stub.requests == []
+            vigil = await VigilClient.connect(settings)
+            try:
+                view = await until(
+                    lambda: _retrying(vigil, handle.id), within=30, what="show's retrying line"
+                )
+            finally:
+                await vigil.close()
+            # A worker with the connection joins the queue (with a client of its own, as
+            # a process would have).
+            other = await connect(settings, runtime=Runtime(telemetry=TelemetryConfig()))
+            await served_worker.enter_async_context(running_worker(other, served, task_queue))
+        # The worker without it stops: the one with it takes the call, if it has not yet.
+        result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
+    assert shown.startswith("waiting for a worker set up for this call: "), shown
+    (line,) = view
+    assert line.startswith("vigil.call_model attempt ") and line.endswith(shown), line
+    assert result.status == SessionStatus.COMPLETED, result
+    assert stub.requests
+    (model_call,) = await events(sessionmaker, handle.id, "model_call")
+    assert model_call.payload["connection"] == connection

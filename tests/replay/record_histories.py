@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +41,7 @@ from tests.support.held_end import (
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.locks import waiting_for_lock
 from tests.support.mcp_probe import stdio_spec
+from tests.support.outage import pending_failure
 from tests.support.queued_tools import TOOLS_QUEUE
 from tests.support.sessions import (
     eventually,
@@ -535,6 +538,34 @@ async def cancel_inside_a_batch(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     raise AssertionError("cancel_inside_a_batch: the session should have been cancelled")
 
 
+MOVING_KEY = "VIGIL_REPLAY_MOVING_KEY"
+"""The credential of the recording worker's ``moving`` connection, set only once
+``local_call_moves`` has seen its call wait."""
+
+
+async def local_call_moves(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A low-latency call on a worker not set up for it (its connection's credential is
+    not there): the call moves to a regular activity, which waits until it is."""
+    name = "agent-local-moves"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {"name": name, "model": {"execution": "local", "connection": "moving"}}
+        )
+    )
+    ctx.stub.enqueue(finish("moved and done"))
+    os.environ.pop(MOVING_KEY, None)
+    handle = await ctx.start("local_call_moves", StartSessionInput(agent_id=name, goal="go far"))
+    await until(
+        lambda: pending_failure(handle, MOVING_KEY), within=60, what="the moved call waiting"
+    )
+    os.environ[MOVING_KEY] = "sk-replay"
+    try:
+        _expect(await handle.result(), SessionStatus.COMPLETED)
+    finally:
+        os.environ.pop(MOVING_KEY, None)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -928,6 +959,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "step_batches": step_batches,
     "hand_back_with_input": hand_back_with_input,
     "cancel_inside_a_batch": cancel_inside_a_batch,
+    "local_call_moves": local_call_moves,
 }
 
 
@@ -974,6 +1006,16 @@ async def _record_all(
             tool_modules="tests.support.py_tools",
             tool_entry_points=False,
             model_timeout_seconds=15.0,  # local_model_calls thinks for 9.5 s
+            model_connections=json.dumps(
+                {
+                    "moving": {
+                        "kind": "openai",
+                        "base_url": stub.url_openai,
+                        "model": "stub-model",
+                        "credential": f"env:{MOVING_KEY}",
+                    }
+                }
+            ),
         )
         for name in names_wanted:
             stub.clear()

@@ -33,6 +33,7 @@ from vigil.schema.names import (
     PATCH_INPUT_AT_THE_END,
     PATCH_INPUT_BEFORE_RUN,
     PATCH_LAST_REDIRECT_WINS,
+    PATCH_LOCAL_CALL_MOVES,
     PATCH_MESSAGE_BEFORE_END,
     PATCH_REDIRECT_BACK_DURING_MOVE,
     PATCH_REDIRECT_QUEUE_LIMIT,
@@ -73,6 +74,7 @@ LATEST = {
     "step_batches",
     "hand_back_with_input",
     "cancel_inside_a_batch",
+    "local_call_moves",
 }
 EXPECTED = {
     "tools_finish",
@@ -422,6 +424,17 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_STEP_BATCHES in _patches(now)
     assert PATCH_STEP_BATCHES not in _patches(then)
     assert _local(now, names.ACT_CALL_MODEL) == _local(then, names.ACT_CALL_MODEL) == 2
+    # A low-latency call its worker was not set up for: moved to a regular activity
+    # (asked only then), which ran once a credential was there.
+    moves = _history(HISTORIES / "local_call_moves.json")
+    assert _patches(moves) == [PATCH_START_ATTRIBUTES, PATCH_LOCAL_CALL_MOVES]
+    assert _local(moves, names.ACT_CALL_MODEL) == 1
+    assert [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in moves.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ] == [names.ACT_CALL_MODEL]
+    assert _ended(moves) == SessionStatus.COMPLETED.value
     # A batch's step handed back while a message waited: taken again alone (a third
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")
