@@ -4,6 +4,7 @@ the SQL lives in ``activities.record.agents``."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from collections.abc import Awaitable, Callable
@@ -243,6 +244,14 @@ class AgentService:
         errors: list[AgentFileError] = []
         for agent in loaded:
             if agent.spec.name in kept:
+                if not agent.spec.mcp_servers:
+                    # Nothing to start: described again, so a Python tool whose signature
+                    # changed makes a new version (the store keeps the same catalog). Where
+                    # its tools cannot be described (their module is not here), it keeps
+                    # the stored catalog.
+                    with contextlib.suppress(AgentFileError):
+                        agent = describe(agent, await self._sources(agent))
+                        kept.discard(agent.spec.name)
                 described.append(agent)
                 continue
             try:

@@ -1,7 +1,8 @@
 """`vigil agent apply` describes an agent's Python tools and MCP servers: the servers'
 tools are listed when a version is made and kept with it; an unchanged file keeps its
 listing, `--refresh` lists again and adds a version only when the tools changed; a tool
-nobody offers and a server that cannot be listed are errors at their line."""
+nobody offers and a server that cannot be listed are errors at their line. An agent
+without MCP servers is described on every apply."""
 
 from __future__ import annotations
 
@@ -93,3 +94,44 @@ def test_tools_nobody_offers_are_errors_at_their_line(vigil: Vigil, tmp_path: Pa
     assert done.returncode == 2
     assert "cannot import tools module 'no_such_module_here'" in one_error_line(done)
     assert vigil("agent", "show", name).returncode == 4  # nothing was stored
+
+
+def test_a_python_tools_changed_signature_makes_a_version_without_refresh(
+    vigil: Vigil, tmp_path: Path
+) -> None:
+    """An agent without MCP servers is described again on every apply (its Python tools
+    are read from their functions, nothing is started): a tool whose signature changed
+    under an unchanged file made no new version, and the worker validated calls against
+    the stale schema until someone thought of `--refresh`."""
+    name = f"pyonly-{uuid.uuid4().hex[:8]}"
+    module = f"apply_tools_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+
+    def write_tool(params: str) -> None:
+        source.write_text(
+            "import vigil\n\n\n"
+            '@vigil.tool(effects="none")\n'
+            f"async def measure({params}) -> int:\n"
+            '    """Measure a thing.\n\n    Args:\n        thing: What to measure.\n    """\n'
+            "    return 1\n"
+        )
+
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n\n[[tools]]\nname = "measure"\n')
+    env = {"PYTHONPATH": str(tmp_path)}
+    apply = ("agent", "apply", str(path), "--tools", module)
+    write_tool("thing: str")
+    (first,) = vigil.json(*apply, env=env)
+    (same,) = vigil.json(*apply, env=env)
+    assert (first["version"], first["created"]) == (1, True)
+    assert (same["version"], same["created"]) == (1, False)  # nothing changed: no version
+    write_tool("thing: str, unit: str")
+    (changed,) = vigil.json(*apply, env=env)
+    assert (changed["version"], changed["created"]) == (2, True)
+    assert changed["content_hash"] == first["content_hash"]  # the file did not change
+    (tool,) = [t for t in vigil.json("agent", "show", name)["tools"] if t["name"] == "measure"]
+    assert set(tool["parameters"]["properties"]) == {"thing", "unit"}
+    # Applied where the module cannot be imported, an unchanged file keeps its catalog
+    # (as before: the tools are described where they can be).
+    (elsewhere,) = vigil.json("agent", "apply", str(path))
+    assert (elsewhere["version"], elsewhere["created"]) == (2, False)
