@@ -5,10 +5,11 @@ the SQL lives in ``activities.record.agents``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +65,9 @@ class AppliedAgent:
     created: bool
     """False: the file matched the newest version, nothing was added."""
     path: str
+    warnings: list[str] = field(default_factory=list)
+    """What may keep its sessions from running (a model connection not configured where
+    it was applied); applied nonetheless."""
 
 
 @dataclass(frozen=True)
@@ -181,10 +185,14 @@ class AgentService:
         sessionmaker: async_sessionmaker[DbSession],
         tools: ToolSourcing | None = None,
         known: KnownVersions | None = None,
+        connections: Collection[str] | None = None,
     ) -> None:
         self.db = sessionmaker
         self.tools = tools
         self.known = known
+        self.connections = connections
+        """The model connections configured where definitions are applied (None: not
+        checked): a definition naming another is applied with a warning."""
 
     async def apply(
         self, paths: list[Path], *, by: str | None = None, refresh: bool = False
@@ -261,12 +269,31 @@ class AgentService:
         if errors:
             raise InvalidAgentFiles(errors)
         async with self.db.begin() as db:
-            return [
+            applied = [
                 await self._keep(db, a, newest[a.spec.name])
                 if a.spec.name in kept
                 else await self._store(db, a, by)
                 for a in described
             ]
+        return [
+            dataclasses.replace(done, warnings=self._warnings(agent.spec))
+            for done, agent in zip(applied, described, strict=True)
+        ]
+
+    def _warnings(self, spec: AgentSpec) -> list[str]:
+        """What may keep the agent's sessions from running where they are applied."""
+        if self.connections is None:
+            return []
+        known = ", ".join(sorted(self.connections))
+        return [
+            f"model {role} {name!r} is not configured here (known: {known}): each call "
+            "waits for a worker that has it"
+            for role, name in (
+                ("connection", spec.model.connection),
+                ("fallback", spec.model.fallback),
+            )
+            if name is not None and name not in self.connections
+        ]
 
     async def _sources(self, agent: LoadedAgent) -> ToolSources:
         """What the tools the agent names offer; AgentFileError when a server fails."""
@@ -439,14 +466,18 @@ def applying_service(settings: Settings, db: async_sessionmaker[DbSession]) -> A
     servers as `vigil agent apply` does: the API applies definitions with it."""
     # The tool wiring (the mcp SDK, tool modules) loads when applying, not with the client.
     from vigil.activities.tools.loader import ToolLoadError
-    from vigil.workers.models import credential_resolver
+    from vigil.workers.models import ConfigError, credential_resolver, model_connections
     from vigil.workers.tool_wiring import tool_sourcing
 
     try:
         sourcing = tool_sourcing(settings, credential_resolver(settings, db).resolve)
     except ToolLoadError as exc:
         raise ToolsUnavailable(str(exc)) from None
-    return AgentService(db, sourcing)
+    try:
+        connections: list[str] | None = list(model_connections(settings))
+    except ConfigError:
+        connections = None  # the worker refuses that setting; nothing to check against
+    return AgentService(db, sourcing, connections=connections)
 
 
 def _diff(a: object, b: object, label: str, old: int, new: int) -> list[str]:

@@ -140,3 +140,35 @@ async def test_an_agent_reads_only_its_own_versions(
         # Stored credentials are system data: an agent's role sees none of them.
         with pytest.raises(DBAPIError, match="permission denied"):
             await db.execute(text("SELECT count(*) FROM credentials"))
+
+
+def test_a_connection_not_configured_here_is_warned_of_at_apply(
+    vigil: Vigil, tmp_path: Path
+) -> None:
+    """A mistyped `[model] connection` was stored without a word, and each session of
+    the agent then waited for a worker set up for a connection none has. Applied where
+    the connections are configured (as the workers are), a name none of them has is
+    said at once; it is still applied (workers elsewhere may have it), exit 0."""
+    name = f"typo-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\n\n[model]\nconnection = "opneai"\nfallback = "backup"\n'
+    )
+    env = {
+        "VIGIL_MODEL_CONNECTIONS": (
+            '{"openai": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},'
+            ' "backup": {"kind": "scripted"}}'
+        )
+    }
+    (applied,) = vigil.json("agent", "apply", str(path), env=env)
+    assert applied["created"] is True
+    (warning,) = applied["warnings"]
+    assert "model connection 'opneai' is not configured here" in warning, warning
+    assert "known: backup, default, openai" in warning, warning
+    human = vigil.ok("agent", "apply", str(path), env=env)
+    assert "unchanged (v1)" in human.stdout
+    assert "model connection 'opneai' is not configured here" in human.stderr, human.stderr
+    # Configured as named: nothing to say.
+    path.write_text(f'name = "{name}"\n\n[model]\nconnection = "openai"\n')
+    (fixed,) = vigil.json("agent", "apply", str(path), env=env)
+    assert (fixed["version"], fixed["warnings"]) == (2, [])

@@ -19,7 +19,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from vigil.workers.cli.common import JsonOpt, StateOpt, emit, out, run_db, user_name, when
+from vigil.workers.cli.common import (
+    JsonOpt,
+    StateOpt,
+    emit,
+    err,
+    out,
+    run_db,
+    user_name,
+    when,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -82,6 +91,8 @@ def apply(
                 out.print(
                     Text(f"{a.name}: {what}  {a.content_hash[:12]}  {a.path}"),
                 )
+                for warning in a.warnings:
+                    err.print(Text(f"warning: {a.name}: {warning}", style="yellow"))
 
         emit([asdict(a) for a in applied], as_json, human)
 
