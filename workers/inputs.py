@@ -166,7 +166,62 @@ def check_cron(expression: str | None) -> str | None:
             f"cron expression {expression[:80]!r} has {len(fields)} fields: give five "
             "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *' for 02:00 daily"
         )
+    if not named and _never_fires(fields[2], fields[3], fields[4]):
+        raise BadArgument(
+            f"cron expression {expression!r} never fires: no month it names has the day of "
+            "the month it names"
+        )
     return expression
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_LONGEST = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+"""The most days each month has (February's in a leap year)."""
+
+
+def _never_fires(days: str, months: str, weekdays: str) -> bool:
+    """Whether no date has a day of the month in ``days`` in a month in ``months`` (a
+    field this does not read, or any day of the week named, is left to Temporal)."""
+    if weekdays not in ("*", "?"):
+        return False
+    day_set = _cron_values(days, 1, 31, ())
+    month_set = _cron_values(months, 1, 12, _MONTHS)
+    if day_set is None or month_set is None:
+        return False
+    return all(min(day_set) > _LONGEST[m - 1] for m in month_set)
+
+
+def _cron_values(field: str, low: int, high: int, names: tuple[str, ...]) -> set[int] | None:
+    """The values a cron field takes (``*``, ``N``, ``N-M``, a step, lists of them, the
+    names of ``names`` from ``low``); None for anything else."""
+
+    def number(text: str) -> int | None:
+        upper = text.upper()
+        if upper in names:
+            return names.index(upper) + low
+        return int(text) if text.isdigit() else None
+
+    values: set[int] = set()
+    for item in field.split(","):
+        span, _, step_text = item.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            return None
+        if span == "*":
+            first, last = low, high
+        else:
+            start, dash, end = span.partition("-")
+            first_or_none = number(start)
+            last_or_none = number(end) if dash else first_or_none
+            if first_or_none is None or last_or_none is None:
+                return None
+            first, last = first_or_none, last_or_none
+            if step is not None and not dash:
+                last = high  # N/S: from N on
+        if not low <= first <= last <= high:
+            return None
+        values.update(range(first, last + 1, step or 1))
+    return values or None
 
 
 def check_overlap(name: str) -> str:

@@ -78,6 +78,27 @@ def test_a_cron_of_more_than_five_fields_is_refused(cron: str) -> None:
     assert inputs.schedule_timing(cron="@daily", every=None).cron == "@daily"
 
 
+@pytest.mark.parametrize(
+    "cron",
+    ["0 2 31 2 *", "0 2 30 FEB *", "0 2 31 4,6,9,11 *", "0 2 30-31 2 *", "0 2 31 APR-JUN/2 *"],
+)
+def test_a_cron_that_never_fires_is_refused(cron: str) -> None:
+    """No month it names has the day it names: the schedule was made and never ran."""
+    with pytest.raises(BadArgument, match="never fires") as refused:
+        inputs.schedule_timing(cron=cron, every=None)
+    assert cron in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["0 2 29 2 *", "0 2 31 1-2 *", "0 2 31 */2 *", "0 2 30 * *", "0 2 31 2 MON", "0 2 L 2 *",
+     "0 2 31 JAN,FEB *", "*/5 * * * *"],
+)  # fmt: skip
+def test_a_cron_that_fires_some_day_is_taken(cron: str) -> None:
+    """Feb 29 comes in leap years; a day of the week named too is Temporal's to judge."""
+    assert inputs.schedule_timing(cron=cron, every=None).cron == cron
+
+
 def test_schedule_ids_and_templates() -> None:
     assert inputs.check_schedule_id("nightly-report.v2") == "nightly-report.v2"
     for bad in ("", "-x", "a/b", "a b", "x" * 201):
