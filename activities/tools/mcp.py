@@ -148,9 +148,14 @@ class McpServers:
                 self._connections.pop(key, None)
                 await conn.close()
             conn = McpConnection(spec, self._resolve, self._errlog)
-            await conn.open(self._start_timeout)
+            await conn.open(self._start_limit(spec))
             self._connections[key] = conn
             return conn
+
+    def _start_limit(self, spec: McpServerSpec) -> float:
+        """How long ``spec``'s server may take to start or list its tools: the worker's
+        limit, or the server's own ``timeout_seconds`` when that is longer."""
+        return max(self._start_timeout, spec.timeout_seconds or 0.0)
 
     def is_running(self, spec: McpServerSpec) -> bool:
         """Whether a live connection to ``spec``'s server is open."""
@@ -166,7 +171,7 @@ class McpServers:
     async def list_tools(self, spec: McpServerSpec) -> list[ToolDescriptor]:
         conn = await self.connection(spec)
         try:
-            async with asyncio.timeout(self._start_timeout):
+            async with asyncio.timeout(self._start_limit(spec)):
                 listed = await conn.list_tools()
         except (TimeoutError, MCPError, OSError) as exc:
             await self._reset(conn)
@@ -179,7 +184,7 @@ class McpServers:
         """The names ``conn``'s server lists (asked once a connection, or ``again``)."""
         if conn.listed is None or again:
             try:
-                async with asyncio.timeout(self._start_timeout):
+                async with asyncio.timeout(self._start_limit(conn.spec)):
                     conn.listed = frozenset(t.name for t in await conn.list_tools())
             except (TimeoutError, MCPError, OSError) as exc:
                 await self._reset(conn)
@@ -197,8 +202,9 @@ class McpServers:
         conn = await self.connection(spec)
         if tool in await self._listed(conn):
             return conn
+        limit = self._start_limit(spec)
         try:
-            async with asyncio.timeout(self._start_timeout):
+            async with asyncio.timeout(limit):
                 if tool in await self._listed(conn, again=True):
                     return conn
                 if spec.command and conn.calls == 0 and conn.started_for != tool:
@@ -210,7 +216,7 @@ class McpServers:
                         return conn
         except TimeoutError:
             raise ToolFailed(
-                f"MCP server {spec.name} did not list its tools in {self._start_timeout:g}s"
+                f"MCP server {spec.name} did not list its tools in {limit:g}s"
             ) from None
         shown = ", ".join(sorted(conn.listed or ())) or "none"
         raise ToolFailed(f"MCP server {spec.name} has no tool {tool!r} (it lists: {shown})")

@@ -205,3 +205,19 @@ async def test_a_tool_the_server_gained_since_it_started_starts_it_again(
     with pytest.raises(ToolFailed, match=missing):
         await servers.call(spec, "third", {"text": "x"}, timeout=20)
     assert await servers.connection(spec) is once  # not again for the same tool
+
+
+async def test_a_server_slow_to_start_is_given_its_own_timeout(errlog: TextIO) -> None:
+    """A server's ``timeout_seconds`` bounds its start and its listing too, when it is
+    longer than the worker's start limit: a server that takes longer than that limit to
+    start (a package fetched first) failed every call whatever the agent file said."""
+    pool = McpServers(errlog=errlog, start_timeout=1.0)
+    try:
+        slow = {"env": {"PROBE_START_DELAY": "2.5"}}
+        with pytest.raises(ToolFailed, match="did not start within 1s"):
+            await pool.call(stdio_spec("impatient", **slow), "pid", {}, timeout=10)
+        given = stdio_spec("patient", timeout_seconds=10, **slow)
+        assert int((await pool.call(given, "pid", {}, timeout=10)).text) > 0
+        assert [t.name for t in await pool.list_tools(given)]
+    finally:
+        await pool.aclose()

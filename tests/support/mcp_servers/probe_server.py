@@ -14,6 +14,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token")
     args = parser.parse_args()
+    # A server slow to start (a package fetched, a model loaded): PROBE_START_DELAY seconds.
+    time.sleep(float(os.environ.get("PROBE_START_DELAY", "0")))
     if args.http:
         serve_http(args.port, args.token)
     else:
