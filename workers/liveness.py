@@ -8,6 +8,7 @@ updates and queries wait for a worker that is not coming. Temporal knows who pol
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from datetime import UTC, datetime, timedelta
 
@@ -17,9 +18,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from vigil.workers.settings import Settings
+
 POLLER_FRESH = timedelta(minutes=2)
 """A live worker renews its long poll about once a minute; Temporal keeps listing a poller
 for minutes after its worker died, so older ones are not counted."""
+
+STILL_POLLING_SECONDS = 3.0
+"""How long `vigil stack down` asks Temporal which workers still poll."""
 
 CONTROL_WAIT_SECONDS = 30.0
 """How long a control (update) or a query waits for a session whose queue has a worker."""
@@ -75,3 +81,19 @@ async def live_pollers(client: Client, task_queue: str) -> list[str]:
         for p in resp.pollers
         if not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
     ]
+
+
+def still_polling(settings: Settings) -> list[str] | None:
+    """Who polls ``settings``' task queue right now (as ``live_pollers``), asked in a
+    few seconds at most; None when Temporal does not answer (called from sync code)."""
+    from vigil.workers.temporal import connect
+
+    async def ask() -> list[str]:
+        async with asyncio.timeout(STILL_POLLING_SECONDS):
+            client = await connect(settings)
+            return await live_pollers(client, settings.task_queue)
+
+    try:
+        return asyncio.run(ask())
+    except (TimeoutError, RPCError, RuntimeError):
+        return None

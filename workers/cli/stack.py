@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from vigil.workers.cli.common import (
     EXIT_FAILED,
@@ -72,11 +73,28 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(state_dir: StateOpt = None) -> None:
     """Stop every part of the embedded stack; data stays in the state folder."""
+    from vigil.workers.liveness import still_polling
     from vigil.workers.stack import Stack
 
     settings = load_settings(state_dir)
-    Stack(settings, say=say).down()
+    stack = Stack(settings, say=say)
+    # Workers of this queue lose Temporal with the stack: asked before it goes.
+    polling = still_polling(settings) if stack.embedded_temporal else None
+    stack.down()
     err.print("stack stopped")
+    if polling:
+        err.print(Text(left_running(polling, settings.task_queue), style="yellow"))
+
+
+def left_running(identities: list[str], task_queue: str) -> str:
+    """The line `stack down` says of the workers that polled its Temporal."""
+    many = len(identities) > 1
+    return (
+        f"{len(identities)} worker{'s still poll' if many else ' still polls'} task queue "
+        f"{task_queue!r} ({', '.join(identities)}): {'they wait' if many else 'it waits'} for "
+        f"Temporal to come back; stop {'them' if many else 'it'} with Ctrl-C where "
+        f"{'they run' if many else 'it runs'}"
+    )
 
 
 @stack_app.command("status")
