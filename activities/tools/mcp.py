@@ -198,7 +198,7 @@ class McpServers:
         tool its server gained after this worker started it (the server's code changed,
         then ``vigil agent apply --refresh`` listed it in a new version): the server is
         asked again, and a stdio server that still does not list it is started again,
-        once for that tool and only while no other call runs on it."""
+        once for that tool, once the calls running on it have ended."""
         conn = await self.connection(spec)
         if tool in await self._listed(conn):
             return conn
@@ -207,7 +207,10 @@ class McpServers:
             async with asyncio.timeout(limit):
                 if tool in await self._listed(conn, again=True):
                     return conn
-                if spec.command and conn.calls == 0 and conn.started_for != tool:
+                if spec.command and conn.started_for != tool:
+                    # Not while a call runs on it: started again once they have ended.
+                    while conn.calls:
+                        await conn.idle.wait()
                     log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
                     await self._reset(conn)
                     conn = await self.connection(spec)
@@ -216,7 +219,8 @@ class McpServers:
                         return conn
         except TimeoutError:
             raise ToolFailed(
-                f"MCP server {spec.name} did not list its tools in {limit:g}s"
+                f"MCP server {spec.name} did not list {tool!r} within {limit:g}s (a restart "
+                "for it waits for the calls running on the server to end)"
             ) from None
         shown = ", ".join(sorted(conn.listed or ())) or "none"
         raise ToolFailed(f"MCP server {spec.name} has no tool {tool!r} (it lists: {shown})")
@@ -239,6 +243,7 @@ class McpServers:
         conn = await self._serving(spec, tool)
         label = f"{spec.name}.{tool}"
         conn.calls += 1
+        conn.idle.clear()
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await conn.call(tool, arguments, meta)
@@ -268,6 +273,8 @@ class McpServers:
             raise ToolFailed(f"MCP tool {label} failed: {error_text(exc)}") from None
         finally:
             conn.calls -= 1
+            if not conn.calls:
+                conn.idle.set()
         rendered = render_call_result(result)
         if result.is_error:
             raise ToolFailed(

@@ -144,6 +144,9 @@ class McpConnection:
         self.listed: frozenset[str] | None = None
         """The tool names this server listed, once a call asked (McpServers.call)."""
         self.calls = 0
+        self.idle = asyncio.Event()
+        """Set while no call runs on the connection (``calls`` is 0)."""
+        self.idle.set()
         """Calls in flight on this connection (a restart waits for none)."""
         self.started_for: str | None = None
         """The tool whose absence started this server again (it is not started again

@@ -14,6 +14,7 @@ from typing import TextIO
 import pytest
 
 from tests.support.mcp_probe import stdio_spec
+from tests.support.sessions import until
 from vigil.activities.agents.catalog import argument_error
 from vigil.activities.tools.mcp import McpServerError, McpServers, list_mcp_tools
 from vigil.activities.tools.registry import ToolFailed
@@ -205,6 +206,25 @@ async def test_a_tool_the_server_gained_since_it_started_starts_it_again(
     with pytest.raises(ToolFailed, match=missing):
         await servers.call(spec, "third", {"text": "x"}, timeout=20)
     assert await servers.connection(spec) is once  # not again for the same tool
+
+
+async def test_a_busy_server_lacking_a_new_tool_is_started_again_once_idle(
+    servers: McpServers, tmp_path: Path
+) -> None:
+    """A call of a tool the server gained since it started, while another call runs on
+    it: it was refused as missing (a restart would cut the running call). It now waits
+    for the running call to end, then starts the server again."""
+    listing = tmp_path / "tools.txt"
+    listing.write_text("first\n")
+    spec = McpServerSpec(name="busy", command=[sys.executable, str(LISTED), str(listing)])
+    assert (await servers.call(spec, "first", {"text": "warm"}, timeout=20)).text == "warm"
+    running = asyncio.create_task(servers.call(spec, "first", {"text": "sleep:2"}, timeout=20))
+    conn = await servers.connection(spec)
+    await until(lambda: conn.calls > 0, within=20, what="the long call running")
+    listing.write_text("first\nsecond\n")
+    gained = await servers.call(spec, "second", {"text": "after"}, timeout=20)
+    assert gained.text == "after"
+    assert running.done() and (await running).text == "sleep:2"  # not cut
 
 
 async def test_a_server_slow_to_start_is_given_its_own_timeout(errlog: TextIO) -> None:

@@ -6,6 +6,7 @@ line: editing the file changes what the server lists (for ``vigil agent apply --
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def build(names: list[str]) -> MCPServer:
     for name in names:
 
         async def answer(text: str) -> str:
+            if text.startswith("sleep:"):  # a call that keeps the server busy
+                await asyncio.sleep(float(text.removeprefix("sleep:")))
             return text
 
         server.tool(name=name, annotations=ToolAnnotations(read_only_hint=True))(answer)
