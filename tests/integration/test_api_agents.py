@@ -190,3 +190,17 @@ def test_an_agent_the_token_does_not_cover_reads_as_an_unknown_one(api: ApiServe
             ("POST", "/v1/agents/{}/keys/k/messages"),
         ):
             assert answer(scoped, method, path, theirs) == answer(scoped, method, path, nobody)
+
+
+def test_a_connection_the_server_does_not_have_is_warned_of(api: ApiServer) -> None:
+    """As `vigil agent apply`: applied, with a warning that sessions will wait for a
+    worker set up for the connection (the API server has only its default one here)."""
+    name = _name()
+    spec = {"name": name, "model": {"connection": "nowhere"}}
+    with api.client(api.token(Scope.ADMIN)) as http:
+        applied = http.post("/v1/agents", json={"spec": spec})
+        plain = http.post("/v1/agents", json={"spec": {"name": _name()}})
+    assert applied.status_code == 201, applied.text
+    (warning,) = applied.json()["warnings"]
+    assert warning.startswith("model connection 'nowhere' is not configured here (known: ")
+    assert plain.status_code == 201 and plain.json()["warnings"] == [], plain.text

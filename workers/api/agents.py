@@ -97,6 +97,9 @@ class Applied(BaseModel):
     content_hash: str
     created: bool
     """False: the definition matched the newest version; nothing was added."""
+    warnings: list[str] = []
+    """What may keep its sessions from running (a model connection this server does not
+    have configured); applied nonetheless."""
 
 
 def _brief(v: AgentVersionInfo) -> AgentVersionBrief:
@@ -266,5 +269,6 @@ async def apply_agent(request: Request, who: Admin, client: Client) -> JSONRespo
         version=applied.version,
         content_hash=applied.content_hash,
         created=applied.created,
+        warnings=applied.warnings,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if applied.created else 200)
