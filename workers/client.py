@@ -1126,16 +1126,26 @@ class _VigilClientCore:
         agent: str | None = None,
         agents: frozenset[str] | None = None,
         limit: int = 200,
-    ) -> list[session_reads.PendingApprovalRow]:
-        """Every approval waiting for a person across sessions, oldest first."""
+        cursor: str | None = None,
+    ) -> session_reads.PendingApprovalPage:
+        """The approvals waiting for a person across sessions, oldest first, one page;
+        ``next_cursor`` continues after it (stable while approvals are decided)."""
         from vigil.activities.record import sessions as session_reads
 
-        if agent is not None and "\x00" in agent:
-            raise BadArgument("agent must not contain NUL characters")
+        for value in (agent, cursor):
+            if value is not None and "\x00" in value:
+                raise BadArgument("filters must not contain NUL characters")
         async with self.db() as db:
-            return await session_reads.pending_approvals(
-                db, agent=agent, agents=sorted(agents) if agents is not None else None, limit=limit
-            )
+            try:
+                return await session_reads.pending_approvals(
+                    db,
+                    agent=agent,
+                    agents=sorted(agents) if agents is not None else None,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            except session_reads.BadCursor as exc:
+                raise BadArgument(f"cursor: {exc}") from exc
 
     async def _temporal_statuses(self, ids: list[str]) -> dict[str, str]:
         if not ids:

@@ -291,9 +291,30 @@ _PENDING = sql(
     "AND (CAST(:agents AS text[]) IS NULL OR s.agent_id = ANY(:agents)) "
     "AND NOT EXISTS (SELECT 1 FROM events d WHERE d.session_id = e.session_id "
     "  AND d.key = 'approval:' || (e.payload->>'approval_id') || :decided) "
+    "AND (CAST(:after_at AS timestamptz) IS NULL "
+    "     OR (e.created_at, e.id) > (:after_at, CAST(:after_id AS bigint))) "
     "ORDER BY e.created_at, e.id LIMIT :lim"
 )
-"""The approvals waiting in sessions that have not ended, oldest first."""
+"""The approvals waiting in sessions that have not ended, oldest first, after a cursor's
+request event when given (keyset: decided ones never shift a page)."""
+
+
+@dataclass(frozen=True)
+class PendingApprovalPage:
+    rows: list[PendingApprovalRow]
+    next_cursor: str | None
+    """Pass back as ``cursor`` for the next (newer) page; None when this one is the last."""
+
+
+def _approval_after(cursor: str | None) -> tuple[datetime | None, int | None]:
+    """The request event a cursor names: its time and id."""
+    if cursor is None:
+        return None, None
+    moment, event_id = decode_cursor(cursor)
+    digits = event_id.isascii() and event_id.isdigit() and len(event_id) <= 19
+    if not digits or int(event_id) >= 2**63:  # an event's id is a bigint
+        raise BadCursor("not a cursor this API returned")
+    return moment, int(event_id)
 
 
 async def pending_approvals(
@@ -302,12 +323,15 @@ async def pending_approvals(
     agent: str | None = None,
     agents: list[str] | None = None,
     limit: int = 200,
-) -> list[PendingApprovalRow]:
-    """Every approval requested and not yet decided in a session that has not ended,
-    oldest first. Derived from the record alone: an ``approval_requested`` event with no
-    ``approval_decided`` event of the same id (its key, on the unique index), the exact
-    arguments from the assistant message that made the call."""
+    cursor: str | None = None,
+) -> PendingApprovalPage:
+    """The approvals requested and not yet decided in sessions that have not ended, oldest
+    first, one page; ``next_cursor`` continues after it. Derived from the record alone: an
+    ``approval_requested`` event with no ``approval_decided`` event of the same id (its
+    key, on the unique index), the exact arguments from the assistant message that made
+    the call."""
     limit = max(1, min(limit, MAX_PAGE))
+    after_at, after_id = _approval_after(cursor)
     rows = (
         (
             await db.execute(
@@ -317,7 +341,9 @@ async def pending_approvals(
                     "agent": agent,
                     "agents": agents,
                     "decided": ":decided",
-                    "lim": limit,
+                    "after_at": after_at,
+                    "after_id": after_id,
+                    "lim": limit + 1,  # one more, to know whether another page follows
                 },
             )
         )
@@ -325,7 +351,7 @@ async def pending_approvals(
         .all()
     )
     out: list[PendingApprovalRow] = []
-    for r in rows:
+    for r in rows[:limit]:
         payload = _json(r["payload"]) or {}
         approval_id = str(payload.get("approval_id", ""))
         name, arguments = _call_arguments(r["tool_calls"], approval_id)
@@ -341,7 +367,10 @@ async def pending_approvals(
                 requested_at=r["created_at"],
             )
         )
-    return out
+    if len(rows) <= limit or not out:
+        return PendingApprovalPage(out, None)
+    last = rows[limit - 1]
+    return PendingApprovalPage(out, encode_cursor(last["created_at"], str(last["id"])))
 
 
 @dataclass(frozen=True)

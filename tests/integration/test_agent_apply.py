@@ -151,9 +151,7 @@ def test_a_connection_not_configured_here_is_warned_of_at_apply(
     said at once; it is still applied (workers elsewhere may have it), exit 0."""
     name = f"typo-{uuid.uuid4().hex[:8]}"
     path = tmp_path / f"{name}.toml"
-    path.write_text(
-        f'name = "{name}"\n\n[model]\nconnection = "opneai"\nfallback = "backup"\n'
-    )
+    path.write_text(f'name = "{name}"\n\n[model]\nconnection = "opneai"\nfallback = "backup"\n')
     env = {
         "VIGIL_MODEL_CONNECTIONS": (
             '{"openai": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},'

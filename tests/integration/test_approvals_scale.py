@@ -85,7 +85,7 @@ async def test_waiting_approvals_are_read_without_the_ended_sessions(
         await db.execute(text("ANALYZE"))
 
     async with sessionmaker() as db:
-        pending = await record.pending_approvals(db, agent=agent)
+        pending = (await record.pending_approvals(db, agent=agent)).rows
         waiting = await record.approvals_waiting(db)
         assert sorted(p.session_id for p in pending) == [f"s-{n}" for n in range(1, WAITING + 1)]
         assert [p.tool for p in pending] == ["write_artifact"] * WAITING
@@ -101,6 +101,8 @@ async def test_waiting_approvals_are_read_without_the_ended_sessions(
                     "agent": agent,
                     "agents": None,
                     "decided": ":decided",
+                    "after_at": None,
+                    "after_id": None,
                     "lim": 200,
                 },
             ),

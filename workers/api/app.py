@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from vigil.workers.api import (
     agents,
@@ -29,6 +29,7 @@ from vigil.workers.api import (
     schedules,
     sessions,
     streams,
+    strict_query,
 )
 from vigil.workers.api.limits import BodyLimit, LoneSurrogates
 from vigil.workers.api.urls import Utf8Urls
@@ -43,6 +44,11 @@ PREFIX = "/v1"
 
 UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
 """Routes whose bodies stream to the object store, outside the body cap."""
+
+FREE_QUERY_ENDPOINTS = (hooks.fire_trigger,)
+"""Routes that take any query string: signed trigger deliveries, whose senders may add
+query strings of their own (the signature covers the body, and a refused delivery is
+lost). Every other route refuses a query parameter it does not declare."""
 
 
 def routers() -> list[APIRouter]:
@@ -87,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         responses=errors.ERROR_RESPONSES,
+        dependencies=[Depends(strict_query.refuse_unknown_query(free=FREE_QUERY_ENDPOINTS))],
     )
     app.state.settings = settings
     errors.install(app)

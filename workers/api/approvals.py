@@ -2,7 +2,9 @@
 
 Read from the record (workers/client.py ``pending_approvals``), not by asking each
 session: an approval requested and not yet decided, in a session that has not ended,
-oldest first, with the exact tool name and the arguments as the model sent them.
+oldest first, with the exact tool name and the arguments as the model sent them. Paged as
+the sessions list is (``limit``, ``cursor``, ``next_cursor``): a page starts after the
+last approval of the one before, so approvals decided meanwhile never shift a page.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from vigil.schema import jsonlimits
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 from vigil.workers.api.auth import Reader, check_agent
 from vigil.workers.api.deps import Client
+from vigil.workers.api.sessions import MAX_PAGE
 
 router = APIRouter(tags=["approvals"])
 
@@ -39,6 +42,8 @@ class PendingApproval(BaseModel):
 
 class Approvals(BaseModel):
     items: list[PendingApproval]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next (newer) page; null on the last page."""
 
 
 def _parsed(text: str) -> Any:
@@ -53,11 +58,14 @@ async def approvals(
     who: Reader,
     client: Client,
     agent: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> Approvals:
     if agent is not None:
         check_agent(who, agent)
-    rows = await client.pending_approvals(agent=agent, agents=who.agents, limit=limit)
+    page = await client.pending_approvals(
+        agent=agent, agents=who.agents, limit=limit, cursor=cursor
+    )
     return Approvals(
         items=[
             PendingApproval(
@@ -71,6 +79,7 @@ async def approvals(
                 digest=r.digest,
                 requested_at=r.requested_at,
             )
-            for r in rows
-        ]
+            for r in page.rows
+        ],
+        next_cursor=page.next_cursor,
     )

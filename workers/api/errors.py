@@ -229,7 +229,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "Refused in the current state",
         413: "Body too large",
         415: "A JSON body sent with another Content-Type",
-        422: "Invalid request",
+        422: "Invalid request: a value, or a query parameter the route does not take",
         503: "A server vigil needs is unreachable",
     }.items()
 }

@@ -1,0 +1,119 @@
+"""The approvals inbox pages by cursor as the sessions list does (``limit``, ``cursor``,
+``next_cursor``): walked page by page it gives every waiting approval exactly once, oldest
+first, even when one is decided between two pages, and says when the last page is done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import CLIStack
+from tests.support.api import ApiServer
+from tests.support.api_sessions import api_for, define, wait_status
+from tests.support.cli import poll
+from tests.support.llm_stub import Reply
+from vigil.workers.tokens import Scope
+
+pytestmark = pytest.mark.integration
+
+WAITING = 5
+PAGE = 2
+
+
+@pytest.fixture(scope="module")
+def api(cli: CLIStack) -> Iterator[ApiServer]:
+    with api_for(cli) as server:
+        yield server
+
+
+def page(http: httpx.Client, agent: str, cursor: str | None = None) -> dict[str, Any]:
+    params: dict[str, str | int] = {"agent": agent, "limit": PAGE}
+    if cursor is not None:
+        params["cursor"] = cursor
+    r = http.get("/v1/approvals", params=params)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert len(body["items"]) <= PAGE, body
+    return body
+
+
+def walk(http: httpx.Client, agent: str) -> list[list[str]]:
+    """The session ids of each page, from the first to the one without a next cursor."""
+    pages, cursor = [], None
+    while True:
+        body = page(http, agent, cursor)
+        pages.append([a["session_id"] for a in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) <= WAITING, pages
+
+
+def waiting(http: httpx.Client, agent: str, count: int) -> list[str]:
+    def probe() -> list[str] | None:
+        r = http.get("/v1/approvals", params={"agent": agent, "limit": 500})
+        ids = [a["session_id"] for a in r.json()["items"]]
+        return ids if len(ids) == count else None
+
+    return poll(probe, 60, f"{count} approvals of {agent} wait")
+
+
+def test_the_inbox_pages_by_cursor_each_approval_once(cli: CLIStack, api: ApiServer) -> None:
+    fetch = Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"})
+    with api.client(api.token(Scope.CONTROL)) as http:
+        with api.client(api.token(Scope.ADMIN)) as admin:
+            agent = define(admin, "inbox-pages")
+        started = []
+        for n in range(WAITING):
+            r = http.post(
+                "/v1/sessions",
+                json={"agent": agent, "goal": cli.plan(fetch, Reply.text("understood"))},
+            )
+            assert r.status_code == 201, r.text
+            started.append(r.json()["id"])
+            # One at a time, so that the order they were asked in is known.
+            assert waiting(http, agent, n + 1) == started
+
+        pages = walk(http, agent)
+        assert pages == [started[0:2], started[2:4], started[4:5]], pages
+
+        # A page's cursor holds when an approval before it is decided meanwhile: the next
+        # page starts after the last one seen, not a count of rows further on.
+        first = page(http, agent)
+        assert [a["session_id"] for a in first["items"]] == started[0:2]
+        rejected = http.post(
+            f"/v1/sessions/{started[0]}/reject", json={"approval_id": "a1-0", "reason": "no"}
+        )
+        assert rejected.status_code == 200, rejected.text
+        wait_status(http, started[0], "completed")
+        second = page(http, agent, first["next_cursor"])
+        assert [a["session_id"] for a in second["items"]] == started[2:4]
+
+        # Four left fill two pages exactly: the second says it is the last.
+        assert walk(http, agent) == [started[1:3], started[3:5]]
+
+
+def test_paging_is_bounded_and_checked(api: ApiServer) -> None:
+    with api.client(api.token(Scope.READ)) as http:
+        for limit in (0, 501):
+            r = http.get("/v1/approvals", params={"limit": limit})
+            assert r.status_code == 422, r.text
+        r = http.get("/v1/approvals", params={"cursor": "not-a-cursor"})
+        assert r.status_code == 422 and "cursor" in r.json()["error"]["message"], r.text
+        assert http.get("/v1/approvals", params={"limit": 500}).status_code == 200
+        document = http.get("/v1/openapi.json").json()
+    # The same names and shape as the sessions list.
+    declared = {
+        path: {p["name"]: p["schema"] for p in document["paths"][path]["get"]["parameters"]}
+        for path in ("/v1/sessions", "/v1/approvals")
+    }
+    for path, params in declared.items():
+        limit = params["limit"]
+        assert (limit["minimum"], limit["maximum"]) == (1, 500), (path, limit)
+        assert "cursor" in params, (path, params)
+    schemas = document["components"]["schemas"]
+    for name in ("SessionList", "Approvals"):
+        assert set(schemas[name]["properties"]) == {"items", "next_cursor"}, name
