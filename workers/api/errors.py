@@ -10,13 +10,16 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from asyncpg.exceptions import PostgresError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError
 
+from vigil.activities.failures import outage_of
 from vigil.workers.api.limits import BodyTooLarge
 from vigil.workers.client import (
     BadArgument,
@@ -33,6 +36,7 @@ from vigil.workers.client import (
     Unreachable,
     VigilError,
 )
+from vigil.workers.liveness import is_unreachable, temporal_down
 
 log = logging.getLogger("vigil.api")
 
@@ -147,6 +151,23 @@ def _details(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _away(request: Request, exc: BaseException) -> str | None:
+    """What a failure says is away (PostgreSQL, the object store, Temporal), in the line a
+    503 carries; None when it is anything else."""
+    outage = outage_of(exc)
+    if outage is not None:
+        return f"{outage.part} is unreachable: {outage.message}"
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if is_unreachable(current):
+            settings = request.app.state.settings
+            return temporal_down(settings.endpoints().temporal_address)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the one error shape."""
 
@@ -159,7 +180,10 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(VigilError)
-    async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
+    async def _vigil_error(request: Request, exc: VigilError) -> JSONResponse:
+        away = _away(request, exc)
+        if away is not None:  # said as Temporal's refusal, but Temporal was not there
+            return error_response(503, UNAVAILABLE, away)
         status, code = vigil_status(exc)
         if isinstance(exc, SessionIdTaken):  # whose session holds it is not said here
             return error_response(status, code, exc.message(reveal=False))
@@ -212,6 +236,18 @@ def install(app: FastAPI) -> None:
         # A value the database cannot hold (a number past its column's range, say) that
         # slipped past the request model: the caller's input, not a defect to hide.
         return error_response(422, INVALID, "a value is out of range for vigil's record")
+
+    async def _maybe_away(request: Request, exc: Exception) -> JSONResponse:
+        # Registered by type, not as the catch-all below: Starlette sends the catch-all's
+        # answer and raises again, which drops the client's kept-alive connection.
+        away = _away(request, exc)
+        if away is None:
+            raise exc  # to the catch-all: a 500
+        log.warning("%s %s: %s", request.method, request.url.path, away)
+        return error_response(503, UNAVAILABLE, away)
+
+    for kind in (OSError, RuntimeError, SQLAlchemyError, RPCError, PostgresError):
+        app.add_exception_handler(kind, _maybe_away)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
