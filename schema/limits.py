@@ -101,9 +101,13 @@ def budget_problem(budget: Budget, now: datetime | None = None) -> tuple[str, st
         count = getattr(budget, name)
         if count is not None and count > MAX_BUDGET_COUNT:
             return f"budget.{name}", f"{count} exceeds the limit of {MAX_BUDGET_COUNT} (2**53)"
+        if count is not None and count < 1:  # the session could take no step
+            return f"budget.{name}", f"{count} is not 1 or more"
     cost = budget.max_cost_usd
     if cost is not None and not math.isfinite(cost):
         return "budget.max_cost_usd", f"{cost} is not a finite number"
+    if cost is not None and cost <= 0:
+        return "budget.max_cost_usd", f"{cost:g} is not positive"
     if budget.deadline is not None and now is not None:
         deadline = budget.deadline
         if deadline.tzinfo is None:

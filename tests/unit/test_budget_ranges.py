@@ -79,6 +79,13 @@ def test_heartbeat_never_raises(seconds: float, expected: timedelta | None) -> N
         (Budget(max_cost_usd=math.nan), "budget.max_cost_usd"),
         (Budget(deadline=NOW + timedelta(days=365 * 101)), "budget.deadline"),
         (Budget(deadline=datetime(9999, 1, 1)), "budget.deadline"),
+        # A session that may take no step, no token, no cost ends at once: refused as the
+        # API and the CLI refuse them (agent files took them).
+        (Budget(max_steps=0), "budget.max_steps"),
+        (Budget(max_steps=-3), "budget.max_steps"),
+        (Budget(max_tokens=-100), "budget.max_tokens"),
+        (Budget(max_cost_usd=-1.5), "budget.max_cost_usd"),
+        (Budget(max_cost_usd=0), "budget.max_cost_usd"),
     ],
 )
 def test_out_of_range_budgets_are_refused(budget: Budget, field: str) -> None:
@@ -128,6 +135,9 @@ def test_an_agent_file_with_an_out_of_range_budget_names_the_line(tmp_path: Path
         ln.startswith(f"{path}:22: budget.max_seconds: 1e+12 seconds exceeds the limit")
         for ln in lines
     ), lines
+    negative = TOML.replace("max_steps = 12", "max_steps = -3")
+    lines = _problems(_write(tmp_path, "negative.toml", negative))
+    assert any(":21: budget.max_steps: -3 is not 1 or more" in ln for ln in lines), lines
     long_wait = TOML.replace(
         'name = "researcher"', 'name = "researcher"\napproval_timeout_seconds = inf'
     )
