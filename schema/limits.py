@@ -59,6 +59,8 @@ def start_error(goal: str, system_prompt: str | None) -> str | None:
     if "\x00" in goal:
         # The session's row holds its goal as plain text, where NUL cannot be kept.
         return "goal must not contain NUL characters"
+    if not goal.strip():
+        return "goal is empty"
     if system_prompt is not None and len(system_prompt) > MAX_SYSTEM_PROMPT:
         return (
             f"system prompt of {len(system_prompt)} characters exceeds the limit of "

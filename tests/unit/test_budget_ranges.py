@@ -15,6 +15,7 @@ from vigil.schema.limits import (
     MAX_BUDGET_SECONDS,
     budget_problem,
     session_input_error,
+    start_error,
 )
 from vigil.schema.payloads import Budget, StartSessionInput, ToolPolicy
 from vigil.workflows import times
@@ -143,3 +144,11 @@ def test_an_agent_file_with_an_out_of_range_budget_names_the_line(tmp_path: Path
     )
     lines = _problems(_write(tmp_path, "wait.toml", long_wait))
     assert any("approval_timeout_seconds: inf seconds exceeds" in ln for ln in lines), lines
+
+
+@pytest.mark.parametrize("goal", ["", "   ", "\n\t "])
+def test_a_goal_of_nothing_but_spaces_is_refused(goal: str) -> None:
+    """A message of only spaces was refused as empty while a goal of only spaces started a
+    session that had nothing to do."""
+    assert start_error(goal, None) == "goal is empty"
+    assert start_error(" x ", None) is None
