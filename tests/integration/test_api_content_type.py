@@ -43,3 +43,20 @@ def test_a_form_body_is_told_to_be_json(api: ApiServer) -> None:
     assert untyped.json()["error"]["message"].endswith("(it came as no type)")
     assert wrong.status_code == 422, wrong.text
     assert wrong.json()["error"]["details"][0]["loc"] == ["body", "goal"]
+
+
+def test_a_body_that_is_not_utf8_is_said_to_be_so(api: ApiServer) -> None:
+    """Bad JSON was told "the body is not valid JSON (UTF-8)" while bytes that are not
+    UTF-8 got "There was an error parsing the body"; both now say what is wrong."""
+    token = api.token(Scope.CONTROL)
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {token}"}) as h:
+        latin = h.post(
+            "/v1/sessions",
+            content='{"agent": "ops", "goal": "caf\u00e9"}'.encode("latin-1"),
+            headers={"Content-Type": "application/json"},
+        )
+    assert latin.status_code == 400, latin.text
+    assert latin.json()["error"] == {
+        "code": "malformed_request",
+        "message": "the body is not valid JSON (UTF-8)",
+    }

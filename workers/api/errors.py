@@ -40,6 +40,9 @@ from vigil.workers.liveness import is_unreachable, temporal_down
 
 log = logging.getLogger("vigil.api")
 
+FASTAPI_BODY_UNREAD = "There was an error parsing the body"
+"""What FastAPI says of a JSON body it could not decode (bytes that are not UTF-8)."""
+
 # Stable error codes (clients branch on these; never rename one).
 UNAUTHENTICATED = "unauthenticated"
 INVALID_TOKEN = "invalid_token"
@@ -224,7 +227,10 @@ def install(app: FastAPI) -> None:
         code = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: TOO_LARGE}.get(
             exc.status_code, MALFORMED if exc.status_code < 500 else INTERNAL
         )
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == FASTAPI_BODY_UNREAD:
+            detail = "the body is not valid JSON (UTF-8)"  # bytes that are not UTF-8
+        return error_response(exc.status_code, code, detail, headers=exc.headers)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
