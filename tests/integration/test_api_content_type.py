@@ -32,6 +32,7 @@ def test_a_form_body_is_told_to_be_json(api: ApiServer) -> None:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         untyped = h.post("/v1/sessions", content=body)
+        text_json = h.post("/v1/sessions", content=body, headers={"Content-Type": "text/json"})
         wrong = h.post("/v1/sessions", json={"agent": "ops"})
     assert form.status_code == 415, form.text
     assert form.json()["error"] == {
@@ -41,6 +42,9 @@ def test_a_form_body_is_told_to_be_json(api: ApiServer) -> None:
     }
     assert untyped.status_code == 415, untyped.text
     assert untyped.json()["error"]["message"].endswith("(it came as no type)")
+    # A JSON type FastAPI does not read as JSON was a 422 saying fields were missing.
+    assert text_json.status_code == 415, text_json.text
+    assert text_json.json()["error"]["message"].endswith("(it came as text/json)")
     assert wrong.status_code == 422, wrong.text
     assert wrong.json()["error"]["details"][0]["loc"] == ["body", "goal"]
 

@@ -130,6 +130,15 @@ def vigil_status(exc: VigilError) -> tuple[int, str]:
     return 400, INVALID
 
 
+def _read_as_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this type as JSON (``application/json`` or a
+    ``+json`` type; ``text/json`` is not)."""
+    mime = content_type.split(";")[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
 def _body_unread(errors: list[Any]) -> bool:
     """Whether the route's JSON body was not there to read (missing, or not an object
     because it came as something other than JSON)."""
@@ -201,7 +210,7 @@ def install(app: FastAPI) -> None:
         has_body = request.headers.get("content-length", "0") != "0" or (
             "transfer-encoding" in request.headers
         )
-        if has_body and _body_unread(errors) and "json" not in sent.lower():
+        if has_body and _body_unread(errors) and not _read_as_json(sent):
             # A JSON route's body sent as a form (`curl -d`) or without a type is not read
             # at all: say what it takes rather than that the body is not an object.
             return error_response(
