@@ -1,0 +1,145 @@
+"""Controlling a running session: approve, reject, pause, resume, say, redirect, wake (each
+an update, or a signal with ``wait=False``) and cancel.
+
+Part of VigilClient (workers/client.py), which re-exports every name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import WorkflowExecutionStatus
+
+from vigil.schema import cancel_reason, names
+from vigil.schema.limits import input_error
+from vigil.schema.payloads import (
+    Ack,
+    ApproveInput,
+    MessageInput,
+    PauseInput,
+    RedirectInput,
+    RejectInput,
+    ResumeInput,
+    WakeInput,
+)
+from vigil.workers.client_errors import BadArgument, Refused
+from vigil.workers.client_history import SessionHistory
+
+
+def refuse_oversized(value: BaseModel) -> None:
+    """Refuse a control payload over the session's own limits before it is sent: Temporal
+    would write it into the session's history even though the session refuses it."""
+    error = input_error(value)
+    if error is not None:
+        raise BadArgument(f"refused before sending: {error}")
+
+
+class SessionControls(SessionHistory):
+    """Controlling sessions (a layer of VigilClient)."""
+
+    async def _control(
+        self, session_id: str, update: str, signal: str, arg: Any, wait: bool
+    ) -> Ack | None:
+        refuse_oversized(arg)
+        handle = self.handle(session_id)
+        if wait:
+            # An update waits for a worker to run it: with none polling, say so at once.
+            await self._describe_live(session_id, what="session {id} cannot take the " + signal)
+            ack: Ack = await self._bounded(
+                session_id, handle.execute_update(update, arg, result_type=Ack), signal
+            )
+            return ack
+        await self._rpc(session_id, handle.signal(signal, arg))
+        return None
+
+    async def approve(
+        self,
+        session_id: str,
+        approval_id: str,
+        *,
+        by: str,
+        note: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+        wait: bool = True,
+        digest: str | None = None,
+    ) -> Ack | None:
+        arg = ApproveInput(
+            approval_id=approval_id,
+            by=by,
+            note=note,
+            edited_arguments=edited_arguments,
+            digest=digest,
+        )
+        return await self._control(session_id, names.UPD_APPROVE, names.SIG_APPROVE, arg, wait)
+
+    async def reject(
+        self, session_id: str, approval_id: str, *, by: str, reason: str = "", wait: bool = True
+    ) -> Ack | None:
+        arg = RejectInput(approval_id=approval_id, by=by, reason=reason)
+        return await self._control(session_id, names.UPD_REJECT, names.SIG_REJECT, arg, wait)
+
+    async def pause(
+        self, session_id: str, *, by: str, reason: str = "", wait: bool = True
+    ) -> Ack | None:
+        return await self._control(
+            session_id, names.UPD_PAUSE, names.SIG_PAUSE, PauseInput(by=by, reason=reason), wait
+        )
+
+    async def resume(self, session_id: str, *, by: str, wait: bool = True) -> Ack | None:
+        return await self._control(
+            session_id, names.UPD_RESUME, names.SIG_RESUME, ResumeInput(by=by), wait
+        )
+
+    async def say(self, session_id: str, text_: str, *, by: str, wait: bool = True) -> Ack | None:
+        return await self._control(
+            session_id, names.UPD_MESSAGE, names.SIG_MESSAGE, MessageInput(text=text_, by=by), wait
+        )
+
+    async def redirect(
+        self,
+        session_id: str,
+        goal: str,
+        *,
+        by: str,
+        wait: bool = True,
+        agent_version: int | None = None,
+    ) -> Ack | None:
+        """A new goal; with ``agent_version``, also that version of the agent's definition."""
+        if agent_version is not None:
+            row = await self.require_session(session_id)
+            await self.require_agent(row.agent_id, agent_version, allow_undefined=False)
+        return await self._control(
+            session_id,
+            names.UPD_REDIRECT,
+            names.SIG_REDIRECT,
+            RedirectInput(goal=goal, by=by, agent_version=agent_version),
+            wait,
+        )
+
+    async def wake(
+        self, session_id: str, *, by: str, reason: str = "", wait: bool = True
+    ) -> Ack | None:
+        return await self._control(
+            session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
+        )
+
+    async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> None:
+        """Temporal's cancel; who and why travel as its reason (shown in the history, and
+        read back by the workflow for the session's cancel event)."""
+        handle = self.handle(session_id)
+        # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
+        desc = await self._rpc(session_id, handle.describe())
+        if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
+            raise Refused(
+                f"session {session_id!r} has already ended "
+                f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
+            )
+        if desc.raw_description.workflow_extended_info.cancel_requested:
+            # Temporal takes a second cancel without complaint too: it would do nothing.
+            raise Refused(
+                f"session {session_id!r} is being cancelled already; it ends once a worker "
+                "has written its last records"
+            )
+        why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
+        await self._rpc(session_id, handle.cancel(reason=why))

@@ -1,0 +1,98 @@
+"""The client's errors: each failure with a message meant for a person and the exit code
+the CLI ends with (the API maps them to HTTP statuses: workers/api/errors.py).
+
+Part of VigilClient (workers/client.py), which re-exports every name.
+"""
+
+from __future__ import annotations
+
+
+class VigilError(Exception):
+    """A failure with a message meant for a person."""
+
+    exit_code = 1
+
+
+class NotFound(VigilError):
+    """No such session or schedule."""
+
+    exit_code = 4
+
+
+class UnknownSession(NotFound):
+    pass
+
+
+class UnknownSchedule(NotFound):
+    pass
+
+
+class UnknownArtifact(NotFound):
+    pass
+
+
+class UnknownAgent(NotFound):
+    """No definition of the agent (or not that version)."""
+
+
+class NotRecordedYet(UnknownSession):
+    """Temporal knows the session but its record row is not written yet."""
+
+
+class Refused(VigilError):
+    """The session refused a control (validator said no, or it has ended)."""
+
+    exit_code = 2
+
+
+class BadArgument(VigilError):
+    """An argument the caller can fix (a format, a policy name, a taken id)."""
+
+    exit_code = 2
+
+
+class Forbidden(VigilError):
+    """The caller may not do this: a start that would loosen what the agent's definition
+    holds, asked by someone who may not change the definition (an API control token)."""
+
+    exit_code = 2
+
+
+class SessionIdTaken(BadArgument):
+    """The id already names a session (of any agent: ids are one namespace). ``agent_id``
+    and ``status`` are those of the session holding it, when its record is there; a face
+    shows them only to a caller who may read that session (:meth:`message`)."""
+
+    def __init__(
+        self, session_id: str, *, agent_id: str | None = None, status: str | None = None
+    ) -> None:
+        self.session_id = session_id
+        self.agent_id = agent_id
+        self.status = status
+        super().__init__(self.message(reveal=True, option="--id"))
+
+    def message(self, *, reveal: bool, option: str = "id") -> str:
+        held = f" ({self.status})" if reveal and self.status else ""
+        return (
+            f"a session with id {self.session_id!r} already exists{held}; choose another {option}"
+        )
+
+
+class PayloadKeysMissing(VigilError):
+    """What a session answered is encrypted with a key this client does not have: what it
+    asked may have been taken (the answer says, and cannot be read here)."""
+
+    exit_code = 1
+
+
+class Unreachable(VigilError):
+    exit_code = 3
+
+
+class NotTakenYet(Unreachable):
+    """Temporal runs the session and lists a worker on its queue, but none has taken it
+    (a worker that stopped is still listed for a while)."""
+
+
+class NoWorker(Unreachable):
+    """Temporal knows the session, but no worker polls its task queue: nothing will move."""

@@ -1,0 +1,352 @@
+"""Reading sessions: one session's status, record row, live state and view; pages of
+sessions (with those Temporal runs that have no record row yet) and of pending approvals.
+
+Part of VigilClient (workers/client.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from vigil.schema import names
+from vigil.schema.payloads import FINAL_STATUSES, SessionResult, SessionState, SessionStatus
+from vigil.workers.client_errors import (
+    BadArgument,
+    NotRecordedYet,
+    NotTakenYet,
+    UnknownSession,
+    Unreachable,
+    VigilError,
+)
+from vigil.workers.client_start import SessionStart
+from vigil.workers.client_views import (
+    RUNNING_STATUSES,
+    STATE_QUERY_SECONDS,
+    STATUSES,
+    UNRECORDED,
+    SessionPage,
+    SessionSummary,
+    SessionView,
+    retried_calls,
+    said_status,
+)
+from vigil.workers.liveness import POLLER_FRESH, is_unreachable
+
+if TYPE_CHECKING:
+    # Imported where they are used: a control command needs Temporal alone, and the
+    # record's modules (SQLAlchemy) would double its start; `reconcile`'s logging
+    # (structlog) would slow every command.
+    from vigil.activities.record import sessions as session_reads
+    from vigil.activities.record import store as record
+    from vigil.workers.reconcile import Reconciled
+
+
+class SessionReads(SessionStart):
+    """Reading sessions (a layer of VigilClient)."""
+
+    async def state(self, session_id: str) -> SessionState:
+        desc = await self._rpc(session_id, self.handle(session_id).describe())
+        return await self._state_of(session_id, desc)
+
+    async def _state_of(self, session_id: str, desc: Any) -> SessionState:
+        """The state query of the session Temporal described as ``desc``."""
+        # A query is answered by a worker, even for an ended session.
+        await self.require_worker(desc.task_queue, what=f"session {session_id} cannot answer")
+        handle = self.handle(session_id)
+        result: SessionState = await self._bounded(
+            session_id, handle.query(names.QUERY_STATE, result_type=SessionState), "query"
+        )
+        return result
+
+    async def result(
+        self,
+        session_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - public API
+    ) -> SessionResult | None:
+        """The session's result once it ends (None when it ended without one: cancel, failure)."""
+        handle = self.temporal.get_workflow_handle(session_id, result_type=SessionResult)
+        try:
+            value: SessionResult = await asyncio.wait_for(
+                self._rpc(session_id, handle.result()), timeout
+            )
+        except VigilError:
+            raise
+        except TimeoutError:
+            raise
+        except Exception:  # cancelled, failed or terminated: the record says how it ended
+            return None
+        return value
+
+    async def status(self, session_id: str) -> str:
+        """The recorded status; falls back to Temporal when the row is not there yet."""
+        from vigil.activities.record import store as record
+
+        async with self.db() as db:
+            row = await record.get_session(db, session_id)
+        if row is not None:
+            return row.status
+        desc = await self._rpc(session_id, self.handle(session_id).describe())
+        return str(desc.status.name).lower() if desc.status else "unknown"
+
+    async def require_session(self, session_id: str) -> record.SessionRow:
+        from vigil.activities.record import store as record
+
+        if "\x00" in session_id:  # PostgreSQL cannot hold it: no session has such an id
+            raise UnknownSession(f"no session with id {session_id!r}")
+        async with self.db() as db:
+            row = await record.get_session(db, session_id)
+        if row is None:
+            # Started but not yet recorded? Temporal knows it, or nobody does; and with no
+            # worker on its queue it never will be.
+            desc = await self._describe_live(
+                session_id, what="session {id} has no record and waits"
+            )
+            if desc.status not in RUNNING_STATUSES:
+                # It ended before any worker recorded it (terminated at once, say): it
+                # never will be; said at once, not waited for.
+                status = said_status(desc.status) if desc.status else "ended"
+                raise UnknownSession(
+                    f"session {session_id!r} ended ({status}) before anything was recorded"
+                )
+            raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
+        return row
+
+    async def require_session_soon(
+        self,
+        session_id: str,
+        timeout: float = 15.0,  # noqa: ASYNC109 - a polling budget
+    ) -> record.SessionRow:
+        """Like require_session, but give a just-started session time to write its row."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                return await self.require_session(session_id)
+            except NotRecordedYet:  # an id nobody knows fails at once
+                if asyncio.get_running_loop().time() > deadline:
+                    raise NotTakenYet(
+                        f"session {session_id} is started but no worker has taken it in "
+                        f"{timeout:.0f} s, although one was seen polling its task queue in "
+                        f"the last {POLLER_FRESH.seconds // 60} minutes (a worker that stopped "
+                        "is listed that long); it waits for one: `vigil doctor` says whether "
+                        "a worker polls"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    async def list_sessions(
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
+    ) -> list[SessionSummary]:
+        """At most ``limit``, newest first; sessions Temporal runs that have no record row
+        yet (no worker has taken their first step) are among them, with status
+        ``unrecorded``, and count against the limit."""
+        if limit < 1:
+            raise BadArgument(f"bad limit {limit}: must be 1 or more")
+        if status == UNRECORDED:
+            return (await self._unrecorded(agent, since, set()))[:limit]
+        page = await self.session_page(
+            agent=agent, status=status, since=since, schedule_id=schedule_id, limit=limit
+        )
+        if status not in (None, SessionStatus.RUNNING.value) or schedule_id is not None:
+            return page.items
+        unrecorded = await self._unrecorded(agent, since, {s.id for s in page.items})
+        merged = sorted([*unrecorded, *page.items], key=lambda s: s.created_at, reverse=True)
+        return merged[:limit]
+
+    async def session_page(
+        self,
+        *,
+        agent: str | None = None,
+        agents: frozenset[str] | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """Sessions newest first, one page; ``next_cursor`` continues after it (stable
+        while new sessions start). ``agents`` limits the list to those agents."""
+        if status is not None and status not in STATUSES:
+            raise BadArgument(f"unknown status {status!r}; one of {', '.join(sorted(STATUSES))}")
+        for value in (agent, schedule_id, cursor):
+            if value is not None and "\x00" in value:
+                raise BadArgument("filters must not contain NUL characters")
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        from vigil.activities.record import sessions as session_reads
+
+        async with self.db() as db:
+            try:
+                page = await session_reads.list_sessions(
+                    db,
+                    agent=agent,
+                    agents=sorted(agents) if agents is not None else None,
+                    status=status,
+                    since=since,
+                    schedule_id=schedule_id,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            except session_reads.BadCursor as exc:
+                raise BadArgument(f"cursor: {exc}") from exc
+        live = await self._temporal_statuses([r.id for r in page.rows])
+        items = [SessionSummary(**asdict(r), temporal_status=live.get(r.id)) for r in page.rows]
+        return SessionPage(items, page.next_cursor)
+
+    async def session_view(self, session_id: str, last: int = 20) -> SessionView:
+        """A session's record, its live state (while it runs and a worker answers) and
+        its ``last`` messages: what `vigil show` and the API's session page show."""
+        row = await self.require_session(session_id)
+        live, unavailable, retrying = None, None, []
+        if row.status not in {s.value for s in FINAL_STATUSES}:
+            # An ended session's query would wait for a worker; a running one's is bounded
+            # and says why it has no answer (no worker, Temporal down). One description
+            # serves the calls Temporal retries and the query's worker check.
+            try:
+                desc = await asyncio.wait_for(
+                    self._rpc(session_id, self.handle(session_id).describe()),
+                    STATE_QUERY_SECONDS,
+                )
+                retrying = retried_calls(desc)
+                live = await asyncio.wait_for(self._state_of(session_id, desc), STATE_QUERY_SECONDS)
+            except VigilError as exc:
+                unavailable = str(exc)
+            except TimeoutError:
+                unavailable = f"no worker answered in {STATE_QUERY_SECONDS:.0f} s"
+        from vigil.activities.record import store as record
+        from vigil.activities.record.archived import archived_transcript
+        from vigil.activities.record.rls import acting_for
+
+        async with acting_for(self.db, row.agent_id) as db:
+            recent = await record.recent_messages(db, session_id, max(0, last))
+        return SessionView(
+            row,
+            live,
+            recent,
+            self.ui_link(session_id),
+            unavailable,
+            archived_transcript(row.metadata),
+            retrying,
+        )
+
+    async def pending_approvals(
+        self,
+        *,
+        agent: str | None = None,
+        agents: frozenset[str] | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+    ) -> session_reads.PendingApprovalPage:
+        """The approvals waiting for a person across sessions, oldest first, one page;
+        ``next_cursor`` continues after it (stable while approvals are decided)."""
+        from vigil.activities.record import sessions as session_reads
+
+        for value in (agent, cursor):
+            if value is not None and "\x00" in value:
+                raise BadArgument("filters must not contain NUL characters")
+        async with self.db() as db:
+            try:
+                return await session_reads.pending_approvals(
+                    db,
+                    agent=agent,
+                    agents=sorted(agents) if agents is not None else None,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            except session_reads.BadCursor as exc:
+                raise BadArgument(f"cursor: {exc}") from exc
+
+    async def _temporal_statuses(self, ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        quoted = ", ".join("'" + i.replace("'", "") + "'" for i in ids[:200])
+        out: dict[str, str] = {}
+        try:
+            async for wf in self.temporal.list_workflows(f"WorkflowId IN ({quoted})"):
+                if wf.id not in out and wf.status is not None:
+                    out[wf.id] = WorkflowExecutionStatus(wf.status).name.lower()
+        except RPCError:
+            return {}
+        except RuntimeError as exc:  # Temporal is down: the record alone still lists
+            if is_unreachable(exc):
+                return dict.fromkeys(ids, "unreachable")
+            raise
+        return out
+
+    async def _unrecorded(
+        self, agent: str | None, since: datetime | None, recorded: set[str]
+    ) -> list[SessionSummary]:
+        """Running sessions Temporal knows whose record row is not written yet (no worker
+        has run their first step): shown, so a session never seems to vanish."""
+        query = (
+            f"WorkflowType = '{names.WORKFLOW_SESSION}' AND ExecutionStatus = 'Running'"
+            + (f" AND {names.SA_AGENT.name} = '{agent.replace(chr(39), '')}'" if agent else "")
+            + (f" AND StartTime >= '{since.isoformat()}'" if since else "")
+        )
+        running: list[Any] = []
+        try:
+            async for wf in self.temporal.list_workflows(query, limit=200):
+                if wf.id not in recorded:
+                    running.append(wf)
+        except RPCError:
+            return []
+        except RuntimeError as exc:
+            if is_unreachable(exc):
+                return []
+            raise
+        if running:
+            from vigil.activities.record import sessions as session_reads
+
+            async with self.db() as db:  # recorded since the page above was read?
+                recorded = recorded | await session_reads.recorded_ids(db, [w.id for w in running])
+        found: list[SessionSummary] = []
+        for wf in running:
+            if wf.id in recorded:
+                continue
+            attrs = wf.typed_search_attributes
+            found.append(
+                SessionSummary(
+                    id=wf.id,
+                    agent_id=attrs.get(names.SA_AGENT) or "?",
+                    goal=attrs.get(names.SA_GOAL) or "",
+                    status=UNRECORDED,
+                    step=0,
+                    created_at=wf.start_time,
+                    updated_at=wf.start_time,
+                    schedule_id=attrs.get(names.SA_SCHEDULE),
+                    temporal_status="running",
+                    recorded=False,
+                )
+            )
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
+
+    async def agent_of(self, session_id: str) -> str | None:
+        """The agent a session belongs to (remembered: a session never changes agent)."""
+        agent = self._agents.get(session_id)
+        if agent is None and "\x00" not in session_id:
+            from vigil.activities.record import store as record
+
+            async with self.db() as db:
+                agent = await record.session_agent(db, session_id)
+            if agent is not None:
+                self._agents[session_id] = agent
+        return agent
+
+    async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
+        """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""
+        from vigil.workers.reconcile import reconcile
+
+        try:
+            return await reconcile(self.temporal, self.db, session_ids=session_ids)
+        except RPCError as exc:
+            raise Unreachable(f"Temporal did not answer: {exc.message}") from exc

@@ -1,0 +1,255 @@
+"""Schedules: a goal started on a cron line or an interval, as Temporal schedules.
+
+Part of VigilClient (workers/client.py), which re-exports every name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio.client import (
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleBackfill,
+    ScheduleDescription,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from vigil.schema import names
+from vigil.schema.payloads import StartSessionInput
+from vigil.workers.client_controls import SessionControls
+from vigil.workers.client_errors import BadArgument, Refused, UnknownSchedule, VigilError
+from vigil.workers.client_start import first_attributes
+from vigil.workers.client_views import SessionSummary
+
+CRON_MEMO = "vigil.cron"
+"""The schedule memo key holding its cron expression as given."""
+
+
+OVERLAP = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer_all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
+    "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+
+
+def _spec_text(cron: str | None, every: timedelta | None, time_zone: str | None) -> str:
+    """When a schedule runs, as a person reads it: its cron line or its interval."""
+    if cron:
+        return f"cron {cron}" + (f" ({time_zone})" if time_zone else "")
+    if every is not None:
+        seconds = int(every.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"every {seconds // size}{unit}"
+        return f"every {seconds}s"
+    return "calendar"
+
+
+def next_runs(desc: ScheduleDescription) -> list[datetime]:
+    """When a schedule runs next: none while it is paused (Temporal still lists the times
+    it would run at)."""
+    return [] if desc.schedule.state.paused else list(desc.info.next_action_times)
+
+
+class ScheduleControls(SessionControls):
+    """Schedules (a layer of VigilClient)."""
+
+    # --- schedules --------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        template: StartSessionInput,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        time_zone: str | None = None,
+        jitter: timedelta | None = None,
+        overlap: str = "skip",
+        catchup_window: timedelta | None = None,
+        paused: bool = False,
+        note: str | None = None,
+    ) -> str:
+        if schedule_id == names.SCHEDULE_RETENTION:
+            raise BadArgument(
+                f"schedule id {schedule_id!r} is vigil's own (the retention sweep, "
+                "`vigil retention set`): choose another"
+            )
+        if (cron is None) == (every is None):
+            raise BadArgument("give exactly one of a cron expression or an interval")
+        if overlap not in OVERLAP:
+            raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
+        # Each run pins the agent's newest version at its start, unless the template pins one.
+        await self.require_agent(template.agent_id, template.agent_version)
+        arg = template.model_copy(
+            update={
+                "schedule_id": schedule_id,
+                "temporal_address": template.temporal_address or self.endpoints().temporal_address,
+            }
+        )
+        spec = ScheduleSpec(
+            cron_expressions=[cron] if cron else [],
+            intervals=[ScheduleIntervalSpec(every=every)] if every else [],
+            time_zone_name=time_zone,
+            jitter=jitter,
+        )
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                names.WORKFLOW_SESSION,
+                arg,
+                id=f"{schedule_id}-run",
+                task_queue=self.settings.task_queue,
+                typed_search_attributes=TypedSearchAttributes(
+                    [
+                        *first_attributes(template.agent_id, template.goal),
+                        SearchAttributePair(names.SA_SCHEDULE, schedule_id),
+                    ]
+                ),
+                memo={
+                    "goal": template.goal,
+                    "agent": template.agent_id,
+                    "schedule": schedule_id,
+                    "spec": _spec_text(cron, every, time_zone),
+                },
+            ),
+            spec=spec,
+            policy=SchedulePolicy(
+                overlap=OVERLAP[overlap],
+                catchup_window=catchup_window or timedelta(minutes=5),
+            ),
+            state=ScheduleState(paused=paused, note=note or f"vigil goal for {template.agent_id}"),
+        )
+        try:
+            # The cron as typed: Temporal describes it back as structured calendars.
+            await self.temporal.create_schedule(
+                schedule_id, schedule, memo={CRON_MEMO: cron} if cron else None
+            )
+        except ScheduleAlreadyRunningError as exc:
+            raise Refused(f"a schedule with id {schedule_id!r} already exists") from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
+                raise BadArgument(
+                    f"could not create schedule {schedule_id!r}: {exc.message}"
+                ) from exc
+            raise VigilError(f"could not create schedule {schedule_id!r}: {exc.message}") from exc
+        return schedule_id
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule with its goal, agent, when it runs, and its next run times."""
+        out: list[dict[str, Any]] = []
+        async for item in await self.temporal.list_schedules():
+            try:
+                desc = await self.temporal.get_schedule_handle(item.id).describe()
+            except RPCError:  # deleted between the listing and now
+                continue
+            action = desc.schedule.action
+            memo: dict[str, Any] = {}
+            if isinstance(action, ScheduleActionStartWorkflow) and action.memo:
+                for key, raw in action.memo.items():
+                    with contextlib.suppress(Exception):
+                        memo[key] = (await self.temporal.data_converter.decode([raw]))[0]
+            spec = desc.schedule.spec
+            every = [i.every for i in spec.intervals]
+            out.append(
+                {
+                    "id": item.id,
+                    "agent": memo.get("agent"),
+                    "goal": memo.get("goal"),
+                    "spec": memo.get("spec")
+                    or _spec_text(
+                        spec.cron_expressions[0] if spec.cron_expressions else None,
+                        every[0] if every else None,
+                        spec.time_zone_name,
+                    ),
+                    "paused": desc.schedule.state.paused,
+                    "next": [t.isoformat() for t in next_runs(desc)[:3]],
+                    "recent": len(desc.info.recent_actions),
+                }
+            )
+        return out
+
+    async def _schedule(self, schedule_id: str, op: Any) -> Any:
+        try:
+            return await op
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownSchedule(f"no schedule with id {schedule_id!r}") from exc
+            raise VigilError(f"Temporal refused: {exc.message}") from exc
+
+    async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> bool:
+        """Pause; False when it already was (nothing changed)."""
+        desc = await self.describe_schedule(schedule_id)
+        if desc.schedule.state.paused:
+            return False
+        await self._schedule(
+            schedule_id, self.temporal.get_schedule_handle(schedule_id).pause(note=note)
+        )
+        return True
+
+    async def unpause_schedule(self, schedule_id: str, note: str = "resumed from vigil") -> bool:
+        """Unpause; False when it was not paused (nothing changed)."""
+        desc = await self.describe_schedule(schedule_id)
+        if not desc.schedule.state.paused:
+            return False
+        await self._schedule(
+            schedule_id, self.temporal.get_schedule_handle(schedule_id).unpause(note=note)
+        )
+        return True
+
+    async def trigger_schedule(self, schedule_id: str) -> str | None:
+        """Ask for one run now; what keeps it from starting, when something does (a run
+        that still runs, under the schedule's overlap policy), else None."""
+        desc = await self.describe_schedule(schedule_id)
+        await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
+        running = [a.workflow_id for a in desc.info.running_actions]
+        overlap = desc.schedule.policy.overlap
+        if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
+            return None
+        policy = overlap.name.lower()
+        outcome = {
+            ScheduleOverlapPolicy.SKIP: "this one does not start",
+            ScheduleOverlapPolicy.BUFFER_ONE: "this one starts once it ends",
+            ScheduleOverlapPolicy.BUFFER_ALL: "this one starts once it ends",
+            ScheduleOverlapPolicy.CANCEL_OTHER: "Temporal cancels it, and this one starts",
+            ScheduleOverlapPolicy.TERMINATE_OTHER: "Temporal terminates it, and this one starts",
+        }.get(overlap, "this one starts as that policy lets it")
+        return f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
+
+    async def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> None:
+        handle = self.temporal.get_schedule_handle(schedule_id)
+        await self._schedule(
+            schedule_id,
+            handle.backfill(
+                ScheduleBackfill(
+                    start_at=start, end_at=end, overlap=ScheduleOverlapPolicy.ALLOW_ALL
+                )
+            ),
+        )
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).delete())
+
+    async def describe_schedule(self, schedule_id: str) -> Any:
+        return await self._schedule(
+            schedule_id, self.temporal.get_schedule_handle(schedule_id).describe()
+        )
+
+    async def schedule_runs(self, schedule_id: str, limit: int = 100) -> list[SessionSummary]:
+        """Every run of a goal: one query on the record (a deleted schedule's runs too)."""
+        runs = await self.list_sessions(schedule_id=schedule_id, limit=limit)
+        if not runs:
+            await self.describe_schedule(schedule_id)  # UnknownSchedule when there is none
+        return runs

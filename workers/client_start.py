@@ -1,0 +1,307 @@
+"""Starting a session: its id, its input and start options, the agent's definition it
+starts with, and what a starter who may not change that definition may not loosen.
+
+Part of VigilClient (workers/client.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from vigil.schema import names
+from vigil.schema.limits import session_input_error, start_error
+from vigil.schema.payloads import (
+    Budget,
+    SessionStatus,
+    StartSessionInput,
+    ToolPolicy,
+    preview,
+)
+from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.workers.client_core import _VigilClientCore
+from vigil.workers.client_errors import BadArgument, Forbidden, SessionIdTaken, UnknownAgent
+from vigil.workers.client_views import StartedSession
+from vigil.workers.telemetry import session_scope
+
+if TYPE_CHECKING:
+    # Imported where they are used: a control command needs Temporal alone, and the
+    # record's modules (SQLAlchemy) would double its start.
+    from vigil.schema.agents import ToolDescriptor
+    from vigil.workers.agents import AgentVersionInfo
+
+
+def _refuse_unknown_tools(
+    agent_id: str, allowed: list[str], found: AgentVersionInfo | None
+) -> None:
+    """An allowed-tools list naming a tool the agent does not have would silently deny it."""
+    offered = [t.name for t in found.tools] if found is not None else sorted(BUILTIN_TOOLS)
+    unknown = [name for name in allowed if name not in offered]
+    if unknown:
+        raise BadArgument(
+            f"allowed tools name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
+            f"does not have; its tools: {', '.join(offered) or 'none'}"
+        )
+
+
+def _gated(tool: ToolDescriptor) -> bool:
+    """Whether the definition has calls of ``tool`` wait for a person, at least some of
+    them (as the session decides: workflows/agents.py ``needs_approval``)."""
+    if tool.approval != "auto":
+        return tool.approval == "always"
+    return bool(tool.approve_when) or tool.effects == "external"
+
+
+def _keep_approval_gates(
+    agent_id: str, require_approval: list[str] | None, found: AgentVersionInfo | None
+) -> None:
+    """A starter's approval list replaces the definition's approval rules for the session;
+    a tool the definition has wait for a person (``approval = "always"``, or ``auto`` with
+    external effects or ``approve_when`` rules) may be left out of it only by whoever may
+    change the definition."""
+    if require_approval is None or found is None:
+        return
+    missing = sorted(t.name for t in found.tools if _gated(t) and t.name not in require_approval)
+    if missing:
+        raise Forbidden(
+            f"agent {agent_id!r} has {', '.join(missing)} wait for a person's approval; "
+            "approve_tools must keep them (only an admin token may start without them)"
+        )
+
+
+_LIMITS = ("max_steps", "max_tokens", "max_cost_usd", "max_seconds")
+"""The budget's limits a starter may set (a lower value narrows the session)."""
+
+
+def _raised_limits(agent_id: str, given: Budget | None, defined: Budget) -> list[str]:
+    """Each limit ``given`` sets above the definition's (or lifts where it has one)."""
+    out = []
+    for name in _LIMITS:
+        if given is None or name not in given.model_fields_set:
+            continue
+        mine, theirs = getattr(given, name), getattr(defined, name)
+        if theirs is not None and (mine is None or mine > theirs):
+            out.append(f"budget.{name}: {mine} is over agent {agent_id!r}'s {theirs}")
+    return out
+
+
+def first_attributes(agent_id: str, goal: str) -> list[SearchAttributePair[Any]]:
+    """The search attributes a session's start sets: what its first run would set itself
+    (agent, status, step, goal as the workflow previews it), so that run sets none of them
+    again (``vigil-start-attributes``)."""
+    return [
+        SearchAttributePair(names.SA_AGENT, agent_id),
+        SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
+        SearchAttributePair(names.SA_STEP, 0),
+        SearchAttributePair(names.SA_GOAL, preview(goal, 1000)),
+    ]
+
+
+class SessionStart(_VigilClientCore):
+    """Starting sessions (a layer of VigilClient)."""
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def ui_base(self) -> str | None:
+        """Temporal UI's base URL: configured, or the embedded dev server's when
+        TEMPORAL_ADDRESS names that server (as the test stack and scripts do). Found once
+        per client, like its endpoints."""
+        return self._ui_base
+
+    @functools.cached_property
+    def _ui_base(self) -> str | None:
+        endpoints = self.endpoints()
+        if endpoints.temporal_ui is not None:
+            return endpoints.temporal_ui
+        info = self.settings.stack_info()
+        port = self.settings.temporal_port
+        embedded = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        if info is not None and info.temporal_address:
+            embedded.add(info.temporal_address)
+        if endpoints.temporal_address in embedded:
+            return f"http://127.0.0.1:{self.settings.temporal_ui_port}"
+        return None
+
+    def ui_link(self, session_id: str) -> str | None:
+        ui = self.ui_base()
+        if ui is None:
+            return None
+        ns = quote(self.settings.temporal_namespace, safe="")
+        return f"{ui}/namespaces/{ns}/workflows/{quote(session_id, safe='')}"
+
+    def new_session_id(self, agent_id: str) -> str:
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in agent_id)[:60]
+        return f"{slug}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    async def start_session(
+        self,
+        agent_id: str,
+        goal: str,
+        *,
+        session_id: str | None = None,
+        budget: Budget | None = None,
+        policy: ToolPolicy | None = None,
+        system_prompt: str | None = None,
+        task_queue: str | None = None,
+        agent_version: int | None = None,
+        allow_undefined: bool | None = None,
+        may_loosen: bool = True,
+        **extra: Any,
+    ) -> StartedSession:
+        """Start a session of ``agent_id``'s definition (its newest version, or
+        ``agent_version``); the settings given here override the definition's. An agent
+        with no definition is refused unless ``allow_undefined`` (or the setting).
+        ``may_loosen`` False (an API token below admin): settings that loosen the
+        definition are refused (:class:`Forbidden`)."""
+        arg = self.start_input(
+            agent_id,
+            goal,
+            budget=budget,
+            policy=policy,
+            system_prompt=system_prompt,
+            agent_version=agent_version,
+            **extra,
+        )
+        found = await self.require_agent(agent_id, agent_version, allow_undefined)
+        if policy is not None and policy.allowed:
+            _refuse_unknown_tools(agent_id, policy.allowed, found)
+        if not may_loosen:
+            self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
+        arg.runtime = await self.resolved_runtime(agent_id, goal, found)
+        sid = session_id or self.new_session_id(agent_id)
+        if session_id is not None and "\x00" in session_id:
+            raise BadArgument("a session id must not contain NUL characters")
+        if session_id is not None:
+            from vigil.activities.record import store as record
+
+            # A session id names one session for good: a new run under an ended session's
+            # id would append to that session's record as if it were the same session.
+            async with self.db() as db:
+                taken = await record.get_session(db, session_id)
+            if taken is not None:
+                raise SessionIdTaken(session_id, agent_id=taken.agent_id, status=taken.status)
+        try:
+            with session_scope(sid, agent_id):
+                await self.temporal.start_workflow(
+                    names.WORKFLOW_SESSION,
+                    arg,
+                    id=sid,
+                    task_queue=task_queue or self.settings.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    **self.start_options(agent_id, goal),
+                )
+        except WorkflowAlreadyStartedError as exc:
+            raise SessionIdTaken(sid) from exc
+        return StartedSession(sid, self.ui_link(sid))
+
+    async def resolved_runtime(
+        self, agent_id: str, goal: str, found: AgentVersionInfo | None
+    ) -> dict[str, Any]:
+        """What the session's first run would resolve itself (``vigil.resolve_agent``),
+        from the definition this start read already plus the agent's webhooks: the start
+        input carries it and the session skips that local activity."""
+        from vigil.activities.agents.runtime import AgentVersions, runtime_of
+        from vigil.activities.hooks.delivery import WebhookTargets
+        from vigil.schema.agents import AgentRuntime
+
+        targets = WebhookTargets(self.db, AgentVersions(self.db))
+        if found is None:
+            runtime = AgentRuntime(agent_id=agent_id, version=None)
+            runtime.webhook_events = await targets.events(agent_id, None, None) or None
+        else:
+            runtime = runtime_of(
+                found.name, found.version, found.content_hash, found.spec, found.tools, goal
+            )
+            runtime.webhook_events = (
+                await targets.events(found.name, found.version, found.spec) or None
+            )
+        return runtime.model_dump(mode="json")
+
+    def start_options(self, agent_id: str, goal: str) -> dict[str, Any]:
+        """What every session's start carries besides its input: memo, search attributes
+        and the UI's summary (update-with-start passes them too: workers/keyed.py)."""
+        return {
+            "memo": {"goal": goal, "agent": agent_id},
+            "search_attributes": TypedSearchAttributes(first_attributes(agent_id, goal)),
+            "static_summary": f"{agent_id}: {goal[:200]}",
+        }
+
+    def start_input(
+        self,
+        agent_id: str,
+        goal: str,
+        *,
+        budget: Budget | None = None,
+        policy: ToolPolicy | None = None,
+        system_prompt: str | None = None,
+        agent_version: int | None = None,
+        **extra: Any,
+    ) -> StartSessionInput:
+        """A session's start input; the settings given override the agent definition's."""
+        from vigil.workers.agents import start_overrides
+
+        too_big = start_error(goal, system_prompt)
+        if too_big is not None:
+            raise BadArgument(f"refused before sending: {too_big}")
+        extra.setdefault("temporal_address", self.endpoints().temporal_address)
+        arg = StartSessionInput(
+            agent_id=agent_id,
+            goal=goal,
+            system_prompt=system_prompt,
+            budget=budget or Budget(),
+            policy=policy or ToolPolicy(),
+            agent_version=agent_version,
+            overrides=start_overrides(budget, policy, system_prompt, set(extra)),
+            **extra,
+        )
+        out_of_range = session_input_error(arg, datetime.now(UTC))
+        if out_of_range is not None:
+            raise BadArgument(f"refused before sending: {out_of_range}")
+        return arg
+
+    def refuse_loosening(
+        self,
+        agent_id: str,
+        found: AgentVersionInfo | None,
+        policy: ToolPolicy | None,
+        budget: Budget | None = None,
+        system_prompt: str | None = None,
+    ) -> None:
+        """For a starter who may not change the definition ``found`` (an API token below
+        admin): :class:`Forbidden` when the start's settings loosen what it holds."""
+        _keep_approval_gates(
+            agent_id, policy.require_approval if policy is not None else None, found
+        )
+        if found is None:
+            return
+        loosened = []
+        if system_prompt is not None and found.spec.system_prompt is not None:
+            loosened.append(f"system_prompt: agent {agent_id!r} defines its system prompt")
+        loosened.extend(_raised_limits(agent_id, budget, found.spec.budget))
+        if loosened:
+            raise Forbidden(
+                "; ".join(loosened) + " (only an admin token may loosen an agent's "
+                "definition at start; lowering a limit is anyone's)"
+            )
+
+    async def require_agent(
+        self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
+    ) -> AgentVersionInfo | None:
+        """The definition a session would start with (None: an undefined agent, allowed)."""
+        from vigil.workers.agents import AgentError, AgentService, KnownVersions
+
+        allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
+        if self._versions is None:
+            self._versions = KnownVersions(self.db)
+        try:
+            return await AgentService(self.db, known=self._versions).require_startable(
+                agent_id, version, allow_undefined=allow
+            )
+        except AgentError as exc:
+            raise UnknownAgent(str(exc)) from None
