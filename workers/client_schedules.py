@@ -228,8 +228,24 @@ class ScheduleControls(SessionControls):
         }.get(overlap, "this one starts as that policy lets it")
         return f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
 
-    async def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> None:
+    async def backfill_schedule(
+        self, schedule_id: str, start: datetime, end: datetime
+    ) -> int | None:
+        """Start the runs the schedule would have started from ``start`` to ``end``, all
+        at once; how many, as far as its timing lets that be counted (``check_backfill``,
+        which refuses an empty window or one of too many runs)."""
+        from vigil.workers.inputs import check_backfill  # inputs imports the client
+
         handle = self.temporal.get_schedule_handle(schedule_id)
+        desc = await self.describe_schedule(schedule_id)
+        spec = desc.schedule.spec
+        cron = (await desc.memo()).get(CRON_MEMO)
+        runs = check_backfill(
+            start,
+            end,
+            every_seconds=spec.intervals[0].every.total_seconds() if spec.intervals else None,
+            cron=str(cron) if cron is not None and not spec.intervals else None,
+        )
         await self._schedule(
             schedule_id,
             handle.backfill(
@@ -238,6 +254,7 @@ class ScheduleControls(SessionControls):
                 )
             ),
         )
+        return runs
 
     async def delete_schedule(self, schedule_id: str) -> None:
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).delete())

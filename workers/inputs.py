@@ -174,6 +174,38 @@ def check_cron(expression: str | None) -> str | None:
     return expression
 
 
+MAX_BACKFILL_RUNS = 100
+"""A backfill starts every run of its window at once (overlap allow_all): more than this
+is refused (backfill shorter windows one after another)."""
+
+
+def check_backfill(
+    start: datetime, end: datetime, *, every_seconds: float | None, cron: str | None
+) -> int | None:
+    """How many runs a backfill of ``start``..``end`` starts, as far as it can be counted
+    (an interval, or a cron whose day fields are all ``*``; None otherwise); BadArgument
+    for an empty window or one of more than MAX_BACKFILL_RUNS runs."""
+    if start >= end:
+        raise BadArgument(
+            f"the backfill window is empty: --from {start.isoformat()} is not before "
+            f"--to {end.isoformat()}"
+        )
+    seconds = (end - start).total_seconds()
+    runs: int | None = None
+    if every_seconds:
+        runs = int(seconds // every_seconds)
+    elif cron is not None and len(fields := cron.split()) == 5 and fields[2:] == ["*"] * 3:
+        minutes, hours = _cron_values(fields[0], 0, 59, ()), _cron_values(fields[1], 0, 23, ())
+        if minutes is not None and hours is not None:
+            runs = int(len(minutes) * len(hours) * seconds // 86400)
+    if runs is not None and runs > MAX_BACKFILL_RUNS:
+        raise BadArgument(
+            f"the backfill window holds about {runs} runs, all started at once: at most "
+            f"{MAX_BACKFILL_RUNS}; backfill shorter windows one after another"
+        )
+    return runs
+
+
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _LONGEST = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 """The most days each month has (February's in a leap year)."""

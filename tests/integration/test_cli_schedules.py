@@ -221,9 +221,17 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
     # A two-day window holds exactly two 03:00 Paris times: two more runs.
     now = datetime.now(UTC).replace(microsecond=0)
     start, end = now - timedelta(days=3), now - timedelta(days=1)
-    cli.vigil.ok(
-        "schedule", "backfill", schedule_id, "--from", start.isoformat(), "--to", end.isoformat()
-    )
+    # A reversed window said "backfilled" and started nothing; one of years started
+    # every run in it at once. Both are refused, and nothing starts.
+    backfill = ("schedule", "backfill", schedule_id)
+    reversed_ = cli.vigil(*backfill, "--from", end.isoformat(), "--to", start.isoformat())
+    assert reversed_.returncode == 2, explain(reversed_)
+    assert "the backfill window is empty" in one_error_line(reversed_)
+    years = cli.vigil(*backfill, "--from", "2000-01-01T00:00:00Z", "--to", start.isoformat())
+    assert years.returncode == 2, explain(years)
+    assert "runs, all started at once: at most 100" in one_error_line(years)
+    done_backfill = cli.vigil.ok(*backfill, "--from", start.isoformat(), "--to", end.isoformat())
+    assert "about 2 runs" in done_backfill.stdout + done_backfill.stderr
     every = runs(cli, schedule_id, 3)
     backfilled = sorted(r["id"] for r in every if r["id"] != triggered["id"])
     expected = []

@@ -99,6 +99,25 @@ def test_a_cron_that_fires_some_day_is_taken(cron: str) -> None:
     assert inputs.schedule_timing(cron=cron, every=None).cron == cron
 
 
+def test_a_backfill_window_is_checked() -> None:
+    """A reversed window said "backfilled" and started nothing; a window of years started
+    every run in it at once (110 sessions on a 2-core machine)."""
+    noon = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    with pytest.raises(BadArgument, match="window is empty"):
+        inputs.check_backfill(noon, noon - timedelta(hours=3), every_seconds=3600, cron=None)
+    with pytest.raises(BadArgument, match="about 1000 runs"):
+        inputs.check_backfill(noon - timedelta(hours=1000), noon, every_seconds=3600, cron=None)
+    with pytest.raises(BadArgument, match="about 288 runs"):
+        inputs.check_backfill(
+            noon - timedelta(days=1), noon, every_seconds=None, cron="*/5 * * * *"
+        )
+    day = noon - timedelta(days=1)
+    assert inputs.check_backfill(day, noon, every_seconds=3600, cron=None) == 24
+    assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9,17 * * *") == 2
+    # Days it cannot count are left to Temporal.
+    assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9 * * MON") is None
+
+
 def test_schedule_ids_and_templates() -> None:
     assert inputs.check_schedule_id("nightly-report.v2") == "nightly-report.v2"
     for bad in ("", "-x", "a/b", "a b", "x" * 201):

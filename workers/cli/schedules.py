@@ -208,13 +208,17 @@ def schedule_backfill(
     """Run the schedule for the times it would have run in a past window."""
     start_dt, end_dt = _parse_since(start_at, "--from"), _parse_since(end_at, "--to")
     assert start_dt is not None and end_dt is not None
-    _schedule_op(
-        schedule_id,
-        "backfilled",
-        lambda c: c.backfill_schedule(schedule_id, start_dt, end_dt),
-        state_dir,
-        as_json,
-    )
+
+    async def go(client: VigilClient) -> None:
+        runs = await client.backfill_schedule(schedule_id, start_dt, end_dt)
+        said = "backfilled" if runs is None else f"backfilled (about {runs} runs)"
+        emit(
+            {"id": schedule_id, "backfilled": True, "runs": runs},
+            as_json,
+            lambda: out.print(f"schedule {schedule_id}: {said}"),
+        )
+
+    run_client(go, state_dir)
 
 
 @schedule_app.command("delete")
