@@ -28,7 +28,7 @@ from vigil.schema import names
 from vigil.schema.payloads import StartSessionInput
 from vigil.workers.client_controls import SessionControls
 from vigil.workers.client_errors import BadArgument, Refused, UnknownSchedule, VigilError
-from vigil.workers.client_start import first_attributes
+from vigil.workers.client_start import first_attributes, refuse_unknown_tools
 from vigil.workers.client_views import SessionSummary
 
 CRON_MEMO = "vigil.cron"
@@ -93,7 +93,11 @@ class ScheduleControls(SessionControls):
         if overlap not in OVERLAP:
             raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
         # Each run pins the agent's newest version at its start, unless the template pins one.
-        await self.require_agent(template.agent_id, template.agent_version)
+        found = await self.require_agent(template.agent_id, template.agent_version)
+        if template.policy.require_approval:
+            refuse_unknown_tools(
+                template.agent_id, template.policy.require_approval, found, "tools to approve"
+            )
         arg = template.model_copy(
             update={
                 "schedule_id": schedule_id,

@@ -37,15 +37,17 @@ if TYPE_CHECKING:
     from vigil.workers.agents import AgentVersionInfo
 
 
-def _refuse_unknown_tools(
-    agent_id: str, allowed: list[str], found: AgentVersionInfo | None
+def refuse_unknown_tools(
+    agent_id: str, listed: list[str], found: AgentVersionInfo | None, what: str = "allowed tools"
 ) -> None:
-    """An allowed-tools list naming a tool the agent does not have would silently deny it."""
+    """A list of tools naming one the agent does not have: an allowed-tools list would
+    silently deny it, an approval list (which replaces the definition's rules) silently
+    leave every tool unasked."""
     offered = [t.name for t in found.tools] if found is not None else sorted(BUILTIN_TOOLS)
-    unknown = [name for name in allowed if name not in offered]
+    unknown = [name for name in listed if name not in offered]
     if unknown:
         raise BadArgument(
-            f"allowed tools name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
+            f"{what} name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
             f"does not have; its tools: {', '.join(offered) or 'none'}"
         )
 
@@ -170,7 +172,9 @@ class SessionStart(_VigilClientCore):
         )
         found = await self.require_agent(agent_id, agent_version, allow_undefined)
         if policy is not None and policy.allowed:
-            _refuse_unknown_tools(agent_id, policy.allowed, found)
+            refuse_unknown_tools(agent_id, policy.allowed, found)
+        if policy is not None and policy.require_approval:
+            refuse_unknown_tools(agent_id, policy.require_approval, found, "tools to approve")
         if not may_loosen:
             self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
         arg.runtime = await self.resolved_runtime(agent_id, goal, found)

@@ -94,3 +94,37 @@ def test_a_control_token_cannot_drop_the_approvals_a_tool_gets_by_its_effects(
             "/v1/sessions", json={"agent": name, "goal": goal, "approve_tools": ["http_fetch"]}
         )
         assert kept.status_code == 201, kept.text
+
+
+def test_an_approval_list_naming_a_tool_the_agent_lacks_is_refused(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """An approval list replaces the definition's rules: one whose only name is a typo
+    left every tool unasked, for an admin (who may loosen) without a word. A name the
+    agent has no tool for is refused, as in an allowed-tools list."""
+    name = f"typo-{uuid.uuid4().hex[:8]}"
+    spec = f"name: {name}\ntools:\n  - name: write_artifact\n    approval: always\n"
+    goal = cli.plan(Reply.text("hello"))
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        applied = admin.post(
+            "/v1/agents", content=spec, headers={"Content-Type": "application/yaml"}
+        )
+        assert applied.status_code == 201, applied.text
+        started = admin.post(
+            "/v1/sessions", json={"agent": name, "goal": goal, "approve_tools": ["wirte_artifact"]}
+        )
+        scheduled = admin.post(
+            "/v1/schedules",
+            json={
+                "id": f"typo-{uuid.uuid4().hex[:8]}",
+                "agent": name,
+                "goal": "g",
+                "every": "1h",
+                "paused": True,
+                "require_approval": ["wirte_artifact"],
+            },
+        )
+    for refused in (started, scheduled):
+        assert refused.status_code == 422, refused.text
+        message = refused.json()["error"]["message"]
+        assert "'wirte_artifact'" in message and "write_artifact" in message, message
