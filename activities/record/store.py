@@ -74,6 +74,9 @@ class SessionRow:
     updated_at: datetime
     finished_at: datetime | None
     metadata: dict[str, Any]
+    agent_version: int | None = None
+    """The version of its agent's definition the session runs (None: an agent without
+    one, or a read that does not carry it, as the model call's context read)."""
 
 
 def _jsonb(value: Any) -> str | None:
@@ -260,7 +263,7 @@ _OTHER_END = (
 
 _SESSION_COLUMNS = (
     "id, agent_id, goal, status, step, run_count, schedule_id, tokens_in, tokens_out, "
-    "cost_usd, summary, created_at, updated_at, finished_at, metadata"
+    "cost_usd, summary, created_at, updated_at, finished_at, metadata, agent_version"
 )
 
 
@@ -268,7 +271,7 @@ _GET_SESSION = sql(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id")
 
 
 def _session(row: Any) -> SessionRow:
-    data = {name: row[name] for name in SessionRow.__dataclass_fields__}
+    data = {name: row[name] for name in SessionRow.__dataclass_fields__ if name in row}
     data["cost_usd"] = float(data["cost_usd"])
     data["metadata"] = from_jsonb(data["metadata"]) or {}
     return SessionRow(**data)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
-from tests.support.api_sessions import api_for, define
+from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.llm_stub import Reply
 from vigil.workers.tokens import Scope
 
@@ -128,3 +128,26 @@ def test_an_approval_list_naming_a_tool_the_agent_lacks_is_refused(
         assert refused.status_code == 422, refused.text
         message = refused.json()["error"]["message"]
         assert "'wirte_artifact'" in message and "write_artifact" in message, message
+
+
+def test_a_session_says_which_version_of_its_agent_it_runs(cli: CLIStack, api: ApiServer) -> None:
+    """The record kept the agent version a session runs (a redirect moves it), but neither
+    the API's session page nor `vigil show --json` said it."""
+    name = f"versioned-{uuid.uuid4().hex[:8]}"
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        for prompt in ("First. {goal}", "Second. {goal}"):
+            spec = f'name: {name}\nsystem_prompt: "{prompt}"\n'
+            applied = admin.post(
+                "/v1/agents", content=spec, headers={"Content-Type": "application/yaml"}
+            )
+            assert applied.status_code == 201, applied.text
+        started = admin.post(
+            "/v1/sessions", json={"agent": name, "goal": cli.plan(Reply.text("done"))}
+        )
+        assert started.status_code == 201, started.text
+        sid = started.json()["id"]
+        wait_status(admin, sid, "completed")
+        page = admin.get(f"/v1/sessions/{sid}").json()["session"]
+    assert page["agent_version"] == 2, page
+    shown = cli.vigil.json("show", sid)["session"]
+    assert shown["agent_version"] == 2, shown

@@ -112,6 +112,9 @@ class SessionRecord(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     metadata: dict[str, Any]
+    agent_version: int | None = None
+    """The version of the agent's definition the session runs (a redirect moves it);
+    null for an agent without a definition."""
 
 
 class Message(BaseModel):
@@ -207,6 +210,7 @@ def record_of(row: SessionRow) -> SessionRecord:
         updated_at=row.updated_at,
         finished_at=row.finished_at,
         metadata=row.metadata,
+        agent_version=row.agent_version,
     )
 
 
