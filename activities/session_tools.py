@@ -203,6 +203,9 @@ class SessionTools(SessionRecords):
             "artifact_sha256": sha,
             "data": data,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            # An attempt past the first may have run the tool before (a lost worker, an
+            # outage as its answer was written): the record says which one answered.
+            "attempt": activity.info().attempt if activity.in_activity() else 1,
         }
         return ToolAnswer(
             output=RunToolOutput(

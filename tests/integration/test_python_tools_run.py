@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from tests.support import py_tools
+from tests.support.sessions import events
 from tests.support.tool_calls import ToolCaller, model_asked, recorded, tool_caller
 from vigil.activities.artifacts.registry import get_artifact
 from vigil.schema import names
@@ -95,6 +96,10 @@ async def test_tool_retry_runs_again_with_the_same_idempotency_key(
     attempts = [line.split() for line in journal.read_text().splitlines()]
     key = f"vigil:{call.session_id}:1:0"
     assert attempts == [["1", key], ["2", key], ["3", key]]
+    # The record says which attempt answered: one past the first may have run the tool
+    # before (a worker lost, PostgreSQL away as its answer was written).
+    (called,) = await events(sessionmaker, call.session_id, "tool_call")
+    assert called.payload["attempt"] == 3, called.payload
 
 
 async def test_retries_stop_at_max_attempts_from_the_agent_file(
