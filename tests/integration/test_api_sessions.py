@@ -117,6 +117,13 @@ def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent:
             "/v1/sessions", json={"agent": agent, "goal": "g", "budget": {"max_steps": 0}}
         )
         assert bad_budget.status_code == 422
+        # A count given as true or as a string was taken (true as 1: the session ended at
+        # its first step), where other wrong types are refused.
+        for count in (True, "3", 2.5):
+            coerced = http.post(
+                "/v1/sessions", json={"agent": agent, "goal": "g", "budget": {"max_steps": count}}
+            )
+            assert coerced.status_code == 422, (count, coerced.text)
         for unknown in (
             {"budgett": {"max_steps": 1}},
             {"budget": {"max_stepz": 1}},

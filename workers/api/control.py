@@ -52,7 +52,7 @@ class MessageRequest(RequestBody):
 
 class RedirectRequest(RequestBody):
     goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
-    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
     """Also move the session to this version of its agent's definition."""
 
 

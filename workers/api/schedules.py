@@ -45,9 +45,9 @@ class ScheduleCreate(BaseModel):
     catchup: Duration | None = None
     overlap: inputs.OverlapName = "skip"
     paused: bool = False
-    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
     """Pin this version of the agent; each run takes the newest otherwise."""
-    max_steps: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     require_approval: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=100
     )

@@ -36,8 +36,8 @@ class StartBudget(RequestBody):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    max_steps: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT, strict=True)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT, strict=True)
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_seconds: float | None = Field(default=None, gt=0, le=MAX_BUDGET_SECONDS)
     """At most 100 years."""
@@ -46,7 +46,7 @@ class StartBudget(RequestBody):
 class StartOptions(RequestBody):
     """How a session starts, beyond its agent and goal (as `vigil start`'s options)."""
 
-    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
     """That version of the agent's definition (the newest by default)."""
     system_prompt: str | None = Field(default=None, max_length=2 * MAX_HUMAN_TEXT)
     budget: StartBudget | None = None
