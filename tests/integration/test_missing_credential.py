@@ -134,13 +134,7 @@ async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
         )
         assert stub.requests == []
         # `vigil show` and the API's session page say why the session does not move.
-        vigil = await VigilClient.connect(settings)
-        try:
-            view = await until(
-                lambda: _retrying(vigil, handle.id), within=30, what="show's retrying line"
-            )
-        finally:
-            await vigil.close()
+        view = await retrying_shown(settings, handle.id)
         # From the CLI: one with the stack's state folder (its payload keys), and one
         # without any keys, which cannot read the live state but shows the rest.
         shown_by_cli, keyless = await asyncio.gather(
@@ -172,8 +166,18 @@ async def test_a_connection_this_worker_lacks_waits_for_a_worker_that_has_it(
     assert stub.requests
 
 
-async def _retrying(vigil: VigilClient, session_id: str) -> list[str]:
-    return (await vigil.session_view(session_id)).retrying
+async def retrying_shown(settings: Settings, session_id: str) -> list[str]:
+    """The calls `vigil show` and the API's session page say Temporal retries, once there
+    are some."""
+    vigil = await VigilClient.connect(settings)
+
+    async def retrying() -> list[str]:
+        return (await vigil.session_view(session_id)).retrying
+
+    try:
+        return await until(retrying, within=30, what="show's retrying line")
+    finally:
+        await vigil.close()
 
 
 def _show_json(
@@ -255,13 +259,7 @@ async def test_a_low_latency_call_moves_to_a_worker_that_has_the_connection(
                 what="the call waiting as a regular activity",
             )
             assert stub.requests == []
-            vigil = await VigilClient.connect(settings)
-            try:
-                view = await until(
-                    lambda: _retrying(vigil, handle.id), within=30, what="show's retrying line"
-                )
-            finally:
-                await vigil.close()
+            view = await retrying_shown(settings, handle.id)
             # A worker with the connection joins the queue (with a client of its own, as
             # a process would have).
             other = await connect(settings, runtime=Runtime(telemetry=TelemetryConfig()))
