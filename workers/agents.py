@@ -250,6 +250,7 @@ class AgentService:
         }
         described: list[LoadedAgent] = []
         errors: list[AgentFileError] = []
+        again: set[str] = set()  # unchanged files described again (stored over their match)
         for agent in loaded:
             if agent.spec.name in kept:
                 if not agent.spec.mcp_servers:
@@ -260,6 +261,7 @@ class AgentService:
                     with contextlib.suppress(AgentFileError):
                         agent = describe(agent, await self._sources(agent))
                         kept.discard(agent.spec.name)
+                        again.add(agent.spec.name)
                 described.append(agent)
                 continue
             try:
@@ -269,12 +271,15 @@ class AgentService:
         if errors:
             raise InvalidAgentFiles(errors)
         async with self.db.begin() as db:
-            applied = [
-                await self._keep(db, a, newest[a.spec.name])
-                if a.spec.name in kept
-                else await self._store(db, a, by)
-                for a in described
-            ]
+            applied = []
+            for a in described:
+                if a.spec.name in kept:
+                    applied.append(await self._keep(db, a, newest[a.spec.name]))
+                    continue
+                if a.spec.name in again:
+                    # A version applied meanwhile is not undone by the older file.
+                    await self._keep(db, a, newest[a.spec.name])
+                applied.append(await self._store(db, a, by))
         return [
             dataclasses.replace(done, warnings=self._warnings(agent.spec))
             for done, agent in zip(applied, described, strict=True)
@@ -285,9 +290,12 @@ class AgentService:
         if self.connections is None:
             return []
         known = ", ".join(sorted(self.connections))
+        said = {
+            "connection": "each call waits for a worker that has it",
+            "fallback": "a worker without it keeps calls on the first connection",
+        }
         return [
-            f"model {role} {name!r} is not configured here (known: {known}): each call "
-            "waits for a worker that has it"
+            f"model {role} {name!r} is not configured here (known: {known}): {said[role]}"
             for role, name in (
                 ("connection", spec.model.connection),
                 ("fallback", spec.model.fallback),

@@ -249,6 +249,7 @@ class ScheduleControls(SessionControls):
             end,
             every_seconds=spec.intervals[0].every.total_seconds() if spec.intervals else None,
             cron=str(cron) if cron is not None and not spec.intervals else None,
+            time_zone=spec.time_zone_name or None,
         )
         await self._schedule(
             schedule_id,

@@ -180,29 +180,78 @@ is refused (backfill shorter windows one after another)."""
 
 
 def check_backfill(
-    start: datetime, end: datetime, *, every_seconds: float | None, cron: str | None
+    start: datetime,
+    end: datetime,
+    *,
+    every_seconds: float | None,
+    cron: str | None,
+    time_zone: str | None = None,
 ) -> int | None:
     """How many runs a backfill of ``start``..``end`` starts, as far as it can be counted
-    (an interval, or a cron whose day fields are all ``*``; None otherwise); BadArgument
-    for an empty window or one of more than MAX_BACKFILL_RUNS runs."""
+    (an interval, or a cron of five fields or a macro, in ``time_zone``; None otherwise);
+    BadArgument for an empty window or one of more than MAX_BACKFILL_RUNS runs."""
     if start >= end:
         raise BadArgument(
             f"the backfill window is empty: --from {start.isoformat()} is not before "
             f"--to {end.isoformat()}"
         )
-    seconds = (end - start).total_seconds()
     runs: int | None = None
+    many = ""
     if every_seconds:
-        runs = int(seconds // every_seconds)
-    elif cron is not None and len(fields := cron.split()) == 5 and fields[2:] == ["*"] * 3:
-        minutes, hours = _cron_values(fields[0], 0, 59, ()), _cron_values(fields[1], 0, 23, ())
-        if minutes is not None and hours is not None:
-            runs = int(len(minutes) * len(hours) * seconds // 86400)
+        runs = int((end - start).total_seconds() // every_seconds)
+        many = f"about {runs}"
+    elif cron is not None:
+        runs = _cron_runs(cron, start, end, time_zone)
+        many = f"more than {MAX_BACKFILL_RUNS}"  # counted only that far
     if runs is not None and runs > MAX_BACKFILL_RUNS:
         raise BadArgument(
-            f"the backfill window holds about {runs} runs, all started at once: at most "
+            f"the backfill window holds {many} runs, all started at once: at most "
             f"{MAX_BACKFILL_RUNS}; backfill shorter windows one after another"
         )
+    return runs
+
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+
+
+def _cron_runs(cron: str, start: datetime, end: datetime, time_zone: str | None) -> int | None:
+    """The times of ``cron`` from ``start`` (inclusive) to ``end`` (exclusive), read in
+    ``time_zone`` (UTC when unset); None for a cron this does not read. Past
+    MAX_BACKFILL_RUNS it stops counting (the answer is then just over it)."""
+    fields = _MACROS.get(cron.strip().lower(), cron).split()
+    if len(fields) != 5:
+        return None
+    minutes = _cron_values(fields[0], 0, 59, ())
+    hours = _cron_values(fields[1], 0, 23, ())
+    days = _cron_values(fields[2], 1, 31, ())
+    months = _cron_values(fields[3], 1, 12, _MONTHS)
+    weekdays = _cron_values(fields[4], 0, 7, _WEEKDAYS)
+    if None in (minutes, hours, days, months, weekdays):
+        return None
+    assert minutes and hours and days and months and weekdays
+    sundays = {0, 7} & weekdays
+    either = fields[2] not in ("*", "?") and fields[4] not in ("*", "?")  # cron's OR
+    zone = ZoneInfo(time_zone) if time_zone else UTC
+    first, last = start.astimezone(zone), end.astimezone(zone)
+    times = sorted((h, m) for h in hours for m in minutes)
+    runs, day = 0, first.date()
+    while day <= last.date() and runs <= MAX_BACKFILL_RUNS:
+        weekday = day.isoweekday() % 7
+        on_day, on_weekday = day.day in days, weekday in weekdays or (weekday == 0 and sundays)
+        if day.month in months and ((on_day or on_weekday) if either else on_day and on_weekday):
+            for hour, minute in times:
+                at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+                runs += first <= at < last
+        day += timedelta(days=1)
     return runs
 
 
@@ -231,12 +280,13 @@ def _cron_values(field: str, low: int, high: int, names: tuple[str, ...]) -> set
         upper = text.upper()
         if upper in names:
             return names.index(upper) + low
-        return int(text) if text.isdigit() else None
+        return int(text) if text.isascii() and text.isdigit() else None
 
     values: set[int] = set()
     for item in field.split(","):
         span, _, step_text = item.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        digits = step_text.isascii() and step_text.isdigit()
+        step = int(step_text) if digits and int(step_text) > 0 else None
         if step_text and step is None:
             return None
         if span == "*":

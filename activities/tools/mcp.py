@@ -203,25 +203,25 @@ class McpServers:
         if tool in await self._listed(conn):
             return conn
         limit = self._start_limit(spec)
-        try:
-            async with asyncio.timeout(limit):
-                if tool in await self._listed(conn, again=True):
-                    return conn
-                if spec.command and conn.started_for != tool:
-                    # Not while a call runs on it: started again once they have ended.
+        if tool in await self._listed(conn, again=True):
+            return conn
+        if spec.command and conn.started_for != tool:
+            try:
+                # Not while a call runs on it: started again once they have ended.
+                async with asyncio.timeout(limit):
                     while conn.calls:
                         await conn.idle.wait()
-                    log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
-                    await self._reset(conn)
-                    conn = await self.connection(spec)
-                    conn.started_for = tool
-                    if tool in await self._listed(conn):
-                        return conn
-        except TimeoutError:
-            raise ToolFailed(
-                f"MCP server {spec.name} did not list {tool!r} within {limit:g}s (a restart "
-                "for it waits for the calls running on the server to end)"
-            ) from None
+            except TimeoutError:
+                raise ToolFailed(
+                    f"MCP server {spec.name} does not list {tool!r}, and the calls running "
+                    f"on it did not end within {limit:g}s for it to be started again"
+                ) from None
+            log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
+            await self._reset(conn)
+            conn = await self.connection(spec)  # within its own start limit
+            conn.started_for = tool
+            if tool in await self._listed(conn):  # within its own limit
+                return conn
         shown = ", ".join(sorted(conn.listed or ())) or "none"
         raise ToolFailed(f"MCP server {spec.name} has no tool {tool!r} (it lists: {shown})")
 

@@ -176,6 +176,9 @@ class McpConnection:
             ) from None
         except ToolFailed:
             raise
+        except asyncio.CancelledError:
+            await self.close()  # a start cut short leaves no server behind
+            raise
         except Exception as exc:
             await self.close()
             raise ToolFailed(

@@ -162,7 +162,7 @@ def test_a_control_token_cannot_start_without_the_definitions_approvals(
             assert "http_fetch" in r.json()["error"]["message"]
         kept = http.post(
             "/v1/sessions",
-            json={"agent": agent, "goal": goal, "approve_tools": ["http_fetch", "remember"]},
+            json={"agent": agent, "goal": goal, "approve_tools": ["http_fetch", "finish"]},
         )
         assert kept.status_code == 201, kept.text  # adding to the gates is anyone's
     with api.client(api.token(Scope.ADMIN)) as admin:
@@ -170,3 +170,18 @@ def test_a_control_token_cannot_start_without_the_definitions_approvals(
             "/v1/sessions", json={"agent": agent, "goal": goal, "approve_tools": []}
         )
         assert ungated.status_code == 201, ungated.text
+
+
+def test_a_keyed_start_naming_a_tool_the_agent_lacks_is_refused(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """As a start's: an approval list whose only name is a typo would leave every tool of
+    the key's session unasked."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "keyed-typo")
+        r = admin.post(
+            f"/v1/agents/{agent}/keys/k1/messages",
+            json={"text": "hi", "approve_tools": ["htp_fetch"]},
+        )
+    assert r.status_code == 422, r.text
+    assert "'htp_fetch'" in r.json()["error"]["message"], r.text

@@ -99,6 +99,12 @@ def test_a_cron_that_fires_some_day_is_taken(cron: str) -> None:
     assert inputs.schedule_timing(cron=cron, every=None).cron == cron
 
 
+@pytest.mark.parametrize("cron", ["0 2 \u00b2 * *", "0 2 31/\u00b2 2 *"])
+def test_a_cron_with_digits_that_are_not_ascii_is_left_to_temporal(cron: str) -> None:
+    """'\u00b2' is a digit to str.isdigit, not to int: the check raised ValueError (a 500)."""
+    assert inputs.schedule_timing(cron=cron, every=None).cron == cron
+
+
 def test_a_backfill_window_is_checked() -> None:
     """A reversed window said "backfilled" and started nothing; a window of years started
     every run in it at once (110 sessions on a 2-core machine)."""
@@ -107,15 +113,27 @@ def test_a_backfill_window_is_checked() -> None:
         inputs.check_backfill(noon, noon - timedelta(hours=3), every_seconds=3600, cron=None)
     with pytest.raises(BadArgument, match="about 1000 runs"):
         inputs.check_backfill(noon - timedelta(hours=1000), noon, every_seconds=3600, cron=None)
-    with pytest.raises(BadArgument, match="about 288 runs"):
+    with pytest.raises(BadArgument, match="more than 100 runs"):
         inputs.check_backfill(
             noon - timedelta(days=1), noon, every_seconds=None, cron="*/5 * * * *"
         )
     day = noon - timedelta(days=1)
     assert inputs.check_backfill(day, noon, every_seconds=3600, cron=None) == 24
     assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9,17 * * *") == 2
-    # Days it cannot count are left to Temporal.
-    assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9 * * MON") is None
+    # Macros and days of the week are counted too (2026-12-05 is a Saturday).
+    with pytest.raises(BadArgument, match="more than 100 runs"):
+        inputs.check_backfill(noon - timedelta(days=5), noon, every_seconds=None, cron="@hourly")
+    weeks = noon - timedelta(weeks=4)
+    assert inputs.check_backfill(weeks, noon, every_seconds=None, cron="0 9 * * MON") == 4
+    assert inputs.check_backfill(weeks, noon, every_seconds=None, cron="@weekly") == 4
+    # In the schedule's time zone: 03:00 in Paris is 02:00 UTC in winter.
+    paris = inputs.check_backfill(
+        noon - timedelta(hours=10), noon - timedelta(hours=9, minutes=30),
+        every_seconds=None, cron="0 3 * * *", time_zone="Europe/Paris",
+    )  # fmt: skip
+    assert paris == 1
+    # A cron it does not read is left to Temporal.
+    assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9 L * *") is None
 
 
 def test_schedule_ids_and_templates() -> None:

@@ -45,8 +45,9 @@ PREFIX = "/v1"
 UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
 """Routes whose bodies stream to the object store, outside the body cap."""
 
-FREE_QUERY_ENDPOINTS = (hooks.fire_trigger,)
-"""Routes that take any query string: signed trigger deliveries, whose senders may add
+FREE_QUERY_ENDPOINTS = (hooks.fire_trigger, metrics.metrics)
+"""Routes that take any query string: the metrics a scraper may ask with parameters of its
+own, and signed trigger deliveries, whose senders may add
 query strings of their own (the signature covers the body, and a refused delivery is
 lost). Every other route refuses a query parameter it does not declare."""
 

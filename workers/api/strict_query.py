@@ -19,6 +19,10 @@ from pydantic import BaseModel
 
 from vigil.workers.api.errors import INVALID, ApiError
 
+CLIENTS_ADD = frozenset({"_", "lastEventId"})
+"""Parameters clients add on their own, taken on every route and ignored: a cache-buster
+(``_``) and the last event id an EventSource polyfill sends when it reconnects."""
+
 MAX_NAME_CHARS = 100
 """An unknown name is quoted up to this length (the rest is elided)."""
 
@@ -69,7 +73,11 @@ def refuse_unknown_query(
         if not isinstance(route, APIRoute) or route.endpoint in free:
             return
         declared = _route_query(route)
-        unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in declared]
+        unknown = [
+            k
+            for k in dict.fromkeys(request.query_params.keys())
+            if k not in declared and k not in CLIENTS_ADD
+        ]
         if not unknown:
             return
         plural = "s" if len(unknown) > 1 else ""
