@@ -27,9 +27,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from vigil.schema import names
 from vigil.schema.payloads import StartSessionInput
 from vigil.workers.client_controls import SessionControls
-from vigil.workers.client_errors import BadArgument, Refused, UnknownSchedule, VigilError
+from vigil.workers.client_errors import (
+    BadArgument,
+    Refused,
+    UnknownSchedule,
+    Unreachable,
+    VigilError,
+)
 from vigil.workers.client_start import first_attributes, refuse_unknown_tools
 from vigil.workers.client_views import SessionSummary
+from vigil.workers.liveness import is_unreachable
 
 CRON_MEMO = "vigil.cron"
 """The schedule memo key holding its cron expression as given."""
@@ -94,10 +101,7 @@ class ScheduleControls(SessionControls):
             raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
         # Each run pins the agent's newest version at its start, unless the template pins one.
         found = await self.require_agent(template.agent_id, template.agent_version)
-        if template.policy.require_approval:
-            refuse_unknown_tools(
-                template.agent_id, template.policy.require_approval, found, "tools to approve"
-            )
+        refuse_unknown_tools(template.agent_id, template.policy, found)
         arg = template.model_copy(
             update={
                 "schedule_id": schedule_id,
@@ -144,6 +148,8 @@ class ScheduleControls(SessionControls):
         except ScheduleAlreadyRunningError as exc:
             raise Refused(f"a schedule with id {schedule_id!r} already exists") from exc
         except RPCError as exc:
+            if is_unreachable(exc):
+                raise Unreachable(self.temporal_down()) from None
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
                 raise BadArgument(
                     f"could not create schedule {schedule_id!r}: {exc.message}"
@@ -191,6 +197,8 @@ class ScheduleControls(SessionControls):
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise UnknownSchedule(f"no schedule with id {schedule_id!r}") from exc
+            if is_unreachable(exc):
+                raise Unreachable(self.temporal_down()) from None
             raise VigilError(f"Temporal refused: {exc.message}") from exc
 
     async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> bool:

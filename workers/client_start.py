@@ -38,18 +38,24 @@ if TYPE_CHECKING:
 
 
 def refuse_unknown_tools(
-    agent_id: str, listed: list[str], found: AgentVersionInfo | None, what: str = "allowed tools"
+    agent_id: str, policy: ToolPolicy | None, found: AgentVersionInfo | None
 ) -> None:
-    """A list of tools naming one the agent does not have: an allowed-tools list would
-    silently deny it, an approval list (which replaces the definition's rules) silently
-    leave every tool unasked."""
+    """A policy's list of tools naming one the agent does not have: an allowed-tools list
+    would silently deny it, an approval list (which replaces the definition's rules)
+    silently leave every tool unasked."""
+    if policy is None:
+        return
     offered = [t.name for t in found.tools] if found is not None else sorted(BUILTIN_TOOLS)
-    unknown = [name for name in listed if name not in offered]
-    if unknown:
-        raise BadArgument(
-            f"{what} name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
-            f"does not have; its tools: {', '.join(offered) or 'none'}"
-        )
+    for what, listed in (
+        ("allowed tools", policy.allowed),
+        ("tools to approve", policy.require_approval),
+    ):
+        unknown = [name for name in listed or () if name not in offered]
+        if unknown:
+            raise BadArgument(
+                f"{what} name {', '.join(map(repr, unknown))}, which agent {agent_id!r} "
+                f"does not have; its tools: {', '.join(offered) or 'none'}"
+            )
 
 
 def _gated(tool: ToolDescriptor) -> bool:
@@ -171,10 +177,7 @@ class SessionStart(_VigilClientCore):
             **extra,
         )
         found = await self.require_agent(agent_id, agent_version, allow_undefined)
-        if policy is not None and policy.allowed:
-            refuse_unknown_tools(agent_id, policy.allowed, found)
-        if policy is not None and policy.require_approval:
-            refuse_unknown_tools(agent_id, policy.require_approval, found, "tools to approve")
+        refuse_unknown_tools(agent_id, policy, found)
         if not may_loosen:
             self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
         arg.runtime = await self.resolved_runtime(agent_id, goal, found)

@@ -127,11 +127,7 @@ async def message_by_key(
         client.refuse_loosening(
             agent_id, found, start.get("policy"), start.get("budget"), start.get("system_prompt")
         )
-    policy = start.get("policy")
-    if policy is not None and policy.allowed:
-        refuse_unknown_tools(agent_id, policy.allowed, found)
-    if policy is not None and policy.require_approval:
-        refuse_unknown_tools(agent_id, policy.require_approval, found, "tools to approve")
+    refuse_unknown_tools(agent_id, start.get("policy"), found)
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none,
     # or (``queue_without_worker``) leave the message with Temporal for the next worker.

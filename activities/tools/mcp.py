@@ -202,10 +202,10 @@ class McpServers:
         conn = await self.connection(spec)
         if tool in await self._listed(conn):
             return conn
-        limit = self._start_limit(spec)
         if tool in await self._listed(conn, again=True):
             return conn
         if spec.command and conn.started_for != tool:
+            limit = self._start_limit(spec)
             try:
                 # Not while a call runs on it: started again once they have ended.
                 async with asyncio.timeout(limit):

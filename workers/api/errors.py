@@ -169,14 +169,8 @@ def _away(request: Request, exc: BaseException) -> str | None:
     outage = outage_of(exc)
     if outage is not None:
         return outage.message  # it names the part
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:  # what it was raised from
-        if is_unreachable(current):
-            settings = request.app.state.settings
-            return temporal_down(settings.endpoints().temporal_address)
-        seen.add(id(current))
-        current = current.__cause__
+    if is_unreachable(exc):  # as the client's plain_errors says it
+        return temporal_down(request.app.state.settings.endpoints().temporal_address)
     return None
 
 
@@ -192,12 +186,8 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(VigilError)
-    async def _vigil_error(request: Request, exc: VigilError) -> JSONResponse:
+    async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
         status, code = vigil_status(exc)
-        away = _away(request, exc) if code == INVALID else None
-        if away is not None:  # said as Temporal's refusal, but Temporal was not there
-            log.warning("%s %s: %s", request.method, request.url.path, away)
-            return error_response(503, UNAVAILABLE, away)
         if isinstance(exc, SessionIdTaken):  # whose session holds it is not said here
             return error_response(status, code, exc.message(reveal=False))
         return error_response(status, code, str(exc))
