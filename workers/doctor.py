@@ -175,15 +175,64 @@ async def run_checks(settings: Settings) -> list[Check]:
     temporal = _temporal(settings) if keys[0].ok else asyncio.sleep(0, result=[])
     results = await asyncio.gather(temporal, _postgres(settings))
     artifacts = await asyncio.to_thread(_artifacts, settings)
+    # Agent definitions are read only from a database that answered at its head.
+    tools = await _mcp_commands(settings) if all(c.ok for c in results[1]) else []
     return [
         *_profile(settings),
         *results[0],
         *keys,
         *results[1],
         *artifacts,
+        *tools,
         *_models(settings),
         *_telemetry(settings),
     ]
+
+
+async def _mcp_commands(settings: Settings) -> list[Check]:
+    """Whether the stdio MCP servers of every agent's newest version can be started here:
+    each command found as a worker on this host would start it (a bare ``python`` is the
+    worker's own). Workers and the API on other hosts resolve them on theirs."""
+    import shutil
+
+    from vigil.activities.record import agents as agent_rows
+    from vigil.activities.tools.mcp_connection import stdio_command
+    from vigil.schema.agents import McpServerSpec
+    from vigil.workers.db import make_engine, make_sessionmaker
+
+    url = settings.endpoints().database_url
+    assert url is not None  # the PostgreSQL checks passed
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            servers = await agent_rows.newest_mcp_servers(db)
+    except Exception as exc:
+        return [Check("tools", "MCP server commands", False, str(exc).splitlines()[0][:200])]
+    finally:
+        await engine.dispose()
+    checks: list[Check] = []
+    found = 0
+    for agent_id, version, data in servers:
+        spec = McpServerSpec.model_validate(data)
+        if not spec.command:
+            continue  # a server over HTTP: nothing to start here
+        command = stdio_command(spec)
+        if shutil.which(command[0], path=spec.env.get("PATH")) is not None:
+            found += 1
+            continue
+        where = "its env's PATH" if "PATH" in spec.env else "this host's PATH"
+        checks.append(
+            Check(
+                "tools",
+                f"MCP server {agent_id}.{spec.name}",
+                False,
+                f"version {version}: command {command[0]!r} not found on {where}",
+            )
+        )
+    if not checks:
+        detail = f"{found} found on this host" if found else "no agent starts one"
+        checks.append(Check("tools", "MCP server commands", True, detail))
+    return checks
 
 
 def _telemetry(settings: Settings) -> list[Check]:

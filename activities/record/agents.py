@@ -167,6 +167,25 @@ async def list_agents(db: DbSession) -> list[AgentSummaryRow]:
     ]
 
 
+async def newest_mcp_servers(db: DbSession) -> list[tuple[str, int, dict[str, Any]]]:
+    """The MCP servers of every agent's newest version: (agent, version, server) for each
+    server its definition names, as written (``McpServerSpec`` JSON)."""
+    rows = (
+        await db.execute(
+            sql(
+                "SELECT agent_id, version, spec->'mcp_servers' AS servers FROM ("
+                "SELECT DISTINCT ON (agent_id) agent_id, version, spec FROM agent_versions "
+                "ORDER BY agent_id, version DESC) newest "
+                "WHERE jsonb_array_length(COALESCE(spec->'mcp_servers', '[]')) > 0 "
+                "ORDER BY agent_id"
+            )
+        )
+    ).mappings()
+    return [
+        (r["agent_id"], r["version"], server) for r in rows for server in _json(r["servers"]) or []
+    ]
+
+
 async def add_version(
     db: DbSession,
     agent_id: str,

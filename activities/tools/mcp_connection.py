@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO, cast
 
@@ -89,6 +90,21 @@ class _EofWatch:
     async def __aexit__(self, *exc: Any) -> bool | None:
         self._ended.set()
         return cast("bool | None", await self._inner.__aexit__(*exc))
+
+
+OWN_PYTHON = frozenset({"python", "python3"})
+"""Commands that run the worker's own interpreter (``stdio_command``)."""
+
+
+def stdio_command(spec: McpServerSpec) -> list[str]:
+    """The command a stdio server is started with: its own, except that a bare ``python``
+    or ``python3`` is the interpreter this process runs on (the one vigil is installed in,
+    with the MCP package), whatever the worker's PATH says, unless the server's ``env``
+    sets a PATH of its own to find it on."""
+    command = list(spec.command or [])
+    if command and command[0] in OWN_PYTHON and "PATH" not in spec.env:
+        command[0] = sys.executable
+    return command
 
 
 class _StderrTail(asyncio.Protocol):
@@ -201,8 +217,9 @@ class McpConnection:
     async def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec
         if spec.command:
+            command = stdio_command(spec)
             params = StdioServerParameters(
-                command=spec.command[0], args=list(spec.command[1:]), env=dict(spec.env) or None
+                command=command[0], args=command[1:], env=dict(spec.env) or None
             )
             return self._stdio(params)
         if spec.url:

@@ -6,6 +6,7 @@ without MCP servers is described on every apply."""
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -135,3 +136,47 @@ def test_a_python_tools_changed_signature_makes_a_version_without_refresh(
     # (as before: the tools are described where they can be).
     (elsewhere,) = vigil.json("agent", "apply", str(path))
     assert (elsewhere["version"], elsewhere["created"]) == (2, False)
+
+
+def test_doctor_names_an_mcp_command_this_host_cannot_start(vigil: Vigil, tmp_path: Path) -> None:
+    """An agent applied where its MCP server's command was on the PATH, checked by
+    `vigil doctor` on a host (or in a shell) whose PATH lacks it: doctor names the agent,
+    the server and the command, where before nothing said so until a session's call
+    failed. Where the command is found, the check passes."""
+    tools_file = tmp_path / "tools.txt"
+    tools_file.write_text("alpha\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "listed-mcp"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{LISTED}" "{tools_file}"\n')
+    wrapper.chmod(0o755)
+    name = f"hosted-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\n\n[[mcp_servers]]\nname = "listed"\ncommand = ["listed-mcp"]\n'
+    )
+    with_bin = {"PATH": f"{bin_dir}:{vigil.env.get('PATH', '')}"}
+    (applied,) = vigil.json("agent", "apply", str(path), env=with_bin)
+    assert applied["created"] is True
+
+    def tool_checks(env: dict[str, str]) -> list[dict[str, object]]:
+        done = vigil("doctor", "--json", env=env, timeout=120)
+        return [c for c in json.loads(done.stdout) if c["part"] == "tools"]
+
+    mine = f"MCP server {name}.listed"
+    missing = [c for c in tool_checks({}) if c["check"] == mine]
+    assert missing == [
+        {
+            "part": "tools",
+            "check": mine,
+            "ok": False,
+            "detail": "version 1: command 'listed-mcp' not found on this host's PATH",
+        }
+    ]
+    found = tool_checks(with_bin)
+    assert not [c for c in found if c["check"] == mine], found
+    # A later version without the server is what doctor reads (and other tests see).
+    path.write_text(f'name = "{name}"\n')
+    (second,) = vigil.json("agent", "apply", str(path))
+    assert second["version"] == 2
+    assert not [c for c in tool_checks({}) if c["check"] == mine]

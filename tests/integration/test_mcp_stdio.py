@@ -13,7 +13,7 @@ from typing import TextIO
 
 import pytest
 
-from tests.support.mcp_probe import stdio_spec
+from tests.support.mcp_probe import SERVER, stdio_spec
 from tests.support.sessions import until
 from vigil.activities.agents.catalog import argument_error
 from vigil.activities.tools.mcp import McpServerError, McpServers, list_mcp_tools
@@ -241,3 +241,27 @@ async def test_a_server_slow_to_start_is_given_its_own_timeout(errlog: TextIO) -
         assert [t.name for t in await pool.list_tools(given)]
     finally:
         await pool.aclose()
+
+
+async def test_a_bare_python_command_runs_the_workers_own_python(
+    servers: McpServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``command = ["python", "server.py"]`` (the examples' form) looked ``python`` up on
+    the worker's PATH: a worker started as ``.venv/bin/vigil`` without its environment
+    active found the system's Python (without the MCP package) or none at all, and every
+    call failed. A bare ``python`` or ``python3`` now runs the worker's own interpreter."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Python on it
+    for name in ("python", "python3"):
+        spec = stdio_spec(f"bare-{name}").model_copy(update={"command": [name, str(SERVER)]})
+        assert int((await servers.call(spec, "pid", {}, timeout=20)).text) > 0
+
+
+async def test_a_server_given_its_own_path_finds_python_there(
+    servers: McpServers, tmp_path: Path
+) -> None:
+    """A server whose ``env`` sets PATH chose where its ``python`` comes from: that PATH
+    is searched, as before."""
+    spec = stdio_spec("own-path", env={"PATH": str(tmp_path)})
+    spec = spec.model_copy(update={"command": ["python", str(SERVER)]})
+    with pytest.raises(ToolFailed, match="could not start: FileNotFoundError"):
+        await servers.call(spec, "pid", {}, timeout=20)
