@@ -95,3 +95,21 @@ def test_signed_trigger_deliveries_take_any_query(api: ApiServer) -> None:
         extra = http.post("/v1/triggers/nope?source=github&x=1", json={})
         assert plain.status_code == extra.status_code == 401, (plain.text, extra.text)
         assert extra.json()["error"]["code"] == "bad_signature", extra.text
+
+
+def test_who_may_ask_is_settled_before_what_was_asked(api: ApiServer) -> None:
+    """A caller without a token was answered 422 with the route's parameters before it
+    was asked who it is: a refusal of the caller comes first (401, then 403), and only a
+    caller the route admits hears which parameters it takes."""
+    with api.client() as http:
+        r = http.get("/v1/sessions", params={"limt": 5})
+        assert r.status_code == 401, r.text
+        assert "limit" not in r.text, r.text
+    with api.client("vgl_not_a_token") as http:
+        assert http.get("/v1/sessions", params={"limt": 5}).status_code == 401
+    with api.client(api.token(Scope.READ)) as http:
+        r = http.post("/v1/sessions", params={BOGUS: "1"}, json={"goal": "x"})
+        assert r.status_code == 403, r.text  # a start needs a control token
+        refused(http.get("/v1/sessions", params={"limt": 5}), "limt")
+    with api.client(api.token(Scope.CONTROL)) as http:
+        refused(http.post("/v1/sessions", params={BOGUS: "1"}, json={"goal": "x"}), BOGUS)

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from vigil.workers.api import strict_query
 from vigil.workers.api.errors import (
     FORBIDDEN,
     INVALID_TOKEN,
@@ -55,9 +56,10 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
                 f"this needs {scope.with_article} token; this one is {who.scope.label}",
             )
         request.state.principal = who
+        strict_query.refuse_deferred(request)
         return who
 
-    return principal
+    return strict_query.gate(principal)
 
 
 def check_agent(who: Principal, agent_id: str) -> None:
