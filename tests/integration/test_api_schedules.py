@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -168,3 +169,39 @@ def test_scopes_agents_bad_input_and_unknown_ids(api: ApiServer, schedule_id: st
         assert http.get(f"/v1/schedules/{schedule_id}").json()["paused"] is True
     with api.client() as http:
         assert http.get("/v1/schedules").status_code == 401
+
+
+def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
+    """A schedule's runs came back as one list cut at ``limit``: a schedule of more runs
+    than that could not be read past its newest. They page as ``/sessions`` does now:
+    ``next_cursor`` continues with older runs, null on the last page."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    with api.client(api.token(Scope.ADMIN)) as http:
+        made = create(
+            http, id=schedule_id, agent=agent, goal="page me", every="1h", paused=True,
+            overlap="allow_all",
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        for _ in range(3):  # a second apart: triggers in one second start one run
+            assert http.post(f"/v1/schedules/{schedule_id}/trigger").status_code == 200
+            time.sleep(1.1)
+        every = poll(
+            lambda: (
+                (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["runs"])
+                and len(r) == 3
+                and r
+            ),
+            60,
+            "three runs in the record",
+        )
+        first = http.get(f"/v1/schedules/{schedule_id}/runs", params={"limit": 2}).json()
+        assert [r["id"] for r in first["runs"]] == [r["id"] for r in every[:2]]
+        assert first["next_cursor"], first
+        rest = http.get(
+            f"/v1/schedules/{schedule_id}/runs",
+            params={"limit": 2, "cursor": first["next_cursor"]},
+        ).json()
+        assert [r["id"] for r in rest["runs"]] == [every[2]["id"]]
+        assert rest["next_cursor"] is None
+        bad = http.get(f"/v1/schedules/{schedule_id}/runs", params={"cursor": "nonsense"})
+        assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")

@@ -99,6 +99,8 @@ class ScheduleRun(BaseModel):
 
 class ScheduleRuns(BaseModel):
     runs: list[ScheduleRun]
+    next_cursor: str | None = None
+    """Pass as ``cursor`` for the next (older) runs; null on the last page."""
 
 
 def _client(request: Request) -> VigilClient:
@@ -217,18 +219,18 @@ async def delete_schedule(request: Request, schedule_id: ScheduleId, who: Admin)
 @router.get(
     "/schedules/{schedule_id}/runs",
     response_model=ScheduleRuns,
-    summary="Every run of a schedule, newest first (a deleted schedule's too)",
+    summary="A schedule's runs, newest first, paged by cursor (a deleted schedule's too)",
 )
 async def schedule_runs(
     request: Request,
     schedule_id: ScheduleId,
     who: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> ScheduleRuns:
-    runs = await _client(request).schedule_runs(schedule_id, limit=limit)
-    if not runs:
-        await _visible(request, who, schedule_id)
-    visible = [r for r in runs if who.sees_agent(r.agent_id)]
-    if runs and not visible:
-        raise UnknownSchedule(f"no goal schedule with id {schedule_id!r}")
-    return ScheduleRuns(runs=[_run(r) for r in visible])
+    page = await _client(request).session_page(
+        schedule_id=schedule_id, agents=who.agents, limit=limit, cursor=cursor
+    )
+    if not page.items and cursor is None:
+        await _visible(request, who, schedule_id)  # 404: no such schedule, or not the token's
+    return ScheduleRuns(runs=[_run(r) for r in page.items], next_cursor=page.next_cursor)
