@@ -138,6 +138,20 @@ def session_input_error(arg: StartSessionInput, now: datetime | None = None) -> 
     return None if found is None else f"{found[0]}: {found[1]}"
 
 
+def line_text_error(value: BaseModel) -> str | None:
+    """Why a control payload is refused for a NUL in its one-line text (a redirect's goal,
+    a reason, a note), which the record keeps in plain columns where NUL cannot be kept, as
+    it keeps a start's goal and ``by``; None when it holds none. A message's text, kept
+    exactly in the conversation, may hold NUL."""
+    if isinstance(value, RedirectInput) and "\x00" in value.goal:
+        return "goal must not contain NUL characters"
+    for name in ("note", "reason"):
+        text = getattr(value, name, None)
+        if isinstance(text, str) and "\x00" in text:
+            return f"`{name}` must not contain NUL characters"
+    return None
+
+
 def input_error(value: BaseModel) -> str | None:
     """Why a control payload (approve, reject, pause, resume, message, redirect, wake) is
     refused for its size or shape; None when it is acceptable."""

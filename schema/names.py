@@ -189,6 +189,10 @@ PATCH_START_ATTRIBUTES = "vigil-start-attributes"
 # is called again as a regular activity, which a worker that can serve it takes; it was
 # retried as a local activity on the same worker, for good. Asked only then.
 PATCH_LOCAL_CALL_MOVES = "vigil-local-call-moves"
+# A signal whose one-line text (a redirect's goal, a reason, a note) holds NUL is refused
+# as input, as its update is by the validator; it was taken, and the record's plain
+# columns kept the NUL rewritten as ``\0``. Asked only when such a signal arrives.
+PATCH_LINE_TEXT_NUL = "vigil-line-text-nul"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

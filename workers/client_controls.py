@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
 
 from vigil.schema import cancel_reason, names
-from vigil.schema.limits import input_error
+from vigil.schema.limits import input_error, line_text_error
 from vigil.schema.payloads import (
     Ack,
     ApproveInput,
@@ -30,7 +30,7 @@ from vigil.workers.client_history import SessionHistory
 def refuse_oversized(value: BaseModel) -> None:
     """Refuse a control payload over the session's own limits before it is sent: Temporal
     would write it into the session's history even though the session refuses it."""
-    error = input_error(value)
+    error = input_error(value) or line_text_error(value)
     if error is not None:
         raise BadArgument(f"refused before sending: {error}")
 

@@ -22,7 +22,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from vigil.schema import event_kinds, names
-from vigil.schema.limits import input_error
+from vigil.schema.limits import input_error, line_text_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
     Ack,
@@ -134,6 +134,10 @@ class HumanControl(Bookkeeping):
             return
         value, error = self._parse(args, model)
         if value is not None and error is None:
+            nul = line_text_error(value)
+            if nul is not None and workflow.patched(names.PATCH_LINE_TEXT_NUL):
+                error = nul
+        if value is not None and error is None:
             ended = self._ended_error()
             if ended is not None and workflow.patched(names.PATCH_INPUT_AT_THE_END):
                 error = ended
@@ -214,11 +218,15 @@ class HumanControl(Bookkeeping):
     # Updates take the raw payload too, so a malformed one gets the validator's clear
     # refusal instead of a generic decoding failure.
 
-    def _valid(self, raw: RawValue, model: type[M]) -> M:
-        """Decode in a validator (refusing what is malformed) or in the handler."""
+    def _valid(self, raw: RawValue, model: type[M], *, validating: bool = False) -> M:
+        """Decode in a validator (refusing what is malformed, and one-line text holding
+        NUL: a validator leaves no history, so that refusal needs no patch) or in the
+        handler."""
         value, error = self._parse([raw], model)
         self._refuse(error)
         assert value is not None
+        if validating:
+            self._refuse(line_text_error(value))
         return value
 
     @workflow.update(name=names.UPD_APPROVE)
@@ -229,7 +237,8 @@ class HumanControl(Bookkeeping):
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue) -> None:
-        self._refuse(self._approve_input_error(self._valid(raw, ApproveInput), validating=True))
+        value = self._valid(raw, ApproveInput, validating=True)
+        self._refuse(self._approve_input_error(value, validating=True))
 
     @workflow.update(name=names.UPD_REJECT)
     def reject_update(self, raw: RawValue) -> Ack:
@@ -239,7 +248,9 @@ class HumanControl(Bookkeeping):
 
     @reject_update.validator
     def _validate_reject(self, raw: RawValue) -> None:
-        self._refuse(self._approve_error(self._valid(raw, RejectInput).approval_id))
+        self._refuse(
+            self._approve_error(self._valid(raw, RejectInput, validating=True).approval_id)
+        )
 
     @workflow.update(name=names.UPD_PAUSE)
     def pause_update(self, raw: RawValue) -> Ack:
@@ -248,7 +259,7 @@ class HumanControl(Bookkeeping):
 
     @pause_update.validator
     def _validate_pause(self, raw: RawValue) -> None:
-        self._valid(raw, PauseInput)
+        self._valid(raw, PauseInput, validating=True)
         self._refuse(self._ended_error() or ("already paused" if self._c.paused else None))
 
     @workflow.update(name=names.UPD_RESUME)
@@ -279,7 +290,7 @@ class HumanControl(Bookkeeping):
 
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue) -> None:
-        value = self._valid(raw, RedirectInput)
+        value = self._valid(raw, RedirectInput, validating=True)
         self._refuse(
             self._ended_error()
             or self._queue_error(value.goal, validating=True)
@@ -293,7 +304,7 @@ class HumanControl(Bookkeeping):
 
     @wake_update.validator
     def _validate_wake(self, raw: RawValue) -> None:
-        self._valid(raw, WakeInput)
+        self._valid(raw, WakeInput, validating=True)
         asleep = self._status == SessionStatus.SLEEPING
         self._refuse(None if asleep else "the session is not sleeping")
 

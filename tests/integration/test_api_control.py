@@ -154,6 +154,12 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
         )
         assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "invalid_request"
         assert http.post(f"/v1/sessions/{sid}/message", json={"text": ""}).status_code == 422
+        # One-line text is refused with NUL (the message above keeps it): it was taken and
+        # the session's goal recorded with `\0` in its place.
+        for path, body in (("redirect", {"goal": "a\x00b"}), ("pause", {"reason": "a\x00b"})):
+            nul = http.post(f"/v1/sessions/{sid}/{path}", json=body)
+            assert nul.status_code == 422, nul.text
+            assert "must not contain NUL" in nul.json()["error"]["message"], nul.text
         typo = http.post(f"/v1/sessions/{sid}/pause", json={"reasn": "lunch"})
         assert typo.status_code == 422 and "reasn" in typo.json()["error"]["message"], typo.text
         broken = http.post(

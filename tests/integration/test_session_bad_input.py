@@ -83,6 +83,12 @@ BAD_SIGNALS: list[tuple[str, list[Any], list[str]]] = [
     (names.SIG_PAUSE, [{"by": ["not", "a", "string"]}], ["PauseInput"]),
     (names.SIG_PAUSE, [{"by": "b" * 1000}], ["`by`", "exceeds"]),
     (names.SIG_MESSAGE, [{"text": "hi", "by": "nul\x00by"}], ["`by`", "NUL"]),
+    # One-line text (a goal, a reason, a note) is kept in plain columns: NUL is refused
+    # there as in `by` and a start's goal, where a redirect's goal was stored rewritten.
+    (names.SIG_REDIRECT, [{"goal": "new\x00goal", "by": "x"}], ["goal", "NUL"]),
+    (names.SIG_PAUSE, [{"reason": "lu\x00nch"}], ["`reason`", "NUL"]),
+    (names.SIG_APPROVE, [{"approval_id": "a1-0", "note": "o\x00k"}], ["`note`", "NUL"]),
+    (names.SIG_REJECT, [{"approval_id": "a1-0", "reason": "n\x00o"}], ["`reason`", "NUL"]),
     (names.SIG_APPROVE, [{"approval_id": 3}], ["ApproveInput", "approval_id"]),
     (names.SIG_APPROVE, [{"approval_id": "nope", "by": "x"}], ["unknown approval id 'nope'"]),
     (names.SIG_REJECT, [{"reason": "no id"}], ["RejectInput", "approval_id"]),
@@ -144,6 +150,9 @@ async def test_malformed_signals_are_refused_counted_and_recorded(
         ),
         (names.UPD_REDIRECT, {"goal": ""}, ["empty"]),
         (names.UPD_MESSAGE, {"text": "hi", "by": "a\x00b"}, ["`by` must not contain NUL"]),
+        (names.UPD_REDIRECT, {"goal": "a\x00b"}, ["goal must not contain NUL"]),
+        (names.UPD_PAUSE, {"reason": "a\x00b"}, ["`reason` must not contain NUL"]),
+        (names.UPD_APPROVE, {"approval_id": "a1-0", "note": "a\x00b"}, ["`note` must not"]),
         (names.UPD_PAUSE, raw_json(b"{oops"), ["malformed PauseInput"]),
         (names.UPD_WAKE, {"by": "x"}, ["not sleeping"]),
     ],

@@ -566,6 +566,24 @@ async def local_call_moves(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def line_text_nul(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Signals whose one-line text holds NUL, sent while an approval waits (a redirect's
+    goal, a pause's reason): refused as input, asked under ``vigil-line-text-nul``; the
+    approval then lets the session finish on its first goal."""
+    policy = ToolPolicy(require_approval=["write_artifact"])
+    ctx.stub.enqueue(
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}), finish("wrote it")
+    )
+    handle = await ctx.start("line_text_nul", _arg("write", policy=policy))
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.signal(names.SIG_REDIRECT, RedirectInput(goal="new\x00goal", by="eve"))
+    await handle.signal(names.SIG_PAUSE, PauseInput(reason="lu\x00nch", by="eve"))
+    await eventually(handle, lambda s: s.rejected_inputs >= 2)
+    await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ana"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -960,6 +978,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "hand_back_with_input": hand_back_with_input,
     "cancel_inside_a_batch": cancel_inside_a_batch,
     "local_call_moves": local_call_moves,
+    "line_text_nul": line_text_nul,
 }
 
 

@@ -33,6 +33,7 @@ from vigil.schema.names import (
     PATCH_INPUT_AT_THE_END,
     PATCH_INPUT_BEFORE_RUN,
     PATCH_LAST_REDIRECT_WINS,
+    PATCH_LINE_TEXT_NUL,
     PATCH_LOCAL_CALL_MOVES,
     PATCH_MESSAGE_BEFORE_END,
     PATCH_REDIRECT_BACK_DURING_MOVE,
@@ -75,6 +76,7 @@ LATEST = {
     "hand_back_with_input",
     "cancel_inside_a_batch",
     "local_call_moves",
+    "line_text_nul",
 }
 EXPECTED = {
     "tools_finish",
@@ -435,6 +437,15 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         if e.HasField("activity_task_scheduled_event_attributes")
     ] == [names.ACT_CALL_MODEL]
     assert _ended(moves) == SessionStatus.COMPLETED.value
+    # Signals whose one-line text held NUL: refused (asked only then), the session ended
+    # on its first goal.
+    nul = _history(HISTORIES / "line_text_nul.json")
+    assert _patches(nul) == [
+        PATCH_START_ATTRIBUTES,
+        PATCH_LINE_TEXT_NUL,
+        names.PATCH_DECISION_FIRST,
+    ]
+    assert _ended(nul) == SessionStatus.COMPLETED.value
     # A batch's step handed back while a message waited: taken again alone (a third
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")
