@@ -1,11 +1,14 @@
 """Long-term memory in PostgreSQL: the write pipeline and hybrid recall.
 
-Every query on the ``memories`` table lives in this module. They run inside
-``activities.record.rls.acting_for(agent_id)``, so row-level security confines them to
-the agent's rows, and they also filter on ``agent_id`` themselves. The full-text
-candidates come from a SECURITY DEFINER function that searches only the acting agent's
-rows (see ``MemoryStore._text_candidates``): under the policies PostgreSQL could not use
-the GIN index for that match.
+Every query on the ``memories`` table lives in this module and the ones beside it that
+it draws on: ``records`` (the row types), ``values`` (the checks on text and vectors),
+``writes`` (the statements of add, forget, get and history) and ``search`` (recall's
+vector and full-text searches); this module runs them and re-exports the names other
+modules import. They run inside ``activities.record.rls.acting_for(agent_id)``, so
+row-level security confines them to the agent's rows, and they also filter on
+``agent_id`` themselves. The full-text candidates come from a SECURITY DEFINER function
+that searches only the acting agent's rows (see ``MemoryStore._text_candidates``): under
+the policies PostgreSQL could not use the GIN index for that match.
 
 Write: (optional redaction) -> embed -> near-duplicate merge -> supersede on the same
 subject -> insert, in one transaction under an advisory lock per (agent, kind), so two
@@ -30,360 +33,110 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import math
-import re
-import struct
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, DateTime, String, TextClause, bindparam
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import (
-    ACTIVE_FOR_RECALL,
-    ACTIVE_SHARED_SQL,
     EmbedderIdentity,
     identity_of,
     require_for_recall,
     require_for_write,
     require_identity,
 )
+from vigil.activities.memory.records import (
+    MAX_AGENT_ID,
+    MAX_KIND,
+    AddResult,
+    Forgotten,
+    MemoryRecord,
+    Recalled,
+    RecallMode,
+    _add_result,
+    _record,
+)
 from vigil.activities.memory.redact import redact as redact_text
+from vigil.activities.memory.search import (
+    _AGENT_COUNT,
+    _LEXEMES,
+    _LIVE_IDS,
+    _RECALLED_COLUMNS,
+    _TEXT_SEARCH_ROWS,
+    _WEBSEARCH,
+    _WORD_STATISTICS,
+    COMMON_WORD_ROWS,
+    COUNT_TTL_SECONDS,
+    EF_SEARCH_MAX,
+    STATISTICS_TTL_SECONDS,
+    TEXT_SCAN_LIMIT,
+    TextStatistics,
+    _checked_vector_sql,
+    _count_sql,
+    _has_search_operators,
+    _vector_sql,
+    _with_kinds,
+    ef_search_for,
+    live_memories_bounded,
+    text_ladder,
+    text_ranking,
+)
+from vigil.activities.memory.values import (
+    _UNSTORABLE,
+    _aware,
+    _check_text,
+    _normal_subject,
+    _vector_literal,
+)
+from vigil.activities.memory.writes import (
+    _BEFORE_A_SUBJECT_WRITE,
+    _FOR_MERGE,
+    _FORGET,
+    _GET,
+    _HISTORY,
+    _INSERT,
+    _MERGE,
+    _NO_SUBJECT,
+    DEDUPE_CANDIDATES,
+    _written,
+)
 from vigil.activities.record.lean import Statements, engine_of
 from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
 from vigil.activities.record.sql import sql
 from vigil.activities.record.store import from_jsonb
 from vigil.schema import textcodec
 
-AddAction = Literal["inserted", "merged", "superseded"]
-RecallMode = Literal["hybrid", "vector", "text"]
+__all__ = [
+    "EF_SEARCH_MAX",
+    "MAX_AGENT_ID",
+    "MAX_KIND",
+    "AddResult",
+    "Forgotten",
+    "MemoryRecord",
+    "MemoryStore",
+    "RecallMode",
+    "Recalled",
+    "TextStatistics",
+    "_checked_vector_sql",
+    "_vector_sql",
+    "ef_search_for",
+    "live_memories_bounded",
+    "text_ladder",
+    "text_ranking",
+]
 
-MAX_KIND = 32
-MAX_AGENT_ID = 200
 MERGE_LOG_LIMIT = 20
 """How many merges are kept in a memory's metadata (the count keeps going)."""
 RESERVED_METADATA = ("embedder", "merges", "merge_count", "redactions")
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """What ``MemoryStore.add`` did."""
-
-    id: int
-    """The new memory, or the existing one a near-duplicate was merged into."""
-    action: AddAction
-    superseded_ids: tuple[int, ...] = ()
-    """For ``superseded``: the live memories about the same subject that the new one replaced."""
-    similarity: float | None = None
-    """For ``merged``: cosine similarity to the memory merged into."""
-    redactions: dict[str, int] = field(default_factory=dict)
-    """Findings replaced before storage, per kind (empty when redaction is off)."""
-
-
-@dataclass(frozen=True)
-class MemoryRecord:
-    """One stored memory, live or superseded."""
-
-    id: int
-    agent_id: str
-    kind: str
-    subject: str | None
-    content: str
-    importance: float
-    dim: int
-    source_session_id: str | None
-    superseded_by: int | None
-    superseded_at: datetime | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    forgotten_at: datetime | None = None
-    """When a person forgot it (it is kept, and never recalled again)."""
-    forgotten_by: str | None = None
-    forget_reason: str | None = None
-    embedder: str = ""
-    """Name of the embedder that produced its vector."""
-    embedder_version: str = ""
-
-    @property
-    def superseded(self) -> bool:
-        return self.superseded_by is not None
-
-    @property
-    def forgotten(self) -> bool:
-        return self.forgotten_at is not None
-
-
-@dataclass(frozen=True)
-class Forgotten:
-    """What ``MemoryStore.forget`` did."""
-
-    record: MemoryRecord
-    """The memory as it is now (forgotten)."""
-    now: bool
-    """Forgotten by this call; false when it had been forgotten before."""
-    restored_ids: tuple[int, ...] = ()
-    """The memories it had superseded that are current again."""
-
-
-@dataclass(frozen=True)
-class Recalled:
-    """One recalled memory with its score and how each search ranked it."""
-
-    id: int
-    kind: str
-    subject: str | None
-    content: str
-    importance: float
-    created_at: datetime
-    score: float
-    """Fused relevance x recency factor x importance factor; higher is better."""
-    superseded: bool
-    vector_rank: int | None
-    """1-based rank among the vector candidates, None when not among them."""
-    text_rank: int | None
-    """1-based rank among the full-text candidates, None when not among them."""
-    similarity: float | None = None
-    """Cosine similarity to the query, when the memory was a vector candidate."""
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _check_text(value: str, what: str) -> None:
-    if textcodec.needs_escape(value):
-        raise ValueError(
-            f"memory {what} contains NUL or a lone surrogate, which PostgreSQL TEXT cannot "
-            "hold; memory text is stored exactly as given, so clean it first"
-        )
-
-
-@functools.lru_cache(maxsize=8)
-def _reals(dim: int) -> struct.Struct:
-    return struct.Struct(f"{dim}f")
-
-
-@functools.lru_cache(maxsize=8)
-def _literal_format(dim: int) -> str:
-    return "[" + ",".join(["%.9g"] * dim) + "]"
-
-
-def _vector_literal(vector: list[float], dim: int) -> str:
-    """A vector as a pgvector literal: each value rounded once to the column's ``real``
-    and written with the 9 significant digits that name that real, so pgvector reads
-    exactly it. 3.7 times faster than writing each double's shortest form (which
-    pgvector then rounded to a real in turn, now and then to the other neighbour)."""
-    if len(vector) != dim:
-        raise ValueError(f"embedding has {len(vector)} dimensions, the embedder says {dim}")
-    reals = _reals(dim)
-    rounded = reals.unpack(reals.pack(*vector))
-    # One pass on the way through: a value that is not finite stays so once rounded.
-    if not all(map(math.isfinite, rounded)):
-        if not all(map(math.isfinite, vector)):
-            raise ValueError("embedding holds NaN or infinity")
-        raise ValueError("embedding holds a value beyond the range of a real")
-    return _literal_format(dim) % rounded
-
-
-def _normal_subject(subject: str | None) -> str | None:
-    if subject is None:
-        return None
-    subject = subject.strip()
-    return subject or None
-
-
-def _aware(value: datetime | None, what: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError(f"{what} must be timezone-aware")
-    return value
-
-
-_MEMORY_COLUMNS = (
-    "id, agent_id, kind, subject, content, importance, dim, source_session_id, "
-    "superseded_by, superseded_at, metadata, created_at, forgotten_at, forgotten_by, "
-    "forget_reason, embedder, embedder_version"
-)
-
-# The live memories about the same subject, each with its similarity to the new one:
-# they are few, so they are compared exactly. A row of another dimension (written before
-# the embedder changed) counts as a duplicate only when its text is identical.
-_SAME_SUBJECT_SQL = """
-    SELECT id,
-           CASE WHEN content = :content THEN 1.0
-                WHEN dim = :dim AND embedder = :embedder AND embedder_version = :version
-                THEN 1 - (embedding <=> CAST(:vector AS vector))
-           END AS similarity
-    FROM memories
-    WHERE agent_id = :agent_id AND kind = :kind AND superseded_by IS NULL
-      AND forgotten_at IS NULL AND subject_key = lower(:subject)
-    ORDER BY id
-    FOR UPDATE
-    """
-
-# Near-duplicates without a subject are found among the agent's subject-less memories
-# through the vector index (``MemoryStore._vector_candidates``).
-_NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS NULL" + (
-    " AND m.forgotten_at IS NULL AND m.subject IS NULL"
-    " AND m.embedder = :embedder AND m.embedder_version = :version"
-)
-DEDUPE_CANDIDATES = 10
-
-TEXT_SCAN_LIMIT = 2000
-"""Default for ``MemoryStore.text_scan_limit``: matching rows ranked per ladder step."""
-COMMON_WORD_ROWS = 1000
-"""Default for ``MemoryStore.common_word_rows``: a word in more rows than this (in the
-whole table, by PostgreSQL's statistics) is common, and the ladder's steps try the
-combinations holding a rarer word first (``text_ladder``)."""
 CONCURRENT_HALVES = 4
 """Hybrid recalls per store that may run their two halves at once (two connections each)."""
-
-_FOR_MERGE = sql("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
-
-# A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
-# retry of the same call returns that result instead of writing again; the primary key
-# (agent_id, write_key) makes the database hold to it. Recorded in the write's own
-# statement, from the row it wrote (``m``), and only when there is a key.
-_KEYED_WRITE = """
-    written AS (
-        INSERT INTO memory_writes (agent_id, write_key, session_id, memory_id, action,
-                                   similarity, superseded_ids)
-        SELECT :agent_id, CAST(:key AS text), :source_session_id, m.id, :action,
-               CAST(:similarity AS double precision), :old_ids
-        FROM m WHERE CAST(:key AS text) IS NOT NULL
-    )"""
-
-_MERGE = sql(
-    f"""
-    WITH m AS (
-        UPDATE memories
-        SET importance = GREATEST(importance, :importance), metadata = :metadata
-        WHERE id = :id
-        RETURNING id
-    ), {_KEYED_WRITE}
-    SELECT id FROM m
-    """
-).bindparams(bindparam("metadata", type_=JSONB), bindparam("old_ids", type_=ARRAY(BigInteger)))
-"""A merge into memory ``id`` in one statement, with its keyed write's record."""
-
-_INSERT = sql(
-    f"""
-    WITH m AS (
-        INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
-                              source_session_id, metadata, created_at, embedder,
-                              embedder_version)
-        VALUES (:agent_id, :kind, :subject, :content, :importance, :dim,
-                CAST(:vector AS vector), :source_session_id, :metadata,
-                coalesce(CAST(:created_at AS timestamptz), now()), :embedder, :version)
-        RETURNING id
-    ), superseded AS (
-        UPDATE memories SET superseded_by = (SELECT id FROM m), superseded_at = now()
-        WHERE id = ANY(:old_ids)
-    ), {_KEYED_WRITE}
-    SELECT id FROM m
-    """
-).bindparams(bindparam("metadata", type_=JSONB), bindparam("old_ids", type_=ARRAY(BigInteger)))
-"""A new memory in one statement: the memories it supersedes (``old_ids``, locked by
-``_BEFORE_A_SUBJECT_WRITE``) marked, and its keyed write's record."""
-
-_WRITTEN_SQL = """
-    SELECT memory_id, action, similarity, superseded_ids FROM memory_writes
-    WHERE agent_id = :agent_id AND write_key = CAST(:key AS text)
-    """
-_WRITTEN = sql(_WRITTEN_SQL)
-
-_BEFORE_A_SUBJECT_WRITE = sql(
-    f"""
-    SELECT (SELECT row_to_json(w) FROM ({_WRITTEN_SQL}) w) AS written,
-           (SELECT row_to_json(e) FROM ({ACTIVE_SHARED_SQL}) e) AS active,
-           (SELECT coalesce(json_agg(json_build_array(s.id, s.similarity) ORDER BY s.id), '[]')
-            FROM ({_SAME_SUBJECT_SQL}) s) AS same
-    """
-)
-"""What a write with a subject reads first, in this order and one statement: its key's
-earlier result (a concurrent run of the same call), the agent's active embedder
-(share-locked, ``require_for_write``) and the live memories of the same subject and kind
-with their similarity (locked for update: the ones it may merge into or supersede)."""
-
-_GET = sql(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id AND id = :id")
-
-_FORGET = sql(
-    """
-    WITH forgotten AS (
-        UPDATE memories SET forgotten_at = now(), forgotten_by = :by, forget_reason = :reason
-        WHERE agent_id = :agent_id AND id = :id AND forgotten_at IS NULL
-        RETURNING id, superseded_by
-    ), restored AS (
-        UPDATE memories m
-        SET superseded_by = NULL, superseded_at = NULL,
-            metadata = coalesce(m.metadata, '{}'::jsonb)
-                       || jsonb_build_object('superseded_by_forgotten', f.id)
-        FROM forgotten f
-        WHERE f.superseded_by IS NULL AND m.agent_id = :agent_id AND m.superseded_by = f.id
-          AND m.forgotten_at IS NULL
-        RETURNING m.id
-    )
-    SELECT (SELECT count(*) FROM forgotten) AS forgotten,
-           ARRAY(SELECT id FROM restored ORDER BY id) AS restored
-    """
-)
-"""Forget a memory; when it was current, the memories it had superseded (and that are not
-forgotten themselves) are current again, their metadata naming the forgotten one."""
-
-_HISTORY = sql(
-    f"""
-    SELECT {_MEMORY_COLUMNS} FROM memories
-    WHERE agent_id = :agent_id AND subject_key = lower(:subject)
-      AND (CAST(:kind AS text) IS NULL OR kind = :kind)
-    ORDER BY id
-    """
-)
-
-
-def _record(row: Any) -> MemoryRecord:
-    return MemoryRecord(
-        id=row.id,
-        agent_id=row.agent_id,
-        kind=row.kind,
-        subject=row.subject,
-        content=row.content,
-        importance=row.importance,
-        dim=row.dim,
-        source_session_id=row.source_session_id,
-        superseded_by=row.superseded_by,
-        superseded_at=row.superseded_at,
-        metadata=textcodec.decode_json(row.metadata),
-        created_at=row.created_at,
-        forgotten_at=row.forgotten_at,
-        forgotten_by=row.forgotten_by,
-        forget_reason=row.forget_reason,
-        embedder=row.embedder,
-        embedder_version=row.embedder_version,
-    )
-
-
-async def _written(db: Statements, agent_id: str, key: str) -> AddResult | None:
-    row = (await db.execute(_WRITTEN, {"agent_id": agent_id, "key": key})).one_or_none()
-    if row is None:
-        return None
-    return _add_result(row._mapping)
-
-
-def _add_result(row: Any) -> AddResult:
-    """A keyed write's recorded result (a ``memory_writes`` row)."""
-    return AddResult(
-        id=row["memory_id"],
-        action=row["action"],
-        superseded_ids=tuple(row["superseded_ids"] or ()),
-        similarity=row["similarity"],
-    )
 
 
 class MemoryStore:
@@ -1186,257 +939,3 @@ class MemoryStore:
         if not agent_id or len(agent_id) > MAX_AGENT_ID:
             raise ValueError(f"agent_id must be 1..{MAX_AGENT_ID} characters")
         _check_text(agent_id, "agent_id")
-
-
-EF_SEARCH_MAX = 1000
-"""pgvector's upper bound for hnsw.ef_search."""
-
-_RECALLED_COLUMNS = ", m.kind, m.subject, m.content, m.importance, m.created_at, m.superseded_by"
-"""What recall reads of each memory, with its id, in the search that finds it."""
-
-
-def _with_kinds(statement: TextClause, kinds: list[str] | None) -> TextClause:
-    if kinds:
-        return statement.bindparams(bindparam("kinds", type_=ARRAY(String)))
-    return statement
-
-
-def _vector_sql(dim: int, filters: str, *, exact: bool, columns: str = "") -> str:
-    # The dimension is written into the SQL as a literal: only then can the planner prove
-    # ``dim = <n>`` and use the partial HNSW index built for that dimension. The exact
-    # form orders by the bare column, which no index serves. Ties are broken by id in
-    # Python: a second sort key here would put a sort above the index scan.
-    d = int(dim)
-    if exact:
-        distance = "m.embedding <=> CAST(:vector AS vector)"
-    else:
-        distance = f"m.embedding::vector({d}) <=> CAST(:vector AS vector({d}))"
-    return f"""
-        SELECT m.id, {distance} AS distance{columns}
-        FROM memories m
-        WHERE m.dim = {d} AND {filters}
-        ORDER BY {distance}
-        LIMIT :n
-    """
-
-
-def _checked_vector_sql(dim: int, filters: str, columns: str) -> str:
-    """Recall's index search with the agent's active embedder beside it, in one statement:
-    one row with the embedder (``active_*``) and NULL hit columns when nothing is found."""
-    return f"""
-        SELECT a.embedder AS active_embedder, a.version AS active_version,
-               a.dim AS active_dim, h.*
-        FROM (SELECT 1) AS one
-        {ACTIVE_FOR_RECALL}
-        LEFT JOIN LATERAL ({_vector_sql(dim, filters, exact=False, columns=columns)}) AS h ON true
-    """
-
-
-def _count_sql(dim: int, filters: str) -> str:
-    # Bounded: it stops at the number of candidates wanted.
-    return f"""
-        SELECT count(*) FROM (
-            SELECT 1 FROM memories m WHERE m.dim = {int(dim)} AND {filters} LIMIT :n
-        ) AS bounded
-    """
-
-
-_SEARCH_OPERATORS = re.compile(r'"|(?:^|\s)-\w|\bor\b', re.IGNORECASE)
-
-
-def _has_search_operators(query: str) -> bool:
-    """Whether the query uses web-search syntax: quotes, ``-word`` or ``or``."""
-    return _SEARCH_OPERATORS.search(query) is not None
-
-
-LADDER_TERMS = 8
-"""A plain query's longest (most distinctive) words kept for the full-text ladder."""
-LADDER_CLAUSES = 32
-"""Ladder steps that would need more alternatives than this are skipped."""
-EMPTY_STEP_ROWS = 0.1
-"""Ladder steps expected to match fewer rows than this in the whole table are skipped."""
-STATISTICS_TTL_SECONDS = 300.0
-"""How long a store keeps the word statistics it read before reading them again."""
-COUNT_TTL_SECONDS = 300.0
-EF_SEARCH_BASE = 40
-EF_SEARCH_BASE_ROWS = 5_000
-
-
-def ef_search_for(rows: int, candidates: int) -> int:
-    """``hnsw.ef_search`` for an agent with ``rows`` memories: ``40 * sqrt(rows / 5000)``,
-    at least ``candidates`` (and 40), at most 1000.
-
-    An HNSW search with a fixed ``ef_search`` finds a smaller share of the true nearest
-    neighbours as the graph grows: on all-MiniLM-L6-v2 embeddings of real sentences,
-    ef 40 gave recall@10 0.94 at 100k rows, ef 160 0.98. The square root keeps recall@10
-    near 0.98 from 5k to 1M rows (ef 40 at 5k, 179 at 100k, 566 at 1M) for a latency
-    that grows far slower than the table (``bench/memory_real_text.py`` prints both).
-    ``MemoryStore(ef_search=...)`` (setting ``memory_ef_search``) fixes it instead.
-    """
-    scaled = math.ceil(EF_SEARCH_BASE * math.sqrt(max(rows, 0) / EF_SEARCH_BASE_ROWS))
-    return min(EF_SEARCH_MAX, max(EF_SEARCH_BASE, candidates, scaled))
-
-
-def _tsquery_term(lexeme: str) -> str:
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-@dataclass(frozen=True)
-class TextStatistics:
-    """What PostgreSQL's statistics say about the words of ``memories.tsv``: the share of
-    rows holding each of its most common lexemes (``pg_stats.most_common_elems``), a
-    share no other lexeme reaches (the smallest one listed), and the table's row count."""
-
-    shares: dict[str, float]
-    floor: float
-    rows: float
-
-    def share(self, lexeme: str) -> float:
-        return self.shares.get(lexeme, self.floor)
-
-    def expected(self, lexemes: Sequence[str], at_least: int) -> float:
-        """Rows expected to hold at least ``at_least`` of ``lexemes``, were words
-        independent of each other."""
-        # Probability of holding exactly j of the words so far, word by word.
-        exactly = [1.0] + [0.0] * len(lexemes)
-        for lexeme in lexemes:
-            p = min(1.0, self.share(lexeme))
-            for j in range(len(lexemes), 0, -1):
-                exactly[j] = exactly[j] * (1.0 - p) + exactly[j - 1] * p
-            exactly[0] *= 1.0 - p
-        return self.rows * sum(exactly[at_least:])
-
-
-def _ladder_words(lexemes: list[str]) -> list[str]:
-    return sorted(set(lexemes), key=lambda w: (-len(w), w))[:LADDER_TERMS]
-
-
-def text_ladder(
-    lexemes: list[str],
-    statistics: TextStatistics | None = None,
-    common_rows: float = COMMON_WORD_ROWS,
-    *,
-    counts: Counter[str] | None = None,
-) -> list[str]:
-    """The steps of a plain query's full-text search, as tsquery texts: memories holding
-    all ``lexemes``, then all but one, ..., then any two, then any one.
-
-    Only the ``LADDER_TERMS`` longest lexemes take part (longer words are rarer, so they
-    say more); a step needing more than ``LADDER_CLAUSES`` alternatives is skipped (the
-    next one finds its rows too). The plain OR of every kept word is what candidates are
-    ranked against (``text_ranking``).
-
-    With ``statistics`` (each step walks the index entries of its words whether it finds
-    anything or not, so the statistics steer which steps run):
-
-    - a step of three words or more that no row is expected to match (fewer than
-      ``EMPTY_STEP_ROWS`` in the whole table, were the words independent) is skipped:
-      on real text most queries' upper steps find nothing. The any-two and any-one
-      steps always run, so a row holding more words than expected (an agent's memories
-      share topics) is still found, by the any-two step, where it ranks above rows
-      holding two;
-    - a step is split in two when some of its words are common (in more than
-      ``common_rows`` rows, ``COMMON_WORD_ROWS`` by default): first the
-      combinations holding a word that is not common, then those of common words only,
-      which run only if the first part found too few. Rows sharing a rarer word with
-      the query come first, as inverse document frequency would rank them, and the
-      first part walks only the shorter entry lists (the index skips through the
-      common words' lists).
-
-    ``counts`` gains one ``predicted_empty`` per step the statistics left out and one
-    ``split`` per step run in two parts.
-    """
-    words = _ladder_words(lexemes)
-    common: set[str] = set()
-    if statistics is not None:
-        common = {w for w in words if statistics.share(w) * statistics.rows > common_rows}
-    steps: list[str] = []
-    for size in range(len(words), 0, -1):
-        if size > 1 and math.comb(len(words), size) > LADDER_CLAUSES:
-            continue
-        if (
-            size > 2
-            and statistics is not None
-            and statistics.expected(words, size) < EMPTY_STEP_ROWS
-        ):
-            if counts is not None:
-                counts["predicted_empty"] += 1
-            continue
-        groups = list(itertools.combinations(words, size))
-        rarer = [g for g in groups if not common.issuperset(g)]
-        commoner = [g for g in groups if common.issuperset(g)]
-        parts = [part for part in (rarer, commoner) if part]
-        if counts is not None and len(parts) == 2:
-            counts["split"] += 1
-        for part in parts:
-            clauses = [" & ".join(_tsquery_term(w) for w in group) for group in part]
-            if size == 1:
-                steps.append(" | ".join(clauses))
-            else:
-                steps.append(" | ".join(f"({clause})" for clause in clauses))
-    return steps
-
-
-def text_ranking(lexemes: list[str]) -> str:
-    """The tsquery a plain query's candidates are ranked against: the OR of the words
-    ``text_ladder`` keeps."""
-    return " | ".join(_tsquery_term(w) for w in _ladder_words(lexemes))
-
-
-_WORD_STATISTICS = sql(
-    """
-    SELECT CAST(CAST(s.most_common_elems AS text) AS text[]) AS lexemes,
-           s.most_common_elem_freqs AS shares, c.reltuples AS rows
-    FROM pg_stats s
-    JOIN pg_namespace n ON n.nspname = s.schemaname
-    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
-    WHERE s.schemaname = current_schema() AND s.tablename = 'memories' AND s.attname = 'tsv'
-    """
-)
-_LEXEMES = sql("SELECT tsvector_to_array(to_tsvector('english', :text))")
-_WEBSEARCH = sql("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
-
-_TEXT_SEARCH_ROWS = sql(
-    f"""
-    SELECT s.id, s.rank_cd, s.level, {_RECALLED_COLUMNS.lstrip(", ")}
-    FROM vigil_memory_text_search(
-        CAST(:levels AS tsquery[]), CAST(:ranking AS tsquery), :kinds, :since, :until,
-        :live_only, :n, :cap) WITH ORDINALITY AS s(id, rank_cd, level, found)
-    JOIN memories m ON m.id = s.id AND m.agent_id = :agent_id
-    ORDER BY s.found
-    """
-).bindparams(
-    # Typed once here: a statement built per call is compiled per call.
-    bindparam("levels", type_=ARRAY(String)),
-    bindparam("kinds", type_=ARRAY(String)),
-    bindparam("since", type_=DateTime(timezone=True)),
-    bindparam("until", type_=DateTime(timezone=True)),
-)
-
-
-_LIVE_IDS = sql(
-    """
-    SELECT id FROM memories WHERE agent_id = :agent_id AND id = ANY(:ids)
-    AND forgotten_at IS NULL AND superseded_by IS NULL
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
-
-
-_LIVE_BOUNDED = sql(
-    "SELECT live, blocked FROM vigil_live_memories(CAST(:ids AS bigint[]), "
-    "CAST(:lock_ms AS integer))"
-)
-
-
-async def live_memories_bounded(
-    db: Statements, ids: list[int], lock_ms: int | None
-) -> set[int] | None:
-    """Which of ``ids`` are live memories of the agent ``db`` acts for, waiting on a lock
-    (DDL, ``LOCK TABLE``) at most ``lock_ms`` (``vigil_live_memories``, migration
-    20261202_18: PostgreSQL bounds the wait, nothing is cancelled from the client); None
-    when that bound was passed."""
-    row = (await db.execute(_LIVE_BOUNDED, {"ids": ids, "lock_ms": lock_ms})).mappings().one()
-    return None if row["blocked"] else set(row["live"])
-
-
-_AGENT_COUNT = sql("SELECT count(*) FROM memories WHERE agent_id = :agent_id AND dim = :dim")

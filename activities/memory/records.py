@@ -1,0 +1,133 @@
+"""The row types of long-term memory and the limits on their fields: what
+``MemoryStore.add`` did (``AddResult``), one stored memory, live, superseded or forgotten
+(``MemoryRecord``), what ``MemoryStore.forget`` did (``Forgotten``) and one recalled
+memory with its score and ranks (``Recalled``), with the conversions from the rows the
+store's statements return (``memories`` and ``memory_writes`` rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from vigil.schema import textcodec
+
+AddAction = Literal["inserted", "merged", "superseded"]
+RecallMode = Literal["hybrid", "vector", "text"]
+
+MAX_KIND = 32
+MAX_AGENT_ID = 200
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What ``MemoryStore.add`` did."""
+
+    id: int
+    """The new memory, or the existing one a near-duplicate was merged into."""
+    action: AddAction
+    superseded_ids: tuple[int, ...] = ()
+    """For ``superseded``: the live memories about the same subject that the new one replaced."""
+    similarity: float | None = None
+    """For ``merged``: cosine similarity to the memory merged into."""
+    redactions: dict[str, int] = field(default_factory=dict)
+    """Findings replaced before storage, per kind (empty when redaction is off)."""
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """One stored memory, live or superseded."""
+
+    id: int
+    agent_id: str
+    kind: str
+    subject: str | None
+    content: str
+    importance: float
+    dim: int
+    source_session_id: str | None
+    superseded_by: int | None
+    superseded_at: datetime | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    forgotten_at: datetime | None = None
+    """When a person forgot it (it is kept, and never recalled again)."""
+    forgotten_by: str | None = None
+    forget_reason: str | None = None
+    embedder: str = ""
+    """Name of the embedder that produced its vector."""
+    embedder_version: str = ""
+
+    @property
+    def superseded(self) -> bool:
+        return self.superseded_by is not None
+
+    @property
+    def forgotten(self) -> bool:
+        return self.forgotten_at is not None
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What ``MemoryStore.forget`` did."""
+
+    record: MemoryRecord
+    """The memory as it is now (forgotten)."""
+    now: bool
+    """Forgotten by this call; false when it had been forgotten before."""
+    restored_ids: tuple[int, ...] = ()
+    """The memories it had superseded that are current again."""
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """One recalled memory with its score and how each search ranked it."""
+
+    id: int
+    kind: str
+    subject: str | None
+    content: str
+    importance: float
+    created_at: datetime
+    score: float
+    """Fused relevance x recency factor x importance factor; higher is better."""
+    superseded: bool
+    vector_rank: int | None
+    """1-based rank among the vector candidates, None when not among them."""
+    text_rank: int | None
+    """1-based rank among the full-text candidates, None when not among them."""
+    similarity: float | None = None
+    """Cosine similarity to the query, when the memory was a vector candidate."""
+
+
+def _record(row: Any) -> MemoryRecord:
+    return MemoryRecord(
+        id=row.id,
+        agent_id=row.agent_id,
+        kind=row.kind,
+        subject=row.subject,
+        content=row.content,
+        importance=row.importance,
+        dim=row.dim,
+        source_session_id=row.source_session_id,
+        superseded_by=row.superseded_by,
+        superseded_at=row.superseded_at,
+        metadata=textcodec.decode_json(row.metadata),
+        created_at=row.created_at,
+        forgotten_at=row.forgotten_at,
+        forgotten_by=row.forgotten_by,
+        forget_reason=row.forget_reason,
+        embedder=row.embedder,
+        embedder_version=row.embedder_version,
+    )
+
+
+def _add_result(row: Any) -> AddResult:
+    """A keyed write's recorded result (a ``memory_writes`` row)."""
+    return AddResult(
+        id=row["memory_id"],
+        action=row["action"],
+        superseded_ids=tuple(row["superseded_ids"] or ()),
+        similarity=row["similarity"],
+    )
