@@ -59,12 +59,12 @@ def test_apply_versions_and_reads(api: ApiServer) -> None:
         newest = http.get(f"/v1/agents/{name}").json()
         assert newest["version"] == 3 and newest["spec"]["budget"]["max_steps"] == 9
         assert "http_fetch" in [t["name"] for t in newest["tools"]]
-        versions = http.get(f"/v1/agents/{name}/versions").json()
+        versions = http.get(f"/v1/agents/{name}/versions").json()["items"]
         assert [v["version"] for v in versions] == [1, 2, 3]
         assert {v["created_by"] for v in versions} == {"ana"}
         v2 = http.get(f"/v1/agents/{name}/versions/2").json()
         assert v2["spec"]["budget"]["max_steps"] == 7
-        listed = {a["name"]: a for a in http.get("/v1/agents").json()}
+        listed = {a["name"]: a for a in http.get("/v1/agents").json()["items"]}
         assert listed[name]["newest"] == 3 and listed[name]["versions"] == 3
 
         for path in (f"/v1/agents/{name}/versions/9", "/v1/agents/no-such-agent"):
@@ -155,7 +155,7 @@ def test_scopes_and_agent_filters(api: ApiServer) -> None:
         r = control.post("/v1/agents", content=agent_yaml(_name()), headers=YAML)
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     with api.client(api.token(Scope.ADMIN, agents=[mine])) as scoped:
-        names = {a["name"] for a in scoped.get("/v1/agents").json()}
+        names = {a["name"] for a in scoped.get("/v1/agents").json()["items"]}
         assert mine in names and theirs not in names
         assert scoped.get(f"/v1/agents/{mine}").status_code == 200
         for path in (f"/v1/agents/{theirs}", f"/v1/agents/{theirs}/versions"):

@@ -91,7 +91,7 @@ def test_upload_list_download_and_ranges(api: ApiServer) -> None:
         assert put.status_code == 201, put.text
         assert put.json()["sha256"] == sha and put.json()["size"] == len(DATA)
 
-        listed = http.get(url(session)).json()["artifacts"]
+        listed = http.get(url(session)).json()["items"]
         assert [(a["name"], a["size"], a["mime_type"]) for a in listed] == [
             ("reports/out.bin", len(DATA), "application/x-report")
         ]
@@ -176,7 +176,7 @@ def test_upload_replaces_and_streams_without_a_length(api: ApiServer) -> None:
         put = http.put(url(session, "a.txt"), content=chunks())
         assert put.status_code == 201, put.text
         assert http.get(url(session, "a.txt")).content == DATA
-        assert len(http.get(url(session)).json()["artifacts"]) == 1
+        assert len(http.get(url(session)).json()["items"]) == 1
         empty = http.put(url(session, "empty"), content=b"")
         assert empty.status_code == 201 and empty.json()["size"] == 0
         assert http.get(url(session, "empty"), headers={"Range": "bytes=0-"}).status_code == 416
@@ -197,7 +197,7 @@ def test_uploads_over_the_limit_are_413_and_leave_nothing(api: ApiServer) -> Non
         assert declared.json()["error"]["code"] == "payload_too_large"
         streamed = http.put(url(session, "big"), content=chunks())
         assert streamed.status_code == 413, streamed.text
-        assert http.get(url(session)).json()["artifacts"] == []
+        assert http.get(url(session)).json()["items"] == []
         assert http.get(url(session, "big")).status_code == 404
         at_limit = http.put(url(session, "big"), content=big[:LIMIT])
         assert at_limit.status_code == 201, at_limit.text
@@ -213,7 +213,7 @@ def test_path_like_names_are_labels_only(api: ApiServer, name: str, tmp_path: Pa
         assert put.status_code == 201, put.text
         assert put.json()["name"] == name
         assert http.get(url(session, name)).content == b"label only"
-        assert [a["name"] for a in http.get(url(session)).json()["artifacts"]] == [name]
+        assert [a["name"] for a in http.get(url(session)).json()["items"]] == [name]
     if api.settings.artifact_backend == "fs":
         root = api.settings.endpoints().artifact_dir
         outside = [p for p in root.parent.iterdir() if p.name == "passwd"]
@@ -243,7 +243,7 @@ def test_names_no_file_can_have_are_422(api: ApiServer, name: str) -> None:
         error = put.json()["error"]
         assert error["code"] == "invalid_request"
         assert ("backslash" if "\\" in name else "'.' or '..'") in error["message"], error
-        assert http.get(url(session)).json()["artifacts"] == []
+        assert http.get(url(session)).json()["items"] == []
 
 
 def test_access_and_unknown_ids(api: ApiServer) -> None:
@@ -310,7 +310,7 @@ def test_the_upload_answer_is_what_is_served(api: ApiServer) -> None:
         for name in ("b.bin", "a.bin"):
             put = http.put(url(session, name), content=data, headers={"Content-Type": "x/two"})
             assert put.status_code == 201, put.text
-            listed = {a["name"]: a for a in http.get(url(session)).json()["artifacts"]}
+            listed = {a["name"]: a for a in http.get(url(session)).json()["items"]}
             served = http.get(url(session, name)).headers["content-type"].split(";")[0]
             answer = put.json()
             assert answer["mime_type"] == listed[name]["mime_type"] == served, (answer, served)
@@ -325,7 +325,7 @@ def test_a_replaced_artifact_keeps_every_version_reachable(api: ApiServer) -> No
         assert http.put(url(session, "notes.md"), content=one).json()["version"] == 1
         assert http.put(url(session, "notes.md"), content=two).json()["version"] == 2
         assert http.put(url(session, "other.txt"), content=b"alone").status_code == 201
-        listed = {a["name"]: a for a in http.get(url(session)).json()["artifacts"]}
+        listed = {a["name"]: a for a in http.get(url(session)).json()["items"]}
         assert (listed["notes.md"]["version"], listed["other.txt"]["version"]) == (2, 1)
         assert http.get(url(session, "notes.md")).content == two
         first = http.get(url(session, "notes.md"), params={"version": 1})

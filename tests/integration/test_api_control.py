@@ -182,7 +182,7 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
 
         users = [
             m["content"]
-            for m in http.get(f"/v1/sessions/{sid}/transcript").json()["messages"]
+            for m in http.get(f"/v1/sessions/{sid}/transcript").json()["items"]
             if m["role"] == "user"
         ]
         assert users == [goal, said, at_limit, f"New goal from cara: {new_goal}"]

@@ -68,11 +68,11 @@ async def test_triggers_are_listed_only_for_the_agents_the_token_covers(
         cli.vigil.json("trigger", "create", names[agent], "--agent", agent, "--goal-template", "x")
     r = await http.get("/v1/triggers", headers=await bearer(sessionmaker, [mine]))
     assert r.status_code == 200, r.text
-    assert {t["agent_id"] for t in r.json()} == {mine}
+    assert {t["agent_id"] for t in r.json()["items"]} == {mine}
     r = await http.get("/v1/triggers", headers=await bearer(sessionmaker, [f"{mine}-other"]))
-    assert r.status_code == 200 and r.json() == [], r.text
+    assert r.status_code == 200 and r.json()["items"] == [], r.text
     r = await http.get("/v1/triggers", headers=await bearer(sessionmaker))
-    assert {names[mine], names[theirs]} <= {t["name"] for t in r.json()}
+    assert {names[mine], names[theirs]} <= {t["name"] for t in r.json()["items"]}
 
 
 async def test_webhook_deliveries_are_listed_only_for_the_agents_the_token_covers(
@@ -85,16 +85,37 @@ async def test_webhook_deliveries_are_listed_only_for_the_agents_the_token_cover
     scoped = await bearer(sessionmaker, [mine])
     r = await http.get("/v1/webhooks/deliveries", params={"limit": 1000}, headers=scoped)
     assert r.status_code == 200, r.text
-    assert {row["agent_id"] for row in r.json()} == {mine}
+    assert {row["agent_id"] for row in r.json()["items"]} == {mine}
     r = await http.get("/v1/webhooks/deliveries", params={"agent": mine}, headers=scoped)
-    assert r.status_code == 200 and [row["session_id"] for row in r.json()] == [sessions[mine]]
+    assert r.status_code == 200 and [row["session_id"] for row in r.json()["items"]] == [
+        sessions[mine]
+    ]
     r = await http.get("/v1/webhooks/deliveries", params={"agent": theirs}, headers=scoped)
     assert r.status_code == 403, r.text
     assert theirs in r.json()["error"]["message"] and sessions[theirs] not in r.text
     r = await http.get(
         "/v1/webhooks/deliveries", params={"session": sessions[theirs]}, headers=scoped
     )
-    assert r.status_code == 200 and r.json() == [], r.text
+    assert r.status_code == 200 and r.json()["items"] == [], r.text
     everyone = await bearer(sessionmaker)
     r = await http.get("/v1/webhooks/deliveries", params={"agent": theirs}, headers=everyone)
-    assert [row["session_id"] for row in r.json()] == [sessions[theirs]]
+    assert [row["session_id"] for row in r.json()["items"]] == [sessions[theirs]]
+
+
+async def test_webhook_deliveries_page_on_with_next_after(
+    http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A page cut at its limit says where the next begins (``next_after``, passed as
+    ``after``); the last page says null. Before, the list was a bare array and a caller
+    had to take the last row's id itself."""
+    agent = f"agent-wpage-{uuid.uuid4().hex[:6]}"
+    for n in range(3):
+        await record_attempt(sessionmaker, agent, f"{agent}-s{n}")
+    admin = await bearer(sessionmaker)
+    params: dict[str, str | int] = {"agent": agent, "limit": 2}
+    first = (await http.get("/v1/webhooks/deliveries", params=params, headers=admin)).json()
+    assert len(first["items"]) == 2 and first["next_after"] == first["items"][-1]["id"]
+    params["after"] = first["next_after"]
+    rest = (await http.get("/v1/webhooks/deliveries", params=params, headers=admin)).json()
+    assert [r["session_id"] for r in rest["items"]] == [f"{agent}-s2"]
+    assert rest["next_after"] is None

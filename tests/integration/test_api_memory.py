@@ -70,15 +70,15 @@ def test_add_search_and_forget(api: ApiServer) -> None:
 
         found = http.get(f"{base(agent)}/search", params={"q": "billing database port"})
         assert found.status_code == 200, found.text
-        ids = [m["id"] for m in found.json()["memories"]]
+        ids = [m["id"] for m in found.json()["items"]]
         assert ids[0] == moved.json()["id"] and fact.json()["id"] not in ids
         both = http.get(
             f"{base(agent)}/search", params={"q": "billing port", "include_superseded": "true"}
-        ).json()["memories"]
+        ).json()["items"]
         assert {fact.json()["id"], moved.json()["id"]} <= {m["id"] for m in both}
         lessons = http.get(
             f"{base(agent)}/search", params={"q": "billing", "kind": "lesson", "limit": 5}
-        ).json()["memories"]
+        ).json()["items"]
         assert [m["id"] for m in lessons] == [lesson.json()["id"]]
 
         # A control token may add but not forget.
@@ -99,12 +99,12 @@ def test_add_search_and_forget(api: ApiServer) -> None:
         for params in ({"q": "billing database port"},
                        {"q": "billing database port", "include_superseded": "true"}):  # fmt: skip
             ids = [
-                m["id"] for m in http.get(f"{base(agent)}/search", params=params).json()["memories"]
+                m["id"] for m in http.get(f"{base(agent)}/search", params=params).json()["items"]
             ]
             assert moved.json()["id"] not in ids, params
         # What it had superseded is current again: found without include_superseded.
         current = http.get(f"{base(agent)}/search", params={"q": "billing database port"})
-        (hit,) = [m for m in current.json()["memories"] if m["id"] == fact.json()["id"]]
+        (hit,) = [m for m in current.json()["items"] if m["id"] == fact.json()["id"]]
         assert hit["superseded"] is False
         # The same words again are a new memory, not merged into the forgotten one; it
         # supersedes the restored one, as any new memory on the subject does.
@@ -142,7 +142,7 @@ def test_forgetting_a_superseded_memory_restores_nothing(api: ApiServer) -> None
 def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
     agent = f"mem-{uuid.uuid4().hex[:8]}"
     with api.client(api.token(Scope.READ)) as http:
-        assert http.get(f"{base(agent)}/search", params={"q": "x"}).json() == {"memories": []}
+        assert http.get(f"{base(agent)}/search", params={"q": "x"}).json() == {"items": []}
         add = http.post(base(agent), json={"content": "x"})
         assert (add.status_code, add.json()["error"]["code"]) == (403, "forbidden")
     with api.client(api.token(Scope.ADMIN, agents=["other"])) as http:

@@ -67,7 +67,7 @@ def test_ids_and_names_that_are_not_utf8_are_refused(cli: CLIStack, api: ApiServ
 
         refused_as_not_utf8(http.put(f"/v1/sessions/{sid}/artifacts/report%ff.txt", content=b"x"))
         refused_as_not_utf8(http.get(f"/v1/sessions/{sid}/artifacts/report%ff.txt"))
-        assert http.get(f"/v1/sessions/{sid}/artifacts").json()["artifacts"] == []
+        assert http.get(f"/v1/sessions/{sid}/artifacts").json()["items"] == []
         refused_as_not_utf8(http.get(f"/v1/sessions/{sid}%ff"))
         refused_as_not_utf8(http.post(f"/v1/sessions/{sid}%ff/cancel"))
         refused_as_not_utf8(http.get(f"/v1/agents/{agent}%ff"))

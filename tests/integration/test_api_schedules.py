@@ -76,7 +76,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
         assert (again.status_code, again.json()["error"]["code"]) == (409, "refused")
 
         def listed() -> dict[str, Any] | None:
-            rows = http.get("/v1/schedules").json()["schedules"]
+            rows = http.get("/v1/schedules").json()["items"]
             return next((r for r in rows if r["id"] == schedule_id), None)
 
         row = poll(listed, 30, "the schedule is listed", every=0.5)
@@ -99,7 +99,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
 
         assert http.post(f"/v1/schedules/{schedule_id}/trigger").status_code == 200
         runs = poll(
-            lambda: http.get(f"/v1/schedules/{schedule_id}/runs").json()["runs"],
+            lambda: http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"],
             45,
             "a triggered run in the record",
         )
@@ -112,7 +112,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
         assert http.delete(f"/v1/schedules/{schedule_id}").json()["action"] == "deleted"
         assert http.get(f"/v1/schedules/{schedule_id}").status_code == 404
         after = http.get(f"/v1/schedules/{schedule_id}/runs")
-        assert [r["id"] for r in after.json()["runs"]] == [r["id"] for r in runs]
+        assert [r["id"] for r in after.json()["items"]] == [r["id"] for r in runs]
 
 
 def test_cron_schedule_with_pinned_version_and_time_zone(api: ApiServer, schedule_id: str) -> None:
@@ -159,7 +159,7 @@ def test_scopes_agents_bad_input_and_unknown_ids(api: ApiServer, schedule_id: st
         assert http.delete("/v1/schedules/no-such-schedule").status_code == 404
         assert http.get("/v1/schedules/bad%20id").status_code == 422
     with api.client(api.token(Scope.READ, agents=["other"])) as http:
-        assert schedule_id not in [s["id"] for s in http.get("/v1/schedules").json()["schedules"]]
+        assert schedule_id not in [s["id"] for s in http.get("/v1/schedules").json()["items"]]
         assert http.get(f"/v1/schedules/{schedule_id}").status_code == 404
         assert http.get(f"/v1/schedules/{schedule_id}/runs").status_code == 404
     with api.client(api.token(Scope.CONTROL, agents=["other"])) as http:
@@ -187,7 +187,7 @@ def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
             time.sleep(1.1)
         every = poll(
             lambda: (
-                (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["runs"])
+                (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"])
                 and len(r) == 3
                 and r
             ),
@@ -195,13 +195,13 @@ def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
             "three runs in the record",
         )
         first = http.get(f"/v1/schedules/{schedule_id}/runs", params={"limit": 2}).json()
-        assert [r["id"] for r in first["runs"]] == [r["id"] for r in every[:2]]
+        assert [r["id"] for r in first["items"]] == [r["id"] for r in every[:2]]
         assert first["next_cursor"], first
         rest = http.get(
             f"/v1/schedules/{schedule_id}/runs",
             params={"limit": 2, "cursor": first["next_cursor"]},
         ).json()
-        assert [r["id"] for r in rest["runs"]] == [every[2]["id"]]
+        assert [r["id"] for r in rest["items"]] == [every[2]["id"]]
         assert rest["next_cursor"] is None
         bad = http.get(f"/v1/schedules/{schedule_id}/runs", params={"cursor": "nonsense"})
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")

@@ -53,26 +53,26 @@ def test_start_show_transcript_events_export(cli: CLIStack, api: ApiServer, agen
 
         whole = http.get(f"/v1/sessions/{sid}/transcript", params={"limit": 500}).json()
         assert whole["next_after_seq"] is None
-        seqs = [m["seq"] for m in whole["messages"]]
-        assert whole["messages"][0]["content"] == goal and len(seqs) >= 3
+        seqs = [m["seq"] for m in whole["items"]]
+        assert whole["items"][0]["content"] == goal and len(seqs) >= 3
         paged, after = [], -1
         while True:
             page = http.get(
                 f"/v1/sessions/{sid}/transcript", params={"after_seq": after, "limit": 1}
             ).json()
-            paged += [m["seq"] for m in page["messages"]]
+            paged += [m["seq"] for m in page["items"]]
             if page["next_after_seq"] is None:
                 break
             after = page["next_after_seq"]
         assert paged == seqs
 
-        events = http.get(f"/v1/sessions/{sid}/events").json()["events"]
+        events = http.get(f"/v1/sessions/{sid}/events").json()["items"]
         assert events[-1]["kind"] == "session_ended"
         first = http.get(f"/v1/sessions/{sid}/events", params={"limit": 1}).json()
         rest = http.get(f"/v1/sessions/{sid}/events", params={"after": first["next_after"]})
-        assert first["events"] + rest.json()["events"] == events
+        assert first["items"] + rest.json()["items"] == events
         ended = http.get(f"/v1/sessions/{sid}/events", params={"kind": "session_ended"}).json()
-        assert [e["payload"]["status"] for e in ended["events"]] == ["completed"]
+        assert [e["payload"]["status"] for e in ended["items"]] == ["completed"]
 
         jsonl = http.get(f"/v1/sessions/{sid}/export")
         assert jsonl.status_code == 200 and jsonl.headers["content-type"] == "application/x-ndjson"
@@ -226,7 +226,7 @@ def test_unknown_ids_cancel_and_what_tokens_see(cli: CLIStack, api: ApiServer) -
         assert cancelled.json()["accepted"] is True
         wait_status(http, sid, "cancelled")
         # The record names who cancelled (the token's owner) and why.
-        events = http.get(f"/v1/sessions/{sid}/events").json()["events"]
+        events = http.get(f"/v1/sessions/{sid}/events").json()["items"]
         [ended] = [e for e in events if e["kind"] == "session_ended"]
         assert (ended["actor"], ended["reason"]) == ("tester", "wrong agent"), ended
         shown = http.get(f"/v1/sessions/{sid}").json()["session"]

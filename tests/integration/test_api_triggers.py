@@ -97,7 +97,7 @@ async def test_a_signed_delivery_starts_a_session_with_the_goal_from_the_body(
     admin = await token(sessionmaker, Scope.ADMIN)
     listed = await http.get("/v1/triggers", headers={"Authorization": f"Bearer {admin}"})
     assert listed.status_code == 200
-    (mine,) = [t for t in listed.json() if t["name"] == name]
+    (mine,) = [t for t in listed.json()["items"] if t["name"] == name]
     assert mine["agent_id"] == agent and mine["goal_template"] == "Triage #{n}: {title}"
     assert secret not in listed.text and "secret" not in mine
     reader = await token(sessionmaker, Scope.READ)

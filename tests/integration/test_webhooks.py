@@ -70,7 +70,7 @@ async def attempts(
             "/v1/webhooks/deliveries", params=query, headers={"Authorization": f"Bearer {token}"}
         )
     assert r.status_code == 200, r.text
-    rows: list[dict[str, object]] = r.json()
+    rows: list[dict[str, object]] = r.json()["items"]
     return rows
 
 

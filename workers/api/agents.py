@@ -137,21 +137,32 @@ def _hidden(who: Principal, name: str) -> None:
         raise ApiError(404, UNKNOWN_AGENT, f"no agent {name!r} among those this token covers")
 
 
-@router.get("/agents", response_model=list[AgentSummary], summary="Every defined agent")
-async def list_agents(who: Reader, client: Client) -> list[AgentSummary]:
+class AgentList(BaseModel):
+    items: list[AgentSummary]
+
+
+class AgentVersions(BaseModel):
+    items: list[AgentVersionBrief]
+    """Oldest first."""
+
+
+@router.get("/agents", response_model=AgentList, summary="Every defined agent")
+async def list_agents(who: Reader, client: Client) -> AgentList:
     rows = await _service(client).list_agents()
-    return [
-        AgentSummary(
-            name=r.name,
-            versions=r.versions,
-            newest=r.newest,
-            content_hash=r.content_hash,
-            description=r.description,
-            updated_at=r.updated_at,
-        )
-        for r in rows
-        if who.sees_agent(r.name)
-    ]
+    return AgentList(
+        items=[
+            AgentSummary(
+                name=r.name,
+                versions=r.versions,
+                newest=r.newest,
+                content_hash=r.content_hash,
+                description=r.description,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+            if who.sees_agent(r.name)
+        ]
+    )
 
 
 @router.get("/agents/{name}", response_model=AgentVersion, summary="An agent's newest version")
@@ -165,13 +176,13 @@ async def show_agent(name: str, who: Reader, client: Client) -> AgentVersion:
 
 @router.get(
     "/agents/{name}/versions",
-    response_model=list[AgentVersionBrief],
+    response_model=AgentVersions,
     summary="Every version of an agent, oldest first",
 )
-async def agent_versions(name: str, who: Reader, client: Client) -> list[AgentVersionBrief]:
+async def agent_versions(name: str, who: Reader, client: Client) -> AgentVersions:
     _hidden(who, name)
     try:
-        return [_brief(v) for v in await _service(client).history(name)]
+        return AgentVersions(items=[_brief(v) for v in await _service(client).history(name)])
     except AgentNotFound as exc:
         raise _not_found(exc) from None
 

@@ -84,7 +84,7 @@ class ArtifactOut(BaseModel):
 
 
 class ArtifactList(BaseModel):
-    artifacts: list[ArtifactOut]
+    items: list[ArtifactOut]
 
 
 def _client(request: Request) -> VigilClient:
@@ -152,7 +152,7 @@ async def list_artifacts(request: Request, session_id: SessionId, who: Reader) -
     service = _service(request)
     refs = await service.list(row.agent_id, session_id)
     versions = await service.versions(row.agent_id, session_id)
-    return ArtifactList(artifacts=[_out(r, versions.get(r.name, 1)) for r in refs])
+    return ArtifactList(items=[_out(r, versions.get(r.name, 1)) for r in refs])
 
 
 @router.get(

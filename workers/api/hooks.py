@@ -194,14 +194,26 @@ async def fire_trigger(
     return reply
 
 
-@router.get("/triggers", response_model=list[TriggerInfo], summary="Triggers (never secrets)")
-async def list_triggers(request: Request, who: Admin) -> list[TriggerInfo]:
-    return [_trigger_info(r) for r in await _triggers(request).list_triggers(who.agents)]
+class TriggerList(BaseModel):
+    items: list[TriggerInfo]
+
+
+class DeliveryList(BaseModel):
+    items: list[WebhookDeliveryAttempt]
+    next_after: int | None
+    """Pass as ``after`` for the next attempts; null on the last page."""
+
+
+@router.get("/triggers", response_model=TriggerList, summary="Triggers (never secrets)")
+async def list_triggers(request: Request, who: Admin) -> TriggerList:
+    return TriggerList(
+        items=[_trigger_info(r) for r in await _triggers(request).list_triggers(who.agents)]
+    )
 
 
 @router.get(
     "/webhooks/deliveries",
-    response_model=list[WebhookDeliveryAttempt],
+    response_model=DeliveryList,
     summary="Every attempt to deliver an event to a webhook, oldest first",
 )
 async def webhook_deliveries(
@@ -211,10 +223,13 @@ async def webhook_deliveries(
     session: Annotated[str | None, Query(max_length=400)] = None,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only attempts past this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[WebhookDeliveryAttempt]:
+) -> DeliveryList:
     if agent is not None:
         check_agent(who, agent)
     rows = await WebhookService(_client(request).db).deliveries(
         agent_id=agent, session_id=session, agents=who.agents, after_id=after, limit=limit
     )
-    return [WebhookDeliveryAttempt(**vars(r)) for r in rows]
+    return DeliveryList(
+        items=[WebhookDeliveryAttempt(**vars(r)) for r in rows],
+        next_after=rows[-1].id if len(rows) == limit else None,
+    )

@@ -39,7 +39,7 @@ class MemoryHit(BaseModel):
 
 
 class MemorySearch(BaseModel):
-    memories: list[MemoryHit]
+    items: list[MemoryHit]
 
 
 class MemoryCreate(BaseModel):
@@ -111,7 +111,7 @@ async def search_memory(
         include_superseded=include_superseded,
         kinds=[kind] if kind is not None else None,
     )
-    return MemorySearch(memories=[MemoryHit.model_validate(m, from_attributes=True) for m in found])
+    return MemorySearch(items=[MemoryHit.model_validate(m, from_attributes=True) for m in found])
 
 
 @router.post(

@@ -71,7 +71,7 @@ class ScheduleOut(BaseModel):
 
 
 class ScheduleList(BaseModel):
-    schedules: list[ScheduleOut]
+    items: list[ScheduleOut]
 
 
 class ScheduleDone(BaseModel):
@@ -98,7 +98,7 @@ class ScheduleRun(BaseModel):
 
 
 class ScheduleRuns(BaseModel):
-    runs: list[ScheduleRun]
+    items: list[ScheduleRun]
     next_cursor: str | None = None
     """Pass as ``cursor`` for the next (older) runs; null on the last page."""
 
@@ -166,7 +166,7 @@ async def create_schedule(request: Request, body: ScheduleCreate, who: Admin) ->
 @router.get("/schedules", response_model=ScheduleList, summary="Every goal schedule")
 async def list_schedules(request: Request, who: Reader) -> ScheduleList:
     views = await ScheduleService(_client(request)).list()
-    return ScheduleList(schedules=[_out(v) for v in views if who.sees_agent(v.agent_id)])
+    return ScheduleList(items=[_out(v) for v in views if who.sees_agent(v.agent_id)])
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleOut, summary="One schedule")
@@ -233,4 +233,4 @@ async def schedule_runs(
     )
     if not page.items and cursor is None:
         await _visible(request, who, schedule_id)  # 404: no such schedule, or not the token's
-    return ScheduleRuns(runs=[_run(r) for r in page.items], next_cursor=page.next_cursor)
+    return ScheduleRuns(items=[_run(r) for r in page.items], next_cursor=page.next_cursor)

@@ -155,7 +155,7 @@ class SessionDetail(BaseModel):
 
 
 class Transcript(BaseModel):
-    messages: list[Message]
+    items: list[Message]
     next_after_seq: int | None
     """Pass as ``after_seq`` for the next page; null when this page was not full."""
 
@@ -172,7 +172,7 @@ class Event(BaseModel):
 
 
 class Events(BaseModel):
-    events: list[Event]
+    items: list[Event]
     next_after: int | None
     """Pass as ``after`` for the next page; null when this page was not full."""
 
@@ -308,7 +308,7 @@ async def transcript(
     await visible_session(client, who, session_id)
     page = await client.transcript(session_id, after_seq=after_seq, limit=limit)
     return Transcript(
-        messages=[message_of(m) for m in page],
+        items=[message_of(m) for m in page],
         next_after_seq=page[-1].seq if len(page) == limit else None,
     )
 
@@ -329,7 +329,7 @@ async def events(
     await visible_session(client, who, session_id)
     page = await client.events_page(session_id, after=after, limit=limit, kind=kind)
     return Events(
-        events=[Event(**vars(e)) for e in page],
+        items=[Event(**vars(e)) for e in page],
         next_after=page[-1].id if len(page) == limit else None,
     )
 
