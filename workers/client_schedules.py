@@ -5,8 +5,10 @@ Part of VigilClient (workers/client.py), which re-exports every name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -69,6 +71,45 @@ def next_runs(desc: ScheduleDescription) -> list[datetime]:
     """When a schedule runs next: none while it is paused (Temporal still lists the times
     it would run at)."""
     return [] if desc.schedule.state.paused else list(desc.info.next_action_times)
+
+
+TRIGGER_WAIT_SECONDS = 5.0
+"""How long a trigger waits for the run it asked for to start."""
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """What a trigger did: the run it started (its session id), or what keeps it from
+    starting (a run that still runs, under the schedule's overlap policy); neither when
+    Temporal had started no run within ``TRIGGER_WAIT_SECONDS``."""
+
+    run: str | None
+    held: str | None
+
+
+def _action_ids(desc: Any) -> set[str]:
+    """The sessions a schedule's description names as its recent and running runs."""
+    actions = [*desc.info.recent_actions, *desc.info.running_actions]
+    return {a.action.workflow_id if hasattr(a, "action") else a.workflow_id for a in actions}
+
+
+def _held(desc: Any) -> str | None:
+    """What keeps a trigger's run from starting at once, from the schedule's description
+    read just before it: a run that still runs, under an overlap policy other than
+    ``allow_all``; None when nothing does."""
+    running = [a.workflow_id for a in desc.info.running_actions]
+    overlap = desc.schedule.policy.overlap
+    if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
+        return None
+    policy = overlap.name.lower()
+    outcome = {
+        ScheduleOverlapPolicy.SKIP: "this one does not start",
+        ScheduleOverlapPolicy.BUFFER_ONE: "this one starts once it ends",
+        ScheduleOverlapPolicy.BUFFER_ALL: "this one starts once it ends",
+        ScheduleOverlapPolicy.CANCEL_OTHER: "Temporal cancels it, and this one starts",
+        ScheduleOverlapPolicy.TERMINATE_OTHER: "Temporal terminates it, and this one starts",
+    }.get(overlap, "this one starts as that policy lets it")
+    return f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
 
 
 class ScheduleControls(SessionControls):
@@ -221,24 +262,29 @@ class ScheduleControls(SessionControls):
         )
         return True
 
-    async def trigger_schedule(self, schedule_id: str) -> str | None:
-        """Ask for one run now; what keeps it from starting, when something does (a run
-        that still runs, under the schedule's overlap policy), else None."""
+    async def trigger_schedule(self, schedule_id: str) -> Triggered:
+        """Ask for one run now, and wait (up to ``TRIGGER_WAIT_SECONDS``) for the run it
+        starts. Temporal names a schedule's runs by the second it takes their trigger in,
+        so a trigger sent in the second of the schedule's last run would start nothing: it
+        waits for the next second first."""
         desc = await self.describe_schedule(schedule_id)
+        known = _action_ids(desc)
+        last = max((a.started_at for a in desc.info.recent_actions), default=None)
+        if last is not None:
+            wait = (last.replace(microsecond=0) + timedelta(seconds=1)) - datetime.now(UTC)
+            if timedelta(0) < wait <= timedelta(seconds=1):
+                await asyncio.sleep(wait.total_seconds() + 0.05)
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
-        running = [a.workflow_id for a in desc.info.running_actions]
-        overlap = desc.schedule.policy.overlap
-        if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
-            return None
-        policy = overlap.name.lower()
-        outcome = {
-            ScheduleOverlapPolicy.SKIP: "this one does not start",
-            ScheduleOverlapPolicy.BUFFER_ONE: "this one starts once it ends",
-            ScheduleOverlapPolicy.BUFFER_ALL: "this one starts once it ends",
-            ScheduleOverlapPolicy.CANCEL_OTHER: "Temporal cancels it, and this one starts",
-            ScheduleOverlapPolicy.TERMINATE_OTHER: "Temporal terminates it, and this one starts",
-        }.get(overlap, "this one starts as that policy lets it")
-        return f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
+        held = _held(desc)
+        if held is not None:
+            return Triggered(run=None, held=held)
+        deadline = asyncio.get_running_loop().time() + TRIGGER_WAIT_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            new = _action_ids(await self.describe_schedule(schedule_id)) - known
+            if new:
+                return Triggered(run=min(new), held=None)
+        return Triggered(run=None, held=None)
 
     async def backfill_schedule(
         self, schedule_id: str, start: datetime, end: datetime

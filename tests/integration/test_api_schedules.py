@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -85,7 +84,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
 
     with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
         assert http.post(f"/v1/schedules/{schedule_id}/resume").json() == {
-            "id": schedule_id, "action": "resumed", "changed": True, "held": None,
+            "id": schedule_id, "action": "resumed", "changed": True, "held": None, "run": None,
         }  # fmt: skip
         # Once more: it was not paused, and the answer says nothing changed.
         again = http.post(f"/v1/schedules/{schedule_id}/resume").json()
@@ -182,9 +181,8 @@ def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
             overlap="allow_all",
         )  # fmt: skip
         assert made.status_code == 201, made.text
-        for _ in range(3):  # a second apart: triggers in one second start one run
+        for _ in range(3):
             assert http.post(f"/v1/schedules/{schedule_id}/trigger").status_code == 200
-            time.sleep(1.1)
         every = poll(
             lambda: (
                 (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"])
@@ -205,3 +203,33 @@ def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
         assert rest["next_cursor"] is None
         bad = http.get(f"/v1/schedules/{schedule_id}/runs", params={"cursor": "nonsense"})
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_triggers_back_to_back_each_start_a_run_and_name_it(
+    api: ApiServer, schedule_id: str
+) -> None:
+    """Temporal names a schedule's runs by the second: a trigger in the second of the one
+    before it started nothing, and both answered "triggered". A trigger now answers once
+    its run has started, naming it, and one sent in the second of the last run waits for
+    the next second."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    with api.client(api.token(Scope.ADMIN)) as http:
+        made = create(
+            http, id=schedule_id, agent=agent, goal="twice", every="1h", paused=True,
+            overlap="allow_all",
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        answers = [http.post(f"/v1/schedules/{schedule_id}/trigger").json() for _ in range(2)]
+        started = [a["run"] for a in answers]
+        assert all(r and r.startswith(f"{schedule_id}-run") for r in started), answers
+        assert started[0] != started[1], answers
+        runs = poll(
+            lambda: (
+                (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"])
+                and len(r) == 2
+                and r
+            ),
+            60,
+            "both runs in the record",
+        )
+        assert sorted(r["id"] for r in runs) == sorted(started)

@@ -210,13 +210,15 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
         datetime.fromisoformat(t).astimezone(paris).strftime("%H:%M") == "03:00" for t in upcoming
     ), upcoming
 
-    assert cli.vigil.json("schedule", "trigger", schedule_id) == {
+    done = cli.vigil.json("schedule", "trigger", schedule_id)
+    assert {k: done[k] for k in ("id", "triggered", "held")} == {
         "id": schedule_id,
         "triggered": True,
         "held": None,
     }
     [triggered] = runs(cli, schedule_id, 1)
     assert triggered["agent_id"] == agent and triggered["id"].startswith(f"{schedule_id}-run-")
+    assert done["run"] == triggered["id"]  # the answer names the run it started
 
     # A two-day window holds exactly two 03:00 Paris times: two more runs.
     now = datetime.now(UTC).replace(microsecond=0)

@@ -83,6 +83,9 @@ class ScheduleDone(BaseModel):
     held: str | None = None
     """For a trigger: what keeps the run from starting (an earlier run that still runs,
     under the schedule's overlap policy)."""
+    run: str | None = None
+    """For a trigger: the session it started, once Temporal started it (null when held,
+    or when no run had started within a few seconds)."""
 
 
 class ScheduleRun(BaseModel):
@@ -201,8 +204,8 @@ async def trigger_schedule(
     request: Request, schedule_id: ScheduleId, who: Controller
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
-    held = await _client(request).trigger_schedule(schedule_id)
-    return ScheduleDone(id=schedule_id, action="triggered", held=held)
+    done = await _client(request).trigger_schedule(schedule_id)
+    return ScheduleDone(id=schedule_id, action="triggered", held=done.held, run=done.run)
 
 
 @router.delete(

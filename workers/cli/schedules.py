@@ -186,10 +186,15 @@ def schedule_trigger(
     """Start one run now."""
 
     async def go(client: VigilClient) -> None:
-        held = await client.trigger_schedule(schedule_id)
-        said = "triggered" + (f"; {held}" if held else "")
+        done = await client.trigger_schedule(schedule_id)
+        if done.held:
+            said = f"triggered; {done.held}"
+        elif done.run:
+            said = f"triggered: started {done.run}"
+        else:
+            said = "triggered; Temporal has started no run for it yet"
         emit(
-            {"id": schedule_id, "triggered": True, "held": held},
+            {"id": schedule_id, "triggered": True, "held": done.held, "run": done.run},
             as_json,
             lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
         )
