@@ -160,13 +160,19 @@ class SessionStart(_VigilClientCore):
         agent_version: int | None = None,
         allow_undefined: bool | None = None,
         may_loosen: bool = True,
+        own_form: bool = False,
         **extra: Any,
     ) -> StartedSession:
         """Start a session of ``agent_id``'s definition (its newest version, or
         ``agent_version``); the settings given here override the definition's. An agent
         with no definition is refused unless ``allow_undefined`` (or the setting).
         ``may_loosen`` False (an API token below admin): settings that loosen the
-        definition are refused (:class:`Forbidden`)."""
+        definition are refused (:class:`Forbidden`). A chosen ``session_id`` is checked as
+        ``inputs.check_session_id`` says (``own_form``: vigil's own start of a trigger's
+        or a key's session)."""
+        from vigil.workers.inputs import check_session_id  # inputs imports the client
+
+        check_session_id(session_id, own_form=own_form)
         arg = self.start_input(
             agent_id,
             goal,
@@ -182,8 +188,6 @@ class SessionStart(_VigilClientCore):
             self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
         arg.runtime = await self.resolved_runtime(agent_id, goal, found)
         sid = session_id or self.new_session_id(agent_id)
-        if session_id is not None and "\x00" in session_id:
-            raise BadArgument("a session id must not contain NUL characters")
         if session_id is not None:
             from vigil.activities.record import store as record
 

@@ -319,7 +319,7 @@ async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStat
 async def _start(client: VigilClient, agent_id: str, goal: str, session_id: str) -> bool:
     """Start ``session_id``; False when another delivery started it first."""
     try:
-        await client.start_session(agent_id, goal, session_id=session_id)
+        await client.start_session(agent_id, goal, session_id=session_id, own_form=True)
     except BadArgument:
         if await _status(client, session_id) is not None:
             return False

@@ -13,7 +13,13 @@ from tests.integration.conftest import CLIStack
 from tests.support.llm_stub import Reply
 from tests.support.teststack import TEST_PORTS
 from vigil.schema.payloads import SessionStatus, ToolPolicy
-from vigil.workers.client import Refused, UnknownSchedule, UnknownSession, VigilClient
+from vigil.workers.client import (
+    BadArgument,
+    Refused,
+    UnknownSchedule,
+    UnknownSession,
+    VigilClient,
+)
 
 pytestmark = pytest.mark.integration
 NEEDS_APPROVAL = ToolPolicy(require_approval=["http_fetch"])
@@ -175,3 +181,26 @@ async def test_unknown_ids(client: VigilClient) -> None:
     ):
         with pytest.raises(UnknownSchedule, match=f"no schedule with id '{sid}'"):
             await op
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{u}" + "s" * 201,  # past the record's column: every write failed, for good
+        "{u}/b",  # no API path could name it
+        "{u} space",
+        "{u}-key-" + "0" * 32,  # the form of a conversation key's sessions
+        "{u}-run-2026-12-05T10:00:00Z",  # a schedule run's
+    ],
+)
+async def test_a_chosen_session_id_is_checked_as_the_cli_and_api_check_it(
+    cli: CLIStack, client: VigilClient, bad: str
+) -> None:
+    """The Python client took any session id: one of 300 characters started a session
+    whose record no write could make and whose cancel never ended it; others no API path
+    could reach, or the forms vigil gives the sessions of keys and schedules. It now
+    refuses them before starting anything, as `vigil start --id` and the API do."""
+    bad = bad.replace("{u}", uuid.uuid4().hex[:8])
+    with pytest.raises(BadArgument, match="bad session id"):
+        await client.start_session(agent(), "x", session_id=bad, allow_undefined=True)
+    assert await client.temporal_status(bad) is None  # nothing started
