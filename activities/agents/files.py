@@ -260,10 +260,68 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
 # --- YAML: node marks ---------------------------------------------------------------
 
 
+MAX_YAML_VALUES = 100_000
+"""The most values a YAML file may stand for once its aliases are expanded: a file of a
+few hundred bytes whose aliases nest stands for billions, which validating would expand."""
+
+
+def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
+    """What YAML allows that an agent file may not hold: a key given twice in a mapping
+    (the last one silently won), and aliases that expand the file past
+    ``MAX_YAML_VALUES``. The expanded size is counted once per node, so a bomb is
+    measured, never expanded."""
+    problems: list[Problem] = []
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = MAX_YAML_VALUES + 1  # a node that holds itself never ends
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        problems.append(
+                            Problem(
+                                line,
+                                "",
+                                f"duplicate key {key.value!r} (first at line {seen[key.value]})",
+                            )
+                        )
+                    seen.setdefault(key.value, line)
+                total += size(key) + size(value)
+                if total > MAX_YAML_VALUES:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+                if total > MAX_YAML_VALUES:
+                    break
+        sizes[id(node)] = total
+        return total
+
+    if root is not None and size(root) > MAX_YAML_VALUES:
+        problems.append(
+            Problem(
+                root.start_mark.line + 1,
+                "",
+                f"the file expands to more than {MAX_YAML_VALUES:,} values through its aliases",
+            )
+        )
+    return problems
+
+
 def _parse_yaml(text: str, path: Path) -> tuple[Any, Any]:
     try:
-        data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        problems = _yaml_problems(root)
+        if problems:
+            raise AgentFileError(path, problems)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -87,6 +87,13 @@ def test_bad_definitions_are_refused_at_their_line(api: ApiServer) -> None:
 
         broken = http.post("/v1/agents", content="name = [", headers=TOML)
         assert broken.status_code == 422, broken.text
+        # A few hundred bytes of nested aliases standing for 9**9 values: refused as they
+        # are counted, where their expansion held the API (every route) for minutes.
+        bomb = [f"name: {name}", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+        bomb += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 10)]
+        refused = http.post("/v1/agents", content="\n".join(bomb), headers=YAML)
+        assert refused.status_code == 422, refused.text
+        assert "through its aliases" in refused.json()["error"]["message"], refused.text
         assert (
             http.post(
                 "/v1/agents", content=b"{nope", headers={"Content-Type": "application/json"}

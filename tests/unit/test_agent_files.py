@@ -137,3 +137,35 @@ def test_unknown_tool_names_its_line(tmp_path: Path) -> None:
 def test_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(AgentFileError, match="one mapping of fields"):
         parse("- a\n- b\n", tmp_path / "list.yaml", "yaml")
+
+
+def _alias_bomb(levels: int) -> str:
+    """A few hundred bytes whose aliases stand for 9**levels values."""
+    lines = ["name: bomb", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for n in range(1, levels + 1):
+        prev = f"*a{n - 1}"
+        lines.append(f"a{n}: &a{n} [{', '.join([prev] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_that_expand_past_the_limit_are_refused(tmp_path: Path) -> None:
+    """A 400-byte file whose aliases stand for 9**9 values held the API for minutes while
+    it was expanded and validated; it is refused at once, naming the line."""
+    path = _write(tmp_path, "bomb.yaml", _alias_bomb(9))
+    lines = _problems(path)
+    assert any("aliases" in ln and "expands" in ln for ln in lines), lines
+    # A few aliases, as a file sharing a list between keys uses them, are fine.
+    shared = YAML.replace(
+        "        host_not_in: [example.com]", "        host_not_in: &hosts [a.com]"
+    )
+    shared += "memory:\n  read: *hosts\n"
+    agent = load(_write(tmp_path, "shared.yaml", shared))
+    assert agent.spec.memory.read == ["a.com"]
+
+
+def test_a_yaml_key_given_twice_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """`name: a` then `name: b` applied agent b without a word: the second key is refused
+    at its line, as TOML refuses it."""
+    path = _write(tmp_path, "twice.yaml", "name: first\ndescription: d\nname: second\n")
+    lines = _problems(path)
+    assert lines == [f"{path}:3: duplicate key 'name' (first at line 1)"], lines

@@ -10,6 +10,7 @@ changed one adds the next (201).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -263,7 +264,8 @@ async def apply_agent(request: Request, who: Admin, client: Client) -> JSONRespo
     text, kind = await _definition(request)
     try:
         service = applying_service(client.settings, client.db)
-        loaded: LoadedAgent = service.parse_text(text, kind)
+        # Parsed on a thread: a large file would hold every other request meanwhile.
+        loaded: LoadedAgent = await asyncio.to_thread(service.parse_text, text, kind)
         check_agent(who, loaded.spec.name)
         [applied] = await service.apply_loaded([loaded], by=who.actor)
     except InvalidAgentFiles as exc:
