@@ -193,6 +193,10 @@ PATCH_LOCAL_CALL_MOVES = "vigil-local-call-moves"
 # as input, as its update is by the validator; it was taken, and the record's plain
 # columns kept the NUL rewritten as ``\0``. Asked only when such a signal arrives.
 PATCH_LINE_TEXT_NUL = "vigil-line-text-nul"
+# A signal's edited arguments with an integer too large for a float to hold exactly (as
+# ``1e30``), which JSON Schema counts as an integer and no Python tool can take, are refused
+# (``schema.arguments``); they were taken, and the tool failed. Asked only then.
+PATCH_WHOLE_NUMBERS = "vigil-whole-numbers"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -20,7 +20,7 @@ from vigil.schema.tools import needs_approval as builtin_needs_approval
 
 with workflow.unsafe.imports_passed_through():
     # Deterministic validation, imported once outside the sandbox.
-    from jsonschema import Draft202012Validator, FormatChecker
+    from vigil.schema.arguments import argument_validator, first_error
 
 
 def defined(runtime: AgentRuntime | None) -> bool:
@@ -117,17 +117,17 @@ def needs_approval(runtime: AgentRuntime | None, policy: ToolPolicy, call: ToolC
 
 
 def edited_arguments_error(
-    runtime: AgentRuntime | None, tool: str, arguments: dict[str, Any]
+    runtime: AgentRuntime | None, tool: str, arguments: dict[str, Any], *, strict: bool = True
 ) -> str | None:
-    """Why a human's edited arguments cannot be run by ``tool``; None when they fit."""
+    """Why a human's edited arguments cannot be run by ``tool``; None when they fit.
+    ``strict``: integers as ``schema.arguments`` counts them (False: as JSON Schema does,
+    as they were checked before ``PATCH_WHOLE_NUMBERS``)."""
     found = descriptor(runtime, tool)
     if found is None:
         return f"tool {tool!r} is not in this session's catalog"
     if not found.parameters:
         return None
-    validator = Draft202012Validator(found.parameters, format_checker=FormatChecker())
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-    if not errors:
+    error = first_error(argument_validator(found.parameters, strict=strict), arguments)
+    if error is None:
         return None
-    where = "/".join(str(p) for p in errors[0].path) or "(root)"
-    return f"edited_arguments do not fit {tool}'s schema at {where}: {errors[0].message[:300]}"
+    return f"edited_arguments do not fit {tool}'s schema at {error[0]}: {error[1]}"

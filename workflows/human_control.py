@@ -378,9 +378,17 @@ class HumanControl(Bookkeeping):
                     "edited_arguments cannot be checked yet: the session's run has not read "
                     "its agent definition; send the approval again in a moment"
                 )
-            return agent_policy.edited_arguments_error(
-                self._runtime, pending.tool, value.edited_arguments
+            args = value.edited_arguments
+            error = agent_policy.edited_arguments_error(self._runtime, pending.tool, args)
+            if error is None or validating:
+                return error
+            # A signal refused only by the stricter integers: asked only then.
+            loose = agent_policy.edited_arguments_error(
+                self._runtime, pending.tool, args, strict=False
             )
+            if loose is None and not workflow.patched(names.PATCH_WHOLE_NUMBERS):
+                return None
+            return error
         return None
 
     def _redirect_error(self, value: RedirectInput, validating: bool = False) -> str | None:

@@ -18,9 +18,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from jsonschema import Draft202012Validator, FormatChecker
-
 from vigil.schema.agents import AgentSpec, ArgumentRule, ToolDescriptor, ToolEntry, canonical_json
+from vigil.schema.arguments import argument_validator, first_error
 from vigil.schema.tools import BUILTIN_TOOLS
 
 ALWAYS_AVAILABLE = ("finish",)
@@ -147,19 +146,19 @@ def describe_tools(spec: AgentSpec, sources: ToolSources | None = None) -> list[
 
 
 @lru_cache(maxsize=512)
-def _validator(schema_json: str) -> Draft202012Validator:
+def _validator(schema_json: str) -> Any:
     import json
 
-    return Draft202012Validator(json.loads(schema_json), format_checker=FormatChecker())
+    return argument_validator(json.loads(schema_json))
 
 
-_BY_OBJECT: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+_BY_OBJECT: dict[int, tuple[dict[str, Any], Any]] = {}
 """Validators by the schema object they were made for (held here, so its id stays its
 own): a cached catalog's descriptors ask again and again, and writing their schema out
 canonically to find the validator cost more than the check."""
 
 
-def _validator_of(parameters: dict[str, Any]) -> Draft202012Validator:
+def _validator_of(parameters: dict[str, Any]) -> Any:
     found = _BY_OBJECT.get(id(parameters))
     if found is not None and found[0] is parameters:
         return found[1]
@@ -174,12 +173,10 @@ def argument_error(descriptor: ToolDescriptor, arguments: dict[str, Any]) -> str
     """None when ``arguments`` fit the tool's JSON schema; else the first error, short."""
     if not descriptor.parameters:
         return None
-    validator = _validator_of(descriptor.parameters)
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-    if not errors:
+    error = first_error(_validator_of(descriptor.parameters), arguments)
+    if error is None:
         return None
-    where = "/".join(str(p) for p in errors[0].path) or "(root)"
-    return f"invalid arguments for {descriptor.name} at {where}: {errors[0].message[:300]}"
+    return f"invalid arguments for {descriptor.name} at {error[0]}: {error[1]}"
 
 
 def call_error(

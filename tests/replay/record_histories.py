@@ -584,6 +584,35 @@ async def line_text_nul(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An approval signal whose edited arguments give a Python tool an integer no float
+    holds (``1e30``): refused, asked under ``vigil-whole-numbers``; the call then runs as
+    asked once approved."""
+    name = "agent-whole-numbers"
+    sourcing = tool_sourcing(
+        with_worker_flags(ctx.settings, ["tests.support.py_tools"], None, False),
+        credential_resolver(ctx.settings, ctx.sessionmaker).resolve,
+    )
+    await AgentService(ctx.sessionmaker, sourcing).apply_spec(
+        AgentSpec(name=name, tools=[ToolEntry(name="word_count")])
+    )
+    ctx.stub.enqueue(Reply.tool_call("word_count", {"text": "a b"}), finish("counted"))
+    policy = ToolPolicy(require_approval=["word_count"])
+    handle = await ctx.start(
+        "whole_numbers", StartSessionInput(agent_id=name, goal="count", policy=policy)
+    )
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    approval_id = waiting.pending_approvals[0].approval_id
+    edited = {"text": "a b", "min_length": 1e30}
+    await handle.signal(
+        names.SIG_APPROVE, ApproveInput(approval_id=approval_id, by="eve", edited_arguments=edited)
+    )
+    await eventually(handle, lambda s: s.rejected_inputs >= 1)
+    await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id=approval_id, by="ana"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -979,6 +1008,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "cancel_inside_a_batch": cancel_inside_a_batch,
     "local_call_moves": local_call_moves,
     "line_text_nul": line_text_nul,
+    "whole_numbers": whole_numbers,
 }
 
 

@@ -77,6 +77,7 @@ LATEST = {
     "cancel_inside_a_batch",
     "local_call_moves",
     "line_text_nul",
+    "whole_numbers",
 }
 EXPECTED = {
     "tools_finish",
@@ -446,6 +447,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         names.PATCH_DECISION_FIRST,
     ]
     assert _ended(nul) == SessionStatus.COMPLETED.value
+    # An approval signal edited to an integer no float holds: refused (asked only then).
+    whole = _history(HISTORIES / "whole_numbers.json")
+    assert names.PATCH_WHOLE_NUMBERS in _patches(whole)
+    assert _ended(whole) == SessionStatus.COMPLETED.value
     # A batch's step handed back while a message waited: taken again alone (a third
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")

@@ -1,0 +1,50 @@
+"""How a tool call's arguments are checked against the tool's JSON schema: one validator
+for the model's calls (activities) and a human's edited arguments (the workflow).
+
+JSON Schema counts any number without a fractional part as an integer, ``1e30`` too; a
+Python tool's arguments are then parsed into Python types, where such a number is no
+integer the tool can take, so a call that passed the check failed in the tool. Here an
+integer is a whole number that a float holds exactly (at most 2**53 in magnitude), or
+one written without a fraction or exponent. Pure: no I/O, so workflow code may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker, validators
+
+MAX_EXACT = 2**53
+"""The largest magnitude of a whole number a float holds exactly."""
+
+
+def _whole(_checker: Any, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT
+
+
+ArgumentValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _whole),
+)
+"""Draft 2020-12, with integers as above."""
+
+
+def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Any:
+    """A validator of ``parameters`` (a tool's schema). ``strict`` False: JSON Schema's own
+    integers (how edited arguments were checked before, for the histories of then)."""
+    kind = ArgumentValidator if strict else Draft202012Validator
+    return kind(parameters, format_checker=FormatChecker())
+
+
+def first_error(validator: Any, arguments: dict[str, Any]) -> tuple[str, str] | None:
+    """Where (``a/b``, or ``(root)``) and what the first error of ``arguments`` is; None
+    when they fit."""
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    where = "/".join(str(p) for p in errors[0].path) or "(root)"
+    return where, errors[0].message[:300]
