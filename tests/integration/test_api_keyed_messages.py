@@ -185,3 +185,19 @@ def test_a_keyed_start_naming_a_tool_the_agent_lacks_is_refused(
         )
     assert r.status_code == 422, r.text
     assert "'htp_fetch'" in r.json()["error"]["message"], r.text
+
+
+def test_a_key_holding_a_slash_is_reached_as_from_the_cli(cli: CLIStack, api: ApiServer) -> None:
+    """`vigil message ops --key org/repo#12` takes any key, but the API's path ended at the
+    key's slash, sent as %2F: a 404 for a key the CLI reaches. The key is now the whole
+    segment between keys/ and /messages, slashes included."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "keyed")
+    key = "org/repo#12"
+    goal = cli.plan(Reply.text("looked"))
+    with api.client(api.token(Scope.CONTROL)) as http:
+        sent = http.post(
+            f"/v1/agents/{agent}/keys/org%2Frepo%2312/messages", json={"text": "hi", "goal": goal}
+        )
+        assert sent.status_code in (200, 201), sent.text
+        assert sent.json()["session_id"] == keyed_session_id(agent, key)

@@ -39,7 +39,8 @@ class KeyedMessageResult(BaseModel):
 
 
 @router.post(
-    "/agents/{name}/keys/{key}/messages",
+    # The key is everything between keys/ and /messages: a key may hold a slash (%2F).
+    "/agents/{name}/keys/{key:path}/messages",
     response_model=KeyedMessageResult,
     summary="Message the session of a key, starting it if it does not run",
 )
