@@ -11,6 +11,7 @@ import asyncio
 import codecs
 import email.utils
 import functools
+import hashlib
 import math
 import re
 import time
@@ -201,17 +202,42 @@ def wire_name(name: str) -> str:
     return _NOT_WIRE.sub("_", name.replace(".", "__"))[:64] or "_"
 
 
+def _distinct_wire_name(name: str) -> str:
+    """A wire name of ``name``'s own: its safe form cut short, and a digest of the name."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{wire_name(name)[:53]}_{digest}"
+
+
+def _wire_map(tools: list[ToolSpec], messages: list[ChatMessage]) -> dict[str, str]:
+    """Each name -> its wire name, no two alike. Two names can meet in ``wire_name``
+    (``w.a b`` and ``w.a_b``, ``a.b`` and ``a__b``, long names past 64 characters): the
+    catalog's names come first, in their order of name, so a catalog is sent the same way
+    on every call; a name that meets one taken gets ``_distinct_wire_name``."""
+    called = [c.name for m in messages for c in m.tool_calls]
+    names = sorted({t.name for t in tools}) + list(dict.fromkeys(called))
+    found: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        if name in found:
+            continue
+        wire = wire_name(name)
+        if wire in taken:
+            wire = _distinct_wire_name(name)
+        found[name] = wire
+        taken.add(wire)
+    return found
+
+
 def to_wire_names(
     messages: list[ChatMessage], tools: list[ToolSpec]
 ) -> tuple[list[ChatMessage], list[ToolSpec], dict[str, str]]:
     """(messages, tools) with wire names, and the way back: wire name -> catalog name."""
-    back = {wire_name(t.name): t.name for t in tools}
-    specs = [
-        t if wire_name(t.name) == t.name else replace(t, name=wire_name(t.name)) for t in tools
-    ]
+    wire = _wire_map(tools, messages)
+    back = {wire[t.name]: t.name for t in tools}
+    specs = [t if wire[t.name] == t.name else replace(t, name=wire[t.name]) for t in tools]
     sent = [
-        replace(m, tool_calls=[replace(c, name=wire_name(c.name)) for c in m.tool_calls])
-        if any(wire_name(c.name) != c.name for c in m.tool_calls)
+        replace(m, tool_calls=[replace(c, name=wire[c.name]) for c in m.tool_calls])
+        if any(wire[c.name] != c.name for c in m.tool_calls)
         else m
         for m in messages
     ]
