@@ -64,3 +64,23 @@ def test_a_body_that_is_not_utf8_is_said_to_be_so(api: ApiServer) -> None:
         "code": "malformed_request",
         "message": "the body is not valid JSON (UTF-8)",
     }
+
+
+def test_each_way_a_body_is_unreadable_is_named(api: ApiServer) -> None:
+    """JSON nested a thousand levels deep was told "the body is not valid JSON (UTF-8)",
+    as bytes that are not UTF-8 and broken JSON were: each is now named, broken JSON with
+    where it breaks."""
+    token = api.token(Scope.CONTROL)
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {token}"}) as h:
+
+        def said(body: bytes) -> str:
+            r = h.post("/v1/sessions", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_request"
+            message: str = r.json()["error"]["message"]
+            return message
+
+        deep = said(b'{"goal": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+        assert deep == "the body's JSON nests too deeply to be read", deep
+        broken = said(b'{"agent": "ops", "goal": }')
+        assert broken == "the body is not valid JSON: Expecting value at character 25", broken
+        assert said("caf\u00e9".encode("latin-1")) == "the body is not valid JSON (UTF-8)"

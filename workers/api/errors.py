@@ -41,7 +41,8 @@ from vigil.workers.liveness import is_unreachable, temporal_down
 log = logging.getLogger("vigil.api")
 
 FASTAPI_BODY_UNREAD = "There was an error parsing the body"
-"""What FastAPI says of a JSON body it could not decode (bytes that are not UTF-8)."""
+"""What FastAPI says of a JSON body it could not decode (bytes that are not UTF-8, or
+nesting deeper than the decoder's recursion allows: the cause says which)."""
 
 # Stable error codes (clients branch on these; never rename one).
 UNAUTHENTICATED = "unauthenticated"
@@ -195,8 +196,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, MALFORMED, "the body is not valid JSON (UTF-8)")
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if broken is not None:
+            why = (broken.get("ctx") or {}).get("error")
+            at = broken.get("loc", ())[-1:]
+            where = f" at character {at[0]}" if at and isinstance(at[0], int) else ""
+            said = f": {why}{where}" if why else " (UTF-8)"
+            return error_response(400, MALFORMED, f"the body is not valid JSON{said}")
         sent = request.headers.get("content-type", "")
         has_body = request.headers.get("content-length", "0") != "0" or (
             "transfer-encoding" in request.headers
@@ -229,7 +235,11 @@ def install(app: FastAPI) -> None:
         )
         detail = str(exc.detail)
         if exc.status_code == 400 and detail == FASTAPI_BODY_UNREAD:
-            detail = "the body is not valid JSON (UTF-8)"  # bytes that are not UTF-8
+            detail = (
+                "the body's JSON nests too deeply to be read"
+                if isinstance(exc.__cause__, RecursionError)
+                else "the body is not valid JSON (UTF-8)"  # bytes that are not UTF-8
+            )
         return error_response(exc.status_code, code, detail, headers=exc.headers)
 
     @app.exception_handler(BodyTooLarge)
