@@ -3,6 +3,11 @@
 Uploads stream: the bytes go to a temporary key with multipart upload while their sha256
 is computed, then are copied server-side to ``sha256/<aa>/<bb>/<digest>``; so a 1 GiB
 artifact never sits in memory and a half-written object never carries a real address.
+
+The minio client's failures that mean the store is away (a refused or dropped connection,
+retries exhausted, a 5xx or an S3 "try again later" code: what ``outage_of`` calls an
+object store outage) leave this module as StoreUnavailable, an OSError, whatever the call;
+every other failure (a missing key, a refused credential) passes as the client raised it.
 """
 
 from __future__ import annotations
@@ -12,22 +17,48 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 from minio import Minio
 from minio.commonconfig import CopySource
+from minio.datatypes import Object
 from minio.error import S3Error
 
 from vigil.activities.artifacts.store import (
     CHUNK,
     ArtifactNotFound,
     StoredObject,
+    StoreUnavailable,
     _verified,
     check_sha,
     chunks_of,
 )
+from vigil.activities.failures import OBJECT_STORE, outage_of
 
 PART_SIZE = 16 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _reaching() -> Iterator[None]:
+    """Raise an outage of the store met inside as StoreUnavailable (the client's error as
+    its cause); anything else unchanged."""
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        outage = outage_of(exc)
+        if outage is None or outage.part != OBJECT_STORE:
+            raise
+        raise StoreUnavailable(outage.message, exc) from exc
+
+
+def _reached(items: Iterator[T]) -> Iterator[T]:
+    """``items``, drawn from the store (a download's body, a listing) as above."""
+    with _reaching():
+        yield from items
 
 
 class _ChunkReader(io.RawIOBase):
@@ -77,6 +108,10 @@ class S3Store:
         return f"s3://{self.bucket}/{self.key_for(sha256)}"
 
     def put_stream(self, chunks: Iterable[bytes]) -> StoredObject:
+        with _reaching():
+            return self._put_stream(chunks)
+
+    def _put_stream(self, chunks: Iterable[bytes]) -> StoredObject:
         reader = _ChunkReader(chunks)
         tmp_key = f"tmp/{uuid.uuid4().hex}"
         self.client.put_object(
@@ -93,6 +128,10 @@ class S3Store:
         return StoredObject(sha, reader.size, self.uri(sha))
 
     def put_bytes(self, data: bytes) -> StoredObject:
+        with _reaching():
+            return self._put_bytes(data)
+
+    def _put_bytes(self, data: bytes) -> StoredObject:
         sha = hashlib.sha256(data).hexdigest()
         key = self.key_for(sha)
         if not self._exists_key(key):
@@ -100,12 +139,13 @@ class S3Store:
                 # Small objects: one PUT straight to the final key is atomic on S3.
                 self.client.put_object(self.bucket, key, io.BytesIO(data), length=len(data))
             else:
-                return self.put_stream(chunks_of(data))
+                return self._put_stream(chunks_of(data))
         return StoredObject(sha, len(data), self.uri(sha))
 
     def _exists_key(self, key: str) -> bool:
         try:
-            self.client.stat_object(self.bucket, key)
+            with _reaching():
+                self.client.stat_object(self.bucket, key)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
                 return False
@@ -115,7 +155,8 @@ class S3Store:
     def open(self, sha256: str) -> Iterator[bytes]:
         key = self.key_for(sha256)
         try:
-            response = self.client.get_object(self.bucket, key)
+            with _reaching():
+                response = self.client.get_object(self.bucket, key)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise ArtifactNotFound(sha256) from exc
@@ -123,7 +164,7 @@ class S3Store:
 
         def stream() -> Iterator[bytes]:
             try:
-                yield from response.stream(CHUNK)
+                yield from _reached(response.stream(CHUNK))
             finally:
                 response.close()
                 response.release_conn()
@@ -135,7 +176,8 @@ class S3Store:
             return iter(())
         key = self.key_for(sha256)
         try:
-            response = self.client.get_object(self.bucket, key, offset=start, length=length)
+            with _reaching():
+                response = self.client.get_object(self.bucket, key, offset=start, length=length)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise ArtifactNotFound(sha256) from exc
@@ -143,7 +185,7 @@ class S3Store:
 
         def stream() -> Iterator[bytes]:
             try:
-                yield from response.stream(CHUNK)
+                yield from _reached(response.stream(CHUNK))
             finally:
                 response.close()
                 response.release_conn()
@@ -157,10 +199,18 @@ class S3Store:
         return self._exists_key(self.key_for(sha256))
 
     def delete(self, sha256: str) -> None:
-        self.client.remove_object(self.bucket, self.key_for(sha256))
+        self.remove_key(self.key_for(sha256))
+
+    def remove_key(self, key: str) -> None:
+        with _reaching():
+            self.client.remove_object(self.bucket, key)
+
+    def listing(self, prefix: str) -> Iterator[Object]:
+        """The objects whose keys start with ``prefix``, in key order."""
+        return _reached(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
 
     def list_digests(self) -> Iterator[str]:
-        for obj in self.client.list_objects(self.bucket, prefix="sha256/", recursive=True):
+        for obj in self.listing("sha256/"):
             name = (obj.object_name or "").rsplit("/", 1)[-1]
             if len(name) == 64:
                 yield name

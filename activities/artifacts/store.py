@@ -33,6 +33,33 @@ class ArtifactCorrupt(ArtifactError):
     """The bytes read back do not hash to their address."""
 
 
+class StoreUnavailable(OSError):
+    """The store did not answer, or answered that it cannot serve now: an outage, not a
+    fault of the request or of the bytes (so never an ArtifactError, which callers turn
+    into a tool's or a request's failure).
+
+    An OSError, as the filesystem backend's own failures are, so every face that reports a
+    server being away says this one is: the API's 503 ``unavailable``, the CLI's one line
+    and exit 3, an activity's wait for the part to come back (``activities.failures``).
+    The message is the outage's line; ``errno`` is the refused connection's, when one was
+    refused; the client library's error is the cause."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.errno = _errno_of(cause)
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    return None
+
+
 @dataclass(frozen=True)
 class StoredObject:
     sha256: str
@@ -57,7 +84,8 @@ def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
 
 
 class ArtifactStore(Protocol):
-    """One interface, two backends (filesystem, S3)."""
+    """One interface, two backends (filesystem, S3). A store that is away raises an
+    OSError (StoreUnavailable from S3, the disk's own from the filesystem)."""
 
     scheme: str
 

@@ -89,7 +89,7 @@ def _listing(store: ArtifactStore) -> Iterator[ListedObject]:
 
     if isinstance(store, S3Store):
         # S3 lists keys in UTF-8 binary order; sha256/aa/bb/<digest> sorts by digest.
-        for obj in store.client.list_objects(store.bucket, prefix="sha256/", recursive=True):
+        for obj in store.listing("sha256/"):
             name = (obj.object_name or "").rsplit("/", 1)[-1]
             with contextlib.suppress(ArtifactError):
                 if obj.object_name == store.key_for(name):
@@ -124,7 +124,7 @@ def _temporaries(store: ArtifactStore) -> Iterator[tuple[str, datetime | None]]:
     from vigil.activities.artifacts.s3 import S3Store
 
     if isinstance(store, S3Store):
-        for obj in store.client.list_objects(store.bucket, prefix="tmp/", recursive=True):
+        for obj in store.listing("tmp/"):
             if obj.object_name:
                 yield obj.object_name, obj.last_modified
 
@@ -137,7 +137,7 @@ def _remove_temporary(store: ArtifactStore, name: str) -> None:
     from vigil.activities.artifacts.s3 import S3Store
 
     if isinstance(store, S3Store) and name.startswith("tmp/"):
-        store.client.remove_object(store.bucket, name)
+        store.remove_key(name)
 
 
 def store_uri_prefix(store: ArtifactStore) -> str:
