@@ -51,6 +51,28 @@ class AgentNotFound(AgentError):
     exit_code = 4
 
 
+MAX_AGENT_VERSION = 2**31 - 1
+"""The largest version an agent definition can have (the record keeps it as an integer);
+the API takes no agent version past it."""
+
+
+class BadAgentVersion(AgentError):
+    """A version no definition can have (outside 1 to ``MAX_AGENT_VERSION``): bad input,
+    as the API's 422, not an unknown version."""
+
+    exit_code = 2
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"agent version {version} is out of range: versions are 1 to {MAX_AGENT_VERSION}"
+        )
+
+
+def _check_version(version: int | None) -> None:
+    if version is not None and not 1 <= version <= MAX_AGENT_VERSION:
+        raise BadAgentVersion(version)
+
+
 class ToolsUnavailable(AgentError):
     """The Python tool modules named for describing agents cannot be loaded."""
 
@@ -380,6 +402,10 @@ class AgentService:
         ]
 
     async def find(self, name: str, version: int | None = None) -> AgentVersionInfo | None:
+        """The definition's ``version`` (its newest by default); None when there is none.
+        Every read of a version comes here: BadAgentVersion for one no definition can
+        have."""
+        _check_version(version)
         if "\x00" in name:  # PostgreSQL cannot hold it: no agent has such a name
             return None
         if version is None and self.known is not None:
@@ -409,6 +435,8 @@ class AgentService:
 
     async def diff(self, name: str, old: int | None = None, new: int | None = None) -> AgentDiff:
         """``old`` -> ``new``; by default the newest version against the one before it."""
+        _check_version(old)
+        _check_version(new)
         if new is None:
             new = (await self.show(name)).version
         if old is None:

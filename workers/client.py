@@ -39,7 +39,8 @@ from vigil.workers.client_history import (
     local_activity_data,
     local_activity_type,
 )
-from vigil.workers.client_record import MEMORY_KINDS, _RecordExtras
+from vigil.workers.client_reads import MAX_RECENT_MESSAGES
+from vigil.workers.client_record import MAX_MEMORY_ID, MAX_RECALL, MEMORY_KINDS, _RecordExtras
 from vigil.workers.client_schedules import CRON_MEMO, OVERLAP, ScheduleControls, next_runs
 from vigil.workers.client_start import first_attributes
 from vigil.workers.client_views import (
@@ -59,6 +60,9 @@ from vigil.workers.settings import Settings
 __all__ = [
     "CRON_MEMO",
     "LOCAL_ACTIVITY_MARKER",
+    "MAX_MEMORY_ID",
+    "MAX_RECALL",
+    "MAX_RECENT_MESSAGES",
     "MEMORY_KINDS",
     "OVERLAP",
     "RUNNING_STATUSES",

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from vigil.workers.reconcile import Reconciled
 
 
+MAX_RECENT_MESSAGES = 500
+"""The most recent messages one view of a session shows (`vigil show --last`, the API's
+``last``)."""
+
+
 class SessionReads(SessionStart):
     """Reading sessions (a layer of VigilClient)."""
 
@@ -205,7 +210,10 @@ class SessionReads(SessionStart):
 
     async def session_view(self, session_id: str, last: int = 20) -> SessionView:
         """A session's record, its live state (while it runs and a worker answers) and
-        its ``last`` messages: what `vigil show` and the API's session page show."""
+        its ``last`` messages (0 to ``MAX_RECENT_MESSAGES``): what `vigil show` and the
+        API's session page show."""
+        if not 0 <= last <= MAX_RECENT_MESSAGES:
+            raise BadArgument(f"last {last} is out of range: 0 to {MAX_RECENT_MESSAGES} messages")
         row = await self.require_session(session_id)
         live, unavailable, retrying = None, None, []
         if row.status not in {s.value for s in FINAL_STATUSES}:
@@ -228,7 +236,7 @@ class SessionReads(SessionStart):
         from vigil.activities.record.rls import acting_for
 
         async with acting_for(self.db, row.agent_id) as db:
-            recent = await record.recent_messages(db, session_id, max(0, last))
+            recent = await record.recent_messages(db, session_id, last)
         return SessionView(
             row,
             live,

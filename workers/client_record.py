@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 MEMORY_KINDS = ("fact", "reflection", "lesson")
 """The kinds of memory the extractor writes and recall weighs (as in the remember tool)."""
+MAX_RECALL = 100
+"""The most memories one search returns: the API's ``limit`` and the CLI's ``-k``."""
+MAX_MEMORY_ID = 2**63 - 1
+"""The largest id a memory can have (the record's bigint): past it, an id names none."""
 
 
 class _RecordExtras:
@@ -84,6 +88,9 @@ class _RecordExtras:
         include_superseded: bool = False,
         kinds: list[str] | None = None,
     ) -> list[Any]:
+        """The ``k`` (1 to ``MAX_RECALL``) memories of the agent that best answer ``query``."""
+        if not 1 <= k <= MAX_RECALL:
+            raise BadArgument(f"k {k} is out of range: 1 to {MAX_RECALL} memories")
         for kind in kinds or ():  # as memory_add: an unknown kind is a typo, not "none found"
             if kind not in MEMORY_KINDS:
                 raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
@@ -105,7 +112,10 @@ class _RecordExtras:
     ) -> Any:
         """Forget one memory (kept for history, never recalled); the memories it had
         superseded are current again (``Forgotten.restored_ids``). NotFound if the agent
-        has no such memory, or it was forgotten before (who forgot it, and when)."""
+        has no such memory, or it was forgotten before (who forgot it, and when);
+        BadArgument for an id no memory can have (as the API's 422)."""
+        if not 1 <= memory_id <= MAX_MEMORY_ID:
+            raise BadArgument(f"memory id {memory_id} is out of range: 1 to {MAX_MEMORY_ID}")
         try:
             async with self._memory() as memory:
                 forgotten = await memory.forget(agent_id, memory_id, by=by, reason=reason)

@@ -67,6 +67,18 @@ def _spec_text(cron: str | None, every: timedelta | None, time_zone: str | None)
     return "calendar"
 
 
+def is_goal_schedule(desc: ScheduleDescription) -> bool:
+    """Whether a schedule is a goal: each of its runs a session, as ``create_schedule``
+    makes them. vigil's own retention schedule (`vigil retention set`) is not one, nor is
+    any other schedule Temporal holds; no face lists or operates those."""
+    action = desc.schedule.action
+    return (
+        isinstance(action, ScheduleActionStartWorkflow)
+        and action.workflow == names.WORKFLOW_SESSION
+        and bool(action.args)
+    )
+
+
 def next_runs(desc: ScheduleDescription) -> list[datetime]:
     """When a schedule runs next: none while it is paused (Temporal still lists the times
     it would run at)."""
@@ -199,12 +211,14 @@ class ScheduleControls(SessionControls):
         return schedule_id
 
     async def list_schedules(self) -> list[dict[str, Any]]:
-        """Every schedule with its goal, agent, when it runs, and its next run times."""
+        """Every goal schedule with its goal, agent, when it runs, and its next run times."""
         out: list[dict[str, Any]] = []
         async for item in await self.temporal.list_schedules():
             try:
                 desc = await self.temporal.get_schedule_handle(item.id).describe()
             except RPCError:  # deleted between the listing and now
+                continue
+            if not is_goal_schedule(desc):
                 continue
             action = desc.schedule.action
             memo: dict[str, Any] = {}
@@ -316,12 +330,20 @@ class ScheduleControls(SessionControls):
         return runs
 
     async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a goal schedule (its past runs stay in the record)."""
+        await self.describe_schedule(schedule_id)  # a goal's, or UnknownSchedule
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).delete())
 
-    async def describe_schedule(self, schedule_id: str) -> Any:
-        return await self._schedule(
+    async def describe_schedule(self, schedule_id: str) -> ScheduleDescription:
+        """A goal schedule as Temporal describes it. UnknownSchedule when there is none, or
+        when it is no goal (``is_goal_schedule``): every schedule operation reads this
+        first, so the CLI, the API and a script refuse vigil's own schedules alike."""
+        desc: ScheduleDescription = await self._schedule(
             schedule_id, self.temporal.get_schedule_handle(schedule_id).describe()
         )
+        if not is_goal_schedule(desc):
+            raise UnknownSchedule(f"no schedule with id {schedule_id!r}")
+        return desc
 
     async def schedule_runs(self, schedule_id: str, limit: int = 100) -> list[SessionSummary]:
         """Every run of a goal: one query on the record (a deleted schedule's runs too)."""

@@ -304,8 +304,9 @@ class SessionStart(_VigilClientCore):
     async def require_agent(
         self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
     ) -> AgentVersionInfo | None:
-        """The definition a session would start with (None: an undefined agent, allowed)."""
-        from vigil.workers.agents import AgentError, AgentService, KnownVersions
+        """The definition a session would start with (None: an undefined agent, allowed).
+        BadArgument for a version no definition can have (as the API's 422)."""
+        from vigil.workers.agents import AgentError, AgentService, BadAgentVersion, KnownVersions
 
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         if self._versions is None:
@@ -314,5 +315,7 @@ class SessionStart(_VigilClientCore):
             return await AgentService(self.db, known=self._versions).require_startable(
                 agent_id, version, allow_undefined=allow
             )
+        except BadAgentVersion as exc:
+            raise BadArgument(str(exc)) from None
         except AgentError as exc:
             raise UnknownAgent(str(exc)) from None

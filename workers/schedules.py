@@ -19,7 +19,6 @@ from vigil.workers.client import (
     CRON_MEMO,
     OVERLAP,
     NotFound,
-    UnknownSchedule,
     VigilClient,
     next_runs,
 )
@@ -55,12 +54,9 @@ class ScheduleService:
         self.client = client
 
     async def get(self, schedule_id: str) -> ScheduleView:
-        """The schedule; UnknownSchedule when there is none (or it is not a goal)."""
-        desc: ScheduleDescription = await self.client.describe_schedule(schedule_id)
-        view = await self._view(desc)
-        if view is None:
-            raise UnknownSchedule(f"no goal schedule with id {schedule_id!r}")
-        return view
+        """The schedule; UnknownSchedule when there is none (or it is not a goal: the
+        client's ``describe_schedule`` decides)."""
+        return await self._view(await self.client.describe_schedule(schedule_id))
 
     async def list(self, limit: int = 200) -> list[ScheduleView]:
         """Every goal schedule, by id (at most ``limit``)."""
@@ -79,12 +75,9 @@ class ScheduleService:
         except NotFound:  # deleted between the listing and the look
             return None
 
-    async def _view(self, desc: ScheduleDescription) -> ScheduleView | None:
+    async def _view(self, desc: ScheduleDescription) -> ScheduleView:
         action = desc.schedule.action
-        if not isinstance(action, ScheduleActionStartWorkflow):
-            return None
-        if action.workflow != names.WORKFLOW_SESSION or not action.args:
-            return None
+        assert isinstance(action, ScheduleActionStartWorkflow)  # a goal's (is_goal_schedule)
         converter = self.client.temporal.data_converter
         [template] = await converter.decode([action.args[0]], [StartSessionInput])
         assert isinstance(template, StartSessionInput)

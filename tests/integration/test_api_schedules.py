@@ -160,6 +160,11 @@ def test_scopes_agents_bad_input_and_unknown_ids(api: ApiServer, schedule_id: st
     with api.client(api.token(Scope.READ, agents=["other"])) as http:
         assert schedule_id not in [s["id"] for s in http.get("/v1/schedules").json()["items"]]
         assert http.get(f"/v1/schedules/{schedule_id}").status_code == 404
+        # Another agent's schedule reads as one that does not exist, word for word (it
+        # said "no goal schedule", an absent one "no schedule").
+        theirs = http.get(f"/v1/schedules/{schedule_id}").json()["error"]["message"]
+        absent = http.get("/v1/schedules/never-made").json()["error"]["message"]
+        assert theirs.replace(schedule_id, "X") == absent.replace("never-made", "X")
         assert http.get(f"/v1/schedules/{schedule_id}/runs").status_code == 404
     with api.client(api.token(Scope.CONTROL, agents=["other"])) as http:
         assert http.post(f"/v1/schedules/{schedule_id}/trigger").status_code == 404

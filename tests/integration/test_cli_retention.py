@@ -10,6 +10,7 @@ ended sessions and erases another's, and leaves the others alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -18,9 +19,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from temporalio.service import RPCError
 
 from tests.integration.conftest import CLIStack
-from tests.support.cli import explain, poll, query, read_record
+from tests.support.cli import explain, one_error_line, poll, query, read_record
 from tests.support.llm_stub import Reply
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunResult
@@ -94,7 +96,15 @@ def test_sweep_removes_only_old_objects_the_database_does_not_know(cli: CLIStack
 @pytest.fixture
 def retention_schedule(cli: CLIStack) -> Iterator[None]:
     yield
-    cli.vigil("schedule", "delete", names.SCHEDULE_RETENTION)
+    with contextlib.suppress(RPCError):  # not there: the test ended before creating it
+        asyncio.run(_retention_schedule(cli, "delete"))
+
+
+async def _retention_schedule(cli: CLIStack, op: str) -> None:
+    """Trigger or delete `vigil-retention` in Temporal itself: `vigil schedule` operates
+    goal schedules only."""
+    handle = (await connect(cli.settings)).get_schedule_handle(names.SCHEDULE_RETENTION)
+    await (handle.trigger() if op == "trigger" else handle.delete())
 
 
 def test_the_retention_schedule_archives_and_erases_per_agent_policy(
@@ -119,7 +129,13 @@ def test_the_retention_schedule_archives_and_erases_per_agent_policy(
     human = cli.vigil.ok("retention", "show").stdout
     assert archived_agent in human and "0d" in human
 
-    cli.vigil.ok("schedule", "trigger", names.SCHEDULE_RETENTION)
+    # vigil's own schedule is no goal: `vigil schedule` neither lists nor operates it.
+    assert names.SCHEDULE_RETENTION not in {s["id"] for s in cli.vigil.json("schedule", "list")}
+    for op in ("trigger", "delete", "pause"):
+        refused = cli.vigil("schedule", op, names.SCHEDULE_RETENTION)
+        assert refused.returncode == 4, explain(refused)
+        assert one_error_line(refused) == "error: no schedule with id 'vigil-retention'"
+    asyncio.run(_retention_schedule(cli, "trigger"))
 
     def settled() -> bool:
         archived_row = query(

@@ -15,12 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, Forgotten
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
-from vigil.workers.client import VigilClient
+from vigil.workers.client import MAX_MEMORY_ID, MAX_RECALL, VigilClient
 
 router = APIRouter(tags=["memory"])
 
 AgentId = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_ID)]
-MemoryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MemoryId = Annotated[int, Path(ge=1, le=MAX_MEMORY_ID)]
 
 
 class MemoryHit(BaseModel):
@@ -100,7 +100,7 @@ async def search_memory(
     who: Reader,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to recall")],
     kind: Annotated[str | None, Query(min_length=1, max_length=MAX_KIND)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    limit: Annotated[int, Query(ge=1, le=MAX_RECALL)] = 10,
     include_superseded: bool = False,
 ) -> MemorySearch:
     check_agent(who, agent_id)

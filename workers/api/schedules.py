@@ -122,7 +122,7 @@ def _run(row: SessionSummary) -> ScheduleRun:
 async def _visible(request: Request, who: Principal, schedule_id: str) -> ScheduleView:
     view = await ScheduleService(_client(request)).get(schedule_id)
     if not who.sees_agent(view.agent_id):
-        raise UnknownSchedule(f"no goal schedule with id {schedule_id!r}")
+        raise UnknownSchedule(f"no schedule with id {schedule_id!r}")
     return view
 
 

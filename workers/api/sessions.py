@@ -22,7 +22,7 @@ from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionS
 from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
 from vigil.workers.api.errors import CONFLICT, ApiError
-from vigil.workers.client import SessionIdTaken
+from vigil.workers.client import MAX_RECENT_MESSAGES, SessionIdTaken
 from vigil.workers.inputs import check_session_id
 from vigil.workers.tokens import Scope
 
@@ -279,7 +279,7 @@ async def show_session(
     session_id: SessionId,
     who: Reader,
     client: Client,
-    last: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 20,
+    last: Annotated[int, Query(ge=0, le=MAX_RECENT_MESSAGES)] = 20,
 ) -> SessionDetail:
     await visible_session(client, who, session_id)
     view = await client.session_view(session_id, last)
