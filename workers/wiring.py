@@ -121,4 +121,5 @@ def make_memory_store(
         sessionmaker,
         embedder if embedder is not None else make_embedder(settings),
         ef_search=settings.memory_ef_search or None,
+        redact=settings.memory_redact,
     )

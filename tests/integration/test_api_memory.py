@@ -216,3 +216,28 @@ def test_cli_forget(api: ApiServer, stack: Stack, database_url: str, tmp_path: P
     assert [(m["id"], m["superseded"]) for m in back] == [(older_id, False)]
     record = stored(api.settings, agent, mid)
     assert record is not None and record.forgotten_by == "ana"
+
+
+SECRET = "Deploy with key sk-proj-ABCdef0123456789ghijklmnop and password=hunter2"
+
+
+def test_secrets_are_redacted_before_a_memory_is_stored(api: ApiServer, settings: Settings) -> None:
+    """Redaction was written and tested but no setting turned it on: an API key and a
+    password given to memory were stored, and recalled into later prompts, as given. It
+    is on by default (``VIGIL_MEMORY_REDACT``), for every writer."""
+    agent = f"mem-redact-{uuid.uuid4().hex[:6]}"
+    with api.client(api.token(Scope.ADMIN)) as http:
+        added = http.post(base(agent), json={"content": SECRET})
+        assert added.status_code == 201, added.text
+        assert added.json()["redactions"] == {"api_key": 1, "secret": 1}, added.text
+    record = stored(settings, agent, added.json()["id"])
+    assert record is not None
+    assert "hunter2" not in record.content and "sk-proj" not in record.content
+    assert "[redacted:api_key]" in record.content, record.content
+
+    plain = settings.model_copy(update={"memory_redact": False})
+    with running_api(plain) as kept_api, kept_api.client(kept_api.token(Scope.ADMIN)) as http:
+        kept = http.post(base(agent), json={"content": SECRET, "kind": "lesson"})
+        assert kept.status_code == 201 and kept.json()["redactions"] == {}, kept.text
+    record = stored(settings, agent, kept.json()["id"])
+    assert record is not None and record.content == SECRET
