@@ -43,7 +43,10 @@ async def disk_usage(path: str = ".", top: int = 5) -> DiskUsage:
 
 
 def _sizes(path: str) -> tuple[Path, dict[str, int]]:
-    root = Path(path).resolve()
+    here = Path.cwd().resolve()
+    root = (here / path).resolve()
+    if not root.is_relative_to(here):  # an absolute path, or one that climbs out
+        raise vigil.ToolFailed(f"{path} is outside the worker's working folder")
     if not root.is_dir():
         raise vigil.ToolFailed(f"{path} is not a folder")
     sizes: dict[str, int] = {}

@@ -8,10 +8,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli import ROOT, Vigil, one_error_line
 from vigil.activities.tools.loader import load_python_tools
 from vigil.activities.tools.mcp import McpServers, list_mcp_tools
 from vigil.activities.tools.python import ToolContext
+from vigil.activities.tools.registry import ToolFailed
 from vigil.schema.agents import AgentSpec, McpServerSpec
 from vigil.schema.tools import BUILTIN_TOOLS
 
@@ -25,7 +28,9 @@ def vigil_cli() -> Vigil:
     return Vigil({**env, "COLUMNS": "200"})
 
 
-async def test_the_python_tool_measures_a_folder(tmp_path: Path) -> None:
+async def test_the_python_tool_measures_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "a.txt").write_text("x" * 10)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.bin").write_bytes(b"y" * 100)
@@ -33,9 +38,16 @@ async def test_the_python_tool_measures_a_folder(tmp_path: Path) -> None:
     ctx = ToolContext(
         session_id="s", agent_id="a", step=1, tool="disk_usage", call_id="c", idempotency_key="k"
     )
-    usage = await disk_usage.invoke({"path": str(tmp_path), "top": 1}, ctx)
+    monkeypatch.chdir(tmp_path)  # the worker's working folder
+    usage = await disk_usage.invoke({"path": ".", "top": 1}, ctx)
     assert (usage.files, usage.bytes) == (2, 110)
     assert [(b.path, b.bytes) for b in usage.biggest] == [("sub/b.bin", 100)]
+    assert (await disk_usage.invoke({"path": "sub"}, ctx)).files == 1
+    # It says it measures the worker's working folder, and takes no approval: the
+    # disk outside it (`/`, `..`) was measured all the same.
+    for outside in ("/", "..", "sub/../..", str(tmp_path.parent)):
+        with pytest.raises(ToolFailed, match="outside the worker's working folder"):
+            await disk_usage.invoke({"path": outside}, ctx)
 
 
 async def test_the_mcp_server_lists_and_answers(tmp_path: Path) -> None:
