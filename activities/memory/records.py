@@ -12,12 +12,17 @@ from datetime import datetime
 from typing import Any, Literal
 
 from vigil.schema import textcodec
+from vigil.schema.payloads import MAX_HUMAN_TEXT
 
 AddAction = Literal["inserted", "merged", "superseded"]
 RecallMode = Literal["hybrid", "vector", "text"]
 
 MAX_KIND = 32
 MAX_AGENT_ID = 200
+MAX_CONTENT = MAX_HUMAN_TEXT
+"""The most characters a memory holds, whoever writes it (the API's limit of a human's
+text; the ``remember`` tool asks less of the model)."""
+MAX_SUBJECT = 1000
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ from typing import Any
 from vigil.activities.memory.provenance import identity_of
 from vigil.activities.memory.records import (
     MAX_AGENT_ID,
+    MAX_CONTENT,
     MAX_KIND,
+    MAX_SUBJECT,
     AddResult,
     Forgotten,
     MemoryRecord,
@@ -68,7 +70,9 @@ from vigil.activities.memory.values import _UNSTORABLE, _aware, _vector_literal
 __all__ = [
     "EF_SEARCH_MAX",
     "MAX_AGENT_ID",
+    "MAX_CONTENT",
     "MAX_KIND",
+    "MAX_SUBJECT",
     "AddResult",
     "Forgotten",
     "MemoryRecord",

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from vigil.activities.memory.provenance import EmbedderIdentity, identity_of, require_for_write
 from vigil.activities.memory.records import (
+    MAX_CONTENT,
     MAX_KIND,
+    MAX_SUBJECT,
     AddResult,
     Forgotten,
     MemoryRecord,
@@ -91,6 +93,12 @@ class _MemoryWrites(_VectorRecall):
         self._check_agent(agent_id)
         if not kind or len(kind) > MAX_KIND:
             raise ValueError(f"kind must be 1..{MAX_KIND} characters")
+        if len(content) > MAX_CONTENT:
+            raise ValueError(
+                f"content of {len(content)} characters exceeds the limit of {MAX_CONTENT}"
+            )
+        if subject is not None and len(subject) > MAX_SUBJECT:
+            raise ValueError(f"subject exceeds the limit of {MAX_SUBJECT} characters")
         if not (math.isfinite(importance) and 0.0 <= importance <= 1.0):
             raise ValueError("importance must be between 0 and 1")
         _aware(created_at, "created_at")

@@ -126,3 +126,17 @@ async def test_the_agent_service_refuses_versions_no_definition_can_have(
     with pytest.raises(AgentError, match="out of range"):
         await service.diff(agent, 1, HUGE)
     assert (await service.show(agent, 1)).version == 1
+
+
+async def test_a_memory_longer_than_any_face_takes_is_refused_by_every_writer(
+    client: VigilClient,
+) -> None:
+    """The API took 32,768 characters of memory and the CLI and the client any length (a
+    2 MB memory was stored, embedded and then recalled into prompts): the store holds the
+    one limit now, so every writer refuses past it."""
+    agent = f"mem-long-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(BadArgument, match="exceeds the limit of 32768"):
+        await client.memory_add(agent, "x" * 40_000)
+    with pytest.raises(BadArgument, match="subject exceeds the limit of 1000"):
+        await client.memory_add(agent, "fine", subject="s" * 1001)
+    assert (await client.memory_add(agent, "y" * 32_768)).action == "inserted"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, Forgotten
+from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, MAX_SUBJECT, Forgotten
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
 from vigil.workers.client import MAX_MEMORY_ID, MAX_RECALL, VigilClient
@@ -48,7 +48,7 @@ class MemoryCreate(BaseModel):
     content: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     kind: str = Field(default="fact", min_length=1, max_length=MAX_KIND)
     """``fact``, ``reflection`` or ``lesson`` (anything else is a 422, as in search)."""
-    subject: str | None = Field(default=None, max_length=1000)
+    subject: str | None = Field(default=None, max_length=MAX_SUBJECT)
     """What it is about: a new memory about the same subject supersedes the old one."""
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
 
