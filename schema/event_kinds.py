@@ -33,6 +33,7 @@ AGENT_VERSION_REFUSED = "agent_version_refused"
 CONTEXT_SUMMARY = "context_summary"
 CONTEXT_DEGRADED = "context_degraded"
 ARTIFACT_REPLACED = "artifact_replaced"
+ARTIFACT_UPLOADED = "artifact_uploaded"
 INFRASTRUCTURE_RECOVERED = "infrastructure_recovered"
 CONVERSATION_IDLE = "conversation_idle"
 
@@ -57,6 +58,7 @@ ALL = (
     CONTEXT_SUMMARY,
     CONTEXT_DEGRADED,
     ARTIFACT_REPLACED,
+    ARTIFACT_UPLOADED,
     INFRASTRUCTURE_RECOVERED,
     CONVERSATION_IDLE,
 )
@@ -68,8 +70,10 @@ LEGACY: dict[str, str] = {
     "wake": SESSION_WOKEN,
     "rejected_input": INPUT_REJECTED,
     "artifact.replaced": ARTIFACT_REPLACED,
+    "artifact.uploaded": ARTIFACT_UPLOADED,
 }
-"""Old stored name -> its name now (renamed by migration 20261130_10)."""
+"""Old stored name -> its name now (renamed by migration 20261130_10; the API's upload
+wrote ``artifact.uploaded`` until migration 20261205_23 named it in the style)."""
 
 
 def canonical(kind: str) -> str:

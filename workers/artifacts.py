@@ -26,6 +26,7 @@ from vigil.activities.artifacts.store import ArtifactNotFound, ArtifactStore
 from vigil.activities.artifacts.versions import NoSuchVersion, resolve_version, version_counts
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import NewEvent, record_events
+from vigil.schema import event_kinds
 from vigil.workers.client import BadArgument, NotFound, VigilClient
 from vigil.workers.wiring import make_store
 
@@ -159,7 +160,7 @@ class ArtifactService:
                 [
                     NewEvent(
                         key=f"artifact.uploaded:{uuid.uuid4().hex}",
-                        kind="artifact.uploaded",
+                        kind=event_kinds.ARTIFACT_UPLOADED,
                         actor=by,
                         payload={"name": name, "sha256": ref.sha256, "size": ref.size},
                     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import EventType
 
+from vigil.schema import event_kinds
 from vigil.workers.client_errors import BadArgument
 from vigil.workers.client_reads import SessionReads
 from vigil.workers.codec import ENCODING as ENCRYPTED
@@ -72,8 +73,10 @@ class SessionHistory(SessionReads):
         from vigil.activities.record.rls import acting_for
 
         row = await self.require_session(session_id)
-        if kind is not None and "\x00" in kind:
-            raise BadArgument("kind must not contain NUL characters")
+        if kind is not None and event_kinds.canonical(kind) not in event_kinds.ALL:
+            raise BadArgument(
+                f"unknown event kind {kind[:80]!r}; one of {', '.join(event_kinds.ALL)}"
+            )
         async with acting_for(self.db, row.agent_id) as db:
             return await session_reads.events_page(
                 db, session_id, after=after, limit=limit, kind=kind

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.sql import sql
-from vigil.schema import textcodec
+from vigil.schema import event_kinds, textcodec
 from vigil.schema.payloads import FINAL_STATUSES, SessionStatus
 
 MAX_PAGE = 500
@@ -227,16 +227,22 @@ async def events_page(
             sql(
                 "SELECT id, key, kind, step, actor, reason, payload, created_at FROM events "
                 "WHERE session_id = :sid AND id > :after "
-                "AND (CAST(:kind AS text) IS NULL OR kind = :kind) ORDER BY id LIMIT :lim"
+                "AND (CAST(:kinds AS text[]) IS NULL OR kind = ANY(CAST(:kinds AS text[]))) "
+                "ORDER BY id LIMIT :lim"
             ),
-            {"sid": session_id, "after": after, "kind": kind, "lim": limit},
+            {
+                "sid": session_id,
+                "after": after,
+                "kinds": event_kinds.stored_as(kind) if kind is not None else None,
+                "lim": limit,
+            },
         )
     ).mappings()
     return [
         EventRow(
             id=r["id"],
             key=r["key"],
-            kind=r["kind"],
+            kind=event_kinds.canonical(r["kind"]),
             step=r["step"],
             actor=r["actor"],
             reason=r["reason"],

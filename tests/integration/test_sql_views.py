@@ -98,6 +98,12 @@ def test_views_answer_after_a_session_with_an_approval(cli: CLIStack) -> None:
             "SELECT kind, actor, reason FROM human_actions_view WHERE session_id = $1 ORDER BY at",
             sid,
         )
+        # Every old name maps to its name now, the upload's too (migration 20261205_23).
+        mapped = {
+            old: await conn.fetchval("SELECT vigil_event_kind($1)", old)
+            for old in event_kinds.LEGACY
+        }
+        assert mapped == event_kinds.LEGACY, mapped
         return calls, session, models, humans
 
     calls, session, models, humans = _run(cli.database_url, as_owner)
