@@ -9,7 +9,9 @@ updates and queries wait for a worker that is not coming. Temporal knows who pol
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
+import socket
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -79,8 +81,26 @@ async def live_pollers(client: Client, task_queue: str) -> list[str]:
     return [
         p.identity
         for p in resp.pollers
-        if not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
+        if (
+            not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
+        )
+        and not gone_here(p.identity)
     ]
+
+
+def gone_here(identity: str) -> bool:
+    """Whether a poller's identity (``pid@host``, the SDK's default) names a process of this
+    host that no longer runs: Temporal keeps listing a worker for a while after it stopped."""
+    pid, at, host = identity.partition("@")
+    if not at or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, as another user's process
+        return False
+    return False
 
 
 def still_polling(settings: Settings) -> list[str] | None:

@@ -5,11 +5,15 @@ poll vigil's task queue, so the user knows what is left running."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
+from tests.integration.conftest import CLIStack
+from tests.support.cli import WorkerProcess
 from tests.support.sessions import running_worker
 from vigil.workers.liveness import still_polling
 from vigil.workers.settings import Settings
@@ -43,3 +47,23 @@ def test_stack_down_names_them() -> None:
         "1 worker still polls task queue 'q' (9@other): it waits for Temporal to come back; "
         "stop it with Ctrl-C where it runs"
     )
+
+
+def test_a_worker_gone_from_this_host_is_not_named(cli: CLIStack, tmp_path: Path) -> None:
+    """Temporal lists a worker among a queue's pollers for a while after it stopped: a
+    worker killed a moment before `stack down` was named as one that waits for Temporal.
+    A worker of this host whose process is gone is left out."""
+    queue = f"tq-gone-{uuid.uuid4().hex[:8]}"
+    mine = cli.settings.model_copy(update={"task_queue": queue})
+    worker = WorkerProcess({**cli.vigil.env, "VIGIL_TASK_QUEUE": queue}, tmp_path / "w.log")
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not (listed := still_polling(mine)):
+        assert time.monotonic() < deadline, "the worker never polled"
+        time.sleep(0.2)
+    assert len(listed) == 1, listed
+    assert worker.proc is not None
+    worker.proc.kill()
+    worker.proc.wait(30)
+    assert worker.stop() != 0  # killed: stop() only closes its log
+    assert still_polling(mine) == []
