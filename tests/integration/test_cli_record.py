@@ -134,6 +134,23 @@ def test_artifact_list_and_get(cli: CLIStack, sessions: dict[str, str], tmp_path
     cli.vigil.ok("artifact", "get", sid, "report.md", "-o", str(dest), "--force")
     assert dest.read_bytes() == body
 
+    # A link whose target is gone was replaced without --force; a folder that does not
+    # exist ended in exit 1 naming the download's `.part` file.
+    link = tmp_path / "link.md"
+    link.symlink_to(tmp_path / "gone" / "target.md")
+    no_folder = tmp_path / "no" / "such" / "report.md"
+    linked, nowhere = cli.vigil.many(
+        ("artifact", "get", sid, "report.md", "-o", str(link)),
+        ("artifact", "get", sid, "report.md", "-o", str(no_folder)),
+    )
+    assert linked.returncode == 2 and link.is_symlink(), explain(linked)
+    assert one_error_line(linked) == (
+        f"error: {link} exists; --force overwrites it (or -o another path)"
+    )
+    assert nowhere.returncode == 2, explain(nowhere)
+    assert one_error_line(nowhere) == f"error: {no_folder.parent} is not a folder"
+    assert ".part" not in nowhere.stderr
+
 
 def test_search_across_an_agents_sessions(cli: CLIStack, sessions: dict[str, str]) -> None:
     found, human, other = cli.vigil.many(

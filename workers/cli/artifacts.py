@@ -50,8 +50,11 @@ def artifact_get(
     if to_stdout and as_json:
         fail("-o - writes the bytes to standard output; --json cannot go there too", EXIT_USAGE)
     dest = Path(output or Path(name).name or "artifact")
-    if not to_stdout and dest.is_file() and not force:
+    # A link is never written through unasked, even one whose target is gone.
+    if not to_stdout and (dest.is_file() or dest.is_symlink()) and not force:
         fail(f"{dest} exists; --force overwrites it (or -o another path)", EXIT_USAGE)
+    if not to_stdout and not dest.parent.is_dir():
+        fail(f"{dest.parent} is not a folder", EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
         if to_stdout:
