@@ -280,7 +280,9 @@ class ScheduleControls(SessionControls):
         """Ask for one run now, and wait (up to ``TRIGGER_WAIT_SECONDS``) for the run it
         starts. Temporal names a schedule's runs by the second it takes their trigger in,
         so a trigger sent in the second of the schedule's last run would start nothing: it
-        waits for the next second first."""
+        waits for the next second first, by this host's clock (a clock off by a second or
+        more waits wrongly). The run it names is the first new one seen: two triggers at
+        once, or a run the schedule's own timing starts meanwhile, may name the same."""
         desc = await self.describe_schedule(schedule_id)
         known = _action_ids(desc)
         last = max((a.started_at for a in desc.info.recent_actions), default=None)

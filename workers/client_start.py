@@ -168,11 +168,14 @@ class SessionStart(_VigilClientCore):
         with no definition is refused unless ``allow_undefined`` (or the setting).
         ``may_loosen`` False (an API token below admin): settings that loosen the
         definition are refused (:class:`Forbidden`). A chosen ``session_id`` is checked as
-        ``inputs.check_session_id`` says (``own_form``: vigil's own start of a trigger's
-        or a key's session)."""
+        ``inputs.check_session_id`` says, except with ``own_form``: vigil's own start of a
+        trigger's or a key's session, whose id vigil made (a key's may hold any letter)."""
         from vigil.workers.inputs import check_session_id  # inputs imports the client
 
-        check_session_id(session_id, own_form=own_form)
+        if not own_form:
+            check_session_id(session_id)
+        elif session_id is not None and "\x00" in session_id:
+            raise BadArgument("a session id must not contain NUL characters")
         arg = self.start_input(
             agent_id,
             goal,

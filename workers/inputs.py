@@ -115,16 +115,14 @@ def check_schedule_id(schedule_id: str) -> str:
     return schedule_id
 
 
-def check_session_id(session_id: str | None, *, own_form: bool = False) -> str | None:
-    """A session id a caller chose for a new session (None: vigil makes one).
-    ``own_form``: one of the forms vigil gives the sessions it starts by itself (a
-    trigger's, a key's), which only vigil's own starts may use."""
+def check_session_id(session_id: str | None) -> str | None:
+    """A session id a caller chose for a new session (None: vigil makes one)."""
     if session_id is not None and not SESSION_ID.match(session_id):
         raise BadArgument(
             f"bad session id {session_id[:80]!r}: 1 to 200 letters, digits or . _ : - "
             "(starting with a letter or digit)"
         )
-    if session_id is not None and not own_form and RESERVED_SESSION_IDS.search(session_id):
+    if session_id is not None and RESERVED_SESSION_IDS.search(session_id):
         raise BadArgument(
             f"bad session id {session_id[:80]!r}: ids ending in -key-<32 hex digits>, "
             "-key-<key>-<12 hex digits>, -trigger-<16 hex digits> or -run-<time> are "

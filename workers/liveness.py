@@ -81,16 +81,16 @@ async def live_pollers(client: Client, task_queue: str) -> list[str]:
     return [
         p.identity
         for p in resp.pollers
-        if (
-            not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
-        )
-        and not gone_here(p.identity)
+        if not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
     ]
 
 
 def gone_here(identity: str) -> bool:
     """Whether a poller's identity (``pid@host``, the SDK's default) names a process of this
-    host that no longer runs: Temporal keeps listing a worker for a while after it stopped."""
+    host that no longer runs: Temporal keeps listing a worker for a while after it stopped.
+    Asked only where the worker is known to share this host's processes (``stack down``
+    of the embedded stack): a container sharing the host's name but not its processes
+    would read as gone."""
     pid, at, host = identity.partition("@")
     if not at or host != socket.gethostname() or not pid.isdigit():
         return False
@@ -104,14 +104,16 @@ def gone_here(identity: str) -> bool:
 
 
 def still_polling(settings: Settings) -> list[str] | None:
-    """Who polls ``settings``' task queue right now (as ``live_pollers``), asked in a
-    few seconds at most; None when Temporal does not answer (called from sync code)."""
+    """Who polls ``settings``' task queue right now (as ``live_pollers``, less the workers
+    of this host that are gone), asked in a few seconds at most; None when Temporal does
+    not answer (called from sync code)."""
     from vigil.workers.temporal import connect
 
     async def ask() -> list[str]:
         async with asyncio.timeout(STILL_POLLING_SECONDS):
             client = await connect(settings)
-            return await live_pollers(client, settings.task_queue)
+            found = await live_pollers(client, settings.task_queue)
+            return [identity for identity in found if not gone_here(identity)]
 
     try:
         return asyncio.run(ask())

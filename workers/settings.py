@@ -153,11 +153,12 @@ class Settings(BaseSettings):
     embedding_dim: int = 384
     embedding_base_url: str | None = None
     embedding_model: str = "text-embedding-3-small"
-    memory_redact: bool = True
+    memory_redact: bool = False
     """Whether secrets and personal data (keys, tokens, passwords, emails, card and phone
     numbers: ``activities/memory/redact.py``) are replaced by ``[redacted:<kind>]`` before a
     memory is stored, by every writer (the ``remember`` tool, outcomes, the API, the CLI).
-    ``false`` stores the text as given."""
+    Off by default: two subjects that differ only in what is redacted become one subject,
+    so a memory about one supersedes a memory about the other."""
     memory_ef_search: int = Field(default=0, ge=0, le=1000)
     """``hnsw.ef_search`` of recall's vector search. 0 follows the agent's memory count:
     ``40 * sqrt(memories / 5000)`` within 40..1000 (40 up to 5k memories, 179 at 100k,

@@ -134,15 +134,16 @@ class HumanControl(Bookkeeping):
             return
         value, error = self._parse(args, model)
         if value is not None and error is None:
-            nul = line_text_error(value)
-            if nul is not None and workflow.patched(names.PATCH_LINE_TEXT_NUL):
-                error = nul
-        if value is not None and error is None:
             ended = self._ended_error()
             if ended is not None and workflow.patched(names.PATCH_INPUT_AT_THE_END):
                 error = ended
             else:
                 error = self._state_error(value)
+        if value is not None and error is None:
+            # Asked only for input the checks before it took.
+            nul = line_text_error(value)
+            if nul is not None and workflow.patched(names.PATCH_LINE_TEXT_NUL):
+                error = nul
         if error is not None or value is None:
             by, text = _said(value)
             self._reject_input(name, error or "malformed payload", by=by, text=text)

@@ -280,19 +280,20 @@ def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
         sizes[id(node)] = MAX_YAML_VALUES + 1  # a node that holds itself never ends
         total = 1
         if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
+            seen: dict[tuple[str, str], int] = {}
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and key.value != "<<":
                     line = key.start_mark.line + 1
-                    if key.value in seen:
+                    same = (key.tag, key.value)  # 1 and "1" are two keys
+                    if same in seen:
                         problems.append(
                             Problem(
                                 line,
                                 "",
-                                f"duplicate key {key.value!r} (first at line {seen[key.value]})",
+                                f"duplicate key {key.value!r} (first at line {seen[same]})",
                             )
                         )
-                    seen.setdefault(key.value, line)
+                    seen.setdefault(same, line)
                 total += size(key) + size(value)
                 if total > MAX_YAML_VALUES:
                     break

@@ -12,6 +12,7 @@ import codecs
 import email.utils
 import functools
 import hashlib
+import itertools
 import math
 import re
 import time
@@ -202,10 +203,16 @@ def wire_name(name: str) -> str:
     return _NOT_WIRE.sub("_", name.replace(".", "__"))[:64] or "_"
 
 
-def _distinct_wire_name(name: str) -> str:
-    """A wire name of ``name``'s own: its safe form cut short, and a digest of the name."""
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{wire_name(name)[:53]}_{digest}"
+def _distinct_wire_name(name: str, taken: set[str]) -> str:
+    """A wire name of ``name``'s own, none of ``taken``: its safe form cut short, and a
+    digest of the name (of the name and a count, in the unlikely case that is taken)."""
+    for n in itertools.count():
+        salted = name if n == 0 else f"{name}\x00{n}"
+        digest = hashlib.sha256(salted.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        wire = f"{wire_name(name)[:53]}_{digest}"
+        if wire not in taken:
+            return wire
+    raise AssertionError("unreachable")
 
 
 def _wire_map(tools: list[ToolSpec], messages: list[ChatMessage]) -> dict[str, str]:
@@ -222,7 +229,7 @@ def _wire_map(tools: list[ToolSpec], messages: list[ChatMessage]) -> dict[str, s
             continue
         wire = wire_name(name)
         if wire in taken:
-            wire = _distinct_wire_name(name)
+            wire = _distinct_wire_name(name, taken)
         found[name] = wire
         taken.add(wire)
     return found

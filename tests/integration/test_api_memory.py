@@ -223,10 +223,11 @@ SECRET = "Deploy with key sk-proj-ABCdef0123456789ghijklmnop and password=hunter
 
 def test_secrets_are_redacted_before_a_memory_is_stored(api: ApiServer, settings: Settings) -> None:
     """Redaction was written and tested but no setting turned it on: an API key and a
-    password given to memory were stored, and recalled into later prompts, as given. It
-    is on by default (``VIGIL_MEMORY_REDACT``), for every writer."""
+    password given to memory were stored, and recalled into later prompts, as given.
+    ``VIGIL_MEMORY_REDACT`` turns it on for every writer (off by default)."""
     agent = f"mem-redact-{uuid.uuid4().hex[:6]}"
-    with api.client(api.token(Scope.ADMIN)) as http:
+    careful = settings.model_copy(update={"memory_redact": True})
+    with running_api(careful) as on, on.client(on.token(Scope.ADMIN)) as http:
         added = http.post(base(agent), json={"content": SECRET})
         assert added.status_code == 201, added.text
         assert added.json()["redactions"] == {"api_key": 1, "secret": 1}, added.text
@@ -235,8 +236,7 @@ def test_secrets_are_redacted_before_a_memory_is_stored(api: ApiServer, settings
     assert "hunter2" not in record.content and "sk-proj" not in record.content
     assert "[redacted:api_key]" in record.content, record.content
 
-    plain = settings.model_copy(update={"memory_redact": False})
-    with running_api(plain) as kept_api, kept_api.client(kept_api.token(Scope.ADMIN)) as http:
+    with api.client(api.token(Scope.ADMIN)) as http:  # the default: kept as given
         kept = http.post(base(agent), json={"content": SECRET, "kind": "lesson"})
         assert kept.status_code == 201 and kept.json()["redactions"] == {}, kept.text
     record = stored(settings, agent, kept.json()["id"])

@@ -204,3 +204,19 @@ async def test_a_chosen_session_id_is_checked_as_the_cli_and_api_check_it(
     with pytest.raises(BadArgument, match="bad session id"):
         await client.start_session(agent(), "x", session_id=bad, allow_undefined=True)
     assert await client.temporal_status(bad) is None  # nothing started
+
+
+async def test_vigils_own_start_of_a_keys_session_takes_any_letter(
+    cli: CLIStack, client: VigilClient
+) -> None:
+    """A start trigger gives a key's session an id holding the key, in any letters
+    (``ops-key-müller-<digest>``): the check of a chosen id, which only vigil's own starts
+    skip, refused it once the client checked ids."""
+    from vigil.workers.hooks import key_session_id
+
+    sid = key_session_id(agent(), f"müller-{uuid.uuid4().hex[:6]}")
+    started = await client.start_session(
+        agent(), "x", session_id=sid, allow_undefined=True, own_form=True
+    )
+    assert started.id == sid
+    await client.temporal.get_workflow_handle(sid).terminate("test done")
