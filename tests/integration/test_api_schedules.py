@@ -53,6 +53,17 @@ def create(http: Any, **body: Any) -> Any:
     return http.post("/v1/schedules", json=body)
 
 
+def recorded_runs(http: Any, schedule_id: str, count: int) -> list[dict[str, Any]]:
+    """The schedule's runs, once the record holds ``count`` of them."""
+
+    def found() -> list[dict[str, Any]] | None:
+        runs: list[dict[str, Any]] = http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"]
+        return runs if len(runs) == count else None
+
+    runs: list[dict[str, Any]] = poll(found, 60, f"{count} runs in the record")
+    return runs
+
+
 def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
     agent = f"sched-{uuid.uuid4().hex[:6]}"
     admin = api.token(Scope.ADMIN, owner="ops-lead")
@@ -188,15 +199,7 @@ def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
         assert made.status_code == 201, made.text
         for _ in range(3):
             assert http.post(f"/v1/schedules/{schedule_id}/trigger").status_code == 200
-        every = poll(
-            lambda: (
-                (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"])
-                and len(r) == 3
-                and r
-            ),
-            60,
-            "three runs in the record",
-        )
+        every = recorded_runs(http, schedule_id, 3)
         first = http.get(f"/v1/schedules/{schedule_id}/runs", params={"limit": 2}).json()
         assert [r["id"] for r in first["items"]] == [r["id"] for r in every[:2]]
         assert first["next_cursor"], first
@@ -228,13 +231,5 @@ def test_triggers_back_to_back_each_start_a_run_and_name_it(
         started = [a["run"] for a in answers]
         assert all(r and r.startswith(f"{schedule_id}-run") for r in started), answers
         assert started[0] != started[1], answers
-        runs = poll(
-            lambda: (
-                (r := http.get(f"/v1/schedules/{schedule_id}/runs").json()["items"])
-                and len(r) == 2
-                and r
-            ),
-            60,
-            "both runs in the record",
-        )
+        runs = recorded_runs(http, schedule_id, 2)
         assert sorted(r["id"] for r in runs) == sorted(started)
