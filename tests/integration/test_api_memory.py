@@ -169,6 +169,14 @@ def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
                      {"content": "x", "extra": 1}):  # fmt: skip
             r = http.post(base(agent), json=body)
             assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), body
+        # NaN (which Python's JSON takes) was told it "should be less than or equal to 1".
+        nan = http.post(
+            base(agent),
+            content=b'{"content": "x", "importance": NaN}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert nan.status_code == 422, nan.text
+        assert nan.json()["error"]["message"] == "importance: Input should be a finite number"
     with api.client() as http:
         assert http.get(f"{base(agent)}/search", params={"q": "x"}).status_code == 401
 
