@@ -123,10 +123,13 @@ def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedu
     assert first["id"] in [r["id"] for r in from_cli]
     assert {r["schedule_id"] for r in from_cli} == {schedule_id}
 
+    # The answer the API's pause gives (it was {"id", "paused", "was_paused"} here).
     assert cli.vigil.json("schedule", "pause", schedule_id) == {
         "id": schedule_id,
-        "paused": True,
-        "was_paused": False,
+        "action": "paused",
+        "changed": True,
+        "held": None,
+        "run": None,
     }
     row = listed(cli, schedule_id, paused=True)
     # A person sees what the schedule does, not only its id.
@@ -211,9 +214,10 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
     ), upcoming
 
     done = cli.vigil.json("schedule", "trigger", schedule_id)
-    assert {k: done[k] for k in ("id", "triggered", "held")} == {
+    assert {k: done[k] for k in ("id", "action", "changed", "held")} == {
         "id": schedule_id,
-        "triggered": True,
+        "action": "triggered",
+        "changed": True,
         "held": None,
     }
     [triggered] = runs(cli, schedule_id, 1)

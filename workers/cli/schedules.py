@@ -129,6 +129,19 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     run_client(go, state_dir)
 
 
+def _done(
+    schedule_id: str,
+    action: str,
+    *,
+    changed: bool = True,
+    held: str | None = None,
+    run: str | None = None,
+) -> dict[str, object]:
+    """What an operation on a schedule did, in the shape of the API's answer
+    (``ScheduleDone``), so a script reads the CLI's JSON and the API's alike."""
+    return {"id": schedule_id, "action": action, "changed": changed, "held": held, "run": run}
+
+
 def _schedule_op(
     schedule_id: str,
     what: str,
@@ -139,7 +152,7 @@ def _schedule_op(
     async def go(client: VigilClient) -> None:
         await op(client)
         emit(
-            {"id": schedule_id, what: True},
+            _done(schedule_id, what),
             as_json,
             lambda: out.print(f"schedule {schedule_id}: {what}"),
         )
@@ -155,7 +168,7 @@ def schedule_pause(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOp
         changed = await client.pause_schedule(schedule_id)
         said = "paused" if changed else "already paused"
         emit(
-            {"id": schedule_id, "paused": True, "was_paused": not changed},
+            _done(schedule_id, "paused", changed=changed),
             as_json,
             lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
         )
@@ -171,7 +184,7 @@ def schedule_resume(schedule_id: str, state_dir: StateOpt = None, as_json: JsonO
         changed = await client.unpause_schedule(schedule_id)
         said = "resumed" if changed else "not paused"
         emit(
-            {"id": schedule_id, "paused": False, "was_paused": changed},
+            _done(schedule_id, "resumed", changed=changed),
             as_json,
             lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
         )
@@ -194,7 +207,7 @@ def schedule_trigger(
         else:
             said = "triggered; Temporal has started no run for it yet"
         emit(
-            {"id": schedule_id, "triggered": True, "held": done.held, "run": done.run},
+            _done(schedule_id, "triggered", held=done.held, run=done.run),
             as_json,
             lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
         )
@@ -218,7 +231,7 @@ def schedule_backfill(
         runs = await client.backfill_schedule(schedule_id, start_dt, end_dt)
         said = "backfilled" if runs is None else f"backfilled (about {runs} runs)"
         emit(
-            {"id": schedule_id, "backfilled": True, "runs": runs},
+            {**_done(schedule_id, "backfilled"), "runs": runs},
             as_json,
             lambda: out.print(f"schedule {schedule_id}: {said}"),
         )
