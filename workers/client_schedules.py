@@ -97,6 +97,8 @@ class Triggered:
 
     run: str | None
     held: str | None
+    skipped: bool = False
+    """Whether nothing will start for it (overlap ``skip`` with a run that still runs)."""
 
 
 def _action_ids(desc: Any) -> set[str]:
@@ -293,7 +295,8 @@ class ScheduleControls(SessionControls):
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
         held = _held(desc)
         if held is not None:
-            return Triggered(run=None, held=held)
+            skipped = desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+            return Triggered(run=None, held=held, skipped=skipped)
         deadline = asyncio.get_running_loop().time() + TRIGGER_WAIT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)

@@ -278,4 +278,8 @@ def test_a_trigger_held_by_a_run_that_still_runs_says_so(cli: CLIStack, schedule
         f"schedule {schedule_id}: triggered; its run {waiting['id']} still ran a moment ago: "
         "under overlap 'skip' this one does not start"
     ), held
+    # Nothing changed, and the JSON says so as a pause of a paused schedule does (it said
+    # "changed": true).
+    skipped = cli.vigil.json("schedule", "trigger", schedule_id)
+    assert (skipped["changed"], skipped["run"]) == (False, None), skipped
     cli.vigil.ok("cancel", waiting["id"])

@@ -79,7 +79,7 @@ class ScheduleDone(BaseModel):
     action: Literal["paused", "resumed", "triggered", "deleted"]
     changed: bool = True
     """False when it was so already (a pause of a paused schedule, a resume of one that
-    was not paused)."""
+    was not paused), or when a trigger starts nothing (overlap ``skip``, a run running)."""
     held: str | None = None
     """For a trigger: what keeps the run from starting (an earlier run that still runs,
     under the schedule's overlap policy)."""
@@ -205,7 +205,9 @@ async def trigger_schedule(
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
     done = await _client(request).trigger_schedule(schedule_id)
-    return ScheduleDone(id=schedule_id, action="triggered", held=done.held, run=done.run)
+    return ScheduleDone(
+        id=schedule_id, action="triggered", changed=not done.skipped, held=done.held, run=done.run
+    )
 
 
 @router.delete(

@@ -207,7 +207,7 @@ def schedule_trigger(
         else:
             said = "triggered; Temporal has started no run for it yet"
         emit(
-            _done(schedule_id, "triggered", held=done.held, run=done.run),
+            _done(schedule_id, "triggered", changed=not done.skipped, held=done.held, run=done.run),
             as_json,
             lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
         )
