@@ -272,6 +272,7 @@ def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
     measured, never expanded."""
     problems: list[Problem] = []
     sizes: dict[int, int] = {}
+    crossed: list[int] = []  # the line of the first key whose value takes the file past
 
     def size(node: yaml.Node) -> int:
         known = sizes.get(id(node))
@@ -296,6 +297,8 @@ def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
                     seen.setdefault(same, line)
                 total += size(key) + size(value)
                 if total > MAX_YAML_VALUES:
+                    if not crossed:
+                        crossed.append(key.start_mark.line + 1)
                     break
         elif isinstance(node, yaml.SequenceNode):
             for item in node.value:
@@ -308,7 +311,7 @@ def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
     if root is not None and size(root) > MAX_YAML_VALUES:
         problems.append(
             Problem(
-                root.start_mark.line + 1,
+                crossed[0] if crossed else root.start_mark.line + 1,
                 "",
                 f"the file expands to more than {MAX_YAML_VALUES:,} values through its aliases",
             )

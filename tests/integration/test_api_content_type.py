@@ -62,7 +62,7 @@ def test_a_body_that_is_not_utf8_is_said_to_be_so(api: ApiServer) -> None:
     assert latin.status_code == 400, latin.text
     assert latin.json()["error"] == {
         "code": "malformed_request",
-        "message": "the body is not valid JSON (UTF-8)",
+        "message": "the body is not UTF-8, as JSON must be",
     }
 
 
@@ -83,4 +83,4 @@ def test_each_way_a_body_is_unreadable_is_named(api: ApiServer) -> None:
         assert deep == "the body's JSON nests too deeply to be read", deep
         broken = said(b'{"agent": "ops", "goal": }')
         assert broken == "the body is not valid JSON: Expecting value at character 25", broken
-        assert said("caf\u00e9".encode("latin-1")) == "the body is not valid JSON (UTF-8)"
+        assert said("caf\u00e9".encode("latin-1")) == "the body is not UTF-8, as JSON must be"

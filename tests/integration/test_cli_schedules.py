@@ -275,8 +275,8 @@ def test_a_trigger_held_by_a_run_that_still_runs_says_so(cli: CLIStack, schedule
     [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
     held = cli.vigil.ok("schedule", "trigger", schedule_id).stdout.strip()
     assert held == (
-        f"schedule {schedule_id}: triggered; its run {waiting['id']} still ran a moment ago: "
-        "under overlap 'skip' this one does not start"
+        f"schedule {schedule_id}: nothing started: its run {waiting['id']} still ran a moment "
+        "ago: under overlap 'skip' this one does not start"
     ), held
     # Nothing changed, and the JSON says so as a pause of a paused schedule does (it said
     # "changed": true).

@@ -238,7 +238,7 @@ def install(app: FastAPI) -> None:
             detail = (
                 "the body's JSON nests too deeply to be read"
                 if isinstance(exc.__cause__, RecursionError)
-                else "the body is not valid JSON (UTF-8)"  # bytes that are not UTF-8
+                else "the body is not UTF-8, as JSON must be"
             )
         return error_response(exc.status_code, code, detail, headers=exc.headers)
 

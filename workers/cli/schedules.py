@@ -200,7 +200,9 @@ def schedule_trigger(
 
     async def go(client: VigilClient) -> None:
         done = await client.trigger_schedule(schedule_id)
-        if done.held:
+        if done.skipped:
+            said = f"nothing started: {done.held}"
+        elif done.held:
             said = f"triggered; {done.held}"
         elif done.run:
             said = f"triggered: started {done.run}"
