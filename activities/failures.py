@@ -114,6 +114,13 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             current = current.__cause__ or current.__context__
 
 
+def errno_of(exc: BaseException) -> int | None:
+    """The errno of the first OS error in ``exc``'s chain (a refused connection's), if any."""
+    return next(
+        (link.errno for link in _chain(exc) if isinstance(link, OSError) and link.errno), None
+    )
+
+
 def _frames_inner_first(tb: TracebackType | None) -> list[str]:
     modules: list[str] = []
     while tb is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema.protocols import Validator
 
 MAX_EXACT = 2**53
 """The largest magnitude of a whole number a float holds exactly."""
@@ -33,14 +34,14 @@ ArgumentValidator = validators.extend(  # type: ignore[no-untyped-call]
 """Draft 2020-12, with integers as above."""
 
 
-def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Any:
+def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Validator:
     """A validator of ``parameters`` (a tool's schema). ``strict`` False: JSON Schema's own
     integers (how edited arguments were checked before, for the histories of then)."""
-    kind = ArgumentValidator if strict else Draft202012Validator
+    kind: type[Validator] = ArgumentValidator if strict else Draft202012Validator
     return kind(parameters, format_checker=FormatChecker())
 
 
-def first_error(validator: Any, arguments: dict[str, Any]) -> tuple[str, str] | None:
+def first_error(validator: Validator, arguments: dict[str, Any]) -> tuple[str, str] | None:
     """Where (``a/b``, or ``(root)``) and what the first error of ``arguments`` is; None
     when they fit."""
     errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
     Schedule,
+    ScheduleActionExecution,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleBackfill,
@@ -101,17 +104,24 @@ class Triggered:
     """Whether nothing will start for it (overlap ``skip`` with a run that still runs)."""
 
 
-def _action_ids(desc: Any) -> set[str]:
+def _sessions(executions: Iterable[ScheduleActionExecution]) -> list[str]:
+    """The sessions (workflow ids) of a schedule's runs."""
+    return [
+        e.workflow_id for e in executions if isinstance(e, ScheduleActionExecutionStartWorkflow)
+    ]
+
+
+def _action_ids(desc: ScheduleDescription) -> set[str]:
     """The sessions a schedule's description names as its recent and running runs."""
-    actions = [*desc.info.recent_actions, *desc.info.running_actions]
-    return {a.action.workflow_id if hasattr(a, "action") else a.workflow_id for a in actions}
+    recent = (a.action for a in desc.info.recent_actions)
+    return {*_sessions(recent), *_sessions(desc.info.running_actions)}
 
 
-def _held(desc: Any) -> str | None:
+def _held(desc: ScheduleDescription) -> str | None:
     """What keeps a trigger's run from starting at once, from the schedule's description
     read just before it: a run that still runs, under an overlap policy other than
     ``allow_all``; None when nothing does."""
-    running = [a.workflow_id for a in desc.info.running_actions]
+    running = _sessions(desc.info.running_actions)
     overlap = desc.schedule.policy.overlap
     if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
         return None

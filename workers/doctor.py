@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -193,8 +194,6 @@ async def _mcp_commands(settings: Settings) -> list[Check]:
     """Whether the stdio MCP servers of every agent's newest version can be started here:
     each command found as a worker on this host would start it (a bare ``python`` is the
     worker's own). Workers and the API on other hosts resolve them on theirs."""
-    import shutil
-
     from vigil.activities.record import agents as agent_rows
     from vigil.activities.tools.mcp_connection import stdio_command
     from vigil.schema.agents import McpServerSpec

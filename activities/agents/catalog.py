@@ -18,6 +18,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from jsonschema.protocols import Validator
+
 from vigil.schema.agents import AgentSpec, ArgumentRule, ToolDescriptor, ToolEntry, canonical_json
 from vigil.schema.arguments import argument_validator, first_error
 from vigil.schema.tools import BUILTIN_TOOLS
@@ -146,19 +148,19 @@ def describe_tools(spec: AgentSpec, sources: ToolSources | None = None) -> list[
 
 
 @lru_cache(maxsize=512)
-def _validator(schema_json: str) -> Any:
+def _validator(schema_json: str) -> Validator:
     import json
 
     return argument_validator(json.loads(schema_json))
 
 
-_BY_OBJECT: dict[int, tuple[dict[str, Any], Any]] = {}
+_BY_OBJECT: dict[int, tuple[dict[str, Any], Validator]] = {}
 """Validators by the schema object they were made for (held here, so its id stays its
 own): a cached catalog's descriptors ask again and again, and writing their schema out
 canonically to find the validator cost more than the check."""
 
 
-def _validator_of(parameters: dict[str, Any]) -> Any:
+def _validator_of(parameters: dict[str, Any]) -> Validator:
     found = _BY_OBJECT.get(id(parameters))
     if found is not None and found[0] is parameters:
         return found[1]

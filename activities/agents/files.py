@@ -319,13 +319,25 @@ def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
     return problems
 
 
+def _constructed(root: yaml.Node | None) -> Any:
+    """The values of a composed document (what ``yaml.safe_load`` gives, without parsing
+    the text a second time)."""
+    if root is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
 def _parse_yaml(text: str, path: Path) -> tuple[Any, Any]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         problems = _yaml_problems(root)
         if problems:
             raise AgentFileError(path, problems)
-        data = yaml.safe_load(text)
+        data = _constructed(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None

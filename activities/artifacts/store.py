@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from vigil.activities.failures import errno_of
+
 CHUNK = 1024 * 1024
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -46,18 +48,7 @@ class StoreUnavailable(OSError):
 
     def __init__(self, message: str, cause: BaseException) -> None:
         super().__init__(message)
-        self.errno = _errno_of(cause)
-
-
-def _errno_of(exc: BaseException) -> int | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno:
-            return current.errno
-        current = current.__cause__ or current.__context__
-    return None
+        self.errno = errno_of(cause)
 
 
 @dataclass(frozen=True)

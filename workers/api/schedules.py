@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers import inputs
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
-from vigil.workers.client import SessionSummary, UnknownSchedule, VigilClient
+from vigil.workers.api.sessions import SessionItem
+from vigil.workers.client import UnknownSchedule, VigilClient
 from vigil.workers.schedules import ScheduleService, ScheduleView
 from vigil.workers.tokens import Principal
 
@@ -88,20 +89,9 @@ class ScheduleDone(BaseModel):
     or when no run had started within a few seconds)."""
 
 
-class ScheduleRun(BaseModel):
-    id: str
-    agent_id: str
-    goal: str
-    status: str
-    step: int
-    created_at: datetime
-    updated_at: datetime
-    schedule_id: str | None
-    temporal_status: str | None
-
-
 class ScheduleRuns(BaseModel):
-    items: list[ScheduleRun]
+    items: list[SessionItem]
+    """Its runs, as ``/sessions`` lists sessions."""
     next_cursor: str | None = None
     """Pass as ``cursor`` for the next (older) runs; null on the last page."""
 
@@ -113,10 +103,6 @@ def _client(request: Request) -> VigilClient:
 
 def _out(view: ScheduleView) -> ScheduleOut:
     return ScheduleOut.model_validate(view, from_attributes=True)
-
-
-def _run(row: SessionSummary) -> ScheduleRun:
-    return ScheduleRun.model_validate(row, from_attributes=True)
 
 
 async def _visible(request: Request, who: Principal, schedule_id: str) -> ScheduleView:
@@ -238,4 +224,5 @@ async def schedule_runs(
     )
     if not page.items and cursor is None:
         await _visible(request, who, schedule_id)  # 404: no such schedule, or not the token's
-    return ScheduleRuns(items=[_run(r) for r in page.items], next_cursor=page.next_cursor)
+    items = [SessionItem(**vars(s)) for s in page.items]
+    return ScheduleRuns(items=items, next_cursor=page.next_cursor)
