@@ -220,8 +220,9 @@ async def events_page(
     kind: str | None = None,
 ) -> list[EventRow]:
     """A session's events recorded after event ``after``, oldest first (call it acting
-    for the session's agent)."""
-    limit = max(1, min(limit, MAX_PAGE))
+    for the session's agent). At most ``MAX_PAGE + 1``: a caller serving pages of up to
+    ``MAX_PAGE`` reads one more to know whether another page follows."""
+    limit = max(1, min(limit, MAX_PAGE + 1))
     rows = (
         await db.execute(
             sql(

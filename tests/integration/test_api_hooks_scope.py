@@ -119,3 +119,31 @@ async def test_webhook_deliveries_page_on_with_next_after(
     rest = (await http.get("/v1/webhooks/deliveries", params=params, headers=admin)).json()
     assert [r["session_id"] for r in rest["items"]] == [f"{agent}-s2"]
     assert rest["next_after"] is None
+
+
+async def test_webhook_deliveries_next_after_is_null_exactly_when_no_attempt_follows(
+    http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A page of attempts cut at its limit says where the next begins only when an attempt
+    follows it: a last page exactly full says null (before, it pointed on to one empty
+    page)."""
+    admin = await bearer(sessionmaker)
+    exact = f"agent-wfull-{uuid.uuid4().hex[:6]}"
+    for n in range(2):
+        await record_attempt(sessionmaker, exact, f"{exact}-s{n}")
+    params: dict[str, str | int] = {"agent": exact, "limit": 2}
+    full = (await http.get("/v1/webhooks/deliveries", params=params, headers=admin)).json()
+    assert [r["session_id"] for r in full["items"]] == [f"{exact}-s0", f"{exact}-s1"]
+    assert full["next_after"] is None
+
+    over = f"agent-wover-{uuid.uuid4().hex[:6]}"
+    for n in range(3):
+        await record_attempt(sessionmaker, over, f"{over}-s{n}")
+    params = {"agent": over, "limit": 2}
+    cut = (await http.get("/v1/webhooks/deliveries", params=params, headers=admin)).json()
+    assert [r["session_id"] for r in cut["items"]] == [f"{over}-s0", f"{over}-s1"]
+    assert cut["next_after"] == cut["items"][-1]["id"]
+    params["after"] = cut["next_after"]
+    rest = (await http.get("/v1/webhooks/deliveries", params=params, headers=admin)).json()
+    assert [r["session_id"] for r in rest["items"]] == [f"{over}-s2"]
+    assert rest["next_after"] is None

@@ -5,18 +5,21 @@ token sees only its agents' sessions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_pending, wait_status
 from tests.support.llm_stub import Reply
 from vigil.schema.payloads import MAX_HUMAN_TEXT
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -245,3 +248,102 @@ def test_cancel_of_a_failed_session_says_failed(cli: CLIStack, api: ApiServer, a
         again = http.post(f"/v1/sessions/{sid}/cancel")
         assert again.status_code == 409, again.text
         assert again.json()["error"]["message"] == f"session {sid!r} has already ended (failed)"
+
+
+def test_transcript_next_after_seq_is_null_exactly_when_no_message_follows(
+    cli: CLIStack, api: ApiServer, agent: str
+) -> None:
+    """A page cut at its limit says where the next begins only when a message follows it:
+    a last page exactly full says null (before, it pointed on to one empty page)."""
+    with api.client(api.token(Scope.READ)) as reader, api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, agent, cli.plan(Reply.text("done")))
+        wait_status(http, sid, "completed")
+        path = f"/v1/sessions/{sid}/transcript"
+        whole = reader.get(path, params={"limit": 500}).json()
+        seqs = [m["seq"] for m in whole["items"]]
+        assert len(seqs) >= 3 and whole["next_after_seq"] is None
+
+        full = reader.get(path, params={"limit": len(seqs)}).json()
+        assert [m["seq"] for m in full["items"]] == seqs
+        assert full["next_after_seq"] is None, full["next_after_seq"]
+        tail = reader.get(path, params={"after_seq": seqs[0], "limit": len(seqs) - 1}).json()
+        assert [m["seq"] for m in tail["items"]] == seqs[1:] and tail["next_after_seq"] is None
+
+        cut = reader.get(path, params={"limit": len(seqs) - 1}).json()
+        assert [m["seq"] for m in cut["items"]] == seqs[:-1]
+        assert cut["next_after_seq"] == seqs[-2]
+        rest = reader.get(
+            path, params={"after_seq": cut["next_after_seq"], "limit": len(seqs) - 1}
+        ).json()
+        assert [m["seq"] for m in rest["items"]] == seqs[-1:] and rest["next_after_seq"] is None
+
+
+def test_events_next_after_is_null_exactly_when_no_event_follows(
+    cli: CLIStack, api: ApiServer, agent: str
+) -> None:
+    """A page of events cut at its limit says where the next begins only when an event
+    follows it (of the kind asked for, when one is): a last page exactly full says null."""
+    with api.client(api.token(Scope.READ)) as reader, api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, agent, cli.plan(Reply.text("done")))
+        wait_status(http, sid, "completed")
+        path = f"/v1/sessions/{sid}/events"
+        whole = reader.get(path, params={"limit": 500}).json()
+        ids = [e["id"] for e in whole["items"]]
+        assert len(ids) >= 2 and whole["next_after"] is None
+
+        full = reader.get(path, params={"limit": len(ids)}).json()
+        assert [e["id"] for e in full["items"]] == ids and full["next_after"] is None
+        tail = reader.get(path, params={"after": ids[0], "limit": len(ids) - 1}).json()
+        assert [e["id"] for e in tail["items"]] == ids[1:] and tail["next_after"] is None
+        ended = reader.get(path, params={"kind": "session_ended", "limit": 1}).json()
+        assert [e["kind"] for e in ended["items"]] == ["session_ended"]
+        assert ended["next_after"] is None
+
+        cut = reader.get(path, params={"limit": len(ids) - 1}).json()
+        assert [e["id"] for e in cut["items"]] == ids[:-1] and cut["next_after"] == ids[-2]
+        rest = reader.get(path, params={"after": cut["next_after"], "limit": len(ids) - 1}).json()
+        assert [e["id"] for e in rest["items"]] == ids[-1:] and rest["next_after"] is None
+
+
+def pad_events(api: ApiServer, sid: str, agent: str, first: int, count: int) -> None:
+    """Record ``count`` more events in the session, keyed ``pad:first``, ``pad:first+1``..."""
+
+    async def go() -> None:
+        url = api.settings.endpoints().database_url
+        assert url is not None
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                await db.execute(
+                    text(
+                        "INSERT INTO events (session_id, agent_id, key, kind, step) "
+                        "SELECT :sid, :a, 'pad:' || n, 'note', 0 "
+                        "FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS n"
+                    ),
+                    {"sid": sid, "a": agent, "first": first, "last": first + count - 1},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_events_at_the_largest_limit_say_whether_more_follow(
+    cli: CLIStack, api: ApiServer, agent: str
+) -> None:
+    """At the largest ``limit`` (500) too: exactly 500 events left is the last page, 501
+    is not."""
+    with api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, agent, cli.plan(Reply.text("done")))
+        wait_status(http, sid, "completed")
+        path = f"/v1/sessions/{sid}/events"
+        last = http.get(path, params={"limit": 500}).json()["items"][-1]["id"]
+
+        pad_events(api, sid, agent, 1, 500)
+        full = http.get(path, params={"after": last, "limit": 500}).json()
+        assert len(full["items"]) == 500 and full["next_after"] is None
+        pad_events(api, sid, agent, 501, 1)
+        cut = http.get(path, params={"after": last, "limit": 500}).json()
+        assert len(cut["items"]) == 500 and cut["next_after"] == cut["items"][-1]["id"]
+        rest = http.get(path, params={"after": cut["next_after"], "limit": 500}).json()
+        assert [e["key"] for e in rest["items"]] == ["pad:501"] and rest["next_after"] is None

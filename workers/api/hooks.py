@@ -226,10 +226,12 @@ async def webhook_deliveries(
 ) -> DeliveryList:
     if agent is not None:
         check_agent(who, agent)
+    # One more than the page, to know whether another page follows.
     rows = await WebhookService(_client(request).db).deliveries(
-        agent_id=agent, session_id=session, agents=who.agents, after_id=after, limit=limit
+        agent_id=agent, session_id=session, agents=who.agents, after_id=after, limit=limit + 1
     )
+    page = rows[:limit]
     return DeliveryList(
-        items=[WebhookDeliveryAttempt(**vars(r)) for r in rows],
-        next_after=rows[-1].id if len(rows) == limit else None,
+        items=[WebhookDeliveryAttempt(**vars(r)) for r in page],
+        next_after=page[-1].id if len(rows) > limit else None,
     )

@@ -157,7 +157,7 @@ class SessionDetail(BaseModel):
 class Transcript(BaseModel):
     items: list[Message]
     next_after_seq: int | None
-    """Pass as ``after_seq`` for the next page; null when this page was not full."""
+    """Pass as ``after_seq`` for the next page; null when no message follows this page."""
 
 
 class Event(BaseModel):
@@ -174,7 +174,7 @@ class Event(BaseModel):
 class Events(BaseModel):
     items: list[Event]
     next_after: int | None
-    """Pass as ``after`` for the next page; null when this page was not full."""
+    """Pass as ``after`` for the next page; null when no event follows this page."""
 
 
 class CancelRequest(RequestBody):
@@ -306,10 +306,12 @@ async def transcript(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Transcript:
     await visible_session(client, who, session_id)
-    page = await client.transcript(session_id, after_seq=after_seq, limit=limit)
+    # One more than the page, to know whether another page follows.
+    rows = await client.transcript(session_id, after_seq=after_seq, limit=limit + 1)
+    page = rows[:limit]
     return Transcript(
         items=[message_of(m) for m in page],
-        next_after_seq=page[-1].seq if len(page) == limit else None,
+        next_after_seq=page[-1].seq if len(rows) > limit else None,
     )
 
 
@@ -327,10 +329,12 @@ async def events(
     kind: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Events:
     await visible_session(client, who, session_id)
-    page = await client.events_page(session_id, after=after, limit=limit, kind=kind)
+    # One more than the page, to know whether another page follows.
+    rows = await client.events_page(session_id, after=after, limit=limit + 1, kind=kind)
+    page = rows[:limit]
     return Events(
         items=[Event(**vars(e)) for e in page],
-        next_after=page[-1].id if len(page) == limit else None,
+        next_after=page[-1].id if len(rows) > limit else None,
     )
 
 
