@@ -7,13 +7,15 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
 
 (floor) bench/floor.py: a no-op activity round trip (eager and not), a no-op local
     activity, one-activity workflows completed and started per second;
-(a) ms/step of an N-step session in the default mode (the tool call folded into the model
-    activity) and in the low-latency mode (an agent with ``[model] execution = "local"``:
-    the model call a local activity). Activity work is the time spent inside vigil's
-    activities (timed by a worker interceptor, so it is the real activities' own work);
-    orchestration is the rest: ms/step - activity work, printed as a multiple of the floor's
-    round trip, and (each session right after a loop of as many of the floor's no-op
-    activities) as the median and spread of each pair's ratio;
+(a) ms/step of an N-step session in the default mode (the tool call folded into the
+    model activity, plain steps taken in step batches), in the default mode with one
+    step a model activity (``[model] batch_ms = 0``) and in the low-latency mode (an
+    agent with ``[model] execution = "local"``: the model call a local activity).
+    Activity work is the time spent inside vigil's activities (timed by a worker
+    interceptor, so it is the real activities' own work); orchestration is the rest:
+    ms/step - activity work, printed as a multiple of the floor's round trip, and (each
+    session right after a loop of as many of the floor's no-op activities) as the median
+    and spread of each pair's ratio;
 (b) sessions completed/s and started/s (S sessions of 1 step, then of 3 steps, started at
     once), in both modes, started with the plain Temporal client (the session reads its
     agent's definition itself, in a local activity) and with vigil's client (as `vigil
@@ -79,6 +81,10 @@ from vigil.workers.worker import freeze_start_up
 
 MODES = {"default": "bench-folded", "low-latency": "bench-local"}
 """Mode -> the bench agent that runs it (the same definition but for ``execution``)."""
+ONE_STEP_A_CALL = "default, batch_ms = 0"
+STEP_MODES = {**MODES, ONE_STEP_A_CALL: "bench-folded-single"}
+"""(a)'s modes: also the default mode without step batches (one model activity a step),
+the round trip the goal is about taken by every step."""
 
 STARTERS = {
     "Temporal client": "the plain Temporal client: the session reads its agent's definition "
@@ -118,10 +124,12 @@ async def apply_agents(settings: Settings) -> None:
     engine = make_engine(settings.endpoints().database_url or "")
     try:
         service = AgentService(make_sessionmaker(engine))
-        for mode, name in MODES.items():
+        for mode, name in STEP_MODES.items():
             spec: dict[str, Any] = {"name": name, "tools": [{"name": t} for t in BUILTIN_TOOLS]}
             if mode == "low-latency":
                 spec["model"] = {"execution": "local"}
+            elif mode == ONE_STEP_A_CALL:
+                spec["model"] = {"batch_ms": 0}
             await service.apply_spec(AgentSpec.model_validate(spec))
     finally:
         await engine.dispose()
@@ -130,7 +138,7 @@ async def apply_agents(settings: Settings) -> None:
 def mode_input(mode: str, goal: str, *, steps: int) -> StartSessionInput:
     # The starter's budget wins over the agent's (the session ends after ``steps``).
     return session_input(goal, steps=steps).model_copy(
-        update={"agent_id": MODES[mode], "overrides": ["budget"]}
+        update={"agent_id": STEP_MODES[mode], "overrides": ["budget"]}
     )
 
 
@@ -404,7 +412,7 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
         task_queue = f"bench-{uuid.uuid4()}"
         async with running_worker(client, cfg, task_queue):
             say("warming up ...")
-            for mode in MODES:
+            for mode in STEP_MODES:
                 await run_session(client, task_queue, mode, 5)
             # As `vigil worker` does before it polls (VIGIL_WORKER_GC_FREEZE): the floor's
             # worker and vigil's, both in this process, gain alike.
@@ -416,7 +424,7 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
 
             steps: dict[str, Step] = {}
             async with floor_worker(client, cfg) as floor_queue:
-                for mode in MODES:
+                for mode in STEP_MODES:
                     say(
                         f"(a) {mode} mode, {args.steps} steps x {args.repeat}, each after a "
                         "loop of the floor's activities ..."

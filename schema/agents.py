@@ -47,9 +47,9 @@ class ModelSettings(Spec):
     local activity on the session's worker (fewer server round trips, lower latency; see
     the README's low-latency mode for what it costs)."""
     batch_ms: int | None = Field(default=None, ge=0, le=5000)
-    """In the low-latency mode, how long (ms) one model call may go on taking the steps
-    that follow while each is plain; human input waits up to about this past the step it
-    would have cut in after. 0: one step a call. Unset: 100."""
+    """How long (ms) one model call may go on taking the steps that follow while each is
+    plain (step batches, in either mode); human input waits up to about this past the
+    step it would have cut in after. 0: one step a call. Unset: 100."""
 
 
 class ArgumentRule(Spec):

@@ -386,7 +386,7 @@ class CallModelInput(Payload):
 
 
 class StepBatch(Payload):
-    """How far a low-latency model call may go past its own step: steps that follow each
+    """How far a model call may go past its own step (either mode): steps that follow each
     other while each is plain (its reply's tool calls all answered in the call, none a
     workflow-handled tool) and the session's budgets allow another, as its workflow would
     judge them between steps."""

@@ -23,11 +23,11 @@ MODEL_RETRY = RetryPolicy(
 )
 MODEL_START_TO_CLOSE = timedelta(minutes=5)
 STEP_BATCH_MS = 100
-"""How long a low-latency model call may go on taking plain steps unless its agent says
-(``[model] batch_ms``; ``vigil-step-batches``): human input waits about this, and one
-step, past the step it would have cut in after."""
+"""How long a model call may go on taking plain steps unless its agent says (``[model]
+batch_ms``; ``vigil-step-batches``, ``vigil-default-step-batches``): human input waits
+about this, and one step, past the step it would have cut in after."""
 STEP_BATCH_STEPS = 32
-"""Further steps one low-latency model call takes at most."""
+"""Further steps one model call takes at most."""
 
 TOOL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

@@ -467,12 +467,20 @@ class AgentSession(Waits):
                 # This worker is not set up for the call: as a regular activity, a worker
                 # that is takes it (the call waits for one, as in the default mode).
                 arg.batch = None
+                limit = c.MODEL_START_TO_CLOSE
+            else:
+                limit = c.MODEL_START_TO_CLOSE
+                batch = self._batch(arg.step)
+                if batch is not None and workflow.patched(names.PATCH_DEFAULT_STEP_BATCHES):
+                    # The default mode's call takes a batch as a low-latency one does.
+                    arg.batch = batch
+                    limit += timedelta(milliseconds=batch.window_ms)
             out = await self._act(
                 names.ACT_CALL_MODEL,
                 arg,
                 CallModelOutput,
                 summary=summary,
-                limit=c.MODEL_START_TO_CLOSE,
+                limit=limit,
                 retry=retry,
                 heartbeat=True,
             )
@@ -483,7 +491,7 @@ class AgentSession(Waits):
         return out
 
     def _batch(self, step: int) -> StepBatch | None:
-        """How many steps a low-latency model call may take after ``step``: as many as
+        """How many steps a model call may take after ``step``: as many as
         the step budget and this run allow (``_budget_end``, ``_should_continue_as_new``),
         within the agent's batch window (None: this step only); the token and cost
         budgets it checks after each step as ``_budget_end`` does. The rest of what this
@@ -491,7 +499,8 @@ class AgentSession(Waits):
         only when the workflow hears of something, which it does once the call has
         returned; input it heard of before the call (a step handed back is called again
         before the loop takes input) makes the call take its own step only."""
-        assert self._runtime is not None  # the low-latency mode is an agent's setting
+        if self._runtime is None:  # a session from before agent definitions
+            return None
         window = self._runtime.model.batch_ms
         window = c.STEP_BATCH_MS if window is None else window
         b = self._arg.budget

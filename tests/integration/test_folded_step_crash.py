@@ -1,6 +1,6 @@
-"""Workers SIGKILLed inside a folded step, inside a local model call and inside a
-low-latency session's opening: another worker finishes the session and every row is there
-exactly once.
+"""Workers SIGKILLed inside a folded step, inside a local model call, inside a step batch
+(either mode) and inside a low-latency session's opening: another worker finishes the
+session and every row is there exactly once.
 
 Workers are real OS processes (``tests.support.worker_proc``); the LLM stub and the page
 the tools fetch run here and hold their answer, and the test holds a row the opening
@@ -280,6 +280,49 @@ async def test_a_worker_killed_inside_a_step_batch(
     assert await _scheduled(handle) == []
     # The killed call left no marker; the next took the three steps in one.
     assert await local_activities(handle, names.ACT_CALL_MODEL) == 1
+    await _assert_once(sessionmaker, handle.id, STEPS - 1)
+
+
+async def test_a_worker_killed_inside_a_default_mode_step_batch(
+    client: Client,
+    stub: LLMStub,
+    task_queue: str,
+    workers: Any,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # As above, with the model call a regular activity (the default mode): the killed
+    # call's heartbeat times out and its next attempt, on the next worker, runs from the
+    # batch's first step. Step 1 comes back from the record, step 2 is asked again.
+    pages = Pages(hold=0.05)
+    stub.on_get = pages.hook
+    tools = [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}]
+    name = await local_agent(
+        sessionmaker,
+        tools,
+        budget={"max_steps": STEPS + 2},
+        model={"execution": "activity", "batch_ms": 5_000},
+    )
+    held = Reply.hang(30.0, then=_fetches(stub, 2))
+    stub.enqueue(_fetches(stub, 1), held, _fetches(stub, 2))
+    stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
+    worker = await workers()
+    handle = await start(
+        client,
+        task_queue,
+        StartSessionInput(agent_id=name, goal="batch, die", heartbeat_seconds=2),
+    )
+    await until(lambda: len(stub.requests) >= 2 or None, within=60)
+    assert pages.count() == CALLS  # step 1 whole before step 2 was asked
+    await worker.sigkill()
+    worker = await workers()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
+
+    assert len(stub.requests) == STEPS + 1  # step 2 twice, the others once
+    assert pages.count() == 2 * CALLS
+    # One model activity for the three steps: its first attempt killed, its second whole.
+    runs = await activity_runs(handle)
+    assert [(r.name, r.attempt) for r in runs] == [(names.ACT_CALL_MODEL, 2)]
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
 
 

@@ -1,6 +1,7 @@
-"""Step batches of the low-latency mode (``vigil-step-batches``): one local model call goes
-on to the next steps while each is plain (every tool call of its reply answered in the
-call), within its agent's window (``[model] batch_ms``).
+"""Step batches (``vigil-step-batches`` in the low-latency mode, ``vigil-default-step-batches``
+in the default mode): one model call, local or a regular activity, goes on to the next
+steps while each is plain (every tool call of its reply answered in the call), within its
+agent's window (``[model] batch_ms``). Each test runs in both modes.
 
 What must hold whatever the batch: the record has each step once and whole, the session's
 counts are the steps it took, a step that needs the workflow (an approval here) ends the
@@ -67,8 +68,21 @@ def _answered(body: Any) -> int:
 
 
 async def _model_calls(handle: WorkflowHandle[Any, Any]) -> int:
-    """The session's model calls as local activities (a marker each) in its history."""
-    return await local_activities(handle, names.ACT_CALL_MODEL)
+    """The session's model calls in its history: local activities (a marker each) and
+    regular ones (scheduled)."""
+    history = await handle.fetch_history()
+    scheduled = sum(
+        e.activity_task_scheduled_event_attributes.activity_type.name == names.ACT_CALL_MODEL
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    )
+    return scheduled + await local_activities(handle, names.ACT_CALL_MODEL)
+
+
+@pytest.fixture(params=["local", "activity"])
+def execution(request: pytest.FixtureRequest) -> str:
+    """The agent's ``[model] execution``: the low-latency mode, then the default."""
+    return str(request.param)
 
 
 async def _whole(
@@ -96,11 +110,12 @@ async def _run_to_end(
 
 async def _agent(
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
     batch_ms: int | None,
     *more_tools: dict[str, Any],
     **spec: Any,
 ) -> str:
-    model: dict[str, Any] = {"execution": "local"}
+    model: dict[str, Any] = {"execution": execution}
     if batch_ms is not None:
         model["batch_ms"] = batch_ms
     tools = [{"name": "read_artifact"}, {"name": "finish"}, *more_tools]
@@ -114,6 +129,7 @@ async def test_plain_steps_are_taken_in_one_model_call(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
     batch_ms: int,
     calls: int,
 ) -> None:
@@ -125,7 +141,7 @@ async def test_plain_steps_are_taken_in_one_model_call(
         if _answered(body) < 5
         else Reply.tool_call("finish", {"summary": "done"})
     )
-    name = await _agent(sessionmaker, batch_ms)
+    name = await _agent(sessionmaker, execution, batch_ms)
     handle, result = await _run_to_end(client, settings, task_queue, stub, name, "read five times")
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 6)
     assert len(stub.requests) == 6
@@ -144,13 +160,14 @@ async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
 ) -> None:
     # Step 2's first answer is not JSON: the batch returns step 1 and hands step 2 back
     # (rather than failing the call), and the workflow calls step 2 again (a new call,
     # which goes on). That it does so before any input is not shown here: no input comes.
     read = Reply.tool_call(*READ)
     stub.enqueue(read, Reply.garbage(), read, Reply.tool_call("finish", {"summary": "done"}))
-    name = await _agent(sessionmaker, WIDE)
+    name = await _agent(sessionmaker, execution, WIDE)
     handle, result = await _run_to_end(client, settings, task_queue, stub, name, "read twice")
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
     assert len(stub.requests) == 4
@@ -164,6 +181,7 @@ async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
 ) -> None:
     # Step 2 of the first call hangs well past a workflow task's heartbeat (~8 s after
     # the task began: the workflow hears of the message then), then fails. Step 2 is
@@ -179,7 +197,7 @@ async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
         Reply.tool_call("finish", {"summary": "done"}),
         Reply.tool_call("finish", {"summary": "done again"}),
     )
-    name = await _agent(sessionmaker, WIDE)
+    name = await _agent(sessionmaker, execution, WIDE)
     async with running_worker(
         client, stub_settings(settings, stub.url_openai, model_timeout_seconds=LONG * 2), task_queue
     ):
@@ -205,6 +223,7 @@ async def test_a_batch_ends_at_a_step_that_needs_an_approval(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
 ) -> None:
     # Steps 1 and 2 read; step 3 writes, which needs a human's approval: the call stops
     # there, and no step after it is asked of the model until the approval comes.
@@ -217,7 +236,9 @@ async def test_a_batch_ends_at_a_step_that_needs_an_approval(
         return Reply.tool_call("finish", {"summary": "done"})
 
     stub.default = reply
-    name = await _agent(sessionmaker, WIDE, {"name": "write_artifact", "approval": "always"})
+    name = await _agent(
+        sessionmaker, execution, WIDE, {"name": "write_artifact", "approval": "always"}
+    )
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await start(client, task_queue, session_input("read, then write", agent_id=name))
         st = await approval_pending(handle, sessionmaker, "a3-0")
@@ -239,12 +260,13 @@ async def test_a_pause_holds_the_session_where_its_record_ends(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
 ) -> None:
     # Quick plain steps without end, in batches of the default window: a pause lands at
     # the end of a batch (seen when the worker next hears from Temporal: the workflow task
     # it holds ends every ~8 s), and the session's count of steps is then the record's.
     stub.default = lambda body: Reply.tool_call(*READ)
-    name = await _agent(sessionmaker, None, budget={"max_steps": 100_000})
+    name = await _agent(sessionmaker, execution, None, budget={"max_steps": 100_000})
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         # One run throughout (the pause may take a workflow task's ~8 s to be seen).
         handle = await start(
@@ -271,6 +293,7 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
 ) -> None:
     # Steps 1 and 2 are recorded by the call, which then waits on the model for step 3.
     # The workflow knows only that step 1 is open; its ending goes after step 2's answer.
@@ -279,7 +302,7 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
         if _answered(body) < 2
         else Reply.hang(LONG, then=Reply.tool_call("finish", {"summary": "done"}))
     )
-    name = await _agent(sessionmaker, WIDE)
+    name = await _agent(sessionmaker, execution, WIDE)
     async with running_worker(
         client, stub_settings(settings, stub.url_openai, model_timeout_seconds=LONG * 2), task_queue
     ):

@@ -503,6 +503,28 @@ async def step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def default_step_batches(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The default mode's step batches: three plain steps and the finish, all four taken
+    by one model call, a regular activity (``vigil-default-step-batches``)."""
+    name = "agent-default-batches"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"batch_ms": 5000},
+                "tools": [{"name": "read_artifact"}, {"name": "finish"}],
+            }
+        )
+    )
+    read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
+    ctx.stub.enqueue(read, read, read, finish("read three times"))
+    handle = await ctx.start(
+        "default_step_batches", StartSessionInput(agent_id=name, goal="read on")
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def hand_back_with_input(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A batch's second step hangs past the workflow task's heartbeat (a message arrives
     meanwhile), then fails: the step is handed back and taken again alone, the message
@@ -1004,6 +1026,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "wake_before_run": wake_before_run,
     "cancel_at_the_start": cancel_at_the_start,
     "step_batches": step_batches,
+    "default_step_batches": default_step_batches,
     "hand_back_with_input": hand_back_with_input,
     "cancel_inside_a_batch": cancel_inside_a_batch,
     "local_call_moves": local_call_moves,

@@ -78,6 +78,7 @@ LATEST = {
     "local_call_moves",
     "line_text_nul",
     "whole_numbers",
+    "default_step_batches",
 }
 EXPECTED = {
     "tools_finish",
@@ -427,6 +428,15 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_STEP_BATCHES in _patches(now)
     assert PATCH_STEP_BATCHES not in _patches(then)
     assert _local(now, names.ACT_CALL_MODEL) == _local(then, names.ACT_CALL_MODEL) == 2
+    # The default mode's batch: the four steps in one regular activity (asked only where
+    # a call may take a batch; the default mode's folded step before it: one call a step).
+    default = _history(HISTORIES / "default_step_batches.json")
+    assert _patches(default) == [PATCH_START_ATTRIBUTES, names.PATCH_DEFAULT_STEP_BATCHES]
+    assert (_scheduled(default, names.ACT_CALL_MODEL), _result(default)["steps"]) == (1, 4)
+    assert _local(default, names.ACT_CALL_MODEL) == 0
+    folded = _history(HISTORIES / "folded_step.json")
+    assert names.PATCH_DEFAULT_STEP_BATCHES not in _patches(folded)
+    assert _scheduled(folded, names.ACT_CALL_MODEL) == _result(folded)["steps"]
     # A low-latency call its worker was not set up for: moved to a regular activity
     # (asked only then), which ran once a credential was there.
     moves = _history(HISTORIES / "local_call_moves.json")
@@ -480,6 +490,15 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         assert _patches(now)[0] == PATCH_START_ATTRIBUTES, name
         assert PATCH_START_ATTRIBUTES not in _patches(then), name
         assert _vigil_attributes_set(now) < _vigil_attributes_set(then), name
+
+
+def _scheduled(history: WorkflowHistory, activity_type: str) -> int:
+    """How many regular activities of ``activity_type`` the history scheduled."""
+    return sum(
+        e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    )
 
 
 def _local(history: WorkflowHistory, activity_type: str) -> int:
