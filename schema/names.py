@@ -199,8 +199,8 @@ PATCH_LINE_TEXT_NUL = "vigil-line-text-nul"
 PATCH_WHOLE_NUMBERS = "vigil-whole-numbers"
 # A default-mode session's model call (a regular activity) may go on to the next steps
 # itself while each is a plain folded step, as a low-latency call does (step batches): one
-# activity task and one activation for several steps. Asked where such a call would
-# take a batch (the agent's window is not 0 and the budget allows a further step).
+# activity task and one activation for several steps. Asked first by new sessions; it
+# implies the start's attributes and every patch they imply.
 PATCH_DEFAULT_STEP_BATCHES = "vigil-default-step-batches"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended

@@ -100,6 +100,9 @@ class AgentSession(Waits):
         self._changed_attributes = False
         """Whether an update of the search attributes carries only what it changes, and
         none is made when nothing changes (``PATCH_START_ATTRIBUTES``)."""
+        self._default_batches = False
+        """Whether a default-mode model call may take a step batch
+        (``PATCH_DEFAULT_STEP_BATCHES``; new sessions)."""
         # What the transcript still owes if the session ends mid-step: the model reply being
         # awaited and the tool calls without a result (with their seq once reserved).
         self._open_model_seq: int | None = None
@@ -247,8 +250,12 @@ class AgentSession(Waits):
         # has quiet steps, one with quiet steps is under local bookkeeping, one under
         # local bookkeeping under lean bookkeeping too, and one under lean bookkeeping
         # takes every earlier patch's path without asking for it (see _patched). A new
-        # session carries one marker, this one.
-        self._changed_attributes = workflow.patched(names.PATCH_START_ATTRIBUTES)
+        # session carries one marker, the first one: default-mode step batches imply
+        # changed search attributes.
+        self._default_batches = workflow.patched(names.PATCH_DEFAULT_STEP_BATCHES)
+        self._changed_attributes = self._default_batches or workflow.patched(
+            names.PATCH_START_ATTRIBUTES
+        )
         self._quiet_steps = self._changed_attributes or workflow.patched(names.PATCH_QUIET_STEPS)
         self._local_books = self._quiet_steps or workflow.patched(names.PATCH_LOCAL_BOOKKEEPING)
         self._lean = self._local_books or workflow.patched(names.PATCH_LEAN_BOOKKEEPING)
@@ -471,7 +478,7 @@ class AgentSession(Waits):
             else:
                 limit = c.MODEL_START_TO_CLOSE
                 batch = self._batch(arg.step)
-                if batch is not None and workflow.patched(names.PATCH_DEFAULT_STEP_BATCHES):
+                if batch is not None and self._default_batches:
                     # The default mode's call takes a batch as a low-latency one does.
                     arg.batch = batch
                     limit += timedelta(milliseconds=batch.window_ms)

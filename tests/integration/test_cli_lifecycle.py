@@ -148,12 +148,12 @@ def test_start_wait_show_and_history(cli: CLIStack) -> None:
     details = [ln["detail"] for ln in lines]
     assert lines[0]["kind"] == "workflow_execution_started"
     assert lines[-1]["kind"] == "workflow_execution_completed"
-    for summary in (
-        "vigil.call_model — step 1: model",
-        "vigil.call_model — step 2: model",
-        "vigil.record — record 1 messages, 1 events, remember the outcome",
-    ):
-        assert summary in details, (summary, [d for d in details if d])
+    # Step 1's model activity, and step 2's unless step 1's took it too (a step batch).
+    models = [d for d in details if d.startswith("vigil.call_model — ")]
+    step_1 = ["vigil.call_model — step 1: model"]
+    assert models in (step_1, [*step_1, "vigil.call_model — step 2: model"]), details
+    summary = "vigil.record — record 1 messages, 1 events, remember the outcome"
+    assert summary in details, (summary, [d for d in details if d])
     # The record is a local activity (one marker in Temporal's history): shown as what ran,
     # in the summary for people too.
     [record_line] = [ln for ln in lines if ln["detail"].startswith("vigil.record")]

@@ -66,7 +66,9 @@ async def test_calls_that_need_nothing_run_inside_the_model_activity(
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 2)
     kinds = await _kinds(handle)
     assert names.ACT_RUN_TOOL not in kinds, kinds
-    assert kinds.count(names.ACT_CALL_MODEL) == 2
+    # A model activity a step, or one for both when step 1's call took step 2 too (a step
+    # batch: step 1 is plain, and may end within the batch's window).
+    assert kinds.count(names.ACT_CALL_MODEL) in (1, 2), kinds
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     roles = ["user", "assistant", "tool", "tool", "assistant", "tool", "system"]

@@ -141,8 +141,8 @@ async def test_a_one_step_session_asks_the_server_for_its_model_call_only(
     assert _scheduled(history) == ([] if local else [names.ACT_CALL_MODEL])
     expected = [names.ACT_RESOLVE_AGENT, *([names.ACT_CALL_MODEL] if local else [])]
     assert [name for _, name, _ in _local(history)] == [*expected, names.ACT_RECORD]
-    # One patch, asked first; the older ones, and step batches, it implies.
-    assert _patches(history) == [names.PATCH_START_ATTRIBUTES]
+    # One patch, asked first; the older ones, and step batches in either mode, it implies.
+    assert _patches(history) == [names.PATCH_DEFAULT_STEP_BATCHES]
     kinds = _kinds(history)
     # The patch, the locals.
     assert kinds["marker_recorded"] == 1 + (3 if local else 2)

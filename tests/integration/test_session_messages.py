@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 from typing import Any
@@ -28,6 +29,7 @@ from tests.support.sessions import (
 from vigil.schema import names
 from vigil.schema.payloads import Ack, MessageInput, RedirectInput, SessionResult, SessionStatus
 from vigil.workers.settings import Settings
+from vigil.workflows.constants import STEP_BATCH_MS
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +72,9 @@ async def test_message_mid_run_reaches_the_next_model_call(
         else:
             ack = await handle.execute_update(names.UPD_MESSAGE, arg, result_type=Ack)
             assert ack.accepted
+        # The call outlasts a step batch's window, as a real model's does: no further
+        # step starts in it, and the message joins before the next.
+        await asyncio.sleep(STEP_BATCH_MS / 1000 + 0.1)
         gate.set()
         result: SessionResult = await handle.result()
 

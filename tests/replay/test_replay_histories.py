@@ -428,10 +428,11 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     assert PATCH_STEP_BATCHES in _patches(now)
     assert PATCH_STEP_BATCHES not in _patches(then)
     assert _local(now, names.ACT_CALL_MODEL) == _local(then, names.ACT_CALL_MODEL) == 2
-    # The default mode's batch: the four steps in one regular activity (asked only where
-    # a call may take a batch; the default mode's folded step before it: one call a step).
+    # The default mode's batch: the four steps in one regular activity (the patch asked
+    # first, as every new session does; the default mode's folded step recorded before
+    # it: one call a step).
     default = _history(HISTORIES / "default_step_batches.json")
-    assert _patches(default) == [PATCH_START_ATTRIBUTES, names.PATCH_DEFAULT_STEP_BATCHES]
+    assert _patches(default) == [names.PATCH_DEFAULT_STEP_BATCHES]
     assert (_scheduled(default, names.ACT_CALL_MODEL), _result(default)["steps"]) == (1, 4)
     assert _local(default, names.ACT_CALL_MODEL) == 0
     folded = _history(HISTORIES / "folded_step.json")
