@@ -273,9 +273,13 @@ class SessionActivities(SessionTools):
             # Queued by the workflow since the last step: in the record before the
             # context is read, so the model sees a human's message this very step.
             await self._record(arg.records)
+        if arg.batch is None:
+            return await self._model_step(arg)
         started = time.monotonic()
-        out = await self._model_step(arg)
-        if arg.batch is not None:
+        # A batch of quick steps outlasts the heartbeat timeout with no wait of its own
+        # long enough to heartbeat: it heartbeats throughout (a regular activity).
+        async with guard.heartbeating():
+            out = await self._model_step(arg)
             out.more = await self._more_steps(arg, out, started)
         return out
 

@@ -28,7 +28,14 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
 from tests.support.llm_stub import LLMStub, Reply
-from tests.support.sessions import running_worker, session_input, start, stub_settings, until
+from tests.support.sessions import (
+    outlast_step_batch,
+    running_worker,
+    session_input,
+    start,
+    stub_settings,
+    until,
+)
 from vigil.schema import names
 from vigil.schema.payloads import Ack, MessageInput, SessionResult, SessionStatus, ToolPolicy
 from vigil.workers.client import LOCAL_ACTIVITY_MARKER
@@ -116,6 +123,7 @@ async def _run_session(
             names.UPD_MESSAGE, MessageInput(text=marks.human_update, by="ana"), result_type=Ack
         )
         assert ack.accepted
+        await outlast_step_batch()
         gate.set()
         result: SessionResult = await handle.result()
     assert (result.status, result.summary) == (SessionStatus.COMPLETED, "sealed and done")

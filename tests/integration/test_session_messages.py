@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
 from typing import Any
@@ -17,6 +16,7 @@ from tests.support.sessions import (
     assert_whole,
     events,
     eventually,
+    outlast_step_batch,
     running_worker,
     session_input,
     session_row,
@@ -29,7 +29,6 @@ from tests.support.sessions import (
 from vigil.schema import names
 from vigil.schema.payloads import Ack, MessageInput, RedirectInput, SessionResult, SessionStatus
 from vigil.workers.settings import Settings
-from vigil.workflows.constants import STEP_BATCH_MS
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +71,7 @@ async def test_message_mid_run_reaches_the_next_model_call(
         else:
             ack = await handle.execute_update(names.UPD_MESSAGE, arg, result_type=Ack)
             assert ack.accepted
-        # The call outlasts a step batch's window, as a real model's does: no further
-        # step starts in it, and the message joins before the next.
-        await asyncio.sleep(STEP_BATCH_MS / 1000 + 0.1)
+        await outlast_step_batch()
         gate.set()
         result: SessionResult = await handle.result()
 
@@ -127,6 +124,7 @@ async def test_redirect_changes_the_goal_everywhere(
         # The search attribute follows at once, while the model call is still in flight.
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(names.SA_GOAL) == new_goal
+        await outlast_step_batch()
         gate.set()
         await until(lambda: _goal_is(sessionmaker, handle.id, new_goal), what="sessions.goal")
         result: SessionResult = await handle.result()

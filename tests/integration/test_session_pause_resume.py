@@ -17,6 +17,7 @@ from tests.support.sessions import (
     assert_whole,
     events,
     eventually,
+    outlast_step_batch,
     running_worker,
     session_input,
     session_row,
@@ -80,6 +81,7 @@ async def test_pause_holds_between_steps_and_resume_continues_there(
             with pytest.raises(WorkflowUpdateFailedError) as again:
                 await handle.execute_update(names.UPD_PAUSE, pause, result_type=Ack)
             assert "already paused" in str(again.value.cause)
+        await outlast_step_batch()
         gate.set()
         st = await eventually(handle, lambda s: s.status == SessionStatus.PAUSED)
         assert st.paused and st.step == 2

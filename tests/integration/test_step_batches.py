@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
-from tests.support.history import local_activities
+from tests.support.history import activity_runs, local_activities
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
@@ -152,6 +152,38 @@ async def test_plain_steps_are_taken_in_one_model_call(
     row = await session_row(sessionmaker, handle.id)
     assert (row.step, row.status) == (6, "completed")
     assert row.tokens_in == result.tokens_in and row.tokens_out == result.tokens_out
+
+
+async def test_a_default_mode_batch_longer_than_its_heartbeat_timeout_heartbeats(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Plain steps of 0.2 s each, in one regular activity for about 2.4 s, with a 1 s
+    # heartbeat timeout: no step's own wait lasts the third of it after which a step
+    # heartbeats, so the batch itself must between steps, or Temporal times the healthy
+    # call out and its next attempt asks the model again for the steps it is taking.
+    stub.default = lambda body: Reply.hang(
+        0.2,
+        then=Reply.tool_call(*READ)
+        if _answered(body) < 11
+        else Reply.tool_call("finish", {"summary": "done"}),
+    )
+    name = await _agent(sessionmaker, "activity", WIDE)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client,
+            task_queue,
+            session_input("read on", agent_id=name, heartbeat_seconds=1),
+        )
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 12)
+    assert len(stub.requests) == 12  # each step asked once
+    assert _replied_at(await _whole(sessionmaker, handle.id)) == list(range(1, 13))
+    runs = [r.attempt for r in await activity_runs(handle, names.ACT_CALL_MODEL)]
+    assert runs and set(runs) == {1}, runs
 
 
 async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(

@@ -28,6 +28,7 @@ from vigil.schema.payloads import MessageInput, SessionState, SessionStatus, Sta
 from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 from vigil.workers.worker import build_worker, runtime
+from vigil.workflows.constants import STEP_BATCH_MS
 from vigil.workflows.session import AgentSession
 
 T = TypeVar("T")
@@ -193,6 +194,15 @@ async def wait_status(
     handle: WorkflowHandle[Any, Any], status: SessionStatus, within: float = 30
 ) -> SessionState:
     return await eventually(handle, lambda s: s.status == status, within)
+
+
+async def outlast_step_batch() -> None:
+    """Wait past a step batch's default window. A test that holds a default-mode model
+    call, sends input, then lets the call go: the call has then run longer than the
+    window, as a real model's does, so it takes no further step in its batch and the
+    input lands before the next step (a quicker release may see the call go on to the
+    next step first, which is what step batches do)."""
+    await asyncio.sleep(STEP_BATCH_MS / 1000 + 0.1)
 
 
 @overload
