@@ -243,17 +243,21 @@ async def test_a_worker_killed_inside_a_local_model_call(
     assert remembered == [("reflection",)]
 
 
+@pytest.mark.parametrize("execution", ["local", "activity"])
 async def test_a_worker_killed_inside_a_step_batch(
     client: Client,
     stub: LLMStub,
     task_queue: str,
     workers: Any,
     sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
 ) -> None:
     # One model call takes step 1 (two fetches) and goes on to step 2, whose model call
     # the stub holds: the worker is killed there. The next worker runs the call again from
     # the batch's first step: step 1 comes back from the record (its reply and results
     # as written: the model is not asked, no page fetched again), step 2 is asked again.
+    # A local call is run again once the workflow task times out; a regular activity (the
+    # default mode) once its heartbeat does, as its next attempt.
     pages = Pages(hold=0.05)  # quick: the batch's window must hold steps 1 to 3 after the kill
     stub.on_get = pages.hook
     tools = [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}]
@@ -261,13 +265,14 @@ async def test_a_worker_killed_inside_a_step_batch(
         sessionmaker,
         tools,
         budget={"max_steps": STEPS + 2},
-        model={"execution": "local", "batch_ms": 5_000},
+        model={"execution": execution, "batch_ms": 5_000},
     )
     held = Reply.hang(30.0, then=_fetches(stub, 2))
     stub.enqueue(_fetches(stub, 1), held, _fetches(stub, 2))
     stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
     worker = await workers()
-    handle = await start(client, task_queue, StartSessionInput(agent_id=name, goal="batch, die"))
+    arg = StartSessionInput(agent_id=name, goal="batch, die", heartbeat_seconds=2)
+    handle = await start(client, task_queue, arg)
     await until(lambda: len(stub.requests) >= 2 or None, within=60)
     assert pages.count() == CALLS  # step 1 whole before step 2 was asked
     await worker.sigkill()
@@ -277,52 +282,15 @@ async def test_a_worker_killed_inside_a_step_batch(
 
     assert len(stub.requests) == STEPS + 1  # step 2 twice, the others once
     assert pages.count() == 2 * CALLS
-    assert await _scheduled(handle) == []
-    # The killed call left no marker; the next took the three steps in one.
-    assert await local_activities(handle, names.ACT_CALL_MODEL) == 1
-    await _assert_once(sessionmaker, handle.id, STEPS - 1)
-
-
-async def test_a_worker_killed_inside_a_default_mode_step_batch(
-    client: Client,
-    stub: LLMStub,
-    task_queue: str,
-    workers: Any,
-    sessionmaker: async_sessionmaker[DbSession],
-) -> None:
-    # As above, with the model call a regular activity (the default mode): the killed
-    # call's heartbeat times out and its next attempt, on the next worker, runs from the
-    # batch's first step. Step 1 comes back from the record, step 2 is asked again.
-    pages = Pages(hold=0.05)
-    stub.on_get = pages.hook
-    tools = [{"name": "http_fetch", "approval": "never"}, {"name": "finish"}]
-    name = await local_agent(
-        sessionmaker,
-        tools,
-        budget={"max_steps": STEPS + 2},
-        model={"execution": "activity", "batch_ms": 5_000},
-    )
-    held = Reply.hang(30.0, then=_fetches(stub, 2))
-    stub.enqueue(_fetches(stub, 1), held, _fetches(stub, 2))
-    stub.enqueue(Reply.tool_call("finish", {"summary": "fetched"}))
-    worker = await workers()
-    handle = await start(
-        client,
-        task_queue,
-        StartSessionInput(agent_id=name, goal="batch, die", heartbeat_seconds=2),
-    )
-    await until(lambda: len(stub.requests) >= 2 or None, within=60)
-    assert pages.count() == CALLS  # step 1 whole before step 2 was asked
-    await worker.sigkill()
-    worker = await workers()
-    result = await asyncio.wait_for(handle.result(), timeout=120)
-    assert (result.status, result.steps) == (SessionStatus.COMPLETED, STEPS)
-
-    assert len(stub.requests) == STEPS + 1  # step 2 twice, the others once
-    assert pages.count() == 2 * CALLS
-    # One model activity for the three steps: its first attempt killed, its second whole.
-    runs = await activity_runs(handle)
-    assert [(r.name, r.attempt) for r in runs] == [(names.ACT_CALL_MODEL, 2)]
+    if execution == "local":
+        assert await _scheduled(handle) == []
+        # The killed call left no marker; the next took the three steps in one.
+        assert await local_activities(handle, names.ACT_CALL_MODEL) == 1
+    else:
+        # One model activity for the three steps: its first attempt killed, its second
+        # whole.
+        runs = await activity_runs(handle)
+        assert [(r.name, r.attempt) for r in runs] == [(names.ACT_CALL_MODEL, 2)]
     await _assert_once(sessionmaker, handle.id, STEPS - 1)
 
 
