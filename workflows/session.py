@@ -14,7 +14,7 @@ bookkeeping.py (the record's queue, search attributes and details), human_contro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -449,13 +449,10 @@ class AgentSession(Waits):
         try:
             summary = summaries.model_call(arg.step, records.events if records else [])
             if folding.local_model_call(self._runtime):
-                limit = c.MODEL_START_TO_CLOSE
-                batch = self._batch(arg.step)
-                if batch is not None and (
-                    self._changed_attributes or workflow.patched(names.PATCH_STEP_BATCHES)
-                ):
-                    arg.batch = batch
-                    limit += timedelta(milliseconds=batch.window_ms)
+                limit = self._batched(
+                    arg,
+                    lambda: self._changed_attributes or workflow.patched(names.PATCH_STEP_BATCHES),
+                )
                 # No heartbeat: a lost worker is noticed by its workflow task timing out,
                 # and the next worker runs the call again (the recorded reply is returned).
                 try:
@@ -476,12 +473,7 @@ class AgentSession(Waits):
                 arg.batch = None
                 limit = c.MODEL_START_TO_CLOSE
             else:
-                limit = c.MODEL_START_TO_CLOSE
-                batch = self._batch(arg.step)
-                if batch is not None and self._default_batches:
-                    # The default mode's call takes a batch as a low-latency one does.
-                    arg.batch = batch
-                    limit += timedelta(milliseconds=batch.window_ms)
+                limit = self._batched(arg, lambda: self._default_batches)
             out = await self._act(
                 names.ACT_CALL_MODEL,
                 arg,
@@ -497,13 +489,22 @@ class AgentSession(Waits):
             raise
         return out
 
+    def _batched(self, arg: CallModelInput, allowed: Callable[[], bool]) -> timedelta:
+        """The model call's time limit, with a step batch set on ``arg`` when ``_batch``
+        gives one and ``allowed()`` (asked only then: it may ask a patch)."""
+        batch = self._batch(arg.step)
+        if batch is None or not allowed():
+            return c.MODEL_START_TO_CLOSE
+        arg.batch = batch
+        return c.MODEL_START_TO_CLOSE + timedelta(milliseconds=batch.window_ms)
+
     def _batch(self, step: int) -> StepBatch | None:
         """How many steps a model call may take after ``step``: as many as
         the step budget and this run allow (``_budget_end``, ``_should_continue_as_new``),
         within the agent's batch window (None: this step only); the token and cost
         budgets it checks after each step as ``_budget_end`` does. The rest of what this
         loop checks between steps (input, pauses, a redirect, the run's history) changes
-        only when the workflow hears of something, which it does once the call has
+        only when the workflow hears of something, which it acts on once the call has
         returned; input it heard of before the call (a step handed back is called again
         before the loop takes input) makes the call take its own step only."""
         if self._runtime is None:  # a session from before agent definitions
