@@ -216,7 +216,6 @@ class SessionRecords:
         inserted_messages = inserted_events = 0
         last_step: int | None = None
         s = arg.session
-        guard, events = _end_guard(arg, messages, events)
         # Refused input recorded after the end is the one write a session's end allows.
         after_end = (
             s is None
@@ -234,6 +233,9 @@ class SessionRecords:
                     messages, inserted_messages = closed.rest, closed.inserted
                     last_step = closed.last_step
                     events = _at_last_step(events, last_step)
+                # Named once the messages are where they are written: an end after a step
+                # it closed has moved past what that step's call recorded.
+                guard, events = _end_guard(arg, messages, events)
                 if after_end or guard is None:
                     written, ended = (
                         await record.append_record(
@@ -307,7 +309,10 @@ def _end_guard(
     """The guard of a write of this workflow run (see ``record.EndGuard``; None outside an
     activity), and the events to write: an end write's ``session_ended`` event is given
     the run and the seq of the end's message (the workflow's one system message named
-    ``vigil``), which that guard compares."""
+    ``vigil``), which that guard compares. ``messages`` are those the write puts in the
+    record, at their final seqs: after ``close_open_step`` moved the end past what the
+    open step's call recorded, the seq it is written at, not the one its workflow chose
+    (a retried ending moves it to the same seq again)."""
     run_id = activity.info().workflow_run_id if activity.in_activity() else None
     if run_id is None:
         return None, events

@@ -386,6 +386,7 @@ class AgentSession(Waits):
         )
         if self._fold:
             out = await self._folded_model_call(arg, retry)
+            self._stamp_call_events(step + len(out.more))
         else:
             out = await self._act(
                 names.ACT_CALL_MODEL,
@@ -410,6 +411,18 @@ class AgentSession(Waits):
             self._c.next_seq = model_seq + 1
             await self._took(step, model_seq, more)
         return out.handed_back
+
+    def _stamp_call_events(self, last_step: int) -> None:
+        """Events queued while a folded model call ran (it took every event queued before
+        it: these came during it, a human's pause, redirect or wake, a refused signal,
+        which the workflow hears of while the call runs) carry the call's last step (its
+        batch's, when it took one), after which the session acts on them, not the step
+        before the call. Only their records change (what the next activity writes), not
+        the workflow's commands."""
+        for i in range(len(self._events)):
+            event = self._events[i]
+            if event.step < last_step:
+                self._events[i] = event.model_copy(update={"step": last_step})
 
     async def _took(self, step: int, model_seq: int, out: CallModelOutput) -> None:
         """What a step's model call answered, applied: the session's counts, then the

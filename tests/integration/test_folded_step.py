@@ -169,3 +169,6 @@ async def test_cancel_inside_a_folded_step_leaves_a_whole_transcript(
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     assert messages[-1].content.startswith("Session ended: cancelled")
+    # The end's event names the seq its message was written at.
+    (ended_ev,) = await events(sessionmaker, handle.id, "session_ended")
+    assert ended_ev.payload["seq"] == messages[-1].seq

@@ -53,6 +53,8 @@ async def _assert_cancelled(
     assert final.role == "system" and final.content.startswith("Session ended: cancelled")
     (ended_ev,) = await events(sessionmaker, handle.id, "session_ended")
     assert ended_ev.payload["status"] == "cancelled"
+    # The end's event names the seq its message was written at.
+    assert ended_ev.payload["seq"] == final.seq
     return messages
 
 

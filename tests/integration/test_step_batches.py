@@ -16,11 +16,13 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
+from temporalio.testing import ActivityEnvironment
 
 from tests.support.history import activity_runs, local_activities
 from tests.support.llm_stub import LLMStub, Reply
@@ -38,17 +40,24 @@ from tests.support.sessions import (
     transcript,
     until,
 )
+from tests.support.zero_model import ZeroModel
 from vigil.activities.record import store as record
+from vigil.activities.session import SessionActivities
 from vigil.activities.tools.folded import NOT_RUN, close_open_step
-from vigil.schema import names
+from vigil.schema import event_kinds, names
 from vigil.schema.payloads import (
     ApproveInput,
+    EventIn,
+    MessageIn,
     MessageInput,
     PauseInput,
+    RecordInput,
     SessionResult,
     SessionStatus,
+    SessionUpdate,
 )
 from vigil.workers.settings import Settings
+from vigil.workers.wiring import make_store
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +155,11 @@ async def test_plain_steps_are_taken_in_one_model_call(
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 6)
     assert len(stub.requests) == 6
     assert await _model_calls(handle) == calls
-    assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3, 4, 5, 6]
+    messages = await _whole(sessionmaker, handle.id)
+    assert _replied_at(messages) == [1, 2, 3, 4, 5, 6]
+    # An end reached normally names the seq its message was written at too.
+    (ended,) = await events(sessionmaker, handle.id, "session_ended")
+    assert (messages[-1].name, ended.payload["seq"]) == ("vigil", messages[-1].seq)
     model_events = await events(sessionmaker, handle.id, "model_call")
     assert sorted(e.key for e in model_events) == [f"model:{n}" for n in range(1, 7)]
     row = await session_row(sessionmaker, handle.id)
@@ -314,6 +327,10 @@ async def test_a_pause_holds_the_session_where_its_record_ends(
         assert steps == list(range(1, st.step + 1))
         assert asked == st.step
         assert await _model_calls(handle) < st.step  # taken in batches
+        # The pause's event says the step after which the session paused (it said the
+        # step before the batch it came in, which the workflow knew then).
+        [paused] = await events(sessionmaker, handle.id, "session_paused")
+        assert paused.step == st.step
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -354,8 +371,10 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
     assert sorted(e.key for e in model_events) == ["model:1", "model:2"]
     ended_events = await events(sessionmaker, handle.id, "session_ended")
     assert len(ended_events) == 1
-    # The end is told at the last step the record holds, not the one the workflow knew.
+    # The end is told at the last step the record holds, not the one the workflow knew,
+    # and names the seq its message was written at (after what the call recorded).
     assert (messages[-1].step, ended_events[0].step) == (2, 2)
+    assert ended_events[0].payload["seq"] == messages[-1].seq == 5
     assert (await session_row(sessionmaker, handle.id)).step == 2
 
 
@@ -372,21 +391,26 @@ async def _recorded_session(
     return agent, sid
 
 
+def _reply(seq: int, step: int) -> record.NewMessage:
+    """A recorded reply of step ``step`` at ``seq`` that calls ``read_artifact`` once."""
+    call = {"id": f"c{step}", "name": "read_artifact", "arguments": "{}"}
+    return record.NewMessage(
+        seq=seq, role="assistant", content=f"step {step}", step=step, tool_calls=[call]
+    )
+
+
+_ANSWER = record.NewMessage(
+    seq=2, role="tool", content="read", step=1, name="read_artifact", tool_call_id="c1"
+)
+"""Step 1's answer (to ``_reply(1, 1)``)."""
+
+
 async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tried_again(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # The workflow knew step 1 (seq 1) was open; the call also recorded step 2 (seq 3),
     # whose call has no answer yet. The ending's message was queued at seq 2.
-    def reply(seq: int, step: int) -> record.NewMessage:
-        call = {"id": f"c{step}", "name": "read_artifact", "arguments": "{}"}
-        return record.NewMessage(
-            seq=seq, role="assistant", content=f"step {step}", step=step, tool_calls=[call]
-        )
-
-    answer = record.NewMessage(
-        seq=2, role="tool", content="read", step=1, name="read_artifact", tool_call_id="c1"
-    )
-    agent, sid = await _recorded_session(sessionmaker, reply(1, 1), answer, reply(3, 2))
+    agent, sid = await _recorded_session(sessionmaker, _reply(1, 1), _ANSWER, _reply(3, 2))
     end = record.NewMessage(seq=2, role="system", content="Session ended: cancelled.")
     placed = []
     for _ in range(2):  # the ending's write, then a retry of it once it committed
@@ -401,6 +425,65 @@ async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tri
     messages = await _whole(sessionmaker, sid)
     assert [m.role for m in messages] == TWO_STEPS_ENDED
     assert messages[4].content == NOT_RUN
+
+
+async def test_an_ending_inside_a_batch_names_the_seq_its_message_was_written_at(
+    settings: Settings, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    # The record activity writes the ending of a session cancelled inside a batch: the
+    # workflow knew step 1 (seq 1) was open and queued its end message at seq 2; the call
+    # also recorded step 2 (seq 3). The end message moves to seq 5, and its event names
+    # that seq, written again by a retry of the ending that finds its rows there.
+    agent, sid = await _recorded_session(sessionmaker, _reply(1, 1), _ANSWER, _reply(3, 2))
+    summary = "cancelled by a human"
+    ending = RecordInput(
+        session_id=sid,
+        agent_id=agent,
+        messages=[
+            MessageIn(seq=1, role="assistant", content="[no reply recorded]", step=1),
+            MessageIn(
+                seq=2,
+                role="system",
+                content=f"Session ended: cancelled. {summary}",
+                step=1,
+                name="vigil",
+            ),
+        ],
+        events=[
+            EventIn(
+                key="session:ended:cancelled",
+                kind=event_kinds.SESSION_ENDED,
+                step=1,
+                payload={"status": "cancelled", "summary": summary},
+            )
+        ],
+        session=SessionUpdate(
+            status=SessionStatus.CANCELLED, step=1, summary=summary, finished=True, run_count=1
+        ),
+        open_step_seq=1,
+    )
+    env = ActivityEnvironment()
+    async with httpx.AsyncClient() as http:
+        acts = SessionActivities(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            store=make_store(settings),
+            provider=ZeroModel(),
+            http=http,
+        )
+        first = await env.run(acts.record, ending)
+        again = await env.run(acts.record, ending)  # a retry once the first committed
+    assert (first.inserted_messages, first.inserted_events, first.last_step) == (2, 1, 2)
+    assert (again.inserted_messages, again.inserted_events, again.last_step) == (0, 0, 2)
+    messages = await _whole(sessionmaker, sid)
+    assert [m.role for m in messages] == TWO_STEPS_ENDED
+    end = messages[-1]
+    assert (end.seq, end.name, end.step) == (5, "vigil", 2)
+    (ended,) = await events(sessionmaker, sid, event_kinds.SESSION_ENDED)
+    assert ended.step == 2
+    assert ended.payload["seq"] == end.seq
+    assert ended.payload["run_id"] == env.info.workflow_run_id
+    assert (await session_row(sessionmaker, sid)).status == "cancelled"
 
 
 async def test_an_ending_whose_step_recorded_no_reply_counts_no_step(
