@@ -26,6 +26,10 @@ ToolKind = Literal["builtin", "python", "mcp"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
+MAX_AGENT_VERSION = 2**31 - 1
+"""The largest version an agent definition can have (the record keeps it as an integer);
+vigil's faces take no agent version past it, and no definition has one."""
+
 
 class Spec(BaseModel):
     """A part of an agent file: unknown keys are errors, so a typo never goes unnoticed."""

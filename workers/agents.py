@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
-from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
+from vigil.schema.agents import MAX_AGENT_VERSION, AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.payloads import Budget, ToolPolicy
 from vigil.workers.settings import Settings
 
@@ -49,11 +49,6 @@ class InvalidAgentFiles(AgentError):
 
 class AgentNotFound(AgentError):
     exit_code = 4
-
-
-MAX_AGENT_VERSION = 2**31 - 1
-"""The largest version an agent definition can have (the record keeps it as an integer);
-the API takes no agent version past it."""
 
 
 class BadAgentVersion(AgentError):

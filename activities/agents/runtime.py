@@ -24,6 +24,7 @@ from vigil.activities.record.lean import engine_of
 from vigil.activities.record.rls import acting_for, bound_acting_for
 from vigil.schema import names
 from vigil.schema.agents import (
+    MAX_AGENT_VERSION,
     AgentRuntime,
     AgentSpec,
     McpServerSpec,
@@ -92,6 +93,11 @@ class AgentVersions:
         """The newest version cached of each agent (it may have newer ones since)."""
 
     async def get(self, agent_id: str, version: int) -> AgentVersionRow | None:
+        """The version, or None when the agent has none such. A version no definition
+        can have (outside 1 to ``MAX_AGENT_VERSION``, as a redirect signal may name) is
+        none such, without a query: the record's integer cannot even be asked for it."""
+        if not 1 <= version <= MAX_AGENT_VERSION:
+            return None
         key = (agent_id, version)
         found = self._rows.get(key)
         if found is not None:
@@ -167,8 +173,10 @@ class AgentVersions:
 
 
 def missing_version(agent_id: str, version: int) -> ApplicationError:
+    out_of_range = not 1 <= version <= MAX_AGENT_VERSION
+    note = f" (versions are 1 to {MAX_AGENT_VERSION})" if out_of_range else ""
     return ApplicationError(
-        f"agent {agent_id!r} has no version {version}",
+        f"agent {agent_id!r} has no version {version}{note}",
         type=names.ERR_AGENT_VERSION_MISSING,
         non_retryable=True,
     )

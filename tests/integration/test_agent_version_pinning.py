@@ -18,6 +18,7 @@ from tests.support.sessions import (
     approval_pending,
     events,
     eventually,
+    raw_json,
     running_worker,
     session_input,
     start,
@@ -130,6 +131,84 @@ async def test_redirect_to_a_missing_version_keeps_the_pinned_one(
     assert final.agent_version == 1
     (refused,) = await events(sessionmaker, handle.id, "agent_version_refused")
     assert "has no version 9" in (refused.reason or "")
+
+
+@pytest.mark.parametrize("version", [2**31, 2**63, 10**22])
+async def test_redirect_signal_to_an_out_of_range_version_keeps_the_pinned_one(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    version: int,
+) -> None:
+    """A redirect signal naming a version no definition can have (past the record's
+    integer) is refused as a missing version is, and the session goes on (before: its
+    version's read failed on the database's range and was retried for ever)."""
+    name = f"steady-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "kept v1"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("hold on", agent_id=name))
+        await approval_pending(handle, sessionmaker)
+        # As `temporal workflow signal --input` sends it: the number exactly as written.
+        await handle.signal(
+            names.SIG_REDIRECT,
+            raw_json(f'{{"goal": "hold on", "by": "ops", "agent_version": {version}}}'),
+        )
+        await until(
+            lambda: events(sessionmaker, handle.id, "session_redirected"), what="redirect taken"
+        )
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="o"))
+        final = await wait_status(handle, SessionStatus.COMPLETED)
+    assert final.agent_version == 1
+    assert final.rejected_inputs == 0
+    (refused,) = await events(sessionmaker, handle.id, "agent_version_refused")
+    assert f"has no version {version}" in (refused.reason or "")
+    assert (refused.actor, refused.payload["version"], refused.payload["kept"]) == (
+        "ops",
+        version,
+        1,
+    )
+    async with sessionmaker() as db:
+        assert await agent_rows.session_agent_version(db, handle.id) == 1
+
+
+async def test_redirect_update_to_an_out_of_range_version_is_refused(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """The update's validator refuses a version no definition can have, as the API and
+    the CLI do (before: accepted, and the session's version read retried for ever)."""
+    name = f"steady-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
+        Reply.tool_call("finish", {"summary": "kept v1"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("hold on", agent_id=name))
+        await approval_pending(handle, sessionmaker)
+        for version in (2**31, 10**22):
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(
+                    names.UPD_REDIRECT,
+                    raw_json(f'{{"goal": "elsewhere", "by": "ops", "agent_version": {version}}}'),
+                )
+            assert "versions are 1 to 2147483647" in str(refused.value.cause)
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="o"))
+        final = await wait_status(handle, SessionStatus.COMPLETED)
+    assert (final.agent_version, final.goal) == (1, "hold on")
+    assert await events(sessionmaker, handle.id, "session_redirected") == []
+    assert await events(sessionmaker, handle.id, "agent_version_refused") == []
 
 
 async def test_the_last_redirect_holds_when_it_names_the_running_version(
