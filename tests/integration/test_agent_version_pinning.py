@@ -4,13 +4,16 @@ and the record says so."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.locks import waiting_for_lock
@@ -29,7 +32,7 @@ from tests.support.sessions import (
 from vigil.activities.record import agents as agent_rows
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec
-from vigil.schema.payloads import ApproveInput, RedirectInput, SessionStatus
+from vigil.schema.payloads import ApproveInput, RedirectInput, SessionState, SessionStatus
 from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 
@@ -106,55 +109,74 @@ async def test_new_version_does_not_reach_a_running_session(
         assert await agent_rows.session_agent_version(db, handle.id) == 2
 
 
-async def test_redirect_to_a_missing_version_keeps_the_pinned_one(
+class HeldOnV1:
+    """A session of a new agent's version 1 held at its first step's approval (a fetch),
+    on a worker of its own: ``async with held.running()`` gives its handle; at the end
+    of the block the approval is given, and ``final`` is its state once completed."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[DbSession],
+        task_queue: str,
+        stub: LLMStub,
+    ) -> None:
+        self.client, self.settings, self.sessionmaker = client, settings, sessionmaker
+        self.task_queue, self.stub = task_queue, stub
+        self.final: SessionState | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+        name = f"steady-{uuid.uuid4().hex[:8]}"
+        await AgentService(self.sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
+        self.stub.enqueue(
+            Reply.tool_call("http_fetch", {"url": f"{self.stub.url}/x"}),
+            Reply.tool_call("finish", {"summary": "kept v1"}),
+        )
+        cfg = stub_settings(self.settings, self.stub.url_openai, http_allow=self.stub.host_port)
+        async with running_worker(self.client, cfg, self.task_queue):
+            handle = await start(
+                self.client, self.task_queue, session_input("hold on", agent_id=name)
+            )
+            await approval_pending(handle, self.sessionmaker)
+            yield handle
+            approve = ApproveInput(approval_id="a1-0", by="o")
+            await handle.execute_update(names.UPD_APPROVE, approve)
+            self.final = await wait_status(handle, SessionStatus.COMPLETED)
+
+
+@pytest.fixture
+def held(
     client: Client,
     settings: Settings,
     sessionmaker: async_sessionmaker[DbSession],
     task_queue: str,
     stub: LLMStub,
+) -> HeldOnV1:
+    return HeldOnV1(client, settings, sessionmaker, task_queue, stub)
+
+
+async def test_redirect_to_a_missing_version_keeps_the_pinned_one(
+    held: HeldOnV1, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:
-    name = f"steady-{uuid.uuid4().hex[:8]}"
-    await AgentService(sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
-    stub.enqueue(
-        Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
-        Reply.tool_call("finish", {"summary": "kept v1"}),
-    )
-    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(client, task_queue, session_input("hold on", agent_id=name))
-        await approval_pending(handle, sessionmaker)
+    async with held.running() as handle:
         await handle.execute_update(
             names.UPD_REDIRECT, RedirectInput(goal="hold on", by="ops", agent_version=9)
         )
-        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="o"))
-        final = await wait_status(handle, SessionStatus.COMPLETED)
-    assert final.agent_version == 1
+    assert held.final is not None and held.final.agent_version == 1
     (refused,) = await events(sessionmaker, handle.id, "agent_version_refused")
     assert "has no version 9" in (refused.reason or "")
 
 
 @pytest.mark.parametrize("version", [2**31, 2**63, 10**22])
 async def test_redirect_signal_to_an_out_of_range_version_keeps_the_pinned_one(
-    client: Client,
-    settings: Settings,
-    sessionmaker: async_sessionmaker[DbSession],
-    task_queue: str,
-    stub: LLMStub,
-    version: int,
+    held: HeldOnV1, sessionmaker: async_sessionmaker[DbSession], version: int
 ) -> None:
     """A redirect signal naming a version no definition can have (past the record's
     integer) is refused as a missing version is, and the session goes on (before: its
     version's read failed on the database's range and was retried for ever)."""
-    name = f"steady-{uuid.uuid4().hex[:8]}"
-    await AgentService(sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
-    stub.enqueue(
-        Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
-        Reply.tool_call("finish", {"summary": "kept v1"}),
-    )
-    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(client, task_queue, session_input("hold on", agent_id=name))
-        await approval_pending(handle, sessionmaker)
+    async with held.running() as handle:
         # As `temporal workflow signal --input` sends it: the number exactly as written.
         await handle.signal(
             names.SIG_REDIRECT,
@@ -163,9 +185,8 @@ async def test_redirect_signal_to_an_out_of_range_version_keeps_the_pinned_one(
         await until(
             lambda: events(sessionmaker, handle.id, "session_redirected"), what="redirect taken"
         )
-        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="o"))
-        final = await wait_status(handle, SessionStatus.COMPLETED)
-    assert final.agent_version == 1
+    final = held.final
+    assert final is not None and final.agent_version == 1
     assert final.rejected_inputs == 0
     (refused,) = await events(sessionmaker, handle.id, "agent_version_refused")
     assert f"has no version {version}" in (refused.reason or "")
@@ -179,24 +200,11 @@ async def test_redirect_signal_to_an_out_of_range_version_keeps_the_pinned_one(
 
 
 async def test_redirect_update_to_an_out_of_range_version_is_refused(
-    client: Client,
-    settings: Settings,
-    sessionmaker: async_sessionmaker[DbSession],
-    task_queue: str,
-    stub: LLMStub,
+    held: HeldOnV1, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:
     """The update's validator refuses a version no definition can have, as the API and
     the CLI do (before: accepted, and the session's version read retried for ever)."""
-    name = f"steady-{uuid.uuid4().hex[:8]}"
-    await AgentService(sessionmaker).apply_spec(spec(name, "v1 {goal}", []))
-    stub.enqueue(
-        Reply.tool_call("http_fetch", {"url": f"{stub.url}/x"}),
-        Reply.tool_call("finish", {"summary": "kept v1"}),
-    )
-    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(client, task_queue, session_input("hold on", agent_id=name))
-        await approval_pending(handle, sessionmaker)
+    async with held.running() as handle:
         for version in (2**31, 10**22):
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(
@@ -204,9 +212,8 @@ async def test_redirect_update_to_an_out_of_range_version_is_refused(
                     raw_json(f'{{"goal": "elsewhere", "by": "ops", "agent_version": {version}}}'),
                 )
             assert "versions are 1 to 2147483647" in str(refused.value.cause)
-        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="o"))
-        final = await wait_status(handle, SessionStatus.COMPLETED)
-    assert (final.agent_version, final.goal) == (1, "hold on")
+    final = held.final
+    assert final is not None and (final.agent_version, final.goal) == (1, "hold on")
     assert await events(sessionmaker, handle.id, "session_redirected") == []
     assert await events(sessionmaker, handle.id, "agent_version_refused") == []
 
