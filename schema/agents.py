@@ -29,6 +29,15 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_AGENT_VERSION = 2**31 - 1
 """The largest version an agent definition can have (the record keeps it as an integer);
 vigil's faces take no agent version past it, and no definition has one."""
+AGENT_VERSIONS = f"versions are 1 to {MAX_AGENT_VERSION}"
+
+
+def agent_version_error(version: int) -> str | None:
+    """Why no definition can have ``version`` (None: one may): the one range check of an
+    agent version, for the client, the update's validator and the version's read."""
+    if 1 <= version <= MAX_AGENT_VERSION:
+        return None
+    return f"agent version {version} is out of range: {AGENT_VERSIONS}"
 
 
 class Spec(BaseModel):

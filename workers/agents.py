@@ -19,7 +19,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
-from vigil.schema.agents import MAX_AGENT_VERSION, AgentSpec, ToolDescriptor, content_hash
+from vigil.schema.agents import (
+    AgentSpec,
+    ToolDescriptor,
+    agent_version_error,
+    content_hash,
+)
 from vigil.schema.payloads import Budget, ToolPolicy
 from vigil.workers.settings import Settings
 
@@ -52,20 +57,16 @@ class AgentNotFound(AgentError):
 
 
 class BadAgentVersion(AgentError):
-    """A version no definition can have (outside 1 to ``MAX_AGENT_VERSION``): bad input,
-    as the API's 422, not an unknown version."""
+    """A version no definition can have (``agent_version_error``): bad input, as the
+    API's 422, not an unknown version."""
 
     exit_code = 2
 
-    def __init__(self, version: int) -> None:
-        super().__init__(
-            f"agent version {version} is out of range: versions are 1 to {MAX_AGENT_VERSION}"
-        )
-
 
 def _check_version(version: int | None) -> None:
-    if version is not None and not 1 <= version <= MAX_AGENT_VERSION:
-        raise BadAgentVersion(version)
+    error = agent_version_error(version) if version is not None else None
+    if error is not None:
+        raise BadAgentVersion(error)
 
 
 class ToolsUnavailable(AgentError):

@@ -22,7 +22,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from vigil.schema import event_kinds, names
-from vigil.schema.agents import MAX_AGENT_VERSION
+from vigil.schema.agents import agent_version_error
 from vigil.schema.limits import input_error, line_text_error
 from vigil.schema.payloads import (
     FINAL_STATUSES,
@@ -400,14 +400,11 @@ class HumanControl(Bookkeeping):
             return "this session predates agent definitions: it cannot change version"
         if value.agent_version < 1:
             return "agent_version must be 1 or more"
-        if validating and value.agent_version > MAX_AGENT_VERSION:
+        if validating:
             # An update's refusal leaves no history. A signal's is not refused here (its
             # histories replay as taken): the session finds no such version when it reads
             # it, records agent_version_refused and goes on.
-            return (
-                f"agent_version {value.agent_version} is out of range: "
-                f"versions are 1 to {MAX_AGENT_VERSION}"
-            )
+            return agent_version_error(value.agent_version)
         return None
 
     def _decide(

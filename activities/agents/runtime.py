@@ -24,12 +24,13 @@ from vigil.activities.record.lean import engine_of
 from vigil.activities.record.rls import acting_for, bound_acting_for
 from vigil.schema import names
 from vigil.schema.agents import (
-    MAX_AGENT_VERSION,
+    AGENT_VERSIONS,
     AgentRuntime,
     AgentSpec,
     McpServerSpec,
     ResolveAgentInput,
     ToolDescriptor,
+    agent_version_error,
 )
 
 CACHE_SIZE = 256
@@ -94,9 +95,9 @@ class AgentVersions:
 
     async def get(self, agent_id: str, version: int) -> AgentVersionRow | None:
         """The version, or None when the agent has none such. A version no definition
-        can have (outside 1 to ``MAX_AGENT_VERSION``, as a redirect signal may name) is
-        none such, without a query: the record's integer cannot even be asked for it."""
-        if not 1 <= version <= MAX_AGENT_VERSION:
+        can have (``agent_version_error``, as a redirect signal may name) is none such,
+        without a query: the record's integer cannot even be asked for it."""
+        if agent_version_error(version) is not None:
             return None
         key = (agent_id, version)
         found = self._rows.get(key)
@@ -173,8 +174,7 @@ class AgentVersions:
 
 
 def missing_version(agent_id: str, version: int) -> ApplicationError:
-    out_of_range = not 1 <= version <= MAX_AGENT_VERSION
-    note = f" (versions are 1 to {MAX_AGENT_VERSION})" if out_of_range else ""
+    note = f" ({AGENT_VERSIONS})" if agent_version_error(version) is not None else ""
     return ApplicationError(
         f"agent {agent_id!r} has no version {version}{note}",
         type=names.ERR_AGENT_VERSION_MISSING,
