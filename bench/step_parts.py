@@ -17,6 +17,10 @@ The timers wrap the methods for the length of the run and are removed after it. 
 CPU per step (per session for the bookkeeping) and asserts nothing.
 
     uv run python -m bench.step_parts --mode low-latency --steps 100
+    uv run python -m bench.step_parts --mode "default, batch_ms = 0" --steps 100
+
+The modes are bench/step_modes.py's: ``default`` (step batches), ``low-latency``, and
+``default, batch_ms = 0`` (one model activity a step, as a session of a real model has).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import temporalio.worker._activity as sdk_activity
 import temporalio.worker._workflow as sdk_workflow
 
 from bench.floor import table
-from bench.step_modes import apply_agents, llm_stub, run_session
+from bench.step_modes import STEP_MODES, apply_agents, llm_stub, run_session
 from tests.support.sessions import running_worker, stub_settings
 from tests.support.teststack import scratch_stack
 from vigil.activities import session as session_activities
@@ -152,7 +156,7 @@ async def measure(settings: Settings, mode: str, steps: int, sessions: int) -> N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--mode", choices=("default", "low-latency"), default="low-latency")
+    parser.add_argument("--mode", choices=sorted(STEP_MODES), default="low-latency")
     parser.add_argument("--steps", type=int, default=100, help="steps per session")
     parser.add_argument("--sessions", type=int, default=2, help="sessions measured")
     args = parser.parse_args(argv)
