@@ -41,7 +41,8 @@ def agent_version_error(version: int) -> str | None:
 
 
 class Spec(BaseModel):
-    """A part of an agent file: unknown keys are errors, so a typo never goes unnoticed."""
+    """A part of an agent file: unknown keys are errors, so a typo never goes unnoticed;
+    numbers are strict (``true`` or ``"100"`` is an error, not 1 or 100)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,15 +52,15 @@ class ModelSettings(Spec):
     """A named model connection (provider kind, base URL, credential name) on the worker."""
     model: str | None = None
     """The provider's model name; the connection's default when unset."""
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     fallback: str | None = Field(default=None, pattern=NAME_PATTERN)
     """Connection used when the first keeps failing."""
     execution: Literal["activity", "local"] | None = None
     """How the session runs the model call: ``activity`` (the default) or ``local``, a
     local activity on the session's worker (fewer server round trips, lower latency; see
     the README's low-latency mode for what it costs)."""
-    batch_ms: int | None = Field(default=None, ge=0, le=5000)
+    batch_ms: int | None = Field(default=None, ge=0, le=5000, strict=True)
     """How long (ms) one model call may go on taking the steps that follow while each is
     plain (step batches, in either mode); human input waits up to about this past the
     step it would have cut in after. 0: one step a call. Unset: 100."""
@@ -83,8 +84,8 @@ class ToolEntry(Spec):
     name: str = Field(min_length=1, max_length=200)
     approval: ApprovalMode = "auto"
     approve_when: list[ArgumentRule] = Field(default_factory=list)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600, strict=True)
+    max_attempts: int | None = Field(default=None, ge=1, le=100, strict=True)
 
 
 class McpServerSpec(Spec):
@@ -99,16 +100,16 @@ class McpServerSpec(Spec):
     tools: list[str] | None = None
     """Which of its tools the agent may use; all when unset."""
     approval: ApprovalMode = "auto"
-    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600, strict=True)
 
 
 class ContextSettings(Spec):
-    messages: int = Field(default=40, ge=1, le=10_000)
-    tokens: int | None = Field(default=None, ge=256, le=2_000_000)
+    messages: int = Field(default=40, ge=1, le=10_000, strict=True)
+    tokens: int | None = Field(default=None, ge=256, le=2_000_000, strict=True)
 
 
 class MemorySettings(Spec):
-    recall: int = Field(default=5, ge=0, le=100)
+    recall: int = Field(default=5, ge=0, le=100, strict=True)
     read: list[str] = Field(default_factory=list)
     """Other memory namespaces this agent may read (shared on purpose)."""
     write: str | None = None
@@ -139,8 +140,8 @@ class AgentSpec(Spec):
     tools: list[ToolEntry] = Field(default_factory=list)
     mcp_servers: list[McpServerSpec] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
-    approval_timeout_seconds: float = Field(default=24 * 3600, gt=0)
-    conversation_idle_seconds: float | None = Field(default=None, gt=0)
+    approval_timeout_seconds: float = Field(default=24 * 3600, gt=0, strict=True)
+    conversation_idle_seconds: float | None = Field(default=None, gt=0, strict=True)
     """How long the session of a key waits for the next message before it ends completed
     (``conversation_idle`` event); 24 hours when unset."""
     context: ContextSettings = Field(default_factory=ContextSettings)

@@ -58,12 +58,14 @@ class Budget(Payload):
     years of wall clock, finite numbers, counts up to 2**53); the workflow takes any value
     without failing (``workflows/times.py``), since anyone can start one."""
 
-    max_steps: int = 50
+    # Numbers are strict (as in agent files): ``true`` or ``"5"`` is refused, not read as 1
+    # or 5; an integer is a number of seconds or dollars too.
+    max_steps: int = Field(default=50, strict=True)
     """Model calls allowed in the whole session (across continue-as-new)."""
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, strict=True)
     """Input plus output tokens across all model calls."""
-    max_cost_usd: float | None = None
-    max_seconds: float | None = None
+    max_cost_usd: float | None = Field(default=None, strict=True)
+    max_seconds: float | None = Field(default=None, strict=True)
     """Wall-clock limit from the session's start; becomes ``deadline``."""
     deadline: datetime | None = None
     """Absolute wall-clock deadline (UTC; one without a time zone is read as UTC)."""
@@ -76,14 +78,14 @@ class ToolPolicy(Payload):
     """Tool names the model may call; None means every registered tool."""
     require_approval: list[str] | None = None
     """Tools that wait for approval; None means the default (external effects or risky)."""
-    approval_timeout_seconds: float = 24 * 3600
+    approval_timeout_seconds: float = Field(default=24 * 3600, strict=True)
     on_approval_timeout: Literal["reject", "approve", "fail"] = "reject"
-    ask_human_timeout_seconds: float = 7 * 24 * 3600
-    max_malformed_replies: int = 3
+    ask_human_timeout_seconds: float = Field(default=7 * 24 * 3600, strict=True)
+    max_malformed_replies: int = Field(default=3, strict=True)
     """Consecutive malformed model replies tolerated before the session fails."""
-    model_max_attempts: int | None = Field(default=None, ge=1)
+    model_max_attempts: int | None = Field(default=None, ge=1, strict=True)
     """Attempts of one model call while the provider fails (None: the default, 20)."""
-    tool_max_attempts: int | None = Field(default=None, ge=1)
+    tool_max_attempts: int | None = Field(default=None, ge=1, strict=True)
     """Attempts of one tool call while it fails (None: the default, 10). An outage of
     PostgreSQL or the object store counts against neither: it is waited out."""
 

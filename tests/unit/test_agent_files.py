@@ -106,6 +106,29 @@ def test_yaml_errors_name_line_and_field(tmp_path: Path) -> None:
     assert any(ln.startswith(f"{path}:17: budget.max_steps: ") for ln in lines), lines
 
 
+@pytest.mark.parametrize(
+    ("field", "toml_line", "value", "line"),
+    [
+        ("model.batch_ms", "temperature = 0.2", "batch_ms = true", 11),
+        ("model.temperature", "temperature = 0.2", 'temperature = "0.2"', 10),
+        ("model.max_tokens", "temperature = 0.2", "max_tokens = 500.0", 11),
+        ("budget.max_steps", "max_steps = 12", "max_steps = true", 21),
+        ("budget.max_cost_usd", "max_steps = 12", 'max_cost_usd = "5"', 22),
+    ],
+)
+def test_a_number_given_as_true_or_text_is_an_error(
+    tmp_path: Path, field: str, toml_line: str, value: str, line: int
+) -> None:
+    """Was read as 1 or as the number in the text: ``batch_ms = true`` gave batches of 1 ms,
+    ``max_steps = true`` a session of one step."""
+    replaced = (
+        value if toml_line.split(" =")[0] == value.split(" =")[0] else f"{toml_line}\n{value}"
+    )
+    path = _write(tmp_path, "typed.toml", TOML.replace(toml_line, replaced))
+    lines = _problems(path)
+    assert any(ln.startswith(f"{path}:{line}: {field}: ") for ln in lines), lines
+
+
 def test_syntax_errors_name_the_line(tmp_path: Path) -> None:
     toml = _write(tmp_path, "broken.toml", 'name = "x"\n[model\nconnection = "a"\n')
     assert _problems(toml)[0].startswith(f"{toml}:2: not valid TOML")
