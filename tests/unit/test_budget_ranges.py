@@ -152,3 +152,28 @@ def test_a_goal_of_nothing_but_spaces_is_refused(goal: str) -> None:
     session that had nothing to do."""
     assert start_error(goal, None) == "goal is empty"
     assert start_error(" x ", None) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        (Budget, "max_steps", True),
+        (Budget, "max_tokens", "1000"),
+        (Budget, "max_cost_usd", False),
+        (ToolPolicy, "max_malformed_replies", True),
+        (ToolPolicy, "approval_timeout_seconds", "60"),
+    ],
+)
+def test_a_limit_given_as_true_or_text_is_refused(model: type, field: str, value: object) -> None:
+    """A session started through Temporal's own client takes its input as it is: ``true``
+    was a budget of one step, ``"1000"`` a thousand tokens."""
+    with pytest.raises(ValueError, match=field):
+        model.model_validate({field: value})
+
+
+def test_limits_still_read_from_json_as_written() -> None:
+    budget = Budget(max_steps=7, max_cost_usd=2, max_seconds=90)
+    again = Budget.model_validate_json(budget.model_dump_json())
+    assert again == budget and again.max_cost_usd == 2.0
+    policy = ToolPolicy.model_validate_json('{"approval_timeout_seconds": 60}')
+    assert policy.approval_timeout_seconds == 60.0
