@@ -51,9 +51,24 @@ def test_misspelt_parameters_are_refused_and_named(api: ApiServer) -> None:
         assert "no query parameters" in refused(http.get("/v1/me?verbose=1"), "verbose")
         # Names are case-sensitive, as the routes read them.
         refused(http.get("/v1/sessions?Limit=2"), "Limit")
-        # The parameters a route declares still work, repeated ones included.
+        # The parameters a route declares still work.
         assert http.get("/v1/sessions", params={"limit": 1}).status_code == 200
         assert http.get("/v1/me").status_code == 200
+
+
+def test_a_parameter_given_twice_is_refused(api: ApiServer) -> None:
+    """Was answered with the last value (``?limit=1&limit=500`` a page of 500), where the
+    caller may have meant the first: each parameter takes one value."""
+    with api.client(api.token(Scope.ADMIN)) as http:
+        r = http.get("/v1/sessions?limit=1&limit=2")
+        message = refused(r, "limit")
+        assert "given 2 times" in message and "one value" in message, message
+        refused(http.get("/v1/sessions/nope/events?after=1&kind=a&after=2&kind=b"), "after", "kind")
+        # An unknown one and a repeated one are both named, unknown first.
+        refused(http.get("/v1/sessions?limt=1&limit=1&limit=2"), "limt", "limit")
+        # What clients add on their own may repeat.
+        assert http.get("/v1/me?_=1&_=2").status_code == 200
+        assert http.get("/v1/sessions?limit=2").status_code == 200
 
 
 def test_every_route_refuses_what_it_does_not_take(api: ApiServer) -> None:
