@@ -31,7 +31,7 @@ from vigil.workers.api import (
     streams,
     strict_query,
 )
-from vigil.workers.api.limits import BodyLimit, LoneSurrogates
+from vigil.workers.api.limits import BodyLimit, JsonBodies
 from vigil.workers.api.urls import Utf8Urls
 from vigil.workers.artifacts import ArtifactService
 from vigil.workers.client import VigilClient
@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=PREFIX)
     app.include_router(metrics.router)  # where Prometheus looks, beside the versioned API
     # Added first, so it runs inside BodyLimit and reads bodies already capped.
-    app.add_middleware(LoneSurrogates, unbounded=UPLOAD_PATHS)
+    app.add_middleware(JsonBodies, unbounded=UPLOAD_PATHS)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
     app.add_middleware(Utf8Urls)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,6 +54,62 @@ def _holds_lone_surrogate(body: bytes) -> bool:
     return jsonlimits.has_lone_surrogate(value)
 
 
+_JSON_START = re.compile(rb"^\s*[\[{]")
+"""How a JSON body that may hold an object starts (others have no keys to give twice)."""
+
+
+class _Twin(dict[str, Any]):
+    """An object of a parsed body that gave ``twin`` more than once."""
+
+    twin: str
+
+
+def twice_given_key(body: bytes) -> str | None:
+    """The path (``budget.max_steps``, ``edited_arguments.a[0].b``) of the first key that
+    an object of JSON ``body`` gives twice (an outer object before what it holds, then in
+    document order); None when there is none or the body is not JSON (its route says what
+    is wrong with it). Python's parser keeps a twin's last value, where the caller may
+    have meant the first."""
+    if _JSON_START.match(body) is None:
+        return None
+    found = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found
+        value: dict[str, Any] = {}
+        twin: str | None = None
+        for key, item in items:
+            if twin is None and key in value:
+                twin = key
+            value[key] = item
+        if twin is None:
+            return value
+        found = True
+        marked = _Twin(value)
+        marked.twin = twin
+        return marked
+
+    try:
+        parsed = json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    pending: list[tuple[str, Any]] = [("", parsed)]
+    while pending:  # depth first, in document order
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            if isinstance(value, _Twin):
+                return f"{path}.{value.twin}" if path else value.twin
+            children = [(f"{path}.{k}" if path else k, v) for k, v in value.items()]
+        elif isinstance(value, list):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        pending.extend(reversed(children))
+    return None
+
+
 class _BodyCheck:
     """A middleware that reads request bodies, except on paths matching ``unbounded``
     (streamed uploads, left to their route)."""
@@ -68,11 +125,11 @@ class _BodyCheck:
         )
 
 
-class LoneSurrogates(_BodyCheck):
-    """Refuse (422) a request body that is JSON holding a lone surrogate, whatever the route
-    and its content type, before a route reads it; paths matching ``unbounded`` (streamed
-    uploads) are left to their route. Sits inside :class:`BodyLimit`, so the body it reads
-    whole is capped."""
+class JsonBodies(_BodyCheck):
+    """Refuse (422) a request body that is JSON holding a lone surrogate or giving a key
+    twice, whatever the route and its content type, before a route reads it; paths
+    matching ``unbounded`` (streamed uploads) are left to their route. Sits inside
+    :class:`BodyLimit`, so the body it reads whole is capped."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.passes(scope):
@@ -87,8 +144,11 @@ class LoneSurrogates(_BodyCheck):
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if _holds_lone_surrogate(body):
-            for reply in _reply(422, "invalid_request", LONE_SURROGATE):
+        refusal = LONE_SURROGATE if _holds_lone_surrogate(body) else None
+        if refusal is None and (twin := twice_given_key(body)) is not None:
+            refusal = f"the body gives the key {twin!r} twice (each key once in an object)"
+        if refusal is not None:
+            for reply in _reply(422, "invalid_request", refusal):
                 await send(reply)
             return
         replayed = False
