@@ -202,6 +202,10 @@ PATCH_WHOLE_NUMBERS = "vigil-whole-numbers"
 # activity task and one activation for several steps. Asked first by new sessions; it
 # implies the start's attributes and every patch they imply.
 PATCH_DEFAULT_STEP_BATCHES = "vigil-default-step-batches"
+# A ``resume`` signal to a session that is not paused, or a ``pause`` signal to one that
+# is, is refused as input (``input_rejected``, with the reason its update's validator
+# gives); it was dropped without a record. Asked only when such a signal arrives.
+PATCH_PAUSE_STATE_SIGNALS = "vigil-pause-state-signals"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -196,6 +196,10 @@ class HumanControl(Bookkeeping):
             return self._redirect_error(value)
         if isinstance(value, WakeInput) and self._status != SessionStatus.SLEEPING:
             return "the session is not sleeping"
+        if isinstance(value, (PauseInput, ResumeInput)):
+            refused = self._pause_state_error(isinstance(value, PauseInput))
+            if refused is not None and workflow.patched(names.PATCH_PAUSE_STATE_SIGNALS):
+                return refused
         if isinstance(value, MessageInput):
             return self._queue_error(value.text)
         return None
@@ -262,7 +266,7 @@ class HumanControl(Bookkeeping):
     @pause_update.validator
     def _validate_pause(self, raw: RawValue) -> None:
         self._valid(raw, PauseInput, validating=True)
-        self._refuse(self._ended_error() or ("already paused" if self._c.paused else None))
+        self._refuse(self._ended_error() or self._pause_state_error(pausing=True))
 
     @workflow.update(name=names.UPD_RESUME)
     def resume_update(self, raw: RawValue) -> Ack:
@@ -272,8 +276,14 @@ class HumanControl(Bookkeeping):
     @resume_update.validator
     def _validate_resume(self, raw: RawValue) -> None:
         self._valid(raw, ResumeInput)
-        not_paused = None if self._c.paused else "the session is not paused"
-        self._refuse(self._ended_error() or not_paused)
+        self._refuse(self._ended_error() or self._pause_state_error(pausing=False))
+
+    def _pause_state_error(self, pausing: bool) -> str | None:
+        """Why a pause (``pausing``) or a resume cannot be taken now: the session already
+        is where it would put it (None: it can)."""
+        if pausing:
+            return "already paused" if self._c.paused else None
+        return None if self._c.paused else "the session is not paused"
 
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue) -> Ack:

@@ -606,6 +606,28 @@ async def line_text_nul(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def pause_state_signals(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A ``resume`` signal while the session sleeps unpaused and a second ``pause`` while
+    it is paused: refused as input, asked under ``vigil-pause-state-signals``; then a
+    resume and a wake let it finish."""
+    ctx.stub.enqueue(
+        Reply.tool_call("wait_until", {"seconds": 3600, "reason": "settle"}), finish("woke")
+    )
+    handle = await ctx.start(
+        "pause_state_signals", _arg("sleep", policy=ToolPolicy(require_approval=[]))
+    )
+    await eventually(handle, lambda s: s.status == SessionStatus.SLEEPING)
+    await handle.signal(names.SIG_RESUME, ResumeInput(by="ann"))
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="look"))
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="cy", reason="again"))
+    await eventually(handle, lambda s: s.rejected_inputs >= 2 and s.paused)
+    await handle.signal(names.SIG_RESUME, ResumeInput(by="bob"))
+    await eventually(handle, lambda s: not s.paused)
+    await handle.signal(names.SIG_WAKE, WakeInput(by="bob"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An approval signal whose edited arguments give a Python tool an integer no float
     holds (``1e30``): refused, asked under ``vigil-whole-numbers``; the call then runs as
@@ -1032,6 +1054,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "local_call_moves": local_call_moves,
     "line_text_nul": line_text_nul,
     "whole_numbers": whole_numbers,
+    "pause_state_signals": pause_state_signals,
 }
 
 

@@ -79,6 +79,7 @@ LATEST = {
     "line_text_nul",
     "whole_numbers",
     "default_step_batches",
+    "pause_state_signals",
 }
 EXPECTED = {
     "tools_finish",
@@ -458,6 +459,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
         names.PATCH_DECISION_FIRST,
     ]
     assert _ended(nul) == SessionStatus.COMPLETED.value
+    # A resume while not paused and a pause while paused: refused (asked only then).
+    pause_state = _history(HISTORIES / "pause_state_signals.json")
+    assert names.PATCH_PAUSE_STATE_SIGNALS in _patches(pause_state)
+    assert _ended(pause_state) == SessionStatus.COMPLETED.value
     # An approval signal edited to an integer no float holds: refused (asked only then).
     whole = _history(HISTORIES / "whole_numbers.json")
     assert names.PATCH_WHOLE_NUMBERS in _patches(whole)
