@@ -373,6 +373,9 @@ def _checked_arguments(
             if catalog is None
             else agent_catalog.call_error(catalog, name, args)
         )
+    if error is None and args is not None and _workflow_handled(name, catalog):
+        # The schema does not check a time's format: a wait's time is read here.
+        error = registry.wake_time_error(args) if name == "wait_until" else None
     # A call the workflow refuses (a human's rejection, or a tool outside the session's
     # policy) is never run; its own argument errors, if any, are the more useful answer.
     rejected = error is None and arg.rejected_reason is not None

@@ -158,11 +158,31 @@ do anything: the error the call would get, or None."""
 
 
 def parse_wake_time(args: dict[str, Any]) -> tuple[float | None, datetime | None]:
-    """(seconds, absolute UTC time) of a wait_until call; exactly one is set."""
+    """(seconds, absolute UTC time) of a wait_until call; exactly one is set. Raises
+    ValueError for an ``until`` that is no time (``wake_time_error`` says why)."""
     if "seconds" in args:
         return float(args["seconds"]), None
     raw = str(args["until"]).replace("Z", "+00:00")
-    when = datetime.fromisoformat(raw)
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(
+            f"{preview(str(args['until']), 100)!r} is not an ISO 8601 date and time "
+            "(as 2030-01-31T09:00:00Z)"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return None, when.astimezone(UTC)
+    try:
+        return None, when.astimezone(UTC)
+    except OverflowError:  # its offset moves it past the year 9999, or before the year 1
+        raise ValueError(f"{preview(raw, 100)!r} is out of range in UTC") from None
+
+
+def wake_time_error(args: dict[str, Any]) -> str | None:
+    """Why a wait_until call whose arguments fit its schema cannot wait (the schema does
+    not check ``until``'s format), as an argument error for the model; None: it can."""
+    try:
+        parse_wake_time(args)
+    except ValueError as exc:
+        return f"invalid arguments for wait_until at until: {exc}"
+    return None

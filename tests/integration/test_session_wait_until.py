@@ -26,7 +26,7 @@ from tests.support.sessions import (
     wait_status,
 )
 from vigil.schema import names
-from vigil.schema.payloads import Ack, SessionResult, SessionStatus, WakeInput
+from vigil.schema.payloads import Ack, SessionResult, SessionStatus, ToolPolicy, WakeInput
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -113,3 +113,39 @@ async def test_long_sleep_is_woken_early_by_a_human(
     assert stub.requests[1].body["messages"][-1]["content"] == slept.content
     (ev,) = await events(sessionmaker, handle.id, "wake")
     assert (ev.actor, ev.reason) == ("erin", "data arrived") and ev.payload["at"]
+
+
+@pytest.mark.parametrize(
+    ("until_text", "why"),
+    [
+        ("garbage", "not an ISO 8601 date and time"),
+        ("9999-12-31T23:59:59-14:00", "out of range"),  # past the year 9999 in UTC
+        ("0001-01-01T00:00:00+14:00", "out of range"),  # before the year 1 in UTC
+    ],
+)
+async def test_an_until_that_is_no_time_is_the_models_error_and_the_session_goes_on(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    until_text: str,
+    why: str,
+) -> None:
+    """Its parse raised in the tool's activity: retried until the attempts ran out, then
+    the session failed (and its transcript said the call was not run)."""
+    stub.enqueue(
+        Reply.tool_call("wait_until", {"until": until_text}),
+        Reply.tool_call("finish", {"summary": "did not wait"}),
+    )
+    policy = ToolPolicy(require_approval=[], tool_max_attempts=2)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("wait badly", policy=policy))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED, result
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    (answer,) = [m for m in tool_messages(messages) if m.name == "wait_until"]
+    assert answer.content.startswith("error: invalid arguments for wait_until at until: ")
+    assert why in answer.content, answer.content
