@@ -74,15 +74,21 @@ def effective_input(arg: StartSessionInput, runtime: AgentRuntime) -> StartSessi
     return arg.model_copy(update=updates)
 
 
+ALWAYS_OFFERED = "finish"
+"""The tool a starter's ``allowed`` list cannot take away (only the session's own end)."""
+
+
 def tool_names(runtime: AgentRuntime | None, policy: ToolPolicy) -> list[str]:
     """The tools the model is offered: the catalog (or every built-in without a
-    definition), narrowed by the starter's ``allowed`` list."""
+    definition), narrowed by the starter's ``allowed`` list; ``finish``, which changes
+    nothing outside the session, whatever the list (a session whose model could not
+    finish was failed for its refused calls)."""
     if runtime is not None and runtime.version is not None:
         names = [t.name for t in runtime.tools]
     else:
         names = list(BUILTIN_TOOLS)
     allowed = policy.allowed
-    return [n for n in names if allowed is None or n in allowed]
+    return [n for n in names if allowed is None or n in allowed or n == ALWAYS_OFFERED]
 
 
 def descriptor(runtime: AgentRuntime | None, name: str) -> ToolDescriptor | None:

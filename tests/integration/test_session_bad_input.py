@@ -345,3 +345,26 @@ async def test_model_text_with_lone_surrogates_is_kept_and_the_session_goes_on(
     # The model's next request carried the text, escaped only where JSON over UTF-8 must.
     sent = [m for m in stub.requests[1].body["messages"] if m["role"] == "assistant"]
     assert sent[0]["content"] == "half an emoji \\ud83c and NUL \x00"
+
+
+async def test_finish_is_offered_whatever_tools_the_starter_allows(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A starter's ``allowed`` list without ``finish`` (``allow_tools`` in the API): each
+    ``finish`` was refused as not allowed, and the session failed as if the model sent
+    malformed replies. ``finish`` changes nothing outside the session: it is always offered."""
+    stub.enqueue(Reply.tool_call("finish", {"summary": "done with less"}))
+    policy = ToolPolicy(allowed=["write_artifact"])
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        handle = await start(client, task_queue, session_input("narrow", policy=policy))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED and result.summary == "done with less"
+    offered = [t["function"]["name"] for t in stub.requests[0].body["tools"]]
+    assert sorted(offered) == ["finish", "write_artifact"]
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
