@@ -96,7 +96,7 @@ def budget_problem(budget: Budget, now: datetime | None = None) -> tuple[str, st
     API, the CLI, the client and agent files); None when all are acceptable. ``now``:
     check ``deadline`` against it."""
     if budget.max_seconds is not None:
-        why = seconds_problem(budget.max_seconds)
+        why = seconds_problem(budget.max_seconds, positive=True)  # 0: no time at all
         if why is not None:
             return "budget.max_seconds", why
     for name in ("max_steps", "max_tokens"):

@@ -87,6 +87,8 @@ def test_heartbeat_never_raises(seconds: float, expected: timedelta | None) -> N
         (Budget(max_tokens=-100), "budget.max_tokens"),
         (Budget(max_cost_usd=-1.5), "budget.max_cost_usd"),
         (Budget(max_cost_usd=0), "budget.max_cost_usd"),
+        # No time at all, refused by the API only: the CLI's session timed out at once.
+        (Budget(max_seconds=0), "budget.max_seconds"),
     ],
 )
 def test_out_of_range_budgets_are_refused(budget: Budget, field: str) -> None:
@@ -100,7 +102,7 @@ def test_in_range_budgets_and_inputs_pass() -> None:
     for budget in (
         Budget(),
         Budget(max_seconds=MAX_BUDGET_SECONDS, max_steps=MAX_BUDGET_COUNT, max_cost_usd=1e6),
-        Budget(max_seconds=0),
+        Budget(max_seconds=0.5),
         Budget(deadline=NOW + timedelta(days=365 * 99)),
         Budget(deadline=datetime(2000, 1, 1)),  # past: the session times out at once
     ):
