@@ -56,7 +56,7 @@ BUILTIN_TOOLS: dict[str, ToolInfo] = {
         ),
         ToolInfo(
             "read_artifact",
-            "Read a named artifact of this session (or by sha256).",
+            "Read a named artifact of this session.",
             _obj(
                 {
                     "name": {"type": "string", "minLength": 1, "maxLength": 255},

@@ -39,9 +39,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.store import (
     ArtifactError,
-    ArtifactNotFound,
     ArtifactStore,
     StoredObject,
+    UnknownArtifact,
     check_sha,
 )
 from vigil.activities.record.lean import Statements
@@ -342,7 +342,7 @@ async def resolve_artifact(
     sha256: str | None = None,
 ) -> ArtifactRef:
     """Find an artifact the agent may read: by ``session_id`` + ``name``, or by ``sha256``
-    (optionally within ``session_id``). Raises ArtifactNotFound."""
+    (optionally within ``session_id``). Raises UnknownArtifact (an ArtifactNotFound)."""
     if name is not None:
         validate_name(name)
         if session_id is None:
@@ -365,7 +365,7 @@ async def resolve_artifact(
         ).first()
     if row is None:
         what = f"{name!r} in session {session_id}" if name is not None else str(sha256)
-        raise ArtifactNotFound(what)
+        raise UnknownArtifact(what)
     return _ref(row)
 
 

@@ -31,6 +31,11 @@ class ArtifactNotFound(ArtifactError):
     pass
 
 
+class UnknownArtifact(ArtifactNotFound):
+    """No artifact has that name (or digest) where it was looked for: no row, where
+    ArtifactNotFound itself may also be a row whose bytes the store no longer holds."""
+
+
 class ArtifactCorrupt(ArtifactError):
     """The bytes read back do not hash to their address."""
 

@@ -98,17 +98,20 @@ async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutco
 
 async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     from vigil.activities.artifacts.registry import get_artifact
-    from vigil.activities.artifacts.store import ArtifactError
+    from vigil.activities.artifacts.store import ArtifactError, UnknownArtifact
 
     max_chars = int(args.get("max_chars", 20_000))
+    name = str(args["name"])
     try:
         _ref, data = await get_artifact(
             ctx.store,
             ctx.sessionmaker,
             agent_id=ctx.agent_id,
             session_id=ctx.session_id,
-            name=str(args["name"]),
+            name=name,
         )
+    except UnknownArtifact as exc:
+        raise ToolFailed(f"this session has no artifact named {preview(name, 200)!r}") from exc
     except (ArtifactError, ValueError) as exc:
         raise ToolFailed(str(exc)) from exc
     text = data.decode("utf-8", errors="replace")

@@ -368,3 +368,26 @@ async def test_finish_is_offered_whatever_tools_the_starter_allows(
     assert sorted(offered) == ["finish", "write_artifact"]
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
+
+
+async def test_reading_an_artifact_that_is_not_there_says_so(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """The model was told only ``error: '../x' in session <id>``, with no word that no
+    such artifact exists."""
+    stub.enqueue(
+        Reply.tool_call("read_artifact", {"name": "../../etc/passwd"}),
+        Reply.tool_call("finish", {"summary": "nothing there"}),
+    )
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        handle = await start(client, task_queue, session_input("read"))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED
+    messages = await transcript(sessionmaker, handle.id)
+    (answer,) = [m.content for m in tool_messages(messages) if m.name == "read_artifact"]
+    assert answer == "error: this session has no artifact named '../../etc/passwd'", answer
