@@ -17,6 +17,8 @@ on a new key.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from vigil.activities.record.store import StoredMessage
     from vigil.workers.client import VigilClient
 
+HANDLE_WAIT_SECONDS = 1.0
+"""How long a refused start's handle is awaited for its refusal (set with it: at once)."""
 MAX_KEY = 200
 """A key names one conversation: an identifier, not text."""
 
@@ -273,6 +277,10 @@ async def _send(
             ),
         )
     except WorkflowAlreadyStartedError:
+        # The operation holds the same refusal for whoever awaits its handle: taken here,
+        # or asyncio logs it as never retrieved once the operation is collected.
+        with contextlib.suppress(WorkflowAlreadyStartedError, TimeoutError):
+            await asyncio.wait_for(operation.workflow_handle(), HANDLE_WAIT_SECONDS)
         return None
     except Refused as exc:
         failed = exc.__cause__
