@@ -66,6 +66,7 @@ class _RecordExtras:
     async def search(self, agent_id: str, query: str, limit: int = 20) -> Any:
         from vigil.activities.record import reads
 
+        _refuse_empty(query)
         async with self.db() as db:  # search_messages acts for the agent
             return await reads.search_messages(db, agent_id, query, limit=limit)
 
@@ -89,6 +90,7 @@ class _RecordExtras:
         kinds: list[str] | None = None,
     ) -> list[Any]:
         """The ``k`` (1 to ``MAX_RECALL``) memories of the agent that best answer ``query``."""
+        _refuse_empty(query)
         if not 1 <= k <= MAX_RECALL:
             raise BadArgument(f"k {k} is out of range: 1 to {MAX_RECALL} memories")
         for kind in kinds or ():  # as memory_add: an unknown kind is a typo, not "none found"
@@ -221,3 +223,10 @@ class _RecordExtras:
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         return await list_artifacts(self.db, agent_id=row.agent_id, session_id=session_id)
+
+
+def _refuse_empty(query: str) -> None:
+    """A search for nothing is a mistake, not a search that found nothing (the API's
+    ``q`` takes at least one character too)."""
+    if not query.strip():
+        raise BadArgument("the query is empty: give the words to search for")

@@ -86,6 +86,9 @@ def test_bad_arguments_exit_2(cli: CLIStack) -> None:
             "Mars/Olympus",
         ): "unknown time zone 'Mars/Olympus'",
         ("start", "a goal", "--no-such-option"): "error: No such option: --no-such-option",
+        # An empty query matched nothing and said so, as if searched.
+        ("search", " "): "error: the query is empty",
+        ("memory", "search", ""): "error: the query is empty",
     }
     for (args, expected), done in zip(calls.items(), cli.vigil.many(*calls), strict=True):
         assert done.returncode == 2, explain(done)
