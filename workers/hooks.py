@@ -105,6 +105,32 @@ def key_session_id(agent_id: str, key: str) -> str:
     return f"{_slug(agent_id, 60)}-key-{_slug(key, 40)}-{digest}"
 
 
+def delivery_key(body: Any, key_field: str) -> str:
+    """The key a delivery's ``key_field`` holds: a string as it is, a number as its JSON
+    text. So ``5`` and ``"5"`` name the same key, on purpose (an id sent as a number by
+    one sender and as a string by another is one customer); ``5.0`` is the key ``"5.0"``.
+
+    Anything else is refused (BadArgument, a 422), as an empty string is: a ``null``
+    (a missing id) would otherwise be the key ``"null"``, shared with every other delivery
+    without one and with the string ``"null"``; a boolean, an object or a list names no
+    one key either. TemplateError when the body has no such field."""
+    value = templates.lookup(body, key_field)
+    if isinstance(value, str):
+        key = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        key = templates.as_text(value)
+    else:
+        kinds = {type(None): "null", bool: "a boolean", dict: "an object", list: "a list"}
+        kind = kinds.get(type(value), type(value).__name__)
+        raise BadArgument(
+            f"the key field {key_field!r} must hold 1 to {MAX_KEY} characters "
+            f"(a string, or a number), not {kind}"
+        )
+    if not 0 < len(key) <= MAX_KEY:
+        raise BadArgument(f"the key field {key_field!r} must hold 1 to {MAX_KEY} characters")
+    return key
+
+
 def delivery_session_id(agent_id: str, trigger: str, delivery_id: str) -> str:
     """The session a keyless ``start`` delivery starts (the same if it is acted on again)."""
     digest = hashlib.sha256(f"{trigger}\0{delivery_id}".encode()).hexdigest()[:16]
@@ -223,15 +249,9 @@ class TriggerService:
         try:
             goal = templates.render(row.goal_template, body) if row.goal_template else None
             text = templates.render(row.message_template, body) if row.message_template else None
-            key = (
-                templates.as_text(templates.lookup(body, row.key_field)) if row.key_field else None
-            )
+            key = delivery_key(body, row.key_field) if row.key_field else None
         except templates.TemplateError as exc:
             raise BadArgument(str(exc)) from None
-        if key is not None and not (0 < len(key) <= MAX_KEY):
-            raise BadArgument(
-                f"the key field {row.key_field!r} must hold 1 to {MAX_KEY} characters"
-            )
         by = f"trigger:{row.name}"
 
         def result(outcome: str, session_id: str, queued: bool = False) -> FireResult:

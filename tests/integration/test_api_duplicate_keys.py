@@ -45,6 +45,8 @@ def test_a_key_given_twice_is_refused_and_nothing_is_done(api: ApiServer) -> Non
             error = r.json()["error"]
             assert error["code"] == "invalid_request", error
             assert f"'{key}'" in error["message"] and "twice" in error["message"], error
+            # Written as the app's other errors are (compact JSON).
+            assert r.content.startswith(b'{"error":{"code":"invalid_request","message":')
         assert http.get(f"/v1/sessions/{sid}").status_code == 404  # nothing started
         name = f"dupspec-{uuid.uuid4().hex[:8]}"
         spec = f'{{"spec": {{"name": "{name}", "name": "{name}-other"}}}}'

@@ -22,7 +22,13 @@ Client = Annotated[VigilClient, Depends(client_of)]
 
 class RequestBody(BaseModel):
     """A JSON request body whose unknown fields are refused (422): a misspelt field
-    (``budgett``, ``max_stepz``) silently dropped would run with the defaults instead."""
+    (``budgett``, ``max_stepz``) silently dropped would run with the defaults instead.
+
+    Its number and boolean fields are ``strict=True``, as every request body's: a bool
+    where a number is expected, a string where a number or a bool is, a number where a
+    bool is, is a 422 naming the field, never coerced (``true`` as 1, ``"yes"`` as true);
+    an integer is still a float's value. tests/unit/test_api_body_types.py holds every
+    route's body to it."""
 
     model_config = ConfigDict(extra="forbid")
 

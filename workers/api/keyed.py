@@ -23,7 +23,9 @@ class KeyedMessageRequest(StartOptions):
     text: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     goal: str | None = Field(default=None, min_length=1, max_length=MAX_HUMAN_TEXT)
     """The goal of the session if this message starts it (a default names the key)."""
-    conversation_idle_seconds: float | None = Field(default=None, gt=0, le=MAX_BUDGET_SECONDS)
+    conversation_idle_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_BUDGET_SECONDS, strict=True
+    )
     """If this message starts the session: how long it waits for each next message before
     it ends completed (the agent definition's ``conversation_idle_seconds`` otherwise)."""
 

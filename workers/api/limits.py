@@ -17,7 +17,10 @@ class BodyTooLarge(Exception):
 
 
 def _reply(status: int, code: str, message: str) -> tuple[Message, Message]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    # Written as the app's JSON responses are (compact, UTF-8), so a client that compares
+    # or logs error bodies sees one form.
+    error = {"error": {"code": code, "message": message}}
+    body = json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode()
     start: Message = {
         "type": "http.response.start",
         "status": status,

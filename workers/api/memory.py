@@ -50,7 +50,8 @@ class MemoryCreate(BaseModel):
     """``fact``, ``reflection`` or ``lesson`` (anything else is a 422, as in search)."""
     subject: str | None = Field(default=None, max_length=MAX_SUBJECT)
     """What it is about: a new memory about the same subject supersedes the old one."""
-    importance: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)
+    importance: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False, strict=True)
+    """A JSON number from 0 to 1 (``true`` or ``"0.5"`` is a 422)."""
 
 
 class MemoryAdded(BaseModel):

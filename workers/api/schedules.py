@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers import inputs
@@ -45,7 +46,8 @@ class ScheduleCreate(BaseModel):
     jitter: Duration | None = None
     catchup: Duration | None = None
     overlap: inputs.OverlapName = "skip"
-    paused: bool = False
+    paused: bool = Field(default=False, strict=True)
+    """A JSON boolean: ``"yes"`` or ``1`` is a 422, never a paused schedule."""
     agent_version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
     """Pin this version of the agent; each run takes the newest otherwise."""
     max_steps: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
@@ -53,6 +55,16 @@ class ScheduleCreate(BaseModel):
         default=None, max_length=100
     )
     note: str | None = Field(default=None, max_length=1000)
+    """One line of text, without NUL (as every note, reason and goal)."""
+
+    @field_validator("note")
+    @classmethod
+    def _note_without_nul(cls, note: str | None) -> str | None:
+        # As line_text_error (schema/limits.py) refuses it in a control's note or reason:
+        # a 422 naming the field, rather than a note Temporal keeps and the record cannot.
+        if note is not None and "\x00" in note:
+            raise PydanticCustomError("string_nul", "must not contain NUL characters")
+        return note
 
 
 class ScheduleOut(BaseModel):

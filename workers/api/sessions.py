@@ -32,14 +32,16 @@ MAX_PAGE = 500
 
 
 class StartBudget(RequestBody):
-    """Limits that override the agent definition's (only those given)."""
+    """Limits that override the agent definition's (only those given). Each is a JSON
+    number: ``true`` or ``"5"`` is a 422, never a budget of 1 or 5 (an integer is a
+    number for the cost and the seconds too)."""
 
     model_config = ConfigDict(allow_inf_nan=False)
 
     max_steps: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT, strict=True)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_BUDGET_COUNT, strict=True)
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_seconds: float | None = Field(default=None, gt=0, le=MAX_BUDGET_SECONDS)
+    max_cost_usd: float | None = Field(default=None, gt=0, strict=True)
+    max_seconds: float | None = Field(default=None, gt=0, le=MAX_BUDGET_SECONDS, strict=True)
     """At most 100 years."""
 
 
