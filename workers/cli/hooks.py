@@ -78,7 +78,10 @@ def create(
     ] = None,
     key_field: Annotated[
         str | None,
-        typer.Option("--key-field", help="Body field naming the session (one per key)."),
+        typer.Option(
+            "--key-field",
+            help="Body field naming the session (one per key): a string or a number.",
+        ),
     ] = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
