@@ -24,6 +24,7 @@ from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import StoredEvent, StoredMessage, events_page, messages_page
 from vigil.schema import jsonlimits, textcodec
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
+from vigil.schema.printable import visible
 
 SNIPPET_START = "[["
 SNIPPET_STOP = "]]"
@@ -246,23 +247,11 @@ def event_markdown(event: StoredEvent) -> str:
     return "\n".join(parts) + "\n\n"
 
 
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-
-
 def _printable(value: str) -> str:
-    """Readable text: NUL and other controls as their Unicode pictures, lone surrogates as
-    U+FFFD, so the Markdown can always be written as UTF-8."""
-
-    def repl(match: re.Match[str]) -> str:
-        ch = match.group(0)
-        code = ord(ch)
-        if code < 0x20:
-            return chr(0x2400 + code)
-        if code == 0x7F:
-            return "\u2421"
-        return "\ufffd"
-
-    return _UNPRINTABLE.sub(repl, value)
+    """Readable, harmless text: NUL and other controls as their Unicode pictures; C1
+    controls, bidi overrides and lone surrogates as U+FFFD, so the Markdown can always be
+    written as UTF-8 (the CLI's rule too: schema/printable.py). Line ends and tabs stay."""
+    return visible(value, keep="\t\n\r")
 
 
 def _fenced(body: str, info: str = "") -> str:

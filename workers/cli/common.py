@@ -14,18 +14,22 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
+import rich.markup
 import typer
-from rich.console import Console
-from rich.markup import escape
+from rich.console import Console, ConsoleOptions, JustifyMethod, OverflowMethod, RenderableType
+from rich.protocol import rich_cast
 from rich.table import Column, Table
 from rich.text import Text
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
+    from rich.console import HighlighterType
+    from rich.segment import Segment
+    from rich.style import Style
     from sqlalchemy.ext.asyncio import AsyncSession as DbSession
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -40,16 +44,122 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 
+
+class SafeConsole(Console):
+    """A console that never writes a control character it is given: recorded text (a
+    goal, a message, a reason, a tool's output) comes from untrusted sources, and an ESC in
+    it would reach the operator's terminal as an escape sequence. Every string and ``Text``
+    it shows, in a table or not, passes schema/printable.py's rule (the Markdown export's
+    too): controls, C1 and bidi overrides become visible characters, newline and tab stay.
+    JSON keeps its exact value, those characters written as ``\\uXXXX`` escapes. The
+    console's own styles are escape sequences it adds afterwards: they work as before."""
+
+    def render_str(
+        self,
+        text: str,
+        *,
+        style: str | Style = "",
+        justify: JustifyMethod | None = None,
+        overflow: OverflowMethod | None = None,
+        emoji: bool | None = None,
+        markup: bool | None = None,
+        highlight: bool | None = None,
+        highlighter: HighlighterType | None = None,
+    ) -> Text:
+        # Before markup is read: vigil's tags hold no control character, data may.
+        return super().render_str(
+            visible(text),
+            style=style,
+            justify=justify,
+            overflow=overflow,
+            emoji=emoji,
+            markup=markup,
+            highlight=highlight,
+            highlighter=highlighter,
+        )
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        # A Text made elsewhere (a table cell, a spinner's label): one character for one,
+        # so its styled spans stay in place.
+        from vigil.schema.printable import harmful
+
+        renderable = rich_cast(renderable)
+        if isinstance(renderable, Text) and harmful(renderable.plain):
+            shown = renderable.copy()
+            shown.plain = visible(renderable.plain)
+            renderable = shown
+        return super().render(renderable, options)
+
+    def print_json(
+        self,
+        json: str | None = None,
+        *,
+        data: Any = None,
+        indent: int | str | None = 2,
+        highlight: bool = True,
+        skip_keys: bool = False,
+        ensure_ascii: bool = False,
+        check_circular: bool = True,
+        allow_nan: bool = True,
+        default: Callable[[Any], Any] | None = None,
+        sort_keys: bool = False,
+    ) -> None:
+        from rich.highlighter import JSONHighlighter, NullHighlighter
+        from rich.json import JSON
+
+        from vigil.schema.printable import visible_json
+
+        options: dict[str, Any] = {
+            "indent": indent,
+            "highlight": False,
+            "skip_keys": skip_keys,
+            "ensure_ascii": ensure_ascii,
+            "check_circular": check_circular,
+            "allow_nan": allow_nan,
+            "default": default,
+            "sort_keys": sort_keys,
+        }
+        if json is None:
+            document = JSON.from_data(data, **options).text.plain
+        else:
+            document = JSON(json, **options).text.plain
+        shown = (JSONHighlighter() if highlight else NullHighlighter())(visible_json(document))
+        shown.no_wrap = True
+        shown.overflow = None
+        self.print(shown, soft_wrap=True)
+
+
+def visible(text: str, keep: str = "\n\t") -> str:
+    """``text`` as the consoles show it: schema/printable.py's rule (imported when first
+    needed, so `vigil --help` loads nothing of vigil.schema)."""
+    from vigil.schema import printable
+
+    return printable.visible(text, keep)
+
+
+def escape(text: str) -> str:
+    """Text for a markup string: its brackets escaped, shown by the consoles' rule."""
+    return rich.markup.escape(visible(text))
+
+
+def one_line(text: str) -> str:
+    """Text shown within one line: newlines and tabs shown visibly too, so a reason or a
+    tool's arguments cannot start what looks like a line of its own."""
+    return visible(text, keep="")
+
+
 # Output to a pipe or a file is plain: no colour (rich's own rule off a terminal) and no
 # wrapping at a guessed width, so a printed command stays on one line and tables keep
 # their natural width.
 _PIPE_WIDTH = 100_000
-out = Console(
+out = SafeConsole(
     highlight=False,
     soft_wrap=not sys.stdout.isatty(),
     width=None if sys.stdout.isatty() else _PIPE_WIDTH,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 # Errors as JSON on stderr when the command was given --json (set by the app's runner).
 JSON_ERRORS = {"on": False}
@@ -204,6 +314,7 @@ def highlighted(snippet: str) -> Text:
     """A search snippet with its ``[[match]]`` markers shown in bold, not as brackets."""
     text = Text()
     pos = 0
+    snippet = visible(snippet)
     for m in re.finditer(r"\[\[(.+?)\]\]", snippet, flags=re.S):
         text.append(snippet[pos : m.start()])
         text.append(m.group(1), style="bold")
@@ -233,8 +344,9 @@ def load_settings(state_dir: str | None = None, with_minio: bool = False) -> Set
 
 def plain(*cells: object) -> list[Text]:
     """Table cells shown as they are: data (goals, snippets with [[matches]], tool
-    arguments) must not be read as rich markup, which would hide or choke on brackets."""
-    return [Text(str(cell)) for cell in cells]
+    arguments) must not be read as rich markup, which would hide or choke on brackets.
+    Controls are shown visibly here already, so a cell is measured as it is shown."""
+    return [Text(visible(str(cell))) for cell in cells]
 
 
 def say(message: str) -> None:

@@ -20,12 +20,10 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-
 from vigil.activities.record.order import action_at_text
 from vigil.schema import event_kinds
 from vigil.schema.transcript import short_json
-from vigil.workers.cli.common import command_prefix, out, when
+from vigil.workers.cli.common import command_prefix, escape, one_line, out, when
 
 if TYPE_CHECKING:
     from vigil.activities.record.feed import FeedItem
@@ -124,7 +122,8 @@ def print_event(data: dict[str, Any], as_json: bool) -> None:
     stamp = when(at) if at else "-"
     # Set apart from the reason, which may end in any word ("lunch step 2" misleads).
     where = f"(step {data.get('step')}, {stamp})"
-    out.print(f"[bold blue]— {escape(event_text(data))}[/] [dim]{where}[/]")
+    # One line: a reason's newline must not start what looks like an event of its own.
+    out.print(f"[bold blue]— {escape(one_line(event_text(data)))}[/] [dim]{where}[/]")
 
 
 class Approvals:
@@ -156,6 +155,9 @@ def print_approval(
     p: dict[str, Any] = data.get("payload") or {}
     approval_id = str(p.get("approval_id", "?"))
     tool, arguments = str(p.get("tool", "?")), str(p.get("arguments", ""))
+    shown = (
+        f"{escape(one_line(approval_id))}: {escape(one_line(tool))}({escape(one_line(arguments))})"
+    )
     vigil = command_prefix()
     approve = f"{vigil} approve {session_id} {approval_id}" if pending else None
     reject = f"{vigil} reject {session_id} {approval_id} --reason ..." if pending else None
@@ -175,13 +177,7 @@ def print_approval(
         out.print_json(json.dumps(line), indent=None)
         return
     if pending is None:
-        out.print(
-            f"[bold yellow]approval asked[/] {escape(approval_id)}: "
-            f"{escape(tool)}({escape(arguments)})"
-        )
+        out.print(f"[bold yellow]approval asked[/] {shown}")
         return
-    out.print(
-        f"[bold yellow]approval needed[/] {escape(approval_id)}: "
-        f"{escape(tool)}({escape(arguments)}) [dim]expires {when(pending.expires_at)}[/]"
-    )
+    out.print(f"[bold yellow]approval needed[/] {shown} [dim]expires {when(pending.expires_at)}[/]")
     out.print(f"    {approve}   |   {reject}", markup=False)

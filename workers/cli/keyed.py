@@ -10,7 +10,6 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from vigil.workers.cli.common import (
     EXIT_USAGE,
@@ -22,6 +21,7 @@ from vigil.workers.cli.common import (
     by_default,
     check,
     err,
+    escape,
     fail,
     out,
     run_client,

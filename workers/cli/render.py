@@ -6,9 +6,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
-from vigil.workers.cli.common import EXIT_FAILED, command_prefix, err, out
+from vigil.workers.cli.common import EXIT_FAILED, command_prefix, err, escape, one_line, out
 
 if TYPE_CHECKING:
     from vigil.activities.record.feed import FeedItem
@@ -23,10 +22,11 @@ def print_message(msg: Any, as_json: bool) -> None:
     colour = {"user": "cyan", "assistant": "green", "tool": "yellow", "system": "magenta"}.get(
         msg.role, "white"
     )
-    out.print(f"[bold {colour}]#{msg.seq} {escape(who)}[/] ", end="")
+    out.print(f"[bold {colour}]#{msg.seq} {escape(one_line(who))}[/] ", end="")
     out.print(msg.content or "", markup=False, highlight=False)
     for call in msg.tool_calls or []:
-        out.print(f"    [dim]→ {escape(str(call['name']))}({escape(str(call['arguments']))})[/]")
+        name, arguments = one_line(str(call["name"])), one_line(str(call["arguments"]))
+        out.print(f"    [dim]→ {escape(name)}({escape(arguments)})[/]")
 
 
 def message_dict(msg: Any) -> dict[str, Any]:
@@ -116,9 +116,10 @@ async def print_waiting_approvals(client: VigilClient, session_id: str) -> None:
         err.print(f"{escape(session_id)} waits for an approval: {vigil} show {escape(session_id)}")
         return
     for approval in pending:
-        sid, aid = escape(session_id), escape(approval.approval_id)
+        sid, aid = escape(session_id), escape(one_line(approval.approval_id))
+        tool, arguments = one_line(approval.tool), one_line(approval.arguments_preview)
         err.print(
-            f"{sid} waits for approval {aid} ({escape(approval.tool)} "
-            f"{escape(approval.arguments_preview)}): {vigil} approve {sid} {aid}, "
+            f"{sid} waits for approval {aid} ({escape(tool)} "
+            f"{escape(arguments)}): {vigil} approve {sid} {aid}, "
             f"or {vigil} reject {sid} {aid} --reason ..."
         )

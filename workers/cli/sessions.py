@@ -9,7 +9,6 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -26,6 +25,7 @@ from vigil.workers.cli.common import (
     csv,
     emit,
     err,
+    escape,
     fail,
     given_budget,
     highlighted,

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from vigil.workers.cli.common import (
     EXIT_FAILED,
@@ -24,6 +23,7 @@ from vigil.workers.cli.common import (
     fail,
     load_settings,
     out,
+    plain,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _show(tools: list[ToolDescriptor], as_json: bool) -> None:
     table = Table("tool", "kind", "effects", "queue", "arguments", "description")
     for t in tools:
         row = (t.name, t.kind, t.effects, t.task_queue or "-", arguments(t.parameters))
-        table.add_row(*(Text(str(v)) for v in (*row, t.description)))
+        table.add_row(*plain(*row, t.description))  # an MCP server's text, shown harmlessly
     out.print(table)
 
 
