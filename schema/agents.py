@@ -128,6 +128,19 @@ class WebhookSpec(Spec):
     secret: str = Field(min_length=1, max_length=300)
 
 
+class SpecBudget(Budget):
+    """A definition's budget (``[budget]``): a session's ``Budget``, its numbers strict as
+    every number of an agent file is. ``Budget`` itself stays lax: Temporal decodes it
+    from a session's history, where any starter may have written ``5.0`` or ``"5"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(default=50, strict=True)
+    max_tokens: int | None = Field(default=None, strict=True)
+    max_cost_usd: float | None = Field(default=None, strict=True)
+    max_seconds: float | None = Field(default=None, strict=True)
+
+
 class AgentSpec(Spec):
     """What a user writes in ``agents/NAME.toml`` (or ``.yaml``)."""
 
@@ -139,7 +152,7 @@ class AgentSpec(Spec):
     variables: dict[str, str] = Field(default_factory=dict)
     tools: list[ToolEntry] = Field(default_factory=list)
     mcp_servers: list[McpServerSpec] = Field(default_factory=list)
-    budget: Budget = Field(default_factory=Budget)
+    budget: SpecBudget = Field(default_factory=SpecBudget)
     approval_timeout_seconds: float = Field(default=24 * 3600, gt=0, strict=True)
     conversation_idle_seconds: float | None = Field(default=None, gt=0, strict=True)
     """How long the session of a key waits for the next message before it ends completed

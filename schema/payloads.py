@@ -58,14 +58,12 @@ class Budget(Payload):
     years of wall clock, finite numbers, counts up to 2**53); the workflow takes any value
     without failing (``workflows/times.py``), since anyone can start one."""
 
-    # Numbers are strict (as in agent files): ``true`` or ``"5"`` is refused, not read as 1
-    # or 5; an integer is a number of seconds or dollars too.
-    max_steps: int = Field(default=50, strict=True)
+    max_steps: int = 50
     """Model calls allowed in the whole session (across continue-as-new)."""
-    max_tokens: int | None = Field(default=None, strict=True)
+    max_tokens: int | None = None
     """Input plus output tokens across all model calls."""
-    max_cost_usd: float | None = Field(default=None, strict=True)
-    max_seconds: float | None = Field(default=None, strict=True)
+    max_cost_usd: float | None = None
+    max_seconds: float | None = None
     """Wall-clock limit from the session's start; becomes ``deadline``."""
     deadline: datetime | None = None
     """Absolute wall-clock deadline (UTC; one without a time zone is read as UTC)."""
@@ -75,17 +73,18 @@ class ToolPolicy(Payload):
     """Which tools the session may use and which need a human's approval."""
 
     allowed: list[str] | None = None
-    """Tool names the model may call; None means every registered tool."""
+    """Tool names the model may call; None means every registered tool. ``finish`` is
+    offered whatever this says (workflows/agents.py ``tool_names``)."""
     require_approval: list[str] | None = None
     """Tools that wait for approval; None means the default (external effects or risky)."""
-    approval_timeout_seconds: float = Field(default=24 * 3600, strict=True)
+    approval_timeout_seconds: float = 24 * 3600
     on_approval_timeout: Literal["reject", "approve", "fail"] = "reject"
-    ask_human_timeout_seconds: float = Field(default=7 * 24 * 3600, strict=True)
-    max_malformed_replies: int = Field(default=3, strict=True)
+    ask_human_timeout_seconds: float = 7 * 24 * 3600
+    max_malformed_replies: int = 3
     """Consecutive malformed model replies tolerated before the session fails."""
-    model_max_attempts: int | None = Field(default=None, ge=1, strict=True)
+    model_max_attempts: int | None = Field(default=None, ge=1)
     """Attempts of one model call while the provider fails (None: the default, 20)."""
-    tool_max_attempts: int | None = Field(default=None, ge=1, strict=True)
+    tool_max_attempts: int | None = Field(default=None, ge=1)
     """Attempts of one tool call while it fails (None: the default, 10). An outage of
     PostgreSQL or the object store counts against neither: it is waited out."""
 

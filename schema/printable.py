@@ -46,8 +46,13 @@ def _table(keep: str) -> dict[int, str]:
 
 def visible(text: str, keep: str = "\n\t") -> str:
     """``text`` with every character a terminal could act on (but those in ``keep``)
-    replaced by one visible, harmless character."""
-    return text.translate(_table(keep))
+    replaced by one visible, harmless character. Where newlines are kept, so is the
+    carriage return of a CRLF line end (text from Windows, an HTTP body): only a CR on its
+    own, which could overwrite the line shown, is replaced."""
+    table = _table(keep)
+    if "\n" not in keep or "\r\n" not in text:
+        return text.translate(table)
+    return "\r\n".join(part.translate(table) for part in text.split("\r\n"))
 
 
 def harmful(text: str, keep: str = "\n\t") -> bool:

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from vigil.activities.record.store import StoredMessage
     from vigil.workers.client import VigilClient
 
-HANDLE_WAIT_SECONDS = 1.0
-"""How long a refused start's handle is awaited for its refusal (set with it: at once)."""
+HANDLE_WAIT_SECONDS = 0.1
+"""How long a failed start's handle is awaited for its error (set before the error is raised)."""
 MAX_KEY = 200
 """A key names one conversation: an identifier, not text."""
 
@@ -270,17 +270,21 @@ async def _send(
     """The session's acknowledgement; None when the session of ``session_id`` has ended
     (Temporal will not start it again) or is ending (its validator refuses)."""
     try:
-        ack: Ack = await client.call(
-            session_id,
-            client.temporal.execute_update_with_start_workflow(
-                names.UPD_MESSAGE, message, start_workflow_operation=operation, result_type=Ack
-            ),
-        )
+        try:
+            ack: Ack = await client.call(
+                session_id,
+                client.temporal.execute_update_with_start_workflow(
+                    names.UPD_MESSAGE, message, start_workflow_operation=operation, result_type=Ack
+                ),
+            )
+        except Exception:
+            # A failed start leaves its error on the operation too, for whoever awaits its
+            # handle: taken here, or asyncio logs it as never retrieved once the operation
+            # is collected.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(operation.workflow_handle(), HANDLE_WAIT_SECONDS)
+            raise
     except WorkflowAlreadyStartedError:
-        # The operation holds the same refusal for whoever awaits its handle: taken here,
-        # or asyncio logs it as never retrieved once the operation is collected.
-        with contextlib.suppress(WorkflowAlreadyStartedError, TimeoutError):
-            await asyncio.wait_for(operation.workflow_handle(), HANDLE_WAIT_SECONDS)
         return None
     except Refused as exc:
         failed = exc.__cause__

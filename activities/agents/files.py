@@ -319,12 +319,24 @@ def _yaml_problems(root: yaml.Node | None) -> list[Problem]:
     return problems
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) reading a number in exponent form without a dot
+    (``1e3``, ``5e-1``) as a number, as YAML 1.2 and JSON do, not as text."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _constructed(root: yaml.Node | None) -> Any:
     """The values of a composed document (what ``yaml.safe_load`` gives, without parsing
     the text a second time)."""
     if root is None:
         return None
-    loader = yaml.SafeLoader("")
+    loader = _Loader("")
     try:
         return loader.construct_document(root)
     finally:
@@ -333,7 +345,7 @@ def _constructed(root: yaml.Node | None) -> Any:
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, Any]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
         problems = _yaml_problems(root)
         if problems:
             raise AgentFileError(path, problems)

@@ -467,3 +467,23 @@ async def test_deliveries_while_no_worker_polls_are_kept_for_the_next_worker(
     assert said[1:] == ["one", "two"], said
     said = [m.content for m in await transcript(sessionmaker, keyed) if m.role == "user"]
     assert said[1:] == ["three"], said
+
+
+async def test_a_delivery_giving_a_key_twice_is_taken_as_its_sender_wrote_it(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """vigil's own routes refuse a JSON body that gives a key twice; a signed delivery is
+    another system's body, and refusing it would lose it: taken, its templates reading the
+    value Python's parser keeps (the last)."""
+    agent = f"agent-twin-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {issue}")
+    twin = b'{"issue": "first", "issue": "second"}'
+    r = await http.post(
+        f"/v1/triggers/{name}",
+        content=twin,
+        headers={"Content-Type": "application/json", **signing.signed_headers(secret, twin)},
+    )
+    assert r.status_code == 200, r.text
+    sid = r.json()["session_id"]
+    row = await until(lambda: _recorded(sessionmaker, sid), within=60, what="session recorded")
+    assert row.goal == "Do second"  # type: ignore[attr-defined]

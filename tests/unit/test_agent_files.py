@@ -196,3 +196,12 @@ def test_a_yaml_key_given_twice_is_an_error_at_its_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "twice.yaml", "name: first\ndescription: d\nname: second\n")
     lines = _problems(path)
     assert lines == [f"{path}:3: duplicate key 'name' (first at line 1)"], lines
+
+
+def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML's) reads ``1e3`` and ``5e-1``, which have no dot, as text: with an
+    agent file's strict numbers they were refused as "not a valid number"."""
+    text = YAML.replace("  temperature: 0.2", "  temperature: 5e-1\n  max_tokens: 1000")
+    text += "approval_timeout_seconds: 1e3\n"
+    spec = load(_write(tmp_path, "exp.yaml", text)).spec
+    assert (spec.model.temperature, spec.approval_timeout_seconds) == (0.5, 1000.0)

@@ -187,3 +187,11 @@ def test_table_cells_are_measured_as_shown() -> None:
     cells = plain("a\x1b[2Jb")
     assert cells[0].plain == "a␛[2Jb"
     assert cells[0].cell_len == 6
+
+
+def test_a_crlf_line_end_stays_where_newlines_do() -> None:
+    """CRLF text (an HTTP body, a file from Windows) showed ␍ at every line end; a CR on
+    its own, which could overwrite what the line shows, is still replaced."""
+    assert visible("one\r\ntwo\r\n") == "one\r\ntwo\r\n"
+    assert visible("fake\rreal\r\n") == "fake\u240dreal\r\n"
+    assert visible("one\r\ntwo", keep="") == "one\u240d\u240atwo"

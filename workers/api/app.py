@@ -45,6 +45,11 @@ PREFIX = "/v1"
 UPLOAD_PATHS = r"^/v1/sessions/[^/]+/artifacts/"
 """Routes whose bodies stream to the object store, outside the body cap."""
 
+FOREIGN_BODY_PATHS = r"^/v1/triggers/"
+"""Routes whose JSON bodies are another system's, taken as it writes them: a signed trigger
+delivery is not refused for a key its sender gives twice (a refused delivery is lost; its
+templates read the value Python's parser keeps, the last)."""
+
 FREE_QUERY_ENDPOINTS = (hooks.fire_trigger, metrics.metrics)
 """Routes that take any query string: the metrics a scraper may ask with parameters of its
 own, and signed trigger deliveries, whose senders may add
@@ -103,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=PREFIX)
     app.include_router(metrics.router)  # where Prometheus looks, beside the versioned API
     # Added first, so it runs inside BodyLimit and reads bodies already capped.
-    app.add_middleware(JsonBodies, unbounded=UPLOAD_PATHS)
+    app.add_middleware(JsonBodies, unbounded=UPLOAD_PATHS, foreign=FOREIGN_BODY_PATHS)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, unbounded=UPLOAD_PATHS)
     app.add_middleware(Utf8Urls)
     return app

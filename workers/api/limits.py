@@ -1,5 +1,6 @@
 """Limits on request bodies: a cap enforced while the body streams in (413 past it), and
-no lone surrogate in a JSON body (422), checked once here for every route."""
+no lone surrogate nor a key given twice in a JSON body (422), checked once here for every
+route."""
 
 from __future__ import annotations
 
@@ -57,8 +58,12 @@ def _holds_lone_surrogate(body: bytes) -> bool:
     return jsonlimits.has_lone_surrogate(value)
 
 
-_JSON_START = re.compile(rb"^\s*[\[{]")
+_JSON_START = re.compile(r"^\s*[\[{]")
 """How a JSON body that may hold an object starts (others have no keys to give twice)."""
+
+
+MAX_TWIN_CHARS = 200
+"""A twin key's path is quoted up to this length in the refusal (the rest is elided)."""
 
 
 class _Twin(dict[str, Any]):
@@ -73,7 +78,11 @@ def twice_given_key(body: bytes) -> str | None:
     document order); None when there is none or the body is not JSON (its route says what
     is wrong with it). Python's parser keeps a twin's last value, where the caller may
     have meant the first."""
-    if _JSON_START.match(body) is None:
+    try:  # as the routes read it: UTF-8 (a BOM too), UTF-16 or UTF-32
+        text = body.decode(json.detect_encoding(body)).removeprefix("\ufeff")
+    except (UnicodeDecodeError, LookupError):
+        return None  # not text: its route says what is wrong with it
+    if _JSON_START.match(text) is None:
         return None
     found = False
 
@@ -93,7 +102,7 @@ def twice_given_key(body: bytes) -> str | None:
         return marked
 
     try:
-        parsed = json.loads(body, object_pairs_hook=pairs)
+        parsed = json.loads(text, object_pairs_hook=pairs)
     except (ValueError, RecursionError):
         return None
     if not found:
@@ -131,8 +140,15 @@ class _BodyCheck:
 class JsonBodies(_BodyCheck):
     """Refuse (422) a request body that is JSON holding a lone surrogate or giving a key
     twice, whatever the route and its content type, before a route reads it; paths
-    matching ``unbounded`` (streamed uploads) are left to their route. Sits inside
+    matching ``unbounded`` (streamed uploads) are left to their route, and paths matching
+    ``foreign`` (bodies another system writes) are not checked for twin keys. Sits inside
     :class:`BodyLimit`, so the body it reads whole is capped."""
+
+    def __init__(
+        self, app: ASGIApp, *, unbounded: str | None = None, foreign: str | None = None
+    ) -> None:
+        super().__init__(app, unbounded=unbounded)
+        self.foreign = re.compile(foreign) if foreign else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.passes(scope):
@@ -148,8 +164,10 @@ class JsonBodies(_BodyCheck):
                 break
         body = b"".join(chunks)
         refusal = LONE_SURROGATE if _holds_lone_surrogate(body) else None
-        if refusal is None and (twin := twice_given_key(body)) is not None:
-            refusal = f"the body gives the key {twin!r} twice (each key once in an object)"
+        own = self.foreign is None or self.foreign.search(scope["path"]) is None
+        if refusal is None and own and (twin := twice_given_key(body)) is not None:
+            shown = twin if len(twin) <= MAX_TWIN_CHARS else twin[:MAX_TWIN_CHARS] + "..."
+            refusal = f"the body gives the key {shown!r} twice (each key once in an object)"
         if refusal is not None:
             for reply in _reply(422, "invalid_request", refusal):
                 await send(reply)
