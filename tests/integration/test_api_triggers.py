@@ -22,7 +22,7 @@ from tests.support.api import ApiServer, running_api
 from tests.support.cli import WorkerProcess
 from tests.support.llm_stub import Reply
 from tests.support.sessions import transcript, until
-from tests.support.triggers import deliver
+from tests.support.triggers import create, deliver
 from vigil.activities.hooks import signing
 from vigil.activities.record import store
 from vigil.workers.hooks import key_session_id
@@ -42,14 +42,6 @@ def api(cli: CLIStack) -> Iterator[ApiServer]:
 async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
         yield client
-
-
-def create(cli: CLIStack, *args: str) -> tuple[str, str]:
-    """(name, secret) of a new trigger made with `vigil trigger create`."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    made = cli.vigil.json("trigger", "create", name, *args)
-    assert made["name"] == name and len(made["secret"]) >= 32
-    return name, str(made["secret"])
 
 
 async def token(sessionmaker: async_sessionmaker[DbSession], scope: Scope) -> str:

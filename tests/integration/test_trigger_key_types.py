@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer, running_api
-from tests.support.triggers import deliver
+from tests.support.triggers import create, deliver
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +32,6 @@ def api(cli: CLIStack) -> Iterator[ApiServer]:
 async def http(api: ApiServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
         yield client
-
-
-def create(cli: CLIStack, *args: str) -> tuple[str, str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    made = cli.vigil.json("trigger", "create", name, *args)
-    return name, str(made["secret"])
 
 
 async def sessions_of(sessionmaker: async_sessionmaker[DbSession], agent: str) -> list[str]:

@@ -1,14 +1,26 @@
-"""Sending signed trigger deliveries to the API, as a sender would."""
+"""Triggers made with the CLI, and signed deliveries sent to the API as a sender would."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from vigil.activities.hooks import signing
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import CLIStack
+
+
+def create(cli: CLIStack, *args: str) -> tuple[str, str]:
+    """(name, secret) of a new trigger made with `vigil trigger create`."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    made = cli.vigil.json("trigger", "create", name, *args)
+    assert made["name"] == name and len(made["secret"]) >= 32
+    return name, str(made["secret"])
 
 
 async def deliver(
