@@ -88,17 +88,17 @@ def twice_given_key(body: bytes) -> str | None:
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         nonlocal found
-        value: dict[str, Any] = {}
-        twin: str | None = None
-        for key, item in items:
-            if twin is None and key in value:
-                twin = key
-            value[key] = item
-        if twin is None:
+        value = dict(items)
+        if len(value) == len(items):  # the usual case: built in C, nothing to look for
             return value
         found = True
         marked = _Twin(value)
-        marked.twin = twin
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                marked.twin = key
+                break
+            seen.add(key)
         return marked
 
     try:

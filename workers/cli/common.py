@@ -139,9 +139,9 @@ def visible(text: str, keep: str = "\n\t") -> str:
     return printable.visible(text, keep)
 
 
-def escape(text: str) -> str:
-    """Text for a markup string: its brackets escaped, shown by the consoles' rule."""
-    return rich.markup.escape(visible(text))
+escape = rich.markup.escape
+"""Text for a markup string, its brackets escaped. The consoles (``SafeConsole``) apply
+the rule to the whole string they are given: no need to here too."""
 
 
 def one_line(text: str) -> str:
