@@ -63,7 +63,7 @@ from vigil.activities.record.lean import Statements, engine_of
 from vigil.activities.record.rls import (
     bound_acting_for,
 )
-from vigil.activities.session_tools import SessionTools, ToolAnswer
+from vigil.activities.session_tools import SessionTools, ToolAnswer, control_error
 from vigil.activities.token_stream import TokenPublisher
 from vigil.activities.tools import folded
 from vigil.activities.tools import registry as tools
@@ -206,6 +206,8 @@ class SessionActivities(SessionTools):
                     digest = call_digest(str(call["name"]), args)
                     if error is None:
                         matched = agent_catalog.rules_match(catalog[call["name"]], args)
+                if error is None:
+                    error = control_error(str(call["name"]), args, catalog)
             refs.append(
                 ToolCallRef(
                     index=index,

@@ -373,15 +373,25 @@ def _checked_arguments(
             if catalog is None
             else agent_catalog.call_error(catalog, name, args)
         )
-    if error is None and args is not None and _workflow_handled(name, catalog):
-        # The schema does not check a time's format: a wait's time is read here.
-        error = registry.wake_time_error(args) if name == "wait_until" else None
+    if error is None and args is not None:
+        error = control_error(name, args, catalog)
     # A call the workflow refuses (a human's rejection, or a tool outside the session's
     # policy) is never run; its own argument errors, if any, are the more useful answer.
     rejected = error is None and arg.rejected_reason is not None
     if rejected:
         error = arg.rejected_reason
     return args, error, rejected
+
+
+def control_error(
+    name: str, args: dict[str, Any], catalog: dict[str, ToolDescriptor] | None
+) -> str | None:
+    """Why a call whose arguments fit its schema still cannot be carried out by the
+    workflow (a wait whose ``until`` is no time: the schema does not check a time's
+    format), as an argument error for the model; None: it can."""
+    if name == "wait_until" and _workflow_handled(name, catalog):
+        return registry.wake_time_error(args)
+    return None
 
 
 def _workflow_handled(name: str, catalog: dict[str, ToolDescriptor] | None) -> bool:

@@ -149,3 +149,29 @@ async def test_an_until_that_is_no_time_is_the_models_error_and_the_session_goes
     (answer,) = [m for m in tool_messages(messages) if m.name == "wait_until"]
     assert answer.content.startswith("error: invalid arguments for wait_until at until: ")
     assert why in answer.content, answer.content
+
+
+async def test_an_until_that_is_no_time_counts_as_a_malformed_reply(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A reply whose only call is a wait that names no time is as malformed as any other
+    call with bad arguments: the check was made only where the tool ran, so the reply was
+    read as valid and a model that sent such waits for ever was never stopped."""
+    stub.enqueue(
+        Reply.tool_call("wait_until", {"until": "garbage"}),
+        Reply.tool_call("finish", {"summary": "never reached"}),
+    )
+    policy = ToolPolicy(require_approval=[], max_malformed_replies=0)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("wait badly", policy=policy))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.FAILED, result
+    assert "malformed replies" in result.summary, result.summary
+    messages = await transcript(sessionmaker, handle.id)
+    (answer,) = [m for m in tool_messages(messages) if m.name == "wait_until"]
+    assert answer.content.startswith("error: invalid arguments for wait_until at until: ")
