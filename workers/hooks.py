@@ -12,6 +12,7 @@ a new key end in one session.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -113,12 +114,20 @@ def delivery_key(body: Any, key_field: str) -> str:
     Anything else is refused (BadArgument, a 422), as an empty string is: a ``null``
     (a missing id) would otherwise be the key ``"null"``, shared with every other delivery
     without one and with the string ``"null"``; a boolean, an object or a list names no
-    one key either. TemplateError when the body has no such field."""
+    one key either, nor is a number that is none (``NaN``; ``1e400``, read as infinity).
+    TemplateError when the body has no such field."""
     value = templates.lookup(body, key_field)
     if isinstance(value, str):
         key = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and math.isfinite(value)
+    ):
         key = templates.as_text(value)
+    elif isinstance(value, float):  # NaN, or a number too large for a double (1e400)
+        raise BadArgument(
+            f"the key field {key_field!r} must hold 1 to {MAX_KEY} characters "
+            f"(a string, or a number), not {templates.as_text(value)}"
+        )
     else:
         kinds = {type(None): "null", bool: "a boolean", dict: "an object", list: "a list"}
         kind = kinds.get(type(value), type(value).__name__)

@@ -1,7 +1,8 @@
 """A trigger's key field names one key only as a string or a number: a ``null`` (or an
 object, a list, a boolean) there is refused with 422 as an empty string is, and starts or
 messages nothing (before: ``null`` was the key ``"null"``, so a customer whose id was
-missing and a customer whose id was the string ``"null"`` shared one session)."""
+missing and a customer whose id was the string ``"null"`` shared one session). So is a
+number that is no finite number (``NaN``, or ``1e400`` read as infinity)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,11 @@ async def sessions_of(sessionmaker: async_sessionmaker[DbSession], agent: str) -
         return [r[0] for r in rows]
 
 
-NOT_A_KEY: list[Any] = [None, {"n": 1}, {}, [1], [], True, False, ""]
+# NaN and the infinities: JSON senders that write them (Python's json does) gave the keys
+# "NaN", "Infinity" and "-Infinity", each shared by every delivery that overflowed.
+NOT_A_KEY: list[Any] = [
+    None, {"n": 1}, {}, [1], [], True, False, "", float("nan"), float("inf"), float("-inf")
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("action", ["message", "start", "wake"])
