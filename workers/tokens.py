@@ -131,6 +131,9 @@ class TokenService:
             raise ValueError("the owner must be 1-200 characters")
         if len(name) > 200 or "\x00" in name:
             raise ValueError("the name must be at most 200 characters")
+        odd = [a for a in agents or () if not 0 < len(a) <= 200 or "\x00" in a]
+        if odd:
+            raise ValueError(f"agent ids must be 1-200 characters, as a session's: {odd[0][:40]!r}")
         token_id = "".join(
             secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12)
         )

@@ -139,3 +139,6 @@ def test_cli_creates_lists_and_revokes_tokens(
     two = vigil.json("token", "create", "--owner", "bo", "--agent", "a", "-a", "b,c")
     assert two["agents"] == ["a", "b", "c"]
     assert vigil.json("token", "create", "--owner", "bo")["agents"] is None
+    # An agent no session can have (ids are 1-200 characters) is refused, not stored.
+    long = vigil("token", "create", "--owner", "bo", "--agent", "x" * 201)
+    assert long.returncode == 2 and "agent ids must be 1-200 characters" in long.stderr
