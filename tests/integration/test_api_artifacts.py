@@ -143,6 +143,21 @@ def test_upload_list_download_and_ranges(api: ApiServer) -> None:
         same = http.get(url(session, "reports/out.bin"), headers={"If-None-Match": f'"{sha}"'})
         assert same.status_code == 304 and same.content == b""
 
+        # HEAD: the download's headers without its body (it was a 405), for a client
+        # that checks an artifact's size or ETag before fetching it; a range's too.
+        head = http.head(url(session, "reports/out.bin"))
+        assert head.status_code == 200, head.text
+        assert head.content == b""
+        assert head.headers["content-length"] == str(n)
+        assert head.headers["etag"] == f'"{sha}"'
+        assert head.headers["content-type"].startswith("application/x-report")
+        part = http.head(url(session, "reports/out.bin"), headers={"Range": "bytes=10-99"})
+        assert part.status_code == 206 and part.content == b""
+        assert part.headers["content-range"] == f"bytes 10-99/{n}"
+        assert part.headers["content-length"] == "90"
+        missing = http.head(url(session, "no-such.bin"))
+        assert missing.status_code == 404 and missing.content == b""
+
     events = _events(api.settings, agent, session)
     assert ("artifact_uploaded", "uploader") in events  # named in the style of the rest
     # The API's event list filters by it, and refuses a kind no event has (it answered

@@ -201,15 +201,36 @@ async def download_artifact(
                 headers={"Content-Range": f"bytes */{ref.size}", **headers},
             )
     media = ref.mime_type if _MIME.match(ref.mime_type) else DEFAULT_MIME
-    if span is None:
-        body = await service.read(ref)
-        headers["Content-Length"] = str(ref.size)
-        return StreamingResponse(body, media_type=media, headers=headers)
-    first, last = span
-    body = await service.read(ref, first, last - first + 1)
-    headers["Content-Range"] = f"bytes {first}-{last}/{ref.size}"
+    first, last = span or (0, ref.size - 1)
     headers["Content-Length"] = str(last - first + 1)
-    return StreamingResponse(body, status_code=206, media_type=media, headers=headers)
+    status = 200 if span is None else 206
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{ref.size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, media_type=media, headers=headers)
+    body = (
+        await service.read(ref)
+        if span is None
+        else await service.read(ref, first, last - first + 1)
+    )
+    return StreamingResponse(body, status_code=status, media_type=media, headers=headers)
+
+
+@router.head(
+    "/sessions/{session_id}/artifacts/{name:path}",
+    summary="An artifact's download headers (size, ETag, type, range), without its bytes",
+    responses={206: {"description": "The requested byte range's headers"}},
+)
+async def artifact_headers(
+    request: Request,
+    session_id: SessionId,
+    name: ArtifactName,
+    who: Reader,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> Response:
+    """What ``GET`` answers, without reading the bytes: a client can check an
+    artifact's size or ETag before it downloads it."""
+    return await download_artifact(request, session_id, name, who, version)
 
 
 @router.put(
