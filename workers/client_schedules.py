@@ -155,6 +155,11 @@ class ScheduleControls(SessionControls):
         paused: bool = False,
         note: str | None = None,
     ) -> str:
+        from vigil.workers.inputs import check_schedule
+
+        check_schedule(
+            schedule_id, template, cron=cron, every=every, time_zone=time_zone, note=note
+        )
         if schedule_id == names.SCHEDULE_RETENTION:
             raise BadArgument(
                 f"schedule id {schedule_id!r} is vigil's own (the retention sweep, "

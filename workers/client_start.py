@@ -311,6 +311,10 @@ class SessionStart(_VigilClientCore):
         BadArgument for a version no definition can have (as the API's 422)."""
         from vigil.workers.agents import AgentError, AgentService, BadAgentVersion, KnownVersions
 
+        if "\x00" in agent_id:
+            # No definition has such a name, and an undefined agent's session could never
+            # resolve it (its every read of the record would be refused).
+            raise BadArgument("an agent id must not contain NUL characters")
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         if self._versions is None:
             self._versions = KnownVersions(self.db)

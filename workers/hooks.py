@@ -202,19 +202,29 @@ class TriggerService:
         async with self.db() as db:
             return await rows.list_triggers(db, sorted(agents) if agents is not None else None)
 
+    @staticmethod
+    def _named(name: str) -> str:
+        """``name``, when a trigger could have it; NotFound otherwise, without asking the
+        record (a NUL, which PostgreSQL refuses to even compare, reached it from the
+        unauthenticated delivery route as a 500)."""
+        if not re.match(NAME_PATTERN, name):
+            raise NotFound(f"no trigger named {name!r}")
+        return name
+
     async def get(self, name: str) -> TriggerRow:
         async with self.db() as db:
-            row = await rows.get_trigger(db, name)
+            row = await rows.get_trigger(db, self._named(name))
         if row is None:
             raise NotFound(f"no trigger named {name!r}")
         return row
 
     async def delete(self, name: str) -> None:
         async with self.db.begin() as db:
-            if not await rows.delete_trigger(db, name):
+            if not await rows.delete_trigger(db, self._named(name)):
                 raise NotFound(f"no trigger named {name!r}")
 
     async def rotate_secret(self, name: str) -> NewTrigger:
+        self._named(name)
         secret = secrets.token_urlsafe(32)
         sealed = _box(self.settings).seal(rows.sealed_name(name), secret)
         async with self.db.begin() as db:

@@ -32,12 +32,17 @@ MAX_DURATION = timedelta(days=366 * 100)
 EXPORT_FORMATS: dict[str, Literal["jsonl", "md"]] = {"jsonl": "jsonl", "md": "md", "markdown": "md"}
 """Transcript export formats, by the names accepted for them."""
 
-SCHEDULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
-"""A schedule id: letters, digits and ``. _ : -``, at most 200 (it also names each run)."""
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+"""A session id chosen by a caller: letters, digits and ``. _ : -``, at most 200 (the
+record's ids). Each is one path segment of the API (no ``/``, never ``.`` or ``..``,
+nothing a client would re-encode) and a workflow id."""
 
-SESSION_ID = SCHEDULE_ID
-"""A session id chosen by a caller: as a schedule id. Each is one path segment of the API
-(no ``/``, never ``.`` or ``..``, nothing a client would re-encode) and a workflow id."""
+SCHEDULE_RUN_SUFFIX = len("-run-2026-12-06T02:00:00Z")
+"""What each run's session id adds to its schedule's id: ``-run-`` and the run's time, as
+Temporal names a scheduled workflow (RFC 3339, whole seconds, UTC)."""
+MAX_SCHEDULE_ID = 200 - SCHEDULE_RUN_SUFFIX
+SCHEDULE_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_SCHEDULE_ID - 1}}}$")
+"""A schedule id: as a session id, but short enough that its runs' ids are session ids."""
 
 RESERVED_SESSION_IDS = re.compile(
     r"-key-[0-9a-f]{32}(-[1-9][0-9]*)?$"  # a conversation key's sessions (workers/keyed.py)
@@ -109,8 +114,9 @@ def export_format(raw: str) -> Literal["jsonl", "md"]:
 def check_schedule_id(schedule_id: str) -> str:
     if not SCHEDULE_ID.match(schedule_id):
         raise BadArgument(
-            f"bad schedule id {schedule_id[:80]!r}: 1 to 200 letters, digits or . _ : - "
-            "(starting with a letter or digit)"
+            f"bad schedule id {schedule_id[:80]!r}: 1 to {MAX_SCHEDULE_ID} letters, digits "
+            "or . _ : - (starting with a letter or digit; each run's id adds "
+            f"{SCHEDULE_RUN_SUFFIX} characters)"
         )
     return schedule_id
 
@@ -346,6 +352,33 @@ def schedule_timing(
         catchup=parse_duration(catchup, f"{option}catchup", allow_zero=False),
         overlap=overlap,
     )
+
+
+def check_schedule(
+    schedule_id: str,
+    template: StartSessionInput,
+    *,
+    cron: str | None,
+    every: timedelta | None,
+    time_zone: str | None,
+    note: str | None,
+) -> None:
+    """What ``schedule_timing`` and ``schedule_template`` check of a schedule as typed,
+    checked again of one as given to the client (typed values: an interval, a start
+    input), so a schedule made there runs as one made with the CLI or the API."""
+    check_schedule_id(schedule_id)
+    check_cron(cron)
+    check_time_zone(time_zone)
+    if every is not None and every <= timedelta(0):
+        raise BadArgument(f"the interval must be positive, not {every}")
+    too_big = start_error(template.goal, template.system_prompt)
+    if too_big is not None:
+        raise BadArgument(f"refused: {too_big}")
+    out_of_range = session_input_error(template)
+    if out_of_range is not None:
+        raise BadArgument(f"refused: {out_of_range}")
+    if note is not None and "\x00" in note:
+        raise BadArgument("refused: the note must not contain NUL characters")
 
 
 def schedule_template(

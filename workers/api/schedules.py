@@ -25,7 +25,10 @@ from vigil.workers.tokens import Principal
 router = APIRouter(tags=["schedules"])
 
 ScheduleId = Annotated[
-    str, Path(pattern=inputs.SCHEDULE_ID.pattern, max_length=200, description="The schedule's id")
+    str,
+    # Any id a schedule may have had (ids of 176-200 characters were taken before their
+    # runs' ids were known not to fit), so such a schedule can still be seen and deleted.
+    Path(pattern=inputs.SESSION_ID.pattern, max_length=200, description="The schedule's id"),
 ]
 Duration = Annotated[str, Field(min_length=1, max_length=40, examples=["15m", "6h", "1d"])]
 
@@ -35,7 +38,7 @@ class ScheduleCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=inputs.SCHEDULE_ID.pattern, max_length=200)
+    id: str = Field(pattern=inputs.SCHEDULE_ID.pattern, max_length=inputs.MAX_SCHEDULE_ID)
     agent: str = Field(min_length=1, max_length=200)
     goal: str = Field(min_length=1, max_length=MAX_HUMAN_TEXT)
     cron: str | None = Field(default=None, max_length=200, examples=["0 9 * * MON-FRI"])
