@@ -104,11 +104,15 @@ class SessionControls(SessionHistory):
         by: str,
         wait: bool = True,
         agent_version: int | None = None,
+        may_loosen: bool = True,
     ) -> Ack | None:
-        """A new goal; with ``agent_version``, also that version of the agent's definition."""
+        """A new goal; with ``agent_version``, also that version of the agent's definition
+        (``may_loosen`` False, an API token below admin: only its newest)."""
         if agent_version is not None:
             row = await self.require_session(session_id)
-            await self.require_agent(row.agent_id, agent_version, allow_undefined=False)
+            found = await self.require_agent(row.agent_id, agent_version, allow_undefined=False)
+            if not may_loosen:
+                await self.refuse_older_version(row.agent_id, found)
         return await self._control(
             session_id,
             names.UPD_REDIRECT,

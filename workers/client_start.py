@@ -189,6 +189,8 @@ class SessionStart(_VigilClientCore):
         refuse_unknown_tools(agent_id, policy, found)
         if not may_loosen:
             self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
+            if agent_version is not None:
+                await self.refuse_older_version(agent_id, found)
         arg.runtime = await self.resolved_runtime(agent_id, goal, found)
         sid = session_id or self.new_session_id(agent_id)
         if session_id is not None:
@@ -302,6 +304,22 @@ class SessionStart(_VigilClientCore):
             raise Forbidden(
                 "; ".join(loosened) + " (only an admin token may loosen an agent's "
                 "definition at start; lowering a limit is anyone's)"
+            )
+
+    async def refuse_older_version(self, agent_id: str, found: AgentVersionInfo | None) -> None:
+        """For a caller who may not change the definition (an API token below admin):
+        :class:`Forbidden` when ``found``, the version it chose, is not the agent's newest.
+        An older version may hold looser rules (a tool without the approval a later
+        version added, higher limits), and the start's own checks compare with the
+        version chosen, so choosing one is an admin's call."""
+        if found is None:
+            return
+        newest = await self.require_agent(agent_id, None, allow_undefined=True)
+        if newest is not None and newest.version != found.version:
+            raise Forbidden(
+                f"agent_version: {found.version} is not agent {agent_id!r}'s newest version "
+                f"({newest.version}); only an admin token may choose an older one (it may "
+                "hold looser rules than the newest)"
             )
 
     async def require_agent(

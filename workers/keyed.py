@@ -131,6 +131,8 @@ async def message_by_key(
         client.refuse_loosening(
             agent_id, found, start.get("policy"), start.get("budget"), start.get("system_prompt")
         )
+        if agent_version is not None:
+            await client.refuse_older_version(agent_id, found)
     refuse_unknown_tools(agent_id, start.get("policy"), found)
     queue = task_queue or client.settings.task_queue
     # Update-with-start waits for a worker to take the message: say at once there is none,

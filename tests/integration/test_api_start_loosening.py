@@ -151,3 +151,45 @@ def test_a_session_says_which_version_of_its_agent_it_runs(cli: CLIStack, api: A
     assert page["agent_version"] == 2, page
     shown = cli.vigil.json("show", sid)["session"]
     assert shown["agent_version"] == 2, shown
+
+
+def test_a_control_token_cannot_take_an_older_looser_version(cli: CLIStack, api: ApiServer) -> None:
+    """The check compared the start with the version the caller chose, and any caller could
+    choose an older one: version 1 without the approval rule version 2 added ran
+    ``write_artifact`` unasked, started, sent to a key, or redirected onto. Below admin,
+    only the newest version may be chosen."""
+    name = f"older-{uuid.uuid4().hex[:8]}"
+    loose = f"name: {name}\ntools:\n  - name: write_artifact\n"
+    strict = f"name: {name}\ntools:\n  - name: write_artifact\n    approval: always\n"
+    goal = cli.plan(Reply.text("hello"))
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        for spec in (loose, strict):
+            applied = admin.post(
+                "/v1/agents", content=spec, headers={"Content-Type": "application/yaml"}
+            )
+            assert applied.status_code == 201, applied.text
+        asks = Reply.tool_call("write_artifact", {"name": "w.txt", "content": "x"})
+        running = admin.post(
+            "/v1/sessions", json={"agent": name, "goal": cli.plan(asks, Reply.text("done"))}
+        )
+        assert running.status_code == 201, running.text
+        sid = running.json()["id"]
+    with api.client(api.token(Scope.CONTROL, agents=[name])) as http:
+        for path, body in (
+            ("/v1/sessions", {"agent": name, "goal": goal, "agent_version": 1}),
+            (f"/v1/agents/{name}/keys/k1/messages", {"text": "hi", "agent_version": 1}),
+            (f"/v1/sessions/{sid}/redirect", {"goal": "again", "agent_version": 1}),
+        ):
+            r = http.post(path, json=body)
+            assert r.status_code == 403, (path, r.text)
+            assert r.json()["error"]["code"] == "forbidden"
+            assert "newest" in r.json()["error"]["message"], r.text
+        assert [
+            s["id"] for s in http.get("/v1/sessions", params={"agent": name}).json()["items"]
+        ] == [sid]
+        newest = http.post("/v1/sessions", json={"agent": name, "goal": goal, "agent_version": 2})
+        assert newest.status_code == 201, newest.text  # the newest, named, is anyone's
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        older = admin.post("/v1/sessions", json={"agent": name, "goal": goal, "agent_version": 1})
+        assert older.status_code == 201, older.text  # an admin's choice
+        assert admin.post(f"/v1/sessions/{sid}/cancel").status_code in (200, 202)

@@ -20,6 +20,7 @@ from vigil.schema.payloads import MAX_HUMAN_TEXT, Ack, SessionState
 from vigil.workers.api.auth import Controller
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
 from vigil.workers.client import STATE_QUERY_SECONDS, VigilClient, VigilError
+from vigil.workers.tokens import Scope
 
 router = APIRouter(tags=["control"])
 
@@ -156,7 +157,13 @@ async def redirect(
     return await _act(
         client,
         session_id,
-        client.redirect(session_id, body.goal, by=who.actor, agent_version=body.agent_version),
+        client.redirect(
+            session_id,
+            body.goal,
+            by=who.actor,
+            agent_version=body.agent_version,
+            may_loosen=who.may(Scope.ADMIN),
+        ),
     )
 
 
