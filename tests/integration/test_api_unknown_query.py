@@ -84,6 +84,9 @@ def test_every_route_refuses_what_it_does_not_take(api: ApiServer) -> None:
         assert len(routes) > 30, routes
         for method, path, operation in routes:
             r = http.request(method, path, params={BOGUS: "1"})
+            if method == "HEAD":  # the same refusal, its body left out as HEAD's is
+                assert (r.status_code, r.content) == (422, b""), (path, r.status_code)
+                continue
             message = refused(r, BOGUS)
             for param in operation.get("parameters", []):
                 if param["in"] == "query":
