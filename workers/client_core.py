@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import (
@@ -265,3 +266,13 @@ class _VigilClientCore:
                 return None
             raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
         return desc.status or WorkflowExecutionStatus.RUNNING
+
+    async def temporal_started_at(self, session_id: str) -> datetime | None:
+        """When Temporal started ``session_id``'s run; None when it has no such workflow."""
+        try:
+            desc = await self.handle(session_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+        return desc.start_time

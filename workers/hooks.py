@@ -17,6 +17,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,9 +141,16 @@ def delivery_key(body: Any, key_field: str) -> str:
     return key
 
 
-def delivery_session_id(agent_id: str, trigger: str, delivery_id: str) -> str:
-    """The session a keyless ``start`` delivery starts (the same if it is acted on again)."""
-    digest = hashlib.sha256(f"{trigger}\0{delivery_id}".encode()).hexdigest()[:16]
+def delivery_session_id(
+    agent_id: str, trigger: str, delivery_id: str, made: datetime | None = None
+) -> str:
+    """The session a keyless ``start`` delivery starts (the same if it is acted on again).
+    ``made``, the trigger's creation time, is in it so that a trigger deleted and made
+    again under its name (its deliveries forgotten with it) starts new sessions for the
+    delivery ids its senders use again; None: the form from before (``fire`` still finds
+    a session a delivery started under it)."""
+    made_part = "" if made is None else f"\0{made.isoformat()}"
+    digest = hashlib.sha256(f"{trigger}{made_part}\0{delivery_id}".encode()).hexdigest()[:16]
     return f"{_slug(agent_id, 60)}-trigger-{digest}"
 
 
@@ -277,8 +285,13 @@ class TriggerService:
             return FireResult(row.name, delivery_id, row.action, outcome, session_id, queued)
 
         if key is None:  # a start without a key: one new session per delivery
-            sid = delivery_session_id(row.agent_id, row.name, delivery_id)
+            sid = delivery_session_id(row.agent_id, row.name, delivery_id, row.created_at)
             if await _status(client, sid) is None:
+                earlier = delivery_session_id(row.agent_id, row.name, delivery_id)
+                if await _started_since(client, earlier, row.created_at):
+                    # Started for this very trigger under the id's earlier form (acted on
+                    # again across an upgrade): the same session, as before.
+                    return result("started", earlier)
                 await _start(client, row.agent_id, goal or text or "", sid)
             return result("started", sid)
         started_id = key_session_id(row.agent_id, key)
@@ -353,6 +366,12 @@ async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStat
     if status is not None and status not in RUNNING_STATUSES:
         raise Refused(f"session {session_id!r} has ended ({said_status(status)})")
     return status
+
+
+async def _started_since(client: VigilClient, session_id: str, since: datetime) -> bool:
+    """Whether a session ``session_id`` was started at ``since`` or later."""
+    started = await client.temporal_started_at(session_id)
+    return started is not None and started >= since
 
 
 async def _start(client: VigilClient, agent_id: str, goal: str, session_id: str) -> bool:

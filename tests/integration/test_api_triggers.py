@@ -25,7 +25,8 @@ from tests.support.sessions import transcript, until
 from tests.support.triggers import create, deliver
 from vigil.activities.hooks import signing
 from vigil.activities.record import store
-from vigil.workers.hooks import key_session_id
+from vigil.workers.client import VigilClient
+from vigil.workers.hooks import delivery_session_id, key_session_id
 from vigil.workers.keyed import keyed_session_id
 from vigil.workers.tokens import Scope, TokenService
 
@@ -161,6 +162,58 @@ async def test_the_same_delivery_twice_starts_one_session_and_answers_the_same(
     for sid in started:
         await until(lambda sid=sid: _finished(sessionmaker, sid), within=60, what=sid)
     assert sorted(await sessions_of(sessionmaker, agent)) == sorted(started)
+
+
+async def test_a_trigger_made_again_under_its_name_starts_new_sessions_for_old_ids(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A delivery's session id came from the trigger's name and the delivery's id alone:
+    after the trigger was deleted and made again (the way to change its templates), a
+    sender numbering its deliveries 1, 2, 3 again had each answered "started" with the old
+    trigger's session (or a 409 once that had ended), and nothing it sent was acted on."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "OLD {x}")
+    first = await deliver(http, name, {"x": cli.plan(Reply.text("old"))}, secret, delivery="r1")
+    assert first.status_code == 200, first.text
+    old_sid = first.json()["session_id"]
+    await until(lambda: _finished(sessionmaker, old_sid), within=60, what="the old session")
+    cli.vigil.ok("trigger", "delete", name)
+    made = cli.vigil.json("trigger", "create", name, "--agent", agent, "--goal-template", "NEW {x}")
+    again = await deliver(
+        http, name, {"x": cli.plan(Reply.text("new"))}, str(made["secret"]), delivery="r1"
+    )
+    assert again.status_code == 200, again.text
+    fired = again.json()
+    assert fired["outcome"] == "started" and fired["replayed"] is False, fired
+    assert fired["session_id"] != old_sid
+    row = await until(
+        lambda: _finished(sessionmaker, fired["session_id"]), within=60, what="the new session"
+    )
+    assert row.goal.startswith("NEW ")
+    assert sorted(await sessions_of(sessionmaker, agent)) == sorted([old_sid, fired["session_id"]])
+
+
+async def test_a_delivery_acted_on_before_the_ids_held_the_trigger_keeps_its_session(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A delivery whose session was started under the id's earlier form (name and delivery
+    id only), and which is acted on again after the upgrade, finds that session rather
+    than starting a second one."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {x}")
+    earlier = delivery_session_id(agent, name, "r7")
+    client = await VigilClient.connect(cli.settings)
+    try:
+        await client.start_session(
+            agent, cli.plan(Reply.text("earlier")), session_id=earlier, own_form=True
+        )
+    finally:
+        await client.close()
+    r = await deliver(http, name, {"x": "unused"}, secret, delivery="r7")
+    assert r.status_code == 200, r.text
+    assert r.json()["session_id"] == earlier
+    await until(lambda: _finished(sessionmaker, earlier), within=60, what="the session")
+    assert await sessions_of(sessionmaker, agent) == [earlier]
 
 
 async def test_a_keyed_message_starts_the_session_then_messages_it(
