@@ -4,7 +4,8 @@ Temporal's cancel has one free-text reason. vigil's client writes it readably,
 ``"<why> (by <who>)"`` (or ``"(by <who>)"``), so Temporal UI and ``temporal workflow
 describe`` show it as it is; the workflow reads the actor and the reason back from it for
 the session's cancel event. A reason that does not end in ``(by ...)`` (a cancel sent from
-Temporal UI or the plain ``temporal`` CLI) names no one. Pure functions, used by the
+Temporal UI or the plain ``temporal`` CLI) names no one, but for the one Temporal's
+scheduler gives the run its overlap policy cancels, which names the schedule. Pure functions, used by the
 workflow too.
 """
 
@@ -26,10 +27,20 @@ def reason_text(by: str, reason: str) -> str:
     return reason
 
 
-def parse(text: str | None) -> tuple[str | None, str | None]:
-    """(who, why) from a cancel reason; None for a part it does not hold."""
+SCHEDULE_OVERLAP = "cancelled by schedule overlap policy"
+"""The reason Temporal's scheduler gives a run it cancels because a newer run of the
+schedule starts (overlap policy ``cancel_other``)."""
+
+SCHEDULE_OVERLAP_WHY = "a newer run of its schedule started (overlap policy cancel_other)"
+
+
+def parse(text: str | None, schedule_id: str | None = None) -> tuple[str | None, str | None]:
+    """(who, why) from a cancel reason; None for a part it does not hold. The scheduler's
+    own cancel names the schedule (``schedule:<id>``, ``schedule_id`` the session's)."""
     if not text or not text.strip():
         return None, None
+    if text.strip() == SCHEDULE_OVERLAP:
+        return (f"schedule:{schedule_id}" if schedule_id else "schedule"), SCHEDULE_OVERLAP_WHY
     found = _BY.match(text)
     if found is None or not found["who"].strip():
         return None, text.strip()

@@ -232,7 +232,7 @@ class AgentSession(Waits):
             # Re-raising either marks the workflow Cancelled.
             by = why = actor = None
             if self._patched(names.PATCH_CANCEL_ACTOR):  # who and why, in the record
-                by, why = cancel_reason.parse(workflow.cancellation_reason())
+                by, why = cancel_reason.parse(workflow.cancellation_reason(), self._arg.schedule_id)
                 actor = by or cancel_reason.UNNAMED
             summary = cancel_reason.summary(by, why)
             result = await self._finish(SessionStatus.CANCELLED, summary, actor=actor, reason=why)

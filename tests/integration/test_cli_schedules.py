@@ -283,3 +283,40 @@ def test_a_trigger_held_by_a_run_that_still_runs_says_so(cli: CLIStack, schedule
     skipped = cli.vigil.json("schedule", "trigger", schedule_id)
     assert (skipped["changed"], skipped["run"]) == (False, None), skipped
     cli.vigil.ok("cancel", waiting["id"])
+
+
+def test_a_run_its_overlap_policy_cancels_is_cancelled_by_the_schedule(
+    cli: CLIStack, schedule_id: str
+) -> None:
+    """Temporal's scheduler cancels the running run when a newer one starts (overlap
+    ``cancel_other``), with a reason that named no one: the run was "cancelled by a human",
+    its end's actor ``unknown``."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/held"}))
+    cli.vigil.ok(
+        "schedule", "create", schedule_id, "--goal", goal, "--agent", agent,
+        "--cron", "0 3 * * *", "--approve-tools", "http_fetch", "--overlap", "cancel_other",
+    )  # fmt: skip
+    cli.vigil.ok("schedule", "trigger", schedule_id)
+    [first] = runs(cli, schedule_id, 1, status="waiting_approval")
+    cli.vigil.ok("schedule", "trigger", schedule_id)
+    rows = runs(cli, schedule_id, 2)
+    ended = poll(
+        lambda: query(
+            cli.database_url,
+            "SELECT summary, status FROM sessions WHERE id = :i AND status = 'cancelled'",
+            i=first["id"],
+        ),
+        45,
+        "the first run cancelled",
+    )
+    why = "a newer run of its schedule started (overlap policy cancel_other)"
+    assert ended[0]["summary"] == f"cancelled by schedule:{schedule_id}: {why}", ended
+    [end] = query(
+        cli.database_url,
+        "SELECT actor, reason FROM events WHERE session_id = :i AND kind = 'session_ended'",
+        i=first["id"],
+    )
+    assert (end["actor"], end["reason"]) == (f"schedule:{schedule_id}", why), end
+    for row in rows[1:]:
+        cli.vigil("cancel", row["id"])

@@ -28,3 +28,18 @@ def test_a_plain_reason_names_no_one() -> None:
 def test_the_summary_says_who_and_why() -> None:
     assert cancel_reason.summary("erin", "enough") == "cancelled by erin: enough"
     assert cancel_reason.summary(None, None) == "cancelled by a human"
+
+
+def test_the_schedulers_cancel_names_the_schedule() -> None:
+    """Its reason named no one, so a run its schedule's overlap policy cancelled (a newer
+    run started) was "cancelled by a human", with the actor ``unknown``."""
+    why = "a newer run of its schedule started (overlap policy cancel_other)"
+    reason = "cancelled by schedule overlap policy"  # as Temporal's scheduler sends it
+    assert cancel_reason.parse(reason, "nightly") == ("schedule:nightly", why)
+    assert cancel_reason.parse(reason) == ("schedule", why)
+    assert cancel_reason.summary(*cancel_reason.parse(reason, "nightly")) == (
+        f"cancelled by schedule:nightly: {why}"
+    )
+    # A person's words that say the same are theirs.
+    said = cancel_reason.reason_text("erin", reason)
+    assert cancel_reason.parse(said, "nightly") == ("erin", reason)
