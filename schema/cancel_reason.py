@@ -5,8 +5,8 @@ Temporal's cancel has one free-text reason. vigil's client writes it readably,
 describe`` show it as it is; the workflow reads the actor and the reason back from it for
 the session's cancel event. A reason that does not end in ``(by ...)`` (a cancel sent from
 Temporal UI or the plain ``temporal`` CLI) names no one, but for the one Temporal's
-scheduler gives the run its overlap policy cancels, which names the schedule. Pure functions, used by the
-workflow too.
+scheduler gives the run its overlap policy cancels, which names the schedule. Pure
+functions, used by the workflow too.
 """
 
 from __future__ import annotations
