@@ -236,14 +236,14 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
 def event_markdown(event: StoredEvent) -> str:
     """One event as a quoted line between the messages: what, who, when, why."""
     what = event.kind.replace("_", " ")
-    who = f" by **{_printable(event.actor)}**" if event.actor else ""
+    who = f" by **{_line(event.actor)}**" if event.actor else ""
     detail = {k: v for k, v in event.payload.items() if v not in (None, "", [], {})}
     parts = [f"> **{what}**{who} · {_when(event.at)} · step {event.step}"]
     if event.reason:
-        parts.append(f"> {_printable(event.reason)}")
+        parts.append(f"> {_line(event.reason)}")
     if detail:
         shown = json.dumps(detail, ensure_ascii=False, default=str)
-        parts.append(f"> `{_printable(shown[:500])}`")
+        parts.append(f"> `{_line(shown[:500])}`")
     return "\n".join(parts) + "\n\n"
 
 
@@ -252,6 +252,13 @@ def _printable(value: str) -> str:
     controls, bidi overrides and lone surrogates as U+FFFD, so the Markdown can always be
     written as UTF-8 (the CLI's rule too: schema/printable.py). Line ends and tabs stay."""
     return visible(value, keep="\t\n\r")
+
+
+def _line(value: str) -> str:
+    """A one-line field (an id, a name, a goal, a reason) as ``_printable`` shows it, its
+    line breaks as their pictures too: nothing it holds starts a line of the export (a
+    heading, a quoted event) that the export did not write."""
+    return visible(value, keep="\t")
 
 
 def _fenced(body: str, info: str = "") -> str:
@@ -293,10 +300,10 @@ def _moment(value: Any) -> datetime | None:
 
 def _markdown_header(header: dict[str, Any]) -> str:
     lines = [
-        f"# Session `{_printable(str(header['id']))}`",
+        f"# Session `{_line(str(header['id']))}`",
         "",
-        f"- **Agent:** `{_printable(str(header['agent_id']))}`",
-        f"- **Goal:** {_printable(str(header['goal']))}",
+        f"- **Agent:** `{_line(str(header['agent_id']))}`",
+        f"- **Goal:** {_line(str(header['goal']))}",
         f"- **Status:** {header['status']} (step {header['step']})",
         f"- **Started:** {_when(_moment(header.get('created_at')))}",
         f"- **Finished:** {_when(_moment(header.get('finished_at')))}",
@@ -304,11 +311,11 @@ def _markdown_header(header: dict[str, Any]) -> str:
         f"cost ${header['cost_usd']}",
     ]
     if header.get("summary"):
-        lines.append(f"- **Summary:** {_printable(str(header['summary']))}")
+        lines.append(f"- **Summary:** {_line(str(header['summary']))}")
     archived = archived_transcript(header.get("metadata"))
     if archived is not None:  # the transcript below is empty: say where it is
         lines.append(
-            f"- **Archived:** {_when(archived.archived_at)} to `{_printable(archived.uri)}` "
+            f"- **Archived:** {_when(archived.archived_at)} to `{_line(archived.uri)}` "
             f"({archived.messages} messages, {archived.events} events); "
             f"`{restore_hint(str(header['id']))}` brings them back"
         )
@@ -316,25 +323,26 @@ def _markdown_header(header: dict[str, Any]) -> str:
 
 
 def message_markdown(message: StoredMessage) -> str:
-    """One message as a Markdown section."""
+    """One message as a Markdown section: its text in a code block (as written, never
+    read as Markdown)."""
     title = f"### {message.seq} · {message.role}"
     if message.role == "tool":
-        label = f" `{_printable(message.name)}`" if message.name else ""
-        answers = f" for call `{_printable(message.tool_call_id)}`" if message.tool_call_id else ""
+        label = f" `{_line(message.name)}`" if message.name else ""
+        answers = f" for call `{_line(message.tool_call_id)}`" if message.tool_call_id else ""
         title = f"### {message.seq} · tool result{label}{answers}"
     elif message.name:
-        title += f" ({_printable(message.name)})"
+        title += f" ({_line(message.name)})"
     parts = [f"{title}\n", f"*{_when(message.created_at)} · step {message.step}*\n\n"]
     content = _printable(message.content)
-    if message.role == "tool":
+    if message.role == "tool" or content:
+        # Fenced, whoever wrote it: a message's text shown as Markdown could draw the
+        # export's own headings and quoted events (an approval, an ending) in its place.
         parts.append(_fenced(content))
-    elif content:
-        parts.append(content.rstrip("\n") + "\n")
     for call in message.tool_calls or []:
         call_id, name, arguments = _call_parts(call)
         body, info = _pretty_arguments(arguments)
-        ident = f" (call `{_printable(call_id)}`)" if call_id else ""
-        parts.append(f"\n**Tool call** `{_printable(name)}`{ident}:\n\n")
+        ident = f" (call `{_line(call_id)}`)" if call_id else ""
+        parts.append(f"\n**Tool call** `{_line(name)}`{ident}:\n\n")
         parts.append(_fenced(_printable(body), info))
     return "".join(parts) + "\n"
 
