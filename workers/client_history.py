@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import EventType
@@ -179,7 +179,7 @@ class SessionHistory(SessionReads):
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = await self._summarised(ev, f"timer {secs}")
-            lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(), kind, detail))
+            lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(tzinfo=UTC), kind, detail))
         return lines
 
     async def _summarised(self, event: Any, detail: str) -> str:

@@ -146,6 +146,8 @@ def test_start_wait_show_and_history(cli: CLIStack) -> None:
 
     lines = json.loads(history_json.stdout)
     details = [ln["detail"] for ln in lines]
+    # Times carry their offset, as every other --json time does (they had none).
+    assert all(ln["time"].endswith("+00:00") for ln in lines), lines[0]
     assert lines[0]["kind"] == "workflow_execution_started"
     assert lines[-1]["kind"] == "workflow_execution_completed"
     # Step 1's model activity, and step 2's unless step 1's took it too (a step batch).
