@@ -179,7 +179,9 @@ class SessionHistory(SessionReads):
             elif ev.HasField("timer_started_event_attributes"):
                 secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
                 detail = await self._summarised(ev, f"timer {secs}")
-            lines.append(HistoryLine(ev.event_id, ev.event_time.ToDatetime(tzinfo=UTC), kind, detail))
+            lines.append(
+                HistoryLine(ev.event_id, ev.event_time.ToDatetime(tzinfo=UTC), kind, detail)
+            )
         return lines
 
     async def _summarised(self, event: Any, detail: str) -> str:

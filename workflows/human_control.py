@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
@@ -61,6 +62,11 @@ def _said(value: BaseModel | None) -> tuple[str | None, str | None]:
     by = getattr(value, "by", None)
     text = getattr(value, "text", None) or getattr(value, "goal", None)
     return (by if isinstance(by, str) else None), (text if isinstance(text, str) else None)
+
+
+NO_ARGUMENT = RawValue(Payload())
+"""What an update handler or validator gets when the update came with no argument (its
+own ``TypeError`` otherwise): refused as a payload of the wrong count is."""
 
 
 class HumanControl(Bookkeeping):
@@ -228,7 +234,7 @@ class HumanControl(Bookkeeping):
         """Decode in a validator (refusing what is malformed, and one-line text holding
         NUL: a validator leaves no history, so that refusal needs no patch) or in the
         handler."""
-        value, error = self._parse([raw], model)
+        value, error = self._parse([] if raw is NO_ARGUMENT else [raw], model)
         self._refuse(error)
         assert value is not None
         if validating:
@@ -236,45 +242,45 @@ class HumanControl(Bookkeeping):
         return value
 
     @workflow.update(name=names.UPD_APPROVE)
-    def approve_update(self, raw: RawValue) -> Ack:
+    def approve_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, ApproveInput)
         self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
         return self._ack("approve", f"approved {arg.approval_id}")
 
     @approve_update.validator
-    def _validate_approve(self, raw: RawValue) -> None:
+    def _validate_approve(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, ApproveInput, validating=True)
         self._refuse(self._approve_input_error(value, validating=True))
 
     @workflow.update(name=names.UPD_REJECT)
-    def reject_update(self, raw: RawValue) -> Ack:
+    def reject_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, RejectInput)
         self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
         return self._ack("reject", f"rejected {arg.approval_id}")
 
     @reject_update.validator
-    def _validate_reject(self, raw: RawValue) -> None:
+    def _validate_reject(self, raw: RawValue = NO_ARGUMENT) -> None:
         self._refuse(
             self._approve_error(self._valid(raw, RejectInput, validating=True).approval_id)
         )
 
     @workflow.update(name=names.UPD_PAUSE)
-    def pause_update(self, raw: RawValue) -> Ack:
+    def pause_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         self._pause(self._valid(raw, PauseInput))
         return self._ack("pause", "paused")
 
     @pause_update.validator
-    def _validate_pause(self, raw: RawValue) -> None:
+    def _validate_pause(self, raw: RawValue = NO_ARGUMENT) -> None:
         self._valid(raw, PauseInput, validating=True)
         self._refuse(self._ended_error() or self._pause_state_error(pausing=True))
 
     @workflow.update(name=names.UPD_RESUME)
-    def resume_update(self, raw: RawValue) -> Ack:
+    def resume_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         self._resume(self._valid(raw, ResumeInput))
         return self._ack("resume", "resumed")
 
     @resume_update.validator
-    def _validate_resume(self, raw: RawValue) -> None:
+    def _validate_resume(self, raw: RawValue = NO_ARGUMENT) -> None:
         self._valid(raw, ResumeInput)
         self._refuse(self._ended_error() or self._pause_state_error(pausing=False))
 
@@ -286,22 +292,22 @@ class HumanControl(Bookkeeping):
         return None if self._c.paused else "the session is not paused"
 
     @workflow.update(name=names.UPD_MESSAGE)
-    def message_update(self, raw: RawValue) -> Ack:
+    def message_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         self._message(self._valid(raw, MessageInput))
         return self._ack("message", "message queued for the next step")
 
     @message_update.validator
-    def _validate_message(self, raw: RawValue) -> None:
+    def _validate_message(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, MessageInput)
         self._refuse(self._ended_error() or self._queue_error(value.text, validating=True))
 
     @workflow.update(name=names.UPD_REDIRECT)
-    def redirect_update(self, raw: RawValue) -> Ack:
+    def redirect_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         self._redirect(self._valid(raw, RedirectInput))
         return self._ack("redirect", "goal changed")
 
     @redirect_update.validator
-    def _validate_redirect(self, raw: RawValue) -> None:
+    def _validate_redirect(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, RedirectInput, validating=True)
         self._refuse(
             self._ended_error()
@@ -310,12 +316,12 @@ class HumanControl(Bookkeeping):
         )
 
     @workflow.update(name=names.UPD_WAKE)
-    def wake_update(self, raw: RawValue) -> Ack:
+    def wake_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         self._wake(self._valid(raw, WakeInput))
         return self._ack("wake", "woken")
 
     @wake_update.validator
-    def _validate_wake(self, raw: RawValue) -> None:
+    def _validate_wake(self, raw: RawValue = NO_ARGUMENT) -> None:
         self._valid(raw, WakeInput, validating=True)
         asleep = self._status == SessionStatus.SLEEPING
         self._refuse(None if asleep else "the session is not sleeping")

@@ -136,6 +136,10 @@ async def test_malformed_signals_are_refused_counted_and_recorded(
     assert await events(sessionmaker, handle.id, "pause") == []
 
 
+NO_ARGUMENT = object()
+"""An update sent with no argument at all."""
+
+
 @pytest.mark.parametrize(
     ("update", "payload", "words"),
     [
@@ -155,6 +159,11 @@ async def test_malformed_signals_are_refused_counted_and_recorded(
         (names.UPD_APPROVE, {"approval_id": "a1-0", "note": "a\x00b"}, ["`note` must not"]),
         (names.UPD_PAUSE, raw_json(b"{oops"), ["malformed PauseInput"]),
         (names.UPD_WAKE, {"by": "x"}, ["not sleeping"]),
+        # No argument at all: was the validator's own TypeError ("missing 1 required
+        # positional argument: 'raw'"), retryable, where a signal said what was wrong.
+        (names.UPD_MESSAGE, NO_ARGUMENT, ["expected one JSON object argument, got 0"]),
+        (names.UPD_APPROVE, NO_ARGUMENT, ["expected one JSON object argument, got 0"]),
+        (names.UPD_RESUME, NO_ARGUMENT, ["expected one JSON object argument, got 0"]),
     ],
 )
 async def test_malformed_updates_get_a_clear_validation_error(
@@ -173,7 +182,8 @@ async def test_malformed_updates_get_a_clear_validation_error(
         await approval_pending(handle, sessionmaker)
         before = await events(sessionmaker, handle.id)
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(update, payload, result_type=Ack)
+            args = [] if payload is NO_ARGUMENT else [payload]
+            await handle.execute_update(update, args=args, result_type=Ack)
         message = str(refused.value.cause)
         for word in words:
             assert word in message, message
