@@ -180,6 +180,9 @@ def check_cron(expression: str | None) -> str | None:
     return expression
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest time a schedule's backfill starts a run for."""
+
 MAX_BACKFILL_RUNS = 100
 """A backfill starts every run of its window at once (overlap allow_all): more than this
 is refused (backfill shorter windows one after another)."""
@@ -192,14 +195,28 @@ def check_backfill(
     every_seconds: float | None,
     cron: str | None,
     time_zone: str | None = None,
+    now: datetime | None = None,
 ) -> int | None:
     """How many runs a backfill of ``start``..``end`` starts, as far as it can be counted
     (an interval, or a cron of five fields or a macro, in ``time_zone``; None otherwise);
-    BadArgument for an empty window or one of more than MAX_BACKFILL_RUNS runs."""
+    BadArgument for an empty window, one of more than MAX_BACKFILL_RUNS runs, one that is
+    not over yet (its runs start on their own, when they are due) or one that begins
+    before 1970 (Temporal's schedules start nothing before it)."""
     if start >= end:
         raise BadArgument(
             f"the backfill window is empty: --from {start.isoformat()} is not before "
             f"--to {end.isoformat()}"
+        )
+    now = now or datetime.now(UTC)
+    if end > now:
+        raise BadArgument(
+            f"a backfill window is in the past: --to {end.isoformat()} is after now "
+            f"({now.isoformat(timespec='seconds')}); the runs still to come start on their own"
+        )
+    if start < EPOCH:
+        raise BadArgument(
+            f"a backfill window begins in 1970 or later: --from {start.isoformat()} is "
+            "before it (a schedule starts no run before 1970-01-01T00:00Z)"
         )
     runs: int | None = None
     many = ""

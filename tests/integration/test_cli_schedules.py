@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -236,6 +237,16 @@ def test_cron_schedule_in_a_time_zone_trigger_and_backfill(cli: CLIStack, schedu
     years = cli.vigil(*backfill, "--from", "2000-01-01T00:00:00Z", "--to", start.isoformat())
     assert years.returncode == 2, explain(years)
     assert "runs, all started at once: at most 100" in one_error_line(years)
+    # A window still to come, or one before 1970, started runs it should not (the future
+    # ones at once, under the ids of the runs to come) or none at all: refused.
+    ahead = (now + timedelta(days=1)).isoformat(), (now + timedelta(days=2)).isoformat()
+    for window, why in (
+        (ahead, "in the past"),
+        (("1969-12-30T00:00Z", "1970-01-02T00:00Z"), "1970"),
+    ):
+        refused = cli.vigil(*backfill, "--from", window[0], "--to", window[1], "--json")
+        assert refused.returncode == 2, explain(refused)
+        assert why in json.loads(refused.stderr)["error"]["message"], explain(refused)
     done_backfill = cli.vigil.ok(*backfill, "--from", start.isoformat(), "--to", end.isoformat())
     assert "about 2 runs" in done_backfill.stdout + done_backfill.stderr
     every = runs(cli, schedule_id, 3)

@@ -136,6 +136,31 @@ def test_a_backfill_window_is_checked() -> None:
     assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9 L * *") is None
 
 
+def test_a_backfill_window_is_in_the_past_and_after_1970() -> None:
+    """A window at the year 9999 was a traceback (an overflow counting its cron runs); one
+    before 1970 said "backfilled (about 2 runs)" and Temporal started none of them, or
+    only those from 1970 on; a window still to come started its runs at once, under the
+    ids of the runs the schedule would start then."""
+    now = datetime(2026, 12, 6, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    for start, end, why in (
+        (now + day, now + 2 * day, "in the past"),
+        (now - day, now + day, "in the past"),
+        (datetime(9999, 12, 30, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "past"),
+        (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 3, tzinfo=UTC), "1970"),
+        (datetime(1969, 12, 30, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC), "1970"),
+    ):
+        for cron, every in (("0 3 * * *", None), (None, 3600.0)):
+            with pytest.raises(BadArgument, match=why):
+                inputs.check_backfill(start, end, every_seconds=every, cron=cron, now=now)
+    assert (
+        inputs.check_backfill(now - 2 * day, now, every_seconds=None, cron="0 3 * * *", now=now)
+        == 2
+    )
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert inputs.check_backfill(epoch, epoch + day, every_seconds=3600, cron=None, now=now) == 24
+
+
 def test_schedule_ids_and_templates() -> None:
     assert inputs.check_schedule_id("nightly-report.v2") == "nightly-report.v2"
     for bad in ("", "-x", "a/b", "a b", "x" * 201):
