@@ -43,3 +43,22 @@ def test_every_paragraph_of_a_help_is_one_line_of_prose() -> None:
                 if not own and not before[:1].isspace():
                     ragged.append((path, line))
     assert ragged == []
+
+
+def _options_without_help(command: Any, path: str) -> list[tuple[str, list[str]]]:
+    import click
+
+    found = [
+        (path, list(p.opts))
+        for p in getattr(command, "params", [])
+        if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()
+    ]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _options_without_help(sub, f"{path} {name}")
+    return found
+
+
+def test_every_option_says_what_it_does() -> None:
+    """`list --agent/--status`, `schedule create --max-steps/--approve-tools` and `memory
+    add --subject/--importance` showed no words in `--help`."""
+    assert _options_without_help(typer.main.get_command(app), "vigil") == []

@@ -78,8 +78,11 @@ def memory_add(
     content: str,
     agent: AgentOpt = "default",
     kind: Annotated[str, typer.Option(help="fact, reflection or lesson")] = "fact",
-    subject: Annotated[str | None, typer.Option()] = None,
-    importance: Annotated[float, typer.Option()] = 0.5,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="What it is about: a newer memory about the same subject supersedes it."),
+    ] = None,
+    importance: Annotated[float, typer.Option(help="0 to 1: how much it weighs in recall.")] = 0.5,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

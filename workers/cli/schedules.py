@@ -49,11 +49,21 @@ def schedule_create(
     every: Annotated[str | None, typer.Option(help="Interval, e.g. 15m, 6h, 1d.")] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone for cron.")] = None,
     jitter: Annotated[str | None, typer.Option(help="Random delay per run, e.g. 30s.")] = None,
-    overlap: Annotated[str, typer.Option(help=OVERLAP_HELP)] = "skip",
+    overlap: Annotated[
+        str, typer.Option(help=f"When a run is due while the last still runs: {OVERLAP_HELP}.")
+    ] = "skip",
     catchup: Annotated[str | None, typer.Option(help="Catch-up window, e.g. 1h.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create paused.")] = False,
-    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
-    approve_tools: Annotated[str | None, typer.Option()] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Each run's step budget (the agent's otherwise).")
+    ] = None,
+    approve_tools: Annotated[
+        str | None,
+        typer.Option(
+            help="Tools whose calls wait for a person, comma-separated "
+            "(the agent's rules otherwise)."
+        ),
+    ] = None,
     agent_version: Annotated[
         int | None,
         typer.Option("--agent-version", min=1, help="Pin a version; each run's newest otherwise."),

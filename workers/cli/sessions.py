@@ -139,8 +139,13 @@ async def warn_when_no_worker(client: VigilClient) -> None:
 
 
 def list_(
-    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
-    status: Annotated[str | None, typer.Option("--status")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only sessions in this state (running, completed, failed, ...)."
+        ),
+    ] = None,
     since: Annotated[str | None, typer.Option(help="ISO time or e.g. 2h, 3d.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many sessions.")] = 50,
     state_dir: StateOpt = None,
