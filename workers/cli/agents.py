@@ -133,7 +133,10 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 @agent_app.command("show")
 def show(
     name: str,
-    version: Annotated[int | None, typer.Option("--version", "-v", min=1)] = None,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", "-v", min=1, help="This version (the newest otherwise)."),
+    ] = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

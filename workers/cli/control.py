@@ -79,7 +79,9 @@ def _control(
 def approve(
     session_id: str,
     approval_id: str,
-    note: Annotated[str | None, typer.Option("--note")] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", help="Why, in the record with the decision.")
+    ] = None,
     edit: Annotated[
         str | None, typer.Option("--edit", help="Replacement arguments as JSON.")
     ] = None,

@@ -33,7 +33,7 @@ memory_app = typer.Typer(help="An agent's long-term memory.", no_args_is_help=Tr
 def memory_search(
     query: str,
     agent: AgentOpt = "default",
-    k: Annotated[int, typer.Option("-k")] = 10,
+    k: Annotated[int, typer.Option("-k", help="At most this many memories.")] = 10,
     include_superseded: Annotated[bool, typer.Option("--all", help="Include superseded.")] = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,

@@ -72,7 +72,9 @@ def memory_reindex(
         int | None,
         typer.Option("--dim", min=8, help="Dimensions (hashing, openai); as configured if unset."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096)] = 64,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=4096, help="Memories embedded at a time.")
+    ] = 64,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
