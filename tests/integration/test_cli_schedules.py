@@ -331,3 +331,30 @@ def test_a_run_its_overlap_policy_cancels_is_cancelled_by_the_schedule(
     assert (end["actor"], end["reason"]) == (f"schedule:{schedule_id}", why), end
     for row in rows[1:]:
         cli.vigil("cancel", row["id"])
+
+
+def test_schedule_show_tells_one_schedule(cli: CLIStack, schedule_id: str) -> None:
+    """There was no way to see one schedule but in the whole list (the API has GET
+    /schedules/{id})."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    cli.vigil.ok(
+        "schedule", "create", schedule_id, "--goal", "water the plants", "--agent", agent,
+        "--cron", "0 3 * * *", "--tz", "Europe/Paris", "--paused",
+    )  # fmt: skip
+    shown = cli.vigil.json("schedule", "show", schedule_id)
+    assert (shown["id"], shown["agent_id"], shown["goal"]) == (
+        schedule_id,
+        agent,
+        "water the plants",
+    )
+    assert (shown["cron"], shown["time_zone"], shown["paused"]) == (
+        "0 3 * * *",
+        "Europe/Paris",
+        True,
+    )
+    assert shown["overlap"] == "skip" and shown["created_at"].endswith("+00:00")
+    human = cli.vigil.ok("schedule", "show", schedule_id).stdout
+    assert "water the plants" in human and "Europe/Paris" in human and "paused" in human
+    missing = cli.vigil("schedule", "show", "no-such-schedule")
+    assert missing.returncode == 4, explain(missing)
+    assert "no schedule with id 'no-such-schedule'" in one_error_line(missing)

@@ -1,4 +1,4 @@
-"""Recurring goals: `vigil schedule create | list | pause | resume | trigger | backfill |
+"""Recurring goals: `vigil schedule create | list | show | pause | resume | trigger | backfill |
 delete | runs`."""
 
 from __future__ import annotations
@@ -135,6 +135,45 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
             out.print(table(headers, cells, whole=2))
 
         emit(rows, as_json, human)
+
+    run_client(go, state_dir)
+
+
+@schedule_app.command("show")
+def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """One schedule: its goal, agent, timing, state, note and next runs (the API's
+    GET /schedules/{id})."""
+    from vigil.workers.schedules import ScheduleService
+
+    async def go(client: VigilClient) -> None:
+        view = await ScheduleService(client).get(schedule_id)
+        shown = asdict(view)
+        shown["next_runs"] = [t.isoformat() for t in view.next_runs]
+        shown["created_at"] = view.created_at.isoformat() if view.created_at else None
+
+        def human() -> None:
+            timing = view.cron or (f"every {view.every_seconds:g}s" if view.every_seconds else "-")
+            if view.time_zone:
+                timing += f" ({view.time_zone})"
+            nexts = ", ".join(when(t) for t in view.next_runs) or "-"
+            rows = [
+                (
+                    "agent",
+                    view.agent_id + (f" v{view.agent_version}" if view.agent_version else ""),
+                ),
+                ("goal", view.goal),
+                ("runs", timing),
+                ("overlap", view.overlap),
+                ("state", "paused" if view.paused else "active"),
+                ("next runs (UTC)", "none while paused" if view.paused else nexts),
+                ("runs so far", str(view.recent_runs)),
+                ("note", view.note or "-"),
+                ("created", when(view.created_at) if view.created_at else "-"),
+            ]
+            out.print(f"schedule {schedule_id}")
+            out.print(table(("", ""), rows, whole=1))
+
+        emit(shown, as_json, human)
 
     run_client(go, state_dir)
 
