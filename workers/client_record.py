@@ -157,22 +157,37 @@ class _RecordExtras:
         except EmbedderMismatch as exc:
             raise Refused(str(exc)) from exc
 
-    async def artifact_download(self, session_id: str, name: str, dest: Any) -> Any:
-        """Stream an artifact to ``dest`` (a path, or a binary file such as stdout);
+    async def artifact_download(
+        self, session_id: str, name: str, dest: Any, version: int | None = None
+    ) -> Any:
+        """Stream an artifact to ``dest`` (a path, or a binary file such as stdout): its
+        newest bytes, or its ``version`` (1: the first bytes written under the name);
         verified against its sha256. UnknownArtifact when the session has no such artifact
-        or the store no longer holds its bytes."""
+        (or version) or the store no longer holds its bytes."""
         from pathlib import Path
 
         from vigil.activities.artifacts.registry import iterate_in_thread, resolve_artifact
         from vigil.activities.artifacts.store import ArtifactError, ArtifactNotFound
+        from vigil.activities.artifacts.versions import NoSuchVersion, resolve_version
         from vigil.workers.wiring import make_store
 
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)
         try:
-            ref = await resolve_artifact(
-                self.db, agent_id=row.agent_id, session_id=session_id, name=name
-            )
+            if version is not None:
+                ref = await resolve_version(
+                    self.db,
+                    agent_id=row.agent_id,
+                    session_id=session_id,
+                    name=name,
+                    version=version,
+                )
+            else:
+                ref = await resolve_artifact(
+                    self.db, agent_id=row.agent_id, session_id=session_id, name=name
+                )
+        except NoSuchVersion as exc:
+            raise UnknownArtifact(f"session {session_id}: {exc}") from exc
         except ArtifactNotFound as exc:
             raise UnknownArtifact(f"session {session_id} has no artifact {name!r}") from exc
         except (ArtifactError, ValueError) as exc:

@@ -18,6 +18,7 @@ from tests.support.llm_stub import Reply
 
 pytestmark = pytest.mark.integration
 
+DRAFT = "# Zebra census (draft)\n"
 REPORT = "# Zebra census\n\nCounted 42 zebras — ünïcode ✓, [bold] and [/x] stay text.\n"
 
 
@@ -26,8 +27,12 @@ def sessions(cli: CLIStack) -> dict[str, str]:
     """Three finished sessions: two of one agent (one wrote an artifact), one of another."""
     agent, other = f"rec-{uuid.uuid4().hex[:8]}", f"rec-other-{uuid.uuid4().hex[:8]}"
     report = cli.plan(
-        Reply.tool_call(
-            "write_artifact", {"name": "report.md", "content": REPORT, "mime_type": "text/markdown"}
+        Reply.tool_calls(  # a draft first: report.md has two versions
+            ("write_artifact", {"name": "report.md", "content": DRAFT}),
+            (
+                "write_artifact",
+                {"name": "report.md", "content": REPORT, "mime_type": "text/markdown"},
+            ),
         ),
         Reply.tool_call("finish", {"summary": "the zebra census is in report.md"}),
         label="count the zebras",
@@ -79,7 +84,7 @@ def test_export_jsonl_and_markdown_match_the_record(
         (m["seq"], m["role"], m["name"], m["content"], m["tool_calls"], m["tool_call_id"])
         for m in lines
     ] == [(m.seq, m.role, m.name, m.content, m.tool_calls, m.tool_call_id) for m in transcript]
-    call = lines[1]["tool_calls"][0]
+    call = lines[1]["tool_calls"][1]
     assert call["name"] == "write_artifact" and json.loads(call["arguments"])["content"] == REPORT
 
     text = md_file.read_text(encoding="utf-8")
@@ -110,11 +115,21 @@ def test_artifact_list_and_get(cli: CLIStack, sessions: dict[str, str], tmp_path
     assert got.returncode == 0, explain(got)
     assert json.loads(got.stdout) == {
         "name": "report.md",
+        "version": None,
         "sha256": digest,
         "size": len(body),
         "path": str(dest),
     }
     assert dest.read_bytes() == body
+    # An earlier version by its number (only the API could read one).
+    first, newest, past = cli.vigil.many(
+        ("artifact", "get", sid, "report.md", "--version", "1", "-o", "-"),
+        ("artifact", "get", sid, "report.md", "--version", "2", "-o", "-"),
+        ("artifact", "get", sid, "report.md", "--version", "3", "-o", "-"),
+    )
+    assert (first.returncode, first.stdout) == (0, DRAFT), explain(first)
+    assert (newest.returncode, newest.stdout) == (0, REPORT), explain(newest)
+    assert past.returncode == 4 and "version 3" in one_error_line(past), explain(past)
     assert missing.returncode == 4, explain(missing)
     assert one_error_line(missing) == f"error: session {sid} has no artifact 'nope.md'"
     assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.part").exists()

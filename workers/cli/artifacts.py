@@ -37,6 +37,15 @@ def artifact_get(
         typer.Option("--output", "-o", help="File to write (`-`: standard output)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            min=1,
+            max=2**31 - 1,
+            help="This version of the name (1: its first bytes; the newest otherwise).",
+        ),
+    ] = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -58,12 +67,18 @@ def artifact_get(
 
     async def go(client: VigilClient) -> None:
         if to_stdout:
-            ref = await client.artifact_download(session_id, name, sys.stdout.buffer)
+            ref = await client.artifact_download(session_id, name, sys.stdout.buffer, version)
             err.print(f"wrote {ref.size} bytes to standard output (sha256 {ref.sha256})")
             return
-        ref = await client.artifact_download(session_id, name, dest)
+        ref = await client.artifact_download(session_id, name, dest, version)
         emit(
-            {"name": name, "sha256": ref.sha256, "size": ref.size, "path": str(dest)},
+            {
+                "name": name,
+                "version": version,
+                "sha256": ref.sha256,
+                "size": ref.size,
+                "path": str(dest),
+            },
             as_json,
             lambda: out.print(Text(f"wrote {dest} ({ref.size} bytes, sha256 {ref.sha256})")),
         )
