@@ -394,7 +394,10 @@ def _check_trigger(
     key_field: str | None,
 ) -> None:
     if not re.match(NAME_PATTERN, name):
-        raise BadArgument(f"bad trigger name {name[:60]!r}: letters, digits, '_', '.', '-'")
+        raise BadArgument(
+            f"bad trigger name {name[:60]!r}: 1 to 100 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
     if not agent_id or len(agent_id) > 200:
         raise BadArgument("name the agent (--agent)")
     if action not in TRIGGER_ACTIONS:

@@ -532,3 +532,14 @@ async def test_a_delivery_giving_a_key_twice_is_taken_as_its_sender_wrote_it(
     sid = r.json()["session_id"]
     row = await until(lambda: _recorded(sessionmaker, sid), within=60, what="session recorded")
     assert row.goal == "Do second"  # type: ignore[attr-defined]
+
+
+def test_a_trigger_name_too_long_says_so(cli: CLIStack) -> None:
+    """A 201-character name was told only which characters a name may hold."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    for name in ("x" * 101, "x" * 201, "_lead"):
+        refused = cli.vigil("trigger", "create", name, "--agent", agent, "--goal-template", "g")
+        assert refused.returncode == 2, refused.stderr
+        assert "1 to 100 letters, digits" in refused.stderr, refused.stderr
+    assert cli.vigil.json("trigger", "create", "x" * 100, "--agent", agent, "--goal-template", "g")
+    cli.vigil.ok("trigger", "delete", "x" * 100)
