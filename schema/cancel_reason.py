@@ -35,12 +35,12 @@ SCHEDULE_OVERLAP_WHY = "a newer run of its schedule started (overlap policy canc
 
 
 def parse(text: str | None, schedule_id: str | None = None) -> tuple[str | None, str | None]:
-    """(who, why) from a cancel reason; None for a part it does not hold. The scheduler's
-    own cancel names the schedule (``schedule:<id>``, ``schedule_id`` the session's)."""
+    """(who, why) from a cancel reason; None for a part it does not hold. In a run of a
+    schedule (``schedule_id``), the scheduler's own cancel names it (``schedule:<id>``)."""
     if not text or not text.strip():
         return None, None
-    if text.strip() == SCHEDULE_OVERLAP:
-        return (f"schedule:{schedule_id}" if schedule_id else "schedule"), SCHEDULE_OVERLAP_WHY
+    if schedule_id and text.strip() == SCHEDULE_OVERLAP:
+        return f"schedule:{schedule_id}", SCHEDULE_OVERLAP_WHY
     found = _BY.match(text)
     if found is None or not found["who"].strip():
         return None, text.strip()

@@ -268,9 +268,14 @@ class _VigilClientCore:
         return desc.status or WorkflowExecutionStatus.RUNNING
 
     async def temporal_started_at(self, session_id: str) -> datetime | None:
-        """When Temporal started ``session_id``'s run; None when it has no such workflow."""
+        """When Temporal started ``session_id``'s first run (a session continues as new
+        runs: its latest began later); None when it has no such workflow, or no longer
+        holds that first run."""
         try:
             desc = await self.handle(session_id).describe()
+            first = desc.raw_description.workflow_execution_info.first_run_id
+            if first and first != desc.run_id:
+                desc = await self.temporal.get_workflow_handle(session_id, run_id=first).describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return None

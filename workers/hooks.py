@@ -290,7 +290,9 @@ class TriggerService:
                 earlier = delivery_session_id(row.agent_id, row.name, delivery_id)
                 if await _started_since(client, earlier, row.created_at):
                     # Started for this very trigger under the id's earlier form (acted on
-                    # again across an upgrade): the same session, as before.
+                    # again across an upgrade): the same session, as before (an ended one
+                    # refused as under the new form).
+                    await _status(client, earlier)
                     return result("started", earlier)
                 await _start(client, row.agent_id, goal or text or "", sid)
             return result("started", sid)
@@ -369,7 +371,8 @@ async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStat
 
 
 async def _started_since(client: VigilClient, session_id: str, since: datetime) -> bool:
-    """Whether a session ``session_id`` was started at ``since`` or later."""
+    """Whether a session ``session_id`` was started (its first run) at ``since`` or
+    later."""
     started = await client.temporal_started_at(session_id)
     return started is not None and started >= since
 

@@ -207,15 +207,18 @@ def check_backfill(
             f"the backfill window is empty: --from {start.isoformat()} is not before "
             f"--to {end.isoformat()}"
         )
+    # A time without its offset is UTC, as Temporal reads it.
+    start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     if end > now:
         raise BadArgument(
-            f"a backfill window is in the past: --to {end.isoformat()} is after now "
+            f"a backfill window must be in the past: --to {end.isoformat()} is after now "
             f"({now.isoformat(timespec='seconds')}); the runs still to come start on their own"
         )
     if start < EPOCH:
         raise BadArgument(
-            f"a backfill window begins in 1970 or later: --from {start.isoformat()} is "
+            f"a backfill window must begin in 1970 or later: --from {start.isoformat()} is "
             "before it (a schedule starts no run before 1970-01-01T00:00Z)"
         )
     runs: int | None = None

@@ -9,6 +9,7 @@ and lone surrogates); Markdown is for reading and shows those characters visibly
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -243,7 +244,7 @@ def event_markdown(event: StoredEvent) -> str:
         parts.append(f"> {_line(event.reason)}")
     if detail:
         shown = json.dumps(detail, ensure_ascii=False, default=str)
-        parts.append(f"> `{_line(shown[:500])}`")
+        parts.append(f"> {_code(shown[:500])}")
     return "\n".join(parts) + "\n\n"
 
 
@@ -255,10 +256,19 @@ def _printable(value: str) -> str:
 
 
 def _line(value: str) -> str:
-    """A one-line field (an id, a name, a goal, a reason) as ``_printable`` shows it, its
-    line breaks as their pictures too: nothing it holds starts a line of the export (a
-    heading, a quoted event) that the export did not write."""
-    return visible(value, keep="\t")
+    """A one-line field of prose (a goal, a reason, an actor) as ``_printable`` shows it,
+    its line breaks as their pictures too and ``& < >`` as entities: nothing it holds
+    starts a line of the export (a heading, a quoted event) or draws one as HTML."""
+    return html.escape(visible(value, keep="\t"), quote=False)
+
+
+def _code(value: str) -> str:
+    """A one-line field shown as code (an id, a name, a URI): in a code span whose
+    backticks outnumber any run inside it, so nothing it holds ends the span."""
+    shown = visible(value, keep="\t")
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", shown)), default=0) + 1)
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
 
 
 def _fenced(body: str, info: str = "") -> str:
@@ -300,9 +310,9 @@ def _moment(value: Any) -> datetime | None:
 
 def _markdown_header(header: dict[str, Any]) -> str:
     lines = [
-        f"# Session `{_line(str(header['id']))}`",
+        f"# Session {_code(str(header['id']))}",
         "",
-        f"- **Agent:** `{_line(str(header['agent_id']))}`",
+        f"- **Agent:** {_code(str(header['agent_id']))}",
         f"- **Goal:** {_line(str(header['goal']))}",
         f"- **Status:** {header['status']} (step {header['step']})",
         f"- **Started:** {_when(_moment(header.get('created_at')))}",
@@ -315,7 +325,7 @@ def _markdown_header(header: dict[str, Any]) -> str:
     archived = archived_transcript(header.get("metadata"))
     if archived is not None:  # the transcript below is empty: say where it is
         lines.append(
-            f"- **Archived:** {_when(archived.archived_at)} to `{_line(archived.uri)}` "
+            f"- **Archived:** {_when(archived.archived_at)} to {_code(archived.uri)} "
             f"({archived.messages} messages, {archived.events} events); "
             f"`{restore_hint(str(header['id']))}` brings them back"
         )
@@ -327,8 +337,8 @@ def message_markdown(message: StoredMessage) -> str:
     read as Markdown)."""
     title = f"### {message.seq} · {message.role}"
     if message.role == "tool":
-        label = f" `{_line(message.name)}`" if message.name else ""
-        answers = f" for call `{_line(message.tool_call_id)}`" if message.tool_call_id else ""
+        label = f" {_code(message.name)}" if message.name else ""
+        answers = f" for call {_code(message.tool_call_id)}" if message.tool_call_id else ""
         title = f"### {message.seq} · tool result{label}{answers}"
     elif message.name:
         title += f" ({_line(message.name)})"
@@ -341,8 +351,8 @@ def message_markdown(message: StoredMessage) -> str:
     for call in message.tool_calls or []:
         call_id, name, arguments = _call_parts(call)
         body, info = _pretty_arguments(arguments)
-        ident = f" (call `{_line(call_id)}`)" if call_id else ""
-        parts.append(f"\n**Tool call** `{_line(name)}`{ident}:\n\n")
+        ident = f" (call {_code(call_id)})" if call_id else ""
+        parts.append(f"\n**Tool call** {_code(name)}{ident}:\n\n")
         parts.append(_fenced(_printable(body), info))
     return "".join(parts) + "\n"
 

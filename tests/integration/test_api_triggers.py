@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 
 import httpx
@@ -214,6 +215,40 @@ async def test_a_delivery_acted_on_before_the_ids_held_the_trigger_keeps_its_ses
     assert r.json()["session_id"] == earlier
     await until(lambda: _finished(sessionmaker, earlier), within=60, what="the session")
     assert await sessions_of(sessionmaker, agent) == [earlier]
+
+
+async def test_a_session_under_the_earlier_id_form_from_before_the_trigger_is_not_it(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """The earlier form's session is the delivery's only when it began after the trigger
+    was made: by its first run, not its latest (a session continues as new runs, so an
+    old trigger's session that went on past the new trigger's making was taken for it)."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    earlier = delivery_session_id(agent, name, "r9")
+    client = await VigilClient.connect(cli.settings)
+    try:
+        slow = cli.plan(Reply.tool_call("wait_until", {"seconds": 3}), Reply.text("old"))
+        await client.start_session(agent, slow, session_id=earlier, own_form=True, steps_per_run=1)
+        made = cli.vigil.json("trigger", "create", name, "--agent", agent, "--goal-template", "{x}")
+
+        async def runs() -> int:
+            found = [w async for w in client.temporal.list_workflows(f"WorkflowId = '{earlier}'")]
+            return len(found)
+
+        # Its second run began after the trigger was made.
+        await until(lambda: _at_least(runs, 2), within=60, what="a second run")
+    finally:
+        await client.close()
+    r = await deliver(
+        http, name, {"x": cli.plan(Reply.text("new"))}, str(made["secret"]), delivery="r9"
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["session_id"] != earlier, r.json()
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return await count() >= n
 
 
 async def test_a_keyed_message_starts_the_session_then_messages_it(

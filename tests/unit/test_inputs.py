@@ -159,6 +159,9 @@ def test_a_backfill_window_is_in_the_past_and_after_1970() -> None:
     )
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     assert inputs.check_backfill(epoch, epoch + day, every_seconds=3600, cron=None, now=now) == 24
+    # A time without an offset is UTC, as Temporal reads it (it raised TypeError).
+    naive = now.replace(tzinfo=None)
+    assert inputs.check_backfill(naive - day, naive, every_seconds=3600, cron=None, now=now) == 24
 
 
 def test_schedule_ids_and_templates() -> None:

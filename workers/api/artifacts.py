@@ -218,8 +218,14 @@ async def download_artifact(
 
 @router.head(
     "/sessions/{session_id}/artifacts/{name:path}",
+    response_class=Response,
     summary="An artifact's download headers (size, ETag, type, range), without its bytes",
-    responses={206: {"description": "The requested byte range's headers"}},
+    responses={
+        200: {"description": "The whole artifact's headers", "content": {"*/*": {}}},
+        206: {"description": "The requested byte range's headers", "content": {"*/*": {}}},
+        304: {"description": "Not modified (If-None-Match names the ETag)"},
+        416: {"description": "The range is past the end"},
+    },
 )
 async def artifact_headers(
     request: Request,
