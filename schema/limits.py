@@ -121,10 +121,8 @@ def budget_problem(budget: Budget, now: datetime | None = None) -> tuple[str, st
 
 def session_input_error(arg: StartSessionInput, now: datetime | None = None) -> str | None:
     """Why a session's start input is refused for its numbers (its budget, its policy's
-    timeouts, its heartbeat) or a NUL in its agent id, as ``field: why``; None when they
-    are acceptable. Sizes are :func:`start_error`'s."""
-    if "\x00" in arg.agent_id:
-        return "agent_id: must not contain NUL characters"
+    timeouts, its heartbeat) as ``field: why``; None when they are acceptable. Sizes are
+    :func:`start_error`'s."""
     found = budget_problem(arg.budget, now)
     for name in ("approval_timeout_seconds", "ask_human_timeout_seconds"):
         if found is None:

@@ -55,11 +55,6 @@ def visible(text: str, keep: str = "\n\t") -> str:
     return "\r\n".join(part.translate(table) for part in text.split("\r\n"))
 
 
-def harmful(text: str, keep: str = "\n\t") -> bool:
-    """Whether ``visible`` would change ``text``."""
-    return visible(text, keep) != text
-
-
 def visible_json(document: str) -> str:
     """A JSON document with the same value, each character ``visible`` would replace
     written as a ``\\uXXXX`` escape (such characters can only stand inside its strings;

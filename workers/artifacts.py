@@ -19,7 +19,6 @@ from vigil.activities.artifacts.registry import (
     iterate_in_thread,
     list_artifacts,
     put_artifact,
-    resolve_artifact,
     validate_name,
 )
 from vigil.activities.artifacts.store import ArtifactNotFound, ArtifactStore
@@ -62,16 +61,8 @@ class ArtifactService:
     ) -> ArtifactRef:
         """The artifact ``name`` of the session: its newest bytes, or its ``version``."""
         try:
-            if version is not None:
-                return await resolve_version(
-                    self.client.db,
-                    agent_id=agent_id,
-                    session_id=session_id,
-                    name=name,
-                    version=version,
-                )
-            return await resolve_artifact(
-                self.client.db, agent_id=agent_id, session_id=session_id, name=name
+            return await resolve_version(
+                self.client.db, agent_id=agent_id, session_id=session_id, name=name, version=version
             )
         except InvalidArtifactName as exc:
             raise BadArgument(str(exc)) from exc

@@ -166,7 +166,7 @@ class _RecordExtras:
         (or version) or the store no longer holds its bytes."""
         from pathlib import Path
 
-        from vigil.activities.artifacts.registry import iterate_in_thread, resolve_artifact
+        from vigil.activities.artifacts.registry import iterate_in_thread
         from vigil.activities.artifacts.store import ArtifactError, ArtifactNotFound
         from vigil.activities.artifacts.versions import NoSuchVersion, resolve_version
         from vigil.workers.wiring import make_store
@@ -174,18 +174,9 @@ class _RecordExtras:
         row = await self.require_session(session_id)  # type: ignore[attr-defined]
         store = make_store(self.settings)
         try:
-            if version is not None:
-                ref = await resolve_version(
-                    self.db,
-                    agent_id=row.agent_id,
-                    session_id=session_id,
-                    name=name,
-                    version=version,
-                )
-            else:
-                ref = await resolve_artifact(
-                    self.db, agent_id=row.agent_id, session_id=session_id, name=name
-                )
+            ref = await resolve_version(
+                self.db, agent_id=row.agent_id, session_id=session_id, name=name, version=version
+            )
         except NoSuchVersion as exc:
             raise UnknownArtifact(f"session {session_id}: {exc}") from exc
         except ArtifactNotFound as exc:

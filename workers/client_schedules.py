@@ -57,7 +57,7 @@ OVERLAP = {
 }
 
 
-def _spec_text(cron: str | None, every: timedelta | None, time_zone: str | None) -> str:
+def spec_text(cron: str | None, every: timedelta | None, time_zone: str | None) -> str:
     """When a schedule runs, as a person reads it: its cron line or its interval."""
     if cron:
         return f"cron {cron}" + (f" ({time_zone})" if time_zone else "")
@@ -200,7 +200,7 @@ class ScheduleControls(SessionControls):
                     "goal": template.goal,
                     "agent": template.agent_id,
                     "schedule": schedule_id,
-                    "spec": _spec_text(cron, every, time_zone),
+                    "spec": spec_text(cron, every, time_zone),
                 },
             ),
             spec=spec,
@@ -251,7 +251,7 @@ class ScheduleControls(SessionControls):
                     "agent": memo.get("agent"),
                     "goal": memo.get("goal"),
                     "spec": memo.get("spec")
-                    or _spec_text(
+                    or spec_text(
                         spec.cron_expressions[0] if spec.cron_expressions else None,
                         every[0] if every else None,
                         spec.time_zone_name,

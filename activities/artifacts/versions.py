@@ -58,13 +58,15 @@ async def resolve_version(
     agent_id: str,
     session_id: str,
     name: str,
-    version: int,
+    version: int | None,
 ) -> ArtifactRef:
-    """``name``'s ``version`` (1: its first bytes) in the session; NoSuchVersion past the
-    newest, ArtifactNotFound when the session has no such name."""
+    """``name``'s ``version`` (1: its first bytes; None: its newest) in the session;
+    NoSuchVersion past the newest, ArtifactNotFound when the session has no such name."""
     current = await resolve_artifact(
         sessionmaker, agent_id=agent_id, session_id=session_id, name=name
     )
+    if version is None:
+        return current
     digests = _digests(
         await _replacements(sessionmaker, agent_id, session_id), name, current.sha256
     )

@@ -488,11 +488,7 @@ async def test_a_lone_surrogate_in_the_body_is_422_and_starts_nothing(
     agent = f"agent-sur-{uuid.uuid4().hex[:6]}"
     name, secret = create(cli, "--agent", agent, "--goal-template", "Do {title}")
     body = b'{"title": "half \\ud800 a pair"}'
-    r = await http.post(
-        f"/v1/triggers/{name}",
-        content=body,
-        headers={"Content-Type": "application/json", **signing.signed_headers(secret, body)},
-    )
+    r = await deliver(http, name, None, secret, raw=body)
     assert r.status_code == 422, r.text
     assert "surrogate" in r.json()["error"]["message"]
     assert await sessions_of(sessionmaker, agent) == []
@@ -558,11 +554,7 @@ async def test_a_delivery_giving_a_key_twice_is_taken_as_its_sender_wrote_it(
     agent = f"agent-twin-{uuid.uuid4().hex[:6]}"
     name, secret = create(cli, "--agent", agent, "--goal-template", "Do {issue}")
     twin = b'{"issue": "first", "issue": "second"}'
-    r = await http.post(
-        f"/v1/triggers/{name}",
-        content=twin,
-        headers={"Content-Type": "application/json", **signing.signed_headers(secret, twin)},
-    )
+    r = await deliver(http, name, None, secret, raw=twin)
     assert r.status_code == 200, r.text
     sid = r.json()["session_id"]
     row = await until(lambda: _recorded(sessionmaker, sid), within=60, what="session recorded")

@@ -83,13 +83,13 @@ class SafeConsole(Console):
     ) -> Iterable[Segment]:
         # A Text made elsewhere (a table cell, a spinner's label): one character for one,
         # so its styled spans stay in place.
-        from vigil.schema.printable import harmful
-
         renderable = rich_cast(renderable)
-        if isinstance(renderable, Text) and harmful(renderable.plain):
-            shown = renderable.copy()
-            shown.plain = visible(renderable.plain)
-            renderable = shown
+        if isinstance(renderable, Text):
+            plain = visible(renderable.plain)
+            if plain != renderable.plain:
+                shown = renderable.copy()
+                shown.plain = plain
+                renderable = shown
         return super().render(renderable, options)
 
     def print_json(

@@ -143,18 +143,17 @@ def schedule_list(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
 def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """One schedule: its goal, agent, timing, state, note and next runs (the API's
     GET /schedules/{id})."""
+    from datetime import timedelta
+
+    from vigil.workers.client_schedules import spec_text
     from vigil.workers.schedules import ScheduleService
 
     async def go(client: VigilClient) -> None:
         view = await ScheduleService(client).get(schedule_id)
-        shown = asdict(view)
-        shown["next_runs"] = [t.isoformat() for t in view.next_runs]
-        shown["created_at"] = view.created_at.isoformat() if view.created_at else None
 
         def human() -> None:
-            timing = view.cron or (f"every {view.every_seconds:g}s" if view.every_seconds else "-")
-            if view.time_zone:
-                timing += f" ({view.time_zone})"
+            every = timedelta(seconds=view.every_seconds) if view.every_seconds else None
+            timing = spec_text(view.cron, every, view.time_zone)
             nexts = ", ".join(when(t) for t in view.next_runs) or "-"
             rows = [
                 (
@@ -173,7 +172,7 @@ def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
             out.print(f"schedule {schedule_id}")
             out.print(table(("", ""), rows, whole=1))
 
-        emit(shown, as_json, human)
+        emit(asdict(view), as_json, human)
 
     run_client(go, state_dir)
 
