@@ -42,6 +42,7 @@ from vigil.schema.payloads import (
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import summaries
 from vigil.workflows.bookkeeping import Bookkeeping
+from vigil.workflows.hand_over import Approval
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -435,6 +436,30 @@ class HumanControl(Bookkeeping):
         approval.decision, approval.by, approval.note = decision, by, note
         approval.edited = edited
         approval.decided_at = workflow.now()
+        # Recorded where it is taken: an input refused in the same task for coming after
+        # it (already decided) is recorded after it, as it happened.
+        self._record_decision(approval)
+
+    def _record_decision(self, approval: Approval) -> None:
+        """Queue the ``approval_decided`` event of a decided approval, once."""
+        if approval.recorded:
+            return
+        approval.recorded = True
+        pending = approval.pending
+        self._event(
+            f"approval:{pending.approval_id}:decided",
+            event_kinds.APPROVAL_DECIDED,
+            pending.step,
+            actor=approval.by,
+            reason=approval.note,
+            payload={
+                "approval_id": pending.approval_id,
+                "decision": approval.decision,
+                "tool": pending.tool,
+                "edited_arguments": approval.edited,
+                "at": (approval.decided_at or workflow.now()).isoformat(),
+            },
+        )
 
     def _pause(self, arg: PauseInput) -> None:
         if self._c.paused:

@@ -103,20 +103,7 @@ class Waits(HumanControl):
                 )
                 approval.note = "approval timed out"
         del self._approvals[approval_id]
-        self._event(
-            f"approval:{approval_id}:decided",
-            event_kinds.APPROVAL_DECIDED,
-            step,
-            actor=approval.by,
-            reason=approval.note,
-            payload={
-                "approval_id": approval_id,
-                "decision": approval.decision,
-                "tool": call.name,
-                "edited_arguments": approval.edited,
-                "at": (approval.decided_at or workflow.now()).isoformat(),
-            },
-        )
+        self._record_decision(approval)  # a human's was queued when it was taken
         if approval.decision == "fail":
             raise SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
         self._set_status(SessionStatus.RUNNING)

@@ -257,3 +257,33 @@ async def test_approval_timeout_follows_the_policy(
 async def _status_is(sm: async_sessionmaker[DbSession], sid: str, status: str) -> bool:
     row = await session_row(sm, sid)
     return row.status == status
+
+
+async def test_a_decision_and_a_refused_one_taken_together_are_recorded_in_that_order(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """An approve and a reject that arrive in one workflow task: the first decides, the
+    second is refused as already decided. The refusal was recorded first (it is written
+    where it is taken, the decision once the waiting step woke), so the record said the
+    reject was refused before anything had decided the approval."""
+    _fetch_then_finish(stub)
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        handle = await start(client, task_queue, session_input("fetch the page"))
+        await approval_pending(handle, sessionmaker)
+    # No worker: both wait in the history and reach the workflow in the same task.
+    await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="ann"))
+    await handle.signal(names.SIG_REJECT, RejectInput(approval_id="a1-0", by="bob", reason="no"))
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED, result
+    recorded = [e for e in await events(sessionmaker, handle.id) if e.step == 1]
+    kinds = [(e.kind, e.actor or e.payload.get("by")) for e in recorded]
+    decided = kinds.index(("approval_decided", "ann"))
+    refused = kinds.index(("input_rejected", "bob"))
+    assert decided < refused, kinds
+    assert "already decided (approve)" in (recorded[refused].reason or "")
