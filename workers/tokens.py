@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -14,6 +15,7 @@ from enum import IntEnum
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import tokens as token_rows
 
 PREFIX = "vgl"
@@ -111,6 +113,44 @@ def _info(row: token_rows.TokenRow) -> TokenInfo:
     )
 
 
+@dataclass(frozen=True)
+class UnknownAgent:
+    """An agent a new token names that the record does not know (yet)."""
+
+    agent_id: str
+    like: str | None
+    """A known agent it reads as (another case, or letters of another script)."""
+
+    def describe(self) -> str:
+        said = f"no agent {self.agent_id!r} is known (no definition, no session)"
+        foreign = [c for c in self.agent_id if not c.isascii()]
+        if foreign:
+            c = foreign[0]
+            said += f"; it holds U+{ord(c):04X} {unicodedata.name(c, 'an unnamed character')}"
+        if self.like is not None:
+            said += f"; did you mean {self.like!r}?"
+        return said
+
+
+def _check_agents(agents: list[str]) -> None:
+    odd = [a for a in agents if not 0 < len(a) <= 200 or "\x00" in a]
+    if odd:
+        raise ValueError(f"agent ids must be 1-200 characters, as a session's: {odd[0][:40]!r}")
+
+
+def _reads_as(agent_id: str) -> str:
+    """What an id reads as: case folded, each letter of another script taken for the
+    Latin letter it is named after (CYRILLIC SMALL LETTER O: o)."""
+    out = []
+    for c in unicodedata.normalize("NFKC", agent_id).casefold():
+        if not c.isascii():
+            words = unicodedata.name(c, "").split()
+            if len(words) >= 2 and words[-2] == "LETTER" and len(words[-1]) == 1:
+                c = words[-1].lower()
+        out.append(c)
+    return "".join(out)
+
+
 class TokenService:
     """Tokens over the record; the caller hands in a system sessionmaker."""
 
@@ -131,9 +171,7 @@ class TokenService:
             raise ValueError("the owner must be 1-200 characters")
         if len(name) > 200 or "\x00" in name:
             raise ValueError("the name must be at most 200 characters")
-        odd = [a for a in agents or () if not 0 < len(a) <= 200 or "\x00" in a]
-        if odd:
-            raise ValueError(f"agent ids must be 1-200 characters, as a session's: {odd[0][:40]!r}")
+        _check_agents(agents or [])
         token_id = "".join(
             secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12)
         )
@@ -150,6 +188,21 @@ class TokenService:
                 expires_at=expires_at,
             )
         return NewToken(info=_info(row), token=f"{PREFIX}_{token_id}_{secret}")
+
+    async def unknown_agents(self, agents: list[str]) -> list[UnknownAgent]:
+        """The agents of ``agents`` the record does not know, each with the known agent
+        it reads as, if one does: an id is matched exactly, so a token for ``Ops`` covers
+        nothing of ``ops``. ValueError for an id no agent can have."""
+        _check_agents(agents)
+        async with self._db() as db:
+            known = await agent_rows.agent_ids(db)
+        exact = set(known)
+        read: dict[str, str] = {}
+        for k in known:
+            read.setdefault(_reads_as(k), k)
+        return [
+            UnknownAgent(a, read.get(_reads_as(a))) for a in dict.fromkeys(agents) if a not in exact
+        ]
 
     async def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         async with self._db() as db:

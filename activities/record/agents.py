@@ -254,3 +254,8 @@ async def session_agent_version(db: DbSession, session_id: str) -> int | None:
     )
     value = found.scalar_one_or_none()
     return int(value) if value is not None else None
+
+
+async def agent_ids(db: DbSession) -> list[str]:
+    """Every agent the record knows: with a definition, a session, or both."""
+    return list((await db.execute(sql("SELECT id FROM agents ORDER BY id"))).scalars())

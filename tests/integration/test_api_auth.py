@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 
 from tests.support.api import ApiServer, running_api
 from tests.support.cli import Vigil, cli_env
+from vigil.activities.record import store as record
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 from vigil.workers.tokens import Scope
@@ -142,3 +146,52 @@ def test_cli_creates_lists_and_revokes_tokens(
     # An agent no session can have (ids are 1-200 characters) is refused, not stored.
     long = vigil("token", "create", "--owner", "bo", "--agent", "x" * 201)
     assert long.returncode == 2 and "agent ids must be 1-200 characters" in long.stderr
+
+
+def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
+    api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """An agent id is matched exactly, so a token for ``Ops`` (or the same with a
+    Cyrillic o) covers nothing of ``ops``: it was created without a word."""
+    vigil = Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp_path,
+        )
+    )
+    known = f"ops-{uuid.uuid4().hex[:8]}"
+    asyncio.run(_known_agent(database_url, known))
+    for look_alike, says in [
+        (known.upper(), ""),
+        ("\u043e" + known[1:], "it holds U+043E CYRILLIC SMALL LETTER O; "),
+    ]:
+        refused = vigil("token", "create", "--owner", "bo", "--agent", look_alike)
+        assert refused.returncode == 2, refused.stderr
+        assert f"no agent {look_alike!r} is known (no definition, no session); {says}" in (
+            " ".join(refused.stderr.split())
+        )
+        assert f"did you mean {known!r}?" in refused.stderr
+        taken = vigil.json(
+            "token", "create", "--owner", "bo", "--agent", look_alike, "--allow-unknown-agent"
+        )
+        assert taken["agents"] == [look_alike]
+    assert look_alike not in {
+        a for t in vigil.json("token", "list")[:-1] for a in t["agents"] or []
+    }
+    # One for an agent to come is made, with a warning; one for the known agent quietly.
+    later = vigil("token", "create", "--owner", "bo", "--agent", "not-yet-" + known)
+    assert later.returncode == 0 and "warning: no agent" in later.stderr, later.stderr
+    exact = vigil("token", "create", "--owner", "bo", "--agent", known)
+    assert exact.returncode == 0 and "warning" not in exact.stderr, exact.stderr
+
+
+async def _known_agent(database_url: str, agent_id: str) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine).begin() as db:
+            await record.ensure_agent(db, agent_id)
+    finally:
+        await engine.dispose()

@@ -88,10 +88,20 @@ def create(
         ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for listings.")] = "",
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown-agent",
+            help="Create it even for an agent that reads as a known one but is not it "
+            "(another case, letters of another script).",
+        ),
+    ] = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a token; the whole token is printed once and never stored."""
+    """Create a token; the whole token is printed once and never stored. An agent id is
+    matched exactly: one that reads as a known agent without being it is refused, one
+    not known at all is taken (for an agent to come) with a warning."""
     from vigil.workers.tokens import Scope, TokenService
 
     try:
@@ -101,10 +111,21 @@ def create(
     agent_list = [a.strip() for given in agents or () for a in given.split(",") if a.strip()]
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
+        service = TokenService(db)
         try:
-            new = await TokenService(db).create(
-                owner, scope=parsed, name=name, agents=agent_list or None
-            )
+            unknown = await service.unknown_agents(agent_list)
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+        for agent in unknown:
+            if agent.like is not None and not allow_unknown:
+                fail(
+                    f"{agent.describe()} (pass --allow-unknown-agent to create it anyway)",
+                    EXIT_USAGE,
+                )
+        for agent in unknown:
+            err.print(Text(f"warning: {agent.describe()}; the token covers it once it is"))
+        try:
+            new = await service.create(owner, scope=parsed, name=name, agents=agent_list or None)
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
 
