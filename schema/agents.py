@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from vigil.schema.hooks import WebhookEvent
 from vigil.schema.payloads import Budget
@@ -45,6 +45,29 @@ class Spec(BaseModel):
     numbers are strict (``true`` or ``"100"`` is an error, not 1 or 100)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    PROSE: ClassVar[frozenset[str]] = frozenset()
+    """Fields of free text that may hold NUL, as a conversation's text may."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        """A name, a model, a command, a URL: no NUL (an escaped ``\\u0000`` in a file),
+        which no program, provider or header takes and a listing cannot show."""
+        stored = isinstance(info.context, dict) and info.context.get("stored")
+        if not stored and info.field_name not in cls.PROSE and _holds_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
 
 
 class ModelSettings(Spec):
@@ -144,6 +167,8 @@ class SpecBudget(Budget):
 class AgentSpec(Spec):
     """What a user writes in ``agents/NAME.toml`` (or ``.yaml``)."""
 
+    PROSE: ClassVar[frozenset[str]] = frozenset({"system_prompt", "variables"})
+
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -161,6 +186,12 @@ class AgentSpec(Spec):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     webhooks: list[WebhookSpec] | None = None
     """Notified when an approval is requested, a human is asked, or a session ends."""
+
+    @classmethod
+    def stored(cls, data: Any) -> AgentSpec:
+        """A version read back from the record: checks added since it was applied (NUL
+        in its one-line fields) do not make an applied version unreadable."""
+        return cls.model_validate(data, context={"stored": True})
 
 
 # --- what the workflow receives -----------------------------------------------------------

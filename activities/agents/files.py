@@ -144,6 +144,8 @@ def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
             message = str(error.get("msg", "invalid"))
             if error.get("type") == "extra_forbidden":
                 message = "unknown field"
+            elif error.get("type") == "value_error":  # a check of ours: its own words
+                message = message.removeprefix("Value error, ")
             problems.append(Problem(locate(loc), field_name(loc), message))
         raise AgentFileError(path, problems) from exc
     problems = _semantic_problems(spec)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vigil.activities.agents.files import AgentFileError, load, parse
+from vigil.schema.agents import AgentSpec
 
 TOML = """\
 name = "researcher"
@@ -205,3 +206,51 @@ def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
     text += "approval_timeout_seconds: 1e3\n"
     spec = load(_write(tmp_path, "exp.yaml", text)).spec
     assert (spec.model.temperature, spec.approval_timeout_seconds) == (0.5, 1000.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "toml_line", "value", "line"),
+    [
+        ("model.model", "temperature = 0.2", 'model = "gpt\\u0000x"', 11),
+        (
+            "description",
+            'description = "Reads the web, carefully."',
+            'description = "a\\u0000b"',
+            2,
+        ),
+        ("tools[0].approve_when[0].host_not_in", '["example.com"]', '["ex\\u0000.com"]', 14),
+    ],
+)
+def test_an_escaped_nul_in_a_one_line_field_is_an_error(
+    tmp_path: Path, field: str, toml_line: str, value: str, line: int
+) -> None:
+    """Was applied: a model name no provider takes, a description a listing shows as ␀."""
+    replaced = (
+        value
+        if toml_line.split(" =")[0] == value.split(" =")[0] or toml_line.startswith("[")
+        else f"{toml_line}\n{value}"
+    )
+    path = _write(tmp_path, "nul.toml", TOML.replace(toml_line, replaced))
+    lines = _problems(path)
+    assert any(
+        ln.startswith(f"{path}:{line}: {field}: ") and "must not contain NUL" in ln for ln in lines
+    ), lines
+
+
+def test_an_mcp_command_with_nul_is_an_error_and_prose_may_hold_it(tmp_path: Path) -> None:
+    server = '\n[[mcp_servers]]\nname = "m"\ncommand = ["py\\u0000thon", "a.py"]\n'
+    lines = _problems(_write(tmp_path, "mcp.toml", TOML + server))
+    assert any("mcp_servers[0].command: " in ln and "NUL" in ln for ln in lines), lines
+    prose = TOML.replace("Tone: {tone}.", "Tone: {tone}.\\u0000").replace('"dry"', '"d\\u0000ry"')
+    spec = load(_write(tmp_path, "prose.toml", prose)).spec
+    assert spec.system_prompt is not None and spec.system_prompt.endswith("\x00")
+    assert spec.variables["tone"] == "d\x00ry"
+
+
+def test_a_version_applied_before_the_nul_check_still_reads() -> None:
+    """Every stored version is read back through the spec: one applied with a NUL before
+    the check existed must not become a session's unreadable definition."""
+    data = {"name": "older", "description": "a\x00b", "model": {"model": "m\x00"}}
+    with pytest.raises(ValueError, match="must not contain NUL"):
+        AgentSpec.model_validate(data)
+    assert AgentSpec.stored(data).description == "a\x00b"
