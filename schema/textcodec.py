@@ -58,6 +58,16 @@ def encode(text: str) -> tuple[str, int]:
     return text, PLAIN
 
 
+def plain(text: str) -> str:
+    """Text for a TEXT column without a flag, shown as it is and never decoded (a
+    session's goal and summary, an event's actor and reason, whose exact words the
+    transcript keeps): NUL as U+2400 (the picture of NUL), a lone surrogate as U+FFFD,
+    everything else (backslashes too) unchanged."""
+    if not needs_escape(text):
+        return text
+    return _BAD.sub(lambda m: "\u2400" if m.group(0) == "\x00" else "\ufffd", text)
+
+
 def decode(stored: str, flag: int) -> str:
     return _unescape(stored) if flag == ESCAPED else stored
 

@@ -158,7 +158,7 @@ async def open_session_row(
     The agent is None when the row is new, and when another transaction created it
     meanwhile (this statement's snapshot is older than that row): ask ``session_agent``
     then."""
-    stored_goal, _ = textcodec.encode(goal)
+    stored_goal = textcodec.plain(goal)
     row = (
         await db.execute(
             _OPEN_SESSION,
@@ -210,10 +210,10 @@ async def update_session(
         params["step"] = step
     if goal is not None:
         sets.append("goal = :goal")
-        params["goal"] = textcodec.encode(goal)[0]
+        params["goal"] = textcodec.plain(goal)
     if summary is not None:
         sets.append("summary = :summary")
-        params["summary"] = textcodec.encode(summary)[0]
+        params["summary"] = textcodec.plain(summary)
     if run_count is not None:
         sets.append("run_count = GREATEST(run_count, :runs)")
         params["runs"] = run_count
@@ -381,10 +381,8 @@ def _record_parts(
                     f"key{k}": ev.key,
                     f"kind{k}": ev.kind,
                     f"step{k}": ev.step,
-                    f"actor{k}": textcodec.encode(ev.actor)[0] if ev.actor is not None else None,
-                    f"reason{k}": (
-                        textcodec.encode(ev.reason)[0] if ev.reason is not None else None
-                    ),
+                    f"actor{k}": textcodec.plain(ev.actor) if ev.actor is not None else None,
+                    f"reason{k}": (textcodec.plain(ev.reason) if ev.reason is not None else None),
                     f"payload{k}": _jsonb(ev.payload),
                 }
             )

@@ -229,6 +229,29 @@ async def test_nul_text_is_valid_and_kept_losslessly(
     assert ev.actor == "nul-tester"
 
 
+async def test_a_nul_goal_from_a_plain_temporal_start_is_kept_exactly_and_shown_plainly(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """vigil's faces refuse a goal holding NUL; a plain Temporal start does not ask. Its
+    sessions row held the goal in the record's escaped form, read by nobody as such: the
+    goal's backslashes doubled in every listing (``C:\\tmp`` for ``C:\tmp``)."""
+    goal = "clean C:\\tmp\x00 now"
+    stub.enqueue(Reply.tool_call("finish", {"summary": "done"}))
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        handle = await start(client, task_queue, session_input(goal))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED
+    messages = await transcript(sessionmaker, handle.id)
+    assert messages[0].content.endswith(goal)  # exactly, in the transcript
+    row = await session_row(sessionmaker, handle.id)
+    assert row.goal == "clean C:\\tmp\u2400 now", row.goal
+
+
 async def test_unknown_session_id_is_not_found(client: Client) -> None:
     handle = client.get_workflow_handle(f"no-such-session-{uuid.uuid4()}")
     with pytest.raises(RPCError) as signal_err:
