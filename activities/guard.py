@@ -12,7 +12,8 @@ exceeds size limit.". Then:
 - Any other failure counts against the activity's own budget, ``max_failures`` of its
   input (set by the workflow, which then lets Temporal retry without limit): when it is
   used up the failure is made non-retryable. Attempts that ended without a word (a lost
-  worker, a timeout) count too. Without ``max_failures`` Temporal's retry policy counts.
+  worker, a timeout) count too, from the next attempt's start, which gives up at once when
+  they spent the budget. Without ``max_failures`` Temporal's retry policy counts.
 
 What one attempt leaves for the next (outage count, since when) travels in the
 activity's heartbeat details, which Temporal hands to the next attempt; so a long
@@ -69,6 +70,9 @@ class Ledger:
     last: str | None = None
     failures: int = 0
     """A local activity's own failures so far (a regular one counts from its attempt)."""
+    begun: int = 0
+    """A local activity's attempts begun on this worker (those that ended without a
+    word, neither failure nor outage, count as failures at the next one's start)."""
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> Ledger:
@@ -197,6 +201,7 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
         token = _LEDGER.set(ledger)
         began = time.time()
         try:
+            _count_silent_attempts(ledger, arg)
             result = await fn(self, arg)
         except Exception as exc:
             failure = _failure(exc, ledger, arg, began)
@@ -212,6 +217,29 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
         return result
 
     return run
+
+
+def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:
+    """Count the attempts before this one that ended without a word (their time limit
+    passed, or their worker was lost) against ``max_failures``: each raised nothing, so
+    only the next attempt can count it, and a call timing out on every attempt would
+    otherwise be retried for ever. Raises the failure that ends the retries when the
+    budget is spent."""
+    info = activity.info()
+    if info.is_local:
+        ledger.failures += ledger.begun - ledger.failures - ledger.outages
+        ledger.begun += 1
+        spent = ledger.failures
+    else:
+        spent = info.attempt - 1 - ledger.outages
+    budget = getattr(arg, "max_failures", None)
+    if isinstance(budget, int) and info.attempt > 1 and spent >= budget:
+        raise ApplicationError(
+            f"failed {spent} times, the last without a result (its time limit passed, or "
+            "its worker was lost), giving up",
+            type=names.ERR_ACTIVITY_FAILED,
+            non_retryable=True,
+        )
 
 
 def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> ApplicationError:

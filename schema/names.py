@@ -206,6 +206,10 @@ PATCH_DEFAULT_STEP_BATCHES = "vigil-default-step-batches"
 # is, is refused as input (``input_rejected``, with the reason its update's validator
 # gives); it was dropped without a record. Asked only when such a signal arrives.
 PATCH_PAUSE_STATE_SIGNALS = "vigil-pause-state-signals"
+# A tool call whose ``run_tool`` activity fails for good (its failure budget spent, by
+# errors or by attempts that timed out) is recorded as the call's tool error, which the
+# model reads, and the session goes on; it ended the session failed. Asked only then.
+PATCH_TOOL_FAILED_FOR_GOOD = "vigil-tool-failed-for-good"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -643,8 +643,11 @@ class AgentSession(Waits):
         except ActivityError as exc:
             unserved = tool_routing.unserved(exc, call.name, route) if self._tool_queues else None
             if unserved is None:
-                raise
-            # Nobody ran the call: its error is recorded here and goes back to the model.
+                unserved = tool_routing.failed_for_good(exc, call.name)
+                if unserved is None or not workflow.patched(names.PATCH_TOOL_FAILED_FOR_GOOD):
+                    raise
+            # Nobody ran the call, or it failed on every attempt: its error is recorded
+            # here and goes back to the model.
             refused = arg.model_copy(update={"rejected_reason": unserved, "approved_digest": None})
             result = await self._run_tool_activity(
                 tool_routing.tool_route(None, call.name), refused, summary

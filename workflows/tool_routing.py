@@ -23,7 +23,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutError,
+    TimeoutType,
+    is_cancelled_exception,
+)
 
 from vigil.schema import names
 from vigil.schema.agents import AgentRuntime
@@ -100,6 +107,19 @@ def unserved(exc: ActivityError, tool: str, route: ToolRoute) -> str | None:
     ):
         return unreachable_message(tool, route.task_queue)
     return None
+
+
+def failed_for_good(exc: ActivityError, tool: str) -> str | None:
+    """The tool error of a call whose activity failed for good (None: it was cancelled,
+    which ends the session as a cancel does)."""
+    cause = exc.cause
+    if is_cancelled_exception(exc) or isinstance(cause, CancelledError):
+        return None
+    if isinstance(cause, ApplicationError | TimeoutError):
+        why = cause.message or type(cause).__name__
+    else:
+        why = str(cause or exc)
+    return f"the call to {tool} failed for good: {why}"
 
 
 class QueueProbe:

@@ -1013,6 +1013,40 @@ async def cancel_at_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     raise AssertionError("the session was not cancelled")
 
 
+async def tool_failed_for_good(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A built-in tool given a 1 s limit fetches a page that takes 3 s: both attempts time
+    out, the third gives up, and the call's error goes back to the model, asked under
+    ``vigil-tool-failed-for-good``; the model finishes."""
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": "agent-quick-fetch",
+                "tools": [
+                    {"name": "http_fetch", "timeout_seconds": 1, "max_attempts": 2},
+                    {"name": "finish"},
+                ],
+            }
+        )
+    )
+    ctx.stub.on_get = lambda path: time.sleep(3) if path == "/slow" else None
+    ctx.stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{ctx.stub.url}/slow"}), finish("went on")
+    )
+    try:
+        handle = await ctx.start(
+            "tool_failed_for_good",
+            StartSessionInput(
+                agent_id="agent-quick-fetch",
+                goal="fetch a slow page",
+                policy=ToolPolicy(require_approval=[]),
+            ),
+        )
+        _expect(await handle.result(), SessionStatus.COMPLETED)
+    finally:
+        ctx.stub.on_get = None
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -1055,6 +1089,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "line_text_nul": line_text_nul,
     "whole_numbers": whole_numbers,
     "pause_state_signals": pause_state_signals,
+    "tool_failed_for_good": tool_failed_for_good,
 }
 
 

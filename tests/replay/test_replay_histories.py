@@ -80,6 +80,7 @@ LATEST = {
     "whole_numbers",
     "default_step_batches",
     "pause_state_signals",
+    "tool_failed_for_good",
 }
 EXPECTED = {
     "tools_finish",
@@ -463,6 +464,11 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     pause_state = _history(HISTORIES / "pause_state_signals.json")
     assert names.PATCH_PAUSE_STATE_SIGNALS in _patches(pause_state)
     assert _ended(pause_state) == SessionStatus.COMPLETED.value
+    # A tool call whose activity failed for good: its error back to the model (asked only
+    # then), the session went on to finish.
+    gave_up = _history(HISTORIES / "tool_failed_for_good.json")
+    assert names.PATCH_TOOL_FAILED_FOR_GOOD in _patches(gave_up)
+    assert _ended(gave_up) == SessionStatus.COMPLETED.value
     # An approval signal edited to an integer no float holds: refused (asked only then).
     whole = _history(HISTORIES / "whole_numbers.json")
     assert names.PATCH_WHOLE_NUMBERS in _patches(whole)

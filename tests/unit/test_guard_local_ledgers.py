@@ -93,19 +93,36 @@ async def test_an_attempt_that_ends_without_a_word_passes_the_ledger_on() -> Non
     def timed_out() -> Any:
         raise asyncio.CancelledError()  # what a start-to-close timeout leaves
 
-    owner = Owner([_outage, _outage, timed_out, _provider_error, _provider_error])
+    owner = Owner([_outage, _outage, timed_out, _provider_error])
     arg = Call()
     for attempt in (1, 2):
         await _attempt(owner, attempt, str(attempt), arg)
     with pytest.raises(asyncio.CancelledError):
         await _attempt(owner, 3, "3", arg)
-    first = await _attempt(owner, 4, "4", arg)
-    assert isinstance(first, ApplicationError) and not first.non_retryable
-    second = await _attempt(owner, 5, "5", arg)
-    # Two of the call's own failures: its budget of two is spent, the outage's were not.
+    second = await _attempt(owner, 4, "4", arg)
+    # The attempt that timed out and the provider's error: the budget of two is spent, the
+    # outages' attempts were not counted.
     assert isinstance(second, ApplicationError) and second.non_retryable
     assert "failed 2 times, giving up" in str(second)
     assert owner.local_ledgers.get(("run-1", names.ACT_CALL_MODEL, "7")) is None
+
+
+async def test_a_call_that_times_out_on_every_attempt_gives_up_at_its_budget() -> None:
+    """Each attempt that timed out raised nothing, so nothing counted it: a call whose
+    every attempt outlived its time limit was retried for ever."""
+
+    def timed_out() -> Any:
+        raise asyncio.CancelledError()
+
+    owner = Owner([timed_out, timed_out, _provider_error])
+    arg = Call()
+    for attempt in (1, 2):
+        with pytest.raises(asyncio.CancelledError):
+            await _attempt(owner, attempt, str(attempt), arg)
+    third = await _attempt(owner, 3, "3", arg)
+    assert isinstance(third, ApplicationError) and third.non_retryable
+    assert "failed 2 times, the last without a result" in str(third)
+    assert len(owner.script) == 1  # the third attempt gave up before calling again
 
 
 async def test_each_model_call_of_a_run_has_its_own_ledger() -> None:
