@@ -109,17 +109,23 @@ def unserved(exc: ActivityError, tool: str, route: ToolRoute) -> str | None:
     return None
 
 
+GAVE_UP = frozenset({names.ERR_ACTIVITY_FAILED, names.ERR_TOOL_RETRY})
+"""The failures of a call that spent its attempts (errors of the activity's own, a
+tool's retries): the model's tool error. Any other type (a call that is not the approved
+one, one missing from the record, input no session can take) still ends the session."""
+
+
 def failed_for_good(exc: ActivityError, tool: str) -> str | None:
-    """The tool error of a call whose activity failed for good (None: it was cancelled,
-    which ends the session as a cancel does)."""
+    """The tool error of a call whose activity spent its attempts, on errors or on time
+    limits that passed; None for any other failure, and for a cancel."""
     cause = exc.cause
     if is_cancelled_exception(exc) or isinstance(cause, CancelledError):
         return None
-    if isinstance(cause, ApplicationError | TimeoutError):
-        why = cause.message or type(cause).__name__
-    else:
-        why = str(cause or exc)
-    return f"the call to {tool} failed for good: {why}"
+    if isinstance(cause, TimeoutError) or (
+        isinstance(cause, ApplicationError) and cause.type in GAVE_UP
+    ):
+        return f"the call to {tool} failed for good: {cause.message or type(cause).__name__}"
+    return None
 
 
 class QueueProbe:
