@@ -3,8 +3,9 @@
 Order, so that a failure anywhere can be finished by erasing again:
 
 1. Temporal: every run of the subject's sessions (a continued-as-new session has
-   several) is terminated if it is still running, then deleted through the workflow
-   service; for an agent, its recurring-goal schedules are deleted too.
+   several) and of their webhook deliveries is terminated if it is still running, then
+   deleted through the workflow service; for an agent, its recurring-goal schedules are
+   deleted too.
 2. PostgreSQL and the object store, in one transaction: ``record.erasure.purge`` removes
    the rows, the bytes of every artifact and archive no one else refers to are deleted
    while their digests are locked, and the receipt is written; then it commits.
@@ -130,6 +131,17 @@ class Eraser:
         ]
         if agent is not None:
             queries_.append(f"{names.SA_AGENT.name} = {_quoted(agent)}")
+        # Each session's webhook deliveries (a child it abandons, retrying until the
+        # webhook takes it): they carry its events, so they go with it.
+        queries_ += [
+            f"WorkflowType = {_quoted(names.WORKFLOW_WEBHOOK_NOTIFY)} AND ("
+            + " OR ".join(
+                f"WorkflowId STARTS_WITH {_quoted(i + names.WEBHOOK_ID_INFIX)}"
+                for i in ids[n : n + _QUERY_CHUNK]
+            )
+            + ")"
+            for n in range(0, len(ids), _QUERY_CHUNK)
+        ]
         for query in queries_:
             try:
                 async for wf in self.temporal.list_workflows(query):

@@ -215,6 +215,8 @@ REFUSED_ENDED = "the session has ended"
 (while its last records are written): a keyed message then goes to the key's next
 session (workers/keyed.py)."""
 WORKFLOW_WEBHOOK_NOTIFY = "vigil.WebhookNotify"
+WEBHOOK_ID_INFIX = "~webhook~"
+"""A session's delivery of an event to its webhooks is the workflow ``SESSION~webhook~KEY``."""
 ERR_WEBHOOK_UNDELIVERED = "WebhookUndelivered"
 """Retryable: some webhook of the event did not take the delivery yet."""
 

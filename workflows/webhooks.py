@@ -76,7 +76,7 @@ async def notify(
         await workflow.start_child_workflow(
             names.WORKFLOW_WEBHOOK_NOTIFY,
             arg,
-            id=f"{session_id}~webhook~{key}",
+            id=f"{session_id}{names.WEBHOOK_ID_INFIX}{key}",
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             static_summary=f"webhook {event}",
         )

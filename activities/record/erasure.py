@@ -265,7 +265,27 @@ async def purge(db: DbSession, scope: ErasureScope) -> Purged:
     counts["artifacts"] = len(removable) - len(purged.archives)
     counts["archives"] = len(purged.archives)
 
+    # What the hooks kept of it: delivery attempts (their URLs, events, errors), and the
+    # answers a trigger keeps for a delivery sent again (they name the session).
+    hooks = await db.execute(
+        text(
+            "DELETE FROM webhook_deliveries WHERE session_id = ANY(:s) "
+            "OR (CAST(:kind AS text) = 'agent' AND agent_id = :a)"
+        ),
+        {"s": sessions, "kind": scope.kind, "a": scope.subject},
+    )
+    counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
+    answers = await db.execute(
+        text("DELETE FROM trigger_deliveries WHERE result ->> 'session_id' = ANY(:s)"),
+        {"s": sessions},
+    )
+    counts["trigger_deliveries"] = int(answers.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "agent":
+        for table in ("webhooks", "triggers"):  # a trigger's deliveries go with it
+            gone_hooks = await db.execute(
+                text(f"DELETE FROM {table} WHERE agent_id = :a"), {"a": scope.subject}
+            )
+            counts[table] = int(gone_hooks.rowcount)  # type: ignore[attr-defined]
         await db.execute(
             text("DELETE FROM retention_policies WHERE agent_id = :a"), {"a": scope.subject}
         )

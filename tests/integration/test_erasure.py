@@ -41,6 +41,7 @@ from tests.support.cli import (
 from tests.support.llm_stub import LLMStub, Reply
 from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.record import retention
+from vigil.workers.credentials import CredentialService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
@@ -318,3 +319,56 @@ def test_erasing_an_agent_asks_first_then_removes_all_it_had(
     assert "not mine" in cli.vigil.ok("export", untouched).stdout
     unknown = cli.vigil("erase", "--agent", f"nobody-{uuid.uuid4().hex[:6]}", "--yes")
     assert unknown.returncode == 4 and "nothing to erase" in unknown.stderr, explain(unknown)
+
+
+def test_erasing_an_agent_stops_its_webhook_deliveries_and_removes_its_hooks(
+    s3cli: CLIStack, client: Client
+) -> None:
+    """A delivery still retrying when its agent was erased went on: it sent the erased
+    session's end (its summary) to the webhook after the erasure, and its attempts, its
+    workflow, the agent's webhooks and triggers (with their deliveries) all stayed."""
+    cli = s3cli
+    agent = f"erase-hooks-{uuid.uuid4().hex[:8]}"
+    marker = f"zq{uuid.uuid4().hex[:12]}"
+    secret = f"hook-secret-{uuid.uuid4().hex[:8]}"  # a worker's credential, not the agent's
+    asyncio.run(_stored_credential(cli, secret))
+    # Nothing listens on port 9: each attempt fails and the delivery retries.
+    cli.vigil.ok(
+        "webhook", "add", "--agent", agent, "--url", "http://127.0.0.1:9/hook",
+        "--events", "session_ended", "--secret", secret,
+    )  # fmt: skip
+    cli.vigil.ok(
+        "trigger", "create", f"{agent}-t", "--agent", agent, "--action", "start",
+        "--goal-template", "triage {title}",
+    )  # fmt: skip
+    session = _run(cli, agent, cli.plan(Reply.text(f"done with {marker}"), label="hooked"))
+    hook = f"{session}~webhook~ended"
+    poll(lambda: asyncio.run(_attempted(cli.database_url, session)), 60, "a delivery attempt")
+
+    cli.vigil.ok("erase", "--agent", agent, "--yes")
+
+    poll(lambda: asyncio.run(_gone_from_temporal(client, hook)), 60, "the delivery deleted")
+    assert asyncio.run(_tables_holding(cli.database_url, agent)) == {"erasure_receipts": 1}
+    assert _everywhere(cli, client, marker) == {"postgres": {}, "temporal": [], "objects": []}
+    assert all(t["name"] != f"{agent}-t" for t in cli.vigil.json("trigger", "list"))
+
+
+async def _stored_credential(cli: CLIStack, name: str) -> None:
+    engine = make_engine(cli.database_url)
+    try:
+        await CredentialService(cli.settings, make_sessionmaker(engine)).set(name, "whsec-x")
+    finally:
+        await engine.dispose()
+
+
+async def _attempted(database_url: str, session_id: str) -> bool:
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            found = await db.execute(
+                text("SELECT count(*) FROM webhook_deliveries WHERE session_id = :s"),
+                {"s": session_id},
+            )
+            return bool(found.scalar_one())
+    finally:
+        await engine.dispose()
