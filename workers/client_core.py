@@ -64,7 +64,6 @@ class _VigilClientCore:
         self.temporal = temporal
         self._engine = engine
         self._db: async_sessionmaker[DbSession] | None = None
-        self._agents: dict[str, str] = {}
         self._feed: Feed | None = None
         self._feed_lock = asyncio.Lock()
         self._endpoints: Endpoints | None = None

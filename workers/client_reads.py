@@ -339,16 +339,15 @@ class SessionReads(SessionStart):
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     async def agent_of(self, session_id: str) -> str | None:
-        """The agent a session belongs to (remembered: a session never changes agent)."""
-        agent = self._agents.get(session_id)
-        if agent is None and "\x00" not in session_id:
-            from vigil.activities.record import store as record
+        """The agent a session belongs to, read each time: an erased session's id may be
+        taken again by another agent's session (a long-lived API once kept the first
+        answer, and let the first agent's tokens reach the second session)."""
+        if "\x00" in session_id:
+            return None
+        from vigil.activities.record import store as record
 
-            async with self.db() as db:
-                agent = await record.session_agent(db, session_id)
-            if agent is not None:
-                self._agents[session_id] = agent
-        return agent
+        async with self.db() as db:
+            return await record.session_agent(db, session_id)
 
     async def reconcile(self, session_ids: list[str] | None = None) -> list[Reconciled]:
         """Close sessions whose workflow ended outside vigil's control (workers/reconcile.py)."""

@@ -137,3 +137,42 @@ def test_an_id_longer_than_any_sessions_is_422_at_once_on_every_route(api: ApiSe
         # Ids vigil makes itself (a schedule's runs) are longer than the 200 a caller may
         # choose: those are still looked up.
         assert http.get(f"/v1/sessions/{'s' * 256}").status_code == 404
+
+
+def test_an_id_erased_and_taken_again_belongs_to_its_new_agent(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """The API remembered which agent each session it was asked about belongs to, for
+    good: once the session was erased and its id taken by another agent's, the old
+    agent's token still reached the new session's stream, and its export was a 500."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        first, second = define(admin, "first"), define(admin, "second")
+        started = admin.post(
+            "/v1/sessions", json={"agent": first, "goal": cli.plan(Reply.text("one"))}
+        )
+        assert started.status_code == 201, started.text
+        sid = started.json()["id"]
+        wait_status(admin, sid, "completed")
+        assert admin.get(f"/v1/sessions/{sid}").json()["session"]["agent_id"] == first
+        ended = admin.get(f"/v1/sessions/{sid}/stream", params={"tokens": "false"})
+        assert ended.status_code == 200 and "event: end" in ended.text, ended.text
+
+    done = cli.vigil("erase", "--session", sid, "--yes")
+    assert done.returncode == 0, explain(done)
+
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        again = admin.post(
+            "/v1/sessions",
+            json={"agent": second, "goal": cli.plan(Reply.text("two")), "id": sid},
+        )
+        assert again.status_code == 201, again.text
+        wait_status(admin, sid, "completed")
+        export = admin.get(f"/v1/sessions/{sid}/export", params={"format": "jsonl"})
+        assert export.status_code == 200 and '"two"' in export.text, export.text
+    with api.client(api.token(Scope.READ, agents=[first])) as old:
+        for path in ("", "/transcript", "/export", "/stream"):
+            assert old.get(f"/v1/sessions/{sid}{path}").status_code == 404, path
+    with api.client(api.token(Scope.READ, agents=[second])) as new:
+        assert "two" in new.get(f"/v1/sessions/{sid}/transcript").json()["items"][-1]["content"]
+        stream = new.get(f"/v1/sessions/{sid}/stream", params={"tokens": "false"})
+        assert stream.status_code == 200 and "two" in stream.text, stream.text
