@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from vigil.activities.artifacts.store import (
 from vigil.activities.record.lean import Statements
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.sql import sql
-from vigil.activities.record.store import NewEvent, record_events
+from vigil.activities.record.store import NewEvent, list_events, record_events
 from vigil.schema import event_kinds
 
 MAX_NAME_CHARS = 255
@@ -81,6 +82,9 @@ class ArtifactRef:
     mime_type: str
     storage_uri: str
     created_at: datetime | None = None
+    version: int | None = None
+    """Which version of the name these bytes are (1: its first), when the write that
+    made the reference counted it."""
 
 
 def validate_name(name: str, *, new: bool = False) -> str:
@@ -226,7 +230,11 @@ async def put_artifact(
                     {"sid": session_id, "name": name},
                 )
             ).one()
-    return _ref(row)
+            # Counted while the link's row is locked: an upload of the same name at the
+            # same time waits for this one's commit, so each is told its own version.
+            replaced = await list_events(db, session_id, kind=event_kinds.ARTIFACT_REPLACED)
+            version = 1 + sum(1 for e in replaced if e.payload.get("name") == name)
+    return dataclasses.replace(_ref(row), version=version)
 
 
 async def _link(

@@ -361,3 +361,28 @@ def test_a_replaced_artifact_keeps_every_version_reachable(api: ApiServer) -> No
         past = http.get(url(session, "notes.md"), params={"version": 3})
         assert past.status_code == 404, past.text
         assert "2 versions" in past.json()["error"]["message"]
+
+
+def test_uploads_of_one_name_at_once_are_each_told_their_own_version(api: ApiServer) -> None:
+    """The version an upload answered with was counted after its write, so an upload that
+    landed meanwhile was counted too: parallel uploads were told versions that held other
+    uploads' bytes, some the same one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, session = new_session(api.settings)
+    token = api.token(Scope.CONTROL)
+
+    def upload(i: int) -> tuple[bytes, int]:
+        body = f"upload {i}\n".encode()
+        with api.client(token) as http:
+            put = http.put(url(session, "race.txt"), content=body)
+        assert put.status_code == 201, put.text
+        return body, int(put.json()["version"])
+
+    with ThreadPoolExecutor(8) as pool:
+        told = list(pool.map(upload, range(8)))
+    assert sorted(version for _, version in told) == list(range(1, 9)), told
+    with api.client(token) as http:
+        for body, version in told:
+            got = http.get(url(session, "race.txt"), params={"version": version})
+            assert got.content == body, (version, got.content, body)
