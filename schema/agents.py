@@ -134,9 +134,23 @@ class ContextSettings(Spec):
 class MemorySettings(Spec):
     recall: int = Field(default=5, ge=0, le=100, strict=True)
     read: list[str] = Field(default_factory=list)
-    """Other memory namespaces this agent may read (shared on purpose)."""
+    """Not supported: an agent recalls only its own memories. Refused when applied."""
     write: str | None = None
-    """Namespace its new memories go to; its own agent id when unset."""
+    """Not supported: an agent remembers under its own id. Refused when applied."""
+
+    @field_validator("read", "write", mode="after")
+    @classmethod
+    def _own_namespace_only(cls, value: Any, info: ValidationInfo) -> Any:
+        """Shared namespaces were declared but never used (an agent read and wrote only
+        its own memories whatever they said): refused rather than taken and ignored.
+        Versions applied before read back as they were."""
+        stored = isinstance(info.context, dict) and info.context.get("stored")
+        if value and not stored:
+            raise ValueError(
+                "shared memory namespaces are not supported: an agent recalls and "
+                "remembers only its own memories (remove memory.read and memory.write)"
+            )
+        return value
 
 
 class WebhookSpec(Spec):

@@ -186,9 +186,13 @@ def test_yaml_aliases_that_expand_past_the_limit_are_refused(tmp_path: Path) -> 
     shared = YAML.replace(
         "        host_not_in: [example.com]", "        host_not_in: &hosts [a.com]"
     )
-    shared += "memory:\n  read: *hosts\n"
+    shared = shared.replace(
+        "    approval: never",
+        "    approval: never\n    approve_when:\n"
+        "      - argument: url\n        host_not_in: *hosts",
+    )
     agent = load(_write(tmp_path, "shared.yaml", shared))
-    assert agent.spec.memory.read == ["a.com"]
+    assert agent.spec.tools[1].approve_when[0].host_not_in == ["a.com"]
 
 
 def test_a_yaml_key_given_twice_is_an_error_at_its_line(tmp_path: Path) -> None:
@@ -254,3 +258,17 @@ def test_a_version_applied_before_the_nul_check_still_reads() -> None:
     with pytest.raises(ValueError, match="must not contain NUL"):
         AgentSpec.model_validate(data)
     assert AgentSpec.stored(data).description == "a\x00b"
+
+
+@pytest.mark.parametrize(
+    ("line", "field"), [('read = ["ops"]', "read"), ('write = "ops"', "write")]
+)
+def test_shared_memory_namespaces_are_refused_not_ignored(
+    tmp_path: Path, line: str, field: str
+) -> None:
+    """Declared and applied, but no part of vigil read them: an agent given another's
+    namespace went on reading and writing only its own memories."""
+    path = _write(tmp_path, "shared.toml", TOML + f"\n[memory]\n{line}\n")
+    lines = _problems(path)
+    assert any(f"memory.{field}: shared memory namespaces are not supported" in ln for ln in lines)
+    assert AgentSpec.stored({"name": "older", "memory": {"read": ["ops"]}}).memory.read == ["ops"]
