@@ -21,6 +21,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError
 
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
@@ -36,6 +37,9 @@ from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, Vi
 from vigil.workers.wiring import make_store
 
 RETENTION_EVERY = timedelta(hours=1)
+RETENTION_EVERY_MIN = timedelta(minutes=1)
+"""The shortest period of the retention sweep (Temporal refuses intervals under a second;
+a sweep reads every policy's due sessions, so one a minute is already plenty)."""
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,21 @@ class Governance:
         for what, value in (("--archive-after", archive_after), ("--erase-after", erase_after)):
             if value is not None and value < timedelta(0):
                 raise BadArgument(f"{what} must not be negative")
+        if archive_after is not None and erase_after is not None and archive_after > erase_after:
+            raise BadArgument("--archive-after must not be longer than --erase-after")
+        if every < RETENTION_EVERY_MIN:
+            raise BadArgument(
+                f"--every must be at least 1 minute (the sweep's period), not {every}"
+            )
+        # The schedule first: a policy is never written that no run would apply.
+        try:
+            await self.ensure_retention_schedule(every)
+        except RPCError as exc:
+            raise VigilError(f"Temporal refused the retention schedule: {exc.message}") from exc
         async with self.client.db.begin() as db:
-            policy = await retention_queries.set_policy(
+            return await retention_queries.set_policy(
                 db, agent_id, archive_after=archive_after, erase_after=erase_after, by=by
             )
-        await self.ensure_retention_schedule(every)
-        return policy
 
     async def retention_policies(self) -> list[RetentionPolicy]:
         async with self.client.db() as db:

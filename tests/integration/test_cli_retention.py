@@ -175,3 +175,24 @@ def _retention_runs(cli: CLIStack) -> list[dict[str, object]]:
         return out
 
     return asyncio.run(go())
+
+
+def test_a_retention_schedule_too_frequent_or_a_policy_backwards_is_refused(
+    cli: CLIStack,
+) -> None:
+    """``--every 0.5s`` ended in a traceback (Temporal refused the interval) after the
+    policy was written; ``--every 0s`` became an hour without a word; an archive after the
+    erasure was taken."""
+    agent = f"ret-odd-{uuid.uuid4().hex[:8]}"
+    for every in ("0.5s", "0s", "30s"):
+        refused = cli.vigil("retention", "set", "--agent", agent, "--erase-after", "1d",
+                            "--every", every)  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert "--every must be at least 1 minute" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    backwards = cli.vigil(
+        "retention", "set", "--agent", agent, "--archive-after", "10d", "--erase-after", "5d"
+    )
+    assert backwards.returncode == 2, backwards.stderr
+    assert "--archive-after must not be longer than --erase-after" in backwards.stderr
+    assert all(p["agent_id"] != agent for p in cli.vigil.json("retention", "show"))

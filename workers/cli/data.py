@@ -240,7 +240,8 @@ def retention_set(
         fail("give --archive-after and/or --erase-after, or --clear", EXIT_USAGE)
     archive_td = _duration(archive_after, "--archive-after")
     erase_td = _duration(erase_after, "--erase-after")
-    every_td = _duration(every, "--every") or timedelta(hours=1)
+    every_td = _duration(every, "--every")
+    assert every_td is not None  # it has a default
 
     async def go(client: VigilClient) -> None:
         policy = await _governance(client).set_retention(
