@@ -62,3 +62,22 @@ def test_export_to_a_closed_pipe_is_quiet(cli: CLIStack, failed_session: str, fm
     assert history == (1, ""), history[1]
     exported = closed_reader(cli, "export", failed_session, "-f", fmt)
     assert exported == history, exported[1]
+
+
+def test_a_full_disk_is_a_failed_write_not_an_unreachable_server(
+    cli: CLIStack, failed_session: str
+) -> None:
+    """Writing to a full disk (``/dev/full``) said "cannot reach a server: [Errno 28] No
+    space left on device" and exited 3, the code for a stack that is down."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [*CLI, "export", failed_session],
+            env=cli.vigil.env,
+            cwd=cli.vigil.cwd,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "No space left on device" in proc.stderr and "reach" not in proc.stderr, proc.stderr

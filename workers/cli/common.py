@@ -8,6 +8,7 @@ runs, not when the CLI starts: `vigil --help` and a control command start at onc
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import os
@@ -42,6 +43,8 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+"""Failures of writing the command's own output, whatever server it read from."""
 EXIT_NOT_FOUND = 4
 
 
@@ -413,6 +416,8 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
     except OSError as exc:
         if exc.filename is not None:  # a local file (e.g. --output), not a server
             fail(f"{exc.strerror or exc}: {exc.filename}", EXIT_FAILED)
+        if exc.errno in LOCAL_WRITE_ERRNOS:  # the output (a full disk), not a server
+            fail(f"cannot write the output: {exc.strerror or exc}", EXIT_FAILED)
         fail(unreachable(settings, exc), EXIT_UNREACHABLE)
 
 
