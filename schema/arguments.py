@@ -48,4 +48,28 @@ def first_error(validator: Validator, arguments: dict[str, Any]) -> tuple[str, s
     if not errors:
         return None
     where = "/".join(str(p) for p in errors[0].path) or "(root)"
-    return where, errors[0].message[:300]
+    return where[:200], error_text(errors[0])
+
+
+_LIMITS = {
+    "maxLength": "at most",
+    "maxItems": "at most",
+    "maxProperties": "at most",
+    "minLength": "at least",
+    "minItems": "at least",
+    "minProperties": "at least",
+}
+
+
+def error_text(error: Any) -> str:
+    """A validation error in at most 300 characters that says what is wrong: the
+    validator's message quotes the offending value first (a note of megabytes), so a long
+    value is shortened in it, and a length's limit is added."""
+    text = str(error.message)
+    shown = repr(error.instance)
+    if len(shown) > 60 and shown in text:
+        text = text.replace(shown, shown[:40] + "..." + shown[-8:], 1)
+    bound = _LIMITS.get(str(error.validator))
+    if bound is not None:
+        text += f" ({bound} {error.validator_value})"
+    return text if len(text) <= 300 else text[:299] + "\u2026"

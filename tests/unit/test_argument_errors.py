@@ -1,0 +1,40 @@
+"""A tool call's argument error says what is wrong first, whatever the value's size.
+
+The validator's own message begins with the offending value, quoted: the error sent back
+to the model was cut at 300 characters, so a 32,000-character note came back as
+``invalid arguments for remember at content: 'qqqq...`` and never said "too long" nor
+the limit, and the model could not correct itself.
+"""
+
+from __future__ import annotations
+
+from vigil.activities.agents import catalog
+from vigil.activities.tools import registry
+from vigil.schema.agents import ToolDescriptor
+from vigil.schema.tools import BUILTIN_TOOLS
+
+
+def test_a_built_in_tools_too_long_argument_says_so_and_gives_the_limit() -> None:
+    said = registry.validate("remember", {"content": "q" * 32_000})
+    assert said is not None
+    assert said.startswith("invalid arguments for remember at content: 'qqq"), said
+    assert said.endswith("is too long (at most 8000)"), said
+    assert len(said) < 300
+
+
+def test_a_catalog_tools_short_argument_says_so_and_gives_the_limit() -> None:
+    tool = ToolDescriptor(
+        name="note",
+        description="",
+        kind="python",
+        parameters={
+            "type": "object",
+            "properties": {"text": {"type": "string", "minLength": 3, "maxLength": 10}},
+        },
+    )
+    assert catalog.argument_error(tool, {"text": "x"}) == (
+        "invalid arguments for note at text: 'x' is too short (at least 3)"
+    )
+    long_one = catalog.argument_error(tool, {"text": "y" * 5000})
+    assert long_one is not None and long_one.endswith("is too long (at most 10)"), long_one
+    assert "remember" in BUILTIN_TOOLS
