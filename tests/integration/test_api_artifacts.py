@@ -386,3 +386,23 @@ def test_uploads_of_one_name_at_once_are_each_told_their_own_version(api: ApiSer
         for body, version in told:
             got = http.get(url(session, "race.txt"), params={"version": version})
             assert got.content == body, (version, got.content, body)
+
+
+def test_an_uploads_charset_is_kept_and_a_form_upload_is_refused(api: ApiServer) -> None:
+    """The Content-Type's parameters were dropped, so Latin-1 text came back labelled
+    UTF-8; ``curl -F file=@x`` stored the whole multipart envelope as the artifact."""
+    _, session = new_session(api.settings)
+    with api.client(api.token(Scope.CONTROL)) as http:
+        put = http.put(
+            url(session, "latin1.txt"),
+            content="caf\u00e9".encode("latin-1"),
+            headers={"Content-Type": "text/plain; charset=iso-8859-1"},
+        )
+        assert put.status_code == 201, put.text
+        got = http.get(url(session, "latin1.txt"))
+        assert got.headers["content-type"] == "text/plain; charset=iso-8859-1"
+        assert got.text == "caf\u00e9"
+        form = http.put(url(session, "rep.txt"), files={"file": ("rep.txt", b"report")})
+        assert form.status_code == 415, form.text
+        assert "--data-binary" in form.json()["error"]["message"]
+        assert http.get(url(session, "rep.txt")).status_code == 404

@@ -28,6 +28,7 @@ from vigil.workers.api.errors import (
     MALFORMED,
     RANGE_NOT_SATISFIABLE,
     TOO_LARGE,
+    UNSUPPORTED_MEDIA,
     ApiError,
     ErrorResponse,
     error_response,
@@ -250,7 +251,10 @@ async def artifact_headers(
             "content": {"application/octet-stream": _BINARY},
         }
     },
-    responses={413: {"model": ErrorResponse, "description": "Over the upload limit"}},
+    responses={
+        413: {"model": ErrorResponse, "description": "Over the upload limit"},
+        415: {"model": ErrorResponse, "description": "A multipart form, not the file's bytes"},
+    },
 )
 async def upload_artifact(
     request: Request, session_id: SessionId, name: ArtifactName, who: Controller
@@ -260,18 +264,31 @@ async def upload_artifact(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return error_response(413, TOO_LARGE, f"the upload is over {limit} bytes")
-    mime = request.headers.get("content-type", "").split(";", 1)[0].strip()
-    if not mime or mime.lower() == _FORM:
-        mime = type_of_name(name)
+    sent = request.headers.get("content-type", "").strip()
+    base, _, params = sent.partition(";")
+    base = base.strip().lower()
+    if base == "multipart/form-data":  # the file inside a form, not the file
+        return error_response(
+            415,
+            UNSUPPORTED_MEDIA,
+            "send the file's bytes as the body (curl --data-binary @FILE or -T FILE), "
+            "not a multipart form",
+        )
+    # Kept with its parameters (a charset), as it is served again.
+    mime = (
+        type_of_name(name)
+        if not base or base == _FORM
+        else base + ("; " + params.strip() if params.strip() else "")
+    )
     if not _MIME.match(mime):
-        raise ApiError(422, INVALID, f"Content-Type {mime[:80]!r} is not a media type")
+        raise ApiError(422, INVALID, f"Content-Type {sent[:80]!r} is not a media type")
     try:
         ref = await _service(request).upload(
             row.agent_id,
             session_id,
             name,
             aiter(request.stream()),
-            mime_type=mime.lower(),
+            mime_type=mime,
             limit=limit,
             by=who.actor,
         )
