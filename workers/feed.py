@@ -44,6 +44,10 @@ from vigil.workers.settings import asyncpg_dsn
 log = logging.getLogger("vigil.feed")
 
 FINAL = frozenset(s.value for s in FINAL_STATUSES)
+ERASED = "erased"
+"""The last status of a followed session that was erased meanwhile (no row is left)."""
+GONE_CHECK_SECONDS = 5.0
+"""How often a quiet session's follower asks whether the session is still recorded."""
 QUEUE_SIZE = 2000
 """Entries a follower may fall behind by before it is sent back to the record."""
 RECONNECT_SECONDS = 1.0
@@ -70,7 +74,7 @@ class StatusChange:
 
     @property
     def final(self) -> bool:
-        return self.status in FINAL
+        return self.status in FINAL or self.status == ERASED
 
 
 @dataclass(frozen=True)
@@ -224,9 +228,17 @@ class Feed:
                     yield item
                 if ended:
                     return
-                async for entry in self._live(follower, before, delivered, idle):
+                quiet = idle if session_id is None or idle is not None else GONE_CHECK_SECONDS
+                async for entry in self._live(follower, before, delivered, quiet):
                     if isinstance(entry, _Resync):
                         break
+                    if isinstance(entry, Idle) and session_id is not None:
+                        # Erased meanwhile: no row, no notification of its end.
+                        if await self._status(agent_id, session_id) is None:
+                            yield StatusChange(session_id, ERASED, 0, "the session was erased")
+                            return
+                        if idle is None:
+                            continue
                     if isinstance(entry, StatusChange) and entry.final and session_id:
                         # A status is read as it stands when its notification is
                         # resolved, possibly before the notifications of the last rows

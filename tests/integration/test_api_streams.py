@@ -545,3 +545,35 @@ async def test_a_stream_opened_right_after_the_start_waits_for_the_record(
 
 async def _polled(client: Client, task_queue: str) -> bool:
     return bool(await live_pollers(client, task_queue))
+
+
+async def test_a_stream_of_a_session_erased_meanwhile_ends(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """Its stream went on with keepalives for ever (and `vigil follow` waited for ever):
+    nothing told a follower that the session it followed was gone."""
+    from vigil.activities.erasure import Eraser
+    from vigil.workers.wiring import make_store
+
+    stub.enqueue(Reply.tool_call("recall", {"query": "x"}), Reply.text("never reached"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await begin(client, task_queue, sessionmaker, policy=GATED)
+        await approval_pending(handle, sessionmaker)
+        eraser = Eraser(sessionmaker=sessionmaker, store=make_store(settings), temporal=client)
+
+        async def erase_soon() -> None:
+            await asyncio.sleep(1.0)
+            await eraser.erase("session", handle.id, by="tester")
+
+        async with http(api, reader) as h:
+            erasing = asyncio.create_task(erase_soon())
+            read = await read_sse(h, f"/v1/sessions/{handle.id}/stream", within=30)
+            await erasing
+    assert read.events[-1].event == "end", [e.event for e in read.events][-5:]
+    assert read.events[-1].data["status"] == "erased"
