@@ -149,3 +149,17 @@ def test_follow_shows_human_and_session_events_in_order(cli: CLIStack) -> None:
         s=sid,
     )
     assert view == [{"kind": "session_ended", "actor": "erin", "reason": "enough"}]
+
+
+def test_follow_ends_when_the_session_is_erased(cli: CLIStack) -> None:
+    """`vigil follow` of a waiting session erased meanwhile printed nothing more, for
+    ever."""
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
+    agent = f"follow-erased-{uuid.uuid4().hex[:8]}"
+    sid = cli.vigil.json("start", goal, "--agent", agent, "--approve-tools", "http_fetch")["id"]
+    with LineReader(cli.vigil.popen("follow", sid)) as follow:
+        wait_approval(cli.database_url, sid, "a1-0")
+        cli.vigil.ok("erase", "--session", sid, "--yes")
+        code, _, stderr = follow.finish(60)
+    assert code == 4, stderr
+    assert f"no session with id {sid!r}" in stderr, stderr
