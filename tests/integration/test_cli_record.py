@@ -242,3 +242,15 @@ def test_memory_add_and_search(cli: CLIStack) -> None:
     both = {m["id"]: m["superseded"] for m in json.loads(everything.stdout)}
     assert both == {newer["id"]: False, first["id"]: True}
     assert json.loads(stranger.stdout) == []  # another agent sees none of it
+
+
+def test_memory_add_reads_dash_from_stdin_and_names_the_agent(cli: CLIStack) -> None:
+    """`-` was stored as the memory's text (`say` and `secret set` read standard input
+    for it), and the answer did not say whose memory it went to (`default` without
+    --agent)."""
+    agent = f"mem-stdin-{uuid.uuid4().hex[:8]}"
+    added = cli.vigil("memory", "add", "-", "--agent", agent, input="piped in\n")
+    assert added.returncode == 0, explain(added)
+    assert f"for agent '{agent}'" in added.stdout, added.stdout
+    found = cli.vigil.json("memory", "search", "piped", "--agent", agent)
+    assert [m["content"] for m in found] == ["piped in"]

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from vigil.workers.cli.common import (
     EXIT_USAGE,
@@ -21,6 +22,7 @@ from vigil.workers.cli.common import (
     run_client,
     table,
 )
+from vigil.workers.cli.control import stdin_text
 from vigil.workers.cli.memory_reindex import memory_reindex
 
 if TYPE_CHECKING:
@@ -86,8 +88,12 @@ def memory_add(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a memory (merged with a near-duplicate, or superseding one about the same subject)."""
+    """Add a memory (merged with a near-duplicate, or superseding one about the same subject).
 
+    CONTENT `-` reads it from standard input."""
+
+    if content == "-":
+        content = stdin_text()
     if kind not in ("fact", "reflection", "lesson"):  # as the client's MEMORY_KINDS
         fail(f"unknown memory kind {kind!r}; one of fact, reflection, lesson", EXIT_USAGE)
     if not 0.0 <= importance <= 1.0:
@@ -97,7 +103,11 @@ def memory_add(
         result = await client.memory_add(
             agent, content, kind=kind, subject=subject, importance=importance
         )
-        emit(asdict(result), as_json, lambda: out.print(f"memory {result.action} (id {result.id})"))
+        emit(
+            asdict(result),
+            as_json,
+            lambda: out.print(Text(f"memory {result.action} (id {result.id}) for agent {agent!r}")),
+        )
 
     run_client(go, state_dir)
 
