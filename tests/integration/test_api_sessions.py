@@ -85,6 +85,11 @@ def test_start_show_transcript_events_export(cli: CLIStack, api: ApiServer, agen
         md = http.get(f"/v1/sessions/{sid}/export", params={"format": "markdown"})
         assert md.status_code == 200 and md.text.startswith(f"# Session `{sid}`")
         assert "all done here" in md.text
+        # As the CLI takes it (`md` was a 422), and named after the session.
+        short = http.get(f"/v1/sessions/{sid}/export", params={"format": "md"})
+        assert short.status_code == 200 and short.text == md.text
+        assert f'filename="{sid}.md"' in short.headers["content-disposition"]
+        assert f'filename="{sid}.jsonl"' in jsonl.headers["content-disposition"]
 
 
 def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent: str) -> None:

@@ -23,7 +23,7 @@ from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
 from vigil.workers.api.errors import CONFLICT, ApiError
 from vigil.workers.client import MAX_RECENT_MESSAGES, SessionIdTaken
-from vigil.workers.inputs import check_session_id
+from vigil.workers.inputs import SESSION_ID, check_session_id
 from vigil.workers.tokens import Scope
 
 router = APIRouter(tags=["sessions"])
@@ -193,6 +193,8 @@ class Cancelled(BaseModel):
 class ExportFormat(StrEnum):
     JSONL = "jsonl"
     MARKDOWN = "markdown"
+    MD = "md"
+    """Markdown, as ``vigil export -f md`` spells it."""
 
 
 def record_of(row: SessionRow) -> SessionRecord:
@@ -372,8 +374,14 @@ async def export(
     return StreamingResponse(
         body(),
         media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="session.{fmt}"'},
+        headers={"Content-Disposition": f'attachment; filename="{_file_stem(session_id)}.{fmt}"'},
     )
+
+
+def _file_stem(session_id: str) -> str:
+    """The export's file name: its session's id, when it is one vigil's faces take (no
+    quote or line break: one a plain Temporal start chose may hold them), else session."""
+    return session_id if SESSION_ID.match(session_id) else "session"
 
 
 @router.post("/sessions/{session_id}/cancel", response_model=Cancelled, summary="Cancel a session")
