@@ -19,9 +19,13 @@ from vigil.schema import textcodec
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+class UnstorableText(ValueError):
+    """Memory text the record cannot hold (NUL, a lone surrogate): the caller's input."""
+
+
 def _check_text(value: str, what: str) -> None:
     if textcodec.needs_escape(value):
-        raise ValueError(
+        raise UnstorableText(
             f"memory {what} contains NUL or a lone surrogate, which PostgreSQL TEXT cannot "
             "hold; memory text is stored exactly as given, so clean it first"
         )

@@ -14,6 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 
 from vigil.activities.config import ActivitySettings
+from vigil.activities.memory.values import UnstorableText
 
 # Re-exported: callers use them as registry.BuiltinContext, registry.ToolFailed, ...
 from vigil.activities.tools.base import BuiltinContext as BuiltinContext
@@ -121,16 +122,19 @@ async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcom
 async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
     if ctx.memory is None:
         raise ToolFailed("long-term memory is not configured on this worker")
-    result = await ctx.memory.add(
-        ctx.agent_id,
-        str(args["content"]),
-        kind=str(args.get("kind", "fact")),
-        subject=args.get("subject"),
-        importance=float(args.get("importance", 0.5)),
-        source_session_id=ctx.session_id,
-        key=ctx.call_key,
-        first_attempt=ctx.first_attempt,
-    )
+    try:
+        result = await ctx.memory.add(
+            ctx.agent_id,
+            str(args["content"]),
+            kind=str(args.get("kind", "fact")),
+            subject=args.get("subject"),
+            importance=float(args.get("importance", 0.5)),
+            source_session_id=ctx.session_id,
+            key=ctx.call_key,
+            first_attempt=ctx.first_attempt,
+        )
+    except UnstorableText as exc:  # the model's input, not a bug
+        raise ToolFailed(str(exc)) from None
     return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
 
 

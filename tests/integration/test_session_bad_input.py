@@ -424,3 +424,28 @@ async def test_reading_an_artifact_that_is_not_there_says_so(
     messages = await transcript(sessionmaker, handle.id)
     (answer,) = [m.content for m in tool_messages(messages) if m.name == "read_artifact"]
     assert answer == "error: this session has no artifact named '../../etc/passwd'", answer
+
+
+async def test_a_memory_the_record_cannot_hold_is_the_models_error_without_a_traceback(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``remember`` with NUL in its content went back to the model as "tool remember
+    failed: ValueError: ..." after the worker logged "tool remember crashed" with a full
+    traceback, as for a bug: it is the model's input, refused."""
+    stub.enqueue(
+        Reply.tool_call("remember", {"content": "a\x00b"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        handle = await start(client, task_queue, session_input("remember badly"))
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    (answer,) = [m for m in tool_messages(await transcript(sessionmaker, handle.id))
+                 if m.name == "remember"]  # fmt: skip
+    assert answer.content.startswith("error: memory content contains NUL"), answer.content
+    assert not [r for r in caplog.records if "crashed" in r.getMessage()]
