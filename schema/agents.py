@@ -52,12 +52,22 @@ class Spec(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
-        """A name, a model, a command, a URL: no NUL (an escaped ``\\u0000`` in a file),
-        which no program, provider or header takes and a listing cannot show."""
-        stored = isinstance(info.context, dict) and info.context.get("stored")
-        if not stored and info.field_name not in cls.PROSE and _holds_nul(value):
+        """A name, a model, a command, a URL being applied: no NUL (an escaped ``\\u0000``
+        in a file), which no program, provider or header takes and a listing cannot show."""
+        if applying(info) and info.field_name not in cls.PROSE and _holds_nul(value):
             raise ValueError("must not contain NUL characters")
         return value
+
+
+APPLYING = {"applying": True}
+"""The validation context of a definition being applied (an agent file, the API's body):
+the checks added after versions were stored run only then, so a stored version, and the
+runtime a session reads from it (which holds its model and memory settings), always
+validate as they did when applied."""
+
+
+def applying(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("applying"))
 
 
 def _holds_nul(value: Any) -> bool:
@@ -143,9 +153,9 @@ class MemorySettings(Spec):
     def _own_namespace_only(cls, value: Any, info: ValidationInfo) -> Any:
         """Shared namespaces were declared but never used (an agent read and wrote only
         its own memories whatever they said): refused rather than taken and ignored.
-        Versions applied before read back as they were."""
-        stored = isinstance(info.context, dict) and info.context.get("stored")
-        if value and not stored:
+        Versions applied before read back as they were (the check runs only when
+        applying)."""
+        if value and applying(info):
             raise ValueError(
                 "shared memory namespaces are not supported: an agent recalls and "
                 "remembers only its own memories (remove memory.read and memory.write)"
@@ -200,12 +210,6 @@ class AgentSpec(Spec):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     webhooks: list[WebhookSpec] | None = None
     """Notified when an approval is requested, a human is asked, or a session ends."""
-
-    @classmethod
-    def stored(cls, data: Any) -> AgentSpec:
-        """A version read back from the record: checks added since it was applied (NUL
-        in its one-line fields) do not make an applied version unreadable."""
-        return cls.model_validate(data, context={"stored": True})
 
 
 # --- what the workflow receives -----------------------------------------------------------

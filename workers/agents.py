@@ -155,7 +155,7 @@ def _info(row: AgentVersionRow) -> AgentVersionInfo:
         created_at=row.created_at,
         created_by=row.created_by,
         source=row.source,
-        spec=AgentSpec.stored(row.spec),
+        spec=AgentSpec.model_validate(row.spec),
         tools=[ToolDescriptor.model_validate(t) for t in row.tools],
     )
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from vigil.activities.agents.catalog import ToolSources, UnknownTool, describe_tools
 from vigil.schema import jsonlimits
-from vigil.schema.agents import AgentSpec, ToolDescriptor, content_hash
+from vigil.schema.agents import APPLYING, AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.limits import budget_problem, seconds_problem
 
 SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
@@ -136,7 +136,7 @@ def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
             [Problem(None, "", "holds a lone surrogate (\\ud800-\\udfff), which is not text")],
         )
     try:
-        spec = AgentSpec.model_validate(data)
+        spec = AgentSpec.model_validate(data, context=APPLYING)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -52,7 +52,7 @@ def build_runtime(
 ) -> AgentRuntime:
     """What a session of ``row`` runs. ``spec`` and ``tools``: the row's, validated
     already (the worker keeps them with the row)."""
-    spec = spec if spec is not None else AgentSpec.stored(row.spec)
+    spec = spec if spec is not None else AgentSpec.model_validate(row.spec)
     if tools is None:
         tools = [ToolDescriptor.model_validate(t) for t in row.tools]
     return runtime_of(row.agent_id, row.version, row.content_hash, spec, tools, goal)
@@ -129,7 +129,7 @@ class AgentVersions:
         key = (row.agent_id, row.version)
         found = self._specs.get(key)
         if found is None:
-            found = self._specs[key] = AgentSpec.stored(row.spec)
+            found = self._specs[key] = AgentSpec.model_validate(row.spec)
         return found
 
     async def catalog(self, agent_id: str, version: int) -> dict[str, ToolDescriptor]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vigil.activities.agents.files import AgentFileError, load, parse
-from vigil.schema.agents import AgentSpec
+from vigil.schema.agents import APPLYING, AgentRuntime, AgentSpec
 
 TOML = """\
 name = "researcher"
@@ -251,13 +251,23 @@ def test_an_mcp_command_with_nul_is_an_error_and_prose_may_hold_it(tmp_path: Pat
     assert spec.variables["tone"] == "d\x00ry"
 
 
-def test_a_version_applied_before_the_nul_check_still_reads() -> None:
-    """Every stored version is read back through the spec: one applied with a NUL before
-    the check existed must not become a session's unreadable definition."""
-    data = {"name": "older", "description": "a\x00b", "model": {"model": "m\x00"}}
+def test_a_version_applied_before_the_checks_still_reads_and_runs() -> None:
+    """Every stored version is read back through the spec, and a session's runtime holds
+    its model and memory settings: one applied with a NUL or a shared namespace before the
+    checks existed must not become a definition no session can read (or replay)."""
+    data = {
+        "name": "older",
+        "description": "a\x00b",
+        "model": {"model": "m\x00"},
+        "memory": {"read": ["ops"], "write": "ops"},
+    }
     with pytest.raises(ValueError, match="must not contain NUL"):
-        AgentSpec.model_validate(data)
-    assert AgentSpec.stored(data).description == "a\x00b"
+        AgentSpec.model_validate(data, context=APPLYING)
+    assert AgentSpec.model_validate(data).description == "a\x00b"
+    runtime = AgentRuntime.model_validate(
+        {"agent_id": "older", "model": data["model"], "memory": data["memory"]}
+    )
+    assert runtime.model.model == "m\x00" and runtime.memory.read == ["ops"]
 
 
 @pytest.mark.parametrize(
@@ -271,4 +281,4 @@ def test_shared_memory_namespaces_are_refused_not_ignored(
     path = _write(tmp_path, "shared.toml", TOML + f"\n[memory]\n{line}\n")
     lines = _problems(path)
     assert any(f"memory.{field}: shared memory namespaces are not supported" in ln for ln in lines)
-    assert AgentSpec.stored({"name": "older", "memory": {"read": ["ops"]}}).memory.read == ["ops"]
+    assert AgentSpec.model_validate({"name": "older", "memory": {"read": ["ops"]}}).memory.read
