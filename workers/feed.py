@@ -466,6 +466,10 @@ class Feed:
         ):
             if isinstance(entry, Token) and not follower.tokens:
                 continue
+            if follower.agent_id != agent_id and not isinstance(entry, _Resync):
+                # An erased session's id taken by another agent's session: a stream
+                # opened for the first must not carry the second's entries.
+                continue
             self._put(follower, entry)
 
     @staticmethod
