@@ -227,7 +227,11 @@ def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:
     budget is spent."""
     info = activity.info()
     if info.is_local:
-        ledger.failures += ledger.begun - ledger.failures - ledger.outages
+        if info.attempt == 1:
+            # The same call issued again (its workflow left this worker's cache, or was
+            # cancelled and asked again): the attempt before it was not lost, only left.
+            ledger.begun = ledger.failures + ledger.outages
+        ledger.failures += max(0, ledger.begun - ledger.failures - ledger.outages)
         ledger.begun += 1
         spent = ledger.failures
     else:

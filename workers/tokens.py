@@ -194,6 +194,8 @@ class TokenService:
         it reads as, if one does: an id is matched exactly, so a token for ``Ops`` covers
         nothing of ``ops``. ValueError for an id no agent can have."""
         _check_agents(agents)
+        if not agents:
+            return []
         async with self._db() as db:
             known = await agent_rows.agent_ids(db)
         exact = set(known)

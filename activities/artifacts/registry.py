@@ -48,7 +48,7 @@ from vigil.activities.artifacts.store import (
 from vigil.activities.record.lean import Statements
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.sql import sql
-from vigil.activities.record.store import NewEvent, list_events, record_events
+from vigil.activities.record.store import NewEvent, record_events
 from vigil.schema import event_kinds
 
 MAX_NAME_CHARS = 255
@@ -232,8 +232,18 @@ async def put_artifact(
             ).one()
             # Counted while the link's row is locked: an upload of the same name at the
             # same time waits for this one's commit, so each is told its own version.
-            replaced = await list_events(db, session_id, kind=event_kinds.ARTIFACT_REPLACED)
-            version = 1 + sum(1 for e in replaced if e.payload.get("name") == name)
+            replaced = await db.execute(
+                sql(
+                    "SELECT count(*) FROM events WHERE session_id = :sid "
+                    "AND kind = ANY(:kinds) AND payload ->> 'name' = :name"
+                ),
+                {
+                    "sid": session_id,
+                    "kinds": event_kinds.stored_as(event_kinds.ARTIFACT_REPLACED),
+                    "name": name,
+                },
+            )
+            version = 1 + int(replaced.scalar_one())
     return dataclasses.replace(_ref(row), version=version)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from vigil.activities.agents import catalog
 from vigil.activities.tools import registry
 from vigil.schema.agents import ToolDescriptor
-from vigil.schema.tools import BUILTIN_TOOLS
 
 
 def test_a_built_in_tools_too_long_argument_says_so_and_gives_the_limit() -> None:
@@ -37,4 +36,3 @@ def test_a_catalog_tools_short_argument_says_so_and_gives_the_limit() -> None:
     )
     long_one = catalog.argument_error(tool, {"text": "y" * 5000})
     assert long_one is not None and long_one.endswith("is too long (at most 10)"), long_one
-    assert "remember" in BUILTIN_TOOLS

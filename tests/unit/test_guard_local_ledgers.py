@@ -133,3 +133,19 @@ async def test_each_model_call_of_a_run_has_its_own_ledger() -> None:
     kept = owner.local_ledgers.get(("run-1", names.ACT_CALL_MODEL, "7"))
     assert kept is not None and kept.outages == 1
     assert owner.local_ledgers.get(("run-1", names.ACT_CALL_MODEL, "9")) is not None
+
+
+async def test_a_call_issued_again_does_not_count_the_attempt_it_left() -> None:
+    """A local call issued again from its first attempt (its workflow left the worker's
+    cache, or cancelled and asked again) finds the ledger of the one it left: that
+    attempt ended without a word but was not lost, and is not a failure."""
+
+    def left() -> Any:
+        raise asyncio.CancelledError()
+
+    owner = Owner([left, _provider_error])
+    arg = Call()
+    with pytest.raises(asyncio.CancelledError):
+        await _attempt(owner, 1, "1", arg)
+    again = await _attempt(owner, 1, "2", arg)
+    assert isinstance(again, ApplicationError) and not again.non_retryable, again

@@ -274,12 +274,15 @@ async def upload_artifact(
             "send the file's bytes as the body (curl --data-binary @FILE or -T FILE), "
             "not a multipart form",
         )
-    # Kept with its parameters (a charset), as it is served again.
+    # Kept with its parameters (a charset), as it is served again; parameters it cannot
+    # serve back as sent (a quoted value) are dropped, as they all were before.
     mime = (
         type_of_name(name)
         if not base or base == _FORM
         else base + ("; " + params.strip() if params.strip() else "")
     )
+    if not _MIME.match(mime) and _MIME.match(base):
+        mime = base
     if not _MIME.match(mime):
         raise ApiError(422, INVALID, f"Content-Type {sent[:80]!r} is not a media type")
     try:

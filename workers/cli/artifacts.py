@@ -100,6 +100,7 @@ def artifact_list(session_id: str, state_dir: StateOpt = None, as_json: JsonOpt 
             rows = [(r.name, r.size, r.sha256, r.mime_type, when(r.created_at)) for r in refs]
             out.print(table(("name", "size", "sha256", "mime", "stored"), rows, whole=3))
 
-        emit([asdict(r) for r in refs], as_json, human)
+        # A listing's references carry no version (only an upload's is counted).
+        emit([{k: v for k, v in asdict(r).items() if k != "version"} for r in refs], as_json, human)
 
     run_client(go, state_dir)
