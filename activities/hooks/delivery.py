@@ -157,6 +157,10 @@ class WebhookActivities:
             return "failed", code, reason
         return "rejected", code, reason
 
+    async def _erased(self, arg: NotifyInput) -> bool:
+        async with self._sessionmaker() as db:
+            return await hook_rows.erased_since(db, arg.session_id, arg.agent_id, arg.occurred_at)
+
     @activity.defn(name=names.ACT_DELIVER_WEBHOOKS)
     async def deliver_webhooks(self, arg: NotifyInput) -> NotifyOutput:
         targets = [
@@ -173,8 +177,12 @@ class WebhookActivities:
         for target in targets:
             if target.key in settled:
                 continue
+            if await self._erased(arg):
+                return out  # erased meanwhile: what it would tell is no one's any more
             outcome, code, error = await self._post(target, body, arg)
             async with self._sessionmaker.begin() as db:
+                if await hook_rows.erased_since(db, arg.session_id, arg.agent_id, arg.occurred_at):
+                    return out  # erased while it was posted: nothing is kept of it
                 await hook_rows.record_attempt(
                     db,
                     delivery_id=arg.delivery_id,

@@ -269,10 +269,10 @@ async def purge(db: DbSession, scope: ErasureScope) -> Purged:
     # answers a trigger keeps for a delivery sent again (they name the session).
     hooks = await db.execute(
         text(
-            "DELETE FROM webhook_deliveries WHERE session_id = ANY(:s) "
-            "OR (CAST(:kind AS text) = 'agent' AND agent_id = :a)"
+            "DELETE FROM webhook_deliveries WHERE agent_id = :a "
+            "AND (CAST(:kind AS text) = 'agent' OR session_id = ANY(:s))"
         ),
-        {"s": sessions, "kind": scope.kind, "a": scope.subject},
+        {"s": sessions, "kind": scope.kind, "a": scope.agent_id or scope.subject},
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
     answers = await db.execute(
