@@ -113,15 +113,7 @@ def test_a_token_without_the_scope_is_403_naming_it(api: ApiServer) -> None:
 def test_cli_creates_lists_and_revokes_tokens(
     api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
 ) -> None:
-    vigil = Vigil(
-        cli_env(
-            database_url=database_url,
-            state_dir=stack.settings.resolved_state_dir,
-            task_queue="unused",
-            model_url="http://127.0.0.1:9/v1",
-            artifact_dir=tmp_path,
-        )
-    )
+    vigil = _cli(stack, database_url, tmp_path)
     made = vigil.json("token", "create", "--owner", "bo", "--scope", "admin", "--agents", "a,b")
     assert made["owner"] == "bo" and made["scope"] == "admin" and made["agents"] == ["a", "b"]
     token = made["token"]
@@ -153,15 +145,7 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
 ) -> None:
     """An agent id is matched exactly, so a token for ``Ops`` (or the same with a
     Cyrillic o) covers nothing of ``ops``: it was created without a word."""
-    vigil = Vigil(
-        cli_env(
-            database_url=database_url,
-            state_dir=stack.settings.resolved_state_dir,
-            task_queue="unused",
-            model_url="http://127.0.0.1:9/v1",
-            artifact_dir=tmp_path,
-        )
-    )
+    vigil = _cli(stack, database_url, tmp_path)
     known = f"ops-{uuid.uuid4().hex[:8]}"
     asyncio.run(_known_agent(database_url, known))
     for look_alike, says in [
@@ -186,6 +170,18 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
     assert later.returncode == 0 and "warning: no agent" in later.stderr, later.stderr
     exact = vigil("token", "create", "--owner", "bo", "--agent", known)
     assert exact.returncode == 0 and "warning" not in exact.stderr, exact.stderr
+
+
+def _cli(stack: Stack, database_url: str, tmp_path: Path) -> Vigil:
+    return Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=tmp_path,
+        )
+    )
 
 
 async def _known_agent(database_url: str, agent_id: str) -> None:
