@@ -46,8 +46,6 @@ class Approval:
     note: str | None = None
     edited: dict[str, Any] | None = None
     decided_at: datetime | None = None
-    recorded: bool = False
-    """Its ``approval_decided`` event is queued for the record."""
 
 
 @dataclass

@@ -441,10 +441,8 @@ class HumanControl(Bookkeeping):
         self._record_decision(approval)
 
     def _record_decision(self, approval: Approval) -> None:
-        """Queue the ``approval_decided`` event of a decided approval, once."""
-        if approval.recorded:
-            return
-        approval.recorded = True
+        """Queue the ``approval_decided`` event of a decided approval (once: a human's when
+        it is taken, the policy's when the wait timed out without one)."""
         pending = approval.pending
         self._event(
             f"approval:{pending.approval_id}:decided",

@@ -102,8 +102,8 @@ class Waits(HumanControl):
                     policy.on_approval_timeout, "reject"
                 )
                 approval.note = "approval timed out"
+            self._record_decision(approval)  # a human's was queued when it was taken
         del self._approvals[approval_id]
-        self._record_decision(approval)  # a human's was queued when it was taken
         if approval.decision == "fail":
             raise SessionEnded(SessionStatus.FAILED, f"approval {approval_id} timed out")
         self._set_status(SessionStatus.RUNNING)

@@ -257,6 +257,16 @@ def read_stdin() -> str:
         fail(f"standard input is not UTF-8 text: {not_utf8(exc)}", EXIT_USAGE)
 
 
+def stdin_text() -> str:
+    """A text argument given as `-`: standard input, less the shell's trailing newline."""
+    text_ = read_stdin()
+    # One trailing newline is the shell's (`echo`), not the message's.
+    text_ = text_[:-1] if text_.endswith("\n") else text_
+    if not text_.strip():
+        fail("no text on standard input (TEXT `-` reads the message from it)", EXIT_USAGE)
+    return text_
+
+
 def not_utf8(exc: UnicodeError) -> str:
     """Where text stopped being UTF-8, for a person: the byte and its position."""
     obj = getattr(exc, "object", b"")

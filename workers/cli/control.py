@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vigil.workers.cli.common import (
-    EXIT_USAGE,
     ByOpt,
     JsonOpt,
     SignalOpt,
@@ -22,11 +21,10 @@ from vigil.workers.cli.common import (
     by_default,
     check,
     emit,
-    fail,
     json_arg,
     out,
-    read_stdin,
     run_client,
+    stdin_text,
 )
 
 if TYPE_CHECKING:
@@ -35,15 +33,6 @@ if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
-
-
-def stdin_text() -> str:
-    text_ = read_stdin()
-    # One trailing newline is the shell's (`echo`), not the message's.
-    text_ = text_[:-1] if text_.endswith("\n") else text_
-    if not text_.strip():
-        fail("no text on standard input (TEXT `-` reads the message from it)", EXIT_USAGE)
-    return text_
 
 
 def _ack_out(ack: Any, as_json: bool, what: str) -> None:

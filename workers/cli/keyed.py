@@ -25,8 +25,8 @@ from vigil.workers.cli.common import (
     fail,
     out,
     run_client,
+    stdin_text,
 )
-from vigil.workers.cli.control import stdin_text
 from vigil.workers.cli.render import print_end, print_waiting_approvals
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from vigil.workers.cli.common import (
     nothing,
     out,
     run_client,
+    stdin_text,
     table,
 )
-from vigil.workers.cli.control import stdin_text
 from vigil.workers.cli.memory_reindex import memory_reindex
 
 if TYPE_CHECKING:
