@@ -190,9 +190,12 @@ class SessionActivities(SessionTools):
         calls: list[dict[str, Any]],
         allowed: list[str],
         catalog: dict[str, ToolDescriptor] | None = None,
+        checked: dict[int, dict[str, Any]] | None = None,
     ) -> list[ToolCallRef]:
         """The calls as the workflow sees them. With an agent definition, each carries
-        its digest and whether an ``approve_when`` rule of its tool matched."""
+        its digest and whether an ``approve_when`` rule of its tool matched. ``checked``,
+        when given, gets the parsed arguments of each valid call by its index, so the
+        calls folded into this activity are not parsed and checked a second time."""
         refs: list[ToolCallRef] = []
         for index, call in enumerate(calls):
             args, error = tools.parse_arguments(call["arguments"])
@@ -208,6 +211,8 @@ class SessionActivities(SessionTools):
                         matched = agent_catalog.rules_match(catalog[call["name"]], args)
                 if error is None:
                     error = control_error(str(call["name"]), args, catalog)
+                if error is None and checked is not None:
+                    checked[index] = args
             refs.append(
                 ToolCallRef(
                     index=index,
@@ -430,8 +435,9 @@ class SessionActivities(SessionTools):
             usage["connection"] = connection
         if degraded is not None:
             usage["context_degraded"] = degraded.as_payload()
-        refs = self._refs(calls, arg.allowed_tools, catalog)
-        answers, failed = await self._answers_before_reply(arg, calls, refs, catalog)
+        checked: dict[int, dict[str, Any]] = {}
+        refs = self._refs(calls, arg.allowed_tools, catalog, checked)
+        answers, failed = await self._answers_before_reply(arg, calls, refs, checked, catalog)
         # One statement: on a connection bound to the agent, one round trip.
         async with bound_acting_for(self._engine, arg.agent_id) as db:
             wrote, fresh = await record.append_reply(
@@ -495,6 +501,7 @@ class SessionActivities(SessionTools):
         arg: CallModelInput,
         calls: list[dict[str, Any]],
         refs: list[ToolCallRef],
+        checked: dict[int, dict[str, Any]],
         catalog: dict[str, ToolDescriptor] | None,
     ) -> tuple[list[ToolAnswer], _Failed | None]:
         """The answers of the reply's leading folded calls that change nothing anywhere,
@@ -505,22 +512,24 @@ class SessionActivities(SessionTools):
         asks again). Stops at the first other call; the calls after it run as before,
         once the reply is recorded. Stops too at a call that fails (an outage of our own
         parts): returned, so that it is handed back to its own activity rather than run a
-        second time once the reply is recorded."""
+        second time once the reply is recorded. ``checked``: the valid calls' arguments,
+        parsed and checked by ``_refs``."""
         if not arg.fold_tools:
             return [], None
         allowed = set(arg.fold_tools)
         answers: list[ToolAnswer] = []
         for ref, call in zip(refs, calls, strict=True):
-            if not ref.valid or ref.name not in allowed:
+            args = checked.get(ref.index)
+            if args is None or ref.name not in allowed:
                 break
-            if not self._changes_nothing(str(call["name"]), str(call["arguments"]), catalog):
+            if not self._changes_nothing(str(call["name"]), args, catalog):
                 break
             try:
                 with _tracer.start_as_current_span(
                     "RunTool", attributes={"vigil.step": arg.step, "vigil.call_index": ref.index}
                 ):
                     answer = await self._tool_answer(
-                        folded.call_input(arg, ref.index), calls, before_reply=True
+                        folded.call_input(arg, ref.index), calls, before_reply=True, valid_args=args
                     )
             except Exception as exc:  # handed back once the reply is recorded
                 log.info(
@@ -539,9 +548,9 @@ class SessionActivities(SessionTools):
         return answers, None
 
     def _changes_nothing(
-        self, name: str, arguments: str, catalog: dict[str, ToolDescriptor] | None
+        self, name: str, args: dict[str, Any], catalog: dict[str, ToolDescriptor] | None
     ) -> bool:
-        """Whether a call to ``name`` with ``arguments`` changes nothing, here or outside."""
+        """Whether a call to ``name`` with ``args`` (valid) changes nothing, here or outside."""
         tool: ToolDescriptor | ToolInfo | None = (
             BUILTIN_TOOLS.get(name) if catalog is None else catalog.get(name)
         )
@@ -552,8 +561,7 @@ class SessionActivities(SessionTools):
         refuse = tools.REFUSALS.get(name)
         if refuse is None or (isinstance(tool, ToolDescriptor) and tool.kind != "builtin"):
             return False
-        args, error = tools.parse_arguments(arguments)
-        return args is not None and error is None and refuse(self.settings, args) is not None
+        return refuse(self.settings, args) is not None
 
 
 def _spec(name: str) -> Any:

@@ -106,12 +106,14 @@ class SessionTools(SessionRecords):
         calls: list[dict[str, Any]] | None = None,
         *,
         before_reply: bool = False,
+        valid_args: dict[str, Any] | None = None,
     ) -> RunToolOutput | ToolAnswer | None:
         """The call run (or refused) and its answer, not yet recorded; or the output
         itself when there is nothing to record (recorded already, or the workflow's
         tool). ``before_reply``: the reply is not recorded yet, so nothing may be written
         anywhere: None instead of an output too long to keep inline (the claim check
-        would store it as an artifact)."""
+        would store it as an artifact). ``valid_args``: the call's own arguments, parsed
+        and found valid by the model activity that folds it (not checked again)."""
         catalog = await self._catalog(arg.agent_id, arg.agent_version)
         key = f"tool:{arg.step}:{arg.call_index}"
         if calls is None:
@@ -151,7 +153,7 @@ class SessionTools(SessionRecords):
         trace.get_current_span().set_attribute("vigil.tool", stored_name)
         started = time.perf_counter()
 
-        args, error, rejected = _checked_arguments(arg, call, catalog)
+        args, error, rejected = _checked_arguments(arg, call, catalog, valid_args)
         if error is None and args is not None and arg.approved_digest is not None:
             await self._check_approved(arg, key, name, args)
         tool = catalog[name] if catalog is not None and error is None else None
@@ -356,25 +358,32 @@ def _printable(name: str) -> str:
 
 
 def _checked_arguments(
-    arg: RunToolInput, call: dict[str, Any], catalog: dict[str, ToolDescriptor] | None
+    arg: RunToolInput,
+    call: dict[str, Any],
+    catalog: dict[str, ToolDescriptor] | None,
+    valid_args: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any] | None, str | None, bool]:
     """The call's arguments (a human's edit when there is one), why they may not run, and
-    whether that is the workflow's refusal."""
+    whether that is the workflow's refusal. ``valid_args``: the call's own arguments,
+    already parsed and found valid (schema and workflow checks both)."""
     name = str(call["name"])
     args: dict[str, Any] | None
-    if arg.edited_arguments is not None:
-        error = registry.check_shape(arg.edited_arguments)
-        args = None if error else arg.edited_arguments
+    if valid_args is not None and arg.edited_arguments is None:
+        args, error = valid_args, None
     else:
-        args, error = registry.parse_arguments(str(call["arguments"]))
-    if args is not None and error is None:
-        error = (
-            registry.validate(name, args)
-            if catalog is None
-            else agent_catalog.call_error(catalog, name, args)
-        )
-    if error is None and args is not None:
-        error = control_error(name, args, catalog)
+        if arg.edited_arguments is not None:
+            error = registry.check_shape(arg.edited_arguments)
+            args = None if error else arg.edited_arguments
+        else:
+            args, error = registry.parse_arguments(str(call["arguments"]))
+        if args is not None and error is None:
+            error = (
+                registry.validate(name, args)
+                if catalog is None
+                else agent_catalog.call_error(catalog, name, args)
+            )
+        if error is None and args is not None:
+            error = control_error(name, args, catalog)
     # A call the workflow refuses (a human's rejection, or a tool outside the session's
     # policy) is never run; its own argument errors, if any, are the more useful answer.
     rejected = error is None and arg.rejected_reason is not None

@@ -207,13 +207,17 @@ class HttpClient:
 @contextlib.contextmanager
 def _span(url: str, headers: dict[str, str]) -> Iterator[Any]:
     """A client span around a request, its trace context added to ``headers``, when this
-    process traces: OpenTelemetry is loaded only where tracing is configured, so a CLI
-    command that calls an embedder never imports it."""
+    process traces (a tracer provider is set). A CLI command that calls an embedder never
+    imports OpenTelemetry; a worker that does not trace makes no span at all."""
     if "opentelemetry.trace" not in sys.modules:
         yield None
         return
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import ProxyTracerProvider, SpanKind
+
+    if isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+        yield None
+        return
 
     tracer = trace.get_tracer("vigil.activities.models.http")
     with tracer.start_as_current_span(

@@ -185,12 +185,26 @@ class Fetched:
 
 def checked_url(url: str, policy: FetchPolicy) -> httpx.URL:
     """``url`` parsed and on ``policy``'s allowlist; ToolFailed saying why not."""
+    parsed, refused = _verdict(url, policy)
+    if parsed is None:
+        raise ToolFailed(refused)
+    return parsed
+
+
+@functools.lru_cache(maxsize=256)
+def _verdict(url: str, policy: FetchPolicy) -> tuple[httpx.URL | None, str]:
+    """``checked_url``'s answer, kept: a folded call's URL is checked when the call is
+    found to change nothing and again when it runs, and a session often fetches one URL
+    again and again."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise ToolFailed(f"not a valid URL: {exc}") from exc
-    policy.check_url(parsed)
-    return parsed
+        return None, f"not a valid URL: {exc}"
+    try:
+        policy.check_url(parsed)
+    except ToolFailed as exc:
+        return None, str(exc)
+    return parsed, ""
 
 
 async def fetch_url(
