@@ -13,7 +13,8 @@ exceeds size limit.". Then:
   input (set by the workflow, which then lets Temporal retry without limit): when it is
   used up the failure is made non-retryable. Attempts that ended without a word (a lost
   worker, a timeout) count too, from the next attempt's start, which gives up at once when
-  they spent the budget. Without ``max_failures`` Temporal's retry policy counts.
+  they spent the budget. Attempts cut off by their worker's shutdown (a deploy) never
+  count. Without ``max_failures`` Temporal's retry policy counts.
 
 What one attempt leaves for the next (outage count, since when) travels in the
 activity's heartbeat details, which Temporal hands to the next attempt; so a long
@@ -73,6 +74,8 @@ class Ledger:
     begun: int = 0
     """A local activity's attempts begun on this worker (those that ended without a
     word, neither failure nor outage, count as failures at the next one's start)."""
+    cut_off: int = 0
+    """Attempts cut off by their worker's shutdown (never counted)."""
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> Ledger:
@@ -178,7 +181,7 @@ def beat() -> None:
     if activity.info().is_local:
         return
     ledger = _LEDGER.get()
-    if ledger is not None and ledger.outages:
+    if ledger is not None and (ledger.outages or ledger.cut_off):
         activity.heartbeat(ledger.details())
     else:
         activity.heartbeat()
@@ -203,6 +206,9 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
         try:
             _count_silent_attempts(ledger, arg)
             result = await fn(self, arg)
+        except asyncio.CancelledError:
+            _note_shutdown(ledger)
+            raise
         except Exception as exc:
             failure = _failure(exc, ledger, arg, began)
             if failure.non_retryable:
@@ -217,6 +223,17 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
         return result
 
     return run
+
+
+def _note_shutdown(ledger: Ledger) -> None:
+    """A regular activity cut off by its worker's shutdown leaves that in its ledger, so
+    the attempt it is retried as does not count this one. (A local activity's retry runs
+    on the worker its workflow moves to, which starts a ledger and a count of its own.)"""
+    details = activity.cancellation_details()
+    if activity.info().is_local or details is None or not details.worker_shutdown:
+        return
+    ledger.cut_off += 1
+    activity.heartbeat(ledger.details())
 
 
 def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:
@@ -235,7 +252,7 @@ def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:
         ledger.begun += 1
         spent = ledger.failures
     else:
-        spent = info.attempt - 1 - ledger.outages
+        spent = info.attempt - 1 - ledger.outages - ledger.cut_off
     budget = getattr(arg, "max_failures", None)
     if isinstance(budget, int) and info.attempt > 1 and spent >= budget:
         raise ApplicationError(
@@ -286,7 +303,7 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     ledger.got_through(began)
     if info.is_local:
         ledger.failures += 1
-    if ledger.outages:
+    if ledger.outages or ledger.cut_off:
         _keep(ledger)
     delay: timedelta | None = None
     category = ApplicationErrorCategory.UNSPECIFIED
@@ -302,7 +319,7 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     budget = getattr(arg, "max_failures", None)
     # A local activity counts its own failures: its attempt number also counts attempts
     # whose ledger a lost worker took with it, which must not be spent as failures.
-    failures = ledger.failures if info.is_local else info.attempt - ledger.outages
+    failures = ledger.failures if info.is_local else info.attempt - ledger.outages - ledger.cut_off
     if retryable and isinstance(budget, int) and failures >= budget:
         message = short(f"{message} (failed {failures} times, giving up)")
         retryable = False

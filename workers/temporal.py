@@ -198,6 +198,7 @@ def new_worker(
             opts.worker_activity_pollers or SDK_POLLERS
         ),
         disable_eager_activity_execution=not eager_activities,
+        graceful_shutdown_timeout=timedelta(seconds=opts.worker_graceful_shutdown_seconds),
         # Workflow tasks on the event loop, not a thread: Settings.worker_inline_workflow_tasks.
         debug_mode=opts.worker_inline_workflow_tasks and not opts.worker_workflow_sandbox,
         # A dead worker's cached workflows move to another worker after this long.

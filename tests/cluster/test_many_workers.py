@@ -110,8 +110,9 @@ async def test_rolling_restart_of_every_worker_under_50_sessions(
     restart_over = threading.Event()
     stub.default = stepping(stub, STEPS, HANG, gate=restart_over)
     procs = [await spawn() for _ in range(3)]
-    # Stopped workers cancel their calls at once (SIGTERM): no need for a short heartbeat,
-    # and 50 sessions on a busy machine must not be taken for lost ones.
+    # Stopped workers (SIGTERM) cut off the calls still running when their grace period
+    # ends: no need for a short heartbeat, and 50 sessions on a busy machine must not be
+    # taken for lost ones.
     handles = await _start_many(client, task_queue, 50, heartbeat_seconds=15)
 
     await model_calls(stub, 50, 90)  # every session under way

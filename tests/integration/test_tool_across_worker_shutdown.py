@@ -1,0 +1,125 @@
+"""A tool call cut off by its worker's shutdown (a deploy) is not one of its failures.
+
+A worker stopped with SIGTERM cancels the calls still running once its grace period has
+passed; Temporal gives each its next attempt on another worker. That attempt used to
+count the one cut off as a failure (it ended without a result, as a lost worker's or a
+timed-out one does), so a tool whose budget is one attempt was given up at once: the
+model was told the call "failed for good" though nothing had failed, and a deploy during
+a long call cost every session its call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.support.agent_tools import apply_agent
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    assert_whole,
+    events,
+    running_worker,
+    session_input,
+    start,
+    stub_settings,
+    tool_messages,
+    transcript,
+)
+from vigil.schema.payloads import SessionStatus
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_call_cut_off_by_its_workers_shutdown_runs_again_unspent(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    tmp_path: Path,
+) -> None:
+    once = {"name": "http_fetch", "timeout_seconds": 60, "max_attempts": 1, "approval": "never"}
+    agent = await apply_agent(settings, sessionmaker, tmp_path, [once])
+    fetching = threading.Event()
+    gets: list[float] = []
+
+    def on_get(path: str) -> None:
+        if path == "/page":
+            gets.append(time.monotonic())
+            fetching.set()
+            if len(gets) == 1:
+                time.sleep(8)  # the first fetch outlasts its worker
+
+    stub.on_get = on_get
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
+        Reply.tool_call("finish", {"summary": "read the page"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    # The first worker's grace period is shorter than the call: it is cut off.
+    hasty = cfg.model_copy(update={"worker_graceful_shutdown_seconds": 0.0})
+    async with running_worker(client, hasty, task_queue):
+        handle = await start(client, task_queue, session_input("fetch", agent_id=agent.name))
+        assert await asyncio.to_thread(fetching.wait, 30), "the fetch never started"
+    async with running_worker(client, cfg, task_queue):
+        result = await asyncio.wait_for(handle.result(), 60)
+
+    assert result.status == SessionStatus.COMPLETED, result
+    assert len(gets) == 2, gets
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    (answer,) = [m for m in tool_messages(messages) if m.name == "http_fetch"]
+    assert not answer.content.startswith("error:"), answer.content
+    assert "failed for good" not in str(stub.requests[1].body)
+    (call,) = await events(sessionmaker, handle.id, "tool_call")
+    assert call.payload["ok"] is True, call.payload
+    assert call.payload["attempt"] == 2, call.payload
+
+
+async def test_a_worker_told_to_stop_lets_a_running_call_finish_within_its_grace_period(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    tmp_path: Path,
+) -> None:
+    once = {"name": "http_fetch", "timeout_seconds": 60, "max_attempts": 1, "approval": "never"}
+    agent = await apply_agent(settings, sessionmaker, tmp_path, [once])
+    fetching = threading.Event()
+    gets: list[float] = []
+
+    def on_get(path: str) -> None:
+        if path == "/page":
+            gets.append(time.monotonic())
+            fetching.set()
+            time.sleep(2)
+
+    stub.on_get = on_get
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
+        Reply.tool_call("finish", {"summary": "read the page"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    patient = cfg.model_copy(update={"worker_graceful_shutdown_seconds": 30.0})
+    async with running_worker(client, patient, task_queue):
+        handle = await start(client, task_queue, session_input("fetch", agent_id=agent.name))
+        assert await asyncio.to_thread(fetching.wait, 30), "the fetch never started"
+    # The stopping worker waited for the call: its answer is recorded already.
+    (call,) = await events(sessionmaker, handle.id, "tool_call")
+    assert call.payload["ok"] is True, call.payload
+    assert call.payload["attempt"] == 1, call.payload
+    async with running_worker(client, cfg, task_queue):
+        result = await asyncio.wait_for(handle.result(), 60)
+
+    assert result.status == SessionStatus.COMPLETED, result
+    assert len(gets) == 1, gets
+    assert_whole(await transcript(sessionmaker, handle.id))
