@@ -175,14 +175,15 @@ def _done(owner: Any, arg: Any) -> None:
         ledgers.drop(_local_key(info, arg))
 
 
-def beat() -> None:
-    """Heartbeat, carrying the attempt's ledger (a bare heartbeat would erase it). A local
-    activity has no heartbeat: nothing to do."""
+def beat(*details: Any) -> None:
+    """Heartbeat, carrying the attempt's ledger (a heartbeat without it would erase it),
+    then ``details`` (a Python tool's own, ``ToolContext.heartbeat``). A local activity
+    has no heartbeat: nothing to do."""
     if activity.info().is_local:
         return
     ledger = _LEDGER.get()
-    if ledger is not None and (ledger.outages or ledger.cut_off):
-        activity.heartbeat(ledger.details())
+    if details or (ledger is not None and (ledger.outages or ledger.cut_off)):
+        activity.heartbeat((ledger or Ledger()).details(), *details)
     else:
         activity.heartbeat()
 

@@ -126,9 +126,13 @@ class ToolContext:
 
     def heartbeat(self, *details: Any) -> None:
         """Tell Temporal the tool is alive (vigil also heartbeats on its own while it runs);
-        a no-op outside a worker."""
+        a no-op outside a worker. ``details`` show in Temporal UI's pending activity after
+        vigil's own, which carry what the call's earlier attempts left."""
         if activity.in_activity():
-            activity.heartbeat(*details)
+            # Imported here: a module of tools imports this one, and needs no database.
+            from vigil.activities import guard
+
+            guard.beat(*details)
 
 
 def idempotency_key(session_id: str, step: int, call_index: int) -> str:
