@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from vigil.schema import names
@@ -113,6 +113,10 @@ class SessionReads(SessionStart):
                 session_id, what="session {id} has no record and waits"
             )
             if desc.status not in RUNNING_STATUSES:
+                if await self._erased(session_id, desc):
+                    # Its runs are terminated and their deletion asked for: Temporal
+                    # deletes them in the background, after the record is gone.
+                    raise UnknownSession(f"no session with id {session_id!r}: it was erased")
                 # It ended before any worker recorded it (terminated at once, say): it
                 # never will be; said at once, not waited for.
                 status = said_status(desc.status) if desc.status else "ended"
@@ -121,6 +125,14 @@ class SessionReads(SessionStart):
                 )
             raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
         return row
+
+    async def _erased(self, session_id: str, desc: WorkflowExecutionDescription) -> bool:
+        """Whether this run of the session was erased (the session, or its agent)."""
+        from vigil.activities.record import erasure
+
+        agent = desc.typed_search_attributes.get(names.SA_AGENT)
+        async with self.db() as db:
+            return await erasure.erased_since(db, session_id, agent, desc.start_time)
 
     async def require_session_soon(
         self,

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
+from vigil.activities.record import erasure as erasure_rows
 from vigil.activities.record import hooks as hook_rows
 from vigil.activities.record.lean import engine_of, lean_statements
 from vigil.schema import names
@@ -159,7 +160,9 @@ class WebhookActivities:
 
     async def _erased(self, arg: NotifyInput) -> bool:
         async with self._sessionmaker() as db:
-            return await hook_rows.erased_since(db, arg.session_id, arg.agent_id, arg.occurred_at)
+            return await erasure_rows.erased_since(
+                db, arg.session_id, arg.agent_id, arg.occurred_at
+            )
 
     @activity.defn(name=names.ACT_DELIVER_WEBHOOKS)
     async def deliver_webhooks(self, arg: NotifyInput) -> NotifyOutput:
@@ -181,7 +184,9 @@ class WebhookActivities:
                 return out  # erased meanwhile: what it would tell is no one's any more
             outcome, code, error = await self._post(target, body, arg)
             async with self._sessionmaker.begin() as db:
-                if await hook_rows.erased_since(db, arg.session_id, arg.agent_id, arg.occurred_at):
+                if await erasure_rows.erased_since(
+                    db, arg.session_id, arg.agent_id, arg.occurred_at
+                ):
                     return out  # erased while it was posted: nothing is kept of it
                 await hook_rows.record_attempt(
                     db,

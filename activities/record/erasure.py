@@ -352,3 +352,18 @@ async def list_receipts(
         {"s": subject, "lim": limit},
     )
     return [_receipt(r) for r in rows]
+
+
+async def erased_since(db: DbSession, session_id: str, agent_id: str | None, at: datetime) -> bool:
+    """Whether the session (or its agent, when known) was erased at ``at`` or later: an
+    event it had before is no longer anyone's to deliver, and a run that started before
+    is gone with it."""
+    found = await db.execute(
+        text(
+            "SELECT EXISTS (SELECT FROM erasure_receipts WHERE erased_at >= :at AND ("
+            "(subject_kind = 'session' AND subject_id = :s) "
+            "OR (subject_kind = 'agent' AND subject_id = :a)))"
+        ),
+        {"s": session_id, "a": agent_id, "at": at},
+    )
+    return bool(found.scalar_one())

@@ -329,20 +329,6 @@ _ATTEMPT_COLUMNS = (
 )
 
 
-async def erased_since(db: DbSession, session_id: str, agent_id: str, at: datetime) -> bool:
-    """Whether the session (or its agent) was erased at ``at`` or later: an event it had
-    before is no longer anyone's to deliver."""
-    found = await db.execute(
-        text(
-            "SELECT EXISTS (SELECT FROM erasure_receipts WHERE erased_at >= :at AND ("
-            "(subject_kind = 'session' AND subject_id = :s) "
-            "OR (subject_kind = 'agent' AND subject_id = :a)))"
-        ),
-        {"s": session_id, "a": agent_id, "at": at},
-    )
-    return bool(found.scalar_one())
-
-
 async def settled_webhooks(db: DbSession, delivery_id: str) -> set[str]:
     """The webhooks a delivery is done with (delivered, or refused for good)."""
     result = await db.execute(
