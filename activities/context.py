@@ -359,9 +359,6 @@ async def _recall_stage(
 ) -> list[Any]:
     if cache is None or key is None:
         return list(await memory.recall(agent_id, query, k=k))
-    if read.recalled is not None:
-        cache.stats["recall_hit"] += 1  # checked live by the read
-        return read.recalled
     # Checked already, or given up behind a lock (a check sent now would queue behind it,
     # and one cancelled by the budget would leave its backend queued there).
     found = None if read.recall_checked or read.recall_blocked else cache.recalled(key)
@@ -491,6 +488,11 @@ async def assemble(
                 # Recalled meanwhile, for the next step.
                 if cache is not None and key is not None and cache.recalled(key) is None:
                     cache.recall_task(key, memory, agent_id, query, budget.recall_k)
+            elif cache is not None and key is not None and got.recalled is not None:
+                # Checked live by the read: nothing to wait for (no task to time out).
+                with metrics.timed(metrics.RECALL_SECONDS, agent_id):
+                    cache.stats["recall_hit"] += 1
+                    found = got.recalled
             else:
                 try:
                     with metrics.timed(metrics.RECALL_SECONDS, agent_id):

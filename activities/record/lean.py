@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import TextClause, event
 from sqlalchemy.engine import Dialect, Engine, Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
@@ -99,6 +100,11 @@ class LeanTransaction:
     async def execute(
         self, statement: TextClause, params: Mapping[str, Any] | None = None
     ) -> Result[Any]:
+        rows = await self._fetch(statement, params)
+        keys = list(rows[0].keys()) if rows else []
+        return IteratorResult(SimpleResultMetaData(keys), iter([tuple(r) for r in rows]))
+
+    async def _fetch(self, statement: TextClause, params: Mapping[str, Any] | None) -> list[Any]:
         compiled = self._compiled(statement)
         given = {**compiled.fixed, **(params or {})} if compiled.fixed else (params or {})
         args = [
@@ -107,12 +113,28 @@ class LeanTransaction:
         ]
         span = _Tracing.statement_span
         if span is None:
+            rows: list[Any] = await self._driver.fetch(compiled.sql, *args)
+            return rows
+        with span(compiled.sql):
             rows = await self._driver.fetch(compiled.sql, *args)
-        else:
-            with span(compiled.sql):
-                rows = await self._driver.fetch(compiled.sql, *args)
-        keys = list(rows[0].keys()) if rows else []
-        return IteratorResult(SimpleResultMetaData(keys), iter([tuple(r) for r in rows]))
+            return rows
+
+
+async def one_row(
+    db: Statements, statement: TextClause, params: Mapping[str, Any] | None = None
+) -> Mapping[Any, Any]:
+    """The one row ``statement`` returns (an error when it returns none or more), by column
+    name. On a lean transaction it is the driver's own row: building a ``Result`` around a
+    single row cost a step's two statements about a tenth of a millisecond of CPU each."""
+    if not isinstance(db, LeanTransaction):
+        return (await db.execute(statement, params)).mappings().one()
+    rows = await db._fetch(statement, params)
+    if len(rows) != 1:
+        raise (NoResultFound if not rows else MultipleResultsFound)(
+            f"one row expected, {len(rows)} returned"
+        )
+    row: Mapping[Any, Any] = rows[0]
+    return row
 
 
 def literal(value: str) -> str:

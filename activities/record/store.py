@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from vigil.activities.record.lean import Statements
+from vigil.activities.record.lean import Statements, one_row
 from vigil.activities.record.order import action_at
 from vigil.activities.record.sql import sql
 from vigil.schema import event_kinds, textcodec
@@ -508,7 +508,7 @@ async def append_reply(
     params.update({"ustep": step, "ui": tokens_in, "uo": tokens_out, "uc": cost_usd})
     # Read in this order so each message is written before its event (followers are told
     # of rows in the order they were written): the reply, its event, then the answers.
-    counted = ["(SELECT count(*) FROM m)", "(SELECT count(*) FROM e)", "(SELECT count(*) FROM u)"]
+    counted = [f"(SELECT count(*) FROM {t}) AS {t}_count" for t in ("m", "e", "u")]
     if answers or answer_events:
         more, more_params = _record_parts(
             session_id,
@@ -521,14 +521,12 @@ async def append_reply(
         parts += more
         params.update(more_params)
         counted += [
-            f"(SELECT count(*) FROM {name})"
+            f"(SELECT count(*) FROM {name}) AS {name}_count"
             for name, rows in (("am", answers), ("ae", answer_events))
             if rows
         ]
-    row = (
-        await db.execute(sql(f"WITH {', '.join(parts)} SELECT {', '.join(counted)}"), params)
-    ).one()
-    return int(row[0]) > 0, int(row[1]) > 0
+    row = await one_row(db, sql(f"WITH {', '.join(parts)} SELECT {', '.join(counted)}"), params)
+    return int(row["m_count"]) > 0, int(row["e_count"]) > 0
 
 
 _MESSAGE_COLUMNS = (
@@ -764,26 +762,21 @@ async def context_rows(
     ``gaps`` (the newest ``recent`` when ``after_seq`` is None), the artifacts, and which of
     ``memory_ids`` are live, that check waiting on a lock at most ``lock_ms`` from the
     statement's start (None: unbounded)."""
-    row = (
-        (
-            await db.execute(
-                _CONTEXT_READ,
-                {
-                    "sid": session_id,
-                    "reply_seq": reply_seq,
-                    "kinds": event_kinds.stored_as(summary_kind),
-                    "held": held_summary,
-                    "after": after_seq,
-                    "gaps": gaps,
-                    "recent": recent,
-                    "artifacts": with_artifacts,
-                    "ids": memory_ids,
-                    "lock_ms": lock_ms,
-                },
-            )
-        )
-        .mappings()
-        .one()
+    row = await one_row(
+        db,
+        _CONTEXT_READ,
+        {
+            "sid": session_id,
+            "reply_seq": reply_seq,
+            "kinds": event_kinds.stored_as(summary_kind),
+            "held": held_summary,
+            "after": after_seq,
+            "gaps": gaps,
+            "recent": recent,
+            "artifacts": with_artifacts,
+            "ids": memory_ids,
+            "lock_ms": lock_ms,
+        },
     )
     session = row["session_row"]
     summary = row["newest_summary"]
