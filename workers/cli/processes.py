@@ -82,7 +82,8 @@ def worker(
         typer.Option("--tools-only", help="A tool worker: serve only its tools, no sessions."),
     ] = False,
 ) -> None:
-    """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM."""
+    """Run a worker: polls the task queue and runs sessions until SIGINT/SIGTERM, then
+    lets its running calls finish for VIGIL_WORKER_GRACEFUL_SHUTDOWN_SECONDS (10)."""
     from vigil.workers.codec import PayloadKeyError
     from vigil.workers.logs import configure
     from vigil.workers.tool_wiring import with_worker_flags
