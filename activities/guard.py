@@ -226,15 +226,35 @@ def guarded(fn: Callable[[S, A], Awaitable[R]]) -> Callable[[S, A], Awaitable[R]
     return run
 
 
+CUT_OFFS_FORGIVEN = 3
+"""Attempts of one call cut off by a worker's shutdown that are not counted; those past
+them count as failures (a call whose worker is stopped under it again and again, say by
+a liveness probe that the call itself fails, is not retried for ever)."""
+
+
 def _note_shutdown(ledger: Ledger) -> None:
-    """A regular activity cut off by its worker's shutdown leaves that in its ledger, so
-    the attempt it is retried as does not count this one. (A local activity's retry runs
-    on the worker its workflow moves to, which starts a ledger and a count of its own.)"""
+    """A regular activity cut off by its worker's shutdown leaves that in its ledger (in
+    a last heartbeat), so the attempt it is retried as does not count this one. (A local
+    activity's retry runs on the worker its workflow moves to, which starts a ledger and
+    a count of its own.)"""
     details = activity.cancellation_details()
     if activity.info().is_local or details is None or not details.worker_shutdown:
         return
+    if ledger.cut_off >= CUT_OFFS_FORGIVEN:
+        return
     ledger.cut_off += 1
     activity.heartbeat(ledger.details())
+
+
+def counted_attempt() -> int:
+    """This attempt's number as a call's failure budget counts it: the attempts before it
+    that met an outage of our own parts or were cut off by their worker's shutdown are
+    not counted. A tool's own ``max_attempts`` (``ToolRetry``) is spent by this number."""
+    info = activity.info()
+    ledger = _LEDGER.get()
+    if ledger is None or info.is_local:
+        return info.attempt
+    return max(1, info.attempt - ledger.outages - ledger.cut_off)
 
 
 def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:

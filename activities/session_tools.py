@@ -295,6 +295,7 @@ class SessionTools(SessionRecords):
             call_id=call_id,
             idempotency_key=idempotency_key(arg.session_id, arg.step, arg.call_index),
             attempt=activity.info().attempt,
+            counted=guard.counted_attempt(),
         )
         artifacts = SessionArtifacts(self.store, self.sessionmaker, arg.agent_id, arg.session_id)
         return await self.tools.run(tool, args, call, artifacts=artifacts, mcp_server=server)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
@@ -131,8 +131,10 @@ class SessionReads(SessionStart):
         from vigil.activities.record import erasure
 
         agent = desc.typed_search_attributes.get(names.SA_AGENT)
+        # The run's start is Temporal's clock, the receipt's PostgreSQL's: a minute's margin.
+        since = desc.start_time - timedelta(minutes=1)
         async with self.db() as db:
-            return await erasure.erased_since(db, session_id, agent, desc.start_time)
+            return await erasure.erased_since(db, session_id, agent, since)
 
     async def require_session_soon(
         self,

@@ -220,8 +220,9 @@ class Settings(BaseSettings):
     worker_graceful_shutdown_seconds: float = Field(default=10.0, ge=0, le=3600)
     """How long a worker told to stop (SIGTERM, SIGINT) lets the model and tool calls it is
     running finish, having stopped taking new ones; those still running then are cut off
-    and go to another worker, their failure budget untouched. Keep it under the time your
-    process manager waits before it kills (Kubernetes: 30 s by default)."""
+    and go to another worker, the attempt not counted against their failure budget (up to
+    three cut-offs a call). Keep it under the time your process manager waits before it
+    kills (Kubernetes: 30 s by default)."""
     worker_db_pool_size: int = Field(default=20, ge=1)
     """PostgreSQL connections a worker keeps open for its activities; as many more are
     opened in a burst and closed when it has passed. Each activity holds one only while a

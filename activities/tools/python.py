@@ -127,7 +127,8 @@ class ToolContext:
     def heartbeat(self, *details: Any) -> None:
         """Tell Temporal the tool is alive (vigil also heartbeats on its own while it runs);
         a no-op outside a worker. ``details`` show in Temporal UI's pending activity after
-        vigil's own, which carry what the call's earlier attempts left."""
+        vigil's own, which carry what the call's earlier attempts left: the next attempt
+        reads them back as ``temporalio.activity.info().heartbeat_details[1:]``."""
         if activity.in_activity():
             # Imported here: a module of tools imports this one, and needs no database.
             from vigil.activities import guard

@@ -48,6 +48,9 @@ class ToolCallInfo:
     call_id: str
     idempotency_key: str
     attempt: int = 1
+    counted: int | None = None
+    """The attempt's number as the tool's ``max_attempts`` counts it (outages and worker
+    shutdowns before it not counted); None: ``attempt``."""
 
 
 class WorkerTools:
@@ -126,7 +129,7 @@ class WorkerTools:
             attempt,
             name=tool.name,
             timeout_seconds=tool.timeout_seconds or loaded.timeout_seconds or _default_timeout(),
-            attempt=call.attempt,
+            attempt=call.counted or call.attempt,
             max_attempts=tool.max_attempts or loaded.max_attempts or c.TOOL_DEFAULT_MAX_ATTEMPTS,
         )
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
-from tests.support.agent_tools import apply_agent
+from tests.support.agent_tools import apply_agent, worker_settings
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     assert_whole,
@@ -123,3 +123,40 @@ async def test_a_worker_told_to_stop_lets_a_running_call_finish_within_its_grace
     assert result.status == SessionStatus.COMPLETED, result
     assert len(gets) == 1, gets
     assert_whole(await transcript(sessionmaker, handle.id))
+
+
+async def test_a_tools_own_retries_do_not_count_the_attempt_cut_off(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    tmp_path: Path,
+) -> None:
+    """A Python tool allowed two attempts (``max_attempts=2``), cut off on its first and
+    asking for a retry (``ToolRetry``) on its second, is given its third: it had failed
+    once. Its own count took the attempt cut off as one, and gave up after two."""
+    agent = await apply_agent(
+        settings, sessionmaker, tmp_path, ["held_then_busy"], modules=["tests.support.py_tools"]
+    )
+    journal = tmp_path / "attempts.txt"
+    stub.enqueue(
+        Reply.tool_call("held_then_busy", {"journal": str(journal)}),
+        Reply.tool_call("finish", {"summary": "answered"}),
+    )
+    cfg = worker_settings(settings, stub.url_openai, "tests.support.py_tools")
+    hasty = cfg.model_copy(update={"worker_graceful_shutdown_seconds": 0.0})
+    async with running_worker(client, hasty, task_queue):
+        handle = await start(client, task_queue, session_input("hold", agent_id=agent.name))
+        for _ in range(300):
+            if journal.exists() and journal.read_text():
+                break
+            await asyncio.sleep(0.1)
+        assert journal.read_text() == "1\n", "the first attempt never started"
+    async with running_worker(client, cfg, task_queue):
+        result = await asyncio.wait_for(handle.result(), 60)
+
+    assert result.status == SessionStatus.COMPLETED, result
+    assert journal.read_text().split() == ["1", "2", "3"]
+    (call,) = await events(sessionmaker, handle.id, "tool_call")
+    assert (call.payload["ok"], call.payload["output_preview"]) == (True, "done on attempt 3")

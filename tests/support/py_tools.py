@@ -51,6 +51,18 @@ async def flaky(journal: str, failures: int, ctx: vigil.ToolContext) -> str:
     return f"done on attempt {ctx.attempt}"
 
 
+@vigil.tool(max_attempts=2)
+async def held_then_busy(journal: str, ctx: vigil.ToolContext) -> str:
+    """Write each attempt's number to ``journal``. The first holds for a minute (its
+    worker stops under it), the second asks for a retry, the third answers."""
+    await asyncio.to_thread(_append, Path(journal), f"{ctx.attempt}\n")
+    if ctx.attempt == 1:
+        await asyncio.sleep(60)
+    if ctx.attempt == 2:
+        raise vigil.ToolRetry("the service is busy", retry_after_seconds=0.1)
+    return f"done on attempt {ctx.attempt}"
+
+
 def _append(path: Path, line: str) -> None:
     with path.open("a") as f:
         f.write(line)

@@ -38,15 +38,8 @@ TEST_PORTS = {
 
 def test_stack_settings(database_url: str | None = None, **extra: object) -> Settings:
     state = Path(os.environ.get("VIGIL_TEST_STATE_DIR", str(ROOT / ".vigil-test")))
-    # The tests' in-process workers cut off their running calls the moment they stop, as
-    # the tests were written for; the grace period has tests of its own
-    # (test_tool_across_worker_shutdown.py).
-    quick = {"worker_graceful_shutdown_seconds": 0.0}
     return Settings(  # type: ignore[arg-type]
-        state_dir=state,
-        with_minio=True,
-        database_url=database_url,
-        **{**quick, **TEST_PORTS, **extra},
+        state_dir=state, with_minio=True, database_url=database_url, **{**TEST_PORTS, **extra}
     )
 
 

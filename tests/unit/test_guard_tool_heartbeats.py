@@ -1,21 +1,27 @@
-"""A Python tool's own heartbeat keeps what the call's earlier attempts left (activities/guard.py).
+"""What a call's attempts leave each other in their heartbeats (activities/guard.py).
 
 A regular activity's ledger (the outages ridden out, the attempts cut off by a worker's
 shutdown) travels to its next attempt in its heartbeat details. ``ToolContext.heartbeat``
 sent the tool's details alone, so a tool that heartbeat during a call that had met an
 outage erased the ledger: the next attempt counted the outage's attempts as failures and
-could give up a call that had failed no time at all.
+could give up a call that had failed no time at all. An attempt cut off by its worker's
+shutdown leaves that in its ledger too, so that its retry does not count it (a few
+times: past them, a call cut off again and again counts its attempts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
+from temporalio.activity import ActivityCancellationDetails
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from vigil.activities.guard import Ledger, guarded
+from vigil.activities.guard import CUT_OFFS_FORGIVEN, Ledger, counted_attempt, guarded
 from vigil.activities.tools.python import ToolContext
 
 
@@ -58,3 +64,59 @@ async def test_a_tools_heartbeat_carries_the_calls_ledger_and_its_own_details() 
     assert Ledger.from_details(with_details).outages == 2, with_details
     assert with_details[1:] == ({"done": 40},), with_details
     assert Ledger.from_details(bare).outages == 2, bare
+
+
+class Slow:
+    """An activity that waits until it is cut off, and notes the attempt it counted."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.counted: list[int] = []
+
+    @guarded
+    async def run_tool(self, arg: Call) -> str:
+        self.counted.append(counted_attempt())
+        self.started.set()
+        await asyncio.sleep(60)
+        return "not reached"
+
+
+async def _cut_off(attempt: int, details: list[Any]) -> tuple[list[tuple[Any, ...]], list[int]]:
+    """One attempt cut off by its worker's shutdown: its heartbeats, the attempt counted."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=attempt, heartbeat_details=details)
+    beats: list[tuple[Any, ...]] = []
+    env.on_heartbeat = lambda *d: beats.append(d)
+    owner = Slow()
+    task = asyncio.ensure_future(env.run(owner.run_tool, Call(max_failures=1)))
+    await owner.started.wait()
+    env.cancel(ActivityCancellationDetails(worker_shutdown=True))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return beats, owner.counted
+
+
+async def test_an_attempt_cut_off_by_a_shutdown_is_left_uncounted_in_its_ledger() -> None:
+    beats, counted = await _cut_off(1, [])
+    assert counted == [1]
+    (last,) = beats
+    assert Ledger.from_details(last).cut_off == 1, last
+
+    # The retry: not given up (its one-attempt budget is unspent), and counted as the first.
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=list(last))
+    assert await env.run(Owner().run_tool, Call(max_failures=1)) == "ok"
+    beats, counted = await _cut_off(2, list(last))
+    assert counted == [1]
+    assert Ledger.from_details(beats[-1]).cut_off == 2
+
+
+async def test_cut_offs_past_the_forgiven_ones_count_as_failures() -> None:
+    spent = [Ledger(cut_off=CUT_OFFS_FORGIVEN).details()]
+    beats, counted = await _cut_off(CUT_OFFS_FORGIVEN + 1, spent)
+    assert counted == [1]
+    assert beats == [], beats  # nothing new to leave: this attempt will count
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=CUT_OFFS_FORGIVEN + 2, heartbeat_details=spent)
+    with pytest.raises(ApplicationError, match="failed 1 times, the last without a result"):
+        await env.run(Owner().run_tool, Call(max_failures=1))
