@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.api.enums.v1 import EventType
 
 from vigil.schema import event_kinds
-from vigil.workers.client_errors import BadArgument
+from vigil.workers.client_errors import BadArgument, UnknownSession
 from vigil.workers.client_reads import SessionReads
 from vigil.workers.codec import ENCODING as ENCRYPTED
 
@@ -113,6 +113,7 @@ class SessionHistory(SessionReads):
         feed = await self.live_feed()
         async for entry in feed.follow(row.agent_id, session_id=session_id, tokens=False):
             if not isinstance(entry, FeedItem):
+                _erased_meanwhile(entry)
                 continue
             if entry.message is not None and entry.message.seq > after_seq:
                 yield entry.message
@@ -129,6 +130,8 @@ class SessionHistory(SessionReads):
         async for entry in feed.follow(row.agent_id, session_id=session_id, tokens=False):
             if isinstance(entry, FeedItem):
                 yield entry
+            else:
+                _erased_meanwhile(entry)
 
     async def events(self, session_id: str, kind: str | None = None) -> list[record.StoredEvent]:
         from vigil.activities.record import store as record
@@ -210,3 +213,11 @@ class SessionHistory(SessionReads):
                 return "(encrypted)"
             return str(payload.data.decode(errors="replace"))
         return str(value)
+
+
+def _erased_meanwhile(entry: Any) -> None:
+    """A followed session erased while it was followed ends its follow as no session."""
+    from vigil.workers.feed import ERASED, StatusChange
+
+    if isinstance(entry, StatusChange) and entry.status == ERASED:
+        raise UnknownSession(f"no session with id {entry.session_id!r}: it was erased")

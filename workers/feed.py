@@ -207,6 +207,7 @@ class Feed:
         follower = _Follower(agent_id=agent_id, session_id=session_id, tokens=tokens)
         await self._register(follower)
         position = cursor or FeedCursor()
+        step = 0  # the session's step as last seen, for the end of an erased one
         try:
             while True:
                 # Status first: when it is final, every row of the session is already
@@ -215,6 +216,7 @@ class Feed:
                 if session_id is not None:
                     status = await self._status(agent_id, session_id)
                     if status is not None:
+                        step = status.step
                         yield status
                         ended = status.final
                 # Live entries the catch-up already gave are dropped by key, not by the
@@ -235,7 +237,7 @@ class Feed:
                     if isinstance(entry, Idle) and session_id is not None:
                         # Erased meanwhile: no row, no notification of its end.
                         if await self._status(agent_id, session_id) is None:
-                            yield StatusChange(session_id, ERASED, 0, "the session was erased")
+                            yield StatusChange(session_id, ERASED, step, "the session was erased")
                             return
                         if idle is None:
                             continue
@@ -251,6 +253,8 @@ class Feed:
                     if isinstance(entry, FeedItem):
                         delivered.add((entry.kind, entry.key))
                         position = position.after(entry)
+                    elif isinstance(entry, StatusChange) and entry.session_id == session_id:
+                        step = entry.step
                     yield entry
         finally:
             self._unregister(follower)

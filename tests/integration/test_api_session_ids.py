@@ -6,10 +6,12 @@ through the API and `vigil start --id` alike, and an id longer than any session'
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
@@ -17,6 +19,7 @@ from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.cli import explain, one_error_line
 from tests.support.llm_stub import Reply
 from vigil.workers.keyed import keyed_session_id
+from vigil.workers.temporal import connect
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -159,6 +162,9 @@ def test_an_id_erased_and_taken_again_belongs_to_its_new_agent(
 
     done = cli.vigil("erase", "--session", sid, "--yes")
     assert done.returncode == 0, explain(done)
+    # Temporal deletes the erased runs in the background (the erasure waits 20 s at most):
+    # the id is free once it has.
+    asyncio.run(_forgotten(cli, sid))
 
     with api.client(api.token(Scope.ADMIN)) as admin:
         again = admin.post(
@@ -176,3 +182,17 @@ def test_an_id_erased_and_taken_again_belongs_to_its_new_agent(
         assert "two" in new.get(f"/v1/sessions/{sid}/transcript").json()["items"][-1]["content"]
         stream = new.get(f"/v1/sessions/{sid}/stream", params={"tokens": "false"})
         assert stream.status_code == 200 and "two" in stream.text, stream.text
+
+
+async def _forgotten(cli: CLIStack, session_id: str, within: float = 60) -> None:
+    client = await connect(cli.settings)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            await client.get_workflow_handle(session_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"Temporal still holds {session_id} after {within} s")

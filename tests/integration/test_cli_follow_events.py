@@ -10,6 +10,9 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.service import RPCError, RPCStatusCode
 
 from tests.integration.conftest import CLIStack
 from tests.support.cli import (
@@ -25,6 +28,7 @@ from tests.support.llm_stub import Reply
 from vigil.schema import names
 from vigil.schema.payloads import MAX_HUMAN_TEXT, MessageInput
 from vigil.workers.client import VigilClient
+from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +155,43 @@ def test_follow_shows_human_and_session_events_in_order(cli: CLIStack) -> None:
     assert view == [{"kind": "session_ended", "actor": "erin", "reason": "enough"}]
 
 
+def test_follow_says_erased_when_temporal_forgot_the_session_first(cli: CLIStack) -> None:
+    """An erasure asks Temporal to delete the session's runs before it removes the record.
+    When Temporal had deleted them by the time the follower saw the record gone, `vigil
+    follow` said only "no session with id X": it now says the session was erased."""
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
+    agent = f"follow-forgot-{uuid.uuid4().hex[:8]}"
+    sid = cli.vigil.json("start", goal, "--agent", agent, "--approve-tools", "http_fetch")["id"]
+    with LineReader(cli.vigil.popen("follow", sid)) as follow:
+        wait_approval(cli.database_url, sid, "a1-0")
+        asyncio.run(_deleted_from_temporal(cli, sid))
+        cli.vigil.ok("erase", "--session", sid, "--yes")
+        code, _, stderr = follow.finish(60)
+    assert code == 4, stderr
+    assert f"no session with id {sid!r}: it was erased" in stderr, stderr
+
+
+async def _deleted_from_temporal(cli: CLIStack, session_id: str) -> None:
+    """The session's run terminated and deleted, and Temporal no longer knows it."""
+    client = await connect(cli.settings)
+    handle = client.get_workflow_handle(session_id)
+    await handle.terminate(reason="erased by vigil")
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=session_id)
+        )
+    )
+    for _ in range(300):
+        try:
+            await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"Temporal still holds {session_id}")
+
+
 def test_follow_ends_when_the_session_is_erased(cli: CLIStack) -> None:
     """`vigil follow` of a waiting session erased meanwhile printed nothing more, for
     ever."""
@@ -162,4 +203,4 @@ def test_follow_ends_when_the_session_is_erased(cli: CLIStack) -> None:
         cli.vigil.ok("erase", "--session", sid, "--yes")
         code, _, stderr = follow.finish(60)
     assert code == 4, stderr
-    assert f"no session with id {sid!r}" in stderr, stderr
+    assert f"no session with id {sid!r}: it was erased" in stderr, stderr
