@@ -11,13 +11,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from temporalio.service import RPCError, RPCStatusCode
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.cli import explain, one_error_line
 from tests.support.llm_stub import Reply
+from tests.support.sessions import forgotten_by_temporal
 from vigil.workers.keyed import keyed_session_id
 from vigil.workers.temporal import connect
 from vigil.workers.tokens import Scope
@@ -164,7 +164,7 @@ def test_an_id_erased_and_taken_again_belongs_to_its_new_agent(
     assert done.returncode == 0, explain(done)
     # Temporal deletes the erased runs in the background (the erasure waits 20 s at most):
     # the id is free once it has.
-    asyncio.run(_forgotten(cli, sid))
+    asyncio.run(_temporal_forgets(cli, sid))
 
     with api.client(api.token(Scope.ADMIN)) as admin:
         again = admin.post(
@@ -184,15 +184,5 @@ def test_an_id_erased_and_taken_again_belongs_to_its_new_agent(
         assert stream.status_code == 200 and "two" in stream.text, stream.text
 
 
-async def _forgotten(cli: CLIStack, session_id: str, within: float = 60) -> None:
-    client = await connect(cli.settings)
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            await client.get_workflow_handle(session_id).describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return
-            raise
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"Temporal still holds {session_id} after {within} s")
+async def _temporal_forgets(cli: CLIStack, session_id: str) -> None:
+    await forgotten_by_temporal(await connect(cli.settings), session_id)

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.service import RPCError, RPCStatusCode
 
 from tests.integration.conftest import CLIStack
 from tests.support.cli import (
@@ -25,6 +24,7 @@ from tests.support.cli import (
     wait_recorded,
 )
 from tests.support.llm_stub import Reply
+from tests.support.sessions import forgotten_by_temporal
 from vigil.schema import names
 from vigil.schema.payloads import MAX_HUMAN_TEXT, MessageInput
 from vigil.workers.client import VigilClient
@@ -181,15 +181,7 @@ async def _deleted_from_temporal(cli: CLIStack, session_id: str) -> None:
             namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=session_id)
         )
     )
-    for _ in range(300):
-        try:
-            await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return
-            raise
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"Temporal still holds {session_id}")
+    await forgotten_by_temporal(client, session_id)
 
 
 def test_follow_ends_when_the_session_is_erased(cli: CLIStack) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,42 @@ from vigil.workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
+@dataclass
+class SlowPage:
+    """An agent whose ``http_fetch`` (one attempt allowed) reads a page of the stub that
+    takes ``hold(n)`` seconds on its n-th fetch; the model asks for it, then finishes."""
+
+    agent: str
+    settings: Settings
+    fetching: threading.Event = field(default_factory=threading.Event)
+    gets: list[float] = field(default_factory=list)
+
+
+async def _slow_page(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    tmp_path: Path,
+    stub: LLMStub,
+    hold: Callable[[int], float],
+) -> SlowPage:
+    once = {"name": "http_fetch", "timeout_seconds": 60, "max_attempts": 1, "approval": "never"}
+    agent = await apply_agent(settings, sessionmaker, tmp_path, [once])
+    page = SlowPage(agent.name, stub_settings(settings, stub.url_openai, http_allow=stub.host_port))
+
+    def on_get(path: str) -> None:
+        if path == "/page":
+            page.gets.append(time.monotonic())
+            page.fetching.set()
+            time.sleep(hold(len(page.gets)))
+
+    stub.on_get = on_get
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
+        Reply.tool_call("finish", {"summary": "read the page"}),
+    )
+    return page
+
+
 async def test_a_call_cut_off_by_its_workers_shutdown_runs_again_unspent(
     client: Client,
     settings: Settings,
@@ -46,34 +84,17 @@ async def test_a_call_cut_off_by_its_workers_shutdown_runs_again_unspent(
     stub: LLMStub,
     tmp_path: Path,
 ) -> None:
-    once = {"name": "http_fetch", "timeout_seconds": 60, "max_attempts": 1, "approval": "never"}
-    agent = await apply_agent(settings, sessionmaker, tmp_path, [once])
-    fetching = threading.Event()
-    gets: list[float] = []
-
-    def on_get(path: str) -> None:
-        if path == "/page":
-            gets.append(time.monotonic())
-            fetching.set()
-            if len(gets) == 1:
-                time.sleep(8)  # the first fetch outlasts its worker
-
-    stub.on_get = on_get
-    stub.enqueue(
-        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
-        Reply.tool_call("finish", {"summary": "read the page"}),
-    )
-    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
-    # The first worker's grace period is shorter than the call: it is cut off.
-    hasty = cfg.model_copy(update={"worker_graceful_shutdown_seconds": 0.0})
+    # The first fetch outlasts its worker, whose grace period is shorter than the call.
+    page = await _slow_page(settings, sessionmaker, tmp_path, stub, lambda n: 8 if n == 1 else 0)
+    hasty = page.settings.model_copy(update={"worker_graceful_shutdown_seconds": 0.0})
     async with running_worker(client, hasty, task_queue):
-        handle = await start(client, task_queue, session_input("fetch", agent_id=agent.name))
-        assert await asyncio.to_thread(fetching.wait, 30), "the fetch never started"
-    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("fetch", agent_id=page.agent))
+        assert await asyncio.to_thread(page.fetching.wait, 30), "the fetch never started"
+    async with running_worker(client, page.settings, task_queue):
         result = await asyncio.wait_for(handle.result(), 60)
 
     assert result.status == SessionStatus.COMPLETED, result
-    assert len(gets) == 2, gets
+    assert len(page.gets) == 2, page.gets
     messages = await transcript(sessionmaker, handle.id)
     assert_whole(messages)
     (answer,) = [m for m in tool_messages(messages) if m.name == "http_fetch"]
@@ -92,36 +113,20 @@ async def test_a_worker_told_to_stop_lets_a_running_call_finish_within_its_grace
     stub: LLMStub,
     tmp_path: Path,
 ) -> None:
-    once = {"name": "http_fetch", "timeout_seconds": 60, "max_attempts": 1, "approval": "never"}
-    agent = await apply_agent(settings, sessionmaker, tmp_path, [once])
-    fetching = threading.Event()
-    gets: list[float] = []
-
-    def on_get(path: str) -> None:
-        if path == "/page":
-            gets.append(time.monotonic())
-            fetching.set()
-            time.sleep(2)
-
-    stub.on_get = on_get
-    stub.enqueue(
-        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
-        Reply.tool_call("finish", {"summary": "read the page"}),
-    )
-    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
-    patient = cfg.model_copy(update={"worker_graceful_shutdown_seconds": 30.0})
+    page = await _slow_page(settings, sessionmaker, tmp_path, stub, lambda n: 2)
+    patient = page.settings.model_copy(update={"worker_graceful_shutdown_seconds": 30.0})
     async with running_worker(client, patient, task_queue):
-        handle = await start(client, task_queue, session_input("fetch", agent_id=agent.name))
-        assert await asyncio.to_thread(fetching.wait, 30), "the fetch never started"
+        handle = await start(client, task_queue, session_input("fetch", agent_id=page.agent))
+        assert await asyncio.to_thread(page.fetching.wait, 30), "the fetch never started"
     # The stopping worker waited for the call: its answer is recorded already.
     (call,) = await events(sessionmaker, handle.id, "tool_call")
     assert call.payload["ok"] is True, call.payload
     assert call.payload["attempt"] == 1, call.payload
-    async with running_worker(client, cfg, task_queue):
+    async with running_worker(client, page.settings, task_queue):
         result = await asyncio.wait_for(handle.result(), 60)
 
     assert result.status == SessionStatus.COMPLETED, result
-    assert len(gets) == 1, gets
+    assert len(page.gets) == 1, page.gets
     assert_whole(await transcript(sessionmaker, handle.id))
 
 

@@ -299,3 +299,23 @@ async def approval_pending(
 
     await until(recorded, what=f"{key} in events")
     return st
+
+
+async def forgotten_by_temporal(
+    client: Client,
+    session_id: str,
+    within: float = 60,
+) -> None:
+    """Wait until Temporal no longer knows ``session_id`` (it deletes runs in the
+    background, after an erasure has asked it to)."""
+    handle = client.get_workflow_handle(session_id)
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"Temporal still holds {session_id} after {within} s")
