@@ -13,8 +13,9 @@ exceeds size limit.". Then:
   input (set by the workflow, which then lets Temporal retry without limit): when it is
   used up the failure is made non-retryable. Attempts that ended without a word (a lost
   worker, a timeout) count too, from the next attempt's start, which gives up at once when
-  they spent the budget. Attempts cut off by their worker's shutdown (a deploy) never
-  count. Without ``max_failures`` Temporal's retry policy counts.
+  they spent the budget. Attempts cut off by their worker's shutdown (a deploy) do not
+  count, up to ``CUT_OFFS_FORGIVEN`` a call. Without ``max_failures`` Temporal's retry
+  policy counts.
 
 What one attempt leaves for the next (outage count, since when) travels in the
 activity's heartbeat details, which Temporal hands to the next attempt; so a long
@@ -75,7 +76,7 @@ class Ledger:
     """A local activity's attempts begun on this worker (those that ended without a
     word, neither failure nor outage, count as failures at the next one's start)."""
     cut_off: int = 0
-    """Attempts cut off by their worker's shutdown (never counted)."""
+    """Attempts cut off by their worker's shutdown (not counted as failures)."""
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> Ledger:

@@ -125,7 +125,8 @@ async def one_row(
 ) -> Mapping[Any, Any]:
     """The one row ``statement`` returns (an error when it returns none or more), by column
     name. On a lean transaction it is the driver's own row: building a ``Result`` around a
-    single row cost a step's two statements about a tenth of a millisecond of CPU each."""
+    single row cost each of a step's two statements about 0.03 ms of CPU (bench/RESULTS.md,
+    2026-12-06 morning)."""
     if not isinstance(db, LeanTransaction):
         return (await db.execute(statement, params)).mappings().one()
     rows = await db._fetch(statement, params)
