@@ -78,6 +78,11 @@ class Ledger:
     cut_off: int = 0
     """Attempts cut off by their worker's shutdown (not counted as failures)."""
 
+    @property
+    def uncounted(self) -> int:
+        """A regular activity's attempts that are not failures: outages and cut-offs."""
+        return self.outages + self.cut_off
+
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> Ledger:
         raw = details[0] if details else None
@@ -183,7 +188,7 @@ def beat(*details: Any) -> None:
     if activity.info().is_local:
         return
     ledger = _LEDGER.get()
-    if details or (ledger is not None and (ledger.outages or ledger.cut_off)):
+    if details or (ledger is not None and ledger.uncounted):
         activity.heartbeat((ledger or Ledger()).details(), *details)
     else:
         activity.heartbeat()
@@ -255,7 +260,7 @@ def counted_attempt() -> int:
     ledger = _LEDGER.get()
     if ledger is None or info.is_local:
         return info.attempt
-    return max(1, info.attempt - ledger.outages - ledger.cut_off)
+    return max(1, info.attempt - ledger.uncounted)
 
 
 def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:
@@ -274,7 +279,7 @@ def _count_silent_attempts(ledger: Ledger, arg: Any) -> None:
         ledger.begun += 1
         spent = ledger.failures
     else:
-        spent = info.attempt - 1 - ledger.outages - ledger.cut_off
+        spent = info.attempt - 1 - ledger.uncounted
     budget = getattr(arg, "max_failures", None)
     if isinstance(budget, int) and info.attempt > 1 and spent >= budget:
         raise ApplicationError(
@@ -325,7 +330,7 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     ledger.got_through(began)
     if info.is_local:
         ledger.failures += 1
-    if ledger.outages or ledger.cut_off:
+    if ledger.uncounted:
         _keep(ledger)
     delay: timedelta | None = None
     category = ApplicationErrorCategory.UNSPECIFIED
@@ -341,7 +346,7 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     budget = getattr(arg, "max_failures", None)
     # A local activity counts its own failures: its attempt number also counts attempts
     # whose ledger a lost worker took with it, which must not be spent as failures.
-    failures = ledger.failures if info.is_local else info.attempt - ledger.outages - ledger.cut_off
+    failures = ledger.failures if info.is_local else info.attempt - ledger.uncounted
     if retryable and isinstance(budget, int) and failures >= budget:
         message = short(f"{message} (failed {failures} times, giving up)")
         retryable = False

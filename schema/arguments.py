@@ -41,6 +41,13 @@ def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Va
     return kind(parameters, format_checker=FormatChecker())
 
 
+def invalid_arguments(name: str, validator: Validator, arguments: dict[str, Any]) -> str | None:
+    """The model's error for ``arguments`` that do not fit tool ``name``'s schema (built-in
+    and catalog tools alike); None when they fit."""
+    error = first_error(validator, arguments)
+    return None if error is None else f"invalid arguments for {name} at {error[0]}: {error[1]}"
+
+
 def first_error(validator: Validator, arguments: dict[str, Any]) -> tuple[str, str] | None:
     """Where (``a/b``, or ``(root)``) and what the first error of ``arguments`` is; None
     when they fit."""

@@ -20,7 +20,10 @@ class NotFound(VigilError):
 
 
 class UnknownSession(NotFound):
-    pass
+    @classmethod
+    def erased(cls, session_id: str) -> UnknownSession:
+        """A session erased meanwhile (its record gone, Temporal's runs gone or going)."""
+        return cls(f"no session with id {session_id!r}: it was erased")
 
 
 class UnknownSchedule(NotFound):

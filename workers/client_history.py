@@ -220,4 +220,4 @@ def _erased_meanwhile(entry: Any) -> None:
     from vigil.workers.feed import ERASED, StatusChange
 
     if isinstance(entry, StatusChange) and entry.status == ERASED:
-        raise UnknownSession(f"no session with id {entry.session_id!r}: it was erased")
+        raise UnknownSession.erased(entry.session_id)

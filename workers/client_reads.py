@@ -116,7 +116,7 @@ class SessionReads(SessionStart):
                 if await self._erased(session_id, desc):
                     # Its runs are terminated and their deletion asked for: Temporal
                     # deletes them in the background, after the record is gone.
-                    raise UnknownSession(f"no session with id {session_id!r}: it was erased")
+                    raise UnknownSession.erased(session_id)
                 # It ended before any worker recorded it (terminated at once, say): it
                 # never will be; said at once, not waited for.
                 status = said_status(desc.status) if desc.status else "ended"

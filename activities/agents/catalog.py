@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from jsonschema.protocols import Validator
 
 from vigil.schema.agents import AgentSpec, ArgumentRule, ToolDescriptor, ToolEntry, canonical_json
-from vigil.schema.arguments import argument_validator, first_error
+from vigil.schema.arguments import argument_validator, invalid_arguments
 from vigil.schema.tools import BUILTIN_TOOLS
 
 ALWAYS_AVAILABLE = ("finish",)
@@ -175,10 +175,7 @@ def argument_error(descriptor: ToolDescriptor, arguments: dict[str, Any]) -> str
     """None when ``arguments`` fit the tool's JSON schema; else the first error, short."""
     if not descriptor.parameters:
         return None
-    error = first_error(_validator_of(descriptor.parameters), arguments)
-    if error is None:
-        return None
-    return f"invalid arguments for {descriptor.name} at {error[0]}: {error[1]}"
+    return invalid_arguments(descriptor.name, _validator_of(descriptor.parameters), arguments)
 
 
 def call_error(

@@ -24,7 +24,7 @@ from vigil.activities.tools.base import ToolOutcome as ToolOutcome
 from vigil.activities.tools.http_fetch import http_fetch
 from vigil.activities.tools.http_fetch import refusal as http_fetch_refusal
 from vigil.schema import jsonlimits
-from vigil.schema.arguments import first_error
+from vigil.schema.arguments import invalid_arguments
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 from vigil.schema.payloads import preview
 from vigil.schema.tools import BUILTIN_TOOLS, ToolInfo
@@ -68,10 +68,7 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
         return f"unknown tool {shown!r}; available: {', '.join(sorted(BUILTIN_TOOLS))}"
     if allowed is not None and name not in allowed:
         return f"tool {name!r} is not allowed in this session"
-    error = first_error(_VALIDATORS[name], arguments)
-    if error is not None:
-        return f"invalid arguments for {name} at {error[0]}: {error[1]}"
-    return None
+    return invalid_arguments(name, _VALIDATORS[name], arguments)
 
 
 # --- implementations -------------------------------------------------------------------
