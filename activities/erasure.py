@@ -7,8 +7,10 @@ Order, so that a failure anywhere can be finished by erasing again:
    deleted through the workflow service; for an agent, its recurring-goal schedules are
    deleted too.
 2. PostgreSQL and the object store, in one transaction: ``record.erasure.purge`` removes
-   the rows, the bytes of every artifact and archive no one else refers to are deleted
-   while their digests are locked, and the receipt is written; then it commits.
+   the rows (a memory of an erased session that others merged their words into is handed
+   on to them, re-embedded with the configured embedder), the bytes of every artifact and
+   archive no one else refers to are deleted while their digests are locked, and the
+   receipt is written; then it commits.
 
 What remains is the receipt (what, when, who, how much) and nothing else. Used by the
 ``vigil erase`` command and by the retention workflow's erase activity.
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -29,8 +32,11 @@ from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowExecu
 from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.artifacts.store import ArtifactStore
+from vigil.activities.memory.embedders import Embedder
+from vigil.activities.memory.provenance import identity_of
+from vigil.activities.memory.values import _vector_literal
 from vigil.activities.record import erasure as queries
-from vigil.activities.record.erasure import ErasureReceipt, ErasureScope, SubjectKind
+from vigil.activities.record.erasure import ErasureReceipt, ErasureScope, HandOn, SubjectKind
 from vigil.schema import names
 
 TERMINATE_REASON = "erased by vigil"
@@ -68,8 +74,23 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+EmbedderAccess = Callable[[], AbstractAsyncContextManager[Embedder | None]]
+"""Gives the configured embedder for the length of an erasure (None: none can be made)."""
+
+
+def _hand_on(embedder: Embedder) -> HandOn:
+    identity = identity_of(embedder)
+
+    async def literals(texts: list[str]) -> list[str]:
+        return [_vector_literal(v, identity.dim) for v in await embedder.embed(texts)]
+
+    return HandOn(identity.name, identity.version, identity.dim, literals)
+
+
 class Eraser:
-    """Built with the clients it needs (database, object store, Temporal)."""
+    """Built with the clients it needs (database, object store, Temporal) and access to
+    the configured embedder (to re-embed a memory it hands on; without it, such a memory
+    is deleted with the rest)."""
 
     def __init__(
         self,
@@ -77,10 +98,12 @@ class Eraser:
         sessionmaker: async_sessionmaker[DbSession],
         store: ArtifactStore,
         temporal: Client,
+        embedder: EmbedderAccess | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
         self.temporal = temporal
+        self.embedder = embedder
 
     async def plan(self, kind: SubjectKind, subject: str) -> ErasurePlan:
         async with self.sessionmaker() as db:
@@ -105,8 +128,20 @@ class Eraser:
                 await self.temporal.get_schedule_handle(schedule_id).delete()
         await self._delete_runs(plan.runs)
 
+        wanted = kind == "session" and plan.scope.memories > 0
+        async with (
+            self.embedder() if wanted and self.embedder is not None
+            else contextlib.nullcontext(None)
+        ) as embedder:  # fmt: skip
+            hand_on = _hand_on(embedder) if embedder is not None else None
+            return await self._purge(plan, hand_on, by=by, reason=reason)
+
+    async def _purge(
+        self, plan: ErasurePlan, hand_on: HandOn | None, *, by: str, reason: str | None
+    ) -> ErasureReceipt:
+        kind, subject = plan.scope.kind, plan.scope.subject
         async with self.sessionmaker() as db, db.begin():
-            purged = await queries.purge(db, plan.scope)
+            purged = await queries.purge(db, plan.scope, hand_on)
             for sha in purged.objects:
                 await asyncio.to_thread(self.store.delete, sha)
             counts = {

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from vigil.activities.artifacts.store import ArtifactStore
-from vigil.activities.erasure import Eraser, NothingToErase
+from vigil.activities.erasure import EmbedderAccess, Eraser, NothingToErase
 from vigil.activities.guard import heartbeating
 from vigil.activities.record import retention as queries
 from vigil.activities.record.archive import (
@@ -46,10 +46,13 @@ class RetentionActivities:
         sessionmaker: async_sessionmaker[DbSession],
         store: ArtifactStore,
         temporal: Client,
+        embedder: EmbedderAccess | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
-        self.eraser = Eraser(sessionmaker=sessionmaker, store=store, temporal=temporal)
+        self.eraser = Eraser(
+            sessionmaker=sessionmaker, store=store, temporal=temporal, embedder=embedder
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.plan, self.archive, self.erase]

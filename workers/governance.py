@@ -34,7 +34,7 @@ from vigil.activities.record.retention import RetentionPolicy
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
-from vigil.workers.wiring import make_store
+from vigil.workers.wiring import configured_embedder, make_store
 
 RETENTION_EVERY = timedelta(hours=1)
 RETENTION_EVERY_MIN = timedelta(minutes=1)
@@ -56,7 +56,12 @@ class Governance:
     def __init__(self, client: VigilClient) -> None:
         self.client = client
         self.store = make_store(client.settings)
-        self.eraser = Eraser(sessionmaker=client.db, store=self.store, temporal=client.temporal)
+        self.eraser = Eraser(
+            sessionmaker=client.db,
+            store=self.store,
+            temporal=client.temporal,
+            embedder=lambda: configured_embedder(client.settings),
+        )
 
     # --- erasure ------------------------------------------------------------------------
 

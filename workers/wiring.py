@@ -7,6 +7,7 @@ everything that turns configuration into a client lives here.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from minio import Minio
@@ -18,6 +19,7 @@ from vigil.activities.memory.embedders import (
     MINILM_DIM,
     OPENAI_BASE_URL,
     Embedder,
+    EmbedderUnavailable,
     HashingEmbedder,
     LocalMiniLMEmbedder,
     OpenAIEmbedder,
@@ -105,6 +107,21 @@ def make_embedder(settings: Settings, *, client: HttpClient | None = None) -> Em
             )
         return LocalMiniLMEmbedder()
     raise ValueError(f"unknown embedder {settings.embedder!r}")
+
+
+@contextlib.asynccontextmanager
+async def configured_embedder(settings: Settings) -> AsyncIterator[Embedder | None]:
+    """The embedder the settings name, closed after use; None when it cannot be built here
+    (the local model's extra not installed, a dimension it cannot make)."""
+    try:
+        embedder = make_embedder(settings)
+    except (EmbedderUnavailable, ValueError):
+        yield None
+        return
+    try:
+        yield embedder
+    finally:
+        await embedder.aclose()
 
 
 def make_memory_store(

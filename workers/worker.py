@@ -189,8 +189,12 @@ def build_worker(
             settings=rt.settings,
             deployment_config=deployment,
         )
+    memory = rt.activities.memory
     retention = RetentionActivities(
-        sessionmaker=rt.activities.sessionmaker, store=rt.activities.store, temporal=client
+        sessionmaker=rt.activities.sessionmaker,
+        store=rt.activities.store,
+        temporal=client,
+        embedder=(lambda: contextlib.nullcontext(memory.embedder)) if memory else None,
     )
     activities = [
         *rt.activities.all(),

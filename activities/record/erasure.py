@@ -16,6 +16,7 @@ and the receipt are committed together, or nothing is (and erasing again finishe
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -43,10 +44,23 @@ class ErasureScope:
     memories: int = 0
     artifact_links: int = 0
     archives: int = 0
+    merge_notes: int = 0
+    """The agent's other memories holding words the session merged into them."""
 
     @property
     def empty(self) -> bool:
-        return not (self.session_ids or self.memories)
+        return not (self.session_ids or self.memories or self.merge_notes)
+
+
+@dataclass(frozen=True)
+class HandOn:
+    """How ``purge`` re-embeds an erased session's memory that other writers merged into:
+    the embedder's identity, and a function from texts to their vectors' literals."""
+
+    embedder: str
+    version: str
+    dim: int
+    embed: Callable[[list[str]], Awaitable[list[str]]]
 
 
 @dataclass
@@ -100,14 +114,25 @@ async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
         await db.execute(text("SELECT agent_id FROM sessions WHERE id = :id"), {"id": session_id})
     ).scalar_one_or_none()
     sessions = [session_id] if agent is not None else []
-    memories = (
+    memories, notes = (
         await db.execute(
-            text("SELECT count(*) FROM memories WHERE source_session_id = :id"),
-            {"id": session_id},
+            text(
+                "SELECT count(*) FILTER (WHERE source_session_id = :id), "
+                "count(*) FILTER (WHERE source_session_id IS DISTINCT FROM :id) "
+                "FROM memories WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
+                "AND (source_session_id = :id OR ("
+                "  jsonb_typeof(metadata -> 'merges') = 'array' "
+                "  AND EXISTS (SELECT 1 FROM jsonb_array_elements(metadata -> 'merges') e "
+                "              WHERE e ->> 'source_session_id' = :id)))"
+            ),
+            {"id": session_id, "a": agent},
         )
-    ).scalar_one()
+    ).one()
     counts = await _counts(db, sessions)
-    return ErasureScope("session", session_id, agent, sessions, memories=int(memories), **counts)
+    return ErasureScope(
+        "session", session_id, agent, sessions,
+        memories=int(memories), merge_notes=int(notes), **counts,
+    )  # fmt: skip
 
 
 async def agent_scope(db: DbSession, agent_id: str) -> ErasureScope:
@@ -158,7 +183,9 @@ async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set
     return referred, archives
 
 
-async def _delete_memories(db: DbSession, scope: ErasureScope) -> int:
+async def _delete_memories(
+    db: DbSession, scope: ErasureScope, hand_on: HandOn | None
+) -> dict[str, int]:
     if scope.kind == "agent":
         result = await db.execute(
             text("DELETE FROM memories WHERE agent_id = :a"), {"a": scope.subject}
@@ -167,15 +194,29 @@ async def _delete_memories(db: DbSession, scope: ErasureScope) -> int:
         await db.execute(
             text("DELETE FROM memory_embedders WHERE agent_id = :a"), {"a": scope.subject}
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-    ids = list(
-        (
-            await db.execute(
-                text("SELECT id FROM memories WHERE source_session_id = :s FOR UPDATE"),
-                {"s": scope.subject},
-            )
-        ).scalars()
-    )
+        return {"memories": int(result.rowcount)}  # type: ignore[attr-defined]
+    rows = (
+        await db.execute(
+            text(
+                "SELECT id, forgotten_at IS NULL AS live, embedder, embedder_version, dim, "
+                "metadata FROM memories WHERE source_session_id = :s ORDER BY id FOR UPDATE"
+            ),
+            {"s": scope.subject},
+        )
+    ).all()
+    handed: dict[int, dict[str, Any]] = {}
+    dropped = 0
+    for row in rows:
+        notes = _notes_of_others(row.metadata, scope.subject)
+        if not notes or not row.live:
+            continue
+        if hand_on is None or (row.embedder, row.embedder_version, row.dim) != (
+            hand_on.embedder, hand_on.version, hand_on.dim,
+        ):  # fmt: skip
+            dropped += 1  # no vector of the later words can be made here: it goes
+            continue
+        handed[int(row.id)] = _handed_on(notes, hand_on.embedder)
+    ids = [int(row.id) for row in rows if int(row.id) not in handed]
     if ids:
         # A memory the erased ones had superseded is live again: what replaced it is gone.
         await db.execute(
@@ -186,6 +227,16 @@ async def _delete_memories(db: DbSession, scope: ErasureScope) -> int:
             {"ids": ids},
         )
         await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
+    if handed:
+        assert hand_on is not None
+        vectors = await hand_on.embed([h["content"] for h in handed.values()])
+        for (memory_id, h), vector in zip(handed.items(), vectors, strict=True):
+            await db.execute(_HAND_ON, {**h, "id": memory_id, "vector": vector})
+        # A vector a reindex in progress made of the erased words goes: it makes another.
+        await db.execute(
+            text("DELETE FROM memory_vectors WHERE memory_id = ANY(:ids)"),
+            {"ids": list(handed)},
+        )
     # Merges of the session's words into the agent's other memories are noted in their
     # metadata (content included): those notes go too.
     await db.execute(
@@ -201,7 +252,56 @@ async def _delete_memories(db: DbSession, scope: ErasureScope) -> int:
         ),
         {"s": scope.subject, "a": scope.agent_id},
     )
-    return len(ids)
+    counts = {"memories": len(ids), "memories_handed_on": len(handed)}
+    if dropped:
+        counts["merge_notes_dropped"] = dropped
+    return counts
+
+
+def _notes_of_others(metadata: Any, session_id: str) -> list[dict[str, Any]]:
+    """The merge notes in a memory's metadata that other writers left (not ``session_id``)."""
+    notes = metadata.get("merges") if isinstance(metadata, dict) else None
+    if not isinstance(notes, list):
+        return []
+    return [
+        n for n in notes
+        if isinstance(n, dict) and isinstance(n.get("content"), str)
+        and n.get("source_session_id") != session_id
+    ]  # fmt: skip
+
+
+def _handed_on(notes: list[dict[str, Any]], embedder: str) -> dict[str, Any]:
+    """What a memory becomes when its erased words go: the newest note of another writer
+    (its words, session, time and metadata), with the other notes still merged into it."""
+    newest, earlier = notes[-1], notes[:-1]
+    extra = newest.get("metadata")
+    metadata: dict[str, Any] = {**(extra if isinstance(extra, dict) else {}), "embedder": embedder}
+    if earlier:
+        metadata["merges"] = earlier
+        metadata["merge_count"] = len(earlier)
+    importances = [n["importance"] for n in notes if isinstance(n.get("importance"), int | float)]
+    return {
+        "content": newest["content"],
+        "source_session_id": newest.get("source_session_id"),
+        "created_at": _when(newest.get("at")),
+        "importance": max(importances, default=0.5),
+        "metadata": json.dumps(metadata),
+    }
+
+
+def _when(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+_HAND_ON = text(
+    "UPDATE memories SET content = :content, source_session_id = :source_session_id, "
+    "importance = :importance, metadata = CAST(:metadata AS jsonb), "
+    "embedding = CAST(:vector AS vector), "
+    "created_at = coalesce(CAST(:created_at AS timestamptz), created_at) WHERE id = :id"
+)
 
 
 async def _release_holders(db: DbSession, scope: ErasureScope, referred: set[str]) -> None:
@@ -237,8 +337,13 @@ async def _unreferenced(db: DbSession, digests: list[str]) -> list[str]:
     return [str(sha) for sha in rows.scalars()]
 
 
-async def purge(db: DbSession, scope: ErasureScope) -> Purged:
-    """Remove the subject's data in ``db``'s transaction (see the module docstring)."""
+async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = None) -> Purged:
+    """Remove the subject's data in ``db``'s transaction (see the module docstring).
+
+    A memory of an erased session that another session (or a person) later merged words
+    into is handed on instead: the newest of those writers' words become its content,
+    with a vector ``hand_on`` makes of them. Without ``hand_on``, or when the memory's
+    vectors are another embedder's, it is deleted (counted in ``merge_notes_dropped``)."""
     await record_maintenance(db)
     sessions = scope.session_ids
     await db.execute(
@@ -246,7 +351,7 @@ async def purge(db: DbSession, scope: ErasureScope) -> Purged:
     )
     counts = await _counts(db, sessions)
     referred, archives = await _candidate_digests(db, sessions)
-    counts["memories"] = await _delete_memories(db, scope)
+    counts.update(await _delete_memories(db, scope, hand_on))
     deleted = await db.execute(text("DELETE FROM sessions WHERE id = ANY(:s)"), {"s": sessions})
     counts["sessions"] = int(deleted.rowcount)  # type: ignore[attr-defined]
     await _release_holders(db, scope, referred)

@@ -45,7 +45,7 @@ from vigil.workers.credentials import CredentialService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
-from vigil.workers.wiring import make_s3_client
+from vigil.workers.wiring import make_embedder, make_s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -257,6 +257,65 @@ def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Clie
     # Erasing again finds nothing to erase.
     again = cli.vigil("erase", "--session", session, "--yes")
     assert again.returncode == 4, explain(again)
+
+
+async def _memories_of(database_url: str, agent: str) -> list[dict[str, Any]]:
+    """The agent's memories as stored, with each vector."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as db:
+            rows = await db.execute(
+                text(
+                    "SELECT id, content, source_session_id, metadata, embedding::text AS v "
+                    "FROM memories WHERE agent_id = :a ORDER BY id"
+                ),
+                {"a": agent},
+            )
+            return [{**row._asdict(), "v": json.loads(row.v)} for row in rows]
+    finally:
+        await engine.dispose()
+
+
+def test_what_another_session_merged_into_an_erased_memory_stays(s3cli: CLIStack) -> None:
+    """Session B remembers a near-duplicate of what session A remembered: it merges into
+    A's memory as a note. Erasing A removes A's words, and B's note becomes the memory
+    (its words, its session, a vector of its words), still recalled."""
+    cli = s3cli
+    agent = f"erase-merge-{uuid.uuid4().hex[:8]}"
+    first_words = "User prefers dark mode in the editor"
+    later_words = "user prefers DARK mode in the editor!"
+
+    def remembering(words: str, label: str) -> str:
+        plan = cli.plan(
+            Reply.tool_call("remember", {"content": words}),
+            Reply.tool_call("finish", {"summary": f"{label} {uuid.uuid4().hex}"}),
+            label=label,
+        )
+        return _run(cli, agent, plan)
+
+    first = remembering(first_words, "the first preference")
+    later = remembering(later_words, "the same preference again")
+    [merged] = [
+        m for m in asyncio.run(_memories_of(cli.database_url, agent))
+        if m["content"] == first_words
+    ]  # fmt: skip
+    assert merged["source_session_id"] == first
+    assert [n["source_session_id"] for n in merged["metadata"]["merges"]] == [later]
+
+    receipt = cli.vigil.json("erase", "--session", first, "--yes")
+    # Its outcome goes; the merged memory is handed on to the later session.
+    assert receipt["counts"]["memories"] == 1
+    assert receipt["counts"]["memories_handed_on"] == 1
+
+    after = asyncio.run(_memories_of(cli.database_url, agent))
+    [kept] = [m for m in after if m["id"] == merged["id"]]
+    assert kept["content"] == later_words and kept["source_session_id"] == later
+    assert "merges" not in kept["metadata"] and "merge_count" not in kept["metadata"]
+    assert first_words not in json.dumps(after) and first not in json.dumps(after)
+    [vector] = asyncio.run(make_embedder(cli.settings).embed([later_words]))
+    assert kept["v"] == pytest.approx(vector, abs=1e-6)  # a vector of B's words now
+    found = cli.vigil.json("memory", "search", "dark mode editor", "--agent", agent)
+    assert [m["content"] for m in found][:1] == [later_words]
 
 
 def _erase_after_ten_years(database_url: str, agent: str) -> None:

@@ -61,6 +61,11 @@ def _describe(plan: ErasurePlan) -> None:
         + (f", {len(plan.schedules)} schedules" if plan.schedules else ""),
         markup=False,
     )
+    if scope.merge_notes:
+        err.print(
+            f"  and its words merged into {scope.merge_notes} of the agent's other memories",
+            markup=False,
+        )
 
 
 def erase(
