@@ -32,6 +32,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities.record import erasure as record_erasure
 from vigil.activities.record import feed as record_feed
 from vigil.activities.record.feed import FeedCursor, FeedItem
 from vigil.activities.record.rls import acting_for
@@ -82,7 +83,14 @@ class Idle:
     """Nothing arrived for the follower's ``idle`` seconds (time for a heartbeat)."""
 
 
-FeedEntry = FeedItem | Token | StatusChange | Idle
+@dataclass(frozen=True)
+class AgentErased:
+    """The followed agent was erased: nothing it recorded is left (an agent's stream ends)."""
+
+    agent_id: str
+
+
+FeedEntry = FeedItem | Token | StatusChange | Idle | AgentErased
 
 
 class _Resync:
@@ -202,9 +210,12 @@ class Feed:
         """The entries of one session (``session_id``) or of all of ``agent_id``'s
         sessions after ``cursor``: first from the record, then live. The caller has
         checked that it may see ``agent_id``. A session's stream starts with its status
-        and ends after the entries of its end; an agent's never ends. With ``idle``,
-        ``Idle()`` comes whenever nothing did for that long."""
+        and ends after the entries of its end; an agent's ends only when the agent is
+        erased (``AgentErased``, noticed when the stream is idle, so only with ``idle``).
+        With ``idle``, ``Idle()`` comes whenever nothing did for that long."""
         follower = _Follower(agent_id=agent_id, session_id=session_id, tokens=tokens)
+        # The agent's erasures so far: a later one ends its stream.
+        erasures = await self._agent_erasures(agent_id) if session_id is None else None
         await self._register(follower)
         position = cursor or FeedCursor()
         step = 0  # the session's step as last seen, for the end of an erased one
@@ -234,6 +245,13 @@ class Feed:
                 async for entry in self._live(follower, before, delivered, quiet):
                     if isinstance(entry, _Resync):
                         break
+                    if (
+                        isinstance(entry, Idle)
+                        and erasures is not None
+                        and await self._agent_erasures(agent_id, erasures) > erasures
+                    ):
+                        yield AgentErased(agent_id)
+                        return
                     if isinstance(entry, Idle) and session_id is not None:
                         # Erased meanwhile: no row, no notification of its end.
                         if await self._status(agent_id, session_id) is None:
@@ -306,6 +324,16 @@ class Feed:
             return []
         async with acting_for(self._db, agent_id) as db:
             return await record_feed.approvals_before(db, session_id, cursor)
+
+    async def _agent_erasures(self, agent_id: str, known: int = 0) -> int:
+        """The agent's latest erasure receipt id; ``known`` when the database does not
+        answer (an outage is not an erasure)."""
+        try:
+            async with self._db() as db:
+                return await record_erasure.last_agent_erasure(db, agent_id)
+        except Exception as exc:
+            log.warning("agent erasure check failed: %s", type(exc).__name__)
+            return known
 
     async def _status(self, agent_id: str, session_id: str) -> StatusChange | None:
         async with acting_for(self._db, agent_id) as db:

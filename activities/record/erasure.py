@@ -459,6 +459,19 @@ async def list_receipts(
     return [_receipt(r) for r in rows]
 
 
+async def last_agent_erasure(db: DbSession, agent_id: str) -> int:
+    """The id of the agent's latest erasure receipt (0: never erased); a larger one later
+    means it was erased meanwhile."""
+    found = await db.execute(
+        text(
+            "SELECT coalesce(max(id), 0) FROM erasure_receipts "
+            "WHERE subject_kind = 'agent' AND subject_id = :a"
+        ),
+        {"a": agent_id},
+    )
+    return int(found.scalar_one())
+
+
 async def erased_since(db: DbSession, session_id: str, agent_id: str | None, at: datetime) -> bool:
     """Whether the session (or its agent, when known) was erased at ``at`` or later: an
     event it had before is no longer anyone's to deliver, and a run that started before

@@ -12,6 +12,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,6 +34,8 @@ from tests.support.sessions import (
     until,
 )
 from tests.support.sse import SseEvent, read_sse
+from vigil.activities.artifacts.store import FilesystemStore
+from vigil.activities.erasure import Eraser
 from vigil.activities.record.feed import FeedCursor
 from vigil.schema import names
 from vigil.schema.payloads import ApproveInput, ToolPolicy
@@ -256,6 +259,38 @@ async def test_an_agent_stream_carries_its_sessions(
             (m.seq, m.content) for m in messages
         ]
     assert {s.data["session_id"] for s in read.of("status")} <= {one.id, two.id}
+
+
+async def test_an_agent_stream_ends_when_the_agent_is_erased(
+    api: ApiServer,
+    reader: str,
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    tmp_path: Path,
+) -> None:
+    agent = f"streams-erased-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_worker(client, stub_settings(settings, stub.url_openai), task_queue),
+        http(api, reader) as h,
+    ):
+        handle = await begin(client, task_queue, sessionmaker, agent_id=agent)
+        await handle.result()
+        reading = asyncio.create_task(read_sse(h, f"/v1/agents/{agent}/stream", within=30))
+        await until(lambda: followers(api) >= 1, what="the stream follows")
+        eraser = Eraser(sessionmaker=sessionmaker, store=FilesystemStore(tmp_path), temporal=client)
+        await eraser.erase("agent", agent, by="test")
+        read = await reading
+    assert read.events[-1].event == "end"
+    assert read.events[-1].data == {"agent_id": agent, "status": "erased"}
+    # A stream opened after the erasure follows the name anew: sessions may start under it.
+    async with http(api, reader) as h:
+        again = asyncio.create_task(read_sse(h, f"/v1/agents/{agent}/stream", within=30))
+        await asyncio.sleep(1.5)
+        assert not again.done()
+        again.cancel()
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])

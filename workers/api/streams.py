@@ -20,6 +20,8 @@ sessions, is in write order.
   (``attempt`` grows when a call is retried: drop the tokens of the earlier attempt).
   The recorded ``message`` that follows is the canonical copy.
 - ``end``: the session has ended and everything it recorded was sent; the server closes.
+  An agent's stream ends only when the agent is erased (``{"agent_id", "status":
+  "erased"}``); a stream opened on the name after that follows its new sessions.
 - ``revoked``: the stream's token was revoked or has expired (checked every few seconds
   while the stream is open); the server closes, and a reconnect with it gets 401.
 
@@ -44,7 +46,7 @@ from vigil.workers.api.auth import Reader, check_agent, tokens_of
 from vigil.workers.api.deps import SessionId
 from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
-from vigil.workers.feed import FeedEntry, Idle, StatusChange, Token
+from vigil.workers.feed import AgentErased, FeedEntry, Idle, StatusChange, Token
 
 router = APIRouter(tags=["streams"])
 
@@ -162,6 +164,9 @@ async def _sse(
                     "text": entry.text,
                 },
             )
+        elif isinstance(entry, AgentErased):
+            yield _frame("end", {"agent_id": entry.agent_id, "status": "erased"})
+            return
         else:
             last = entry
             yield _frame(
