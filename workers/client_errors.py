@@ -67,14 +67,28 @@ class SessionIdTaken(BadArgument):
     shows them only to a caller who may read that session (:meth:`message`)."""
 
     def __init__(
-        self, session_id: str, *, agent_id: str | None = None, status: str | None = None
+        self,
+        session_id: str,
+        *,
+        agent_id: str | None = None,
+        status: str | None = None,
+        erased: bool = False,
     ) -> None:
         self.session_id = session_id
         self.agent_id = agent_id
         self.status = status
+        self.erased = erased
+        """The session holding it was erased, and Temporal has not yet deleted its run."""
         super().__init__(self.message(reveal=True, option="--id"))
 
     def message(self, *, reveal: bool, option: str = "id") -> str:
+        if self.erased:
+            # Anyone may learn this much: the receipt names the id, not whose it was.
+            return (
+                f"the session with id {self.session_id!r} was erased and Temporal is still "
+                f"deleting its history; the id is free once it has (try again in a few "
+                f"seconds), or choose another {option}"
+            )
         held = f" ({self.status})" if reveal and self.status else ""
         return (
             f"a session with id {self.session_id!r} already exists{held}; choose another {option}"

@@ -84,6 +84,7 @@ def _keep_approval_gates(
 
 
 _LIMITS = ("max_steps", "max_tokens", "max_cost_usd", "max_seconds")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The budget's limits a starter may set (a lower value narrows the session)."""
 
 
@@ -213,7 +214,11 @@ class SessionStart(_VigilClientCore):
                     **self.start_options(agent_id, goal),
                 )
         except WorkflowAlreadyStartedError as exc:
-            raise SessionIdTaken(sid) from exc
+            from vigil.activities.record import erasure
+
+            async with self.db() as db:
+                erased = await erasure.erased_since(db, sid, agent_id, _EPOCH)
+            raise SessionIdTaken(sid, erased=erased) from exc
         return StartedSession(sid, self.ui_link(sid))
 
     async def resolved_runtime(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,8 @@ from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.cli import explain, one_error_line
 from tests.support.llm_stub import Reply
 from tests.support.sessions import forgotten_by_temporal
+from vigil.activities.record import erasure
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.keyed import keyed_session_id
 from vigil.workers.temporal import connect
 from vigil.workers.tokens import Scope
@@ -182,6 +185,47 @@ def test_an_id_erased_and_taken_again_belongs_to_its_new_agent(
         assert "two" in new.get(f"/v1/sessions/{sid}/transcript").json()["items"][-1]["content"]
         stream = new.get(f"/v1/sessions/{sid}/stream", params={"tokens": "false"})
         assert stream.status_code == 200 and "two" in stream.text, stream.text
+
+
+def test_an_erased_id_temporal_has_not_yet_deleted_says_so(cli: CLIStack, api: ApiServer) -> None:
+    """Between the erasure's receipt and Temporal's deletion of the run (which the erasure
+    waits 20 s for at most), a start under the id is refused with that reason, not as an
+    id some session holds. The window is made here: a run Temporal holds under the id,
+    and the erasure's receipt for it."""
+    sid = f"erased-{uuid.uuid4().hex[:10]}"
+
+    async def hold_then_erase() -> None:
+        client = await connect(cli.settings)
+        await client.start_workflow(
+            "vigil-test-placeholder", id=sid, task_queue=f"nobody-{uuid.uuid4().hex}"
+        )
+        engine = make_engine(cli.database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                await erasure.write_receipt(
+                    db, kind="session", subject=sid, by="test", reason=None, counts={}
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(hold_then_erase())
+    try:
+        with api.client(api.token(Scope.ADMIN)) as admin:
+            agent = define(admin, "after-erasure")
+            refused = admin.post("/v1/sessions", json={"agent": agent, "goal": "p", "id": sid})
+        assert refused.status_code == 409, refused.text
+        message = refused.json()["error"]["message"]
+        assert "was erased and Temporal is still deleting its history" in message, message
+        cli_refused = cli.vigil("start", "p", "--agent", agent, "--id", sid)
+        assert cli_refused.returncode != 0
+        assert "was erased" in one_error_line(cli_refused), explain(cli_refused)
+    finally:
+        asyncio.run(_terminate(cli, sid))
+
+
+async def _terminate(cli: CLIStack, workflow_id: str) -> None:
+    client = await connect(cli.settings)
+    await client.get_workflow_handle(workflow_id).terminate(reason="test done")
 
 
 async def _temporal_forgets(cli: CLIStack, session_id: str) -> None:
