@@ -107,6 +107,9 @@ class _MemoryWrites(_VectorRecall):
             if value is not None:
                 _check_text(value, what)
         counts: dict[str, int] = {}
+        # A subject redaction made is no longer told apart from others made alike (two
+        # people's addresses both read "[redacted:email]"): it supersedes nothing.
+        subject_redacted = False
         if self.redact:
             done = redact_text(content)
             content = done.text
@@ -114,6 +117,7 @@ class _MemoryWrites(_VectorRecall):
             if subject is not None:
                 subject_done = redact_text(subject)
                 subject = subject_done.text
+                subject_redacted = subject_done.total > 0
                 for name, n in subject_done.counts.items():
                     counts[name] = counts.get(name, 0) + n
         if not content.strip():
@@ -171,7 +175,7 @@ class _MemoryWrites(_VectorRecall):
                 )
                 await require_for_write(db, agent_id, identity, active=active)
                 same = [(int(i), s) for i, s in from_jsonb(before.same)]
-                old_ids = [i for i, _ in same]
+                old_ids = [] if subject_redacted else [i for i, _ in same]
                 scored = [(i, float(s)) for i, s in same if s is not None]
                 if scored:
                     best = max(scored, key=lambda pair: (pair[1], -pair[0]))

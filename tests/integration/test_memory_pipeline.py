@@ -140,6 +140,26 @@ async def test_redaction_happens_before_anything_is_stored(
     assert stored is not None and stored.content == secret and kept.redactions == {}
 
 
+async def test_subjects_that_redact_alike_do_not_supersede_each_other(
+    sessionmaker: async_sessionmaker[DbSession], agent: str
+) -> None:
+    """Two people's e-mail addresses as subjects both read ``[redacted:email]`` once
+    redacted: the second is not taken for a new version of the first (which would hide
+    it). A near-duplicate under such a subject still merges."""
+    careful = MemoryStore(sessionmaker, HashingEmbedder(384), redact=True)
+    dana = await careful.add(agent, "Dana runs the Lisbon office", subject="dana@example.com")
+    eli = await careful.add(agent, "Eli owns the billing service", subject="eli@example.com")
+    assert (dana.action, eli.action) == ("inserted", "inserted")
+    for result in (dana, eli):
+        record = await careful.get(agent, result.id)
+        assert record is not None and not record.superseded
+        assert record.subject == "[redacted:email]"
+    again = await careful.add(agent, "Dana runs the Lisbon office.", subject="dana@example.org")
+    assert (again.action, again.id) == ("merged", dana.id)
+    hits = await careful.recall(agent, "who runs the Lisbon office or billing", k=5)
+    assert {h.id for h in hits} >= {dana.id, eli.id}
+
+
 @pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])
 async def test_text_postgres_cannot_hold_is_rejected(
     store: MemoryStore, agent: str, bad: str
