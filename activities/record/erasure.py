@@ -337,6 +337,11 @@ async def _unreferenced(db: DbSession, digests: list[str]) -> list[str]:
     return [str(sha) for sha in rows.scalars()]
 
 
+TRIGGER_ANSWERS = text("DELETE FROM trigger_deliveries WHERE result ->> 'session_id' = ANY(:s)")
+"""The answers triggers kept for deliveries that started the sessions (found by the index
+of migration 20261206_24)."""
+
+
 async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = None) -> Purged:
     """Remove the subject's data in ``db``'s transaction (see the module docstring).
 
@@ -380,10 +385,7 @@ async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = Non
         {"s": sessions, "kind": scope.kind, "a": scope.agent_id or scope.subject},
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
-    answers = await db.execute(
-        text("DELETE FROM trigger_deliveries WHERE result ->> 'session_id' = ANY(:s)"),
-        {"s": sessions},
-    )
+    answers = await db.execute(TRIGGER_ANSWERS, {"s": sessions})
     counts["trigger_deliveries"] = int(answers.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "agent":
         for table in ("webhooks", "triggers"):  # a trigger's deliveries go with it
