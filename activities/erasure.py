@@ -41,7 +41,8 @@ from vigil.schema import names
 
 TERMINATE_REASON = "erased by vigil"
 _QUERY_CHUNK = 50
-_DELETE_WAIT_SECONDS = 20.0
+DELETE_WAIT_SECONDS = 20.0
+_TELL_AFTER_SECONDS = 1.0
 
 
 class NothingToErase(LookupError):
@@ -117,16 +118,24 @@ class Eraser:
         return ErasurePlan(scope, runs, schedules)
 
     async def erase(
-        self, kind: SubjectKind, subject: str, *, by: str, reason: str | None = None
+        self,
+        kind: SubjectKind,
+        subject: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        waiting: Callable[[int], None] | None = None,
     ) -> ErasureReceipt:
-        """Erase the subject everywhere; raises NothingToErase when nothing is found."""
+        """Erase the subject everywhere; raises NothingToErase when nothing is found.
+        ``waiting`` is told, once, how many runs Temporal is still deleting when that has
+        taken a second (the erasure waits ``DELETE_WAIT_SECONDS`` at most)."""
         plan = await self.plan(kind, subject)
         if plan.empty:
             raise NothingToErase(f"no {kind} {subject!r} in the record, memory or Temporal")
         for schedule_id in plan.schedules:
             with contextlib.suppress(RPCError):  # deleted meanwhile
                 await self.temporal.get_schedule_handle(schedule_id).delete()
-        await self._delete_runs(plan.runs)
+        deleting = await self._delete_runs(plan.runs, waiting)
 
         wanted = kind == "session" and plan.scope.memories > 0
         async with (
@@ -134,10 +143,16 @@ class Eraser:
             else contextlib.nullcontext(None)
         ) as embedder:  # fmt: skip
             hand_on = _hand_on(embedder) if embedder is not None else None
-            return await self._purge(plan, hand_on, by=by, reason=reason)
+            return await self._purge(plan, hand_on, deleting, by=by, reason=reason)
 
     async def _purge(
-        self, plan: ErasurePlan, hand_on: HandOn | None, *, by: str, reason: str | None
+        self,
+        plan: ErasurePlan,
+        hand_on: HandOn | None,
+        deleting: int,
+        *,
+        by: str,
+        reason: str | None,
     ) -> ErasureReceipt:
         kind, subject = plan.scope.kind, plan.scope.subject
         async with self.sessionmaker() as db, db.begin():
@@ -150,6 +165,8 @@ class Eraser:
                 "workflow_runs": len(plan.runs),
                 "schedules": len(plan.schedules),
             }
+            if deleting:
+                counts["workflow_runs_still_deleting"] = deleting
             receipt = await queries.write_receipt(
                 db, kind=kind, subject=subject, by=by, reason=reason, counts=counts
             )
@@ -216,7 +233,11 @@ class Eraser:
                 out.append(item.id)
         return out
 
-    async def _delete_runs(self, runs: list[Run]) -> None:
+    async def _delete_runs(
+        self, runs: list[Run], waiting: Callable[[int], None] | None = None
+    ) -> int:
+        """Terminate and delete ``runs``; how many Temporal had not yet deleted when the
+        wait ran out."""
         for run in runs:
             handle = self.temporal.get_workflow_handle(run.workflow_id, run_id=run.run_id)
             if run.running:
@@ -239,14 +260,20 @@ class Eraser:
                     raise
         # Deletion is asynchronous in Temporal: wait (bounded) until each run is gone, so
         # the receipt is written after the history is.
-        deadline = asyncio.get_running_loop().time() + _DELETE_WAIT_SECONDS
-        for run in runs:
-            handle = self.temporal.get_workflow_handle(run.workflow_id, run_id=run.run_id)
-            while asyncio.get_running_loop().time() < deadline:
-                try:
-                    await handle.describe()
-                except RPCError as exc:
-                    if exc.status == RPCStatusCode.NOT_FOUND:
-                        break
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        tell, left = waiting, list(runs)
+        while left and clock() < started + DELETE_WAIT_SECONDS:
+            handle = self.temporal.get_workflow_handle(left[0].workflow_id, run_id=left[0].run_id)
+            try:
+                await handle.describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
                     raise
-                await asyncio.sleep(0.2)
+                left.pop(0)
+                continue
+            if tell is not None and clock() - started >= _TELL_AFTER_SECONDS:
+                tell(len(left))
+                tell = None
+            await asyncio.sleep(0.2)
+        return len(left)

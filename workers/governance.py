@@ -6,6 +6,7 @@ library code, and holds no SQL. Errors a user can fix become ``VigilError``s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,7 +26,7 @@ from temporalio.service import RPCError
 
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
-from vigil.activities.erasure import Eraser, ErasurePlan, NothingToErase
+from vigil.activities.erasure import DELETE_WAIT_SECONDS, Eraser, ErasurePlan, NothingToErase
 from vigil.activities.record import archive as archives
 from vigil.activities.record import erasure as erasure_queries
 from vigil.activities.record import retention as retention_queries
@@ -35,6 +36,8 @@ from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
 from vigil.workers.wiring import configured_embedder, make_store
+
+__all__ = ["DELETE_WAIT_SECONDS", "Governance", "Subject"]
 
 RETENTION_EVERY = timedelta(hours=1)
 RETENTION_EVERY_MIN = timedelta(minutes=1)
@@ -72,10 +75,18 @@ class Governance:
         return plan
 
     async def erase(
-        self, subject: Subject, *, by: str, reason: str | None = None
+        self,
+        subject: Subject,
+        *,
+        by: str,
+        reason: str | None = None,
+        waiting: Callable[[int], None] | None = None,
     ) -> ErasureReceipt:
+        """Erase ``subject`` (``waiting``: see ``Eraser.erase``)."""
         try:
-            return await self.eraser.erase(subject.kind, subject.id, by=by, reason=reason)
+            return await self.eraser.erase(
+                subject.kind, subject.id, by=by, reason=reason, waiting=waiting
+            )
         except NothingToErase as exc:
             raise NotFound(f"nothing to erase: {exc}") from exc
 

@@ -337,9 +337,14 @@ async def _unreferenced(db: DbSession, digests: list[str]) -> list[str]:
     return [str(sha) for sha in rows.scalars()]
 
 
-TRIGGER_ANSWERS = text("DELETE FROM trigger_deliveries WHERE result ->> 'session_id' = ANY(:s)")
-"""The answers triggers kept for deliveries that started the sessions (found by the index
-of migration 20261206_24)."""
+TRIGGER_ANSWERS = text(
+    "UPDATE trigger_deliveries "
+    'SET result = result || \'{"outcome": "erased", "session_id": null}\'::jsonb '
+    "WHERE result ->> 'session_id' = ANY(:s)"
+)
+"""The answers triggers kept for deliveries that acted on the sessions (found by the index
+of migration 20261206_24) lose the session: each says ``erased`` instead, and is kept, so
+the sender's retry of the delivery is answered as acted on, and does not act again."""
 
 
 async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = None) -> Purged:
@@ -376,7 +381,7 @@ async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = Non
     counts["archives"] = len(purged.archives)
 
     # What the hooks kept of it: delivery attempts (their URLs, events, errors), and the
-    # answers a trigger keeps for a delivery sent again (they name the session).
+    # session named in the answers a trigger keeps for a delivery sent again.
     hooks = await db.execute(
         text(
             "DELETE FROM webhook_deliveries WHERE agent_id = :a "

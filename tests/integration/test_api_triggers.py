@@ -22,13 +22,14 @@ from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer, running_api
 from tests.support.cli import WorkerProcess
 from tests.support.llm_stub import Reply
-from tests.support.sessions import transcript, until
+from tests.support.sessions import forgotten_by_temporal, transcript, until
 from tests.support.triggers import create, deliver
 from vigil.activities.hooks import signing
 from vigil.activities.record import store
 from vigil.workers.client import VigilClient
 from vigil.workers.hooks import delivery_session_id, key_session_id
 from vigil.workers.keyed import keyed_session_id
+from vigil.workers.temporal import connect
 from vigil.workers.tokens import Scope, TokenService
 
 pytestmark = pytest.mark.integration
@@ -163,6 +164,40 @@ async def test_the_same_delivery_twice_starts_one_session_and_answers_the_same(
     for sid in started:
         await until(lambda sid=sid: _finished(sessionmaker, sid), within=60, what=sid)
     assert sorted(await sessions_of(sessionmaker, agent)) == sorted(started)
+
+
+async def test_a_delivery_sent_again_after_its_session_was_erased_acts_not_again(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """Erasing the session a delivery started scrubs the session from the delivery's kept
+    answer but keeps the answer: the sender's retry is told it was acted on (and that what
+    it started is erased), and starts nothing again."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {x}")
+    body = {"x": cli.plan(Reply.text("done, then erased"))}
+    first = await deliver(http, name, body, secret, delivery="erased-delivery")
+    assert first.status_code == 200, first.text
+    sid = first.json()["session_id"]
+    await until(lambda: _finished(sessionmaker, sid), within=60, what=sid)
+    erased = cli.vigil("erase", "--session", sid, "--yes", "--json")
+    assert erased.returncode == 0, erased.stderr
+    await forgotten_by_temporal(await connect(cli.settings), sid)  # the id is free again
+
+    again = await deliver(http, name, body, secret, delivery="erased-delivery")
+    assert again.status_code == 200, again.text
+    assert again.json() == {
+        "trigger": name,
+        "delivery_id": "erased-delivery",
+        "action": "start",
+        "outcome": "erased",
+        "session_id": None,
+        "queued": False,
+        "replayed": True,
+    }
+    assert await sessions_of(sessionmaker, agent) == []
+    async with sessionmaker() as db:
+        kept = await db.execute(text("SELECT result::text FROM trigger_deliveries"))
+        assert not any(sid in str(row[0]) for row in kept)
 
 
 async def test_a_trigger_made_again_under_its_name_starts_new_sessions_for_old_ids(

@@ -54,8 +54,10 @@ class TriggerFired(BaseModel):
     delivery_id: str
     action: str
     outcome: str
-    """``started``, ``messaged``, ``woken`` or ``exists``."""
-    session_id: str
+    """``started``, ``messaged``, ``woken`` or ``exists``; in a replay, ``erased`` once the
+    session it acted on was erased."""
+    session_id: str | None
+    """The session it acted on; null in a replay once that session was erased."""
     queued: bool = False
     """True when no worker polled the session's task queue: the message or wake was left
     with Temporal as a signal, and the session takes it (or records why it refused it)

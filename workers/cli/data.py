@@ -87,11 +87,29 @@ def erase(
     subject = Subject("session", session) if session is not None else Subject("agent", agent or "")
 
     async def go(client: VigilClient) -> None:
+        from vigil.workers.governance import DELETE_WAIT_SECONDS
+
         governance = _governance(client)
         if not yes:
             _describe(await governance.erasure_plan(subject))
             typer.confirm("Erase it?", abort=True, err=True)
-        receipt = await governance.erase(subject, by=by or by_default(), reason=reason)
+
+        def waiting(runs: int) -> None:
+            err.print(
+                f"waiting for Temporal to delete {runs} workflow run{'s' * (runs != 1)} "
+                f"(up to {DELETE_WAIT_SECONDS:.0f} s) ...",
+                markup=False,
+            )
+
+        receipt = await governance.erase(
+            subject, by=by or by_default(), reason=reason, waiting=waiting
+        )
+        if deleting := receipt.counts.get("workflow_runs_still_deleting"):
+            err.print(
+                f"Temporal is still deleting {deleting} workflow run{'s' * (deleting != 1)}: "
+                "their histories go shortly (the record is erased; the receipt is kept)",
+                markup=False,
+            )
         counts = ", ".join(f"{k} {v}" for k, v in sorted(receipt.counts.items()) if v)
         emit(
             asdict(receipt),
