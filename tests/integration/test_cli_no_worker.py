@@ -14,7 +14,6 @@ import pytest
 from tests.integration.conftest import CLIStack
 from tests.support.cli import WorkerProcess, explain, one_error_line, poll, wait_recorded
 from tests.support.llm_stub import Reply
-from vigil.activities.erasure import TERMINATE_REASON
 from vigil.activities.record.erasure import SubjectKind, write_receipt
 from vigil.activities.record.rls import record_maintenance
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -157,16 +156,17 @@ def test_a_session_that_ended_before_it_was_recorded_is_said_at_once(cli: CLISta
 def test_a_session_erased_while_temporal_still_deletes_it_is_no_session(
     cli: CLIStack, erased: SubjectKind
 ) -> None:
-    """Erasing terminates a session's runs, asks Temporal to delete them, then removes the
-    record. A follower that looked between the last two (Temporal's deletion runs in the
-    background) was told the session "ended (terminated) before anything was recorded"
-    (a follow of a session erased meanwhile, now and then): it was erased."""
+    """Erasing asks Temporal to delete a session's runs (it terminates a running one
+    first), then removes the record. A follower that looked between the two (Temporal's
+    deletion runs in the background) was told the session "ended (terminated) before
+    anything was recorded" (a follow of a session erased meanwhile, now and then): it was
+    erased."""
     queue = f"tq-never-{uuid.uuid4().hex[:8]}"
     env = {"VIGIL_TASK_QUEUE": queue}
     agent = f"erased-{uuid.uuid4().hex[:8]}"
     goal = cli.plan(Reply.tool_call("finish", {"summary": "x"}))
     sid = cli.vigil.json("start", goal, "--agent", agent, env=env)["id"]
-    asyncio.run(_terminate(cli, sid, reason=TERMINATE_REASON))
+    asyncio.run(_terminate(cli, sid, reason="erased"))
     asyncio.run(_receipt(cli, erased, sid if erased == "session" else agent))
     follow = cli.vigil("follow", sid, env=env)
     assert follow.returncode == 4, explain(follow)
