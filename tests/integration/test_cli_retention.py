@@ -24,8 +24,10 @@ from temporalio.service import RPCError
 from tests.integration.conftest import CLIStack
 from tests.support.cli import explain, one_error_line, poll, query, read_record
 from tests.support.llm_stub import Reply
+from tests.support.teststack import recreate_database
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunResult
+from vigil.workers.db import migrate
 from vigil.workers.temporal import connect
 
 pytestmark = pytest.mark.integration
@@ -196,3 +198,19 @@ def test_a_retention_schedule_too_frequent_or_a_policy_backwards_is_refused(
     assert backwards.returncode == 2, backwards.stderr
     assert "--archive-after must not be longer than --erase-after" in backwards.stderr
     assert all(p["agent_id"] != agent for p in cli.vigil.json("retention", "show"))
+
+
+def test_retention_show_with_no_policy_says_so(cli: CLIStack) -> None:
+    """A database where no agent has a policy (one of the test's own): `retention show`
+    says every session is kept and how to set one, not an empty table."""
+    name = f"vigil_test_no_policy_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    url = asyncio.run(recreate_database(cli.database_url, name))
+    try:
+        asyncio.run(migrate(url))
+        env = {"DATABASE_URL": url}
+        shown = cli.vigil.ok("retention", "show", env=env).stdout
+        assert "no retention policies: every session is kept" in shown, shown
+        assert "vigil retention set --agent NAME" in shown
+        assert cli.vigil.json("retention", "show", env=env) == []
+    finally:
+        asyncio.run(recreate_database(cli.database_url, name, drop_only=True))

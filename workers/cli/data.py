@@ -22,6 +22,7 @@ from vigil.workers.cli.common import (
     emit,
     err,
     fail,
+    nothing,
     out,
     plain,
     run_client,
@@ -302,6 +303,12 @@ def retention_show(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None
         policies = await _governance(client).retention_policies()
 
         def human() -> None:
+            if not policies:
+                nothing(
+                    "no retention policies: every session is kept",
+                    "set one with `vigil retention set --agent NAME --archive-after 30d`",
+                )
+                return
             table = Table("agent", "archive after", "erase after", "set by", "set at")
             for p in policies:
                 table.add_row(
