@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowExecutionStatus
+from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.artifacts.store import ArtifactStore
@@ -54,7 +54,6 @@ class Run:
 
     workflow_id: str
     run_id: str
-    running: bool
 
 
 @dataclass(frozen=True)
@@ -200,8 +199,7 @@ class Eraser:
         for query in queries_:
             try:
                 async for wf in self.temporal.list_workflows(query):
-                    running = wf.status == WorkflowExecutionStatus.RUNNING
-                    found[(wf.id, wf.run_id)] = Run(wf.id, wf.run_id, running)
+                    found[(wf.id, wf.run_id)] = Run(wf.id, wf.run_id)
             except RPCError as exc:
                 # A namespace without vigil's search attributes cannot be asked by agent;
                 # its sessions are still found by id.
@@ -215,8 +213,7 @@ class Eraser:
                 if exc.status != RPCStatusCode.NOT_FOUND:
                     raise
                 continue
-            running = desc.status == WorkflowExecutionStatus.RUNNING
-            found[(desc.id, desc.run_id)] = Run(desc.id, desc.run_id, running)
+            found[(desc.id, desc.run_id)] = Run(desc.id, desc.run_id)
         return sorted(found.values(), key=lambda r: (r.workflow_id, r.run_id))
 
     async def _schedules(self, agent: str) -> list[str]:
