@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from vigil.schema import names
@@ -125,16 +125,6 @@ class SessionReads(SessionStart):
                 )
             raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
         return row
-
-    async def _erased(self, session_id: str, desc: WorkflowExecutionDescription) -> bool:
-        """Whether this run of the session was erased (the session, or its agent)."""
-        from vigil.activities.record import erasure
-
-        agent = desc.typed_search_attributes.get(names.SA_AGENT)
-        # The run's start is Temporal's clock, the receipt's PostgreSQL's: a minute's margin.
-        since = desc.start_time - timedelta(minutes=1)
-        async with self.db() as db:
-            return await erasure.erased_since(db, session_id, agent, since)
 
     async def require_session_soon(
         self,

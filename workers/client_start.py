@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from vigil.schema import names
 from vigil.schema.limits import session_input_error, start_error
@@ -33,6 +34,8 @@ from vigil.workers.telemetry import session_scope
 if TYPE_CHECKING:
     # Imported where they are used: a control command needs Temporal alone, and the
     # record's modules (SQLAlchemy) would double its start.
+    from temporalio.client import WorkflowExecutionDescription
+
     from vigil.schema.agents import ToolDescriptor
     from vigil.workers.agents import AgentVersionInfo
 
@@ -84,7 +87,6 @@ def _keep_approval_gates(
 
 
 _LIMITS = ("max_steps", "max_tokens", "max_cost_usd", "max_seconds")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The budget's limits a starter may set (a lower value narrows the session)."""
 
 
@@ -214,12 +216,23 @@ class SessionStart(_VigilClientCore):
                     **self.start_options(agent_id, goal),
                 )
         except WorkflowAlreadyStartedError as exc:
-            from vigil.activities.record import erasure
-
-            async with self.db() as db:
-                erased = await erasure.erased_since(db, sid, agent_id, _EPOCH)
-            raise SessionIdTaken(sid, erased=erased) from exc
+            # The run holding the id may be one an erasure asked Temporal to delete.
+            try:
+                held = await self.temporal.get_workflow_handle(sid).describe()
+            except RPCError:
+                raise SessionIdTaken(sid) from exc
+            raise SessionIdTaken(sid, erased=await self._erased(sid, held)) from exc
         return StartedSession(sid, self.ui_link(sid))
+
+    async def _erased(self, session_id: str, desc: WorkflowExecutionDescription) -> bool:
+        """Whether this run of the session was erased (the session, or its agent)."""
+        from vigil.activities.record import erasure
+
+        agent = desc.typed_search_attributes.get(names.SA_AGENT)
+        # The run's start is Temporal's clock, the receipt's PostgreSQL's: a minute's margin.
+        since = desc.start_time - timedelta(minutes=1)
+        async with self.db() as db:
+            return await erasure.erased_since(db, session_id, agent, since)
 
     async def resolved_runtime(
         self, agent_id: str, goal: str, found: AgentVersionInfo | None

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
@@ -219,6 +220,47 @@ def test_an_erased_id_temporal_has_not_yet_deleted_says_so(cli: CLIStack, api: A
         cli_refused = cli.vigil("start", "p", "--agent", agent, "--id", sid)
         assert cli_refused.returncode != 0
         assert "was erased" in one_error_line(cli_refused), explain(cli_refused)
+    finally:
+        asyncio.run(_terminate(cli, sid))
+
+
+def test_an_id_erased_long_before_the_run_that_holds_it_is_just_taken(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """An id erased an hour ago, then taken again by a run that still holds it: a start
+    under it is refused as taken, not as erased (the receipt is older than the run)."""
+    sid = f"reused-{uuid.uuid4().hex[:10]}"
+
+    async def erased_then_held() -> None:
+        engine = make_engine(cli.database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                receipt = await erasure.write_receipt(
+                    db, kind="session", subject=sid, by="test", reason=None, counts={}
+                )
+                await db.execute(
+                    text(
+                        "UPDATE erasure_receipts SET erased_at = now() - interval '1 hour' "
+                        "WHERE id = :id"
+                    ),
+                    {"id": receipt.id},
+                )
+        finally:
+            await engine.dispose()
+        client = await connect(cli.settings)
+        await client.start_workflow(
+            "vigil-test-placeholder", id=sid, task_queue=f"nobody-{uuid.uuid4().hex}"
+        )
+
+    asyncio.run(erased_then_held())
+    try:
+        with api.client(api.token(Scope.ADMIN)) as admin:
+            agent = define(admin, "after-reuse")
+            refused = admin.post("/v1/sessions", json={"agent": agent, "goal": "p", "id": sid})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["message"] == (
+            f"a session with id {sid!r} already exists; choose another id"
+        )
     finally:
         asyncio.run(_terminate(cli, sid))
 
