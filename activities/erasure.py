@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -36,9 +37,11 @@ from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import identity_of
 from vigil.activities.memory.values import _vector_literal
 from vigil.activities.record import erasure as queries
-from vigil.activities.record.erasure import ErasureReceipt, ErasureScope, HandOn, SubjectKind
+from vigil.activities.record import handon
+from vigil.activities.record.erasure import ErasureReceipt, ErasureScope, SubjectKind
 from vigil.schema import names
 
+log = logging.getLogger(__name__)
 _QUERY_CHUNK = 50
 DELETE_WAIT_SECONDS = 20.0
 _TELL_AFTER_SECONDS = 1.0
@@ -77,15 +80,6 @@ EmbedderAccess = Callable[[], AbstractAsyncContextManager[Embedder | None]]
 """Gives the configured embedder for the length of an erasure (None: none can be made)."""
 
 
-def _hand_on(embedder: Embedder) -> HandOn:
-    identity = identity_of(embedder)
-
-    async def literals(texts: list[str]) -> list[str]:
-        return [_vector_literal(v, identity.dim) for v in await embedder.embed(texts)]
-
-    return HandOn(identity.name, identity.version, identity.dim, literals)
-
-
 class Eraser:
     """Built with the clients it needs (database, object store, Temporal) and access to
     the configured embedder (to re-embed a memory it hands on; without it, such a memory
@@ -97,13 +91,13 @@ class Eraser:
         sessionmaker: async_sessionmaker[DbSession],
         store: ArtifactStore,
         temporal: Client,
-        embedder: EmbedderAccess | None = None,
+        embedder_access: EmbedderAccess | None = None,
         delete_wait_seconds: float = DELETE_WAIT_SECONDS,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
         self.temporal = temporal
-        self.embedder = embedder
+        self.embedder_access = embedder_access
         self.delete_wait_seconds = delete_wait_seconds
         """How long an erasure waits for Temporal to delete the runs it asked it to."""
 
@@ -139,26 +133,9 @@ class Eraser:
                 await self.temporal.get_schedule_handle(schedule_id).delete()
         deleting = await self._delete_runs(plan.runs, waiting)
 
-        wanted = kind == "session" and plan.scope.memories > 0
-        async with (
-            self.embedder() if wanted and self.embedder is not None
-            else contextlib.nullcontext(None)
-        ) as embedder:  # fmt: skip
-            hand_on = _hand_on(embedder) if embedder is not None else None
-            return await self._purge(plan, hand_on, deleting, by=by, reason=reason)
-
-    async def _purge(
-        self,
-        plan: ErasurePlan,
-        hand_on: HandOn | None,
-        deleting: int,
-        *,
-        by: str,
-        reason: str | None,
-    ) -> ErasureReceipt:
-        kind, subject = plan.scope.kind, plan.scope.subject
+        embedded = await self._embedded(plan.scope) if kind == "session" else None
         async with self.sessionmaker() as db, db.begin():
-            purged = await queries.purge(db, plan.scope, hand_on)
+            purged = await queries.purge(db, plan.scope, embedded)
             for sha in purged.objects:
                 await asyncio.to_thread(self.store.delete, sha)
             counts = {
@@ -173,6 +150,31 @@ class Eraser:
                 db, kind=kind, subject=subject, by=by, reason=reason, counts=counts
             )
         return receipt
+
+    async def _embedded(self, scope: ErasureScope) -> handon.Embedded | None:
+        """Vectors of the words the session's memories would be handed on with, made
+        before the erasure's transaction; None when there is nothing to hand on or no
+        embedder (an embedder that fails is no reason to keep what is to be erased: the
+        memories it would have served go with the session, and the receipt counts them)."""
+        if scope.memories == 0 or self.embedder_access is None:
+            return None
+        async with self.sessionmaker() as db:
+            wanted = await handon.texts(db, scope.subject)
+        if not wanted:
+            return None
+        async with self.embedder_access() as embedder:
+            if embedder is None:
+                return None
+            identity = identity_of(embedder)
+            space = handon.Embedded(identity.name, identity.version, identity.dim, {})
+            words = sorted({w for row, w in wanted if space.same_space(row)})
+            try:
+                vectors = await embedder.embed(words) if words else []
+                literals = [_vector_literal(v, identity.dim) for v in vectors]
+            except Exception as exc:
+                log.warning("erasure: no vectors for memories to hand on: %s", exc)
+                return space
+        return replace(space, vectors=dict(zip(words, literals, strict=True)))
 
     # --- Temporal -------------------------------------------------------------------
 

@@ -46,12 +46,15 @@ class RetentionActivities:
         sessionmaker: async_sessionmaker[DbSession],
         store: ArtifactStore,
         temporal: Client,
-        embedder: EmbedderAccess | None = None,
+        embedder_access: EmbedderAccess | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
         self.eraser = Eraser(
-            sessionmaker=sessionmaker, store=store, temporal=temporal, embedder=embedder
+            sessionmaker=sessionmaker,
+            store=store,
+            temporal=temporal,
+            embedder_access=embedder_access,
         )
 
     def all(self) -> list[Callable[..., Any]]:

@@ -63,7 +63,7 @@ class Governance:
             sessionmaker=client.db,
             store=self.store,
             temporal=client.temporal,
-            embedder=lambda: configured_embedder(client.settings),
+            embedder_access=lambda: configured_embedder(client.settings),
         )
 
     # --- erasure ------------------------------------------------------------------------

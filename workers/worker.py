@@ -194,7 +194,7 @@ def build_worker(
         sessionmaker=rt.activities.sessionmaker,
         store=rt.activities.store,
         temporal=client,
-        embedder=(lambda: contextlib.nullcontext(memory.embedder)) if memory else None,
+        embedder_access=(lambda: contextlib.nullcontext(memory.embedder)) if memory else None,
     )
     activities = [
         *rt.activities.all(),

@@ -16,7 +16,6 @@ and the receipt are committed together, or nothing is (and erasing again finishe
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.artifacts.registry import lock_digest
+from vigil.activities.record import handon
 from vigil.activities.record.rls import record_maintenance
 
 SubjectKind = Literal["session", "agent"]
@@ -50,17 +50,6 @@ class ErasureScope:
     @property
     def empty(self) -> bool:
         return not (self.session_ids or self.memories or self.merge_notes)
-
-
-@dataclass(frozen=True)
-class HandOn:
-    """How ``purge`` re-embeds an erased session's memory that other writers merged into:
-    the embedder's identity, and a function from texts to their vectors' literals."""
-
-    embedder: str
-    version: str
-    dim: int
-    embed: Callable[[list[str]], Awaitable[list[str]]]
 
 
 @dataclass
@@ -114,20 +103,25 @@ async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
         await db.execute(text("SELECT agent_id FROM sessions WHERE id = :id"), {"id": session_id})
     ).scalar_one_or_none()
     sessions = [session_id] if agent is not None else []
-    memories, notes = (
+    memories = (
         await db.execute(
-            text(
-                "SELECT count(*) FILTER (WHERE source_session_id = :id), "
-                "count(*) FILTER (WHERE source_session_id IS DISTINCT FROM :id) "
-                "FROM memories WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
-                "AND (source_session_id = :id OR ("
-                "  jsonb_typeof(metadata -> 'merges') = 'array' "
-                "  AND EXISTS (SELECT 1 FROM jsonb_array_elements(metadata -> 'merges') e "
-                "              WHERE e ->> 'source_session_id' = :id)))"
-            ),
-            {"id": session_id, "a": agent},
+            text("SELECT count(*) FROM memories WHERE source_session_id = :id"),
+            {"id": session_id},
         )
-    ).one()
+    ).scalar_one()
+    # Its words merged into the agent's other memories (a session no longer recorded has
+    # no agent to look in: erased before, its notes went with it).
+    notes = 0
+    if agent is not None:
+        notes = (
+            await db.execute(
+                text(
+                    "SELECT count(*) FROM memories WHERE agent_id = :a "
+                    "AND source_session_id IS DISTINCT FROM :s AND " + handon.MERGED_FROM
+                ),
+                {"s": session_id, "a": agent},
+            )
+        ).scalar_one()
     counts = await _counts(db, sessions)
     return ErasureScope(
         "session", session_id, agent, sessions,
@@ -184,7 +178,7 @@ async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set
 
 
 async def _delete_memories(
-    db: DbSession, scope: ErasureScope, hand_on: HandOn | None
+    db: DbSession, scope: ErasureScope, embedded: handon.Embedded | None
 ) -> dict[str, int]:
     if scope.kind == "agent":
         result = await db.execute(
@@ -195,28 +189,15 @@ async def _delete_memories(
             text("DELETE FROM memory_embedders WHERE agent_id = :a"), {"a": scope.subject}
         )
         return {"memories": int(result.rowcount)}  # type: ignore[attr-defined]
-    rows = (
-        await db.execute(
-            text(
-                "SELECT id, forgotten_at IS NULL AS live, embedder, embedder_version, dim, "
-                "metadata FROM memories WHERE source_session_id = :s ORDER BY id FOR UPDATE"
-            ),
-            {"s": scope.subject},
-        )
-    ).all()
-    handed: dict[int, dict[str, Any]] = {}
-    dropped = 0
-    for row in rows:
-        notes = _notes_of_others(row.metadata, scope.subject)
-        if not notes or not row.live:
-            continue
-        if hand_on is None or (row.embedder, row.embedder_version, row.dim) != (
-            hand_on.embedder, hand_on.version, hand_on.dim,
-        ):  # fmt: skip
-            dropped += 1  # no vector of the later words can be made here: it goes
-            continue
-        handed[int(row.id)] = _handed_on(notes, hand_on.embedder)
-    ids = [int(row.id) for row in rows if int(row.id) not in handed]
+    handed = await handon.hand_on(db, scope.subject, embedded)
+    ids = list(
+        (
+            await db.execute(
+                text("SELECT id FROM memories WHERE source_session_id = :s FOR UPDATE"),
+                {"s": scope.subject},
+            )
+        ).scalars()
+    )
     if ids:
         # A memory the erased ones had superseded is live again: what replaced it is gone.
         await db.execute(
@@ -227,81 +208,31 @@ async def _delete_memories(
             {"ids": ids},
         )
         await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
-    if handed:
-        assert hand_on is not None
-        vectors = await hand_on.embed([h["content"] for h in handed.values()])
-        for (memory_id, h), vector in zip(handed.items(), vectors, strict=True):
-            await db.execute(_HAND_ON, {**h, "id": memory_id, "vector": vector})
-        # A vector a reindex in progress made of the erased words goes: it makes another.
-        await db.execute(
-            text("DELETE FROM memory_vectors WHERE memory_id = ANY(:ids)"),
-            {"ids": list(handed)},
-        )
     # Merges of the session's words into the agent's other memories are noted in their
-    # metadata (content included): those notes go too.
-    await db.execute(
+    # metadata (content included): those notes go too, and the count of merges with them.
+    notes = await db.execute(
         text(
-            "UPDATE memories SET metadata = jsonb_set(metadata, '{merges}', ("
-            "  SELECT coalesce(jsonb_agg(e), '[]'::jsonb) "
-            "  FROM jsonb_array_elements(metadata -> 'merges') e "
-            "  WHERE e ->> 'source_session_id' IS DISTINCT FROM :s)) "
-            "WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
-            "AND jsonb_typeof(metadata -> 'merges') = 'array' "
-            "AND EXISTS (SELECT 1 FROM jsonb_array_elements(metadata -> 'merges') e "
-            "            WHERE e ->> 'source_session_id' = :s)"
+            "UPDATE memories m SET metadata = m.metadata || jsonb_build_object("
+            "  'merges', k.kept, 'merge_count', "
+            "  greatest(coalesce((m.metadata ->> 'merge_count')::int, 0) - k.gone, 0)) "
+            "FROM (SELECT id, coalesce(jsonb_agg(e) FILTER ("
+            "          WHERE e ->> 'source_session_id' IS DISTINCT FROM :s), '[]') AS kept, "
+            "        count(*) FILTER (WHERE e ->> 'source_session_id' = :s) AS gone "
+            "      FROM memories, jsonb_array_elements(metadata -> 'merges') e "
+            "      WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
+            f"       AND {handon.MERGED_FROM} GROUP BY id) k "
+            "WHERE m.id = k.id"
         ),
         {"s": scope.subject, "a": scope.agent_id},
     )
-    counts = {"memories": len(ids), "memories_handed_on": len(handed)}
-    if dropped:
-        counts["merge_notes_dropped"] = dropped
-    return counts
-
-
-def _notes_of_others(metadata: Any, session_id: str) -> list[dict[str, Any]]:
-    """The merge notes in a memory's metadata that other writers left (not ``session_id``)."""
-    notes = metadata.get("merges") if isinstance(metadata, dict) else None
-    if not isinstance(notes, list):
-        return []
-    return [
-        n for n in notes
-        if isinstance(n, dict) and isinstance(n.get("content"), str)
-        and n.get("source_session_id") != session_id
-    ]  # fmt: skip
-
-
-def _handed_on(notes: list[dict[str, Any]], embedder: str) -> dict[str, Any]:
-    """What a memory becomes when its erased words go: the newest note of another writer
-    (its words, session, time and metadata), with the other notes still merged into it."""
-    newest, earlier = notes[-1], notes[:-1]
-    extra = newest.get("metadata")
-    metadata: dict[str, Any] = {**(extra if isinstance(extra, dict) else {}), "embedder": embedder}
-    if earlier:
-        metadata["merges"] = earlier
-        metadata["merge_count"] = len(earlier)
-    importances = [n["importance"] for n in notes if isinstance(n.get("importance"), int | float)]
-    return {
-        "content": newest["content"],
-        "source_session_id": newest.get("source_session_id"),
-        "created_at": _when(newest.get("at")),
-        "importance": max(importances, default=0.5),
-        "metadata": json.dumps(metadata),
+    counts = {
+        "memories": len(ids) - len(handed.handed),
+        "memories_handed_on": len(handed.handed),
+        "merge_notes": int(notes.rowcount),  # type: ignore[attr-defined]
     }
-
-
-def _when(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-_HAND_ON = text(
-    "UPDATE memories SET content = :content, source_session_id = :source_session_id, "
-    "importance = :importance, metadata = CAST(:metadata AS jsonb), "
-    "embedding = CAST(:vector AS vector), "
-    "created_at = coalesce(CAST(:created_at AS timestamptz), created_at) WHERE id = :id"
-)
+    if handed.lost:
+        counts["merged_memories_deleted"] = handed.lost
+    return counts
 
 
 async def _release_holders(db: DbSession, scope: ErasureScope, referred: set[str]) -> None:
@@ -347,13 +278,14 @@ of migration 20261206_24) lose the session: each says ``erased`` instead, and is
 the sender's retry of the delivery is answered as acted on, and does not act again."""
 
 
-async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = None) -> Purged:
+async def purge(
+    db: DbSession, scope: ErasureScope, embedded: handon.Embedded | None = None
+) -> Purged:
     """Remove the subject's data in ``db``'s transaction (see the module docstring).
 
     A memory of an erased session that another session (or a person) later merged words
-    into is handed on instead: the newest of those writers' words become its content,
-    with a vector ``hand_on`` makes of them. Without ``hand_on``, or when the memory's
-    vectors are another embedder's, it is deleted (counted in ``merge_notes_dropped``)."""
+    into is handed on instead (``record.handon``), with the vector ``embedded`` holds
+    for its new words; without one it is deleted (``merged_memories_deleted``)."""
     await record_maintenance(db)
     sessions = scope.session_ids
     await db.execute(
@@ -361,7 +293,7 @@ async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = Non
     )
     counts = await _counts(db, sessions)
     referred, archives = await _candidate_digests(db, sessions)
-    counts.update(await _delete_memories(db, scope, hand_on))
+    counts.update(await _delete_memories(db, scope, embedded))
     deleted = await db.execute(text("DELETE FROM sessions WHERE id = ANY(:s)"), {"s": sessions})
     counts["sessions"] = int(deleted.rowcount)  # type: ignore[attr-defined]
     await _release_holders(db, scope, referred)
@@ -391,7 +323,7 @@ async def purge(db: DbSession, scope: ErasureScope, hand_on: HandOn | None = Non
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
     answers = await db.execute(TRIGGER_ANSWERS, {"s": sessions})
-    counts["trigger_deliveries"] = int(answers.rowcount)  # type: ignore[attr-defined]
+    counts["trigger_answers_scrubbed"] = int(answers.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "agent":
         for table in ("webhooks", "triggers"):  # a trigger's deliveries go with it
             gone_hooks = await db.execute(

@@ -1,22 +1,27 @@
 """Erasing a session whose memory others merged their words into: the memory is handed on
-to the newest other writer, re-embedded, or (no embedder to make its vector) deleted and
-counted in the receipt."""
+to the newest other writer under a new id, re-embedded, or (no vector of the later words
+can be made) deleted and counted in the receipt; the session's notes in other memories
+go, and the count of merges with them."""
 
 from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from vigil.activities.artifacts.store import FilesystemStore
 from vigil.activities.erasure import Eraser
-from vigil.activities.memory.embedders import HashingEmbedder
+from vigil.activities.memory.embedders import Embedder, HashingEmbedder, OpenAIEmbedder
 from vigil.activities.memory.store import MemoryStore
+from vigil.activities.record import store as record
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +39,27 @@ def _eraser(
     sessionmaker: async_sessionmaker[DbSession],
     client: Client,
     tmp_path: Path,
-    store: MemoryStore | None,
+    embedder: Embedder | None,
 ) -> Eraser:
     return Eraser(
         sessionmaker=sessionmaker,
         store=FilesystemStore(tmp_path / "artifacts"),
         temporal=client,
-        embedder=(lambda: contextlib.nullcontext(store.embedder)) if store else None,
+        embedder_access=(lambda: contextlib.nullcontext(embedder)) if embedder else None,
     )
+
+
+async def _sessions(
+    sessionmaker: async_sessionmaker[DbSession], agent: str, count: int
+) -> list[str]:
+    """``count`` recorded sessions of ``agent``."""
+    ids = [f"s-{uuid.uuid4()}" for _ in range(count)]
+    async with sessionmaker() as db, db.begin():
+        for sid in ids:
+            await record.create_session(
+                db, session_id=sid, agent_id=agent, goal="g", status="completed"
+            )
+    return ids
 
 
 async def test_the_newest_other_writer_gets_the_memory_then_loses_only_its_own_note(
@@ -51,48 +69,95 @@ async def test_the_newest_other_writer_gets_the_memory_then_loses_only_its_own_n
     tmp_path: Path,
 ) -> None:
     agent = f"agent-{uuid.uuid4()}"
-    first, second = f"s-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    first, second = await _sessions(sessionmaker, agent, 2)
     kept = await store.add(agent, FIRST, importance=0.4, source_session_id=first)
     merged = await store.add(agent, SECOND, importance=0.8, source_session_id=second)
     by_a_person = await store.add(agent, THIRD, importance=0.3)  # no session
     assert {merged.id, by_a_person.id} == {kept.id}
     assert {merged.action, by_a_person.action} == {"merged"}
 
-    eraser = _eraser(sessionmaker, client, tmp_path, store)
+    eraser = _eraser(sessionmaker, client, tmp_path, store.embedder)
     receipt = await eraser.erase("session", first, by="test")
-    assert (receipt.counts["memories"], receipt.counts["memories_handed_on"]) == (0, 1)
+    assert receipt.counts["memories"] == 0 and receipt.counts["memories_handed_on"] == 1
+    assert "merged_memories_deleted" not in receipt.counts
 
-    record = await store.get(agent, kept.id)
-    assert record is not None
-    # The newest other words (a person's), the larger importance of those left, and the
-    # second session's note still merged into it.
-    assert (record.content, record.source_session_id, record.importance) == (THIRD, None, 0.8)
-    assert [n["content"] for n in record.metadata["merges"]] == [SECOND]
-    assert record.metadata["merge_count"] == 1
+    # A new id (a recall cached by id never takes it for the old words), the newest other
+    # words (a person's), the larger importance of those left, and the second session's
+    # note still merged into it.
+    assert await store.get(agent, kept.id) is None
     [vector] = await store.embedder.embed([THIRD])
-    [(nearest, distance)] = await store.nearest(agent, vector, k=1, exact=True)
-    assert nearest == kept.id and distance == pytest.approx(0.0, abs=1e-6)
+    [(handed_id, distance)] = await store.nearest(agent, vector, k=1, exact=True)
+    assert handed_id != kept.id and distance == pytest.approx(0.0, abs=1e-6)
+    handed = await store.get(agent, handed_id)
+    assert handed is not None
+    assert (handed.content, handed.source_session_id, handed.importance) == (THIRD, None, 0.8)
+    assert [n["content"] for n in handed.metadata["merges"]] == [SECOND]
+    assert handed.metadata["merge_count"] == 1
+    assert FIRST not in str(handed.metadata)
 
-    # Erasing the second session takes its note and leaves the person's memory.
+    # Erasing the second session takes its note, and its count, from the person's memory.
     receipt = await eraser.erase("session", second, by="test")
-    assert (receipt.counts["memories"], receipt.counts["memories_handed_on"]) == (0, 0)
-    record = await store.get(agent, kept.id)
-    assert record is not None and record.content == THIRD
-    assert record.metadata["merges"] == []
+    assert receipt.counts["memories"] == 0 and receipt.counts["merge_notes"] == 1
+    after = await store.get(agent, handed_id)
+    assert after is not None and after.content == THIRD
+    assert after.metadata["merges"] == [] and after.metadata["merge_count"] == 0
 
 
-async def test_without_an_embedder_the_merged_memory_goes_and_the_receipt_says_so(
-    store: MemoryStore,
+@asynccontextmanager
+async def _embeddings(failing: list[bool]) -> AsyncIterator[OpenAIEmbedder]:
+    """An OpenAI-style embedder on a loopback endpoint serving the hashing embedder's
+    vectors, or a 500 while ``failing[0]`` holds."""
+    vectors = HashingEmbedder(384)
+
+    async def handle(request: web.Request) -> web.Response:
+        if failing[0]:
+            return web.json_response({"error": {"message": "down", "type": "x"}}, status=500)
+        texts = (await request.json())["input"]
+        data = [
+            {"object": "embedding", "index": i, "embedding": v}
+            for i, v in enumerate(await vectors.embed(texts))
+        ]
+        return web.json_response({"object": "list", "data": data, "model": "m"})
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    embedder = OpenAIEmbedder(
+        f"http://127.0.0.1:{runner.addresses[0][1]}/v1", "m", None, 384, timeout=5
+    )
+    try:
+        yield embedder
+    finally:
+        await embedder.aclose()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("embedder", ["none", "another space", "failing"])
+async def test_with_no_vector_of_the_later_words_the_memory_goes_and_is_counted(
     sessionmaker: async_sessionmaker[DbSession],
     client: Client,
     tmp_path: Path,
+    embedder: str,
 ) -> None:
     agent = f"agent-{uuid.uuid4()}"
-    first, second = f"s-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
-    kept = await store.add(agent, FIRST, source_session_id=first)
-    await store.add(agent, SECOND, source_session_id=second)
-
-    receipt = await _eraser(sessionmaker, client, tmp_path, None).erase("session", first, by="test")
+    first, second = await _sessions(sessionmaker, agent, 2)
+    failing = [False]
+    async with _embeddings(failing) as served:
+        store = MemoryStore(sessionmaker, served)
+        kept = await store.add(agent, FIRST, source_session_id=first)
+        assert (await store.add(agent, SECOND, source_session_id=second)).action == "merged"
+        # No embedder where the erasure runs; one of another space; this one, failing.
+        access: Embedder | None = {
+            "none": None, "another space": HashingEmbedder(384), "failing": served,
+        }[embedder]  # fmt: skip
+        failing[0] = True
+        receipt = await _eraser(sessionmaker, client, tmp_path, access).erase(
+            "session", first, by="test"
+        )
     assert receipt.counts["memories"] == 1
-    assert receipt.counts["merge_notes_dropped"] == 1
+    assert receipt.counts["merged_memories_deleted"] == 1
+    assert receipt.counts["memories_handed_on"] == 0
     assert await store.get(agent, kept.id) is None
