@@ -46,10 +46,13 @@ class ErasureScope:
     archives: int = 0
     merge_notes: int = 0
     """The agent's other memories holding words the session merged into them."""
+    definitions: int = 0
+    """An agent's rows besides its sessions and memories: its definition and versions,
+    triggers, webhooks, retention policy, artifact holds and embedder records."""
 
     @property
     def empty(self) -> bool:
-        return not (self.session_ids or self.memories or self.merge_notes)
+        return not (self.session_ids or self.memories or self.merge_notes or self.definitions)
 
 
 @dataclass
@@ -142,7 +145,16 @@ async def agent_scope(db: DbSession, agent_id: str) -> ErasureScope:
         await db.execute(text("SELECT count(*) FROM memories WHERE agent_id = :a"), {"a": agent_id})
     ).scalar_one()
     known = (
-        await db.execute(text("SELECT count(*) FROM agents WHERE id = :a"), {"a": agent_id})
+        await db.execute(
+            text(
+                "SELECT "
+                + " + ".join(
+                    f"(SELECT count(*) FROM {table} WHERE {column} = :a)"
+                    for table, column in _AGENT_ROWS
+                )
+            ),
+            {"a": agent_id},
+        )
     ).scalar_one()
     counts = await _counts(db, sessions)
     return ErasureScope(
@@ -151,8 +163,21 @@ async def agent_scope(db: DbSession, agent_id: str) -> ErasureScope:
         agent_id if known or sessions or memories else None,
         sessions,
         memories=int(memories),
+        definitions=int(known),
         **counts,
     )
+
+
+_AGENT_ROWS = (
+    ("agents", "id"),
+    ("agent_versions", "agent_id"),
+    ("triggers", "agent_id"),
+    ("webhooks", "agent_id"),
+    ("retention_policies", "agent_id"),
+    ("artifact_holders", "agent_id"),
+    ("memory_embedders", "agent_id"),
+)
+"""Where an agent has rows besides its sessions and memories."""
 
 
 async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set[str], set[str]]:

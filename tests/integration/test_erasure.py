@@ -380,6 +380,28 @@ def test_erasing_an_agent_asks_first_then_removes_all_it_had(
     assert unknown.returncode == 4 and "nothing to erase" in unknown.stderr, explain(unknown)
 
 
+def test_an_agent_with_only_a_definition_and_a_trigger_is_erased(
+    s3cli: CLIStack, tmp_path: Path
+) -> None:
+    """An agent that never ran a session still has rows to erase: its definition, and a
+    trigger that would start its sessions. It was "nothing to erase"."""
+    cli = s3cli
+    agent = f"erase-lonely-{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / f"{agent}.toml"
+    spec.write_text(f'name = "{agent}"\nsystem_prompt = "Goal: {{goal}}"\n')
+    cli.vigil.ok("agent", "apply", str(spec))
+    trigger = f"lonely-{uuid.uuid4().hex[:6]}"
+    cli.vigil.ok("trigger", "create", trigger, "--agent", agent, "--goal-template", "x {a}")
+
+    receipt = cli.vigil.json("erase", "--agent", agent, "--yes")
+    counts = receipt["counts"]
+    assert (counts["agents"], counts["agent_versions"], counts["triggers"]) == (1, 1, 1)
+    assert counts["sessions"] == 0
+    assert asyncio.run(_tables_holding(cli.database_url, agent)) == {"erasure_receipts": 1}
+    again = cli.vigil("erase", "--agent", agent, "--yes")
+    assert again.returncode == 4 and "nothing to erase" in again.stderr, explain(again)
+
+
 def test_erasing_an_agent_stops_its_webhook_deliveries_and_removes_its_hooks(
     s3cli: CLIStack, client: Client
 ) -> None:

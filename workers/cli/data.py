@@ -62,6 +62,12 @@ def _describe(plan: ErasurePlan) -> None:
         + (f", {len(plan.schedules)} schedules" if plan.schedules else ""),
         markup=False,
     )
+    if scope.definitions:
+        err.print(
+            f"  and {scope.definitions} rows of its definition, versions, triggers, "
+            "webhooks and policies",
+            markup=False,
+        )
     if scope.merge_notes:
         err.print(
             f"  and its words merged into {scope.merge_notes} of the agent's other memories",
