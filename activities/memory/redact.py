@@ -37,6 +37,14 @@ def _mark(kind: str) -> str:
     return MARK.format(kind=kind)
 
 
+_MARKED = re.compile(r"\[redacted:[a-z_]+\]", re.IGNORECASE)
+
+
+def marked(text: str) -> bool:
+    """Whether ``text`` holds a redaction's mark (made by a redaction, or typed as one)."""
+    return _MARKED.search(text) is not None
+
+
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY"
     r"(?: BLOCK)?-----",

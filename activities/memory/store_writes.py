@@ -23,6 +23,7 @@ from vigil.activities.memory.records import (
     _add_result,
     _record,
 )
+from vigil.activities.memory.redact import marked
 from vigil.activities.memory.redact import redact as redact_text
 from vigil.activities.memory.search import _LIVE_IDS
 from vigil.activities.memory.store_vector import _VectorRecall
@@ -107,9 +108,6 @@ class _MemoryWrites(_VectorRecall):
             if value is not None:
                 _check_text(value, what)
         counts: dict[str, int] = {}
-        # A subject redaction made is no longer told apart from others made alike (two
-        # people's addresses both read "[redacted:email]"): it supersedes nothing.
-        subject_redacted = False
         if self.redact:
             done = redact_text(content)
             content = done.text
@@ -117,11 +115,14 @@ class _MemoryWrites(_VectorRecall):
             if subject is not None:
                 subject_done = redact_text(subject)
                 subject = subject_done.text
-                subject_redacted = subject_done.total > 0
                 for name, n in subject_done.counts.items():
                     counts[name] = counts.get(name, 0) + n
         if not content.strip():
             raise ValueError("memory content is empty")
+        # A subject holding a redaction's mark no longer tells whom it is about (two
+        # people's addresses both read "[redacted:email]", and a subject can be typed that
+        # way): it neither supersedes nor merges into the memories under it.
+        unknown_subject = subject is not None and marked(subject)
         extra = metadata or {}
         clash = [key for key in RESERVED_METADATA if key in extra]
         if clash:
@@ -174,8 +175,8 @@ class _MemoryWrites(_VectorRecall):
                     else None
                 )
                 await require_for_write(db, agent_id, identity, active=active)
-                same = [(int(i), s) for i, s in from_jsonb(before.same)]
-                old_ids = [] if subject_redacted else [i for i, _ in same]
+                same = [] if unknown_subject else [(int(i), s) for i, s in from_jsonb(before.same)]
+                old_ids = [i for i, _ in same]
                 scored = [(i, float(s)) for i, s in same if s is not None]
                 if scored:
                     best = max(scored, key=lambda pair: (pair[1], -pair[0]))

@@ -140,24 +140,31 @@ async def test_redaction_happens_before_anything_is_stored(
     assert stored is not None and stored.content == secret and kept.redactions == {}
 
 
-async def test_subjects_that_redact_alike_do_not_supersede_each_other(
-    sessionmaker: async_sessionmaker[DbSession], agent: str
+@pytest.mark.parametrize("redact", [True, False])
+async def test_a_subject_holding_a_redaction_mark_neither_supersedes_nor_merges(
+    sessionmaker: async_sessionmaker[DbSession], agent: str, redact: bool
 ) -> None:
     """Two people's e-mail addresses as subjects both read ``[redacted:email]`` once
-    redacted: the second is not taken for a new version of the first (which would hide
-    it). A near-duplicate under such a subject still merges."""
-    careful = MemoryStore(sessionmaker, HashingEmbedder(384), redact=True)
-    dana = await careful.add(agent, "Dana runs the Lisbon office", subject="dana@example.com")
-    eli = await careful.add(agent, "Eli owns the billing service", subject="eli@example.com")
-    assert (dana.action, eli.action) == ("inserted", "inserted")
-    for result in (dana, eli):
+    redacted, and a subject can be typed that way: a write under such a subject is no new
+    version of the memories under it (which it would hide), nor a repeat of one of them."""
+    careful = MemoryStore(sessionmaker, HashingEmbedder(384), redact=redact)
+    subjects = (
+        ["dana@example.com", "eli@example.com", "erin@example.org"]
+        if redact
+        else ["[redacted:email]", "[REDACTED:EMAIL]", "customer [redacted:email]"]
+    )
+    dana = await careful.add(agent, "Prefers to be called after five", subject=subjects[0])
+    eli = await careful.add(agent, "Owns the billing service", subject=subjects[1])
+    erin = await careful.add(agent, "Prefers to be called after five", subject=subjects[2])
+    assert [r.action for r in (dana, eli, erin)] == ["inserted"] * 3
+    assert len({dana.id, eli.id, erin.id}) == 3
+    for result in (dana, eli, erin):
         record = await careful.get(agent, result.id)
         assert record is not None and not record.superseded
-        assert record.subject == "[redacted:email]"
-    again = await careful.add(agent, "Dana runs the Lisbon office.", subject="dana@example.org")
-    assert (again.action, again.id) == ("merged", dana.id)
-    hits = await careful.recall(agent, "who runs the Lisbon office or billing", k=5)
-    assert {h.id for h in hits} >= {dana.id, eli.id}
+    typed = await careful.add(agent, "Lives in Berlin", subject="[Redacted:Email]")
+    assert (typed.action, typed.superseded_ids) == ("inserted", ())
+    hits = await careful.recall(agent, "called after five billing", k=5)
+    assert {h.id for h in hits} >= {dana.id, eli.id, erin.id}
 
 
 @pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])
