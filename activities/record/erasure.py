@@ -302,6 +302,19 @@ TRIGGER_ANSWERS = text(
 of migration 20261206_24) lose the session: each says ``erased`` instead, and is kept, so
 the sender's retry of the delivery is answered as acted on, and does not act again."""
 
+TRIGGER_REFUSALS = text(
+    "UPDATE trigger_deliveries SET result = jsonb_build_object('error', jsonb_build_object("
+    "  'code', result -> 'error' -> 'code', "
+    "  'message', 'refused: the session it named was erased')) "
+    "WHERE status_code >= 400 AND result ? 'error' "
+    "AND trigger_name IN (SELECT name FROM triggers WHERE agent_id = :a) "
+    "AND EXISTS (SELECT 1 FROM unnest(CAST(:s AS text[])) AS x(id) "
+    "            WHERE strpos(result -> 'error' ->> 'message', x.id) > 0)"
+)
+"""The refusals the agent's triggers kept whose words name one of the sessions (a keyed
+delivery refused because the key's session had ended): the same refusal, without the name
+(the partial index of migration 20261206_24 holds the refusals alone)."""
+
 
 async def purge(
     db: DbSession, scope: ErasureScope, embedded: handon.Embedded | None = None
@@ -348,7 +361,8 @@ async def purge(
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
     answers = await db.execute(TRIGGER_ANSWERS, {"s": sessions})
-    counts["trigger_answers_scrubbed"] = int(answers.rowcount)  # type: ignore[attr-defined]
+    refusals = await db.execute(TRIGGER_REFUSALS, {"s": sessions, "a": scope.agent_id})
+    counts["trigger_answers_scrubbed"] = int(answers.rowcount) + int(refusals.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "agent":
         for table in ("webhooks", "triggers"):  # a trigger's deliveries go with it
             gone_hooks = await db.execute(

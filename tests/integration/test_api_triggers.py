@@ -4,6 +4,7 @@ and so is every request to a name that is no trigger."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -195,6 +196,36 @@ async def test_a_delivery_sent_again_after_its_session_was_erased_acts_not_again
         "replayed": True,
     }
     assert await sessions_of(sessionmaker, agent) == []
+    async with sessionmaker() as db:
+        kept = await db.execute(text("SELECT result::text FROM trigger_deliveries"))
+        assert not any(sid in str(row[0]) for row in kept)
+
+
+async def test_a_kept_refusal_naming_an_erased_session_no_longer_names_it(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A keyed start refused because its key's session had ended keeps that refusal for
+    the delivery sent again, naming the session (its id holds the sender's key). Once the
+    session is erased, the refusal stands without the name."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--key-field", "c", "--goal-template", "{p}")
+    body = {"c": f"acct-{uuid.uuid4().hex[:6]}", "p": cli.plan(Reply.text("done"))}
+    started = await deliver(http, name, body, secret, delivery="first")
+    sid = started.json()["session_id"]
+    await until(lambda: _finished(sessionmaker, sid), within=60, what=sid)
+    # Signed at another time: the same signed request would be the first delivery again.
+    sent_at = time.time() - 5
+    refused = await deliver(http, name, body, secret, delivery="second", at=sent_at)
+    assert refused.status_code == 409 and sid in refused.text, refused.text
+
+    erased = cli.vigil("erase", "--session", sid, "--yes", "--json")
+    assert erased.returncode == 0, erased.stderr
+    assert json.loads(erased.stdout)["counts"]["trigger_answers_scrubbed"] == 2
+    again = await deliver(http, name, body, secret, delivery="second", at=sent_at)
+    assert again.status_code == 409, again.text
+    assert again.json() == {
+        "error": {"code": "refused", "message": "refused: the session it named was erased"}
+    }
     async with sessionmaker() as db:
         kept = await db.execute(text("SELECT result::text FROM trigger_deliveries"))
         assert not any(sid in str(row[0]) for row in kept)

@@ -1,8 +1,9 @@
-"""Erasing a session reads about what it removes, however much the triggers keep: each
-trigger keeps the answer it gave every delivery (naming the session it started), and the
-erasure deletes the answers that name the erased sessions. The retention sweep erases
-session after session, so a read of every answer per erasure grows with the triggers'
-whole history. The rows the statement's plan reads are counted, never timed."""
+"""Erasing a session reads about what it changes, however much the triggers keep: each
+trigger keeps the answer it gave every delivery (naming the session it acted on, or why it
+refused), and the erasure takes the erased sessions out of the answers that name them. The
+retention sweep erases session after session, so a read of every answer per erasure grows
+with the triggers' whole history. The rows the statements' plans read are counted, never
+timed."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.support.plans import explain, own_database, rows_read
-from vigil.activities.record.erasure import TRIGGER_ANSWERS
+from vigil.activities.record.erasure import TRIGGER_ANSWERS, TRIGGER_REFUSALS
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 KEPT = 20_000
 """Answers of deliveries that started other sessions."""
+REFUSED = 50
+"""Refusals kept, each naming a session."""
 
 
 @pytest.fixture
@@ -54,18 +57,31 @@ async def test_the_trigger_answers_of_an_erased_session_are_found_by_index(
             ),
             {"t": trigger, "n": KEPT},
         )
+        await db.execute(
+            text(
+                "INSERT INTO trigger_deliveries (trigger_name, delivery_id, body_sha256, "
+                "state, status_code, result) SELECT :t, 'r-' || n, 'x', 'done', 409, "
+                "jsonb_build_object('error', jsonb_build_object('code', 'refused', "
+                "'message', format('session %L has ended (completed)', 's-' || n))) "
+                "FROM generate_series(1, CAST(:n AS int)) AS n"
+            ),
+            {"t": trigger, "n": REFUSED},
+        )
         await db.execute(text("ANALYZE trigger_deliveries"))
 
     async with database() as db:
         await db.begin()
         await db.execute(text(f"SET LOCAL plan_cache_mode = {plans}"))
-        plan = await explain(db, TRIGGER_ANSWERS.text, {"s": ["s-7", "s-4242"]})
+        answers = await explain(db, TRIGGER_ANSWERS.text, {"s": ["s-7", "s-4242"]})
+        refusals = await explain(db, TRIGGER_REFUSALS.text, {"s": ["s-7", "s-4242"], "a": "ops"})
         await db.rollback()
-    assert plan["Plan"]["Actual Rows"] == 0  # a DELETE returns none: what it removed is below
-    deleted = [n for n in _nodes(plan["Plan"]) if "Scan" in str(n["Node Type"])]
-    assert sum(int(n["Actual Rows"]) for n in deleted) == 2
-    read = rows_read(plan["Plan"])
-    assert read <= 10, read  # the two it removes, not the 20,000 answers kept
+    # The two answers it changes; the trigger's refusals (s-7's among them), each with the
+    # ids it is searched for; not the 20,000 answers kept.
+    for plan, changed, most in ((answers, 2, 10), (refusals, 1, 5 * REFUSED)):
+        found = [n for n in _nodes(plan["Plan"]) if "Scan" in str(n["Node Type"])]
+        assert sum(int(n["Actual Rows"]) for n in found) >= changed
+        read = rows_read(plan["Plan"])
+        assert read <= most, read
 
 
 def _nodes(node: dict[str, object]) -> list[dict[str, object]]:
