@@ -78,12 +78,12 @@ class SessionIdTaken(BadArgument):
         self.agent_id = agent_id
         self.status = status
         self.erased = erased
-        """The session holding it was erased, and Temporal has not yet deleted its run."""
+        """The session holding it was erased, and Temporal has not yet deleted its run
+        (said only to a caller who may read that session's agent)."""
         super().__init__(self.message(reveal=True, option="--id"))
 
     def message(self, *, reveal: bool, option: str = "id") -> str:
-        if self.erased:
-            # Anyone may learn this much: the receipt names the id, not whose it was.
+        if self.erased and reveal:
             return (
                 f"the session with id {self.session_id!r} was erased and Temporal is still "
                 f"deleting its history; the id is free once it has (try again in a few "

@@ -221,7 +221,11 @@ class SessionStart(_VigilClientCore):
                 held = await self.temporal.get_workflow_handle(sid).describe()
             except RPCError:
                 raise SessionIdTaken(sid) from exc
-            raise SessionIdTaken(sid, erased=await self._erased(sid, held)) from exc
+            raise SessionIdTaken(
+                sid,
+                agent_id=held.typed_search_attributes.get(names.SA_AGENT),
+                erased=await self._erased(sid, held),
+            ) from exc
         return StartedSession(sid, self.ui_link(sid))
 
     async def _erased(self, session_id: str, desc: WorkflowExecutionDescription) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
@@ -21,6 +22,7 @@ from tests.support.cli import explain, one_error_line
 from tests.support.llm_stub import Reply
 from tests.support.sessions import forgotten_by_temporal
 from vigil.activities.record import erasure
+from vigil.schema import names
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.keyed import keyed_session_id
 from vigil.workers.temporal import connect
@@ -194,11 +196,16 @@ def test_an_erased_id_temporal_has_not_yet_deleted_says_so(cli: CLIStack, api: A
     id some session holds. The window is made here: a run Temporal holds under the id,
     and the erasure's receipt for it."""
     sid = f"erased-{uuid.uuid4().hex[:10]}"
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "after-erasure")
 
     async def hold_then_erase() -> None:
         client = await connect(cli.settings)
         await client.start_workflow(
-            "vigil-test-placeholder", id=sid, task_queue=f"nobody-{uuid.uuid4().hex}"
+            "vigil-test-placeholder",
+            id=sid,
+            task_queue=f"nobody-{uuid.uuid4().hex}",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(names.SA_AGENT, agent)]),
         )
         engine = make_engine(cli.database_url)
         try:
@@ -212,11 +219,19 @@ def test_an_erased_id_temporal_has_not_yet_deleted_says_so(cli: CLIStack, api: A
     asyncio.run(hold_then_erase())
     try:
         with api.client(api.token(Scope.ADMIN)) as admin:
-            agent = define(admin, "after-erasure")
             refused = admin.post("/v1/sessions", json={"agent": agent, "goal": "p", "id": sid})
+            other = define(admin, "not-the-erased-one")
         assert refused.status_code == 409, refused.text
         message = refused.json()["error"]["message"]
         assert "was erased and Temporal is still deleting its history" in message, message
+        # A token that does not cover the erased session's agent learns only that the id
+        # is taken.
+        with api.client(api.token(Scope.CONTROL, agents=[other])) as theirs:
+            taken = theirs.post("/v1/sessions", json={"agent": other, "goal": "p", "id": sid})
+        assert taken.status_code == 409, taken.text
+        assert taken.json()["error"]["message"] == (
+            f"a session with id {sid!r} already exists; choose another id"
+        )
         cli_refused = cli.vigil("start", "p", "--agent", agent, "--id", sid)
         assert cli_refused.returncode != 0
         assert "was erased" in one_error_line(cli_refused), explain(cli_refused)
