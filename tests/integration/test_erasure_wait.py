@@ -1,6 +1,8 @@
-"""An erasure waits (bounded) for Temporal to delete the runs it terminated, says so when
-that takes a while, and its receipt counts the runs Temporal was still deleting when the
-wait ran out (their histories go shortly after; the record is erased either way)."""
+"""An erasure waits (bounded) for Temporal to delete the runs it asked it to delete, says so
+when that takes a while, and its receipt counts the runs Temporal was still deleting when
+the wait ran out (their histories go shortly after; the record is erased either way). A
+run that ended before is deleted within the wait too: the servers mark a run's close
+processed every second (Temporal's default, 30 s, held its deletion up to that long)."""
 
 from __future__ import annotations
 
@@ -57,3 +59,19 @@ async def test_a_run_temporal_has_not_deleted_by_the_end_of_the_wait_is_counted(
     assert "workflow_runs_still_deleting" not in receipt.counts
     # Told once, with the one run, if the deletion took over a second; else not at all.
     assert told in ([], [1])
+
+
+async def test_a_run_that_ended_before_is_deleted_within_the_wait(
+    sessionmaker: async_sessionmaker[DbSession], client: Client, tmp_path: Path
+) -> None:
+    eraser = Eraser(
+        sessionmaker=sessionmaker,
+        store=FilesystemStore(tmp_path),
+        temporal=client,
+        delete_wait_seconds=10,
+    )
+    workflow_id = await _running(client)
+    await client.get_workflow_handle(workflow_id).terminate(reason="ended before")
+    receipt = await eraser.erase("session", workflow_id, by="test")
+    assert receipt.counts["workflow_runs"] == 1
+    assert "workflow_runs_still_deleting" not in receipt.counts

@@ -98,3 +98,18 @@ def test_both_servers_start_a_sessions_next_run_without_waiting_out_a_second() -
     assert f'{key}="{RUN_MIN_INTERVAL}"' in values
     assert DYNAMIC_CONFIG[key] == RUN_MIN_INTERVAL
     assert RUN_MIN_INTERVAL.endswith("ms") and int(RUN_MIN_INTERVAL[:-2]) < 1000
+
+
+def test_both_servers_mark_a_closed_runs_close_processed_every_second() -> None:
+    """A closed run's deletion waits until the server has marked its close processed,
+    every 30 s by Temporal's default: erasing an ended session waited up to 20 s and often
+    left the run still being deleted. Both servers mark it every second."""
+    from vigil.workers.stack.cluster import DYNAMIC_CONFIG
+    from vigil.workers.stack.services import ACK_INTERVAL, DEV_SERVER_TUNING
+
+    key = "history.transferProcessorUpdateAckInterval"
+    pairs = zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True)
+    values = [value for flag, value in pairs if flag == "--dynamic-config-value"]
+    assert f'{key}="{ACK_INTERVAL}"' in values
+    assert DYNAMIC_CONFIG[key] == ACK_INTERVAL
+    assert ACK_INTERVAL == "1s"
