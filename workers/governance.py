@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
-from vigil.activities.erasure import DELETE_WAIT_SECONDS, Eraser, ErasurePlan, NothingToErase
+from vigil.activities.erasure import Eraser, ErasurePlan, NothingToErase
 from vigil.activities.record import archive as archives
 from vigil.activities.record import erasure as erasure_queries
 from vigil.activities.record import retention as retention_queries
@@ -36,8 +36,6 @@ from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
 from vigil.workers.wiring import configured_embedder, make_store
-
-__all__ = ["DELETE_WAIT_SECONDS", "Governance", "Subject"]
 
 RETENTION_EVERY = timedelta(hours=1)
 RETENTION_EVERY_MIN = timedelta(minutes=1)

@@ -393,9 +393,16 @@ def test_an_agent_with_only_a_definition_and_a_trigger_is_erased(
     trigger = f"lonely-{uuid.uuid4().hex[:6]}"
     cli.vigil.ok("trigger", "create", trigger, "--agent", agent, "--goal-template", "x {a}")
 
-    receipt = cli.vigil.json("erase", "--agent", agent, "--yes")
+    asked = _answering(cli, "n\n", "erase", "--agent", agent)
+    assert asked.returncode == 1, explain(asked)
+    assert "0 sessions" in asked.stderr and "0 workflow runs" in asked.stderr, asked.stderr
+    assert "3 rows of its definition, versions, triggers" in asked.stderr, asked.stderr
+
+    receipt = cli.vigil.json("erase", "--agent", agent, "--yes", "--reason", "never ran")
     counts = receipt["counts"]
     assert (counts["agents"], counts["agent_versions"], counts["triggers"]) == (1, 1, 1)
+    listed = cli.vigil.ok("erasures", "--subject", agent).stdout
+    assert "never ran" in listed, listed
     assert counts["sessions"] == 0
     assert asyncio.run(_tables_holding(cli.database_url, agent)) == {"erasure_receipts": 1}
     again = cli.vigil("erase", "--agent", agent, "--yes")

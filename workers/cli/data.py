@@ -52,14 +52,19 @@ retention_app = typer.Typer(
 # --- erasure ---------------------------------------------------------------------------
 
 
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def _describe(plan: ErasurePlan) -> None:
     scope = plan.scope
     err.print(f"erase {scope.kind} {scope.subject} (cannot be undone):", markup=False)
     err.print(
-        f"  {len(scope.session_ids)} sessions, {scope.messages} messages, {scope.events} "
-        f"events, {scope.artifact_links} artifact links, {scope.archives} archives, "
-        f"{scope.memories} memories; {len(plan.runs)} workflow runs"
-        + (f", {len(plan.schedules)} schedules" if plan.schedules else ""),
+        f"  {_n(len(scope.session_ids), 'session')}, {_n(scope.messages, 'message')}, "
+        f"{_n(scope.events, 'event')}, {_n(scope.artifact_links, 'artifact link')}, "
+        f"{_n(scope.archives, 'archive')}, {_n(scope.memories, 'memory', 'memories')}; "
+        f"{_n(len(plan.runs), 'workflow run')}"
+        + (f", {_n(len(plan.schedules), 'schedule')}" if plan.schedules else ""),
         markup=False,
     )
     if scope.definitions:
@@ -94,8 +99,6 @@ def erase(
     subject = Subject("session", session) if session is not None else Subject("agent", agent or "")
 
     async def go(client: VigilClient) -> None:
-        from vigil.workers.governance import DELETE_WAIT_SECONDS
-
         governance = _governance(client)
         if not yes:
             _describe(await governance.erasure_plan(subject))
@@ -103,8 +106,8 @@ def erase(
 
         def waiting(runs: int) -> None:
             err.print(
-                f"waiting for Temporal to delete {runs} workflow run{'s' * (runs != 1)} "
-                f"(up to {DELETE_WAIT_SECONDS:.0f} s) ...",
+                f"waiting for Temporal to delete {_n(runs, 'workflow run')} "
+                f"(up to {governance.eraser.delete_wait_seconds:.0f} s) ...",
                 markup=False,
             )
 
@@ -113,8 +116,9 @@ def erase(
         )
         if deleting := receipt.counts.get("workflow_runs_still_deleting"):
             err.print(
-                f"Temporal is still deleting {deleting} workflow run{'s' * (deleting != 1)}: "
-                "their histories go shortly (the record is erased; the receipt is kept)",
+                f"Temporal is still deleting {_n(deleting, 'workflow run')}: "
+                f"{'its history goes' if deleting == 1 else 'their histories go'} shortly "
+                "(the record is erased; the receipt is kept)",
                 markup=False,
             )
         counts = ", ".join(f"{k} {v}" for k, v in sorted(receipt.counts.items()) if v)
@@ -143,7 +147,7 @@ def erasures(
         receipts = await _governance(client).receipts(subject, limit)
 
         def human() -> None:
-            table = Table("id", "what", "when", "by", "counts")
+            table = Table("id", "what", "when", "by", "why", "counts")
             for r in receipts:
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()) if v)
                 table.add_row(
@@ -152,6 +156,7 @@ def erasures(
                         f"{r.subject_kind} {r.subject_id}",
                         when(r.erased_at),
                         r.requested_by,
+                        r.reason or "-",
                         counts,
                     )
                 )
