@@ -12,7 +12,9 @@ Order, so that a failure anywhere can be finished by erasing again:
    archive no one else refers to are deleted while their digests are locked, and the
    receipt is written; then it commits.
 
-What remains is the receipt (what, when, who, how much) and nothing else. Used by the
+What remains is the receipt (what, when, who, how much), and the rows the agent's triggers
+keep of deliveries that acted on the sessions (their ids, a digest of each request, the
+answer without the session), so a sender's retry does not act again. Used by the
 ``vigil erase`` command and by the retention workflow's erase activity.
 """
 

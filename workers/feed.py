@@ -214,7 +214,7 @@ class Feed:
         erased (``AgentErased``, noticed when the stream is idle, so only with ``idle``).
         With ``idle``, ``Idle()`` comes whenever nothing did for that long."""
         follower = _Follower(agent_id=agent_id, session_id=session_id, tokens=tokens)
-        # The agent's erasures so far: a later one ends its stream.
+        # The agent's erasures so far: a later one ends its stream (None: not read yet).
         erasures = await self._agent_erasures(agent_id) if session_id is None else None
         await self._register(follower)
         position = cursor or FeedCursor()
@@ -245,13 +245,12 @@ class Feed:
                 async for entry in self._live(follower, before, delivered, quiet):
                     if isinstance(entry, _Resync):
                         break
-                    if (
-                        isinstance(entry, Idle)
-                        and erasures is not None
-                        and await self._agent_erasures(agent_id, erasures) > erasures
-                    ):
-                        yield AgentErased(agent_id)
-                        return
+                    if isinstance(entry, Idle) and session_id is None:
+                        latest = await self._agent_erasures(agent_id)
+                        if erasures is not None and latest is not None and latest > erasures:
+                            yield AgentErased(agent_id)
+                            return
+                        erasures = erasures if latest is None else latest
                     if isinstance(entry, Idle) and session_id is not None:
                         # Erased meanwhile: no row, no notification of its end.
                         if await self._status(agent_id, session_id) is None:
@@ -325,15 +324,15 @@ class Feed:
         async with acting_for(self._db, agent_id) as db:
             return await record_feed.approvals_before(db, session_id, cursor)
 
-    async def _agent_erasures(self, agent_id: str, known: int = 0) -> int:
-        """The agent's latest erasure receipt id; ``known`` when the database does not
-        answer (an outage is not an erasure)."""
+    async def _agent_erasures(self, agent_id: str) -> int | None:
+        """The agent's latest erasure receipt id (0: none); None when the database does
+        not answer (an outage is not an erasure, and no baseline either)."""
         try:
             async with self._db() as db:
                 return await record_erasure.last_agent_erasure(db, agent_id)
         except Exception as exc:
             log.warning("agent erasure check failed: %s", type(exc).__name__)
-            return known
+            return None
 
     async def _status(self, agent_id: str, session_id: str) -> StatusChange | None:
         async with acting_for(self._db, agent_id) as db:

@@ -156,8 +156,8 @@ def test_a_session_that_ended_before_it_was_recorded_is_said_at_once(cli: CLISta
 def test_a_session_erased_while_temporal_still_deletes_it_is_no_session(
     cli: CLIStack, erased: SubjectKind
 ) -> None:
-    """Erasing asks Temporal to delete a session's runs (it terminates a running one
-    first), then removes the record. A follower that looked between the two (Temporal's
+    """Erasing asks Temporal to delete a session's runs (Temporal terminates a running one
+    as it deletes it), then removes the record. A follower that looked between the two (Temporal's
     deletion runs in the background) was told the session "ended (terminated) before
     anything was recorded" (a follow of a session erased meanwhile, now and then): it was
     erased."""
