@@ -51,7 +51,7 @@ from vigil.schema import textcodec
 
 MERGE_LOG_LIMIT = 20
 """How many merges are kept in a memory's metadata (the count keeps going)."""
-RESERVED_METADATA = ("embedder", "merges", "merge_count", "redactions")
+RESERVED_METADATA = ("embedder", "merges", "merge_count", "own_importance", "redactions")
 
 
 class _MemoryWrites(_VectorRecall):
@@ -205,6 +205,10 @@ class _MemoryWrites(_VectorRecall):
                 }
                 if extra:
                     entry["metadata"] = extra
+                if "merges" not in old_meta:
+                    # Its importance before any merge raised it: an erased merger's rise
+                    # is taken back (record.erasure).
+                    old_meta["own_importance"] = float(old.importance)
                 old_meta["merges"] = [*old_meta.get("merges", []), entry][-MERGE_LOG_LIMIT:]
                 old_meta["merge_count"] = int(old_meta.get("merge_count", 0)) + 1
                 await db.execute(

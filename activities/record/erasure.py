@@ -235,14 +235,24 @@ async def _delete_memories(
         await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
     # Merges of the session's words into the agent's other memories are noted in their
     # metadata (content included): those notes go too, and the count of merges with them.
+    # The importance the merges raised it to falls back to the largest of its own and the
+    # notes left, where it knows its own and its log of merges is whole.
     notes = await db.execute(
         text(
             "UPDATE memories m SET metadata = m.metadata || jsonb_build_object("
             "  'merges', k.kept, 'merge_count', "
-            "  greatest(coalesce((m.metadata ->> 'merge_count')::int, 0) - k.gone, 0)) "
+            "  greatest(coalesce((m.metadata ->> 'merge_count')::int, 0) - k.gone, 0)), "
+            "importance = CASE WHEN m.metadata ? 'own_importance' "
+            "  AND coalesce((m.metadata ->> 'merge_count')::int, 0) = k.logged "
+            "  THEN greatest((m.metadata ->> 'own_importance')::float, k.top) "
+            "  ELSE m.importance END "
             "FROM (SELECT id, coalesce(jsonb_agg(e) FILTER ("
             "          WHERE e ->> 'source_session_id' IS DISTINCT FROM :s), '[]') AS kept, "
-            "        count(*) FILTER (WHERE e ->> 'source_session_id' = :s) AS gone "
+            "        count(*) FILTER (WHERE e ->> 'source_session_id' = :s) AS gone, "
+            "        count(*) AS logged, "
+            "        max(CASE WHEN jsonb_typeof(e -> 'importance') = 'number' "
+            "            THEN (e ->> 'importance')::float END) FILTER ("
+            "          WHERE e ->> 'source_session_id' IS DISTINCT FROM :s) AS top "
             "      FROM memories, jsonb_array_elements(metadata -> 'merges') e "
             "      WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
             f"       AND {handon.MERGED_FROM} GROUP BY id) k "

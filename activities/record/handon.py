@@ -119,10 +119,12 @@ def _handed_on(notes: list[dict[str, Any]]) -> dict[str, Any]:
     newest, earlier = notes[-1], notes[:-1]
     extra = newest.get("metadata")
     metadata: dict[str, Any] = dict(extra) if isinstance(extra, dict) else {}
+    importances = [n["importance"] for n in notes if isinstance(n.get("importance"), int | float)]
     if earlier:
         metadata["merges"] = earlier
         metadata["merge_count"] = len(earlier)
-    importances = [n["importance"] for n in notes if isinstance(n.get("importance"), int | float)]
+        if isinstance(newest.get("importance"), int | float):
+            metadata["own_importance"] = newest["importance"]
     return {
         "content": newest["content"],
         "source_session_id": newest.get("source_session_id"),

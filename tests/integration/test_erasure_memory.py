@@ -101,6 +101,31 @@ async def test_the_newest_other_writer_gets_the_memory_then_loses_only_its_own_n
     after = await store.get(agent, handed_id)
     assert after is not None and after.content == THIRD
     assert after.metadata["merges"] == [] and after.metadata["merge_count"] == 0
+    assert after.importance == 0.3  # the second session's 0.8 went with its note
+
+
+async def test_the_importance_an_erased_merger_raised_falls_back(
+    store: MemoryStore,
+    sessionmaker: async_sessionmaker[DbSession],
+    client: Client,
+    tmp_path: Path,
+) -> None:
+    agent = f"agent-{uuid.uuid4()}"
+    first, second, third = await _sessions(sessionmaker, agent, 3)
+    kept = await store.add(agent, FIRST, importance=0.4, source_session_id=first)
+    await store.add(agent, SECOND, importance=0.95, source_session_id=second)
+    await store.add(agent, THIRD, importance=0.6, source_session_id=third)
+    raised = await store.get(agent, kept.id)
+    assert raised is not None and raised.importance == 0.95
+
+    eraser = _eraser(sessionmaker, client, tmp_path, store.embedder)
+    await eraser.erase("session", second, by="test")
+    after = await store.get(agent, kept.id)
+    assert after is not None and after.content == FIRST
+    assert after.importance == 0.6  # its own 0.4, raised by the third session's note alone
+    await eraser.erase("session", third, by="test")
+    after = await store.get(agent, kept.id)
+    assert after is not None and after.importance == 0.4
 
 
 @asynccontextmanager
