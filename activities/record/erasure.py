@@ -2,9 +2,12 @@
 
 A subject is one session or one agent. Its data is: the sessions rows and everything
 hanging off them (messages, events, artifact links, by cascade), the memories written
-from those sessions (or all of the agent's), the merge notes those sessions left in the
-agent's other memories, the artifact rows no one else refers to (and their holders), the
-sessions' archives, and for an agent its ``agents`` row and retention policy.
+from those sessions (or all of the agent's; a session's memory that others merged their
+words into is handed on to them instead, ``record.handon``), the merge notes those
+sessions left in the agent's other memories, the artifact rows no one else refers to (and
+their holders), the sessions' archives, the webhook attempts and the session named in the
+answers and refusals triggers kept, and for an agent its definition and versions,
+triggers, webhooks, retention policy and embedder records.
 
 ``purge`` removes all of it in the caller's transaction, as system work with record
 maintenance declared (the record is otherwise append-only), and returns the digests of
@@ -234,36 +237,12 @@ async def _delete_memories(
         )
         await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
     # Merges of the session's words into the agent's other memories are noted in their
-    # metadata (content included): those notes go too, and the count of merges with them.
-    # The importance the merges raised it to falls back to the largest of its own and the
-    # notes left, where it knows its own and its log of merges is whole.
-    notes = await db.execute(
-        text(
-            "UPDATE memories m SET metadata = m.metadata || jsonb_build_object("
-            "  'merges', k.kept, 'merge_count', "
-            "  greatest(coalesce((m.metadata ->> 'merge_count')::int, 0) - k.gone, 0)), "
-            "importance = CASE WHEN m.metadata ? 'own_importance' "
-            "  AND coalesce((m.metadata ->> 'merge_count')::int, 0) = k.logged "
-            "  THEN greatest((m.metadata ->> 'own_importance')::float, k.top) "
-            "  ELSE m.importance END "
-            "FROM (SELECT id, coalesce(jsonb_agg(e) FILTER ("
-            "          WHERE e ->> 'source_session_id' IS DISTINCT FROM :s), '[]') AS kept, "
-            "        count(*) FILTER (WHERE e ->> 'source_session_id' = :s) AS gone, "
-            "        count(*) AS logged, "
-            "        max(CASE WHEN jsonb_typeof(e -> 'importance') = 'number' "
-            "            THEN (e ->> 'importance')::float END) FILTER ("
-            "          WHERE e ->> 'source_session_id' IS DISTINCT FROM :s) AS top "
-            "      FROM memories, jsonb_array_elements(metadata -> 'merges') e "
-            "      WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) "
-            f"       AND {handon.MERGED_FROM} GROUP BY id) k "
-            "WHERE m.id = k.id"
-        ),
-        {"s": scope.subject, "a": scope.agent_id},
-    )
+    # metadata (content included): those notes go too (``record.handon.strip_notes``).
+    notes = await handon.strip_notes(db, scope.subject, scope.agent_id)
     counts = {
         "memories": len(ids) - len(handed.handed),
         "memories_handed_on": len(handed.handed),
-        "merge_notes": int(notes.rowcount),  # type: ignore[attr-defined]
+        "merge_notes": notes,
     }
     if handed.lost:
         counts["merged_memories_deleted"] = handed.lost
@@ -319,11 +298,12 @@ TRIGGER_REFUSALS = text(
     "WHERE status_code >= 400 AND result ? 'error' "
     "AND trigger_name IN (SELECT name FROM triggers WHERE agent_id = :a) "
     "AND EXISTS (SELECT 1 FROM unnest(CAST(:s AS text[])) AS x(id) "
-    "            WHERE strpos(result -> 'error' ->> 'message', x.id) > 0)"
+    "            WHERE strpos(result -> 'error' ->> 'message', format('%L', x.id)) > 0)"
 )
-"""The refusals the agent's triggers kept whose words name one of the sessions (a keyed
-delivery refused because the key's session had ended): the same refusal, without the name
-(the partial index of migration 20261206_24 holds the refusals alone)."""
+"""The refusals the agent's triggers kept whose words name one of the sessions, quoted as
+they name a session (a keyed delivery refused because the key's session had ended): the
+same refusal, without the name (the partial index of migration 20261206_24 holds the
+refusals alone)."""
 
 
 async def purge(
@@ -370,9 +350,11 @@ async def purge(
         {"s": sessions, "kind": scope.kind, "a": scope.agent_id or scope.subject},
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
-    answers = await db.execute(TRIGGER_ANSWERS, {"s": sessions})
-    refusals = await db.execute(TRIGGER_REFUSALS, {"s": sessions, "a": scope.agent_id})
-    counts["trigger_answers_scrubbed"] = int(answers.rowcount) + int(refusals.rowcount)  # type: ignore[attr-defined]
+    if scope.kind == "session":  # an agent's triggers go below, and what they kept
+        answers = await db.execute(TRIGGER_ANSWERS, {"s": sessions})
+        refusals = await db.execute(TRIGGER_REFUSALS, {"s": sessions, "a": scope.agent_id})
+        scrubbed = int(answers.rowcount) + int(refusals.rowcount)  # type: ignore[attr-defined]
+        counts["trigger_answers_scrubbed"] = scrubbed
     if scope.kind == "agent":
         for table in ("webhooks", "triggers"):  # a trigger's deliveries go with it
             gone_hooks = await db.execute(

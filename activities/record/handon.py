@@ -10,7 +10,8 @@ memories it superseded follow it to the new id.
 
 The vectors are made before the erasure's transaction (``texts``, then the embedder),
 so no embedder call holds its locks; a memory whose words changed meanwhile, or that no
-vector was made for, is deleted instead, and counted.
+vector was made for, is deleted instead, and counted. ``strip_notes`` takes the session's
+own notes out of the agent's other memories.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Embedded:
 @dataclass(frozen=True)
 class HandedOn:
     """What handing on did: memories handed on, and memories deleted although others'
-    notes were in them (no vector of the later words could be made)."""
+    notes were in them (forgotten, or no vector of the later words could be made)."""
 
     handed: dict[int, int]
     """Old id -> new id."""
@@ -98,8 +99,11 @@ async def hand_on(db: DbSession, session_id: str, embedded: Embedded | None) -> 
     lost = 0
     for row in rows.all():
         notes = notes_of_others(row.metadata, session_id)
-        if not notes or not row.live:
-            continue  # a forgotten memory goes, with what was merged into it
+        if not notes:
+            continue
+        if not row.live:
+            lost += 1  # a forgotten memory goes, with what was merged into it
+            continue
         words = notes[-1]["content"]
         vector = embedded.vectors.get(words) if embedded and embedded.same_space(row) else None
         if vector is None:
@@ -111,6 +115,55 @@ async def hand_on(db: DbSession, session_id: str, embedded: Embedded | None) -> 
         await db.execute(_FOLLOW, {"old": row.id, "new": new_id})
         handed[int(row.id)] = int(new_id)
     return HandedOn(handed, lost)
+
+
+async def strip_notes(db: DbSession, session_id: str, agent_id: str | None) -> int:
+    """Take the session's merge notes out of the agent's other memories (locked first, so
+    a merge committed meanwhile is kept), and the count of merges with them; the importance
+    they raised a memory to falls back to the largest of its own (kept at its first merge)
+    and the notes left, where its log of merges is whole. How many notes went."""
+    rows = await db.execute(
+        text(
+            "SELECT id, importance, metadata FROM memories "
+            "WHERE (CAST(:a AS text) IS NULL OR agent_id = :a) AND " + MERGED_FROM + " "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"s": session_id, "a": agent_id},
+    )
+    gone_in_all = 0
+    for row in rows.all():
+        metadata = dict(row.metadata)
+        notes = metadata["merges"]
+        kept = [
+            n for n in notes
+            if not (isinstance(n, dict) and n.get("source_session_id") == session_id)
+        ]  # fmt: skip
+        gone = len(notes) - len(kept)
+        count = metadata.get("merge_count")
+        importance = float(row.importance)
+        own = metadata.get("own_importance")
+        if isinstance(own, int | float) and count == len(notes):
+            importance = max([float(own), *(_importance(n) for n in kept)])
+        metadata["merges"] = kept
+        if isinstance(count, int):
+            metadata["merge_count"] = max(count - gone, 0)
+        await db.execute(
+            _STRIP,
+            {"id": row.id, "metadata": json.dumps(metadata), "importance": importance},
+        )
+        gone_in_all += gone
+    return gone_in_all
+
+
+def _importance(note: Any) -> float:
+    value = note.get("importance") if isinstance(note, dict) else None
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+_STRIP = text(
+    "UPDATE memories SET metadata = CAST(:metadata AS jsonb), importance = :importance "
+    "WHERE id = :id"
+)
 
 
 def _handed_on(notes: list[dict[str, Any]]) -> dict[str, Any]:

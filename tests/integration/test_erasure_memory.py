@@ -71,7 +71,9 @@ async def test_the_newest_other_writer_gets_the_memory_then_loses_only_its_own_n
     agent = f"agent-{uuid.uuid4()}"
     first, second = await _sessions(sessionmaker, agent, 2)
     kept = await store.add(agent, FIRST, importance=0.4, source_session_id=first)
-    merged = await store.add(agent, SECOND, importance=0.8, source_session_id=second)
+    merged = await store.add(
+        agent, SECOND, importance=0.8, source_session_id=second, key="second's call"
+    )
     by_a_person = await store.add(agent, THIRD, importance=0.3)  # no session
     assert {merged.id, by_a_person.id} == {kept.id}
     assert {merged.action, by_a_person.action} == {"merged"}
@@ -94,6 +96,11 @@ async def test_the_newest_other_writer_gets_the_memory_then_loses_only_its_own_n
     assert [n["content"] for n in handed.metadata["merges"]] == [SECOND]
     assert handed.metadata["merge_count"] == 1
     assert FIRST not in str(handed.metadata)
+    # The second session's keyed write follows the memory: its retry is answered with it.
+    retried = await store.add(
+        agent, SECOND, importance=0.8, source_session_id=second, key="second's call"
+    )
+    assert (retried.id, retried.action) == (handed_id, "merged")
 
     # Erasing the second session takes its note, and its count, from the person's memory.
     receipt = await eraser.erase("session", second, by="test")

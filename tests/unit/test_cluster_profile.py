@@ -101,15 +101,17 @@ def test_both_servers_start_a_sessions_next_run_without_waiting_out_a_second() -
 
 
 def test_both_servers_mark_a_closed_runs_close_processed_every_second() -> None:
-    """A closed run's deletion waits until the server has marked its close processed,
-    every 30 s by Temporal's default: erasing an ended session waited up to 20 s and often
-    left the run still being deleted. Both servers mark it every second."""
+    """A closed run's deletion waits until the server has marked its close processed (by
+    the transfer and visibility queues), every 30 s by Temporal's default: erasing an
+    ended session waited up to 20 s and often left the run still being deleted. Both
+    servers mark it every second."""
     from vigil.workers.stack.cluster import DYNAMIC_CONFIG
     from vigil.workers.stack.services import ACK_INTERVAL, DEV_SERVER_TUNING
 
-    key = "history.transferProcessorUpdateAckInterval"
     pairs = zip(DEV_SERVER_TUNING[::2], DEV_SERVER_TUNING[1::2], strict=True)
     values = [value for flag, value in pairs if flag == "--dynamic-config-value"]
-    assert f'{key}="{ACK_INTERVAL}"' in values
-    assert DYNAMIC_CONFIG[key] == ACK_INTERVAL
+    for queue in ("transfer", "visibility"):
+        key = f"history.{queue}ProcessorUpdateAckInterval"
+        assert f'{key}="{ACK_INTERVAL}"' in values
+        assert DYNAMIC_CONFIG[key] == ACK_INTERVAL
     assert ACK_INTERVAL == "1s"

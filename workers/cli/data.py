@@ -69,8 +69,8 @@ def _describe(plan: ErasurePlan) -> None:
     )
     if scope.definitions:
         err.print(
-            f"  and {scope.definitions} rows of its definition, versions, triggers, "
-            "webhooks and policies",
+            f"  and {_n(scope.definitions, 'row')} of its definition, versions, triggers, "
+            "webhooks, policy, artifact holds and embedder records",
             markup=False,
         )
     if scope.merge_notes:

@@ -40,7 +40,13 @@ from vigil.workers.stack.procs import (
     terminate,
     wait_until,
 )
-from vigil.workers.stack.services import ACK_INTERVAL, READER_QUEUES, READER_RPS, RUN_MIN_INTERVAL
+from vigil.workers.stack.services import (
+    ACK_INTERVAL,
+    ACK_QUEUES,
+    READER_QUEUES,
+    READER_RPS,
+    RUN_MIN_INTERVAL,
+)
 
 SERVER_MODULE = "go.temporal.io/server"
 # v1.29.1 has no `replace` directive (so `go install` accepts it) and builds with the Go
@@ -84,7 +90,7 @@ DYNAMIC_CONFIG: dict[str, object] = {
     "history.workflowIdReuseMinimalInterval": RUN_MIN_INTERVAL,
     # A closed run's deletion waits for its close to be marked processed: every second,
     # as on the dev stack (services.ACK_INTERVAL), not every 30 s.
-    "history.transferProcessorUpdateAckInterval": ACK_INTERVAL,
+    **{f"history.{queue}ProcessorUpdateAckInterval": ACK_INTERVAL for queue in ACK_QUEUES},
 }
 
 

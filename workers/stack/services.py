@@ -45,8 +45,9 @@ low-latency run of fast steps can be shorter than a second: its new run then wai
 continues as new in a loop to ten runs a second."""
 
 ACK_INTERVAL = "1s"
-"""How often the dev server records how far its transfer queue got
-(``history.transferProcessorUpdateAckInterval``; Temporal's default: 30 s)."""
+"""How often the servers record how far the queues that hold up a closed run's deletion
+got (``history.<queue>ProcessorUpdateAckInterval``; Temporal's default: 30 s)."""
+ACK_QUEUES = ("transfer", "visibility")
 
 DEV_SERVER_TUNING: tuple[str, ...] = (
     # Hand an activity to the worker in the reply to its workflow task instead of a round
@@ -81,11 +82,18 @@ DEV_SERVER_TUNING: tuple[str, ...] = (
     # A session's next run starts at once, however quickly the last one went.
     "--dynamic-config-value",
     f'history.workflowIdReuseMinimalInterval="{RUN_MIN_INTERVAL}"',
-    # A closed run is deleted once the server has marked its close processed, which it
-    # does every 30 s by default: an erasure of an ended session waited up to 20 s for
-    # it (and often found the run not yet deleted). Marked every second here.
-    "--dynamic-config-value",
-    f'history.transferProcessorUpdateAckInterval="{ACK_INTERVAL}"',
+    # A closed run is deleted once the server has marked its close processed (by the
+    # transfer and the visibility queues), which each does every 30 s by default: an
+    # erasure of an ended session waited up to 20 s for it (and often found the run not
+    # yet deleted). Marked every second here.
+    *(
+        part
+        for queue in ACK_QUEUES
+        for part in (
+            "--dynamic-config-value",
+            f'history.{queue}ProcessorUpdateAckInterval="{ACK_INTERVAL}"',
+        )
+    ),
 )
 """How the embedded dev server is tuned (README "Performance" has the measurements)."""
 
