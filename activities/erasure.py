@@ -243,10 +243,9 @@ class Eraser:
         """Delete ``runs``; how many Temporal had not yet deleted when the wait ran out.
 
         A running run is not terminated first: Temporal terminates it itself and deletes it
-        as it closes. A run terminated first, then deleted, waits for the server to mark
-        its close as processed (``history.transferProcessorUpdateAckInterval``, 30 s by
-        default): about 20 s here, where the deletion of a running run takes well under
-        one."""
+        as it closes. A run that closed before is deleted once the server has marked its
+        close processed (``history.<queue>ProcessorUpdateAckInterval``: 30 s by Temporal's
+        default, every second on vigil's servers, ``stack.services.ACK_INTERVAL``)."""
         for run in runs:
             try:
                 await self.temporal.workflow_service.delete_workflow_execution(
