@@ -37,7 +37,7 @@ def _mark(kind: str) -> str:
     return MARK.format(kind=kind)
 
 
-_MARKED = re.compile(r"\[redacted:[a-z_]+\]", re.IGNORECASE)
+_MARKED = re.compile(re.escape(MARK).replace(re.escape("{kind}"), "[a-z_]+"), re.IGNORECASE)
 
 
 def marked(text: str) -> bool:

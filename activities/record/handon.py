@@ -143,7 +143,7 @@ async def strip_notes(db: DbSession, session_id: str, agent_id: str | None) -> i
         importance = float(row.importance)
         own = metadata.get("own_importance")
         if isinstance(own, int | float) and count == len(notes):
-            importance = max([float(own), *(_importance(n) for n in kept)])
+            importance = max([float(own), *(i for i in map(_importance, kept) if i is not None)])
         metadata["merges"] = kept
         if isinstance(count, int):
             metadata["merge_count"] = max(count - gone, 0)
@@ -155,9 +155,10 @@ async def strip_notes(db: DbSession, session_id: str, agent_id: str | None) -> i
     return gone_in_all
 
 
-def _importance(note: Any) -> float:
+def _importance(note: Any) -> float | None:
+    """A merge note's importance (None: it gives none)."""
     value = note.get("importance") if isinstance(note, dict) else None
-    return float(value) if isinstance(value, int | float) else 0.0
+    return float(value) if isinstance(value, int | float) else None
 
 
 _STRIP = text(
@@ -172,12 +173,12 @@ def _handed_on(notes: list[dict[str, Any]]) -> dict[str, Any]:
     newest, earlier = notes[-1], notes[:-1]
     extra = newest.get("metadata")
     metadata: dict[str, Any] = dict(extra) if isinstance(extra, dict) else {}
-    importances = [n["importance"] for n in notes if isinstance(n.get("importance"), int | float)]
+    importances = [i for i in map(_importance, notes) if i is not None]
     if earlier:
         metadata["merges"] = earlier
         metadata["merge_count"] = len(earlier)
-        if isinstance(newest.get("importance"), int | float):
-            metadata["own_importance"] = newest["importance"]
+        if (own := _importance(newest)) is not None:
+            metadata["own_importance"] = own
     return {
         "content": newest["content"],
         "source_session_id": newest.get("source_session_id"),

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
+from tests.support.embeddings_endpoint import embeddings_endpoint
 from vigil.activities.artifacts.store import FilesystemStore
 from vigil.activities.erasure import Eraser
 from vigil.activities.memory.embedders import Embedder, HashingEmbedder, OpenAIEmbedder
@@ -151,20 +152,12 @@ async def _embeddings(failing: list[bool]) -> AsyncIterator[OpenAIEmbedder]:
         ]
         return web.json_response({"object": "list", "data": data, "model": "m"})
 
-    app = web.Application()
-    app.router.add_post("/v1/embeddings", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    embedder = OpenAIEmbedder(
-        f"http://127.0.0.1:{runner.addresses[0][1]}/v1", "m", None, 384, timeout=5
-    )
-    try:
-        yield embedder
-    finally:
-        await embedder.aclose()
-        await runner.cleanup()
+    async with embeddings_endpoint(handle) as url:
+        embedder = OpenAIEmbedder(url, "m", None, 384, timeout=5)
+        try:
+            yield embedder
+        finally:
+            await embedder.aclose()
 
 
 @pytest.mark.parametrize("embedder", ["none", "another space", "failing"])

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from tests.support.embeddings_endpoint import embeddings_endpoint
 from vigil.activities.memory.embedders import (
     EmbedderUnavailable,
     EmbeddingError,
@@ -105,17 +106,8 @@ async def openai_server(
         ]
         return web.json_response({"object": "list", "data": data, "model": "m"})
 
-    app = web.Application()
-    app.router.add_post("/v1/embeddings", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+    async with embeddings_endpoint(handle) as url:
+        yield url
 
 
 async def test_openai_embedder_speaks_the_protocol() -> None:
