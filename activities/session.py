@@ -304,7 +304,7 @@ class SessionActivities(SessionTools):
                 # but those it answered with the reply (calls that change nothing, not run
                 # again here): the first call, when none was, needs no reading. Later
                 # ones check the record first, as run_tool does: the session may have
-                # ended meanwhile and answered them (NOT_RUN).
+                # ended meanwhile and answered them (UNANSWERED).
                 first = written is not None and call.call_index == 0
                 return await self._run_tool(call, calls=written if first else None)
 

@@ -55,8 +55,9 @@ from vigil.workflows.waits import SessionEnded, Waits
 M = TypeVar("M", bound=BaseModel)
 
 
-def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str] | None:
-    """The end the record holds, when an activity refused to write for that reason."""
+def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str, int | None] | None:
+    """The end the record holds (status, summary, steps), when an activity refused to
+    write for that reason. Refusals from before carry no steps."""
     cause = exc.cause if isinstance(exc, ActivityError) else None
     if not isinstance(cause, ApplicationError) or cause.type != names.ERR_ENDED_IN_RECORD:
         return None
@@ -65,7 +66,12 @@ def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str] | None:
         status = SessionStatus(str(details[0]))
     except (IndexError, ValueError):
         status = SessionStatus.COMPLETED
-    return status, str(details[1]) if len(details) > 1 else ""
+    steps = details[2] if len(details) > 2 else None
+    return (
+        status,
+        str(details[1]) if len(details) > 1 else "",
+        steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
+    )
 
 
 NEXT_MESSAGE = "the next message of the conversation"
@@ -816,7 +822,9 @@ class AgentSession(Waits):
             )
             return await self._flush(riding)
 
-    async def _as_recorded(self, status: SessionStatus, summary: str) -> SessionResult:
+    async def _as_recorded(
+        self, status: SessionStatus, summary: str, steps: int | None = None
+    ) -> SessionResult:
         """End as the record says the session ended, on a path this run did not take: an
         end written in a workflow task Temporal refused (a signal reached it meanwhile),
         whose retry took that signal first and went on. The record's end stands; what this
@@ -824,6 +832,10 @@ class AgentSession(Waits):
         webhooks are told of the end (the refused task never told them)."""
         self._ended_as_recorded = True
         self._status = status
+        if steps is not None and steps > self._c.step:
+            # Taken by a call whose result this run never applied (a cancel landed with
+            # it): the result and the search attributes count them as the record does.
+            self._c.step = steps
         self._approvals.clear()
         reason = f"{names.REFUSED_ENDED} ({status.value})"
         taken = [(m.content or "", m.name) for m in self._msgs if m.role == "user"]

@@ -22,7 +22,11 @@ from vigil.schema.payloads import CallModelInput, CallModelOutput, RunToolInput,
 
 log = logging.getLogger("vigil.activities")
 
-NOT_RUN = "error: not run: the session ended first"
+UNANSWERED = "error: no result: the session ended before this call answered"
+"""The ending's answer to a call of a step it closed: the call may not have run, or it
+may have been running then and finished after (its ``tool_call`` event, written after
+the end, says what it did). Before 2026-12-06 it read "not run", which such a call
+belied."""
 _STEPS_READ = 10_000
 """Messages read back when closing a step: a batch writes far fewer."""
 
@@ -119,7 +123,7 @@ async def close_open_step(
     """Close a folded step the session ended inside, with the steps its model call went
     on to (a low-latency batch): the messages up to ``model_seq`` are written, every tool
     call of a reply recorded from there on gets an answer (its result if the model
-    activity wrote one, else ``NOT_RUN``), and the workflow's later messages move after
+    activity wrote one, else ``UNANSWERED``), and the workflow's later messages move after
     all of it, at the last step recorded if that is past theirs (the workflow learns of
     a batch's steps only when its call returns)."""
     # A model call still running writes a step only while it holds the session's row
@@ -163,7 +167,7 @@ async def close_open_step(
                     record.NewMessage(
                         seq=seq + 1 + i,
                         role="tool",
-                        content=NOT_RUN,
+                        content=UNANSWERED,
                         step=reply.step,
                         name=_plain(str(call.get("name", ""))),
                         tool_call_id=str(call.get("id", "")),

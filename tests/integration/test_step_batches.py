@@ -13,6 +13,9 @@ past the one the workflow knew of, with its ending after them and at their last 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -43,7 +46,7 @@ from tests.support.sessions import (
 from tests.support.zero_model import ZeroModel
 from vigil.activities.record import store as record
 from vigil.activities.session import SessionActivities
-from vigil.activities.tools.folded import NOT_RUN, close_open_step
+from vigil.activities.tools.folded import UNANSWERED, close_open_step
 from vigil.schema import event_kinds, names
 from vigil.schema.payloads import (
     ApproveInput,
@@ -55,6 +58,7 @@ from vigil.schema.payloads import (
     SessionResult,
     SessionStatus,
     SessionUpdate,
+    ToolPolicy,
 )
 from vigil.workers.settings import Settings
 from vigil.workers.wiring import make_store
@@ -378,6 +382,113 @@ async def test_a_session_cancelled_inside_a_batch_closes_what_the_call_recorded(
     assert (await session_row(sessionmaker, handle.id)).step == 2
 
 
+SLOW_PAGE = 3.0
+"""Seconds the first page of a fold takes to load: the session is cancelled meanwhile."""
+
+
+def _two_fetches(stub: LLMStub) -> tuple[list[str], threading.Event]:
+    """A first reply of two folded fetches of the stub's pages, the first slow, then
+    ``finish``: the pages fetched, and an event set once the first one is loading."""
+    fetched: list[str] = []
+    loading = threading.Event()
+
+    def on_get(path: str) -> None:
+        fetched.append(path)
+        if path == "/slow":
+            loading.set()
+            time.sleep(SLOW_PAGE)
+
+    stub.on_get = on_get
+    stub.enqueue(
+        Reply.tool_calls(
+            ("http_fetch", {"url": f"{stub.url}/slow"}),
+            ("http_fetch", {"url": f"{stub.url}/after"}),
+        )
+    )
+    stub.default = lambda body: Reply.tool_call("finish", {"summary": "done"})
+    return fetched, loading
+
+
+async def _cancelled_while_loading(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
+) -> tuple[WorkflowHandle[Any, Any], list[str]]:
+    """A session of ``_two_fetches`` (no approval asked, so both are folded into the
+    model call), cancelled while its first page loads; returns once that page answered
+    and a call that went on would have fetched the second."""
+    fetched, loading = _two_fetches(stub)
+    name = await _agent(sessionmaker, execution, WIDE, {"name": "http_fetch"})
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(
+            client,
+            task_queue,
+            session_input("fetch two", agent_id=name, policy=ToolPolicy(require_approval=[])),
+        )
+        await until(lambda: loading.is_set() or None, what="the first page loading")
+        await handle.cancel()
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        await asyncio.sleep(SLOW_PAGE + 2)
+    return handle, fetched
+
+
+async def test_a_folded_call_running_at_a_cancel_is_told_as_it_ran(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # The default mode: the cancel ends the session while the first fetch runs. The
+    # ending answers both calls; the first one finishes after it, the second never runs.
+    handle, fetched = await _cancelled_while_loading(
+        client, settings, task_queue, stub, sessionmaker, "activity"
+    )
+    with pytest.raises(WorkflowFailureError) as ended:
+        await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
+    assert fetched == ["/slow"]
+    messages = await _whole(sessionmaker, handle.id)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "tool", "system"]
+    # The transcript does not say the first call did not run: it ran, and its event,
+    # written after the end, says what it did. The second has no event: it never ran.
+    assert [m.content for m in messages[2:4]] == [UNANSWERED, UNANSWERED]
+    assert not any("not run" in m.content for m in messages[2:4])
+    ran = {e.key: e.payload for e in await events(sessionmaker, handle.id, "tool_call")}
+    assert list(ran) == ["tool:1:0"]
+    assert ran["tool:1:0"]["ok"] is True
+    assert ran["tool:1:0"]["output_preview"].startswith("HTTP 404")
+
+
+async def test_a_cancel_seen_after_a_batch_ended_the_session_leaves_the_recorded_end(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # The low-latency mode: the cancel is seen when the workflow task ends, here once the
+    # local call returns, and by then its batch has taken both fetches and the finish.
+    # The session ends as its record says, and its result and search attributes count
+    # the steps the record holds (they counted none: the call's result was never applied).
+    handle, fetched = await _cancelled_while_loading(
+        client, settings, task_queue, stub, sessionmaker, "local"
+    )
+    result: SessionResult = await handle.result()
+    assert fetched == ["/slow", "/after"]
+    row = await session_row(sessionmaker, handle.id)
+    assert (result.status, row.status) == (SessionStatus.COMPLETED, "completed")
+    assert result.steps == row.step == 2
+    shown = (await handle.describe()).typed_search_attributes
+    assert (shown.get(names.SA_STATUS), shown.get(names.SA_STEP)) == ("completed", 2)
+    assert_whole(await transcript(sessionmaker, handle.id))
+
+
 async def _recorded_session(
     sessionmaker: async_sessionmaker[DbSession], *messages: record.NewMessage
 ) -> tuple[str, str]:
@@ -424,7 +535,7 @@ async def test_an_ending_closes_a_batchs_steps_and_writes_the_same_rows_when_tri
     assert placed == [[(4, "tool", 2), (5, "system", 2)], [(5, "system", 2)]]
     messages = await _whole(sessionmaker, sid)
     assert [m.role for m in messages] == TWO_STEPS_ENDED
-    assert messages[4].content == NOT_RUN
+    assert messages[4].content == UNANSWERED
 
 
 async def test_an_ending_inside_a_batch_names_the_seq_its_message_was_written_at(
