@@ -358,6 +358,8 @@ class SessionActivities(SessionTools):
                     extra={"session_id": arg.session_id},
                 )
                 first.handed_back = True
+                if isinstance(exc, ApplicationError) and exc.next_retry_delay is not None:
+                    first.handed_back_after = exc.next_retry_delay.total_seconds()
                 return more
             more.append(out)
             last_arg, last = step_arg, out

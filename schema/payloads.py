@@ -442,6 +442,9 @@ class CallModelOutput(Payload):
     handed_back: bool = False
     """The batch's next step was begun and failed: the workflow takes it at once, before
     anything else, as a retry of this call would have (it may be recorded already)."""
+    handed_back_after: float | None = None
+    """Seconds the handed-back step's failure asked to be tried again after (a provider's
+    Retry-After): the workflow waits them out first, as a retry of the call would."""
 
 
 class RememberInput(Payload):

@@ -364,11 +364,15 @@ class AgentSession(Waits):
 
     async def _step(self) -> None:
         """The next step; and at once the step after it when a batch handed that back
-        (begun and failed: it is retried before anything else, as a failed call is)."""
-        while await self._one_step():
-            pass
+        (begun and failed: it is retried before anything else, as a failed call is), once
+        the time its failure asked for passed (a provider's Retry-After)."""
+        while (after := await self._one_step()) is not None:
+            if after > 0 and workflow.patched(names.PATCH_HANDED_BACK_WAITS):
+                await workflow.sleep(after)
 
-    async def _one_step(self) -> bool:
+    async def _one_step(self) -> float | None:
+        """One model call's steps; None, or the seconds to wait before the step it handed
+        back (0: none asked)."""
         step = self._c.step + 1
         model_seq = self._c.next_seq
         # Reserved before the call: if the session ends while the model answers, `_finish`
@@ -416,7 +420,9 @@ class AgentSession(Waits):
                 )
             self._c.next_seq = model_seq + 1
             await self._took(step, model_seq, more)
-        return out.handed_back
+        if not out.handed_back:
+            return None
+        return out.handed_back_after or 0.0
 
     def _stamp_call_events(self, last_step: int) -> None:
         """Events queued while a folded model call ran (it took every event queued before

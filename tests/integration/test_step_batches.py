@@ -224,6 +224,41 @@ async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(
     assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
 
 
+async def test_a_handed_back_step_waits_out_the_providers_retry_after(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
+) -> None:
+    # Step 2's first answer is a 429 asking for 3 s: the batch hands step 2 back, and the
+    # workflow asks the provider again no sooner than that, as a retried call would.
+    asked: list[float] = []
+
+    def timed(reply: Reply) -> Any:
+        def answer(body: Any) -> Reply:
+            asked.append(time.monotonic())
+            return reply
+
+        return answer
+
+    read = Reply.tool_call(*READ)
+    plan = [
+        read,
+        Reply.status(429, retry_after=3),
+        read,
+        Reply.tool_call("finish", {"summary": "done"}),
+    ]
+    stub.default = lambda body: timed(plan.pop(0))(body)
+    name = await _agent(sessionmaker, execution, WIDE)
+    handle, result = await _run_to_end(client, settings, task_queue, stub, name, "read twice")
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
+    assert len(asked) == 4
+    assert asked[2] - asked[1] >= 3.0 - 0.05
+    assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
+
+
 async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
     client: Client,
     settings: Settings,

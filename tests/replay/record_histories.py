@@ -542,6 +542,18 @@ async def hand_back_with_input(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def hand_back_waits(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A batch's second step meets a 429 asking for 2 s: the step is handed back, and the
+    workflow waits on a durable timer before it takes it again
+    (``vigil-handed-back-waits``)."""
+    name = await _batching_agent(ctx, "agent-hand-back-waits")
+    read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
+    ctx.stub.enqueue(read, Reply.status(429, retry_after=2), read, finish("waited"))
+    handle = await ctx.start("hand_back_waits", StartSessionInput(agent_id=name, goal="read on"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def cancel_inside_a_batch(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """Cancelled while a batch's call waits on the model for its third step: the ending
     closes the two steps the call recorded and tells its end at step 2."""
@@ -1084,6 +1096,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "step_batches": step_batches,
     "default_step_batches": default_step_batches,
     "hand_back_with_input": hand_back_with_input,
+    "hand_back_waits": hand_back_waits,
     "cancel_inside_a_batch": cancel_inside_a_batch,
     "local_call_moves": local_call_moves,
     "line_text_nul": line_text_nul,

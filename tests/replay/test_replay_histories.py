@@ -74,6 +74,7 @@ LATEST = {
     "end_of_a_refused_task",
     "step_batches",
     "hand_back_with_input",
+    "hand_back_waits",
     "cancel_inside_a_batch",
     "local_call_moves",
     "line_text_nul",
@@ -151,6 +152,9 @@ OLDER_BATCHES = "pre_step_batches__"
 # (PATCH_START_ATTRIBUTES, which every new session takes): the scenarios whose path it
 # changes (a start by vigil's client, a run continued as new, step batches implied).
 OLDER_ATTRIBUTES = "pre_start_attributes__"
+# Recorded before a step a batch handed back on a provider's Retry-After waited it out
+# (PATCH_HANDED_BACK_WAITS): it was taken again at once.
+OLDER_WAITS = "pre_handed_back_waits__"
 ATTRIBUTES = {
     "client_start_first_run",
     "client_start_last_run",
@@ -218,6 +222,7 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         OLDER_END_INPUT,
         OLDER_BATCHES,
         OLDER_ATTRIBUTES,
+        OLDER_WAITS,
     )
     current = {p.stem for p in PATHS if not p.stem.startswith(older_prefixes)}
     older = {p.stem.removeprefix(OLDER_CODE) for p in PATHS if p.stem.startswith(OLDER_CODE)}
@@ -269,6 +274,10 @@ def test_the_recorded_scenarios_are_all_here() -> None:
         p.stem.removeprefix(OLDER_ATTRIBUTES) for p in PATHS if p.stem.startswith(OLDER_ATTRIBUTES)
     }
     assert older_attributes == ATTRIBUTES
+    older_waits = {
+        p.stem.removeprefix(OLDER_WAITS) for p in PATHS if p.stem.startswith(OLDER_WAITS)
+    }
+    assert older_waits == {"hand_back_waits"}
 
 
 def _patches(history: WorkflowHistory) -> list[str]:
@@ -477,6 +486,15 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")
     assert (_local(hand_back, names.ACT_CALL_MODEL), _result(hand_back)["steps"]) == (3, 3)
+    # A batch's step handed back by a 429 with Retry-After: a timer before it is taken
+    # again (asked only then).
+    waits = _history(HISTORIES / "hand_back_waits.json")
+    assert names.PATCH_HANDED_BACK_WAITS in _patches(waits)
+    assert sum(e.HasField("timer_started_event_attributes") for e in waits.events) == 1
+    assert (_local(waits, names.ACT_CALL_MODEL), _result(waits)["steps"]) == (2, 3)
+    at_once = _history(HISTORIES / f"{OLDER_WAITS}hand_back_waits.json")
+    assert names.PATCH_HANDED_BACK_WAITS not in _patches(at_once)
+    assert not any(e.HasField("timer_started_event_attributes") for e in at_once.events)
     # Cancelled inside a batch that recorded two steps: the ending's record says the last
     # step it found, and the session's last update of its step says 2.
     inside = _history(HISTORIES / "cancel_inside_a_batch.json")
