@@ -191,3 +191,49 @@ async def _known_agent(database_url: str, agent_id: str) -> None:
             await record.ensure_agent(db, agent_id)
     finally:
         await engine.dispose()
+
+
+BAD_BODIES = {
+    "not JSON": b"{bad",
+    "a key given twice": b'{"goal": "a", "goal": "b"}',
+    "a lone surrogate": b'{"goal": "\\ud800"}',
+    "nested too deeply": b"[" * 5000,
+}
+"""Bodies the API refuses whoever sends them (400 or 422, saying what is wrong)."""
+
+
+@pytest.mark.parametrize("body", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
+def test_who_may_send_a_body_is_settled_before_what_is_wrong_with_it(
+    api: ApiServer, body: bytes
+) -> None:
+    """A caller without a token heard what was wrong with its body (400 or 422) before it
+    was asked who it is: a refusal of the caller comes first (401, then 403), as it does
+    for unknown query parameters, and only a caller the route admits hears about its
+    body."""
+    json_body = {"Content-Type": "application/json"}
+    with api.client() as http:
+        r = http.post("/v1/sessions", content=body, headers=json_body)
+        assert r.status_code == 401, r.text
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["error"]["code"] == "unauthenticated", r.text
+    with api.client("vgl_not_a_token") as http:
+        r = http.post("/v1/sessions", content=body, headers=json_body)
+        assert r.status_code == 401, r.text
+    with api.client(api.token(Scope.READ)) as http:
+        r = http.post("/v1/sessions", content=body, headers=json_body)
+        assert r.status_code == 403, r.text  # a start needs a control token
+    with api.client(api.token(Scope.CONTROL)) as http:
+        r = http.post("/v1/sessions", content=body, headers=json_body)
+        assert r.status_code in (400, 422), r.text
+        assert r.json()["error"]["code"] in ("malformed_request", "invalid_request"), r.text
+
+
+def test_a_body_over_the_limit_from_a_caller_without_a_token_is_401(api: ApiServer) -> None:
+    """The body's size is told only to a caller the route admits."""
+    big = b'{"goal": "' + b"x" * (4 * 1024 * 1024 + 10) + b'"}'
+    with api.client() as http:
+        r = http.post("/v1/sessions", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 401, r.text[:300]
+    with api.client(api.token(Scope.CONTROL)) as http:
+        r = http.post("/v1/sessions", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, r.text[:300]

@@ -271,9 +271,10 @@ async def test_a_delivery_acted_on_before_the_ids_held_the_trigger_keeps_its_ses
     earlier = delivery_session_id(agent, name, "r7")
     client = await VigilClient.connect(cli.settings)
     try:
-        await client.start_session(
-            agent, cli.plan(Reply.text("earlier")), session_id=earlier, own_form=True
-        )
+        # Still running when the delivery comes (one that ended is refused, 409: a
+        # delivery never acts on an ended session), however fast the worker.
+        slow = cli.plan(Reply.tool_call("wait_until", {"seconds": 3}), Reply.text("earlier"))
+        await client.start_session(agent, slow, session_id=earlier, own_form=True)
     finally:
         await client.close()
     r = await deliver(http, name, {"x": "unused"}, secret, delivery="r7")

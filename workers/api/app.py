@@ -17,6 +17,7 @@ from vigil.workers.api import (
     agents,
     approvals,
     artifacts,
+    auth,
     control,
     docs,
     errors,
@@ -99,10 +100,13 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         responses=errors.ERROR_RESPONSES,
-        dependencies=[Depends(strict_query.refuse_unknown_query(free=FREE_QUERY_ENDPOINTS))],
+        dependencies=[
+            Depends(auth.refuse_held_body),
+            Depends(strict_query.refuse_unknown_query(free=FREE_QUERY_ENDPOINTS)),
+        ],
     )
     app.state.settings = settings
-    errors.install(app)
+    errors.install(app, auth.caller_refusal)
     docs.install(app, PREFIX)
     for router in routers():
         app.include_router(router, prefix=PREFIX)

@@ -7,7 +7,7 @@ Codes are stable strings a program can branch on; messages are for people. Bad i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asyncpg.exceptions import PostgresError
@@ -109,6 +109,13 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    """The response of an ``ApiError`` (a 401 carries the bearer challenge)."""
+    bearer = exc.status == 401 and exc.code != BAD_SIGNATURE
+    headers = {"WWW-Authenticate": "Bearer"} if bearer else None
+    return error_response(exc.status, exc.code, exc.message, details=exc.details, headers=headers)
+
+
 def vigil_status(exc: VigilError) -> tuple[int, str]:
     # Most specific first: NotRecordedYet is an UnknownSession is a NotFound.
     table: list[tuple[type[VigilError], int, str]] = [
@@ -175,16 +182,18 @@ def _away(request: Request, exc: BaseException) -> str | None:
     return None
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into the one error shape."""
+CallerRefusal = Callable[[Request], Awaitable[ApiError | None]]
+"""The refusal of a request's caller by its route (``auth.caller_refusal``)."""
+
+
+def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
+    """Register the handlers that turn every failure into the one error shape. A body
+    that could not be read is refused only once ``caller_refusal`` admitted the caller
+    (its route reads it before it asks who the caller is)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        bearer = exc.status == 401 and exc.code != BAD_SIGNATURE
-        headers = {"WWW-Authenticate": "Bearer"} if bearer else None
-        return error_response(
-            exc.status, exc.code, exc.message, details=exc.details, headers=headers
-        )
+        return api_error_response(exc)
 
     @app.exception_handler(VigilError)
     async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
@@ -198,6 +207,8 @@ def install(app: FastAPI) -> None:
         errors = list(exc.errors())
         broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
         if broken is not None:
+            if (refused := await caller_refusal(request)) is not None:
+                return api_error_response(refused)
             why = (broken.get("ctx") or {}).get("error")
             at = broken.get("loc", ())[-1:]
             where = f" at character {at[0]}" if at and isinstance(at[0], int) else ""
@@ -229,12 +240,14 @@ def install(app: FastAPI) -> None:
         return error_response(422, INVALID, f"{where}: {first['msg']}", details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: TOO_LARGE}.get(
             exc.status_code, MALFORMED if exc.status_code < 500 else INTERNAL
         )
         detail = str(exc.detail)
         if exc.status_code == 400 and detail == FASTAPI_BODY_UNREAD:
+            if (refused := await caller_refusal(request)) is not None:
+                return api_error_response(refused)
             detail = (
                 "the body's JSON nests too deeply to be read"
                 if isinstance(exc.__cause__, RecursionError)
@@ -244,6 +257,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
+        if (refused := await caller_refusal(request)) is not None:
+            return api_error_response(refused)
         limit = request.app.state.settings.api_max_body_bytes
         return error_response(413, TOO_LARGE, f"the request body is over {limit} bytes")
 

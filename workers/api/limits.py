@@ -1,6 +1,11 @@
 """Limits on request bodies: a cap enforced while the body streams in (413 past it), and
 no lone surrogate nor a key given twice in a JSON body (422), checked once here for every
-route."""
+route.
+
+A refusal found before the body is read (a lone surrogate, a key given twice, a
+Content-Length over the cap) is held in the request's state (``HELD``) rather than sent:
+the route asks who the caller is first (``auth.refuse_held_body``), so only a caller it
+admits hears what is wrong with its body."""
 
 from __future__ import annotations
 
@@ -15,6 +20,14 @@ from vigil.schema import jsonlimits
 
 class BodyTooLarge(Exception):
     pass
+
+
+HELD = "vigil_held_body_refusal"
+"""Where a request's state holds the refusal of its body, as (status, code, message)."""
+
+
+def _hold(scope: Scope, status: int, code: str, message: str) -> None:
+    scope.setdefault("state", {})[HELD] = (status, code, message)
 
 
 def _reply(status: int, code: str, message: str) -> tuple[Message, Message]:
@@ -33,8 +46,26 @@ def _reply(status: int, code: str, message: str) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
+def _too_large(limit: int) -> str:
+    return f"the request body is over {limit} bytes"
+
+
 def _reply_413(limit: int) -> tuple[Message, Message]:
-    return _reply(413, "payload_too_large", f"the request body is over {limit} bytes")
+    return _reply(413, "payload_too_large", _too_large(limit))
+
+
+def _no_body(receive: Receive) -> Receive:
+    """``receive`` for a request whose body is not read: an empty one, then what comes."""
+    given = False
+
+    async def empty() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return empty
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -169,9 +200,7 @@ class JsonBodies(_BodyCheck):
             shown = twin if len(twin) <= MAX_TWIN_CHARS else twin[:MAX_TWIN_CHARS] + "..."
             refusal = f"the body gives the key {shown!r} twice (each key once in an object)"
         if refusal is not None:
-            for reply in _reply(422, "invalid_request", refusal):
-                await send(reply)
-            return
+            _hold(scope, 422, "invalid_request", refusal)
         replayed = False
 
         async def replay() -> Message:
@@ -203,8 +232,10 @@ class BodyLimit(_BodyCheck):
                 except ValueError:
                     declared = -1
                 if declared > self.limit:
-                    for message in _reply_413(self.limit):
-                        await send(message)
+                    # Not read: the route sees no body, and refuses it once it admitted
+                    # the caller.
+                    _hold(scope, 413, "payload_too_large", _too_large(self.limit))
+                    await self.app(scope, _no_body(receive), send)
                     return
         seen = 0
         started = False
