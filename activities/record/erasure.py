@@ -205,6 +205,25 @@ async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set
     return referred, archives
 
 
+_TO_HEIRS = (
+    # Each erased memory's successors, followed while they are erased too (at most as
+    # many steps as there are erased memories); its heir is the first that is not.
+    "WITH RECURSIVE chain (erased, next, steps) AS ("
+    "  SELECT id, superseded_by, 1 FROM memories WHERE id = ANY(:ids)"
+    "  UNION ALL"
+    "  SELECT c.erased, m.superseded_by, c.steps + 1 FROM chain c JOIN memories m"
+    "  ON m.id = c.next WHERE c.next = ANY(:ids) AND c.steps <= cardinality(:ids)"
+    "), heirs AS ("
+    "  SELECT c.erased, c.next AS heir, h.created_at AS since FROM chain c"
+    "  LEFT JOIN memories h ON h.id = c.next"
+    "  WHERE c.next IS NULL OR NOT (c.next = ANY(:ids))"
+    ") "
+    "UPDATE memories m SET superseded_by = heirs.heir, superseded_at = heirs.since "
+    "FROM heirs WHERE m.superseded_by = heirs.erased AND NOT (m.id = ANY(:ids))"
+)
+"""SQL: what the memories ``:ids`` (being erased) superseded is superseded by their heirs."""
+
+
 async def _delete_memories(
     db: DbSession, scope: ErasureScope, embedded: handon.Embedded | None
 ) -> dict[str, int]:
@@ -227,14 +246,10 @@ async def _delete_memories(
         ).scalars()
     )
     if ids:
-        # A memory the erased ones had superseded is live again: what replaced it is gone.
-        await db.execute(
-            text(
-                "UPDATE memories SET superseded_by = NULL, superseded_at = NULL "
-                "WHERE superseded_by = ANY(:ids) AND NOT (id = ANY(:ids))"
-            ),
-            {"ids": ids},
-        )
+        # A memory an erased one superseded is superseded by what superseded that one
+        # (the first of its successors not erased), then, as if the erased one never
+        # was; live again when there is none (what replaced it is gone).
+        await db.execute(text(_TO_HEIRS), {"ids": ids})
         await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
     # Merges of the session's words into the agent's other memories are noted in their
     # metadata (content included): those notes go too (``record.handon.strip_notes``).

@@ -186,3 +186,40 @@ async def test_with_no_vector_of_the_later_words_the_memory_goes_and_is_counted(
     assert receipt.counts["merged_memories_deleted"] == 1
     assert receipt.counts["memories_handed_on"] == 0
     assert await store.get(agent, kept.id) is None
+
+
+async def test_an_erased_memory_between_two_on_one_subject_leaves_the_older_superseded(
+    store: MemoryStore,
+    sessionmaker: async_sessionmaker[DbSession],
+    client: Client,
+    tmp_path: Path,
+) -> None:
+    # Three sessions tell the subject in turn: each memory supersedes the one before.
+    # Erasing the middle session left the first one current again beside the third, so
+    # recall handed out both (a stale fact as current). As if the middle session never
+    # was, the third supersedes the first; erasing the third then brings the first back.
+    agent = f"agent-{uuid.uuid4()}"
+    sessions = await _sessions(sessionmaker, agent, 3)
+    told = []
+    for sid, colour in zip(sessions, ("red", "green", "blue"), strict=True):
+        told.append(
+            await store.add(
+                agent, f"favourite colour is {colour}", subject="colour", source_session_id=sid
+            )
+        )
+    red, green, blue = told
+    assert (green.superseded_ids, blue.superseded_ids) == ((red.id,), (green.id,))
+    eraser = _eraser(sessionmaker, client, tmp_path, store.embedder)
+    await eraser.erase("session", sessions[1], by="test")
+
+    first = await store.get(agent, red.id)
+    assert first is not None and first.superseded_by == blue.id
+    third = await store.get(agent, blue.id)
+    assert third is not None and first.superseded_at == third.created_at
+    found = await store.recall(agent, "favourite colour", k=5)
+    assert [m.id for m in found] == [blue.id]
+
+    await eraser.erase("session", sessions[2], by="test")
+    first = await store.get(agent, red.id)
+    assert first is not None and (first.superseded_by, first.superseded_at) == (None, None)
+    assert [m.id for m in await store.recall(agent, "favourite colour", k=5)] == [red.id]
