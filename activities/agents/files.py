@@ -125,10 +125,20 @@ def parse(text: str, path: Path, kind: str, sources: ToolSources | None = None) 
     return describe(parse_spec(text, path, kind), sources or ToolSources())
 
 
+TOO_DEEP = f"nests deeper than {jsonlimits.MAX_ARGUMENT_DEPTH} levels"
+"""How an agent file whose values nest past what a definition may hold is refused (as a
+tool call's JSON arguments are)."""
+
+
 def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
-    data, locate = _parse_toml(text, path) if kind == "toml" else _parse_yaml(text, path)
+    try:
+        data, locate = _parse_toml(text, path) if kind == "toml" else _parse_yaml(text, path)
+    except RecursionError:  # deeper than the parser can go, so past the limit too
+        raise AgentFileError(path, [Problem(None, "", TOO_DEEP)]) from None
     if not isinstance(data, dict):
         raise AgentFileError(path, [Problem(1, "", "an agent file holds one mapping of fields")])
+    if jsonlimits.depth(data, jsonlimits.MAX_ARGUMENT_DEPTH) > jsonlimits.MAX_ARGUMENT_DEPTH:
+        raise AgentFileError(path, [Problem(None, "", TOO_DEEP)])
     if jsonlimits.has_lone_surrogate(data):
         # YAML's (and JSON's) "\ud800" escape parses to text that UTF-8 cannot hold.
         raise AgentFileError(

@@ -170,3 +170,13 @@ def test_a_connection_not_configured_here_is_warned_of_at_apply(
     path.write_text(f'name = "{name}"\n\n[model]\nconnection = "openai"\n')
     (fixed,) = vigil.json("agent", "apply", str(path), env=env)
     assert (fixed["version"], fixed["warnings"]) == (2, [])
+
+
+async def test_a_file_nested_too_deeply_is_a_bad_file(vigil: Vigil, tmp_path: Path) -> None:
+    """A TOML file nested a thousand levels deep ended in a RecursionError's traceback."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text(f'name = "deep-{uuid.uuid4().hex[:8]}"\nx = ' + "[" * 1000 + "]" * 1000)
+    done = vigil("agent", "apply", str(deep))
+    assert done.returncode == 2, done
+    assert f"{deep}: nests deeper than 64 levels" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

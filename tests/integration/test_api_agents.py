@@ -153,6 +153,31 @@ def test_a_lone_surrogate_in_a_definition_is_422_and_stores_nothing(api: ApiServ
         assert http.post("/v1/agents", json=pair).status_code == 201
 
 
+def test_a_definition_nested_too_deeply_is_refused_not_a_500(api: ApiServer) -> None:
+    """A YAML or TOML body nested a thousand levels deep was a 500 (RecursionError); a
+    JSON body too deep to read said only that it was not valid JSON."""
+    name = _name()
+    deep = "[" * 1000 + "]" * 1000
+    with api.client(api.token(Scope.ADMIN)) as http:
+        for body, media in (
+            (f"name: {name}\nx: {deep}\n", "application/yaml"),
+            (f'name = "{name}"\nx = {deep}\n', "application/toml"),
+        ):
+            r = http.post("/v1/agents", content=body.encode(), headers={"Content-Type": media})
+            assert r.status_code == 422, r.text
+            error = r.json()["error"]
+            assert error["code"] == "invalid_agent_definition", error
+            assert "nests deeper than 64 levels" in error["message"], error
+        nested = "[" * 5000 + "]" * 5000
+        spec = f'{{"spec": {{"name": "{name}", "x": {nested}}}}}'
+        r = http.post(
+            "/v1/agents", content=spec.encode(), headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["message"] == "the body's JSON nests too deeply to be read"
+        assert http.get(f"/v1/agents/{name}").status_code == 404
+
+
 def test_scopes_and_agent_filters(api: ApiServer) -> None:
     mine, theirs = _name(), _name()
     with api.client(api.token(Scope.ADMIN)) as admin:

@@ -282,3 +282,20 @@ def test_shared_memory_namespaces_are_refused_not_ignored(
     lines = _problems(path)
     assert any(f"memory.{field}: shared memory namespaces are not supported" in ln for ln in lines)
     assert AgentSpec.model_validate({"name": "older", "memory": {"read": ["ops"]}}).memory.read
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("yaml", "name: deep\nx: " + "[" * 1000 + "]" * 1000 + "\n"),
+        ("toml", 'name = "deep"\nx = ' + "[" * 1000 + "]" * 1000 + "\n"),
+        ("yaml", "name: deep\nx: " + "[" * 100 + "]" * 100 + "\n"),
+    ],
+    ids=["yaml-1000", "toml-1000", "yaml-100"],
+)
+def test_a_file_nested_too_deeply_is_an_error(tmp_path: Path, kind: str, text: str) -> None:
+    """A value nested a thousand levels deep crashed the parser (RecursionError: a 500 from
+    the API, a traceback from the CLI); one nested past what a definition may hold is
+    refused as JSON arguments are, before its fields are checked."""
+    with pytest.raises(AgentFileError, match="nests deeper than 64 levels"):
+        parse(text, tmp_path / f"deep.{kind}", kind)

@@ -226,7 +226,14 @@ async def _definition(request: Request) -> tuple[str, str]:
     try:
         body = ApplyRequest.model_validate_json(raw)
     except ValidationError as exc:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+        broken = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if broken:
+            why = str((broken[0].get("ctx") or {}).get("error", ""))
+            if why.startswith("recursion limit exceeded"):
+                # As every other route says it (errors.py).
+                raise ApiError(
+                    400, MALFORMED, "the body's JSON nests too deeply to be read"
+                ) from None
             raise ApiError(400, MALFORMED, "the body is not valid JSON (UTF-8)") from None
         raise
     if (body.text is None) == (body.spec is None):
