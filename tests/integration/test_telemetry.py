@@ -248,6 +248,15 @@ def test_api_metrics_show_waiting_approvals_to_an_admin(observed: Observed, tmp_
             waiting = scrape_text(page.text)
             assert total(waiting, "vigil_approvals_waiting", agent_id=agent) == 1
             assert total(waiting, "vigil_approval_oldest_age_seconds", agent_id=agent) >= 0
+        # An admin token for other agents sees their figures only: it was shown this one's.
+        with api.client(api.token(Scope.ADMIN, agents=[_agent()])) as theirs:
+            page = theirs.get("/metrics")
+            assert page.status_code == 200, page.text
+            assert agent not in page.text
+        with api.client(api.token(Scope.ADMIN, agents=[agent])) as its_own:
+            mine = scrape_text(its_own.get("/metrics").text)
+            assert total(mine, "vigil_approvals_waiting", agent_id=agent) == 1
+        with api.client(api.token(Scope.ADMIN)) as admin:
             observed.vigil.ok("approve", sid, "a1-0")
             wait_recorded(observed.database_url, sid, "completed")
             after = scrape_text(admin.get("/metrics").text)

@@ -2,10 +2,11 @@
 
 What it shows is read from the record at scrape time (approvals waiting, per agent, and the
 age of the oldest), so every API process answers the same and nothing is held between
-scrapes. It names every agent, so it needs an admin token: Prometheus sends one with
-``authorization: {credentials_file: ...}``. The worker's metrics (steps, model calls,
-tokens, cost, tools, recall, context assembly, Temporal's own) are on the worker's endpoint
-(``VIGIL_WORKER_METRICS_PORT``, loopback), not here.
+scrapes. It names agents, so it needs an admin token (Prometheus sends one with
+``authorization: {credentials_file: ...}``), and shows a token for some agents theirs
+only. The worker's metrics (steps, model calls, tokens, cost, tools, recall, context
+assembly, Temporal's own) are on the worker's endpoint (``VIGIL_WORKER_METRICS_PORT``,
+loopback), not here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ APPROVAL_AGE = "vigil_approval_oldest_age_seconds"
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(
-    client: Client, _who: Annotated[Principal, Depends(require(Scope.ADMIN))]
+    client: Client, who: Annotated[Principal, Depends(require(Scope.ADMIN))]
 ) -> Response:
     async with client.db() as db:
         waiting = await session_reads.approvals_waiting(db)
@@ -51,6 +52,8 @@ async def metrics(
         registry=registry,
     )
     for row in waiting:
+        if not who.sees_agent(row.agent_id):
+            continue  # a token for other agents is not told of this one
         count.labels(agent_id=row.agent_id).set(row.waiting)
         age.labels(agent_id=row.agent_id).set(row.oldest_seconds)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
