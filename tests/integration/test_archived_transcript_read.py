@@ -82,5 +82,13 @@ def test_the_api_session_read_says_the_transcript_was_archived(
         archived = shown["archived"]
         assert archived["uri"] == moved["uri"] and archived["messages"] == moved["messages"]
         assert archived["archived_at"] and archived["restore"] == f"vigil restore {sid}"
+        # The transcript's and the events' pages say so too: they read as empty, as if
+        # the session had said and done nothing.
+        for page in ("transcript", "events"):
+            read = http.get(f"/v1/sessions/{sid}/{page}").json()
+            assert read["items"] == [] and read["archived"] == archived, (page, read)
         cli.vigil.json("restore", sid)
         assert http.get(f"/v1/sessions/{sid}").json()["archived"] is None
+        for page in ("transcript", "events"):
+            read = http.get(f"/v1/sessions/{sid}/{page}").json()
+            assert read["items"] and read["archived"] is None, (page, read)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from vigil.activities.record.archived import archived_transcript
 from vigil.activities.record.store import SessionRow, StoredMessage
 from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
@@ -160,6 +161,8 @@ class Transcript(BaseModel):
     items: list[Message]
     next_after_seq: int | None
     """Pass as ``after_seq`` for the next page; null when no message follows this page."""
+    archived: ArchivedOut | None = None
+    """Set when the transcript was archived and pruned (no page holds its messages)."""
 
 
 class Event(BaseModel):
@@ -177,6 +180,8 @@ class Events(BaseModel):
     items: list[Event]
     next_after: int | None
     """Pass as ``after`` for the next page; null when no event follows this page."""
+    archived: ArchivedOut | None = None
+    """Set when the transcript was archived and pruned (its events went with it)."""
 
 
 class CancelRequest(RequestBody):
@@ -309,13 +314,14 @@ async def transcript(
     after_seq: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Transcript:
-    await visible_session(client, who, session_id)
+    row = await visible_session(client, who, session_id)
     # One more than the page, to know whether another page follows.
     rows = await client.transcript(session_id, after_seq=after_seq, limit=limit + 1)
     page = rows[:limit]
     return Transcript(
         items=[message_of(m) for m in page],
         next_after_seq=page[-1].seq if len(rows) > limit else None,
+        archived=_archived(row),
     )
 
 
@@ -332,14 +338,21 @@ async def events(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     kind: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Events:
-    await visible_session(client, who, session_id)
+    row = await visible_session(client, who, session_id)
     # One more than the page, to know whether another page follows.
     rows = await client.events_page(session_id, after=after, limit=limit + 1, kind=kind)
     page = rows[:limit]
     return Events(
         items=[Event(**vars(e)) for e in page],
         next_after=page[-1].id if len(rows) > limit else None,
+        archived=_archived(row),
     )
+
+
+def _archived(row: SessionRow) -> ArchivedOut | None:
+    """Where the session's transcript went, when it was archived and pruned."""
+    found = archived_transcript(row.metadata)
+    return None if found is None else ArchivedOut(**found.shown(row.id))
 
 
 @router.get(
