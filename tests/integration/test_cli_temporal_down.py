@@ -51,6 +51,11 @@ def test_postgres_alone_serves_what_it_can(cli: CLIStack) -> None:
     assert show["state"] is None
     assert show["state_unavailable"] == "unavailable: " + LINE.removeprefix("error: ")
     assert "live" in human.stdout and "is not answering" in human.stdout, explain(human)
+    # Under `uv run`, the command it names is written as the CLI was started (it said
+    # `vigil stack up` there too).
+    under_uv = cli.vigil("show", sid, "--json", env={**DOWN, "UV": "/usr/bin/uv"}, timeout=120)
+    said = json.loads(under_uv.stdout)["state_unavailable"]
+    assert "start it with `uv run vigil stack up`" in said, said
     assert sid in export.stdout
     assert any(r["id"] == sid for r in json.loads(listed.stdout))
 

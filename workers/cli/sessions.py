@@ -200,7 +200,8 @@ def show(
     async def go(client: VigilClient) -> None:
         view = await client.session_view(session_id, last)
         row, live, recent = view.session, view.state, view.messages
-        no_live = f"unavailable: {view.state_unavailable}" if view.state_unavailable else None
+        unavailable = view.state_unavailable
+        no_live = f"unavailable: {as_invoked(unavailable)}" if unavailable else None
         if as_json:
             out.print_json(
                 json.dumps(
