@@ -98,7 +98,7 @@ def _raised_limits(agent_id: str, given: Budget | None, defined: Budget) -> list
             continue
         mine, theirs = getattr(given, name), getattr(defined, name)
         if theirs is not None and (mine is None or mine > theirs):
-            out.append(f"budget.{name}: {mine} is over agent {agent_id!r}'s {theirs}")
+            out.append(f"budget.{name}: {mine} is over {theirs}, the limit of agent {agent_id!r}")
     return out
 
 
@@ -339,9 +339,9 @@ class SessionStart(_VigilClientCore):
         newest = await self.require_agent(agent_id, None, allow_undefined=True)
         if newest is not None and newest.version != found.version:
             raise Forbidden(
-                f"agent_version: {found.version} is not agent {agent_id!r}'s newest version "
-                f"({newest.version}); only an admin token may choose an older one (it may "
-                "hold looser rules than the newest)"
+                f"agent_version: {found.version} is not the newest version "
+                f"({newest.version}) of agent {agent_id!r}; only an admin token may choose an "
+                "older one (it may hold looser rules than the newest)"
             )
 
     async def require_agent(

@@ -183,6 +183,11 @@ def test_a_control_token_cannot_take_an_older_looser_version(cli: CLIStack, api:
             r = http.post(path, json=body)
             assert r.status_code == 403, (path, r.text)
             assert r.json()["error"]["code"] == "forbidden"
+            # The name quoted once ("agent 'x''s newest" read as a doubled quote).
+            said = r.json()["error"]["message"]
+            assert said.startswith(
+                f"agent_version: 1 is not the newest version (2) of agent {name!r}"
+            ), said
             assert "newest" in r.json()["error"]["message"], r.text
         assert [
             s["id"] for s in http.get("/v1/sessions", params={"agent": name}).json()["items"]
