@@ -41,6 +41,8 @@ def test_bad_values_are_refused_with_one_line_and_exit_2(cli: CLIStack) -> None:
             "error: allowed tools name 'foo', which agent 'default' does not have"
         ),
         ("list", "--status", "bogus"): "error: unknown status 'bogus'; one of ",
+        # A comma alone started a session allowed no tool, each call refused.
+        ("start", "a goal", "--allow-tools", ","): "error: --allow-tools names no tool",
     }
     for args, done in zip(calls, cli.vigil.many(*calls), strict=True):
         assert done.returncode == 2, explain(done)

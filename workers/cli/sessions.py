@@ -87,10 +87,14 @@ def start(
     if too_big is not None:
         fail(f"refused before sending: {too_big}", EXIT_USAGE)
     checked_session_id(session_id)
-    policy = ToolPolicy(
-        require_approval=csv(approve_tools),
-        allowed=csv(allow_tools),
-    )
+    allowed = csv(allow_tools)
+    if allowed == []:
+        fail(
+            "--allow-tools names no tool: give the tools the session may use (leave it out "
+            "for all the agent's)",
+            EXIT_USAGE,
+        )
+    policy = ToolPolicy(require_approval=csv(approve_tools), allowed=allowed)
     budget = given_budget(
         max_steps=max_steps, max_tokens=max_tokens, max_cost_usd=max_cost, max_seconds=max_seconds
     )
