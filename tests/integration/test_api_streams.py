@@ -228,6 +228,10 @@ async def test_a_session_no_worker_picked_up_is_said_to_wait_not_unknown(
     assert unknown.status_code == 404, unknown.text
 
 
+WIDE_ONES = "\uff11.\uff11"
+"""A Last-Event-ID of full-width digits: no position, and not ASCII."""
+
+
 async def test_an_agent_stream_carries_its_sessions(
     api: ApiServer,
     reader: str,
@@ -251,7 +255,13 @@ async def test_an_agent_stream_carries_its_sessions(
         two = await begin(client, task_queue, sessionmaker, agent_id=agent)
         read = await reading
         other = await h.get(f"/v1/agents/{agent}/stream", headers={"Last-Event-ID": "not-an-id"})
+        wide = await h.get(
+            f"/v1/agents/{agent}/stream", headers=[(b"Last-Event-ID", WIDE_ONES.encode())]
+        )
     assert other.status_code == 422
+    # Quoted as sent (UTF-8), not as its bytes read one by one ('ï¼\x91.ï¼\x91').
+    assert wide.status_code == 422, wide.text
+    assert repr(WIDE_ONES) in wide.json()["error"]["message"], wide.text
     for handle in (one, two):
         messages = await transcript(sessionmaker, handle.id)
         streamed = [m for m in read.of("message") if m.data["session_id"] == handle.id]

@@ -85,6 +85,10 @@ def _frame(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
 
 
 def _cursor(value: str | None) -> FeedCursor:
+    if value is not None and not value.isascii():
+        # A header's bytes arrive read one by one (Latin-1): quoted as the client sent
+        # them, UTF-8, in the refusal (no position holds more than ASCII digits).
+        value = value.encode("latin-1", "replace").decode("utf-8", "replace")
     try:
         return FeedCursor.parse(value)
     except ValueError as exc:
