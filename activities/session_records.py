@@ -284,8 +284,8 @@ class SessionRecords:
     @staticmethod
     async def _ended_in_record(db: Statements, session_id: str, status: str) -> ApplicationError:
         """The failure that tells the workflow its record holds another end (see
-        ``names.ERR_ENDED_IN_RECORD``): the recorded status, summary and step count as
-        its details."""
+        ``names.ERR_ENDED_IN_RECORD``): the recorded status, summary, step count, tokens
+        (in, out) and cost as its details."""
         row = await record.get_session(db, session_id)
         summary = row.summary if row is not None and row.summary else ""
         status = status or (row.status if row is not None else "")
@@ -299,7 +299,11 @@ class SessionRecords:
             f"the session has ended in the record ({status})",
             status,
             summary,
-            row.step if row is not None else None,
+            *(
+                (int(row.step), int(row.tokens_in), int(row.tokens_out), float(row.cost_usd))
+                if row is not None
+                else ()
+            ),
             type=names.ERR_ENDED_IN_RECORD,
             non_retryable=True,
         )

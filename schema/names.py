@@ -210,9 +210,9 @@ PATCH_PAUSE_STATE_SIGNALS = "vigil-pause-state-signals"
 # errors or by attempts that timed out) is recorded as the call's tool error, which the
 # model reads, and the session goes on; it ended the session failed. Asked only then.
 PATCH_TOOL_FAILED_FOR_GOOD = "vigil-tool-failed-for-good"
-# A step a batch handed back because its provider asked for time (a 429 or 503 with
-# Retry-After) is taken again once that time passed, on a durable timer; it was taken at
-# once. Asked only then.
+# A step a batch handed back because its provider asked for time (a status it may retry,
+# as 429 or 503, with Retry-After) is taken again once that time passed, on a wait bounded
+# by the session's deadline; it was taken at once. Asked only then.
 PATCH_HANDED_BACK_WAITS = "vigil-handed-back-waits"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended

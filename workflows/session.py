@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -55,9 +55,17 @@ from vigil.workflows.waits import SessionEnded, Waits
 M = TypeVar("M", bound=BaseModel)
 
 
-def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str, int | None] | None:
-    """The end the record holds (status, summary, steps), when an activity refused to
-    write for that reason. Refusals from before carry no steps."""
+class RecordedEnd(NamedTuple):
+    """The end the record holds, as the activity that found it told (``_recorded_end``)."""
+
+    status: SessionStatus
+    summary: str
+    counts: tuple[int, int, int, float] | None
+    """Its steps, tokens in and out, and cost; None from activities before 2026-12-06."""
+
+
+def _recorded_end(exc: BaseException) -> RecordedEnd | None:
+    """The end the record holds, when an activity refused to write for that reason."""
     cause = exc.cause if isinstance(exc, ActivityError) else None
     if not isinstance(cause, ApplicationError) or cause.type != names.ERR_ENDED_IN_RECORD:
         return None
@@ -66,11 +74,15 @@ def _recorded_end(exc: BaseException) -> tuple[SessionStatus, str, int | None] |
         status = SessionStatus(str(details[0]))
     except (IndexError, ValueError):
         status = SessionStatus.COMPLETED
-    steps = details[2] if len(details) > 2 else None
-    return (
+    summary = str(details[1]) if len(details) > 1 else ""
+    counts = details[2:6]
+    whole = len(counts) == 4 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in counts
+    )
+    return RecordedEnd(
         status,
-        str(details[1]) if len(details) > 1 else "",
-        steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
+        summary,
+        (int(counts[0]), int(counts[1]), int(counts[2]), float(counts[3])) if whole else None,
     )
 
 
@@ -114,6 +126,8 @@ class AgentSession(Waits):
         self._open_model_seq: int | None = None
         self._open_step = 0
         self._open_calls: dict[int, tuple[ToolCallRef, int | None]] = {}
+        self._tool_running: int | None = None
+        """The seq of the call whose run_tool activity was begun and has not returned."""
         self._model_seq = 0
         self._said: str | None = None
         """The model's words of this step, for the summary of its first tool call (UI)."""
@@ -230,7 +244,7 @@ class AgentSession(Waits):
         except (asyncio.CancelledError, ActivityError) as exc:
             recorded = _recorded_end(exc)
             if recorded is not None:
-                return await self._as_recorded(*recorded)
+                return await self._as_recorded(recorded)
             if not is_cancelled_exception(exc):
                 return await self._failed(exc)
             # Temporal's cancel: while awaiting a timer or condition it arrives as
@@ -368,7 +382,14 @@ class AgentSession(Waits):
         the time its failure asked for passed (a provider's Retry-After)."""
         while (after := await self._one_step()) is not None:
             if after > 0 and workflow.patched(names.PATCH_HANDED_BACK_WAITS):
-                await workflow.sleep(after)
+                # A wait as any other: bounded by the session's deadline, input recorded
+                # as it comes; the step is taken at once after it, within the budgets.
+                await self._wait(
+                    lambda: False,
+                    until=times.later(workflow.now(), after),
+                    summary="the model provider asked to wait",
+                )
+                self._check_budgets()
 
     async def _one_step(self) -> float | None:
         """One model call's steps; None, or the seconds to wait before the step it handed
@@ -698,7 +719,10 @@ class AgentSession(Waits):
         retry, budget = retries.budgeted(
             route.retry, self._arg.policy.tool_max_attempts, implied=self._lean
         )
-        return await self._act(
+        # Marked while its activity runs: a cancel that lands meanwhile leaves the mark,
+        # and the ending does not say a call it cannot know the fate of did not run.
+        self._tool_running = arg.seq
+        out = await self._act(
             names.ACT_RUN_TOOL,
             arg.model_copy(update={"max_failures": budget}),
             RunToolOutput,
@@ -709,6 +733,8 @@ class AgentSession(Waits):
             task_queue=route.task_queue,
             schedule_to_start=route.schedule_to_start,
         )
+        self._tool_running = None
+        return out
 
     # --- budgets, continue-as-new, ending ------------------------------------------------
 
@@ -778,7 +804,7 @@ class AgentSession(Waits):
             recorded = _recorded_end(exc)
             if recorded is None:
                 raise
-            return await self._as_recorded(*recorded)
+            return await self._as_recorded(recorded)
         if written is not None and written.last_step is not None:
             # A batch's call recorded steps past the one this run knew of: they count.
             self._c.step = max(self._c.step, written.last_step)
@@ -828,20 +854,19 @@ class AgentSession(Waits):
             )
             return await self._flush(riding)
 
-    async def _as_recorded(
-        self, status: SessionStatus, summary: str, steps: int | None = None
-    ) -> SessionResult:
+    async def _as_recorded(self, ended: RecordedEnd) -> SessionResult:
         """End as the record says the session ended, on a path this run did not take: an
         end written in a workflow task Temporal refused (a signal reached it meanwhile),
         whose retry took that signal first and went on. The record's end stands; what this
         path took since (a message, a pause, ...) is recorded as refused, and the agent's
         webhooks are told of the end (the refused task never told them)."""
+        status, summary = ended.status, ended.summary
         self._ended_as_recorded = True
         self._status = status
-        if steps is not None and steps > self._c.step:
+        if ended.counts is not None and ended.counts[0] > self._c.step:
             # Taken by a call whose result this run never applied (a cancel landed with
-            # it): the result and the search attributes count them as the record does.
-            self._c.step = steps
+            # it): the result and the search attributes count as the record does.
+            self._c.step, self._c.tokens_in, self._c.tokens_out, self._c.cost_usd = ended.counts
         self._approvals.clear()
         reason = f"{names.REFUSED_ENDED} ({status.value})"
         taken = [(m.content or "", m.name) for m in self._msgs if m.role == "user"]
@@ -944,7 +969,14 @@ class AgentSession(Waits):
             if seq is None:
                 seq = self._c.next_seq
                 self._c.next_seq += 1
-            self._tool_message(seq, self._c.step, call, f"error: not run: {why}")
+            # A call whose activity was running may still finish (its tool_call event,
+            # written after, says what it did); one that never began did not run.
+            said = (
+                f"error: no result: the session ended ({status.value}) before this call answered"
+                if seq == self._tool_running
+                else f"error: not run: {why}"
+            )
+            self._tool_message(seq, self._c.step, call, said)
         self._open_calls.clear()
 
     # --- the agent definition ---------------------------------------------------------

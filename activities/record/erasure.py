@@ -206,10 +206,15 @@ async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set
 
 
 _TO_HEIRS = (
-    # Each erased memory's successors, followed while they are erased too (at most as
-    # many steps as there are erased memories); its heir is the first that is not.
+    # From each erased memory a kept one points to, its successors, followed while they
+    # are erased too (at most as many steps as there are erased memories); its heir is
+    # the first that is not. A kept memory pointing to one with no heir found (a cycle,
+    # which superseding never makes) is made current by _NO_HEIR: no pointer to an erased
+    # memory is left.
     "WITH RECURSIVE chain (erased, next, steps) AS ("
-    "  SELECT id, superseded_by, 1 FROM memories WHERE id = ANY(:ids)"
+    "  SELECT id, superseded_by, 1 FROM memories WHERE id = ANY(:ids) AND id IN ("
+    "    SELECT superseded_by FROM memories"
+    "    WHERE superseded_by = ANY(:ids) AND NOT (id = ANY(:ids)))"
     "  UNION ALL"
     "  SELECT c.erased, m.superseded_by, c.steps + 1 FROM chain c JOIN memories m"
     "  ON m.id = c.next WHERE c.next = ANY(:ids) AND c.steps <= cardinality(:ids)"
@@ -222,6 +227,10 @@ _TO_HEIRS = (
     "FROM heirs WHERE m.superseded_by = heirs.erased AND NOT (m.id = ANY(:ids))"
 )
 """SQL: what the memories ``:ids`` (being erased) superseded is superseded by their heirs."""
+_NO_HEIR = (
+    "UPDATE memories SET superseded_by = NULL, superseded_at = NULL "
+    "WHERE superseded_by = ANY(:ids) AND NOT (id = ANY(:ids))"
+)
 
 
 async def _delete_memories(
@@ -250,6 +259,7 @@ async def _delete_memories(
         # (the first of its successors not erased), then, as if the erased one never
         # was; live again when there is none (what replaced it is gone).
         await db.execute(text(_TO_HEIRS), {"ids": ids})
+        await db.execute(text(_NO_HEIR), {"ids": ids})
         await db.execute(text("DELETE FROM memories WHERE id = ANY(:ids)"), {"ids": ids})
     # Merges of the session's words into the agent's other memories are noted in their
     # metadata (content included): those notes go too (``record.handon.strip_notes``).

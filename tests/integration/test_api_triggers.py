@@ -63,7 +63,18 @@ def test_trigger_list_shows_times_to_the_second(cli: CLIStack) -> None:
     listed = cli.vigil.ok("trigger", "list").stdout
     row = next(line for line in listed.splitlines() if name in line)
     assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", row), listed
+    assert "goal: {title}" in row, listed
     cli.vigil.ok("trigger", "delete", name)
+    # A keyed message trigger has both templates: the table showed the goal's only.
+    both, _ = create(
+        cli,
+        "--agent", "ops", "--action", "message", "--key-field", "k",
+        "--goal-template", "G{k}", "--message-template", "M{k}",
+    )  # fmt: skip
+    listed = cli.vigil.ok("trigger", "list").stdout
+    row = next(line for line in listed.splitlines() if both in line)
+    assert "goal: G{k}; message: M{k}" in row, listed
+    cli.vigil.ok("trigger", "delete", both)
 
 
 async def test_a_signed_delivery_starts_a_session_with_the_goal_from_the_body(

@@ -198,17 +198,23 @@ async def test_an_erased_memory_between_two_on_one_subject_leaves_the_older_supe
     # Erasing the middle session left the first one current again beside the third, so
     # recall handed out both (a stale fact as current). As if the middle session never
     # was, the third supersedes the first; erasing the third then brings the first back.
+    # The middle session tells it twice: the chain from the first to the third passes
+    # two of its memories.
     agent = f"agent-{uuid.uuid4()}"
     sessions = await _sessions(sessionmaker, agent, 3)
     told = []
-    for sid, colour in zip(sessions, ("red", "green", "blue"), strict=True):
+    for sid, colour in zip(
+        [sessions[0], sessions[1], sessions[1], sessions[2]],
+        ("red", "green", "teal", "blue"),
+        strict=True,
+    ):
         told.append(
             await store.add(
                 agent, f"favourite colour is {colour}", subject="colour", source_session_id=sid
             )
         )
-    red, green, blue = told
-    assert (green.superseded_ids, blue.superseded_ids) == ((red.id,), (green.id,))
+    red, green, teal, blue = told
+    assert [t.superseded_ids for t in told[1:]] == [(red.id,), (green.id,), (teal.id,)]
     eraser = _eraser(sessionmaker, client, tmp_path, store.embedder)
     await eraser.erase("session", sessions[1], by="test")
 

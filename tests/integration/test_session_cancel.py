@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -31,7 +33,7 @@ from tests.support.sessions import (
 )
 from vigil.activities.record.store import StoredMessage
 from vigil.schema import names
-from vigil.schema.payloads import SessionStatus
+from vigil.schema.payloads import ApproveInput, SessionStatus
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -104,3 +106,35 @@ async def test_cancel_while_the_model_is_answering(
     (ended_ev,) = await events(sessionmaker, handle.id, "session_ended")
     shown = (await handle.describe()).typed_search_attributes
     assert (messages[-1].step, ended_ev.step, shown.get(names.SA_STEP)) == (0, 0, 0)
+
+
+async def test_cancel_while_a_tool_runs_does_not_say_it_did_not_run(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # An approved fetch runs in its own activity and takes a while; the cancel ends the
+    # session meanwhile. The fetch may still finish (its activity learns of the cancel at
+    # a heartbeat): the ending's answer said "not run", untrue of a call that ran.
+    loading = threading.Event()
+
+    def on_get(path: str) -> None:
+        loading.set()
+        time.sleep(3.0)
+
+    stub.on_get = on_get
+    stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/slow"}))
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("fetch the page"))
+        await approval_pending(handle, sessionmaker)
+        await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="ana"))
+        await until(lambda: loading.is_set() or None, what="the fetch running")
+        await handle.cancel()
+        messages = await _assert_cancelled(handle, sessionmaker)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "system"]
+    assert messages[2].content.startswith(
+        "error: no result: the session ended (cancelled) before this call answered"
+    ), messages[2].content

@@ -1,7 +1,8 @@
 """Step batches (``vigil-step-batches`` in the low-latency mode, ``vigil-default-step-batches``
 in the default mode): one model call, local or a regular activity, goes on to the next
 steps while each is plain (every tool call of its reply answered in the call), within its
-agent's window (``[model] batch_ms``). Each test runs in both modes.
+agent's window (``[model] batch_ms``). The tests run in both modes (``execution``), but
+those about one mode's own way.
 
 What must hold whatever the batch: the record has each step once and whole, the session's
 counts are the steps it took, a step that needs the workflow (an approval here) ends the
@@ -257,6 +258,35 @@ async def test_a_handed_back_step_waits_out_the_providers_retry_after(
     assert len(asked) == 4
     assert asked[2] - asked[1] >= 3.0 - 0.05
     assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
+    # The workflow waited (a timer), not a retry of the call that took step 2.
+    assert await _timers(handle) == 1
+
+
+async def _timers(handle: WorkflowHandle[Any, Any]) -> int:
+    history = await handle.fetch_history()
+    return sum(e.HasField("timer_started_event_attributes") for e in history.events)
+
+
+async def test_a_handed_back_step_waits_no_longer_than_the_sessions_deadline(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
+) -> None:
+    # The provider asks for ten minutes; the session has seconds left: it ends at its
+    # deadline, and the provider is not asked again.
+    read = Reply.tool_call(*READ)
+    plan = [read, Reply.status(429, retry_after=600), read]
+    stub.default = lambda body: plan.pop(0)
+    name = await _agent(sessionmaker, execution, WIDE, budget={"max_seconds": 6})
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("read on", agent_id=name))
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status == SessionStatus.TIMED_OUT, result
+    assert (result.steps, len(stub.requests)) == (1, 2)
+    assert_whole(await transcript(sessionmaker, handle.id))
 
 
 async def test_a_handed_back_step_is_taken_alone_when_a_message_came_meanwhile(
@@ -468,7 +498,14 @@ async def _cancelled_while_loading(
         await handle.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
-        await asyncio.sleep(SLOW_PAGE + 2)
+
+        async def first_answered() -> bool:
+            return any(e.key == "tool:1:0" for e in await events(sessionmaker, handle.id))
+
+        # The first fetch's event (written once its page answered, after the end in the
+        # default mode); a call that went on would fetch the second page right after it.
+        await until(first_answered, within=60, what="the first fetch's event")
+        await asyncio.sleep(1.0)
     return handle, fetched
 
 
@@ -519,6 +556,7 @@ async def test_a_cancel_seen_after_a_batch_ended_the_session_leaves_the_recorded
     row = await session_row(sessionmaker, handle.id)
     assert (result.status, row.status) == (SessionStatus.COMPLETED, "completed")
     assert result.steps == row.step == 2
+    assert (result.tokens_in, result.tokens_out) == (row.tokens_in, row.tokens_out) != (0, 0)
     shown = (await handle.describe()).typed_search_attributes
     assert (shown.get(names.SA_STATUS), shown.get(names.SA_STEP)) == ("completed", 2)
     assert_whole(await transcript(sessionmaker, handle.id))

@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
 from vigil.activities.failures import outage_of
-from vigil.workers.api.limits import BodyTooLarge
 from vigil.workers.client import (
     BadArgument,
     Forbidden,
@@ -195,6 +194,19 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return api_error_response(exc)
 
+    async def _caller_first(request: Request) -> JSONResponse | None:
+        """The refusal of the caller, asked before a body is refused; a part that is
+        away (PostgreSQL, for the token) answers 503, as it would on the route."""
+        try:
+            refused = await caller_refusal(request)
+        except Exception as exc:
+            away = _away(request, exc)
+            if away is None:
+                raise
+            log.warning("%s %s: %s", request.method, request.url.path, away)
+            return error_response(503, UNAVAILABLE, away)
+        return None if refused is None else api_error_response(refused)
+
     @app.exception_handler(VigilError)
     async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
         status, code = vigil_status(exc)
@@ -207,8 +219,8 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
         errors = list(exc.errors())
         broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
         if broken is not None:
-            if (refused := await caller_refusal(request)) is not None:
-                return api_error_response(refused)
+            if (refused := await _caller_first(request)) is not None:
+                return refused
             why = (broken.get("ctx") or {}).get("error")
             at = broken.get("loc", ())[-1:]
             where = f" at character {at[0]}" if at and isinstance(at[0], int) else ""
@@ -246,21 +258,14 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
         )
         detail = str(exc.detail)
         if exc.status_code == 400 and detail == FASTAPI_BODY_UNREAD:
-            if (refused := await caller_refusal(request)) is not None:
-                return api_error_response(refused)
+            if (refused := await _caller_first(request)) is not None:
+                return refused
             detail = (
                 "the body's JSON nests too deeply to be read"
                 if isinstance(exc.__cause__, RecursionError)
                 else "the body is not UTF-8, as JSON must be"
             )
         return error_response(exc.status_code, code, detail, headers=exc.headers)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
-        if (refused := await caller_refusal(request)) is not None:
-            return api_error_response(refused)
-        limit = request.app.state.settings.api_max_body_bytes
-        return error_response(413, TOO_LARGE, f"the request body is over {limit} bytes")
 
     @app.exception_handler(DataError)
     async def _out_of_range(_: Request, exc: DataError) -> JSONResponse:

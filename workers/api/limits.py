@@ -2,10 +2,11 @@
 no lone surrogate nor a key given twice in a JSON body (422), checked once here for every
 route.
 
-A refusal found before the body is read (a lone surrogate, a key given twice, a
-Content-Length over the cap) is held in the request's state (``HELD``) rather than sent:
-the route asks who the caller is first (``auth.refuse_held_body``), so only a caller it
-admits hears what is wrong with its body."""
+A refusal found here, before the route reads the body (a lone surrogate, a key given
+twice, a body over the cap, by its Content-Length or by counting), is held in the
+request's state (``HELD``) rather than sent: the route asks who the caller is first
+(``auth.refuse_held_body``), so only a caller it admits hears what is wrong with its body.
+A body over the cap is not passed on (nor read past the cap)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.schema import jsonlimits
 
-
-class BodyTooLarge(Exception):
-    pass
-
-
 HELD = "vigil_held_body_refusal"
 """Where a request's state holds the refusal of its body, as (status, code, message)."""
 
@@ -30,28 +26,16 @@ def _hold(scope: Scope, status: int, code: str, message: str) -> None:
     scope.setdefault("state", {})[HELD] = (status, code, message)
 
 
-def _reply(status: int, code: str, message: str) -> tuple[Message, Message]:
-    # Written as the app's JSON responses are (compact, UTF-8), so a client that compares
-    # or logs error bodies sees one form.
-    error = {"error": {"code": code, "message": message}}
-    body = json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode()
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    return start, {"type": "http.response.body", "body": body}
+def _held(scope: Scope) -> bool:
+    return HELD in scope.get("state", {})
 
 
-def _too_large(limit: int) -> str:
-    return f"the request body is over {limit} bytes"
+def _hold_too_large(scope: Scope, limit: int) -> None:
+    _hold(scope, 413, "payload_too_large", f"the request body is over {limit} bytes")
 
 
-def _reply_413(limit: int) -> tuple[Message, Message]:
-    return _reply(413, "payload_too_large", _too_large(limit))
+_END: Message = {"type": "http.request", "body": b"", "more_body": False}
+"""The last part of a body (an empty one, when nothing of it is passed on)."""
 
 
 def _no_body(receive: Receive) -> Receive:
@@ -63,7 +47,7 @@ def _no_body(receive: Receive) -> Receive:
         if given:
             return await receive()
         given = True
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return _END
 
     return empty
 
@@ -193,7 +177,8 @@ class JsonBodies(_BodyCheck):
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
+        # Over the cap (BodyLimit held its refusal and ended it): nothing of it goes on.
+        body = b"".join(chunks) if not _held(scope) else b""
         refusal = LONE_SURROGATE if _holds_lone_surrogate(body) else None
         own = self.foreign is None or self.foreign.search(scope["path"]) is None
         if refusal is None and own and (twin := twice_given_key(body)) is not None:
@@ -214,8 +199,9 @@ class JsonBodies(_BodyCheck):
 
 
 class BodyLimit(_BodyCheck):
-    """Refuse bodies over ``limit`` bytes, by Content-Length up front or by counting; paths
-    matching ``unbounded`` (streamed uploads) are left to their route."""
+    """Refuse bodies over ``limit`` bytes, by Content-Length up front or by counting (the
+    refusal held, the body ended there); paths matching ``unbounded`` (streamed uploads)
+    are left to their route."""
 
     def __init__(self, app: ASGIApp, *, limit: int, unbounded: str | None = None) -> None:
         super().__init__(app, unbounded=unbounded)
@@ -234,30 +220,21 @@ class BodyLimit(_BodyCheck):
                 if declared > self.limit:
                     # Not read: the route sees no body, and refuses it once it admitted
                     # the caller.
-                    _hold(scope, 413, "payload_too_large", _too_large(self.limit))
+                    _hold_too_large(scope, self.limit)
                     await self.app(scope, _no_body(receive), send)
                     return
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
+            if seen > self.limit:
+                return await receive()  # ended already: a disconnect, for streams
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise BodyTooLarge
+                    _hold_too_large(scope, self.limit)
+                    return _END  # read no further
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                for message in _reply_413(self.limit):
-                    await send(message)
+        await self.app(scope, counting_receive, send)

@@ -85,14 +85,16 @@ def _frame(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
 
 
 def _cursor(value: str | None) -> FeedCursor:
-    if value is not None and not value.isascii():
-        # A header's bytes arrive read one by one (Latin-1): quoted as the client sent
-        # them, UTF-8, in the refusal (no position holds more than ASCII digits).
-        value = value.encode("latin-1", "replace").decode("utf-8", "replace")
     try:
         return FeedCursor.parse(value)
     except ValueError as exc:
-        raise ApiError(422, INVALID, f"Last-Event-ID: {exc}") from None
+        if value is None or value.isascii():
+            raise ApiError(422, INVALID, f"Last-Event-ID: {exc}") from None
+        # A header's bytes arrive read one by one (Latin-1): quoted as the client sent
+        # them, UTF-8 (no position holds more than ASCII digits).
+        sent = value.encode("latin-1", "replace").decode("utf-8", "replace")
+        said = f"not a stream position: {sent[:60]!r}"
+        raise ApiError(422, INVALID, f"Last-Event-ID: {said}") from None
 
 
 def _token_live(request: Request) -> Callable[[], Awaitable[bool]]:

@@ -130,7 +130,7 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
                     Text(r.agent_id),
                     Text(r.action),
                     Text(r.key_field or ""),
-                    Text((r.goal_template or r.message_template or "")[:60]),
+                    Text(_templates(r.goal_template, r.message_template)),
                     Text(when(r.created_at)),
                 )
             out.print(table)
@@ -138,6 +138,15 @@ def list_(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
         emit([_trigger_dict(r) for r in rows], as_json, human)
 
     run_db(go, state_dir)
+
+
+def _templates(goal: str | None, message: str | None) -> str:
+    """A trigger's templates as its table shows them: both, when it has both (a message
+    trigger with a key starts the key's session with its goal); each cut at 60."""
+    shown = [
+        f"{what}: {text[:60]}" for what, text in (("goal", goal), ("message", message)) if text
+    ]
+    return "; ".join(shown)
 
 
 @trigger_app.command("delete")

@@ -67,7 +67,10 @@ def start(
     ] = None,
     allow_tools: Annotated[
         str | None,
-        typer.Option(help="Comma-separated allowed tools (each one the agent has)."),
+        typer.Option(
+            help="Comma-separated allowed tools (each one the agent has); '' for none "
+            "(finish is always offered)."
+        ),
     ] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     follow_: Annotated[bool, typer.Option("--follow", help="Stream the transcript live.")] = False,
@@ -88,10 +91,10 @@ def start(
         fail(f"refused before sending: {too_big}", EXIT_USAGE)
     checked_session_id(session_id)
     allowed = csv(allow_tools)
-    if allowed == []:
+    if allowed == [] and allow_tools and allow_tools.strip():
         fail(
-            "--allow-tools names no tool: give the tools the session may use (leave it out "
-            "for all the agent's)",
+            f"--allow-tools names no tool ({allow_tools!r}): give the tools the session may "
+            "use, '' for none (leave it out for all the agent's)",
             EXIT_USAGE,
         )
     policy = ToolPolicy(require_approval=csv(approve_tools), allowed=allowed)
