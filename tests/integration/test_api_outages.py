@@ -43,6 +43,10 @@ def test_postgres_away_is_a_503(settings: Settings) -> None:
         unavailable(http.get("/v1/me", headers=bearer), "PostgreSQL")
         unavailable(http.get("/v1/sessions?limit=1", headers=bearer), "PostgreSQL")
         unavailable(http.post("/v1/sessions/s/pause", headers=bearer, json={}), "PostgreSQL")
+        # A body the route cannot read asks who the caller is first: that read is away.
+        for body in (b"{bad", b"[" * 5000):
+            sent = {**bearer, "Content-Type": "application/json"}
+            unavailable(http.post("/v1/sessions", headers=sent, content=body), "PostgreSQL")
 
 
 def test_temporal_away_is_a_503(settings: Settings) -> None:

@@ -195,16 +195,10 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
         return api_error_response(exc)
 
     async def _caller_first(request: Request) -> JSONResponse | None:
-        """The refusal of the caller, asked before a body is refused; a part that is
-        away (PostgreSQL, for the token) answers 503, as it would on the route."""
-        try:
-            refused = await caller_refusal(request)
-        except Exception as exc:
-            away = _away(request, exc)
-            if away is None:
-                raise
-            log.warning("%s %s: %s", request.method, request.url.path, away)
-            return error_response(503, UNAVAILABLE, away)
+        """The refusal of the caller, asked before a body is refused. A part that is away
+        (PostgreSQL, for the token) raises to its own handler: 503, as on the route
+        (``test_postgres_away_is_a_503``)."""
+        refused = await caller_refusal(request)
         return None if refused is None else api_error_response(refused)
 
     @app.exception_handler(VigilError)
