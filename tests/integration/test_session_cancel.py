@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -118,13 +116,7 @@ async def test_cancel_while_a_tool_runs_does_not_say_it_did_not_run(
     # An approved fetch runs in its own activity and takes a while; the cancel ends the
     # session meanwhile. The fetch may still finish (its activity learns of the cancel at
     # a heartbeat): the ending's answer said "not run", untrue of a call that ran.
-    loading = threading.Event()
-
-    def on_get(path: str) -> None:
-        loading.set()
-        time.sleep(3.0)
-
-    stub.on_get = on_get
+    _, loading = stub.slow_page("/slow", 3.0)
     stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/slow"}))
     cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):

@@ -454,16 +454,7 @@ SLOW_PAGE = 3.0
 def _two_fetches(stub: LLMStub) -> tuple[list[str], threading.Event]:
     """A first reply of two folded fetches of the stub's pages, the first slow, then
     ``finish``: the pages fetched, and an event set once the first one is loading."""
-    fetched: list[str] = []
-    loading = threading.Event()
-
-    def on_get(path: str) -> None:
-        fetched.append(path)
-        if path == "/slow":
-            loading.set()
-            time.sleep(SLOW_PAGE)
-
-    stub.on_get = on_get
+    fetched, loading = stub.slow_page("/slow", SLOW_PAGE)
     stub.enqueue(
         Reply.tool_calls(
             ("http_fetch", {"url": f"{stub.url}/slow"}),

@@ -26,6 +26,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -279,6 +280,21 @@ class LLMStub:
     def url_anthropic(self) -> str:
         """Base URL for an Anthropic client (the host; the client adds ``/v1/messages``)."""
         return self.url
+
+    def slow_page(self, path: str, seconds: float) -> tuple[list[str], threading.Event]:
+        """GET ``path`` takes ``seconds`` (http_fetch of it is a slow call): the paths
+        fetched, in order, and an event set once ``path`` is being fetched."""
+        fetched: list[str] = []
+        loading = threading.Event()
+
+        def on_get(got: str) -> None:
+            fetched.append(got)
+            if got == path:
+                loading.set()
+                time.sleep(seconds)
+
+        self.on_get = on_get
+        return fetched, loading
 
     # -- programming and inspection ------------------------------------------------------
 
