@@ -153,8 +153,8 @@ class _BodyCheck:
 
 
 class JsonBodies(_BodyCheck):
-    """Refuse (422) a request body that is JSON holding a lone surrogate or giving a key
-    twice, whatever the route and its content type, before a route reads it; paths
+    """Refuse (422, held for the route's token check) a request body that is JSON holding
+    a lone surrogate or giving a key twice, whatever the route and its content type; paths
     matching ``unbounded`` (streamed uploads) are left to their route, and paths matching
     ``foreign`` (bodies another system writes) are not checked for twin keys. Sits inside
     :class:`BodyLimit`, so the body it reads whole is capped."""
