@@ -214,6 +214,11 @@ PATCH_TOOL_FAILED_FOR_GOOD = "vigil-tool-failed-for-good"
 # as 429 or 503, with Retry-After) is taken again once that time passed, on a wait bounded
 # by the session's deadline; it was taken at once. Asked only then.
 PATCH_HANDED_BACK_WAITS = "vigil-handed-back-waits"
+# A decision (approve, reject) a session takes after its approval expired is refused as
+# input: the approval timeout decides it. A worker that was down when the wait's timer
+# fired took the signals that came after it first, and ran a call approved too late.
+# Asked only then.
+PATCH_NO_DECISION_PAST_EXPIRY = "vigil-no-decision-past-expiry"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -262,7 +262,9 @@ class HumanControl(Bookkeeping):
     @reject_update.validator
     def _validate_reject(self, raw: RawValue = NO_ARGUMENT) -> None:
         self._refuse(
-            self._approve_error(self._valid(raw, RejectInput, validating=True).approval_id)
+            self._approve_error(
+                self._valid(raw, RejectInput, validating=True).approval_id, validating=True
+            )
         )
 
     @workflow.update(name=names.UPD_PAUSE)
@@ -365,19 +367,31 @@ class HumanControl(Bookkeeping):
             return f"{names.REFUSED_ENDED} ({self._status.value})"
         return None
 
-    def _approve_error(self, approval_id: str) -> str | None:
+    def _approve_error(self, approval_id: str, validating: bool = False) -> str | None:
         approval = self._approvals.get(approval_id)
         if approval is None:
             pending = ", ".join(self._approvals) or "none"
             return f"unknown approval id {approval_id!r} (pending: {pending})"
         if approval.decision is not None:
             return f"approval {approval_id!r} was already decided ({approval.decision})"
+        expires = approval.pending.expires_at
+        if workflow.now() >= expires and (
+            validating or workflow.patched(names.PATCH_NO_DECISION_PAST_EXPIRY)
+        ):
+            # Taken after its expiry (no worker ran the session when it came, or when the
+            # wait's timer fired, whose task takes signals first): the policy's timeout
+            # decides it, as when no one answered. An approval was taken then, and the
+            # call it approved ran after its window.
+            return (
+                f"approval {approval_id!r} expired at {expires.isoformat()}: the session's "
+                "approval timeout decides it"
+            )
         return None
 
     def _approve_input_error(self, value: ApproveInput, validating: bool = False) -> str | None:
         """An approval holds only for the pending call: the digest, when given, must be
         that call's, and edited arguments must fit the tool's schema."""
-        error = self._approve_error(value.approval_id)
+        error = self._approve_error(value.approval_id, validating)
         if error is not None or not self._taken(self._bind_calls, validating):
             return error
         pending = self._approvals[value.approval_id].pending

@@ -7,6 +7,7 @@ decision lands in the events table with who, when and why.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -287,3 +288,37 @@ async def test_a_decision_and_a_refused_one_taken_together_are_recorded_in_that_
     refused = kinds.index(("input_rejected", "bob"))
     assert decided < refused, kinds
     assert "already decided (approve)" in (recorded[refused].reason or "")
+
+
+async def test_an_approval_taken_after_its_expiry_is_refused(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # No worker runs the session when its approval expires, nor when the approval comes
+    # after that; the worker that comes back takes the late signal in the same task as
+    # the expiry's timer, signals first: the call it approved ran, after its window.
+    fetched, _ = stub.slow_page("/none", 0)
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    policy = ToolPolicy(approval_timeout_seconds=3)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("fetch", policy=policy))
+        await approval_pending(handle, sessionmaker)
+    await asyncio.sleep(5)
+    await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="late-ana"))
+    async with running_worker(client, cfg, task_queue):
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    assert fetched == []  # the approved fetch never ran
+    (refused,) = await events(sessionmaker, handle.id, "input_rejected")
+    assert refused.payload["by"] == "late-ana" and "expired at" in (refused.reason or ""), refused
+    (decided,) = await events(sessionmaker, handle.id, "approval_decided")
+    assert decided.payload["decision"] == "reject", decided
+    messages = await transcript(sessionmaker, handle.id)
+    assert "approval timed out" in messages[2].content, messages[2].content

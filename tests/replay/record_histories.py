@@ -554,6 +554,26 @@ async def hand_back_waits(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def late_approval(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An approval of 2 s expires while no worker runs the session; the approval comes
+    after that, and the worker that comes back takes it in the task of the expiry's
+    timer: refused as input (``vigil-no-decision-past-expiry``), the timeout rejects the
+    call. The scenario runs its own worker on a queue of its own (it stops it midway)."""
+    ctx.stub.enqueue(ctx.fetch("/late"), finish("not fetched"))
+    queue = f"{ctx.task_queue}-late"
+    arg = _arg("fetch with approval", policy=ToolPolicy(approval_timeout_seconds=2))
+    handle = await start(
+        ctx.client, queue, arg, session_id=f"replay-late_approval-{uuid.uuid4().hex[:8]}"
+    )
+    async with running_worker(ctx.client, ctx.settings, queue):
+        await eventually(handle, lambda s: bool(s.pending_approvals))
+    await asyncio.sleep(4.0)
+    await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="late-ana"))
+    async with running_worker(ctx.client, ctx.settings, queue):
+        _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def cancel_inside_a_batch(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """Cancelled while a batch's call waits on the model for its third step: the ending
     closes the two steps the call recorded and tells its end at step 2."""
@@ -1097,6 +1117,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "default_step_batches": default_step_batches,
     "hand_back_with_input": hand_back_with_input,
     "hand_back_waits": hand_back_waits,
+    "late_approval": late_approval,
     "cancel_inside_a_batch": cancel_inside_a_batch,
     "local_call_moves": local_call_moves,
     "line_text_nul": line_text_nul,

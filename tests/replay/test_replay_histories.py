@@ -75,6 +75,7 @@ LATEST = {
     "step_batches",
     "hand_back_with_input",
     "hand_back_waits",
+    "late_approval",
     "cancel_inside_a_batch",
     "local_call_moves",
     "line_text_nul",
@@ -495,6 +496,11 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     at_once = _history(HISTORIES / f"{OLDER_WAITS}hand_back_waits.json")
     assert names.PATCH_HANDED_BACK_WAITS not in _patches(at_once)
     assert not any(e.HasField("timer_started_event_attributes") for e in at_once.events)
+    # An approval taken after its expiry (no worker at the expiry): refused as input, the
+    # timeout rejects the call (asked only then).
+    late = _history(HISTORIES / "late_approval.json")
+    assert names.PATCH_NO_DECISION_PAST_EXPIRY in _patches(late)
+    assert _ended(late) == SessionStatus.COMPLETED.value
     # Cancelled inside a batch that recorded two steps: the ending's record says the last
     # step it found, and the session's last update of its step says 2.
     inside = _history(HISTORIES / "cancel_inside_a_batch.json")
