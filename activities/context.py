@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from vigil.activities import metrics
 from vigil.activities.artifacts.registry import ref_from_json
 from vigil.activities.context_cache import MAX_GAPS, ContextCache, SessionWindow, missing_seqs
+from vigil.activities.memory.provenance import EmbedderMismatch
 from vigil.activities.memory.store import live_memories_bounded
 from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
@@ -504,6 +505,17 @@ async def assemble(
                         )
                 except TimeoutError:
                     degraded = Degraded("recall", _ms(started), time_budget_ms or 0.0)
+                except EmbedderMismatch:
+                    # The agent's memories come from another embedder than this worker's
+                    # (a reindex rolled out agent by agent): no vector is compared across
+                    # two spaces, and full-text recall goes on.
+                    try:
+                        found = await asyncio.wait_for(
+                            memory.recall(agent_id, query, k=budget.recall_k, mode="text"),
+                            timeout=remaining,
+                        )
+                    except TimeoutError:
+                        degraded = Degraded("recall", _ms(started), time_budget_ms or 0.0)
             memory_cap = int(budget.total_tokens * budget.memory_share)
             spent = 0
             for mem in found:

@@ -24,6 +24,7 @@ from vigil.activities.config import ActivitySettings
 from vigil.activities.context_cache import ContextCache
 from vigil.activities.failures import describe
 from vigil.activities.guard import LocalLedgers, guarded
+from vigil.activities.memory.provenance import EmbedderMismatch
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, lean_transaction
@@ -97,6 +98,11 @@ class SessionRecords:
             raise ApplicationError(
                 str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
             ) from exc
+        except EmbedderMismatch as exc:
+            # The agent's memories come from another embedder than this worker's: no
+            # vector of this one may join them, now or on a retry here. The session's end
+            # stands without its outcome's memory (the workflow logs why).
+            raise ApplicationError(str(exc), type="EmbedderMismatch", non_retryable=True) from exc
         return RememberOutput(memory_id=result.id, action=result.action)
 
     @activity.defn(name=names.ACT_OPEN_SESSION)

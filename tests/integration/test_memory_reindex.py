@@ -5,6 +5,7 @@ configured with another embedder is refused, never silently mixed."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -16,8 +17,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
 
 from tests.support.cli import Vigil, cli_env
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import running_worker, session_input, start, stub_settings
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.provenance import (
     EmbedderMismatch,
@@ -28,6 +32,8 @@ from vigil.activities.memory.provenance import (
 )
 from vigil.activities.memory.reindex import Reindexer, ReindexProgress
 from vigil.activities.memory.store import MemoryStore
+from vigil.schema.payloads import SessionStatus
+from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -341,3 +347,33 @@ async def test_a_worker_configured_with_another_embedder_does_not_start(
     )  # fmt: skip
     assert searched.returncode == 2
     assert "hashing-384" in " ".join(searched.stderr.split())
+
+
+async def test_a_session_of_an_agent_on_another_embedder_recalls_by_full_text(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    agent: str,
+) -> None:
+    """The agent's memories come from another embedder than the worker's (a reindex rolled
+    out agent by agent): its sessions stalled at step 0, each model call failing on the
+    context's recall and tried again without end. Full-text recall goes on: the session
+    takes its steps, and the memory reaches the model."""
+    # Another agent's memory from the worker's own embedder: it is not a plain change of
+    # settings, so the worker starts.
+    kept = f"{agent}-kept"
+    await MemoryStore(sessionmaker, OLD).add(kept, "reports go out on Mondays")
+    await MemoryStore(sessionmaker, NEW).add(agent, "backups run at night on the tape robot")
+    stub.enqueue(Reply.tool_call("finish", {"summary": "backups: at night"}))
+    try:
+        async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+            handle = await start(
+                client, task_queue, session_input("when do backups run", agent_id=agent)
+            )
+            result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        await _forget_agent(sessionmaker, kept)
+    assert result.status == SessionStatus.COMPLETED, result
+    assert "tape robot" in json.dumps(stub.requests[0].body), stub.requests[0].body
