@@ -101,7 +101,8 @@ class Triggered:
     run: str | None
     held: str | None
     skipped: bool = False
-    """Whether nothing will start for it (overlap ``skip`` with a run that still runs)."""
+    """Whether nothing will start for it (overlap ``skip`` with a run that still runs, or
+    ``buffer_one`` with a run waiting for it already)."""
 
 
 def _sessions(executions: Iterable[ScheduleActionExecution]) -> list[str]:
@@ -117,23 +118,39 @@ def _action_ids(desc: ScheduleDescription) -> set[str]:
     return {*_sessions(recent), *_sessions(desc.info.running_actions)}
 
 
-def _held(desc: ScheduleDescription) -> str | None:
+def _held(desc: ScheduleDescription) -> tuple[str, bool] | None:
     """What keeps a trigger's run from starting at once, from the schedule's description
     read just before it: a run that still runs, under an overlap policy other than
-    ``allow_all``; None when nothing does."""
+    ``allow_all`` (and whether nothing will start for the trigger); None when nothing
+    does."""
     running = _sessions(desc.info.running_actions)
     overlap = desc.schedule.policy.overlap
     if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
         return None
     policy = overlap.name.lower()
+    # Runs that wait for the running one to end (Temporal's buffer): under buffer_one a
+    # trigger while one waits is dropped.
+    waiting = desc.raw_description.info.buffer_size
     outcome = {
         ScheduleOverlapPolicy.SKIP: "this one does not start",
-        ScheduleOverlapPolicy.BUFFER_ONE: "this one starts once it ends",
-        ScheduleOverlapPolicy.BUFFER_ALL: "this one starts once it ends",
+        ScheduleOverlapPolicy.BUFFER_ONE: (
+            "a run already waits for it: this one does not start"
+            if waiting
+            else "this one starts once it ends"
+        ),
+        ScheduleOverlapPolicy.BUFFER_ALL: (
+            f"this one starts once it and the {waiting} waiting before this one ended"
+            if waiting
+            else "this one starts once it ends"
+        ),
         ScheduleOverlapPolicy.CANCEL_OTHER: "Temporal cancels it, and this one starts",
         ScheduleOverlapPolicy.TERMINATE_OTHER: "Temporal terminates it, and this one starts",
     }.get(overlap, "this one starts as that policy lets it")
-    return f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
+    dropped = overlap == ScheduleOverlapPolicy.SKIP or (
+        overlap == ScheduleOverlapPolicy.BUFFER_ONE and waiting > 0
+    )
+    said = f"its run {running[0]} still ran a moment ago: under overlap {policy!r} {outcome}"
+    return said, dropped
 
 
 class ScheduleControls(SessionControls):
@@ -310,8 +327,7 @@ class ScheduleControls(SessionControls):
         await self._schedule(schedule_id, self.temporal.get_schedule_handle(schedule_id).trigger())
         held = _held(desc)
         if held is not None:
-            skipped = desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
-            return Triggered(run=None, held=held, skipped=skipped)
+            return Triggered(run=None, held=held[0], skipped=held[1])
         deadline = asyncio.get_running_loop().time() + TRIGGER_WAIT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)

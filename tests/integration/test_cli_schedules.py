@@ -296,6 +296,31 @@ def test_a_trigger_held_by_a_run_that_still_runs_says_so(cli: CLIStack, schedule
     cli.vigil.ok("cancel", waiting["id"])
 
 
+def test_a_trigger_past_the_one_buffered_run_says_it_starts_nothing(
+    cli: CLIStack, schedule_id: str
+) -> None:
+    """Under ``buffer_one`` one trigger waits for the running run; a third, while that
+    one waits, is dropped by Temporal: `trigger` promised that it would start too."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/held"}))
+    cli.vigil.ok(
+        "schedule", "create", schedule_id, "--goal", goal, "--agent", agent,
+        "--cron", "0 3 * * *", "--approve-tools", "http_fetch", "--overlap", "buffer_one",
+    )  # fmt: skip
+    assert cli.vigil.json("schedule", "trigger", schedule_id)["held"] is None
+    [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
+    buffered = cli.vigil.json("schedule", "trigger", schedule_id)
+    assert "this one starts once it ends" in buffered["held"], buffered
+    dropped = cli.vigil.ok("schedule", "trigger", schedule_id).stdout.strip()
+    assert dropped.startswith(f"schedule {schedule_id}: nothing started: "), dropped
+    assert "a run already waits for it: this one does not start" in dropped, dropped
+    cli.vigil.ok("cancel", waiting["id"])
+    # The buffered run starts once that one ended; the dropped one never does.
+    started = runs(cli, schedule_id, 2)
+    [buffered_run] = [r for r in started if r["id"] != waiting["id"]]
+    cli.vigil.ok("cancel", buffered_run["id"])
+
+
 def test_a_run_its_overlap_policy_cancels_is_cancelled_by_the_schedule(
     cli: CLIStack, schedule_id: str
 ) -> None:
