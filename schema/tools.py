@@ -56,11 +56,13 @@ BUILTIN_TOOLS: dict[str, ToolInfo] = {
         ),
         ToolInfo(
             "read_artifact",
-            "Read a named artifact of this session.",
+            "Read a named artifact of this session, from a character offset; a long one is "
+            "read in parts, each saying where the next begins.",
             _obj(
                 {
                     "name": {"type": "string", "minLength": 1, "maxLength": 255},
                     "max_chars": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                    "offset": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
                 },
                 ["name"],
             ),

@@ -98,6 +98,7 @@ async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcom
     from vigil.activities.artifacts.store import ArtifactError, UnknownArtifact
 
     max_chars = int(args.get("max_chars", 20_000))
+    offset = int(args.get("offset", 0))
     name = str(args["name"])
     try:
         _ref, data = await get_artifact(
@@ -112,8 +113,24 @@ async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcom
     except (ArtifactError, ValueError) as exc:
         raise ToolFailed(str(exc)) from exc
     text = data.decode("utf-8", errors="replace")
-    more = f"\n[... {len(text) - max_chars} more characters]" if len(text) > max_chars else ""
-    return ToolOutcome(text[:max_chars] + more, {"bytes": len(data)})
+    # At most what the session keeps inline (a longer answer would be stored as an
+    # artifact in turn, and read back cut again): the rest is read on from where it says.
+    room = max(1, ctx.settings.inline_limit_bytes - 200)
+    part = _fitting(text[offset : offset + max_chars], room)
+    end = offset + len(part)
+    if end >= len(text) and offset == 0:
+        return ToolOutcome(part, {"bytes": len(data)})
+    said = f"characters {offset}-{end} of {len(text)}"
+    more = f"; read on with offset={end}" if end < len(text) else "; the end"
+    return ToolOutcome(f"{part}\n[{said}{more}]", {"bytes": len(data), "offset": offset})
+
+
+def _fitting(text: str, limit: int) -> str:
+    """The longest start of ``text`` whose UTF-8 takes at most ``limit`` bytes."""
+    raw = text.encode("utf-8", errors="surrogatepass")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", errors="ignore")
 
 
 async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:

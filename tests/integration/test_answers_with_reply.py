@@ -10,7 +10,9 @@ reply is recorded. Told apart here by the transaction that wrote each row (``xmi
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -103,11 +105,12 @@ async def test_a_read_too_long_to_keep_inline_is_answered_after_its_reply(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
     # Its output goes to the artifact store (the claim check): a write, so not before the
-    # reply is recorded. The read runs once the reply is in the record, in its own statement.
+    # reply is recorded. The read (a recall of a long memory) runs once the reply is in the
+    # record, in its own statement. (read_artifact reads in parts that fit inline.)
     long = "tide table " * 200  # 2,200 bytes, over the 1,000-byte inline limit below
     stub.enqueue(
-        Reply.tool_call("write_artifact", {"name": "tides.txt", "content": long}),
-        Reply.tool_calls(REFUSED, ("read_artifact", {"name": "tides.txt"})),
+        Reply.tool_call("remember", {"content": long, "subject": "tides"}),
+        Reply.tool_calls(REFUSED, ("recall", {"query": "tide table"})),
         Reply.tool_call("finish", {"summary": "done"}),
     )
     tight = stub_settings(settings, stub.url_openai).model_copy(update={"inline_limit_bytes": 1000})
@@ -195,3 +198,42 @@ async def test_answers_are_not_written_when_their_reply_was_recorded_first(
     async with sessionmaker() as db:
         assert [m.seq for m in await record.messages_page(db, other)] == [1, 2]
         assert await record.get_event(db, other, "tool:1:0") is not None
+
+
+async def test_an_artifact_too_long_to_keep_inline_is_read_in_parts(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # A read longer than the inline limit was itself stored as an artifact and cut to its
+    # head again, so the model could never read past that head. Each part now fits, and
+    # says where the next begins; the model reads on until the end.
+    long = "".join(f"line {n}: high tide at {n % 24:02d}:00\n" for n in range(120))
+
+    def reader(body: Any) -> Reply:
+        said = [m.get("content") or "" for m in body["messages"] if m.get("role") == "tool"]
+        if not said:
+            return Reply.tool_call("write_artifact", {"name": "tides.txt", "content": long})
+        on = re.search(r"read on with offset=(\d+)\]$", said[-1])
+        if on is not None or len(said) == 1:
+            offset = int(on.group(1)) if on is not None else 0
+            return Reply.tool_call("read_artifact", {"name": "tides.txt", "offset": offset})
+        return Reply.tool_call("finish", {"summary": "read it all"})
+
+    stub.default = reader
+    tight = stub_settings(settings, stub.url_openai).model_copy(update={"inline_limit_bytes": 1000})
+    async with running_worker(client, tight, task_queue):
+        goal = session_input("read it back", policy=ToolPolicy(require_approval=[]))
+        result = await (await start(client, task_queue, goal)).result()
+    assert result.status == SessionStatus.COMPLETED, result
+    reads = [
+        m.content
+        for m in await transcript(sessionmaker, result.session_id)
+        if m.role == "tool" and m.name == "read_artifact"
+    ]
+    assert len(reads) >= 4 and not any("stored as artifact" in r for r in reads), reads
+    assert reads[-1].endswith("; the end]"), reads[-1]
+    parts = [re.sub(r"\n\[characters \d+-\d+ of \d+; [^\]]*\]$", "", r) for r in reads]
+    assert "".join(parts) == long

@@ -98,8 +98,13 @@ def _marked_session(cli: CLIStack, agent: str, marker: str) -> str:
             content=f"writing the notes on {marker}",
         ),
         Reply.tool_call("write_artifact", {"name": "shared.txt", "content": SHARED}),
-        Reply.tool_call("remember", {"content": f"the code word is {marker}", "subject": marker}),
+        Reply.tool_call(
+            "remember",
+            {"content": f"the code word is {marker}; " + "keep it safe " * 30, "subject": marker},
+        ),
         Reply.tool_call("read_artifact", {"name": notes, "max_chars": 400}),
+        # Its output, over the worker's inline limit, is stored as an artifact.
+        Reply.tool_call("recall", {"query": "code word"}),
         Reply.tool_call("finish", {"summary": f"done with {marker}"}),
     ]
     return _run(cli, agent, f"plan the trip {marker}")
