@@ -722,17 +722,22 @@ class AgentSession(Waits):
         # Marked while its activity runs: a cancel that lands meanwhile leaves the mark,
         # and the ending does not say a call it cannot know the fate of did not run.
         self._tool_running = arg.seq
-        out = await self._act(
-            names.ACT_RUN_TOOL,
-            arg.model_copy(update={"max_failures": budget}),
-            RunToolOutput,
-            summary=summary,
-            limit=route.timeout,
-            retry=retry,
-            heartbeat=True,
-            task_queue=route.task_queue,
-            schedule_to_start=route.schedule_to_start,
-        )
+        try:
+            out = await self._act(
+                names.ACT_RUN_TOOL,
+                arg.model_copy(update={"max_failures": budget}),
+                RunToolOutput,
+                summary=summary,
+                limit=route.timeout,
+                retry=retry,
+                heartbeat=True,
+                task_queue=route.task_queue,
+                schedule_to_start=route.schedule_to_start,
+            )
+        except ActivityError as exc:
+            if not is_cancelled_exception(exc):
+                self._tool_running = None  # it ended, without a result (refused, failed)
+            raise
         self._tool_running = None
         return out
 
