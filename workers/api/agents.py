@@ -33,6 +33,7 @@ from vigil.workers.api.errors import (
     INVALID,
     INVALID_AGENT,
     MALFORMED,
+    TOO_DEEP_BODY,
     UNKNOWN_AGENT,
     UNSUPPORTED_MEDIA,
     ApiError,
@@ -230,10 +231,7 @@ async def _definition(request: Request) -> tuple[str, str]:
         if broken:
             why = str((broken[0].get("ctx") or {}).get("error", ""))
             if why.startswith("recursion limit exceeded"):
-                # As every other route says it (errors.py).
-                raise ApiError(
-                    400, MALFORMED, "the body's JSON nests too deeply to be read"
-                ) from None
+                raise ApiError(400, MALFORMED, TOO_DEEP_BODY) from None  # as every route
             raise ApiError(400, MALFORMED, "the body is not valid JSON (UTF-8)") from None
         raise
     if (body.text is None) == (body.spec is None):

@@ -40,6 +40,8 @@ from vigil.workers.liveness import is_unreachable, temporal_down
 log = logging.getLogger("vigil.api")
 
 FASTAPI_BODY_UNREAD = "There was an error parsing the body"
+TOO_DEEP_BODY = "the body's JSON nests too deeply to be read"
+"""How every route refuses a JSON body too deep to read."""
 """What FastAPI says of a JSON body it could not decode (bytes that are not UTF-8, or
 nesting deeper than the decoder's recursion allows: the cause says which)."""
 
@@ -255,7 +257,7 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
             if (refused := await _caller_first(request)) is not None:
                 return refused
             detail = (
-                "the body's JSON nests too deeply to be read"
+                TOO_DEEP_BODY
                 if isinstance(exc.__cause__, RecursionError)
                 else "the body is not UTF-8, as JSON must be"
             )

@@ -297,7 +297,7 @@ async def show_session(
         state=view.state,
         messages=[message_of(m) for m in view.messages],
         ui=view.ui,
-        archived=None if view.archived is None else ArchivedOut(**view.archived.shown(session_id)),
+        archived=_archived(view.session),
         retrying=view.retrying,
     )
 
