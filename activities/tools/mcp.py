@@ -254,6 +254,7 @@ class McpServers:
             await self._reset(conn)
             raise ToolFailed(
                 f"MCP tool {label} timed out after {timeout:g}s; the server connection was reset"
+                f"{conn.stdout_said()}"
             ) from None
         except MCPError as exc:
             if exc.code == mcp_types.CONNECTION_CLOSED:
@@ -261,7 +262,7 @@ class McpServers:
                 again = "started again" if spec.command else "reconnected"
                 raise ToolFailed(
                     f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
-                    f"it is {again} on the next call{await conn.stderr_said()}"
+                    f"it is {again} on the next call{conn.stdout_said()}{await conn.stderr_said()}"
                 ) from None
             raise ToolFailed(
                 f"MCP server {spec.name} refused {tool}: {short_text(exc.message)}"

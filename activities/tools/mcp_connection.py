@@ -47,13 +47,42 @@ async def env_credential(name: str) -> str:
     return await CredentialResolver(None, None).resolve(name)
 
 
+NOISE_LINES = 3
+"""How many of a server's lines that are not MCP messages are kept to say so."""
+
+# A line a stdio server wrote to stdout that is not a JSON-RPC message reaches the client
+# as an error value, which vigil reports in its own words (``McpConnection.stdout_said``,
+# one warning line): the SDK's traceback for each such line is left out of the log.
+logging.getLogger("mcp.client.stdio").addFilter(
+    lambda record: not record.getMessage().startswith("Failed to parse JSONRPC message")
+)
+
+
+def _not_mcp(error: ValueError) -> str:
+    """The line a parse error was raised for (pydantic keeps it as the error's input)."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        with contextlib.suppress(Exception):
+            line = errors()[0].get("input")
+            if isinstance(line, str):
+                return short_text(line, 200)
+    return short_text(str(error), 200)
+
+
 class _EofWatch:
     """The transport's read stream, noticing its end (the server went away) so the pool
-    restarts a server that died between calls instead of failing the next call."""
+    restarts a server that died between calls instead of failing the next call, and
+    keeping the first lines that were not MCP messages (``noise``)."""
 
-    def __init__(self, inner: Any, ended: asyncio.Event) -> None:
+    def __init__(self, inner: Any, ended: asyncio.Event, noise: Callable[[str], None]) -> None:
         self._inner = inner
         self._ended = ended
+        self._noise = noise
+
+    def _seen(self, item: Any) -> Any:
+        if isinstance(item, ValueError):
+            self._noise(_not_mcp(item))
+        return item
 
     @property
     def last_context(self) -> Any:
@@ -61,7 +90,7 @@ class _EofWatch:
 
     async def receive(self) -> Any:
         try:
-            return await self._inner.receive()
+            return self._seen(await self._inner.receive())
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -76,7 +105,7 @@ class _EofWatch:
 
     async def __anext__(self) -> Any:
         try:
-            return await self._inner.__anext__()
+            return self._seen(await self._inner.__anext__())
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -157,6 +186,8 @@ class McpConnection:
         self._stderr: _StderrTail | None = None
         """A stdio server's stderr, once its process was spawned."""
         self._stderr_pipe: asyncio.ReadTransport | None = None
+        self._not_mcp: list[str] = []
+        """The first lines the server wrote to stdout that were not MCP messages."""
         self.listed: frozenset[str] | None = None
         """The tool names this server listed, once a call asked (McpServers.call)."""
         self.calls = 0
@@ -188,7 +219,7 @@ class McpConnection:
             await self.close()
             raise ToolFailed(
                 f"MCP server {self.spec.name} did not start within {timeout:g}s"
-                f"{await self.stderr_said()}"
+                f"{self.stdout_said()}{await self.stderr_said()}"
             ) from None
         except ToolFailed:
             raise
@@ -199,8 +230,27 @@ class McpConnection:
             await self.close()
             raise ToolFailed(
                 f"MCP server {self.spec.name} could not start: {error_text(exc)}"
-                f"{await self.stderr_said()}"
+                f"{self.stdout_said()}{await self.stderr_said()}"
             ) from None
+
+    def stdout_said(self) -> str:
+        """``; it wrote to stdout what is not MCP ...`` with the first such line, or
+        nothing when every line was a protocol message."""
+        if not self._not_mcp:
+            return ""
+        return (
+            f"; it wrote to stdout what is not an MCP message: {self._not_mcp[0]!r} (a stdio "
+            "server writes only protocol messages to stdout; its logs go to stderr)"
+        )
+
+    def _noise(self, line: str) -> None:
+        if len(self._not_mcp) < NOISE_LINES:
+            self._not_mcp.append(line)
+            log.warning(
+                "MCP server %s wrote to stdout what is not an MCP message: %r",
+                self.spec.name,
+                line,
+            )
 
     async def stderr_said(self) -> str:
         """``; its stderr ends: ...`` with the last lines a stdio server wrote (once it
@@ -266,7 +316,7 @@ class McpConnection:
         self, inner: contextlib.AbstractAsyncContextManager[Any]
     ) -> AsyncIterator[Any]:
         async with inner as (read, write):
-            yield _EofWatch(read, self._ended), write
+            yield _EofWatch(read, self._ended, self._noise), write
 
     async def _own(
         self, transport: contextlib.AbstractAsyncContextManager[Any], ready: asyncio.Future[Client]

@@ -108,6 +108,49 @@ async def test_a_server_that_fails_at_start_says_why(
         await list_mcp_tools(spec, timeout=10)
 
 
+NOT_MCP = [sys.executable, "-c", "print('usage: report-tool [--port N]')"]
+BANNER_FIRST = [
+    sys.executable,
+    "-c",
+    "import runpy, sys; print('report-tool 1.2 starting', flush=True); "
+    f"sys.argv = ['listed', sys.argv[1]]; runpy.run_path({str(LISTED)!r}, run_name='__main__')",
+]
+
+
+async def test_a_program_that_writes_no_mcp_to_stdout_is_told_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = stdio_spec().model_copy(update={"command": NOT_MCP})
+    with pytest.raises(McpServerError) as failed:
+        await list_mcp_tools(spec, timeout=10)
+    message = str(failed.value)
+    assert message.startswith("MCP server probe could not start: ")
+    assert (
+        "it wrote to stdout what is not an MCP message: 'usage: report-tool [--port N]' "
+        "(a stdio server writes only protocol messages to stdout; its logs go to stderr)"
+    ) in message
+    # One line of vigil's for it, not the SDK's traceback.
+    assert [r for r in caplog.records if r.exc_info] == []
+    said = [r.getMessage() for r in caplog.records if "not an MCP message" in r.getMessage()]
+    assert said == ["MCP server probe wrote to stdout what is not an MCP message: "
+                    "'usage: report-tool [--port N]'"]  # fmt: skip
+
+
+async def test_a_server_that_prints_a_banner_first_still_serves(
+    servers: McpServers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    listing = tmp_path / "tools.txt"
+    listing.write_text("echo\n")
+    spec = McpServerSpec(name="banner", command=[*BANNER_FIRST, str(listing)])
+    assert [t.name for t in await list_mcp_tools(spec, timeout=20)] == ["banner.echo"]
+    answered = await servers.call(spec, "echo", {"text": "hi"}, timeout=20)
+    assert answered.text == "hi"
+    assert [r for r in caplog.records if r.exc_info] == []
+    said = {r.getMessage() for r in caplog.records if "not an MCP message" in r.getMessage()}
+    assert said == {"MCP server banner wrote to stdout what is not an MCP message: "
+                    "'report-tool 1.2 starting'"}  # fmt: skip
+
+
 async def test_a_server_that_cannot_be_spawned_names_the_spawn_error(
     servers: McpServers,
 ) -> None:
