@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from vigil.schema.hooks import WebhookEvent
+from vigil.schema.hooks import WebhookEvent, unreachable_for_webhooks
 from vigil.schema.payloads import Budget
 
 Effects = Literal["none", "internal", "external"]
@@ -173,6 +174,16 @@ class WebhookSpec(Spec):
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$")
     events: list[WebhookEvent] = Field(min_length=1)
     secret: str = Field(min_length=1, max_length=300)
+
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, value: str, info: ValidationInfo) -> str:
+        """A link-local address (cloud metadata) is refused when applied; a version
+        applied before reads back as it was, and its deliveries are refused when sent."""
+        why = unreachable_for_webhooks(urlsplit(value).hostname or "")
+        if why is not None and applying(info):
+            raise ValueError(why)
+        return value
 
 
 class SpecBudget(Budget):

@@ -5,6 +5,7 @@ Pure data like ``schema.payloads``: no SQLAlchemy, no I/O, so workflow code may 
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,6 +13,33 @@ from pydantic import BaseModel, ConfigDict, Field
 
 WebhookEvent = Literal["approval_requested", "human_asked", "session_ended"]
 WEBHOOK_EVENTS: tuple[str, ...] = ("approval_requested", "human_asked", "session_ended")
+
+
+def unreachable_for_webhooks(address: str, name: str | None = None) -> str | None:
+    """Why a webhook is never sent to ``address`` (an IP address in text, which host
+    ``name`` resolved to when given), or None.
+
+    Link-local addresses hold cloud instance metadata (``169.254.169.254``: credentials
+    of the machine's role) and the like; a webhook's receiver is never there, and a
+    delivery's recorded answer would show whoever may list deliveries what it said.
+    Multicast and the unspecified address are no receiver either. Loopback and private
+    addresses stay allowed (receivers on the same host or network)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
+    except ValueError:
+        return None  # a name: checked once resolved
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind, yes in (
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+    ):
+        if yes:
+            said = f"{name} resolves to {ip}, a" if name else f"{ip} is a"
+            return f"{said} {kind} address: no webhook is sent there"
+    return None
+
 
 TriggerAction = Literal["start", "message", "wake"]
 TRIGGER_ACTIONS: tuple[str, ...] = ("start", "message", "wake")

@@ -30,7 +30,7 @@ from vigil.activities.hooks import signing, templates
 from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
-from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
+from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS, unreachable_for_webhooks
 from vigil.schema.payloads import Ack
 from vigil.workers import keyed
 from vigil.workers.client import (
@@ -434,6 +434,8 @@ class WebhookService:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: an http or https URL")
         if parts.username or parts.password:
             raise BadArgument("a webhook URL must not hold credentials")
+        if (why := unreachable_for_webhooks(parts.hostname)) is not None:
+            raise BadArgument(f"bad webhook URL {url[:100]!r}: {why}")
         unknown = [e for e in events if e not in WEBHOOK_EVENTS]
         if not events or unknown:
             raise BadArgument(f"events: one or more of {', '.join(WEBHOOK_EVENTS)}")

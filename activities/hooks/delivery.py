@@ -4,14 +4,19 @@ The webhooks of an event are read from the configuration at each attempt (the ag
 file's ``[[webhooks]]`` of the session's pinned version, and those added with `vigil
 webhook add`): the workflow names no URL, so only configured URLs are ever called.
 Each attempt POSTs the signed JSON body (``activities.hooks.signing``) to every webhook
-not yet settled for this delivery and records the outcome in ``webhook_deliveries``; when
-one failed, the activity fails and Temporal retries it with backoff (the others are not
-sent again). A receiver's 4xx other than 408/429 refuses the delivery for good.
+not yet settled for this delivery, all at once, and records each outcome in
+``webhook_deliveries`` as it comes (a receiver that hangs holds up none of the others);
+when one failed, the activity fails and Temporal retries it with backoff (the others are
+not sent again). A receiver's 4xx other than 408/429 refuses the delivery for good, and so
+does a host that is or resolves to a link-local address (cloud metadata lives there),
+checked before each POST.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +35,7 @@ from vigil.activities.record import hooks as hook_rows
 from vigil.activities.record.lean import engine_of, lean_statements
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec, WebhookSpec
-from vigil.schema.hooks import NotifyInput, NotifyOutput
+from vigil.schema.hooks import NotifyInput, NotifyOutput, unreachable_for_webhooks
 
 POST_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "vigil-webhooks/1"
@@ -133,6 +138,8 @@ class WebhookActivities:
             secret = await self._resolve(target.secret_ref)
         except CredentialError as exc:
             return "failed", None, str(exc)  # may be set later: retried
+        if (refused := await self._refused(target.url)) is not None:
+            return "rejected", None, f"not sent: {refused}"
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -158,11 +165,53 @@ class WebhookActivities:
             return "failed", code, reason
         return "rejected", code, reason
 
+    async def _refused(self, url: str) -> str | None:
+        """Why the webhook's host is not posted to (an address it is or resolves to is
+        link-local: cloud metadata; ``schema.hooks.unreachable_for_webhooks``), or None."""
+        host = httpx.URL(url).host
+        if (why := unreachable_for_webhooks(host)) is not None:
+            return why
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            # Not resolved here: the POST says why, or a proxy (HTTPS_PROXY) resolves it.
+            return None
+        for info in infos:
+            if (why := unreachable_for_webhooks(str(info[4][0]), host)) is not None:
+                return why
+        return None
+
     async def _erased(self, arg: NotifyInput) -> bool:
         async with self._sessionmaker() as db:
             return await erasure_rows.erased_since(
                 db, arg.session_id, arg.agent_id, arg.occurred_at
             )
+
+    async def _deliver(
+        self, target: Target, body: bytes, arg: NotifyInput
+    ) -> tuple[str, str] | None:
+        """POST to one webhook and record the attempt: (outcome, what went wrong), None when the
+        session was erased meanwhile (nothing is kept of it then)."""
+        outcome, code, error = await self._post(target, body, arg)
+        async with self._sessionmaker.begin() as db:
+            if await erasure_rows.erased_since(db, arg.session_id, arg.agent_id, arg.occurred_at):
+                return None  # erased while it was posted: nothing is kept of it
+            await hook_rows.record_attempt(
+                db,
+                delivery_id=arg.delivery_id,
+                webhook=target.key,
+                agent_id=arg.agent_id,
+                session_id=arg.session_id,
+                event=arg.event,
+                url=target.url,
+                attempt=activity.info().attempt,
+                outcome=outcome,
+                status_code=code,
+                error=error,
+            )
+        return outcome, f"{target.key}: {error}"
 
     @activity.defn(name=names.ACT_DELIVER_WEBHOOKS)
     async def deliver_webhooks(self, arg: NotifyInput) -> NotifyOutput:
@@ -173,40 +222,25 @@ class WebhookActivities:
         ]
         async with self._sessionmaker() as db:
             settled = await hook_rows.settled_webhooks(db, arg.delivery_id)
-        attempt = activity.info().attempt
-        body = body_of(arg)
+        pending = [t for t in targets if t.key not in settled]
         out = NotifyOutput()
+        if not pending or await self._erased(arg):
+            return out  # erased meanwhile: what it would tell is no one's any more
+        # Every webhook at once, each recorded as it answers: a receiver that hangs until
+        # the POST's timeout holds up none of the others.
+        body = body_of(arg)
+        outcomes = await asyncio.gather(*(self._deliver(t, body, arg) for t in pending))
         failed: list[str] = []
-        for target in targets:
-            if target.key in settled:
-                continue
-            if await self._erased(arg):
-                return out  # erased meanwhile: what it would tell is no one's any more
-            outcome, code, error = await self._post(target, body, arg)
-            async with self._sessionmaker.begin() as db:
-                if await erasure_rows.erased_since(
-                    db, arg.session_id, arg.agent_id, arg.occurred_at
-                ):
-                    return out  # erased while it was posted: nothing is kept of it
-                await hook_rows.record_attempt(
-                    db,
-                    delivery_id=arg.delivery_id,
-                    webhook=target.key,
-                    agent_id=arg.agent_id,
-                    session_id=arg.session_id,
-                    event=arg.event,
-                    url=target.url,
-                    attempt=attempt,
-                    outcome=outcome,
-                    status_code=code,
-                    error=error,
-                )
+        for got in outcomes:
+            if got is None:
+                return out
+            outcome, error = got
             if outcome == "delivered":
                 out.delivered += 1
             elif outcome == "rejected":
                 out.rejected += 1
             else:
-                failed.append(f"{target.key}: {error}")
+                failed.append(error)
         if failed:
             raise ApplicationError(
                 f"{len(failed)} webhook(s) did not take {arg.event}: " + "; ".join(failed)[:500],

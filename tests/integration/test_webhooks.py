@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer, running_api
+from tests.support.cli import explain
 from tests.support.llm_stub import Reply
 from tests.support.sessions import until
 from tests.support.webhook_receiver import Receiver, webhook_receiver
@@ -201,3 +202,87 @@ async def test_events_given_in_several_options_all_count(
     )  # fmt: skip
     assert sorted(added["events"]) == ["approval_requested", "human_asked", "session_ended"]
     cli.vigil.ok("webhook", "remove", str(added["id"]))
+
+
+async def test_a_receiver_that_hangs_holds_up_none_of_the_other_webhooks(
+    cli: CLIStack,
+    api: ApiServer,
+    vigil_client: VigilClient,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    agent = f"agent-hook-{uuid.uuid4().hex[:6]}"
+    with webhook_receiver(hang=True) as hanging, webhook_receiver() as receiver:
+        # The hanging webhook is added first, so it is the first one an attempt posts to.
+        await add_webhook(cli, sessionmaker, agent, hanging, "session_ended")
+        await add_webhook(cli, sessionmaker, agent, receiver, "session_ended")
+        sid = (await vigil_client.start_session(agent, cli.plan(Reply.text("done")))).id
+        (got,) = await until(receiver.delivered, within=60, what="session_ended delivered")
+        assert got.json()["session_id"] == sid
+        # The other receiver got the event while the hanging one still held its request:
+        # no attempt of the hanging webhook's had ended (it ends at the POST's timeout).
+        assert hanging.held == 1
+        rows = await attempts(api, sessionmaker, session=sid)
+        assert [r["url"] for r in rows if r["outcome"] != "delivered"] == []
+
+        async def timed_out() -> list[dict[str, object]]:
+            rows = await attempts(api, sessionmaker, session=sid)
+            return [r for r in rows if r["url"] == hanging.url]
+
+        (gave_up, *_) = await until(timed_out, within=60, what="the hanging POST timed out")
+        assert gave_up["outcome"] == "failed" and "Timeout" in str(gave_up["error"])
+    rows = await attempts(api, sessionmaker, session=sid)
+    delivered = [(r["attempt"], r["outcome"]) for r in rows if r["url"] == receiver.url]
+    assert delivered == [(1, "delivered")] and len(receiver.requests) == 1
+
+
+async def test_a_webhook_is_never_sent_to_a_link_local_address(
+    cli: CLIStack,
+    api: ApiServer,
+    vigil_client: VigilClient,
+    sessionmaker: async_sessionmaker[DbSession],
+    tmp_path: Path,
+) -> None:
+    """Cloud instance metadata answers on a link-local address (169.254.169.254): a
+    webhook there would post to it, and its answer would be kept in the delivery's record
+    for whoever may list deliveries."""
+    agent = f"agent-hook-{uuid.uuid4().hex[:6]}"
+    credential = f"hook-{uuid.uuid4().hex[:8]}"
+    await CredentialService(cli.settings, sessionmaker).set(credential, "whsec-x")
+    for url, shown in (
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local"),
+        ("http://[fe80::1]:8080/hook", "fe80::1 is a link-local"),
+        ("http://[::ffff:169.254.169.254]/hook", "169.254.169.254 is a link-local"),
+        ("http://224.0.0.1/hook", "224.0.0.1 is a multicast"),
+    ):
+        refused = cli.vigil(
+            "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
+            "--secret", credential,
+        )  # fmt: skip
+        assert refused.returncode == 2, explain(refused)
+        assert f"{shown} address: no webhook is sent there" in refused.stderr, refused.stderr
+    (tmp_path / f"{agent}.toml").write_text(
+        f'name = "{agent}"\n[[webhooks]]\nurl = "http://169.254.169.254/hook"\n'
+        f'events = ["session_ended"]\nsecret = "{credential}"\n'
+    )
+    applied = cli.vigil("agent", "apply", str(tmp_path / f"{agent}.toml"))
+    assert applied.returncode != 0, explain(applied)
+    assert "169.254.169.254 is a link-local address" in applied.stderr, applied.stderr
+    # A name that resolves to one (here a number the resolver reads as 169.254.169.254)
+    # is taken when added, and every delivery to it is refused before it connects.
+    named = cli.vigil.json(
+        "webhook", "add", "--agent", agent, "--url", "http://0xa9fea9fe/hook",
+        "--events", "session_ended", "--secret", credential,
+    )  # fmt: skip
+    sid = (await vigil_client.start_session(agent, cli.plan(Reply.text("done")))).id
+
+    async def refused_rows() -> list[dict[str, object]]:
+        rows = await attempts(api, sessionmaker, session=sid)
+        return [r for r in rows if r["webhook"] == f"w{named['id']}"]
+
+    (row,) = await until(refused_rows, within=60, what="the delivery refused")
+    assert (row["outcome"], row["status_code"], row["attempt"]) == ("rejected", None, 1)
+    assert row["error"] == (
+        "not sent: 0xa9fea9fe resolves to 169.254.169.254, a link-local address: "
+        "no webhook is sent there"
+    )
+    cli.vigil.ok("webhook", "remove", str(named["id"]))

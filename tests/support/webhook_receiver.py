@@ -1,6 +1,7 @@
 """A real local HTTP server that receives webhook deliveries: it answers the first
 ``fail_first`` requests with 503 (a receiver that is down for a while), then 200, and
-keeps every request it got (headers and body) for the test to check."""
+keeps every request it got (headers and body) for the test to check. One made with
+``hang`` answers nothing until the block ends (a receiver that hangs)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ class Received:
 class Receiver:
     url: str
     fail_first: int = 0
+    hang: threading.Event | None = None
     requests: list[Received] = field(default_factory=list)
+    held: int = 0
+    """Requests a hanging receiver holds (or held) unanswered."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
@@ -43,7 +47,7 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
+def webhook_receiver(fail_first: int = 0, *, hang: bool = False) -> Iterator[Receiver]:
     """Serve on a free loopback port until the block ends."""
     receiver: Receiver
 
@@ -52,6 +56,11 @@ def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
             size = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(size)
             headers = {k.lower(): v for k, v in self.headers.items()}
+            if receiver.hang is not None:
+                with receiver._lock:
+                    receiver.held += 1
+                receiver.hang.wait(60)
+                return
             code = receiver.answer(self.path, headers, body)
             reply = b"ok" if code == 200 else b"down for maintenance"
             self.send_response(code)
@@ -64,13 +73,17 @@ def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     receiver = Receiver(
-        url=f"http://127.0.0.1:{server.server_address[1]}/hook", fail_first=fail_first
+        url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        fail_first=fail_first,
+        hang=threading.Event() if hang else None,
     )
     thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
     thread.start()
     try:
         yield receiver
     finally:
+        if receiver.hang is not None:
+            receiver.hang.set()
         server.shutdown()
         server.server_close()
         thread.join(10)
