@@ -12,7 +12,6 @@ from typing import Any
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
-    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -227,7 +226,8 @@ class Memory(Base):
     agent_id: Mapped[str] = mapped_column(String(200), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str | None] = mapped_column(Text)
-    subject_key: Mapped[str | None] = mapped_column(Text, Computed("lower(subject)"))
+    subject_key: Mapped[str | None] = mapped_column(Text)
+    """The subject in NFKC form, case-folded, for matching (``activities.memory.values``)."""
     content: Mapped[str] = mapped_column(Text)
     importance: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
     dim: Mapped[int] = mapped_column(Integer)

@@ -32,6 +32,7 @@ from vigil.activities.memory.values import (
     _check_text,
     _normal_subject,
     _vector_literal,
+    subject_key,
 )
 from vigil.activities.memory.writes import (
     _BEFORE_A_SUBJECT_WRITE,
@@ -98,12 +99,12 @@ class _MemoryWrites(_VectorRecall):
             raise ValueError(
                 f"content of {len(content)} characters exceeds the limit of {MAX_CONTENT}"
             )
+        subject = _normal_subject(subject)
         if subject is not None and len(subject) > MAX_SUBJECT:
             raise ValueError(f"subject exceeds the limit of {MAX_SUBJECT} characters")
         if not (math.isfinite(importance) and 0.0 <= importance <= 1.0):
             raise ValueError("importance must be between 0 and 1")
         _aware(created_at, "created_at")
-        subject = _normal_subject(subject)
         for value, what in ((content, "content"), (subject, "subject"), (kind, "kind")):
             if value is not None:
                 _check_text(value, what)
@@ -154,6 +155,7 @@ class _MemoryWrites(_VectorRecall):
             "agent_id": agent_id,
             "kind": kind,
             "subject": subject,
+            "subject_key": subject_key(subject) if subject is not None else None,
             "content": content,
             "vector": literal,
             "dim": dim,
@@ -240,6 +242,7 @@ class _MemoryWrites(_VectorRecall):
                         "agent_id": agent_id,
                         "kind": kind,
                         "subject": subject,
+                        "subject_key": params["subject_key"],
                         "content": content,
                         "importance": importance,
                         "dim": dim,
@@ -316,8 +319,11 @@ class _MemoryWrites(_VectorRecall):
         normal = _normal_subject(subject)
         if normal is None:
             return []
+        if len(normal) > MAX_SUBJECT:
+            raise ValueError(f"subject exceeds the limit of {MAX_SUBJECT} characters")
+        _check_text(normal, "subject")
         async with acting_for(self._sessionmaker, agent_id) as db:
             rows = await db.execute(
-                _HISTORY, {"agent_id": agent_id, "subject": normal, "kind": kind}
+                _HISTORY, {"agent_id": agent_id, "subject_key": subject_key(normal), "kind": kind}
             )
             return [_record(row) for row in rows]

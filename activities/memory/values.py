@@ -12,6 +12,7 @@ import functools
 import math
 import re
 import struct
+import unicodedata
 from datetime import datetime
 
 from vigil.schema import textcodec
@@ -59,10 +60,20 @@ def _vector_literal(vector: list[float], dim: int) -> str:
 
 
 def _normal_subject(subject: str | None) -> str | None:
+    """A subject as it is kept and compared: in Unicode's NFKC form (a composed and a
+    decomposed "é", full-width letters and ligatures are one subject), without the
+    whitespace around it; None for a blank one. Case is compared apart (``subject_key``)."""
     if subject is None:
         return None
-    subject = subject.strip()
+    subject = unicodedata.normalize("NFKC", subject).strip()
     return subject or None
+
+
+def subject_key(subject: str) -> str:
+    """What a (normalised) subject is matched by: its NFKC form case-folded ("CAFÉ",
+    "café" and "Cafe\u0301" are one key), computed here so that it does not depend on
+    the database's locale (PostgreSQL's ``lower`` under the C locale folds ASCII only)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", subject).casefold())
 
 
 def _aware(value: datetime | None, what: str) -> datetime | None:

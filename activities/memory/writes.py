@@ -34,7 +34,7 @@ _SAME_SUBJECT_SQL = """
            END AS similarity
     FROM memories
     WHERE agent_id = :agent_id AND kind = :kind AND superseded_by IS NULL
-      AND forgotten_at IS NULL AND subject_key = lower(:subject)
+      AND forgotten_at IS NULL AND subject_key = :subject_key
     ORDER BY id
     FOR UPDATE
     """
@@ -78,10 +78,10 @@ _MERGE = sql(
 _INSERT = sql(
     f"""
     WITH m AS (
-        INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding,
-                              source_session_id, metadata, created_at, embedder,
+        INSERT INTO memories (agent_id, kind, subject, subject_key, content, importance, dim,
+                              embedding, source_session_id, metadata, created_at, embedder,
                               embedder_version)
-        VALUES (:agent_id, :kind, :subject, :content, :importance, :dim,
+        VALUES (:agent_id, :kind, :subject, :subject_key, :content, :importance, :dim,
                 CAST(:vector AS vector), :source_session_id, :metadata,
                 coalesce(CAST(:created_at AS timestamptz), now()), :embedder, :version)
         RETURNING id
@@ -142,7 +142,7 @@ forgotten themselves) are current again, their metadata naming the forgotten one
 _HISTORY = sql(
     f"""
     SELECT {_MEMORY_COLUMNS} FROM memories
-    WHERE agent_id = :agent_id AND subject_key = lower(:subject)
+    WHERE agent_id = :agent_id AND subject_key = :subject_key
       AND (CAST(:kind AS text) IS NULL OR kind = :kind)
     ORDER BY id
     """

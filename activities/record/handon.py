@@ -196,10 +196,11 @@ def _when(value: Any) -> datetime | None:
 
 
 _COPY = text(
-    "INSERT INTO memories (agent_id, kind, subject, content, importance, dim, embedding, "
-    "  source_session_id, superseded_by, superseded_at, metadata, created_at, embedder, "
-    "  embedder_version) "
-    "SELECT agent_id, kind, subject, :content, :importance, dim, CAST(:vector AS vector), "
+    "INSERT INTO memories (agent_id, kind, subject, subject_key, content, importance, dim, "
+    "  embedding, source_session_id, superseded_by, superseded_at, metadata, created_at, "
+    "  embedder, embedder_version) "
+    "SELECT agent_id, kind, subject, subject_key, :content, :importance, dim, "
+    "  CAST(:vector AS vector), "
     "  :source_session_id, superseded_by, superseded_at, "
     "  CAST(:metadata AS jsonb) || jsonb_build_object('embedder', embedder), "
     "  coalesce(CAST(:created_at AS timestamptz), created_at), embedder, embedder_version "

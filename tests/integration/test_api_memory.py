@@ -1,5 +1,6 @@
-"""Memory over HTTP: hybrid search, add, forget (kept for history, never recalled again),
-within each token's scope and agents; and `vigil memory forget` from the CLI."""
+"""Memory over HTTP: hybrid search, add, a subject's history, forget (kept for history,
+never recalled again), within each token's scope and agents; and `vigil memory forget`
+and `history` from the CLI."""
 
 from __future__ import annotations
 
@@ -224,6 +225,55 @@ def test_cli_forget(api: ApiServer, stack: Stack, database_url: str, tmp_path: P
     assert [(m["id"], m["superseded"]) for m in back] == [(older_id, False)]
     record = stored(api.settings, agent, mid)
     assert record is not None and record.forgotten_by == "ana"
+
+
+def test_a_subjects_history_over_http_and_from_the_cli(
+    api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    agent = f"mem-{uuid.uuid4().hex[:8]}"
+    decomposed = "Cafe\u0301 hours"  # "Café hours" with a combining accent
+    with api.client(api.token(Scope.CONTROL, agents=[agent])) as http:
+        ids = [
+            http.post(base(agent), json={"content": text, "subject": subject}).json()["id"]
+            for text, subject in (("The café opens at 8", "Café hours"),
+                                  ("The café opens at 9", decomposed),
+                                  ("Lunch is at noon", "lunch"))
+        ]  # fmt: skip
+        shown = http.get(f"{base(agent)}/history", params={"subject": "CAFÉ HOURS"})
+        assert shown.status_code == 200, shown.text
+        items = shown.json()["items"]
+        assert [(m["id"], m["superseded_by"]) for m in items] == [(ids[0], ids[1]), (ids[1], None)]
+        assert {m["subject"] for m in items} == {"Café hours"}
+        assert http.get(f"{base(agent)}/history", params={"subject": "nothing"}).json() == {
+            "items": []
+        }
+        for params in ({}, {"subject": ""}, {"subject": "x" * 1001},
+                       {"subject": "x", "kind": "bogus"}, {"subject": "nul \x00"}):  # fmt: skip
+            r = http.get(f"{base(agent)}/history", params=params)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), params
+        other = http.get(f"{base('someone-else')}/history", params={"subject": "lunch"})
+        assert other.status_code == 403, other.text
+    vigil = Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9",
+            artifact_dir=tmp_path,
+        )
+    )
+    vigil.ok("memory", "forget", str(ids[1]), "--agent", agent, "--by", "ana")
+    chain = vigil.json("memory", "history", decomposed, "--agent", agent)
+    assert [(m["id"], m["forgotten_by"]) for m in chain] == [(ids[0], None), (ids[1], "ana")]
+    table = vigil.ok("memory", "history", "café hours", "--agent", agent, env={"COLUMNS": "200"})
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in table.stdout.splitlines()]
+    rows = {row[0]: row for row in cells if row and row[0].isdigit()}
+    assert rows[str(ids[0])][3] == "current", table.stdout
+    assert rows[str(ids[1])][3] == "forgotten by ana", table.stdout
+    none = vigil.ok("memory", "history", "dinner", "--agent", agent)
+    assert f"agent '{agent}' has no memory about 'dinner'" in none.stdout
+    bad = vigil("memory", "history", "lunch", "--agent", agent, "--kind", "bogus")
+    assert bad.returncode == 2 and "unknown memory kind 'bogus'" in bad.stderr, explain(bad)
 
 
 SECRET = "Deploy with key sk-proj-ABCdef0123456789ghijklmnop and password=hunter2"

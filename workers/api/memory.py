@@ -1,4 +1,5 @@
-"""An agent's long-term memory: hybrid search, add, forget (as `vigil memory ...`).
+"""An agent's long-term memory: hybrid search, add, a subject's history, forget (as
+`vigil memory ...`).
 
 Forgetting keeps the memory for history (who forgot it, when, why) and takes it out of
 every recall; erasure (`vigil erase`) is what removes rows.
@@ -135,6 +136,32 @@ async def add_memory(
         similarity=result.similarity,
         redactions=dict(result.redactions),
     )
+
+
+class MemoryHistory(BaseModel):
+    items: list[MemoryOut]
+
+
+@router.get(
+    "/agents/{agent_id}/memory/history",
+    response_model=MemoryHistory,
+    summary="What an agent knew about a subject over time, oldest first",
+    description=(
+        "Every memory of the agent about the subject (compared in Unicode's NFKC form, "
+        "without case), each superseded by the next; forgotten ones included, with who "
+        "forgot them."
+    ),
+)
+async def memory_history(
+    request: Request,
+    agent_id: AgentId,
+    who: Reader,
+    subject: Annotated[str, Query(min_length=1, max_length=MAX_SUBJECT)],
+    kind: Annotated[str | None, Query(min_length=1, max_length=MAX_KIND)] = None,
+) -> MemoryHistory:
+    check_agent(who, agent_id)
+    found = await _client(request).memory_history(agent_id, subject, kind=kind)
+    return MemoryHistory(items=[MemoryOut.model_validate(m, from_attributes=True) for m in found])
 
 
 @router.delete(

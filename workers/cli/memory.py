@@ -1,4 +1,4 @@
-"""An agent's long-term memory: `vigil memory search | add | forget | reindex`."""
+"""An agent's long-term memory: `vigil memory search | add | history | forget | reindex`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from vigil.workers.cli.common import (
 from vigil.workers.cli.memory_reindex import memory_reindex
 
 if TYPE_CHECKING:
+    from vigil.activities.memory.records import MemoryRecord
     from vigil.workers.client import VigilClient
 
 memory_app = typer.Typer(help="An agent's long-term memory.", no_args_is_help=True)
@@ -108,6 +109,44 @@ def memory_add(
             as_json,
             lambda: out.print(Text(f"memory {result.action} (id {result.id}) for agent {agent!r}")),
         )
+
+    run_client(go, state_dir)
+
+
+@memory_app.command("history")
+def memory_history(
+    subject: str,
+    agent: AgentOpt = "default",
+    kind: Annotated[str | None, typer.Option(help="Only this kind (fact, reflection...).")] = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What an agent knew about SUBJECT over time, oldest first: each memory superseded by
+    the next, forgotten ones included. The subject is compared without case (and in
+    Unicode's NFKC form, so "Café" spelled either way is one subject)."""
+
+    async def go(client: VigilClient) -> None:
+        found = await client.memory_history(agent, subject, kind=kind)
+
+        def state(m: MemoryRecord) -> str:
+            if m.forgotten_at is not None:
+                return f"forgotten by {m.forgotten_by or 'unknown'}"
+            return f"superseded by {m.superseded_by}" if m.superseded_by else "current"
+
+        def human() -> None:
+            if not found:
+                nothing(
+                    f"agent {agent!r} has no memory about {subject!r}",
+                    "`vigil memory search` finds memories by their words",
+                )
+                return
+            rows = [
+                (m.id, m.kind, f"{m.created_at:%Y-%m-%d %H:%M:%S}", state(m), m.content)
+                for m in found
+            ]
+            out.print(table(["id", "kind", "written", "state", "content"], rows))
+
+        emit([asdict(m) for m in found], as_json, human)
 
     run_client(go, state_dir)
 
