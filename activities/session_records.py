@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import unicodedata
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -75,7 +76,9 @@ class SessionRecords:
         if self.memory is None:
             return RememberOutput()
         failed = arg.status.value in ("failed", "budget_exhausted", "timed_out")
-        goal = " ".join(arg.goal.split())
+        # In NFKC form before it is cut, as the subject is kept: a goal of characters
+        # that NFKC spells longer (one can become eighteen) keeps the subject in bounds.
+        goal = " ".join(unicodedata.normalize("NFKC", arg.goal).split())
         content = (
             f"Working on '{preview(goal, 300)}' ended {arg.status.value} after {arg.steps} "
             f"steps: {preview(arg.summary, 1500)}"

@@ -180,8 +180,14 @@ class WebhookSpec(Spec):
     def _reachable(cls, value: str, info: ValidationInfo) -> str:
         """A link-local address (cloud metadata) is refused when applied; a version
         applied before reads back as it was, and its deliveries are refused when sent."""
-        why = unreachable_for_webhooks(urlsplit(value).hostname or "")
-        if why is not None and applying(info):
+        if not applying(info):
+            return value
+        try:
+            host = urlsplit(value).hostname or ""
+        except ValueError as exc:  # a bracketed host that is no IPv6 address
+            raise ValueError(f"not a valid URL: {exc}") from None
+        why = unreachable_for_webhooks(host)
+        if why is not None:
             raise ValueError(why)
         return value
 

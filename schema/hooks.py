@@ -15,6 +15,13 @@ WebhookEvent = Literal["approval_requested", "human_asked", "session_ended"]
 WEBHOOK_EVENTS: tuple[str, ...] = ("approval_requested", "human_asked", "session_ended")
 
 
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+"""Instance metadata services outside the link-local ranges (AWS's IPv6 endpoint,
+Alibaba Cloud's); the others (169.254.169.254 and the like) are link-local."""
+
+
 def unreachable_for_webhooks(address: str, name: str | None = None) -> str | None:
     """Why a webhook is never sent to ``address`` (an IP address in text, which host
     ``name`` resolved to when given), or None.
@@ -23,7 +30,8 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
     of the machine's role) and the like; a webhook's receiver is never there, and a
     delivery's recorded answer would show whoever may list deliveries what it said.
     Multicast and the unspecified address are no receiver either. Loopback and private
-    addresses stay allowed (receivers on the same host or network)."""
+    addresses stay allowed (receivers on the same host or network), but for the metadata
+    services that answer on one (``METADATA_ADDRESSES``)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
     except ValueError:
@@ -31,6 +39,7 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     for kind, yes in (
+        ("cloud metadata", ip in METADATA_ADDRESSES),
         ("link-local", ip.is_link_local),
         ("multicast", ip.is_multicast),
         ("unspecified", ip.is_unspecified),

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
@@ -429,7 +430,11 @@ class WebhookService:
         self.db = sessionmaker
 
     async def add(self, agent_id: str, url: str, events: list[str], secret: str) -> WebhookRow:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            httpx.URL(url)  # as the delivery parses it
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise BadArgument(f"bad webhook URL {url[:100]!r}: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: an http or https URL")
         if parts.username or parts.password:

@@ -155,6 +155,8 @@ class WebhookActivities:
                 timeout=POST_TIMEOUT_SECONDS,
                 follow_redirects=False,
             )
+        except httpx.InvalidURL as exc:
+            return "rejected", None, f"not sent: not a valid URL: {str(exc)[:300]}"
         except httpx.HTTPError as exc:
             return "failed", None, f"{type(exc).__name__}: {str(exc)[:300]}"
         code = response.status_code
@@ -168,7 +170,10 @@ class WebhookActivities:
     async def _refused(self, url: str) -> str | None:
         """Why the webhook's host is not posted to (an address it is or resolves to is
         link-local: cloud metadata; ``schema.hooks.unreachable_for_webhooks``), or None."""
-        host = httpx.URL(url).host
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as exc:
+            return f"not a valid URL: {exc}"
         if (why := unreachable_for_webhooks(host)) is not None:
             return why
         try:
@@ -229,9 +234,18 @@ class WebhookActivities:
         # Every webhook at once, each recorded as it answers: a receiver that hangs until
         # the POST's timeout holds up none of the others.
         body = body_of(arg)
-        outcomes = await asyncio.gather(*(self._deliver(t, body, arg) for t in pending))
+        # Each POST ends inside this attempt, whatever another's did: none is left
+        # running to answer after the attempt was retried.
+        outcomes = await asyncio.gather(
+            *(self._deliver(t, body, arg) for t in pending), return_exceptions=True
+        )
         failed: list[str] = []
-        for got in outcomes:
+        for target, got in zip(pending, outcomes, strict=True):
+            if isinstance(got, BaseException):
+                if not isinstance(got, Exception):
+                    raise got  # cancelled: the attempt ends
+                failed.append(f"{target.key}: {type(got).__name__}: {str(got)[:200]}")
+                continue
             if got is None:
                 return out
             outcome, error = got

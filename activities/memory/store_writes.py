@@ -28,6 +28,7 @@ from vigil.activities.memory.redact import redact as redact_text
 from vigil.activities.memory.search import _LIVE_IDS
 from vigil.activities.memory.store_vector import _VectorRecall
 from vigil.activities.memory.values import (
+    UnstorableText,
     _aware,
     _check_text,
     _normal_subject,
@@ -99,9 +100,15 @@ class _MemoryWrites(_VectorRecall):
             raise ValueError(
                 f"content of {len(content)} characters exceeds the limit of {MAX_CONTENT}"
             )
+        given = len(subject) if subject is not None else 0
         subject = _normal_subject(subject)
         if subject is not None and len(subject) > MAX_SUBJECT:
-            raise ValueError(f"subject exceeds the limit of {MAX_SUBJECT} characters")
+            # The input's error, whoever wrote it (a model's `remember` is told why).
+            grew = f" once normalised (NFKC; {given} as given)" if given <= MAX_SUBJECT else ""
+            raise UnstorableText(
+                f"subject of {len(subject)} characters{grew} exceeds the limit of "
+                f"{MAX_SUBJECT} characters"
+            )
         if not (math.isfinite(importance) and 0.0 <= importance <= 1.0):
             raise ValueError("importance must be between 0 and 1")
         _aware(created_at, "created_at")

@@ -244,6 +244,7 @@ class McpServers:
         label = f"{spec.name}.{tool}"
         conn.calls += 1
         conn.idle.clear()
+        noise = conn.stdout_lines  # what it writes to stdout during the call is told
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await conn.call(tool, arguments, meta)
@@ -254,7 +255,7 @@ class McpServers:
             await self._reset(conn)
             raise ToolFailed(
                 f"MCP tool {label} timed out after {timeout:g}s; the server connection was reset"
-                f"{conn.stdout_said()}"
+                f"{conn.stdout_said(noise)}"
             ) from None
         except MCPError as exc:
             if exc.code == mcp_types.CONNECTION_CLOSED:
@@ -262,7 +263,8 @@ class McpServers:
                 again = "started again" if spec.command else "reconnected"
                 raise ToolFailed(
                     f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
-                    f"it is {again} on the next call{conn.stdout_said()}{await conn.stderr_said()}"
+                    f"it is {again} on the next call{conn.stdout_said(noise)}"
+                    f"{await conn.stderr_said()}"
                 ) from None
             raise ToolFailed(
                 f"MCP server {spec.name} refused {tool}: {short_text(exc.message)}"

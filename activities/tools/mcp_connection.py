@@ -74,13 +74,15 @@ class _EofWatch:
     restarts a server that died between calls instead of failing the next call, and
     keeping the first lines that were not MCP messages (``noise``)."""
 
-    def __init__(self, inner: Any, ended: asyncio.Event, noise: Callable[[str], None]) -> None:
+    def __init__(
+        self, inner: Any, ended: asyncio.Event, noise: Callable[[str], None] | None
+    ) -> None:
         self._inner = inner
         self._ended = ended
         self._noise = noise
 
     def _seen(self, item: Any) -> Any:
-        if isinstance(item, ValueError):
+        if self._noise is not None and isinstance(item, ValueError):
             self._noise(_not_mcp(item))
         return item
 
@@ -188,6 +190,9 @@ class McpConnection:
         self._stderr_pipe: asyncio.ReadTransport | None = None
         self._not_mcp: list[str] = []
         """The first lines the server wrote to stdout that were not MCP messages."""
+        self.stdout_lines = 0
+        """How many such lines it wrote (``stdout_said``'s ``since``)."""
+        self._last_not_mcp = ""
         self.listed: frozenset[str] | None = None
         """The tool names this server listed, once a call asked (McpServers.call)."""
         self.calls = 0
@@ -233,17 +238,24 @@ class McpConnection:
                 f"{self.stdout_said()}{await self.stderr_said()}"
             ) from None
 
-    def stdout_said(self) -> str:
-        """``; it wrote to stdout what is not MCP ...`` with the first such line, or
-        nothing when every line was a protocol message."""
-        if not self._not_mcp:
+    def stdout_said(self, since: int | None = None) -> str:
+        """``; it wrote to stdout what is not an MCP message ...``: the first such line
+        (``since`` None: at its start), or the latest one when it wrote some after
+        ``stdout_lines`` was ``since`` (during a call); nothing otherwise."""
+        if since is None:
+            line = self._not_mcp[0] if self._not_mcp else None
+        else:
+            line = self._last_not_mcp if self.stdout_lines > since else None
+        if line is None:
             return ""
         return (
-            f"; it wrote to stdout what is not an MCP message: {self._not_mcp[0]!r} (a stdio "
+            f"; it wrote to stdout what is not an MCP message: {line!r} (a stdio "
             "server writes only protocol messages to stdout; its logs go to stderr)"
         )
 
     def _noise(self, line: str) -> None:
+        self.stdout_lines += 1
+        self._last_not_mcp = line
         if len(self._not_mcp) < NOISE_LINES:
             self._not_mcp.append(line)
             log.warning(
@@ -294,7 +306,8 @@ class McpConnection:
         self._stderr_pipe = pipe
         write_end = os.fdopen(write_fd, "w")
         try:
-            async with self._watched(stdio_client(params, errlog=write_end)) as streams:
+            watched = self._watched(stdio_client(params, errlog=write_end), self._noise)
+            async with watched as streams:
                 # The server holds its own copy now; ours would keep the pipe from ending.
                 write_end.close()
                 self._stderr = tail
@@ -313,10 +326,15 @@ class McpConnection:
 
     @contextlib.asynccontextmanager
     async def _watched(
-        self, inner: contextlib.AbstractAsyncContextManager[Any]
+        self,
+        inner: contextlib.AbstractAsyncContextManager[Any],
+        noise: Callable[[str], None] | None = None,
     ) -> AsyncIterator[Any]:
+        """The transport's streams, its read end watched; ``noise`` hears what a stdio
+        server wrote to stdout that is not a message (over HTTP a bad message is the
+        server's answer, not stray output, and is left to the SDK)."""
         async with inner as (read, write):
-            yield _EofWatch(read, self._ended, self._noise), write
+            yield _EofWatch(read, self._ended, noise), write
 
     async def _own(
         self, transport: contextlib.AbstractAsyncContextManager[Any], ready: asyncio.Future[Client]

@@ -270,6 +270,12 @@ def test_a_subjects_history_over_http_and_from_the_cli(
     rows = {row[0]: row for row in cells if row and row[0].isdigit()}
     assert rows[str(ids[0])][3] == "current", table.stdout
     assert rows[str(ids[1])][3] == "forgotten by ana", table.stdout
+    # Over HTTP a forgotten memory is listed to an admin token only, as only an admin
+    # forgets: to the others it is gone, as in search.
+    for scope, listed in ((Scope.READ, [ids[0]]), (Scope.ADMIN, [ids[0], ids[1]])):
+        with api.client(api.token(scope)) as http:
+            got = http.get(f"{base(agent)}/history", params={"subject": "café hours"}).json()
+        assert [m["id"] for m in got["items"]] == listed, scope
     none = vigil.ok("memory", "history", "dinner", "--agent", agent)
     assert f"agent '{agent}' has no memory about 'dinner'" in none.stdout
     bad = vigil("memory", "history", "lunch", "--agent", agent, "--kind", "bogus")

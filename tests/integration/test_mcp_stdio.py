@@ -149,6 +149,10 @@ async def test_a_server_that_prints_a_banner_first_still_serves(
     said = {r.getMessage() for r in caplog.records if "not an MCP message" in r.getMessage()}
     assert said == {"MCP server banner wrote to stdout what is not an MCP message: "
                     "'report-tool 1.2 starting'"}  # fmt: skip
+    # A call that fails later is not blamed on the banner of its start.
+    with pytest.raises(ToolFailed) as late:
+        await servers.call(spec, "echo", {"text": "sleep:30"}, timeout=1)
+    assert "timed out after 1s" in str(late.value) and "stdout" not in str(late.value)
 
 
 async def test_a_server_that_cannot_be_spawned_names_the_spawn_error(

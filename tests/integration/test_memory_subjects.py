@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from tests.support.teststack import recreate_database
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
+from vigil.activities.memory.values import UnstorableText
 from vigil.workers.db import alembic_config
 from vigil.workers.stack import Stack
 
@@ -61,7 +62,7 @@ async def test_the_upgrade_brings_subjects_kept_before_into_the_same_form(stack:
         await asyncio.to_thread(command.upgrade, alembic_config(url), "20261206_24")
         conn = await asyncpg.connect(url)
         try:
-            for subject in (DECOMPOSED, WIDE_OLD, None, "plain"):
+            for subject in (DECOMPOSED, WIDE_OLD, None, "plain", "CAFÉ", "Straße"):
                 await conn.execute(
                     "INSERT INTO memories (agent_id, kind, subject, content, dim, embedding, "
                     "embedder, embedder_version) VALUES ('a', 'fact', $1, 'x', 3, '[1,0,0]', "
@@ -69,14 +70,36 @@ async def test_the_upgrade_brings_subjects_kept_before_into_the_same_form(stack:
                     subject,
                 )
             await asyncio.to_thread(command.upgrade, alembic_config(url), "20261206_25")
+            # A worker of the build before inserts without the key while the upgrade
+            # rolls out: the row gets the key that build matches by.
+            await conn.execute(
+                "INSERT INTO memories (agent_id, kind, subject, content, dim, embedding, "
+                "embedder, embedder_version) VALUES ('a', 'fact', 'Older Build', 'x', 3, "
+                "'[1,0,0]', 'hashing', '1')"
+            )
             rows = await conn.fetch("SELECT subject, subject_key FROM memories ORDER BY id")
         finally:
             await conn.close()
         assert [(r["subject"], r["subject_key"]) for r in rows] == [
-            (COMPOSED, COMPOSED.lower()),
+            (COMPOSED, "café zoë"),
             ("old", "old"),
             (None, None),
             ("plain", "plain"),
+            ("CAFÉ", "café"),  # lower() under the C locale kept "cafÉ"
+            ("Straße", "strasse"),
+            ("Older Build", "older build"),
         ]
     finally:
         await recreate_database(base, name, drop_only=True)
+
+
+async def test_a_subject_that_nfkc_spells_past_the_limit_is_refused_saying_so(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    store = MemoryStore(sessionmaker, HashingEmbedder(384))
+    with pytest.raises(UnstorableText) as refused:
+        await store.add(f"agent-{uuid.uuid4()}", "x", subject="\ufdfa" * 60)
+    assert str(refused.value) == (
+        "subject of 1080 characters once normalised (NFKC; 60 as given) exceeds the limit "
+        "of 1000 characters"
+    )

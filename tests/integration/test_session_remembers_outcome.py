@@ -55,3 +55,32 @@ async def test_outcomes_are_remembered_and_the_newest_supersedes(
         (second, "reflection", False),
     ]
     assert "06:10" in rows[0].content and "07:40" in rows[1].content
+
+
+async def test_a_goal_that_nfkc_spells_longer_is_still_remembered(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """U+FDFA is one character that NFKC spells as eighteen: the outcome's subject, cut
+    from the goal, stays within the subject's limit once it is kept in that form."""
+    agent = f"agent-outcome-wide-{task_queue}"
+    cfg = stub_settings(settings, stub.url_openai)
+    stub.enqueue(Reply.tool_call("finish", {"summary": "done"}))
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(
+            client, task_queue, StartSessionInput(agent_id=agent, goal="\ufdfa" * 300)
+        )
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    async with sessionmaker() as db:
+        (row,) = (
+            await db.execute(
+                text("SELECT subject, source_session_id FROM memories WHERE agent_id = :a"),
+                {"a": agent},
+            )
+        ).all()
+    assert row.source_session_id == handle.id
+    assert row.subject.startswith("outcome: صلى الله عليه وسلم") and len(row.subject) <= 1000

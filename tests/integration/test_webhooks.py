@@ -220,7 +220,7 @@ async def test_a_receiver_that_hangs_holds_up_none_of_the_other_webhooks(
         assert got.json()["session_id"] == sid
         # The other receiver got the event while the hanging one still held its request:
         # no attempt of the hanging webhook's had ended (it ends at the POST's timeout).
-        assert hanging.held == 1
+        await until(lambda: hanging.held == 1, within=30, what="the hanging receiver's request")
         rows = await attempts(api, sessionmaker, session=sid)
         assert [r["url"] for r in rows if r["outcome"] != "delivered"] == []
 
@@ -253,6 +253,7 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         ("http://[fe80::1]:8080/hook", "fe80::1 is a link-local"),
         ("http://[::ffff:169.254.169.254]/hook", "169.254.169.254 is a link-local"),
         ("http://224.0.0.1/hook", "224.0.0.1 is a multicast"),
+        ("http://[fd00:ec2::254]/latest", "fd00:ec2::254 is a cloud metadata"),
     ):
         refused = cli.vigil(
             "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
@@ -260,6 +261,12 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         )  # fmt: skip
         assert refused.returncode == 2, explain(refused)
         assert f"{shown} address: no webhook is sent there" in refused.stderr, refused.stderr
+    for url in ("http://0251.0376.0251.0376/hook", "http://[zz]/hook"):
+        invalid = cli.vigil(
+            "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
+            "--secret", credential,
+        )  # fmt: skip
+        assert invalid.returncode == 2 and "bad webhook URL" in invalid.stderr, explain(invalid)
     (tmp_path / f"{agent}.toml").write_text(
         f'name = "{agent}"\n[[webhooks]]\nurl = "http://169.254.169.254/hook"\n'
         f'events = ["session_ended"]\nsecret = "{credential}"\n'

@@ -17,6 +17,7 @@ from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, MAX_SUBJECT, F
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
 from vigil.workers.client import MAX_MEMORY_ID, MAX_RECALL, VigilClient
+from vigil.workers.tokens import Scope
 
 router = APIRouter(tags=["memory"])
 
@@ -148,8 +149,9 @@ class MemoryHistory(BaseModel):
     summary="What an agent knew about a subject over time, oldest first",
     description=(
         "Every memory of the agent about the subject (compared in Unicode's NFKC form, "
-        "without case), each superseded by the next; forgotten ones included, with who "
-        "forgot them."
+        "without case), each superseded by the next. Forgotten ones are listed to an "
+        "admin token only (with who forgot them and why), as only an admin forgets: "
+        "to other tokens a forgotten memory is gone, as in search."
     ),
 )
 async def memory_history(
@@ -161,6 +163,8 @@ async def memory_history(
 ) -> MemoryHistory:
     check_agent(who, agent_id)
     found = await _client(request).memory_history(agent_id, subject, kind=kind)
+    if not who.may(Scope.ADMIN):
+        found = [m for m in found if m.forgotten_at is None]
     return MemoryHistory(items=[MemoryOut.model_validate(m, from_attributes=True) for m in found])
 
 

@@ -11,8 +11,14 @@ Writers now keep a subject in Unicode's NFKC form and write its key themselves, 
 NFKC form case-folded (``activities.memory.values.subject_key``), so the key is the same
 whatever the database's locale. This brings the rows kept before into that form: their
 subjects normalised (in a UTF-8 database), the column made a plain one (its values kept),
-and the keys of subjects with a character beyond ASCII written again (an ASCII key was
-already its case fold).
+and every key that differs from the writers' written again, a batch of rows to a
+statement. Dropping the column's expression locks the table until the upgrade commits:
+the rows are read and their keys rewritten under that lock (memory writes wait; a step's
+recall goes on without them after its time budget).
+
+A worker of the build before still inserts without the key while the upgrade rolls out:
+a trigger gives such a row ``lower(subject)``, the key that build matches by (the same
+as the writers' for an ASCII subject), so no memory is left without one.
 
 Revision ID: 20261206_25
 Revises: 20261206_24
@@ -36,8 +42,10 @@ BATCH = 1000
 
 
 def _key(subject: str) -> str:
-    # As activities.memory.values.subject_key (a migration does not import the product).
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", subject).casefold())
+    # As activities.memory.values: the subject as writers keep it (NFKC, stripped), its
+    # key that case-folded (a migration does not import the product).
+    kept = unicodedata.normalize("NFKC", subject).strip()
+    return unicodedata.normalize("NFKC", kept.casefold())
 
 
 def upgrade() -> None:
@@ -45,7 +53,7 @@ def upgrade() -> None:
     # PostgreSQL normalises Unicode only in a UTF-8 database.
     if bind.execute(text("SHOW server_encoding")).scalar() == "UTF8":
         op.execute(
-            "UPDATE memories SET subject = normalize(subject, NFKC) "
+            "UPDATE memories SET subject = btrim(normalize(subject, NFKC)) "
             "WHERE subject IS NOT NULL AND subject IS NOT NFKC NORMALIZED"
         )
     op.execute("ALTER TABLE memories ALTER COLUMN subject_key DROP EXPRESSION")
@@ -54,26 +62,49 @@ def upgrade() -> None:
         "COMMENT ON COLUMN memories.subject_key IS "
         "'the subject in NFKC form, case-folded, for matching (written by vigil)'"
     )
+    op.execute(
+        """
+        CREATE FUNCTION vigil_memories_subject_key() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.subject_key IS NULL AND NEW.subject IS NOT NULL THEN
+                NEW.subject_key := lower(NEW.subject);
+            END IF;
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER subject_key_of_row BEFORE INSERT ON memories FOR EACH ROW "
+        "EXECUTE FUNCTION vigil_memories_subject_key()"
+    )
     after = 0
     while True:
         rows = bind.execute(
             text(
-                "SELECT id, subject FROM memories WHERE id > :after AND subject IS NOT NULL "
-                "AND subject ~ '[^\\x01-\\x7f]' ORDER BY id LIMIT :n"
+                "SELECT id, subject, subject_key FROM memories "
+                "WHERE id > :after AND subject IS NOT NULL ORDER BY id LIMIT :n"
             ),
             {"after": after, "n": BATCH},
         ).all()
         if not rows:
             break
-        for row in rows:
+        changed = [(r.id, _key(r.subject)) for r in rows if _key(r.subject) != r.subject_key]
+        if changed:
             bind.execute(
-                text("UPDATE memories SET subject_key = :key WHERE id = :id"),
-                {"key": _key(row.subject), "id": row.id},
+                text(
+                    "UPDATE memories m SET subject_key = k.key "
+                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:keys AS text[])) AS k(id, key) "
+                    "WHERE m.id = k.id"
+                ),
+                {"ids": [i for i, _ in changed], "keys": [k for _, k in changed]},
             )
         after = rows[-1].id
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS subject_key_of_row ON memories")
+    op.execute("DROP FUNCTION IF EXISTS vigil_memories_subject_key()")
     op.execute(f"REVOKE INSERT (subject_key) ON memories FROM {ROLE}")
     op.execute("DROP INDEX IF EXISTS ix_memories_agent_kind_subject_key")
     op.execute("ALTER TABLE memories DROP COLUMN subject_key")
