@@ -22,6 +22,22 @@ METADATA_ADDRESSES = frozenset(
 Alibaba Cloud's); the others (169.254.169.254 and the like) are link-local."""
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries and reaches (mapped, 6to4, NAT64, the old
+    IPv4-compatible form), so that each spelling of 169.254.169.254 is the same."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _V4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def unreachable_for_webhooks(address: str, name: str | None = None) -> str | None:
     """Why a webhook is never sent to ``address`` (an IP address in text, which host
     ``name`` resolved to when given), or None.
@@ -36,8 +52,8 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
         ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
     except ValueError:
         return None  # a name: checked once resolved
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
     for kind, yes in (
         ("cloud metadata", ip in METADATA_ADDRESSES),
         ("link-local", ip.is_link_local),
@@ -45,7 +61,8 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
         ("unspecified", ip.is_unspecified),
     ):
         if yes:
-            said = f"{name} resolves to {ip}, a" if name else f"{ip} is a"
+            article = "an" if kind[0] in "aeiou" else "a"
+            said = f"{name} resolves to {ip}, {article}" if name else f"{ip} is {article}"
             return f"{said} {kind} address: no webhook is sent there"
     return None
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from pydantic import ValidationError
 
@@ -247,6 +248,13 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
                         "a rule needs `matches` or `host_not_in`",
                     )
                 )
+    for k, hook in enumerate(spec.webhooks or ()):
+        try:
+            httpx.URL(hook.url)  # as a delivery parses it
+        except httpx.InvalidURL as exc:
+            problems.append(
+                Problem(None, field_name(("webhooks", k, "url")), f"not a valid URL: {exc}")
+            )
     out_of_range = budget_problem(spec.budget, datetime.now(UTC))
     if out_of_range is not None:
         problems.append(Problem(None, *out_of_range))

@@ -157,6 +157,9 @@ class WebhookActivities:
             )
         except httpx.InvalidURL as exc:
             return "rejected", None, f"not sent: not a valid URL: {str(exc)[:300]}"
+        except httpx.TimeoutException as exc:
+            waited = f"no answer within {POST_TIMEOUT_SECONDS:g} s"
+            return "failed", None, f"{type(exc).__name__}: {waited}"
         except httpx.HTTPError as exc:
             return "failed", None, f"{type(exc).__name__}: {str(exc)[:300]}"
         code = response.status_code

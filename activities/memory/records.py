@@ -23,6 +23,9 @@ MAX_CONTENT = MAX_HUMAN_TEXT
 """The most characters a memory holds, whoever writes it (the API's limit of a human's
 text; the ``remember`` tool asks less of the model)."""
 MAX_SUBJECT = 1000
+MAX_SUBJECT_BYTES = 2000
+"""A subject's most bytes in UTF-8, and its key's: the key is indexed with the agent and
+kind, and a B-tree entry holds at most 2,704 bytes."""
 
 
 @dataclass(frozen=True)

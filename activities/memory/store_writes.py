@@ -17,6 +17,7 @@ from vigil.activities.memory.records import (
     MAX_CONTENT,
     MAX_KIND,
     MAX_SUBJECT,
+    MAX_SUBJECT_BYTES,
     AddResult,
     Forgotten,
     MemoryRecord,
@@ -104,11 +105,21 @@ class _MemoryWrites(_VectorRecall):
         subject = _normal_subject(subject)
         if subject is not None and len(subject) > MAX_SUBJECT:
             # The input's error, whoever wrote it (a model's `remember` is told why).
-            grew = f" once normalised (NFKC; {given} as given)" if given <= MAX_SUBJECT else ""
-            raise UnstorableText(
-                f"subject of {len(subject)} characters{grew} exceeds the limit of "
-                f"{MAX_SUBJECT} characters"
+            grew = (
+                f" ({len(subject)} once normalised to NFKC, {given} as given)"
+                if given <= MAX_SUBJECT
+                else ""
             )
+            raise UnstorableText(f"subject exceeds the limit of {MAX_SUBJECT} characters{grew}")
+        if subject is not None:
+            key_bytes = len(subject_key(subject).encode("utf-8", "surrogatepass"))
+            if max(len(subject.encode("utf-8", "surrogatepass")), key_bytes) > MAX_SUBJECT_BYTES:
+                # The subject's key is indexed, and an index entry holds at most ~2.7 kB.
+                raise UnstorableText(
+                    f"subject of {len(subject.encode('utf-8', 'surrogatepass'))} bytes in "
+                    f"UTF-8 exceeds the limit of {MAX_SUBJECT_BYTES} bytes (its characters "
+                    "beyond ASCII take 2-4 bytes each)"
+                )
         if not (math.isfinite(importance) and 0.0 <= importance <= 1.0):
             raise ValueError("importance must be between 0 and 1")
         _aware(created_at, "created_at")

@@ -258,6 +258,7 @@ class McpConnection:
         self._last_not_mcp = line
         if len(self._not_mcp) < NOISE_LINES:
             self._not_mcp.append(line)
+        if self.stdout_lines == 1:  # once a server: its errors quote what comes later
             log.warning(
                 "MCP server %s wrote to stdout what is not an MCP message: %r",
                 self.spec.name,

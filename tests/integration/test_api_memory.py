@@ -165,6 +165,9 @@ def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
             assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), params
         unknown_kind = http.get(f"{base(agent)}/search", params={"q": "x", "kind": "bogus"})
         assert "unknown memory kind 'bogus'" in unknown_kind.json()["error"]["message"]
+        # A check of vigil's after parsing gives details too, as every 422 does.
+        (detail,) = unknown_kind.json()["error"]["details"]
+        assert detail["loc"] == [] and "unknown memory kind 'bogus'" in detail["msg"]
         for body in ({}, {"content": ""}, {"content": "x", "importance": 2},
                      {"content": "nul \x00 inside"}, {"content": "   "},
                      {"content": "x", "extra": 1}):  # fmt: skip
@@ -276,6 +279,10 @@ def test_a_subjects_history_over_http_and_from_the_cli(
         with api.client(api.token(scope)) as http:
             got = http.get(f"{base(agent)}/history", params={"subject": "café hours"}).json()
         assert [m["id"] for m in got["items"]] == listed, scope
+    added = vigil.ok("memory", "add", "Lunch is at one now", "--agent", agent, "--subject", "LUNCH")
+    assert f"added for agent '{agent}', superseding {ids[2]} (the same subject)" in added.stdout
+    kinded = vigil.ok("memory", "history", "lunch", "--agent", agent, "--kind", "lesson")
+    assert f"agent '{agent}' has no memory of kind 'lesson' about 'lunch'" in kinded.stdout
     none = vigil.ok("memory", "history", "dinner", "--agent", agent)
     assert f"agent '{agent}' has no memory about 'dinner'" in none.stdout
     bad = vigil("memory", "history", "lunch", "--agent", agent, "--kind", "bogus")

@@ -100,6 +100,18 @@ async def test_a_subject_that_nfkc_spells_past_the_limit_is_refused_saying_so(
     with pytest.raises(UnstorableText) as refused:
         await store.add(f"agent-{uuid.uuid4()}", "x", subject="\ufdfa" * 60)
     assert str(refused.value) == (
-        "subject of 1080 characters once normalised (NFKC; 60 as given) exceeds the limit "
-        "of 1000 characters"
+        "subject exceeds the limit of 1000 characters (1080 once normalised to NFKC, 60 as given)"
+    )
+
+
+async def test_a_subject_too_long_in_bytes_for_its_index_is_refused_saying_so(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """700 characters of four bytes each are within the 1,000 characters but not within
+    what the subject's index can hold: the write was a database error (a 500 over HTTP)."""
+    store = MemoryStore(sessionmaker, HashingEmbedder(384))
+    with pytest.raises(UnstorableText) as refused:
+        await store.add(f"agent-{uuid.uuid4()}", "x", subject="\U00020000" * 700)
+    assert str(refused.value).startswith(
+        "subject of 2800 bytes in UTF-8 exceeds the limit of 2000 bytes"
     )

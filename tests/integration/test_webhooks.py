@@ -254,6 +254,9 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         ("http://[::ffff:169.254.169.254]/hook", "169.254.169.254 is a link-local"),
         ("http://224.0.0.1/hook", "224.0.0.1 is a multicast"),
         ("http://[fd00:ec2::254]/latest", "fd00:ec2::254 is a cloud metadata"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "169.254.169.254 is a link-local"),  # NAT64
+        ("http://[2002:a9fe:a9fe::]/", "169.254.169.254 is a link-local"),  # 6to4
+        ("http://0.0.0.0:8080/", "0.0.0.0 is an unspecified"),
     ):
         refused = cli.vigil(
             "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
@@ -261,7 +264,8 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         )  # fmt: skip
         assert refused.returncode == 2, explain(refused)
         assert f"{shown} address: no webhook is sent there" in refused.stderr, refused.stderr
-    for url in ("http://0251.0376.0251.0376/hook", "http://[zz]/hook"):
+    for url in ("http://0251.0376.0251.0376/hook", "http://[zz]/hook",
+                "http://\uff11\uff16\uff19.254.169.254/"):  # fmt: skip
         invalid = cli.vigil(
             "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
             "--secret", credential,

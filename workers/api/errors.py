@@ -106,6 +106,11 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    if status == 422 and details is None:
+        # Every 422 says where and what, as a refused field does: a check of vigil's
+        # after the request was parsed (an unknown kind, a subject too long in bytes)
+        # names no field, so its message is the one problem.
+        details = [{"loc": [], "msg": message, "type": "value_error"}]
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 

@@ -104,11 +104,18 @@ def memory_add(
         result = await client.memory_add(
             agent, content, kind=kind, subject=subject, importance=importance
         )
-        emit(
-            asdict(result),
-            as_json,
-            lambda: out.print(Text(f"memory {result.action} (id {result.id}) for agent {agent!r}")),
-        )
+
+        def human() -> None:
+            if result.action == "merged":
+                said = f"merged into memory {result.id} of agent {agent!r} (a near-duplicate)"
+            else:
+                said = f"memory {result.id} added for agent {agent!r}"
+                if result.superseded_ids:
+                    older = ", ".join(str(i) for i in result.superseded_ids)
+                    said += f", superseding {older} (the same subject)"
+            out.print(Text(said))
+
+        emit(asdict(result), as_json, human)
 
     run_client(go, state_dir)
 
@@ -135,8 +142,9 @@ def memory_history(
 
         def human() -> None:
             if not found:
+                of_kind = f" of kind {kind!r}" if kind else ""
                 nothing(
-                    f"agent {agent!r} has no memory about {subject!r}",
+                    f"agent {agent!r} has no memory{of_kind} about {subject!r}",
                     "`vigil memory search` finds memories by their words",
                 )
                 return

@@ -39,6 +39,7 @@ depends_on = None
 
 ROLE = "vigil_agent"
 BATCH = 1000
+MAX_KEY_BYTES = 2600
 
 
 def _key(subject: str) -> str:
@@ -89,7 +90,14 @@ def upgrade() -> None:
         ).all()
         if not rows:
             break
-        changed = [(r.id, _key(r.subject)) for r in rows if _key(r.subject) != r.subject_key]
+        # A key its case fold would make too long for the index (a subject near the
+        # B-tree's 2.7 kB, stored before writers limited subjects to 2,000 bytes) keeps
+        # the one it had.
+        changed = [
+            (r.id, key)
+            for r in rows
+            if (key := _key(r.subject)) != r.subject_key and len(key.encode()) <= MAX_KEY_BYTES
+        ]
         if changed:
             bind.execute(
                 text(
