@@ -158,17 +158,25 @@ class _RecordExtras:
             raise Refused(str(exc)) from exc
 
     async def memory_history(
-        self, agent_id: str, subject: str, *, kind: str | None = None
+        self,
+        agent_id: str,
+        subject: str,
+        *,
+        kind: str | None = None,
+        limit: int | None = None,
+        before: int | None = None,
     ) -> list[Any]:
-        """Every version of what the agent knew about ``subject`` (compared in Unicode's
-        NFKC form, without case), oldest first, each superseded by the next; forgotten
-        ones are kept in it. BadArgument for an unknown kind or a subject no memory can
-        have."""
+        """The versions of what the agent knew about ``subject`` (compared in Unicode's
+        NFKC form, without case), oldest first, each superseded by the next: every one,
+        or the newest ``limit`` older than memory ``before``; forgotten ones are kept in
+        it. BadArgument for an unknown kind or a subject no memory can have."""
         if kind is not None and kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
         try:
             async with self._memory() as memory:
-                found: list[Any] = await memory.history(agent_id, subject, kind=kind)
+                found: list[Any] = await memory.history(
+                    agent_id, subject, kind=kind, limit=limit, before=before
+                )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
         return found

@@ -327,12 +327,20 @@ class _MemoryWrites(_VectorRecall):
         return Forgotten(_record(row), now=bool(done.forgotten), restored_ids=tuple(done.restored))
 
     async def history(
-        self, agent_id: str, subject: str, *, kind: str | None = None
+        self,
+        agent_id: str,
+        subject: str,
+        *,
+        kind: str | None = None,
+        limit: int | None = None,
+        before: int | None = None,
     ) -> list[MemoryRecord]:
-        """Every version of what the agent knew about ``subject``, oldest first.
+        """The versions of what the agent knew about ``subject``, oldest first: every one,
+        or the newest ``limit`` of those older than memory ``before``.
 
         Each superseding memory was written after the one it replaced, so id order is
-        the order of the supersede chain. The subject is compared case-insensitively.
+        the order of the supersede chain. The subject is compared as it is kept (NFKC,
+        case-folded: ``subject_key``).
         """
         normal = _normal_subject(subject)
         if normal is None:
@@ -342,6 +350,13 @@ class _MemoryWrites(_VectorRecall):
         _check_text(normal, "subject")
         async with acting_for(self._sessionmaker, agent_id) as db:
             rows = await db.execute(
-                _HISTORY, {"agent_id": agent_id, "subject_key": subject_key(normal), "kind": kind}
+                _HISTORY,
+                {
+                    "agent_id": agent_id,
+                    "subject_key": subject_key(normal),
+                    "kind": kind,
+                    "before": before,
+                    "n": limit,
+                },
             )
-            return [_record(row) for row in rows]
+            return [_record(row) for row in reversed(rows.all())]

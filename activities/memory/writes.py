@@ -144,9 +144,12 @@ _HISTORY = sql(
     SELECT {_MEMORY_COLUMNS} FROM memories
     WHERE agent_id = :agent_id AND subject_key = :subject_key
       AND (CAST(:kind AS text) IS NULL OR kind = :kind)
-    ORDER BY id
+      AND (CAST(:before AS bigint) IS NULL OR id < :before)
+    ORDER BY id DESC
+    LIMIT :n
     """
 )
+"""The newest ``n`` versions of a subject before ``before`` (all when None), newest first."""
 
 
 async def _written(db: Statements, agent_id: str, key: str) -> AddResult | None:

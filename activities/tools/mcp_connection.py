@@ -221,6 +221,9 @@ class McpConnection:
             async with asyncio.timeout(timeout):
                 self._client = await asyncio.shield(ready)
         except TimeoutError:
+            # The handshake never finished: nothing to leave gracefully, so the server is
+            # stopped at once (it waited for the close's own 10 s before).
+            self._owner.cancel()
             await self.close()
             raise ToolFailed(
                 f"MCP server {self.spec.name} did not start within {timeout:g}s"
@@ -399,6 +402,11 @@ class McpConnection:
             owner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await owner
+        except asyncio.CancelledError:
+            # The owner was cancelled (a start that timed out), not this task: it is left.
+            current = asyncio.current_task()
+            if not owner.cancelled() or (current is not None and current.cancelling()):
+                raise
         except Exception as exc:
             log.info("MCP server %s closed with %s", self.spec.name, error_text(exc))
 

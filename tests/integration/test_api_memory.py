@@ -44,6 +44,19 @@ def stored(settings: Settings, agent: str, memory_id: int) -> MemoryRecord | Non
     return asyncio.run(go())
 
 
+def _cli(stack: Stack, database_url: str, tmp_path: Path) -> Vigil:
+    """`vigil` on the test stack's record, for commands that need no worker."""
+    return Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=stack.settings.resolved_state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9",
+            artifact_dir=tmp_path,
+        )
+    )
+
+
 def base(agent: str) -> str:
     return f"/v1/agents/{agent}/memory"
 
@@ -189,15 +202,7 @@ def test_cli_forget(api: ApiServer, stack: Stack, database_url: str, tmp_path: P
     agent = f"mem-{uuid.uuid4().hex[:8]}"
     with api.client(api.token(Scope.CONTROL)) as http:
         mid = http.post(base(agent), json={"content": "the deploy key lives in vault"}).json()["id"]
-    vigil = Vigil(
-        cli_env(
-            database_url=database_url,
-            state_dir=stack.settings.resolved_state_dir,
-            task_queue="unused",
-            model_url="http://127.0.0.1:9",
-            artifact_dir=tmp_path,
-        )
-    )
+    vigil = _cli(stack, database_url, tmp_path)
     done = vigil.json(
         "memory", "forget", str(mid), "--agent", agent, "--by", "ana", "--reason", "moved"
     )
@@ -247,27 +252,33 @@ def test_a_subjects_history_over_http_and_from_the_cli(
         items = shown.json()["items"]
         assert [(m["id"], m["superseded_by"]) for m in items] == [(ids[0], ids[1]), (ids[1], None)]
         assert {m["subject"] for m in items} == {"Café hours"}
+        # A page holds the newest `limit` versions; next_before pages back.
+        newest = http.get(f"{base(agent)}/history", params={"subject": "café hours", "limit": 1})
+        assert [m["id"] for m in newest.json()["items"]] == [ids[1]]
+        assert newest.json()["next_before"] == ids[1]
+        oldest = http.get(
+            f"{base(agent)}/history", params={"subject": "café hours", "limit": 1, "before": ids[1]}
+        )
+        assert [m["id"] for m in oldest.json()["items"]] == [ids[0]]
+        assert oldest.json()["next_before"] is None and shown.json()["next_before"] is None
         assert http.get(f"{base(agent)}/history", params={"subject": "nothing"}).json() == {
-            "items": []
+            "items": [],
+            "next_before": None,
         }
         for params in ({}, {"subject": ""}, {"subject": "x" * 1001},
-                       {"subject": "x", "kind": "bogus"}, {"subject": "nul \x00"}):  # fmt: skip
+                       {"subject": "x", "kind": "bogus"}, {"subject": "nul \x00"},
+                       {"subject": "x", "limit": 0}, {"subject": "x", "limit": 1001},
+                       {"subject": "x", "before": 0}):  # fmt: skip
             r = http.get(f"{base(agent)}/history", params=params)
             assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), params
         other = http.get(f"{base('someone-else')}/history", params={"subject": "lunch"})
         assert other.status_code == 403, other.text
-    vigil = Vigil(
-        cli_env(
-            database_url=database_url,
-            state_dir=stack.settings.resolved_state_dir,
-            task_queue="unused",
-            model_url="http://127.0.0.1:9",
-            artifact_dir=tmp_path,
-        )
-    )
+    vigil = _cli(stack, database_url, tmp_path)
     vigil.ok("memory", "forget", str(ids[1]), "--agent", agent, "--by", "ana")
     chain = vigil.json("memory", "history", decomposed, "--agent", agent)
     assert [(m["id"], m["forgotten_by"]) for m in chain] == [(ids[0], None), (ids[1], "ana")]
+    paged = vigil.ok("memory", "history", "café hours", "--agent", agent, "--limit", "1")
+    assert f"older versions: --before {ids[1]}" in paged.stdout
     table = vigil.ok("memory", "history", "café hours", "--agent", agent, env={"COLUMNS": "200"})
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in table.stdout.splitlines()]
     rows = {row[0]: row for row in cells if row and row[0].isdigit()}

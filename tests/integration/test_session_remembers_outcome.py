@@ -16,11 +16,11 @@ from vigil.workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-async def _run(client: Client, cfg: Settings, task_queue: str, agent: str) -> str:
+async def _run(
+    client: Client, cfg: Settings, task_queue: str, agent: str, goal: str = "check the tide table"
+) -> str:
     async with running_worker(client, cfg, task_queue):
-        handle = await start(
-            client, task_queue, StartSessionInput(agent_id=agent, goal="check the tide table")
-        )
+        handle = await start(client, task_queue, StartSessionInput(agent_id=agent, goal=goal))
         result: SessionResult = await handle.result()
     assert result.status == SessionStatus.COMPLETED
     return handle.id
@@ -69,12 +69,7 @@ async def test_a_goal_that_nfkc_spells_longer_is_still_remembered(
     agent = f"agent-outcome-wide-{task_queue}"
     cfg = stub_settings(settings, stub.url_openai)
     stub.enqueue(Reply.tool_call("finish", {"summary": "done"}))
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(
-            client, task_queue, StartSessionInput(agent_id=agent, goal="\ufdfa" * 300)
-        )
-        result: SessionResult = await handle.result()
-    assert result.status == SessionStatus.COMPLETED
+    session_id = await _run(client, cfg, task_queue, agent, goal="\ufdfa" * 300)
     async with sessionmaker() as db:
         (row,) = (
             await db.execute(
@@ -82,5 +77,5 @@ async def test_a_goal_that_nfkc_spells_longer_is_still_remembered(
                 {"a": agent},
             )
         ).all()
-    assert row.source_session_id == handle.id
+    assert row.source_session_id == session_id
     assert row.subject.startswith("outcome: صلى الله عليه وسلم") and len(row.subject) <= 1000

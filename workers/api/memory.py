@@ -87,6 +87,10 @@ class MemoryForgotten(MemoryOut):
     """The memories it had superseded, current again now that it is forgotten."""
 
 
+MAX_HISTORY = 1000
+"""The most versions of a subject one page of its history holds."""
+
+
 def _client(request: Request) -> VigilClient:
     client: VigilClient = request.app.state.client
     return client
@@ -141,6 +145,9 @@ async def add_memory(
 
 class MemoryHistory(BaseModel):
     items: list[MemoryOut]
+    """Oldest first: the newest ``limit`` versions (before ``before``, when given)."""
+    next_before: int | None
+    """Older versions remain: ask again with ``before`` set to this (None: none remain)."""
 
 
 @router.get(
@@ -151,7 +158,8 @@ class MemoryHistory(BaseModel):
         "Every memory of the agent about the subject (compared in Unicode's NFKC form, "
         "without case), each superseded by the next. Forgotten ones are listed to an "
         "admin token only (with who forgot them and why), as only an admin forgets: "
-        "to other tokens a forgotten memory is gone, as in search."
+        "to other tokens a forgotten memory is gone, as in search. A page holds the "
+        "newest `limit` versions; `next_before` asks for the older ones."
     ),
 )
 async def memory_history(
@@ -160,12 +168,22 @@ async def memory_history(
     who: Reader,
     subject: Annotated[str, Query(min_length=1, max_length=MAX_SUBJECT)],
     kind: Annotated[str | None, Query(min_length=1, max_length=MAX_KIND)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=MAX_MEMORY_ID)] = None,
 ) -> MemoryHistory:
     check_agent(who, agent_id)
-    found = await _client(request).memory_history(agent_id, subject, kind=kind)
+    found = await _client(request).memory_history(
+        agent_id, subject, kind=kind, limit=limit + 1, before=before
+    )
+    older = len(found) > limit
+    page = found[1:] if older else found  # oldest first: the extra one is the oldest
+    next_before = page[0].id if older and page else None
     if not who.may(Scope.ADMIN):
-        found = [m for m in found if m.forgotten_at is None]
-    return MemoryHistory(items=[MemoryOut.model_validate(m, from_attributes=True) for m in found])
+        page = [m for m in page if m.forgotten_at is None]
+    return MemoryHistory(
+        items=[MemoryOut.model_validate(m, from_attributes=True) for m in page],
+        next_before=next_before,
+    )
 
 
 @router.delete(

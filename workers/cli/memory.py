@@ -125,15 +125,25 @@ def memory_history(
     subject: str,
     agent: AgentOpt = "default",
     kind: Annotated[str | None, typer.Option(help="Only this kind (fact, reflection...).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="The newest this many.")] = 100,
+    before: Annotated[
+        int | None, typer.Option(min=1, help="Only versions older than this memory id.")
+    ] = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What an agent knew about SUBJECT over time, oldest first: each memory superseded by
-    the next, forgotten ones included. The subject is compared without case (and in
-    Unicode's NFKC form, so "Café" spelled either way is one subject)."""
+    the next, forgotten ones included (the newest 100 unless --limit; --before ID pages
+    back). The subject is compared without case (and in Unicode's NFKC form, so "Café"
+    spelled either way is one subject)."""
 
     async def go(client: VigilClient) -> None:
-        found = await client.memory_history(agent, subject, kind=kind)
+        found = await client.memory_history(
+            agent, subject, kind=kind, limit=limit + 1, before=before
+        )
+        older = len(found) > limit
+        if older:
+            found = found[1:]
 
         def state(m: MemoryRecord) -> str:
             if m.forgotten_at is not None:
@@ -153,6 +163,8 @@ def memory_history(
                 for m in found
             ]
             out.print(table(["id", "kind", "written", "state", "content"], rows))
+            if older:
+                out.print(f"older versions: --before {found[0].id}")
 
         emit([asdict(m) for m in found], as_json, human)
 
