@@ -172,6 +172,8 @@ class _RecordExtras:
         it. BadArgument for an unknown kind or a subject no memory can have."""
         if kind is not None and kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
+        if before is not None and not 1 <= before <= MAX_MEMORY_ID:
+            raise BadArgument(f"memory id {before} is out of range: 1 to {MAX_MEMORY_ID}")
         try:
             async with self._memory() as memory:
                 found: list[Any] = await memory.history(

@@ -296,6 +296,8 @@ def test_a_subjects_history_over_http_and_from_the_cli(
     assert f"agent '{agent}' has no memory of kind 'lesson' about 'lunch'" in kinded.stdout
     none = vigil.ok("memory", "history", "dinner", "--agent", agent)
     assert f"agent '{agent}' has no memory about 'dinner'" in none.stdout
+    huge = vigil("memory", "history", "lunch", "--agent", agent, "--before", str(2**70))
+    assert huge.returncode == 2 and "is out of range: 1 to" in huge.stderr, explain(huge)
     bad = vigil("memory", "history", "lunch", "--agent", agent, "--kind", "bogus")
     assert bad.returncode == 2 and "unknown memory kind 'bogus'" in bad.stderr, explain(bad)
 
