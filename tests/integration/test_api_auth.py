@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import ApiServer, running_api
-from tests.support.cli import Vigil, cli_env
+from tests.support.cli import record_cli
 from vigil.activities.record import store as record
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
@@ -113,7 +113,7 @@ def test_a_token_without_the_scope_is_403_naming_it(api: ApiServer) -> None:
 def test_cli_creates_lists_and_revokes_tokens(
     api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
 ) -> None:
-    vigil = _cli(stack, database_url, tmp_path)
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     made = vigil.json("token", "create", "--owner", "bo", "--scope", "admin", "--agents", "a,b")
     assert made["owner"] == "bo" and made["scope"] == "admin" and made["agents"] == ["a", "b"]
     token = made["token"]
@@ -145,7 +145,7 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
 ) -> None:
     """An agent id is matched exactly, so a token for ``Ops`` (or the same with a
     Cyrillic o) covers nothing of ``ops``: it was created without a word."""
-    vigil = _cli(stack, database_url, tmp_path)
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     known = f"ops-{uuid.uuid4().hex[:8]}"
     asyncio.run(_known_agent(database_url, known))
     for look_alike, says in [
@@ -170,18 +170,6 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
     assert later.returncode == 0 and "warning: no agent" in later.stderr, later.stderr
     exact = vigil("token", "create", "--owner", "bo", "--agent", known)
     assert exact.returncode == 0 and "warning" not in exact.stderr, exact.stderr
-
-
-def _cli(stack: Stack, database_url: str, tmp_path: Path) -> Vigil:
-    return Vigil(
-        cli_env(
-            database_url=database_url,
-            state_dir=stack.settings.resolved_state_dir,
-            task_queue="unused",
-            model_url="http://127.0.0.1:9/v1",
-            artifact_dir=tmp_path,
-        )
-    )
 
 
 async def _known_agent(database_url: str, agent_id: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import ApiServer, running_api
-from tests.support.cli import Vigil, cli_env, explain
+from tests.support.cli import explain, record_cli
 from vigil.activities.memory.store import MemoryRecord, MemoryStore
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
@@ -42,19 +42,6 @@ def stored(settings: Settings, agent: str, memory_id: int) -> MemoryRecord | Non
             await engine.dispose()
 
     return asyncio.run(go())
-
-
-def _cli(stack: Stack, database_url: str, tmp_path: Path) -> Vigil:
-    """`vigil` on the test stack's record, for commands that need no worker."""
-    return Vigil(
-        cli_env(
-            database_url=database_url,
-            state_dir=stack.settings.resolved_state_dir,
-            task_queue="unused",
-            model_url="http://127.0.0.1:9",
-            artifact_dir=tmp_path,
-        )
-    )
 
 
 def base(agent: str) -> str:
@@ -202,7 +189,7 @@ def test_cli_forget(api: ApiServer, stack: Stack, database_url: str, tmp_path: P
     agent = f"mem-{uuid.uuid4().hex[:8]}"
     with api.client(api.token(Scope.CONTROL)) as http:
         mid = http.post(base(agent), json={"content": "the deploy key lives in vault"}).json()["id"]
-    vigil = _cli(stack, database_url, tmp_path)
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     done = vigil.json(
         "memory", "forget", str(mid), "--agent", agent, "--by", "ana", "--reason", "moved"
     )
@@ -273,7 +260,7 @@ def test_a_subjects_history_over_http_and_from_the_cli(
             assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request"), params
         other = http.get(f"{base('someone-else')}/history", params={"subject": "lunch"})
         assert other.status_code == 403, other.text
-    vigil = _cli(stack, database_url, tmp_path)
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     vigil.ok("memory", "forget", str(ids[1]), "--agent", agent, "--by", "ana")
     chain = vigil.json("memory", "history", decomposed, "--agent", agent)
     assert [(m["id"], m["forgotten_by"]) for m in chain] == [(ids[0], None), (ids[1], "ana")]

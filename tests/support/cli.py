@@ -186,6 +186,20 @@ class Vigil:
         )
 
 
+def record_cli(state_dir: Path, database_url: str, artifact_dir: Path) -> Vigil:
+    """`vigil` on a test stack's record and state, for commands that need neither a worker
+    nor a model (memory, tokens, secrets)."""
+    return Vigil(
+        cli_env(
+            database_url=database_url,
+            state_dir=state_dir,
+            task_queue="unused",
+            model_url="http://127.0.0.1:9/v1",
+            artifact_dir=artifact_dir,
+        )
+    )
+
+
 def explain(done: subprocess.CompletedProcess[str]) -> str:
     return (
         f"`vigil {' '.join(done.args[len(CLI) :])}` exited {done.returncode}\n"
