@@ -358,6 +358,24 @@ async def _recall_stage(
     read: ContextRead,
     key: tuple[str, ...] | None,
 ) -> list[Any]:
+    try:
+        return await _recall_or_cached(memory, cache, agent_id, query, k, read, key)
+    except EmbedderMismatch:
+        # The agent's memories come from another embedder than this worker's (a reindex
+        # rolled out agent by agent): no vector is compared across two spaces, and
+        # full-text recall goes on, within the same time budget.
+        return list(await memory.recall(agent_id, query, k=k, mode="text"))
+
+
+async def _recall_or_cached(
+    memory: Any,
+    cache: ContextCache | None,
+    agent_id: str,
+    query: str,
+    k: int,
+    read: ContextRead,
+    key: tuple[str, ...] | None,
+) -> list[Any]:
     if cache is None or key is None:
         return list(await memory.recall(agent_id, query, k=k))
     # Checked already, or given up behind a lock (a check sent now would queue behind it,
@@ -505,17 +523,6 @@ async def assemble(
                         )
                 except TimeoutError:
                     degraded = Degraded("recall", _ms(started), time_budget_ms or 0.0)
-                except EmbedderMismatch:
-                    # The agent's memories come from another embedder than this worker's
-                    # (a reindex rolled out agent by agent): no vector is compared across
-                    # two spaces, and full-text recall goes on.
-                    try:
-                        found = await asyncio.wait_for(
-                            memory.recall(agent_id, query, k=budget.recall_k, mode="text"),
-                            timeout=remaining,
-                        )
-                    except TimeoutError:
-                        degraded = Degraded("recall", _ms(started), time_budget_ms or 0.0)
             memory_cap = int(budget.total_tokens * budget.memory_share)
             spent = 0
             for mem in found:

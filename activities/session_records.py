@@ -105,7 +105,9 @@ class SessionRecords:
             # The agent's memories come from another embedder than this worker's: no
             # vector of this one may join them, now or on a retry here. The session's end
             # stands without its outcome's memory (the workflow logs why).
-            raise ApplicationError(str(exc), type="EmbedderMismatch", non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), type=names.ERR_EMBEDDER_MISMATCH, non_retryable=True
+            ) from exc
         return RememberOutput(memory_id=result.id, action=result.action)
 
     @activity.defn(name=names.ACT_OPEN_SESSION)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from vigil.schema.hooks import WebhookEvent, unreachable_for_webhooks
+from vigil.schema.hooks import WebhookEvent
 from vigil.schema.payloads import Budget
 
 Effects = Literal["none", "internal", "external"]
@@ -174,22 +173,6 @@ class WebhookSpec(Spec):
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$")
     events: list[WebhookEvent] = Field(min_length=1)
     secret: str = Field(min_length=1, max_length=300)
-
-    @field_validator("url")
-    @classmethod
-    def _reachable(cls, value: str, info: ValidationInfo) -> str:
-        """A link-local address (cloud metadata) is refused when applied; a version
-        applied before reads back as it was, and its deliveries are refused when sent."""
-        if not applying(info):
-            return value
-        try:
-            host = urlsplit(value).hostname or ""
-        except ValueError as exc:  # a bracketed host that is no IPv6 address
-            raise ValueError(f"not a valid URL: {exc}") from None
-        why = unreachable_for_webhooks(host)
-        if why is not None:
-            raise ValueError(why)
-        return value
 
 
 class SpecBudget(Budget):

@@ -66,6 +66,8 @@ ERR_PROVIDER_TRANSIENT = "ProviderTransient"
 ERR_PROVIDER_REJECTED = "ProviderRejected"
 ERR_TOOL_CALL_MISSING = "ToolCallMissing"
 ERR_INVALID_INPUT = "InvalidInput"
+ERR_EMBEDDER_MISMATCH = "EmbedderMismatch"
+"""The agent's memories come from another embedder than the worker's (non-retryable)."""
 ERR_WORKER_NOT_READY = "WorkerNotReady"
 """A low-latency model call on a worker not set up for it (its connection, credential or
 script): a local activity cannot move to another worker, so the workflow calls it again as

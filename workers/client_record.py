@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vigil.workers.client_errors import (
@@ -34,6 +35,16 @@ MAX_RECALL = 100
 """The most memories one search returns: the API's ``limit`` and the CLI's ``-k``."""
 MAX_MEMORY_ID = 2**63 - 1
 """The largest id a memory can have (the record's bigint): past it, an id names none."""
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of a memory subject's history (``memory_history``)."""
+
+    items: list[Any]
+    """Oldest first (``MemoryRecord``)."""
+    next_before: int | None
+    """Older versions remain: the ``before`` that asks for them (None: none remain)."""
 
 
 class _RecordExtras:
@@ -163,25 +174,29 @@ class _RecordExtras:
         subject: str,
         *,
         kind: str | None = None,
-        limit: int | None = None,
+        limit: int = 100,
         before: int | None = None,
-    ) -> list[Any]:
-        """The versions of what the agent knew about ``subject`` (compared in Unicode's
-        NFKC form, without case), oldest first, each superseded by the next: every one,
-        or the newest ``limit`` older than memory ``before``; forgotten ones are kept in
-        it. BadArgument for an unknown kind or a subject no memory can have."""
+    ) -> HistoryPage:
+        """The newest ``limit`` versions of what the agent knew about ``subject``
+        (compared in Unicode's NFKC form, without case) older than memory ``before``,
+        oldest first, each superseded by the next; forgotten ones are kept in it.
+        BadArgument for an unknown kind or a subject no memory can have."""
         if kind is not None and kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
         if before is not None and not 1 <= before <= MAX_MEMORY_ID:
             raise BadArgument(f"memory id {before} is out of range: 1 to {MAX_MEMORY_ID}")
         try:
             async with self._memory() as memory:
+                # One more than asked: whether older versions remain.
                 found: list[Any] = await memory.history(
-                    agent_id, subject, kind=kind, limit=limit, before=before
+                    agent_id, subject, kind=kind, limit=limit + 1, before=before
                 )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc
-        return found
+        if len(found) <= limit:
+            return HistoryPage(found, None)
+        page = found[1:]  # oldest first: the one more is the oldest
+        return HistoryPage(page, page[0].id)
 
     async def artifact_download(
         self, session_id: str, name: str, dest: Any, version: int | None = None

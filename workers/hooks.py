@@ -21,17 +21,17 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
 
 from vigil.activities.credentials import ENV_PREFIX, SecretBox, check_name
 from vigil.activities.hooks import signing, templates
+from vigil.activities.hooks.urls import url_problem
 from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
-from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS, unreachable_for_webhooks
+from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
 from vigil.schema.payloads import Ack
 from vigil.workers import keyed
 from vigil.workers.client import (
@@ -430,17 +430,13 @@ class WebhookService:
         self.db = sessionmaker
 
     async def add(self, agent_id: str, url: str, events: list[str], secret: str) -> WebhookRow:
-        try:
-            parts = urlsplit(url)
-            httpx.URL(url)  # as the delivery parses it
-        except (ValueError, httpx.InvalidURL) as exc:
-            raise BadArgument(f"bad webhook URL {url[:100]!r}: {exc}") from None
+        if (why := url_problem(url)) is not None:
+            raise BadArgument(f"bad webhook URL {url[:100]!r}: {why}")
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: an http or https URL")
         if parts.username or parts.password:
             raise BadArgument("a webhook URL must not hold credentials")
-        if (why := unreachable_for_webhooks(parts.hostname)) is not None:
-            raise BadArgument(f"bad webhook URL {url[:100]!r}: {why}")
         unknown = [e for e in events if e not in WEBHOOK_EVENTS]
         if not events or unknown:
             raise BadArgument(f"events: one or more of {', '.join(WEBHOOK_EVENTS)}")

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from pydantic import ValidationError
 
 from vigil.activities.agents.catalog import ToolSources, UnknownTool, describe_tools
+from vigil.activities.hooks.urls import url_problem
 from vigil.schema import jsonlimits
 from vigil.schema.agents import APPLYING, AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.limits import budget_problem, seconds_problem
@@ -249,12 +249,8 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
                     )
                 )
     for k, hook in enumerate(spec.webhooks or ()):
-        try:
-            httpx.URL(hook.url)  # as a delivery parses it
-        except httpx.InvalidURL as exc:
-            problems.append(
-                Problem(None, field_name(("webhooks", k, "url")), f"not a valid URL: {exc}")
-            )
+        if (why := url_problem(hook.url)) is not None:
+            problems.append(Problem(None, field_name(("webhooks", k, "url")), why))
     out_of_range = budget_problem(spec.budget, datetime.now(UTC))
     if out_of_range is not None:
         problems.append(Problem(None, *out_of_range))

@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
+from vigil.activities.hooks.urls import url_problem
 from vigil.activities.record import erasure as erasure_rows
 from vigil.activities.record import hooks as hook_rows
 from vigil.activities.record.lean import engine_of, lean_statements
@@ -173,12 +174,9 @@ class WebhookActivities:
     async def _refused(self, url: str) -> str | None:
         """Why the webhook's host is not posted to (an address it is or resolves to is
         link-local: cloud metadata; ``schema.hooks.unreachable_for_webhooks``), or None."""
-        try:
-            host = httpx.URL(url).host
-        except httpx.InvalidURL as exc:
-            return f"not a valid URL: {exc}"
-        if (why := unreachable_for_webhooks(host)) is not None:
+        if (why := url_problem(url)) is not None:
             return why
+        host = httpx.URL(url).host
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, None, type=socket.SOCK_STREAM

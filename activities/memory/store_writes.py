@@ -57,6 +57,32 @@ MERGE_LOG_LIMIT = 20
 RESERVED_METADATA = ("embedder", "merges", "merge_count", "own_importance", "redactions")
 
 
+def _kept_subject(subject: str | None) -> str | None:
+    """``subject`` as it is kept (``_normal_subject``); UnstorableText when it is longer
+    than a subject may be, in characters or in bytes: the input's error, whoever wrote it
+    (a model's `remember` is told why)."""
+    given = len(subject) if subject is not None else 0
+    subject = _normal_subject(subject)
+    if subject is None:
+        return None
+    if len(subject) > MAX_SUBJECT:
+        grew = (
+            f" ({len(subject)} once normalised to NFKC, {given} as given)"
+            if given <= MAX_SUBJECT
+            else ""
+        )
+        raise UnstorableText(f"subject exceeds the limit of {MAX_SUBJECT} characters{grew}")
+    size = len(subject.encode("utf-8", "surrogatepass"))
+    key_size = len(subject_key(subject).encode("utf-8", "surrogatepass"))
+    if max(size, key_size) > MAX_SUBJECT_BYTES:
+        # The subject's key is indexed, and an index entry holds at most ~2.7 kB.
+        raise UnstorableText(
+            f"subject of {size} bytes in UTF-8 exceeds the limit of {MAX_SUBJECT_BYTES} "
+            "bytes (its characters beyond ASCII take 2-4 bytes each)"
+        )
+    return subject
+
+
 class _MemoryWrites(_VectorRecall):
     """Writing, forgetting and reading memories by id and subject (a layer of MemoryStore)."""
 
@@ -101,25 +127,7 @@ class _MemoryWrites(_VectorRecall):
             raise ValueError(
                 f"content of {len(content)} characters exceeds the limit of {MAX_CONTENT}"
             )
-        given = len(subject) if subject is not None else 0
-        subject = _normal_subject(subject)
-        if subject is not None and len(subject) > MAX_SUBJECT:
-            # The input's error, whoever wrote it (a model's `remember` is told why).
-            grew = (
-                f" ({len(subject)} once normalised to NFKC, {given} as given)"
-                if given <= MAX_SUBJECT
-                else ""
-            )
-            raise UnstorableText(f"subject exceeds the limit of {MAX_SUBJECT} characters{grew}")
-        if subject is not None:
-            key_bytes = len(subject_key(subject).encode("utf-8", "surrogatepass"))
-            if max(len(subject.encode("utf-8", "surrogatepass")), key_bytes) > MAX_SUBJECT_BYTES:
-                # The subject's key is indexed, and an index entry holds at most ~2.7 kB.
-                raise UnstorableText(
-                    f"subject of {len(subject.encode('utf-8', 'surrogatepass'))} bytes in "
-                    f"UTF-8 exceeds the limit of {MAX_SUBJECT_BYTES} bytes (its characters "
-                    "beyond ASCII take 2-4 bytes each)"
-                )
+        subject = _kept_subject(subject)
         if not (math.isfinite(importance) and 0.0 <= importance <= 1.0):
             raise ValueError("importance must be between 0 and 1")
         _aware(created_at, "created_at")
@@ -342,11 +350,9 @@ class _MemoryWrites(_VectorRecall):
         the order of the supersede chain. The subject is compared as it is kept (NFKC,
         case-folded: ``subject_key``).
         """
-        normal = _normal_subject(subject)
+        normal = _kept_subject(subject)
         if normal is None:
             return []
-        if len(normal) > MAX_SUBJECT:
-            raise ValueError(f"subject exceeds the limit of {MAX_SUBJECT} characters")
         _check_text(normal, "subject")
         async with acting_for(self._sessionmaker, agent_id) as db:
             rows = await db.execute(

@@ -47,9 +47,6 @@ async def env_credential(name: str) -> str:
     return await CredentialResolver(None, None).resolve(name)
 
 
-NOISE_LINES = 3
-"""How many of a server's lines that are not MCP messages are kept to say so."""
-
 # A line a stdio server wrote to stdout that is not a JSON-RPC message reaches the client
 # as an error value, which vigil reports in its own words (``McpConnection.stdout_said``,
 # one warning line): the SDK's traceback for each such line is left out of the log.
@@ -72,7 +69,7 @@ def _not_mcp(error: ValueError) -> str:
 class _EofWatch:
     """The transport's read stream, noticing its end (the server went away) so the pool
     restarts a server that died between calls instead of failing the next call, and
-    keeping the first lines that were not MCP messages (``noise``)."""
+    telling ``noise`` of each line that was not an MCP message."""
 
     def __init__(
         self, inner: Any, ended: asyncio.Event, noise: Callable[[str], None] | None
@@ -188,11 +185,10 @@ class McpConnection:
         self._stderr: _StderrTail | None = None
         """A stdio server's stderr, once its process was spawned."""
         self._stderr_pipe: asyncio.ReadTransport | None = None
-        self._not_mcp: list[str] = []
-        """The first lines the server wrote to stdout that were not MCP messages."""
         self.stdout_lines = 0
-        """How many such lines it wrote (``stdout_said``'s ``since``)."""
-        self._last_not_mcp = ""
+        """How many lines the server wrote to stdout that were not MCP messages
+        (``stdout_said``'s ``since``)."""
+        self._first_not_mcp = self._last_not_mcp = ""
         self.listed: frozenset[str] | None = None
         """The tool names this server listed, once a call asked (McpServers.call)."""
         self.calls = 0
@@ -245,12 +241,9 @@ class McpConnection:
         """``; it wrote to stdout what is not an MCP message ...``: the first such line
         (``since`` None: at its start), or the latest one when it wrote some after
         ``stdout_lines`` was ``since`` (during a call); nothing otherwise."""
-        if since is None:
-            line = self._not_mcp[0] if self._not_mcp else None
-        else:
-            line = self._last_not_mcp if self.stdout_lines > since else None
-        if line is None:
+        if self.stdout_lines <= (since or 0):
             return ""
+        line = self._first_not_mcp if since is None else self._last_not_mcp
         return (
             f"; it wrote to stdout what is not an MCP message: {line!r} (a stdio "
             "server writes only protocol messages to stdout; its logs go to stderr)"
@@ -259,9 +252,8 @@ class McpConnection:
     def _noise(self, line: str) -> None:
         self.stdout_lines += 1
         self._last_not_mcp = line
-        if len(self._not_mcp) < NOISE_LINES:
-            self._not_mcp.append(line)
         if self.stdout_lines == 1:  # once a server: its errors quote what comes later
+            self._first_not_mcp = line
             log.warning(
                 "MCP server %s wrote to stdout what is not an MCP message: %r",
                 self.spec.name,

@@ -40,10 +40,10 @@ from vigil.workers.liveness import is_unreachable, temporal_down
 log = logging.getLogger("vigil.api")
 
 FASTAPI_BODY_UNREAD = "There was an error parsing the body"
-TOO_DEEP_BODY = "the body's JSON nests too deeply to be read"
-"""How every route refuses a JSON body too deep to read."""
 """What FastAPI says of a JSON body it could not decode (bytes that are not UTF-8, or
 nesting deeper than the decoder's recursion allows: the cause says which)."""
+TOO_DEEP_BODY = "the body's JSON nests too deeply to be read"
+"""How every route refuses a JSON body too deep to read."""
 
 # Stable error codes (clients branch on these; never rename one).
 UNAUTHENTICATED = "unauthenticated"

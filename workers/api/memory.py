@@ -172,17 +172,15 @@ async def memory_history(
     before: Annotated[int | None, Query(ge=1, le=MAX_MEMORY_ID)] = None,
 ) -> MemoryHistory:
     check_agent(who, agent_id)
-    found = await _client(request).memory_history(
-        agent_id, subject, kind=kind, limit=limit + 1, before=before
+    page = await _client(request).memory_history(
+        agent_id, subject, kind=kind, limit=limit, before=before
     )
-    older = len(found) > limit
-    page = found[1:] if older else found  # oldest first: the extra one is the oldest
-    next_before = page[0].id if older and page else None
+    items = page.items
     if not who.may(Scope.ADMIN):
-        page = [m for m in page if m.forgotten_at is None]
+        items = [m for m in items if m.forgotten_at is None]
     return MemoryHistory(
-        items=[MemoryOut.model_validate(m, from_attributes=True) for m in page],
-        next_before=next_before,
+        items=[MemoryOut.model_validate(m, from_attributes=True) for m in items],
+        next_before=page.next_before,
     )
 
 

@@ -138,12 +138,8 @@ def memory_history(
     spelled either way is one subject)."""
 
     async def go(client: VigilClient) -> None:
-        found = await client.memory_history(
-            agent, subject, kind=kind, limit=limit + 1, before=before
-        )
-        older = len(found) > limit
-        if older:
-            found = found[1:]
+        page = await client.memory_history(agent, subject, kind=kind, limit=limit, before=before)
+        found = page.items
 
         def state(m: MemoryRecord) -> str:
             if m.forgotten_at is not None:
@@ -163,8 +159,8 @@ def memory_history(
                 for m in found
             ]
             out.print(table(["id", "kind", "written", "state", "content"], rows))
-            if older:
-                out.print(f"older versions: --before {found[0].id}")
+            if page.next_before is not None:
+                out.print(f"older versions: --before {page.next_before}")
 
         emit([asdict(m) for m in found], as_json, human)
 

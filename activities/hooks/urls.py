@@ -1,0 +1,22 @@
+"""Which URLs a webhook may be configured with (``vigil webhook add``, an agent file's
+``[[webhooks]]``) and is posted to (``activities.hooks.delivery``)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from vigil.schema.hooks import unreachable_for_webhooks
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no webhook's, or None: one the delivery cannot parse, or whose host
+    is written as an address no webhook is sent to (a link-local one: cloud metadata). A
+    host name is checked when a delivery resolves it."""
+    try:
+        host = urlsplit(url).hostname or ""
+        httpx.URL(url)  # as the delivery parses it
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"not a valid URL: {exc}"
+    return unreachable_for_webhooks(host)
