@@ -235,8 +235,9 @@ _WORD_STATISTICS = sql(
     WHERE s.schemaname = current_schema() AND s.tablename = 'memories' AND s.attname = 'tsv'
     """
 )
-_LEXEMES = sql("SELECT tsvector_to_array(to_tsvector('english', :text))")
-_WEBSEARCH = sql("SELECT CAST(websearch_to_tsquery('english', :text) AS text)")
+# Queries are folded as the stored words are (``vigil_fold``: NFKC, Unicode lower case).
+_LEXEMES = sql("SELECT tsvector_to_array(to_tsvector('english', vigil_fold(:text)))")
+_WEBSEARCH = sql("SELECT CAST(websearch_to_tsquery('english', vigil_fold(:text)) AS text)")
 
 _TEXT_SEARCH_ROWS = sql(
     f"""

@@ -83,7 +83,8 @@ async def search_messages(
             (
                 await db.execute(
                     text(
-                        "WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q), "
+                        "WITH q AS "
+                        "(SELECT websearch_to_tsquery('english', vigil_fold(:query)) AS q), "
                         "page AS (SELECT p.id, p.rank FROM q, "
                         "  vigil_search_messages(q.q, CAST(:sid AS text), :lim, :off) AS p) "
                         "SELECT m.session_id, m.seq, m.role, m.step, m.created_at, "

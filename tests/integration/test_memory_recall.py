@@ -73,6 +73,25 @@ async def test_plain_queries_match_any_word_and_search_syntax_is_kept(
     assert ids(await store.recall(agent, '"travel desk"', mode="text")) == {flights.id}
 
 
+async def test_text_recall_folds_case_and_width_beyond_ascii(
+    store: MemoryStore, agent: str
+) -> None:
+    # The database may fold only ASCII letters (the C locale): words are folded to one
+    # case and one spelling (NFKC) on both sides, whatever its locale.
+    munich = await store.add(agent, "Das Büro zieht nach MÜNCHEN, Straße 12", subject="Büro")
+    friday = "\uff26\uff52\uff49\uff44\uff41\uff59"  # full-width
+    width = await store.add(agent, f"The \uff21\uff30\uff29 quota is raised on {friday}")
+    await store.add(agent, "The office stays in Berlin")
+
+    def ids(hits: list[Recalled]) -> set[int]:
+        return {h.id for h in hits}
+
+    assert ids(await store.recall(agent, "münchen", mode="text")) == {munich.id}
+    assert ids(await store.recall(agent, "BÜRO", mode="text")) == {munich.id}
+    assert ids(await store.recall(agent, "api friday", mode="text")) == {width.id}
+    assert ids(await store.recall(agent, '"\uff21\uff30\uff29 quota"', mode="text")) == {width.id}
+
+
 async def test_filters_by_kind_and_time_window(store: MemoryStore, agent: str) -> None:
     ids = {}
     for days, kind in [(40, "fact"), (20, "lesson"), (10, "fact"), (2, "lesson")]:

@@ -89,6 +89,31 @@ async def test_search_ranks_across_sessions_of_one_agent_only(
     assert nothing.hits == [] and nothing.next_offset is None
 
 
+async def test_search_folds_case_and_width_beyond_ascii(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    # Under the C locale PostgreSQL's parser folds only ASCII letters: "Über" was a word
+    # of its own, and a full-width "API" (\uff21...) never matched "api".
+    agent = f"agent-{uuid.uuid4()}"
+    session = await _session(
+        sessionmaker,
+        agent,
+        [
+            NewMessage(0, "user", "Bericht ÜBER das CAFÉ an die \uff21\uff30\uff29-Gruppe."),
+            NewMessage(1, "assistant", "Done: the office moves on Friday."),
+        ],
+    )
+
+    async def seqs(query: str) -> list[int]:
+        async with sessionmaker() as db:
+            page = await search_messages(db, agent, query)
+        return [hit.seq for hit in page.hits if hit.session_id == session]
+
+    for query in ("über", "Über", "ÜBER", "café", "api", "Café -friday"):
+        assert await seqs(query) == [0], query
+    assert sorted(await seqs("über or friday")) == [0, 1]
+
+
 async def test_search_pages_are_stable_and_complete(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
