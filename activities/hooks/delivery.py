@@ -163,6 +163,12 @@ class WebhookActivities:
             return "failed", None, f"{type(exc).__name__}: {waited}"
         except httpx.HTTPError as exc:
             return "failed", None, f"{type(exc).__name__}: {str(exc)[:300]}"
+        except Exception as exc:  # recorded and retried, as a failed POST is
+            # Not httpx's own (a connect that failed in its task group): the attempt is
+            # recorded all the same, naming the cause rather than the group around it.
+            while isinstance(exc, ExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]
+            return "failed", None, f"{type(exc).__name__}: {str(exc)[:300]}"
         code = response.status_code
         if 200 <= code < 300:
             return "delivered", code, None

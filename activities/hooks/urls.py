@@ -15,8 +15,11 @@ def url_problem(url: str) -> str | None:
     is written as an address no webhook is sent to (a link-local one: cloud metadata). A
     host name is checked when a delivery resolves it."""
     try:
+        parts = httpx.URL(url)  # as the delivery parses it
         host = urlsplit(url).hostname or ""
-        httpx.URL(url)  # as the delivery parses it
     except (ValueError, httpx.InvalidURL) as exc:
         return f"not a valid URL: {exc}"
+    if parts.port is not None and not 0 < parts.port < 65536:
+        # httpx takes any number; the POST then failed at connect, every attempt.
+        return f"not a valid URL: port {parts.port} is outside 1-65535"
     return unreachable_for_webhooks(host)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -265,7 +266,8 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         assert refused.returncode == 2, explain(refused)
         assert f"{shown} address: no webhook is sent there" in refused.stderr, refused.stderr
     for url in ("http://0251.0376.0251.0376/hook", "http://[zz]/hook",
-                "http://\uff11\uff16\uff19.254.169.254/"):  # fmt: skip
+                "http://\uff11\uff16\uff19.254.169.254/", "http://127.0.0.1:99999/",
+                "http://127.0.0.1:65536/hook", "http://127.0.0.1:0/hook"):  # fmt: skip
         invalid = cli.vigil(
             "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
             "--secret", credential,
@@ -284,7 +286,27 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         "webhook", "add", "--agent", agent, "--url", "http://0xa9fea9fe/hook",
         "--events", "session_ended", "--secret", credential,
     )  # fmt: skip
+    # A port no socket has, in a webhook kept before it was refused when added: the
+    # delivery refuses it and records so (it failed every attempt unrecorded).
+    async with sessionmaker.begin() as db:
+        bad_port = (
+            await db.execute(
+                text(
+                    "INSERT INTO webhooks (agent_id, url, events, secret_ref) VALUES "
+                    "(:a, 'http://127.0.0.1:99999/hook', '{session_ended}', :s) RETURNING id"
+                ),
+                {"a": agent, "s": credential},
+            )
+        ).scalar_one()
     sid = (await vigil_client.start_session(agent, cli.plan(Reply.text("done")))).id
+
+    async def port_rows() -> list[dict[str, object]]:
+        rows = await attempts(api, sessionmaker, session=sid)
+        return [r for r in rows if r["webhook"] == f"w{bad_port}"]
+
+    (row,) = await until(port_rows, within=60, what="the delivery to a bad port refused")
+    assert (row["outcome"], row["attempt"]) == ("rejected", 1)
+    assert row["error"] == "not sent: not a valid URL: port 99999 is outside 1-65535"
 
     async def refused_rows() -> list[dict[str, object]]:
         rows = await attempts(api, sessionmaker, session=sid)
