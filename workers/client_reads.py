@@ -161,6 +161,7 @@ class SessionReads(SessionStart):
         ``unrecorded``, and count against the limit."""
         if limit < 1:
             raise BadArgument(f"bad limit {limit}: must be 1 or more")
+        since = _utc_since(since)
         if status == UNRECORDED:
             return (await self._unrecorded(agent, since, set()))[:limit]
         page = await self.session_page(
@@ -190,8 +191,7 @@ class SessionReads(SessionStart):
         for value in (agent, schedule_id, cursor):
             if value is not None and "\x00" in value:
                 raise BadArgument("filters must not contain NUL characters")
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+        since = _utc_since(since)
         from vigil.activities.record import sessions as session_reads
 
         async with self.db() as db:
@@ -361,3 +361,19 @@ class SessionReads(SessionStart):
             return await reconcile(self.temporal, self.db, session_ids=session_ids)
         except RPCError as exc:
             raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+
+
+def _utc_since(since: datetime | None) -> datetime | None:
+    """``since`` in UTC (one without a time zone is read as UTC); a time that falls off
+    the calendar once in UTC (year 1 at +14:00) is the caller's mistake, not a database
+    error."""
+    if since is None:
+        return None
+    if since.tzinfo is None:
+        return since.replace(tzinfo=UTC)
+    try:
+        return since.astimezone(UTC)
+    except OverflowError:
+        raise BadArgument(
+            f"since {since.isoformat()} is out of range: from year 1 to 9999 in UTC"
+        ) from None

@@ -70,3 +70,11 @@ def test_query_values_with_nul_are_refused(api: ApiServer) -> None:
             for value in ("%00", "a%00b"):
                 refused(http.request(method, url.format(value)), "NUL")
         assert http.get("/v1/sessions", params={"agent": agent}).status_code == 200
+
+
+def test_a_time_off_the_calendar_in_utc_is_refused(api: ApiServer) -> None:
+    # Year 1 at +14:00 is year 0 in UTC: the database's driver failed on it, a 500.
+    with api.client(api.token(Scope.READ)) as http:
+        for since in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+            refused(http.get("/v1/sessions", params={"since": since}), "is out of range")
+        assert http.get("/v1/sessions", params={"since": "0001-01-01T00:00:00Z"}).status_code == 200

@@ -65,6 +65,12 @@ def test_bad_arguments_exit_2(cli: CLIStack) -> None:
         ): "error: give exactly one of --cron or --every",
         ("export", "s-1", "-f", "xml"): "error: unknown export format 'xml': jsonl or md",
         ("list", "--since", "yesterday"): "error: bad --since 'yesterday'",
+        # Off the calendar once in UTC: a database error's traceback, exit 1.
+        ("list", "--since", "0001-01-01T00:00:00+14:00"): (
+            "error: since 0001-01-01T00:00:00+14:00 is out of range: from year 1 to 9999"
+        ),
+        ("list", "--since", "9999-12-31T23:59:59-14:00"): "error: since 9999-12-31T23:59:59",
+        ("erasures", "--limit", "99999999999999999999"): "error: Invalid value for '--limit'",
         (
             "schedule",
             "backfill",

@@ -137,7 +137,9 @@ def erase(
 
 def erasures(
     subject: Annotated[str | None, typer.Option(help="Only this session or agent.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many receipts.")] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="At most this many receipts.")
+    ] = 100,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
