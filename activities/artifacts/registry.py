@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,13 @@ from vigil.schema import event_kinds
 MAX_NAME_CHARS = 255
 MAX_NAME_BYTES = 1024
 DEFAULT_MIME = "application/octet-stream"
+MAX_MEDIA_TYPE_CHARS = 200
+_MEDIA_WORD = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
+MEDIA_TYPE = re.compile(
+    rf"{_MEDIA_WORD}/{_MEDIA_WORD}(?:[ \t]*;[ \t]*{_MEDIA_WORD}={_MEDIA_WORD})*"
+)
+"""A media type as an artifact keeps and serves it (whole: ``fullmatch``), parameters
+(``; charset=utf-8``) included: no quotes, no line breaks."""
 # pg_advisory_xact_lock(int4, int4): a fixed namespace ("vigA") and 32 bits of the digest.
 _LOCK_NAMESPACE = 0x76696741
 # Unicode categories refused in names: controls, format characters (bidi overrides,
@@ -65,6 +73,20 @@ T = TypeVar("T")
 
 class InvalidArtifactName(ArtifactError, ValueError):
     """A name an agent or tool gave is not acceptable; permanent, never retried."""
+
+
+class InvalidMediaType(ArtifactError, ValueError):
+    """A media type an agent, a tool or an upload gave is not one; permanent."""
+
+
+def check_media_type(mime_type: str) -> str:
+    """``mime_type`` if an artifact may keep it, else InvalidMediaType."""
+    if len(mime_type) > MAX_MEDIA_TYPE_CHARS or not MEDIA_TYPE.fullmatch(mime_type):
+        raise InvalidMediaType(
+            f"{mime_type[:80]!r} is not a media type: type/subtype, then any "
+            "'; name=value' parameters (e.g. 'text/markdown; charset=utf-8')"
+        )
+    return mime_type
 
 
 class ArtifactBytesLost(ArtifactError):
@@ -205,6 +227,7 @@ async def put_artifact(
     in the same transaction.
     """
     validate_name(name, new=True)
+    check_media_type(mime_type)
     if (data is None) == (chunks is None):
         raise TypeError("put_artifact takes exactly one of data= or chunks=")
     if data is not None:

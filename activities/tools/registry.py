@@ -75,18 +75,25 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
 
 
 async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
-    from vigil.activities.artifacts.registry import put_artifact
+    from vigil.activities.artifacts.registry import (
+        InvalidArtifactName,
+        InvalidMediaType,
+        put_artifact,
+    )
 
     data = str(args["content"]).encode("utf-8", errors="surrogatepass")
-    ref = await put_artifact(
-        ctx.store,
-        ctx.sessionmaker,
-        agent_id=ctx.agent_id,
-        session_id=ctx.session_id,
-        name=str(args["name"]),
-        data=data,
-        mime_type=str(args.get("mime_type") or "text/plain; charset=utf-8"),
-    )
+    try:
+        ref = await put_artifact(
+            ctx.store,
+            ctx.sessionmaker,
+            agent_id=ctx.agent_id,
+            session_id=ctx.session_id,
+            name=str(args["name"]),
+            data=data,
+            mime_type=str(args.get("mime_type") or "text/plain; charset=utf-8"),
+        )
+    except (InvalidArtifactName, InvalidMediaType) as exc:
+        raise ToolFailed(str(exc)) from exc
     return ToolOutcome(
         f"stored artifact {ref.name!r} ({ref.size} bytes, sha256 {ref.sha256})",
         {"sha256": ref.sha256, "size": ref.size, "name": ref.name},

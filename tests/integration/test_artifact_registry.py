@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.registry import (
     InvalidArtifactName,
+    InvalidMediaType,
     get_artifact,
     list_artifacts,
     open_artifact,
@@ -216,6 +217,24 @@ async def test_bad_names_are_refused_before_anything_is_written(
         await put_artifact(
             store, sessionmaker, agent_id=agent, session_id=session, name=name, data=payload
         )
+    assert not store.exists(hashlib.sha256(payload).hexdigest())
+
+
+@pytest.mark.parametrize(
+    "mime_type",
+    ["text/html\r\nX-Evil: 1", "text/plain\n", "text", 'text/plain; a="b"', "a/" + "b" * 200],
+)
+async def test_bad_media_types_are_refused_before_anything_is_written(
+    sessionmaker: async_sessionmaker[DbSession], settings: Settings, mime_type: str
+) -> None:
+    store = make_store(settings)
+    agent, session = await _session(sessionmaker)
+    payload = os.urandom(64)
+    with pytest.raises(InvalidMediaType, match="is not a media type"):
+        await put_artifact(
+            store, sessionmaker, agent_id=agent, session_id=session, name="x.txt",
+            data=payload, mime_type=mime_type,
+        )  # fmt: skip
     assert not store.exists(hashlib.sha256(payload).hexdigest())
 
 

@@ -58,6 +58,24 @@ def sessions(cli: CLIStack) -> dict[str, str]:
     }
 
 
+def test_a_media_type_that_is_not_one_is_refused_to_the_model(cli: CLIStack) -> None:
+    # Kept as given, it was listed back with its line break (and split `artifact list`).
+    agent = f"rec-mime-{uuid.uuid4().hex[:8]}"
+    plan = cli.plan(
+        Reply.tool_call(
+            "write_artifact", {"name": "deep.txt", "content": "c", "mime_type": "text/html\r\nX: 1"}
+        ),
+        Reply.tool_call("finish", {"summary": "tried"}),
+        label="a bad media type",
+    )
+    ended = cli.vigil.json("start", plan, "--agent", agent, "--wait")
+    assert ended["status"] == "completed", ended
+    assert cli.vigil.json("artifact", "list", ended["id"]) == []
+    _, transcript, _ = read_record(cli.database_url, ended["id"])
+    answer = next(m for m in transcript if m.role == "tool")
+    assert "'text/html\\r\\nX: 1' is not a media type" in answer.content, answer.content
+
+
 def test_export_jsonl_and_markdown_match_the_record(
     cli: CLIStack, sessions: dict[str, str], tmp_path: Path
 ) -> None:
