@@ -84,3 +84,7 @@ def test_each_way_a_body_is_unreadable_is_named(api: ApiServer) -> None:
         broken = said(b'{"agent": "ops", "goal": }')
         assert broken == "the body is not valid JSON: Expecting value at character 25", broken
         assert said("caf\u00e9".encode("latin-1")) == "the body is not UTF-8, as JSON must be"
+        # ASCII all through: a number longer than Python's int parser takes was told the
+        # body was not UTF-8.
+        long = said(b'{"agent": "ops", "goal": "g", "budget": {"max_steps": ' + b"1" * 5000 + b"}}")
+        assert long == "a number in the body has more than 4300 digits", long

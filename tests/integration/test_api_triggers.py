@@ -544,6 +544,15 @@ async def test_a_body_nested_too_deeply_is_400_and_starts_nothing(
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "malformed_request"
     assert "nested deeper than" in r.json()["error"]["message"]
+    # A number too long for Python's int parser was said to be JSON that is not UTF-8.
+    long = b'{"issue": ' + b"7" * 5000 + b"}"
+    r = await http.post(
+        f"/v1/triggers/{name}",
+        content=long,
+        headers={"Content-Type": "application/json", **signing.signed_headers(secret, long)},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == "a number in the body has more than 4300 digits"
     assert await sessions_of(sessionmaker, agent) == []
 
 

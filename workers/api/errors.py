@@ -7,6 +7,7 @@ Codes are stable strings a program can branch on; messages are for people. Bad i
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -44,6 +45,22 @@ FASTAPI_BODY_UNREAD = "There was an error parsing the body"
 nesting deeper than the decoder's recursion allows: the cause says which)."""
 TOO_DEEP_BODY = "the body's JSON nests too deeply to be read"
 """How every route refuses a JSON body too deep to read."""
+NOT_UTF8_BODY = "the body is not UTF-8, as JSON must be"
+
+
+def unreadable_json(cause: BaseException | None) -> str:
+    """What is wrong with a JSON body the decoder gave up on, by the decoder's error."""
+    if isinstance(cause, RecursionError):
+        return TOO_DEEP_BODY
+    if isinstance(cause, UnicodeDecodeError):
+        return NOT_UTF8_BODY
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        # Python's guard against quadratic int parsing (4,300 digits by default).
+        return f"a number in the body has more than {sys.get_int_max_str_digits()} digits"
+    if isinstance(cause, ValueError):
+        return f"the body is not valid JSON: {cause}"
+    return NOT_UTF8_BODY
+
 
 # Stable error codes (clients branch on these; never rename one).
 UNAUTHENTICATED = "unauthenticated"
@@ -261,11 +278,7 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
         if exc.status_code == 400 and detail == FASTAPI_BODY_UNREAD:
             if (refused := await _caller_first(request)) is not None:
                 return refused
-            detail = (
-                TOO_DEEP_BODY
-                if isinstance(exc.__cause__, RecursionError)
-                else "the body is not UTF-8, as JSON must be"
-            )
+            detail = unreadable_json(exc.__cause__)
         return error_response(exc.status_code, code, detail, headers=exc.headers)
 
     @app.exception_handler(DataError)

@@ -34,6 +34,7 @@ from vigil.workers.api.errors import (
     ApiError,
     ErrorBody,
     ErrorResponse,
+    unreadable_json,
     vigil_status,
 )
 from vigil.workers.client import NotFound, Unreachable, VigilClient, VigilError
@@ -165,8 +166,8 @@ async def fire_trigger(
         raise ApiError(
             400, MALFORMED, f"the body is nested deeper than {MAX_BODY_DEPTH} levels"
         ) from None
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, MALFORMED, "the body is not valid JSON (UTF-8)") from None
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise ApiError(400, MALFORMED, unreadable_json(exc)) from None
     if not isinstance(payload, dict):
         raise ApiError(422, INVALID, "the body must be a JSON object")
     delivery_id = x_vigil_delivery or signing.body_digest(x_vigil_timestamp, body)
