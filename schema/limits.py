@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -35,6 +36,37 @@ carried across continue-as-new, whose input must stay far below Temporal's 2 MB 
 limit whatever the characters (NUL is 6 bytes in JSON)."""
 MAX_SYSTEM_PROMPT = 2 * MAX_HUMAN_TEXT
 """A session's system prompt: it travels in every run's start input."""
+
+
+UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories no name of vigil's holds (an agent id, an artifact's name): controls,
+format characters (zero-width ones, bidi overrides, the soft hyphen), surrogates, private
+use, unassigned code points, line and paragraph separators. They cannot be seen, so a
+name holding one reads as another."""
+MAX_AGENT_ID = 200
+
+
+def unseen_character(text: str) -> str | None:
+    """The first character of ``text`` in UNSEEN_CATEGORIES, named (``U+200B ZERO WIDTH
+    SPACE``), or None."""
+    for c in text:
+        if unicodedata.category(c) in UNSEEN_CATEGORIES:
+            return f"U+{ord(c):04X} {unicodedata.name(c, unicodedata.category(c))}"
+    return None
+
+
+def agent_id_problem(agent_id: str) -> str | None:
+    """Why no agent can have ``agent_id``, or None: the length a session's agent id has,
+    and no character that cannot be seen (``o\u200bps`` read as ``ops`` everywhere it
+    was shown)."""
+    if not 0 < len(agent_id) <= MAX_AGENT_ID:
+        return f"an agent id is 1 to {MAX_AGENT_ID} characters, not {len(agent_id)}"
+    if (unseen := unseen_character(agent_id)) is not None:
+        return (
+            f"agent id {agent_id!r} holds {unseen}: an agent id holds no control, format "
+            "(zero-width, bidi) or separator character"
+        )
+    return None
 
 
 def text_error(text: str, what: str = "text") -> str | None:

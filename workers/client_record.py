@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vigil.schema.limits import agent_id_problem
 from vigil.workers.client_errors import (
     BadArgument,
     NotFound,
@@ -156,6 +157,8 @@ class _RecordExtras:
     ) -> Any:
         if kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
+        if (why := agent_id_problem(agent_id)) is not None:
+            raise BadArgument(why)
         from vigil.activities.memory.provenance import EmbedderMismatch
 
         try:

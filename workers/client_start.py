@@ -17,7 +17,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from vigil.schema import names
-from vigil.schema.limits import session_input_error, start_error
+from vigil.schema.limits import agent_id_problem, session_input_error, start_error
 from vigil.schema.payloads import (
     Budget,
     SessionStatus,
@@ -175,6 +175,8 @@ class SessionStart(_VigilClientCore):
         trigger's or a key's session, whose id vigil made (a key's may hold any letter)."""
         from vigil.workers.inputs import check_session_id  # inputs imports the client
 
+        if (why := agent_id_problem(agent_id)) is not None:
+            raise BadArgument(why)
         if not own_form:
             check_session_id(session_id)
         elif session_id is not None and "\x00" in session_id:

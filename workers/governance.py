@@ -34,6 +34,7 @@ from vigil.activities.record.erasure import ErasureReceipt, SubjectKind
 from vigil.activities.record.retention import RetentionPolicy
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
+from vigil.schema.limits import agent_id_problem
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
 from vigil.workers.wiring import configured_embedder, make_store
 
@@ -133,6 +134,8 @@ class Governance:
     ) -> RetentionPolicy | None:
         """Set the agent's policy (none of the two periods: remove it), and make sure the
         retention schedule exists and starts runs on this client's task queue."""
+        if (why := agent_id_problem(agent_id)) is not None:
+            raise BadArgument(why)
         for what, value in (("--archive-after", archive_after), ("--erase-after", erase_after)):
             if value is not None and value < timedelta(0):
                 raise BadArgument(f"{what} must not be negative")

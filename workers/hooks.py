@@ -32,6 +32,7 @@ from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
 from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
+from vigil.schema.limits import agent_id_problem
 from vigil.schema.payloads import Ack
 from vigil.workers import keyed
 from vigil.workers.client import (
@@ -402,8 +403,10 @@ def _check_trigger(
             f"bad trigger name {name[:60]!r}: 1 to 100 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
-    if not agent_id or len(agent_id) > 200:
+    if not agent_id:
         raise BadArgument("name the agent (--agent)")
+    if (why := agent_id_problem(agent_id)) is not None:
+        raise BadArgument(why)
     if action not in TRIGGER_ACTIONS:
         raise BadArgument(f"unknown action {action!r}: use {', '.join(TRIGGER_ACTIONS)}")
     if action == "start" and not goal_template:
@@ -430,6 +433,8 @@ class WebhookService:
         self.db = sessionmaker
 
     async def add(self, agent_id: str, url: str, events: list[str], secret: str) -> WebhookRow:
+        if (why := agent_id_problem(agent_id)) is not None:
+            raise BadArgument(why)
         if (why := url_problem(url)) is not None:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: {why}")
         parts = urlsplit(url)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import tokens as token_rows
+from vigil.schema.limits import agent_id_problem
 
 PREFIX = "vgl"
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -133,9 +134,9 @@ class UnknownAgent:
 
 
 def _check_agents(agents: list[str]) -> None:
-    odd = [a for a in agents if not 0 < len(a) <= 200 or "\x00" in a]
-    if odd:
-        raise ValueError(f"agent ids must be 1-200 characters, as a session's: {odd[0][:40]!r}")
+    for agent_id in agents:
+        if (why := agent_id_problem(agent_id)) is not None:
+            raise ValueError(why)
 
 
 def _reads_as(agent_id: str) -> str:

@@ -51,6 +51,7 @@ from vigil.activities.record.rls import acting_for
 from vigil.activities.record.sql import sql
 from vigil.activities.record.store import NewEvent, record_events
 from vigil.schema import event_kinds
+from vigil.schema.limits import UNSEEN_CATEGORIES
 
 MAX_NAME_CHARS = 255
 MAX_NAME_BYTES = 1024
@@ -64,9 +65,6 @@ MEDIA_TYPE = re.compile(
 (``; charset=utf-8``) included: no quotes, no line breaks."""
 # pg_advisory_xact_lock(int4, int4): a fixed namespace ("vigA") and 32 bits of the digest.
 _LOCK_NAMESPACE = 0x76696741
-# Unicode categories refused in names: controls, format characters (bidi overrides,
-# zero-width), surrogates, private use, unassigned, line and paragraph separators.
-_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 T = TypeVar("T")
 
@@ -126,7 +124,7 @@ def validate_name(name: str, *, new: bool = False) -> str:
         raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_CHARS} characters")
     for ch in name:
         category = unicodedata.category(ch)
-        if category in _REFUSED_CATEGORIES:
+        if category in UNSEEN_CATEGORIES:
             raise InvalidArtifactName(
                 f"an artifact name must not contain U+{ord(ch):04X} ({category})"
             )

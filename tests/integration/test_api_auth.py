@@ -137,7 +137,7 @@ def test_cli_creates_lists_and_revokes_tokens(
     assert vigil.json("token", "create", "--owner", "bo")["agents"] is None
     # An agent no session can have (ids are 1-200 characters) is refused, not stored.
     long = vigil("token", "create", "--owner", "bo", "--agent", "x" * 201)
-    assert long.returncode == 2 and "agent ids must be 1-200 characters" in long.stderr
+    assert long.returncode == 2 and "an agent id is 1 to 200 characters" in long.stderr
 
 
 def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
