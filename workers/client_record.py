@@ -179,20 +179,29 @@ class _RecordExtras:
         kind: str | None = None,
         limit: int = 100,
         before: int | None = None,
+        include_forgotten: bool = True,
     ) -> HistoryPage:
         """The newest ``limit`` versions of what the agent knew about ``subject``
         (compared in Unicode's NFKC form, without case) older than memory ``before``,
-        oldest first, each superseded by the next; forgotten ones are kept in it.
+        oldest first, each superseded by the next; forgotten ones are in it unless not
+        ``include_forgotten`` (then neither the page nor its cursor names one).
         BadArgument for an unknown kind or a subject no memory can have."""
         if kind is not None and kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
         if before is not None and not 1 <= before <= MAX_MEMORY_ID:
             raise BadArgument(f"memory id {before} is out of range: 1 to {MAX_MEMORY_ID}")
+        if not subject.strip():
+            raise BadArgument("the subject is empty: name the subject whose history to show")
         try:
             async with self._memory() as memory:
                 # One more than asked: whether older versions remain.
                 found: list[Any] = await memory.history(
-                    agent_id, subject, kind=kind, limit=limit + 1, before=before
+                    agent_id,
+                    subject,
+                    kind=kind,
+                    limit=limit + 1,
+                    before=before,
+                    include_forgotten=include_forgotten,
                 )
         except ValueError as exc:
             raise BadArgument(str(exc)) from exc

@@ -342,9 +342,11 @@ class _MemoryWrites(_VectorRecall):
         kind: str | None = None,
         limit: int | None = None,
         before: int | None = None,
+        include_forgotten: bool = True,
     ) -> list[MemoryRecord]:
         """The versions of what the agent knew about ``subject``, oldest first: every one,
-        or the newest ``limit`` of those older than memory ``before``.
+        or the newest ``limit`` of those older than memory ``before``; without the
+        forgotten ones unless ``include_forgotten``.
 
         Each superseding memory was written after the one it replaced, so id order is
         the order of the supersede chain. The subject is compared as it is kept (NFKC,
@@ -362,6 +364,7 @@ class _MemoryWrites(_VectorRecall):
                     "subject_key": subject_key(normal),
                     "kind": kind,
                     "before": before,
+                    "forgotten": include_forgotten,
                     "n": limit,
                 },
             )

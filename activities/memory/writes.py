@@ -145,11 +145,13 @@ _HISTORY = sql(
     WHERE agent_id = :agent_id AND subject_key = :subject_key
       AND (CAST(:kind AS text) IS NULL OR kind = :kind)
       AND (CAST(:before AS bigint) IS NULL OR id < :before)
+      AND (CAST(:forgotten AS boolean) OR forgotten_at IS NULL)
     ORDER BY id DESC
     LIMIT :n
     """
 )
-"""The newest ``n`` versions of a subject before ``before`` (all when None), newest first."""
+"""The newest ``n`` versions of a subject before ``before`` (all when None), newest first;
+forgotten ones only with ``forgotten``."""
 
 
 async def _written(db: Statements, agent_id: str, key: str) -> AddResult | None:

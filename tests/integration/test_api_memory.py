@@ -252,7 +252,7 @@ def test_a_subjects_history_over_http_and_from_the_cli(
             "items": [],
             "next_before": None,
         }
-        for params in ({}, {"subject": ""}, {"subject": "x" * 1001},
+        for params in ({}, {"subject": ""}, {"subject": "   "}, {"subject": "x" * 1001},
                        {"subject": "x", "kind": "bogus"}, {"subject": "nul \x00"},
                        {"subject": "x", "limit": 0}, {"subject": "x", "limit": 1001},
                        {"subject": "x", "before": 0}):  # fmt: skip
@@ -277,10 +277,19 @@ def test_a_subjects_history_over_http_and_from_the_cli(
         with api.client(api.token(scope)) as http:
             got = http.get(f"{base(agent)}/history", params={"subject": "café hours"}).json()
         assert [m["id"] for m in got["items"]] == listed, scope
+    # A page of one to a reader is the newest it may see, with no cursor naming the
+    # forgotten one (it was an empty page, next_before the forgotten id).
+    with api.client(api.token(Scope.READ)) as http:
+        one = http.get(f"{base(agent)}/history", params={"subject": "café hours", "limit": 1})
+    assert one.json() == {"items": [one.json()["items"][0]], "next_before": None}
+    assert one.json()["items"][0]["id"] == ids[0]
     added = vigil.ok("memory", "add", "Lunch is at one now", "--agent", agent, "--subject", "LUNCH")
     assert f"added for agent '{agent}', superseding {ids[2]} (the same subject)" in added.stdout
     kinded = vigil.ok("memory", "history", "lunch", "--agent", agent, "--kind", "lesson")
     assert f"agent '{agent}' has no memory of kind 'lesson' about 'lunch'" in kinded.stdout
+    for blank in ("", "   "):  # 422 over HTTP; it said "no memory about ''", exit 0
+        empty = vigil("memory", "history", blank, "--agent", agent)
+        assert empty.returncode == 2 and "the subject is empty" in empty.stderr, explain(empty)
     none = vigil.ok("memory", "history", "dinner", "--agent", agent)
     assert f"agent '{agent}' has no memory about 'dinner'" in none.stdout
     huge = vigil("memory", "history", "lunch", "--agent", agent, "--before", str(2**70))

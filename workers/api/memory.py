@@ -172,14 +172,17 @@ async def memory_history(
     before: Annotated[int | None, Query(ge=1, le=MAX_MEMORY_ID)] = None,
 ) -> MemoryHistory:
     check_agent(who, agent_id)
+    # Forgotten memories are an admin's to see: left out of the page, and of its cursor.
     page = await _client(request).memory_history(
-        agent_id, subject, kind=kind, limit=limit, before=before
+        agent_id,
+        subject,
+        kind=kind,
+        limit=limit,
+        before=before,
+        include_forgotten=who.may(Scope.ADMIN),
     )
-    items = page.items
-    if not who.may(Scope.ADMIN):
-        items = [m for m in items if m.forgotten_at is None]
     return MemoryHistory(
-        items=[MemoryOut.model_validate(m, from_attributes=True) for m in items],
+        items=[MemoryOut.model_validate(m, from_attributes=True) for m in page.items],
         next_before=page.next_before,
     )
 
