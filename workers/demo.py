@@ -34,7 +34,7 @@ from vigil.schema import event_kinds
 from vigil.schema.agents import content_hash
 from vigil.schema.payloads import Budget, SessionState, SessionStatus
 from vigil.workers.agents import AppliedAgent, applying_service, load_all
-from vigil.workers.client import VigilClient
+from vigil.workers.client import StartedSession, VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 from vigil.workers.tool_wiring import with_worker_flags
@@ -118,6 +118,10 @@ def demo_settings(settings: Settings) -> Settings:
     return with_worker_flags(settings, [TOOL_MODULE], None, False)
 
 
+CANCEL_WAIT_SECONDS = 10.0
+"""How long an interrupted demo waits for its session's cancel, then for its end."""
+
+
 async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, by: str) -> int:
     # The agent file names its MCP server by a path in the checkout (as users write them).
     os.chdir(_checkout())
@@ -129,6 +133,7 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
         what = "applied as version" if applied.created else "unchanged, version"
         console.print(f"[bold]agent[/] {applied.name} ({AGENT_FILE}): {what} {applied.version}")
         client = await VigilClient.connect(settings)
+        sid: str | None = None
         try:
             started = await client.start_session(
                 applied.name,
@@ -137,74 +142,100 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
                 task_queue=task_queue,
             )
             sid = started.id
-            console.print(f"[bold]session[/] {sid}")
-            if started.ui_url:
-                console.print(f"[bold]Temporal UI[/] {started.ui_url}")
-            state = await _wait_for_approval(client, sid, console)
-            approval = state.pending_approvals[0]
-            signal = json.dumps({"approval_id": approval.approval_id, "by": "you"})
-            address = settings.endpoints().temporal_address
-            namespace = settings.temporal_namespace
+            return await _show_session(settings, client, started, console, auto_approve, by)
+        except BaseException:
+            # Interrupted (Ctrl-C, a closed pipe) or failed while the session runs: its
+            # queue is this process's own, which no other worker polls, so it is cancelled
+            # while this worker can still end it rather than left running for ever.
+            if sid is not None:
+                await _cancel_left(client, sid, by)
+            raise
+        finally:
+            await client.close()
+
+
+async def _cancel_left(client: VigilClient, sid: str, by: str) -> None:
+    reason = "the demo was interrupted before its session ended"
+    try:
+        await asyncio.wait_for(client.cancel(sid, by=by, reason=reason), CANCEL_WAIT_SECONDS)
+    except (Exception, asyncio.CancelledError):
+        return  # it had ended (refused), or Temporal is not answering
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await client.result(sid, timeout=CANCEL_WAIT_SECONDS)  # the worker records the end
+    with contextlib.suppress(Exception):
+        print(f"vigil demo: cancelled session {sid} ({reason})", file=sys.stderr)
+
+
+async def _show_session(
+    settings: Settings,
+    client: VigilClient,
+    started: StartedSession,
+    console: Console,
+    auto_approve: bool,
+    by: str,
+) -> int:
+    """Walk the demo's session through its approval to its end, and print what it did."""
+    sid = started.id
+    console.print(f"[bold]session[/] {sid}")
+    if started.ui_url:
+        console.print(f"[bold]Temporal UI[/] {started.ui_url}")
+    state = await _wait_for_approval(client, sid, console)
+    approval = state.pending_approvals[0]
+    signal = json.dumps({"approval_id": approval.approval_id, "by": "you"})
+    address = settings.endpoints().temporal_address
+    namespace = settings.temporal_namespace
+    console.print(
+        "\n[bold yellow]The agent wants to run[/] "
+        f"{escape(approval.tool)}({escape(approval.arguments_preview[:120])}...)"
+        f"\n[bold]approval id[/] {approval.approval_id}\n"
+        "Approve it with vigil's CLI:\n"
+        f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
+        'or with the plain Temporal CLI (`eval "$(uv run vigil stack env)"` puts it\n'
+        "on PATH and aims it at this stack):\n"
+        f"  temporal workflow signal --workflow-id {sid} --name approve "
+        f"--input '{signal}' --address {address} --namespace {namespace}\n",
+        soft_wrap=True,  # a command wrapped at the terminal's width breaks when pasted
+    )
+    if not auto_approve and sys.stdin.isatty():
+        console.print("Press Enter to approve it from here (or approve from another shell) ...")
+        await _enter_or_decided(client, sid)
+    st = await client.state(sid)
+    if st.pending_approvals:
+        ack = await client.approve(sid, approval.approval_id, by=by, note="approved in the demo")
+        console.print(f"[green]approved[/] by {by}: {ack.message if ack else ''}")
+    result = await client.result(sid, timeout=300)
+    console.print("\n[bold]Transcript[/] (from PostgreSQL)")
+    async for msg in client.follow(sid):
+        who = msg.role if not msg.name else f"{msg.role}:{msg.name}"
+        console.print(f"[bold]#{msg.seq} {escape(who)}[/] ", end="")
+        console.print(msg.content[:400], markup=False, highlight=False, soft_wrap=True)
+        for call in msg.tool_calls or []:
             console.print(
-                "\n[bold yellow]The agent wants to run[/] "
-                f"{escape(approval.tool)}({escape(approval.arguments_preview[:120])}...)"
-                f"\n[bold]approval id[/] {approval.approval_id}\n"
-                "Approve it with vigil's CLI:\n"
-                f"  uv run vigil approve {sid} {approval.approval_id} --note 'looks fine'\n"
-                'or with the plain Temporal CLI (`eval "$(uv run vigil stack env)"` puts it\n'
-                "on PATH and aims it at this stack):\n"
-                f"  temporal workflow signal --workflow-id {sid} --name approve "
-                f"--input '{signal}' --address {address} --namespace {namespace}\n",
-                soft_wrap=True,  # a command wrapped at the terminal's width breaks when pasted
-            )
-            if not auto_approve and sys.stdin.isatty():
-                console.print(
-                    "Press Enter to approve it from here (or approve from another shell) ..."
-                )
-                await _enter_or_decided(client, sid)
-            st = await client.state(sid)
-            if st.pending_approvals:
-                ack = await client.approve(
-                    sid, approval.approval_id, by=by, note="approved in the demo"
-                )
-                console.print(f"[green]approved[/] by {by}: {ack.message if ack else ''}")
-            result = await client.result(sid, timeout=300)
-            console.print("\n[bold]Transcript[/] (from PostgreSQL)")
-            async for msg in client.follow(sid):
-                who = msg.role if not msg.name else f"{msg.role}:{msg.name}"
-                console.print(f"[bold]#{msg.seq} {escape(who)}[/] ", end="")
-                console.print(msg.content[:400], markup=False, highlight=False, soft_wrap=True)
-                for call in msg.tool_calls or []:
-                    console.print(
-                        f"    → {call['name']}({call['arguments'][:200]})",
-                        markup=False,
-                        highlight=False,
-                        soft_wrap=True,
-                        style="dim",
-                    )
-            console.print("\n[bold]What the tools returned[/] (from the record)")
-            for line in story(await client.events(sid)):
-                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
-            status = result.status if result else SessionStatus(await client.status(sid))
-            console.print(f"\n[bold]status[/] {status.value}")
-            if result is not None:
-                # The model's own last words: true to the tools, failures included.
-                console.print(
-                    f"[bold]summary[/] {escape(result.summary)}", highlight=False, soft_wrap=True
-                )
-            if started.ui_url:
-                console.print(f"[bold]Temporal UI[/] {started.ui_url}")
-            _print_api(settings, sid, console)
-            console.print(
-                "\nThe stack keeps running so you can look around (`uv run vigil list`, "
-                f"`uv run vigil show {sid}`); `uv run vigil stack down` stops it.",
+                f"    → {call['name']}({call['arguments'][:200]})",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
+                style="dim",
             )
-            return 0 if status == SessionStatus.COMPLETED else 1
-        finally:
-            await client.close()
+    console.print("\n[bold]What the tools returned[/] (from the record)")
+    for line in story(await client.events(sid)):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    status = result.status if result else SessionStatus(await client.status(sid))
+    console.print(f"\n[bold]status[/] {status.value}")
+    if result is not None:
+        # The model's own last words: true to the tools, failures included.
+        console.print(f"[bold]summary[/] {escape(result.summary)}", highlight=False, soft_wrap=True)
+    if started.ui_url:
+        console.print(f"[bold]Temporal UI[/] {started.ui_url}")
+    _print_api(settings, sid, console)
+    console.print(
+        "\nThe stack keeps running so you can look around (`uv run vigil list`, "
+        f"`uv run vigil show {sid}`); `uv run vigil stack down` stops it.",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0 if status == SessionStatus.COMPLETED else 1
 
 
 async def apply_demo_agent(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,33 @@ def test_the_demo_leaves_a_users_own_ops_agent_alone(
     after = vigil.json("agent", "show", "ops")
     assert (after["version"], after["source"]) == (before["version"], str(mine))
     assert "my own ops agent" in after["spec"]["system_prompt"]
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "closed-pipe"])
+def test_an_interrupted_demo_cancels_its_session(
+    stack: Stack, database_url: str, tmp_path: Path, how: str
+) -> None:
+    """The demo's session runs on a task queue of the demo's own: interrupted (`vigil demo
+    | head`, Ctrl-C), the demo left it running where no worker would ever take it."""
+    vigil = demo_cli(stack, database_url, tmp_path)
+    proc = vigil.popen("demo", "--auto-approve", "--by", "tester")
+    assert proc.stdout is not None and proc.stderr is not None
+    sid = None
+    for line in proc.stdout:
+        if line.startswith("session "):
+            sid = line.split()[1]
+            break
+    assert sid is not None, proc.stderr.read()
+    if how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)
+    else:
+        proc.stdout.close()  # as `head` does: the demo's next line has nowhere to go
+    try:
+        _, err = proc.communicate(timeout=60)
+    except ValueError:  # stdout closed: wait on the rest
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert f"vigil demo: cancelled session {sid}" in err, err
+    shown = vigil.json("show", sid)
+    assert shown["session"]["status"] == "cancelled", shown["session"]
