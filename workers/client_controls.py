@@ -113,13 +113,19 @@ class SessionControls(SessionHistory):
             found = await self.require_agent(row.agent_id, agent_version, allow_undefined=False)
             if not may_loosen:
                 await self.refuse_older_version(row.agent_id, found)
-        return await self._control(
+        ack = await self._control(
             session_id,
             names.UPD_REDIRECT,
             names.SIG_REDIRECT,
             RedirectInput(goal=goal, by=by, agent_version=agent_version),
             wait,
         )
+        if ack is not None and ack.accepted and agent_version is not None:
+            # The workflow says what it did to the goal; the move to the version is made
+            # at the session's next step (recorded as agent_version_changed).
+            moved = f"agent version {agent_version} from its next step"
+            ack = ack.model_copy(update={"message": f"{ack.message}; {moved}"})
+        return ack
 
     async def wake(
         self, session_id: str, *, by: str, reason: str = "", wait: bool = True

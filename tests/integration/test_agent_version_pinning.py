@@ -34,6 +34,7 @@ from vigil.schema import names
 from vigil.schema.agents import AgentSpec
 from vigil.schema.payloads import ApproveInput, RedirectInput, SessionState, SessionStatus
 from vigil.workers.agents import AgentService
+from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -93,10 +94,14 @@ async def test_new_version_does_not_reach_a_running_session(
             await handle.execute_update(
                 names.UPD_REDIRECT, RedirectInput(goal="x", by="ops", agent_version=0)
             )
-        await handle.execute_update(
-            names.UPD_REDIRECT,
-            RedirectInput(goal="pin me, second edition", by="ops", agent_version=2),
-        )
+        vigil = VigilClient(settings, client)
+        try:  # as `vigil redirect --agent-version 2`, which said only the goal changed
+            ack = await vigil.redirect(
+                handle.id, "pin me, second edition", by="ops", agent_version=2
+            )
+        finally:
+            await vigil.close()
+        assert ack is not None and ack.message.endswith("; agent version 2 from its next step")
         await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a3-0", by="ops"))
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED, result
