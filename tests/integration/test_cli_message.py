@@ -33,7 +33,15 @@ def test_message_by_key_then_wait_for_the_answer(cli: CLIStack) -> None:
     assert sent["follows"] is None, "the key's first session follows none"
 
     # --wait prints the reply that answers this message, past the tool call it made first.
-    done = cli.vigil.ok("message", agent, "-k", "cust-9", "any news?", "--by", "ana", "--wait")
+    # --idle shapes a new session only: to the running one it is said to be left unused
+    # (it was dropped without a word).
+    done = cli.vigil.ok(
+        "message", agent, "-k", "cust-9", "any news?", "--by", "ana", "--wait", "--idle", "5m"
+    )
+    assert (
+        f"warning: only a key's new session takes --idle: {sid} was running, and keeps its own"
+        in " ".join(done.stderr.split())
+    ), explain(done)
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith(f"session {sid}"), explain(done)
     assert lines[-1] == "your order ships today", explain(done)
@@ -52,6 +60,7 @@ def test_message_by_key_then_wait_for_the_answer(cli: CLIStack) -> None:
 
     # The key's session has ended: the next message starts its next one, and says so.
     nxt = cli.vigil.ok("message", agent, "-k", "cust-9", "hello again", "--goal", goal)
+    assert "warning" not in nxt.stderr, explain(nxt)  # its --goal started this one
     second = keyed_session_id(agent, "cust-9", 2)
     assert nxt.stdout.splitlines()[:2] == [
         f"session {second}: message queued for the next step",

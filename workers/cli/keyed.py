@@ -82,6 +82,12 @@ def message(
     start: dict[str, Any] = {}
     if idle_for is not None:
         start["conversation_idle_seconds"] = idle_for.total_seconds()
+    # Options that shape a new session only: a running one keeps its own, said so.
+    for_a_start = [
+        flag
+        for flag, given in (("--goal", goal), ("--idle", idle), ("--agent-version", agent_version))
+        if given is not None
+    ]
 
     async def go(client: VigilClient) -> None:
         from vigil.workers.keyed import answer, message_by_key
@@ -96,9 +102,17 @@ def message(
             agent_version=agent_version,
             allow_undefined=True if undefined_agent else None,
             awaits_answer=wait,
+            tell_started=bool(for_a_start),
             **start,
         )
         ack = sent.ack
+        if for_a_start and not sent.started:
+            err.print(
+                f"warning: only a key's new session takes {', '.join(for_a_start)}: "
+                f"{sent.session_id} was running, and keeps its own",
+                markup=False,
+                highlight=False,
+            )
         result = {
             "session_id": sent.session_id,
             "accepted": ack.accepted,
