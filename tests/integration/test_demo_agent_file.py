@@ -38,6 +38,9 @@ def test_the_demo_runs_the_example_agent(stack: Stack, database_url: str, tmp_pa
     )
     assert done.returncode == 0, explain(done)
     out = done.stdout
+    # The demo's own worker logs to stderr, warnings only: its start-up lines came between
+    # the demo's.
+    assert "warmed up" not in out + done.stderr, explain(done)
     assert re.search(
         r"agent ops \(examples/agents/ops\.toml\): (applied as|unchanged,) version", out
     )

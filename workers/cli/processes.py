@@ -124,8 +124,12 @@ def demo(
     """Run a demo session on the scripted model: one approval, then finish; print the transcript."""
     from vigil.workers.client import VigilError
     from vigil.workers.demo import DemoFailed, run_demo
+    from vigil.workers.logs import configure
 
     settings = load_settings(state_dir)
+    # The demo's own worker runs inside it: its logs go to stderr, warnings and worse only
+    # (its start-up lines came between the demo's own on stdout).
+    configure(settings.log_format, "WARNING")
     try:
         code = asyncio.run(
             run_demo(settings, out, auto_approve=auto_approve, by=by or by_default())
