@@ -55,17 +55,35 @@ def unseen_character(text: str) -> str | None:
     return None
 
 
+_UNSEEN_IN_IDS = {
+    "Cc": "a control character",
+    "Cf": "a format character",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Zs": "a space other than ' '",
+}
+"""What an agent id may not hold, by Unicode category: what cannot be seen, or reads as
+something else (a no-break space as a space). Unassigned code points are not among them:
+which those are depends on the Unicode version of the Python that checks."""
+_JOINERS = {"\u200c", "\u200d"}
+"""Format characters that spell words (Persian, Indic scripts) and emoji sequences."""
+
+
 def agent_id_problem(agent_id: str) -> str | None:
-    """Why no agent can have ``agent_id``, or None: the length a session's agent id has,
-    and no character that cannot be seen (``o\u200bps`` read as ``ops`` everywhere it
-    was shown)."""
+    """Why no new agent may have ``agent_id``, or None: the length a session's agent id
+    has, and no character that cannot be seen (``o\u200bps`` was shown as ``ops``). The
+    joiners and emoji tag characters, format characters that spell, are taken."""
     if not 0 < len(agent_id) <= MAX_AGENT_ID:
         return f"an agent id is 1 to {MAX_AGENT_ID} characters, not {len(agent_id)}"
-    if (unseen := unseen_character(agent_id)) is not None:
-        return (
-            f"agent id {agent_id!r} holds {unseen}: an agent id holds no control, format "
-            "(zero-width, bidi) or separator character"
-        )
+    for c in agent_id:
+        what = _UNSEEN_IN_IDS.get(unicodedata.category(c))
+        if what is None or c == " " or c in _JOINERS or 0xE0020 <= ord(c) <= 0xE007F:
+            continue
+        name = unicodedata.name(c, "NUL" if c == "\x00" else "")
+        shown = f"U+{ord(c):04X}" + (f" {name}" if name else "")
+        return f"agent id {agent_id!r} holds {shown}, {what}, which an agent id may not hold"
     return None
 
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vigil.schema.limits import agent_id_problem
 from vigil.workers.client_errors import (
     BadArgument,
     NotFound,
@@ -157,7 +156,9 @@ class _RecordExtras:
     ) -> Any:
         if kind not in MEMORY_KINDS:
             raise BadArgument(f"unknown memory kind {kind!r}; one of {', '.join(MEMORY_KINDS)}")
-        if (why := agent_id_problem(agent_id)) is not None:
+        from vigil.activities.record import agents as agent_rows
+
+        if (why := await agent_rows.new_agent_id_problem(self.db, agent_id)) is not None:
             raise BadArgument(why)
         from vigil.activities.memory.provenance import EmbedderMismatch
 

@@ -17,7 +17,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from vigil.schema import names
-from vigil.schema.limits import agent_id_problem, session_input_error, start_error
+from vigil.schema.limits import session_input_error, start_error
 from vigil.schema.payloads import (
     Budget,
     SessionStatus,
@@ -175,8 +175,6 @@ class SessionStart(_VigilClientCore):
         trigger's or a key's session, whose id vigil made (a key's may hold any letter)."""
         from vigil.workers.inputs import check_session_id  # inputs imports the client
 
-        if (why := agent_id_problem(agent_id)) is not None:
-            raise BadArgument(why)
         if not own_form:
             check_session_id(session_id)
         elif session_id is not None and "\x00" in session_id:
@@ -351,12 +349,14 @@ class SessionStart(_VigilClientCore):
     ) -> AgentVersionInfo | None:
         """The definition a session would start with (None: an undefined agent, allowed).
         BadArgument for a version no definition can have (as the API's 422)."""
+        from vigil.activities.record import agents as agent_rows
         from vigil.workers.agents import AgentError, AgentService, BadAgentVersion, KnownVersions
 
-        if "\x00" in agent_id:
-            # No definition has such a name, and an undefined agent's session could never
-            # resolve it (its every read of the record would be refused).
-            raise BadArgument("an agent id must not contain NUL characters")
+        if (why := await agent_rows.new_agent_id_problem(self.db, agent_id)) is not None:
+            # No definition has such a name: an undefined agent's session under it would
+            # read as another agent's wherever it is shown (a NUL one could not even be
+            # recorded).
+            raise BadArgument(why)
         allow = self.settings.allow_undefined_agents if allow_undefined is None else allow_undefined
         if self._versions is None:
             self._versions = KnownVersions(self.db)

@@ -34,7 +34,7 @@ from vigil.schema import event_kinds
 from vigil.schema.agents import content_hash
 from vigil.schema.payloads import Budget, SessionState, SessionStatus
 from vigil.workers.agents import AppliedAgent, applying_service, load_all
-from vigil.workers.client import StartedSession, VigilClient
+from vigil.workers.client import Refused, StartedSession, VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 from vigil.workers.tool_wiring import with_worker_flags
@@ -156,14 +156,20 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
 
 async def _cancel_left(client: VigilClient, sid: str, by: str) -> None:
     reason = "the demo was interrupted before its session ended"
+    said = f"vigil demo: could not cancel session {sid}; `uv run vigil cancel {sid}` does"
     try:
         await asyncio.wait_for(client.cancel(sid, by=by, reason=reason), CANCEL_WAIT_SECONDS)
+    except Refused:
+        return  # it had ended
     except (Exception, asyncio.CancelledError):
-        return  # it had ended (refused), or Temporal is not answering
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await client.result(sid, timeout=CANCEL_WAIT_SECONDS)  # the worker records the end
+        pass  # Temporal is not answering: said below
+    else:
+        said = f"vigil demo: asked to cancel session {sid} ({reason}); no end recorded yet"
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await client.result(sid, timeout=CANCEL_WAIT_SECONDS)  # the worker records it
+            said = f"vigil demo: cancelled session {sid} ({reason})"
     with contextlib.suppress(Exception):
-        print(f"vigil demo: cancelled session {sid} ({reason})", file=sys.stderr)
+        print(said, file=sys.stderr)
 
 
 async def _show_session(

@@ -27,6 +27,7 @@ from temporalio.service import RPCError
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
 from vigil.activities.erasure import Eraser, ErasurePlan, NothingToErase
+from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import archive as archives
 from vigil.activities.record import erasure as erasure_queries
 from vigil.activities.record import retention as retention_queries
@@ -34,7 +35,6 @@ from vigil.activities.record.erasure import ErasureReceipt, SubjectKind
 from vigil.activities.record.retention import RetentionPolicy
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
-from vigil.schema.limits import agent_id_problem
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
 from vigil.workers.wiring import configured_embedder, make_store
 
@@ -134,7 +134,7 @@ class Governance:
     ) -> RetentionPolicy | None:
         """Set the agent's policy (none of the two periods: remove it), and make sure the
         retention schedule exists and starts runs on this client's task queue."""
-        if (why := agent_id_problem(agent_id)) is not None:
+        if (why := await agent_rows.new_agent_id_problem(self.client.db, agent_id)) is not None:
             raise BadArgument(why)
         for what, value in (("--archive-after", archive_after), ("--erase-after", erase_after)):
             if value is not None and value < timedelta(0):

@@ -28,11 +28,11 @@ from temporalio.client import WorkflowExecutionStatus
 from vigil.activities.credentials import ENV_PREFIX, SecretBox, check_name
 from vigil.activities.hooks import signing, templates
 from vigil.activities.hooks.urls import url_problem
+from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import hooks as rows
 from vigil.activities.record.hooks import TriggerDelivery, TriggerRow, WebhookAttempt, WebhookRow
 from vigil.schema.agents import NAME_PATTERN
 from vigil.schema.hooks import TRIGGER_ACTIONS, WEBHOOK_EVENTS
-from vigil.schema.limits import agent_id_problem
 from vigil.schema.payloads import Ack
 from vigil.workers import keyed
 from vigil.workers.client import (
@@ -175,6 +175,8 @@ class TriggerService:
         by: str = "",
     ) -> NewTrigger:
         _check_trigger(name, agent_id, action, goal_template, message_template, key_field)
+        if (why := await agent_rows.new_agent_id_problem(self.db, agent_id)) is not None:
+            raise BadArgument(why)
         if action != "wake":  # a wake starts nothing: it wakes the key's session
             await self._startable(agent_id)
         secret = secrets.token_urlsafe(32)
@@ -405,8 +407,6 @@ def _check_trigger(
         )
     if not agent_id:
         raise BadArgument("name the agent (--agent)")
-    if (why := agent_id_problem(agent_id)) is not None:
-        raise BadArgument(why)
     if action not in TRIGGER_ACTIONS:
         raise BadArgument(f"unknown action {action!r}: use {', '.join(TRIGGER_ACTIONS)}")
     if action == "start" and not goal_template:
@@ -433,7 +433,7 @@ class WebhookService:
         self.db = sessionmaker
 
     async def add(self, agent_id: str, url: str, events: list[str], secret: str) -> WebhookRow:
-        if (why := agent_id_problem(agent_id)) is not None:
+        if (why := await agent_rows.new_agent_id_problem(self.db, agent_id)) is not None:
             raise BadArgument(why)
         if (why := url_problem(url)) is not None:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: {why}")

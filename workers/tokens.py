@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import tokens as token_rows
-from vigil.schema.limits import agent_id_problem
 
 PREFIX = "vgl"
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -133,9 +132,9 @@ class UnknownAgent:
         return said
 
 
-def _check_agents(agents: list[str]) -> None:
+async def _check_agents(db: async_sessionmaker[DbSession], agents: list[str]) -> None:
     for agent_id in agents:
-        if (why := agent_id_problem(agent_id)) is not None:
+        if (why := await agent_rows.new_agent_id_problem(db, agent_id)) is not None:
             raise ValueError(why)
 
 
@@ -172,7 +171,7 @@ class TokenService:
             raise ValueError("the owner must be 1-200 characters")
         if len(name) > 200 or "\x00" in name:
             raise ValueError("the name must be at most 200 characters")
-        _check_agents(agents or [])
+        await _check_agents(self._db, agents or [])
         token_id = "".join(
             secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12)
         )
@@ -194,7 +193,7 @@ class TokenService:
         """The agents of ``agents`` the record does not know, each with the known agent
         it reads as, if one does: an id is matched exactly, so a token for ``Ops`` covers
         nothing of ``ops``. ValueError for an id no agent can have."""
-        _check_agents(agents)
+        await _check_agents(self._db, agents)
         if not agents:
             return []
         async with self._db() as db:

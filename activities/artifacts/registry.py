@@ -78,13 +78,23 @@ class InvalidMediaType(ArtifactError, ValueError):
 
 
 def check_media_type(mime_type: str) -> str:
-    """``mime_type`` if an artifact may keep it, else InvalidMediaType."""
-    if len(mime_type) > MAX_MEDIA_TYPE_CHARS or not MEDIA_TYPE.fullmatch(mime_type):
+    """The media type an artifact keeps for ``mime_type``: as given, or its type/subtype
+    alone when only its parameters cannot be served back as given (a quoted value, as an
+    upload's are dropped); else InvalidMediaType."""
+    if len(mime_type) > MAX_MEDIA_TYPE_CHARS:
         raise InvalidMediaType(
-            f"{mime_type[:80]!r} is not a media type: type/subtype, then any "
-            "'; name=value' parameters (e.g. 'text/markdown; charset=utf-8')"
+            f"the media type {mime_type[:80]!r}... is {len(mime_type)} characters: at most "
+            f"{MAX_MEDIA_TYPE_CHARS}"
         )
-    return mime_type
+    if MEDIA_TYPE.fullmatch(mime_type):
+        return mime_type
+    base = mime_type.split(";", 1)[0].strip(" \t")
+    if base != mime_type and MEDIA_TYPE.fullmatch(base):
+        return base
+    raise InvalidMediaType(
+        f"{mime_type[:80]!r} is not a media type: type/subtype, then any "
+        "'; name=value' parameters (e.g. 'text/markdown; charset=utf-8')"
+    )
 
 
 class ArtifactBytesLost(ArtifactError):
@@ -225,7 +235,7 @@ async def put_artifact(
     in the same transaction.
     """
     validate_name(name, new=True)
-    check_media_type(mime_type)
+    mime_type = check_media_type(mime_type)
     if (data is None) == (chunks is None):
         raise TypeError("put_artifact takes exactly one of data= or chunks=")
     if data is not None:

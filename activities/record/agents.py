@@ -17,10 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.record.lean import Statements
 from vigil.activities.record.sql import sql
 from vigil.schema import textcodec
+from vigil.schema.limits import MAX_AGENT_ID, agent_id_problem
 
 
 @dataclass(frozen=True)
@@ -259,3 +261,20 @@ async def session_agent_version(db: DbSession, session_id: str) -> int | None:
 async def agent_ids(db: DbSession) -> list[str]:
     """Every agent the record knows: with a definition, a session, or both."""
     return list((await db.execute(sql("SELECT id FROM agents ORDER BY id"))).scalars())
+
+
+async def new_agent_id_problem(
+    sessionmaker: async_sessionmaker[DbSession], agent_id: str
+) -> str | None:
+    """Why ``agent_id`` is refused (``schema.limits.agent_id_problem``), or None; an id the
+    record knows already (a session or a definition an older build took) is not: its
+    sessions, memories and tokens go on working under it. Reads the record only for an
+    id the rule refuses."""
+    why = agent_id_problem(agent_id)
+    if why is None or "\x00" in agent_id or not 0 < len(agent_id) <= MAX_AGENT_ID:
+        return why
+    async with sessionmaker() as db:
+        known = await db.execute(
+            sql("SELECT EXISTS (SELECT 1 FROM agents WHERE id = :id)"), {"id": agent_id}
+        )
+        return None if known.scalar_one() else why

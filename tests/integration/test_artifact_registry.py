@@ -222,7 +222,13 @@ async def test_bad_names_are_refused_before_anything_is_written(
 
 @pytest.mark.parametrize(
     "mime_type",
-    ["text/html\r\nX-Evil: 1", "text/plain\n", "text", 'text/plain; a="b"', "a/" + "b" * 200],
+    [
+        "text/html\r\nX-Evil: 1",
+        "text/plain\n",
+        "text",
+        "text/plain\n; a=b",
+        "text/plain" + "; p=" + "x" * 100 + "; q=" + "y" * 100,  # 213 characters
+    ],
 )
 async def test_bad_media_types_are_refused_before_anything_is_written(
     sessionmaker: async_sessionmaker[DbSession], settings: Settings, mime_type: str
@@ -230,12 +236,28 @@ async def test_bad_media_types_are_refused_before_anything_is_written(
     store = make_store(settings)
     agent, session = await _session(sessionmaker)
     payload = os.urandom(64)
-    with pytest.raises(InvalidMediaType, match="is not a media type"):
+    with pytest.raises(InvalidMediaType, match=r"is not a media type|at most 200"):
         await put_artifact(
             store, sessionmaker, agent_id=agent, session_id=session, name="x.txt",
             data=payload, mime_type=mime_type,
         )  # fmt: skip
     assert not store.exists(hashlib.sha256(payload).hexdigest())
+
+
+async def test_a_media_type_keeps_its_parameters_or_drops_those_it_cannot_serve(
+    sessionmaker: async_sessionmaker[DbSession], settings: Settings
+) -> None:
+    store = make_store(settings)
+    agent, session = await _session(sessionmaker)
+    for given, kept in (
+        ("text/markdown; charset=utf-8", "text/markdown; charset=utf-8"),
+        ('text/plain; charset="utf-8"', "text/plain"),  # a quoted value, as uploads drop it
+    ):
+        ref = await put_artifact(
+            store, sessionmaker, agent_id=agent, session_id=session, name="x.md",
+            data=given.encode(), mime_type=given,
+        )  # fmt: skip
+        assert ref.mime_type == kept
 
 
 def test_ordinary_names_are_accepted() -> None:

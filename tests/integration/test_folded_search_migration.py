@@ -73,6 +73,15 @@ async def test_an_upgrade_folds_the_words_stored_before_it(
         await asyncio.to_thread(command.upgrade, alembic_config(url), FOLDING)
         assert await _words(url, by_seq, session, 0) == ["bericht", "café", "das", "über"]
         assert await _words(url, by_seq, session, 1) == ["ascii"]
+        # A backfill stopped part way leaves what came before it committed and the revision
+        # unrecorded: the upgrade runs again from the top (it stopped at CREATE FUNCTION).
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("UPDATE alembic_version SET version_num = $1", BEFORE)
+        finally:
+            await conn.close()
+        await asyncio.to_thread(command.upgrade, alembic_config(url), FOLDING)
+        assert await _words(url, by_seq, session, 0) == ["bericht", "café", "das", "über"]
         assert await _words(url, "memories WHERE id = $1", old.id) == [
             "api", "büro", "das", "münchen", "nach", "zieht",
         ]  # fmt: skip

@@ -9,6 +9,8 @@ line separators are refused as they are in artifact names.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -17,6 +19,8 @@ import pytest
 
 from tests.support.api import ApiServer, running_api
 from tests.support.cli import explain, record_cli
+from vigil.activities.record import store as record
+from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 from vigil.workers.tokens import Scope
@@ -52,11 +56,13 @@ def test_every_command_that_names_an_agent_refuses_an_unseen_character(
              "--events", "session_ended", "--secret", "env:NOTHING"),
             ("trigger", "create", "t-unseen", "--agent", agent, "--action", "start",
              "--goal-template", "Do {x}"),
+            ("schedule", "create", "s-unseen", "--goal", "g", "--every", "1h", "--agent", agent),
+            ("message", agent, "hello", "--key", "k", "--undefined-agent"),
         ]  # fmt: skip
         for args, done in zip(calls, vigil.many(*calls), strict=True):
             assert done.returncode == 2, explain(done)
             said = " ".join(done.stderr.split())
-            assert f"holds {unseen}" in said and "an agent id holds no control" in said, (
+            assert f"holds {unseen}" in said and "which an agent id may not hold" in said, (
                 args,
                 said,
             )
@@ -68,3 +74,26 @@ def test_the_api_refuses_memories_for_an_agent_id_no_agent_can_have(api: ApiServ
             r = http.post(f"/v1/agents/{quote(agent, safe='')}/memory", json={"content": "x"})
             assert r.status_code == 422, (agent, r.status_code, r.text)
             assert f"holds {unseen}" in r.json()["error"]["message"]
+
+
+def test_an_agent_the_record_knows_keeps_its_id_and_joiners_are_taken(
+    stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """An agent an older build took under such an id keeps working under it (its tokens,
+    memories); the zero-width joiner spells emoji sequences and Persian words."""
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
+    old = f"o\u200bps-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_known_agent(database_url, old))
+    assert vigil.json("token", "create", "--owner", "bo", "--agent", old)["agents"] == [old]
+    vigil.ok("memory", "add", "still remembered", "--agent", old)
+    joined = f"dev-\U0001f469\u200d\U0001f4bb-{uuid.uuid4().hex[:6]}"
+    vigil.ok("memory", "add", "a fact", "--agent", joined)
+
+
+async def _known_agent(database_url: str, agent_id: str) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine).begin() as db:
+            await record.ensure_agent(db, agent_id)
+    finally:
+        await engine.dispose()

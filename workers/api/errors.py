@@ -59,7 +59,7 @@ def unreadable_json(cause: BaseException | None) -> str:
         return f"a number in the body has more than {sys.get_int_max_str_digits()} digits"
     if isinstance(cause, ValueError):
         return f"the body is not valid JSON: {cause}"
-    return NOT_UTF8_BODY
+    return "the body could not be read as JSON"
 
 
 # Stable error codes (clients branch on these; never rename one).

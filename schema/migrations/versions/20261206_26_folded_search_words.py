@@ -7,17 +7,21 @@ embedded server's, and a common one) only ASCII letters, so "Über" and "über",
 locale a full-width "ＡＰＩ" or a ligature was a word of its own.
 
 ``vigil_fold(text)`` gives the text's NFKC form lower-cased by a Unicode-aware collation
-(the database's own when its character type is not C; else ``C.utf8`` or ICU's where the
-server has one). The columns become plain ones kept by a trigger from the folded text,
-and the searches fold their queries the same way (``activities.record.reads``,
-``activities.memory.search``).
+(the database's own where its locale cases Unicode; else the first of ``pg_c_utf8``,
+libc's ``C.utf8`` and ICU's ``und-x-icu`` the server has; ASCII letters only where it has
+none). The columns become plain ones kept by a trigger from the folded text (cut, once
+folded, to the 100,000 characters a message's words are read from: NFKC can lengthen a
+character eighteen times, past what a tsvector holds), and the searches fold their
+queries the same way (``activities.record.reads``, ``activities.memory.search``).
 
-Online, mostly: dropping the columns' expressions and adding the triggers lock the two
-tables for a moment (no rewrite; the lock waits for transactions open on them, and writes
-queue behind it meanwhile, as behind any ALTER TABLE); that is committed before the rows holding non-ASCII text get their
-folded words again, a batch of ids to a transaction while the tables take writes (an
-ASCII text's words do not change). A worker of the build before searches with an unfolded
-query meanwhile, which still matches ASCII words.
+Online, mostly: dropping the columns' expressions and adding the triggers take each table's
+strongest lock for a moment (no rewrite; it waits for the transactions open on the table,
+and reads and writes queue behind it meanwhile, as behind any ALTER TABLE). That is
+committed before the rows holding non-ASCII text get their folded words, a batch of ids to
+a transaction while the tables take writes (an ASCII text's words do not change); every
+statement before the backfill may run again, so an upgrade stopped during it is run again
+as it is. A worker of the build before searches with an unfolded query meanwhile, which
+still matches ASCII words.
 
 Revision ID: 20261206_26
 Revises: 20261206_25
@@ -37,7 +41,9 @@ depends_on = None
 BATCH = 5000
 """Ids a backfill statement covers."""
 SEARCHED_CHARS = 100_000
-"""As 20261130_04: a message's words are read from its first this many characters."""
+"""As 20261130_04: a message's words are read from its first this many characters; the
+folded text is cut to as many again, as NFKC can lengthen a character eighteen times (a
+tsvector holds at most 1 MB)."""
 
 WORDS = {
     "messages": f"left({{row}}content, {SEARCHED_CHARS})",
@@ -59,16 +65,31 @@ def _fold_body() -> str:
     ctype = bind.execute(
         text("SELECT datctype FROM pg_database WHERE datname = current_database()")
     ).scalar()
-    provider = bind.execute(
-        text(
-            "SELECT CASE WHEN current_setting('server_version_num')::int >= 150000 "
-            "THEN (SELECT datlocprovider::text FROM pg_database "
-            "      WHERE datname = current_database()) ELSE 'c' END"
-        )
-    ).scalar()
-    if ctype not in ("C", "POSIX") or provider != "c":
-        return "lower(normalize($1, NFKC))"  # the database's own casing knows Unicode
-    for name in ("C.utf8", "C.UTF-8", "und-x-icu"):
+    # Columns of pg_database by the server's version (a query naming one a server lacks
+    # fails as it is parsed, whatever its CASE says).
+    version = int(bind.execute(text("SHOW server_version_num")).scalar() or 0)
+    provider: str | None = "c"
+    locale: str | None = None
+    if version >= 150000:
+        provider = bind.execute(
+            text(
+                "SELECT datlocprovider::text FROM pg_database WHERE datname = current_database()"
+            )
+        ).scalar()
+    if version >= 170000:
+        locale = bind.execute(
+            text("SELECT datlocale FROM pg_database WHERE datname = current_database()")
+        ).scalar()
+    # Unicode's casing: ICU's, the builtin provider's C.UTF-8 (PostgreSQL 17), or a libc
+    # locale other than C. The builtin and libc C locales case ASCII letters only.
+    if provider == "i" or (provider == "b" and locale != "C") or (
+        provider == "c" and ctype not in ("C", "POSIX")
+    ):
+        return "lower(normalize($1, NFKC))"
+    # A collation of the server's that cases Unicode: the builtin one first (the same on
+    # every host), then libc's and ICU's. The name is kept in the function: a dump
+    # restored where it is missing fails on it (where it is, it folds alike).
+    for name in ("pg_c_utf8", "C.utf8", "C.UTF-8", "und-x-icu"):
         found = bind.execute(
             text(
                 "SELECT 1 FROM pg_collation WHERE collname = :n "
@@ -86,12 +107,15 @@ def _text(table: str, row: str = "") -> str:
 
 
 def _words(table: str, row: str = "") -> str:
-    return f"to_tsvector('english', vigil_fold({_text(table, row)}))"
+    folded = f"left(vigil_fold({_text(table, row)}), {SEARCHED_CHARS})"
+    return f"to_tsvector('english', {folded})"
 
 
 def upgrade() -> None:
+    # Each statement may run again: the backfill below commits what came before it, so a
+    # backfill that stopped part way leaves this revision to be run again from the top.
     op.execute(
-        "CREATE FUNCTION vigil_fold(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
+        "CREATE OR REPLACE FUNCTION vigil_fold(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
         f"PARALLEL SAFE AS $$ SELECT {_fold_body()} $$"
     )
     op.execute(
@@ -99,10 +123,10 @@ def upgrade() -> None:
         "Unicode-aware collation: what full-text search reads and queries'"
     )
     for table in WORDS:
-        op.execute(f"ALTER TABLE {table} ALTER COLUMN tsv DROP EXPRESSION")
+        op.execute(f"ALTER TABLE {table} ALTER COLUMN tsv DROP EXPRESSION IF EXISTS")
         op.execute(
             f"""
-            CREATE FUNCTION vigil_{table}_words() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE OR REPLACE FUNCTION vigil_{table}_words() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 NEW.tsv := {_words(table, "NEW.")};
                 RETURN NEW;
@@ -110,6 +134,7 @@ def upgrade() -> None:
             $$
             """
         )
+        op.execute(f"DROP TRIGGER IF EXISTS words_of_row ON {table}")
         op.execute(
             f"CREATE TRIGGER words_of_row BEFORE INSERT OR UPDATE OF {SOURCES[table]} "
             f"ON {table} FOR EACH ROW EXECUTE FUNCTION vigil_{table}_words()"
@@ -121,6 +146,8 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         for table in WORDS:
             _refresh(table)
+        # Recall reads the words' statistics (activities.memory.search): the folded ones.
+        op.execute("ANALYZE memories")
 
 
 def _refresh(table: str) -> None:
@@ -130,9 +157,6 @@ def _refresh(table: str) -> None:
         f"UPDATE {table} SET tsv = {_words(table)} "
         f"WHERE octet_length({_text(table)}) <> char_length({_text(table)})"
     )
-    if op.get_context().as_sql:  # a script to read or run by hand
-        op.execute(update)
-        return
     bind = op.get_bind()
     if table in RECORD:
         bind.execute(text("SELECT set_config('vigil.record_maintenance', 'on', false)"))
