@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import ApiServer, running_api
-from tests.support.cli import record_cli
-from vigil.activities.record import store as record
-from vigil.workers.db import make_engine, make_sessionmaker
+from tests.support.cli import known_agent, record_cli
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 from vigil.workers.tokens import Scope
@@ -147,7 +144,7 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
     Cyrillic o) covers nothing of ``ops``: it was created without a word."""
     vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     known = f"ops-{uuid.uuid4().hex[:8]}"
-    asyncio.run(_known_agent(database_url, known))
+    known_agent(database_url, known)
     for look_alike, says in [
         (known.upper(), ""),
         ("\u043e" + known[1:], "it holds U+043E CYRILLIC SMALL LETTER O; "),
@@ -170,15 +167,6 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
     assert later.returncode == 0 and "warning: no agent" in later.stderr, later.stderr
     exact = vigil("token", "create", "--owner", "bo", "--agent", known)
     assert exact.returncode == 0 and "warning" not in exact.stderr, exact.stderr
-
-
-async def _known_agent(database_url: str, agent_id: str) -> None:
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine).begin() as db:
-            await record.ensure_agent(db, agent_id)
-    finally:
-        await engine.dispose()
 
 
 BAD_BODIES = {

@@ -9,7 +9,6 @@ line separators are refused as they are in artifact names.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.api import ApiServer, running_api
-from tests.support.cli import explain, record_cli
-from vigil.activities.record import store as record
-from vigil.workers.db import make_engine, make_sessionmaker
+from tests.support.cli import explain, known_agent, record_cli
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 from vigil.workers.tokens import Scope
@@ -83,17 +80,8 @@ def test_an_agent_the_record_knows_keeps_its_id_and_joiners_are_taken(
     memories); the zero-width joiner spells emoji sequences and Persian words."""
     vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     old = f"o\u200bps-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_known_agent(database_url, old))
+    known_agent(database_url, old)
     assert vigil.json("token", "create", "--owner", "bo", "--agent", old)["agents"] == [old]
     vigil.ok("memory", "add", "still remembered", "--agent", old)
     joined = f"dev-\U0001f469\u200d\U0001f4bb-{uuid.uuid4().hex[:6]}"
     vigil.ok("memory", "add", "a fact", "--agent", joined)
-
-
-async def _known_agent(database_url: str, agent_id: str) -> None:
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine).begin() as db:
-            await record.ensure_agent(db, agent_id)
-    finally:
-        await engine.dispose()

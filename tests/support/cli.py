@@ -280,6 +280,22 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 # --- reading the record directly (sync tests; a fresh engine per call) -------------------
 
 
+def known_agent(database_url: str, agent_id: str) -> None:
+    """Put ``agent_id`` in the record's agents, as a session or a definition of it does."""
+    from vigil.activities.record import store
+    from vigil.workers.db import make_engine, make_sessionmaker
+
+    async def go() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                await store.ensure_agent(db, agent_id)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
 def read_record(database_url: str, session_id: str) -> tuple[Any, list[Any], list[Any]]:
     """(sessions row, transcript, events) of a session, straight from PostgreSQL."""
     from vigil.activities.record import store
