@@ -359,37 +359,26 @@ async def _recall_stage(
     key: tuple[str, ...] | None,
 ) -> list[Any]:
     try:
-        return await _recall_or_cached(memory, cache, agent_id, query, k, read, key)
+        if cache is None or key is None:
+            return list(await memory.recall(agent_id, query, k=k))
+        # Checked already, or given up behind a lock (a check sent now would queue behind
+        # it, and one cancelled by the budget would leave its backend queued there).
+        found = None if read.recall_checked or read.recall_blocked else cache.recalled(key)
+        if found is not None:
+            ids = [m.id for m in found]
+            # A memory forgotten, superseded or erased since is never sent: checked each
+            # time.
+            if not ids or set(ids) <= await memory.live_ids(agent_id, ids):
+                cache.stats["recall_hit"] += 1
+                return found
+        cache.stats["recall_miss"] += 1
+        # Shielded: a step that stops waiting leaves it running, and its result is kept.
+        return await asyncio.shield(cache.recall_task(key, memory, agent_id, query, k))
     except EmbedderMismatch:
         # The agent's memories come from another embedder than this worker's (a reindex
         # rolled out agent by agent): no vector is compared across two spaces, and
         # full-text recall goes on, within the same time budget.
         return list(await memory.recall(agent_id, query, k=k, mode="text"))
-
-
-async def _recall_or_cached(
-    memory: Any,
-    cache: ContextCache | None,
-    agent_id: str,
-    query: str,
-    k: int,
-    read: ContextRead,
-    key: tuple[str, ...] | None,
-) -> list[Any]:
-    if cache is None or key is None:
-        return list(await memory.recall(agent_id, query, k=k))
-    # Checked already, or given up behind a lock (a check sent now would queue behind it,
-    # and one cancelled by the budget would leave its backend queued there).
-    found = None if read.recall_checked or read.recall_blocked else cache.recalled(key)
-    if found is not None:
-        ids = [m.id for m in found]
-        # A memory forgotten, superseded or erased since is never sent: checked each time.
-        if not ids or set(ids) <= await memory.live_ids(agent_id, ids):
-            cache.stats["recall_hit"] += 1
-            return found
-    cache.stats["recall_miss"] += 1
-    # Shielded: a step that stops waiting leaves it running, and its result is kept.
-    return await asyncio.shield(cache.recall_task(key, memory, agent_id, query, k))
 
 
 WARM_UP_AGENT = "vigil:warm-up"

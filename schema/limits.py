@@ -38,21 +38,7 @@ MAX_SYSTEM_PROMPT = 2 * MAX_HUMAN_TEXT
 """A session's system prompt: it travels in every run's start input."""
 
 
-UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-"""Unicode categories no name of vigil's holds (an agent id, an artifact's name): controls,
-format characters (zero-width ones, bidi overrides, the soft hyphen), surrogates, private
-use, unassigned code points, line and paragraph separators. They cannot be seen, so a
-name holding one reads as another."""
 MAX_AGENT_ID = 200
-
-
-def unseen_character(text: str) -> str | None:
-    """The first character of ``text`` in UNSEEN_CATEGORIES, named (``U+200B ZERO WIDTH
-    SPACE``), or None."""
-    for c in text:
-        if unicodedata.category(c) in UNSEEN_CATEGORIES:
-            return f"U+{ord(c):04X} {unicodedata.name(c, unicodedata.category(c))}"
-    return None
 
 
 _UNSEEN_IN_IDS = {

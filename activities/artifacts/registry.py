@@ -51,7 +51,6 @@ from vigil.activities.record.rls import acting_for
 from vigil.activities.record.sql import sql
 from vigil.activities.record.store import NewEvent, record_events
 from vigil.schema import event_kinds
-from vigil.schema.limits import UNSEEN_CATEGORIES
 
 MAX_NAME_CHARS = 255
 MAX_NAME_BYTES = 1024
@@ -65,6 +64,9 @@ MEDIA_TYPE = re.compile(
 (``; charset=utf-8``) included: no quotes, no line breaks."""
 # pg_advisory_xact_lock(int4, int4): a fixed namespace ("vigA") and 32 bits of the digest.
 _LOCK_NAMESPACE = 0x76696741
+# Unicode categories refused in names: controls, format characters (bidi overrides,
+# zero-width), surrogates, private use, unassigned, line and paragraph separators.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 T = TypeVar("T")
 
@@ -77,6 +79,11 @@ class InvalidMediaType(ArtifactError, ValueError):
     """A media type an agent, a tool or an upload gave is not one; permanent."""
 
 
+def is_media_type(mime_type: str) -> bool:
+    """Whether an artifact may keep ``mime_type`` as it is."""
+    return len(mime_type) <= MAX_MEDIA_TYPE_CHARS and MEDIA_TYPE.fullmatch(mime_type) is not None
+
+
 def check_media_type(mime_type: str) -> str:
     """The media type an artifact keeps for ``mime_type``: as given, or its type/subtype
     alone when only its parameters cannot be served back as given (a quoted value, as an
@@ -86,10 +93,10 @@ def check_media_type(mime_type: str) -> str:
             f"the media type {mime_type[:80]!r}... is {len(mime_type)} characters: at most "
             f"{MAX_MEDIA_TYPE_CHARS}"
         )
-    if MEDIA_TYPE.fullmatch(mime_type):
+    if is_media_type(mime_type):
         return mime_type
     base = mime_type.split(";", 1)[0].strip(" \t")
-    if base != mime_type and MEDIA_TYPE.fullmatch(base):
+    if base != mime_type and is_media_type(base):
         return base
     raise InvalidMediaType(
         f"{mime_type[:80]!r} is not a media type: type/subtype, then any "
@@ -134,7 +141,7 @@ def validate_name(name: str, *, new: bool = False) -> str:
         raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_CHARS} characters")
     for ch in name:
         category = unicodedata.category(ch)
-        if category in UNSEEN_CATEGORIES:
+        if category in _REFUSED_CATEGORIES:
             raise InvalidArtifactName(
                 f"an artifact name must not contain U+{ord(ch):04X} ({category})"
             )

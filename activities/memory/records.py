@@ -18,7 +18,6 @@ AddAction = Literal["inserted", "merged", "superseded"]
 RecallMode = Literal["hybrid", "vector", "text"]
 
 MAX_KIND = 32
-MAX_AGENT_ID = 200
 MAX_CONTENT = MAX_HUMAN_TEXT
 """The most characters a memory holds, whoever writes it (the API's limit of a human's
 text; the ``remember`` tool asks less of the model)."""

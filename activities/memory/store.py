@@ -43,7 +43,6 @@ from typing import Any
 
 from vigil.activities.memory.provenance import identity_of
 from vigil.activities.memory.records import (
-    MAX_AGENT_ID,
     MAX_CONTENT,
     MAX_KIND,
     MAX_SUBJECT,
@@ -66,6 +65,7 @@ from vigil.activities.memory.search import (
 )
 from vigil.activities.memory.store_text import _TextRecall
 from vigil.activities.memory.values import _UNSTORABLE, _aware, _vector_literal
+from vigil.schema.limits import MAX_AGENT_ID
 
 __all__ = [
     "EF_SEARCH_MAX",

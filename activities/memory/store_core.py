@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.memory.embedders import Embedder
-from vigil.activities.memory.records import MAX_AGENT_ID
 from vigil.activities.memory.search import (
     _AGENT_COUNT,
     COMMON_WORD_ROWS,
@@ -25,6 +24,7 @@ from vigil.activities.memory.search import (
 )
 from vigil.activities.memory.values import _check_text
 from vigil.activities.record.lean import Statements, engine_of
+from vigil.schema.limits import MAX_AGENT_ID
 
 CONCURRENT_HALVES = 4
 """Hybrid recalls per store that may run their two halves at once (two connections each)."""

@@ -21,10 +21,10 @@ from starlette.requests import ClientDisconnect
 
 from vigil.activities.artifacts.registry import (
     DEFAULT_MIME,
-    MAX_MEDIA_TYPE_CHARS,
     MAX_NAME_CHARS,
     MEDIA_TYPE,
     ArtifactRef,
+    is_media_type,
 )
 from vigil.activities.record.store import SessionRow
 from vigil.workers.api.auth import Controller, Reader
@@ -53,10 +53,6 @@ ArtifactName = Annotated[
         description="The artifact's name (may hold slashes; it is a label, never a path)",
     ),
 ]
-
-
-def _media_type(mime: str) -> bool:
-    return len(mime) <= MAX_MEDIA_TYPE_CHARS and MEDIA_TYPE.fullmatch(mime) is not None
 
 
 _FORM = "application/x-www-form-urlencoded"
@@ -291,9 +287,9 @@ async def upload_artifact(
         if not base or base == _FORM
         else base + ("; " + params.strip() if params.strip() else "")
     )
-    if not _media_type(mime) and _media_type(base):
+    if not is_media_type(mime) and is_media_type(base):
         mime = base
-    if not _media_type(mime):
+    if not is_media_type(mime):
         raise ApiError(422, INVALID, f"Content-Type {sent[:80]!r} is not a media type")
     try:
         ref = await _service(request).upload(

@@ -45,7 +45,6 @@ FASTAPI_BODY_UNREAD = "There was an error parsing the body"
 nesting deeper than the decoder's recursion allows: the cause says which)."""
 TOO_DEEP_BODY = "the body's JSON nests too deeply to be read"
 """How every route refuses a JSON body too deep to read."""
-NOT_UTF8_BODY = "the body is not UTF-8, as JSON must be"
 
 
 def unreadable_json(cause: BaseException | None) -> str:
@@ -53,7 +52,7 @@ def unreadable_json(cause: BaseException | None) -> str:
     if isinstance(cause, RecursionError):
         return TOO_DEEP_BODY
     if isinstance(cause, UnicodeDecodeError):
-        return NOT_UTF8_BODY
+        return "the body is not UTF-8, as JSON must be"
     if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
         # Python's guard against quadratic int parsing (4,300 digits by default).
         return f"a number in the body has more than {sys.get_int_max_str_digits()} digits"
