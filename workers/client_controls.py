@@ -23,7 +23,7 @@ from vigil.schema.payloads import (
     ResumeInput,
     WakeInput,
 )
-from vigil.workers.client_errors import BadArgument, Refused
+from vigil.workers.client_errors import BadArgument, Refused, VigilError
 from vigil.workers.client_history import SessionHistory
 
 
@@ -122,8 +122,14 @@ class SessionControls(SessionHistory):
         )
         if ack is not None and ack.accepted and agent_version is not None:
             # The workflow says what it did to the goal; the move to the version is made
-            # at the session's next step (recorded as agent_version_changed).
+            # at the session's next step (recorded as agent_version_changed), and none
+            # when the session runs that version already.
             moved = f"agent version {agent_version} from its next step"
+            try:
+                if (await self.state(session_id)).agent_version == agent_version:
+                    moved = f"it keeps agent version {agent_version}"
+            except VigilError:
+                pass  # not known: the move is said as asked
             ack = ack.model_copy(update={"message": f"{ack.message}; {moved}"})
         return ack
 

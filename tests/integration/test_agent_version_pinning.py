@@ -96,6 +96,11 @@ async def test_new_version_does_not_reach_a_running_session(
             )
         vigil = VigilClient(settings, client)
         try:  # as `vigil redirect --agent-version 2`, which said only the goal changed
+            # The version it runs: no move is said (one was, whatever the version).
+            same = await vigil.redirect(
+                handle.id, "pin me, second edition", by="ops", agent_version=1
+            )
+            assert same is not None and same.message.endswith("; it keeps agent version 1")
             ack = await vigil.redirect(
                 handle.id, "pin me, second edition", by="ops", agent_version=2
             )

@@ -201,3 +201,40 @@ def test_a_key_holding_a_slash_is_reached_as_from_the_cli(cli: CLIStack, api: Ap
         )
         assert sent.status_code in (200, 201), sent.text
         assert sent.json()["session_id"] == keyed_session_id(agent, key)
+
+
+def test_start_options_sent_to_a_running_key_are_reported_not_taken(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "chat-opts")
+    goal = cli.plan(Reply.text("first answer"), Reply.text("second answer"))
+    path = f"/v1/agents/{agent}/keys/cust-9/messages"
+    sid = keyed_session_id(agent, "cust-9")
+    with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
+        first = http.post(path, json={"text": "hi", "goal": goal, "conversation_idle_seconds": 600})
+        assert first.status_code == 200, first.text
+        # This message started the session: it took its options.
+        assert first.json()["started"] is True
+        assert first.json()["not_taken"] == []
+        wait_status(http, sid, "waiting_human")
+        again = http.post(
+            path,
+            json={
+                "text": "and then?",
+                "goal": "another goal",
+                "conversation_idle_seconds": 5,
+                "agent_version": 1,
+                "budget": {"max_steps": 3},
+            },
+        )
+        assert again.status_code == 200, again.text
+        body = again.json()
+        assert body["accepted"] is True and body["session_id"] == sid
+        assert body["started"] is False
+        assert body["not_taken"] == ["agent_version", "budget", "conversation_idle_seconds", "goal"]
+        # A plain message asks nothing of a start: nothing to report.
+        plain = http.post(path, json={"text": "thanks"}).json()
+        assert plain["started"] is None and plain["not_taken"] == []
+        assert http.post(f"/v1/sessions/{sid}/cancel", json={"reason": "done"}).is_success
+        wait_status(http, sid, "cancelled")

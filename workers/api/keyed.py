@@ -38,6 +38,12 @@ class KeyedMessageResult(BaseModel):
     status: SessionStatus
     follows: str | None = None
     """The key's session that had ended, when this message started the key's next one."""
+    started: bool | None = None
+    """Whether this message started the key's session; asked only when the body carries
+    options that shape a new session (null otherwise)."""
+    not_taken: list[str] = []
+    """The body's start options the session did not take, because it was running already
+    and keeps its own (empty when this message started it)."""
 
 
 @router.post(
@@ -54,6 +60,10 @@ async def message_key(
     client: Client,
 ) -> KeyedMessageResult:
     check_agent(who, name)
+    # Options that shape a new session only: a running one keeps its own, said so.
+    for_a_start = sorted(
+        field for field in body.model_fields_set - {"text"} if getattr(body, field) is not None
+    )
     start = body.start_kwargs()
     if body.conversation_idle_seconds is not None:
         start["conversation_idle_seconds"] = body.conversation_idle_seconds
@@ -65,12 +75,16 @@ async def message_key(
         by=who.actor,
         goal=body.goal,
         may_loosen=who.may(Scope.ADMIN),
+        tell_started=bool(for_a_start),
         **start,
     )
+    started = sent.started if for_a_start else None
     return KeyedMessageResult(
         session_id=sent.session_id,
         accepted=sent.ack.accepted,
         message=sent.ack.message,
         status=sent.ack.status,
         follows=sent.follows,
+        started=started,
+        not_taken=for_a_start if started is False else [],
     )
