@@ -246,7 +246,9 @@ def test_path_like_names_are_labels_only(api: ApiServer, name: str, tmp_path: Pa
         assert stored and all(p.name == hashlib.sha256(b"label only").hexdigest() for p in stored)
 
 
-@pytest.mark.parametrize("name", ["a\x00b", "tab\there", "bell\x07", " ", "x" * 256])
+@pytest.mark.parametrize(
+    "name", ["a\x00b", "tab\there", "bell\x07", " ", "x" * 256, "line\nbreak", "cr\r"]
+)
 def test_unacceptable_names_are_422(api: ApiServer, name: str) -> None:
     _, session = new_session(api.settings)
     with api.client(api.token(Scope.CONTROL)) as http:
@@ -254,8 +256,6 @@ def test_unacceptable_names_are_422(api: ApiServer, name: str) -> None:
         assert put.status_code == 422, put.text
         assert put.json()["error"]["code"] == "invalid_request"
         assert http.get(url(session, name)).status_code == 422
-        # A line break never matches a route's path at all.
-        assert http.put(url(session, "line\nbreak"), content=b"x").status_code == 404
 
 
 @pytest.mark.parametrize("name", [".", "..", "a/..", "dir/.", "a\\b", "C:\\win\\x"])

@@ -87,3 +87,20 @@ def test_an_agent_stream_for_an_id_with_nul_is_422_not_an_endless_stream(
         assert stream.status_code == 422
         stream.read()
         assert stream.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_line_break_in_a_key_is_refused_as_other_control_characters(
+    api: ApiServer,
+) -> None:
+    with api.client(api.token(Scope.ADMIN)) as http:
+        agent = define(http, "lines")
+        # A line feed was "Not Found" (the route's pattern did not match across it) where a
+        # carriage return or a tab was told what is wrong.
+        answers = {
+            ch: http.post(f"/v1/agents/{agent}/keys/k{ch}/messages", json={"text": "hi"})
+            for ch in ("%0A", "%0D", "%09", "a%0Ab")
+        }
+        for ch, r in answers.items():
+            assert r.status_code == 422, (ch, r.text)
+            assert r.json()["error"]["code"] == "invalid_request"
+            assert "control characters" in r.json()["error"]["message"], (ch, r.text)

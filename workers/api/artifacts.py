@@ -27,6 +27,7 @@ from vigil.activities.artifacts.registry import (
     is_media_type,
 )
 from vigil.activities.record.store import SessionRow
+from vigil.workers.api import urls as _urls  # noqa: F401 - {x:text} in the paths below
 from vigil.workers.api.auth import Controller, Reader
 from vigil.workers.api.deps import SessionId
 from vigil.workers.api.errors import (
@@ -161,7 +162,7 @@ async def list_artifacts(request: Request, session_id: SessionId, who: Reader) -
 
 
 @router.get(
-    "/sessions/{session_id}/artifacts/{name:path}",
+    "/sessions/{session_id}/artifacts/{name:text}",
     response_class=StreamingResponse,
     summary="Download an artifact (streamed; one byte range with Range)",
     responses={
@@ -224,7 +225,7 @@ async def download_artifact(
 
 
 @router.head(
-    "/sessions/{session_id}/artifacts/{name:path}",
+    "/sessions/{session_id}/artifacts/{name:text}",
     response_class=Response,
     summary="An artifact's download headers (size, ETag, type, range), without its bytes",
     responses={
@@ -247,7 +248,7 @@ async def artifact_headers(
 
 
 @router.put(
-    "/sessions/{session_id}/artifacts/{name:path}",
+    "/sessions/{session_id}/artifacts/{name:text}",
     response_model=ArtifactOut,
     status_code=201,
     summary="Upload an artifact (streamed; a new version of the session's artifact of that name)",

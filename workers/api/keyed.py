@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from vigil.schema.limits import MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, SessionStatus
+from vigil.workers.api import urls as _urls  # noqa: F401 - {x:text} in the paths below
 from vigil.workers.api.auth import Controller, check_agent
 from vigil.workers.api.deps import Client
 from vigil.workers.api.sessions import StartOptions
@@ -48,7 +49,7 @@ class KeyedMessageResult(BaseModel):
 
 @router.post(
     # The key is everything between keys/ and /messages: a key may hold a slash (%2F).
-    "/agents/{name}/keys/{key:path}/messages",
+    "/agents/{name}/keys/{key:text}/messages",
     response_model=KeyedMessageResult,
     summary="Message the session of a key, starting it if it does not run",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vigil.workers.api.errors import INVALID, error_response
@@ -20,6 +21,18 @@ from vigil.workers.api.errors import INVALID, error_response
 PATH_NOT_UTF8 = "the path is not valid UTF-8 once percent-decoded (each %XX is one byte)"
 QUERY_NOT_UTF8 = "the query string is not valid UTF-8 once percent-decoded (each %XX is one byte)"
 QUERY_NUL = "the query string holds a NUL character (%00), which no parameter may contain"
+
+
+class AnyText(PathConvertor):
+    """``{name:text}``: the rest of a path as ``{name:path}`` takes it, line breaks
+    included. ``path``'s pattern stops at a line feed, so a key or an artifact name holding
+    one matched no route (a bare 404) where any other control character reached the route,
+    which says what is wrong with it (422)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("text", AnyText())
 
 
 def utf8_decoded(raw: bytes) -> str | None:
