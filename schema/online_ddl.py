@@ -10,6 +10,9 @@ migrations before it did is committed first).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from alembic import op
 from sqlalchemy import text
 
@@ -24,23 +27,43 @@ def create_index_online(name: str, definition: str) -> None:
         if op.get_context().as_sql:  # a script to read or run by hand
             op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
             return
-        valid = (
-            op.get_bind()
-            .execute(
-                text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:n)"),
-                {"n": name},
+        with _no_lock_timeout():
+            valid = (
+                op.get_bind()
+                .execute(
+                    text(
+                        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:n)"
+                    ),
+                    {"n": name},
+                )
+                .scalar_one_or_none()
             )
-            .scalar_one_or_none()
-        )
-        if valid:
-            return
-        if valid is False:
-            op.execute(f"DROP INDEX CONCURRENTLY {name}")
-        op.execute(f"CREATE INDEX CONCURRENTLY {name} {definition}")
+            if valid:
+                return
+            if valid is False:
+                op.execute(f"DROP INDEX CONCURRENTLY {name}")
+            op.execute(f"CREATE INDEX CONCURRENTLY {name} {definition}")
 
 
 def drop_index_online(name: str) -> None:
     """``DROP INDEX CONCURRENTLY IF EXISTS name``: waits for the transactions using the
     index instead of locking its table against them."""
     with op.get_context().autocommit_block():
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        if op.get_context().as_sql:
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            return
+        with _no_lock_timeout():
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+
+@contextlib.contextmanager
+def _no_lock_timeout() -> Iterator[None]:
+    """A concurrent build or drop waits for the transactions open on its table as long as
+    they last: it holds none of the table's readers or writers off meanwhile, so the upgrade's
+    ``lock_timeout`` (meant for the statements that do, workers/db.py) is lifted around it,
+    and put back to the connection's own after."""
+    op.execute("SET lock_timeout = 0")
+    try:
+        yield
+    finally:
+        op.execute("RESET lock_timeout")

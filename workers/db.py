@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,15 +106,78 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate_sync(url: str) -> None:
-    """``alembic upgrade head``; idempotent. Runs its own event loop (call from a thread)."""
+MIGRATION_LOCK_TIMEOUT_MS = 5_000
+"""How long one try of the upgrade waits for a table's lock. A statement that takes a
+table's strongest lock (``ALTER TABLE``) waits for the transactions open on the table, and
+every later reader and writer of the table queues behind it while it waits: past this it
+gives up, the queue goes on, and the upgrade is tried again."""
+MIGRATION_GIVE_UP_SECONDS = 600.0
+"""How long the upgrade goes on trying for the locks it needs before it gives up."""
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class MigrationLocked(RuntimeError):
+    """The upgrade never got a lock it needs: a transaction kept it the whole time."""
+
+
+def _waited_for_a_lock(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is PostgreSQL's ``lock_not_available``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        for cause in (seen, getattr(seen, "orig", None)):
+            if getattr(cause, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                return True
+        seen = seen.__cause__
+    return False
+
+
+def migrate_sync(
+    url: str,
+    *,
+    lock_timeout_ms: int = MIGRATION_LOCK_TIMEOUT_MS,
+    give_up_after: float = MIGRATION_GIVE_UP_SECONDS,
+    on_wait: Callable[[str], None] | None = None,
+) -> None:
+    """``alembic upgrade head``; idempotent. Runs its own event loop (call from a thread).
+
+    Each try waits at most ``lock_timeout_ms`` for a lock (concurrent index builds, which
+    hold nobody off, wait as long as they must); a try that timed out is rolled back to the
+    last committed step and the upgrade is tried again, pausing in between, until
+    ``give_up_after`` seconds have gone: then :class:`MigrationLocked`, the database left at
+    the revisions committed so far. ``on_wait`` is told of each wait."""
     from alembic import command
+    from sqlalchemy.exc import DBAPIError
 
-    command.upgrade(alembic_config(url), "head")
+    cfg = alembic_config(url)
+    cfg.attributes["lock_timeout_ms"] = lock_timeout_ms
+    deadline = time.monotonic() + give_up_after
+    pause = 1.0
+    while True:
+        try:
+            command.upgrade(cfg, "head")
+            return
+        except DBAPIError as exc:
+            if not _waited_for_a_lock(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MigrationLocked(
+                    f"the upgrade waited {give_up_after:g} s for a table's lock that an open "
+                    f"transaction holds ({exc.orig}); nothing after the last committed "
+                    "revision changed. Find the transaction in pg_stat_activity (state "
+                    "'idle in transaction' or a long query), end it, and run the upgrade again"
+                ) from exc
+            if on_wait is not None:
+                on_wait(
+                    f"a transaction holds a lock the upgrade needs ({exc.orig}): "
+                    f"trying again in {min(pause, left):.0f} s"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 10.0)
 
 
-async def migrate(url: str) -> None:
-    await asyncio.to_thread(migrate_sync, url)
+async def migrate(url: str, on_wait: Callable[[str], None] | None = None) -> None:
+    await asyncio.to_thread(migrate_sync, url, on_wait=on_wait)
 
 
 def head_revision() -> str | None:

@@ -31,10 +31,15 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
+    # vigil's upgrade (workers/db.py) waits for a table's lock this long at a time, so an
+    # ALTER held up by an open transaction never holds the table's other users off for long.
+    lock_timeout_ms = config.attributes.get("lock_timeout_ms")
+    settings = {} if lock_timeout_ms is None else {"lock_timeout": str(int(lock_timeout_ms))}
     engine = async_engine_from_config(
         config.get_section(config.config_ini_section) or {},
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
+        connect_args={"server_settings": settings},
     )
     async with engine.connect() as connection:
         await connection.run_sync(_run)

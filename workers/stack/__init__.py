@@ -198,7 +198,7 @@ class Stack:
             raise StackError("no database: set DATABASE_URL or let vigil start its own")
         self.say("applying database migrations (alembic upgrade head) ...")
         try:
-            await migrate(endpoints.database_url)
+            await migrate(endpoints.database_url, on_wait=self.say)
         except Exception as exc:  # surfaced as one line with the cause
             raise StackError(f"database migration failed: {exc}") from exc
         self.say("registering Temporal search attributes ...")
