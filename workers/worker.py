@@ -19,6 +19,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from vigil.activities.agents.runtime import AgentActivities, AgentVersions
 from vigil.activities.context_cache import CachingEmbedder, ContextCache, ContextCacheConfig
 from vigil.activities.hooks.delivery import WebhookActivities, WebhookTargets
+from vigil.activities.hooks.urls import webhook_client
 from vigil.activities.memory.embedders import Embedder
 from vigil.activities.memory.provenance import MAX_LISTED, check_embedder
 from vigil.activities.models.base import ModelProvider
@@ -78,6 +79,7 @@ async def runtime(
     tools = worker_tools(settings, credentials.resolve)
     # Tools' HTTP client: no retries of its own (Temporal retries activities).
     http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+    webhook_http = webhook_client()
     model = provider or make_provider(settings)
     embedder = make_embedder(settings)
     if settings.embedding_cache_entries > 0:
@@ -108,7 +110,9 @@ async def runtime(
             provider=model,
             activities=acts,
             agent_activities=AgentActivities(versions, webhooks.events),
-            webhook_activities=WebhookActivities(sessionmaker, webhooks, credentials.resolve, http),
+            webhook_activities=WebhookActivities(
+                sessionmaker, webhooks, credentials.resolve, webhook_http
+            ),
             tools=tools,
             tools_only=settings.tools_only,
             settings=settings,
@@ -121,6 +125,7 @@ async def runtime(
         await model.aclose()
         await embedder.aclose()
         await http.aclose()
+        await webhook_http.aclose()
         await engine.dispose()
 
 

@@ -9,14 +9,14 @@ not yet settled for this delivery, all at once, and records each outcome in
 when one failed, the activity fails and Temporal retries it with backoff (the others are
 not sent again). A receiver's 4xx other than 408/429 refuses the delivery for good, and so
 does a host that is or resolves to a link-local address (cloud metadata lives there),
-checked before each POST.
+checked as each POST connects, and connected to at the address checked
+(``activities.hooks.urls.webhook_client``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +30,13 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
-from vigil.activities.hooks.urls import url_problem
+from vigil.activities.hooks.urls import WebhookRefused, url_problem
 from vigil.activities.record import erasure as erasure_rows
 from vigil.activities.record import hooks as hook_rows
 from vigil.activities.record.lean import engine_of, lean_statements
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec, WebhookSpec
-from vigil.schema.hooks import NotifyInput, NotifyOutput, unreachable_for_webhooks
+from vigil.schema.hooks import NotifyInput, NotifyOutput
 
 POST_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "vigil-webhooks/1"
@@ -139,7 +139,7 @@ class WebhookActivities:
             secret = await self._resolve(target.secret_ref)
         except CredentialError as exc:
             return "failed", None, str(exc)  # may be set later: retried
-        if (refused := await self._refused(target.url)) is not None:
+        if (refused := url_problem(target.url)) is not None:
             return "rejected", None, f"not sent: {refused}"
         headers = {
             "Content-Type": "application/json",
@@ -156,6 +156,8 @@ class WebhookActivities:
                 timeout=POST_TIMEOUT_SECONDS,
                 follow_redirects=False,
             )
+        except WebhookRefused as exc:  # an address its host resolved to, when connecting
+            return "rejected", None, f"not sent: {exc}"
         except httpx.InvalidURL as exc:
             return "rejected", None, f"not sent: not a valid URL: {str(exc)[:300]}"
         except httpx.TimeoutException as exc:
@@ -176,24 +178,6 @@ class WebhookActivities:
         if code >= 500 or code in RETRYABLE_STATUS:
             return "failed", code, reason
         return "rejected", code, reason
-
-    async def _refused(self, url: str) -> str | None:
-        """Why the webhook's host is not posted to (an address it is or resolves to is
-        link-local: cloud metadata; ``schema.hooks.unreachable_for_webhooks``), or None."""
-        if (why := url_problem(url)) is not None:
-            return why
-        host = httpx.URL(url).host
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, None, type=socket.SOCK_STREAM
-            )
-        except OSError:
-            # Not resolved here: the POST says why, or a proxy (HTTPS_PROXY) resolves it.
-            return None
-        for info in infos:
-            if (why := unreachable_for_webhooks(str(info[4][0]), host)) is not None:
-                return why
-        return None
 
     async def _erased(self, arg: NotifyInput) -> bool:
         async with self._sessionmaker() as db:

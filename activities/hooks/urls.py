@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 import httpx
 
+from vigil.activities.pinned import Resolver, resolve_host, send_pinned
 from vigil.schema.hooks import unreachable_for_webhooks
 
 
@@ -23,3 +25,43 @@ def url_problem(url: str) -> str | None:
         # httpx takes any number; the POST then failed at connect, every attempt.
         return f"not a valid URL: port {parts.port} is outside 1-65535"
     return unreachable_for_webhooks(host)
+
+
+class WebhookRefused(Exception):
+    """The webhook's host is or resolves to an address no webhook is sent to."""
+
+
+class _CheckedAddresses(httpx.AsyncBaseTransport):
+    """Resolves a webhook's host once, refuses it when any of its addresses is one no
+    webhook is sent to, and connects to the addresses it checked (``activities.pinned``):
+    a name that answered a safe address to the check cannot answer another to the
+    connection."""
+
+    def __init__(self, resolve: Resolver, inner: httpx.AsyncBaseTransport) -> None:
+        self.resolve = resolve
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        try:
+            ipaddress.ip_address(host)
+            addresses = [host]
+        except ValueError:
+            try:
+                addresses = await self.resolve(host)
+            except (OSError, UnicodeError) as exc:
+                raise httpx.ConnectError(f"could not resolve {host}: {exc}") from exc
+        for address in addresses:
+            if (why := unreachable_for_webhooks(address, host)) is not None:
+                raise WebhookRefused(why)
+        return await send_pinned(self.inner, request, host, addresses)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def webhook_client(resolve: Resolver = resolve_host) -> httpx.AsyncClient:
+    """The client deliveries POST with. A connection it makes itself goes to an address it
+    checked; through a proxy (``HTTPS_PROXY``/``HTTP_PROXY``, ``NO_PROXY`` honoured) the
+    proxy resolves the name, and its addresses are not checked here."""
+    return httpx.AsyncClient(transport=_CheckedAddresses(resolve, httpx.AsyncHTTPTransport()))

@@ -19,15 +19,15 @@ checked the same way.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from vigil.activities.pinned import Resolver, resolve_host, send_pinned
 from vigil.activities.tools.allowlist import (
     DEFAULT_PORTS,
     AllowEntry,
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from vigil.activities.config import ActivitySettings
 
 MAX_REDIRECTS = 5
-
-Resolver = Callable[[str], Awaitable[list[str]]]
-"""host name -> the addresses it resolves to (text)."""
 
 
 def _kind(ip: IPAddress) -> str:
@@ -119,10 +116,9 @@ class FetchPolicy:
 async def system_resolve(host: str) -> list[str]:
     """The addresses of ``host``, as the system resolver gives them (once per request)."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        return await resolve_host(host)
     except (socket.gaierror, UnicodeError) as exc:
         raise ToolFailed(f"could not resolve {host}: {exc}") from exc
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
@@ -149,25 +145,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 refusals.append(why)
         if not permitted:
             raise ToolFailed(refusals[0] if refusals else f"{host} resolved to no address")
-        extensions: dict[str, Any] = dict(request.extensions)
-        if url.scheme == "https":
-            extensions["sni_hostname"] = host  # the certificate is checked against the name
-        failed: httpx.ConnectError | None = None
-        for address in permitted:
-            # The Host header stays the name's (set when the request was built).
-            pinned = httpx.Request(
-                request.method,
-                url.copy_with(host=address),
-                headers=request.headers,
-                stream=request.stream,
-                extensions=extensions,
-            )
-            try:
-                return await self.inner.handle_async_request(pinned)
-            except httpx.ConnectError as exc:
-                failed = exc
-        assert failed is not None
-        raise failed
+        return await send_pinned(self.inner, request, host, permitted)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

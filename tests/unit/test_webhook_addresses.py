@@ -1,0 +1,70 @@
+"""A webhook's POST goes to the address its host was checked at, never to a second lookup.
+
+The delivery used to resolve the host to check it, then let the HTTP client resolve it
+again to connect: a name that answers a receiver's address to the first lookup and cloud
+metadata's to the second (DNS rebinding) had its POST, signed body and all, sent where no
+webhook may go. Here a resolver stands in for DNS (the real receiver listens on loopback;
+an ``.invalid`` name never resolves through the system's)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.webhook_receiver import webhook_receiver
+from vigil.activities.hooks.urls import WebhookRefused, webhook_client
+
+
+class Rebinding:
+    """A name server that answers each lookup from ``answers`` in turn (the last again)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str) -> list[str]:
+        self.asked.append(host)
+        return self.answers[min(len(self.asked), len(self.answers)) - 1]
+
+
+async def test_the_post_goes_to_the_address_that_was_checked() -> None:
+    with webhook_receiver() as receiver:
+        port = receiver.url.rsplit(":", 1)[1].split("/", 1)[0]
+        dns = Rebinding(["127.0.0.1"], ["169.254.169.254"])
+        async with webhook_client(dns) as http:
+            answer = await http.post(f"http://hooks.invalid:{port}/hook", content=b"{}")
+        assert answer.status_code == 200
+        assert dns.asked == ["hooks.invalid"], "one lookup, checked and connected to"
+        (got,) = receiver.delivered()
+        assert got.headers["host"] == f"hooks.invalid:{port}", "the Host stays the name's"
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["169.254.169.254"],
+        ["127.0.0.1", "169.254.169.254"],
+        ["fe80::1"],
+        ["::ffff:169.254.169.254"],
+    ],
+)
+async def test_a_name_with_an_address_no_webhook_goes_to_is_refused_before_connecting(
+    addresses: list[str],
+) -> None:
+    with webhook_receiver() as receiver:
+        port = receiver.url.rsplit(":", 1)[1].split("/", 1)[0]
+        async with webhook_client(Rebinding(addresses)) as http:
+            with pytest.raises(WebhookRefused) as refused:
+                await http.post(f"http://hooks.invalid:{port}/hook", content=b"{}")
+        assert "hooks.invalid resolves to" in str(refused.value)
+        assert "no webhook is sent there" in str(refused.value)
+        assert receiver.requests == []
+
+
+async def test_a_name_that_does_not_resolve_is_a_connect_error_to_retry() -> None:
+    async def nowhere(host: str) -> list[str]:
+        raise OSError(f"no address for {host}")
+
+    async with webhook_client(nowhere) as http:
+        with pytest.raises(httpx.ConnectError, match=r"could not resolve hooks\.invalid"):
+            await http.post("http://hooks.invalid/hook", content=b"{}")
