@@ -26,7 +26,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one carries and reaches (mapped, 6to4, NAT64, the old
     IPv4-compatible form), so that each spelling of 169.254.169.254 is the same."""
     if ip.ipv4_mapped is not None:
@@ -53,7 +53,7 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
     except ValueError:
         return None  # a name: checked once resolved
     if isinstance(ip, ipaddress.IPv6Address):
-        ip = _embedded_ipv4(ip) or ip
+        ip = embedded_ipv4(ip) or ip
     for kind, yes in (
         ("cloud metadata", ip in METADATA_ADDRESSES),
         ("link-local", ip.is_link_local),

@@ -10,6 +10,7 @@ anything else touches them. Pure functions: no I/O, safe to import anywhere.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -72,9 +73,20 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def loads(text: str | bytes, limit: int | None = None) -> Any:
+class NotJsonNumber(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a text read with ``finite``: Python's
+    parser takes them, but they are no JSON (PostgreSQL's JSON refuses them, and so does
+    every other parser a value is sent on to)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotJsonNumber(f"{name} is not a JSON number")
+
+
+def loads(text: str | bytes, limit: int | None = None, *, finite: bool = False) -> Any:
     """``json.loads``, raising ``TooDeep`` (a ValueError) instead of RecursionError, and
-    for a value nested deeper than ``limit``.
+    for a value nested deeper than ``limit``; with ``finite``, :class:`NotJsonNumber` for
+    ``NaN`` and the infinities.
 
     Parsed by orjson (a provider's streamed reply is parsed event by event on every step,
     several times faster), and by ``json.loads`` whatever orjson refuses that Python's
@@ -82,23 +94,38 @@ def loads(text: str | bytes, limit: int | None = None) -> Any:
     otherwise (an integer past 64 bits, which orjson makes a float; any run of 19 digits
     sends the text to ``json.loads``): the value and the errors are ``json.loads``'s
     either way."""
-    value = _parse(text)
+    value = _parse(text, finite)
     if limit is not None and depth(value, limit) > limit:
         raise TooDeep(f"JSON nested deeper than {limit} levels")
     return value
 
 
-def _parse(text: str | bytes) -> Any:
+def _parse(text: str | bytes, finite: bool = False) -> Any:
     long = _LONG_BYTES.search(text) if isinstance(text, bytes) else _LONG_TEXT.search(text)
     if long is None:
         try:
-            return orjson.loads(text)
+            return orjson.loads(text)  # refuses NaN and the infinities itself
         except orjson.JSONDecodeError:
             pass  # Python's parser may still take it, or refuses it with its own error
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant if finite else None)
     except RecursionError:
         raise TooDeep("JSON nested too deeply") from None
+
+
+def non_finite(value: Any) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` as JSON would spell the first such float in
+    ``value`` (however deeply nested); None when it has none."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
 
 
 def dumps(value: Any) -> str:

@@ -16,6 +16,7 @@ I/O, safe to import anywhere.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -73,7 +74,9 @@ def decode(stored: str, flag: int) -> str:
 
 
 def encode_json(value: Any) -> Any:
-    """A JSON value safe for JSONB; ``decode_json`` gives back an equal value."""
+    """A JSON value safe for JSONB; ``decode_json`` gives back an equal value, except for
+    a float that is NaN or infinite (a tool's result, a model's numbers): no JSON number,
+    so PostgreSQL refuses it, and it is kept as null, as JSON serializers write it."""
     if isinstance(value, str):
         return {_JSON_MARK: _escape(value)} if needs_escape(value) else value
     if isinstance(value, dict):
@@ -89,6 +92,8 @@ def encode_json(value: Any) -> Any:
         return out
     if isinstance(value, list | tuple):
         return [encode_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

@@ -25,7 +25,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
     preview,
 )
-from vigil.schema.tools import BUILTIN_TOOLS
+from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
 from vigil.workers.client_core import _VigilClientCore
 from vigil.workers.client_errors import BadArgument, Forbidden, SessionIdTaken, UnknownAgent
 from vigil.workers.client_views import StartedSession
@@ -75,10 +75,16 @@ def _keep_approval_gates(
     """A starter's approval list replaces the definition's approval rules for the session;
     a tool the definition has wait for a person (``approval = "always"``, or ``auto`` with
     external effects or ``approve_when`` rules) may be left out of it only by whoever may
-    change the definition."""
-    if require_approval is None or found is None:
+    change the definition. An agent without a definition runs the built-in tools under
+    the default policy, whose gates (the tools with external effects or risks) are kept
+    the same way."""
+    if require_approval is None:
         return
-    missing = sorted(t.name for t in found.tools if _gated(t) and t.name not in require_approval)
+    if found is None:
+        gated = [name for name in BUILTIN_TOOLS if needs_approval(name, None)]
+    else:
+        gated = [t.name for t in found.tools if _gated(t)]
+    missing = sorted(name for name in gated if name not in require_approval)
     if missing:
         raise Forbidden(
             f"agent {agent_id!r} has {', '.join(missing)} wait for a person's approval; "

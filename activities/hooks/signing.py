@@ -45,7 +45,7 @@ def check(
     """Why the signature does not hold (a short reason), or None when it does."""
     if not timestamp or not sig:
         return f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         return f"{TIMESTAMP_HEADER} must be Unix time in seconds"
     skew = abs((time.time() if now is None else now) - int(timestamp))
     if skew > tolerance:

@@ -352,6 +352,7 @@ class _MemoryWrites(_VectorRecall):
         the order of the supersede chain. The subject is compared as it is kept (NFKC,
         case-folded: ``subject_key``).
         """
+        self._check_agent(agent_id)
         normal = _kept_subject(subject)
         if normal is None:
             return []

@@ -224,7 +224,11 @@ def _input_of(arguments: str) -> dict[str, Any]:
     """``tool_use.input`` must be an object. Arguments the model once sent malformed are
     kept verbatim under one key, so the model can still see what it sent."""
     try:
-        value = jsonlimits.loads(arguments, MAX_ARGUMENT_DEPTH) if arguments.strip() else {}
+        value = (
+            jsonlimits.loads(arguments, MAX_ARGUMENT_DEPTH, finite=True)
+            if arguments.strip()
+            else {}
+        )
     except ValueError:  # not JSON, or nested too deeply to send back as an object
         return {"_unparsed_arguments": arguments}
     if isinstance(value, dict):

@@ -16,7 +16,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -68,7 +68,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(stamp)
         if not isinstance(session_id, str) or moment.tzinfo is None or "\x00" in session_id:
             raise ValueError("bad cursor fields")
-    except (ValueError, TypeError, UnicodeError, binascii.Error) as exc:
+        moment.astimezone(UTC)  # OverflowError: a time in year 0 or 10000 once in UTC
+        session_id.encode("utf-8")  # UnicodeError: a lone surrogate
+    except (ValueError, TypeError, UnicodeError, OverflowError, binascii.Error) as exc:
         raise BadCursor("not a cursor this API returned") from exc
     return moment, session_id
 

@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from vigil.schema.hooks import embedded_ipv4
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -43,8 +45,10 @@ def canonical_address(text: str) -> IPAddress | None:
 
 
 def unmapped(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    """The IPv4 address an IPv6 one carries and reaches (mapped, 6to4, NAT64, the old
+    compatible form), else ``ip``: each spelling of 127.0.0.1 is checked as 127.0.0.1."""
+    if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_ipv4(ip)) is not None:
+        return inner
     return ip
 
 

@@ -43,9 +43,11 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     if raw.strip() == "":
         return {}, None
     try:
-        value = jsonlimits.loads(raw, MAX_ARGUMENT_DEPTH)
+        value = jsonlimits.loads(raw, MAX_ARGUMENT_DEPTH, finite=True)
     except json.JSONDecodeError as exc:
         return None, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})"
+    except jsonlimits.NotJsonNumber as exc:
+        return None, f"arguments are not valid JSON ({exc})"
     except jsonlimits.TooDeep:
         return None, TOO_DEEP
     if not isinstance(value, dict):
@@ -58,6 +60,8 @@ def check_shape(arguments: dict[str, Any]) -> str | None:
     nesting limit."""
     if jsonlimits.depth(arguments, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
         return TOO_DEEP
+    if (constant := jsonlimits.non_finite(arguments)) is not None:
+        return f"arguments are not valid JSON ({constant} is not a JSON number)"
     return None
 
 

@@ -5,6 +5,7 @@ first, even when one is decided between two pages, and says when the last page i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.cli import poll
 from tests.support.llm_stub import Reply
+from vigil.activities.record.sessions import encode_cursor
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -103,6 +105,18 @@ def test_paging_is_bounded_and_checked(api: ApiServer) -> None:
             assert r.status_code == 422, r.text
         r = http.get("/v1/approvals", params={"cursor": "not-a-cursor"})
         assert r.status_code == 422 and "cursor" in r.json()["error"]["message"], r.text
+        # Cursors forged to decode: a time that is year 10000 (or year 0) in UTC, an id
+        # holding a lone surrogate. Each was a 500 from the database or its driver.
+        for stamp, key in (
+            ("9999-12-31T23:59:59-14:00", "1"),
+            ("0001-01-01T00:00:00+14:00", "1"),
+            ("2026-12-06T20:00:00+00:00", "\ud800"),
+        ):
+            forged = encode_cursor(datetime.fromisoformat(stamp), key)
+            for path in ("/v1/sessions", "/v1/approvals", "/v1/schedules/nosuch/runs"):
+                r = http.get(path, params={"cursor": forged})
+                assert r.status_code == 422, (path, stamp, r.text)
+                assert "cursor" in r.json()["error"]["message"], (path, r.text)
         assert http.get("/v1/approvals", params={"limit": 500}).status_code == 200
         document = http.get("/v1/openapi.json").json()
     # The same names and shape as the sessions list.

@@ -104,3 +104,17 @@ def test_a_line_break_in_a_key_is_refused_as_other_control_characters(
             assert r.status_code == 422, (ch, r.text)
             assert r.json()["error"]["code"] == "invalid_request"
             assert "control characters" in r.json()["error"]["message"], (ch, r.text)
+
+
+def test_an_agent_id_holding_nul_is_refused_on_every_memory_route(api: ApiServer) -> None:
+    """Search, add and forget refused it; the history of a subject was a 500 (and the
+    server's log line held the raw NUL)."""
+    with api.client(api.token(Scope.ADMIN)) as http:
+        answers = {
+            "history": http.get("/v1/agents/a%00b/memory/history", params={"subject": "x"}),
+            "search": http.get("/v1/agents/a%00b/memory/search", params={"q": "x"}),
+            "add": http.post("/v1/agents/a%00b/memory", json={"content": "x"}),
+        }
+    for route, r in answers.items():
+        assert r.status_code == 422, (route, r.text)
+        assert r.json()["error"]["code"] == "invalid_request", (route, r.text)

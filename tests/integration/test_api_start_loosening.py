@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import CLIStack
-from tests.support.api import ApiServer
+from tests.support.api import ApiServer, running_api
 from tests.support.api_sessions import api_for, define, wait_status
 from tests.support.llm_stub import Reply
 from vigil.workers.tokens import Scope
@@ -198,3 +198,36 @@ def test_a_control_token_cannot_take_an_older_looser_version(cli: CLIStack, api:
         older = admin.post("/v1/sessions", json={"agent": name, "goal": goal, "agent_version": 1})
         assert older.status_code == 201, older.text  # an admin's choice
         assert admin.post(f"/v1/sessions/{sid}/cancel").status_code in (200, 202)
+
+
+def test_a_control_token_cannot_drop_the_default_approvals_of_an_undefined_agent(
+    cli: CLIStack,
+) -> None:
+    """With undefined agents allowed, a session of one runs the built-in tools under the
+    default policy (http_fetch waits for a person): a control token's empty approve_tools
+    ran its fetches unasked, where a defined agent's gates are kept."""
+    settings = cli.settings.model_copy(update={"allow_undefined_agents": True})
+    with running_api(settings) as api:
+        agent = f"undefined-{uuid.uuid4().hex[:8]}"
+        goal = cli.plan(Reply.text("hello"))
+        keyed = f"/v1/agents/{agent}/keys/k1/messages"
+        with api.client(api.token(Scope.CONTROL, owner="carol")) as http:
+            for path, body in (
+                ("/v1/sessions", {"agent": agent, "goal": goal, "approve_tools": []}),
+                ("/v1/sessions", {"agent": agent, "goal": goal, "approve_tools": ["remember"]}),
+                (keyed, {"text": "hi", "approve_tools": []}),
+            ):
+                r = http.post(path, json=body)
+                assert r.status_code == 403, (path, body, r.text)
+                assert "http_fetch" in r.json()["error"]["message"], r.text
+            kept = http.post(
+                "/v1/sessions",
+                json={"agent": agent, "goal": goal, "approve_tools": ["http_fetch", "remember"]},
+            )
+            assert kept.status_code == 201, kept.text  # the gate kept, one more added
+            wait_status(http, kept.json()["id"], "completed")
+        with api.client(api.token(Scope.ADMIN)) as admin:
+            dropped = admin.post(
+                "/v1/sessions", json={"agent": agent, "goal": goal, "approve_tools": []}
+            )
+            assert dropped.status_code == 201, dropped.text

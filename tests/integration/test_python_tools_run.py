@@ -44,6 +44,27 @@ async def test_a_result_is_recorded_with_its_data(
     assert event.payload["ok"] is True
 
 
+async def test_a_result_holding_nan_or_infinity_is_recorded_as_null(
+    caller: ToolCaller, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A Python float's NaN or infinity is no JSON number: PostgreSQL's JSON refused the
+    call's record, the write was retried until the call failed for good, and the session
+    with it. The record keeps null, as JSON serializers write them."""
+    for numerator, shown in ((0.0, "NaN"), (-1.0, "-Infinity")):
+        call = await model_asked(
+            sessionmaker,
+            "ratio",
+            {"numerator": numerator, "denominator": 0.0},
+            tool=py_tools.ratio.describe(),
+        )
+        out = await caller.call(call)
+        assert out.ok, out
+        assert out.preview == f'{{"ratio": {shown}}}'  # the model reads what the tool said
+        message, event = await recorded(sessionmaker, call)
+        assert message is not None and message.content == out.preview
+        assert event is not None and event.payload["data"] == {"ratio": None}
+
+
 async def test_bad_arguments_go_back_to_the_model(
     caller: ToolCaller, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:

@@ -308,6 +308,43 @@ async def test_bad_tool_calls_go_back_to_the_model_as_tool_errors(
     assert calls[4].payload["tool"] == "evil\x00tool\ud800"
 
 
+async def test_nan_and_infinity_in_tool_arguments_go_back_to_the_model(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """Python's parser takes ``NaN`` and ``Infinity``, which JSON has not: they passed the
+    schema's range checks, the tool refused them, and the refusal's record (the arguments
+    with them) was refused by PostgreSQL's JSON, ten attempts twice: the session failed."""
+    stub.enqueue(
+        Reply.tool_calls(
+            ("remember", '{"content": "nan importance", "importance": NaN}'),
+            ("ask_human", '{"question": "q", "extra": Infinity}'),
+            ("wait_until", '{"seconds": -Infinity}'),
+            ("write_artifact", '{"name": "a.txt", "content": "x", "n": [1, {"x": NaN}]}'),
+        ),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    async with running_worker(client, _cfg(settings, stub), task_queue):
+        handle = await start(client, task_queue, session_input("nan"))
+        result: SessionResult = await handle.result()
+
+    assert result.status == SessionStatus.COMPLETED and result.steps == 2, result
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    results = [m.content for m in tool_messages(messages)][:4]
+    for said, constant in zip(results, ("NaN", "Infinity", "-Infinity", "NaN"), strict=True):
+        assert said == (f"error: arguments are not valid JSON ({constant} is not a JSON number)"), (
+            said
+        )
+    told = [m["content"] for m in stub.requests[1].body["messages"] if m["role"] == "tool"]
+    assert told == results
+    calls = await events(sessionmaker, handle.id, "tool_call")
+    assert [c.payload["ok"] for c in calls] == [False] * 4
+
+
 async def test_too_many_malformed_replies_in_a_row_fail_the_session(
     client: Client,
     settings: Settings,

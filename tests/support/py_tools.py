@@ -80,3 +80,11 @@ async def save_note(name: str, text: str, ctx: vigil.ToolContext) -> str:
 async def whoami() -> dict[str, int]:
     """The process id of the worker that ran the call."""
     return {"pid": os.getpid()}
+
+
+@vigil.tool(effects="none")
+async def ratio(numerator: float, denominator: float) -> dict[str, float]:
+    """numerator / denominator, as a float: NaN for 0/0, infinite for x/0."""
+    if denominator == 0:
+        return {"ratio": float("nan") if numerator == 0 else float("inf") * numerator}
+    return {"ratio": numerator / denominator}

@@ -40,3 +40,13 @@ def test_wrong_secret_other_body_missing_or_stale_headers_are_refused() -> None:
 def test_the_same_signed_request_has_the_same_digest() -> None:
     assert signing.body_digest("1", b"x") == signing.body_digest("1", b"x")
     assert signing.body_digest("1", b"x") != signing.body_digest("2", b"x")
+
+
+def test_digits_other_than_ascii_are_no_timestamp() -> None:
+    """``str.isdigit`` takes superscripts (``²``) that ``int`` cannot read: an unsigned
+    request to any trigger name was a 500, where it is told what a timestamp is."""
+    body = b"{}"
+    sig = signing.signed_headers("s3cret", body, NOW)[signing.SIGNATURE_HEADER]
+    for stamp in ("\xb2", "1\xb9", "\u0661\u0662", "\uff11"):
+        said = signing.check("s3cret", stamp, sig, body, now=NOW)
+        assert said == f"{signing.TIMESTAMP_HEADER} must be Unix time in seconds", stamp

@@ -97,6 +97,13 @@ def test_urls(allow: str, url: str, ok: bool) -> None:
         ("0.0.0.0", "private"),
         ("100.64.0.1", "non-public"),
         ("224.0.0.1", "non-public"),
+        # An IPv4 address inside an IPv6 one reaches that IPv4 address (through a NAT64
+        # gateway, a 6to4 relay, or as the old compatible form): each was taken as public.
+        ("64:ff9b::7f00:1", "loopback"),
+        ("2002:7f00:1::", "loopback"),
+        ("::127.0.0.1", "loopback"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),
+        ("2002:c0a8:101::1", "private"),
     ],
 )
 def test_non_public_addresses_need_an_entry(address: str, kind: str) -> None:
