@@ -7,6 +7,7 @@ Part of VigilClient (workers/client.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -99,7 +100,15 @@ class SessionReads(SessionStart):
         desc = await self._rpc(session_id, self.handle(session_id).describe())
         return str(desc.status.name).lower() if desc.status else "unknown"
 
-    async def require_session(self, session_id: str) -> record.SessionRow:
+    async def require_session(
+        self, session_id: str, *, visible: Callable[[str | None], bool] | None = None
+    ) -> record.SessionRow:
+        """The session's record row. UnknownSession when nobody knows it, NotRecordedYet
+        when Temporal runs it but no worker has recorded it yet. ``visible``: whether the
+        caller may know of a session of that agent (None: an agent Temporal does not name);
+        a session not recorded yet whose agent it may not know is an UnknownSession too,
+        said as for an id nobody knows (an agent-scoped token learns nothing of another
+        agent's sessions, not even that one was started)."""
         from vigil.activities.record import store as record
 
         if "\x00" in session_id:  # PostgreSQL cannot hold it: no session has such an id
@@ -109,9 +118,14 @@ class SessionReads(SessionStart):
         if row is None:
             # Started but not yet recorded? Temporal knows it, or nobody does; and with no
             # worker on its queue it never will be.
-            desc = await self._describe_live(
-                session_id, what="session {id} has no record and waits"
-            )
+            desc = await self._rpc(session_id, self.handle(session_id).describe())
+            if visible is not None and not visible(
+                desc.typed_search_attributes.get(names.SA_AGENT)
+            ):
+                raise UnknownSession(f"no session with id {session_id!r}")
+            if desc.status == WorkflowExecutionStatus.RUNNING:
+                what = f"session {session_id} has no record and waits"
+                await self.require_worker(desc.task_queue, what=what)
             if desc.status not in RUNNING_STATUSES:
                 if await self._erased(session_id, desc):
                     # Its runs are terminated and their deletion asked for: Temporal
@@ -130,12 +144,14 @@ class SessionReads(SessionStart):
         self,
         session_id: str,
         timeout: float = 15.0,  # noqa: ASYNC109 - a polling budget
+        *,
+        visible: Callable[[str | None], bool] | None = None,
     ) -> record.SessionRow:
         """Like require_session, but give a just-started session time to write its row."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
-                return await self.require_session(session_id)
+                return await self.require_session(session_id, visible=visible)
             except NotRecordedYet:  # an id nobody knows fails at once
                 if asyncio.get_running_loop().time() > deadline:
                     raise NotTakenYet(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,6 +242,44 @@ def test_unknown_ids_cancel_and_what_tokens_see(cli: CLIStack, api: ApiServer) -
         assert shown["summary"] == "cancelled by tester: wrong agent"
         again = http.post(f"/v1/sessions/{sid}/cancel")
         assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
+
+
+def test_a_scoped_token_learns_nothing_of_another_agents_unrecorded_session(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """A session started where no worker takes it has no record yet: to a token scoped
+    to other agents, its id was answered "no worker takes it" (409) or "no record yet"
+    (404 not_recorded_yet), where an id nobody started is 404 unknown_session."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        mine, theirs = define(admin, "mine"), define(admin, "theirs")
+    queue = f"tq-nobody-{uuid.uuid4().hex[:8]}"
+    started = cli.vigil.json(
+        "start", "--agent", theirs, "waits for a worker", env={"VIGIL_TASK_QUEUE": queue}
+    )
+    sid = started["id"]
+    try:
+        with api.client(api.token(Scope.CONTROL, agents=[mine])) as scoped:
+            for method, path in (
+                ("GET", ""),
+                ("GET", "/transcript"),
+                ("GET", "/events"),
+                ("GET", "/artifacts"),
+                ("GET", "/stream"),
+                ("POST", "/cancel"),
+                ("POST", "/pause"),
+            ):
+                r = scoped.request(method, f"/v1/sessions/{sid}{path}")
+                assert r.status_code == 404, (method, path, r.text)
+                assert r.json()["error"] == {
+                    "code": "unknown_session",
+                    "message": f"no session with id {sid!r}",
+                }, (method, path)
+        # Whoever may know of the agent is told what holds the session up.
+        with api.client(api.token(Scope.CONTROL, agents=[theirs])) as own:
+            r = own.get(f"/v1/sessions/{sid}")
+            assert r.status_code == 409 and r.json()["error"]["code"] == "no_worker", r.text
+    finally:
+        cli.vigil("cancel", sid, env={"VIGIL_TASK_QUEUE": queue})
 
 
 def test_cancel_of_a_failed_session_says_failed(cli: CLIStack, api: ApiServer, agent: str) -> None:

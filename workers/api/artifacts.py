@@ -29,7 +29,7 @@ from vigil.activities.artifacts.registry import (
 from vigil.activities.record.store import SessionRow
 from vigil.workers.api import urls as _urls  # noqa: F401 - {x:text} in the paths below
 from vigil.workers.api.auth import Controller, Reader
-from vigil.workers.api.deps import SessionId
+from vigil.workers.api.deps import SessionId, visible_session
 from vigil.workers.api.errors import (
     INVALID,
     MALFORMED,
@@ -41,7 +41,7 @@ from vigil.workers.api.errors import (
     error_response,
 )
 from vigil.workers.artifacts import ArtifactService, UploadTooLarge
-from vigil.workers.client import UnknownSession, VigilClient
+from vigil.workers.client import VigilClient
 from vigil.workers.tokens import Principal
 
 router = APIRouter(tags=["artifacts"])
@@ -119,10 +119,7 @@ def _out(ref: ArtifactRef, version: int) -> ArtifactOut:
 
 
 async def _session(request: Request, who: Principal, session_id: str) -> SessionRow:
-    row = await _client(request).require_session(session_id)
-    if not who.sees_agent(row.agent_id):
-        raise UnknownSession(f"no session with id {session_id!r}")
-    return row
+    return await visible_session(_client(request), who, session_id)
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:

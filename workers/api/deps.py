@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -44,10 +45,20 @@ SessionId = Annotated[
 """The session id of every route that takes one."""
 
 
+def may_know_of(who: Principal) -> Callable[[str | None], bool]:
+    """Whether ``who`` may learn anything of a session of an agent (None: an agent
+    Temporal does not name, for a session not recorded yet): a token scoped to some agents
+    only of theirs."""
+    return lambda agent_id: (
+        who.agents is None or (agent_id is not None and who.sees_agent(agent_id))
+    )
+
+
 async def visible_session(client: VigilClient, who: Principal, session_id: str) -> SessionRow:
     """The session's record row; 404 when there is none or the token's agents do not
-    cover its agent (answered as if absent, so ids do not leak)."""
-    row = await client.require_session(session_id)
+    cover its agent (answered as if absent, so ids do not leak: a session not recorded
+    yet, or one no worker takes, says so only to whoever may know of its agent)."""
+    row = await client.require_session(session_id, visible=may_know_of(who))
     if not who.sees_agent(row.agent_id):
         raise UnknownSession(f"no session with id {session_id!r}")
     return row

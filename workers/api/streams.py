@@ -43,7 +43,7 @@ from fastapi.responses import StreamingResponse
 from vigil.activities.record.feed import FeedCursor, FeedItem
 from vigil.activities.record.order import InOrder
 from vigil.workers.api.auth import Reader, check_agent, tokens_of
-from vigil.workers.api.deps import SessionId
+from vigil.workers.api.deps import SessionId, may_know_of
 from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
 from vigil.workers.feed import AgentErased, FeedEntry, Idle, StatusChange, Token
@@ -224,7 +224,8 @@ async def session_stream(
         # first step) is waited for, as `vigil follow` does, so a stream opened right after
         # the start gets it; one that no worker takes says so (409 no_worker), an unknown
         # id 404 at once.
-        agent = (await client.require_session_soon(session_id)).agent_id
+        row = await client.require_session_soon(session_id, visible=may_know_of(who))
+        agent = row.agent_id
     if not who.sees_agent(agent):
         raise UnknownSession(f"no session with id {session_id!r}")  # never says whose
     feed = await client.live_feed()
