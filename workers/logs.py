@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import structlog
@@ -44,6 +45,8 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         *([structlog.processors.format_exc_info] if fmt == "json" else []),
         renderer,
+        # JSON escapes them itself; on a terminal the renderer's colours are escapes too.
+        *([] if fmt == "json" or tty else [_escape_controls]),
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -66,6 +69,19 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
     # are logged by vigil, without the query and path.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _escape_controls(_logger: object, _name: str, line: str | bytes) -> str | bytes:
+    """The rendered line with each control character but a line break or a tab written
+    as an escape (``\\x00``, ``\\r``, ``\\x1b``): a path or a model's text holding NUL
+    made a log file binary to grep, and a carriage return or an escape sequence can hide
+    or rewrite what a terminal shows of the line."""
+    if isinstance(line, bytes):
+        return line
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], line)
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
