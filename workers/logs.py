@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+from typing import Any
 
 import structlog
 
@@ -74,12 +75,12 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def _escape_controls(_logger: object, _name: str, line: str | bytes) -> str | bytes:
+def _escape_controls(_logger: object, _name: str, line: Any) -> Any:
     """The rendered line with each control character but a line break or a tab written
     as an escape (``\\x00``, ``\\r``, ``\\x1b``): a path or a model's text holding NUL
     made a log file binary to grep, and a carriage return or an escape sequence can hide
     or rewrite what a terminal shows of the line."""
-    if isinstance(line, bytes):
+    if not isinstance(line, str):
         return line
     return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], line)
 
