@@ -15,10 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
+STACK_PORTS = (
+    "temporal_port",
+    "temporal_ui_port",
+    "postgres_port",
+    "minio_port",
+    "minio_console_port",
+    "codec_port",
+    "api_port",
+)
+"""The ports ``vigil stack up`` publishes in ``stack.json`` for later commands."""
 PAYLOAD_KEY_FILE = "payload-keys.json"
 """Keys the embedded stack generated (``{"current": id, "keys": {id: base64}}``, mode 0600)."""
 CODEC_TOKEN_FILE = "codec-token"
@@ -323,7 +333,22 @@ class Settings(BaseSettings):
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return StackInfo(**data)
+        return StackInfo(**{k: v for k, v in data.items() if k in StackInfo.__dataclass_fields__})
+
+    @model_validator(mode="after")
+    def _stack_ports(self) -> Settings:
+        """The ports the stack in ``state_dir`` was started on, for those not configured
+        here: a shell without the ``VIGIL_*_PORT`` variables ``stack up`` was given reaches
+        the same Temporal, PostgreSQL, MinIO, codec server and API (and links to its UI)
+        as the database URL the stack published. A port given here wins."""
+        try:
+            info = self.stack_info()
+        except (OSError, ValueError, TypeError):
+            return self  # unreadable: `stack up` writes it again; reads say what is wrong
+        for name, port in ((info.ports if info else None) or {}).items():
+            if name in STACK_PORTS and name not in self.model_fields_set and isinstance(port, int):
+                object.__setattr__(self, name, port)  # not "set": a copy adopts the file's too
+        return self
 
     def endpoints(self) -> Endpoints:
         """Concrete endpoints: explicit configuration first, then the embedded stack's."""
@@ -376,6 +401,8 @@ class StackInfo:
     temporal_address: str | None = None
     profile: str | None = None
     """The stack profile it was started with (``embedded`` or ``cluster``)."""
+    ports: dict[str, int] | None = None
+    """The ``STACK_PORTS`` settings it was started with."""
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,13 @@ def argument_error(descriptor: ToolDescriptor, arguments: dict[str, Any]) -> str
     return invalid_arguments(descriptor.name, _validator_of(descriptor.parameters), arguments)
 
 
+def offered(names: Iterable[str], allowed: Iterable[str] | None) -> list[str]:
+    """Of ``names``, those the session may call (``finish`` always), sorted: what an
+    unknown tool's error lists, so that it names no tool the model would be refused."""
+    keep = None if allowed is None else {*allowed, "finish"}
+    return sorted(n for n in names if keep is None or n in keep)
+
+
 def call_error(
     catalog: dict[str, ToolDescriptor],
     name: str,
@@ -187,7 +194,7 @@ def call_error(
     """Why the model's call cannot run (unknown, not allowed, bad arguments); else None."""
     descriptor = catalog.get(name)
     if descriptor is None:
-        return f"unknown tool {name!r}; available: {', '.join(sorted(catalog))}"
+        return f"unknown tool {name!r}; available: {', '.join(offered(catalog, allowed))}"
     if allowed is not None and name not in set(allowed):
         return f"tool {name!r} is not allowed in this session"
     return argument_error(descriptor, arguments)

@@ -13,6 +13,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from vigil.activities.agents.catalog import offered
 from vigil.activities.config import ActivitySettings
 from vigil.activities.memory.values import UnstorableText
 
@@ -69,7 +70,7 @@ def validate(name: str, arguments: dict[str, Any], allowed: list[str] | None = N
     """None when the call may run; otherwise the error to send back to the model."""
     if name not in BUILTIN_TOOLS:
         shown = preview(name, 100)
-        return f"unknown tool {shown!r}; available: {', '.join(sorted(BUILTIN_TOOLS))}"
+        return f"unknown tool {shown!r}; available: {', '.join(offered(BUILTIN_TOOLS, allowed))}"
     if allowed is not None and name not in allowed:
         return f"tool {name!r} is not allowed in this session"
     return invalid_arguments(name, _VALIDATORS[name], arguments)
@@ -160,7 +161,14 @@ async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
         )
     except UnstorableText as exc:  # the model's input, not a bug
         raise ToolFailed(str(exc)) from None
-    return ToolOutcome(f"memory {result.action} (id {result.id})", {"id": result.id})
+    if result.action == "merged":
+        said = f"merged into memory {result.id} (a near-duplicate)"
+    else:
+        said = f"memory {result.id} added"
+        if result.superseded_ids:
+            older = ", ".join(str(i) for i in result.superseded_ids)
+            said += f", superseding {older} (the same subject)"
+    return ToolOutcome(said, {"id": result.id})
 
 
 async def recall(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:

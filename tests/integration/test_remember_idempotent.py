@@ -102,15 +102,25 @@ async def test_the_remember_tool_run_twice_for_one_call_stores_one_memory(
     args = {"content": "The staging cluster runs PostgreSQL 16", "subject": "staging db"}
     first = await tools.remember(ctx, args)
     again = await tools.remember(ctx, args)
-    assert first.text.startswith("memory inserted (id ")
-    assert (again.text, again.data) == (first.text, first.data)
     assert first.data is not None
-    assert await _memories(sessionmaker, agent) == [(first.data["id"], 0)]
+    kept = first.data["id"]
+    assert first.text == f"memory {kept} added"
+    assert (again.text, again.data) == (first.text, first.data)
+    assert await _memories(sessionmaker, agent) == [(kept, 0)]
 
     # Another call of the same session remembering the same thing is a new write: merged.
     other = tools.BuiltinContext(**{**ctx.__dict__, "call_index": 2})
     merged = await tools.remember(other, args)
-    assert merged.text.startswith("memory merged")
+    assert merged.text == f"merged into memory {kept} (a near-duplicate)"
     assert (await tools.remember(other, args)).text == merged.text
     [(_, merges)] = await _memories(sessionmaker, agent)
     assert merges == 1
+
+    # Something else about the same subject supersedes it. The answer named the new
+    # memory as the superseded one ("memory superseded (id <new>)").
+    third = tools.BuiltinContext(**{**ctx.__dict__, "call_index": 3})
+    newer = await tools.remember(
+        third, {"content": "The staging cluster moved to PostgreSQL 17", "subject": "staging db"}
+    )
+    assert newer.data is not None and newer.data["id"] != kept
+    assert newer.text == f"memory {newer.data['id']} added, superseding {kept} (the same subject)"

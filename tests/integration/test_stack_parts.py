@@ -13,7 +13,8 @@ from temporalio.client import Client
 from tests.support.greeter import Greeted, Greeter, Greeting, greet
 from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.artifacts.store import ArtifactCorrupt, FilesystemStore
-from vigil.workers.settings import Settings, asyncpg_dsn
+from vigil.workers.settings import STACK_PORTS, Settings, asyncpg_dsn
+from vigil.workers.stack import Stack
 from vigil.workers.temporal import new_worker
 from vigil.workers.wiring import make_s3_client
 
@@ -91,3 +92,19 @@ def test_object_round_trips_through_the_filesystem(tmp_path: object) -> None:
     store.path_for(obj.sha256).write_bytes(b"tampered")
     with pytest.raises(ArtifactCorrupt):
         store.get_bytes(obj.sha256)
+
+
+def test_the_stack_publishes_its_ports_for_commands_run_without_them(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `stack up` was started with is found by a later command given only its state
+    folder (tests/unit/test_stack_ports.py: how settings adopt them)."""
+    info = stack.settings.stack_info()
+    assert info is not None and info.ports is not None
+    assert info.ports == {name: getattr(stack.settings, name) for name in STACK_PORTS}
+    for name in STACK_PORTS:
+        monkeypatch.delenv(f"VIGIL_{name.upper()}", raising=False)
+    for name in ("VIGIL_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    adopted = Settings(state_dir=stack.settings.state_dir)
+    assert adopted.endpoints().temporal_address == stack.settings.endpoints().temporal_address

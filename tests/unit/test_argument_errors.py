@@ -36,3 +36,23 @@ def test_a_catalog_tools_short_argument_says_so_and_gives_the_limit() -> None:
     )
     long_one = catalog.argument_error(tool, {"text": "y" * 5000})
     assert long_one is not None and long_one.endswith("is too long (at most 10)"), long_one
+
+
+def test_an_unknown_tools_error_lists_only_what_the_session_may_call() -> None:
+    """With ``--allow-tools ''`` the model is offered finish alone; its call of a tool it
+    made up was answered with the agent's whole catalogue, each of which it would then be
+    refused."""
+    from vigil.activities.agents.catalog import call_error
+    from vigil.activities.tools.registry import validate
+    from vigil.schema.tools import BUILTIN_TOOLS
+
+    said = validate("made_up", {}, allowed=[])
+    assert said == "unknown tool 'made_up'; available: finish"
+    said = validate("made_up", {}, allowed=["recall"])
+    assert said == "unknown tool 'made_up'; available: finish, recall"
+    assert validate("made_up", {}) == (
+        f"unknown tool 'made_up'; available: {', '.join(sorted(BUILTIN_TOOLS))}"
+    )
+    catalog = {name: object() for name in ("notes.shout", "finish", "recall")}
+    said = call_error(catalog, "notes__shout", {}, allowed=["recall"])  # type: ignore[arg-type]
+    assert said == "unknown tool 'notes__shout'; available: finish, recall"

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from vigil.workers.settings import STACK_FILE, Settings, StackInfo
+from vigil.workers.settings import STACK_FILE, STACK_PORTS, Settings, StackInfo
 from vigil.workers.stack.api import ApiDaemon
 from vigil.workers.stack.cluster import SERVER_VERSION, TemporalCluster, ensure_namespace
 from vigil.workers.stack.codec import CodecServer
@@ -174,6 +174,7 @@ class Stack:
                 f"127.0.0.1:{self.settings.temporal_port}" if self.embedded_temporal else None
             ),
             profile=self.profile,
+            ports={name: getattr(self.settings, name) for name in STACK_PORTS},
         )
         path = self.state_dir / STACK_FILE
         # A name of this writer's own: two `up`s at once (a test run's workers each bring
