@@ -55,6 +55,14 @@ def _configured(settings: Settings) -> dict[str, Any]:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"VIGIL_MODELS_FILE {path}: {exc}") from exc
+        for key, value in data.items():
+            if key != "connections":
+                shown = f"[{key}]" if isinstance(value, dict) else repr(key)
+                hint = f" (here [connections.{key}])" if isinstance(value, dict) else ""
+                raise ConfigError(
+                    f"VIGIL_MODELS_FILE {path}: {shown} is not a connection: write each as "
+                    f"[connections.NAME]{hint}"
+                )
         table = data.get("connections", {})
         if not isinstance(table, dict):
             raise ConfigError(f"VIGIL_MODELS_FILE {path}: [connections.NAME] tables expected")

@@ -56,3 +56,20 @@ def test_secret_key_from_settings_or_state_dir(tmp_path: Path) -> None:
     assert again is not None and again.key_id == made.key_id
     with pytest.raises(ConfigError, match="VIGIL_SECRET_KEY"):
         secret_box(Settings(secret_key=SecretStr("short")))  # type: ignore[call-arg]
+
+
+def test_a_models_file_table_outside_connections_is_refused(tmp_path: Path) -> None:
+    """``[stub]`` instead of ``[connections.stub]`` was read as no connection at all: the
+    worker started, doctor said ok, and each session of an agent naming the connection
+    waited for it without end."""
+    toml = tmp_path / "models.toml"
+    toml.write_text('[stub]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n')
+    with pytest.raises(ConfigError) as refused:
+        model_connections(Settings(models_file=toml))  # type: ignore[call-arg]
+    assert str(refused.value) == (
+        f"VIGIL_MODELS_FILE {toml}: [stub] is not a connection: write each as "
+        "[connections.NAME] (here [connections.stub])"
+    )
+    toml.write_text('kind = "openai"\n')
+    with pytest.raises(ConfigError, match=r"'kind' is not a connection: write each as"):
+        model_connections(Settings(models_file=toml))  # type: ignore[call-arg]
