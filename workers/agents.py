@@ -471,7 +471,8 @@ class AgentService:
         if version is None:
             error = AgentNotFound(
                 f"{error} (or allow agents without one: VIGIL_ALLOW_UNDEFINED_AGENTS=1 "
-                "where sessions are started, or `vigil start --undefined-agent`)"
+                "where sessions are started; `vigil start` and `vigil message` also take "
+                "--undefined-agent)"
             )
         raise error
 

@@ -113,6 +113,17 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
     assert decided["a2-0"].actor == "bob" and decided["a2-0"].payload["decision"] == "approve"
 
 
+def test_start_wait_says_why_a_session_failed(cli: CLIStack) -> None:
+    """`--wait` printed "ended: failed after 1 steps" and no reason, where `--json` gave
+    the summary."""
+    goal = cli.plan(Reply.tool_call("finish", {"summary": "the disk is gone", "succeeded": False}))
+    done = cli.vigil("start", goal, "--agent", agent(), "--wait")
+    assert done.returncode == 1, explain(done)
+    lines = done.stdout.splitlines()
+    assert lines[-2].endswith(" ended: failed after 1 step"), done.stdout
+    assert lines[-1] == "  the disk is gone", done.stdout
+
+
 def test_start_wait_show_and_history(cli: CLIStack) -> None:
     goal = cli.plan(Reply.tool_call("recall", {"query": "disk"}), Reply.text("all good"))
     done = cli.vigil("start", goal, "--agent", agent(), "--wait", "--json")

@@ -119,6 +119,11 @@ def test_a_trigger_or_webhook_that_could_never_work_is_refused_when_made(vigil: 
     )
     assert trigger.returncode == 4, explain(trigger)
     assert one_error_line(trigger).startswith(f"error: agent {nobody!r} has no definition")
+    # Its hint named `vigil start --undefined-agent` alone: no option of this command.
+    assert one_error_line(trigger).endswith(
+        "VIGIL_ALLOW_UNDEFINED_AGENTS=1 where sessions are started; `vigil start` and "
+        "`vigil message` also take --undefined-agent)"
+    ), one_error_line(trigger)
     assert nobody not in vigil("trigger", "list").stdout
 
     unset = f"unset-{nobody}"

@@ -97,7 +97,10 @@ async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None
             indent=None,
         )
     else:
-        out.print(f"session {session_id} ended: [bold]{row.status}[/] after {row.step} steps")
+        steps = f"{row.step} step{'' if row.step == 1 else 's'}"
+        out.print(f"session {session_id} ended: [bold]{row.status}[/] after {steps}")
+        if row.summary and row.status != "completed":
+            out.print(f"  {escape(one_line(row.summary))}")  # why: a failure's cause, a cancel's
     if row.status in ("failed", "timed_out", "terminated"):
         raise typer.Exit(EXIT_FAILED)
 
