@@ -123,6 +123,32 @@ def test_add_search_and_forget(api: ApiServer) -> None:
     assert first.metadata["superseded_by_forgotten"] == moved.json()["id"]
 
 
+def test_forget_takes_its_reason_in_a_json_body_or_refuses_the_body(api: ApiServer) -> None:
+    """A JSON body's reason was dropped without a word (``forget_reason`` null): the
+    reason was a query parameter only. A body now gives it, or is refused for what it
+    holds, as every body is; so is a body on a route that takes none."""
+    with api.client(api.token(Scope.ADMIN, owner="dpo")) as http:
+        agent = f"forget-body-{uuid.uuid4().hex[:8]}"
+        ids = [
+            http.post(base(agent), json={"content": f"note {n}", "subject": f"s{n}"}).json()["id"]
+            for n in range(3)
+        ]
+        said = http.request("DELETE", f"{base(agent)}/{ids[0]}", json={"reason": "wrong"})
+        assert said.status_code == 200, said.text
+        assert said.json()["forget_reason"] == "wrong"
+        for body in ({"reasn": "typo"}, {"reason": 5}, ["wrong"]):
+            bad = http.request("DELETE", f"{base(agent)}/{ids[1]}", json=body)
+            assert bad.status_code == 422, (body, bad.text)
+        both = http.request(
+            "DELETE", f"{base(agent)}/{ids[1]}", params={"reason": "a"}, json={"reason": "b"}
+        )
+        assert both.status_code == 422 and "reason" in both.json()["error"]["message"], both.text
+        assert http.delete(f"{base(agent)}/{ids[1]}", params={"reason": "q"}).status_code == 200
+        schedule = http.request("DELETE", "/v1/schedules/no-such-schedule", json={"why": "x"})
+        assert schedule.status_code == 422, schedule.text
+        assert "takes no body" in schedule.json()["error"]["message"], schedule.text
+
+
 def test_forgetting_a_superseded_memory_restores_nothing(api: ApiServer) -> None:
     agent = f"mem-{uuid.uuid4().hex[:8]}"
     with api.client(api.token(Scope.ADMIN)) as http:

@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Request
 from pydantic import BaseModel, ConfigDict
 
 from vigil.activities.record.store import SessionRow
+from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
 from vigil.workers.tokens import Principal
 
@@ -62,3 +63,11 @@ async def visible_session(client: VigilClient, who: Principal, session_id: str) 
     if not who.sees_agent(row.agent_id):
         raise UnknownSession(f"no session with id {session_id!r}")
     return row
+
+
+async def no_body(request: Request) -> None:
+    """For a route that takes no body: one sent is refused (422), never dropped unread."""
+    if (await request.body()).strip():
+        raise ApiError(
+            422, INVALID, f"{request.method} {request.url.path} takes no body; send none"
+        )

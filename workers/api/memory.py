@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from vigil.activities.memory.store import MAX_AGENT_ID, MAX_KIND, MAX_SUBJECT, Forgotten
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
+from vigil.workers.api.deps import RequestBody
+from vigil.workers.api.errors import INVALID, ApiError
 from vigil.workers.client import MAX_MEMORY_ID, MAX_RECALL, VigilClient
 from vigil.workers.tokens import Scope
 
@@ -187,6 +189,11 @@ async def memory_history(
     )
 
 
+class ForgetRequest(RequestBody):
+    reason: str | None = Field(default=None, max_length=1000)
+    """Why it is forgotten (as the ``reason`` query parameter; either may give it)."""
+
+
 @router.delete(
     "/agents/{agent_id}/memory/{memory_id}",
     response_model=MemoryForgotten,
@@ -202,8 +209,13 @@ async def forget_memory(
     memory_id: MemoryId,
     who: Admin,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
+    body: ForgetRequest | None = None,
 ) -> MemoryForgotten:
     check_agent(who, agent_id)
+    if body is not None and body.reason is not None:
+        if reason is not None and reason != body.reason:
+            raise ApiError(422, INVALID, "the reason is given twice (query and body), unalike")
+        reason = body.reason
     done: Forgotten = await _client(request).memory_forget(
         agent_id, memory_id, by=who.actor, reason=reason
     )

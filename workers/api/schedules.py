@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers import inputs
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
+from vigil.workers.api.deps import no_body
 from vigil.workers.api.sessions import SessionItem
 from vigil.workers.client import UnknownSchedule, VigilClient
 from vigil.workers.schedules import ScheduleService, ScheduleView
@@ -216,7 +217,12 @@ async def trigger_schedule(
     response_model=ScheduleDone,
     summary="Delete a schedule (admin; its past runs stay in the record)",
 )
-async def delete_schedule(request: Request, schedule_id: ScheduleId, who: Admin) -> ScheduleDone:
+async def delete_schedule(
+    request: Request,
+    schedule_id: ScheduleId,
+    who: Admin,
+    _body: Annotated[None, Depends(no_body)],  # after the token's check
+) -> ScheduleDone:
     await _visible(request, who, schedule_id)
     await _client(request).delete_schedule(schedule_id)
     return ScheduleDone(id=schedule_id, action="deleted")
