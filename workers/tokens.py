@@ -138,6 +138,26 @@ async def _check_agents(db: async_sessionmaker[DbSession], agents: list[str]) ->
             raise ValueError(why)
 
 
+async def unknown_agents(
+    sessionmaker: async_sessionmaker[DbSession], agents: list[str]
+) -> list[UnknownAgent]:
+    """The agents of ``agents`` the record does not know, each with the known agent it
+    reads as, if one does: an id is matched exactly. ValueError for an id no agent can
+    have."""
+    await _check_agents(sessionmaker, agents)
+    if not agents:
+        return []
+    async with sessionmaker() as db:
+        known = await agent_rows.agent_ids(db)
+    exact = set(known)
+    read: dict[str, str] = {}
+    for k in known:
+        read.setdefault(_reads_as(k), k)
+    return [
+        UnknownAgent(a, read.get(_reads_as(a))) for a in dict.fromkeys(agents) if a not in exact
+    ]
+
+
 def _reads_as(agent_id: str) -> str:
     """What an id reads as: case folded, each letter of another script taken for the
     Latin letter it is named after (CYRILLIC SMALL LETTER O: o)."""
@@ -190,21 +210,8 @@ class TokenService:
         return NewToken(info=_info(row), token=f"{PREFIX}_{token_id}_{secret}")
 
     async def unknown_agents(self, agents: list[str]) -> list[UnknownAgent]:
-        """The agents of ``agents`` the record does not know, each with the known agent
-        it reads as, if one does: an id is matched exactly, so a token for ``Ops`` covers
-        nothing of ``ops``. ValueError for an id no agent can have."""
-        await _check_agents(self._db, agents)
-        if not agents:
-            return []
-        async with self._db() as db:
-            known = await agent_rows.agent_ids(db)
-        exact = set(known)
-        read: dict[str, str] = {}
-        for k in known:
-            read.setdefault(_reads_as(k), k)
-        return [
-            UnknownAgent(a, read.get(_reads_as(a))) for a in dict.fromkeys(agents) if a not in exact
-        ]
+        """:func:`unknown_agents` (a token for ``Ops`` covers nothing of ``ops``)."""
+        return await unknown_agents(self._db, agents)
 
     async def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         async with self._db() as db:

@@ -85,3 +85,35 @@ def test_an_agent_the_record_knows_keeps_its_id_and_joiners_are_taken(
     vigil.ok("memory", "add", "still remembered", "--agent", old)
     joined = f"dev-\U0001f469\u200d\U0001f4bb-{uuid.uuid4().hex[:6]}"
     vigil.ok("memory", "add", "a fact", "--agent", joined)
+
+
+def test_memory_and_webhook_commands_refuse_an_agent_that_reads_as_a_known_one(
+    stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """`vigil memory add --agent Helper` (the agent is `helper`) stored the memory for an
+    agent nothing runs, and so did a webhook; a token for it was refused with "did you
+    mean". Each says so now, and warns of an agent nobody knows."""
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
+    known = f"helper-{uuid.uuid4().hex[:6]}"
+    known_agent(database_url, known)
+    lookalike = known.capitalize()
+    hook = ("--url", "https://example.com/h", "--events", "session_ended")
+    for args in (
+        ("memory", "add", "a fact", "--agent", lookalike),
+        ("webhook", "add", "--agent", lookalike, *hook, "--secret", "env:PATH"),
+    ):
+        done = vigil(*args)
+        assert done.returncode == 2, explain(done)
+        said = " ".join(done.stderr.split())
+        assert f"no agent {lookalike!r} is known" in said, said
+        assert f"did you mean {known!r}?" in said and "--allow-unknown-agent" in said, said
+    assert vigil.json("memory", "search", "fact", "--agent", lookalike) == []
+    # One that reads as none: taken, with a warning.
+    typo = f"hlpr-{uuid.uuid4().hex[:6]}"
+    added = vigil("memory", "add", "a fact", "--agent", typo)
+    assert added.returncode == 0, explain(added)
+    assert f"warning: no agent {typo!r} is known" in " ".join(added.stderr.split())
+    forced = vigil("memory", "add", "a fact", "--agent", lookalike, "--allow-unknown-agent")
+    assert forced.returncode == 0, explain(forced)
+    # The agent itself: no warning.
+    assert "warning" not in vigil.ok("memory", "add", "a fact", "--agent", known).stderr

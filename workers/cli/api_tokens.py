@@ -12,6 +12,7 @@ from rich.text import Text
 from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    AllowUnknownAgentOpt,
     JsonOpt,
     StateOpt,
     ToolsOpt,
@@ -22,6 +23,7 @@ from vigil.workers.cli.common import (
     nothing,
     out,
     run_db,
+    vet_agents,
     when,
 )
 
@@ -88,14 +90,7 @@ def create(
         ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for listings.")] = "",
-    allow_unknown: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unknown-agent",
-            help="Create it even for an agent that reads as a known one but is not it "
-            "(another case, letters of another script).",
-        ),
-    ] = False,
+    allow_unknown: AllowUnknownAgentOpt = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -112,18 +107,9 @@ def create(
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         service = TokenService(db)
-        try:
-            unknown = await service.unknown_agents(agent_list)
-        except ValueError as exc:
-            fail(str(exc), EXIT_USAGE)
-        for agent in unknown:
-            if agent.like is not None and not allow_unknown:
-                fail(
-                    f"{agent.describe()} (pass --allow-unknown-agent to create it anyway)",
-                    EXIT_USAGE,
-                )
-        for agent in unknown:
-            err.print(Text(f"warning: {agent.describe()}; the token covers it once it is"))
+        await vet_agents(
+            db, agent_list, allow_unknown=allow_unknown, then="; the token covers it once it is"
+        )
         try:
             new = await service.create(owner, scope=parsed, name=name, agents=agent_list or None)
         except ValueError as exc:

@@ -577,3 +577,37 @@ def _parse_since(raw: str | None, what: str = "--since") -> datetime | None:
         return inputs.parse_since(raw, what)
     except VigilError as exc:
         fail(str(exc), EXIT_USAGE)
+
+
+AllowUnknownAgentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unknown-agent",
+        help="Go on even for an agent that reads as a known one but is not it "
+        "(another case, letters of another script).",
+    ),
+]
+
+
+async def vet_agents(
+    db: async_sessionmaker[DbSession],
+    agents: list[str],
+    *,
+    allow_unknown: bool,
+    then: str = "",
+) -> None:
+    """Agents the record does not know (no definition, no session): one that reads as a
+    known one (``Ops`` for ``ops``, a Cyrillic letter for a Latin one) is refused (exit 2)
+    unless ``allow_unknown``; any other is named in a warning (``then`` adds what follows
+    for it). An id matches exactly, so a typo would otherwise name an agent of its own."""
+    from vigil.workers.tokens import unknown_agents
+
+    try:
+        unknown = await unknown_agents(db, agents)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    for agent in unknown:
+        if agent.like is not None and not allow_unknown:
+            fail(f"{agent.describe()} (pass --allow-unknown-agent to go on)", EXIT_USAGE)
+    for agent in unknown:
+        err.print(Text(f"warning: {agent.describe()}{then}"))

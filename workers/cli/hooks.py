@@ -13,6 +13,7 @@ from rich.text import Text
 from vigil.workers.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    AllowUnknownAgentOpt,
     JsonOpt,
     StateOpt,
     emit,
@@ -21,6 +22,7 @@ from vigil.workers.cli.common import (
     nothing,
     out,
     run_db,
+    vet_agents,
     when,
 )
 
@@ -203,6 +205,7 @@ def add(
         str,
         typer.Option("--secret", help="Signing secret: env:VAR or a stored credential's name."),
     ],
+    allow_unknown: AllowUnknownAgentOpt = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -216,6 +219,9 @@ def add(
         from vigil.workers.client import VigilError
         from vigil.workers.hooks import WebhookService
 
+        await vet_agents(
+            db, [agent], allow_unknown=allow_unknown, then="; its sessions will use the webhook"
+        )
         try:
             row = await WebhookService(db).add(agent, url, wanted, secret)
         except VigilError as exc:

@@ -11,6 +11,7 @@ from rich.text import Text
 from vigil.workers.cli.common import (
     EXIT_USAGE,
     AgentOpt,
+    AllowUnknownAgentOpt,
     ByOpt,
     JsonOpt,
     StateOpt,
@@ -22,6 +23,7 @@ from vigil.workers.cli.common import (
     run_client,
     stdin_text,
     table,
+    vet_agents,
 )
 from vigil.workers.cli.memory_reindex import memory_reindex
 
@@ -86,6 +88,7 @@ def memory_add(
         typer.Option(help="What it is about: a newer memory about the same subject supersedes it."),
     ] = None,
     importance: Annotated[float, typer.Option(help="0 to 1: how much it weighs in recall.")] = 0.5,
+    allow_unknown: AllowUnknownAgentOpt = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -101,6 +104,9 @@ def memory_add(
         fail(f"--importance {importance} is outside 0..1", EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
+        await vet_agents(
+            client.db, [agent], allow_unknown=allow_unknown, then="; it will recall the memory"
+        )
         result = await client.memory_add(
             agent, content, kind=kind, subject=subject, importance=importance
         )
