@@ -140,9 +140,10 @@ class SessionControls(SessionHistory):
             session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
         )
 
-    async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> None:
+    async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> str:
         """Temporal's cancel; who and why travel as its reason (shown in the history, and
-        read back by the workflow for the session's cancel event)."""
+        read back by the workflow for the session's cancel event). The session's task
+        queue, whose worker ends it."""
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._rpc(session_id, handle.describe())
@@ -159,3 +160,4 @@ class SessionControls(SessionHistory):
             )
         why = cancel_reason.reason_text(by, reason)  # the workflow reads who and why back
         await self._rpc(session_id, handle.cancel(reason=why))
+        return str(desc.task_queue)

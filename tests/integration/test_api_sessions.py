@@ -18,6 +18,7 @@ from sqlalchemy import text
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
 from tests.support.api_sessions import api_for, define, wait_pending, wait_status
+from tests.support.cli import terminate_session
 from tests.support.llm_stub import Reply
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.db import make_engine, make_sessionmaker
@@ -279,7 +280,7 @@ def test_a_scoped_token_learns_nothing_of_another_agents_unrecorded_session(
             r = own.get(f"/v1/sessions/{sid}")
             assert r.status_code == 409 and r.json()["error"]["code"] == "no_worker", r.text
     finally:
-        cli.vigil("cancel", sid, env={"VIGIL_TASK_QUEUE": queue})
+        terminate_session(cli.settings, sid)
 
 
 def test_cancel_of_a_failed_session_says_failed(cli: CLIStack, api: ApiServer, agent: str) -> None:

@@ -15,6 +15,7 @@ from tests.support.cli import (
     poll,
     read_record,
     requests_for,
+    terminate_session,
     wait_approval,
     wait_recorded,
 )
@@ -125,3 +126,20 @@ def test_cancel(cli: CLIStack) -> None:
     assert again.returncode == 2, explain(again)
     # Said as the record says it (`cancelled`), not in Temporal's spelling.
     assert "has already ended (cancelled)" in one_error_line(again)
+
+
+def test_a_cancel_no_worker_will_carry_out_says_so(cli: CLIStack) -> None:
+    """`vigil cancel` of a session on a queue nobody polls printed "cancel requested" and
+    nothing else, while the session stayed running until some worker took it."""
+    queue = f"tq-nobody-{uuid.uuid4().hex[:8]}"
+    env = {"VIGIL_TASK_QUEUE": queue}
+    sid = cli.vigil.json("start", "waits for a worker", "--agent", agent(), env=env)["id"]
+    try:
+        done = cli.vigil("cancel", sid, "--by", "ana", env=env)
+    finally:
+        terminate_session(cli.settings, sid)
+    assert done.returncode == 0, explain(done)
+    assert done.stdout.strip() == f"cancel requested for {sid}"
+    said = " ".join(done.stderr.split())
+    assert f"warning: no worker is polling task queue '{queue}'" in said, said
+    assert f"session {sid} ends cancelled only once one takes it" in said, said

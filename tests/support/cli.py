@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from tests.support.llm_stub import Reply
 from tests.support.teststack import TEST_PORTS
+from vigil.workers.settings import Settings
 
 T = TypeVar("T")
 
@@ -424,3 +425,15 @@ def query(database_url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+def terminate_session(settings: Settings, session_id: str) -> None:
+    """Terminate a session no worker will ever run (started on a queue nobody polls), so
+    it does not stay running in the test stack's Temporal."""
+    from vigil.workers.temporal import connect
+
+    async def go() -> None:
+        client = await connect(settings)
+        await client.get_workflow_handle(session_id).terminate(reason="test cleanup")
+
+    asyncio.run(go())

@@ -242,11 +242,16 @@ def cancel(
     who = check(PauseInput(by=by or by_default(), reason=reason))  # the same limits
 
     async def go(client: VigilClient) -> None:
-        await client.cancel(session_id, by=who, reason=reason)
+        from vigil.workers.cli.sessions import warn_when_no_worker
+
+        queue = await client.cancel(session_id, by=who, reason=reason)
         emit(
             {"id": session_id, "cancel": "requested", "by": who, "reason": reason},
             as_json,
             lambda: out.print(f"cancel requested for {session_id}"),
+        )
+        await warn_when_no_worker(
+            client, queue, what=f"session {session_id} ends cancelled only once one takes it"
         )
 
     run_client(go, state_dir)

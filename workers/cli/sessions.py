@@ -130,15 +130,18 @@ def start(
     run_client(go, state_dir)
 
 
-async def warn_when_no_worker(client: VigilClient) -> None:
-    """A line on stderr when no worker polls the task queue: the session just started
-    waits, and the person should know why and what to run."""
+async def warn_when_no_worker(
+    client: VigilClient,
+    task_queue: str | None = None,
+    what: str = "the session waits until one does",
+) -> None:
+    """A line on stderr when no worker polls the task queue (the configured one by
+    default): the session just started (or cancelled) waits, and the person should know
+    why and what to run."""
     from vigil.workers.client import NoWorker, VigilError
 
     try:
-        await client.require_worker(
-            client.settings.task_queue, what="the session waits until one does"
-        )
+        await client.require_worker(task_queue or client.settings.task_queue, what=what)
     except NoWorker as exc:
         err.print(f"warning: {escape(as_invoked(str(exc)))}")
     except VigilError:
