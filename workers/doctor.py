@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -118,6 +119,14 @@ async def _postgres(settings: Settings) -> list[Check]:
 def _artifacts(settings: Settings) -> list[Check]:
     from vigil.workers.wiring import make_store
 
+    root = settings.endpoints().artifact_dir
+    if settings.artifact_backend == "fs" and not root.exists():
+        # Not made here: a doctor run in the wrong folder left an empty store behind.
+        parent = next(p for p in root.parents if p.exists())
+        ok = os.access(parent, os.W_OK)
+        said = "writable" if ok else "not writable"
+        detail = f"{root} is not there yet (made on the first write; {parent} is {said})"
+        return [Check("artifacts", "fs store writable", ok, detail)]
     try:
         store = make_store(settings)
         probe = f"vigil doctor probe {uuid.uuid4()}".encode()
@@ -166,6 +175,14 @@ def _models(settings: Settings) -> list[Check]:
         path = script_path(conn.base_url) if conn.kind == "scripted" else None
         if path is not None and not path.is_file():
             why = f"model connection {name!r}: its script {path} does not exist"
+            return [Check("models", "connections", False, why)]
+        variable = (conn.credential or "").removeprefix("env:")
+        if conn.credential and conn.credential.startswith("env:") and not os.environ.get(variable):
+            # A worker started from this environment would wait on every call of it.
+            why = (
+                f"model connection {name!r}: its credential {conn.credential!r} is not set "
+                f"here (export {variable} where workers run)"
+            )
             return [Check("models", "connections", False, why)]
     return [Check("models", "connections", True, ", ".join(sorted(connections)))]
 

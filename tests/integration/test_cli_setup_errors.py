@@ -136,3 +136,37 @@ def test_a_trigger_or_webhook_that_could_never_work_is_refused_when_made(vigil: 
         f"error: --secret: no stored credential named {unset!r}: set it first with "
         f"`vigil secret set {unset}`"
     )
+
+
+def test_doctor_fails_a_connection_whose_credential_is_not_set_here(vigil: Vigil) -> None:
+    """A connection whose `env:` credential this environment lacks passed doctor, and
+    each model call of a worker started here then waited for it for good."""
+    variable = f"VIGIL_TEST_UNSET_{uuid.uuid4().hex[:8].upper()}"
+    connection = {
+        "kind": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "credential": f"env:{variable}",
+    }
+    env = {"VIGIL_MODEL_CONNECTIONS": json.dumps({"stub": connection})}
+    doctor = vigil("doctor", "--json", env=env, timeout=120)
+    assert doctor.returncode == 1, explain(doctor)
+    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    assert models["ok"] is False
+    assert models["detail"] == (
+        f"model connection 'stub': its credential 'env:{variable}' is not set here "
+        f"(export {variable} where workers run)"
+    )
+    given = vigil("doctor", "--json", env={**env, variable: "sk-x"}, timeout=120)
+    (models,) = [c for c in json.loads(given.stdout) if c["part"] == "models"]
+    assert models["ok"] is True, models
+
+
+def test_doctor_makes_no_artifact_store_where_none_is(vigil: Vigil, tmp_path: Path) -> None:
+    """Run in a folder without a stack, doctor left an empty `.vigil/artifacts/sha256/`
+    tree behind (its write probe made the store)."""
+    root = tmp_path / "nowhere" / "artifacts"
+    doctor = vigil("doctor", "--json", env={"VIGIL_ARTIFACT_DIR": str(root)}, timeout=120)
+    (check,) = [c for c in json.loads(doctor.stdout) if c["part"] == "artifacts"]
+    assert check["ok"] is True, check
+    assert "is not there yet (made on the first write;" in check["detail"], check
+    assert not root.exists() and not root.parent.exists()

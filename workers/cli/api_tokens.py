@@ -24,6 +24,7 @@ from vigil.workers.cli.common import (
     out,
     run_db,
     vet_agents,
+    warn,
     when,
 )
 
@@ -107,8 +108,10 @@ def create(
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         service = TokenService(db)
-        await vet_agents(
-            db, agent_list, allow_unknown=allow_unknown, then="; the token covers it once it is"
+        warn(
+            await vet_agents(
+                db, agent_list, allow_unknown=allow_unknown, then="; the token covers it once it is"
+            )
         )
         try:
             new = await service.create(owner, scope=parsed, name=name, agents=agent_list or None)

@@ -595,11 +595,12 @@ async def vet_agents(
     *,
     allow_unknown: bool,
     then: str = "",
-) -> None:
+) -> list[str]:
     """Agents the record does not know (no definition, no session): one that reads as a
     known one (``Ops`` for ``ops``, a Cyrillic letter for a Latin one) is refused (exit 2)
-    unless ``allow_unknown``; any other is named in a warning (``then`` adds what follows
-    for it). An id matches exactly, so a typo would otherwise name an agent of its own."""
+    unless ``allow_unknown``; for any other, a warning to print once the command has done
+    its work (``then`` adds what follows for the agent). An id matches exactly, so a typo
+    would otherwise name an agent of its own."""
     from vigil.workers.tokens import unknown_agents
 
     try:
@@ -609,5 +610,9 @@ async def vet_agents(
     for agent in unknown:
         if agent.like is not None and not allow_unknown:
             fail(f"{agent.describe()} (pass --allow-unknown-agent to go on)", EXIT_USAGE)
-    for agent in unknown:
-        err.print(Text(f"warning: {agent.describe()}{then}"))
+    return [f"warning: {agent.describe()}{then}" for agent in unknown]
+
+
+def warn(lines: Iterable[str]) -> None:
+    for line in lines:
+        err.print(Text(line))

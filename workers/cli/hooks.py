@@ -23,6 +23,7 @@ from vigil.workers.cli.common import (
     out,
     run_db,
     vet_agents,
+    warn,
     when,
 )
 
@@ -219,13 +220,14 @@ def add(
         from vigil.workers.client import VigilError
         from vigil.workers.hooks import WebhookService
 
-        await vet_agents(
+        unknown = await vet_agents(
             db, [agent], allow_unknown=allow_unknown, then="; its sessions will use the webhook"
         )
         try:
             row = await WebhookService(db).add(agent, url, wanted, secret)
         except VigilError as exc:
             _fail(exc)
+        warn(unknown)
         emit(
             _webhook_dict(row),
             as_json,

@@ -24,6 +24,7 @@ from vigil.workers.cli.common import (
     stdin_text,
     table,
     vet_agents,
+    warn,
 )
 from vigil.workers.cli.memory_reindex import memory_reindex
 
@@ -104,12 +105,13 @@ def memory_add(
         fail(f"--importance {importance} is outside 0..1", EXIT_USAGE)
 
     async def go(client: VigilClient) -> None:
-        await vet_agents(
+        unknown = await vet_agents(
             client.db, [agent], allow_unknown=allow_unknown, then="; it will recall the memory"
         )
         result = await client.memory_add(
             agent, content, kind=kind, subject=subject, importance=importance
         )
+        warn(unknown)
 
         def human() -> None:
             if result.action == "merged":
