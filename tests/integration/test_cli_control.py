@@ -143,3 +143,27 @@ def test_a_cancel_no_worker_will_carry_out_says_so(cli: CLIStack) -> None:
     said = " ".join(done.stderr.split())
     assert f"warning: no worker is polling task queue '{queue}'" in said, said
     assert f"session {sid} ends cancelled only once one takes it" in said, said
+
+
+def test_show_says_how_to_answer_a_question_of_the_agent(cli: CLIStack) -> None:
+    """`ask_human` waited for a reply with no word of how to give one (`show` said only
+    "waiting for: a human reply to: ...")."""
+    goal = cli.plan(
+        Reply.tool_call("ask_human", {"question": "Which colour?"}),
+        Reply.tool_call("finish", {"summary": "blue it is"}),
+    )
+    sid = cli.vigil.json("start", goal, "--agent", agent())["id"]
+    wait_recorded(cli.database_url, sid, "waiting_human")
+    shown = cli.vigil.ok("show", sid)
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for ln in shown.stdout.splitlines()
+        if len(cells := ln.split("│")) == 4
+    }
+    assert rows["waiting for"] == "a human reply to: Which colour?", shown.stdout
+    assert rows["answer with"].endswith(f" say {sid} 'YOUR ANSWER'"), shown.stdout
+    assert "paused=" not in shown.stdout  # Python's spelling of a field, in a person's view
+    cli.vigil.ok("say", sid, "blue", "--by", "ana")
+    wait_recorded(cli.database_url, sid, "completed")
+    _, transcript, _ = read_record(cli.database_url, sid)
+    assert any(m.role == "tool" and "blue" in m.content for m in transcript), transcript

@@ -22,6 +22,7 @@ from vigil.workers.cli.common import (
     _parse_since,
     as_invoked,
     checked_session_id,
+    command_prefix,
     csv,
     emit,
     err,
@@ -245,15 +246,17 @@ def show(
         ]:
             table.add_row(*plain(k, v))
         if live is not None:
-            table.add_row(
-                *plain("live", f"{live.status.value}, paused={live.paused}, run {live.run_index}")
-            )
+            paused = ", paused" if live.paused else ""
+            table.add_row(*plain("live", f"{live.status.value}{paused}, run {live.run_index}"))
             for a in live.pending_approvals:
                 table.add_row(
                     *plain("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
                 )
             if live.waiting_for:
                 table.add_row(*plain("waiting for", live.waiting_for))
+                if live.waiting_for.startswith("a human reply"):
+                    answer = f"{command_prefix()} say {session_id} 'YOUR ANSWER'"
+                    table.add_row(*plain("answer with", answer))
         out.print(table)
         for m in recent:
             print_message(m, False)
