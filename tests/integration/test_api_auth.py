@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,24 @@ def test_cli_creates_lists_and_revokes_tokens(
     # An agent no session can have (ids are 1-200 characters) is refused, not stored.
     long = vigil("token", "create", "--owner", "bo", "--agent", "x" * 201)
     assert long.returncode == 2 and "an agent id is 1 to 200 characters" in long.stderr
+
+
+def test_cli_creates_a_token_that_expires(
+    api: ApiServer, stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """Tokens could expire (a stream ends when its token does), but no command made one
+    that does."""
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
+    before = datetime.now(UTC)
+    made = vigil.json("token", "create", "--owner", "bo", "--expires", "2h")
+    expires = datetime.fromisoformat(made["expires_at"])
+    assert before + timedelta(hours=2) <= expires <= datetime.now(UTC) + timedelta(hours=2)
+    with api.client(made["token"]) as http:
+        assert http.get("/v1/me").status_code == 200
+    for bad in ("0", "soon", "-1h"):
+        refused = vigil("token", "create", "--owner", "bo", "--expires", bad)
+        assert refused.returncode == 2 and "--expires" in refused.stderr, refused.stderr
+    assert vigil.json("token", "create", "--owner", "bo")["expires_at"] is None
 
 
 def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(

@@ -91,6 +91,12 @@ def create(
         ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for listings.")] = "",
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires", help="It stops working after this long (90d, 12h); never by default."
+        ),
+    ] = None,
     allow_unknown: AllowUnknownAgentOpt = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -98,11 +104,17 @@ def create(
     """Create a token; the whole token is printed once and never stored. An agent id is
     matched exactly: one that reads as a known agent without being it is refused, one
     not known at all is taken (for an agent to come) with a warning."""
+    from datetime import UTC, datetime
+
+    from vigil.workers.client import VigilError
+    from vigil.workers.inputs import parse_duration
     from vigil.workers.tokens import Scope, TokenService
 
     try:
         parsed = Scope.parse(scope)
-    except ValueError as exc:
+        lasts = parse_duration(expires, "--expires", allow_zero=False)
+        expires_at = datetime.now(UTC) + lasts if lasts is not None else None
+    except (ValueError, VigilError, OverflowError) as exc:
         fail(str(exc), EXIT_USAGE)
     agent_list = [a.strip() for given in agents or () for a in given.split(",") if a.strip()]
 
@@ -114,7 +126,9 @@ def create(
             )
         )
         try:
-            new = await service.create(owner, scope=parsed, name=name, agents=agent_list or None)
+            new = await service.create(
+                owner, scope=parsed, name=name, agents=agent_list or None, expires_at=expires_at
+            )
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
 
