@@ -350,6 +350,7 @@ def _failure(exc: Exception, ledger: Ledger, arg: Any, began: float) -> Applicat
     if retryable and isinstance(budget, int) and failures >= budget:
         message = short(f"{message} (failed {failures} times, giving up)")
         retryable = False
+        category = ApplicationErrorCategory.UNSPECIFIED  # the end of the call: said in full
     return ApplicationError(
         message,
         *details,

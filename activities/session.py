@@ -23,7 +23,7 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities import guard, metrics
 from vigil.activities.agents import catalog as agent_catalog
@@ -420,7 +420,17 @@ class SessionActivities(SessionTools):
                 reply = await self._ask(provider, arg, context, specs)
         except ProviderError as exc:
             metrics.model_failed(agent_id=arg.agent_id, model=arg.model or connection)
-            raise _provider_failure(exc, connection) from exc
+            failure = _provider_failure(exc, connection)
+            if not failure.non_retryable:
+                # Said in one line: the SDK logs a benign failure without its traceback.
+                log.warning(
+                    "session %s step %s: %s (attempt %s; retried)",
+                    arg.session_id,
+                    arg.step,
+                    failure.message,
+                    activity.info().attempt if activity.in_activity() else 1,
+                )
+            raise failure from exc
         latency_ms = reply.latency_ms or (time.perf_counter() - started) * 1000
         cost = cost_usd(reply.model, reply.usage)
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
@@ -622,6 +632,9 @@ def _provider_failure(exc: ProviderError, connection: str = DEFAULT_CONNECTION) 
             f"model provider transient failure {details}",
             type=names.ERR_PROVIDER_TRANSIENT,
             next_retry_delay=delay,
+            # Expected of a provider now and then, and retried: not the worker's error. The
+            # attempt that gives up is said in full (activities/guard.py).
+            category=ApplicationErrorCategory.BENIGN,
         )
     return ApplicationError(
         f"model provider refused the request {details}",

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
@@ -179,6 +179,9 @@ def missing_version(agent_id: str, version: int) -> ApplicationError:
         f"agent {agent_id!r} has no version {version}{note}",
         type=names.ERR_AGENT_VERSION_MISSING,
         non_retryable=True,
+        # The workflow handles it (a redirect to it is refused and recorded): the worker's
+        # log need not carry its traceback.
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 

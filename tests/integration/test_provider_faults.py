@@ -5,6 +5,7 @@ malformed tool call goes back to the model as a tool error; Anthropic's protocol
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -85,8 +86,14 @@ TRANSIENT = {
 
 @pytest.mark.parametrize("fault", list(TRANSIENT.values()), ids=list(TRANSIENT))
 async def test_transient_fault_is_retried_and_the_session_completes(
-    client: Client, settings: Settings, task_queue: str, stub: LLMStub, fault: Fault
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    fault: Fault,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     script = Script(fault.reply, FINISH)
     stub.default = script
     async with running_worker(client, _settings(settings, stub), task_queue):
@@ -101,6 +108,12 @@ async def test_transient_fault_is_retried_and_the_session_completes(
     assert [r.attempt for r in runs] == [2]
     assert "transient failure" in runs[0].last_failure
     assert fault.failure in runs[0].last_failure
+    # The worker's log says it in one line: a provider's failure that is retried is no
+    # bug of the worker's (it logged a whole traceback for each attempt, 20 for a call).
+    traced = [r for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
+    assert traced == [], [r.getMessage() for r in traced]
+    said = [r.getMessage() for r in caplog.records if "retried" in r.getMessage()]
+    assert len(said) == 1 and fault.failure in said[0], said
 
 
 async def test_bad_request_fails_the_session_without_retry(
