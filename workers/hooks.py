@@ -455,6 +455,14 @@ class WebhookService:
                 f"`vigil secret set {secret}`"
             )
         async with self.db.begin() as db:
+            for kept in await rows.list_webhooks(db, agent_id):
+                if kept.url == url:
+                    # Two of one URL: each event would be posted there twice.
+                    raise BadArgument(
+                        f"agent {agent_id!r} has webhook {kept.id} for this URL already "
+                        f"({', '.join(kept.events)}); to change it, remove it first "
+                        f"(`vigil webhook remove {kept.id}`)"
+                    )
             return await rows.insert_webhook(
                 db, agent_id=agent_id, url=url, events=sorted(set(events)), secret_ref=secret
             )

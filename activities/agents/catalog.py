@@ -11,6 +11,7 @@ version. A name nobody offers is a clear error.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,13 +102,23 @@ def describe_entry(spec: AgentSpec, entry: ToolEntry, sources: ToolSources) -> T
     if offered is not None:
         return with_entry(offered, entry)
     loaded = ", ".join(sorted(sources.python)) or "none"
+    listed = [t.name for server in spec.mcp_servers for t in sources.mcp.get(server.name, ())]
     raise UnknownTool(
         entry.name,
-        f"unknown tool {entry.name!r}: not a built-in tool ({', '.join(sorted(BUILTIN_TOOLS))}), "
+        f"unknown tool {entry.name!r}"
+        f"{did_you_mean(entry.name, [*BUILTIN_TOOLS, *sources.python, *listed])}: "
+        f"not a built-in tool ({', '.join(sorted(BUILTIN_TOOLS))}), "
         f"nor a loaded Python tool (loaded: {loaded}; load modules with --tools MODULE "
         "or VIGIL_TOOL_MODULES), "
         "nor SERVER.TOOL of one of the agent's MCP servers",
     )
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the known name closest to a misspelt ``name``, when
+    one is close; nothing otherwise."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def describe_tools(spec: AgentSpec, sources: ToolSources | None = None) -> list[ToolDescriptor]:

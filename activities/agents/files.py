@@ -12,6 +12,7 @@ import dataclasses
 import re
 import string
 import tomllib
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,9 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from vigil.activities.agents.catalog import ToolSources, UnknownTool, describe_tools
+from vigil.activities.agents.catalog import (
+    ToolSources,
+    UnknownTool,
+    describe_tools,
+    did_you_mean,
+)
 from vigil.activities.hooks.urls import url_problem
 from vigil.schema import jsonlimits
 from vigil.schema.agents import APPLYING, AgentSpec, ToolDescriptor, content_hash
@@ -154,7 +160,7 @@ def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
             loc: Loc = tuple(error.get("loc", ()))
             message = str(error.get("msg", "invalid"))
             if error.get("type") == "extra_forbidden":
-                message = "unknown field"
+                message = f"unknown field{did_you_mean(str(loc[-1]), _fields_at(loc))}"
             elif error.get("type") == "value_error":  # a check of ours: its own words
                 message = message.removeprefix("Value error, ")
             problems.append(Problem(locate(loc), field_name(loc), message))
@@ -163,6 +169,30 @@ def parse_spec(text: str, path: Path, kind: str) -> LoadedAgent:
     if problems:
         raise AgentFileError(path, _located(problems, locate))
     return LoadedAgent(path=path, spec=spec, content_hash=content_hash(spec), locate=locate)
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    """The field names of the model an agent file's key at ``loc`` sits in (what a
+    misspelt key is matched against): ``model.topp`` is matched against ``[model]``'s."""
+    model: type[BaseModel] = AgentSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if info is None:
+            break
+        pending: list[Any] = [info.annotation]
+        inner: type[BaseModel] | None = None
+        while pending and inner is None:
+            kind = pending.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                inner = kind
+            else:
+                pending.extend(typing.get_args(kind))
+        if inner is None:
+            break
+        model = inner
+    return [f.alias or n for n, f in model.model_fields.items()]
 
 
 def describe(agent: LoadedAgent, sources: ToolSources) -> LoadedAgent:

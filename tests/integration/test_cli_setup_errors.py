@@ -170,3 +170,19 @@ def test_doctor_makes_no_artifact_store_where_none_is(vigil: Vigil, tmp_path: Pa
     assert check["ok"] is True, check
     assert "is not there yet (made on the first write;" in check["detail"], check
     assert not root.exists() and not root.parent.exists()
+
+
+def test_a_second_webhook_to_the_same_url_is_refused(vigil: Vigil) -> None:
+    """The same URL added twice for an agent was taken: each event was posted twice."""
+    agent = f"hooked-{uuid.uuid4().hex[:8]}"
+    args = ("webhook", "add", "--agent", agent, "--url", "https://example.com/h", "--secret")
+    first = vigil.json(*args, "env:PATH", "--events", "session_ended")
+    again = vigil(*args, "env:PATH", "--events", "session_ended,human_asked")
+    assert again.returncode == 2, explain(again)
+    assert one_error_line(again) == (
+        f"error: agent {agent!r} has webhook {first['id']} for this URL already "
+        f"(session_ended); to change it, remove it first (`vigil webhook remove {first['id']}`)"
+    )
+    listed = vigil.json("webhook", "list", "--agent", agent)
+    assert [w["id"] for w in listed] == [first["id"]]
+    vigil.ok("webhook", "remove", str(first["id"]))

@@ -108,3 +108,16 @@ def test_the_stack_publishes_its_ports_for_commands_run_without_them(
         monkeypatch.delenv(name, raising=False)
     adopted = Settings(state_dir=stack.settings.state_dir)
     assert adopted.endpoints().temporal_address == stack.settings.endpoints().temporal_address
+
+
+def test_status_shows_a_running_minio_and_the_filesystem_store_beside_it(stack: Stack) -> None:
+    """After `stack up --with-minio` (the test stack's MinIO) with the filesystem backend,
+    `stack status` without --with-minio hid MinIO, and `up` itself dropped the store row."""
+    assert stack.minio.running(), "the test stack runs MinIO"
+    for with_minio in (True, False):
+        settings = stack.settings.model_copy(
+            update={"with_minio": with_minio, "artifact_backend": "fs"}
+        )
+        parts = {p.name: p for p in Stack(settings).status()}
+        assert parts["minio"].running, (with_minio, parts)
+        assert parts["artifacts"].detail == str(settings.endpoints().artifact_dir), parts

@@ -299,3 +299,22 @@ def test_a_file_nested_too_deeply_is_an_error(tmp_path: Path, kind: str, text: s
     refused as JSON arguments are, before its fields are checked."""
     with pytest.raises(AgentFileError, match="nests deeper than 64 levels"):
         parse(text, tmp_path / f"deep.{kind}", kind)
+
+
+def test_a_misspelt_field_or_tool_names_the_one_meant(tmp_path: Path) -> None:
+    """`system_promt: unknown field` and `unknown tool 'write_artifcat'` left the reader to
+    find the right spelling in the docs."""
+    bad = TOML.replace("temperature = 0.2", "temperature = 0.2\ntemprature = 5\nmax_stepz = 5")
+    path = _write(tmp_path, "typo.toml", bad)
+    lines = {line.split(": ")[1]: line for line in _problems(path)}
+    assert lines["model.temprature"].endswith("unknown field (did you mean 'temperature'?)")
+    # Matched against [model]'s own fields: max_steps is the budget's, not the model's.
+    assert lines["model.max_stepz"].endswith("unknown field"), lines
+    path = _write(
+        tmp_path, "tool.toml", TOML.replace('name = "write_artifact"', 'name = "write_artifcat"')
+    )
+    (line,) = _problems(path)
+    assert "unknown tool 'write_artifcat' (did you mean 'write_artifact'?): " in line, line
+    far = _write(tmp_path, "far.toml", TOML.replace('name = "write_artifact"', 'name = "teleport"'))
+    (line,) = _problems(far)
+    assert "did you mean" not in line, line

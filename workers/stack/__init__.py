@@ -302,7 +302,9 @@ class Stack:
             )
         else:
             parts.append(PartStatus("postgres", "external", True, "DATABASE_URL"))
-        if self.embedded_minio:
+        # MinIO started with --with-minio runs beside a filesystem store: both are shown,
+        # whether this command was given --with-minio or not.
+        if self.embedded_minio or self.minio.running():
             parts.append(
                 PartStatus(
                     "minio",
@@ -313,6 +315,6 @@ class Stack:
             )
         elif self.settings.artifact_backend == "s3":
             parts.append(PartStatus("minio", "external", True, str(self.settings.s3_endpoint)))
-        else:
+        if self.settings.artifact_backend != "s3":
             parts.append(PartStatus("artifacts", "filesystem", True, str(endpoints.artifact_dir)))
         return parts
