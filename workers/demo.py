@@ -34,7 +34,7 @@ from vigil.schema import event_kinds
 from vigil.schema.agents import content_hash
 from vigil.schema.payloads import Budget, SessionState, SessionStatus
 from vigil.workers.agents import AppliedAgent, applying_service, load_all
-from vigil.workers.client import Refused, StartedSession, VigilClient
+from vigil.workers.client import NotFound, Refused, StartedSession, VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.temporal import connect
 from vigil.workers.tool_wiring import with_worker_flags
@@ -133,22 +133,23 @@ async def run_demo(settings: Settings, console: Console, *, auto_approve: bool, 
         what = "applied as version" if applied.created else "unchanged, version"
         console.print(f"[bold]agent[/] {applied.name} ({AGENT_FILE}): {what} {applied.version}")
         client = await VigilClient.connect(settings)
-        sid: str | None = None
+        # Chosen here, so that an interrupt while the start call is in flight (Temporal may
+        # have taken it) still knows which session to cancel.
+        sid = client.new_session_id(applied.name)
         try:
             started = await client.start_session(
                 applied.name,
                 GOAL,
+                session_id=sid,
                 budget=Budget(max_steps=10, max_seconds=600),
                 task_queue=task_queue,
             )
-            sid = started.id
             return await _show_session(settings, client, started, console, auto_approve, by)
         except BaseException:
             # Interrupted (Ctrl-C, a closed pipe) or failed while the session runs: its
             # queue is this process's own, which no other worker polls, so it is cancelled
             # while this worker can still end it rather than left running for ever.
-            if sid is not None:
-                await _cancel_left(client, sid, by)
+            await _cancel_left(client, sid, by)
             raise
         finally:
             await client.close()
@@ -159,8 +160,8 @@ async def _cancel_left(client: VigilClient, sid: str, by: str) -> None:
     said = f"vigil demo: could not cancel session {sid}; `uv run vigil cancel {sid}` does"
     try:
         await asyncio.wait_for(client.cancel(sid, by=by, reason=reason), CANCEL_WAIT_SECONDS)
-    except Refused:
-        return  # it had ended
+    except (Refused, NotFound):
+        return  # it had ended, or it was never started
     except (Exception, asyncio.CancelledError):
         pass  # Temporal is not answering: said below
     else:
