@@ -194,7 +194,9 @@ async def run_checks(settings: Settings) -> list[Check]:
     results = await asyncio.gather(temporal, _postgres(settings))
     artifacts = await asyncio.to_thread(_artifacts, settings)
     # Agent definitions are read only from a database that answered at its head.
-    tools = await _mcp_commands(settings) if all(c.ok for c in results[1]) else []
+    database_ok = all(c.ok for c in results[1])
+    tools = await _mcp_commands(settings) if database_ok else []
+    connections = await _agent_connections(settings) if database_ok else []
     return [
         *_profile(settings),
         *results[0],
@@ -203,8 +205,44 @@ async def run_checks(settings: Settings) -> list[Check]:
         *artifacts,
         *tools,
         *_models(settings),
+        *connections,
         *_telemetry(settings),
     ]
+
+
+async def _agent_connections(settings: Settings) -> list[Check]:
+    """Whether the model connection (and fallback) each agent's newest version names is
+    one configured here: a worker without it leaves that agent's model calls waiting for
+    one that has it."""
+    from vigil.activities.models.connections import DEFAULT_CONNECTION
+    from vigil.activities.record import agents as agent_rows
+    from vigil.workers.db import make_engine, make_sessionmaker
+    from vigil.workers.models import ConfigError, model_connections
+
+    try:
+        configured = set(model_connections(settings))
+    except ConfigError:
+        return []  # the models check says what is wrong
+    url = settings.endpoints().database_url
+    assert url is not None  # the PostgreSQL checks passed
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            named = await agent_rows.newest_model_connections(db)
+    except Exception as exc:
+        return [Check("models", "agents' connections", False, str(exc).splitlines()[0][:200])]
+    finally:
+        await engine.dispose()
+    missing = [
+        f"{agent} (version {version}) names {kind} {name!r}"
+        for agent, version, connection, fallback in named
+        for kind, name in (("connection", connection or DEFAULT_CONNECTION), ("fallback", fallback))
+        if name is not None and name not in configured
+    ]
+    if missing:
+        detail = f"not configured here: {'; '.join(missing)}"
+        return [Check("models", "agents' connections", False, detail)]
+    return [Check("models", "agents' connections", True, f"{len(named)} agent(s)")]
 
 
 async def _mcp_commands(settings: Settings) -> list[Check]:

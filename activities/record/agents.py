@@ -188,6 +188,22 @@ async def newest_mcp_servers(db: DbSession) -> list[tuple[str, int, dict[str, An
     ]
 
 
+async def newest_model_connections(db: DbSession) -> list[tuple[str, int, str | None, str | None]]:
+    """The model connection and fallback every agent's newest version names: (agent,
+    version, connection, fallback), None where it names none."""
+    rows = (
+        await db.execute(
+            sql(
+                "SELECT DISTINCT ON (agent_id) agent_id, version, "
+                "spec->'model'->>'connection' AS connection, "
+                "spec->'model'->>'fallback' AS fallback "
+                "FROM agent_versions ORDER BY agent_id, version DESC"
+            )
+        )
+    ).mappings()
+    return [(r["agent_id"], r["version"], r["connection"], r["fallback"]) for r in rows]
+
+
 async def add_version(
     db: DbSession,
     agent_id: str,

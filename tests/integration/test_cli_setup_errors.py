@@ -186,3 +186,26 @@ def test_a_second_webhook_to_the_same_url_is_refused(vigil: Vigil) -> None:
     listed = vigil.json("webhook", "list", "--agent", agent)
     assert [w["id"] for w in listed] == [first["id"]]
     vigil.ok("webhook", "remove", str(first["id"]))
+
+
+def test_doctor_names_an_agent_whose_model_connection_is_not_configured(
+    vigil: Vigil, tmp_path: Path
+) -> None:
+    """An agent naming a connection no setting here has passed doctor, and each of its
+    sessions then waited for a worker that has it."""
+    name = f"unconnected-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n\n[model]\nconnection = "nowhere"\nfallback = "gone"\n')
+    vigil.ok("agent", "apply", str(path))
+    doctor = vigil("doctor", "--json", timeout=120)
+    assert doctor.returncode == 1, explain(doctor)
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "agents' connections"]
+    assert check["ok"] is False
+    assert f"{name} (version 1) names connection 'nowhere'" in check["detail"], check
+    assert f"{name} (version 1) names fallback 'gone'" in check["detail"], check
+    connections = json.dumps(
+        {n: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"} for n in ("nowhere", "gone")}
+    )
+    given = vigil("doctor", "--json", env={"VIGIL_MODEL_CONNECTIONS": connections}, timeout=120)
+    (check,) = [c for c in json.loads(given.stdout) if c["check"] == "agents' connections"]
+    assert name not in check["detail"], check
