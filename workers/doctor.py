@@ -6,13 +6,16 @@ import asyncio
 import os
 import shutil
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vigil.workers.settings import Settings
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -210,29 +213,38 @@ async def run_checks(settings: Settings) -> list[Check]:
     ]
 
 
+async def _read_record(settings: Settings, read: Callable[[Any], Awaitable[T]]) -> T | str:
+    """``read`` of the record (the agents' definitions), or the first line of why it
+    failed; called once the PostgreSQL checks passed."""
+    from vigil.workers.db import make_engine, make_sessionmaker
+
+    url = settings.endpoints().database_url
+    assert url is not None  # the PostgreSQL checks passed
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            return await read(db)
+    except Exception as exc:
+        return str(exc).splitlines()[0][:200]
+    finally:
+        await engine.dispose()
+
+
 async def _agent_connections(settings: Settings) -> list[Check]:
     """Whether the model connection (and fallback) each agent's newest version names is
     one configured here: a worker without it leaves that agent's model calls waiting for
     one that has it."""
     from vigil.activities.models.connections import DEFAULT_CONNECTION
     from vigil.activities.record import agents as agent_rows
-    from vigil.workers.db import make_engine, make_sessionmaker
     from vigil.workers.models import ConfigError, model_connections
 
     try:
         configured = set(model_connections(settings))
     except ConfigError:
         return []  # the models check says what is wrong
-    url = settings.endpoints().database_url
-    assert url is not None  # the PostgreSQL checks passed
-    engine = make_engine(url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as db:
-            named = await agent_rows.newest_model_connections(db)
-    except Exception as exc:
-        return [Check("models", "agents' connections", False, str(exc).splitlines()[0][:200])]
-    finally:
-        await engine.dispose()
+    named = await _read_record(settings, agent_rows.newest_model_connections)
+    if isinstance(named, str):
+        return [Check("models", "agents' connections", False, named)]
     missing = [
         f"{agent} (version {version}) names {kind} {name!r}"
         for agent, version, connection, fallback in named
@@ -252,18 +264,10 @@ async def _mcp_commands(settings: Settings) -> list[Check]:
     from vigil.activities.record import agents as agent_rows
     from vigil.activities.tools.mcp_connection import stdio_command
     from vigil.schema.agents import McpServerSpec
-    from vigil.workers.db import make_engine, make_sessionmaker
 
-    url = settings.endpoints().database_url
-    assert url is not None  # the PostgreSQL checks passed
-    engine = make_engine(url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as db:
-            servers = await agent_rows.newest_mcp_servers(db)
-    except Exception as exc:
-        return [Check("tools", "MCP server commands", False, str(exc).splitlines()[0][:200])]
-    finally:
-        await engine.dispose()
+    servers = await _read_record(settings, agent_rows.newest_mcp_servers)
+    if isinstance(servers, str):
+        return [Check("tools", "MCP server commands", False, servers)]
     checks: list[Check] = []
     found = 0
     for agent_id, version, data in servers:

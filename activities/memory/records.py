@@ -41,6 +41,17 @@ class AddResult:
     redactions: dict[str, int] = field(default_factory=dict)
     """Findings replaced before storage, per kind (empty when redaction is off)."""
 
+    def said(self, whose: str = "") -> str:
+        """What was done, for a person or the model: ``memory 8 added{whose}, superseding
+        5 (the same subject)`` or ``merged into memory 8{whose} (a near-duplicate)``."""
+        if self.action == "merged":
+            return f"merged into memory {self.id}{whose} (a near-duplicate)"
+        said = f"memory {self.id} added{whose}"
+        if self.superseded_ids:
+            older = ", ".join(str(i) for i in self.superseded_ids)
+            said += f", superseding {older} (the same subject)"
+        return said
+
 
 @dataclass(frozen=True)
 class MemoryRecord:

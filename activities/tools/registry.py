@@ -161,14 +161,7 @@ async def remember(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
         )
     except UnstorableText as exc:  # the model's input, not a bug
         raise ToolFailed(str(exc)) from None
-    if result.action == "merged":
-        said = f"merged into memory {result.id} (a near-duplicate)"
-    else:
-        said = f"memory {result.id} added"
-        if result.superseded_ids:
-            older = ", ".join(str(i) for i in result.superseded_ids)
-            said += f", superseding {older} (the same subject)"
-    return ToolOutcome(said, {"id": result.id})
+    return ToolOutcome(result.said(), {"id": result.id})
 
 
 async def recall(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:

@@ -114,14 +114,8 @@ def memory_add(
         warn(unknown)
 
         def human() -> None:
-            if result.action == "merged":
-                said = f"merged into memory {result.id} of agent {agent!r} (a near-duplicate)"
-            else:
-                said = f"memory {result.id} added for agent {agent!r}"
-                if result.superseded_ids:
-                    older = ", ".join(str(i) for i in result.superseded_ids)
-                    said += f", superseding {older} (the same subject)"
-            out.print(Text(said))
+            whose = f" of agent {agent!r}" if result.action == "merged" else f" for agent {agent!r}"
+            out.print(Text(result.said(whose)))
 
         emit(asdict(result), as_json, human)
 
