@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,12 +23,41 @@ async def resolve_host(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+MAX_HOSTS = 64
+"""Host names whose connections a :class:`HostTransports` keeps open at once."""
+
+
+class HostTransports:
+    """One connection pool per host name. A request sent to an address is pooled by that
+    address; were names sharing an address pooled together, a kept-alive TLS connection
+    made for (and checked against) one name would carry another's request. The least
+    recently used pool past ``MAX_HOSTS`` is closed."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self._make = make
+        self._pools: OrderedDict[str, httpx.AsyncBaseTransport] = OrderedDict()
+
+    async def of(self, host: str) -> httpx.AsyncBaseTransport:
+        pool = self._pools.pop(host, None) or self._make()
+        self._pools[host] = pool
+        while len(self._pools) > MAX_HOSTS:
+            _, old = self._pools.popitem(last=False)
+            await old.aclose()
+        return pool
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.aclose()
+
+
 async def send_pinned(
-    inner: httpx.AsyncBaseTransport, request: httpx.Request, host: str, addresses: Sequence[str]
+    pools: HostTransports, request: httpx.Request, host: str, addresses: Sequence[str]
 ) -> httpx.Response:
-    """``request`` sent by ``inner`` to the first of ``addresses`` (checked ones of
-    ``host``) that takes the connection; the Host header stays the name's, and an https
-    request names the host for SNI and the certificate check."""
+    """``request`` sent to the first of ``addresses`` (checked ones of ``host``) that takes
+    the connection, over ``host``'s own pool; the Host header stays the name's, and an
+    https request names the host for SNI and the certificate check."""
+    inner = await pools.of(host)
     extensions: dict[str, Any] = dict(request.extensions)
     if request.url.scheme == "https":
         extensions["sni_hostname"] = host

@@ -424,7 +424,8 @@ class SessionActivities(SessionTools):
             if not failure.non_retryable:
                 # Said in one line: the SDK logs a benign failure without its traceback.
                 log.warning(
-                    "session %s step %s: %s (attempt %s; retried)",
+                    "session %s step %s: %s (attempt %s; retried unless the call's attempts "
+                    "are spent)",
                     arg.session_id,
                     arg.step,
                     failure.message,

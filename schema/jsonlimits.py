@@ -95,6 +95,9 @@ def loads(text: str | bytes, limit: int | None = None, *, finite: bool = False) 
     sends the text to ``json.loads``): the value and the errors are ``json.loads``'s
     either way."""
     value = _parse(text, finite)
+    if finite and (constant := non_finite(value)) is not None:
+        # A number past a float's range (1e999) is read as an infinity without a word.
+        raise NotJsonNumber(f"a number out of a float's range (it reads as {constant})")
     if limit is not None and depth(value, limit) > limit:
         raise TooDeep(f"JSON nested deeper than {limit} levels")
     return value

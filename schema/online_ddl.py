@@ -27,7 +27,7 @@ def create_index_online(name: str, definition: str) -> None:
         if op.get_context().as_sql:  # a script to read or run by hand
             op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
             return
-        with _no_lock_timeout():
+        with no_lock_timeout():
             valid = (
                 op.get_bind()
                 .execute(
@@ -52,16 +52,21 @@ def drop_index_online(name: str) -> None:
         if op.get_context().as_sql:
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             return
-        with _no_lock_timeout():
+        with no_lock_timeout():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 @contextlib.contextmanager
-def _no_lock_timeout() -> Iterator[None]:
-    """A concurrent build or drop waits for the transactions open on its table as long as
-    they last: it holds none of the table's readers or writers off meanwhile, so the upgrade's
-    ``lock_timeout`` (meant for the statements that do, workers/db.py) is lifted around it,
-    and put back to the connection's own after."""
+def no_lock_timeout() -> Iterator[None]:
+    """For a statement that waits for the transactions open on its table without holding
+    the table's readers or writers off meanwhile (a concurrent build or drop, ``ANALYZE``):
+    the upgrade's ``lock_timeout`` (meant for the statements that do, workers/db.py) is
+    lifted around it, in an autocommit block, and put back after. ``RESET`` goes back to
+    the value the connection was opened with (the upgrade's), not the server's default.
+
+    What a migration runs before its autocommit block is committed there; an upgrade
+    stopped by a lock it waited for too long is run again from the top of that migration,
+    so each statement before the block must be safe to run twice."""
     op.execute("SET lock_timeout = 0")
     try:
         yield

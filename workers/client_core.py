@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from vigil.schema import names
 from vigil.schema.payloads import FINAL_STATUSES
 from vigil.workers.client_errors import (
     BadArgument,
@@ -167,10 +168,20 @@ class _VigilClientCore:
         if not await self.pollers(task_queue):
             raise NoWorker(no_worker(task_queue, self.settings.task_queue, what=what))
 
-    async def _describe_live(self, session_id: str, *, what: str) -> Any:
+    async def _describe_live(
+        self,
+        session_id: str,
+        *,
+        what: str,
+        visible: Callable[[str | None], bool] | None = None,
+    ) -> Any:
         """Describe the session and, when it runs, make sure a worker polls its task queue,
-        so what follows never waits for a worker that is not there."""
+        so what follows never waits for a worker that is not there. ``visible`` (whether
+        the caller may know of a session of the agent Temporal names for it, None when it
+        names none): if not, UnknownSession, said as for an id nobody knows."""
         desc = await self._rpc(session_id, self.handle(session_id).describe())
+        if visible is not None and not visible(desc.typed_search_attributes.get(names.SA_AGENT)):
+            raise UnknownSession(f"no session with id {session_id!r}")
         if desc.status == WorkflowExecutionStatus.RUNNING:
             await self.require_worker(desc.task_queue, what=what.format(id=session_id))
         return desc

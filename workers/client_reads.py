@@ -118,14 +118,9 @@ class SessionReads(SessionStart):
         if row is None:
             # Started but not yet recorded? Temporal knows it, or nobody does; and with no
             # worker on its queue it never will be.
-            desc = await self._rpc(session_id, self.handle(session_id).describe())
-            if visible is not None and not visible(
-                desc.typed_search_attributes.get(names.SA_AGENT)
-            ):
-                raise UnknownSession(f"no session with id {session_id!r}")
-            if desc.status == WorkflowExecutionStatus.RUNNING:
-                what = f"session {session_id} has no record and waits"
-                await self.require_worker(desc.task_queue, what=what)
+            desc = await self._describe_live(
+                session_id, what="session {id} has no record and waits", visible=visible
+            )
             if desc.status not in RUNNING_STATUSES:
                 if await self._erased(session_id, desc):
                     # Its runs are terminated and their deletion asked for: Temporal

@@ -141,10 +141,11 @@ def migrate_sync(
     """``alembic upgrade head``; idempotent. Runs its own event loop (call from a thread).
 
     Each try waits at most ``lock_timeout_ms`` for a lock (concurrent index builds, which
-    hold nobody off, wait as long as they must); a try that timed out is rolled back to the
-    last committed step and the upgrade is tried again, pausing in between, until
-    ``give_up_after`` seconds have gone: then :class:`MigrationLocked`, the database left at
-    the revisions committed so far. ``on_wait`` is told of each wait."""
+    hold nobody off, wait as long as they must); a try that timed out is rolled back to its
+    last commit (a migration's autocommit block commits what came before it: the revision
+    is run again from its top, schema/online_ddl.py) and the upgrade is tried again,
+    pausing in between, until ``give_up_after`` seconds have gone: then
+    :class:`MigrationLocked`. ``on_wait`` is told of each wait."""
     from alembic import command
     from sqlalchemy.exc import DBAPIError
 
@@ -163,9 +164,10 @@ def migrate_sync(
             if left <= 0:
                 raise MigrationLocked(
                     f"the upgrade waited {give_up_after:g} s for a table's lock that an open "
-                    f"transaction holds ({exc.orig}); nothing after the last committed "
-                    "revision changed. Find the transaction in pg_stat_activity (state "
-                    "'idle in transaction' or a long query), end it, and run the upgrade again"
+                    f"transaction holds ({exc.orig}); what it did since its last commit was "
+                    "rolled back, and running it again goes on from there. Find the "
+                    "transaction in pg_stat_activity (state 'idle in transaction' or a long "
+                    "query), end it, and run the upgrade again"
                 ) from exc
             if on_wait is not None:
                 on_wait(

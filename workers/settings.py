@@ -346,7 +346,8 @@ class Settings(BaseSettings):
         except (OSError, ValueError, TypeError):
             return self  # unreadable: `stack up` writes it again; reads say what is wrong
         for name, port in ((info.ports if info else None) or {}).items():
-            if name in STACK_PORTS and name not in self.model_fields_set and isinstance(port, int):
+            usable = isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
+            if name in STACK_PORTS and name not in self.model_fields_set and usable:
                 object.__setattr__(self, name, port)  # not "set": a copy adopts the file's too
         return self
 

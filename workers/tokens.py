@@ -209,10 +209,6 @@ class TokenService:
             )
         return NewToken(info=_info(row), token=f"{PREFIX}_{token_id}_{secret}")
 
-    async def unknown_agents(self, agents: list[str]) -> list[UnknownAgent]:
-        """:func:`unknown_agents` (a token for ``Ops`` covers nothing of ``ops``)."""
-        return await unknown_agents(self._db, agents)
-
     async def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
         async with self._db() as db:
             return [

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from vigil.activities.pinned import Resolver, resolve_host, send_pinned
+from vigil.activities.pinned import HostTransports, Resolver, resolve_host, send_pinned
 from vigil.activities.tools.allowlist import (
     DEFAULT_PORTS,
     AllowEntry,
@@ -124,12 +124,10 @@ async def system_resolve(host: str) -> list[str]:
 class GuardedTransport(httpx.AsyncBaseTransport):
     """Checks every request against the policy and connects to a checked address only."""
 
-    def __init__(
-        self, policy: FetchPolicy, resolve: Resolver, inner: httpx.AsyncBaseTransport
-    ) -> None:
+    def __init__(self, policy: FetchPolicy, resolve: Resolver, pools: HostTransports) -> None:
         self.policy = policy
         self.resolve = resolve
-        self.inner = inner
+        self.pools = pools
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -145,10 +143,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 refusals.append(why)
         if not permitted:
             raise ToolFailed(refusals[0] if refusals else f"{host} resolved to no address")
-        return await send_pinned(self.inner, request, host, permitted)
+        return await send_pinned(self.pools, request, host, permitted)
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        await self.pools.aclose()
 
 
 @dataclass(frozen=True)
@@ -197,7 +195,8 @@ async def fetch_url(
     """GET ``url`` under ``policy``, following checked redirects; ToolFailed on refusal."""
     current = checked_url(url, policy)  # the cheap refusal first, before any connection
     # No proxies from the environment: the connection must go to the checked address.
-    transport = GuardedTransport(policy, resolve, httpx.AsyncHTTPTransport(trust_env=False))
+    pools = HostTransports(lambda: httpx.AsyncHTTPTransport(trust_env=False))
+    transport = GuardedTransport(policy, resolve, pools)
     async with httpx.AsyncClient(
         transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
     ) as client:

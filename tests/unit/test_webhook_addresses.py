@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.webhook_receiver import webhook_receiver
 from vigil.activities.hooks.urls import WebhookRefused, webhook_client
+from vigil.activities.pinned import MAX_HOSTS, HostTransports
 
 
 class Rebinding:
@@ -68,3 +69,50 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error_to_retry() -> Non
     async with webhook_client(nowhere) as http:
         with pytest.raises(httpx.ConnectError, match=r"could not resolve hooks\.invalid"):
             await http.post("http://hooks.invalid/hook", content=b"{}")
+
+
+async def test_a_proxy_of_the_environment_carries_the_post_and_no_proxy_is_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pinned client left the environment's proxy out (httpx reads no proxy variable
+    for a client given its own transport): where the proxy is the only way out, every
+    delivery failed. The receiver here plays the proxy: it gets the absolute URL."""
+    with webhook_receiver() as proxy:
+        origin = proxy.url.rsplit("/", 1)[0]
+        monkeypatch.setenv("HTTP_PROXY", origin)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        dns = Rebinding(["169.254.169.254"])
+        async with webhook_client(dns) as http:
+            answer = await http.post("http://hooks.invalid/hook", content=b"{}")
+        assert answer.status_code == 200
+        (got,) = proxy.delivered()
+        assert got.path == "http://hooks.invalid/hook"
+        assert dns.asked == [], "the proxy resolves the name"
+        # A host NO_PROXY names is connected to directly, at a checked address.
+        monkeypatch.setenv("NO_PROXY", "hooks.invalid")
+        async with webhook_client(dns) as http:
+            with pytest.raises(WebhookRefused):
+                await http.post("http://hooks.invalid/hook", content=b"{}")
+        assert dns.asked == ["hooks.invalid"]
+
+
+async def test_each_host_name_has_its_own_connections() -> None:
+    """Pinned requests go to an address, and were pooled by it: a kept-alive TLS
+    connection made for one name (its certificate checked against it) carried the
+    requests of another name at the same address."""
+    made: list[object] = []
+
+    def make() -> httpx.AsyncBaseTransport:
+        made.append(transport := httpx.AsyncHTTPTransport())
+        return transport
+
+    pools = HostTransports(make)
+    first = await pools.of("a.example")
+    assert await pools.of("a.example") is first
+    assert await pools.of("b.example") is not first
+    for n in range(MAX_HOSTS):
+        await pools.of(f"h{n}.example")
+    assert len(made) == 2 + MAX_HOSTS
+    assert await pools.of("a.example") is not first, "the least recently used was closed"
+    await pools.aclose()

@@ -120,10 +120,8 @@ def create(
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         service = TokenService(db)
-        warn(
-            await vet_agents(
-                db, agent_list, allow_unknown=allow_unknown, then="; the token covers it once it is"
-            )
+        unknown = await vet_agents(
+            db, agent_list, allow_unknown=allow_unknown, then="; the token covers it once it is"
         )
         try:
             new = await service.create(
@@ -131,6 +129,7 @@ def create(
             )
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
+        warn(unknown)
 
         def human() -> None:
             out.print(Text(new.token))

@@ -33,6 +33,8 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy import text
 
+from vigil.schema.online_ddl import no_lock_timeout
+
 revision = "20261206_26"
 down_revision = "20261206_25"
 branch_labels = None
@@ -147,7 +149,8 @@ def upgrade() -> None:
         for table in WORDS:
             _refresh(table)
         # Recall reads the words' statistics (activities.memory.search): the folded ones.
-        op.execute("ANALYZE memories")
+        with no_lock_timeout():  # it holds no reader or writer off while it waits
+            op.execute("ANALYZE memories")
 
 
 def _refresh(table: str) -> None:
