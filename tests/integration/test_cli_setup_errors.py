@@ -51,7 +51,7 @@ def test_a_worker_refuses_bad_model_connections_in_one_line(
 
     doctor = vigil("doctor", "--json", env=env, timeout=120)
     assert doctor.returncode == 1, explain(doctor)
-    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    (models,) = [c for c in json.loads(doctor.stdout) if c["check"] == "connections"]
     assert models["ok"] is False
     assert models["detail"].startswith(says.removeprefix("error: bad configuration: "))
 
@@ -59,7 +59,7 @@ def test_a_worker_refuses_bad_model_connections_in_one_line(
 def test_doctor_lists_the_model_connections(vigil: Vigil) -> None:
     env = {"VIGIL_MODEL_CONNECTIONS": json.dumps({"other": {"kind": "scripted"}})}
     doctor = vigil("doctor", "--json", env=env, timeout=120)
-    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    (models,) = [c for c in json.loads(doctor.stdout) if c["check"] == "connections"]
     assert models == {"part": "models", "check": "connections", "ok": True,
                       "detail": "default, other"}  # fmt: skip
 
@@ -104,7 +104,7 @@ def test_doctor_fails_a_scripted_connection_whose_script_is_missing(
     env = {"VIGIL_MODEL_CONNECTIONS": json.dumps({"scripted": connection})}
     doctor = vigil("doctor", "--json", env=env, timeout=120)
     assert doctor.returncode == 1, explain(doctor)
-    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    (models,) = [c for c in json.loads(doctor.stdout) if c["check"] == "connections"]
     assert models["ok"] is False
     assert models["detail"] == f"model connection 'scripted': its script {missing} does not exist"
 
@@ -150,14 +150,14 @@ def test_doctor_fails_a_connection_whose_credential_is_not_set_here(vigil: Vigil
     env = {"VIGIL_MODEL_CONNECTIONS": json.dumps({"stub": connection})}
     doctor = vigil("doctor", "--json", env=env, timeout=120)
     assert doctor.returncode == 1, explain(doctor)
-    (models,) = [c for c in json.loads(doctor.stdout) if c["part"] == "models"]
+    (models,) = [c for c in json.loads(doctor.stdout) if c["check"] == "connections"]
     assert models["ok"] is False
     assert models["detail"] == (
         f"model connection 'stub': its credential 'env:{variable}' is not set here "
         f"(export {variable} where workers run)"
     )
     given = vigil("doctor", "--json", env={**env, variable: "sk-x"}, timeout=120)
-    (models,) = [c for c in json.loads(given.stdout) if c["part"] == "models"]
+    (models,) = [c for c in json.loads(given.stdout) if c["check"] == "connections"]
     assert models["ok"] is True, models
 
 
