@@ -95,9 +95,6 @@ def loads(text: str | bytes, limit: int | None = None, *, finite: bool = False) 
     sends the text to ``json.loads``): the value and the errors are ``json.loads``'s
     either way."""
     value = _parse(text, finite)
-    if finite and (constant := non_finite(value)) is not None:
-        # A number past a float's range (1e999) is read as an infinity without a word.
-        raise NotJsonNumber(f"a number out of a float's range (it reads as {constant})")
     if limit is not None and depth(value, limit) > limit:
         raise TooDeep(f"JSON nested deeper than {limit} levels")
     return value
@@ -111,9 +108,14 @@ def _parse(text: str | bytes, finite: bool = False) -> Any:
         except orjson.JSONDecodeError:
             pass  # Python's parser may still take it, or refuses it with its own error
     try:
-        return json.loads(text, parse_constant=_refuse_constant if finite else None)
+        value = json.loads(text, parse_constant=_refuse_constant if finite else None)
     except RecursionError:
         raise TooDeep("JSON nested too deeply") from None
+    # orjson refuses a number past a float's range (1e999); Python's parser reads it as an
+    # infinity without a word.
+    if finite and (constant := non_finite(value)) is not None:
+        raise NotJsonNumber(f"a number out of a float's range (it reads as {constant})")
+    return value
 
 
 def non_finite(value: Any) -> str | None:

@@ -167,6 +167,7 @@ def _encryption(settings: Settings) -> list[Check]:
 def _models(settings: Settings) -> list[Check]:
     """Whether the model connections are set up as a worker would read them (a worker
     refuses to start on a mistake there)."""
+    from vigil.activities.credentials import ENV_PREFIX
     from vigil.activities.models.connections import script_path
     from vigil.workers.models import ConfigError, model_connections
 
@@ -179,8 +180,9 @@ def _models(settings: Settings) -> list[Check]:
         if path is not None and not path.is_file():
             why = f"model connection {name!r}: its script {path} does not exist"
             return [Check("models", "connections", False, why)]
-        variable = (conn.credential or "").removeprefix("env:")
-        if conn.credential and conn.credential.startswith("env:") and not os.environ.get(variable):
+        credential = conn.credential or ""
+        variable = credential.removeprefix(ENV_PREFIX)
+        if credential.startswith(ENV_PREFIX) and not os.environ.get(variable):
             # A worker started from this environment would wait on every call of it.
             why = (
                 f"model connection {name!r}: its credential {conn.credential!r} is not set "

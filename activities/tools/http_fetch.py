@@ -138,7 +138,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         for address in addresses:
             why = self.policy.address_error(host, address, port, url.scheme)
             if why is None:
-                permitted.append(address.split("%", 1)[0])
+                permitted.append(address)
             else:
                 refusals.append(why)
         if not permitted:
