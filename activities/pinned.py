@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -27,28 +27,71 @@ MAX_HOSTS = 64
 """Host names whose connections a :class:`HostTransports` keeps open at once."""
 
 
+class _Pool:
+    """A host's transport and how many requests hold it (their responses not yet closed)."""
+
+    __slots__ = ("retired", "transport", "users")
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+        self.users = 0
+        self.retired = False
+
+
 class HostTransports:
     """One connection pool per host name. A request sent to an address is pooled by that
     address; were names sharing an address pooled together, a kept-alive TLS connection
     made for (and checked against) one name would carry another's request. The least
-    recently used pool past ``MAX_HOSTS`` is closed."""
+    recently used pool past ``MAX_HOSTS`` is closed, once no response read from it is
+    still open."""
 
     def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
         self._make = make
-        self._pools: OrderedDict[str, httpx.AsyncBaseTransport] = OrderedDict()
+        self._pools: OrderedDict[str, _Pool] = OrderedDict()
 
-    async def of(self, host: str) -> httpx.AsyncBaseTransport:
-        pool = self._pools.pop(host, None) or self._make()
+    async def take(self, host: str) -> _Pool:
+        """``host``'s pool, held until :meth:`give_back`."""
+        pool = self._pools.pop(host, None) or _Pool(self._make())
         self._pools[host] = pool
+        pool.users += 1
         while len(self._pools) > MAX_HOSTS:
             _, old = self._pools.popitem(last=False)
-            await old.aclose()
+            old.retired = True
+            if not old.users:
+                await old.transport.aclose()
         return pool
+
+    async def give_back(self, pool: _Pool) -> None:
+        pool.users -= 1
+        if pool.retired and not pool.users:
+            await pool.transport.aclose()
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), OrderedDict()
         for pool in pools:
-            await pool.aclose()
+            pool.retired = True
+            if not pool.users:
+                await pool.transport.aclose()
+
+
+class _GivenBack(httpx.AsyncByteStream):
+    """A response's body that gives its pool back when it is closed."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, pools: HostTransports, pool: _Pool) -> None:
+        self._inner = inner
+        self._back: Callable[[], Awaitable[None]] | None = lambda: pools.give_back(pool)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        back, self._back = self._back, None
+        try:
+            await self._inner.aclose()
+        finally:
+            if back is not None:
+                await back()
 
 
 async def send_pinned(
@@ -57,7 +100,21 @@ async def send_pinned(
     """``request`` sent to the first of ``addresses`` (checked ones of ``host``) that takes
     the connection, over ``host``'s own pool; the Host header stays the name's, and an
     https request names the host for SNI and the certificate check."""
-    inner = await pools.of(host)
+    pool = await pools.take(host)
+    try:
+        response = await _send(pool.transport, request, host, addresses)
+    except BaseException:
+        await pools.give_back(pool)
+        raise
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)  # a transport's response is async
+    response.stream = _GivenBack(stream, pools, pool)
+    return response
+
+
+async def _send(
+    inner: httpx.AsyncBaseTransport, request: httpx.Request, host: str, addresses: Sequence[str]
+) -> httpx.Response:
     extensions: dict[str, Any] = dict(request.extensions)
     if request.url.scheme == "https":
         extensions["sni_hostname"] = host

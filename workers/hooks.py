@@ -428,6 +428,20 @@ def _check_trigger(
 # --- webhooks ------------------------------------------------------------------------------
 
 
+def same_url(a: str, b: str) -> bool:
+    """Whether two webhook URLs name one receiver: scheme and host in any case, a port
+    given or left at the scheme's, an empty path or "/"."""
+    x, y = urlsplit(a), urlsplit(b)
+    if x.scheme.lower() != y.scheme.lower() or x.hostname != y.hostname:
+        return False
+    default = {"http": 80, "https": 443}.get(x.scheme.lower())
+    try:
+        ports = (x.port or default, y.port or default)
+    except ValueError:
+        return a == b
+    return ports[0] == ports[1] and (x.path or "/", x.query) == (y.path or "/", y.query)
+
+
 class WebhookService:
     def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
         self.db = sessionmaker
@@ -455,8 +469,9 @@ class WebhookService:
                 f"`vigil secret set {secret}`"
             )
         async with self.db.begin() as db:
+            await rows.lock_agent_webhooks(db, agent_id)
             for kept in await rows.list_webhooks(db, agent_id):
-                if kept.url == url:
+                if same_url(kept.url, url):
                     # Two of one URL: each event would be posted there twice.
                     raise BadArgument(
                         f"agent {agent_id!r} has webhook {kept.id} for this URL already "

@@ -268,6 +268,15 @@ def _webhook(r: Any) -> WebhookRow:
     )
 
 
+async def lock_agent_webhooks(db: DbSession, agent_id: str) -> None:
+    """Until the transaction ends, no other one adds ``agent_id``'s webhooks: two adds of
+    one URL at once both found none and both went in."""
+    await db.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"vigil.webhooks:{agent_id}"},
+    )
+
+
 async def insert_webhook(
     db: DbSession, *, agent_id: str, url: str, events: list[str], secret_ref: str
 ) -> WebhookRow:

@@ -4,6 +4,7 @@ and every attempt is recorded and listed by the API."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ from tests.support.webhook_receiver import Receiver, webhook_receiver
 from vigil.activities.hooks import signing
 from vigil.activities.record import store
 from vigil.workers.client import VigilClient
+from vigil.workers.client_errors import BadArgument
 from vigil.workers.credentials import CredentialService
+from vigil.workers.hooks import WebhookService
 from vigil.workers.tokens import Scope, TokenService
 
 pytestmark = pytest.mark.integration
@@ -319,3 +322,30 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         "no webhook is sent there"
     )
     cli.vigil.ok("webhook", "remove", str(named["id"]))
+
+
+async def test_one_url_added_twice_at_once_or_spelled_otherwise_is_one_webhook(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """Adds of one URL at the same moment all found none and all went in (each
+    event then posted twice), and the same receiver spelled with another case or its
+    default port was taken as a new one."""
+    agent = f"racing-{uuid.uuid4().hex[:8]}"
+    hooks = WebhookService(sessionmaker)
+    url = "https://hooks.example.com/in"
+    for _ in range(3):  # rounds, as the adds may come one after the other by luck
+        added = await asyncio.gather(
+            *[hooks.add(agent, url, ["session_ended"], "env:PATH") for _ in range(4)],
+            return_exceptions=True,
+        )
+        refused = [a for a in added if isinstance(a, BadArgument)]
+        assert len(refused) == 3, added
+        (kept,) = await hooks.list_webhooks(agent)
+        for spelled in ("HTTPS://Hooks.Example.COM:443/in", "https://hooks.example.com:443/in"):
+            with pytest.raises(BadArgument, match=f"has webhook {kept.id} for this URL"):
+                await hooks.add(agent, spelled, ["session_ended"], "env:PATH")
+        await hooks.remove(kept.id)
+    # Another path, port or scheme is another receiver.
+    for other in ("https://hooks.example.com/in/", "https://hooks.example.com:8443/in"):
+        await hooks.add(agent, other, ["session_ended"], "env:PATH")
+    assert len(await hooks.list_webhooks(agent)) == 2

@@ -8,12 +8,14 @@ an ``.invalid`` name never resolves through the system's)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
 from tests.support.webhook_receiver import webhook_receiver
 from vigil.activities.hooks.urls import WebhookRefused, webhook_client
-from vigil.activities.pinned import MAX_HOSTS, HostTransports
+from vigil.activities.pinned import MAX_HOSTS, HostTransports, send_pinned
 
 
 class Rebinding:
@@ -108,11 +110,46 @@ async def test_each_host_name_has_its_own_connections() -> None:
         return transport
 
     pools = HostTransports(make)
-    first = await pools.of("a.example")
-    assert await pools.of("a.example") is first
-    assert await pools.of("b.example") is not first
+    first = await pools.take("a.example")
+    await pools.give_back(first)
+    assert await pools.take("a.example") is first
+    await pools.give_back(first)
+    assert await pools.take("b.example") is not first
     for n in range(MAX_HOSTS):
-        await pools.of(f"h{n}.example")
+        await pools.take(f"h{n}.example")
     assert len(made) == 2 + MAX_HOSTS
-    assert await pools.of("a.example") is not first, "the least recently used was closed"
+    assert await pools.take("a.example") is not first, "the least recently used was closed"
     await pools.aclose()
+
+
+async def test_a_pool_put_out_by_newer_hosts_serves_the_response_it_is_reading() -> None:
+    """The least recently used host's pool was closed as soon as a 65th host came, with
+    a response still being read from it (a slow webhook receiver's answer, while
+    deliveries to other hosts went on): that read then failed."""
+    go_on = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst")
+        await writer.drain()
+        await go_on.wait()
+        writer.write(b" half")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pools = HostTransports(httpx.AsyncHTTPTransport)
+    try:
+        request = httpx.Request("GET", f"http://slow.invalid:{port}/")
+        response = await send_pinned(pools, request, "slow.invalid", ["127.0.0.1"])
+        for n in range(MAX_HOSTS):  # each takes a pool and gives it back at once
+            await pools.give_back(await pools.take(f"h{n}.example"))
+        go_on.set()
+        body = await response.aread()
+        await response.aclose()
+        assert body == b"first half"
+    finally:
+        await pools.aclose()
+        server.close()
+        await server.wait_closed()
