@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import math
 import re
+import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,12 @@ class ModelReply:
     model: str
     """The model that answered, as the provider reported it."""
     latency_ms: float
+
+    def __post_init__(self) -> None:
+        # One reply's calls each answered by their own result: a provider that named two
+        # alike (the history sent back would pair both results with one call, which a
+        # strict provider refuses) has the later ones told apart.
+        object.__setattr__(self, "tool_calls", distinct_call_ids(self.tool_calls))
 
 
 class ProviderError(Exception):
@@ -352,10 +359,29 @@ def error_from_response(
 MAX_CALL_ID = 256
 
 
-def sane_call_id(raw: Any, fallback: str) -> str:
-    """The provider's id of a tool call, or ``fallback`` when it sent none or one too long
-    to carry around (the id only pairs a call with its result, so ours serves as well)."""
-    return raw if isinstance(raw, str) and 0 < len(raw) <= MAX_CALL_ID else fallback
+def sane_call_id(raw: Any, prefix: str) -> str:
+    """The provider's id of a tool call, or one of ours starting with ``prefix`` when it
+    sent none or one too long to carry around (the id only pairs a call with its result,
+    so ours serves as well). Ours are unique in the session: the whole history goes back
+    to the model at each step, perhaps to a fallback connection's provider, which may
+    refuse two calls of one id."""
+    if isinstance(raw, str) and 0 < len(raw) <= MAX_CALL_ID:
+        return raw
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def distinct_call_ids(calls: list[ToolCall]) -> list[ToolCall]:
+    """``calls`` with each id held by an earlier call made distinct by a suffix."""
+    seen: set[str] = set()
+    out: list[ToolCall] = []
+    for call in calls:
+        new_id, n = call.id, 1
+        while new_id in seen:
+            suffix = f"_{n}"
+            new_id, n = call.id[: MAX_CALL_ID - len(suffix)] + suffix, n + 1
+        seen.add(new_id)
+        out.append(call if new_id == call.id else replace(call, id=new_id))
+    return out
 
 
 def malformed(detail: str, *, secret: str | None = None) -> ProviderError:

@@ -252,8 +252,10 @@ def event_markdown(event: StoredEvent) -> str:
 def _printable(value: str) -> str:
     """Readable, harmless text: NUL and other controls as their Unicode pictures; C1
     controls, bidi overrides and lone surrogates as U+FFFD, so the Markdown can always be
-    written as UTF-8 (the CLI's rule too: schema/printable.py). Line ends and tabs stay."""
-    return visible(value, keep="\t\n\r")
+    written as UTF-8 (the CLI's rule too: schema/printable.py). Line ends (LF, CRLF) and
+    tabs stay; a carriage return on its own, which would write over its line in a
+    terminal, is shown as its picture."""
+    return visible(value, keep="\t\n")
 
 
 def _line(value: str) -> str:

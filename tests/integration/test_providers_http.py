@@ -333,3 +333,42 @@ async def test_requests_are_json_the_stub_can_read(provider: ModelProvider, stub
     sent = stub.requests[0]
     assert json.loads(sent.raw) == sent.body
     assert sent.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("ids", [[None, None], ["dup", "dup"]], ids=["without ids", "one id twice"])
+async def test_a_replys_calls_have_distinct_ids_and_ours_are_new_at_each_step(
+    stub: LLMStub, ids: list[str | None]
+) -> None:
+    """A compatible server that sent no ids got ``call_0``, ``call_1`` from vigil at
+    every step, and one that named two calls alike had both kept: the history sent back
+    paired two results with one call, which a strict provider (a fallback connection's)
+    refuses."""
+    calls = [
+        {"type": "function", "function": {"name": "search", "arguments": "{}"}}
+        | ({} if i is None else {"id": i})
+        for i in ids
+    ]
+    body = {
+        "id": "chatcmpl-x",
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
+    stub.enqueue(Reply.json_body(body), Reply.json_body(body))
+    provider = make("openai", stub)
+    try:
+        steps = [await provider.complete([ChatMessage("user", "hi")], [SEARCH]) for _ in ids]
+    finally:
+        await provider.aclose()
+    first, second = ([c.id for c in step.tool_calls] for step in steps)
+    assert len(set(first)) == 2 and len(set(second)) == 2, (first, second)
+    if ids[0] is None:
+        assert not set(first) & set(second), "an id of ours is not used again"
+    else:
+        assert first == second == ["dup", "dup_1"]

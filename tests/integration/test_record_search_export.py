@@ -363,3 +363,36 @@ async def test_export_streams_a_100k_message_session_page_by_page(
     assert len(statements) == 3 + total // 1000  # header, one page of events, the pages
     # The exported text is ~30 MB; a page of it is a few hundred KB.
     assert peak < 16 * 1024 * 1024, peak
+
+
+async def test_markdown_export_shows_a_lone_carriage_return_as_its_picture(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A carriage return on its own stayed raw in the Markdown: shown in a terminal, the
+    text after it wrote over what the line said before it (a message that approves
+    ``rm -rf /`` read as "All good"). A CRLF line end stays, as the CLI keeps it."""
+    agent = f"agent-{uuid.uuid4()}"
+    session = f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await create_session(db, session_id=session, agent_id=agent, goal="g", status="running")
+        await append_messages(
+            db,
+            session,
+            agent,
+            [
+                NewMessage(0, "user", "rm -rf / is what I approve\rAll good", step=0),
+                NewMessage(1, "assistant", "line one\r\nline two", step=1),
+                NewMessage(
+                    2,
+                    "assistant",
+                    "",
+                    step=2,
+                    tool_calls=[{"id": "c1", "name": "x", "arguments": '{"a": "b\\rc"}'}],
+                ),
+            ],
+        )
+    async with sessionmaker() as db:
+        markdown = "".join([chunk async for chunk in export_markdown(db, session)])
+    assert "rm -rf / is what I approve␍All good" in markdown
+    assert "line one\r\nline two" in markdown
+    assert markdown.count("\r") == 1, repr(markdown)
