@@ -93,14 +93,18 @@ class AgentVersions:
         self._newest: dict[str, int] = {}
         """The newest version cached of each agent (it may have newer ones since)."""
 
-    async def get(self, agent_id: str, version: int) -> AgentVersionRow | None:
+    async def get(
+        self, agent_id: str, version: int, *, fresh: bool = False
+    ) -> AgentVersionRow | None:
         """The version, or None when the agent has none such. A version no definition
         can have (``agent_version_error``, as a redirect signal may name) is none such,
-        without a query: the record's integer cannot even be asked for it."""
+        without a query: the record's integer cannot even be asked for it. ``fresh``:
+        read from the record even when kept (a version a session moves to: it may have
+        been erased since this worker read it)."""
         if agent_version_error(version) is not None:
             return None
         key = (agent_id, version)
-        found = self._rows.get(key)
+        found = None if fresh else self._rows.get(key)
         if found is not None:
             self._rows.move_to_end(key)
             return found
@@ -108,6 +112,8 @@ class AgentVersions:
             found = await agent_rows.get_version(db, agent_id, version)
         if found is not None:
             self._remember(found)
+        else:
+            self._forget(key)
         return found
 
     async def newest(self, agent_id: str) -> AgentVersionRow | None:
@@ -153,6 +159,14 @@ class AgentVersions:
         found = next((s for s in servers if isinstance(s, dict) and s.get("name") == name), None)
         return McpServerSpec.model_validate(found) if found is not None else None
 
+    def _forget(self, key: tuple[str, int]) -> None:
+        """Drop what is kept of a version the record no longer has (erased)."""
+        self._rows.pop(key, None)
+        self._catalogs.pop(key, None)
+        self._specs.pop(key, None)
+        if self._newest.get(key[0]) == key[1]:
+            del self._newest[key[0]]
+
     def _remember(self, row: AgentVersionRow) -> None:
         key = (row.agent_id, row.version)
         held = self._rows.get(key)
@@ -166,11 +180,7 @@ class AgentVersions:
         if row.version > self._newest.get(row.agent_id, 0):
             self._newest[row.agent_id] = row.version
         while len(self._rows) > CACHE_SIZE:
-            old, _ = self._rows.popitem(last=False)
-            self._catalogs.pop(old, None)
-            self._specs.pop(old, None)
-            if self._newest.get(old[0]) == old[1]:
-                del self._newest[old[0]]
+            self._forget(next(iter(self._rows)))
 
 
 def missing_version(agent_id: str, version: int) -> ApplicationError:
@@ -206,7 +216,7 @@ class AgentActivities:
         """The pinned version, or the newest; AgentRuntime(version=None) when the agent
         has no definition (vigil's built-in tools, the worker's default model)."""
         if arg.version is not None:
-            row = await self.versions.get(arg.agent_id, arg.version)
+            row = await self.versions.get(arg.agent_id, arg.version, fresh=True)
             if row is None:
                 raise missing_version(arg.agent_id, arg.version)
         else:

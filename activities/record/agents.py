@@ -204,6 +204,23 @@ async def newest_model_connections(db: DbSession) -> list[tuple[str, int, str | 
     return [(r["agent_id"], r["version"], r["connection"], r["fallback"]) for r in rows]
 
 
+async def _erased_versions(db: DbSession, agent_id: str) -> int:
+    """How many versions erasures of ``agent_id`` removed: its next definition's numbers
+    start past them. Versions are numbered on from 1 (an erasure removes all of an
+    agent's; nothing else removes one), so the sum is at least the highest ever given.
+    Were they to start over at 1, a worker that read version 1 before an erasure would
+    take its kept copy of the erased definition for the new version 1 (its tools, MCP
+    servers, webhooks)."""
+    erased = await db.execute(
+        sql(
+            "SELECT coalesce(sum((counts->>'agent_versions')::bigint), 0) FROM erasure_receipts "
+            "WHERE subject_kind = 'agent' AND subject_id = :a"
+        ),
+        {"a": agent_id},
+    )
+    return int(erased.scalar_one())
+
+
 async def add_version(
     db: DbSession,
     agent_id: str,
@@ -227,7 +244,7 @@ async def add_version(
     newest = await newest_version(db, agent_id)
     if newest is not None and newest.content_hash == content_hash and newest.tools == tools:
         return newest, False
-    version = 1 if newest is None else newest.version + 1
+    version = (newest.version if newest is not None else await _erased_versions(db, agent_id)) + 1
     await db.execute(
         sql(
             "INSERT INTO agent_versions "
