@@ -275,6 +275,10 @@ async def archive_session(
         _check_finished(session_id, state["status"])
         await register_object(db, store, stored, ARCHIVE_MIME)
         if prune:
+            # What the pruned events alone named (earlier versions of its artifacts, a
+            # tool's claim-checked output): an erasure, and the release of the agent's
+            # hold on them, find them here.
+            info["artifacts"] = await _event_digests(db, session_id)
             await _prune(db, session_id, n_messages, n_events)
         await db.execute(
             text(
@@ -297,6 +301,24 @@ async def archive_session(
         n_events,
         pruned=prune,
     )
+
+
+EVENT_DIGESTS = (
+    "SELECT payload ->> 'previous_sha256' FROM events "
+    "  WHERE session_id = ANY(:s) AND kind IN ('artifact_replaced', 'artifact.replaced') "
+    "UNION SELECT payload ->> 'artifact_sha256' FROM events "
+    "  WHERE session_id = ANY(:s) AND kind = 'tool_call' "
+    "UNION SELECT jsonb_array_elements_text(metadata -> 'archive' -> 'artifacts') "
+    "  FROM sessions WHERE id = ANY(:s) "
+    "  AND jsonb_typeof(metadata -> 'archive' -> 'artifacts') = 'array'"
+)
+"""SQL: the artifacts the sessions ``:s`` name by their events only, pruned or not (an
+earlier version of an artifact, a tool's output kept as one); the links name the rest."""
+
+
+async def _event_digests(db: DbSession, session_id: str) -> list[str]:
+    rows = await db.execute(text(EVENT_DIGESTS), {"s": [session_id]})
+    return sorted(str(sha) for sha in rows.scalars() if sha)
 
 
 async def _prune(db: DbSession, session_id: str, n_messages: int, n_events: int) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.artifacts.registry import lock_digest
 from vigil.activities.record import handon
+from vigil.activities.record.archive import EVENT_DIGESTS
 from vigil.activities.record.rls import record_maintenance
 
 SubjectKind = Literal["session", "agent"]
@@ -188,10 +189,7 @@ async def _candidate_digests(db: DbSession, session_ids: list[str]) -> tuple[set
     rows = await db.execute(
         text(
             "SELECT sha256, false AS archive FROM artifact_links WHERE session_id = ANY(:s) "
-            "UNION SELECT payload ->> 'previous_sha256', false FROM events "
-            "  WHERE session_id = ANY(:s) AND kind IN ('artifact_replaced', 'artifact.replaced') "
-            "UNION SELECT payload ->> 'artifact_sha256', false FROM events "
-            "  WHERE session_id = ANY(:s) AND kind = 'tool_call' "
+            f"UNION SELECT d.sha, false FROM ({EVENT_DIGESTS}) AS d(sha) "
             "UNION SELECT metadata -> 'archive' ->> 'sha256', true FROM sessions "
             "  WHERE id = ANY(:s)"
         ),
@@ -288,7 +286,10 @@ async def _release_holders(db: DbSession, scope: ErasureScope, referred: set[str
             "                WHERE l.sha256 = h.sha256 AND l.agent_id = :a) "
             "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = :a "
             "                AND e.kind IN ('artifact_replaced', 'artifact.replaced') "
-            "                AND e.payload ->> 'previous_sha256' = h.sha256)"
+            "                AND e.payload ->> 'previous_sha256' = h.sha256) "
+            # ... and what its pruned sessions' events named (kept with their archives).
+            "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = :a "
+            "                AND s.metadata -> 'archive' -> 'artifacts' ? h.sha256)"
         ),
         {"a": scope.agent_id, "shas": sorted(referred)},
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import os
 import stat
@@ -262,6 +263,60 @@ def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Clie
     # Erasing again finds nothing to erase.
     again = cli.vigil("erase", "--session", session, "--yes")
     assert again.returncode == 4, explain(again)
+
+
+def _versions_session(cli: CLIStack, agent: str, key: str, name: str, *contents: str) -> str:
+    """A session that writes ``name`` once with each of ``contents``, then finishes."""
+    cli.scripts.scripts[key] = [
+        *[Reply.tool_call("write_artifact", {"name": name, "content": c}) for c in contents],
+        Reply.tool_call("finish", {"summary": "written"}),
+    ]
+    return _run(cli, agent, f"write {name} {key}")
+
+
+async def _artifact_rows(database_url: str, sha: str) -> int:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as db:
+            n = await db.execute(
+                text("SELECT count(*) FROM artifacts WHERE sha256 = :s"), {"s": sha}
+            )
+            return int(n.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def test_erasing_an_archived_session_removes_its_artifacts_earlier_versions(
+    s3cli: CLIStack,
+) -> None:
+    """Pruning deletes a session's events, and the earlier versions of its artifacts were
+    found only there: erasing a session archived with --prune left an earlier version's
+    row and bytes for good. Its release of the agent's hold went too far the other way:
+    an earlier version that only another pruned session named lost its bytes."""
+    cli = s3cli
+    agent = f"erase-versions-{uuid.uuid4().hex[:8]}"
+    marker = f"zq{uuid.uuid4().hex[:12]}"
+    secret = _versions_session(
+        cli, agent, marker, "notes.txt", f"{marker} the first draft", "the clean copy"
+    )
+    kept_old = f"an earlier version another session keeps {uuid.uuid4().hex}"
+    other = uuid.uuid4().hex
+    keeper = _versions_session(cli, agent, f"k{other}", "kept.txt", kept_old, "its newer one")
+    sharer = _versions_session(cli, agent, f"s{other}", "same.txt", kept_old)
+    for session in (secret, keeper):
+        assert cli.vigil.json("archive", session, "--prune")["pruned"]
+
+    cli.vigil.json("erase", "--session", secret, "--yes")
+    assert _objects_holding(cli.settings, marker) == [], "the first draft's bytes stay"
+    assert asyncio.run(_tables_holding(cli.database_url, marker)) == {}
+
+    cli.vigil.json("erase", "--session", sharer, "--yes")
+    sha = hashlib.sha256(kept_old.encode()).hexdigest()
+    assert asyncio.run(_artifact_rows(cli.database_url, sha)) == 1
+    assert S3Store(make_s3_client(cli.settings), cli.settings.s3_bucket).exists(sha)
+    cli.vigil.ok("restore", keeper)
+    got = cli.vigil.ok("artifact", "get", keeper, "kept.txt", "--version", "1", "-o", "-")
+    assert got.stdout == kept_old
 
 
 async def _memories_of(database_url: str, agent: str) -> list[dict[str, Any]]:
