@@ -127,17 +127,22 @@ class SessionRecords:
         # (one statement, the version in it), then the goal and its event acting for the
         # agent (one statement) until the transaction ends.
         async with lean_transaction(self._engine) as db:
-            created, holder = await record.open_session_row(
-                db,
-                session_id=arg.session_id,
-                agent_id=arg.agent_id,
-                goal=arg.goal,
-                status="running",
-                schedule_id=arg.schedule_id,
-                metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
-                created_at=arg.started_at,
-                agent_version=arg.agent_version,
-            )
+            try:
+                created, holder = await record.open_session_row(
+                    db,
+                    session_id=arg.session_id,
+                    agent_id=arg.agent_id,
+                    goal=arg.goal,
+                    status="running",
+                    schedule_id=arg.schedule_id,
+                    metadata={"system_prompt": arg.system_prompt} if arg.system_prompt else {},
+                    created_at=arg.started_at,
+                    agent_version=arg.agent_version,
+                )
+            except record.SessionErased as exc:
+                raise ApplicationError(
+                    str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
+                ) from None
             if not created:  # a retry: it must be this agent's; its version as asked
                 if holder is None:
                     holder = await record.session_agent(db, arg.session_id)

@@ -129,16 +129,35 @@ async def create_session(
 
 
 _OPEN_SESSION = sql(
-    "WITH agent AS (INSERT INTO agents (id, name) "
-    "VALUES (CAST(:agent AS text), CAST(:agent AS text)) ON CONFLICT (id) DO NOTHING), "
+    # A session an erasure took (by its id, or all its agent's) while a write of its
+    # opening was on the way (a model call in flight as it was erased) is not opened
+    # again: its goal would come back. A session given the same id after the erasure
+    # (a key's next session) started after it, and is.
+    "WITH erased AS (SELECT EXISTS (SELECT 1 FROM erasure_receipts "
+    "  WHERE ((subject_kind = 'session' AND subject_id = CAST(:id AS text)) "
+    "    OR (subject_kind = 'agent' AND subject_id = CAST(:agent AS text))) "
+    "  AND erased_at >= COALESCE(CAST(:created AS timestamptz), now())) AS yes), "
+    "agent AS (INSERT INTO agents (id, name) "
+    "SELECT CAST(:agent AS text), CAST(:agent AS text) WHERE NOT (SELECT yes FROM erased) "
+    "ON CONFLICT (id) DO NOTHING), "
     "created AS (INSERT INTO sessions "
     "(id, agent_id, goal, status, schedule_id, metadata, created_at, agent_version) "
-    "VALUES (CAST(:id AS text), CAST(:agent AS text), :goal, :status, :schedule, "
-    "CAST(:meta AS jsonb), COALESCE(CAST(:created AS timestamptz), now()), :version) "
+    "SELECT CAST(:id AS text), CAST(:agent AS text), :goal, :status, :schedule, "
+    "CAST(:meta AS jsonb), COALESCE(CAST(:created AS timestamptz), now()), :version "
+    "WHERE NOT (SELECT yes FROM erased) "
     "ON CONFLICT (id) DO NOTHING RETURNING id) "
     "SELECT EXISTS (SELECT 1 FROM created) AS created, "
-    "(SELECT agent_id FROM sessions WHERE id = CAST(:id AS text)) AS holder"
+    "(SELECT agent_id FROM sessions WHERE id = CAST(:id AS text)) AS holder, "
+    "(SELECT yes FROM erased) AS erased"
 )
+
+
+class SessionErased(Exception):
+    """The session an opening names was erased after it started."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} was erased: its record is not written again")
+        self.session_id = session_id
 
 
 async def open_session_row(
@@ -157,7 +176,8 @@ async def open_session_row(
     (whether the session's row was created, the agent of the row that was there already).
     The agent is None when the row is new, and when another transaction created it
     meanwhile (this statement's snapshot is older than that row): ask ``session_agent``
-    then."""
+    then. SessionErased when an erasure took the session (or its agent's) after it
+    started."""
     stored_goal = textcodec.plain(goal)
     row = (
         await db.execute(
@@ -174,6 +194,8 @@ async def open_session_row(
             },
         )
     ).one()
+    if row.erased:
+        raise SessionErased(session_id)
     return bool(row.created), row.holder
 
 

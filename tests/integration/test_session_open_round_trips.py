@@ -6,6 +6,7 @@ opening stays idempotent and refuses an id another agent holds. Counted, never t
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -28,7 +29,9 @@ from vigil.activities.session import SessionActivities
 from vigil.schema.agents import AgentSpec, ResolveAgentInput
 from vigil.schema.payloads import OpenSessionInput
 from vigil.workers.agents import AgentService
+from vigil.workers.client import VigilClient
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.governance import Governance, Subject
 from vigil.workers.hooks import WebhookService
 from vigil.workers.settings import Settings
 from vigil.workers.wiring import make_store
@@ -201,3 +204,48 @@ async def test_opening_a_session_whose_id_another_agent_holds_is_refused(
     assert row is not None and row.agent_id == owner and row.goal == "mine"
     assert [m.content for m in messages] == ["mine"]
     assert version is None
+
+
+async def test_an_opening_that_lands_after_its_sessions_erasure_is_refused(
+    settings: Settings, worker_sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A session's opening rides with its first model call: a session erased while
+    that call ran (just started with the wrong words, and erased at once) was opened
+    again when the call wrote its records, goal and all, after the receipt. So were an
+    erased agent's sessions (and its agent row). A session that takes the id after the
+    erasure (a key's next one) is opened."""
+    sm = worker_sessionmaker
+    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    env = ActivityEnvironment()
+    async with httpx.AsyncClient() as http:
+        acts = _session_acts(settings, sm, http)
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        opening = OpenSessionInput(
+            session_id=sid, agent_id=agent, goal="the wrong words", started_at=before
+        )
+        await env.run(acts.open_session, opening)
+        other = OpenSessionInput(
+            session_id=f"s-{uuid.uuid4()}", agent_id=agent, goal="more words", started_at=before
+        )
+        client = await VigilClient.connect(settings)
+        try:
+            governance = Governance(client)
+            await governance.erase(Subject("session", sid), by="t", reason=None)
+            with pytest.raises(ApplicationError, match="was erased") as refused:
+                await env.run(acts.open_session, opening)  # the call's late records
+            assert refused.value.non_retryable
+            await governance.erase(Subject("agent", agent), by="t", reason=None)
+            with pytest.raises(ApplicationError, match="was erased"):
+                await env.run(acts.open_session, other)
+        finally:
+            await client.close()
+        async with sm() as db:
+            assert await record.get_session(db, sid) is None
+            assert await record.get_session(db, other.session_id) is None
+            assert await record.session_agent(db, sid) is None
+        # The id again, for a session started after the erasures: opened.
+        again = opening.model_copy(update={"started_at": datetime.now(UTC), "goal": "anew"})
+        assert (await env.run(acts.open_session, again)).created
+    async with sm() as db:
+        row = await record.get_session(db, sid)
+    assert row is not None and row.goal == "anew"
