@@ -134,6 +134,18 @@ class Eraser:
             with contextlib.suppress(RPCError):  # deleted meanwhile
                 await self.temporal.get_schedule_handle(schedule_id).delete()
         deleting = await self._delete_runs(plan.runs, waiting)
+        # Runs the plan could not see: one a schedule started before it was deleted, a
+        # session or a webhook delivery too new for Temporal's listing when it was made.
+        ids = set(plan.scope.session_ids) | ({subject} if kind == "session" else set())
+        seen = set(plan.runs)
+        later = [
+            run
+            for run in await self._runs(ids, agent=subject if kind == "agent" else None)
+            if run not in seen
+        ]
+        if later:
+            deleting += await self._delete_runs(later, None)
+        runs = len(plan.runs) + len(later)
 
         embedded = await self._embedded(plan.scope) if kind == "session" else None
         async with self.sessionmaker() as db, db.begin():
@@ -143,7 +155,7 @@ class Eraser:
             counts = {
                 **purged.counts,
                 "objects": len(purged.objects),
-                "workflow_runs": len(plan.runs),
+                "workflow_runs": runs,
                 "schedules": len(plan.schedules),
             }
             if deleting:
@@ -226,7 +238,11 @@ class Eraser:
         async for item in await self.temporal.list_schedules():
             try:
                 desc = await self.temporal.get_schedule_handle(item.id).describe()
-            except RPCError:
+            except RPCError as exc:
+                # Deleted since it was listed; any other failure ends the erasure (a
+                # schedule skipped would go on starting the erased agent's sessions).
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
                 continue
             action = desc.schedule.action
             if not isinstance(action, ScheduleActionStartWorkflow):

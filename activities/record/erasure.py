@@ -53,10 +53,19 @@ class ErasureScope:
     definitions: int = 0
     """An agent's rows besides its sessions and memories: its definition and versions,
     triggers, webhooks, retention policy, artifact holds and embedder records."""
+    deliveries: int = 0
+    """Webhook attempts naming the subject (one recorded as an earlier erasure of it ran
+    is erased by the next)."""
 
     @property
     def empty(self) -> bool:
-        return not (self.session_ids or self.memories or self.merge_notes or self.definitions)
+        return not (
+            self.session_ids
+            or self.memories
+            or self.merge_notes
+            or self.definitions
+            or self.deliveries
+        )
 
 
 @dataclass
@@ -130,9 +139,13 @@ async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
             )
         ).scalar_one()
     counts = await _counts(db, sessions)
+    deliveries = await db.execute(
+        text("SELECT count(*) FROM webhook_deliveries WHERE session_id = :s"), {"s": session_id}
+    )
     return ErasureScope(
         "session", session_id, agent, sessions,
-        memories=int(memories), merge_notes=int(notes), **counts,
+        memories=int(memories), merge_notes=int(notes),
+        deliveries=int(deliveries.scalar_one()), **counts,
     )  # fmt: skip
 
 
@@ -161,6 +174,9 @@ async def agent_scope(db: DbSession, agent_id: str) -> ErasureScope:
         )
     ).scalar_one()
     counts = await _counts(db, sessions)
+    deliveries = await db.execute(
+        text("SELECT count(*) FROM webhook_deliveries WHERE agent_id = :a"), {"a": agent_id}
+    )
     return ErasureScope(
         "agent",
         agent_id,
@@ -168,6 +184,7 @@ async def agent_scope(db: DbSession, agent_id: str) -> ErasureScope:
         sessions,
         memories=int(memories),
         definitions=int(known),
+        deliveries=int(deliveries.scalar_one()),
         **counts,
     )
 
@@ -341,7 +358,16 @@ async def purge(
     into is handed on instead (``record.handon``), with the vector ``embedded`` holds
     for its new words; without one it is deleted (``merged_memories_deleted``)."""
     await record_maintenance(db)
+    if scope.agent_id is not None:
+        await db.execute(_ERASING, {"a": scope.agent_id})
     sessions = scope.session_ids
+    if scope.kind == "agent":
+        # Sessions recorded since the scope was read (a schedule's run, one too new for
+        # Temporal's listing when the erasure began) go too: the agent's row could not.
+        recorded = await db.execute(
+            text("SELECT id FROM sessions WHERE agent_id = :a"), {"a": scope.subject}
+        )
+        sessions = sorted({*sessions, *recorded.scalars()})
     await db.execute(
         text("SELECT id FROM sessions WHERE id = ANY(:s) ORDER BY id FOR UPDATE"), {"s": sessions}
     )
@@ -370,10 +396,11 @@ async def purge(
     # session named in the answers a trigger keeps for a delivery sent again.
     hooks = await db.execute(
         text(
-            "DELETE FROM webhook_deliveries WHERE agent_id = :a "
-            "AND (CAST(:kind AS text) = 'agent' OR session_id = ANY(:s))"
+            "DELETE FROM webhook_deliveries WHERE CASE CAST(:kind AS text) "
+            "WHEN 'agent' THEN agent_id = :subject OR session_id = ANY(:s) "
+            "ELSE session_id = :subject END"
         ),
-        {"s": sessions, "kind": scope.kind, "a": scope.agent_id or scope.subject},
+        {"s": sessions, "kind": scope.kind, "subject": scope.subject},
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "session":  # an agent's triggers go below, and what they kept
@@ -466,6 +493,22 @@ async def last_agent_erasure(db: DbSession, agent_id: str) -> int:
         {"a": agent_id},
     )
     return int(found.scalar_one())
+
+
+_ERASING = text("SELECT pg_advisory_xact_lock(hashtextextended('vigil.erasing:' || :a, 0))")
+"""SQL: an erasure of the agent ``:a``'s data, or of one of its sessions, runs: what
+``held_from_erasure`` holds waits for it to end, and what is held makes it wait."""
+
+
+async def held_from_erasure(db: DbSession, agent_id: str) -> None:
+    """Until ``db``'s transaction ends, no erasure of ``agent_id`` or of its sessions runs;
+    one that runs now is waited for. A write checked against ``erased_since`` after this
+    (in a statement of its own) cannot land between an erasure's purge and its receipt,
+    where neither would see the other."""
+    await db.execute(
+        text("SELECT pg_advisory_xact_lock_shared(hashtextextended('vigil.erasing:' || :a, 0))"),
+        {"a": agent_id},
+    )
 
 
 async def erased_since(db: DbSession, session_id: str, agent_id: str | None, at: datetime) -> bool:

@@ -17,6 +17,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -42,6 +43,7 @@ from tests.support.cli import (
 from tests.support.llm_stub import LLMStub, Reply
 from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.record import retention
+from vigil.schema import names
 from vigil.workers.credentials import CredentialService
 from vigil.workers.db import make_engine, make_sessionmaker
 from vigil.workers.settings import Settings
@@ -520,3 +522,29 @@ async def _attempted(database_url: str, session_id: str) -> bool:
             return bool(found.scalar_one())
     finally:
         await engine.dispose()
+
+
+def test_erasing_an_agent_whose_schedule_runs_every_second_leaves_none_of_its_runs(
+    s3cli: CLIStack, client: Client
+) -> None:
+    """The erasure listed the agent's runs before it deleted its schedules: a run a
+    schedule started in between (or one too new for Temporal's listing) went on, and
+    wrote the erased agent's row and session again after the receipt."""
+    cli = s3cli
+    agent = f"erase-ticking-{uuid.uuid4().hex[:8]}"
+    goal = cli.plan(Reply.text("tick"), label=f"tick {agent}")
+    schedule = f"tick-{uuid.uuid4().hex[:8]}"
+    cli.vigil.ok("schedule", "create", schedule, "--goal", goal, "--agent", agent, "--every", "1s")
+    poll(lambda: len(cli.vigil.json("list", "--agent", agent)) >= 2, 60, "two scheduled sessions")
+    receipt = cli.vigil.json("erase", "--agent", agent, "--yes")
+    assert receipt["counts"]["schedules"] == 1
+
+    async def left() -> list[str]:
+        query = f"{names.SA_AGENT.name} = '{agent}'"
+        return [f"{wf.id} {wf.status}" async for wf in client.list_workflows(query)]
+
+    # Each run goes (Temporal deletes in the background), and none starts again.
+    poll(lambda: asyncio.run(left()) == [], 60, "no run of the erased agent")
+    time.sleep(3)
+    assert asyncio.run(left()) == []
+    assert asyncio.run(_tables_holding(cli.database_url, agent)) == {"erasure_receipts": 1}

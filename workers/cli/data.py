@@ -78,6 +78,8 @@ def _describe(plan: ErasurePlan) -> None:
             f"  and its words merged into {scope.merge_notes} of the agent's other memories",
             markup=False,
         )
+    if scope.deliveries:
+        err.print(f"  and {_n(scope.deliveries, 'webhook attempt')} naming it", markup=False)
 
 
 def erase(

@@ -1,0 +1,110 @@
+"""Writes that meet an erasure of what they write about: a webhook delivery's attempt
+recorded while the erasure's transaction ran survived it, and could not be erased."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.testing import ActivityEnvironment
+
+from tests.support.webhook_receiver import webhook_receiver
+from vigil.activities.agents.runtime import AgentVersions
+from vigil.activities.hooks.delivery import Target, WebhookActivities, WebhookTargets
+from vigil.activities.record import erasure as queries
+from vigil.activities.record import hooks as hook_rows
+from vigil.activities.record.store import create_session
+from vigil.schema.hooks import NotifyInput
+from vigil.workers.client import VigilClient
+from vigil.workers.governance import Governance, Subject
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def _attempts(sessionmaker: async_sessionmaker[DbSession], session_id: str) -> int:
+    async with sessionmaker() as db:
+        found = await db.execute(
+            text("SELECT count(*) FROM webhook_deliveries WHERE session_id = :s"),
+            {"s": session_id},
+        )
+        return int(found.scalar_one())
+
+
+async def test_an_attempt_recorded_while_its_session_is_erased_does_not_outlive_it(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """The delivery checked for a receipt, then wrote its attempt; the erasure deleted
+    the attempts, then wrote its receipt, in one transaction. A check made between the two
+    saw no receipt yet and found no attempt to wait for: the attempt (the session's id,
+    the receiver's URL and error) was kept after the receipt."""
+    agent, session = f"racing-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await create_session(db, session_id=session, agent_id=agent, goal="g", status="done")
+    arg = NotifyInput(
+        delivery_id=f"{session}:ended",
+        session_id=session,
+        agent_id=agent,
+        event="session_ended",
+        occurred_at=datetime.now(UTC),
+    )
+    with webhook_receiver() as receiver:
+        target = Target(key="w1", url=receiver.url, events=["session_ended"], secret_ref="x")
+        async with httpx.AsyncClient() as http:
+            versions = AgentVersions(sessionmaker)
+            acts = WebhookActivities(
+                sessionmaker, WebhookTargets(sessionmaker, versions), _secret, http
+            )
+            async with sessionmaker() as db, db.begin():
+                scope = await queries.session_scope(db, session)
+                await queries.purge(db, scope)
+                # The delivery's POST comes back while the erasure's transaction runs.
+                delivered = asyncio.create_task(
+                    ActivityEnvironment().run(acts._deliver, target, b"{}", arg)
+                )
+                await asyncio.sleep(1.0)
+                await queries.write_receipt(
+                    db, kind="session", subject=session, by="t", reason=None, counts={}
+                )
+            assert await delivered is None, "erased while it was posted: nothing kept"
+    assert receiver.delivered(), "the POST itself went out before the erasure"
+    assert await _attempts(sessionmaker, session) == 0
+
+
+async def test_an_attempt_left_of_an_erased_session_is_erased_by_the_next_erasure(
+    settings: Settings, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """With its session gone, an erasure found nothing to erase, and the attempt stayed
+    listed for the session's id."""
+    agent, session = f"left-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await hook_rows.record_attempt(
+            db,
+            delivery_id=f"{session}:ended",
+            webhook="w1",
+            agent_id=agent,
+            session_id=session,
+            event="session_ended",
+            url="https://hooks.example.com/in",
+            attempt=1,
+            outcome="failed",
+            status_code=503,
+            error="down",
+        )
+    client = await VigilClient.connect(settings)
+    try:
+        receipt = await Governance(client).erase(Subject("session", session), by="t", reason=None)
+    finally:
+        await client.close()
+    assert receipt.counts["webhook_deliveries"] == 1
+    assert await _attempts(sessionmaker, session) == 0
+
+
+async def _secret(_ref: str) -> str:
+    return "whsec-test"
