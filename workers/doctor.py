@@ -241,21 +241,37 @@ async def _agent_connections(settings: Settings) -> list[Check]:
     from vigil.workers.models import ConfigError, model_connections
 
     try:
-        configured = set(model_connections(settings))
+        configured = model_connections(settings)
     except ConfigError:
         return []  # the models check says what is wrong
     named = await _read_record(settings, agent_rows.newest_model_connections)
     if isinstance(named, str):
         return [Check("models", "agents' connections", False, named)]
-    missing = [
-        f"{agent} (version {version}) names {kind} {name!r}"
-        for agent, version, connection, fallback in named
-        for kind, name in (("connection", connection or DEFAULT_CONNECTION), ("fallback", fallback))
-        if name is not None and name not in configured
-    ]
+    missing, modelless = [], []
+    for agent, version, connection, fallback, model in named:
+        # A fallback is called with its connection's default model.
+        for kind, name, own in (
+            ("connection", connection or DEFAULT_CONNECTION, model),
+            ("fallback", fallback, None),
+        ):
+            if name is None:
+                continue
+            found = configured.get(name)
+            if found is None:
+                missing.append(f"{agent} (version {version}) names {kind} {name!r}")
+            elif not own and not found.model:
+                modelless.append(f"{agent} (version {version}) names {kind} {name!r}")
+    problems = []
     if missing:
-        detail = f"not configured here: {'; '.join(missing)}"
-        return [Check("models", "agents' connections", False, detail)]
+        problems.append(f"not configured here: {'; '.join(missing)}")
+    if modelless:
+        # Its calls would wait for a worker whose connection names one.
+        problems.append(
+            f"a connection without a default model, and no model of the agent's own: "
+            f'{"; ".join(modelless)} (give the connection a "model")'
+        )
+    if problems:
+        return [Check("models", "agents' connections", False, "; ".join(problems))]
     return [Check("models", "agents' connections", True, f"{len(named)} agent(s)")]
 
 

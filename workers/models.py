@@ -104,7 +104,8 @@ def model_connections(settings: Settings) -> dict[str, ModelConnection]:
             name=name,
             kind=conf.kind,
             base_url=conf.base_url,
-            model=conf.model,
+            # A script answers whatever model is asked for: it needs no name.
+            model=conf.model or ("scripted" if conf.kind == "scripted" else None),
             credential=conf.credential,
             timeout_seconds=conf.timeout_seconds,
         )

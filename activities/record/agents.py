@@ -188,20 +188,23 @@ async def newest_mcp_servers(db: DbSession) -> list[tuple[str, int, dict[str, An
     ]
 
 
-async def newest_model_connections(db: DbSession) -> list[tuple[str, int, str | None, str | None]]:
-    """The model connection and fallback every agent's newest version names: (agent,
-    version, connection, fallback), None where it names none."""
+async def newest_model_connections(
+    db: DbSession,
+) -> list[tuple[str, int, str | None, str | None, str | None]]:
+    """The model connection, fallback and model every agent's newest version names:
+    (agent, version, connection, fallback, model), None where it names none."""
     rows = (
         await db.execute(
             sql(
                 "SELECT DISTINCT ON (agent_id) agent_id, version, "
                 "spec->'model'->>'connection' AS connection, "
-                "spec->'model'->>'fallback' AS fallback "
+                "spec->'model'->>'fallback' AS fallback, "
+                "spec->'model'->>'model' AS model "
                 "FROM agent_versions ORDER BY agent_id, version DESC"
             )
         )
     ).mappings()
-    return [(r["agent_id"], r["version"], r["connection"], r["fallback"]) for r in rows]
+    return [(r["agent_id"], r["version"], r["connection"], r["fallback"], r["model"]) for r in rows]
 
 
 async def _erased_versions(db: DbSession, agent_id: str) -> int:

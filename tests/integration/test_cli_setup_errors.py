@@ -203,9 +203,48 @@ def test_doctor_names_an_agent_whose_model_connection_is_not_configured(
     assert check["ok"] is False
     assert f"{name} (version 1) names connection 'nowhere'" in check["detail"], check
     assert f"{name} (version 1) names fallback 'gone'" in check["detail"], check
-    connections = json.dumps(
-        {n: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"} for n in ("nowhere", "gone")}
-    )
-    given = vigil("doctor", "--json", env={"VIGIL_MODEL_CONNECTIONS": connections}, timeout=120)
+    connections = {
+        n: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+        for n in ("nowhere", "gone")
+    }
+    env = {"VIGIL_MODEL_CONNECTIONS": json.dumps(connections)}
+    given = vigil("doctor", "--json", env=env, timeout=120)
     (check,) = [c for c in json.loads(given.stdout) if c["check"] == "agents' connections"]
     assert name not in check["detail"], check
+
+    # Configured without a default model, where the agent names none: its sessions
+    # waited for a worker whose connection had one, and doctor said all was well.
+    for conf in connections.values():
+        del conf["model"]
+    env = {"VIGIL_MODEL_CONNECTIONS": json.dumps(connections)}
+    modelless = vigil("doctor", "--json", env=env, timeout=120)
+    (check,) = [c for c in json.loads(modelless.stdout) if c["check"] == "agents' connections"]
+    assert check["ok"] is False
+    assert "a connection without a default model, and no model of the agent's own" in (
+        check["detail"]
+    ), check
+    assert f"{name} (version 1) names connection 'nowhere'" in check["detail"], check
+    assert f"{name} (version 1) names fallback 'gone'" in check["detail"], check
+    # The agent's own model serves its connection (a fallback takes its connection's).
+    path.write_text(
+        f'name = "{name}"\n\n[model]\nconnection = "nowhere"\nmodel = "m"\nfallback = "gone"\n'
+    )
+    vigil.ok("agent", "apply", str(path))
+    own = vigil("doctor", "--json", env=env, timeout=120)
+    (check,) = [c for c in json.loads(own.stdout) if c["check"] == "agents' connections"]
+    assert f"{name} (version 2) names connection" not in check["detail"], check
+    assert f"{name} (version 2) names fallback 'gone'" in check["detail"], check
+
+
+
+def test_doctor_shows_the_brackets_its_details_quote(vigil: Vigil, tmp_path: Path) -> None:
+    """Doctor's table read each detail as markup: a models file's ``[other]`` table was
+    named as `` is not a connection: write each as  (here )``."""
+    models = tmp_path / "models.toml"
+    models.write_text('[other]\nkind = "openai"\n')
+    doctor = vigil("doctor", env={"VIGIL_MODELS_FILE": str(models)}, timeout=120)
+    assert doctor.returncode == 1, explain(doctor)
+    assert "[other] is not a connection: write each as [connections.NAME]" in doctor.stdout, (
+        doctor.stdout
+    )
+    assert "(here [connections.other])" in doctor.stdout, doctor.stdout

@@ -73,3 +73,19 @@ def test_a_models_file_table_outside_connections_is_refused(tmp_path: Path) -> N
     toml.write_text('kind = "openai"\n')
     with pytest.raises(ConfigError, match=r"'kind' is not a connection: write each as"):
         model_connections(Settings(models_file=toml))  # type: ignore[call-arg]
+
+
+async def test_a_scripted_connection_needs_no_model(tmp_path: Path) -> None:
+    """A scripted connection without a ``model`` left every session's call waiting for a
+    worker set up for it ("has no default model: name one"): a script answers whatever
+    model is asked, and the router now gives it one."""
+    from vigil.activities.models.connections import ModelRouter
+    from vigil.activities.models.scripted import ScriptedProvider
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"say": "played"}]))
+    conf = {"mine": {"kind": "scripted", "base_url": script.as_uri()}}
+    found = model_connections(Settings(state_dir=tmp_path, model_connections=json.dumps(conf)))
+    router = ModelRouter(found, None, default_provider=None)
+    provider, model = await router.provider("mine")
+    assert isinstance(provider, ScriptedProvider) and model == "scripted"

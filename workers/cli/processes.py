@@ -25,6 +25,7 @@ from vigil.workers.cli.common import (
     fail,
     load_settings,
     out,
+    plain,
 )
 
 
@@ -65,7 +66,9 @@ def doctor(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     else:
         table = Table("part", "check", "result", "detail")
         for c in checks:
-            table.add_row(c.part, c.check, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail)
+            # A detail quotes configuration ("[other] is not a connection"): not markup.
+            part, check, detail = plain(c.part, c.check, c.detail)
+            table.add_row(part, check, "[green]ok[/]" if c.ok else "[red]FAIL[/]", detail)
         out.print(table)
     if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_FAILED)

@@ -22,6 +22,7 @@ from vigil.workers.cli.common import (
     fail,
     load_settings,
     out,
+    plain,
     say,
 )
 
@@ -117,7 +118,8 @@ def _print_status(stack: Stack, as_json: bool) -> bool:
         table = Table("part", "mode", "state", "where")
         for part in parts:
             state = "[green]up[/]" if part.running else "[red]down[/]"
-            table.add_row(part.name, part.mode, state, part.detail)
+            name, mode, detail = plain(part.name, part.mode, part.detail)
+            table.add_row(name, mode, state, detail)
         out.print(table)
         ui = stack.settings.endpoints().temporal_ui
         if ui:
