@@ -220,8 +220,8 @@ def test_doctor_names_an_agent_whose_model_connection_is_not_configured(
     modelless = vigil("doctor", "--json", env=env, timeout=120)
     (check,) = [c for c in json.loads(modelless.stdout) if c["check"] == "agents' connections"]
     assert check["ok"] is False
-    assert "a connection without a default model, and no model of the agent's own" in (
-        check["detail"]
+    assert (
+        "a connection without a default model, and no model of the agent's own" in (check["detail"])
     ), check
     assert f"{name} (version 1) names connection 'nowhere'" in check["detail"], check
     assert f"{name} (version 1) names fallback 'gone'" in check["detail"], check
@@ -236,7 +236,6 @@ def test_doctor_names_an_agent_whose_model_connection_is_not_configured(
     assert f"{name} (version 2) names fallback 'gone'" in check["detail"], check
 
 
-
 def test_doctor_shows_the_brackets_its_details_quote(vigil: Vigil, tmp_path: Path) -> None:
     """Doctor's table read each detail as markup: a models file's ``[other]`` table was
     named as `` is not a connection: write each as  (here )``."""
@@ -248,3 +247,28 @@ def test_doctor_shows_the_brackets_its_details_quote(vigil: Vigil, tmp_path: Pat
         doctor.stdout
     )
     assert "(here [connections.other])" in doctor.stdout, doctor.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("list",), ("show", "s-x"), ("agent", "list"), ("memory", "search", "x", "--agent", "a")],
+    ids=["list", "show", "agent-list", "memory-search"],
+)
+def test_a_database_that_refuses_the_login_is_one_line(
+    vigil: Vigil, database_url: str, command: tuple[str, ...]
+) -> None:
+    """A wrong password (or database) printed a hundred lines of traceback, and no JSON
+    error object with --json: only a refused connection was told in one line."""
+    parts = urlsplit(database_url)
+    wrong = parts._replace(
+        netloc=f"{parts.username}:wrong-{uuid.uuid4().hex[:6]}@{parts.hostname}:{parts.port}"
+    )
+    env = {"DATABASE_URL": urlunsplit(wrong)}
+    done = vigil(*command, env=env, timeout=120)
+    assert done.returncode == 3, explain(done)
+    assert one_error_line(done).startswith("error: PostgreSQL refused: "), explain(done)
+    assert "password authentication failed" in done.stderr
+    as_json = vigil(*command, "--json", env=env, timeout=120)
+    assert as_json.returncode == 3, explain(as_json)
+    error = json.loads(as_json.stderr)["error"]
+    assert error["code"] == "unreachable" and "PostgreSQL refused" in error["message"]

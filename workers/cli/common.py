@@ -401,7 +401,9 @@ def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None = None) -> T:
     """Run ``fn`` with a connected client; user-fixable errors become one line + exit code."""
+    from asyncpg import PostgresError
     from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError
 
     from vigil.workers.client import VigilClient, VigilError
 
@@ -421,6 +423,8 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
         fail(str(exc), exc.exit_code)
     except ValidationError as exc:
         fail(f"bad argument: {first_error(exc)}", EXIT_USAGE)
+    except (DBAPIError, PostgresError) as exc:
+        database_refused(exc)
     except BrokenPipeError:
         raise  # the reader went away (`vigil export ... | head`): main() exits quietly
     except OSError as exc:
@@ -470,6 +474,9 @@ def run_db(
     state_dir: str | None,
 ) -> T:
     """Run ``fn`` with a database session factory; user-fixable errors become one line."""
+    from asyncpg import PostgresError
+    from sqlalchemy.exc import DBAPIError
+
     from vigil.workers.agents import AgentError, InvalidAgentFiles
     from vigil.workers.db import make_engine, make_sessionmaker
     from vigil.workers.models import ConfigError
@@ -498,8 +505,27 @@ def run_db(
         fail(str(exc), exc.exit_code)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    except (DBAPIError, PostgresError) as exc:
+        database_refused(exc)
     except OSError as exc:
         fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
+
+
+def database_refused(exc: BaseException) -> NoReturn:
+    """PostgreSQL answered and refused: one line. Refused to connect (a wrong password, no
+    such database, too many connections) is the unreachable exit; anything else failed."""
+    from sqlalchemy.exc import DBAPIError
+
+    from vigil.activities.failures import describe
+
+    inner: BaseException | None = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        inner = exc.orig.__cause__ or exc.orig
+    state = str(getattr(inner, "sqlstate", "") or "")
+    fail(
+        f"PostgreSQL refused: {describe(exc)}",
+        EXIT_UNREACHABLE if state[:2] in ("08", "28", "3D", "53") else EXIT_FAILED,
+    )
 
 
 def check(value: BaseModel) -> str:
