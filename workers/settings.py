@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -351,6 +352,20 @@ class Settings(BaseSettings):
                 object.__setattr__(self, name, port)  # not "set": a copy adopts the file's too
         return self
 
+    def _given_port(self, url: str, setting: str) -> str:
+        """``url`` (``scheme://...`` or ``host:port``) on the port ``setting`` gives, when
+        it is set here."""
+        if setting not in self.model_fields_set:
+            return url
+        port = getattr(self, setting)
+        parts = urlsplit(url if "//" in url else f"//{url}")
+        host = parts.hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@{host}:{port}" if user else f"{host}:{port}"
+        moved = urlunsplit(parts._replace(netloc=netloc))
+        return moved if "//" in url else moved.removeprefix("//")
+
     def endpoints(self) -> Endpoints:
         """Concrete endpoints: explicit configuration first, then the embedded stack's."""
         info = self.stack_info()
@@ -361,13 +376,18 @@ class Settings(BaseSettings):
             ui = f"http://127.0.0.1:{self.temporal_ui_port}"
         else:
             ui = None
+        # The stack's published URLs name the ports it was started on; a port given here
+        # wins (as it does for Temporal's), so a command never reaches one part elsewhere
+        # than `stack status` and doctor look for it.
         if self.database_url is not None:
             db = self.database_url.get_secret_value()
         elif info is not None and info.database_url:
-            db = info.database_url
+            db = self._given_port(info.database_url, "postgres_port")
         else:
             db = None
-        s3_endpoint = self.s3_endpoint or (info.s3_endpoint if info else None)
+        s3_endpoint = self.s3_endpoint or (
+            self._given_port(info.s3_endpoint, "minio_port") if info and info.s3_endpoint else None
+        )
         access = (
             self.s3_access_key.get_secret_value()
             if self.s3_access_key

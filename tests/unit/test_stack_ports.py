@@ -71,3 +71,29 @@ def test_a_stack_file_without_ports_or_unreadable_changes_nothing(tmp_path: Path
     (tmp_path / "bad" / STACK_FILE).write_text("{not json")
     assert Settings(state_dir=tmp_path / "bad").temporal_port == 7233
     assert Settings(state_dir=tmp_path / "none").temporal_port == 7233
+
+
+def test_a_database_or_object_store_port_configured_here_wins_over_the_published_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``VIGIL_POSTGRES_PORT`` lost to the database URL in stack.json: commands reached
+    the stack's PostgreSQL on its old port while `stack status` called PostgreSQL down
+    on the port given."""
+    _published(tmp_path / ".vigil", s3_endpoint="127.0.0.1:29000")
+    monkeypatch.setenv("VIGIL_POSTGRES_PORT", "25499")
+    monkeypatch.setenv("VIGIL_MINIO_PORT", "29999")
+    endpoints = Settings(state_dir=tmp_path / ".vigil").endpoints()
+    assert endpoints.database_url == "postgresql://u:p@127.0.0.1:25499/vigil"
+    assert endpoints.s3_endpoint == "127.0.0.1:29999"
+    # Unset, the published ones stand; a DATABASE_URL given wins over both.
+    monkeypatch.delenv("VIGIL_POSTGRES_PORT")
+    monkeypatch.delenv("VIGIL_MINIO_PORT")
+    endpoints = Settings(state_dir=tmp_path / ".vigil").endpoints()
+    assert endpoints.database_url == "postgresql://u:p@127.0.0.1:25433/vigil"
+    assert endpoints.s3_endpoint == "127.0.0.1:29000"
+    monkeypatch.setenv("VIGIL_POSTGRES_PORT", "25499")
+    given = "postgresql://x@db.internal:5432/v"
+    assert (
+        Settings(state_dir=tmp_path / ".vigil", database_url=given).endpoints().database_url
+        == given
+    )

@@ -401,9 +401,7 @@ def emit(value: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None = None) -> T:
     """Run ``fn`` with a connected client; user-fixable errors become one line + exit code."""
-    from asyncpg import PostgresError
     from pydantic import ValidationError
-    from sqlalchemy.exc import DBAPIError
 
     from vigil.workers.client import VigilClient, VigilError
 
@@ -423,8 +421,6 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
         fail(str(exc), exc.exit_code)
     except ValidationError as exc:
         fail(f"bad argument: {first_error(exc)}", EXIT_USAGE)
-    except (DBAPIError, PostgresError) as exc:
-        database_refused(exc)
     except BrokenPipeError:
         raise  # the reader went away (`vigil export ... | head`): main() exits quietly
     except OSError as exc:
@@ -433,6 +429,20 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
         if exc.errno in LOCAL_WRITE_ERRNOS:  # the output (a full disk), not a server
             fail(f"cannot write the output: {exc.strerror or exc}", EXIT_FAILED)
         fail(unreachable(settings, exc), EXIT_UNREACHABLE)
+    except Exception as exc:
+        if not _from_the_database(exc):
+            raise
+        database_refused(exc)
+
+
+def _from_the_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's (through SQLAlchemy or the driver), asked without
+    importing either: a command that never loaded them cannot have their errors."""
+    kinds = [
+        getattr(sys.modules.get(module), name, None)
+        for module, name in (("sqlalchemy.exc", "DBAPIError"), ("asyncpg", "PostgresError"))
+    ]
+    return any(isinstance(kind, type) and isinstance(exc, kind) for kind in kinds)
 
 
 def unreachable(settings: Settings, exc: OSError) -> str:
