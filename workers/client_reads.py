@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 
 from vigil.schema import names
@@ -75,17 +75,14 @@ class SessionReads(SessionStart):
         session_id: str,
         timeout: float | None = None,  # noqa: ASYNC109 - public API
     ) -> SessionResult | None:
-        """The session's result once it ends (None when it ended without one: cancel, failure)."""
+        """The session's result once it ends (None when it ended without one: cancel, failure).
+        ``session_id``: the id (``start_session(...).id``)."""
         handle = self.temporal.get_workflow_handle(session_id, result_type=SessionResult)
         try:
             value: SessionResult = await asyncio.wait_for(
                 self._rpc(session_id, handle.result()), timeout
             )
-        except VigilError:
-            raise
-        except TimeoutError:
-            raise
-        except Exception:  # cancelled, failed or terminated: the record says how it ended
+        except WorkflowFailureError:  # cancelled, failed, terminated: the record says how
             return None
         return value
 

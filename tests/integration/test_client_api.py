@@ -220,3 +220,18 @@ async def test_vigils_own_start_of_a_keys_session_takes_any_letter(
     )
     assert started.id == sid
     await client.temporal.get_workflow_handle(sid).terminate("test done")
+
+
+async def test_the_readmes_python_example_and_a_started_session_for_an_id(
+    cli: CLIStack, client: VigilClient
+) -> None:
+    """As the README's "From Python" shows it: start, the result, the transcript. Given
+    the started session itself instead of its id, ``result`` said None (as for a cancelled
+    session) where ``transcript`` raised a TypeError: both refuse it now."""
+    started = await client.start_session(agent(), cli.plan(Reply.text("all quiet")))
+    result = await client.result(started.id, timeout=60)
+    assert result is not None and result.status == SessionStatus.COMPLETED
+    said = [(m.role, m.content) for m in await client.transcript(started.id)]
+    assert ("assistant", "all quiet") in said, said
+    with pytest.raises(TypeError):
+        await client.result(started, timeout=60)  # type: ignore[arg-type]
