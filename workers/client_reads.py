@@ -31,6 +31,7 @@ from vigil.workers.client_views import (
     STATE_QUERY_SECONDS,
     STATUSES,
     UNRECORDED,
+    RetriedCall,
     SessionPage,
     SessionSummary,
     SessionView,
@@ -220,6 +221,14 @@ class SessionReads(SessionStart):
         items = [SessionSummary(**asdict(r), temporal_status=live.get(r.id)) for r in page.rows]
         return SessionPage(items, page.next_cursor)
 
+    async def retrying(self, session_id: str) -> list[RetriedCall]:
+        """The session's calls that failed and wait for another attempt (what `vigil show`
+        lists as retrying): why a running session does not move."""
+        desc = await asyncio.wait_for(
+            self._rpc(session_id, self.handle(session_id).describe()), STATE_QUERY_SECONDS
+        )
+        return retried_calls(desc)
+
     async def session_view(self, session_id: str, last: int = 20) -> SessionView:
         """A session's record, its live state (while it runs and a worker answers) and
         its ``last`` messages (0 to ``MAX_RECENT_MESSAGES``): what `vigil show` and the
@@ -237,7 +246,7 @@ class SessionReads(SessionStart):
                     self._rpc(session_id, self.handle(session_id).describe()),
                     STATE_QUERY_SECONDS,
                 )
-                retrying = retried_calls(desc)
+                retrying = [str(call) for call in retried_calls(desc)]
                 live = await asyncio.wait_for(self._state_of(session_id, desc), STATE_QUERY_SECONDS)
             except VigilError as exc:
                 unavailable = str(exc)

@@ -71,11 +71,23 @@ RUNNING_STATUSES = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CON
 """Temporal's statuses of a session that still runs."""
 
 
-def retried_calls(desc: Any) -> list[str]:
-    """The calls of a described session that failed and wait for another attempt, each
-    with its attempt and what the last one met (why the session does not move)."""
+@dataclass(frozen=True)
+class RetriedCall:
+    """A call of a session that failed and waits for another attempt."""
+
+    activity: str
+    attempt: int
+    failure: str
+    """What the last attempt met (why the session does not move)."""
+
+    def __str__(self) -> str:
+        return f"{self.activity} attempt {self.attempt}: {self.failure}"
+
+
+def retried_calls(desc: Any) -> list[RetriedCall]:
+    """The calls of a described session that failed and wait for another attempt."""
     return [
-        f"{p.activity_type.name} attempt {p.attempt}: {p.last_failure.message}"
+        RetriedCall(p.activity_type.name, p.attempt, p.last_failure.message)
         for p in desc.raw_description.pending_activities
         if p.attempt > 1 and p.last_failure.message
     ]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 
 from tests.integration.conftest import CLIStack
 from tests.support.cli import (
+    CLI,
     LineReader,
     explain,
     poll,
@@ -196,3 +199,32 @@ def test_follow_ends_when_the_session_is_erased(cli: CLIStack) -> None:
         code, _, stderr = follow.finish(60)
     assert code == 4, stderr
     assert f"no session with id {sid!r}: it was erased" in stderr, stderr
+
+
+def test_follow_says_why_a_session_does_not_move(cli: CLIStack, tmp_path: Path) -> None:
+    """A session whose model calls kept failing (here: a connection no worker has) was
+    followed in silence: only `vigil show` said the call was being retried, and why."""
+    agent = f"stuck-{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / f"{agent}.toml"
+    spec.write_text(f'name = "{agent}"\n\n[model]\nconnection = "nowhere"\n')
+    cli.vigil.ok("agent", "apply", str(spec))
+    started = cli.vigil.json("start", "go on", "--agent", agent)
+    follow = subprocess.Popen(
+        [*CLI, "follow", started["id"]],
+        env=cli.vigil.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # read as one stream: the note goes to stderr
+        text=True,
+    )
+    try:
+        with LineReader(follow) as reader:
+            poll(
+                lambda: any("retrying" in line for line in reader.snapshot()),
+                60,
+                "a line on why the session does not move",
+            )
+            told = next(line for line in reader.snapshot() if "retrying" in line)
+    finally:
+        cli.vigil.ok("cancel", started["id"])
+    assert "vigil.call_model attempt" in told and "'nowhere'" in told, told
+    assert f"show {started['id']}" in told, told

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -43,14 +46,57 @@ def message_dict(msg: Any) -> dict[str, Any]:
     }
 
 
+RETRY_LOOK_SECONDS = 5.0
+"""How often a command that waits on a session asks Temporal for calls being retried."""
+
+
+@contextlib.asynccontextmanager
+async def retries_told(client: VigilClient, session_id: str) -> AsyncIterator[None]:
+    """While the block runs, a line on stderr for each call of the session that fails and
+    waits for another attempt (a credential not set, a connection no worker has, a
+    provider down), once for each thing it meets: what `vigil show` says, where a person
+    following the session saw nothing happen."""
+    from vigil.workers.client import VigilError
+
+    async def watch() -> None:
+        told: set[tuple[str, str]] = set()
+        while True:
+            await asyncio.sleep(RETRY_LOOK_SECONDS)
+            try:
+                calls = await client.retrying(session_id)
+            except (VigilError, TimeoutError):
+                continue
+            for call in calls:
+                if (call.activity, call.failure) not in told:
+                    told.add((call.activity, call.failure))
+                    err.print(
+                        f"[yellow]retrying[/] {escape(one_line(str(call)))} "
+                        f"(`{command_prefix()} show {escape(session_id)}`)"
+                    )
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def follow_session(client: VigilClient, session_id: str, as_json: bool) -> None:
     """Messages and the events a person cares about, in the order they happened (see
     workers/cli/follow.py), until the session ends."""
+    await client.require_session_soon(session_id)
+    async with retries_told(client, session_id):
+        await _follow(client, session_id, as_json)
+    await print_end(client, session_id, as_json)
+
+
+async def _follow(client: VigilClient, session_id: str, as_json: bool) -> None:
     from vigil.activities.record.order import InOrder
     from vigil.schema import event_kinds
     from vigil.workers.cli import follow
 
-    await client.require_session_soon(session_id)
     approvals = follow.Approvals(client, session_id)
     in_order = InOrder()  # a decision before the tool result it approved
 
@@ -71,13 +117,13 @@ async def follow_session(client: VigilClient, session_id: str, as_json: bool) ->
             await show(item)
     for item in in_order.rest():
         await show(item)
-    await print_end(client, session_id, as_json)
 
 
 async def wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
     await client.require_session_soon(session_id)  # says at once when no worker polls
     with err.status(f"waiting for {session_id} to end ..."):
-        await client.result(session_id)
+        async with retries_told(client, session_id):
+            await client.result(session_id)
     await print_end(client, session_id, as_json)
 
 
