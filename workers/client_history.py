@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import EventType
@@ -180,8 +180,8 @@ class SessionHistory(SessionReads):
             elif ev.HasField("workflow_execution_cancel_requested_event_attributes"):
                 detail = ev.workflow_execution_cancel_requested_event_attributes.cause
             elif ev.HasField("timer_started_event_attributes"):
-                secs = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-                detail = await self._summarised(ev, f"timer {secs}")
+                span = ev.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+                detail = await self._summarised(ev, f"timer {timer_span(span)}")
             lines.append(
                 HistoryLine(ev.event_id, ev.event_time.ToDatetime(tzinfo=UTC), kind, detail)
             )
@@ -221,3 +221,16 @@ def _erased_meanwhile(entry: Any) -> None:
 
     if isinstance(entry, StatusChange) and entry.status == ERASED:
         raise UnknownSession.erased(entry.session_id)
+
+
+def timer_span(span: timedelta) -> str:
+    """A timer's length as a length (``23 h 59 min 59 s``), never as a time of day."""
+    total = span.total_seconds()
+    if total < 60:
+        return f"{total:.3g} s"
+    whole = round(total)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (seconds, "s")]
+    return " ".join(f"{n} {unit}" for n, unit in parts if n)

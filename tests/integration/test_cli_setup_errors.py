@@ -84,6 +84,17 @@ def test_a_worker_refused_by_postgres_says_so_in_one_line(vigil: Vigil, database
     assert "wrong" not in line  # never the password
 
 
+def test_a_worker_that_finds_no_temporal_says_so_as_the_cli_does(vigil: Vigil) -> None:
+    """It printed the SDK's connect error (``Failed client connect: Server connection
+    error: tonic::transport::Error(Transport, ConnectError(...))``), naming no fix."""
+    done = vigil("worker", env={"TEMPORAL_ADDRESS": "127.0.0.1:1"}, timeout=120)
+    assert done.returncode == 3, explain(done)
+    assert one_error_line(done) == (
+        "error: worker could not start: Temporal at 127.0.0.1:1 is not answering; start it "
+        "with `vigil stack up` (or check TEMPORAL_ADDRESS)"
+    )
+
+
 def test_doctors_hints_are_written_as_the_cli_was_started(vigil: Vigil) -> None:
     down = {"TEMPORAL_ADDRESS": "127.0.0.1:1"}
     plain = vigil("doctor", "--json", env=down, timeout=120)

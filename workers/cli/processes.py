@@ -101,6 +101,7 @@ def worker(
     from vigil.activities.memory.provenance import EmbedderNotReady
     from vigil.activities.tools.loader import ToolLoadError
     from vigil.workers.deployments import DeploymentSettingsError
+    from vigil.workers.liveness import is_unreachable, temporal_down
     from vigil.workers.models import ConfigError
 
     try:
@@ -112,6 +113,9 @@ def worker(
     except EmbedderNotReady as exc:
         fail(f"worker could not start: {exc}", EXIT_USAGE)
     except (OSError, RuntimeError) as exc:
+        if is_unreachable(exc):  # the SDK's raw connect error names no fix
+            address = settings.endpoints().temporal_address
+            fail(f"worker could not start: {temporal_down(address)}", EXIT_UNREACHABLE)
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
     except (DBAPIError, PostgresError) as exc:  # PostgreSQL answered, and refused
         fail(f"worker could not start: PostgreSQL refused: {describe(exc)}", EXIT_UNREACHABLE)
