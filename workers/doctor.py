@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -202,6 +203,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     database_ok = all(c.ok for c in results[1])
     tools = await _mcp_commands(settings) if database_ok else []
     connections = await _agent_connections(settings) if database_ok else []
+    secrets = await _secrets(settings) if database_ok else []
     return [
         *_profile(settings),
         *results[0],
@@ -211,6 +213,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         *tools,
         *_models(settings),
         *connections,
+        *secrets,
         *_telemetry(settings),
     ]
 
@@ -273,6 +276,52 @@ async def _agent_connections(settings: Settings) -> list[Check]:
     if problems:
         return [Check("models", "agents' connections", False, "; ".join(problems))]
     return [Check("models", "agents' connections", True, f"{len(named)} agent(s)")]
+
+
+async def _secrets(settings: Settings) -> list[Check]:
+    """Whether the secrets that model connections and webhooks name can be had here: an
+    ``env:`` variable set in this environment (webhooks'; connections' are the models
+    check's), any other name stored (`vigil secret set`). Without it every call of the
+    connection waits, and every delivery of the webhook fails, for as long as it is so."""
+    from vigil.activities.credentials import ENV_PREFIX
+    from vigil.activities.record import agents as agent_rows
+    from vigil.activities.record import credentials as stored
+    from vigil.activities.record import hooks as hook_rows
+    from vigil.workers.models import ConfigError, model_connections
+
+    async def read(db: Any) -> tuple[set[str], list[tuple[str, str]]]:
+        names = {c.name for c in await stored.list_all(db)}
+        named = [
+            (f"agent {a} (version {v}) webhook {url[:80]}", secret)
+            for a, v, url, secret in await agent_rows.newest_webhook_secrets(db)
+        ]
+        named += [
+            (f"webhook {w.id} of agent {w.agent_id}", w.secret_ref)
+            for w in await hook_rows.list_webhooks(db)
+        ]
+        return names, named
+
+    found = await _read_record(settings, read)
+    if isinstance(found, str):
+        return [Check("credentials", "secrets named", False, found)]
+    names, named = found
+    with contextlib.suppress(ConfigError):  # the models check says what is wrong
+        named += [
+            (f"model connection {c.name!r}", c.credential)
+            for c in model_connections(settings).values()
+            if c.credential
+        ]
+    problems = []
+    for what, ref in named:
+        if ref.startswith(ENV_PREFIX):
+            variable = ref.removeprefix(ENV_PREFIX)
+            if not what.startswith("model connection") and not os.environ.get(variable):
+                problems.append(f"{what}: {ref!r} is not set here (export {variable})")
+        elif ref not in names:
+            problems.append(f"{what}: no stored credential {ref!r} (vigil secret set {ref})")
+    if problems:
+        return [Check("credentials", "secrets named", False, "; ".join(problems))]
+    return [Check("credentials", "secrets named", True, f"{len(named)} named, all here")]
 
 
 async def _mcp_commands(settings: Settings) -> list[Check]:

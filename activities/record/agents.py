@@ -188,6 +188,24 @@ async def newest_mcp_servers(db: DbSession) -> list[tuple[str, int, dict[str, An
     ]
 
 
+async def newest_webhook_secrets(db: DbSession) -> list[tuple[str, int, str, str]]:
+    """The webhooks of every agent's newest version: (agent, version, URL, secret
+    reference) for each its definition names."""
+    rows = (
+        await db.execute(
+            sql(
+                "SELECT agent_id, version, w->>'url' AS url, w->>'secret' AS secret FROM ("
+                "SELECT DISTINCT ON (agent_id) agent_id, version, spec FROM agent_versions "
+                "ORDER BY agent_id, version DESC) newest, "
+                "jsonb_array_elements(CASE jsonb_typeof(spec->'webhooks') WHEN 'array' "
+                "THEN spec->'webhooks' ELSE '[]' END) AS w "
+                "ORDER BY agent_id"
+            )
+        )
+    ).mappings()
+    return [(r["agent_id"], r["version"], r["url"] or "", r["secret"] or "") for r in rows]
+
+
 async def newest_model_connections(
     db: DbSession,
 ) -> list[tuple[str, int, str | None, str | None, str | None]]:

@@ -5,7 +5,9 @@ refuse to start on."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -283,3 +285,36 @@ def test_a_database_that_refuses_the_login_is_one_line(
     assert as_json.returncode == 3, explain(as_json)
     error = json.loads(as_json.stderr)["error"]
     assert error["code"] == "unreachable" and "PostgreSQL refused" in error["message"]
+
+
+def test_doctor_names_the_secrets_that_cannot_be_had_here(vigil: Vigil) -> None:
+    """A connection naming a stored credential nobody stored, a webhook whose `env:`
+    secret is not set, and one whose stored secret was deleted since it was added all
+    passed doctor: every call waited, every delivery failed, seen only in the API's list
+    of deliveries."""
+    agent = f"secretive-{uuid.uuid4().hex[:8]}"
+    stored, variable = f"HOOK_{uuid.uuid4().hex[:6]}", f"UNSET_{uuid.uuid4().hex[:6].upper()}"
+    key = {"VIGIL_SECRET_KEY": base64.b64encode(os.urandom(32)).decode()}
+    assert vigil("secret", "set", stored, input="whsec-x\n", env=key).returncode == 0
+    kept = vigil.json(
+        "webhook", "add", "--agent", agent, "--url", "https://hooks.example.com/a",
+        "--events", "session_ended", "--secret", stored, "--allow-unknown-agent",
+    )  # fmt: skip
+    vigil.ok("secret", "delete", stored)
+    unset = vigil.json(
+        "webhook", "add", "--agent", agent, "--url", "https://hooks.example.com/b",
+        "--events", "session_ended", "--secret", f"env:{variable}", "--allow-unknown-agent",
+    )  # fmt: skip
+    connections = {"vault": {"kind": "openai", "model": "m", "credential": "NOBODY_STORED"}}
+    doctor = vigil(
+        "doctor", "--json", env={"VIGIL_MODEL_CONNECTIONS": json.dumps(connections)}, timeout=120
+    )
+    assert doctor.returncode == 1, explain(doctor)
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "secrets named"]
+    assert check["ok"] is False
+    detail = check["detail"]
+    assert f"webhook {kept['id']} of agent {agent}: no stored credential {stored!r}" in detail
+    assert f"webhook {unset['id']} of agent {agent}: 'env:{variable}' is not set here" in detail
+    assert "model connection 'vault': no stored credential 'NOBODY_STORED'" in detail
+    for hook in (kept, unset):
+        vigil.ok("webhook", "remove", str(hook["id"]))
