@@ -53,6 +53,10 @@ class NothingToErase(LookupError):
     """No record, memory or workflow execution of the subject exists."""
 
 
+class ErasureStopped(RuntimeError):
+    """Something the erasure must reach could not be read; it stopped before erasing."""
+
+
 @dataclass(frozen=True)
 class Run:
     """One workflow execution (one run of a session)."""
@@ -137,6 +141,9 @@ class Eraser:
         # Runs the plan could not see: one a schedule started before it was deleted, a
         # session or a webhook delivery too new for Temporal's listing when it was made.
         ids = set(plan.scope.session_ids) | ({subject} if kind == "session" else set())
+        if kind == "agent":  # and those recorded since (each asked for by its id)
+            async with self.sessionmaker() as db:
+                ids |= set((await queries.agent_scope(db, subject)).session_ids)
         seen = set(plan.runs)
         later = [
             run
@@ -242,7 +249,10 @@ class Eraser:
                 # Deleted since it was listed; any other failure ends the erasure (a
                 # schedule skipped would go on starting the erased agent's sessions).
                 if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
+                    raise ErasureStopped(
+                        f"schedule {item.id!r} could not be read ({exc.message}); nothing "
+                        "was erased: run the erasure again"
+                    ) from exc
                 continue
             action = desc.schedule.action
             if not isinstance(action, ScheduleActionStartWorkflow):

@@ -27,6 +27,7 @@ from vigil.activities.failures import describe
 from vigil.activities.guard import LocalLedgers, guarded
 from vigil.activities.memory.provenance import EmbedderMismatch
 from vigil.activities.record import agents as agent_rows
+from vigil.activities.record import erasure as erasure_rows
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, lean_transaction
 from vigil.activities.record.rls import (
@@ -126,7 +127,10 @@ class SessionRecords:
         # One lean transaction: the agent's and the session's rows with the owner's rights
         # (one statement, the version in it), then the goal and its event acting for the
         # agent (one statement) until the transaction ends.
-        async with lean_transaction(self._engine) as db:
+        # No erasure of the session (or its agent) runs meanwhile, and its receipt, if
+        # one committed, is read by the opening's statement (in the BEGIN's round trip).
+        held = erasure_rows.hold_from_erasure(arg.agent_id, arg.session_id)
+        async with lean_transaction(self._engine, then=held) as db:
             try:
                 created, holder = await record.open_session_row(
                     db,

@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
-from vigil.activities.erasure import Eraser, ErasurePlan, NothingToErase
+from vigil.activities.erasure import Eraser, ErasurePlan, ErasureStopped, NothingToErase
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import archive as archives
 from vigil.activities.record import erasure as erasure_queries
@@ -68,7 +68,10 @@ class Governance:
     # --- erasure ------------------------------------------------------------------------
 
     async def erasure_plan(self, subject: Subject) -> ErasurePlan:
-        plan = await self.eraser.plan(subject.kind, subject.id)
+        try:
+            plan = await self.eraser.plan(subject.kind, subject.id)
+        except ErasureStopped as exc:
+            raise VigilError(str(exc)) from exc
         if plan.empty:
             raise NotFound(f"nothing to erase: no {subject.kind} {subject.id!r} anywhere")
         return plan
@@ -88,6 +91,8 @@ class Governance:
             )
         except NothingToErase as exc:
             raise NotFound(f"nothing to erase: {exc}") from exc
+        except ErasureStopped as exc:
+            raise VigilError(str(exc)) from exc
 
     async def receipts(self, subject: str | None = None, limit: int = 100) -> list[ErasureReceipt]:
         async with self.client.db() as db:

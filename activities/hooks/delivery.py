@@ -192,7 +192,7 @@ class WebhookActivities:
         session was erased meanwhile (nothing is kept of it then)."""
         outcome, code, error = await self._post(target, body, arg)
         async with self._sessionmaker.begin() as db:
-            await erasure_rows.held_from_erasure(db, arg.agent_id)
+            await erasure_rows.held_from_erasure(db, arg.agent_id, arg.session_id)
             if await erasure_rows.erased_since(db, arg.session_id, arg.agent_id, arg.occurred_at):
                 return None  # erased while it was posted: nothing is kept of it
             await hook_rows.record_attempt(

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from vigil.activities.artifacts.registry import lock_digest
 from vigil.activities.record import handon
 from vigil.activities.record.archive import EVENT_DIGESTS
+from vigil.activities.record.lean import literal
 from vigil.activities.record.rls import record_maintenance
 
 SubjectKind = Literal["session", "agent"]
@@ -113,6 +114,16 @@ async def _counts(db: DbSession, session_ids: list[str]) -> dict[str, int]:
     }
 
 
+_SESSION_DELIVERIES = {
+    True: "DELETE FROM webhook_deliveries WHERE agent_id = :a AND session_id = :s",
+    # The session is no longer recorded (an attempt left by an earlier erasure of it): by
+    # its id alone, over the whole table.
+    False: "DELETE FROM webhook_deliveries WHERE session_id = :s",
+}
+"""SQL: a session's webhook attempts, by its agent and id where the agent is known (the
+table's index leads with the agent)."""
+
+
 async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
     """The scope of erasing one session (empty when it is not recorded)."""
     agent = (
@@ -139,9 +150,8 @@ async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
             )
         ).scalar_one()
     counts = await _counts(db, sessions)
-    deliveries = await db.execute(
-        text("SELECT count(*) FROM webhook_deliveries WHERE session_id = :s"), {"s": session_id}
-    )
+    counted = _SESSION_DELIVERIES[agent is not None].replace("DELETE", "SELECT count(*)", 1)
+    deliveries = await db.execute(text(counted), {"s": session_id, "a": agent})
     return ErasureScope(
         "session", session_id, agent, sessions,
         memories=int(memories), merge_notes=int(notes),
@@ -306,6 +316,7 @@ async def _release_holders(db: DbSession, scope: ErasureScope, referred: set[str
             "                AND e.payload ->> 'previous_sha256' = h.sha256) "
             # ... and what its pruned sessions' events named (kept with their archives).
             "AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = :a "
+            "                AND s.archive_uri IS NOT NULL "
             "                AND s.metadata -> 'archive' -> 'artifacts' ? h.sha256)"
         ),
         {"a": scope.agent_id, "shas": sorted(referred)},
@@ -358,8 +369,7 @@ async def purge(
     into is handed on instead (``record.handon``), with the vector ``embedded`` holds
     for its new words; without one it is deleted (``merged_memories_deleted``)."""
     await record_maintenance(db)
-    if scope.agent_id is not None:
-        await db.execute(_ERASING, {"a": scope.agent_id})
+    await _take_erasure_locks(db, scope)
     sessions = scope.session_ids
     if scope.kind == "agent":
         # Sessions recorded since the scope was read (a schedule's run, one too new for
@@ -396,11 +406,11 @@ async def purge(
     # session named in the answers a trigger keeps for a delivery sent again.
     hooks = await db.execute(
         text(
-            "DELETE FROM webhook_deliveries WHERE CASE CAST(:kind AS text) "
-            "WHEN 'agent' THEN agent_id = :subject OR session_id = ANY(:s) "
-            "ELSE session_id = :subject END"
+            "DELETE FROM webhook_deliveries WHERE agent_id = :a"
+            if scope.kind == "agent"
+            else _SESSION_DELIVERIES[scope.agent_id is not None]
         ),
-        {"s": sessions, "kind": scope.kind, "subject": scope.subject},
+        {"s": scope.subject, "a": scope.agent_id or scope.subject},
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "session":  # an agent's triggers go below, and what they kept
@@ -495,20 +505,42 @@ async def last_agent_erasure(db: DbSession, agent_id: str) -> int:
     return int(found.scalar_one())
 
 
-_ERASING = text("SELECT pg_advisory_xact_lock(hashtextextended('vigil.erasing:' || :a, 0))")
-"""SQL: an erasure of the agent ``:a``'s data, or of one of its sessions, runs: what
-``held_from_erasure`` holds waits for it to end, and what is held makes it wait."""
+def _erasing(kind: SubjectKind, subject: str) -> str:
+    """The advisory lock key of erasing ``subject``: an agent's, or one session's."""
+    return f"vigil.erasing.{kind}:{subject}"
 
 
-async def held_from_erasure(db: DbSession, agent_id: str) -> None:
-    """Until ``db``'s transaction ends, no erasure of ``agent_id`` or of its sessions runs;
-    one that runs now is waited for. A write checked against ``erased_since`` after this
-    (in a statement of its own) cannot land between an erasure's purge and its receipt,
-    where neither would see the other."""
-    await db.execute(
-        text("SELECT pg_advisory_xact_lock_shared(hashtextextended('vigil.erasing:' || :a, 0))"),
-        {"a": agent_id},
-    )
+def _lock(key: str, *, shared: bool) -> str:
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"{fn}(hashtextextended({literal(key)}, 0))"
+
+
+async def _take_erasure_locks(db: DbSession, scope: ErasureScope) -> None:
+    """An agent's erasure holds its agent's key alone; a session's, its own key alone and
+    its agent's shared (two sessions of one agent are erased side by side, not while the
+    agent is). What ``held_from_erasure`` holds is waited for, and then waits."""
+    if scope.kind == "agent":
+        locks = [_lock(_erasing("agent", scope.subject), shared=False)]
+    else:
+        locks = [_lock(_erasing("session", scope.subject), shared=False)]
+        if scope.agent_id is not None:
+            locks.insert(0, _lock(_erasing("agent", scope.agent_id), shared=True))
+    await db.execute(text("SELECT " + ", ".join(locks)))
+
+
+def hold_from_erasure(agent_id: str, session_id: str) -> str:
+    """SQL (no parameters) that, until its transaction ends, keeps any erasure of
+    ``agent_id`` or of ``session_id`` from running, waiting for one that runs. A write
+    checked against the erasure receipts in a later statement (which reads what committed
+    before it) cannot land between an erasure's purge and its receipt, where neither would
+    see the other: a delivery's attempt, a session's opening."""
+    agent = _lock(_erasing("agent", agent_id), shared=True)  # first, as the erasures
+    return f"SELECT {agent}, {_lock(_erasing('session', session_id), shared=True)}"
+
+
+async def held_from_erasure(db: DbSession, agent_id: str, session_id: str) -> None:
+    """``hold_from_erasure`` in ``db``'s transaction."""
+    await db.execute(text(hold_from_erasure(agent_id, session_id)))
 
 
 async def erased_since(db: DbSession, session_id: str, agent_id: str | None, at: datetime) -> bool:

@@ -5,12 +5,14 @@ opening stays idempotent and refuses an id another agent holds. Counted, never t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.exceptions import ApplicationError
@@ -24,6 +26,7 @@ from vigil.activities.hooks.delivery import WebhookTargets
 from vigil.activities.memory.embedders import HashingEmbedder
 from vigil.activities.memory.store import MemoryStore
 from vigil.activities.record import agents as agent_rows
+from vigil.activities.record import erasure as erasure_rows
 from vigil.activities.record import store as record
 from vigil.activities.session import SessionActivities
 from vigil.schema.agents import AgentSpec, ResolveAgentInput
@@ -249,3 +252,46 @@ async def test_an_opening_that_lands_after_its_sessions_erasure_is_refused(
     async with sm() as db:
         row = await record.get_session(db, sid)
     assert row is not None and row.goal == "anew"
+
+
+@pytest.mark.parametrize("kind", ["session", "agent"])
+async def test_an_opening_that_meets_its_erasure_midway_waits_and_is_refused(
+    settings: Settings, worker_sessionmaker: async_sessionmaker[DbSession], kind: str
+) -> None:
+    """The check for a receipt ran in the opening's one statement: an opening that came
+    while the erasure's transaction ran (its purge done, its receipt not yet committed)
+    saw no receipt, and the session (and, for an agent's erasure, the agent's row) was
+    written again after the erasure."""
+    sm = worker_sessionmaker
+    agent = f"agent-{uuid.uuid4()}"
+    recorded, opening_id = f"s-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    env = ActivityEnvironment()
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    async with httpx.AsyncClient() as http:
+        acts = _session_acts(settings, sm, http)
+        await env.run(
+            acts.open_session,
+            OpenSessionInput(session_id=recorded, agent_id=agent, goal="g", started_at=before),
+        )
+        late = OpenSessionInput(
+            session_id=opening_id, agent_id=agent, goal="the wrong words", started_at=before
+        )
+        subject = opening_id if kind == "session" else agent
+        async with sm() as db, db.begin():
+            if kind == "session":  # not recorded yet: its opening rides with a call
+                scope = await erasure_rows.session_scope(db, opening_id)
+            else:
+                scope = await erasure_rows.agent_scope(db, agent)
+            await erasure_rows.purge(db, scope)
+            opening = asyncio.create_task(env.run(acts.open_session, late))
+            await asyncio.sleep(1.0)  # the call's records come while the erasure runs
+            await erasure_rows.write_receipt(
+                db, kind=kind, subject=subject, by="t", reason=None, counts={}
+            )
+        with pytest.raises(ApplicationError, match="was erased"):
+            await opening
+    async with sm() as db:
+        assert await record.get_session(db, opening_id) is None
+        if kind == "agent":
+            held = await db.execute(text("SELECT count(*) FROM agents WHERE id = :a"), {"a": agent})
+            assert held.scalar_one() == 0
