@@ -6,6 +6,7 @@ hands the checked ones here; TLS still verifies the certificate against the name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -53,25 +54,32 @@ class HostTransports:
         """``host``'s pool, held until :meth:`give_back`."""
         pool = self._pools.pop(host, None) or _Pool(self._make())
         self._pools[host] = pool
-        pool.users += 1
         while len(self._pools) > MAX_HOSTS:
             _, old = self._pools.popitem(last=False)
             old.retired = True
             if not old.users:
-                await old.transport.aclose()
+                await _close(old)
+        pool.users += 1  # once nothing here can fail: the caller gives it back
         return pool
 
     async def give_back(self, pool: _Pool) -> None:
         pool.users -= 1
         if pool.retired and not pool.users:
-            await pool.transport.aclose()
+            await _close(pool)
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), OrderedDict()
         for pool in pools:
             pool.retired = True
             if not pool.users:
-                await pool.transport.aclose()
+                await _close(pool)
+
+
+async def _close(pool: _Pool) -> None:
+    """A retired pool's connections closed; one that fails to close is no one's concern
+    (its sockets go with it), least of all the request that retired it."""
+    with contextlib.suppress(Exception):
+        await pool.transport.aclose()
 
 
 class _GivenBack(httpx.AsyncByteStream):

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record.agents import AgentVersionRow
 from vigil.activities.record.lean import engine_of
-from vigil.activities.record.rls import acting_for, bound_acting_for
+from vigil.activities.record.rls import bound_acting_for
 from vigil.schema import names
 from vigil.schema.agents import (
     AGENT_VERSIONS,
@@ -108,7 +108,9 @@ class AgentVersions:
         if found is not None:
             self._rows.move_to_end(key)
             return found
-        async with acting_for(self._sessionmaker, agent_id) as db:
+        # One statement on a connection bound to the agent's role, as ``newest`` reads:
+        # a session's next run and a redirect read their version here.
+        async with bound_acting_for(engine_of(self._sessionmaker), agent_id) as db:
             found = await agent_rows.get_version(db, agent_id, version)
         if found is not None:
             self._remember(found)

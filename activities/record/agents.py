@@ -92,7 +92,8 @@ async def newest_version(
     """The agent's newest version. ``known``: a version of it read before; when that is
     still the newest, it is returned as it is (versions never change), its definition
     neither sent again nor decoded. The content hash must match too: an agent erased
-    (its versions deleted) and defined again starts over at version 1."""
+    before 2026-12-07 (its versions deleted) and defined again started over at version
+    1 (one erased since numbers on: ``_erased_versions``)."""
     params = {
         "agent": agent_id,
         "known": known.version if known is not None else 0,
@@ -106,7 +107,7 @@ async def newest_version(
     return _row(found)
 
 
-async def get_version(db: DbSession, agent_id: str, version: int) -> AgentVersionRow | None:
+async def get_version(db: Statements, agent_id: str, version: int) -> AgentVersionRow | None:
     found = (
         (
             await db.execute(

@@ -137,18 +137,33 @@ async def test_a_pool_put_out_by_newer_hosts_serves_the_response_it_is_reading()
         await writer.drain()
         writer.close()
 
+    class Closing(httpx.AsyncHTTPTransport):
+        closed = False
+
+        async def aclose(self) -> None:
+            self.closed = True
+            await super().aclose()
+
+    made: list[Closing] = []
+
+    def make() -> httpx.AsyncBaseTransport:
+        made.append(transport := Closing())
+        return transport
+
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pools = HostTransports(httpx.AsyncHTTPTransport)
+    pools = HostTransports(make)
     try:
         request = httpx.Request("GET", f"http://slow.invalid:{port}/")
         response = await send_pinned(pools, request, "slow.invalid", ["127.0.0.1"])
         for n in range(MAX_HOSTS):  # each takes a pool and gives it back at once
             await pools.give_back(await pools.take(f"h{n}.example"))
+        assert not made[0].closed, "closed under the response being read"
         go_on.set()
-        body = await response.aread()
-        await response.aclose()
+        body = await response.aread()  # read to its end, the response is closed
         assert body == b"first half"
+        assert made[0].closed, "closed once its response was"
+        assert not any(t.closed for t in made[1:])
     finally:
         await pools.aclose()
         server.close()

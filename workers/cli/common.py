@@ -522,8 +522,9 @@ def run_db(
 
 
 def database_refused(exc: BaseException) -> NoReturn:
-    """PostgreSQL answered and refused: one line. Refused to connect (a wrong password, no
-    such database, too many connections) is the unreachable exit; anything else failed."""
+    """PostgreSQL answered and refused, or went: one line. Refused to connect (a wrong
+    password, no such database, too many connections, starting up) or gone is the
+    unreachable exit; anything else failed."""
     from sqlalchemy.exc import DBAPIError
 
     from vigil.activities.failures import describe
@@ -532,9 +533,12 @@ def database_refused(exc: BaseException) -> NoReturn:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         inner = exc.orig.__cause__ or exc.orig
     state = str(getattr(inner, "sqlstate", "") or "")
+    if not state:  # no answer of PostgreSQL's: the connection went (or never came)
+        fail(f"lost PostgreSQL: {describe(exc)}", EXIT_UNREACHABLE)
     fail(
         f"PostgreSQL refused: {describe(exc)}",
-        EXIT_UNREACHABLE if state[:2] in ("08", "28", "3D", "53") else EXIT_FAILED,
+        # It would not take the connection (login, database, too many, starting up).
+        EXIT_UNREACHABLE if state[:2] in ("08", "28", "3D", "53", "57") else EXIT_FAILED,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -15,6 +16,7 @@ from vigil.workers.cli.common import EXIT_FAILED, command_prefix, err, escape, o
 if TYPE_CHECKING:
     from vigil.activities.record.feed import FeedItem
     from vigil.workers.client import VigilClient
+    from vigil.workers.client_views import RetriedCall
 
 
 def print_message(msg: Any, as_json: bool) -> None:
@@ -51,12 +53,25 @@ RETRY_LOOK_SECONDS = 5.0
 
 
 @contextlib.asynccontextmanager
-async def retries_told(client: VigilClient, session_id: str) -> AsyncIterator[None]:
+async def retries_told(
+    client: VigilClient, session_id: str, as_json: bool, *, lines: bool
+) -> AsyncIterator[None]:
     """While the block runs, a line on stderr for each call of the session that fails and
     waits for another attempt (a credential not set, a connection no worker has, a
     provider down), once for each thing it meets: what `vigil show` says, where a person
-    following the session saw nothing happen."""
-    from vigil.workers.client import VigilError
+    following the session saw nothing happen. With ``as_json``: a ``{"type": "retrying"}``
+    object among the JSON ``lines`` the command writes, or nothing where it writes one
+    document."""
+
+    def tell(call: RetriedCall) -> None:
+        if not as_json:
+            err.print(
+                f"[yellow]retrying[/] {escape(one_line(str(call)))} "
+                f"(`{command_prefix()} show {escape(session_id)}`)"
+            )
+        elif lines:
+            said = {"type": "retrying", "id": session_id, **asdict(call)}
+            out.print_json(json.dumps(said), indent=None)
 
     async def watch() -> None:
         told: set[tuple[str, str]] = set()
@@ -64,15 +79,12 @@ async def retries_told(client: VigilClient, session_id: str) -> AsyncIterator[No
             await asyncio.sleep(RETRY_LOOK_SECONDS)
             try:
                 calls = await client.retrying(session_id)
-            except (VigilError, TimeoutError):
+            except Exception:  # a note only: the command's own outcome stands
                 continue
             for call in calls:
                 if (call.activity, call.failure) not in told:
                     told.add((call.activity, call.failure))
-                    err.print(
-                        f"[yellow]retrying[/] {escape(one_line(str(call)))} "
-                        f"(`{command_prefix()} show {escape(session_id)}`)"
-                    )
+                    tell(call)
 
     task = asyncio.create_task(watch())
     try:
@@ -87,7 +99,7 @@ async def follow_session(client: VigilClient, session_id: str, as_json: bool) ->
     """Messages and the events a person cares about, in the order they happened (see
     workers/cli/follow.py), until the session ends."""
     await client.require_session_soon(session_id)
-    async with retries_told(client, session_id):
+    async with retries_told(client, session_id, as_json, lines=True):
         await _follow(client, session_id, as_json)
     await print_end(client, session_id, as_json)
 
@@ -122,7 +134,7 @@ async def _follow(client: VigilClient, session_id: str, as_json: bool) -> None:
 async def wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
     await client.require_session_soon(session_id)  # says at once when no worker polls
     with err.status(f"waiting for {session_id} to end ..."):
-        async with retries_told(client, session_id):
+        async with retries_told(client, session_id, as_json, lines=False):
             await client.result(session_id)
     await print_end(client, session_id, as_json)
 
