@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import mimetypes
 import re
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -77,6 +78,30 @@ class InvalidArtifactName(ArtifactError, ValueError):
 
 class InvalidMediaType(ArtifactError, ValueError):
     """A media type an agent, a tool or an upload gave is not one; permanent."""
+
+
+_NAMES = mimetypes.MimeTypes()  # Python's own table, not the machine's mime.types
+for _ext, _type in ((".md", "text/markdown"), (".markdown", "text/markdown")):
+    _NAMES.add_type(_type, _ext)
+for _ext in (".yaml", ".yml"):
+    _NAMES.add_type("application/yaml", _ext)
+_TEXT_APPLICATIONS = {"application/json", "application/yaml", "application/xml"}
+
+
+def type_of_name(name: str) -> str:
+    """The media type ``name``'s extension says (DEFAULT_MIME when it says none): what an
+    upload sent without a type is kept under."""
+    guessed, _encoding = _NAMES.guess_type(name.rsplit("/", 1)[-1], strict=False)
+    return guessed or DEFAULT_MIME
+
+
+def type_of_text(name: str) -> str:
+    """The media type of text written under ``name`` (UTF-8): its extension's when that
+    names text (``notes.md``: ``text/markdown; charset=utf-8``), else plain text."""
+    named = type_of_name(name)
+    if named.startswith("text/") or named in _TEXT_APPLICATIONS:
+        return f"{named}; charset=utf-8"
+    return "text/plain; charset=utf-8"
 
 
 def is_media_type(mime_type: str) -> bool:

@@ -84,6 +84,7 @@ async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutco
         InvalidArtifactName,
         InvalidMediaType,
         put_artifact,
+        type_of_text,
     )
 
     data = str(args["content"]).encode("utf-8", errors="surrogatepass")
@@ -95,7 +96,7 @@ async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutco
             session_id=ctx.session_id,
             name=str(args["name"]),
             data=data,
-            mime_type=str(args.get("mime_type") or "text/plain; charset=utf-8"),
+            mime_type=str(args.get("mime_type") or type_of_text(str(args["name"]))),
         )
     except (InvalidArtifactName, InvalidMediaType) as exc:
         raise ToolFailed(str(exc)) from exc

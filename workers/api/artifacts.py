@@ -8,7 +8,6 @@ A session the token's agents do not cover is answered as if absent (404).
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -25,6 +24,7 @@ from vigil.activities.artifacts.registry import (
     MEDIA_TYPE,
     ArtifactRef,
     is_media_type,
+    type_of_name,
 )
 from vigil.activities.record.store import SessionRow
 from vigil.workers.api import urls as _urls  # noqa: F401 - {x:text} in the paths below
@@ -58,21 +58,6 @@ ArtifactName = Annotated[
 
 _FORM = "application/x-www-form-urlencoded"
 """What ``curl --data-binary`` sends when told no type; an artifact is never a form."""
-_NAMES = mimetypes.MimeTypes()  # Python's own table, not the machine's mime.types
-for _ext, _type in ((".md", "text/markdown"), (".markdown", "text/markdown")):
-    _NAMES.add_type(_type, _ext)
-for _ext in (".yaml", ".yml"):
-    _NAMES.add_type("application/yaml", _ext)
-
-
-def type_of_name(name: str) -> str:
-    """The media type an upload sent without one (or with curl's form default) is kept
-    under: the one its name's extension says, else DEFAULT_MIME. Downloads are served as
-    attachments, so a guessed type never renders in a browser as the API's page."""
-    guessed, _encoding = _NAMES.guess_type(name.rsplit("/", 1)[-1], strict=False)
-    return guessed or DEFAULT_MIME
-
-
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 
