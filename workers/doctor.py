@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vigil.workers.settings import Settings
@@ -342,22 +343,32 @@ async def _mcp_commands(settings: Settings) -> list[Check]:
         if not spec.command:
             continue  # a server over HTTP: nothing to start here
         command = stdio_command(spec)
-        if shutil.which(command[0], path=spec.env.get("PATH")) is not None:
+        if shutil.which(command[0], path=spec.env.get("PATH")) is None:
+            where = "its env's PATH" if "PATH" in spec.env else "this host's PATH"
+            why = f"version {version}: command {command[0]!r} not found on {where}"
+        elif (script := _missing_script(command[1:])) is not None:
+            # A worker starts it in its own folder: a relative script is looked for there.
+            why = f"version {version}: its script {script!r} is not found from {Path.cwd()}"
+        else:
             found += 1
             continue
-        where = "its env's PATH" if "PATH" in spec.env else "this host's PATH"
-        checks.append(
-            Check(
-                "tools",
-                f"MCP server {agent_id}.{spec.name}",
-                False,
-                f"version {version}: command {command[0]!r} not found on {where}",
-            )
-        )
+        checks.append(Check("tools", f"MCP server {agent_id}.{spec.name}", False, why))
     if not checks:
         detail = f"{found} found on this host" if found else "no agent starts one"
         checks.append(Check("tools", "MCP server commands", True, detail))
     return checks
+
+
+_SCRIPTS = (".py", ".js", ".mjs", ".cjs", ".ts")
+"""What a stdio MCP server's command runs as a file of its own (``python tools.py``)."""
+
+
+def _missing_script(args: list[str]) -> str | None:
+    """The first argument naming a script file that is not there (from this folder)."""
+    for arg in args:
+        if arg.endswith(_SCRIPTS) and not arg.startswith("-") and not Path(arg).is_file():
+            return arg
+    return None
 
 
 def _telemetry(settings: Settings) -> list[Check]:

@@ -180,3 +180,33 @@ def test_doctor_names_an_mcp_command_this_host_cannot_start(vigil: Vigil, tmp_pa
     (second,) = vigil.json("agent", "apply", str(path))
     assert second["version"] == 2
     assert not [c for c in tool_checks({}) if c["check"] == mine]
+
+
+def test_doctor_names_an_mcp_script_not_found_from_where_it_runs(
+    vigil: Vigil, tmp_path: Path
+) -> None:
+    """An agent applied from the repository, its server ``python tests/.../listed_server.py``:
+    doctor run from another folder (where a worker started there would look for the
+    script) said the command was found, and the server then failed to start."""
+    tools_file = tmp_path / "tools.txt"
+    tools_file.write_text("alpha\n")
+    relative = str(LISTED.relative_to(ROOT))
+    name = f"scripted-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\n\n[[mcp_servers]]\nname = "listed"\n'
+        f'command = ["python", "{relative}", "{tools_file}"]\n'
+    )
+    vigil.json("agent", "apply", str(path))  # from the repository (the CLI's folder)
+    mine = f"MCP server {name}.listed"
+
+    def checks(cwd: Path) -> list[dict[str, object]]:
+        done = Vigil(vigil.env, cwd=cwd)("doctor", "--json", timeout=120)
+        return [c for c in json.loads(done.stdout) if c["check"] == mine]
+
+    (missing,) = checks(tmp_path)
+    assert missing["ok"] is False
+    assert missing["detail"] == f"version 1: its script {relative!r} is not found from {tmp_path}"
+    assert checks(ROOT) == []
+    path.write_text(f'name = "{name}"\n')
+    vigil.json("agent", "apply", str(path))  # what other tests' doctor reads
