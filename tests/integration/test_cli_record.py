@@ -116,6 +116,25 @@ def test_export_jsonl_and_markdown_match_the_record(
     assert text.index("### 0 · user") < text.index("### 1 · assistant") < text.index("### 4 · ")
 
 
+def test_transcript_pages_as_the_api_does(cli: CLIStack, sessions: dict[str, str]) -> None:
+    """A page of a session's messages had no command (`show` gives the last few, `export`
+    all of it); the API's transcript page had no CLI face."""
+    sid = sessions["report"]
+    _row, transcript, _ = read_record(cli.database_url, sid)
+    first = cli.vigil.json("transcript", sid, "--limit", "2")
+    assert [m["seq"] for m in first["items"]] == [m.seq for m in transcript[:2]]
+    assert first["next_after_seq"] == transcript[1].seq
+    rest = cli.vigil.json("transcript", sid, "--after-seq", str(first["next_after_seq"]))
+    assert [m["seq"] for m in rest["items"]] == [m.seq for m in transcript[2:]]
+    assert rest["next_after_seq"] is None and rest["archived"] is None
+    shown = cli.vigil("transcript", sid, "--limit", "2")
+    assert shown.returncode == 0, explain(shown)
+    assert f"#{transcript[0].seq} user" in shown.stdout
+    assert f"transcript {sid} --after-seq {transcript[1].seq}" in shown.stderr
+    unknown = cli.vigil("transcript", f"nope-{uuid.uuid4().hex[:6]}")
+    assert unknown.returncode == 4, explain(unknown)
+
+
 def test_artifact_list_and_get(cli: CLIStack, sessions: dict[str, str], tmp_path: Path) -> None:
     sid = sessions["report"]
     dest = tmp_path / "downloaded.md"

@@ -262,9 +262,12 @@ def test_erasing_a_session_leaves_only_its_receipt(s3cli: CLIStack, client: Clie
     export = cli.vigil.ok("export", kept, "-f", "jsonl")
     assert "keep the shared bytes" in export.stdout
 
-    # Erasing again finds nothing to erase.
-    again = cli.vigil("erase", "--session", session, "--yes")
-    assert again.returncode == 4, explain(again)
+    # Erasing again finds nothing to erase (the session named as every other command
+    # names one: `vigil erase ID` took no id, only --session).
+    again = cli.vigil("erase", session, "--yes")
+    assert again.returncode == 4 and "nothing to erase" in again.stderr, explain(again)
+    both = cli.vigil("erase", session, "--session", "another", "--yes")
+    assert both.returncode == 2 and "two sessions named" in both.stderr, explain(both)
 
 
 def _versions_session(cli: CLIStack, agent: str, key: str, name: str, *contents: str) -> str:

@@ -83,6 +83,12 @@ def _describe(plan: ErasurePlan) -> None:
 
 
 def erase(
+    session_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[SESSION]", help="Erase this session (as --session).", show_default=False
+        ),
+    ] = None,
     session: Annotated[str | None, typer.Option("--session", help="Erase this session.")] = None,
     agent: Annotated[
         str | None, typer.Option("--agent", help="Erase this agent and all it has.")
@@ -96,8 +102,12 @@ def erase(
     """Erase a session, or an agent, from every store; leaves only an erasure receipt."""
     from vigil.workers.governance import Subject
 
+    if session_arg is not None:
+        if session is not None and session != session_arg:
+            fail(f"two sessions named: {session_arg!r} and --session {session!r}", EXIT_USAGE)
+        session = session_arg
     if (session is None) == (agent is None):
-        fail("give exactly one of --session or --agent", EXIT_USAGE)
+        fail("give exactly one of a session (SESSION or --session) or --agent", EXIT_USAGE)
     subject = Subject("session", session) if session is not None else Subject("agent", agent or "")
 
     async def go(client: VigilClient) -> None:

@@ -326,6 +326,43 @@ def export(
     run_client(go, state_dir)
 
 
+def transcript(
+    session_id: str,
+    after_seq: Annotated[
+        int, typer.Option("--after-seq", min=-1, max=2**31 - 1, help="Messages after this seq.")
+    ] = -1,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Messages on the page.")] = 100,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A page of a session's transcript, from its start or after a seq (as the API's)."""
+    from vigil.activities.record.archived import archived_transcript
+
+    async def go(client: VigilClient) -> None:
+        row = await client.require_session(session_id)
+        # One more than the page, to know whether another page follows.
+        rows = await client.transcript(session_id, after_seq=after_seq, limit=limit + 1)
+        page = rows[:limit]
+        after = page[-1].seq if len(rows) > limit else None
+        archived = archived_transcript(row.metadata)
+        if as_json:
+            said = {
+                "items": [message_dict(m) for m in page],
+                "next_after_seq": after,
+                "archived": archived_dict(session_id, archived),
+            }
+            out.print_json(json.dumps(said, default=json_default))
+            return
+        for m in page:
+            print_message(m, False)
+        if after is not None:
+            err.print(Text(f"more: {command_prefix()} transcript {session_id} --after-seq {after}"))
+        if archived is not None:
+            err.print(Text(f"note: transcript {archived_line(session_id, archived)}"))
+
+    run_client(go, state_dir)
+
+
 def archived_line(session_id: str, archived: ArchivedTranscript) -> str:
     """An archived transcript, said for a person: where, when, and how to restore it."""
     from vigil.activities.record.archived import restore_hint
@@ -423,5 +460,6 @@ def register(app: typer.Typer) -> None:
     app.command()(show)
     app.command()(follow)
     app.command()(export)
+    app.command()(transcript)
     app.command()(search)
     app.command()(history)
