@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from vigil.activities.artifacts.registry import lock_digest
 from vigil.activities.record import handon
 from vigil.activities.record.archive import EVENT_DIGESTS
-from vigil.activities.record.lean import literal
+from vigil.activities.record.lean import xact_lock
 from vigil.activities.record.rls import record_maintenance
 
 SubjectKind = Literal["session", "agent"]
@@ -114,14 +114,14 @@ async def _counts(db: DbSession, session_ids: list[str]) -> dict[str, int]:
     }
 
 
-_SESSION_DELIVERIES = {
-    True: "DELETE FROM webhook_deliveries WHERE agent_id = :a AND session_id = :s",
+_SESSION_DELIVERIES_WHERE = {
+    True: "agent_id = :a AND session_id = :s",
     # The session is no longer recorded (an attempt left by an earlier erasure of it): by
     # its id alone, over the whole table.
-    False: "DELETE FROM webhook_deliveries WHERE session_id = :s",
+    False: "session_id = :s",
 }
-"""SQL: a session's webhook attempts, by its agent and id where the agent is known (the
-table's index leads with the agent)."""
+"""SQL: which webhook attempts are a session's, by its agent and id where the agent is
+known (the table's index leads with the agent)."""
 
 
 async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
@@ -150,8 +150,11 @@ async def session_scope(db: DbSession, session_id: str) -> ErasureScope:
             )
         ).scalar_one()
     counts = await _counts(db, sessions)
-    counted = _SESSION_DELIVERIES[agent is not None].replace("DELETE", "SELECT count(*)", 1)
-    deliveries = await db.execute(text(counted), {"s": session_id, "a": agent})
+    where = _SESSION_DELIVERIES_WHERE[agent is not None]
+    deliveries = await db.execute(
+        text(f"SELECT count(*) FROM webhook_deliveries WHERE {where}"),
+        {"s": session_id, "a": agent},
+    )
     return ErasureScope(
         "session", session_id, agent, sessions,
         memories=int(memories), merge_notes=int(notes),
@@ -408,7 +411,8 @@ async def purge(
         text(
             "DELETE FROM webhook_deliveries WHERE agent_id = :a"
             if scope.kind == "agent"
-            else _SESSION_DELIVERIES[scope.agent_id is not None]
+            else "DELETE FROM webhook_deliveries WHERE "
+            + _SESSION_DELIVERIES_WHERE[scope.agent_id is not None]
         ),
         {"s": scope.subject, "a": scope.agent_id or scope.subject},
     )
@@ -510,21 +514,16 @@ def _erasing(kind: SubjectKind, subject: str) -> str:
     return f"vigil.erasing.{kind}:{subject}"
 
 
-def _lock(key: str, *, shared: bool) -> str:
-    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    return f"{fn}(hashtextextended({literal(key)}, 0))"
-
-
 async def _take_erasure_locks(db: DbSession, scope: ErasureScope) -> None:
     """An agent's erasure holds its agent's key alone; a session's, its own key alone and
     its agent's shared (two sessions of one agent are erased side by side, not while the
     agent is). What ``held_from_erasure`` holds is waited for, and then waits."""
     if scope.kind == "agent":
-        locks = [_lock(_erasing("agent", scope.subject), shared=False)]
+        locks = [xact_lock(_erasing("agent", scope.subject))]
     else:
-        locks = [_lock(_erasing("session", scope.subject), shared=False)]
+        locks = [xact_lock(_erasing("session", scope.subject))]
         if scope.agent_id is not None:
-            locks.insert(0, _lock(_erasing("agent", scope.agent_id), shared=True))
+            locks.insert(0, xact_lock(_erasing("agent", scope.agent_id), shared=True))
     await db.execute(text("SELECT " + ", ".join(locks)))
 
 
@@ -534,8 +533,8 @@ def hold_from_erasure(agent_id: str, session_id: str) -> str:
     checked against the erasure receipts in a later statement (which reads what committed
     before it) cannot land between an erasure's purge and its receipt, where neither would
     see the other: a delivery's attempt, a session's opening."""
-    agent = _lock(_erasing("agent", agent_id), shared=True)  # first, as the erasures
-    return f"SELECT {agent}, {_lock(_erasing('session', session_id), shared=True)}"
+    agent = xact_lock(_erasing("agent", agent_id), shared=True)  # first, as the erasures
+    return f"SELECT {agent}, {xact_lock(_erasing('session', session_id), shared=True)}"
 
 
 async def held_from_erasure(db: DbSession, agent_id: str, session_id: str) -> None:

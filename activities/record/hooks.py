@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.credentials import SealedCredential
-from vigil.activities.record.lean import Statements
+from vigil.activities.record.lean import Statements, xact_lock
 
 # --- triggers -----------------------------------------------------------------------------
 
@@ -271,10 +271,7 @@ def _webhook(r: Any) -> WebhookRow:
 async def lock_agent_webhooks(db: DbSession, agent_id: str) -> None:
     """Until the transaction ends, no other one adds ``agent_id``'s webhooks: two adds of
     one URL at once both found none and both went in."""
-    await db.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": f"vigil.webhooks:{agent_id}"},
-    )
+    await db.execute(text(f"SELECT {xact_lock(f'vigil.webhooks:{agent_id}')}"))
 
 
 async def insert_webhook(

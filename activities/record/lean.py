@@ -146,6 +146,14 @@ def literal(value: str) -> str:
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def xact_lock(key: str, *, shared: bool = False) -> str:
+    """A transaction-level advisory lock on ``key``'s hash, as an expression for a
+    ``SELECT`` (the key a literal: it may ride with ``BEGIN``); ``shared`` for the
+    lock's shared mode."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"{fn}(hashtextextended({literal(key)}, 0))"
+
+
 def set_configs(settings: Mapping[str, str], *, local: bool) -> str:
     """``settings`` as ``set_config`` calls for one ``SELECT`` (names and values as
     literals): for the transaction only (``local``) or for the session."""

@@ -32,8 +32,8 @@ from vigil.activities.record.lean import (
     Statements,
     lean_bound,
     lean_transaction,
-    literal,
     set_configs,
+    xact_lock,
 )
 from vigil.activities.record.sql import sql
 
@@ -142,7 +142,7 @@ async def lean_acting_for(
         {"role": AGENT_ROLE, AGENT_SETTING: agent_id, **(settings or {})}, local=True
     )
     if lock is not None:
-        enter += f", pg_advisory_xact_lock(hashtextextended({literal(lock)}, 0))"
+        enter += f", {xact_lock(lock)}"
     async with lean_transaction(engine, then=f"SELECT {enter}") as tx:
         yield tx
 

@@ -521,10 +521,10 @@ def run_db(
         fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
 
 
-def database_refused(exc: BaseException) -> NoReturn:
-    """PostgreSQL answered and refused, or went: one line. Refused to connect (a wrong
-    password, no such database, too many connections, starting up) or gone is the
-    unreachable exit; anything else failed."""
+def database_refused(exc: BaseException, prefix: str = "") -> NoReturn:
+    """PostgreSQL answered and refused, or went: one line (after ``prefix``). Refused to
+    connect (a wrong password, no such database, too many connections, starting up) or
+    gone is the unreachable exit; anything else failed."""
     from sqlalchemy.exc import DBAPIError
 
     from vigil.activities.failures import describe
@@ -534,9 +534,9 @@ def database_refused(exc: BaseException) -> NoReturn:
         inner = exc.orig.__cause__ or exc.orig
     state = str(getattr(inner, "sqlstate", "") or "")
     if not state:  # no answer of PostgreSQL's: the connection went (or never came)
-        fail(f"lost PostgreSQL: {describe(exc)}", EXIT_UNREACHABLE)
+        fail(f"{prefix}lost PostgreSQL: {describe(exc)}", EXIT_UNREACHABLE)
     fail(
-        f"PostgreSQL refused: {describe(exc)}",
+        f"{prefix}PostgreSQL refused: {describe(exc)}",
         # It would not take the connection (login, database, too many, starting up).
         EXIT_UNREACHABLE if state[:2] in ("08", "28", "3D", "53", "57") else EXIT_FAILED,
     )

@@ -21,6 +21,7 @@ from vigil.workers.cli.common import (
     ToolsOpt,
     as_invoked,
     by_default,
+    database_refused,
     err,
     fail,
     load_settings,
@@ -97,7 +98,6 @@ def worker(
     from asyncpg import PostgresError
     from sqlalchemy.exc import DBAPIError
 
-    from vigil.activities.failures import describe
     from vigil.activities.memory.provenance import EmbedderNotReady
     from vigil.activities.tools.loader import ToolLoadError
     from vigil.workers.deployments import DeploymentSettingsError
@@ -117,8 +117,8 @@ def worker(
             address = settings.endpoints().temporal_address
             fail(f"worker could not start: {temporal_down(address)}", EXIT_UNREACHABLE)
         fail(f"worker could not start: {exc}", EXIT_UNREACHABLE)
-    except (DBAPIError, PostgresError) as exc:  # PostgreSQL answered, and refused
-        fail(f"worker could not start: PostgreSQL refused: {describe(exc)}", EXIT_UNREACHABLE)
+    except (DBAPIError, PostgresError) as exc:  # PostgreSQL answered and refused, or went
+        database_refused(exc, "worker could not start: ")
 
 
 def demo(
