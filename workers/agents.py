@@ -86,6 +86,9 @@ class AppliedAgent:
     warnings: list[str] = field(default_factory=list)
     """What may keep its sessions from running (a model connection not configured where
     it was applied); applied nonetheless."""
+    tools_changed: bool = False
+    """A version created for the same file: its tools changed (an MCP server's listing, a
+    Python tool's signature), so the content hash is the version before's."""
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,12 @@ class AgentService:
                 if a.spec.name in again:
                     # A version applied meanwhile is not undone by the older file.
                     await self._keep(db, a, newest[a.spec.name])
-                applied.append(await self._store(db, a, by))
+                stored = await self._store(db, a, by)
+                before = newest[a.spec.name]
+                if stored.created and before is not None:
+                    same_file = before.content_hash == stored.content_hash
+                    stored = dataclasses.replace(stored, tools_changed=same_file)
+                applied.append(stored)
         return [
             dataclasses.replace(done, warnings=self._warnings(agent.spec))
             for done, agent in zip(applied, described, strict=True)

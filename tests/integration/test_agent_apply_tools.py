@@ -65,11 +65,19 @@ def test_listing_is_kept_with_the_version_and_refreshed(vigil: Vigil, tmp_path: 
     (refreshed,) = vigil.json(*apply, "--refresh")
     assert (refreshed["version"], refreshed["created"]) == (2, True)
     assert refreshed["content_hash"] == first["content_hash"]  # the file did not change
+    assert (first["tools_changed"], refreshed["tools_changed"]) == (False, True)
     assert "listed.beta" in {t["name"] for t in vigil.json("agent", "show", name)["tools"]}
     diff = vigil.json("agent", "diff", name)
     assert any(line.startswith("+") and "listed.beta" in line for line in diff["lines"])
     (again,) = vigil.json(*apply, "--refresh")
-    assert (again["version"], again["created"]) == (2, False)
+    assert (again["version"], again["created"], again["tools_changed"]) == (2, False, False)
+    # A person is told why a version came of an unchanged file (the same hash was shown).
+    tools_file.write_text("alpha\n")
+    said = vigil.ok(*apply, "--refresh").stdout.strip()
+    assert said == (
+        f"{name}: version 3 created (its tools changed; the file did not)  "
+        f"{first['content_hash'][:12]}  {path}"
+    ), said
 
 
 def test_tools_nobody_offers_are_errors_at_their_line(vigil: Vigil, tmp_path: Path) -> None:

@@ -88,6 +88,8 @@ def apply(
         def human() -> None:
             for a in applied:
                 what = f"version {a.version} created" if a.created else f"unchanged (v{a.version})"
+                if a.tools_changed:
+                    what += " (its tools changed; the file did not)"
                 out.print(
                     Text(f"{a.name}: {what}  {a.content_hash[:12]}  {a.path}"),
                 )
