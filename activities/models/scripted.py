@@ -194,6 +194,8 @@ def _script(text: str) -> list[Any]:
         script = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"script is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError("script is not valid JSON: nested too deeply") from None
     if not isinstance(script, list):
         raise ValueError("a script is a JSON array of turns")
     return script

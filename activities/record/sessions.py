@@ -70,7 +70,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError("bad cursor fields")
         moment.astimezone(UTC)  # OverflowError: a time in year 0 or 10000 once in UTC
         session_id.encode("utf-8")  # UnicodeError: a lone surrogate
-    except (ValueError, TypeError, UnicodeError, OverflowError, binascii.Error) as exc:
+    # RecursionError: JSON nested deeper than the parser goes (no cursor of ours is).
+    except (
+        ValueError,
+        TypeError,
+        UnicodeError,
+        OverflowError,
+        RecursionError,
+        binascii.Error,
+    ) as exc:
         raise BadCursor("not a cursor this API returned") from exc
     return moment, session_id
 

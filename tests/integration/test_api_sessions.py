@@ -6,6 +6,7 @@ token sees only its agents' sessions."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -189,9 +190,16 @@ def test_list_filters_and_a_stable_cursor(cli: CLIStack, api: ApiServer) -> None
         bad_status = http.get("/v1/sessions", params={"status": "sleepy"})
         assert bad_status.status_code == 422
         assert bad_status.json()["error"]["code"] == "invalid_request"
-        for cursor in ("nonsense", "eyJ4IjoxfQ", "W10"):
+        # The last: a cursor of 1,400 nested lists (JSON too deep for Python's parser)
+        # was a 500 on every route that pages by cursor.
+        nested = base64.urlsafe_b64encode(b"[" * 1400).decode().rstrip("=")
+        for cursor in ("nonsense", "eyJ4IjoxfQ", "W10", nested):
             bad = http.get("/v1/sessions", params={"cursor": cursor})
             assert bad.status_code == 422, (cursor, bad.text)
+            assert bad.json()["error"]["code"] == "invalid_request", bad.text
+        for route in ("/v1/approvals", "/v1/schedules/no-such-schedule/runs"):
+            deep = http.get(route, params={"cursor": nested})
+            assert deep.status_code in (404, 422), (route, deep.text)
         assert http.get("/v1/sessions", params={"agent": "a\x00b"}).status_code == 422
         assert http.get("/v1/sessions", params={"limit": 0}).status_code == 422
 

@@ -44,6 +44,8 @@ def test_bad_arguments_exit_2(cli: CLIStack) -> None:
             "--edit",
             "not json",
         ): "error: --edit is not valid JSON: Expecting value at char 0",
+        # Deeper than Python's parser goes: the RecursionError's traceback, exit 1.
+        ("approve", "s-1", "a1-0", "--edit", "[" * 5000): "error: --edit is nested too deeply",
         ("start", "a goal", "--max-steps", "abc"): "error: Invalid value for '--max-steps':",
         (
             "schedule",

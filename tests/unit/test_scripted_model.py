@@ -138,6 +138,7 @@ async def test_from_json_loads_a_script() -> None:
         '[{"tools": []}]',
         '[{"tools": [{"tool": "t", "extra": 1}]}]',
         '["say hi"]',
+        "[" * 5000,  # deeper than Python's parser goes: a RecursionError got out
     ],
 )
 def test_invalid_scripts_are_refused_up_front(text: str) -> None:

@@ -567,6 +567,8 @@ def json_arg(raw: str | None, what: str) -> dict[str, Any] | None:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         fail(f"{what} is not valid JSON: {exc.msg} at char {exc.pos}", EXIT_USAGE)
+    except RecursionError:
+        fail(f"{what} is nested too deeply", EXIT_USAGE)
     if not isinstance(value, dict):
         fail(f"{what} must be a JSON object", EXIT_USAGE)
     return value
