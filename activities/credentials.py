@@ -46,7 +46,7 @@ def check_name(name: str) -> str | None:
     """Why ``name`` cannot name a stored credential; None when it can."""
     if name.startswith(ENV_PREFIX):
         return f"{name!r} names an environment variable, not a stored credential"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         return (
             f"bad credential name {name[:60]!r}: letters, digits, '_', '.', '-' "
             "(200 at most, starting with a letter or digit)"

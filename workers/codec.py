@@ -93,7 +93,7 @@ class KeyRing:
         if found is None:
             key = self.keys.get(key_id)
             # (An id no key file can hold is not worth re-reading the file for.)
-            if key is None and self.reload is not None and KEY_ID.match(key_id):
+            if key is None and self.reload is not None and KEY_ID.fullmatch(key_id):
                 fresh = self.reload()
                 if fresh is not None:
                     self.keys.update(fresh.keys)
@@ -265,7 +265,7 @@ def rotate_key_file(state_dir: Path) -> str:
 
 
 def _key_doc(current: str, keys: Mapping[str, bytes]) -> str:
-    assert KEY_ID.match(current)
+    assert KEY_ID.fullmatch(current)
     encoded = {k: base64.b64encode(v).decode() for k, v in keys.items()}
     return json.dumps({"current": current, "keys": encoded}, indent=2) + "\n"
 

@@ -219,7 +219,7 @@ class TriggerService:
         """``name``, when a trigger could have it; NotFound otherwise, without asking the
         record (a NUL, which PostgreSQL refuses to even compare, reached it from the
         unauthenticated delivery route as a 500)."""
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):
             raise NotFound(f"no trigger named {name!r}")
         return name
 
@@ -400,7 +400,7 @@ def _check_trigger(
     message_template: str | None,
     key_field: str | None,
 ) -> None:
-    if not re.match(NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise BadArgument(
             f"bad trigger name {name[:60]!r}: 1 to 100 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"

@@ -112,7 +112,7 @@ def export_format(raw: str) -> Literal["jsonl", "md"]:
 
 
 def check_schedule_id(schedule_id: str) -> str:
-    if not SCHEDULE_ID.match(schedule_id):
+    if not SCHEDULE_ID.fullmatch(schedule_id):
         raise BadArgument(
             f"bad schedule id {schedule_id[:80]!r}: 1 to {MAX_SCHEDULE_ID} letters, digits "
             "or . _ : - (starting with a letter or digit; each run's id adds "
@@ -123,7 +123,7 @@ def check_schedule_id(schedule_id: str) -> str:
 
 def check_session_id(session_id: str | None) -> str | None:
     """A session id a caller chose for a new session (None: vigil makes one)."""
-    if session_id is not None and not SESSION_ID.match(session_id):
+    if session_id is not None and not SESSION_ID.fullmatch(session_id):
         raise BadArgument(
             f"bad session id {session_id[:80]!r}: 1 to 200 letters, digits or . _ : - "
             "(starting with a letter or digit)"

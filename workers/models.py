@@ -92,7 +92,7 @@ def model_connections(settings: Settings) -> dict[str, ModelConnection]:
         )
     }
     for name, value in _configured(settings).items():
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):
             raise ConfigError(f"model connection name {name!r} is not a valid name")
         try:
             conf = ConnectionConfig.model_validate(value)

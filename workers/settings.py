@@ -445,7 +445,7 @@ def parse_payload_keys(text: str) -> dict[str, bytes]:
     for number, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), 1):
         key_id, sep, encoded = entry.partition(":")
         key_id = key_id.strip()
-        if not sep or not KEY_ID.match(key_id):
+        if not sep or not KEY_ID.fullmatch(key_id):
             raise ValueError(
                 f"VIGIL_PAYLOAD_KEYS entry {number} is not `id:base64key` "
                 "(id of letters, digits, '.', '_', '-')"

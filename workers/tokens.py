@@ -223,7 +223,7 @@ class TokenService:
 
     async def verify(self, token: str) -> Principal | None:
         """The principal a presented token stands for, or None when it is not a live token."""
-        match = _TOKEN.match(token.strip())
+        match = _TOKEN.fullmatch(token.strip())
         if match is None:
             return None
         token_id, secret = match.groups()

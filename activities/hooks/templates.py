@@ -36,7 +36,7 @@ def placeholders(template: str) -> list[str]:
         path = m.group(1)
         if path is None:
             raise TemplateError(f"a lone {token!r} at {m.start()}: write {token * 2} for a brace")
-        if not _PATH.match(path):
+        if not _PATH.fullmatch(path):
             raise TemplateError(f"bad placeholder {{{path[:60]}}}: use {{field.path}}")
         paths.append(path)
     return paths

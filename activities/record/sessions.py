@@ -279,7 +279,7 @@ class PendingApprovalRow:
 
 def _call_arguments(tool_calls: Any, approval_id: str) -> tuple[str | None, str | None]:
     """(name, arguments) of the call an approval id names, from its assistant message."""
-    found = _APPROVAL_ID.match(approval_id)
+    found = _APPROVAL_ID.fullmatch(approval_id)
     calls = _json(tool_calls)
     if found is None or not isinstance(calls, list):
         return None, None

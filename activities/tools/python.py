@@ -264,7 +264,7 @@ def _make_tool(
     where = f"@vigil.tool {tool_name or fn!r}"
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"{where}: needs an async function (async def)")
-    if not TOOL_NAME.match(tool_name):
+    if not TOOL_NAME.fullmatch(tool_name):
         raise ValueError(f"{where}: a tool name is letters, digits, _ and -, at most 64")
     if effects not in ("none", "internal", "external"):
         raise ValueError(f"{where}: effects is none, internal or external, not {effects!r}")

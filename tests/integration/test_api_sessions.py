@@ -122,6 +122,10 @@ def test_start_is_checked_like_vigil_start(cli: CLIStack, api: ApiServer, agent:
         assert malformed.json()["error"]["code"] == "malformed_request"
         nul_id = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": "a\x00b"})
         assert nul_id.status_code == 422, nul_id.text
+        # An id ending in a line feed was started (a 201): its export then broke its
+        # Content-Disposition header and the connection dropped with no answer.
+        lf_id = http.post("/v1/sessions", json={"agent": agent, "goal": "g", "id": "lf-id\n"})
+        assert lf_id.status_code == 422, lf_id.text
         nul_goal = http.post("/v1/sessions", json={"agent": agent, "goal": "a\x00b"})
         assert nul_goal.status_code == 422 and "NUL" in nul_goal.json()["error"]["message"]
         bad_budget = http.post(

@@ -166,7 +166,7 @@ def test_a_backfill_window_is_in_the_past_and_after_1970() -> None:
 
 def test_schedule_ids_and_templates() -> None:
     assert inputs.check_schedule_id("nightly-report.v2") == "nightly-report.v2"
-    for bad in ("", "-x", "a/b", "a b", "x" * 201):
+    for bad in ("", "-x", "a/b", "a b", "x" * 201, "nightly\n"):
         with pytest.raises(BadArgument):
             inputs.check_schedule_id(bad)
     template = inputs.schedule_template(agent="ops", goal="report", max_steps=5, agent_version=2)
@@ -179,7 +179,7 @@ def test_session_ids_a_caller_may_choose() -> None:
     assert inputs.check_session_id(None) is None
     for good in ("ops-20261203-1", "a..b", "nightly:2026-12-03T09:00:00Z", "x" * 200):
         assert inputs.check_session_id(good) == good
-    for bad in ("", ".", "..", "a/b", "-x", "a b", "a%2Fb", "naïve", "a\x00b", "x" * 201):
+    for bad in ("", ".", "..", "a/b", "-x", "a b", "a%2Fb", "naïve", "a\x00b", "x" * 201, "ab\n"):
         with pytest.raises(BadArgument, match="bad session id"):
             inputs.check_session_id(bad)
     for reserved in (keyed_session_id("ops", "customer-42"), "nightly-run-2026-12-04T09:00:00Z"):

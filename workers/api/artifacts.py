@@ -111,7 +111,7 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     """The one range ``header`` asks of ``size`` bytes as (first, last), inclusive; None
     to send everything (no range, several, or a header we do not read); ValueError when
     it cannot be satisfied."""
-    match = _RANGE.match(header.strip())
+    match = _RANGE.fullmatch(header.strip())
     if match is None:
         return None
     first, last = match.groups()

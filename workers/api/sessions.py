@@ -394,7 +394,7 @@ async def export(
 def _file_stem(session_id: str) -> str:
     """The export's file name: its session's id, when it is one vigil's faces take (no
     quote or line break: one a plain Temporal start chose may hold them), else session."""
-    return session_id if SESSION_ID.match(session_id) else "session"
+    return session_id if SESSION_ID.fullmatch(session_id) else "session"
 
 
 @router.post("/sessions/{session_id}/cancel", response_model=Cancelled, summary="Cancel a session")
