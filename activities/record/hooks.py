@@ -175,6 +175,10 @@ async def claim_delivery(
     ``stale_seconds`` (its request died mid-way) is taken over.
     """
     cols = "id, delivery_id, state, status_code, result"
+    # Copies of one signed request sent at once under other ids are told apart from the
+    # first only by its row: each claim of the same body waits for the one before to
+    # commit (until then none would see another's row, and each would act).
+    await db.execute(text(f"SELECT {xact_lock(f'vigil.trigger-body.{body_sha256}.{trigger}')}"))
     same = await db.execute(
         text(
             f"SELECT {cols} FROM trigger_deliveries WHERE trigger_name = :t "

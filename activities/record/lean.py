@@ -149,7 +149,8 @@ def literal(value: str) -> str:
 def xact_lock(key: str, *, shared: bool = False) -> str:
     """A transaction-level advisory lock on ``key``'s hash, as an expression for a
     ``SELECT`` (the key a literal: it may ride with ``BEGIN``); ``shared`` for the
-    lock's shared mode."""
+    lock's shared mode. In SQLAlchemy's ``text()`` a ``:`` after a character that is not
+    a letter, digit or ``_`` starts a parameter: keys put none there."""
     fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     return f"{fn}(hashtextextended({literal(key)}, 0))"
 

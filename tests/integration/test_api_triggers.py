@@ -4,6 +4,7 @@ and so is every request to a name that is no trigger."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -176,6 +177,26 @@ async def test_the_same_delivery_twice_starts_one_session_and_answers_the_same(
     for sid in started:
         await until(lambda sid=sid: _finished(sessionmaker, sid), within=60, what=sid)
     assert sorted(await sessions_of(sessionmaker, agent)) == sorted(started)
+
+
+async def test_one_signed_request_sent_at_once_under_many_ids_starts_one_session(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A captured signed request replayed many times at once, each copy with another
+    ``X-Vigil-Delivery`` (which the signature does not cover): every copy looked for the
+    same body before any had recorded it, and each started a session."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--goal-template", "Do {x}")
+    body = {"x": cli.plan(Reply.text("done once"))}
+    sent_at = time.time() - 5
+    copies = await asyncio.gather(
+        *(deliver(http, name, body, secret, at=sent_at, delivery=f"copy-{i}") for i in range(8))
+    )
+    acted = {r.json()["session_id"] for r in copies if r.status_code == 200}
+    assert len(acted) == 1, [(r.status_code, r.text) for r in copies]
+    (sid,) = acted
+    await until(lambda: _finished(sessionmaker, sid), within=60, what=sid)
+    assert await sessions_of(sessionmaker, agent) == [sid]
 
 
 async def test_a_delivery_sent_again_after_its_session_was_erased_acts_not_again(
