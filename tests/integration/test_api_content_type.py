@@ -64,6 +64,18 @@ def test_a_body_that_is_not_utf8_is_said_to_be_so(api: ApiServer) -> None:
         "code": "malformed_request",
         "message": "the body is not UTF-8, as JSON must be",
     }
+    # JSON in UTF-16 or UTF-32 was read (Python's parser takes them), and a lone
+    # surrogate in it passed the check every route makes (it looks for UTF-8 escapes):
+    # a signed keyed trigger's body so sent was a 500.
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {token}"}) as h:
+        for encoding in ("utf-16", "utf-16-be", "utf-32"):
+            wide = h.post(
+                "/v1/sessions",
+                content='{"agent": "ops", "goal": "\\ud800"}'.encode(encoding),
+                headers={"Content-Type": "application/json"},
+            )
+            assert wide.status_code == 400, (encoding, wide.text)
+            assert wide.json()["error"]["message"] == "the body is not UTF-8, as JSON must be"
 
 
 def test_each_way_a_body_is_unreadable_is_named(api: ApiServer) -> None:

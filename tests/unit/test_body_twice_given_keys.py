@@ -17,7 +17,7 @@ from vigil.workers.api.limits import twice_given_key
         (b'[1, {"a": {"b": 2, "b": 2}}]', "[1].a.b"),
         (b'{"a": {"a": 1, "a": 2}, "a": 3}', "a"),  # the outer object first
         (b'{"\\u0061": 1, "a": 2}', "a"),  # the same key, escaped
-        # Read as the routes read a body: with a UTF-8 BOM, in UTF-16 or UTF-32.
+        # With a UTF-8 BOM; in UTF-16 or UTF-32 (which the routes refuse before).
         ('\ufeff{"goal": "a", "goal": "b"}'.encode(), "goal"),
         ('{"goal": "a", "goal": "b"}'.encode("utf-16"), "goal"),
         ('{"goal": "a", "goal": "b"}'.encode("utf-32-le"), "goal"),

@@ -45,6 +45,9 @@ FASTAPI_BODY_UNREAD = "There was an error parsing the body"
 nesting deeper than the decoder's recursion allows: the cause says which)."""
 TOO_DEEP_BODY = "the body's JSON nests too deeply to be read"
 """How every route refuses a JSON body too deep to read."""
+NOT_UTF8_BODY = "the body is not UTF-8, as JSON must be"
+"""How every route refuses a JSON body that is not UTF-8 (bytes that are not, or UTF-16
+or UTF-32 text)."""
 
 
 def unreadable_json(cause: BaseException | None) -> str:
@@ -52,7 +55,7 @@ def unreadable_json(cause: BaseException | None) -> str:
     if isinstance(cause, RecursionError):
         return TOO_DEEP_BODY
     if isinstance(cause, UnicodeDecodeError):
-        return "the body is not UTF-8, as JSON must be"
+        return NOT_UTF8_BODY
     if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
         # Python's guard against quadratic int parsing (4,300 digits by default).
         return f"a number in the body has more than {sys.get_int_max_str_digits()} digits"

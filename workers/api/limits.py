@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.schema import jsonlimits
+from vigil.workers.api.errors import MALFORMED, NOT_UTF8_BODY
 
 HELD = "vigil_held_body_refusal"
 """Where a request's state holds the refusal of its body, as (status, code, message)."""
@@ -73,6 +74,13 @@ def _holds_lone_surrogate(body: bytes) -> bool:
     return jsonlimits.has_lone_surrogate(value)
 
 
+def _wide_text(body: bytes) -> bool:
+    """Whether ``body`` reads as UTF-16 or UTF-32 (by JSON's own rule: its NUL bytes or
+    byte order mark at the start). Python's parser takes such JSON, as the routes did;
+    JSON between systems is UTF-8 (RFC 8259), and the checks here read UTF-8 escapes."""
+    return bool(body) and not json.detect_encoding(body).startswith("utf-8")
+
+
 _JSON_START = re.compile(r"^\s*[\[{]")
 """How a JSON body that may hold an object starts (others have no keys to give twice)."""
 
@@ -93,7 +101,7 @@ def twice_given_key(body: bytes) -> str | None:
     document order); None when there is none or the body is not JSON (its route says what
     is wrong with it). Python's parser keeps a twin's last value, where the caller may
     have meant the first."""
-    try:  # as the routes read it: UTF-8 (a BOM too), UTF-16 or UTF-32
+    try:  # UTF-8 (a BOM too); UTF-16 and UTF-32, which the routes refuse, read alike
         text = body.decode(json.detect_encoding(body)).removeprefix("\ufeff")
     except (UnicodeDecodeError, LookupError):
         return None  # not text: its route says what is wrong with it
@@ -179,12 +187,14 @@ class JsonBodies(_BodyCheck):
                 break
         # Over the cap (BodyLimit held its refusal and ended it): nothing of it goes on.
         body = b"".join(chunks) if not _held(scope) else b""
+        if _wide_text(body):
+            _hold(scope, 400, MALFORMED, NOT_UTF8_BODY)
         refusal = LONE_SURROGATE if _holds_lone_surrogate(body) else None
         own = self.foreign is None or self.foreign.search(scope["path"]) is None
         if refusal is None and own and (twin := twice_given_key(body)) is not None:
             shown = twin if len(twin) <= MAX_TWIN_CHARS else twin[:MAX_TWIN_CHARS] + "..."
             refusal = f"the body gives the key {shown!r} twice (each key once in an object)"
-        if refusal is not None:
+        if refusal is not None and not _held(scope):
             _hold(scope, 422, "invalid_request", refusal)
         replayed = False
 
