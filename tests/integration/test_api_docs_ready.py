@@ -57,3 +57,5 @@ def test_readiness_reports_the_object_store(settings: Settings, backend: str) ->
         assert body["ready"] is False
         store = next(c for c in body["checks"] if c["name"] == "object_store")
         assert store["ok"] is False and store["detail"]
+        # Asked without a token: it named the folder (or bucket) it could not use.
+        assert store["detail"] == "down (the API's log says why)", store

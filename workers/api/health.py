@@ -1,8 +1,11 @@
-"""Liveness and readiness (no token needed: they reveal nothing but up or down)."""
+"""Liveness and readiness (no token needed: they reveal nothing but up or down; why a
+part is down goes to the API's log, not to the caller: it names hosts, ports, folders and
+buckets)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Coroutine
 from typing import Any, Literal
@@ -17,6 +20,7 @@ from vigil.workers.settings import Settings
 from vigil.workers.wiring import make_s3_client
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("vigil.api")
 
 
 class Health(BaseModel):
@@ -51,12 +55,20 @@ async def health() -> Health:
     return Health()
 
 
+READY_WITHIN = 5.0
+"""Seconds each part has to answer a readiness check."""
+
+
 async def _check(name: str, probe: Coroutine[Any, Any, object]) -> Check:
     try:
-        await asyncio.wait_for(probe, 5)
+        await asyncio.wait_for(probe, READY_WITHIN)
+    except TimeoutError:
+        log.warning("not ready: %s gave no answer within %g s", name, READY_WITHIN)
+        return Check(name=name, ok=False, detail=f"no answer within {READY_WITHIN:g} s")
     except Exception as exc:
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        return Check(name=name, ok=False, detail=detail)
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("not ready: %s: %s", name, why)
+        return Check(name=name, ok=False, detail="down (the API's log says why)")
     return Check(name=name, ok=True)
 
 
