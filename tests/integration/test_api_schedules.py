@@ -211,6 +211,9 @@ def test_runs_are_paged_by_cursor(api: ApiServer, schedule_id: str) -> None:
         assert rest["next_cursor"] is None
         bad = http.get(f"/v1/schedules/{schedule_id}/runs", params={"cursor": "nonsense"})
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
+        # As every list of sessions: 500 a page at most (1,000 was taken, and 500 sent).
+        over = http.get(f"/v1/schedules/{schedule_id}/runs", params={"limit": 501})
+        assert over.status_code == 422, over.text
 
 
 def test_triggers_back_to_back_each_start_a_run_and_name_it(

@@ -107,6 +107,13 @@ async def _session(request: Request, who: Principal, session_id: str) -> Session
     return await visible_session(_client(request), who, session_id)
 
 
+def _position(digits: str) -> str:
+    """A range's number, its leading zeros gone and one past any size at most (a number of
+    thousands of digits is no error of the client's, and ``int`` refuses it)."""
+    digits = digits.lstrip("0") or "0"
+    return digits if len(digits) <= 19 else str(1 << 63)
+
+
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
     """The one range ``header`` asks of ``size`` bytes as (first, last), inclusive; None
     to send everything (no range, several, or a header we do not read); ValueError when
@@ -114,7 +121,7 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch(header.strip())
     if match is None:
         return None
-    first, last = match.groups()
+    first, last = (_position(n) if n else n for n in match.groups())
     if not first and not last:
         return None
     if not first:  # the last N bytes

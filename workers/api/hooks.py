@@ -25,6 +25,7 @@ from vigil.activities.credentials import CredentialError
 from vigil.activities.hooks import signing
 from vigil.schema import jsonlimits
 from vigil.workers.api.auth import Admin, check_agent
+from vigil.workers.api.deps import MAX_SESSION_ID_CHARS
 from vigil.workers.api.errors import (
     BAD_SIGNATURE,
     CONFLICT,
@@ -223,7 +224,7 @@ async def webhook_deliveries(
     request: Request,
     who: Admin,
     agent: Annotated[str | None, Query(max_length=200)] = None,
-    session: Annotated[str | None, Query(max_length=400)] = None,
+    session: Annotated[str | None, Query(max_length=MAX_SESSION_ID_CHARS)] = None,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only attempts past this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryList:

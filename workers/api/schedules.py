@@ -18,7 +18,7 @@ from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers import inputs
 from vigil.workers.api.auth import Admin, Controller, Reader, check_agent
 from vigil.workers.api.deps import no_body
-from vigil.workers.api.sessions import SessionItem
+from vigil.workers.api.sessions import MAX_PAGE, SessionItem
 from vigil.workers.client import UnknownSchedule, VigilClient
 from vigil.workers.schedules import ScheduleService, ScheduleView
 from vigil.workers.tokens import Principal
@@ -237,7 +237,7 @@ async def schedule_runs(
     request: Request,
     schedule_id: ScheduleId,
     who: Reader,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> ScheduleRuns:
     page = await _client(request).session_page(
