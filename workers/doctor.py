@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,18 +63,41 @@ async def _temporal(settings: Settings) -> list[Check]:
 
 
 async def _workers(settings: Settings, client: Client) -> Check:
-    """A session on a queue nobody polls never moves: say so, with the command to run."""
-    from vigil.workers.liveness import live_pollers, no_worker
+    """A session on a queue nobody polls never moves: say so, with the command to run.
+    Workers of one queue that load different tools fail too: a session's tool call goes
+    to any of them, and one without the tool answers the model that it is not loaded."""
+    from vigil.workers.liveness import no_worker, pollers, split_identity
 
     queue = settings.task_queue
     what = f"workers on task queue {queue!r}"
     try:
-        pollers = await live_pollers(client, queue)
+        found = await pollers(client, queue)
     except Exception as exc:
         return Check("temporal", what, False, str(exc).splitlines()[0][:200])
-    if not pollers:
+    if not found:
         return Check("temporal", what, False, no_worker(queue, queue, what="sessions cannot run"))
-    return Check("temporal", what, True, f"{len(pollers)} polling: {', '.join(sorted(pollers))}")
+    now = datetime.now(UTC)
+    shown: list[str] = []
+    digests: set[str] = set()
+    for poller in sorted(found, key=lambda p: p.identity):
+        who, tools = split_identity(poller.identity)
+        notes = [f"tools {tools}"] if tools else []
+        if tools:
+            digests.add(tools)
+        if poller.seen is not None:
+            notes.append(f"seen {max(0, round((now - poller.seen).total_seconds()))} s ago")
+        shown.append(f"{who} ({', '.join(notes)})" if notes else who)
+    listed = f"{len(found)} polling: {', '.join(shown)}"
+    if len(digests) > 1:
+        return Check(
+            "temporal",
+            what,
+            False,
+            f"{listed}; they load {len(digests)} different sets of tools, and a tool call "
+            "goes to any of them (one without the tool tells the model it is not loaded): "
+            "start each with the same --tools, or give each set its own --task-queue",
+        )
+    return Check("temporal", what, True, listed)
 
 
 async def _postgres(settings: Settings) -> list[Check]:

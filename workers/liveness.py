@@ -9,9 +9,12 @@ updates and queries wait for a worker that is not coming. Temporal knows who pol
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shlex
 import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -68,8 +71,33 @@ def no_worker(task_queue: str, default_queue: str, *, what: str) -> str:
     )
 
 
-async def live_pollers(client: Client, task_queue: str) -> list[str]:
-    """Identities of the workers polling ``task_queue`` for workflow tasks right now."""
+TOOLS_MARK = " tools:"
+"""What a worker's identity adds to ``pid@host``: a digest of the tools it loaded."""
+
+
+def worker_identity(tools: Iterable[str]) -> str:
+    """A worker's Temporal identity: ``pid@host`` (the SDK's default) and a short digest
+    of the names of the tools it loaded, so that workers of one queue that load different
+    tools can be told apart (a call goes to any worker of its queue)."""
+    digest = hashlib.sha256("\n".join(sorted(tools)).encode()).hexdigest()[:8]
+    return f"{os.getpid()}@{socket.gethostname()}{TOOLS_MARK}{digest}"
+
+
+def split_identity(identity: str) -> tuple[str, str | None]:
+    """(``pid@host``, the tools' digest or None) of a poller's identity."""
+    who, mark, tools = identity.partition(TOOLS_MARK)
+    return who, (tools or None) if mark else None
+
+
+@dataclass(frozen=True)
+class Poller:
+    identity: str
+    seen: datetime | None
+    """When Temporal last heard its poll (None: it does not say)."""
+
+
+async def pollers(client: Client, task_queue: str) -> list[Poller]:
+    """The workers polling ``task_queue`` for workflow tasks right now."""
     resp = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
@@ -78,20 +106,28 @@ async def live_pollers(client: Client, task_queue: str) -> list[str]:
         )
     )
     since = datetime.now(UTC) - POLLER_FRESH
-    return [
-        p.identity
+    found = [
+        Poller(
+            p.identity,
+            p.last_access_time.ToDatetime(tzinfo=UTC) if p.HasField("last_access_time") else None,
+        )
         for p in resp.pollers
-        if not p.HasField("last_access_time") or p.last_access_time.ToDatetime(tzinfo=UTC) >= since
     ]
+    return [p for p in found if p.seen is None or p.seen >= since]
+
+
+async def live_pollers(client: Client, task_queue: str) -> list[str]:
+    """Identities of the workers polling ``task_queue`` for workflow tasks right now."""
+    return [p.identity for p in await pollers(client, task_queue)]
 
 
 def gone_here(identity: str) -> bool:
-    """Whether a poller's identity (``pid@host``, the SDK's default) names a process of this
-    host that no longer runs: Temporal keeps listing a worker for a while after it stopped.
-    Asked only where the worker is known to share this host's processes (``stack down``
-    of the embedded stack): a container sharing the host's name but not its processes
-    would read as gone."""
-    pid, at, host = identity.partition("@")
+    """Whether a poller's identity (``pid@host``, the SDK's default, and vigil's tools
+    digest) names a process of this host that no longer runs: Temporal keeps listing a
+    worker for a while after it stopped. Asked only where the worker is known to share
+    this host's processes (``stack down`` of the embedded stack): a container sharing the
+    host's name but not its processes would read as gone."""
+    pid, at, host = split_identity(identity)[0].partition("@")
     if not at or host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -113,7 +149,7 @@ def still_polling(settings: Settings) -> list[str] | None:
         async with asyncio.timeout(STILL_POLLING_SECONDS):
             client = await connect(settings)
             found = await live_pollers(client, settings.task_queue)
-            return [identity for identity in found if not gone_here(identity)]
+            return [split_identity(i)[0] for i in found if not gone_here(i)]
 
     try:
         return asyncio.run(ask())

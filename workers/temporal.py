@@ -170,16 +170,19 @@ def new_worker(
     max_concurrent_activities: int | None = None,
     eager_activities: bool = True,
     deployment_config: WorkerDeploymentConfig | None = None,
+    identity: str | None = None,
 ) -> Worker:
     """A worker with vigil's workflow runner and the ``worker_*`` options of ``settings``
     (defaults when none); ``max_concurrent_activities`` overrides the setting.
-    ``eager_activities=False`` (benchmarks) always dispatches through the task queue."""
+    ``eager_activities=False`` (benchmarks) always dispatches through the task queue.
+    ``identity``: what Temporal calls the worker (the client's, ``pid@host``, when None)."""
     from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
     opts = settings or Settings()
     return Worker(
         client,
         task_queue=task_queue,
+        identity=identity,
         deployment_config=deployment_config,
         # A versioned worker's build is its deployment version's.
         build_id=None if deployment_config else code_build_id(),

@@ -29,6 +29,7 @@ from vigil.activities.tools.queues import ToolQueueActivities
 from vigil.activities.tools.runner import WorkerTools
 from vigil.workers.db import WORKER_PING_AFTER_IDLE_SECONDS, make_engine, make_sessionmaker
 from vigil.workers.deployments import deployment_config
+from vigil.workers.liveness import worker_identity
 from vigil.workers.logs import get as get_logger
 from vigil.workers.models import credential_resolver, model_router
 from vigil.workers.reconcile import reconcile_periodically
@@ -184,6 +185,8 @@ def build_worker(
 ) -> Worker:
     """``workflows`` replaces vigil's own (tests run a changed build of them)."""
     deployment = rt.deployment
+    # Told apart by what they loaded: doctor fails a queue whose workers load different tools.
+    identity = worker_identity(rt.tools.python)
     if rt.tools_only:
         # A tool worker: run_tool for the tools it loaded, no sessions of its own.
         return new_worker(
@@ -193,6 +196,7 @@ def build_worker(
             activities=[rt.activities.run_tool],
             settings=rt.settings,
             deployment_config=deployment,
+            identity=identity,
         )
     memory = rt.activities.memory
     retention = RetentionActivities(
@@ -215,6 +219,7 @@ def build_worker(
         activities=activities,
         settings=rt.settings,
         deployment_config=deployment,
+        identity=identity,
     )
 
 

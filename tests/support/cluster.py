@@ -25,6 +25,7 @@ from temporalio.client import WorkflowHandle
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.teststack import ROOT, TEST_PORTS
+from vigil.workers.liveness import split_identity
 from vigil.workers.settings import Settings
 
 CLUSTER_PORTS = {name: port + 50 for name, port in TEST_PORTS.items()}
@@ -202,14 +203,15 @@ async def assert_record_whole(
 
 
 async def task_identities(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The worker identity of every completed workflow task and started activity, in order."""
+    """The worker (``pid@host``) of every completed workflow task and started activity, in
+    order."""
     history = await handle.fetch_history()
     seen: list[str] = []
     for event in history.events:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            seen.append(event.workflow_task_completed_event_attributes.identity)
+            seen.append(split_identity(event.workflow_task_completed_event_attributes.identity)[0])
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            seen.append(event.activity_task_started_event_attributes.identity)
+            seen.append(split_identity(event.activity_task_started_event_attributes.identity)[0])
     return seen
 
 
