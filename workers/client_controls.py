@@ -6,6 +6,7 @@ Part of VigilClient (workers/client.py), which re-exports every name.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pydantic import BaseModel
@@ -108,11 +109,16 @@ class SessionControls(SessionHistory):
     ) -> Ack | None:
         """A new goal; with ``agent_version``, also that version of the agent's definition
         (``may_loosen`` False, an API token below admin: only its newest)."""
+        running: int | None = None
         if agent_version is not None:
             row = await self.require_session(session_id)
             found = await self.require_agent(row.agent_id, agent_version, allow_undefined=False)
             if not may_loosen:
                 await self.refuse_older_version(row.agent_id, found)
+            # Asked before: a session the redirect wakes may move before it is asked after
+            # (not known: the move is said as asked).
+            with contextlib.suppress(VigilError):
+                running = (await self.state(session_id)).agent_version
         ack = await self._control(
             session_id,
             names.UPD_REDIRECT,
@@ -125,11 +131,8 @@ class SessionControls(SessionHistory):
             # at the session's next step (recorded as agent_version_changed), and none
             # when the session runs that version already.
             moved = f"agent version {agent_version} from its next step"
-            try:
-                if (await self.state(session_id)).agent_version == agent_version:
-                    moved = f"it keeps agent version {agent_version}"
-            except VigilError:
-                pass  # not known: the move is said as asked
+            if running == agent_version:
+                moved = f"it keeps agent version {agent_version}"
             ack = ack.model_copy(update={"message": f"{ack.message}; {moved}"})
         return ack
 

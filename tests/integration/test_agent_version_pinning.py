@@ -329,3 +329,40 @@ async def test_a_redirect_back_while_the_move_is_being_read_holds(
     ]
     async with sessionmaker() as db:
         assert await agent_rows.session_agent_version(db, handle.id) == 1
+
+
+async def test_a_redirect_that_wakes_the_session_says_the_move_it_asked(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """A redirect to version 2 of a session on version 1 waiting on `ask_human` answers the
+    question, so the session steps on at once and moves: the client read the version after
+    the redirect and said "it keeps agent version 2", a move that never happened."""
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    agents = AgentService(sessionmaker)
+    await agents.apply_spec(spec(name, "first edition: {goal}", ["ask_human"]))
+    stub.enqueue(
+        Reply.tool_call("ask_human", {"question": "which channel?"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("ask me", agent_id=name))
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        assert (await agents.apply_spec(spec(name, "second: {goal}", ["ask_human"]))).version == 2
+        vigil = VigilClient(settings, client)
+        try:
+            ack = await vigil.redirect(handle.id, "a new goal", by="ops", agent_version=2)
+        finally:
+            await vigil.close()
+        assert ack is not None and ack.message.endswith("; agent version 2 from its next step")
+        assert (await handle.result()).status == SessionStatus.COMPLETED
+    (moved,) = await events(sessionmaker, handle.id, "agent_version_changed")
+    assert (moved.payload["from"], moved.payload["to"]) == (1, 2)
+    # The question was answered by the redirect (the README says so).
+    (asked,) = [r for r in stub.requests if r.path.endswith("/completions")][1:2]
+    tool_result = asked.body["messages"][-1]
+    assert tool_result["content"] == "ops replied: New goal from ops: a new goal", tool_result
