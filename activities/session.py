@@ -626,11 +626,12 @@ def _descriptor_spec(tool: ToolDescriptor) -> Any:
 
 def _provider_failure(exc: ProviderError, connection: str = DEFAULT_CONNECTION) -> ApplicationError:
     where = "" if connection == DEFAULT_CONNECTION else f" (connection {connection})"
-    details = f"{exc.status or '-'}: {exc.message}{where}"
+    # The HTTP status when the provider answered (none: it did not, or not over HTTP).
+    details = f"{f' {exc.status}' if exc.status else ''}: {exc.message}{where}"
     if exc.retryable:
         delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
         return ApplicationError(
-            f"model provider transient failure {details}",
+            f"model provider transient failure{details}",
             type=names.ERR_PROVIDER_TRANSIENT,
             next_retry_delay=delay,
             # Expected of a provider now and then, and retried: not the worker's error. The
@@ -638,7 +639,7 @@ def _provider_failure(exc: ProviderError, connection: str = DEFAULT_CONNECTION) 
             category=ApplicationErrorCategory.BENIGN,
         )
     return ApplicationError(
-        f"model provider refused the request {details}",
+        f"model provider refused the request{details}",
         type=names.ERR_PROVIDER_REJECTED,
         non_retryable=True,
     )
