@@ -460,6 +460,15 @@ def test_an_agent_with_only_a_definition_and_a_trigger_is_erased(
 
     asked = _answering(cli, "n\n", "erase", "--agent", agent)
     assert asked.returncode == 1, explain(asked)
+    assert asked.stderr.endswith("error: not erased: answer y, or give --yes\n"), asked.stderr
+    # No terminal, nothing on standard input: "Erase it? [y/N]:aborted", on one line.
+    unasked = cli.vigil("erase", "--agent", agent, input="")
+    assert unasked.returncode == 1, explain(unasked)
+    prompt, said = unasked.stderr.splitlines()[-2:]
+    assert (prompt.rstrip(), said) == (
+        "Erase it? [y/N]:",
+        "error: not erased: answer y, or give --yes",
+    ), unasked.stderr
     assert "0 sessions" in asked.stderr and "0 workflow runs" in asked.stderr, asked.stderr
     assert "3 rows of its definition, versions, triggers" in asked.stderr, asked.stderr
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from vigil.workers.cli.artifacts import artifact_app
 from vigil.workers.cli.common import (
+    EXIT_FAILED,
     EXIT_USAGE,
     ByOpt,
     JsonOpt,
@@ -114,7 +115,13 @@ def erase(
         governance = _governance(client)
         if not yes:
             _describe(await governance.erasure_plan(subject))
-            typer.confirm("Erase it?", abort=True, err=True)
+            try:
+                confirmed = typer.confirm("Erase it?", err=True)
+            except typer.Abort:  # no answer (standard input ended): the prompt's line ends
+                err.print()
+                confirmed = False
+            if not confirmed:
+                fail("not erased: answer y, or give --yes", EXIT_FAILED)
 
         def waiting(runs: int) -> None:
             err.print(
