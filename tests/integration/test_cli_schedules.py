@@ -284,14 +284,19 @@ def test_a_trigger_held_by_a_run_that_still_runs_says_so(cli: CLIStack, schedule
     )  # fmt: skip
     assert cli.vigil.json("schedule", "trigger", schedule_id)["held"] is None
     [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
-    held = cli.vigil.ok("schedule", "trigger", schedule_id).stdout.strip()
+    done = cli.vigil("schedule", "trigger", schedule_id)
+    # Exit 1: asked to start a run, none starts (it exited 0, so a script could not tell).
+    assert done.returncode == 1, explain(done)
+    held = done.stdout.strip()
     assert held == (
         f"schedule {schedule_id}: nothing started: its run {waiting['id']} still ran a moment "
         "ago: under overlap 'skip' this one does not start"
     ), held
     # Nothing changed, and the JSON says so as a pause of a paused schedule does (it said
     # "changed": true).
-    skipped = cli.vigil.json("schedule", "trigger", schedule_id)
+    as_json = cli.vigil("schedule", "trigger", schedule_id, "--json")
+    assert as_json.returncode == 1, explain(as_json)
+    skipped = json.loads(as_json.stdout)
     assert (skipped["changed"], skipped["run"]) == (False, None), skipped
     cli.vigil.ok("cancel", waiting["id"])
 
@@ -311,7 +316,9 @@ def test_a_trigger_past_the_one_buffered_run_says_it_starts_nothing(
     [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
     buffered = cli.vigil.json("schedule", "trigger", schedule_id)
     assert "this one starts once it ends" in buffered["held"], buffered
-    dropped = cli.vigil.ok("schedule", "trigger", schedule_id).stdout.strip()
+    dropped_run = cli.vigil("schedule", "trigger", schedule_id)
+    assert dropped_run.returncode == 1, explain(dropped_run)
+    dropped = dropped_run.stdout.strip()
     assert dropped.startswith(f"schedule {schedule_id}: nothing started: "), dropped
     assert "a run already waits for it: this one does not start" in dropped, dropped
     cli.vigil.ok("cancel", waiting["id"])

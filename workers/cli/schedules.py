@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from vigil.workers.cli.common import (
+    EXIT_FAILED,
     EXIT_USAGE,
     AgentOpt,
     JsonOpt,
@@ -261,6 +262,8 @@ def schedule_trigger(
             as_json,
             lambda: out.print(Text(f"schedule {schedule_id}: {said}")),
         )
+        if done.skipped:  # asked to start a run, and none starts: a script must know
+            raise typer.Exit(EXIT_FAILED)
 
     run_client(go, state_dir)
 
