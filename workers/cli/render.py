@@ -7,11 +7,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from vigil.workers.cli.common import EXIT_FAILED, command_prefix, err, escape, one_line, out
+from vigil.workers.cli.common import EXIT_FAILED, command_prefix, err, escape, one_line, out, when
 
 if TYPE_CHECKING:
     from vigil.activities.record.feed import FeedItem
@@ -184,3 +185,15 @@ async def print_waiting_approvals(client: VigilClient, session_id: str) -> None:
             f"{escape(arguments)}): {vigil} approve {sid} {aid}, "
             f"or {vigil} reject {sid} {aid} --reason ..."
         )
+
+
+TIMER_UNTIL = "timer until "
+
+
+def waiting_for(said: str) -> str:
+    """What a session waits for, as a person reads it: a sleep's time as every time is
+    shown (the session says it in ISO 8601, as its state's JSON keeps it)."""
+    if said.startswith(TIMER_UNTIL):
+        with contextlib.suppress(ValueError):
+            return TIMER_UNTIL + when(datetime.fromisoformat(said.removeprefix(TIMER_UNTIL)))
+    return said

@@ -39,7 +39,13 @@ from vigil.workers.cli.common import (
     table,
     when,
 )
-from vigil.workers.cli.render import follow_session, message_dict, print_message, wait_end
+from vigil.workers.cli.render import (
+    follow_session,
+    message_dict,
+    print_message,
+    wait_end,
+    waiting_for,
+)
 
 if TYPE_CHECKING:
     from vigil.activities.record.archived import ArchivedTranscript
@@ -253,7 +259,7 @@ def show(
                     *plain("approval", f"{a.approval_id}: {a.tool}({a.arguments_preview})")
                 )
             if live.waiting_for:
-                table.add_row(*plain("waiting for", live.waiting_for))
+                table.add_row(*plain("waiting for", waiting_for(live.waiting_for)))
                 if live.waiting_for.startswith("a human reply"):
                     answer = f"{command_prefix()} say {session_id} 'YOUR ANSWER'"
                     table.add_row(*plain("answer with", answer))
