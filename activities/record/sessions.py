@@ -318,7 +318,7 @@ request event when given (keyset: decided ones never shift a page)."""
 
 @dataclass(frozen=True)
 class PendingApprovalPage:
-    rows: list[PendingApprovalRow]
+    items: list[PendingApprovalRow]
     next_cursor: str | None
     """Pass back as ``cursor`` for the next (newer) page; None when this one is the last."""
 

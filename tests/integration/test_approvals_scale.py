@@ -85,7 +85,7 @@ async def test_waiting_approvals_are_read_without_the_ended_sessions(
         await db.execute(text("ANALYZE"))
 
     async with sessionmaker() as db:
-        pending = (await record.pending_approvals(db, agent=agent)).rows
+        pending = (await record.pending_approvals(db, agent=agent)).items
         waiting = await record.approvals_waiting(db)
         assert sorted(p.session_id for p in pending) == [f"s-{n}" for n in range(1, WAITING + 1)]
         assert [p.tool for p in pending] == ["write_artifact"] * WAITING

@@ -79,7 +79,7 @@ async def approvals(
                 digest=r.digest,
                 requested_at=r.requested_at,
             )
-            for r in page.rows
+            for r in page.items
         ],
         next_cursor=page.next_cursor,
     )
