@@ -321,7 +321,7 @@ def _markdown_header(header: dict[str, Any]) -> str:
         f"- **Started:** {_when(_moment(header.get('created_at')))}",
         f"- **Finished:** {_when(_moment(header.get('finished_at')))}",
         f"- **Tokens:** {header['tokens_in']} in / {header['tokens_out']} out, "
-        f"cost ${header['cost_usd']}",
+        f"cost ${float(header['cost_usd']):.4f}",
     ]
     if header.get("summary"):
         lines.append(f"- **Summary:** {_line(str(header['summary']))}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -108,6 +109,10 @@ def test_export_jsonl_and_markdown_match_the_record(
     text = md_file.read_text(encoding="utf-8")
     assert text.startswith(f"# Session `{sid}`\n")
     assert "- **Status:** completed (step 2)" in text
+    # The cost as `vigil show` gives it (it read `cost $0.0` here, `$0.0000` there).
+    shown = cli.vigil.ok("show", sid).stdout
+    cost = re.search(r"\$\d+\.\d{4}", shown)
+    assert cost is not None and f"cost {cost.group(0)}" in text, (shown, text[:400])
     assert "**Tool call** `write_artifact`" in text
     assert "Counted 42 zebras — ünïcode ✓, [bold] and [/x] stay text." in text  # the arguments
     for m in transcript:
