@@ -43,9 +43,18 @@ class McpServerError(RuntimeError):
     agent names is missing)."""
 
 
-def server_key(spec: McpServerSpec) -> str:
-    """What makes two specs the same server process / connection."""
-    ident = {"command": spec.command, "url": spec.url, "cred": spec.credential, "env": spec.env}
+def server_key(spec: McpServerSpec, agent: str = "") -> str:
+    """What makes two specs the same server process / connection: the same server for
+    the same ``agent`` (whose calls it serves). Two agents naming one server
+    never share its process: what one agent's calls leave in it (its state, the stderr
+    a failed call quotes) would reach the other's transcript."""
+    ident = {
+        "command": spec.command,
+        "url": spec.url,
+        "cred": spec.credential,
+        "env": spec.env,
+        "agent": agent,
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -134,11 +143,12 @@ class McpServers:
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
 
-    async def connection(self, spec: McpServerSpec) -> McpConnection:
-        """The live connection to ``spec``'s server, started (again) when there is none."""
+    async def connection(self, spec: McpServerSpec, agent: str = "") -> McpConnection:
+        """The live connection to ``spec``'s server for ``agent``, started
+        (again) when there is none."""
         if self._closed:
             raise ToolFailed("this worker is shutting down")
-        key = server_key(spec)
+        key = server_key(spec, agent)
         async with self._locks.setdefault(key, asyncio.Lock()):
             conn = self._connections.get(key)
             if conn is not None and conn.alive:
@@ -147,7 +157,7 @@ class McpServers:
                 log.warning("MCP server %s is gone; starting it again", spec.name)
                 self._connections.pop(key, None)
                 await conn.close()
-            conn = McpConnection(spec, self._resolve, self._errlog)
+            conn = McpConnection(spec, self._resolve, self._errlog, agent=agent)
             await conn.open(self._start_limit(spec))
             self._connections[key] = conn
             return conn
@@ -157,19 +167,19 @@ class McpServers:
         limit, or the server's own ``timeout_seconds`` when that is longer."""
         return max(self._start_timeout, spec.timeout_seconds or 0.0)
 
-    def is_running(self, spec: McpServerSpec) -> bool:
-        """Whether a live connection to ``spec``'s server is open."""
-        conn = self._connections.get(server_key(spec))
+    def is_running(self, spec: McpServerSpec, agent: str = "") -> bool:
+        """Whether a live connection to ``spec``'s server for ``agent`` is open."""
+        conn = self._connections.get(server_key(spec, agent))
         return conn is not None and conn.alive
 
     async def _reset(self, conn: McpConnection) -> None:
-        key = server_key(conn.spec)
+        key = server_key(conn.spec, conn.agent)
         if self._connections.get(key) is conn:
             del self._connections[key]
         await conn.close()
 
-    async def list_tools(self, spec: McpServerSpec) -> list[ToolDescriptor]:
-        conn = await self.connection(spec)
+    async def list_tools(self, spec: McpServerSpec, agent: str = "") -> list[ToolDescriptor]:
+        conn = await self.connection(spec, agent)
         try:
             async with asyncio.timeout(self._start_limit(spec)):
                 listed = await conn.list_tools()
@@ -193,13 +203,13 @@ class McpServers:
                 ) from None
         return conn.listed
 
-    async def _serving(self, spec: McpServerSpec, tool: str) -> McpConnection:
+    async def _serving(self, spec: McpServerSpec, tool: str, agent: str) -> McpConnection:
         """A connection whose server lists ``tool``. A session's pinned catalog may name a
         tool its server gained after this worker started it (the server's code changed,
         then ``vigil agent apply --refresh`` listed it in a new version): the server is
         asked again, and a stdio server that still does not list it is started again,
         once for that tool, once the calls running on it have ended."""
-        conn = await self.connection(spec)
+        conn = await self.connection(spec, agent)
         if tool in await self._listed(conn):
             return conn
         if tool in await self._listed(conn, again=True):
@@ -218,7 +228,7 @@ class McpServers:
                 ) from None
             log.info("MCP server %s does not list %s; starting it again", spec.name, tool)
             await self._reset(conn)
-            conn = await self.connection(spec)  # within its own start limit
+            conn = await self.connection(spec, agent)  # within its own start limit
             conn.started_for = tool
             if tool in await self._listed(conn):  # within its own limit
                 return conn
@@ -233,14 +243,16 @@ class McpServers:
         *,
         timeout: float,  # noqa: ASYNC109 - the tool's own limit, reported to the model
         idempotency_key: str | None = None,
+        agent: str = "",
     ) -> ToolOutcome:
-        """Call ``tool``; its result, or ToolFailed with what went wrong.
+        """Call ``tool`` on ``agent``'s connection to the server; its result,
+        or ToolFailed with what went wrong.
 
         ``idempotency_key`` travels in the request's ``_meta`` (``vigil/idempotency-key``)
         so a server can make an external effect happen once across retries.
         """
         meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
-        conn = await self._serving(spec, tool)
+        conn = await self._serving(spec, tool, agent)
         label = f"{spec.name}.{tool}"
         conn.calls += 1
         conn.idle.clear()
@@ -258,7 +270,9 @@ class McpServers:
                 f"{conn.stdout_said(noise)}"
             ) from None
         except MCPError as exc:
-            if exc.code == mcp_types.CONNECTION_CLOSED:
+            # The SDK's "connection closed" shares its code (-32000) with errors a server
+            # may answer itself: it is the server going away only when its stream ended.
+            if exc.code == mcp_types.CONNECTION_CLOSED and not conn.alive:
                 await self._reset(conn)
                 again = "started again" if spec.command else "reconnected"
                 raise ToolFailed(

@@ -173,9 +173,16 @@ class McpConnection:
     background task owns it; calls from activity tasks use it while it lives."""
 
     def __init__(
-        self, spec: McpServerSpec, resolve_credential: McpCredentials, errlog: TextIO
+        self,
+        spec: McpServerSpec,
+        resolve_credential: McpCredentials,
+        errlog: TextIO,
+        *,
+        agent: str = "",
     ) -> None:
         self.spec = spec
+        self.agent = agent
+        """The agent whose calls this connection serves (McpServers keeps one an agent)."""
         self._resolve = resolve_credential
         self._errlog = errlog
         self._ended = asyncio.Event()

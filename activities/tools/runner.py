@@ -90,6 +90,7 @@ class WorkerTools:
                 arguments,
                 timeout=timeout,
                 idempotency_key=call.idempotency_key,
+                agent=call.agent_id,
             )
         raise ToolFailed(f"{tool.name} is a built-in tool")
 

@@ -29,10 +29,12 @@ async def test_mcp_tools_run_as_activities(
     server = stdio_spec()
     catalog = {t.name: t for t in await list_mcp_tools(server)}
 
-    async def ask(name: str, arguments: dict[str, object]) -> AskedCall:
+    async def ask(name: str, arguments: dict[str, object], agent: str | None = None) -> AskedCall:
+        whole = list(catalog.values()) if agent else None  # one version for all its calls
         return await model_asked(
-            sessionmaker, name, arguments, tool=catalog[name], mcp_server=server
-        )
+            sessionmaker, name, arguments, tool=catalog[name], mcp_server=server, agent=agent,
+            catalog=whole,
+        )  # fmt: skip
 
     async with tool_caller(client, settings, f"tq-mcp-{uuid.uuid4()}") as caller:
         call = await ask("probe.echo", {"text": "hi", "times": 3})
@@ -58,13 +60,16 @@ async def test_mcp_tools_run_as_activities(
         sent = await caller.call(keyed)
         assert sent.preview == f"vigil:{keyed.session_id}:1:0"  # in the request's _meta
 
-        first = await caller.call(await ask("probe.pid", {}))
-        second = await caller.call(await ask("probe.pid", {}))
-        assert first.preview == second.preview  # one server process for the worker
+        agent = f"tools-test-{uuid.uuid4().hex[:12]}"
+        first = await caller.call(await ask("probe.pid", {}, agent))
+        second = await caller.call(await ask("probe.pid", {}, agent))
+        assert first.preview == second.preview  # one server process for the agent
+        other = await caller.call(await ask("probe.pid", {}))
+        assert other.preview != first.preview  # another agent's: a process of its own
 
-        crashed = await caller.call(await ask("probe.crash", {}))
+        crashed = await caller.call(await ask("probe.crash", {}, agent))
         assert not crashed.ok and "closed the connection during crash" in crashed.preview
-        third = await caller.call(await ask("probe.pid", {}))
+        third = await caller.call(await ask("probe.pid", {}, agent))
         assert third.ok and third.preview != first.preview  # started again
     with pytest.raises(ProcessLookupError):
         os.kill(int(third.preview), 0)  # stopped with the worker

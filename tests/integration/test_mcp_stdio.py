@@ -63,6 +63,7 @@ async def test_tools_are_listed_as_catalog_entries() -> None:
         "probe.crash",
         "probe.hang",
         "probe.fail",
+        "probe.refuse",
         "probe.append_line",
     }
     echo = tools["probe.echo"]
@@ -199,6 +200,31 @@ async def test_a_crash_mid_call_is_a_tool_error_and_the_next_call_restarts(
         await servers.call(spec, "crash", {}, timeout=10)
     new = int((await servers.call(spec, "pid", {}, timeout=10)).text)
     assert new != old and gone(old)
+
+
+async def test_each_agent_has_a_server_process_of_its_own(servers: McpServers) -> None:
+    """Two agents naming one server shared its process: what one agent's calls left in it
+    (its state; its stderr, which a failed call quotes) reached the other's transcript."""
+    spec = stdio_spec()
+    alpha = (await servers.call(spec, "pid", {}, timeout=10, agent="alpha")).text
+    beta = (await servers.call(spec, "pid", {}, timeout=10, agent="beta")).text
+    assert alpha != beta
+    assert (await servers.call(spec, "pid", {}, timeout=10, agent="alpha")).text == alpha
+    assert servers.is_running(spec, "alpha") and servers.is_running(spec, "beta")
+
+
+async def test_a_servers_own_error_of_code_32000_is_its_answer_not_a_crash(
+    servers: McpServers,
+) -> None:
+    """-32000 is also the code of the client's "connection closed": a server answering
+    with it was taken as crashed, told so, and stopped (with the calls running on it)."""
+    spec = stdio_spec()
+    old = int((await servers.call(spec, "pid", {}, timeout=10)).text)
+    with pytest.raises(ToolFailed, match=r"^MCP server probe refused refuse: busy, try later$"):
+        await servers.call(
+            spec, "refuse", {"code": -32000, "message": "busy, try later"}, timeout=10
+        )
+    assert int((await servers.call(spec, "pid", {}, timeout=10)).text) == old
 
 
 async def test_a_hang_times_out_and_the_server_is_replaced(servers: McpServers) -> None:

@@ -39,11 +39,14 @@ async def model_asked(
     *,
     tool: ToolDescriptor | None = None,
     mcp_server: McpServerSpec | None = None,
+    agent: str | None = None,
+    catalog: list[ToolDescriptor] | None = None,
 ) -> AskedCall:
-    """A session of a new agent whose catalog holds ``tool`` (and whose spec names
-    ``mcp_server``), whose model asked for one call (step 1, seq 1); run_tool's input."""
+    """A session of a new agent (or of ``agent``) whose catalog holds ``tool`` (or the
+    whole ``catalog``; and whose spec names ``mcp_server``), whose model asked for one
+    call (step 1, seq 1); run_tool's input."""
     session_id = f"tools-{uuid.uuid4()}"
-    agent = f"tools-test-{uuid.uuid4().hex[:12]}"
+    agent = agent or f"tools-test-{uuid.uuid4().hex[:12]}"
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
     spec = AgentSpec(name=agent, mcp_servers=[mcp_server] if mcp_server else [])
     async with sessionmaker.begin() as db:
@@ -52,7 +55,7 @@ async def model_asked(
             agent,
             spec=spec.model_dump(mode="json"),
             content_hash=content_hash(spec),
-            tools=[tool.model_dump(mode="json")] if tool else [],
+            tools=[t.model_dump(mode="json") for t in (catalog or ([tool] if tool else []))],
         )
         await record.create_session(
             db, session_id=session_id, agent_id=agent, goal="use a tool", status="running"

@@ -19,6 +19,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
 
 server = MCPServer("probe")
@@ -73,6 +74,12 @@ def _append(path: str, text: str) -> None:
 async def fail(message: str) -> str:
     """Return an error result with ``message``."""
     raise ToolError(message)
+
+
+@server.tool()
+async def refuse(code: int, message: str) -> str:
+    """Answer the call with a JSON-RPC error of ``code`` (not a tool result)."""
+    raise MCPError(code, message)
 
 
 def _guarded(app: Any, token: str) -> Any:
