@@ -10,10 +10,13 @@ one written without a fraction or exponent. Pure: no I/O, so workflow code may i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from jsonschema.protocols import Validator
+
+from vigil.schema import patterns
 
 MAX_EXACT = 2**53
 """The largest magnitude of a whole number a float holds exactly."""
@@ -27,17 +30,77 @@ def _whole(_checker: Any, value: Any) -> bool:
     return isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT
 
 
+def _matches(pattern: str, text: str) -> bool:
+    """Whether a schema's ``pattern`` matches ``text``, in linear time (schema.patterns);
+    a pattern that needs backtracking is not checked (the tool checks its own input)."""
+    try:
+        return patterns.search(pattern, text)
+    except patterns.PatternError:
+        return True
+
+
+def _pattern(validator: Any, pattern: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if validator.is_type(instance, "string") and not _matches(str(pattern), instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, given: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in given.items():
+        for key, value in instance.items():
+            if _matches(str(pattern), key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, given: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    named = schema.get("properties", {})
+    patterned = [str(p) for p in schema.get("patternProperties", {})]
+    extras = sorted(
+        (k for k in instance if k not in named and not any(_matches(p, k) for p in patterned)),
+        key=str,
+    )
+    if validator.is_type(given, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], given, path=extra)
+    elif not given and extras:
+        if patterned:
+            verb = "does" if len(extras) == 1 else "do"
+            joined = ", ".join(repr(each) for each in extras)
+            shown = ", ".join(repr(each) for each in sorted(patterned))
+            yield ValidationError(f"{joined} {verb} not match any of the regexes: {shown}")
+        else:
+            listed = ", ".join(repr(each) for each in extras)
+            verb = "was" if len(extras) == 1 else "were"
+            yield ValidationError(
+                f"Additional properties are not allowed ({listed} {verb} unexpected)"
+            )
+
+
+_LINEAR = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+}
+
+LooseValidator = validators.extend(Draft202012Validator, validators=_LINEAR)  # type: ignore[no-untyped-call]
+"""Draft 2020-12 with JSON Schema's own integers, its patterns matched in linear time."""
+
 ArgumentValidator = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
+    validators=_LINEAR,
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _whole),
 )
-"""Draft 2020-12, with integers as above."""
+"""Draft 2020-12, with integers as above, and its patterns matched in linear time (a
+tool's schema is another's text: an MCP server's, an agent file's)."""
 
 
 def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Validator:
     """A validator of ``parameters`` (a tool's schema). ``strict`` False: JSON Schema's own
     integers (how edited arguments were checked before, for the histories of then)."""
-    kind: type[Validator] = ArgumentValidator if strict else Draft202012Validator
+    kind: type[Validator] = ArgumentValidator if strict else LooseValidator
     return kind(parameters, format_checker=FormatChecker())
 
 

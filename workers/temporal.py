@@ -48,6 +48,7 @@ PASSTHROUGH_MODULES = (
     "pydantic_core",  # pydantic's compiled core
     "annotated_types",  # pydantic field constraints
     "vigil.schema",  # vigil's payload models and names; imports no I/O library
+    "re2",  # linear-time patterns of tool schemas (vigil.schema.patterns): compiled code
 )
 
 SDK_POLLERS = 5

@@ -12,7 +12,6 @@ version. A name nobody offers is a clear error.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 from jsonschema.protocols import Validator
 
+from vigil.schema import patterns
 from vigil.schema.agents import AgentSpec, ArgumentRule, ToolDescriptor, ToolEntry, canonical_json
 from vigil.schema.arguments import argument_validator, invalid_arguments
 from vigil.schema.tools import BUILTIN_TOOLS
@@ -224,13 +224,23 @@ def _host_outside(value: str, hosts: list[str]) -> bool:
     return host not in allowed and (port is None or f"{host}:{port}" not in allowed)
 
 
+def _rule_pattern_matches(pattern: str, text: str) -> bool:
+    """A rule's ``matches``, in linear time (schema.patterns). One stored before vigil
+    refused patterns that need backtracking still matches, so the call waits for a human:
+    an approval rule that cannot be read asks."""
+    try:
+        return patterns.search(pattern, text)
+    except patterns.PatternError:
+        return True
+
+
 def rule_matches(rule: ArgumentRule, arguments: dict[str, Any]) -> bool:
     """A rule matches when its argument is present and every condition it sets holds."""
     if rule.argument not in arguments:
         return False
     value = arguments[rule.argument]
     text = value if isinstance(value, str) else canonical_json(value)
-    if rule.matches is not None and re.search(rule.matches, text) is None:
+    if rule.matches is not None and not _rule_pattern_matches(rule.matches, text):
         return False
     return not (rule.host_not_in is not None and not _host_outside(text, rule.host_not_in))
 

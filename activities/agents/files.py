@@ -29,7 +29,7 @@ from vigil.activities.agents.catalog import (
     did_you_mean,
 )
 from vigil.activities.hooks.urls import url_problem
-from vigil.schema import jsonlimits
+from vigil.schema import jsonlimits, patterns
 from vigil.schema.agents import APPLYING, AgentSpec, ToolDescriptor, content_hash
 from vigil.schema.limits import budget_problem, seconds_problem
 
@@ -259,17 +259,10 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
                     )
     for i, tool in enumerate(spec.tools):
         for j, rule in enumerate(tool.approve_when):
-            if rule.matches is not None:
-                try:
-                    re.compile(rule.matches)
-                except re.error as exc:
-                    problems.append(
-                        Problem(
-                            None,
-                            field_name(("tools", i, "approve_when", j, "matches")),
-                            f"not a regular expression: {exc}",
-                        )
-                    )
+            if rule.matches is not None and (why := patterns.pattern_error(rule.matches)):
+                problems.append(
+                    Problem(None, field_name(("tools", i, "approve_when", j, "matches")), why)
+                )
             if rule.matches is None and rule.host_not_in is None:
                 problems.append(
                     Problem(

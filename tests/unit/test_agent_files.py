@@ -150,6 +150,16 @@ def test_checks_beyond_the_schema(tmp_path: Path) -> None:
     )
 
 
+def test_an_approval_pattern_that_needs_backtracking_is_refused(tmp_path: Path) -> None:
+    """Patterns are matched in linear time: one with lookahead or a backreference cannot
+    be, and is refused at its line rather than left to Python's backtracking matcher."""
+    bad = TOML.replace('host_not_in = ["example.com"]', 'matches = "(?=secret)s"')
+    path = _write(tmp_path, "lookahead.toml", bad)
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:14: tools[0].approve_when[0].matches: "), problem
+    assert "without backtracking" in problem, problem
+
+
 def test_unknown_tool_names_its_line(tmp_path: Path) -> None:
     path = _write(
         tmp_path, "tool.toml", TOML.replace('name = "write_artifact"', 'name = "teleport"')
