@@ -225,8 +225,13 @@ def _loc_of(name: str) -> Loc:
 
 
 def placeholders(template: str) -> list[str]:
-    """Field names a ``str.format`` template uses; ValueError when it is malformed."""
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    """The placeholders a ``str.format`` template uses, as written between its braces
+    (a format spec or conversion included: ``goal:d``); ValueError when it is malformed."""
+    return [
+        name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        for _, name, spec, conversion in string.Formatter().parse(template)
+        if name is not None
+    ]
 
 
 def _semantic_problems(spec: AgentSpec) -> list[Problem]:
@@ -239,7 +244,7 @@ def _semantic_problems(spec: AgentSpec) -> list[Problem]:
             problems.append(Problem(None, "system_prompt", f"bad template: {exc}"))
         else:
             for name in names:
-                base = re.split(r"[.\[]", name, maxsplit=1)[0]
+                base = re.split(r"[.\[!:]", name, maxsplit=1)[0]
                 if base != name or not name:
                     problems.append(
                         Problem(

@@ -9,6 +9,7 @@ tool catalog (and an MCP tool's server) from here on every step without a query.
 
 from __future__ import annotations
 
+import string
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,11 +38,27 @@ CACHE_SIZE = 256
 
 
 def render_prompt(spec: AgentSpec, goal: str) -> str | None:
-    """The system prompt template filled with ``{goal}``, ``{agent}`` and the variables."""
+    """The system prompt template filled with ``{goal}``, ``{agent}`` and the variables.
+    Each placeholder is replaced by its value's text and nothing else: a format spec or a
+    conversion (``{goal:>400000000}``, ``{goal!r}``, refused at apply since; a version
+    stored before may hold one) is not applied, and a name that has no value stays as
+    written. ``str.format`` built the padding, read attributes, and failed the start."""
     if spec.system_prompt is None:
         return None
     values = {**spec.variables, "goal": goal, "agent": spec.name}
-    return spec.system_prompt.format_map(values)
+    parts: list[str] = []
+    for literal, name, format_spec, conversion in string.Formatter().parse(spec.system_prompt):
+        parts.append(literal)
+        if name is None:
+            continue
+        if name in values:
+            parts.append(str(values[name]))
+        else:
+            tail = (f"!{conversion}" if conversion else "") + (
+                f":{format_spec}" if format_spec else ""
+            )
+            parts.append("{" + name + tail + "}")
+    return "".join(parts)
 
 
 def build_runtime(

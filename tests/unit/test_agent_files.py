@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vigil.activities.agents.files import AgentFileError, load, parse
+from vigil.activities.agents.runtime import render_prompt
 from vigil.schema.agents import APPLYING, AgentRuntime, AgentSpec
 
 TOML = """\
@@ -148,6 +149,32 @@ def test_checks_beyond_the_schema(tmp_path: Path) -> None:
     assert regex.startswith(
         f"{path}:14: tools[0].approve_when[0].matches: not a regular expression"
     )
+
+
+@pytest.mark.parametrize(
+    "placeholder", ["{goal:d}", "{goal:>400000000}", "{goal!r}", "{goal:{agent.__class__}}"]
+)
+def test_a_placeholder_with_a_format_spec_or_conversion_is_refused(
+    tmp_path: Path, placeholder: str
+) -> None:
+    """Applied, ``{goal:d}`` failed every start (a 500 over the API, a traceback in the
+    CLI; keyed messages and schedules waited without end), and ``{goal:>400000000}``
+    built a 400 MB prompt per start."""
+    path = _write(tmp_path, "spec.toml", f'name = "x"\nsystem_prompt = "Do {placeholder}"\n')
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:2: system_prompt: placeholder {placeholder}: use plain"), (
+        problem
+    )
+
+
+def test_a_stored_prompt_with_a_format_spec_renders_its_value_alone() -> None:
+    """A version stored before the check: the spec is not applied (nor the conversion),
+    and a name without a value stays as written."""
+    spec = AgentSpec.model_construct(
+        name="x", system_prompt="{goal:>400000000}|{goal!r}|{agent:d}|{nope:x}|{{lit}}",
+        variables={},
+    )  # fmt: skip
+    assert render_prompt(spec, "g") == "g|g|x|{nope:x}|{lit}"
 
 
 def test_an_approval_pattern_that_needs_backtracking_is_refused(tmp_path: Path) -> None:
