@@ -191,6 +191,8 @@ async def lean_transaction(
             try:
                 await driver.execute("ROLLBACK")
                 clean = not driver.is_in_transaction()
+            except Exception:
+                clean = False  # the connection broke: the block's own error is told
             except BaseException:
                 clean = False
                 raise  # a cancellation during the clean-up is the caller's to see

@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-import asyncpg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
@@ -112,9 +110,11 @@ async def acting_inside(db: S, agent_id: str) -> AsyncIterator[S]:
     try:
         yield db
     except BaseException:
-        # An aborted transaction refuses the switch back; the caller's rollback undoes
-        # the SET LOCAL then. A usable one is switched back right away.
-        with contextlib.suppress(DBAPIError, asyncpg.PostgresError):
+        # An aborted transaction refuses the switch back, and a connection the failure
+        # broke (a statement cut short) cannot even be asked: the caller's rollback undoes
+        # the SET LOCAL then, and the block's own error is what the caller hears. A usable
+        # one is switched back right away.
+        with contextlib.suppress(Exception):
             await _leave(db)
         raise
     await _leave(db)
