@@ -19,6 +19,7 @@ checked the same way.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 from collections.abc import Iterable
@@ -192,7 +193,26 @@ async def fetch_url(
     resolve: Resolver = system_resolve,
     max_redirects: int = MAX_REDIRECTS,
 ) -> Fetched:
-    """GET ``url`` under ``policy``, following checked redirects; ToolFailed on refusal."""
+    """GET ``url`` under ``policy``, following checked redirects; ToolFailed on refusal.
+    ``timeout`` bounds the whole fetch, redirects and body included (given to httpx alone
+    it bounds each read: a server sending a byte a second held a call for minutes)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch(url, policy, max_bytes, timeout, resolve, max_redirects)
+    except TimeoutError:
+        raise ToolFailed(
+            f"timed out fetching {url[:200]}: no whole answer within {timeout:g}s"
+        ) from None
+
+
+async def _fetch(
+    url: str,
+    policy: FetchPolicy,
+    max_bytes: int,
+    timeout: float,  # noqa: ASYNC109 - handed to httpx
+    resolve: Resolver,
+    max_redirects: int,
+) -> Fetched:
     current = checked_url(url, policy)  # the cheap refusal first, before any connection
     # No proxies from the environment: the connection must go to the checked address.
     pools = HostTransports(lambda: httpx.AsyncHTTPTransport(trust_env=False))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -242,3 +243,35 @@ def test_a_bad_allowlist_entry_is_a_configuration_error() -> None:
     for bad in ("example.com:http", "example.com:0", "example.com:70000", "http://x.org", "[::1"):
         with pytest.raises(ValueError, match="VIGIL_HTTP_ALLOW"):
             Settings(http_allow=bad)  # type: ignore[call-arg]
+
+
+async def test_the_time_limit_bounds_the_whole_fetch() -> None:
+    """A server that sends a byte at a time, each within the limit, held a call for as
+    long as it pleased (the limit bounded each read): minutes, the model call's retries
+    spent on it."""
+    from vigil.activities.tools.http_fetch import FetchPolicy, fetch_url
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "40")
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        policy = FetchPolicy.parse(f"127.0.0.1:{port}")
+        with pytest.raises(registry.ToolFailed, match=r"no whole answer within 1s"):
+            await fetch_url(f"http://127.0.0.1:{port}/slow", policy, max_bytes=1000, timeout=1)
+    finally:
+        server.shutdown()
+        server.server_close()
