@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from mcp import MCPError
 from mcp import types as mcp_types
+from pydantic import ValidationError
 
 from vigil.activities.tools.mcp_connection import (
     START_TIMEOUT_SECONDS,
@@ -56,6 +57,16 @@ def server_key(spec: McpServerSpec, agent: str = "") -> str:
         "agent": agent,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _listing_error(exc: Exception) -> str:
+    """What went wrong listing a server's tools, in one line: a listing that is not what
+    the protocol says is named by its first fault (where, and what)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "(the result)"
+        return f"its listing is not what MCP says: {where}: {first.get('msg')}"
+    return error_text(exc)
 
 
 def mcp_tool_name(descriptor: ToolDescriptor) -> str:
@@ -183,10 +194,11 @@ class McpServers:
         try:
             async with asyncio.timeout(self._start_limit(spec)):
                 listed = await conn.list_tools()
-        except (TimeoutError, MCPError, OSError) as exc:
+        except (TimeoutError, MCPError, OSError, ValidationError) as exc:
+            # ValidationError: a listing that is not what the protocol says.
             await self._reset(conn)
             raise McpServerError(
-                f"MCP server {spec.name}: listing tools failed: {error_text(exc)}"
+                f"MCP server {spec.name}: listing tools failed: {_listing_error(exc)}"
             ) from None
         return describe_mcp_tools(spec, listed)
 
@@ -196,10 +208,10 @@ class McpServers:
             try:
                 async with asyncio.timeout(self._start_limit(conn.spec)):
                     conn.listed = frozenset(t.name for t in await conn.list_tools())
-            except (TimeoutError, MCPError, OSError) as exc:
+            except (TimeoutError, MCPError, OSError, ValidationError) as exc:
                 await self._reset(conn)
                 raise ToolFailed(
-                    f"MCP server {conn.spec.name}: listing tools failed: {error_text(exc)}"
+                    f"MCP server {conn.spec.name}: listing tools failed: {_listing_error(exc)}"
                 ) from None
         return conn.listed
 

@@ -338,3 +338,16 @@ async def test_a_server_given_its_own_path_finds_python_there(
     spec = spec.model_copy(update={"command": ["python", str(SERVER)]})
     with pytest.raises(ToolFailed, match="could not start: FileNotFoundError"):
         await servers.call(spec, "pid", {}, timeout=20)
+
+
+async def test_a_listing_that_is_not_what_mcp_says_is_a_server_error() -> None:
+    """A server listing ``{"tools": "nope"}``: `vigil agent apply` printed pydantic's
+    traceback, and the API blamed the request's own body."""
+    malformed = LISTED.parent / "malformed_server.py"
+    spec = McpServerSpec(name="bad", command=[sys.executable, str(malformed)])
+    with pytest.raises(McpServerError) as caught:
+        await list_mcp_tools(spec)
+    assert str(caught.value) == (
+        "MCP server bad: listing tools failed: its listing is not what MCP says: "
+        "tools: Input should be a valid list"
+    )
