@@ -195,12 +195,29 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
+MAX_CATALOG_BYTES = 1 << 20
+"""The most a version's tool catalog may weigh (its JSON): a session carries it in its
+start and its model calls, which Temporal refuses past 4 MiB (20,000 tools applied, and
+then every start failed)."""
+
+
 def describe(agent: LoadedAgent, sources: ToolSources) -> LoadedAgent:
-    """``agent`` with its tool catalog; a tool nobody offers is reported at its line."""
+    """``agent`` with its tool catalog; a tool nobody offers is reported at its line, and
+    a catalog too large for a session to carry is refused."""
     try:
         tools = describe_tools(agent.spec, sources)
     except UnknownTool as exc:
         raise tool_problem(agent, exc) from None
+    size = sum(len(t.model_dump_json()) for t in tools)
+    if size > MAX_CATALOG_BYTES:
+        problem = Problem(
+            None,
+            "tools",
+            f"its {len(tools)} tools take {size} bytes described, over the "
+            f"{MAX_CATALOG_BYTES} a session can carry: name fewer (an MCP server's "
+            "`tools` lists those the agent uses)",
+        )
+        raise AgentFileError(agent.path, _located([problem], agent.locate))
     return dataclasses.replace(agent, tools=tools)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import ROOT, Vigil, cli_env, one_error_line
+from tests.support.cli import ROOT, Vigil, cli_env, explain, one_error_line
 from vigil.workers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -218,3 +218,20 @@ def test_doctor_names_an_mcp_script_not_found_from_where_it_runs(
     assert checks(ROOT) == []
     path.write_text(f'name = "{name}"\n')
     vigil.json("agent", "apply", str(path))  # what other tests' doctor reads
+
+
+def test_a_catalog_too_large_for_a_session_is_refused(vigil: Vigil, tmp_path: Path) -> None:
+    """An MCP server listing thousands of tools was applied, and then every start failed
+    (Temporal refuses a payload past 4 MiB: a traceback in the CLI, a 500 in the API)."""
+    name = f"many-{uuid.uuid4().hex[:8]}"
+    tools_file = tmp_path / "tools.txt"
+    tools_file.write_text("\n".join(f"tool_{i:05d}_{'x' * 40}" for i in range(6000)))
+    path = agent_file(tmp_path, name, tools_file)
+    done = vigil("agent", "apply", str(path), "--tools", "tests.support.py_tools", timeout=180)
+    assert done.returncode == 2, explain(done)
+    line = one_error_line(done)
+    assert line.startswith(f"error: {path}"), line
+    assert ": tools: its 6002 tools take " in line and "a session can carry" in line, (
+        line
+    )  # 6,000 listed, word_count, finish
+    assert vigil("agent", "show", name).returncode == 4  # nothing was stored
