@@ -101,7 +101,29 @@ def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Va
     """A validator of ``parameters`` (a tool's schema). ``strict`` False: JSON Schema's own
     integers (how edited arguments were checked before, for the histories of then)."""
     kind: type[Validator] = ArgumentValidator if strict else LooseValidator
+    if _holds(parameters, "patternProperties") and _holds(parameters, "unevaluatedProperties"):
+        # jsonschema matches patternProperties with Python's backtracking `re` where it
+        # finds the properties unevaluatedProperties judges: that keyword is not checked.
+        parameters = _without(parameters, "unevaluatedProperties")
     return kind(parameters, format_checker=FormatChecker())
+
+
+def _holds(value: Any, keyword: str) -> bool:
+    """Whether ``keyword`` is a key of ``value`` or of any object within it."""
+    if isinstance(value, dict):
+        return keyword in value or any(_holds(v, keyword) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds(v, keyword) for v in value)
+    return False
+
+
+def _without(value: Any, keyword: str) -> Any:
+    """``value`` with ``keyword`` taken out of every object within it."""
+    if isinstance(value, dict):
+        return {k: _without(v, keyword) for k, v in value.items() if k != keyword}
+    if isinstance(value, list):
+        return [_without(v, keyword) for v in value]
+    return value
 
 
 def invalid_arguments(name: str, validator: Validator, arguments: dict[str, Any]) -> str | None:

@@ -55,3 +55,16 @@ def test_a_pattern_that_cannot_be_matched_so_is_not_checked() -> None:
     assert pattern_error("((") is not None and pattern_error("((").startswith("not a regular")
     assert "without backtracking" in (pattern_error("(?=a)a") or "")
     assert pattern_error(EVIL) is None
+
+
+def test_unevaluated_properties_beside_pattern_properties_are_not_checked() -> None:
+    """jsonschema judges them with Python's matcher: left to the tool, as a pattern RE2
+    cannot take is."""
+    schema = {
+        "type": "object",
+        "patternProperties": {EVIL: {"type": "integer"}},
+        "unevaluatedProperties": False,
+    }
+    assert invalid_arguments("t", argument_validator(schema), {LONG: 1}) is None
+    alone = {"type": "object", "properties": {"a": {}}, "unevaluatedProperties": False}
+    assert invalid_arguments("t", argument_validator(alone), {"b": 1}) is not None
