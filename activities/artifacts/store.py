@@ -64,7 +64,7 @@ class StoredObject:
 
 
 def check_sha(sha256: str) -> str:
-    if not _SHA.match(sha256):
+    if not _SHA.fullmatch(sha256):
         raise ArtifactError(f"not a sha256 digest: {sha256[:80]!r}")
     return sha256
 
@@ -187,7 +187,7 @@ class FilesystemStore:
 
     def list_digests(self) -> Iterator[str]:
         for path in self.objects.glob("*/*/*"):
-            if _SHA.match(path.name):
+            if _SHA.fullmatch(path.name):
                 yield path.name
 
 

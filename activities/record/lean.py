@@ -149,10 +149,11 @@ def literal(value: str) -> str:
 def xact_lock(key: str, *, shared: bool = False) -> str:
     """A transaction-level advisory lock on ``key``'s hash, as an expression for a
     ``SELECT`` (the key a literal: it may ride with ``BEGIN``); ``shared`` for the
-    lock's shared mode. In SQLAlchemy's ``text()`` a ``:`` after a character that is not
-    a letter, digit or ``_`` starts a parameter: keys put none there."""
+    lock's shared mode. Usable in SQLAlchemy's ``text()`` and as plain SQL alike."""
     fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    return f"{fn}(hashtextextended({literal(key)}, 0))"
+    # ``\:``: read as ``:`` by SQLAlchemy's ``text()`` (where ``:name`` is a parameter)
+    # and by PostgreSQL in an ``E''`` literal alike, so either way the key is the same.
+    return f"{fn}(hashtextextended({literal(key).replace(':', chr(92) + ':')}, 0))"
 
 
 def set_configs(settings: Mapping[str, str], *, local: bool) -> str:
