@@ -97,33 +97,92 @@ ArgumentValidator = validators.extend(  # type: ignore[no-untyped-call]
 tool's schema is another's text: an MCP server's, an agent file's)."""
 
 
-def argument_validator(parameters: dict[str, Any], *, strict: bool = True) -> Validator:
+_StockValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _whole),
+)
+"""The strict integers with jsonschema's own pattern keywords (Python's ``re``): how
+edited arguments were checked before ``PATCH_LINEAR_PATTERNS``, for the histories of then."""
+
+
+def argument_validator(
+    parameters: dict[str, Any], *, strict: bool = True, linear: bool = True
+) -> Validator:
     """A validator of ``parameters`` (a tool's schema). ``strict`` False: JSON Schema's own
-    integers (how edited arguments were checked before, for the histories of then)."""
+    integers (how edited arguments were checked before, for the histories of then).
+    ``linear`` False: patterns matched by Python's ``re`` (a session's history from before
+    ``PATCH_LINEAR_PATTERNS`` replays with it)."""
+    if not linear:
+        stock: type[Validator] = _StockValidator if strict else Draft202012Validator
+        return stock(parameters, format_checker=FormatChecker())
     kind: type[Validator] = ArgumentValidator if strict else LooseValidator
-    if _holds(parameters, "patternProperties") and _holds(parameters, "unevaluatedProperties"):
-        # jsonschema matches patternProperties with Python's backtracking `re` where it
-        # finds the properties unevaluatedProperties judges: that keyword is not checked.
-        parameters = _without(parameters, "unevaluatedProperties")
-    return kind(parameters, format_checker=FormatChecker())
+    return kind(_linear_schema(parameters), format_checker=FormatChecker())
 
 
-def _holds(value: Any, keyword: str) -> bool:
-    """Whether ``keyword`` is a key of ``value`` or of any object within it."""
-    if isinstance(value, dict):
-        return keyword in value or any(_holds(v, keyword) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds(v, keyword) for v in value)
-    return False
+_NAMED = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"}
+)
+"""Keywords whose value maps names (not keywords) to schemas."""
+
+_DATA = frozenset({"const", "enum", "default", "examples"})
+"""Keywords whose value is data, not schema."""
 
 
-def _without(value: Any, keyword: str) -> Any:
-    """``value`` with ``keyword`` taken out of every object within it."""
-    if isinstance(value, dict):
-        return {k: _without(v, keyword) for k, v in value.items() if k != keyword}
-    if isinstance(value, list):
-        return [_without(v, keyword) for v in value]
-    return value
+def _linear_schema(schema: Any) -> Any:
+    """``schema`` as the linear validators must see it: without ``$schema`` anywhere (a
+    part naming another draft was checked by that draft's own validator, with Python's
+    ``re``; so was all of it under a ``$ref`` back to a root that names one), and without
+    ``unevaluatedProperties`` when it holds ``patternProperties`` (jsonschema matches those
+    with ``re`` where it judges that keyword: it is not checked)."""
+    drop = {"$schema"}
+    if _holds(schema, "patternProperties") and _holds(schema, "unevaluatedProperties"):
+        drop.add("unevaluatedProperties")
+    return _without(schema, frozenset(drop))
+
+
+def _subschemas(schema: Any) -> Iterator[Any]:
+    """The schemas directly within ``schema``."""
+    if isinstance(schema, list):
+        yield from schema
+        return
+    if not isinstance(schema, dict):
+        return
+    for key, value in schema.items():
+        if key in _DATA:
+            continue
+        if key in _NAMED and isinstance(value, dict):
+            yield from value.values()
+        elif isinstance(value, (dict, list)):
+            yield value
+
+
+def _holds(schema: Any, keyword: str) -> bool:
+    """Whether ``keyword`` is a keyword of ``schema`` or of a schema within it."""
+    if isinstance(schema, dict) and keyword in schema:
+        return True
+    return any(_holds(sub, keyword) for sub in _subschemas(schema))
+
+
+def _without(schema: Any, drop: frozenset[str]) -> Any:
+    """``schema`` with the keywords ``drop`` taken out of it and every schema within it
+    (a property of that name, and data, stay)."""
+    if isinstance(schema, list):
+        return [_without(sub, drop) for sub in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in drop:
+            continue
+        if key in _DATA:
+            out[key] = value
+        elif key in _NAMED and isinstance(value, dict):
+            out[key] = {name: _without(sub, drop) for name, sub in value.items()}
+        elif isinstance(value, (dict, list)):
+            out[key] = _without(value, drop)
+        else:
+            out[key] = value
+    return out
 
 
 def invalid_arguments(name: str, validator: Validator, arguments: dict[str, Any]) -> str | None:

@@ -199,6 +199,11 @@ PATCH_LINE_TEXT_NUL = "vigil-line-text-nul"
 # ``1e30``), which JSON Schema counts as an integer and no Python tool can take, are refused
 # (``schema.arguments``); they were taken, and the tool failed. Asked only then.
 PATCH_WHOLE_NUMBERS = "vigil-whole-numbers"
+# A signal's (or an update's) edited arguments are checked against the tool's schema with
+# its patterns matched in linear time (RE2, ``schema.patterns``): Python's ``re`` took a
+# minute of the worker's loop for ``^(a+)+$`` and thirty a's. Asked when edited arguments
+# are checked outside a validator; histories from before replay with ``re``.
+PATCH_LINEAR_PATTERNS = "vigil-linear-patterns"
 # A default-mode session's model call (a regular activity) may go on to the next steps
 # itself while each is a plain folded step, as a low-latency call does (step batches): one
 # activity task and one activation for several steps. Asked first by new sessions; it

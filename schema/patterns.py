@@ -25,13 +25,23 @@ class PatternError(ValueError):
     """A pattern RE2 cannot take (or one too long)."""
 
 
+_UNICODE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
+r"""``\uXXXX`` (JSON Schema's and Python's escape of a character; RE2 writes ``\x{XXXX}``),
+not itself escaped."""
+
+_OPEN_REPEAT = re.compile(r"(?<!\\)\{,\d+\}")
+"""``{,n}``: Python's "at most n", RE2's text."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 @functools.lru_cache(maxsize=512)
 def compiled(pattern: str) -> re2._Regexp:
     """``pattern`` compiled by RE2; PatternError when it cannot be."""
     if len(pattern) > MAX_PATTERN:
         raise PatternError(f"a pattern holds at most {MAX_PATTERN} characters")
     try:
-        return re2.compile(pattern, _OPTIONS)
+        return re2.compile(_UNICODE_ESCAPE.sub(r"\1\\x{\2}", pattern), _OPTIONS)
     except re2.error as exc:
         raise PatternError(_said(exc)) from None
 
@@ -53,10 +63,15 @@ def pattern_error(pattern: str) -> str | None:
     try:
         compiled(pattern)
     except PatternError as exc:
-        return f"{exc} (vigil matches patterns in linear time, without backtracking)"
+        return f"{exc} (vigil matches patterns in linear time, with RE2's syntax)"
+    if _OPEN_REPEAT.search(pattern):
+        return "write {0,n} for 'at most n' ({,n} reads as its own text here)"
     return None
 
 
 def search(pattern: str, text: str) -> bool:
-    """Whether ``pattern`` (one ``pattern_error`` passed) matches somewhere in ``text``."""
+    """Whether ``pattern`` (one ``pattern_error`` passed) matches somewhere in ``text`` (a
+    lone surrogate in it, which RE2's UTF-8 cannot hold, read as U+FFFD)."""
+    if not text.isascii():
+        text = _SURROGATE.sub("\ufffd", text)
     return compiled(pattern).search(text) is not None

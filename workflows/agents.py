@@ -123,17 +123,24 @@ def needs_approval(runtime: AgentRuntime | None, policy: ToolPolicy, call: ToolC
 
 
 def edited_arguments_error(
-    runtime: AgentRuntime | None, tool: str, arguments: dict[str, Any], *, strict: bool = True
+    runtime: AgentRuntime | None,
+    tool: str,
+    arguments: dict[str, Any],
+    *,
+    strict: bool = True,
+    linear: bool = True,
 ) -> str | None:
     """Why a human's edited arguments cannot be run by ``tool``; None when they fit.
     ``strict``: integers as ``schema.arguments`` counts them (False: as JSON Schema does,
-    as they were checked before ``PATCH_WHOLE_NUMBERS``)."""
+    as they were checked before ``PATCH_WHOLE_NUMBERS``). ``linear``: patterns matched in
+    linear time (False: by Python's ``re``, before ``PATCH_LINEAR_PATTERNS``)."""
     found = descriptor(runtime, tool)
     if found is None:
         return f"tool {tool!r} is not in this session's catalog"
     if not found.parameters:
         return None
-    error = first_error(argument_validator(found.parameters, strict=strict), arguments)
+    validator = argument_validator(found.parameters, strict=strict, linear=linear)
+    error = first_error(validator, arguments)
     if error is None:
         return None
     return f"edited_arguments do not fit {tool}'s schema at {error[0]}: {error[1]}"

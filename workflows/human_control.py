@@ -412,12 +412,17 @@ class HumanControl(Bookkeeping):
                     "its agent definition; send the approval again in a moment"
                 )
             args = value.edited_arguments
-            error = agent_policy.edited_arguments_error(self._runtime, pending.tool, args)
+            # A validator never asks a patch (nor matches with Python's re); elsewhere the
+            # histories from before replay as they were checked then.
+            linear = validating or workflow.patched(names.PATCH_LINEAR_PATTERNS)
+            error = agent_policy.edited_arguments_error(
+                self._runtime, pending.tool, args, linear=linear
+            )
             if error is None or validating:
                 return error
             # A signal refused only by the stricter integers: asked only then.
             loose = agent_policy.edited_arguments_error(
-                self._runtime, pending.tool, args, strict=False
+                self._runtime, pending.tool, args, strict=False, linear=linear
             )
             if loose is None and not workflow.patched(names.PATCH_WHOLE_NUMBERS):
                 return None

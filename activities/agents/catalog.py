@@ -12,6 +12,7 @@ version. A name nobody offers is a clear error.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -224,14 +225,26 @@ def _host_outside(value: str, hosts: list[str]) -> bool:
     return host not in allowed and (port is None or f"{host}:{port}" not in allowed)
 
 
+_UNICODE_CLASSES = re.compile(r"(?<!\\)(?:\\\\)*\\[dDwWsSbB]")
+r"""``\d``, ``\w``, ``\s``, ``\b`` and their negations, not themselves escaped: Python
+reads them over Unicode, RE2 over ASCII."""
+
+
 def _rule_pattern_matches(pattern: str, text: str) -> bool:
-    """A rule's ``matches``, in linear time (schema.patterns). One stored before vigil
-    refused patterns that need backtracking still matches, so the call waits for a human:
-    an approval rule that cannot be read asks."""
+    r"""A rule's ``matches``, in linear time (schema.patterns). Where RE2 may read it
+    otherwise than Python's matcher did when the rule was written, the rule matches, so
+    the call waits for a human (an approval rule errs towards asking): a pattern stored
+    before vigil refused those that need backtracking; ``$`` before a last line feed;
+    ``\d``, ``\w``, ``\s`` or ``\b`` over text that is not ASCII; ``{,n}``."""
     try:
-        return patterns.search(pattern, text)
+        if patterns.search(pattern, text):
+            return True
+        if text.endswith("\n") and patterns.search(pattern, text[:-1]):
+            return True
     except patterns.PatternError:
         return True
+    unicode_classes = not text.isascii() and _UNICODE_CLASSES.search(pattern) is not None
+    return unicode_classes or "{," in pattern
 
 
 def rule_matches(rule: ArgumentRule, arguments: dict[str, Any]) -> bool:

@@ -208,7 +208,7 @@ def describe(agent: LoadedAgent, sources: ToolSources) -> LoadedAgent:
         tools = describe_tools(agent.spec, sources)
     except UnknownTool as exc:
         raise tool_problem(agent, exc) from None
-    size = sum(len(t.model_dump_json()) for t in tools)
+    size = sum(len(t.model_dump_json().encode()) for t in tools)
     if size > MAX_CATALOG_BYTES:
         problem = Problem(
             None,

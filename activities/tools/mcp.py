@@ -283,8 +283,10 @@ class McpServers:
             ) from None
         except MCPError as exc:
             # The SDK's "connection closed" shares its code (-32000) with errors a server
-            # may answer itself: it is the server going away only when its stream ended.
-            if exc.code == mcp_types.CONNECTION_CLOSED and not conn.alive:
+            # may answer itself: a stdio server went away only when its stream ended. Over
+            # HTTP the SDK says it of a stream that failed while the connection stays: the
+            # connection is made again.
+            if exc.code == mcp_types.CONNECTION_CLOSED and (not conn.alive or spec.url):
                 await self._reset(conn)
                 again = "started again" if spec.command else "reconnected"
                 raise ToolFailed(
