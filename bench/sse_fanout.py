@@ -223,6 +223,9 @@ def api_process(settings: Settings, port: int) -> Iterator[None]:
         artifact_dir=Path(settings.resolved_state_dir) / "bench-sse-artifacts",
         VIGIL_API_PORT=str(port),
         VIGIL_LOG_LEVEL="WARNING",
+        # One token follows every stream of a shape (up to 200 here): the bounds let it.
+        VIGIL_API_MAX_STREAMS_PER_TOKEN="1000",
+        VIGIL_API_MAX_STREAMS="1000",
     )
     server = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:

@@ -261,6 +261,12 @@ class Settings(BaseSettings):
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
     api_max_upload_bytes: int = 1024 * 1024 * 1024
     """Largest artifact the API accepts in one upload (streamed to the store, never held)."""
+    api_max_streams_per_token: int = Field(default=16, ge=1)
+    """Event streams (``/stream``) one token may hold open at once; one more is a 429.
+    Each open stream holds its catch-up and its queue in the API (megabytes when a client
+    does not read): without a bound one read token could take the API's memory."""
+    api_max_streams: int = Field(default=256, ge=1)
+    """Event streams the API holds open at once, whoever opened them; one more is a 503."""
     api_sse_heartbeat_seconds: float = 15.0
     """A comment line on an idle event stream this often, so proxies keep the connection
     and a follower that went away is noticed (and its subscription freed)."""

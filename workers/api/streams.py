@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -44,9 +45,11 @@ from vigil.activities.record.feed import FeedCursor, FeedItem
 from vigil.activities.record.order import InOrder
 from vigil.workers.api.auth import Reader, check_agent, tokens_of
 from vigil.workers.api.deps import SessionId, may_know_of
-from vigil.workers.api.errors import INVALID, ApiError
+from vigil.workers.api.errors import INVALID, TOO_MANY_STREAMS, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
 from vigil.workers.feed import AgentErased, FeedEntry, Idle, StatusChange, Token
+from vigil.workers.settings import Settings
+from vigil.workers.tokens import Principal
 
 router = APIRouter(tags=["streams"])
 
@@ -195,6 +198,85 @@ async def _sse(
         )
 
 
+class _OpenStreams:
+    """How many event streams are open, in all and by token: each holds its catch-up and
+    its queue in the API while open (a client that never reads holds megabytes)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_token: dict[str, int] = {}
+
+    def take(self, settings: Settings, token_id: str) -> None:
+        """Count one more stream for ``token_id``, or refuse it (429 for the token's own
+        bound, 503 for the API's)."""
+        held = self.by_token.get(token_id, 0)
+        if held >= settings.api_max_streams_per_token:
+            raise ApiError(
+                429,
+                TOO_MANY_STREAMS,
+                f"this token holds {held} open event streams, the most it may "
+                f"(VIGIL_API_MAX_STREAMS_PER_TOKEN): close one first",
+            )
+        if self.total >= settings.api_max_streams:
+            raise ApiError(
+                503,
+                TOO_MANY_STREAMS,
+                f"the API holds {self.total} open event streams, the most it may "
+                "(VIGIL_API_MAX_STREAMS): try again later",
+            )
+        self.total += 1
+        self.by_token[token_id] = held + 1
+
+    def give_back(self, token_id: str) -> None:
+        self.total -= 1
+        left = self.by_token.get(token_id, 1) - 1
+        if left > 0:
+            self.by_token[token_id] = left
+        else:
+            self.by_token.pop(token_id, None)
+
+
+def _open_streams(request: Request) -> _OpenStreams:
+    state = request.app.state
+    if not hasattr(state, "open_streams"):
+        state.open_streams = _OpenStreams()
+    found: _OpenStreams = state.open_streams
+    return found
+
+
+Frames = AsyncIterator[str]
+
+
+def _counted(request: Request, who: Principal) -> Callable[[Frames], Frames]:
+    """Count the stream about to open against ``who``'s token (refused over the bound);
+    the returned wrapper gives it back once the stream ends, however it ends."""
+    client: VigilClient = request.app.state.client
+    streams = _open_streams(request)
+    streams.take(client.settings, who.token_id)
+    given: list[bool] = []
+
+    def give_back() -> None:
+        if not given:
+            given.append(True)
+            streams.give_back(who.token_id)
+
+    async def body(frames: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            give_back()
+
+    def wrapped(frames: AsyncIterator[str]) -> AsyncIterator[str]:
+        stream = body(frames)
+        # A response that never starts (its client gone first) never runs the generator's
+        # `finally`: its count is given back when the generator is dropped.
+        weakref.finalize(stream, give_back)
+        return stream
+
+    return wrapped
+
+
 def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(
         body,
@@ -231,11 +313,12 @@ async def session_stream(
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
     before = await feed.approvals_before(agent, session_id, start)
+    counted = _counted(request, who)
     entries = feed.follow(
         agent, session_id=session_id, cursor=start, tokens=tokens, idle=_idle(heartbeat)
     )
     return _streaming(
-        _sse(entries, start, _token_live(request), in_order=before, heartbeat=heartbeat)
+        counted(_sse(entries, start, _token_live(request), in_order=before, heartbeat=heartbeat))
     )
 
 
@@ -259,8 +342,9 @@ async def agent_stream(
     start = _cursor(last_event_id)
     feed = await client.live_feed()
     heartbeat = client.settings.api_sse_heartbeat_seconds
+    counted = _counted(request, who)
     entries = feed.follow(agent_id, cursor=start, tokens=tokens, idle=_idle(heartbeat))
-    return _streaming(_sse(entries, start, _token_live(request), heartbeat=heartbeat))
+    return _streaming(counted(_sse(entries, start, _token_live(request), heartbeat=heartbeat)))
 
 
 def _idle(heartbeat: float) -> float:
