@@ -124,6 +124,15 @@ class HashingEmbedder:
             for i in range(len(padded) - 2):
                 features["c:" + padded[i : i + 3]] += 1
         if not features:
+            # No word (emoji, arrows, punctuation): its symbols and their pairs, so two
+            # such texts are as alike as what they hold ("👍" and "👎" were one vector, and
+            # each such memory merged into the first as a duplicate).
+            symbols = [c for c in text if not c.isspace()]
+            for i, symbol in enumerate(symbols):
+                features["s:" + symbol] += 1
+                if i:
+                    features["p:" + symbols[i - 1] + symbol] += 1
+        if not features:
             features[_EMPTY_FEATURE] = 1
         vector = [0.0] * self.dim
         for feature, count in features.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -144,7 +145,7 @@ class _MemoryWrites(_VectorRecall):
                 subject = subject_done.text
                 for name, n in subject_done.counts.items():
                     counts[name] = counts.get(name, 0) + n
-        if not content.strip():
+        if not _visible(content):
             raise ValueError("memory content is empty")
         # A subject holding a redaction's mark no longer tells whom it is about (two
         # people's addresses both read "[redacted:email]", and a subject can be typed that
@@ -370,3 +371,9 @@ class _MemoryWrites(_VectorRecall):
                 },
             )
             return [_record(row) for row in reversed(rows.all())]
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` holds a character that shows: not only spaces and format
+    characters (a zero-width space alone was taken as a memory)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)

@@ -234,3 +234,18 @@ def test_make_embedder_local_checks_dimension_and_extra() -> None:
             make_embedder(Settings(embedder="local", embedding_dim=384))
     else:
         assert isinstance(make_embedder(Settings(embedder="local")), LocalMiniLMEmbedder)
+
+
+async def test_texts_without_words_are_told_apart_by_their_symbols() -> None:
+    """Every text without a word character had one vector: "👍" and "👎" were the same
+    memory to recall, and each such memory merged into the first as a near-duplicate."""
+    up, down, arrows, up_again = await HashingEmbedder().embed(["👍", "👎", "→ ✗ ≠ ⚠", "👍"])
+    assert cosine(up, up_again) == pytest.approx(1.0)
+    assert cosine(up, down) < 0.5 and cosine(up, arrows) < 0.5
+
+
+def test_a_memory_of_spaces_and_format_characters_alone_is_empty() -> None:
+    from vigil.activities.memory.store_writes import _visible
+
+    assert not _visible("\u200b") and not _visible("\u3000\u3000") and not _visible("\u200d\n")
+    assert _visible("👍") and _visible("a\u200b")
