@@ -118,26 +118,35 @@ _GET = sql(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = :agent_id A
 
 _FORGET = sql(
     """
-    WITH forgotten AS (
+    WITH RECURSIVE forgotten AS (
         UPDATE memories SET forgotten_at = now(), forgotten_by = :by, forget_reason = :reason
         WHERE agent_id = :agent_id AND id = :id AND forgotten_at IS NULL
         RETURNING id, superseded_by
+    ), behind AS (
+        SELECT m.id, m.forgotten_at IS NOT NULL AS gone
+        FROM memories m JOIN forgotten f ON m.superseded_by = f.id
+        WHERE f.superseded_by IS NULL AND m.agent_id = :agent_id
+        UNION
+        SELECT m.id, m.forgotten_at IS NOT NULL
+        FROM memories m JOIN behind b ON m.superseded_by = b.id
+        WHERE b.gone AND m.agent_id = :agent_id
     ), restored AS (
         UPDATE memories m
         SET superseded_by = NULL, superseded_at = NULL,
             metadata = coalesce(m.metadata, '{}'::jsonb)
                        || jsonb_build_object('superseded_by_forgotten', f.id)
         FROM forgotten f
-        WHERE f.superseded_by IS NULL AND m.agent_id = :agent_id AND m.superseded_by = f.id
-          AND m.forgotten_at IS NULL
+        WHERE m.agent_id = :agent_id AND m.id IN (SELECT id FROM behind WHERE NOT gone)
         RETURNING m.id
     )
     SELECT (SELECT count(*) FROM forgotten) AS forgotten,
            ARRAY(SELECT id FROM restored ORDER BY id) AS restored
     """
 )
-"""Forget a memory; when it was current, the memories it had superseded (and that are not
-forgotten themselves) are current again, their metadata naming the forgotten one."""
+"""Forget a memory; when it was current, the memories it had superseded are current again
+(their metadata naming the forgotten one), and where one of those was forgotten already,
+the ones that one had superseded, and so on: the newest memories of the chain no one
+forgot, whatever order the others were forgotten in."""
 
 _HISTORY = sql(
     f"""

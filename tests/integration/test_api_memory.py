@@ -149,21 +149,29 @@ def test_forget_takes_its_reason_in_a_json_body_or_refuses_the_body(api: ApiServ
         assert "takes no body" in schedule.json()["error"]["message"], schedule.text
 
 
-def test_forgetting_a_superseded_memory_restores_nothing(api: ApiServer) -> None:
-    agent = f"mem-{uuid.uuid4().hex[:8]}"
-    with api.client(api.token(Scope.ADMIN)) as http:
-        ids = [
-            http.post(base(agent), json={"content": text, "subject": "region"}).json()["id"]
-            for text in ("We run in eu-west-1", "We run in eu-central-1", "We run in us-east-2")
-        ]
-        middle = http.delete(f"{base(agent)}/{ids[1]}")
-        assert middle.status_code == 200 and middle.json()["restored_ids"] == []
-        last = http.delete(f"{base(agent)}/{ids[2]}")
-        # Its predecessor is forgotten, so nothing is restored: the subject has no current
-        # memory rather than one that was superseded twice.
-        assert last.status_code == 200 and last.json()["restored_ids"] == []
-    oldest = stored(api.settings, agent, ids[0])
-    assert oldest is not None and oldest.superseded_by == ids[1]
+def test_forgetting_restores_the_newest_memory_no_one_forgot_in_either_order(
+    api: ApiServer,
+) -> None:
+    """Forgetting a memory that is not current restores nothing; forgetting the current
+    one then restores the newest memory of the chain no one forgot. Forgotten in this
+    order (the middle first), the oldest stayed superseded by the forgotten middle one,
+    and the subject had no current memory; forgotten newest first, the oldest came back:
+    now both orders end alike."""
+    for order in ((1, 2), (2, 1)):
+        agent = f"mem-{uuid.uuid4().hex[:8]}"
+        with api.client(api.token(Scope.ADMIN)) as http:
+            ids = [
+                http.post(base(agent), json={"content": text, "subject": "region"}).json()["id"]
+                for text in ("We run in eu-west-1", "We run in eu-central-1", "We run in us-east-2")
+            ]
+            said = [http.delete(f"{base(agent)}/{ids[i]}").json() for i in order]
+            if order == (1, 2):  # the middle is not current: nothing to restore
+                assert [s["restored_ids"] for s in said] == [[], [ids[0]]], said
+            else:  # each was current in its turn
+                assert [s["restored_ids"] for s in said] == [[ids[1]], [ids[0]]], said
+        oldest = stored(api.settings, agent, ids[0])
+        assert oldest is not None and oldest.superseded_by is None, order
+        assert oldest.forgotten_at is None
 
 
 def test_scopes_agents_and_unknown_ids(api: ApiServer) -> None:
