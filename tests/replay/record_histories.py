@@ -689,6 +689,33 @@ async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def linear_patterns(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An approval signal with edited arguments, checked against the tool's schema with
+    its patterns matched in linear time (asked under ``vigil-linear-patterns``); the
+    edited call runs."""
+    name = "agent-linear-patterns"
+    sourcing = tool_sourcing(
+        with_worker_flags(ctx.settings, ["tests.support.py_tools"], None, False),
+        credential_resolver(ctx.settings, ctx.sessionmaker).resolve,
+    )
+    await AgentService(ctx.sessionmaker, sourcing).apply_spec(
+        AgentSpec(name=name, tools=[ToolEntry(name="word_count")])
+    )
+    ctx.stub.enqueue(Reply.tool_call("word_count", {"text": "a b"}), finish("counted"))
+    policy = ToolPolicy(require_approval=["word_count"])
+    handle = await ctx.start(
+        "linear_patterns", StartSessionInput(agent_id=name, goal="count", policy=policy)
+    )
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    approval_id = waiting.pending_approvals[0].approval_id
+    edited = {"text": "a b c"}
+    await handle.signal(
+        names.SIG_APPROVE, ApproveInput(approval_id=approval_id, by="eve", edited_arguments=edited)
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -1122,6 +1149,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "local_call_moves": local_call_moves,
     "line_text_nul": line_text_nul,
     "whole_numbers": whole_numbers,
+    "linear_patterns": linear_patterns,
     "pause_state_signals": pause_state_signals,
     "tool_failed_for_good": tool_failed_for_good,
 }

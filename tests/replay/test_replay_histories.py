@@ -83,6 +83,7 @@ LATEST = {
     "default_step_batches",
     "pause_state_signals",
     "tool_failed_for_good",
+    "linear_patterns",
 }
 EXPECTED = {
     "tools_finish",
@@ -483,6 +484,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     whole = _history(HISTORIES / "whole_numbers.json")
     assert names.PATCH_WHOLE_NUMBERS in _patches(whole)
     assert _ended(whole) == SessionStatus.COMPLETED.value
+    # An approval signal's edited arguments checked with patterns in linear time.
+    linear = _history(HISTORIES / "linear_patterns.json")
+    assert names.PATCH_LINEAR_PATTERNS in _patches(linear)
+    assert _ended(linear) == SessionStatus.COMPLETED.value
     # A batch's step handed back while a message waited: taken again alone (a third
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")
