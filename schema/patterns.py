@@ -32,6 +32,10 @@ not itself escaped."""
 _OPEN_REPEAT = re.compile(r"(?<!\\)\{,\d+\}")
 """``{,n}``: Python's "at most n", RE2's text."""
 
+_UNICODE_CLASSES = re.compile(r"(?<!\\)(?:\\\\)*\\[dDwWsSbB]")
+r"""``\d``, ``\w``, ``\s``, ``\b`` and their negations, not themselves escaped: Python
+reads them over Unicode, RE2 over ASCII."""
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -75,3 +79,20 @@ def search(pattern: str, text: str) -> bool:
     if not text.isascii():
         text = _SURROGATE.sub("\ufffd", text)
     return compiled(pattern).search(text) is not None
+
+
+def matches_as_written(pattern: str, text: str) -> bool:
+    r"""Whether ``pattern`` matches ``text``, or may have where RE2 reads it otherwise than
+    Python's ``re`` did when it was written: a pattern RE2 cannot take (stored before
+    they were refused); ``$`` before a last line feed; ``\d``, ``\w``, ``\s`` or ``\b``
+    over text that is not ASCII; ``{,n}``. For an approval rule, which errs towards
+    asking."""
+    try:
+        if search(pattern, text):
+            return True
+        if text.endswith("\n") and search(pattern, text[:-1]):
+            return True
+    except PatternError:
+        return True
+    unicode_classes = not text.isascii() and _UNICODE_CLASSES.search(pattern) is not None
+    return unicode_classes or "{," in pattern

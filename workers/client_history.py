@@ -94,6 +94,16 @@ class SessionHistory(SessionReads):
         async with acting_for(self.db, agent) as db:
             return await record.messages_page(db, session_id, after_seq=after_seq, limit=limit)
 
+    async def transcript_page(
+        self, session_id: str, *, after_seq: int = -1, limit: int = 100
+    ) -> tuple[list[record.StoredMessage], int | None]:
+        """A page of the transcript after ``after_seq``, and the seq to page on from (None
+        when no message follows): what `vigil transcript` and the API's page show."""
+        # One more than the page, to know whether another page follows.
+        rows = await self.transcript(session_id, after_seq=after_seq, limit=limit + 1)
+        page = rows[:limit]
+        return page, page[-1].seq if len(rows) > limit else None
+
     async def follow(
         self,
         session_id: str,

@@ -12,7 +12,6 @@ version. A name nobody offers is a clear error.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -225,35 +224,13 @@ def _host_outside(value: str, hosts: list[str]) -> bool:
     return host not in allowed and (port is None or f"{host}:{port}" not in allowed)
 
 
-_UNICODE_CLASSES = re.compile(r"(?<!\\)(?:\\\\)*\\[dDwWsSbB]")
-r"""``\d``, ``\w``, ``\s``, ``\b`` and their negations, not themselves escaped: Python
-reads them over Unicode, RE2 over ASCII."""
-
-
-def _rule_pattern_matches(pattern: str, text: str) -> bool:
-    r"""A rule's ``matches``, in linear time (schema.patterns). Where RE2 may read it
-    otherwise than Python's matcher did when the rule was written, the rule matches, so
-    the call waits for a human (an approval rule errs towards asking): a pattern stored
-    before vigil refused those that need backtracking; ``$`` before a last line feed;
-    ``\d``, ``\w``, ``\s`` or ``\b`` over text that is not ASCII; ``{,n}``."""
-    try:
-        if patterns.search(pattern, text):
-            return True
-        if text.endswith("\n") and patterns.search(pattern, text[:-1]):
-            return True
-    except patterns.PatternError:
-        return True
-    unicode_classes = not text.isascii() and _UNICODE_CLASSES.search(pattern) is not None
-    return unicode_classes or "{," in pattern
-
-
 def rule_matches(rule: ArgumentRule, arguments: dict[str, Any]) -> bool:
     """A rule matches when its argument is present and every condition it sets holds."""
     if rule.argument not in arguments:
         return False
     value = arguments[rule.argument]
     text = value if isinstance(value, str) else canonical_json(value)
-    if rule.matches is not None and not _rule_pattern_matches(rule.matches, text):
+    if rule.matches is not None and not patterns.matches_as_written(rule.matches, text):
         return False
     return not (rule.host_not_in is not None and not _host_outside(text, rule.host_not_in))
 

@@ -315,13 +315,9 @@ async def transcript(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Transcript:
     row = await visible_session(client, who, session_id)
-    # One more than the page, to know whether another page follows.
-    rows = await client.transcript(session_id, after_seq=after_seq, limit=limit + 1)
-    page = rows[:limit]
+    page, after = await client.transcript_page(session_id, after_seq=after_seq, limit=limit)
     return Transcript(
-        items=[message_of(m) for m in page],
-        next_after_seq=page[-1].seq if len(rows) > limit else None,
-        archived=_archived(row),
+        items=[message_of(m) for m in page], next_after_seq=after, archived=_archived(row)
     )
 
 

@@ -346,10 +346,7 @@ def transcript(
 
     async def go(client: VigilClient) -> None:
         row = await client.require_session(session_id)
-        # One more than the page, to know whether another page follows.
-        rows = await client.transcript(session_id, after_seq=after_seq, limit=limit + 1)
-        page = rows[:limit]
-        after = page[-1].seq if len(rows) > limit else None
+        page, after = await client.transcript_page(session_id, after_seq=after_seq, limit=limit)
         archived = archived_transcript(row.metadata)
         if as_json:
             said = {
