@@ -660,11 +660,10 @@ async def pause_state_signals(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
-async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
-    """An approval signal whose edited arguments give a Python tool an integer no float
-    holds (``1e30``): refused, asked under ``vigil-whole-numbers``; the call then runs as
-    asked once approved."""
-    name = "agent-whole-numbers"
+async def _word_count_waiting(ctx: Ctx, scenario: str) -> tuple[WorkflowHandle[Any, Any], str]:
+    """A session of an agent with the Python tool ``word_count`` (approval required)
+    whose model asked for one count: its handle and the pending approval's id."""
+    name = f"agent-{scenario.replace('_', '-')}"
     sourcing = tool_sourcing(
         with_worker_flags(ctx.settings, ["tests.support.py_tools"], None, False),
         credential_resolver(ctx.settings, ctx.sessionmaker).resolve,
@@ -675,10 +674,17 @@ async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     ctx.stub.enqueue(Reply.tool_call("word_count", {"text": "a b"}), finish("counted"))
     policy = ToolPolicy(require_approval=["word_count"])
     handle = await ctx.start(
-        "whole_numbers", StartSessionInput(agent_id=name, goal="count", policy=policy)
+        scenario, StartSessionInput(agent_id=name, goal="count", policy=policy)
     )
     waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
-    approval_id = waiting.pending_approvals[0].approval_id
+    return handle, waiting.pending_approvals[0].approval_id
+
+
+async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An approval signal whose edited arguments give a Python tool an integer no float
+    holds (``1e30``): refused, asked under ``vigil-whole-numbers``; the call then runs as
+    asked once approved."""
+    handle, approval_id = await _word_count_waiting(ctx, "whole_numbers")
     edited = {"text": "a b", "min_length": 1e30}
     await handle.signal(
         names.SIG_APPROVE, ApproveInput(approval_id=approval_id, by="eve", edited_arguments=edited)
@@ -693,21 +699,7 @@ async def linear_patterns(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An approval signal with edited arguments, checked against the tool's schema with
     its patterns matched in linear time (asked under ``vigil-linear-patterns``); the
     edited call runs."""
-    name = "agent-linear-patterns"
-    sourcing = tool_sourcing(
-        with_worker_flags(ctx.settings, ["tests.support.py_tools"], None, False),
-        credential_resolver(ctx.settings, ctx.sessionmaker).resolve,
-    )
-    await AgentService(ctx.sessionmaker, sourcing).apply_spec(
-        AgentSpec(name=name, tools=[ToolEntry(name="word_count")])
-    )
-    ctx.stub.enqueue(Reply.tool_call("word_count", {"text": "a b"}), finish("counted"))
-    policy = ToolPolicy(require_approval=["word_count"])
-    handle = await ctx.start(
-        "linear_patterns", StartSessionInput(agent_id=name, goal="count", policy=policy)
-    )
-    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
-    approval_id = waiting.pending_approvals[0].approval_id
+    handle, approval_id = await _word_count_waiting(ctx, "linear_patterns")
     edited = {"text": "a b c"}
     await handle.signal(
         names.SIG_APPROVE, ApproveInput(approval_id=approval_id, by="eve", edited_arguments=edited)
