@@ -1,11 +1,11 @@
 """Context assembly for one model call, packed into a token budget.
 
-What the model sees: the system prompt; one vigil note with the running summary of older
-turns, recalled memories and the session's artifact references; then the most recent
-messages that fit. Older turns are summarised rather than dropped, and each summary is
-kept (an ``events`` row of kind ``context_summary``), so the next call extends it instead
-of starting over. Token counts come from an offline estimator, so no tokenizer download
-is needed.
+What the model sees: the system prompt; one vigil note with the session's goal (once the
+message that states it has left the window), the running summary of older turns, recalled
+memories and the session's artifact references; then the most recent messages that fit.
+Older turns are summarised rather than dropped, and each summary is kept (an ``events``
+row of kind ``context_summary``), so the next call extends it instead of starting over.
+Token counts come from an offline estimator, so no tokenizer download is needed.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class ContextBudget:
     recall_k: int = 5
     slack: float = 0.25
     """Share of the window's room (and count) left free when older turns are summarised."""
+    goal_share: float = 0.2
+    """The most of the budget the session's goal takes once its own message has left the
+    window (a longer goal keeps its beginning and its end)."""
 
 
 @dataclass
@@ -135,6 +138,28 @@ def summarise(previous: str | None, older: list[record.StoredMessage], limit_tok
         total -= costs[start]
         start += 1
     return "\n".join(lines[start:])
+
+
+GOAL_HEADING = "The session's goal:"
+
+
+def pinned_goal(goal: str, limit_tokens: int) -> str:
+    """The goal as the context carries it once its message has left the window: whole
+    when it fits ``limit_tokens``, else its beginning (two thirds of the room) and its end
+    around a line that says how much was left out."""
+    if count_tokens(goal) <= limit_tokens:
+        return goal
+    # Characters per token of this goal, so the cut lands near the limit in one pass.
+    keep = max(2, int(len(goal) * limit_tokens / max(1, count_tokens(goal))) - 60)
+    head, tail = goal[: keep * 2 // 3], goal[len(goal) - keep // 3 :]
+    left_out = len(goal) - len(head) - len(tail)
+    return f"{head}\n[... {left_out} characters of the goal left out ...]\n{tail}"
+
+
+def _states_goal(goal: str, taken: list[record.StoredMessage]) -> bool:
+    """Whether the window sends a message that states the goal (the first message, or a
+    redirect's), so the goal need not be pinned beside it."""
+    return any(m.role == "user" and goal in m.content for m in taken)
 
 
 def _to_chat(m: record.StoredMessage) -> ChatMessage:
@@ -525,10 +550,7 @@ async def assemble(
         f"- {a.name} ({a.size} bytes, sha256 {a.sha256[:12]}…)" for a in (got.artifacts or [])[:20]
     ]
 
-    # The recent window: every turn the summary does not hold yet, while they fit; when
-    # they no longer do, the newest that fit in (1 - slack) of the room and of the count,
-    # and the rest joins the summary. The slack makes the summary (and so the start of
-    # what the model is sent) change every few steps rather than on every step.
+    # The recent window (``_window``) in what the rest leaves of the budget.
     reserve = int(budget.total_tokens * budget.summary_share)
     note_estimate = sum(count_tokens(x) for x in memory_lines + artifact_lines) + 20
     room = budget.total_tokens - used - reserve - note_estimate
@@ -538,13 +560,15 @@ async def assemble(
             chat = _to_chat(m)
             chats[m.seq] = (chat, message_tokens(chat))
     upto = window.summary_upto if window.summary_upto is not None else -1
-    pending = [m for m in recent if m.seq > upto]
-    taken = _newest_that_fit(pending, chats, room, len(pending))
-    if not (recent and recent[0].seq <= upto + 1 and len(taken) == len(pending)):
-        keep = 1.0 - budget.slack
-        taken = _newest_that_fit(
-            recent, chats, int(room * keep), max(1, int(budget.max_recent * keep))
-        )
+    taken = _window(recent, chats, room, budget, upto)
+    # The goal stays in front of the model once the message that states it has left the
+    # window (it would otherwise live on as the summary's first words only).
+    goal = session.goal if session is not None else ""
+    goal_text: str | None = None
+    if goal.strip() and taken and taken[0].seq > 0 and not _states_goal(goal, taken):
+        goal_text = pinned_goal(goal, int(budget.total_tokens * budget.goal_share))
+        room -= count_tokens(goal_text) + count_tokens(GOAL_HEADING) + 2
+        taken = _window(recent, chats, room, budget, upto)
     start_seq = taken[0].seq if taken else None
 
     # Summarise what fell out of the window, extending the last kept summary.
@@ -601,6 +625,8 @@ async def assemble(
             window.summary_upto = summary_upto
 
     note_parts: list[str] = []
+    if goal_text is not None:
+        note_parts.append(f"{GOAL_HEADING}\n{goal_text}")
     if summary_text:
         note_parts.append(
             f"Summary of earlier turns (up to message #{summary_upto}):\n{summary_text}"
@@ -628,6 +654,27 @@ async def assemble(
         degraded=degraded,
         cache=None if cache is None else ("warm" if got.warm else "cold"),
     )
+
+
+def _window(
+    recent: list[record.StoredMessage],
+    chats: dict[int, tuple[ChatMessage, int]],
+    room: int,
+    budget: ContextBudget,
+    upto: int,
+) -> list[record.StoredMessage]:
+    """The recent window: every turn the summary (up to ``upto``) does not hold yet, while
+    they fit; when they no longer do, the newest that fit in (1 - slack) of the room and
+    of the count, and the rest joins the summary. The slack makes the summary (and so the
+    start of what the model is sent) change every few steps rather than on every step."""
+    pending = [m for m in recent if m.seq > upto]
+    taken = _newest_that_fit(pending, chats, room, len(pending))
+    if not (recent and recent[0].seq <= upto + 1 and len(taken) == len(pending)):
+        keep = 1.0 - budget.slack
+        taken = _newest_that_fit(
+            recent, chats, int(room * keep), max(1, int(budget.max_recent * keep))
+        )
+    return taken
 
 
 def _newest_that_fit(

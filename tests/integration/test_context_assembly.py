@@ -126,3 +126,60 @@ def test_token_estimate_grows_with_text() -> None:
     from vigil.activities.models.base import ChatMessage
 
     assert message_tokens(ChatMessage(role="user", content="hi")) > count_tokens("hi")
+
+
+async def _goal_session(sm: async_sessionmaker[DbSession], goal: str, n: int) -> tuple[str, str]:
+    """A session as vigil writes one: the goal is its first message, then ``n`` turns."""
+    sid, agent = f"ctx-{uuid.uuid4()}", f"agent-{uuid.uuid4()}"
+    async with sm.begin() as db:
+        await record.create_session(db, session_id=sid, agent_id=agent, goal=goal, status="running")
+        await record.append_messages(
+            db, sid, agent, [record.NewMessage(seq=0, role="user", content=goal)]
+        )
+    await _append(sm, sid, agent, 1, n)
+    return sid, agent
+
+
+async def test_the_goal_stays_in_the_context_after_its_message_leaves_the_window(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    goal = "Survey every bridge on the river. " + "Record each one's depth. " * 30 + "END-OF-GOAL"
+    sid, agent = await _goal_session(sessionmaker, goal, 300)
+    budget = ContextBudget(total_tokens=3000)
+    got = await assemble(sessionmaker, session_id=sid, agent_id=agent, budget=budget)
+    assert got.recent_from_seq is not None and got.recent_from_seq > 0  # seq 0 left the window
+    assert got.tokens <= budget.total_tokens
+    note = got.messages[1].content
+    assert goal in note  # whole, not the summary's first words of it
+    assert note.index(goal) < note.index("Summary of earlier turns")
+    # Sent once: not pinned while its own message is still in the window.
+    small, small_agent = await _goal_session(sessionmaker, goal, 6)
+    whole = await assemble(sessionmaker, session_id=small, agent_id=small_agent, budget=budget)
+    assert whole.recent_from_seq == 0
+    assert sum(m.content.count("END-OF-GOAL") for m in whole.messages) == 1
+
+
+async def test_a_goal_longer_than_its_share_keeps_its_beginning_and_its_end(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    goal = "BEGIN-OF-GOAL " + " ".join(f"point{i}" for i in range(6000)) + " END-OF-GOAL"
+    sid, agent = await _goal_session(sessionmaker, goal, 40)
+    budget = ContextBudget(total_tokens=3000)
+    got = await assemble(sessionmaker, session_id=sid, agent_id=agent, budget=budget)
+    assert got.tokens <= budget.total_tokens
+    note = got.messages[1].content
+    assert "BEGIN-OF-GOAL" in note and "END-OF-GOAL" in note
+    assert "characters of the goal left out" in note
+    assert count_tokens(note) < budget.total_tokens // 2
+    # A redirect's new goal is pinned in its place once its message has left the window.
+    new_goal = "Now map the lakes instead. NEW-GOAL-END"
+    async with sessionmaker.begin() as db:
+        await record.update_session(db, sid, goal=new_goal)
+        await record.append_messages(
+            db, sid, agent, [record.NewMessage(seq=41, role="user", content=new_goal)]
+        )
+    await _append(sessionmaker, sid, agent, 42, 300)
+    moved = await assemble(sessionmaker, session_id=sid, agent_id=agent, budget=budget)
+    assert moved.recent_from_seq is not None and moved.recent_from_seq > 41
+    assert new_goal in moved.messages[1].content
+    assert "BEGIN-OF-GOAL" not in moved.messages[1].content.split("Summary of earlier")[0]
