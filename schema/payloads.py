@@ -7,6 +7,7 @@ No SQLAlchemy, no I/O: workflow code imports this module through the sandbox.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -539,6 +540,29 @@ class CarriedWait(Payload):
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+SEARCH_VALUE_BYTES = 2048
+"""The longest search attribute value Temporal takes by default (its JSON: non-ASCII
+characters escaped, six or twelve bytes each)."""
+
+
+def bounded_preview(text: str, limit: int = 1000, max_json: int = SEARCH_VALUE_BYTES) -> str:
+    """``preview(text, limit)``, cut further while its JSON (as Temporal's converter writes
+    a search attribute or memo value: non-ASCII escaped) is longer than ``max_json``. A
+    preview within that is left exactly as ``preview`` gives it (a workflow's earlier
+    values replay unchanged). Pure: workflow code calls it."""
+    shown = preview(text, limit)
+    if len(json.dumps(shown)) <= max_json:
+        return shown
+    low, high = 0, len(shown) - 1  # the longest prefix whose "prefix…" fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(json.dumps(shown[:middle] + "…")) <= max_json:
+            low = middle
+        else:
+            high = middle - 1
+    return shown[:low] + "…"
 
 
 def wire(text: str) -> str:

@@ -23,7 +23,7 @@ from vigil.schema.payloads import (
     SessionStatus,
     StartSessionInput,
     ToolPolicy,
-    preview,
+    bounded_preview,
 )
 from vigil.schema.tools import BUILTIN_TOOLS, needs_approval
 from vigil.workers.client_core import _VigilClientCore
@@ -116,8 +116,13 @@ def first_attributes(agent_id: str, goal: str) -> list[SearchAttributePair[Any]]
         SearchAttributePair(names.SA_AGENT, agent_id),
         SearchAttributePair(names.SA_STATUS, SessionStatus.RUNNING.value),
         SearchAttributePair(names.SA_STEP, 0),
-        SearchAttributePair(names.SA_GOAL, preview(goal, 1000)),
+        SearchAttributePair(names.SA_GOAL, bounded_preview(goal)),
     ]
+
+
+MEMO_GOAL_BYTES = 1200
+"""The goal's part of a session's memo (Temporal warns of a memo past 2 KiB; it is sealed
+by the codec, which adds to it)."""
 
 
 class SessionStart(_VigilClientCore):
@@ -271,7 +276,8 @@ class SessionStart(_VigilClientCore):
         """What every session's start carries besides its input: memo, search attributes
         and the UI's summary (update-with-start passes them too: workers/keyed.py)."""
         return {
-            "memo": {"goal": goal, "agent": agent_id},
+            # Temporal warns of a memo past 2 KiB: the record keeps the goal whole.
+            "memo": {"goal": bounded_preview(goal, max_json=MEMO_GOAL_BYTES), "agent": agent_id},
             "search_attributes": TypedSearchAttributes(first_attributes(agent_id, goal)),
             "static_summary": f"{agent_id}: {goal[:200]}",
         }

@@ -29,6 +29,7 @@ from vigil.schema.payloads import (
     SessionStatus,
     SessionUpdate,
     ToolCallRef,
+    bounded_preview,
     preview,
 )
 from vigil.workflows import agents as agent_policy
@@ -296,7 +297,9 @@ class Bookkeeping(HandOverWhileWaiting):
             names.SA_STATUS.value_set(self._status.value),
             names.SA_STEP.value_set(self._c.step),
         ]
-        goal = preview(self._c.goal, 1000)
+        # Within Temporal's limit for a value, or the server ends the session (terminated,
+        # its record left open). A value under the limit is what it always was.
+        goal = bounded_preview(self._c.goal)
         if self._published_agent != self._arg.agent_id:
             updates.append(names.SA_AGENT.value_set(self._arg.agent_id))
             self._published_agent = self._arg.agent_id

@@ -4,6 +4,7 @@ refused), list with Temporal's status, transcript paging, follow, and UnknownSes
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ import pytest
 from tests.integration.conftest import CLIStack
 from tests.support.llm_stub import Reply
 from tests.support.teststack import TEST_PORTS
+from vigil.schema import names
 from vigil.schema.payloads import SessionStatus, ToolPolicy
 from vigil.workers.client import (
     BadArgument,
@@ -235,3 +237,40 @@ async def test_the_readmes_python_example_and_a_started_session_for_an_id(
     assert ("assistant", "all quiet") in said, said
     with pytest.raises(TypeError):
         await client.result(started, timeout=60)  # type: ignore[arg-type]
+
+
+async def test_a_long_goal_keeps_the_sessions_memo_small(
+    cli: CLIStack, client: VigilClient
+) -> None:
+    # Temporal warns of a memo past 2 KiB; a goal may be 32 K characters (up to 128 KB).
+    goal = cli.plan(Reply.text("done")) + " " + "日" * 12_000 + " THE-END"
+    started = await client.start_session(agent(), goal)
+    desc = await client.temporal.get_workflow_handle(started.id).describe()
+    assert desc.raw_description.workflow_execution_info.memo.ByteSize() < 2048
+    memo = await desc.memo()
+    assert goal.startswith(memo["goal"].rstrip("…")) and len(memo["goal"]) < len(goal)
+    await client.temporal.get_workflow_handle(started.id).result()
+    transcript = await client.transcript(started.id)
+    assert transcript[0].content == goal  # the record keeps the goal whole
+
+
+async def test_a_long_goal_in_any_script_starts_and_redirects(
+    cli: CLIStack, client: VigilClient
+) -> None:
+    # Search attributes are JSON with non-ASCII escaped (6 bytes a character here), and
+    # Temporal refuses a value past 2 KiB: 400 such characters refused the start, and a
+    # redirect to them failed the session's workflow task on every retry.
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
+    started = await client.start_session(agent(), f"{goal} {'測' * 400}", policy=NEEDS_APPROVAL)
+    await until_pending(client, started.id, "a1-0")
+    await client.redirect(started.id, "🌊" * 3000 + " map the lakes", by="ops")
+    handle = client.temporal.get_workflow_handle(started.id)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        shown = (await handle.describe()).typed_search_attributes.get(names.SA_GOAL)
+        if shown is not None and shown.startswith("🌊"):
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"goal shown: {shown!r:.80}"
+        await asyncio.sleep(0.2)
+    assert shown.endswith("…") and len(json.dumps(shown)) <= 2048
+    assert (await client.state(started.id)).pending_approvals  # the session goes on
