@@ -34,7 +34,12 @@ def worker_tools(settings: Settings, resolve_credential: McpCredentials) -> Work
     python = python_tools(settings)
     if settings.tools_only and not python:
         raise ToolLoadError("a tools-only worker needs tools: pass --tools MODULE")
-    mcp = McpServers(resolve_credential, errlog=sys.stderr)
+    mcp = McpServers(
+        resolve_credential,
+        errlog=sys.stderr,
+        idle_seconds=settings.mcp_idle_seconds or None,
+        max_servers=settings.mcp_max_servers,
+    )
     return WorkerTools(python, mcp, task_queue=settings.task_queue)
 
 

@@ -12,11 +12,12 @@ again), so one stuck call never poisons the next. Everything a server does wrong
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from mcp import MCPError
@@ -137,8 +138,22 @@ def render_call_result(result: mcp_types.CallToolResult) -> ToolOutcome:
     return ToolOutcome(text, data)
 
 
+IDLE_SECONDS = 600.0
+"""How long a server may go without a call before the worker stops it (started again on
+its next call)."""
+MAX_SERVERS = 64
+"""The most servers a worker keeps running: one per agent and server, so a worker serving
+many agents stops the least recently used idle one before it starts another."""
+
+
 class McpServers:
-    """The worker's MCP connections: started lazily, reused, restarted, closed with it."""
+    """The worker's MCP connections: started lazily, reused, restarted, closed with it.
+
+    A server with no call for ``idle_seconds`` is stopped (None: never), and past
+    ``max_servers`` the least recently used one without a call running is stopped before
+    another starts; either is started again on its next call. A server is in use from the
+    moment a call or a listing asks for it until that ends, and is never stopped then (the
+    cap is passed rather than a call cut)."""
 
     def __init__(
         self,
@@ -146,13 +161,71 @@ class McpServers:
         *,
         errlog: TextIO | None = None,
         start_timeout: float = START_TIMEOUT_SECONDS,
+        idle_seconds: float | None = IDLE_SECONDS,
+        max_servers: int = MAX_SERVERS,
     ) -> None:
         self._resolve = resolve_credential
         self._errlog = errlog or sys.stderr
         self._start_timeout = start_timeout
+        self._idle_seconds = idle_seconds or None
+        self._max_servers = max(1, max_servers)
         self._connections: dict[str, McpConnection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+        """Calls and listings under way, by server key: a server in use is never stopped."""
+        self._used: dict[str, float] = {}
+        """When each server was last asked for or let go (the loop's clock), by key."""
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+
+    @contextlib.contextmanager
+    def _using(self, key: str) -> Iterator[None]:
+        """``key``'s server in use for the block (not stopped meanwhile)."""
+        self._users[key] = self._users.get(key, 0) + 1
+        self._used[key] = asyncio.get_running_loop().time()
+        try:
+            yield
+        finally:
+            left = self._users[key] - 1
+            if left:
+                self._users[key] = left
+            else:
+                del self._users[key]
+            self._used[key] = asyncio.get_running_loop().time()
+
+    def _stop_unused(self, *, making_room_for: str | None = None) -> None:
+        """Stop the servers idle past their time and, when one more is about to start
+        (``making_room_for``), the least recently used idle ones past the cap. Synchronous
+        up to the stops themselves, which run in the background."""
+        now = asyncio.get_running_loop().time()
+        idle = sorted(
+            (key for key in self._connections if key not in self._users),
+            key=lambda key: self._used.get(key, 0.0),
+        )
+        stop = [
+            key
+            for key in idle
+            if self._idle_seconds is not None
+            and now - self._used.get(key, now) >= self._idle_seconds
+        ]
+        if making_room_for is not None and making_room_for not in self._connections:
+            over = len(self._connections) - len(stop) + 1 - self._max_servers
+            stop += [key for key in idle if key not in stop][: max(0, over)]
+        for key in stop:
+            conn = self._connections.pop(key)
+            self._used.pop(key, None)
+            log.info("MCP server %s (agent %s) stopped: not in use", conn.spec.name, conn.agent)
+            task = asyncio.create_task(conn.close(), name=f"mcp-stop:{conn.spec.name}")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def _sweep(self) -> None:
+        """Stop idle servers while the worker runs (also when no call comes)."""
+        assert self._idle_seconds is not None
+        while True:
+            await asyncio.sleep(min(self._idle_seconds / 2, 30.0))
+            self._stop_unused()
 
     async def connection(self, spec: McpServerSpec, agent: str = "") -> McpConnection:
         """The live connection to ``spec``'s server for ``agent``, started
@@ -160,18 +233,22 @@ class McpServers:
         if self._closed:
             raise ToolFailed("this worker is shutting down")
         key = server_key(spec, agent)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            conn = self._connections.get(key)
-            if conn is not None and conn.alive:
+        with self._using(key):
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                conn = self._connections.get(key)
+                if conn is not None and conn.alive:
+                    return conn
+                if conn is not None:
+                    log.warning("MCP server %s is gone; starting it again", spec.name)
+                    self._connections.pop(key, None)
+                    await conn.close()
+                self._stop_unused(making_room_for=key)
+                if self._idle_seconds is not None and self._sweeper is None:
+                    self._sweeper = asyncio.create_task(self._sweep(), name="mcp-idle-sweep")
+                conn = McpConnection(spec, self._resolve, self._errlog, agent=agent)
+                await conn.open(self._start_limit(spec))
+                self._connections[key] = conn
                 return conn
-            if conn is not None:
-                log.warning("MCP server %s is gone; starting it again", spec.name)
-                self._connections.pop(key, None)
-                await conn.close()
-            conn = McpConnection(spec, self._resolve, self._errlog, agent=agent)
-            await conn.open(self._start_limit(spec))
-            self._connections[key] = conn
-            return conn
 
     def _start_limit(self, spec: McpServerSpec) -> float:
         """How long ``spec``'s server may take to start or list its tools: the worker's
@@ -190,16 +267,17 @@ class McpServers:
         await conn.close()
 
     async def list_tools(self, spec: McpServerSpec, agent: str = "") -> list[ToolDescriptor]:
-        conn = await self.connection(spec, agent)
-        try:
-            async with asyncio.timeout(self._start_limit(spec)):
-                listed = await conn.list_tools()
-        except (TimeoutError, MCPError, OSError, ValidationError) as exc:
-            # ValidationError: a listing that is not what the protocol says.
-            await self._reset(conn)
-            raise McpServerError(
-                f"MCP server {spec.name}: listing tools failed: {_listing_error(exc)}"
-            ) from None
+        with self._using(server_key(spec, agent)):
+            conn = await self.connection(spec, agent)
+            try:
+                async with asyncio.timeout(self._start_limit(spec)):
+                    listed = await conn.list_tools()
+            except (TimeoutError, MCPError, OSError, ValidationError) as exc:
+                # ValidationError: a listing that is not what the protocol says.
+                await self._reset(conn)
+                raise McpServerError(
+                    f"MCP server {spec.name}: listing tools failed: {_listing_error(exc)}"
+                ) from None
         return describe_mcp_tools(spec, listed)
 
     async def _listed(self, conn: McpConnection, *, again: bool = False) -> frozenset[str]:
@@ -263,6 +341,18 @@ class McpServers:
         ``idempotency_key`` travels in the request's ``_meta`` (``vigil/idempotency-key``)
         so a server can make an external effect happen once across retries.
         """
+        with self._using(server_key(spec, agent)):
+            return await self._call(spec, tool, arguments, timeout, idempotency_key, agent)
+
+    async def _call(
+        self,
+        spec: McpServerSpec,
+        tool: str,
+        arguments: dict[str, Any],
+        timeout: float,  # noqa: ASYNC109 - the tool's own limit
+        idempotency_key: str | None,
+        agent: str,
+    ) -> ToolOutcome:
         meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
         conn = await self._serving(spec, tool, agent)
         label = f"{spec.name}.{tool}"
@@ -316,8 +406,10 @@ class McpServers:
     async def aclose(self) -> None:
         """Stop every server (with the worker)."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         conns, self._connections = list(self._connections.values()), {}
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in conns), *self._stopping, return_exceptions=True)
 
 
 async def list_mcp_tools(

@@ -351,3 +351,45 @@ async def test_a_listing_that_is_not_what_mcp_says_is_a_server_error() -> None:
         "MCP server bad: listing tools failed: its listing is not what MCP says: "
         "tools: Input should be a valid list"
     )
+
+
+async def test_an_idle_server_is_stopped_and_started_again_on_its_next_call(
+    errlog: TextIO,
+) -> None:
+    pool = McpServers(errlog=errlog, idle_seconds=0.5)
+    try:
+        spec = stdio_spec()
+        old = int((await pool.call(spec, "pid", {}, timeout=10, agent="alpha")).text)
+        await wait_until(lambda: gone(old))  # no call for its idle time: stopped
+        assert not pool.is_running(spec, "alpha")
+        new = int((await pool.call(spec, "pid", {}, timeout=10, agent="alpha")).text)
+        assert new != old and not gone(new)
+    finally:
+        await pool.aclose()
+
+
+async def test_past_the_most_servers_the_least_recently_used_idle_one_stops(
+    errlog: TextIO,
+) -> None:
+    pool = McpServers(errlog=errlog, max_servers=2)
+    try:
+        spec = stdio_spec()
+
+        async def pid(agent: str) -> int:
+            return int((await pool.call(spec, "pid", {}, timeout=10, agent=agent)).text)
+
+        alpha, beta = await pid("alpha"), await pid("beta")
+        assert await pid("alpha") == alpha  # used last: beta is the least recent
+        gamma = await pid("gamma")
+        await wait_until(lambda: gone(beta))
+        assert not gone(alpha) and not gone(gamma)
+        # One with a call running is never stopped for another: the cap is passed.
+        hanging = asyncio.create_task(pool.call(spec, "hang", {}, timeout=3, agent="alpha"))
+        await asyncio.sleep(0.3)
+        await pid("gamma")
+        delta = await pid("delta")
+        assert not gone(alpha) and not gone(delta)
+        with pytest.raises(ToolFailed, match="timed out"):
+            await hanging
+    finally:
+        await pool.aclose()
