@@ -10,8 +10,9 @@ surrogates (U+D800..U+DFFF), which Python strings may carry (e.g. from
     lone surrogate U+DXXX -> "\\uDXXX" (four upper-case hex digits)
 
 In JSON values a string that needs escaping becomes ``{"$vigil.text": "<escaped>"}``,
-and an object key that needs it becomes ``"$vigil.key:<escaped>"``. Pure functions: no
-I/O, safe to import anywhere.
+and an object key that needs it becomes ``"$vigil.key:<escaped>"``; a user's object of
+the one key ``$vigil.text`` is kept as ``{"$vigil.text": {"$vigil.raw": <object>}}``.
+Pure functions: no I/O, safe to import anywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ PLAIN = 0
 ESCAPED = 1
 _JSON_MARK = "$vigil.text"
 _KEY_MARK = "$vigil.key:"
+_RAW_MARK = "$vigil.raw"
 _BAD = re.compile("[\x00\ud800-\udfff]")
 _ESC = re.compile(r"\\(\\|0|u[0-9A-F]{4})")
 
@@ -86,9 +88,10 @@ def encode_json(value: Any) -> Any:
             if needs_escape(skey) or skey.startswith(_KEY_MARK):
                 skey = _KEY_MARK + _escape(skey)
             out[skey] = encode_json(item)
-        if len(out) == 1 and _JSON_MARK in out and not isinstance(value.get(_JSON_MARK), dict):
-            # A user object that looks like our marker is wrapped once more.
-            return {_JSON_MARK: {"$vigil.raw": out}}
+        if len(out) == 1 and _JSON_MARK in out:
+            # A user object that looks like our mark, whatever it holds, is wrapped once
+            # more (before, one holding an object was not, and read back as another).
+            return {_JSON_MARK: {_RAW_MARK: out}}
         return out
     if isinstance(value, list | tuple):
         return [encode_json(item) for item in value]
@@ -103,9 +106,15 @@ def decode_json(value: Any) -> Any:
             inner = value[_JSON_MARK]
             if isinstance(inner, str):
                 return _unescape(inner)
-            if isinstance(inner, dict) and "$vigil.raw" in inner:
-                raw = inner["$vigil.raw"]
+            if (
+                isinstance(inner, dict)
+                and len(inner) == 1
+                and isinstance(inner.get(_RAW_MARK), dict)
+            ):
+                raw = inner[_RAW_MARK]
                 return {_decode_key(k): decode_json(v) for k, v in raw.items()}
+            # Anything else under the mark is a user's object stored as it was (rows
+            # written before such objects were wrapped): read as it is, never an error.
         return {_decode_key(k): decode_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [decode_json(item) for item in value]

@@ -404,3 +404,29 @@ def test_events_at_the_largest_limit_say_whether_more_follow(
         assert len(cut["items"]) == 500 and cut["next_after"] == cut["items"][-1]["id"]
         rest = http.get(path, params={"after": cut["next_after"], "limit": 500}).json()
         assert [e["key"] for e in rest["items"]] == ["pad:501"] and rest["next_after"] is None
+
+
+def test_arguments_shaped_like_the_records_own_marks_read_back(
+    cli: CLIStack, api: ApiServer, agent: str
+) -> None:
+    # A model's tool call (prompt injection is enough) whose arguments hold an object
+    # shaped like the record's text mark: the events answered 500, the export ended after
+    # its header, and the agent's live stream stopped for every reader.
+    shaped = {"$vigil.text": {"$vigil.raw": "s"}}
+    nested = {"$vigil.text": {"$vigil.raw": {"a": 1}}}
+    goal = cli.plan(
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": shaped, "x": nested}),
+        Reply.text("done"),
+    )
+    with api.client(api.token(Scope.CONTROL)) as http:
+        sid = start(http, agent, goal, budget={"max_steps": 4})
+        wait_status(http, sid, "completed")
+        events = http.get(f"/v1/sessions/{sid}/events", params={"kind": "tool_call"})
+        assert events.status_code == 200, events.text
+        (call,) = events.json()["items"]
+        assert call["payload"]["arguments"] == {"name": "a.md", "content": shaped, "x": nested}
+        lines = http.get(f"/v1/sessions/{sid}/export").text.splitlines()
+        kinds = [json.loads(line)["type"] for line in lines]
+        assert kinds[0] == "session" and "message" in kinds and "event" in kinds
+        md = http.get(f"/v1/sessions/{sid}/export", params={"format": "md"})
+        assert md.status_code == 200 and "done" in md.text
