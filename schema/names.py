@@ -204,6 +204,11 @@ PATCH_WHOLE_NUMBERS = "vigil-whole-numbers"
 # minute of the worker's loop for ``^(a+)+$`` and thirty a's. Asked when edited arguments
 # are checked outside a validator; histories from before replay with ``re``.
 PATCH_LINEAR_PATTERNS = "vigil-linear-patterns"
+# A call that meets one of its tool's ``approve_when`` rules waits for approval when the
+# tool says ``approval = "never"`` too (the rule wins, as the agent file's reference says),
+# and such a tool is no longer run inside the model call (folded). Before, "never" went
+# before the rules. Asked only where an allowed tool is "never" with rules.
+PATCH_RULES_OVER_NEVER = "vigil-rules-over-never"
 # A default-mode session's model call (a regular activity) may go on to the next steps
 # itself while each is a plain folded step, as a low-latency call does (step batches): one
 # activity task and one activation for several steps. Asked first by new sessions; it

@@ -106,20 +106,38 @@ def descriptor(runtime: AgentRuntime | None, name: str) -> ToolDescriptor | None
     )
 
 
-def needs_approval(runtime: AgentRuntime | None, policy: ToolPolicy, call: ToolCallRef) -> bool:
+def needs_approval(
+    runtime: AgentRuntime | None,
+    policy: ToolPolicy,
+    call: ToolCallRef,
+    *,
+    rules_over_never: bool = False,
+) -> bool:
     """The starter's explicit list wins; else the tool's rule in the catalog: ``always``,
     ``never``, or ``auto`` (its ``approve_when`` rules when it has some, otherwise
-    external effects)."""
+    external effects). ``rules_over_never``: a call that meets an ``approve_when`` rule
+    waits also when the tool says ``never`` (``PATCH_RULES_OVER_NEVER``; before, it ran)."""
     if not defined(runtime) or policy.require_approval is not None:
         return builtin_needs_approval(call.name, policy.require_approval)
     tool = descriptor(runtime, call.name)
     if tool is None:
         return False
+    if tool.approval == "never" and tool.approve_when and rules_over_never:
+        return bool(call.rule_matched)
     if tool.approval != "auto":
         return tool.approval == "always"
     if tool.approve_when:
         return bool(call.rule_matched)
     return tool.effects == "external"
+
+
+def never_with_rules(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bool:
+    """Whether ``name``'s approval is ``never`` beside ``approve_when`` rules (and the
+    catalog decides: no starter's list): where ``PATCH_RULES_OVER_NEVER`` matters."""
+    if not defined(runtime) or policy.require_approval is not None:
+        return False
+    tool = descriptor(runtime, name)
+    return tool is not None and tool.approval == "never" and bool(tool.approve_when)
 
 
 def edited_arguments_error(

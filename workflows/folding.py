@@ -19,6 +19,7 @@ The agent's ``[model] execution = "local"`` makes the model call a local activit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -39,10 +40,20 @@ the worker (Temporal's default is a minute)."""
 
 
 def foldable_tools(
-    runtime: AgentRuntime | None, policy: ToolPolicy, allowed: list[str]
+    runtime: AgentRuntime | None,
+    policy: ToolPolicy,
+    allowed: list[str],
+    rules_over_never: Callable[[], bool] = lambda: False,
 ) -> list[str]:
-    """The tools ``call_model`` may run itself for this session."""
-    return [name for name in allowed if _foldable(runtime, policy, name)]
+    """The tools ``call_model`` may run itself for this session. ``rules_over_never``
+    (asked only for a tool that is ``never`` beside ``approve_when`` rules): whether such
+    a tool's rules may ask for approval, so it is not folded."""
+    return [
+        name
+        for name in allowed
+        if _foldable(runtime, policy, name)
+        and not (agents.never_with_rules(runtime, policy, name) and rules_over_never())
+    ]
 
 
 def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bool:

@@ -289,6 +289,11 @@ class AgentSession(Waits):
             if self._patched(names.PATCH_TOOL_WORKERS):
                 self._tool_queues = tool_routing.QueueProbe()
 
+    def _rules_over_never(self) -> bool:
+        """Whether a tool's ``approve_when`` rules ask for approval when it says ``never``
+        (new sessions; asked only where such a tool is about)."""
+        return workflow.patched(names.PATCH_RULES_OVER_NEVER)
+
     def _input_before_run(self) -> None:
         """A signal handled before ``run`` started (Temporal runs a first task's handlers
         first): the run settles its patches now, so the signal is checked as any later
@@ -490,7 +495,9 @@ class AgentSession(Waits):
         """The model call of a folded step: what is queued for the record rides along, and
         the reply's leading no-approval calls come back already run."""
         records = self._take_records()
-        arg.fold_tools = folding.foldable_tools(self._runtime, self._arg.policy, arg.allowed_tools)
+        arg.fold_tools = folding.foldable_tools(
+            self._runtime, self._arg.policy, arg.allowed_tools, self._rules_over_never
+        )
         arg.records = records
         try:
             summary = summaries.model_call(arg.step, records.events if records else [])
@@ -627,7 +634,14 @@ class AgentSession(Waits):
             # does not allow (only the workflow knows the policy). The error goes back to
             # the model as the tool's result.
             rejected = call.error or "invalid tool call"
-        elif agent_policy.needs_approval(self._runtime, self._arg.policy, call):
+        elif agent_policy.needs_approval(
+            self._runtime,
+            self._arg.policy,
+            call,
+            rules_over_never=bool(call.rule_matched)
+            and agent_policy.never_with_rules(self._runtime, self._arg.policy, call.name)
+            and self._rules_over_never(),
+        ):
             edited, rejected = await self._approval(step, call)
             approved = self._approved_digest(call, edited, rejected)
         await self._run_tool(step, model_seq, call, seq, edited, rejected, approved)

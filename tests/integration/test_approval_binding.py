@@ -202,3 +202,43 @@ async def test_rules_on_arguments_decide_who_waits(
     assert requested.payload["digest"] == call_digest("http_fetch", {"url": f"{stub.url}/page"})
     (ran,) = await events(sessionmaker, handle.id, "tool_call")
     assert ran.step == 1 and ran.payload["arguments"] == {"url": "https://trusted.test/page"}
+
+
+@pytest.mark.parametrize("mode", ["default", "local"])
+async def test_a_rule_that_matches_asks_even_when_the_tool_says_never(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    mode: str,
+) -> None:
+    """`approval = "never"` beside `approve_when`: a call that meets a rule still waits
+    (it ran at once, folded into the model call or not)."""
+    name = f"never-{uuid.uuid4().hex[:8]}"
+    spec: dict[str, Any] = {
+        "name": name,
+        "tools": [
+            {
+                "name": "http_fetch",
+                "approval": "never",
+                "approve_when": [{"argument": "url", "host_not_in": ["trusted.test"]}],
+            }
+        ],
+    }
+    if mode == "local":
+        spec["model"] = {"execution": "local"}
+    await AgentService(sessionmaker).apply_spec(AgentSpec.model_validate(spec))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": "https://trusted.test/page"}),
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("look", agent_id=name))
+        await approval_pending(handle, sessionmaker, "a2-0")
+        await handle.cancel()
+    (requested,) = await events(sessionmaker, handle.id, "approval_requested")
+    assert requested.payload["digest"] == call_digest("http_fetch", {"url": f"{stub.url}/page"})
+    (ran,) = await events(sessionmaker, handle.id, "tool_call")
+    assert ran.step == 1 and ran.payload["arguments"] == {"url": "https://trusted.test/page"}

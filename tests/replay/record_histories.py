@@ -708,6 +708,36 @@ async def linear_patterns(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def rules_over_never(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A tool marked ``approval = "never"`` with an ``approve_when`` rule: a call that
+    meets the rule waits for approval (asked under ``vigil-rules-over-never``), and is
+    run once approved; one that does not runs at once."""
+    name = "agent-rules-over-never"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "tools": [
+                    {
+                        "name": "http_fetch",
+                        "approval": "never",
+                        "approve_when": [{"argument": "url", "matches": "/held$"}],
+                    }
+                ],
+            }
+        )
+    )
+    ctx.stub.enqueue(ctx.fetch("/open"), ctx.fetch("/held"), finish("fetched both"))
+    handle = await ctx.start("rules_over_never", StartSessionInput(agent_id=name, goal="fetch"))
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(approval_id=waiting.pending_approvals[0].approval_id, by="ana"),
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def finish_failed(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A fetch of a host outside the allowlist fails (a tool error back to the model); the
     model ends the session with finish's ``succeeded`` false: the session ends failed."""
@@ -1142,6 +1172,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "line_text_nul": line_text_nul,
     "whole_numbers": whole_numbers,
     "linear_patterns": linear_patterns,
+    "rules_over_never": rules_over_never,
     "pause_state_signals": pause_state_signals,
     "tool_failed_for_good": tool_failed_for_good,
 }

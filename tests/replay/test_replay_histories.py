@@ -84,6 +84,7 @@ LATEST = {
     "pause_state_signals",
     "tool_failed_for_good",
     "linear_patterns",
+    "rules_over_never",
 }
 EXPECTED = {
     "tools_finish",
@@ -488,6 +489,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)
     assert _ended(linear) == SessionStatus.COMPLETED.value
+    # A tool marked never with a rule the call meets: it waited for approval.
+    ruled = _history(HISTORIES / "rules_over_never.json")
+    assert names.PATCH_RULES_OVER_NEVER in _patches(ruled)
+    assert _ended(ruled) == SessionStatus.COMPLETED.value
     # A batch's step handed back while a message waited: taken again alone (a third
     # call, not a batch that goes on without the message), then the step that answers it.
     hand_back = _history(HISTORIES / "hand_back_with_input.json")
