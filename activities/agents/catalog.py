@@ -12,6 +12,7 @@ version. A name nobody offers is a clear error.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -211,7 +212,13 @@ def call_error(
     return argument_error(descriptor, arguments)
 
 
+_SCHEME_PORTS = {"http": 80, "https": 443}
+
+
 def _host_outside(value: str, hosts: list[str]) -> bool:
+    """Whether the URL ``value`` reaches a host outside ``hosts``: an entry ``host`` is
+    that host on its scheme's own port (as ``VIGIL_HTTP_ALLOW`` reads it), ``host:port``
+    that port; anything unreadable is outside."""
     try:
         parts = urlsplit(value if "//" in value else f"//{value}")
         host = (parts.hostname or "").lower()
@@ -221,15 +228,31 @@ def _host_outside(value: str, hosts: list[str]) -> bool:
     if not host:
         return True
     allowed = {h.strip().lower() for h in hosts}
-    return host not in allowed and (port is None or f"{host}:{port}" not in allowed)
+    if port is not None and f"{host}:{port}" in allowed:
+        return False
+    own_port = port is None or port == _SCHEME_PORTS.get(parts.scheme.lower())
+    return not (own_port and host in allowed)
+
+
+def _texts(value: Any) -> list[str]:
+    """What a rule reads of an argument: a string as it is; anything else as JSON, with
+    its characters as written and (when that differs) escaped, so a rule written either
+    way matches (reading more can only ask more)."""
+    if isinstance(value, str):
+        return [value]
+    written = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    escaped = canonical_json(value)
+    return [written] if written == escaped else [written, escaped]
 
 
 def rule_matches(rule: ArgumentRule, arguments: dict[str, Any]) -> bool:
     """A rule matches when its argument is present and every condition it sets holds."""
     if rule.argument not in arguments:
         return False
-    value = arguments[rule.argument]
-    text = value if isinstance(value, str) else canonical_json(value)
+    return any(_text_matches(rule, text) for text in _texts(arguments[rule.argument]))
+
+
+def _text_matches(rule: ArgumentRule, text: str) -> bool:
     if rule.matches is not None and not patterns.matches_as_written(rule.matches, text):
         return False
     return not (rule.host_not_in is not None and not _host_outside(text, rule.host_not_in))

@@ -112,3 +112,25 @@ def test_definition_settings_and_overrides() -> None:
     assert merged.system_prompt == "mine"
     # No definition: the input as it is.
     assert policy.effective_input(plain, AgentRuntime(agent_id="a")) == plain
+
+
+def test_a_bare_host_is_trusted_on_its_schemes_port_only() -> None:
+    rule = ArgumentRule(argument="url", host_not_in=["good.test"])
+    tool = TOOLS["http_fetch"].model_copy(update={"approve_when": [rule]})
+    assert rules_match(tool, {"url": "https://good.test/x"}) is False
+    assert rules_match(tool, {"url": "https://good.test:443/x"}) is False
+    assert rules_match(tool, {"url": "http://good.test:80/x"}) is False
+    for other_port in ("http://good.test:8080/", "https://good.test:22/", "good.test:6379"):
+        assert rules_match(tool, {"url": other_port}) is True, other_port
+
+
+def test_a_rule_reads_a_list_or_object_argument_as_written() -> None:
+    rule = ArgumentRule(argument="to", matches="@münchen\\.de|пароль")
+    tool = TOOLS["remember"].model_copy(update={"approve_when": [rule]})
+    assert rules_match(tool, {"to": ["chef@münchen.de"]}) is True
+    assert rules_match(tool, {"to": {"note": "мой пароль"}}) is True
+    assert rules_match(tool, {"to": ["chef@berlin.de"]}) is False
+    # Written escaped, a rule still matches the text JSON gives: either form asks.
+    escaped = ArgumentRule(argument="to", matches="\\\\u00fc")
+    tool = TOOLS["remember"].model_copy(update={"approve_when": [escaped]})
+    assert rules_match(tool, {"to": ["ü"]}) is True
