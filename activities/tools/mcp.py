@@ -359,6 +359,8 @@ class McpServers:
         conn.calls += 1
         conn.idle.clear()
         noise = conn.stdout_lines  # what it writes to stdout during the call is told
+        # And to stderr: what it wrote before may be another session's.
+        said_before = conn.stderr_mark
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await conn.call(tool, arguments, meta)
@@ -382,7 +384,7 @@ class McpServers:
                 raise ToolFailed(
                     f"MCP server {spec.name} closed the connection during {tool} (did it crash?); "
                     f"it is {again} on the next call{conn.stdout_said(noise)}"
-                    f"{await conn.stderr_said()}"
+                    f"{await conn.stderr_said(since=said_before)}"
                 ) from None
             raise ToolFailed(
                 f"MCP server {spec.name} refused {tool}: {short_text(exc.message)}"

@@ -145,8 +145,11 @@ class _StderrTail(asyncio.Protocol):
         self._tail = bytearray()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.ended = asyncio.Event()
+        self.received = 0
+        """Bytes the server wrote so far (a call notes it to tell what it wrote after)."""
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         self._tail += data
         del self._tail[: -self._limit]
         with contextlib.suppress(Exception):
@@ -160,10 +163,16 @@ class _StderrTail(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended.set()
 
-    def text(self) -> str:
-        """The kept tail, decoded; a cut first line is dropped."""
-        text = bytes(self._tail).decode("utf-8", errors="replace")
-        if len(self._tail) >= self._limit and "\n" in text:
+    def text(self, since: int | None = None) -> str:
+        """The kept tail, decoded; a cut first line is dropped. ``since``: only what was
+        written after ``received`` was that (a call's own lines, not what the server
+        wrote for an earlier call, perhaps another session's)."""
+        tail = bytes(self._tail)
+        if since is not None:
+            after = max(0, self.received - since)
+            tail = tail[len(tail) - min(after, len(tail)) :]
+        text = tail.decode("utf-8", errors="replace")
+        if len(tail) >= self._limit and "\n" in text:
             text = text.split("\n", 1)[1]
         return text.strip()
 
@@ -267,17 +276,24 @@ class McpConnection:
                 line,
             )
 
-    async def stderr_said(self) -> str:
+    @property
+    def stderr_mark(self) -> int | None:
+        """Where the server's stderr stands now (``stderr_said(since=...)``)."""
+        return None if self._stderr is None else self._stderr.received
+
+    async def stderr_said(self, since: int | None = None) -> str:
         """``; its stderr ends: ...`` with the last lines a stdio server wrote (once it
-        has stopped), or nothing for a server over HTTP or one that was never spawned."""
+        has stopped), or nothing for a server over HTTP or one that was never spawned.
+        ``since`` (a ``stderr_mark``): only the lines written after it."""
         tail = self._stderr
         if tail is None:
             return ""
         await self._close_stderr()
-        text = tail.text()
+        text = tail.text(since)
+        during = "" if since is None else " during the call"
         if not text:
-            return "; it wrote nothing to stderr"
-        return f"; its stderr ends: {text}"
+            return f"; it wrote nothing to stderr{during}"
+        return f"; its stderr{during} ends: {text}"
 
     async def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec

@@ -65,6 +65,7 @@ async def test_tools_are_listed_as_catalog_entries() -> None:
         "probe.fail",
         "probe.refuse",
         "probe.append_line",
+        "probe.log",
     }
     echo = tools["probe.echo"]
     assert echo.kind == "mcp" and echo.server == "probe" and echo.timeout_seconds == 7
@@ -393,3 +394,19 @@ async def test_past_the_most_servers_the_least_recently_used_idle_one_stops(
             await hanging
     finally:
         await pool.aclose()
+
+
+async def test_a_crash_quotes_only_what_the_server_wrote_during_that_call(
+    servers: McpServers,
+) -> None:
+    """One agent's server serves its sessions one after the other: a crash quoted the
+    stderr tail, which held what the server logged for an earlier session's call."""
+    spec = stdio_spec()
+    assert (await servers.call(spec, "log", {"text": "card 4111 of customer A"}, timeout=10)).text
+    with pytest.raises(ToolFailed) as crashed:
+        await servers.call(spec, "crash", {}, timeout=10)
+    assert "customer A" not in str(crashed.value)
+    assert "wrote nothing to stderr during the call" in str(crashed.value)
+    with pytest.raises(ToolFailed) as told:
+        await servers.call(spec, "crash", {"last_words": "out of memory"}, timeout=10)
+    assert "out of memory" in str(told.value)

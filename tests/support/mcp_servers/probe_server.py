@@ -46,9 +46,20 @@ async def idempotency_key(ctx: Context) -> str:
 
 
 @server.tool()
-async def crash() -> str:
-    """Kill the server in the middle of the call."""
+async def crash(last_words: str = "") -> str:
+    """Kill the server in the middle of the call (writing ``last_words`` to stderr first)."""
+    if last_words:
+        sys.stderr.write(last_words + "\n")
+        sys.stderr.flush()
     os._exit(3)
+
+
+@server.tool(annotations=READ_ONLY)
+async def log(text: str) -> str:
+    """Write ``text`` to stderr (as a server logs what a call handled)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+    return "logged"
 
 
 @server.tool()
