@@ -205,6 +205,11 @@ def test_session_ids_a_caller_may_choose() -> None:
         ("bytes=0-" + "9" * 5000, 10, (0, 9)),
         ("bytes=-" + "9" * 5000, 10, (0, 9)),
         ("bytes=5-" + "0" * 5000 + "7", 10, (5, 7)),
+        # Spaces around the range and the unit's case, as a trailing space already was.
+        ("bytes= 0-1", 10, (0, 1)),
+        ("bytes=0-1 ", 10, (0, 1)),
+        ("Bytes=2-3", 10, (2, 3)),
+        ("bytes = 4 - 5", 10, (4, 5)),
     ],
 )
 def test_byte_ranges(header: str, size: int, span: tuple[int, int] | None) -> None:

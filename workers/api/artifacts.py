@@ -58,7 +58,7 @@ ArtifactName = Annotated[
 
 _FORM = "application/x-www-form-urlencoded"
 """What ``curl --data-binary`` sends when told no type; an artifact is never a form."""
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)", re.IGNORECASE)
 _BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 
 
