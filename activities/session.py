@@ -77,6 +77,7 @@ from vigil.schema.payloads import (
     RunToolOutput,
     ToolCallRef,
     preview,
+    readable_arguments,
     wire,
 )
 from vigil.schema.tools import BUILTIN_TOOLS, ToolInfo
@@ -221,7 +222,8 @@ class SessionActivities(SessionTools):
                     name=wire(preview(call["name"], 200)),
                     valid=error is None,
                     error=wire(preview(error, 1000)) if error else None,
-                    arguments_preview=wire(preview(call["arguments"], 300)),
+                    # As a person deciding an approval reads them (letters as written).
+                    arguments_preview=wire(preview(readable_arguments(call["arguments"]), 300)),
                     digest=digest,
                     rule_matched=matched,
                 )

@@ -8,6 +8,7 @@ No SQLAlchemy, no I/O: workflow code imports this module through the sandbox.
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -540,6 +541,37 @@ class CarriedWait(Payload):
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+"""Character categories that hide or reorder text (controls, bidi and zero-width marks,
+private, surrogate and unassigned code points): kept escaped where a person reads."""
+
+
+def readable_arguments(raw: str) -> str:
+    """A call's arguments as a person deciding on them reads them: the JSON object the
+    model sent, with its characters as written where it escaped them, but those that hide
+    or reorder text escaped. Anything but a JSON object is left as it came. Pure."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw
+    if not isinstance(value, dict):
+        return raw
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return raw
+    return "".join(_json_escape(ch) if unicodedata.category(ch) in _HIDDEN else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    """``ch`` as JSON's ``\\u`` escape (a pair of them past U+FFFF)."""
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 SEARCH_VALUE_BYTES = 2048
