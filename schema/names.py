@@ -209,6 +209,11 @@ PATCH_LINEAR_PATTERNS = "vigil-linear-patterns"
 # and such a tool is no longer run inside the model call (folded). Before, "never" went
 # before the rules. Asked only where an allowed tool is "never" with rules.
 PATCH_RULES_OVER_NEVER = "vigil-rules-over-never"
+# A webhook delivery's id names the session's chain of runs too (``<session>:<the last 8
+# characters of its first run's id>:<event key>``): a session erased and started again
+# under its id sent the same ids, which a receiver that drops repeats took as sent. Asked
+# where an event is delivered.
+PATCH_DELIVERY_PER_CHAIN = "vigil-delivery-per-chain"
 # A default-mode session's model call (a regular activity) may go on to the next steps
 # itself while each is a plain folded step, as a low-latency call does (step batches): one
 # activity task and one activation for several steps. Asked first by new sessions; it

@@ -62,8 +62,14 @@ async def notify(
         return
     if not (implied or workflow.patched(names.PATCH_WEBHOOKS)):
         return
+    delivery_id = f"{session_id}:{key}"
+    if workflow.patched(names.PATCH_DELIVERY_PER_CHAIN):
+        # The chain's first run: the same across hand-overs, new for a session started
+        # again under the id after an erasure. Its end: a run id may begin with its time.
+        chain = workflow.info().first_execution_run_id[-8:]
+        delivery_id = f"{session_id}:{chain}:{key}"
     arg = NotifyInput(
-        delivery_id=f"{session_id}:{key}",
+        delivery_id=delivery_id,
         session_id=session_id,
         agent_id=runtime.agent_id,
         agent_version=runtime.version,

@@ -104,12 +104,24 @@ async def test_session_ended_is_delivered_with_a_signature_the_receiver_can_chec
     body = got.json()
     assert body["event"] == headers["x-vigil-event"] == "session_ended"
     assert body["session_id"] == sid and body["agent_id"] == agent
-    assert body["delivery_id"] == headers["x-vigil-delivery"] == f"{sid}:ended"
+    first_id = body["delivery_id"]
+    assert first_id == headers["x-vigil-delivery"]
+    assert first_id.startswith(f"{sid}:") and first_id.endswith(":ended")
     assert body["data"]["status"] == "completed" and body["data"]["summary"] == "all done"
     await until(lambda: ended(sessionmaker, sid), within=30, what="session recorded as ended")
     (row,) = await attempts(api, sessionmaker, session=sid)
     assert row["outcome"] == "delivered" and row["status_code"] == 200
     assert row["event"] == "session_ended" and row["attempt"] == 1 and row["url"] == receiver.url
+
+    # Erased and started again under its id: its events are new deliveries, with new ids
+    # (the same ones were taken as repeats by a receiver that drops them).
+    cli.vigil.ok("erase", "--session", sid, "--yes")
+    with webhook_receiver() as again:
+        await add_webhook(cli, sessionmaker, agent, again, "session_ended")
+        await vigil_client.start_session(agent, cli.plan(Reply.text("done again")), session_id=sid)
+        (second,) = await until(again.delivered, within=60, what="the new session_ended")
+    assert second.json()["data"]["summary"] == "done again"
+    assert second.json()["delivery_id"] != first_id
 
 
 async def test_a_receiver_down_for_a_while_gets_the_events_later_and_every_attempt_is_recorded(

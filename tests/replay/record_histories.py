@@ -372,7 +372,17 @@ async def webhooks(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An agent file with a webhook on every event: an approval is requested (a delivery
     starts), a human is asked (another), the session ends (a third); the receiver is down
     at first, so the deliveries retry while the session goes on."""
-    name = "agent-webhooks"
+    return await _webhooks(ctx, "webhooks")
+
+
+async def delivery_per_chain(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """``webhooks`` with the deliveries' ids naming the session's chain of runs (asked
+    under ``vigil-delivery-per-chain``)."""
+    return await _webhooks(ctx, "delivery_per_chain")
+
+
+async def _webhooks(ctx: Ctx, scenario: str) -> list[WorkflowHandle[Any, Any]]:
+    name = f"agent-{scenario.replace('_', '-')}"
     await CredentialService(ctx.settings, ctx.sessionmaker).set("replay-webhook", "whsec-replay")
     with webhook_receiver(fail_first=1) as receiver:
         await AgentService(ctx.sessionmaker).apply_spec(
@@ -401,7 +411,7 @@ async def webhooks(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
             ctx.client,
             ctx.task_queue,
             StartSessionInput(agent_id=name, goal="notify"),
-            session_id="replay-webhooks",
+            session_id=f"replay-{scenario}",
         )
         waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
         approval = waiting.pending_approvals[0]
@@ -1173,6 +1183,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "whole_numbers": whole_numbers,
     "linear_patterns": linear_patterns,
     "rules_over_never": rules_over_never,
+    "delivery_per_chain": delivery_per_chain,
     "pause_state_signals": pause_state_signals,
     "tool_failed_for_good": tool_failed_for_good,
 }

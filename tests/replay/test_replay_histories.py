@@ -85,6 +85,7 @@ LATEST = {
     "tool_failed_for_good",
     "linear_patterns",
     "rules_over_never",
+    "delivery_per_chain",
 }
 EXPECTED = {
     "tools_finish",
@@ -489,6 +490,9 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)
     assert _ended(linear) == SessionStatus.COMPLETED.value
+    # Webhook deliveries whose ids name the session's chain of runs.
+    chained = _history(HISTORIES / "delivery_per_chain.json")
+    assert names.PATCH_DELIVERY_PER_CHAIN in _patches(chained)
     # A tool marked never with a rule the call meets: it waited for approval.
     ruled = _history(HISTORIES / "rules_over_never.json")
     assert names.PATCH_RULES_OVER_NEVER in _patches(ruled)
