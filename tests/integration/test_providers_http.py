@@ -5,9 +5,9 @@ Needs no services beyond the in-process LLM stub.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -263,11 +263,12 @@ async def test_a_hanging_server_times_out_as_retryable(stub: LLMStub, kind: str)
     stub.enqueue(Reply.hang(30))
     provider = make(kind, stub, timeout=0.3)
 
-    started = time.monotonic()
-    error = await failure(provider)
+    # The reply hangs 30 s: a failure before that is the call's own limit (no timing
+    # asserted, only that the hang did not run out).
+    async with asyncio.timeout(25):
+        error = await failure(provider)
     await provider.aclose()
 
-    assert time.monotonic() - started < 3
     assert error.retryable and error.status is None
     assert "no reply within 0.3s" in error.message
 
