@@ -188,18 +188,28 @@ def _without(schema: Any, drop: frozenset[str]) -> Any:
 def invalid_arguments(name: str, validator: Validator, arguments: dict[str, Any]) -> str | None:
     """The model's error for ``arguments`` that do not fit tool ``name``'s schema (built-in
     and catalog tools alike); None when they fit."""
-    error = first_error(validator, arguments)
-    return None if error is None else f"invalid arguments for {name} at {error[0]}: {error[1]}"
+    errors = fit_errors(validator, arguments)
+    return None if errors is None else f"invalid arguments for {name} {errors}"
 
 
-def first_error(validator: Validator, arguments: dict[str, Any]) -> tuple[str, str] | None:
-    """Where (``a/b``, or ``(root)``) and what the first error of ``arguments`` is; None
-    when they fit."""
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+NAMED_ERRORS = 3
+"""The most errors of one call's arguments named (the rest counted): one told at a time
+was fixed, then refused again for the next."""
+
+
+def fit_errors(validator: Validator, arguments: dict[str, Any]) -> str | None:
+    """``at WHERE: WHAT`` for each of the first ``NAMED_ERRORS`` errors of ``arguments``
+    (by where they are), ``; `` between, then ``(N more)``; None when they fit."""
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.path])
     if not errors:
         return None
-    where = "/".join(str(p) for p in errors[0].path) or "(root)"
-    return where[:200], error_text(errors[0])
+    named = "; ".join(f"at {_where(e)}: {error_text(e)}" for e in errors[:NAMED_ERRORS])
+    left = len(errors) - NAMED_ERRORS
+    return f"{named} ({left} more)" if left > 0 else named
+
+
+def _where(error: Any) -> str:
+    return ("/".join(str(p) for p in error.path) or "(root)")[:200]
 
 
 _LIMITS = {

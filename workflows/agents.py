@@ -20,7 +20,7 @@ from vigil.schema.tools import needs_approval as builtin_needs_approval
 
 with workflow.unsafe.imports_passed_through():
     # Deterministic validation, imported once outside the sandbox.
-    from vigil.schema.arguments import argument_validator, first_error
+    from vigil.schema.arguments import argument_validator, fit_errors
 
 
 def defined(runtime: AgentRuntime | None) -> bool:
@@ -158,7 +158,7 @@ def edited_arguments_error(
     if not found.parameters:
         return None
     validator = argument_validator(found.parameters, strict=strict, linear=linear)
-    error = first_error(validator, arguments)
-    if error is None:
+    errors = fit_errors(validator, arguments)
+    if errors is None:
         return None
-    return f"edited_arguments do not fit {tool}'s schema at {error[0]}: {error[1]}"
+    return f"edited_arguments do not fit {tool}'s schema {errors}"

@@ -76,7 +76,8 @@ async def test_bad_arguments_go_back_to_the_model(
     # Checked against the catalog's schema (what the model was shown) before the tool runs.
     assert out.preview == (
         "error: invalid arguments for word_count at (root): "
-        "Additional properties are not allowed ('txt' was unexpected)"
+        "Additional properties are not allowed ('txt' was unexpected); "
+        "at (root): 'text' is a required property"
     )
     message, _ = await recorded(sessionmaker, call)
     assert message is not None and message.content == out.preview

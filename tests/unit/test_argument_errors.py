@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from vigil.activities.agents import catalog
 from vigil.activities.tools import registry
-from vigil.schema.agents import ToolDescriptor
+from vigil.schema.agents import AgentRuntime, ToolDescriptor
+from vigil.workflows.agents import edited_arguments_error
 
 
 def test_a_built_in_tools_too_long_argument_says_so_and_gives_the_limit() -> None:
@@ -56,3 +57,32 @@ def test_an_unknown_tools_error_lists_only_what_the_session_may_call() -> None:
     catalog = {name: object() for name in ("notes.shout", "finish", "recall")}
     said = call_error(catalog, "notes__shout", {}, allowed=["recall"])  # type: ignore[arg-type]
     assert said == "unknown tool 'notes__shout'; available: finish, recall"
+
+
+def test_every_error_is_named_up_to_three() -> None:
+    """A call (or a person's edit) wrong in several places was told of the first only,
+    fixed it, and was refused again for the next."""
+    tool = ToolDescriptor(
+        name="send",
+        description="",
+        kind="python",
+        parameters={
+            "type": "object",
+            "properties": {
+                "to": {"type": "string"},
+                "cc": {"type": "array", "items": {"type": "string"}},
+                "n": {"type": "integer", "minimum": 1},
+                "body": {"type": "string"},
+            },
+            "required": ["to", "body"],
+        },
+    )
+    said = catalog.argument_error(tool, {"to": 5, "cc": ["a", 7], "n": 0})
+    assert said is not None
+    assert said == (
+        "invalid arguments for send at (root): 'body' is a required property; "
+        "at cc/1: 7 is not of type 'string'; at n: 0 is less than the minimum of 1 (1 more)"
+    )
+    runtime = AgentRuntime(agent_id="a", version=1, tools=[tool])
+    edited = edited_arguments_error(runtime, "send", {"to": "x", "body": 3, "n": "two"})
+    assert edited is not None and "at body:" in edited and "at n:" in edited, edited
