@@ -228,8 +228,17 @@ async def _current_generation(
     if not found:
         return 1, None
     newest = max(found)
+    session_id = keyed_session_id(agent_id, key, newest)
     if found[newest] in FINAL_STATUSES:
-        return newest + 1, keyed_session_id(agent_id, key, newest)
+        return newest + 1, session_id
+    # Recorded as going on: so it must be in Temporal. One Temporal no longer holds
+    # (deleted by hand, or its retention passed) before a reconcile pass closed its record
+    # is closed now: a message would start a new run under its id, whose writes meet the
+    # record's seqs (the message acknowledged, and lost).
+    from vigil.workers.reconcile import reconcile
+
+    if await reconcile(client.temporal, client.db, session_ids=[session_id]):
+        return newest + 1, session_id
     return newest, None
 
 

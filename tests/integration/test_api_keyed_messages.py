@@ -3,6 +3,7 @@ two clients racing on a new key end with one session holding both messages."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -238,3 +239,50 @@ def test_start_options_sent_to_a_running_key_are_reported_not_taken(
         assert plain["started"] is None and plain["not_taken"] == []
         assert http.post(f"/v1/sessions/{sid}/cancel", json={"reason": "done"}).is_success
         wait_status(http, sid, "cancelled")
+
+
+def test_a_message_to_a_key_whose_session_temporal_deleted_goes_to_its_next_one(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """Deleted in Temporal (by hand, or its retention) before a reconcile pass closed its
+    record: the message started a new run under the old id, whose writes met the old
+    record's seqs, and was acknowledged and lost (no model call, nothing recorded)."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = define(admin, "deleted")
+    goal = cli.plan(Reply.text("first answer"), Reply.text("second answer"))
+    path = f"/v1/agents/{agent}/keys/cust-9/messages"
+    sid = keyed_session_id(agent, "cust-9")
+    with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
+        assert http.post(path, json={"text": "hello 1", "goal": goal}).status_code == 200
+        wait_status(http, sid, "waiting_human")
+        _delete_in_temporal(cli, sid)
+        after = http.post(path, json={"text": "hello after delete", "goal": goal})
+        assert after.status_code == 200, after.text
+        moved = after.json()
+        assert moved["session_id"] == keyed_session_id(agent, "cust-9", 2), moved
+        assert moved["follows"] == sid
+        wait_status(http, moved["session_id"], "waiting_human")
+    old = read_record(cli.database_url, sid)[0]
+    assert old is not None and old.status not in ("running", "waiting_human"), old
+    _, transcript, _ = read_record(cli.database_url, moved["session_id"])
+    assert [m.content for m in transcript if m.role == "user"][-1] == "hello after delete"
+
+
+def _delete_in_temporal(cli: CLIStack, session_id: str) -> None:
+    async def go() -> None:
+        from temporalio.api.common.v1 import WorkflowExecution
+        from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+        from tests.support.sessions import forgotten_by_temporal
+        from vigil.workers.temporal import connect
+
+        client = await connect(cli.settings)
+        await client.workflow_service.delete_workflow_execution(
+            DeleteWorkflowExecutionRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=session_id),
+            )
+        )
+        await forgotten_by_temporal(client, session_id)
+
+    asyncio.run(go())
