@@ -96,7 +96,52 @@ class Stack:
         wants_s3 = self.settings.artifact_backend == "s3" or self.settings.with_minio
         return wants_s3 and self.settings.s3_endpoint is None
 
+    def ports(self) -> list[tuple[int, str]]:
+        """Every port ``up`` binds, with what binds it (the setting that moves it)."""
+        s = self.settings
+        bound: list[tuple[int, str]] = []
+        if self.embedded_temporal:
+            if self.clustered:
+                bound += [
+                    (port, "the Temporal cluster's (VIGIL_TEMPORAL_PORT to 7 above it, +10, +20)")
+                    for port in self.cluster.ports.all()
+                ]
+            else:
+                bound += [
+                    (s.temporal_port, "Temporal (VIGIL_TEMPORAL_PORT)"),
+                    (s.temporal_port + 10, "Temporal's HTTP (VIGIL_TEMPORAL_PORT + 10)"),
+                    (s.temporal_port + 20, "Temporal's metrics (VIGIL_TEMPORAL_PORT + 20)"),
+                ]
+            bound += [
+                (s.temporal_ui_port, "Temporal UI (VIGIL_TEMPORAL_UI_PORT)"),
+                (s.codec_port, "the codec server (VIGIL_CODEC_PORT)"),
+            ]
+        if self.embedded_postgres:
+            bound.append((s.postgres_port, "PostgreSQL (VIGIL_POSTGRES_PORT)"))
+        if self.embedded_minio:
+            bound += [
+                (s.minio_port, "MinIO (VIGIL_MINIO_PORT)"),
+                (s.minio_console_port, "MinIO's console (VIGIL_MINIO_CONSOLE_PORT)"),
+            ]
+        if s.api_in_stack:
+            bound.append((s.api_port, "the HTTP API (VIGIL_API_PORT)"))
+        return bound
+
+    def _check_ports(self) -> None:
+        """Two of the stack's own parts on one port: said before anything starts (the
+        second part failed to start, naming the first as "another process", and what had
+        started was left running)."""
+        taken: dict[int, str] = {}
+        for port, what in self.ports():
+            first = taken.setdefault(port, what)
+            if first != what:
+                raise StackError(
+                    f"port {port} would be both {first} and {what}: set one of them to "
+                    "another port (nothing was started)"
+                )
+
     def up(self) -> None:
+        self._check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded_temporal:
             other = self.temporal.running() if self.clustered else self.cluster.running()
