@@ -180,6 +180,18 @@ def check_cron(expression: str | None) -> str | None:
     return expression
 
 
+def cron_note(expression: str | None) -> str | None:
+    """What to tell of a cron that names both a day of the month and a day of the week:
+    Temporal runs it on days that are both, where classic cron runs on either."""
+    fields = (expression or "").split()
+    if len(fields) != 5 or fields[2] in ("*", "?") or fields[4] in ("*", "?"):
+        return None
+    return (
+        f"it runs only on days that are both day {fields[2]} of the month and {fields[4]} "
+        "(classic cron runs on either: for that, create two schedules)"
+    )
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The earliest time a schedule's backfill starts a run for."""
 
@@ -265,7 +277,8 @@ def _cron_runs(cron: str, start: datetime, end: datetime, time_zone: str | None)
         return None
     assert minutes and hours and days and months and weekdays
     sundays = {0, 7} & weekdays
-    either = fields[2] not in ("*", "?") and fields[4] not in ("*", "?")  # cron's OR
+    # A day of the month and a day of the week both named: Temporal runs on days that are
+    # both (Friday the 13th), not on either as classic cron does.
     zone = ZoneInfo(time_zone) if time_zone else UTC
     first, last = start.astimezone(zone), end.astimezone(zone)
     times = sorted((h, m) for h in hours for m in minutes)
@@ -273,7 +286,7 @@ def _cron_runs(cron: str, start: datetime, end: datetime, time_zone: str | None)
     while day <= last.date() and runs <= MAX_BACKFILL_RUNS:
         weekday = day.isoweekday() % 7
         on_day, on_weekday = day.day in days, weekday in weekdays or (weekday == 0 and sundays)
-        if day.month in months and ((on_day or on_weekday) if either else on_day and on_weekday):
+        if day.month in months and on_day and on_weekday:
             for hour, minute in times:
                 at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
                 runs += first <= at < last

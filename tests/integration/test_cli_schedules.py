@@ -390,3 +390,16 @@ def test_schedule_show_tells_one_schedule(cli: CLIStack, schedule_id: str) -> No
     missing = cli.vigil("schedule", "show", "no-such-schedule")
     assert missing.returncode == 4, explain(missing)
     assert "no schedule with id 'no-such-schedule'" in one_error_line(missing)
+
+
+def test_a_cron_naming_both_kinds_of_day_says_it_runs_on_days_that_are_both(
+    cli: CLIStack, schedule_id: str
+) -> None:
+    """Temporal runs `0 0 13 * FRI` on Fridays the 13th only; classic cron on either."""
+    created = cli.vigil.json(
+        "schedule", "create", schedule_id, "--goal", "g", "--cron", "0 0 13 * FRI",
+    )  # fmt: skip
+    assert created["created"] and "days that are both" in created["note"]
+    shown = cli.vigil.json("schedule", "show", schedule_id)
+    nexts = [datetime.fromisoformat(t) for t in shown["next_runs"]]
+    assert nexts and all(t.weekday() == 4 and t.day == 13 for t in nexts), nexts

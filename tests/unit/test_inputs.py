@@ -223,3 +223,16 @@ def test_byte_ranges(header: str, size: int, span: tuple[int, int] | None) -> No
 def test_unsatisfiable_ranges(header: str, size: int) -> None:
     with pytest.raises(ValueError):
         byte_range(header, size)
+
+
+def test_a_cron_naming_a_day_of_the_month_and_of_the_week_counts_days_that_are_both() -> None:
+    """Temporal runs such a cron only on days that are both (Friday the 13th), where
+    classic cron runs on either: a backfill counted either, 64 runs for one."""
+    year = datetime(2027, 1, 1, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC)
+    now = datetime(2028, 6, 1, tzinfo=UTC)
+    assert inputs.check_backfill(*year, every_seconds=None, cron="0 0 13 * FRI", now=now) == 1
+    assert inputs.check_backfill(*year, every_seconds=None, cron="0 9 1 * MON", now=now) == 3
+    assert inputs.cron_note("0 0 13 * FRI") is not None
+    assert "both day 13 of the month and FRI" in (inputs.cron_note("0 0 13 * FRI") or "")
+    for either_one in ("0 0 13 * *", "0 9 * * MON", "@weekly", None):
+        assert inputs.cron_note(either_one) is None

@@ -103,10 +103,11 @@ def schedule_create(
             catchup_window=timing.catchup,
             paused=paused,
         )
+        note = inputs.cron_note(timing.cron)
         emit(
-            {"id": schedule_id, "created": True},
+            {"id": schedule_id, "created": True, **({"note": note} if note else {})},
             as_json,
-            lambda: out.print(f"schedule {schedule_id} created"),
+            lambda: out.print(f"schedule {schedule_id} created" + (f"; {note}" if note else "")),
         )
 
     run_client(go, state_dir)
