@@ -90,3 +90,12 @@ def test_a_control_command_imports_the_client_and_no_more(tmp_path: Path) -> Non
     # Temporal alone carries a control: the record's SQLAlchemy and the tools' HTTP
     # client are imported by the commands that read the record or fetch.
     assert _under(modules, "sqlalchemy", "httpx", "vigil.activities.record") == []
+
+
+def test_version_is_told_and_starts_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.startswith("vigil 0.") or done.stdout.startswith("vigil ("), done.stdout
+    code, modules = _loaded(tmp_path, "--version")
+    assert code == 0 and not _under(modules, *NEVER, "sqlalchemy", "vigil.activities")

@@ -63,6 +63,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"vigil {version('vigil')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            out.print("vigil (not installed: no version)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print vigil's version and exit.", is_eager=True, callback=_version
+    ),
+) -> None:
+    """Durable autonomous AI agents on Temporal, PostgreSQL/pgvector and an object store."""
+
+
 app.add_typer(stack_app, name="stack")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(memory_app, name="memory")
