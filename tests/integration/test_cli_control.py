@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.conftest import CLIStack
 from tests.support.cli import (
+    LineReader,
     explain,
     one_error_line,
     poll,
@@ -163,7 +164,13 @@ def test_show_says_how_to_answer_a_question_of_the_agent(cli: CLIStack) -> None:
     assert rows["waiting for"] == "a human reply to: Which colour?", shown.stdout
     assert rows["answer with"].endswith(f" say {sid} 'YOUR ANSWER'"), shown.stdout
     assert "paused=" not in shown.stdout  # Python's spelling of a field, in a person's view
-    cli.vigil.ok("say", sid, "blue", "--by", "ana")
+    with LineReader(cli.vigil.popen("follow", sid)) as follow:
+        # `follow` says it where the question shows, as it does for an approval.
+        cli.vigil.ok("say", sid, "blue", "--by", "ana")
+        code, lines, stderr = follow.finish(60)
+    assert code == 0, stderr
+    asked = next(i for i, ln in enumerate(lines) if "ask_human(" in ln)
+    assert lines[asked + 1].strip().endswith(f"say {sid} 'YOUR ANSWER'"), lines
     wait_recorded(cli.database_url, sid, "completed")
     _, transcript, _ = read_record(cli.database_url, sid)
     assert any(m.role == "tool" and "blue" in m.content for m in transcript), transcript

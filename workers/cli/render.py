@@ -118,6 +118,11 @@ async def _follow(client: VigilClient, session_id: str, as_json: bool) -> None:
             return
         if item.message is not None:
             print_message(item.message, as_json)
+            asks = any(c.get("name") == "ask_human" for c in item.message.tool_calls or [])
+            if asks and item.message.role == "assistant" and not as_json:
+                # How to answer, as for an approval (`show` says it too).
+                prefix = command_prefix()
+                out.print(f"    answer with: {prefix} say {session_id} 'YOUR ANSWER'", markup=False)
         elif event_kinds.canonical(item.event_kind or "") == event_kinds.APPROVAL_REQUESTED:
             approval_id = str((item.data.get("payload") or {}).get("approval_id", ""))
             pending = await approvals.pending(approval_id)
