@@ -55,6 +55,10 @@ def test_an_agent_without_definition_is_refused(cli: CLIStack) -> None:
     assert done.returncode == 4, explain(done)
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     assert f"agent {who!r} has no definition" in done.stderr
+    # What there is, for one who left out --agent or misspelt it (the CLI reads them all).
+    assert (
+        "; agents with a definition: " in done.stderr and "(name one with --agent)" in done.stderr
+    )
     refused = cli.vigil(
         "schedule", "create", f"s-{who}", "--goal", "g", "--agent", who, "--every", "1h",
         env=STRICT,

@@ -110,16 +110,21 @@ def start(
     )
 
     async def go(client: VigilClient) -> None:
-        started = await client.start_session(
-            agent,
-            goal,
-            session_id=session_id,
-            budget=budget,
-            policy=policy,
-            system_prompt=system_prompt,
-            agent_version=agent_version,
-            allow_undefined=True if undefined_agent else None,
-        )
+        from vigil.workers.client import UnknownAgent
+
+        try:
+            started = await client.start_session(
+                agent,
+                goal,
+                session_id=session_id,
+                budget=budget,
+                policy=policy,
+                system_prompt=system_prompt,
+                agent_version=agent_version,
+                allow_undefined=True if undefined_agent else None,
+            )
+        except UnknownAgent as exc:
+            raise UnknownAgent(f"{exc}{await _defined_agents(client, agent)}") from None
         if not (follow_ or wait):  # those say it as an error, at once
             await warn_when_no_worker(client)
         if as_json and not (follow_ or wait):
@@ -135,6 +140,19 @@ def start(
             await wait_end(client, started.id, as_json)
 
     run_client(go, state_dir)
+
+
+async def _defined_agents(client: VigilClient, named: str) -> str:
+    """``; agents with a definition: ...`` for an agent start refused, so a person who left
+    out ``--agent`` (it is ``default`` then) or misspelt it sees what there is. The CLI
+    reads every agent anyway; the API, whose tokens may be scoped, never lists them."""
+    from vigil.workers.agents import AgentService
+
+    names = [a.name for a in await AgentService(client.db).list_agents() if a.name != named]
+    if not names:
+        return ""
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return f"; agents with a definition: {shown} (name one with --agent)"
 
 
 async def warn_when_no_worker(
