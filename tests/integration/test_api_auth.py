@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.api import ApiServer, running_api
 from tests.support.cli import known_agent, record_cli
+from vigil.workers.cli.common import when
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 from vigil.workers.tokens import Scope
@@ -120,6 +121,16 @@ def test_cli_creates_lists_and_revokes_tokens(
     assert all("token" not in t and "secret_sha256" not in t for t in listed)
     with api.client(token) as http:
         assert http.get("/v1/me").json()["owner"] == "bo"
+        # Its expiry and last use in the table too (they were in --json only).
+        dated = vigil.json(
+            "token", "create", "--owner", "cy", "--scope", "read", "--expires", "30d"
+        )
+        table = vigil.ok("token", "list").stdout
+        row = next(ln for ln in table.splitlines() if made["id"] in ln)
+        assert row.count("never") == 1 and "live" in row, table  # no expiry; used just now
+        dated_row = next(ln for ln in table.splitlines() if dated["id"] in ln)
+        assert dated_row.count("never") == 1, table  # never used
+        assert when(datetime.fromisoformat(str(dated["expires_at"]))) in dated_row, table
         vigil.ok("token", "revoke", made["id"])
         assert http.get("/v1/me").status_code == 401
     assert made["id"] not in {t["id"] for t in vigil.json("token", "list")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -162,8 +163,14 @@ def list_(
                     "create one: vigil token create --owner NAME --scope read",
                 )
                 return
-            table = Table("id", "owner", "scope", "agents", "name", "created", "state")
+            table = Table(
+                "id", "owner", "scope", "agents", "name", "created", "expires", "last used",
+                "state",
+            )  # fmt: skip
+            now = datetime.now(UTC)
             for r in rows:
+                expired = r.expires_at is not None and r.expires_at <= now
+                state = "revoked" if r.revoked_at else "expired" if expired else "live"
                 table.add_row(
                     Text(r.id),
                     Text(r.owner),
@@ -171,7 +178,9 @@ def list_(
                     Text(",".join(r.agents) if r.agents else "all"),
                     Text(r.name),
                     Text(when(r.created_at)),
-                    Text("revoked" if r.revoked_at else "live"),
+                    Text(when(r.expires_at) if r.expires_at else "never"),
+                    Text(when(r.last_used_at) if r.last_used_at else "never"),
+                    Text(state),
                 )
             out.print(table)
 
