@@ -109,6 +109,19 @@ def test_doctors_hints_are_written_as_the_cli_was_started(vigil: Vigil) -> None:
     assert "start it with `uv run vigil stack up`" in hints[1], hints
 
 
+def test_doctor_says_where_postgresql_does_not_answer_and_what_to_do(vigil: Vigil) -> None:
+    """It printed asyncpg's own ``[Errno 111] Connect call failed ('127.0.0.1', 1)``, where
+    every other command names the part and how to start it."""
+    down = {"DATABASE_URL": "postgresql://vigil:x@127.0.0.1:1/vigil"}
+    doctor = vigil("doctor", "--json", env=down, timeout=120)
+    (pg,) = [c for c in json.loads(doctor.stdout) if c["part"] == "postgres"]
+    assert pg["ok"] is False
+    assert pg["detail"] == (
+        "cannot reach PostgreSQL at 127.0.0.1:1 (Connection refused); start it with "
+        "`vigil stack up` (or check DATABASE_URL)"
+    )
+
+
 def test_doctor_fails_a_scripted_connection_whose_script_is_missing(
     vigil: Vigil, tmp_path: Path
 ) -> None:
