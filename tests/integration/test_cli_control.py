@@ -89,11 +89,22 @@ def test_reject_with_reason(cli: CLIStack) -> None:
         Reply.tool_call("http_fetch", {"url": "http://127.0.0.1:9/nope"}),
         Reply.text("understood, not fetching"),
     )
-    sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    who = agent()
+    sid = cli.vigil.json("start", goal, "--agent", who, "--approve-tools", "http_fetch")["id"]
     wait_approval(cli.database_url, sid, "a1-0")
+    # The approvals that wait, across sessions, with what answers them (the API had it).
+    (waiting,) = cli.vigil.json("approvals", "--agent", who)
+    assert (waiting["session_id"], waiting["approval_id"], waiting["tool"]) == (
+        sid,
+        "a1-0",
+        "http_fetch",
+    )
+    listed = cli.vigil.ok("approvals", "--agent", who).stdout
+    assert sid in listed and f"approve {sid} a1-0" in " ".join(listed.split()), listed
     ack = cli.vigil.json("reject", sid, "a1-0", "--reason", "not that host", "--by", "ana")
     assert ack["accepted"] is True and ack["message"] == "rejected a1-0"
     wait_recorded(cli.database_url, sid, "completed")
+    assert cli.vigil.json("approvals", "--agent", who) == []
     _, transcript, _ = read_record(cli.database_url, sid)
     tool = next(m for m in transcript if m.role == "tool")
     assert tool.content == "error: rejected by ana: not that host"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,11 +21,16 @@ from vigil.workers.cli.common import (
     StateOpt,
     by_default,
     check,
+    command_prefix,
     emit,
     json_arg,
+    nothing,
     out,
     run_client,
+    short,
     stdin_text,
+    table,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -257,6 +263,63 @@ def cancel(
     run_client(go, state_dir)
 
 
+def approvals(
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 200,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The approvals waiting for a person across sessions, oldest first, with the commands
+    that answer each (the API's GET /approvals)."""
+    from vigil.schema.payloads import readable_arguments
+
+    async def go(client: VigilClient) -> None:
+        page = await client.pending_approvals(agent=agent, limit=limit)
+        prefix = command_prefix()
+
+        def human() -> None:
+            if not page.items:
+                nothing("no approval waits", f"for agent {agent!r}" if agent else None)
+                return
+            cells = [
+                (
+                    r.session_id,
+                    r.approval_id,
+                    r.agent_id,
+                    r.tool,
+                    short(readable_arguments(r.arguments), 120),
+                    when(r.requested_at),
+                )
+                for r in page.items
+            ]
+            headers = ("session", "approval", "agent", "tool", "arguments", "asked")
+            out.print(table(headers, cells, whole=2))
+            first = page.items[0]
+            out.print(
+                f"answer with: {prefix} approve SESSION APPROVAL | {prefix} reject SESSION "
+                f"APPROVAL --reason ...   (e.g. {prefix} approve {first.session_id} "
+                f"{first.approval_id})",
+                markup=False,
+            )
+            if page.next_cursor is not None:
+                out.print(f"(the oldest {len(page.items)}; more wait: --limit)", markup=False)
+
+        emit(
+            [
+                {
+                    **{k: v for k, v in asdict(r).items() if k != "requested_at"},
+                    "requested_at": r.requested_at.isoformat(),
+                }
+                for r in page.items
+            ],
+            as_json,
+            human,
+        )
+
+    run_client(go, state_dir)
+
+
 def register(app: typer.Typer) -> None:
     for command in (approve, reject, pause, resume, say, redirect, wake, cancel):
         app.command()(command)
+    app.command()(approvals)
