@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer, running_api
@@ -678,3 +680,37 @@ def test_a_trigger_name_too_long_says_so(cli: CLIStack) -> None:
         assert "1 to 100 letters, digits" in refused.stderr, refused.stderr
     assert cli.vigil.json("trigger", "create", "x" * 100, "--agent", agent, "--goal-template", "g")
     cli.vigil.ok("trigger", "delete", "x" * 100)
+
+
+async def test_a_keyed_start_refused_for_a_taken_id_is_told_as_the_api_tells_it(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """The trigger's 409 said "choose another --id": the CLI's words, to a sender. (A key
+    whose session Temporal deleted before a reconcile pass closed its record.)"""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(cli, "--agent", agent, "--key-field", "c", "--goal-template", "{p}")
+    plan = cli.plan(Reply.tool_call("ask_human", {"question": "wait"}), Reply.text("done"))
+    body = {"c": f"acct-{uuid.uuid4().hex[:6]}", "p": plan}
+    started = await deliver(http, name, body, secret, delivery="one")
+    assert started.status_code == 200, started.text
+    sid = started.json()["session_id"]
+
+    async def waiting() -> object:
+        async with sessionmaker() as db:
+            row = await store.get_session(db, sid)
+        return row is not None and row.status == "waiting_human"
+
+    await until(waiting, within=60, what=f"{sid} waits for a reply")
+    temporal = await connect(cli.settings)
+    await temporal.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=temporal.namespace, workflow_execution=WorkflowExecution(workflow_id=sid)
+        )
+    )
+    await forgotten_by_temporal(temporal, sid)
+    # Another body (the same one is the same delivery, answered as it was).
+    again = await deliver(http, name, {**body, "n": 2}, secret, delivery="two")
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["message"] == (
+        f"a session with id {sid!r} already exists; choose another id"
+    )

@@ -38,7 +38,13 @@ from vigil.workers.api.errors import (
     unreadable_json,
     vigil_status,
 )
-from vigil.workers.client import NotFound, Unreachable, VigilClient, VigilError
+from vigil.workers.client import (
+    NotFound,
+    SessionIdTaken,
+    Unreachable,
+    VigilClient,
+    VigilError,
+)
 from vigil.workers.hooks import TriggerRow, TriggerService, WebhookService
 from vigil.workers.models import ConfigError
 
@@ -187,7 +193,9 @@ async def fire_trigger(
         raise
     except VigilError as exc:
         status, code = vigil_status(exc)
-        answer = _error(status, code, str(exc))
+        # Told as the API tells it (a sender has no --id, nor the right to whose it is).
+        said = exc.message(reveal=False) if isinstance(exc, SessionIdTaken) else str(exc)
+        answer = _error(status, code, said)
         await service.finish(delivery, status, answer)
         return JSONResponse(answer, status_code=status)
     except BaseException:
