@@ -991,7 +991,8 @@ class AgentSession(Waits):
             # A call whose activity was running may still finish (its tool_call event,
             # written after, says what it did); one that never began did not run.
             said = (
-                f"error: no result: the session ended ({status.value}) before this call answered"
+                f"error: no result: the session ended ({status.value}) before this call "
+                "answered; it may still have run (its tool_call event says what it did)"
                 if seq == self._tool_running
                 else f"error: not run: {why}"
             )
