@@ -4,6 +4,7 @@ why, `cancel` ends it; every action is recorded with who and why."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -42,7 +43,11 @@ def test_pause_say_redirect_resume(cli: CLIStack) -> None:
     ack = cli.vigil.json("pause", sid, "--reason", "lunch", "--by", "ana")
     assert ack["accepted"] is True and ack["message"] == "paused"
     assert cli.vigil.json("say", sid, "also check disk usage", "--by", "ana")["accepted"]
-    assert cli.vigil.json("redirect", sid, "count the files instead", "--by", "ana")["accepted"]
+    redirected = cli.vigil("redirect", sid, "count the files instead", "--by", "ana", "--json")
+    assert redirected.returncode == 0 and json.loads(redirected.stdout)["accepted"]
+    # The approval asked for the old goal still waits: said, with how to refuse it.
+    assert "note: approval a1-0 (http_fetch) was asked for the old goal" in redirected.stderr
+    assert f"reject {sid} a1-0" in redirected.stderr, redirected.stderr
     cli.vigil.ok("approve", sid, "a1-0", "--by", "ana")
 
     wait_recorded(cli.database_url, sid, "paused")

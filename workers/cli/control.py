@@ -23,6 +23,7 @@ from vigil.workers.cli.common import (
     check,
     command_prefix,
     emit,
+    err,
     json_arg,
     nothing,
     out,
@@ -202,15 +203,34 @@ def redirect(
     """Give the session a new goal (and, when asked, a new version of its agent)."""
     from vigil.schema.payloads import RedirectInput
 
-    _control(
-        "redirect",
-        RedirectInput(goal=goal, by=by or by_default()),
-        lambda c, who: c.redirect(
+    async def send(client: VigilClient, who: str) -> Any:
+        ack = await client.redirect(
             session_id, goal, by=who, wait=not signal_, agent_version=agent_version
-        ),
-        state_dir,
-        as_json,
-    )
+        )
+        if ack is not None and ack.accepted:
+            await _stale_approvals(client, session_id)
+        return ack
+
+    _control("redirect", RedirectInput(goal=goal, by=by or by_default()), send, state_dir, as_json)
+
+
+async def _stale_approvals(client: VigilClient, session_id: str) -> None:
+    """A note on stderr of the approvals that still wait after a redirect: asked for the
+    old goal, approving one runs that call as it was asked."""
+    from vigil.workers.client import VigilError
+
+    try:
+        waiting = (await client.state(session_id)).pending_approvals
+    except VigilError:
+        return
+    prefix = command_prefix()
+    for a in waiting:
+        err.print(
+            f"note: approval {a.approval_id} ({a.tool}) was asked for the old goal and still "
+            f"waits: {prefix} reject {session_id} {a.approval_id} --reason 'new goal' if it "
+            "no longer fits",
+            markup=False,
+        )
 
 
 def wake(
