@@ -143,6 +143,33 @@ class SessionControls(SessionHistory):
             session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
         )
 
+    async def terminate(self, session_id: str, *, by: str = "", reason: str = "") -> str | None:
+        """End a session at once, as Temporal's terminate does: for one no worker will
+        take (or one stuck), where a cancel waits for a worker to write its end. Nothing of
+        the session runs again; its record is closed as terminated (as ``vigil reconcile``
+        closes one), its open step left as it was. The record's status after it (None: the
+        session had no record yet: no worker ever took it)."""
+        from vigil.workers.reconcile import reconcile
+
+        handle = self.handle(session_id)
+        desc = await self._rpc(session_id, handle.describe())
+        if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
+            raise Refused(
+                f"session {session_id!r} has already ended "
+                f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
+            )
+        why = cancel_reason.reason_text(by, reason)
+        await self._rpc(session_id, handle.terminate(reason=f"vigil terminate: {why}"))
+        closed = await reconcile(self.temporal, self.db, session_ids=[session_id])
+        return closed[0].status if closed else await self._recorded_status(session_id)
+
+    async def _recorded_status(self, session_id: str) -> str | None:
+        from vigil.activities.record import store as record
+
+        async with self.db() as db:
+            row = await record.get_session(db, session_id)
+        return None if row is None else row.status
+
     async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> str:
         """Temporal's cancel; who and why travel as its reason (shown in the history, and
         read back by the workflow for the session's cancel event). The session's task

@@ -162,6 +162,31 @@ def test_a_cancel_no_worker_will_carry_out_says_so(cli: CLIStack) -> None:
     assert f"session {sid} ends cancelled only once one takes it" in said, said
 
 
+def test_terminate_ends_what_no_worker_takes_and_a_running_session_with_its_record(
+    cli: CLIStack,
+) -> None:
+    """A session no worker took could be ended only with Temporal's own CLI; one that is
+    stuck, the same. `vigil terminate` ends either and closes its record."""
+    env = {"VIGIL_TASK_QUEUE": f"tq-nobody-{uuid.uuid4().hex[:8]}"}
+    never = cli.vigil.json("start", "waits for a worker", "--agent", agent(), env=env)["id"]
+    asked = cli.vigil("terminate", never, env=env, input="n\n")
+    assert asked.returncode == 1, explain(asked)
+    assert "error: not terminated: answer y, or give --yes" in asked.stderr
+    done = cli.vigil.json("terminate", never, "--yes", "--by", "ana", env=env)
+    assert done == {"id": never, "terminated": True, "status": None}
+    again = cli.vigil("terminate", never, "--yes", env=env)
+    assert again.returncode == 2 and "has already ended" in one_error_line(again)
+
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/x"}))
+    sid = cli.vigil.json("start", goal, "--agent", agent(), "--approve-tools", "http_fetch")["id"]
+    wait_approval(cli.database_url, sid, "a1-0")
+    ended = cli.vigil.json("terminate", sid, "--yes", "--by", "ana", "--reason", "stuck")
+    assert ended["status"] == "terminated", ended
+    row, _, _ = read_record(cli.database_url, sid)
+    assert row.status == "terminated" and row.finished_at is not None
+    assert "stuck (by ana)" in (row.summary or ""), row.summary
+
+
 def test_show_says_how_to_answer_a_question_of_the_agent(cli: CLIStack) -> None:
     """`ask_human` waited for a reply with no word of how to give one (`show` said only
     "waiting for: a human reply to: ...")."""

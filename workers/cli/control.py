@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vigil.workers.cli.common import (
+    EXIT_FAILED,
     ByOpt,
     JsonOpt,
     SignalOpt,
@@ -24,6 +25,7 @@ from vigil.workers.cli.common import (
     command_prefix,
     emit,
     err,
+    fail,
     json_arg,
     nothing,
     out,
@@ -283,6 +285,47 @@ def cancel(
     run_client(go, state_dir)
 
 
+def terminate(
+    session_id: str,
+    reason: ReasonOpt = "",
+    by: ByOpt = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """End a session at once (Temporal's terminate), for one no worker takes or one that is
+    stuck: a cancel waits for a worker to write the session's end. Nothing of it runs
+    again; its record is closed as terminated, its open step left as it was."""
+    from vigil.schema.payloads import PauseInput
+
+    who = check(PauseInput(by=by or by_default(), reason=reason))  # the same limits
+
+    async def go(client: VigilClient) -> None:
+        if not yes:
+            try:
+                confirmed = typer.confirm(
+                    f"Terminate {session_id}? It does not end as a cancel does: nothing of "
+                    "it runs again",
+                    err=True,
+                )
+            except typer.Abort:  # no answer (standard input ended): the prompt's line ends
+                err.print()
+                confirmed = False
+            if not confirmed:
+                fail("not terminated: answer y, or give --yes", EXIT_FAILED)
+        status = await client.terminate(session_id, by=who, reason=reason)
+        emit(
+            {"id": session_id, "terminated": True, "status": status},
+            as_json,
+            lambda: out.print(
+                f"session {session_id} terminated"
+                + (f"; its record says {status}" if status else "; no worker had taken it")
+            ),
+        )
+
+    run_client(go, state_dir)
+
+
 def approvals(
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 200,
@@ -343,3 +386,4 @@ def register(app: typer.Typer) -> None:
     for command in (approve, reject, pause, resume, say, redirect, wake, cancel):
         app.command()(command)
     app.command()(approvals)
+    app.command()(terminate)
