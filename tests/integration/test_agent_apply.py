@@ -82,6 +82,8 @@ async def test_versions_unchanged_apply_and_diff(vigil: Vigil, tmp_path: Path) -
     assert changed == ['-    "max_steps": 10,', '+    "max_steps": 20,']
     same = vigil.json("agent", "diff", name, "2", "2")
     assert same["lines"] == []
+    alone = vigil.ok("agent", "diff", name, "1", "1").stdout
+    assert alone.strip() == f"{name} has one version (v1): nothing to compare yet", alone
 
     listed = {a["name"]: a for a in vigil.json("agent", "list")}
     assert listed[name]["newest"] == 2 and listed[name]["versions"] == 2

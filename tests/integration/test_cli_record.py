@@ -136,6 +136,8 @@ def test_transcript_pages_as_the_api_does(cli: CLIStack, sessions: dict[str, str
     assert shown.returncode == 0, explain(shown)
     assert f"#{transcript[0].seq} user" in shown.stdout
     assert f"transcript {sid} --after-seq {transcript[1].seq}" in shown.stderr
+    past = cli.vigil.ok("transcript", sid, "--after-seq", "99999").stdout
+    assert past.strip() == "no messages after #99999 (the transcript ends before it)", past
     unknown = cli.vigil("transcript", f"nope-{uuid.uuid4().hex[:6]}")
     assert unknown.returncode == 4, explain(unknown)
 

@@ -226,7 +226,9 @@ def diff(
         d: AgentDiff = await AgentService(db).diff(name, old, new)
 
         def human() -> None:
-            if not d.lines:
+            if d.old == d.new == 1:
+                out.print(Text(f"{d.name} has one version (v1): nothing to compare yet"))
+            elif not d.lines:
                 out.print(Text(f"{d.name}: v{d.old} and v{d.new} are the same"))
             for line in d.lines:
                 style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1], "")

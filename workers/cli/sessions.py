@@ -374,6 +374,9 @@ def transcript(
             }
             out.print_json(json.dumps(said, default=json_default))
             return
+        if not page and archived is None:
+            where = f" after #{after_seq}" if after_seq >= 0 else ""
+            nothing(f"no messages{where}", "the transcript ends before it" if where else None)
         for m in page:
             print_message(m, False)
         if after is not None:
