@@ -64,17 +64,19 @@ def refuse_unknown_tools(
 def _gated(tool: ToolDescriptor) -> bool:
     """Whether the definition has calls of ``tool`` wait for a person, at least some of
     them (as the session decides: workflows/agents.py ``needs_approval``)."""
+    if tool.approve_when:  # a call that meets a rule waits whatever `approval` says
+        return True
     if tool.approval != "auto":
         return tool.approval == "always"
-    return bool(tool.approve_when) or tool.effects == "external"
+    return tool.effects == "external"
 
 
 def _keep_approval_gates(
     agent_id: str, require_approval: list[str] | None, found: AgentVersionInfo | None
 ) -> None:
     """A starter's approval list replaces the definition's approval rules for the session;
-    a tool the definition has wait for a person (``approval = "always"``, or ``auto`` with
-    external effects or ``approve_when`` rules) may be left out of it only by whoever may
+    a tool the definition has wait for a person (``approval = "always"``, ``approve_when``
+    rules, or ``auto`` with external effects) may be left out of it only by whoever may
     change the definition. An agent without a definition runs the built-in tools under
     the default policy, whose gates (the tools with external effects or risks) are kept
     the same way."""

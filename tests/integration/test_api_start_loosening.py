@@ -96,6 +96,27 @@ def test_a_control_token_cannot_drop_the_approvals_a_tool_gets_by_its_effects(
         assert kept.status_code == 201, kept.text
 
 
+def test_a_control_token_cannot_drop_a_never_tools_approval_rules(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    # approval = "never" beside approve_when: a call that meets a rule waits for a person
+    # (the rule wins); an approve_tools list without the tool ran every call unasked.
+    name = f"never-{uuid.uuid4().hex[:8]}"
+    spec = (
+        f"name: {name}\ntools:\n  - name: http_fetch\n    approval: never\n"
+        "    approve_when:\n      - argument: url\n        host_not_in: [trusted.test]\n"
+    )
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        applied = admin.post(
+            "/v1/agents", content=spec, headers={"Content-Type": "application/yaml"}
+        )
+        assert applied.status_code == 201, applied.text
+    goal = cli.plan(Reply.text("hello"))
+    with api.client(api.token(Scope.CONTROL)) as http:
+        r = http.post("/v1/sessions", json={"agent": name, "goal": goal, "approve_tools": []})
+        assert r.status_code == 403 and "http_fetch" in r.json()["error"]["message"], r.text
+
+
 def test_an_approval_list_naming_a_tool_the_agent_lacks_is_refused(
     cli: CLIStack, api: ApiServer
 ) -> None:
