@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from vigil.schema import names
 from vigil.schema.payloads import (
@@ -36,7 +37,7 @@ from vigil.schema.payloads import (
     SessionStatus,
     StartSessionInput,
 )
-from vigil.workers.client import BadArgument, NoWorker, Refused, refuse_oversized
+from vigil.workers.client import BadArgument, NoWorker, Refused, Unreachable, refuse_oversized
 from vigil.workers.client_start import refuse_unknown_tools
 from vigil.workers.liveness import no_worker
 
@@ -237,7 +238,17 @@ async def _current_generation(
     # record's seqs (the message acknowledged, and lost).
     from vigil.workers.reconcile import reconcile
 
-    if await reconcile(client.temporal, client.db, session_ids=[session_id]):
+    try:
+        closed = await reconcile(client.temporal, client.db, session_ids=[session_id])
+    except RPCError as exc:
+        raise Unreachable(f"Temporal did not answer: {exc.message}") from exc
+    if closed:
+        return newest + 1, session_id
+    # Closed meanwhile by another (a message sent at the same moment, a worker's pass):
+    # read again, or this message would go to the id Temporal no longer holds.
+    async with client.db() as db:
+        again = await record.keyed_generations(db, agent_id, keyed_session_id(agent_id, key))
+    if again.get(newest) in FINAL_STATUSES:
         return newest + 1, session_id
     return newest, None
 
