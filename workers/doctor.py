@@ -101,12 +101,13 @@ async def _workers(settings: Settings, client: Client) -> Check:
 
 
 def _not_answering(exc: OSError) -> str:
-    """PostgreSQL refused the connection: where, why and what to do, as other commands
-    say it (the raw ``[Errno 111] Connect call failed`` told none of it)."""
+    """PostgreSQL refused the connection or did not answer: where, why and what to do, as
+    other commands say it (the raw ``[Errno 111] Connect call failed`` told none of it).
+    Other errors (TLS, a name that does not resolve) keep their own words."""
     from vigil.activities.failures import address_of
 
     at = address_of(exc)
-    why = os.strerror(exc.errno) if exc.errno else (exc.strerror or "no answer")
+    why = os.strerror(exc.errno) if exc.errno else "no answer"
     where = f" at {at[0]}:{at[1]}" if at else ""
     return (
         f"cannot reach PostgreSQL{where} ({why}); start it with `vigil stack up` "
@@ -132,7 +133,7 @@ async def _postgres(settings: Settings) -> list[Check]:
         ]
     try:
         conn = await asyncio.wait_for(asyncpg.connect(asyncpg_dsn(url)), 10)
-    except OSError as exc:
+    except (ConnectionRefusedError, TimeoutError) as exc:
         return [Check("postgres", "reachable", False, _not_answering(exc))]
     except Exception as exc:
         return [Check("postgres", "reachable", False, str(exc).splitlines()[0][:200])]

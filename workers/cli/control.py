@@ -30,7 +30,6 @@ from vigil.workers.cli.common import (
     nothing,
     out,
     run_client,
-    short,
     stdin_text,
     table,
     when,
@@ -334,7 +333,7 @@ def approvals(
 ) -> None:
     """The approvals waiting for a person across sessions, oldest first, with the commands
     that answer each (the API's GET /approvals)."""
-    from vigil.schema.payloads import readable_arguments
+    from vigil.schema.payloads import preview, readable_arguments
 
     async def go(client: VigilClient) -> None:
         page = await client.pending_approvals(agent=agent, limit=limit)
@@ -350,7 +349,8 @@ def approvals(
                     r.approval_id,
                     r.agent_id,
                     r.tool,
-                    short(readable_arguments(r.arguments), 120),
+                    # Cut by characters: at a word, a long URL was all cut away.
+                    preview(readable_arguments(r.arguments), 160),
                     when(r.requested_at),
                 )
                 for r in page.items
