@@ -136,9 +136,10 @@ class Settings(BaseSettings):
     """Also load the tools of installed packages' ``vigil.tools`` entry points."""
     tools_only: bool = False
     """A tool worker: serve only run_tool for its loaded tools on its task queue."""
-    mcp_idle_seconds: float = Field(default=600.0, ge=0)
-    """A worker stops an MCP server that had no call for this long (0: never); it starts
-    again on its next call."""
+    mcp_idle_seconds: float = Field(default=0.0, ge=0)
+    """A worker stops an MCP server that had no call for this long (0, the default: never;
+    a server may hold state a session waiting on a person comes back to); it starts again
+    on its next call."""
     mcp_max_servers: int = Field(default=64, ge=1)
     """The most MCP servers a worker keeps running (one per agent and server): past it the
     least recently used idle one is stopped before another starts."""

@@ -138,9 +138,10 @@ def render_call_result(result: mcp_types.CallToolResult) -> ToolOutcome:
     return ToolOutcome(text, data)
 
 
-IDLE_SECONDS = 600.0
+IDLE_SECONDS: float | None = None
 """How long a server may go without a call before the worker stops it (started again on
-its next call)."""
+its next call); None: never (the default: a server may hold state a session waiting on a
+person for hours comes back to)."""
 MAX_SERVERS = 64
 """The most servers a worker keeps running: one per agent and server, so a worker serving
 many agents stops the least recently used idle one before it starts another."""
@@ -192,7 +193,10 @@ class McpServers:
                 self._users[key] = left
             else:
                 del self._users[key]
-            self._used[key] = asyncio.get_running_loop().time()
+            if key in self._connections or left:
+                self._used[key] = asyncio.get_running_loop().time()
+            else:  # it never started, or was stopped: nothing to keep a time for
+                self._used.pop(key, None)
 
     def _stop_unused(self, *, making_room_for: str | None = None) -> None:
         """Stop the servers idle past their time and, when one more is about to start
@@ -218,7 +222,12 @@ class McpServers:
             log.info("MCP server %s (agent %s) stopped: not in use", conn.spec.name, conn.agent)
             task = asyncio.create_task(conn.close(), name=f"mcp-stop:{conn.spec.name}")
             self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
+            task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        self._stopping.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.info("stopping an MCP server failed: %s", error_text(exc))
 
     async def _sweep(self) -> None:
         """Stop idle servers while the worker runs (also when no call comes)."""
@@ -354,13 +363,15 @@ class McpServers:
         agent: str,
     ) -> ToolOutcome:
         meta = {names.MCP_META_IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
+        serving = self._connections.get(server_key(spec, agent))
         conn = await self._serving(spec, tool, agent)
         label = f"{spec.name}.{tool}"
         conn.calls += 1
         conn.idle.clear()
         noise = conn.stdout_lines  # what it writes to stdout during the call is told
-        # And to stderr: what it wrote before may be another session's.
-        said_before = conn.stderr_mark
+        # And to stderr: what it wrote before may be another session's (all it wrote
+        # when it was started for this call is this call's).
+        said_before = conn.stderr_mark if conn is serving else 0
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await conn.call(tool, arguments, meta)

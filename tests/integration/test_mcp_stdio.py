@@ -384,14 +384,18 @@ async def test_past_the_most_servers_the_least_recently_used_idle_one_stops(
         gamma = await pid("gamma")
         await wait_until(lambda: gone(beta))
         assert not gone(alpha) and not gone(gamma)
-        # One with a call running is never stopped for another: the cap is passed.
-        hanging = asyncio.create_task(pool.call(spec, "hang", {}, timeout=3, agent="alpha"))
-        await asyncio.sleep(0.3)
-        await pid("gamma")
+        # Servers with a call running are never stopped for another: the cap is passed.
+        hanging = [
+            asyncio.create_task(pool.call(spec, "hang", {}, timeout=4, agent=agent))
+            for agent in ("alpha", "gamma")
+        ]
+        await asyncio.sleep(0.5)
         delta = await pid("delta")
-        assert not gone(alpha) and not gone(delta)
-        with pytest.raises(ToolFailed, match="timed out"):
-            await hanging
+        assert not gone(alpha) and not gone(gamma) and not gone(delta)
+        assert all(pool.is_running(spec, a) for a in ("alpha", "gamma", "delta"))
+        for call in hanging:
+            with pytest.raises(ToolFailed, match="timed out"):
+                await call
     finally:
         await pool.aclose()
 
