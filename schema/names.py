@@ -207,12 +207,14 @@ PATCH_LINEAR_PATTERNS = "vigil-linear-patterns"
 # A call that meets one of its tool's ``approve_when`` rules waits for approval when the
 # tool says ``approval = "never"`` too (the rule wins, as the agent file's reference says),
 # and such a tool is no longer run inside the model call (folded). Before, "never" went
-# before the rules. Asked only where an allowed tool is "never" with rules.
+# before the rules. Asked only where an allowed tool is "never" with rules: a session that
+# asked it first under this code takes the rules (one under way too, from then on); one
+# whose history answered it before keeps "never" for that run.
 PATCH_RULES_OVER_NEVER = "vigil-rules-over-never"
 # A webhook delivery's id names the session's chain of runs too (``<session>:<the last 8
 # characters of its first run's id>:<event key>``): a session erased and started again
 # under its id sent the same ids, which a receiver that drops repeats took as sent. Asked
-# where an event is delivered.
+# where an event is delivered: a run that delivered one before keeps the older ids.
 PATCH_DELIVERY_PER_CHAIN = "vigil-delivery-per-chain"
 # A default-mode session's model call (a regular activity) may go on to the next steps
 # itself while each is a plain folded step, as a low-latency call does (step batches): one
