@@ -8,6 +8,7 @@ No SQLAlchemy, no I/O: workflow code imports this module through the sandbox.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from datetime import datetime
 from enum import StrEnum
@@ -543,9 +544,13 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
-"""Character categories that hide or reorder text (controls, bidi and zero-width marks,
-private, surrogate and unassigned code points): kept escaped where a person reads."""
+_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Mn", "Me"})
+"""Character categories that hide, reorder or disguise text (controls, bidi and zero-width
+marks, private, surrogate and unassigned code points, combining marks): kept escaped
+where a person reads."""
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\u2800\uffa0\u17b4\u17b5")
+"""Letters and symbols that print as nothing (Hangul fillers, the blank Braille cell)."""
+_WORD = re.compile(r"\w+")
 
 
 def readable_arguments(raw: str) -> str:
@@ -562,7 +567,26 @@ def readable_arguments(raw: str) -> str:
         text = json.dumps(value, ensure_ascii=False)
     except (ValueError, RecursionError):
         return raw
-    return "".join(_json_escape(ch) if unicodedata.category(ch) in _HIDDEN else ch for ch in text)
+    shown = "".join(
+        _json_escape(ch) if unicodedata.category(ch) in _HIDDEN or ch in _BLANK_LETTERS else ch
+        for ch in text
+    )
+    # A word that mixes Latin letters with another script's (`\u0430pple`: a Cyrillic a)
+    # may pass for another: its letters that are not Latin stay escaped (`münchen` is
+    # Latin throughout, `пароль` Cyrillic throughout: both shown as written).
+    return _WORD.sub(_mixed_escaped, shown)
+
+
+def _latin(ch: str) -> bool:
+    return ch.isascii() or unicodedata.name(ch, "").startswith("LATIN")
+
+
+def _mixed_escaped(word: re.Match[str]) -> str:
+    text = word.group(0)
+    letters = [ch for ch in text if ch.isalpha()]
+    if all(_latin(ch) for ch in letters) or not any(_latin(ch) for ch in letters):
+        return text
+    return "".join(ch if _latin(ch) or not ch.isalpha() else _json_escape(ch) for ch in text)
 
 
 def _json_escape(ch: str) -> str:

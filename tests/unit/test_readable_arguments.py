@@ -37,3 +37,15 @@ def test_a_model_calls_preview_is_the_readable_one() -> None:
     raw = json.dumps({"content": "мой пароль"})
     (ref,) = SessionActivities._refs([{"id": "c1", "name": "remember", "arguments": raw}], [])
     assert "мой пароль" in ref.arguments_preview
+
+
+def test_a_word_mixing_latin_with_look_alike_letters_stays_escaped() -> None:
+    """Shown as written, `https://\\u0430pple.com` (a Cyrillic a) reads as apple.com."""
+    raw = json.dumps({"url": "https://\u0430pple.com/login", "note": "мой пароль", "x": "e\u0301"})
+    shown = readable_arguments(raw)
+    assert "\\u0430pple" in shown and "\u0430pple" not in shown
+    assert "мой пароль" in shown  # a word of one script is shown as written
+    assert "\\u0301" in shown  # a combining mark is escaped
+    assert json.loads(shown) == json.loads(raw)
+    for invisible in ("\u3164", "\u2800", "\u115f", "\uffa0"):
+        assert invisible not in readable_arguments(json.dumps({"t": f"a{invisible}b"}))
