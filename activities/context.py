@@ -30,7 +30,7 @@ from vigil.activities.models.base import ChatMessage, ToolCall
 from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, engine_of
 from vigil.activities.record.rls import bound_acting_for
-from vigil.schema import event_kinds
+from vigil.schema import event_kinds, textcodec
 
 Role = Literal["system", "user", "assistant", "tool"]
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -153,13 +153,15 @@ def pinned_goal(goal: str, limit_tokens: int) -> str:
     keep = max(2, int(len(goal) * limit_tokens / max(1, count_tokens(goal))) - 60)
     head, tail = goal[: keep * 2 // 3], goal[len(goal) - keep // 3 :]
     left_out = len(goal) - len(head) - len(tail)
-    return f"{head}\n[... {left_out} characters of the goal left out ...]\n{tail}"
+    cut = f"{head}\n[... {left_out} characters of the goal left out ...]\n{tail}"
+    return goal if len(cut) >= len(goal) else cut  # a goal shorter than its cut: whole
 
 
 def _states_goal(goal: str, taken: list[record.StoredMessage]) -> bool:
     """Whether the window sends a message that states the goal (the first message, or a
     redirect's), so the goal need not be pinned beside it."""
-    return any(m.role == "user" and goal in m.content for m in taken)
+    # The row keeps the goal as ``textcodec.plain`` writes it (a NUL shown as U+2400).
+    return any(m.role == "user" and goal in textcodec.plain(m.content) for m in taken)
 
 
 def _to_chat(m: record.StoredMessage) -> ChatMessage:

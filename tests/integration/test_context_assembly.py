@@ -183,3 +183,10 @@ async def test_a_goal_longer_than_its_share_keeps_its_beginning_and_its_end(
     assert moved.recent_from_seq is not None and moved.recent_from_seq > 41
     assert new_goal in moved.messages[1].content
     assert "BEGIN-OF-GOAL" not in moved.messages[1].content.split("Summary of earlier")[0]
+
+
+def test_a_pinned_goal_is_never_longer_than_the_goal() -> None:
+    from vigil.activities.context import pinned_goal
+
+    for goal in ("g", "a short goal", "x" * 300):
+        assert len(pinned_goal(goal, 0)) <= len(goal)
