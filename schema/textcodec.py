@@ -115,6 +115,7 @@ def decode_json(value: Any) -> Any:
                 return {_decode_key(k): decode_json(v) for k, v in raw.items()}
             # Anything else under the mark is a user's object stored as it was (rows
             # written before such objects were wrapped): read as it is, never an error.
+            # (One stored so whose value was {"$vigil.raw": {...}} still reads unwrapped.)
         return {_decode_key(k): decode_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [decode_json(item) for item in value]

@@ -184,7 +184,9 @@ def cron_note(expression: str | None) -> str | None:
     """What to tell of a cron that names both a day of the month and a day of the week:
     Temporal runs it on days that are both, where classic cron runs on either."""
     fields = (expression or "").split()
-    if len(fields) != 5 or fields[2] in ("*", "?") or fields[4] in ("*", "?"):
+    # A field that begins with * (*/2 too) classic cron reads as unrestricted: it ANDs
+    # then, as Temporal does, and there is nothing to tell.
+    if len(fields) != 5 or fields[2][:1] in ("*", "?") or fields[4][:1] in ("*", "?"):
         return None
     return (
         f"it runs only on days that are both day {fields[2]} of the month and {fields[4]} "

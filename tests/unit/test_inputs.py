@@ -234,5 +234,5 @@ def test_a_cron_naming_a_day_of_the_month_and_of_the_week_counts_days_that_are_b
     assert inputs.check_backfill(*year, every_seconds=None, cron="0 9 1 * MON", now=now) == 3
     assert inputs.cron_note("0 0 13 * FRI") is not None
     assert "both day 13 of the month and FRI" in (inputs.cron_note("0 0 13 * FRI") or "")
-    for either_one in ("0 0 13 * *", "0 9 * * MON", "@weekly", None):
+    for either_one in ("0 0 13 * *", "0 9 * * MON", "@weekly", None, "0 0 */2 * MON"):
         assert inputs.cron_note(either_one) is None

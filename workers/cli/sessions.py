@@ -124,6 +124,8 @@ def start(
                 allow_undefined=True if undefined_agent else None,
             )
         except UnknownAgent as exc:
+            if "has no definition" not in str(exc):  # a version it lacks: said as it is
+                raise
             raise UnknownAgent(f"{exc}{await _defined_agents(client, agent)}") from None
         if not (follow_ or wait):  # those say it as an error, at once
             await warn_when_no_worker(client)
