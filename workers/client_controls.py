@@ -10,7 +10,7 @@ import contextlib
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 
 from vigil.schema import cancel_reason, names
 from vigil.schema.limits import input_error, line_text_error
@@ -152,16 +152,24 @@ class SessionControls(SessionHistory):
         from vigil.workers.reconcile import reconcile
 
         handle = self.handle(session_id)
-        desc = await self._rpc(session_id, handle.describe())
+        await self._still_running(session_id)
+        why = cancel_reason.reason_text(by, reason)
+        await self._rpc(session_id, handle.terminate(reason=f"vigil terminate: {why}"))
+        closed = await reconcile(self.temporal, self.db, session_ids=[session_id])
+        return closed[0].status if closed else await self._recorded_status(session_id)
+
+    async def _still_running(self, session_id: str) -> WorkflowExecutionDescription:
+        """Temporal's description of a session that still runs; Refused, saying how it
+        ended, for one that has ended."""
+        desc: WorkflowExecutionDescription = await self._rpc(
+            session_id, self.handle(session_id).describe()
+        )
         if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
             raise Refused(
                 f"session {session_id!r} has already ended "
                 f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
             )
-        why = cancel_reason.reason_text(by, reason)
-        await self._rpc(session_id, handle.terminate(reason=f"vigil terminate: {why}"))
-        closed = await reconcile(self.temporal, self.db, session_ids=[session_id])
-        return closed[0].status if closed else await self._recorded_status(session_id)
+        return desc
 
     async def _recorded_status(self, session_id: str) -> str | None:
         from vigil.activities.record import store as record
@@ -176,12 +184,7 @@ class SessionControls(SessionHistory):
         queue, whose worker ends it."""
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
-        desc = await self._rpc(session_id, handle.describe())
-        if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
-            raise Refused(
-                f"session {session_id!r} has already ended "
-                f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
-            )
+        desc = await self._still_running(session_id)
         if desc.raw_description.workflow_extended_info.cancel_requested:
             # Temporal takes a second cancel without complaint too: it would do nothing.
             raise Refused(
