@@ -90,8 +90,10 @@ def test_show_says_paused_while_an_approval_waits(cli: CLIStack) -> None:
 
 
 def test_reject_with_reason(cli: CLIStack) -> None:
+    # A long URL: `approvals` cut the arguments at a word, and the URL went whole.
+    url = "http://127.0.0.1:9/nope/" + "a" * 150
     goal = cli.plan(
-        Reply.tool_call("http_fetch", {"url": "http://127.0.0.1:9/nope"}),
+        Reply.tool_call("http_fetch", {"url": url}),
         Reply.text("understood, not fetching"),
     )
     who = agent()
@@ -104,8 +106,9 @@ def test_reject_with_reason(cli: CLIStack) -> None:
         "a1-0",
         "http_fetch",
     )
-    listed = cli.vigil.ok("approvals", "--agent", who).stdout
-    assert sid in listed and f"approve {sid} a1-0" in " ".join(listed.split()), listed
+    listed = cli.vigil.ok("approvals", "--agent", who, env={"COLUMNS": "600"}).stdout
+    assert sid in listed and f"approve {sid} a1-0" in listed, listed
+    assert "http://127.0.0.1:9/nope/aaa" in listed, listed
     ack = cli.vigil.json("reject", sid, "a1-0", "--reason", "not that host", "--by", "ana")
     assert ack["accepted"] is True and ack["message"] == "rejected a1-0"
     wait_recorded(cli.database_url, sid, "completed")
@@ -212,6 +215,8 @@ def test_show_says_how_to_answer_a_question_of_the_agent(cli: CLIStack) -> None:
     assert code == 0, stderr
     asked = next(i for i, ln in enumerate(lines) if "ask_human(" in ln)
     assert lines[asked + 1].strip().endswith(f"say {sid} 'YOUR ANSWER'"), lines
+    # The turn of a tool call only says so on its line (it was an empty header).
+    assert lines[asked - 1].strip().endswith("assistant (calls tools)"), lines
     wait_recorded(cli.database_url, sid, "completed")
     _, transcript, _ = read_record(cli.database_url, sid)
     assert any(m.role == "tool" and "blue" in m.content for m in transcript), transcript

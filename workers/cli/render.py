@@ -29,7 +29,9 @@ def print_message(msg: Any, as_json: bool) -> None:
         msg.role, "white"
     )
     out.print(f"[bold {colour}]#{msg.seq} {escape(one_line(who))}[/] ", end="")
-    out.print(msg.content or "", markup=False, highlight=False)
+    # A turn of tool calls only says so (its header line was empty).
+    said = msg.content or ("[dim](calls tools)[/]" if msg.tool_calls else "")
+    out.print(said, markup=not msg.content, highlight=False)
     for call in msg.tool_calls or []:
         name, arguments = one_line(str(call["name"])), one_line(str(call["arguments"]))
         out.print(f"    [dim]→ {escape(name)}({escape(arguments)})[/]")
