@@ -590,12 +590,8 @@ def _mixed_escaped(word: re.Match[str]) -> str:
 
 
 def _json_escape(ch: str) -> str:
-    """``ch`` as JSON's ``\\u`` escape (a pair of them past U+FFFF)."""
-    code = ord(ch)
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    code -= 0x10000
-    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    """``ch`` as JSON escapes it (``\\uXXXX``, a pair of them past U+FFFF)."""
+    return json.dumps(ch)[1:-1]
 
 
 SEARCH_VALUE_BYTES = 2048

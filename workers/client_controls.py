@@ -156,7 +156,7 @@ class SessionControls(SessionHistory):
         why = cancel_reason.reason_text(by, reason)
         await self._rpc(session_id, handle.terminate(reason=f"vigil terminate: {why}"))
         closed = await reconcile(self.temporal, self.db, session_ids=[session_id])
-        return closed[0].status if closed else await self._recorded_status(session_id)
+        return closed[0].status if closed else await self._ended(session_id, None)
 
     async def _still_running(self, session_id: str) -> WorkflowExecutionDescription:
         """Temporal's description of a session that still runs; Refused, saying how it
@@ -170,13 +170,6 @@ class SessionControls(SessionHistory):
                 f"({await self._ended(session_id, WorkflowExecutionStatus(desc.status))})"
             )
         return desc
-
-    async def _recorded_status(self, session_id: str) -> str | None:
-        from vigil.activities.record import store as record
-
-        async with self.db() as db:
-            row = await record.get_session(db, session_id)
-        return None if row is None else row.status
 
     async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> str:
         """Temporal's cancel; who and why travel as its reason (shown in the history, and

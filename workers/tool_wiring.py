@@ -37,7 +37,7 @@ def worker_tools(settings: Settings, resolve_credential: McpCredentials) -> Work
     mcp = McpServers(
         resolve_credential,
         errlog=sys.stderr,
-        idle_seconds=settings.mcp_idle_seconds or None,
+        idle_seconds=settings.mcp_idle_seconds,  # 0: never
         max_servers=settings.mcp_max_servers,
     )
     return WorkerTools(python, mcp, task_queue=settings.task_queue)

@@ -9,6 +9,7 @@ arguments must pass before the decision is accepted. Where a call runs is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import workflow
@@ -111,33 +112,25 @@ def needs_approval(
     policy: ToolPolicy,
     call: ToolCallRef,
     *,
-    rules_over_never: bool = False,
+    rules_over_never: Callable[[], bool] = lambda: False,
 ) -> bool:
     """The starter's explicit list wins; else the tool's rule in the catalog: ``always``,
     ``never``, or ``auto`` (its ``approve_when`` rules when it has some, otherwise
-    external effects). ``rules_over_never``: a call that meets an ``approve_when`` rule
-    waits also when the tool says ``never`` (``PATCH_RULES_OVER_NEVER``; before, it ran)."""
+    external effects). ``rules_over_never``, asked only for a call that meets a rule of a
+    tool that says ``never``: whether the rule wins (``PATCH_RULES_OVER_NEVER``; before,
+    the call ran)."""
     if not defined(runtime) or policy.require_approval is not None:
         return builtin_needs_approval(call.name, policy.require_approval)
     tool = descriptor(runtime, call.name)
     if tool is None:
         return False
-    if tool.approval == "never" and tool.approve_when and rules_over_never:
-        return bool(call.rule_matched)
+    if tool.approval == "never" and tool.approve_when and call.rule_matched:
+        return rules_over_never()
     if tool.approval != "auto":
         return tool.approval == "always"
     if tool.approve_when:
         return bool(call.rule_matched)
     return tool.effects == "external"
-
-
-def never_with_rules(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bool:
-    """Whether ``name``'s approval is ``never`` beside ``approve_when`` rules (and the
-    catalog decides: no starter's list): where ``PATCH_RULES_OVER_NEVER`` matters."""
-    if not defined(runtime) or policy.require_approval is not None:
-        return False
-    tool = descriptor(runtime, name)
-    return tool is not None and tool.approval == "never" and bool(tool.approve_when)
 
 
 def edited_arguments_error(

@@ -45,18 +45,17 @@ def foldable_tools(
     allowed: list[str],
     rules_over_never: Callable[[], bool] = lambda: False,
 ) -> list[str]:
-    """The tools ``call_model`` may run itself for this session. ``rules_over_never``
-    (asked only for a tool that is ``never`` beside ``approve_when`` rules): whether such
-    a tool's rules may ask for approval, so it is not folded."""
-    return [
-        name
-        for name in allowed
-        if _foldable(runtime, policy, name)
-        and not (agents.never_with_rules(runtime, policy, name) and rules_over_never())
-    ]
+    """The tools ``call_model`` may run itself for this session. ``rules_over_never`` as
+    ``agents.needs_approval`` takes it (a tool whose rules may ask is not folded)."""
+    return [name for name in allowed if _foldable(runtime, policy, name, rules_over_never)]
 
 
-def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bool:
+def _foldable(
+    runtime: AgentRuntime | None,
+    policy: ToolPolicy,
+    name: str,
+    rules_over_never: Callable[[], bool],
+) -> bool:
     tool = agents.descriptor(runtime, name)
     if tool is None or tool.kind != "builtin":
         return False
@@ -66,7 +65,7 @@ def _foldable(runtime: AgentRuntime | None, policy: ToolPolicy, name: str) -> bo
         return False
     # Approval may hang on the arguments (approve_when): ask as if a rule matched.
     probe = ToolCallRef(index=0, call_id="", name=name, valid=True, rule_matched=True)
-    return not agents.needs_approval(runtime, policy, probe)
+    return not agents.needs_approval(runtime, policy, probe, rules_over_never=rules_over_never)
 
 
 def local_model_call(runtime: AgentRuntime | None) -> bool:

@@ -635,12 +635,7 @@ class AgentSession(Waits):
             # the model as the tool's result.
             rejected = call.error or "invalid tool call"
         elif agent_policy.needs_approval(
-            self._runtime,
-            self._arg.policy,
-            call,
-            rules_over_never=bool(call.rule_matched)
-            and agent_policy.never_with_rules(self._runtime, self._arg.policy, call.name)
-            and self._rules_over_never(),
+            self._runtime, self._arg.policy, call, rules_over_never=self._rules_over_never
         ):
             edited, rejected = await self._approval(step, call)
             approved = self._approved_digest(call, edited, rejected)

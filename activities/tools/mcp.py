@@ -198,10 +198,10 @@ class McpServers:
             else:  # it never started, or was stopped: nothing to keep a time for
                 self._used.pop(key, None)
 
-    def _stop_unused(self, *, making_room_for: str | None = None) -> None:
+    def _stop_unused(self, *, starting_one: bool = False) -> None:
         """Stop the servers idle past their time and, when one more is about to start
-        (``making_room_for``), the least recently used idle ones past the cap. Synchronous
-        up to the stops themselves, which run in the background."""
+        (``starting_one``), the least recently used idle ones past the cap. Synchronous up
+        to the stops themselves, which run in the background."""
         now = asyncio.get_running_loop().time()
         idle = sorted(
             (key for key in self._connections if key not in self._users),
@@ -213,7 +213,7 @@ class McpServers:
             if self._idle_seconds is not None
             and now - self._used.get(key, now) >= self._idle_seconds
         ]
-        if making_room_for is not None and making_room_for not in self._connections:
+        if starting_one:
             over = len(self._connections) - len(stop) + 1 - self._max_servers
             stop += [key for key in idle if key not in stop][: max(0, over)]
         for key in stop:
@@ -242,22 +242,21 @@ class McpServers:
         if self._closed:
             raise ToolFailed("this worker is shutting down")
         key = server_key(spec, agent)
-        with self._using(key):
-            async with self._locks.setdefault(key, asyncio.Lock()):
-                conn = self._connections.get(key)
-                if conn is not None and conn.alive:
-                    return conn
-                if conn is not None:
-                    log.warning("MCP server %s is gone; starting it again", spec.name)
-                    self._connections.pop(key, None)
-                    await conn.close()
-                self._stop_unused(making_room_for=key)
-                if self._idle_seconds is not None and self._sweeper is None:
-                    self._sweeper = asyncio.create_task(self._sweep(), name="mcp-idle-sweep")
-                conn = McpConnection(spec, self._resolve, self._errlog, agent=agent)
-                await conn.open(self._start_limit(spec))
-                self._connections[key] = conn
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            conn = self._connections.get(key)
+            if conn is not None and conn.alive:
                 return conn
+            if conn is not None:
+                log.warning("MCP server %s is gone; starting it again", spec.name)
+                self._connections.pop(key, None)
+                await conn.close()
+            self._stop_unused(starting_one=True)
+            if self._idle_seconds is not None and self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._sweep(), name="mcp-idle-sweep")
+            conn = McpConnection(spec, self._resolve, self._errlog, agent=agent)
+            await conn.open(self._start_limit(spec))
+            self._connections[key] = conn
+            return conn
 
     def _start_limit(self, spec: McpServerSpec) -> float:
         """How long ``spec``'s server may take to start or list its tools: the worker's

@@ -164,6 +164,12 @@ def vigil_status(exc: VigilError) -> tuple[int, str]:
     return 400, INVALID
 
 
+def vigil_message(exc: VigilError) -> str:
+    """What the API tells of ``exc``: whose session holds a taken id is not said (a token
+    may be scoped to other agents; a trigger's sender has no say in it)."""
+    return exc.message(reveal=False) if isinstance(exc, SessionIdTaken) else str(exc)
+
+
 def _read_as_json(content_type: str) -> bool:
     """Whether FastAPI reads a body of this type as JSON (``application/json`` or a
     ``+json`` type; ``text/json`` is not)."""
@@ -231,9 +237,7 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
     @app.exception_handler(VigilError)
     async def _vigil_error(_: Request, exc: VigilError) -> JSONResponse:
         status, code = vigil_status(exc)
-        if isinstance(exc, SessionIdTaken):  # whose session holds it is not said here
-            return error_response(status, code, exc.message(reveal=False))
-        return error_response(status, code, str(exc))
+        return error_response(status, code, vigil_message(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

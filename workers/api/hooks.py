@@ -36,15 +36,10 @@ from vigil.workers.api.errors import (
     ErrorBody,
     ErrorResponse,
     unreadable_json,
+    vigil_message,
     vigil_status,
 )
-from vigil.workers.client import (
-    NotFound,
-    SessionIdTaken,
-    Unreachable,
-    VigilClient,
-    VigilError,
-)
+from vigil.workers.client import NotFound, Unreachable, VigilClient, VigilError
 from vigil.workers.hooks import TriggerRow, TriggerService, WebhookService
 from vigil.workers.models import ConfigError
 
@@ -193,9 +188,7 @@ async def fire_trigger(
         raise
     except VigilError as exc:
         status, code = vigil_status(exc)
-        # Told as the API tells it (a sender has no --id, nor the right to whose it is).
-        said = exc.message(reveal=False) if isinstance(exc, SessionIdTaken) else str(exc)
-        answer = _error(status, code, said)
+        answer = _error(status, code, vigil_message(exc))  # as the API tells it
         await service.finish(delivery, status, answer)
         return JSONResponse(answer, status_code=status)
     except BaseException:
