@@ -54,6 +54,19 @@ async def echo(data: str) -> str:
     return data[:800]
 
 
+@workflow.defn(name="bench.ModelAndRow", sandboxed=True)
+class ModelAndRow:
+    """One activity doing the essential work of an agent step (bench/essential.py): the
+    model call and the reply's row."""
+
+    @workflow.run
+    async def run(self, goal: str) -> str:
+        out: str = await workflow.execute_activity(
+            "bench.model_and_row", goal, result_type=str, start_to_close_timeout=TIMEOUT
+        )
+        return out
+
+
 SHAPES = ("plain", "heartbeat", "payloads", "retry+summary", "as-vigil")
 """How ShapedActivityLoop schedules its activities: as the floor does ("plain": a start
 to close timeout, tiny payloads); with a heartbeat timeout and a 10-minute limit

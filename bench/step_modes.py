@@ -21,8 +21,10 @@ runs it in a thread of this process, as this bench did until 2026-12-02):
     agent's definition itself, in a local activity) and with vigil's client (as `vigil
     start` and the API start them: the starter reads the definition, and the start input
     carries it), each burst right after a burst of S of the floor's one-activity
-    workflows on the same server (the floor moves between minutes here), repeated R times:
-    the median of the R ratios to the adjacent floor, and their spread; and the CPU
+    workflows on the same server (the floor moves between minutes here) and a burst of S
+    workflows whose one activity does an agent step's essential work (the model call and
+    one row written: bench/essential.py), repeated R times: the median of the R ratios
+    to the adjacent floor and to the essential step, and their spread; and the CPU
     each burst cost per workflow (this process, the Temporal server, PostgreSQL:
     bench/cpu.py), whose ratio moves less with the machine's other load than the rates;
 (peers) when LangGraph is installed (``uv sync --group peers``): ms/step at steps 10, 100
@@ -61,6 +63,7 @@ from temporalio.worker import (
 )
 
 from bench.cpu import CPU, StackCPU
+from bench.essential import model_and_row_worker, model_and_row_workflows
 from bench.floor import Floor, floor_worker, loop_ms, one_activity_workflows, table
 from bench.floor import measure as measure_floor
 from bench.floor_workflows import ActivityLoop
@@ -263,24 +266,33 @@ async def adjacent_bursts(
     steps: int,
     repeat: int,
     cpu: StackCPU,
+    essential_queue: str,
     starter: VigilClient | None = None,
 ) -> list[tuple[str, str]]:
-    """``repeat`` rounds of: ``count`` of the floor's one-activity workflows at once, then
-    ``count`` sessions of ``steps`` steps at once; rows of the medians and the ratios, and
-    of the CPU each workflow cost this process, the Temporal server and PostgreSQL."""
+    """``repeat`` rounds of: ``count`` of the floor's one-activity workflows at once,
+    ``count`` of the essential step's workflows (bench/essential.py), then ``count``
+    sessions of ``steps`` steps at once; rows of the medians and the ratios, and of the
+    CPU each workflow cost this process, the Temporal server and PostgreSQL."""
     floors, done, started, ratios, start_ratios = [], [], [], [], []
+    essentials, over_essential = [], []
     floor_cpu: list[CPU] = []
+    essential_cpu: list[CPU] = []
     session_cpu: list[CPU] = []
     for _ in range(repeat):
         before = cpu.read()
         floor_done, _starts = await one_activity_workflows(client, floor_queue, count)
+        floor_end = cpu.read()
+        essential_done = await model_and_row_workflows(client, essential_queue, count)
         between = cpu.read()
+        essential_cpu.append((between - floor_end).per(count))
+        essentials.append(essential_done / floor_done)
         completed, starts = await sessions_per_second(
             client, task_queue, mode, count, steps, starter
         )
         after = cpu.read()
-        floor_cpu.append((between - before).per(count))
+        floor_cpu.append((floor_end - before).per(count))
         session_cpu.append((after - between).per(count))
+        over_essential.append(completed / essential_done)
         floors.append(floor_done)
         done.append(completed)
         started.append(starts)
@@ -296,9 +308,18 @@ async def adjacent_bursts(
             f"{label}: completed / adjacent floor",
             f"{_median_spread(ratios)}x (goal >= 0.7x)",
         ),
+        (
+            f"{label}: essential step's workflows (model call + one row) / adjacent floor",
+            f"{_median_spread(essentials)}x",
+        ),
+        (
+            f"{label}: completed / adjacent essential step's workflows",
+            f"{_median_spread(over_essential)}x",
+        ),
         (f"{label}: sessions started/s (the start calls)", _median_spread(started, 1)),
         (f"{label}: started / adjacent floor", f"{_median_spread(start_ratios)}x"),
         (f"{label}: CPU ms per floor workflow", str(_median_cpu(floor_cpu))),
+        (f"{label}: CPU ms per essential step's workflow", str(_median_cpu(essential_cpu))),
         (f"{label}: CPU ms per session", str(_median_cpu(session_cpu))),
         (
             f"{label}: floor's CPU / session's CPU (the rate ratio were CPU all that limits)",
@@ -438,7 +459,10 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
 
             starter = VigilClient(cfg, client)
             try:
-                async with floor_worker(client, cfg) as floor_queue:
+                async with (
+                    floor_worker(client, cfg) as floor_queue,
+                    model_and_row_worker(client, cfg, stub.url_openai) as essential_queue,
+                ):
                     for short in (1, 3):
                         for mode in MODES:
                             for how in STARTERS:
@@ -456,6 +480,7 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
                                     short,
                                     args.repeat,
                                     cpu,
+                                    essential_queue,
                                     starter if how == "vigil client" else None,
                                 )
             finally:
