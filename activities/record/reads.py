@@ -89,7 +89,9 @@ async def search_messages(
                         "  vigil_search_messages(q.q, CAST(:sid AS text), :lim, :off) AS p) "
                         "SELECT m.session_id, m.seq, m.role, m.step, m.created_at, "
                         "m.content_enc, page.rank, "
-                        "ts_headline('english', m.content, q.q, :opts) AS snippet "
+                        "ts_headline('english', m.content, q.q, :opts) AS snippet, "
+                        "CASE WHEN m.tool_calls IS NOT NULL THEN ts_headline('english', "
+                        "vigil_call_words(m.tool_calls), q.q, :opts) END AS call_snippet "
                         "FROM page JOIN messages m ON m.id = page.id, q "
                         "ORDER BY page.rank DESC, m.session_id, m.seq"
                     ),
@@ -113,11 +115,19 @@ async def search_messages(
             step=r["step"],
             created_at=r["created_at"],
             rank=float(r["rank"]),
-            snippet=textcodec.decode(r["snippet"], r["content_enc"]),
+            snippet=_snippet(r["snippet"], r["content_enc"], r["call_snippet"]),
         )
         for r in rows[:limit]
     ]
     return SearchPage(hits, offset + limit if len(rows) > limit else None)
+
+
+def _snippet(text_part: str, content_enc: int, calls_part: str | None) -> str:
+    """The text's fragments where a searched word is in the text; else, where one is in
+    the message's tool calls (their names and arguments), those, after ``calls:``."""
+    if SNIPPET_START in text_part or not calls_part or SNIPPET_START not in calls_part:
+        return textcodec.decode(text_part, content_enc)
+    return f"calls: {calls_part}"
 
 
 async def _session_header(db: DbSession, session_id: str) -> dict[str, Any]:

@@ -170,6 +170,60 @@ async def test_search_snippet_of_escaped_text_is_decoded(
     assert "\x00" in page.hits[0].snippet and "\\0" not in page.hits[0].snippet
 
 
+async def test_search_finds_the_words_of_tool_calls(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A tool call's name and its arguments' values are words of its message (a turn that
+    only calls tools has no text); the snippet shows the calls where the text has none."""
+    agent = f"agent-{uuid.uuid4()}"
+    nested = {"name": "notes.md", "content": {"kept": ["pelican colony", 42, True]}}
+    session = await _session(
+        sessionmaker,
+        agent,
+        [
+            NewMessage(0, "user", "Look into the lighthouse report."),
+            NewMessage(
+                1,
+                "assistant",
+                "",
+                step=1,
+                tool_calls=[
+                    {
+                        "id": "c1",
+                        "name": "recall",
+                        "arguments": json.dumps({"query": "zanzibar lighthouse keeper"}),
+                    },
+                    {"id": "c2", "name": "write_artifact", "arguments": json.dumps(nested)},
+                ],
+            ),
+            NewMessage(
+                2,
+                "assistant",
+                "Saved the notes.",
+                step=2,
+                tool_calls=[{"id": "c3", "name": "broken", "arguments": "{not json flamingo"}],
+            ),
+        ],
+    )
+    async with sessionmaker() as db:
+        argument = await search_messages(db, agent, "zanzibar")
+        deep = await search_messages(db, agent, "pelican")
+        unparsed = await search_messages(db, agent, "flamingo")
+        tool_name = await search_messages(db, agent, "write_artifact")
+        in_text = await search_messages(db, agent, "saved")
+        key_only = await search_messages(db, agent, "kept")
+    assert [(h.session_id, h.seq) for h in argument.hits] == [(session, 1)]
+    assert argument.hits[0].snippet.startswith("calls: ")
+    assert "[[zanzibar]]" in argument.hits[0].snippet
+    assert [h.seq for h in deep.hits] == [1] and "[[pelican]]" in deep.hits[0].snippet
+    assert [h.seq for h in unparsed.hits] == [2] and "[[flamingo]]" in unparsed.hits[0].snippet
+    assert [h.seq for h in tool_name.hits] == [1]
+    # A match in the text shows the text, as before.
+    assert [h.seq for h in in_text.hits] == [2]
+    assert in_text.hits[0].snippet.startswith("[[Saved]] the notes")
+    assert key_only.hits == []  # a parameter's name is the tool's, not the agent's words
+
+
 TRICKY = "NUL \x00, lone surrogate \udc80, backslash \\0, emoji 🦉"
 CALLS = [{"id": "call_1", "name": "search_web", "arguments": '{"query": "owls", "limit": 3}'}]
 
