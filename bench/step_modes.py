@@ -457,7 +457,8 @@ async def bench(settings: Settings, args: argparse.Namespace, peers: bool) -> No
             low, default = steps["low-latency"], steps["default"]
             rows.append(("(a) low-latency / default, ms/step", f"{low.ms / default.ms:.2f}x"))
 
-            starter = VigilClient(cfg, client)
+            # Starting sessions as the API server does: its client, its pool.
+            starter = VigilClient(cfg, client, db_pool_size=cfg.api_db_pool_size)
             try:
                 async with (
                     floor_worker(client, cfg) as floor_queue,

@@ -15,7 +15,7 @@ this one is re-exported here.
 from __future__ import annotations
 
 from vigil.workers.client_controls import refuse_oversized
-from vigil.workers.client_core import _VigilClientCore
+from vigil.workers.client_core import CLIENT_DB_POOL_SIZE, _VigilClientCore
 from vigil.workers.client_errors import (
     BadArgument,
     Forbidden,
@@ -106,6 +106,8 @@ class VigilClient(_RecordExtras, ScheduleControls):
     """The async API over the Temporal client and the record (see module docstring)."""
 
     @classmethod
-    async def connect(cls, settings: Settings) -> VigilClient:
+    async def connect(
+        cls, settings: Settings, *, db_pool_size: int = CLIENT_DB_POOL_SIZE
+    ) -> VigilClient:
         core = await _VigilClientCore.connect(settings)
-        return cls(core.settings, core.temporal)
+        return cls(core.settings, core.temporal, db_pool_size=db_pool_size)

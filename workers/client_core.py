@@ -57,13 +57,24 @@ if TYPE_CHECKING:
     from vigil.workers.feed import Feed
 
 
+CLIENT_DB_POOL_SIZE = 4
+"""PostgreSQL connections a client keeps open (a command's few statements run one after
+another); the API server keeps ``api_db_pool_size``."""
+
+
 class _VigilClientCore:
     def __init__(
-        self, settings: Settings, temporal: Client, engine: AsyncEngine | None = None
+        self,
+        settings: Settings,
+        temporal: Client,
+        engine: AsyncEngine | None = None,
+        *,
+        db_pool_size: int = CLIENT_DB_POOL_SIZE,
     ) -> None:
         self.settings = settings
         self.temporal = temporal
         self._engine = engine
+        self._db_pool_size = db_pool_size
         self._db: async_sessionmaker[DbSession] | None = None
         self._feed: Feed | None = None
         self._feed_lock = asyncio.Lock()
@@ -78,9 +89,12 @@ class _VigilClientCore:
         return self._endpoints
 
     @classmethod
-    async def connect(cls, settings: Settings) -> _VigilClientCore:
+    async def connect(
+        cls, settings: Settings, *, db_pool_size: int = CLIENT_DB_POOL_SIZE
+    ) -> _VigilClientCore:
         """A client whose Temporal connection is made on first use: commands that need only
-        PostgreSQL (show, export, search, memory, artifacts) work while Temporal is down."""
+        PostgreSQL (show, export, search, memory, artifacts) work while Temporal is down.
+        ``db_pool_size``: the PostgreSQL connections it keeps (the API server's setting)."""
         endpoints = settings.endpoints()
         try:
             temporal = await connect(settings, lazy=True)
@@ -90,7 +104,7 @@ class _VigilClientCore:
             raise Unreachable(temporal_down(endpoints.temporal_address)) from exc
         if endpoints.database_url is None:
             raise Unreachable(settings.no_database())
-        return cls(settings, temporal)
+        return cls(settings, temporal, db_pool_size=db_pool_size)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -101,7 +115,7 @@ class _VigilClientCore:
             url = self.settings.endpoints().database_url
             if url is None:
                 raise Unreachable(self.settings.no_database())
-            self._engine = make_engine(url, pool_size=4)
+            self._engine = make_engine(url, pool_size=self._db_pool_size)
         return self._engine
 
     @property

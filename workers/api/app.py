@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = await VigilClient.connect(settings)
+        client = await VigilClient.connect(settings, db_pool_size=settings.api_db_pool_size)
         app.state.client = client
         app.state.tokens = TokenService(client.db)
         with contextlib.suppress(Exception):  # no S3 endpoint yet: readiness says so
