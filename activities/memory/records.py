@@ -37,19 +37,24 @@ class AddResult:
     superseded_ids: tuple[int, ...] = ()
     """For ``superseded``: the live memories about the same subject that the new one replaced."""
     similarity: float | None = None
-    """For ``merged``: cosine similarity to the memory merged into."""
+    """For ``merged``: cosine similarity to the memory merged into; for ``superseded``,
+    to the near-duplicate whose words the new memory replaced (None: by subject alone)."""
     redactions: dict[str, int] = field(default_factory=dict)
     """Findings replaced before storage, per kind (empty when redaction is off)."""
 
     def said(self, whose: str = "") -> str:
         """What was done, for a person or the model: ``memory 8 added{whose}, superseding
-        5 (the same subject)`` or ``merged into memory 8{whose} (a near-duplicate)``."""
+        5 (the same subject)`` (or ``(a near-duplicate in other words)``) or ``merged into
+        memory 8{whose} (a near-duplicate)``."""
         if self.action == "merged":
             return f"merged into memory {self.id}{whose} (a near-duplicate)"
         said = f"memory {self.id} added{whose}"
         if self.superseded_ids:
             older = ", ".join(str(i) for i in self.superseded_ids)
-            said += f", superseding {older} (the same subject)"
+            why = (
+                "the same subject" if self.similarity is None else "a near-duplicate in other words"
+            )
+            said += f", superseding {older} ({why})"
         return said
 
 

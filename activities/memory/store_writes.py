@@ -36,6 +36,7 @@ from vigil.activities.memory.values import (
     _normal_subject,
     _vector_literal,
     subject_key,
+    words_of,
 )
 from vigil.activities.memory.writes import (
     _BEFORE_A_SUBJECT_WRITE,
@@ -221,42 +222,53 @@ class _MemoryWrites(_VectorRecall):
                     nearest = min(hits, key=lambda row: (row.distance, row.id))
                     best = (nearest.id, 1.0 - float(nearest.distance))
 
+            near: float | None = None  # a near-duplicate's similarity, when it is superseded
             if best is not None and best[1] >= self.merge_threshold:
                 merged_id, similarity = best
                 old = (await db.execute(_FOR_MERGE, {"id": merged_id})).one()
-                old_meta = textcodec.decode_json(old.metadata) or {}
-                entry: dict[str, Any] = {
-                    "at": now.isoformat(),
-                    "similarity": round(similarity, 6),
-                    "importance": importance,
-                    "source_session_id": source_session_id,
-                    "content": content,
-                }
-                if extra:
-                    entry["metadata"] = extra
-                if "merges" not in old_meta:
-                    # Its importance before any merge raised it: an erased merger's rise
-                    # is taken back (record.erasure).
-                    old_meta["own_importance"] = float(old.importance)
-                old_meta["merges"] = [*old_meta.get("merges", []), entry][-MERGE_LOG_LIMIT:]
-                old_meta["merge_count"] = int(old_meta.get("merge_count", 0)) + 1
-                await db.execute(
-                    _MERGE,
-                    {
-                        "id": merged_id,
+                if words_of(old.content) != words_of(content):
+                    # Nearly the same, but other words: a correction ("not allowed" after
+                    # "allowed" is 0.98 alike to the hashing embedder). The newest words
+                    # are the ones recalled; the old memory is superseded, kept for history
+                    # (a merge kept the old words and hid the new ones in its notes).
+                    near = similarity
+                    importance = max(importance, float(old.importance))
+                    if merged_id not in old_ids:
+                        old_ids.append(merged_id)
+                else:
+                    old_meta = textcodec.decode_json(old.metadata) or {}
+                    entry: dict[str, Any] = {
+                        "at": now.isoformat(),
+                        "similarity": round(similarity, 6),
                         "importance": importance,
-                        "metadata": textcodec.encode_json(old_meta),
-                        "agent_id": agent_id,
-                        "key": key,
                         "source_session_id": source_session_id,
-                        "action": "merged",
-                        "similarity": similarity,
-                        "old_ids": [],
-                    },
-                )
-                return AddResult(
-                    id=merged_id, action="merged", similarity=similarity, redactions=counts
-                )
+                        "content": content,
+                    }
+                    if extra:
+                        entry["metadata"] = extra
+                    if "merges" not in old_meta:
+                        # Its importance before any merge raised it: an erased merger's rise
+                        # is taken back (record.erasure).
+                        old_meta["own_importance"] = float(old.importance)
+                    old_meta["merges"] = [*old_meta.get("merges", []), entry][-MERGE_LOG_LIMIT:]
+                    old_meta["merge_count"] = int(old_meta.get("merge_count", 0)) + 1
+                    await db.execute(
+                        _MERGE,
+                        {
+                            "id": merged_id,
+                            "importance": importance,
+                            "metadata": textcodec.encode_json(old_meta),
+                            "agent_id": agent_id,
+                            "key": key,
+                            "source_session_id": source_session_id,
+                            "action": "merged",
+                            "similarity": similarity,
+                            "old_ids": [],
+                        },
+                    )
+                    return AddResult(
+                        id=merged_id, action="merged", similarity=similarity, redactions=counts
+                    )
 
             stored_meta: dict[str, Any] = {**extra, "embedder": self.embedder.name}
             if counts:
@@ -282,12 +294,16 @@ class _MemoryWrites(_VectorRecall):
                         "old_ids": old_ids,
                         "key": key,
                         "action": action,
-                        "similarity": None,
+                        "similarity": near,
                     },
                 )
             ).scalar_one()
             return AddResult(
-                id=new_id, action=action, superseded_ids=tuple(old_ids), redactions=counts
+                id=new_id,
+                action=action,
+                similarity=near,
+                superseded_ids=tuple(old_ids),
+                redactions=counts,
             )
 
     async def _written_before(self, agent_id: str, key: str | None) -> AddResult | None:

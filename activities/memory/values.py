@@ -76,6 +76,16 @@ def subject_key(subject: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", subject).casefold())
 
 
+_WORD = re.compile(r"\w+")
+
+
+def words_of(text: str) -> list[str]:
+    """A memory's words as a merge compares them: in NFKC form, case-folded, without
+    punctuation or spacing ("User prefers DARK mode!" has the words of "user prefers
+    dark mode")."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
 def _aware(value: datetime | None, what: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValueError(f"{what} must be timezone-aware")

@@ -47,7 +47,7 @@ _NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS 
 )
 DEDUPE_CANDIDATES = 10
 
-_FOR_MERGE = sql("SELECT importance, metadata FROM memories WHERE id = :id FOR UPDATE")
+_FOR_MERGE = sql("SELECT importance, metadata, content FROM memories WHERE id = :id FOR UPDATE")
 
 # A keyed write (a tool call's, a session outcome's) is recorded with its result, so a
 # retry of the same call returns that result instead of writing again; the primary key

@@ -178,6 +178,32 @@ async def test_text_postgres_cannot_hold_is_rejected(
     assert await store.recall(agent, "inside surrogate", k=5, include_superseded=True) == []
 
 
+ALLOWED = "Deploys to the production cluster from main are allowed on Fridays after review"
+NOT_ALLOWED = "Deploys to the production cluster from main are not allowed on Fridays after review"
+
+
+@pytest.mark.parametrize("subject", [None, "friday deploys"])
+async def test_a_near_duplicate_in_other_words_supersedes_the_existing_memory(
+    store: MemoryStore, agent: str, subject: str | None
+) -> None:
+    """A correction nearly repeats what it corrects (one word more here): it was merged
+    into the old memory, whose words recall went on returning. The newest words win; the
+    old memory stays for history."""
+    first = await store.add(agent, ALLOWED, importance=0.7, subject=subject)
+    second = await store.add(agent, NOT_ALLOWED, importance=0.4, subject=subject)
+    assert (second.action, second.superseded_ids) == ("superseded", (first.id,))
+    assert second.similarity is not None and second.similarity >= store.merge_threshold
+    assert "near-duplicate in other words" in second.said()
+    old, new = await store.get(agent, first.id), await store.get(agent, second.id)
+    assert old is not None and old.superseded_by == second.id
+    assert new is not None and (new.content, new.importance) == (NOT_ALLOWED, 0.7)
+    hits = await store.recall(agent, "deploys on Fridays", k=10)
+    assert [(h.id, h.content) for h in hits] == [(second.id, NOT_ALLOWED)]
+    # The same words again (case and punctuation aside) still merge.
+    again = await store.add(agent, NOT_ALLOWED.upper() + "!", subject=subject)
+    assert (again.action, again.id) == ("merged", second.id)
+
+
 async def test_invalid_arguments_are_refused(store: MemoryStore, agent: str) -> None:
     with pytest.raises(ValueError, match="empty"):
         await store.add(agent, "   ")
