@@ -375,10 +375,28 @@ class SessionStart(_VigilClientCore):
         if self._versions is None:
             self._versions = KnownVersions(self.db)
         try:
-            return await AgentService(self.db, known=self._versions).require_startable(
+            found = await AgentService(self.db, known=self._versions).require_startable(
                 agent_id, version, allow_undefined=allow
             )
         except BadAgentVersion as exc:
             raise BadArgument(str(exc)) from None
         except AgentError as exc:
             raise UnknownAgent(str(exc)) from None
+        if found is None:
+            await self._refuse_lookalike(agent_id)
+        return found
+
+    async def _refuse_lookalike(self, agent_id: str) -> None:
+        """BadArgument for an undefined agent the record does not know that reads as one it
+        does (``Ops`` for ``ops``, a Cyrillic letter for a Latin one): its sessions would
+        look like the other agent's everywhere they are listed. A definition of it says
+        the id is meant."""
+        from vigil.workers.tokens import unknown_agents
+
+        for unknown in await unknown_agents(self.db, [agent_id]):
+            if unknown.like is not None:
+                raise BadArgument(
+                    f"{unknown.describe()} (an agent without a definition that reads as "
+                    "another is refused: to use this id on purpose, define the agent first, "
+                    "`vigil agent apply`)"
+                )

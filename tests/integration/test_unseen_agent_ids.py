@@ -117,3 +117,31 @@ def test_memory_and_webhook_commands_refuse_an_agent_that_reads_as_a_known_one(
     assert forced.returncode == 0, explain(forced)
     # The agent itself: no warning.
     assert "warning" not in vigil.ok("memory", "add", "a fact", "--agent", known).stderr
+
+
+def test_a_session_of_an_undefined_agent_that_reads_as_a_known_one_is_refused(
+    stack: Stack, settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """`vigil start --agent ops --undefined-agent` with a Cyrillic o (the agent is `ops`) started
+    a session listed as if it were `ops`'s, and so did `Ops`, a keyed message and the API
+    where undefined agents are allowed; the next token for it was then taken silently, as
+    the record knew it. Each is refused now, naming the agent it reads as."""
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
+    known = f"ops-{uuid.uuid4().hex[:6]}"
+    known_agent(database_url, known)
+    cyrillic = "\u043e" + known[1:]
+    for args in (
+        ("start", "a goal", "--agent", cyrillic, "--undefined-agent"),
+        ("start", "a goal", "--agent", known.upper(), "--undefined-agent"),
+        ("message", cyrillic, "hello", "--key", "k", "--undefined-agent"),
+    ):
+        done = vigil(*args)
+        assert done.returncode == 2, explain(done)
+        said = " ".join(done.stderr.split())
+        assert f"did you mean {known!r}?" in said and "vigil agent apply" in said, (args, said)
+    assert vigil.json("list", "--agent", cyrillic) == []
+    allowing = settings.model_copy(update={"allow_undefined_agents": True})
+    with running_api(allowing) as api, api.client(api.token(Scope.ADMIN)) as http:
+        r = http.post("/v1/sessions", json={"agent": cyrillic, "goal": "g"})
+        assert r.status_code == 422, r.text
+        assert f"did you mean {known!r}?" in r.json()["error"]["message"]
