@@ -45,6 +45,8 @@ from vigil.workers.liveness import is_unreachable
 
 CRON_MEMO = "vigil.cron"
 """The schedule memo key holding its cron expression as given."""
+_BAD_SPEC = "Invalid schedule spec:"
+"""How Temporal begins its refusal of a schedule's spec (a cron it cannot read)."""
 
 
 OVERLAP = {
@@ -238,6 +240,15 @@ class ScheduleControls(SessionControls):
             if is_unreachable(exc):
                 raise Unreachable(self.temporal_down()) from None
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
+                if cron and exc.message.startswith(_BAD_SPEC):
+                    # The cron's own fault, in vigil's words (Temporal's speak of 5-7
+                    # fields, where five or a macro is what vigil takes).
+                    raise BadArgument(
+                        f"bad cron expression {cron[:80]!r}: "
+                        f"{exc.message.removeprefix(_BAD_SPEC).strip()} (five fields, "
+                        "minute hour day-of-month month day-of-week, e.g. '0 9 * * MON-FRI', "
+                        "or a macro such as @daily)"
+                    ) from exc
                 raise BadArgument(
                     f"could not create schedule {schedule_id!r}: {exc.message}"
                 ) from exc

@@ -164,6 +164,18 @@ def check_cron(expression: str | None) -> str | None:
         or any(unicodedata.category(c).startswith("C") for c in expression)
     ):
         raise BadArgument(f"bad cron expression {expression[:80]!r}: e.g. '0 9 * * MON-FRI'")
+    if named and fields[0] != "@every" and expression.strip() not in CRON_MACROS:
+        # Temporal knows these (and @every); @reboot and the rest came back as its own
+        # "does not have 5-7 fields", where five fields or a macro is what is taken.
+        raise BadArgument(
+            f"unknown cron macro {expression.strip()[:80]!r}: one of {', '.join(CRON_MACROS)}, "
+            "or five fields (minute hour day-of-month month day-of-week)"
+        )
+    if not named and any(_step_of_zero(field) for field in fields):
+        raise BadArgument(
+            f"bad cron expression {expression[:80]!r}: a step of 0 ('*/0') never moves on; "
+            "e.g. '*/15 * * * *' for every 15 minutes"
+        )
     if not named and len(fields) != 5:
         # Temporal reads more fields as seconds first and the year last (a sixth is the
         # year), where many cron dialects read a sixth as seconds: '0 0 2 * * *' meant
@@ -178,6 +190,19 @@ def check_cron(expression: str | None) -> str | None:
             "the month it names"
         )
     return expression
+
+
+CRON_MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+"""The macros a cron may be (as Temporal reads them; ``@every`` is left to it)."""
+
+
+def _step_of_zero(field: str) -> bool:
+    """Whether a cron field steps by 0 somewhere (``*/0``, ``1-5/00``)."""
+    return any(
+        "/" in part and part.rsplit("/", 1)[1].isascii() and part.rsplit("/", 1)[1].isdigit()
+        and int(part.rsplit("/", 1)[1]) == 0
+        for part in field.split(",")
+    )  # fmt: skip
 
 
 def cron_note(expression: str | None) -> str | None:

@@ -403,3 +403,17 @@ def test_a_cron_naming_both_kinds_of_day_says_it_runs_on_days_that_are_both(
     shown = cli.vigil.json("schedule", "show", schedule_id)
     nexts = [datetime.fromisoformat(t) for t in shown["next_runs"]]
     assert nexts and all(t.weekday() == 4 and t.day == 13 for t in nexts), nexts
+
+
+def test_a_cron_temporal_cannot_read_is_refused_in_vigils_words(
+    cli: CLIStack, schedule_id: str
+) -> None:
+    """A cron past vigil's light check that Temporal refuses was its raw "Invalid schedule
+    spec: ..." under "could not create schedule"; it is a bad cron expression, with what
+    vigil takes."""
+    done = cli.vigil("schedule", "create", schedule_id, "--goal", "g", "--cron", "61 * * * *")
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "bad cron expression '61 * * * *':" in said and "five fields" in said, said
+    assert "Invalid schedule spec" not in said and "5-7" not in said, said
+    assert cli.vigil("schedule", "show", schedule_id).returncode != 0

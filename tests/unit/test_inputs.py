@@ -236,3 +236,22 @@ def test_a_cron_naming_a_day_of_the_month_and_of_the_week_counts_days_that_are_b
     assert "both day 13 of the month and FRI" in (inputs.cron_note("0 0 13 * FRI") or "")
     for either_one in ("0 0 13 * *", "0 9 * * MON", "@weekly", None, "0 0 */2 * MON"):
         assert inputs.cron_note(either_one) is None
+
+
+@pytest.mark.parametrize("cron", ["@reboot", "@every_day", "@Daily"])
+def test_an_unknown_cron_macro_is_refused_in_vigils_words(cron: str) -> None:
+    """'@reboot' reached Temporal and came back as "CronString does not have 5-7 fields",
+    where the README says five fields or a macro."""
+    with pytest.raises(BadArgument, match="unknown cron macro") as refused:
+        inputs.schedule_timing(cron=cron, every=None)
+    assert "@daily" in str(refused.value) and "5-7" not in str(refused.value)
+    for macro in inputs.CRON_MACROS:
+        assert inputs.schedule_timing(cron=macro, every=None).cron == macro
+
+
+@pytest.mark.parametrize("cron", ["*/0 * * * *", "0 1-5/00 * * *", "0 0 1,*/0 * *"])
+def test_a_cron_stepping_by_zero_is_refused(cron: str) -> None:
+    """Temporal answered "Minute has invalid Step" as its own error."""
+    with pytest.raises(BadArgument, match="a step of 0"):
+        inputs.schedule_timing(cron=cron, every=None)
+    assert inputs.schedule_timing(cron="*/10 * * * *", every=None).cron == "*/10 * * * *"
