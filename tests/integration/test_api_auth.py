@@ -195,6 +195,8 @@ def test_a_token_for_an_agent_that_only_reads_as_a_known_one_is_refused(
     # One for an agent to come is made, with a warning; one for the known agent quietly.
     later = vigil("token", "create", "--owner", "bo", "--agent", "not-yet-" + known)
     assert later.returncode == 0 and "warning: no agent" in later.stderr, later.stderr
+    # A whole sentence (it stopped at "once it is").
+    assert "the token covers it once it is started or defined" in " ".join(later.stderr.split())
     exact = vigil("token", "create", "--owner", "bo", "--agent", known)
     assert exact.returncode == 0 and "warning" not in exact.stderr, exact.stderr
 

@@ -55,6 +55,9 @@ def test_pause_say_redirect_resume(cli: CLIStack) -> None:
     assert shown["state"]["paused"] is True and shown["state"]["status"] == "paused"
     assert shown["session"]["goal"] == "count the files instead"
     assert len(requests_for(cli.stub, goal)) == 1, "a paused session called the model"
+    human = cli.vigil.ok("show", sid).stdout
+    live = next(ln for ln in human.splitlines() if ln.split()[1:2] == ["live"])
+    assert "paused, run 1" in live and "paused, paused" not in live, live  # said once
 
     ack = cli.vigil.json("resume", sid, "--by", "ana")
     assert ack["accepted"] is True and ack["message"] == "resumed"
@@ -82,6 +85,8 @@ def test_show_says_paused_while_an_approval_waits(cli: CLIStack) -> None:
     status = next(ln for ln in shown.stdout.splitlines() if ln.split()[1:2] == ["status"])
     assert "paused (approval a1-0 pending)" in status, shown.stdout
     # The JSON keeps the record's status and the live state as they are.
+    live = next(ln for ln in shown.stdout.splitlines() if ln.split()[1:2] == ["live"])
+    assert "waiting_approval, paused, run 1" in live, shown.stdout
     state = cli.vigil.json("show", sid)["state"]
     assert state["paused"] is True and [a["approval_id"] for a in state["pending_approvals"]] == [
         "a1-0"

@@ -122,7 +122,10 @@ def create(
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         service = TokenService(db)
         unknown = await vet_agents(
-            db, agent_list, allow_unknown=allow_unknown, then="; the token covers it once it is"
+            db,
+            agent_list,
+            allow_unknown=allow_unknown,
+            then="; the token covers it once it is started or defined",
         )
         try:
             new = await service.create(

@@ -272,7 +272,8 @@ def show(
         ]:
             table.add_row(*plain(k, v))
         if live is not None:
-            paused = ", paused" if live.paused else ""
+            # Paused while waiting for an approval: both; paused alone says it once.
+            paused = ", paused" if live.paused and live.status.value != "paused" else ""
             table.add_row(*plain("live", f"{live.status.value}{paused}, run {live.run_index}"))
             for a in live.pending_approvals:
                 table.add_row(
