@@ -123,6 +123,11 @@ def test_interval_schedule_runs_pauses_resumes_and_deletes(cli: CLIStack, schedu
     from_cli = cli.vigil.json("schedule", "runs", schedule_id)
     assert first["id"] in [r["id"] for r in from_cli]
     assert {r["schedule_id"] for r in from_cli} == {schedule_id}
+    # `list --schedule` as the API's ?schedule= (it had no such option).
+    listed_runs = cli.vigil.json("list", "--schedule", schedule_id)
+    assert first["id"] in [r["id"] for r in listed_runs]
+    assert {r["agent_id"] for r in listed_runs} == {agent}
+    assert cli.vigil.json("list", "--schedule", f"{schedule_id}-none") == []
 
     # The answer the API's pause gives (it was {"id", "paused", "was_paused"} here).
     assert cli.vigil.json("schedule", "pause", schedule_id) == {

@@ -184,6 +184,9 @@ def list_(
         ),
     ] = None,
     since: Annotated[str | None, typer.Option(help="ISO time or e.g. 2h, 3d.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="Only the runs of this schedule.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many sessions.")] = 50,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -198,11 +201,14 @@ def list_(
     since_dt = _parse_since(since)
 
     async def go(client: VigilClient) -> None:
-        rows = await client.list_sessions(agent=agent, status=status, since=since_dt, limit=limit)
+        rows = await client.list_sessions(
+            agent=agent, status=status, since=since_dt, schedule_id=schedule, limit=limit
+        )
 
         def human() -> None:
             if not rows:
-                filters = [f"{k} {v}" for k, v in (("agent", agent), ("status", status)) if v]
+                named = (("agent", agent), ("status", status), ("schedule", schedule))
+                filters = [f"{k} {v}" for k, v in named if v]
                 filters += [f"since {since}"] if since else []
                 nothing("no sessions", "matching " + ", ".join(filters) if filters else None)
                 return
