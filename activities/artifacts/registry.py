@@ -155,8 +155,9 @@ def validate_name(name: str, *, new: bool = False) -> str:
     Slashes, dots and percent signs are allowed: a name is never used as a path in the
     store. A ``new`` name (one being written) must also end in something a file can be
     called, as ``vigil artifact get`` names its file after it: not ``.`` or ``..`` (an
-    HTTP client also resolves such a segment away), and it holds no backslash (a path
-    separator on Windows, a ``/`` to browsers). Names written before stay readable.
+    HTTP client also resolves such a segment away), it holds no backslash (a path
+    separator on Windows, a ``/`` to browsers), and no space begins or ends it (``foo ``
+    is listed as ``foo``). Names written before stay readable.
     """
     if not isinstance(name, str):
         raise InvalidArtifactName("an artifact name must be a string")
@@ -172,6 +173,11 @@ def validate_name(name: str, *, new: bool = False) -> str:
             )
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_BYTES} bytes")
+    if new and name != name.strip():
+        raise InvalidArtifactName(
+            f"an artifact name must not begin or end with a space: {name!r} (it would read "
+            "as the name without it)"
+        )
     if new and "\\" in name:
         raise InvalidArtifactName(
             f"an artifact name must not contain a backslash: {name!r} (use '/')"

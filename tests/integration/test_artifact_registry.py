@@ -205,6 +205,8 @@ async def test_another_agent_can_neither_read_nor_link_into_the_session(
         "..",
         "a/..",
         "a\\b",
+        "notes.md ",  # listed as "notes.md": it read as another artifact's name
+        " notes.md",
     ],
 )
 async def test_bad_names_are_refused_before_anything_is_written(
@@ -274,6 +276,7 @@ def test_ordinary_names_are_accepted() -> None:
         "x" * 255,
     ):
         assert validate_name(name, new=True) == name
+    assert validate_name("written before ") == "written before "  # still readable
 
 
 async def test_bytes_that_fail_their_digest_are_refused_on_read(
