@@ -100,3 +100,15 @@ def test_each_way_a_body_is_unreadable_is_named(api: ApiServer) -> None:
         # body was not UTF-8.
         long = said(b'{"agent": "ops", "goal": "g", "budget": {"max_steps": ' + b"1" * 5000 + b"}}")
         assert long == "a number in the body has more than 4300 digits", long
+
+
+def test_a_method_no_route_serves_names_every_method_the_path_serves(api: ApiServer) -> None:
+    """OPTIONS /v1/sessions was a 405 saying `Allow: POST`: the path serves GET too."""
+    with httpx.Client(base_url=api.base_url) as h:
+        r = h.request("OPTIONS", "/v1/sessions")
+        assert r.status_code == 405, r.text
+        assert r.headers["allow"] == "GET, POST", r.headers
+        assert r.json()["error"]["code"] == "method_not_allowed"
+        assert "GET, POST" in r.json()["error"]["message"]
+        one = h.request("PATCH", "/v1/me")
+        assert one.status_code == 405 and one.headers["allow"] == "GET", one.headers

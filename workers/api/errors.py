@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from temporalio.service import RPCError
 
 from vigil.activities.failures import outage_of
@@ -218,6 +219,22 @@ CallerRefusal = Callable[[Request], Awaitable[ApiError | None]]
 """The refusal of a request's caller by its route (``auth.caller_refusal``)."""
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _methods_of_path(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (each asked of the routes as
+    a request of it: included routers nest theirs)."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
 def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
     """Register the handlers that turn every failure into the one error shape. A body
     that could not be read is refused only once ``caller_refusal`` admitted the caller
@@ -286,7 +303,13 @@ def install(app: FastAPI, caller_refusal: CallerRefusal) -> None:
             if (refused := await _caller_first(request)) is not None:
                 return refused
             detail = unreadable_json(exc.__cause__)
-        return error_response(exc.status_code, code, detail, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405 and (allowed := _methods_of_path(request)):
+            # Starlette names the methods of the first route at the path alone (POST for
+            # /sessions, which serves GET too).
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed here: {', '.join(allowed)}"
+        return error_response(exc.status_code, code, detail, headers=headers)
 
     @app.exception_handler(DataError)
     async def _out_of_range(_: Request, exc: DataError) -> JSONResponse:
