@@ -133,6 +133,25 @@ class SessionReads(SessionStart):
             raise NotRecordedYet(f"session {session_id!r} has no record yet; try again shortly")
         return row
 
+    async def started_goal(self, session_id: str) -> str | None:
+        """The goal a session's run was started with, from its first history event (for
+        a session no worker has recorded yet); None when Temporal has no such run."""
+        from vigil.schema.payloads import StartSessionInput
+
+        handle = self.temporal.get_workflow_handle(session_id)
+        try:
+            async for event in handle.fetch_history_events(page_size=1):
+                started = event.workflow_execution_started_event_attributes
+                [arg] = await self.temporal.data_converter.decode(
+                    list(started.input.payloads), [StartSessionInput]
+                )
+                return str(arg.goal)
+        except RPCError as exc:
+            if is_unreachable(exc):
+                raise Unreachable(self.temporal_down()) from None
+            return None
+        return None
+
     async def require_session_soon(
         self,
         session_id: str,

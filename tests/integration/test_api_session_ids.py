@@ -68,6 +68,42 @@ def test_a_taken_id_tells_another_agents_token_nothing_but_that(
         )
 
 
+def test_a_start_sent_again_may_return_the_session_its_id_names(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """A start sent again after its answer was lost got a 409 for the session it had made:
+    with ``if_exists: return`` it gets that session (200, ``created`` false), when it is
+    the same agent's with the same goal; anything else stays a 409."""
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        owner, other = define(admin, "again"), define(admin, "again-other")
+    goal = cli.plan(Reply.text("ok"))
+    sid = f"again-{uuid.uuid4().hex[:8]}"
+    start = {"agent": owner, "goal": goal, "id": sid, "if_exists": "return"}
+    with api.client(api.token(Scope.CONTROL, agents=[owner])) as mine:
+        first = mine.post("/v1/sessions", json=start)
+        assert first.status_code == 201, first.text
+        assert first.json()["created"] is True
+        again = mine.post("/v1/sessions", json=start)
+        assert again.status_code == 200, again.text
+        assert (again.json()["id"], again.json()["created"]) == (sid, False)
+        assert again.json()["status"] in ("running", "completed")
+        wait_status(mine, sid, "completed")
+        ended = mine.post("/v1/sessions", json=start)
+        assert (ended.status_code, ended.json()["status"]) == (200, "completed"), ended.text
+        other_goal = mine.post("/v1/sessions", json={**start, "goal": "another goal"})
+        assert other_goal.status_code == 409, other_goal.text
+        assert "with another goal" in other_goal.json()["error"]["message"]
+        plain = mine.post("/v1/sessions", json={**start, "if_exists": "fail"})
+        assert plain.status_code == 409, plain.text
+    with api.client(api.token(Scope.CONTROL, agents=[other])) as theirs:
+        # Another agent's session: the id is taken, and nothing more is said.
+        taken = theirs.post("/v1/sessions", json={**start, "agent": other})
+        assert taken.status_code == 409, taken.text
+        assert taken.json()["error"]["message"] == (
+            f"a session with id {sid!r} already exists; choose another id"
+        )
+
+
 UNREACHABLE_IDS = ["a/b", "..", ".", "a b", "-lead", "semi;colon", "x" * 201, "naïve", "a\\b"]
 
 

@@ -10,20 +10,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.activities.record.archived import archived_transcript
 from vigil.activities.record.store import SessionRow, StoredMessage
+from vigil.schema import textcodec
 from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
 from vigil.workers.api.errors import CONFLICT, ApiError
-from vigil.workers.client import MAX_RECENT_MESSAGES, SessionIdTaken
+from vigil.workers.client import (
+    MAX_RECENT_MESSAGES,
+    NotRecordedYet,
+    SessionIdTaken,
+    VigilClient,
+)
 from vigil.workers.inputs import SESSION_ID, check_session_id
 from vigil.workers.tokens import Scope
 
@@ -73,12 +79,20 @@ class StartRequest(StartOptions):
     id: str | None = Field(default=None, min_length=1, max_length=200)
     """The session's id (a new one by default): letters, digits and ``. _ : -``, starting
     with a letter or digit. An id names one session for good, whatever its agent."""
+    if_exists: Literal["fail", "return"] = "fail"
+    """With an ``id`` that names a session already: ``fail`` (409), or ``return`` it
+    (200, ``created`` false) when it is the same agent's with the same goal, as a start
+    sent again after its answer was lost expects; another agent's or goal's is a 409."""
 
 
 class Started(BaseModel):
     id: str
     ui: str | None
     """The session in Temporal's UI, when known."""
+    created: bool = True
+    """False: ``if_exists: return`` answered the session the id already named."""
+    status: str | None = None
+    """That session's recorded status (only when ``created`` is false)."""
 
 
 class SessionItem(BaseModel):
@@ -236,8 +250,16 @@ def message_of(m: StoredMessage) -> Message:
     )
 
 
-@router.post("/sessions", response_model=Started, status_code=201, summary="Start a session")
-async def start_session(body: StartRequest, who: Controller, client: Client) -> Started:
+@router.post(
+    "/sessions",
+    response_model=Started,
+    status_code=201,
+    summary="Start a session",
+    responses={200: {"model": Started, "description": "The session the id already names"}},
+)
+async def start_session(
+    body: StartRequest, who: Controller, client: Client
+) -> Started | JSONResponse:
     check_agent(who, body.agent)
     check_session_id(body.id)
     try:
@@ -252,8 +274,30 @@ async def start_session(body: StartRequest, who: Controller, client: Client) -> 
         # Ids are one namespace across agents: a token that cannot read the session holding
         # the id learns only that it is taken, never its status (reads of it are 404).
         mine = exc.agent_id is not None and who.sees_agent(exc.agent_id)
+        if body.if_exists == "return" and mine and exc.agent_id == body.agent:
+            return await _existing(client, exc, body.goal)
         raise ApiError(409, CONFLICT, exc.message(reveal=mine)) from None
     return Started(id=started.id, ui=started.ui_url)
+
+
+async def _existing(client: VigilClient, taken: SessionIdTaken, goal: str) -> JSONResponse:
+    """The session an ``if_exists: return`` start names, when it has the start's goal."""
+    if taken.erased:
+        raise ApiError(409, CONFLICT, taken.message(reveal=True))
+    sid = taken.session_id
+    try:
+        row = await client.require_session(sid)
+        same, status = row.goal == textcodec.plain(goal), row.status
+    except NotRecordedYet:  # started, no worker has taken its first step yet
+        same, status = await client.started_goal(sid) == goal, SessionStatus.RUNNING.value
+    if not same:
+        raise ApiError(
+            409,
+            CONFLICT,
+            f"a session with id {sid!r} already exists with another goal; choose another id",
+        )
+    found = Started(id=sid, ui=client.ui_link(sid), created=False, status=status)
+    return JSONResponse(found.model_dump(), status_code=200)
 
 
 @router.get("/sessions", response_model=SessionList, summary="Sessions, newest first")
