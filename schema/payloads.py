@@ -186,8 +186,19 @@ class SessionResult(Payload):
 
 # --- the human control contract (signals and updates) -------------------------------------
 
+MAX_REQUEST_ID = 64
+"""The longest id a control's sender may give it."""
 
-class ApproveInput(Payload):
+
+class Control(Payload):
+    """What every control carries besides its own fields."""
+
+    request_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID)
+    """The sender's id for this request: sent again under it (as a signal, once its update
+    went unanswered), the session takes it once."""
+
+
+class ApproveInput(Control):
     approval_id: str
     by: str = "unknown"
     note: str | None = None
@@ -197,34 +208,34 @@ class ApproveInput(Payload):
     """When given, the approval holds only if the pending call still has this digest."""
 
 
-class RejectInput(Payload):
+class RejectInput(Control):
     approval_id: str
     by: str = "unknown"
     reason: str = ""
 
 
-class PauseInput(Payload):
+class PauseInput(Control):
     by: str = "unknown"
     reason: str = ""
 
 
-class ResumeInput(Payload):
+class ResumeInput(Control):
     by: str = "unknown"
 
 
-class MessageInput(Payload):
+class MessageInput(Control):
     text: str
     by: str = "unknown"
 
 
-class RedirectInput(Payload):
+class RedirectInput(Control):
     goal: str
     by: str = "unknown"
     agent_version: int | None = None
     """Also move the session to this version of its agent's definition."""
 
 
-class WakeInput(Payload):
+class WakeInput(Control):
     by: str = "unknown"
     reason: str = ""
 
@@ -238,6 +249,10 @@ class Ack(Payload):
     paused: bool | None = None
     """Whether the session is paused after the action (a pause that lands while it waits
     for a human or a timer takes effect once that wait ends: ``status`` stays the wait's)."""
+    queued: bool = False
+    """Not taken yet: no worker answered the update in time, and the request was left with
+    Temporal as a signal (in the session's history), taken when a worker runs the session
+    (set by the client, never by the session)."""
 
 
 class PendingApproval(Payload):

@@ -7,6 +7,7 @@ Part of VigilClient (workers/client.py), which re-exports every name.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,15 +18,18 @@ from vigil.schema.limits import input_error, line_text_error
 from vigil.schema.payloads import (
     Ack,
     ApproveInput,
+    Control,
     MessageInput,
     PauseInput,
     RedirectInput,
     RejectInput,
     ResumeInput,
+    SessionStatus,
     WakeInput,
 )
-from vigil.workers.client_errors import BadArgument, Refused, VigilError
+from vigil.workers.client_errors import BadArgument, NotAnswered, Refused, VigilError
 from vigil.workers.client_history import SessionHistory
+from vigil.workers.liveness import CONTROL_WAIT_SECONDS
 
 
 def refuse_oversized(value: BaseModel) -> None:
@@ -43,16 +47,42 @@ class SessionControls(SessionHistory):
         self, session_id: str, update: str, signal: str, arg: Any, wait: bool
     ) -> Ack | None:
         refuse_oversized(arg)
+        if isinstance(arg, Control) and arg.request_id is None:
+            # Named, so the session takes it once however many ways it arrives (below).
+            arg = arg.model_copy(update={"request_id": uuid.uuid4().hex})
         handle = self.handle(session_id)
         if wait:
             # An update waits for a worker to run it: with none polling, say so at once.
             await self._describe_live(session_id, what="session {id} cannot take the " + signal)
-            ack: Ack = await self._bounded(
-                session_id, handle.execute_update(update, arg, result_type=Ack), signal
-            )
+            try:
+                ack: Ack = await self._bounded(
+                    session_id, handle.execute_update(update, arg, result_type=Ack), signal
+                )
+            except NotAnswered:
+                return await self._left_as_signal(session_id, signal, arg)
             return ack
         await self._rpc(session_id, handle.signal(signal, arg))
         return None
+
+    async def _left_as_signal(self, session_id: str, signal: str, arg: Control) -> Ack:
+        """The request as a signal, once its update went unanswered: Temporal keeps an
+        update only in memory until a worker takes it (a restart of Temporal lost it),
+        and writes a signal into the session's history at once. The session takes the
+        request once, whichever way it comes first (both name its id)."""
+        await self._rpc(session_id, self.handle(session_id).signal(signal, arg))
+        status = SessionStatus.RUNNING
+        with contextlib.suppress(VigilError, ValueError):
+            status = SessionStatus((await self.require_session(session_id)).status)
+        return Ack(
+            accepted=False,
+            status=status,
+            message=(
+                f"no worker answered within {CONTROL_WAIT_SECONDS:.0f} s: the {signal} is "
+                "left with Temporal as a signal in the session's history (kept through a "
+                "restart), and the session takes it once a worker runs it"
+            ),
+            queued=True,
+        )
 
     async def approve(
         self,

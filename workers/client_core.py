@@ -28,6 +28,7 @@ from vigil.schema import names
 from vigil.schema.payloads import FINAL_STATUSES
 from vigil.workers.client_errors import (
     BadArgument,
+    NotAnswered,
     NoWorker,
     PayloadKeysMissing,
     Refused,
@@ -206,7 +207,7 @@ class _VigilClientCore:
         try:
             return await asyncio.wait_for(self._rpc(session_id, coro), CONTROL_WAIT_SECONDS)
         except TimeoutError:
-            raise Unreachable(
+            raise NotAnswered(
                 f"session {session_id} did not answer the {what} within "
                 f"{CONTROL_WAIT_SECONDS:.0f} s although a worker polls its queue; "
                 "it may be busy: try again, or send it with --signal"
@@ -244,7 +245,7 @@ class _VigilClientCore:
                 raise Unreachable(self.temporal_down()) from None
             raise VigilError(f"Temporal refused: {exc.message}") from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-            raise Unreachable(
+            raise NotAnswered(
                 f"session {session_id} did not answer in time (its worker may be busy or "
                 "gone); Temporal may still hand it the request when a worker runs it: check "
                 f"`vigil show {session_id}` before sending it again"

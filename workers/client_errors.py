@@ -106,6 +106,11 @@ class Unreachable(VigilError):
     exit_code = 3
 
 
+class NotAnswered(Unreachable):
+    """A worker polls the session's queue, but none answered the request in time (busy,
+    or gone while Temporal still lists it)."""
+
+
 class NotTakenYet(Unreachable):
     """Temporal runs the session and lists a worker on its queue, but none has taken it
     (a worker that stopped is still listed for a while)."""

@@ -94,6 +94,15 @@ class SessionHistory(SessionReads):
         async with acting_for(self.db, agent) as db:
             return await record.messages_page(db, session_id, after_seq=after_seq, limit=limit)
 
+    async def first_goal(self, session_id: str) -> str | None:
+        """The goal a session was started with (a redirect changes the record's goal, not
+        this one): its first message in the record, else its first run's input in
+        Temporal (a session no worker has recorded yet); None when neither holds it."""
+        first = await self.transcript(session_id, after_seq=-1, limit=1)
+        if first and first[0].seq == 0 and first[0].role == "user":
+            return str(first[0].content)
+        return await self.started_goal(session_id)
+
     async def transcript_page(
         self, session_id: str, *, after_seq: int = -1, limit: int = 100
     ) -> tuple[list[record.StoredMessage], int | None]:

@@ -134,12 +134,13 @@ class SessionReads(SessionStart):
         return row
 
     async def started_goal(self, session_id: str) -> str | None:
-        """The goal a session's run was started with, from its first history event (for
-        a session no worker has recorded yet); None when Temporal has no such run."""
+        """The goal in the first history event of the session's first run."""
         from vigil.schema.payloads import StartSessionInput
 
-        handle = self.temporal.get_workflow_handle(session_id)
         try:
+            desc = await self.handle(session_id).describe()
+            first_run = desc.raw_description.workflow_execution_info.first_run_id or None
+            handle = self.temporal.get_workflow_handle(session_id, run_id=first_run)
             async for event in handle.fetch_history_events(page_size=1):
                 started = event.workflow_execution_started_event_attributes
                 [arg] = await self.temporal.data_converter.decode(
@@ -191,13 +192,13 @@ class SessionReads(SessionStart):
             raise BadArgument(f"bad limit {limit}: must be 1 or more")
         since = _utc_since(since)
         if status == UNRECORDED:
-            return (await self._unrecorded(agent, since, set()))[:limit]
+            return (await self._unrecorded(agent, since, set(), schedule_id))[:limit]
         page = await self.session_page(
             agent=agent, status=status, since=since, schedule_id=schedule_id, limit=limit
         )
-        if status not in (None, SessionStatus.RUNNING.value) or schedule_id is not None:
+        if status not in (None, SessionStatus.RUNNING.value):
             return page.items
-        unrecorded = await self._unrecorded(agent, since, {s.id for s in page.items})
+        unrecorded = await self._unrecorded(agent, since, {s.id for s in page.items}, schedule_id)
         merged = sorted([*unrecorded, *page.items], key=lambda s: s.created_at, reverse=True)
         return merged[:limit]
 
@@ -332,14 +333,24 @@ class SessionReads(SessionStart):
         return out
 
     async def _unrecorded(
-        self, agent: str | None, since: datetime | None, recorded: set[str]
+        self,
+        agent: str | None,
+        since: datetime | None,
+        recorded: set[str],
+        schedule_id: str | None = None,
     ) -> list[SessionSummary]:
         """Running sessions Temporal knows whose record row is not written yet (no worker
-        has run their first step): shown, so a session never seems to vanish."""
+        has run their first step): shown, so a session never seems to vanish (a
+        schedule's run that fired while its workers were down, too)."""
         query = (
             f"WorkflowType = '{names.WORKFLOW_SESSION}' AND ExecutionStatus = 'Running'"
             + (f" AND {names.SA_AGENT.name} = '{agent.replace(chr(39), '')}'" if agent else "")
             + (f" AND StartTime >= '{since.isoformat()}'" if since else "")
+            + (
+                f" AND {names.SA_SCHEDULE.name} = '{schedule_id.replace(chr(39), '')}'"
+                if schedule_id
+                else ""
+            )
         )
         running: list[Any] = []
         try:

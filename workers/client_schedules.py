@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +46,18 @@ from vigil.workers.liveness import is_unreachable
 CRON_MEMO = "vigil.cron"
 """The schedule memo key holding its cron expression as given."""
 _BAD_SPEC = "Invalid schedule spec:"
-"""How Temporal begins its refusal of a schedule's spec (a cron it cannot read)."""
+"""How Temporal begins its refusal of a schedule's spec."""
+_CRON_WORDS = ("cron", "second", "minute", "hour", "day", "month", "year", "field", "step")
+"""Words of Temporal's refusals of a cron's fields (a time zone's or a jitter's say
+neither)."""
+
+
+def _cron_fault(message: str) -> bool:
+    """Whether Temporal's refusal of a schedule is about its cron's fields."""
+    if not message.startswith(_BAD_SPEC):
+        return False
+    said = message.removeprefix(_BAD_SPEC).lower()
+    return "zone" not in said and any(word in said for word in _CRON_WORDS)
 
 
 OVERLAP = {
@@ -173,6 +184,7 @@ class ScheduleControls(SessionControls):
         catchup_window: timedelta | None = None,
         paused: bool = False,
         note: str | None = None,
+        sees_agent: Callable[[str], bool] | None = None,
     ) -> str:
         from vigil.workers.inputs import check_schedule
 
@@ -189,7 +201,9 @@ class ScheduleControls(SessionControls):
         if overlap not in OVERLAP:
             raise BadArgument(f"unknown overlap policy {overlap!r}; one of {', '.join(OVERLAP)}")
         # Each run pins the agent's newest version at its start, unless the template pins one.
-        found = await self.require_agent(template.agent_id, template.agent_version)
+        found = await self.require_agent(
+            template.agent_id, template.agent_version, sees_agent=sees_agent
+        )
         refuse_unknown_tools(template.agent_id, template.policy, found)
         arg = template.model_copy(
             update={
@@ -240,7 +254,7 @@ class ScheduleControls(SessionControls):
             if is_unreachable(exc):
                 raise Unreachable(self.temporal_down()) from None
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron, time zone, ...
-                if cron and exc.message.startswith(_BAD_SPEC):
+                if cron and _cron_fault(exc.message):
                     # The cron's own fault, in vigil's words (Temporal's speak of 5-7
                     # fields, where five or a macro is what vigil takes).
                     raise BadArgument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -177,6 +178,7 @@ class SessionStart(_VigilClientCore):
         allow_undefined: bool | None = None,
         may_loosen: bool = True,
         own_form: bool = False,
+        sees_agent: Callable[[str], bool] | None = None,
         **extra: Any,
     ) -> StartedSession:
         """Start a session of ``agent_id``'s definition (its newest version, or
@@ -185,7 +187,9 @@ class SessionStart(_VigilClientCore):
         ``may_loosen`` False (an API token below admin): settings that loosen the
         definition are refused (:class:`Forbidden`). A chosen ``session_id`` is checked as
         ``inputs.check_session_id`` says, except with ``own_form``: vigil's own start of a
-        trigger's or a key's session, whose id vigil made (a key's may hold any letter)."""
+        trigger's or a key's session, whose id vigil made (a key's may hold any letter).
+        ``sees_agent``: whether the caller may know of an agent (an API token's agents;
+        None: every agent), for :meth:`require_agent`."""
         from vigil.workers.inputs import check_session_id  # inputs imports the client
 
         if not own_form:
@@ -201,7 +205,9 @@ class SessionStart(_VigilClientCore):
             agent_version=agent_version,
             **extra,
         )
-        found = await self.require_agent(agent_id, agent_version, allow_undefined)
+        found = await self.require_agent(
+            agent_id, agent_version, allow_undefined, sees_agent=sees_agent
+        )
         refuse_unknown_tools(agent_id, policy, found)
         if not may_loosen:
             self.refuse_loosening(agent_id, found, policy, budget, system_prompt)
@@ -359,10 +365,17 @@ class SessionStart(_VigilClientCore):
             )
 
     async def require_agent(
-        self, agent_id: str, version: int | None = None, allow_undefined: bool | None = None
+        self,
+        agent_id: str,
+        version: int | None = None,
+        allow_undefined: bool | None = None,
+        *,
+        sees_agent: Callable[[str], bool] | None = None,
     ) -> AgentVersionInfo | None:
         """The definition a session would start with (None: an undefined agent, allowed).
-        BadArgument for a version no definition can have (as the API's 422)."""
+        BadArgument for a version no definition can have (as the API's 422), and for a
+        new undefined agent that reads as one the caller may know of (``sees_agent``:
+        None, every agent)."""
         from vigil.activities.record import agents as agent_rows
         from vigil.workers.agents import AgentError, AgentService, BadAgentVersion, KnownVersions
 
@@ -383,18 +396,25 @@ class SessionStart(_VigilClientCore):
         except AgentError as exc:
             raise UnknownAgent(str(exc)) from None
         if found is None:
-            await self._refuse_lookalike(agent_id)
+            await self._refuse_lookalike(agent_id, sees_agent)
         return found
 
-    async def _refuse_lookalike(self, agent_id: str) -> None:
+    async def _refuse_lookalike(
+        self, agent_id: str, sees_agent: Callable[[str], bool] | None
+    ) -> None:
         """BadArgument for an undefined agent the record does not know that reads as one it
         does (``Ops`` for ``ops``, a Cyrillic letter for a Latin one): its sessions would
         look like the other agent's everywhere they are listed. A definition of it says
-        the id is meant."""
+        the id is meant. A token that may not know of the agent it reads as is told
+        nothing of it (and its own agent's sessions start): a token made for the
+        look-alike on purpose (``--allow-unknown-agent``) names only that one."""
+        from vigil.activities.record.agents import agent_known
         from vigil.workers.tokens import unknown_agents
 
+        if await agent_known(self.db, agent_id):
+            return  # one read; the whole list of agents only for a new id
         for unknown in await unknown_agents(self.db, [agent_id]):
-            if unknown.like is not None:
+            if unknown.like is not None and (sees_agent is None or sees_agent(unknown.like)):
                 raise BadArgument(
                     f"{unknown.describe()} (an agent without a definition that reads as "
                     "another is refused: to use this id on purpose, define the agent first, "

@@ -104,6 +104,7 @@ async def message_by_key(
     agent_version: int | None = None,
     allow_undefined: bool | None = None,
     may_loosen: bool = True,
+    sees_agent: Callable[[str], bool] | None = None,
     awaits_answer: bool = False,
     tell_started: bool = False,
     queue_without_worker: bool = False,
@@ -111,7 +112,7 @@ async def message_by_key(
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
     the ``start`` settings of ``start_session``) when it does not run yet. ``may_loosen``
-    as ``start_session``'s. ``awaits_answer``: the caller passes the result to
+    and ``sees_agent`` as ``start_session``'s. ``awaits_answer``: the caller passes the result to
     :func:`answer`, so its ``after_seq`` is read before sending (one more read).
     ``tell_started``: whether this call started the session is asked of Temporal first
     (one more call; ``KeyedMessage.started``). ``queue_without_worker``: when no worker
@@ -122,7 +123,9 @@ async def message_by_key(
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     message = MessageInput(text=text, by=by)
     refuse_oversized(message)
-    found = await client.require_agent(agent_id, agent_version, allow_undefined)
+    found = await client.require_agent(
+        agent_id, agent_version, allow_undefined, sees_agent=sees_agent
+    )
     goal = goal or default_goal(key)
     # conversation: the key's session answers message after message.
     arg = client.start_input(

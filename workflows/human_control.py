@@ -65,6 +65,10 @@ def _said(value: BaseModel | None) -> tuple[str | None, str | None]:
     return (by if isinstance(by, str) else None), (text if isinstance(text, str) else None)
 
 
+MAX_TAKEN_REQUESTS = 256
+"""How many answers to named requests a run keeps (a request is sent again within a minute
+of its first sending)."""
+
 NO_ARGUMENT = RawValue(Payload())
 """What an update handler or validator gets when the update came with no argument (its
 own ``TypeError`` otherwise): refused as a payload of the wrong count is."""
@@ -75,6 +79,7 @@ class HumanControl(Bookkeeping):
 
     # Provided by AgentSession.
     _signals: int
+    _taken_requests: dict[str, Ack]
     _bind_calls: bool
     _moving_to: int | None
     _wake_by: str | None
@@ -141,6 +146,10 @@ class HumanControl(Bookkeeping):
             )
             return
         value, error = self._parse(args, model)
+        if value is not None and error is None and self._taken_before(value) is not None:
+            # Sent again as a signal after its update went unanswered, and the update was
+            # taken meanwhile (or the other way round): taken once.
+            return
         if value is not None and error is None:
             ended = self._ended_error()
             if ended is not None and workflow.patched(names.PATCH_INPUT_AT_THE_END):
@@ -157,6 +166,7 @@ class HumanControl(Bookkeeping):
             self._reject_input(name, error or "malformed payload", by=by, text=text)
             return
         self._apply(value)
+        self._kept(value, self._ack(name, f"taken as the {name} signal"))
 
     def _undecryptable(self, args: Sequence[RawValue]) -> str | None:
         """Why this signal is refused for a payload the codec could not decrypt (None: it
@@ -245,47 +255,58 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_APPROVE)
     def approve_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, ApproveInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
         self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
-        return self._ack("approve", f"approved {arg.approval_id}")
+        return self._kept(arg, self._ack("approve", f"approved {arg.approval_id}"))
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, ApproveInput, validating=True)
-        self._refuse(self._approve_input_error(value, validating=True))
+        if self._taken_before(value) is None:
+            self._refuse(self._approve_input_error(value, validating=True))
 
     @workflow.update(name=names.UPD_REJECT)
     def reject_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, RejectInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
         self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
-        return self._ack("reject", f"rejected {arg.approval_id}")
+        return self._kept(arg, self._ack("reject", f"rejected {arg.approval_id}"))
 
     @reject_update.validator
     def _validate_reject(self, raw: RawValue = NO_ARGUMENT) -> None:
-        self._refuse(
-            self._approve_error(
-                self._valid(raw, RejectInput, validating=True).approval_id, validating=True
-            )
-        )
+        value = self._valid(raw, RejectInput, validating=True)
+        if self._taken_before(value) is None:
+            self._refuse(self._approve_error(value.approval_id, validating=True))
 
     @workflow.update(name=names.UPD_PAUSE)
     def pause_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
-        self._pause(self._valid(raw, PauseInput))
-        return self._ack("pause", "paused")
+        arg = self._valid(raw, PauseInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
+        self._pause(arg)
+        return self._kept(arg, self._ack("pause", "paused"))
 
     @pause_update.validator
     def _validate_pause(self, raw: RawValue = NO_ARGUMENT) -> None:
-        self._valid(raw, PauseInput, validating=True)
-        self._refuse(self._ended_error() or self._pause_state_error(pausing=True))
+        value = self._valid(raw, PauseInput, validating=True)
+        if self._taken_before(value) is None:
+            self._refuse(self._ended_error() or self._pause_state_error(pausing=True))
 
     @workflow.update(name=names.UPD_RESUME)
     def resume_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
-        self._resume(self._valid(raw, ResumeInput))
-        return self._ack("resume", "resumed")
+        arg = self._valid(raw, ResumeInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
+        self._resume(arg)
+        return self._kept(arg, self._ack("resume", "resumed"))
 
     @resume_update.validator
     def _validate_resume(self, raw: RawValue = NO_ARGUMENT) -> None:
-        self._valid(raw, ResumeInput)
-        self._refuse(self._ended_error() or self._pause_state_error(pausing=False))
+        value = self._valid(raw, ResumeInput)
+        if self._taken_before(value) is None:
+            self._refuse(self._ended_error() or self._pause_state_error(pausing=False))
 
     def _pause_state_error(self, pausing: bool) -> str | None:
         """Why a pause (``pausing``) or a resume cannot be taken now: the session already
@@ -296,38 +317,50 @@ class HumanControl(Bookkeeping):
 
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
-        self._message(self._valid(raw, MessageInput))
-        return self._ack("message", "message queued for the next step")
+        arg = self._valid(raw, MessageInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
+        self._message(arg)
+        return self._kept(arg, self._ack("message", "message queued for the next step"))
 
     @message_update.validator
     def _validate_message(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, MessageInput)
-        self._refuse(self._ended_error() or self._queue_error(value.text, validating=True))
+        if self._taken_before(value) is None:
+            self._refuse(self._ended_error() or self._queue_error(value.text, validating=True))
 
     @workflow.update(name=names.UPD_REDIRECT)
     def redirect_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
-        self._redirect(self._valid(raw, RedirectInput))
-        return self._ack("redirect", "goal changed")
+        arg = self._valid(raw, RedirectInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
+        self._redirect(arg)
+        return self._kept(arg, self._ack("redirect", "goal changed"))
 
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, RedirectInput, validating=True)
-        self._refuse(
-            self._ended_error()
-            or self._queue_error(value.goal, validating=True)
-            or self._redirect_error(value, validating=True)
-        )
+        if self._taken_before(value) is None:
+            self._refuse(
+                self._ended_error()
+                or self._queue_error(value.goal, validating=True)
+                or self._redirect_error(value, validating=True)
+            )
 
     @workflow.update(name=names.UPD_WAKE)
     def wake_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
-        self._wake(self._valid(raw, WakeInput))
-        return self._ack("wake", "woken")
+        arg = self._valid(raw, WakeInput)
+        if (before := self._taken_before(arg)) is not None:
+            return before
+        self._wake(arg)
+        return self._kept(arg, self._ack("wake", "woken"))
 
     @wake_update.validator
     def _validate_wake(self, raw: RawValue = NO_ARGUMENT) -> None:
-        self._valid(raw, WakeInput, validating=True)
+        value = self._valid(raw, WakeInput, validating=True)
         asleep = self._status == SessionStatus.SLEEPING
-        self._refuse(None if asleep else "the session is not sleeping")
+        if self._taken_before(value) is None:
+            self._refuse(None if asleep else "the session is not sleeping")
 
     @workflow.query(name=names.QUERY_STATE)
     def state(self) -> SessionState:
@@ -356,6 +389,24 @@ class HumanControl(Bookkeeping):
     def _refuse(error: str | None) -> None:
         if error:
             raise ApplicationError(error, type=names.ERR_INVALID_INPUT, non_retryable=True)
+
+    def _taken_before(self, value: BaseModel) -> Ack | None:
+        """The answer this run gave the request ``value`` names, if it took it already: the
+        same request sent again as a signal after its update went unanswered (the
+        client's way to keep it through a restart of Temporal, which keeps an update
+        only in memory until a worker takes it), or that update arriving after all."""
+        request = getattr(value, "request_id", None)
+        return self._taken_requests.get(request) if request else None
+
+    def _kept(self, value: BaseModel, ack: Ack) -> Ack:
+        """Remember the answer to a request that names its id (the newest
+        ``MAX_TAKEN_REQUESTS``); ``ack`` as it is."""
+        request = getattr(value, "request_id", None)
+        if request:
+            self._taken_requests[request] = ack
+            while len(self._taken_requests) > MAX_TAKEN_REQUESTS:
+                del self._taken_requests[next(iter(self._taken_requests))]
+        return ack
 
     def _ack(self, action: str, message: str) -> Ack:
         """The status after the action (the loop applies it right after this handler)."""

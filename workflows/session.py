@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from vigil.schema import cancel_reason, event_kinds, names
 from vigil.schema.agents import AgentRuntime, ResolveAgentInput, call_digest
 from vigil.schema.payloads import (
+    Ack,
     CallModelInput,
     CallModelOutput,
     CarriedWait,
@@ -104,6 +105,9 @@ class AgentSession(Waits):
         self._rejected_inputs = 0
         self._signals = 0
         """Signals this run has handled (numbers the undecryptable ones' markers)."""
+        self._taken_requests: dict[str, Ack] = {}
+        """The answers to the controls this run took that named a request id, newest last
+        (at most ``MAX_TAKEN_REQUESTS``): the same request again is answered, not taken."""
         self._waiting_for: str | None = None
         self._run_start_step = self._c.step
         self._session_update: SessionUpdate | None = None

@@ -173,10 +173,10 @@ def validate_name(name: str, *, new: bool = False) -> str:
             )
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise InvalidArtifactName(f"an artifact name is at most {MAX_NAME_BYTES} bytes")
-    if new and name != name.strip():
+    if new and any(part != part.strip() for part in name.split("/")):
         raise InvalidArtifactName(
-            f"an artifact name must not begin or end with a space: {name!r} (it would read "
-            "as the name without it)"
+            f"an artifact name, and each part of it between slashes, must not begin or end "
+            f"with a space: {name!r} (it would read as the name without it)"
         )
     if new and "\\" in name:
         raise InvalidArtifactName(

@@ -51,9 +51,12 @@ class AddResult:
         said = f"memory {self.id} added{whose}"
         if self.superseded_ids:
             older = ", ".join(str(i) for i in self.superseded_ids)
-            why = (
-                "the same subject" if self.similarity is None else "a near-duplicate in other words"
-            )
+            if self.similarity is None:
+                why = "the same subject"
+            elif len(self.superseded_ids) == 1:
+                why = "a near-duplicate in other words"
+            else:
+                why = "the same subject, one a near-duplicate in other words"
             said += f", superseding {older} ({why})"
         return said
 

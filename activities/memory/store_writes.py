@@ -231,8 +231,7 @@ class _MemoryWrites(_VectorRecall):
                     # "allowed" is 0.98 alike to the hashing embedder). The newest words
                     # are the ones recalled; the old memory is superseded, kept for history
                     # (a merge kept the old words and hid the new ones in its notes).
-                    near = similarity
-                    importance = max(importance, float(old.importance))
+                    near = similarity  # its own importance, as the new words' writer says
                     if merged_id not in old_ids:
                         old_ids.append(merged_id)
                 else:

@@ -76,14 +76,17 @@ def subject_key(subject: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", subject).casefold())
 
 
-_WORD = re.compile(r"\w+")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_SENTENCE_END = re.compile(r"[\s.!?…;:,]+$")
 
 
 def words_of(text: str) -> list[str]:
     """A memory's words as a merge compares them: in NFKC form, case-folded, without
-    punctuation or spacing ("User prefers DARK mode!" has the words of "user prefers
-    dark mode")."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    spacing or the punctuation that ends a sentence ("User prefers DARK mode!" has the
+    words of "user prefers dark mode"); every other sign counts ("-1" is not "1", "<" is
+    not ">", "$100" is not "€100")."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _TOKEN.findall(_SENTENCE_END.sub("", folded))
 
 
 def _aware(value: datetime | None, what: str) -> datetime | None:

@@ -318,6 +318,15 @@ async def agent_ids(db: DbSession) -> list[str]:
     return list((await db.execute(sql("SELECT id FROM agents ORDER BY id"))).scalars())
 
 
+async def agent_known(sessionmaker: async_sessionmaker[DbSession], agent_id: str) -> bool:
+    """Whether the record knows ``agent_id`` (a definition, a session, or both)."""
+    async with sessionmaker() as db:
+        known = await db.execute(
+            sql("SELECT EXISTS (SELECT 1 FROM agents WHERE id = :id)"), {"id": agent_id}
+        )
+        return bool(known.scalar_one())
+
+
 async def new_agent_id_problem(
     sessionmaker: async_sessionmaker[DbSession], agent_id: str
 ) -> str | None:
@@ -328,8 +337,4 @@ async def new_agent_id_problem(
     why = agent_id_problem(agent_id)
     if why is None or "\x00" in agent_id or not 0 < len(agent_id) <= MAX_AGENT_ID:
         return why
-    async with sessionmaker() as db:
-        known = await db.execute(
-            sql("SELECT EXISTS (SELECT 1 FROM agents WHERE id = :id)"), {"id": agent_id}
-        )
-        return None if known.scalar_one() else why
+    return None if await agent_known(sessionmaker, agent_id) else why

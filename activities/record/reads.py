@@ -34,6 +34,9 @@ _HEADLINE_OPTIONS = (
     'MaxWords=35, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "'
 )
 MAX_PAGE = 200
+SEARCHED_CHARS = 100_000
+"""A message's words are read from this many characters of its text and of its calls'
+(migration 20261207_27): a snippet is made from no more."""
 
 
 class SessionNotFound(LookupError):
@@ -91,7 +94,8 @@ async def search_messages(
                         "m.content_enc, page.rank, "
                         "ts_headline('english', m.content, q.q, :opts) AS snippet, "
                         "CASE WHEN m.tool_calls IS NOT NULL THEN ts_headline('english', "
-                        "vigil_call_words(m.tool_calls), q.q, :opts) END AS call_snippet "
+                        f"left(vigil_call_words(m.tool_calls), {SEARCHED_CHARS}), q.q, :opts) "
+                        "END AS call_snippet "
                         "FROM page JOIN messages m ON m.id = page.id, q "
                         "ORDER BY page.rank DESC, m.session_id, m.seq"
                     ),

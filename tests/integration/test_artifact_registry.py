@@ -207,6 +207,8 @@ async def test_another_agent_can_neither_read_nor_link_into_the_session(
         "a\\b",
         "notes.md ",  # listed as "notes.md": it read as another artifact's name
         " notes.md",
+        "dir/ notes.md",  # its file would be called " notes.md"
+        "dir /notes.md",
     ],
 )
 async def test_bad_names_are_refused_before_anything_is_written(

@@ -422,3 +422,41 @@ def test_a_cron_temporal_cannot_read_is_refused_in_vigils_words(
     assert "bad cron expression '61 * * * *':" in said and "five fields" in said, said
     assert "Invalid schedule spec" not in said and "5-7" not in said, said
     assert cli.vigil("schedule", "show", schedule_id).returncode != 0
+
+
+def test_list_of_a_schedule_shows_its_runs_no_worker_has_taken(cli: CLIStack) -> None:
+    """A run a schedule started while its workers were down was left out of `list
+    --schedule` (it showed under `--agent` and `--status unrecorded`)."""
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    schedule = f"s-{uuid.uuid4().hex[:8]}"
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    sid = f"{schedule}-run-2026-12-07T08:51:00Z"
+
+    async def started_by_schedule() -> None:
+        client = await connect(cli.settings)
+        await client.start_workflow(
+            names.WORKFLOW_SESSION,
+            StartSessionInput(agent_id=agent, goal="sched", schedule_id=schedule),
+            id=sid,
+            task_queue=f"nobody-{uuid.uuid4().hex}",  # no worker: never recorded
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(names.SA_AGENT, agent),
+                    SearchAttributePair(names.SA_SCHEDULE, schedule),
+                ]
+            ),
+        )
+
+    asyncio.run(started_by_schedule())
+    try:
+        listed = poll(
+            lambda: cli.vigil.json("list", "--schedule", schedule) or None, 15, "the run listed"
+        )
+        assert [(r["id"], r["status"]) for r in listed] == [(sid, "unrecorded")]
+        unrecorded = cli.vigil.json("list", "--schedule", schedule, "--status", "unrecorded")
+        assert [r["id"] for r in unrecorded] == [sid]
+        other = cli.vigil.json("list", "--schedule", f"{schedule}-x", "--status", "unrecorded")
+        assert other == []  # the filter holds for unrecorded runs too
+    finally:
+        cli.vigil("terminate", sid, "--reason", "test over")

@@ -196,12 +196,15 @@ async def test_a_near_duplicate_in_other_words_supersedes_the_existing_memory(
     assert "near-duplicate in other words" in second.said()
     old, new = await store.get(agent, first.id), await store.get(agent, second.id)
     assert old is not None and old.superseded_by == second.id
-    assert new is not None and (new.content, new.importance) == (NOT_ALLOWED, 0.7)
+    assert new is not None and (new.content, new.importance) == (NOT_ALLOWED, 0.4)
     hits = await store.recall(agent, "deploys on Fridays", k=10)
     assert [(h.id, h.content) for h in hits] == [(second.id, NOT_ALLOWED)]
-    # The same words again (case and punctuation aside) still merge.
+    # The same words again (case and the sentence's end aside) still merge; a sign is a word.
     again = await store.add(agent, NOT_ALLOWED.upper() + "!", subject=subject)
     assert (again.action, again.id) == ("merged", second.id)
+    signed = await store.add(agent, "The retry limit of the deploy queue is 1", subject=subject)
+    flipped = await store.add(agent, "The retry limit of the deploy queue is -1", subject=subject)
+    assert flipped.action == "superseded" and signed.id in flipped.superseded_ids
 
 
 async def test_invalid_arguments_are_refused(store: MemoryStore, agent: str) -> None:

@@ -145,3 +145,10 @@ def test_a_session_of_an_undefined_agent_that_reads_as_a_known_one_is_refused(
         r = http.post("/v1/sessions", json={"agent": cyrillic, "goal": "g"})
         assert r.status_code == 422, r.text
         assert f"did you mean {known!r}?" in r.json()["error"]["message"]
+        # A token made for the look-alike alone learns nothing of the agent it reads as,
+        # and starts its own agent's sessions (it was made so on purpose).
+        with api.client(api.token(Scope.CONTROL, agents=[cyrillic])) as theirs:
+            own = theirs.post("/v1/sessions", json={"agent": cyrillic, "goal": "g"})
+            assert own.status_code == 201, own.text
+            with api.client(api.token(Scope.ADMIN)) as admin:
+                admin.post(f"/v1/sessions/{own.json()['id']}/cancel", json={})

@@ -1138,6 +1138,29 @@ async def tool_failed_for_good(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def named_requests(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Controls that name their request, each sent twice (an update and its signal, as a
+    client does when the update goes unanswered; a signal twice): taken once each."""
+    ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched after approval"))
+    handle = await ctx.start("named_requests", _arg("fetch with approval", policy=ToolPolicy()))
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    approval = waiting.pending_approvals[0].approval_id
+    pause = PauseInput(by="bob", reason="lunch", request_id="pause-1")
+    await handle.execute_update(names.UPD_PAUSE, pause)
+    await handle.signal(names.SIG_PAUSE, pause)
+    said = MessageInput(text="also the final page", by="bob", request_id="say-1")
+    await handle.signal(names.SIG_MESSAGE, said)
+    await handle.signal(names.SIG_MESSAGE, said)
+    again: Ack = await handle.execute_update(names.UPD_MESSAGE, said, result_type=Ack)
+    assert again.accepted, again
+    await handle.execute_update(names.UPD_RESUME, ResumeInput(by="bob", request_id="resume-1"))
+    approve = ApproveInput(approval_id=approval, by="bob", request_id="approve-1")
+    await handle.execute_update(names.UPD_APPROVE, approve)
+    await handle.signal(names.SIG_APPROVE, approve)
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -1186,6 +1209,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "delivery_per_chain": delivery_per_chain,
     "pause_state_signals": pause_state_signals,
     "tool_failed_for_good": tool_failed_for_good,
+    "named_requests": named_requests,
 }
 
 

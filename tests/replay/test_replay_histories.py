@@ -86,6 +86,7 @@ LATEST = {
     "linear_patterns",
     "rules_over_never",
     "delivery_per_chain",
+    "named_requests",
 }
 EXPECTED = {
     "tools_finish",

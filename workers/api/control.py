@@ -64,13 +64,19 @@ class ControlResult(BaseModel):
     state: SessionState | None
     """The session's state after the action; null when it has ended meanwhile or no
     worker answered in time."""
+    queued: bool = False
+    """No worker answered in time: the request was left with Temporal as a signal in the
+    session's history, and the session takes it once a worker runs it (``accepted`` is
+    false until then)."""
 
 
 async def _act(
     client: VigilClient, session_id: str, action: Awaitable[Ack | None]
 ) -> ControlResult:
     ack = await action
-    assert ack is not None  # sent as an update: the session acknowledged it
+    assert ack is not None  # sent as an update: the session acknowledged it, or it is queued
+    if ack.queued:
+        return ControlResult(accepted=False, message=ack.message, state=None, queued=True)
     state = None
     with contextlib.suppress(VigilError, TimeoutError):
         state = await asyncio.wait_for(client.state(session_id), STATE_QUERY_SECONDS)

@@ -76,6 +76,7 @@ async def message_key(
         by=who.actor,
         goal=body.goal,
         may_loosen=who.may(Scope.ADMIN),
+        sees_agent=who.sees_agent,
         tell_started=bool(for_a_start),
         **start,
     )

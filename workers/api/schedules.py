@@ -164,6 +164,7 @@ async def create_schedule(request: Request, body: ScheduleCreate, who: Admin) ->
         catchup_window=timing.catchup,
         paused=body.paused,
         note=body.note,
+        sees_agent=who.sees_agent,
     )
     return _out(await ScheduleService(client).get(body.id))
 

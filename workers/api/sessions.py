@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.activities.record.archived import archived_transcript
 from vigil.activities.record.store import SessionRow, StoredMessage
-from vigil.schema import textcodec
 from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
@@ -28,6 +27,7 @@ from vigil.workers.client import (
     MAX_RECENT_MESSAGES,
     NotRecordedYet,
     SessionIdTaken,
+    UnknownSession,
     VigilClient,
 )
 from vigil.workers.inputs import SESSION_ID, check_session_id
@@ -268,6 +268,7 @@ async def start_session(
             body.goal,
             session_id=body.id,
             may_loosen=who.may(Scope.ADMIN),
+            sees_agent=who.sees_agent,
             **body.start_kwargs(),
         )
     except SessionIdTaken as exc:
@@ -286,11 +287,13 @@ async def _existing(client: VigilClient, taken: SessionIdTaken, goal: str) -> JS
         raise ApiError(409, CONFLICT, taken.message(reveal=True))
     sid = taken.session_id
     try:
-        row = await client.require_session(sid)
-        same, status = row.goal == textcodec.plain(goal), row.status
+        status = (await client.require_session(sid)).status
     except NotRecordedYet:  # started, no worker has taken its first step yet
-        same, status = await client.started_goal(sid) == goal, SessionStatus.RUNNING.value
-    if not same:
+        status = SessionStatus.RUNNING.value
+    except UnknownSession:  # ended before anything was recorded: the id is just taken
+        raise ApiError(409, CONFLICT, taken.message(reveal=True)) from None
+    # The goal it was started with: a redirect since changes the record's, not this one.
+    if await client.first_goal(sid) != goal:
         raise ApiError(
             409,
             CONFLICT,

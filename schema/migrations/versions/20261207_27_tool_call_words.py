@@ -66,8 +66,11 @@ BEGIN
         ELSE
             words := words || coalesce((
                 SELECT string_agg(v #>> '{}', ' ')
-                FROM jsonb_path_query(parsed, 'strict $.**') AS v
-                WHERE jsonb_typeof(v) IN ('string', 'number', 'boolean')
+                FROM jsonb_path_query(
+                    parsed,
+                    'strict $.** ? (@.type() == "string" || @.type() == "number" '
+                    '|| @.type() == "boolean")'
+                ) AS v
             ), '') || ' ';
         END IF;
     END LOOP;

@@ -1,0 +1,99 @@
+"""A control no worker answers in time is left with Temporal as a signal, and the session
+takes it once.
+
+Temporal keeps an update only in memory until a worker takes it: a control sent while the
+session's worker was gone (Temporal still listing it for a while) waited its 30 s, said
+that Temporal "may still hand it" to a worker, and a restart of Temporal in between lost
+it (the pause never happened, the message never arrived). The client now sends the same
+request as a signal, which is in the session's history at once; both name the request,
+and the session takes it once, whichever comes first, however often it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import (
+    approval_pending,
+    running_worker,
+    session_input,
+    start,
+    stub_settings,
+)
+from vigil.activities.record.rls import acting_for
+from vigil.activities.record.store import list_events, messages_page
+from vigil.schema import event_kinds, names
+from vigil.schema.payloads import MessageInput, ToolPolicy
+from vigil.workers import client_controls, client_core
+from vigil.workers.client import VigilClient
+from vigil.workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def vigil(settings: Settings) -> AsyncIterator[VigilClient]:
+    client = await VigilClient.connect(settings)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    vigil: VigilClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}),
+        Reply.tool_call("finish", {"summary": "fetched"}),
+    )
+    config = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    arg = session_input("fetch the page").model_copy(
+        update={"policy": ToolPolicy(require_approval=["http_fetch"])}
+    )
+    async with running_worker(client, config, task_queue):
+        handle = await start(client, task_queue, arg)
+        await approval_pending(handle, sessionmaker)
+    sid = handle.id
+    # Its worker is gone; Temporal lists it for a while, so the controls are sent as
+    # updates, and wait (2 s here, 30 in use).
+    monkeypatch.setattr(client_core, "CONTROL_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(client_controls, "CONTROL_WAIT_SECONDS", 2.0)
+    said = await vigil.say(sid, "also check the disk", by="ana")
+    approved = await vigil.approve(sid, "a1-0", by="ana")
+    for ack in (said, approved):
+        assert ack is not None and ack.queued and not ack.accepted, ack
+        assert "left with Temporal as a signal" in ack.message
+    # A third way in: one request sent twice as a signal, as a retrying sender would.
+    again = MessageInput(text="also check the disk", by="bo", request_id=uuid.uuid4().hex)
+    await handle.signal(names.SIG_MESSAGE, again)
+    await handle.signal(names.SIG_MESSAGE, again)
+
+    async with running_worker(client, config, task_queue):
+        # Each update Temporal still held, and its signal, reach the session: taken once.
+        result = await asyncio.wait_for(handle.result(), 60)
+        assert result.status.value == "completed", result
+        async with acting_for(sessionmaker, arg.agent_id) as db:
+            events = await list_events(db, sid)
+            words = await messages_page(db, sid, limit=100)
+        decided = [e for e in events if e.kind == event_kinds.APPROVAL_DECIDED]
+        heard = [(m.name, m.content) for m in words if m.role == "user" and m.seq > 0]
+        assert len(decided) == 1, decided
+        assert sorted(heard) == [("ana", "also check the disk"), ("bo", "also check the disk")]
+        # No second approval refused as decided already: the request was taken once.
+        state = await vigil.state(sid)
+        assert state.rejected_inputs == 0
