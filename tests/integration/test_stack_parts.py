@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import asyncpg
 import numpy as np
@@ -121,3 +122,16 @@ def test_status_shows_a_running_minio_and_the_filesystem_store_beside_it(stack: 
         parts = {p.name: p for p in Stack(settings).status()}
         assert parts["minio"].running, (with_minio, parts)
         assert parts["artifacts"].detail == str(settings.endpoints().artifact_dir), parts
+
+
+def test_status_names_where_the_parts_log(stack: Stack, database_url: str, tmp_path: Path) -> None:
+    """No command and no output said where the stack's parts write their logs."""
+    from tests.support.cli import explain, record_cli
+
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
+    done = vigil("stack", "status")
+    assert done.returncode == 0, explain(done)
+    said = " ".join(done.stdout.split())
+    logs = stack.settings.resolved_state_dir / "logs"
+    assert f"Logs of the parts it runs: {logs} (" in said, said
+    assert "postgres.log" in said and "temporal.log" in said, said

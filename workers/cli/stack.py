@@ -124,6 +124,10 @@ def _print_status(stack: Stack, as_json: bool) -> bool:
         ui = stack.settings.endpoints().temporal_ui
         if ui:
             out.print(f"Temporal UI: {ui}")
+        logs = stack.settings.resolved_state_dir / "logs"
+        if logs.is_dir():
+            kept = ", ".join(sorted(f.name for f in logs.glob("*.log")))
+            out.print(Text(f"Logs of the parts it runs: {logs} ({kept})"))
     return all(p.running for p in parts)
 
 
