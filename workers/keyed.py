@@ -18,8 +18,8 @@ on a new key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,9 @@ from vigil.schema.payloads import (
     SessionStatus,
     StartSessionInput,
 )
+from vigil.workers import liveness
 from vigil.workers.client import BadArgument, NoWorker, Refused, Unreachable, refuse_oversized
+from vigil.workers.client_errors import NotAnswered
 from vigil.workers.client_start import refuse_unknown_tools
 from vigil.workers.liveness import no_worker
 
@@ -121,7 +123,8 @@ async def message_by_key(
     ack then says so (``KeyedMessage.queued``)."""
     if not fits_key(key):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
-    message = MessageInput(text=text, by=by)
+    # Named: sent again as a signal when its update goes unanswered (below), taken once.
+    message = MessageInput(text=text, by=by, request_id=uuid.uuid4().hex)
     refuse_oversized(message)
     found = await client.require_agent(
         agent_id, agent_version, allow_undefined, sees_agent=sees_agent
@@ -170,9 +173,25 @@ async def message_by_key(
             operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 names.WORKFLOW_SESSION, arg, **start_kwargs
             )
-            ack = await _send(client, session_id, message, operation)
+            try:
+                ack = await _send(client, session_id, message, operation)
+            except NotAnswered:
+                # Temporal keeps an unanswered update in memory only: the message goes
+                # again as a signal, into the session's history (taken once).
+                ack = await _queue(
+                    client,
+                    session_id,
+                    message,
+                    arg,
+                    start_kwargs,
+                    said=(
+                        "queued: no worker answered within "
+                        f"{liveness.CONTROL_WAIT_SECONDS:.0f} s; the message is in the "
+                        "session's history, and the session takes it once a worker runs it"
+                    ),
+                )
         if ack is not None:
-            return KeyedMessage(session_id, ack, after, follows, started, queued)
+            return KeyedMessage(session_id, ack, after, follows, started, queued or ack.queued)
         generation += 1  # that session has ended: the key's next one takes the message
         follows = session_id
     raise Refused(
@@ -262,9 +281,11 @@ async def _queue(
     message: MessageInput,
     arg: StartSessionInput,
     start_kwargs: dict[str, Any],
+    said: str | None = None,
 ) -> Ack | None:
     """``message`` as a signal, with the session's start when none runs (signal-with-start,
-    which needs no worker); None when the session of ``session_id`` has ended."""
+    which needs no worker); None when the session of ``session_id`` has ended. ``said``:
+    the acknowledgement's words (by default, that no worker polls the queue yet)."""
     try:
         await client.call(
             session_id,
@@ -281,8 +302,10 @@ async def _queue(
     return Ack(
         accepted=True,
         status=SessionStatus.RUNNING,
-        message=f"queued: no worker polls task queue {start_kwargs['task_queue']!r} yet; "
+        message=said
+        or f"queued: no worker polls task queue {start_kwargs['task_queue']!r} yet; "
         "the session takes the message when one does",
+        queued=True,
     )
 
 
@@ -296,21 +319,38 @@ async def _send(
     (Temporal will not start it again) or is ending (its validator refuses)."""
     try:
         try:
-            ack: Ack = await client.call(
-                session_id,
-                client.temporal.execute_update_with_start_workflow(
-                    names.UPD_MESSAGE, message, start_workflow_operation=operation, result_type=Ack
+            # Bounded as a control is: an update no worker takes waits in Temporal's memory.
+            ack: Ack = await asyncio.wait_for(
+                client.call(
+                    session_id,
+                    client.temporal.execute_update_with_start_workflow(
+                        names.UPD_MESSAGE,
+                        message,
+                        start_workflow_operation=operation,
+                        result_type=Ack,
+                    ),
                 ),
+                liveness.CONTROL_WAIT_SECONDS,
             )
         except Exception:
             # A failed start leaves its error on the operation too, for whoever awaits its
             # handle: taken here, or asyncio logs it as never retrieved once the operation
             # is collected.
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(operation.workflow_handle(), HANDLE_WAIT_SECONDS)
+            except asyncio.CancelledError:
+                # The operation's own, cancelled with the update it waited on (the bound
+                # above); a cancel of this task goes on.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception:  # its error, taken
+                pass
             raise
     except WorkflowAlreadyStartedError:
         return None
+    except TimeoutError:
+        raise NotAnswered(f"session {session_id} did not answer the message in time") from None
     except Refused as exc:
         failed = exc.__cause__
         if isinstance(failed, WorkflowUpdateFailedError) and names.REFUSED_ENDED in str(exc):

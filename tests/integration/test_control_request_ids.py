@@ -27,13 +27,15 @@ from tests.support.sessions import (
     session_input,
     start,
     stub_settings,
+    until,
 )
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import list_events, messages_page
 from vigil.schema import event_kinds, names
 from vigil.schema.payloads import MessageInput, ToolPolicy
-from vigil.workers import client_controls, client_core
+from vigil.workers import client_controls, client_core, liveness
 from vigil.workers.client import VigilClient
+from vigil.workers.keyed import answer, message_by_key
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -97,3 +99,47 @@ async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
         # No second approval refused as decided already: the request was taken once.
         state = await vigil.state(sid)
         assert state.rejected_inputs == 0
+
+
+async def test_an_unanswered_keyed_message_goes_again_as_a_signal_and_is_taken_once(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    vigil: VigilClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message to a key's running session whose worker is gone: its update-with-start
+    went unanswered, and was lost with a restart of Temporal."""
+    stub.enqueue(Reply.text("first answer"), Reply.text("second answer"))
+    config = stub_settings(settings, stub.url_openai)
+    agent, key = f"keyed-{uuid.uuid4().hex[:6]}", "customer-7"
+    keyed = settings.model_copy(update={"task_queue": task_queue})
+    sender = VigilClient(keyed, vigil.temporal)
+    try:
+        async with running_worker(client, config, task_queue):
+            first = await message_by_key(
+                sender, agent, key, "hello", by="ana", allow_undefined=True
+            )
+            assert (await answer(sender, first, "hello", by="ana")) is not None
+        monkeypatch.setattr(liveness, "CONTROL_WAIT_SECONDS", 2.0)
+        sent = await asyncio.wait_for(
+            message_by_key(sender, agent, key, "are you there", by="ana", allow_undefined=True), 60
+        )
+        assert sent.session_id == first.session_id and sent.queued and sent.ack.queued, sent
+        async with running_worker(client, config, task_queue):
+
+            async def heard() -> list[str] | None:
+                async with acting_for(sessionmaker, agent) as db:
+                    words = await messages_page(db, sent.session_id, limit=100)
+                said = [m.content for m in words if m.role == "user" and m.name == "ana"]
+                replies = [m for m in words if m.role == "assistant" and not m.tool_calls]
+                return said if len(replies) >= 2 else None
+
+            assert await until(heard, 30, "the second answer") == ["hello", "are you there"]
+            await asyncio.sleep(1)
+            assert await heard() == ["hello", "are you there"]  # taken once
+            await vigil.cancel(sent.session_id, by="ana")
+    finally:
+        await sender.close()
