@@ -113,6 +113,9 @@ class SessionCarry(Payload):
     inbox: list[QueuedMessage] = Field(default_factory=list)
     """Human messages not yet in the transcript (they join it between steps)."""
     rejected_inputs: int = 0
+    taken_requests: list[str] = Field(default_factory=list)
+    """The named requests the runs before took, newest last (a request sent again reaches
+    the next run: taken once all the same)."""
     agent_version: int | None = None
     """The agent definition's version this session runs (None: an agent with no definition)."""
     agent_pinned: bool = False

@@ -356,14 +356,15 @@ async def _durably(
 ) -> bool:
     """A delivery's message or wake: as an update, which a worker takes (or refuses) at
     once; while no worker polls the session's queue, as a signal, which Temporal keeps for
-    the next one (a sender's delivery is not refused because no worker runs). Whether it
-    was sent as a signal."""
+    the next one (a sender's delivery is not refused because no worker runs); an update
+    no worker answers in time goes again as a signal too (the client's). Whether it was
+    left as a signal."""
     try:
-        await control(*args, **kwargs)
+        ack = await control(*args, **kwargs)
     except NoWorker:
         await control(*args, wait=False, **kwargs)
         return True
-    return False
+    return bool(ack is not None and ack.queued)
 
 
 async def _status(client: VigilClient, session_id: str) -> WorkflowExecutionStatus | None:

@@ -300,7 +300,9 @@ async def _queue(
     except WorkflowAlreadyStartedError:
         return None
     return Ack(
-        accepted=True,
+        # Left for a worker to take: said as such when its update went unanswered (the
+        # answer to a send with no worker polling was always accepted, queued).
+        accepted=said is None,
         status=SessionStatus.RUNNING,
         message=said
         or f"queued: no worker polls task queue {start_kwargs['task_queue']!r} yet; "

@@ -24,6 +24,7 @@ from temporalio import workflow
 
 from vigil.schema.limits import MAX_QUEUED_BYTES, queued_size
 from vigil.schema.payloads import (
+    Ack,
     CarriedWait,
     PendingApproval,
     QueuedMessage,
@@ -73,6 +74,7 @@ class HandOverWhileWaiting:
     _inbox: Inbox
     _waiting_for: str | None
     _rejected_inputs: int
+    _taken_requests: dict[str, Ack]
     _open_step: int
     _open_calls: dict[int, tuple[ToolCallRef, int | None]]
     _model_seq: int
@@ -143,6 +145,7 @@ class HandOverWhileWaiting:
         self._c.waiting = wait()
         self._c.inbox = [QueuedMessage(text=t, by=b, at=at) for t, b, at in self._inbox.items]
         self._c.rejected_inputs = self._rejected_inputs
+        self._c.taken_requests = list(self._taken_requests)
         self._c.run_index += 1
         workflow.logger.info(
             "session handing over to run %s while waiting (%s, history %s bytes)",
@@ -163,7 +166,11 @@ class HandOverWhileWaiting:
         c = self._c
         self._inbox.items = [(m.text, m.by, m.at) for m in c.inbox]
         self._rejected_inputs = c.rejected_inputs
-        wait, c.waiting, c.inbox = c.waiting, None, []
+        for key in c.taken_requests:
+            self._taken_requests[key] = Ack(
+                accepted=True, status=self._status, message="taken in an earlier run"
+            )
+        wait, c.waiting, c.inbox, c.taken_requests = c.waiting, None, [], []
         if wait is None:
             return None
         self._open_step, self._model_seq = wait.step, wait.model_seq

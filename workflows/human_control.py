@@ -65,6 +65,13 @@ def _said(value: BaseModel | None) -> tuple[str | None, str | None]:
     return (by if isinstance(by, str) else None), (text if isinstance(text, str) else None)
 
 
+def _request_key(value: BaseModel) -> str | None:
+    """What a named request is remembered by: its kind and its id (a resume that reuses a
+    pause's id is another request)."""
+    request = getattr(value, "request_id", None)
+    return f"{type(value).__name__}:{request}" if request else None
+
+
 MAX_TAKEN_REQUESTS = 256
 """How many answers to named requests a run keeps (a request is sent again within a minute
 of its first sending)."""
@@ -395,15 +402,15 @@ class HumanControl(Bookkeeping):
         same request sent again as a signal after its update went unanswered (the
         client's way to keep it through a restart of Temporal, which keeps an update
         only in memory until a worker takes it), or that update arriving after all."""
-        request = getattr(value, "request_id", None)
-        return self._taken_requests.get(request) if request else None
+        key = _request_key(value)
+        return self._taken_requests.get(key) if key else None
 
     def _kept(self, value: BaseModel, ack: Ack) -> Ack:
         """Remember the answer to a request that names its id (the newest
         ``MAX_TAKEN_REQUESTS``); ``ack`` as it is."""
-        request = getattr(value, "request_id", None)
-        if request:
-            self._taken_requests[request] = ack
+        key = _request_key(value)
+        if key:
+            self._taken_requests[key] = ack
             while len(self._taken_requests) > MAX_TAKEN_REQUESTS:
                 del self._taken_requests[next(iter(self._taken_requests))]
         return ack

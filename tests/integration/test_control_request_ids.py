@@ -99,6 +99,20 @@ async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
         # No second approval refused as decided already: the request was taken once.
         state = await vigil.state(sid)
         assert state.rejected_inputs == 0
+        # Both ways reached the session: each update Temporal held, and its signal.
+        history = [e async for e in handle.fetch_history_events()]
+        updates = [
+            e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            for e in history
+            if e.HasField("workflow_execution_update_accepted_event_attributes")
+        ]
+        signals = [
+            e.workflow_execution_signaled_event_attributes.signal_name
+            for e in history
+            if e.HasField("workflow_execution_signaled_event_attributes")
+        ]
+        assert sorted(updates) == [names.UPD_APPROVE, names.UPD_MESSAGE], updates
+        assert sorted(signals) == [names.SIG_APPROVE] + [names.SIG_MESSAGE] * 3, signals
 
 
 async def test_an_unanswered_keyed_message_goes_again_as_a_signal_and_is_taken_once(

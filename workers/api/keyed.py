@@ -45,6 +45,9 @@ class KeyedMessageResult(BaseModel):
     not_taken: list[str] = []
     """The body's start options the session did not take, because it was running already
     and keeps its own (empty when this message started it)."""
+    queued: bool = False
+    """The message was left with Temporal as a signal (no worker polls the queue, or none
+    answered in time): in the session's history, taken once a worker runs it."""
 
 
 @router.post(
@@ -89,4 +92,5 @@ async def message_key(
         follows=sent.follows,
         started=started,
         not_taken=for_a_start if started is False else [],
+        queued=sent.queued,
     )

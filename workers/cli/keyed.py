@@ -119,6 +119,7 @@ def message(
             "status": ack.status.value,
             "message": ack.message,
             "follows": sent.follows,
+            "queued": sent.queued,
         }
         if not as_json:
             out.print(f"session [bold]{escape(sent.session_id)}[/]: {escape(ack.message)}")
