@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from tests.support.cli import SessionScripts, Vigil, WorkerProcess, cli_env
 from tests.support.llm_stub import LLMStub, Reply
+from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
 from vigil.workers.stack import Stack
 
@@ -82,3 +83,13 @@ def stub() -> Iterator[LLMStub]:
     """A local LLM server speaking the OpenAI and Anthropic protocols, one per test."""
     with LLMStub() as s:
         yield s
+
+
+@pytest.fixture
+async def vigil_client(settings: Settings) -> AsyncIterator[VigilClient]:
+    """vigil's own client on the test stack, as the CLI and the API make it."""
+    client = await VigilClient.connect(settings)
+    try:
+        yield client
+    finally:
+        await client.close()

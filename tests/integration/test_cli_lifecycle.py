@@ -68,6 +68,7 @@ def test_start_follow_and_approve(cli: CLIStack) -> None:
             "status": "running",
             "message": "approved a1-0",
             "paused": False,
+            "queued": False,
         }
         wait_approval(cli.database_url, sid, "a2-0")
         assert cli.vigil.json("approve", sid, "a2-0", "--signal", "--by", "bob") == {"sent": True}

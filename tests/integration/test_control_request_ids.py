@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -41,22 +40,13 @@ from vigil.workers.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def vigil(settings: Settings) -> AsyncIterator[VigilClient]:
-    client = await VigilClient.connect(settings)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
     client: Client,
     settings: Settings,
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
-    vigil: VigilClient,
+    vigil_client: VigilClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stub.enqueue(
@@ -75,8 +65,8 @@ async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
     # updates, and wait (2 s here, 30 in use).
     monkeypatch.setattr(client_core, "CONTROL_WAIT_SECONDS", 2.0)
     monkeypatch.setattr(client_controls, "CONTROL_WAIT_SECONDS", 2.0)
-    said = await vigil.say(sid, "also check the disk", by="ana")
-    approved = await vigil.approve(sid, "a1-0", by="ana")
+    said = await vigil_client.say(sid, "also check the disk", by="ana")
+    approved = await vigil_client.approve(sid, "a1-0", by="ana")
     for ack in (said, approved):
         assert ack is not None and ack.queued and not ack.accepted, ack
         assert "left with Temporal as a signal" in ack.message
@@ -97,7 +87,7 @@ async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
         assert len(decided) == 1, decided
         assert sorted(heard) == [("ana", "also check the disk"), ("bo", "also check the disk")]
         # No second approval refused as decided already: the request was taken once.
-        state = await vigil.state(sid)
+        state = await vigil_client.state(sid)
         assert state.rejected_inputs == 0
         # Both ways reached the session: each update Temporal held, and its signal.
         history = [e async for e in handle.fetch_history_events()]
@@ -121,7 +111,7 @@ async def test_an_unanswered_keyed_message_goes_again_as_a_signal_and_is_taken_o
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
-    vigil: VigilClient,
+    vigil_client: VigilClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A message to a key's running session whose worker is gone: its update-with-start
@@ -130,7 +120,7 @@ async def test_an_unanswered_keyed_message_goes_again_as_a_signal_and_is_taken_o
     config = stub_settings(settings, stub.url_openai)
     agent, key = f"keyed-{uuid.uuid4().hex[:6]}", "customer-7"
     keyed = settings.model_copy(update={"task_queue": task_queue})
-    sender = VigilClient(keyed, vigil.temporal)
+    sender = VigilClient(keyed, vigil_client.temporal)
     try:
         async with running_worker(client, config, task_queue):
             first = await message_by_key(
@@ -154,6 +144,6 @@ async def test_an_unanswered_keyed_message_goes_again_as_a_signal_and_is_taken_o
             assert await until(heard, 30, "the second answer") == ["hello", "are you there"]
             await asyncio.sleep(1)
             assert await heard() == ["hello", "are you there"]  # taken once
-            await vigil.cancel(sent.session_id, by="ana")
+            await vigil_client.cancel(sent.session_id, by="ana")
     finally:
         await sender.close()

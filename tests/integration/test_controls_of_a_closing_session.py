@@ -4,7 +4,6 @@ session in vigil's words, and none is taken as if it had acted."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -25,15 +24,6 @@ from vigil.workers.client import Refused, VigilClient
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def vigil(settings: Settings) -> AsyncIterator[VigilClient]:
-    client = await VigilClient.connect(settings)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def _waiting_for_approval(
@@ -62,7 +52,7 @@ async def test_an_approval_the_closing_session_never_took_says_how_it_ended(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
-    vigil: VigilClient,
+    vigil_client: VigilClient,
 ) -> None:
     """An approval Temporal holds for the worker while the session closes is answered with
     how the session ended (before: "is not running (waiting_approval): workflow update was
@@ -70,7 +60,7 @@ async def test_an_approval_the_closing_session_never_took_says_how_it_ended(
     control of a session that closed before any worker recorded it says it ended (before:
     "no session with id", as if there were none)."""
     sid = await _waiting_for_approval(client, settings, task_queue, stub, sessionmaker)
-    sent = asyncio.create_task(vigil.approve(sid, "a1-0", by="ana"))
+    sent = asyncio.create_task(vigil_client.approve(sid, "a1-0", by="ana"))
     await asyncio.sleep(1)
     await client.get_workflow_handle(sid).terminate(reason="closed under the approval")
     with pytest.raises(Refused) as refused:
@@ -80,7 +70,7 @@ async def test_an_approval_the_closing_session_never_took_says_how_it_ended(
     never = await start(client, f"{task_queue}-nobody", session_input("never ran"))
     await never.terminate(reason="before any worker")
     with pytest.raises(Refused) as refused:
-        await vigil.say(never.id, "hello?", by="ana")
+        await vigil_client.say(never.id, "hello?", by="ana")
     assert str(refused.value) == (
         f"refused by session {never.id}: the session has ended (terminated)"
     )
@@ -92,15 +82,15 @@ async def test_a_second_cancel_while_the_first_is_pending_is_refused(
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
-    vigil: VigilClient,
+    vigil_client: VigilClient,
 ) -> None:
     """A cancel sent while an earlier one has not ended the session yet (no worker has
     taken it) is refused with what is going on (before: accepted, as if it had acted); the
     first still ends the session once a worker runs it."""
     sid = await _waiting_for_approval(client, settings, task_queue, stub, sessionmaker)
-    await vigil.cancel(sid, by="ana", reason="wrong customer")
+    await vigil_client.cancel(sid, by="ana", reason="wrong customer")
     with pytest.raises(Refused) as refused:
-        await vigil.cancel(sid, by="bob", reason="me too")
+        await vigil_client.cancel(sid, by="bob", reason="me too")
     assert str(refused.value) == (
         f"session {sid!r} is being cancelled already; it ends once a worker has written its "
         "last records"
@@ -108,11 +98,13 @@ async def test_a_second_cancel_while_the_first_is_pending_is_refused(
     config = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, config, task_queue):
         assert (
-            await until(lambda: _final(vigil, sid), within=60, what="the session ends cancelled")
+            await until(
+                lambda: _final(vigil_client, sid), within=60, what="the session ends cancelled"
+            )
             == "cancelled"
         )
 
 
-async def _final(vigil: VigilClient, sid: str) -> str | None:
-    status = await vigil.status(sid)
+async def _final(vigil_client: VigilClient, sid: str) -> str | None:
+    status = await vigil_client.status(sid)
     return status if status in ("cancelled", "completed", "failed") else None
