@@ -27,9 +27,9 @@ from vigil.schema.payloads import (
     SessionStatus,
     WakeInput,
 )
+from vigil.workers import liveness
 from vigil.workers.client_errors import BadArgument, NotAnswered, Refused, VigilError
 from vigil.workers.client_history import SessionHistory
-from vigil.workers.liveness import CONTROL_WAIT_SECONDS
 
 
 def refuse_oversized(value: BaseModel) -> None:
@@ -55,7 +55,7 @@ class SessionControls(SessionHistory):
             # An update waits for a worker to run it: with none polling, say so at once.
             await self._describe_live(session_id, what="session {id} cannot take the " + signal)
             try:
-                ack: Ack = await self._bounded(
+                ack: Ack = await self.bounded(
                     session_id, handle.execute_update(update, arg, result_type=Ack), signal
                 )
             except NotAnswered:
@@ -77,7 +77,7 @@ class SessionControls(SessionHistory):
             accepted=False,
             status=status,
             message=(
-                f"no worker answered within {CONTROL_WAIT_SECONDS:.0f} s: the {signal} is "
+                f"no worker answered within {liveness.CONTROL_WAIT_SECONDS:.0f} s: the {signal} is "
                 "left with Temporal as a signal in the session's history (kept through a "
                 "restart), and the session takes it once a worker runs it"
             ),

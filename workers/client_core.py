@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.schema import names
 from vigil.schema.payloads import FINAL_STATUSES
+from vigil.workers import liveness
 from vigil.workers.client_errors import (
     BadArgument,
     NotAnswered,
@@ -39,7 +40,6 @@ from vigil.workers.client_errors import (
 from vigil.workers.client_views import RUNNING_STATUSES, said_status
 from vigil.workers.codec import PayloadKeyError
 from vigil.workers.liveness import (
-    CONTROL_WAIT_SECONDS,
     is_unreachable,
     live_pollers,
     no_worker,
@@ -201,15 +201,17 @@ class _VigilClientCore:
             await self.require_worker(desc.task_queue, what=what.format(id=session_id))
         return desc
 
-    async def _bounded(self, session_id: str, coro: Awaitable[Any], what: str) -> Any:
+    async def bounded(self, session_id: str, coro: Awaitable[Any], what: str) -> Any:
         """A control or a query, bounded: a worker that polls but does not answer (busy,
         stuck) is reported instead of waited for without end."""
         try:
-            return await asyncio.wait_for(self._rpc(session_id, coro), CONTROL_WAIT_SECONDS)
+            return await asyncio.wait_for(
+                self._rpc(session_id, coro), liveness.CONTROL_WAIT_SECONDS
+            )
         except TimeoutError:
             raise NotAnswered(
                 f"session {session_id} did not answer the {what} within "
-                f"{CONTROL_WAIT_SECONDS:.0f} s although a worker polls its queue; "
+                f"{liveness.CONTROL_WAIT_SECONDS:.0f} s although a worker polls its queue; "
                 "it may be busy: try again, or send it with --signal"
             ) from None
 

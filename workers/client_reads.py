@@ -66,7 +66,7 @@ class SessionReads(SessionStart):
         # A query is answered by a worker, even for an ended session.
         await self.require_worker(desc.task_queue, what=f"session {session_id} cannot answer")
         handle = self.handle(session_id)
-        result: SessionState = await self._bounded(
+        result: SessionState = await self.bounded(
             session_id, handle.query(names.QUERY_STATE, result_type=SessionState), "query"
         )
         return result

@@ -322,17 +322,12 @@ async def _send(
     try:
         try:
             # Bounded as a control is: an update no worker takes waits in Temporal's memory.
-            ack: Ack = await asyncio.wait_for(
-                client.call(
-                    session_id,
-                    client.temporal.execute_update_with_start_workflow(
-                        names.UPD_MESSAGE,
-                        message,
-                        start_workflow_operation=operation,
-                        result_type=Ack,
-                    ),
+            ack: Ack = await client.bounded(
+                session_id,
+                client.temporal.execute_update_with_start_workflow(
+                    names.UPD_MESSAGE, message, start_workflow_operation=operation, result_type=Ack
                 ),
-                liveness.CONTROL_WAIT_SECONDS,
+                "message",
             )
         except Exception:
             # A failed start leaves its error on the operation too, for whoever awaits its
@@ -351,8 +346,6 @@ async def _send(
             raise
     except WorkflowAlreadyStartedError:
         return None
-    except TimeoutError:
-        raise NotAnswered(f"session {session_id} did not answer the message in time") from None
     except Refused as exc:
         failed = exc.__cause__
         if isinstance(failed, WorkflowUpdateFailedError) and names.REFUSED_ENDED in str(exc):

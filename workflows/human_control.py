@@ -13,7 +13,7 @@ Deterministic code only: this is part of the workflow (see workflows/session.py)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -262,10 +262,14 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_APPROVE)
     def approve_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, ApproveInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._decide(arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments)
-        return self._kept(arg, self._ack("approve", f"approved {arg.approval_id}"))
+        return self._once(
+            arg,
+            lambda: self._decide(
+                arg.approval_id, "approve", arg.by, arg.note, arg.edited_arguments
+            ),
+            "approve",
+            f"approved {arg.approval_id}",
+        )
 
     @approve_update.validator
     def _validate_approve(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -276,10 +280,12 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_REJECT)
     def reject_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, RejectInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._decide(arg.approval_id, "reject", arg.by, arg.reason, None)
-        return self._kept(arg, self._ack("reject", f"rejected {arg.approval_id}"))
+        return self._once(
+            arg,
+            lambda: self._decide(arg.approval_id, "reject", arg.by, arg.reason, None),
+            "reject",
+            f"rejected {arg.approval_id}",
+        )
 
     @reject_update.validator
     def _validate_reject(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -290,10 +296,7 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_PAUSE)
     def pause_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, PauseInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._pause(arg)
-        return self._kept(arg, self._ack("pause", "paused"))
+        return self._once(arg, lambda: self._pause(arg), "pause", "paused")
 
     @pause_update.validator
     def _validate_pause(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -304,10 +307,7 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_RESUME)
     def resume_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, ResumeInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._resume(arg)
-        return self._kept(arg, self._ack("resume", "resumed"))
+        return self._once(arg, lambda: self._resume(arg), "resume", "resumed")
 
     @resume_update.validator
     def _validate_resume(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -325,10 +325,9 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, MessageInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._message(arg)
-        return self._kept(arg, self._ack("message", "message queued for the next step"))
+        return self._once(
+            arg, lambda: self._message(arg), "message", "message queued for the next step"
+        )
 
     @message_update.validator
     def _validate_message(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -339,10 +338,7 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_REDIRECT)
     def redirect_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, RedirectInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._redirect(arg)
-        return self._kept(arg, self._ack("redirect", "goal changed"))
+        return self._once(arg, lambda: self._redirect(arg), "redirect", "goal changed")
 
     @redirect_update.validator
     def _validate_redirect(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -357,10 +353,7 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_WAKE)
     def wake_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, WakeInput)
-        if (before := self._taken_before(arg)) is not None:
-            return before
-        self._wake(arg)
-        return self._kept(arg, self._ack("wake", "woken"))
+        return self._once(arg, lambda: self._wake(arg), "wake", "woken")
 
     @wake_update.validator
     def _validate_wake(self, raw: RawValue = NO_ARGUMENT) -> None:
@@ -404,6 +397,14 @@ class HumanControl(Bookkeeping):
         only in memory until a worker takes it), or that update arriving after all."""
         key = _request_key(value)
         return self._taken_requests.get(key) if key else None
+
+    def _once(self, arg: BaseModel, take: Callable[[], None], action: str, message: str) -> Ack:
+        """An update's effect (``take``) and its answer, unless it names a request taken
+        already: then that request's answer, and no effect."""
+        if (before := self._taken_before(arg)) is not None:
+            return before
+        take()
+        return self._kept(arg, self._ack(action, message))
 
     def _kept(self, value: BaseModel, ack: Ack) -> Ack:
         """Remember the answer to a request that names its id (the newest

@@ -32,7 +32,7 @@ from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import list_events, messages_page
 from vigil.schema import event_kinds, names
 from vigil.schema.payloads import MessageInput, ToolPolicy
-from vigil.workers import client_controls, client_core, liveness
+from vigil.workers import liveness
 from vigil.workers.client import VigilClient
 from vigil.workers.keyed import answer, message_by_key
 from vigil.workers.settings import Settings
@@ -63,8 +63,7 @@ async def test_an_unanswered_control_is_left_as_a_signal_and_taken_once(
     sid = handle.id
     # Its worker is gone; Temporal lists it for a while, so the controls are sent as
     # updates, and wait (2 s here, 30 in use).
-    monkeypatch.setattr(client_core, "CONTROL_WAIT_SECONDS", 2.0)
-    monkeypatch.setattr(client_controls, "CONTROL_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(liveness, "CONTROL_WAIT_SECONDS", 2.0)
     said = await vigil_client.say(sid, "also check the disk", by="ana")
     approved = await vigil_client.approve(sid, "a1-0", by="ana")
     for ack in (said, approved):
