@@ -58,9 +58,12 @@ if TYPE_CHECKING:
     from vigil.workers.feed import Feed
 
 
-CLIENT_DB_POOL_SIZE = 4
-"""PostgreSQL connections a client keeps open (a command's few statements run one after
-another); the API server keeps ``api_db_pool_size``."""
+CLIENT_DB_POOL_SIZE = 8
+"""PostgreSQL connections a client may keep open (a command's few statements run one after
+another, so a command opens one or two); the API server keeps ``api_db_pool_size``. None
+is opened past them: a request waits for one, where a connection opened past the pool
+was closed again once the burst had passed (a server process and its authentication for
+each, several per burst of starts)."""
 
 
 class _VigilClientCore:
@@ -116,7 +119,7 @@ class _VigilClientCore:
             url = self.settings.endpoints().database_url
             if url is None:
                 raise Unreachable(self.settings.no_database())
-            self._engine = make_engine(url, pool_size=self._db_pool_size)
+            self._engine = make_engine(url, pool_size=self._db_pool_size, max_overflow=0)
         return self._engine
 
     @property

@@ -42,12 +42,20 @@ _IDLE_SINCE = "vigil.idle_since"
 
 
 def make_engine(
-    url: str, *, pool_size: int = 10, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
 ) -> AsyncEngine:
+    """An engine keeping ``pool_size`` connections open; a burst past them opens up to
+    ``max_overflow`` more (``pool_size`` when not given), each closed when given back
+    while the pool is full: a new server process and its authentication every time, so
+    a server that sees bursts (the API) keeps what it may use and queues past it (0)."""
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_recycle=1800,
     )
     # 0 (the default): every reused connection is pinged, like SQLAlchemy's

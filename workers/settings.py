@@ -264,11 +264,13 @@ class Settings(BaseSettings):
     api_port: int = 8240
     api_in_stack: bool = True
     """`vigil stack up` also starts the API (and `down` stops it)."""
-    api_db_pool_size: int = Field(default=10, ge=1)
-    """PostgreSQL connections the API server keeps open; as many more are opened in a
-    burst and closed when it has passed. A request holds one only while its statements
-    run; at the former 4 (a client's), a burst of 30 starts at once opened and closed 8-9
-    connections. Counted with the workers' against the server's ``max_connections``."""
+    api_db_pool_size: int = Field(default=20, ge=1)
+    """PostgreSQL connections the API server may keep open, opened as its requests need
+    them and kept; a request past them waits for one (a request holds one only while its
+    statements run). Before, as many more were opened in a burst and closed after it: a
+    burst of 30 starts at once opened and closed 10-18 connections, a server process and
+    its authentication each. Counted twice (the record's statements and the agent-bound
+    reads have a pool each) with the workers' against the server's ``max_connections``."""
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
     api_max_upload_bytes: int = 1024 * 1024 * 1024
