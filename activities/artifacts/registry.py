@@ -156,8 +156,10 @@ def validate_name(name: str, *, new: bool = False) -> str:
     store. A ``new`` name (one being written) must also end in something a file can be
     called, as ``vigil artifact get`` names its file after it: not ``.`` or ``..`` (an
     HTTP client also resolves such a segment away), it holds no backslash (a path
-    separator on Windows, a ``/`` to browsers), and no space begins or ends it (``foo ``
-    is listed as ``foo``). Names written before stay readable.
+    separator on Windows, a ``/`` to browsers), no space begins or ends it (``foo ``
+    is listed as ``foo``), and it is in Unicode's composed form (NFC: ``café`` written
+    with a combining accent shows as the ``café`` with one character, yet would name
+    another artifact). Names written before stay readable.
     """
     if not isinstance(name, str):
         raise InvalidArtifactName("an artifact name must be a string")
@@ -177,6 +179,12 @@ def validate_name(name: str, *, new: bool = False) -> str:
         raise InvalidArtifactName(
             f"an artifact name, and each part of it between slashes, must not begin or end "
             f"with a space: {name!r} (it would read as the name without it)"
+        )
+    if new and unicodedata.normalize("NFC", name) != name:
+        raise InvalidArtifactName(
+            f"an artifact name must be in Unicode's composed form (NFC): write "
+            f"{unicodedata.normalize('NFC', name)!r} (it looks the same as {name!r}, whose "
+            "accents are separate characters, but would name another artifact)"
         )
     if new and "\\" in name:
         raise InvalidArtifactName(

@@ -209,6 +209,8 @@ async def test_another_agent_can_neither_read_nor_link_into_the_session(
         " notes.md",
         "dir/ notes.md",  # its file would be called " notes.md"
         "dir /notes.md",
+        "cafe\u0301.txt",  # "café.txt" decomposed: listed as the composed one, another name
+        "A\u030a/notes.md",  # "Å" decomposed, in a folder's part
     ],
 )
 async def test_bad_names_are_refused_before_anything_is_written(
@@ -279,6 +281,13 @@ def test_ordinary_names_are_accepted() -> None:
     ):
         assert validate_name(name, new=True) == name
     assert validate_name("written before ") == "written before "  # still readable
+    assert validate_name("cafe\u0301.txt") == "cafe\u0301.txt"  # so is one decomposed
+
+
+def test_a_decomposed_name_is_told_its_composed_form() -> None:
+    with pytest.raises(InvalidArtifactName, match="NFC") as refused:
+        validate_name("cafe\u0301.txt", new=True)
+    assert "'caf\u00e9.txt'" in str(refused.value)
 
 
 async def test_bytes_that_fail_their_digest_are_refused_on_read(
