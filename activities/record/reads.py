@@ -93,7 +93,12 @@ async def search_messages(
                         "SELECT m.session_id, m.seq, m.role, m.step, m.created_at, "
                         "m.content_enc, page.rank, "
                         "ts_headline('english', m.content, q.q, :opts) AS snippet, "
-                        "CASE WHEN m.tool_calls IS NOT NULL THEN ts_headline('english', "
+                        # The calls' fragments when the query matches them and not the
+                        # text, asked of the words as the trigger reads them: the marks
+                        # in a fragment cannot tell, as the text may hold them itself.
+                        "CASE WHEN m.tool_calls IS NOT NULL AND NOT (to_tsvector('english', "
+                        f"left(vigil_fold(left(m.content, {SEARCHED_CHARS})), "
+                        f"{SEARCHED_CHARS})) @@ q.q) THEN ts_headline('english', "
                         f"left(vigil_call_words(m.tool_calls), {SEARCHED_CHARS}), q.q, :opts) "
                         "END AS call_snippet "
                         "FROM page JOIN messages m ON m.id = page.id, q "
@@ -127,9 +132,10 @@ async def search_messages(
 
 
 def _snippet(text_part: str, content_enc: int, calls_part: str | None) -> str:
-    """The text's fragments where a searched word is in the text; else, where one is in
-    the message's tool calls (their names and arguments), those, after ``calls:``."""
-    if SNIPPET_START in text_part or not calls_part or SNIPPET_START not in calls_part:
+    """The text's fragments; where the query matches the message's tool calls (their names
+    and arguments) and not its text (``calls_part`` is made only then), theirs, after
+    ``calls:``."""
+    if calls_part is None or SNIPPET_START not in calls_part:
         return textcodec.decode(text_part, content_enc)
     return f"calls: {calls_part}"
 

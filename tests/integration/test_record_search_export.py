@@ -203,6 +203,13 @@ async def test_search_finds_the_words_of_tool_calls(
                 step=2,
                 tool_calls=[{"id": "c3", "name": "broken", "arguments": "{not json flamingo"}],
             ),
+            NewMessage(
+                3,
+                "assistant",
+                "Links look like [[page]] in the wiki.",  # the snippet's own marks, as text
+                step=3,
+                tool_calls=[{"id": "c4", "name": "recall", "arguments": '{"query": "albatross"}'}],
+            ),
         ],
     )
     async with sessionmaker() as db:
@@ -212,6 +219,7 @@ async def test_search_finds_the_words_of_tool_calls(
         tool_name = await search_messages(db, agent, "write_artifact")
         in_text = await search_messages(db, agent, "saved")
         key_only = await search_messages(db, agent, "kept")
+        marked = await search_messages(db, agent, "albatross")
     assert [(h.session_id, h.seq) for h in argument.hits] == [(session, 1)]
     assert argument.hits[0].snippet.startswith("calls: ")
     assert "[[zanzibar]]" in argument.hits[0].snippet
@@ -222,6 +230,11 @@ async def test_search_finds_the_words_of_tool_calls(
     assert [h.seq for h in in_text.hits] == [2]
     assert in_text.hits[0].snippet.startswith("[[Saved]] the notes")
     assert key_only.hits == []  # a parameter's name is the tool's, not the agent's words
+    # Text holding "[[" with no match in it: the match is in the calls, shown so.
+    assert [h.seq for h in marked.hits] == [3]
+    assert marked.hits[0].snippet.startswith("calls: ") and "[[albatross]]" in (
+        marked.hits[0].snippet
+    )
 
 
 TRICKY = "NUL \x00, lone surrogate \udc80, backslash \\0, emoji 🦉"
