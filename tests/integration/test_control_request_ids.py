@@ -22,6 +22,7 @@ from temporalio.client import Client
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
     approval_pending,
+    eventually,
     running_worker,
     session_input,
     start,
@@ -31,7 +32,13 @@ from tests.support.sessions import (
 from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import list_events, messages_page
 from vigil.schema import event_kinds, names
-from vigil.schema.payloads import MessageInput, ToolPolicy
+from vigil.schema.payloads import (
+    ApproveInput,
+    MessageInput,
+    PauseInput,
+    ResumeInput,
+    ToolPolicy,
+)
 from vigil.workers import liveness
 from vigil.workers.client import VigilClient
 from vigil.workers.keyed import answer, message_by_key
@@ -146,3 +153,48 @@ async def test_an_unanswered_keyed_message_goes_again_as_a_signal_and_is_taken_o
             await vigil_client.cancel(sent.session_id, by="ana")
     finally:
         await sender.close()
+
+
+async def test_requests_taken_in_one_run_are_not_taken_again_in_the_next(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """The ids a run took travel with continue-as-new: a sender retrying a request after
+    the session moved on to a new run is answered, not obeyed twice."""
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/two"}),
+        Reply.tool_call("finish", {"summary": "fetched twice"}),
+    )
+    config = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    arg = session_input("fetch two pages", steps_per_run=1).model_copy(
+        update={"policy": ToolPolicy(require_approval=["http_fetch"])}
+    )
+    said = MessageInput(text="the second page too", by="ana", request_id=uuid.uuid4().hex)
+    pause = PauseInput(by="ana", request_id=uuid.uuid4().hex)
+    async with running_worker(client, config, task_queue):
+        handle = await start(client, task_queue, arg)
+        await approval_pending(handle, sessionmaker)
+        await handle.signal(names.SIG_MESSAGE, said)
+        await handle.execute_update(names.UPD_PAUSE, pause)
+        await handle.execute_update(names.UPD_RESUME, ResumeInput(by="ana"))
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ana"))
+        second = await eventually(handle, lambda s: s.run_index == 2 and bool(s.pending_approvals))
+        # The same requests again, as a sender that never heard back would send them.
+        await handle.signal(names.SIG_MESSAGE, said)
+        await handle.signal(names.SIG_PAUSE, pause)
+        now = await eventually(handle, lambda s: s.run_index == 2)
+        assert not now.paused and now.rejected_inputs == 0, now
+        await handle.execute_update(
+            names.UPD_APPROVE,
+            ApproveInput(approval_id=second.pending_approvals[0].approval_id, by="ana"),
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status.value == "completed" and result.runs >= 2, result
+    async with acting_for(sessionmaker, arg.agent_id) as db:
+        words = await messages_page(db, handle.id, limit=100)
+    heard = [m.content for m in words if m.role == "user" and m.name == "ana"]
+    assert heard == ["the second page too"], heard

@@ -1161,6 +1161,44 @@ async def named_requests(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def named_requests_across_runs(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Named requests taken in the first run come again in the second (two steps a run):
+    the ids taken travel with continue-as-new, so neither is taken twice."""
+    ctx.stub.enqueue(ctx.fetch("/1"), ctx.fetch("/2"), ctx.fetch("/3"), finish("two runs"))
+    handle = await ctx.start(
+        "named_requests_across_runs",
+        _arg("fetch three times with approval", policy=ToolPolicy(), steps_per_run=2),
+    )
+
+    async def approve_next(run: int) -> None:
+        waiting = await eventually(
+            handle, lambda s: s.run_index == run and bool(s.pending_approvals)
+        )
+        approval = waiting.pending_approvals[0].approval_id
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id=approval, by="bob"))
+
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    said = MessageInput(text="also the final page", by="bob", request_id="say-1")
+    pause = PauseInput(by="bob", reason="lunch", request_id="pause-1")
+    await handle.signal(names.SIG_MESSAGE, said)
+    await handle.execute_update(names.UPD_PAUSE, pause)
+    await handle.execute_update(names.UPD_RESUME, ResumeInput(by="bob", request_id="resume-1"))
+    await approve_next(1)
+    await approve_next(1)  # the second step's call, then the run ends
+    await eventually(handle, lambda s: s.run_index == 2 and bool(s.pending_approvals))
+    await handle.signal(names.SIG_MESSAGE, said)
+    await handle.signal(names.SIG_PAUSE, pause)
+    again: Ack = await handle.execute_update(names.UPD_PAUSE, pause, result_type=Ack)
+    assert again.accepted, again  # the first run's answer
+    assert not (await state(handle)).paused  # not a second pause
+    await approve_next(2)
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs == 2, result
+    first_run = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first_run, ctx.client.get_workflow_handle(handle.id)]
+
+
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]] = {
     "tools_finish": tools_finish,
     "approval_approve": approval_approve,
@@ -1210,6 +1248,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "pause_state_signals": pause_state_signals,
     "tool_failed_for_good": tool_failed_for_good,
     "named_requests": named_requests,
+    "named_requests_across_runs": named_requests_across_runs,
 }
 
 

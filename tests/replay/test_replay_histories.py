@@ -87,6 +87,8 @@ LATEST = {
     "rules_over_never",
     "delivery_per_chain",
     "named_requests",
+    "named_requests_across_runs_first_run",
+    "named_requests_across_runs_last_run",
 }
 EXPECTED = {
     "tools_finish",
