@@ -10,7 +10,9 @@ A ``say`` turn is a reply with no tool call: the session takes it as the model's
 answer and ends (completed, the text its summary); turns after it are not played.
 
 The turn to play is read off the conversation: its index is the number of assistant
-messages already in ``messages``. The same conversation always gets the same reply, so
+messages already in ``messages``, or one past the turn that made the newest call still in
+it (its id says which: ``call_<turn>_<n>``), whichever is more, so a window that left
+earlier turns out goes on where it was. The same conversation always gets the same reply, so
 an activity retried or replayed answers identically. Past the end of the script the
 model calls ``finish`` with the last assistant text (or "done") as the summary.
 
@@ -143,7 +145,7 @@ class ScriptedProvider:
         temperature: float | None = None,
     ) -> ModelReply:
         self._current()
-        index = sum(1 for m in messages if m.role == "assistant")
+        index = _turn_index(messages)
         failure = _failure_report(messages)
         if failure is not None:
             # Said as the session's end: the goal is not done, and the session says so.
@@ -186,6 +188,18 @@ class ScriptedProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _turn_index(messages: Sequence[ChatMessage]) -> int:
+    """The turn to play next (see the module docstring)."""
+    counted = sum(1 for m in messages if m.role == "assistant")
+    for message in reversed(messages):
+        for call in message.tool_calls if message.role == "assistant" else ():
+            mark, _, rest = call.id.partition("_")
+            turn = rest.partition("_")[0]
+            if mark == "call" and turn.isdigit():
+                return max(counted, int(turn) + 1)
+    return counted
 
 
 def _script(text: str) -> list[Any]:

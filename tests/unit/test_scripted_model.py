@@ -75,6 +75,22 @@ async def test_turn_index_counts_assistant_messages_only() -> None:
     assert (await provider.complete(with_one_answer, [])).content == "one"
 
 
+async def test_a_window_that_dropped_earlier_turns_goes_on_from_its_calls() -> None:
+    """The context window left out earlier turns (a long message pushed them out): the
+    turn is read off the calls still in it, so the script goes on instead of starting
+    again from its first turn (which repeated the script for ever)."""
+    script = [{"tool": "note", "args": {"n": n}} for n in range(4)]
+    provider = ScriptedProvider(script)
+    messages = list(GOAL)
+    for _ in range(3):
+        reply = await provider.complete(messages, [])
+        messages.append(as_assistant(reply))
+        messages += [ChatMessage("tool", "ok", tool_call_id=c.id) for c in reply.tool_calls]
+    window = [GOAL[0], ChatMessage("user", "x" * 50), *messages[-2:]]  # the third turn only
+    reply = await provider.complete(window, [])
+    assert reply.tool_calls == [ToolCall("call_3_0", "note", '{"n": 3}')]
+
+
 async def test_several_tools_in_one_turn_get_deterministic_ids() -> None:
     script = [
         {"say": "thinking"},
