@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shutil
 import uuid
@@ -66,7 +67,7 @@ async def _workers(settings: Settings, client: Client) -> Check:
     """A session on a queue nobody polls never moves: say so, with the command to run.
     Workers of one queue that load different tools fail too: a session's tool call goes
     to any of them, and one without the tool answers the model that it is not loaded."""
-    from vigil.workers.liveness import no_worker, pollers, split_identity
+    from vigil.workers.liveness import gone_here, no_worker, pollers, split_identity
 
     queue = settings.task_queue
     what = f"workers on task queue {queue!r}"
@@ -74,8 +75,20 @@ async def _workers(settings: Settings, client: Client) -> Check:
         found = await pollers(client, queue)
     except Exception as exc:
         return Check("temporal", what, False, str(exc).splitlines()[0][:200])
+    # Temporal lists a worker for a while after it stopped. A server on this host's
+    # loopback (the embedded one listens nowhere else) is polled by this host's processes:
+    # a worker named after one that no longer runs here is said so, not counted.
+    here = _on_loopback(settings.endpoints().temporal_address)
+    gone = [p for p in found if here and gone_here(p.identity)]
+    found = [p for p in found if p not in gone]
+    stopped = ""
+    if gone:
+        pids = ", ".join(sorted(split_identity(p.identity)[0] for p in gone))
+        stopped = f"; Temporal still lists {len(gone)} whose process no longer runs ({pids})"
     if not found:
-        return Check("temporal", what, False, no_worker(queue, queue, what="sessions cannot run"))
+        return Check(
+            "temporal", what, False, no_worker(queue, queue, what="sessions cannot run") + stopped
+        )
     now = datetime.now(UTC)
     shown: list[str] = []
     digests: set[str] = set()
@@ -87,7 +100,7 @@ async def _workers(settings: Settings, client: Client) -> Check:
         if poller.seen is not None:
             notes.append(f"seen {max(0, round((now - poller.seen).total_seconds()))} s ago")
         shown.append(f"{who} ({', '.join(notes)})" if notes else who)
-    listed = f"{len(found)} polling: {', '.join(shown)}"
+    listed = f"{len(found)} polling: {', '.join(shown)}{stopped}"
     if len(digests) > 1:
         return Check(
             "temporal",
@@ -98,6 +111,17 @@ async def _workers(settings: Settings, client: Client) -> Check:
             "start each with the same --tools, or give each set its own --task-queue",
         )
     return Check("temporal", what, True, listed)
+
+
+def _on_loopback(address: str) -> bool:
+    """Whether ``host:port`` is on this host's loopback interface."""
+    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _not_answering(exc: OSError) -> str:

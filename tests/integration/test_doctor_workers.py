@@ -50,3 +50,26 @@ def test_workers_of_one_queue_that_load_different_tools_fail_the_check(
         for worker in (plain, with_tools):
             if worker.proc is not None:
                 assert worker.stop() == 0, worker.log()
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_that_died_is_not_counted_as_polling(cli: CLIStack, tmp_path: Path) -> None:
+    """Temporal lists a killed worker for a while: `doctor` said it polled, and the check
+    passed, while no session could move."""
+    queue = f"tq-gone-{uuid.uuid4().hex[:8]}"
+    env = {**cli.vigil.env, "VIGIL_TASK_QUEUE": queue}
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    try:
+        assert _workers(cli, queue)["ok"] is True
+        worker.proc.kill()
+        worker.proc.wait()
+        found = _workers(cli, queue)
+    finally:
+        worker.stop()  # closes its log
+    detail = str(found["detail"])
+    assert found["ok"] is False, found
+    assert detail.startswith(f"no worker is polling task queue {queue!r}"), detail
+    pattern = rf"Temporal still lists 1 whose process no longer runs \({pid}@\S+\)$"
+    assert re.search(pattern, detail), detail
