@@ -191,6 +191,9 @@ class TokenService:
             raise ValueError("the owner must be 1-200 characters")
         if len(name) > 200 or "\x00" in name:
             raise ValueError("the name must be at most 200 characters")
+        if agents is not None and not agents:
+            # An empty list read as "every agent": a caller that meant some got all.
+            raise ValueError("a token names at least one agent, or none for every agent")
         await _check_agents(self._db, agents or [])
         token_id = "".join(
             secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12)

@@ -152,3 +152,21 @@ def test_a_session_of_an_undefined_agent_that_reads_as_a_known_one_is_refused(
             assert own.status_code == 201, own.text
             with api.client(api.token(Scope.ADMIN)) as admin:
                 admin.post(f"/v1/sessions/{own.json()['id']}/cancel", json={})
+
+
+def test_an_empty_agent_id_makes_no_token_for_every_agent(
+    stack: Stack, database_url: str, tmp_path: Path
+) -> None:
+    """`token create --agent ""` (a script's `--agent "$AGENT"`, the variable unset) made a
+    token covering every agent: the empty id was dropped, leaving none named."""
+    vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
+    owner = f"empty-{uuid.uuid4().hex[:6]}"
+    calls = [
+        ("token", "create", "--owner", owner, "--scope", "admin", "--agent", given)
+        for given in ("", " ", "ops,", ",")
+    ]
+    for args, done in zip(calls, vigil.many(*calls), strict=True):
+        assert done.returncode == 2, (args, explain(done))
+        assert "empty agent id" in " ".join(done.stderr.split()), (args, done.stderr)
+    listed = vigil.json("token", "list")
+    assert [t for t in listed if t["owner"] == owner] == []

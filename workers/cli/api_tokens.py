@@ -117,7 +117,15 @@ def create(
         expires_at = datetime.now(UTC) + lasts if lasts is not None else None
     except (ValueError, VigilError, OverflowError) as exc:
         fail(str(exc), EXIT_USAGE)
-    agent_list = [a.strip() for given in agents or () for a in given.split(",") if a.strip()]
+    agent_list = [a.strip() for given in agents or () for a in given.split(",")]
+    if any(not agent for agent in agent_list):
+        # Dropped, they left no agent named, and a token for every agent was made: what a
+        # script's `--agent "$AGENT"` with the variable unset asked for.
+        fail(
+            "--agent was given an empty agent id; leave --agent out for a token that covers "
+            "every agent",
+            EXIT_USAGE,
+        )
 
     async def go(_: Settings, db: async_sessionmaker[DbSession]) -> None:
         service = TokenService(db)
@@ -129,7 +137,11 @@ def create(
         )
         try:
             new = await service.create(
-                owner, scope=parsed, name=name, agents=agent_list or None, expires_at=expires_at
+                owner,
+                scope=parsed,
+                name=name,
+                agents=agent_list if agents else None,
+                expires_at=expires_at,
             )
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
