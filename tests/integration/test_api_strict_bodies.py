@@ -117,3 +117,29 @@ def test_a_schedule_paused_that_is_no_bool_and_a_note_with_nul_are_refused(
         finally:  # (a schedule made where it should have been refused too)
             for sid in ids:
                 http.delete(f"/v1/schedules/{sid}")
+
+
+def test_every_write_that_takes_no_body_refuses_one(api: ApiServer) -> None:
+    """A body sent to a route that takes none was dropped unread: a schedule's pause,
+    resume or trigger with `{"reason": ...}` (or not JSON at all) answered 200 and did
+    the action; a session's resume too. Every such route of the API's own document."""
+    bodiless = [
+        (method.upper(), path)
+        for path, ops in api.app.openapi()["paths"].items()  # type: ignore[union-attr]
+        for method, op in ops.items()
+        if method in ("post", "put", "patch", "delete") and "requestBody" not in op
+    ]
+    assert ("POST", "/v1/schedules/{schedule_id}/trigger") in bodiless, bodiless
+    with api.client(api.token(Scope.ADMIN)) as http:
+        for method, path in bodiless:
+            url = path.replace("{session_id}", "no-such-session").replace(
+                "{schedule_id}", "no-such-schedule"
+            )
+            for body in (b'{"reason": "x"}', b"not json", b"[1, 2]"):
+                r = http.request(
+                    method, url, content=body, headers={"Content-Type": "application/json"}
+                )
+                assert r.status_code == 422, (method, path, body, r.text)
+                assert "takes no body" in r.json()["error"]["message"], (path, r.text)
+            # And none sent is still the action (here: an id nobody has).
+            assert http.request(method, url).status_code == 404, (method, path)

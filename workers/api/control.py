@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Ack, SessionState
 from vigil.workers.api.auth import Controller
-from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
+from vigil.workers.api.deps import Client, RequestBody, SessionId, no_body, visible_session
 from vigil.workers.client import STATE_QUERY_SECONDS, VigilClient, VigilError
 from vigil.workers.tokens import Scope
 
@@ -136,7 +136,12 @@ async def pause(
 @router.post(
     "/sessions/{session_id}/resume", response_model=ControlResult, summary="Resume a paused session"
 )
-async def resume(session_id: SessionId, who: Controller, client: Client) -> ControlResult:
+async def resume(
+    session_id: SessionId,
+    who: Controller,
+    client: Client,
+    _body: Annotated[None, Depends(no_body)],  # after the token's check
+) -> ControlResult:
     await visible_session(client, who, session_id)
     return await _act(client, session_id, client.resume(session_id, by=who.actor))
 

@@ -184,7 +184,10 @@ async def get_schedule(request: Request, schedule_id: ScheduleId, who: Reader) -
     "/schedules/{schedule_id}/pause", response_model=ScheduleDone, summary="Pause (no new runs)"
 )
 async def pause_schedule(
-    request: Request, schedule_id: ScheduleId, who: Controller
+    request: Request,
+    schedule_id: ScheduleId,
+    who: Controller,
+    _body: Annotated[None, Depends(no_body)],  # after the token's check
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
     changed = await _client(request).pause_schedule(schedule_id, note=f"paused by {who.actor}")
@@ -193,7 +196,10 @@ async def pause_schedule(
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleDone, summary="Unpause")
 async def resume_schedule(
-    request: Request, schedule_id: ScheduleId, who: Controller
+    request: Request,
+    schedule_id: ScheduleId,
+    who: Controller,
+    _body: Annotated[None, Depends(no_body)],  # after the token's check
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
     changed = await _client(request).unpause_schedule(schedule_id, note=f"resumed by {who.actor}")
@@ -204,7 +210,10 @@ async def resume_schedule(
     "/schedules/{schedule_id}/trigger", response_model=ScheduleDone, summary="Start one run now"
 )
 async def trigger_schedule(
-    request: Request, schedule_id: ScheduleId, who: Controller
+    request: Request,
+    schedule_id: ScheduleId,
+    who: Controller,
+    _body: Annotated[None, Depends(no_body)],  # after the token's check
 ) -> ScheduleDone:
     await _visible(request, who, schedule_id)
     done = await _client(request).trigger_schedule(schedule_id)
