@@ -219,6 +219,8 @@ class _VigilClientCore:
             ) from None
 
     def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
+        if not session_id:  # Temporal's own refusal ("WorkflowId is not set") said nothing
+            raise UnknownSession(f"no session with id {session_id!r}")
         return self.temporal.get_workflow_handle(session_id)
 
     async def _rpc(self, session_id: str, coro: Any) -> Any:

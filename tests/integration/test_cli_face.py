@@ -233,3 +233,20 @@ def test_no_database_says_where_it_looked_and_how_to_name_a_stack(tmp_path: Path
     line = one_error_line(done)
     assert line.startswith("error: no database:"), explain(done)
     assert f"{tmp_path}/.vigil" in line and "VIGIL_STATE_DIR" in line, line
+
+
+def test_an_empty_session_id_is_an_unknown_session(cli: CLIStack) -> None:
+    """`vigil show ""` (and every command that asks Temporal) printed Temporal's own
+    "WorkflowId is not set on request" and exited 1; `export ""` said no such session."""
+    calls = [
+        ("show", ""),
+        ("transcript", ""),
+        ("history", ""),
+        ("cancel", ""),
+        ("say", "", "hi"),
+        ("pause", ""),
+        ("artifact", "list", ""),
+    ]
+    for args, done in zip(calls, cli.vigil.many(*calls), strict=True):
+        assert done.returncode == 4, (args, explain(done))
+        assert one_error_line(done) == "error: no session with id ''", (args, explain(done))
