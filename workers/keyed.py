@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ MAX_KEY = 200
 
 
 def fits_key(key: str) -> bool:
-    """Whether ``key`` may name a conversation: 1 to MAX_KEY characters, none a control."""
-    return 0 < len(key) <= MAX_KEY and not any(ord(ch) < 0x20 for ch in key)
+    """Whether ``key`` may name a conversation: 1 to MAX_KEY characters, none a control
+    (DEL and the C1 controls too, as U+0085, a line break to some readers)."""
+    return 0 < len(key) <= MAX_KEY and not any(unicodedata.category(ch) == "Cc" for ch in key)
 
 
 MAX_GENERATION_TRIES = 20

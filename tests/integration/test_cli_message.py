@@ -74,8 +74,13 @@ def test_message_input_is_checked_before_sending(cli: CLIStack) -> None:
     assert bad.returncode == 2 and "--idle" in bad.stderr, explain(bad)
     missing = cli.vigil("message", "desk", "hi")
     assert missing.returncode == 2 and "--key" in missing.stderr, explain(missing)
-    control = cli.vigil("message", "desk", "--key", "a\tb", "hi")
-    assert control.returncode == 2 and "control characters" in control.stderr, explain(control)
+    # DEL and the C1 controls (U+0085 is a line break to some readers) were taken.
+    for key in ("a\tb", "a\x7fb", "a\x85b", "\x9b"):
+        control = cli.vigil("message", "desk", "--key", key, "hi")
+        assert control.returncode == 2 and "control characters" in control.stderr, (
+            key,
+            explain(control),
+        )
 
 
 def test_wait_names_the_approval_it_waits_for_and_how_to_answer_it(cli: CLIStack) -> None:
