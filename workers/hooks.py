@@ -316,7 +316,7 @@ class TriggerService:
                 return result("woken", started_id, queued)
             queued = await _durably(client.say, started_id, text or "", by=by)
             return result("messaged", started_id, queued)
-        if not keyed.fits_key(key):
+        if not keyed.fits_key(key, from_sender=True):
             # Longer than a conversation's key (or with control characters): as before.
             if row.action == "wake":
                 raise UnknownSession(f"no session for key {key!r} of agent {row.agent_id!r}")
@@ -340,6 +340,7 @@ class TriggerService:
                 goal=goal,
                 tell_started=True,
                 queue_without_worker=True,
+                from_sender=True,
             )
             outcome = "started" if sent.started else "messaged"
             return result(outcome, sent.session_id, sent.queued)

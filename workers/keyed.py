@@ -54,10 +54,18 @@ MAX_KEY = 200
 """A key names one conversation: an identifier, not text."""
 
 
-def fits_key(key: str) -> bool:
+def fits_key(key: str, *, from_sender: bool = False) -> bool:
     """Whether ``key`` may name a conversation: 1 to MAX_KEY characters, none a control
-    (DEL and the C1 controls too, as U+0085, a line break to some readers)."""
-    return 0 < len(key) <= MAX_KEY and not any(unicodedata.category(ch) == "Cc" for ch in key)
+    (DEL and the C1 controls too, as U+0085, a line break to some readers). A key a
+    trigger read from a sender's payload (``from_sender``) may hold DEL and C1 controls,
+    as every key could before they were refused: text decoded with the wrong charset
+    holds them (a right quote read as Latin-1 is three characters, one a C1 control), and
+    such a key's conversation goes on."""
+    if not 0 < len(key) <= MAX_KEY:
+        return False
+    if from_sender:
+        return not any(ord(ch) < 0x20 for ch in key)
+    return not any(unicodedata.category(ch) == "Cc" for ch in key)
 
 
 MAX_GENERATION_TRIES = 20
@@ -112,6 +120,7 @@ async def message_by_key(
     awaits_answer: bool = False,
     tell_started: bool = False,
     queue_without_worker: bool = False,
+    from_sender: bool = False,
     **start: Any,
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
@@ -122,8 +131,9 @@ async def message_by_key(
     (one more call; ``KeyedMessage.started``). ``queue_without_worker``: when no worker
     polls the queue, the message is sent as a signal (with the session's start when none
     runs), which Temporal keeps until a worker takes it, instead of refused at once; the
-    ack then says so (``KeyedMessage.queued``)."""
-    if not fits_key(key):
+    ack then says so (``KeyedMessage.queued``). ``from_sender``: the key is a trigger's
+    (``fits_key``)."""
+    if not fits_key(key, from_sender=from_sender):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     # Named: sent again as a signal when its update goes unanswered (below), taken once.
     message = MessageInput(text=text, by=by, request_id=uuid.uuid4().hex)

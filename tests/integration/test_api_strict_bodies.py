@@ -141,5 +141,7 @@ def test_every_write_that_takes_no_body_refuses_one(api: ApiServer) -> None:
                 )
                 assert r.status_code == 422, (method, path, body, r.text)
                 assert "takes no body" in r.json()["error"]["message"], (path, r.text)
-            # And none sent is still the action (here: an id nobody has).
+            # And none sent is still the action (here: an id nobody has), as is an empty
+            # JSON object, which says nothing either (the README's resume sends one).
             assert http.request(method, url).status_code == 404, (method, path)
+            assert http.request(method, url, json={}).status_code == 404, (method, path)

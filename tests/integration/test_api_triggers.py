@@ -424,6 +424,34 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
     assert again.status_code == 422 and again.json() == missing.json()
 
 
+async def test_a_senders_key_with_c1_controls_still_names_its_conversation(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A key read from a sender's payload may hold DEL and C1 controls (text decoded with
+    the wrong charset holds them), as every key could before the API and the CLI refused
+    them: its deliveries still reach the key's one conversation."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(
+        cli, "--agent", agent, "--action", "message", "--key-field", "who",
+        "--goal-template", "Serve {who}: {plan}", "--message-template", "{text}",
+    )  # fmt: skip
+    plan = cli.plan(
+        Reply.tool_call("ask_human", {"question": "What is wrong?"}),
+        Reply.tool_call("finish", {"summary": "sorted out"}),
+    )
+    key = "O\u00e2\u0080\u0099Brien"  # "O\u2019Brien" (a right quote) read as Latin-1
+    body = {"who": key, "plan": plan, "text": "hello"}
+    first = await deliver(http, name, body, secret)
+    assert first.status_code == 200, first.text
+    sid = first.json()["session_id"]
+    assert sid == keyed_session_id(agent, key)
+    await until(lambda: _in_status(sessionmaker, sid, "waiting_human"), within=60, what="it asks")
+    second = await deliver(http, name, {**body, "text": "it is late"}, secret)
+    assert second.status_code == 200, second.text
+    assert (second.json()["outcome"], second.json()["session_id"]) == ("messaged", sid)
+    await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
+
+
 async def _in_status(sessionmaker: async_sessionmaker[DbSession], sid: str, status: str) -> bool:
     async with sessionmaker() as db:
         row = await store.get_session(db, sid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
 
@@ -66,8 +67,11 @@ async def visible_session(client: VigilClient, who: Principal, session_id: str) 
 
 
 async def no_body(request: Request) -> None:
-    """For a route that takes no body: one sent is refused (422), never dropped unread."""
-    if (await request.body()).strip():
+    """For a route that takes no body: one sent is refused (422), never dropped unread. An
+    empty JSON object says nothing either, and is taken (a client that sends ``{}`` to
+    every control, as the README's resume does)."""
+    sent = (await request.body()).strip()
+    if sent and re.fullmatch(rb"\{\s*\}", sent) is None:
         raise ApiError(
             422, INVALID, f"{request.method} {request.url.path} takes no body; send none"
         )
