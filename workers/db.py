@@ -41,6 +41,11 @@ step's three or four transactions."""
 _IDLE_SINCE = "vigil.idle_since"
 
 
+POOL_WAIT_SECONDS = 30
+"""How long a statement waits for a connection of a full pool before it fails (SQLAlchemy's
+``TimeoutError``: the API answers it with a 503)."""
+
+
 def make_engine(
     url: str,
     *,
@@ -56,6 +61,7 @@ def make_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_timeout=POOL_WAIT_SECONDS,
         pool_recycle=1800,
     )
     # 0 (the default): every reused connection is pinged, like SQLAlchemy's

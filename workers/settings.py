@@ -266,8 +266,8 @@ class Settings(BaseSettings):
     """`vigil stack up` also starts the API (and `down` stops it)."""
     api_db_pool_size: int = Field(default=20, ge=1)
     """PostgreSQL connections the API server may keep open, opened as its requests need
-    them and kept; a request past them waits for one (a request holds one only while its
-    statements run). Before, as many more were opened in a burst and closed after it: a
+    them and kept; a request past them waits for one, 30 s at most, then is a 503 (a
+    request holds one while its statements run; an export, while it streams). Before, as many more were opened in a burst and closed after it: a
     burst of 30 starts at once opened and closed 10-18 connections, a server process and
     its authentication each. Counted twice (the record's statements and the agent-bound
     reads have a pool each) with the workers' against the server's ``max_connections``."""

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from temporalio.service import RPCError
@@ -37,6 +38,7 @@ from vigil.workers.client import (
     Unreachable,
     VigilError,
 )
+from vigil.workers.db import POOL_WAIT_SECONDS
 from vigil.workers.liveness import is_unreachable, temporal_down
 
 log = logging.getLogger("vigil.api")
@@ -207,6 +209,14 @@ def _details(errors: Any) -> list[dict[str, Any]]:
 def _away(request: Request, exc: BaseException) -> str | None:
     """What a failure says is away (PostgreSQL, the object store, Temporal), in the line a
     503 carries; None when it is anything else."""
+    if isinstance(exc, PoolTimeout):
+        # Every connection of the API's pool stayed in use past the pool's wait (a burst
+        # past api_db_pool_size, long exports): PostgreSQL itself answers.
+        size = request.app.state.settings.api_db_pool_size
+        return (
+            f"all {size} of the API's PostgreSQL connections (api_db_pool_size) stayed in "
+            f"use for {POOL_WAIT_SECONDS} s; try again shortly"
+        )
     outage = outage_of(exc)
     if outage is not None:
         return outage.message  # it names the part
