@@ -75,10 +75,11 @@ async def _workers(settings: Settings, client: Client) -> Check:
         found = await pollers(client, queue)
     except Exception as exc:
         return Check("temporal", what, False, str(exc).splitlines()[0][:200])
-    # Temporal lists a worker for a while after it stopped. A server on this host's
-    # loopback (the embedded one listens nowhere else) is polled by this host's processes:
-    # a worker named after one that no longer runs here is said so, not counted.
-    here = _on_loopback(settings.endpoints().temporal_address)
+    # Temporal lists a worker for a while after it stopped. The embedded stack's server,
+    # on this host's loopback, is polled by this host's processes: a worker named after one
+    # that no longer runs here is said so, not counted. (Another Temporal, or one reached
+    # from a container that shares the host's name but not its processes: never judged.)
+    here = _embedded_temporal_here(settings)
     gone = [p for p in found if here and gone_here(p.identity)]
     found = [p for p in found if p not in gone]
     stopped = ""
@@ -111,6 +112,14 @@ async def _workers(settings: Settings, client: Client) -> Check:
             "start each with the same --tools, or give each set its own --task-queue",
         )
     return Check("temporal", what, True, listed)
+
+
+def _embedded_temporal_here(settings: Settings) -> bool:
+    """Whether the Temporal in use is the embedded stack's of this state folder, on this
+    host's loopback."""
+    info = settings.stack_info()
+    address = settings.endpoints().temporal_address
+    return info is not None and info.temporal_address == address and _on_loopback(address)
 
 
 def _on_loopback(address: str) -> bool:

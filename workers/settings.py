@@ -267,9 +267,10 @@ class Settings(BaseSettings):
     api_db_pool_size: int = Field(default=20, ge=1)
     """PostgreSQL connections the API server may keep open, opened as its requests need
     them and kept; a request past them waits for one, 30 s at most, then is a 503 (a
-    request holds one while its statements run; an export, while it streams). Before, as many more were opened in a burst and closed after it: a
-    burst of 30 starts at once opened and closed 10-18 connections, a server process and
-    its authentication each. Counted twice (the record's statements and the agent-bound
+    request holds one while its statements run; an export, while it streams). Before, as
+    many more were opened in a burst and closed after it: a burst of 30 starts at once
+    opened and closed 10-18 connections, a server process and its authentication each.
+    Counted twice (the record's statements and the agent-bound
     reads have a pool each) with the workers' against the server's ``max_connections``."""
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""

@@ -33,6 +33,7 @@ from vigil.activities.record.rls import acting_for
 from vigil.activities.record.store import list_events, messages_page
 from vigil.schema import event_kinds, names
 from vigil.schema.payloads import (
+    Ack,
     ApproveInput,
     MessageInput,
     PauseInput,
@@ -186,6 +187,10 @@ async def test_requests_taken_in_one_run_are_not_taken_again_in_the_next(
         # The same requests again, as a sender that never heard back would send them.
         await handle.signal(names.SIG_MESSAGE, said)
         await handle.signal(names.SIG_PAUSE, pause)
+        # And once more as an update, answered after the signals were handled: with the
+        # first run's answer, not a second pause.
+        again = await handle.execute_update(names.UPD_PAUSE, pause, result_type=Ack)
+        assert again.accepted, again
         now = await eventually(handle, lambda s: s.run_index == 2)
         assert not now.paused and now.rejected_inputs == 0, now
         await handle.execute_update(
