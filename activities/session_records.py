@@ -26,6 +26,7 @@ from vigil.activities.context_cache import ContextCache
 from vigil.activities.failures import describe
 from vigil.activities.guard import LocalLedgers, guarded
 from vigil.activities.memory.provenance import EmbedderMismatch
+from vigil.activities.memory.writes import session_gone
 from vigil.activities.record import agents as agent_rows
 from vigil.activities.record import erasure as erasure_rows
 from vigil.activities.record import store as record
@@ -109,6 +110,13 @@ class SessionRecords:
             raise ApplicationError(
                 str(exc), type=names.ERR_EMBEDDER_MISMATCH, non_retryable=True
             ) from exc
+        except Exception as exc:
+            if not session_gone(exc):
+                raise
+            # Erased since it ended (its agent erased while a schedule starts its runs):
+            # what it would remember goes with it, as its record did.
+            log.info("session %s was erased: its outcome is not remembered", arg.session_id)
+            return RememberOutput()
         return RememberOutput(memory_id=result.id, action=result.action)
 
     @activity.defn(name=names.ACT_OPEN_SESSION)

@@ -47,6 +47,24 @@ _NO_SUBJECT = "m.agent_id = :agent_id AND m.kind = :kind AND m.superseded_by IS 
 )
 DEDUPE_CANDIDATES = 10
 
+_KEYED_WRITE_SESSION = "memory_writes_session_id_fkey"
+"""The keyed write's reference to its session: broken when the session was erased
+between the session's end and its outcome's write."""
+
+
+def session_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a keyed write refused because its session's
+    record no longer exists (erased meanwhile: nothing of it is to be kept)."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "constraint_name", None) == _KEYED_WRITE_SESSION:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 _FOR_MERGE = sql("SELECT importance, metadata, content FROM memories WHERE id = :id FOR UPDATE")
 
 # A keyed write (a tool call's, a session outcome's) is recorded with its result, so a

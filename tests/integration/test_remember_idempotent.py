@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
 from vigil.activities.record import store as record
+from vigil.activities.record.rls import record_maintenance
 from vigil.activities.session import SessionActivities
 from vigil.activities.tools import registry as tools
 from vigil.schema.payloads import RememberInput, SessionStatus
@@ -124,3 +125,29 @@ async def test_the_remember_tool_run_twice_for_one_call_stores_one_memory(
     )
     assert newer.data is not None and newer.data["id"] != kept
     assert newer.text == f"memory {newer.data['id']} added, superseding {kept} (the same subject)"
+
+
+async def test_the_outcome_of_a_session_erased_meanwhile_is_not_remembered(
+    acts: SessionActivities,
+    session: tuple[str, str],
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """The session's record was erased while its end ran (an agent erased while its
+    schedule starts runs): `remember` failed on the record's foreign key, three times, and
+    left a traceback in the worker's log. Its outcome is not remembered, and no error is
+    raised: the session is gone, and so is what it would have remembered."""
+    agent, session_id = session
+    async with sessionmaker.begin() as db:
+        await record_maintenance(db)  # as the erasure deletes it
+        await db.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": session_id})
+    outcome = RememberInput(
+        session_id=session_id,
+        agent_id=agent,
+        goal="check the tide table",
+        status=SessionStatus.COMPLETED,
+        summary="high tide at 06:10",
+        steps=3,
+    )
+    done = await ActivityEnvironment().run(acts.remember, outcome)
+    assert done.memory_id is None and done.action == "skipped", done
+    assert await _memories(sessionmaker, agent) == []
