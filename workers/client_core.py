@@ -114,12 +114,17 @@ class _VigilClientCore:
     def engine(self) -> AsyncEngine:
         """The record's engine, made on first use (a control command never needs it)."""
         if self._engine is None:
-            from vigil.workers.db import make_engine
+            from vigil.workers.db import CLIENT_CONNECT_SECONDS, make_engine
 
             url = self.settings.endpoints().database_url
             if url is None:
                 raise Unreachable(self.settings.no_database())
-            self._engine = make_engine(url, pool_size=self._db_pool_size, max_overflow=0)
+            self._engine = make_engine(
+                url,
+                pool_size=self._db_pool_size,
+                max_overflow=0,
+                connect_timeout=CLIENT_CONNECT_SECONDS,
+            )
         return self._engine
 
     @property

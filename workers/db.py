@@ -41,6 +41,11 @@ step's three or four transactions."""
 _IDLE_SINCE = "vigil.idle_since"
 
 
+CLIENT_CONNECT_SECONDS = 10.0
+"""How long a command's (and the API's) new PostgreSQL connection waits for the server's
+answer: a server that takes the connection and never answers (stopped, its host gone)
+is reported then."""
+
 POOL_WAIT_SECONDS = 30
 """How long a statement waits for a connection of a full pool before it fails (SQLAlchemy's
 ``TimeoutError``: the API answers it with a 503)."""
@@ -52,13 +57,18 @@ def make_engine(
     pool_size: int = 10,
     max_overflow: int | None = None,
     ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
+    connect_timeout: float | None = None,
 ) -> AsyncEngine:
     """An engine keeping ``pool_size`` connections open; a burst past them opens up to
     ``max_overflow`` more (``pool_size`` when not given), each closed when given back
     while the pool is full: a new server process and its authentication every time, so
-    a server that sees bursts (the API) keeps what it may use and queues past it (0)."""
+    a server that sees bursts (the API) keeps what it may use and queues past it (0).
+    ``connect_timeout``: how long a new connection waits for the server's answer (the
+    driver's 60 s when not given: a server that takes the connection and says nothing,
+    stopped or its host gone, held a command that long)."""
     engine = create_async_engine(
         sqlalchemy_url(url),
+        connect_args={} if connect_timeout is None else {"timeout": connect_timeout},
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=POOL_WAIT_SECONDS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -331,3 +332,20 @@ def test_doctor_names_the_secrets_that_cannot_be_had_here(vigil: Vigil) -> None:
     assert "model connection 'vault': no stored credential 'NOBODY_STORED'" in detail
     for hook in (kept, unset):
         vigil.ok("webhook", "remove", str(hook["id"]))
+
+
+def test_a_postgres_that_accepts_and_never_answers_is_named(vigil: Vigil) -> None:
+    """A PostgreSQL that takes the connection and says nothing (stopped with SIGSTOP, or
+    its host gone away): `vigil list` waited 61 s, then printed "cannot reach a server: "
+    with nothing after the colon."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel takes connections; nobody ever answers them
+        port = silent.getsockname()[1]
+        hung = {"DATABASE_URL": f"postgresql://vigil:x@127.0.0.1:{port}/vigil"}
+        listed = vigil("list", env=hung, timeout=120)
+    assert listed.returncode == 3, explain(listed)
+    assert one_error_line(listed) == (
+        f"error: cannot reach PostgreSQL at 127.0.0.1:{port} (no answer within 10 s); "
+        "start it with `vigil stack up` (or check DATABASE_URL)"
+    )

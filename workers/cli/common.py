@@ -451,13 +451,21 @@ def unreachable(settings: Settings, exc: OSError) -> str:
     from urllib.parse import urlsplit
 
     from vigil.activities.failures import address_of
+    from vigil.workers.db import CLIENT_CONNECT_SECONDS
 
     at = address_of(exc)
-    if at is None:
-        return f"cannot reach a server: {exc}"
-    host, port = at
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or "no answer")
     ends = settings.endpoints()
+    if at is None and isinstance(exc, TimeoutError) and _in_the_driver(exc):
+        # The driver's connect timed out (a server that took the connection and never
+        # answered): it names no address, but it is PostgreSQL's.
+        database = urlsplit(ends.database_url or "")
+        if database.hostname and database.port:
+            at = database.hostname, database.port
+            why = f"no answer within {CLIENT_CONNECT_SECONDS:g} s"
+    if at is None:
+        return f"cannot reach a server: {exc or type(exc).__name__}"
+    host, port = at
     parts = [
         ("PostgreSQL", "DATABASE_URL", ends.database_url),
         ("the object store", "VIGIL_S3_ENDPOINT", ends.s3_endpoint),
@@ -479,6 +487,16 @@ def unreachable(settings: Settings, exc: OSError) -> str:
     return f"cannot reach a server at {host}:{port} ({why})"
 
 
+def _in_the_driver(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside PostgreSQL's driver."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if f"{os.sep}asyncpg{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def run_db(
     fn: Callable[[Settings, async_sessionmaker[DbSession]], Awaitable[T]],
     state_dir: str | None,
@@ -488,7 +506,7 @@ def run_db(
     from sqlalchemy.exc import DBAPIError
 
     from vigil.workers.agents import AgentError, InvalidAgentFiles
-    from vigil.workers.db import make_engine, make_sessionmaker
+    from vigil.workers.db import CLIENT_CONNECT_SECONDS, make_engine, make_sessionmaker
     from vigil.workers.models import ConfigError
 
     settings = load_settings(state_dir)
@@ -497,7 +515,7 @@ def run_db(
         fail(settings.no_database(), EXIT_UNREACHABLE)
 
     async def go() -> T:
-        engine = make_engine(url, pool_size=2)
+        engine = make_engine(url, pool_size=2, connect_timeout=CLIENT_CONNECT_SECONDS)
         try:
             return await fn(settings, make_sessionmaker(engine))
         finally:
