@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import numpy as np
 import pytest
+from pydantic import SecretStr
 from temporalio.client import Client
 
 from tests.support.greeter import Greeted, Greeter, Greeting, greet
@@ -16,6 +19,7 @@ from vigil.activities.artifacts.s3 import S3Store
 from vigil.activities.artifacts.store import ArtifactCorrupt, FilesystemStore
 from vigil.workers.settings import STACK_PORTS, Settings, asyncpg_dsn
 from vigil.workers.stack import Stack
+from vigil.workers.stack.procs import postgres_answers
 from vigil.workers.temporal import new_worker
 from vigil.workers.wiring import make_s3_client
 
@@ -135,3 +139,23 @@ def test_status_names_where_the_parts_log(stack: Stack, database_url: str, tmp_p
     logs = stack.settings.resolved_state_dir / "logs"
     assert f"Logs of the parts it runs: {logs} (" in said, said
     assert "postgres.log" in said and "temporal.log" in said, said
+
+
+def test_status_asks_postgresql_whether_it_answers(stack: Stack, database_url: str) -> None:
+    """A PostgreSQL stopped with SIGSTOP still has the kernel take connections on its
+    port: `stack status` said it was up while every command waited on it; one given by
+    DATABASE_URL was shown up without being asked."""
+    url = urlsplit(database_url)
+    assert url.hostname is not None and url.port is not None
+    assert postgres_answers(url.port, url.hostname)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # takes connections, never answers: as a stopped server
+        port = silent.getsockname()[1]
+        assert not postgres_answers(port, timeout=0.5)
+        hung = f"postgresql://vigil:x@127.0.0.1:{port}/vigil"
+        external = Stack(stack.settings.model_copy(update={"database_url": SecretStr(hung)}))
+        (pg,) = [p for p in external.status() if p.name == "postgres"]
+        assert (pg.mode, pg.running) == ("external", False)
+        assert pg.detail == f"127.0.0.1:{port} (DATABASE_URL)"
+    assert not postgres_answers(port, timeout=0.5)  # closed now

@@ -16,13 +16,14 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 from vigil.workers.settings import STACK_FILE, STACK_PORTS, Settings, StackInfo
 from vigil.workers.stack.api import ApiDaemon
 from vigil.workers.stack.cluster import SERVER_VERSION, TemporalCluster, ensure_namespace
 from vigil.workers.stack.codec import CodecServer
 from vigil.workers.stack.postgres import EmbeddedPostgres
-from vigil.workers.stack.procs import StackError, port_answers
+from vigil.workers.stack.procs import StackError, port_answers, postgres_answers
 from vigil.workers.stack.services import EmbeddedMinio, TemporalDevServer
 
 __all__ = ["PartStatus", "Stack", "StackError"]
@@ -270,6 +271,21 @@ class Stack:
         self.minio.stop()
         self.postgres.stop()
 
+    @staticmethod
+    def _external_postgres(url: str | None) -> PartStatus:
+        """PostgreSQL at DATABASE_URL, asked whether it answers (one on a Unix socket is
+        taken as up: there is no port to ask)."""
+        where = urlsplit(url or "")
+        try:
+            host, port = where.hostname, where.port
+        except ValueError:
+            host, port = None, None
+        if host is None or port is None or host.startswith("/"):
+            return PartStatus("postgres", "external", True, "DATABASE_URL")
+        return PartStatus(
+            "postgres", "external", postgres_answers(port, host), f"{host}:{port} (DATABASE_URL)"
+        )
+
     def status(self) -> list[PartStatus]:
         parts: list[PartStatus] = []
         endpoints = self.settings.endpoints()
@@ -346,7 +362,7 @@ class Stack:
                 )
             )
         else:
-            parts.append(PartStatus("postgres", "external", True, "DATABASE_URL"))
+            parts.append(self._external_postgres(endpoints.database_url))
         # MinIO started with --with-minio runs beside a filesystem store: both are shown,
         # whether this command was given --with-minio or not.
         if self.embedded_minio or self.minio.running():

@@ -19,8 +19,8 @@ from vigil.workers.stack.procs import (
     StackError,
     last_log_line,
     pid_alive,
-    port_answers,
     port_is_free,
+    postgres_answers,
 )
 
 PG_SYSTEM_USER = "vigilpg"
@@ -147,7 +147,7 @@ class EmbeddedPostgres:
         return True
 
     def ready(self) -> bool:
-        return self.running() and port_answers(self.port)
+        return self.running() and postgres_answers(self.port)
 
     def start(self, say: Callable[[str], None]) -> None:
         user = self._run_as()
@@ -183,7 +183,7 @@ class EmbeddedPostgres:
             finally:
                 pwfile.unlink(missing_ok=True)
         if self.running():
-            if port_answers(self.port):
+            if postgres_answers(self.port):
                 return
             raise StackError(
                 f"PostgreSQL in {self.data} runs but does not answer on 127.0.0.1:{self.port}; "

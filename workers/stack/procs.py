@@ -38,6 +38,23 @@ def port_answers(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bo
         return False
 
 
+_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+"""PostgreSQL's SSLRequest: any server answers it at once with one byte (``S`` or ``N``),
+before any login."""
+
+
+def postgres_answers(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+    """True when PostgreSQL at host:port answers, not just takes the connection: a server
+    stopped (SIGSTOP) or hung still lets the kernel accept it, and says nothing."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_SSL_REQUEST)
+            return conn.recv(1) in (b"S", b"N")
+    except OSError:
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
