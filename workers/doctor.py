@@ -281,6 +281,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     secrets = await _secrets(settings) if database_ok else []
     return [
         *_profile(settings),
+        *await asyncio.to_thread(_api, settings),
         *results[0],
         *keys,
         *results[1],
@@ -451,6 +452,25 @@ def _telemetry(settings: Settings) -> list[Check]:
     from vigil.workers.telemetry import describe
 
     return [Check("telemetry", what, True, where) for what, where in describe(settings)]
+
+
+def _api(settings: Settings) -> list[Check]:
+    """The stack's API (`vigil stack up` starts it with the rest, VIGIL_API_IN_STACK):
+    asked for its health as a caller would. None checked for a stack without one."""
+    if not settings.api_in_stack or settings.stack_info() is None:
+        return []
+    import httpx
+
+    from vigil.workers.stack import Stack
+
+    url = Stack(settings).api.url
+    try:
+        answer = httpx.get(f"{url}/v1/health", timeout=3.0)
+        ok, detail = answer.status_code == 200, f"{url}/v1 (HTTP {answer.status_code})"
+    except httpx.HTTPError as exc:
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        ok, detail = False, f"not answering at {url}/v1 ({why}): `vigil stack up` starts it"
+    return [Check("api", "HTTP API", ok, detail)]
 
 
 def _profile(settings: Settings) -> list[Check]:

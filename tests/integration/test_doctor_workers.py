@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import uuid
 from pathlib import Path
 
@@ -73,3 +74,22 @@ def test_a_worker_that_died_is_not_counted_as_polling(cli: CLIStack, tmp_path: P
     assert detail.startswith(f"no worker is polling task queue {queue!r}"), detail
     pattern = rf"Temporal still lists 1 whose process no longer runs \({pid}@\S+\)$"
     assert re.search(pattern, detail), detail
+
+
+def test_doctor_asks_the_stacks_api_for_its_health(cli: CLIStack) -> None:
+    """`doctor` checked every part but the HTTP API: with the API killed it passed."""
+
+    def api_row(env: dict[str, str]) -> dict[str, object]:
+        done = cli.vigil("doctor", "--json", env=env, timeout=180)
+        (row,) = [c for c in json.loads(done.stdout) if c["part"] == "api"]
+        return dict(row)
+
+    up = api_row({})
+    assert up["ok"] is True and str(up["detail"]).endswith("/v1 (HTTP 200)"), up
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    down = api_row({"VIGIL_API_PORT": str(port)})  # nothing listens there
+    assert down["ok"] is False, down
+    assert str(down["detail"]).startswith(f"not answering at http://127.0.0.1:{port}/v1 ("), down
+    assert str(down["detail"]).endswith("`vigil stack up` starts it"), down
