@@ -46,7 +46,7 @@ from vigil.workers.liveness import (
     temporal_down,
 )
 from vigil.workers.settings import Endpoints, Settings
-from vigil.workers.temporal import PayloadUnreadable, connect
+from vigil.workers.temporal import PayloadUnreadable, client_runtime, connect
 
 if TYPE_CHECKING:
     # Imported where they are used: a control command needs Temporal alone, and the
@@ -101,7 +101,7 @@ class _VigilClientCore:
         ``db_pool_size``: the PostgreSQL connections it keeps (the API server's setting)."""
         endpoints = settings.endpoints()
         try:
-            temporal = await connect(settings, lazy=True)
+            temporal = await connect(settings, lazy=True, runtime=client_runtime())
         except PayloadKeyError as exc:
             raise BadArgument(f"bad configuration: {exc}") from exc
         except Exception as exc:

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.util
+import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -141,6 +142,31 @@ def workflow_runner(*, sandboxed: bool) -> WorkflowRunner:
         return UnsandboxedWorkflowRunner()
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+CORE_LOGGER = "temporalio.core"
+"""Where a client's SDK core log lines go (Python's logging): a retried call's warning was
+written straight to the terminal, colours and all, ahead of what vigil said of it."""
+
+
+@functools.cache
+def client_runtime() -> Runtime:
+    """The Temporal runtime of vigil's client (the CLI's, the API's): the SDK core's log
+    lines forwarded to Python's logger ``CORE_LOGGER``, where the process's logging setup
+    decides (the API logs them; a command keeps errors only)."""
+    from temporalio.runtime import (
+        LogForwardingConfig,
+        LoggingConfig,
+        Runtime,
+        TelemetryConfig,
+        TelemetryFilter,
+    )
+
+    logging_config = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
+    )
+    return Runtime(telemetry=TelemetryConfig(logging=logging_config))
 
 
 async def connect(

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import functools
 import json
+import logging
 import os
 import re
 import sys
@@ -404,8 +405,12 @@ def run_client(fn: Callable[[VigilClient], Awaitable[T]], state_dir: str | None 
     from pydantic import ValidationError
 
     from vigil.workers.client import VigilClient, VigilError
+    from vigil.workers.temporal import CORE_LOGGER
 
     settings = load_settings(state_dir)
+    # The SDK core's own lines (a call it retried while Temporal restarted) are not the
+    # command's to print: it says what came of the call. Errors are still shown.
+    logging.getLogger(CORE_LOGGER).setLevel(logging.ERROR)
 
     async def go() -> T:
         client = await VigilClient.connect(settings)
