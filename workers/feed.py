@@ -32,9 +32,11 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities.failures import describe
 from vigil.activities.record import erasure as record_erasure
 from vigil.activities.record import feed as record_feed
 from vigil.activities.record.feed import FeedCursor, FeedItem
+from vigil.activities.record.retry import is_transient_db_error
 from vigil.activities.record.rls import acting_for
 from vigil.schema import names
 from vigil.schema.payloads import FINAL_STATUSES
@@ -90,7 +92,20 @@ class AgentErased:
     agent_id: str
 
 
-FeedEntry = FeedItem | Token | StatusChange | Idle | AgentErased
+@dataclass(frozen=True)
+class Away:
+    """The record did not answer a read of the stream (PostgreSQL down or restarting): the
+    stream waits ``retry_in`` seconds and reads again from where it got to."""
+
+    why: str
+    retry_in: float
+
+
+FeedEntry = FeedItem | Token | StatusChange | Idle | AgentErased | Away
+
+AWAY_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+"""The waits between a stream's reads while the record does not answer (the last one
+repeated for as long as the outage lasts)."""
 
 
 class _Resync:
@@ -212,67 +227,82 @@ class Feed:
         checked that it may see ``agent_id``. A session's stream starts with its status
         and ends after the entries of its end; an agent's ends only when the agent is
         erased (``AgentErased``, noticed when the stream is idle, so only with ``idle``).
-        With ``idle``, ``Idle()`` comes whenever nothing did for that long."""
+        With ``idle``, ``Idle()`` comes whenever nothing did for that long. While the
+        record does not answer, ``Away`` comes before each wait to read again."""
         follower = _Follower(agent_id=agent_id, session_id=session_id, tokens=tokens)
         # The agent's erasures so far: a later one ends its stream (None: not read yet).
         erasures = await self._agent_erasures(agent_id) if session_id is None else None
         await self._register(follower)
         position = cursor or FeedCursor()
         step = 0  # the session's step as last seen, for the end of an erased one
+        away = 0  # reads in a row the record did not answer
         try:
             while True:
-                # Status first: when it is final, every row of the session is already
-                # committed, so the catch-up below reads them all before the end.
-                ended = False
-                if session_id is not None:
-                    status = await self._status(agent_id, session_id)
-                    if status is not None:
-                        step = status.step
-                        yield status
-                        ended = status.final
-                # Live entries the catch-up already gave are dropped by key, not by the
-                # cursor it reached: in an agent's stream, a session may commit a row
-                # with a smaller id after another session's larger one was read.
-                before = position
-                delivered: set[tuple[str, int]] = set()
-                async for item in self._catch_up(agent_id, session_id, position):
-                    delivered.add((item.kind, item.key))
-                    position = position.after(item)
-                    yield item
-                if ended:
-                    return
-                quiet = idle if session_id is None or idle is not None else GONE_CHECK_SECONDS
-                async for entry in self._live(follower, before, delivered, quiet):
-                    if isinstance(entry, _Resync):
-                        break
-                    if isinstance(entry, Idle) and session_id is None:
-                        latest = await self._agent_erasures(agent_id)
-                        if erasures is not None and latest is not None and latest > erasures:
-                            yield AgentErased(agent_id)
-                            return
-                        erasures = erasures if latest is None else latest
-                    if isinstance(entry, Idle) and session_id is not None:
-                        # Erased meanwhile: no row, no notification of its end.
-                        if await self._status(agent_id, session_id) is None:
-                            yield StatusChange(session_id, ERASED, step, "the session was erased")
-                            return
-                        if idle is None:
-                            continue
-                    if isinstance(entry, StatusChange) and entry.final and session_id:
-                        # A status is read as it stands when its notification is
-                        # resolved, possibly before the notifications of the last rows
-                        # are: the record has them all once the status is final.
-                        async for item in self._catch_up(agent_id, session_id, position):
-                            if (item.kind, item.key) not in delivered:
-                                yield item
-                        yield entry
+                try:
+                    # Status first: when it is final, every row of the session is already
+                    # committed, so the catch-up below reads them all before the end.
+                    ended = False
+                    if session_id is not None:
+                        status = await self._status(agent_id, session_id)
+                        if status is not None:
+                            step = status.step
+                            yield status
+                            ended = status.final
+                    # Live entries the catch-up already gave are dropped by key, not by the
+                    # cursor it reached: in an agent's stream, a session may commit a row
+                    # with a smaller id after another session's larger one was read.
+                    before = position
+                    delivered: set[tuple[str, int]] = set()
+                    async for item in self._catch_up(agent_id, session_id, position):
+                        delivered.add((item.kind, item.key))
+                        position = position.after(item)
+                        yield item
+                    away = 0
+                    if ended:
                         return
-                    if isinstance(entry, FeedItem):
-                        delivered.add((entry.kind, entry.key))
-                        position = position.after(entry)
-                    elif isinstance(entry, StatusChange) and entry.session_id == session_id:
-                        step = entry.step
-                    yield entry
+                    quiet = idle if session_id is None or idle is not None else GONE_CHECK_SECONDS
+                    async for entry in self._live(follower, before, delivered, quiet):
+                        if isinstance(entry, _Resync):
+                            break
+                        if isinstance(entry, Idle) and session_id is None:
+                            latest = await self._agent_erasures(agent_id)
+                            if erasures is not None and latest is not None and latest > erasures:
+                                yield AgentErased(agent_id)
+                                return
+                            erasures = erasures if latest is None else latest
+                        if isinstance(entry, Idle) and session_id is not None:
+                            # Erased meanwhile: no row, no notification of its end.
+                            if await self._status(agent_id, session_id) is None:
+                                yield StatusChange(
+                                    session_id, ERASED, step, "the session was erased"
+                                )
+                                return
+                            if idle is None:
+                                continue
+                        if isinstance(entry, StatusChange) and entry.final and session_id:
+                            # A status is read as it stands when its notification is
+                            # resolved, possibly before the notifications of the last rows
+                            # are: the record has them all once the status is final.
+                            async for item in self._catch_up(agent_id, session_id, position):
+                                if (item.kind, item.key) not in delivered:
+                                    yield item
+                            yield entry
+                            return
+                        if isinstance(entry, FeedItem):
+                            delivered.add((entry.kind, entry.key))
+                            position = position.after(entry)
+                        elif isinstance(entry, StatusChange) and entry.session_id == session_id:
+                            step = entry.step
+                        yield entry
+                except Exception as exc:
+                    # The record did not answer (PostgreSQL down or restarting): said, then
+                    # read again from where the stream got to, for as long as it takes.
+                    if not is_transient_db_error(exc):
+                        raise
+                    wait = AWAY_RETRY_SECONDS[min(away, len(AWAY_RETRY_SECONDS) - 1)]
+                    away += 1
+                    yield Away(describe(exc), wait)
+                    await asyncio.sleep(wait)
         finally:
             self._unregister(follower)
 

@@ -47,7 +47,7 @@ from vigil.workers.api.auth import Reader, check_agent, tokens_of
 from vigil.workers.api.deps import SessionId, may_know_of
 from vigil.workers.api.errors import INVALID, TOO_MANY_STREAMS, ApiError
 from vigil.workers.client import UnknownSession, VigilClient
-from vigil.workers.feed import AgentErased, FeedEntry, Idle, StatusChange, Token
+from vigil.workers.feed import AgentErased, Away, FeedEntry, Idle, StatusChange, Token
 from vigil.workers.settings import Settings
 from vigil.workers.tokens import Principal
 
@@ -176,6 +176,12 @@ async def _sse(
         elif isinstance(entry, AgentErased):
             yield _frame("end", {"agent_id": entry.agent_id, "status": "erased"})
             return
+        elif isinstance(entry, Away):
+            # The stream stays open and reads again: said as a comment (no event, no id).
+            yield (
+                f": the record is not answering ({' '.join(entry.why.split())}); "
+                f"reading again in {entry.retry_in:g} s\n\n"
+            )
         else:
             last = entry
             yield _frame(
