@@ -114,7 +114,7 @@ class _VigilClientCore:
     def engine(self) -> AsyncEngine:
         """The record's engine, made on first use (a control command never needs it)."""
         if self._engine is None:
-            from vigil.workers.db import CLIENT_CONNECT_SECONDS, make_engine
+            from vigil.workers.db import make_engine
 
             url = self.settings.endpoints().database_url
             if url is None:
@@ -123,7 +123,7 @@ class _VigilClientCore:
                 url,
                 pool_size=self._db_pool_size,
                 max_overflow=0,
-                connect_timeout=CLIENT_CONNECT_SECONDS,
+                connect_timeout=self.settings.db_connect_seconds,
             )
         return self._engine
 

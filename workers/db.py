@@ -41,11 +41,6 @@ step's three or four transactions."""
 _IDLE_SINCE = "vigil.idle_since"
 
 
-CLIENT_CONNECT_SECONDS = 10.0
-"""How long a command's (and the API's) new PostgreSQL connection waits for the server's
-answer: a server that takes the connection and never answers (stopped, its host gone)
-is reported then."""
-
 POOL_WAIT_SECONDS = 30
 """How long a statement waits for a connection of a full pool before it fails (SQLAlchemy's
 ``TimeoutError``: the API answers it with a 503)."""

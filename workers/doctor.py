@@ -465,9 +465,10 @@ def _api(settings: Settings) -> list[Check]:
 
     url = Stack(settings).api.url
     try:
-        answer = httpx.get(f"{url}/v1/health", timeout=3.0)
+        # Asked directly: a proxy the environment names is not between vigil's parts.
+        answer = httpx.get(f"{url}/v1/health", timeout=3.0, trust_env=False)
         ok, detail = answer.status_code == 200, f"{url}/v1 (HTTP {answer.status_code})"
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # refused, timed out, a host that is no URL's: not answering
         why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         ok, detail = False, f"not answering at {url}/v1 ({why}): `vigil stack up` starts it"
     return [Check("api", "HTTP API", ok, detail)]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -284,7 +285,9 @@ class Feed:
                             # resolved, possibly before the notifications of the last rows
                             # are: the record has them all once the status is final.
                             async for item in self._catch_up(agent_id, session_id, position):
+                                position = position.after(item)  # an outage here: not again
                                 if (item.kind, item.key) not in delivered:
+                                    delivered.add((item.kind, item.key))
                                     yield item
                             yield entry
                             return
@@ -297,7 +300,7 @@ class Feed:
                 except Exception as exc:
                     # The record did not answer (PostgreSQL down or restarting): said, then
                     # read again from where the stream got to, for as long as it takes.
-                    if not is_transient_db_error(exc):
+                    if not (is_transient_db_error(exc) or isinstance(exc, PoolTimeout)):
                         raise
                     wait = AWAY_RETRY_SECONDS[min(away, len(AWAY_RETRY_SECONDS) - 1)]
                     away += 1

@@ -272,6 +272,12 @@ class Settings(BaseSettings):
     opened and closed 10-18 connections, a server process and its authentication each.
     Counted twice (the record's statements and the agent-bound
     reads have a pool each) with the workers' against the server's ``max_connections``."""
+    db_connect_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long a command's, and the API's, new PostgreSQL connection waits for the
+    server's answer (the connection, TLS and the login) before the part is reported not
+    answering: a server that takes the connection and says nothing (stopped, its host
+    gone) held a command the driver's 60 s. Raise it for a server that takes long to
+    wake (one paused when idle). Workers wait the driver's 60 s."""
     api_max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body the API reads (uploads of artifacts stream and are not bound by it)."""
     api_max_upload_bytes: int = 1024 * 1024 * 1024

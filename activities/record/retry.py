@@ -23,9 +23,10 @@ T = TypeVar("T")
 
 # SQLSTATE classes and codes that mean "the connection, not the statement, failed":
 # 08xxx connection exceptions, 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot
-# connect now (starting up or shutting down).
+# connect now (starting up or shutting down), 53300 too many connections (a server full
+# while every client reconnects after an outage).
 _TRANSIENT_SQLSTATE_PREFIXES = ("08",)
-_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03"}
+_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
 
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     SAOperationalError,

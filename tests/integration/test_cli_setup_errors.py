@@ -343,9 +343,14 @@ def test_a_postgres_that_accepts_and_never_answers_is_named(vigil: Vigil) -> Non
         silent.listen(8)  # the kernel takes connections; nobody ever answers them
         port = silent.getsockname()[1]
         hung = {"DATABASE_URL": f"postgresql://vigil:x@127.0.0.1:{port}/vigil"}
-        listed = vigil("list", env=hung, timeout=120)
-    assert listed.returncode == 3, explain(listed)
-    assert one_error_line(listed) == (
-        f"error: cannot reach PostgreSQL at 127.0.0.1:{port} (no answer within 10 s); "
-        "start it with `vigil stack up` (or check DATABASE_URL)"
-    )
+        # A command of the client's, and one of the record's alone (`token list` printed
+        # "cannot reach PostgreSQL: " and nothing more).
+        done = [vigil(*args, env=hung, timeout=120) for args in (("list",), ("token", "list"))]
+        quick = vigil("token", "list", env={**hung, "VIGIL_DB_CONNECT_SECONDS": "2"})
+    for said in done:
+        assert said.returncode == 3, explain(said)
+        assert one_error_line(said) == (
+            f"error: cannot reach PostgreSQL at 127.0.0.1:{port} (no answer within 10 s); "
+            "start it with `vigil stack up` (or check DATABASE_URL)"
+        ), explain(said)
+    assert "(no answer within 2 s)" in one_error_line(quick), explain(quick)

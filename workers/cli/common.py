@@ -456,7 +456,6 @@ def unreachable(settings: Settings, exc: OSError) -> str:
     from urllib.parse import urlsplit
 
     from vigil.activities.failures import address_of
-    from vigil.workers.db import CLIENT_CONNECT_SECONDS
 
     at = address_of(exc)
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or "no answer")
@@ -465,23 +464,23 @@ def unreachable(settings: Settings, exc: OSError) -> str:
         # The driver's connect timed out (a server that took the connection and never
         # answered): it names no address, but it is PostgreSQL's.
         database = urlsplit(ends.database_url or "")
-        if database.hostname and database.port:
-            at = database.hostname, database.port
-            why = f"no answer within {CLIENT_CONNECT_SECONDS:g} s"
+        if database.hostname:
+            at = database.hostname, database.port or POSTGRES_PORT
+            why = f"no answer within {settings.db_connect_seconds:g} s"
     if at is None:
         return f"cannot reach a server: {exc or type(exc).__name__}"
     host, port = at
     parts = [
-        ("PostgreSQL", "DATABASE_URL", ends.database_url),
-        ("the object store", "VIGIL_S3_ENDPOINT", ends.s3_endpoint),
-        ("Temporal", "TEMPORAL_ADDRESS", f"//{ends.temporal_address}"),
+        ("PostgreSQL", "DATABASE_URL", ends.database_url, POSTGRES_PORT),
+        ("the object store", "VIGIL_S3_ENDPOINT", ends.s3_endpoint, None),
+        ("Temporal", "TEMPORAL_ADDRESS", f"//{ends.temporal_address}", None),
     ]
-    for part, knob, url in parts:
+    for part, knob, url, default_port in parts:
         if url is None:
             continue
         where = urlsplit(url if "//" in url else f"//{url}")
         try:
-            same = where.port == port
+            same = (where.port or default_port) == port
         except ValueError:  # a URL without a valid port names no part here
             same = False
         if same:
@@ -490,6 +489,10 @@ def unreachable(settings: Settings, exc: OSError) -> str:
                 f"start it with `vigil stack up` (or check {knob})"
             )
     return f"cannot reach a server at {host}:{port} ({why})"
+
+
+POSTGRES_PORT = 5432
+"""PostgreSQL's port where a URL names none."""
 
 
 def _in_the_driver(exc: BaseException) -> bool:
@@ -511,7 +514,7 @@ def run_db(
     from sqlalchemy.exc import DBAPIError
 
     from vigil.workers.agents import AgentError, InvalidAgentFiles
-    from vigil.workers.db import CLIENT_CONNECT_SECONDS, make_engine, make_sessionmaker
+    from vigil.workers.db import make_engine, make_sessionmaker
     from vigil.workers.models import ConfigError
 
     settings = load_settings(state_dir)
@@ -520,7 +523,7 @@ def run_db(
         fail(settings.no_database(), EXIT_UNREACHABLE)
 
     async def go() -> T:
-        engine = make_engine(url, pool_size=2, connect_timeout=CLIENT_CONNECT_SECONDS)
+        engine = make_engine(url, pool_size=2, connect_timeout=settings.db_connect_seconds)
         try:
             return await fn(settings, make_sessionmaker(engine))
         finally:
@@ -541,7 +544,7 @@ def run_db(
     except (DBAPIError, PostgresError) as exc:
         database_refused(exc)
     except OSError as exc:
-        fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNREACHABLE)
+        fail(unreachable(settings, exc), EXIT_UNREACHABLE)
 
 
 def database_refused(exc: BaseException, prefix: str = "") -> NoReturn:

@@ -280,8 +280,9 @@ class Stack:
             host, port = where.hostname, where.port
         except ValueError:
             host, port = None, None
-        if host is None or port is None or host.startswith("/"):
+        if host is None or host.startswith("/"):
             return PartStatus("postgres", "external", True, "DATABASE_URL")
+        port = port or 5432  # PostgreSQL's own where the URL names none
         return PartStatus(
             "postgres", "external", postgres_answers(port, host), f"{host}:{port} (DATABASE_URL)"
         )

@@ -37,7 +37,8 @@ class VigilDaemon:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         return {}
