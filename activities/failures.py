@@ -101,7 +101,7 @@ def outage_of(exc: BaseException) -> Outage | None:
     return None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def causes(exc: BaseException) -> Iterator[BaseException]:
     """The exception, then what caused it (SQLAlchemy's ``orig`` included), once each."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -117,7 +117,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def errno_of(exc: BaseException) -> int | None:
     """The errno of the first OS error in ``exc``'s chain (a refused connection's), if any."""
     return next(
-        (link.errno for link in _chain(exc) if isinstance(link, OSError) and link.errno), None
+        (link.errno for link in causes(exc) if isinstance(link, OSError) and link.errno), None
     )
 
 
@@ -130,7 +130,7 @@ def _frames_inner_first(tb: TracebackType | None) -> list[str]:
 
 
 def _part_of(exc: BaseException) -> str | None:
-    for link in _chain(exc):
+    for link in causes(exc):
         for module in [type(link).__module__, *_frames_inner_first(link.__traceback__)]:
             for part, prefixes in _PARTS:
                 if module.startswith(prefixes):
@@ -139,7 +139,7 @@ def _part_of(exc: BaseException) -> str | None:
 
 
 def _is_store_outage(exc: BaseException) -> bool:
-    for link in _chain(exc):
+    for link in causes(exc):
         if isinstance(link, S3Error):
             return link.code in _S3_UNAVAILABLE
         if isinstance(link, ServerError):
@@ -161,7 +161,7 @@ def _is_store_outage(exc: BaseException) -> bool:
 
 def address_of(exc: BaseException) -> tuple[str, int] | None:
     """The (host, port) a failed connection names: in its message, or its pool's."""
-    for link in _chain(exc):
+    for link in causes(exc):
         found = _ADDRESS.search(str(link))
         if found:
             return found.group(1), int(found.group(2))
@@ -178,7 +178,7 @@ def _address(exc: BaseException) -> str:
 
 
 def _refused(exc: BaseException) -> bool:
-    for link in _chain(exc):
+    for link in causes(exc):
         if isinstance(link, ConnectionRefusedError):
             return True
         text = str(link)
@@ -190,26 +190,26 @@ def _refused(exc: BaseException) -> bool:
 def _db_detail(exc: BaseException) -> str:
     if _refused(exc):
         return f"connection refused{_address(exc)}"
-    for link in _chain(exc):
+    for link in causes(exc):
         if isinstance(link, asyncpg.exceptions.ConnectionDoesNotExistError | ConnectionResetError):
             return "connection lost"
         if isinstance(link, asyncpg.exceptions.PostgresError):
             return short(f"{link.sqlstate}: {link}", 160)
         if isinstance(link, TimeoutError):
             return "timed out"
-    innermost = list(_chain(exc))[-1]
+    innermost = list(causes(exc))[-1]
     return short(describe(innermost), 160)
 
 
 def _store_detail(exc: BaseException) -> str:
     if _refused(exc):
         return f"connection refused{_address(exc)}"
-    for link in _chain(exc):
+    for link in causes(exc):
         if isinstance(link, S3Error):
             return short(f"{link.code}: {link.message}", 160)
         if isinstance(link, ServerError):
             return f"HTTP {link.status_code}"
         if isinstance(link, OSError) and link.errno in _DISK_ERRNOS:
             return short(f"{errno.errorcode.get(link.errno or 0, 'OSError')}: {link.strerror}", 160)
-    innermost = list(_chain(exc))[-1]
+    innermost = list(causes(exc))[-1]
     return short(describe(innermost), 160)

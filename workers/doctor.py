@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import shutil
 import uuid
@@ -115,22 +114,10 @@ async def _workers(settings: Settings, client: Client) -> Check:
 
 
 def _embedded_temporal_here(settings: Settings) -> bool:
-    """Whether the Temporal in use is the embedded stack's of this state folder, on this
-    host's loopback."""
+    """Whether the Temporal in use is the embedded stack's of this state folder (which
+    listens on this host's loopback only)."""
     info = settings.stack_info()
-    address = settings.endpoints().temporal_address
-    return info is not None and info.temporal_address == address and _on_loopback(address)
-
-
-def _on_loopback(address: str) -> bool:
-    """Whether ``host:port`` is on this host's loopback interface."""
-    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return info is not None and info.temporal_address == settings.endpoints().temporal_address
 
 
 def _not_answering(exc: OSError) -> str:

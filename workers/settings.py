@@ -20,6 +20,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_FILE = "stack.json"
+POSTGRES_PORT = 5432
+"""PostgreSQL's port where a URL names none."""
 STACK_PORTS = (
     "temporal_port",
     "temporal_ui_port",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from vigil.activities.failures import causes
 from vigil.activities.memory.provenance import ACTIVE_SHARED_SQL
 from vigil.activities.memory.records import AddResult, _add_result
 from vigil.activities.record.lean import Statements
@@ -55,14 +56,9 @@ between the session's end and its outcome's write."""
 def session_gone(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is a keyed write refused because its session's
     record no longer exists (erased meanwhile: nothing of it is to be kept)."""
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if getattr(current, "constraint_name", None) == _KEYED_WRITE_SESSION:
-            return True
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return False
+    return any(
+        getattr(link, "constraint_name", None) == _KEYED_WRITE_SESSION for link in causes(exc)
+    )
 
 
 _FOR_MERGE = sql("SELECT importance, metadata, content FROM memories WHERE id = :id FOR UPDATE")

@@ -456,6 +456,7 @@ def unreachable(settings: Settings, exc: OSError) -> str:
     from urllib.parse import urlsplit
 
     from vigil.activities.failures import address_of
+    from vigil.workers.settings import POSTGRES_PORT
 
     at = address_of(exc)
     why = os.strerror(exc.errno) if exc.errno else (exc.strerror or "no answer")
@@ -489,10 +490,6 @@ def unreachable(settings: Settings, exc: OSError) -> str:
                 f"start it with `vigil stack up` (or check {knob})"
             )
     return f"cannot reach a server at {host}:{port} ({why})"
-
-
-POSTGRES_PORT = 5432
-"""PostgreSQL's port where a URL names none."""
 
 
 def _in_the_driver(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from vigil.workers.settings import STACK_FILE, STACK_PORTS, Settings, StackInfo
+from vigil.workers.settings import POSTGRES_PORT, STACK_FILE, STACK_PORTS, Settings, StackInfo
 from vigil.workers.stack.api import ApiDaemon
 from vigil.workers.stack.cluster import SERVER_VERSION, TemporalCluster, ensure_namespace
 from vigil.workers.stack.codec import CodecServer
@@ -282,7 +282,7 @@ class Stack:
             host, port = None, None
         if host is None or host.startswith("/"):
             return PartStatus("postgres", "external", True, "DATABASE_URL")
-        port = port or 5432  # PostgreSQL's own where the URL names none
+        port = port or POSTGRES_PORT
         return PartStatus(
             "postgres", "external", postgres_answers(port, host), f"{host}:{port} (DATABASE_URL)"
         )
