@@ -28,6 +28,8 @@ from vigil.schema.transcript import short_json
 
 SUMMARY_CHARS = 200
 """Temporal UI shows a summary on one line: keep it short."""
+ARGUMENT_CHARS = 80
+"""A call's arguments in a summary, cut with a mark where they go on."""
 
 
 def _when(at: datetime) -> str:
@@ -45,11 +47,10 @@ def tool_call(
     step's first call what the model said with it. (The model activity's own summary is
     fixed when it is scheduled, before the reply; its result holds the reply's words.)"""
     if edited is None:
-        text = f"step {step}: {call.name} {call.arguments_preview[:80]}"
+        text = f"step {step}: {call.name} {preview(call.arguments_preview, ARGUMENT_CHARS)}"
     else:
-        text = (
-            f"step {step}: {call.name} {short_json(edited, 80)} (arguments edited by {by or '?'})"
-        )
+        shown = short_json(edited, ARGUMENT_CHARS)
+        text = f"step {step}: {call.name} {shown} (arguments edited by {by or '?'})"
     words = " ".join((said or "").split())
     room = SUMMARY_CHARS - len(text) - len(' · model said: ""')
     if words and room >= 20:
@@ -87,7 +88,8 @@ def _actions(events: Sequence[EventIn], lead: str) -> str:
 def approval_timer(pending: PendingApproval) -> str:
     return preview(
         f"waiting for approval {pending.approval_id}: {pending.tool} "
-        f"{pending.arguments_preview[:80]}, expires {_when(pending.expires_at)}",
+        f"{preview(pending.arguments_preview, ARGUMENT_CHARS)}, "
+        f"expires {_when(pending.expires_at)}",
         SUMMARY_CHARS,
     )
 

@@ -67,6 +67,17 @@ def test_tool_call_summary_names_the_arguments_that_run() -> None:
     )
 
 
+def test_long_arguments_are_cut_with_a_mark() -> None:
+    arguments = '{"query": "' + "x" * 120 + '"}'
+    call = ToolCallRef(index=0, call_id="c", name="search", valid=True, arguments_preview=arguments)
+    text = summaries.tool_call(2, call, None, None)
+    assert text == f"step 2: search {arguments[: summaries.ARGUMENT_CHARS - 1]}…"
+    pending = _pending().model_copy(update={"arguments_preview": arguments})
+    assert f"{arguments[: summaries.ARGUMENT_CHARS - 1]}…, expires" in (
+        summaries.approval_timer(pending)
+    )
+
+
 def test_record_summary_names_who_acted_once() -> None:
     events = [
         EventIn(key="1", kind="pause", step=1, actor="bob"),
