@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from vigil.schema.hooks import WebhookEvent
-from vigil.schema.payloads import Budget
+from vigil.schema.payloads import MAX_CONTEXT_MESSAGES, Budget
 
 Effects = Literal["none", "internal", "external"]
 ApprovalMode = Literal["auto", "always", "never"]
@@ -137,7 +137,7 @@ class McpServerSpec(Spec):
 
 
 class ContextSettings(Spec):
-    messages: int = Field(default=40, ge=1, le=10_000, strict=True)
+    messages: int = Field(default=40, ge=1, le=MAX_CONTEXT_MESSAGES, strict=True)
     tokens: int | None = Field(default=None, ge=256, le=2_000_000, strict=True)
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from vigil.schema import jsonlimits
 from vigil.schema.jsonlimits import MAX_ARGUMENT_DEPTH
 from vigil.schema.payloads import (
+    MAX_CONTEXT_MESSAGES,
     MAX_HUMAN_TEXT,
     ApproveInput,
     Budget,
@@ -171,6 +172,15 @@ def session_input_error(arg: StartSessionInput, now: datetime | None = None) -> 
     beat = arg.heartbeat_seconds
     if found is None and not 0 <= beat <= MAX_HEARTBEAT_SECONDS:  # (NaN too; 0: none)
         found = "heartbeat_seconds", f"{beat:g} is not from 0 to {MAX_HEARTBEAT_SECONDS}"
+    # 0 or less handed over to a new run before every step, for ever, taking none.
+    if found is None and arg.steps_per_run < 1:
+        found = "steps_per_run", f"{arg.steps_per_run} is not 1 or more"
+    # As an agent's definition bounds its context's messages (0 read as no bound at all).
+    if found is None and not 1 <= arg.context_messages <= MAX_CONTEXT_MESSAGES:
+        found = (
+            "context_messages",
+            f"{arg.context_messages} is not from 1 to {MAX_CONTEXT_MESSAGES}",
+        )
     return None if found is None else f"{found[0]}: {found[1]}"
 
 

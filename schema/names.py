@@ -238,6 +238,10 @@ PATCH_HANDED_BACK_WAITS = "vigil-handed-back-waits"
 # fired took the signals that came after it first, and ran a call approved too late.
 # Asked only then.
 PATCH_NO_DECISION_PAST_EXPIRY = "vigil-no-decision-past-expiry"
+# A run takes at least one step before it hands over: a start that passed ``steps_per_run``
+# of 0 or less unchecked (a plain Temporal client) handed over before every step, for
+# ever, taking none. Asked only for such a start.
+PATCH_RUNS_TAKE_A_STEP = "vigil-runs-take-a-step"
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

@@ -129,6 +129,11 @@ class SessionCarry(Payload):
     without this bound, as conversations did before ``PATCH_CONVERSATION_IDLE``)."""
 
 
+MAX_CONTEXT_MESSAGES = 10_000
+"""The most recent messages a model call may be given (an agent's ``context.messages``, a
+start's ``context_messages``)."""
+
+
 class StartSessionInput(Payload):
     """What `vigil start` / the client / a schedule sends to start an AgentSession."""
 

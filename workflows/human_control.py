@@ -275,7 +275,7 @@ class HumanControl(Bookkeeping):
     def _validate_approve(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, ApproveInput, validating=True)
         if self._taken_before(value) is None:
-            self._refuse(self._approve_input_error(value, validating=True))
+            self._refuse(self._ended_error() or self._approve_input_error(value, validating=True))
 
     @workflow.update(name=names.UPD_REJECT)
     def reject_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
@@ -291,7 +291,9 @@ class HumanControl(Bookkeeping):
     def _validate_reject(self, raw: RawValue = NO_ARGUMENT) -> None:
         value = self._valid(raw, RejectInput, validating=True)
         if self._taken_before(value) is None:
-            self._refuse(self._approve_error(value.approval_id, validating=True))
+            self._refuse(
+                self._ended_error() or self._approve_error(value.approval_id, validating=True)
+            )
 
     @workflow.update(name=names.UPD_PAUSE)
     def pause_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
@@ -360,7 +362,7 @@ class HumanControl(Bookkeeping):
         value = self._valid(raw, WakeInput, validating=True)
         asleep = self._status == SessionStatus.SLEEPING
         if self._taken_before(value) is None:
-            self._refuse(None if asleep else "the session is not sleeping")
+            self._refuse(self._ended_error() or (None if asleep else "the session is not sleeping"))
 
     @workflow.query(name=names.QUERY_STATE)
     def state(self) -> SessionState:

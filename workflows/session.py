@@ -573,7 +573,7 @@ class AgentSession(Waits):
         steps = min(
             c.STEP_BATCH_STEPS,
             b.max_steps - step,
-            self._arg.steps_per_run - (step - self._run_start_step),
+            self._steps_per_run() - (step - self._run_start_step),
         )
         if window <= 0 or steps <= 0:
             return None
@@ -775,8 +775,16 @@ class AgentSession(Waits):
             )
         return None
 
+    def _steps_per_run(self) -> int:
+        """``steps_per_run``, and 1 for a start that gave 0 or less (vigil's faces refuse
+        it; a plain Temporal client's start is not checked)."""
+        steps = self._arg.steps_per_run
+        if steps < 1 and workflow.patched(names.PATCH_RUNS_TAKE_A_STEP):
+            return 1
+        return steps
+
     def _should_continue_as_new(self) -> bool:
-        if self._c.step - self._run_start_step >= self._arg.steps_per_run:
+        if self._c.step - self._run_start_step >= self._steps_per_run():
             return True
         return workflow.info().is_continue_as_new_suggested() or self._history_heavy()
 

@@ -8,9 +8,11 @@ import asyncio
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
+from tests.support.held_end import end_event_held
 from tests.support.llm_stub import LLMStub, Reply
+from tests.support.locks import waiting_for_lock
 from tests.support.sessions import (
     approval_pending,
     running_worker,
@@ -18,8 +20,9 @@ from tests.support.sessions import (
     start,
     stub_settings,
     until,
+    wait_status,
 )
-from vigil.schema.payloads import ToolPolicy
+from vigil.schema.payloads import SessionStatus, ToolPolicy
 from vigil.workers.client import Refused, VigilClient
 from vigil.workers.settings import Settings
 
@@ -108,3 +111,64 @@ async def test_a_second_cancel_while_the_first_is_pending_is_refused(
 async def _final(vigil_client: VigilClient, sid: str) -> str | None:
     status = await vigil_client.status(sid)
     return status if status in ("cancelled", "completed", "failed") else None
+
+
+async def test_a_decision_while_the_end_is_written_says_the_session_ended(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    vigil_client: VigilClient,
+    database_url: str,
+) -> None:
+    """An approval or a rejection that reaches a session cancelled while it waited for it,
+    as the session writes its end, is refused with how the session ended, as a signal is
+    (before: "unknown approval id 'a1-0' (pending: none)", as if the id were wrong)."""
+    stub.enqueue(Reply.tool_call("http_fetch", {"url": f"{stub.url}/page"}))
+    config = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    arg = session_input("fetch the page").model_copy(
+        update={"policy": ToolPolicy(require_approval=["http_fetch"])}
+    )
+    async with running_worker(client, config, task_queue):
+        handle = await start(client, task_queue, arg)
+        await approval_pending(handle, sessionmaker)
+        async with end_event_held(sessionmaker, handle.id, "agent-test", "cancelled"):
+            await handle.cancel()
+            await until(lambda: waiting_for_lock(database_url), what="the held end")
+            for decide in (
+                lambda: vigil_client.approve(handle.id, "a1-0", by="ana"),
+                lambda: vigil_client.reject(handle.id, "a1-0", by="bob", reason="no"),
+            ):
+                with pytest.raises(Refused) as refused:
+                    await decide()
+                assert str(refused.value) == (
+                    f"refused by session {handle.id}: the session has ended (cancelled)"
+                )
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_a_wake_while_the_end_is_written_says_the_session_ended(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    vigil_client: VigilClient,
+    database_url: str,
+) -> None:
+    """A wake that reaches a sleeping session cancelled meanwhile, as it writes its end, is
+    refused with how it ended (before: "the session is not sleeping")."""
+    stub.enqueue(Reply.tool_call("wait_until", {"seconds": 3600, "reason": "later"}))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("sleep"))
+        await wait_status(handle, SessionStatus.SLEEPING)
+        async with end_event_held(sessionmaker, handle.id, "agent-test", "cancelled"):
+            await handle.cancel()
+            await until(lambda: waiting_for_lock(database_url), what="the held end")
+            with pytest.raises(Refused) as refused:
+                await vigil_client.wake(handle.id, by="ana")
+            assert str(refused.value) == (
+                f"refused by session {handle.id}: the session has ended (cancelled)"
+            )
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED

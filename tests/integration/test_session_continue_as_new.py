@@ -163,3 +163,36 @@ async def test_human_control_across_the_boundary(
     assert [e.actor for e in await events(sessionmaker, handle.id, "pause")] == ["alice"]
     assert [e.actor for e in await events(sessionmaker, handle.id, "resume")] == ["bob"]
     assert (await session_row(sessionmaker, handle.id)).run_count == 2
+
+
+async def test_a_start_of_no_steps_a_run_takes_one_a_run(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """``steps_per_run`` 0 from a plain Temporal client (vigil's faces refuse it) made
+    every run hand over before its first step, for ever: the session took no step. Each
+    run now takes one."""
+    stub.enqueue(_note(1), Reply.tool_call("finish", {"summary": "two steps"}))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("two steps", steps_per_run=0))
+        try:
+            result: SessionResult = await until(
+                lambda: _ended(handle), within=60, what="the session's end"
+            )
+        finally:
+            await _terminate_if_running(handle)
+    assert (result.status, result.steps, result.runs) == (SessionStatus.COMPLETED, 2, 2)
+
+
+async def _ended(handle: Any) -> SessionResult | None:
+    described = await handle.describe()
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        return None
+    return await handle.result()
+
+
+async def _terminate_if_running(handle: Any) -> None:
+    if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        await handle.terminate(reason="the test is over")

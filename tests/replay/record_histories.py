@@ -177,6 +177,18 @@ async def continue_as_new(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [first, ctx.client.get_workflow_handle(handle.id)]
 
 
+async def runs_take_a_step(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """Started with ``steps_per_run`` 0 (unchecked, as a plain Temporal client may): each
+    run takes one step (PATCH_RUNS_TAKE_A_STEP); two steps, two runs, both recorded."""
+    ctx.stub.enqueue(ctx.fetch("/0"), finish("one step a run"))
+    handle = await ctx.start("runs_take_a_step", _arg("go on", steps_per_run=0))
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert (result.steps, result.runs) == (2, 2), result
+    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first, ctx.client.get_workflow_handle(handle.id)]
+
+
 async def budget_exhausted(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """The model never finishes; the step budget ends the session."""
     ctx.stub.enqueue(*[ctx.fetch(f"/{n}") for n in range(5)])
@@ -1249,6 +1261,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "tool_failed_for_good": tool_failed_for_good,
     "named_requests": named_requests,
     "named_requests_across_runs": named_requests_across_runs,
+    "runs_take_a_step": runs_take_a_step,
 }
 
 

@@ -89,6 +89,8 @@ LATEST = {
     "named_requests",
     "named_requests_across_runs_first_run",
     "named_requests_across_runs_last_run",
+    "runs_take_a_step_first_run",
+    "runs_take_a_step_last_run",
 }
 EXPECTED = {
     "tools_finish",

@@ -123,9 +123,15 @@ def test_in_range_budgets_and_inputs_pass() -> None:
         ({"heartbeat_seconds": -5}, "heartbeat_seconds"),
         ({"heartbeat_seconds": 1e12}, "heartbeat_seconds"),
         ({"heartbeat_seconds": math.nan}, "heartbeat_seconds"),
+        ({"steps_per_run": 0}, "steps_per_run: 0 is not 1 or more"),
+        ({"steps_per_run": -3}, "steps_per_run"),
+        ({"context_messages": 0}, "context_messages: 0 is not from 1 to 10000"),
+        ({"context_messages": 10_001}, "context_messages"),
     ],
 )
-def test_out_of_range_timeouts_are_refused(fields: dict[str, object], error: str) -> None:
+def test_out_of_range_timeouts_and_counts_are_refused(
+    fields: dict[str, object], error: str
+) -> None:
     arg = StartSessionInput(agent_id="a", goal="g", **fields)  # type: ignore[arg-type]
     found = session_input_error(arg, NOW)
     assert found is not None and found.startswith(error), found
