@@ -116,6 +116,9 @@ class SessionCarry(Payload):
     taken_requests: list[str] = Field(default_factory=list)
     """The named requests the runs before took, newest last (a request sent again reaches
     the next run: taken once all the same)."""
+    taken_answers: list[Ack] = Field(default_factory=list)
+    """The first answer to each of ``taken_requests``, in the same order (an update of one
+    sent again is answered with it; a carry from before it was kept has none)."""
     agent_version: int | None = None
     """The agent definition's version this session runs (None: an agent with no definition)."""
     agent_pinned: bool = False

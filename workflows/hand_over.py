@@ -145,7 +145,7 @@ class HandOverWhileWaiting:
         self._c.waiting = wait()
         self._c.inbox = [QueuedMessage(text=t, by=b, at=at) for t, b, at in self._inbox.items]
         self._c.rejected_inputs = self._rejected_inputs
-        self._c.taken_requests = list(self._taken_requests)
+        self._carry_requests()
         self._c.run_index += 1
         workflow.logger.info(
             "session handing over to run %s while waiting (%s, history %s bytes)",
@@ -160,17 +160,26 @@ class HandOverWhileWaiting:
         served the first run only (every later run reads its pinned version again)."""
         return self._arg.model_copy(update={"carry": self._c, "runtime": None})
 
+    def _carry_requests(self) -> None:
+        """The named requests this run and those before took, with their first answers."""
+        self._c.taken_requests = list(self._taken_requests)
+        self._c.taken_answers = list(self._taken_requests.values())
+
     def _take_over(self) -> CarriedWait | None:
         """Restore what the last run carried (queued messages, refused-input count, the wait
         in progress). Called from ``__init__``, before this run handles any signal or update."""
         c = self._c
         self._inbox.items = [(m.text, m.by, m.at) for m in c.inbox]
         self._rejected_inputs = c.rejected_inputs
-        for key in c.taken_requests:
-            self._taken_requests[key] = Ack(
+        answers: list[Ack | None] = list(c.taken_answers)
+        if len(answers) != len(c.taken_requests):  # carried by a build that kept none
+            answers = [None] * len(c.taken_requests)
+        for key, answer in zip(c.taken_requests, answers, strict=True):
+            self._taken_requests[key] = answer or Ack(
                 accepted=True, status=self._status, message="taken in an earlier run"
             )
-        wait, c.waiting, c.inbox, c.taken_requests = c.waiting, None, [], []
+        wait, c.waiting, c.inbox = c.waiting, None, []
+        c.taken_requests, c.taken_answers = [], []
         if wait is None:
             return None
         self._open_step, self._model_seq = wait.step, wait.model_seq

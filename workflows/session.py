@@ -382,7 +382,7 @@ class AgentSession(Waits):
             self._drain_inbox()
             await self._flush()
         self._c.rejected_inputs = self._rejected_inputs
-        self._c.taken_requests = list(self._taken_requests)
+        self._carry_requests()
         self._c.run_index += 1
         workflow.continue_as_new(self._next_input())
 

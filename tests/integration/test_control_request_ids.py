@@ -38,6 +38,7 @@ from vigil.schema.payloads import (
     MessageInput,
     PauseInput,
     ResumeInput,
+    SessionStatus,
     ToolPolicy,
 )
 from vigil.workers import liveness
@@ -180,7 +181,7 @@ async def test_requests_taken_in_one_run_are_not_taken_again_in_the_next(
         handle = await start(client, task_queue, arg)
         await approval_pending(handle, sessionmaker)
         await handle.signal(names.SIG_MESSAGE, said)
-        await handle.execute_update(names.UPD_PAUSE, pause)
+        first = await handle.execute_update(names.UPD_PAUSE, pause, result_type=Ack)
         await handle.execute_update(names.UPD_RESUME, ResumeInput(by="ana"))
         await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ana"))
         second = await eventually(handle, lambda s: s.run_index == 2 and bool(s.pending_approvals))
@@ -190,7 +191,8 @@ async def test_requests_taken_in_one_run_are_not_taken_again_in_the_next(
         # And once more as an update, answered after the signals were handled: with the
         # first run's answer, not a second pause.
         again = await handle.execute_update(names.UPD_PAUSE, pause, result_type=Ack)
-        assert again.accepted, again
+        assert again == first, (again, first)  # its state then: paused, waiting approval
+        assert first.paused and first.status == SessionStatus.WAITING_APPROVAL, first
         now = await eventually(handle, lambda s: s.run_index == 2)
         assert not now.paused and now.rejected_inputs == 0, now
         await handle.execute_update(
