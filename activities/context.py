@@ -642,9 +642,15 @@ async def assemble(
     messages = [system]
     if note_parts:
         messages.append(ChatMessage(role="system", content="\n\n".join(note_parts)))
-    messages.extend(chats[m.seq][0] for m in taken)
-    head = messages[: len(messages) - len(taken)]
-    tokens = sum(message_tokens(m) for m in head) + sum(chats[m.seq][1] for m in taken)
+    if taken and taken[0].role == "tool":
+        # Only results are left of the window (their call was too long to be sent): a
+        # provider refuses a tool result without its call, so they are told as text.
+        messages.append(_results_as_text([chats[m.seq][0] for m in taken]))
+        tokens = sum(message_tokens(m) for m in messages)
+    else:
+        messages.extend(chats[m.seq][0] for m in taken)
+        head = messages[: len(messages) - len(taken)]
+        tokens = sum(message_tokens(m) for m in head) + sum(chats[m.seq][1] for m in taken)
     return Assembled(
         messages=messages,
         tokens=tokens,
@@ -686,7 +692,8 @@ def _newest_that_fit(
     limit: int,
 ) -> list[record.StoredMessage]:
     """The newest of ``msgs`` within ``room`` tokens and ``limit`` messages (the newest
-    always), not beginning inside a tool exchange (a tool result without its call)."""
+    always), not beginning inside a tool exchange (a tool result without its call) unless
+    only such results are left: then all of those that fit."""
     taken: list[record.StoredMessage] = []
     for m in reversed(msgs):
         cost = chats[m.seq][1]
@@ -695,9 +702,19 @@ def _newest_that_fit(
         taken.append(m)
         room -= cost
     taken.reverse()
-    while len(taken) > 1 and taken[0].role == "tool":
-        taken.pop(0)
-    return taken
+    first = next((i for i, m in enumerate(taken) if m.role != "tool"), None)
+    return taken if first is None else taken[first:]
+
+
+def _results_as_text(results: list[ChatMessage]) -> ChatMessage:
+    """Tool results whose call is not sent (it is in the summary), as one user message
+    that says what they are."""
+    parts = [
+        f"[The result of your call {r.name or 'of a tool'} (id {r.tool_call_id}), whose "
+        f"request is summarised above:]\n{r.content}"
+        for r in results
+    ]
+    return ChatMessage(role="user", content="\n\n".join(parts))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

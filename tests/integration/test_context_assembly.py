@@ -190,3 +190,56 @@ def test_a_pinned_goal_is_never_longer_than_the_goal() -> None:
 
     for goal in ("g", "a short goal", "x" * 300):
         assert len(pinned_goal(goal, 0)) <= len(goal)
+
+
+async def test_a_result_whose_call_is_too_long_to_send_is_told_as_text(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A call whose arguments alone are over the budget (a model writing a long file) left
+    its results the whole window: tool messages without the call, which a provider refuses
+    ("messages with role 'tool' must be a response to a preceding message with
+    'tool_calls'"), and the session failed. The results are sent as a user message that
+    says what they are; the call is in the summary."""
+    sid, agent = await _session(sessionmaker, 1)
+    long_call = '{"name": "big.md", "content": "' + "lorem ipsum dolor sit amet " * 2000 + '"}'
+    async with sessionmaker.begin() as db:
+        await record.append_messages(
+            db,
+            sid,
+            agent,
+            [
+                record.NewMessage(
+                    seq=1,
+                    role="assistant",
+                    content="writing it",
+                    tool_calls=[
+                        {"id": "w1", "name": "write_artifact", "arguments": long_call},
+                        {"id": "w2", "name": "write_artifact", "arguments": long_call},
+                    ],
+                ),
+                record.NewMessage(
+                    seq=2,
+                    role="tool",
+                    content="wrote big.md",
+                    name="write_artifact",
+                    tool_call_id="w1",
+                ),
+                record.NewMessage(
+                    seq=3,
+                    role="tool",
+                    content="wrote big.md again",
+                    name="write_artifact",
+                    tool_call_id="w2",
+                ),
+            ],
+        )
+    got = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=ContextBudget(total_tokens=8000)
+    )
+    assert [m.role for m in got.messages] == ["system", "system", "user"]
+    told = got.messages[-1].content
+    assert "write_artifact (id w1)" in told and "wrote big.md\n" in told
+    assert told.endswith("wrote big.md again")
+    assert "Summary of earlier turns" in got.messages[1].content
+    assert got.recent_from_seq == 2 and got.summary_upto_seq == 1
+    assert got.tokens == sum(message_tokens(m) for m in got.messages)
