@@ -304,6 +304,14 @@ class SessionStart(_VigilClientCore):
         """A session's start input; the settings given override the agent definition's."""
         from vigil.workers.agents import start_overrides
 
+        unknown = sorted(set(extra) - set(StartSessionInput.model_fields))
+        if unknown:
+            # A start input drops what it does not know: a misspelt budget or policy would
+            # start a session without it.
+            raise TypeError(
+                f"unknown session settings: {', '.join(unknown)} (a budget goes in "
+                "budget=Budget(...), tool rules in policy=ToolPolicy(...))"
+            )
         too_big = start_error(goal, system_prompt)
         if too_big is not None:
             raise BadArgument(f"refused before sending: {too_big}")

@@ -208,6 +208,19 @@ async def test_a_chosen_session_id_is_checked_as_the_cli_and_api_check_it(
     assert await client.temporal_status(bad) is None  # nothing started
 
 
+@pytest.mark.parametrize("setting", [{"max_steps": 2}, {"budgett": {"max_steps": 1}}])
+async def test_a_setting_the_start_does_not_know_is_refused(
+    cli: CLIStack, client: VigilClient, setting: dict[str, object]
+) -> None:
+    """``start_session(..., max_steps=2)`` started a session with the agent's own budget:
+    the start input dropped what it did not know, a misspelt budget or tool rule too (the
+    API refuses such a body with 422, the CLI has no such option)."""
+    sid = f"{agent()}-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TypeError, match=f"unknown session settings: {next(iter(setting))}"):
+        await client.start_session(agent(), "x", session_id=sid, allow_undefined=True, **setting)
+    assert await client.temporal_status(sid) is None  # nothing started
+
+
 async def test_vigils_own_start_of_a_keys_session_takes_any_letter(
     cli: CLIStack, client: VigilClient
 ) -> None:
