@@ -203,7 +203,9 @@ async def call_with_limits(
         raise ToolFailed(f"tool {name} failed: TimeoutError") from None
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # a tool's bug goes back to the model, not the session
+    # A tool's bug goes back to the model, not the session; so does a sys.exit or a
+    # KeyboardInterrupt of its own (the worker takes SIGINT as a signal, never as one).
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         detail = f": {_short(str(exc))}" if str(exc) else ""
         raise ToolFailed(f"tool {name} failed: {exc.__class__.__name__}{detail}") from None
 

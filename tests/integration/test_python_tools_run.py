@@ -103,6 +103,22 @@ async def test_an_exception_is_a_short_tool_error(
     assert (out.ok, out.preview) == (False, "error: tool explode failed: RuntimeError: bad state")
 
 
+async def test_a_tool_that_exits_or_is_interrupted_fails_its_call_not_its_worker(
+    caller: ToolCaller, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """``sys.exit`` in a tool (SystemExit) was retried without end as the activity's
+    failure ("attempt 9: 3"), past the tool's attempts; KeyboardInterrupt left the call
+    hanging. Both are the tool's error, which the model reads, as any other exception."""
+    call = await model_asked(
+        sessionmaker, "quit_process", {"code": 3}, tool=py_tools.quit_process.describe()
+    )
+    out = await caller.call(call)
+    assert (out.ok, out.preview) == (False, "error: tool quit_process failed: SystemExit: 3")
+    call = await model_asked(sessionmaker, "interrupted", {}, tool=py_tools.interrupted.describe())
+    out = await caller.call(call)
+    assert (out.ok, out.preview) == (False, "error: tool interrupted failed: KeyboardInterrupt")
+
+
 async def test_tool_retry_runs_again_with_the_same_idempotency_key(
     caller: ToolCaller, sessionmaker: async_sessionmaker[DbSession], tmp_path: Path
 ) -> None:

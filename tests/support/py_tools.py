@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -39,6 +40,18 @@ async def sleepy(seconds: float) -> str:
 async def explode(message: str) -> str:
     """Raise an ordinary exception (a tool's bug)."""
     raise RuntimeError(message)
+
+
+@vigil.tool
+async def quit_process(code: int) -> str:
+    """Call ``sys.exit`` (a library written for the command line may)."""
+    sys.exit(code)
+
+
+@vigil.tool
+async def interrupted() -> str:
+    """Raise KeyboardInterrupt (a library that turns a signal it caught into one may)."""
+    raise KeyboardInterrupt
 
 
 @vigil.tool(max_attempts=3)
