@@ -242,6 +242,9 @@ PATCH_NO_DECISION_PAST_EXPIRY = "vigil-no-decision-past-expiry"
 # of 0 or less unchecked (a plain Temporal client) handed over before every step, for
 # ever, taking none. Asked only for such a start.
 PATCH_RUNS_TAKE_A_STEP = "vigil-runs-take-a-step"
+NO_REPLY = "[no reply recorded: "
+"""How the assistant message begins that a session's end writes in the place of a model
+call's reply that never came (the transcript stays whole): no answer to anyone."""
 REFUSED_ENDED = "the session has ended"
 """How a session's validator begins its refusal of a control once the session has ended
 (while its last records are written): a keyed message then goes to the key's next

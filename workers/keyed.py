@@ -222,8 +222,9 @@ async def answer(
     """The reply that answers ``text`` sent by ``by`` (``sent``: what
     :func:`message_by_key` returned): the first assistant message without tool calls
     recorded after it. None when the session ends first (the agent finished it, a budget
-    or the deadline ran out, someone cancelled it). ``on_approval`` is awaited when the
-    session asks for an approval meanwhile."""
+    or the deadline ran out, someone cancelled it, a call failed for good: the reply its
+    end writes in the place of the one that never came answers nobody). ``on_approval``
+    is awaited when the session asks for an approval meanwhile."""
     ours: int | None = None
     async for message in client.follow(
         sent.session_id, after_seq=sent.after_seq, on_approval=on_approval
@@ -231,7 +232,11 @@ async def answer(
         if ours is None:
             if message.role == "user" and message.name == by and message.content == text:
                 ours = message.seq
-        elif message.role == "assistant" and not message.tool_calls:
+        elif (
+            message.role == "assistant"
+            and not message.tool_calls
+            and not (message.content or "").startswith(names.NO_REPLY)
+        ):
             return message
     return None
 

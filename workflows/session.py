@@ -988,7 +988,7 @@ class AgentSession(Waits):
                     seq=self._open_model_seq,
                     role="assistant",
                     step=self._open_step,
-                    content=f"[no reply recorded: {why}]",
+                    content=f"{names.NO_REPLY}{why}]",
                 )
             )
             self._open_model_seq = None

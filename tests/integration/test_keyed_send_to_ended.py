@@ -15,7 +15,8 @@ import pytest
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from tests.support.sessions import session_input
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.sessions import running_worker, session_input, stub_settings
 from vigil.schema import names
 from vigil.schema.payloads import MessageInput
 from vigil.workers import keyed
@@ -58,3 +59,35 @@ async def test_a_message_to_an_ended_keyed_session_leaves_nothing_unretrieved(
         loop.set_exception_handler(before)
         await vigil.close()
     assert [c.get("message") for c in told] == []
+
+
+async def test_a_message_whose_session_failed_before_answering_gets_no_answer(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    vigil_client: VigilClient,
+) -> None:
+    """The model call that would answer a keyed message fails for good (a 400): the reply
+    the session's end writes where none came ("[no reply recorded: the session ended
+    (failed) first]") was taken as the answer, which `vigil message --wait` printed, exiting
+    0. There is no answer: the command says how the session ended."""
+    stub.enqueue(Reply.text("hello"), Reply.status(400, message="bad request"))
+    agent = f"keyed-{uuid.uuid4().hex[:6]}"
+    sender = VigilClient(
+        settings.model_copy(update={"task_queue": task_queue}), vigil_client.temporal
+    )
+    try:
+        async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+            first = await keyed.message_by_key(
+                sender, agent, "k1", "hi", by="ana", allow_undefined=True
+            )
+            assert await keyed.answer(sender, first, "hi", by="ana") is not None
+            sent = await keyed.message_by_key(
+                sender, agent, "k1", "are you there?", by="ana", allow_undefined=True
+            )
+            got = await asyncio.wait_for(keyed.answer(sender, sent, "are you there?", by="ana"), 60)
+            assert got is None, got
+            assert await sender.status(sent.session_id) == "failed"
+    finally:
+        await sender.close()
