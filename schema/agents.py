@@ -247,6 +247,10 @@ class AgentRuntime(BaseModel):
     """None: an agent without a definition (vigil's built-in tools, the default model)."""
     content_hash: str | None = None
     system_prompt: str | None = None
+    prompt_around_goal: list[str] | None = None
+    """The system prompt's text around each ``{goal}`` of its template: the prompt for
+    another goal (a redirect's) is ``goal.join(prompt_around_goal)``. None: the prompt
+    does not hold the goal."""
     model: ModelSettings = Field(default_factory=ModelSettings)
     tools: list[ToolDescriptor] = Field(default_factory=list)
     context: ContextSettings = Field(default_factory=ContextSettings)

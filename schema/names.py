@@ -242,6 +242,10 @@ PATCH_NO_DECISION_PAST_EXPIRY = "vigil-no-decision-past-expiry"
 # of 0 or less unchecked (a plain Temporal client) handed over before every step, for
 # ever, taking none. Asked only for such a start.
 PATCH_RUNS_TAKE_A_STEP = "vigil-runs-take-a-step"
+# A redirect's goal fills the ``{goal}`` of the agent's system prompt, as the start's did;
+# the prompt kept the start's goal until the next run (or a move to another version).
+# Asked only by a redirect of a session whose prompt holds the goal.
+PATCH_PROMPT_FOLLOWS_GOAL = "vigil-prompt-follows-goal"
 NO_REPLY = "[no reply recorded: "
 """How the assistant message begins that a session's end writes in the place of a model
 call's reply that never came (the transcript stays whole): no answer to anyone."""

@@ -584,6 +584,11 @@ class HumanControl(Bookkeeping):
             },
         )
         self._update(goal=arg.goal)
+        prompt = self._prompt_for(arg.goal)
+        if prompt is not None:
+            self._arg.system_prompt = prompt
+            # Written with the version it runs, as a move's prompt is (the system's write).
+            self._update(agent_version=self._c.agent_version, system_prompt=prompt)
         self._publish()
         if arg.agent_version is not None and arg.agent_version != self._c.agent_version:
             self._c.agent_switch = (arg.agent_version, arg.by)
@@ -604,6 +609,18 @@ class HumanControl(Bookkeeping):
             # Back to the version it runs before an earlier redirect's move was made: the
             # last redirect is the one that holds.
             self._c.agent_switch = None
+
+    def _prompt_for(self, goal: str) -> str | None:
+        """The agent's system prompt for ``goal``, when its template holds the goal and
+        the start did not give a prompt of its own (None: the prompt stays)."""
+        runtime = self._runtime
+        if runtime is None or runtime.prompt_around_goal is None:
+            return None
+        if "system_prompt" in (self._arg.overrides or []):
+            return None
+        if not workflow.patched(names.PATCH_PROMPT_FOLLOWS_GOAL):
+            return None
+        return goal.join(runtime.prompt_around_goal)
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

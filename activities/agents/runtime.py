@@ -43,22 +43,34 @@ def render_prompt(spec: AgentSpec, goal: str) -> str | None:
     conversion (``{goal:>400000000}``, ``{goal!r}``, refused at apply since; a version
     stored before may hold one) is not applied, and a name that has no value stays as
     written. ``str.format`` built the padding, read attributes, and failed the start."""
+    around = prompt_around_goal(spec)
+    return None if around is None else goal.join(around)
+
+
+def prompt_around_goal(spec: AgentSpec) -> list[str] | None:
+    """The system prompt template filled with all but ``{goal}``, as the texts around
+    each ``{goal}`` (one text when it holds none); None without a template."""
     if spec.system_prompt is None:
         return None
-    values = {**spec.variables, "goal": goal, "agent": spec.name}
+    values = {**spec.variables, "agent": spec.name}
+    texts: list[str] = []
     parts: list[str] = []
     for literal, name, format_spec, conversion in string.Formatter().parse(spec.system_prompt):
         parts.append(literal)
         if name is None:
             continue
-        if name in values:
+        if name == "goal":
+            texts.append("".join(parts))
+            parts = []
+        elif name in values:
             parts.append(str(values[name]))
         else:
             tail = (f"!{conversion}" if conversion else "") + (
                 f":{format_spec}" if format_spec else ""
             )
             parts.append("{" + name + tail + "}")
-    return "".join(parts)
+    texts.append("".join(parts))
+    return texts
 
 
 def build_runtime(
@@ -84,11 +96,13 @@ def runtime_of(
     goal: str,
 ) -> AgentRuntime:
     """What a session of this version runs (without its webhook events)."""
+    around = prompt_around_goal(spec)
     return AgentRuntime(
         agent_id=agent_id,
         version=version,
         content_hash=content_hash,
-        system_prompt=render_prompt(spec, goal),
+        system_prompt=goal.join(around) if around is not None else None,
+        prompt_around_goal=around if around is not None and len(around) > 1 else None,
         model=spec.model,
         tools=tools,
         context=spec.context,

@@ -366,3 +366,38 @@ async def test_a_redirect_that_wakes_the_session_says_the_move_it_asked(
     (asked,) = [r for r in stub.requests if r.path.endswith("/completions")][1:2]
     tool_result = asked.body["messages"][-1]
     assert tool_result["content"] == "ops replied: New goal from ops: a new goal", tool_result
+
+
+async def test_a_plain_redirect_fills_the_prompts_goal(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """A redirect without a version left the start's goal in the system prompt (``Goal:
+    {goal}``) until the next run, while a redirect with one filled in the new goal: the
+    model was sent two goals. Every redirect's goal fills it."""
+    name = f"prompted-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(
+        spec(name, "You are {agent}. Goal: {goal}. Again: {goal}.", [])
+    )
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(client, task_queue, session_input("the first", agent_id=name))
+        await approval_pending(handle, sessionmaker, "a1-0")
+        await handle.execute_update(names.UPD_REDIRECT, RedirectInput(goal="the second", by="ops"))
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    prompts = [
+        r.body["messages"][0]["content"] for r in stub.requests if r.path.endswith("/completions")
+    ]
+    assert prompts == [
+        f"You are {name}. Goal: the first. Again: the first.",
+        f"You are {name}. Goal: the second. Again: the second.",
+    ]

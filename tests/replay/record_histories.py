@@ -300,6 +300,37 @@ async def agent_definition(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def prompt_follows_goal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A redirect (no version) while an approval waits: its goal fills the agent prompt's
+    ``{goal}`` (PATCH_PROMPT_FOLLOWS_GOAL)."""
+    name = "agent-prompted"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "system_prompt": "You are {agent}. Goal: {goal}",
+                "tools": [{"name": "http_fetch", "approval": "always"}],
+            }
+        )
+    )
+    ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched for the second goal"))
+    handle = await ctx.start(
+        "prompt_follows_goal", StartSessionInput(agent_id=name, goal="the first goal")
+    )
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.execute_update(
+        names.UPD_REDIRECT, RedirectInput(goal="the second goal", by="alice")
+    )
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(approval_id=waiting.pending_approvals[0].approval_id, by="alice"),
+    )
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    prompts = [r.body["messages"][0]["content"] for r in ctx.stub.requests[-2:]]
+    assert prompts[-1] == f"You are {name}. Goal: the second goal", prompts
+    return [handle]
+
+
 async def agent_python_mcp_tools(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An agent with Python tools and an MCP server (stdio): a Python and an MCP tool in
     one turn (the MCP tool named server.tool), a tool on a tool worker's queue (probed,
@@ -1262,6 +1293,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "named_requests": named_requests,
     "named_requests_across_runs": named_requests_across_runs,
     "runs_take_a_step": runs_take_a_step,
+    "prompt_follows_goal": prompt_follows_goal,
 }
 
 

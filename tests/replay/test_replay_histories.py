@@ -91,6 +91,7 @@ LATEST = {
     "named_requests_across_runs_last_run",
     "runs_take_a_step_first_run",
     "runs_take_a_step_last_run",
+    "prompt_follows_goal",
 }
 EXPECTED = {
     "tools_finish",
