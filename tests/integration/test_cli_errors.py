@@ -43,7 +43,10 @@ def test_bad_arguments_exit_2(cli: CLIStack) -> None:
             "a1-0",
             "--edit",
             "not json",
-        ): "error: --edit is not valid JSON: Expecting value at char 0",
+        ): "error: --edit is not valid JSON: Expecting value at character 1",
+        ("approve", "s-1", "a1-0", "--edit", '{"to": "bad'): (
+            "error: --edit is not valid JSON: Unterminated string starting at character 8"
+        ),
         # Deeper than Python's parser goes: the RecursionError's traceback, exit 1.
         ("approve", "s-1", "a1-0", "--edit", "[" * 5000): "error: --edit is nested too deeply",
         ("start", "a goal", "--max-steps", "abc"): "error: Invalid value for '--max-steps':",

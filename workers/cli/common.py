@@ -589,7 +589,9 @@ def json_arg(raw: str | None, what: str) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        fail(f"{what} is not valid JSON: {exc.msg} at char {exc.pos}", EXIT_USAGE)
+        # (A message may end in "at": "Unterminated string starting at".)
+        said = exc.msg.removesuffix(" at")
+        fail(f"{what} is not valid JSON: {said} at character {exc.pos + 1}", EXIT_USAGE)
     except RecursionError:
         fail(f"{what} is nested too deeply", EXIT_USAGE)
     if not isinstance(value, dict):
