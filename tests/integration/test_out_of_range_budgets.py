@@ -89,6 +89,9 @@ def test_vigil_start_refuses_out_of_range_budgets(cli: CLIStack) -> None:
         ("--max-seconds", "nan"),
         ("--max-cost", "inf"),
         ("--max-steps", str(2**60)),
+        # Refused by the budget's check ("not positive"), as the help says.
+        ("--max-seconds", "-5"),
+        ("--max-cost", "0"),
     ):
         done = cli.vigil("start", "x", "--agent", "ranges-cli", option, value, "--json")
         assert done.returncode == 2, (option, value, done.stdout, done.stderr)

@@ -64,9 +64,11 @@ def start(
         int | None, typer.Option(min=1, help="Step budget (the definition's, or 50).")
     ] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget.")] = None,
-    max_cost: Annotated[float | None, typer.Option(min=0.0, help="Cost budget in USD.")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Cost budget in USD (more than 0).")
+    ] = None,
     max_seconds: Annotated[
-        float | None, typer.Option(min=0.0, help="Wall-clock budget in seconds.")
+        float | None, typer.Option(help="Wall-clock budget in seconds (more than 0).")
     ] = None,
     approve_tools: Annotated[
         str | None,
