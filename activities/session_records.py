@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.artifacts.store import ArtifactStore
 from vigil.activities.config import ActivitySettings
@@ -154,6 +154,13 @@ class SessionRecords:
             except record.SessionErased as exc:
                 raise ApplicationError(
                     str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
+                ) from None
+            except record.EarlierSession as exc:
+                raise ApplicationError(
+                    str(exc),
+                    type=names.ERR_EARLIER_SESSION,
+                    non_retryable=True,
+                    category=ApplicationErrorCategory.BENIGN,  # said by the workflow's end
                 ) from None
             if not created:  # a retry: it must be this agent's; its version as asked
                 if holder is None:

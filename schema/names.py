@@ -246,6 +246,9 @@ PATCH_RUNS_TAKE_A_STEP = "vigil-runs-take-a-step"
 # the prompt kept the start's goal until the next run (or a move to another version).
 # Asked only by a redirect of a session whose prompt holds the goal.
 PATCH_PROMPT_FOLLOWS_GOAL = "vigil-prompt-follows-goal"
+ERR_EARLIER_SESSION = "EarlierSession"
+"""A session's opening found its id's record opened by an earlier workflow (started at
+another time, closed since): the run ends at once, failed, writing nothing to that record."""
 NO_REPLY = "[no reply recorded: "
 """How the assistant message begins that a session's end writes in the place of a model
 call's reply that never came (the transcript stays whole): no answer to anyone."""

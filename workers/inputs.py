@@ -263,8 +263,8 @@ def check_backfill(
     runs: int | None = None
     many = ""
     if every_seconds:
-        runs = int((end - start).total_seconds() // every_seconds)
-        many = f"about {runs}"
+        runs = _interval_runs(every_seconds, start, end)
+        many = str(runs)
     elif cron is not None:
         runs = _cron_runs(cron, start, end, time_zone)
         many = f"more than {MAX_BACKFILL_RUNS}"  # counted only that far
@@ -274,6 +274,15 @@ def check_backfill(
             f"{MAX_BACKFILL_RUNS}; backfill shorter windows one after another"
         )
     return runs
+
+
+def _interval_runs(every_seconds: float, start: datetime, end: datetime) -> int:
+    """The times of an interval schedule from ``start`` (inclusive) to ``end`` (exclusive):
+    its runs fall on the multiples of the interval since 1970-01-01T00:00Z (a window of 30
+    minutes holds one run an hour or none, not "about 0")."""
+    first = math.ceil((start - EPOCH).total_seconds() / every_seconds)
+    last = math.ceil((end - EPOCH).total_seconds() / every_seconds)  # the first not in it
+    return max(0, last - first)
 
 
 _MACROS = {

@@ -87,6 +87,15 @@ def _recorded_end(exc: BaseException) -> RecordedEnd | None:
     )
 
 
+def _earlier_session(exc: BaseException) -> str | None:
+    """Why this run writes nothing, when its opening found its id's record opened by an
+    earlier workflow (``names.ERR_EARLIER_SESSION``)."""
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type == names.ERR_EARLIER_SESSION:
+        return cause.message
+    return None
+
+
 NEXT_MESSAGE = "the next message of the conversation"
 NOT_FINISHED = "not finished: a message came while this step ran; it follows, answer it first"
 
@@ -249,6 +258,12 @@ class AgentSession(Waits):
             recorded = _recorded_end(exc)
             if recorded is not None:
                 return await self._as_recorded(recorded)
+            earlier = _earlier_session(exc)
+            if earlier is not None:
+                # The id's record is an earlier session's: nothing of this run goes there.
+                raise ApplicationError(
+                    earlier, type=names.ERR_EARLIER_SESSION, non_retryable=True
+                ) from exc
             if not is_cancelled_exception(exc):
                 return await self._failed(exc)
             # Temporal's cancel: while awaiting a timer or condition it arrives as

@@ -148,8 +148,22 @@ _OPEN_SESSION = sql(
     "ON CONFLICT (id) DO NOTHING RETURNING id) "
     "SELECT EXISTS (SELECT 1 FROM created) AS created, "
     "(SELECT agent_id FROM sessions WHERE id = CAST(:id AS text)) AS holder, "
+    "(SELECT created_at FROM sessions WHERE id = CAST(:id AS text)) AS opened_at, "
     "(SELECT yes FROM erased) AS erased"
 )
+
+
+class EarlierSession(Exception):
+    """The session an opening names is another, earlier one: its row was opened for a
+    workflow started at another time (the id given again once that one had closed: a
+    schedule's backfill of a run it made, a plain Temporal start)."""
+
+    def __init__(self, session_id: str, opened_at: datetime) -> None:
+        super().__init__(
+            f"session id {session_id!r} belongs to an earlier session (started "
+            f"{opened_at.isoformat()}): its record stands, and this run writes nothing to it"
+        )
+        self.session_id = session_id
 
 
 class SessionErased(Exception):
@@ -174,6 +188,8 @@ async def open_session_row(
 ) -> tuple[bool, str | None]:
     """The agent's row and the session's (with its agent version) in one statement:
     (whether the session's row was created, the agent of the row that was there already).
+    EarlierSession when the row there was opened for a workflow that started at another
+    time than ``created_at`` (a retry of this opening gives the same time).
     The agent is None when the row is new, and when another transaction created it
     meanwhile (this statement's snapshot is older than that row): ask ``session_agent``
     then. SessionErased when an erasure took the session (or its agent's) after it
@@ -196,6 +212,13 @@ async def open_session_row(
     ).one()
     if row.erased:
         raise SessionErased(session_id)
+    if (
+        not row.created
+        and created_at is not None
+        and row.opened_at is not None
+        and row.opened_at != created_at
+    ):
+        raise EarlierSession(session_id, row.opened_at)
     return bool(row.created), row.holder
 
 

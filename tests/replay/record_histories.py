@@ -189,6 +189,23 @@ async def runs_take_a_step(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [first, ctx.client.get_workflow_handle(handle.id)]
 
 
+async def earlier_session_id(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A second workflow under the id of a session that completed: its first records find
+    the id's record opened for the earlier one, and it fails writing nothing. Its run is
+    recorded."""
+    ctx.stub.enqueue(finish("done once"))
+    first = await ctx.start("earlier_session_id", _arg("once"))
+    _expect(await first.result(), SessionStatus.COMPLETED)
+    again = await start(ctx.client, ctx.task_queue, _arg("once"), session_id=first.id)
+    try:
+        await again.result()
+    except WorkflowFailureError as exc:
+        assert "belongs to an earlier session" in str(exc.cause), exc.cause
+    else:
+        raise AssertionError("the second run under the id did not fail")
+    return [again]
+
+
 async def budget_exhausted(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """The model never finishes; the step budget ends the session."""
     ctx.stub.enqueue(*[ctx.fetch(f"/{n}") for n in range(5)])
@@ -1294,6 +1311,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "named_requests_across_runs": named_requests_across_runs,
     "runs_take_a_step": runs_take_a_step,
     "prompt_follows_goal": prompt_follows_goal,
+    "earlier_session_id": earlier_session_id,
 }
 
 

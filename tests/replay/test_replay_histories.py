@@ -92,6 +92,7 @@ LATEST = {
     "runs_take_a_step_first_run",
     "runs_take_a_step_last_run",
     "prompt_follows_goal",
+    "earlier_session_id",
 }
 EXPECTED = {
     "tools_finish",

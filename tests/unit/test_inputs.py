@@ -111,7 +111,7 @@ def test_a_backfill_window_is_checked() -> None:
     noon = datetime(2026, 12, 5, 12, tzinfo=UTC)
     with pytest.raises(BadArgument, match="window is empty"):
         inputs.check_backfill(noon, noon - timedelta(hours=3), every_seconds=3600, cron=None)
-    with pytest.raises(BadArgument, match="about 1000 runs"):
+    with pytest.raises(BadArgument, match="holds 1000 runs"):
         inputs.check_backfill(noon - timedelta(hours=1000), noon, every_seconds=3600, cron=None)
     with pytest.raises(BadArgument, match="more than 100 runs"):
         inputs.check_backfill(
@@ -132,6 +132,13 @@ def test_a_backfill_window_is_checked() -> None:
         every_seconds=None, cron="0 3 * * *", time_zone="Europe/Paris",
     )  # fmt: skip
     assert paris == 1
+    # An interval's runs fall on its multiples since 1970: half an hour holds one run an
+    # hour or none (it said "about 0" of the one it started).
+    half = noon + timedelta(minutes=30)
+    assert inputs.check_backfill(noon, half, every_seconds=3600, cron=None, now=half) == 1
+    late = noon + timedelta(minutes=10)
+    assert inputs.check_backfill(late, late + timedelta(minutes=30), every_seconds=3600,
+                                 cron=None, now=half + timedelta(hours=1)) == 0  # fmt: skip
     # A cron it does not read is left to Temporal.
     assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9 L * *") is None
 

@@ -283,7 +283,11 @@ def schedule_backfill(
 
     async def go(client: VigilClient) -> None:
         runs = await client.backfill_schedule(schedule_id, start_dt, end_dt)
-        said = "backfilled" if runs is None else f"backfilled (about {runs} runs)"
+        said = "backfilled" if runs is None else f"backfilled ({_runs(runs)} in the window)"
+        said += (
+            "; a run made before under its time is not made again (its record stands), nor "
+            "one still running"
+        )
         emit(
             {**_done(schedule_id, "backfilled"), "runs": runs},
             as_json,
@@ -291,6 +295,10 @@ def schedule_backfill(
         )
 
     run_client(go, state_dir)
+
+
+def _runs(count: int) -> str:
+    return "1 run" if count == 1 else f"{count} runs"
 
 
 @schedule_app.command("delete")
