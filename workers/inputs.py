@@ -413,7 +413,11 @@ def schedule_timing(
     check_overlap(overlap)
     if (cron is None) == (every is None):
         raise BadArgument(f"give exactly one of {option}cron or {option}every")
-    return ScheduleTiming(
+    if every is not None and time_zone is not None:
+        # An interval's runs fall on its multiples since 1970, the same in every zone.
+        zone = f"{option}tz" if option else "time_zone"
+        raise BadArgument(f"{zone} applies to {option}cron only: an interval has no time zone")
+    timing = ScheduleTiming(
         cron=check_cron(cron),
         every=parse_duration(every, f"{option}every", allow_zero=False),
         time_zone=check_time_zone(time_zone),
@@ -421,6 +425,12 @@ def schedule_timing(
         catchup=parse_duration(catchup, f"{option}catchup", allow_zero=False),
         overlap=overlap,
     )
+    if timing.every is not None and timing.jitter is not None and timing.jitter >= timing.every:
+        raise BadArgument(
+            f"{option}jitter ({jitter}) must be shorter than {option}every ({every}): each run "
+            "would move past the next one's time"
+        )
+    return timing
 
 
 def check_schedule(

@@ -105,6 +105,18 @@ def test_a_cron_with_digits_that_are_not_ascii_is_left_to_temporal(cron: str) ->
     assert inputs.schedule_timing(cron=cron, every=None).cron == cron
 
 
+def test_an_intervals_time_zone_and_a_jitter_past_it_are_refused() -> None:
+    """`--every 1h --tz Europe/Paris` and `--every 1m --jitter 5m` were taken and did
+    nothing, or moved each run past the next one's time."""
+    with pytest.raises(BadArgument, match="--tz applies to --cron only"):
+        inputs.schedule_timing(cron=None, every="1h", time_zone="Europe/Paris")
+    with pytest.raises(BadArgument, match="^time_zone applies to cron only"):
+        inputs.schedule_timing(cron=None, every="1h", time_zone="UTC", option="")
+    with pytest.raises(BadArgument, match="--jitter .5m. must be shorter than --every .1m."):
+        inputs.schedule_timing(cron=None, every="1m", jitter="5m")
+    assert inputs.schedule_timing(cron=None, every="1h", jitter="5m").jitter is not None
+
+
 def test_a_backfill_window_is_checked() -> None:
     """A reversed window said "backfilled" and started nothing; a window of years started
     every run in it at once (110 sessions on a 2-core machine)."""
