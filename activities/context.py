@@ -31,6 +31,7 @@ from vigil.activities.record import store as record
 from vigil.activities.record.lean import Statements, engine_of
 from vigil.activities.record.rls import bound_acting_for
 from vigil.schema import event_kinds, textcodec
+from vigil.schema.payloads import preview
 
 Role = Literal["system", "user", "assistant", "tool"]
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -118,13 +119,24 @@ class Degraded:
         }
 
 
+NAMED_CHARS = 80
+"""A call's name and id where the context names them (a model may send megabytes)."""
+SUMMARY_LINE_CHARS = 160
+"""A summarised message's words, and its calls, in its line of the summary."""
+
+
 def summarise(previous: str | None, older: list[record.StoredMessage], limit_tokens: int) -> str:
     """Extractive running summary: the previous one plus one line per older message."""
     lines = [previous] if previous else []
     for m in older:
-        who = m.role if not m.name else f"{m.role}:{m.name}"
-        head = " ".join(m.content.split())[:160]
-        calls = ", ".join(f"{c['name']}(...)" for c in (m.tool_calls or []))
+        # Names bounded as the words are: a model may send a name of megabytes, and the
+        # newest line stays whatever its size.
+        who = m.role if not m.name else f"{m.role}:{preview(m.name, NAMED_CHARS)}"
+        head = " ".join(m.content.split())[:SUMMARY_LINE_CHARS]
+        calls = preview(
+            ", ".join(f"{preview(str(c['name']), NAMED_CHARS)}(...)" for c in (m.tool_calls or [])),
+            SUMMARY_LINE_CHARS,
+        )
         text = head or calls or "(empty)"
         if calls and head:
             text = f"{head} [calls {calls}]"
@@ -710,8 +722,9 @@ def _results_as_text(results: list[ChatMessage]) -> ChatMessage:
     """Tool results whose call is not sent (it is in the summary), as one user message
     that says what they are."""
     parts = [
-        f"[The result of your call {r.name or 'of a tool'} (id {r.tool_call_id}), whose "
-        f"request is summarised above:]\n{r.content}"
+        f"[The result of your call {preview(r.name or 'of a tool', NAMED_CHARS)} (id "
+        f"{preview(r.tool_call_id or '', NAMED_CHARS)}), whose request is summarised "
+        f"above:]\n{r.content}"
         for r in results
     ]
     return ChatMessage(role="user", content="\n\n".join(parts))

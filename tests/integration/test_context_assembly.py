@@ -243,3 +243,49 @@ async def test_a_result_whose_call_is_too_long_to_send_is_told_as_text(
     assert "Summary of earlier turns" in got.messages[1].content
     assert got.recent_from_seq == 2 and got.summary_upto_seq == 1
     assert got.tokens == sum(message_tokens(m) for m in got.messages)
+
+
+async def test_names_of_megabytes_stay_out_of_the_summary(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A call of a tool named with megabytes (a model's garbage) summarised as the newest
+    line of the summary, which is kept whatever its size: the context's note was 3 MB,
+    and its request failed. Names are cut in the summary and in results told as text."""
+    sid, agent = await _session(sessionmaker, 1)
+    huge_name = "tool" * 750_000
+    async with sessionmaker.begin() as db:
+        await record.append_messages(
+            db,
+            sid,
+            agent,
+            [
+                record.NewMessage(
+                    seq=1,
+                    role="assistant",
+                    content="",
+                    tool_calls=[
+                        {"id": "c1", "name": "http_fetch", "arguments": '{"url": "x"}'},
+                        {"id": "c2", "name": huge_name, "arguments": "{}"},
+                    ],
+                ),
+                record.NewMessage(
+                    seq=2,
+                    role="tool",
+                    content="error: bad url",
+                    name="http_fetch",
+                    tool_call_id="c1",
+                ),
+                record.NewMessage(
+                    seq=3,
+                    role="tool",
+                    content="error: unknown tool",
+                    name=huge_name,
+                    tool_call_id="c2",
+                ),
+            ],
+        )
+    got = await assemble(
+        sessionmaker, session_id=sid, agent_id=agent, budget=ContextBudget(total_tokens=8000)
+    )
+    assert got.tokens <= 8000
+    assert all(len(m.content) < 2000 for m in got.messages), [len(m.content) for m in got.messages]

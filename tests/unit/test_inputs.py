@@ -110,9 +110,9 @@ def test_an_intervals_time_zone_and_a_jitter_past_it_are_refused() -> None:
     nothing, or moved each run past the next one's time."""
     with pytest.raises(BadArgument, match="--tz applies to --cron only"):
         inputs.schedule_timing(cron=None, every="1h", time_zone="Europe/Paris")
-    with pytest.raises(BadArgument, match="^time_zone applies to cron only"):
+    with pytest.raises(BadArgument, match=r"^time_zone applies to cron only"):
         inputs.schedule_timing(cron=None, every="1h", time_zone="UTC", option="")
-    with pytest.raises(BadArgument, match="--jitter .5m. must be shorter than --every .1m."):
+    with pytest.raises(BadArgument, match=r"--jitter \(5m\) must be shorter than --every \(1m\)"):
         inputs.schedule_timing(cron=None, every="1m", jitter="5m")
     assert inputs.schedule_timing(cron=None, every="1h", jitter="5m").jitter is not None
 
