@@ -277,12 +277,15 @@ def check_backfill(
 
 
 def _interval_runs(every_seconds: float, start: datetime, end: datetime) -> int:
-    """The times of an interval schedule from ``start`` (inclusive) to ``end`` (exclusive):
-    its runs fall on the multiples of the interval since 1970-01-01T00:00Z (a window of 30
-    minutes holds one run an hour or none, not "about 0")."""
-    first = math.ceil((start - EPOCH).total_seconds() / every_seconds)
-    last = math.ceil((end - EPOCH).total_seconds() / every_seconds)  # the first not in it
-    return max(0, last - first)
+    """The times of an interval schedule from ``start`` to ``end``, both included, as
+    Temporal's backfill takes them: its runs fall on the multiples of the interval since
+    1970-01-01T00:00Z (a window of 30 minutes holds one run an hour or none, not "about
+    0"). In whole microseconds, so a time on a multiple counts once."""
+    every = max(1, round(every_seconds * 1_000_000))
+    micro = timedelta(microseconds=1)
+    first = -((EPOCH - start) // micro // every)  # the ceiling of (start - EPOCH) / every
+    last = (end - EPOCH) // micro // every
+    return max(0, last - first + 1)
 
 
 _MACROS = {
@@ -298,7 +301,8 @@ _WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 
 
 def _cron_runs(cron: str, start: datetime, end: datetime, time_zone: str | None) -> int | None:
-    """The times of ``cron`` from ``start`` (inclusive) to ``end`` (exclusive), read in
+    """The times of ``cron`` from ``start`` to ``end``, both included (as Temporal's
+    backfill takes them), read in
     ``time_zone`` (UTC when unset); None for a cron this does not read. Past
     MAX_BACKFILL_RUNS it stops counting (the answer is then just over it)."""
     fields = _MACROS.get(cron.strip().lower(), cron).split()
@@ -325,7 +329,7 @@ def _cron_runs(cron: str, start: datetime, end: datetime, time_zone: str | None)
         if day.month in months and on_day and on_weekday:
             for hour, minute in times:
                 at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
-                runs += first <= at < last
+                runs += first <= at <= last
         day += timedelta(days=1)
     return runs
 
@@ -427,8 +431,8 @@ def schedule_timing(
     )
     if timing.every is not None and timing.jitter is not None and timing.jitter >= timing.every:
         raise BadArgument(
-            f"{option}jitter ({jitter}) must be shorter than {option}every ({every}): each run "
-            "would move past the next one's time"
+            f"{option}jitter ({jitter}) must be shorter than {option}every ({every}): no run "
+            "is delayed past the next one's time, so a longer one does nothing more"
         )
     return timing
 
@@ -450,6 +454,8 @@ def check_schedule(
     check_time_zone(time_zone)
     if every is not None and every <= timedelta(0):
         raise BadArgument(f"the interval must be positive, not {every}")
+    if every is not None and time_zone is not None:
+        raise BadArgument("a time zone applies to a cron only: an interval has no time zone")
     too_big = start_error(template.goal, template.system_prompt)
     if too_big is not None:
         raise BadArgument(f"refused: {too_big}")

@@ -843,6 +843,11 @@ class AgentSession(Waits):
         try:
             written = await self._write_end(riding)
         except ActivityError as exc:
+            earlier = _earlier_session(exc)
+            if earlier is not None:  # its opening rode with the end: nothing was written
+                raise ApplicationError(
+                    earlier, type=names.ERR_EARLIER_SESSION, non_retryable=True
+                ) from exc
             recorded = _recorded_end(exc)
             if recorded is None:
                 raise
@@ -1038,6 +1043,13 @@ class AgentSession(Waits):
         self._runtime = runtime
         self._c.agent_version, self._c.agent_pinned = runtime.version, True
         self._arg = agent_policy.effective_input(self._arg, runtime)
+        if self._c.goal != self._arg.goal:
+            # Redirected in an earlier run, or before this one read its agent (a redirect
+            # then found no prompt to fill): the prompt names the goal it has now.
+            prompt = self._prompt_for(self._c.goal)
+            if prompt is not None:
+                self._arg.system_prompt = prompt
+                self._update(agent_version=self._c.agent_version, system_prompt=prompt)
 
     def _starters_runtime(self, version: int | None) -> AgentRuntime | None:
         """The definition vigil's client resolved when it started the session (at the

@@ -368,12 +368,14 @@ async def test_a_redirect_that_wakes_the_session_says_the_move_it_asked(
     assert tool_result["content"] == "ops replied: New goal from ops: a new goal", tool_result
 
 
+@pytest.mark.parametrize("steps_per_run", [200, 1])
 async def test_a_plain_redirect_fills_the_prompts_goal(
     client: Client,
     settings: Settings,
     sessionmaker: async_sessionmaker[DbSession],
     task_queue: str,
     stub: LLMStub,
+    steps_per_run: int,
 ) -> None:
     """A redirect without a version left the start's goal in the system prompt (``Goal:
     {goal}``) until the next run, while a redirect with one filled in the new goal: the
@@ -388,7 +390,11 @@ async def test_a_plain_redirect_fills_the_prompts_goal(
     )
     cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
-        handle = await start(client, task_queue, session_input("the first", agent_id=name))
+        handle = await start(
+            client,
+            task_queue,
+            session_input("the first", agent_id=name, steps_per_run=steps_per_run),
+        )
         await approval_pending(handle, sessionmaker, "a1-0")
         await handle.execute_update(names.UPD_REDIRECT, RedirectInput(goal="the second", by="ops"))
         await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))

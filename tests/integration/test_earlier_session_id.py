@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
@@ -26,6 +27,7 @@ from tests.support.sessions import (
     transcript,
     wait_status,
 )
+from vigil.schema import names
 from vigil.schema.payloads import SessionStatus
 from vigil.workers.settings import Settings
 
@@ -56,7 +58,17 @@ async def test_a_run_under_a_closed_sessions_id_writes_nothing_to_its_record(
         again = await start(client, task_queue, arg, session_id=sid)
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(again.result(), 60)
-    assert "belongs to an earlier session" in str(failed.value.cause), failed.value.cause
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == names.ERR_EARLIER_SESSION, cause
+    assert "belongs to an earlier session" in str(cause), cause
+    # One cancelled before any worker took it: its opening rides with its end's records.
+    cancelled = await start(client, task_queue, arg, session_id=sid)
+    await cancelled.cancel()
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(cancelled.result(), 60)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == names.ERR_EARLIER_SESSION, cause
     assert len(stub.requests) == 1  # the second run called no model
     assert [(m.seq, m.content) for m in await transcript(sessionmaker, sid)] == [
         (m.seq, m.content) for m in before

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from vigil.schema.payloads import StartSessionInput
 from vigil.workers import inputs
 from vigil.workers.api.artifacts import byte_range
 from vigil.workers.client import BadArgument
@@ -115,6 +116,12 @@ def test_an_intervals_time_zone_and_a_jitter_past_it_are_refused() -> None:
     with pytest.raises(BadArgument, match=r"--jitter \(5m\) must be shorter than --every \(1m\)"):
         inputs.schedule_timing(cron=None, every="1m", jitter="5m")
     assert inputs.schedule_timing(cron=None, every="1h", jitter="5m").jitter is not None
+    # The Python client's schedules are checked alike.
+    template = StartSessionInput(agent_id="a", goal="g")
+    with pytest.raises(BadArgument, match="an interval has no time zone"):
+        inputs.check_schedule(
+            "s-1", template, cron=None, every=timedelta(hours=1), time_zone="UTC", note=None
+        )
 
 
 def test_a_backfill_window_is_checked() -> None:
@@ -123,14 +130,16 @@ def test_a_backfill_window_is_checked() -> None:
     noon = datetime(2026, 12, 5, 12, tzinfo=UTC)
     with pytest.raises(BadArgument, match="window is empty"):
         inputs.check_backfill(noon, noon - timedelta(hours=3), every_seconds=3600, cron=None)
-    with pytest.raises(BadArgument, match="holds 1000 runs"):
+    with pytest.raises(BadArgument, match="holds 1001 runs"):
         inputs.check_backfill(noon - timedelta(hours=1000), noon, every_seconds=3600, cron=None)
     with pytest.raises(BadArgument, match="more than 100 runs"):
         inputs.check_backfill(
             noon - timedelta(days=1), noon, every_seconds=None, cron="*/5 * * * *"
         )
     day = noon - timedelta(days=1)
-    assert inputs.check_backfill(day, noon, every_seconds=3600, cron=None) == 24
+    # Both ends included, as Temporal's backfill takes them: a day from noon to noon holds
+    # 25 hourly runs.
+    assert inputs.check_backfill(day, noon, every_seconds=3600, cron=None) == 25
     assert inputs.check_backfill(day, noon, every_seconds=None, cron="0 9,17 * * *") == 2
     # Macros and days of the week are counted too (2026-12-05 is a Saturday).
     with pytest.raises(BadArgument, match="more than 100 runs"):
@@ -177,10 +186,10 @@ def test_a_backfill_window_is_in_the_past_and_after_1970() -> None:
         == 2
     )
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    assert inputs.check_backfill(epoch, epoch + day, every_seconds=3600, cron=None, now=now) == 24
+    assert inputs.check_backfill(epoch, epoch + day, every_seconds=3600, cron=None, now=now) == 25
     # A time without an offset is UTC, as Temporal reads it (it raised TypeError).
     naive = now.replace(tzinfo=None)
-    assert inputs.check_backfill(naive - day, naive, every_seconds=3600, cron=None, now=now) == 24
+    assert inputs.check_backfill(naive - day, naive, every_seconds=3600, cron=None, now=now) == 25
 
 
 def test_schedule_ids_and_templates() -> None:
