@@ -30,6 +30,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.record import reconcile as record
+from vigil.schema.names import ERR_EARLIER_SESSION
 from vigil.schema.payloads import SessionResult, SessionStatus
 from vigil.workers.logs import get as get_logger
 
@@ -176,6 +177,16 @@ async def _ending(temporal: Client, session_id: str) -> _Ending | None:
         )
     if status == WorkflowExecutionStatus.FAILED:
         failure = last.workflow_execution_failed_event_attributes.failure if last else None
+        if failure is not None and failure.application_failure_info.type == ERR_EARLIER_SESSION:
+            # A later workflow under the id, refused as this session's record is not its
+            # own: the one that held the record closed without writing its end.
+            return _Ending(
+                SessionStatus.TERMINATED,
+                "failed",
+                "its workflow closed in Temporal without recording an ending (the newest "
+                "run under its id is a later workflow's, refused as an earlier session's)",
+                details,
+            )
         cause = failure.message[:500] if failure is not None and failure.message else "unknown"
         return _Ending(SessionStatus.FAILED, "failed", f"the workflow failed: {cause}", details)
     if status == WorkflowExecutionStatus.CANCELED:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from tests.integration.conftest import CLIStack
@@ -111,6 +111,33 @@ async def test_a_terminated_session_is_reconciled(
         await _assert_ended(sessionmaker, handle.id, "terminated", "operator: runaway session")
         assert await reconcile(client, sessionmaker, session_ids=[handle.id]) == []
         assert len(await events(sessionmaker, handle.id, "session_reconciled")) == 1
+
+
+async def test_a_terminated_session_whose_id_was_started_again_is_reconciled(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A session terminated before the reconciler saw it, then a workflow started again
+    under its id (refused as an earlier session's): the newest run's failure is not the
+    session's end (it closed the record as "failed: belongs to an earlier session")."""
+    _plan(stub)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await _waiting(client, task_queue, sessionmaker)
+        await handle.terminate(reason="operator: runaway session")
+        again = await client.start_workflow(
+            names.WORKFLOW_SESSION,
+            session_input("write something", policy=POLICY),
+            id=handle.id,
+            task_queue=task_queue,
+        )
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(again.result(), 60)
+        done = await reconcile(client, sessionmaker, session_ids=[handle.id])
+    assert [(r.previous_status, r.status) for r in done] == [("waiting_approval", "terminated")]
+    await _assert_ended(sessionmaker, handle.id, "terminated", "closed in Temporal without")
 
 
 async def test_timed_out_and_deleted_sessions_are_reconciled(

@@ -73,8 +73,17 @@ async def test_a_session_reads_and_writes_only_as_its_agent(
     agent, other = f"{PREFIX}a-{uuid.uuid4().hex[:8]}", f"{PREFIX}b-{uuid.uuid4().hex[:8]}"
     session_id = f"{PREFIX}{uuid.uuid4()}"
     foreign = f"FOREIGN{uuid.uuid4().hex}"
-    # The session's row exists already (a retried open finds it so); the owner plants
-    # another agent's rows in it.
+    # The session's row exists already (a retried open finds it so: opened for this
+    # workflow, at its start time); the owner plants another agent's rows in it.
+    handle = await start(
+        client,
+        task_queue,
+        StartSessionInput(
+            agent_id=agent, goal="write the notes", policy=ToolPolicy(require_approval=[])
+        ),
+        session_id=session_id,
+    )  # no worker runs it yet
+    started_at = (await handle.describe()).start_time
     async with sessionmaker() as db, db.begin():
         for who in (agent, other):
             await db.execute(
@@ -82,10 +91,10 @@ async def test_a_session_reads_and_writes_only_as_its_agent(
             )
         await db.execute(
             text(
-                "INSERT INTO sessions (id, agent_id, goal, status) "
-                "VALUES (:s, :a, 'write the notes', 'running')"
+                "INSERT INTO sessions (id, agent_id, goal, status, created_at) "
+                "VALUES (:s, :a, 'write the notes', 'running', :at)"
             ),
-            {"s": session_id, "a": agent},
+            {"s": session_id, "a": agent, "at": started_at},
         )
         await append_messages(
             db, session_id, other, [NewMessage(seq=1000, role="user", content=f"{foreign} msg")]
@@ -109,14 +118,6 @@ async def test_a_session_reads_and_writes_only_as_its_agent(
         Reply.tool_call("finish", {"summary": "notes written"}),
     )
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
-        handle = await start(
-            client,
-            task_queue,
-            StartSessionInput(
-                agent_id=agent, goal="write the notes", policy=ToolPolicy(require_approval=[])
-            ),
-            session_id=session_id,
-        )
         result = await handle.result()
     assert result.status == SessionStatus.COMPLETED
 
