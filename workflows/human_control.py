@@ -584,11 +584,7 @@ class HumanControl(Bookkeeping):
             },
         )
         self._update(goal=arg.goal)
-        prompt = self._prompt_for(arg.goal)
-        if prompt is not None:
-            self._arg.system_prompt = prompt
-            # Written with the version it runs, as a move's prompt is (the system's write).
-            self._update(agent_version=self._c.agent_version, system_prompt=prompt)
+        self._fill_prompt(arg.goal)
         self._publish()
         if arg.agent_version is not None and arg.agent_version != self._c.agent_version:
             self._c.agent_switch = (arg.agent_version, arg.by)
@@ -610,17 +606,20 @@ class HumanControl(Bookkeeping):
             # last redirect is the one that holds.
             self._c.agent_switch = None
 
-    def _prompt_for(self, goal: str) -> str | None:
-        """The agent's system prompt for ``goal``, when its template holds the goal and
-        the start did not give a prompt of its own (None: the prompt stays)."""
+    def _fill_prompt(self, goal: str) -> None:
+        """The agent's system prompt for ``goal``, here and in the record, when its template
+        holds the goal and the start did not give a prompt of its own."""
         runtime = self._runtime
         if runtime is None or runtime.prompt_around_goal is None:
-            return None
+            return
         if "system_prompt" in (self._arg.overrides or []):
-            return None
+            return
         if not workflow.patched(names.PATCH_PROMPT_FOLLOWS_GOAL):
-            return None
-        return goal.join(runtime.prompt_around_goal)
+            return
+        prompt = goal.join(runtime.prompt_around_goal)
+        self._arg.system_prompt = prompt
+        # Written with the version it runs, as a move's prompt is (the system's write).
+        self._update(agent_version=self._c.agent_version, system_prompt=prompt)
 
     def _wake(self, arg: WakeInput) -> None:
         self._wake_by = arg.by

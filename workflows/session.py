@@ -87,13 +87,14 @@ def _recorded_end(exc: BaseException) -> RecordedEnd | None:
     )
 
 
-def _earlier_session(exc: BaseException) -> str | None:
-    """Why this run writes nothing, when its opening found its id's record opened by an
-    earlier workflow (``names.ERR_EARLIER_SESSION``)."""
+def _refuse_an_earlier_sessions_record(exc: BaseException) -> None:
+    """End the run, failed, when its opening found its id's record opened by an earlier
+    workflow (``names.ERR_EARLIER_SESSION``): nothing of this run goes there."""
     cause = exc.cause if isinstance(exc, ActivityError) else None
     if isinstance(cause, ApplicationError) and cause.type == names.ERR_EARLIER_SESSION:
-        return cause.message
-    return None
+        raise ApplicationError(
+            cause.message, type=names.ERR_EARLIER_SESSION, non_retryable=True
+        ) from exc
 
 
 NEXT_MESSAGE = "the next message of the conversation"
@@ -258,12 +259,7 @@ class AgentSession(Waits):
             recorded = _recorded_end(exc)
             if recorded is not None:
                 return await self._as_recorded(recorded)
-            earlier = _earlier_session(exc)
-            if earlier is not None:
-                # The id's record is an earlier session's: nothing of this run goes there.
-                raise ApplicationError(
-                    earlier, type=names.ERR_EARLIER_SESSION, non_retryable=True
-                ) from exc
+            _refuse_an_earlier_sessions_record(exc)
             if not is_cancelled_exception(exc):
                 return await self._failed(exc)
             # Temporal's cancel: while awaiting a timer or condition it arrives as
@@ -843,11 +839,7 @@ class AgentSession(Waits):
         try:
             written = await self._write_end(riding)
         except ActivityError as exc:
-            earlier = _earlier_session(exc)
-            if earlier is not None:  # its opening rode with the end: nothing was written
-                raise ApplicationError(
-                    earlier, type=names.ERR_EARLIER_SESSION, non_retryable=True
-                ) from exc
+            _refuse_an_earlier_sessions_record(exc)  # its opening rode with the end
             recorded = _recorded_end(exc)
             if recorded is None:
                 raise
@@ -1046,10 +1038,7 @@ class AgentSession(Waits):
         if self._c.goal != self._arg.goal:
             # Redirected in an earlier run, or before this one read its agent (a redirect
             # then found no prompt to fill): the prompt names the goal it has now.
-            prompt = self._prompt_for(self._c.goal)
-            if prompt is not None:
-                self._arg.system_prompt = prompt
-                self._update(agent_version=self._c.agent_version, system_prompt=prompt)
+            self._fill_prompt(self._c.goal)
 
     def _starters_runtime(self, version: int | None) -> AgentRuntime | None:
         """The definition vigil's client resolved when it started the session (at the

@@ -101,7 +101,7 @@ def runtime_of(
         agent_id=agent_id,
         version=version,
         content_hash=content_hash,
-        system_prompt=goal.join(around) if around is not None else None,
+        system_prompt=render_prompt(spec, goal),
         prompt_around_goal=around if around is not None and len(around) > 1 else None,
         model=spec.model,
         tools=tools,

@@ -146,10 +146,9 @@ _OPEN_SESSION = sql(
     "CAST(:meta AS jsonb), COALESCE(CAST(:created AS timestamptz), now()), :version "
     "WHERE NOT (SELECT yes FROM erased) "
     "ON CONFLICT (id) DO NOTHING RETURNING id) "
-    "SELECT EXISTS (SELECT 1 FROM created) AS created, "
-    "(SELECT agent_id FROM sessions WHERE id = CAST(:id AS text)) AS holder, "
-    "(SELECT created_at FROM sessions WHERE id = CAST(:id AS text)) AS opened_at, "
-    "(SELECT yes FROM erased) AS erased"
+    "SELECT EXISTS (SELECT 1 FROM created) AS created, there.agent_id AS holder, "
+    "there.created_at AS opened_at, (SELECT yes FROM erased) AS erased "
+    "FROM (SELECT 1) AS one LEFT JOIN sessions AS there ON there.id = CAST(:id AS text)"
 )
 
 
@@ -163,7 +162,6 @@ class EarlierSession(Exception):
             f"session id {session_id!r} belongs to an earlier session (started "
             f"{opened_at.isoformat()}): its record stands, and this run writes nothing to it"
         )
-        self.session_id = session_id
 
 
 class SessionErased(Exception):

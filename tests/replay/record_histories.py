@@ -348,6 +348,42 @@ async def prompt_follows_goal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def prompt_follows_goal_across_runs(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """The same redirect with one step a run: the next run reads its agent again (its
+    prompt rendered from the start's goal) and fills in the redirect's. The first and the
+    last run are recorded."""
+    name = "agent-prompted"  # applied by prompt_follows_goal, or here
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "system_prompt": "You are {agent}. Goal: {goal}",
+                "tools": [{"name": "http_fetch", "approval": "always"}],
+            }
+        )
+    )
+    ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched for the second goal"))
+    handle = await ctx.start(
+        "prompt_follows_goal_across_runs",
+        StartSessionInput(agent_id=name, goal="the first goal", steps_per_run=1),
+    )
+    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.execute_update(
+        names.UPD_REDIRECT, RedirectInput(goal="the second goal", by="alice")
+    )
+    await handle.execute_update(
+        names.UPD_APPROVE,
+        ApproveInput(approval_id=waiting.pending_approvals[0].approval_id, by="alice"),
+    )
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs >= 2, result
+    prompts = [r.body["messages"][0]["content"] for r in ctx.stub.requests[-2:]]
+    assert prompts[-1] == f"You are {name}. Goal: the second goal", prompts
+    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first, ctx.client.get_workflow_handle(handle.id)]
+
+
 async def agent_python_mcp_tools(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An agent with Python tools and an MCP server (stdio): a Python and an MCP tool in
     one turn (the MCP tool named server.tool), a tool on a tool worker's queue (probed,
@@ -1311,6 +1347,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "named_requests_across_runs": named_requests_across_runs,
     "runs_take_a_step": runs_take_a_step,
     "prompt_follows_goal": prompt_follows_goal,
+    "prompt_follows_goal_across_runs": prompt_follows_goal_across_runs,
     "earlier_session_id": earlier_session_id,
 }
 

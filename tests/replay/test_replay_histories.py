@@ -92,6 +92,8 @@ LATEST = {
     "runs_take_a_step_first_run",
     "runs_take_a_step_last_run",
     "prompt_follows_goal",
+    "prompt_follows_goal_across_runs_first_run",
+    "prompt_follows_goal_across_runs_last_run",
     "earlier_session_id",
 }
 EXPECTED = {
