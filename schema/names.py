@@ -246,6 +246,10 @@ PATCH_RUNS_TAKE_A_STEP = "vigil-runs-take-a-step"
 # the prompt kept the start's goal until the next run (or a move to another version).
 # Asked only by a redirect of a session whose prompt holds the goal.
 PATCH_PROMPT_FOLLOWS_GOAL = "vigil-prompt-follows-goal"
+# A paused conversation does not end idle: its idle time passing while paused holds it
+# until the resume, after which it waits its whole idle time again. It ended `completed`
+# under the pause. Asked only then.
+PATCH_PAUSE_HOLDS_IDLE = "vigil-pause-holds-idle"
 ERR_EARLIER_SESSION = "EarlierSession"
 """A session's opening found its id's record opened by an earlier workflow (started at
 another time, closed since): the run ends at once, failed, writing nothing to that record."""

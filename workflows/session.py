@@ -351,7 +351,8 @@ class AgentSession(Waits):
     async def _await_next_message(self) -> None:
         """A conversation between messages: waits (across runs, when its history grows
         heavy meanwhile) until a message comes, the conversation's idle time passes (it
-        ends completed) or the deadline does."""
+        ends completed; paused, it is held until the resume and waits its idle time again)
+        or the deadline does."""
         self._set_status(SessionStatus.WAITING_HUMAN)
         self._waiting_for = NEXT_MESSAGE
         idle = self._arg.conversation_idle_seconds
@@ -371,6 +372,11 @@ class AgentSession(Waits):
             return
         idle_until = self._c.idle_until
         if idle_until is not None and workflow.now() >= idle_until and not self._deadline_passed():
+            if self._c.paused and workflow.patched(names.PATCH_PAUSE_HOLDS_IDLE):
+                # Paused: the conversation is held until the resume, then waits its idle
+                # time again (the loop holds it, and this wait starts a new clock).
+                self._c.idle_until = None
+                return
             self._event(
                 "conversation:idle",
                 event_kinds.CONVERSATION_IDLE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -112,3 +113,33 @@ def test_the_message_that_starts_a_conversation_may_set_its_idle_time(
         assert r.status_code == 200, r.text
         ended = wait_status(http, r.json()["session_id"], "completed", within=60)
         assert "no message for 1 s" in ended["session"]["summary"], ended["session"]
+
+
+def test_a_paused_conversation_waits_for_its_resume_instead_of_ending_idle(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    with api.client(api.token(Scope.ADMIN)) as admin:
+        agent = _define(admin, "2")
+    goal = cli.plan(Reply.text("first answer"))
+    path = f"/v1/agents/{agent}/keys/held/messages"
+    with api.client(api.token(Scope.CONTROL, owner="ana")) as http:
+        r = http.post(path, json={"text": "hello", "goal": goal})
+        assert r.status_code == 200, r.text
+        sid = r.json()["session_id"]
+        wait_status(http, sid, "waiting_human")
+        paused = http.post(f"/v1/sessions/{sid}/pause", json={"reason": "reading it"})
+        assert paused.is_success, paused.text
+        # Its idle time passes while paused: the conversation is held, not ended.
+        wait_status(http, sid, "paused", within=30)
+        assert http.post(f"/v1/sessions/{sid}/resume", json={}).is_success
+        ended = wait_status(http, sid, "completed", within=60)
+        assert "ended idle" in ended["session"]["summary"], ended["session"]
+
+    _, _, events = read_record(cli.database_url, sid)
+    kinds = [e.kind for e in events]
+    held = [k for k in kinds if k in ("session_paused", "session_resumed", "conversation_idle")]
+    assert held == ["session_paused", "session_resumed", "conversation_idle"], kinds
+    [resumed] = [e for e in events if e.kind == "session_resumed"]
+    [idle] = [e for e in events if e.kind == "conversation_idle"]
+    # The idle time (2 s) counted again from the resume (written just after it).
+    assert datetime.fromisoformat(idle.payload["at"]) >= resumed.created_at + timedelta(seconds=1)

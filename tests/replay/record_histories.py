@@ -952,6 +952,23 @@ async def conversation_idle(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def pause_holds_idle(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A conversation paused while it waits for a message: its idle time (2 s) passes
+    under the pause, which holds it (PATCH_PAUSE_HOLDS_IDLE); resumed, it waits its idle
+    time again and ends idle, completed."""
+    ctx.stub.enqueue(Reply.text("first answer"))
+    arg = _arg("serve", conversation=True, conversation_idle_seconds=2)
+    handle = await ctx.start("pause_holds_idle", arg)
+    await eventually(handle, lambda s: s.step == 1 and s.status == SessionStatus.WAITING_HUMAN)
+    await handle.signal(names.SIG_PAUSE, PauseInput(by="bob", reason="reading it"))
+    await eventually(handle, lambda s: s.status == SessionStatus.PAUSED, timeout=30)
+    await handle.signal(names.SIG_RESUME, ResumeInput(by="bob"))
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert "ended idle" in result.summary, result
+    return [handle]
+
+
 async def conversation_late_message(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A conversation whose message comes while the model is still answering the goal:
     the next step answers it (the session does not wait for yet another message)."""
@@ -1317,6 +1334,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "conversation": conversation,
     "client_start": client_start,
     "conversation_idle": conversation_idle,
+    "pause_holds_idle": pause_holds_idle,
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
     "cancel_during_the_end": cancel_during_the_end,

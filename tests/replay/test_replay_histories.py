@@ -95,6 +95,7 @@ LATEST = {
     "prompt_follows_goal_across_runs_first_run",
     "prompt_follows_goal_across_runs_last_run",
     "earlier_session_id",
+    "pause_holds_idle",
 }
 EXPECTED = {
     "tools_finish",
@@ -345,6 +346,11 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     idle = _history(HISTORIES / "conversation_idle.json")
     assert PATCH_CONVERSATION_IDLE in _patches(idle)
     assert _ended(idle) == SessionStatus.COMPLETED.value
+    # Its idle time passing under a pause held it until the resume; unpaused, no marker.
+    held = _history(HISTORIES / "pause_holds_idle.json")
+    assert names.PATCH_PAUSE_HOLDS_IDLE in _patches(held)
+    assert _ended(held) == SessionStatus.COMPLETED.value
+    assert names.PATCH_PAUSE_HOLDS_IDLE not in _patches(idle)
     for run in ("first", "last"):
         older = _history(HISTORIES / f"conversation_{run}_run.json")
         assert PATCH_CONVERSATION_IDLE not in _patches(older)
