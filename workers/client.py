@@ -41,7 +41,13 @@ from vigil.workers.client_history import (
 )
 from vigil.workers.client_reads import MAX_RECENT_MESSAGES
 from vigil.workers.client_record import MAX_MEMORY_ID, MAX_RECALL, MEMORY_KINDS, _RecordExtras
-from vigil.workers.client_schedules import CRON_MEMO, OVERLAP, ScheduleControls, next_runs
+from vigil.workers.client_schedules import (
+    CRON_MEMO,
+    OVERLAP,
+    ScheduleControls,
+    next_runs,
+    running_sessions,
+)
 from vigil.workers.client_start import first_attributes
 from vigil.workers.client_views import (
     RUNNING_STATUSES,
@@ -98,6 +104,7 @@ __all__ = [
     "next_runs",
     "refuse_oversized",
     "retried_calls",
+    "running_sessions",
     "said_status",
 ]
 

@@ -75,12 +75,19 @@ def spec_text(cron: str | None, every: timedelta | None, time_zone: str | None) 
     if cron:
         return f"cron {cron}" + (f" ({time_zone})" if time_zone else "")
     if every is not None:
-        seconds = int(every.total_seconds())
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if seconds and seconds % size == 0:
-                return f"every {seconds // size}{unit}"
-        return f"every {seconds}s"
+        return f"every {span_text(every.total_seconds())}"
     return "calendar"
+
+
+def span_text(seconds: float) -> str:
+    """A span as it is written to vigil (``1d``, ``6h``, ``15m``, ``90s``)."""
+    whole = int(seconds)
+    if whole != seconds:
+        return f"{seconds:g}s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 def is_goal_schedule(desc: ScheduleDescription) -> bool:
@@ -125,10 +132,15 @@ def _sessions(executions: Iterable[ScheduleActionExecution]) -> list[str]:
     ]
 
 
+def running_sessions(desc: ScheduleDescription) -> list[str]:
+    """The sessions of a schedule's runs that still run."""
+    return _sessions(desc.info.running_actions)
+
+
 def _action_ids(desc: ScheduleDescription) -> set[str]:
     """The sessions a schedule's description names as its recent and running runs."""
     recent = (a.action for a in desc.info.recent_actions)
-    return {*_sessions(recent), *_sessions(desc.info.running_actions)}
+    return {*_sessions(recent), *running_sessions(desc)}
 
 
 def _held(desc: ScheduleDescription) -> tuple[str, bool] | None:
@@ -136,7 +148,7 @@ def _held(desc: ScheduleDescription) -> tuple[str, bool] | None:
     read just before it: a run that still runs, under an overlap policy other than
     ``allow_all`` (and whether nothing will start for the trigger); None when nothing
     does."""
-    running = _sessions(desc.info.running_actions)
+    running = running_sessions(desc)
     overlap = desc.schedule.policy.overlap
     if not running or overlap == ScheduleOverlapPolicy.ALLOW_ALL:
         return None

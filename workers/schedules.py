@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleDescription
 
@@ -21,10 +21,15 @@ from vigil.workers.client import (
     NotFound,
     VigilClient,
     next_runs,
+    running_sessions,
 )
 
 _OVERLAP_NAMES = {policy: name for name, policy in OVERLAP.items()}
 NEXT_RUNS = 5
+
+
+def _seconds(span: timedelta | None) -> float | None:
+    return span.total_seconds() if span else None
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,22 @@ class ScheduleView:
     paused: bool
     note: str
     next_runs: list[datetime]
-    recent_runs: int
+    runs_started: int
+    """Runs started so far, by its timing, triggers and backfills."""
+    skipped_overlap: int
+    """Runs not started because an earlier one still ran (its overlap policy)."""
+    missed_catchup: int
+    """Runs not started because Temporal could not start them within the catch-up window
+    (the server or the schedule was down longer)."""
+    running: list[str]
+    """The sessions of its runs that still run."""
+    jitter_seconds: float | None
+    """Each run starts up to this much after its time; none when unset."""
+    catchup_seconds: float | None
+    max_steps: int | None
+    """Each run's step budget; None: the agent's."""
+    require_approval: list[str] | None
+    """The tools whose calls wait for a person; None: the agent's rules."""
     created_at: datetime | None
 
 
@@ -88,6 +108,9 @@ class ScheduleService:
             cron = spec.cron_expressions[0]
         every = spec.intervals[0].every.total_seconds() if spec.intervals else None
         policy = desc.schedule.policy
+        info = desc.info
+        given = template.overrides or []
+        steps_given = "budget" in given or "budget.max_steps" in given
         return ScheduleView(
             id=desc.id,
             agent_id=template.agent_id,
@@ -100,6 +123,13 @@ class ScheduleService:
             paused=desc.schedule.state.paused,
             note=desc.schedule.state.note or "",
             next_runs=next_runs(desc)[:NEXT_RUNS],
-            recent_runs=len(desc.info.recent_actions),
-            created_at=desc.info.created_at,
+            runs_started=info.num_actions,
+            skipped_overlap=info.num_actions_skipped_overlap,
+            missed_catchup=info.num_actions_missed_catchup_window,
+            running=sorted(running_sessions(desc)),
+            jitter_seconds=_seconds(spec.jitter),
+            catchup_seconds=_seconds(policy.catchup_window),
+            max_steps=template.budget.max_steps if steps_given else None,
+            require_approval=template.policy.require_approval,
+            created_at=info.created_at,
         )

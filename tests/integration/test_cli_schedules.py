@@ -430,11 +430,62 @@ def test_schedule_show_tells_one_schedule(cli: CLIStack, schedule_id: str) -> No
         True,
     )
     assert shown["overlap"] == "skip" and shown["created_at"].endswith("+00:00")
+    assert (shown["runs_started"], shown["running"], shown["skipped_overlap"]) == (0, [], 0)
+    # Unset: each run takes the agent's budget and rules; Temporal's catch-up default.
+    assert (shown["max_steps"], shown["require_approval"], shown["jitter_seconds"]) == (
+        None,
+        None,
+        None,
+    )
     human = cli.vigil.ok("schedule", "show", schedule_id).stdout
     assert "water the plants" in human and "Europe/Paris" in human and "paused" in human
     missing = cli.vigil("schedule", "show", "no-such-schedule")
     assert missing.returncode == 4, explain(missing)
     assert "no schedule with id 'no-such-schedule'" in one_error_line(missing)
+
+
+def test_schedule_show_counts_every_run_started(cli: CLIStack, schedule_id: str) -> None:
+    """`runs so far` counted the runs in Temporal's list of recent ones, which holds ten:
+    a schedule that had run eleven times said 10."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    goal = cli.plan(Reply.text("done"))
+    cli.vigil.ok(
+        "schedule", "create", schedule_id, "--goal", goal, "--agent", agent,
+        "--cron", "0 3 * * *", "--overlap", "allow_all",
+    )  # fmt: skip
+    for _ in range(11):
+        cli.vigil.ok("schedule", "trigger", schedule_id)
+    runs(cli, schedule_id, 11, status="completed")
+    shown = cli.vigil.json("schedule", "show", schedule_id)
+    assert (shown["runs_started"], shown["skipped_overlap"], shown["running"]) == (11, 0, [])
+    assert "11 started" in cli.vigil.ok("schedule", "show", schedule_id).stdout
+
+
+def test_schedule_show_tells_its_runs_limits_and_what_it_skipped(
+    cli: CLIStack, schedule_id: str
+) -> None:
+    """`schedule show` left out what a schedule was created with beyond its timing (its
+    jitter, catch-up window, step budget and approvals), the run that still runs and the
+    runs its overlap policy skipped."""
+    agent = f"sched-{uuid.uuid4().hex[:6]}"
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/held"}))
+    cli.vigil.ok(
+        "schedule", "create", schedule_id, "--goal", goal, "--agent", agent,
+        "--cron", "0 3 * * *", "--jitter", "30s", "--catchup", "1h", "--max-steps", "3",
+        "--approve-tools", "http_fetch",
+    )  # fmt: skip
+    cli.vigil.ok("schedule", "trigger", schedule_id)
+    [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
+    assert cli.vigil("schedule", "trigger", schedule_id).returncode == 1  # skipped
+    shown = cli.vigil.json("schedule", "show", schedule_id)
+    assert (shown["jitter_seconds"], shown["catchup_seconds"]) == (30, 3600), shown
+    assert (shown["max_steps"], shown["require_approval"]) == (3, ["http_fetch"]), shown
+    assert (shown["runs_started"], shown["running"]) == (1, [waiting["id"]]), shown
+    assert shown["skipped_overlap"] == 1, shown
+    human = cli.vigil.ok("schedule", "show", schedule_id).stdout
+    for said in ("30s late (jitter)", "1h", "http_fetch", "1 skipped", waiting["id"]):
+        assert said in human, human
+    cli.vigil.ok("cancel", waiting["id"])
 
 
 def test_a_cron_naming_both_kinds_of_day_says_it_runs_on_days_that_are_both(

@@ -83,7 +83,20 @@ class ScheduleOut(BaseModel):
     paused: bool
     note: str
     next_runs: list[datetime]
-    recent_runs: int
+    runs_started: int
+    """Runs started so far (by its timing, triggers and backfills)."""
+    skipped_overlap: int
+    """Runs not started because an earlier one still ran (its overlap policy)."""
+    missed_catchup: int
+    """Runs not started within the catch-up window (the server was down longer)."""
+    running: list[str]
+    """The sessions of its runs that still run."""
+    jitter_seconds: float | None
+    catchup_seconds: float | None
+    max_steps: int | None
+    """Each run's step budget; null: the agent's."""
+    require_approval: list[str] | None
+    """The tools whose calls wait for a person; null: the agent's rules."""
     created_at: datetime | None
 
 

@@ -147,7 +147,7 @@ def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
     GET /schedules/{id})."""
     from datetime import timedelta
 
-    from vigil.workers.client_schedules import spec_text
+    from vigil.workers.client_schedules import span_text, spec_text
     from vigil.workers.schedules import ScheduleService
 
     async def go(client: VigilClient) -> None:
@@ -156,7 +156,15 @@ def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
         def human() -> None:
             every = timedelta(seconds=view.every_seconds) if view.every_seconds else None
             timing = spec_text(view.cron, every, view.time_zone)
+            if view.jitter_seconds:
+                timing += f", each up to {span_text(view.jitter_seconds)} late (jitter)"
             nexts = ", ".join(when(t) for t in view.next_runs) or "-"
+            started = f"{view.runs_started} started"
+            if view.skipped_overlap:
+                started += f", {view.skipped_overlap} skipped (an earlier run still ran)"
+            if view.missed_catchup:
+                started += f", {view.missed_catchup} missed (past the catch-up window)"
+            approvals = view.require_approval
             rows = [
                 (
                     "agent",
@@ -165,9 +173,19 @@ def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
                 ("goal", view.goal),
                 ("runs", timing),
                 ("overlap", view.overlap),
+                (
+                    "catch-up window",
+                    span_text(view.catchup_seconds) if view.catchup_seconds else "-",
+                ),
+                ("step budget", str(view.max_steps) if view.max_steps else "the agent's"),
+                (
+                    "approval for",
+                    "the agent's rules" if approvals is None else ", ".join(approvals) or "none",
+                ),
                 ("state", "paused" if view.paused else "active"),
                 ("next runs (UTC)", "none while paused" if view.paused else nexts),
-                ("runs so far", str(view.recent_runs)),
+                ("runs so far", started),
+                ("running now", ", ".join(view.running) or "-"),
                 ("note", view.note or "-"),
                 ("created", when(view.created_at) if view.created_at else "-"),
             ]
