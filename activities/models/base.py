@@ -361,11 +361,13 @@ MAX_CALL_ID = 256
 
 def sane_call_id(raw: Any, prefix: str) -> str:
     """The provider's id of a tool call, or one of ours starting with ``prefix`` when it
-    sent none or one too long to carry around (the id only pairs a call with its result,
-    so ours serves as well). Ours are unique in the session: the whole history goes back
-    to the model at each step, perhaps to a fallback connection's provider, which may
-    refuse two calls of one id."""
-    if isinstance(raw, str) and 0 < len(raw) <= MAX_CALL_ID:
+    sent none, one too long to carry around, or one with characters that are not text
+    to print (NUL, a lone surrogate, a control: the record's ``tool_call_id`` cannot
+    hold the first two). The id only pairs a call with its result, so ours serves as
+    well. Ours are unique in the session: the whole history goes back to the model at
+    each step, perhaps to a fallback connection's provider, which may refuse two calls
+    of one id."""
+    if isinstance(raw, str) and 0 < len(raw) <= MAX_CALL_ID and raw.isprintable():
         return raw
     return f"{prefix}_{secrets.token_hex(6)}"
 

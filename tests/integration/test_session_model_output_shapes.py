@@ -188,3 +188,35 @@ async def test_a_reply_of_megabytes_of_text_is_recorded_whole(
     messages = await transcript(sessionmaker, session_id)
     assert_whole(messages)
     assert [m.content for m in messages if m.role == "assistant"] == [words]
+
+
+async def test_tool_call_ids_the_record_cannot_hold_are_replaced(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A provider's call id holding NUL or a lone surrogate went into the result's
+    ``tool_call_id`` as it was: PostgreSQL refused the row, and the write of the call's
+    result failed on every attempt."""
+
+    def reply(call_id: str, name: str, arguments: str) -> Reply:
+        call = {"id": call_id, "type": "function"}
+        call["function"] = {"name": name, "arguments": arguments}  # type: ignore[assignment]
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return Reply.json_body({"choices": [{"message": message, "finish_reason": "tool_calls"}]})
+
+    stub.enqueue(
+        reply("call\x00nul", "list_artifacts", "{}"),
+        reply("call\ud800half", "finish", '{"summary": "ok"}'),
+    )
+    session_id, result = await _run(client, _cfg(settings, stub, "openai"), task_queue, "ids")
+
+    assert result.status == SessionStatus.COMPLETED, result.summary
+    messages = await transcript(sessionmaker, session_id)
+    assert_whole(messages)
+    listed, finish = tool_messages(messages)
+    assert finish.content == "session finished"
+    for m in (listed, finish):
+        assert m.tool_call_id and m.tool_call_id.isprintable(), m.tool_call_id
