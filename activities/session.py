@@ -479,10 +479,6 @@ class SessionActivities(SessionTools):
                 answers=[a.message for a in answers],
                 answer_events=[a.event for a in answers],
             )
-        if not wrote:
-            answers = []  # the reply was in the record already: so are its answers, if any
-        for answer in answers:
-            answer.told()
         metrics.model_call(
             session_id=arg.session_id,
             agent_id=arg.agent_id,
@@ -493,6 +489,14 @@ class SessionActivities(SessionTools):
             cost_usd=cost,
             new_step=bool(fresh),
         )
+        if not wrote:
+            # Another attempt of this step (one that ran at once with this one) recorded
+            # its reply first: that reply, with its answers, is the step's; this one's calls,
+            # tokens and text are nowhere in the record, so they are not handed on either.
+            async with bound_acting_for(self._engine, arg.agent_id) as db:
+                return await self._replay(db, arg, catalog), None, None
+        for answer in answers:
+            answer.told()
         return (
             CallModelOutput(
                 seq=arg.seq,
@@ -505,10 +509,8 @@ class SessionActivities(SessionTools):
                 latency_ms=latency_ms,
                 folded=[a.output for a in answers],
             ),
-            (calls if wrote else None),
-            # A reply recorded first (by another attempt, or the session) has its answers
-            # in the record: a call that failed here is read from there, not handed back.
-            failed if wrote else None,
+            calls,
+            failed,
         )
 
     async def _answers_before_reply(
