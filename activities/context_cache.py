@@ -281,22 +281,25 @@ class CachingEmbedder:
             (self._name, hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest())
             for t in texts
         ]
+        # The vectors kept now are taken before the wait for the others: another call may
+        # evict them meanwhile.
+        found: dict[tuple[str, str], list[float]] = {}
         first: dict[tuple[str, str], int] = {}
         for i, key in enumerate(keys):
-            if key not in self._kept:
-                first.setdefault(key, i)
+            kept = self._kept.get(key)
+            if kept is not None:
+                found[key] = kept
+                self._kept.move_to_end(key)
+            elif key not in first:
+                first[key] = i
         missing = list(first.values())
         if missing:
             vectors = await self.inner.embed([texts[i] for i in missing])
             for i, vector in zip(missing, vectors, strict=True):
-                self._kept[keys[i]] = vector
+                found[keys[i]] = self._kept[keys[i]] = vector
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
-        out = []
-        for key in keys:
-            vector = self._kept[key]
-            self._kept.move_to_end(key)
-            out.append(list(vector))
+        out = [list(found[key]) for key in keys]
         while len(self._kept) > self.entries:
             self._kept.popitem(last=False)
         return out

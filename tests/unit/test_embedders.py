@@ -249,3 +249,41 @@ def test_a_memory_of_spaces_and_format_characters_alone_is_empty() -> None:
 
     assert not _visible("\u200b") and not _visible("\u3000\u3000") and not _visible("\u200d\n")
     assert _visible("👍") and _visible("a\u200b")
+
+
+class _Gated:
+    """The hashing embedder, whose calls wait for ``gate`` while it is clear."""
+
+    def __init__(self) -> None:
+        self.inner = HashingEmbedder(8)
+        self.dim = self.inner.dim
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        return await self.inner.embed(texts)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_cached_vector_evicted_during_another_texts_embedding_is_still_returned() -> None:
+    # A call found "kept" in the cache and waited for "new"'s vector; another call filled
+    # the cache meanwhile and evicted "kept": the first call failed with a KeyError (an
+    # erasure's hand-on read that as no vectors and deleted memories it could keep).
+    from vigil.activities.context_cache import CachingEmbedder
+
+    gated = _Gated()
+    cache = CachingEmbedder(gated, entries=2)  # type: ignore[arg-type]
+    [kept] = await cache.embed(["kept"])
+    gated.gate.clear()
+    first = asyncio.create_task(cache.embed(["kept", "new"]))
+    await gated.waiting.wait()
+    gated.gate.set()
+    await cache.embed(["a", "b", "c"])  # evicts "kept"
+    vectors = await first
+    assert vectors == [kept, (await HashingEmbedder(8).embed(["new"]))[0]]
