@@ -7,7 +7,6 @@ A layer of ``MemoryStore`` (``activities.memory.store``).
 
 from __future__ import annotations
 
-import json
 import math
 import unicodedata
 from datetime import UTC, datetime
@@ -49,7 +48,9 @@ from vigil.activities.memory.writes import (
     _NO_SUBJECT,
     DEDUPE_CANDIDATES,
     _written,
+    lock_kind,
 )
+from vigil.activities.record.lean import memory_lock
 from vigil.activities.record.rls import acting_for, bound_acting_for, lean_acting_for
 from vigil.activities.record.store import from_jsonb
 from vigil.schema import textcodec
@@ -178,7 +179,7 @@ class _MemoryWrites(_VectorRecall):
         # A lean transaction (``record.lean``): the write's statements straight on the
         # driver connection, as the session step's are.
         # The agent's role and the lock on its memories of this kind ride with BEGIN.
-        lock = json.dumps(["vigil.memory", agent_id, kind])
+        lock = memory_lock(agent_id, kind)
         params: dict[str, Any] = {
             "agent_id": agent_id,
             "kind": kind,
@@ -343,11 +344,16 @@ class _MemoryWrites(_VectorRecall):
             if value is not None:
                 _check_text(value, what)
         async with acting_for(self._sessionmaker, agent_id) as db:
+            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
+            if row is None:
+                return None
+            # Held as a write of its kind holds it: a write that chose this memory to
+            # merge into or supersede is done before it is forgotten, and one after sees
+            # it forgotten (and what it restores).
+            await db.execute(lock_kind(agent_id, row.kind))
             params = {"agent_id": agent_id, "id": memory_id, "by": by, "reason": reason}
             done = (await db.execute(_FORGET, params)).one()
-            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
-        if row is None:
-            return None
+            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one()
         return Forgotten(_record(row), now=bool(done.forgotten), restored_ids=tuple(done.restored))
 
     async def history(

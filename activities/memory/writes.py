@@ -9,13 +9,15 @@ statements of ``forget``, ``get`` and ``history`` kept here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from vigil.activities.failures import causes
 from vigil.activities.memory.provenance import ACTIVE_SHARED_SQL
 from vigil.activities.memory.records import AddResult, _add_result
-from vigil.activities.record.lean import Statements
+from vigil.activities.record.lean import Statements, memory_lock, xact_lock
 from vigil.activities.record.sql import sql
 
 _MEMORY_COLUMNS = (
@@ -161,6 +163,13 @@ _FORGET = sql(
 (their metadata naming the forgotten one), and where one of those was forgotten already,
 the ones that one had superseded, and so on: the newest memories of the chain no one
 forgot, whatever order the others were forgotten in."""
+
+
+def lock_kind(agent_id: str, kind: str) -> Any:
+    """The statement that takes the lock a write of ``agent_id``'s memories of ``kind``
+    holds (``memory_lock``), for a forget's transaction."""
+    return sql(f"SELECT {xact_lock(memory_lock(agent_id, kind))}")
+
 
 _HISTORY = sql(
     f"""

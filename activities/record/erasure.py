@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from vigil.activities.artifacts.registry import lock_digest
 from vigil.activities.record import handon
 from vigil.activities.record.archive import EVENT_DIGESTS
-from vigil.activities.record.lean import xact_lock
+from vigil.activities.record.lean import memory_lock, xact_lock
 from vigil.activities.record.rls import record_maintenance
 
 SubjectKind = Literal["session", "agent"]
@@ -517,7 +517,8 @@ def _erasing(kind: SubjectKind, subject: str) -> str:
 async def _take_erasure_locks(db: DbSession, scope: ErasureScope) -> None:
     """An agent's erasure holds its agent's key alone; a session's, its own key alone and
     its agent's shared (two sessions of one agent are erased side by side, not while the
-    agent is). What ``held_from_erasure`` holds is waited for, and then waits."""
+    agent is); then either takes its agent's memory locks. What ``held_from_erasure``
+    holds is waited for, and then waits."""
     if scope.kind == "agent":
         locks = [xact_lock(_erasing("agent", scope.subject))]
     else:
@@ -525,6 +526,19 @@ async def _take_erasure_locks(db: DbSession, scope: ErasureScope) -> None:
         if scope.agent_id is not None:
             locks.insert(0, xact_lock(_erasing("agent", scope.agent_id), shared=True))
     await db.execute(text("SELECT " + ", ".join(locks)))
+    agent = scope.subject if scope.kind == "agent" else scope.agent_id
+    if agent is not None:
+        # Then the locks the agent's memory writes and forgets hold, one per kind, before
+        # any row: a write that merges into a memory of the session, or supersedes one,
+        # is done before the erasure reads them, and one after finds them gone. (An
+        # agent's erasure deleting its memories deadlocked with a write inserting one.)
+        kinds = await db.execute(
+            text("SELECT DISTINCT kind FROM memories WHERE agent_id = :a ORDER BY kind"),
+            {"a": agent},
+        )
+        memory = [xact_lock(memory_lock(agent, kind)) for kind in kinds.scalars()]
+        if memory:
+            await db.execute(text("SELECT " + ", ".join(memory)))
 
 
 def hold_from_erasure(agent_id: str, session_id: str) -> str:

@@ -20,6 +20,7 @@ invalidated here, not by SQLAlchemy. Expanding ("IN") parameters are not support
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -154,6 +155,13 @@ def xact_lock(key: str, *, shared: bool = False) -> str:
     # ``\:``: read as ``:`` by SQLAlchemy's ``text()`` (where ``:name`` is a parameter)
     # and by PostgreSQL in an ``E''`` literal alike, so either way the key is the same.
     return f"{fn}(hashtextextended({literal(key).replace(':', chr(92) + ':')}, 0))"
+
+
+def memory_lock(agent_id: str, kind: str) -> str:
+    """The key of the lock every change of ``agent_id``'s memories of ``kind`` holds for
+    its transaction (a write, a forget, a session's erasure), so that none of them reads
+    the memories while another changes them."""
+    return json.dumps(["vigil.memory", agent_id, kind])
 
 
 def set_configs(settings: Mapping[str, str], *, local: bool) -> str:

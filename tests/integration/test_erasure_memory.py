@@ -5,24 +5,31 @@ go, and the count of merges with them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 
 from tests.support.embeddings_endpoint import embeddings_endpoint
+from tests.support.locks import waiting_for_lock
+from tests.support.sessions import until
 from vigil.activities.artifacts.store import FilesystemStore
 from vigil.activities.erasure import Eraser
 from vigil.activities.memory.embedders import Embedder, HashingEmbedder, OpenAIEmbedder
 from vigil.activities.memory.store import MemoryStore
 from vigil.activities.record import store as record
+from vigil.activities.record.erasure import SubjectKind
+from vigil.activities.record.lean import memory_lock, xact_lock
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +236,66 @@ async def test_an_erased_memory_between_two_on_one_subject_leaves_the_older_supe
     first = await store.get(agent, red.id)
     assert first is not None and (first.superseded_by, first.superseded_at) == (None, None)
     assert [m.id for m in await store.recall(agent, "favourite colour", k=5)] == [red.id]
+
+
+@asynccontextmanager
+async def _a_write_in_progress(
+    sessionmaker: async_sessionmaker[DbSession], agent: str, kind: str = "fact"
+) -> AsyncIterator[None]:
+    """The lock a memory write of ``agent`` and ``kind`` holds for its transaction, held
+    as a write between its reads and its merge or supersede holds it."""
+    async with sessionmaker() as db, db.begin():
+        await db.execute(text(f"SELECT {xact_lock(memory_lock(agent, kind))}"))
+        yield
+
+
+async def _held_until_released(
+    database_url: str, sessionmaker: async_sessionmaker[DbSession], agent: str, work: Any
+) -> Any:
+    """Run ``work`` while a write of the agent's memories is in progress: it waits for
+    the write's lock; returns ``work``'s result once the write is done."""
+    async with _a_write_in_progress(sessionmaker, agent):
+        task = asyncio.create_task(work)
+        await until(lambda: waiting_for_lock(database_url, f"%{agent}%"), within=30)
+        assert not task.done()
+    return await task
+
+
+async def test_a_forget_waits_for_a_write_of_its_kind_in_progress(
+    store: MemoryStore, sessionmaker: async_sessionmaker[DbSession], database_url: str
+) -> None:
+    """A write that picked a memory to merge into (or supersede) while a person forgot it
+    merged the new words into a forgotten memory (recall never returned them), or kept a
+    second current memory of the subject beside the one the forget restored."""
+    agent = f"agent-{uuid.uuid4()}"
+    old = await store.add(agent, FIRST, subject="gate code")
+    wrong = await store.add(agent, "The gate code is 0000.", subject="gate code")
+    forgotten = await _held_until_released(
+        database_url, sessionmaker, agent, store.forget(agent, wrong.id, by="ana")
+    )
+    assert forgotten is not None and forgotten.now and forgotten.restored_ids == (old.id,)
+
+
+@pytest.mark.parametrize("kind", ["session", "agent"])
+async def test_an_erasure_waits_for_a_write_of_its_agents_memories(
+    store: MemoryStore,
+    sessionmaker: async_sessionmaker[DbSession],
+    client: Client,
+    tmp_path: Path,
+    database_url: str,
+    kind: SubjectKind,
+) -> None:
+    """A write that merged into a memory of a session being erased, after the erasure had
+    read which of its memories others merged into, lost its words with the memory,
+    uncounted; an agent's erasure deleting its memories deadlocked with a session's write
+    inserting one."""
+    agent = f"agent-{uuid.uuid4()}"
+    [erased] = await _sessions(sessionmaker, agent, 1)
+    written = await store.add(agent, FIRST, source_session_id=erased)
+    eraser = _eraser(sessionmaker, client, tmp_path, store.embedder)
+    subject = erased if kind == "session" else agent
+    receipt = await _held_until_released(
+        database_url, sessionmaker, agent, eraser.erase(kind, subject, by="test")
+    )
+    assert receipt.counts["memories"] == 1
+    assert await store.get(agent, written.id) is None
