@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.credentials import SealedCredential
 from vigil.activities.record.lean import Statements, xact_lock
+from vigil.schema import textcodec
 
 # --- triggers -----------------------------------------------------------------------------
 
@@ -381,7 +382,8 @@ async def record_attempt(
             "n": attempt,
             "o": outcome,
             "c": status_code,
-            "err": error,
+            # A receiver's answer may hold NUL, which no TEXT column takes: kept readable.
+            "err": textcodec.plain(error) if error is not None else None,
         },
     )
 

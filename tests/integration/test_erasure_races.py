@@ -1,5 +1,6 @@
 """Writes that meet an erasure of what they write about: a webhook delivery's attempt
-recorded while the erasure's transaction ran survived it, and could not be erased."""
+recorded while the erasure's transaction ran survived it, and could not be erased. And a
+delivery's attempt whose receiver answered words the record cannot hold."""
 
 from __future__ import annotations
 
@@ -108,3 +109,36 @@ async def test_an_attempt_left_of_an_erased_session_is_erased_by_the_next_erasur
 
 async def _secret(_ref: str) -> str:
     return "whsec-test"
+
+
+async def test_a_receivers_answer_the_record_cannot_hold_is_kept_readable(
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A 400 whose body held a NUL: the attempt's insert was refused, the attempt was not
+    listed, and the refusal for good was retried as a failed delivery (for days)."""
+    agent, session = f"nul-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await create_session(db, session_id=session, agent_id=agent, goal="g", status="done")
+    arg = NotifyInput(
+        delivery_id=f"{session}:ended",
+        session_id=session,
+        agent_id=agent,
+        event="session_ended",
+        occurred_at=datetime.now(UTC),
+    )
+    with webhook_receiver(reply=(400, b"receiver says 400 \x00\xff")) as receiver:
+        target = Target(key="w1", url=receiver.url, events=["session_ended"], secret_ref="x")
+        async with httpx.AsyncClient() as http:
+            versions = AgentVersions(sessionmaker)
+            acts = WebhookActivities(
+                sessionmaker, WebhookTargets(sessionmaker, versions), _secret, http
+            )
+            got = await ActivityEnvironment().run(acts._deliver, target, b"{}", arg)
+    assert got is not None and got[0] == "rejected", got
+    async with sessionmaker() as db:
+        [error] = (
+            await db.execute(
+                text("SELECT error FROM webhook_deliveries WHERE session_id = :s"), {"s": session}
+            )
+        ).scalars()
+    assert error == "HTTP 400: receiver says 400 \u2400\ufffd", error

@@ -33,11 +33,15 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     held: int = 0
     """Requests a hanging receiver holds (or held) unanswered."""
+    reply: tuple[int, bytes] | None = None
+    """What every request is answered with (its status and body), when set."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:
             code = 503 if len(self.requests) < self.fail_first else 200
+            if self.reply is not None:
+                code = self.reply[0]
             self.requests.append(Received(path, headers, body, code))
             return code
 
@@ -47,8 +51,11 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(fail_first: int = 0, *, hang: bool = False) -> Iterator[Receiver]:
-    """Serve on a free loopback port until the block ends."""
+def webhook_receiver(
+    fail_first: int = 0, *, hang: bool = False, reply: tuple[int, bytes] | None = None
+) -> Iterator[Receiver]:
+    """Serve on a free loopback port until the block ends; with ``reply``, every request
+    is answered with that status and body."""
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -63,6 +70,8 @@ def webhook_receiver(fail_first: int = 0, *, hang: bool = False) -> Iterator[Rec
                 return
             code = receiver.answer(self.path, headers, body)
             reply = b"ok" if code == 200 else b"down for maintenance"
+            if receiver.reply is not None:
+                reply = receiver.reply[1]
             self.send_response(code)
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -76,6 +85,7 @@ def webhook_receiver(fail_first: int = 0, *, hang: bool = False) -> Iterator[Rec
         url=f"http://127.0.0.1:{server.server_address[1]}/hook",
         fail_first=fail_first,
         hang=threading.Event() if hang else None,
+        reply=reply,
     )
     thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
     thread.start()
