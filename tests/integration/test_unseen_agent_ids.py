@@ -91,8 +91,8 @@ def test_memory_and_webhook_commands_refuse_an_agent_that_reads_as_a_known_one(
     stack: Stack, database_url: str, tmp_path: Path
 ) -> None:
     """`vigil memory add --agent Helper` (the agent is `helper`) stored the memory for an
-    agent nothing runs, and so did a webhook; a token for it was refused with "did you
-    mean". Each says so now, and warns of an agent nobody knows."""
+    agent nothing runs, and so did a webhook and a retention policy; a token for it was
+    refused with "did you mean". Each says so now, and warns of an agent nobody knows."""
     vigil = record_cli(stack.settings.resolved_state_dir, database_url, tmp_path)
     known = f"helper-{uuid.uuid4().hex[:6]}"
     known_agent(database_url, known)
@@ -101,6 +101,8 @@ def test_memory_and_webhook_commands_refuse_an_agent_that_reads_as_a_known_one(
     for args in (
         ("memory", "add", "a fact", "--agent", lookalike),
         ("webhook", "add", "--agent", lookalike, *hook, "--secret", "env:PATH"),
+        # A retention policy under it would archive and erase nothing, unsaid.
+        ("retention", "set", "--agent", lookalike, "--erase-after", "365d"),
     ):
         done = vigil(*args)
         assert done.returncode == 2, explain(done)
@@ -113,6 +115,9 @@ def test_memory_and_webhook_commands_refuse_an_agent_that_reads_as_a_known_one(
     added = vigil("memory", "add", "a fact", "--agent", typo)
     assert added.returncode == 0, explain(added)
     assert f"warning: no agent {typo!r} is known" in " ".join(added.stderr.split())
+    kept = vigil("retention", "set", "--agent", typo, "--erase-after", "365d")
+    assert kept.returncode == 0, explain(kept)
+    assert f"warning: no agent {typo!r} is known" in " ".join(kept.stderr.split())
     forced = vigil("memory", "add", "a fact", "--agent", lookalike, "--allow-unknown-agent")
     assert forced.returncode == 0, explain(forced)
     # The agent itself: no warning.

@@ -15,6 +15,7 @@ from vigil.workers.cli.artifacts import artifact_app
 from vigil.workers.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
+    AllowUnknownAgentOpt,
     ByOpt,
     JsonOpt,
     StateOpt,
@@ -27,6 +28,8 @@ from vigil.workers.cli.common import (
     out,
     plain,
     run_client,
+    vet_agents,
+    warn,
     when,
 )
 
@@ -288,10 +291,14 @@ def retention_set(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the agent's policy.")] = False,
     every: Annotated[str, typer.Option(help="How often the retention schedule runs.")] = "1h",
     by: ByOpt = "",
+    allow_unknown: AllowUnknownAgentOpt = False,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Set an agent's retention policy; creates the `vigil-retention` schedule if needed."""
+    """Set an agent's retention policy; creates the `vigil-retention` schedule if needed.
+    An agent the record does not know is warned of; one that reads as a known one
+    (another case, letters of another script) is refused: a policy under a misspelt id
+    would archive and erase nothing."""
     if clear == (archive_after is not None or erase_after is not None):
         fail("give --archive-after and/or --erase-after, or --clear", EXIT_USAGE)
     archive_td = _duration(archive_after, "--archive-after")
@@ -300,6 +307,16 @@ def retention_set(
     assert every_td is not None  # it has a default
 
     async def go(client: VigilClient) -> None:
+        unknown = (
+            []
+            if clear
+            else await vet_agents(
+                client.db,
+                [agent],
+                allow_unknown=allow_unknown,
+                then="; the policy applies to its sessions once it has some",
+            )
+        )
         policy = await _governance(client).set_retention(
             agent,
             archive_after=archive_td,
@@ -314,6 +331,7 @@ def retention_set(
                 lambda: out.print(f"retention policy of {agent} removed", markup=False),
             )
             return
+        warn(unknown)
         emit(
             _policy_dict(policy),
             as_json,
