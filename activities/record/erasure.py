@@ -418,7 +418,9 @@ async def purge(
     )
     counts["webhook_deliveries"] = int(hooks.rowcount)  # type: ignore[attr-defined]
     if scope.kind == "session":  # an agent's triggers go below, and what they kept
-        answers = await db.execute(TRIGGER_ANSWERS, {"s": sessions})
+        # By the id erased, recorded or not: a trigger's start answered with the id of a
+        # session no worker had opened yet (its row not written) names it too.
+        answers = await db.execute(TRIGGER_ANSWERS, {"s": [scope.subject]})
         refusals = await db.execute(TRIGGER_REFUSALS, {"s": sessions, "a": scope.agent_id})
         scrubbed = int(answers.rowcount) + int(refusals.rowcount)  # type: ignore[attr-defined]
         counts["trigger_answers_scrubbed"] = scrubbed

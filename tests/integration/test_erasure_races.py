@@ -24,6 +24,7 @@ from vigil.activities.record.store import create_session
 from vigil.schema.hooks import NotifyInput
 from vigil.workers.client import VigilClient
 from vigil.workers.governance import Governance, Subject
+from vigil.workers.hooks import TriggerService
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -142,3 +143,30 @@ async def test_a_receivers_answer_the_record_cannot_hold_is_kept_readable(
             )
         ).scalars()
     assert error == "HTTP 400: receiver says 400 \u2400\ufffd", error
+
+
+async def test_a_trigger_answer_naming_a_session_not_yet_recorded_is_scrubbed(
+    settings: Settings, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A trigger started a session that no worker had opened (no row of it yet); erasing
+    it by its id deleted its run but kept the trigger's answer naming it, which a sender's
+    retry was given (``started``, the erased id) instead of ``erased``."""
+    session, trigger = f"s-{uuid.uuid4()}", f"t-{uuid.uuid4().hex[:8]}"
+    undefined = settings.model_copy(update={"allow_undefined_agents": True})
+    await TriggerService(undefined, sessionmaker).create(
+        trigger, agent_id=f"agent-{uuid.uuid4().hex[:8]}", action="start", goal_template="{g}"
+    )
+    async with sessionmaker() as db, db.begin():
+        claimed, _ = await hook_rows.claim_delivery(db, trigger, "d-1", "0" * 64, stale_seconds=60)
+        answer = {"outcome": "started", "session_id": session, "action": "start"}
+        await hook_rows.finish_delivery(db, claimed.id, 200, answer)
+    async with sessionmaker() as db, db.begin():
+        scope = await queries.session_scope(db, session)
+        assert scope.session_ids == []  # not recorded
+        purged = await queries.purge(db, scope)
+    assert purged.counts["trigger_answers_scrubbed"] == 1
+    async with sessionmaker() as db:
+        kept = await db.execute(
+            text("SELECT result FROM trigger_deliveries WHERE id = :i"), {"i": claimed.id}
+        )
+        assert kept.scalar_one() == {"outcome": "erased", "session_id": None, "action": "start"}
