@@ -454,8 +454,12 @@ async def write_receipt(
     row = (
         await db.execute(
             text(
+                # Its time is when it is written, the erasure's work done, not when the
+                # erasure's transaction began (now()): a session started meanwhile (its
+                # opening waits for the erasure) is one the erasure came after.
                 "INSERT INTO erasure_receipts (subject_kind, subject_id, requested_by, reason, "
-                "counts) VALUES (:k, :s, :by, :reason, CAST(:counts AS jsonb)) "
+                "counts, erased_at) "
+                "VALUES (:k, :s, :by, :reason, CAST(:counts AS jsonb), clock_timestamp()) "
                 "RETURNING id, subject_kind, subject_id, requested_by, reason, erased_at, counts"
             ),
             {

@@ -13,8 +13,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
+from tests.support.llm_stub import LLMStub, Reply
+from tests.support.locks import waiting_for_lock
+from tests.support.sessions import running_worker, session_input, start, stub_settings, until
 from tests.support.webhook_receiver import webhook_receiver
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.hooks.delivery import Target, WebhookActivities, WebhookTargets
@@ -170,3 +174,38 @@ async def test_a_trigger_answer_naming_a_session_not_yet_recorded_is_scrubbed(
             text("SELECT result FROM trigger_deliveries WHERE id = :i"), {"i": claimed.id}
         )
         assert kept.scalar_one() == {"outcome": "erased", "session_id": None, "action": "start"}
+
+
+async def test_a_session_started_while_its_agent_is_erased_is_refused_at_its_opening(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """A trigger that read its row before an agent's erasure committed started a session
+    after the erasure's transaction began; the session's opening waited for the erasure,
+    then found a receipt dated before its start (the transaction's start) and opened: the
+    erased agent's session ran, and its record outlived the erasure."""
+    agent = f"erasing-{uuid.uuid4().hex[:8]}"
+    stub.enqueue(Reply.text("never asked"))
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        async with sessionmaker() as db, db.begin():
+            await queries.purge(db, await queries.agent_scope(db, agent))
+            handle = await start(client, task_queue, session_input("g", agent_id=agent))
+            await until(lambda: waiting_for_lock(database_url, f"%{agent}%"), within=30)
+            await queries.write_receipt(
+                db, kind="agent", subject=agent, by="t", reason=None, counts={}
+            )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "erased" in str(failed.value.cause), failed.value.cause
+    assert await sessions_of_agent(sessionmaker, agent) == []
+    assert stub.requests == []
+
+
+async def sessions_of_agent(sessionmaker: async_sessionmaker[DbSession], agent: str) -> list[str]:
+    async with sessionmaker() as db:
+        rows = await db.execute(text("SELECT id FROM sessions WHERE agent_id = :a"), {"a": agent})
+        return [r[0] for r in rows]
