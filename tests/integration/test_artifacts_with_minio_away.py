@@ -181,6 +181,13 @@ def test_the_cli_says_the_store_is_away_in_one_line(
         assert done.returncode == 3, (args, explain(done))
         assert one_error_line(done) == line, (args, explain(done))
     assert not list(tmp_path.glob("kept.bin*"))  # no file, whole or partial
+    # An erasure stopped by the store: it said only that the store was away, not that the
+    # erasure was left unfinished (Temporal's runs of it may be gone already).
+    stopped = vigil("erase", session, "--yes", timeout=120)
+    assert stopped.returncode == 3, explain(stopped)
+    said = one_error_line(stopped)
+    assert said.startswith(f"error: the erasure of session {session} did not finish"), said
+    assert "run it again once this is mended" in said and line[len("error: ") :] in said, said
     listed: subprocess.CompletedProcess[str] = vigil("artifact", "list", session, "--json")
     assert listed.returncode == 0, explain(listed)
     assert "kept.bin" in listed.stdout

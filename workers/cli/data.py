@@ -14,6 +14,7 @@ from rich.table import Table
 from vigil.workers.cli.artifacts import artifact_app
 from vigil.workers.cli.common import (
     EXIT_FAILED,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     AllowUnknownAgentOpt,
     ByOpt,
@@ -21,6 +22,7 @@ from vigil.workers.cli.common import (
     StateOpt,
     _duration,
     by_default,
+    database_refused,
     emit,
     err,
     fail,
@@ -28,6 +30,7 @@ from vigil.workers.cli.common import (
     out,
     plain,
     run_client,
+    unreachable,
     vet_agents,
     warn,
     when,
@@ -133,9 +136,24 @@ def erase(
                 markup=False,
             )
 
-        receipt = await governance.erase(
-            subject, by=by or by_default(), reason=reason, waiting=waiting
+        from asyncpg import PostgresError
+        from sqlalchemy.exc import DBAPIError
+
+        # What stops it midway (PostgreSQL, the object store) may come after Temporal
+        # deleted the runs: the record is erased in one transaction, or not at all.
+        unfinished = (
+            f"the erasure of {subject.kind} {subject.id} did not finish (Temporal's runs "
+            "of it may be deleted already; the record is not erased): run it again once "
+            "this is mended: "
         )
+        try:
+            receipt = await governance.erase(
+                subject, by=by or by_default(), reason=reason, waiting=waiting
+            )
+        except (DBAPIError, PostgresError) as exc:
+            database_refused(exc, prefix=unfinished)
+        except OSError as exc:
+            fail(unfinished + unreachable(client.settings, exc), EXIT_UNREACHABLE)
         if deleting := receipt.counts.get("workflow_runs_still_deleting"):
             err.print(
                 f"Temporal is still deleting {_n(deleting, 'workflow run')}: "
