@@ -430,9 +430,25 @@ async def purge(
                 text(f"DELETE FROM {table} WHERE agent_id = :a"), {"a": scope.subject}
             )
             counts[table] = int(gone_hooks.rowcount)  # type: ignore[attr-defined]
-        await db.execute(
+        policies = await db.execute(
             text("DELETE FROM retention_policies WHERE agent_id = :a"), {"a": scope.subject}
         )
+        counts["retention_policies"] = int(policies.rowcount)  # type: ignore[attr-defined]
+        # API tokens that covered the agent alone go (a new agent defined under its name
+        # is not theirs); those that covered others too keep covering those.
+        tokens = await db.execute(
+            text(
+                "DELETE FROM api_tokens WHERE :a = ANY(agents) "
+                "AND cardinality(array_remove(agents, :a)) = 0"
+            ),
+            {"a": scope.subject},
+        )
+        counts["api_tokens"] = int(tokens.rowcount)  # type: ignore[attr-defined]
+        narrowed = await db.execute(
+            text("UPDATE api_tokens SET agents = array_remove(agents, :a) WHERE :a = ANY(agents)"),
+            {"a": scope.subject},
+        )
+        counts["api_tokens_narrowed"] = int(narrowed.rowcount)  # type: ignore[attr-defined]
         versions = await db.execute(
             text("DELETE FROM agent_versions WHERE agent_id = :a"), {"a": scope.subject}
         )

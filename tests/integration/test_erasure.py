@@ -560,3 +560,29 @@ def test_erasing_an_agent_whose_schedule_runs_every_second_leaves_none_of_its_ru
     time.sleep(3)
     assert asyncio.run(left()) == []
     assert asyncio.run(_tables_holding(cli.database_url, agent)) == {"erasure_receipts": 1}
+
+
+def test_erasing_an_agent_takes_its_tokens_and_counts_its_retention_policy(
+    s3cli: CLIStack, tmp_path: Path
+) -> None:
+    """A token scoped to the erased agent stayed, naming it, and covered any agent defined
+    later under that name; the agent's retention policy went uncounted (`erase --agent`
+    of an agent with a policy alone said "nothing left to remove")."""
+    cli = s3cli
+    agent, other = (f"erase-tok-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for name in (agent, other):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(f'name = "{name}"\nsystem_prompt = "Goal: {{goal}}"\n')
+        cli.vigil.ok("agent", "apply", str(spec))
+    alone = cli.vigil.json("token", "create", "--owner", "bo", "--agent", agent)
+    both = cli.vigil.json("token", "create", "--owner", "bo", "--agent", f"{agent},{other}")
+    cli.vigil.ok("retention", "set", "--agent", agent, "--erase-after", "365d")
+
+    receipt = cli.vigil.json("erase", "--agent", agent, "--yes")
+    counts = receipt["counts"]
+    assert (counts["api_tokens"], counts["api_tokens_narrowed"]) == (1, 1), counts
+    assert counts["retention_policies"] == 1, counts
+    assert asyncio.run(_tables_holding(cli.database_url, agent)) == {"erasure_receipts": 1}
+    listed = {t["id"]: t for t in cli.vigil.json("token", "list", "--all")}
+    assert alone["id"] not in listed
+    assert listed[both["id"]]["agents"] == [other]
