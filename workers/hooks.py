@@ -444,6 +444,10 @@ def same_url(a: str, b: str) -> bool:
     return ports[0] == ports[1] and (x.path or "/", x.query) == (y.path or "/", y.query)
 
 
+MAX_WEBHOOK_URL = 2000
+"""As an agent file's ``[[webhooks]]`` url takes (``schema.agents.WebhookSpec``)."""
+
+
 class WebhookService:
     def __init__(self, sessionmaker: async_sessionmaker[DbSession]) -> None:
         self.db = sessionmaker
@@ -453,8 +457,13 @@ class WebhookService:
             raise BadArgument(why)
         if (why := url_problem(url)) is not None:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: {why}")
+        if len(url) > MAX_WEBHOOK_URL:
+            raise BadArgument(
+                f"bad webhook URL {url[:100]!r}...: {len(url):,} characters, over the "
+                f"{MAX_WEBHOOK_URL:,} a webhook's URL may have"
+            )
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadArgument(f"bad webhook URL {url[:100]!r}: an http or https URL")
         if parts.username or parts.password:
             raise BadArgument("a webhook URL must not hold credentials")

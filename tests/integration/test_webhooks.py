@@ -273,6 +273,8 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         ("http://[64:ff9b::a9fe:a9fe]/", "169.254.169.254 is a link-local"),  # NAT64
         ("http://[2002:a9fe:a9fe::]/", "169.254.169.254 is a link-local"),  # 6to4
         ("http://0.0.0.0:8080/", "0.0.0.0 is an unspecified"),
+        # A name's root dot: taken, then each POST failed to resolve and was retried.
+        ("http://169.254.169.254./x", "169.254.169.254 is a link-local"),
     ):
         refused = cli.vigil(
             "webhook", "add", "--agent", agent, "--url", url, "--events", "session_ended",
@@ -288,6 +290,15 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
             "--secret", credential,
         )  # fmt: skip
         assert invalid.returncode == 2 and "bad webhook URL" in invalid.stderr, explain(invalid)
+    # Too long: it said "an http or https URL", which it is.
+    long_url = "https://hooks.example.com/" + "p" * 9000
+    too_long = cli.vigil(
+        "webhook", "add", "--agent", agent, "--url", long_url, "--events", "session_ended",
+        "--secret", credential,
+    )  # fmt: skip
+    assert too_long.returncode == 2, explain(too_long)
+    said = " ".join(too_long.stderr.split())
+    assert "9,026 characters, over the 2,000 a webhook's URL may have" in said, said
     (tmp_path / f"{agent}.toml").write_text(
         f'name = "{agent}"\n[[webhooks]]\nurl = "http://169.254.169.254/hook"\n'
         f'events = ["session_ended"]\nsecret = "{credential}"\n'
