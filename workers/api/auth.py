@@ -23,7 +23,7 @@ from vigil.workers.api.errors import (
     UNAUTHENTICATED,
     ApiError,
 )
-from vigil.workers.api.limits import HELD
+from vigil.workers.api.limits import held_refusal
 from vigil.workers.tokens import Principal, Scope, TokenService
 
 _bearer = HTTPBearer(auto_error=False, description="A personal access token (`vigil token create`)")
@@ -106,7 +106,7 @@ async def caller_refusal(request: Request) -> ApiError | None:
 
 
 def _refuse_held_body(request: Request) -> None:
-    held = getattr(request.state, HELD, None)
+    held = held_refusal(request.state)
     if held is not None:
         status, code, message = held
         raise ApiError(status, code, message)

@@ -31,6 +31,34 @@ def _held(scope: Scope) -> bool:
     return HELD in scope.get("state", {})
 
 
+UNCHECKED = "vigil_unchecked_body"
+"""Where a request's state holds a JSON body not checked yet (its bytes, and whether it is
+checked for twin keys): the checks parse the whole body, so they run only for a caller
+its route admits (``held_refusal``), never for a request no one may make."""
+
+
+def held_refusal(state: Any) -> tuple[int, str, str] | None:
+    """The refusal of a request's body (status, code, message), from its request's
+    ``state``: one held already, or the checks of a body not checked yet, run now."""
+    held: tuple[int, str, str] | None = getattr(state, HELD, None)
+    if held is not None:
+        return held
+    unchecked = getattr(state, UNCHECKED, None)
+    if unchecked is None:
+        return None
+    setattr(state, UNCHECKED, None)
+    body, twins = unchecked
+    refusal = LONE_SURROGATE if _holds_lone_surrogate(body) else None
+    if refusal is None and twins and (twin := twice_given_key(body)) is not None:
+        shown = twin if len(twin) <= MAX_TWIN_CHARS else twin[:MAX_TWIN_CHARS] + "..."
+        refusal = f"the body gives the key {shown!r} twice (each key once in an object)"
+    if refusal is None:
+        return None
+    held = (422, "invalid_request", refusal)
+    setattr(state, HELD, held)
+    return held
+
+
 def _hold_too_large(scope: Scope, limit: int) -> None:
     _hold(scope, 413, "payload_too_large", f"the request body is over {limit} bytes")
 
@@ -161,8 +189,9 @@ class _BodyCheck:
 
 
 class JsonBodies(_BodyCheck):
-    """Refuse (422, held for the route's token check) a request body that is JSON holding
-    a lone surrogate or giving a key twice, whatever the route and its content type; paths
+    """Refuse (422, once the route's token check admitted the caller: the checks parse the
+    body, ``held_refusal``) a request body that is JSON holding a lone surrogate or giving
+    a key twice, whatever the route and its content type; paths
     matching ``unbounded`` (streamed uploads) are left to their route, and paths matching
     ``foreign`` (bodies another system writes) are not checked for twin keys. Sits inside
     :class:`BodyLimit`, so the body it reads whole is capped."""
@@ -189,13 +218,9 @@ class JsonBodies(_BodyCheck):
         body = b"".join(chunks) if not _held(scope) else b""
         if _wide_text(body):
             _hold(scope, 400, MALFORMED, NOT_UTF8_BODY)
-        refusal = LONE_SURROGATE if _holds_lone_surrogate(body) else None
-        own = self.foreign is None or self.foreign.search(scope["path"]) is None
-        if refusal is None and own and (twin := twice_given_key(body)) is not None:
-            shown = twin if len(twin) <= MAX_TWIN_CHARS else twin[:MAX_TWIN_CHARS] + "..."
-            refusal = f"the body gives the key {shown!r} twice (each key once in an object)"
-        if refusal is not None and not _held(scope):
-            _hold(scope, 422, "invalid_request", refusal)
+        if body and not _held(scope):
+            own = self.foreign is None or self.foreign.search(scope["path"]) is None
+            scope.setdefault("state", {})[UNCHECKED] = (body, own)
         replayed = False
 
         async def replay() -> Message:
