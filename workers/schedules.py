@@ -8,6 +8,7 @@ HTTP API serves these views; creating and operating schedules stays on the clien
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -78,16 +79,27 @@ class ScheduleService:
         client's ``describe_schedule`` decides)."""
         return await self._view(await self.client.describe_schedule(schedule_id))
 
-    async def list(self, limit: int = 200) -> list[ScheduleView]:
-        """Every goal schedule, by id (at most ``limit``)."""
+    async def list(
+        self, limit: int = 200, sees_agent: Callable[[str], bool] | None = None
+    ) -> list[ScheduleView]:
+        """Goal schedules by id, at most ``limit``: of the agents ``sees_agent`` admits
+        when given (every schedule is looked at until ``limit`` of those are found, not
+        only the first ``limit`` ids)."""
         ids: list[str] = []
         async for item in await self.client.temporal.list_schedules():
             action = item.schedule.action if item.schedule else None
             if getattr(action, "workflow", None) == names.WORKFLOW_SESSION:
                 ids.append(item.id)
-        ids = sorted(ids)[:limit]
-        views = await asyncio.gather(*(self._maybe(i) for i in ids))
-        return [v for v in views if v is not None]
+        ids.sort()
+        found: list[ScheduleView] = []
+        for start in range(0, len(ids), limit):
+            views = await asyncio.gather(*(self._maybe(i) for i in ids[start : start + limit]))
+            found.extend(
+                v for v in views if v is not None and (sees_agent is None or sees_agent(v.agent_id))
+            )
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
     async def _maybe(self, schedule_id: str) -> ScheduleView | None:
         try:

@@ -16,7 +16,9 @@ from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer, running_api
 from tests.support.cli import poll
 from vigil.schema import names
+from vigil.workers import inputs
 from vigil.workers.client import NotFound, VigilClient
+from vigil.workers.schedules import ScheduleService
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -236,3 +238,31 @@ def test_triggers_back_to_back_each_start_a_run_and_name_it(
         assert started[0] != started[1], answers
         runs = recorded_runs(http, schedule_id, 2)
         assert sorted(r["id"] for r in runs) == sorted(started)
+
+
+def test_a_listing_for_some_agents_looks_past_the_first_schedules(cli: CLIStack) -> None:
+    """The list took the first 200 schedule ids of every agent, then kept those the token
+    sees: a token of an agent whose schedules sort after 200 others saw none."""
+    early, late = (f"list-{n}-{uuid.uuid4().hex[:6]}" for n in ("a", "z"))
+    ids = [f"0000-{uuid.uuid4().hex[:8]}" for _ in range(3)] + [f"zzzz-{uuid.uuid4().hex[:8]}"]
+
+    async def go() -> list[str]:
+        client = await VigilClient.connect(cli.settings)
+        try:
+            for sid in ids:
+                agent = late if sid.startswith("zzzz") else early
+                template = inputs.schedule_template(agent=agent, goal="g")
+                await client.create_schedule(
+                    sid, template, cron="0 3 * * *", paused=True, sees_agent=lambda _: True
+                )
+            try:
+                service = ScheduleService(client)
+                seen = await service.list(limit=2, sees_agent=lambda a: a == late)
+                return [v.id for v in seen]
+            finally:
+                for sid in ids:
+                    await client.delete_schedule(sid)
+        finally:
+            await client.close()
+
+    assert asyncio.run(go()) == [ids[-1]]

@@ -184,8 +184,8 @@ async def create_schedule(request: Request, body: ScheduleCreate, who: Admin) ->
 
 @router.get("/schedules", response_model=ScheduleList, summary="Every goal schedule")
 async def list_schedules(request: Request, who: Reader) -> ScheduleList:
-    views = await ScheduleService(_client(request)).list()
-    return ScheduleList(items=[_out(v) for v in views if who.sees_agent(v.agent_id)])
+    views = await ScheduleService(_client(request)).list(sees_agent=who.sees_agent)
+    return ScheduleList(items=[_out(v) for v in views])
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleOut, summary="One schedule")
