@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,7 @@ from vigil.schema.limits import MAX_BUDGET_COUNT, MAX_BUDGET_SECONDS
 from vigil.schema.payloads import MAX_HUMAN_TEXT, Budget, SessionState, SessionStatus, ToolPolicy
 from vigil.workers.api.auth import Controller, Reader, check_agent
 from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_session
-from vigil.workers.api.errors import CONFLICT, ApiError
+from vigil.workers.api.errors import CONFLICT, UNAVAILABLE, ApiError
 from vigil.workers.client import (
     MAX_RECENT_MESSAGES,
     NotRecordedYet,
@@ -413,6 +413,7 @@ def _archived(row: SessionRow) -> ArchivedOut | None:
     },
 )
 async def export(
+    request: Request,
     session_id: SessionId,
     who: Reader,
     client: Client,
@@ -420,11 +421,17 @@ async def export(
 ) -> StreamingResponse:
     await visible_session(client, who, session_id)
     fmt = "jsonl" if format == ExportFormat.JSONL else "md"
+    open_exports = _open_exports(request, client.settings.api_db_pool_size)
     chunks = client.export(session_id, fmt)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            yield chunk.encode("utf-8")
+        # Counted while it holds its connection: from its first read to its end.
+        open_exports.count += 1
+        try:
+            async for chunk in chunks:
+                yield chunk.encode("utf-8")
+        finally:
+            open_exports.count -= 1
 
     media = "application/x-ndjson" if fmt == "jsonl" else "text/markdown; charset=utf-8"
     return StreamingResponse(
@@ -432,6 +439,30 @@ async def export(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{_file_stem(session_id)}.{fmt}"'},
     )
+
+
+class _OpenExports:
+    count = 0
+
+
+def _open_exports(request: Request, pool_size: int) -> _OpenExports:
+    """The exports streaming now; refused (503) when half the API's PostgreSQL
+    connections stream exports already: each holds one until its client has read it all,
+    and clients that stop reading would otherwise hold them all (every other request then
+    waited for a connection and failed)."""
+    state = request.app.state
+    if not hasattr(state, "open_exports"):
+        state.open_exports = _OpenExports()
+    exports: _OpenExports = state.open_exports
+    most = max(1, pool_size // 2)
+    if exports.count >= most:
+        raise ApiError(
+            503,
+            UNAVAILABLE,
+            f"the API streams {exports.count} exports, the most it may at once (half of "
+            "VIGIL_API_DB_POOL_SIZE): try again later",
+        )
+    return exports
 
 
 def _file_stem(session_id: str) -> str:
