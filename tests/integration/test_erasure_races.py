@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -16,10 +18,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
+from tests.integration.test_api_triggers import sessions_of
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.locks import waiting_for_lock
 from tests.support.sessions import running_worker, session_input, start, stub_settings, until
-from tests.support.webhook_receiver import webhook_receiver
+from tests.support.webhook_receiver import Receiver, webhook_receiver
 from vigil.activities.agents.runtime import AgentVersions
 from vigil.activities.hooks.delivery import Target, WebhookActivities, WebhookTargets
 from vigil.activities.record import erasure as queries
@@ -43,6 +46,33 @@ async def _attempts(sessionmaker: async_sessionmaker[DbSession], session_id: str
         return int(found.scalar_one())
 
 
+async def _ended_session(
+    sessionmaker: async_sessionmaker[DbSession], prefix: str
+) -> tuple[str, NotifyInput]:
+    """A recorded session that has ended, and the notice of its end to deliver."""
+    agent, session = f"{prefix}-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
+    async with sessionmaker() as db, db.begin():
+        await create_session(db, session_id=session, agent_id=agent, goal="g", status="done")
+    return session, NotifyInput(
+        delivery_id=f"{session}:ended",
+        session_id=session,
+        agent_id=agent,
+        event="session_ended",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+@asynccontextmanager
+async def _delivering(
+    sessionmaker: async_sessionmaker[DbSession], receiver: Receiver
+) -> AsyncIterator[tuple[WebhookActivities, Target]]:
+    """The webhook activities, and a webhook posting to ``receiver``."""
+    target = Target(key="w1", url=receiver.url, events=["session_ended"], secret_ref="x")
+    async with httpx.AsyncClient() as http:
+        targets = WebhookTargets(sessionmaker, AgentVersions(sessionmaker))
+        yield WebhookActivities(sessionmaker, targets, _secret, http), target
+
+
 async def test_an_attempt_recorded_while_its_session_is_erased_does_not_outlive_it(
     sessionmaker: async_sessionmaker[DbSession],
 ) -> None:
@@ -50,23 +80,9 @@ async def test_an_attempt_recorded_while_its_session_is_erased_does_not_outlive_
     the attempts, then wrote its receipt, in one transaction. A check made between the two
     saw no receipt yet and found no attempt to wait for: the attempt (the session's id,
     the receiver's URL and error) was kept after the receipt."""
-    agent, session = f"racing-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
-    async with sessionmaker() as db, db.begin():
-        await create_session(db, session_id=session, agent_id=agent, goal="g", status="done")
-    arg = NotifyInput(
-        delivery_id=f"{session}:ended",
-        session_id=session,
-        agent_id=agent,
-        event="session_ended",
-        occurred_at=datetime.now(UTC),
-    )
+    session, arg = await _ended_session(sessionmaker, "racing")
     with webhook_receiver() as receiver:
-        target = Target(key="w1", url=receiver.url, events=["session_ended"], secret_ref="x")
-        async with httpx.AsyncClient() as http:
-            versions = AgentVersions(sessionmaker)
-            acts = WebhookActivities(
-                sessionmaker, WebhookTargets(sessionmaker, versions), _secret, http
-            )
+        async with _delivering(sessionmaker, receiver) as (acts, target):
             async with sessionmaker() as db, db.begin():
                 scope = await queries.session_scope(db, session)
                 await queries.purge(db, scope)
@@ -121,23 +137,9 @@ async def test_a_receivers_answer_the_record_cannot_hold_is_kept_readable(
 ) -> None:
     """A 400 whose body held a NUL: the attempt's insert was refused, the attempt was not
     listed, and the refusal for good was retried as a failed delivery (for days)."""
-    agent, session = f"nul-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4()}"
-    async with sessionmaker() as db, db.begin():
-        await create_session(db, session_id=session, agent_id=agent, goal="g", status="done")
-    arg = NotifyInput(
-        delivery_id=f"{session}:ended",
-        session_id=session,
-        agent_id=agent,
-        event="session_ended",
-        occurred_at=datetime.now(UTC),
-    )
+    session, arg = await _ended_session(sessionmaker, "nul")
     with webhook_receiver(reply=(400, b"receiver says 400 \x00\xff")) as receiver:
-        target = Target(key="w1", url=receiver.url, events=["session_ended"], secret_ref="x")
-        async with httpx.AsyncClient() as http:
-            versions = AgentVersions(sessionmaker)
-            acts = WebhookActivities(
-                sessionmaker, WebhookTargets(sessionmaker, versions), _secret, http
-            )
+        async with _delivering(sessionmaker, receiver) as (acts, target):
             got = await ActivityEnvironment().run(acts._deliver, target, b"{}", arg)
     assert got is not None and got[0] == "rejected", got
     async with sessionmaker() as db:
@@ -201,11 +203,5 @@ async def test_a_session_started_while_its_agent_is_erased_is_refused_at_its_ope
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
     assert "erased" in str(failed.value.cause), failed.value.cause
-    assert await sessions_of_agent(sessionmaker, agent) == []
+    assert await sessions_of(sessionmaker, agent) == []
     assert stub.requests == []
-
-
-async def sessions_of_agent(sessionmaker: async_sessionmaker[DbSession], agent: str) -> list[str]:
-    async with sessionmaker() as db:
-        rows = await db.execute(text("SELECT id FROM sessions WHERE agent_id = :a"), {"a": agent})
-        return [r[0] for r in rows]
