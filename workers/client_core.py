@@ -187,9 +187,16 @@ class _VigilClientCore:
             return await live_pollers(self.temporal, task_queue or self.settings.task_queue)
 
     async def require_worker(self, task_queue: str, *, what: str) -> None:
-        """Raise NoWorker (with the command that starts one) when nobody polls the queue."""
-        if not await self.pollers(task_queue):
-            raise NoWorker(no_worker(task_queue, self.settings.task_queue, what=what))
+        """Raise NoWorker (with the command that starts one) when nobody polls the queue,
+        asked again for ``liveness.POLLER_GRACE_SECONDS`` first: a Temporal server just
+        restarted lists no poller until its workers poll again (a control right after
+        the restart was refused, "no worker is polling", while the worker reconnected)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + liveness.POLLER_GRACE_SECONDS
+        while not await self.pollers(task_queue):
+            if loop.time() >= until:
+                raise NoWorker(no_worker(task_queue, self.settings.task_queue, what=what))
+            await asyncio.sleep(0.25)
 
     async def _describe_live(
         self,

@@ -318,12 +318,14 @@ class SessionReads(SessionStart):
     async def _temporal_statuses(self, ids: list[str]) -> dict[str, str]:
         if not ids:
             return {}
-        quoted = ", ".join("'" + i.replace("'", "") + "'" for i in ids[:200])
         out: dict[str, str] = {}
         try:
-            async for wf in self.temporal.list_workflows(f"WorkflowId IN ({quoted})"):
-                if wf.id not in out and wf.status is not None:
-                    out[wf.id] = WorkflowExecutionStatus(wf.status).name.lower()
+            for start in range(0, len(ids), 200):  # every row (only the first 200 were asked)
+                chunk = ids[start : start + 200]
+                quoted = ", ".join("'" + i.replace("'", "") + "'" for i in chunk)
+                async for wf in self.temporal.list_workflows(f"WorkflowId IN ({quoted})"):
+                    if wf.id not in out and wf.status is not None:
+                        out[wf.id] = WorkflowExecutionStatus(wf.status).name.lower()
         except RPCError:
             return {}
         except RuntimeError as exc:  # Temporal is down: the record alone still lists

@@ -32,6 +32,10 @@ for minutes after its worker died, so older ones are not counted."""
 STILL_POLLING_SECONDS = 3.0
 """How long `vigil stack down` asks Temporal which workers still poll."""
 
+POLLER_GRACE_SECONDS = 3.0
+"""How long a control asks again for a worker before it says none polls: a restarted
+Temporal server lists none until its workers poll again, a second or two after it is back."""
+
 CONTROL_WAIT_SECONDS = 30.0
 """How long a control (update) or a query waits for a session whose queue has a worker."""
 
