@@ -59,8 +59,12 @@ def sleeping_until(wake_at: datetime) -> str:
     return f"timer until {wake_at.isoformat()}"
 
 
+ASKING = "a human reply to: "
+"""What a session waiting on ``ask_human`` says it waits for, before the question."""
+
+
 def asking(question: str) -> str:
-    return f"a human reply to: {preview(question, 200)}"
+    return ASKING + preview(question, 200)
 
 
 class HandOverWhileWaiting:

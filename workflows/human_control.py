@@ -42,7 +42,7 @@ from vigil.schema.payloads import (
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import summaries
 from vigil.workflows.bookkeeping import Bookkeeping
-from vigil.workflows.hand_over import Approval
+from vigil.workflows.hand_over import ASKING, Approval
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -327,9 +327,18 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, MessageInput)
-        return self._once(
-            arg, lambda: self._message(arg), "message", "message queued for the next step"
+        # The first message to come while the agent waits on ask_human is its answer.
+        answers = (
+            self._waiting_for is not None
+            and self._waiting_for.startswith(ASKING)
+            and not self._inbox.items
         )
+        said = (
+            "message taken as the answer to the agent's question"
+            if answers
+            else "message queued for the next step"
+        )
+        return self._once(arg, lambda: self._message(arg), "message", said)
 
     @message_update.validator
     def _validate_message(self, raw: RawValue = NO_ARGUMENT) -> None:

@@ -22,7 +22,7 @@ from tests.support.sessions import (
     wait_status,
 )
 from vigil.schema import names
-from vigil.schema.payloads import MessageInput, SessionResult, SessionStatus, ToolPolicy
+from vigil.schema.payloads import Ack, MessageInput, SessionResult, SessionStatus, ToolPolicy
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,22 @@ async def test_no_answer_in_time(
         m for m in tool_messages(await transcript(sessionmaker, handle.id)) if m.name == "ask_human"
     ]
     assert answer.content == "no human replied in time"
+
+
+async def test_a_message_sent_as_an_update_says_it_answers_the_question(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+) -> None:
+    """`vigil say` to a session waiting on ask_human said "message queued for the next
+    step"; the message was taken as the answer."""
+    _ask_then_finish(stub)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("make a report"))
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        ack = await handle.execute_update(
+            names.UPD_MESSAGE, MessageInput(text="blue, please", by="frank"), result_type=Ack
+        )
+        assert ack.message == "message taken as the answer to the agent's question", ack
+        assert (await handle.result()).status == SessionStatus.COMPLETED
