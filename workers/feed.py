@@ -200,14 +200,19 @@ class Feed:
         while not self._closed:
             await self._lost.wait()
             log.warning("feed connection lost; reconnecting")
+            failures = 0
             while not self._closed:
                 try:
                     async with self._conn_lock:
                         await self._connect()
                     break
                 except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("feed reconnect failed: %s", str(exc)[:200])
-                    await asyncio.sleep(RECONNECT_SECONDS)
+                    # Said once an outage, then tried again less and less often (it said
+                    # so every second while PostgreSQL was down).
+                    failures += 1
+                    said = log.warning if failures == 1 else log.debug
+                    said("feed reconnect failed: %s; trying again", str(exc)[:200])
+                    await asyncio.sleep(min(RECONNECT_SECONDS * 2 ** (failures - 1), 10.0))
             for followers in [*self._by_session.values(), *self._by_agent.values()]:
                 for follower in followers:
                     self._put(follower, _RESYNC)
