@@ -132,8 +132,8 @@ def _cli(stack: Stack, settings: Settings, tmp_path: Path) -> Vigil:
     )
 
 
-def _stored(settings: Settings, name: str) -> str:
-    """A new session holding the artifact ``name`` (DATA) in MinIO; its id."""
+def _stored(settings: Settings, name: str, data: bytes = DATA) -> str:
+    """A new session holding the artifact ``name`` (``data``) in MinIO; its id."""
     agent, session = new_session(settings)
     store = S3Store(make_s3_client(settings), settings.s3_bucket)
 
@@ -148,7 +148,7 @@ def _stored(settings: Settings, name: str) -> str:
                 agent_id=agent,
                 session_id=session,
                 name=name,
-                data=DATA,
+                data=data,
             )
         finally:
             await engine.dispose()
@@ -161,6 +161,8 @@ def test_the_cli_says_the_store_is_away_in_one_line(
     stack: Stack, s3_settings: Settings, minio: PartOutage, tmp_path: Path
 ) -> None:
     session = _stored(s3_settings, "kept.bin")
+    # Bytes of its own: an erasure deletes an object no other session refers to.
+    erased = _stored(s3_settings, "own.bin", b"erase me " + uuid.uuid4().bytes)
     vigil = _cli(stack, s3_settings, tmp_path)
     before = vigil("artifact", "get", session, "kept.bin", "-o", "-")
     assert before.returncode == 0, explain(before)
@@ -183,10 +185,10 @@ def test_the_cli_says_the_store_is_away_in_one_line(
     assert not list(tmp_path.glob("kept.bin*"))  # no file, whole or partial
     # An erasure stopped by the store: it said only that the store was away, not that the
     # erasure was left unfinished (Temporal's runs of it may be gone already).
-    stopped = vigil("erase", session, "--yes", timeout=120)
+    stopped = vigil("erase", erased, "--yes", timeout=120)
     assert stopped.returncode == 3, explain(stopped)
     said = one_error_line(stopped)
-    assert said.startswith(f"error: the erasure of session {session} did not finish"), said
+    assert said.startswith(f"error: the erasure of session {erased} did not finish"), said
     assert "run it again once this is mended" in said and line[len("error: ") :] in said, said
     listed: subprocess.CompletedProcess[str] = vigil("artifact", "list", session, "--json")
     assert listed.returncode == 0, explain(listed)
