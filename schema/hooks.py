@@ -49,8 +49,8 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
     addresses stay allowed (receivers on the same host or network), but for the metadata
     services that answer on one (``METADATA_ADDRESSES``)."""
     try:
-        # A trailing dot (``169.254.169.254.``: a name's root) is the same address.
-        ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]").removesuffix("."))
+        # Trailing dots (``169.254.169.254.``: a name's root) leave the same address.
+        ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]").rstrip("."))
     except ValueError:
         return None  # a name: checked once resolved
     if isinstance(ip, ipaddress.IPv6Address):

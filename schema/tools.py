@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+MEMORY_KINDS = ("fact", "reflection", "lesson")
+"""The kinds of memory an agent keeps (the `remember` tool's, the client's and the API's)."""
+
 Effects = Literal["none", "internal", "external"]
 
 
@@ -74,7 +77,7 @@ BUILTIN_TOOLS: dict[str, ToolInfo] = {
             _obj(
                 {
                     "content": {"type": "string", "minLength": 1, "maxLength": 8000},
-                    "kind": {"enum": ["fact", "reflection", "lesson"]},
+                    "kind": {"enum": list(MEMORY_KINDS)},
                     "subject": {"type": "string", "maxLength": 500},
                     "importance": {"type": "number", "minimum": 0, "maximum": 1},
                 },

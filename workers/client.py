@@ -14,6 +14,7 @@ this one is re-exported here.
 
 from __future__ import annotations
 
+from vigil.schema.tools import MEMORY_KINDS
 from vigil.workers.client_controls import refuse_oversized
 from vigil.workers.client_core import CLIENT_DB_POOL_SIZE, _VigilClientCore
 from vigil.workers.client_errors import (
@@ -40,7 +41,7 @@ from vigil.workers.client_history import (
     local_activity_type,
 )
 from vigil.workers.client_reads import MAX_RECENT_MESSAGES
-from vigil.workers.client_record import MAX_MEMORY_ID, MAX_RECALL, MEMORY_KINDS, _RecordExtras
+from vigil.workers.client_record import MAX_MEMORY_ID, MAX_RECALL, _RecordExtras
 from vigil.workers.client_schedules import (
     CRON_MEMO,
     OVERLAP,

@@ -186,13 +186,13 @@ class _VigilClientCore:
         async with self.plain_errors():
             return await live_pollers(self.temporal, task_queue or self.settings.task_queue)
 
-    async def require_worker(self, task_queue: str, *, what: str) -> None:
+    async def require_worker(self, task_queue: str, *, what: str, grace: float = 0.0) -> None:
         """Raise NoWorker (with the command that starts one) when nobody polls the queue,
-        asked again for ``liveness.POLLER_GRACE_SECONDS`` first: a Temporal server just
-        restarted lists no poller until its workers poll again (a control right after
+        asked again for ``grace`` seconds first (a control's: a Temporal server just
+        restarted lists no poller until its workers poll again, and a control right after
         the restart was refused, "no worker is polling", while the worker reconnected)."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + liveness.POLLER_GRACE_SECONDS
+        until = loop.time() + grace
         while not await self.pollers(task_queue):
             if loop.time() >= until:
                 raise NoWorker(no_worker(task_queue, self.settings.task_queue, what=what))
@@ -213,7 +213,11 @@ class _VigilClientCore:
         if visible is not None and not visible(desc.typed_search_attributes.get(names.SA_AGENT)):
             raise UnknownSession(f"no session with id {session_id!r}")
         if desc.status == WorkflowExecutionStatus.RUNNING:
-            await self.require_worker(desc.task_queue, what=what.format(id=session_id))
+            await self.require_worker(
+                desc.task_queue,
+                what=what.format(id=session_id),
+                grace=liveness.POLLER_GRACE_SECONDS,
+            )
         return desc
 
     async def bounded(self, session_id: str, coro: Awaitable[Any], what: str) -> Any:

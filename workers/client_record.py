@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vigil.schema.tools import MEMORY_KINDS
 from vigil.workers.client_errors import (
     BadArgument,
     NotFound,
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession as DbSession
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-
-MEMORY_KINDS = ("fact", "reflection", "lesson")
-"""The kinds of memory the extractor writes and recall weighs (as in the remember tool)."""
 MAX_RECALL = 100
 """The most memories one search returns: the API's ``limit`` and the CLI's ``-k``."""
 MAX_MEMORY_ID = 2**63 - 1

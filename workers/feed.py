@@ -207,12 +207,12 @@ class Feed:
                         await self._connect()
                     break
                 except (OSError, asyncpg.PostgresError) as exc:
-                    # Said once an outage, then tried again less and less often (it said
-                    # so every second while PostgreSQL was down).
+                    # Said once an outage, then tried again less and less often, every
+                    # 8 s at most (it said so every second while PostgreSQL was down).
                     failures += 1
                     said = log.warning if failures == 1 else log.debug
                     said("feed reconnect failed: %s; trying again", str(exc)[:200])
-                    await asyncio.sleep(min(RECONNECT_SECONDS * 2 ** (failures - 1), 10.0))
+                    await asyncio.sleep(RECONNECT_SECONDS * 2 ** min(failures - 1, 3))
             for followers in [*self._by_session.values(), *self._by_agent.values()]:
                 for follower in followers:
                     self._put(follower, _RESYNC)

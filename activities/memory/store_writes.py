@@ -353,7 +353,9 @@ class _MemoryWrites(_VectorRecall):
             await db.execute(lock_kind(agent_id, row.kind))
             params = {"agent_id": agent_id, "id": memory_id, "by": by, "reason": reason}
             done = (await db.execute(_FORGET, params)).one()
-            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one()
+            row = (await db.execute(_GET, {"agent_id": agent_id, "id": memory_id})).one_or_none()
+        if row is None:  # erased while the forget waited for the lock
+            return None
         return Forgotten(_record(row), now=bool(done.forgotten), restored_ids=tuple(done.restored))
 
     async def history(

@@ -31,6 +31,7 @@ from vigil.activities.record import handon
 from vigil.activities.record.archive import EVENT_DIGESTS
 from vigil.activities.record.lean import memory_lock, xact_lock
 from vigil.activities.record.rls import record_maintenance
+from vigil.schema.tools import MEMORY_KINDS
 
 SubjectKind = Literal["session", "agent"]
 
@@ -550,17 +551,17 @@ async def _take_erasure_locks(db: DbSession, scope: ErasureScope) -> None:
     await db.execute(text("SELECT " + ", ".join(locks)))
     agent = scope.subject if scope.kind == "agent" else scope.agent_id
     if agent is not None:
-        # Then the locks the agent's memory writes and forgets hold, one per kind, before
-        # any row: a write that merges into a memory of the session, or supersedes one,
-        # is done before the erasure reads them, and one after finds them gone. (An
-        # agent's erasure deleting its memories deadlocked with a write inserting one.)
-        kinds = await db.execute(
-            text("SELECT DISTINCT kind FROM memories WHERE agent_id = :a ORDER BY kind"),
-            {"a": agent},
+        # Then the locks the agent's memory writes and forgets hold, one per kind (every
+        # kind a write may take, and any other the agent's memories hold), before any
+        # row: a write that merges into a memory of the session, or supersedes one, is
+        # done before the erasure reads them, and one after finds them gone. (An agent's
+        # erasure deleting its memories deadlocked with a write inserting one.)
+        found = await db.execute(
+            text("SELECT DISTINCT kind FROM memories WHERE agent_id = :a"), {"a": agent}
         )
-        memory = [xact_lock(memory_lock(agent, kind)) for kind in kinds.scalars()]
-        if memory:
-            await db.execute(text("SELECT " + ", ".join(memory)))
+        kinds = sorted({*MEMORY_KINDS, *found.scalars()})
+        memory = [xact_lock(memory_lock(agent, kind)) for kind in kinds]
+        await db.execute(text("SELECT " + ", ".join(memory)))
 
 
 def hold_from_erasure(agent_id: str, session_id: str) -> str:

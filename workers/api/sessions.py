@@ -7,7 +7,9 @@ starting a session of such an agent is 403. Starting checks what `vigil start` c
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -421,21 +423,23 @@ async def export(
 ) -> StreamingResponse:
     await visible_session(client, who, session_id)
     fmt = "jsonl" if format == ExportFormat.JSONL else "md"
-    open_exports = _open_exports(request, client.settings.api_db_pool_size)
+    slot = _export_slot(request, client.settings.api_db_pool_size)
     chunks = client.export(session_id, fmt)
 
     async def body() -> AsyncIterator[bytes]:
-        # Counted while it holds its connection: from its first read to its end.
-        open_exports.count += 1
         try:
             async for chunk in chunks:
                 yield chunk.encode("utf-8")
         finally:
-            open_exports.count -= 1
+            slot.give_back()
+
+    stream = body()
+    # Given back too when the stream is never read (its client left before it began).
+    weakref.finalize(stream, slot.give_back)
 
     media = "application/x-ndjson" if fmt == "jsonl" else "text/markdown; charset=utf-8"
     return StreamingResponse(
-        body(),
+        stream,
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{_file_stem(session_id)}.{fmt}"'},
     )
@@ -445,11 +449,26 @@ class _OpenExports:
     count = 0
 
 
-def _open_exports(request: Request, pool_size: int) -> _OpenExports:
-    """The exports streaming now; refused (503) when half the API's PostgreSQL
-    connections stream exports already: each holds one until its client has read it all,
-    and clients that stop reading would otherwise hold them all (every other request then
-    waited for a connection and failed)."""
+@dataclass
+class _ExportSlot:
+    """One export's place among those streaming, given back once (its end, or its
+    stream dropped unread)."""
+
+    exports: _OpenExports
+    held: bool = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.exports.count -= 1
+
+
+def _export_slot(request: Request, pool_size: int) -> _ExportSlot:
+    """A place among the exports streaming now; refused (503) when half the API's
+    PostgreSQL connections stream exports already: each holds one until its client has
+    read it all, and clients that stop reading would otherwise hold them all (every other
+    request then waited for a connection and failed). Taken here, before the response
+    begins, so a burst of exports cannot all pass the check at once."""
     state = request.app.state
     if not hasattr(state, "open_exports"):
         state.open_exports = _OpenExports()
@@ -462,7 +481,8 @@ def _open_exports(request: Request, pool_size: int) -> _OpenExports:
             f"the API streams {exports.count} exports, the most it may at once (half of "
             "VIGIL_API_DB_POOL_SIZE): try again later",
         )
-    return exports
+    exports.count += 1
+    return _ExportSlot(exports)
 
 
 def _file_stem(session_id: str) -> str:
