@@ -320,31 +320,9 @@ async def agent_definition(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
 async def prompt_follows_goal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A redirect (no version) while an approval waits: its goal fills the agent prompt's
     ``{goal}`` (PATCH_PROMPT_FOLLOWS_GOAL)."""
-    name = "agent-prompted"
-    await AgentService(ctx.sessionmaker).apply_spec(
-        AgentSpec.model_validate(
-            {
-                "name": name,
-                "system_prompt": "You are {agent}. Goal: {goal}",
-                "tools": [{"name": "http_fetch", "approval": "always"}],
-            }
-        )
-    )
-    ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched for the second goal"))
-    handle = await ctx.start(
-        "prompt_follows_goal", StartSessionInput(agent_id=name, goal="the first goal")
-    )
-    waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
-    await handle.execute_update(
-        names.UPD_REDIRECT, RedirectInput(goal="the second goal", by="alice")
-    )
-    await handle.execute_update(
-        names.UPD_APPROVE,
-        ApproveInput(approval_id=waiting.pending_approvals[0].approval_id, by="alice"),
-    )
+    handle = await _redirect_in_a_prompted_session(ctx, "prompt_follows_goal")
     _expect(await handle.result(), SessionStatus.COMPLETED)
-    prompts = [r.body["messages"][0]["content"] for r in ctx.stub.requests[-2:]]
-    assert prompts[-1] == f"You are {name}. Goal: the second goal", prompts
+    _expect_second_goal_prompted(ctx)
     return [handle]
 
 
@@ -352,11 +330,29 @@ async def prompt_follows_goal_across_runs(ctx: Ctx) -> list[WorkflowHandle[Any, 
     """The same redirect with one step a run: the next run reads its agent again (its
     prompt rendered from the start's goal) and fills in the redirect's. The first and the
     last run are recorded."""
-    name = "agent-prompted"  # applied by prompt_follows_goal, or here
+    handle = await _redirect_in_a_prompted_session(
+        ctx, "prompt_follows_goal_across_runs", steps_per_run=1
+    )
+    result = await handle.result()
+    _expect(result, SessionStatus.COMPLETED)
+    assert result.runs >= 2, result
+    _expect_second_goal_prompted(ctx)
+    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first, ctx.client.get_workflow_handle(handle.id)]
+
+
+PROMPTED_AGENT = "agent-prompted"
+
+
+async def _redirect_in_a_prompted_session(
+    ctx: Ctx, name: str, **start: Any
+) -> WorkflowHandle[Any, Any]:
+    """A session of an agent whose prompt holds ``{goal}``, redirected while the approval
+    of its fetch waits, then approved."""
     await AgentService(ctx.sessionmaker).apply_spec(
         AgentSpec.model_validate(
             {
-                "name": name,
+                "name": PROMPTED_AGENT,
                 "system_prompt": "You are {agent}. Goal: {goal}",
                 "tools": [{"name": "http_fetch", "approval": "always"}],
             }
@@ -364,8 +360,7 @@ async def prompt_follows_goal_across_runs(ctx: Ctx) -> list[WorkflowHandle[Any, 
     )
     ctx.stub.enqueue(ctx.fetch("/draft"), finish("fetched for the second goal"))
     handle = await ctx.start(
-        "prompt_follows_goal_across_runs",
-        StartSessionInput(agent_id=name, goal="the first goal", steps_per_run=1),
+        name, StartSessionInput(agent_id=PROMPTED_AGENT, goal="the first goal", **start)
     )
     waiting = await eventually(handle, lambda s: bool(s.pending_approvals))
     await handle.execute_update(
@@ -375,13 +370,12 @@ async def prompt_follows_goal_across_runs(ctx: Ctx) -> list[WorkflowHandle[Any, 
         names.UPD_APPROVE,
         ApproveInput(approval_id=waiting.pending_approvals[0].approval_id, by="alice"),
     )
-    result = await handle.result()
-    _expect(result, SessionStatus.COMPLETED)
-    assert result.runs >= 2, result
+    return handle
+
+
+def _expect_second_goal_prompted(ctx: Ctx) -> None:
     prompts = [r.body["messages"][0]["content"] for r in ctx.stub.requests[-2:]]
-    assert prompts[-1] == f"You are {name}. Goal: the second goal", prompts
-    first = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
-    return [first, ctx.client.get_workflow_handle(handle.id)]
+    assert prompts[-1] == f"You are {PROMPTED_AGENT}. Goal: the second goal", prompts
 
 
 async def agent_python_mcp_tools(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:

@@ -445,8 +445,9 @@ async def export(
     )
 
 
+@dataclass
 class _OpenExports:
-    count = 0
+    count: int = 0
 
 
 @dataclass
