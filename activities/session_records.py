@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from vigil.activities.artifacts.store import ArtifactStore
@@ -52,6 +54,31 @@ log = logging.getLogger("vigil.activities")
 
 REMEMBER_INLINE_SECONDS = 10.0
 """How long the outcome's memory may take when it rides with the last records."""
+
+
+async def _delete_own_run() -> None:
+    """Ask Temporal to delete the run of the workflow whose activity this is: it started
+    while an erasure of its session (or its agent) was under way, after the erasure had
+    listed the runs it deletes, and its start input and search attributes (the goal
+    among them) would otherwise outlive the erasure. Temporal terminates the run as it
+    deletes it; a failure to ask is logged, and the run then fails as before."""
+    info = activity.info()
+    try:
+        client = activity.client()
+        await client.workflow_service.delete_workflow_execution(
+            DeleteWorkflowExecutionRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(
+                    workflow_id=info.workflow_id or "", run_id=info.workflow_run_id or ""
+                ),
+            )
+        )
+    except Exception as exc:  # the refusal below stands either way
+        log.warning(
+            "session %s was erased after it started; its run could not be deleted: %s",
+            info.workflow_id,
+            describe(exc),
+        )
 
 
 class SessionRecords:
@@ -152,6 +179,7 @@ class SessionRecords:
                     agent_version=arg.agent_version,
                 )
             except record.SessionErased as exc:
+                await _delete_own_run()
                 raise ApplicationError(
                     str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
                 ) from None
