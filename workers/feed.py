@@ -10,6 +10,11 @@ someone follows) and fans what arrives out to its followers in memory:
 - A notification about a followed session is read from the record ONCE (one query per
   kind per batch of notifications, acting for the agent under row-level security),
   whatever the number of followers, and queued to each of them.
+- A follower of all of an agent's sessions is not handed rows one by one: their sessions
+  commit rows in another order than their ids, so a row notified now may have a larger id
+  than one still being written. A notification nudges it to read the record after its
+  cursor up to where it has settled (``record.feed.settled_bound``), so its position is
+  one a resume continues from exactly.
 - A follower registers first, then catches up from the record after its cursor, then
   takes its queue, dropping what the catch-up already gave it: no gap and no duplicate
   at the seam. A follower whose queue overflows, or every follower when the LISTEN
@@ -109,6 +114,11 @@ AWAY_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 repeated for as long as the outage lasts)."""
 
 
+SETTLE_POLL_SECONDS = (0.002, 0.25)
+"""The first and the longest wait between two looks at whether the writes an agent's
+stream waits for have ended (a write commits within milliseconds as a rule)."""
+
+
 class _Resync:
     """Queue marker: catch up from the record again (entries may have been lost)."""
 
@@ -124,6 +134,9 @@ class _Follower:
     queue: asyncio.Queue[FeedEntry | _Resync] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
     )
+    nudged: bool = False
+    """A follower of an agent's sessions: a catch-up is queued (its rows are read from the
+    record up to where it has settled, never delivered from notifications one by one)."""
 
 
 @dataclass(frozen=True)
@@ -255,8 +268,7 @@ class Feed:
                             yield status
                             ended = status.final
                     # Live entries the catch-up already gave are dropped by key, not by the
-                    # cursor it reached: in an agent's stream, a session may commit a row
-                    # with a smaller id after another session's larger one was read.
+                    # cursor it reached (a session's stream; an agent's takes no rows live).
                     before = position
                     delivered: set[tuple[str, int]] = set()
                     async for item in self._catch_up(agent_id, session_id, position):
@@ -327,6 +339,8 @@ class Feed:
             except TimeoutError:
                 yield Idle()
                 continue
+            if isinstance(entry, _Resync):
+                follower.nudged = False  # a row notified from here on queues another
             if isinstance(entry, FeedItem) and (
                 start.seen(entry) or (entry.kind, entry.key) in delivered
             ):
@@ -338,6 +352,9 @@ class Feed:
     async def _catch_up(
         self, agent_id: str, session_id: str | None, cursor: FeedCursor
     ) -> AsyncIterator[FeedItem]:
+        until = None
+        if session_id is None:  # the agent's sessions together: up to what has settled
+            until = await self._settled(agent_id)
         while True:
             async with acting_for(self._db, agent_id) as db:
                 page = await record_feed.items_after(
@@ -345,12 +362,27 @@ class Feed:
                     cursor,
                     session_id=session_id,
                     agent_id=None if session_id else agent_id,
+                    until=until,
                 )
             if not page:
                 return
             for item in page:
                 cursor = cursor.after(item)
                 yield item
+
+    async def _settled(self, agent_id: str) -> FeedCursor:
+        """``record_feed.settled_bound`` once the writes it found in flight have ended
+        (polled, each poll its own short transaction: a write is never held up)."""
+        async with acting_for(self._db, agent_id) as db:
+            settling = await record_feed.settled_bound(db, agent_id)
+        wait = SETTLE_POLL_SECONDS[0]
+        while settling.writing:
+            async with acting_for(self._db, agent_id) as db:
+                if not await record_feed.still_writing(db, settling):
+                    break
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, SETTLE_POLL_SECONDS[1])
+        return settling.bound
 
     async def approvals_before(
         self, agent_id: str, session_id: str, cursor: FeedCursor
@@ -447,7 +479,13 @@ class Feed:
                 return
             kind = data.get("k")
             if kind in ("message", "event") and isinstance(data.get("o"), int):
-                self._enqueue(session_id, agent, (kind, data["o"]))
+                # An agent's followers read the record up to where it has settled
+                # (``record_feed.settled_bound``): a row committed now may have a larger id
+                # than one another session has not yet committed.
+                for follower in self._by_agent.get(agent, ()):
+                    self._nudge(follower)
+                if session_id in self._by_session:
+                    self._enqueue(session_id, agent, (kind, data["o"]))
             elif kind == "status":
                 self._enqueue(session_id, agent, ("status", None))
             return
@@ -528,6 +566,11 @@ class Feed:
                 )
         return found
 
+    def _nudge(self, follower: _Follower) -> None:
+        if not follower.nudged:
+            follower.nudged = True
+            self._put(follower, _RESYNC)
+
     def _deliver(self, session_id: str, agent_id: str, entry: FeedEntry | _Resync) -> None:
         for follower in (
             *self._by_session.get(session_id, ()),
@@ -535,6 +578,8 @@ class Feed:
         ):
             if isinstance(entry, Token) and not follower.tokens:
                 continue
+            if isinstance(entry, FeedItem) and follower.session_id is None:
+                continue  # told by a nudge (``_on_notify``), read up to where it settled
             if follower.agent_id != agent_id and not isinstance(entry, _Resync):
                 # An erased session's id taken by another agent's session: a stream
                 # opened for the first must not carry the second's entries.

@@ -4,7 +4,10 @@ A follower's position in a session (or in an agent's sessions) is a ``FeedCursor
 last message id and the last event id it has seen. Both are the rows' ``bigserial`` ids,
 which grow in commit order within a session, because a session's writes are sequential
 (its workflow awaits each recording activity before the next). Resuming "after the
-cursor" is therefore exact: every message and event is read once, none skipped.
+cursor" is therefore exact: every message and event is read once, none skipped. An
+agent's sessions write at once, and their rows commit in another order than their ids':
+a reader of them together reads up to ``settled_bound`` only, below which every row that
+will ever be there is.
 
 Callers run these reads acting for the agent (``rls.acting_for``); the queries trust
 row-level security to hide every other agent's rows.
@@ -23,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from vigil.activities.record.lean import Statements
 from vigil.activities.record.sql import sql
-from vigil.activities.record.store import _MESSAGE_COLUMNS, StoredMessage, _event, _message
+from vigil.activities.record.store import (
+    _MESSAGE_COLUMNS,
+    StoredMessage,
+    _event,
+    _message,
+    feed_hold_key,
+)
 from vigil.schema.names import TOKEN_CHANNEL_PREFIX
 
 ItemKind = Literal["message", "event"]
@@ -141,6 +150,66 @@ def _merged(messages: list[FeedItem], events: list[FeedItem]) -> list[FeedItem]:
     return both
 
 
+_LAST_IDS = sql(
+    "SELECT pg_sequence_last_value(CAST(pg_get_serial_sequence('messages', 'id') AS regclass)) "
+    "AS m, pg_sequence_last_value(CAST(pg_get_serial_sequence('events', 'id') AS regclass)) AS e"
+)
+# The transactions holding the agent's feed lock (an advisory lock on a 64-bit key shows in
+# pg_locks as its high and low 32 bits, objsubid 1).
+_HOLDERS = (
+    "SELECT {what} FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND CAST(classid AS bigint) = (hashtextextended(:feed, 0) >> 32) & 4294967295 "
+    "AND CAST(objid AS bigint) = hashtextextended(:feed, 0) & 4294967295"
+)
+_WRITING = sql(_HOLDERS.format(what="DISTINCT virtualtransaction"))
+_STILL_WRITING = sql(_HOLDERS.format(what="count(*) AS n") + " AND virtualtransaction = ANY(:held)")
+
+
+@dataclass(frozen=True)
+class Settling:
+    """The position up to which an agent's record will be settled (``bound``) once the
+    writes in flight when it was read (``writing``) have ended."""
+
+    bound: FeedCursor
+    writing: list[str]
+    agent_id: str
+
+
+async def settled_bound(db: Statements, agent_id: str) -> Settling:
+    """The last message and event ids given out, and the writes of the agent's rows in
+    flight (``store.feed_hold_key``): once those have committed or rolled back
+    (``still_writing``), every row of the agent up to the bound that will ever be there
+    is. Ids are given out in one order and committed in another (two sessions write at
+    once), so a reader of the agent's sessions together that went past a row still being
+    written would never read it, and a reader resuming from its position would skip it.
+    Each write holds the lock from before its rows take their ids until it ends, so a
+    write holding an id up to the bound is among those listed here (read after the ids).
+    Nothing waits on a lock: writers are never held up by readers."""
+    last = (await db.execute(_LAST_IDS)).mappings().one()
+    rows = (await db.execute(_WRITING, {"feed": feed_hold_key(agent_id)})).mappings().all()
+    return Settling(
+        FeedCursor(int(last["m"] or 0), int(last["e"] or 0)),
+        [str(r["virtualtransaction"]) for r in rows],
+        agent_id,
+    )
+
+
+async def still_writing(db: Statements, settling: Settling) -> bool:
+    """Whether a write listed by ``settled_bound`` is still in flight."""
+    if not settling.writing:
+        return False
+    row = (
+        (
+            await db.execute(
+                _STILL_WRITING, {"feed": feed_hold_key(settling.agent_id), "held": settling.writing}
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return int(row["n"]) > 0
+
+
 async def items_after(
     db: Statements,
     cursor: FeedCursor,
@@ -148,12 +217,15 @@ async def items_after(
     session_id: str | None = None,
     agent_id: str | None = None,
     limit: int = 500,
+    until: FeedCursor | None = None,
 ) -> list[FeedItem]:
     """Up to ``limit`` messages and ``limit`` events after ``cursor``, of one session or
-    of one agent's sessions. Call again with the advanced cursor until it returns []."""
+    of one agent's sessions, and none past ``until`` (``settled_bound``). Call again with
+    the advanced cursor until it returns []."""
     if (session_id is None) == (agent_id is None):
         raise ValueError("give exactly one of session_id or agent_id")
     where = "session_id = :owner" if session_id is not None else "agent_id = :owner"
+    bound = until or FeedCursor(MAX_ROW_ID, MAX_ROW_ID)
     owner = session_id if session_id is not None else agent_id
     # One statement, so one snapshot: a transaction that commits while this reads (a
     # reply and its usage event) is seen whole or not at all. Read in two statements, its
@@ -162,9 +234,9 @@ async def items_after(
         await db.execute(
             sql(
                 "WITH m AS (SELECT * FROM messages "
-                f"WHERE {where} AND id > :after_m ORDER BY id LIMIT :lim), "
+                f"WHERE {where} AND id > :after_m AND id <= :until_m ORDER BY id LIMIT :lim), "
                 "e AS (SELECT * FROM events "
-                f"WHERE {where} AND id > :after_e ORDER BY id LIMIT :lim) "
+                f"WHERE {where} AND id > :after_e AND id <= :until_e ORDER BY id LIMIT :lim) "
                 "SELECT true AS is_message, id, session_id, agent_id, created_at, step, seq, "
                 "role, content, content_enc, name, tool_calls, tool_call_id, "
                 "NULL::text AS key, NULL::text AS kind, NULL::text AS actor, "
@@ -177,6 +249,8 @@ async def items_after(
                 "owner": owner,
                 "after_m": cursor.message_id,
                 "after_e": cursor.event_id,
+                "until_m": bound.message_id,
+                "until_e": bound.event_id,
                 "lim": limit,
             },
         )

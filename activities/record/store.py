@@ -362,6 +362,19 @@ _MESSAGE_INSERT = (
 _EVENT_INSERT = "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, payload)"
 
 
+FEED_HOLD = "vigil.feed:"
+"""The prefix of an agent's feed lock (``feed_hold_key``)."""
+
+
+def feed_hold_key(agent_id: str) -> str:
+    """The advisory lock every write of an agent's messages and events holds, shared, from
+    before its rows take their ids until it ends. A reader of the agent's sessions together
+    (its live stream) lists the writes holding it after reading the last ids given out and
+    reads up to those ids once they have ended (``record.feed.settled_bound``): a position
+    in ids is then one it can resume from exactly. No one takes it exclusively."""
+    return FEED_HOLD + agent_id
+
+
 def _record_parts(
     session_id: str,
     agent_id: str,
@@ -373,17 +386,20 @@ def _record_parts(
 ) -> tuple[list[str], dict[str, Any]]:
     """The messages and events INSERTs of one ``WITH`` (named ``names``), and their
     parameters: each row idempotent on its key. ``when``: a condition the rows are
-    written under (then the values are typed here, not by their columns)."""
+    written under. Each INSERT takes the agent's feed lock (``feed_hold_key``) in a
+    condition evaluated once before its first row takes an id."""
     m, e = names
-    params: dict[str, Any] = {"sid": session_id, "agent": agent_id}
+    params: dict[str, Any] = {"sid": session_id, "agent": agent_id, "feed": feed_hold_key(agent_id)}
     parts: list[str] = []
-    # Typed where a bare VALUES list would leave a parameter as text (the ``when`` form).
-    number, small = ("CAST({} AS integer)", "CAST({} AS smallint)") if when else ("{}", "{}")
+    # Typed here: rows selected from a VALUES list leave a parameter as text.
+    number, small = "CAST({} AS integer)", "CAST({} AS smallint)"
+    # A scalar subquery of parameters alone: a one-time filter, run before the rows (and
+    # their ``nextval``) are made. ``pg_advisory_xact_lock_shared`` returns void: '' as text.
+    hold = "(SELECT CAST(pg_advisory_xact_lock_shared(hashtextextended(:feed, 0)) AS text) = '')"
+    condition = hold if when is None else f"{hold} AND {when}"
 
     def rows_of(values: list[str]) -> str:
-        if when is None:
-            return f"VALUES {', '.join(values)}"
-        return f"SELECT * FROM (VALUES {', '.join(values)}) AS v WHERE {when}"
+        return f"SELECT * FROM (VALUES {', '.join(values)}) AS v WHERE {condition}"
 
     if messages:
         rows = []

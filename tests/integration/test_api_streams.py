@@ -37,6 +37,7 @@ from tests.support.sessions import (
 from tests.support.sse import SseEvent, read_sse
 from vigil.activities.artifacts.store import FilesystemStore
 from vigil.activities.erasure import Eraser
+from vigil.activities.record import store as record
 from vigil.activities.record.feed import FeedCursor
 from vigil.schema import names
 from vigil.schema.payloads import ApproveInput, ToolPolicy
@@ -658,3 +659,55 @@ async def test_a_token_holds_a_bounded_number_of_streams(settings: Settings) -> 
                         break
                 await asyncio.sleep(0.1)
             assert again.status_code == 200
+
+
+async def test_an_agent_stream_resumed_after_a_late_commit_misses_nothing(
+    api: ApiServer, reader: str, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """Two sessions of one agent write at once: A's message takes its id first and commits
+    last. The agent's stream sent B's message (the larger id) while A's was being written,
+    with B's id as its position; a client that reconnected from there after A committed
+    never got A's message: the resumed stream read after B's id."""
+    agent = f"streams-late-{uuid.uuid4().hex[:8]}"
+    one, two = f"late-a-{uuid.uuid4()}", f"late-b-{uuid.uuid4()}"
+    async with sessionmaker.begin() as db:
+        for sid in (one, two):
+            await record.create_session(
+                db, session_id=sid, agent_id=agent, goal="g", status="running"
+            )
+    path = f"/v1/agents/{agent}/stream"
+
+    def said(evs: list[SseEvent]) -> list[str]:
+        return [e.data["content"] for e in evs if e.event == "message"]
+
+    async with http(api, reader) as h:
+        first = asyncio.create_task(read_sse(h, path, until=lambda evs: bool(said(evs))))
+        await until(lambda: followers(api) > 0, what="the stream's follower")
+        async with sessionmaker.begin() as late:  # A's write: its id taken, not committed
+            await record.append_messages(
+                late, one, agent, [record.NewMessage(seq=0, role="user", content="a, late")]
+            )
+            async with sessionmaker.begin() as db:  # B's write: a larger id, committed
+                await record.append_messages(
+                    db, two, agent, [record.NewMessage(seq=0, role="user", content="b")]
+                )
+            # The stream hangs up on its first message; a moment for it to come.
+            await asyncio.wait({first}, timeout=1.5)
+            if first.done():  # it sent one while A's was being written: hang up there
+                gone = first.result()
+            else:
+                first.cancel()
+                gone = None
+        read = gone if gone is not None else None
+        last_id = None
+        if read is not None:
+            last_id = [e for e in read.events if e.event == "message"][-1].id
+        resumed = await read_sse(
+            h,
+            path,
+            last_event_id=last_id,
+            until=lambda evs: len(said(evs)) + len(said(read.events if read else [])) >= 2,
+            within=10,
+        )
+    got = said(read.events if read else []) + said(resumed.events)
+    assert sorted(got) == ["a, late", "b"], got

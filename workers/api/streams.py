@@ -14,7 +14,8 @@ for sessions from before, which wrote it with their next record, after the tool 
 messages from that result on are held back until the decision is read, while events go
 on as they are written. Messages stay in the order they were written, and events too, so
 every id is a position a resume continues from exactly. An agent's stream, which interleaves
-sessions, is in write order.
+sessions, is in id order, each row sent once every row with a smaller id its sessions were
+writing has committed (``record.feed.settled_bound``), so its ids are exact positions too.
 - ``status``: where the session stands (first on connecting, then on every change).
 - ``token``: the model's text as it is generated; ephemeral, never replayed on resume
   (``attempt`` grows when a call is retried: drop the tokens of the earlier attempt).
