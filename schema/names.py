@@ -250,6 +250,11 @@ PATCH_PROMPT_FOLLOWS_GOAL = "vigil-prompt-follows-goal"
 # until the resume, after which it waits its whole idle time again. It ended `completed`
 # under the pause. Asked only then.
 PATCH_PAUSE_HOLDS_IDLE = "vigil-pause-holds-idle"
+# A signal's edited arguments holding NaN or Infinity (a raw Temporal client's JSON) are
+# refused, as the update's validator refuses them; they were taken, and the tool then
+# refused the call as not the one approved (its digest held NaN, its input null), which
+# failed the session. Asked only when such arguments arrive.
+PATCH_FINITE_EDITS = "vigil-finite-edits"
 ERR_EARLIER_SESSION = "EarlierSession"
 """A session's opening found its id's record opened by an earlier workflow (started at
 another time, closed since): the run ends at once, failed, writing nothing to that record."""

@@ -151,7 +151,12 @@ def edited_arguments_error(
     if not found.parameters:
         return None
     validator = argument_validator(found.parameters, strict=strict, linear=linear)
-    errors = fit_errors(validator, arguments)
+    try:
+        errors = fit_errors(validator, arguments)
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+        # A number the schema's keywords cannot take (``multipleOf`` of a float and an
+        # integer of hundreds of digits, or Infinity): a refusal, not a failed task.
+        return f"edited_arguments cannot be checked against {tool}'s schema: {exc}"
     if errors is None:
         return None
     return f"edited_arguments do not fit {tool}'s schema {errors}"

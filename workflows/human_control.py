@@ -22,7 +22,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from vigil.schema import event_kinds, names
+from vigil.schema import event_kinds, jsonlimits, names
 from vigil.schema.agents import agent_version_error
 from vigil.schema.limits import input_error, line_text_error
 from vigil.schema.payloads import (
@@ -482,6 +482,11 @@ class HumanControl(Bookkeeping):
                     "its agent definition; send the approval again in a moment"
                 )
             args = value.edited_arguments
+            constant = jsonlimits.non_finite(args)
+            if constant is not None and (validating or workflow.patched(names.PATCH_FINITE_EDITS)):
+                # Taken, the call's digest held NaN where its input (JSON) holds null: the
+                # tool refused to run it as not the call approved, and the session failed.
+                return f"edited_arguments hold {constant}, which is not a JSON number"
             # A validator never asks a patch (nor matches with Python's re); elsewhere the
             # histories from before replay as they were checked then.
             linear = validating or workflow.patched(names.PATCH_LINEAR_PATTERNS)

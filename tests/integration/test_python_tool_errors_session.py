@@ -120,3 +120,47 @@ async def test_an_integer_no_float_holds_is_refused_before_the_tool(
     assert calls[1]["ok"] is True and calls[1]["arguments"]["min_length"] == 1
     [rejected] = await events(sessionmaker, handle.id, "input_rejected")
     assert "min_length" in (rejected.reason or "")
+
+
+async def test_edited_arguments_no_schema_check_can_take_are_refused_not_a_stuck_session(
+    client: Client,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[DbSession],
+    task_queue: str,
+    stub: LLMStub,
+    tmp_path: Path,
+) -> None:
+    """An approval signal (a raw Temporal client's) edited to an integer of 400 digits for
+    a parameter with a float ``multipleOf``: JSON Schema's check raised OverflowError in
+    the workflow, which failed its task, and every retry met the same signal: the session
+    was stuck for good. One edited to NaN passed the schema, was taken, and the tool then
+    refused the call as not the one approved: the session failed. Both are refused now,
+    and the session goes on."""
+    agent = await apply_agent(
+        settings, sessionmaker, tmp_path, ["pay"], modules=["tests.support.py_tools"]
+    )
+    stub.enqueue(
+        Reply.tool_call("pay", {"amount": 1.5}), Reply.tool_call("finish", {"summary": "paid"})
+    )
+    cfg = worker_settings(settings, stub.url_openai, "tests.support.py_tools")
+    async with running_worker(client, cfg, task_queue):
+        arg = session_input("pay", agent_id=agent.name, policy=ToolPolicy(require_approval=["pay"]))
+        handle = await start(client, task_queue, arg)
+        await approval_pending(handle, sessionmaker, "a1-0")
+        # As a raw client sends them: plain JSON (a model would write NaN as null).
+        for n, amount in enumerate((10**400, float("nan")), start=1):
+            edited = {"approval_id": "a1-0", "by": "eve", "edited_arguments": {"amount": amount}}
+            await handle.signal(names.SIG_APPROVE, edited)
+            await eventually(handle, lambda s, n=n: s.rejected_inputs == n)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            infinite = {"approval_id": "a1-0", "by": "ana", "edited_arguments": {"amount": 1e999}}
+            await handle.execute_update(names.UPD_APPROVE, infinite, result_type=Ack)
+        assert "Infinity" in str(refused.value.cause), refused.value.cause
+        await handle.signal(names.SIG_APPROVE, ApproveInput(approval_id="a1-0", by="cy"))
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED and result.summary == "paid"
+    [call] = [e.payload for e in await events(sessionmaker, handle.id, "tool_call")]
+    assert call["ok"] is True and call["output_preview"] == "paid 1.50"
+    reasons = [e.reason or "" for e in await events(sessionmaker, handle.id, "input_rejected")]
+    assert len(reasons) == 2
+    assert "cannot be checked" in reasons[0] and "NaN" in reasons[1], reasons

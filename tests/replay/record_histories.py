@@ -795,6 +795,20 @@ async def whole_numbers(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def finite_edits(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """An approval signal (plain JSON, as a raw client sends it) whose edited arguments
+    hold NaN: refused, asked under ``vigil-finite-edits``; the call then runs as asked
+    once approved."""
+    handle, approval_id = await _word_count_waiting(ctx, "finite_edits")
+    edited = {"text": "a b", "min_length": float("nan")}
+    raw = {"approval_id": approval_id, "by": "eve", "edited_arguments": edited}
+    await handle.signal(names.SIG_APPROVE, raw)
+    await eventually(handle, lambda s: s.rejected_inputs >= 1)
+    await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id=approval_id, by="ana"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def linear_patterns(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An approval signal with edited arguments, checked against the tool's schema with
     its patterns matched in linear time (asked under ``vigil-linear-patterns``); the
@@ -1329,6 +1343,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "client_start": client_start,
     "conversation_idle": conversation_idle,
     "pause_holds_idle": pause_holds_idle,
+    "finite_edits": finite_edits,
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
     "cancel_during_the_end": cancel_during_the_end,

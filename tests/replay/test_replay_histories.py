@@ -96,6 +96,7 @@ LATEST = {
     "prompt_follows_goal_across_runs_last_run",
     "earlier_session_id",
     "pause_holds_idle",
+    "finite_edits",
 }
 EXPECTED = {
     "tools_finish",
@@ -501,6 +502,10 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     whole = _history(HISTORIES / "whole_numbers.json")
     assert names.PATCH_WHOLE_NUMBERS in _patches(whole)
     assert _ended(whole) == SessionStatus.COMPLETED.value
+    # An approval signal edited to NaN: refused (asked only then).
+    finite = _history(HISTORIES / "finite_edits.json")
+    assert names.PATCH_FINITE_EDITS in _patches(finite)
+    assert _ended(finite) == SessionStatus.COMPLETED.value
     # An approval signal's edited arguments checked with patterns in linear time.
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)

@@ -6,8 +6,9 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import vigil
 
@@ -101,3 +102,13 @@ async def ratio(numerator: float, denominator: float) -> dict[str, float]:
     if denominator == 0:
         return {"ratio": float("nan") if numerator == 0 else float("inf") * numerator}
     return {"ratio": numerator / denominator}
+
+
+@vigil.tool(effects="none")
+async def pay(amount: Annotated[float, Field(multiple_of=0.01)]) -> str:
+    """Pay an amount to the cent.
+
+    Args:
+        amount: How much, in whole cents.
+    """
+    return f"paid {amount:.2f}"
