@@ -255,6 +255,11 @@ PATCH_PAUSE_HOLDS_IDLE = "vigil-pause-holds-idle"
 # refused the call as not the one approved (its digest held NaN, its input null), which
 # failed the session. Asked only when such arguments arrive.
 PATCH_FINITE_EDITS = "vigil-finite-edits"
+# A wait (an approval, a sleep, a question) in a step batch's later step hands over to the
+# next run with that step: it carried the batch's first step, so the call it waited for
+# was recorded at that step, and its event, keyed by step and index, met the key of the
+# first step's call and was dropped. Asked only then.
+PATCH_BATCH_WAIT_STEP = "vigil-batch-wait-step"
 ERR_EARLIER_SESSION = "EarlierSession"
 """A session's opening found its id's record opened by an earlier workflow (started at
 another time, closed since): the run ends at once, failed, writing nothing to that record."""

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from temporalio import workflow
 
+from vigil.schema import names
 from vigil.schema.limits import MAX_QUEUED_BYTES, queued_size
 from vigil.schema.payloads import (
     Ack,
@@ -119,9 +120,13 @@ class HandOverWhileWaiting:
             elif seq is not None:
                 current = (call, seq)
         assert current is not None, "a tool wait without its call"
+        step = self._open_step
+        if self._c.step != step and workflow.patched(names.PATCH_BATCH_WAIT_STEP):
+            # A batch's later step waits (its first step's is the one the call opened).
+            step = self._c.step
         return CarriedWait(
             kind=kind,
-            step=self._open_step,
+            step=step,
             model_seq=self._model_seq,
             seq=current[1],
             call=current[0],

@@ -7,6 +7,7 @@ approval travel in the carry; the session then ends normally.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from tests.support.sessions import (
     wait_status,
 )
 from vigil.schema import names
+from vigil.schema.agents import AgentSpec
 from vigil.schema.limits import MAX_QUEUED_BYTES
 from vigil.schema.payloads import (
     MAX_HUMAN_TEXT,
@@ -46,6 +48,7 @@ from vigil.schema.payloads import (
     ToolPolicy,
     WakeInput,
 )
+from vigil.workers.agents import AgentService
 from vigil.workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -225,3 +228,62 @@ async def test_redirect_signals_are_held_to_the_queue_limit_too(
     rejected = await events(sessionmaker, handle.id, "input_rejected")
     assert len(rejected) == 3
     assert all("already wait for the next step" in (e.reason or "") for e in rejected)
+
+
+async def test_an_approval_handed_over_from_a_batch_keeps_its_step(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """One model call took two steps (a batch): a plain read, then a write that waits for
+    approval. The wait handed over to the next run with the batch's first step: the
+    approved write was recorded at step 1, and its ``tool_call`` event, keyed by that step
+    and its index, met the read's key and was dropped."""
+    name = f"batch-hand-over-{uuid.uuid4().hex[:8]}"
+    await AgentService(sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"batch_ms": 5000},
+                "tools": [{"name": t} for t in ("read_artifact", "write_artifact", "finish")],
+            }
+        )
+    )
+    stub.enqueue(
+        Reply.tool_call("read_artifact", {"name": "notes.txt"}),
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}),
+        Reply.tool_call("finish", {"summary": "wrote it"}),
+    )
+    policy = ToolPolicy(require_approval=["write_artifact"])
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        arg = _input("read, write", agent_id=name, policy=policy)
+        handle = await start(client, task_queue, arg)
+        await approval_pending(handle, sessionmaker, "a2-0")
+        first = client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in (await first.fetch_history()).events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert scheduled.count(names.ACT_CALL_MODEL) == 1, "the two steps were not one batch"
+        after = await hand_over_while_waiting(handle)
+        assert [p.approval_id for p in after.pending_approvals] == ["a2-0"]
+        await handle.execute_update(
+            names.UPD_APPROVE, ApproveInput(approval_id="a2-0", by="alice"), result_type=Ack
+        )
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED and result.runs > 1
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    assert [(m.name, m.step) for m in tool_messages(messages)] == [
+        ("read_artifact", 1),
+        ("write_artifact", 2),
+        ("finish", 3),
+    ]
+    calls = await events(sessionmaker, handle.id, "tool_call")
+    assert sorted((e.payload["tool"], e.step) for e in calls) == [
+        ("read_artifact", 1),
+        ("write_artifact", 2),
+    ]

@@ -809,6 +809,39 @@ async def finite_edits(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def batch_wait_step(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """One model call takes two steps (a batch): a plain read, then a write that waits for
+    approval; the wait hands over to the next run (a small ``max_history_bytes``) with the
+    write's step (asked under ``vigil-batch-wait-step``), where it is approved. Both runs
+    are recorded."""
+    name = "agent-batch-wait-step"
+    await AgentService(ctx.sessionmaker).apply_spec(
+        AgentSpec.model_validate(
+            {
+                "name": name,
+                "model": {"batch_ms": 5000},
+                "tools": [{"name": t} for t in ("read_artifact", "write_artifact", "finish")],
+            }
+        )
+    )
+    ctx.stub.enqueue(
+        Reply.tool_call("read_artifact", {"name": "notes.txt"}),
+        Reply.tool_call("write_artifact", {"name": "a.md", "content": "a"}),
+        finish("wrote it"),
+    )
+    policy = ToolPolicy(require_approval=["write_artifact"])
+    arg = StartSessionInput(
+        agent_id=name, goal="read, write", policy=policy, max_history_bytes=SMALL_HISTORY
+    )
+    handle = await ctx.start("batch_wait_step", arg)
+    await eventually(handle, lambda s: [p.approval_id for p in s.pending_approvals] == ["a2-0"])
+    await hand_over_while_waiting(handle)
+    await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a2-0", by="alice"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    first_run = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first_run, ctx.client.get_workflow_handle(handle.id)]
+
+
 async def linear_patterns(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An approval signal with edited arguments, checked against the tool's schema with
     its patterns matched in linear time (asked under ``vigil-linear-patterns``); the
@@ -1344,6 +1377,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "conversation_idle": conversation_idle,
     "pause_holds_idle": pause_holds_idle,
     "finite_edits": finite_edits,
+    "batch_wait_step": batch_wait_step,
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
     "cancel_during_the_end": cancel_during_the_end,

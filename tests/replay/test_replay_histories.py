@@ -97,6 +97,8 @@ LATEST = {
     "earlier_session_id",
     "pause_holds_idle",
     "finite_edits",
+    "batch_wait_step_first_run",
+    "batch_wait_step_last_run",
 }
 EXPECTED = {
     "tools_finish",
@@ -506,6 +508,9 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     finite = _history(HISTORIES / "finite_edits.json")
     assert names.PATCH_FINITE_EDITS in _patches(finite)
     assert _ended(finite) == SessionStatus.COMPLETED.value
+    # An approval in a batch's second step handed over with that step (asked only then).
+    batch_wait = _history(HISTORIES / "batch_wait_step_first_run.json")
+    assert names.PATCH_BATCH_WAIT_STEP in _patches(batch_wait)
     # An approval signal's edited arguments checked with patterns in linear time.
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)
