@@ -260,6 +260,10 @@ PATCH_FINITE_EDITS = "vigil-finite-edits"
 # was recorded at that step, and its event, keyed by step and index, met the key of the
 # first step's call and was dropped. Asked only then.
 PATCH_BATCH_WAIT_STEP = "vigil-batch-wait-step"
+# An ask_human question is answered by the first message sent after it was asked; one
+# queued before it (sent while the model call that asked it ran, its sender told "queued
+# for the next step") answered it, unseen by anyone. Asked only when messages wait then.
+PATCH_ASK_AFTER_QUEUED = "vigil-ask-after-queued"
 ERR_EARLIER_SESSION = "EarlierSession"
 """A session's opening found its id's record opened by an earlier workflow (started at
 another time, closed since): the run ends at once, failed, writing nothing to that record."""

@@ -564,6 +564,9 @@ class CarriedWait(Payload):
     question: str | None = None
     expires_at: datetime | None = None
     """When an ask_human question stops waiting for a reply."""
+    queued_before: int = 0
+    """The messages queued before the ask_human question was asked (the carried inbox's
+    first ones): they wait for the next step; the reply is the first after them."""
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:

@@ -624,7 +624,7 @@ class AgentSession(Waits):
         elif wait.kind == "sleep" and wait.wake_at is not None:
             self._tool_message(seq, step, call, await self._sleep(wait.wake_at, resumed=True))
         else:
-            text = await self._ask_human(wait.question or "", wait.expires_at)
+            text = await self._ask_human(wait.question or "", wait.expires_at, wait.queued_before)
             self._tool_message(seq, step, call, text)
         await self._run_calls(step, wait.model_seq, wait.later_calls)
 

@@ -153,7 +153,12 @@ class Waits(HumanControl):
             return f"woke at {now} before {wake_at.isoformat()}: the session's deadline passed"
         return f"woke at {now} as planned"
 
-    async def _ask_human(self, question: str, expires: datetime | None = None) -> str:
+    async def _ask_human(
+        self, question: str, expires: datetime | None = None, earlier: int = 0
+    ) -> str:
+        """Wait for a human's reply to ``question``: the first message that comes after the
+        ``earlier`` ones queued before it was asked (those wait for the next step, as their
+        senders were told). ``expires`` and ``earlier``: a question handed over."""
         self._set_status(SessionStatus.WAITING_HUMAN)
         self._waiting_for = asking(question)
         await self._flush()
@@ -162,17 +167,24 @@ class Waits(HumanControl):
                 "human_asked", f"ask-{self._c.next_seq}", question=preview(question, 2000)
             )
             expires = times.later(workflow.now(), self._arg.policy.ask_human_timeout_seconds)
+            # Messages sent before the question (while the model call that asks it ran)
+            # answered it, unseen by anyone: asked only when some wait.
+            earlier = len(self._inbox.items)
+            if earlier and not workflow.patched(names.PATCH_ASK_AFTER_QUEUED):
+                earlier = 0
         got = await self._wait(
-            lambda: bool(self._inbox.items),
+            lambda: len(self._inbox.items) > earlier,
             until=expires,
-            hand_over=lambda: self._carry_wait("ask_human", question=question, expires_at=expires),
+            hand_over=lambda: self._carry_wait(
+                "ask_human", question=question, expires_at=expires, queued_before=earlier
+            ),
             summary=summaries.ask_timer(question, expires),
         )
         self._waiting_for = None
         self._set_status(SessionStatus.RUNNING)
         if not got:
             return "no human replied in time"
-        text, by, _at = self._inbox.items.pop(0)
+        text, by, _at = self._inbox.items.pop(earlier)
         self._event(
             f"human:{workflow.uuid4()}",
             event_kinds.HUMAN_REPLY,

@@ -112,3 +112,41 @@ async def test_a_message_sent_as_an_update_says_it_answers_the_question(
         )
         assert ack.message == "message taken as the answer to the agent's question", ack
         assert (await handle.result()).status == SessionStatus.COMPLETED
+
+
+async def test_a_message_sent_before_the_question_does_not_answer_it(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """A message sent while the model call ran (its sender told it is queued for the next
+    step), then the reply asks a question: the queued message answered the question at
+    once, which no one had seen. The question now waits for a message sent after it; the
+    earlier one joins the transcript at the next step, as its sender was told."""
+    stub.enqueue(
+        Reply.hang(
+            2.0, then=Reply.tool_call("ask_human", {"question": "Which colour should it be?"})
+        ),
+        Reply.tool_call("finish", {"summary": "asked"}),
+    )
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("make a report"))
+        await until(lambda: len(stub.requests) == 1, what="the model call")
+        ack = await handle.execute_update(
+            names.UPD_MESSAGE, MessageInput(text="also add a chart", by="gina"), result_type=Ack
+        )
+        assert "next step" in ack.message, ack
+        st = await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        assert st.waiting_for == "a human reply to: Which colour should it be?"
+        assert len(stub.requests) == 1
+        await handle.signal(names.SIG_MESSAGE, MessageInput(text="blue", by="frank"))
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    messages = await transcript(sessionmaker, handle.id)
+    assert_whole(messages)
+    (answer,) = [m for m in tool_messages(messages) if m.name == "ask_human"]
+    assert answer.content == "frank replied: blue"
+    gina = [m for m in messages if m.role == "user" and m.name == "gina"]
+    assert [m.content for m in gina] == ["also add a chart"] and gina[0].seq > answer.seq

@@ -842,6 +842,28 @@ async def batch_wait_step(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [first_run, ctx.client.get_workflow_handle(handle.id)]
 
 
+async def ask_after_queued(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A message sent while the model call ran, whose reply asks a question: the message
+    waits for the next step (asked under ``vigil-ask-after-queued``); the question hands
+    over to the next run (a small ``max_history_bytes``), where a later message answers
+    it. Both runs are recorded."""
+    ctx.stub.enqueue(
+        Reply.hang(2.0, then=Reply.tool_call("ask_human", {"question": "Which colour?"})),
+        finish("asked"),
+    )
+    handle = await ctx.start(
+        "ask_after_queued", _arg("make a report", max_history_bytes=SMALL_HISTORY)
+    )
+    await until(lambda: len(ctx.stub.requests) == 1)
+    await handle.execute_update(names.UPD_MESSAGE, MessageInput(text="add a chart", by="gina"))
+    await eventually(handle, lambda s: s.status == SessionStatus.WAITING_HUMAN)
+    await hand_over_while_waiting(handle)
+    await handle.signal(names.SIG_MESSAGE, MessageInput(text="blue", by="frank"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    first_run = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first_run, ctx.client.get_workflow_handle(handle.id)]
+
+
 async def linear_patterns(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An approval signal with edited arguments, checked against the tool's schema with
     its patterns matched in linear time (asked under ``vigil-linear-patterns``); the
@@ -1378,6 +1400,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "pause_holds_idle": pause_holds_idle,
     "finite_edits": finite_edits,
     "batch_wait_step": batch_wait_step,
+    "ask_after_queued": ask_after_queued,
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
     "cancel_during_the_end": cancel_during_the_end,

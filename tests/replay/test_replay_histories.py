@@ -99,6 +99,8 @@ LATEST = {
     "finite_edits",
     "batch_wait_step_first_run",
     "batch_wait_step_last_run",
+    "ask_after_queued_first_run",
+    "ask_after_queued_last_run",
 }
 EXPECTED = {
     "tools_finish",
@@ -511,6 +513,9 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # An approval in a batch's second step handed over with that step (asked only then).
     batch_wait = _history(HISTORIES / "batch_wait_step_first_run.json")
     assert names.PATCH_BATCH_WAIT_STEP in _patches(batch_wait)
+    # A message queued before a question waited for the next step (asked only then).
+    queued = _history(HISTORIES / "ask_after_queued_first_run.json")
+    assert names.PATCH_ASK_AFTER_QUEUED in _patches(queued)
     # An approval signal's edited arguments checked with patterns in linear time.
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)
