@@ -264,6 +264,10 @@ PATCH_BATCH_WAIT_STEP = "vigil-batch-wait-step"
 # queued before it (sent while the model call that asked it ran, its sender told "queued
 # for the next step") answered it, unseen by anyone. Asked only when messages wait then.
 PATCH_ASK_AFTER_QUEUED = "vigil-ask-after-queued"
+# A redirect of the goal alone that comes while a move to another version is read fills
+# the moved prompt's goal: the prompt kept the goal the move was read with until the next
+# run. Asked only then.
+PATCH_MOVE_TAKES_LATER_GOAL = "vigil-move-takes-later-goal"
 ERR_EARLIER_SESSION = "EarlierSession"
 """A session's opening found its id's record opened by an earlier workflow (started at
 another time, closed since): the run ends at once, failed, writing nothing to that record."""

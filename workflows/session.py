@@ -1091,8 +1091,9 @@ class AgentSession(Waits):
         if version == old and workflow.patched(names.PATCH_INPUT_BEFORE_RUN):
             return  # named before the run read its version, and the version it read
         self._moving_to = version
+        goal = self._c.goal
         try:
-            runtime = await self._fetch_runtime(version, self._c.goal)
+            runtime = await self._fetch_runtime(version, goal)
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
@@ -1119,3 +1120,6 @@ class AgentSession(Waits):
             payload={"from": old, "to": runtime.version, "content_hash": runtime.content_hash},
         )
         self._update(agent_version=runtime.version, system_prompt=self._arg.system_prompt)
+        if self._c.goal != goal and workflow.patched(names.PATCH_MOVE_TAKES_LATER_GOAL):
+            # A redirect of the goal alone came while the version was read.
+            self._fill_prompt(self._c.goal)

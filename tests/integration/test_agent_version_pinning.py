@@ -407,3 +407,58 @@ async def test_a_plain_redirect_fills_the_prompts_goal(
         f"You are {name}. Goal: the first. Again: the first.",
         f"You are {name}. Goal: the second. Again: the second.",
     ]
+
+
+async def test_a_plain_redirect_while_a_move_is_read_fills_the_moved_prompt(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """A redirect to version 2, then, while the session reads version 2 to move to it, a
+    redirect of the goal alone: version 2's prompt was filled with the goal of the first
+    redirect (read with the move), and the model worked under the superseded goal. The
+    moved prompt holds the last goal."""
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    agents = AgentService(sessionmaker)
+    await agents.apply_spec(spec(name, "first edition: {goal}", ["read_artifact"]))
+    await agents.apply_spec(spec(name, "second edition: {goal}", ["recall"]))
+    stub.enqueue(
+        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
+        Reply.tool_call("finish", {"summary": "done"}),
+    )
+    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
+    async with running_worker(client, cfg, task_queue):
+        handle = await start(
+            client, task_queue, session_input("the first", agent_id=name, agent_version=1)
+        )
+        await approval_pending(handle, sessionmaker, "a1-0")
+        await handle.execute_update(
+            names.UPD_REDIRECT, RedirectInput(goal="the second", by="ops", agent_version=2)
+        )
+        locker = await asyncpg.connect(database_url)
+        try:
+            held = locker.transaction()
+            await held.start()
+            # Version 2's read waits on this lock: the move is under way.
+            await locker.execute("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE")
+            await handle.execute_update(
+                names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops")
+            )
+            await until(
+                lambda: waiting_for_lock(database_url, "%agent_versions%"),
+                within=30,
+                what="version 2 read",
+            )
+            await handle.execute_update(
+                names.UPD_REDIRECT, RedirectInput(goal="the third", by="ana")
+            )
+            await held.rollback()
+        finally:
+            await locker.close()
+        result = await handle.result()
+    assert result.status == SessionStatus.COMPLETED, result
+    last = [r.body for r in stub.requests if r.path.endswith("/completions")][-1]
+    assert last["messages"][0]["content"] == "second edition: the third"

@@ -1193,6 +1193,30 @@ async def redirect_back_during_move(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def move_takes_later_goal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A redirect to version 2; once approved, while the session reads version 2 (held by
+    a lock on the versions' table), a redirect of the goal alone: the moved prompt holds
+    that goal (asked under ``vigil-move-takes-later-goal``)."""
+    name = "agent-move-later-goal"
+    await _two_editions(ctx, name)
+    ctx.stub.enqueue(ctx.fetch("/one"), finish("moved"))
+    arg = StartSessionInput(agent_id=name, goal="the first", agent_version=1)
+    handle = await ctx.start("move_takes_later_goal", arg)
+    url = ctx.settings.endpoints().database_url
+    assert url is not None
+    await eventually(handle, lambda s: bool(s.pending_approvals))
+    await handle.execute_update(
+        names.UPD_REDIRECT, RedirectInput(goal="the second", by="ops", agent_version=2)
+    )
+    async with ctx.sessionmaker() as db, db.begin():
+        await db.execute(sql("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE"))
+        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
+        await until(lambda: waiting_for_lock(url, "%agent_versions%"))
+        await handle.execute_update(names.UPD_REDIRECT, RedirectInput(goal="the third", by="ana"))
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    return [handle]
+
+
 async def redirect_with_the_start(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A redirect to version 2 sent with the start (signal-with-start): handled before the
     run's code starts, it is taken and the session runs version 2."""
@@ -1401,6 +1425,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "finite_edits": finite_edits,
     "batch_wait_step": batch_wait_step,
     "ask_after_queued": ask_after_queued,
+    "move_takes_later_goal": move_takes_later_goal,
     "conversation_late_message": conversation_late_message,
     "message_at_the_end": message_at_the_end,
     "cancel_during_the_end": cancel_during_the_end,

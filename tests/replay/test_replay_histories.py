@@ -101,6 +101,7 @@ LATEST = {
     "batch_wait_step_last_run",
     "ask_after_queued_first_run",
     "ask_after_queued_last_run",
+    "move_takes_later_goal",
 }
 EXPECTED = {
     "tools_finish",
@@ -516,6 +517,9 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # A message queued before a question waited for the next step (asked only then).
     queued = _history(HISTORIES / "ask_after_queued_first_run.json")
     assert names.PATCH_ASK_AFTER_QUEUED in _patches(queued)
+    # A goal-only redirect while a move was read filled the moved prompt (asked then).
+    later_goal = _history(HISTORIES / "move_takes_later_goal.json")
+    assert names.PATCH_MOVE_TAKES_LATER_GOAL in _patches(later_goal)
     # An approval signal's edited arguments checked with patterns in linear time.
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)
