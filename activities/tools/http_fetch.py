@@ -15,6 +15,11 @@ checked, and the connection goes to a checked address (never to a second lookup 
 name, so DNS rebinding cannot swap it). TLS still verifies the certificate against the
 name. URLs with credentials are refused. Redirects are followed (up to five), each hop
 checked the same way.
+
+A body is taken as sent or compressed once with gzip or deflate (the only encodings
+asked for), decompressed a bounded piece at a time: the limit on its size holds for what
+it decompresses to, so a small compressed body cannot fill the worker's memory. Other
+encodings (br, zstd, one stacked on another) are refused.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +49,59 @@ if TYPE_CHECKING:
     from vigil.activities.config import ActivitySettings
 
 MAX_REDIRECTS = 5
+ACCEPT_ENCODING = "gzip, deflate"
+"""What a fetch asks for: encodings decompressed here a bounded piece at a time."""
+_PIECE = 64 * 1024
+"""Bytes decompressed at most per step."""
+
+
+class _Body:
+    """A response's body as it arrives (raw), decoded by its ``Content-Encoding`` and
+    refused once it would pass ``max_bytes`` decoded."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        names = [e.strip().lower() for e in encoding.split(",") if e.strip()]
+        names = [e for e in names if e != "identity"]
+        if len(names) > 1:
+            raise ToolFailed(f"the body is encoded {len(names)} times over ({encoding[:100]})")
+        self.max_bytes = max_bytes
+        self.data = bytearray()
+        self._zlib: Any = None
+        self._raw_deflate = False
+        if names:
+            if names[0] in ("gzip", "x-gzip"):
+                self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            elif names[0] == "deflate":
+                self._zlib = zlib.decompressobj(zlib.MAX_WBITS)
+                self._raw_deflate = True  # servers send raw deflate too: tried on error
+            else:
+                raise ToolFailed(
+                    f"the body is encoded as {names[0][:50]!r}, which is not taken "
+                    "(gzip or deflate only)"
+                )
+
+    def feed(self, chunk: bytes) -> None:
+        if self._zlib is None:
+            self._add(chunk)
+            return
+        pending = chunk
+        while pending:
+            try:
+                out = self._zlib.decompress(pending, _PIECE)
+            except zlib.error as exc:
+                if self._raw_deflate and not self.data:
+                    self._raw_deflate = False
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise ToolFailed(f"the body could not be decompressed: {exc}") from None
+            self._raw_deflate = False
+            self._add(out)
+            pending = self._zlib.unconsumed_tail
+
+    def _add(self, data: bytes) -> None:
+        self.data.extend(data)
+        if len(self.data) > self.max_bytes:
+            raise ToolFailed(f"response larger than the {self.max_bytes}-byte limit")
 
 
 def _kind(ip: IPAddress) -> str:
@@ -72,13 +131,17 @@ class FetchPolicy:
     def check_url(self, url: httpx.URL) -> tuple[str, int]:
         """(host, port) of a URL the allowlist names by host and port; ToolFailed if not."""
         scheme = url.scheme
-        if scheme not in DEFAULT_PORTS or not url.host:
+        try:
+            url_host = url.host
+        except UnicodeError as exc:  # a name IDNA refuses (``xn--a.com``)
+            raise ToolFailed(f"not a valid host name in {str(url)[:200]!r}: {exc}") from None
+        if scheme not in DEFAULT_PORTS or not url_host:
             raise ToolFailed(
                 f"only http(s) URLs with a host can be fetched, not {str(url)[:200]!r}"
             )
         if url.userinfo:
             raise ToolFailed("URLs with a user name or password are refused")
-        host = url.host.rstrip(".").lower()
+        host = url_host.rstrip(".").lower()
         address = canonical_address(host)
         if address is not None:
             host = str(address)
@@ -222,19 +285,18 @@ async def _fetch(
     ) as client:
         for hop in range(max_redirects + 1):
             try:
-                async with client.stream("GET", current) as resp:
+                headers = {"Accept-Encoding": ACCEPT_ENCODING}
+                async with client.stream("GET", current, headers=headers) as resp:
                     if resp.is_redirect:
                         if hop == max_redirects:
                             raise ToolFailed(f"stopped after {max_redirects} redirects")
                         current = current.join(resp.headers["location"])
                         continue
-                    body = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        body.extend(chunk)
-                        if len(body) > max_bytes:
-                            raise ToolFailed(f"response larger than the {max_bytes}-byte limit")
+                    body = _Body(resp.headers.get("content-encoding", ""), max_bytes)
+                    async for chunk in resp.aiter_raw():
+                        body.feed(chunk)
                     ctype = resp.headers.get("content-type", "application/octet-stream")
-                    return Fetched(str(current), resp.status_code, ctype, bytes(body), hop)
+                    return Fetched(str(current), resp.status_code, ctype, bytes(body.data), hop)
             except ToolFailed as exc:
                 if hop == 0:
                     raise
