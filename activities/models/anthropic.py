@@ -21,10 +21,12 @@ from vigil.activities.models.base import (
     malformed,
     post_json,
     post_sse,
+    redact,
     sane_call_id,
     sse_json,
     stream_broken,
     to_wire_names,
+    token_count,
 )
 from vigil.activities.models.http import HttpClient
 from vigil.schema import jsonlimits
@@ -155,7 +157,7 @@ class AnthropicProvider:
                     if whole.content:
                         await on_delta(whole.content)
                     return from_wire_names(whole, names)
-                delta, done = reply.add(sse_json(event, secret=self._api_key))
+                delta, done = reply.add(sse_json(event, secret=self._api_key), self._api_key)
                 if delta:
                     streamed.add(delta)
                     await on_delta(delta)
@@ -278,17 +280,13 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float) -> ModelReply:
         content="\n\n".join(texts),
         tool_calls=calls,
         usage=Usage(
-            input_tokens=_int(usage.get("input_tokens")),
-            output_tokens=_int(usage.get("output_tokens")),
+            input_tokens=token_count(usage.get("input_tokens")),
+            output_tokens=token_count(usage.get("output_tokens")),
         ),
         finish_reason=finish_reason,
         model=reported_model if isinstance(reported_model, str) and reported_model else model,
         latency_ms=latency_ms,
     )
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 # Errors Anthropic reports inside a stream; all but a bad request are worth a retry.
@@ -306,8 +304,9 @@ class _StreamedMessage:
         self.output_tokens = 0
         self.stop_reason: str | None = None
 
-    def add(self, data: Any) -> tuple[str, bool]:
-        """Fold one event in; returns (its text delta, whether the message is complete)."""
+    def add(self, data: Any, secret: str | None = None) -> tuple[str, bool]:
+        """Fold one event in; returns (its text delta, whether the message is complete).
+        ``secret``: the API key, kept out of an error's text."""
         if not isinstance(data, dict):
             raise malformed(f"expected a JSON object, got {type(data).__name__}")
         kind = data.get("type")
@@ -316,7 +315,7 @@ class _StreamedMessage:
             error = error if isinstance(error, dict) else {}
             error_type = error.get("type") if isinstance(error.get("type"), str) else None
             raise ProviderError(
-                str(error.get("message") or "error in the stream"),
+                redact(str(error.get("message") or "error in the stream"), secret),
                 retryable=error_type not in _PERMANENT_STREAM_ERRORS,
                 status=200,
                 error_type=error_type,
@@ -328,8 +327,8 @@ class _StreamedMessage:
                     self.model = message["model"]
                 usage = message.get("usage")
                 if isinstance(usage, dict):
-                    self.input_tokens = _int(usage.get("input_tokens"))
-                    self.output_tokens = _int(usage.get("output_tokens"))
+                    self.input_tokens = token_count(usage.get("input_tokens"))
+                    self.output_tokens = token_count(usage.get("output_tokens"))
             return "", False
         if kind == "content_block_start":
             block = data.get("content_block")
@@ -354,7 +353,8 @@ class _StreamedMessage:
             return "", False
         if kind == "content_block_delta":
             delta = data.get("delta")
-            block = self.blocks.get(data.get("index"))  # type: ignore[arg-type]
+            index = data.get("index")
+            block = self.blocks.get(index) if isinstance(index, int) else None
             if not isinstance(delta, dict) or block is None:
                 return "", False
             if delta.get("type") == "text_delta" and block["type"] == "text":
@@ -374,7 +374,7 @@ class _StreamedMessage:
                 self.stop_reason = delta["stop_reason"]
             usage = data.get("usage")
             if isinstance(usage, dict) and "output_tokens" in usage:
-                self.output_tokens = _int(usage.get("output_tokens"))
+                self.output_tokens = token_count(usage.get("output_tokens"))
             return "", False
         return "", kind == "message_stop"  # ping, content_block_stop: nothing to fold
 

@@ -277,6 +277,20 @@ MAX_STREAM_BYTES = 16 * MAX_REPLY_BYTES
 event of its own (JSON, ids, framing), often ten times the text it carries. Events are
 parsed as they arrive, so this bounds the transfer, not what is held in memory."""
 _SNIPPET = 200
+MAX_RETRY_AFTER_SECONDS = 3600.0
+"""The longest wait a provider's Retry-After is taken for: one asking for more (a year,
+or 1e15 seconds, which overflowed the session's timer) is asked again after an hour."""
+MAX_TOKEN_COUNT = 2**40
+"""The largest token count a reply's usage is taken with; one past it, or below zero, is
+no count (0): a negative one lowered the session's totals under its budgets, and one past
+2**63 failed the reply's write on every attempt."""
+
+
+def token_count(value: Any) -> int:
+    """A usage field's token count: a whole number in range, else 0 (not reported)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return 0
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -296,7 +310,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
 def is_retryable_status(status: int) -> bool:

@@ -22,10 +22,12 @@ from vigil.activities.models.base import (
     malformed,
     post_json,
     post_sse,
+    redact,
     sane_call_id,
     sse_json,
     stream_broken,
     to_wire_names,
+    token_count,
 )
 from vigil.activities.models.http import HttpClient
 from vigil.schema import jsonlimits
@@ -250,8 +252,8 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float, secret: str | Non
         content=content,
         tool_calls=calls,
         usage=Usage(
-            input_tokens=_int(usage.get("prompt_tokens")),
-            output_tokens=_int(usage.get("completion_tokens")),
+            input_tokens=token_count(usage.get("prompt_tokens")),
+            output_tokens=token_count(usage.get("completion_tokens")),
         ),
         finish_reason=finish_reason
         if isinstance(finish_reason, str)
@@ -259,11 +261,6 @@ def _reply_from_wire(data: Any, model: str, latency_ms: float, secret: str | Non
         model=reported_model if isinstance(reported_model, str) and reported_model else model,
         latency_ms=latency_ms,
     )
-
-
-def _int(value: Any) -> int:
-    # Some compatible servers omit usage; an unknown count is recorded as 0.
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class _StreamedReply:
@@ -285,7 +282,7 @@ class _StreamedReply:
             message = error.get("message") if isinstance(error, dict) else str(error)
             kind = error.get("type") if isinstance(error, dict) else None
             raise ProviderError(
-                str(message or "error in the stream"),
+                redact(str(message or "error in the stream"), secret),
                 retryable=True,
                 status=200,
                 error_type=kind if isinstance(kind, str) else None,
@@ -305,7 +302,10 @@ class _StreamedReply:
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return ""
-        for raw in delta.get("tool_calls") or []:
+        streamed_calls = delta.get("tool_calls") or []
+        if not isinstance(streamed_calls, list):
+            raise malformed("streamed tool calls are not a list", secret=secret)
+        for raw in streamed_calls:
             if not isinstance(raw, dict):
                 raise malformed("a streamed tool call is not an object")
             index = raw.get("index", len(self.calls))
@@ -343,8 +343,8 @@ class _StreamedReply:
             content="".join(self.text),
             tool_calls=calls,
             usage=Usage(
-                input_tokens=_int(self.usage.get("prompt_tokens")),
-                output_tokens=_int(self.usage.get("completion_tokens")),
+                input_tokens=token_count(self.usage.get("prompt_tokens")),
+                output_tokens=token_count(self.usage.get("completion_tokens")),
             ),
             finish_reason=self.finish_reason or ("tool_calls" if calls else "stop"),
             model=self.model,

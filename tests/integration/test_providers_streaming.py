@@ -156,3 +156,37 @@ async def test_a_server_that_ignores_stream_still_answers(
 
     reply = await provider.stream(ASK, [], on_delta=sink)
     assert reply.content == "plain" and deltas == ["plain"]
+
+
+async def test_an_error_in_the_stream_that_echoes_the_key_does_not_carry_it(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    """A provider's in-stream error quoting the API key: the error's text went as it was
+    into the activity's failure (Temporal's history) and the worker's log; an error of
+    the whole reply was redacted already."""
+    said = "invalid api key sk-x given"
+    stub.enqueue(Reply.broken_stream("one two three", after=1, fault="error", message=said))
+
+    async def sink(delta: str) -> None:
+        pass
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.stream(ASK, [], on_delta=sink)
+    assert "sk-x" not in caught.value.message, caught.value.message
+    assert "invalid api key" in caught.value.message
+
+
+async def test_token_counts_out_of_range_are_taken_as_none(
+    provider: StreamingProvider, stub: LLMStub
+) -> None:
+    """A negative count lowered the session's totals under its budgets; one past 2**63
+    failed the reply's write (a bigint column) on every attempt."""
+    stub.enqueue(Reply.text("hi", usage=(-5, 2**70)), Reply.text("hi", usage=(-5, 2**70)))
+
+    async def sink(delta: str) -> None:
+        pass
+
+    streamed = await provider.stream(ASK, [], on_delta=sink, max_tokens=20)
+    whole = await provider.complete(ASK, [], max_tokens=20)  # type: ignore[attr-defined]
+    for reply in (streamed, whole):
+        assert (reply.usage.input_tokens, reply.usage.output_tokens) == (0, 0), reply.usage

@@ -91,13 +91,19 @@ class Reply:
         after: int,
         fault: Literal["drop", "error", "garbage"] = "drop",
         chunk_delay: float = 0.0,
+        message: str | None = None,
     ) -> Reply:
         """A text answer whose stream breaks after ``after`` chunks (a non-streaming
         request gets a 500 instead: the fault is the point of this reply). With
         ``garbage`` the stream carries a chunk that is not JSON there, then goes on to
-        its proper end."""
+        its proper end. ``message``: the in-stream error's text (``error``)."""
         return cls(
-            "message", content=content, fault_after=after, fault=fault, chunk_delay=chunk_delay
+            "message",
+            content=content,
+            fault_after=after,
+            fault=fault,
+            chunk_delay=chunk_delay,
+            message=message,
         )
 
     @classmethod
@@ -702,7 +708,8 @@ def _openai_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     yield _sse(chunk({"role": "assistant", "content": ""}))
-    error = _sse({"error": {"message": "The server had an error", "type": "server_error"}})
+    said = reply.message or "The server had an error"
+    error = _sse({"error": {"message": said, "type": "server_error"}})
     for item in _text_stream(reply, lambda t: _sse(chunk({"content": t})), error):
         yield item
         if item is _DROP:
@@ -744,7 +751,10 @@ def _anthropic_stream(reply: Reply, request: dict[str, Any], n: int) -> Any:
         start = {"type": "content_block_start", "index": 0}
         yield _sse({**start, "content_block": {"type": "text", "text": ""}}, start["type"])
         error = _sse(
-            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            {
+                "type": "error",
+                "error": {"type": "overloaded_error", "message": reply.message or "Overloaded"},
+            },
             "error",
         )
 
