@@ -34,7 +34,7 @@ import functools
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -77,6 +77,10 @@ class Ledger:
     word, neither failure nor outage, count as failures at the next one's start)."""
     cut_off: int = 0
     """Attempts cut off by their worker's shutdown (not counted as failures)."""
+    tool_details: tuple[Any, ...] = field(default=(), compare=False)
+    """A Python tool's own heartbeat details (``ToolContext.heartbeat``), the last it gave
+    or those an earlier attempt left: every heartbeat of the attempt carries them after
+    the ledger, so vigil's own heartbeats do not erase them. Not part of ``details``."""
 
     @property
     def uncounted(self) -> int:
@@ -95,7 +99,11 @@ class Ledger:
             return cls()
 
     def details(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "tool_details"}
+
+    def heartbeat(self) -> None:
+        """Heartbeat this ledger, then the tool's own details."""
+        activity.heartbeat(self.details(), *self.tool_details)
 
     def met(self, outage: Outage, now: float) -> None:
         if self.down_since is None or self.up_at is not None:
@@ -155,7 +163,9 @@ def _ledger_of(owner: Any, info: activity.Info, arg: Any) -> Ledger:
     place, so an attempt that ends without a word, timed out or cancelled, still passes on
     what the ones before it met)."""
     if not info.is_local:
-        return Ledger.from_details(info.heartbeat_details)
+        ledger = Ledger.from_details(info.heartbeat_details)
+        ledger.tool_details = tuple(info.heartbeat_details[1:])
+        return ledger
     ledgers = _local_ledgers(owner)
     key = _local_key(info, arg)
     found = ledgers.get(key) if ledgers is not None else None
@@ -170,7 +180,7 @@ def _keep(ledger: Ledger) -> None:
     """Leave the ledger for the next attempt of a regular activity (a local activity's
     stays with its owner)."""
     if not activity.info().is_local:
-        activity.heartbeat(ledger.details())
+        ledger.heartbeat()
 
 
 def _done(owner: Any, arg: Any) -> None:
@@ -183,13 +193,15 @@ def _done(owner: Any, arg: Any) -> None:
 
 def beat(*details: Any) -> None:
     """Heartbeat, carrying the attempt's ledger (a heartbeat without it would erase it),
-    then ``details`` (a Python tool's own, ``ToolContext.heartbeat``). A local activity
-    has no heartbeat: nothing to do."""
+    then ``details`` (a Python tool's own, ``ToolContext.heartbeat``), or, without them,
+    the tool's last. A local activity has no heartbeat: nothing to do."""
     if activity.info().is_local:
         return
-    ledger = _LEDGER.get()
-    if details or (ledger is not None and ledger.uncounted):
-        activity.heartbeat((ledger or Ledger()).details(), *details)
+    ledger = _LEDGER.get() or Ledger()
+    if details:
+        ledger.tool_details = details
+    if ledger.tool_details or ledger.uncounted:
+        ledger.heartbeat()
     else:
         activity.heartbeat()
 
@@ -249,7 +261,7 @@ def _note_shutdown(ledger: Ledger) -> None:
     if ledger.cut_off >= CUT_OFFS_FORGIVEN:
         return
     ledger.cut_off += 1
-    activity.heartbeat(ledger.details())
+    ledger.heartbeat()
 
 
 def counted_attempt() -> int:

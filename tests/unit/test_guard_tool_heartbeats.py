@@ -120,3 +120,63 @@ async def test_cut_offs_past_the_forgiven_ones_count_as_failures() -> None:
     env.info = dataclasses.replace(env.info, attempt=CUT_OFFS_FORGIVEN + 2, heartbeat_details=spent)
     with pytest.raises(ApplicationError, match="failed 1 times, the last without a result"):
         await env.run(Owner().run_tool, Call(max_failures=1))
+
+
+class Progressing:
+    """A tool that records its progress, then lives on while vigil heartbeats for it."""
+
+    def __init__(self, progress: dict[str, int] | None) -> None:
+        self.progress = progress
+        self.seen: list[Any] = []
+        self.started = asyncio.Event()
+
+    @guarded
+    async def run_tool(self, arg: Call) -> str:
+        from temporalio import activity
+
+        from vigil.activities import guard
+
+        self.seen = list(activity.info().heartbeat_details[1:])
+        if self.progress is not None:
+            ToolContext(
+                session_id=arg.session_id,
+                agent_id=arg.agent_id,
+                step=1,
+                tool="slow",
+                call_id="c-1",
+                idempotency_key="k",
+            ).heartbeat(self.progress)
+        async with guard.heartbeating(every=0.01):
+            self.started.set()
+            await asyncio.sleep(60)
+        return "not reached"
+
+
+async def test_vigils_own_heartbeats_keep_the_tools_details() -> None:
+    """vigil's heartbeat while a tool runs (every third of the heartbeat timeout), and the
+    last one of an attempt its worker's shutdown cuts off, carried the ledger alone: a
+    tool's recorded progress was erased, and the next attempt started over."""
+
+    async def attempt(number: int, details: list[Any], tool: Progressing) -> list[Any]:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, attempt=number, heartbeat_details=details)
+        beats: list[tuple[Any, ...]] = []
+        env.on_heartbeat = lambda *d: beats.append(d)
+        task = asyncio.ensure_future(env.run(tool.run_tool, Call(max_failures=5)))
+        await tool.started.wait()
+        await asyncio.sleep(0.1)  # a few of vigil's heartbeats
+        env.cancel(ActivityCancellationDetails(worker_shutdown=True))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(beats) > 2, beats
+        assert all(b[1:] == beats[-1][1:] for b in beats[1:]), beats
+        return list(beats[-1])
+
+    left = await attempt(1, [], Progressing({"done": 400}))
+    assert left[1:] == [{"done": 400}], left
+    # The next attempt reads them, and its own heartbeats (none from the tool) keep them.
+    second = Progressing(None)
+    left = await attempt(2, left, second)
+    assert second.seen == [{"done": 400}]
+    assert left[1:] == [{"done": 400}], left
+    assert Ledger.from_details(left).cut_off == 2
