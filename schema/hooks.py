@@ -23,17 +23,25 @@ Alibaba Cloud's); the others (169.254.169.254 and the like) are link-local."""
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_TRANSLATING = (
+    ipaddress.ip_network("64:ff9b:1::/48"),  # a network's own NAT64 prefixes (RFC 8215)
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT, RFC 2765)
+)
+"""Prefixes an IPv4 address is carried in as the last 32 bits by a translator the
+network may run (its own NAT64 gateway, a stateless translator)."""
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries and reaches (mapped, 6to4, NAT64, the old
-    IPv4-compatible form), so that each spelling of 169.254.169.254 is the same."""
+    """The IPv4 address an IPv6 one carries and reaches (mapped, 6to4, NAT64 with the
+    well-known prefix or a network's own, IPv4-translated, the old IPv4-compatible form),
+    so that each spelling of 169.254.169.254 is the same."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64 or (ip in _V4_COMPATIBLE and int(ip) > 1):
+    translated = ip in _NAT64 or any(ip in net for net in _TRANSLATING)
+    if translated or (ip in _V4_COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

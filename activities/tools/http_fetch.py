@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import socket
 import zlib
 from collections.abc import Iterable
@@ -115,7 +116,10 @@ def _kind(ip: IPAddress) -> str:
 
 
 def _public(ip: IPAddress) -> bool:
-    return ip.is_global and not ip.is_multicast
+    # Site-local IPv6 (fec0::/10, deprecated, still routed inside some networks) counts
+    # as global to Python's ``ipaddress``.
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
+    return ip.is_global and not ip.is_multicast and not site_local
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ def test_urls(allow: str, url: str, ok: bool) -> None:
         ("::127.0.0.1", "loopback"),
         ("64:ff9b::a9fe:a9fe", "link-local"),
         ("2002:c0a8:101::1", "private"),
+        # A network's own NAT64 prefix, the IPv4-translated form, and site-local IPv6.
+        ("64:ff9b:1::a9fe:a9fe", "link-local"),
+        ("64:ff9b:1:2::7f00:1", "loopback"),
+        ("::ffff:0:7f00:1", "loopback"),
+        ("fec0::1", "non-public"),
     ],
 )
 def test_non_public_addresses_need_an_entry(address: str, kind: str) -> None:
