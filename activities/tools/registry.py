@@ -6,8 +6,10 @@ back to the model as the tool's result.
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,36 +108,68 @@ async def write_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutco
     )
 
 
+READ_WHOLE_BYTES = 4 * 1024 * 1024
+"""An artifact up to this size is read whole for a page of it; a larger one is read as a
+stream, holding a chunk and the page at a time (an upload may be a GiB)."""
+
+
 async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
-    from vigil.activities.artifacts.registry import get_artifact
+    from vigil.activities.artifacts.registry import open_artifact, resolve_artifact
     from vigil.activities.artifacts.store import ArtifactError, UnknownArtifact
 
     max_chars = int(args.get("max_chars", 20_000))
     offset = int(args.get("offset", 0))
     name = str(args["name"])
     try:
-        _ref, data = await get_artifact(
-            ctx.store,
-            ctx.sessionmaker,
-            agent_id=ctx.agent_id,
-            session_id=ctx.session_id,
-            name=name,
+        ref = await resolve_artifact(
+            ctx.sessionmaker, agent_id=ctx.agent_id, session_id=ctx.session_id, name=name
         )
+        if ref.size <= READ_WHOLE_BYTES:
+            data = await asyncio.to_thread(ctx.store.get_bytes, ref.sha256)
+            text = data.decode("utf-8", errors="replace")
+            window, total, size = text[offset : offset + max_chars], len(text), len(data)
+        else:
+            _ref, chunks = await open_artifact(
+                ctx.store, ctx.sessionmaker, agent_id=ctx.agent_id, sha256=ref.sha256
+            )
+            window, total, size = await _window(chunks, offset, max_chars)
     except UnknownArtifact as exc:
         raise ToolFailed(f"this session has no artifact named {preview(name, 200)!r}") from exc
     except (ArtifactError, ValueError) as exc:
         raise ToolFailed(str(exc)) from exc
-    text = data.decode("utf-8", errors="replace")
     # At most what the session keeps inline (a longer answer would be stored as an
     # artifact in turn, and read back cut again): the rest is read on from where it says.
     room = max(1, ctx.settings.inline_limit_bytes - 200)
-    part = _fitting(text[offset : offset + max_chars], room)
+    part = _fitting(window, room)
     end = offset + len(part)
-    if end >= len(text) and offset == 0:
-        return ToolOutcome(part, {"bytes": len(data)})
-    said = f"characters {offset}-{end} of {len(text)}"
-    more = f"; read on with offset={end}" if end < len(text) else "; the end"
-    return ToolOutcome(f"{part}\n[{said}{more}]", {"bytes": len(data), "offset": offset})
+    if end >= total and offset == 0:
+        return ToolOutcome(part, {"bytes": size})
+    said = f"characters {offset}-{end} of {total}"
+    more = f"; read on with offset={end}" if end < total else "; the end"
+    return ToolOutcome(f"{part}\n[{said}{more}]", {"bytes": size, "offset": offset})
+
+
+async def _window(
+    chunks: AsyncIterator[bytes], offset: int, max_chars: int
+) -> tuple[str, int, int]:
+    """Characters ``offset`` to ``offset + max_chars`` of UTF-8 ``chunks`` (undecodable
+    bytes replaced, as a whole read decodes them), their total count and the bytes':
+    read to the end (the stream checks the digest there), holding one chunk at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces: list[str] = []
+    kept = total = size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        text = decoder.decode(chunk)
+        start, total = total, total + len(text)
+        if kept < max_chars and total > offset:
+            piece = text[max(0, offset - start) : max(0, offset - start) + max_chars - kept]
+            pieces.append(piece)
+            kept += len(piece)
+    tail = decoder.decode(b"", final=True)
+    if tail and kept < max_chars and total + len(tail) > offset:
+        pieces.append(tail[max(0, offset - total) : max(0, offset - total) + max_chars - kept])
+    return "".join(pieces), total + len(tail), size
 
 
 def _fitting(text: str, limit: int) -> str:

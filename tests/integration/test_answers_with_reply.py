@@ -31,6 +31,7 @@ from tests.support.sessions import (
     transcript,
 )
 from vigil.activities.record import store as record
+from vigil.activities.tools import registry as tool_registry
 from vigil.schema import event_kinds, names
 from vigil.schema.payloads import SessionStatus, ToolPolicy
 from vigil.workers.settings import Settings
@@ -200,16 +201,22 @@ async def test_answers_are_not_written_when_their_reply_was_recorded_first(
         assert await record.get_event(db, other, "tool:1:0") is not None
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["read whole", "read as a stream"])
 async def test_an_artifact_too_long_to_keep_inline_is_read_in_parts(
     client: Client,
     settings: Settings,
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
+    monkeypatch: pytest.MonkeyPatch,
+    streamed: bool,
 ) -> None:
     # A read longer than the inline limit was itself stored as an artifact and cut to its
     # head again, so the model could never read past that head. Each part now fits, and
-    # says where the next begins; the model reads on until the end.
+    # says where the next begins; the model reads on until the end. An artifact past
+    # ``READ_WHOLE_BYTES`` is read as a stream (here: every one).
+    if streamed:
+        monkeypatch.setattr(tool_registry, "READ_WHOLE_BYTES", 0)
     long = "".join(f"line {n}: high tide at {n % 24:02d}:00\n" for n in range(120))
 
     def reader(body: Any) -> Reply:
