@@ -299,6 +299,8 @@ class _StreamedMessage:
     def __init__(self, model: str) -> None:
         self.model = model
         self.blocks: dict[int, dict[str, Any]] = {}
+        self.arguments = StreamedText()
+        """The size of the tool calls' input, bounded as the reply's text is."""
         self.texts = 0
         self.input_tokens = 0
         self.output_tokens = 0
@@ -366,6 +368,7 @@ class _StreamedMessage:
             if delta.get("type") == "input_json_delta" and block["type"] == "tool_use":
                 part = delta.get("partial_json")
                 if isinstance(part, str):
+                    self.arguments.add(part)
                     block["json"].append(part)
             return "", False
         if kind == "message_delta":

@@ -524,6 +524,8 @@ class SseLines:
     def __init__(self) -> None:
         self._pieces: list[str] = []
         self._after_cr = False
+        self.pending_size = 0
+        """Characters of the line whose end has not arrived."""
 
     @property
     def pending(self) -> str:
@@ -539,12 +541,14 @@ class SseLines:
         if len(lines) == 1:
             if chunk:
                 self._pieces.append(chunk)
+                self.pending_size += len(chunk)
             return []
         if self._pieces:
             self._pieces.append(lines[0])
             lines[0] = "".join(self._pieces)
         last = lines.pop()
         self._pieces = [last] if last else []
+        self.pending_size = len(last)
         return lines
 
 
@@ -589,6 +593,7 @@ async def post_sse(
             splitter = SseLines()
             event: str | None = None
             data: list[str] = []
+            held = 0  # characters of the event being read (its data lines)
             chunks = _text_chunks(response)
             ended = False
             try:
@@ -602,7 +607,7 @@ async def post_sse(
                                 message = SseMessage(event, "\n".join(data))
                                 ended = last is not None and last(message)
                                 yield message
-                            event, data = None, []
+                            event, data, held = None, [], 0
                         elif not line.startswith(":"):
                             name, _, value = line.partition(":")
                             value = value.removeprefix(" ")
@@ -610,6 +615,10 @@ async def post_sse(
                                 event = value
                             elif name == "data":
                                 data.append(value)
+                                held += len(value)
+                    # One event is held whole until its end: no more than a whole reply.
+                    if held + splitter.pending_size > MAX_REPLY_BYTES:
+                        raise _too_large(MAX_REPLY_BYTES, response.status)
                 if data:
                     yield SseMessage(event, "\n".join(data))
             except GeneratorExit:

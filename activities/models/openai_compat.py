@@ -272,6 +272,8 @@ class _StreamedReply:
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] = {}
+        self.arguments = StreamedText()
+        """The size of the calls' arguments, bounded as the reply's text is."""
 
     def add(self, chunk: Any, secret: str | None) -> str:
         """Fold one chunk in; returns its text delta ("" when it carries none)."""
@@ -320,6 +322,7 @@ class _StreamedReply:
                 if isinstance(function.get("name"), str):
                     call["name"] += function["name"]
                 if isinstance(function.get("arguments"), str):
+                    self.arguments.add(function["arguments"])
                     call["arguments"].append(function["arguments"])
         text = _text_of(delta.get("content"))
         if text is None:

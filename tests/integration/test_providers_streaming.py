@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.llm_stub import LLMStub, Reply
+from vigil.activities.models import base
 from vigil.activities.models.anthropic import AnthropicProvider
 from vigil.activities.models.base import (
     ChatMessage,
@@ -190,3 +191,46 @@ async def test_token_counts_out_of_range_are_taken_as_none(
     whole = await provider.complete(ASK, [], max_tokens=20)  # type: ignore[attr-defined]
     for reply in (streamed, whole):
         assert (reply.usage.input_tokens, reply.usage.output_tokens) == (0, 0), reply.usage
+
+
+@pytest.mark.parametrize("shape", ["one endless line", "many data lines", "tool arguments"])
+async def test_one_event_is_held_to_a_whole_replys_bound(
+    provider: StreamingProvider, stub: LLMStub, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    """A stream's bound (16 times a whole reply's) counts what travels; one event is held
+    whole until its end, and a line with no end, an event of many data lines, or a tool
+    call's arguments in many pieces were held up to that bound (512 MiB of text, some
+    2 GiB of memory). Each is now held to a whole reply's bound (here made 10,000)."""
+    monkeypatch.setattr(base, "MAX_REPLY_BYTES", 10_000)
+    if shape == "one endless line":
+        body = b"data: " + b"x" * 50_000
+    elif shape == "many data lines":
+        body = b"data: " + b"data: yyyyyyyyyy\n" * 5_000
+    elif isinstance(provider, OpenAIChatProvider):
+        head = {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c", "function": {}}]}}]}
+        piece = {
+            "choices": [
+                {"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "z" * 1000}}]}}
+            ]
+        }
+        body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in [head] + [piece] * 20)
+    else:
+        start = {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "c", "name": "t"},
+        }
+        piece = {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "z" * 1000},
+        }
+        body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in [start] + [piece] * 20)
+    stub.enqueue(Reply.raw_stream(body))
+
+    async def sink(delta: str) -> None:
+        pass
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.stream(ASK, [], on_delta=sink)
+    assert caught.value.message == "reply larger than 10000 bytes", caught.value

@@ -169,6 +169,12 @@ class Reply:
         than any encoder here would write it)."""
         return cls("raw", body=body, code=code)
 
+    @classmethod
+    def raw_stream(cls, body: bytes) -> Reply:
+        """These exact bytes as a ``text/event-stream`` body (a stream no encoder here
+        would write: one endless line, an event of many data lines)."""
+        return cls("raw", body=body, message="text/event-stream")
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -444,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif reply.kind == "json":
             self._send(reply.code, _json_bytes(reply.body))
         elif reply.kind == "raw":
-            self._send(reply.code, bytes(reply.body))
+            self._send(reply.code, bytes(reply.body), reply.message or "application/json")
         elif reply.kind == "status":
             self._send_error(reply, protocol)
         elif request.get("stream") is True:
