@@ -76,6 +76,16 @@ def ensure_system_user(name: str) -> None:
             ) from None
 
 
+def _is_postgres(pid: int) -> bool:
+    """Whether process ``pid`` is alive and a postgres server process."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+    except OSError:
+        return False
+
+
 class EmbeddedPostgres:
     """A PostgreSQL cluster living in ``<state_dir>/postgres``, listening on loopback only."""
 
@@ -137,14 +147,17 @@ class EmbeddedPostgres:
             return None
 
     def running(self) -> bool:
+        """Whether the postmaster its pid file names runs: that pid alive, and a postgres
+        (a file left by a crash or a reboot can name a pid given to another process)."""
         pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid is not None and _is_postgres(pid)
+
+    def _clear_stale_pid(self) -> None:
+        """Remove a pid file that names no running postmaster whose pid is alive: PostgreSQL
+        would take that process for another server of this cluster and not start."""
+        pid = self.pid()
+        if pid is not None and pid_alive(pid) and not _is_postgres(pid):
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
 
     def ready(self) -> bool:
         return self.running() and postgres_answers(self.port)
@@ -182,6 +195,7 @@ class EmbeddedPostgres:
                 )
             finally:
                 pwfile.unlink(missing_ok=True)
+        self._clear_stale_pid()
         if self.running():
             if postgres_answers(self.port):
                 return

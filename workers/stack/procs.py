@@ -70,11 +70,30 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def read_pid(path: Path) -> int | None:
+def started_at(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``),
+    as text; None when it is gone or cannot be read. A pid the system gave to another
+    process since has another start."""
     try:
-        return int(path.read_text().strip().splitlines()[0])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid a pid file names, when that process is still the one it recorded: a file
+    left by a crash or a reboot can name a pid the system has given to another process,
+    which the stack must neither take for its own nor signal. (A file that names no start
+    time, written before it was recorded, is taken as it is.)"""
+    try:
+        lines = path.read_text().strip().splitlines()
+        pid = int(lines[0])
     except (OSError, ValueError, IndexError):
         return None
+    if len(lines) > 1 and started_at(pid) != lines[1].strip():
+        return None
+    return pid
 
 
 def spawn(
@@ -109,6 +128,9 @@ def spawn(
     while time.monotonic() < deadline:
         pid = read_pid(pid_path)
         if pid is not None:
+            start = started_at(pid)
+            if start is not None:  # gone already: its log says why
+                pid_path.write_text(f"{pid}\n{start}\n")
             return pid
         time.sleep(0.02)
     raise StackError(f"could not start {argv[0]}: no pid recorded in {pid_path}")
