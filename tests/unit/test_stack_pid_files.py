@@ -62,3 +62,20 @@ def test_a_postmaster_pid_file_naming_another_process_is_stale(
     assert pid_alive(stranger)
     server._clear_stale_pid()
     assert not lock.exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("temporal.internal", "temporal.internal", 7233),  # a traceback (ValueError)
+        ("[::1]:7234", "::1", 7234),  # asked of "[::1]", which no connection reaches
+        ("10.0.0.5:7233", "10.0.0.5", 7233),
+        ("host:notaport", "host", None),
+    ],
+)
+def test_an_external_temporal_address_is_read_as_host_and_port(
+    address: str, host: str, port: int | None
+) -> None:
+    from vigil.workers.stack import _host_port
+
+    assert _host_port(address, 7233) == (host, port)

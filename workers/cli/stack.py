@@ -68,6 +68,14 @@ def stack_up(
         stack.up()
     except StackError as exc:
         fail(str(exc), EXIT_FAILED)
+    except Exception as exc:  # a part's own failure (an object store that refuses...)
+        from vigil.activities.failures import describe
+
+        fail(
+            f"the stack did not come up: {describe(exc)} (each part's log is in "
+            f"{settings.resolved_state_dir / 'logs'}; `vigil stack status` says what runs)",
+            EXIT_FAILED,
+        )
     _print_status(stack, as_json)
 
 
@@ -81,7 +89,18 @@ def stack_down(state_dir: StateOpt = None) -> None:
     stack = Stack(settings, say=say)
     # Workers of this queue lose Temporal with the stack: asked before it goes.
     polling = still_polling(settings) if stack.embedded_temporal else None
-    stack.down()
+    try:
+        left = stack.down()
+    except Exception as exc:
+        from vigil.activities.failures import describe
+
+        fail(f"the stack did not stop: {describe(exc)}", EXIT_FAILED)
+    if left:
+        fail(
+            f"the stack did not stop: {', '.join(left)} still running (their pid files are "
+            f"in {settings.resolved_state_dir / 'run'}; PostgreSQL's in its data folder)",
+            EXIT_FAILED,
+        )
     err.print("stack stopped")
     if polling:
         err.print(Text(left_running(polling, settings.task_queue), style="yellow"))

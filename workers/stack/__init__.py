@@ -29,6 +29,21 @@ from vigil.workers.stack.services import EmbeddedMinio, TemporalDevServer
 __all__ = ["PartStatus", "Stack", "StackError"]
 
 
+TEMPORAL_DEFAULT_PORT = 7233
+"""The port of a Temporal address that names none."""
+
+
+def _host_port(address: str, default: int) -> tuple[str, int | None]:
+    """(host, port) of ``host[:port]`` or ``[v6]:port`` (brackets removed); port None when
+    it is no number."""
+    where = urlsplit(f"//{address}")
+    try:
+        port = where.port or default
+    except ValueError:
+        return where.hostname or address, None
+    return where.hostname or address, port
+
+
 @dataclass
 class PartStatus:
     name: str
@@ -262,14 +277,25 @@ class Stack:
             self.say(f"ensuring bucket {self.settings.s3_bucket!r} ...")
             await asyncio.to_thread(ensure_bucket, self.settings)
 
-    def down(self) -> None:
-        # Stop everything we may have started, whatever the settings say today.
+    def down(self) -> list[str]:
+        """Stop everything we may have started, whatever the settings say today; the
+        parts still running after it (none, as a rule)."""
         self.api.stop()
         self.temporal.stop()
         self.cluster.stop()
         self.codec.stop()
         self.minio.stop()
         self.postgres.stop()
+        parts: dict[
+            str, ApiDaemon | TemporalDevServer | CodecServer | EmbeddedMinio | EmbeddedPostgres
+        ] = {
+            "api": self.api,
+            "temporal": self.temporal,
+            "codec": self.codec,
+            "minio": self.minio,
+            "postgres": self.postgres,
+        }
+        return [name for name, part in parts.items() if part.running()]
 
     @staticmethod
     def _external_postgres(url: str | None) -> PartStatus:
@@ -335,12 +361,12 @@ class Stack:
                 )
             )
         else:
-            host, _, port = endpoints.temporal_address.rpartition(":")
+            host, port = _host_port(endpoints.temporal_address, TEMPORAL_DEFAULT_PORT)
             parts.append(
                 PartStatus(
                     "temporal",
                     "external",
-                    port_answers(int(port), host),
+                    port is not None and port_answers(port, host),
                     endpoints.temporal_address,
                 )
             )
