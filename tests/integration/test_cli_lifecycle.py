@@ -4,6 +4,7 @@ signal), start --wait and history."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -178,3 +179,29 @@ def test_start_wait_show_and_history(cli: CLIStack) -> None:
     # recall needs no approval: it ran inside step 1's model activity (a folded step)
     assert not any(d.startswith("vigil.run_tool") for d in details), details
     assert "step 1: model" in history.stdout
+
+
+def test_start_wait_says_a_session_terminated_elsewhere_was_terminated(cli: CLIStack) -> None:
+    """A session terminated outside `vigil` (Temporal UI, the `temporal` CLI) while `start
+    --wait` waited on it: it printed "ended: running" and exited 0, reading the record
+    nothing had closed yet."""
+    from temporalio.client import Client
+
+    from vigil.workers.temporal import connect
+
+    goal = cli.plan(Reply.tool_call("http_fetch", {"url": f"{cli.stub.url}/never"}))
+    sid = f"terminated-{uuid.uuid4().hex[:8]}"
+    waiting = cli.vigil.popen(
+        "start", goal, "--agent", agent(), "--id", sid, "--approve-tools", "http_fetch",
+        "--wait", "--json",
+    )  # fmt: skip
+    wait_approval(cli.database_url, sid, "a1-0")
+
+    async def terminate() -> None:
+        client: Client = await connect(cli.settings)
+        await client.get_workflow_handle(sid).terminate(reason="stopped from Temporal UI")
+
+    asyncio.run(terminate())
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 1, (out, err)
+    assert json.loads(out)["status"] == "terminated", out

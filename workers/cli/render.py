@@ -148,7 +148,14 @@ async def wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
 
 
 async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None:
+    from vigil.schema.payloads import FINAL_STATUSES
+
     row = await client.require_session(session_id)
+    if row.status not in {s.value for s in FINAL_STATUSES}:
+        # Ended without writing its end (terminated from Temporal UI or another shell, a
+        # run that failed): its record is closed as Temporal says, then read again.
+        await client.reconcile([session_id])
+        row = await client.require_session(session_id)
     if as_json:  # one line, so `follow --json` prints JSON Lines throughout
         out.print_json(
             json.dumps(
