@@ -46,12 +46,13 @@ def test_message_by_key_then_wait_for_the_answer(cli: CLIStack) -> None:
     assert lines[0].startswith(f"session {sid}"), explain(done)
     assert lines[-1] == "your order ships today", explain(done)
 
-    # The agent ends the conversation instead of answering: --wait says how it ended.
+    # The agent ends the conversation instead of answering: --wait says how it ended, in
+    # one JSON document (it printed two: the message's, then the end's).
     ended = cli.vigil("message", agent, "-k", "cust-9", "bye", "--wait", "--json")
     assert ended.returncode == 0, explain(ended)
-    result, end = (json.loads(line) for line in ended.stdout.strip().splitlines())
+    result = json.loads(ended.stdout)
     assert result["session_id"] == sid and result["answer"] is None
-    assert end["type"] == "end" and end["status"] == "completed", end
+    assert result["end"]["id"] == sid and result["end"]["status"] == "completed", result
 
     _, transcript, _ = read_record(cli.database_url, sid)
     users = [(m.content, m.name) for m in transcript if m.role == "user"]

@@ -27,7 +27,7 @@ from vigil.workers.cli.common import (
     run_client,
     stdin_text,
 )
-from vigil.workers.cli.render import print_end, print_waiting_approvals
+from vigil.workers.cli.render import end_of, exit_for, print_end, print_waiting_approvals
 
 if TYPE_CHECKING:
     from vigil.workers.client import VigilClient
@@ -139,9 +139,12 @@ def message(
         with err.status(f"waiting for the answer of {sent.session_id} ..."):
             reply = await answer(client, sent, text_, by=who, on_approval=approval)
         if reply is None:  # the session ended first: say how
-            if as_json:
-                out.print_json(json.dumps({**result, "answer": None}), indent=None)
-            await print_end(client, sent.session_id, as_json)
+            if not as_json:
+                await print_end(client, sent.session_id, as_json)
+                return
+            end = await end_of(client, sent.session_id)  # one document, the end in it
+            out.print_json(json.dumps({**result, "answer": None, "end": end}), indent=None)
+            exit_for(end)
             return
         if as_json:
             out.print_json(json.dumps({**result, "answer": reply.content}), indent=None)

@@ -147,7 +147,9 @@ async def wait_end(client: VigilClient, session_id: str, as_json: bool) -> None:
     await print_end(client, session_id, as_json)
 
 
-async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None:
+async def end_of(client: VigilClient, session_id: str) -> dict[str, Any]:
+    """How the session ended, as the record says once it is closed: id, status, summary,
+    steps."""
     from vigil.schema.payloads import FINAL_STATUSES
 
     row = await client.require_session(session_id)
@@ -156,26 +158,25 @@ async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None
         # run that failed): its record is closed as Temporal says, then read again.
         await client.reconcile([session_id])
         row = await client.require_session(session_id)
-    if as_json:  # one line, so `follow --json` prints JSON Lines throughout
-        out.print_json(
-            json.dumps(
-                {
-                    "type": "end",
-                    "id": session_id,
-                    "status": row.status,
-                    "summary": row.summary,
-                    "steps": row.step,
-                }
-            ),
-            indent=None,
-        )
-    else:
-        steps = f"{row.step} step{'' if row.step == 1 else 's'}"
-        out.print(f"session {session_id} ended: [bold]{row.status}[/] after {steps}")
-        if row.summary and row.status != "completed":
-            out.print(f"  {escape(one_line(row.summary))}")  # why: a failure's cause, a cancel's
-    if row.status in ("failed", "timed_out", "terminated"):
+    return {"id": session_id, "status": row.status, "summary": row.summary, "steps": row.step}
+
+
+def exit_for(end: dict[str, Any]) -> None:
+    """Exit 1 for an end that is a failure."""
+    if end["status"] in ("failed", "timed_out", "terminated"):
         raise typer.Exit(EXIT_FAILED)
+
+
+async def print_end(client: VigilClient, session_id: str, as_json: bool) -> None:
+    end = await end_of(client, session_id)
+    if as_json:  # one line, so `follow --json` prints JSON Lines throughout
+        out.print_json(json.dumps({"type": "end", **end}), indent=None)
+    else:
+        steps = f"{end['steps']} step{'' if end['steps'] == 1 else 's'}"
+        out.print(f"session {session_id} ended: [bold]{end['status']}[/] after {steps}")
+        if end["summary"] and end["status"] != "completed":
+            out.print(f"  {escape(one_line(end['summary']))}")  # why: a failure's, a cancel's
+    exit_for(end)
 
 
 async def print_waiting_approvals(client: VigilClient, session_id: str) -> None:
