@@ -79,3 +79,32 @@ def test_an_external_temporal_address_is_read_as_host_and_port(
     from vigil.workers.stack import _host_port
 
     assert _host_port(address, 7233) == (host, port)
+
+
+def test_two_ups_in_one_state_folder_take_turns(tmp_path: Path) -> None:
+    """Two `stack up`s at once both found a part down and started it (the second unlinked
+    the first's pid file, orphaning a server), or one wiped the data folder the other was
+    initialising: `up` and `down` hold a lock on the state folder."""
+    import threading
+    import time
+
+    from vigil.workers.settings import Settings
+    from vigil.workers.stack import Stack
+
+    spans: list[tuple[float, float]] = []
+
+    def slow(_self: Stack) -> None:
+        began = time.monotonic()
+        time.sleep(0.3)
+        spans.append((began, time.monotonic()))
+
+    stacks = [Stack(Settings(state_dir=tmp_path)) for _ in range(2)]  # type: ignore[call-arg]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Stack, "_up", slow)
+        threads = [threading.Thread(target=s.up) for s in stacks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    first, second = sorted(spans)
+    assert first[1] <= second[0], spans

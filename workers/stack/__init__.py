@@ -23,12 +23,14 @@ from vigil.workers.stack.api import ApiDaemon
 from vigil.workers.stack.cluster import SERVER_VERSION, TemporalCluster, ensure_namespace
 from vigil.workers.stack.codec import CodecServer
 from vigil.workers.stack.postgres import EmbeddedPostgres
-from vigil.workers.stack.procs import StackError, port_answers, postgres_answers
+from vigil.workers.stack.procs import StackError, file_lock, port_answers, postgres_answers
 from vigil.workers.stack.services import EmbeddedMinio, TemporalDevServer
 
 __all__ = ["PartStatus", "Stack", "StackError"]
 
 
+STACK_LOCK = "stack.lock"
+"""The lock file `up` and `down` hold in the state folder."""
 TEMPORAL_DEFAULT_PORT = 7233
 """The port of a Temporal address that names none."""
 
@@ -157,6 +159,13 @@ class Stack:
                 )
 
     def up(self) -> None:
+        # One `up` or `down` at a time in a state folder: two at once both saw a part down
+        # and started it (the second unlinked the first's pid file, orphaning a server),
+        # or wiped a data folder the other was initialising.
+        with file_lock(self.state_dir / STACK_LOCK):
+            self._up()
+
+    def _up(self) -> None:
         self._check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded_temporal:
@@ -280,6 +289,12 @@ class Stack:
     def down(self) -> list[str]:
         """Stop everything we may have started, whatever the settings say today; the
         parts still running after it (none, as a rule)."""
+        if not self.state_dir.exists():  # nothing was started here
+            return self._down()
+        with file_lock(self.state_dir / STACK_LOCK):
+            return self._down()
+
+    def _down(self) -> list[str]:
         self.api.stop()
         self.temporal.stop()
         self.cluster.stop()
