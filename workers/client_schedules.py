@@ -419,7 +419,8 @@ class ScheduleControls(SessionControls):
         return desc
 
     async def schedule_runs(self, schedule_id: str, limit: int = 100) -> list[SessionSummary]:
-        """Every run of a goal: one query on the record (a deleted schedule's runs too)."""
+        """A goal's newest ``limit`` runs: one query on the record (a deleted schedule's
+        runs too)."""
         runs = await self.list_sessions(schedule_id=schedule_id, limit=limit)
         if not runs:
             await self.describe_schedule(schedule_id)  # UnknownSchedule when there is none

@@ -205,3 +205,13 @@ def test_start_wait_says_a_session_terminated_elsewhere_was_terminated(cli: CLIS
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 1, (out, err)
     assert json.loads(out)["status"] == "terminated", out
+
+
+def test_list_past_the_records_page_is_refused_not_cut(cli: CLIStack) -> None:
+    """`list --limit 900` listed 500 sessions at most (the record's page), unsaid; `schedule
+    runs` said it showed every run and stopped at 100."""
+    refused = cli.vigil("list", "--limit", "501")
+    assert refused.returncode == 2, explain(refused)
+    assert "500" in refused.stderr, explain(refused)
+    refused = cli.vigil("schedule", "runs", "nightly", "--limit", "501")
+    assert refused.returncode == 2, explain(refused)

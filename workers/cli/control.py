@@ -367,6 +367,8 @@ def approvals(
             if page.next_cursor is not None:
                 out.print(f"(the oldest {len(page.items)}; more wait: --limit)", markup=False)
 
+        if as_json and page.next_cursor is not None:  # the list's shape stays a list
+            err.print(f"the oldest {len(page.items)} approval waits; more wait: --limit")
         emit(
             [
                 {

@@ -20,6 +20,7 @@ from vigil.workers.cli.common import (
     _parse_since,
     csv,
     emit,
+    err,
     fail,
     nothing,
     out,
@@ -328,11 +329,20 @@ def schedule_delete(schedule_id: str, state_dir: StateOpt = None, as_json: JsonO
 
 
 @schedule_app.command("runs")
-def schedule_runs(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """Every run of a goal, from the record."""
+def schedule_runs(
+    schedule_id: str,
+    limit: Annotated[
+        int, typer.Option(min=1, max=500, help="At most this many runs, newest first.")
+    ] = 100,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A goal's runs, newest first, from the record (a deleted schedule's too)."""
 
     async def go(client: VigilClient) -> None:
-        rows = await client.schedule_runs(schedule_id)
+        rows = await client.schedule_runs(schedule_id, limit=limit)
+        if len(rows) == limit:
+            err.print(f"the newest {limit} runs; older ones: --limit (500 at most)")
 
         def human() -> None:
             if not rows:

@@ -189,7 +189,9 @@ def list_(
     schedule: Annotated[
         str | None, typer.Option("--schedule", help="Only the runs of this schedule.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many sessions.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=500, help="At most this many sessions (500 at most).")
+    ] = 50,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
