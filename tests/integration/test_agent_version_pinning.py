@@ -32,7 +32,13 @@ from tests.support.sessions import (
 from vigil.activities.record import agents as agent_rows
 from vigil.schema import names
 from vigil.schema.agents import AgentSpec
-from vigil.schema.payloads import ApproveInput, RedirectInput, SessionState, SessionStatus
+from vigil.schema.payloads import (
+    ApproveInput,
+    RedirectInput,
+    SessionResult,
+    SessionState,
+    SessionStatus,
+)
 from vigil.workers.agents import AgentService
 from vigil.workers.client import VigilClient
 from vigil.workers.settings import Settings
@@ -267,19 +273,19 @@ async def test_the_last_redirect_holds_when_it_names_the_running_version(
         assert await agent_rows.session_agent_version(db, handle.id) == 1
 
 
-async def test_a_redirect_back_while_the_move_is_being_read_holds(
+async def _redirected_while_the_move_is_read(
     client: Client,
     settings: Settings,
     task_queue: str,
     stub: LLMStub,
     sessionmaker: async_sessionmaker[DbSession],
     database_url: str,
-) -> None:
-    """A redirect to version 2, then, while the session reads version 2 to move to it,
-    one back to the version it ran (1): the last redirect holds, and the session's next
-    step runs version 1 again (before: the second redirect named the version the session
-    still ran, was taken as no move, and the session went on with version 2). The record
-    says both moves."""
+    goal: str,
+    then: RedirectInput,
+) -> tuple[WorkflowHandle[Any, Any], SessionResult]:
+    """A session of version 1 (of two editions) waiting for approval, redirected to
+    version 2; once approved, while the session reads version 2 (held by a lock on the
+    versions' table), redirected again with ``then``; its handle and result."""
     name = f"pinned-{uuid.uuid4().hex[:8]}"
     agents = AgentService(sessionmaker)
     await agents.apply_spec(spec(name, "first edition: {goal}", ["read_artifact"]))
@@ -291,7 +297,7 @@ async def test_a_redirect_back_while_the_move_is_being_read_holds(
     cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
     async with running_worker(client, cfg, task_queue):
         handle = await start(
-            client, task_queue, session_input("stay", agent_id=name, agent_version=1)
+            client, task_queue, session_input(goal, agent_id=name, agent_version=1)
         )
         await approval_pending(handle, sessionmaker, "a1-0")
         await handle.execute_update(
@@ -311,14 +317,32 @@ async def test_a_redirect_back_while_the_move_is_being_read_holds(
                 within=30,
                 what="version 2 read",
             )
-            await handle.execute_update(
-                names.UPD_REDIRECT, RedirectInput(goal="stay", by="ana", agent_version=1)
-            )
+            await handle.execute_update(names.UPD_REDIRECT, then)
             await held.rollback()
         finally:
             await locker.close()
-        result = await handle.result()
+        result: SessionResult = await handle.result()
     assert result.status == SessionStatus.COMPLETED, result
+    return handle, result
+
+
+async def test_a_redirect_back_while_the_move_is_being_read_holds(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    database_url: str,
+) -> None:
+    """A redirect to version 2, then, while the session reads version 2 to move to it,
+    one back to the version it ran (1): the last redirect holds, and the session's next
+    step runs version 1 again (before: the second redirect named the version the session
+    still ran, was taken as no move, and the session went on with version 2). The record
+    says both moves."""
+    back = RedirectInput(goal="stay", by="ana", agent_version=1)
+    handle, _ = await _redirected_while_the_move_is_read(
+        client, settings, task_queue, stub, sessionmaker, database_url, "stay", back
+    )
     last = [r.body for r in stub.requests if r.path.endswith("/completions")][-1]
     assert last["messages"][0]["content"].startswith("first edition:")
     assert offered(last) == ["http_fetch", "read_artifact", "finish"]
@@ -421,44 +445,9 @@ async def test_a_plain_redirect_while_a_move_is_read_fills_the_moved_prompt(
     redirect of the goal alone: version 2's prompt was filled with the goal of the first
     redirect (read with the move), and the model worked under the superseded goal. The
     moved prompt holds the last goal."""
-    name = f"pinned-{uuid.uuid4().hex[:8]}"
-    agents = AgentService(sessionmaker)
-    await agents.apply_spec(spec(name, "first edition: {goal}", ["read_artifact"]))
-    await agents.apply_spec(spec(name, "second edition: {goal}", ["recall"]))
-    stub.enqueue(
-        Reply.tool_call("http_fetch", {"url": f"{stub.url}/one"}),
-        Reply.tool_call("finish", {"summary": "done"}),
+    plain = RedirectInput(goal="the third", by="ana")
+    await _redirected_while_the_move_is_read(
+        client, settings, task_queue, stub, sessionmaker, database_url, "the first", plain
     )
-    cfg = stub_settings(settings, stub.url_openai, http_allow=stub.host_port)
-    async with running_worker(client, cfg, task_queue):
-        handle = await start(
-            client, task_queue, session_input("the first", agent_id=name, agent_version=1)
-        )
-        await approval_pending(handle, sessionmaker, "a1-0")
-        await handle.execute_update(
-            names.UPD_REDIRECT, RedirectInput(goal="the second", by="ops", agent_version=2)
-        )
-        locker = await asyncpg.connect(database_url)
-        try:
-            held = locker.transaction()
-            await held.start()
-            # Version 2's read waits on this lock: the move is under way.
-            await locker.execute("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE")
-            await handle.execute_update(
-                names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops")
-            )
-            await until(
-                lambda: waiting_for_lock(database_url, "%agent_versions%"),
-                within=30,
-                what="version 2 read",
-            )
-            await handle.execute_update(
-                names.UPD_REDIRECT, RedirectInput(goal="the third", by="ana")
-            )
-            await held.rollback()
-        finally:
-            await locker.close()
-        result = await handle.result()
-    assert result.status == SessionStatus.COMPLETED, result
     last = [r.body for r in stub.requests if r.path.endswith("/completions")][-1]
     assert last["messages"][0]["content"] == "second edition: the third"

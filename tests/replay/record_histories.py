@@ -1171,48 +1171,43 @@ async def redirect_back_during_move(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A redirect to version 2; once approved, while the session reads version 2 (held by
     a lock on the versions' table), a redirect back to version 1: the session moves to 2,
     then back to 1 (before: it stayed on 2)."""
-    name = "agent-redirected-back"
-    await _two_editions(ctx, name)
-    ctx.stub.enqueue(ctx.fetch("/one"), finish("moved back"))
-    arg = StartSessionInput(agent_id=name, goal="move", agent_version=1)
-    handle = await ctx.start("redirect_back_during_move", arg)
-    url = ctx.settings.endpoints().database_url
-    assert url is not None
-    await eventually(handle, lambda s: bool(s.pending_approvals))
-    await handle.execute_update(
-        names.UPD_REDIRECT, RedirectInput(goal="move", by="ops", agent_version=2)
+    back = RedirectInput(goal="stay", by="ana", agent_version=1)
+    return await _redirected_during_move(
+        ctx, "redirect_back_during_move", "agent-redirected-back", ("move", "move"), back
     )
-    async with ctx.sessionmaker() as db, db.begin():
-        await db.execute(sql("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE"))
-        await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
-        await until(lambda: waiting_for_lock(url, "%agent_versions%"))
-        await handle.execute_update(
-            names.UPD_REDIRECT, RedirectInput(goal="stay", by="ana", agent_version=1)
-        )
-    _expect(await handle.result(), SessionStatus.COMPLETED)
-    return [handle]
 
 
 async def move_takes_later_goal(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """A redirect to version 2; once approved, while the session reads version 2 (held by
     a lock on the versions' table), a redirect of the goal alone: the moved prompt holds
     that goal (asked under ``vigil-move-takes-later-goal``)."""
-    name = "agent-move-later-goal"
+    plain = RedirectInput(goal="the third", by="ana")
+    return await _redirected_during_move(
+        ctx, "move_takes_later_goal", "agent-move-later-goal", ("the first", "the second"), plain
+    )
+
+
+async def _redirected_during_move(
+    ctx: Ctx, scenario: str, name: str, goals: tuple[str, str], then: RedirectInput
+) -> list[WorkflowHandle[Any, Any]]:
+    """Agent ``name`` (two editions) started on version 1 with ``goals[0]``, redirected to
+    version 2 with ``goals[1]``; once approved, while the session reads version 2, the
+    redirect ``then``; it completes."""
     await _two_editions(ctx, name)
-    ctx.stub.enqueue(ctx.fetch("/one"), finish("moved"))
-    arg = StartSessionInput(agent_id=name, goal="the first", agent_version=1)
-    handle = await ctx.start("move_takes_later_goal", arg)
+    ctx.stub.enqueue(ctx.fetch("/one"), finish("moved back" if then.agent_version else "moved"))
+    arg = StartSessionInput(agent_id=name, goal=goals[0], agent_version=1)
+    handle = await ctx.start(scenario, arg)
     url = ctx.settings.endpoints().database_url
     assert url is not None
     await eventually(handle, lambda s: bool(s.pending_approvals))
     await handle.execute_update(
-        names.UPD_REDIRECT, RedirectInput(goal="the second", by="ops", agent_version=2)
+        names.UPD_REDIRECT, RedirectInput(goal=goals[1], by="ops", agent_version=2)
     )
     async with ctx.sessionmaker() as db, db.begin():
         await db.execute(sql("LOCK TABLE agent_versions IN ACCESS EXCLUSIVE MODE"))
         await handle.execute_update(names.UPD_APPROVE, ApproveInput(approval_id="a1-0", by="ops"))
         await until(lambda: waiting_for_lock(url, "%agent_versions%"))
-        await handle.execute_update(names.UPD_REDIRECT, RedirectInput(goal="the third", by="ana"))
+        await handle.execute_update(names.UPD_REDIRECT, then)
     _expect(await handle.result(), SessionStatus.COMPLETED)
     return [handle]
 
