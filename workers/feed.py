@@ -271,7 +271,10 @@ class Feed:
                     # cursor it reached (a session's stream; an agent's takes no rows live).
                     before = position
                     delivered: set[tuple[str, int]] = set()
-                    async for item in self._catch_up(agent_id, session_id, position):
+                    async for item in self._catch_up(agent_id, session_id, position, idle):
+                        if isinstance(item, Idle):  # waiting for the record to settle
+                            yield item
+                            continue
                         delivered.add((item.kind, item.key))
                         position = position.after(item)
                         yield item
@@ -302,6 +305,7 @@ class Feed:
                             # resolved, possibly before the notifications of the last rows
                             # are: the record has them all once the status is final.
                             async for item in self._catch_up(agent_id, session_id, position):
+                                assert isinstance(item, FeedItem)  # a session's: no waits
                                 position = position.after(item)  # an outage here: not again
                                 if (item.kind, item.key) not in delivered:
                                     delivered.add((item.kind, item.key))
@@ -350,11 +354,17 @@ class Feed:
                 return
 
     async def _catch_up(
-        self, agent_id: str, session_id: str | None, cursor: FeedCursor
-    ) -> AsyncIterator[FeedItem]:
+        self, agent_id: str, session_id: str | None, cursor: FeedCursor, idle: float | None = None
+    ) -> AsyncIterator[FeedItem | Idle]:
+        """The record after ``cursor``; for an agent's sessions together, up to where it
+        has settled, with ``Idle()`` every ``idle`` seconds while it waits for that."""
         until = None
         if session_id is None:  # the agent's sessions together: up to what has settled
-            until = await self._settled(agent_id)
+            async with acting_for(self._db, agent_id) as db:
+                settling = await record_feed.settled_bound(db, agent_id)
+            async for quiet in self._settle(settling, idle):
+                yield quiet
+            until = settling.bound
         while True:
             async with acting_for(self._db, agent_id) as db:
                 page = await record_feed.items_after(
@@ -370,19 +380,23 @@ class Feed:
                 cursor = cursor.after(item)
                 yield item
 
-    async def _settled(self, agent_id: str) -> FeedCursor:
-        """``record_feed.settled_bound`` once the writes it found in flight have ended
-        (polled, each poll its own short transaction: a write is never held up)."""
-        async with acting_for(self._db, agent_id) as db:
-            settling = await record_feed.settled_bound(db, agent_id)
-        wait = SETTLE_POLL_SECONDS[0]
+    async def _settle(
+        self, settling: record_feed.Settling, idle: float | None
+    ) -> AsyncIterator[Idle]:
+        """Return once the writes ``settling`` found in flight have ended (polled, each
+        poll its own short transaction: a write is never held up), with ``Idle()`` every
+        ``idle`` seconds meanwhile (a stream's keepalive, and its token's check)."""
+        clock = asyncio.get_running_loop().time
+        wait, told = SETTLE_POLL_SECONDS[0], clock()
         while settling.writing:
-            async with acting_for(self._db, agent_id) as db:
+            async with acting_for(self._db, settling.agent_id) as db:
                 if not await record_feed.still_writing(db, settling):
-                    break
+                    return
+            if idle is not None and clock() - told >= idle:
+                told = clock()
+                yield Idle()
             await asyncio.sleep(wait)
             wait = min(wait * 2, SETTLE_POLL_SECONDS[1])
-        return settling.bound
 
     async def approvals_before(
         self, agent_id: str, session_id: str, cursor: FeedCursor

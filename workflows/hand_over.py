@@ -78,6 +78,7 @@ class HandOverWhileWaiting:
     _approvals: dict[str, Approval]
     _inbox: Inbox
     _waiting_for: str | None
+    _answer_from: int | None
     _rejected_inputs: int
     _taken_requests: dict[str, Ack]
     _open_step: int
@@ -203,6 +204,7 @@ class HandOverWhileWaiting:
         elif wait.kind == "ask_human":
             self._status = SessionStatus.WAITING_HUMAN
             self._waiting_for = asking(wait.question or "")
+            self._answer_from = wait.queued_before
         return wait
 
     def _taken(self, patch_taken: bool, validating: bool) -> bool:
@@ -216,6 +218,8 @@ class HandOverWhileWaiting:
         is carried across continue-as-new and must stay small."""
         if not self._taken(self._protect, validating):
             return None
+        if self._answer_from is not None and len(self._inbox.items) == self._answer_from:
+            return None  # the answer to a question that waits: taken at once
         queued = sum(queued_size(t) for t, _by, _at in self._inbox.items)
         if queued + queued_size(text) > MAX_QUEUED_BYTES:
             return (

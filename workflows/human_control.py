@@ -42,7 +42,7 @@ from vigil.schema.payloads import (
 from vigil.workflows import agents as agent_policy
 from vigil.workflows import summaries
 from vigil.workflows.bookkeeping import Bookkeeping
-from vigil.workflows.hand_over import ASKING, Approval
+from vigil.workflows.hand_over import Approval
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -327,12 +327,9 @@ class HumanControl(Bookkeeping):
     @workflow.update(name=names.UPD_MESSAGE)
     def message_update(self, raw: RawValue = NO_ARGUMENT) -> Ack:
         arg = self._valid(raw, MessageInput)
-        # The first message to come while the agent waits on ask_human is its answer.
-        answers = (
-            self._waiting_for is not None
-            and self._waiting_for.startswith(ASKING)
-            and not self._inbox.items
-        )
+        # The first message to come while the agent waits on ask_human is its answer
+        # (those queued before the question wait for the next step).
+        answers = self._answer_from is not None and len(self._inbox.items) == self._answer_from
         said = (
             "message taken as the answer to the agent's question"
             if answers

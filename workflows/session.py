@@ -119,6 +119,9 @@ class AgentSession(Waits):
         """The answers to the controls this run took that named a request id, newest last
         (at most ``MAX_TAKEN_REQUESTS``): the same request again is answered, not taken."""
         self._waiting_for: str | None = None
+        self._answer_from: int | None = None
+        """While an ask_human question waits: how many queued messages came before it (the
+        next one is its answer)."""
         self._run_start_step = self._c.step
         self._session_update: SessionUpdate | None = None
         self._msgs: list[MessageIn] = []

@@ -161,17 +161,21 @@ class Waits(HumanControl):
         senders were told). ``expires`` and ``earlier``: a question handed over."""
         self._set_status(SessionStatus.WAITING_HUMAN)
         self._waiting_for = asking(question)
-        await self._flush()
         if expires is None:  # a new question (a handed-over one was told already)
+            # Messages sent before the question (while the model call that asks it ran)
+            # answered it, unseen by anyone: asked only when some wait. Counted as the
+            # question is asked, before anything awaits: a message from then on is told it
+            # is the answer (``message_update``), and is.
+            earlier = len(self._inbox.items)
+            if earlier and not workflow.patched(names.PATCH_ASK_AFTER_QUEUED):
+                earlier = 0
+        self._answer_from = earlier
+        await self._flush()
+        if expires is None:
             await self._notify(
                 "human_asked", f"ask-{self._c.next_seq}", question=preview(question, 2000)
             )
             expires = times.later(workflow.now(), self._arg.policy.ask_human_timeout_seconds)
-            # Messages sent before the question (while the model call that asks it ran)
-            # answered it, unseen by anyone: asked only when some wait.
-            earlier = len(self._inbox.items)
-            if earlier and not workflow.patched(names.PATCH_ASK_AFTER_QUEUED):
-                earlier = 0
         got = await self._wait(
             lambda: len(self._inbox.items) > earlier,
             until=expires,
@@ -181,6 +185,7 @@ class Waits(HumanControl):
             summary=summaries.ask_timer(question, expires),
         )
         self._waiting_for = None
+        self._answer_from = None
         self._set_status(SessionStatus.RUNNING)
         if not got:
             return "no human replied in time"

@@ -145,9 +145,28 @@ def _merged(messages: list[FeedItem], events: list[FeedItem]) -> list[FeedItem]:
     an action's own time: a session's end (the workflow's clock) would then come before
     the last messages written with it, and a stream ends at its end event; `vigil follow`
     places a decision before the result it approved itself (workers/cli/follow.py)."""
-    both = [*messages, *events]
-    both.sort(key=lambda i: (i.data["created_at"], i.kind != "message", i.key))
-    return both
+    # A merge, not a sort: in an agent's stream a transaction that began earlier (its
+    # rows' time) can hold larger ids than one that began later, and a sort by time put
+    # a kind's rows out of id order, whose positions a resume would then skip.
+    out: list[FeedItem] = []
+    m = e = 0
+    while m < len(messages) and e < len(events):
+        if (messages[m].data["created_at"], 0) <= (events[e].data["created_at"], 1):
+            out.append(messages[m])
+            m += 1
+        else:
+            out.append(events[e])
+            e += 1
+    return out + messages[m:] + events[e:]
+
+
+def _until_later(items: list[FeedItem], last: Any) -> list[FeedItem]:
+    """The items (in id order) before the first one written after ``last``: a prefix, so
+    the kind's position never passes one it has not given."""
+    for i, item in enumerate(items):
+        if item.data["created_at"] > last:
+            return items[:i]
+    return items
 
 
 _LAST_IDS = sql(
@@ -158,6 +177,7 @@ _LAST_IDS = sql(
 # pg_locks as its high and low 32 bits, objsubid 1).
 _HOLDERS = (
     "SELECT {what} FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND CAST(classid AS bigint) = (hashtextextended(:feed, 0) >> 32) & 4294967295 "
     "AND CAST(objid AS bigint) = hashtextextended(:feed, 0) & 4294967295"
 )
@@ -264,12 +284,10 @@ async def items_after(
             events.append(_event_item(row))
     if len(messages) == limit and events:
         # Keep a reader's order: events written after the page's last message wait for
-        # the next page (the cursor is per kind, so nothing is skipped either way).
-        last = messages[-1].data["created_at"]
-        events = [e for e in events if e.data["created_at"] <= last]
+        # the next page (the cursor is per kind: cut at the first such event, never past it).
+        events = _until_later(events, messages[-1].data["created_at"])
     elif len(events) == limit and messages:
-        last = events[-1].data["created_at"]
-        messages = [m for m in messages if m.data["created_at"] <= last]
+        messages = _until_later(messages, events[-1].data["created_at"])
     return _merged(messages, events)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.sessions import (
@@ -141,7 +141,11 @@ async def test_a_message_sent_before_the_question_does_not_answer_it(
         st = await wait_status(handle, SessionStatus.WAITING_HUMAN)
         assert st.waiting_for == "a human reply to: Which colour should it be?"
         assert len(stub.requests) == 1
-        await handle.signal(names.SIG_MESSAGE, MessageInput(text="blue", by="frank"))
+        # Told it answers (it was told "queued", with a message queued before it).
+        ack = await handle.execute_update(
+            names.UPD_MESSAGE, MessageInput(text="blue", by="frank"), result_type=Ack
+        )
+        assert "answer" in ack.message, ack
         result: SessionResult = await handle.result()
     assert result.status == SessionStatus.COMPLETED
     messages = await transcript(sessionmaker, handle.id)
@@ -150,3 +154,40 @@ async def test_a_message_sent_before_the_question_does_not_answer_it(
     assert answer.content == "frank replied: blue"
     gina = [m for m in messages if m.role == "user" and m.name == "gina"]
     assert [m.content for m in gina] == ["also add a chart"] and gina[0].seq > answer.seq
+
+
+async def test_a_full_queue_still_takes_the_answer_to_a_question(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+) -> None:
+    """Messages queued before the question wait for the next step; when they fill the
+    queue, the reply to the question is still taken (it goes to the question at once),
+    or the question could only time out."""
+    from vigil.schema.payloads import MAX_HUMAN_TEXT
+
+    stub.enqueue(
+        Reply.hang(3.0, then=Reply.tool_call("ask_human", {"question": "Which colour?"})),
+        Reply.tool_call("finish", {"summary": "asked"}),
+    )
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(client, task_queue, session_input("make a report"))
+        await until(lambda: len(stub.requests) == 1, what="the model call")
+        with pytest.raises(WorkflowUpdateFailedError):  # until the queue is full
+            for n in range(100):
+                await handle.execute_update(
+                    names.UPD_MESSAGE, MessageInput(text=f"{n}" * MAX_HUMAN_TEXT, by="gina")
+                )
+        await wait_status(handle, SessionStatus.WAITING_HUMAN)
+        ack = await handle.execute_update(
+            names.UPD_MESSAGE, MessageInput(text="blue", by="frank"), result_type=Ack
+        )
+        assert "answer" in ack.message, ack
+        result: SessionResult = await handle.result()
+    assert result.status == SessionStatus.COMPLETED
+    (answer,) = [
+        m for m in tool_messages(await transcript(sessionmaker, handle.id)) if m.name == "ask_human"
+    ]
+    assert answer.content == "frank replied: blue"

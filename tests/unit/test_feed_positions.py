@@ -47,3 +47,26 @@ def test_token_payloads_fit_under_the_cap(char: str) -> None:
     assert "".join(p["d"] for p in parts) == char * 5000
     assert [p["n"] for p in parts] == list(range(len(parts)))
     assert len(token_channel("x" * 300)) <= 63
+
+
+def _at(kind: str, key: int, second: int) -> FeedItem:
+    when = datetime(2026, 12, 7, 12, 0, second, tzinfo=UTC).isoformat()
+    return FeedItem(kind, key, "s", "a", None, {"created_at": when})  # type: ignore[arg-type]
+
+
+def test_a_page_keeps_each_kind_in_id_order_and_cuts_it_at_a_prefix() -> None:
+    """Rows of an agent's sessions carry their transaction's start time, so a larger id
+    can be older: sorted by time, message 10 went out before message 9 (a resume from
+    10's position skipped 9), and a full page of messages kept event 101 and dropped 100
+    (its position passed 100 for good)."""
+    from vigil.activities.record.feed import _merged, _until_later
+
+    merged = _merged([_at("message", 9, 5), _at("message", 10, 3)], [_at("event", 1, 4)])
+    assert [(i.kind, i.key) for i in merged if i.kind == "message"] == [
+        ("message", 9),
+        ("message", 10),
+    ]
+    last = _at("message", 0, 5).data["created_at"]
+    assert _until_later([_at("event", 100, 9), _at("event", 101, 1)], last) == []
+    kept = _until_later([_at("event", 100, 1), _at("event", 101, 9)], last)
+    assert [i.key for i in kept] == [100]
