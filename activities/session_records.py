@@ -159,6 +159,17 @@ class SessionRecords:
 
     async def _open(self, arg: OpenSessionInput) -> OpenSessionOutput:
         """The open_session activity's work (also done by the first records that carry it)."""
+        try:
+            return await self._opened(arg)
+        except record.SessionErased as exc:
+            # After the transaction, which holds the erasure's locks: Temporal's answer
+            # does not keep an erasure waiting.
+            await _delete_own_run()
+            raise ApplicationError(
+                str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
+            ) from None
+
+    async def _opened(self, arg: OpenSessionInput) -> OpenSessionOutput:
         # One lean transaction: the agent's and the session's rows with the owner's rights
         # (one statement, the version in it), then the goal and its event acting for the
         # agent (one statement) until the transaction ends.
@@ -178,11 +189,6 @@ class SessionRecords:
                     created_at=arg.started_at,
                     agent_version=arg.agent_version,
                 )
-            except record.SessionErased as exc:
-                await _delete_own_run()
-                raise ApplicationError(
-                    str(exc), type=names.ERR_INVALID_INPUT, non_retryable=True
-                ) from None
             except record.EarlierSession as exc:
                 raise ApplicationError(
                     str(exc),

@@ -23,12 +23,13 @@ Alibaba Cloud's); the others (169.254.169.254 and the like) are link-local."""
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_TRANSLATING = (
-    ipaddress.ip_network("64:ff9b:1::/48"),  # a network's own NAT64 prefixes (RFC 8215)
-    ipaddress.ip_network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT, RFC 2765)
-)
+_TRANSLATING = (ipaddress.ip_network("::ffff:0:0:0/96"),)  # IPv4-translated (SIIT)
 """Prefixes an IPv4 address is carried in as the last 32 bits by a translator the
-network may run (its own NAT64 gateway, a stateless translator)."""
+network may run (a stateless translator)."""
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+"""A network's own NAT64 prefixes (RFC 8215): an IPv4 address sits in the last 32 bits or
+in middle ones, as the network chose its prefix's length, so which one it reaches cannot be
+told: no address in it is taken as public, nor as a webhook's receiver."""
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
@@ -64,6 +65,7 @@ def unreachable_for_webhooks(address: str, name: str | None = None) -> str | Non
     if isinstance(ip, ipaddress.IPv6Address):
         ip = embedded_ipv4(ip) or ip
     for kind, yes in (
+        ("local NAT64", ip in LOCAL_NAT64),  # its IPv4 address cannot be told
         ("cloud metadata", ip in METADATA_ADDRESSES),
         ("link-local", ip.is_link_local),
         ("multicast", ip.is_multicast),

@@ -45,6 +45,7 @@ from vigil.activities.tools.allowlist import (
     unmapped,
 )
 from vigil.activities.tools.base import BuiltinContext, ToolFailed, ToolOutcome
+from vigil.schema.hooks import LOCAL_NAT64
 
 if TYPE_CHECKING:
     from vigil.activities.config import ActivitySettings
@@ -85,6 +86,12 @@ class _Body:
         if self._zlib is None:
             self._add(chunk)
             return
+        if self._zlib.eof:
+            # Bytes past the compressed stream's end: zlib would keep them all (as
+            # ``unused_data``, copied again with each read). No use is made of them.
+            if chunk.strip():
+                raise ToolFailed("the body goes on past the end of its compressed data")
+            return
         pending = chunk
         while pending:
             try:
@@ -117,9 +124,10 @@ def _kind(ip: IPAddress) -> str:
 
 def _public(ip: IPAddress) -> bool:
     # Site-local IPv6 (fec0::/10, deprecated, still routed inside some networks) counts
-    # as global to Python's ``ipaddress``.
-    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
-    return ip.is_global and not ip.is_multicast and not site_local
+    # as global to Python's ``ipaddress``; so does a network's own NAT64 prefix, whose IPv4
+    # address cannot be told (``LOCAL_NAT64``).
+    odd = isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in LOCAL_NAT64)
+    return ip.is_global and not ip.is_multicast and not odd
 
 
 @dataclass(frozen=True)

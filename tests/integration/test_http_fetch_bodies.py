@@ -70,6 +70,8 @@ async def test_compressed_bodies_are_held_to_the_limit_decompressed() -> None:
         "/twice": (gzip.compress(gzip.compress(TEXT)), "gzip, gzip"),
         "/zstd": (b"(\xb5/\xfd\x00X\x00\x00", "zstd"),
         "/broken": (b"not gzip at all", "gzip"),
+        # A small gzip stream, then bytes zlib would keep past its end (each read copied).
+        "/trailing": (gzip.compress(TEXT) + b"x" * 3_000_000, "gzip"),
     }
     with answering(bodies) as (port, asked):
         policy = FetchPolicy.parse(f"127.0.0.1:{port}")
@@ -88,6 +90,8 @@ async def test_compressed_bodies_are_held_to_the_limit_decompressed() -> None:
             await get("/zstd")
         with pytest.raises(registry.ToolFailed, match="could not be decompressed"):
             await get("/broken")
+        with pytest.raises(registry.ToolFailed, match="past the end of its compressed data"):
+            await get("/trailing")
     assert set(asked) == {"gzip, deflate"}
 
 

@@ -271,6 +271,8 @@ async def test_a_webhook_is_never_sent_to_a_link_local_address(
         ("http://224.0.0.1/hook", "224.0.0.1 is a multicast"),
         ("http://[fd00:ec2::254]/latest", "fd00:ec2::254 is a cloud metadata"),
         ("http://[64:ff9b::a9fe:a9fe]/", "169.254.169.254 is a link-local"),  # NAT64
+        # A network's own NAT64 prefix: its IPv4 address may sit in the middle bits.
+        ("http://[64:ff9b:1:a9fe:a9:fe00:808:808]/", "is a local NAT64"),
         ("http://[2002:a9fe:a9fe::]/", "169.254.169.254 is a link-local"),  # 6to4
         ("http://0.0.0.0:8080/", "0.0.0.0 is an unspecified"),
         # A name's root dot: taken, then each POST failed to resolve and was retried.

@@ -105,8 +105,8 @@ def test_urls(allow: str, url: str, ok: bool) -> None:
         ("64:ff9b::a9fe:a9fe", "link-local"),
         ("2002:c0a8:101::1", "private"),
         # A network's own NAT64 prefix, the IPv4-translated form, and site-local IPv6.
-        ("64:ff9b:1::a9fe:a9fe", "link-local"),
-        ("64:ff9b:1:2::7f00:1", "loopback"),
+        ("64:ff9b:1::a9fe:a9fe", "non-public"),
+        ("64:ff9b:1:a9fe:a9:fe00:808:808", "non-public"),  # 169.254.169.254 in a /56's middle
         ("::ffff:0:7f00:1", "loopback"),
         ("fec0::1", "non-public"),
     ],

@@ -161,7 +161,9 @@ class Stack:
     def up(self) -> None:
         # One `up` or `down` at a time in a state folder: two at once both saw a part down
         # and started it (the second unlinked the first's pid file, orphaning a server),
-        # or wiped a data folder the other was initialising.
+        # or wiped a data folder the other was initialising. Ports first: a clash is
+        # refused before anything is made, the lock's file too.
+        self._check_ports()
         with file_lock(self.state_dir / STACK_LOCK):
             self._up()
 

@@ -531,8 +531,8 @@ class TemporalCluster:
         """Stop the server (and Temporal UI unless ``ui`` is false)."""
         for pid_file in (self.ui_pid_file, self.pid_file) if ui else (self.pid_file,):
             pid = read_pid(pid_file)
-            if pid is not None and pid_alive(pid):
-                terminate(pid)
+            if pid is not None and pid_alive(pid) and not terminate(pid):
+                continue  # still running: its pid file stays, for `stack down` to say so
             pid_file.unlink(missing_ok=True)
 
 

@@ -76,14 +76,20 @@ def ensure_system_user(name: str) -> None:
             ) from None
 
 
-def _is_postgres(pid: int) -> bool:
-    """Whether process ``pid`` is alive and a postgres server process."""
+def _is_postgres(pid: int, data: Path) -> bool:
+    """Whether process ``pid`` is alive and the postmaster of the cluster in ``data`` (a
+    postgres process working in that folder; one of another cluster works in its own)."""
     if not pid_alive(pid):
         return False
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+            return False
     except OSError:
         return False
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == data.resolve()
+    except OSError:  # another user's process: its name is all there is to go on
+        return True
 
 
 class EmbeddedPostgres:
@@ -150,13 +156,13 @@ class EmbeddedPostgres:
         """Whether the postmaster its pid file names runs: that pid alive, and a postgres
         (a file left by a crash or a reboot can name a pid given to another process)."""
         pid = self.pid()
-        return pid is not None and _is_postgres(pid)
+        return pid is not None and _is_postgres(pid, self.data)
 
     def _clear_stale_pid(self) -> None:
         """Remove a pid file that names no running postmaster whose pid is alive: PostgreSQL
         would take that process for another server of this cluster and not start."""
         pid = self.pid()
-        if pid is not None and pid_alive(pid) and not _is_postgres(pid):
+        if pid is not None and pid_alive(pid) and not _is_postgres(pid, self.data):
             (self.data / "postmaster.pid").unlink(missing_ok=True)
 
     def ready(self) -> bool:

@@ -136,8 +136,9 @@ def spawn(
     raise StackError(f"could not start {argv[0]}: no pid recorded in {pid_path}")
 
 
-def terminate(pid: int, *, timeout: float = 15.0) -> None:
-    """SIGTERM a process group, then SIGKILL it if it has not gone within timeout."""
+def terminate(pid: int, *, timeout: float = 15.0) -> bool:
+    """SIGTERM a process group, then SIGKILL it if it has not gone within timeout; whether
+    it has gone."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
@@ -147,8 +148,9 @@ def terminate(pid: int, *, timeout: float = 15.0) -> None:
         while time.monotonic() < deadline:
             _reap(pid)
             if not pid_alive(pid):
-                return
+                return True
             time.sleep(0.1)
+    return False
 
 
 def _reap(pid: int) -> None:

@@ -112,8 +112,8 @@ class _Daemon:
 
     def stop(self) -> None:
         pid = self.pid()
-        if pid is not None and pid_alive(pid):
-            terminate(pid)
+        if pid is not None and pid_alive(pid) and not terminate(pid):
+            return  # still running: its pid file stays, for `stack down` to say so
         self.pid_file.unlink(missing_ok=True)
 
     def _dead_detail(self) -> str:
