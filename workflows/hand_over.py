@@ -60,12 +60,8 @@ def sleeping_until(wake_at: datetime) -> str:
     return f"timer until {wake_at.isoformat()}"
 
 
-ASKING = "a human reply to: "
-"""What a session waiting on ``ask_human`` says it waits for, before the question."""
-
-
 def asking(question: str) -> str:
-    return ASKING + preview(question, 200)
+    return f"a human reply to: {preview(question, 200)}"
 
 
 class HandOverWhileWaiting:
@@ -207,6 +203,11 @@ class HandOverWhileWaiting:
             self._answer_from = wait.queued_before
         return wait
 
+    def _answers_question(self) -> bool:
+        """Whether a message that comes now is the answer to an ask_human question that
+        waits (the first after those queued before it was asked)."""
+        return self._answer_from is not None and len(self._inbox.items) == self._answer_from
+
     def _taken(self, patch_taken: bool, validating: bool) -> bool:
         """Whether this run takes a patch's path (``patch_taken``, as settled). A validator
         never runs on replay: before the run has settled, the run it checks for is one
@@ -218,7 +219,7 @@ class HandOverWhileWaiting:
         is carried across continue-as-new and must stay small."""
         if not self._taken(self._protect, validating):
             return None
-        if self._answer_from is not None and len(self._inbox.items) == self._answer_from:
+        if self._answers_question():
             return None  # the answer to a question that waits: taken at once
         queued = sum(queued_size(t) for t, _by, _at in self._inbox.items)
         if queued + queued_size(text) > MAX_QUEUED_BYTES:

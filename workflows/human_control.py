@@ -329,10 +329,9 @@ class HumanControl(Bookkeeping):
         arg = self._valid(raw, MessageInput)
         # The first message to come while the agent waits on ask_human is its answer
         # (those queued before the question wait for the next step).
-        answers = self._answer_from is not None and len(self._inbox.items) == self._answer_from
         said = (
             "message taken as the answer to the agent's question"
-            if answers
+            if self._answers_question()
             else "message queued for the next step"
         )
         return self._once(arg, lambda: self._message(arg), "message", said)

@@ -43,6 +43,7 @@ from vigil.activities.artifacts.registry import (
     register_object,
 )
 from vigil.activities.artifacts.store import ArtifactStore, StoredObject, read_chunks
+from vigil.activities.record.lean import xact_lock
 from vigil.activities.record.rls import record_maintenance
 from vigil.activities.record.store import feed_hold_key
 from vigil.schema.payloads import FINAL_STATUSES
@@ -422,10 +423,7 @@ async def restore_session(
                 )
         # The agent's feed lock, as every write of its rows holds it: an agent's stream
         # catching up meanwhile waits for these rows (their ids are their old ones).
-        await db.execute(
-            text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:feed, 0))"),
-            {"feed": feed_hold_key(state["agent_id"])},
-        )
+        await db.execute(text("SELECT " + xact_lock(feed_hold_key(state["agent_id"]), shared=True)))
         live_columns = {t: await _columns(db, t) for t in ("messages", "events")}
         counts = {"messages": 0, "events": 0}
         chunks: Iterator[bytes] = await asyncio.to_thread(store.open, sha256)

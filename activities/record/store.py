@@ -362,17 +362,13 @@ _MESSAGE_INSERT = (
 _EVENT_INSERT = "INSERT INTO events (session_id, agent_id, key, kind, step, actor, reason, payload)"
 
 
-FEED_HOLD = "vigil.feed:"
-"""The prefix of an agent's feed lock (``feed_hold_key``)."""
-
-
 def feed_hold_key(agent_id: str) -> str:
     """The advisory lock every write of an agent's messages and events holds, shared, from
     before its rows take their ids until it ends. A reader of the agent's sessions together
     (its live stream) lists the writes holding it after reading the last ids given out and
     reads up to those ids once they have ended (``record.feed.settled_bound``): a position
     in ids is then one it can resume from exactly. No one takes it exclusively."""
-    return FEED_HOLD + agent_id
+    return "vigil.feed:" + agent_id
 
 
 def _record_parts(

@@ -114,7 +114,7 @@ stream, holding a chunk and the page at a time (an upload may be a GiB)."""
 
 
 async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcome:
-    from vigil.activities.artifacts.registry import open_artifact, resolve_artifact
+    from vigil.activities.artifacts.registry import iterate_in_thread, resolve_artifact
     from vigil.activities.artifacts.store import ArtifactError, UnknownArtifact
 
     max_chars = int(args.get("max_chars", 20_000))
@@ -129,10 +129,8 @@ async def read_artifact(ctx: BuiltinContext, args: dict[str, Any]) -> ToolOutcom
             text = data.decode("utf-8", errors="replace")
             window, total, size = text[offset : offset + max_chars], len(text), len(data)
         else:
-            _ref, chunks = await open_artifact(
-                ctx.store, ctx.sessionmaker, agent_id=ctx.agent_id, sha256=ref.sha256
-            )
-            window, total, size = await _window(chunks, offset, max_chars)
+            chunks = await asyncio.to_thread(ctx.store.open, ref.sha256)
+            window, total, size = await _window(iterate_in_thread(chunks), offset, max_chars)
     except UnknownArtifact as exc:
         raise ToolFailed(f"this session has no artifact named {preview(name, 200)!r}") from exc
     except (ArtifactError, ValueError) as exc:

@@ -168,7 +168,6 @@ class Stack:
             self._up()
 
     def _up(self) -> None:
-        self._check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded_temporal:
             other = self.temporal.running() if self.clustered else self.cluster.running()
@@ -303,16 +302,14 @@ class Stack:
         self.codec.stop()
         self.minio.stop()
         self.postgres.stop()
-        parts: dict[
-            str, ApiDaemon | TemporalDevServer | CodecServer | EmbeddedMinio | EmbeddedPostgres
-        ] = {
-            "api": self.api,
-            "temporal": self.temporal,
-            "codec": self.codec,
-            "minio": self.minio,
-            "postgres": self.postgres,
+        running = {
+            "api": self.api.running(),
+            "temporal": self.temporal.running(),
+            "codec": self.codec.running(),
+            "minio": self.minio.running(),
+            "postgres": self.postgres.running(),
         }
-        return [name for name, part in parts.items() if part.running()]
+        return [name for name, yes in running.items() if yes]
 
     @staticmethod
     def _external_postgres(url: str | None) -> PartStatus:
