@@ -138,13 +138,23 @@ def test_the_retention_schedule_archives_and_erases_per_agent_policy(
         assert refused.returncode == 4, explain(refused)
         assert one_error_line(refused) == "error: no schedule with id 'vigil-retention'"
     asyncio.run(_retention_schedule(cli, "trigger"))
+    triggered = time.monotonic()
 
     def settled() -> bool:
+        nonlocal triggered
         archived_row = query(
             cli.database_url, "SELECT archive_uri FROM sessions WHERE id = :s", s=archived
         )
         erased_rows = query(cli.database_url, "SELECT 1 FROM sessions WHERE id = :s", s=erased)
-        return bool(archived_row and archived_row[0]["archive_uri"]) and not erased_rows
+        done = bool(archived_row and archived_row[0]["archive_uri"]) and not erased_rows
+        if not done and time.monotonic() - triggered > 15:
+            # `vigil-retention` is one schedule for the whole namespace: a `retention set`
+            # of another module's test points it at that module's task queue (whose worker
+            # may be gone), and a run under way skips a trigger. Point it here, again.
+            cli.vigil.ok("retention", "set", "--agent", archived_agent, "--archive-after", "0d")
+            asyncio.run(_retention_schedule(cli, "trigger"))
+            triggered = time.monotonic()
+        return done
 
     poll(settled, 60, "the retention run archived and erased")
     assert _hot(cli, archived) == []
