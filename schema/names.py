@@ -268,6 +268,10 @@ PATCH_ASK_AFTER_QUEUED = "vigil-ask-after-queued"
 # the moved prompt's goal: the prompt kept the goal the move was read with until the next
 # run. Asked only then.
 PATCH_MOVE_TAKES_LATER_GOAL = "vigil-move-takes-later-goal"
+# A step handed back to wait out its provider's Retry-After keeps waiting in the next run
+# when the session hands over meanwhile (its history grew heavy): the next run asked the
+# provider again at once. Asked only when a handed-back step waits.
+PATCH_CARRIED_PROVIDER_WAIT = "vigil-carried-provider-wait"
 ERR_EARLIER_SESSION = "EarlierSession"
 """A session's opening found its id's record opened by an earlier workflow (started at
 another time, closed since): the run ends at once, failed, writing nothing to that record."""

@@ -130,6 +130,9 @@ class SessionCarry(Payload):
     idle_until: datetime | None = None
     """When a conversation waiting for its next message ends idle (None: it waits
     without this bound, as conversations did before ``PATCH_CONVERSATION_IDLE``)."""
+    step_not_before: datetime | None = None
+    """A step handed back for its provider's Retry-After is not taken before this time
+    (set while it waits, so a run that hands over meanwhile hands the wait on)."""
 
 
 MAX_CONTEXT_MESSAGES = 10_000

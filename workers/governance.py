@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from temporalio.client import (
     Schedule,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
@@ -21,8 +22,9 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowExecutionStatus,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from vigil.activities.artifacts.store import ArtifactError
 from vigil.activities.artifacts.sweeper import DEFAULT_GRACE, SweepReport, sweep_artifacts
@@ -42,6 +44,21 @@ RETENTION_EVERY = timedelta(hours=1)
 RETENTION_EVERY_MIN = timedelta(minutes=1)
 """The shortest period of the retention sweep (Temporal refuses intervals under a second;
 a sweep reads every policy's due sessions, so one a minute is already plenty)."""
+
+
+@dataclass(frozen=True)
+class RetentionSet:
+    """What ``set_retention`` did: the policy now in force (None: removed), and the runs of
+    ``vigil-retention`` it ended because they waited on another task queue."""
+
+    policy: RetentionPolicy | None
+    ended: list[EndedRun]
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    workflow_id: str
+    task_queue: str
 
 
 @dataclass(frozen=True)
@@ -136,7 +153,7 @@ class Governance:
         erase_after: timedelta | None,
         by: str,
         every: timedelta = RETENTION_EVERY,
-    ) -> RetentionPolicy | None:
+    ) -> RetentionSet:
         """Set the agent's policy (none of the two periods: remove it), and make sure the
         retention schedule exists and starts runs on this client's task queue."""
         if (why := await agent_rows.new_agent_id_problem(self.client.db, agent_id)) is not None:
@@ -152,20 +169,22 @@ class Governance:
             )
         # The schedule first: a policy is never written that no run would apply.
         try:
-            await self.ensure_retention_schedule(every)
+            ended = await self.ensure_retention_schedule(every)
         except RPCError as exc:
             raise VigilError(f"Temporal refused the retention schedule: {exc.message}") from exc
         async with self.client.db.begin() as db:
-            return await retention_queries.set_policy(
+            policy = await retention_queries.set_policy(
                 db, agent_id, archive_after=archive_after, erase_after=erase_after, by=by
             )
+        return RetentionSet(policy, ended)
 
     async def retention_policies(self) -> list[RetentionPolicy]:
         async with self.client.db() as db:
             return await retention_queries.list_policies(db)
 
-    async def ensure_retention_schedule(self, every: timedelta = RETENTION_EVERY) -> None:
-        """Create ``vigil-retention``, or point it at this task queue and interval."""
+    async def ensure_retention_schedule(self, every: timedelta = RETENTION_EVERY) -> list[EndedRun]:
+        """Create ``vigil-retention``, or point it at this task queue and interval; a run
+        of it still under way on another task queue is ended (returned)."""
         schedule = Schedule(
             action=ScheduleActionStartWorkflow(
                 names.WORKFLOW_RETENTION,
@@ -185,4 +204,43 @@ class Governance:
             def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
                 return ScheduleUpdate(schedule=schedule)
 
-            await temporal.get_schedule_handle(names.SCHEDULE_RETENTION).update(replace)
+            handle = temporal.get_schedule_handle(names.SCHEDULE_RETENTION)
+            await handle.update(replace)
+            running = (await handle.describe()).info.running_actions
+            return await self._end_runs_elsewhere(
+                [
+                    r.workflow_id
+                    for r in running
+                    if isinstance(r, ScheduleActionExecutionStartWorkflow)
+                ]
+            )
+        return []
+
+    async def _end_runs_elsewhere(self, workflow_ids: list[str]) -> list[EndedRun]:
+        """End the retention runs of ``workflow_ids`` that wait on a task queue other than
+        this client's. Under overlap skip a run under way skips every trigger, and one on a
+        queue no worker polls (the schedule was pointed there, or that queue's worker is
+        gone) is under way for good: retention would stop without a word. A run ended
+        mid-way loses nothing: each session is archived or erased by one activity, and the
+        next run plans what is still due."""
+        queue = self.client.settings.task_queue
+        ended = []
+        for workflow_id in workflow_ids:
+            run = self.client.temporal.get_workflow_handle(workflow_id)
+            try:
+                described = await run.describe()
+                if (
+                    described.task_queue == queue
+                    or described.status != WorkflowExecutionStatus.RUNNING
+                ):
+                    continue
+                await run.terminate(
+                    reason=f"vigil: the retention schedule now starts its runs on task queue "
+                    f"{queue!r}; this run waited on {described.task_queue!r}"
+                )
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    continue  # it ended meanwhile
+                raise
+            ended.append(EndedRun(workflow_id, described.task_queue))
+        return ended

@@ -26,6 +26,9 @@ from vigil.workers.client import OVERLAP, BadArgument
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 """Duration suffixes: seconds, minutes, hours, days, weeks."""
 
+AGO = re.compile(r"[0-9]+(\.[0-9]+)?[smhdw]")
+"""A duration back from now, as ``--since`` takes it: ``2h``, ``1.5h``, ``3d``."""
+
 MAX_DURATION = timedelta(days=366 * 100)
 """The longest duration accepted anywhere (a century): past it is a typo, or an overflow."""
 
@@ -90,7 +93,7 @@ def parse_since(
     if raw is None:
         return None
     text = raw.strip()
-    if text[-1:] in UNITS and text[:-1].isdigit():
+    if AGO.fullmatch(text):
         ago = parse_duration(text, what)
         assert ago is not None
         return (now or datetime.now(UTC)) - ago

@@ -410,16 +410,22 @@ class AgentSession(Waits):
         """The next step; and at once the step after it when a batch handed that back
         (begun and failed: it is retried before anything else, as a failed call is), once
         the time its failure asked for passed (a provider's Retry-After)."""
+        if self._c.step_not_before is not None:
+            # The run before handed over while the step waited: it waits out the rest.
+            await self._provider_wait(self._c.step_not_before)
         while (after := await self._one_step()) is not None:
             if after > 0 and workflow.patched(names.PATCH_HANDED_BACK_WAITS):
-                # A wait as any other: bounded by the session's deadline, input recorded
-                # as it comes; the step is taken at once after it, within the budgets.
-                await self._wait(
-                    lambda: False,
-                    until=times.later(workflow.now(), after),
-                    summary="the model provider asked to wait",
-                )
-                self._check_budgets()
+                until = times.later(workflow.now(), after)
+                if workflow.patched(names.PATCH_CARRIED_PROVIDER_WAIT):
+                    self._c.step_not_before = until  # carried if the run hands over
+                await self._provider_wait(until)
+
+    async def _provider_wait(self, until: datetime) -> None:
+        """A wait as any other: bounded by the session's deadline, input recorded as it
+        comes; the step is taken at once after it, within the budgets."""
+        await self._wait(lambda: False, until=until, summary="the model provider asked to wait")
+        self._c.step_not_before = None
+        self._check_budgets()
 
     async def _one_step(self) -> float | None:
         """One model call's steps; None, or the seconds to wait before the step it handed

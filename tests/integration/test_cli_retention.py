@@ -175,6 +175,57 @@ def test_the_retention_schedule_archives_and_erases_per_agent_policy(
     assert archived_agent not in {p["agent_id"] for p in cli.vigil.json("retention", "show")}
 
 
+def test_a_retention_run_waiting_on_a_queue_no_worker_polls_does_not_stop_retention(
+    cli: CLIStack, retention_schedule: None
+) -> None:
+    """`vigil-retention` was pointed at a task queue no worker polls (a `retention set` run
+    where no worker was, or one whose worker is gone) and started a run there: under
+    overlap skip that run, which nothing would ever take, skipped every later trigger, so
+    retention stopped for good even after `retention set` pointed the schedule back. Now
+    `retention set` ends a run of the schedule waiting on another queue, and says so; and
+    it warns when no worker polls the queue it points the schedule at."""
+    tag = uuid.uuid4().hex[:8]
+    agent, gone = f"ret-stuck-{tag}", f"tq-gone-{tag}"
+    session = _session(cli, agent, "to archive past a stuck run")
+    elsewhere = cli.vigil(
+        "retention", "set", "--agent", agent, "--archive-after", "0d",
+        env={"VIGIL_TASK_QUEUE": gone},
+    )  # fmt: skip
+    assert elsewhere.returncode == 0, explain(elsewhere)
+    assert f"warning: no worker is polling task queue {gone!r}" in elsewhere.stderr, explain(
+        elsewhere
+    )
+    asyncio.run(_retention_schedule(cli, "trigger"))
+    stuck = poll(lambda: asyncio.run(_running_retention_runs(cli)), 30, "a run waits")
+    [waiting] = stuck
+
+    back = cli.vigil("retention", "set", "--agent", agent, "--archive-after", "0d")
+    assert back.returncode == 0, explain(back)
+    assert "no worker is polling" not in back.stderr, explain(back)
+    assert f"ended retention run {waiting}" in back.stderr, explain(back)
+    assert gone in back.stderr, explain(back)
+    ended = asyncio.run(_workflow_status(cli, waiting))
+    assert ended == "TERMINATED", ended
+    asyncio.run(_retention_schedule(cli, "trigger"))
+
+    def archived() -> bool:
+        row = query(cli.database_url, "SELECT archive_uri FROM sessions WHERE id = :s", s=session)
+        return bool(row and row[0]["archive_uri"])
+
+    poll(archived, 60, "the retention run on the polled queue archived the session")
+
+
+async def _running_retention_runs(cli: CLIStack) -> list[str]:
+    handle = (await connect(cli.settings)).get_schedule_handle(names.SCHEDULE_RETENTION)
+    return [run.workflow_id for run in (await handle.describe()).info.running_actions]
+
+
+async def _workflow_status(cli: CLIStack, workflow_id: str) -> str:
+    described = await (await connect(cli.settings)).get_workflow_handle(workflow_id).describe()
+    assert described.status is not None
+    return described.status.name
+
+
 def _retention_runs(cli: CLIStack) -> list[dict[str, object]]:
     """Results of the completed retention workflows."""
 

@@ -35,6 +35,7 @@ from tests.support.sessions import (
     assert_whole,
     events,
     eventually,
+    hand_over_while_waiting,
     local_agent,
     running_worker,
     session_input,
@@ -260,6 +261,55 @@ async def test_a_handed_back_step_waits_out_the_providers_retry_after(
     assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
     # The workflow waited (a timer), not a retry of the call that took step 2.
     assert await _timers(handle) == 1
+
+
+async def test_a_handed_back_steps_wait_survives_the_hand_over(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    stub: LLMStub,
+    sessionmaker: async_sessionmaker[DbSession],
+    execution: str,
+) -> None:
+    """The session continued-as-new while it waited out the provider's Retry-After (its
+    history grew heavy meanwhile): the next run asked the provider again at once, the wait
+    forgotten. The time the provider asked for now travels in the carry."""
+    asked: list[float] = []
+    read = Reply.tool_call(*READ)
+    plan = [
+        read,
+        Reply.status(429, retry_after=WAITED),
+        read,
+        Reply.tool_call("finish", {"summary": "done"}),
+    ]
+
+    def answer(body: Any) -> Reply:
+        asked.append(time.monotonic())
+        return plan.pop(0)
+
+    stub.default = answer
+    name = await _agent(sessionmaker, execution, WIDE)
+    async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
+        handle = await start(
+            client,
+            task_queue,
+            session_input("read twice", agent_id=name, max_history_bytes=SMALL_HISTORY),
+        )
+        await until(lambda: len(asked) >= 2 or None, what="the provider's 429")
+        after = await hand_over_while_waiting(handle)
+        assert after.run_index > 1 and len(asked) == 2, (after, len(asked))
+        result = await handle.result()
+    assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
+    assert result.runs > 1
+    assert len(asked) == 4
+    assert asked[2] - asked[1] >= WAITED - 0.05, asked
+    assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
+
+
+WAITED = 20
+"""The provider's Retry-After (s): long enough for a hand-over to happen within it."""
+SMALL_HISTORY = 150_000
+"""A run's history growth at which the session hands over (a few refused signals)."""
 
 
 async def _timers(handle: WorkflowHandle[Any, Any]) -> int:

@@ -654,6 +654,22 @@ async def hand_back_waits(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     return [handle]
 
 
+async def carried_provider_wait(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
+    """A batch's second step meets a 429 asking for 20 s; while the step waits, refused
+    signals make the session hand over (a small ``max_history_bytes``), and the next run
+    waits out the rest (``vigil-carried-provider-wait``). Both runs are recorded."""
+    name = await _batching_agent(ctx, "agent-carried-provider-wait")
+    read = Reply.tool_call("read_artifact", {"name": "notes.txt"})
+    ctx.stub.enqueue(read, Reply.status(429, retry_after=20), read, finish("waited"))
+    arg = StartSessionInput(agent_id=name, goal="read on", max_history_bytes=SMALL_HISTORY)
+    handle = await ctx.start("carried_provider_wait", arg)
+    await until(lambda: len(ctx.stub.requests) == 2)
+    await hand_over_while_waiting(handle)
+    _expect(await handle.result(), SessionStatus.COMPLETED)
+    first_run = ctx.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    return [first_run, ctx.client.get_workflow_handle(handle.id)]
+
+
 async def late_approval(ctx: Ctx) -> list[WorkflowHandle[Any, Any]]:
     """An approval of 2 s expires while no worker runs the session; the approval comes
     after that, and the worker that comes back takes it in the task of the expiry's
@@ -1437,6 +1453,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[list[WorkflowHandle[Any, Any]]]]]
     "default_step_batches": default_step_batches,
     "hand_back_with_input": hand_back_with_input,
     "hand_back_waits": hand_back_waits,
+    "carried_provider_wait": carried_provider_wait,
     "late_approval": late_approval,
     "cancel_inside_a_batch": cancel_inside_a_batch,
     "local_call_moves": local_call_moves,

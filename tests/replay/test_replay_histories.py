@@ -102,6 +102,8 @@ LATEST = {
     "ask_after_queued_first_run",
     "ask_after_queued_last_run",
     "move_takes_later_goal",
+    "carried_provider_wait_first_run",
+    "carried_provider_wait_last_run",
 }
 EXPECTED = {
     "tools_finish",
@@ -520,6 +522,12 @@ def test_the_newest_histories_hold_the_paths_they_are_named_for() -> None:
     # A goal-only redirect while a move was read filled the moved prompt (asked then).
     later_goal = _history(HISTORIES / "move_takes_later_goal.json")
     assert names.PATCH_MOVE_TAKES_LATER_GOAL in _patches(later_goal)
+    # A handed-back step's wait handed over to the next run with the time it waits for.
+    carried = _history(HISTORIES / "carried_provider_wait_first_run.json")
+    assert names.PATCH_CARRIED_PROVIDER_WAIT in _patches(carried)
+    assert _ended(_history(HISTORIES / "carried_provider_wait_last_run.json")) == (
+        SessionStatus.COMPLETED.value
+    )
     # An approval signal's edited arguments checked with patterns in linear time.
     linear = _history(HISTORIES / "linear_patterns.json")
     assert names.PATCH_LINEAR_PATTERNS in _patches(linear)

@@ -42,7 +42,10 @@ def test_since_is_a_duration_back_or_an_iso_time() -> None:
     assert inputs.parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
     assert inputs.parse_since("2026-11-01T00:00:00+01:00") == datetime(2026, 10, 31, 23, tzinfo=UTC)
     assert inputs.parse_since(None) is None
-    for bad in ("yesterday", "9" * 30 + "d", "2h30"):
+    # A decimal, as every other duration takes it (`1.5h` read as a bad ISO time).
+    assert inputs.parse_since("1.5h", now=now) == now - timedelta(minutes=90)
+    assert inputs.parse_since(" 0.5d ", now=now) == now - timedelta(hours=12)
+    for bad in ("yesterday", "9" * 30 + "d", "2h30", "1.h", ".5h", "1.5.2h", "-1h", "1e3h"):
         with pytest.raises(BadArgument, match="--since"):
             inputs.parse_since(bad)
 

@@ -325,6 +325,8 @@ def retention_set(
     assert every_td is not None  # it has a default
 
     async def go(client: VigilClient) -> None:
+        from vigil.workers.cli.sessions import warn_when_no_worker
+
         unknown = (
             []
             if clear
@@ -335,13 +337,20 @@ def retention_set(
                 then="; the policy applies to its sessions once it has some",
             )
         )
-        policy = await _governance(client).set_retention(
+        done = await _governance(client).set_retention(
             agent,
             archive_after=archive_td,
             erase_after=erase_td,
             by=by or by_default(),
             every=every_td,
         )
+        warn(
+            f"ended retention run {run.workflow_id}: it waited on task queue "
+            f"{run.task_queue!r}; the schedule starts its runs on {client.settings.task_queue!r}"
+            for run in done.ended
+        )
+        await warn_when_no_worker(client, what="the retention schedule's runs wait until one does")
+        policy = done.policy
         if policy is None:
             emit(
                 {"agent_id": agent, "policy": None},
