@@ -122,10 +122,19 @@ class SessionControls(SessionHistory):
             session_id, names.UPD_RESUME, names.SIG_RESUME, ResumeInput(by=by), wait
         )
 
-    async def say(self, session_id: str, text_: str, *, by: str, wait: bool = True) -> Ack | None:
-        return await self._control(
-            session_id, names.UPD_MESSAGE, names.SIG_MESSAGE, MessageInput(text=text_, by=by), wait
-        )
+    async def say(
+        self,
+        session_id: str,
+        text_: str,
+        *,
+        by: str,
+        wait: bool = True,
+        request_id: str | None = None,
+    ) -> Ack | None:
+        """``request_id``: the sender's name for the message (sent again under it, the
+        session takes it once); None, a new one."""
+        arg = MessageInput(text=text_, by=by, request_id=request_id)
+        return await self._control(session_id, names.UPD_MESSAGE, names.SIG_MESSAGE, arg, wait)
 
     async def redirect(
         self,
@@ -167,11 +176,16 @@ class SessionControls(SessionHistory):
         return ack
 
     async def wake(
-        self, session_id: str, *, by: str, reason: str = "", wait: bool = True
+        self,
+        session_id: str,
+        *,
+        by: str,
+        reason: str = "",
+        wait: bool = True,
+        request_id: str | None = None,
     ) -> Ack | None:
-        return await self._control(
-            session_id, names.UPD_WAKE, names.SIG_WAKE, WakeInput(by=by, reason=reason), wait
-        )
+        arg = WakeInput(by=by, reason=reason, request_id=request_id)
+        return await self._control(session_id, names.UPD_WAKE, names.SIG_WAKE, arg, wait)
 
     async def terminate(self, session_id: str, *, by: str = "", reason: str = "") -> str | None:
         """End a session at once, as Temporal's terminate does: for one no worker will

@@ -143,6 +143,15 @@ def delivery_key(body: Any, key_field: str) -> str:
     return key
 
 
+def delivery_request_id(row: TriggerRow, delivery_id: str) -> str:
+    """The request id of what a delivery sends a session (a message, a wake): one per
+    delivery of this trigger (a trigger made again under its name is another), within
+    a control's ``MAX_REQUEST_ID``."""
+    made = row.created_at.isoformat()
+    digest = hashlib.sha256(f"{row.name}\0{made}\0{delivery_id}".encode()).hexdigest()
+    return f"trigger-{digest[:32]}"
+
+
 def delivery_session_id(
     agent_id: str, trigger: str, delivery_id: str, made: datetime | None = None
 ) -> str:
@@ -284,6 +293,9 @@ class TriggerService:
         except templates.TemplateError as exc:
             raise BadArgument(str(exc)) from None
         by = f"trigger:{row.name}"
+        # The delivery names its message or wake: acted on again (its request died before
+        # its result was kept), the session takes it once.
+        named = delivery_request_id(row, delivery_id)
 
         def result(outcome: str, session_id: str, queued: bool = False) -> FireResult:
             return FireResult(row.name, delivery_id, row.action, outcome, session_id, queued)
@@ -312,9 +324,11 @@ class TriggerService:
             # A session a start trigger began for the key (or a message trigger, before
             # they reached the key's conversation) takes its messages and wakes while it runs.
             if row.action == "wake":
-                queued = await _durably(client.wake, started_id, by=by, reason=text or "")
+                queued = await _durably(
+                    client.wake, started_id, by=by, reason=text or "", request_id=named
+                )
                 return result("woken", started_id, queued)
-            queued = await _durably(client.say, started_id, text or "", by=by)
+            queued = await _durably(client.say, started_id, text or "", by=by, request_id=named)
             return result("messaged", started_id, queued)
         if not keyed.fits_key(key, from_sender=True):
             # Longer than a conversation's key (or with control characters): as before.
@@ -323,9 +337,9 @@ class TriggerService:
             if await _start(client, row.agent_id, goal or text or "", started_id):
                 queued = False
                 if goal and text:  # the goal from its template: the text is the first message
-                    queued = await _durably(client.say, started_id, text, by=by)
+                    queued = await _durably(client.say, started_id, text, by=by, request_id=named)
                 return result("started", started_id, queued)
-            queued = await _durably(client.say, started_id, text or "", by=by)
+            queued = await _durably(client.say, started_id, text or "", by=by, request_id=named)
             return result("messaged", started_id, queued)
         if row.action == "message":
             # The key's conversation, as `vigil message --key` and the API reach it: started
@@ -341,6 +355,7 @@ class TriggerService:
                 tell_started=True,
                 queue_without_worker=True,
                 from_sender=True,
+                request_id=named,
             )
             outcome = "started" if sent.started else "messaged"
             return result(outcome, sent.session_id, sent.queued)
@@ -348,7 +363,7 @@ class TriggerService:
         sid = keyed.keyed_session_id(row.agent_id, key, generation)
         if await client.temporal_status(sid) not in RUNNING_STATUSES:
             raise UnknownSession(f"no running session for key {key!r} of agent {row.agent_id!r}")
-        queued = await _durably(client.wake, sid, by=by, reason=text or "")
+        queued = await _durably(client.wake, sid, by=by, reason=text or "", request_id=named)
         return result("woken", sid, queued)
 
 

@@ -121,6 +121,7 @@ async def message_by_key(
     tell_started: bool = False,
     queue_without_worker: bool = False,
     from_sender: bool = False,
+    request_id: str | None = None,
     **start: Any,
 ) -> KeyedMessage:
     """Send ``text`` to ``key``'s session of ``agent_id``, starting it (with ``goal`` and
@@ -132,11 +133,12 @@ async def message_by_key(
     polls the queue, the message is sent as a signal (with the session's start when none
     runs), which Temporal keeps until a worker takes it, instead of refused at once; the
     ack then says so (``KeyedMessage.queued``). ``from_sender``: the key is a trigger's
-    (``fits_key``)."""
+    (``fits_key``). ``request_id``: the sender's name for the message (a new one when
+    None): sent again under it, the session takes it once."""
     if not fits_key(key, from_sender=from_sender):
         raise BadArgument(f"a key is 1 to {MAX_KEY} characters, without control characters")
     # Named: sent again as a signal when its update goes unanswered (below), taken once.
-    message = MessageInput(text=text, by=by, request_id=uuid.uuid4().hex)
+    message = MessageInput(text=text, by=by, request_id=request_id or uuid.uuid4().hex)
     refuse_oversized(message)
     found = await client.require_agent(
         agent_id, agent_version, allow_undefined, sees_agent=sees_agent

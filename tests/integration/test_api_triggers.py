@@ -424,6 +424,60 @@ async def test_a_keyed_message_starts_the_session_then_messages_it(
     assert again.status_code == 422 and again.json() == missing.json()
 
 
+async def test_a_delivery_acted_on_again_after_its_request_died_is_taken_once(
+    cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A delivery whose request died after it acted, before its result was kept, is
+    pending; after STALE_CLAIM_SECONDS the sender's retry acts on it again. The message it
+    carried reached the session twice (here: it answered the next question too). Each
+    delivery's message is now named by the delivery, so the session takes it once."""
+    agent = f"agent-trig-{uuid.uuid4().hex[:6]}"
+    name, secret = create(
+        cli, "--agent", agent, "--action", "message", "--key-field", "k",
+        "--goal-template", "{plan}", "--message-template", "{text}",
+    )  # fmt: skip
+    plan = cli.plan(
+        Reply.tool_call("ask_human", {"question": "What is wrong?"}),
+        Reply.tool_call("ask_human", {"question": "Anything else?"}),
+        Reply.tool_call("finish", {"summary": "sorted out"}),
+    )
+    body = {"k": "7", "plan": plan, "text": "hello"}
+    first = await deliver(http, name, body, secret, delivery="d-1")
+    assert first.status_code == 200, first.text
+    sid = first.json()["session_id"]
+    asked = lambda: _in_status(sessionmaker, sid, "waiting_human")  # noqa: E731
+    await until(asked, within=60, what="the first question")
+    late = {**body, "text": "my order is late"}
+    second = await deliver(http, name, late, secret, delivery="d-2")
+    assert (second.status_code, second.json()["outcome"]) == (200, "messaged"), second.text
+
+    async def answered() -> bool:
+        tools = [m for m in await transcript(sessionmaker, sid) if m.name == "ask_human"]
+        return len(tools) == 1 and await _in_status(sessionmaker, sid, "waiting_human")
+
+    await until(answered, within=60, what="the second question")
+    # d-2's request dies after acting: its row stays pending, and ages past the stale limit.
+    async with sessionmaker.begin() as db:
+        await db.execute(
+            text(
+                "UPDATE trigger_deliveries SET state = 'pending', status_code = NULL, "
+                "result = NULL, done_at = NULL, received_at = now() - interval '1 hour' "
+                "WHERE trigger_name = :t AND delivery_id = 'd-2'"
+            ),
+            {"t": name},
+        )
+    retried = await deliver(http, name, late, secret, delivery="d-2")
+    assert (retried.status_code, retried.json()["session_id"]) == (200, sid), retried.text
+    await asyncio.sleep(2)  # time for a second copy to be taken, were it taken
+    messages = await transcript(sessionmaker, sid)
+    copies = [m for m in messages if "my order is late" in (m.content or "")]
+    assert len(copies) == 1, [(m.role, m.content) for m in messages]
+    assert await _in_status(sessionmaker, sid, "waiting_human")  # the second question waits
+    third = await deliver(http, name, {**body, "text": "no"}, secret, delivery="d-3")
+    assert third.status_code == 200, third.text
+    await until(lambda: _finished(sessionmaker, sid), within=60, what="the session ends")
+
+
 async def test_a_senders_key_with_c1_controls_still_names_its_conversation(
     cli: CLIStack, http: httpx.AsyncClient, sessionmaker: async_sessionmaker[DbSession]
 ) -> None:
