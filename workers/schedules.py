@@ -58,6 +58,8 @@ class ScheduleView:
     (the server or the schedule was down longer)."""
     running: list[str]
     """The sessions of its runs that still run."""
+    buffered: int
+    """Runs waiting to start once the running one ends (overlap buffer_one, buffer_all)."""
     jitter_seconds: float | None
     """Each run starts up to this much after its time; none when unset."""
     catchup_seconds: float | None
@@ -139,6 +141,7 @@ class ScheduleService:
             skipped_overlap=info.num_actions_skipped_overlap,
             missed_catchup=info.num_actions_missed_catchup_window,
             running=sorted(running_sessions(desc)),
+            buffered=desc.raw_description.info.buffer_size,
             jitter_seconds=_seconds(spec.jitter),
             catchup_seconds=_seconds(policy.catchup_window),
             max_steps=template.budget.max_steps if steps_given else None,

@@ -83,6 +83,7 @@ def test_schedule_lifecycle(api: ApiServer, schedule_id: str) -> None:
         )
         assert (body["every_seconds"], body["cron"], body["paused"]) == (3600.0, None, True)
         assert (body["overlap"], body["agent_version"]) == ("buffer_one", None)
+        assert (body["running"], body["buffered"]) == ([], 0)
 
         again = create(http, id=schedule_id, agent=agent, goal="x", every="1h")
         assert (again.status_code, again.json()["error"]["code"]) == (409, "refused")

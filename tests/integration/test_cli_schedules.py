@@ -361,6 +361,11 @@ def test_a_trigger_past_the_one_buffered_run_says_it_starts_nothing(
     [waiting] = runs(cli, schedule_id, 1, status="waiting_approval")
     buffered = cli.vigil.json("schedule", "trigger", schedule_id)
     assert "this one starts once it ends" in buffered["held"], buffered
+    # `show` says a run waits (it showed the run running and nothing of the one waiting).
+    shown = cli.vigil.json("schedule", "show", schedule_id)
+    assert (shown["running"], shown["buffered"]) == ([waiting["id"]], 1), shown
+    human = cli.vigil.ok("schedule", "show", schedule_id).stdout
+    assert "1 run, once the one running ends" in human, human
     dropped_run = cli.vigil("schedule", "trigger", schedule_id)
     assert dropped_run.returncode == 1, explain(dropped_run)
     dropped = dropped_run.stdout.strip()
@@ -431,6 +436,7 @@ def test_schedule_show_tells_one_schedule(cli: CLIStack, schedule_id: str) -> No
     )
     assert shown["overlap"] == "skip" and shown["created_at"].endswith("+00:00")
     assert (shown["runs_started"], shown["running"], shown["skipped_overlap"]) == (0, [], 0)
+    assert shown["buffered"] == 0
     # Unset: each run takes the agent's budget and rules; Temporal's catch-up default.
     assert (shown["max_steps"], shown["require_approval"], shown["jitter_seconds"]) == (
         None,

@@ -91,6 +91,8 @@ class ScheduleOut(BaseModel):
     """Runs not started within the catch-up window (the server was down longer)."""
     running: list[str]
     """The sessions of its runs that still run."""
+    buffered: int
+    """Runs waiting to start once the running one ends (overlap buffer_one, buffer_all)."""
     jitter_seconds: float | None
     catchup_seconds: float | None
     max_steps: int | None

@@ -187,6 +187,7 @@ def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
                 ("next runs (UTC)", "none while paused" if view.paused else nexts),
                 ("runs so far", started),
                 ("running now", ", ".join(view.running) or "-"),
+                ("waiting to start", _buffered(view.buffered)),
                 ("note", view.note or "-"),
                 ("created", when(view.created_at) if view.created_at else "-"),
             ]
@@ -196,6 +197,12 @@ def schedule_show(schedule_id: str, state_dir: StateOpt = None, as_json: JsonOpt
         emit(asdict(view), as_json, human)
 
     run_client(go, state_dir)
+
+
+def _buffered(count: int) -> str:
+    if not count:
+        return "-"
+    return f"{count} run{'s' if count != 1 else ''}, once the one running ends"
 
 
 def _done(
