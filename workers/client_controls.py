@@ -218,7 +218,9 @@ class SessionControls(SessionHistory):
     async def cancel(self, session_id: str, *, by: str = "", reason: str = "") -> str:
         """Temporal's cancel; who and why travel as its reason (shown in the history, and
         read back by the workflow for the session's cancel event). The session's task
-        queue, whose worker ends it."""
+        queue, whose worker ends it. Who and why are held to a pause's limits (one line of
+        text, no NUL) before anything is sent."""
+        refuse_oversized(PauseInput(by=by or "unknown", reason=reason))
         handle = self.handle(session_id)
         # Temporal accepts a cancel of a closed workflow without complaint; say so instead.
         desc = await self._still_running(session_id)

@@ -19,7 +19,7 @@ and the receipt are committed together, or nothing is (and erasing again finishe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -374,6 +374,19 @@ async def purge(
     for its new words; without one it is deleted (``merged_memories_deleted``)."""
     await record_maintenance(db)
     await _take_erasure_locks(db, scope)
+    if scope.kind == "session" and scope.agent_id is None:
+        # Recorded since the scope was read: an opening already under way when the erasure
+        # began wrote its row before this lock (one after it waits, then finds the
+        # receipt). Its row, its words and its agent's memory of it go too, under that
+        # agent's locks as any recorded session's erasure takes them.
+        agent = (
+            await db.execute(
+                text("SELECT agent_id FROM sessions WHERE id = :s"), {"s": scope.subject}
+            )
+        ).scalar_one_or_none()
+        if agent is not None:
+            scope = replace(scope, agent_id=agent, session_ids=[scope.subject])
+            await _take_erasure_locks(db, scope)
     sessions = scope.session_ids
     if scope.kind == "agent":
         # Sessions recorded since the scope was read (a schedule's run, one too new for

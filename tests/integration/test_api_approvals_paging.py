@@ -131,3 +131,37 @@ def test_paging_is_bounded_and_checked(api: ApiServer) -> None:
     schemas = document["components"]["schemas"]
     for name in ("SessionList", "Approvals"):
         assert set(schemas[name]["properties"]) == {"items", "next_cursor"}, name
+
+
+def test_a_lone_surrogate_the_record_keeps_is_served_as_its_json_escape(
+    cli: CLIStack, api: ApiServer
+) -> None:
+    """A broken model's reply holding a lone surrogate ("\\ud83c", half an emoji) is kept
+    exactly by the record; every route showing it (the inbox, the session, its transcript
+    and events) answered 500, the approvals inbox of every token that saw the agent
+    included, until someone decided the call. It is served as its JSON escape, which reads
+    back as the same text."""
+    odd = "half an emoji \ud83c"
+    url = f"{cli.stub.url}/x?note={odd}"
+    fetch = Reply.tool_call("http_fetch", {"url": url}, content=odd)
+    with api.client(api.token(Scope.CONTROL)) as http:
+        with api.client(api.token(Scope.ADMIN)) as admin:
+            agent = define(admin, "surrogates")
+        r = http.post("/v1/sessions", json={"agent": agent, "goal": cli.plan(fetch)})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        [waiting_id] = waiting(http, agent, 1)
+        assert waiting_id == sid
+        inbox = http.get("/v1/approvals", params={"agent": agent})
+        assert inbox.status_code == 200, inbox.text
+        assert b"\\ud83c" in inbox.content  # the escape, not bytes that are not UTF-8
+        [pending] = inbox.json()["items"]
+        assert pending["arguments"]["url"] == url, pending
+        shown = http.get(f"/v1/sessions/{sid}")
+        assert shown.status_code == 200, shown.text
+        said = http.get(f"/v1/sessions/{sid}/transcript")
+        assert said.status_code == 200, said.text
+        assert odd in [m["content"] for m in said.json()["items"]], said.json()
+        happened = http.get(f"/v1/sessions/{sid}/events")
+        assert happened.status_code == 200, happened.text
+        assert http.post(f"/v1/sessions/{sid}/cancel", json={}).status_code == 200

@@ -156,7 +156,12 @@ def test_pause_message_redirect_resume(cli: CLIStack, api: ApiServer) -> None:
         assert http.post(f"/v1/sessions/{sid}/message", json={"text": ""}).status_code == 422
         # One-line text is refused with NUL (the message above keeps it): it was taken and
         # the session's goal recorded with `\0` in its place.
-        for path, body in (("redirect", {"goal": "a\x00b"}), ("pause", {"reason": "a\x00b"})):
+        # A cancel's reason too (taken: the record's cancel event showed U+2400 for it).
+        for path, body in (
+            ("redirect", {"goal": "a\x00b"}),
+            ("pause", {"reason": "a\x00b"}),
+            ("cancel", {"reason": "a\x00b"}),
+        ):
             nul = http.post(f"/v1/sessions/{sid}/{path}", json=body)
             assert nul.status_code == 422, nul.text
             assert "must not contain NUL" in nul.json()["error"]["message"], nul.text

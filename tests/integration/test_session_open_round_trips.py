@@ -295,3 +295,44 @@ async def test_an_opening_that_meets_its_erasure_midway_waits_and_is_refused(
         if kind == "agent":
             held = await db.execute(text("SELECT count(*) FROM agents WHERE id = :a"), {"a": agent})
             assert held.scalar_one() == 0
+
+
+async def test_a_session_erasure_takes_the_row_its_opening_wrote_after_the_plan(
+    settings: Settings, worker_sessionmaker: async_sessionmaker[DbSession]
+) -> None:
+    """A session erased just after it started: the erasure's plan read no row (its opening
+    had not committed), then the opening (already on a worker) wrote the row, its goal and
+    its events, finding no receipt yet; the purge deleted the sessions the plan had read,
+    none, so the row, the goal's words and its memory stayed, `running`, beside a receipt
+    saying the session was erased."""
+    sm = worker_sessionmaker
+    agent, sid = f"agent-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    env = ActivityEnvironment()
+    async with httpx.AsyncClient() as http:
+        acts = _session_acts(settings, sm, http)
+        async with sm() as db:
+            scope = await erasure_rows.session_scope(db, sid)  # the plan: nothing recorded
+        assert scope.session_ids == [] and scope.agent_id is None
+        opening = OpenSessionInput(
+            session_id=sid, agent_id=agent, goal="the words to erase", started_at=datetime.now(UTC)
+        )
+        assert (await env.run(acts.open_session, opening)).created
+        memories = MemoryStore(sm, HashingEmbedder(settings.embedding_dim))
+        await memories.add(agent, "a note the session made", source_session_id=sid)
+        async with sm() as db, db.begin():
+            purged = await erasure_rows.purge(db, scope)
+            await erasure_rows.write_receipt(
+                db, kind="session", subject=sid, by="t", reason=None, counts=purged.counts
+            )
+    assert purged.counts["sessions"] == 1, purged.counts
+    async with sm() as db:
+        assert await record.get_session(db, sid) is None
+        left = await db.execute(
+            text(
+                "SELECT (SELECT count(*) FROM messages WHERE session_id = :s) "
+                "+ (SELECT count(*) FROM events WHERE session_id = :s) "
+                "+ (SELECT count(*) FROM memories WHERE source_session_id = :s)"
+            ),
+            {"s": sid},
+        )
+        assert left.scalar_one() == 0

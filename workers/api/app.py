@@ -8,10 +8,13 @@ Routes live in one module per resource (``workers/api/<resource>.py``), each wit
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
 
 from vigil.workers.api import (
     agents,
@@ -76,6 +79,19 @@ def routers() -> list[APIRouter]:
     ]
 
 
+class RecordJSON(JSONResponse):
+    """JSON as every route answers it, where a lone surrogate the record keeps (a broken
+    model's ``"\\ud83c"``, half an emoji, kept exactly) is written as its JSON escape,
+    which reads back as the same text: the default serializer refuses such text, and the
+    route answered 500 (the approvals inbox of every token that saw the agent included)."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        # A surrogate can only stand inside a JSON string: its backslash escape there is
+        # the JSON escape of that code unit.
+        return text.encode("utf-8", "backslashreplace")
+
+
 def create_app(settings: Settings) -> FastAPI:
     setup_tracing(settings, "vigil-api")
 
@@ -99,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        default_response_class=RecordJSON,
         responses=errors.ERROR_RESPONSES,
         dependencies=[
             Depends(auth.refuse_held_body),
