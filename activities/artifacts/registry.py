@@ -247,10 +247,20 @@ async def register_object(
 
 
 async def forget_object(db: DbSession, store: ArtifactStore, sha256: str) -> bool:
-    """Remove the ``artifacts`` row of bytes nothing refers to any more (a replaced or
-    restored session archive, an erased artifact), and then the bytes, under the digest's
+    """Remove the ``artifacts`` row of bytes nothing refers to any more (a replaced
+    session archive, an erased artifact), and then the bytes, under the digest's
     exclusive lock. System work. False when a link still names it (nothing removed).
     """
+    if not await forget_row(db, sha256):
+        return False
+    await asyncio.to_thread(store.delete, sha256)
+    return True
+
+
+async def forget_row(db: DbSession, sha256: str) -> bool:
+    """Remove the ``artifacts`` row of bytes nothing refers to any more, under the digest's
+    exclusive lock, leaving the bytes (``drop_unregistered`` removes them once the
+    transaction committed; the sweep, if that fails). False when a link still names it."""
     await lock_digest(db, sha256, exclusive=True)
     linked = await db.execute(
         sql("SELECT 1 FROM artifact_links WHERE sha256 = :sha LIMIT 1"), {"sha": sha256}
@@ -258,6 +268,16 @@ async def forget_object(db: DbSession, store: ArtifactStore, sha256: str) -> boo
     if linked.first() is not None:
         return False
     await db.execute(sql("DELETE FROM artifacts WHERE sha256 = :sha"), {"sha": sha256})
+    return True
+
+
+async def drop_unregistered(db: DbSession, store: ArtifactStore, sha256: str) -> bool:
+    """Remove bytes no ``artifacts`` row names, under the digest's exclusive lock: bytes
+    registered again meanwhile (the same bytes stored anew) stay. Whether they went."""
+    await lock_digest(db, sha256, exclusive=True)
+    named = await db.execute(sql("SELECT 1 FROM artifacts WHERE sha256 = :sha"), {"sha": sha256})
+    if named.first() is not None:
+        return False
     await asyncio.to_thread(store.delete, sha256)
     return True
 

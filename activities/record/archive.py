@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import re
 import tempfile
 import zlib
@@ -38,15 +39,24 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from vigil.activities.artifacts.registry import (
+    drop_unregistered,
     forget_object,
+    forget_row,
     iterate_in_thread,
     register_object,
 )
-from vigil.activities.artifacts.store import ArtifactStore, StoredObject, read_chunks
+from vigil.activities.artifacts.store import (
+    ArtifactError,
+    ArtifactStore,
+    StoredObject,
+    read_chunks,
+)
 from vigil.activities.record.lean import xact_lock
 from vigil.activities.record.rls import record_maintenance
 from vigil.activities.record.store import feed_hold_key
 from vigil.schema.payloads import FINAL_STATUSES
+
+log = logging.getLogger(__name__)
 
 FINISHED_STATUSES = frozenset(s.value for s in FINAL_STATUSES)
 ARCHIVE_FORMAT = "vigil.session-archive"
@@ -476,10 +486,25 @@ async def restore_session(
             ),
             {"sid": session_id},
         )
-    # The rows are back and committed: the archive now copies nothing anyone refers to.
-    # Removed only afterwards, so a failed restore never loses it.
-    async with sessionmaker() as db, db.begin():
-        await forget_object(db, store, sha256)
+        # The archive's row goes with the session's name for it: nothing then refers to
+        # its bytes (kept with the row until 2026-12-08 when removing them failed, for
+        # good: the sweep keeps registered bytes, and an erasure finds archives through
+        # the session).
+        forgotten = await forget_row(db, sha256)
+    # The rows are back and committed; the bytes are removed only now, so a failed
+    # restore never loses them. Bytes that cannot be removed now are an orphan object,
+    # which the next sweep removes.
+    if forgotten:
+        try:
+            async with sessionmaker() as db, db.begin():
+                await drop_unregistered(db, store, sha256)
+        except (OSError, ArtifactError) as exc:
+            log.warning(
+                "session %s restored; its archive %s stays until the next sweep: %s",
+                session_id,
+                sha256,
+                exc,
+            )
     return RestoreResult(session_id, counts["messages"], counts["events"])
 
 

@@ -7,15 +7,22 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from vigil.activities.artifacts.store import ArtifactCorrupt, ArtifactStore, FilesystemStore
+from vigil.activities.artifacts.store import (
+    ArtifactCorrupt,
+    ArtifactStore,
+    FilesystemStore,
+    StoreUnavailable,
+)
+from vigil.activities.artifacts.sweeper import sweep_artifacts
 from vigil.activities.record.archive import (
     ARCHIVE_FORMAT,
     ArchiveInvalid,
@@ -191,6 +198,45 @@ async def test_archive_prunes_and_restore_gives_identical_rows(
     assert second.sha256 == result.sha256
     await restore_session(sessionmaker, store, session)
     assert await _dump(sessionmaker, "messages", session) == messages_before
+
+
+class _DeleteFails:
+    """The store, except that removing bytes fails (the object store down just then)."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def delete(self, sha256: str) -> None:
+        raise StoreUnavailable("the object store is down", ConnectionRefusedError())
+
+
+async def test_a_restore_whose_archive_cannot_be_removed_leaves_it_to_the_sweep(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    """The archive's row and bytes were removed after the restore committed, in a second
+    transaction: when removing the bytes failed, that transaction kept the row, the
+    session no longer named the archive, a restore again said it was not archived, and
+    the sweep kept the bytes as registered. A full copy of the transcript stayed for
+    good, and the session's erasure, which finds archives through the session, left it.
+    The row now goes with the restore; bytes that cannot be removed then are an orphan
+    object, which the sweep removes."""
+    _, session = await _finished_session(sessionmaker, messages=5)
+    archived = await archive_session(sessionmaker, store, session)
+    failing = cast(ArtifactStore, _DeleteFails(store))
+    restored = await restore_session(sessionmaker, failing, session)
+    assert restored.was_archived and restored.messages == 5
+    async with sessionmaker() as db:
+        row = await db.execute(
+            text("SELECT count(*) FROM artifacts WHERE sha256 = :h"), {"h": archived.sha256}
+        )
+        assert row.scalar_one() == 0
+    assert store.exists(archived.sha256)  # the bytes stayed: nothing refers to them
+    swept = await sweep_artifacts(store, sessionmaker, grace=timedelta(0), dry_run=False)
+    assert archived.sha256 in swept.removed, swept
+    assert not store.exists(archived.sha256)
 
 
 @pytest.mark.parametrize("status", ["running", "waiting_approval", "paused"])
