@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from vigil.activities.artifacts.registry import put_artifact
 from vigil.activities.artifacts.store import (
     ArtifactCorrupt,
     ArtifactStore,
@@ -23,6 +24,7 @@ from vigil.activities.artifacts.store import (
     StoreUnavailable,
 )
 from vigil.activities.artifacts.sweeper import sweep_artifacts
+from vigil.activities.artifacts.versions import NoSuchVersion, resolve_version
 from vigil.activities.record.archive import (
     ARCHIVE_FORMAT,
     ArchiveInvalid,
@@ -198,6 +200,31 @@ async def test_archive_prunes_and_restore_gives_identical_rows(
     assert second.sha256 == result.sha256
     await restore_session(sessionmaker, store, session)
     assert await _dump(sessionmaker, "messages", session) == messages_before
+
+
+async def test_an_archived_sessions_artifact_versions_are_not_guessed(
+    sessionmaker: async_sessionmaker[DbSession], store: ArtifactStore
+) -> None:
+    """A name's versions are read from the session's events, which its archive takes: an
+    archived session's `report.md` read as having one version, and its version 1 was the
+    newest bytes, labelled the first. Asked of an archived session, a version is refused
+    with what brings them back; the newest stays readable."""
+    agent, session = await _finished_session(sessionmaker, messages=3)
+    first, second = [
+        await put_artifact(
+            store, sessionmaker, agent_id=agent, session_id=session, name="report.md", data=data
+        )
+        for data in (b"first words " + uuid.uuid4().bytes, b"second words " + uuid.uuid4().bytes)
+    ]
+    where = {"agent_id": agent, "session_id": session, "name": "report.md"}
+    assert (await resolve_version(sessionmaker, version=1, **where)).sha256 == first.sha256
+    await archive_session(sessionmaker, store, session)
+    with pytest.raises(NoSuchVersion, match=f"vigil restore {session}"):
+        await resolve_version(sessionmaker, version=1, **where)
+    assert (await resolve_version(sessionmaker, version=None, **where)).sha256 == second.sha256
+    await restore_session(sessionmaker, store, session)
+    assert (await resolve_version(sessionmaker, version=1, **where)).sha256 == first.sha256
+    assert (await resolve_version(sessionmaker, version=2, **where)).sha256 == second.sha256
 
 
 class _DeleteFails:
