@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from temporalio.client import WorkflowExecutionDescription
 
 from tests.integration.conftest import CLIStack
 from tests.support.api import ApiServer
@@ -23,6 +24,8 @@ from tests.support.cli import terminate_session
 from tests.support.llm_stub import Reply
 from vigil.schema.payloads import MAX_HUMAN_TEXT
 from vigil.workers.db import make_engine, make_sessionmaker
+from vigil.workers.settings import Settings
+from vigil.workers.temporal import connect
 from vigil.workers.tokens import Scope
 
 pytestmark = pytest.mark.integration
@@ -257,6 +260,10 @@ def test_unknown_ids_cancel_and_what_tokens_see(cli: CLIStack, api: ApiServer) -
         assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
 
 
+async def describe_session(settings: Settings, session_id: str) -> WorkflowExecutionDescription:
+    return await (await connect(settings)).get_workflow_handle(session_id).describe()
+
+
 def test_a_scoped_token_learns_nothing_of_another_agents_unrecorded_session(
     cli: CLIStack, api: ApiServer
 ) -> None:
@@ -291,6 +298,15 @@ def test_a_scoped_token_learns_nothing_of_another_agents_unrecorded_session(
         with api.client(api.token(Scope.CONTROL, agents=[theirs])) as own:
             r = own.get(f"/v1/sessions/{sid}")
             assert r.status_code == 409 and r.json()["error"]["code"] == "no_worker", r.text
+            # And may cancel it, as `vigil cancel` does: Temporal keeps the cancel until a
+            # worker takes the session (the API answered 409 no_worker, and could not).
+            cancelled = own.post(f"/v1/sessions/{sid}/cancel", json={"reason": "wrong queue"})
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json() == {"id": sid, "accepted": True, "status": "unrecorded"}
+            desc = asyncio.run(describe_session(cli.settings, sid))
+            assert desc.raw_description.workflow_extended_info.cancel_requested
+            again = own.post(f"/v1/sessions/{sid}/cancel")
+            assert again.status_code == 409 and "being cancelled" in again.text, again.text
     finally:
         terminate_session(cli.settings, sid)
 

@@ -27,7 +27,9 @@ from vigil.workers.api.deps import Client, RequestBody, SessionId, visible_sessi
 from vigil.workers.api.errors import CONFLICT, UNAVAILABLE, ApiError
 from vigil.workers.client import (
     MAX_RECENT_MESSAGES,
+    UNRECORDED,
     NotRecordedYet,
+    NoWorker,
     SessionIdTaken,
     UnknownSession,
     VigilClient,
@@ -208,7 +210,8 @@ class Cancelled(BaseModel):
     id: str
     accepted: bool
     status: str
-    """The recorded status when the cancel was sent (it becomes ``cancelled``)."""
+    """The recorded status when the cancel was sent (it becomes ``cancelled``);
+    ``unrecorded`` when no worker had recorded the session yet."""
 
 
 class ExportFormat(StrEnum):
@@ -496,7 +499,14 @@ def _file_stem(session_id: str) -> str:
 async def cancel(
     session_id: SessionId, who: Controller, client: Client, body: CancelRequest | None = None
 ) -> Cancelled:
-    """Temporal's cancel; the record's cancel event names the token's owner and the reason."""
-    row = await visible_session(client, who, session_id)
+    """Temporal's cancel; the record's cancel event names the token's owner and the reason.
+    A session no worker has recorded yet (none may poll its queue) is cancelled too, as
+    `vigil cancel` does it: Temporal keeps the cancel, and the session ends cancelled once
+    a worker takes it (``status``: ``unrecorded``)."""
+    try:
+        status = (await visible_session(client, who, session_id)).status
+    except (NotRecordedYet, NoWorker):
+        # Raised only for a session the token may know of (visible_session asks first).
+        status = UNRECORDED
     await client.cancel(session_id, by=who.actor, reason=body.reason if body else "")
-    return Cancelled(id=session_id, accepted=True, status=row.status)
+    return Cancelled(id=session_id, accepted=True, status=status)
