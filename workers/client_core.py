@@ -36,6 +36,7 @@ from vigil.workers.client_errors import (
     UnknownSession,
     Unreachable,
     VigilError,
+    temporal_refusal,
 )
 from vigil.workers.client_views import RUNNING_STATUSES, said_status
 from vigil.workers.codec import PayloadKeyError
@@ -266,7 +267,7 @@ class _VigilClientCore:
                 ) from exc
             if is_unreachable(exc):
                 raise Unreachable(self.temporal_down()) from None
-            raise VigilError(f"Temporal refused: {exc.message}") from exc
+            raise temporal_refusal(exc) from exc
         except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             raise NotAnswered(
                 f"session {session_id} did not answer in time (its worker may be busy or "

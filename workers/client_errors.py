@@ -6,6 +6,8 @@ Part of VigilClient (workers/client.py), which re-exports every name.
 
 from __future__ import annotations
 
+from temporalio.service import RPCError, RPCStatusCode
+
 
 class VigilError(Exception):
     """A failure with a message meant for a person."""
@@ -118,3 +120,28 @@ class NotTakenYet(Unreachable):
 
 class NoWorker(Unreachable):
     """Temporal knows the session, but no worker polls its task queue: nothing will move."""
+
+
+class TemporalRefused(Unreachable):
+    """Temporal answered with an error that is no fault of the request: access denied
+    (an expired key), exhausted, an internal error. Told as Temporal not serving (the
+    API's 503, the CLI's exit 3): a 400 blamed the caller, who would not try again."""
+
+
+CALLERS_FAULT = frozenset(
+    {
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.ALREADY_EXISTS,
+        RPCStatusCode.OUT_OF_RANGE,
+    }
+)
+"""Temporal's answers that are about the request itself."""
+
+
+def temporal_refusal(exc: RPCError, what: str = "Temporal refused") -> VigilError:
+    """The error to raise for a refusal of Temporal's that is not NOT_FOUND and not
+    Temporal being unreachable: the request's fault, or Temporal's (``TemporalRefused``)."""
+    if exc.status in CALLERS_FAULT:
+        return VigilError(f"{what}: {exc.message}")
+    return TemporalRefused(f"{what}: {exc.message} ({exc.status.name.lower()})")

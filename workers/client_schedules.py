@@ -38,6 +38,7 @@ from vigil.workers.client_errors import (
     UnknownSchedule,
     Unreachable,
     VigilError,
+    temporal_refusal,
 )
 from vigil.workers.client_start import first_attributes, refuse_unknown_tools
 from vigil.workers.client_views import SessionSummary
@@ -325,7 +326,7 @@ class ScheduleControls(SessionControls):
                 raise UnknownSchedule(f"no schedule with id {schedule_id!r}") from exc
             if is_unreachable(exc):
                 raise Unreachable(self.temporal_down()) from None
-            raise VigilError(f"Temporal refused: {exc.message}") from exc
+            raise temporal_refusal(exc) from exc
 
     async def pause_schedule(self, schedule_id: str, note: str = "paused from vigil") -> bool:
         """Pause; False when it already was (nothing changed)."""

@@ -38,6 +38,7 @@ from vigil.activities.record.retention import RetentionPolicy
 from vigil.schema import names
 from vigil.schema.governance import RetentionRunInput
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
+from vigil.workers.client_errors import temporal_refusal
 from vigil.workers.wiring import configured_embedder, make_store
 
 RETENTION_EVERY = timedelta(hours=1)
@@ -171,7 +172,7 @@ class Governance:
         try:
             ended = await self.ensure_retention_schedule(every)
         except RPCError as exc:
-            raise VigilError(f"Temporal refused the retention schedule: {exc.message}") from exc
+            raise temporal_refusal(exc, "Temporal refused the retention schedule") from exc
         async with self.client.db.begin() as db:
             policy = await retention_queries.set_policy(
                 db, agent_id, archive_after=archive_after, erase_after=erase_after, by=by
