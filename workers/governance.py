@@ -6,6 +6,7 @@ library code, and holds no SQL. Errors a user can fix become ``VigilError``s.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,8 @@ from vigil.schema.governance import RetentionRunInput
 from vigil.workers.client import BadArgument, NotFound, Refused, VigilClient, VigilError
 from vigil.workers.client_errors import temporal_refusal
 from vigil.workers.wiring import configured_embedder, make_store
+
+log = logging.getLogger(__name__)
 
 RETENTION_EVERY = timedelta(hours=1)
 RETENTION_EVERY_MIN = timedelta(minutes=1)
@@ -219,11 +222,15 @@ class Governance:
 
     async def _end_runs_elsewhere(self, workflow_ids: list[str]) -> list[EndedRun]:
         """End the retention runs of ``workflow_ids`` that wait on a task queue other than
-        this client's. Under overlap skip a run under way skips every trigger, and one on a
-        queue no worker polls (the schedule was pointed there, or that queue's worker is
-        gone) is under way for good: retention would stop without a word. A run ended
-        mid-way loses nothing: each session is archived or erased by one activity, and the
-        next run plans what is still due."""
+        this client's which no worker polls. Under overlap skip a run under way skips every
+        trigger, and one on a queue no worker polls (the schedule was pointed there, or
+        that queue's worker is gone) is under way for good: retention would stop without a
+        word. A run a worker takes is left to end (the schedule's next run starts on this
+        queue). A run ended mid-way loses nothing: each session is archived or erased by
+        one activity, and the next run plans what is still due. A run Temporal would not
+        end is left as it was (logged): the policy is written all the same."""
+        from vigil.workers.liveness import live_pollers
+
         queue = self.client.settings.task_queue
         ended = []
         for workflow_id in workflow_ids:
@@ -233,15 +240,17 @@ class Governance:
                 if (
                     described.task_queue == queue
                     or described.status != WorkflowExecutionStatus.RUNNING
+                    or await live_pollers(self.client.temporal, described.task_queue)
                 ):
                     continue
                 await run.terminate(
                     reason=f"vigil: the retention schedule now starts its runs on task queue "
-                    f"{queue!r}; this run waited on {described.task_queue!r}"
+                    f"{queue!r}; this run waited on {described.task_queue!r}, which no "
+                    "worker polls"
                 )
             except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    continue  # it ended meanwhile
-                raise
+                if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: it ended meanwhile
+                    log.warning("retention run %s not ended: %s", workflow_id, exc.message)
+                continue
             ended.append(EndedRun(workflow_id, described.task_queue))
         return ended

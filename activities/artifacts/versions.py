@@ -33,16 +33,6 @@ async def _replacements(
         return await list_events(db, session_id, kind=event_kinds.ARTIFACT_REPLACED)
 
 
-async def _archived(
-    sessionmaker: async_sessionmaker[DbSession], agent_id: str, session_id: str
-) -> bool:
-    async with acting_for(sessionmaker, agent_id) as db:
-        uri = await db.execute(
-            sql("SELECT archive_uri FROM sessions WHERE id = :s"), {"s": session_id}
-        )
-        return uri.scalar_one_or_none() is not None
-
-
 def _digests(events: list[StoredEvent], name: str, current: str) -> list[str]:
     mine = [e.payload for e in events if e.payload.get("name") == name]
     digests = [str(mine[0]["previous_sha256"])] if mine else []
@@ -77,16 +67,21 @@ async def resolve_version(
     )
     if version is None:
         return current
-    if await _archived(sessionmaker, agent_id, session_id):
-        # Its events, which name the versions, are in the archive: version 1 read as the
-        # newest bytes, labelled the first, until 2026-12-08.
-        raise NoSuchVersion(
-            f"session {session_id} is archived: the versions of {name!r} are named in its "
-            f"archive, and only the newest is read until `vigil restore {session_id}`"
+    async with acting_for(sessionmaker, agent_id) as db:
+        replaced = await list_events(db, session_id, kind=event_kinds.ARTIFACT_REPLACED)
+        # Asked after the events were read: an archive that took them before then is
+        # seen here (each statement reads what committed before it).
+        archived = await db.execute(
+            sql("SELECT archive_uri FROM sessions WHERE id = :s"), {"s": session_id}
         )
-    digests = _digests(
-        await _replacements(sessionmaker, agent_id, session_id), name, current.sha256
-    )
+        if archived.scalar_one_or_none() is not None:
+            # Its events, which name the versions, are in the archive: version 1 read as
+            # the newest bytes, labelled the first, until 2026-12-08.
+            raise NoSuchVersion(
+                f"session {session_id} is archived: the versions of {name!r} are named in "
+                f"its archive, and only the newest is read until `vigil restore {session_id}`"
+            )
+    digests = _digests(replaced, name, current.sha256)
     if not 1 <= version <= len(digests):
         held = f"{len(digests)} version" + ("s" if len(digests) != 1 else "")
         raise NoSuchVersion(f"{name!r} has {held}; there is no version {version}")

@@ -46,7 +46,6 @@ from vigil.activities.artifacts.registry import (
     register_object,
 )
 from vigil.activities.artifacts.store import (
-    ArtifactError,
     ArtifactStore,
     StoredObject,
     read_chunks,
@@ -492,13 +491,14 @@ async def restore_session(
         # the session).
         forgotten = await forget_row(db, sha256)
     # The rows are back and committed; the bytes are removed only now, so a failed
-    # restore never loses them. Bytes that cannot be removed now are an orphan object,
-    # which the next sweep removes.
+    # restore never loses them. Bytes that cannot be removed now (the store down, or
+    # refusing, or the database gone meanwhile) are an orphan object, which the next sweep
+    # removes: the restore is done all the same.
     if forgotten:
         try:
             async with sessionmaker() as db, db.begin():
                 await drop_unregistered(db, store, sha256)
-        except (OSError, ArtifactError) as exc:
+        except Exception as exc:  # restored and committed: said, not raised
             log.warning(
                 "session %s restored; its archive %s stays until the next sweep: %s",
                 session_id,

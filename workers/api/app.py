@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -82,14 +83,33 @@ def routers() -> list[APIRouter]:
 class RecordJSON(JSONResponse):
     """JSON as every route answers it, where a lone surrogate the record keeps (a broken
     model's ``"\\ud83c"``, half an emoji, kept exactly) is written as its JSON escape,
-    which reads back as the same text: the default serializer refuses such text, and the
-    route answered 500 (the approvals inbox of every token that saw the agent included)."""
+    which a JSON parser reads back as the same text (two halves in a row: the character
+    they make): the default serializer refuses such text, and the route answered 500 (the
+    approvals inbox of every token that saw the agent included). A float that is not
+    finite is written as null, as the default serializer writes it."""
 
     def render(self, content: Any) -> bytes:
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        try:
+            text = _dumps(content)
+        except ValueError:  # NaN or an infinity somewhere: JSON has no such number
+            text = _dumps(_finite(content))
         # A surrogate can only stand inside a JSON string: its backslash escape there is
         # the JSON escape of that code unit.
         return text.encode("utf-8", "backslashreplace")
+
+
+def _dumps(content: Any) -> str:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def create_app(settings: Settings) -> FastAPI:
