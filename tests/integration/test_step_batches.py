@@ -226,6 +226,26 @@ async def test_a_step_that_fails_inside_a_batch_is_handed_back_and_taken_again(
     assert _replied_at(await _whole(sessionmaker, handle.id)) == [1, 2, 3]
 
 
+def _read_twice_past_a_429(stub: LLMStub, retry_after: int) -> list[float]:
+    """The provider's answers: a read, a 429 asking for ``retry_after`` s, a read, the
+    finish. Returns the times it was asked, filled in as it is."""
+    asked: list[float] = []
+    read = Reply.tool_call(*READ)
+    plan = [
+        read,
+        Reply.status(429, retry_after=retry_after),
+        read,
+        Reply.tool_call("finish", {"summary": "done"}),
+    ]
+
+    def answer(body: Any) -> Reply:
+        asked.append(time.monotonic())
+        return plan.pop(0)
+
+    stub.default = answer
+    return asked
+
+
 async def test_a_handed_back_step_waits_out_the_providers_retry_after(
     client: Client,
     settings: Settings,
@@ -236,23 +256,7 @@ async def test_a_handed_back_step_waits_out_the_providers_retry_after(
 ) -> None:
     # Step 2's first answer is a 429 asking for 3 s: the batch hands step 2 back, and the
     # workflow asks the provider again no sooner than that, as a retried call would.
-    asked: list[float] = []
-
-    def timed(reply: Reply) -> Any:
-        def answer(body: Any) -> Reply:
-            asked.append(time.monotonic())
-            return reply
-
-        return answer
-
-    read = Reply.tool_call(*READ)
-    plan = [
-        read,
-        Reply.status(429, retry_after=3),
-        read,
-        Reply.tool_call("finish", {"summary": "done"}),
-    ]
-    stub.default = lambda body: timed(plan.pop(0))(body)
+    asked = _read_twice_past_a_429(stub, 3)
     name = await _agent(sessionmaker, execution, WIDE)
     handle, result = await _run_to_end(client, settings, task_queue, stub, name, "read twice")
     assert (result.status, result.steps) == (SessionStatus.COMPLETED, 3)
@@ -274,20 +278,7 @@ async def test_a_handed_back_steps_wait_survives_the_hand_over(
     """The session continued-as-new while it waited out the provider's Retry-After (its
     history grew heavy meanwhile): the next run asked the provider again at once, the wait
     forgotten. The time the provider asked for now travels in the carry."""
-    asked: list[float] = []
-    read = Reply.tool_call(*READ)
-    plan = [
-        read,
-        Reply.status(429, retry_after=WAITED),
-        read,
-        Reply.tool_call("finish", {"summary": "done"}),
-    ]
-
-    def answer(body: Any) -> Reply:
-        asked.append(time.monotonic())
-        return plan.pop(0)
-
-    stub.default = answer
+    asked = _read_twice_past_a_429(stub, WAITED)
     name = await _agent(sessionmaker, execution, WIDE)
     async with running_worker(client, stub_settings(settings, stub.url_openai), task_queue):
         handle = await start(
